@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# torch is installed first, pinned, so that pip never resolves it to a multi-GB CUDA wheel.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.glinker-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup clean reference-venv docs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev,sql]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The reference gliner library in its own venv, for conformance goldens and side-by-side benchmarks.
+REF_VENV ?= .venv-gliner
+reference-venv: $(REF_VENV)/.installed
+$(REF_VENV)/.installed:
+	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(REF_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(REF_VENV)/bin/python -m pip install -q gliner==0.2.29 psutil
+	touch $@
+
+docs: $(STAMP)
+	$(PY) -m glinker.pipeline.reference docs/yaml-reference.md
+
+clean:
+	rm -rf $(VENV) $(REF_VENV) build dist *.egg-info

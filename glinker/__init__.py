@@ -1,0 +1,56 @@
+"""glinker: link text to knowledge bases with the GLiNER bi-encoder.
+
+Importing this package is cheap: torch, transformers and faiss load only when a model, an index or a
+pipeline stage that needs them is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0.dev0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "__version__",
+    "load_pipeline",
+    "Entity",
+    "Document",
+    "Mention",
+    "Candidate",
+    "Link",
+    "LinkedDocument",
+    "GlinkerError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from glinker.errors import GlinkerError
+    from glinker.pipeline import Pipeline
+    from glinker.types import Candidate, Document, Entity, Link, LinkedDocument, Mention
+
+_LAZY = {
+    "Entity": "glinker.types",
+    "Document": "glinker.types",
+    "Mention": "glinker.types",
+    "Candidate": "glinker.types",
+    "Link": "glinker.types",
+    "LinkedDocument": "glinker.types",
+    "GlinkerError": "glinker.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'glinker' has no attribute {name!r}")
+
+
+def load_pipeline(path: str, **overrides: Any) -> "Pipeline":
+    """Load and validate a YAML pipeline; stages load their models lazily on first use."""
+    from glinker.pipeline import Pipeline
+
+    return Pipeline.from_yaml(path, **overrides)

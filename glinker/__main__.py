@@ -1,0 +1,3 @@
+from glinker.cli import main
+
+main()

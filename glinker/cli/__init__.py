@@ -1,0 +1,53 @@
+"""The ``glinker`` command line. Each command group lives in its own module with a ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from glinker.errors import GlinkerError
+
+app = typer.Typer(
+    name="glinker",
+    help="Link text to knowledge bases with the GLiNER bi-encoder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command groups, in the order `glinker --help` lists them. A module that is absent is skipped.
+_GROUPS = ("pipeline", "ner", "link", "kb", "eval", "train", "bench")
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _load_groups() -> None:
+    for name in _GROUPS:
+        try:
+            mod = importlib.import_module(f"glinker.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"glinker.cli.{name}":
+                continue
+            raise
+        mod.register(app)
+
+
+_load_groups()
+
+
+def main() -> None:
+    """Console-script entry point: glinker errors print as their message (code, place, fix) and exit 2."""
+    try:
+        app()
+    except GlinkerError as e:
+        typer.echo(str(e), err=True)
+        raise SystemExit(2) from None

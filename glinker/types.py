@@ -1,0 +1,112 @@
+"""Core records that cross every boundary: entities, documents, mentions, candidates and links.
+
+They are pydantic models so that a record read from a file, a database or another stage is validated once,
+with a precise field path in the error, and serialises to JSON the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NIL = "NIL"
+"""The entity id of a mention that links to nothing in the knowledge base."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
+
+
+class Entity(_Record):
+    """One knowledge-base entity. Homonyms are separate entities with their own ids."""
+
+    id: str = Field(min_length=1, description="Stable entity id, e.g. a Wikidata QID or a primary key.")
+    label: str = Field(description="Primary name in the KB's main language.")
+    aliases: list[str] = Field(default_factory=list, description="Other names; every one is indexed.")
+    description: str = Field(default="", description="Short description, used in the entity text template.")
+    types: list[str] = Field(default_factory=list, description="Type ids or names, e.g. P31 values.")
+    popularity: float = Field(default=0.0, ge=0, description="Prior weight, e.g. sitelink count.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels per language tag.")
+    descriptions: dict[str, str] = Field(default_factory=dict, description="Descriptions per language tag.")
+    aliases_by_lang: dict[str, list[str]] = Field(default_factory=dict, description="Aliases per language tag.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata kept with the record.")
+
+    @field_validator("id")
+    @classmethod
+    def _strip_id(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("entity id is empty")
+        return v
+
+    def names(self) -> list[str]:
+        """Every surface name of the entity: label, aliases and per-language labels/aliases, deduplicated."""
+        seen: dict[str, None] = {}
+        for n in [self.label, *self.aliases, *self.labels.values(),
+                  *(a for al in self.aliases_by_lang.values() for a in al)]:
+            if n and n not in seen:
+                seen[n] = None
+        return list(seen)
+
+
+class Document(_Record):
+    """A text to process. ``id`` defaults to the position in the input when not given."""
+
+    id: str | None = None
+    text: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Mention(_Record):
+    """A span of a document, by character offsets (``end`` exclusive) into the original string."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    text: str
+    label: str | None = Field(default=None, description="Entity type predicted or given for the span.")
+    score: float | None = None
+    doc_index: int | None = Field(default=None, description="Index of the document in its batch.")
+
+    @model_validator(mode="after")
+    def _check_offsets(self) -> "Mention":
+        if self.end < self.start:
+            raise ValueError(f"mention end ({self.end}) is before its start ({self.start})")
+        return self
+
+
+class Candidate(_Record):
+    """A KB entity proposed for a mention. ``scores`` keeps every stage's score under the stage name."""
+
+    entity_id: str
+    label: str = ""
+    description: str = ""
+    source: str = Field(default="", description="Which retrieval produced it: dense, alias, fuzzy, ...")
+    scores: dict[str, float] = Field(default_factory=dict)
+    score: float = Field(default=0.0, description="The current combined score used for ranking.")
+
+
+class Link(_Record):
+    """The decision for one mention: an entity id or NIL, with confidence and the ranked candidates."""
+
+    mention: Mention
+    entity_id: str = NIL
+    label: str = ""
+    confidence: float = 0.0
+    candidates: list[Candidate] = Field(default_factory=list)
+
+    @property
+    def is_nil(self) -> bool:
+        return self.entity_id == NIL
+
+
+class LinkedDocument(_Record):
+    """A document with its links; the unit a linking pipeline writes out."""
+
+    id: str | None = None
+    text: str
+    links: list[Link] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+DataKind = Literal["documents", "mentions", "candidates", "links"]
