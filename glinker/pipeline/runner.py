@@ -1,0 +1,213 @@
+"""Run a validated pipeline: batches of documents move through the stages in topological order.
+
+Each stage gets the batch's documents and the outputs of its inputs; the runner records per-stage wall
+time, calls and produced item counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from pydantic import ValidationError
+
+from glinker.errors import DataError, GlinkerError, StageError
+from glinker.pipeline.graph import render_dot, render_text, topological_order
+from glinker.pipeline.spec import PipelineSpec, load_spec
+from glinker.pipeline.stage import DOCUMENTS, PipelineContext, Stage
+from glinker.types import Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageStats:
+    """Cumulative counters of one stage."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    items: int = 0
+    warm_up_seconds: float = 0.0
+
+
+@dataclass
+class RunStats:
+    """Counters of a pipeline run: documents, batches and per-stage statistics."""
+
+    documents: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    stages: dict[str, StageStats] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """A small text table of per-stage time and counts."""
+        total = sum(s.seconds for s in self.stages.values()) or 1e-12
+        rows = [f"{'stage':<24}{'calls':>7}{'items':>10}{'seconds':>10}{'share':>8}"]
+        for name, s in self.stages.items():
+            rows.append(f"{name:<24}{s.calls:>7}{s.items:>10}{s.seconds:>10.3f}{100 * s.seconds / total:>7.1f}%")
+        rows.append(f"{self.documents} documents in {self.batches} batches, {self.seconds:.3f} s")
+        return "\n".join(rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"documents": self.documents, "batches": self.batches, "seconds": self.seconds,
+                "stages": {k: vars(v).copy() for k, v in self.stages.items()}}
+
+
+@dataclass
+class BatchResult:
+    """One batch's documents and every stage's output; ``output`` is the pipeline's result stage's."""
+
+    documents: list[Document]
+    outputs: dict[str, Any]
+    output_name: str
+
+    @property
+    def output(self) -> Any:
+        return self.outputs[self.output_name]
+
+
+def as_document(item: Any, index: int) -> Document:
+    """Coerce a str, dict or Document into a Document; errors name the input position."""
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(id=str(index), text=item)
+    if isinstance(item, dict):
+        try:
+            doc = Document.model_validate(item)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(f"document {index} is invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                            where=f"input[{index}]", fix="documents are strings or objects with a `text` field") from None
+        if doc.id is None:
+            doc.id = str(index)
+        return doc
+    raise DataError(f"document {index} has type {type(item).__name__}", where=f"input[{index}]",
+                    fix="pass strings, dicts with `text`, or glinker.Document objects")
+
+
+class Pipeline:
+    """A runnable pipeline. Construction is light; models and KBs load on first use (or ``warm_up()``)."""
+
+    def __init__(self, spec: PipelineSpec, *, context: PipelineContext | None = None) -> None:
+        self.spec = spec
+        h = spec.header
+        self.context = context or PipelineContext(model=h.model, kb=h.kb, base_dir=spec.base_dir,
+                                                  device=h.settings.device, settings=h.settings.model_dump())
+        self.order = topological_order(spec.stages)
+        self.stages: dict[str, Stage] = {n: spec.stages[n].cls(n, spec.stages[n].params, self.context)
+                                         for n in self.order}
+        self.stats = RunStats(stages={n: StageStats() for n in self.order})
+
+    # construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, model: str | None = None, kb: str | None = None,
+                  batch_size: int | None = None, device: str | None = None) -> "Pipeline":
+        """Load, validate and build a pipeline from a YAML file; keyword arguments override its settings."""
+        spec = load_spec(path)
+        h = spec.header
+        if model is not None:
+            h.model = model
+        if kb is not None:
+            h.kb = kb
+        if batch_size is not None:
+            h.settings.batch_size = batch_size
+        if device is not None:
+            h.settings.device = device
+        return cls(spec)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def output_name(self) -> str:
+        return self.spec.output
+
+    def describe(self, fmt: str = "text") -> str:
+        """The DAG as text or Graphviz dot."""
+        if fmt == "dot":
+            return render_dot(self.spec.stages, self.spec.output, self.name)
+        return render_text(self.spec.stages, self.spec.output)
+
+    def warm_up(self) -> None:
+        """Load every stage's heavy state now (otherwise it happens before the first batch)."""
+        for n in self.order:
+            stage = self.stages[n]
+            if not stage._warm:
+                t0 = time.perf_counter()
+                try:
+                    stage.ensure_warm()
+                except GlinkerError:
+                    raise
+                except Exception as e:
+                    raise StageError(f"warm-up failed: {type(e).__name__}: {e}", where=self._where(n),
+                                     fix="check the stage's model/kb settings") from e
+                self.stats.stages[n].warm_up_seconds += time.perf_counter() - t0
+
+    def _where(self, name: str) -> str:
+        st = self.spec.stages[name]
+        return f"stage {name!r} ({self.spec.source}:{st.line})" if st.line else f"stage {name!r}"
+
+    # running ------------------------------------------------------------------------------------------------
+    def run_batch(self, documents: Sequence[Document]) -> BatchResult:
+        """Run one batch through every stage."""
+        self.warm_up()
+        docs = list(documents)
+        outputs: dict[str, Any] = {DOCUMENTS: docs}
+        for n in self.order:
+            st = self.spec.stages[n]
+            stage = self.stages[n]
+            ins = [outputs[i] for i in st.inputs]
+            t0 = time.perf_counter()
+            try:
+                out = stage.run(docs, ins)
+            except GlinkerError:
+                raise
+            except Exception as e:
+                raise StageError(f"{type(e).__name__}: {e}", where=self._where(n),
+                                 fix="see the traceback above; the input batch is unchanged") from e
+            s = self.stats.stages[n]
+            s.seconds += time.perf_counter() - t0
+            s.calls += 1
+            s.items += stage.count(out)
+            outputs[n] = out
+        self.stats.batches += 1
+        self.stats.documents += len(docs)
+        return BatchResult(docs, outputs, self.spec.output)
+
+    def run(self, documents: Iterable[Any], *, batch_size: int | None = None) -> Iterator[BatchResult]:
+        """Stream documents (str, dict or Document) through the pipeline, one batch at a time."""
+        bs = batch_size or self.spec.header.settings.batch_size
+        log_every = self.spec.header.settings.log_every
+        t_start = time.perf_counter()
+        batch: list[Document] = []
+        seen = 0
+        next_log = log_every
+        for i, item in enumerate(documents):
+            batch.append(as_document(item, i))
+            if len(batch) >= bs:
+                seen += len(batch)
+                yield self.run_batch(batch)
+                batch = []
+                if log_every and seen >= next_log:
+                    log.info("%s: %d documents", self.name, seen)
+                    next_log += log_every
+        if batch:
+            yield self.run_batch(batch)
+        self.stats.seconds += time.perf_counter() - t_start
+
+    def __call__(self, documents: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
+        """Run all documents and return the output stage's result, one entry per document."""
+        out: list[Any] = []
+        for res in self.run(documents, batch_size=batch_size):
+            value = res.output
+            out.extend(value if isinstance(value, list) else [value])
+        return out
+
+    def link(self, texts: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
+        """Link texts: the output stage's result per document (LinkedDocument for linking pipelines)."""
+        return self(texts, batch_size=batch_size)

@@ -1,0 +1,285 @@
+"""Pipeline YAML → validated spec. Every problem found is reported at once, each with its line and a fix.
+
+Validation imports stage classes (which are light by contract) but never builds stages or loads models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from glinker.errors import ConfigError, PipelineError, Problem, closest
+from glinker.pipeline.registry import StageRegistry, registry as default_registry
+from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
+from glinker.pipeline.yamlsrc import LoadedYAML, load_yaml
+
+RESERVED_STAGE_KEYS = ("type", "input", "inputs", "description")
+
+
+class Settings(BaseModel):
+    """Run settings shared by all stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=32, ge=1, le=100_000, description="Documents per batch moved through the stages.")
+    device: str | None = Field(default=None, description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
+    log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
+
+
+class PipelineHeader(BaseModel):
+    """Top-level keys of a pipeline file (``stages`` is validated stage by stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Pipeline name, shown in logs and summaries.")
+    description: str = Field(default="", description="Free text.")
+    version: Literal[1] = Field(default=1, description="Pipeline file format version.")
+    model: str | None = Field(default=None, description="Default bi-encoder for model stages: a shipped model name, a local dir or a hub id.")
+    kb: str | None = Field(default=None, description="Default knowledge-base directory (built by `glinker kb build`); relative to the file.")
+    settings: Settings = Field(default_factory=Settings, description="Run settings.")
+    output: str | None = Field(default=None, description="The stage whose output is the pipeline's result; default: the only sink.")
+    stages: dict[str, Any] = Field(description="Stage name → stage definition (type, input(s), parameters).")
+
+
+class StageSpec(BaseModel):
+    """One validated stage: its type, its inputs (stage names or ``documents``) and its typed parameters."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    type: str
+    inputs: list[str]
+    params: StageParams | None  # None only while a file with problems is being checked
+    cls: type[Stage] | None
+    line: int | None = None
+    description: str = ""
+
+
+class PipelineSpec(BaseModel):
+    """A whole validated pipeline; ``stages`` keeps file order."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    header: PipelineHeader
+    stages: dict[str, StageSpec]
+    source: str = "<string>"
+    base_dir: Path = Field(default_factory=Path.cwd)
+    output: str
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple, src: LoadedYAML, model: type[BaseModel],
+                       code_unknown: str, code_value: str) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = prefix + loc
+        line = src.line_of(path)
+        where = f"{src.source}:{line}" if line else src.source
+        field_path = _fmt_loc(path)
+        if e["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            parent = model
+            # nested models (settings.x): suggest from the nested model's fields
+            if len(loc) > 1 and loc[0] in model.model_fields:
+                ann = model.model_fields[loc[0]].annotation
+                if isinstance(ann, type) and issubclass(ann, BaseModel):
+                    parent = ann
+            valid = list(parent.model_fields)
+            guess = closest(key, valid)
+            hint = f"did you mean {guess!r}? " if guess else ""
+            problems.append(Problem(code_unknown, f"unknown key {key!r} at {field_path}", where=where, line=line,
+                                    fix=f"{hint}valid keys here: {', '.join(valid)}"))
+        elif e["type"] == "missing":
+            problems.append(Problem(code_value, f"required key {field_path!r} is missing", where=where, line=line,
+                                    fix=f"add `{loc[-1]}:` here"))
+        else:
+            got = e.get("input")
+            got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            problems.append(Problem(code_value, f"invalid value for {field_path!r}: {e['msg']} (got {got_s})",
+                                    where=where, line=line, fix=_value_fix(model, loc)))
+    return problems
+
+
+def _value_fix(model: type[BaseModel], loc: tuple) -> str:
+    field = model.model_fields.get(str(loc[0])) if loc else None
+    while field is not None and len(loc) > 1 and isinstance(field.annotation, type) \
+            and issubclass(field.annotation, BaseModel):
+        model, loc = field.annotation, loc[1:]
+        field = model.model_fields.get(str(loc[0]))
+    if field is None:
+        return "see docs/yaml-reference.md for the allowed values"
+    ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+    desc = f" — {field.description}" if field.description else ""
+    default = "" if field.is_required() else f" (default: {field.default!r})"
+    return f"expected {ann}{default}{desc}"
+
+
+def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir: Path | None = None) -> PipelineSpec:
+    """Validate a loaded YAML document. Raises PipelineError listing every problem found."""
+    from glinker.pipeline.graph import check_graph
+
+    reg = reg or default_registry
+    src = loaded
+    problems: list[Problem] = list(src.duplicates)
+    data = src.data
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise PipelineError([Problem("E202", f"a pipeline must be a YAML mapping, this file is {kind}",
+                                     where=src.where(()), line=src.line_of(()),
+                                     fix="start with `name: ...` and a `stages:` mapping")], source=src.source)
+
+    raw_stages = data.get("stages")
+    # `x-...` keys hold YAML anchors for reuse (as in docker-compose); they are not part of the schema.
+    header_data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    if isinstance(raw_stages, dict):
+        header_data["stages"] = {}
+    header: PipelineHeader | None = None
+    try:
+        header = PipelineHeader.model_validate(header_data)
+    except ValidationError as e:
+        problems += _pydantic_problems(e, (), src, PipelineHeader, "E211", "E212")
+
+    stages: dict[str, StageSpec] = {}
+    if isinstance(raw_stages, dict):
+        if not raw_stages:
+            problems.append(Problem("E213", "the pipeline has no stages", where=src.where(("stages",)),
+                                    line=src.line_of(("stages",)), fix="add at least one stage under `stages:`"))
+        for name, body in raw_stages.items():
+            spec, ps = _parse_stage(str(name), body, src, reg)
+            problems += ps
+            stages[str(name)] = spec
+    elif raw_stages is not None:
+        problems.append(Problem("E212", f"`stages` must be a mapping of stage name → definition, got {type(raw_stages).__name__}",
+                                where=src.where(("stages",)), line=src.line_of(("stages",)),
+                                fix="write `stages:` followed by indented `name: {type: ..., ...}` entries"))
+
+    output = header.output if header else None
+    if stages:
+        graph_problems, output = check_graph(stages, output, src)
+        problems += graph_problems
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0))
+        raise PipelineError(problems, source=src.source)
+    assert header is not None and output is not None
+    return PipelineSpec(header=header, stages=stages, source=src.source, base_dir=base_dir or Path.cwd(),
+                        output=output)
+
+
+def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> tuple[StageSpec, list[Problem]]:
+    """Validate one stage. With problems, the spec is partial (cls/params may be None) for the graph checks."""
+    path = ("stages", name)
+    line = src.line_of(path)
+    where = src.where(path)
+    problems: list[Problem] = []
+    stype = body.get("type") if isinstance(body, dict) else None
+    cls: type[Stage] | None = None
+    if name == DOCUMENTS:
+        problems.append(Problem("E214", f"{DOCUMENTS!r} is reserved for the pipeline input", where=where, line=line,
+                                fix="give the stage another name"))
+    if not isinstance(body, dict):
+        problems.append(Problem("E214", f"stage {name!r} must be a mapping, got {type(body).__name__}",
+                                where=where, line=line, fix=f"write `{name}: {{type: <stage type>, ...}}`"))
+        body = {}
+    elif not isinstance(stype, str) or not stype:
+        problems.append(Problem("E215", f"stage {name!r} has no `type`", where=where, line=line,
+                                fix=f"add `type:` with one of: {', '.join(reg.names())}"))
+    else:
+        tline = src.line_of(path + ("type",))
+        if ":" in stype or ("." in stype and stype not in reg):
+            problems.append(Problem(
+                "E230", f"stage type {stype!r} looks like an import path; pipeline files cannot import classes",
+                where=f"{src.source}:{tline}", line=tline,
+                fix="register the class as a `glinker.stages` entry point and use its name"))
+        else:
+            try:
+                cls = reg.get(stype)
+            except ConfigError as e:
+                if e.code == "E230":
+                    guess = closest(stype, reg.names())
+                    hint = f"did you mean {guess!r}? " if guess else ""
+                    problems.append(Problem("E230", f"unknown stage type {stype!r} in stage {name!r}",
+                                            where=f"{src.source}:{tline}", line=tline,
+                                            fix=f"{hint}known types: {', '.join(reg.names())}"))
+                else:
+                    problems.append(Problem(e.code, e.message, where=f"{src.source}:{tline}", line=tline, fix=e.fix))
+
+    inputs: list[str] = []
+    if "input" in body and "inputs" in body:
+        problems.append(Problem("E216", f"stage {name!r} has both `input` and `inputs`", where=where, line=line,
+                                fix="use `input: <stage>` for one input or `inputs: [a, b]` for several"))
+    elif "inputs" in body:
+        raw = body["inputs"]
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw) or not raw:
+            problems.append(Problem("E216", f"`inputs` of stage {name!r} must be a non-empty list of stage names",
+                                    where=src.where(path + ("inputs",)), line=src.line_of(path + ("inputs",)),
+                                    fix="write `inputs: [stage_a, stage_b]`"))
+        else:
+            inputs = list(raw)
+    elif "input" in body:
+        raw = body["input"]
+        if not isinstance(raw, str):
+            problems.append(Problem("E216", f"`input` of stage {name!r} must be one stage name",
+                                    where=src.where(path + ("input",)), line=src.line_of(path + ("input",)),
+                                    fix="write `input: <stage>`, or `inputs: [a, b]` for several"))
+        else:
+            inputs = [raw]
+    else:
+        inputs = [DOCUMENTS]
+
+    partial = StageSpec(name=name, type=str(stype or ""), inputs=inputs, params=None, cls=cls, line=line)
+    if cls is None:
+        return partial, problems
+    n = len(inputs)
+    if inputs and cls.max_inputs is not None and n > cls.max_inputs:
+        key = "inputs" if "inputs" in body else "input"
+        problems.append(Problem("E217", f"stage {name!r} ({stype}) takes at most {cls.max_inputs} input(s), got {n}",
+                                where=src.where(path + (key,)), line=src.line_of(path + (key,)),
+                                fix="merge the inputs first (e.g. a merge stage), or pick one"))
+    elif inputs and n < cls.min_inputs:
+        problems.append(Problem("E217", f"stage {name!r} ({stype}) needs at least {cls.min_inputs} inputs, got {n}",
+                                where=where, line=line, fix="list them under `inputs:`"))
+
+    params_data = {k: v for k, v in body.items() if k not in RESERVED_STAGE_KEYS}
+    params = None
+    try:
+        params = cls.Params.model_validate(params_data)
+    except ValidationError as e:
+        for p in _pydantic_problems(e, path, src, cls.Params, "E220", "E221"):
+            if p.code == "E220":
+                valid = list(RESERVED_STAGE_KEYS) + list(cls.Params.model_fields)
+                key = p.message.split("'")[1]
+                guess = closest(key, valid)
+                hint = f"did you mean {guess!r}? " if guess else ""
+                p.message = f"unknown key {key!r} for stage {name!r} ({stype})"
+                p.fix = f"{hint}valid keys for {stype}: {', '.join(valid)}"
+            problems.append(p)
+    if problems or params is None:
+        return partial, problems
+    desc = body.get("description", "")
+    return StageSpec(name=name, type=stype, inputs=inputs, params=params, cls=cls, line=line,
+                     description=str(desc) if desc else ""), []
+
+
+def load_spec(path: str | Path, *, reg: StageRegistry | None = None) -> PipelineSpec:
+    """Read and validate a pipeline file; relative paths in it resolve against its folder."""
+    loaded = load_yaml(path=path)
+    return parse_spec(loaded, reg=reg, base_dir=Path(path).resolve().parent)
+
+
+def loads_spec(text: str, *, reg: StageRegistry | None = None, source: str = "<string>",
+               base_dir: Path | None = None) -> PipelineSpec:
+    """Validate a pipeline given as a YAML string."""
+    loaded = load_yaml(text, source=source)
+    return parse_spec(loaded, reg=reg, base_dir=base_dir)

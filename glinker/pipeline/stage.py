@@ -1,0 +1,96 @@
+"""The stage protocol: light construction, heavy ``warm_up``, batch ``run``, declared input/output kinds.
+
+A stage module must import cheaply (no torch/faiss at module level) so that a pipeline can be validated,
+shown and type-checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from glinker.types import Document
+
+DOCUMENTS = "documents"
+"""The kind (and the reserved input name) of the pipeline's input documents."""
+
+
+class StageParams(BaseModel):
+    """Base of every stage's parameters: unknown keys are errors, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineContext:
+    """What stages share: pipeline-level settings and one cache of heavy resources (models, KBs).
+
+    ``resource(key, factory)`` builds a resource once, so two stages naming the same model share one copy.
+    """
+
+    def __init__(self, *, model: str | None = None, kb: str | None = None, base_dir: Path | None = None,
+                 device: str | None = None, settings: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.kb = kb
+        self.base_dir = base_dir or Path.cwd()
+        self.device = device
+        self.settings = dict(settings or {})
+        self._resources: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    def resolve_path(self, value: str | None) -> str | None:
+        """Resolve a relative path against the pipeline file's folder when it exists there."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        if not p.is_absolute() and (self.base_dir / p).exists():
+            return str(self.base_dir / p)
+        return str(p)
+
+    def resource(self, key: Any, factory: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._resources:
+                self._resources[key] = factory()
+            return self._resources[key]
+
+
+class Stage:
+    """Base class of pipeline stages.
+
+    Subclasses set ``type_name``, ``Params`` (a :class:`StageParams`), ``accepts`` (the kinds they read)
+    and ``produces`` (the kind they write); ``max_inputs`` is 1 for ``input:`` stages, ``None`` for fan-in.
+    """
+
+    type_name: ClassVar[str] = ""
+    Params: ClassVar[type[StageParams]] = StageParams
+    accepts: ClassVar[tuple[str, ...]] = (DOCUMENTS,)
+    produces: ClassVar[str] = "mentions"
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+    summary: ClassVar[str] = ""
+
+    def __init__(self, name: str, params: StageParams, context: PipelineContext) -> None:
+        self.name = name
+        self.params = params
+        self.context = context
+        self._warm = False
+
+    def warm_up(self) -> None:
+        """Load heavy state (models, indexes). Called once, before the first batch."""
+
+    def ensure_warm(self) -> None:
+        if not self._warm:
+            self.warm_up()
+            self._warm = True
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> Any:
+        """Process one batch. ``inputs`` holds the outputs of the input stages, in declared order."""
+        raise NotImplementedError
+
+    def count(self, output: Any) -> int:
+        """How many items ``output`` holds, for run statistics (per-document lists are summed)."""
+        if isinstance(output, list):
+            return sum(len(x) if isinstance(x, list) else 1 for x in output)
+        return 0

@@ -1,0 +1,50 @@
+"""Union of several mention sets; overlaps resolved by policy."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+from pydantic import Field
+
+from glinker.pipeline.stage import Stage, StageParams
+from glinker.types import Document, Mention
+
+
+class MergeMentionsParams(StageParams):
+    overlap: Literal["keep_all", "first_input", "longest", "highest_score"] = Field(
+        default="keep_all", description="What to do with overlapping spans: keep all, prefer earlier inputs, the longest span, or the best score.")
+
+
+class MergeMentions(Stage):
+    """Merge the mentions of several inputs per document; identical spans are kept once."""
+
+    type_name = "merge_mentions"
+    Params = MergeMentionsParams
+    accepts = ("mentions",)
+    produces = "mentions"
+    min_inputs = 1
+    max_inputs = None
+    summary = "union of mention sets"
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
+        policy = self.params.overlap  # type: ignore[attr-defined]
+        out = []
+        for d_i in range(len(documents)):
+            ranked: list[tuple[int, Mention]] = [(rank, m) for rank, inp in enumerate(inputs) for m in inp[d_i]]
+            if policy == "longest":
+                ranked.sort(key=lambda rm: (-(rm[1].end - rm[1].start), rm[0]))
+            elif policy == "highest_score":
+                ranked.sort(key=lambda rm: (-(rm[1].score or 0.0), rm[0]))
+            kept: list[Mention] = []
+            seen: set[tuple[int, int]] = set()
+            for _, m in ranked:
+                key = (m.start, m.end)
+                if key in seen:
+                    continue
+                if policy != "keep_all" and any(m.start < k.end and k.start < m.end for k in kept):
+                    continue
+                seen.add(key)
+                kept.append(m)
+            kept.sort(key=lambda m: (m.start, -m.end))
+            out.append(kept)
+        return out

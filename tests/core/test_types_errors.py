@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from glinker.errors import ConfigError, GlinkerError, KBError
+from glinker.types import NIL, Candidate, Entity, Link, Mention
+
+
+def test_entity_names_keep_order_and_languages():
+    e = Entity(id=" Q90 ", label="Paris", aliases=["City of Light", "Paris"], labels={"fr": "Paris", "de": "Paris"},
+               aliases_by_lang={"fr": ["Ville Lumière"]}, popularity=300)
+    assert e.id == "Q90"
+    assert e.names() == ["Paris", "City of Light", "Ville Lumière"]
+
+
+def test_records_reject_unknown_fields_and_bad_offsets():
+    with pytest.raises(ValidationError, match="nmae"):
+        Entity(id="Q1", label="x", nmae="y")
+    with pytest.raises(ValidationError, match="before its start"):
+        Mention(start=5, end=2, text="")
+    with pytest.raises(ValidationError, match="popularity"):
+        Entity(id="Q1", label="x", popularity=-1)
+
+
+def test_link_defaults_to_nil_and_round_trips():
+    link = Link(mention=Mention(start=0, end=5, text="Paris"),
+                candidates=[Candidate(entity_id="Q90", scores={"dense": 0.8})])
+    assert link.is_nil and link.entity_id == NIL
+    assert Link.model_validate_json(link.model_dump_json()) == link
+
+
+def test_error_renders_code_place_and_fix():
+    e = KBError("index built with another model", where="kb/manifest.json", fix="rebuild the KB")
+    assert str(e) == "[E500] kb/manifest.json: index built with another model\n  fix: rebuild the KB"
+    assert isinstance(e, GlinkerError) and e.code == "E500"
+    assert ConfigError("x", code="E999").code == "E999"

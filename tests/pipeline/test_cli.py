@@ -1,0 +1,60 @@
+"""`glinker pipeline validate|show` through the real console entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+GOOD = """name: demo
+stages:
+  years: {type: regex_mentions, patterns: {year: '\\b\\d{4}\\b'}}
+  caps: {type: regex_mentions, patterns: {name: '\\b[A-Z][a-z]+\\b'}}
+  merged: {type: merge_mentions, inputs: [years, caps]}
+"""
+
+
+def glinker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glinker", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def good(tmp_path):
+    f = tmp_path / "good.yaml"
+    f.write_text(GOOD)
+    return f
+
+
+def test_validate_ok(good):
+    r = glinker("pipeline", "validate", str(good))
+    assert r.returncode == 0
+    assert "pipeline 'demo', 3 stage(s), output 'merged'" in r.stdout
+    assert "years -> caps -> merged" in r.stdout
+
+
+def test_validate_reports_every_error_with_line_and_exit_2():
+    r = glinker("pipeline", "validate", str(HERE / "bad" / "12_missing_input.yaml"))
+    assert r.returncode == 2
+    assert "12_missing_input.yaml:8" in r.stderr and "fix: did you mean 'mentions'?" in r.stderr
+
+
+def test_show_text_and_dot(good):
+    r = glinker("pipeline", "show", str(good))
+    assert r.returncode == 0 and "merged [merge_mentions -> mentions]  inputs: years, caps  <- output" in r.stdout
+    r = glinker("pipeline", "show", "--format", "dot", str(good))
+    assert r.returncode == 0
+    assert r.stdout.startswith('digraph "demo" {') and '"years" -> "merged" [label="mentions"];' in r.stdout
+
+
+def test_help_everywhere():
+    for args in ([], ["pipeline"], ["pipeline", "validate"], ["pipeline", "show"]):
+        r = glinker(*args, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
+
+
+def test_missing_file():
+    r = glinker("pipeline", "validate", "does/not/exist.yaml")
+    assert r.returncode == 2 and "E202" in r.stderr and "not found" in r.stderr

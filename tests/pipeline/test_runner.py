@@ -1,0 +1,98 @@
+"""The runner on real stages: fan-out from the documents, fan-in into one stage, batching and statistics."""
+
+from __future__ import annotations
+
+import pytest
+
+from glinker.errors import DataError, StageError
+from glinker.pipeline import Pipeline, loads_spec
+
+FAN = """name: fan
+settings: {batch_size: 2}
+stages:
+  caps: {type: test_caps, min_length: 3}
+  years: {type: regex_mentions, patterns: {year: '\\b(1[89]\\d\\d|20\\d\\d)\\b'}}
+  given: {type: given_mentions, field: spans, default_label: gold}
+  merged: {type: merge_mentions, inputs: [caps, years, given], overlap: longest}
+  summary: {type: test_summary, inputs: [caps, years, merged]}
+output: summary
+"""
+
+TEXTS = [
+    {"text": "Ada Lovelace wrote in 1843 about the Engine.", "meta": {"spans": [[0, 12]]}},
+    "Nothing here at all.",
+    {"text": "In 1969 Apollo landed.", "meta": {"spans": [{"start": 8, "end": 14, "label": "mission"}]}},
+]
+
+
+@pytest.fixture
+def fan_pipeline(fresh_registry):
+    return Pipeline(loads_spec(FAN, reg=fresh_registry))
+
+
+def test_fan_out_fan_in_results(fan_pipeline):
+    out = fan_pipeline(TEXTS)
+    assert out[0] == {"counts": [3, 1, 3], "texts": ["1843", "Ada", "Ada Lovelace", "Engine", "Lovelace"]}
+    assert out[1] == {"counts": [1, 0, 1], "texts": ["Nothing"]}
+    assert out[2] == {"counts": [1, 1, 2], "texts": ["1969", "Apollo"]}
+
+
+def test_merge_prefers_longest_and_keeps_given_labels(fan_pipeline):
+    res = list(fan_pipeline.run(TEXTS))
+    merged = res[0].outputs["merged"][0]
+    assert [(m.text, m.label) for m in merged] == [("Ada Lovelace", "gold"), ("1843", "year"), ("Engine", "capitalized")]
+    apollo = res[1].outputs["merged"][0]
+    assert [(m.text, m.label) for m in apollo] == [("1969", "year"), ("Apollo", "capitalized")]
+
+
+def test_order_batches_and_stats(fan_pipeline):
+    assert fan_pipeline.order.index("merged") > max(fan_pipeline.order.index(s) for s in ("caps", "years", "given"))
+    assert fan_pipeline.order[-1] == "summary"
+    results = list(fan_pipeline.run(TEXTS))
+    assert [len(r.documents) for r in results] == [2, 1]
+    st = fan_pipeline.stats
+    assert st.documents == 3 and st.batches == 2
+    assert st.stages["caps"].calls == 2 and st.stages["caps"].items == 5
+    assert st.stages["years"].items == 2
+    assert st.stages["summary"].items == 3
+    assert all(s.seconds >= 0 for s in st.stages.values())
+    table = st.table()
+    assert "merged" in table and "3 documents in 2 batches" in table
+
+
+def test_warm_up_runs_once(fan_pipeline):
+    import glinker_test_plugin
+
+    before = glinker_test_plugin.CapitalizedWords.warmed
+    fan_pipeline(TEXTS)
+    fan_pipeline(TEXTS)
+    assert glinker_test_plugin.CapitalizedWords.warmed == before + 1
+
+
+def test_bad_document_names_its_position(fan_pipeline):
+    with pytest.raises(DataError, match=r"input\[1\]"):
+        fan_pipeline(["fine", {"txt": "typo"}])
+
+
+def test_bad_given_span_is_a_clear_error(fan_pipeline):
+    with pytest.raises(DataError, match="span 0 of document '0' is invalid"):
+        fan_pipeline([{"text": "short", "meta": {"spans": [[0, 99]]}}])
+
+
+def test_stage_crash_names_the_stage_and_line(fresh_registry):
+    from glinker.pipeline import Stage, StageParams
+
+    class Boom(Stage):
+        type_name = "boom"
+        Params = StageParams
+        accepts = ("mentions",)
+        produces = "mentions"
+
+        def run(self, documents, inputs):
+            raise ZeroDivisionError("no")
+
+    fresh_registry.register(Boom)
+    p = Pipeline(loads_spec("name: b\nstages:\n  c: {type: test_caps}\n  x: {type: boom, input: c}\n",
+                            reg=fresh_registry, source="b.yaml"))
+    with pytest.raises(StageError, match=r"stage 'x' \(b.yaml:4\).*ZeroDivisionError"):
+        p(["Hello"])

@@ -1,0 +1,80 @@
+"""Each malformed pipeline in bad/ declares, in its first line, the code, line and message it must produce."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from glinker.errors import PipelineError
+from glinker.pipeline import load_spec, loads_spec
+
+BAD = sorted((Path(__file__).parent / "bad").glob("*.yaml"))
+
+
+def _expectation(path: Path) -> tuple[str, int, list[str]]:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    m = re.match(r"# expect: (E\d+) line (\d+) (.*)", first)
+    assert m, f"{path.name}: first line must be '# expect: E### line N \"text\" ...'"
+    return m.group(1), int(m.group(2)), shlex.split(m.group(3))
+
+
+def test_there_are_at_least_12_distinct_malformed_files():
+    codes = {_expectation(p)[0] for p in BAD}
+    assert len(BAD) >= 12 and len(codes) >= 12
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_malformed_pipeline_reports_code_line_and_message(path: Path):
+    code, line, fragments = _expectation(path)
+    with pytest.raises(PipelineError) as info:
+        load_spec(path)
+    err = info.value
+    matching = [p for p in err.problems if p.code == code and p.line == line]
+    assert matching, f"no {code} at line {line}; got: " + "; ".join(f"{p.code}@{p.line} {p.message}" for p in err.problems)
+    text = matching[0].render()
+    for frag in fragments:
+        assert frag in text, f"{frag!r} not in {text!r}"
+    assert f"{path}:{line}" in text
+    assert matching[0].fix, "every problem must carry a fix"
+
+
+def test_every_problem_is_reported_at_once():
+    text = """name: many
+stages:
+  a: {type: regex_mention, patterns: {y: "[0-9]+"}}
+  b: {type: merge_mentions, inputs: [a, c], overlp: longest}
+  d: {type: given_mentions, input: b}
+"""
+    with pytest.raises(PipelineError) as info:
+        loads_spec(text, source="many.yaml")
+    got = {(p.code, p.line) for p in info.value.problems}
+    assert {("E230", 3), ("E220", 4), ("E241", 4), ("E243", 5)} <= got
+    assert str(info.value).startswith("4 problem(s) in pipeline many.yaml") or "problem(s)" in str(info.value)
+
+
+def test_valid_pipeline_keeps_file_order_and_infers_edges():
+    spec = loads_spec("""name: ok
+stages:
+  years: {type: regex_mentions, patterns: {year: '\\b\\d{4}\\b'}}
+  caps: {type: regex_mentions, patterns: {name: '\\b[A-Z][a-z]+\\b'}}
+  merged: {type: merge_mentions, inputs: [years, caps], overlap: longest}
+""")
+    assert list(spec.stages) == ["years", "caps", "merged"]
+    assert spec.stages["merged"].inputs == ["years", "caps"]
+    assert spec.stages["years"].inputs == ["documents"]
+    assert spec.output == "merged"
+    assert spec.stages["merged"].params.overlap == "longest"
+
+
+def test_yaml_anchors_and_merge_keys_work():
+    spec = loads_spec("""name: anchors
+x-caps: &caps {type: regex_mentions, patterns: {name: '[A-Z][a-z]+'}}
+stages:
+  a: *caps
+  b: {<<: *caps, ignore_case: true}
+  m: {type: merge_mentions, inputs: [a, b]}
+""")
+    assert spec.stages["b"].params.ignore_case is True
