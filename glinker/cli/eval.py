@@ -1,0 +1,198 @@
+"""`glinker eval ner|el`: measure zero-shot NER and entity linking on benchmark data.
+
+Scores are printed as a table/summary, then one machine-readable last line
+(``avg_micro_f1=<x>`` for NER, ``el_f1=<x> ed_acc=<y> kb_coverage=<z>`` for EL).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from glinker.errors import ConfigError, GlinkerError
+
+DEFAULT_MODEL = "glinker-bi-minilm"
+
+eval_app = typer.Typer(help="Measure NER span F1 and entity-linking P/R/F1 on benchmark data.",
+                       no_args_is_help=True)
+
+
+def _fail(e: GlinkerError) -> None:
+    typer.echo(str(e), err=True)
+    raise typer.Exit(2)
+
+
+def _progress(total: int, desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, leave=False,
+                    disable=not sys.stderr.isatty())
+    except ImportError:  # tqdm is a dependency, but progress is never worth failing for
+        return None
+
+
+@eval_app.command("ner")
+def ner(
+    data: Path = typer.Option(..., "--data", "-d", help="A dataset folder (test.json + labels.json) or a folder of them."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model folder, hub id, or shipped model name."),
+    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Span score threshold (GLiNER's eval uses 0.5)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Score only the first N sentences of each set."),
+    device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="Score saved predictions (JSONL) instead of running a model."),
+    save_predictions: Path | None = typer.Option(None, "--save-predictions", help="Write the predictions as JSONL."),
+    mode: str = typer.Option("gliner", "--mode", help="gliner (whitespace-word spans, GLiNER's convention) or char."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+) -> None:
+    """Span-level micro P/R/F1 per dataset (exact span + type), then `avg_micro_f1=<x>`."""
+    from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
+    from glinker.eval.ner import evaluate_ner, score_predictions_file
+
+    try:
+        if mode not in ("gliner", "char"):
+            raise ConfigError(f"unknown --mode {mode!r}", where="--mode", fix="use gliner or char")
+        if predictions is not None:
+            report = score_predictions_file(predictions, data, mode=mode)
+        else:
+            folders = find_ner_datasets(data)
+            datasets = [read_ner_dataset(f, limit=limit) for f in folders]
+            predict = _load_predict(model, threshold, batch_size, device)
+            bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
+            try:
+                report = evaluate_ner(predict, datasets, mode=mode, save_predictions=save_predictions,
+                                      progress=(bar.update if bar is not None else None))
+            finally:
+                if bar is not None:
+                    bar.close()
+    except GlinkerError as e:
+        _fail(e)
+    typer.echo(report.table())
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(report.last_line())
+
+
+def _load_predict(model: str, threshold: float, batch_size: int, device: str | None) -> Any:
+    """The model's predict as the ``predict(texts, labels)`` callable the evaluator needs."""
+    from glinker.errors import ModelError
+
+    try:
+        from glinker.model import BiEncoder
+
+        enc = BiEncoder.from_pretrained(model, device=device)
+    except GlinkerError as e:
+        if model == DEFAULT_MODEL:
+            raise ModelError(f"the default model {DEFAULT_MODEL!r} is not available ({e.message})", where="--model",
+                             fix="pass --model with a checkpoint folder or a hub id, e.g. "
+                                 "--model knowledgator/gliner-bi-small-v1.0") from e
+        raise
+    except ImportError as e:
+        raise ModelError(f"the model code cannot be loaded: {e}", where="glinker.model",
+                         fix="install glinker with its model dependencies (torch, transformers)") from e
+
+    def predict(texts: list[str], labels: list[str]) -> list[list[dict]]:
+        return enc.predict(texts, labels, threshold=threshold, flat_ner=True, batch_size=batch_size)
+
+    return predict
+
+
+@eval_app.command("el")
+def el(
+    data: Path = typer.Option(..., "--data", "-d", help="Gold documents: AIDA JSONL or ELEVANT benchmark JSONL."),
+    pipeline: Path | None = typer.Option(None, "--pipeline", "-p", help="Linking pipeline YAML to run on the documents."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="Score saved linked documents (JSONL) instead of running a pipeline."),
+    save: Path | None = typer.Option(None, "--save", help="Append linked documents to this JSONL (resumes: documents already there are not re-run)."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N documents."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1, help="Documents per batch (default: the pipeline's)."),
+    kb_ids: Path | None = typer.Option(None, "--kb-ids", help="Entity ids in the KB (one per line, or JSONL with id/qid), for KB coverage."),
+    exclude_coref: bool = typer.Option(False, "--exclude-coref", help="Drop gold coreference mentions (ELEVANT coref labels)."),
+    ks: str = typer.Option("1,5,10,20,50,100", "--ks", help="Comma-separated k for candidate recall@k."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+) -> None:
+    """End-to-end InKB P/R/F1, disambiguation accuracy, recall@k, NIL accuracy and KB coverage."""
+    from glinker.eval.datasets import iter_el
+    from glinker.eval.el import evaluate_el, load_kb_ids, predictions_from_linked
+
+    try:
+        try:
+            k_list = sorted({int(k) for k in ks.split(",") if k.strip()})
+        except ValueError:
+            raise ConfigError(f"invalid --ks {ks!r}", where="--ks", fix="use comma-separated integers, e.g. 1,5,10") from None
+        if (pipeline is None) == (predictions is None):
+            raise ConfigError("give exactly one of --pipeline and --predictions", where="--pipeline",
+                              fix="run a pipeline (--pipeline P) or score saved links (--predictions FILE)")
+        gold = list(iter_el(data, limit=limit))
+        ids = [d.id for d in gold]
+        if predictions is not None:
+            from glinker.io import iter_linked_jsonl
+
+            linked = list(iter_linked_jsonl(predictions))
+        else:
+            linked = _run_pipeline(pipeline, gold, save, batch_size)  # type: ignore[arg-type]
+        wanted = set(ids)
+        preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
+        kb = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
+        report = evaluate_el(gold, preds, kb=kb, ks=k_list, exclude_coref=exclude_coref)
+    except GlinkerError as e:
+        _fail(e)
+    typer.echo(f"data: {data}")
+    typer.echo(report.summary())
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(report.last_line())
+
+
+def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None) -> list[Any]:
+    """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL."""
+    import glinker
+    from glinker.io import iter_linked_jsonl
+    from glinker.stages.writers import JSONLWriter
+
+    pipe = glinker.load_pipeline(str(path))
+    docs = [d.to_document() for d in gold]
+    writer = JSONLWriter(save) if save is not None else None
+    done: list[Any] = []
+    if writer is not None:
+        if writer.already:
+            typer.echo(f"resuming: {writer.already} documents already in {save}", err=True)
+        docs = writer.pending(docs)
+    bar = _progress(len(docs), "eval el")
+    for res in pipe.run(docs, batch_size=batch_size):
+        out = res.output if isinstance(res.output, list) else [res.output]
+        linked = [_as_linked(o, doc, pipe) for o, doc in zip(out, res.documents)]
+        if writer is not None:
+            writer.write(linked)
+        else:
+            done.extend(linked)
+        if bar is not None:
+            bar.update(len(res.documents))
+    if bar is not None:
+        bar.close()
+    return list(iter_linked_jsonl(save)) if save is not None else done
+
+
+def _as_linked(out: Any, doc: Any, pipe: Any) -> Any:
+    from glinker.types import LinkedDocument
+
+    if isinstance(out, LinkedDocument):
+        if out.id is None:
+            out.id = doc.id
+        return out
+    if isinstance(out, dict) and "links" in out:
+        rec = LinkedDocument.model_validate({"id": doc.id, "text": doc.text, **out})
+        return rec
+    raise ConfigError(
+        f"end-to-end linking is not available yet with pipeline {pipe.name!r}: its output stage "
+        f"{pipe.output_name!r} produces {type(out).__name__}, not linked documents",
+        where=f"pipeline {pipe.name!r}",
+        fix="use a pipeline whose output stage selects links (LinkedDocument), or score saved links with "
+            "--predictions FILE")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")

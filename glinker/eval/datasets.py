@@ -1,0 +1,775 @@
+"""Readers for the NER and entity-linking data formats glinker evaluates and trains on.
+
+Every reader streams records where the format allows (JSONL, CoNLL-like files, and JSON arrays through an
+incremental decoder) and raises :class:`glinker.errors.DataError` naming ``file:line`` and the fix on
+malformed input.
+
+Formats
+- GLiNER/UniNER eval JSON: ``[{"sentence", "entities": [{"name", "type", "pos": [cs, ce]}]}]`` plus
+  ``labels.json`` -> :class:`NERExample` (gold character spans).
+- GLiNER training JSON (array or JSONL): ``{"tokenized_text": [...], "ner": [[s, e_inclusive, type]]}``,
+  the eval JSON used as training data, CoNLL-like BIO (``idx\\ttoken\\tTAG``), and Pile-NER QA-style
+  samples -> :class:`TrainingExample` (tokens + word-level spans, end inclusive, as GLiNER stores them).
+- AIDA JSONL and ELEVANT JSONL -> :class:`ELDocument` with :class:`GoldMention` (entity id or NIL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NIL = "NIL"  # same value as glinker.types.NIL; repeated so readers stay importable without pydantic
+
+_CHUNK = 1 << 20
+_WS = " \t\r\n"
+
+# ------------------------------------------------------------------------------------------------------------
+# low-level JSON streaming
+
+
+def _line_of(buf: str, pos: int, base_line: int) -> int:
+    return base_line + buf.count("\n", 0, pos)
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[Any, int]]:
+    """Yield ``(record, line)`` from a JSON array file or a JSONL file, without loading the whole file.
+
+    The first non-blank character decides: ``[`` is a JSON array (decoded element by element), anything
+    else is JSONL (one value per non-blank line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
+    with p.open("r", encoding="utf-8") as f:
+        head = ""
+        while True:
+            chunk = f.read(4096)
+            head += chunk
+            if not chunk or head.strip():
+                break
+        f.seek(0)
+        if head.lstrip().startswith("["):
+            yield from _iter_json_array(f, p)
+        else:
+            yield from _iter_jsonl(f, p)
+
+
+def _iter_jsonl(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
+    for n, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line), n
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{p}:{n}",
+                            fix="each line must be one complete JSON object; a truncated last line usually "
+                                "means an interrupted write: delete it") from None
+
+
+def _iter_json_array(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
+    dec = json.JSONDecoder()
+    buf = ""
+    pos = 0
+    line = 1  # line number of buf[0]
+    eof = False
+
+    def fill() -> bool:
+        nonlocal buf, pos, line, eof
+        line = _line_of(buf, pos, line)
+        buf = buf[pos:]
+        pos = 0
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            eof = True
+            return False
+        buf += chunk
+        return True
+
+    def skip_ws() -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in _WS:
+                pos += 1
+            if pos < len(buf) or not fill():
+                return
+
+    skip_ws()
+    if pos >= len(buf) or buf[pos] != "[":
+        raise DataError("expected a JSON array", where=f"{p}:{_line_of(buf, pos, line)}",
+                        fix="the file must start with '['")
+    pos += 1
+    first = True
+    while True:
+        skip_ws()
+        if pos >= len(buf):
+            raise DataError("unexpected end of file inside the JSON array", where=f"{p}:{_line_of(buf, pos, line)}",
+                            fix="the file is truncated: restore it or close the array with ']'")
+        if buf[pos] == "]":
+            skip_ws_after = pos + 1
+            rest = buf[skip_ws_after:] + f.read()
+            if rest.strip():
+                raise DataError("data after the end of the JSON array",
+                                where=f"{p}:{_line_of(buf, pos, line)}", fix="remove what follows the final ']'")
+            return
+        if not first:
+            if buf[pos] != ",":
+                raise DataError(f"expected ',' or ']' between array elements, found {buf[pos]!r}",
+                                where=f"{p}:{_line_of(buf, pos, line)}", fix="separate records with commas")
+            pos += 1
+            skip_ws()
+            if pos >= len(buf):
+                raise DataError("unexpected end of file after ','", where=f"{p}:{_line_of(buf, pos, line)}",
+                                fix="the file is truncated: restore it or close the array with ']'")
+        first = False
+        while True:
+            try:
+                obj, end = dec.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                # an element cut by the chunk boundary decodes once more text is read
+                if not eof:
+                    fill()  # more text, or EOF: retry so the error position refers to the current buffer
+                    continue
+                raise DataError(f"invalid JSON: {e.msg}", where=f"{p}:{_line_of(buf, e.pos, line)}",
+                                fix="fix the record at that line (a missing comma, quote or bracket)") from None
+            # a scalar at the buffer's end may be a prefix ("12" of "123"); objects and arrays cannot
+            if end == len(buf) and not isinstance(obj, (dict, list)) and not eof:
+                fill()
+                continue
+            break
+        yield obj, _line_of(buf, pos, line)
+        pos = end
+
+
+def _read_json_small(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}", fix="fix the JSON syntax") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# NER evaluation data
+
+
+@dataclass
+class GoldSpan:
+    """A gold entity: character offsets (end exclusive) into the example's text, and its type."""
+
+    start: int
+    end: int
+    label: str
+    text: str = ""
+
+
+@dataclass
+class NERExample:
+    """One sentence with gold character spans."""
+
+    text: str
+    spans: list[GoldSpan]
+    id: str | None = None
+    where: str | None = None  # file:line of the record, for error messages
+
+
+@dataclass
+class NERDataset:
+    """A named evaluation set: examples plus the label names to prompt with (``labels.json``)."""
+
+    name: str
+    labels: list[str]
+    examples: list[NERExample]
+    path: Path | None = None
+
+    @property
+    def n_entities(self) -> int:
+        return sum(len(e.spans) for e in self.examples)
+
+
+def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
+    if not isinstance(ent, dict) or "pos" not in ent or "type" not in ent:
+        raise DataError(f"entity {j} needs 'pos' and 'type': {str(ent)[:80]}", where=where,
+                        fix='entities are {"name": str, "type": str, "pos": [char_start, char_end]}')
+    pos = ent["pos"]
+    if not (isinstance(pos, (list, tuple)) and len(pos) == 2 and all(isinstance(x, int) for x in pos)
+            and 0 <= pos[0] <= pos[1] <= len(text)):
+        raise DataError(f"entity {j} has invalid pos {pos!r} (sentence has {len(text)} chars)", where=where,
+                        fix="pos is [char_start, char_end) with 0 <= start <= end <= len(sentence)")
+    if not isinstance(ent["type"], str) or not ent["type"]:
+        raise DataError(f"entity {j} has no type", where=where, fix="give every entity a non-empty 'type'")
+    return GoldSpan(pos[0], pos[1], ent["type"], text[pos[0]:pos[1]])
+
+
+def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
+    """Stream :class:`NERExample` from a GLiNER/UniNER eval JSON file (``sentence`` + ``entities``)."""
+    p = Path(path)
+    for i, (rec, line) in enumerate(iter_json_records(p)):
+        where = f"{p}:{line}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("sentence"), str):
+            raise DataError(f"record {i} has no 'sentence' string", where=where,
+                            fix='records are {"sentence": str, "entities": [...]}')
+        ents = rec.get("entities", [])
+        if not isinstance(ents, list):
+            raise DataError(f"record {i}: 'entities' is not a list", where=where, fix="use a list of entities")
+        text = rec["sentence"]
+        spans = [_entity_span(e, text, where, j) for j, e in enumerate(ents)]
+        yield NERExample(text=text, spans=spans, id=str(i), where=where)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Read a ``labels.json`` list of label names."""
+    p = Path(path)
+    labels = _read_json_small(p)
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)):
+        raise DataError("labels.json must be a non-empty list of strings", where=str(p),
+                        fix='write e.g. ["person", "organization", "location"]')
+    return labels
+
+
+def find_ner_datasets(path: str | Path) -> list[Path]:
+    """Dataset folders under ``path``: ``path`` itself if it holds ``test.json``, else its sub-folders that do.
+
+    Folders named ``sample_*`` are skipped, as GLiNER's evaluation does.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"not a folder: {p}", where=str(p),
+                        fix="pass a dataset folder (test.json + labels.json) or a folder of them")
+    if (p / "test.json").is_file():
+        return [p]
+    found = sorted(d for d in p.iterdir() if d.is_dir() and (d / "test.json").is_file()
+                   and not d.name.startswith("sample_"))
+    if not found:
+        raise DataError(f"no dataset folder (with test.json) in {p}", where=str(p),
+                        fix="point --data at e.g. $GLINKER_DATA/ner/eval or one folder inside it")
+    return found
+
+
+def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = None) -> NERDataset:
+    """Read a dataset folder: ``{split}.json`` examples and ``labels.json``; ``limit`` keeps the first N."""
+    p = Path(path)
+    data = p / f"{split}.json"
+    labels_file = p / "labels.json"
+    if not labels_file.is_file():
+        raise DataError(f"no labels.json in {p}", where=str(p),
+                        fix="add labels.json: the list of label names to prompt the model with")
+    labels = read_labels(labels_file)
+    examples: list[NERExample] = []
+    for ex in iter_ner_eval_json(data):
+        if limit is not None and len(examples) >= limit:
+            break
+        examples.append(ex)
+    return NERDataset(name=p.name, labels=labels, examples=examples, path=p)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# word spans <-> char spans
+
+
+def gliner_word_span(words: list[str], start: int, end: int) -> tuple[int | None, int | None]:
+    """GLiNER's own char->word mapping (``gliner/evaluation/evaluate.py: process``).
+
+    It assumes the words are joined by single spaces; a boundary that is not a word boundary gives None.
+    """
+    s = e = None
+    c = 0
+    for i, w in enumerate(words):
+        if c == start:
+            s = i
+        if c + len(w) == end:
+            e = i
+            break
+        c += len(w) + 1
+    return s, e
+
+
+def word_offsets(tokens: list[str]) -> list[tuple[int, int]]:
+    """Character offsets of each token in ``" ".join(tokens)``."""
+    out = []
+    c = 0
+    for t in tokens:
+        out.append((c, c + len(t)))
+        c += len(t) + 1
+    return out
+
+
+def word_spans_to_char(tokens: list[str], spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Word spans (end inclusive) to char spans (end exclusive) in ``" ".join(tokens)``."""
+    offs = word_offsets(tokens)
+    return [(offs[s][0], offs[e][1], lab) for s, e, lab in spans]
+
+
+def char_spans_to_word(tokens: list[str], spans: Iterable[tuple[int, int, str]],
+                       strict: bool = True) -> list[tuple[int, int, str]]:
+    """Char spans in ``" ".join(tokens)`` to word spans (end inclusive).
+
+    A span whose ends are not token boundaries raises DataError (``strict``) or is dropped.
+    """
+    offs = word_offsets(tokens)
+    starts = {a: i for i, (a, _) in enumerate(offs)}
+    ends = {b: i for i, (_, b) in enumerate(offs)}
+    out = []
+    for a, b, lab in spans:
+        if a in starts and b in ends and starts[a] <= ends[b]:
+            out.append((starts[a], ends[b], lab))
+        elif strict:
+            raise DataError(f"char span ({a}, {b}) is not on token boundaries", where=f"span {lab!r}",
+                            fix="char spans must start and end where tokens joined by single spaces do")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# training data
+
+
+@dataclass
+class TrainingExample:
+    """Tokens with word-level spans ``(start, end_inclusive, type)``: GLiNER's training record.
+
+    ``labels`` are the types to prompt with when the source says so (dataset label set, or the types a
+    Pile-NER sample asked for, including those with no entity: useful negatives).
+    """
+
+    tokens: list[str]
+    spans: list[tuple[int, int, str]]
+    labels: list[str] | None = None
+    id: str | None = None
+    source: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+    def char_spans(self) -> list[tuple[int, int, str]]:
+        """The spans as char offsets into :attr:`text`."""
+        return word_spans_to_char(self.tokens, self.spans)
+
+    def to_gliner(self) -> dict[str, Any]:
+        """The gliner training dict: ``{"tokenized_text", "ner"}`` (+ ``label`` when known)."""
+        d: dict[str, Any] = {"tokenized_text": list(self.tokens), "ner": [[s, e, t] for s, e, t in self.spans]}
+        if self.labels is not None:
+            d["label"] = list(self.labels)
+        return d
+
+
+def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[int, int, str]]:
+    if not isinstance(spans, list):
+        raise DataError("'ner' must be a list of [start, end, type]", where=where,
+                        fix="write spans as [word_start, word_end_inclusive, type]")
+    out = []
+    for j, sp in enumerate(spans):
+        ok = (isinstance(sp, (list, tuple)) and len(sp) == 3 and isinstance(sp[0], int) and isinstance(sp[1], int)
+              and isinstance(sp[2], str) and 0 <= sp[0] <= sp[1] < len(tokens))
+        if not ok:
+            raise DataError(f"span {j} is invalid: {sp!r} ({len(tokens)} tokens)", where=where,
+                            fix="spans are [word_start, word_end_inclusive, type] with 0 <= start <= end < len(tokens)")
+        out.append((sp[0], sp[1], sp[2]))
+    return out
+
+
+def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
+    """Stream GLiNER training records (``tokenized_text`` + ``ner``) from a JSON array or JSONL file."""
+    p = Path(path)
+    for i, (rec, line) in enumerate(iter_json_records(p)):
+        where = f"{p}:{line}"
+        toks = rec.get("tokenized_text") if isinstance(rec, dict) else None
+        if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
+            raise DataError(f"record {i} has no 'tokenized_text' list of strings", where=where,
+                            fix='records are {"tokenized_text": [str], "ner": [[s, e, type]]}')
+        labels = rec.get("label") or rec.get("labels")
+        yield TrainingExample(tokens=toks, spans=_check_word_spans(toks, rec.get("ner", []), where),
+                              labels=list(labels) if isinstance(labels, list) else None, id=str(i), source=str(p))
+
+
+def iter_sentence_json_training(path: str | Path, labels: list[str] | None = None) -> Iterator[TrainingExample]:
+    """Eval-style JSON (``sentence`` + char ``pos``) as training examples, tokens = whitespace split.
+
+    Entities whose offsets are not on word boundaries (a few in the real files, e.g. "Australia" inside
+    "Australian") are dropped with one warning per file, as they cannot be a word span.
+    """
+    p = Path(path)
+    dropped = 0
+    for ex in iter_ner_eval_json(p):
+        toks = ex.text.split()
+        spans = []
+        for g in ex.spans:
+            s, e = gliner_word_span(toks, g.start, g.end)
+            if s is None or e is None or s > e:
+                dropped += 1
+                continue
+            spans.append((s, e, g.label))
+        yield TrainingExample(tokens=toks, spans=spans, labels=labels, id=ex.id, source=str(p))
+    if dropped:
+        log.warning("%s: dropped %d entities whose offsets are not on word boundaries", p, dropped)
+
+
+BIO_TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "misc"}
+"""Natural-language names for CoNLL tag types: the bi-encoder is prompted with names, not tags."""
+
+
+def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAMES) -> Iterator[TrainingExample]:
+    """Stream a CoNLL-like BIO file: ``idx<TAB>token<TAB>TAG`` (or ``token<TAB>TAG``) lines, blank between sentences.
+
+    Tags are ``O``, ``B-X``, ``I-X`` (an ``I-X`` that does not continue an ``X`` starts a new span, as in IOB1),
+    and ``S-X``/``E-X`` of BIOES. ``type_names`` maps tag types to label names; unknown types stay as they are.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
+    names = type_names or {}
+    toks: list[str] = []
+    tags: list[tuple[str, str, int]] = []
+    n_sent = 0
+    with p.open("r", encoding="utf-8") as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                if toks:
+                    yield _bio_example(toks, tags, names, p, n_sent)
+                    n_sent += 1
+                    toks, tags = [], []
+                continue
+            if line.startswith("# ") and not toks:
+                continue  # CoNLL-U comment lines
+            cols = line.split("\t")
+            if len(cols) < 2:
+                raise DataError(f"expected tab-separated 'idx, token, tag' columns, got {line[:60]!r}",
+                                where=f"{p}:{n}", fix="separate columns with tabs; put a blank line between sentences")
+            tok, tag = cols[-2], cols[-1].strip()
+            if tag == "O":
+                tags.append(("O", "", n))
+            else:
+                m = re.fullmatch(r"([BIES])[-_](.+)", tag)
+                if not m:
+                    raise DataError(f"invalid tag {tag!r}", where=f"{p}:{n}",
+                                    fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES)")
+                tags.append((m.group(1), m.group(2), n))
+            toks.append(tok)
+    if toks:
+        yield _bio_example(toks, tags, names, p, n_sent)
+
+
+def _bio_example(toks: list[str], tags: list[tuple[str, str, int]], names: dict[str, str], p: Path,
+                 i: int) -> TrainingExample:
+    spans: list[tuple[int, int, str]] = []
+    cur: list[Any] | None = None  # [start, end, type]
+    for k, (pre, typ, _n) in enumerate(tags):
+        if pre == "O":
+            cur = None
+            continue
+        if pre in ("I", "E") and cur is not None and cur[2] == typ and cur[1] == k - 1:
+            cur[1] = k
+        else:
+            cur = [k, k, typ]
+            spans.append(cur)  # type: ignore[arg-type]
+        if pre in ("S", "E"):
+            cur = None
+    out = [(s, e, names.get(t, t)) for s, e, t in spans]
+    return TrainingExample(tokens=list(toks), spans=out, id=str(i), source=str(p), meta={"line": tags[0][2]})
+
+
+_WORD_RE = re.compile(r"\w+(?:[-_]\w+)*|\S")  # gliner's default word splitter
+
+
+def _tokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    toks, offs = [], []
+    for m in _WORD_RE.finditer(text):
+        toks.append(m.group())
+        offs.append((m.start(), m.end()))
+    return toks, offs
+
+
+def _find_token_seq(tokens: list[str], needle: list[str]) -> list[int]:
+    if not needle:
+        return []
+    n = len(needle)
+    return [i for i in range(len(tokens) - n + 1) if tokens[i:i + n] == needle]
+
+
+def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
+    """Read Pile-NER QA-style samples (``doc_question_pairID``, ``tagName``, ``input``, ``output``).
+
+    All lines of one passage (same id before ``:``; they are not adjacent in the files) become one example:
+    tokens from gliner's word splitter, every occurrence of each answer string as a span of type
+    ``tagName``, ``labels`` = every type asked (types with no answer are negatives) and
+    ``meta["definitions"]`` = the type definitions. Passages are grouped in memory, so this reader holds
+    one file's examples (about 1 KB per passage).
+    """
+    p = Path(path)
+    docs: dict[str, TrainingExample] = {}
+    for rec, line in iter_json_records(p):
+        where = f"{p}:{line}"
+        try:
+            pair = str(rec["doc_question_pairID"])
+            tag = rec["tagName"]
+            text = rec["input"]
+            answers = json.loads(rec["output"]) if isinstance(rec["output"], str) else rec["output"]
+        except (KeyError, TypeError) as e:
+            raise DataError(f"Pile-NER record lacks a field: {e}", where=where,
+                            fix="records need doc_question_pairID, tagName, input and output") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"'output' is not a JSON list: {e.msg}", where=where,
+                            fix='output is a JSON-encoded list of strings, e.g. "[\\"Paris\\"]"') from None
+        if not isinstance(answers, list) or not isinstance(text, str) or not isinstance(tag, str):
+            raise DataError("'input' and 'tagName' must be strings and 'output' a list of strings", where=where,
+                            fix="fix the record's field types")
+        doc = pair.split(":", 1)[0]
+        cur = docs.get(doc)
+        if cur is None:
+            toks, _ = _tokenize(text)
+            cur = docs[doc] = TrainingExample(tokens=toks, spans=[], labels=[], id=doc, source=str(p),
+                                              meta={"definitions": {}, "line": line})
+        assert cur.labels is not None
+        if tag not in cur.labels:
+            cur.labels.append(tag)
+        m = re.search(r"DEFINITION:\s*(.+)", rec.get("instruction", ""))
+        if m:
+            cur.meta["definitions"][tag] = m.group(1).strip()
+        seen = set(cur.spans)
+        for a in answers:
+            if not isinstance(a, str):
+                continue
+            needle, _ = _tokenize(a)
+            for i in _find_token_seq(cur.tokens, needle):
+                sp = (i, i + len(needle) - 1, tag)
+                if sp not in seen:
+                    seen.add(sp)
+                    cur.spans.append(sp)
+    yield from docs.values()
+
+
+TRAINING_FORMATS = ("gliner", "sentence_json", "bio", "pilener")
+
+
+def sniff_training_format(path: str | Path) -> str:
+    """Which of :data:`TRAINING_FORMATS` a file holds, from its extension and first record."""
+    p = Path(path)
+    if p.suffix in (".conllu", ".conll", ".bio", ".tsv", ".iob"):
+        return "bio"
+    try:
+        rec, line = next(iter_json_records(p))
+    except StopIteration:
+        raise DataError("file is empty", where=str(p), fix="remove it or add records") from None
+    if isinstance(rec, dict):
+        if "tokenized_text" in rec:
+            return "gliner"
+        if "sentence" in rec:
+            return "sentence_json"
+        if "doc_question_pairID" in rec:
+            return "pilener"
+    raise DataError(f"unknown training format (first record keys: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})",
+                    where=f"{p}:{line}",
+                    fix=f"use one of {', '.join(TRAINING_FORMATS)}")
+
+
+_SPLIT_ALIASES = {"dev": ("dev", "val", "valid", "validation"), "val": ("dev", "val", "valid", "validation"),
+                  "validation": ("dev", "val", "valid", "validation")}
+
+
+def training_files(path: str | Path, split: str | None = None) -> list[Path]:
+    """Data files of a training folder (or the file itself), optionally those of one split (train, dev...)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise DataError(f"not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.name != "labels.json"
+                   and f.suffix in (".json", ".jsonl", ".conllu", ".conll", ".bio", ".tsv", ".iob"))
+    if split is not None:
+        keys = _SPLIT_ALIASES.get(split, (split,))
+        files = [f for f in files if any(k in f.stem.lower().replace("-", "_").split("_") or f.stem.lower() == k
+                                         for k in keys)]
+    return files
+
+
+def iter_training(path: str | Path, split: str | None = None, fmt: str | None = None) -> Iterator[TrainingExample]:
+    """Stream training examples from a file or folder in any supported format (sniffed unless ``fmt``).
+
+    A folder's ``labels.json``, when present, becomes each example's ``labels`` (unless the record has its own).
+    """
+    p = Path(path)
+    files = training_files(p, split)
+    if not files:
+        raise DataError(f"no training file{' for split ' + repr(split) if split else ''} in {p}", where=str(p),
+                        fix="expected *.json, *.jsonl or *.conllu files (named train/dev/val...)")
+    for f in files:
+        labels_file = f.parent / "labels.json"
+        labels = read_labels(labels_file) if labels_file.is_file() else None
+        kind = fmt or sniff_training_format(f)
+        if kind == "gliner":
+            it = iter_gliner_training(f)
+        elif kind == "sentence_json":
+            it = iter_sentence_json_training(f, labels)
+        elif kind == "bio":
+            it = iter_bio(f)
+        elif kind == "pilener":
+            it = iter_pilener(f)
+        else:
+            raise DataError(f"unknown format {kind!r}", where=str(f), fix=f"use one of {', '.join(TRAINING_FORMATS)}")
+        for ex in it:
+            if ex.labels is None and labels is not None:
+                ex.labels = labels
+            yield ex
+
+
+# ------------------------------------------------------------------------------------------------------------
+# entity linking data
+
+
+@dataclass
+class GoldMention:
+    """A gold mention: char span, entity id (``NIL`` when it links to nothing known), and flags.
+
+    ``optional`` mentions (ELEVANT ``optional``, DATETIME and QUANTITY) are neither required nor penalised.
+    ``raw_id`` keeps the source's id when it was mapped to NIL (``<NIL>``, ``Unknown``, an unmapped title).
+    """
+
+    start: int
+    end: int
+    text: str
+    entity_id: str = NIL
+    optional: bool = False
+    coref: bool = False
+    label_id: int | None = None
+    parent: int | None = None
+    children: list[int] = field(default_factory=list)
+    raw_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_nil(self) -> bool:
+        return self.entity_id == NIL
+
+
+@dataclass
+class ELDocument:
+    """A document with gold mentions; predictions outside ``evaluation_span`` are not scored."""
+
+    id: str
+    text: str
+    mentions: list[GoldMention]
+    evaluation_span: tuple[int, int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_document(self) -> Any:
+        """A :class:`glinker.types.Document` (gold mentions in ``meta["mentions"]`` for given-mention runs)."""
+        from glinker.types import Document
+
+        return Document(id=self.id, text=self.text,
+                        meta={"mentions": [{"start": m.start, "end": m.end} for m in self.mentions]})
+
+
+_QID = re.compile(r"Q[1-9]\d*")
+ELEVANT_NIL_IDS = ("<NIL>", "<NO_MAPPING>", "Unknown", "NIL", "--NME--", "")
+
+
+def _check_span(text: str, s: Any, e: Any, where: str, what: str) -> None:
+    if not (isinstance(s, int) and isinstance(e, int) and 0 <= s <= e <= len(text)):
+        raise DataError(f"{what} has invalid offsets ({s!r}, {e!r}); text has {len(text)} chars", where=where,
+                        fix="offsets are character positions with 0 <= start <= end <= len(text)")
+
+
+def iter_aida(path: str | Path) -> Iterator[ELDocument]:
+    """Stream AIDA JSONL: ``{"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"|null, ...}]}``.
+
+    A mention without a Wikipedia title is NIL. A title without a QID is also NIL for QID-based scoring,
+    with ``raw_id`` = the title and ``meta["unmapped"] = True`` so reports can count them.
+    """
+    p = Path(path)
+    for i, (rec, line) in enumerate(iter_json_records(p)):
+        where = f"{p}:{line}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
+            raise DataError("AIDA record needs 'text' and a 'mentions' list", where=where,
+                            fix='one document a line: {"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"}]}')
+        text = rec["text"]
+        ms = []
+        for j, m in enumerate(rec["mentions"]):
+            if not isinstance(m, dict):
+                raise DataError(f"mention {j} is not an object", where=where, fix="mentions are JSON objects")
+            s, e = m.get("start"), m.get("end")
+            _check_span(text, s, e, where, f"mention {j}")
+            surface = text[s:e]
+            if m.get("mention") is not None and m["mention"] != surface:
+                raise DataError(f"mention {j} text {m['mention']!r} differs from text[{s}:{e}] = {surface!r}",
+                                where=where, fix="offsets must be character offsets into 'text' (end exclusive)")
+            qid = m.get("wikidata_qid")
+            title = m.get("wikipedia_title")
+            meta = {k: m[k] for k in ("ner_type", "wikipedia_title", "wikidata_label") if m.get(k) is not None}
+            if qid:
+                ms.append(GoldMention(s, e, surface, str(qid), label_id=j, meta=meta))
+            else:
+                if title:
+                    meta["unmapped"] = True
+                ms.append(GoldMention(s, e, surface, NIL, label_id=j, raw_id=title, meta=meta))
+        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=ms, evaluation_span=(0, len(text)),
+                         meta={"source": str(p), "line": line})
+
+
+def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
+    """Stream ELEVANT benchmark JSONL: ``{"text", "labels": [{"span", "entity_id", ...}], "evaluation_span"}``.
+
+    ``entity_id`` values that are not Wikidata QIDs (``<NIL>``, ``Unknown...``, ``<NO_MAPPING>``, stray names)
+    become NIL, keeping the original in ``raw_id``. DATETIME/QUANTITY labels and ``optional`` labels are
+    optional, as in ELEVANT.
+    """
+    p = Path(path)
+    for i, (rec, line) in enumerate(iter_json_records(p)):
+        where = f"{p}:{line}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels"), list):
+            raise DataError("ELEVANT record needs 'text' and a 'labels' list", where=where,
+                            fix='one article a line: {"text", "labels": [{"span": [s, e], "entity_id"}], "evaluation_span"}')
+        text = rec["text"]
+        es = rec.get("evaluation_span") or [0, len(text)]
+        if not (isinstance(es, list) and len(es) == 2):
+            raise DataError(f"invalid evaluation_span {es!r}", where=where, fix="evaluation_span is [start, end]")
+        _check_span(text, es[0], es[1], where, "evaluation_span")
+        ms = []
+        for j, lab in enumerate(rec["labels"]):
+            span = lab.get("span") if isinstance(lab, dict) else None
+            if not (isinstance(span, list) and len(span) == 2):
+                raise DataError(f"label {j} has no [start, end] span", where=where, fix='labels need "span": [s, e]')
+            _check_span(text, span[0], span[1], where, f"label {j}")
+            raw = str(lab.get("entity_id", ""))
+            typ = str(lab.get("type", ""))
+            known = bool(_QID.fullmatch(raw))
+            ms.append(GoldMention(
+                span[0], span[1], text[span[0]:span[1]], raw if known else NIL,
+                optional=bool(lab.get("optional")) or typ in ("DATETIME", "QUANTITY"),
+                coref=bool(lab.get("coref")), label_id=lab.get("id", j), parent=lab.get("parent"),
+                children=list(lab.get("children") or []), raw_id=None if known else raw,
+                meta={"type": typ, "name": lab.get("name"), **({"desc": True} if lab.get("desc") else {})}))
+        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=ms, evaluation_span=(es[0], es[1]),
+                         meta={"source": str(p), "line": line, "title": rec.get("title")})
+
+
+def sniff_el_format(path: str | Path) -> str:
+    """``aida`` or ``elevant``, from the first record's keys."""
+    p = Path(path)
+    try:
+        rec, line = next(iter_json_records(p))
+    except StopIteration:
+        raise DataError("file is empty", where=str(p), fix="point at a JSONL file with documents") from None
+    if isinstance(rec, dict) and "mentions" in rec:
+        return "aida"
+    if isinstance(rec, dict) and "labels" in rec:
+        return "elevant"
+    raise DataError("unknown entity-linking format", where=f"{p}:{line}",
+                    fix="expected AIDA JSONL (text + mentions) or ELEVANT JSONL (text + labels)")
+
+
+def iter_el(path: str | Path, limit: int | None = None) -> Iterator[ELDocument]:
+    """Stream EL documents from an AIDA or ELEVANT JSONL file (sniffed); ``limit`` stops after N."""
+    it = iter_aida(path) if sniff_el_format(path) == "aida" else iter_elevant(path)
+    for i, d in enumerate(it):
+        if limit is not None and i >= limit:
+            return
+        yield d

@@ -1,0 +1,339 @@
+"""Entity-linking metrics: end-to-end InKB micro P/R/F1 (strong match), disambiguation accuracy on gold
+mentions, candidate recall@k, NIL accuracy and KB coverage.
+
+What is counted (ELEVANT's linking evaluation with unknown entities *ignored*, i.e. InKB; see
+``docs/evaluation.md`` for the derivation and the cases table):
+- InKB gold = root gold mentions (no ``parent``) with a known entity id that are not optional.
+- TP: an InKB gold mention with a prediction at exactly its span linking to its entity; a gold mention with
+  nested children is also a TP when every child path is linked correctly (ELEVANT's nesting rule).
+- FN: an InKB gold mention that is not a TP (no prediction, NIL predicted, or a wrong entity).
+- FP: a prediction linking to a KB entity (not NIL) that is not the gold entity of a gold mention with the
+  same span; predictions without a gold span count only inside the document's ``evaluation_span``.
+  A wrong entity on an InKB gold span is therefore one FN and one FP.
+- Never counted: NIL predictions, gold NIL/Unknown mentions that receive NIL or no prediction, optional
+  gold mentions (ELEVANT ``optional``, DATETIME, QUANTITY) linked correctly or not at all.
+Spans match exactly (character offsets); ELEVANT also accepts spans expanded to word boundaries, which we
+do not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from glinker.errors import DataError
+from glinker.eval.datasets import NIL, ELDocument, GoldMention
+from glinker.eval.ner import PRF
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (1, 5, 10, 20, 50, 100)
+
+
+@dataclass
+class PredictedLink:
+    """One predicted link: document id, char span, entity id (``NIL`` when none) and ranked candidate ids."""
+
+    doc_id: str
+    start: int
+    end: int
+    entity_id: str = NIL
+    candidates: list[str] = field(default_factory=list)
+    score: float | None = None
+
+    @property
+    def is_nil(self) -> bool:
+        return self.entity_id in (NIL, "", None)
+
+
+@dataclass
+class ELReport:
+    """Every EL metric with the counts behind it (see the module docstring for what each counts)."""
+
+    linking: PRF = field(default_factory=PRF)
+    inkb_gold: int = 0
+    ed_correct: int = 0
+    ed_with_prediction: int = 0
+    recall_hits: dict[int, int] = field(default_factory=dict)
+    has_candidates: bool = False
+    nil_gold: int = 0
+    nil_correct: int = 0
+    optional_gold: int = 0
+    unmapped_gold: int = 0  # gold mentions with a source id but no KB-style id (e.g. AIDA title without QID)
+    kb_present: int | None = None
+    kb_distinct: int = 0
+    kb_distinct_present: int | None = None
+    documents: int = 0
+    predictions: int = 0
+    predictions_outside_span: int = 0
+    predictions_unknown_doc: int = 0
+    duplicate_predictions: int = 0
+
+    @property
+    def ed_acc(self) -> float:
+        """Share of InKB gold mentions whose prediction at the exact span is the gold entity."""
+        return self.ed_correct / self.inkb_gold if self.inkb_gold else 0.0
+
+    @property
+    def nil_acc(self) -> float | None:
+        """Share of gold NIL mentions left unlinked (predicted NIL or not predicted)."""
+        return self.nil_correct / self.nil_gold if self.nil_gold else None
+
+    @property
+    def kb_coverage(self) -> float | None:
+        """Share of InKB gold mentions whose entity is in the KB (None when no KB was given)."""
+        if self.kb_present is None:
+            return None
+        return self.kb_present / self.inkb_gold if self.inkb_gold else 0.0
+
+    @property
+    def kb_coverage_distinct(self) -> float | None:
+        """Share of distinct InKB gold entities present in the KB."""
+        if self.kb_distinct_present is None:
+            return None
+        return self.kb_distinct_present / self.kb_distinct if self.kb_distinct else 0.0
+
+    def recall_at(self, k: int) -> float | None:
+        """Candidate recall@k over InKB gold mentions (None when no prediction carried candidates)."""
+        if not self.has_candidates or k not in self.recall_hits:
+            return None
+        return self.recall_hits[k] / self.inkb_gold if self.inkb_gold else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "el_precision": self.linking.precision, "el_recall": self.linking.recall, "el_f1": self.linking.f1,
+            "tp": self.linking.tp, "fp": self.linking.fp, "fn": self.linking.fn, "inkb_gold": self.inkb_gold,
+            "ed_acc": self.ed_acc, "ed_with_prediction": self.ed_with_prediction,
+            "recall_at": {k: self.recall_at(k) for k in sorted(self.recall_hits)},
+            "nil_gold": self.nil_gold, "nil_acc": self.nil_acc, "optional_gold": self.optional_gold,
+            "unmapped_gold": self.unmapped_gold, "kb_coverage": self.kb_coverage,
+            "kb_coverage_distinct": self.kb_coverage_distinct, "documents": self.documents,
+            "predictions": self.predictions, "predictions_outside_span": self.predictions_outside_span,
+            "predictions_unknown_doc": self.predictions_unknown_doc,
+            "duplicate_predictions": self.duplicate_predictions,
+        }
+
+    def summary(self) -> str:
+        """A readable multi-line summary (the CLI prints it above :meth:`last_line`)."""
+        s = self.linking
+        lines = [
+            f"documents            {self.documents}",
+            (f"InKB gold mentions   {self.inkb_gold}  (NIL gold {self.nil_gold}, optional {self.optional_gold}, "
+             f"unmapped ids {self.unmapped_gold})"),
+            f"predictions          {self.predictions}  (outside evaluation span {self.predictions_outside_span})",
+            f"end-to-end InKB      P={s.precision:.4f} R={s.recall:.4f} F1={s.f1:.4f}  (tp={s.tp} fp={s.fp} fn={s.fn})",
+            (f"disambiguation acc   {self.ed_acc:.4f}  ({self.ed_correct}/{self.inkb_gold}; "
+             f"{self.ed_with_prediction} gold spans had a prediction)"),
+        ]
+        if self.has_candidates:
+            lines.append("candidate recall@k   " + " ".join(f"@{k}={self.recall_at(k):.4f}"
+                                                             for k in sorted(self.recall_hits)))
+        if self.nil_acc is not None:
+            lines.append(f"NIL accuracy         {self.nil_acc:.4f}  ({self.nil_correct}/{self.nil_gold})")
+        if self.kb_coverage is not None:
+            lines.append(f"KB coverage          {self.kb_coverage:.4f} of gold mentions, "
+                         f"{self.kb_coverage_distinct:.4f} of distinct gold entities")
+        return "\n".join(lines)
+
+    def last_line(self) -> str:
+        return format_last_line(self)
+
+
+def format_last_line(report: ELReport) -> str:
+    """``el_f1=<x> ed_acc=<y> kb_coverage=<z>`` (``kb_coverage=n/a`` when no KB was given)."""
+    cov = report.kb_coverage
+    return (f"el_f1={report.linking.f1:.4f} ed_acc={report.ed_acc:.4f} "
+            f"kb_coverage={'n/a' if cov is None else f'{cov:.4f}'}")
+
+
+def _membership(kb: Container[str] | Callable[[str], bool] | None) -> Callable[[str], bool] | None:
+    if kb is None:
+        return None
+    if callable(kb) and not hasattr(kb, "__contains__"):
+        return kb  # type: ignore[return-value]
+    return lambda e: e in kb  # type: ignore[operator]
+
+
+def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink], *,
+                kb: Container[str] | Callable[[str], bool] | None = None, ks: Sequence[int] = DEFAULT_KS,
+                exclude_coref: bool = False) -> ELReport:
+    """Score predicted links against gold documents (see the module docstring for the exact counting).
+
+    ``kb`` is a set of entity ids or a membership callable, for KB coverage. ``exclude_coref`` drops gold
+    coreference mentions (ELEVANT ``coref``) and ignores predictions on their spans.
+    """
+    in_kb = _membership(kb)
+    rep = ELReport(recall_hits={k: 0 for k in ks})
+    docs = {d.id: d for d in gold}
+    by_doc: dict[str, dict[tuple[int, int], PredictedLink]] = {d: {} for d in docs}
+    for p in predictions:
+        rep.predictions += 1
+        spans = by_doc.get(p.doc_id)
+        if spans is None:
+            rep.predictions_unknown_doc += 1
+            continue
+        key = (p.start, p.end)
+        if key in spans:
+            rep.duplicate_predictions += 1  # keep the first: one decision per span
+            continue
+        spans[key] = p
+        if p.candidates:
+            rep.has_candidates = True
+    if rep.predictions_unknown_doc:
+        log.warning("%d predictions name documents that are not in the gold data", rep.predictions_unknown_doc)
+    distinct: set[str] = set()
+    for doc_id, doc in docs.items():
+        rep.documents += 1
+        _score_doc(doc, by_doc[doc_id], rep, exclude_coref, distinct, in_kb)
+    if in_kb is not None:
+        rep.kb_distinct = len(distinct)
+        rep.kb_distinct_present = sum(1 for e in distinct if in_kb(e))
+    else:
+        rep.kb_distinct = len(distinct)
+    return rep
+
+
+def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep: ELReport, exclude_coref: bool,
+               distinct: set[str], in_kb: Callable[[str], bool] | None) -> None:
+    labels = [m for m in doc.mentions if not (exclude_coref and m.coref)]
+    ignored_spans = {(m.start, m.end) for m in doc.mentions if exclude_coref and m.coref}
+    by_id = {m.label_id: m for m in labels if m.label_id is not None}
+    gold_at: dict[tuple[int, int], list[GoldMention]] = {}
+    for m in labels:
+        gold_at.setdefault((m.start, m.end), []).append(m)
+
+    def linked_ok(m: GoldMention, seen: frozenset = frozenset()) -> bool:
+        p = preds.get((m.start, m.end))
+        if p is not None and not p.is_nil and not m.is_nil and p.entity_id == m.entity_id:
+            return True
+        kids = [by_id[c] for c in m.children if c in by_id and c not in seen]
+        return bool(kids) and all(linked_ok(k, seen | {m.label_id}) for k in kids)
+
+    if rep.kb_present is None and in_kb is not None:
+        rep.kb_present = 0
+    for m in labels:
+        is_root = m.parent is None or m.parent not in by_id
+        if not is_root:
+            continue
+        p = preds.get((m.start, m.end))
+        if m.optional:
+            rep.optional_gold += 1
+            continue
+        if m.is_nil:
+            rep.nil_gold += 1
+            if m.meta.get("unmapped"):
+                rep.unmapped_gold += 1
+            if p is None or p.is_nil:
+                rep.nil_correct += 1
+            continue
+        rep.inkb_gold += 1
+        distinct.add(m.entity_id)
+        if in_kb is not None and in_kb(m.entity_id):
+            rep.kb_present = (rep.kb_present or 0) + 1
+        if p is not None:
+            rep.ed_with_prediction += 1
+            if not p.is_nil and p.entity_id == m.entity_id:
+                rep.ed_correct += 1
+            for k in rep.recall_hits:
+                if m.entity_id in p.candidates[:k]:
+                    rep.recall_hits[k] += 1
+        if linked_ok(m):
+            rep.linking.tp += 1
+        else:
+            rep.linking.fn += 1
+    a, b = doc.evaluation_span
+    for span, p in preds.items():
+        if p.is_nil or span in ignored_spans:
+            continue
+        golds = gold_at.get(span)
+        if golds is not None:
+            if not any(not g.is_nil and g.entity_id == p.entity_id for g in golds):
+                rep.linking.fp += 1
+        elif a <= span[0] and span[1] <= b:
+            rep.linking.fp += 1
+        else:
+            rep.predictions_outside_span += 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# predictions from pipeline output
+
+
+def predictions_from_linked(docs: Iterable[Any], ids: Sequence[str] | None = None,
+                            max_candidates: int | None = None) -> list[PredictedLink]:
+    """Flatten linked documents (``LinkedDocument`` or its dict form) into :class:`PredictedLink` records.
+
+    A document without an id takes ``ids[i]`` (the gold id at the same position) when given.
+    """
+    out: list[PredictedLink] = []
+    for i, d in enumerate(docs):
+        rec = d.model_dump() if hasattr(d, "model_dump") else d
+        if not isinstance(rec, dict) or "links" not in rec:
+            raise DataError(f"output {i} is not a linked document (no 'links')", where=f"output[{i}]",
+                            fix="the pipeline's output stage must produce LinkedDocument records")
+        doc_id = rec.get("id")
+        if doc_id is None:
+            if ids is None:
+                raise DataError(f"linked document {i} has no id", where=f"output[{i}]",
+                                fix="keep document ids through the pipeline, or pass ids=")
+            doc_id = ids[i]
+        for j, link in enumerate(rec["links"]):
+            try:
+                m = link["mention"]
+                start, end = int(m["start"]), int(m["end"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"link {j} of document {doc_id!r} has no mention start/end", where=f"output[{i}]",
+                                fix="links are {mention: {start, end, ...}, entity_id, candidates}") from None
+            cands = [c["entity_id"] if isinstance(c, dict) else str(c) for c in link.get("candidates") or []]
+            if max_candidates is not None:
+                cands = cands[:max_candidates]
+            eid = link.get("entity_id") or NIL
+            out.append(PredictedLink(str(doc_id), start, end, eid, cands, link.get("confidence")))
+    return out
+
+
+def load_kb_ids(path: str) -> set[str]:
+    """Entity ids for KB coverage from a file: one id per line (first tab column), JSONL records with
+    ``id``/``qid``/``wikidata_id``, a JSON list of such records, or a JSON object whose values carry them
+    (the fb15k237 ``entity2wikidata.json`` layout)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"KB id file not found: {p}", where=str(p), fix="pass a file with one entity id per line")
+    text = p.read_text(encoding="utf-8")
+
+    def rec_id(rec: Any) -> str | None:
+        if isinstance(rec, dict):
+            e = rec.get("id") or rec.get("qid") or rec.get("wikidata_id")
+            return str(e) if e else None
+        return None
+
+    ids: set[str] = set()
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None  # JSONL: parsed line by line below
+        if isinstance(obj, dict):
+            recs = [obj] if rec_id(obj) else list(obj.values())
+            return {e for e in map(rec_id, recs) if e}
+        if isinstance(obj, list):
+            return {e for e in map(rec_id, obj) if e}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                e = rec_id(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON: {err.msg}", where=f"{p}:{n}", fix="one JSON object per line") from None
+            if e:
+                ids.add(e)
+        else:
+            ids.add(line.split("\t")[0])
+    return ids

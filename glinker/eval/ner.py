@@ -1,0 +1,311 @@
+"""Span-level NER scoring that reproduces GLiNER's own evaluation, from a model callable or saved predictions.
+
+GLiNER's convention (``gliner/evaluation/evaluate.py`` + ``evaluator.py``), which :func:`score_example`
+follows in its default ``"gliner"`` mode:
+- the sentence is split on whitespace; gold char offsets are turned into word indices assuming the words
+  are joined by single spaces; an offset that is not a word boundary gives ``None``, so such a gold entity
+  can never be matched (it stays a false negative);
+- entity types and the prompted labels are lower-cased, so type matching is case-insensitive;
+- per sentence, gold and predicted ``(start_word, end_word, type)`` are *sets* (duplicates count once);
+- micro precision/recall/F1 over all sentences of a dataset; the benchmark figure is the plain mean of the
+  per-dataset micro-F1.
+On the real eval files every sentence is exactly ``" ".join(sentence.split())``, so a word span and a char
+span are the same thing: char-level exact match (span + type) with unaligned gold kept unmatchable is
+equivalent. Predictions whose ends are not whitespace-word boundaries (possible when a model splits words
+itself) cannot match anything and are counted in ``unaligned_pred``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import DataError
+from glinker.eval.datasets import (
+    NERDataset,
+    NERExample,
+    find_ner_datasets,
+    gliner_word_span,
+    read_ner_dataset,
+)
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[list[str], list[str]], list[list[dict]]]
+"""``predict(texts, labels) -> [[{"start", "end", "label", ...}, ...], ...]`` (char offsets, end exclusive)."""
+
+ZERO_SHOT_BENCHMARK = ("CrossNER_AI", "CrossNER_literature", "CrossNER_music", "CrossNER_politics",
+                       "CrossNER_science", "mit-movie", "mit-restaurant")
+"""The seven sets whose mean micro-F1 is the published zero-shot figure (GLiNER papers, arXiv 2602.18487)."""
+
+
+@dataclass
+class PRF:
+    """True positives, false positives and false negatives, with micro precision/recall/F1."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def add(self, other: PRF) -> None:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+
+    def as_dict(self) -> dict[str, float]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1}
+
+
+@dataclass
+class NERResult:
+    """Scores of one dataset plus counts that explain them."""
+
+    name: str
+    scores: PRF = field(default_factory=PRF)
+    sentences: int = 0
+    gold: int = 0  # distinct gold keys (GLiNER counts sets)
+    predicted: int = 0
+    unaligned_gold: int = 0  # gold spans not on word boundaries: unmatchable, as in GLiNER
+    unaligned_pred: int = 0  # predicted spans not on whitespace-word boundaries
+    gold_types_not_prompted: int = 0  # gold entities whose type is not among the labels: unmatchable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.scores.as_dict(), "sentences": self.sentences, "gold": self.gold,
+                "predicted": self.predicted, "unaligned_gold": self.unaligned_gold,
+                "unaligned_pred": self.unaligned_pred, "gold_types_not_prompted": self.gold_types_not_prompted}
+
+
+@dataclass
+class NERReport:
+    """Per-dataset results; ``avg_micro_f1`` is the mean of the datasets' micro-F1."""
+
+    results: list[NERResult]
+
+    @property
+    def avg_micro_f1(self) -> float:
+        return sum(r.scores.f1 for r in self.results) / len(self.results) if self.results else 0.0
+
+    @property
+    def zero_shot_avg(self) -> float | None:
+        """Mean micro-F1 over the seven zero-shot sets, when all seven were evaluated."""
+        by = {r.name: r.scores.f1 for r in self.results}
+        if all(n in by for n in ZERO_SHOT_BENCHMARK):
+            return sum(by[n] for n in ZERO_SHOT_BENCHMARK) / len(ZERO_SHOT_BENCHMARK)
+        return None
+
+    def table(self) -> str:
+        """A fixed-width table (percentages), one row per dataset, then the average rows."""
+        head = f"{'dataset':<22}{'sents':>7}{'gold':>7}{'pred':>7}{'P':>8}{'R':>8}{'F1':>8}  notes"
+        lines = [head, "-" * len(head)]
+        for r in self.results:
+            notes = []
+            if r.unaligned_gold:
+                notes.append(f"{r.unaligned_gold} gold off word boundaries")
+            if r.gold_types_not_prompted:
+                notes.append(f"{r.gold_types_not_prompted} gold types not in labels")
+            if r.unaligned_pred:
+                notes.append(f"{r.unaligned_pred} pred off word boundaries")
+            s = r.scores
+            lines.append(f"{r.name:<22}{r.sentences:>7}{r.gold:>7}{r.predicted:>7}{s.precision:>8.1%}"
+                         f"{s.recall:>8.1%}{s.f1:>8.1%}  {'; '.join(notes)}")
+        lines.append("-" * len(head))
+        zs = self.zero_shot_avg
+        if zs is not None:
+            lines.append(f"{'zero-shot avg (7 sets)':<50}{zs:>8.1%}")
+        lines.append(f"{'average':<50}{self.avg_micro_f1:>8.1%}")
+        return "\n".join(lines)
+
+    def last_line(self) -> str:
+        return f"avg_micro_f1={self.avg_micro_f1:.4f}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"datasets": [r.as_dict() for r in self.results], "avg_micro_f1": self.avg_micro_f1,
+                "zero_shot_avg": self.zero_shot_avg}
+
+
+_NONSPACE = re.compile(r"\S+")
+
+
+def score_example(example: NERExample, predicted: Iterable[dict], mode: str = "gliner",
+                  labels: Sequence[str] | None = None, result: NERResult | None = None) -> PRF:
+    """Score one sentence: set-based exact match of span and (lower-cased) type.
+
+    ``mode="gliner"`` matches on whitespace-word spans as GLiNER does; ``mode="char"`` on raw char offsets
+    (for texts that are not pre-tokenized). ``result`` (optional) accumulates the diagnostic counts.
+    """
+    if mode not in ("gliner", "char"):
+        raise DataError(f"unknown scoring mode {mode!r}", where="mode", fix="use 'gliner' or 'char'")
+    text = example.text
+    prompted = {x.lower() for x in labels} if labels is not None else None
+    gold: set[tuple] = set()
+    pred: set[tuple] = set()
+    if mode == "gliner":
+        words = text.split()
+        starts, ends = {}, {}
+        for i, m in enumerate(_NONSPACE.finditer(text)):
+            starts[m.start()] = i
+            ends[m.end()] = i
+        for g in example.spans:
+            s, e = gliner_word_span(words, g.start, g.end)
+            if result is not None and (s is None or e is None):
+                result.unaligned_gold += 1
+            gold.add((s, e, g.label.lower()))
+        for p in predicted:
+            a, b = _span_of(p, example)
+            s, e = starts.get(a), ends.get(b)
+            if s is None or e is None:
+                if result is not None:
+                    result.unaligned_pred += 1
+                pred.add(("unaligned", a, b, str(p.get("label", "")).lower()))
+            else:
+                pred.add((s, e, str(p.get("label", "")).lower()))
+    else:
+        gold = {(g.start, g.end, g.label.lower()) for g in example.spans}
+        for p in predicted:
+            a, b = _span_of(p, example)
+            pred.add((a, b, str(p.get("label", "")).lower()))
+    tp = len(gold & pred)
+    out = PRF(tp=tp, fp=len(pred) - tp, fn=len(gold) - tp)
+    if result is not None:
+        result.scores.add(out)
+        result.sentences += 1
+        result.gold += len(gold)
+        result.predicted += len(pred)
+        if prompted is not None:
+            result.gold_types_not_prompted += sum(1 for g in example.spans if g.label.lower() not in prompted)
+    return out
+
+
+def _span_of(p: Any, example: NERExample) -> tuple[int, int]:
+    try:
+        a, b = int(p["start"]), int(p["end"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"prediction {str(p)[:80]} has no integer start/end", where=example.where or f"example {example.id}",
+                        fix='predictions are dicts {"start": int, "end": int, "label": str} (char offsets)') from None
+    return a, b
+
+
+def score_dataset(dataset: NERDataset, predictions: Sequence[Sequence[dict]], mode: str = "gliner") -> NERResult:
+    """Score a whole dataset given one prediction list per example (same order)."""
+    if len(predictions) != len(dataset.examples):
+        raise DataError(f"{len(predictions)} prediction lists for {len(dataset.examples)} sentences",
+                        where=dataset.name, fix="give exactly one (possibly empty) list per sentence, in order")
+    res = NERResult(name=dataset.name)
+    for ex, preds in zip(dataset.examples, predictions):
+        score_example(ex, preds, mode=mode, labels=dataset.labels, result=res)
+    return res
+
+
+def prompt_labels(dataset: NERDataset) -> list[str]:
+    """The labels to prompt with: ``labels.json`` lower-cased, as GLiNER's evaluation does."""
+    return [x.lower() for x in dataset.labels]
+
+
+def predict_dataset(predict: PredictFn, dataset: NERDataset, chunk: int = 256,
+                    progress: Callable[[int], None] | None = None) -> list[list[dict]]:
+    """Run ``predict`` over a dataset's sentences, ``chunk`` texts per call; returns one list per sentence."""
+    labels = prompt_labels(dataset)
+    texts = [ex.text for ex in dataset.examples]
+    out: list[list[dict]] = []
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        res = predict(part, labels)
+        if len(res) != len(part):
+            raise DataError(f"predict returned {len(res)} results for {len(part)} texts", where=dataset.name,
+                            fix="the predict callable must return one list of entities per input text")
+        out.extend([dict(e) for e in r] for r in res)
+        if progress is not None:
+            progress(len(part))
+    return out
+
+
+def evaluate_ner(predict: PredictFn, datasets: Iterable[NERDataset], mode: str = "gliner",
+                 save_predictions: str | Path | None = None,
+                 progress: Callable[[int], None] | None = None) -> NERReport:
+    """Predict and score every dataset; optionally save predictions as JSONL for :func:`score_predictions_file`."""
+    import contextlib
+
+    results = []
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(Path(save_predictions).open("w", encoding="utf-8")) if save_predictions else None
+        for ds in datasets:
+            preds = predict_dataset(predict, ds, progress=progress)
+            if f is not None:
+                _write_predictions(f, ds, preds)
+            r = score_dataset(ds, preds, mode=mode)
+            log.info("%s: P=%.4f R=%.4f F1=%.4f", ds.name, r.scores.precision, r.scores.recall, r.scores.f1)
+            results.append(r)
+    return NERReport(results)
+
+
+def _write_predictions(f: Any, ds: NERDataset, preds: Sequence[Sequence[dict]]) -> None:
+    for i, (ex, ents) in enumerate(zip(ds.examples, preds)):
+        rec = {"dataset": ds.name, "index": i, "text": ex.text,
+               "entities": [{k: v for k, v in e.items() if k in ("start", "end", "label", "score", "text")}
+                            for e in ents]}
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    f.flush()
+
+
+def write_predictions(path: str | Path, dataset: NERDataset, predictions: Sequence[Sequence[dict]],
+                      append: bool = True) -> None:
+    """Save predictions as JSONL: ``{"dataset", "index", "text", "entities": [{start, end, label, score}]}``."""
+    with Path(path).open("a" if append else "w", encoding="utf-8") as f:
+        _write_predictions(f, dataset, predictions)
+
+
+def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner") -> NERReport:
+    """Score saved predictions against the gold data under ``data`` (a dataset folder or a folder of them).
+
+    Only the sentences that have a prediction line are scored (a run with ``--limit`` saved the first N);
+    a line whose text differs from the gold sentence is an error.
+    """
+    p = Path(path)
+    from glinker.eval.datasets import iter_json_records
+
+    by_ds: dict[str, dict[int, tuple[str, list[dict], int]]] = {}
+    for rec, line in iter_json_records(p):
+        try:
+            name, idx, text, ents = rec["dataset"], int(rec["index"]), rec["text"], rec["entities"]
+        except (KeyError, TypeError, ValueError):
+            raise DataError("prediction line needs dataset, index, text and entities", where=f"{p}:{line}",
+                            fix='write lines as {"dataset", "index", "text", "entities": [...]}') from None
+        by_ds.setdefault(name, {})[idx] = (text, ents, line)
+    folders = {d.name: d for d in find_ner_datasets(data)}
+    results = []
+    for name, rows in by_ds.items():
+        if name not in folders:
+            raise DataError(f"dataset {name!r} of the predictions is not under {data}", where=str(p),
+                            fix=f"point --data at the folder holding {name}/ (found: {', '.join(sorted(folders))})")
+        ds = read_ner_dataset(folders[name])
+        res = NERResult(name=name)
+        for idx in sorted(rows):
+            text, ents, line = rows[idx]
+            if idx >= len(ds.examples) or ds.examples[idx].text != text:
+                raise DataError(f"prediction for sentence {idx} of {name} does not match the gold text",
+                                where=f"{p}:{line}", fix="score predictions against the data they were made on")
+            score_example(ds.examples[idx], ents, mode=mode, labels=ds.labels, result=res)
+        if len(rows) < len(ds.examples):
+            log.warning("%s: %d of %d sentences have predictions; scoring those only", name, len(rows),
+                        len(ds.examples))
+        results.append(res)
+    return NERReport(results)

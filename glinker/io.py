@@ -1,0 +1,201 @@
+"""Reading and writing linked documents: JSON, JSONL with resume, and their validation.
+
+JSONL is the format for long runs: :func:`write_jsonl` appends one line per document and flushes (and
+fsyncs) once per call, so a batch written is a batch kept; :func:`read_done_ids` tells a restarted run which
+documents are already done. A line cut by a crash is detected, reported and removed before appending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def to_jsonable(doc: Any) -> dict[str, Any]:
+    """A linked document (pydantic record or dict) as a plain JSON-ready dict."""
+    if hasattr(doc, "model_dump"):
+        return doc.model_dump(mode="json")
+    if isinstance(doc, dict):
+        return doc
+    raise DataError(f"cannot serialise {type(doc).__name__}", where="documents",
+                    fix="pass glinker.LinkedDocument records or dicts")
+
+
+def _dumps(doc: Any) -> str:
+    if hasattr(doc, "model_dump_json"):
+        return doc.model_dump_json()
+    return json.dumps(to_jsonable(doc), ensure_ascii=False)
+
+
+def _partial_tail(path: Path) -> int:
+    """Byte length of an unterminated last line (0 when the file ends with a newline or is empty)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb") as f:
+        block = 1 << 16
+        pos = size
+        tail = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            if tail.endswith(b"\n"):
+                return 0
+            nl = tail.rfind(b"\n")
+            if nl >= 0:
+                return len(tail) - nl - 1
+        return len(tail)
+
+
+def repair_jsonl_tail(path: str | Path) -> int:
+    """Remove a last line cut by an interrupted write; returns the number of bytes removed."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    n = _partial_tail(p)
+    if n:
+        log.warning("%s: removing an incomplete last line (%d bytes) left by an interrupted write", p, n)
+        with p.open("r+b") as f:
+            f.truncate(p.stat().st_size - n)
+    return n
+
+
+def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsync: bool = True) -> int:
+    """Write documents as JSON lines (append by default), flushing once at the end of the call.
+
+    Call it once per batch. In append mode an incomplete last line from a crash is removed first.
+    Returns the number of documents written.
+    """
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    if append:
+        repair_jsonl_tail(p)
+    n = 0
+    with p.open("a" if append else "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(_dumps(d))
+            f.write("\n")
+            n += 1
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    return n
+
+
+def iter_jsonl_dicts(path: str | Path, skip_partial_tail: bool = True) -> Iterator[tuple[dict, int]]:
+    """Yield ``(record, line_number)``; an unterminated invalid last line is skipped (with a warning)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"file not found: {p}", where=str(p), fix="check the path")
+    with p.open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                if skip_partial_tail and not line.endswith("\n"):
+                    log.warning("%s:%d: ignoring an incomplete last line (interrupted write)", p, n)
+                    return
+                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{p}:{n}",
+                                fix="each line must be one complete JSON object") from None
+            if not isinstance(rec, dict):
+                raise DataError("line is not a JSON object", where=f"{p}:{n}", fix="write one object per line")
+            yield rec, n
+
+
+def iter_linked_jsonl(path: str | Path) -> Iterator[Any]:
+    """Stream :class:`glinker.types.LinkedDocument` records from JSONL, validating each line."""
+    from pydantic import ValidationError
+
+    from glinker.types import LinkedDocument
+
+    for rec, n in iter_jsonl_dicts(path):
+        try:
+            yield LinkedDocument.model_validate(rec)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(f"not a linked document: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                            where=f"{path}:{n}", fix="lines must be LinkedDocument JSON (id, text, links)") from None
+
+
+@dataclass
+class ResumeState:
+    """What a previous run left in a JSONL output: the ids done and whether a line was cut."""
+
+    done_ids: set[str] = field(default_factory=set)
+    lines: int = 0
+    partial_tail: bool = False
+
+    @property
+    def count(self) -> int:
+        return self.lines
+
+
+def resume_state(path: str | Path) -> ResumeState:
+    """Inspect a JSONL output before resuming: complete lines, their document ids, and a cut last line."""
+    p = Path(path)
+    st = ResumeState()
+    if not p.is_file():
+        return st
+    st.partial_tail = _partial_tail(p) > 0
+    for rec, n in iter_jsonl_dicts(p):
+        st.lines += 1
+        if rec.get("id") is not None:
+            st.done_ids.add(str(rec["id"]))
+    if st.lines:
+        log.info("%s: %d documents already written%s", p, st.lines,
+                 " (last line incomplete: it will be rewritten)" if st.partial_tail else "")
+    return st
+
+
+def read_done_ids(path: str | Path) -> set[str]:
+    """Ids of the documents already written to a JSONL output (empty when the file does not exist)."""
+    return resume_state(path).done_ids
+
+
+def write_json(path: str | Path, docs: Iterable[Any], indent: int | None = 2) -> int:
+    """Write all documents as one JSON array, atomically (temporary file then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    items = [to_jsonable(d) for d in docs]
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(items, ensure_ascii=False, indent=indent) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return len(items)
+
+
+def read_json(path: str | Path) -> list[Any]:
+    """Read a JSON array of linked documents written by :func:`write_json`."""
+    from pydantic import ValidationError
+
+    from glinker.types import LinkedDocument
+
+    p = Path(path)
+    try:
+        items = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", where=f"{p}:{e.lineno}", fix="fix the JSON syntax") from None
+    if not isinstance(items, list):
+        raise DataError("expected a JSON array of documents", where=str(p), fix="write a list of documents")
+    out = []
+    for i, rec in enumerate(items):
+        try:
+            out.append(LinkedDocument.model_validate(rec))
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(f"document {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                            where=f"{p}[{i}]", fix="items must be LinkedDocument JSON") from None
+    return out

@@ -1,0 +1,243 @@
+"""Output writers for linked documents: JSON, JSONL (append + resume) and a self-contained HTML page.
+
+These are plain classes with ``write(batch)`` / ``close()`` (and context-manager support); wiring them as
+pipeline stages is the registry's job. The HTML page has inline CSS and JS only (no external resource),
+escapes every piece of document text, highlights linked mentions with the entity id, label and confidence
+on hover, and styles NIL mentions differently.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from glinker.io import read_done_ids, repair_jsonl_tail, resume_state, to_jsonable, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HTMLWriter", "JSONLWriter", "JSONWriter", "read_done_ids", "render_html", "write_jsonl"]
+
+NIL = "NIL"
+
+
+class JSONLWriter:
+    """Append linked documents to a JSONL file, one flush per batch; ``done_ids`` lists what is already there."""
+
+    def __init__(self, path: str | Path, append: bool = True) -> None:
+        self.path = Path(path)
+        self.append = append
+        self.written = 0
+        if append:
+            repair_jsonl_tail(self.path)
+            st = resume_state(self.path)
+            self.done_ids: set[str] = st.done_ids
+            self.already = st.lines
+        else:
+            self.done_ids, self.already = set(), 0
+        self._first = True
+
+    def pending(self, docs: Iterable[Any]) -> list[Any]:
+        """The documents of ``docs`` not written yet (by id), for resuming a run."""
+        return [d for d in docs if _get(d, "id") is None or str(_get(d, "id")) not in self.done_ids]
+
+    def write(self, batch: Sequence[Any]) -> int:
+        """Write one batch and flush it; returns the number written."""
+        append = self.append or not self._first
+        n = write_jsonl(self.path, batch, append=append)
+        self._first = False
+        self.written += n
+        for d in batch:
+            if _get(d, "id") is not None:
+                self.done_ids.add(str(_get(d, "id")))
+        return n
+
+    def close(self) -> None:
+        """Nothing is buffered between batches; kept for a uniform writer API."""
+
+    def __enter__(self) -> JSONLWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JSONWriter:
+    """Collect batches and write one JSON array on ``close()`` (atomically)."""
+
+    def __init__(self, path: str | Path, indent: int | None = 2) -> None:
+        self.path = Path(path)
+        self.indent = indent
+        self.docs: list[dict[str, Any]] = []
+
+    def write(self, batch: Sequence[Any]) -> int:
+        self.docs.extend(to_jsonable(d) for d in batch)
+        return len(batch)
+
+    def close(self) -> None:
+        write_json(self.path, self.docs, indent=self.indent)
+
+    def __enter__(self) -> JSONWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+class HTMLWriter:
+    """Collect batches and write a self-contained HTML page on ``close()``."""
+
+    def __init__(self, path: str | Path, title: str = "glinker: linked documents") -> None:
+        self.path = Path(path)
+        self.title = title
+        self.docs: list[dict[str, Any]] = []
+
+    def write(self, batch: Sequence[Any]) -> int:
+        self.docs.extend(to_jsonable(d) for d in batch)
+        return len(batch)
+
+    def close(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(render_html(self.docs, title=self.title), encoding="utf-8")
+
+    def __enter__(self) -> HTMLWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+def _get(d: Any, key: str) -> Any:
+    return d.get(key) if isinstance(d, dict) else getattr(d, key, None)
+
+
+_CSS = """
+:root{--link:#dbeafe;--link-b:#2563eb;--nil:#f3f4f6;--nil-b:#9ca3af}
+body{font:15px/1.7 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#111}
+header{display:flex;gap:1.5rem;align-items:baseline;flex-wrap:wrap}
+.gl-doc{border-top:1px solid #e5e7eb;padding:.8rem 0}
+.gl-doc h2{font-size:.85rem;color:#6b7280;margin:.2rem 0;font-weight:600}
+.gl-text{white-space:pre-wrap;word-wrap:break-word}
+mark.gl-m{position:relative;border-radius:3px;padding:0 1px;cursor:help}
+mark.gl-link{background:var(--link);border-bottom:2px solid var(--link-b)}
+mark.gl-nil{background:var(--nil);border-bottom:2px dashed var(--nil-b);color:#374151}
+mark.gl-m:hover::after{content:attr(data-tip);position:absolute;left:0;top:1.6em;z-index:9;white-space:pre;
+ background:#111827;color:#f9fafb;font-size:12px;line-height:1.4;padding:.3rem .5rem;border-radius:4px}
+body.gl-hide-nil mark.gl-nil{background:none;border:none}
+.gl-legend mark{cursor:default}
+.gl-skipped{font-size:.8rem;color:#6b7280}
+"""
+
+_JS = """
+(function(){
+  var links=document.querySelectorAll('main mark.gl-link').length, nils=document.querySelectorAll('main mark.gl-nil').length;
+  document.body.setAttribute('data-links', String(links));
+  document.body.setAttribute('data-nils', String(nils));
+  var c=document.getElementById('gl-counts');
+  if(c){c.textContent=links+' linked, '+nils+' NIL';}
+  var t=document.getElementById('gl-toggle-nil');
+  if(t){t.addEventListener('change',function(){document.body.classList.toggle('gl-hide-nil',t.checked);});}
+})();
+"""
+
+
+def _tip(link: dict[str, Any]) -> str:
+    eid = link.get("entity_id") or NIL
+    parts = [eid if eid != NIL else "NIL (not in the KB)"]
+    if link.get("label"):
+        parts.append(str(link["label"]))
+    m = link.get("mention") or {}
+    if m.get("label"):
+        parts.append(f"type: {m['label']}")
+    conf = link.get("confidence")
+    if isinstance(conf, (int, float)):
+        parts.append(f"confidence: {conf:.3f}")
+    cands = link.get("candidates") or []
+    if cands:
+        top = ", ".join(str(c.get("entity_id", c)) if isinstance(c, dict) else str(c) for c in cands[:3])
+        parts.append(f"candidates: {top}")
+    return "\n".join(parts)
+
+
+def _render_doc(i: int, doc: dict[str, Any]) -> str:
+    text = doc.get("text") or ""
+    links = []
+    for ln in doc.get("links") or []:
+        m = ln.get("mention") or {}
+        s, e = m.get("start"), m.get("end")
+        if isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(text):
+            links.append((s, e, ln))
+        else:
+            log.warning("document %r: link with offsets (%r, %r) outside the text is not shown", doc.get("id"), s, e)
+    # overlapping mentions cannot nest in one highlight layer: keep the earliest, then longest
+    links.sort(key=lambda t: (t[0], -(t[1] - t[0])))
+    out, pos, skipped = [], 0, 0
+    for s, e, ln in links:
+        if s < pos:
+            skipped += 1
+            continue
+        out.append(html.escape(text[pos:s]))
+        eid = ln.get("entity_id") or NIL
+        cls = "gl-nil" if eid == NIL else "gl-link"
+        conf = ln.get("confidence")
+        attrs = {
+            "class": f"gl-m {cls}",
+            "data-entity": eid,
+            "data-label": str(ln.get("label") or ""),
+            "data-confidence": f"{conf:.4f}" if isinstance(conf, (int, float)) else "",
+            "data-tip": _tip(ln),
+            "title": _tip(ln),
+        }
+        a = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
+        out.append(f"<mark {a}>{html.escape(text[s:e])}</mark>")
+        pos = e
+    out.append(html.escape(text[pos:]))
+    doc_id = doc.get("id")
+    head = f"document {html.escape(str(doc_id))}" if doc_id is not None else f"document #{i}"
+    note = (f'<div class="gl-skipped">{skipped} overlapping mention(s) not highlighted</div>' if skipped else "")
+    return (f'<section class="gl-doc" data-doc="{html.escape(str(doc_id if doc_id is not None else i), quote=True)}">'
+            f"<h2>{head}</h2><div class=\"gl-text\">{''.join(out)}</div>{note}</section>")
+
+
+def render_html(docs: Iterable[Any], title: str = "glinker: linked documents") -> str:
+    """A self-contained HTML page highlighting every document's links (NIL mentions styled apart)."""
+    items = [to_jsonable(d) for d in docs]
+    body = "\n".join(_render_doc(i, d) for i, d in enumerate(items))
+    t = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        # the page must not fetch anything: forbid every external load, allow only the inline style/script
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        f"<title>{t}</title><style>{_CSS}</style></head>\n<body>"
+        f"<header><h1>{t}</h1><span id=\"gl-counts\"></span>"
+        "<span class=\"gl-legend\"><mark class=\"gl-m gl-link\">linked</mark> "
+        "<mark class=\"gl-m gl-nil\">NIL</mark></span>"
+        "<label><input type=\"checkbox\" id=\"gl-toggle-nil\"> hide NIL</label></header>\n"
+        f"<main>\n{body}\n</main>\n<script>{_JS}</script></body></html>\n"
+    )
+
+
+def documents_summary(docs: Iterable[Any]) -> dict[str, int]:
+    """Counts of documents, linked and NIL mentions (for logs and tests)."""
+    n = linked = nil = 0
+    for d in docs:
+        rec = to_jsonable(d)
+        n += 1
+        for ln in rec.get("links") or []:
+            if (ln.get("entity_id") or NIL) == NIL:
+                nil += 1
+            else:
+                linked += 1
+    return {"documents": n, "linked": linked, "nil": nil}
+
+
+def dumps_jsonl(docs: Iterable[Any]) -> str:
+    """Documents as JSONL text (for piping to stdout)."""
+    return "".join(json.dumps(to_jsonable(d), ensure_ascii=False) + "\n" for d in docs)

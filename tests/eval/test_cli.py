@@ -1,0 +1,181 @@
+"""`glinker eval ner|el`: help, scoring saved predictions, the missing-model error, pipelines."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import glinker
+from glinker.cli import app
+from glinker.io import read_done_ids, write_jsonl
+from glinker.types import Link, LinkedDocument, Mention
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [["eval", "--help"], ["eval", "ner", "--help"], ["eval", "el", "--help"]])
+def test_help(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
+
+
+def make_ner_data(root):
+    d = root / "tiny"
+    d.mkdir(parents=True)
+    recs = [{"sentence": "Ada Lovelace met Charles Babbage .",
+             "entities": [{"name": "Ada Lovelace", "type": "person", "pos": [0, 12]},
+                          {"name": "Charles Babbage", "type": "person", "pos": [17, 32]}]}]
+    (d / "test.json").write_text(json.dumps(recs))
+    (d / "labels.json").write_text('["person"]')
+    return d
+
+
+def test_ner_scores_saved_predictions(tmp_path):
+    make_ner_data(tmp_path / "data")
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"dataset": "tiny", "index": 0, "text": "Ada Lovelace met Charles Babbage .",
+                                "entities": [{"start": 0, "end": 12, "label": "person"}]}) + "\n")
+    out = tmp_path / "r.json"
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--predictions", str(pred),
+                            "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[-1] == "avg_micro_f1=0.6667"
+    assert any(line.startswith("tiny") and "100.0%" in line and "50.0%" in line for line in lines)
+    assert json.loads(out.read_text())["datasets"][0]["tp"] == 1
+
+
+def test_ner_missing_model_is_a_clear_error(tmp_path):
+    make_ner_data(tmp_path / "data")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--model", str(tmp_path / "nope")])
+    assert r.exit_code == 2
+    assert "E400" in r.output and "fix:" in r.output
+
+
+def test_ner_default_model_unavailable_says_what_to_pass(tmp_path, monkeypatch):
+    """Whether or not the default model ships yet, its absence must produce a clear error."""
+    from glinker.errors import ModelError
+    from glinker.model import biencoder
+
+    def missing(path, **kw):
+        raise ModelError(f"checkpoint folder not found: {path}", where=str(path))
+
+    monkeypatch.setattr(biencoder.BiEncoder, "from_pretrained", staticmethod(missing))
+    make_ner_data(tmp_path / "data")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data")])
+    assert r.exit_code == 2
+    assert "default model 'glinker-bi-minilm' is not available" in r.output and "--model" in r.output
+
+
+def test_ner_bad_data_folder(tmp_path):
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path), "--predictions", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "E600" in r.output
+
+
+TEXT = "Obama met Merkel in Berlin ."
+
+
+def make_el_data(tmp_path):
+    f = tmp_path / "gold.jsonl"
+    docs = [{"id": "a", "text": TEXT, "mentions": [
+        {"start": 0, "end": 5, "mention": "Obama", "wikidata_qid": "Q76", "wikipedia_title": "Barack Obama"},
+        {"start": 10, "end": 16, "mention": "Merkel", "wikidata_qid": "Q567", "wikipedia_title": "Angela Merkel"},
+        {"start": 20, "end": 26, "mention": "Berlin", "wikidata_qid": None, "wikipedia_title": None}]},
+        {"id": "b", "text": TEXT, "mentions": []}]
+    f.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return f
+
+
+def linked_a() -> LinkedDocument:
+    return LinkedDocument(id="a", text=TEXT, links=[
+        Link(mention=Mention(start=0, end=5, text="Obama"), entity_id="Q76", confidence=0.9),
+        Link(mention=Mention(start=10, end=16, text="Merkel"), entity_id="Q1", confidence=0.4),
+        Link(mention=Mention(start=20, end=26, text="Berlin"))])
+
+
+def test_el_scores_saved_links(tmp_path):
+    gold = make_el_data(tmp_path)
+    pred = tmp_path / "links.jsonl"
+    write_jsonl(pred, [linked_a()])
+    kb = tmp_path / "kb.txt"
+    kb.write_text("Q76\n")
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--predictions", str(pred), "--kb-ids", str(kb)])
+    assert r.exit_code == 0, r.output
+    # tp=1 fp=1 fn=1 -> P=R=F1=0.5; ed 1/2; coverage 1/2; Berlin (NIL gold) left NIL
+    assert r.output.strip().splitlines()[-1] == "el_f1=0.5000 ed_acc=0.5000 kb_coverage=0.5000"
+    assert "NIL accuracy         1.0000" in r.output
+
+
+def test_el_needs_exactly_one_source(tmp_path):
+    gold = make_el_data(tmp_path)
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold)])
+    assert r.exit_code == 2 and "exactly one" in r.output
+
+
+def test_el_pipeline_without_links_says_not_available(tmp_path):
+    gold = make_el_data(tmp_path)
+    y = tmp_path / "p.yaml"
+    y.write_text("name: mentions-only\nstages:\n  mentions: {type: given_mentions}\n")
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", str(y)])
+    assert r.exit_code == 2
+    assert "not available yet" in r.output and "mentions-only" in r.output
+
+
+@dataclass
+class _Batch:
+    documents: list
+    output: list
+
+
+class _FakePipeline:
+    """Stands in for a linking pipeline: links every gold mention span to Q76."""
+
+    name = "fake"
+    output_name = "links"
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def run(self, docs, batch_size=None):
+        docs = list(docs)
+        for i in range(0, len(docs), 1):
+            batch = docs[i:i + 1]
+            self.seen += [d.id for d in batch]
+            yield _Batch(batch, [LinkedDocument(id=d.id, text=d.text, links=[
+                Link(mention=Mention(start=m["start"], end=m["end"], text=d.text[m["start"]:m["end"]]),
+                     entity_id="Q76") for m in d.meta["mentions"]]) for d in batch])
+
+
+def test_el_pipeline_run_saves_and_resumes(tmp_path, monkeypatch):
+    gold = make_el_data(tmp_path)
+    fake = _FakePipeline()
+    monkeypatch.setattr(glinker, "load_pipeline", lambda path, **kw: fake)
+    save = tmp_path / "out.jsonl"
+    write_jsonl(save, [LinkedDocument(id="b", text=TEXT)])  # a previous run already did "b"
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save)])
+    assert r.exit_code == 0, r.output
+    assert fake.seen == ["a"] and read_done_ids(save) == {"a", "b"}
+    # Obama right, Merkel wrong (FN+FP), Berlin is NIL gold linked to Q76 (FP): P=1/3 R=1/2
+    assert r.output.strip().splitlines()[-1] == "el_f1=0.4000 ed_acc=0.5000 kb_coverage=n/a"
+
+
+def test_ner_runs_a_real_checkpoint(tmp_path):
+    """The tiny random gliner checkpoint from the model tests goes through the real predict API."""
+    ckpt = Path(__file__).resolve().parents[1] / "fixtures" / "gliner" / "deberta"
+    if not (ckpt / "gliner_config.json").is_file():
+        pytest.skip("tiny gliner fixture missing")
+    make_ner_data(tmp_path / "data")
+    saved = tmp_path / "p.jsonl"
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--model", str(ckpt),
+                            "--threshold", "0.5", "--batch-size", "2", "--save-predictions", str(saved)])
+    assert r.exit_code == 0, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert re.fullmatch(r"avg_micro_f1=\d\.\d{4}", last)
+    rescored = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--predictions", str(saved)])
+    assert rescored.output.strip().splitlines()[-1] == last
