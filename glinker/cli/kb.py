@@ -1,0 +1,200 @@
+"""``glinker kb``: build, inspect, update and search knowledge-base directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from glinker.errors import ConfigError
+
+kb_app = typer.Typer(help="Build, inspect, update and search knowledge bases.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the ``kb`` command group to the root CLI."""
+    app.add_typer(kb_app, name="kb")
+
+
+def _parse_options(opts: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in opts:
+        if "=" not in item:
+            raise ConfigError(f"adapter option {item!r} is not key=value", where="--opt",
+                              fix="e.g. -o table=entities -o languages=en,de -o min_sitelinks=5")
+        key, val = item.split("=", 1)
+        # only objects/lists are JSON; scalars stay strings and the adapter's options model coerces them
+        # ("5" -> 5 for an int option, while table=2024 stays the string "2024")
+        if val.lstrip()[:1] in ("{", "["):
+            try:
+                out[key.strip()] = json.loads(val)
+                continue
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"option {key!r} is not valid JSON: {e}", where=f"--opt {key}",
+                                  fix='quote it for the shell, e.g. -o \'columns={"id": "sku"}\'') from None
+        out[key.strip()] = val
+    return out
+
+
+def _encoder(model: str | None, fallback: str | None) -> tuple[Any, str | None]:
+    from glinker.kb.encoder import default_model, load_encoder
+
+    name = model or fallback or default_model()
+    if name is None:
+        raise ConfigError("no model given and no default model is shipped yet", where="--model",
+                          fix="pass --model PATH_OR_NAME, or --model none for an alias-only KB")
+    if name.lower() == "none":
+        return None, None
+    return load_encoder(name), name
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+@kb_app.command("build")
+def build(
+    adapter: str = typer.Option(..., "--adapter", "-a", help="wikidata, sql, jsonl, csv, or an installed third-party adapter."),
+    source: str = typer.Option(..., "--source", "-s", help="Dump/file path, or a SQLAlchemy URL for sql."),
+    out: Path = typer.Option(..., "--out", help="KB directory to create or replace (atomically)."),
+    opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value (repeatable; JSON values allowed)."),
+    languages: str | None = typer.Option(None, help="wikidata: languages in order of preference, e.g. en,de."),
+    table: str | None = typer.Option(None, help="sql: table to read."),
+    query: str | None = typer.Option(None, help="sql: SELECT to read."),
+    model: str | None = typer.Option(None, help="Bi-encoder (name, dir or hub id); 'none' for an alias-only KB."),
+    template: str = typer.Option("{label}: {description}", help="Entity text template for the encoder."),
+    factory: str = typer.Option("auto", help="faiss factory string, or 'auto' (by size)."),
+    nprobe: int | None = typer.Option(None, help="IVF lists searched per query (default: by size)."),
+    batch_size: int = typer.Option(64, help="Encoder batch size."),
+    chunk_size: int = typer.Option(16384, help="Entities per checkpoint (store commit / vector file)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Discard an interrupted build instead of resuming it."),
+) -> None:
+    """Build a KB directory from a source (resumable; the old KB stays intact until the new one is complete)."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb, estimate_resources
+
+    options = _parse_options(opt)
+    for key, val in (("languages", languages), ("table", table), ("query", query)):
+        if val is not None:
+            options[key] = val
+    ad = load_adapter(adapter, source, **options)
+    enc, name = _encoder(model, None)
+    try:
+        n = ad.estimate_count()
+    except Exception:  # the estimate is advisory
+        n = None
+    if n is not None:
+        est = estimate_resources(n, enc.dim if enc is not None else None, factory)
+        typer.echo(f"estimate: ~{n:,} entities; KB on disk ~{_human(est['kb_disk'])}, temporary "
+                   f"~{_human(est['temp_disk'])}, peak memory ~{_human(est['peak_ram'])}"
+                   + (f", index {est['factory']}" if "factory" in est else ""), err=True)
+    gen = build_kb(ad, out, enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
+                   batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
+                   progress=True)
+    from glinker.kb.manifest import Manifest
+
+    m = Manifest.load(gen / "manifest.json")
+    rep = m.source.get("report", {})
+    typer.echo(f"built {out}: {m.counts.get('entities', 0):,} entities, {m.counts.get('aliases', 0):,} aliases, "
+               f"{m.counts.get('vectors', 0):,} vectors ({m.factory or 'no index'}); "
+               f"{rep.get('bad', 0)} bad records, {rep.get('skipped', 0)} filtered")
+
+
+@kb_app.command("info")
+def info(path: Path = typer.Argument(..., help="KB directory."),
+         as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")) -> None:
+    """Show a KB's manifest: model, template, index, counts, source and dates."""
+    from glinker.kb import KB
+
+    with KB.open(path) as kb:
+        m = kb.manifest
+        if as_json:
+            typer.echo(m.model_dump_json(indent=2))
+            return
+        size = sum(f.stat().st_size for f in kb.path.iterdir() if f.is_file())
+        rows = [("path", str(kb.path)), ("entities", f"{m.counts.get('entities', 0):,}"),
+                ("aliases", f"{m.counts.get('aliases', 0):,}"), ("vectors", f"{m.counts.get('vectors', 0):,}"),
+                ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
+                ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe}"),
+                ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
+                ("created", m.created), ("updated", m.updated), ("disk", _human(size)),
+                ("pending", str(len(kb.store.pending())))]
+        for k, v in rows:
+            typer.echo(f"{k:>9}  {v}")
+
+
+@kb_app.command("add")
+def add(
+    path: Path = typer.Argument(..., help="KB directory."),
+    adapter: str = typer.Option("jsonl", "--adapter", "-a"),
+    source: str = typer.Option(..., "--source", "-s", help="Entities to add or update (by id)."),
+    opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value."),
+    model: str | None = typer.Option(None, help="Defaults to the model recorded in the KB manifest."),
+) -> None:
+    """Add new entities and update existing ones (by id) without a rebuild."""
+    from glinker.kb import KB
+    from glinker.kb.adapters import load_adapter
+
+    ad = load_adapter(adapter, source, **_parse_options(opt))
+    with KB.open(path, writable=True) as kb:
+        enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
+        c = kb.upsert(ad.iter_entities(), enc)
+        typer.echo(f"added {c['added']}, updated {c['updated'] + c['unchanged_text']} "
+                   f"({c['updated']} re-embedded); {len(kb):,} entities")
+
+
+@kb_app.command("remove")
+def remove(path: Path = typer.Argument(..., help="KB directory."),
+           ids: list[str] = typer.Argument(..., help="Entity ids to remove."),
+           model: str | None = typer.Option(None, help="Only needed to finish an interrupted update.")) -> None:
+    """Remove entities by id (records, aliases and vectors)."""
+    from glinker.kb import KB
+
+    with KB.open(path, writable=True) as kb:
+        enc = None
+        if model or (kb.store.pending() and kb.manifest.has_vectors):
+            enc = _encoder(model, kb.manifest.model or "none")[0]
+        removed = kb.remove(ids, enc)
+        missing = [i for i in ids if i not in set(removed)]
+        typer.echo(f"removed {len(removed)}" + (f"; not found: {', '.join(missing)}" if missing else "")
+                   + f"; {len(kb):,} entities")
+
+
+@kb_app.command("search")
+def search(path: Path = typer.Argument(..., help="KB directory."),
+           text: str = typer.Argument(..., help="A mention or name to look up."),
+           k: int = typer.Option(10, "-k", help="Results per method."),
+           fuzzy_cutoff: float = typer.Option(85.0, "--fuzzy", help="rapidfuzz score cutoff (0-100)."),
+           model: str | None = typer.Option(None, help="Defaults to the KB's model; 'none' skips dense search."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Look a name up by exact alias, fuzzy alias and (with the model) dense vector search."""
+    from glinker.kb import KB
+
+    with KB.open(path) as kb:
+        res: dict[str, Any] = {"alias": kb.lookup_alias(text)[:k],
+                               "fuzzy": [{"id": i, "alias": a, "score": round(s, 1)}
+                                         for i, a, s in kb.fuzzy(text, limit=k, score_cutoff=fuzzy_cutoff)]}
+        if kb.manifest.has_vectors and (model or "").lower() != "none":
+            enc = _encoder(model, kb.manifest.model)[0]
+            scores, ids = kb.search_text([text], enc, k=k)
+            res["dense"] = [{"id": i, "score": round(float(s), 4)} for i, s in zip(ids[0], scores[0])]
+        labels = {e.id: e for e in kb.get(list({*res["alias"], *(h["id"] for h in res["fuzzy"]),
+                                                 *(h["id"] for h in res.get("dense", []))}))}
+        if as_json:
+            typer.echo(json.dumps(res, ensure_ascii=False, indent=2))
+            return
+        for method, hits in res.items():
+            typer.echo(f"{method}:")
+            for h in hits:
+                hid = h if isinstance(h, str) else h["id"]
+                e = labels.get(hid)
+                score = "" if isinstance(h, str) else f"  {h['score']}"
+                if isinstance(h, dict) and "alias" in h:
+                    score = f"  ~{h['alias']!r} {h['score']}"
+                typer.echo(f"  {hid:<12} {e.label if e else '?'} — {e.description if e else ''}{score}")

@@ -1,0 +1,133 @@
+"""The KB adapter contract and the registry that finds adapters through the ``glinker.kb_adapters`` entry points.
+
+An adapter turns one source (a dump, a table, a file) into a stream of :class:`glinker.types.Entity`. Built-in
+adapters are registered exactly like a third party's: an entry point in the ``glinker.kb_adapters`` group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from glinker.errors import ConfigError, KBError, closest
+from glinker.types import Entity
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "glinker.kb_adapters"
+MAX_KEPT_PROBLEMS = 1000  # the report keeps the first problems verbatim and counts the rest
+
+
+@dataclass
+class AdapterReport:
+    """What an adapter saw while streaming: entities yielded, records skipped on purpose, bad records."""
+
+    read: int = 0
+    yielded: int = 0
+    skipped: int = 0
+    bad: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, where: str, message: str) -> None:
+        """Count one bad record and keep its place and reason (the first MAX_KEPT_PROBLEMS verbatim)."""
+        self.bad += 1
+        if len(self.problems) < MAX_KEPT_PROBLEMS:
+            self.problems.append(f"{where}: {message}")
+        log.warning("skipped bad record at %s: %s", where, message)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for the manifest."""
+        return {"read": self.read, "yielded": self.yielded, "skipped": self.skipped, "bad": self.bad,
+                "problems": self.problems[:50]}
+
+
+class AdapterOptions(BaseModel):
+    """Base of every adapter's options: unknown keys are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_comma_lists(cls, data: Any) -> Any:
+        # the CLI passes list options as "a,b,c"; accept that for every list[str] option
+        if isinstance(data, dict):
+            for key, val in list(data.items()):
+                f = cls.model_fields.get(key)
+                if f is not None and isinstance(val, str) and getattr(f.annotation, "__origin__", None) is list:
+                    data[key] = [v.strip() for v in val.split(",") if v.strip()]
+        return data
+
+
+@runtime_checkable
+class KBAdapter(Protocol):
+    """One source of entities. ``__init__(source, **options)`` is light; ``iter_entities`` streams."""
+
+    name: ClassVar[str]
+    options_model: ClassVar[type[AdapterOptions]]
+    report: AdapterReport
+
+    def iter_entities(self) -> Iterator[Entity]:
+        """Stream every entity of the source, in a stable order, without loading the source whole."""
+        ...
+
+    def estimate_count(self) -> int | None:
+        """A cheap estimate of how many entities the source holds (None when unknown)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Source and options, JSON-ready and without secrets, for the KB manifest."""
+        ...
+
+
+def parse_options(adapter: str, model: type[AdapterOptions], options: dict[str, Any]) -> AdapterOptions:
+    """Validate adapter options; an unknown or ill-typed option is a ConfigError naming it and the fix."""
+    known = list(model.model_fields)
+    for key in options:
+        if key not in model.model_fields:
+            hint = closest(key, known)
+            raise ConfigError(f"unknown option {key!r} for the {adapter} adapter",
+                              where=f"{adapter}.{key}",
+                              fix=(f"did you mean {hint!r}? " if hint else "") + f"valid options: {', '.join(known)}")
+    try:
+        return model(**options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid value for option {loc!r}: {err['msg']}", where=f"{adapter}.{loc}",
+                          fix=f"valid options: {', '.join(known)}") from None
+
+
+def available_adapters() -> dict[str, str]:
+    """Adapter name -> ``module:Class`` for every installed ``glinker.kb_adapters`` entry point."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def get_adapter_class(name: str) -> type[KBAdapter]:
+    """Load the adapter class registered under ``name`` in the entry-point group."""
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in eps:
+        hint = closest(name, eps)
+        raise ConfigError(f"no KB adapter named {name!r}", where="adapter",
+                          fix=(f"did you mean {hint!r}? " if hint else "")
+                          + f"installed adapters: {', '.join(sorted(eps)) or 'none'}; third-party adapters register "
+                          f"an entry point in the {ENTRY_POINT_GROUP!r} group")
+    try:
+        cls = eps[name].load()
+    except ImportError as e:
+        raise KBError(f"the {name!r} adapter could not be imported: {e}", where=eps[name].value,
+                      fix="install the package that provides it (pip install -e . for the built-in ones)") from e
+    return cls
+
+
+def load_adapter(name: str, source: str, **options: Any) -> KBAdapter:
+    """Instantiate the adapter ``name`` on ``source`` with validated ``options``."""
+    cls = get_adapter_class(name)
+    return cls(source, **options)  # type: ignore[call-arg]

@@ -1,0 +1,261 @@
+"""Adapter -> entity store -> entity vectors -> FAISS index -> manifest, in a staging directory.
+
+Each phase checkpoints (ingest position in the store's meta table, one vector file per chunk, the trained
+index), so re-running an interrupted build with the same inputs resumes where it stopped; the finished
+generation is published by an atomic rename of ``CURRENT``, so the previous KB stays intact until then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glinker.errors import DataError, KBError
+from glinker.kb.adapters import KBAdapter
+from glinker.kb.encoder import EntityEncoder, encode_sorted
+from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_generation
+from glinker.kb.manifest import Manifest, glinker_version, now
+from glinker.kb.store import EntityStore, TextTemplate
+
+log = logging.getLogger(__name__)
+
+STORE_BYTES_PER_ENTITY = 600
+"""Rough on-disk size of one entity record with its aliases (measured ~300-700 B on Wikidata-like records)."""
+
+
+def index_bytes_per_vector(factory: str, dim: int) -> int:
+    """Approximate bytes per vector of a faiss factory string (codes + id)."""
+    code = factory.split(",")[-1]
+    if code.startswith("SQ8"):
+        return dim + 8
+    if code.startswith("SQ4"):
+        return dim // 2 + 8
+    if code.startswith("SQfp16"):
+        return dim * 2 + 8
+    if code.startswith("PQ"):
+        m = int("".join(ch for ch in code[2:].split("x")[0] if ch.isdigit()) or 8)
+        return m + 8
+    return dim * 4 + 8
+
+
+def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
+    """Disk and memory a build of ``n`` entities needs: final KB, temporary vectors, peak RAM (bytes)."""
+    from glinker.kb.index import auto_factory
+
+    store = n * STORE_BYTES_PER_ENTITY
+    if not dim:
+        return {"entities": n, "kb_disk": store, "temp_disk": 0, "peak_ram": 256 * 2**20}
+    fac = auto_factory(n, dim) if factory == "auto" else factory
+    index = n * index_bytes_per_vector(fac, dim)
+    temp = n * dim * 4
+    train = min(n, 300_000) * dim * 4
+    return {"entities": n, "kb_disk": store + index, "temp_disk": temp, "peak_ram": index + train + 512 * 2**20,
+            "factory": fac}
+
+
+def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, factory: str) -> str:
+    d = adapter.describe()
+    ident: dict[str, Any] = {"adapter": d.get("adapter"), "source": d.get("source"), "options": d.get("options"),
+                             "model": fingerprint, "template": template, "factory": factory}
+    src = Path(str(d.get("source", "")))
+    if src.is_file():  # a changed file must not resume from the old one's checkpoints
+        st = src.stat()
+        ident["file"] = [st.st_size, st.st_mtime_ns]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _bar(enabled: bool, **kw: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, dynamic_ncols=True, **kw)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None, *, model_name: str | None = None,
+             template: str = "{label}: {description}", factory: str = "auto", nprobe: int | None = None,
+             batch_size: int = 64, chunk_size: int = 16384, train_size: int | None = None, resume: bool = True,
+             progress: bool = False) -> Path:
+    """Build (or resume building) the KB directory ``out`` from ``adapter``; returns the published generation.
+
+    ``encoder=None`` builds an alias-only KB (store + alias index, no vectors)."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tmpl = TextTemplate(template)
+    fp = encoder.fingerprint if encoder is not None else None
+    key = _source_key(adapter, fp, template, factory)
+    staging = root / f".staging-{key}"
+    for other in root.glob(".staging-*"):
+        if other != staging:
+            log.info("removing a stale staging directory of a different build: %s", other)
+            shutil.rmtree(other, ignore_errors=True)
+    if staging.exists() and not resume:
+        shutil.rmtree(staging)
+    if staging.exists():
+        log.info("resuming the build in %s", staging)
+    staging.mkdir(exist_ok=True)
+    t0 = time.time()
+    store = EntityStore(staging / STORE)
+    try:
+        _ingest(adapter, store, tmpl, chunk_size, progress)
+        n = store.count()
+        if n == 0:
+            raise KBError("the source yielded no entities", where=str(adapter.describe().get("source")),
+                          fix="check the source and the adapter filters (languages, kinds, P31, min_sitelinks)")
+        manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
+                            glinker_version=glinker_version(),
+                            source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
+        if encoder is not None:
+            _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
+            fac, probe, nvec = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
+            manifest.dim, manifest.factory, manifest.nprobe = encoder.dim, fac, probe
+            manifest.counts["vectors"] = nvec
+        manifest.counts.update(entities=n, aliases=store.alias_count(),
+                               duplicates=int(store.get_meta("duplicates", 0)))
+        manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
+    finally:
+        store.close()
+    manifest.save(staging / MANIFEST)
+    shutil.rmtree(staging / "parts", ignore_errors=True)
+    return _publish(root, staging, key)
+
+
+def _publish(root: Path, staging: Path, key: str) -> Path:
+    old = None
+    if (root / CURRENT).is_file():
+        old = root / (root / CURRENT).read_text(encoding="utf-8").strip()
+    name = f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{key[:8]}"
+    gen = root / name
+    os.replace(staging, gen)
+    publish_generation(root, name)
+    if old is not None and old != gen and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("published KB generation %s", gen)
+    return gen
+
+
+def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: int, progress: bool) -> None:
+    if store.get_meta("ingest_done", False):
+        return
+    pos = int(store.get_meta("ingest_pos", 0))
+    dups = int(store.get_meta("duplicates", 0))
+    it: Iterator[Any] = adapter.iter_entities()
+    if pos:
+        log.info("resuming ingest after %d entities already stored", pos)
+        it = islice(it, pos, None)
+    est = None
+    try:
+        est = adapter.estimate_count()
+    except Exception as e:  # an estimate is a nicety; never fail a build for it
+        log.debug("no size estimate: %s", e)
+    buf: list[Any] = []
+    bar = _bar(progress, total=est, initial=pos, desc="entities", unit="ent", unit_scale=True)
+
+    def flush(done: bool) -> None:
+        nonlocal pos, dups
+        pos += len(buf)
+        meta: dict[str, Any] = {"ingest_pos": pos}
+        c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
+        dups += c["updated"] + c["unchanged_text"]
+        meta = {"duplicates": dups}
+        if done:
+            meta.update(ingest_done=True, adapter_report=adapter.report.as_dict())
+        store.upsert([], tmpl, track_pending=False, meta=meta)
+        bar.update(len(buf))
+        buf.clear()
+
+    try:
+        for e in it:
+            buf.append(e)
+            if len(buf) >= chunk:
+                flush(False)
+    except DataError:
+        flush(False)  # keep everything read before the error, so a fixed re-run resumes after it
+        bar.close()
+        raise
+    flush(True)
+    bar.close()
+    if dups:
+        log.warning("%d records repeated an id already seen; the later record was kept", dups)
+    rep = adapter.report
+    if rep.bad:
+        log.warning("%d bad records skipped (first: %s)", rep.bad, rep.problems[:3])
+
+
+def _embed(store: EntityStore, encoder: EntityEncoder, tmpl: TextTemplate, parts: Path, chunk: int,
+           batch_size: int, progress: bool) -> None:
+    parts.mkdir(exist_ok=True)
+    n = store.count()
+    bar = _bar(progress, total=n, desc="vectors", unit="ent", unit_scale=True)
+    last = 0
+    k = 0
+    while True:
+        ids_f, vec_f = parts / f"ids-{k:06d}.npy", parts / f"vec-{k:06d}.npy"
+        if ids_f.exists() and vec_f.exists():
+            ids = np.load(ids_f)
+            last = int(ids[-1])
+            bar.update(len(ids))
+            k += 1
+            continue
+        batch = next(store.iter_texts(tmpl, after_rid=last, batch=chunk), None)
+        if batch is None:
+            break
+        rids, texts = batch
+        vecs = encode_sorted(encoder, texts, batch_size)
+        _save_npy(vec_f, vecs)
+        _save_npy(ids_f, np.asarray(rids, dtype=np.int64))  # written last: marks the chunk complete
+        last = rids[-1]
+        bar.update(len(rids))
+        k += 1
+    bar.close()
+
+
+def _parts(parts: Path) -> list[tuple[Path, Path]]:
+    return [(p, parts / p.name.replace("ids-", "vec-")) for p in sorted(parts.glob("ids-*.npy"))]
+
+
+def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: int | None, train_size: int | None,
+           progress: bool) -> tuple[str, int, int]:
+    from glinker.kb.index import VectorIndex, auto_factory, default_nprobe
+
+    files = _parts(staging / "parts")
+    n = sum(len(np.load(i, mmap_mode="r")) for i, _ in files)
+    fac = auto_factory(n, dim) if factory == "auto" else factory
+    probe = nprobe if nprobe is not None else default_nprobe(fac)
+    done = store.get_meta("index_done")
+    if done and (staging / INDEX).is_file():
+        return fac, probe, int(done)
+    index = VectorIndex.create(fac, dim, probe)
+    if not index.is_trained:
+        want = min(n, train_size or 300_000)
+        rng = np.random.default_rng(0)
+        sample = []
+        for _, vf in files:
+            v = np.load(vf, mmap_mode="r")
+            take = max(1, int(round(want * len(v) / n)))
+            sample.append(np.asarray(v[np.sort(rng.choice(len(v), size=min(take, len(v)), replace=False))]))
+        log.info("training %s on %d vectors", fac, sum(len(s) for s in sample))
+        index.train(np.concatenate(sample))
+    bar = _bar(progress, total=n, desc="index", unit="vec", unit_scale=True)
+    for idf, vf in files:
+        ids = np.load(idf)
+        index.add(np.load(vf), ids)
+        bar.update(len(ids))
+    bar.close()
+    index.save(staging / INDEX)
+    store.upsert([], TextTemplate("{label}"), track_pending=False, meta={"index_done": index.ntotal})
+    return fac, probe, index.ntotal

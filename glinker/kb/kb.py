@@ -1,0 +1,254 @@
+"""An opened KB directory: the read API used by linking stages, and incremental add/update/remove.
+
+Layout: ``DIR/CURRENT`` names the live generation ``DIR/gen-*/`` holding ``manifest.json``, ``entities.sqlite``
+and ``vectors.faiss``. A rebuild writes a new generation and swaps ``CURRENT`` atomically, so readers and crashes
+never see half a KB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glinker.errors import KBError
+from glinker.kb.encoder import EntityEncoder, encode_sorted
+from glinker.kb.manifest import Manifest, now
+from glinker.kb.store import EntityStore, TextTemplate, normalize_alias
+from glinker.types import Entity
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+STORE = "entities.sqlite"
+INDEX = "vectors.faiss"
+
+
+def current_generation(root: str | Path) -> Path:
+    """The live generation directory of a KB root, or a KBError that says what is wrong."""
+    root = Path(root)
+    ptr = root / CURRENT
+    if not ptr.is_file():
+        hint = ("a build was interrupted before it finished; run the same `glinker kb build` again to resume"
+                if any(root.glob(".staging-*")) else "build one with `glinker kb build ... --out DIR`")
+        raise KBError(f"{root} is not a KB directory (no {CURRENT} file)", where=str(root), fix=hint)
+    gen = root / ptr.read_text(encoding="utf-8").strip()
+    if not (gen / MANIFEST).is_file():
+        raise KBError(f"the generation {gen.name} named by {CURRENT} is missing or incomplete", where=str(gen),
+                      fix="rebuild the KB with `glinker kb build`")
+    return gen
+
+
+def publish_generation(root: Path, gen_name: str) -> None:
+    """Point CURRENT at ``gen_name`` atomically (temp file, fsync, rename)."""
+    tmp = root / (CURRENT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(gen_name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / CURRENT)
+
+
+class KB:
+    """A knowledge base opened from its directory. Reads may come from several threads (SQLite serialises them on
+    its connection); writes need ``writable=True`` and one writer at a time."""
+
+    def __init__(self, root: Path, path: Path, manifest: Manifest, store: EntityStore, writable: bool,
+                 mmap: bool) -> None:
+        self.root = root
+        self.path = path
+        self.manifest = manifest
+        self.store = store
+        self.writable = writable
+        self._mmap = mmap
+        self._index: Any = None
+        self._vocab: list[str] | None = None
+        self.template = TextTemplate(manifest.template)
+        if store.pending():
+            log.warning("KB %s has %d unapplied index changes (an update was interrupted); they are finished by "
+                        "the next `glinker kb add/remove`", root, len(store.pending()))
+
+    @classmethod
+    def open(cls, path: str | Path, writable: bool = False, mmap: bool = True) -> KB:
+        """Open a KB directory (read-only unless ``writable``); the vector index loads on first use."""
+        root = Path(path)
+        gen = current_generation(root)
+        manifest = Manifest.load(gen / MANIFEST)
+        store = EntityStore(gen / STORE, readonly=not writable)
+        return cls(root, gen, manifest, store, writable, mmap and not writable)
+
+    def close(self) -> None:
+        """Release the store and the index."""
+        self.store.close()
+        self._index = None
+
+    def __enter__(self) -> KB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    # -- read API -----------------------------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Entity]:
+        """Entities by id, in the order given; unknown ids are skipped."""
+        return self.store.get(ids)
+
+    def rids(self, ids: Sequence[str]) -> dict[str, int]:
+        """Entity id -> its id in the vector index (for reconstructing or filtering vectors); unknown ids absent."""
+        return self.store.rids_for_ids(ids)
+
+    def lookup_alias(self, name: str) -> list[str]:
+        """Ids of every entity with this exact (normalised) label or alias — every homonym, most popular first."""
+        return self.store.lookup_alias(name)
+
+    def fuzzy(self, name: str, limit: int = 10, score_cutoff: float = 85.0,
+              scorer: str = "ratio") -> list[tuple[str, str, float]]:
+        """(entity id, matched alias, score 0-100) for the ``limit`` closest aliases by rapidfuzz, every homonym
+        of each alias included; the search runs in C++ over the alias vocabulary, loaded once."""
+        from rapidfuzz import fuzz, process
+
+        if self._vocab is None:
+            self._vocab = self.store.alias_vocab()
+        fn = getattr(fuzz, scorer, None)
+        if fn is None:
+            raise KBError(f"unknown rapidfuzz scorer {scorer!r}", where="scorer", fix="use ratio, WRatio, token_sort_ratio")
+        hits = process.extract(normalize_alias(name), self._vocab, scorer=fn, limit=limit, score_cutoff=score_cutoff)
+        by_norm = self.store.lookup_norms([h[0] for h in hits])
+        return [(eid, alias, float(score)) for alias, score, _ in hits for eid in by_norm.get(alias, [])]
+
+    def check_model(self, fingerprint: str) -> None:
+        """Raise a KBError unless the KB's vectors were built by the model with this fingerprint."""
+        m = self.manifest
+        if m.model_fingerprint is None:
+            raise KBError(f"KB {self.root} has no entity vectors (built with --model none)", where=str(self.root),
+                          fix="rebuild it with --model, or link with alias/fuzzy candidates only")
+        if fingerprint != m.model_fingerprint:
+            raise KBError(f"KB {self.root} was built with model {m.model or '?'} (fingerprint "
+                          f"{m.model_fingerprint[:12]}), not with the model in use (fingerprint {fingerprint[:12]})",
+                          where=str(self.path / MANIFEST),
+                          fix=f"link with the model that built it ({m.model}), or rebuild the KB with this model: "
+                              f"glinker kb build ... --model <this model>")
+
+    def index(self) -> Any:
+        """The :class:`~glinker.kb.index.VectorIndex` (loaded on first use)."""
+        if self._index is None:
+            if not self.manifest.has_vectors:
+                raise KBError(f"KB {self.root} has no vector index (built with --model none)", where=str(self.root),
+                              fix="rebuild with --model to enable dense search")
+            from glinker.kb.index import VectorIndex
+
+            self._index = VectorIndex.load(self.path / INDEX, self.manifest.factory or "Flat", self.manifest.nprobe,
+                                           mmap=self._mmap)
+        return self._index
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10,
+                       nprobe: int | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k entities per query vector (M, D): scores (M, k) float32 (``-inf`` where fewer than k were found)
+        and entity ids per row (only the ones found, best first)."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        index = self.index()
+        if q.shape[1] != self.manifest.dim:
+            raise KBError(f"query vectors have dimension {q.shape[1]}, the KB's are {self.manifest.dim}",
+                          where="queries", fix="encode queries with the model that built the KB (check_model)")
+        scores, rids = index.search(q, k, nprobe)
+        names = self.store.ids_for_rids(rids.ravel().tolist())
+        ids: list[list[str]] = []
+        scores = scores.astype(np.float32, copy=True)
+        for r in range(rids.shape[0]):
+            row = []
+            for c in range(rids.shape[1]):
+                eid = names.get(int(rids[r, c]))
+                if eid is None:
+                    scores[r, c] = -np.inf
+                else:
+                    row.append(eid)
+            ids.append(row)
+        return scores, ids
+
+    def search_text(self, texts: Sequence[str], encoder: EntityEncoder, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
+        """Dense search for mention texts encoded on the label side (a convenience for the CLI and tests)."""
+        self.check_model(encoder.fingerprint)
+        return self.search_vectors(encoder.encode_entities(list(texts)), k)
+
+    # -- incremental updates ------------------------------------------------------------------------------------
+    def _need_writable(self) -> None:
+        if not self.writable:
+            raise KBError("the KB was opened read-only", where=str(self.root), fix="KB.open(path, writable=True)")
+
+    def upsert(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192) -> dict[str, int]:
+        """Add new entities and update existing ones (by id) without a rebuild; only changed texts are re-embedded."""
+        self._need_writable()
+        if self.manifest.has_vectors:
+            if encoder is None:
+                raise KBError("this KB has entity vectors: adding entities needs the model that built it",
+                              where=str(self.root), fix=f"pass --model {self.manifest.model}")
+            self.check_model(encoder.fingerprint)
+        self.apply_pending(encoder)
+        total = {"added": 0, "updated": 0, "unchanged_text": 0}
+        buf: list[Entity] = []
+
+        def flush() -> None:
+            c = self.store.upsert(buf, self.template, track_pending=True)
+            for key in total:
+                total[key] += c[key]
+            buf.clear()
+            self.apply_pending(encoder)
+
+        for e in entities:
+            buf.append(e)
+            if len(buf) >= batch:
+                flush()
+        flush()
+        self._vocab = None
+        self._record("upsert", total)
+        return total
+
+    def remove(self, ids: Sequence[str], encoder: EntityEncoder | None = None) -> list[str]:
+        """Remove entities by id (store, aliases and vectors); returns the ids that existed."""
+        self._need_writable()
+        if encoder is not None and self.manifest.has_vectors:
+            self.check_model(encoder.fingerprint)
+        removed = self.store.delete(ids, track_pending=True)
+        self.apply_pending(encoder)
+        self._vocab = None
+        self._record("remove", {"removed": len(removed)})
+        return removed
+
+    def apply_pending(self, encoder: EntityEncoder | None) -> int:
+        """Apply journaled changes to the vector index, save it atomically, then clear the journal (idempotent,
+        so an interrupted update is finished by the next call). Returns the number of changes applied."""
+        pend = self.store.pending()
+        if not pend:
+            return 0
+        if self.manifest.has_vectors:
+            adds = [r for r, op in pend if op == "add"]
+            if adds and encoder is None:
+                raise KBError(f"{len(adds)} changed entities need embedding", where=str(self.root),
+                              fix=f"run the update with --model {self.manifest.model}")
+            index = self.index()
+            index.remove(np.asarray([r for r, _ in pend], dtype=np.int64))
+            for rids, texts in self.store.iter_texts(self.template, rids=adds):
+                index.add(encode_sorted(encoder, texts, 64), np.asarray(rids, dtype=np.int64))  # type: ignore[arg-type]
+            index.save(self.path / INDEX)
+        self.store.clear_pending([r for r, _ in pend])
+        return len(pend)
+
+    def _record(self, op: str, counts: dict[str, int]) -> None:
+        m = self.manifest
+        m.counts["entities"] = self.store.count()
+        m.counts["aliases"] = self.store.alias_count()
+        if m.has_vectors:
+            m.counts["vectors"] = self.index().ntotal
+        m.updated = now()
+        m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
+        m.save(self.path / MANIFEST)

@@ -1,0 +1,88 @@
+"""The KB manifest: which model and template built the vectors, the index spec, counts, source and dates."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from glinker.errors import KBError
+
+FORMAT_VERSION = 1
+
+
+def now() -> str:
+    """UTC time stamp, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest(BaseModel):
+    """Everything needed to use a KB directory correctly, and to tell where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    model: str | None = Field(default=None, description="How the model was named at build time (path/name).")
+    model_fingerprint: str | None = Field(default=None, description="None: an alias-only KB without vectors.")
+    dim: int | None = None
+    template: str = "{label}: {description}"
+    factory: str | None = None
+    nprobe: int = 1
+    metric: str = "inner_product"
+    counts: dict[str, int] = Field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict)
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+    glinker_version: str = ""
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def has_vectors(self) -> bool:
+        return self.model_fingerprint is not None
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file, fsync, rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.model_dump_json(indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        """Read and validate a manifest; a missing or invalid one is a KBError naming the field."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KBError(f"no manifest.json in {path.parent}", where=str(path),
+                          fix="this is not a KB directory; build one with `glinker kb build`") from None
+        except json.JSONDecodeError as e:
+            raise KBError(f"manifest is not valid JSON: {e}", where=f"{path}:{e.lineno}",
+                          fix="rebuild the KB") from None
+        try:
+            m = cls(**data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise KBError(f"invalid manifest field {'.'.join(map(str, err['loc']))}: {err['msg']}", where=str(path),
+                          fix="rebuild the KB with this glinker version") from None
+        if m.format_version > FORMAT_VERSION:
+            raise KBError(f"KB format {m.format_version} is newer than this glinker supports ({FORMAT_VERSION})",
+                          where=str(path), fix="upgrade glinker")
+        return m
+
+
+def glinker_version() -> str:
+    """The installed glinker version (empty when unknown)."""
+    try:
+        from importlib.metadata import version
+
+        return version("glinker")
+    except Exception:  # not installed as a distribution (e.g. running from a checkout)
+        return ""

@@ -1,0 +1,302 @@
+"""The entity store: one SQLite file with the entity records, a normalised alias index that keeps every homonym,
+and a journal of index changes not yet applied (so an interrupted update is finished, never lost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import ConfigError, KBError
+from glinker.types import Entity
+
+log = logging.getLogger(__name__)
+
+_SQL_VARS = 900  # stay below SQLite's host-parameter limit on old builds
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    rid INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id; AUTOINCREMENT so a removed id is never reused
+    id TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    description TEXT NOT NULL,
+    popularity REAL NOT NULL,
+    types TEXT NOT NULL,                    -- JSON list
+    aliases TEXT NOT NULL,                  -- JSON list
+    data TEXT NOT NULL,                     -- JSON: labels, descriptions, aliases_by_lang, extra
+    text_hash TEXT NOT NULL                 -- hash of the embedded text: re-embed only when it changes
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    norm TEXT NOT NULL,
+    rid INTEGER NOT NULL,
+    PRIMARY KEY (norm, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_rid ON aliases(rid);
+CREATE TABLE IF NOT EXISTS pending (rid INTEGER PRIMARY KEY, op TEXT NOT NULL);  -- index changes to apply
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def normalize_alias(name: str) -> str:
+    """The alias key: NFKC, case-folded, whitespace collapsed. Exact look-ups compare these keys."""
+    if name.isascii():  # fast path: NFKC and casefold are identities on ASCII, except case
+        return " ".join(name.lower().split())
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+class TextTemplate:
+    """Renders an entity's text for the encoder, e.g. ``"{label}: {description}"``; dangling separators of empty
+    fields are trimmed so "Paris" with no description embeds as "Paris", not "Paris: "."""
+
+    FIELDS = ("id", "label", "description", "types", "aliases")
+
+    def __init__(self, template: str) -> None:
+        import string
+
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        bad = [f for f in names if f not in self.FIELDS]
+        if bad or not names:
+            raise ConfigError(f"text template {template!r} uses unknown field(s) {bad}" if bad
+                              else f"text template {template!r} uses no field", where="template",
+                              fix=f"use fields among {{{'}, {'.join(self.FIELDS)}}}, e.g. '{{label}}: {{description}}'")
+        self.template = template
+
+    def render(self, e: Entity) -> str:
+        text = self.template.format(id=e.id, label=e.label, description=e.description, types=", ".join(e.types),
+                                    aliases=", ".join(e.aliases))
+        return text.strip().rstrip(":;,-|").strip()
+
+
+def _row_to_entity(row: Sequence[Any]) -> Entity:
+    _, eid, label, desc, pop, types, aliases, data, _ = row
+    d = json.loads(data)
+    return Entity.model_construct(id=eid, label=label, description=desc, popularity=pop, types=json.loads(types),
+                                  aliases=json.loads(aliases), labels=d.get("labels", {}),
+                                  descriptions=d.get("descriptions", {}),
+                                  aliases_by_lang=d.get("aliases_by_lang", {}), extra=d.get("extra", {}))
+
+
+def _chunks(seq: Sequence[Any], n: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+class EntityStore:
+    """SQLite-backed entity records + alias index. Writes happen in explicit transactions."""
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.is_file():
+            raise KBError(f"entity store not found: {self.path}", where=str(self.path),
+                          fix="build the KB with `glinker kb build`")
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        try:
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as e:
+            raise KBError(f"cannot open entity store: {e}", where=str(self.path),
+                          fix="check the path and its permissions") from None
+        self.readonly = readonly
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA cache_size=-65536")
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL into the main file)."""
+        if not self.readonly:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A JSON value from the meta table."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value in the meta table (inside the caller's transaction, if any)."""
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, json.dumps(value)))
+
+    # -- writes -------------------------------------------------------------------------------------------------
+    def upsert(self, entities: Iterable[Entity], template: TextTemplate, track_pending: bool,
+               meta: dict[str, Any] | None = None) -> dict[str, int]:
+        """Insert or update entities in one transaction; with ``track_pending`` journal the rids to (re)embed.
+
+        Counts: added, updated (text changed -> re-embed), unchanged_text (records changed, same vector)."""
+        counts = {"added": 0, "updated": 0, "unchanged_text": 0}
+        rows = []
+        for e in entities:
+            text = template.render(e)
+            h = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+            data = json.dumps({"labels": e.labels, "descriptions": e.descriptions,
+                               "aliases_by_lang": e.aliases_by_lang, "extra": e.extra}, ensure_ascii=False,
+                              default=str)
+            rows.append((e, (e.id, e.label, e.description, float(e.popularity), json.dumps(e.types, ensure_ascii=False),
+                             json.dumps(e.aliases, ensure_ascii=False), data, h)))
+        if not rows:
+            if meta:
+                with self.transaction():
+                    for k, v in meta.items():
+                        self.set_meta(k, v)
+            return counts
+        with self.transaction():
+            existing: dict[str, tuple[int, str]] = {}
+            ids = [r[1][0] for r in rows]
+            for part in _chunks(ids):
+                q = f"SELECT id, rid, text_hash FROM entities WHERE id IN ({','.join('?' * len(part))})"
+                existing.update({i: (rid, h) for i, rid, h in self.db.execute(q, list(part))})
+            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='entities'").fetchone()
+            next_rid = int(row[0]) if row else 0
+            final: dict[str, tuple[int, bool, Entity, tuple[Any, ...]]] = {}  # id -> (rid, is_new, entity, values)
+            for e, vals in rows:
+                prev = final.get(e.id)
+                if prev is not None:  # the same id twice in one batch: the later record wins
+                    final[e.id] = (prev[0], prev[1], e, vals)
+                    counts["unchanged_text" if not prev[1] and existing[e.id][1] == vals[-1] else "updated"] += 1
+                    continue
+                old = existing.get(e.id)
+                if old is None:
+                    next_rid += 1
+                    final[e.id] = (next_rid, True, e, vals)
+                    counts["added"] += 1
+                else:
+                    final[e.id] = (old[0], False, e, vals)
+                    counts["updated" if old[1] != vals[-1] else "unchanged_text"] += 1
+            self.db.executemany("INSERT INTO entities(rid, id, label, description, popularity, types, aliases, data, "
+                                "text_hash) VALUES (?,?,?,?,?,?,?,?,?)",
+                                [(rid, *vals) for rid, new, _, vals in final.values() if new])
+            updated = [(rid, vals) for rid, new, _, vals in final.values() if not new]
+            self.db.executemany("UPDATE entities SET label=?, description=?, popularity=?, types=?, aliases=?, "
+                                "data=?, text_hash=? WHERE rid=?", [(*vals[1:], rid) for rid, vals in updated])
+            self.db.executemany("DELETE FROM aliases WHERE rid=?", [(rid,) for rid, _ in updated])
+            alias_rows = sorted({(n, rid) for rid, _, e, _ in final.values()
+                                 for n in map(normalize_alias, e.names()) if n})  # key order: fast B-tree inserts
+            self.db.executemany("INSERT OR IGNORE INTO aliases(norm, rid) VALUES (?, ?)", alias_rows)
+            if track_pending:
+                changed = [(rid,) for rid, new, _, vals in final.values()
+                           if new or existing[vals[0]][1] != vals[-1]]
+                self.db.executemany("INSERT OR REPLACE INTO pending(rid, op) VALUES (?, 'add')", changed)
+            for k, v in (meta or {}).items():
+                self.set_meta(k, v)
+        return counts
+
+    def delete(self, ids: Sequence[str], track_pending: bool) -> list[str]:
+        """Remove entities (and their aliases) by id in one transaction; returns the ids that were present."""
+        removed: list[str] = []
+        with self.transaction():
+            for part in _chunks(list(ids)):
+                found = self.db.execute(f"SELECT id, rid FROM entities WHERE id IN ({','.join('?' * len(part))})",
+                                        list(part)).fetchall()
+                for eid, rid in found:
+                    self.db.execute("DELETE FROM entities WHERE rid=?", (rid,))
+                    self.db.execute("DELETE FROM aliases WHERE rid=?", (rid,))
+                    if track_pending:
+                        self.db.execute("INSERT OR REPLACE INTO pending(rid, op) VALUES (?, 'del')", (rid,))
+                    removed.append(eid)
+        return removed
+
+    def transaction(self) -> _Tx:
+        """``with store.transaction():`` — BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
+        return _Tx(self.db)
+
+    def pending(self) -> list[tuple[int, str]]:
+        """Journaled index changes (rid, 'add'|'del') not yet applied to the vector index."""
+        return [(int(r), op) for r, op in self.db.execute("SELECT rid, op FROM pending ORDER BY rid")]
+
+    def clear_pending(self, rids: Sequence[int]) -> None:
+        """Forget journal entries once the index holding them is safely on disk."""
+        with self.transaction():
+            for part in _chunks(list(rids)):
+                self.db.execute(f"DELETE FROM pending WHERE rid IN ({','.join('?' * len(part))})", list(part))
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    def count(self) -> int:
+        """Number of entities."""
+        return int(self.db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
+
+    def alias_count(self) -> int:
+        """Number of (alias, entity) pairs."""
+        return int(self.db.execute("SELECT COUNT(*) FROM aliases").fetchone()[0])
+
+    def get(self, ids: Sequence[str]) -> list[Entity]:
+        """Entities by id, in the order given; unknown ids are skipped."""
+        found: dict[str, Entity] = {}
+        for part in _chunks(list(dict.fromkeys(ids))):
+            for row in self.db.execute(f"SELECT * FROM entities WHERE id IN ({','.join('?' * len(part))})", list(part)):
+                found[row[1]] = _row_to_entity(row)
+        return [found[i] for i in ids if i in found]
+
+    def rids_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
+        """Map entity ids to their FAISS ids (rids); unknown ids are absent from the result."""
+        out: dict[str, int] = {}
+        for part in _chunks(list(dict.fromkeys(ids))):
+            out.update((e, int(r)) for e, r in self.db.execute(
+                f"SELECT id, rid FROM entities WHERE id IN ({','.join('?' * len(part))})", list(part)))
+        return out
+
+    def ids_for_rids(self, rids: Sequence[int]) -> dict[int, str]:
+        """Map FAISS ids (rids) to entity ids; rids no longer present are absent from the result."""
+        out: dict[int, str] = {}
+        uniq = list({int(r) for r in rids if r >= 0})
+        for part in _chunks(uniq):
+            out.update(self.db.execute(f"SELECT rid, id FROM entities WHERE rid IN ({','.join('?' * len(part))})",
+                                       list(part)).fetchall())
+        return out
+
+    def lookup_alias(self, name: str) -> list[str]:
+        """Every entity whose label or alias normalises to ``name``'s key, most popular first."""
+        key = normalize_alias(name)
+        return [r[0] for r in self.db.execute(
+            "SELECT e.id FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=? "
+            "ORDER BY e.popularity DESC, e.id", (key,))]
+
+    def lookup_norms(self, norms: Sequence[str]) -> dict[str, list[str]]:
+        """Entity ids for several normalised keys at once (key -> ids, most popular first)."""
+        out: dict[str, list[str]] = {}
+        for part in _chunks(list(dict.fromkeys(norms))):
+            q = (f"SELECT a.norm, e.id FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm IN "
+                 f"({','.join('?' * len(part))}) ORDER BY e.popularity DESC, e.id")
+            for norm, eid in self.db.execute(q, list(part)):
+                out.setdefault(norm, []).append(eid)
+        return out
+
+    def alias_vocab(self) -> list[str]:
+        """Every distinct normalised alias (the fuzzy-matching vocabulary)."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT norm FROM aliases")]
+
+    def iter_texts(self, template: TextTemplate, after_rid: int = 0, batch: int = 8192,
+                   rids: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[str]]]:
+        """(rids, texts) batches in rid order after ``after_rid`` (or for the given rids only)."""
+        if rids is not None:
+            for part in _chunks(sorted(rids)):
+                rows = self.db.execute(f"SELECT * FROM entities WHERE rid IN ({','.join('?' * len(part))}) "
+                                       "ORDER BY rid", list(part)).fetchall()
+                if rows:
+                    yield [r[0] for r in rows], [template.render(_row_to_entity(r)) for r in rows]
+            return
+        last = after_rid
+        while True:
+            rows = self.db.execute("SELECT * FROM entities WHERE rid>? ORDER BY rid LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows], [template.render(_row_to_entity(r)) for r in rows]
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")

@@ -1,0 +1,120 @@
+"""Helpers shared by the file adapters: compressed-file opening and record-to-Entity mapping."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from glinker.errors import DataError, KBError
+from glinker.types import Entity
+
+ENTITY_FIELDS = tuple(Entity.model_fields)
+LIST_FIELDS = ("aliases", "types")
+
+
+def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:
+    """The source as a Path, or a KBError naming it when it does not exist."""
+    path = Path(source)
+    if not path.is_file():
+        raise KBError(f"source file not found: {path}", where=f"{adapter}.source",
+                      fix="pass --source with the path of an existing file")
+    return path
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open a plain, .gz or .bz2 file for streaming binary reads (never loads it whole)."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb", buffering=1 << 20)
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """Text-mode counterpart of :func:`open_binary` (newline handling left to the caller)."""
+    return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
+
+
+def split_list(value: Any, sep: str) -> list[str]:
+    """A list field from a list, a delimited string or nothing; blanks dropped."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(sep) if p.strip()] if sep else ([value] if value.strip() else [])
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+    return [str(value)]
+
+
+def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str, where: str,
+                     keep_extra: bool = True) -> Entity:
+    """Map a flat record to an Entity: ``mapping`` renames entity fields to source keys; other keys go to ``extra``."""
+    data: dict[str, Any] = {}
+    used: set[str] = set()
+    for field in ENTITY_FIELDS:
+        key = mapping.get(field, field)
+        if key in rec:
+            used.add(key)
+            val = rec[key]
+            if field in LIST_FIELDS:
+                val = split_list(val, list_sep)
+            elif field == "popularity" and (val is None or val == ""):
+                continue
+            elif field in ("label", "description"):
+                val = "" if val is None else str(val).strip()
+            elif field == "id" and val is not None and not isinstance(val, str):
+                val = str(val)
+            data[field] = val
+    if keep_extra:
+        rest = {k: v for k, v in rec.items() if k not in used}
+        if rest:
+            data["extra"] = {**rest, **(data.get("extra") or {})}
+    if "id" not in data or data["id"] in (None, ""):
+        raise DataError(f"record has no id (looked for key {mapping.get('id', 'id')!r})", where=where,
+                        fix="give every record an id, or map the id column with mapping={'id': '<key>'}")
+    try:
+        return Entity(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise DataError(f"field {loc!r}: {err['msg']}", where=f"{where} field {loc}",
+                        fix="correct the value in the source, or map another column to this field") from None
+
+
+_ALL_FIELDS = frozenset(ENTITY_FIELDS)
+
+
+def _fast_entity(d: dict[str, Any]) -> Entity:
+    o = Entity.__new__(Entity)
+    object.__setattr__(o, "__dict__", d)
+    object.__setattr__(o, "__pydantic_fields_set__", set(_ALL_FIELDS))
+    object.__setattr__(o, "__pydantic_extra__", None)
+    object.__setattr__(o, "__pydantic_private__", None)
+    return o
+
+
+def _probe_fast_entity() -> bool:
+    d = {"id": "Q1", "label": "x", "aliases": ["a"], "description": "", "types": [], "popularity": 1.0,
+         "labels": {}, "descriptions": {}, "aliases_by_lang": {}, "extra": {}}
+    try:
+        return _fast_entity(dict(d)) == Entity(**d) and _fast_entity(dict(d)).model_dump() == d
+    except Exception:  # a pydantic release with other internals: use the public constructor
+        return False
+
+
+_FAST_OK = _probe_fast_entity()
+
+
+def trusted_entity(d: dict[str, Any]) -> Entity:
+    """An Entity from a dict that already has every field with the right type (built by our own parser).
+
+    Skips validation: ~5x cheaper than ``model_construct``, which matters at Wikidata scale. Verified against
+    the public constructor once at import; falls back to ``model_construct`` if pydantic's internals differ."""
+    return _fast_entity(d) if _FAST_OK else Entity.model_construct(**d)

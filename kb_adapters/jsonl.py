@@ -1,0 +1,77 @@
+"""JSONL adapter: one entity object per line, for hand-made KBs (``.jsonl``, ``.jsonl.gz``, ``.jsonl.bz2``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from glinker.errors import DataError
+from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
+from glinker.types import Entity
+from kb_adapters._common import check_source_file, open_binary, record_to_entity
+
+log = logging.getLogger(__name__)
+
+
+class JSONLOptions(AdapterOptions):
+    mapping: dict[str, str] = {}
+    """Entity field -> key in the records, e.g. ``{"id": "qid", "label": "name"}``."""
+    list_sep: str = "|"
+    """Separator when aliases/types are given as one string."""
+    keep_extra: bool = True
+    """Keep unknown keys under ``Entity.extra`` (they are never silently dropped)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """``raise`` stops at the first bad line; ``skip`` counts it in the report and goes on."""
+
+
+class JSONLAdapter:
+    """Streams ``{"id", "label", "aliases", "description", "types", "popularity", ...}`` objects, one per line."""
+
+    name: ClassVar[str] = "jsonl"
+    options_model: ClassVar[type[AdapterOptions]] = JSONLOptions
+
+    def __init__(self, source: str, **options: Any) -> None:
+        self.options: JSONLOptions = parse_options(self.name, JSONLOptions, options)  # type: ignore[assignment]
+        self.path = check_source_file(source, self.name)
+        self.report = AdapterReport()
+
+    def iter_entities(self) -> Iterator[Entity]:
+        """Stream the file line by line; blank lines are ignored."""
+        self.report = rep = AdapterReport()
+        o = self.options
+        with open_binary(self.path) as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                rep.read += 1
+                where = f"{self.path}:{lineno}"
+                try:
+                    try:
+                        rec = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                        raise DataError(f"malformed JSON: {e}", where=where,
+                                        fix="each line must be one complete JSON object") from None
+                    if not isinstance(rec, dict):
+                        raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
+                                        fix="each line must be one JSON object with at least 'id' and 'label'")
+                    ent = record_to_entity(rec, o.mapping, o.list_sep, where, o.keep_extra)
+                except DataError as e:
+                    if o.on_error == "raise":
+                        raise
+                    rep.problem(e.where or where, e.message)
+                    continue
+                rep.yielded += 1
+                yield ent
+
+    def estimate_count(self) -> int | None:
+        """Line count of a plain file (cheap: no parsing); None for compressed files."""
+        if self.path.suffix in (".gz", ".bz2"):
+            return None
+        with open(self.path, "rb") as f:
+            return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))
+
+    def describe(self) -> dict[str, Any]:
+        """Source path and options for the manifest."""
+        return {"adapter": self.name, "source": str(self.path.resolve()), "options": self.options.model_dump()}

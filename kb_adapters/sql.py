@@ -1,0 +1,254 @@
+"""SQL adapter: any SQLAlchemy URL, a table or a SELECT, a column mapping, aliases from a delimited column or a
+child table. Rows stream through server-side cursors; every identifier is validated and quoted, every value bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from glinker.errors import ConfigError, DataError, DependencyError, KBError
+from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
+from glinker.types import Entity
+from kb_adapters._common import record_to_entity, split_list
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MAPPABLE = ("id", "label", "description", "aliases", "types", "popularity")
+
+
+class SQLOptions(AdapterOptions):
+    table: str | None = None
+    """Table (or ``schema.table``) to read; give this or ``query``."""
+    query: str | None = None
+    """A single SELECT (or WITH ... SELECT) statement; its columns are mapped like a table's."""
+    columns: dict[str, str] = {}
+    """Entity field -> column: id, label, description, aliases, types, popularity. Defaults to same-named columns."""
+    extra_columns: list[str] = []
+    """Columns kept under ``Entity.extra``."""
+    list_sep: str = "|"
+    """Separator of the aliases / types columns."""
+    alias_table: str | None = None
+    """Child table with one alias per row (``alias_key`` -> the entity id, ``alias_column`` -> the name)."""
+    alias_key: str = "entity_id"
+    alias_column: str = "alias"
+    batch_size: int = 2000
+    order_by_id: bool = True
+    """Stream in id order (a stable order makes an interrupted build resumable)."""
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+def check_identifier(name: str, where: str, dotted: bool = False) -> list[str]:
+    """Split and validate a (possibly ``schema.``-qualified) SQL identifier; anything else is a ConfigError."""
+    parts = name.split(".") if dotted else [name]
+    if not parts or len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+        raise ConfigError(f"invalid SQL identifier {name!r}", where=where,
+                          fix="use letters, digits and underscores only (optionally schema.table); quoting is done "
+                              "by glinker")
+    return parts
+
+
+def _check_query(q: str) -> str:
+    body = q.strip().rstrip(";").strip()
+    if not re.match(r"(?is)^(select|with)\b", body) or ";" in body:
+        raise ConfigError("query must be one SELECT (or WITH ... SELECT) statement", where="sql.query",
+                          fix="give a single SELECT without ';' inside, or use table=...")
+    return body
+
+
+class SQLAdapter:
+    """Streams entities from a table or SELECT of any SQLAlchemy database (SQLite, PostgreSQL, MariaDB/MySQL, ...)."""
+
+    name: ClassVar[str] = "sql"
+    options_model: ClassVar[type[AdapterOptions]] = SQLOptions
+
+    def __init__(self, source: str, **options: Any) -> None:
+        self.options: SQLOptions = parse_options(self.name, SQLOptions, options)  # type: ignore[assignment]
+        o = self.options
+        self.url = source
+        if (o.table is None) == (o.query is None):
+            raise ConfigError("give exactly one of table= or query=", where="sql.table",
+                              fix="e.g. -o table=entities, or -o query='SELECT ...'")
+        if o.table:
+            check_identifier(o.table, "sql.table", dotted=True)
+        else:
+            o.query = _check_query(o.query or "")
+        for field, col in o.columns.items():
+            if field not in _MAPPABLE:
+                raise ConfigError(f"cannot map entity field {field!r}", where=f"sql.columns.{field}",
+                                  fix=f"mappable fields: {', '.join(_MAPPABLE)}")
+            check_identifier(col, f"sql.columns.{field}")
+        for col in o.extra_columns:
+            check_identifier(col, "sql.extra_columns")
+        if o.alias_table:
+            check_identifier(o.alias_table, "sql.alias_table", dotted=True)
+            check_identifier(o.alias_key, "sql.alias_key")
+            check_identifier(o.alias_column, "sql.alias_column")
+        self.report = AdapterReport()
+        self._engine: Any = None
+
+    # -- connection -------------------------------------------------------------------------------------------
+    def _masked_url(self) -> str:
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # an unparsable URL has no password we could show
+            return "<invalid url>"
+
+    def engine(self) -> Any:
+        """The SQLAlchemy engine (created once; a bad URL or missing driver is a clear error)."""
+        if self._engine is None:
+            try:
+                from sqlalchemy import create_engine
+                from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+            except ImportError as e:  # pragma: no cover - sqlalchemy is a core dependency
+                raise DependencyError("sqlalchemy is not installed", fix="pip install sqlalchemy") from e
+            try:
+                self._engine = create_engine(self.url)
+            except (ArgumentError, NoSuchModuleError) as e:
+                raise KBError(f"cannot use database URL: {e}", where="sql.source",
+                              fix="use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
+                                  "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db") from None
+            except ImportError as e:
+                raise DependencyError(f"database driver missing: {e}", where="sql.source",
+                                      fix="pip install 'glinker[sql]' (psycopg2-binary, pymysql)") from None
+        return self._engine
+
+    def _from(self) -> Any:
+        from sqlalchemy import table, text
+
+        o = self.options
+        if o.table:
+            parts = o.table.split(".")
+            return table(parts[-1], schema=parts[0] if len(parts) == 2 else None)
+        return text(o.query).columns().subquery("src")  # type: ignore[arg-type]
+
+    def _source_columns(self, conn: Any) -> list[str]:
+        from sqlalchemy import select, text
+
+        o = self.options
+        if o.table:
+            from sqlalchemy import inspect
+
+            parts = o.table.split(".")
+            cols = inspect(conn).get_columns(parts[-1], schema=parts[0] if len(parts) == 2 else None)
+            if not cols:
+                raise KBError(f"table {o.table!r} not found or has no columns", where="sql.table",
+                              fix="check the table name and the database in the URL")
+            return [c["name"] for c in cols]
+        res = conn.execute(select(text("*")).select_from(self._from()).limit(0))
+        return list(res.keys())
+
+    def _mapping(self, available: list[str]) -> dict[str, str]:
+        o = self.options
+        mapping = {f: f for f in _MAPPABLE if f in available}
+        mapping.update(o.columns)
+        for field in ("id", "label"):
+            if field not in mapping:
+                raise KBError(f"no column for entity field {field!r} (columns: {', '.join(available)})",
+                              where=f"sql.columns.{field}", fix=f"map it: -o columns='{{\"{field}\": \"<column>\"}}'")
+        for field, col in mapping.items():
+            if col not in available:
+                raise KBError(f"column {col!r} (for {field}) not in the source (columns: {', '.join(available)})",
+                              where=f"sql.columns.{field}", fix="map an existing column")
+        for col in o.extra_columns:
+            if col not in available:
+                raise KBError(f"extra column {col!r} not in the source", where="sql.extra_columns",
+                              fix=f"available: {', '.join(available)}")
+        return mapping
+
+    def _connect(self) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return self.engine().connect()
+        except OperationalError as e:
+            raise KBError(f"cannot connect to {self._masked_url()}: {str(e.orig).strip()}", where="sql.source",
+                          fix="check that the server runs and the URL (host, port, user, database)") from None
+
+    # -- streaming --------------------------------------------------------------------------------------------
+    def iter_entities(self) -> Iterator[Entity]:
+        """Stream rows with a server-side cursor and map them to entities; aliases come per batch from the child table."""
+        from sqlalchemy import bindparam, column, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        self.report = rep = AdapterReport()
+        o = self.options
+        with self._connect() as conn:
+            available = self._source_columns(conn)
+            mapping = self._mapping(available)
+            wanted = list(dict.fromkeys([*mapping.values(), *o.extra_columns]))
+            stmt = select(*[column(c) for c in wanted]).select_from(self._from())
+            if o.order_by_id:
+                stmt = stmt.order_by(column(mapping["id"]))
+            alias_conn = self._connect() if o.alias_table else None
+            alias_stmt = None
+            if o.alias_table:
+                from sqlalchemy import table
+
+                parts = o.alias_table.split(".")
+                at = table(parts[-1], column(o.alias_key), column(o.alias_column),
+                           schema=parts[0] if len(parts) == 2 else None)
+                alias_stmt = (select(at.c[o.alias_key], at.c[o.alias_column])
+                              .where(at.c[o.alias_key].in_(bindparam("keys", expanding=True))))
+            inv = {v: k for k, v in mapping.items()}
+            try:
+                result = conn.execution_options(stream_results=True, max_row_buffer=o.batch_size).execute(stmt)
+                for part in result.partitions(o.batch_size):
+                    rows = [dict(r._mapping) for r in part]
+                    child: dict[str, list[str]] = {}
+                    if alias_stmt is not None and rows:
+                        keys = [r[mapping["id"]] for r in rows]
+                        for k, a in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
+                            if a is not None:
+                                child.setdefault(str(k), []).append(str(a))
+                    for row in rows:
+                        rep.read += 1
+                        rec: dict[str, Any] = {inv.get(c, c): v for c, v in row.items() if c in inv}
+                        rec["extra"] = {c: row[c] for c in o.extra_columns}
+                        if rec.get("popularity") is not None:
+                            try:
+                                rec["popularity"] = float(rec["popularity"])
+                            except (TypeError, ValueError):
+                                pass
+                        key = str(rec.get("id"))
+                        if child:
+                            rec["aliases"] = split_list(rec.get("aliases"), o.list_sep) + sorted(set(child.get(key, [])))
+                        where = f"{o.table or 'query'} row id={key}"
+                        try:
+                            ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
+                        except DataError as e:
+                            if o.on_error == "raise":
+                                raise
+                            rep.problem(e.where or where, e.message)
+                            continue
+                        rep.yielded += 1
+                        yield ent
+            except SQLAlchemyError as e:
+                raise KBError(f"query failed on {self._masked_url()}: {str(getattr(e, 'orig', e)).strip()}",
+                              where=f"sql.{'table' if o.table else 'query'}",
+                              fix="check the table/query and the column mapping") from None
+            finally:
+                if alias_conn is not None:
+                    alias_conn.close()
+
+    def estimate_count(self) -> int | None:
+        """``SELECT COUNT(*)`` over the source."""
+        from sqlalchemy import func, select
+
+        with self._connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self._from())).scalar_one())
+
+    def describe(self) -> dict[str, Any]:
+        """URL (password hidden) and options for the manifest."""
+        return {"adapter": self.name, "source": self._masked_url(), "options": self.options.model_dump()}
+
+    def close(self) -> None:
+        """Dispose of the engine's pooled connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

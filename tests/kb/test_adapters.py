@@ -1,0 +1,340 @@
+"""Every built-in adapter passes the shared conformance suite, plus adapter-specific behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glinker.errors import ConfigError, DataError, KBError
+from glinker.kb.adapters import available_adapters, load_adapter
+from glinker.kb.testing import SAMPLE_ENTITIES, AdapterConformance, core
+from glinker.types import Entity
+from kb_adapters.wikidata import write_dump
+
+from .conftest import MYSQL_URL, PG_URL, drop_tables, load_sql_tables, server_engine, write_csv, write_jsonl
+
+WD = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikidata_format"
+
+
+class TestJSONL(AdapterConformance):
+    adapter_name = "jsonl"
+
+    def make_adapter(self, entities: list[Entity], tmp_path: Path, **options: Any) -> Any:
+        return load_adapter("jsonl", str(write_jsonl(entities, tmp_path / "kb.jsonl")), **options)
+
+
+class TestCSV(AdapterConformance):
+    adapter_name = "csv"
+
+    def make_adapter(self, entities: list[Entity], tmp_path: Path, **options: Any) -> Any:
+        return load_adapter("csv", str(write_csv(entities, tmp_path / "kb.csv")), **options)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".json.gz", ".json.bz2"])
+class TestWikidata(AdapterConformance):
+    adapter_name = "wikidata"
+    suffix = ".json"
+
+    @pytest.fixture(autouse=True)
+    def _suffix(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def make_adapter(self, entities: list[Entity], tmp_path: Path, **options: Any) -> Any:
+        path = tmp_path / f"dump{self.suffix}"
+        write_dump(entities, path)
+        options.setdefault("workers", 1)
+        return load_adapter("wikidata", str(path), **options)
+
+
+class _SQLConformance(AdapterConformance):
+    adapter_name = "sql"
+    url = ""
+    child_aliases = False
+
+    @pytest.fixture(autouse=True)
+    def _engine(self) -> Any:
+        self.engine = server_engine(self.url)
+        self.tables: list[str] = []
+        yield
+        if self.tables:
+            drop_tables(self.engine, *self.tables)
+        self.engine.dispose()
+
+    def make_adapter(self, entities: list[Entity], tmp_path: Path, **options: Any) -> Any:
+        ent_t, al_t = load_sql_tables(self.engine, entities, self.child_aliases)
+        self.tables += [ent_t, al_t]
+        cols = {"id": "eid", "label": "name", "description": "descr", "types": "type_list", "popularity": "pop"}
+        if self.child_aliases:
+            options.setdefault("alias_table", al_t)
+        else:
+            cols["aliases"] = "alias_list"
+        return load_adapter("sql", self.url, table=ent_t, columns=cols, **options)
+
+
+class TestSQLite(_SQLConformance):
+    url = "sqlite://"  # replaced per test with a file URL
+
+    @pytest.fixture(autouse=True)
+    def _engine(self, tmp_path: Path) -> Any:  # type: ignore[override]
+        self.url = f"sqlite:///{tmp_path / 'kb.db'}"
+        self.engine = server_engine(self.url)
+        self.tables = []
+        yield
+        self.engine.dispose()
+
+
+class TestSQLiteChildAliases(TestSQLite):
+    child_aliases = True
+
+
+@pytest.mark.services
+class TestPostgres(_SQLConformance):
+    url = PG_URL
+
+
+@pytest.mark.services
+class TestPostgresChildAliases(_SQLConformance):
+    url = PG_URL
+    child_aliases = True
+
+
+@pytest.mark.services
+class TestMariaDB(_SQLConformance):
+    url = MYSQL_URL
+
+
+@pytest.mark.services
+class TestMariaDBChildAliases(_SQLConformance):
+    url = MYSQL_URL
+    child_aliases = True
+
+
+# -- registry ---------------------------------------------------------------------------------------------------
+def test_builtin_adapters_are_entry_points() -> None:
+    eps = available_adapters()
+    assert {"wikidata", "sql", "jsonl", "csv"} <= set(eps)
+    assert eps["wikidata"] == "kb_adapters.wikidata:WikidataAdapter"
+
+
+def test_unknown_adapter_suggests_closest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_adapter("wikidat", str(tmp_path))
+    assert "wikidata" in str(ei.value)
+
+
+def test_missing_source_file(tmp_path: Path) -> None:
+    with pytest.raises(KBError) as ei:
+        load_adapter("jsonl", str(tmp_path / "nope.jsonl"))
+    assert "nope.jsonl" in str(ei.value)
+
+
+# -- jsonl / csv specifics ---------------------------------------------------------------------------------------
+def test_jsonl_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "kb.jsonl"
+    p.write_text('{"id": "a", "label": "A"}\n{"id": "b", "label": \n{"label": "no id"}\n', encoding="utf-8")
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("jsonl", str(p)).iter_entities())
+    assert f"{p}:2" in str(ei.value)
+    ad = load_adapter("jsonl", str(p), on_error="skip")
+    assert [e.id for e in ad.iter_entities()] == ["a"]
+    assert ad.report.bad == 2 and any(":3" in pr for pr in ad.report.problems)
+
+
+def test_jsonl_mapping_and_extra_kept(tmp_path: Path) -> None:
+    p = tmp_path / "kb.jsonl"
+    p.write_text(json.dumps({"qid": "Q1", "name": "One", "url": "http://x", "popularity": 0.87}) + "\n")
+    (e,) = load_adapter("jsonl", str(p), mapping={"id": "qid", "label": "name"}).iter_entities()
+    assert (e.id, e.label, e.popularity, e.extra) == ("Q1", "One", 0.87, {"url": "http://x"})
+
+
+def test_jsonl_bad_field_type_names_field(tmp_path: Path) -> None:
+    p = tmp_path / "kb.jsonl"
+    p.write_text(json.dumps({"id": "Q1", "label": "One", "popularity": -3}) + "\n")
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("jsonl", str(p)).iter_entities())
+    assert "popularity" in str(ei.value) and ":1" in str(ei.value)
+
+
+def test_csv_tsv_and_mapping(tmp_path: Path) -> None:
+    p = tmp_path / "kb.tsv"
+    p.write_text("key\tname\tnames\tcountry\nK1\tParis\tParigi;Lutèce\tFR\n", encoding="utf-8")
+    (e,) = load_adapter("csv", str(p), delimiter="\t", list_sep=";",
+                        mapping={"id": "key", "label": "name", "aliases": "names"}).iter_entities()
+    assert (e.id, e.aliases, e.extra) == ("K1", ["Parigi", "Lutèce"], {"country": "FR"})
+
+
+def test_csv_missing_id_column(tmp_path: Path) -> None:
+    p = tmp_path / "kb.csv"
+    p.write_text("name\nParis\n")
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("csv", str(p)).iter_entities())
+    assert "id" in str(ei.value) and "mapping" in str(ei.value)
+
+
+# -- wikidata specifics ------------------------------------------------------------------------------------------
+@pytest.fixture
+def wd_dir() -> Path:
+    if not WD.is_dir():
+        pytest.skip(f"wikidata_format samples not found at {WD}")
+    return WD
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_wikidata_real_dump_sample(wd_dir: Path, workers: int) -> None:
+    ad = load_adapter("wikidata", str(wd_dir / "wikidata_dump_format_sample.json"), languages="en,de",
+                      workers=workers)
+    ents = {e.id: e for e in ad.iter_entities()}
+    assert set(ents) == {"Q42", "Q131261", "Q1", "Q1040"}  # P31 is a property: skipped by default
+    q42 = ents["Q42"]
+    assert q42.label == "Douglas Adams" and q42.types == ["Q5"] and q42.popularity == 94
+    assert q42.extra["enwiki"] == "Douglas Adams"
+    assert "Douglas Noël Adams" in q42.aliases and q42.labels["de"] == "Douglas Adams"
+    assert "Q515" in ents["Q1040"].types
+    assert ad.skipped_by_reason == {"kind": 1} and ad.report.bad == 0
+
+
+def test_wikidata_gz_mock_dump_old_numeric_ids(wd_dir: Path) -> None:
+    ad = load_adapter("wikidata", str(wd_dir / "wdtk-sample-dump-20150815.json.gz"), require_label=False, workers=2)
+    ents = list(ad.iter_entities())
+    assert len(ents) == 55 and ad.report.skipped == 46  # 46 properties skipped
+    assert ents[0].id == "Q1" and ents[0].types == ["Q1454986"]  # numeric-id only in this old dump
+    props = load_adapter("wikidata", str(wd_dir / "wdtk-sample-dump-20150815.json.gz"), require_label=False,
+                         kinds="property", workers=0)
+    assert sum(1 for _ in props.iter_entities()) == 46
+
+
+def test_wikidata_filters(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    write_dump(SAMPLE_ENTITIES, p)
+    ids = lambda **o: sorted(e.id for e in load_adapter("wikidata", str(p), workers=0, **o).iter_entities())
+    assert ids(p31_include="Q515") == ["Q72", "Q830149", "Q90"]
+    assert ids(p31_exclude=["Q515", "Q5"]) == ["Q1490", "Q167646", "Q7"]
+    assert ids(min_sitelinks=200) == ["Q1490", "Q72", "Q90"]
+
+
+def test_wikidata_language_fallback(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    e = Entity(id="Q5", label="", labels={"fr": "être humain", "de": "Mensch"}, descriptions={"de": "Art"})
+    write_dump([e], p, lang="fr")
+    (got,) = load_adapter("wikidata", str(p), languages="en", workers=0).iter_entities()
+    assert got.label == "Mensch"  # no en label: fall back to a stable choice (sorted: de)
+    (got,) = load_adapter("wikidata", str(p), languages="fr,de", workers=0).iter_entities()
+    assert (got.label, got.description, got.aliases) == ("être humain", "Art", ["Mensch"])
+    assert list(load_adapter("wikidata", str(p), languages="en", fallback=False, workers=0).iter_entities()) == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_wikidata_malformed_lines_counted_with_line_numbers(tmp_path: Path, workers: int) -> None:
+    p = tmp_path / "d.json"
+    write_dump(SAMPLE_ENTITIES, p)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3][: len(lines[3]) // 2]  # a truncated entity line (file line 4)
+    lines[5] = "this is not json,"  # line 6
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ad = load_adapter("wikidata", str(p), workers=workers, block_mb=0.001)
+    got = [e.id for e in ad.iter_entities()]
+    assert len(got) == len(SAMPLE_ENTITIES) - 2
+    assert ad.report.bad == 2
+    assert any(pr.startswith(f"{p}:4:") for pr in ad.report.problems)
+    assert any(pr.startswith(f"{p}:6:") for pr in ad.report.problems)
+
+
+@pytest.mark.parametrize("suffix", [".json.gz", ".json.bz2"])
+def test_wikidata_truncated_archive(tmp_path: Path, suffix: str) -> None:
+    many = [Entity(id=f"Q{i}", label=f"entity number {i} " + "x" * (i % 50), popularity=i % 7)
+            for i in range(1, 20001)]
+    full = tmp_path / f"full{suffix}"
+    write_dump(many, full)
+    cut = tmp_path / f"cut{suffix}"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    ad = load_adapter("wikidata", str(cut), workers=2, block_mb=0.01)
+    kept: list[str] = []
+    with pytest.raises(DataError) as ei:
+        for e in ad.iter_entities():
+            kept.append(e.id)
+    assert "truncated" in str(ei.value) and str(cut) in str(ei.value)
+    assert 1000 < len(kept) < len(many)
+    assert kept == [f"Q{i}" for i in range(1, len(kept) + 1)]  # everything read, in order, nothing lost
+    ad2 = load_adapter("wikidata", str(cut), workers=0, allow_truncated=True)
+    assert sum(1 for _ in ad2.iter_entities()) >= len(kept)
+    assert ad2.report.bad >= 1
+
+
+# -- sql specifics -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [
+    {"table": "ents; DROP TABLE x"}, {"table": "ents", "columns": {"id": 'id" --'}},
+    {"table": "ents", "alias_table": "a b"}, {"table": "ents", "extra_columns": ["x);"]},
+    {"query": "SELECT 1; DROP TABLE x"}, {"query": "DELETE FROM ents"}, {},
+    {"table": "ents", "columns": {"nonfield": "x"}},
+])
+def test_sql_rejects_injection_through_names(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        load_adapter("sql", "sqlite://", **bad)
+
+
+def _sql_query_source(url: str) -> None:
+    eng = server_engine(url)
+    t, a = load_sql_tables(eng, SAMPLE_ENTITIES, child_aliases=False)
+    try:
+        ad = load_adapter("sql", url, query=f"SELECT eid AS id, name AS label, pop AS popularity FROM {t} "
+                                           "WHERE pop >= 100", batch_size=2)
+        got = sorted(e.id for e in ad.iter_entities())
+        assert got == ["Q1490", "Q72", "Q90"]
+        assert ad.estimate_count() == 3
+        # a value that looks like SQL is just data (bound parameters)
+        evil = Entity(id="x'); DROP TABLE t; --", label="Robert'); DROP TABLE Students;--")
+        t2, a2 = load_sql_tables(eng, [evil], child_aliases=True)
+        try:
+            ad2 = load_adapter("sql", url, table=t2, columns={"id": "eid", "label": "name"}, alias_table=a2)
+            assert [core(e)[:2] for e in ad2.iter_entities()] == [(evil.id, evil.label)]
+        finally:
+            drop_tables(eng, t2, a2)
+    finally:
+        drop_tables(eng, t, a)
+        eng.dispose()
+
+
+def test_sql_query_sqlite(tmp_path: Path) -> None:
+    _sql_query_source(f"sqlite:///{tmp_path / 'q.db'}")
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("url", [PG_URL, MYSQL_URL], ids=["postgres", "mariadb"])
+def test_sql_query_servers(url: str) -> None:
+    _sql_query_source(url)
+
+
+def test_sql_unreachable_server_is_clear() -> None:
+    ad = load_adapter("sql", "postgresql+psycopg2://nobody@127.0.0.1:1/none", table="t")
+    with pytest.raises(KBError) as ei:
+        list(ad.iter_entities())
+    assert "cannot connect" in str(ei.value)
+
+
+def test_sql_missing_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    eng = server_engine(url)
+    t, _ = load_sql_tables(eng, SAMPLE_ENTITIES[:1], child_aliases=False)
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", url, table=t, columns={"id": "eid", "label": "nope"}).iter_entities())
+    assert "nope" in str(ei.value) and "columns" in str(ei.value)
+
+
+def test_sql_describe_hides_password() -> None:
+    d = load_adapter("sql", "postgresql+psycopg2://user:s3cret@127.0.0.1:5432/db", table="t").describe()
+    assert "s3cret" not in json.dumps(d) and "user" in d["source"]
+
+
+def test_kb_imports_stay_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, glinker, glinker.kb, glinker.kb.kb, glinker.kb.store, glinker.kb.adapters, "
+            "kb_adapters.wikidata, kb_adapters.sql, glinker.cli.kb; "
+            "print(sorted(m for m in ('torch', 'transformers', 'faiss', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

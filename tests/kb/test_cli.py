@@ -1,0 +1,91 @@
+"""``glinker kb`` end to end: build (jsonl, wikidata, sql), info, add, remove, search."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from glinker.kb.testing import SAMPLE_ENTITIES
+from glinker.types import Entity
+from kb_adapters.wikidata import write_dump
+
+from .conftest import drop_tables, load_sql_tables, server_engine, write_jsonl
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> Any:
+    from glinker.cli import app
+
+    res = runner.invoke(app, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_kb_help_lists_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "glinker", "kb", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for cmd in ("build", "info", "add", "remove", "search"):
+        assert cmd in out
+
+
+def test_build_info_add_remove_search(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "kb.jsonl")
+    out = tmp_path / "kb"
+    res = cli("kb", "build", "--adapter", "jsonl", "--source", str(src), "--model", str(tiny_checkpoint),
+              "--out", str(out))
+    assert "estimate: ~" in res.output and f"{len(SAMPLE_ENTITIES)} entities" in res.output
+    info = json.loads(cli("kb", "info", str(out), "--json").stdout)
+    assert info["counts"]["vectors"] == len(SAMPLE_ENTITIES) and info["model"] == str(tiny_checkpoint)
+    assert "entities" in cli("kb", "info", str(out)).stdout
+    hits = json.loads(cli("kb", "search", str(out), "Paris", "--json").stdout)
+    assert hits["alias"] == ["Q90", "Q167646", "Q830149"] and len(hits["dense"]) == len(SAMPLE_ENTITIES)
+    new = write_jsonl([Entity(id="Q999", label="Paris Hilton", description="socialite")], tmp_path / "new.jsonl")
+    assert "added 1" in cli("kb", "add", str(out), "--source", str(new)).stdout
+    assert "removed 1" in cli("kb", "remove", str(out), "Q830149", "nope").stdout
+    hits = json.loads(cli("kb", "search", str(out), "paris", "--json", "--model", "none").stdout)
+    assert hits["alias"] == ["Q90", "Q167646"] and "dense" not in hits
+    assert any(h["id"] == "Q999" for h in hits["fuzzy"]) is False  # "paris hilton" is not within 85 of "paris"
+    text = cli("kb", "search", str(out), "Paris Hilton").stdout
+    assert "Q999" in text and "socialite" in text
+
+
+def test_build_wikidata_with_options_alias_only(tmp_path: Path) -> None:
+    dump = tmp_path / "d.json.bz2"
+    write_dump(SAMPLE_ENTITIES, dump)
+    out = tmp_path / "kb"
+    cli("kb", "build", "-a", "wikidata", "-s", str(dump), "--languages", "en", "-o", "p31_include=Q515",
+        "-o", "workers=0", "--model", "none", "--out", str(out))
+    info = json.loads(cli("kb", "info", str(out), "--json").stdout)
+    assert info["counts"]["entities"] == 3 and info["model_fingerprint"] is None
+    assert info["source"]["options"]["p31_include"] == ["Q515"]
+
+
+def test_build_sql_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    eng = server_engine(url)
+    t, a = load_sql_tables(eng, SAMPLE_ENTITIES, child_aliases=True)
+    cli("kb", "build", "-a", "sql", "-s", url, "--table", t, "-o", 'columns={"id": "eid", "label": "name"}',
+        "-o", f"alias_table={a}", "--model", "none", "--out", str(tmp_path / "kb"))
+    hits = json.loads(cli("kb", "search", str(tmp_path / "kb"), "Paris, Texas", "--json").stdout)
+    assert hits["alias"] == ["Q830149"]
+    drop_tables(eng, t, a)
+
+
+def test_errors_are_clear(tmp_path: Path) -> None:
+    from glinker.cli import app
+
+    res = runner.invoke(app, ["kb", "build", "-a", "jsonl", "-s", str(tmp_path / "x.jsonl"), "--model", "none",
+                              "--out", str(tmp_path / "kb")])
+    assert res.exit_code != 0 and "x.jsonl" in str(res.exception)
+    res = runner.invoke(app, ["kb", "info", str(tmp_path)])
+    assert res.exit_code != 0 and "kb build" in str(res.exception)
+    proc = subprocess.run([sys.executable, "-c", "from glinker.cli import main; main()", "kb", "build", "-a",
+                           "jsonl", "-s", "nope.jsonl", "-o", "bogus=1", "--model", "none", "--out",
+                           str(tmp_path / "kb")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "bogus" in proc.stderr and "fix:" in proc.stderr

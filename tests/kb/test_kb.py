@@ -1,0 +1,302 @@
+"""The KB directory: store + alias index (homonyms), FAISS index, manifest, atomic/resumable build, updates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from glinker.errors import ConfigError, DataError, KBError
+from glinker.kb import KB, build_kb
+from glinker.kb.adapters import AdapterReport, load_adapter
+from glinker.kb.build import estimate_resources
+from glinker.kb.index import VectorIndex, auto_factory
+from glinker.kb.store import TextTemplate, normalize_alias
+from glinker.kb.testing import SAMPLE_ENTITIES
+from glinker.types import Entity
+from kb_adapters.wikidata import write_dump
+
+from .conftest import write_jsonl
+
+
+class ListAdapter:
+    """An in-memory adapter (same Protocol) that can fail after ``fail_after`` entities, to simulate crashes."""
+
+    name: ClassVar[str] = "list"
+    options_model: ClassVar[Any] = None
+
+    def __init__(self, entities: list[Entity], fail_after: int | None = None, tag: str = "a") -> None:
+        self.entities, self.fail_after, self.tag = entities, fail_after, tag
+        self.report = AdapterReport()
+        self.yielded = 0
+
+    def iter_entities(self) -> Iterator[Entity]:
+        self.report = AdapterReport()
+        for i, e in enumerate(self.entities):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise RuntimeError("simulated crash")
+            self.yielded += 1
+            self.report.yielded += 1
+            yield e
+
+    def estimate_count(self) -> int | None:
+        return len(self.entities)
+
+    def describe(self) -> dict[str, Any]:
+        return {"adapter": "list", "source": f"memory:{self.tag}", "options": {}}
+
+
+class CountingEncoder:
+    """Wraps a real encoder and counts the texts it embeds; optionally fails after some calls."""
+
+    def __init__(self, inner: Any, fail_after_calls: int | None = None) -> None:
+        self.inner, self.fail_after_calls = inner, fail_after_calls
+        self.fingerprint, self.dim = inner.fingerprint, inner.dim
+        self.calls = 0
+        self.texts: list[str] = []
+
+    def encode_entities(self, texts: Any, batch_size: int = 64) -> np.ndarray:
+        if self.fail_after_calls is not None and self.calls >= self.fail_after_calls:
+            raise RuntimeError("simulated crash while embedding")
+        self.calls += 1
+        self.texts += list(texts)
+        return self.inner.encode_entities(texts, batch_size=batch_size)
+
+
+def many(n: int, start: int = 0) -> list[Entity]:
+    words = ["river", "mount", "saint", "lake", "port", "new", "old", "north", "south", "royal"]
+    return [Entity(id=f"E{i}", label=f"{words[i % 10]} {words[(i // 10) % 10]} {i}",
+                   description=f"generated place number {i}", popularity=i % 13) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def kb_dir(tmp_path: Path, encoder: Any) -> Path:
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "kb.jsonl")
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", encoder, model_name="tiny")
+    return tmp_path / "kb"
+
+
+def brute_force(encoder: Any, kb: KB, query: str, k: int) -> list[str]:
+    ents = kb.get([e.id for e in SAMPLE_ENTITIES])
+    vecs = encoder.encode_entities([kb.template.render(e) for e in ents])
+    q = encoder.encode_entities([query])[0]
+    order = np.argsort(-(vecs @ q), kind="stable")[:k]
+    return [ents[i].id for i in order]
+
+
+def test_build_and_read_api(kb_dir: Path, encoder: Any) -> None:
+    with KB.open(kb_dir) as kb:
+        m = kb.manifest
+        assert m.counts["entities"] == len(SAMPLE_ENTITIES) == m.counts["vectors"] == len(kb)
+        assert m.model_fingerprint == encoder.fingerprint and m.dim == encoder.dim and m.factory == "Flat"
+        assert m.source["adapter"] == "jsonl" and m.template == "{label}: {description}"
+        assert kb.lookup_alias("  PARIS ") == ["Q90", "Q167646", "Q830149"]  # every homonym, by popularity
+        assert kb.lookup_alias("paris, texas") == ["Q830149"]
+        assert kb.lookup_alias("zurich") == ["Q72"] and kb.lookup_alias("tokyo") == ["Q1490"]
+        assert kb.lookup_alias("nowhere") == []
+        fz = kb.fuzzy("Pariss", limit=3, score_cutoff=80)
+        assert {e for e, a, s in fz if a == "paris"} == {"Q90", "Q167646", "Q830149"}
+        assert all(s >= 80 for _, _, s in fz)
+        (e,) = kb.get(["Q72"])
+        assert e.aliases == ["Zurich", "Züri"] and e.types == ["Q515"] and e.popularity == 200
+        assert [x.id for x in kb.get(["Q1490", "missing", "Q42"])] == ["Q1490", "Q42"]
+        rids = kb.rids(["Q90", "Q72", "missing"])
+        assert set(rids) == {"Q90", "Q72"} and kb.store.ids_for_rids(list(rids.values())) == {
+            rids["Q90"]: "Q90", rids["Q72"]: "Q72"}
+        q = "Paris: capital of France"
+        scores, ids = kb.search_text([q], encoder, k=4)
+        assert ids[0] == brute_force(encoder, kb, q, 4)  # Flat is exact
+        assert scores.shape == (1, 4) and np.all(np.diff(scores[0]) <= 1e-6)
+        s2, ids2 = kb.search_vectors(encoder.encode_entities([q]), k=20)
+        assert len(ids2[0]) == len(SAMPLE_ENTITIES) and np.isinf(s2[0, len(SAMPLE_ENTITIES):]).all()
+
+
+def test_model_mismatch_is_a_clear_error(kb_dir: Path) -> None:
+    with KB.open(kb_dir) as kb:
+        with pytest.raises(KBError) as ei:
+            kb.check_model("0" * 64)
+        assert "fingerprint" in str(ei.value) and "rebuild" in str(ei.value)
+        with pytest.raises(KBError):
+            kb.search_vectors(np.zeros((1, (kb.manifest.dim or 1) + 1), np.float32))
+
+
+def test_alias_only_kb(tmp_path: Path) -> None:
+    build_kb(ListAdapter(SAMPLE_ENTITIES), tmp_path / "kb", None)
+    with KB.open(tmp_path / "kb") as kb:
+        assert kb.lookup_alias("paris") == ["Q90", "Q167646", "Q830149"]
+        with pytest.raises(KBError) as ei:
+            kb.search_vectors(np.zeros((1, 4), np.float32))
+        assert "--model" in str(ei.value)
+
+
+def test_not_a_kb(tmp_path: Path) -> None:
+    with pytest.raises(KBError) as ei:
+        KB.open(tmp_path)
+    assert "kb build" in str(ei.value)
+
+
+def test_bad_template_and_factory(tmp_path: Path, encoder: Any) -> None:
+    with pytest.raises(ConfigError):
+        TextTemplate("{label}: {summary}")
+    with pytest.raises(ConfigError):
+        build_kb(ListAdapter(SAMPLE_ENTITIES), tmp_path / "kb", encoder, factory="NotAnIndex99")
+    assert TextTemplate("{label}: {description}").render(Entity(id="x", label="Paris")) == "Paris"
+
+
+def test_normalize_alias() -> None:
+    assert normalize_alias("  Zürich\tHB ") == normalize_alias("ZÜRICH hb") == "zürich hb"
+    assert normalize_alias("ＰＡＲＩＳ") == "paris"  # NFKC folds full-width forms
+
+
+def test_ivf_index_matches_exact_with_full_probe(tmp_path: Path, encoder: Any) -> None:
+    ents = many(800)
+    build_kb(ListAdapter(ents), tmp_path / "kb", encoder, factory="IVF8,Flat", nprobe=8, chunk_size=300)
+    with KB.open(tmp_path / "kb") as kb:
+        assert kb.manifest.factory == "IVF8,Flat" and kb.manifest.counts["vectors"] == 800
+        q = encoder.encode_entities(["north lake 734: generated place number 734"])
+        _, ids = kb.search_vectors(q, k=5)
+        all_v = encoder.encode_entities([kb.template.render(e) for e in ents])
+        exact = [ents[i].id for i in np.argsort(-(all_v @ q[0]), kind="stable")[:5]]
+        assert ids[0] == exact
+    with KB.open(tmp_path / "kb", mmap=False) as kb2:  # memory-mapped and in-RAM indexes agree
+        assert kb2.search_vectors(q, k=5)[1] == ids
+
+
+def test_duplicate_ids_later_record_wins(tmp_path: Path, encoder: Any) -> None:
+    ents = [Entity(id="A", label="first"), Entity(id="B", label="bee"), Entity(id="A", label="second")]
+    build_kb(ListAdapter(ents), tmp_path / "kb", encoder)
+    with KB.open(tmp_path / "kb") as kb:
+        assert kb.manifest.counts["duplicates"] == 1 and len(kb) == 2
+        assert kb.get(["A"])[0].label == "second" and kb.lookup_alias("first") == []
+
+
+def test_interrupted_build_keeps_old_kb_and_resumes(tmp_path: Path, encoder: Any,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "kb"
+    build_kb(ListAdapter(SAMPLE_ENTITIES, tag="v1"), out, encoder)
+    ents = many(2000)
+    # crash during ingest
+    with pytest.raises(RuntimeError):
+        build_kb(ListAdapter(ents, fail_after=1500, tag="v2"), out, encoder, chunk_size=500)
+    with KB.open(out) as kb:
+        assert len(kb) == len(SAMPLE_ENTITIES)  # the old KB is intact
+    # crash during embedding
+    enc = CountingEncoder(encoder, fail_after_calls=2)
+    ad = ListAdapter(ents, tag="v2")
+    with caplog.at_level("INFO", logger="glinker.kb.build"), pytest.raises(RuntimeError):
+        build_kb(ad, out, enc, chunk_size=500)
+    assert "resuming ingest after 1500 entities" in caplog.text  # the stored 1500 were not written again
+    with KB.open(out) as kb:
+        assert len(kb) == len(SAMPLE_ENTITIES)
+    enc2 = CountingEncoder(encoder)
+    build_kb(ListAdapter(ents, tag="v2"), out, enc2, chunk_size=500)
+    assert len(enc2.texts) == 1000  # the two embedded chunks were kept, two were left
+    with KB.open(out) as kb:
+        assert len(kb) == 2000 and kb.manifest.counts["vectors"] == 2000
+        assert kb.lookup_alias("paris") == []
+    assert len(list(out.glob("gen-*"))) == 1 and not list(out.glob(".staging-*"))
+
+
+def test_truncated_wikidata_archive_build_keeps_what_was_read(tmp_path: Path, encoder: Any) -> None:
+    full = tmp_path / "d.json.gz"
+    write_dump(many(6000), full)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as ei:
+        build_kb(load_adapter("wikidata", str(cut), workers=0, block_mb=0.01), tmp_path / "kb", encoder,
+                 chunk_size=1000)
+    assert "truncated" in str(ei.value)
+    from glinker.kb.store import EntityStore
+
+    (staging,) = (tmp_path / "kb").glob(".staging-*")
+    st = EntityStore(staging / "entities.sqlite")
+    kept = st.count()
+    st.close()
+    assert kept > 1000  # everything read before the cut is stored
+    gen = build_kb(load_adapter("wikidata", str(cut), workers=0, block_mb=0.01, allow_truncated=True),
+                   tmp_path / "kb2", encoder)
+    man = json.loads((gen / "manifest.json").read_text())
+    assert man["counts"]["entities"] >= kept and man["source"]["report"]["bad"] >= 1
+
+
+def test_incremental_add_update_remove(kb_dir: Path, encoder: Any) -> None:
+    enc = CountingEncoder(encoder)
+    with KB.open(kb_dir, writable=True) as kb:
+        c = kb.upsert([Entity(id="Q999", label="Paris Hilton", description="American socialite"),
+                       Entity(id="Q90", label="Paris", aliases=["Lutetia"], description="capital of France",
+                              types=["Q515", "Q5119"], popularity=300),  # same text: no re-embedding
+                       Entity(id="Q72", label="Zürich", description="largest city of Switzerland")], enc)
+        assert c == {"added": 1, "updated": 1, "unchanged_text": 1}
+        assert sorted(enc.texts) == ["Paris Hilton: American socialite", "Zürich: largest city of Switzerland"]
+        assert kb.lookup_alias("lutetia") == ["Q90"] and kb.lookup_alias("paname") == []
+        assert kb.lookup_alias("paris") == ["Q90", "Q167646", "Q830149"]
+        assert kb.lookup_alias("paris hilton") == ["Q999"]
+        assert kb.remove(["Q830149", "nope"], enc) == ["Q830149"]
+        assert kb.manifest.counts["entities"] == kb.manifest.counts["vectors"] == len(SAMPLE_ENTITIES)
+    with KB.open(kb_dir) as kb:
+        assert kb.lookup_alias("paris") == ["Q90", "Q167646"]
+        _, ids = kb.search_text(["Paris: city in Texas, United States"], encoder, k=len(SAMPLE_ENTITIES) + 2)
+        assert "Q830149" not in ids[0] and "Q999" in ids[0]
+        assert [h["op"] for h in kb.manifest.history] == ["build", "upsert", "remove"]
+
+
+def test_interrupted_update_is_finished_later(kb_dir: Path, encoder: Any) -> None:
+    with KB.open(kb_dir, writable=True) as kb:
+        # journal the change in the store but "crash" before the index is updated
+        kb.store.upsert([Entity(id="NEW", label="Atlantis", description="legendary island")], kb.template,
+                        track_pending=True)
+    with KB.open(kb_dir) as kb:
+        assert kb.store.pending() and "NEW" not in kb.search_text(["Atlantis"], encoder, k=20)[1][0]
+    with KB.open(kb_dir, writable=True) as kb:
+        with pytest.raises(KBError):
+            kb.apply_pending(None)  # needs the model
+        assert kb.apply_pending(encoder) == 1 and not kb.store.pending()
+    with KB.open(kb_dir) as kb:
+        assert "NEW" in kb.search_text(["Atlantis: legendary island"], encoder, k=20)[1][0]
+
+
+def test_update_needs_same_model(kb_dir: Path) -> None:
+    class Other:
+        fingerprint, dim = "other-model", 8
+
+        def encode_entities(self, texts: Any, batch_size: int = 64) -> np.ndarray:
+            raise AssertionError("must not be called")
+
+    with KB.open(kb_dir, writable=True) as kb, pytest.raises(KBError):
+        kb.upsert([Entity(id="X", label="x")], Other())
+    with KB.open(kb_dir) as kb, pytest.raises(KBError):
+        kb.upsert([Entity(id="X", label="x")], None)  # opened read-only
+
+
+def test_auto_factory_and_estimates() -> None:
+    assert auto_factory(5_000, 384) == "Flat"
+    assert auto_factory(1_000_000, 384) == "IVF4096,SQ8"
+    assert auto_factory(10_000_000, 384).startswith("IVF16384_HNSW32,SQ8")
+    assert auto_factory(100_000_000, 768).split(",")[1].startswith("PQ")
+    est = estimate_resources(10_000_000, 384, "auto")
+    assert est["kb_disk"] < 20 * 2**30 and est["peak_ram"] < 24 * 2**30
+
+
+def test_index_remove_and_atomic_save(tmp_path: Path) -> None:
+    vi = VectorIndex.create("Flat", 4)
+    x = np.eye(4, dtype=np.float32)
+    vi.add(x, np.array([10, 11, 12, 13]))
+    assert vi.remove(np.array([11, 99])) == 1 and vi.ntotal == 3
+    vi.save(tmp_path / "v.faiss")
+    assert not list(tmp_path.glob("*.tmp"))
+    back = VectorIndex.load(tmp_path / "v.faiss", "Flat", 1)
+    _, ids = back.search(x[1:2], 3)
+    assert 11 not in ids[0].tolist()
+
+
+def test_corrupt_manifest(kb_dir: Path) -> None:
+    gen = kb_dir / (kb_dir / "CURRENT").read_text().strip()
+    (gen / "manifest.json").write_text("{not json")
+    with pytest.raises(KBError) as ei:
+        KB.open(kb_dir)
+    assert "manifest" in str(ei.value)
