@@ -1,0 +1,50 @@
+"""`glinker train --config train.yaml`: train (or resume) a bi-encoder, then export it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML (see docs/training.md)."),
+          set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set train.steps=100 (repeatable)."),
+          export: Optional[Path] = typer.Option(None, help="Where to write the final gliner-format checkpoint "
+                                                "(default: <output_dir>/final)."),
+          ship: Optional[Path] = typer.Option(None, help="Also write the small shipped form (trained weights "
+                                              "only, encoders from their packages) into this folder."),
+          stop_at: Optional[int] = typer.Option(None, help="Stop at this step (continue later with the same command)."),
+          ) -> None:
+    """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""
+    import yaml
+
+    from glinker.model.train import Trainer, load_train_config
+
+    overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set needs key=value, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    cfg = load_train_config(config, overrides)
+    t = Trainer(cfg)
+    t.setup()
+    if t.step:
+        typer.echo(f"resuming at step {t.step}", err=True)
+    result = t.train(stop_at=stop_at)
+    if t.step < cfg.train.steps:
+        typer.echo(f"stopped at step {t.step}; run the same command to continue", err=True)
+        return
+    path = t.export(export)
+    typer.echo(f"model: {path}")
+    if ship is not None:
+        from glinker.model.shipped import export_shipped
+
+        typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg)}")
+    typer.echo(json.dumps(result, default=str))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

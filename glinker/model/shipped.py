@@ -1,0 +1,156 @@
+"""Models shipped with glinker in a small form: the trained weights only, encoders from verified packages.
+
+A shipped model is a folder under ``glinker/models/<name>/`` holding ``glinker_model.json`` (which packaged
+encoders it builds on), ``gliner_config.json`` and ``delta.safetensors`` (every weight that differs from the
+packaged encoders, in float16). On first use it is materialised once into a normal gliner-format checkpoint in
+the cache (``$GLINKER_CACHE`` or ``~/.cache/glinker``), which glinker and the reference gliner both load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "glinker-bi-minilm"
+MANIFEST = "glinker_model.json"
+TEXT_PREFIX = "token_rep_layer.bert_layer.model."
+LABEL_PREFIX = "token_rep_layer.labels_encoder.model."
+
+
+def shipped_names() -> list[str]:
+    """Names of the models shipped in this installation."""
+    if not SHIPPED_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / MANIFEST).is_file())
+
+
+def is_shipped(name: str) -> bool:
+    return (SHIPPED_ROOT / str(name) / MANIFEST).is_file() if "/" not in str(name) else False
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
+
+
+def _base_state(source: str) -> dict:
+    from safetensors.torch import load_file
+
+    from glinker.model.packaged import PACKAGED_ENCODERS, packaged_encoder_dir
+
+    key = source.removeprefix("pkg:")
+    if key not in PACKAGED_ENCODERS:
+        raise ModelError(f"shipped models build on packaged encoders only, not {source!r}", where=source,
+                         fix="use a pkg:<package> encoder")
+    folder = packaged_encoder_dir(key)
+    sd = load_file(str(folder / PACKAGED_ENCODERS[key].weights))
+    # sentence-transformers copies of BERT may carry the "bert." prefix or an unused pooler
+    return {(k.removeprefix("bert.")): v for k, v in sd.items()}
+
+
+def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str | None = None) -> Path:
+    """Write the small shipped form of ``model`` (trained on packaged encoders) into ``out_dir``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from glinker.model.packaged import sha256_file
+
+    text_src = getattr(getattr(cfg, "model", None), "text_encoder", None)
+    label_src = getattr(getattr(cfg, "model", None), "labels_encoder", None)
+    if not (text_src and label_src):
+        raise ModelError("only models trained from packaged encoders can be shipped", where="model",
+                         fix="train with model.text_encoder / labels_encoder set to pkg:<package>")
+    bases = {TEXT_PREFIX: _base_state(text_src), LABEL_PREFIX: _base_state(label_src)}
+    delta: dict[str, Any] = {}
+    for k, v in model.net.state_dict().items():
+        for prefix, base in bases.items():
+            if k.startswith(prefix):
+                b = base.get(k[len(prefix):])
+                if b is not None and b.shape == v.shape and torch.equal(b.to(v.dtype), v.detach().cpu()):
+                    break
+                delta[k] = v.detach().cpu().to(torch.float16).contiguous()
+                break
+        else:
+            if k.startswith("rnn.") and not v.any():
+                continue  # unused by bi-encoders; zeros are rebuilt on load
+            delta[k] = v.detach().cpu().to(torch.float16).contiguous()
+    out = Path(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
+    try:
+        save_file(delta, str(tmp / "delta.safetensors"), metadata={"format": "pt"})
+        gcfg = dict(model.config)
+        (tmp / "gliner_config.json").write_text(json.dumps(gcfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        manifest = {"name": name or out.name, "base": {"text": text_src, "labels": label_src},
+                    "delta": "delta.safetensors", "delta_sha256": sha256_file(tmp / "delta.safetensors"),
+                    "dtype": "float16", "tensors": len(delta),
+                    "parameters": int(sum(t.numel() for t in delta.values()))}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # mkdtemp's 0700/0600 would make an installed model unreadable to other users
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def materialize(name_or_dir: str | Path) -> Path:
+    """A gliner-format checkpoint folder for a shipped model, built once into the cache and reused."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from glinker.model.checkpoint import GLINER_SPECIAL_TOKENS, save_checkpoint
+    from glinker.model.packaged import packaged_encoder_dir, sha256_file
+
+    src = Path(name_or_dir) if Path(name_or_dir).is_dir() else SHIPPED_ROOT / str(name_or_dir)
+    man_path = src / MANIFEST
+    if not man_path.is_file():
+        raise ModelError(f"{name_or_dir!r} is not a shipped model", where=str(src),
+                         fix=f"shipped models: {', '.join(shipped_names()) or 'none'}")
+    man = json.loads(man_path.read_text(encoding="utf-8"))
+    digest = sha256_file(src / man["delta"])
+    if digest != man["delta_sha256"]:
+        raise ModelError(f"{src / man['delta']} is corrupt (sha256 {digest[:12]}…, expected {man['delta_sha256'][:12]}…)",
+                         where=str(src), fix="reinstall glinker")
+    out = cache_root() / "models" / f"{man['name']}-{digest[:12]}"
+    if (out / ".complete").is_file():
+        return out
+    log.info("materialising shipped model %s into %s", man["name"], out)
+    cfg = json.loads((src / "gliner_config.json").read_text(encoding="utf-8"))
+    sd: dict[str, Any] = {}
+    for prefix, key in ((TEXT_PREFIX, "text"), (LABEL_PREFIX, "labels")):
+        for k, v in _base_state(man["base"][key]).items():
+            sd[prefix + k] = v
+    for k, v in load_file(str(src / man["delta"])).items():
+        sd[k] = v.to(torch.float32)
+    from glinker.model.network import BiEncoderNetwork, build_hf_encoder
+
+    net = BiEncoderNetwork(cfg, build_hf_encoder(cfg["encoder_config"]), build_hf_encoder(cfg["labels_encoder_config"]))
+    own = net.state_dict()
+    for k, v in own.items():
+        if k.startswith("rnn.") and k not in sd:
+            sd[k] = torch.zeros_like(v)
+    sd = {k: v for k, v in sd.items() if k in own}  # drop e.g. a base pooler the config does not build
+    tok = AutoTokenizer.from_pretrained(str(packaged_encoder_dir(man["base"]["text"])))
+    tok.add_tokens(GLINER_SPECIAL_TOKENS, special_tokens=True)
+    ltok = AutoTokenizer.from_pretrained(str(packaged_encoder_dir(man["base"]["labels"])))
+    missing = sorted(set(own) - set(sd))
+    if missing:
+        raise ModelError(f"shipped model {man['name']} lacks weights: {missing[:3]}", where=str(src),
+                         fix="reinstall glinker")
+    save_checkpoint(out, cfg, sd, tok, ltok, safe_serialization=True)
+    (out / ".complete").write_text(digest)
+    return out

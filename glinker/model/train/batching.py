@@ -1,0 +1,224 @@
+"""Training batches: source sampling, per-batch label sets with negatives, and span targets.
+
+Batches come from one source at a time (so a dataset's closed label set is never mixed with another's
+unannotated types), with random negative labels drawn from every source's type vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """Words plus word-level spans ``(start, end_inclusive, label_text)``; ``labels`` extra prompts (negatives)."""
+
+    words: list[str]
+    spans: list[tuple[int, int, str]]
+    labels: list[str] = field(default_factory=list)
+    hard_negatives: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Source:
+    name: str
+    kind: str
+    weight: float
+    examples: list[Example]
+    types: list[str]
+    _order: list[int] = field(default_factory=list)
+    _pos: int = 0
+
+    def draw(self, n: int, rng: random.Random) -> list[Example]:
+        out = []
+        while len(out) < n:
+            if self._pos >= len(self._order):
+                self._order = list(range(len(self.examples)))
+                rng.shuffle(self._order)
+                self._pos = 0
+            out.append(self.examples[self._order[self._pos]])
+            self._pos += 1
+        return out
+
+
+def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rng: random.Random
+         ) -> tuple[list[str], list[tuple[int, int, str]]]:
+    """A window of at most ``max_words`` words, placed to keep a random annotated span when cutting."""
+    if len(words) <= max_words:
+        return words, spans
+    if spans:
+        s, e, _ = spans[rng.randrange(len(spans))]
+        lo = max(0, min(s - rng.randrange(0, max(1, max_words - (e - s + 1))), len(words) - max_words))
+    else:
+        lo = rng.randrange(0, len(words) - max_words + 1)
+    hi = lo + max_words
+    return words[lo:hi], [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi]
+
+
+def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence[str],
+                 rename: dict[str, str]) -> tuple[list[Example], list[str]]:
+    """NER examples from any training format glinker reads, with types renamed/dropped."""
+    from glinker.eval.datasets import iter_training
+
+    out: list[Example] = []
+    types: dict[str, None] = {}
+    dropped = set(drop)
+    for ex in iter_training(path, split=split):
+        spans = [(s, e, rename.get(t, t)) for s, e, t in ex.spans if t not in dropped]
+        labels = [rename.get(t, t) for t in (ex.labels or []) if t not in dropped]
+        for _, _, t in spans:
+            types.setdefault(t, None)
+        for t in labels:
+            types.setdefault(t, None)
+        out.append(Example(list(ex.tokens), spans, labels))
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise DataError("no training examples found", where=path, fix="check the path and split")
+    return out, list(types)
+
+
+def linking_examples(path: str, entities_path: str, template: str, limit: int | None, max_words: int
+                     ) -> tuple[list[Example], list[str]]:
+    """Mention → entity-text examples from AIDA/ELEVANT JSONL and a KB entity JSONL.
+
+    Each example is a window of a document; its spans are the mentions whose gold entity the KB holds, labelled
+    with the entity's text (``template``). Homonyms sharing a mention's surface form become hard negatives.
+    """
+    import json
+
+    from glinker.eval.datasets import iter_el
+    from glinker.model.words import split_words
+    from glinker.types import Entity
+
+    ents: dict[str, str] = {}
+    by_alias: dict[str, list[str]] = {}
+    with open(entities_path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                e = Entity.model_validate(json.loads(line))
+            except Exception as err:
+                raise DataError(f"invalid entity record: {err}", where=f"{entities_path}:{i}",
+                                fix="one glinker Entity JSON object per line") from None
+            ents[e.id] = template.format(label=e.label, description=e.description or e.label).strip()
+            for n in e.names():
+                by_alias.setdefault(n.lower(), []).append(e.id)
+    out: list[Example] = []
+    for doc in iter_el(path):
+        sp = split_words(doc.text)
+        if not sp.words:
+            continue
+        word_of_start = {s: i for i, s in enumerate(sp.starts)}
+        word_of_end = {e: i for i, e in enumerate(sp.ends)}
+        spans, hard = [], []
+        for m in doc.mentions:
+            if m.entity_id not in ents or m.start not in word_of_start or m.end not in word_of_end:
+                continue
+            spans.append((word_of_start[m.start], word_of_end[m.end], ents[m.entity_id]))
+            hard += [ents[h] for h in by_alias.get(m.text.lower(), []) if h != m.entity_id and h in ents][:5]
+        if not spans:
+            continue
+        # documents are long: keep windows of max_words around the mentions
+        for lo in range(0, len(sp.words), max_words):
+            hi = lo + max_words
+            win = [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi]
+            if win:
+                out.append(Example(sp.words[lo:hi], win, [], hard))
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise DataError("no linking examples: no gold entity of the data is in the entity file", where=path,
+                        fix="check that `entities` holds the KB the mentions link to")
+    return out, list(dict.fromkeys(ents.values()))
+
+
+@dataclass
+class Batch:
+    words: list[list[str]]
+    labels: list[str]
+    targets: Any  # (B, W, K, C) float tensor
+    n_words: list[int]
+    source: str
+
+
+class BatchSampler:
+    """Draws batches: a source by weight, examples from it, and a label set of positives plus negatives."""
+
+    def __init__(self, sources: list[Source], batch_size: int, max_words: int, max_types: int, negative_types: int,
+                 max_width: int, seed: int) -> None:
+        self.sources = sources
+        self.batch_size = batch_size
+        self.max_words = max_words
+        self.max_types = max_types
+        self.negative_types = negative_types
+        self.max_width = max_width
+        self.rng = random.Random(seed)
+        self.ner_pool = sorted({t for s in sources if s.kind == "ner" for t in s.types})
+        self.entity_pool = {s.name: s.types for s in sources if s.kind == "linking"}
+
+    def state(self) -> dict:
+        return {"rng": self.rng.getstate(), "pos": [(s._order, s._pos) for s in self.sources]}
+
+    def set_state(self, st: dict) -> None:
+        v = st["rng"]
+        self.rng.setstate((v[0], tuple(v[1]), v[2]))
+        for s, (order, pos) in zip(self.sources, st["pos"]):
+            s._order, s._pos = list(order), int(pos)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self.next()
+
+    def next(self) -> Batch:
+        import torch
+
+        src = self.rng.choices(self.sources, weights=[s.weight for s in self.sources])[0]
+        exs = src.draw(self.batch_size, self.rng)
+        cut = [_cut(e.words, e.spans, self.max_words, self.rng) for e in exs]
+        positives = list(dict.fromkeys(t for _, spans in cut for _, _, t in spans))
+        extra = list(dict.fromkeys(t for e in exs for t in e.labels + e.hard_negatives if t not in positives))
+        self.rng.shuffle(extra)
+        pool = self.ner_pool if src.kind == "ner" else self.entity_pool[src.name]
+        neg = [t for t in self.rng.sample(pool, min(len(pool), self.negative_types * 2)) if t not in positives]
+        labels = list(dict.fromkeys(positives + extra[: self.max_types] + neg[: self.negative_types]))
+        labels = labels[: max(self.max_types, len(positives[: self.max_types]))]
+        if not labels:
+            labels = neg[:1] or pool[:1]
+        idx = {t: i for i, t in enumerate(labels)}
+        words = [w if w else ["."] for w, _ in cut]
+        n_words = [len(w) for w in words]
+        W, K = max(n_words), self.max_width
+        tgt = torch.zeros(len(words), W, K, len(labels))
+        for b, (_, spans) in enumerate(cut):
+            for s, e, t in spans:
+                if 0 <= e - s < K and e < n_words[b] and t in idx:
+                    tgt[b, s, e - s, idx[t]] = 1.0
+        return Batch(words, labels, tgt, n_words, src.name)
+
+
+def build_sources(cfg_sources: Sequence[Any], max_words: int) -> list[Source]:
+    """Load every configured source into memory (the training sets are small)."""
+    out = []
+    for i, s in enumerate(cfg_sources):
+        name = f"{i}:{Path(s.path).name}"
+        if s.kind == "linking":
+            if not s.entities:
+                raise DataError("a linking source needs `entities` (a KB entity JSONL)", where=f"data[{i}]",
+                                fix="set entities: path/to/entities.jsonl")
+            ex, types = linking_examples(s.path, s.entities, s.template, s.limit, max_words)
+        else:
+            ex, types = ner_examples(s.path, s.split, s.limit, s.drop_types, s.rename_types)
+        log.info("source %s: %d examples, %d types", name, len(ex), len(types))
+        out.append(Source(name, s.kind, s.weight, ex, types))
+    return out

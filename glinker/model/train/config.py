@@ -1,0 +1,170 @@
+"""Training configuration (YAML), validated with pydantic: unknown keys are errors with the closest key."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from glinker.errors import ConfigError, closest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelInit(_Strict):
+    """Where the weights start: two encoders (a new head), or an existing bi-encoder checkpoint."""
+
+    text_encoder: str | None = Field(default=None, description="Text encoder: local dir, hub id, or pkg:<package>.")
+    labels_encoder: str | None = Field(default=None, description="Label encoder: local dir, hub id, or pkg:<package>.")
+    from_checkpoint: str | None = Field(default=None, description="Fine-tune this bi-encoder instead.")
+    hidden_size: int = Field(default=256, ge=8, description="D, the span/label vector width (even).")
+    max_width: int = Field(default=12, ge=1, le=64, description="Longest span in words.")
+    max_len: int = Field(default=384, ge=8, description="Words per text window at inference.")
+    dropout: float = Field(default=0.35, ge=0, lt=1)
+    train_text_layers: int = Field(default=1, ge=-1, description="Top text-encoder layers trained (-1: all, 0: frozen).")
+    train_label_layers: int = Field(default=0, ge=-1, description="Top label-encoder layers trained (-1: all, 0: frozen).")
+    init_std: float = Field(default=0.02, gt=0, description="Std of the new head's initial weights.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelInit:
+        if self.from_checkpoint is None and not (self.text_encoder and self.labels_encoder):
+            raise ValueError("give text_encoder and labels_encoder, or from_checkpoint")
+        if self.hidden_size % 2:
+            raise ValueError("hidden_size must be even")
+        return self
+
+
+class DataSource(_Strict):
+    """One training set; batches are drawn from one source at a time, in proportion to ``weight``."""
+
+    path: str = Field(description="A file or dataset folder (GLiNER JSON, BIO, Pile-NER, AIDA JSONL for linking).")
+    kind: Literal["ner", "linking"] = "ner"
+    split: str | None = Field(default=None, description="train/dev/... when the folder holds several splits.")
+    weight: float = Field(default=1.0, gt=0)
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many examples.")
+    drop_types: list[str] = Field(default_factory=list, description="Entity types removed from this source.")
+    rename_types: dict[str, str] = Field(default_factory=dict, description="Type renames, e.g. {PER: person}.")
+    entities: str | None = Field(default=None, description="linking: JSONL of KB entities (id, label, description, aliases).")
+    template: str = Field(default="{label}: {description}", description="linking: entity text template.")
+
+
+class LossConfig(_Strict):
+    alpha: float = Field(default=0.75, description="Focal alpha (weight of positives); <0 disables.")
+    gamma: float = Field(default=2.0, ge=0, description="Focal gamma.")
+    prob_margin: float = Field(default=0.0, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    negatives: float = Field(default=1.0, gt=0, le=1, description="Share of negative elements kept.")
+    masking: Literal["none", "global", "label", "span"] = "global"
+    reduction: Literal["sum", "mean"] = "sum"
+
+
+class Schedule(_Strict):
+    steps: int = Field(default=2000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    max_words: int = Field(default=96, ge=4, description="Training windows are cut to this many words.")
+    max_types: int = Field(default=30, ge=1, description="Labels per batch at most (positives first).")
+    negative_types: int = Field(default=12, ge=0, description="Random negative labels added per batch.")
+    encoder_lr: float = Field(default=3e-5, gt=0)
+    others_lr: float = Field(default=5e-4, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    eval_every: int = Field(default=500, ge=0, description="Evaluate on `dev` every N steps (0: only at the end).")
+    save_every: int = Field(default=250, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    log_every: int = Field(default=25, ge=1)
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads.")
+
+
+class TrainConfig(_Strict):
+    """A whole training run."""
+
+    output_dir: str
+    seed: int = 13
+    model: ModelInit
+    data: list[DataSource] = Field(min_length=1)
+    dev: list[DataSource] = Field(default_factory=list)
+    train: Schedule = Field(default_factory=Schedule)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    eval_threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(value: object, base: Path) -> object:
+    if isinstance(value, dict):
+        return {k: _expand(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, base) for v in value]
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    return value
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a training YAML; ``${VAR}`` / ``${VAR:-default}`` expand from the environment.
+
+    Relative data and output paths resolve against the config file's folder.
+    """
+    from glinker.pipeline.yamlsrc import load_yaml
+
+    p = Path(path)
+    loaded = load_yaml(path=p)
+    data = _expand(loaded.data or {}, p.parent)
+    if overrides:
+        for dotted, v in overrides.items():
+            cur = data
+            *parents, last = dotted.split(".")
+            for k in parents:
+                cur = cur.setdefault(k, {})
+            cur[last] = v
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        line = loaded.line_of(loc)
+        fix = "see docs/training.md for the keys"
+        if err["type"] == "extra_forbidden":
+            guess = closest(str(loc[-1]), _fields_at(loc[:-1]))
+            fix = (f"did you mean {guess!r}? " if guess else "") + fix
+        raise ConfigError(f"{'.'.join(map(str, loc))}: {err['msg']}", where=f"{p}:{line}" if line else str(p),
+                          fix=fix) from None
+
+    def rel(s: str | None) -> str | None:
+        if s is None or s.startswith(("pkg:",)) or Path(s).is_absolute():
+            return s
+        cand = p.parent / s
+        return str(cand) if cand.exists() or s.startswith(".") else s
+
+    cfg.output_dir = str(p.parent / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
+    for src in [*cfg.data, *cfg.dev]:
+        src.path = rel(src.path) or src.path
+        src.entities = rel(src.entities)
+    m = cfg.model
+    m.text_encoder, m.labels_encoder, m.from_checkpoint = rel(m.text_encoder), rel(m.labels_encoder), rel(m.from_checkpoint)
+    return cfg
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = TrainConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(str(part))
+        if f is None:
+            return []
+        ann = f.annotation
+        args = getattr(ann, "__args__", ())
+        target = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if target is None:
+            return []
+        model = target
+    return list(model.model_fields)

@@ -1,0 +1,340 @@
+"""The bi-encoder trainer: focal loss, negative sampling, per-batch label sampling, separate learning rates,
+warm-up + cosine schedule, gradient clipping, atomic checkpoints with resume, and evaluation during training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import ConfigError
+from glinker.model.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+ENCODER_PREFIXES = ("token_rep_layer.bert_layer.", "token_rep_layer.labels_encoder.")
+
+
+def init_model(cfg: TrainConfig) -> Any:
+    """A BiEncoder to train: a new head on two encoders, or an existing checkpoint."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from glinker.model.biencoder import BiEncoder
+    from glinker.model.checkpoint import CONFIG_DEFAULTS, GLINER_SPECIAL_TOKENS
+    from glinker.model.network import BiEncoderNetwork
+    from glinker.model.packaged import PACKAGED_ENCODERS, resolve_encoder_source
+
+    m = cfg.model
+    if m.from_checkpoint:
+        model = BiEncoder.from_pretrained(m.from_checkpoint)
+        model.net.train()
+        return model
+    assert m.text_encoder and m.labels_encoder
+    tdir, ldir = resolve_encoder_source(m.text_encoder), resolve_encoder_source(m.labels_encoder)
+
+    def public_name(src: str) -> str:  # what a user without the package would load from the hub
+        key = src.removeprefix("pkg:")
+        return PACKAGED_ENCODERS[key].upstream if key in PACKAGED_ENCODERS else src
+
+    text_model = AutoModel.from_pretrained(tdir)
+    label_model = AutoModel.from_pretrained(ldir)
+    tcfg, lcfg = text_model.config.to_dict(), label_model.config.to_dict()
+    gcfg = {**CONFIG_DEFAULTS, "model_name": public_name(m.text_encoder), "labels_encoder": public_name(m.labels_encoder),
+            "encoder_config": tcfg, "labels_encoder_config": lcfg, "hidden_size": m.hidden_size,
+            "max_width": m.max_width, "max_len": m.max_len, "dropout": m.dropout, "span_mode": "markerV0"}
+    torch.manual_seed(cfg.seed)
+    net = BiEncoderNetwork(gcfg, text_model, label_model)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith("rnn."):
+                p.zero_()  # gliner keeps this LSTM but never applies it in bi-encoders
+            elif not name.startswith(ENCODER_PREFIXES):
+                if p.dim() > 1:
+                    p.normal_(0.0, m.init_std)
+                else:
+                    p.zero_()
+    tok = AutoTokenizer.from_pretrained(tdir)
+    tok.add_tokens(GLINER_SPECIAL_TOKENS, special_tokens=True)
+    ltok = AutoTokenizer.from_pretrained(ldir)
+    return BiEncoder(net, gcfg, tok, ltok, torch.device("cpu"), source="init")
+
+
+def _encoder_layers(hf_model: Any) -> list[Any]:
+    for path in ("encoder.layer", "layers", "encoder.layers", "transformer.layer"):
+        obj = hf_model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return list(obj)
+        except AttributeError:
+            continue
+    raise ConfigError(f"cannot find the transformer layers of {type(hf_model).__name__}",
+                      fix="use train_text_layers: -1 (all) or 0 (frozen) for this encoder")
+
+
+def set_trainable(model: Any, text_layers: int, label_layers: int) -> None:
+    """Freeze the encoders except their top N layers (-1: all); the GLiNER head always trains."""
+    for name, p in model.net.named_parameters():
+        p.requires_grad = not name.startswith(ENCODER_PREFIXES) and not name.startswith("rnn.")
+    for hf, n in ((model.net.token_rep_layer.bert_layer.model, text_layers),
+                  (model.net.token_rep_layer.labels_encoder.model, label_layers)):
+        if n == -1:
+            for p in hf.parameters():
+                p.requires_grad = True
+        elif n > 0:
+            for layer in _encoder_layers(hf)[-n:]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+
+def lr_lambda(step: int, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then cosine/linear decay or constant."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+
+class Trainer:
+    """Runs (or resumes) a training configured by :class:`TrainConfig`."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.history: list[dict] = []
+        self._label_cache: dict[str, Any] = {}
+
+    # ---- setup ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from glinker.model.train.batching import BatchSampler, build_sources
+
+        c = self.cfg
+        if c.train.threads:
+            torch.set_num_threads(c.train.threads)
+        random.seed(c.seed)
+        torch.manual_seed(c.seed)
+        self.model = init_model(c)
+        set_trainable(self.model, c.model.train_text_layers, c.model.train_label_layers)
+        self.label_frozen = c.model.train_label_layers == 0
+        sources = build_sources(c.data, c.train.max_words)
+        self.sampler = BatchSampler(sources, c.train.batch_size, c.train.max_words, c.train.max_types,
+                                    c.train.negative_types, self.model.max_width, c.seed)
+        self.dev = [build_sources([d], 10 ** 9)[0] for d in c.dev]
+        enc, other = [], []
+        for name, p in self.model.net.named_parameters():
+            if p.requires_grad:
+                (enc if name.startswith(ENCODER_PREFIXES) else other).append((name, p))
+
+        def groups(params: list, lr: float) -> list[dict]:
+            decay = [p for n, p in params if not (n.endswith(".bias") or "LayerNorm" in n or "norm" in n.lower())]
+            nodecay = [p for n, p in params if n.endswith(".bias") or "LayerNorm" in n or "norm" in n.lower()]
+            return [g for g in ({"params": decay, "lr": lr, "weight_decay": c.train.weight_decay},
+                                {"params": nodecay, "lr": lr, "weight_decay": 0.0}) if g["params"]]
+
+        self.opt = torch.optim.AdamW(groups(enc, c.train.encoder_lr) + groups(other, c.train.others_lr))
+        warm = int(c.train.warmup_ratio * c.train.steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_lambda(s, c.train.steps, warm, c.train.scheduler))
+        self.step = 0
+        n_train = sum(p.numel() for _, p in enc + other)
+        log.info("trainable parameters: %d (encoders %d, head %d)", n_train,
+                 sum(p.numel() for _, p in enc), sum(p.numel() for _, p in other))
+        self._resume()
+
+    def _train_mode(self) -> None:
+        """Training mode, except a frozen label encoder: its cached vectors must not carry dropout noise."""
+        self.model.net.train()
+        if self.label_frozen:
+            self.model.net.token_rep_layer.labels_encoder.eval()
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict:
+        return {n: p.detach().cpu().contiguous() for n, p in self.model.net.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-N`` atomically (trainable weights, optimizer, sampler state, history)."""
+        import torch
+        from safetensors.torch import save_file
+
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        final = self.ckpt_root / f"step-{self.step:07d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.ckpt_root))
+        try:
+            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+            torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.sched.state_dict(), tmp / "scheduler.pt")
+            torch.save({"torch_rng": torch.get_rng_state()}, tmp / "rng.pt")
+            (tmp / "state.json").write_text(json.dumps({
+                "step": self.step, "sampler": self.sampler.state(), "history": self.history,
+                "config": self.cfg.model_dump()}, default=list))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in sorted(self.ckpt_root.glob("step-*"))[: -self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _resume(self) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        done = sorted(p for p in self.ckpt_root.glob("step-*") if (p / "state.json").is_file())
+        if not done:
+            return
+        last = done[-1]
+        st = json.loads((last / "state.json").read_text())
+        weights = load_file(str(last / "trainable.safetensors"))
+        params = dict(self.model.net.named_parameters())
+        unknown = set(weights) - {n for n, p in params.items() if p.requires_grad}
+        if unknown:
+            raise ConfigError(f"checkpoint {last} holds weights this configuration does not train: "
+                              f"{sorted(unknown)[:3]}", where=str(last),
+                              fix="resume with the same model settings, or use a new output_dir")
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t)
+        self.opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+        torch.set_rng_state(torch.load(last / "rng.pt", weights_only=True)["torch_rng"])
+        self.step = int(st["step"])
+        self.sampler.set_state(st["sampler"])
+        self.history = st.get("history", [])
+        self.sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
+        log.info("resumed from %s (step %d)", last, self.step)
+
+    # ---- the step ----------------------------------------------------------------------------------------
+    def _label_vectors(self, labels: list[str]) -> Any:
+        """E (C, D) for the batch labels; cached when the label encoder is frozen."""
+        import torch
+
+        net = self.model.net
+        tok = self.model.labels_tokenizer
+        if not self.label_frozen:
+            enc = tok(labels, return_tensors="pt", truncation=True, padding="longest")
+            return net.encode_label_tokens(enc["input_ids"], enc["attention_mask"])
+        missing = [t for t in labels if t not in self._label_cache]
+        if missing:
+            with torch.no_grad():
+                for i in range(0, len(missing), 256):
+                    chunk = missing[i:i + 256]
+                    enc = tok(chunk, return_tensors="pt", truncation=True, padding="longest")
+                    e = net.encode_label_tokens(enc["input_ids"], enc["attention_mask"])
+                    for t, v in zip(chunk, e):
+                        self._label_cache[t] = v
+        return torch.stack([self._label_cache[t] for t in labels])
+
+    def loss_on(self, batch: Any) -> Any:
+        import torch
+
+        from glinker.model.train.loss import span_loss
+        from glinker.model.words import tokenize_words
+
+        net = self.model.net
+        enc = tokenize_words(self.model.tokenizer, batch.words, self.model.pooling)
+        W = max(batch.n_words)
+        h = net.encode_text(enc["input_ids"], enc["attention_mask"])
+        x = net.word_vectors(h, enc["words_mask"], enc["attention_mask"], W)
+        reps = net.span_reps(x, self.model.max_width)                  # (B, W, K, D)
+        p = net.prompt(self._label_vectors(batch.labels))              # (C, D)
+        logits = torch.einsum("bwkd,cd->bwkc", reps, p)
+        B, _, K, C = logits.shape
+        n = torch.tensor(batch.n_words)
+        starts = torch.arange(W)[None, :, None]
+        widths = torch.arange(K)[None, None, :]
+        valid = (starts + widths < n[:, None, None]).unsqueeze(-1).expand(B, W, K, C)
+        lc = self.cfg.loss
+        return span_loss(logits.reshape(B, W * K, C), batch.targets.reshape(B, W * K, C), valid.reshape(B, W * K, C),
+                         alpha=lc.alpha, gamma=lc.gamma, prob_margin=lc.prob_margin,
+                         label_smoothing=lc.label_smoothing, negatives=lc.negatives, masking=lc.masking,
+                         reduction=lc.reduction)
+
+    def evaluate(self) -> dict[str, float]:
+        """Span micro-F1 (GLiNER's convention) on each dev source, prompting with the source's types."""
+        from glinker.eval.datasets import GoldSpan, NERDataset, NERExample, word_spans_to_char
+        from glinker.eval.ner import score_dataset
+
+        self.model.net.eval()
+        out = {}
+        try:
+            for src in self.dev:
+                examples = [NERExample(" ".join(e.words), [GoldSpan(s, t, lab) for s, t, lab in
+                                                            word_spans_to_char(e.words, e.spans)])
+                            for e in src.examples]
+                ds = NERDataset(src.name, src.types, examples)
+                pred = self.model.predict([x.text for x in examples], src.types,
+                                          threshold=self.cfg.eval_threshold, batch_size=16)
+                out[src.name] = score_dataset(ds, pred).scores.f1
+        finally:
+            self._train_mode()
+        return out
+
+    def train(self, stop_at: int | None = None) -> dict:
+        """Run to ``train.steps`` (or stop at ``stop_at`` to continue later); checkpoints every ``save_every``."""
+        import torch
+
+        c = self.cfg.train
+        self._train_mode()
+        t0, seen, run_loss = time.perf_counter(), 0, 0.0
+        from tqdm import tqdm
+
+        bar = tqdm(total=c.steps, initial=self.step, desc="training", unit="step", disable=None)
+        end = min(c.steps, stop_at) if stop_at else c.steps
+        while self.step < end:
+            batch = self.sampler.next()
+            loss = self.loss_on(batch)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], c.max_grad_norm)
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            seen += len(batch.words)
+            run_loss += loss.item()
+            bar.update(1)
+            if self.step % c.log_every == 0:
+                rate = seen / (time.perf_counter() - t0)
+                rec = {"step": self.step, "loss": run_loss / c.log_every, "lr": self.sched.get_last_lr()[-1],
+                       "examples_per_s": rate}
+                self.history.append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", ex_s=f"{rate:.1f}")
+                log.info("step %d loss %.4f lr %.2e %.1f ex/s", self.step, rec["loss"], rec["lr"], rate)
+                run_loss = 0.0
+            if c.eval_every and self.step % c.eval_every == 0 and self.dev:
+                scores = self.evaluate()
+                self.history.append({"step": self.step, "dev_f1": scores})
+                log.info("step %d dev F1 %s", self.step, scores)
+            if self.step % c.save_every == 0 or self.step == end:
+                self.save_checkpoint()
+        bar.close()
+        if self.step < c.steps:
+            return {"step": self.step, "seconds": time.perf_counter() - t0}
+        final = {"step": self.step, "seconds": time.perf_counter() - t0}
+        if self.dev:
+            final["dev_f1"] = self.evaluate()
+            self.history.append({"step": self.step, "dev_f1": final["dev_f1"]})
+        self.model.net.eval()
+        return final
+
+    def export(self, out_dir: str | Path | None = None) -> Path:
+        """Save the trained model as a full gliner-format checkpoint (``<output_dir>/final`` by default)."""
+        out = Path(out_dir) if out_dir else self.out / "final"
+        self.model.net.eval()
+        self.model._fingerprint = None
+        path = self.model.save_pretrained(out)
+        (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        return path

@@ -1,0 +1,139 @@
+"""The trainer on a tiny real checkpoint: loss goes down, checkpoints resume exactly, loss math matches gliner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from glinker.model.train.loss import focal_loss_with_logits, negative_mask, span_loss
+
+WORDS = ("john smith works at google in london . paris is the capital of france . apple inc was founded by "
+         "steve jobs . maria lopez lives in berlin , germany .").split(" . ")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from glinker.model.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", text_encoder="bert")
+
+
+@pytest.fixture
+def train_files(tmp_path):
+    data = [
+        {"tokenized_text": "john smith works at google in london .".split(), "ner": [[0, 1, "person"], [4, 4, "organization"], [6, 6, "location"]]},
+        {"tokenized_text": "paris is the capital of france .".split(), "ner": [[0, 0, "location"], [5, 5, "location"]]},
+        {"tokenized_text": "apple inc was founded by steve jobs .".split(), "ner": [[0, 1, "organization"], [5, 6, "person"]]},
+        {"tokenized_text": "maria lopez lives in berlin , germany .".split(), "ner": [[0, 1, "person"], [4, 4, "location"], [6, 6, "location"]]},
+    ]
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    return tmp_path
+
+
+def _cfg(tmp_path, ckpt, files, steps, out="run"):
+    from glinker.model.train import TrainConfig
+
+    return TrainConfig.model_validate({
+        "output_dir": str(tmp_path / out), "seed": 3,
+        "model": {"from_checkpoint": str(ckpt), "train_text_layers": -1, "train_label_layers": 0},
+        "data": [{"path": str(files / "train.json")}],
+        "dev": [{"path": str(files / "train.json")}],
+        "train": {"steps": steps, "batch_size": 4, "max_words": 16, "max_types": 5, "negative_types": 1,
+                  "others_lr": 3e-3, "encoder_lr": 1e-3, "warmup_ratio": 0.1, "save_every": 3, "log_every": 1,
+                  "eval_every": 0, "keep_checkpoints": 5},
+        "loss": {"alpha": 0.75, "gamma": 2.0}})
+
+
+def test_loss_decreases_and_model_learns(tmp_path, tiny_ckpt, train_files):
+    from glinker.model.train import Trainer
+
+    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=60))
+    t.setup()
+    before = t.evaluate()
+    res = t.train()
+    losses = [h["loss"] for h in t.history if "loss" in h]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert res["dev_f1"]["0:train.json"] > max(0.5, list(before.values())[0])
+    path = t.export()
+    from glinker.model import BiEncoder
+
+    m = BiEncoder.from_pretrained(path)
+    ents = m.predict(["paris is the capital of france ."], ["location", "person", "organization"], threshold=0.5)[0]
+    assert ("paris", "location") in {(e["text"], e["label"]) for e in ents}
+
+
+def test_resume_continues_exactly(tmp_path, tiny_ckpt, train_files):
+    from glinker.model.train import Trainer
+
+    straight = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="a"))
+    straight.setup()
+    straight.train()
+    first = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
+    first.setup()
+    first.train(stop_at=3)  # as if the process died after the step-3 checkpoint
+    resumed = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
+    resumed.setup()
+    assert resumed.step == 3
+    resumed.train()
+    a = straight._trainable_state()
+    b = resumed._trainable_state()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_interrupted_checkpoint_write_leaves_previous(tmp_path, tiny_ckpt, train_files, monkeypatch):
+    from glinker.model.train import Trainer
+
+    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c"))
+    t.setup()
+    t.train(stop_at=3)
+    saved = sorted((tmp_path / "c" / "checkpoints").glob("step-*"))
+    assert [p.name for p in saved] == ["step-0000003"]
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    t.step = 4
+    with pytest.raises(OSError):
+        t.save_checkpoint()
+    assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir()) == ["step-0000003"]
+
+
+def test_focal_loss_matches_gliner_formula():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3)
+    y = (torch.rand(2, 5, 3) > 0.7).float()
+    p = torch.sigmoid(x)
+    bce = -(y * torch.log(p.clamp_min(1e-6)) + (1 - y) * torch.log((1 - p).clamp_min(1e-6)))
+    torch.testing.assert_close(focal_loss_with_logits(x, y), bce)
+    pt = p * y + (1 - p) * (1 - y)
+    ref = bce * (1 - pt) ** 2 * (0.75 * y + 0.25 * (1 - y))
+    torch.testing.assert_close(focal_loss_with_logits(x, y, alpha=0.75, gamma=2.0), ref)
+    valid = torch.ones_like(y, dtype=torch.bool)
+    assert torch.isclose(span_loss(x, y, valid, alpha=0.75, gamma=2.0), ref.sum() / 2)
+
+
+def test_negative_sampling_keeps_positives():
+    g = torch.Generator().manual_seed(0)
+    y = torch.zeros(4, 50, 6)
+    y[0, 3, 1] = 1
+    for masking in ("global", "label", "span"):
+        keep = negative_mask(y, 0.3, masking, g)
+        assert keep[0, 3, 1]
+        frac = keep[y == 0].float().mean().item()
+        assert 0.05 < frac < 0.7, (masking, frac)
+    assert negative_mask(y, 1.0, "global").all()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    f = tmp_path / "t.yaml"
+    f.write_text("output_dir: x\nmodel:\n  from_checkpoint: y\n  hiden_size: 3\ndata:\n  - {path: z}\n")
+    with pytest.raises(ConfigError, match=r"t.yaml:4.*hiden_size.*\n.*did you mean 'hidden_size'"):
+        load_train_config(f)
