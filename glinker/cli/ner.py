@@ -1,0 +1,146 @@
+"""`glinker ner`: named-entity recognition with a GLiNER bi-encoder over text or JSONL files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from glinker.errors import ConfigError, DataError
+
+
+def _read_docs(path: Path, text_field: str, whole_file: bool) -> Iterator[dict]:
+    """Documents {id, text} from a .txt (one per line, or the whole file) or .jsonl file; '-' is stdin."""
+    is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+    name = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        fh = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read input: {e.strerror}", where=name, fix="check the path") from None
+    with fh:
+        if whole_file and not is_jsonl:
+            yield {"id": "0", "text": fh.read()}
+            return
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if not is_jsonl:
+                yield {"id": str(n), "text": line.rstrip("\n")}
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"invalid JSON: {e.msg}", where=f"{name}:{n}", fix="one JSON object per line"
+                ) from None
+            if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+                raise DataError(
+                    f"record has no string field {text_field!r}",
+                    where=f"{name}:{n}",
+                    fix=f"give every line a {text_field!r} field, or pass --text-field",
+                )
+            rec.setdefault("id", str(n))
+            yield rec
+
+
+def _labels(labels: str | None, labels_file: Path | None, bank: Path | None) -> object:
+    given = sum(x is not None for x in (labels, labels_file, bank))
+    if given != 1:
+        raise ConfigError(
+            "give exactly one of --labels, --labels-file, --label-bank",
+            where="ner",
+            fix="e.g. --labels person,organization,location",
+        )
+    if bank is not None:
+        from glinker.model import LabelBank
+
+        return LabelBank.load(bank)
+    if labels_file is not None:
+        try:
+            text = labels_file.read_text(encoding="utf-8")
+        except OSError as e:
+            raise DataError(
+                f"cannot read labels: {e.strerror}", where=str(labels_file), fix="check the path"
+            ) from None
+        if labels_file.suffix.lower() == ".json":
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"invalid JSON: {e.msg}",
+                    where=f"{labels_file}:{e.lineno}",
+                    fix="a JSON list of names or an object {name: description}",
+                ) from None
+        out = [x.strip() for x in text.splitlines() if x.strip()]
+    else:
+        out = [x.strip() for x in labels.split(",") if x.strip()]
+    if not out:
+        raise ConfigError("no labels given", where="--labels", fix="e.g. --labels person,organization")
+    return out
+
+
+def ner(
+    input: Path = typer.Argument(
+        ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin."
+    ),
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder or Hugging Face hub id."),
+    labels: str | None = typer.Option(
+        None, "--labels", "-l", help="Comma-separated labels, e.g. person,organization."
+    ),
+    labels_file: Path | None = typer.Option(
+        None, "--labels-file", help="One label per line, or .json list / {name: description}."
+    ),
+    label_bank: Path | None = typer.Option(None, "--label-bank", help="A folder saved by LabelBank.save."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
+    threshold: float = typer.Option(0.5, "--threshold", "-t", min=0.0, max=1.0, help="Minimum score."),
+    nested: bool = typer.Option(False, "--nested", help="Allow nested entities (default: flat)."),
+    multi_label: bool = typer.Option(False, "--multi-label", help="Allow several labels on the same span."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text."),
+    whole_file: bool = typer.Option(False, "--whole-file", help="Treat a .txt input as one document."),
+    truncate: bool = typer.Option(
+        False, "--truncate", help="Cut long texts like gliner instead of chunking them."
+    ),
+    device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Find entities of the given LABELS in INPUT and write one JSON line per document.
+
+    Each output line is the input record (or {id, text}) plus "entities": [{start, end, text, label, score}]
+    with character offsets, and "truncated": whether part of the text was not read.
+    """
+    from glinker.model import BiEncoder
+
+    lab = _labels(labels, labels_file, label_bank)
+    docs = list(_read_docs(input, text_field, whole_file))
+    m = BiEncoder.from_pretrained(model, device=device)
+    if not isinstance(lab, list) or len(docs) > batch_size:
+        lab = (
+            lab if not isinstance(lab, (list, dict)) else m.encode_labels(lab)
+        )  # encode once, reuse per batch
+    out = sys.stdout if output is None else output.open("w", encoding="utf-8")
+    try:
+        for i in range(0, len(docs), 256):
+            chunk = docs[i : i + 256]
+            res = m.predict(
+                [d[text_field] if text_field in d else d["text"] for d in chunk],
+                lab,
+                threshold=threshold,
+                flat_ner=not nested,
+                multi_label=multi_label,
+                batch_size=batch_size,
+                long_text="truncate" if truncate else "chunk",
+            )
+            for d, ents in zip(chunk, res):
+                rec = {**d, "entities": list(ents), "truncated": bool(getattr(ents, "truncated", False))}
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    finally:
+        if output is not None:
+            out.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `glinker ner` to the root app."""
+    app.command("ner")(ner)

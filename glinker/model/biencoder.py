@@ -1,0 +1,586 @@
+"""BiEncoder: load a GLiNER bi-encoder checkpoint and run NER, label banks and span vectors on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from glinker.errors import ConfigError, DataError, ModelError
+from glinker.model.decoding import greedy_decode
+from glinker.model.labels import LabelBank
+from glinker.model.scoring import score_rows
+from glinker.model.words import SplitText, Window, plan_windows, split_words, subtoken_counts, tokenize_words
+
+log = logging.getLogger(__name__)
+
+LONG_TEXT_MODES = ("chunk", "truncate")
+
+
+class Entities(list):
+    """The entities of one text (a list of dicts); ``truncated``: part of the text was not read."""
+
+    truncated: bool = False
+    windows: int = 1
+
+
+def _is_per_text(labels: Any) -> bool:
+    return isinstance(labels, list) and bool(labels) and any(isinstance(x, (list, Mapping)) for x in labels)
+
+
+def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]:
+    """(prompts, names) as gliner: a str is one label, a list is de-duplicated, a mapping is {name: text}."""
+    if isinstance(labels, Mapping):
+        names, prompts = [], []
+        for k, v in labels.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise DataError(
+                    "label mappings must map str names to str descriptions",
+                    where=where,
+                    fix="use {'person': 'a human being', ...}",
+                )
+            names.append(k)
+            prompts.append(v)
+        if len(set(prompts)) != len(prompts):
+            raise DataError(
+                "label descriptions must be unique within a label set",
+                where=where,
+                fix="give every label a different description",
+            )
+        return prompts, names
+    if isinstance(labels, str):
+        labels = [labels]
+    if not all(isinstance(x, str) for x in labels):
+        raise DataError("labels must be strings", where=where, fix="pass a list of label names")
+    out = list(dict.fromkeys(labels))
+    return out, out
+
+
+class BiEncoder:
+    """A GLiNER bi-encoder (span or token level) loaded from a gliner-format checkpoint."""
+
+    def __init__(
+        self, net: Any, config: dict, tokenizer: Any, labels_tokenizer: Any, device: Any, source: str = ""
+    ) -> None:
+        self.net = net
+        self.config = config
+        self.tokenizer = tokenizer
+        self.labels_tokenizer = labels_tokenizer
+        self.device = device
+        self.source = source
+        self.max_width = int(config["max_width"])
+        self.max_len = int(config["max_len"])
+        self.pooling = config.get("subtoken_pooling") or "first"
+        self._fingerprint: str | None = None
+        self._fold: bool | None = None  # None: decide by label count (tests force either path)
+
+    # ---- loading and saving --------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        device: Any = None,
+        dtype: Any = None,
+        max_width: int | None = None,
+        max_len: int | None = None,
+    ) -> BiEncoder:
+        """Load from a local folder or a hub id (gliner format, strict key checking)."""
+        import torch
+
+        from glinker.model.checkpoint import (
+            load_state_dict,
+            load_tokenizers,
+            read_config,
+            resolve_dir,
+            strict_load,
+        )
+        from glinker.model.network import BiEncoderNetwork, build_hf_encoder
+
+        ckpt = resolve_dir(path_or_hub_id)
+        cfg = read_config(ckpt)
+        if max_width is not None:
+            cfg["max_width"] = int(max_width)
+        if max_len is not None:
+            cfg["max_len"] = int(max_len)
+        try:
+            text_model = build_hf_encoder(cfg["encoder_config"], cfg.get("_attn_implementation"))
+            label_model = build_hf_encoder(cfg["labels_encoder_config"])
+        except Exception as e:
+            raise ModelError(
+                f"could not build the encoders from gliner_config.json: {e}",
+                where=str(ckpt / "gliner_config.json"),
+                fix="the encoder configs need a model_type this transformers version knows",
+            ) from e
+        net = BiEncoderNetwork(cfg, text_model, label_model)
+        strict_load(net, load_state_dict(ckpt), str(ckpt))
+        tok, ltok = load_tokenizers(ckpt, cfg)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        net.to(dev)
+        if dtype is not None:
+            net.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        net.eval()
+        return cls(net, cfg, tok, ltok, dev, str(path_or_hub_id))
+
+    def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
+        """Write a checkpoint that both glinker and gliner load."""
+        from glinker.model.checkpoint import save_checkpoint
+
+        cfg = dict(self.config)
+        cfg["encoder_config"] = self.net.token_rep_layer.bert_layer.model.config.to_dict()
+        cfg["labels_encoder_config"] = self.net.token_rep_layer.labels_encoder.model.config.to_dict()
+        return save_checkpoint(
+            out_dir,
+            cfg,
+            self.net.state_dict(),
+            self.tokenizer,
+            self.labels_tokenizer,
+            safe_serialization=safe_serialization,
+        )
+
+    # ---- identity ----------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """D, the width of span and label vectors."""
+        return int(self.config["hidden_size"])
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the config and every weight (cached); identifies the model in KB manifests."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            keep = {
+                k: v
+                for k, v in self.config.items()
+                if k
+                not in (
+                    "model_name",
+                    "labels_encoder",
+                    "encoder_config",
+                    "labels_encoder_config",
+                    "transformers_version",
+                    "max_len",
+                    "max_width",
+                )
+            }
+            h.update(json.dumps(keep, sort_keys=True, default=str).encode())
+            for k, v in sorted(self.net.state_dict().items()):
+                t = v.detach().cpu().contiguous()
+                h.update(f"{k}|{tuple(t.shape)}|{t.dtype}".encode())
+                h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    # ---- label side ------------------------------------------------------------------------------------
+    def _encode_prompt_texts(
+        self, prompts: Sequence[str], batch_size: int, progress: bool = False, want_e: bool = False
+    ) -> Any:
+        """P (C, D) float32 on the model device for ``prompts`` (and E when ``want_e``): length-sorted
+        batches,
+        dynamic padding."""
+        import torch
+
+        n = len(prompts)
+        out = torch.empty(n, self.dim, dtype=torch.float32, device=self.device)
+        out_e = torch.empty(n, self.dim, dtype=torch.float32, device=self.device) if want_e else None
+        if n == 0:
+            return (out, out_e) if want_e else out
+        lens = self.labels_tokenizer(list(prompts), add_special_tokens=True, truncation=True)["input_ids"]
+        order = sorted(range(n), key=lambda i: len(lens[i]))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, desc="encoding labels", unit="label")
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                idx = order[i : i + batch_size]
+                enc = self.labels_tokenizer(
+                    [prompts[j] for j in idx], return_tensors="pt", truncation=True, padding="longest"
+                )
+                e = self.net.encode_label_tokens(
+                    enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+                )
+                rows = torch.tensor(idx, device=self.device)
+                out[rows] = self.net.prompt(e).float()
+                if out_e is not None:
+                    out_e[rows] = e.float()
+                if bar is not None:
+                    bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return (out, out_e) if want_e else out
+
+    def encode_labels(
+        self, labels: Sequence[str] | Mapping[str, str], batch_size: int = 256, progress: bool = False
+    ) -> LabelBank:
+        """A reusable, savable LabelBank of P vectors for ``labels`` (names, or {name: description})."""
+        prompts, names = _normalize_label_set(labels, "labels")
+        if not names:
+            raise DataError("no labels given", where="labels", fix="pass at least one label")
+        if self.net.dense:
+            vec, emb = self._encode_prompt_texts(prompts, batch_size, progress, want_e=True)
+            return LabelBank(names, prompts, vec.cpu(), self.fingerprint, emb.cpu())
+        vec = self._encode_prompt_texts(prompts, batch_size, progress).cpu()
+        return LabelBank(names, prompts, vec, self.fingerprint)
+
+    def encode_entities(self, texts: Sequence[str], batch_size: int = 64) -> Any:
+        """(N, D) float32 numpy P vectors for KB entity texts such as ``"Paris: capital of France"``."""
+        import numpy as np
+
+        if isinstance(texts, str):
+            raise DataError(
+                "encode_entities takes a sequence of texts, not one string",
+                where="texts",
+                fix="wrap it in a list",
+            )
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode_prompt_texts(list(texts), batch_size).cpu().numpy().astype(np.float32, copy=False)
+
+    def _label_spec(self, labels: Any, n_texts: int) -> tuple[Any, list[list[str]], list[list[int]] | None]:
+        """(P, per-text names, per-text union indices or None when shared)."""
+        dense = self.net.dense
+        wdtype = next(self.net.parameters()).dtype
+        if isinstance(labels, LabelBank):
+            labels.check_model(self.fingerprint, self.dim)
+            src = labels.embeddings if dense else labels.vectors
+            if src is None:
+                raise ModelError(
+                    "this model needs the label embeddings E, which the label bank lacks",
+                    where="LabelBank",
+                    fix="re-encode the labels with this model: model.encode_labels()",
+                )
+            return src.to(self.device, dtype=wdtype), [labels.names] * n_texts, None
+        if _is_per_text(labels):
+            if len(labels) != n_texts:
+                raise DataError(
+                    f"per-text labels must have one label set per text ({n_texts}), got {len(labels)}",
+                    where="labels",
+                    fix="give one list (or mapping) of labels for every text",
+                )
+            sets = [_normalize_label_set(x, f"labels[{i}]") for i, x in enumerate(labels)]
+            union = list(dict.fromkeys(p for prompts, _ in sets for p in prompts))
+            pos = {p: i for i, p in enumerate(union)}
+            p = self._label_vectors(union)
+            return p, [names for _, names in sets], [[pos[x] for x in prompts] for prompts, _ in sets]
+        prompts, names = _normalize_label_set(labels, "labels")
+        return self._label_vectors(prompts), [names] * n_texts, None
+
+    def _label_vectors(self, prompts: list[str]) -> Any:
+        """P for dot-product models, E for models that need it (fusion, token level)."""
+        if self.net.dense:
+            return self._encode_prompt_texts(prompts, 256, want_e=True)[1]
+        return self._encode_prompt_texts(prompts, 256)
+
+    # ---- text side -----------------------------------------------------------------------------------
+    def _token_limit(self) -> int:
+        lim = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
+        if lim > 1_000_000:  # the "very large integer" sentinel: fall back on the encoder's positions
+            lim = int(
+                getattr(self.net.token_rep_layer.bert_layer.model.config, "max_position_embeddings", 512)
+            )
+        return lim - self.tokenizer.num_special_tokens_to_add(pair=False)
+
+    def _windows(self, splits: Sequence[SplitText], long_text: str, overlap: int | None) -> list[Window]:
+        if long_text not in LONG_TEXT_MODES:
+            raise ConfigError(
+                f"unknown long_text mode {long_text!r}",
+                where="long_text",
+                fix=f"use one of {', '.join(LONG_TEXT_MODES)}",
+            )
+        wins: list[Window] = []
+        if long_text == "truncate":
+            for i, sp in enumerate(splits):
+                if sp.words:
+                    n = len(sp.words)
+                    wins.append(Window(i, 0, min(n, self.max_len), cut=n > self.max_len))
+            return wins
+        live = [i for i, sp in enumerate(splits) if sp.words]
+        counts = subtoken_counts(self.tokenizer, [splits[i].words for i in live])
+        limit = self._token_limit()
+        ov = overlap if overlap is not None else max(2 * self.max_width, self.max_len // 8)
+        ov = max(0, min(ov, self.max_len // 2))
+        for i, cnt in zip(live, counts):
+            if len(cnt) <= self.max_len and sum(cnt) <= limit:
+                wins.append(Window(i, 0, len(cnt)))
+            else:
+                for s, e in plan_windows(cnt, self.max_len, limit, ov):
+                    wins.append(Window(i, s, e))
+        return wins
+
+    def _encode_windows(
+        self, splits: Sequence[SplitText], wins: Sequence[Window]
+    ) -> tuple[Any, Any, list[int]]:
+        """Word vectors (B, W, D), word counts, and whether the tokenizer cut each window, for a batch."""
+        import torch
+
+        wl = [splits[w.text_index].words[w.start : w.end] for w in wins]
+        enc = tokenize_words(self.tokenizer, wl, self.pooling)
+        n_words = [max(1, len(x)) for x in wl]
+        W = max(n_words)
+        h = self.net.encode_text(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
+        x = self.net.word_vectors(
+            h, enc["words_mask"].to(self.device), enc["attention_mask"].to(self.device), W
+        )
+        return x, torch.tensor(n_words, device=self.device), enc["cut"]
+
+    def predict(
+        self,
+        texts: Sequence[str] | str,
+        labels_or_bank: Any,
+        threshold: float = 0.5,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        long_text: str = "chunk",
+        overlap: int | None = None,
+    ) -> list[list[dict]]:
+        """Entities per text: dicts with start/end (character offsets), text, label, score.
+
+        Long texts are split into overlapping windows and merged (``long_text="chunk"``); ``"truncate"``
+        reproduces gliner (cut at ``max_len`` words and the tokenizer limit) and marks results ``truncated``.
+        """
+        import torch
+
+        if isinstance(texts, str):
+            texts = [texts]
+        if not all(isinstance(t, str) for t in texts):
+            raise DataError("texts must be strings", where="texts", fix="pass a list of str")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be >= 1", where="batch_size", fix="use a positive batch size")
+        splits = [split_words(t) for t in texts]
+        results = [Entities() for _ in texts]
+        if not texts:
+            return results
+        P, names, row_sets = self._label_spec(labels_or_bank, len(texts))
+        C = P.shape[0]
+        wins = self._windows(splits, long_text, overlap)
+        # Folding the span output layer into P saves 4D^2 per span and costs 3D per span x label.
+        use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim
+        folded = self.net.fold_prompts(P) if use_fold and C and not self.net.dense else None
+        by_text: dict[int, list[Window]] = {}
+        for w in wins:
+            by_text.setdefault(w.text_index, []).append(w)
+        # key (start, end, class) -> (margin, score): the window that sees the span with most context wins
+        merged: list[dict] = [{} for _ in texts]
+        order = sorted(range(len(wins)), key=lambda j: -(wins[j].end - wins[j].start))
+        with torch.inference_mode():
+            for b0 in range(0, len(order), batch_size):
+                bw = [wins[j] for j in order[b0 : b0 + batch_size]]
+                x, n_words, cut = self._encode_windows(splits, bw)
+                for r, w in enumerate(bw):
+                    w.cut = w.cut or cut[r]  # the tokenizer dropped the tail: those words have zero vectors
+                if self.net.dense:
+                    per_win = self._dense_candidates(x, n_words, P, row_sets, bw, threshold)
+                else:
+                    per_win = self._sparse_candidates(x, n_words, P, folded, row_sets, bw, threshold)
+                for w, cands in zip(bw, per_win):
+                    n_text = len(splits[w.text_index].words)
+                    for s, e, c, p in cands:
+                        gs, ge = w.start + s, w.start + e
+                        left = gs - w.start if w.start > 0 else 1 << 30
+                        right = (w.end - 1 - ge) if w.end < n_text else 1 << 30
+                        margin = min(left, right)
+                        key = (gs, ge, c)
+                        old = merged[w.text_index].get(key)
+                        if old is None or margin > old[0]:
+                            merged[w.text_index][key] = (margin, p)
+        for i, sp in enumerate(splits):
+            tw = by_text.get(i, [])
+            res = results[i]
+            res.windows = len(tw)
+            res.truncated = any(w.cut for w in tw)
+            if res.truncated:
+                log.warning(
+                    "text %d was cut (over %d words or the tokenizer limit); pass long_text='chunk' to "
+                    "read all of it",
+                    i,
+                    self.max_len,
+                )
+            local = {u: j for j, u in enumerate(row_sets[i])} if row_sets is not None else None
+            cl = [
+                (gs, ge, local[c] if local is not None else c, p)
+                for (gs, ge, c), (_m, p) in merged[i].items()
+            ]
+            # gliner's candidate order (ties in score keep it): span models (start, width, class),
+            # token models (start, class, end)
+            token = self.net.span_mode == "token_level"
+            cl.sort(key=(lambda t: (t[0], t[2], t[1])) if token else (lambda t: (t[0], t[1] - t[0], t[2])))
+            for s, e, c, p in greedy_decode(cl, flat_ner, multi_label):
+                a, z = sp.starts[s], sp.ends[e]
+                res.append({"start": a, "end": z, "text": sp.text[a:z], "label": names[i][c], "score": p})
+        return results
+
+    def _sparse_candidates(
+        self, x: Any, n_words: Any, P: Any, folded: Any, row_sets: Any, bw: Sequence[Window], threshold: float
+    ) -> list[list[tuple[int, int, int, float]]]:
+        """Dot-product span models: (start, end, class, prob) per window, never the dense logits tensor."""
+        import torch
+
+        # One span width at a time: the (B, W, 4D) hidden slice stays small (cache-friendly) instead of one
+        # (spans, 4D) tensor; candidates are re-sorted into gliner's order by the caller.
+        B, W, _ = x.shape
+        a, c = self.net.span_halves(x)
+        cmask = self._class_mask(row_sets, bw, P.shape[0])
+        out: list[list] = [[] for _ in bw]
+        for k in range(min(self.max_width, W)):
+            L = W - k
+            valid = (torch.arange(L, device=self.device)[None, :] + k) < n_words[:, None]
+            bi, si = torch.nonzero(valid, as_tuple=True)
+            if bi.numel() == 0:
+                continue
+            hid = (a[:, :L] + c[:, k:]).reshape(B * L, -1).index_select(0, bi * L + si).relu_()
+            if folded is not None:
+                r, cc, p = score_rows(hid, folded[0], threshold, folded[1], bi, cmask)
+            else:
+                r, cc, p = score_rows(self.net.span_out(hid), P, threshold, None, bi, cmask)
+            for b, s, c_, pp in zip(bi[r].tolist(), si[r].tolist(), cc.tolist(), p.tolist()):
+                out[b].append((s, s + k, c_, pp))
+        return out
+
+    def _class_mask(self, row_sets: Any, bw: Sequence[Window], C: int) -> Any:
+        import torch
+
+        if row_sets is None:
+            return None
+        cmask = torch.zeros(len(bw), C, dtype=torch.bool, device=self.device)
+        for r, w in enumerate(bw):
+            cmask[r, row_sets[w.text_index]] = True
+        return cmask
+
+    def _dense_candidates(
+        self, x: Any, n_words: Any, E: Any, row_sets: Any, bw: Sequence[Window], threshold: float
+    ) -> list[list[tuple[int, int, int, float]]]:
+        """Fusion and token-level models: label vectors depend on the text, so each batch scores densely."""
+        import torch
+
+        B, W, _ = x.shape
+        if row_sets is None:
+            cols = [list(range(E.shape[0]))] * B
+        else:
+            cols = [row_sets[w.text_index] for w in bw]
+        cmax = max((len(c) for c in cols), default=0)
+        out: list[list] = [[] for _ in bw]
+        if cmax == 0:
+            return out
+        lab = torch.zeros(B, cmax, E.shape[1], dtype=x.dtype, device=self.device)
+        lmask = torch.zeros(B, cmax, dtype=torch.long, device=self.device)
+        for r, c in enumerate(cols):
+            lab[r, : len(c)] = E[torch.tensor(c, device=self.device)].to(x.dtype)
+            lmask[r, : len(c)] = 1
+        wmask = torch.arange(W, device=self.device)[None, :] < n_words[:, None]
+        if hasattr(self.net, "cross_fuser"):
+            lab, x = self.net.cross_fuser(lab, x, lmask, wmask)
+            lab = lab * lmask.unsqueeze(-1).to(lab.dtype)
+        if self.net.span_mode == "token_level":
+            from glinker.model.variants import token_candidates
+
+            scores = self.net.scorer(x, lab)
+            for r in range(B):
+                n = int(n_words[r])
+                sc = scores[r, :, : len(cols[r])]
+                out[r] = [(a, b, cols[r][c], p) for a, b, c, p in token_candidates(sc, n, threshold)]
+            return out
+        K = self.max_width
+        span = self.net.span_reps(x, K)
+        logits = torch.einsum("bwkd,bcd->bwkc", span, self.net.prompt(lab))
+        ends = torch.arange(W, device=self.device)[:, None] + torch.arange(K, device=self.device)[None, :]
+        valid = (ends[None] < n_words[:, None, None])[..., None] & lmask.bool()[:, None, None, :]
+        probs = torch.sigmoid(logits.float()).masked_fill(~valid, 0.0)
+        b, s, k, c = torch.where(probs > threshold)
+        for bb, ss, kk, cc, pp in zip(
+            b.tolist(), s.tolist(), k.tolist(), c.tolist(), probs[b, s, k, c].tolist()
+        ):
+            out[bb].append((ss, ss + kk, cols[bb][cc], pp))
+        return out
+
+    def span_vectors(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Any]:
+        """(n_spans, D) float32 span vectors per text for character spans; same space as P (score = dot)."""
+        import numpy as np
+        import torch
+
+        if self.net.dense:
+            raise ModelError(
+                "span vectors are label-independent only for span models without fusion",
+                where=self.source,
+                fix="use a markerV0 bi-encoder without post_fusion_schema",
+            )
+        if len(texts) != len(spans):
+            raise DataError(
+                f"{len(texts)} texts but {len(spans)} span lists",
+                where="spans",
+                fix="give one list of (start, end) character spans per text",
+            )
+        splits = [split_words(t) for t in texts]
+        out: list[Any] = []
+        wins = self._windows(splits, "chunk", None)
+        by_text: dict[int, list[Window]] = {}
+        for w in wins:
+            by_text.setdefault(w.text_index, []).append(w)
+        with torch.inference_mode():
+            for i, (sp, sps) in enumerate(zip(splits, spans)):
+                vec = np.zeros((len(sps), self.dim), dtype=np.float32)
+                if not sps:
+                    out.append(vec)
+                    continue
+                todo: dict[int, list[tuple[int, int, int]]] = {}
+                for j, (cs, ce) in enumerate(sps):
+                    ws = next((q for q, e in enumerate(sp.ends) if e > cs), None)
+                    we = next((q for q in range(len(sp.starts) - 1, -1, -1) if sp.starts[q] < ce), None)
+                    if not (0 <= cs < ce <= len(sp.text)) or ws is None or we is None or we < ws:
+                        raise DataError(
+                            f"span ({cs}, {ce}) covers no word of text {i}",
+                            where=f"spans[{i}][{j}]",
+                            fix="use character offsets [start, end) that cover at least one word",
+                        )
+                    best = max(
+                        range(len(by_text[i])),
+                        key=lambda q: min(ws - by_text[i][q].start, by_text[i][q].end - 1 - we),
+                    )
+                    w = by_text[i][best]
+                    if ws < w.start or we >= w.end:
+                        raise DataError(
+                            f"span ({cs}, {ce}) is longer than one model window",
+                            where=f"spans[{i}][{j}]",
+                            fix="use shorter spans",
+                        )
+                    todo.setdefault(best, []).append((j, ws - w.start, we - w.start))
+                for q, items in todo.items():
+                    x, _, _ = self._encode_windows(splits, [by_text[i][q]])
+                    st = torch.tensor([t[1] for t in items], device=self.device)
+                    en = torch.tensor([t[2] for t in items], device=self.device)
+                    v = self.net.span_reps_at(x[0], st, en).float().cpu().numpy()
+                    vec[[t[0] for t in items]] = v
+                out.append(vec)
+        return out
+
+    # ---- conformance helpers -------------------------------------------------------------------------
+    def dense_logits(self, word_lists: Sequence[Sequence[str]], prompts: Sequence[str]) -> Any:
+        """gliner's logits for pre-split, max_len-truncated texts sharing ``prompts`` (tests, small inputs).
+
+        Span models: (B, W, K, C). Token models: (B, W, C, 3) = [start, end, inside].
+        """
+        import torch
+
+        from glinker.model.scoring import dense_logits
+
+        splits = [SplitText("", list(w)[: self.max_len], [], []) for w in word_lists]
+        wins = [Window(i, 0, len(s.words)) for i, s in enumerate(splits)]
+        with torch.inference_mode():
+            x, n_words, _ = self._encode_windows(splits, wins)
+            V = self._label_vectors(list(prompts))
+            if not self.net.dense:
+                return dense_logits(self.net.span_reps(x, self.max_width), V)
+            B, W, _ = x.shape
+            lab = V[None].expand(B, -1, -1).to(x.dtype)
+            lmask = torch.ones(B, V.shape[0], dtype=torch.long, device=self.device)
+            if hasattr(self.net, "cross_fuser"):
+                wmask = torch.arange(W, device=self.device)[None, :] < n_words[:, None]
+                lab, x = self.net.cross_fuser(lab, x, lmask, wmask)
+            if self.net.span_mode == "token_level":
+                return self.net.scorer(x, lab)
+            return torch.einsum("bwkd,bcd->bwkc", self.net.span_reps(x, self.max_width), self.net.prompt(lab))

@@ -1,0 +1,56 @@
+"""Shared helpers: compare glinker's BiEncoder with goldens recorded from gliner 0.2.29."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gliner"
+ENCODERS = ("modernbert", "deberta")
+VARIANTS = ("modernbert-token", "modernbert-fusion")
+
+
+def load_golden(path: Path) -> dict:
+    return torch.load(str(path), weights_only=True)
+
+
+def setting_args(key: str) -> dict:
+    t, flat, multi = key.split("|")
+    return {"threshold": float(t), "flat_ner": flat == "1", "multi_label": multi == "1"}
+
+
+def prompts_per_row(case: dict) -> list[list[str]]:
+    et = case["entity_types"]
+    n = len(case["words"])
+    return et if et and isinstance(et[0], list) else [et] * n
+
+
+def max_logit_diff(model, case: dict) -> float:
+    """Max |ours - gliner| over valid (span, class) logits of a case."""
+    worst = 0.0
+    gl, valid = case["logits"], case["valid"]
+    for i, (words, prompts) in enumerate(zip(case["words"], prompts_per_row(case))):
+        ours = model.dense_logits([words], prompts)[0]  # span (W, K, C) or token (W, C, 3)
+        w, a, c = ours.shape
+        ref = gl[i, :w, :a, :c]
+        v = valid[i, :w, :a, :c]
+        assert int(valid[i].sum()) == int(v.sum()), "golden has valid entries outside our shape"
+        if v.any():
+            worst = max(worst, float((ours[v] - ref[v]).abs().max()))
+    return worst
+
+
+def compare_entities(ours: list, ref: list, tol: float = 1e-5) -> str | None:
+    """None when identical (start, end, text, label) and scores within tol; else a description."""
+    if len(ours) != len(ref):
+        return f"{len(ours)} texts vs {len(ref)}"
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        ka = [(e["start"], e["end"], e["text"], e["label"]) for e in a]
+        kb = [(e["start"], e["end"], e["text"], e["label"]) for e in b]
+        if ka != kb:
+            return f"text {i}: {ka} != {kb}"
+        for e, f in zip(a, b):
+            if abs(e["score"] - f["score"]) > tol:
+                return f"text {i}: score {e['score']} vs {f['score']}"
+    return None

@@ -1,0 +1,89 @@
+"""`glinker ner` on text and JSONL input, with labels, a label file and a saved label bank."""
+
+from __future__ import annotations
+
+import json
+
+from _conformance import FIXTURES
+from typer.testing import CliRunner
+
+from glinker.cli import app
+from glinker.model import BiEncoder
+
+CKPT = str(FIXTURES / "modernbert")
+runner = CliRunner()
+
+
+def test_ner_help():
+    r = runner.invoke(app, ["ner", "--help"])
+    assert r.exit_code == 0 and "--labels" in r.output
+
+
+def test_ner_txt_matches_predict(tmp_path):
+    texts = ["John Smith works at Google in London.", "Paris is the capital of France."]
+    (tmp_path / "in.txt").write_text(texts[0] + "\n\n" + texts[1] + "\n", encoding="utf-8")
+    r = runner.invoke(
+        app,
+        [
+            "ner",
+            "-m",
+            CKPT,
+            "-l",
+            "person,organization,location",
+            "-t",
+            "0.3",
+            str(tmp_path / "in.txt"),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["text"] for x in rows] == texts and [x["id"] for x in rows] == ["1", "3"]
+    expected = BiEncoder.from_pretrained(CKPT).predict(
+        texts, ["person", "organization", "location"], threshold=0.3
+    )
+    assert [x["entities"] for x in rows] == [list(e) for e in expected]
+    assert sum(len(x["entities"]) for x in rows) > 0
+
+
+def test_ner_jsonl_with_bank_and_labels_file(tmp_path):
+    m = BiEncoder.from_pretrained(CKPT)
+    m.encode_labels({"person": "a human being", "place": "a city or country"}).save(tmp_path / "bank")
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"person": "a human being", "place": "a city or country"})
+    )
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"doc": "d1", "body": "Steve Jobs founded Apple in Paris."}) + "\n"
+    )
+    outs = []
+    for opt in (["--label-bank", str(tmp_path / "bank")], ["--labels-file", str(tmp_path / "labels.json")]):
+        r = runner.invoke(
+            app,
+            [
+                "ner",
+                "-m",
+                CKPT,
+                *opt,
+                "--text-field",
+                "body",
+                "-t",
+                "0.2",
+                "--nested",
+                str(tmp_path / "in.jsonl"),
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        rec = json.loads(r.stdout.strip())
+        assert rec["doc"] == "d1" and rec["truncated"] is False
+        outs.append(rec["entities"])
+    assert outs[0] == outs[1] and outs[0]
+
+
+def test_ner_bad_input_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"nope": 1}\n')
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "bad.jsonl")])
+    assert r.exit_code != 0
+    assert "bad.jsonl:2" in str(r.exception) and "text" in str(r.exception)
+    r = runner.invoke(app, ["ner", "-m", CKPT, str(tmp_path / "bad.jsonl")])
+    assert "exactly one of --labels" in str(r.exception)
