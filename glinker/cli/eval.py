@@ -113,6 +113,8 @@ def el(
     exclude_coref: bool = typer.Option(False, "--exclude-coref", help="Drop gold coreference mentions (ELEVANT coref labels)."),
     ks: str = typer.Option("1,5,10,20,50,100", "--ks", help="Comma-separated k for candidate recall@k."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Override the pipeline's model."),
+    kb: str | None = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
 ) -> None:
     """End-to-end InKB P/R/F1, disambiguation accuracy, recall@k, NIL accuracy and KB coverage."""
     from glinker.eval.datasets import iter_el
@@ -133,7 +135,7 @@ def el(
 
             linked = list(iter_linked_jsonl(predictions))
         else:
-            linked = _run_pipeline(pipeline, gold, save, batch_size)  # type: ignore[arg-type]
+            linked = _run_pipeline(pipeline, gold, save, batch_size, model, kb)  # type: ignore[arg-type]
         wanted = set(ids)
         preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
         kb = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
@@ -147,13 +149,14 @@ def el(
     typer.echo(report.last_line())
 
 
-def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None) -> list[Any]:
+def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None, model: str | None = None,
+                  kb: str | None = None) -> list[Any]:
     """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL."""
     import glinker
     from glinker.io import iter_linked_jsonl
     from glinker.stages.writers import JSONLWriter
 
-    pipe = glinker.load_pipeline(str(path))
+    pipe = glinker.load_pipeline(str(path), model=model, kb=kb)
     docs = [d.to_document() for d in gold]
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []

@@ -24,6 +24,15 @@ BUILTIN_STAGES: dict[str, str] = {
     "given_mentions": "glinker.stages.given:GivenMentions",
     "regex_mentions": "glinker.stages.regex:RegexMentions",
     "merge_mentions": "glinker.stages.merge:MergeMentions",
+    "biencoder_mentions": "glinker.stages.mentions:BiencoderMentions",
+    "alias_mentions": "glinker.stages.mentions:AliasMentions",
+    "alias_candidates": "glinker.stages.candidates:AliasCandidates",
+    "fuzzy_candidates": "glinker.stages.candidates:FuzzyCandidates",
+    "dense_candidates": "glinker.stages.candidates:DenseCandidates",
+    "merge_candidates": "glinker.stages.candidates:MergeCandidates",
+    "rescore": "glinker.stages.rescore:Rescore",
+    "select": "glinker.stages.select:Select",
+    "write_links": "glinker.stages.output:WriteLinks",
 }
 
 

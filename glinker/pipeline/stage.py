@@ -38,7 +38,7 @@ class PipelineContext:
         self.device = device
         self.settings = dict(settings or {})
         self._resources: dict[Any, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a resource factory may ask for another resource
 
     def resolve_path(self, value: str | None) -> str | None:
         """Resolve a relative path against the pipeline file's folder when it exists there."""

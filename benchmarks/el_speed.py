@@ -1,0 +1,148 @@
+"""Entity-linking speed: documents/s end to end on AIDA testb, the time split by stage, next to GLiNKER 0.1.1.
+
+    .venv/bin/python benchmarks/el_speed.py --model MODEL_DIR --kb KB_DIR [--limit N] [--reference-limit M]
+
+Ours: a linking pipeline (default pipelines/wikidata.yaml, model and KB overridden) over the AIDA testb texts
+(``$GLINKER_DATA/el/aida/aida_testb.jsonl``), after warm-up, on this CPU. The table lists every stage's seconds
+and share; "encoder" is the wall time inside text-encoder forward passes (mention detection and span vectors),
+the rest is the non-encoder overhead (KB look-ups, retrieval, re-scoring, selection).
+
+Reference: GLiNKER 0.1.1 (``pip install glinker==0.1.1`` in ``.venv-glinker011``, torch 2.13.0 installed first)
+with the same gliner-format model folder and the KB's entities (read from the KB's entity store), through its
+``ProcessorFactory.create_simple(..., precompute_embeddings=True)``, on the first ``--reference-limit`` texts.
+The last line is ``docs_per_s=<ours> reference_docs_per_s=<ref or n/a> speedup=<x or n/a> non_encoder_share=<s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REF_SCRIPT = r"""
+import json, sys, time, resource
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from glinker import ProcessorFactory
+texts = [json.loads(l)["text"] for l in open(sys.argv[2], encoding="utf-8")]
+ents = [json.loads(l) for l in open(sys.argv[3], encoding="utf-8")]
+t0 = time.perf_counter()
+ex = ProcessorFactory.create_simple(sys.argv[1], device="cpu", threshold=0.5, template="{label}: {description}",
+                                    entities=ents, precompute_embeddings=True)
+setup = time.perf_counter() - t0
+ex.execute({"texts": texts[:1]})  # warm-up
+t0 = time.perf_counter()
+for t in texts:
+    ex.execute({"texts": [t]})
+el = time.perf_counter() - t0
+print(json.dumps({"docs": len(texts), "seconds": el, "setup_seconds": setup,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GLINKER_DATA") or ROOT.parent / "shared" / "data")
+
+
+def run_ours(args: argparse.Namespace, texts: list[dict]) -> dict:
+    import torch
+
+    import glinker
+    from glinker.stages import resources
+
+    torch.set_num_threads(args.threads)
+    pipe = glinker.load_pipeline(args.pipeline, model=args.model, kb=args.kb, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    pipe.warm_up()
+    pipe.link(texts[:2])  # first-call effects (allocators, caches) stay out of the timing
+    warm = time.perf_counter() - t0
+    for s in pipe.stats.stages.values():
+        s.seconds, s.calls, s.items = 0.0, 0, 0
+    resources.ENCODER_SECONDS["seconds"] = 0.0
+    t0 = time.perf_counter()
+    n = sum(len(r.documents) for r in pipe.run(texts))
+    total = time.perf_counter() - t0
+    enc = resources.ENCODER_SECONDS["seconds"]
+    return {"docs": n, "seconds": total, "warm_up_seconds": warm, "encoder_seconds": enc,
+            "stages": {k: (s.seconds, s.items) for k, s in pipe.stats.stages.items()},
+            "types": {k: pipe.spec.stages[k].type for k in pipe.order}}
+
+
+def run_reference(args: argparse.Namespace, texts: list[dict]) -> dict | None:
+    py = Path(args.reference_venv) / "bin" / "python"
+    if not py.is_file():
+        print(f"reference venv {args.reference_venv} not found: GLiNKER 0.1.1 not measured", file=sys.stderr)
+        return None
+    from glinker.kb import KB
+
+    kb = KB.open(args.kb)
+    with tempfile.TemporaryDirectory() as tmp:
+        tf, ef = Path(tmp) / "texts.jsonl", Path(tmp) / "entities.jsonl"
+        tf.write_text("".join(json.dumps(t) + "\n" for t in texts[: args.reference_limit]), encoding="utf-8")
+        with open(ef, "w", encoding="utf-8") as f:
+            ids = [r[0] for r in kb.store.db.execute("SELECT id FROM entities ORDER BY rid")]
+            for i in range(0, len(ids), 5000):
+                for e in kb.get(ids[i:i + 5000]):
+                    f.write(json.dumps({"entity_id": e.id, "label": e.label, "description": e.description,
+                                        "aliases": e.aliases, "popularity": e.popularity}) + "\n")
+        script = Path(tmp) / "ref.py"
+        script.write_text(REF_SCRIPT)
+        r = subprocess.run([str(py), str(script), args.model, str(tf), str(ef), str(args.threads)],
+                           capture_output=True, text=True, timeout=args.reference_timeout)
+        if r.returncode != 0:
+            print("reference failed:\n" + r.stderr[-3000:], file=sys.stderr)
+            return None
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", default=str(ROOT / "pipelines" / "wikidata.yaml"))
+    ap.add_argument("--model", required=True, help="gliner-format bi-encoder folder (used by both sides)")
+    ap.add_argument("--kb", required=True, help="KB directory built with this model")
+    ap.add_argument("--data", default=str(data_dir() / "el" / "aida" / "aida_testb.jsonl"))
+    ap.add_argument("--limit", type=int, default=None, help="only the first N documents (ours)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    ap.add_argument("--reference-venv", default=str(ROOT / ".venv-glinker011"))
+    ap.add_argument("--reference-limit", type=int, default=10)
+    ap.add_argument("--reference-timeout", type=int, default=3600)
+    args = ap.parse_args()
+    texts = []
+    with open(args.data, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            texts.append({"id": str(r.get("id", len(texts))), "text": r["text"]})
+    if args.limit:
+        texts = texts[: args.limit]
+    ours = run_ours(args, texts)
+    ref = run_reference(args, texts)
+    dps = ours["docs"] / ours["seconds"]
+    print(f"data: {args.data} ({ours['docs']} documents), model: {args.model}, kb: {args.kb}, threads: {args.threads}")
+    print(f"{'stage':<14}{'type':<20}{'items':>8}{'seconds':>10}{'share':>8}")
+    for k, (sec, items) in ours["stages"].items():
+        print(f"{k:<14}{ours['types'][k]:<20}{items:>8}{sec:>10.2f}{100 * sec / ours['seconds']:>7.1f}%")
+    enc = ours["encoder_seconds"]
+    share = 1 - enc / ours["seconds"]
+    print(f"{'total':<42}{ours['seconds']:>10.2f}  encoder {enc:.2f} s, non-encoder {100 * share:.1f}%")
+    print(f"ours: {dps:.2f} docs/s (warm-up {ours['warm_up_seconds']:.1f} s)")
+    if ref is not None:
+        rdps = ref["docs"] / ref["seconds"]
+        print(f"GLiNKER 0.1.1: {rdps:.3f} docs/s on the first {ref['docs']} documents "
+              f"(setup incl. entity embeddings {ref['setup_seconds']:.1f} s, peak RSS {ref['peak_rss_mb']:.0f} MB)")
+        print(f"docs_per_s={dps:.3f} reference_docs_per_s={rdps:.4f} speedup={dps / rdps:.1f} non_encoder_share={share:.3f}")
+    else:
+        print(f"docs_per_s={dps:.3f} reference_docs_per_s=n/a speedup=n/a non_encoder_share={share:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""``glinker link -p PIPELINE INPUT -o OUT``: link a text or JSONL file with a pipeline, streaming.
+
+The input is read line by line (memory stays flat on any size); every batch is appended to the output and
+flushed before the next one starts, so an interrupted run keeps what it wrote and a re-run resumes after the
+documents already there (matched by id). A bad input line (invalid UTF-8, invalid JSON, no text) stops the run
+with an error naming the file and line — after the batches before it are written — or is skipped with a
+warning under ``--skip-bad``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from glinker.errors import ConfigError, DataError, GlinkerError
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``glinker link`` to the root CLI."""
+    app.command("link")(link)
+
+
+def _sniff(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suf = path.suffix.lower()
+    if suf in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suf == ".txt":
+        return "txt"
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                return "jsonl" if raw.lstrip().startswith(b"{") else "txt"
+    return "txt"
+
+
+def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
+               problems: Optional[list[str]] = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, document dict)`` for every non-empty line; bad lines raise a DataError naming the line
+    (or are skipped, with a warning, when ``skip_bad``)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                err = DataError(f"line is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})", where=where,
+                                fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --skip-bad")
+                if skip_bad:
+                    _skip(err, problems)
+                    continue
+                raise err from None
+            if not line.strip():
+                continue
+            if fmt == "txt":
+                yield n, {"id": str(n), "text": line.rstrip("\r\n")}
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                err = DataError(f"invalid JSON at column {e.colno}: {e.msg}", where=where,
+                                fix="one JSON object per line, e.g. {\"id\": \"a\", \"text\": \"...\"}; or pass --skip-bad")
+                if skip_bad:
+                    _skip(err, problems)
+                    continue
+                raise err from None
+            if isinstance(rec, str):
+                rec = {"text": rec}
+            if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+                err = DataError(f"the line has no string field {text_field!r}", where=where,
+                                fix=f"each line is an object with a {text_field!r} string (and an optional id); or pass --skip-bad")
+                if skip_bad:
+                    _skip(err, problems)
+                    continue
+                raise err
+            doc = {"id": str(rec["id"]) if rec.get("id") is not None else str(n), "text": rec[text_field]}
+            meta = {k: v for k, v in rec.items() if k not in ("id", text_field)}
+            if isinstance(rec.get("meta"), dict):
+                meta = {**{k: v for k, v in meta.items() if k != "meta"}, **rec["meta"]}
+            if meta:
+                doc["meta"] = meta
+            yield n, doc
+
+
+def _skip(err: DataError, problems: Optional[list[str]]) -> None:
+    log.warning("skipped %s: %s", err.where, err.message)
+    if problems is not None:
+        problems.append(f"{err.where}: {err.message}")
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        n = 0
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(1 << 22)
+                if not block:
+                    break
+                n += block.count(b"\n")
+        return n
+    except OSError:
+        return None
+
+
+def link(
+    input: Path = typer.Argument(..., exists=True, dir_okay=False, help="Input: .txt (one document a line) or .jsonl ({id?, text, ...} a line)."),
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .jsonl (appended, resumable), .json or .html."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Documents per batch (default: the pipeline's)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),
+    kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt or jsonl."),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad input lines with a warning instead of stopping."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Overwrite the output instead of resuming after the documents in it."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts at the end."),
+) -> None:
+    """Link every document of INPUT and write linked documents (JSONL: one per line, flushed per batch)."""
+    try:
+        n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
+                     text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats)
+    except GlinkerError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"linked {n['written']} documents -> {output}"
+               + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")
+               + (f" ({n['bad']} bad lines skipped)" if n["bad"] else ""), err=True)
+
+
+def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
+             kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
+             skip_bad: bool = False, resume: bool = True, progress: bool = False,
+             stats: bool = False) -> dict[str, int]:
+    """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad."""
+    import glinker
+    from glinker.errors import StageError
+    from glinker.io import repair_jsonl_tail, resume_state, write_jsonl
+    from glinker.stages.writers import HTMLWriter, JSONWriter
+    from glinker.types import Document
+
+    fmt = _sniff(input, fmt)
+    if fmt not in ("txt", "jsonl"):
+        raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
+    pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+    out_kind = output.suffix.lower()
+    writer: Any = None
+    done: set[str] = set()
+    if out_kind in (".html", ".htm"):
+        writer = HTMLWriter(output)
+    elif out_kind == ".json":
+        writer = JSONWriter(output)
+    elif not resume and output.exists():
+        output.unlink()
+    elif output.exists():
+        # only the ids found at start are kept (memory grows with the resumed output, never with the new one)
+        repair_jsonl_tail(output)
+        done = resume_state(output).done_ids
+    if done:
+        log.info("resuming: %d documents already in %s", len(done), output)
+    bs = batch_size or pipe.spec.header.settings.batch_size
+    problems: list[str] = []
+    counts = {"written": 0, "skipped_done": 0, "bad": 0}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=_count_lines(input), desc="link", unit="line", file=sys.stderr, dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+    last_line = 0
+
+    def flush(batch: list[tuple[int, Document]]) -> None:
+        if not batch:
+            return
+        docs = [d for _, d in batch]
+        try:
+            res = pipe.run_batch(docs)
+        except GlinkerError as e:
+            lines = f"{input}:{batch[0][0]}-{batch[-1][0]}"
+            raise StageError(f"{e.message} (input lines {lines}; earlier batches are written to {output})",
+                             where=e.where, fix=e.fix) from e
+        out = res.output if isinstance(res.output, list) else [res.output]
+        recs = [o if hasattr(o, "links") else _as_record(o, d) for o, d in zip(out, docs)]
+        if writer is not None:
+            writer.write(recs)
+        else:
+            write_jsonl(output, recs, append=True)
+        counts["written"] += len(recs)
+
+    batch: list[tuple[int, Document]] = []
+    try:
+        for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
+            if bar is not None:
+                bar.update(n - last_line)
+            last_line = n
+            if rec["id"] in done:
+                counts["skipped_done"] += 1
+                continue
+            batch.append((n, Document.model_validate(rec)))
+            if len(batch) >= bs:
+                flush(batch)
+                batch = []
+        flush(batch)
+    except DataError:
+        flush(batch)  # the documents before the bad line are fine: keep them
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if out_kind in (".html", ".htm", ".json"):
+            writer.close()
+    counts["bad"] = len(problems)
+    if stats:
+        typer.echo(pipe.stats.table(), err=True)
+    return counts
+
+
+def _as_record(out: Any, doc: Any) -> dict[str, Any]:
+    """A non-linking pipeline's per-document output (e.g. mentions) as a JSON record."""
+    from glinker.io import to_jsonable
+
+    if isinstance(out, list):
+        return {"id": doc.id, "text": doc.text, "mentions": [to_jsonable(m) for m in out]}
+    return {"id": doc.id, "text": doc.text, "output": to_jsonable(out) if hasattr(out, "model_dump") else out}

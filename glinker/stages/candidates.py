@@ -1,0 +1,240 @@
+"""Candidate retrieval: by alias (exact, normalised), fuzzy (rapidfuzz over the alias vocabulary), dense (FAISS,
+querying with the mention's span vector), and the union of candidate sets (every homonym kept).
+
+Every candidate keeps its entity id from the moment it is retrieved; limits apply after sorting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from pydantic import Field
+
+from glinker.pipeline.stage import Stage, StageParams
+from glinker.stages.records import CANDIDATES, MENTIONS, MentionCandidates, merge_candidate_lists, mention_vector
+from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, load_model, open_kb,
+                                      span_vectors, window_cache)
+from glinker.types import Candidate, Document, Mention
+
+log = logging.getLogger(__name__)
+
+
+def _variants(text: str) -> list[str]:
+    """The mention text and light variants that are still exact look-ups (possessive, leading article)."""
+    out = [text]
+    t = text.strip()
+    for suf in ("'s", "’s", "'"):
+        if t.endswith(suf) and len(t) > len(suf) + 1:
+            out.append(t[: -len(suf)])
+    low = t.casefold()
+    if low.startswith("the ") and len(t) > 5:
+        out.append(t[4:])
+    return out
+
+
+def _candidate(ent: Any, source: str, score: float) -> Candidate:
+    return Candidate(entity_id=ent.id, label=ent.label, description=ent.description, source=source,
+                     scores={source: score}, score=score)
+
+
+class AliasCandidatesParams(StageParams):
+    kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
+    top_k: int = Field(default=30, ge=1, description="Candidates kept per mention, most popular first (after sorting).")
+    variants: bool = Field(default=True, description="Also look up the text without a possessive 's or a leading 'the'.")
+
+
+class AliasCandidates(Stage):
+    """Every entity whose label or alias equals the mention text (normalised): all homonyms, one SQL query per
+    batch, sorted by popularity before the top-k cut."""
+
+    type_name = "alias_candidates"
+    Params = AliasCandidatesParams
+    accepts = (MENTIONS,)
+    produces = CANDIDATES
+    summary = "candidates whose alias equals the mention (exact, normalised)"
+
+    def warm_up(self) -> None:
+        self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
+        self.entities = entity_cache(self.context, self.kb)
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
+        from glinker.kb.store import normalize_alias
+
+        p: AliasCandidatesParams = self.params  # type: ignore[assignment]
+        mentions: list[list[Mention]] = inputs[0]
+        keys: dict[tuple[int, int], list[str]] = {}
+        for d_i, ms in enumerate(mentions):
+            for j, m in enumerate(ms):
+                vs = _variants(m.text) if p.variants else [m.text]
+                keys[(d_i, j)] = list(dict.fromkeys(normalize_alias(v) for v in vs))
+        hits = self.kb.store.lookup_norms(sorted({k for ks in keys.values() for k in ks}))
+        ids = {e for ks in keys.values() for k in ks for e in hits.get(k, [])}
+        ents = self.entities.get(sorted(ids))
+        out = []
+        for d_i, ms in enumerate(mentions):
+            row = []
+            for j, m in enumerate(ms):
+                found: dict[str, Candidate] = {}
+                for rank, k in enumerate(keys[(d_i, j)]):
+                    for eid in hits.get(k, []):
+                        ent = ents.get(eid)
+                        if ent is not None and eid not in found:
+                            # the entity's own label scores 1, another alias 0.95, a variant of the text 0.9
+                            sc = 0.9 if rank else (1.0 if normalize_alias(ent.label) == k else 0.95)
+                            found[eid] = _candidate(ent, "alias", sc)
+                cands = sorted(found.values(), key=lambda c: (-c.score, -ents[c.entity_id].popularity, c.entity_id))
+                row.append(MentionCandidates(m, cands[: p.top_k], mention_vector(m)))
+            out.append(row)
+        return out
+
+
+class FuzzyCandidatesParams(StageParams):
+    kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
+    top_k: int = Field(default=10, ge=1, description="Candidates kept per mention, best match first.")
+    score_cutoff: float = Field(default=88.0, ge=0, le=100, description="Minimum rapidfuzz similarity (0-100).")
+    scorer: str = Field(default="ratio", description="rapidfuzz scorer: ratio, WRatio, token_sort_ratio, ...")
+    skip_exact: bool = Field(default=True, description="Skip mentions that have an exact alias match (cheaper).")
+    min_chars: int = Field(default=4, ge=1, description="Shorter mentions are not fuzzy-matched.")
+
+
+class FuzzyCandidates(Stage):
+    """Entities whose alias is close to the mention text (rapidfuzz over the KB's alias vocabulary, in C++);
+    every homonym of a matched alias is a candidate and keeps its entity id."""
+
+    type_name = "fuzzy_candidates"
+    Params = FuzzyCandidatesParams
+    accepts = (MENTIONS,)
+    produces = CANDIDATES
+    summary = "candidates whose alias is close to the mention (rapidfuzz)"
+
+    def warm_up(self) -> None:
+        self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
+        self.entities = entity_cache(self.context, self.kb)
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
+        from glinker.kb.store import normalize_alias
+
+        p: FuzzyCandidatesParams = self.params  # type: ignore[assignment]
+        mentions: list[list[Mention]] = inputs[0]
+        exact: dict[str, list[str]] = {}
+        if p.skip_exact:
+            exact = self.kb.store.lookup_norms(sorted({normalize_alias(m.text) for ms in mentions for m in ms}))
+        cache: dict[str, list[tuple[str, str, float]]] = {}
+        out = []
+        for ms in mentions:
+            row = []
+            for m in ms:
+                key = normalize_alias(m.text)
+                hits: list[tuple[str, str, float]] = []
+                if len(key) >= p.min_chars and not (p.skip_exact and exact.get(key)):
+                    if key not in cache:
+                        cache[key] = self.kb.fuzzy(m.text, limit=p.top_k, score_cutoff=p.score_cutoff, scorer=p.scorer)
+                    hits = cache[key]
+                row.append((m, hits))
+            out.append(row)
+        ents = self.entities.get(sorted({h[0] for row in out for _, hits in row for h in hits}))
+        result = []
+        for row in out:
+            res_row = []
+            for m, hits in row:
+                found: dict[str, Candidate] = {}
+                for eid, _alias, score in hits:
+                    ent = ents.get(eid)
+                    if ent is not None and (eid not in found or found[eid].score < score / 100):
+                        found[eid] = _candidate(ent, "fuzzy", score / 100.0)
+                cands = sorted(found.values(), key=lambda c: (-c.score, -ents[c.entity_id].popularity, c.entity_id))
+                res_row.append(MentionCandidates(m, cands[: p.top_k], mention_vector(m)))
+            result.append(res_row)
+        return result
+
+
+class DenseCandidatesParams(StageParams):
+    kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
+    model: str | None = Field(default=None, description="Bi-encoder (default: the pipeline's `model`); must be the KB's.")
+    top_k: int = Field(default=20, ge=1, description="Nearest entities per mention (FAISS inner product).")
+    nprobe: int | None = Field(default=None, ge=1, description="IVF lists searched (default: the KB's).")
+    batch_size: int = Field(default=16, ge=1, description="Model windows per forward pass when span vectors are missing.")
+
+
+class DenseCandidates(Stage):
+    """The KB entities nearest to each mention's span vector (the bi-encoder's own score: span · entity).
+    Uses the vectors the mention stage attached; otherwise encodes each batch of texts once."""
+
+    type_name = "dense_candidates"
+    Params = DenseCandidatesParams
+    accepts = (MENTIONS,)
+    produces = CANDIDATES
+    summary = "nearest KB entities to the mention's span vector (FAISS)"
+
+    def warm_up(self) -> None:
+        p: DenseCandidatesParams = self.params  # type: ignore[assignment]
+        self.model = load_model(self.context, p.model)
+        self.kb = open_kb(self.context, p.kb, p.model)
+        check_kb_vectors(self.kb, self.model, f"stage {self.name!r}")
+        self.entities = entity_cache(self.context, self.kb)
+        self.kb.index()
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
+        import numpy as np
+
+        p: DenseCandidatesParams = self.params  # type: ignore[assignment]
+        mentions: list[list[Mention]] = inputs[0]
+        vecs = ensure_vectors(self.model, documents, mentions, p.batch_size, window_cache(self.context))
+        flat = [v for row in vecs for v in row]
+        out: list[list[MentionCandidates]] = [[] for _ in mentions]
+        if not flat:
+            return out
+        scores, ids = self.kb.search_vectors(np.stack(flat), p.top_k, p.nprobe)
+        ents = self.entities.get(sorted({e for row in ids for e in row}))
+        k = 0
+        for d_i, ms in enumerate(mentions):
+            for j, m in enumerate(ms):
+                cands = []
+                # ids[k] lists only found entities, best first; their scores are the finite ones, in order
+                row_scores = [float(s) for s in scores[k] if np.isfinite(s)]
+                for eid, s in zip(ids[k], row_scores):
+                    ent = ents.get(eid)
+                    if ent is not None:
+                        cands.append(_candidate(ent, "dense", s))
+                out[d_i].append(MentionCandidates(m, cands, vecs[d_i][j]))
+                k += 1
+        return out
+
+
+def ensure_vectors(model: Any, documents: Sequence[Document], mentions: Sequence[Sequence[Mention]],
+                   batch_size: int, cache: Any = None) -> list[list[Any]]:
+    """Each mention's span vector: the one it carries, else computed for the whole batch in one pass."""
+    have = [[mention_vector(m) for m in ms] for ms in mentions]
+    need = [[(m.start, m.end) if have[i][j] is None else None for j, m in enumerate(ms)] for i, ms in enumerate(mentions)]
+    if any(x is not None for row in need for x in row):
+        spans = [[s for s in row if s is not None] for row in need]
+        got = span_vectors(model, [d.text for d in documents], spans, batch_size=batch_size, cache=cache)
+        for i, row in enumerate(need):
+            it = iter(got[i])
+            for j, s in enumerate(row):
+                if s is not None:
+                    have[i][j] = next(it)
+    return have
+
+
+class MergeCandidatesParams(StageParams):
+    pass
+
+
+class MergeCandidates(Stage):
+    """Union of candidate sets per mention span; candidates are merged by entity id (homonyms stay apart),
+    keeping every source and every score."""
+
+    type_name = "merge_candidates"
+    Params = MergeCandidatesParams
+    accepts = (CANDIDATES,)
+    produces = CANDIDATES
+    max_inputs = None
+    summary = "union of candidate sets (every homonym kept)"
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
+        return [merge_candidate_lists([inp[d] for inp in inputs]) for d in range(len(documents))]
+
+    def count(self, output: Any) -> int:
+        return sum(len(mc.candidates) for row in output for mc in row)

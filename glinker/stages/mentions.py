@@ -1,0 +1,155 @@
+"""Mention detection: with the bi-encoder (typed labels, threshold) and with the KB's alias dictionary
+(longest normalised match)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Sequence
+
+from pydantic import Field, field_validator
+
+from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
+from glinker.stages.records import MENTIONS, with_vector
+from glinker.stages.resources import (ENCODER_SECONDS, KBRef, load_model, open_kb, predict_encoded, span_vectors,
+                                      window_cache)
+from glinker.types import Document, Mention
+
+log = logging.getLogger(__name__)
+
+
+class BiencoderMentionsParams(StageParams):
+    labels: list[str] | dict[str, str] = Field(
+        description="Entity types to detect: a list of names, or name -> description (the description is the prompt).")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum span score.")
+    flat_ner: bool = Field(default=True, description="No overlapping mentions.")
+    multi_label: bool = Field(default=False, description="Allow several labels per span.")
+    batch_size: int = Field(default=16, ge=1, description="Model windows per forward pass.")
+    model: str | None = Field(default=None, description="Bi-encoder for this stage (default: the pipeline's `model`).")
+    span_vectors: bool = Field(
+        default=True, description="Attach each mention's span vector (dense retrieval and re-scoring reuse it).")
+
+    @field_validator("labels")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if not v:
+            raise ValueError("give at least one label")
+        return v
+
+
+class BiencoderMentions(Stage):
+    """Detect typed mentions with the GLiNER bi-encoder; label vectors are encoded once at warm-up."""
+
+    type_name = "biencoder_mentions"
+    Params = BiencoderMentionsParams
+    accepts = (DOCUMENTS,)
+    produces = MENTIONS
+    summary = "typed mentions found by the bi-encoder"
+
+    def warm_up(self) -> None:
+        p: BiencoderMentionsParams = self.params  # type: ignore[assignment]
+        self.model = load_model(self.context, p.model)
+        self.bank = self.model.encode_labels(p.labels)
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
+        p: BiencoderMentionsParams = self.params  # type: ignore[assignment]
+        t0 = time.perf_counter()
+        texts = [d.text for d in documents]
+        cache = window_cache(self.context)
+        preds = predict_encoded(self.model, texts, self.bank, p.threshold, p.flat_ner, p.multi_label,
+                                p.batch_size, cache) if p.span_vectors else None
+        if preds is not None:  # one forward pass: the span vectors come from the cached word vectors
+            vecs = span_vectors(self.model, texts, [[(e["start"], e["end"]) for e in ents] for ents in preds],
+                                batch_size=p.batch_size, cache=cache)
+        else:
+            preds = self.model.predict(texts, self.bank, threshold=p.threshold, flat_ner=p.flat_ner,
+                                       multi_label=p.multi_label, batch_size=p.batch_size)
+            vecs = None
+            ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
+            if p.span_vectors:  # span_vectors counts its own encoder time
+                vecs = span_vectors(self.model, texts, [[(e["start"], e["end"]) for e in ents] for ents in preds],
+                                    batch_size=p.batch_size, cache=cache)
+        out: list[list[Mention]] = []
+        for d_i, ents in enumerate(preds):
+            ms: list[Mention] = []
+            for j, e in enumerate(ents):
+                m = Mention(start=e["start"], end=e["end"], text=e["text"], label=e["label"], score=float(e["score"]),
+                            doc_index=d_i)
+                ms.append(with_vector(m, vecs[d_i][j]) if vecs is not None else m)
+            out.append(ms)
+        return out
+
+
+_WORD = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]", re.UNICODE)
+
+
+class AliasMentionsParams(StageParams):
+    kb: KBRef | None = Field(default=None, description="KB whose aliases are matched (default: the pipeline's `kb`).")
+    max_words: int = Field(default=6, ge=1, le=32, description="Longest alias tried, in words.")
+    min_chars: int = Field(default=2, ge=1, description="Shortest alias matched, in characters.")
+    require_capital: bool = Field(
+        default=True, description="Only match spans that contain an upper-case letter or a digit (skips common words).")
+    stopwords: list[str] = Field(default_factory=lambda: ["the", "a", "an", "i", "it", "he", "she", "we", "they",
+                                                          "us", "in", "on", "at", "of", "and", "or", "to", "is"],
+                                 description="Single words never matched (compared normalised).")
+    label: str | None = Field(default=None, description="Label given to the mentions.")
+
+
+class AliasMentions(Stage):
+    """Mentions where the text matches a KB label or alias: the longest match wins, left to right; names are
+    compared normalised (NFKC, case-folded, whitespace collapsed), like the KB's alias index."""
+
+    type_name = "alias_mentions"
+    Params = AliasMentionsParams
+    accepts = (DOCUMENTS,)
+    produces = MENTIONS
+    summary = "mentions matching KB aliases (longest match)"
+
+    def warm_up(self) -> None:
+        p: AliasMentionsParams = self.params  # type: ignore[assignment]
+        self.kb = open_kb(self.context, p.kb)
+
+        def vocab() -> frozenset[str]:
+            return frozenset(self.kb.store.alias_vocab())
+
+        self.vocab = self.context.resource(("alias-vocab", id(self.kb)), vocab)
+        self.stop = {s.casefold() for s in p.stopwords}
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
+        from glinker.kb.store import normalize_alias
+
+        p: AliasMentionsParams = self.params  # type: ignore[assignment]
+        out = []
+        for d_i, doc in enumerate(documents):
+            text = doc.text
+            toks = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+            ms: list[Mention] = []
+            i = 0
+            while i < len(toks):
+                hit = None
+                for n in range(min(p.max_words, len(toks) - i), 0, -1):
+                    s, e = toks[i][0], toks[i + n - 1][1]
+                    if e - s < p.min_chars:
+                        continue
+                    surface = text[s:e]
+                    if p.require_capital and not any(c.isupper() or c.isdigit() for c in surface):
+                        continue
+                    key = normalize_alias(surface)
+                    if n == 1 and key in self.stop:
+                        continue
+                    if key in self.vocab:
+                        hit = (s, e, n)
+                        break
+                    # "U.S." at a sentence end: try without the trailing period too
+                    if surface.endswith(".") and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars:
+                        hit = (s, e - 1, n)
+                        break
+                if hit is None:
+                    i += 1
+                    continue
+                s, e, n = hit
+                ms.append(Mention(start=s, end=e, text=text[s:e], label=p.label, doc_index=d_i))
+                i += n
+            out.append(ms)
+        return out

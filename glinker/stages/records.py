@@ -1,0 +1,93 @@
+"""The records that flow between linking stages, and the kind names of the stage protocol.
+
+Kinds: ``mentions`` (per document, a list of :class:`glinker.types.Mention`), ``candidates`` (per document, a
+list of :class:`MentionCandidates`) and ``links`` (a list of :class:`glinker.types.LinkedDocument`, one per
+document). A mention may carry its span vector (computed once per batch by the stage that encoded the text), so
+later stages never encode a text again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import PrivateAttr
+
+from glinker.types import Candidate, Mention
+
+MENTIONS = "mentions"
+CANDIDATES = "candidates"
+LINKS = "links"
+
+
+class EncodedMention(Mention):
+    """A :class:`Mention` that carries its span vector (not serialised); still a Mention everywhere."""
+
+    _vector: Any = PrivateAttr(default=None)
+
+
+def mention_vector(m: Mention) -> Any:
+    """The span vector a mention carries, or None."""
+    return getattr(m, "_vector", None) if isinstance(m, EncodedMention) else None
+
+
+def with_vector(m: Mention, vec: Any) -> EncodedMention:
+    """``m`` as an :class:`EncodedMention` carrying ``vec`` (the same object when it already is one)."""
+    em = m if isinstance(m, EncodedMention) else EncodedMention.model_construct(**m.__dict__)
+    em._vector = vec
+    return em
+
+
+@dataclass
+class MentionCandidates:
+    """One mention with its candidate entities (every homonym kept, keyed by entity id).
+
+    ``candidates`` are ordered best first by the producing stage's score; ``vector`` is the mention's span vector
+    when a stage computed it (dense retrieval, re-scoring), so it is computed once per mention.
+    """
+
+    mention: Mention
+    candidates: list[Candidate] = field(default_factory=list)
+    vector: Any = None
+
+    def span(self) -> tuple[int, int]:
+        return self.mention.start, self.mention.end
+
+
+def merge_candidate_lists(lists: list[list[MentionCandidates]]) -> list[MentionCandidates]:
+    """Union per mention span (first list's order, then new spans by position). Candidates are unioned by entity
+    id — never by label, so homonyms stay apart — with every source and every stage score kept."""
+    by_span: dict[tuple[int, int], MentionCandidates] = {}
+    order: list[tuple[int, int]] = []
+    for lst in lists:
+        for mc in lst:
+            key = mc.span()
+            cur = by_span.get(key)
+            if cur is None:
+                cur = MentionCandidates(mc.mention, [], mc.vector)
+                by_span[key] = cur
+                order.append(key)
+            if cur.vector is None and mc.vector is not None:
+                cur.vector = mc.vector
+            if cur.mention.label is None and mc.mention.label is not None:
+                cur.mention = mc.mention
+            index = {c.entity_id: c for c in cur.candidates}
+            for c in mc.candidates:
+                old = index.get(c.entity_id)
+                if old is None:
+                    nc = c.model_copy(update={"scores": dict(c.scores)})
+                    cur.candidates.append(nc)
+                    index[c.entity_id] = nc
+                else:
+                    srcs = old.source.split("+") if old.source else []
+                    for s in (c.source.split("+") if c.source else []):
+                        if s not in srcs:
+                            srcs.append(s)
+                    old.source = "+".join(srcs)
+                    for k, v in c.scores.items():
+                        old.scores[k] = max(v, old.scores.get(k, v))
+                    old.score = max(old.score, c.score)
+                    if not old.description and c.description:
+                        old.description = c.description
+    order.sort(key=lambda k: (k[0], -k[1]))
+    return [by_span[k] for k in order]

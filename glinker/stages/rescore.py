@@ -1,0 +1,143 @@
+"""Re-scoring: the bi-encoder's exact score (span vector · entity vector) combined with priors — popularity,
+alias match, type compatibility — with weights set in YAML. Every feature is kept on the candidate."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+from pydantic import Field, field_validator
+
+from glinker.pipeline.stage import Stage, StageParams
+from glinker.stages.records import CANDIDATES, MentionCandidates, merge_candidate_lists
+from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, entity_vectors, load_model, open_kb,
+                                      window_cache)
+from glinker.types import Document
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("biencoder", "popularity", "alias", "fuzzy", "dense", "type")
+
+
+class RescoreParams(StageParams):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"biencoder": 1.0, "popularity": 0.2, "alias": 0.2, "type": 0.0},
+        description="Feature -> weight; the score is the weighted mean. Features: biencoder (sigmoid of span · "
+                    "entity), popularity (log popularity relative to the mention's best candidate), alias (1 exact, "
+                    "0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval score), type (1 if the "
+                    "mention's label maps to one of the entity's types, else 0).")
+    type_map: dict[str, list[str]] = Field(
+        default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
+    top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
+    kb: KBRef | None = Field(default=None, description="KB (default: the pipeline's `kb`).")
+    model: str | None = Field(default=None, description="Bi-encoder (default: the pipeline's `model`).")
+    batch_size: int = Field(default=16, ge=1, description="Model windows per forward pass when span vectors are missing.")
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if k not in FEATURES]
+        if bad:
+            raise ValueError(f"unknown feature(s) {bad}; features: {', '.join(FEATURES)}")
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("weights must be >= 0 with at least one > 0")
+        return v
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+class Rescore(Stage):
+    """Re-rank every mention's candidates by a weighted mean of the bi-encoder score and priors.
+
+    Several inputs are merged first (union by entity id). Entity vectors are read back from the KB index,
+    never re-encoded; span vectors come from the mention stage or are computed once per batch."""
+
+    type_name = "rescore"
+    Params = RescoreParams
+    accepts = (CANDIDATES,)
+    produces = CANDIDATES
+    max_inputs = None
+    summary = "bi-encoder score combined with popularity, alias and type priors"
+
+    def warm_up(self) -> None:
+        p: RescoreParams = self.params  # type: ignore[assignment]
+        self.kb = open_kb(self.context, p.kb, p.model)
+        self.entities = entity_cache(self.context, self.kb)
+        self.use_model = p.weights.get("biencoder", 0) > 0
+        if self.use_model:
+            self.model = load_model(self.context, p.model)
+            check_kb_vectors(self.kb, self.model, f"stage {self.name!r}")
+            self.vectors = entity_vectors(self.context, self.kb)
+        total = sum(p.weights.values())
+        self.w = {k: v / total for k, v in p.weights.items() if v > 0}
+        self.types = {k: set(v) for k, v in p.type_map.items()}
+
+    def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
+        import numpy as np
+
+        from glinker.stages.candidates import ensure_vectors
+
+        p: RescoreParams = self.params  # type: ignore[assignment]
+        rows = [merge_candidate_lists([inp[d] for inp in inputs]) if len(inputs) > 1 else list(inputs[0][d])
+                for d in range(len(documents))]
+        ids = sorted({c.entity_id for row in rows for mc in row for c in mc.candidates})
+        ents = self.entities.get(ids)
+        bi: dict[tuple[int, int], Any] = {}
+        if self.use_model and ids:
+            # span vectors: those carried along, else one pass for the batch
+            missing = [[mc.mention for mc in row if mc.vector is None] for row in rows]
+            if any(missing):
+                got = ensure_vectors(self.model, documents, missing, p.batch_size, window_cache(self.context))
+                for row, vs in zip(rows, got):
+                    it = iter(vs)
+                    for mc in row:
+                        if mc.vector is None:
+                            mc.vector = next(it)
+            evec = self.vectors.get(ids)
+            known = [e for e in ids if e in evec]
+            if known:
+                col = {e: i for i, e in enumerate(known)}
+                E = np.stack([evec[e] for e in known])
+                for d, row in enumerate(rows):
+                    for j, mc in enumerate(row):
+                        cs = [c for c in mc.candidates if c.entity_id in col]
+                        if cs and mc.vector is not None:
+                            s = E[[col[c.entity_id] for c in cs]] @ np.asarray(mc.vector, dtype=np.float32)
+                            bi[(d, j)] = dict(zip((c.entity_id for c in cs), s.tolist()))
+        for d, row in enumerate(rows):
+            for j, mc in enumerate(row):
+                pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
+                top = max(pops, default=0.0)
+                dots = bi.get((d, j), {})
+                allowed = self.types.get(mc.mention.label or "", None)
+                for c, lp in zip(mc.candidates, pops):
+                    f: dict[str, float] = {}
+                    if "biencoder" in self.w:
+                        dot = dots.get(c.entity_id)
+                        f["biencoder"] = _sigmoid(dot) if dot is not None else 0.0
+                    if "popularity" in self.w:
+                        f["popularity"] = lp / top if top > 0 else 0.0
+                    if "alias" in self.w:
+                        f["alias"] = c.scores.get("alias", 0.0)
+                    if "fuzzy" in self.w:
+                        f["fuzzy"] = c.scores.get("fuzzy", 0.0)
+                    if "dense" in self.w:
+                        f["dense"] = _sigmoid(c.scores["dense"]) if "dense" in c.scores else 0.0
+                    if "type" in self.w:
+                        ent = ents.get(c.entity_id)
+                        f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
+                    score = sum(self.w[k] * f[k] for k in self.w)
+                    for k, v in f.items():
+                        c.scores[f"{k}_feature" if k in ("alias", "fuzzy", "dense") else k] = round(v, 6)
+                    c.scores[self.name] = score
+                    c.score = score
+                mc.candidates.sort(key=lambda c: (-c.score, c.entity_id))
+                if p.top_k is not None:
+                    del mc.candidates[p.top_k:]
+        return rows
+
+    def count(self, output: Any) -> int:
+        return sum(len(mc.candidates) for row in output for mc in row)

@@ -1,0 +1,429 @@
+"""Heavy resources shared by the linking stages through ``PipelineContext.resource``: the bi-encoder, the KB,
+batched span vectors and entity vectors. Everything heavy is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from glinker.errors import ConfigError, KBError
+from glinker.pipeline.stage import PipelineContext
+
+log = logging.getLogger(__name__)
+
+ENCODER_SECONDS = {"seconds": 0.0}
+"""Wall time spent in text-encoder forward passes by the linking stages (read by benchmarks/el_speed.py)."""
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (so pipeline files can name a database without a password)."""
+    def sub(m: re.Match[str]) -> str:
+        v = os.environ.get(m.group(1))
+        if v is None:
+            if m.group(2) is None:
+                raise ConfigError(f"environment variable {m.group(1)} is not set", where=value,
+                                  fix=f"export {m.group(1)}=..., or write ${{{m.group(1)}:-default}}")
+            return m.group(2)
+        return v
+    return _ENV.sub(sub, value)
+
+
+class KBSource(BaseModel):
+    """A KB read straight from a source (e.g. a SQL table) at warm-up, built into a cache folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str = Field(description="KB adapter: sql, jsonl, csv, wikidata or an installed one.")
+    source: str = Field(description="SQLAlchemy URL or file path; ${VAR:-default} is expanded.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter options, e.g. table, columns.")
+    cache: str | None = Field(default=None, description="Folder for the built KB (default: $GLINKER_CACHE/kb/<hash>).")
+    refresh: Literal["always", "if_missing"] = Field(
+        default="always", description="Re-read the source at every warm-up (always) or only when no KB is cached.")
+    template: str = Field(default="{label}: {description}", description="Entity text template for the encoder.")
+
+
+KBRef = str | KBSource
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
+
+
+def resolve_model_name(context: PipelineContext, model: str | None) -> str:
+    name = model or context.model
+    if not name:
+        raise ConfigError("no model given", where="model",
+                          fix="set `model:` at the top of the pipeline file or on the stage")
+    return name
+
+
+def load_model(context: PipelineContext, model: str | None) -> Any:
+    """The bi-encoder named by the stage or the pipeline (shared by every stage naming it)."""
+    name = resolve_model_name(context, model)
+
+    def factory() -> Any:
+        from glinker.model import BiEncoder
+        from glinker.model import shipped
+
+        path = context.resolve_path(name)
+        if shipped.is_shipped(name) and not Path(str(path)).is_dir():
+            path = str(shipped.materialize(name))
+        m = BiEncoder.from_pretrained(path, device=context.device)
+        log.info("loaded model %s (dim %d)", name, m.dim)
+        return m
+
+    return context.resource(("model", name, context.device), factory)
+
+
+def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None) -> Any:
+    """The KB named by the stage or the pipeline: a KB directory, or a :class:`KBSource` built on first use."""
+    ref: KBRef | None = kb if kb is not None else context.kb
+    if ref is None:
+        raise ConfigError("no knowledge base given", where="kb",
+                          fix="set `kb:` at the top of the pipeline file or on the stage")
+    if isinstance(ref, dict):
+        ref = KBSource.model_validate(ref)
+    if isinstance(ref, KBSource):
+        key = ("kb-source", ref.model_dump_json())
+        name = model or context.model
+        # the model loads first: context.resource is not re-entrant
+        encoder = load_model(context, model) if name and name.lower() != "none" else None
+        return context.resource(key, lambda: _build_source_kb(context, ref, name, encoder))  # type: ignore[arg-type]
+
+    def factory() -> Any:
+        from glinker.kb import KB
+
+        path = context.resolve_path(str(ref))
+        return KB.open(path)
+
+    return context.resource(("kb", str(ref)), factory)
+
+
+def _expand_all(v: Any) -> Any:
+    if isinstance(v, str):
+        return expand_env(v)
+    if isinstance(v, dict):
+        return {k: _expand_all(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_expand_all(x) for x in v]
+    return v
+
+
+def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, encoder: Any) -> Any:
+    from glinker.kb import KB
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    url = expand_env(src.source)
+    options = _expand_all(src.options)
+    ident = json.dumps({"a": src.adapter, "s": url, "o": options, "t": src.template,
+                        "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
+    out = Path(context.resolve_path(src.cache) or "") if src.cache else \
+        _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    if src.refresh == "if_missing" and (out / "CURRENT").is_file():
+        return KB.open(out)
+    cur = out / "CURRENT"
+    if cur.is_file() and time.strftime("%Y%m%dT%H%M%S", time.gmtime()) in cur.read_text(encoding="utf-8"):
+        # generations are named by the second: a rebuild within the same second would collide (KB owner: TODO)
+        time.sleep(1.05)
+    adapter = load_adapter(src.adapter, url, **options)
+    log.info("building the KB from %s source into %s", src.adapter, out)
+    try:
+        build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False)
+    finally:
+        close = getattr(adapter, "close", None)
+        if close is not None:
+            close()
+    return KB.open(out)
+
+
+# ---- span vectors ----------------------------------------------------------------------------------------------
+
+def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                 batch_size: int = 16, cache: "WindowCache | None" = None) -> list[Any]:
+    """(n_spans, D) float32 span vectors per text, with every needed window encoded once per batch of windows
+    (not once per text), or taken from ``cache`` when an earlier stage of the batch encoded it. A span that covers
+    no word gets a zero vector."""
+    import numpy as np
+    import torch
+
+    from glinker.model.words import split_words
+
+    out = [np.zeros((len(s), model.dim), dtype=np.float32) for s in spans]
+    live = [i for i, s in enumerate(spans) if s]
+    if not live:
+        return out
+    splits = [split_words(texts[i]) if spans[i] else split_words("") for i in range(len(texts))]
+    wins = model._windows(splits, "chunk", None)
+    by_text: dict[int, list[int]] = {}
+    for wi, w in enumerate(wins):
+        by_text.setdefault(w.text_index, []).append(wi)
+    win_starts = {i: [wins[q].start for q in qs] for i, qs in by_text.items()}
+    todo: dict[int, list[tuple[int, int, int, int]]] = {}  # window -> (text, span j, local start, local end)
+    for i in live:
+        sp = splits[i]
+        for j, (cs, ce) in enumerate(spans[i]):
+            ws = bisect.bisect_right(sp.ends, cs)
+            we = bisect.bisect_left(sp.starts, ce) - 1
+            if ws >= len(sp.words) or we < ws or i not in by_text:
+                continue
+            cand = by_text[i]  # this text's windows, in word order (starts and ends both increase)
+            starts = win_starts[i]
+            k = max(0, bisect.bisect_right(starts, ws) - 1)
+            best, best_margin = cand[k], None
+            while k >= 0 and wins[cand[k]].end - 1 >= we:  # every window holding the span: the most context wins
+                margin = min(ws - wins[cand[k]].start, wins[cand[k]].end - 1 - we)
+                if best_margin is None or margin > best_margin:
+                    best, best_margin = cand[k], margin
+                k -= 1
+            w = wins[best]
+            ls, le = max(ws, w.start) - w.start, min(we, w.end - 1) - w.start
+            todo.setdefault(best, []).append((i, j, ls, le))
+    if cache is not None:  # windows an earlier stage encoded in this batch
+        with torch.inference_mode():
+            for q in [q for q in todo if cache.get((texts[wins[q].text_index], wins[q].start, wins[q].end)) is not None]:
+                w = wins[q]
+                xw = cache.get((texts[w.text_index], w.start, w.end))[None]
+                items = todo.pop(q)
+                zero = torch.zeros(len(items), dtype=torch.long, device=model.device)
+                v = _span_reps_rows(model, xw, zero, torch.tensor([t[2] for t in items], device=model.device),
+                                    torch.tensor([t[3] for t in items], device=model.device))
+                for k, (i, j, _ls, _le) in enumerate(items):
+                    out[i][j] = v[k]
+    order = sorted(todo, key=lambda q: wins[q].end - wins[q].start)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for b0 in range(0, len(order), batch_size):
+            bq = order[b0:b0 + batch_size]
+            x, _, _ = model._encode_windows(splits, [wins[q] for q in bq])
+            rows, st, en = [], [], []
+            for r, q in enumerate(bq):
+                if cache is not None:
+                    w = wins[q]
+                    cache.put((texts[w.text_index], w.start, w.end), x[r, : w.end - w.start])
+                for (_i, _j, ls, le) in todo[q]:
+                    rows.append(r)
+                    st.append(ls)
+                    en.append(le)
+            r_t = torch.tensor(rows, device=model.device)
+            v = _span_reps_rows(model, x, r_t, torch.tensor(st, device=model.device),
+                                torch.tensor(en, device=model.device))
+            k = 0
+            for q in bq:
+                for (i, j, _ls, _le) in todo[q]:
+                    out[i][j] = v[k]
+                    k += 1
+    ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
+    return out
+
+
+def _span_reps_rows(model: Any, x: Any, rows: Any, starts: Any, ends: Any) -> Any:
+    """Span vectors for (row, start, end) triples of a batch of word vectors, as float32 numpy."""
+    m = model.net.span_rep_layer.span_rep_layer
+    import torch
+
+    s = m.project_start(x[rows, starts])
+    e = m.project_end(x[rows, ends])
+    return m.out_project(torch.relu(torch.cat([s, e], dim=-1))).float().cpu().numpy()
+
+
+# ---- entity vectors --------------------------------------------------------------------------------------------
+
+class EntityVectors:
+    """Entity vectors by id, read back from the KB's FAISS index (never re-encoded), with an LRU cache."""
+
+    def __init__(self, kb: Any, model: Any = None, cache_size: int = 200_000) -> None:
+        self.kb = kb
+        self.model = model
+        self.cache: OrderedDict[str, Any] = OrderedDict()
+        self.cache_size = cache_size
+        self._reconstruct: Any = None
+
+    def _index(self) -> Any:
+        if self._reconstruct is None:
+            idx = self.kb.index().index
+            try:
+                import faiss
+
+                ivf = faiss.extract_index_ivf(idx)
+                ivf.make_direct_map()
+            except Exception:  # not an IVF index: reconstruct works directly (IDMap2)
+                pass
+            self._reconstruct = idx
+        return self._reconstruct
+
+    def get(self, ids: Sequence[str]) -> dict[str, Any]:
+        """id -> (D,) float32 vector for the ids found in the KB index."""
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        missing = []
+        for e in dict.fromkeys(ids):
+            v = self.cache.get(e)
+            if v is None:
+                missing.append(e)
+            else:
+                self.cache.move_to_end(e)
+                out[e] = v
+        if not missing:
+            return out
+        rid_of = _rids_for_ids(self.kb, missing)
+        idx = self._index()
+        found = [e for e in missing if e in rid_of]
+        if found:
+            keys = np.asarray([rid_of[e] for e in found], dtype=np.int64)
+            try:
+                vecs = idx.reconstruct_batch(keys)
+            except RuntimeError:
+                vecs = np.stack([idx.reconstruct(int(k)) for k in keys])
+            for e, v in zip(found, np.asarray(vecs, dtype=np.float32)):
+                out[e] = v
+                self.cache[e] = v
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        return out
+
+
+def _rids_for_ids(kb: Any, ids: Sequence[str]) -> dict[str, int]:
+    """Entity id -> FAISS id (the store's rid). TODO(KB owner): a public ``kb.rids(ids)`` would replace this."""
+    out: dict[str, int] = {}
+    db = kb.store.db
+    for i in range(0, len(ids), 900):
+        part = list(ids[i:i + 900])
+        q = f"SELECT id, rid FROM entities WHERE id IN ({','.join('?' * len(part))})"
+        out.update({e: int(r) for e, r in db.execute(q, part)})
+    return out
+
+
+def check_kb_vectors(kb: Any, model: Any, where: str) -> None:
+    """A KBError naming the stage when the KB has no vectors or was built by another model."""
+    try:
+        kb.check_model(model.fingerprint)
+    except KBError as e:
+        raise KBError(e.message, where=f"{where} ({e.where})", fix=e.fix) from None
+
+
+# ---- entity records --------------------------------------------------------------------------------------------
+
+class EntityCache:
+    """Entity records by id from one KB, fetched in one query per batch and kept in an LRU cache."""
+
+    def __init__(self, kb: Any, size: int = 200_000) -> None:
+        self.kb = kb
+        self.size = size
+        self.cache: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, ids: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        missing = []
+        for e in dict.fromkeys(ids):
+            ent = self.cache.get(e)
+            if ent is None:
+                missing.append(e)
+            else:
+                out[e] = ent
+        if missing:
+            for ent in self.kb.get(missing):
+                out[ent.id] = ent
+                self.cache[ent.id] = ent
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return out
+
+
+def entity_cache(context: PipelineContext, kb: Any) -> EntityCache:
+    return context.resource(("entity-cache", id(kb)), lambda: EntityCache(kb))  # type: ignore[no-any-return]
+
+
+def entity_vectors(context: PipelineContext, kb: Any) -> EntityVectors:
+    return context.resource(("entity-vectors", id(kb)), lambda: EntityVectors(kb))  # type: ignore[no-any-return]
+
+
+# ---- one encoder pass per batch --------------------------------------------------------------------------------
+
+class WindowCache:
+    """Word vectors of recently encoded model windows, keyed by (text, window start, window end), so the stages
+    of one batch encode each text once (mentions, their span vectors, dense retrieval, re-scoring)."""
+
+    def __init__(self, max_windows: int = 128) -> None:
+        self.max = max_windows
+        self.items: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+
+    def get(self, key: tuple[str, int, int]) -> Any:
+        return self.items.get(key)
+
+    def put(self, key: tuple[str, int, int], value: Any) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.max:
+            self.items.popitem(last=False)
+
+
+def window_cache(context: PipelineContext) -> WindowCache:
+    return context.resource("window-cache", WindowCache)  # type: ignore[no-any-return]
+
+
+def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: float, flat_ner: bool,
+                    multi_label: bool, batch_size: int, cache: WindowCache) -> list[list[dict]] | None:
+    """``model.predict`` for span bi-encoders, keeping every window's word vectors in ``cache`` for the span
+    vectors asked for later in the batch. None when the model is not a plain span model (then use predict).
+    TODO(model owner): a public ``predict(..., return_word_vectors=True)`` would replace this."""
+    import torch
+
+    from glinker.model.decoding import greedy_decode
+    from glinker.model.words import split_words
+
+    if model.net.dense or getattr(model.net, "span_mode", "markerV0") == "token_level":
+        return None
+    t0 = time.perf_counter()
+    splits = [split_words(t) for t in texts]
+    results: list[list[dict]] = [[] for _ in texts]
+    if not texts:
+        return results
+    P, names, row_sets = model._label_spec(bank, len(texts))
+    C = P.shape[0]
+    wins = model._windows(splits, "chunk", None)
+    use_fold = model._fold if model._fold is not None else C * 3 < 4 * model.dim
+    folded = model.net.fold_prompts(P) if use_fold and C else None
+    merged: list[dict] = [dict() for _ in texts]
+    order = sorted(range(len(wins)), key=lambda j: -(wins[j].end - wins[j].start))
+    with torch.inference_mode():
+        for b0 in range(0, len(order), batch_size):
+            bw = [wins[j] for j in order[b0:b0 + batch_size]]
+            x, n_words, _ = model._encode_windows(splits, bw)
+            for r, w in enumerate(bw):
+                cache.put((texts[w.text_index], w.start, w.end), x[r, : w.end - w.start])
+            per_win = model._sparse_candidates(x, n_words, P, folded, row_sets, bw, threshold)
+            for w, cands in zip(bw, per_win):
+                n_text = len(splits[w.text_index].words)
+                for s, e, c, p in cands:
+                    gs, ge = w.start + s, w.start + e
+                    left = gs - w.start if w.start > 0 else 1 << 30
+                    right = (w.end - 1 - ge) if w.end < n_text else 1 << 30
+                    margin = min(left, right)
+                    key = (gs, ge, c)
+                    old = merged[w.text_index].get(key)
+                    if old is None or margin > old[0]:
+                        merged[w.text_index][key] = (margin, p)
+    for i, sp in enumerate(splits):
+        local = {u: j for j, u in enumerate(row_sets[i])} if row_sets is not None else None
+        cl = [(gs, ge, local[c] if local is not None else c, p) for (gs, ge, c), (_m, p) in merged[i].items()]
+        cl.sort(key=lambda t: (t[0], t[1] - t[0], t[2]))
+        for s, e, c, p in greedy_decode(cl, flat_ner, multi_label):
+            a, z = sp.starts[s], sp.ends[e]
+            results[i].append({"start": a, "end": z, "text": sp.text[a:z], "label": names[i][c], "score": p})
+    ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
+    return results

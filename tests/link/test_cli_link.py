@@ -1,0 +1,149 @@
+"""`glinker link`: streaming input, bad lines named by line number, results kept and resumed, a 1 MB document."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glinker.cli import app
+from glinker.cli.link import iter_input, run_link
+
+from .conftest import TEXTS
+
+PIPE = """name: t
+model: {model}
+kb: {kb}
+settings: {{batch_size: 2}}
+stages:
+  mentions: {{type: alias_mentions}}
+  a: {{type: alias_candidates, input: mentions}}
+  r: {{type: rescore, input: a, weights: {{biencoder: 0.5, popularity: 1.0, alias: 1.0}}}}
+  links: {{type: select, input: r}}
+"""
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
+    return p
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_link_txt_and_jsonl(pipeline, tmp_path):
+    txt = tmp_path / "in.txt"
+    txt.write_text("\n".join(TEXTS) + "\n\n")
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(txt), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    recs = lines_of(out)
+    assert [r["id"] for r in recs] == ["1", "2", "3", "4"]  # line numbers; the empty line is skipped
+    links = {(r["text"][ln["mention"]["start"]:ln["mention"]["end"]], ln["entity_id"]) for r in recs for ln in r["links"]}
+    assert ("Paris, Texas", "Q830149") in links and ("Steve Jobs", "Q19837") in links and ("Google", "Q95") in links
+    js = tmp_path / "in.jsonl"
+    js.write_text("".join(json.dumps({"id": f"d{i}", "text": t, "source": "x"}) + "\n" for i, t in enumerate(TEXTS)))
+    out2 = tmp_path / "out2.jsonl"
+    assert run_link(js, pipeline, out2)["written"] == 4
+    recs2 = lines_of(out2)
+    assert [r["id"] for r in recs2] == ["d0", "d1", "d2", "d3"] and recs2[0]["meta"] == {"source": "x"}
+    assert [r["links"] for r in recs2] == [r["links"] for r in recs]
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (b"{not json}\n", "invalid JSON"),
+    (b'{"id": "x", "txt": "no text field"}\n', "no string field 'text'"),
+    (b'{"id": "x", "text": "caf\xe9 latin-1"}\n', "not valid UTF-8"),
+])
+def test_bad_line_is_named_and_earlier_batches_are_kept(pipeline, tmp_path, bad, needle):
+    good = [json.dumps({"id": f"g{i}", "text": t}).encode() + b"\n" for i, t in enumerate(TEXTS)]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(good[:3]) + bad + good[3])  # bad input on line 4
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2
+    assert f"{src}:4" in res.output and needle in res.output
+    assert [r["id"] for r in lines_of(out)] == ["g0", "g1", "g2"]  # written before the error, never lost
+    # fix the line and re-run: it resumes after what is there
+    src.write_bytes(b"".join(good))
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert [r["id"] for r in lines_of(out)] == ["g0", "g1", "g2", "g3"]
+    assert "3 already done" in res.output
+
+
+def test_skip_bad_and_no_resume(pipeline, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"id": "a", "text": "Paris"}\n\xff\xfe\n{oops\n   \n{"id": "b", "text": "Berlin"}\n')
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "old", "text": "x", "links": []}\n')
+    counts = run_link(src, pipeline, out, skip_bad=True, resume=False)
+    assert counts == {"written": 2, "skipped_done": 0, "bad": 2}
+    assert [r["id"] for r in lines_of(out)] == ["a", "b"]
+
+
+def test_cut_last_line_is_repaired_on_resume(pipeline, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.jsonl"
+    run_link(src, pipeline, out)
+    full = out.read_text()
+    first_two = "".join(full.splitlines(keepends=True)[:2])
+    out.write_text(first_two + full.splitlines(keepends=True)[2][:25])  # a crash cut line 3
+    run_link(src, pipeline, out)
+    assert out.read_text() == full
+
+
+def test_one_megabyte_document(tmp_path, tiny_model, tiny_kb):
+    # the model's long-text windows are tested in tests/model; here: reading, detection, linking, writing
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("biencoder: 0.5, ", ""))
+    para = "Steve Jobs met John Smith in Paris and Berlin. " * 22_000  # ~1 MB on one line
+    src = tmp_path / "big.txt"
+    src.write_text(para + "\n")
+    out = tmp_path / "out.jsonl"
+    assert run_link(src, pipeline, out)["written"] == 1
+    [rec] = lines_of(out)
+    assert len(rec["text"]) == len(para)
+    assert sum(1 for ln in rec["links"] if ln["entity_id"] == "Q19837") == 22_000
+
+
+def test_streams_input_lazily(tmp_path):
+    src = tmp_path / "in.jsonl"
+    with open(src, "w") as f:
+        for i in range(100_000):
+            f.write(json.dumps({"id": i, "text": f"doc {i}"}) + "\n")
+    it = iter_input(src, "jsonl", False)
+    assert next(it) == (1, {"id": "0", "text": "doc 0"})
+    it.close()
+
+
+def test_html_output_and_mentions_only_pipeline(tmp_path, tiny_model, tiny_kb):
+    p = tmp_path / "m.yaml"
+    p.write_text(f"name: m\nkb: {tiny_kb}\nstages:\n  mentions: {{type: alias_mentions}}\n")
+    src = tmp_path / "in.txt"
+    src.write_text("Paris and Berlin\n")
+    run_link(src, p, tmp_path / "m.jsonl")
+    [rec] = lines_of(tmp_path / "m.jsonl")
+    assert [m["text"] for m in rec["mentions"]] == ["Paris", "Berlin"]
+    lp = tmp_path / "l.yaml"
+    lp.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
+    run_link(src, lp, tmp_path / "out.html")
+    assert 'data-entity="Q64"' in (tmp_path / "out.html").read_text()
+
+
+def test_console_script_runs(pipeline, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Paris\n")
+    out = tmp_path / "o.jsonl"
+    r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), str(src), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert lines_of(out)[0]["links"][0]["entity_id"] == "Q90"

@@ -1,0 +1,43 @@
+"""`glinker eval el --pipeline`: a linking pipeline's output scored against AIDA-format gold."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from glinker.cli import app
+
+GOLD = [
+    {"id": "a1", "text": "Paris is in France, not in Zorblax.",
+     "mentions": [{"start": 0, "end": 5, "mention": "Paris", "wikipedia_title": "Paris", "wikidata_qid": "Q90"},
+                  {"start": 12, "end": 18, "mention": "France", "wikipedia_title": "France", "wikidata_qid": "Q142"},
+                  {"start": 27, "end": 34, "mention": "Zorblax"}]},
+    {"id": "a2", "text": "Steve Jobs met Paris, Texas.",
+     "mentions": [{"start": 0, "end": 10, "mention": "Steve Jobs", "wikipedia_title": "Steve_Jobs",
+                   "wikidata_qid": "Q19837"},
+                  {"start": 15, "end": 27, "mention": "Paris, Texas", "wikipedia_title": "Paris,_Texas",
+                   "wikidata_qid": "Q830149"}]},
+]
+
+
+def test_eval_el_runs_a_pipeline(tmp_path, tiny_model, tiny_kb):
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in GOLD))
+    for name, mentions in (("e2e", "alias_mentions"), ("ed", "given_mentions")):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(f"name: {name}\nkb: {tiny_kb}\nstages:\n  m: {{type: {mentions}}}\n"
+                     "  a: {type: alias_candidates, input: m}\n"
+                     "  r: {type: rescore, input: a, weights: {popularity: 1.0}}\n"
+                     "  links: {type: select, input: r}\n")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("Q90\nQ142\nQ19837\n")
+    r = CliRunner().invoke(app, ["eval", "el", "-p", str(tmp_path / "e2e.yaml"), "--data", str(data),
+                                 "--kb-ids", str(ids)])
+    assert r.exit_code == 0, r.output
+    # alias mentions find Paris, France, Steve Jobs, "Paris, Texas" (longest); all four are linked correctly
+    assert r.output.strip().splitlines()[-1] == "el_f1=1.0000 ed_acc=1.0000 kb_coverage=0.7500"
+    r = CliRunner().invoke(app, ["eval", "el", "-p", str(tmp_path / "ed.yaml"), "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    assert "NIL accuracy         1.0000  (1/1)" in r.output
+    assert r.output.strip().splitlines()[-1] == "el_f1=1.0000 ed_acc=1.0000 kb_coverage=n/a"

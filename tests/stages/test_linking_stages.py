@@ -1,0 +1,278 @@
+"""The linking stages on a tiny real bi-encoder and a tiny real KB (SQLite aliases + FAISS vectors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glinker.errors import PipelineError
+from glinker.pipeline import Pipeline, loads_spec
+from glinker.types import NIL, Document, LinkedDocument, Mention
+
+from .conftest import TEXTS
+
+
+def pipe(yaml: str, model: Path, kb: Path) -> Pipeline:
+    return Pipeline(loads_spec(f"name: t\nmodel: {model}\nkb: {kb}\n" + yaml))
+
+
+def given(*spans: tuple[int, int], text: str) -> Document:
+    return Document(id="d", text=text, meta={"mentions": [{"start": s, "end": e} for s, e in spans]})
+
+
+def test_alias_candidates_keep_every_homonym_sorted_before_the_limit(tiny_model, tiny_kb):
+    p = pipe("""stages:
+  m: {type: given_mentions}
+  c: {type: alias_candidates, input: m, top_k: 2}
+""", tiny_model, tiny_kb)
+    text = "Paris is nice."
+    [row] = p([given((0, 5), text=text)])
+    [mc] = row
+    # three entities are named Paris; the two most popular survive the cut (the cut comes after sorting)
+    assert [c.entity_id for c in mc.candidates] == ["Q90", "Q167646"]
+    assert all(c.source == "alias" and c.scores["alias"] == 1.0 for c in mc.candidates)  # all labelled Paris
+    p3 = pipe("""stages:
+  m: {type: given_mentions}
+  c: {type: alias_candidates, input: m, top_k: 10}
+""", tiny_model, tiny_kb)
+    [[mc]] = p3([given((0, 5), text=text)])
+    assert sorted(c.entity_id for c in mc.candidates) == ["Q167646", "Q830149", "Q90"]
+
+
+def test_alias_variants_and_normalisation(tiny_model, tiny_kb):
+    p = pipe("""stages:
+  m: {type: given_mentions}
+  c: {type: alias_candidates, input: m}
+""", tiny_model, tiny_kb)
+    text = "GOOGLE's  results; the   City of Light"
+    [row] = p([given((0, 8), (19, 38), text=text)])
+    assert [c.entity_id for c in row[0].candidates] == ["Q95"]
+    assert row[0].candidates[0].scores["alias"] == 0.9  # found through the possessive variant
+    assert [c.entity_id for c in row[1].candidates] == ["Q90"]
+
+
+def test_fuzzy_candidates_keep_their_entity_ids(tiny_model, tiny_kb):
+    p = pipe("""stages:
+  m: {type: given_mentions}
+  c: {type: fuzzy_candidates, input: m, score_cutoff: 80}
+""", tiny_model, tiny_kb)
+    text = "Steve Jbos met Goggle and Paris."
+    [row] = p([given((0, 10), (15, 21), (26, 31), text=text)])
+    assert [c.entity_id for c in row[0].candidates] == ["Q19837"]
+    assert row[0].candidates[0].source == "fuzzy" and 0.8 <= row[0].candidates[0].score < 1.0
+    assert [c.entity_id for c in row[1].candidates] == ["Q95"]
+    assert row[2].candidates == []  # exact alias exists: skipped by default
+
+
+def test_dense_candidates_score_is_span_dot_entity(tiny_model, tiny_kb):
+    from glinker.kb import KB
+    from glinker.model import BiEncoder
+
+    p = pipe("""stages:
+  m: {type: given_mentions}
+  c: {type: dense_candidates, input: m, top_k: 12}
+""", tiny_model, tiny_kb)
+    text = "Steve Jobs founded Apple in California."
+    [row] = p([given((0, 10), (19, 24), text=text)])
+    enc = BiEncoder.from_pretrained(tiny_model)
+    [spans] = enc.span_vectors([text], [[(0, 10), (19, 24)]])
+    kb = KB.open(tiny_kb)
+    ids = [e.id for e in kb.get([c.entity_id for c in row[0].candidates])]
+    assert len(row[0].candidates) == 12  # every entity of the KB, all with ids
+    texts = [kb.template.render(e) for e in kb.get(ids)]
+    ev = dict(zip(ids, enc.encode_entities(texts)))
+    for j, mc in enumerate(row):
+        scores = [c.scores["dense"] for c in mc.candidates]
+        assert scores == sorted(scores, reverse=True)
+        for c in mc.candidates:
+            assert c.scores["dense"] == pytest.approx(float(spans[j] @ ev[c.entity_id]), abs=1e-3)
+
+
+def test_batched_span_vectors_match_the_model(tiny_model):
+    from glinker.model import BiEncoder
+    from glinker.stages.resources import span_vectors
+
+    enc = BiEncoder.from_pretrained(tiny_model)
+    long_text = " ".join(["john smith lives in paris"] * 40)  # several model windows
+    texts = ["Steve Jobs founded Apple.", "", long_text, "Paris, Texas"]
+    spans = [[(0, 10), (19, 24)], [], [(0, 10), (len(long_text) - 5, len(long_text))], [(0, 12)]]
+    ours = span_vectors(enc, texts, spans, batch_size=2)
+    ref = enc.span_vectors(texts, spans)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_rescore_weights_and_every_score_kept(tiny_model, tiny_kb):
+    y = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  d: {type: dense_candidates, input: m, top_k: 3}
+  r: {type: rescore, inputs: [a, d], weights: {popularity: 1.0}}
+  links: {type: select, input: r, top_k: 10}
+"""
+    p = pipe(y, tiny_model, tiny_kb)
+    [doc] = p.link([given((0, 5), text="Paris is nice.")])
+    assert isinstance(doc, LinkedDocument)
+    [ln] = doc.links
+    assert ln.entity_id == "Q90" and ln.label == "Paris"  # most popular wins with popularity only
+    c0 = ln.candidates[0]
+    assert {"alias", "popularity", "r"} <= set(c0.scores)
+    # homonyms survive the merge with the dense set
+    assert {"Q90", "Q167646", "Q830149"} <= {c.entity_id for c in ln.candidates}
+    # the bi-encoder alone ranks by the dot product, which the dense stage measured
+    p2 = pipe(y.replace("{popularity: 1.0}", "{biencoder: 1.0}"), tiny_model, tiny_kb)
+    [doc2] = p2.link([given((0, 5), text="Paris is nice.")])
+    cands = doc2.links[0].candidates
+    bi = [c.scores["biencoder"] for c in cands]
+    assert bi == sorted(bi, reverse=True)
+    for c in cands:
+        if "dense" in c.scores:
+            assert c.scores["biencoder"] == pytest.approx(1 / (1 + np.exp(-c.scores["dense"])), abs=1e-4)
+
+
+def test_type_prior(tiny_model, tiny_kb):
+    y = """stages:
+  m: {type: given_mentions, default_label: person}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  r: {type: rescore, input: a, weights: {popularity: 0.2, type: 1.0}, type_map: {person: [Q5]}}
+  links: {type: select, input: r}
+"""
+    [doc] = pipe(y, tiny_model, tiny_kb).link([given((0, 5), text="Paris killed Achilles.")])
+    assert doc.links[0].entity_id == "Q167646"  # the only Paris who is a person
+    assert doc.links[0].candidates[0].scores["type"] == 1.0
+
+
+def test_select_nil_threshold_and_top_k(tiny_model, tiny_kb):
+    y = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  r: {type: rescore, input: a, weights: {popularity: 1.0, alias: 1.0}}
+  links: {type: select, input: r, nil_threshold: NT, top_k: 2}
+"""
+    text = "Paris and Zorblax."
+    doc = given((0, 5), (10, 17), text=text)
+    [out] = pipe(y.replace("NT", "0.5"), tiny_model, tiny_kb).link([doc])
+    paris, zorb = out.links
+    assert paris.entity_id == "Q90" and len(paris.candidates) == 2 and paris.confidence == pytest.approx(1.0)
+    assert zorb.entity_id == NIL and zorb.candidates == []
+    [out] = pipe(y.replace("NT", "1.01"), tiny_model, tiny_kb).link([doc])
+    assert out.links[0].entity_id == NIL and out.links[0].candidates[0].entity_id == "Q90"
+
+
+def test_alias_mentions_longest_match(tiny_model, tiny_kb):
+    p = pipe("stages:\n  m: {type: alias_mentions}\n", tiny_model, tiny_kb)
+    [ms] = p(["Paris, Texas is not Paris. The apple fell on Apple Inc. and the city of light."])
+    got = [(m.text) for m in ms]
+    # longest first ("Paris, Texas", "Apple Inc."), no lower-case common words ("apple", "city of light")
+    assert got == ["Paris, Texas", "Paris", "Apple Inc."]
+    assert all(isinstance(m, Mention) for m in ms)
+
+
+def test_biencoder_mentions_carry_span_vectors(tiny_model, tiny_kb):
+    from glinker.model import BiEncoder
+    from glinker.stages.records import mention_vector
+
+    p = pipe("stages:\n  m: {type: biencoder_mentions, labels: [person, location], threshold: 0.0}\n",
+             tiny_model, tiny_kb)
+    [ms] = p(["Steve Jobs lives in Paris."])
+    assert ms and all(m.label in ("person", "location") for m in ms)
+    enc = BiEncoder.from_pretrained(tiny_model)
+    [ref] = enc.span_vectors(["Steve Jobs lives in Paris."], [[(m.start, m.end) for m in ms]])
+    np.testing.assert_allclose(np.stack([mention_vector(m) for m in ms]), ref, atol=1e-4)
+
+
+def test_full_pipeline_links_and_writes(tiny_model, tiny_kb, tmp_path):
+    out = tmp_path / "out.html"
+    y = f"""stages:
+  ner: {{type: biencoder_mentions, labels: [person, organization, location], threshold: 0.4}}
+  am: {{type: alias_mentions}}
+  mentions: {{type: merge_mentions, inputs: [am, ner], overlap: first_input}}
+  a: {{type: alias_candidates, input: mentions}}
+  f: {{type: fuzzy_candidates, input: mentions}}
+  d: {{type: dense_candidates, input: mentions}}
+  r: {{type: rescore, inputs: [a, f, d], weights: {{biencoder: 0.5, popularity: 0.2, alias: 1.0}}}}
+  links: {{type: select, input: r, nil_threshold: 0.5}}
+  html: {{type: write_links, input: links, path: {out}}}
+  jsonl: {{type: write_links, input: links, path: {tmp_path / 'out.jsonl'}}}
+output: links
+"""
+    p = pipe(y, tiny_model, tiny_kb)
+    docs = p.link(TEXTS, batch_size=2)
+    assert len(docs) == len(TEXTS) and all(isinstance(d, LinkedDocument) for d in docs)
+    linked = {(d.text[ln.mention.start:ln.mention.end], ln.entity_id) for d in docs for ln in d.links}
+    assert ("Steve Jobs", "Q19837") in linked and ("Paris, Texas", "Q830149") in linked
+    assert ("Google", "Q95") in linked
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(x)["text"] for x in lines] == TEXTS  # two batches, appended
+    page = out.read_text()
+    assert 'data-entity="Q830149"' in page and page.count("<section") == len(TEXTS)
+
+
+def test_wrong_kind_is_rejected_before_loading(tiny_model, tiny_kb):
+    with pytest.raises(PipelineError) as ei:
+        pipe("stages:\n  m: {type: given_mentions}\n  links: {type: select, input: m}\n", tiny_model, tiny_kb)
+    assert "E243" in str(ei.value)
+    with pytest.raises(PipelineError) as ei:
+        pipe("stages:\n  m: {type: given_mentions}\n  a: {type: alias_candidates, input: m}\n"
+             "  r: {type: rescore, input: a, weights: {popularity: 1, popularty: 2}}\n", tiny_model, tiny_kb)
+    assert "popularty" in str(ei.value)
+
+
+def test_kb_built_by_another_model_is_an_error(tiny_kb, tmp_path):
+    from glinker.errors import GlinkerError
+    from glinker.model.testing import build_tiny_checkpoint
+
+    other = build_tiny_checkpoint(tmp_path / "other", text_encoder="bert", seed=1)
+    p = pipe("stages:\n  m: {type: given_mentions}\n  d: {type: dense_candidates, input: m}\n", other, tiny_kb)
+    with pytest.raises(GlinkerError) as ei:
+        p([given((0, 5), text="Paris")])
+    assert "fingerprint" in str(ei.value) and "stage 'd'" in str(ei.value)
+
+
+def test_one_encoder_pass_per_batch(tiny_model, tiny_kb, monkeypatch):
+    """Mentions, their span vectors, alias-only mentions' vectors, dense retrieval and re-scoring share one
+    forward pass over each window; the results equal the model's own predict and span_vectors."""
+    from glinker.model import BiEncoder
+    from glinker.model.biencoder import BiEncoder as BE
+    from glinker.stages.resources import WindowCache, predict_encoded
+
+    enc = BiEncoder.from_pretrained(tiny_model)
+    long_text = " ".join(["john smith lives in paris and works for google"] * 30)
+    texts = TEXTS + [long_text]
+    bank = enc.encode_labels(["person", "location", "organization"])
+    ref = enc.predict(texts, bank, threshold=0.2, batch_size=3)
+    got = predict_encoded(enc, texts, bank, 0.2, True, False, 3, WindowCache())
+    assert [[(e["start"], e["end"], e["label"]) for e in r] for r in ref] == \
+        [[(e["start"], e["end"], e["label"]) for e in r] for r in got]
+    assert [[round(e["score"], 5) for e in r] for r in ref] == [[round(e["score"], 5) for e in r] for r in got]
+
+    calls = {"windows": 0}
+    orig = BE._encode_windows
+
+    def counting(self, splits, wins):
+        calls["windows"] += len(wins)
+        return orig(self, splits, wins)
+
+    monkeypatch.setattr(BE, "_encode_windows", counting)
+    y = """stages:
+  ner: {type: biencoder_mentions, labels: [person, location, organization], threshold: 0.3}
+  am: {type: alias_mentions}
+  mentions: {type: merge_mentions, inputs: [ner, am], overlap: keep_all}
+  d: {type: dense_candidates, input: mentions}
+  r: {type: rescore, input: d, weights: {biencoder: 1.0}}
+  links: {type: select, input: r}
+"""
+    p = pipe(y, tiny_model, tiny_kb)
+    docs = p.link(texts, batch_size=8)
+    n_windows = len(enc._windows([__import__("glinker.model.words", fromlist=["x"]).split_words(t) for t in texts],
+                                 "chunk", None))
+    assert calls["windows"] == n_windows  # every window encoded exactly once
+    # and the vectors are right: the re-scored bi-encoder score equals the dense (span · entity) score
+    for doc in docs:
+        for ln in doc.links:
+            for c in ln.candidates:
+                assert c.scores["biencoder"] == pytest.approx(1 / (1 + np.exp(-c.scores["dense"])), abs=1e-4)
