@@ -105,6 +105,13 @@ def ner(
         False, "--truncate", help="Cut long texts like gliner instead of chunking them."
     ),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    label_top_k: int | None = typer.Option(
+        None,
+        "--label-top-k",
+        min=0,
+        help="Score each span against only the K labels a FAISS index retrieves (0: every label; "
+        "default: 64 for label banks of 250,000 labels or more, every label below).",
+    ),
 ) -> None:
     """Find entities of the given LABELS in INPUT and write one JSON line per document.
 
@@ -132,6 +139,7 @@ def ner(
                 multi_label=multi_label,
                 batch_size=batch_size,
                 long_text="truncate" if truncate else "chunk",
+                label_top_k=label_top_k,
             )
             for d, ents in zip(chunk, res):
                 rec = {**d, "entities": list(ents), "truncated": bool(getattr(ents, "truncated", False))}

@@ -13,12 +13,14 @@ from typing import Any
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
-from glinker.model.scoring import score_rows
+from glinker.model.scoring import score_rows, score_rows_topk
 from glinker.model.words import SplitText, Window, plan_windows, split_words, subtoken_counts, tokenize_words
 
 log = logging.getLogger(__name__)
 
 LONG_TEXT_MODES = ("chunk", "truncate")
+# labels retrieved per span when a large label bank is scored through its FAISS index
+DEFAULT_LABEL_TOP_K = 64
 
 
 class Entities(list):
@@ -338,11 +340,18 @@ class BiEncoder:
         batch_size: int = 8,
         long_text: str = "chunk",
         overlap: int | None = None,
+        label_top_k: int | None = None,
     ) -> list[list[dict]]:
         """Entities per text: dicts with start/end (character offsets), text, label, score.
 
         Long texts are split into overlapping windows and merged (``long_text="chunk"``); ``"truncate"``
         reproduces gliner (cut at ``max_len`` words and the tokenizer limit) and marks results ``truncated``.
+
+        ``label_top_k=K`` scores each span only against the K labels with the largest inner product, found
+        with a FAISS index (the bank's own, or a temporary exact one for a label list), then computes those
+        logits exactly; threshold and decoding are unchanged. ``None`` (default) does so with
+        ``DEFAULT_LABEL_TOP_K`` for a LabelBank of at least ``bank.index_threshold`` labels and scores
+        exhaustively otherwise; ``0`` always scores exhaustively.
         """
         import torch
 
@@ -358,9 +367,11 @@ class BiEncoder:
             return results
         P, names, row_sets = self._label_spec(labels_or_bank, len(texts))
         C = P.shape[0]
+        search = self._label_search(labels_or_bank, label_top_k, P, row_sets)
         wins = self._windows(splits, long_text, overlap)
         # Folding the span output layer into P saves 4D^2 per span and costs 3D per span x label.
         use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim
+        use_fold = use_fold and search is None
         folded = self.net.fold_prompts(P) if use_fold and C and not self.net.dense else None
         by_text: dict[int, list[Window]] = {}
         for w in wins:
@@ -377,7 +388,7 @@ class BiEncoder:
                 if self.net.dense:
                     per_win = self._dense_candidates(x, n_words, P, row_sets, bw, threshold)
                 else:
-                    per_win = self._sparse_candidates(x, n_words, P, folded, row_sets, bw, threshold)
+                    per_win = self._sparse_candidates(x, n_words, P, folded, row_sets, bw, threshold, search)
                 for w, cands in zip(bw, per_win):
                     n_text = len(splits[w.text_index].words)
                     for s, e, c, p in cands:
@@ -415,8 +426,53 @@ class BiEncoder:
                 res.append({"start": a, "end": z, "text": sp.text[a:z], "label": names[i][c], "score": p})
         return results
 
+    def _label_search(self, labels: Any, top_k: int | None, P: Any, row_sets: Any) -> Any:
+        """(k, search function) for retrieval scoring, or None to score every label."""
+        bank = labels if isinstance(labels, LabelBank) else None
+        C = int(P.shape[0])
+        if top_k is None:
+            if bank is None or len(bank) < bank.index_threshold or self.net.dense:
+                return None
+            top_k = DEFAULT_LABEL_TOP_K
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ConfigError(
+                f"label_top_k must be a non-negative int or None, got {top_k!r}",
+                where="label_top_k",
+                fix="e.g. label_top_k=64, or 0 to score every label",
+            )
+        if top_k == 0:
+            return None
+        if self.net.dense:
+            raise ConfigError(
+                "label retrieval needs label vectors that do not depend on the text",
+                where="label_top_k",
+                fix="use a markerV0 span model without post_fusion_schema, or label_top_k=0",
+            )
+        if row_sets is not None:
+            raise ConfigError(
+                "label retrieval works on one label set shared by all texts",
+                where="label_top_k",
+                fix="pass one label list or LabelBank for all texts, or label_top_k=0",
+            )
+        if top_k >= C:  # retrieving every label is exhaustive scoring
+            return None
+        if bank is not None:
+            return top_k, bank.search
+        from glinker.model.labels import build_faiss_index, search_index
+
+        index = build_faiss_index(P, "Flat")
+        return top_k, lambda q, k: search_index(index, q, k)
+
     def _sparse_candidates(
-        self, x: Any, n_words: Any, P: Any, folded: Any, row_sets: Any, bw: Sequence[Window], threshold: float
+        self,
+        x: Any,
+        n_words: Any,
+        P: Any,
+        folded: Any,
+        row_sets: Any,
+        bw: Sequence[Window],
+        threshold: float,
+        search: Any = None,
     ) -> list[list[tuple[int, int, int, float]]]:
         """Dot-product span models: (start, end, class, prob) per window, never the dense logits tensor."""
         import torch
@@ -434,7 +490,9 @@ class BiEncoder:
             if bi.numel() == 0:
                 continue
             hid = (a[:, :L] + c[:, k:]).reshape(B * L, -1).index_select(0, bi * L + si).relu_()
-            if folded is not None:
+            if search is not None:
+                r, cc, p = score_rows_topk(self.net.span_out(hid), P, threshold, search[0], search[1])
+            elif folded is not None:
                 r, cc, p = score_rows(hid, folded[0], threshold, folded[1], bi, cmask)
             else:
                 r, cc, p = score_rows(self.net.span_out(hid), P, threshold, None, bi, cmask)

@@ -9,7 +9,9 @@ the result is identical to thresholding the dense tensor.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -86,6 +88,52 @@ def score_rows(
         order = torch.argsort(r * C + c, stable=True)  # row-major (span, class), as gliner's torch.where
         r, c, p = r[order], c[order], p[order]
     return r, c, p
+
+
+def score_rows_topk(
+    reps: torch.Tensor,
+    prompts: torch.Tensor,
+    threshold: float,
+    top_k: int,
+    search: Callable[[Any, int], Any],
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`score_rows`, but each row is scored only against the ``top_k`` labels ``search`` retrieves.
+
+    ``search(queries (n, D) float32 numpy, k)`` returns (n, k) int64 label rows by inner product (-1: none),
+    e.g. ``LabelBank.search``. The retrieved labels' logits are then computed exactly and thresholded with
+    gliner's ``sigmoid(logit) > t``. With an exact index and ``top_k`` at least the number of labels above
+    the threshold for every row, the result equals :func:`score_rows`.
+    """
+    n, C = reps.shape[0], prompts.shape[0]
+    empty = torch.zeros(0, dtype=torch.long, device=reps.device)
+    if n == 0 or C == 0 or threshold >= 1.0 or top_k < 1:
+        return empty, empty, torch.zeros(0, device=reps.device)
+    k = min(int(top_k), C)
+    D = reps.shape[1]
+    # rows per step: the gathered (rows, k, D) label vectors and (rows, k) logits stay under the budget
+    step = max(1, int(budget_bytes // (4 * k * (D + 1))))
+    parts_r, parts_c, parts_p = [], [], []
+    for r0 in range(0, n, step):
+        q = reps[r0 : r0 + step]
+        ids = torch.as_tensor(search(q.detach().float().cpu().numpy(), k), dtype=torch.long)
+        ids = ids.to(reps.device)
+        ok = ids >= 0
+        lab = prompts[ids.clamp_min(0)].to(reps.dtype)  # (rows, k, D)
+        logits = torch.einsum("nd,nkd->nk", q, lab).float()
+        p = torch.sigmoid(logits)
+        keep = ok & (p > threshold)
+        r, j = torch.nonzero(keep, as_tuple=True)
+        if r.numel() == 0:
+            continue
+        parts_r.append(r + r0)
+        parts_c.append(ids[r, j])
+        parts_p.append(p[r, j])
+    if not parts_r:
+        return empty, empty, torch.zeros(0, device=reps.device)
+    r, c, p = torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_p)
+    order = torch.argsort(r * C + c, stable=True)  # row-major (span, class), as gliner's torch.where
+    return r[order], c[order], p[order]
 
 
 def score_candidates(

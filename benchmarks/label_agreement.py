@@ -1,0 +1,103 @@
+"""Agreement of retrieved (FAISS top-k labels per span) vs exhaustive NER scoring with a large label bank.
+
+    .venv/bin/python benchmarks/label_agreement.py                    # 100k labels, Flat and HNSW32 indexes
+    .venv/bin/python benchmarks/label_agreement.py --labels 10000 --texts 8   # smaller, quicker
+
+Checkpoint, texts and label strings come from ``benchmarks/ner_speed.py`` (edge-sized random-weight
+ModernBERT text encoder + the real all-MiniLM-L6-v2 label encoder, D=512). The label bank is encoded once and
+cached beside the checkpoint. For each index the same texts are predicted with ``label_top_k=0`` (every label
+scored) and with ``label_top_k=K`` (retrieval). A *span* is a (text, start, end) that carries an entity in
+either result; it *agrees* when both results give it the same label (scores equal to 1e-5). The last line is
+``agreement_<factory>=<share>`` for the last index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from ner_speed import build_edge_checkpoint, make_labels, make_texts, minilm_dir, peak_rss_mb
+
+
+def agreement(a: list, b: list) -> tuple[float, int, int]:
+    """(share of spans with identical results, agreeing spans, spans)."""
+    sa = {(i, e["start"], e["end"]): e for i, r in enumerate(a) for e in r}
+    sb = {(i, e["start"], e["end"]): e for i, r in enumerate(b) for e in r}
+    keys = set(sa) | set(sb)
+    same = sum(
+        1
+        for k in keys
+        if k in sa
+        and k in sb
+        and sa[k]["label"] == sb[k]["label"]
+        and abs(sa[k]["score"] - sb[k]["score"]) <= 1e-5
+    )
+    return (same / len(keys) if keys else 1.0), same, len(keys)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", type=int, default=100_000)
+    ap.add_argument("--texts", type=int, default=16, help="number of ~64-token texts")
+    ap.add_argument("--top-k", type=int, default=64)
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--factories", default="Flat,HNSW32", help="comma-separated faiss factory strings")
+    ap.add_argument("--threads", type=int, default=2)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glinker" / "bench"
+    ap.add_argument("--ckpt", type=Path, default=cache / "edge-bi-modernbert-minilm-v1")
+    a = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from glinker.errors import DataError
+    from glinker.model import BiEncoder, LabelBank
+
+    torch.set_num_threads(a.threads)
+    ckpt = build_edge_checkpoint(a.ckpt)
+    m = BiEncoder.from_pretrained(ckpt)
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    texts = make_texts(tok, a.texts, 64, seed=1)
+    bank_dir = a.ckpt.parent / f"label-bank-{a.labels}-{m.fingerprint[:12]}"
+    t0 = time.perf_counter()
+    try:
+        bank = LabelBank.load(bank_dir)
+        print(f"label bank: {len(bank)} labels loaded from {bank_dir}")
+    except DataError:
+        bank = m.encode_labels(make_labels(a.labels), progress=sys.stderr.isatty())
+        bank.save(bank_dir)
+        print(f"label bank: {len(bank)} labels encoded in {time.perf_counter() - t0:.0f} s -> {bank_dir}")
+
+    t0 = time.perf_counter()
+    exhaustive = m.predict(texts, bank, threshold=a.threshold, label_top_k=0)
+    t_ex = time.perf_counter() - t0
+    n_ent = sum(map(len, exhaustive))
+    print(f"exhaustive: {n_ent} entities in {len(texts)} texts, {t_ex:.1f} s")
+    last = None
+    for f in [x.strip() for x in a.factories.split(",") if x.strip()]:
+        t0 = time.perf_counter()
+        bank.build_index(f)
+        t_build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = m.predict(texts, bank, threshold=a.threshold, label_top_k=a.top_k)
+        t_ret = time.perf_counter() - t0
+        share, same, n = agreement(exhaustive, got)
+        print(
+            f"{f:>10} k={a.top_k}: {same}/{n} spans identical = {share:.4f}; "
+            f"index build {t_build:.1f} s, predict {t_ret:.1f} s (exhaustive {t_ex:.1f} s)"
+        )
+        last = (f, share)
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    if last is not None:
+        print(f"agreement_{last[0]}={last[1]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Retrieval scoring (FAISS top-k labels per span) against exhaustive scoring, and the label-bank index."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glinker.errors import ConfigError, DataError
+from glinker.model import BiEncoder, LabelBank
+from glinker.model.scoring import score_rows, score_rows_topk
+from glinker.model.testing import build_tiny_checkpoint
+
+faiss = pytest.importorskip("faiss")
+
+TEXTS = [
+    "Alice met Bob in Paris on Monday and they visited the old museum near the river.",
+    "The company opened a new office in Berlin while the team played football at the stadium.",
+    "A small red boat sailed north past the bridge, and the mayor of the city gave a speech.",
+]
+
+
+def _labels(n: int) -> list[str]:
+    adj = "red blue green old new big small north south east west royal public private".split()  # noqa: SIM905
+    noun = "person city river team company museum bridge boat office mayor speech stadium".split()  # noqa: SIM905
+    return [f"{adj[i % len(adj)]} {noun[(i // len(adj)) % len(noun)]} {i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> BiEncoder:
+    d = build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "bert", "bert")
+    return BiEncoder.from_pretrained(d)
+
+
+def _key(res):
+    return [[(e["start"], e["end"], e["label"]) for e in ents] for ents in res]
+
+
+def _assert_same(a, b):
+    assert _key(a) == _key(b)
+    for ea, eb in zip(a, b):
+        for x, y in zip(ea, eb):
+            assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+
+
+def _max_above(model, bank, threshold):
+    """The largest number of labels above ``threshold`` for any valid span (exhaustive logits)."""
+    from glinker.model.words import split_words
+
+    words = [split_words(t).words for t in TEXTS]
+    logits = model.dense_logits(words, bank.prompts)  # (B, W, K, C)
+    return int((torch.sigmoid(logits) > threshold).sum(-1).max())
+
+
+def test_score_rows_topk_exact_flat_equals_score_rows():
+    g = torch.Generator().manual_seed(0)
+    reps = torch.randn(300, 16, generator=g)
+    prompts = torch.randn(2000, 16, generator=g) * 0.6
+    t = 0.9
+    r0, c0, p0 = score_rows(reps, prompts, t)
+    per_row = torch.bincount(r0, minlength=300).max().item()
+    assert 0 < per_row < 2000  # the test is meaningful: some but not all labels pass
+    bank = LabelBank([str(i) for i in range(2000)], [str(i) for i in range(2000)], prompts)
+    bank.build_index("Flat")
+    r1, c1, p1 = score_rows_topk(reps, prompts, t, per_row, bank.search, budget_bytes=4096)
+    assert torch.equal(r0, r1) and torch.equal(c0, c1)
+    assert torch.allclose(p0, p1, atol=1e-6)
+    # too small a k loses candidates: the comparison above can fail
+    r2, _, _ = score_rows_topk(reps, prompts, t, 1, bank.search)
+    assert r2.numel() < r0.numel()
+
+
+def test_predict_retrieved_equals_exhaustive_with_flat_index(model):
+    t = 0.5
+    bank = model.encode_labels(_labels(600))
+    need = _max_above(model, bank, t)
+    assert 0 < need < len(bank)
+    exhaustive = model.predict(TEXTS, bank, threshold=t, label_top_k=0)
+    assert sum(map(len, exhaustive)) > 0
+    bank.build_index("Flat")
+    retrieved = model.predict(TEXTS, bank, threshold=t, label_top_k=need)
+    _assert_same(retrieved, exhaustive)
+    # a plain label list gets a temporary exact index
+    listed = model.predict(TEXTS, _labels(600), threshold=t, label_top_k=need)
+    _assert_same(listed, exhaustive)
+
+
+def test_predict_automatic_retrieval_above_bank_threshold(model, tmp_path):
+    t = 0.6
+    bank = model.encode_labels(_labels(400))
+    assert 0 < _max_above(model, bank, t) <= 64  # the default k retrieves every label above threshold
+    exhaustive = model.predict(TEXTS, bank, threshold=t)
+    assert sum(map(len, exhaustive)) > 0
+    assert not bank.has_index
+    bank.index_threshold = 100  # now "large": predict retrieves through a lazily built index
+    auto = model.predict(TEXTS, bank, threshold=t)
+    assert bank.has_index and bank.index_factory == "Flat"
+    _assert_same(auto, exhaustive)
+    # the index is saved beside the vectors and read back lazily
+    bank.save(tmp_path / "bank")
+    assert (tmp_path / "bank" / "labels.faiss").is_file()
+    back = LabelBank.load(tmp_path / "bank")
+    assert back.has_index and back.index_factory == "Flat"
+    back.index_threshold = 100
+    _assert_same(model.predict(TEXTS, back, threshold=t), auto)
+    assert back.faiss_index().ntotal == len(bank)
+
+
+def test_retrieval_agreement_with_a_few_thousand_labels(model):
+    """Measured agreement of an approximate (HNSW) index with small k against exhaustive scoring."""
+    t = 0.5
+    bank = model.encode_labels(_labels(3000))
+    exhaustive = model.predict(TEXTS, bank, threshold=t, label_top_k=0)
+    bank.build_index("HNSW32")
+    retrieved = model.predict(TEXTS, bank, threshold=t, label_top_k=64)
+    spans_a = {(i, e["start"], e["end"]): e["label"] for i, r in enumerate(exhaustive) for e in r}
+    spans_b = {(i, e["start"], e["end"]): e["label"] for i, r in enumerate(retrieved) for e in r}
+    keys = set(spans_a) | set(spans_b)
+    assert keys
+    agree = sum(spans_a.get(k) == spans_b.get(k) for k in keys) / len(keys)
+    assert agree >= 0.9, agree
+
+
+def test_stale_index_is_rejected_and_errors_are_clear(model, tmp_path):
+    bank = model.encode_labels(_labels(50)).build_index("Flat")
+    bank.save(tmp_path / "a")
+    other = model.encode_labels(_labels(60)).build_index("Flat")
+    other.save(tmp_path / "b")
+    (tmp_path / "b" / "labels.faiss").replace(tmp_path / "a" / "labels.faiss")
+    with pytest.raises(DataError, match="label index holds"):
+        LabelBank.load(tmp_path / "a").faiss_index()
+    with pytest.raises(ConfigError, match="factory"):
+        bank.build_index("NoSuchIndex7")
+    with pytest.raises(ConfigError, match="label_top_k"):
+        model.predict(TEXTS, bank, label_top_k=-1)
+    with pytest.raises(ConfigError, match="shared"):
+        model.predict(TEXTS[:2], [["a", "b"], ["c"]], label_top_k=1)
+    # saving a bank without an index removes a stale index file
+    model.encode_labels(_labels(50)).save(tmp_path / "a")
+    assert not (tmp_path / "a" / "labels.faiss").exists()
+
+
+def test_write_batches_builds_a_memory_mapped_bank(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(1000, 8, generator=g)
+    names = [f"l{i}" for i in range(1000)]
+    bank = LabelBank.write_batches(
+        tmp_path / "b", names, names, (v[i : i + 300] for i in range(0, 1000, 300)), 8
+    )
+    assert len(bank) == 1000 and torch.equal(bank.vectors, v)
+    assert bank.search(v[:4].numpy(), 1)[:, 0].tolist() == [int(torch.argmax(v @ v[i])) for i in range(4)]
+    with pytest.raises(DataError, match="label vectors for"):
+        LabelBank.write_batches(tmp_path / "c", names, names, [v[:10]], 8)
