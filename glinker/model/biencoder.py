@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.model.decoding import greedy_decode
@@ -341,8 +341,12 @@ class BiEncoder:
         long_text: str = "chunk",
         overlap: int | None = None,
         label_top_k: int | None = None,
+        on_window: Callable[[Window, Any], None] | None = None,
     ) -> list[list[dict]]:
         """Entities per text: dicts with start/end (character offsets), text, label, score.
+
+        ``on_window(window, word_vectors)`` is called for every encoded window with its (words, D) vectors, so a
+        caller (e.g. a linking pipeline) can reuse them for span vectors without encoding the text again.
 
         Long texts are split into overlapping windows and merged (``long_text="chunk"``); ``"truncate"``
         reproduces gliner (cut at ``max_len`` words and the tokenizer limit) and marks results ``truncated``.
@@ -385,6 +389,8 @@ class BiEncoder:
                 x, n_words, cut = self._encode_windows(splits, bw)
                 for r, w in enumerate(bw):
                     w.cut = w.cut or cut[r]  # the tokenizer dropped the tail: those words have zero vectors
+                    if on_window is not None:
+                        on_window(w, x[r, : w.end - w.start])
                 if self.net.dense:
                     per_win = self._dense_candidates(x, n_words, P, row_sets, bw, threshold)
                 else:

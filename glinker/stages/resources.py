@@ -379,51 +379,15 @@ def window_cache(context: PipelineContext) -> WindowCache:
 def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: float, flat_ner: bool,
                     multi_label: bool, batch_size: int, cache: WindowCache) -> list[list[dict]] | None:
     """``model.predict`` for span bi-encoders, keeping every window's word vectors in ``cache`` for the span
-    vectors asked for later in the batch. None when the model is not a plain span model (then use predict).
-    TODO(model owner): a public ``predict(..., return_word_vectors=True)`` would replace this."""
-    import torch
-
-    from glinker.model.decoding import greedy_decode
-    from glinker.model.words import split_words
-
+    vectors asked for later in the batch. None when the model is not a plain span model (then use predict)."""
     if model.net.dense or getattr(model.net, "span_mode", "markerV0") == "token_level":
         return None
     t0 = time.perf_counter()
-    splits = [split_words(t) for t in texts]
-    results: list[list[dict]] = [[] for _ in texts]
-    if not texts:
-        return results
-    P, names, row_sets = model._label_spec(bank, len(texts))
-    C = P.shape[0]
-    wins = model._windows(splits, "chunk", None)
-    use_fold = model._fold if model._fold is not None else C * 3 < 4 * model.dim
-    folded = model.net.fold_prompts(P) if use_fold and C else None
-    merged: list[dict] = [dict() for _ in texts]
-    order = sorted(range(len(wins)), key=lambda j: -(wins[j].end - wins[j].start))
-    with torch.inference_mode():
-        for b0 in range(0, len(order), batch_size):
-            bw = [wins[j] for j in order[b0:b0 + batch_size]]
-            x, n_words, _ = model._encode_windows(splits, bw)
-            for r, w in enumerate(bw):
-                cache.put((texts[w.text_index], w.start, w.end), x[r, : w.end - w.start])
-            per_win = model._sparse_candidates(x, n_words, P, folded, row_sets, bw, threshold)
-            for w, cands in zip(bw, per_win):
-                n_text = len(splits[w.text_index].words)
-                for s, e, c, p in cands:
-                    gs, ge = w.start + s, w.start + e
-                    left = gs - w.start if w.start > 0 else 1 << 30
-                    right = (w.end - 1 - ge) if w.end < n_text else 1 << 30
-                    margin = min(left, right)
-                    key = (gs, ge, c)
-                    old = merged[w.text_index].get(key)
-                    if old is None or margin > old[0]:
-                        merged[w.text_index][key] = (margin, p)
-    for i, sp in enumerate(splits):
-        local = {u: j for j, u in enumerate(row_sets[i])} if row_sets is not None else None
-        cl = [(gs, ge, local[c] if local is not None else c, p) for (gs, ge, c), (_m, p) in merged[i].items()]
-        cl.sort(key=lambda t: (t[0], t[1] - t[0], t[2]))
-        for s, e, c, p in greedy_decode(cl, flat_ner, multi_label):
-            a, z = sp.starts[s], sp.ends[e]
-            results[i].append({"start": a, "end": z, "text": sp.text[a:z], "label": names[i][c], "score": p})
+
+    def keep(w: Any, x: Any) -> None:
+        cache.put((texts[w.text_index], w.start, w.end), x)
+
+    results = model.predict(list(texts), bank, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                            batch_size=batch_size, on_window=keep)
     ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
-    return results
+    return [list(r) for r in results]
