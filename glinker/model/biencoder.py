@@ -6,9 +6,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.model.decoding import greedy_decode
