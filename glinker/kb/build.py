@@ -138,7 +138,12 @@ def _publish(root: Path, staging: Path, key: str) -> Path:
     old = None
     if (root / CURRENT).is_file():
         old = root / (root / CURRENT).read_text(encoding="utf-8").strip()
-    name = f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{key[:8]}"
+    stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
+    name = f"gen-{stamp}-{key[:8]}"
+    n = 1
+    while (root / name).exists():  # two builds within one second: never replace the live generation
+        n += 1
+        name = f"gen-{stamp}-{key[:8]}-{n}"
     gen = root / name
     os.replace(staging, gen)
     publish_generation(root, name)

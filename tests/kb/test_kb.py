@@ -300,3 +300,24 @@ def test_corrupt_manifest(kb_dir: Path) -> None:
     with pytest.raises(KBError) as ei:
         KB.open(kb_dir)
     assert "manifest" in str(ei.value)
+
+
+def test_two_publishes_in_one_second_keep_distinct_generations(tmp_path, monkeypatch):
+    """A rebuild published within the same second as the previous one must not clobber the live generation."""
+    from glinker.kb import build as kb_build
+    from glinker.kb.kb import MANIFEST, current_generation
+
+    monkeypatch.setattr(kb_build.time, "strftime", lambda fmt, t=None: "20260101T000000")
+    root = tmp_path / "kb"
+    root.mkdir()
+    gens = []
+    for i in range(2):
+        staging = root / f".staging-{i}"
+        staging.mkdir()
+        (staging / "marker").write_text(str(i))
+        (staging / MANIFEST).write_text("{}")
+        gens.append(kb_build._publish(root, staging, "samekey0"))
+    assert gens[0].name != gens[1].name
+    assert current_generation(root) == gens[1]
+    assert (gens[1] / "marker").read_text() == "1"
+    assert not gens[0].exists()  # the old generation is cleaned up after the switch
