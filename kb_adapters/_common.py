@@ -7,15 +7,29 @@ import gzip
 import io
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
 from glinker.errors import DataError, KBError
+from glinker.kb.adapters import AdapterOptions
 from glinker.types import Entity
 
 ENTITY_FIELDS = tuple(Entity.model_fields)
 LIST_FIELDS = ("aliases", "types")
+
+
+class RecordOptions(AdapterOptions):
+    """Options of the adapters that map flat records (JSONL objects, CSV rows) onto entities."""
+
+    mapping: dict[str, str] = {}
+    """Entity field -> key (or column) in the records, e.g. ``{"id": "qid", "label": "name"}``."""
+    list_sep: str = "|"
+    """Separator when aliases/types are given as one string."""
+    keep_extra: bool = True
+    """Keep unknown keys/columns under ``Entity.extra`` (they are never silently dropped)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """``raise`` stops at the first bad record; ``skip`` counts it in the report and goes on."""
 
 
 def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:

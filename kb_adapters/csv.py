@@ -5,26 +5,19 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from glinker.errors import DataError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import check_source_file, open_text, record_to_entity
+from kb_adapters._common import RecordOptions, check_source_file, open_text, record_to_entity
 
 log = logging.getLogger(__name__)
 
 
-class CSVOptions(AdapterOptions):
-    mapping: dict[str, str] = {}
-    """Entity field -> column name, e.g. ``{"id": "qid", "label": "name"}``."""
+class CSVOptions(RecordOptions):
     delimiter: str = ","
-    list_sep: str = "|"
-    """Separator inside the aliases and types cells."""
-    keep_extra: bool = True
-    """Keep the other columns under ``Entity.extra``."""
     encoding: str = "utf-8"
-    on_error: Literal["raise", "skip"] = "raise"
 
 
 class CSVAdapter:

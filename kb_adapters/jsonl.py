@@ -5,25 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import check_source_file, open_binary, record_to_entity
+from kb_adapters._common import RecordOptions, check_source_file, open_binary, record_to_entity
 
 log = logging.getLogger(__name__)
 
 
-class JSONLOptions(AdapterOptions):
-    mapping: dict[str, str] = {}
-    """Entity field -> key in the records, e.g. ``{"id": "qid", "label": "name"}``."""
-    list_sep: str = "|"
-    """Separator when aliases/types are given as one string."""
-    keep_extra: bool = True
-    """Keep unknown keys under ``Entity.extra`` (they are never silently dropped)."""
-    on_error: Literal["raise", "skip"] = "raise"
-    """``raise`` stops at the first bad line; ``skip`` counts it in the report and goes on."""
+class JSONLOptions(RecordOptions):
+    """The record options; JSONL needs no others."""
 
 
 class JSONLAdapter:
