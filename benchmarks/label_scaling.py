@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from ner_speed import build_edge_checkpoint, make_labels, make_texts, minilm_dir, peak_rss_mb
+from ner_speed import best_of, build_edge_checkpoint, make_labels, make_texts, minilm_dir, peak_rss_mb
 
 BASE = 1024
 
@@ -87,11 +87,7 @@ def worker(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
         t_index = time.perf_counter() - t0
         bank.save(bank_dir)
     m.predict(texts[:8], bank, batch_size=8)  # warm-up (reads a saved index)
-    dt = float("inf")
-    for _ in range(repeats):  # best of N: the machine is shared
-        t0 = time.perf_counter()
-        res = m.predict(texts, bank, batch_size=8)
-        dt = min(dt, time.perf_counter() - t0)
+    dt, _cpu, res = best_of(repeats, lambda: m.predict(texts, bank, batch_size=8))
     return {
         "labels": len(bank),
         "eps": n_texts / dt,
