@@ -55,9 +55,7 @@ class CSVAdapter:
                                             fix="quote cells that contain the delimiter")
                         ent = record_to_entity(dict(row), o.mapping, o.list_sep, where, o.keep_extra)
                     except DataError as e:
-                        if o.on_error == "raise":
-                            raise
-                        rep.problem(e.where or where, e.message)
+                        rep.bad_record(e, where, o.on_error)
                         continue
                     rep.yielded += 1
                     yield ent

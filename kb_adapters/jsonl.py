@@ -51,9 +51,7 @@ class JSONLAdapter:
                                         fix="each line must be one JSON object with at least 'id' and 'label'")
                     ent = record_to_entity(rec, o.mapping, o.list_sep, where, o.keep_extra)
                 except DataError as e:
-                    if o.on_error == "raise":
-                        raise
-                    rep.problem(e.where or where, e.message)
+                    rep.bad_record(e, where, o.on_error)
                     continue
                 rep.yielded += 1
                 yield ent

@@ -222,9 +222,7 @@ class SQLAdapter:
                         try:
                             ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
                         except DataError as e:
-                            if o.on_error == "raise":
-                                raise
-                            rep.problem(e.where or where, e.message)
+                            rep.bad_record(e, where, o.on_error)
                             continue
                         rep.yielded += 1
                         yield ent

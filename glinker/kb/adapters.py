@@ -39,6 +39,12 @@ class AdapterReport:
             self.problems.append(f"{where}: {message}")
         log.warning("skipped bad record at %s: %s", where, message)
 
+    def bad_record(self, err: Any, where: str, on_error: str) -> None:
+        """Apply an adapter's ``on_error`` policy to a bad record: re-raise ``err``, or count it and go on."""
+        if on_error == "raise":
+            raise err
+        self.problem(err.where or where, err.message)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for the manifest."""
         return {"read": self.read, "yielded": self.yielded, "skipped": self.skipped, "bad": self.bad,
