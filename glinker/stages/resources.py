@@ -135,10 +135,6 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     if src.refresh == "if_missing" and (out / "CURRENT").is_file():
         return KB.open(out)
-    cur = out / "CURRENT"
-    if cur.is_file() and time.strftime("%Y%m%dT%H%M%S", time.gmtime()) in cur.read_text(encoding="utf-8"):
-        # generations are named by the second: a rebuild within the same second would collide (KB owner: TODO)
-        time.sleep(1.05)
     adapter = load_adapter(src.adapter, url, **options)
     log.info("building the KB from %s source into %s", src.adapter, out)
     try:
@@ -280,7 +276,7 @@ class EntityVectors:
                 out[e] = v
         if not missing:
             return out
-        rid_of = _rids_for_ids(self.kb, missing)
+        rid_of = self.kb.rids(missing)
         idx = self._index()
         found = [e for e in missing if e in rid_of]
         if found:
@@ -295,17 +291,6 @@ class EntityVectors:
             while len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
         return out
-
-
-def _rids_for_ids(kb: Any, ids: Sequence[str]) -> dict[str, int]:
-    """Entity id -> FAISS id (the store's rid). TODO(KB owner): a public ``kb.rids(ids)`` would replace this."""
-    out: dict[str, int] = {}
-    db = kb.store.db
-    for i in range(0, len(ids), 900):
-        part = list(ids[i:i + 900])
-        q = f"SELECT id, rid FROM entities WHERE id IN ({','.join('?' * len(part))})"
-        out.update({e: int(r) for e, r in db.execute(q, part)})
-    return out
 
 
 def check_kb_vectors(kb: Any, model: Any, where: str) -> None:
