@@ -229,6 +229,59 @@ class BiEncoder:
         vec = self._encode_prompt_texts(prompts, batch_size, progress).cpu()
         return LabelBank(names, prompts, vec, self.fingerprint)
 
+    def encode_labels_to(
+        self,
+        labels: Sequence[str] | Mapping[str, str],
+        out_dir: str | os.PathLike,
+        batch_size: int = 256,
+        chunk_size: int = 16_384,
+        progress: bool = False,
+        resume: bool = True,
+    ) -> LabelBank:
+        """Encode any number of labels straight into a memory-mapped bank folder, ``chunk_size`` at a time.
+
+        Memory stays at one chunk whatever the label count; progress is recorded after every chunk, so a build
+        that was interrupted resumes in the same folder (same labels, same model) instead of starting over.
+        Returns the bank, memory-mapped.
+        """
+        from glinker.model.labels import rows_done
+
+        if self.net.dense:
+            raise ConfigError(
+                "this model scores labels together with the text (fusion or token level): its bank needs the "
+                "label embeddings too",
+                where="encode_labels_to",
+                fix="use model.encode_labels(labels) and bank.save(folder)",
+            )
+        if chunk_size < 1 or batch_size < 1:
+            raise ConfigError("chunk_size and batch_size must be >= 1", where="encode_labels_to", fix="e.g. 16384")
+        prompts, names = _normalize_label_set(labels, "labels")
+        if not names:
+            raise DataError("no labels given", where="labels", fix="pass at least one label")
+        start = [0]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(names), desc="encoding labels", unit="label")
+
+        def chunks():
+            # the writer reports how far an interrupted build got before the first chunk is asked for
+            first = start[0] = rows_done(out_dir) if resume else 0
+            if bar is not None:
+                bar.update(first)
+            for a in range(first, len(prompts), chunk_size):
+                v = self._encode_prompt_texts(prompts[a : a + chunk_size], batch_size).cpu()
+                if bar is not None:
+                    bar.update(int(v.shape[0]))
+                yield v
+
+        try:
+            return LabelBank.write_batches(out_dir, names, prompts, chunks(), self.dim, self.fingerprint, resume=resume)
+        finally:
+            if bar is not None:
+                bar.close()
+
     def encode_entities(self, texts: Sequence[str], batch_size: int = 64) -> Any:
         """(N, D) float32 numpy P vectors for KB entity texts such as ``"Paris: capital of France"``."""
         import numpy as np

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,8 @@ class LabelBank:
                 fix="pass one vector per label",
             )
         if len(set(names)) != len(names):
-            dup = next(n for n in names if list(names).count(n) > 1)
+            seen: set[str] = set()
+            dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
             raise DataError(
                 f"duplicate label name {dup!r} in a label bank",
                 where="LabelBank",
@@ -267,15 +268,9 @@ class LabelBank:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": "glinker.label_bank/1",
-            "names": self.names,
-            "prompts": self.prompts,
-            "dim": self.dim,
-            "count": len(self),
-            "model_fingerprint": self.model_fingerprint,
-            "index_factory": self.index_factory if self.has_index else None,
-        }
+        meta = _meta(
+            self.names, self.prompts, self.dim, self.model_fingerprint, self.index_factory if self.has_index else None
+        )
         arr = self.vectors.detach().cpu().float().numpy()
         files = [(BANK_VECTORS, lambda f: np.save(f, arr))]
         index = None
@@ -290,14 +285,7 @@ class LabelBank:
             *files,
             (BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode())),
         ):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    writer(f)
-                os.replace(tmp, out / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _atomic_write(out / name, writer)
         if index is None:
             (out / BANK_INDEX).unlink(missing_ok=True)  # a stale index must not outlive its vectors
         return out
@@ -312,70 +300,49 @@ class LabelBank:
         dim: int,
         model_fingerprint: str = "",
         progress: bool = False,
+        resume: bool = False,
     ) -> LabelBank:
         """Write a bank whose vectors arrive in row-order batches straight to disk; returns it memory-mapped.
 
         Peak memory is one batch, whatever the number of labels (a million labels of D=512 is 2 GB on disk).
+        The folder is a bank only once ``label_bank.json`` is written, at the end. With ``resume``, a build
+        interrupted in the same folder (same names, prompts, dim and fingerprint) continues: ``batches`` is
+        then given the number of rows already on disk through :func:`rows_done` and must start there.
         """
-        import numpy as np
-
-        n = len(names)
-        if len(prompts) != n:
-            raise DataError(
-                f"{n} names but {len(prompts)} prompts", where="LabelBank", fix="give one prompt per name"
-            )
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / BANK_JSON).unlink(missing_ok=True)  # the folder is not a bank until the JSON is written
-        (out / BANK_INDEX).unlink(missing_ok=True)
-        arr = np.lib.format.open_memmap(out / BANK_VECTORS, mode="w+", dtype=np.float32, shape=(n, dim))
+        w = _BankWriter(Path(out_dir), names, prompts, dim, model_fingerprint, resume)
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=n, desc="writing label vectors", unit="label")
-        pos = 0
+            bar = tqdm(total=w.n, initial=w.done, desc="writing label vectors", unit="label")
         for b in batches:
-            b = b.detach().cpu().float().numpy() if hasattr(b, "detach") else np.asarray(b, np.float32)
-            if b.ndim != 2 or b.shape[1] != dim or pos + b.shape[0] > n:
-                raise DataError(
-                    f"label vector batch of shape {b.shape} does not fit rows {pos}.. of ({n}, {dim})",
-                    where="LabelBank.write_batches",
-                    fix="yield (rows, dim) float arrays covering exactly one row per name",
-                )
-            arr[pos : pos + b.shape[0]] = b
-            pos += b.shape[0]
+            w.append(b)
             if bar is not None:
-                bar.update(b.shape[0])
+                bar.update(int(b.shape[0]))
         if bar is not None:
             bar.close()
-        if pos != n:
+        return w.finish()
+
+    def save_index(self, out_dir: str | os.PathLike) -> Path:
+        """Write only the FAISS index (and the metadata naming it) into a saved bank folder, leaving the
+        vectors alone: for big memory-mapped banks whose vectors are already on disk."""
+        out = Path(out_dir)
+        meta_f = out / BANK_JSON
+        if not meta_f.is_file():
+            raise DataError("not a label bank folder", where=str(out), fix="save the bank first: bank.save(folder)")
+        faiss = _faiss()
+        index = self.faiss_index()
+        meta = json.loads(meta_f.read_text(encoding="utf-8"))
+        if int(meta.get("count", -1)) != len(self):
             raise DataError(
-                f"got {pos} label vectors for {n} names",
-                where="LabelBank.write_batches",
-                fix="yield one vector per name",
+                f"the folder holds {meta.get('count')} labels, this bank {len(self)}",
+                where=str(out),
+                fix="save the whole bank: bank.save(folder)",
             )
-        arr.flush()
-        del arr
-        (out / BANK_EMBEDDINGS).unlink(missing_ok=True)
-        meta = {
-            "format": "glinker.label_bank/1",
-            "names": list(names),
-            "prompts": list(prompts),
-            "dim": dim,
-            "count": n,
-            "model_fingerprint": model_fingerprint,
-            "index_factory": None,
-        }
-        fd, tmp = tempfile.mkstemp(prefix=f".{BANK_JSON}.", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(meta, ensure_ascii=False).encode())
-            os.replace(tmp, out / BANK_JSON)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return cls.load(out, mmap=True)
+        meta["index_factory"] = self.index_factory
+        _atomic_write(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        _atomic_write(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        return out
 
     @classmethod
     def load(cls, bank_dir: str | os.PathLike, mmap: bool = True) -> LabelBank:
@@ -430,3 +397,120 @@ class LabelBank:
                 where="LabelBank",
                 fix="re-encode the labels with this model: model.encode_labels(labels)",
             )
+
+
+def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _meta(names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str, factory: str | None) -> dict:
+    return {
+        "format": "glinker.label_bank/1",
+        "names": list(names),
+        "prompts": list(prompts),
+        "dim": dim,
+        "count": len(names),
+        "model_fingerprint": fingerprint,
+        "index_factory": factory,
+    }
+
+
+BUILD_STATE = ".label_bank.building.json"
+
+
+def _labels_digest(names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256(f"{dim}\0{fingerprint}\0{len(names)}\0".encode())
+    for a, b in zip(names, prompts):
+        h.update(a.encode("utf-8", "surrogatepass") + b"\0" + b.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
+def rows_done(out_dir: str | os.PathLike) -> int:
+    """Rows already written by an interrupted :meth:`LabelBank.write_batches` build in ``out_dir`` (0: none)."""
+    f = Path(out_dir) / BUILD_STATE
+    try:
+        return int(json.loads(f.read_text(encoding="utf-8"))["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+class _BankWriter:
+    """Rows of a label bank appended to a memory-mapped ``vectors.npy``; progress is recorded after every
+    batch (after the rows are flushed), so an interrupted build resumes where it stopped."""
+
+    def __init__(
+        self, out: Path, names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str, resume: bool
+    ) -> None:
+        import numpy as np
+
+        self.n = len(names)
+        if len(prompts) != self.n:
+            raise DataError(
+                f"{self.n} names but {len(prompts)} prompts", where="LabelBank", fix="give one prompt per name"
+            )
+        if len(set(names)) != self.n:
+            raise DataError("duplicate label names", where="LabelBank", fix="label names must be unique")
+        self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
+        out.mkdir(parents=True, exist_ok=True)
+        self.digest = _labels_digest(names, prompts, dim, fingerprint)
+        state = {}
+        if resume and (out / BUILD_STATE).is_file() and (out / BANK_VECTORS).is_file():
+            try:
+                state = json.loads((out / BUILD_STATE).read_text(encoding="utf-8"))
+            except ValueError:
+                state = {}
+        self.done = int(state.get("done", 0)) if state.get("digest") == self.digest else 0
+        if self.done:
+            self.arr = np.load(out / BANK_VECTORS, mmap_mode="r+")
+            if self.arr.shape != (self.n, dim):
+                self.done = 0
+        if not self.done:
+            (out / BANK_JSON).unlink(missing_ok=True)  # the folder is not a bank until the JSON is written
+            (out / BANK_INDEX).unlink(missing_ok=True)
+            (out / BANK_EMBEDDINGS).unlink(missing_ok=True)
+            self.arr = np.lib.format.open_memmap(out / BANK_VECTORS, mode="w+", dtype=np.float32, shape=(self.n, dim))
+            self._record()
+        else:
+            log.info("resuming label bank %s at row %d of %d", out, self.done, self.n)
+
+    def _record(self) -> None:
+        state = {"digest": self.digest, "done": self.done, "count": self.n}
+        _atomic_write(self.out / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
+
+    def append(self, b: Any) -> None:
+        import numpy as np
+
+        b = b.detach().cpu().float().numpy() if hasattr(b, "detach") else np.asarray(b, np.float32)
+        if b.ndim != 2 or b.shape[1] != self.dim or self.done + b.shape[0] > self.n:
+            raise DataError(
+                f"label vector batch of shape {b.shape} does not fit rows {self.done}.. of ({self.n}, {self.dim})",
+                where="LabelBank.write_batches",
+                fix="yield (rows, dim) float arrays covering exactly one row per name",
+            )
+        self.arr[self.done : self.done + b.shape[0]] = b
+        self.arr.flush()
+        self.done += b.shape[0]
+        self._record()
+
+    def finish(self) -> LabelBank:
+        if self.done != self.n:
+            raise DataError(
+                f"got {self.done} label vectors for {self.n} names",
+                where="LabelBank.write_batches",
+                fix="yield one vector per name",
+            )
+        del self.arr
+        meta = _meta(self.names, self.prompts, self.dim, self.fingerprint, None)
+        _atomic_write(self.out / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        (self.out / BUILD_STATE).unlink(missing_ok=True)
+        return LabelBank.load(self.out, mmap=True)

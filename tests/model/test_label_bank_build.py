@@ -1,0 +1,90 @@
+"""Label banks written straight to disk: equal to in-memory encoding, resumable, and the `glinker labels` CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _conformance import FIXTURES
+from typer.testing import CliRunner
+
+from glinker.cli import app
+from glinker.errors import DataError
+from glinker.model import BiEncoder, LabelBank
+from glinker.model.labels import BUILD_STATE, rows_done
+
+CKPT = str(FIXTURES / "modernbert")
+runner = CliRunner()
+LABELS = [f"label number {i}" for i in range(37)]
+
+
+@pytest.fixture(scope="module")
+def model() -> BiEncoder:
+    return BiEncoder.from_pretrained(CKPT)
+
+
+def test_encode_labels_to_equals_encode_labels(model, tmp_path):
+    bank = model.encode_labels_to(LABELS, tmp_path / "b", batch_size=5, chunk_size=8)
+    ref = model.encode_labels(LABELS)
+    assert bank.names == ref.names and torch.allclose(bank.vectors, ref.vectors, atol=1e-6)
+    assert not (tmp_path / "b" / BUILD_STATE).exists()  # a finished build leaves no progress record
+    back = LabelBank.load(tmp_path / "b")
+    assert back.model_fingerprint == model.fingerprint and len(back) == 37
+
+
+def test_interrupted_build_resumes_where_it_stopped(model, tmp_path):
+    out = tmp_path / "b"
+    ref = model.encode_labels(LABELS).vectors
+
+    def interrupted():
+        yield torch.zeros(8, model.dim)  # a marker: rows a resumed build must not recompute
+        yield ref[8:16]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
+    assert rows_done(out) == 16
+    with pytest.raises(DataError, match="not a label bank"):
+        LabelBank.load(out)  # half a bank is not a bank
+    bank = model.encode_labels_to(LABELS, out, chunk_size=8)
+    assert torch.equal(bank.vectors[:8], torch.zeros(8, model.dim))  # rows 0..7 were kept, not re-encoded
+    assert torch.allclose(bank.vectors[8:], ref[8:], atol=1e-6)
+    # other labels (or --restart) start over instead of mixing two label sets
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
+    other = model.encode_labels_to(LABELS[:-1] + ["something else"], out, chunk_size=8)
+    assert torch.allclose(other.vectors[:36], ref[:36], atol=1e-6)
+    again = model.encode_labels_to(LABELS, out, chunk_size=8, resume=False)
+    assert torch.allclose(again.vectors, ref, atol=1e-6)
+
+
+def test_write_batches_refuses_duplicates_and_wrong_shapes(tmp_path):
+    with pytest.raises(DataError, match="duplicate"):
+        LabelBank.write_batches(tmp_path / "a", ["x", "x"], ["x", "x"], [np.zeros((2, 4))], 4)
+    with pytest.raises(DataError, match="does not fit"):
+        LabelBank.write_batches(tmp_path / "b", ["x", "y"], ["x", "y"], [np.zeros((2, 5))], 4)
+
+
+def test_labels_build_cli_then_ner_with_the_bank(model, tmp_path):
+    (tmp_path / "labels.txt").write_text("person\norganization\nlocation\n", encoding="utf-8")
+    r = runner.invoke(
+        app, ["labels", "build", str(tmp_path / "labels.txt"), "-m", CKPT, "-o", str(tmp_path / "bank"),
+              "--index", "Flat", "--chunk-size", "2"]
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["labels"] == 3 and rep["index"] == "Flat"
+    bank = LabelBank.load(tmp_path / "bank")
+    assert bank.has_index and bank.index_factory == "Flat" and bank.faiss_index().ntotal == 3
+    r = runner.invoke(app, ["labels", "info", str(tmp_path / "bank")])
+    assert r.exit_code == 0 and json.loads(r.stdout)["index"] == "Flat"
+    text = "John Smith works at Google in London."
+    (tmp_path / "in.txt").write_text(text + "\n", encoding="utf-8")
+    r = runner.invoke(app, ["ner", "-m", CKPT, "--label-bank", str(tmp_path / "bank"), "-t", "0.3", str(tmp_path / "in.txt")])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.strip())["entities"]
+    want = model.predict([text], ["person", "organization", "location"], threshold=0.3)[0]
+    assert got and [(e["start"], e["end"], e["label"]) for e in got] == [(e["start"], e["end"], e["label"]) for e in want]
+    assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want], abs=1e-5)
