@@ -24,6 +24,10 @@ class Entity(_Record):
     id: str = Field(min_length=1, description="Stable entity id, e.g. a Wikidata QID or a primary key.")
     label: str = Field(description="Primary name in the KB's main language.")
     aliases: list[str] = Field(default_factory=list, description="Other names; every one is indexed.")
+    alias_counts: dict[str, float] = Field(
+        default_factory=dict, description="Surface form -> how often it refers to this entity (e.g. counts of an "
+                                          "annotated corpus or of link anchors): the p(entity | mention) prior. "
+                                          "Every form is also indexed as an alias.")
     description: str = Field(default="", description="Short description, used in the entity text template.")
     types: list[str] = Field(default_factory=list, description="Type ids or names, e.g. P31 values.")
     popularity: float = Field(default=0.0, ge=0, description="Prior weight, e.g. sitelink count.")
@@ -40,10 +44,18 @@ class Entity(_Record):
             raise ValueError("entity id is empty")
         return v
 
+    @field_validator("alias_counts")
+    @classmethod
+    def _counts_non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, n in v.items() if not n >= 0]
+        if bad:
+            raise ValueError(f"alias counts must be >= 0 (bad: {bad[:3]})")
+        return v
+
     def names(self) -> list[str]:
-        """Every surface name of the entity: label, aliases and per-language labels/aliases, deduplicated."""
+        """Every surface name of the entity: label, aliases, counted forms and per-language labels/aliases, deduplicated."""
         seen: dict[str, None] = {}
-        for n in [self.label, *self.aliases, *self.labels.values(),
+        for n in [self.label, *self.aliases, *self.alias_counts, *self.labels.values(),
                   *(a for al in self.aliases_by_lang.values() for a in al)]:
             if n and n not in seen:
                 seen[n] = None

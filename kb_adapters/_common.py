@@ -67,6 +67,31 @@ def split_list(value: Any, sep: str) -> list[str]:
     return [str(value)]
 
 
+def parse_alias_counts(value: Any, sep: str, where: str) -> dict[str, Any]:
+    """Alias counts from a mapping (JSON) or a delimited string (a CSV cell): ``"England=12|Three Lions=3"``.
+
+    In the string form the count follows the last ``=`` of each part; a part without one is an error."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        out: dict[str, float] = {}
+        for part in split_list(value, sep):
+            name, _, n = part.rpartition("=")
+            try:
+                count = float(n)
+            except ValueError:
+                count = None
+            if not name.strip() or count is None:
+                raise DataError(f"alias count {part!r} is not NAME=COUNT", where=f"{where} field 'alias_counts'",
+                                fix=f"write the counts as NAME=COUNT{sep}NAME=COUNT, e.g. England=12{sep}ENG=3")
+            out[name.strip()] = out.get(name.strip(), 0.0) + count
+        return out
+    raise DataError(f"alias_counts must be an object or a NAME=COUNT list, got {type(value).__name__}",
+                    where=f"{where} field 'alias_counts'", fix='write e.g. {"England": 12, "ENG": 3}')
+
+
 def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str, where: str,
                      keep_extra: bool = True) -> Entity:
     """Map a flat record to an Entity: ``mapping`` renames entity fields to source keys; other keys go to ``extra``."""
@@ -79,6 +104,8 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
             val = rec[key]
             if field in LIST_FIELDS:
                 val = split_list(val, list_sep)
+            elif field == "alias_counts":
+                val = parse_alias_counts(val, list_sep, where)
             elif field == "popularity" and (val is None or val == ""):
                 continue
             elif field in ("label", "description"):
@@ -115,7 +142,7 @@ def _fast_entity(d: dict[str, Any]) -> Entity:
 
 
 def _probe_fast_entity() -> bool:
-    d = {"id": "Q1", "label": "x", "aliases": ["a"], "description": "", "types": [], "popularity": 1.0,
+    d = {"id": "Q1", "label": "x", "aliases": ["a"], "alias_counts": {"a": 2.0}, "description": "", "types": [], "popularity": 1.0,
          "labels": {}, "descriptions": {}, "aliases_by_lang": {}, "extra": {}}
     try:
         return _fast_entity(dict(d)) == Entity(**d) and _fast_entity(dict(d)).model_dump() == d

@@ -12,12 +12,12 @@ from typing import Any, ClassVar, Literal
 from glinker.errors import ConfigError, DataError, DependencyError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import record_to_entity, split_list
+from kb_adapters._common import parse_alias_counts, record_to_entity, split_list
 
 log = logging.getLogger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_MAPPABLE = ("id", "label", "description", "aliases", "types", "popularity")
+_MAPPABLE = ("id", "label", "description", "aliases", "alias_counts", "types", "popularity")
 
 
 class SQLOptions(AdapterOptions):
@@ -26,7 +26,8 @@ class SQLOptions(AdapterOptions):
     query: str | None = None
     """A single SELECT (or WITH ... SELECT) statement; its columns are mapped like a table's."""
     columns: dict[str, str] = {}
-    """Entity field -> column: id, label, description, aliases, types, popularity. Defaults to same-named columns."""
+    """Entity field -> column: id, label, description, aliases, alias_counts (``NAME=COUNT|...`` cells), types,
+    popularity. Defaults to same-named columns."""
     extra_columns: list[str] = []
     """Columns kept under ``Entity.extra``."""
     list_sep: str = "|"
@@ -35,6 +36,9 @@ class SQLOptions(AdapterOptions):
     """Child table with one alias per row (``alias_key`` -> the entity id, ``alias_column`` -> the name)."""
     alias_key: str = "entity_id"
     alias_column: str = "alias"
+    alias_count_column: str | None = None
+    """Column of ``alias_table`` with how often the alias refers to the entity: gives ``alias_counts``, the
+    p(entity | mention) prior. Rows with a NULL count are plain aliases."""
     batch_size: int = 2000
     order_by_id: bool = True
     """Stream in id order (a stable order makes an interrupted build resumable)."""
@@ -87,6 +91,8 @@ class SQLAdapter:
             check_identifier(o.alias_table, "sql.alias_table", dotted=True)
             check_identifier(o.alias_key, "sql.alias_key")
             check_identifier(o.alias_column, "sql.alias_column")
+            if o.alias_count_column:
+                check_identifier(o.alias_count_column, "sql.alias_count_column")
         self.report = AdapterReport()
         self._engine: Any = None
 
@@ -191,9 +197,9 @@ class SQLAdapter:
                 from sqlalchemy import table
 
                 parts = o.alias_table.split(".")
-                at = table(parts[-1], column(o.alias_key), column(o.alias_column),
-                           schema=parts[0] if len(parts) == 2 else None)
-                alias_stmt = (select(at.c[o.alias_key], at.c[o.alias_column])
+                cols = [o.alias_key, o.alias_column] + ([o.alias_count_column] if o.alias_count_column else [])
+                at = table(parts[-1], *map(column, cols), schema=parts[0] if len(parts) == 2 else None)
+                alias_stmt = (select(*(at.c[c] for c in cols))
                               .where(at.c[o.alias_key].in_(bindparam("keys", expanding=True))))
             inv = {v: k for k, v in mapping.items()}
             try:
@@ -201,11 +207,15 @@ class SQLAdapter:
                 for part in result.partitions(o.batch_size):
                     rows = [dict(r._mapping) for r in part]
                     child: dict[str, list[str]] = {}
+                    child_counts: dict[str, dict[str, float]] = {}
                     if alias_stmt is not None and rows:
                         keys = [r[mapping["id"]] for r in rows]
-                        for k, a in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
+                        for k, a, *n in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
                             if a is not None:
                                 child.setdefault(str(k), []).append(str(a))
+                                if n and n[0] is not None:
+                                    by_form = child_counts.setdefault(str(k), {})
+                                    by_form[str(a)] = by_form.get(str(a), 0.0) + float(n[0])
                     for row in rows:
                         rep.read += 1
                         rec: dict[str, Any] = {inv.get(c, c): v for c, v in row.items() if c in inv}
@@ -220,6 +230,9 @@ class SQLAdapter:
                             rec["aliases"] = split_list(rec.get("aliases"), o.list_sep) + sorted(set(child.get(key, [])))
                         where = f"{o.table or 'query'} row id={key}"
                         try:
+                            if key in child_counts:
+                                rec["alias_counts"] = {**parse_alias_counts(rec.get("alias_counts"), o.list_sep, where),
+                                                       **child_counts[key]}
                             ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
                         except DataError as e:
                             rep.bad_record(e, where, o.on_error)

@@ -123,8 +123,8 @@ def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, A
     enwiki = sitelinks.get("enwiki")
     if enwiki and enwiki.get("title"):
         extra["enwiki"] = enwiki["title"]
-    return {"id": eid, "label": label, "aliases": aliases, "description": description, "types": p31,
-            "popularity": float(len(sitelinks)), "labels": labels, "descriptions": descs,
+    return {"id": eid, "label": label, "aliases": aliases, "alias_counts": {}, "description": description,
+            "types": p31, "popularity": float(len(sitelinks)), "labels": labels, "descriptions": descs,
             "aliases_by_lang": aliases_by_lang, "extra": extra}, ""
 
 

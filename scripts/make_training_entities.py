@@ -1,6 +1,9 @@
 """Write the KB entities used for the linking part of training (FB15k-237 Wikidata, places, vital articles,
 plus the AIDA-train entities' labels and surface forms) as glinker Entity JSONL.
 
+The AIDA-train surface forms become aliases, and their counts (how often each form links to the entity in the
+training split) become ``alias_counts``: the KB's p(entity | mention) prior. Only the train split is read.
+
     python scripts/make_training_entities.py --out runs/training-entities.jsonl [--data ../shared/data]
 """
 
@@ -32,16 +35,18 @@ def main() -> int:
             qid = r.get("qid") or r.get("wikidata_qid")
             if not qid:
                 continue
-            forms = list(r.get("mentions") or {})  # surface form -> count in AIDA train
+            counts = {s: float(n) for s, n in (r.get("mentions") or {}).items() if s and n}  # form -> count in train
             if qid in ents:
                 e = ents[qid]
-                e.aliases = list(dict.fromkeys(e.aliases + [s for s in forms if s and s != e.label]))
+                e.aliases = list(dict.fromkeys(e.aliases + [s for s in counts if s != e.label]))
+                e.alias_counts = counts
             else:
                 from glinker.types import Entity
 
                 label = r.get("label") or r.get("wikidata_label") or (r.get("title") or "").replace("_", " ")
                 if label:
-                    ents[qid] = Entity(id=qid, label=label, aliases=[s for s in forms if s and s != label])
+                    ents[qid] = Entity(id=qid, label=label, aliases=[s for s in counts if s != label],
+                                       alias_counts=counts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".entities-")

@@ -101,8 +101,8 @@ def build(
 
     m = Manifest.load(gen / "manifest.json")
     rep = m.source.get("report", {})
-    typer.echo(f"built {out}: {m.counts.get('entities', 0):,} entities, {m.counts.get('aliases', 0):,} aliases, "
-               f"{m.counts.get('vectors', 0):,} vectors ({m.factory or 'no index'}); "
+    typer.echo(f"built {out}: {m.counts.get('entities', 0):,} entities, {m.counts.get('aliases', 0):,} aliases "
+               f"({m.counts.get('alias_counts', 0):,} with counts), {m.counts.get('vectors', 0):,} vectors ({m.factory or 'no index'}); "
                f"{rep.get('bad', 0)} bad records, {rep.get('skipped', 0)} filtered")
 
 
@@ -119,8 +119,9 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
             return
         size = sum(f.stat().st_size for f in kb.path.iterdir() if f.is_file())
         rows = [("path", str(kb.path)), ("entities", f"{m.counts.get('entities', 0):,}"),
-                ("aliases", f"{m.counts.get('aliases', 0):,}"), ("vectors", f"{m.counts.get('vectors', 0):,}"),
-                ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
+                ("aliases", f"{m.counts.get('aliases', 0):,}"),
+                ("counted", f"{m.counts.get('alias_counts', 0):,} (alias, entity) pairs with a count (p(e|m) prior)"),
+                ("vectors", f"{m.counts.get('vectors', 0):,}"), ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
                 ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe}"),
                 ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
                 ("created", m.created), ("updated", m.updated), ("disk", _human(size)),

@@ -124,7 +124,7 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
             fac, probe, nvec = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
             manifest.dim, manifest.factory, manifest.nprobe = encoder.dim, fac, probe
             manifest.counts["vectors"] = nvec
-        manifest.counts.update(entities=n, aliases=store.alias_count(),
+        manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
                                duplicates=int(store.get_meta("duplicates", 0)))
         manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
     finally:

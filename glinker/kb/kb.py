@@ -109,6 +109,14 @@ class KB:
         """Ids of every entity with this exact (normalised) label or alias — every homonym, most popular first."""
         return self.store.lookup_alias(name)
 
+    def prior(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """p(entity | mention) from the KB's alias counts, for each name that has counts: name -> {entity id: p}.
+
+        Names are compared by their normalised key, like alias look-ups; a KB without counts gives {}."""
+        keys = {n: normalize_alias(n) for n in names}
+        by_key = self.store.prior(sorted(set(keys.values())))
+        return {n: by_key[k] for n, k in keys.items() if k in by_key}
+
     def fuzzy(self, name: str, limit: int = 10, score_cutoff: float = 85.0,
               scorer: str = "ratio") -> list[tuple[str, str, float]]:
         """(entity id, matched alias, score 0-100) for the ``limit`` closest aliases by rapidfuzz, every homonym
@@ -247,6 +255,7 @@ class KB:
         m = self.manifest
         m.counts["entities"] = self.store.count()
         m.counts["aliases"] = self.store.alias_count()
+        m.counts["alias_counts"] = self.store.alias_count_pairs()
         if m.has_vectors:
             m.counts["vectors"] = self.index().ntotal
         m.updated = now()

@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (norm, rid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_rid ON aliases(rid);
+CREATE TABLE IF NOT EXISTS alias_counts (   -- how often a normalised form refers to an entity: the p(e|m) prior
+    norm TEXT NOT NULL,
+    rid INTEGER NOT NULL,
+    n REAL NOT NULL,
+    PRIMARY KEY (norm, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alias_counts_rid ON alias_counts(rid);
 CREATE TABLE IF NOT EXISTS pending (rid INTEGER PRIMARY KEY, op TEXT NOT NULL);  -- index changes to apply
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -48,6 +55,16 @@ def normalize_alias(name: str) -> str:
     if name.isascii():  # fast path: NFKC and casefold are identities on ASCII, except case
         return " ".join(name.lower().split())
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def normalized_counts(counts: dict[str, float]) -> dict[str, float]:
+    """Alias counts keyed by normalised form; forms that normalise alike ("England", "ENGLAND") add up."""
+    out: dict[str, float] = {}
+    for name, n in counts.items():
+        key = normalize_alias(name)
+        if key:
+            out[key] = out.get(key, 0.0) + float(n)
+    return out
 
 
 class TextTemplate:
@@ -77,7 +94,8 @@ def _row_to_entity(row: Sequence[Any]) -> Entity:
     _, eid, label, desc, pop, types, aliases, data, _ = row
     d = json.loads(data)
     return Entity.model_construct(id=eid, label=label, description=desc, popularity=pop, types=json.loads(types),
-                                  aliases=json.loads(aliases), labels=d.get("labels", {}),
+                                  aliases=json.loads(aliases), alias_counts=d.get("alias_counts", {}),
+                                  labels=d.get("labels", {}),
                                   descriptions=d.get("descriptions", {}),
                                   aliases_by_lang=d.get("aliases_by_lang", {}), extra=d.get("extra", {}))
 
@@ -107,6 +125,9 @@ class EntityStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA cache_size=-65536")
+        # a store written before alias counts existed has no such table (read-only opens cannot add it)
+        self.has_alias_counts = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alias_counts'").fetchone() is not None
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL into the main file)."""
@@ -136,9 +157,11 @@ class EntityStore:
         for e in entities:
             text = template.render(e)
             h = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-            data = json.dumps({"labels": e.labels, "descriptions": e.descriptions,
-                               "aliases_by_lang": e.aliases_by_lang, "extra": e.extra}, ensure_ascii=False,
-                              default=str)
+            d: dict[str, Any] = {"labels": e.labels, "descriptions": e.descriptions,
+                                 "aliases_by_lang": e.aliases_by_lang, "extra": e.extra}
+            if e.alias_counts:
+                d["alias_counts"] = e.alias_counts
+            data = json.dumps(d, ensure_ascii=False, default=str)
             rows.append((e, (e.id, e.label, e.description, float(e.popularity), json.dumps(e.types, ensure_ascii=False),
                              json.dumps(e.aliases, ensure_ascii=False), data, h)))
         if not rows:
@@ -177,9 +200,13 @@ class EntityStore:
             self.db.executemany("UPDATE entities SET label=?, description=?, popularity=?, types=?, aliases=?, "
                                 "data=?, text_hash=? WHERE rid=?", [(*vals[1:], rid) for rid, vals in updated])
             self.db.executemany("DELETE FROM aliases WHERE rid=?", [(rid,) for rid, _ in updated])
+            self.db.executemany("DELETE FROM alias_counts WHERE rid=?", [(rid,) for rid, _ in updated])
             alias_rows = sorted({(n, rid) for rid, _, e, _ in final.values()
                                  for n in map(normalize_alias, e.names()) if n})  # key order: fast B-tree inserts
             self.db.executemany("INSERT OR IGNORE INTO aliases(norm, rid) VALUES (?, ?)", alias_rows)
+            self.db.executemany("INSERT INTO alias_counts(norm, rid, n) VALUES (?, ?, ?)",
+                                sorted((k, rid, n) for rid, _, e, _ in final.values()
+                                       for k, n in normalized_counts(e.alias_counts).items()))
             if track_pending:
                 changed = [(rid,) for rid, new, _, vals in final.values()
                            if new or existing[vals[0]][1] != vals[-1]]
@@ -198,6 +225,7 @@ class EntityStore:
                 for eid, rid in found:
                     self.db.execute("DELETE FROM entities WHERE rid=?", (rid,))
                     self.db.execute("DELETE FROM aliases WHERE rid=?", (rid,))
+                    self.db.execute("DELETE FROM alias_counts WHERE rid=?", (rid,))
                     if track_pending:
                         self.db.execute("INSERT OR REPLACE INTO pending(rid, op) VALUES (?, 'del')", (rid,))
                     removed.append(eid)
@@ -266,6 +294,31 @@ class EntityStore:
                  f"({','.join('?' * len(part))}) ORDER BY e.popularity DESC, e.id")
             for norm, eid in self.db.execute(q, list(part)):
                 out.setdefault(norm, []).append(eid)
+        return out
+
+    def alias_count_pairs(self) -> int:
+        """Number of (alias, entity) pairs with a count (0 for a store without counts)."""
+        if not self.has_alias_counts:
+            return 0
+        return int(self.db.execute("SELECT COUNT(*) FROM alias_counts").fetchone()[0])
+
+    def prior(self, norms: Sequence[str]) -> dict[str, dict[str, float]]:
+        """p(entity | mention) for normalised keys: key -> {entity id: count(key, e) / sum over e' of count(key, e')}.
+
+        Keys without counts are absent; a store without alias counts (built before they existed) gives {}."""
+        if not self.has_alias_counts:
+            return {}
+        counts: dict[str, dict[str, float]] = {}
+        for part in _chunks(list(dict.fromkeys(norms))):
+            q = (f"SELECT c.norm, e.id, c.n FROM alias_counts c JOIN entities e ON e.rid=c.rid WHERE c.norm IN "
+                 f"({','.join('?' * len(part))})")
+            for norm, eid, n in self.db.execute(q, list(part)):
+                counts.setdefault(norm, {})[eid] = float(n)
+        out: dict[str, dict[str, float]] = {}
+        for norm, by_entity in counts.items():
+            total = sum(by_entity.values())
+            if total > 0:
+                out[norm] = {eid: n / total for eid, n in by_entity.items()}
         return out
 
     def alias_vocab(self) -> list[str]:

@@ -1,5 +1,6 @@
 """Re-scoring: the bi-encoder's exact score (span vector · entity vector) combined with priors — popularity,
-alias match, type compatibility — with weights set in YAML. Every feature is kept on the candidate."""
+p(entity | mention) from the KB's alias counts, alias match, type compatibility — with weights set in YAML.
+Every feature is kept on the candidate."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ from glinker.types import Document
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("biencoder", "popularity", "alias", "fuzzy", "dense", "type")
+FEATURES = ("biencoder", "popularity", "prior", "alias", "fuzzy", "dense", "type")
 
 
 class RescoreParams(StageParams):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"biencoder": 1.0, "popularity": 0.2, "alias": 0.2, "type": 0.0},
         description="Feature -> weight; the score is the weighted mean. Features: biencoder (sigmoid of span · "
-                    "entity), popularity (log popularity relative to the mention's best candidate), alias (1 exact, "
-                    "0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval score), type (1 if the "
-                    "mention's label maps to one of the entity's types, else 0).")
+                    "entity), popularity (log popularity relative to the mention's best candidate), prior "
+                    "(p(entity | mention) from the KB's alias counts for the mention's normalised text, 0 when the "
+                    "KB has no count for it), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid "
+                    "of the retrieval score), type (1 if the mention's label maps to one of the entity's types, else 0).")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
@@ -60,7 +62,7 @@ class Rescore(Stage):
     accepts = (CANDIDATES,)
     produces = CANDIDATES
     max_inputs = None
-    summary = "bi-encoder score combined with popularity, alias and type priors"
+    summary = "bi-encoder score combined with popularity, p(e|m), alias and type priors"
 
     def warm_up(self) -> None:
         p: RescoreParams = self.params  # type: ignore[assignment]
@@ -86,6 +88,7 @@ class Rescore(Stage):
         ids = sorted({c.entity_id for row in rows for mc in row for c in mc.candidates})
         ents = self.entities.get(ids)
         bi: dict[tuple[int, int], Any] = {}
+        prior = self.kb.prior([mc.mention.text for row in rows for mc in row]) if "prior" in self.w else {}
         if self.use_model and ids:
             # span vectors: those carried along, else one pass for the batch
             missing = [[mc.mention for mc in row if mc.vector is None] for row in rows]
@@ -113,6 +116,7 @@ class Rescore(Stage):
                 top = max(pops, default=0.0)
                 dots = bi.get((d, j), {})
                 allowed = self.types.get(mc.mention.label or "", None)
+                pem = prior.get(mc.mention.text, {})
                 for c, lp in zip(mc.candidates, pops):
                     f: dict[str, float] = {}
                     if "biencoder" in self.w:
@@ -120,6 +124,8 @@ class Rescore(Stage):
                         f["biencoder"] = _sigmoid(dot) if dot is not None else 0.0
                     if "popularity" in self.w:
                         f["popularity"] = lp / top if top > 0 else 0.0
+                    if "prior" in self.w:
+                        f["prior"] = pem.get(c.entity_id, 0.0)
                     if "alias" in self.w:
                         f["alias"] = c.scores.get("alias", 0.0)
                     if "fuzzy" in self.w:

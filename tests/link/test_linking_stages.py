@@ -146,6 +146,40 @@ def test_type_prior(tiny_model, tiny_kb):
     assert doc.links[0].candidates[0].scores["type"] == 1.0
 
 
+def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_path):
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import ENTITIES, write_entities
+
+    # the same KB, except that "Paris" links 9 times to the Texas city and once to the capital in some corpus
+    counts = {"Q830149": {"Paris": 9, "Paris, Texas": 4}, "Q90": {"PARIS": 1}}
+    ents = [e.model_copy(update={"alias_counts": counts.get(e.id, {})}) for e in ENTITIES]
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl", ents))), tmp_path / "kb", None)
+    y = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  r: {type: rescore, input: a, weights: W}
+  links: {type: select, input: r, top_k: 10}
+"""
+    doc = given((0, 5), (10, 16), text="Paris and Berlin.")
+
+    def link(weights: str, kb: Path) -> list:
+        [out] = pipe(y.replace("W", weights), tiny_model, kb).link([doc])
+        return out.links
+
+    paris, berlin = link("{prior: 1.0}", tmp_path / "kb")
+    assert paris.entity_id == "Q830149" and paris.confidence == pytest.approx(0.9)
+    assert {c.entity_id: c.scores["prior"] for c in paris.candidates} == pytest.approx(
+        {"Q830149": 0.9, "Q90": 0.1, "Q167646": 0.0})
+    assert berlin.candidates[0].scores["prior"] == 0.0  # no counts for Berlin: neutral 0
+    assert link("{popularity: 1.0}", tmp_path / "kb")[0].entity_id == "Q90"  # popularity alone disagrees
+    assert link("{popularity: 1.0, prior: 1.0}", tmp_path / "kb")[0].entity_id == "Q830149"
+    # a KB without counts: the feature is 0 everywhere and popularity decides
+    paris, _ = link("{popularity: 1.0, prior: 1.0}", tiny_kb)
+    assert paris.entity_id == "Q90" and all(c.scores["prior"] == 0.0 for c in paris.candidates)
+
+
 def test_select_nil_threshold_and_top_k(tiny_model, tiny_kb):
     y = """stages:
   m: {type: given_mentions}
