@@ -1,17 +1,29 @@
-"""NER throughput and peak RSS as the label count grows: 1, 1k, 10k, 100k, 1M labels (glinker only so far).
+"""NER throughput and peak RSS as the label count grows, ours beside the reference gliner 0.2.29.
 
-    .venv/bin/python benchmarks/label_scaling.py --quick    # 1, 1k, 10k labels, 8 texts (< 60 s)
-    .venv/bin/python benchmarks/label_scaling.py            # 1 .. 1M labels (long: builds a 1M-label index)
+    .venv/bin/python benchmarks/label_scaling.py --quick    # 1, 1k, 10k labels, 8 texts (< 60 s, ours only)
+    .venv/bin/python benchmarks/label_scaling.py            # 1 .. 1M labels, both bi-encoders, and the uni-encoder
+
+Columns, each label count in its own process (so peak RSS is its own), 1 torch thread, batch 8, threshold 0.5,
+flat NER, the same ~64-token texts:
+- **glinker**: ``BiEncoder.predict`` on a LabelBank (exhaustive chunked scoring below 250k labels, top-64
+  retrieval through the bank's FAISS index from 250k).
+- **gliner bi**: the reference ``batch_predict_with_embeds`` with the same precomputed label embeddings E (our
+  bank holds P = prompt_rep_layer(E) of exactly these E), same checkpoint; run under an address-space cap
+  (``--ref-mem-gb``) so that when it needs more memory than the machine has it fails with MemoryError instead
+  of taking the machine down; the row then says so. Larger counts are not tried after a failure.
+- **gliner uni**: a uni-encoder GLiNER of the same size (same ModernBERT config, random weights, markerV0,
+  D=512) built with gliner from a local config, at 1, 128 and 1024 labels. Its prompt (labels) and the text
+  share one 512-token window, so labels are run in as many passes as needed for every label to be read (the
+  pass size is the most labels whose prompt fits beside the longest text) and the passes' entities are merged
+  by greedy flat decoding; a single pass would silently drop labels.
 
 Checkpoint and texts come from ``benchmarks/ner_speed.py`` (edge-sized random-weight ModernBERT text encoder,
-real all-MiniLM-L6-v2 label encoder, D=512, ~64-token texts). Label vectors: 1024 real label strings are
-encoded with the model; larger banks repeat them with Gaussian noise (0.3 x the per-dimension std), written in
-batches straight to a memory-mapped bank (``LabelBank.write_batches``) and cached outside the repository.
-Encoding a million strings with MiniLM would take hours on this CPU and does not change scoring cost.
-Each label count runs in its own process (peak RSS is its own), 1 torch thread, batch 8, threshold 0.5.
-Banks of 250k labels or more are scored through their FAISS index (``label_top_k`` 64, the default; the index is
-built once, timed separately and saved beside the vectors), smaller ones exhaustively (chunked).
-The last line is ``throughput_ratio_<largest>_vs_1=<x>`` (examples/s at the largest count / at 1 label).
+real all-MiniLM-L6-v2 label encoder). Label embeddings: 1024 label strings are encoded by the label encoder
+(E); larger sets repeat them with Gaussian noise (0.3 x the per-dimension std of E), and P = prompt_rep_layer(E)
+is computed for every row and written in batches to a memory-mapped bank (``LabelBank.write_batches``), cached
+outside the repository. Building a real 1M-label bank from strings is ``glinker labels build`` (timed in
+docs/bench/labels.md); it does not change scoring cost.
+The last line is ``throughput_ratio_<largest>_vs_1=<x>`` (glinker examples/s at the largest count / at 1 label).
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -31,6 +44,8 @@ sys.path.insert(0, str(ROOT))
 from ner_speed import best_of, build_edge_checkpoint, make_labels, make_texts, minilm_dir, peak_rss_mb
 
 BASE = 1024
+UNI_COUNTS = (1, 128, 1024)
+E_FILE = "E.npy"
 
 
 def _fmt(c: int) -> str:
@@ -41,36 +56,41 @@ def _fmt(c: int) -> str:
     )
 
 
-def ensure_bank(m, count: int, cache: Path, batch: int = 65_536):
-    """The cached bank for ``count`` labels (written once); returns its folder."""
+def ensure_bank(m, count: int, cache: Path, batch: int = 32_768) -> Path:
+    """The cached bank folder for ``count`` labels: P in a LabelBank, E beside it as ``E.npy`` (written once)."""
+    import numpy as np
     import torch
 
     from glinker.model import LabelBank
 
-    d = cache / f"scaling-bank-{count}-{m.fingerprint[:12]}"
-    if (d / "label_bank.json").is_file():
+    d = cache / f"scaling-bank-v2-{count}-{m.fingerprint[:12]}"
+    if (d / "label_bank.json").is_file() and (d / E_FILE).is_file():
         return d
     names = make_labels(max(count, BASE))[:count]
-    if count <= BASE:
-        m.encode_labels(names).save(d)
-        return d
-    base = LabelBank.load(ensure_bank(m, BASE, cache)).vectors.clone()
-    std = base.std(0)
+    _p, e_base = m._encode_prompt_texts(make_labels(BASE), 256, want_e=True)
+    std = e_base.std(0)
+    d.mkdir(parents=True, exist_ok=True)
+    e_out = np.lib.format.open_memmap(d / f".{E_FILE}", mode="w+", dtype=np.float32, shape=(count, e_base.shape[1]))
 
     def batches():
         for a in range(0, count, batch):
             b = min(count, a + batch)
-            g = torch.Generator().manual_seed(a)
-            rows = base[torch.arange(a, b) % BASE]
-            yield rows + 0.3 * std * torch.randn(b - a, base.shape[1], generator=g)
+            e = e_base[torch.arange(a, b) % BASE]
+            if count > BASE:
+                g = torch.Generator().manual_seed(a)
+                e = e + 0.3 * std * torch.randn(b - a, e.shape[1], generator=g)
+            e_out[a:b] = e.numpy()
+            with torch.inference_mode():
+                yield m.net.prompt(e).float()
 
-    LabelBank.write_batches(
-        d, names, names, batches(), base.shape[1], m.fingerprint, progress=sys.stderr.isatty()
-    )
+    LabelBank.write_batches(d, names, names, batches(), m.dim, m.fingerprint, progress=sys.stderr.isatty())
+    e_out.flush()
+    del e_out
+    os.replace(d / f".{E_FILE}", d / E_FILE)
     return d
 
 
-def worker(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
+def worker_ours(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -85,7 +105,7 @@ def worker(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         bank.build_index()
         t_index = time.perf_counter() - t0
-        bank.save(bank_dir)
+        bank.save_index(bank_dir)
     m.predict(texts[:8], bank, batch_size=8)  # warm-up (reads a saved index)
     dt, _cpu, res = best_of(repeats, lambda: m.predict(texts, bank, batch_size=8))
     return {
@@ -99,20 +119,167 @@ def worker(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
     }
 
 
+def _ref_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def worker_gliner_bi(ckpt: Path, bank_dir: Path, texts: list[str], repeats: int, mem_gb: float) -> dict:
+    """The reference bi-encoder with precomputed E, under an address-space cap (runs in .venv-gliner)."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    from gliner import GLiNER
+
+    m = GLiNER.from_pretrained(str(ckpt), local_files_only=True, strict=True)
+    m.eval()
+    names = json.loads((bank_dir / "label_bank.json").read_text(encoding="utf-8"))["names"]
+    E = torch.from_numpy(np.ascontiguousarray(np.load(bank_dir / E_FILE, mmap_mode="r")))
+    cap = int(mem_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:
+        m.batch_predict_with_embeds(texts[:8], E, names, threshold=0.5, batch_size=8)  # warm-up
+        dt, _cpu, res = best_of(
+            repeats, lambda: m.batch_predict_with_embeds(texts, E, names, threshold=0.5, batch_size=8)
+        )
+    except (MemoryError, RuntimeError) as e:
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        return {"labels": len(names), "failed": f"{type(e).__name__} {msg}".strip(), "rss_mb": peak_rss_mb()}
+    return {"labels": len(names), "eps": len(texts) / dt, "rss_mb": peak_rss_mb(), "entities": sum(map(len, res))}
+
+
+def build_uni_checkpoint(out: Path, edge_ckpt: Path, tok_dir: Path, seed: int = 0) -> Path:
+    """A uni-encoder GLiNER with the edge checkpoint's text-encoder config, built by gliner (.venv-gliner)."""
+    import shutil
+    import tempfile
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    from gliner import GLiNER, GLiNERConfig
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
+
+    if (out / "gliner_config.json").is_file():
+        return out
+    edge = json.loads((edge_ckpt / "gliner_config.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix="uni-src-"))
+    torch.manual_seed(seed)
+    enc_cfg = {k: v for k, v in edge["encoder_config"].items() if k not in ("architectures", "transformers_version")}
+    ModernBertModel(ModernBertConfig(**enc_cfg)).save_pretrained(work)
+    AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(work)
+    cfg = GLiNERConfig(model_name=str(work), span_mode="markerV0", hidden_size=edge["hidden_size"],
+                       max_width=edge["max_width"], max_len=edge["max_len"], dropout=edge["dropout"])
+    model = GLiNER.from_config(cfg, backbone_from_pretrained=True, local_files_only=True)
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if "token_rep_layer" not in name:
+                p.normal_(0.0, 0.035 if p.dim() > 1 else 0.0)
+    model.save_pretrained(out)
+    shutil.rmtree(work)
+    return out
+
+
+def _passes(tok, texts: list[str], labels: list[str], limit: int = 512) -> list[list[str]]:
+    """Label chunks whose uni-encoder prompt ("<<ENT>> label ... <<SEP>>") fits beside the longest text."""
+    text_len = max(len(tok(t)["input_ids"]) for t in texts)  # with [CLS] and [SEP]
+    room = limit - text_len - 1  # <<SEP>>
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for lab in labels:
+        need = 1 + len(tok(lab, add_special_tokens=False)["input_ids"])  # <<ENT>> + the label's tokens
+        if chunks[-1] and used + need > room:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(lab)
+        used += need
+    return chunks
+
+
+def _merge_flat(ents: list[dict]) -> list[dict]:
+    """Greedy flat decoding over the entities of several label passes: best score first, no overlaps."""
+    kept: list[dict] = []
+    for e in sorted(ents, key=lambda x: -x["score"]):
+        if all(e["end"] <= k["start"] or e["start"] >= k["end"] for k in kept):
+            kept.append(e)
+    return sorted(kept, key=lambda x: x["start"])
+
+
+def worker_gliner_uni(uni: Path, texts: list[str], labels: list[str], counts: list[int], repeats: int) -> list[dict]:
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    from gliner import GLiNER
+
+    m = GLiNER.from_pretrained(str(uni), local_files_only=True)
+    m.eval()
+    tok = m.data_processor.transformer_tokenizer
+    rows = []
+    for c in counts:
+        chunks = _passes(tok, texts, labels[:c])
+
+        def run(chunks=chunks):
+            per = [[] for _ in texts]
+            for ch in chunks:
+                for i, r in enumerate(m.inference(texts, ch, threshold=0.5, batch_size=8)):
+                    per[i].extend(r)
+            return [_merge_flat(p) for p in per]
+
+        run()  # warm-up
+        dt, _cpu, res = best_of(repeats, run)
+        rows.append({"labels": c, "eps": len(texts) / dt, "passes": len(chunks), "rss_mb": peak_rss_mb(),
+                     "entities": sum(map(len, res))})
+    return rows
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[dict | list | None, str]:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines()
+        return None, (lines[-1] if lines else f"exit {out.returncode}")[:200]
+    return json.loads(out.stdout.strip().splitlines()[-1]), ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1, 1k, 10k labels, 8 texts (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="1, 1k, 10k labels, 8 texts, glinker only (< 60 s)")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glinker" / "bench"
     ap.add_argument("--ckpt", type=Path, default=cache / "edge-bi-modernbert-minilm-v1")
-    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--counts", default="", help="comma-separated label counts (default: by mode)")
+    ap.add_argument("--ref-python", default=str(ROOT.parent / ".venv-gliner" / "bin" / "python"))
+    ap.add_argument("--ref-mem-gb", type=float, default=16.0, help="address-space cap for the gliner bi worker")
+    ap.add_argument("--no-ref", action="store_true", help="glinker only")
+    ap.add_argument("--worker", choices=["ours", "gliner-bi", "gliner-uni", "build-uni"], help=argparse.SUPPRESS)
+    ap.add_argument("--bank", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--arg", default="", help=argparse.SUPPRESS)
     ap.add_argument("--n-texts", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.ckpt, a.worker, a.n_texts, a.repeats)))
+        if a.worker == "ours":
+            out = worker_ours(a.ckpt, a.bank, a.n_texts, a.repeats)
+        else:
+            data = json.loads(Path(a.arg).read_text(encoding="utf-8"))
+            if a.worker == "gliner-bi":
+                out = worker_gliner_bi(a.ckpt, a.bank, data["texts"], a.repeats, data["mem_gb"])
+            elif a.worker == "build-uni":
+                out = {"uni": str(build_uni_checkpoint(Path(data["out"]), a.ckpt, Path(data["tok"])))}
+            else:
+                out = worker_gliner_uni(Path(data["uni"]), data["texts"], data["labels"], data["counts"], a.repeats)
+        print(json.dumps(out))
         return
     t_start = time.perf_counter()
+    import tempfile
+
     import torch
+    from transformers import AutoTokenizer
 
     from glinker.model import BiEncoder
 
@@ -120,32 +287,93 @@ def main() -> None:
         counts, n_texts, repeats = [1, 1_000, 10_000], 8, 2
     else:
         counts, n_texts, repeats = [1, 1_000, 10_000, 100_000, 1_000_000], 32, 3
+    if a.counts:
+        counts = [int(x) for x in a.counts.split(",")]
+    ref = not a.quick and not a.no_ref and Path(a.ref_python).exists()
     ckpt = build_edge_checkpoint(a.ckpt)
     torch.set_num_threads(2)
     m = BiEncoder.from_pretrained(ckpt)
-    dirs = {c: ensure_bank(m, c, cache) for c in counts}
+    uni_counts = [c for c in UNI_COUNTS if c not in counts] if ref else []
+    dirs = {c: ensure_bank(m, c, cache) for c in [*counts, *uni_counts]}
     del m
-    rows = []
-    print("| labels | scoring | ex/s | peak RSS MB | entities | index build s |")
-    print("|---:|---|---:|---:|---:|---:|")
+    texts = make_texts(AutoTokenizer.from_pretrained(str(minilm_dir())), n_texts, 64, seed=0)
+    tmp = Path(tempfile.mkdtemp(prefix="label-scaling-"))
+    arg = tmp / "arg.json"
+    ours: dict[int, dict] = {}
+    bi: dict[int, dict] = {}
+    bi_failed = False
+    for c in [*counts, *uni_counts]:
+        me = [sys.executable, __file__, "--ckpt", str(ckpt), "--worker", "ours", "--bank", str(dirs[c]),
+              "--n-texts", str(n_texts), "--repeats", str(repeats)]
+        r, err = _run(me, {**os.environ, "OMP_NUM_THREADS": "1"})
+        ours[c] = r if r is not None else {"failed": err}
+        if ref and not bi_failed and c in counts:
+            # the reference's cost grows with the label count: fewer texts and one repeat past 10k labels
+            ref_texts = texts if c <= 10_000 else texts[:8]
+            arg.write_text(json.dumps({"texts": ref_texts, "mem_gb": a.ref_mem_gb}))
+            cmd = [a.ref_python, __file__, "--ckpt", str(ckpt), "--worker", "gliner-bi", "--bank", str(dirs[c]),
+                   "--arg", str(arg), "--repeats", str(repeats if c <= 10_000 else 1)]
+            r, err = _run(cmd, _ref_env())
+            bi[c] = r if r is not None else {"failed": err}
+            bi_failed = "failed" in bi[c]
+        print(f"[{time.perf_counter() - t_start:.0f} s] {_fmt(c)} labels: ours {ours[c]}; gliner bi {bi.get(c)}",
+              file=sys.stderr)
+    uni: dict[int, dict] = {}
+    uni_ratio = None
+    if ref:
+        arg.write_text(json.dumps({"out": str(cache / "edge-uni-modernbert-v1"), "tok": str(minilm_dir())}))
+        r, err = _run([a.ref_python, __file__, "--ckpt", str(ckpt), "--worker", "build-uni", "--arg", str(arg)],
+                      _ref_env())
+        if r is None:
+            print(f"uni-encoder checkpoint not built: {err}", file=sys.stderr)
+        else:
+            arg.write_text(json.dumps({"uni": r["uni"], "texts": texts[:8], "labels": make_labels(BASE),
+                                       "counts": list(UNI_COUNTS)}))
+            r, err = _run([a.ref_python, __file__, "--ckpt", str(ckpt), "--worker", "gliner-uni", "--arg", str(arg),
+                           "--repeats", "2"], _ref_env())
+            if r is None:
+                print(f"uni-encoder run failed: {err}", file=sys.stderr)
+            else:
+                uni = {x["labels"]: x for x in r}
+
+    print(f"\nNER throughput vs label count: CPU, 1 thread per process, batch 8, threshold 0.5, ~64-token texts; "
+          f"glinker {n_texts} texts best of {repeats}")
+    print("| labels | glinker scoring | glinker ex/s | glinker peak RSS MB | gliner bi ex/s | gliner bi peak RSS MB "
+          "| gliner uni ex/s (passes) | entities (glinker / gliner bi) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
     for c in counts:
-        cmd = [sys.executable, __file__, "--ckpt", str(a.ckpt), "--worker", str(dirs[c])]
-        cmd += ["--n-texts", str(n_texts), "--repeats", str(repeats)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if out.returncode != 0:
-            print(f"| {_fmt(c)} | failed: {out.stderr.strip().splitlines()[-1:]} |")
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(r)
-        how = f"top-64 via {r['index']}" if r["retrieval"] else "exhaustive (chunked)"
-        print(
-            f"| {_fmt(c)} | {how} | {r['eps']:.1f} | {r['rss_mb']:.0f} | {r['entities']} | "
-            f"{r['index_build_s']:.1f} |"
-        )
+        o = ours[c]
+        if "failed" in o:
+            how, eps, rss = f"failed: {o['failed']}", "-", "-"
+        else:
+            how = f"top-64 via {o['index']} (index {o['index_build_s']:.0f} s)" if o["retrieval"] else "exhaustive (chunked)"
+            eps, rss = f"{o['eps']:.2f}", f"{o['rss_mb']:.0f}"
+        b = bi.get(c)
+        if b is None:
+            b_eps = b_rss = "not run"
+        elif "failed" in b:
+            b_eps, b_rss = f"failed: {b['failed']}", f"{b['rss_mb']:.0f} (cap {a.ref_mem_gb:.0f} GB)"
+        else:
+            b_eps, b_rss = f"{b['eps']:.2f}", f"{b['rss_mb']:.0f}"
+        u = uni.get(c)
+        u_s = f"{u['eps']:.3f} ({u['passes']})" if u else "-"
+        ents = f"{o.get('entities', '-')} / {b.get('entities', '-') if b else '-'}"
+        print(f"| {_fmt(c)} | {how} | {eps} | {rss} | {b_eps} | {b_rss} | {u_s} | {ents} |")
+    if uni:
+        print("\n| labels | gliner uni ex/s | passes | glinker ex/s | glinker / uni |")
+        print("|---:|---:|---:|---:|---:|")
+        for c in UNI_COUNTS:
+            u, o = uni.get(c), ours.get(c, {})
+            if u and "eps" in o:
+                print(f"| {c} | {u['eps']:.3f} | {u['passes']} | {o['eps']:.2f} | {o['eps'] / u['eps']:.0f}x |")
+                if c == 1024:
+                    uni_ratio = o["eps"] / u["eps"]
     print(f"total {time.perf_counter() - t_start:.0f} s")
-    if rows and rows[0]["labels"] == 1:
-        print(f"throughput_ratio_{_fmt(rows[-1]['labels'])}_vs_1={rows[-1]['eps'] / rows[0]['eps']:.3f}")
+    if uni_ratio is not None:
+        print(f"speedup_vs_uni@1024={uni_ratio:.0f}")
+    good = [c for c in counts if "eps" in ours[c]]
+    if good and good[0] == 1:
+        print(f"throughput_ratio_{_fmt(good[-1])}_vs_1={ours[good[-1]]['eps'] / ours[1]['eps']:.3f}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ NOUN = (  # noqa: SIM905
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux keeps ru_maxrss across exec (a worker would inherit the peak of the
+    parent it was forked from), so the kernel's per-image high-water mark VmHWM is read where it exists."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
