@@ -46,6 +46,8 @@ def build(
     labels = _labels(None, labels_file, None)
     t0 = time.perf_counter()
     m = BiEncoder.from_pretrained(model, device=device)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=True, resume=resume)
     enc_s = time.perf_counter() - t0
     factory = index
@@ -63,6 +65,7 @@ def build(
                 "bank": str(out),
                 "labels": len(bank),
                 "dim": bank.dim,
+                "model_load_s": round(load_s, 1),
                 "encode_s": round(enc_s, 1),
                 "index": None if factory == "none" else factory,
                 "index_s": round(idx_s, 1),
