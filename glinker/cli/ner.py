@@ -120,17 +120,16 @@ def ner(
     """
     from glinker.model import BiEncoder
 
+    from itertools import islice
+
     lab = _labels(labels, labels_file, label_bank)
-    docs = list(_read_docs(input, text_field, whole_file))
+    docs = _read_docs(input, text_field, whole_file)  # streamed: memory does not grow with the input
     m = BiEncoder.from_pretrained(model, device=device)
-    if not isinstance(lab, list) or len(docs) > batch_size:
-        lab = (
-            lab if not isinstance(lab, (list, dict)) else m.encode_labels(lab)
-        )  # encode once, reuse per batch
+    if isinstance(lab, (list, dict)):
+        lab = m.encode_labels(lab)  # encoded once, reused for every batch
     out = sys.stdout if output is None else output.open("w", encoding="utf-8")
     try:
-        for i in range(0, len(docs), 256):
-            chunk = docs[i : i + 256]
+        while chunk := list(islice(docs, 256)):
             res = m.predict(
                 [d[text_field] if text_field in d else d["text"] for d in chunk],
                 lab,
@@ -144,6 +143,7 @@ def ner(
             for d, ents in zip(chunk, res):
                 rec = {**d, "entities": list(ents), "truncated": bool(getattr(ents, "truncated", False))}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()  # results already written survive an error on a later line
     finally:
         if output is not None:
             out.close()

@@ -87,3 +87,15 @@ def test_ner_bad_input_is_a_clear_error(tmp_path):
     assert "bad.jsonl:2" in str(r.exception) and "text" in str(r.exception)
     r = runner.invoke(app, ["ner", "-m", CKPT, str(tmp_path / "bad.jsonl")])
     assert "exactly one of --labels" in str(r.exception)
+
+
+def test_ner_streams_and_keeps_results_written_before_a_bad_line(tmp_path):
+    lines = [json.dumps({"text": f"John Smith visited Paris {i} times."}) for i in range(300)] + ["{not json"]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = runner.invoke(
+        app, ["ner", "-m", CKPT, "-l", "person,location", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")]
+    )
+    assert r.exit_code != 0 and "in.jsonl:301" in str(r.exception)
+    done = (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(done) == 256  # the first batch of 256 was written before line 301 was read
+    assert json.loads(done[-1])["text"] == "John Smith visited Paris 255 times."
