@@ -27,7 +27,7 @@ class RescoreParams(StageParams):
         description="Feature -> weight; the score is the weighted mean. Features: biencoder (sigmoid of span · "
                     "entity), popularity (log popularity relative to the mention's best candidate), prior "
                     "(p(entity | mention) from the KB's alias counts for the mention's normalised text, 0 when the "
-                    "KB has no count for it), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid "
+                    "KB has no count for it; left out of the mean when the KB has no alias counts at all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid "
                     "of the retrieval score), type (1 if the mention's label maps to one of the entity's types, else 0).")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
@@ -73,8 +73,15 @@ class Rescore(Stage):
             self.model = load_model(self.context, p.model)
             check_kb_vectors(self.kb, self.model, f"stage {self.name!r}")
             self.vectors = entity_vectors(self.context, self.kb)
-        total = sum(p.weights.values())
-        self.w = {k: v / total for k, v in p.weights.items() if v > 0}
+        weights = {k: v for k, v in p.weights.items() if v > 0}
+        if "prior" in weights and len(weights) > 1 and not self.kb.store.alias_count_pairs():
+            # a KB without alias counts has no p(e|m) at all: leave the feature out of the mean (neutral) rather
+            # than scoring every candidate 0 on it, which would only shrink the scores under the NIL threshold
+            log.warning("stage %r: the KB has no alias counts, so the 'prior' feature is left out (weights %s)",
+                        self.name, {k: v for k, v in weights.items() if k != "prior"})
+            del weights["prior"]
+        total = sum(weights.values())
+        self.w = {k: v / total for k, v in weights.items()}
         self.types = {k: set(v) for k, v in p.type_map.items()}
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:

@@ -175,9 +175,12 @@ def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_p
     assert berlin.candidates[0].scores["prior"] == 0.0  # no counts for Berlin: neutral 0
     assert link("{popularity: 1.0}", tmp_path / "kb")[0].entity_id == "Q90"  # popularity alone disagrees
     assert link("{popularity: 1.0, prior: 1.0}", tmp_path / "kb")[0].entity_id == "Q830149"
-    # a KB without counts: the feature is 0 everywhere and popularity decides
+    # a KB without any counts has no prior: the feature is left out of the mean, popularity decides alone
     paris, _ = link("{popularity: 1.0, prior: 1.0}", tiny_kb)
-    assert paris.entity_id == "Q90" and all(c.scores["prior"] == 0.0 for c in paris.candidates)
+    assert paris.entity_id == "Q90" and paris.confidence == pytest.approx(1.0)
+    assert all("prior" not in c.scores for c in paris.candidates)
+    paris, _ = link("{prior: 1.0}", tiny_kb)  # nothing else to rank by: every candidate scores 0
+    assert {c.scores["prior"] for c in paris.candidates} == {0.0}
 
 
 def test_select_nil_threshold_and_top_k(tiny_model, tiny_kb):

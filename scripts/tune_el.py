@@ -1,0 +1,143 @@
+"""Tune the rescore weights and the NIL threshold of a linking pipeline offline, on saved links.
+
+Run the pipeline once on the tuning set with every feature weighted (> 0, so each is computed and kept on the
+candidates), ``select`` with ``nil_threshold: 0``, ``one_per_span: false`` and a large ``top_k``, saving the
+links; this script then re-ranks the saved candidates for each weight combination exactly as ``rescore`` +
+``select`` would (weighted mean of the kept features, NIL under the threshold, overlapping spans resolved by
+confidence) and scores them with the same evaluator as ``glinker eval el``. Tune on a dev set only (AIDA testa).
+
+    glinker eval el -p PIPELINE_WITH_ALL_FEATURES.yaml --data aida_testa.jsonl --save runs/testa-features.jsonl
+    python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl \\
+        --grid 'biencoder=0,1 prior=0,1,2 popularity=0,0.5 alias=0,1 fuzzy=0,0.2 dense=0' --nil 0.1,0.2,0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glinker.eval.datasets import iter_el  # noqa: E402
+from glinker.eval.el import evaluate_el, load_kb_ids, predictions_from_linked  # noqa: E402
+from glinker.io import iter_linked_jsonl  # noqa: E402
+from glinker.stages.select import _no_overlaps  # noqa: E402
+from glinker.types import NIL  # noqa: E402
+
+# rescore feature -> the key it is kept under on a candidate's scores
+SCORE_KEY = {"biencoder": "biencoder", "popularity": "popularity", "prior": "prior", "alias": "alias_feature",
+             "fuzzy": "fuzzy_feature", "dense": "dense_feature", "type": "type"}
+
+
+def parse_grid(spec: str) -> dict[str, list[float]]:
+    grid: dict[str, list[float]] = {}
+    for part in spec.split():
+        name, _, values = part.partition("=")
+        if name not in SCORE_KEY:
+            raise SystemExit(f"unknown feature {name!r}; features: {', '.join(SCORE_KEY)}")
+        grid[name] = [float(v) for v in values.split(",")]
+    return grid
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int
+
+
+@dataclass
+class _Link:  # what select's overlap removal reads of a Link
+    mention: _Span
+    entity_id: str
+    confidence: float
+
+    @property
+    def is_nil(self) -> bool:
+        return self.entity_id == NIL
+
+
+def load_features(path: str) -> tuple[list[str], list[tuple[str | None, list[tuple[_Span, list[str], Any]]]]]:
+    """Saved links as (doc id, [(span, candidate ids, feature matrix candidates x features)]), features in the
+    order of ``SCORE_KEY``; a feature missing on a candidate counts 0, as in ``rescore``."""
+    import numpy as np
+
+    names = list(SCORE_KEY)
+    docs = []
+    for d in iter_linked_jsonl(path):
+        links = []
+        for ln in d.links:
+            ids = [c.entity_id for c in ln.candidates]
+            F = np.array([[c.scores.get(SCORE_KEY[n], 0.0) for n in names] for c in ln.candidates],
+                         dtype=np.float64).reshape(len(ids), len(names))
+            links.append((_Span(ln.mention.start, ln.mention.end), ids, F))
+        docs.append((d.id, links))
+    return names, docs
+
+
+def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: float) -> list[dict[str, Any]]:
+    """The links ``rescore`` (these weights) + ``select`` (this NIL threshold, one per span) would give, as the
+    linked-document dicts the evaluator reads (best candidate only)."""
+    import numpy as np
+
+    total = sum(weights.values())
+    w = np.array([weights.get(n, 0.0) / total for n in names])
+    out = []
+    for doc_id, links in docs:
+        chosen = []
+        for span, ids, F in links:
+            if not ids:
+                chosen.append(_Link(span, NIL, 0.0))
+                continue
+            s = F @ w
+            top = s.max()
+            best = min(ids[i] for i in np.flatnonzero(s == top))  # ties: smallest entity id, like select
+            chosen.append(_Link(span, best if top >= nil else NIL, round(float(top), 6)))
+        kept = _no_overlaps(chosen)  # type: ignore[arg-type]
+        out.append({"id": doc_id, "links": [{"mention": {"start": ln.mention.start, "end": ln.mention.end},
+                                             "entity_id": ln.entity_id,
+                                             "candidates": [] if ln.is_nil else [ln.entity_id]} for ln in kept]})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--predictions", required=True, help="links saved with every feature on the candidates")
+    ap.add_argument("--data", required=True, help="gold documents of the tuning set")
+    ap.add_argument("--kb-ids", default=None)
+    ap.add_argument("--grid", required=True, help="'feature=v1,v2 feature=v1,...' (one weight list per feature)")
+    ap.add_argument("--nil", default="0", help="NIL thresholds to try, comma-separated")
+    ap.add_argument("--top", type=int, default=15, help="rows to print, best EL F1 first")
+    ap.add_argument("--json", default=None, help="write every row as JSON lines here")
+    args = ap.parse_args()
+    gold = list(iter_el(args.data))
+    names, docs = load_features(args.predictions)
+    kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
+    grid = parse_grid(args.grid)
+    nils = [float(x) for x in args.nil.split(",")]
+    rows: list[dict[str, Any]] = []
+    for values in itertools.product(*grid.values()):
+        weights = dict(zip(grid, values))
+        if not any(v > 0 for v in weights.values()):
+            continue
+        for nil in nils:
+            rep = evaluate_el(gold, predictions_from_linked(relink(names, docs, weights, nil)), kb=kb, ks=[1])
+            rows.append({"weights": {k: v for k, v in weights.items() if v > 0}, "nil": nil, "f1": rep.linking.f1,
+                         "p": rep.linking.precision, "r": rep.linking.recall, "ed_acc": rep.ed_acc})
+    rows.sort(key=lambda r: -r["f1"])
+    if args.json:
+        Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print("| weights | NIL | EL F1 | P | R | ED acc |\n|---|---|---|---|---|---|")
+    for r in rows[: args.top]:
+        wt = ", ".join(f"{k} {v:g}" for k, v in r["weights"].items())
+        print(f"| {wt} | {r['nil']:g} | {100 * r['f1']:.1f} | {100 * r['p']:.1f} | {100 * r['r']:.1f} | "
+              f"{100 * r['ed_acc']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
