@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/label_agreement.py                    # 100k labels, Flat and HNSW32 indexes
     .venv/bin/python benchmarks/label_agreement.py --labels 10000 --texts 8   # smaller, quicker
+    # a saved bank (e.g. from `glinker labels build`), its model, the first N of its labels, real sentences:
+    .venv/bin/python benchmarks/label_agreement.py --model glinker-bi-minilm --bank BANK_DIR --labels 100000 \
+        --texts-file $GLINKER_DATA/ner/train/conll2003/dev.json --texts 64
 
 Checkpoint, texts and label strings come from ``benchmarks/ner_speed.py`` (edge-sized random-weight
 ModernBERT text encoder + the real all-MiniLM-L6-v2 label encoder, D=512). The label bank is encoded once and
@@ -42,6 +45,18 @@ def agreement(a: list, b: list) -> tuple[float, int, int]:
     return (same / len(keys) if keys else 1.0), same, len(keys)
 
 
+def real_texts(path: Path, n: int) -> list[str]:
+    """The ``n`` longest sentences of a GLiNER JSON file (list of {sentence | tokenized_text}) or a .txt file."""
+    import json
+
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        sents = [r["sentence"] if "sentence" in r else " ".join(r["tokenized_text"]) for r in rows]
+    else:
+        sents = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return sorted(sents, key=lambda t: (-len(t.split()), t))[:n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", type=int, default=100_000)
@@ -52,6 +67,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glinker" / "bench"
     ap.add_argument("--ckpt", type=Path, default=cache / "edge-bi-modernbert-minilm-v1")
+    ap.add_argument("--model", default=None, help="a model name or folder instead of the edge checkpoint")
+    ap.add_argument("--bank", type=Path, default=None, help="a saved label bank (its first --labels labels are used)")
+    ap.add_argument("--texts-file", type=Path, default=None,
+                    help="GLiNER JSON ([{'sentence' or 'tokenized_text': ...}]) or .txt: the longest sentences are used")
     a = ap.parse_args()
 
     import torch
@@ -61,16 +80,20 @@ def main() -> None:
     from glinker.model import BiEncoder, LabelBank
 
     torch.set_num_threads(a.threads)
-    ckpt = build_edge_checkpoint(a.ckpt)
-    m = BiEncoder.from_pretrained(ckpt)
-    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
-    texts = make_texts(tok, a.texts, 64, seed=1)
-    bank_dir = a.ckpt.parent / f"label-bank-{a.labels}-{m.fingerprint[:12]}"
+    m = BiEncoder.from_pretrained(a.model or build_edge_checkpoint(a.ckpt))
+    texts = real_texts(a.texts_file, a.texts) if a.texts_file else make_texts(
+        AutoTokenizer.from_pretrained(str(minilm_dir())), a.texts, 64, seed=1)
+    print(f"texts: {len(texts)}, {sum(len(t.split()) for t in texts) / len(texts):.0f} words on average")
+    bank_dir = a.bank or a.ckpt.parent / f"label-bank-{a.labels}-{m.fingerprint[:12]}"
     t0 = time.perf_counter()
     try:
         bank = LabelBank.load(bank_dir)
+        if len(bank) > a.labels:
+            bank = bank.subset(bank.names[: a.labels])
         print(f"label bank: {len(bank)} labels loaded from {bank_dir}")
     except DataError:
+        if a.bank is not None:
+            raise
         bank = m.encode_labels(make_labels(a.labels), progress=sys.stderr.isatty())
         bank.save(bank_dir)
         print(f"label bank: {len(bank)} labels encoded in {time.perf_counter() - t0:.0f} s -> {bank_dir}")
