@@ -48,6 +48,10 @@ def ner(
     save_predictions: Path | None = typer.Option(None, "--save-predictions", help="Write the predictions as JSONL."),
     mode: str = typer.Option("gliner", "--mode", help="gliner (whitespace-word spans, GLiNER's convention) or char."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+    split: str = typer.Option("test", "--split", help="Which file of each dataset folder: test (test.json), dev, ..."),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Comma-separated thresholds, e.g. 0.2,0.3,0.4,0.5: one prediction pass, a row per "
+        "threshold, then `best_threshold=<t>`. Pick a threshold on a dev split, never on test sets."),
 ) -> None:
     """Span-level micro P/R/F1 per dataset (exact span + type), then `avg_micro_f1=<x>`."""
     from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
@@ -56,11 +60,14 @@ def ner(
     try:
         if mode not in ("gliner", "char"):
             raise ConfigError(f"unknown --mode {mode!r}", where="--mode", fix="use gliner or char")
+        if sweep is not None:
+            _sweep(data, split, sweep, model, batch_size, limit, device, mode)
+            return
         if predictions is not None:
             report = score_predictions_file(predictions, data, mode=mode)
         else:
-            folders = find_ner_datasets(data)
-            datasets = [read_ner_dataset(f, limit=limit) for f in folders]
+            folders = find_ner_datasets(data, split)
+            datasets = [read_ner_dataset(f, split=split, limit=limit) for f in folders]
             predict = _load_predict(model, threshold, batch_size, device)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
@@ -75,6 +82,36 @@ def ner(
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
     typer.echo(report.last_line())
+
+
+def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limit: int | None,
+           device: str | None, mode: str) -> None:
+    from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
+    from glinker.eval.ner import sweep_thresholds
+
+    try:
+        ts = sorted({float(x) for x in sweep.split(",") if x.strip()})
+    except ValueError:
+        raise ConfigError(f"--sweep {sweep!r} is not a list of numbers", where="--sweep",
+                          fix="e.g. --sweep 0.2,0.3,0.4,0.5") from None
+    if not ts or ts[0] < 0 or ts[-1] >= 1:
+        raise ConfigError("--sweep needs thresholds in [0, 1)", where="--sweep", fix="e.g. --sweep 0.2,0.3,0.4,0.5")
+    datasets = [read_ner_dataset(f, split=split, limit=limit) for f in find_ner_datasets(data, split)]
+    bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
+    try:
+        reports = sweep_thresholds(_load_predict(model, ts[0], batch_size, device), datasets, ts, mode=mode,
+                                   progress=(bar.update if bar is not None else None))
+    finally:
+        if bar is not None:
+            bar.close()
+    names = [d.name for d in datasets]
+    typer.echo("| threshold | " + " | ".join(names) + " | average |")
+    typer.echo("|---:|" + "---:|" * (len(names) + 1))
+    for t, rep in reports.items():
+        typer.echo(f"| {t:g} | " + " | ".join(f"{r.scores.f1:.1%}" for r in rep.results)
+                   + f" | {rep.avg_micro_f1:.1%} |")
+    best = max(reports, key=lambda t: (reports[t].avg_micro_f1, -abs(t - 0.5)))
+    typer.echo(f"best_threshold={best:g} avg_micro_f1={reports[best].avg_micro_f1:.4f}")
 
 
 def _load_predict(model: str, threshold: float, batch_size: int, device: str | None) -> Any:

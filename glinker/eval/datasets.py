@@ -234,22 +234,24 @@ def read_labels(path: str | Path) -> list[str]:
     return labels
 
 
-def find_ner_datasets(path: str | Path) -> list[Path]:
-    """Dataset folders under ``path``: ``path`` itself if it holds ``test.json``, else its sub-folders that do.
+def find_ner_datasets(path: str | Path, split: str = "test") -> list[Path]:
+    """Dataset folders under ``path``: ``path`` itself if it holds ``{split}.json``, else its sub-folders that do.
 
     Folders named ``sample_*`` are skipped, as GLiNER's evaluation does.
     """
     p = Path(path)
+    f = f"{split}.json"
     if not p.is_dir():
         raise DataError(f"not a folder: {p}", where=str(p),
-                        fix="pass a dataset folder (test.json + labels.json) or a folder of them")
-    if (p / "test.json").is_file():
+                        fix=f"pass a dataset folder ({f} + labels.json) or a folder of them")
+    if (p / f).is_file():
         return [p]
-    found = sorted(d for d in p.iterdir() if d.is_dir() and (d / "test.json").is_file()
+    found = sorted(d for d in p.iterdir() if d.is_dir() and (d / f).is_file()
                    and not d.name.startswith("sample_"))
     if not found:
-        raise DataError(f"no dataset folder (with test.json) in {p}", where=str(p),
-                        fix="point --data at e.g. $GLINKER_DATA/ner/eval or one folder inside it")
+        raise DataError(f"no dataset folder (with {f}) in {p}", where=str(p),
+                        fix="point --data at e.g. $GLINKER_DATA/ner/eval or one folder inside it"
+                        + ("" if split == "test" else f", or pick a --split that exists (no {f} here)"))
     return found
 
 

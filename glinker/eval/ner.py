@@ -257,6 +257,22 @@ def evaluate_ner(predict: PredictFn, datasets: Iterable[NERDataset], mode: str =
     return NERReport(results)
 
 
+def sweep_thresholds(predict: PredictFn, datasets: Sequence[NERDataset], thresholds: Sequence[float],
+                     mode: str = "gliner", progress: Callable[[int], None] | None = None) -> dict[float, NERReport]:
+    """One report per threshold from a single prediction pass at the lowest one.
+
+    ``predict`` must already apply the lowest threshold. Greedy decoding takes candidates best score first, so
+    the ones at or below a higher threshold come after every one above it and never block them: keeping the
+    predictions with ``score > t`` is exactly what a run at ``t`` returns (flat, nested and multi-label alike).
+    """
+    preds = [predict_dataset(predict, ds, progress=progress) for ds in datasets]
+    out: dict[float, NERReport] = {}
+    for t in sorted(thresholds):
+        out[t] = NERReport([score_dataset(ds, [[e for e in p if e["score"] > t] for p in pr], mode=mode)
+                            for ds, pr in zip(datasets, preds)])
+    return out
+
+
 def _write_predictions(f: Any, ds: NERDataset, preds: Sequence[Sequence[dict]]) -> None:
     for i, (ex, ents) in enumerate(zip(ds.examples, preds)):
         rec = {"dataset": ds.name, "index": i, "text": ex.text,

@@ -179,3 +179,43 @@ def test_ner_runs_a_real_checkpoint(tmp_path):
     assert re.fullmatch(r"avg_micro_f1=\d\.\d{4}", last)
     rescored = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--predictions", str(saved)])
     assert rescored.output.strip().splitlines()[-1] == last
+
+
+def test_threshold_sweep_equals_separate_runs(tmp_path):
+    """One pass at the lowest threshold, filtered, gives exactly what a run at each threshold gives."""
+    from glinker.eval.datasets import read_ner_dataset
+    from glinker.eval.ner import evaluate_ner, sweep_thresholds
+    from glinker.model import BiEncoder
+
+    ckpt = Path(__file__).resolve().parents[1] / "fixtures" / "gliner" / "deberta"
+    if not (ckpt / "gliner_config.json").is_file():
+        pytest.skip("tiny gliner fixture missing")
+    d = tmp_path / "data" / "tiny"
+    d.mkdir(parents=True)
+    recs = [{"sentence": s, "entities": [{"name": s.split()[0], "type": "person", "pos": [0, len(s.split()[0])]}]}
+            for s in ["John Smith works at Google in London .", "Paris is the capital of France .",
+                      "Apple Inc was founded by Steve Jobs", "the committee met in geneva and berlin ."]]
+    (d / "dev.json").write_text(json.dumps(recs))
+    (d / "labels.json").write_text('["person", "location", "organization"]')
+    m = BiEncoder.from_pretrained(ckpt)
+    ds = [read_ner_dataset(d, split="dev")]
+
+    def at(t):
+        return lambda texts, labels: m.predict(texts, labels, threshold=t, flat_ner=True)
+
+    scores = sorted(e["score"] for r in at(0.0)([x["sentence"] for x in recs], ["person", "location", "organization"])
+                    for e in r)
+    ts = [round(scores[len(scores) * q // 4], 4) for q in (1, 2, 3)]
+    swept = sweep_thresholds(at(0.0), ds, [0.0, *ts])
+    counts = [rep.results[0].predicted for rep in swept.values()]
+    assert len(set(counts)) > 1  # the thresholds really change the predictions
+    for t, rep in swept.items():
+        direct = evaluate_ner(at(t), ds)
+        assert rep.results[0].predicted == direct.results[0].predicted
+        assert rep.results[0].scores.as_dict() == direct.results[0].scores.as_dict()
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--model", str(ckpt), "--split", "dev",
+                            "--sweep", ",".join(map(str, ts))])
+    assert r.exit_code == 0, r.output
+    assert re.fullmatch(r"best_threshold=[\d.]+ avg_micro_f1=\d\.\d{4}", r.output.strip().splitlines()[-1])
+    r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--model", str(ckpt), "--sweep", "0.5"])
+    assert r.exit_code != 0 and "test.json" in r.output  # no test split here: the error names the file
