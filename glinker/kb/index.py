@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 FLAT_MAX = 100_000
 """Up to this many entities the automatic choice is exact search."""
+FP16_MAX_BYTES = 8 * 2**30
+"""Up to this many bytes of fp16 codes the automatic choice keeps vectors in fp16 (SQfp16): at 10M generated
+384-d vectors SQ8 found only 77% of the exact top 10 (near-ties reorder under 8-bit codes), fp16 keeps them."""
 SQ8_MAX_BYTES = 16 * 2**30
 """Above this many bytes of SQ8 codes the automatic choice switches to product quantisation."""
 
@@ -30,8 +33,9 @@ def _faiss() -> Any:
 
 
 def auto_factory(n: int, dim: int) -> str:
-    """A factory string for ``n`` vectors of ``dim``: exact up to FLAT_MAX, then IVF with SQ8 (or PQ when SQ8
-    codes would not fit in memory), with about 4*sqrt(n) lists rounded to a power of two."""
+    """A factory string for ``n`` vectors of ``dim``: exact up to FLAT_MAX, then IVF with fp16 codes while they
+    fit in FP16_MAX_BYTES, SQ8 codes while those fit in SQ8_MAX_BYTES, PQ beyond; about 4*sqrt(n) lists rounded
+    to a power of two."""
     if n <= FLAT_MAX:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
@@ -41,6 +45,8 @@ def auto_factory(n: int, dim: int) -> str:
         while dim % m:
             m -= 1
         return f"{coarse},PQ{m}"
+    if n * dim * 2 <= FP16_MAX_BYTES:
+        return f"{coarse},SQfp16"
     return f"{coarse},SQ8"
 
 

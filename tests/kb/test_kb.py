@@ -275,8 +275,9 @@ def test_update_needs_same_model(kb_dir: Path) -> None:
 
 def test_auto_factory_and_estimates() -> None:
     assert auto_factory(5_000, 384) == "Flat"
-    assert auto_factory(1_000_000, 384) == "IVF4096,SQ8"
-    assert auto_factory(10_000_000, 384).startswith("IVF16384_HNSW32,SQ8")
+    assert auto_factory(1_000_000, 384) == "IVF4096,SQfp16"
+    assert auto_factory(10_000_000, 384) == "IVF16384_HNSW32,SQfp16"  # 7.7 GB of fp16 codes
+    assert auto_factory(20_000_000, 384) == "IVF16384_HNSW32,SQ8"  # fp16 would pass 8 GiB
     assert auto_factory(100_000_000, 768).split(",")[1].startswith("PQ")
     est = estimate_resources(10_000_000, 384, "auto")
     assert est["kb_disk"] < 20 * 2**30 and est["peak_ram"] < 24 * 2**30
@@ -321,3 +322,25 @@ def test_two_publishes_in_one_second_keep_distinct_generations(tmp_path, monkeyp
     assert current_generation(root) == gens[1]
     assert (gens[1] / "marker").read_text() == "1"
     assert not gens[0].exists()  # the old generation is cleaned up after the switch
+
+
+def test_fuzzy_many_matches_one_extract_per_name(kb_dir: Path) -> None:
+    # fuzzy_many (one rapidfuzz cdist pass per chunk) must give exactly what one process.extract per name gives:
+    # the same aliases, scores, order (ties in vocabulary order) and homonyms, at every cutoff and limit
+    from rapidfuzz import fuzz, process
+
+    from glinker.kb.store import normalize_alias
+
+    names = ["Pariss", "paris", "Zurch", "Tokio", "Berlin", "x", "", "Paris Texas", "Steve Job", "Google Inc"]
+    with KB.open(kb_dir) as kb:
+        vocab = kb.store.alias_vocab()
+        for cutoff in (0.0, 50.0, 80.0, 88.0, 100.0):
+            for limit in (1, 2, 5, 100):
+                got = kb.fuzzy_many(names, limit=limit, score_cutoff=cutoff, chunk=3)
+                for name, hits in zip(names, got):
+                    ref = process.extract(normalize_alias(name), vocab, scorer=fuzz.ratio, limit=limit,
+                                          score_cutoff=cutoff)
+                    want = [(e, a, s) for a, s, _ in ref for e in kb.lookup_alias(a)]
+                    assert [(e, a) for e, a, _ in hits] == [(e, a) for e, a, _ in want], (name, cutoff, limit)
+                    assert all(abs(s - w) < 1e-3 for (_, _, s), (_, _, w) in zip(hits, want))
+                assert kb.fuzzy(names[0], limit=limit, score_cutoff=cutoff) == got[0]
