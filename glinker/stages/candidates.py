@@ -120,19 +120,12 @@ class FuzzyCandidates(Stage):
         exact: dict[str, list[str]] = {}
         if p.skip_exact:
             exact = self.kb.store.lookup_norms(sorted({normalize_alias(m.text) for ms in mentions for m in ms}))
-        cache: dict[str, list[tuple[str, str, float]]] = {}
-        out = []
-        for ms in mentions:
-            row = []
-            for m in ms:
-                key = normalize_alias(m.text)
-                hits: list[tuple[str, str, float]] = []
-                if len(key) >= p.min_chars and not (p.skip_exact and exact.get(key)):
-                    if key not in cache:
-                        cache[key] = self.kb.fuzzy(m.text, limit=p.top_k, score_cutoff=p.score_cutoff, scorer=p.scorer)
-                    hits = cache[key]
-                row.append((m, hits))
-            out.append(row)
+        wanted = {key: m.text for ms in mentions for m in ms
+                  if len(key := normalize_alias(m.text)) >= p.min_chars and not (p.skip_exact and exact.get(key))}
+        # every form of the batch in one rapidfuzz pass (fuzzy normalises the text again: same key)
+        cache = dict(zip(wanted, self.kb.fuzzy_many(list(wanted.values()), limit=p.top_k,
+                                                    score_cutoff=p.score_cutoff, scorer=p.scorer)))
+        out = [[(m, cache.get(normalize_alias(m.text), [])) for m in ms] for ms in mentions]
         ents = self.entities.get(sorted({h[0] for row in out for _, hits in row for h in hits}))
         result = []
         for row in out:
