@@ -27,8 +27,10 @@ DEFAULT_INDEX_THRESHOLD = 250_000
 # factory used when an index is built implicitly: exact up to 10k labels, HNSW above
 DEFAULT_LARGE_FACTORY = "HNSW32"
 _FLAT_UP_TO = 10_000
-# HNSW search breadth: 128 found the same entities on only 70% of spans at 100k labels, 512 on 100%
-DEFAULT_EF_SEARCH = 512
+# HNSW search breadth. Graph indexes are built on the MIPS->L2 transform (see build_faiss_index): with the shipped
+# model at 100k labels, HNSW on raw inner product found the same entities on 71% of spans at efSearch 512, on the
+# transform 100% at 128 (docs/bench/labels.md).
+DEFAULT_EF_SEARCH = 128
 
 
 def _faiss() -> Any:
@@ -43,6 +45,25 @@ def _faiss() -> Any:
     return faiss
 
 
+def uses_mips_transform(factory: str, mips: str = "auto") -> bool:
+    """Whether an index of ``factory`` is built on the MIPS->L2 transform: ``mips`` "auto" (graph indexes: HNSW,
+    NSG), "l2" (always) or "ip" (never)."""
+    if mips not in ("auto", "l2", "ip"):
+        raise ConfigError(f"unknown label index metric {mips!r}", where="mips", fix='use "auto", "l2" or "ip"')
+    if mips != "auto":
+        return mips == "l2"
+    head = factory.split(",")[0].upper()
+    return not head.startswith(("IVF", "IMI")) and ("HNSW" in head or "NSG" in head)
+
+
+def _augment(v: Any, max_norm: float) -> Any:
+    """Rows for the MIPS->L2 transform: [p, sqrt(M^2 - |p|^2)], so that every row has norm M."""
+    import numpy as np
+
+    extra = np.sqrt(np.maximum(max_norm * max_norm - np.einsum("ij,ij->i", v, v), 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.concatenate([v, extra[:, None]], axis=1))
+
+
 def build_faiss_index(
     vectors: Any,
     factory: str = "Flat",
@@ -50,11 +71,18 @@ def build_faiss_index(
     progress: bool = False,
     train_size: int = 100_000,
     seed: int = 0,
+    mips: str = "auto",
 ) -> Any:
-    """An inner-product FAISS index over ``vectors`` (N, D), added in batches.
+    """A FAISS index that retrieves the rows of ``vectors`` (N, D) with the largest inner products, added in
+    batches.
 
     ``factory`` is a faiss index-factory string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF1024,Flat"``, ...
     Indexes that need training are trained on a random sample of at most ``train_size`` rows.
+
+    Inner product is not a metric and graph indexes navigate it badly, so by default (``mips="auto"``) they
+    are built on the MIPS->L2 transform: rows ``[p, sqrt(M^2 - |p|^2)]`` (M the largest norm), queries
+    ``[q, 0]``; then ``|q' - p'|^2 = |q|^2 + M^2 - 2 q.p`` and the nearest rows are exactly the largest inner
+    products. Such an index is one dimension wider than the vectors, which is how :func:`search_index` knows.
     """
     import numpy as np
     import torch
@@ -62,15 +90,27 @@ def build_faiss_index(
     faiss = _faiss()
     n = int(vectors.shape[0])
     d = int(vectors.shape[1])
+    l2 = uses_mips_transform(factory, mips)
 
-    def rows(a: int, b: int) -> Any:
+    def raw(a: int, b: int) -> Any:
         v = vectors[a:b]
         if isinstance(v, torch.Tensor):
             v = v.detach().cpu().float().numpy()
         return np.ascontiguousarray(v, dtype=np.float32)
 
+    max_norm = 0.0
+    if l2:  # one pass over the (possibly memory-mapped) rows for the largest norm
+        for a in range(0, n, batch_size):
+            v = raw(a, min(n, a + batch_size))
+            max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", v, v).max(initial=0.0))))
+
+    def rows(a: int, b: int) -> Any:
+        return _augment(raw(a, b), max_norm) if l2 else raw(a, b)
+
     try:
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(
+            d + 1 if l2 else d, factory, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
+        )
     except RuntimeError as e:
         raise ConfigError(
             f"faiss cannot build index {factory!r}: {str(e).strip().splitlines()[-1]}",
@@ -84,6 +124,8 @@ def build_faiss_index(
         if isinstance(sample, torch.Tensor):
             sample = sample.detach().cpu().float().numpy()
         sample = np.ascontiguousarray(sample, dtype=np.float32)
+        if l2:
+            sample = _augment(sample, max_norm)
         try:
             index.train(sample)
         except RuntimeError as e:
@@ -105,18 +147,22 @@ def build_faiss_index(
             bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    log.info("built faiss index %s over %d labels (dim %d)", factory, n, d)
+    log.info("built faiss index %s over %d labels (dim %d%s)", factory, n, d, ", MIPS->L2" if l2 else "")
     return index
 
 
 def search_index(
     index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = 32
 ) -> Any:
-    """(n, k) int64 label rows of the ``k`` largest inner products per query row; -1 where fewer exist."""
+    """(n, k) int64 label rows of the ``k`` largest inner products per query row; -1 where fewer exist.
+
+    An index one dimension wider than the queries is built on the MIPS->L2 transform: queries get a 0 appended."""
     import numpy as np
 
     faiss = _faiss()
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    if int(index.d) == q.shape[1] + 1:
+        q = np.ascontiguousarray(np.concatenate([q, np.zeros((q.shape[0], 1), np.float32)], axis=1))
     k = max(1, min(int(k), int(index.ntotal)))
     inner = faiss.downcast_index(index)
     if hasattr(inner, "hnsw"):
@@ -222,13 +268,14 @@ class LabelBank:
         return "Flat" if len(self) <= _FLAT_UP_TO else DEFAULT_LARGE_FACTORY
 
     def build_index(
-        self, factory: str | None = None, batch_size: int = 65_536, progress: bool = False
+        self, factory: str | None = None, batch_size: int = 65_536, progress: bool = False, mips: str = "auto"
     ) -> LabelBank:
-        """Build the inner-product FAISS index over the P vectors (``factory``: a faiss factory string)."""
+        """Build the FAISS index over the P vectors (``factory``: a faiss factory string; ``mips``: see
+        :func:`build_faiss_index`)."""
         if self.vectors.dim() != 2 or len(self) == 0:
             raise DataError("cannot index an empty label bank", where="LabelBank", fix="add labels first")
         f = factory or self.default_factory()
-        self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress)
+        self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress, mips=mips)
         self.index_factory = f
         self._index_path = None
         return self
@@ -246,7 +293,7 @@ class LabelBank:
                         where=str(self._index_path),
                         fix="delete it and rebuild: bank.build_index(); bank.save(folder)",
                     ) from None
-                if int(idx.ntotal) != len(self) or int(idx.d) != self.dim:
+                if int(idx.ntotal) != len(self) or int(idx.d) not in (self.dim, self.dim + 1):
                     raise DataError(
                         f"label index holds {idx.ntotal} vectors of dim {idx.d}, the bank "
                         f"{len(self)} of dim {self.dim}",

@@ -150,3 +150,32 @@ def test_write_batches_builds_a_memory_mapped_bank(tmp_path):
     assert bank.search(v[:4].numpy(), 1)[:, 0].tolist() == [int(torch.argmax(v @ v[i])) for i in range(4)]
     with pytest.raises(DataError, match="label vectors for"):
         LabelBank.write_batches(tmp_path / "c", names, names, [v[:10]], 8)
+
+
+def test_mips_to_l2_transform_is_exact_and_kept_across_save(tmp_path):
+    """[p, sqrt(M^2-|p|^2)] vs [q, 0]: nearest in L2 == largest inner product (exactly, with an exact index)."""
+    import numpy as np
+
+    from glinker.model.labels import build_faiss_index, search_index, uses_mips_transform
+
+    g = torch.Generator().manual_seed(3)
+    # norms spread widely, as projected label vectors' are: the transform must not favour short or long rows
+    p = torch.randn(5000, 24, generator=g) * torch.rand(5000, 1, generator=g).mul(3).add(0.2)
+    q = torch.randn(200, 24, generator=g).numpy()
+    truth = torch.topk(torch.as_tensor(q) @ p.T, 10).indices.numpy()
+    flat = build_faiss_index(p, "Flat", mips="l2")
+    assert flat.d == 25 and flat.metric_type == faiss.METRIC_L2
+    assert np.array_equal(np.sort(search_index(flat, q, 10), 1), np.sort(truth, 1))
+    assert uses_mips_transform("HNSW32") and uses_mips_transform("HNSW32,SQ8")
+    assert not uses_mips_transform("Flat") and not uses_mips_transform("IVF64_HNSW32,Flat")
+    assert not uses_mips_transform("HNSW32", "ip")
+    with pytest.raises(ConfigError, match="metric"):
+        uses_mips_transform("Flat", "cosine")
+    names = [f"l{i}" for i in range(len(p))]
+    bank = LabelBank(names, names, p).build_index("HNSW32")  # auto: a graph index gets the transform
+    assert bank.faiss_index().d == 25
+    bank.save(tmp_path / "bank")
+    back = LabelBank.load(tmp_path / "bank")
+    assert back.faiss_index().d == 25  # the extra dimension says how to query it
+    got = back.search(q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]) >= 0.9
