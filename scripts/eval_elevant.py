@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "elevant")
     ap.add_argument("--glinker", default=str(Path(sys.executable).with_name("glinker")))
     ap.add_argument("--sets", default="", help="comma-separated set names (default: every set in --data)")
+    ap.add_argument("--pipelines", default="", help="comma-separated pipeline names (default: all: "
+                    + ", ".join(n for n, *_ in PIPELINES) + ")")
+    ap.add_argument("--no-ed", action="store_true", help="skip the gold-mention (ED) runs")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     files = sorted(args.data.glob("*.benchmark.jsonl"))
@@ -58,17 +61,18 @@ def main() -> None:
         keep = set(args.sets.split(","))
         files = [f for f in files if f.name.removesuffix(".benchmark.jsonl") in keep]
 
-    print("| set | docs | InKB gold | KB coverage | " + " | ".join(f"{n} F1 (ED)" for n, *_ in PIPELINES) + " |")
-    print("|---|---:|---:|---:|" + "---:|" * len(PIPELINES))
+    pipelines = [p for p in PIPELINES if not args.pipelines or p[0] in args.pipelines.split(",")]
+    print("| set | docs | InKB gold | KB coverage | " + " | ".join(f"{n} F1 (ED)" for n, *_ in pipelines) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(pipelines))
     for f in files:
         name = f.name.removesuffix(".benchmark.jsonl")
         cells = []
         rep = {}
-        for pname, e2e, ed, needs_kb in PIPELINES:
+        for pname, e2e, ed, needs_kb in pipelines:
             kb = args.kb if needs_kb else None
             rep = run_one(args.glinker, e2e, f, kb, args.kb_ids, args.out / f"{name}--{pname}.json")
             cell = f"{100 * rep['el_f1']:.1f}"
-            if ed is not None:
+            if ed is not None and not args.no_ed:
                 red = run_one(args.glinker, ed, f, kb, args.kb_ids, args.out / f"{name}--{pname}-ed.json")
                 cell += f" ({100 * red['ed_acc']:.1f})"
             cells.append(cell)

@@ -9,6 +9,11 @@ confidence) and scores them with the same evaluator as ``glinker eval el``. Tune
     glinker eval el -p PIPELINE_WITH_ALL_FEATURES.yaml --data aida_testa.jsonl --save runs/testa-features.jsonl
     python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl \\
         --grid 'biencoder=0,1 prior=0,1,2 popularity=0,0.5 alias=0,1 fuzzy=0,0.2 dense=0' --nil 0.1,0.2,0.3
+
+``--missing-prior zero,skip`` also tries rescore's ``missing_prior`` modes: ``skip`` leaves ``prior`` out of the
+mean of a mention whose form has no alias counts. Which forms have counts is read from ``--kb`` (the pipeline's
+KB); without it, a link whose candidates carry no ``prior`` score (saved with ``missing_prior: skip``) counts as
+a form without counts.
 """
 
 from __future__ import annotations
@@ -61,9 +66,11 @@ class _Link:  # what select's overlap removal reads of a Link
         return self.entity_id == NIL
 
 
-def load_features(path: str) -> tuple[list[str], list[tuple[str | None, list[tuple[_Span, list[str], Any]]]]]:
-    """Saved links as (doc id, [(span, candidate ids, feature matrix candidates x features)]), features in the
-    order of ``SCORE_KEY``; a feature missing on a candidate counts 0, as in ``rescore``."""
+def load_features(path: str, kb_dir: str | None = None
+                  ) -> tuple[list[str], list[tuple[str | None, list[tuple[_Span, list[str], Any, bool]]]]]:
+    """Saved links as (doc id, [(span, candidate ids, feature matrix candidates x features, form has counts)]),
+    features in the order of ``SCORE_KEY``; a feature missing on a candidate counts 0, as in ``rescore``. Whether
+    the mention's form has alias counts comes from the KB at ``kb_dir``, else from a ``prior`` score being kept."""
     import numpy as np
 
     names = list(SCORE_KEY)
@@ -74,26 +81,42 @@ def load_features(path: str) -> tuple[list[str], list[tuple[str | None, list[tup
             ids = [c.entity_id for c in ln.candidates]
             F = np.array([[c.scores.get(SCORE_KEY[n], 0.0) for n in names] for c in ln.candidates],
                          dtype=np.float64).reshape(len(ids), len(names))
-            links.append((_Span(ln.mention.start, ln.mention.end), ids, F))
+            counted = any("prior" in c.scores for c in ln.candidates)
+            links.append((_Span(ln.mention.start, ln.mention.end), ids, F, counted, ln.mention.text))
         docs.append((d.id, links))
-    return names, docs
+    if kb_dir is not None:
+        from glinker.kb import KB
+
+        with KB.open(kb_dir) as kb:
+            has = kb.prior(sorted({t for _, links in docs for *_, t in links}))
+        docs = [(i, [(s, ids, F, t in has, t) for s, ids, F, _, t in links]) for i, links in docs]
+    return names, [(i, [lk[:4] for lk in links]) for i, links in docs]
 
 
-def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: float) -> list[dict[str, Any]]:
-    """The links ``rescore`` (these weights) + ``select`` (this NIL threshold, one per span) would give, as the
-    linked-document dicts the evaluator reads (best candidate only)."""
+def _weight_vector(names: list[str], weights: dict[str, float]) -> Any:
     import numpy as np
 
     total = sum(weights.values())
-    w = np.array([weights.get(n, 0.0) / total for n in names])
+    return np.array([weights.get(n, 0.0) / total if total > 0 else 0.0 for n in names])
+
+
+def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: float,
+           missing_prior: str = "zero") -> list[dict[str, Any]]:
+    """The links ``rescore`` (these weights, this ``missing_prior``) + ``select`` (this NIL threshold, one per
+    span) would give, as the linked-document dicts the evaluator reads (best candidate only)."""
+    import numpy as np
+
+    w = _weight_vector(names, weights)
+    w_unknown = _weight_vector(names, {k: v for k, v in weights.items() if k != "prior"}) \
+        if missing_prior == "skip" else w
     out = []
     for doc_id, links in docs:
         chosen = []
-        for span, ids, F in links:
+        for span, ids, F, counted in links:
             if not ids:
                 chosen.append(_Link(span, NIL, 0.0))
                 continue
-            s = F @ w
+            s = F @ (w if counted else w_unknown)
             top = s.max()
             best = min(ids[i] for i in np.flatnonzero(s == top))  # ties: smallest entity id, like select
             chosen.append(_Link(span, best if top >= nil else NIL, round(float(top), 6)))
@@ -111,30 +134,37 @@ def main() -> int:
     ap.add_argument("--kb-ids", default=None)
     ap.add_argument("--grid", required=True, help="'feature=v1,v2 feature=v1,...' (one weight list per feature)")
     ap.add_argument("--nil", default="0", help="NIL thresholds to try, comma-separated")
+    ap.add_argument("--missing-prior", default="zero", help="rescore missing_prior modes to try: zero,skip")
+    ap.add_argument("--kb", default=None, help="the pipeline's KB: which mention forms have alias counts")
     ap.add_argument("--top", type=int, default=15, help="rows to print, best EL F1 first")
     ap.add_argument("--json", default=None, help="write every row as JSON lines here")
     args = ap.parse_args()
     gold = list(iter_el(args.data))
-    names, docs = load_features(args.predictions)
+    names, docs = load_features(args.predictions, args.kb)
     kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]
+    modes = args.missing_prior.split(",")
+    if not set(modes) <= {"zero", "skip"}:
+        raise SystemExit("--missing-prior: zero and/or skip")
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):
         weights = dict(zip(grid, values))
         if not any(v > 0 for v in weights.values()):
             continue
-        for nil in nils:
-            rep = evaluate_el(gold, predictions_from_linked(relink(names, docs, weights, nil)), kb=kb, ks=[1])
-            rows.append({"weights": {k: v for k, v in weights.items() if v > 0}, "nil": nil, "f1": rep.linking.f1,
-                         "p": rep.linking.precision, "r": rep.linking.recall, "ed_acc": rep.ed_acc})
+        for mode, nil in itertools.product(modes if weights.get("prior", 0) > 0 else ["zero"], nils):
+            links = relink(names, docs, weights, nil, mode)
+            rep = evaluate_el(gold, predictions_from_linked(links), kb=kb, ks=[1])
+            rows.append({"weights": {k: v for k, v in weights.items() if v > 0}, "missing_prior": mode, "nil": nil,
+                         "f1": rep.linking.f1, "p": rep.linking.precision, "r": rep.linking.recall,
+                         "ed_acc": rep.ed_acc})
     rows.sort(key=lambda r: -r["f1"])
     if args.json:
         Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print("| weights | NIL | EL F1 | P | R | ED acc |\n|---|---|---|---|---|---|")
+    print("| weights | missing_prior | NIL | EL F1 | P | R | ED acc |\n|---|---|---|---|---|---|---|")
     for r in rows[: args.top]:
         wt = ", ".join(f"{k} {v:g}" for k, v in r["weights"].items())
-        print(f"| {wt} | {r['nil']:g} | {100 * r['f1']:.1f} | {100 * r['p']:.1f} | {100 * r['r']:.1f} | "
+        print(f"| {wt} | {r['missing_prior']} | {r['nil']:g} | {100 * r['f1']:.1f} | {100 * r['p']:.1f} | {100 * r['r']:.1f} | "
               f"{100 * r['ed_acc']:.1f} |")
     return 0
 

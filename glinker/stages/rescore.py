@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
@@ -26,9 +26,17 @@ class RescoreParams(StageParams):
         default_factory=lambda: {"biencoder": 1.0, "popularity": 0.2, "alias": 0.2, "type": 0.0},
         description="Feature -> weight; the score is the weighted mean. Features: biencoder (sigmoid of span · "
                     "entity), popularity (log popularity relative to the mention's best candidate), prior "
-                    "(p(entity | mention) from the KB's alias counts for the mention's normalised text, 0 when the "
-                    "KB has no count for it; left out of the mean when the KB has no alias counts at all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid "
-                    "of the retrieval score), type (1 if the mention's label maps to one of the entity's types, else 0).")
+                    "(p(entity | mention) from the KB's alias counts for the mention's normalised text; a form "
+                    "without counts: see `missing_prior`; left out of the mean when the KB has no alias counts at "
+                    "all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval "
+                    "score), type (1 if the mention's label maps to one of the entity's types, else 0).")
+    missing_prior: Literal["zero", "skip"] = Field(
+        default="zero",
+        description="A mention whose normalised text has no alias counts in the KB (the prior is unknown, not "
+                    "against): `zero` scores `prior` 0 for every candidate (the prior says no, so the weighted "
+                    "mean drops, e.g. under a NIL threshold); `skip` leaves `prior` out of that mention's weighted "
+                    "mean (the other weights renormalised; `prior` is not kept on its candidates), as for a KB "
+                    "without any counts. A form with counts gives 0 to the candidates it has no count for either way.")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
@@ -45,6 +53,11 @@ class RescoreParams(StageParams):
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError("weights must be >= 0 with at least one > 0")
         return v
+
+
+def _normalised(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    return {k: v / total for k, v in weights.items()} if total > 0 else {}
 
 
 def _sigmoid(x: float) -> float:
@@ -80,8 +93,10 @@ class Rescore(Stage):
             log.warning("stage %r: the KB has no alias counts, so the 'prior' feature is left out (weights %s)",
                         self.name, {k: v for k, v in weights.items() if k != "prior"})
             del weights["prior"]
-        total = sum(weights.values())
-        self.w = {k: v / total for k, v in weights.items()}
+        self.w = _normalised(weights)
+        # the weights for a mention without counts under `missing_prior: skip` (none, score 0, if prior was alone)
+        self.w_unknown = (_normalised({k: v for k, v in weights.items() if k != "prior"})
+                          if p.missing_prior == "skip" and "prior" in weights else self.w)
         self.types = {k: set(v) for k, v in p.type_map.items()}
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
@@ -123,7 +138,8 @@ class Rescore(Stage):
                 top = max(pops, default=0.0)
                 dots = bi.get((d, j), {})
                 allowed = self.types.get(mc.mention.label or "", None)
-                pem = prior.get(mc.mention.text, {})
+                pem = prior.get(mc.mention.text)
+                w = self.w if pem is not None else self.w_unknown
                 for c, lp in zip(mc.candidates, pops):
                     f: dict[str, float] = {}
                     if "biencoder" in self.w:
@@ -131,8 +147,8 @@ class Rescore(Stage):
                         f["biencoder"] = _sigmoid(dot) if dot is not None else 0.0
                     if "popularity" in self.w:
                         f["popularity"] = lp / top if top > 0 else 0.0
-                    if "prior" in self.w:
-                        f["prior"] = pem.get(c.entity_id, 0.0)
+                    if "prior" in w:
+                        f["prior"] = pem.get(c.entity_id, 0.0) if pem is not None else 0.0
                     if "alias" in self.w:
                         f["alias"] = c.scores.get("alias", 0.0)
                     if "fuzzy" in self.w:
@@ -142,7 +158,7 @@ class Rescore(Stage):
                     if "type" in self.w:
                         ent = ents.get(c.entity_id)
                         f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
-                    score = sum(self.w[k] * f[k] for k in self.w)
+                    score = sum(wk * f[k] for k, wk in w.items())
                     for k, v in f.items():
                         c.scores[f"{k}_feature" if k in ("alias", "fuzzy", "dense") else k] = round(v, 6)
                     c.scores[self.name] = score

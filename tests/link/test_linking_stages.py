@@ -146,16 +146,22 @@ def test_type_prior(tiny_model, tiny_kb):
     assert doc.links[0].candidates[0].scores["type"] == 1.0
 
 
-def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_path):
+def counted_kb(path: Path) -> Path:
+    """The tiny KB, except that "Paris" links 9 times to the Texas city and once to the capital in some corpus
+    (alias counts, no vectors); no other form has counts."""
     from glinker.kb.adapters import load_adapter
     from glinker.kb.build import build_kb
 
     from .conftest import ENTITIES, write_entities
 
-    # the same KB, except that "Paris" links 9 times to the Texas city and once to the capital in some corpus
     counts = {"Q830149": {"Paris": 9, "Paris, Texas": 4}, "Q90": {"PARIS": 1}}
     ents = [e.model_copy(update={"alias_counts": counts.get(e.id, {})}) for e in ENTITIES]
-    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl", ents))), tmp_path / "kb", None)
+    build_kb(load_adapter("jsonl", str(write_entities(path.with_suffix(".jsonl"), ents))), path, None)
+    return path
+
+
+def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_path):
+    counted_kb(tmp_path / "kb")
     y = """stages:
   m: {type: given_mentions}
   a: {type: alias_candidates, input: m, top_k: 10}
@@ -181,6 +187,41 @@ def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_p
     assert all("prior" not in c.scores for c in paris.candidates)
     paris, _ = link("{prior: 1.0}", tiny_kb)  # nothing else to rank by: every candidate scores 0
     assert {c.scores["prior"] for c in paris.candidates} == {0.0}
+
+
+def test_missing_prior_skip_leaves_the_prior_out_for_forms_without_counts(tiny_model, tmp_path):
+    kb = counted_kb(tmp_path / "kb")
+    y = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  r: {type: rescore, input: a, weights: W, MP}
+  links: {type: select, input: r, nil_threshold: 0.5, top_k: 10}
+"""
+    doc = given((0, 5), (10, 16), text="Paris and Berlin.")
+
+    def link(missing: str, weights: str = "{prior: 2.0, alias: 1.0}") -> list:
+        mp = f"missing_prior: {missing}" if missing else ""
+        [out] = pipe(y.replace("W", weights).replace(", MP", f", {mp}" if mp else ""), tiny_model, kb).link([doc])
+        return out.links
+
+    # default = zero: "Berlin" has no counts, prior 0 pulls its mean to 1/3, under the NIL threshold
+    for missing in ("", "zero"):
+        paris, berlin = link(missing)
+        assert paris.entity_id == "Q830149" and paris.confidence == pytest.approx((2 * 0.9 + 1) / 3)
+        assert berlin.entity_id == NIL and berlin.candidates[0].scores["prior"] == 0.0
+        assert berlin.candidates[0].scores["r"] == pytest.approx(1 / 3)
+    # skip: the unknown prior is left out of Berlin's mean (alias alone, 1.0); Paris, which has counts, is unchanged
+    paris, berlin = link("skip")
+    assert paris.entity_id == "Q830149" and paris.confidence == pytest.approx((2 * 0.9 + 1) / 3)
+    assert {c.entity_id: c.scores["prior"] for c in paris.candidates} == pytest.approx(
+        {"Q830149": 0.9, "Q90": 0.1, "Q167646": 0.0})  # a form with counts still gives 0 to uncounted homonyms
+    assert berlin.entity_id == "Q64" and berlin.confidence == pytest.approx(1.0)
+    assert all("prior" not in c.scores for c in berlin.candidates)
+    # prior alone: nothing is left for a form without counts, it scores 0 either way
+    _, berlin = link("skip", "{prior: 1.0}")
+    assert berlin.entity_id == NIL and berlin.candidates[0].scores["r"] == 0.0
+    with pytest.raises(PipelineError):
+        link("maybe")
 
 
 def test_select_nil_threshold_and_top_k(tiny_model, tiny_kb):
