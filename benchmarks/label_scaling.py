@@ -5,8 +5,8 @@
 
 Columns, each label count in its own process (so peak RSS is its own), 1 torch thread, batch 8, threshold 0.5,
 flat NER, the same ~64-token texts:
-- **glinker**: ``BiEncoder.predict`` on a LabelBank (exhaustive chunked scoring below 250k labels, top-64
-  retrieval through the bank's FAISS index from 250k).
+- **glinker**: ``BiEncoder.predict`` on a LabelBank (exhaustive chunked scoring below 100k labels, top-64
+  retrieval through the bank's FAISS index from 100k).
 - **gliner bi**: the reference ``batch_predict_with_embeds`` with the same precomputed label embeddings E (our
   bank holds P = prompt_rep_layer(E) of exactly these E), same checkpoint; run under an address-space cap
   (``--ref-mem-gb``) so that when it needs more memory than the machine has it fails with MemoryError instead

@@ -24,7 +24,7 @@ def build(
     index: str = typer.Option(
         "auto",
         "--index",
-        help="FAISS index over the vectors: 'auto' (HNSW32 from 250,000 labels, none below), 'none', or a "
+        help="FAISS index over the vectors: 'auto' (HNSW32 from 100,000 labels, none below), 'none', or a "
         "faiss factory string such as Flat, HNSW32, IVF4096,Flat.",
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Labels per encoder forward pass."),

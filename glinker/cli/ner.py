@@ -110,7 +110,7 @@ def ner(
         "--label-top-k",
         min=0,
         help="Score each span against only the K labels a FAISS index retrieves (0: every label; "
-        "default: 64 for label banks of 250,000 labels or more, every label below).",
+        "default: 64 for label banks of 100,000 labels or more, every label below).",
     ),
 ) -> None:
     """Find entities of the given LABELS in INPUT and write one JSON line per document.
