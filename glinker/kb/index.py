@@ -24,6 +24,10 @@ SQ8_MAX_BYTES = 16 * 2**30
 """Above this many bytes of SQ8 codes the automatic choice switches to product quantisation."""
 
 
+QUANTIZER_EF_SEARCH = 128
+"""Least efSearch of an HNSW coarse quantizer (centroid search); raised to 2 x nprobe for wide probes."""
+
+
 def _faiss() -> Any:
     try:
         import faiss
@@ -82,7 +86,13 @@ class VectorIndex:
     def _apply_nprobe(self, nprobe: int) -> None:
         if self.factory.startswith("IVF"):
             faiss = _faiss()
-            faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
+            ivf = faiss.extract_index_ivf(self.index)
+            ivf.nprobe = int(nprobe)
+            # An HNSW coarse quantizer (IVF..._HNSW32) searches its centroids with efSearch (faiss default 16):
+            # narrower than nprobe it returns the wrong lists however many are probed. Keep it well above.
+            quantizer = faiss.downcast_index(ivf.quantizer)
+            if hasattr(quantizer, "hnsw"):
+                quantizer.hnsw.efSearch = max(QUANTIZER_EF_SEARCH, 2 * int(nprobe))
 
     @property
     def dim(self) -> int:
