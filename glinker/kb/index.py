@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 FLAT_MAX = 100_000
 """Up to this many entities the automatic choice is exact search."""
 FP16_MAX_BYTES = 8 * 2**30
-"""Up to this many bytes of fp16 codes the automatic choice keeps vectors in fp16 (SQfp16): at 10M generated
-384-d vectors SQ8 found only 77% of the exact top 10 (near-ties reorder under 8-bit codes), fp16 keeps them."""
+"""Up to this many bytes of fp16 codes the automatic choice keeps vectors in fp16 (SQfp16), the configuration
+measured at 10M generated 384-d vectors (docs/bench/kb.md); SQ8 halves memory beyond it."""
 SQ8_MAX_BYTES = 16 * 2**30
 """Above this many bytes of SQ8 codes the automatic choice switches to product quantisation."""
 
