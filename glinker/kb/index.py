@@ -90,9 +90,17 @@ class VectorIndex:
             ivf.nprobe = int(nprobe)
             # An HNSW coarse quantizer (IVF..._HNSW32) searches its centroids with efSearch (faiss default 16):
             # narrower than nprobe it returns the wrong lists however many are probed. Keep it well above.
-            quantizer = faiss.downcast_index(ivf.quantizer)
-            if hasattr(quantizer, "hnsw"):
+            quantizer = self._hnsw_quantizer()
+            if quantizer is not None:
                 quantizer.hnsw.efSearch = max(QUANTIZER_EF_SEARCH, 2 * int(nprobe))
+
+    def _hnsw_quantizer(self) -> Any:
+        """The HNSW coarse quantizer of an ``IVF..._HNSW..`` index, else None."""
+        if not self.factory.startswith("IVF"):
+            return None
+        faiss = _faiss()
+        quantizer = faiss.downcast_index(faiss.extract_index_ivf(self.index).quantizer)
+        return quantizer if hasattr(quantizer, "hnsw") else None
 
     @property
     def dim(self) -> int:
@@ -116,7 +124,14 @@ class VectorIndex:
         """Add vectors under int64 ids."""
         if not self.index.is_trained:
             raise KBError("the vector index is not trained", fix="train it on a sample before adding vectors")
-        self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        quantizer = self._hnsw_quantizer()
+        if quantizer is not None:  # assigning a vector is a top-1 search: no need for the width of an nprobe search
+            quantizer.hnsw.efSearch = QUANTIZER_EF_SEARCH
+        try:
+            self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+        finally:
+            self._apply_nprobe(self.nprobe)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids (absent ids are ignored); returns how many were removed."""
