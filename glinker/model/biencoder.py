@@ -258,7 +258,6 @@ class BiEncoder:
         prompts, names = _normalize_label_set(labels, "labels")
         if not names:
             raise DataError("no labels given", where="labels", fix="pass at least one label")
-        start = [0]
         bar = None
         if progress:
             from tqdm import tqdm
@@ -267,7 +266,7 @@ class BiEncoder:
 
         def chunks():
             # the writer reports how far an interrupted build got before the first chunk is asked for
-            first = start[0] = rows_done(out_dir) if resume else 0
+            first = rows_done(out_dir) if resume else 0
             if bar is not None:
                 bar.update(first)
             for a in range(first, len(prompts), chunk_size):

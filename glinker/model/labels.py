@@ -197,14 +197,7 @@ class LabelBank:
                 where="LabelBank",
                 fix="pass one vector per label",
             )
-        if len(set(names)) != len(names):
-            seen: set[str] = set()
-            dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
-            raise DataError(
-                f"duplicate label name {dup!r} in a label bank",
-                where="LabelBank",
-                fix="label names must be unique",
-            )
+        _check_unique(names)
         self.names = list(names)
         self.prompts = list(prompts)
         self.vectors = vectors if isinstance(vectors, torch.Tensor) else torch.as_tensor(vectors)
@@ -446,6 +439,16 @@ class LabelBank:
             )
 
 
+def _check_unique(names: Sequence[str]) -> None:
+    """DataError naming the first repeated label name (one pass, whatever the number of labels)."""
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
+        raise DataError(
+            f"duplicate label name {dup!r} in a label bank", where="LabelBank", fix="label names must be unique"
+        )
+
+
 def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -505,8 +508,7 @@ class _BankWriter:
             raise DataError(
                 f"{self.n} names but {len(prompts)} prompts", where="LabelBank", fix="give one prompt per name"
             )
-        if len(set(names)) != self.n:
-            raise DataError("duplicate label names", where="LabelBank", fix="label names must be unique")
+        _check_unique(names)
         self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
         out.mkdir(parents=True, exist_ok=True)
         self.digest = _labels_digest(names, prompts, dim, fingerprint)
