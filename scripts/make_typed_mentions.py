@@ -1,0 +1,118 @@
+"""Open-type NER training data from an entity-linking corpus: each linked mention is labelled with a fine type
+taken from its entity's description ("English footballer" -> "footballer", "city in Germany" -> "city").
+
+    .venv/bin/python scripts/make_typed_mentions.py --el ../shared/data/el/aida/aida_train.jsonl \
+        --entities runs/training-entities.jsonl --out runs/aida-typed/train.json
+
+Why: the offline NER training sets hold a handful of coarse types (person, location, ...) and one small open-type
+set (880 Pile-NER passages); a zero-shot model needs many fine types in real contexts. Only training documents
+are read (AIDA train); a window is kept only when its typed mentions outnumber twice those that get no type
+(NIL, not in the KB, unusable description), since an untyped mention is taught as a negative. Output: GLiNER JSON (``tokenized_text`` + ``ner`` word spans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CUT = re.compile(r"\s(?:in|of|from|for|at|on|by|and|or|with|who|which|that|based|located|published|founded|"
+                 r"established|born|owned|operating|serving|near|since|between|during|whose)\s|[,;:(]")
+SKIP_WORDS = {"a", "an", "the", "former", "retired", "professional", "first", "second", "third", "fourth", "fifth",
+              "sixth", "seventh", "eighth", "ninth", "tenth", "11th", "main", "major", "largest", "one"}
+UNUSABLE = ("wikimedia", "disambiguation", "family name", "given name", "surname", "year", "calendar", "date",
+            "list of", "article", "category", "template", "season")
+
+
+def type_phrase(description: str) -> str | None:
+    """The type head of a Wikidata-style description, lower-cased; None when there is no usable one."""
+    d = " " + (description or "").strip() + " "
+    d = CUT.split(d, maxsplit=1)[0].strip()
+    words = all_words = d.split()
+    # drop leading modifiers: demonyms and names (capitalised), years/ordinals ("20th-century"), articles
+    while words and (words[0][:1].isupper() or words[0][:1].isdigit() or words[0].lower() in SKIP_WORDS
+                     or words[0].endswith("-century")):
+        words = words[1:]
+    if not words:  # "Prime Minister of Israel": the capitalised words are the type
+        words = [w for w in all_words if w.lower() not in SKIP_WORDS and not w[:1].isdigit()]
+    phrase = " ".join(words).lower().strip(" .-")
+    if not phrase or len(words) > 4 or any(u in phrase for u in UNUSABLE) or not re.search(r"[a-z]{3}", phrase):
+        return None
+    return phrase
+
+
+def main() -> None:
+    from glinker.eval.datasets import iter_el
+    from glinker.model.words import split_words
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--el", required=True, help="AIDA or ELEVANT JSONL (training documents only)")
+    ap.add_argument("--entities", required=True, help="KB entity JSONL (id, label, description)")
+    ap.add_argument("--out", required=True, help="output GLiNER JSON file")
+    ap.add_argument("--max-words", type=int, default=32, help="window length in words")
+    ap.add_argument("--min-count", type=int, default=2, help="keep types seen on at least this many mentions")
+    a = ap.parse_args()
+
+    ents: dict[str, tuple[str, str | None]] = {}
+    with open(a.entities, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                e = json.loads(line)
+                ents[e["id"]] = (e.get("label") or "", type_phrase(e.get("description") or ""))
+    raw_types: dict[str, dict[tuple[int, int], str]] = {}  # AIDA's CoNLL class of each mention, when given
+    with open(a.el, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                raw_types[str(d.get("id"))] = {(m["start"], m["end"]): m.get("ner_type") for m in d.get("mentions", [])
+                                               if "start" in m}
+    docs = []
+    counts: Counter[str] = Counter()
+    for doc in iter_el(a.el):
+        ner_type = raw_types.get(doc.id, {})
+        sp = split_words(doc.text)
+        first = {s: i for i, s in enumerate(sp.starts)}
+        last = {e: i for i, e in enumerate(sp.ends)}
+        typed, untyped = [], []
+        for m in doc.mentions:
+            label, t = ents.get(m.entity_id, ("", None))
+            # adjectival mentions ("German" -> Germany) are not instances of the entity's type
+            if t and m.text.lower() != label.lower() and ner_type.get((m.start, m.end)) == "MISC":
+                t = None
+            ws, we = first.get(m.start), last.get(m.end)
+            if ws is None or we is None:
+                continue
+            (typed if t else untyped).append((ws, we, t))
+            if t:
+                counts[t] += 1
+        docs.append((sp.words, typed, untyped))
+    keep = {t for t, c in counts.items() if c >= a.min_count}
+    out, n_spans = [], 0
+    for words, typed, untyped in docs:
+        bad = untyped + [s for s in typed if s[2] not in keep]
+        for lo in range(0, len(words), a.max_words):
+            hi = lo + a.max_words
+            win = [[s - lo, e - lo, t] for s, e, t in typed if s >= lo and e < hi]
+            n_bad = sum(1 for s, e, _ in bad if s < hi and e >= lo)
+            if win and len(win) >= 2 * n_bad:  # few unlabelled mentions: each one is a false negative
+                out.append({"tokenized_text": words[lo:hi], "ner": win})
+                n_spans += len(win)
+    dest = Path(a.out)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(out, f)
+    os.replace(tmp, dest)
+    top = ", ".join(f"{t} ({c})" for t, c in Counter({t: counts[t] for t in keep}).most_common(15))
+    print(f"{len(out)} windows, {n_spans} typed mentions, {len(keep)} types -> {dest}\nmost frequent: {top}")
+
+
+if __name__ == "__main__":
+    main()
