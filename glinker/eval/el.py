@@ -63,6 +63,7 @@ class ELReport:
     optional_gold: int = 0
     unmapped_gold: int = 0  # gold mentions with a source id but no KB-style id (e.g. AIDA title without QID)
     kb_present: int | None = None
+    covered: PRF | None = None  # end-to-end InKB over gold mentions whose entity the KB holds (a KB was given)
     kb_distinct: int = 0
     kb_distinct_present: int | None = None
     documents: int = 0
@@ -109,7 +110,10 @@ class ELReport:
             "recall_at": {k: self.recall_at(k) for k in sorted(self.recall_hits)},
             "nil_gold": self.nil_gold, "nil_acc": self.nil_acc, "optional_gold": self.optional_gold,
             "unmapped_gold": self.unmapped_gold, "kb_coverage": self.kb_coverage,
-            "kb_coverage_distinct": self.kb_coverage_distinct, "documents": self.documents,
+            "kb_coverage_distinct": self.kb_coverage_distinct,
+            "covered_precision": self.covered.precision if self.covered else None,
+            "covered_recall": self.covered.recall if self.covered else None,
+            "covered_f1": self.covered.f1 if self.covered else None, "documents": self.documents,
             "predictions": self.predictions, "predictions_outside_span": self.predictions_outside_span,
             "predictions_unknown_doc": self.predictions_unknown_doc,
             "duplicate_predictions": self.duplicate_predictions,
@@ -135,6 +139,10 @@ class ELReport:
         if self.kb_coverage is not None:
             lines.append(f"KB coverage          {self.kb_coverage:.4f} of gold mentions, "
                          f"{self.kb_coverage_distinct:.4f} of distinct gold entities")
+        if self.covered is not None:
+            c = self.covered
+            lines.append(f"in-KB-covered        P={c.precision:.4f} R={c.recall:.4f} F1={c.f1:.4f}  (gold mentions "
+                         f"whose entity the KB holds; links at spans of gold entities it lacks ignored)")
         return "\n".join(lines)
 
     def last_line(self) -> str:
@@ -213,6 +221,7 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
 
     if rep.kb_present is None and in_kb is not None:
         rep.kb_present = 0
+        rep.covered = PRF()
     for m in labels:
         is_root = m.parent is None or m.parent not in by_id
         if not is_root:
@@ -230,7 +239,8 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             continue
         rep.inkb_gold += 1
         distinct.add(m.entity_id)
-        if in_kb is not None and in_kb(m.entity_id):
+        covered = in_kb is not None and in_kb(m.entity_id)
+        if covered:
             rep.kb_present = (rep.kb_present or 0) + 1
         if p is not None:
             rep.ed_with_prediction += 1
@@ -239,10 +249,16 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             for k in rep.recall_hits:
                 if m.entity_id in p.candidates[:k]:
                     rep.recall_hits[k] += 1
-        if linked_ok(m):
+        ok = linked_ok(m)
+        if ok:
             rep.linking.tp += 1
         else:
             rep.linking.fn += 1
+        if covered and rep.covered is not None:
+            if ok:
+                rep.covered.tp += 1
+            else:
+                rep.covered.fn += 1
     a, b = doc.evaluation_span
     for span, p in preds.items():
         if p.is_nil or span in ignored_spans:
@@ -251,8 +267,14 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
         if golds is not None:
             if not any(not g.is_nil and g.entity_id == p.entity_id for g in golds):
                 rep.linking.fp += 1
+                # a wrong link where every gold entity is missing from the KB is out of the covered figure
+                if rep.covered is not None and in_kb is not None and not all(
+                        not g.is_nil and not in_kb(g.entity_id) for g in golds):
+                    rep.covered.fp += 1
         elif a <= span[0] and span[1] <= b:
             rep.linking.fp += 1
+            if rep.covered is not None:
+                rep.covered.fp += 1
         else:
             rep.predictions_outside_span += 1
 

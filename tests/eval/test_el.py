@@ -103,6 +103,20 @@ def test_kb_coverage_set_or_callable_and_last_line():
     assert evaluate_el([d], []).last_line() == "el_f1=0.0000 ed_acc=0.0000 kb_coverage=n/a"
 
 
+def test_in_kb_covered_prf_ignores_gold_entities_the_kb_lacks():
+    # Obama in the KB and linked right; Merkel not in the KB (its wrong link is out of the covered figure);
+    # Berlin in the KB, linked wrong; "someone" is NIL gold and linked (a false positive in both figures);
+    # the year is no gold span and linked (false positive in both)
+    d = doc(gm(*OBAMA, "Q76"), gm(*MERKEL, "Q567"), gm(*BERLIN, "Q64"), gm(*SOMEONE, NIL))
+    preds = [pl(*OBAMA, "Q76"), pl(*MERKEL, "Q1"), pl(*BERLIN, "Q2"), pl(*SOMEONE, "Q5"), pl(*YEAR, "Q9")]
+    r = evaluate_el([d], preds, kb={"Q76", "Q64", "Q1", "Q2", "Q5", "Q9"})
+    assert (r.linking.tp, r.linking.fp, r.linking.fn) == (1, 4, 2)
+    assert (r.covered.tp, r.covered.fp, r.covered.fn) == (1, 3, 1)
+    assert r.as_dict()["covered_f1"] == pytest.approx(r.covered.f1)
+    assert "in-KB-covered" in r.summary()
+    assert evaluate_el([d], preds).covered is None  # no KB given: no covered figure
+
+
 def test_coref_exclusion_and_unknown_documents():
     d = doc(gm(*OBAMA, "Q76"), gm(*SOMEONE, "Q76", coref=True))
     preds = [pl(*OBAMA, "Q76"), pl(*SOMEONE, "Q1"), pl(*OBAMA, "Q76", id="other"), pl(*OBAMA, "Q2")]
