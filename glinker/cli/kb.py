@@ -122,7 +122,8 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
                 ("aliases", f"{m.counts.get('aliases', 0):,}"),
                 ("counted", f"{m.counts.get('alias_counts', 0):,} (alias, entity) pairs with a count (p(e|m) prior)"),
                 ("vectors", f"{m.counts.get('vectors', 0):,}"), ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
-                ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe}"),
+                ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe} metric={m.metric}"
+                          + (f" (norm bound {m.mips_norm:.3f})" if m.mips_norm else "")),
                 ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
                 ("created", m.created), ("updated", m.updated), ("disk", _human(size)),
                 ("pending", str(len(kb.store.pending())))]

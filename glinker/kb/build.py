@@ -121,8 +121,9 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
                             source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
         if encoder is not None:
             _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
-            fac, probe, nvec = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
+            fac, probe, nvec, bound = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
             manifest.dim, manifest.factory, manifest.nprobe = encoder.dim, fac, probe
+            manifest.metric, manifest.mips_norm = ("mips_l2", bound) if bound is not None else ("inner_product", None)
             manifest.counts["vectors"] = nvec
         manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
                                duplicates=int(store.get_meta("duplicates", 0)))
@@ -234,7 +235,7 @@ def _parts(parts: Path) -> list[tuple[Path, Path]]:
 
 
 def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: int | None, train_size: int | None,
-           progress: bool) -> tuple[str, int, int]:
+           progress: bool) -> tuple[str, int, int, float | None]:
     from glinker.kb.index import VectorIndex, auto_factory, default_nprobe
 
     files = _parts(staging / "parts")
@@ -243,9 +244,9 @@ def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: in
     probe = nprobe if nprobe is not None else default_nprobe(fac)
     done = store.get_meta("index_done")
     if done and (staging / INDEX).is_file():
-        return fac, probe, int(done)
+        return fac, probe, int(done), store.get_meta("index_mips_norm")
     index = VectorIndex.create(fac, dim, probe)
-    if not index.is_trained:
+    if index.needs_training:
         want = min(n, train_size or 300_000)
         rng = np.random.default_rng(0)
         sample = []
@@ -262,5 +263,6 @@ def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: in
         bar.update(len(ids))
     bar.close()
     index.save(staging / INDEX)
-    store.upsert([], TextTemplate("{label}"), track_pending=False, meta={"index_done": index.ntotal})
-    return fac, probe, index.ntotal
+    store.upsert([], TextTemplate("{label}"), track_pending=False,
+                 meta={"index_done": index.ntotal, "index_mips_norm": index.mips_norm})
+    return fac, probe, index.ntotal, index.mips_norm

@@ -26,6 +26,30 @@ SQ8_MAX_BYTES = 16 * 2**30
 
 QUANTIZER_EF_SEARCH = 128
 """Least efSearch of an HNSW coarse quantizer (centroid search); raised to 2 x nprobe for wide probes."""
+NORM_HEADROOM = 1.25
+"""The MIPS->L2 bound is this times the largest norm of the training sample, so later adds rarely exceed it."""
+
+
+def needs_mips_transform(factory: str) -> bool:
+    """Approximate indexes (IVF, HNSW, ...) are built on the MIPS->L2 transform; exact ``Flat`` stays on inner
+    product. Entity vectors are not normalised (the shipped model's span 1.4 to 6.0): an IVF or HNSW index on raw
+    inner product lost most true neighbours on real entities (recall@10 0.45 at nprobe 16, 61k entities; 0.95
+    on the transform: docs/bench/kb.md)."""
+    return factory.replace(" ", "").upper() not in ("FLAT", "IDMAP,FLAT", "IDMAP2,FLAT")
+
+
+def _transform_dims(factory: str, dim: int) -> int:
+    """Extra stored dimensions on the MIPS->L2 transform: the norm complement, then zero padding to a multiple
+    of 16 (faiss's SIMD scalar-quantiser kernels need it: SQfp16 on 257 dims ran 12x slower than on 272) and of
+    a PQ code's sub-quantiser count."""
+    import re
+
+    pq = re.search(r"PQ(\d+)", factory.split(",")[-1])
+    m = int(pq.group(1)) if pq else 1
+    extra = 1
+    while (dim + extra) % 16 or (dim + extra) % m:
+        extra += 1
+    return extra
 
 
 def _faiss() -> Any:
@@ -55,35 +79,60 @@ def auto_factory(n: int, dim: int) -> str:
 
 
 def default_nprobe(factory: str) -> int:
-    """The nprobe the KB searches with unless told otherwise (about nlist/64, at least 16)."""
+    """The nprobe the KB searches with unless told otherwise: about nlist/64, at least 32 (real entity vectors,
+    61k entities, IVF1024 on the MIPS transform: recall@10 0.95 at 16, 0.99 at 32)."""
     if not factory.startswith("IVF"):
         return 1
     nlist = int("".join(ch for ch in factory[3:].split(",")[0].split("_")[0] if ch.isdigit()))
-    return max(16, nlist // 64)
+    return max(32, nlist // 64)
 
 
 class VectorIndex:
-    """A FAISS inner-product index keyed by int64 ids, with train/add/remove/search and atomic save."""
+    """A FAISS maximum-inner-product index keyed by int64 ids, with train/add/remove/search and atomic save.
 
-    def __init__(self, index: Any, factory: str, nprobe: int = 1) -> None:
+    Exact ``Flat`` indexes search inner products directly. Approximate ones are built on the MIPS->L2 transform:
+    each vector x gets an extra coordinate sqrt(M^2 - |x|^2) (every stored row then has norm M) and queries a 0
+    (and are scaled to norm M), so the nearest rows in L2 are the largest inner products, and IVF lists / HNSW graphs are built on a metric
+    they handle. ``mips_norm`` is M (fixed at training, persisted in the KB manifest); scores are converted back
+    to inner products. A vector added later with a norm above M is stored with 0 there and logged: it ranks lower
+    than it should, and a rebuild fixes it.
+    """
+
+    def __init__(self, index: Any, factory: str, nprobe: int = 1, mips_norm: float | None = None,
+                 dim: int | None = None) -> None:
         self.index = index
         self.factory = factory
         self.nprobe = nprobe
+        self.mips_norm = mips_norm
+        # stored rows: the vector, then (transform) its norm complement and zero padding up to a size PQ accepts
+        self._dim = int(dim) if dim is not None else int(index.d) - int(self.transformed)
         self._apply_nprobe(nprobe)
+
+    @property
+    def transformed(self) -> bool:
+        """True when the index holds MIPS->L2 transformed vectors (one more dimension than the KB's)."""
+        return self.index.metric_type == _faiss().METRIC_L2
 
     @classmethod
     def create(cls, factory: str, dim: int, nprobe: int | None = None) -> VectorIndex:
-        """A new empty index from a faiss factory string (inner product); non-IVF indexes get an id map."""
+        """A new empty index from a faiss factory string; non-IVF indexes get an id map. Approximate indexes are
+        built on the MIPS->L2 transform (see the class docstring); :meth:`train` fixes its norm bound."""
         faiss = _faiss()
         spec = factory if factory.startswith(("IVF", "IDMap")) else f"IDMap2,{factory}"
+        mips = needs_mips_transform(factory)
+        extra = _transform_dims(factory, int(dim)) if mips else 0
         try:
-            index = faiss.index_factory(int(dim), spec, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(int(dim) + extra, spec, faiss.METRIC_L2 if mips else faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
             raise ConfigError(f"invalid faiss factory string {factory!r}: {str(e).splitlines()[0][:200]}",
                               where="factory", fix="e.g. 'Flat', 'IVF4096,SQ8', 'IVF16384_HNSW32,PQ48', or 'auto'") from None
-        return cls(index, factory, nprobe if nprobe is not None else default_nprobe(factory))
+        return cls(index, factory, nprobe if nprobe is not None else default_nprobe(factory), dim=int(dim))
 
     def _apply_nprobe(self, nprobe: int) -> None:
+        """IVF: lists probed (and the HNSW quantizer's breadth); a graph index: its efSearch (at least 128)."""
+        graph = self._graph()
+        if graph is not None:
+            graph.hnsw.efSearch = max(QUANTIZER_EF_SEARCH, int(nprobe))
         if self.factory.startswith("IVF"):
             faiss = _faiss()
             ivf = faiss.extract_index_ivf(self.index)
@@ -93,6 +142,15 @@ class VectorIndex:
             quantizer = self._hnsw_quantizer()
             if quantizer is not None:
                 quantizer.hnsw.efSearch = max(QUANTIZER_EF_SEARCH, 2 * int(nprobe))
+
+    def _graph(self) -> Any:
+        """The HNSW index of a graph factory (``HNSW32``, ``HNSW32,SQ8``...), else None."""
+        if self.factory.startswith("IVF"):
+            return None
+        faiss = _faiss()
+        inner = faiss.downcast_index(self.index)
+        inner = faiss.downcast_index(inner.index) if hasattr(inner, "id_map") else inner
+        return inner if hasattr(inner, "hnsw") else None
 
     def _hnsw_quantizer(self) -> Any:
         """The HNSW coarse quantizer of an ``IVF..._HNSW..`` index, else None."""
@@ -104,7 +162,8 @@ class VectorIndex:
 
     @property
     def dim(self) -> int:
-        return int(self.index.d)
+        """The dimension of the vectors added and searched (the stored rows may have more)."""
+        return self._dim
 
     @property
     def ntotal(self) -> int:
@@ -114,24 +173,73 @@ class VectorIndex:
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
+    @property
+    def needs_training(self) -> bool:
+        """Whether :meth:`train` must see a sample before vectors are added (quantisers, or the norm bound)."""
+        return not self.index.is_trained or (self.transformed and self.mips_norm is None)
+
     def train(self, x: np.ndarray) -> None:
-        """Train the quantisers on a sample (no-op for exact indexes)."""
+        """Train on a sample: the MIPS norm bound (transformed indexes) and the quantisers (no-op for Flat)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.transformed and self.mips_norm is None:
+            self.mips_norm = float(np.linalg.norm(x, axis=1).max(initial=0.0)) * NORM_HEADROOM or 1.0
         if not self.index.is_trained:
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            self.index.train(x)
+            self.index.train(self._rows(x))
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """Stored rows: ``x`` itself, or [x, sqrt(M^2 - |x|^2)] on the transform."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.transformed:
+            return x
+        assert self.mips_norm is not None
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        over = int((sq > self.mips_norm ** 2).sum())
+        if over:
+            log.warning("%d vector(s) have a norm above the index's bound %.3f: they are stored but will rank lower "
+                        "than their inner product; rebuild the KB (glinker kb build) to re-fit the bound",
+                        over, self.mips_norm)
+        out = np.zeros((x.shape[0], int(self.index.d)), np.float32)
+        out[:, : x.shape[1]] = x
+        out[:, x.shape[1]] = np.sqrt(np.maximum(self.mips_norm ** 2 - sq, 0.0))
+        return out
+
+    def _queries(self, q: np.ndarray) -> np.ndarray:
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if not self.transformed:
+            return q
+        # queries scaled to norm M: the ranking by q.x is the same for any positive scale, and at norm M the
+        # q.centroid term, not the spread of the centroids' norms, decides which IVF lists are probed
+        assert self.mips_norm is not None
+        out = np.zeros((q.shape[0], int(self.index.d)), np.float32)
+        out[:, : q.shape[1]] = q * (self.mips_norm / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
+        return out
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> None:
         """Add vectors under int64 ids."""
-        if not self.index.is_trained:
+        if self.needs_training:
             raise KBError("the vector index is not trained", fix="train it on a sample before adding vectors")
         quantizer = self._hnsw_quantizer()
         if quantizer is not None:  # assigning a vector is a top-1 search: no need for the width of an nprobe search
             quantizer.hnsw.efSearch = QUANTIZER_EF_SEARCH
         try:
-            self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
+            self.index.add_with_ids(self._rows(x), np.ascontiguousarray(ids, dtype=np.int64))
         finally:
             self._apply_nprobe(self.nprobe)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors (n, dim) float32 of existing ids (decoded: approximate for SQ/PQ codes); an IVF
+        index gets a hashtable id map on first use (ids are the store's rids, not 0..n-1)."""
+        faiss = _faiss()
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.factory.startswith("IVF") and not getattr(self, "_direct_map", False):
+            faiss.extract_index_ivf(self.index).set_direct_map_type(faiss.DirectMap.Hashtable)
+            self._direct_map = True
+        try:
+            rows = self.index.reconstruct_batch(ids)
+        except RuntimeError:
+            rows = np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else \
+                np.zeros((0, int(self.index.d)), np.float32)
+        return np.ascontiguousarray(np.asarray(rows, dtype=np.float32)[:, : self._dim])
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids (absent ids are ignored); returns how many were removed."""
@@ -142,11 +250,18 @@ class VectorIndex:
         return int(self.index.remove_ids(sel))
 
     def search(self, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; missing results have id -1."""
+        """Top-k (inner-product scores, ids) per query row; missing results have id -1."""
         if nprobe is not None and nprobe != self.nprobe:
             self._apply_nprobe(nprobe)
         try:
-            return self.index.search(np.ascontiguousarray(q, dtype=np.float32), int(k))
+            q = np.ascontiguousarray(q, dtype=np.float32)
+            scores, ids = self.index.search(self._queries(q), int(k))
+            if self.transformed:  # q' = q M/|q|: |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x
+                assert self.mips_norm is not None
+                m = self.mips_norm
+                qn = np.linalg.norm(q, axis=1, keepdims=True).astype(np.float64)
+                scores = np.where(ids >= 0, (2 * m * m - scores) * qn / (2 * m), -np.inf).astype(np.float32)
+            return scores, ids
         finally:
             if nprobe is not None and nprobe != self.nprobe:
                 self._apply_nprobe(self.nprobe)
@@ -162,8 +277,11 @@ class VectorIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | Path, factory: str, nprobe: int, mmap: bool = False) -> VectorIndex:
-        """Read an index written by :meth:`save` (memory-mapped when asked and supported)."""
+    def load(cls, path: str | Path, factory: str, nprobe: int, mmap: bool = False,
+             mips_norm: float | None = None, dim: int | None = None) -> VectorIndex:
+        """Read an index written by :meth:`save` (memory-mapped when asked and supported); ``mips_norm`` is the
+        bound it was trained with and ``dim`` the vectors' dimension (both from the KB manifest) when it is
+        built on the MIPS->L2 transform."""
         faiss = _faiss()
         path = Path(path)
         if not path.is_file():
@@ -174,4 +292,8 @@ class VectorIndex:
             index = faiss.read_index(str(path), flags)
         except RuntimeError:
             index = faiss.read_index(str(path))  # some index types cannot be mmapped
-        return cls(index, factory, nprobe)
+        out = cls(index, factory, nprobe, mips_norm, dim)
+        if out.transformed and mips_norm is None:
+            raise KBError("the vector index is built on the MIPS->L2 transform but its norm bound is missing",
+                          where=str(path), fix="the KB manifest lacks `mips_norm`: rebuild the KB (glinker kb build)")
+        return out

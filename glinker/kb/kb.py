@@ -171,7 +171,8 @@ class KB:
             from glinker.kb.index import VectorIndex
 
             self._index = VectorIndex.load(self.path / INDEX, self.manifest.factory or "Flat", self.manifest.nprobe,
-                                           mmap=self._mmap)
+                                           mmap=self._mmap, mips_norm=self.manifest.mips_norm,
+                                           dim=self.manifest.dim)
         return self._index
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,

@@ -32,7 +32,9 @@ class Manifest(BaseModel):
     template: str = "{label}: {description}"
     factory: str | None = None
     nprobe: int = 1
-    metric: str = "inner_product"
+    metric: str = Field(default="inner_product", description="inner_product (exact Flat, or a KB built before the "
+                        "transform) or mips_l2 (approximate indexes: MIPS->L2 transform with bound mips_norm).")
+    mips_norm: float | None = Field(default=None, description="Norm bound M of the MIPS->L2 transform.")
     counts: dict[str, int] = Field(default_factory=dict)
     source: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=now)

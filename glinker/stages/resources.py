@@ -246,20 +246,6 @@ class EntityVectors:
         self.model = model
         self.cache: OrderedDict[str, Any] = OrderedDict()
         self.cache_size = cache_size
-        self._reconstruct: Any = None
-
-    def _index(self) -> Any:
-        if self._reconstruct is None:
-            idx = self.kb.index().index
-            try:
-                import faiss
-
-                ivf = faiss.extract_index_ivf(idx)
-                ivf.make_direct_map()
-            except Exception:  # not an IVF index: reconstruct works directly (IDMap2)
-                pass
-            self._reconstruct = idx
-        return self._reconstruct
 
     def get(self, ids: Sequence[str]) -> dict[str, Any]:
         """id -> (D,) float32 vector for the ids found in the KB index."""
@@ -277,15 +263,10 @@ class EntityVectors:
         if not missing:
             return out
         rid_of = self.kb.rids(missing)
-        idx = self._index()
         found = [e for e in missing if e in rid_of]
         if found:
-            keys = np.asarray([rid_of[e] for e in found], dtype=np.int64)
-            try:
-                vecs = idx.reconstruct_batch(keys)
-            except RuntimeError:
-                vecs = np.stack([idx.reconstruct(int(k)) for k in keys])
-            for e, v in zip(found, np.asarray(vecs, dtype=np.float32)):
+            vecs = self.kb.index().reconstruct(np.asarray([rid_of[e] for e in found], dtype=np.int64))
+            for e, v in zip(found, vecs):
                 out[e] = v
                 self.cache[e] = v
             while len(self.cache) > self.cache_size:

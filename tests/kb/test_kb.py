@@ -360,3 +360,64 @@ def test_hnsw_coarse_quantizer_searches_wider_than_nprobe() -> None:
     vi.search(x[:2], 5, nprobe=8)  # a per-call nprobe is undone after the call, efSearch with it
     vi.search(x[:2], 5)
     assert quantizer.hnsw.efSearch == 200
+
+
+def _varied_norm_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Clustered vectors whose norms vary like real entity vectors (about 1.4 to 6)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((32, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 32, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x * rng.uniform(1.4, 6.0, (n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64,SQfp16", "HNSW16"])
+def test_approximate_indexes_search_inner_product_on_the_mips_transform(tmp_path: Path, factory: str) -> None:
+    """Approximate indexes hold [x, sqrt(M^2 - |x|^2)] and search L2; scores come back as inner products."""
+    dim = 20  # stored rows: 20 + norm complement + padding to 32
+    x = _varied_norm_vectors(4000, dim)
+    q = x[:200] / np.linalg.norm(x[:200], axis=1, keepdims=True) + 0.1
+    exact = (q @ x.T).argsort(axis=1)[:, ::-1][:, :10]
+    vi = VectorIndex.create(factory, dim, nprobe=16)
+    assert vi.transformed and vi.dim == dim and vi.needs_training
+    vi.train(x)
+    assert vi.mips_norm == pytest.approx(float(np.linalg.norm(x, axis=1).max()) * 1.25, rel=1e-5)
+    vi.add(x, np.arange(len(x)) + 100)
+    scores, ids = vi.search(q, 10)
+    recall = np.mean([len(set(a - 100) & set(b)) / 10 for a, b in zip(ids, exact)])
+    assert recall > 0.9
+    if "SQ" not in factory:  # stored exactly: the scores are the inner products
+        assert np.allclose(scores, np.take_along_axis(q @ x.T, ids - 100, axis=1), atol=1e-3)
+    # vectors read back (for re-scoring) are the originals, without the transform's extra coordinates
+    tol = 0.05 if "SQ" in factory else 1e-5
+    assert np.allclose(vi.reconstruct(np.array([100, 4099, 137])), x[[0, 3999, 37]], atol=tol)
+    vi.save(tmp_path / "v.faiss")
+    back = VectorIndex.load(tmp_path / "v.faiss", factory, 16, mips_norm=vi.mips_norm, dim=dim)
+    assert np.array_equal(back.search(q, 10)[1], ids)
+    with pytest.raises(KBError, match="norm bound"):
+        VectorIndex.load(tmp_path / "v.faiss", factory, 16)
+
+
+def test_exact_flat_index_stays_on_inner_product() -> None:
+    vi = VectorIndex.create("Flat", 4)
+    assert not vi.transformed and vi.dim == 4 and not vi.needs_training
+
+
+def test_transformed_rows_are_padded_for_simd_and_pq() -> None:
+    assert VectorIndex.create("IVF8,Flat", 256).index.d == 272
+    pq = VectorIndex.create("IVF8,PQ12", 20)  # 21 -> a multiple of 16 and of 12
+    assert pq.index.d == 48 and pq.dim == 20
+    x = _varied_norm_vectors(3000, 20)
+    pq.train(x)
+    pq.add(x, np.arange(3000))
+    assert (pq.search(x[:5], 3)[1] >= 0).all()
+
+
+def test_vector_above_the_norm_bound_is_stored_and_logged(caplog) -> None:
+    x = _varied_norm_vectors(500, 8)
+    vi = VectorIndex.create("IVF8,Flat", 8, nprobe=8)
+    vi.train(x)
+    big = x[:1] / np.linalg.norm(x[:1]) * vi.mips_norm * 2
+    with caplog.at_level("WARNING", logger="glinker.kb.index"):
+        vi.add(big, np.array([7]))
+    assert "norm above the index's bound" in caplog.text and vi.ntotal == 1
