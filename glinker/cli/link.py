@@ -152,6 +152,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     if fmt not in ("txt", "jsonl"):
         raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+    pipe.warm_up(freeze_gc=True)
     out_kind = output.suffix.lower()
     writer: Any = None
     done: set[str] = set()
@@ -214,6 +215,9 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         flush(batch)  # the documents before the bad line are fine: keep them
         raise
     finally:
+        import gc
+
+        gc.unfreeze()  # undo warm_up(freeze_gc=True) for a caller that goes on in this process
         if bar is not None:
             bar.close()
         if out_kind in (".html", ".htm", ".json"):

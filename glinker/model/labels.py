@@ -58,10 +58,9 @@ def uses_mips_transform(factory: str, mips: str = "auto") -> bool:
 
 def _augment(v: Any, max_norm: float) -> Any:
     """Rows for the MIPS->L2 transform: [p, sqrt(M^2 - |p|^2)], so that every row has norm M."""
-    import numpy as np
+    from glinker.kb.index import mips_rows
 
-    extra = np.sqrt(np.maximum(max_norm * max_norm - np.einsum("ij,ij->i", v, v), 0.0)).astype(np.float32)
-    return np.ascontiguousarray(np.concatenate([v, extra[:, None]], axis=1))
+    return mips_rows(v, max_norm)[0]
 
 
 def build_faiss_index(

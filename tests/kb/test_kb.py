@@ -275,6 +275,7 @@ def test_update_needs_same_model(kb_dir: Path) -> None:
 
 def test_auto_factory_and_estimates() -> None:
     assert auto_factory(5_000, 384) == "Flat"
+    assert auto_factory(61_000, 256) == "IVF1024,SQfp16"
     assert auto_factory(1_000_000, 384) == "IVF4096,SQfp16"
     assert auto_factory(10_000_000, 384) == "IVF16384_HNSW32,SQfp16"  # 7.7 GB of fp16 codes
     assert auto_factory(20_000_000, 384) == "IVF16384_HNSW32,SQ8"  # fp16 would pass 8 GiB

@@ -391,3 +391,16 @@ output: links
             for e in sa:
                 assert sa[e].keys() == sb[e].keys()
                 assert all(abs(sa[e][k] - sb[e][k]) < 1e-4 for k in sa[e])
+
+
+def test_warm_up_can_freeze_the_gc(tiny_model, tiny_kb):
+    import gc
+
+    p = pipe("stages:\n  am: {type: alias_mentions}\noutput: am\n", tiny_model, tiny_kb)
+    try:
+        p.warm_up(freeze_gc=True)
+        assert gc.get_freeze_count() > 1000 and p.stages["am"]._warm
+        assert [[m.text for m in r] for r in p.link(["Steve Jobs met Google."])] == [["Steve Jobs", "Google"]]
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
