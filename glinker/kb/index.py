@@ -92,12 +92,13 @@ def auto_factory(n: int, dim: int) -> str:
 
 
 def default_nprobe(factory: str) -> int:
-    """The nprobe the KB searches with unless told otherwise: about nlist/64, at least 32 (real entity vectors,
-    61k entities, IVF1024 on the MIPS transform: recall@10 0.95 at 16, 0.99 at 32)."""
+    """The nprobe the KB searches with unless told otherwise: about nlist/64, at least 64 (real entity vectors and
+    mention queries, 61k entities, IVF1024 on the MIPS transform: recall@10 0.95-1.0 at 32 depending on the
+    k-means start, 0.98-1.0 at 64; docs/bench/kb.md)."""
     if not factory.startswith("IVF"):
         return 1
     nlist = int("".join(ch for ch in factory[3:].split(",")[0].split("_")[0] if ch.isdigit()))
-    return max(32, nlist // 64)
+    return max(64, nlist // 64)
 
 
 class VectorIndex:
