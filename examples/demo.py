@@ -31,10 +31,21 @@ def model_available(name: str) -> bool:
     return shipped.is_shipped(name) or Path(name).is_dir()
 
 
+def model_version(name: str) -> str:
+    """What identifies the model's weights without loading it: the shipped form's manifest (it names the delta's
+    sha256), so a new shipped model rebuilds the demo KB instead of failing on the fingerprint check."""
+    from glinker.model import shipped
+
+    if name != "none" and shipped.is_shipped(name):
+        return hashlib.sha256((shipped.SHIPPED_ROOT / name / "glinker_model.json").read_bytes()).hexdigest()
+    return name
+
+
 def build_kb(out: Path, model: str) -> None:
-    """Run `glinker kb build` unless ``out`` holds a KB built from this dump with this model."""
+    """Run `glinker kb build` unless ``out`` holds a KB built from this dump with this model (same weights)."""
     stamp = out / ".demo-stamp"
-    want = json.dumps({"dump": hashlib.sha256(DUMP.read_bytes()).hexdigest(), "model": model})
+    want = json.dumps({"dump": hashlib.sha256(DUMP.read_bytes()).hexdigest(), "model": model,
+                       "weights": model_version(model)})
     if stamp.is_file() and stamp.read_text() == want and (out / "CURRENT").is_file():
         print(f"KB {out.relative_to(ROOT)} is up to date")
         return
