@@ -351,16 +351,16 @@ def test_hnsw_coarse_quantizer_searches_wider_than_nprobe() -> None:
     """faiss's default efSearch (16) for an HNSW quantizer returns the wrong lists once nprobe exceeds it."""
     import faiss
 
-    vi = VectorIndex.create("IVF64_HNSW32,Flat", 8, nprobe=100)
+    vi = VectorIndex.create("IVF64_HNSW32,Flat", 8, nprobe=300)
     quantizer = faiss.downcast_index(faiss.extract_index_ivf(vi.index).quantizer)
-    assert quantizer.hnsw.efSearch == 200
+    assert quantizer.hnsw.efSearch == 600
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 8)).astype(np.float32)
     vi.train(x)
     vi.add(x, np.arange(3000))
     vi.search(x[:2], 5, nprobe=8)  # a per-call nprobe is undone after the call, efSearch with it
     vi.search(x[:2], 5)
-    assert quantizer.hnsw.efSearch == 200
+    assert quantizer.hnsw.efSearch == 600
 
 
 def _varied_norm_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
