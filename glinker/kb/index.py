@@ -111,8 +111,8 @@ class VectorIndex:
 
     Exact ``Flat`` indexes search inner products directly. Approximate ones are built on the MIPS->L2 transform:
     each vector x gets an extra coordinate sqrt(M^2 - |x|^2) (every stored row then has norm M) and queries a 0
-    (and are scaled to norm M), so the nearest rows in L2 are the largest inner products, and IVF lists / HNSW graphs are built on a metric
-    they handle. ``mips_norm`` is M (fixed at training, persisted in the KB manifest); scores are converted back
+    (and are scaled to norm M), so the nearest rows in L2 are the largest inner products, and IVF lists / HNSW
+    graphs are built on a metric they handle. ``mips_norm`` is M (fixed at training, persisted in the KB manifest); scores are converted back
     to inner products. A vector added later with a norm above M is stored with 0 there and logged: it ranks lower
     than it should, and a rebuild fixes it.
     """
@@ -123,13 +123,14 @@ class VectorIndex:
         self.factory = factory
         self.nprobe = nprobe
         self.mips_norm = mips_norm
+        self._direct_map = False  # IVF: hashtable id -> code map, set on the first reconstruct
         # stored rows: the vector, then (transform) its norm complement and zero padding up to a size PQ accepts
         self._dim = int(dim) if dim is not None else int(index.d) - int(self.transformed)
         self._apply_nprobe(nprobe)
 
     @property
     def transformed(self) -> bool:
-        """True when the index holds MIPS->L2 transformed vectors (one more dimension than the KB's)."""
+        """True when the index holds MIPS->L2 transformed rows (the norm complement and padding after the vector)."""
         return self.index.metric_type == _faiss().METRIC_L2
 
     @classmethod
@@ -218,15 +219,13 @@ class VectorIndex:
                         over, self.mips_norm)
         return out
 
-    def _queries(self, q: np.ndarray) -> np.ndarray:
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not self.transformed:
-            return q
-        # queries scaled to norm M: the ranking by q.x is the same for any positive scale, and at norm M the
-        # q.centroid term, not the spread of the centroids' norms, decides which IVF lists are probed
+    def _queries(self, q: np.ndarray, qn: np.ndarray) -> np.ndarray:
+        """Query rows on the transform, ``q`` (float32) with row norms ``qn`` (n, 1): scaled to norm M, then zeros.
+        The ranking by q.x is the same for any positive scale, and at norm M the q.centroid term, not the spread
+        of the centroids' norms, decides which IVF lists are probed."""
         assert self.mips_norm is not None
         out = np.zeros((q.shape[0], int(self.index.d)), np.float32)
-        out[:, : q.shape[1]] = q * (self.mips_norm / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
+        out[:, : q.shape[1]] = q * (self.mips_norm / np.maximum(qn, 1e-12))
         return out
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> None:
@@ -246,7 +245,7 @@ class VectorIndex:
         index gets a hashtable id map on first use (ids are the store's rids, not 0..n-1)."""
         faiss = _faiss()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if self.factory.startswith("IVF") and not getattr(self, "_direct_map", False):
+        if self.factory.startswith("IVF") and not self._direct_map:
             faiss.extract_index_ivf(self.index).set_direct_map_type(faiss.DirectMap.Hashtable)
             self._direct_map = True
         try:
@@ -270,13 +269,14 @@ class VectorIndex:
             self._apply_nprobe(nprobe)
         try:
             q = np.ascontiguousarray(q, dtype=np.float32)
-            scores, ids = self.index.search(self._queries(q), int(k))
-            if self.transformed:  # q' = q M/|q|: |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x
-                assert self.mips_norm is not None
-                m = self.mips_norm
-                qn = np.linalg.norm(q, axis=1, keepdims=True).astype(np.float64)
-                scores = np.where(ids >= 0, (2 * m * m - scores) * qn / (2 * m), -np.inf).astype(np.float32)
-            return scores, ids
+            if not self.transformed:
+                return self.index.search(q, int(k))
+            qn = np.linalg.norm(q, axis=1, keepdims=True)
+            scores, ids = self.index.search(self._queries(q, qn), int(k))
+            # q' = q M/|q|: |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x
+            m = float(self.mips_norm)  # type: ignore[arg-type]
+            scores = np.where(ids >= 0, (2 * m * m - scores) * qn.astype(np.float64) / (2 * m), -np.inf)
+            return scores.astype(np.float32), ids
         finally:
             if nprobe is not None and nprobe != self.nprobe:
                 self._apply_nprobe(self.nprobe)

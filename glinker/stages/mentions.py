@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 import time
+import unicodedata
 from typing import Any, Sequence
 
 from pydantic import Field, field_validator
