@@ -194,7 +194,6 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
     from glinker.stages.writers import JSONLWriter
 
     pipe = glinker.load_pipeline(str(path), model=model, kb=kb)
-    pipe.warm_up(freeze_gc=True)
     docs = [d.to_document() for d in gold]
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []
@@ -204,19 +203,17 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
         docs = writer.pending(docs)
     bar = _progress(len(docs), "eval el")
     try:
-        for res in pipe.run(docs, batch_size=batch_size):
-            out = res.output if isinstance(res.output, list) else [res.output]
-            linked = [_as_linked(o, doc, pipe) for o, doc in zip(out, res.documents)]
-            if writer is not None:
-                writer.write(linked)
-            else:
-                done.extend(linked)
-            if bar is not None:
-                bar.update(len(res.documents))
+        with pipe.gc_frozen():
+            for res in pipe.run(docs, batch_size=batch_size):
+                out = res.output if isinstance(res.output, list) else [res.output]
+                linked = [_as_linked(o, doc, pipe) for o, doc in zip(out, res.documents)]
+                if writer is not None:
+                    writer.write(linked)
+                else:
+                    done.extend(linked)
+                if bar is not None:
+                    bar.update(len(res.documents))
     finally:
-        import gc
-
-        gc.unfreeze()  # undo warm_up(freeze_gc=True) for a caller that goes on in this process
         if bar is not None:
             bar.close()
     return list(iter_linked_jsonl(save)) if save is not None else done

@@ -152,7 +152,6 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     if fmt not in ("txt", "jsonl"):
         raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
-    pipe.warm_up(freeze_gc=True)
     out_kind = output.suffix.lower()
     writer: Any = None
     done: set[str] = set()
@@ -198,30 +197,28 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         counts["written"] += len(recs)
 
     batch: list[tuple[int, Document]] = []
-    try:
-        for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
+    with pipe.gc_frozen():
+        try:
+            for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
+                if bar is not None:
+                    bar.update(n - last_line)
+                last_line = n
+                if rec["id"] in done:
+                    counts["skipped_done"] += 1
+                    continue
+                batch.append((n, Document.model_validate(rec)))
+                if len(batch) >= bs:
+                    flush(batch)
+                    batch = []
+            flush(batch)
+        except DataError:
+            flush(batch)  # the documents before the bad line are fine: keep them
+            raise
+        finally:
             if bar is not None:
-                bar.update(n - last_line)
-            last_line = n
-            if rec["id"] in done:
-                counts["skipped_done"] += 1
-                continue
-            batch.append((n, Document.model_validate(rec)))
-            if len(batch) >= bs:
-                flush(batch)
-                batch = []
-        flush(batch)
-    except DataError:
-        flush(batch)  # the documents before the bad line are fine: keep them
-        raise
-    finally:
-        import gc
-
-        gc.unfreeze()  # undo warm_up(freeze_gc=True) for a caller that goes on in this process
-        if bar is not None:
-            bar.close()
-        if out_kind in (".html", ".htm", ".json"):
-            writer.close()
+                bar.close()
+            if out_kind in (".html", ".htm", ".json"):
+                writer.close()
     counts["bad"] = len(problems)
     if stats:
         typer.echo(pipe.stats.table(), err=True)

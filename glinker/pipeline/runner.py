@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -148,6 +149,18 @@ class Pipeline:
             gc.collect()
             gc.freeze()
             log.debug("gc.freeze(): %d objects moved to the permanent generation", gc.get_freeze_count())
+
+    @contextmanager
+    def gc_frozen(self) -> Iterator[Pipeline]:
+        """``warm_up(freeze_gc=True)`` for the duration of a ``with`` block, then ``gc.unfreeze()`` (also when the
+        block fails), so a caller that goes on in the same process collects as before."""
+        self.warm_up(freeze_gc=True)
+        try:
+            yield self
+        finally:
+            import gc
+
+            gc.unfreeze()
 
     def _warm_stages(self) -> None:
         for n in self.order:

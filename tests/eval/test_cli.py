@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -142,8 +143,9 @@ class _FakePipeline:
     def __init__(self):
         self.seen: list[str] = []
 
-    def warm_up(self, freeze_gc=False):
-        pass
+    @contextlib.contextmanager
+    def gc_frozen(self):
+        yield self
 
     def run(self, docs, batch_size=None):
         docs = list(docs)

@@ -404,3 +404,14 @@ def test_warm_up_can_freeze_the_gc(tiny_model, tiny_kb):
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_gc_frozen_unfreezes_even_when_the_block_fails(tiny_model, tiny_kb):
+    import gc
+
+    p = pipe("stages:\n  am: {type: alias_mentions}\noutput: am\n", tiny_model, tiny_kb)
+    with pytest.raises(RuntimeError, match="boom"):
+        with p.gc_frozen():
+            assert gc.get_freeze_count() > 1000 and p.stages["am"]._warm
+            raise RuntimeError("boom")
+    assert gc.get_freeze_count() == 0
