@@ -62,7 +62,6 @@ class ELReport:
     nil_correct: int = 0
     optional_gold: int = 0
     unmapped_gold: int = 0  # gold mentions with a source id but no KB-style id (e.g. AIDA title without QID)
-    kb_present: int | None = None
     covered: PRF | None = None  # end-to-end InKB over gold mentions whose entity the KB holds (a KB was given)
     kb_distinct: int = 0
     kb_distinct_present: int | None = None
@@ -81,6 +80,11 @@ class ELReport:
     def nil_acc(self) -> float | None:
         """Share of gold NIL mentions left unlinked (predicted NIL or not predicted)."""
         return self.nil_correct / self.nil_gold if self.nil_gold else None
+
+    @property
+    def kb_present(self) -> int | None:
+        """InKB gold mentions whose entity is in the KB (None when no KB was given)."""
+        return None if self.covered is None else self.covered.tp + self.covered.fn
 
     @property
     def kb_coverage(self) -> float | None:
@@ -219,8 +223,7 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
         kids = [by_id[c] for c in m.children if c in by_id and c not in seen]
         return bool(kids) and all(linked_ok(k, seen | {m.label_id}) for k in kids)
 
-    if rep.kb_present is None and in_kb is not None:
-        rep.kb_present = 0
+    if rep.covered is None and in_kb is not None:
         rep.covered = PRF()
     for m in labels:
         is_root = m.parent is None or m.parent not in by_id
@@ -240,8 +243,6 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
         rep.inkb_gold += 1
         distinct.add(m.entity_id)
         covered = in_kb is not None and in_kb(m.entity_id)
-        if covered:
-            rep.kb_present = (rep.kb_present or 0) + 1
         if p is not None:
             rep.ed_with_prediction += 1
             if not p.is_nil and p.entity_id == m.entity_id:
@@ -254,7 +255,8 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             rep.linking.tp += 1
         else:
             rep.linking.fn += 1
-        if covered and rep.covered is not None:
+        if covered:
+            assert rep.covered is not None
             if ok:
                 rep.covered.tp += 1
             else:
@@ -268,8 +270,8 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             if not any(not g.is_nil and g.entity_id == p.entity_id for g in golds):
                 rep.linking.fp += 1
                 # a wrong link where every gold entity is missing from the KB is out of the covered figure
-                if rep.covered is not None and in_kb is not None and not all(
-                        not g.is_nil and not in_kb(g.entity_id) for g in golds):
+                if in_kb is not None and not all(not g.is_nil and not in_kb(g.entity_id) for g in golds):
+                    assert rep.covered is not None
                     rep.covered.fp += 1
         elif a <= span[0] and span[1] <= b:
             rep.linking.fp += 1
