@@ -31,6 +31,12 @@ QUANTIZER_EF_SEARCH = 512
 wide probes. On the MIPS transform 128 was too narrow: 1M generated vectors with log-normal norms,
 IVF4096_HNSW32,SQfp16, recall@10 0.875 / 0.952 at nprobe 8 / 32 with 128, 0.955 / 0.992 with 512 (the flat
 quantizer: 0.996 / 1.000); adding took 1.6x longer (docs/bench/kb.md)."""
+FLAT_QUANTIZER_MAX_LISTS = 65536
+"""Up to this many IVF lists (about 270M entities) the automatic choice probes them with an exact flat quantizer:
+an HNSW graph over the centroids misses lists for the transformed queries (they lie off the rows' sphere: norm
+complement 0), 1M generated vectors, IVF4096_HNSW32 at efSearch 512, recall@10 0.955 at nprobe 8 with the graph
+filing the vectors and 0.834 at any nprobe when they are filed exactly, against 0.996 for the flat quantizer. A
+flat probe of 16,384 centroids costs 0.7 ms per single query (docs/bench/kb.md)."""
 GRAPH_EF_SEARCH = 128
 """Least efSearch of a graph index over the entities themselves (``HNSW32``, ``HNSW32,SQ8``...)."""
 NORM_HEADROOM = 1.25
@@ -81,11 +87,11 @@ def _faiss() -> Any:
 def auto_factory(n: int, dim: int) -> str:
     """A factory string for ``n`` vectors of ``dim``: exact up to FLAT_MAX, then IVF with fp16 codes while they
     fit in FP16_MAX_BYTES, SQ8 codes while those fit in SQ8_MAX_BYTES, PQ beyond; about 4*sqrt(n) lists rounded
-    to a power of two."""
+    to a power of two, probed with an exact (flat) coarse quantizer up to FLAT_QUANTIZER_MAX_LISTS lists."""
     if n <= FLAT_MAX:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    coarse = f"IVF{nlist}" if n <= 3_000_000 else f"IVF{nlist}_HNSW32"
+    coarse = f"IVF{nlist}" if nlist <= FLAT_QUANTIZER_MAX_LISTS else f"IVF{nlist}_HNSW32"
     if n * dim > SQ8_MAX_BYTES:
         m = max(8, dim // 8)
         while dim % m:

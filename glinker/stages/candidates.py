@@ -34,8 +34,7 @@ def _variants(text: str) -> list[str]:
 
 
 def _candidate(ent: Any, source: str, score: float) -> Candidate:
-    return Candidate(entity_id=ent.id, label=ent.label, description=ent.description, source=source,
-                     scores={source: score}, score=score)
+    return Candidate.of(ent.id, ent.label, ent.description, source, {source: score}, score)
 
 
 class AliasCandidatesParams(StageParams):

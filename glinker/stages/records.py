@@ -75,7 +75,7 @@ def merge_candidate_lists(lists: list[list[MentionCandidates]]) -> list[MentionC
             for c in mc.candidates:
                 old = index.get(c.entity_id)
                 if old is None:
-                    nc = c.model_copy(update={"scores": dict(c.scores)})
+                    nc = c.clone()
                     cur.candidates.append(nc)
                     index[c.entity_id] = nc
                 else:

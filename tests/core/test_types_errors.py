@@ -35,3 +35,30 @@ def test_error_renders_code_place_and_fix():
     assert str(e) == "[E500] kb/manifest.json: index built with another model\n  fix: rebuild the KB"
     assert isinstance(e, GlinkerError) and e.code == "E500"
     assert ConfigError("x", code="E999").code == "E999"
+
+
+def test_candidate_fast_constructor_equals_the_validated_one() -> None:
+    """``Candidate.of`` (no validation, for retrieval's hot loop) and ``clone`` give records identical to the
+    validated constructor in every way the pipeline uses them; a pydantic upgrade that broke it fails here."""
+    import copy
+
+    from glinker.types import Candidate, Link, Mention
+
+    kw = dict(entity_id="Q90", label="Paris", description="capital of France", source="dense",
+              scores={"dense": 1.25}, score=1.25)
+    ref, fast = Candidate(**kw), Candidate.of(**kw)
+    assert fast == ref and type(fast) is Candidate
+    assert fast.model_dump() == ref.model_dump() and fast.model_dump_json() == ref.model_dump_json()
+    assert fast.model_fields_set == ref.model_fields_set
+    assert copy.deepcopy(fast) == ref and fast.model_copy() == ref
+    assert Candidate.model_validate_json(fast.model_dump_json()) == ref
+    fast.score = 2.0  # assignment works as on any record
+    fast.scores["rescore"] = 2.0
+    assert fast.score == 2.0 and fast.scores == {"dense": 1.25, "rescore": 2.0}
+    twin = fast.clone()
+    twin.scores["x"] = 1.0
+    assert "x" not in fast.scores and twin.entity_id == "Q90" and twin.score == 2.0
+    # nested in a validated record, it serialises like the validated form
+    m = Mention(start=0, end=5, text="Paris")
+    assert Link(mention=m, candidates=[Candidate.of(**kw)]).model_dump_json() == \
+        Link(mention=m, candidates=[Candidate(**kw)]).model_dump_json()

@@ -277,8 +277,10 @@ def test_auto_factory_and_estimates() -> None:
     assert auto_factory(5_000, 384) == "Flat"
     assert auto_factory(61_000, 256) == "IVF1024,SQfp16"
     assert auto_factory(1_000_000, 384) == "IVF4096,SQfp16"
-    assert auto_factory(10_000_000, 384) == "IVF16384_HNSW32,SQfp16"  # 7.7 GB of fp16 codes
-    assert auto_factory(20_000_000, 384) == "IVF16384_HNSW32,SQ8"  # fp16 would pass 8 GiB
+    assert auto_factory(10_000_000, 384) == "IVF16384,SQfp16"  # 7.7 GB of fp16 codes
+    assert auto_factory(20_000_000, 384) == "IVF16384,SQ8"  # fp16 would pass 8 GiB
+    assert auto_factory(300_000_000, 64).startswith("IVF65536,")  # the last flat coarse quantizer
+    assert auto_factory(1_000_000_000, 64).startswith("IVF131072_HNSW32,")
     assert auto_factory(100_000_000, 768).split(",")[1].startswith("PQ")
     est = estimate_resources(10_000_000, 384, "auto")
     assert est["kb_disk"] < 20 * 2**30 and est["peak_ram"] < 24 * 2**30

@@ -397,12 +397,15 @@ def test_warm_up_can_freeze_the_gc(tiny_model, tiny_kb):
     import gc
 
     p = pipe("stages:\n  am: {type: alias_mentions}\noutput: am\n", tiny_model, tiny_kb)
+    before = gc.get_threshold()
     try:
         p.warm_up(freeze_gc=True)
         assert gc.get_freeze_count() > 1000 and p.stages["am"]._warm
+        assert gc.get_threshold()[0] == max(before[0], 10_000) and gc.get_threshold()[1:] == before[1:]
         assert [[m.text for m in r] for r in p.link(["Steve Jobs met Google."])] == [["Steve Jobs", "Google"]]
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
     assert gc.get_freeze_count() == 0
 
 
@@ -410,8 +413,10 @@ def test_gc_frozen_unfreezes_even_when_the_block_fails(tiny_model, tiny_kb):
     import gc
 
     p = pipe("stages:\n  am: {type: alias_mentions}\noutput: am\n", tiny_model, tiny_kb)
+    before = gc.get_threshold()
     with pytest.raises(RuntimeError, match="boom"):
         with p.gc_frozen():
             assert gc.get_freeze_count() > 1000 and p.stages["am"]._warm
+            assert gc.get_threshold()[0] == max(before[0], 10_000)
             raise RuntimeError("boom")
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
