@@ -10,10 +10,12 @@ confidence) and scores them with the same evaluator as ``glinker eval el``. Tune
     python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl \\
         --grid 'biencoder=0,1 prior=0,1,2 popularity=0,0.5 alias=0,1 fuzzy=0,0.2 dense=0' --nil 0.1,0.2,0.3
 
-``--missing-prior zero,skip`` also tries rescore's ``missing_prior`` modes: ``skip`` leaves ``prior`` out of the
-mean of a mention whose form has no alias counts. Which forms have counts is read from ``--kb`` (the pipeline's
-KB); without it, a link whose candidates carry no ``prior`` score (saved with ``missing_prior: skip``) counts as
-a form without counts.
+``--missing-prior zero,skip,popularity`` also tries rescore's ``missing_prior`` modes: ``zero`` scores ``prior`` 0
+for a mention whose form has no alias counts, ``skip`` leaves it out of that mention's mean, ``popularity`` uses
+the saved ``prior`` as it is (save the links with ``missing_prior: popularity`` to have the back-off there). Which
+forms have counts is read from ``--kb`` (the pipeline's KB; required for links saved with ``popularity``); without
+it, a link whose candidates carry no ``prior`` score (saved with ``missing_prior: skip``) counts as a form without
+counts.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: fl
     w = _weight_vector(names, weights)
     w_unknown = _weight_vector(names, {k: v for k, v in weights.items() if k != "prior"}) \
         if missing_prior == "skip" else w
+    if missing_prior == "zero":  # the saved prior of a form without counts (a popularity back-off) counts 0
+        w_unknown = w.copy()
+        w_unknown[names.index("prior")] = 0.0
     out = []
     for doc_id, links in docs:
         chosen = []
@@ -134,7 +139,7 @@ def main() -> int:
     ap.add_argument("--kb-ids", default=None)
     ap.add_argument("--grid", required=True, help="'feature=v1,v2 feature=v1,...' (one weight list per feature)")
     ap.add_argument("--nil", default="0", help="NIL thresholds to try, comma-separated")
-    ap.add_argument("--missing-prior", default="zero", help="rescore missing_prior modes to try: zero,skip")
+    ap.add_argument("--missing-prior", default="zero", help="rescore missing_prior modes to try: zero,skip,popularity")
     ap.add_argument("--kb", default=None, help="the pipeline's KB: which mention forms have alias counts")
     ap.add_argument("--top", type=int, default=15, help="rows to print, best EL F1 first")
     ap.add_argument("--json", default=None, help="write every row as JSON lines here")
@@ -145,8 +150,10 @@ def main() -> int:
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]
     modes = args.missing_prior.split(",")
-    if not set(modes) <= {"zero", "skip"}:
-        raise SystemExit("--missing-prior: zero and/or skip")
+    if not set(modes) <= {"zero", "skip", "popularity"}:
+        raise SystemExit("--missing-prior: zero, skip and/or popularity")
+    if "popularity" in modes and args.kb is None:
+        raise SystemExit("--missing-prior popularity needs --kb (which forms have alias counts)")
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):
         weights = dict(zip(grid, values))

@@ -30,13 +30,15 @@ class RescoreParams(StageParams):
                     "without counts: see `missing_prior`; left out of the mean when the KB has no alias counts at "
                     "all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval "
                     "score), type (1 if the mention's label maps to one of the entity's types, else 0).")
-    missing_prior: Literal["zero", "skip"] = Field(
+    missing_prior: Literal["zero", "skip", "popularity"] = Field(
         default="zero",
         description="A mention whose normalised text has no alias counts in the KB (the prior is unknown, not "
                     "against): `zero` scores `prior` 0 for every candidate (the prior says no, so the weighted "
                     "mean drops, e.g. under a NIL threshold); `skip` leaves `prior` out of that mention's weighted "
                     "mean (the other weights renormalised; `prior` is not kept on its candidates), as for a KB "
-                    "without any counts. A form with counts gives 0 to the candidates it has no count for either way.")
+                    "without any counts; `popularity` backs off to the popularity share among the candidates "
+                    "whose alias matches the mention, (1 + popularity) / sum over them (others 0). A form with "
+                    "counts gives 0 to the candidates it has no count for either way.")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
@@ -62,6 +64,15 @@ def _normalised(weights: dict[str, float]) -> dict[str, float]:
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+def _popularity_prior(candidates: Sequence[Any], ents: dict[str, Any]) -> dict[str, float]:
+    """p(entity | mention) from popularity alone, for a form without alias counts: (1 + popularity) shares over
+    the candidates whose alias matches the mention (retrieved by the alias stage); others get none."""
+    pops = {c.entity_id: 1.0 + max(0.0, float(ents[c.entity_id].popularity))
+            for c in candidates if "alias" in c.scores and c.entity_id in ents}
+    total = sum(pops.values())
+    return {e: v / total for e, v in pops.items()} if total > 0 else {}
 
 
 class Rescore(Stage):
@@ -139,6 +150,8 @@ class Rescore(Stage):
                 dots = bi.get((d, j), {})
                 allowed = self.types.get(mc.mention.label or "", None)
                 pem = prior.get(mc.mention.text)
+                if pem is None and p.missing_prior == "popularity" and "prior" in self.w:
+                    pem = _popularity_prior(mc.candidates, ents)
                 w = self.w if pem is not None else self.w_unknown
                 for c, lp in zip(mc.candidates, pops):
                     f: dict[str, float] = {}

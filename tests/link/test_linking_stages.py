@@ -217,6 +217,14 @@ def test_missing_prior_skip_leaves_the_prior_out_for_forms_without_counts(tiny_m
         {"Q830149": 0.9, "Q90": 0.1, "Q167646": 0.0})  # a form with counts still gives 0 to uncounted homonyms
     assert berlin.entity_id == "Q64" and berlin.confidence == pytest.approx(1.0)
     assert all("prior" not in c.scores for c in berlin.candidates)
+    # popularity: a form without counts gets (1 + popularity) shares over its alias homonyms as its prior
+    paris, berlin = link("popularity")
+    assert paris.entity_id == "Q830149" and paris.confidence == pytest.approx((2 * 0.9 + 1) / 3)  # has counts
+    assert berlin.entity_id == "Q64" and berlin.candidates[0].scores["prior"] == pytest.approx(1.0)
+    [out] = pipe(y.replace("W", "{prior: 1.0}").replace(", MP", ", missing_prior: popularity"), tiny_model,
+                 kb).link([given((0, 5), text="Apple pie.")])
+    assert {c.entity_id: c.scores["prior"] for c in out.links[0].candidates} == pytest.approx(
+        {"Q312": 221 / 372, "Q89": 151 / 372})
     # prior alone: nothing is left for a form without counts, it scores 0 either way
     _, berlin = link("skip", "{prior: 1.0}")
     assert berlin.entity_id == NIL and berlin.candidates[0].scores["r"] == 0.0
