@@ -102,7 +102,7 @@ class Candidate(_Record):
            score: float) -> Candidate:
         """A candidate from values a stage already holds with the right types (KB records, float scores):
         every field set, no validation. Retrieval makes ~150k of these per 231 AIDA documents, where
-        validation cost 4x the construction (tests/core/test_types.py checks it equals the validated form)."""
+        validation cost 4x the construction (tests/core/test_types_errors.py checks it equals the validated form)."""
         obj = cls.__new__(cls)
         _set = object.__setattr__
         _set(obj, "__dict__", {"entity_id": entity_id, "label": label, "description": description,

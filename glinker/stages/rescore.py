@@ -37,8 +37,9 @@ class RescoreParams(StageParams):
                     "mean drops, e.g. under a NIL threshold); `skip` leaves `prior` out of that mention's weighted "
                     "mean (the other weights renormalised; `prior` is not kept on its candidates), as for a KB "
                     "without any counts; `popularity` backs off to the popularity share among the candidates "
-                    "whose alias matches the mention, (1 + popularity) / sum over them (others 0). A form with "
-                    "counts gives 0 to the candidates it has no count for either way.")
+                    "whose alias matches the mention, (1 + popularity) / sum over them (others 0), and so gives a "
+                    "KB without any counts (e.g. built from a dump) a prior too. A form with counts gives 0 to the "
+                    "candidates it has no count for either way.")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
@@ -98,7 +99,8 @@ class Rescore(Stage):
             check_kb_vectors(self.kb, self.model, f"stage {self.name!r}")
             self.vectors = entity_vectors(self.context, self.kb)
         weights = {k: v for k, v in p.weights.items() if v > 0}
-        if "prior" in weights and len(weights) > 1 and not self.kb.store.alias_count_pairs():
+        if "prior" in weights and len(weights) > 1 and p.missing_prior != "popularity" \
+                and not self.kb.store.alias_count_pairs():
             # a KB without alias counts has no p(e|m) at all: leave the feature out of the mean (neutral) rather
             # than scoring every candidate 0 on it, which would only shrink the scores under the NIL threshold
             log.warning("stage %r: the KB has no alias counts, so the 'prior' feature is left out (weights %s)",

@@ -187,6 +187,10 @@ def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_p
     assert all("prior" not in c.scores for c in paris.candidates)
     paris, _ = link("{prior: 1.0}", tiny_kb)  # nothing else to rank by: every candidate scores 0
     assert {c.scores["prior"] for c in paris.candidates} == {0.0}
+    # ...unless the prior backs off to popularity, which a KB without counts can always give
+    paris, _ = link("{popularity: 1.0, prior: 1.0}, missing_prior: popularity", tiny_kb)
+    assert {c.entity_id: c.scores["prior"] for c in paris.candidates} == pytest.approx(
+        {"Q90": 301 / 423, "Q167646": 81 / 423, "Q830149": 41 / 423}, abs=1e-6)  # kept rounded to 6 places
 
 
 def test_missing_prior_skip_leaves_the_prior_out_for_forms_without_counts(tiny_model, tmp_path):
@@ -224,7 +228,7 @@ def test_missing_prior_skip_leaves_the_prior_out_for_forms_without_counts(tiny_m
     [out] = pipe(y.replace("W", "{prior: 1.0}").replace(", MP", ", missing_prior: popularity"), tiny_model,
                  kb).link([given((0, 5), text="Apple pie.")])
     assert {c.entity_id: c.scores["prior"] for c in out.links[0].candidates} == pytest.approx(
-        {"Q312": 221 / 372, "Q89": 151 / 372})
+        {"Q312": 221 / 372, "Q89": 151 / 372}, abs=1e-6)
     # prior alone: nothing is left for a form without counts, it scores 0 either way
     _, berlin = link("skip", "{prior: 1.0}")
     assert berlin.entity_id == NIL and berlin.candidates[0].scores["r"] == 0.0
