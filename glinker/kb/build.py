@@ -50,7 +50,7 @@ def index_bytes_per_vector(factory: str, dim: int) -> int:
 
 def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
     """Disk and memory a build of ``n`` entities needs: final KB, temporary vectors, peak RAM (bytes)."""
-    from glinker.kb.index import auto_factory
+    from glinker.kb.index import auto_factory, default_train_size
 
     store = n * STORE_BYTES_PER_ENTITY
     if not dim:
@@ -58,7 +58,7 @@ def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
     fac = auto_factory(n, dim) if factory == "auto" else factory
     index = n * index_bytes_per_vector(fac, dim)
     temp = n * dim * 4
-    train = min(n, 300_000) * dim * 4
+    train = default_train_size(fac, n) * dim * 4
     return {"entities": n, "kb_disk": store + index, "temp_disk": temp, "peak_ram": index + train + 512 * 2**20,
             "factory": fac}
 
@@ -236,7 +236,7 @@ def _parts(parts: Path) -> list[tuple[Path, Path]]:
 
 def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: int | None, train_size: int | None,
            progress: bool) -> tuple[str, int, int, float | None]:
-    from glinker.kb.index import VectorIndex, auto_factory, default_nprobe
+    from glinker.kb.index import VectorIndex, auto_factory, default_nprobe, default_train_size
 
     files = _parts(staging / "parts")
     n = sum(len(np.load(i, mmap_mode="r")) for i, _ in files)
@@ -247,7 +247,7 @@ def _index(store: EntityStore, staging: Path, dim: int, factory: str, nprobe: in
         return fac, probe, int(done), store.get_meta("index_mips_norm")
     index = VectorIndex.create(fac, dim, probe)
     if index.needs_training:
-        want = min(n, train_size or 300_000)
+        want = min(n, train_size) if train_size else default_train_size(fac, n)
         rng = np.random.default_rng(0)
         sample = []
         for _, vf in files:

@@ -102,14 +102,26 @@ def auto_factory(n: int, dim: int) -> str:
     return f"{coarse},SQ8"
 
 
+def factory_nlist(factory: str) -> int | None:
+    """The number of IVF lists of a factory string (``IVF16384_HNSW32,SQfp16`` -> 16384), else None."""
+    if not factory.startswith("IVF"):
+        return None
+    return int("".join(ch for ch in factory[3:].split(",")[0].split("_")[0] if ch.isdigit()))
+
+
 def default_nprobe(factory: str) -> int:
     """The nprobe the KB searches with unless told otherwise: about nlist/64, at least 64 (real entity vectors and
     mention queries, 61k entities, IVF1024 on the MIPS transform: recall@10 0.95-1.0 at 32 depending on the
     k-means start, 0.98-1.0 at 64; docs/bench/kb.md)."""
-    if not factory.startswith("IVF"):
-        return 1
-    nlist = int("".join(ch for ch in factory[3:].split(",")[0].split("_")[0] if ch.isdigit()))
-    return max(64, nlist // 64)
+    nlist = factory_nlist(factory)
+    return 1 if nlist is None else max(64, nlist // 64)
+
+
+def default_train_size(factory: str, n: int) -> int:
+    """How many of ``n`` vectors to train an index on: 300k, or 40 per IVF list when that is more (faiss's
+    k-means wants at least 39 per centroid: IVF16384 for 10M entities trains on 655k), never more than ``n``."""
+    nlist = factory_nlist(factory) or 0
+    return min(n, max(300_000, 40 * nlist))
 
 
 class VectorIndex:

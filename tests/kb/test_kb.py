@@ -424,3 +424,17 @@ def test_vector_above_the_norm_bound_is_stored_and_logged(caplog) -> None:
     with caplog.at_level("WARNING", logger="glinker.kb.index"):
         vi.add(big, np.array([7]))
     assert "norm above the index's bound" in caplog.text and vi.ntotal == 1
+
+
+def test_training_sample_grows_with_the_ivf_lists() -> None:
+    """faiss's k-means wants >= 39 points per centroid: 300k is too few for IVF16384 (10M entities)."""
+    from glinker.kb.build import estimate_resources
+    from glinker.kb.index import default_train_size, factory_nlist
+
+    assert factory_nlist("IVF16384_HNSW32,SQfp16") == 16384 and factory_nlist("HNSW32") is None
+    assert default_train_size("IVF1024,SQfp16", 61_000) == 61_000
+    assert default_train_size("IVF4096,SQfp16", 1_000_000) == 300_000
+    assert default_train_size("IVF16384,SQfp16", 10_000_000) == 655_360
+    assert default_train_size("HNSW32", 10_000_000) == 300_000
+    est = estimate_resources(10_000_000, 384, "auto")
+    assert est["factory"] == "IVF16384,SQfp16" and est["peak_ram"] >= 655_360 * 384 * 4
