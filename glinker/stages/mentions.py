@@ -158,8 +158,10 @@ class AliasMentions(Stage):
                     if key in self.vocab:
                         hit = (s, e, n)
                         break
-                    # "U.S." at a sentence end: try without the trailing period too
-                    if surface.endswith(".") and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars:
+                    # "U.S." at a sentence end: try without the trailing period too (only one attached to the
+                    # word: "Reuters ." is the shorter span "Reuters", not "Reuters " with its space)
+                    if surface.endswith(".") and len(surface) > 1 and not surface[-2].isspace() \
+                            and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars:
                         hit = (s, e - 1, n)
                         break
                 if hit is None:

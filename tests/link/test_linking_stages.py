@@ -260,6 +260,10 @@ def test_alias_mentions_longest_match(tiny_model, tiny_kb):
     # longest first ("Paris, Texas", "Apple Inc."), no lower-case common words ("apple", "city of light")
     assert got == ["Paris, Texas", "Paris", "Apple Inc."]
     assert all(isinstance(m, Mention) for m in ms)
+    # tokenised text (AIDA, CoNLL) puts a space before the period: the mention is the name, never "Berlin "
+    text = "He flew to Berlin . Then Apple Inc. sold it to Google ."
+    [ms] = p([text])
+    assert [(m.start, m.end, m.text) for m in ms] == [(11, 17, "Berlin"), (25, 35, "Apple Inc."), (47, 53, "Google")]
 
 
 def test_biencoder_mentions_carry_span_vectors(tiny_model, tiny_kb):
