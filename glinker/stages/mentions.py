@@ -100,6 +100,10 @@ class AliasMentionsParams(StageParams):
     stopwords: list[str] = Field(default_factory=lambda: ["the", "a", "an", "i", "it", "he", "she", "we", "they",
                                                           "us", "in", "on", "at", "of", "and", "or", "to", "is"],
                                  description="Single words never matched (compared normalised).")
+    leading_articles: list[str] = Field(
+        default_factory=lambda: ["the"],
+        description="Words dropped from the start of a match when the rest is an alias too (\"the Netherlands\" "
+                    "-> \"Netherlands\", as AIDA, ELEVANT and Wikipedia anchors mark names); [] keeps them.")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
 
@@ -114,6 +118,8 @@ class AliasMentions(Stage):
     summary = "mentions matching KB aliases (longest match)"
 
     def warm_up(self) -> None:
+        from glinker.kb.store import normalize_alias
+
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
         self.kb = open_kb(self.context, p.kb)
 
@@ -124,6 +130,7 @@ class AliasMentions(Stage):
         self.starts = self.context.resource(("alias-first-words", id(self.kb)),
                                             lambda: frozenset(_first_word(k) for k in self.vocab))
         self.stop = {s.casefold() for s in p.stopwords}
+        self.articles = {normalize_alias(a) for a in p.leading_articles}
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         from glinker.kb.store import normalize_alias
@@ -168,6 +175,9 @@ class AliasMentions(Stage):
                     i += 1
                     continue
                 s, e, n = hit
+                if n > 1 and normalize_alias(text[toks[i][0]:toks[i][1]]) in self.articles \
+                        and normalize_alias(text[toks[i + 1][0]:e]) in self.vocab:
+                    s = toks[i + 1][0]
                 ms.append(Mention(start=s, end=e, text=text[s:e], label=p.label, doc_index=d_i))
                 i += n
             out.append(ms)

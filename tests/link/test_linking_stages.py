@@ -266,6 +266,25 @@ def test_alias_mentions_longest_match(tiny_model, tiny_kb):
     assert [(m.start, m.end, m.text) for m in ms] == [(11, 17, "Berlin"), (25, 35, "Apple Inc."), (47, 53, "Google")]
 
 
+def test_alias_mentions_drop_a_leading_article(tiny_model, tiny_kb, tmp_path):
+    """A KB alias that starts with "the" ("The French Republic") is matched as the name without it, the way
+    AIDA, ELEVANT and Wikipedia anchors mark mentions, when that is an alias too; not otherwise."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import ENTITIES, write_entities
+
+    ents = [e.model_copy(update={"aliases": e.aliases + ["The French Republic", "The Hague Court"]})
+            if e.id == "Q142" else e for e in ENTITIES]
+    kb = tmp_path / "kb"
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl", ents))), kb, None)
+    text = "Visitors from the French Republic and The Hague Court met."
+    [ms] = pipe("stages:\n  m: {type: alias_mentions}\n", tiny_model, kb)([text])
+    assert [m.text for m in ms] == ["French Republic", "The Hague Court"]  # "Hague Court" is no alias
+    [ms] = pipe("stages:\n  m: {type: alias_mentions, leading_articles: []}\n", tiny_model, kb)([text])
+    assert [m.text for m in ms] == ["the French Republic", "The Hague Court"]
+
+
 def test_biencoder_mentions_carry_span_vectors(tiny_model, tiny_kb):
     from glinker.model import BiEncoder
     from glinker.stages.records import mention_vector
