@@ -33,6 +33,26 @@ def _variants(text: str) -> list[str]:
     return out
 
 
+def _longer_forms(norms: list[str]) -> dict[int, list[str]]:
+    """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
+    with its words ("thatcher" -> "margaret thatcher"), in document order; texts indexed by first and last word."""
+    words = [n.split() for n in norms]
+    by_edge: dict[str, list[int]] = {}
+    for k, w in enumerate(words):
+        if len(w) > 1:
+            for edge in dict.fromkeys((w[0], w[-1])):
+                by_edge.setdefault(edge, []).append(k)
+    out: dict[int, list[str]] = {}
+    for j, w in enumerate(words):
+        if not w:
+            continue
+        for k in sorted(set(by_edge.get(w[0], [])) | set(by_edge.get(w[-1], []))):
+            w2 = words[k]
+            if len(w2) > len(w) and (w2[-len(w):] == w or w2[: len(w)] == w) and norms[k] not in out.get(j, []):
+                out.setdefault(j, []).append(norms[k])
+    return out
+
+
 def _candidate(ent: Any, source: str, score: float) -> Candidate:
     return Candidate.of(ent.id, ent.label, ent.description, source, {source: score}, score)
 
@@ -41,6 +61,11 @@ class AliasCandidatesParams(StageParams):
     kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
     top_k: int = Field(default=30, ge=1, description="Candidates kept per mention, most popular first (after sorting).")
     variants: bool = Field(default=True, description="Also look up the text without a possessive 's or a leading 'the'.")
+    in_document: bool = Field(
+        default=True,
+        description="Also look up the longer mentions of the same document that begin or end with this one's words "
+                    "(\"Thatcher\" -> \"Margaret Thatcher\", \"Real\" -> \"Real Madrid\"): a name is often "
+                    "given in full once and shortened after. Their entities score as variants (0.9).")
 
 
 class AliasCandidates(Stage):
@@ -64,9 +89,10 @@ class AliasCandidates(Stage):
         mentions: list[list[Mention]] = inputs[0]
         keys: dict[tuple[int, int], list[str]] = {}
         for d_i, ms in enumerate(mentions):
+            longer = _longer_forms([normalize_alias(m.text) for m in ms]) if p.in_document else {}
             for j, m in enumerate(ms):
                 vs = _variants(m.text) if p.variants else [m.text]
-                keys[(d_i, j)] = list(dict.fromkeys(normalize_alias(v) for v in vs))
+                keys[(d_i, j)] = list(dict.fromkeys([normalize_alias(v) for v in vs] + longer.get(j, [])))
         hits = self.kb.store.lookup_norms(sorted({k for ks in keys.values() for k in ks}))
         ids = {e for ks in keys.values() for k in ks for e in hits.get(k, [])}
         ents = self.entities.get(sorted(ids))

@@ -455,3 +455,22 @@ def test_gc_frozen_unfreezes_even_when_the_block_fails(tiny_model, tiny_kb):
             assert gc.get_threshold()[0] == max(before[0], 10_000)
             raise RuntimeError("boom")
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_alias_candidates_of_a_short_form_include_the_full_name_in_the_document(tiny_model, tiny_kb):
+    """"Jobs" has no alias of its own; "Steve Jobs" earlier in the document lends it his entity (as a variant,
+    0.9); off by `in_document: false`."""
+    from glinker.stages.candidates import _longer_forms
+
+    text = "Steve Jobs founded Apple Inc. in 1976. Jobs later left Apple."
+    doc = given((0, 10), (19, 28), (39, 43), (55, 60), text=text)
+    y = "stages:\n  m: {type: given_mentions}\n  a: {type: alias_candidates, input: m, top_k: 10IN}\n"
+    [row] = pipe(y.replace("IN", ""), tiny_model, tiny_kb)([doc])
+    got = {mc.mention.text: [(c.entity_id, c.score) for c in mc.candidates] for mc in row}
+    assert got["Jobs"] == [("Q19837", 0.9)]
+    assert got["Apple"] == [("Q89", 1.0), ("Q312", 0.95)]  # its own aliases keep their scores
+    assert got["Steve Jobs"] == [("Q19837", 1.0)]
+    [row] = pipe(y.replace("IN", ", in_document: false"), tiny_model, tiny_kb)([doc])
+    assert {mc.mention.text: [c.entity_id for c in mc.candidates] for mc in row}["Jobs"] == []
+    assert _longer_forms(["margaret thatcher", "thatcher", "mrs thatcher", "real", "real madrid", ""]) == \
+        {1: ["margaret thatcher", "mrs thatcher"], 3: ["real madrid"]}
