@@ -42,6 +42,11 @@ class RescoreParams(StageParams):
                     "candidates it has no count for either way.")
     type_map: dict[str, list[str]] = Field(
         default_factory=dict, description="Mention label -> entity type ids it is compatible with (for `type`).")
+    in_document_prior: bool = Field(
+        default=True,
+        description="A mention whose form has no alias counts borrows the p(e|m) of a longer mention of its "
+                    "document that begins or ends with its words (\"Thatcher\" after \"Margaret Thatcher\"), "
+                    "before `missing_prior` applies.")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
     kb: KBRef | None = Field(default=None, description="KB (default: the pipeline's `kb`).")
     model: str | None = Field(default=None, description="Bi-encoder (default: the pipeline's `model`).")
@@ -146,12 +151,15 @@ class Rescore(Stage):
                             s = E[[col[c.entity_id] for c in cs]] @ np.asarray(mc.vector, dtype=np.float32)
                             bi[(d, j)] = dict(zip((c.entity_id for c in cs), s.tolist()))
         for d, row in enumerate(rows):
+            borrowed = self._document_priors(row, prior) if prior and p.in_document_prior else {}
             for j, mc in enumerate(row):
                 pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
                 top = max(pops, default=0.0)
                 dots = bi.get((d, j), {})
                 allowed = self.types.get(mc.mention.label or "", None)
                 pem = prior.get(mc.mention.text)
+                if pem is None:
+                    pem = borrowed.get(j)
                 if pem is None and p.missing_prior == "popularity" and "prior" in self.w:
                     pem = _popularity_prior(mc.candidates, ents)
                 w = self.w if pem is not None else self.w_unknown
@@ -182,6 +190,25 @@ class Rescore(Stage):
                 if p.top_k is not None:
                     del mc.candidates[p.top_k:]
         return rows
+
+    @staticmethod
+    def _document_priors(row: Sequence[MentionCandidates], prior: dict[str, Any]) -> dict[int, Any]:
+        """Mention index -> the p(e|m) of the first longer mention of the document with counts whose words
+        begin or end with this one's, for the mentions whose own form has none."""
+        from glinker.kb.store import normalize_alias
+        from glinker.stages.candidates import _longer_forms
+
+        norms = [normalize_alias(mc.mention.text) for mc in row]
+        counted = {n: prior[mc.mention.text] for n, mc in zip(norms, row) if mc.mention.text in prior}
+        if not counted:
+            return {}
+        out = {}
+        for j, forms in _longer_forms(norms).items():
+            if row[j].mention.text not in prior:
+                pem = next((counted[f] for f in forms if f in counted), None)
+                if pem is not None:
+                    out[j] = pem
+        return out
 
     def count(self, output: Any) -> int:
         return sum(len(mc.candidates) for row in output for mc in row)

@@ -474,3 +474,23 @@ def test_alias_candidates_of_a_short_form_include_the_full_name_in_the_document(
     assert {mc.mention.text: [c.entity_id for c in mc.candidates] for mc in row}["Jobs"] == []
     assert _longer_forms(["margaret thatcher", "thatcher", "mrs thatcher", "real", "real madrid", ""]) == \
         {1: ["margaret thatcher", "mrs thatcher"], 3: ["real madrid"]}
+
+
+def test_a_short_form_borrows_the_prior_of_its_full_name_in_the_document(tiny_model, tmp_path):
+    """"Texas" has no alias counts; "Paris, Texas" in the same document has (all for Q830149): with
+    `in_document_prior` (default) the short form scores by them, without it the prior is 0 for every candidate."""
+    kb = counted_kb(tmp_path / "kb")
+    text = "Paris, Texas is hot. Texas sun."
+    assert text[21:26] == "Texas"
+    doc = given((0, 12), (21, 26), text=text)
+    y = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, top_k: 10}
+  r: {type: rescore, input: a, weights: {prior: 1.0}IDP}
+  links: {type: select, input: r, nil_threshold: 0.5, top_k: 10}
+"""
+    [out] = pipe(y.replace("IDP", ""), tiny_model, kb).link([doc])
+    full, short = out.links
+    assert full.entity_id == short.entity_id == "Q830149" and short.confidence == pytest.approx(1.0)
+    [out] = pipe(y.replace("IDP", ", in_document_prior: false"), tiny_model, kb).link([doc])
+    assert out.links[1].entity_id == NIL and {c.scores["prior"] for c in out.links[1].candidates} == {0.0}
