@@ -113,6 +113,15 @@ def _weight_vector(names: list[str], weights: dict[str, float]) -> Any:
     return np.array([weights.get(n, 0.0) / total if total > 0 else 0.0 for n in names])
 
 
+def effective(mode: str, weights: dict[str, float], kb_counted: bool) -> tuple[str, dict[str, float]]:
+    """The ``missing_prior`` mode and weights ``rescore`` really uses: ``auto`` is ``zero`` for a KB with alias
+    counts and ``popularity`` without; a KB without counts leaves ``prior`` out unless it backs off to popularity."""
+    m = mode if mode != "auto" else ("zero" if kb_counted else "popularity")
+    if not kb_counted and m != "popularity" and sum(v > 0 for v in weights.values()) > 1:
+        weights = {k: v for k, v in weights.items() if k != "prior"}
+    return m, weights
+
+
 def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: float,
            missing_prior: str = "zero") -> list[dict[str, Any]]:
     """The links ``rescore`` (these weights, this ``missing_prior``) + ``select`` (this NIL threshold, one per
@@ -161,17 +170,26 @@ def main() -> int:
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]
     modes = args.missing_prior.split(",")
-    if not set(modes) <= {"zero", "skip", "popularity"}:
-        raise SystemExit("--missing-prior: zero, skip and/or popularity")
-    if "popularity" in modes and args.kb is None:
-        raise SystemExit("--missing-prior popularity needs --kb (which forms have alias counts)")
+    if not set(modes) <= {"zero", "skip", "popularity", "auto"}:
+        raise SystemExit("--missing-prior: zero, skip, popularity and/or auto")
+    if {"popularity", "auto"} & set(modes) and args.kb is None:
+        raise SystemExit("--missing-prior popularity/auto needs --kb (which forms have alias counts)")
+    kb_counted = True  # rescore leaves `prior` out for a KB without any counts (unless it backs off to popularity)
+    if args.kb is not None:
+        from glinker.kb import KB
+
+        with KB.open(args.kb) as k:
+            kb_counted = bool(k.store.alias_count_pairs())
+
+
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):
         weights = dict(zip(grid, values))
         if not any(v > 0 for v in weights.values()):
             continue
         for mode, nil in itertools.product(modes if weights.get("prior", 0) > 0 else ["zero"], nils):
-            links = relink(names, docs, weights, nil, mode)
+            m, w = effective(mode, weights, kb_counted)
+            links = relink(names, docs, w, nil, m)
             rep = evaluate_el(gold, predictions_from_linked(links), kb=kb, ks=[1])
             rows.append({"weights": {k: v for k, v in weights.items() if v > 0}, "missing_prior": mode, "nil": nil,
                          "f1": rep.linking.f1, "p": rep.linking.precision, "r": rep.linking.recall,

@@ -187,10 +187,14 @@ def test_prior_feature_ranks_homonyms_by_alias_counts(tiny_model, tiny_kb, tmp_p
     assert all("prior" not in c.scores for c in paris.candidates)
     paris, _ = link("{prior: 1.0}", tiny_kb)  # nothing else to rank by: every candidate scores 0
     assert {c.scores["prior"] for c in paris.candidates} == {0.0}
-    # ...unless the prior backs off to popularity, which a KB without counts can always give
-    paris, _ = link("{popularity: 1.0, prior: 1.0}, missing_prior: popularity", tiny_kb)
-    assert {c.entity_id: c.scores["prior"] for c in paris.candidates} == pytest.approx(
-        {"Q90": 301 / 423, "Q167646": 81 / 423, "Q830149": 41 / 423}, abs=1e-6)  # kept rounded to 6 places
+    # ...unless the prior backs off to popularity, which a KB without counts can always give (`auto` does there)
+    for mode in ("popularity", "auto"):
+        paris, _ = link("{popularity: 1.0, prior: 1.0}, missing_prior: " + mode, tiny_kb)
+        assert {c.entity_id: c.scores["prior"] for c in paris.candidates} == pytest.approx(
+            {"Q90": 301 / 423, "Q167646": 81 / 423, "Q830149": 41 / 423}, abs=1e-6)  # kept rounded to 6 places
+    # with counts, `auto` is `zero`: "Berlin" (no counts) scores prior 0, "Paris" by its counts
+    paris, berlin = link("{prior: 1.0}, missing_prior: auto", tmp_path / "kb")
+    assert paris.entity_id == "Q830149" and berlin.candidates[0].scores["prior"] == 0.0
 
 
 def test_missing_prior_skip_leaves_the_prior_out_for_forms_without_counts(tiny_model, tmp_path):

@@ -35,17 +35,19 @@ def tune():
     return m
 
 
-@pytest.mark.parametrize("mode", ["zero", "skip", "popularity"])
+@pytest.mark.parametrize("counts", [True, False])
+@pytest.mark.parametrize("mode", ["zero", "skip", "popularity", "auto"])
 @pytest.mark.parametrize("weights,nil", [({"prior": 2.0, "alias": 1.0}, 0.5), ({"prior": 1.0, "popularity": 0.5}, 0.3),
                                          ({"prior": 1.0, "alias": 0.2, "popularity": 1.0}, 0.7)])
-def test_relink_reproduces_rescore_and_select(tune, tiny_model, tmp_path, mode, weights, nil):
-    kb = counted_kb(tmp_path / "kb")
+def test_relink_reproduces_rescore_and_select(tune, tiny_model, tiny_kb, tmp_path, mode, weights, nil, counts):
+    kb = counted_kb(tmp_path / "kb") if counts else tiny_kb  # the tiny KB has no alias counts at all
     doc = given((0, 5), (10, 16), (18, 23), (24, 30), text="Paris and Berlin. Apple Google.")
     [saved] = pipe(SAVE, tiny_model, kb).link([doc])
     path = tmp_path / "links.jsonl"
     path.write_text(saved.model_dump_json() + "\n", encoding="utf-8")
     names, docs = tune.load_features(str(path), str(kb))
-    got = tune.relink(names, docs, weights, nil, mode)
+    m, w = tune.effective(mode, weights, counts)
+    got = tune.relink(names, docs, w, nil, m)
     w = "{" + ", ".join(f"{k}: {v}" for k, v in weights.items()) + "}"
     [ref] = pipe(RUN.replace("W", w).replace("MODE", mode).replace("NIL", str(nil)), tiny_model, kb).link([doc])
     assert sorted((ln["mention"]["start"], ln["entity_id"]) for ln in got[0]["links"]) == \
