@@ -90,7 +90,7 @@ def load_features(path: str, kb_dir: str | None = None
         from glinker.kb import KB
 
         from glinker.kb.store import normalize_alias
-        from glinker.stages.candidates import _longer_forms
+        from glinker.stages.records import longer_forms
 
         with KB.open(kb_dir) as kb:
             has = kb.prior(sorted({t for _, links in docs for *_, t in links}))
@@ -99,7 +99,7 @@ def load_features(path: str, kb_dir: str | None = None
             # rescore's in_document_prior: a form without counts borrows those of a longer mention of its document
             texts = [t for *_, t in links]
             by_norm = {normalize_alias(t): t for t in texts}
-            longer = _longer_forms([normalize_alias(t) for t in texts])
+            longer = longer_forms([normalize_alias(t) for t in texts])
             return [t in has or any(by_norm[f] in has for f in longer.get(j, [])) for j, t in enumerate(texts)]
 
         docs = [(i, [(s, ids, F, c, t) for (s, ids, F, _, t), c in zip(links, counted(links))]) for i, links in docs]

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from pydantic import Field
 
 from glinker.pipeline.stage import Stage, StageParams
-from glinker.stages.records import CANDIDATES, MENTIONS, MentionCandidates, merge_candidate_lists, mention_vector
+from glinker.stages.records import (CANDIDATES, MENTIONS, MentionCandidates, longer_forms, merge_candidate_lists,
+                                    mention_vector)
 from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, load_model, open_kb,
                                       span_vectors, window_cache)
 from glinker.types import Candidate, Document, Mention
@@ -30,26 +31,6 @@ def _variants(text: str) -> list[str]:
     low = t.casefold()
     if low.startswith("the ") and len(t) > 5:
         out.append(t[4:])
-    return out
-
-
-def _longer_forms(norms: list[str]) -> dict[int, list[str]]:
-    """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
-    with its words ("thatcher" -> "margaret thatcher"), in document order; texts indexed by first and last word."""
-    words = [n.split() for n in norms]
-    by_edge: dict[str, list[int]] = {}
-    for k, w in enumerate(words):
-        if len(w) > 1:
-            for edge in dict.fromkeys((w[0], w[-1])):
-                by_edge.setdefault(edge, []).append(k)
-    out: dict[int, list[str]] = {}
-    for j, w in enumerate(words):
-        if not w:
-            continue
-        for k in sorted(set(by_edge.get(w[0], [])) | set(by_edge.get(w[-1], []))):
-            w2 = words[k]
-            if len(w2) > len(w) and (w2[-len(w):] == w or w2[: len(w)] == w) and norms[k] not in out.get(j, []):
-                out.setdefault(j, []).append(norms[k])
     return out
 
 
@@ -89,7 +70,7 @@ class AliasCandidates(Stage):
         mentions: list[list[Mention]] = inputs[0]
         keys: dict[tuple[int, int], list[str]] = {}
         for d_i, ms in enumerate(mentions):
-            longer = _longer_forms([normalize_alias(m.text) for m in ms]) if p.in_document else {}
+            longer = longer_forms([normalize_alias(m.text) for m in ms]) if p.in_document else {}
             for j, m in enumerate(ms):
                 vs = _variants(m.text) if p.variants else [m.text]
                 keys[(d_i, j)] = list(dict.fromkeys([normalize_alias(v) for v in vs] + longer.get(j, [])))

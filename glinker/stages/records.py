@@ -91,3 +91,23 @@ def merge_candidate_lists(lists: list[list[MentionCandidates]]) -> list[MentionC
                         old.description = c.description
     order.sort(key=lambda k: (k[0], -k[1]))
     return [by_span[k] for k in order]
+
+
+def longer_forms(norms: list[str]) -> dict[int, list[str]]:
+    """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
+    with its words ("thatcher" -> "margaret thatcher"), in document order; texts indexed by first and last word."""
+    words = [n.split() for n in norms]
+    by_edge: dict[str, list[int]] = {}
+    for k, w in enumerate(words):
+        if len(w) > 1:
+            for edge in dict.fromkeys((w[0], w[-1])):
+                by_edge.setdefault(edge, []).append(k)
+    out: dict[int, list[str]] = {}
+    for j, w in enumerate(words):
+        if not w:
+            continue
+        for k in sorted(set(by_edge.get(w[0], [])) | set(by_edge.get(w[-1], []))):
+            w2 = words[k]
+            if len(w2) > len(w) and (w2[-len(w):] == w or w2[: len(w)] == w) and norms[k] not in out.get(j, []):
+                out.setdefault(j, []).append(norms[k])
+    return out

@@ -11,7 +11,7 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, field_validator
 
 from glinker.pipeline.stage import Stage, StageParams
-from glinker.stages.records import CANDIDATES, MentionCandidates, merge_candidate_lists
+from glinker.stages.records import CANDIDATES, MentionCandidates, longer_forms, merge_candidate_lists
 from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, entity_vectors, load_model, open_kb,
                                       window_cache)
 from glinker.types import Document
@@ -199,14 +199,13 @@ class Rescore(Stage):
         """Mention index -> the p(e|m) of the first longer mention of the document with counts whose words
         begin or end with this one's, for the mentions whose own form has none."""
         from glinker.kb.store import normalize_alias
-        from glinker.stages.candidates import _longer_forms
 
         norms = [normalize_alias(mc.mention.text) for mc in row]
         counted = {n: prior[mc.mention.text] for n, mc in zip(norms, row) if mc.mention.text in prior}
         if not counted:
             return {}
         out = {}
-        for j, forms in _longer_forms(norms).items():
+        for j, forms in longer_forms(norms).items():
             if row[j].mention.text not in prior:
                 pem = next((counted[f] for f in forms if f in counted), None)
                 if pem is not None:

@@ -464,7 +464,7 @@ def test_gc_frozen_unfreezes_even_when_the_block_fails(tiny_model, tiny_kb):
 def test_alias_candidates_of_a_short_form_include_the_full_name_in_the_document(tiny_model, tiny_kb):
     """"Jobs" has no alias of its own; "Steve Jobs" earlier in the document lends it his entity (as a variant,
     0.9); off by `in_document: false`."""
-    from glinker.stages.candidates import _longer_forms
+    from glinker.stages.records import longer_forms
 
     text = "Steve Jobs founded Apple Inc. in 1976. Jobs later left Apple."
     doc = given((0, 10), (19, 28), (39, 43), (55, 60), text=text)
@@ -476,7 +476,7 @@ def test_alias_candidates_of_a_short_form_include_the_full_name_in_the_document(
     assert got["Steve Jobs"] == [("Q19837", 1.0)]
     [row] = pipe(y.replace("IN", ", in_document: false"), tiny_model, tiny_kb)([doc])
     assert {mc.mention.text: [c.entity_id for c in mc.candidates] for mc in row}["Jobs"] == []
-    assert _longer_forms(["margaret thatcher", "thatcher", "mrs thatcher", "real", "real madrid", ""]) == \
+    assert longer_forms(["margaret thatcher", "thatcher", "mrs thatcher", "real", "real madrid", ""]) == \
         {1: ["margaret thatcher", "mrs thatcher"], 3: ["real madrid"]}
 
 
