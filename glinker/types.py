@@ -118,7 +118,7 @@ class Candidate(_Record):
         return Candidate.of(d["entity_id"], d["label"], d["description"], d["source"], dict(d["scores"]), d["score"])
 
 
-_CANDIDATE_FIELDS = ("entity_id", "label", "description", "source", "scores", "score")
+_CANDIDATE_FIELDS = frozenset(Candidate.model_fields)
 
 
 class Link(_Record):

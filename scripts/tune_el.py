@@ -98,8 +98,9 @@ def load_features(path: str, kb_dir: str | None = None
         def counted(links: list[Any]) -> list[bool]:
             # rescore's in_document_prior: a form without counts borrows those of a longer mention of its document
             texts = [t for *_, t in links]
-            by_norm = {normalize_alias(t): t for t in texts}
-            longer = longer_forms([normalize_alias(t) for t in texts])
+            norms = [normalize_alias(t) for t in texts]
+            by_norm = dict(zip(norms, texts))
+            longer = longer_forms(norms)
             return [t in has or any(by_norm[f] in has for f in longer.get(j, [])) for j, t in enumerate(texts)]
 
         docs = [(i, [(s, ids, F, c, t) for (s, ids, F, _, t), c in zip(links, counted(links))]) for i, links in docs]
