@@ -215,6 +215,8 @@ class LabelBank:
         self.nprobe = 32
         self._faiss_index: Any = None
         self._index_path: Path | None = None
+        # a model's scoring matrices for these labels (folded P, the low-precision copy), reused across calls
+        self._scoring_cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.names)

@@ -4,19 +4,160 @@ The score of span (b, s, k) against label c is ``span_rep[b, s, k] . P[c]`` and 
 Because sigmoid is monotone, ``p > t`` is ``logit > log(t / (1 - t))``; we pre-filter in logit space with a
 small safety margin and then apply gliner's exact float32 test ``sigmoid(logit) > t`` on the survivors, so
 the result is identical to thresholding the dense tensor.
+
+The low-precision pre-filter. Where bfloat16 matrix products are much faster than float32 ones (CPUs with AMX
+or AVX512-BF16, GPUs), the span x label product is first computed in bfloat16 with float32 accumulation, and
+only the pairs it cannot rule out are scored in float32. Write r~ = bf16(r), dr = r - r~ (exactly known in
+float32), likewise p~, dp. In exact arithmetic r.p = r~.p~ + dr.p~ + r~.dp + dr.dp, so by Cauchy-Schwarz the
+bfloat16 product (exact products, float32 accumulation) differs from r.p by at most
+``|dr||p~| + |r~||dp| + |dr||dp| + gamma_D(|r~||p~| + |r||p|)``, where gamma_D = D 2^-24 bounds float32
+accumulation on either side; the bfloat16 output rounds once more, by at most u = 2^-8 of its value, and a
+monotone correction handles that exactly. The norms are measured, not worst-cased, so the bound is typically
+five times tighter than 4u|r||p|. Every (span, label) whose bfloat16 logit is within that bound of the threshold
+or above it is re-scored in float32; the rest cannot pass. Results are therefore the float32 results (up to
+float32 summation order), only the work is cheaper. :func:`lowp_prefilter` measures once per device whether
+bfloat16 is faster here and checks the bound on a random product before turning the pre-filter on;
+``GLINKER_PREFILTER=off`` turns it off.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
 _MARGIN = 1e-3
+# the pre-filter pays off only on products big enough to amortise the casts (rows x labels)
+LOWP_MIN_WORK = 1 << 16
+# above this share of survivors the pre-filter saved nothing: score the chunk in float32 directly
+LOWP_MAX_SURVIVORS = 0.05
+
+
+@dataclass(frozen=True)
+class LowpInfo:
+    """What :func:`lowp_prefilter` measured on a device: the dtype and its speed over float32."""
+
+    dtype: torch.dtype
+    speedup: float
+
+
+_LOWP: dict[str, LowpInfo | None] = {}
+
+
+def lowp_prefilter(device: torch.device | str = "cpu") -> LowpInfo | None:
+    """The low-precision pre-filter for ``device``, or None where it would not be faster or not be safe.
+
+    Measured once per device type and thread count: a (256 x 1024) @ (1024 x 512) product in float32 and in
+    bfloat16 (best of 3 each); on only if bfloat16 is at least 2x faster and its error on that product stays
+    inside the bound the filter relies on. ``GLINKER_PREFILTER=off|bf16|auto`` overrides (auto: measure).
+    """
+    mode = os.environ.get("GLINKER_PREFILTER", "auto").strip().lower()
+    if mode in ("off", "0", "false", "no"):
+        return None
+    dev = torch.device(device)
+    key = f"{dev.type}:{torch.get_num_threads()}:{mode}"
+    if key in _LOWP:
+        return _LOWP[key]
+    info = _measure_lowp(dev, force=mode == "bf16")
+    _LOWP[key] = info
+    log.info(
+        "low-precision pre-filter on %s: %s",
+        dev.type,
+        f"bfloat16, {info.speedup:.1f}x float32" if info else "off (bfloat16 not faster here)",
+    )
+    return info
+
+
+def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(256, 1024, generator=g).to(dev)
+    b = torch.randn(1024, 512, generator=g).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def best(fn: Callable[[], Any]) -> float:
+        fn()
+        sync()
+        t = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    try:
+        ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        t32 = best(lambda: a @ b)
+        t16 = best(lambda: ab @ bb)
+        err = ((ab @ bb).float() - a @ b).abs()
+    except RuntimeError:  # no bfloat16 matmul on this device
+        return None
+    lab = LowpLabels.build(b.T.contiguous(), None, torch.bfloat16)
+    aug = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+    # the bound at threshold 0 is the slack itself: every product must lie within it
+    slack = -lab.row_thresholds(aug, aug.to(torch.bfloat16), 0.0) - _MARGIN
+    if not bool((err <= slack).all()):
+        log.warning("bfloat16 products here exceed the pre-filter's error bound: pre-filter off")
+        return None
+    speedup = t32 / max(t16, 1e-9)
+    if force or speedup >= 2.0:
+        return LowpInfo(torch.bfloat16, speedup)
+    return None
+
+
+@dataclass
+class LowpLabels:
+    """Label vectors prepared for the pre-filter: ``[P, bias]`` in low precision, transposed, with its norms.
+
+    The bias rides in the product as an extra column (spans get a constant 1 there), so the bound covers it.
+    Build once per label set and reuse it across batches (:meth:`build`).
+    """
+
+    vectors_t: torch.Tensor  # (D + 1, C) low precision, contiguous
+    norm_max: float  # max |p| (float32 [P, bias])
+    low_norm_max: float  # max |p~|
+    err_norm_max: float  # max |p - p~|
+
+    @classmethod
+    def build(cls, prompts: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> LowpLabels:
+        p = prompts.detach().float()
+        col = bias.detach().float()[:, None] if bias is not None else p.new_zeros(p.shape[0], 1)
+        aug = torch.cat([p, col], dim=1)
+        low = aug.to(dtype)
+        if aug.shape[0] == 0:
+            return cls(low.T.contiguous(), 0.0, 0.0, 0.0)
+        lowf = low.float()
+        return cls(
+            low.T.contiguous(),
+            float(aug.norm(dim=1).max()),
+            float(lowf.norm(dim=1).max()),
+            float((aug - lowf).norm(dim=1).max()),
+        )
+
+    def row_thresholds(self, aug: torch.Tensor, low: torch.Tensor, lt: float) -> torch.Tensor:
+        """Per-row pre-filter thresholds (n, 1): a float32 logit above ``lt`` implies a bf16 one above these."""
+        lowf = low.float()
+        n_r, n_low, n_err = aug.norm(dim=1), lowf.norm(dim=1), (aug - lowf).norm(dim=1)
+        gamma = 1.01 * aug.shape[1] * 2.0**-24
+        slack = (
+            n_err * self.low_norm_max
+            + n_low * self.err_norm_max
+            + n_err * self.err_norm_max
+            + gamma * (n_low * self.low_norm_max + n_r * self.norm_max)
+            + 1e-30
+        )
+        a = lt - _MARGIN - slack
+        u = 2.0**-8 if low.dtype == torch.bfloat16 else 2.0**-11
+        return (a - u * a.abs() - 1e-30)[:, None]  # hat >= acc - u|acc| is increasing in acc
 
 
 def logit_threshold(t: float) -> float:
@@ -50,17 +191,21 @@ def score_rows(
     row_b: torch.Tensor | None = None,
     class_mask: torch.Tensor | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    lowp: LowpLabels | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row, class, prob) with prob > threshold for ``reps`` (N, D') x ``prompts`` (C, D') + ``prompt_bias``.
 
     Sorted by (row, class). ``class_mask`` (B, C) with ``row_b`` (N,) restricts each row to its text's labels.
-    Labels are processed in chunks so at most ``budget_bytes`` of logits exist at a time.
+    Labels are processed in chunks so at most ``budget_bytes`` of logits exist at a time. ``lowp`` (the same
+    labels and bias from :meth:`LowpLabels.build`) turns on the low-precision pre-filter for float32 ``reps``.
     """
     n, C = reps.shape[0], prompts.shape[0]
     empty = torch.zeros(0, dtype=torch.long, device=reps.device)
     if n == 0 or C == 0 or threshold >= 1.0:
         return empty, empty, torch.zeros(0, device=reps.device)
     lt = logit_threshold(threshold)
+    if lowp is not None and reps.dtype == torch.float32 and lt > -math.inf and n * C >= LOWP_MIN_WORK:
+        return _score_rows_lowp(reps, prompts, lt, threshold, prompt_bias, row_b, class_mask, budget_bytes, lowp)
     # the pre-filter compares in the logits' dtype: leave room for its rounding (bf16/fp16 are coarse)
     lt -= _MARGIN if reps.dtype == torch.float32 or reps.dtype == torch.float64 else 0.05 + 0.01 * abs(lt)
     chunk = max(1, int(budget_bytes // (4 * n)))
@@ -86,6 +231,56 @@ def score_rows(
     r, c, p = torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_p)
     if len(parts_r) > 1:
         order = torch.argsort(r * C + c, stable=True)  # row-major (span, class), as gliner's torch.where
+        r, c, p = r[order], c[order], p[order]
+    return r, c, p
+
+
+def _score_rows_lowp(
+    reps: torch.Tensor,
+    prompts: torch.Tensor,
+    lt: float,
+    threshold: float,
+    prompt_bias: torch.Tensor | None,
+    row_b: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    budget_bytes: int,
+    lowp: LowpLabels,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`score_rows` through the low-precision pre-filter; the same result (see the module docstring)."""
+    n, C = reps.shape[0], prompts.shape[0]
+    aug = torch.cat([reps, torch.ones(n, 1, dtype=reps.dtype, device=reps.device)], dim=1)
+    low = aug.to(lowp.vectors_t.dtype)
+    row_thr = lowp.row_thresholds(aug, low, lt)
+    chunk = max(1, int(budget_bytes // (4 * n)))
+    parts_r, parts_c, parts_p = [], [], []
+    for c0 in range(0, C, chunk):
+        c1 = min(C, c0 + chunk)
+        hit = (low @ lowp.vectors_t[:, c0:c1]) > row_thr  # (n, chunk) bool
+        if class_mask is not None:
+            hit &= class_mask[row_b, c0:c1]
+        r, c = torch.nonzero(hit, as_tuple=True)
+        if r.numel() == 0:
+            continue
+        if r.numel() > LOWP_MAX_SURVIVORS * n * (c1 - c0):  # too close to call for many: plain float32
+            logits = reps @ prompts[c0:c1].T.to(reps.dtype)
+            if prompt_bias is not None:
+                logits += prompt_bias[c0:c1].to(reps.dtype)
+            logits = logits[r, c]
+        else:
+            logits = torch.linalg.vecdot(reps[r], prompts[c + c0].to(reps.dtype))
+            if prompt_bias is not None:
+                logits += prompt_bias[c + c0].to(reps.dtype)
+        p = torch.sigmoid(logits)
+        keep = p > threshold
+        parts_r.append(r[keep])
+        parts_c.append(c[keep] + c0)
+        parts_p.append(p[keep])
+    if not parts_r:
+        empty = torch.zeros(0, dtype=torch.long, device=reps.device)
+        return empty, empty, torch.zeros(0, device=reps.device)
+    r, c, p = torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_p)
+    if len(parts_r) > 1:
+        order = torch.argsort(r * C + c, stable=True)
         r, c, p = r[order], c[order], p[order]
     return r, c, p
 

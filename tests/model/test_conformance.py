@@ -14,7 +14,7 @@ from _conformance import (
     setting_args,
 )
 
-from glinker.model import BiEncoder
+from glinker.model import BiEncoder, scoring
 from glinker.model.words import tokenize_words
 
 CASES = ("basic", "long_words", "long_tokens", "dup_labels", "described", "per_text", "unicode")
@@ -94,11 +94,16 @@ def test_rnn_weights_are_unused(ref):
     assert torch.equal(before, model.dense_logits(case["words"], case["entity_types"]))
 
 
+@pytest.mark.parametrize("lowp", [False, True])
 @pytest.mark.parametrize("fold", [False, True])
-def test_both_scoring_paths_conform(ref, fold):
+def test_both_scoring_paths_conform(ref, fold, lowp, monkeypatch):
     enc, _, golden = ref
     model = BiEncoder.from_pretrained(FIXTURES / enc)
     model._fold = fold  # folded P (few labels) and explicit span vectors (many labels)
+    model.lowp = lowp  # the bfloat16 pre-filter, forced on even for these tiny products
+    if lowp:
+        monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+        monkeypatch.setattr(scoring, "LOWP_MIN_WORK", 0)
     for name in ("basic", "per_text", "unicode"):
         case = golden["cases"][name]
         for key, expected in case["entities"].items():

@@ -1,0 +1,76 @@
+"""The bfloat16 pre-filter of span x label scoring: its error bound holds and results equal float32 scoring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glinker.model import scoring
+from glinker.model.scoring import LowpLabels, logit_threshold, lowp_prefilter, score_rows
+
+
+def _data(seed: int, n: int, C: int, D: int, scale: float, relu: bool) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    reps = torch.randn(n, D, generator=g) * scale
+    if relu:  # folded scoring multiplies non-negative hidden activations
+        reps = reps.relu()
+    prompts = torch.randn(C, D, generator=g) / math.sqrt(D)
+    bias = torch.randn(C, generator=g) * 2.0
+    return reps, prompts, bias
+
+
+@pytest.mark.parametrize("seed,scale,relu", [(0, 1.0, False), (1, 5.0, True), (2, 0.1, False), (3, 30.0, True)])
+def test_bound_holds_for_every_pair(seed, scale, relu):
+    reps, prompts, bias = _data(seed, 300, 200, 257, scale, relu)
+    lab = LowpLabels.build(prompts, bias, torch.bfloat16)
+    aug = torch.cat([reps, torch.ones(reps.shape[0], 1)], dim=1)
+    low = aug.to(torch.bfloat16)
+    hat = (low @ lab.vectors_t).float()
+    exact = aug.double() @ torch.cat([prompts, bias[:, None]], dim=1).double().T
+    for lt in (-3.0, 0.0, 2.0):
+        thr = lab.row_thresholds(aug, low, lt).double()
+        # the guarantee: a pair whose logit is above lt (minus the float32 margin) is never filtered out
+        must_pass = exact > lt - scoring._MARGIN
+        assert bool((hat.double()[must_pass] > thr.expand_as(hat)[must_pass]).all())
+        # and the filter does filter: most pairs far below the threshold are dropped
+        far = exact < lt - 10.0
+        if bool(far.any()):
+            assert float((hat.double()[far] > thr.expand_as(hat)[far]).float().mean()) < 0.5
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("seed,scale,relu", [(0, 1.0, False), (1, 4.0, True), (4, 12.0, False)])
+def test_prefiltered_scoring_equals_float32(threshold, seed, scale, relu):
+    reps, prompts, bias = _data(seed, 400, 300, 129, scale, relu)
+    lab = LowpLabels.build(prompts, bias, torch.bfloat16)
+    r0, c0, p0 = score_rows(reps, prompts, threshold, bias)
+    r1, c1, p1 = score_rows(reps, prompts, threshold, bias, lowp=lab, budget_bytes=4 * 400 * 64)  # chunks
+    assert len(r0) > 0
+    assert torch.equal(r0, r1) and torch.equal(c0, c1)
+    assert float((p0 - p1).abs().max()) <= 1e-6
+
+
+def test_prefilter_near_the_threshold_and_with_class_mask():
+    """Logits packed around the threshold (the hardest case: nearly all pairs survive) and per-text labels."""
+    g = torch.Generator().manual_seed(7)
+    reps = torch.randn(256, 64, generator=g)
+    prompts = torch.randn(256, 64, generator=g) * 1e-3  # every logit within ~0.01 of the bias
+    bias = torch.full((256,), logit_threshold(0.5)) + torch.randn(256, generator=g) * 1e-3
+    row_b = torch.arange(256) % 3
+    mask = torch.rand(3, 256, generator=g) > 0.5
+    lab = LowpLabels.build(prompts, bias, torch.bfloat16)
+    r0, c0, p0 = score_rows(reps, prompts, 0.5, bias, row_b, mask)
+    r1, c1, p1 = score_rows(reps, prompts, 0.5, bias, row_b, mask, lowp=lab)
+    assert 0 < len(r0) < 256 * 256
+    assert torch.equal(r0, r1) and torch.equal(c0, c1)
+    assert float((p0 - p1).abs().max()) <= 1e-6
+
+
+def test_prefilter_can_be_turned_off_and_forced(monkeypatch):
+    monkeypatch.setenv("GLINKER_PREFILTER", "off")
+    assert lowp_prefilter("cpu") is None
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    info = lowp_prefilter("cpu")
+    assert info is not None and info.dtype == torch.bfloat16 and info.speedup > 0
