@@ -104,6 +104,7 @@ def test_both_scoring_paths_conform(ref, fold, lowp, monkeypatch):
     if lowp:
         monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
         monkeypatch.setattr(scoring, "LOWP_MIN_WORK", 0)
+        monkeypatch.setattr(scoring, "LOWP_MIN_LABELS", 0)
     for name in ("basic", "per_text", "unicode"):
         case = golden["cases"][name]
         for key, expected in case["entities"].items():

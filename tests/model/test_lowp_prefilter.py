@@ -26,11 +26,12 @@ def test_bound_holds_for_every_pair(seed, scale, relu):
     reps, prompts, bias = _data(seed, 300, 200, 257, scale, relu)
     lab = LowpLabels.build(prompts, bias, torch.bfloat16)
     aug = torch.cat([reps, torch.ones(reps.shape[0], 1)], dim=1)
-    low = aug.to(torch.bfloat16)
+    low = lab.cast_rows(reps)
+    assert torch.equal(low, aug.to(torch.bfloat16))
     hat = (low @ lab.vectors_t).float()
     exact = aug.double() @ torch.cat([prompts, bias[:, None]], dim=1).double().T
     for lt in (-3.0, 0.0, 2.0):
-        thr = lab.row_thresholds(aug, low, lt).double()
+        thr = lab.row_thresholds(reps, low, lt).double()
         # the guarantee: a pair whose logit is above lt (minus the float32 margin) is never filtered out
         must_pass = exact > lt - scoring._MARGIN
         assert bool((hat.double()[must_pass] > thr.expand_as(hat)[must_pass]).all())

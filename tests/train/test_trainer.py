@@ -32,7 +32,7 @@ def train_files(tmp_path):
     return tmp_path
 
 
-def _cfg(tmp_path, ckpt, files, steps, out="run"):
+def _cfg(tmp_path, ckpt, files, steps, out="run", **train):
     from glinker.model.train import TrainConfig
 
     return TrainConfig.model_validate({
@@ -42,14 +42,15 @@ def _cfg(tmp_path, ckpt, files, steps, out="run"):
         "dev": [{"path": str(files / "train.json")}],
         "train": {"steps": steps, "batch_size": 4, "max_words": 16, "max_types": 5, "negative_types": 1,
                   "others_lr": 3e-3, "encoder_lr": 1e-3, "warmup_ratio": 0.1, "save_every": 3, "log_every": 1,
-                  "eval_every": 0, "keep_checkpoints": 5},
+                  "eval_every": 0, "keep_checkpoints": 5, **train},
         "loss": {"alpha": 0.75, "gamma": 2.0}})
 
 
-def test_loss_decreases_and_model_learns(tmp_path, tiny_ckpt, train_files):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_loss_decreases_and_model_learns(tmp_path, tiny_ckpt, train_files, precision):
     from glinker.model.train import Trainer
 
-    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=60))
+    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=60, precision=precision))
     t.setup()
     before = t.evaluate()
     res = t.train()

@@ -80,6 +80,11 @@ class Schedule(_Strict):
     keep_checkpoints: int = Field(default=2, ge=1)
     log_every: int = Field(default=25, ge=1)
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads.")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="bf16: mixed precision (bfloat16 autocast for the forward pass, float32 weights, optimizer and "
+        "loss); several times faster on CPUs with AMX and on GPUs, slower on CPUs without bfloat16 units.",
+    )
 
 
 class TrainConfig(_Strict):

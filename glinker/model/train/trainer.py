@@ -258,10 +258,14 @@ class Trainer:
         widths = torch.arange(K)[None, None, :]
         valid = (starts + widths < n[:, None, None]).unsqueeze(-1).expand(B, W, K, C)
         lc = self.cfg.loss
+        logits = logits.float()  # the loss in float32 also under bf16 autocast
         return span_loss(logits.reshape(B, W * K, C), batch.targets.reshape(B, W * K, C), valid.reshape(B, W * K, C),
                          alpha=lc.alpha, gamma=lc.gamma, prob_margin=lc.prob_margin,
                          label_smoothing=lc.label_smoothing, negatives=lc.negatives, masking=lc.masking,
                          reduction=lc.reduction)
+
+    def _device_type(self) -> str:
+        return next(self.model.net.parameters()).device.type
 
     def evaluate(self) -> dict[str, float]:
         """Span micro-F1 (GLiNER's convention) on each dev source, prompting with the source's types."""
@@ -296,7 +300,8 @@ class Trainer:
         end = min(c.steps, stop_at) if stop_at else c.steps
         while self.step < end:
             batch = self.sampler.next()
-            loss = self.loss_on(batch)
+            with torch.autocast(self._device_type(), dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+                loss = self.loss_on(batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], c.max_grad_norm)
