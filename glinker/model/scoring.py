@@ -43,6 +43,7 @@ LOWP_MIN_LABELS = 128
 # above this share of survivors the pre-filter saved nothing: score the chunk in float32 directly
 LOWP_MAX_SURVIVORS = 0.05
 LOWP_ROW_BLOCK = 256
+LOWP_ROW_ALIGN = 64
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,9 @@ def _score_rows_lowp(
     n, C = reps.shape[0], prompts.shape[0]
     # fixed-size row blocks: oneDNN compiles a kernel per product shape, so varying row counts cost ~40 ms each
     rb = LOWP_ROW_BLOCK
-    low = lowp.cast_rows(reps, rows=-(-n // rb) * rb)
+    # the last block is padded to a multiple of LOWP_ROW_ALIGN only: at most rb / align shapes per label chunk
+    full = n // rb * rb
+    low = lowp.cast_rows(reps, rows=full + -(-(n - full) // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN)
     row_thr = lowp.row_thresholds(reps, low[:n], lt)
     chunk = max(1, int(budget_bytes // (4 * rb)))
     parts_r, parts_c, parts_p = [], [], []
