@@ -107,8 +107,9 @@ def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
         return None
     lab = LowpLabels.build(b.T.contiguous(), None, torch.bfloat16)
     # the bound at threshold 0 is the slack itself: every product must lie within it
-    slack = -lab.row_thresholds(a, lab.cast_rows(a), 0.0).float() - _MARGIN
-    if not bool((err <= slack).all()):
+    slack = lab.prepare_rows(a, 0.0)[:, -1].float() - _MARGIN  # -t at threshold 0: the bound itself
+    # the output's own rounding (u of the value) is not part of the bound: the filter only tests the sign
+    if not bool((err <= slack[:, None] + 2.0**-8 * (a @ b).abs()).all()):
         log.warning("bfloat16 products here exceed the pre-filter's error bound: pre-filter off")
         return None
     speedup = t32 / max(t16, 1e-9)
@@ -119,16 +120,17 @@ def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
 
 @dataclass
 class LowpLabels:
-    """Label vectors prepared for the pre-filter: ``[P, bias]`` in low precision, transposed, with its norms.
+    """Label vectors prepared for the pre-filter: ``[P, bias, 1]`` in low precision, transposed, with norms.
 
-    The bias rides in the product as an extra column (spans get a constant 1 there), so the bound covers it.
-    Build once per label set and reuse it across batches (:meth:`build`).
+    The bias rides in the product as an extra row (spans get a constant 1 there), so the bound covers it; the
+    last row multiplies each span's negated threshold (:meth:`prepare_rows`), so a pair survives the filter
+    exactly when its low-precision product is positive. Build once per label set (:meth:`build`).
     """
 
-    vectors_t: torch.Tensor  # (D + 1, C) low precision, contiguous
-    norm_max: float  # max |p| (float32 [P, bias])
-    low_norm_max: float  # max |p~|
-    err_norm_max: float  # max |p - p~|
+    vectors_t: torch.Tensor  # (D + 2, C) low precision, contiguous
+    norm_max: float  # max |[p, b]| (float32)
+    low_norm_max: float  # max |[p~, b~]|
+    err_norm_max: float  # max |[p, b] - [p~, b~]|
 
     @classmethod
     def build(cls, prompts: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> LowpLabels:
@@ -136,49 +138,67 @@ class LowpLabels:
         col = bias.detach().float()[:, None] if bias is not None else p.new_zeros(p.shape[0], 1)
         aug = torch.cat([p, col], dim=1)
         low = aug.to(dtype)
+        vt = torch.cat([low, low.new_ones(low.shape[0], 1)], dim=1).T.contiguous()
         if aug.shape[0] == 0:
-            return cls(low.T.contiguous(), 0.0, 0.0, 0.0)
+            return cls(vt, 0.0, 0.0, 0.0)
         lowf = low.float()
         return cls(
-            low.T.contiguous(),
+            vt,
             float(aug.norm(dim=1).max()),
             float(lowf.norm(dim=1).max()),
             float((aug - lowf).norm(dim=1).max()),
         )
 
-    def row_thresholds(self, reps: torch.Tensor, low: torch.Tensor, lt: float) -> torch.Tensor:
-        """Per-row pre-filter thresholds (n, 1) in the low precision, for ``low = cast_rows(reps)``.
+    def prepare_rows(self, reps: torch.Tensor, lt: float, rows: int | None = None) -> torch.Tensor:
+        """``[reps, 1, -t]`` in the low precision, zero rows padding it to ``rows``.
 
-        A float32 logit above ``lt`` implies a low-precision one above these. Both sides' rounding errors are
-        measured: the label side's once (``err_norm_max``), the rows' here.
+        ``t`` is each row's threshold: a float32 logit above ``lt`` (less the float32 margin) implies that the
+        row's low-precision product with ``[p, b, 1]`` is positive. Both sides' rounding errors are measured:
+        the labels' once (``err_norm_max``), the rows' here. With gamma bounding float32 accumulation:
+        slack = |dr||p~| + |r~||dp| + |dr||dp| + gamma(|r~||p~| + |r||p|), a = lt - margin - slack, and t is a
+        low-precision number at most a - 2 gamma |a| - 1e-30 (room for accumulating t itself), so the product
+        is at least 1e-30 and its rounding to the output type keeps the sign.
         """
+        n, d = reps.shape
         u = _unit_roundoff(self.vectors_t.dtype)
+        low = torch.empty(max(n, rows or 0), d + 2, dtype=self.vectors_t.dtype, device=reps.device)
+        low[:n, :d].copy_(reps)
+        low[:n, d] = 1.0
+        low[n:] = 0.0  # padding rows: a zero product, never positive
         r = reps.float()
-        lowf = low[:, :-1].float()
+        lowf = low[:n, :d].float()
         n_r = torch.sqrt(torch.linalg.vector_norm(r, dim=1).square_() + 1.0)  # |[r, 1]|: the 1 is exact
         n_low = torch.sqrt(torch.linalg.vector_norm(lowf, dim=1).square_() + 1.0)
         n_err = torch.linalg.vector_norm(lowf.sub_(r), dim=1)
-        gamma = 1.01 * (reps.shape[1] + 1) * 2.0**-24
+        gamma = 1.01 * (d + 2) * 2.0**-24
         slack = (
             n_err * self.low_norm_max
             + n_low * self.err_norm_max
             + n_err * self.err_norm_max
             + gamma * (n_low * self.low_norm_max + n_r * self.norm_max)
-            + 1e-30
         )
         a = lt - _MARGIN - slack
-        a = a - u * a.abs() - 1e-30  # the low-precision output: hat >= acc - u|acc| is increasing in acc
-        # compare in the low precision (the fast path): y = a - 2u|a| rounds to at most a
-        return (a - 2.0 * u * a.abs() - 1e-30).to(self.vectors_t.dtype)[:, None]
-
-    def cast_rows(self, reps: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-        """``[reps, 1]`` in the low precision, in one pass; zero rows pad it to ``rows``."""
-        n = reps.shape[0]
-        low = torch.empty(max(n, rows or 0), reps.shape[1] + 1, dtype=self.vectors_t.dtype, device=reps.device)
-        low[:n, :-1].copy_(reps)
-        low[:n, -1] = 1.0
-        low[n:] = 0.0
+        a = a - 2.0 * gamma * a.abs() - 1e-30
+        # y = a - 2u|a| rounds (to nearest) to at most a
+        low[:n, d + 1] = -(a - 2.0 * u * a.abs()).to(self.vectors_t.dtype)
         return low
+
+
+def positive_positions(x: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the positive entries of a bfloat16 tensor (and of +NaN; callers re-check in float32).
+
+    Much cheaper than ``nonzero(x > 0)`` on CPU: the sign test reads the bits as int16, and the search runs
+    over 64-bit words of 8 flags, which are almost all zero when survivors are rare.
+    """
+    flags = x.view(torch.int16) > 0  # bfloat16 bit patterns: positive numbers (and +NaN) only
+    flat = flags.reshape(-1)
+    if flat.numel() % 8:
+        return torch.nonzero(flat, as_tuple=True)[0]
+    words = torch.nonzero(flat.view(torch.int64), as_tuple=True)[0]
+    if words.numel() == 0:
+        return words
+    pos = (words[:, None] * 8 + torch.arange(8, device=x.device)).reshape(-1)
+    return pos[flat[pos]]
 
 
 def _unit_roundoff(dtype: torch.dtype) -> float:
@@ -281,8 +301,7 @@ def _score_rows_lowp(
     rb = LOWP_ROW_BLOCK
     # the last block is padded to a multiple of LOWP_ROW_ALIGN only: at most rb / align shapes per label chunk
     full = n // rb * rb
-    low = lowp.cast_rows(reps, rows=full + -(-(n - full) // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN)
-    row_thr = lowp.row_thresholds(reps, low[:n], lt)
+    low = lowp.prepare_rows(reps, lt, rows=full + -(-(n - full) // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN)
     chunk = max(1, int(budget_bytes // (4 * rb)))
     parts_r, parts_c, parts_p = [], [], []
     for c0 in range(0, C, chunk):
@@ -290,14 +309,15 @@ def _score_rows_lowp(
         vt = lowp.vectors_t[:, c0:c1]
         for r0 in range(0, n, rb):
             r1 = min(n, r0 + rb)
-            hit = (low[r0 : r0 + rb] @ vt)[: r1 - r0] > row_thr[r0:r1]  # (rows, chunk) bool
-            if class_mask is not None:
-                hit &= class_mask[row_b[r0:r1], c0:c1]
-            r, c = torch.nonzero(hit, as_tuple=True)
-            if r.numel() == 0:
+            pos = positive_positions(low[r0 : r0 + rb] @ vt)  # padding rows are never positive
+            if pos.numel() == 0:
                 continue
-            r += r0
-            c += c0
+            r, c = pos // (c1 - c0) + r0, pos % (c1 - c0) + c0
+            if class_mask is not None:
+                keep = class_mask[row_b[r], c]
+                r, c = r[keep], c[keep]
+                if r.numel() == 0:
+                    continue
             if r.numel() > LOWP_MAX_SURVIVORS * (r1 - r0) * (c1 - c0):  # too close to call: plain float32
                 logits = reps[r0:r1] @ prompts[c0:c1].T.to(reps.dtype)
                 logits = logits[r - r0, c - c0]

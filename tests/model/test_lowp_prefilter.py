@@ -25,20 +25,32 @@ def _data(seed: int, n: int, C: int, D: int, scale: float, relu: bool) -> tuple:
 def test_bound_holds_for_every_pair(seed, scale, relu):
     reps, prompts, bias = _data(seed, 300, 200, 257, scale, relu)
     lab = LowpLabels.build(prompts, bias, torch.bfloat16)
-    aug = torch.cat([reps, torch.ones(reps.shape[0], 1)], dim=1)
-    low = lab.cast_rows(reps)
-    assert torch.equal(low, aug.to(torch.bfloat16))
-    hat = (low @ lab.vectors_t).float()
-    exact = aug.double() @ torch.cat([prompts, bias[:, None]], dim=1).double().T
+    exact = torch.cat([reps, torch.ones(reps.shape[0], 1)], dim=1).double() @ torch.cat(
+        [prompts, bias[:, None]], dim=1
+    ).double().T
     for lt in (-3.0, 0.0, 2.0):
-        thr = lab.row_thresholds(reps, low, lt).double()
+        low = lab.prepare_rows(reps, lt, rows=320)
+        assert torch.equal(low[:300, :257], reps.to(torch.bfloat16)) and bool((low[300:] == 0).all())
+        out = low @ lab.vectors_t
+        assert not bool((out[300:] > 0).any())  # padding rows never survive
+        out = out[:300].float()
         # the guarantee: a pair whose logit is above lt (minus the float32 margin) is never filtered out
         must_pass = exact > lt - scoring._MARGIN
-        assert bool((hat.double()[must_pass] > thr.expand_as(hat)[must_pass]).all())
+        assert bool((out[must_pass] > 0).all())
         # and the filter does filter: most pairs far below the threshold are dropped
         far = exact < lt - 10.0
         if bool(far.any()):
-            assert float((hat.double()[far] > thr.expand_as(hat)[far]).float().mean()) < 0.5
+            assert float((out[far] > 0).float().mean()) < 0.5
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (64, 1000), (3, 8)])
+def test_positive_positions_equals_nonzero(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(*shape, generator=g) - 1.5).to(torch.bfloat16)
+    x.view(-1)[0] = -0.0
+    want = torch.nonzero((x > 0).reshape(-1), as_tuple=True)[0]
+    assert torch.equal(scoring.positive_positions(x), want)
+    assert scoring.positive_positions(torch.zeros(*shape, dtype=torch.bfloat16)).numel() == 0
 
 
 @pytest.mark.parametrize("threshold", [0.1, 0.5, 0.9])
