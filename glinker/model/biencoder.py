@@ -495,9 +495,10 @@ class BiEncoder:
         C = int(P.shape[0])
         if self.net.dense or search is not None or C == 0:
             return None, None
-        from glinker.model.scoring import LowpLabels, lowp_prefilter
+        from glinker.model import scoring
 
-        info = lowp_prefilter(self.device) if self.lowp else None
+        # below LOWP_MIN_LABELS the float32 product is cheaper than the pre-filter's casts: not even measured
+        info = scoring.lowp_prefilter(self.device) if self.lowp and C >= scoring.LOWP_MIN_LABELS else None
         gain = min(info.speedup, 8.0) if info is not None else 1.0
         use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim * gain
         key = ("scoring", self.fingerprint, use_fold, info.dtype if info is not None else None)
@@ -507,7 +508,7 @@ class BiEncoder:
         folded = self.net.fold_prompts(P) if use_fold else None
         lowp = None
         if info is not None:
-            lowp = LowpLabels.build(*(folded if folded is not None else (P, None)), info.dtype)
+            lowp = scoring.LowpLabels.build(*(folded if folded is not None else (P, None)), info.dtype)
         if isinstance(labels, LabelBank):
             labels._scoring_cache = {"key": key, "folded": folded, "lowp": lowp}
         return folded, lowp

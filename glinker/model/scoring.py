@@ -106,8 +106,8 @@ def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
     except RuntimeError:  # no bfloat16 matmul on this device
         return None
     lab = LowpLabels.build(b.T.contiguous(), None, torch.bfloat16)
-    # the bound at threshold 0 is the slack itself: every product must lie within it
-    slack = lab.prepare_rows(a, 0.0)[:, -1].float() - _MARGIN  # -t at threshold 0: the bound itself
+    # -t at threshold 0 is the bound itself (plus the margin): every product must lie within it
+    slack = lab.prepare_rows(a, 0.0)[:, -1].float() - _MARGIN
     # the output's own rounding (u of the value) is not part of the bound: the filter only tests the sign
     if not bool((err <= slack[:, None] + 2.0**-8 * (a @ b).abs()).all()):
         log.warning("bfloat16 products here exceed the pre-filter's error bound: pre-filter off")
