@@ -204,8 +204,8 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
                     xs.append(xw)
                     off += xw.shape[0]
                 x = torch.cat(xs)
-                v = _span_reps(model, x[torch.tensor(starts, device=model.device)],
-                               x[torch.tensor(ends, device=model.device)])
+                v = model.net.span_reps_at(x, torch.tensor(starts, device=model.device),
+                                           torch.tensor(ends, device=model.device)).float().cpu().numpy()
             for k, (i, j) in enumerate(dest):
                 out[i][j] = v[k]
             ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
@@ -224,9 +224,10 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
                     rows.append(r)
                     st.append(ls)
                     en.append(le)
-            r_t = torch.tensor(rows, device=model.device)
-            v = _span_reps_rows(model, x, r_t, torch.tensor(st, device=model.device),
-                                torch.tensor(en, device=model.device))
+            # (row, word) -> row of the flattened batch, so the network's span_reps_at serves both paths
+            base = torch.tensor(rows, device=model.device) * x.shape[1]
+            v = model.net.span_reps_at(x.reshape(-1, x.shape[-1]), base + torch.tensor(st, device=model.device),
+                                       base + torch.tensor(en, device=model.device)).float().cpu().numpy()
             k = 0
             for q in bq:
                 for (i, j, _ls, _le) in todo[q]:
@@ -234,19 +235,6 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
                     k += 1
     ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
     return out
-
-
-def _span_reps_rows(model: Any, x: Any, rows: Any, starts: Any, ends: Any) -> Any:
-    """Span vectors for (row, start, end) triples of a batch of word vectors, as float32 numpy."""
-    return _span_reps(model, x[rows, starts], x[rows, ends])
-
-
-def _span_reps(model: Any, first: Any, last: Any) -> Any:
-    """Span vectors (float32 numpy) from the word vectors of each span's first and last word (n, H) each."""
-    import torch
-
-    m = model.net.span_rep_layer.span_rep_layer
-    return m.out_project(torch.relu(torch.cat([m.project_start(first), m.project_end(last)], dim=-1))).float().cpu().numpy()
 
 
 # ---- entity vectors --------------------------------------------------------------------------------------------
