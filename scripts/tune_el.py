@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glinker.eval.datasets import iter_el  # noqa: E402
 from glinker.eval.el import evaluate_el, load_kb_ids, predictions_from_linked  # noqa: E402
 from glinker.io import iter_linked_jsonl  # noqa: E402
+from glinker.stages.rescore import effective_missing_prior  # noqa: E402
 from glinker.stages.select import _no_overlaps  # noqa: E402
 from glinker.types import NIL  # noqa: E402
 
@@ -114,13 +115,8 @@ def _weight_vector(names: list[str], weights: dict[str, float]) -> Any:
     return np.array([weights.get(n, 0.0) / total if total > 0 else 0.0 for n in names])
 
 
-def effective(mode: str, weights: dict[str, float], kb_counted: bool) -> tuple[str, dict[str, float]]:
-    """The ``missing_prior`` mode and weights ``rescore`` really uses: ``auto`` is ``zero`` for a KB with alias
-    counts and ``popularity`` without; a KB without counts leaves ``prior`` out unless it backs off to popularity."""
-    m = mode if mode != "auto" else ("zero" if kb_counted else "popularity")
-    if not kb_counted and m != "popularity" and sum(v > 0 for v in weights.values()) > 1:
-        weights = {k: v for k, v in weights.items() if k != "prior"}
-    return m, weights
+# rescore's own resolution of ``missing_prior`` (``auto``; ``prior`` left out for a KB without counts)
+effective = effective_missing_prior
 
 
 def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: float,
@@ -181,7 +177,6 @@ def main() -> int:
 
         with KB.open(args.kb) as k:
             kb_counted = bool(k.store.alias_count_pairs())
-
 
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):

@@ -74,6 +74,18 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
+def effective_missing_prior(mode: str, weights: dict[str, float], kb_counted: bool) -> tuple[str, dict[str, float]]:
+    """The ``missing_prior`` mode and the weights rescore really uses: ``auto`` is ``zero`` for a KB with alias
+    counts and ``popularity`` without. A KB without counts has no p(e|m) at all, so unless the mode backs off to
+    popularity, ``prior`` leaves the mean (neutral) rather than scoring every candidate 0 on it, which would only
+    shrink the scores under the NIL threshold (not when it is the only weight)."""
+    m = mode if mode != "auto" else ("zero" if kb_counted else "popularity")
+    active = [k for k, v in weights.items() if v > 0]
+    if not kb_counted and m != "popularity" and "prior" in active and len(active) > 1:
+        weights = {k: v for k, v in weights.items() if k != "prior"}
+    return m, weights
+
+
 def _popularity_prior(candidates: Sequence[Any], ents: dict[str, Any]) -> dict[str, float]:
     """p(entity | mention) from popularity alone, for a form without alias counts: (1 + popularity) shares over
     the candidates whose alias matches the mention (retrieved by the alias stage); others get none."""
@@ -107,13 +119,11 @@ class Rescore(Stage):
             self.vectors = entity_vectors(self.context, self.kb)
         weights = {k: v for k, v in p.weights.items() if v > 0}
         counted = bool(self.kb.store.alias_count_pairs()) if "prior" in weights else True
-        self.missing = p.missing_prior if p.missing_prior != "auto" else ("zero" if counted else "popularity")
-        if "prior" in weights and len(weights) > 1 and self.missing != "popularity" and not counted:
-            # a KB without alias counts has no p(e|m) at all: leave the feature out of the mean (neutral) rather
-            # than scoring every candidate 0 on it, which would only shrink the scores under the NIL threshold
+        self.missing, kept = effective_missing_prior(p.missing_prior, weights, counted)
+        if kept != weights:
             log.warning("stage %r: the KB has no alias counts, so the 'prior' feature is left out (weights %s)",
-                        self.name, {k: v for k, v in weights.items() if k != "prior"})
-            del weights["prior"]
+                        self.name, kept)
+            weights = kept
         self.w = _normalised(weights)
         # the weights for a mention without counts under `missing_prior: skip` (none, score 0, if prior was alone)
         self.w_unknown = (_normalised({k: v for k, v in weights.items() if k != "prior"})
