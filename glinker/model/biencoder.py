@@ -13,6 +13,7 @@ from typing import Any
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
+from glinker.model import scoring
 from glinker.model.scoring import score_rows, score_rows_topk
 from glinker.model.words import SplitText, Window, plan_windows, split_words, subtoken_counts, tokenize_words
 
@@ -567,26 +568,106 @@ class BiEncoder:
 
         # One span width at a time: the (B, W, 4D) hidden slice stays small (cache-friendly) instead of one
         # (spans, 4D) tensor; candidates are re-sorted into gliner's order by the caller.
-        B, W, _ = x.shape
+        W = x.shape[1]
         a, c = self.net.span_halves(x)
         cmask = self._class_mask(row_sets, bw, P.shape[0])
         out: list[list] = [[] for _ in bw]
-        for k in range(min(self.max_width, W)):
-            L = W - k
-            valid = (torch.arange(L, device=self.device)[None, :] + k) < n_words[:, None]
-            bi, si = torch.nonzero(valid, as_tuple=True)
-            if bi.numel() == 0:
-                continue
-            hid = (a[:, :L] + c[:, k:]).reshape(B * L, -1).index_select(0, bi * L + si).relu_()
+        if lowp is not None and search is None:
+            widths = torch.arange(min(self.max_width, W), device=self.device)
+            n_rows = int((n_words[:, None] - widths[None, :]).clamp_min(0).sum())
+            if scoring.lowp_pays(n_rows, P.shape[0]):
+                self._lowp_candidates(a, c, n_words, P, folded, cmask, threshold, lowp, out)
+                return out
+        for k, bi, si in self._valid_spans(W, n_words):
+            hid = self._span_hidden(a, c, k, bi, si)
             if search is not None:
                 r, cc, p = score_rows_topk(self.net.span_out(hid), P, threshold, search[0], search[1])
             elif folded is not None:
-                r, cc, p = score_rows(hid, folded[0], threshold, folded[1], bi, cmask, lowp=lowp)
+                r, cc, p = score_rows(hid, folded[0], threshold, folded[1], bi, cmask)
             else:
-                r, cc, p = score_rows(self.net.span_out(hid), P, threshold, None, bi, cmask, lowp=lowp)
+                r, cc, p = score_rows(self.net.span_out(hid), P, threshold, None, bi, cmask)
             for b, s, c_, pp in zip(bi[r].tolist(), si[r].tolist(), cc.tolist(), p.tolist()):
                 out[b].append((s, s + k, c_, pp))
         return out
+
+    def _valid_spans(self, W: int, n_words: Any) -> Any:
+        """(width k, text rows, start words) of the valid spans of each width, widths with none skipped."""
+        import torch
+
+        for k in range(min(self.max_width, W)):
+            valid = (torch.arange(W - k, device=self.device)[None, :] + k) < n_words[:, None]
+            bi, si = torch.nonzero(valid, as_tuple=True)
+            if bi.numel():
+                yield k, bi, si
+
+    @staticmethod
+    def _span_hidden(a: Any, c: Any, k: int, bi: Any, si: Any) -> Any:
+        """Hidden rows relu(a[start] + c[start + k]) of the listed width-``k`` spans (B, W from ``a``)."""
+        B, W, _ = a.shape
+        L = W - k
+        return (a[:, :L] + c[:, k:]).reshape(B * L, -1).index_select(0, bi * L + si).relu_()
+
+    def _lowp_candidates(
+        self,
+        a: Any,
+        c: Any,
+        n_words: Any,
+        P: Any,
+        folded: Any,
+        cmask: Any,
+        threshold: float,
+        lowp: Any,
+        out: list[list],
+    ) -> None:
+        """The span widths gathered into large low-precision row blocks for the pre-filter, survivors re-scored.
+
+        Per width the scoring rows would be a few hundred (one batch's valid spans of that width), too few for
+        an efficient bfloat16 product; here all widths' rows go into one buffer (bounded by the scoring
+        budget), and only the survivors' float32 rows are rebuilt (hidden rows: a[s] + c[e], bit-identical to
+        the pass that filled the buffer) and scored exactly.
+        """
+        import torch
+
+        W = a.shape[1]
+        lt = scoring.logit_threshold(threshold)
+        mat, bias = folded if folded is not None else (P, None)
+        width = lowp.vectors_t.shape[0]
+        cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (2 * width))
+        spans = list(self._valid_spans(W, n_words))  # grouped into buffers of at most ``cap`` rows
+        while spans:
+            group, m = [], 0
+            while spans and (not group or m + spans[0][1].numel() <= cap):
+                group.append(spans.pop(0))
+                m += group[-1][1].numel()
+            low = torch.empty(scoring.lowp_rows(m), width, dtype=lowp.vectors_t.dtype, device=self.device)
+            low[m:] = 0.0
+            kept, off = [], 0
+            for k, bi, si in group:
+                hid = self._span_hidden(a, c, k, bi, si)
+                rep = hid if folded is not None else self.net.span_out(hid)
+                if folded is None:
+                    kept.append(rep)
+                lowp.prepare_rows(rep, lt, out=low[off : off + bi.numel()])
+                off += bi.numel()
+            rb = torch.cat([g[1] for g in group])
+            rs = torch.cat([g[2] for g in group])
+            rk = torch.cat([torch.full_like(g[1], g[0]) for g in group])
+            r, cc = scoring.lowp_survivors(low, m, lowp)
+            del low
+            if cmask is not None and r.numel():
+                keep = cmask[rb[r], cc]
+                r, cc = r[keep], cc[keep]
+            if folded is not None:
+
+                def rows(i: Any) -> Any:
+                    return (a[rb[i], rs[i]] + c[rb[i], rs[i] + rk[i]]).relu_()
+
+            else:
+                rows = torch.cat(kept).__getitem__
+            r, cc, p = scoring.exact_pairs(rows, r, cc, mat, bias, threshold)
+            found = zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist())
+            for b, s, k_, c_, pp in found:
+                out[b].append((s, s + k_, c_, pp))
 
     def _class_mask(self, row_sets: Any, bw: Sequence[Window], C: int) -> Any:
         import torch

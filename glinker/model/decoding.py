@@ -43,11 +43,25 @@ def greedy_decode(
     The result is sorted by start, stably, as gliner's ``greedy_search``.
     """
     chosen: list[tuple[int, int, int, float]] = []
+    accepted: set[tuple[int, int]] = set()
+    # word -> distinct accepted spans covering it: only overlapping spans can clash, so a candidate is checked
+    # against the spans over its own words, not against every accepted entity (quadratic with many labels)
+    covering: dict[int, set[tuple[int, int]]] = {}
     for i in _by_score(cands, tie_eps):
         cand = cands[i]
         span = (cand[0], cand[1])
-        if any(_clash(span, (o[0], o[1]), flat_ner, multi_label) for o in chosen):
+        if span in accepted:
+            # an accepted span clashes with none of the others (clashing is symmetric), so its repeats with
+            # other labels pass exactly when the same span may carry several labels
+            if multi_label:
+                chosen.append(cand)
+            continue
+        near = {o for w in range(span[0], span[1] + 1) for o in covering.get(w, ())}
+        if any(_clash(span, o, flat_ner, multi_label) for o in near):
             continue
         chosen.append(cand)
+        accepted.add(span)
+        for w in range(span[0], span[1] + 1):
+            covering.setdefault(w, set()).add(span)
     chosen.sort(key=lambda x: x[0])
     return chosen

@@ -24,3 +24,32 @@ def test_float_noise_ties_keep_candidate_order():
     # real differences still order by score
     c = [(0, 0, 0, 0.5), (0, 1, 0, 0.5 + 1e-5), (1, 1, 0, 0.5)]
     assert greedy_decode(c) == [(0, 1, 0, 0.5 + 1e-5)]
+
+
+def _quadratic_decode(cands, flat_ner, multi_label):
+    """The rule as gliner states it: each candidate, by score, against every entity kept so far."""
+    from glinker.model.decoding import _by_score, _clash
+
+    chosen = []
+    for i in _by_score(cands, 1e-7):
+        s = (cands[i][0], cands[i][1])
+        if not any(_clash(s, (o[0], o[1]), flat_ner, multi_label) for o in chosen):
+            chosen.append(cands[i])
+    return sorted(chosen, key=lambda x: x[0])
+
+
+def test_indexed_decoding_equals_the_quadratic_rule():
+    import random
+
+    rng = random.Random(0)
+    for trial in range(200):
+        n_words, width = rng.randint(1, 30), rng.randint(1, 12)
+        cands = []
+        for s in range(n_words):
+            for k in range(min(width, n_words - s)):
+                for c in range(rng.randint(0, 4)):
+                    # coarse scores: many exact ties, which must keep candidate order
+                    cands.append((s, s + k, c, rng.randint(1, 20) / 20))
+        for flat in (True, False):
+            for multi in (True, False):
+                assert greedy_decode(cands, flat, multi) == _quadratic_decode(cands, flat, multi), trial

@@ -87,3 +87,38 @@ def test_prefilter_can_be_turned_off_and_forced(monkeypatch):
     monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
     info = lowp_prefilter("cpu")
     assert info is not None and info.dtype == torch.bfloat16 and info.speedup > 0
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_model_predict_with_prefilter_equals_float32(tmp_path, monkeypatch, fold):
+    """The model's gathered path (all span widths in shared bfloat16 buffers, several buffers when the budget
+    is small, per-text label sets) finds the float32 entities with the float32 scores."""
+    from glinker.model import BiEncoder
+    from glinker.model.testing import build_tiny_checkpoint
+
+    model = BiEncoder.from_pretrained(build_tiny_checkpoint(tmp_path / "m", "modernbert", seed=2))
+    labels = [f"{a} {b}" for a in ("city", "person", "river", "company", "award") for b in range(60)]
+    texts = [
+        "john smith was born in london and works for google in paris",
+        "maria lopez of acme corp met the president of france in berlin on march",
+        "the united nations and new york times",
+    ]
+    sets = [labels[:200], labels[50:], labels[::2]]
+    model.lowp = False
+    want = model.predict(texts, labels, threshold=0.6, flat_ner=False, multi_label=True)
+    want_sets = model.predict(texts, sets, threshold=0.6, flat_ner=False, multi_label=True)
+    assert sum(map(len, want)) > 0 and sum(map(len, want_sets)) > 0
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    monkeypatch.setattr(scoring, "LOWP_MIN_WORK", 0)
+    monkeypatch.setattr(scoring, "DEFAULT_BUDGET_BYTES", 8000)  # buffers of LOWP_ROW_BLOCK rows
+    monkeypatch.setattr(scoring, "LOWP_ROW_BLOCK", 16)
+    monkeypatch.setattr(scoring, "LOWP_ROW_TAIL", 8)
+    model.lowp = True
+    model._fold = fold
+    for texts_labels, expect in ((labels, want), (sets, want_sets)):
+        got = model.predict(texts, texts_labels, threshold=0.6, flat_ner=False, multi_label=True)
+        for g_, w_ in zip(got, expect):  # equal sets (scores equal to ~1 ulp may tie in either order)
+            gs = {(e["start"], e["end"], e["label"]): e["score"] for e in g_}
+            ws = {(e["start"], e["end"], e["label"]): e["score"] for e in w_}
+            assert gs.keys() == ws.keys()
+            assert all(abs(gs[k] - ws[k]) <= 1e-6 for k in ws)
