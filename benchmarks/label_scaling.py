@@ -56,25 +56,43 @@ def _fmt(c: int) -> str:
     )
 
 
-def ensure_bank(m, count: int, cache: Path, batch: int = 32_768) -> Path:
-    """The cached bank folder for ``count`` labels: P in a LabelBank, E beside it as ``E.npy`` (written once)."""
+def ensure_bank(m, count: int, cache: Path, kind: str = "strings", batch: int = 32_768) -> Path:
+    """The cached bank folder for ``count`` labels: P in a LabelBank, E beside it as ``E.npy`` (written once).
+
+    ``kind`` "strings": every label is its own generated string, encoded by the label encoder (a realistic bank:
+    distinct labels; a million take ~20 minutes on one core, resumable). "noise": past 1024 labels the 1024
+    encoded strings repeat with Gaussian noise (0.3 x the per-dimension std of E), built in seconds; a stress
+    case of near-duplicate labels, on which graph search is slow and misses the best of a duplicate group.
+    """
     import numpy as np
     import torch
 
     from glinker.model import LabelBank
+    from glinker.model.labels import rows_done
 
-    d = cache / f"scaling-bank-v2-{count}-{m.fingerprint[:12]}"
+    tag = "v2" if kind == "noise" or count <= BASE else "strings-v1"
+    d = cache / f"scaling-bank-{tag}-{count}-{m.fingerprint[:12]}"
     if (d / "label_bank.json").is_file() and (d / E_FILE).is_file():
         return d
     names = make_labels(max(count, BASE))[:count]
-    _p, e_base = m._encode_prompt_texts(make_labels(BASE), 256, want_e=True)
-    std = e_base.std(0)
     d.mkdir(parents=True, exist_ok=True)
-    e_out = np.lib.format.open_memmap(d / f".{E_FILE}", mode="w+", dtype=np.float32, shape=(count, e_base.shape[1]))
+    start = rows_done(d) if tag != "v2" else 0
+    part = d / f".{E_FILE}"
+    e_out = np.lib.format.open_memmap(part, mode="r+" if start and part.is_file() else "w+", dtype=np.float32,
+                                      shape=(count, m.dim))
+    if tag == "v2":
+        _p, e_base = m._encode_prompt_texts(make_labels(BASE), 256, want_e=True)
+        std = e_base.std(0)
 
     def batches():
-        for a in range(0, count, batch):
+        for a in range(start, count, batch):
             b = min(count, a + batch)
+            if tag != "v2":
+                p, e = m._encode_prompt_texts(names[a:b], 256, want_e=True)
+                e_out[a:b] = e.numpy()
+                e_out.flush()  # before the bank records these rows as done
+                yield p
+                continue
             e = e_base[torch.arange(a, b) % BASE]
             if count > BASE:
                 g = torch.Generator().manual_seed(a)
@@ -83,10 +101,11 @@ def ensure_bank(m, count: int, cache: Path, batch: int = 32_768) -> Path:
             with torch.inference_mode():
                 yield m.net.prompt(e).float()
 
-    LabelBank.write_batches(d, names, names, batches(), m.dim, m.fingerprint, progress=sys.stderr.isatty())
+    LabelBank.write_batches(d, names, names, batches(), m.dim, m.fingerprint, progress=sys.stderr.isatty(),
+                            resume=tag != "v2")
     e_out.flush()
     del e_out
-    os.replace(d / f".{E_FILE}", d / E_FILE)
+    os.replace(part, d / E_FILE)
     return d
 
 
@@ -256,6 +275,8 @@ def main() -> None:
     ap.add_argument("--ref-python", default=str(ROOT.parent / ".venv-gliner" / "bin" / "python"))
     ap.add_argument("--ref-mem-gb", type=float, default=16.0, help="address-space cap for the gliner bi worker")
     ap.add_argument("--no-ref", action="store_true", help="glinker only")
+    ap.add_argument("--bank-kind", choices=["strings", "noise"], default="strings",
+                    help="past 1024 labels: distinct encoded strings (default) or noisy copies of 1024 (see ensure_bank)")
     ap.add_argument("--worker", choices=["ours", "gliner-bi", "gliner-uni", "build-uni"], help=argparse.SUPPRESS)
     ap.add_argument("--bank", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--arg", default="", help=argparse.SUPPRESS)
@@ -294,7 +315,7 @@ def main() -> None:
     torch.set_num_threads(2)
     m = BiEncoder.from_pretrained(ckpt)
     uni_counts = [c for c in UNI_COUNTS if c not in counts] if ref else []
-    dirs = {c: ensure_bank(m, c, cache) for c in [*counts, *uni_counts]}
+    dirs = {c: ensure_bank(m, c, cache, a.bank_kind) for c in [*counts, *uni_counts]}
     del m
     texts = make_texts(AutoTokenizer.from_pretrained(str(minilm_dir())), n_texts, 64, seed=0)
     tmp = Path(tempfile.mkdtemp(prefix="label-scaling-"))
