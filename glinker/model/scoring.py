@@ -13,11 +13,11 @@ bfloat16 product (exact products, float32 accumulation) differs from r.p by at m
 ``|dr||p~| + |r~||dp| + |dr||dp| + gamma_D(|r~||p~| + |r||p|)``, where gamma_D = D 2^-24 bounds float32
 accumulation on either side; the bfloat16 output rounds once more, by at most u = 2^-8 of its value, and a
 monotone correction handles that exactly. The labels' rounding errors are measured once per label set; the
-rows' are bounded by rounding to nearest, |dr| <= u|r|, which needs one norm per row. Every (span, label) whose bfloat16 logit is within that bound of the threshold
-or above it is re-scored in float32; the rest cannot pass. Results are therefore the float32 results (up to
-float32 summation order), only the work is cheaper. :func:`lowp_prefilter` measures once per device whether
-bfloat16 is faster here and checks the bound on a random product before turning the pre-filter on;
-``GLINKER_PREFILTER=off`` turns it off.
+rows' are bounded by rounding to nearest, |dr| <= u|r|, which needs one norm per row. Every (span, label)
+whose bfloat16 logit is within that bound of the threshold or above it is re-scored in float32; the rest
+cannot pass. Results are therefore the float32 results (up to float32 summation order), only the work is
+cheaper. :func:`lowp_prefilter` measures once per device whether bfloat16 is faster here and checks the bound on
+a random product before turning the pre-filter on; ``GLINKER_PREFILTER=off`` turns it off.
 """
 
 from __future__ import annotations
