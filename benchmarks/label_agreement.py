@@ -63,7 +63,9 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=16, help="number of ~64-token texts")
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--factories", default="Flat,HNSW32", help="comma-separated faiss factory strings")
+    ap.add_argument("--factories", default="Flat;HNSW32",
+                    help="';'-separated faiss factory strings, each optionally @l2 / @ip for the index metric "
+                         "(default auto: MIPS->L2 transform for graph indexes), e.g. 'HNSW32;IVF4096,Flat@l2'")
     ap.add_argument("--threads", type=int, default=2)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glinker" / "bench"
     ap.add_argument("--ckpt", type=Path, default=cache / "edge-bi-modernbert-minilm-v1")
@@ -104,9 +106,10 @@ def main() -> None:
     n_ent = sum(map(len, exhaustive))
     print(f"exhaustive: {n_ent} entities in {len(texts)} texts, {t_ex:.1f} s")
     last = None
-    for f in [x.strip() for x in a.factories.split(",") if x.strip()]:
+    for f in [x.strip() for x in a.factories.split(";") if x.strip()]:
+        f, _, mips = f.partition("@")
         t0 = time.perf_counter()
-        bank.build_index(f)
+        bank.build_index(f, mips=mips or "auto")
         t_build = time.perf_counter() - t0
         t0 = time.perf_counter()
         got = m.predict(texts, bank, threshold=a.threshold, label_top_k=a.top_k)

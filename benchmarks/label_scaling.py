@@ -275,6 +275,7 @@ def main() -> None:
     ap.add_argument("--ref-python", default=str(ROOT.parent / ".venv-gliner" / "bin" / "python"))
     ap.add_argument("--ref-mem-gb", type=float, default=16.0, help="address-space cap for the gliner bi worker")
     ap.add_argument("--no-ref", action="store_true", help="glinker only")
+    ap.add_argument("--build-threads", type=int, default=2, help="torch threads for building the label banks")
     ap.add_argument("--bank-kind", choices=["strings", "noise"], default="strings",
                     help="past 1024 labels: distinct encoded strings (default) or noisy copies of 1024 (see ensure_bank)")
     ap.add_argument("--worker", choices=["ours", "gliner-bi", "gliner-uni", "build-uni"], help=argparse.SUPPRESS)
@@ -312,7 +313,7 @@ def main() -> None:
         counts = [int(x) for x in a.counts.split(",")]
     ref = not a.quick and not a.no_ref and Path(a.ref_python).exists()
     ckpt = build_edge_checkpoint(a.ckpt)
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.build_threads)
     m = BiEncoder.from_pretrained(ckpt)
     uni_counts = [c for c in UNI_COUNTS if c not in counts] if ref else []
     dirs = {c: ensure_bank(m, c, cache, a.bank_kind) for c in [*counts, *uni_counts]}
