@@ -18,11 +18,11 @@ flat NER, the same ~64-token texts:
   by greedy flat decoding; a single pass would silently drop labels.
 
 Checkpoint and texts come from ``benchmarks/ner_speed.py`` (edge-sized random-weight ModernBERT text encoder,
-real all-MiniLM-L6-v2 label encoder). Label embeddings: 1024 label strings are encoded by the label encoder
-(E); larger sets repeat them with Gaussian noise (0.3 x the per-dimension std of E), and P = prompt_rep_layer(E)
-is computed for every row and written in batches to a memory-mapped bank (``LabelBank.write_batches``), cached
-outside the repository. Building a real 1M-label bank from strings is ``glinker labels build`` (timed in
-docs/bench/labels.md); it does not change scoring cost.
+real all-MiniLM-L6-v2 label encoder). Label embeddings E: with ``--bank-kind strings`` (default) every label is
+its own generated string encoded by the label encoder (a million take ~15 minutes on one core, once; the build
+resumes if stopped); with ``--bank-kind noise`` the 1024 encoded strings repeat with Gaussian noise (0.3 x the
+per-dimension std of E) past 1024, a near-duplicate stress case built in seconds. P = prompt_rep_layer(E) is
+written in batches to a memory-mapped bank (``LabelBank.write_batches``), cached outside the repository.
 The last line is ``throughput_ratio_<largest>_vs_1=<x>`` (glinker examples/s at the largest count / at 1 label).
 """
 
