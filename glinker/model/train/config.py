@@ -21,7 +21,11 @@ class ModelInit(_Strict):
 
     text_encoder: str | None = Field(default=None, description="Text encoder: local dir, hub id, or pkg:<package>.")
     labels_encoder: str | None = Field(default=None, description="Label encoder: local dir, hub id, or pkg:<package>.")
-    from_checkpoint: str | None = Field(default=None, description="Fine-tune this bi-encoder instead.")
+    from_checkpoint: str | None = Field(
+        default=None,
+        description="Fine-tune this bi-encoder instead (text_encoder / labels_encoder, if also given, name the "
+        "packaged encoders it was built on, which `--ship` needs).",
+    )
     hidden_size: int = Field(default=256, ge=8, description="D, the span/label vector width (even).")
     max_width: int = Field(default=12, ge=1, le=64, description="Longest span in words.")
     max_len: int = Field(default=384, ge=8, description="Words per text window at inference.")
