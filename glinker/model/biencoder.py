@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
+from glinker.model import scoring
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
-from glinker.model import scoring
 from glinker.model.scoring import score_rows, score_rows_topk
 from glinker.model.words import SplitText, Window, plan_windows, split_words, subtoken_counts, tokenize_words
 
@@ -566,8 +566,9 @@ class BiEncoder:
         """Dot-product span models: (start, end, class, prob) per window, never the dense logits tensor."""
         import torch
 
-        # One span width at a time: the (B, W, 4D) hidden slice stays small (cache-friendly) instead of one
-        # (spans, 4D) tensor; candidates are re-sorted into gliner's order by the caller.
+        # With the bfloat16 pre-filter all widths share large blocks (_lowp_candidates); otherwise one span width
+        # at a time: the (B, W, 4D) float32 hidden slice stays small (cache-friendly) instead of one (spans, 4D)
+        # tensor. Candidates are re-sorted into gliner's order by the caller.
         W = x.shape[1]
         a, c = self.net.span_halves(x)
         cmask = self._class_mask(row_sets, bw, P.shape[0])
