@@ -573,7 +573,7 @@ class BiEncoder:
         a, c = self.net.span_halves(x)
         cmask = self._class_mask(row_sets, bw, P.shape[0])
         out: list[list] = [[] for _ in bw]
-        if lowp is not None and search is None:
+        if lowp is not None and search is None and threshold > 0.0:  # threshold 0 keeps every pair: float32
             widths = torch.arange(min(self.max_width, W), device=self.device)
             n_rows = int((n_words[:, None] - widths[None, :]).clamp_min(0).sum())
             if scoring.lowp_pays(n_rows, P.shape[0]):

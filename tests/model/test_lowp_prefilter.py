@@ -122,3 +122,23 @@ def test_model_predict_with_prefilter_equals_float32(tmp_path, monkeypatch, fold
             ws = {(e["start"], e["end"], e["label"]): e["score"] for e in w_}
             assert gs.keys() == ws.keys()
             assert all(abs(gs[k] - ws[k]) <= 1e-6 for k in ws)
+
+
+def test_model_prefilter_edge_thresholds(tmp_path, monkeypatch):
+    """Threshold 0 (every pair) and 1 (none) give the float32 results with the pre-filter forced on."""
+    from glinker.model import BiEncoder
+    from glinker.model.testing import build_tiny_checkpoint
+
+    model = BiEncoder.from_pretrained(build_tiny_checkpoint(tmp_path / "m", "bert", seed=4))
+    labels = [f"person {i}" for i in range(130)]
+    text = ["john smith was born in london"]
+    model.lowp = False
+    want = {t: model.predict(text, labels, threshold=t, flat_ner=False, multi_label=True) for t in (0.0, 1.0)}
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    monkeypatch.setattr(scoring, "LOWP_MIN_WORK", 0)
+    model.lowp = True
+    for t, w in want.items():
+        got = model.predict(text, labels, threshold=t, flat_ner=False, multi_label=True)
+        key = [(e["start"], e["end"], e["label"]) for e in got[0]]
+        assert sorted(key) == sorted((e["start"], e["end"], e["label"]) for e in w[0])
+        assert (len(key) == 0) == (t == 1.0)
