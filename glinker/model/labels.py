@@ -22,15 +22,19 @@ BANK_INDEX = "labels.faiss"
 
 # Banks at least this large are scored through a FAISS index (top-k labels per span) unless told otherwise.
 # Measured (docs/bench/labels.md): at 100k labels with the shipped model, HNSW32 on the MIPS->L2 transform found
-# the same entities as exhaustive scoring on every span, 12x faster (7.1 s vs 83.7 s for 64 sentences).
+# the same entities as float32 exhaustive scoring on every span, 12x faster (7.1 s vs 83.7 s for 64 sentences).
 DEFAULT_INDEX_THRESHOLD = 100_000
+# Where the bfloat16 pre-filter runs (glinker.model.scoring), exhaustive scoring stays exact and cheaper longer:
+# with the shipped model at 100k labels, 12.3 s for 128 sentences against HNSW's 17.2 s at the efSearch that
+# agrees on >= 99% of spans (docs/bench/labels.md), so retrieval starts here instead (unless the bank says).
+LOWP_INDEX_THRESHOLD = 150_000
 # factory used when an index is built implicitly: exact up to 10k labels, HNSW above
 DEFAULT_LARGE_FACTORY = "HNSW32"
 _FLAT_UP_TO = 10_000
 # HNSW search breadth. Graph indexes are built on the MIPS->L2 transform (see build_faiss_index): with the shipped
-# model at 100k labels, HNSW on raw inner product found the same entities on 71% of spans at efSearch 512, on the
-# transform 100% at 128 (docs/bench/labels.md).
-DEFAULT_EF_SEARCH = 128
+# model v3 at 100k labels (128 CoNLL-dev sentences, threshold 0.3) the same entities as exhaustive scoring on
+# 96.3% / 98.5% / 99.4% / 100% of spans at efSearch 128 / 256 / 512 / 1024 (docs/bench/labels.md).
+DEFAULT_EF_SEARCH = 512
 
 
 def _faiss() -> Any:
@@ -209,7 +213,8 @@ class LabelBank:
         )
         self._index = {n: i for i, n in enumerate(self.names)}
         # FAISS inner-product index over ``vectors`` (built lazily, or read lazily from ``_index_path``)
-        self.index_threshold = DEFAULT_INDEX_THRESHOLD
+        # None: DEFAULT_INDEX_THRESHOLD, or LOWP_INDEX_THRESHOLD where the bfloat16 pre-filter runs
+        self.index_threshold: int | None = None
         self.index_factory: str | None = None
         self.ef_search = DEFAULT_EF_SEARCH
         self.nprobe = 32
