@@ -142,3 +142,20 @@ def test_model_prefilter_edge_thresholds(tmp_path, monkeypatch):
         key = [(e["start"], e["end"], e["label"]) for e in got[0]]
         assert sorted(key) == sorted((e["start"], e["end"], e["label"]) for e in w[0])
         assert (len(key) == 0) == (t == 1.0)
+
+
+def test_exact_pairs_dense_rows_in_chunks():
+    """Rows with many surviving labels are scored by row x labels products, in budget-sized row chunks."""
+    g = torch.Generator().manual_seed(11)
+    reps, prompts = torch.randn(50, 16, generator=g), torch.randn(40, 16, generator=g)
+    bias = torch.randn(40, generator=g)
+    r = torch.arange(50).repeat_interleave(40)
+    c = torch.arange(40).repeat(50)
+    sparse_r, sparse_c = torch.tensor([3, 3, 7]), torch.tensor([1, 5, 2])  # one or two labels: dot products
+    want = torch.sigmoid(reps @ prompts.T + bias)
+    for rr, cc in ((r, c), (sparse_r, sparse_c)):
+        for budget in (4 * 40 * 3, scoring.DEFAULT_BUDGET_BYTES):  # 3 rows per chunk, or all at once
+            got_r, got_c, p = scoring.exact_pairs(reps.__getitem__, rr, cc, prompts, bias, 0.5, budget)
+            keep = want[rr, cc] > 0.5
+            assert torch.equal(got_r, rr[keep]) and torch.equal(got_c, cc[keep])
+            assert float((p - want[rr, cc][keep]).abs().max()) <= 1e-6
