@@ -520,7 +520,14 @@ class BiEncoder:
         bank = labels if isinstance(labels, LabelBank) else None
         C = int(P.shape[0])
         if top_k is None:
-            if bank is None or len(bank) < self.retrieval_threshold(bank) or self.net.dense:
+            if bank is None or self.net.dense:
+                return None
+            from glinker.model.labels import DEFAULT_INDEX_THRESHOLD
+
+            # below the lower default no device measurement is needed (retrieval_threshold may run one)
+            if bank.index_threshold is None and len(bank) < DEFAULT_INDEX_THRESHOLD:
+                return None
+            if len(bank) < self.retrieval_threshold(bank):
                 return None
             top_k = DEFAULT_LABEL_TOP_K
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
