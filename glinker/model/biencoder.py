@@ -672,11 +672,6 @@ class BiEncoder:
             rb = torch.cat([g[1] for g in group])
             rs = torch.cat([g[2] for g in group])
             rk = torch.cat([torch.full_like(g[1], g[0]) for g in group])
-            r, cc = scoring.lowp_survivors(low, m, lowp)
-            del low
-            if cmask is not None and r.numel():
-                keep = cmask[rb[r], cc]
-                r, cc = r[keep], cc[keep]
             if folded is not None:
 
                 def rows(i: Any) -> Any:
@@ -684,7 +679,8 @@ class BiEncoder:
 
             else:
                 rows = torch.cat(kept).__getitem__
-            r, cc, p = scoring.exact_pairs(rows, r, cc, mat, bias, threshold)
+            r, cc, p = scoring.lowp_score(low, m, lowp, rows, mat, bias, threshold, rb, cmask)
+            del low
             found = zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist())
             for b, s, k_, c_, pp in found:
                 out[b].append((s, s + k_, c_, pp))

@@ -324,11 +324,29 @@ def _score_rows_lowp(
     """:func:`score_rows` through the low-precision pre-filter; the same result (see the module docstring)."""
     n = reps.shape[0]
     low = lowp.prepare_rows(reps, lt, rows=lowp_rows(n))
+    return lowp_score(low, n, lowp, reps.__getitem__, prompts, prompt_bias, threshold, row_b, class_mask, budget_bytes)
+
+
+def lowp_score(
+    low: torch.Tensor,
+    n: int,
+    lowp: LowpLabels,
+    rows: Callable[[torch.Tensor], torch.Tensor],
+    prompts: torch.Tensor,
+    prompt_bias: torch.Tensor | None,
+    threshold: float,
+    row_b: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, class, prob) for the first ``n`` rows of ``low`` (filled by :meth:`LowpLabels.prepare_rows`): the
+    pairs the pre-filter keeps, restricted to ``class_mask[row_b]``, scored exactly by :func:`exact_pairs` on
+    the float32 rows that ``rows(index)`` returns."""
     r, c = lowp_survivors(low, n, lowp, budget_bytes)
     if class_mask is not None and r.numel():
         keep = class_mask[row_b[r], c]
         r, c = r[keep], c[keep]
-    return exact_pairs(reps.__getitem__, r, c, prompts, prompt_bias, threshold, budget_bytes)
+    return exact_pairs(rows, r, c, prompts, prompt_bias, threshold, budget_bytes)
 
 
 def lowp_rows(n: int) -> int:
@@ -391,11 +409,12 @@ def exact_pairs(
         brows = urows[busy]
         slot = torch.full_like(urows, -1)
         slot[busy] = torch.arange(brows.numel(), device=r.device)
+        pair_slot = slot[inv]  # each pair's row among the busy rows (-1: not busy)
         step = max(1, int(budget_bytes // (4 * C)))
         for i0 in range(0, brows.numel(), step):
             block = rows(brows[i0 : i0 + step]) @ prompts.T.to(torch.float32)
-            sel = dense & (slot[inv] >= i0) & (slot[inv] < i0 + step)
-            logits[sel] = block[slot[inv[sel]] - i0, c[sel]]
+            sel = (pair_slot >= i0) & (pair_slot < i0 + step)
+            logits[sel] = block[pair_slot[sel] - i0, c[sel]]
     sparse = ~dense
     if bool(sparse.any()):
         logits[sparse] = torch.linalg.vecdot(rows(r[sparse]), prompts[c[sparse]].to(torch.float32))
