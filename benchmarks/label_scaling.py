@@ -70,24 +70,25 @@ def ensure_bank(m, count: int, cache: Path, kind: str = "strings", batch: int = 
     from glinker.model import LabelBank
     from glinker.model.labels import rows_done
 
-    tag = "v2" if kind == "noise" or count <= BASE else "strings-v1"
+    strings = kind == "strings" and count > BASE  # up to BASE both kinds are the same encoded strings
+    tag = "strings-v1" if strings else "v2"
     d = cache / f"scaling-bank-{tag}-{count}-{m.fingerprint[:12]}"
     if (d / "label_bank.json").is_file() and (d / E_FILE).is_file():
         return d
     names = make_labels(max(count, BASE))[:count]
     d.mkdir(parents=True, exist_ok=True)
-    start = rows_done(d) if tag != "v2" else 0
+    start = rows_done(d) if strings else 0
     part = d / f".{E_FILE}"
     e_out = np.lib.format.open_memmap(part, mode="r+" if start and part.is_file() else "w+", dtype=np.float32,
                                       shape=(count, m.dim))
-    if tag == "v2":
+    if not strings:
         _p, e_base = m._encode_prompt_texts(make_labels(BASE), 256, want_e=True)
         std = e_base.std(0)
 
     def batches():
         for a in range(start, count, batch):
             b = min(count, a + batch)
-            if tag != "v2":
+            if strings:
                 p, e = m._encode_prompt_texts(names[a:b], 256, want_e=True)
                 e_out[a:b] = e.numpy()
                 e_out.flush()  # before the bank records these rows as done
@@ -102,7 +103,7 @@ def ensure_bank(m, count: int, cache: Path, kind: str = "strings", batch: int = 
                 yield m.net.prompt(e).float()
 
     LabelBank.write_batches(d, names, names, batches(), m.dim, m.fingerprint, progress=sys.stderr.isatty(),
-                            resume=tag != "v2")
+                            resume=strings)
     e_out.flush()
     del e_out
     os.replace(part, d / E_FILE)
