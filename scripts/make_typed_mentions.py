@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -31,21 +29,63 @@ UNUSABLE = ("wikimedia", "disambiguation", "family name", "given name", "surname
             "list of", "article", "category", "template", "season")
 
 
+# heads too general to teach as a type ("branch of biology" -> "branch"): the mention is left untyped
+GENERIC = set("""type form branch study process group system part period unit class collection order structure
+body series method style measure area act art set concept use number practice field technique change object
+property operation division line range view activity representation term position being force work sense ability
+model size piece component condition grouping member shape mechanism principle belief management plan design
+procedure transition conversion removal prevention destruction termination accumulation decomposition variety
+stage rule quantity function head place domain learning people thing item kind member entity way means state
+phenomenon material substance product name event broad term""".split()) | {"broad term"}
+# fine types that mean the same kind of thing as a more common one (a country described as a "federal republic")
+SYNONYMS = {t: "country" for t in ("republic", "constitutional monarchy", "federal republic", "sovereign state",
+                                    "island country", "island republic", "kingdom", "islamic republic", "nation",
+                                    "federal constitutional monarchy", "principality", "monarchy",
+                                    "federal parliamentary republic", "unitary state", "landlocked country")}
+SYNONYMS.update({t: "city" for t in ("capital", "capital city", "metropolis", "second-largest city", "largest city",
+                                     "county seat", "municipality", "town", "global city", "megacity")})
+PARTICIPLES = {"spoken", "made", "written", "known", "seen", "built", "led", "held", "sung", "drawn", "grown", "used",
+               "found", "given", "taken", "run", "set"}
+
+
 def type_phrase(description: str) -> str | None:
     """The type head of a Wikidata-style description, lower-cased; None when there is no usable one."""
     d = " " + (description or "").strip() + " "
     d = CUT.split(d, maxsplit=1)[0].strip()
     words = all_words = d.split()
-    # drop leading modifiers: demonyms and names (capitalised), years/ordinals ("20th-century"), articles
-    while words and (words[0][:1].isupper() or words[0][:1].isdigit() or words[0].lower() in SKIP_WORDS
-                     or words[0].endswith("-century")):
+    # drop leading modifiers: demonyms and names (capitalised), years/ordinals ("20th-century"), articles,
+    # superlatives ("darkest colour")
+    while len(words) > 1 and (words[0][:1].isupper() or words[0][:1].isdigit() or words[0].lower() in SKIP_WORDS
+                              or words[0].endswith("-century") or len(words[0]) > 5 and words[0].endswith("est")):
         words = words[1:]
+    if words and (words[0][:1].isupper() or words[0][:1].isdigit()) and words[0].lower() not in SYNONYMS:
+        words = []
     if not words:  # "Prime Minister of Israel": the capitalised words are the type
         words = [w for w in all_words if w.lower() not in SKIP_WORDS and not w[:1].isdigit()]
-    phrase = " ".join(words).lower().strip(" .-")
-    if not phrase or len(words) > 4 or any(u in phrase for u in UNUSABLE) or not re.search(r"[a-z]{3}", phrase):
+    if len(words) > 4:
         return None
-    return phrase
+    # a participle ends the noun phrase: "film directed", "language spoken", "landmass comprising the continents"
+    for i, w in enumerate(words[1:], 1):
+        lw = w.lower()
+        if lw in PARTICIPLES or len(lw) > 4 and (lw.endswith("ed") or lw.endswith("ing")):
+            words = words[:i]
+            break
+    phrase = " ".join(words).lower().strip(" .-")
+    if not phrase or any(u in phrase for u in UNUSABLE) or not re.search(r"[a-z]{3}", phrase):
+        return None
+    if phrase in GENERIC or phrase.split()[-1] in GENERIC and len(words) == 1:
+        return None
+    return SYNONYMS.get(phrase, phrase)
+
+
+def write_json_atomic(path: str | Path, obj: object) -> Path:
+    """Write ``obj`` as JSON through a temporary file renamed into place (no half-written file on a crash)."""
+    from glinker.model.labels import _atomic_write
+
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(dest, lambda f: f.write(json.dumps(obj).encode()))
+    return dest
 
 
 def main() -> None:
@@ -104,12 +144,7 @@ def main() -> None:
             if win and len(win) >= 2 * n_bad:  # few unlabelled mentions: each one is a false negative
                 out.append({"tokenized_text": words[lo:hi], "ner": win})
                 n_spans += len(win)
-    dest = Path(a.out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(out, f)
-    os.replace(tmp, dest)
+    dest = write_json_atomic(a.out, out)
     top = ", ".join(f"{t} ({c})" for t, c in Counter({t: counts[t] for t in keep}).most_common(15))
     print(f"{len(out)} windows, {n_spans} typed mentions, {len(keep)} types -> {dest}\nmost frequent: {top}")
 

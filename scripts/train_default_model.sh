@@ -8,7 +8,11 @@ export GLINKER_DATA="${GLINKER_DATA:-$(cd .. && pwd)/shared/data}"
 $PY scripts/make_training_entities.py --out runs/training-entities.jsonl --data "$GLINKER_DATA"
 $PY scripts/make_typed_mentions.py --el "$GLINKER_DATA/el/aida/aida_train.jsonl" \
     --entities runs/training-entities.jsonl --out runs/aida-typed/train.json
+$PY scripts/make_wiki_ner.py --data "$GLINKER_DATA" --entities runs/training-entities.jsonl \
+    --out runs/wiki-typed/train.json
 # stage 1: the GLiNER head and the top text layer from the packaged encoders (70 min on one core, float32)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm.yaml "$@"
-# stage 2: from stage 1, the top three text layers, bfloat16 autocast (49 min on one AMX core); ships the result
-$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage2.yaml --ship glinker/models/glinker-bi-minilm "$@"
+# stage 2: from stage 1, the top three text layers, bfloat16 autocast (49 min on one AMX core)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage2.yaml "$@"
+# stage 3: from stage 2, plus KB-typed Wikipedia sentences (open types); ships the result
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage3.yaml --ship glinker/models/glinker-bi-minilm "$@"

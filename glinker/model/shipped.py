@@ -1,8 +1,11 @@
 """Models shipped with glinker in a small form: the trained weights only, encoders from verified packages.
 
 A shipped model is a folder under ``glinker/models/<name>/`` holding ``glinker_model.json`` (which packaged
-encoders it builds on), ``gliner_config.json`` and ``delta.safetensors`` (every weight that differs from the
-packaged encoders, in float16). On first use it is materialised once into a normal gliner-format checkpoint in
+encoders it builds on), ``gliner_config.json`` and ``delta.safetensors``: every weight that differs from the
+packaged encoders. Format ``int8-diff`` (the default since model v4): an encoder matrix is stored as its
+difference from the packaged weight, quantised to int8 per row (``<key>.qdiff`` int8 and ``<key>.scale`` float32;
+the rounding error of an element is at most half its row's scale, max|diff|/254), every other weight (the GLiNER
+head, norms, biases) in float16; format ``float16`` (models v1-v3) stores them all in float16. On first use it is materialised once into a normal gliner-format checkpoint in
 the cache (``$GLINKER_CACHE`` or ``~/.cache/glinker``), which glinker and the reference gliner both load.
 """
 
@@ -57,7 +60,37 @@ def _base_state(source: str) -> dict:
     return {(k.removeprefix("bert.")): v for k, v in sd.items()}
 
 
-def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str | None = None) -> Path:
+QDIFF, SCALE = ".qdiff", ".scale"
+DELTA_FORMATS = ("int8-diff", "float16")
+
+
+def quantize_diff(w: Any, base: Any) -> tuple[Any, Any]:
+    """``(q, scale)`` with ``base + q * scale`` within ``scale / 2`` of ``w`` elementwise (int8 per row)."""
+    import torch
+
+    d = (w.detach().cpu().float() - base.float()).reshape(w.shape[0], -1)
+    scale = (d.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+    q = torch.round(d / scale).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(w.shape).contiguous(), scale.contiguous()
+
+
+def _apply_deltas(sd: dict, delta: dict) -> None:
+    """Put a delta file's tensors into the state dict ``sd`` (bases already there), in float32."""
+    import torch
+
+    for k, v in delta.items():
+        if k.endswith(SCALE):
+            continue
+        if k.endswith(QDIFF):
+            key = k[: -len(QDIFF)]
+            scale = delta[key + SCALE]
+            sd[key] = sd[key].float() + (v.float().reshape(v.shape[0], -1) * scale).reshape(v.shape)
+        else:
+            sd[k] = v.to(torch.float32)
+
+
+def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str | None = None,
+                   fmt: str = "int8-diff") -> Path:
     """Write the small shipped form of ``model`` (trained on packaged encoders) into ``out_dir``."""
     import torch
     from safetensors.torch import save_file
@@ -69,19 +102,27 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
     if not (text_src and label_src):
         raise ModelError("only models trained from packaged encoders can be shipped", where="model",
                          fix="train with model.text_encoder / labels_encoder set to pkg:<package>")
+    if fmt not in DELTA_FORMATS:
+        raise ModelError(f"unknown shipped delta format {fmt!r}", where="fmt", fix=f"one of {', '.join(DELTA_FORMATS)}")
     bases = {TEXT_PREFIX: _base_state(text_src), LABEL_PREFIX: _base_state(label_src)}
     delta: dict[str, Any] = {}
+    n_params = 0
     for k, v in model.net.state_dict().items():
         for prefix, base in bases.items():
             if k.startswith(prefix):
                 b = base.get(k[len(prefix):])
                 if b is not None and b.shape == v.shape and torch.equal(b.to(v.dtype), v.detach().cpu()):
                     break
-                delta[k] = v.detach().cpu().to(torch.float16).contiguous()
+                n_params += v.numel()
+                if fmt == "int8-diff" and b is not None and b.shape == v.shape and v.dim() == 2:
+                    delta[k + QDIFF], delta[k + SCALE] = quantize_diff(v, b)
+                else:
+                    delta[k] = v.detach().cpu().to(torch.float16).contiguous()
                 break
         else:
             if k.startswith("rnn.") and not v.any():
                 continue  # unused by bi-encoders; zeros are rebuilt on load
+            n_params += v.numel()
             delta[k] = v.detach().cpu().to(torch.float16).contiguous()
     out = Path(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
@@ -91,8 +132,7 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
         (tmp / "gliner_config.json").write_text(json.dumps(gcfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         manifest = {"name": name or out.name, "base": {"text": text_src, "labels": label_src},
                     "delta": "delta.safetensors", "delta_sha256": sha256_file(tmp / "delta.safetensors"),
-                    "dtype": "float16", "tensors": len(delta),
-                    "parameters": int(sum(t.numel() for t in delta.values()))}
+                    "dtype": fmt, "tensors": len(delta), "parameters": int(n_params)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for f in tmp.iterdir():
             f.chmod(0o644)  # mkdtemp's 0700/0600 would make an installed model unreadable to other users
@@ -134,8 +174,10 @@ def materialize(name_or_dir: str | Path) -> Path:
     for prefix, key in ((TEXT_PREFIX, "text"), (LABEL_PREFIX, "labels")):
         for k, v in _base_state(man["base"][key]).items():
             sd[prefix + k] = v
-    for k, v in load_file(str(src / man["delta"])).items():
-        sd[k] = v.to(torch.float32)
+    if man.get("dtype", "float16") not in DELTA_FORMATS:
+        raise ModelError(f"shipped model {man['name']} has delta format {man.get('dtype')!r}", where=str(man_path),
+                         fix=f"this glinker reads {', '.join(DELTA_FORMATS)}: upgrade glinker")
+    _apply_deltas(sd, load_file(str(src / man["delta"])))
     from glinker.model.network import BiEncoderNetwork, build_hf_encoder
 
     net = BiEncoderNetwork(cfg, build_hf_encoder(cfg["encoder_config"]), build_hf_encoder(cfg["labels_encoder_config"]))

@@ -74,3 +74,45 @@ def test_packaged_weights_with_wrong_hash_are_refused(monkeypatch):
 def test_unknown_packaged_encoder():
     with pytest.raises(ModelError, match="unknown packaged encoder"):
         packaged.packaged_encoder_dir("pkg:no-such-model")
+
+
+def test_quantize_diff_error_bound():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 48, generator=g)
+    w = base + 0.01 * torch.randn(64, 48, generator=g)
+    w[3] = base[3]                                   # an unchanged row must come back exactly
+    q, scale = shipped.quantize_diff(w, base)
+    assert q.dtype == torch.int8 and scale.shape == (64, 1)
+    back = base + q.float() * scale
+    assert ((back - w).abs() <= scale / 2 + 1e-7).all()
+    assert torch.equal(back[3], base[3])
+
+
+@pytest.mark.parametrize("fmt", ["int8-diff", "float16"])
+def test_export_round_trip(tmp_path, cache, fmt):
+    """Re-shipping the default model in either delta format gives back its weights (within the format's rounding)
+    and the same entities."""
+    from types import SimpleNamespace
+
+    from glinker.model import BiEncoder
+
+    m = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
+    man = json.loads((shipped.SHIPPED_ROOT / shipped.DEFAULT_MODEL / shipped.MANIFEST).read_text())
+    cfg = SimpleNamespace(model=SimpleNamespace(text_encoder=man["base"]["text"], labels_encoder=man["base"]["labels"]))
+    out = shipped.export_shipped(m, tmp_path / f"re-{fmt}", cfg, name=f"re-{fmt}", fmt=fmt)
+    got = json.loads((out / shipped.MANIFEST).read_text())
+    assert got["dtype"] == fmt and got["parameters"] == man["parameters"]
+    m2 = BiEncoder.from_pretrained(shipped.materialize(out))
+    sd, sd2 = m.net.state_dict(), m2.net.state_dict()
+    worst = max(((sd[k].float() - sd2[k].float()).abs().max() / sd[k].float().abs().max().clamp_min(1e-6)).item()
+                for k in sd if sd[k].is_floating_point())
+    assert worst < 1e-2
+    text = "Angela Merkel met Emmanuel Macron in Paris on Monday."
+    labels = ["person", "location", "organization"]
+    a, b = m.predict([text], labels, threshold=0.3)[0], m2.predict([text], labels, threshold=0.3)[0]
+    assert [(e["start"], e["end"], e["label"]) for e in a] == [(e["start"], e["end"], e["label"]) for e in b]
+    assert all(abs(x["score"] - y["score"]) < 2e-3 for x, y in zip(a, b))
+    with pytest.raises(ModelError, match="unknown shipped delta format"):
+        shipped.export_shipped(m, tmp_path / "x", cfg, fmt="int4")

@@ -33,6 +33,13 @@ def mod():
     ("family name", None),
     ("", None),
     ("very long winding descriptive text here", None),
+    ("1968 film by Stanley Kubrick", "film"),                        # leading year dropped
+    ("language spoken primarily in Mexico", "language"),            # a participle ends the noun phrase
+    ("landmass comprising the continents of Europe and Asia", "landmass"),
+    ("darkest color", "color"),                                     # superlative modifier
+    ("branch of biology", None),                                    # too general a head
+    ("federal republic in Central Europe", "country"),              # synonym of a common type
+    ("capital of France", "city"),
 ])
 def test_type_phrase(mod, desc, expected):
     assert mod.type_phrase(desc) == expected
