@@ -6,8 +6,9 @@ taken from its entity's description ("English footballer" -> "footballer", "city
 
 Why: the offline NER training sets hold a handful of coarse types (person, location, ...) and one small open-type
 set (880 Pile-NER passages); a zero-shot model needs many fine types in real contexts. Only training documents
-are read (AIDA train); a window is kept only when its typed mentions outnumber twice those that get no type
-(NIL, not in the KB, unusable description), since an untyped mention is taught as a negative. Output: GLiNER JSON (``tokenized_text`` + ``ner`` word spans).
+are read (AIDA train). Mentions that get no type (NIL, not in the KB, unusable description, adjectival forms) are
+written as ``"ignore"`` ranges, which the trainer leaves out of the loss instead of teaching them as negatives.
+Output: GLiNER JSON (``tokenized_text`` + ``ner`` word spans + ``ignore``).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="output GLiNER JSON file")
     ap.add_argument("--max-words", type=int, default=32, help="window length in words")
     ap.add_argument("--min-count", type=int, default=2, help="keep types seen on at least this many mentions")
+    ap.add_argument("--min-ratio", type=float, default=0.0,
+                    help="drop windows with fewer typed mentions than this many times their untyped ones")
     a = ap.parse_args()
 
     ents: dict[str, tuple[str, str | None]] = {}
@@ -139,10 +142,11 @@ def main() -> None:
         bad = untyped + [s for s in typed if s[2] not in keep]
         for lo in range(0, len(words), a.max_words):
             hi = lo + a.max_words
-            win = [[s - lo, e - lo, t] for s, e, t in typed if s >= lo and e < hi]
-            n_bad = sum(1 for s, e, _ in bad if s < hi and e >= lo)
-            if win and len(win) >= 2 * n_bad:  # few unlabelled mentions: each one is a false negative
-                out.append({"tokenized_text": words[lo:hi], "ner": win})
+            win = [[s - lo, e - lo, t] for s, e, t in typed if s >= lo and e < hi and t in keep]
+            cut = [m for m in typed if m[0] < lo <= m[1] or m[0] < hi <= m[1]]  # mentions across the window edge
+            ign = [[max(s, lo) - lo, min(e, hi - 1) - lo] for s, e, _ in bad + cut if s < hi and e >= lo]
+            if win and len(win) >= a.min_ratio * len(ign):
+                out.append({"tokenized_text": words[lo:hi], "ner": win, "ignore": ign})
                 n_spans += len(win)
     dest = write_json_atomic(a.out, out)
     top = ", ".join(f"{t} ({c})" for t, c in Counter({t: counts[t] for t in keep}).most_common(15))

@@ -6,10 +6,10 @@ Kubrick" -> "film", "city in Texas" -> "city"), found by longest exact match of 
         --out runs/wiki-typed/train.json
 
 Why: the offline open-type NER set is small (880 Pile-NER passages); a zero-shot model needs many fine types in
-real contexts. Distant supervision leaves entities the KB lacks unlabelled, and an unlabelled span is taught as a
-negative, so a sentence is kept only when its typed mentions are at least ``--min-ratio`` times its untyped
-candidates (capitalised word runs after the first word that no KB name covers, and names whose entities
-disagree on the type).
+real contexts. Distant supervision leaves entities the KB lacks unlabelled, and an unlabelled span would be taught
+as a negative, so the likely mentions that get no type (capitalised word runs after the first word that no KB name
+covers, names whose entities disagree on the type, types too rare to keep) are written as ``"ignore"`` ranges,
+which the trainer leaves out of the loss; ``--min-ratio`` can still drop sentences with many of them.
 
 Decontamination: the extracts are general Wikipedia lead sections, not the evaluation sets, but CrossNER's texts
 are Wikipedia sentences too; every sentence sharing a word 13-gram with any sentence of ``ner/eval`` is dropped
@@ -83,13 +83,13 @@ def eval_ngrams(data: Path) -> set[tuple[str, ...]]:
 
 
 def annotate(words: list[str], names: dict, own: tuple[tuple[str, ...], str | None] | None,
-             common: set[str]) -> tuple[list[list], int]:
-    """Longest-match typed spans of one sentence, and the number of untyped candidate mentions.
+             common: set[str]) -> tuple[list[list], list[list[int]]]:
+    """Longest-match typed spans of one sentence, and the untyped likely mentions as ``[start, end]`` ranges.
 
     ``common``: words often seen in lower case; a name made only of them ("It is", "School") is not matched.
     """
     typed: list[list] = []
-    bad = 0
+    bad: list[list[int]] = []
     i, n = 0, len(words)
     while i < n:
         hit = None
@@ -106,14 +106,15 @@ def annotate(words: list[str], names: dict, own: tuple[tuple[str, ...], str | No
             if len(types) == 1 and None not in types:
                 typed.append([i, j - 1, next(iter(types))])
             else:
-                bad += 1
+                bad.append([i, j - 1])
             i = j
             continue
         if i > 0 and words[i][:1].isupper():  # a capitalised run no KB name covers: a likely unlabelled entity
-            bad += 1
+            start = i
             while i < n and (words[i][:1].isupper() or words[i] in {"of", "the", "de"} and i + 1 < n
                              and words[i + 1][:1].isupper()):
                 i += 1
+            bad.append([start, i - 1])
             continue
         i += 1
     return typed, bad
@@ -126,7 +127,8 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="the shared data folder (default: $GLINKER_DATA or ../shared/data)")
     ap.add_argument("--entities", required=True, help="KB entity JSONL (scripts/make_training_entities.py)")
     ap.add_argument("--out", required=True, help="output GLiNER JSON file")
-    ap.add_argument("--min-ratio", type=float, default=2.0, help="typed mentions per untyped candidate, at least")
+    ap.add_argument("--min-ratio", type=float, default=0.0,
+                    help="drop sentences with fewer typed mentions than this many times their ignored ranges")
     ap.add_argument("--min-count", type=int, default=3, help="keep types seen on at least this many mentions")
     ap.add_argument("--max-per-type", type=int, default=800,
                     help="skip a sentence once every type in it has this many kept mentions (places dominate the KB)")
@@ -159,20 +161,22 @@ def main() -> None:
     random.Random(0).shuffle(sentences)
     for w, typed, bad in sentences:
         keep = [s for s in typed if counts[s[2]] >= a.min_count]
-        bad += len(typed) - len(keep)
-        if not keep or len(keep) < a.min_ratio * bad or all(kept_types[t] >= a.max_per_type for _, _, t in keep):
+        bad = sorted(bad + [[s, e] for s, e, t in typed if counts[t] < a.min_count])
+        if not keep or len(keep) < a.min_ratio * len(bad) or all(kept_types[t] >= a.max_per_type for _, _, t in keep):
             continue
         low = [x.lower() for x in w]
         if any(tuple(low[i:i + NGRAM]) in grams for i in range(max(1, len(low) - NGRAM + 1))):
             n_contaminated += 1
             continue
-        out.append({"tokenized_text": w, "ner": keep})
+        out.append({"tokenized_text": w, "ner": keep, "ignore": bad})
         n_spans += len(keep)
         kept_types.update(t for _, _, t in keep)
     dest = write_json_atomic(a.out, out)
     top = ", ".join(f"{t} ({c})" for t, c in kept_types.most_common(25))
+    n_ign = sum(len(ex["ignore"]) for ex in out)
     print(f"{len(sentences)} sentences read, {len(out)} kept ({n_contaminated} dropped for a 13-gram shared with "
-          f"ner/eval), {n_spans} typed mentions, {len(kept_types)} types -> {dest}\nmost frequent: {top}")
+          f"ner/eval), {n_spans} typed mentions, {n_ign} ignored ranges, {len(kept_types)} types -> {dest}\n"
+          f"most frequent: {top}")
 
 
 if __name__ == "__main__":

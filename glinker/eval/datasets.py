@@ -337,7 +337,9 @@ class TrainingExample:
     """Tokens with word-level spans ``(start, end_inclusive, type)``: GLiNER's training record.
 
     ``labels`` are the types to prompt with when the source says so (dataset label set, or the types a
-    Pile-NER sample asked for, including those with no entity: useful negatives).
+    Pile-NER sample asked for, including those with no entity: useful negatives). ``ignore``: word ranges
+    ``(start, end_inclusive)`` left out of the loss (likely mentions a partial annotation did not label: the spans
+    inside such a range are neither positives nor negatives), from the GLiNER JSON key ``"ignore"``.
     """
 
     tokens: list[str]
@@ -346,6 +348,7 @@ class TrainingExample:
     id: str | None = None
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ignore: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -378,6 +381,16 @@ def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[i
     return out
 
 
+def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int, int]]:
+    ok = isinstance(ranges, list) and all(
+        isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, int) for x in r)
+        and 0 <= r[0] <= r[1] < len(tokens) for r in ranges)
+    if not ok:
+        raise DataError(f"'ignore' must be a list of [word_start, word_end_inclusive] within {len(tokens)} tokens",
+                        where=where, fix="write each ignored range as [start, end] with 0 <= start <= end < len(tokens)")
+    return [(r[0], r[1]) for r in ranges]
+
+
 def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
     """Stream GLiNER training records (``tokenized_text`` + ``ner``) from a JSON array or JSONL file."""
     p = Path(path)
@@ -389,7 +402,8 @@ def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
                             fix='records are {"tokenized_text": [str], "ner": [[s, e, type]]}')
         labels = rec.get("label") or rec.get("labels")
         yield TrainingExample(tokens=toks, spans=_check_word_spans(toks, rec.get("ner", []), where),
-                              labels=list(labels) if isinstance(labels, list) else None, id=str(i), source=str(p))
+                              labels=list(labels) if isinstance(labels, list) else None, id=str(i), source=str(p),
+                              ignore=_check_ranges(toks, rec.get("ignore", []), where))
 
 
 def iter_sentence_json_training(path: str | Path, labels: list[str] | None = None) -> Iterator[TrainingExample]:

@@ -138,3 +138,44 @@ def test_config_errors_name_the_key(tmp_path):
     f.write_text("output_dir: x\nmodel:\n  from_checkpoint: y\n  hiden_size: 3\ndata:\n  - {path: z}\n")
     with pytest.raises(ConfigError, match=r"t.yaml:4.*hiden_size.*\n.*did you mean 'hidden_size'"):
         load_train_config(f)
+
+
+def test_ignored_ranges_reach_the_batch_and_leave_the_loss(tmp_path, tiny_ckpt, train_files):
+    """A partial annotation's unlabelled mentions ("ignore" ranges): their inner spans are neither positives nor
+    negatives; a wrong range is an error naming the record."""
+    import random
+
+    from glinker.errors import DataError
+    from glinker.eval.datasets import iter_training
+    from glinker.model.train import Trainer
+    from glinker.model.train.batching import BatchSampler, Source, _cut, ner_examples
+
+    words = "the film stars keir dullea and gary lockwood as astronauts .".split()
+    rec = {"tokenized_text": words, "ner": [[1, 1, "film"]], "ignore": [[3, 4], [6, 7]]}
+    (tmp_path / "part.json").write_text(json.dumps([rec]))
+    ex, _ = ner_examples(str(tmp_path / "part.json"), None, None, [], {})
+    assert ex[0].ignore == [(3, 4), (6, 7)]
+    # cutting a window clips the ranges to it
+    assert _cut(words, [(1, 1, "film")], 5, random.Random(0), [(3, 4), (6, 7)])[2] == [(3, 4)]
+    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=1))
+    t.setup()
+    b = BatchSampler([Source("p", "ner", 1.0, ex, ["film"])], 1, 32, 5, 0, t.model.max_width, 0).next()
+    inside = {(s, w) for s, w in zip(*torch.nonzero(b.ignore[0], as_tuple=True)) for s, w in [(int(s), int(w))]}
+    assert inside == {(3, 0), (3, 1), (4, 0), (6, 0), (6, 1), (7, 0)}   # keir, keir dullea, dullea, gary, ...
+    assert b.targets[0, 1, 0].sum() == 1 and not b.ignore[0, 1, 0]
+
+    t.model.net.eval()
+    with torch.no_grad():
+        full = float(t.loss_on(b))
+        b.ignore[:] = True
+        b.ignore[0, 1, 0] = False                                           # only the positive span is left
+        only_pos = float(t.loss_on(b))
+        b.ignore[0, 1, 0] = True
+        assert float(t.loss_on(b)) == 0.0
+    assert 0 < only_pos < full
+
+    bad = {"tokenized_text": words, "ner": [], "ignore": [[4, 30]]}
+    (tmp_path / "bad.json").write_text(json.dumps([rec, bad]))
+    with pytest.raises(DataError, match="ignore") as err:
+        list(iter_training(tmp_path / "bad.json"))
+    assert "bad.json" in str(err.value)

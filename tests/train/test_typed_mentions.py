@@ -48,7 +48,7 @@ def test_type_phrase(mod, desc, expected):
 def test_windows_from_aida(tmp_path):
     text = "Beckham joined Madrid . Germany beat Italy . German fans cheered ."
     def span(s):
-        i = text.index(s)
+        i = text.index(s + " ")  # "German " is the adjective, not the start of "Germany"
         return i, i + len(s)
     mentions = []
     for s, qid, cls in (("Beckham", "Q1", "PER"), ("Madrid", "Q2", "ORG"), ("Germany", "Q3", "LOC"),
@@ -74,3 +74,4 @@ def test_windows_from_aida(tmp_path):
     # "German" (MISC, not the entity's name) is an adjective, not a country: left out
     assert got == {("Beckham", "footballer"), ("Madrid", "association football club"), ("Germany", "country"),
                    ("Italy", "country")}
+    assert [words[s:e + 1] for s, e in data[0]["ignore"]] == [["German"]]  # out of the loss, not a negative

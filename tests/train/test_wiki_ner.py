@@ -28,10 +28,10 @@ def test_annotate_longest_match_ambiguity_and_unlabelled_runs(mod):
     words = "It is said that New York City lies on the Hudson near Albert Smith and Paris .".split()
     typed, bad = mod.annotate(words, names, None, common={"it", "is"})
     assert typed == [[4, 6, "city"], [10, 10, "river"]]   # the longest name wins; "It is" is two common words
-    assert bad == 2                                       # "Albert Smith" (no KB name) and "Paris" (two types)
+    assert bad == [[12, 13], [15, 15]]                    # "Albert Smith" (no KB name) and "Paris" (two types)
     own = (("photosynthesis",), "process")                # the article's own title matches in any case
     typed, bad = mod.annotate("Photosynthesis feeds plants .".split(), names, own, common=set())
-    assert typed == [[0, 0, "process"]] and bad == 0
+    assert typed == [[0, 0, "process"]] and bad == []
 
 
 def test_script_keeps_typed_sentences_and_drops_contaminated(tmp_path):
@@ -58,8 +58,17 @@ def test_script_keeps_typed_sentences_and_drops_contaminated(tmp_path):
                         "--out", str(out), "--min-count", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "1 dropped for a 13-gram shared with ner/eval" in r.stdout
-    got = json.loads(out.read_text())
-    assert len(got) == 1     # the second sentence has three unlabelled capitalised names for one typed mention
-    w = got[0]["tokenized_text"]
-    assert {(" ".join(w[s:e + 1]), t) for s, e, t in got[0]["ner"]} == {
+    got = {" ".join(ex["tokenized_text"][:2]): ex for ex in json.loads(out.read_text())}
+    assert set(got) == {"The Danube", "Many visitors"}
+    first = got["The Danube"]
+    w = first["tokenized_text"]
+    assert {(" ".join(w[s:e + 1]), t) for s, e, t in first["ner"]} == {
         ("Danube", "river"), ("Vienna", "city"), ("Budapest", "city"), ("Black Sea", "marginal sea")}
+    assert first["ignore"] == []
+    # the unlabelled names of the second sentence are left out of the loss, not taught as negatives
+    w = got["Many visitors"]["tokenized_text"]
+    assert [" ".join(w[s:e + 1]) for s, e in got["Many visitors"]["ignore"]] == ["Jorvik", "Qwerty Town", "Zzyzx Harbour"]
+    r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(data), "--entities", str(tmp_path / "ents.jsonl"),
+                        "--out", str(out), "--min-count", "1", "--min-ratio", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [ex["tokenized_text"][1] for ex in json.loads(out.read_text())] == ["Danube"]

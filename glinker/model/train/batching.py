@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Example:
-    """Words plus word-level spans ``(start, end_inclusive, label_text)``; ``labels`` extra prompts (negatives)."""
+    """Words plus word-level spans ``(start, end_inclusive, label_text)``; ``labels`` extra prompts (negatives);
+    ``ignore`` word ranges whose inner spans stay out of the loss (unlabelled likely mentions)."""
 
     words: list[str]
     spans: list[tuple[int, int, str]]
     labels: list[str] = field(default_factory=list)
     hard_negatives: list[str] = field(default_factory=list)
+    ignore: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -50,18 +52,20 @@ class Source:
         return out
 
 
-def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rng: random.Random
-         ) -> tuple[list[str], list[tuple[int, int, str]]]:
-    """A window of at most ``max_words`` words, placed to keep a random annotated span when cutting."""
+def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rng: random.Random,
+         ignore: Sequence[tuple[int, int]] = ()) -> tuple[list[str], list[tuple[int, int, str]], list[tuple[int, int]]]:
+    """A window of at most ``max_words`` words, placed to keep a random annotated span when cutting; the ignored
+    ranges are clipped to it."""
     if len(words) <= max_words:
-        return words, spans
+        return words, spans, list(ignore)
     if spans:
         s, e, _ = spans[rng.randrange(len(spans))]
         lo = max(0, min(s - rng.randrange(0, max(1, max_words - (e - s + 1))), len(words) - max_words))
     else:
         lo = rng.randrange(0, len(words) - max_words + 1)
     hi = lo + max_words
-    return words[lo:hi], [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi]
+    return (words[lo:hi], [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi],
+            [(max(s, lo) - lo, min(e, hi - 1) - lo) for s, e in ignore if s < hi and e >= lo])
 
 
 def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence[str],
@@ -79,7 +83,7 @@ def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence
             types.setdefault(t, None)
         for t in labels:
             types.setdefault(t, None)
-        out.append(Example(list(ex.tokens), spans, labels))
+        out.append(Example(list(ex.tokens), spans, labels, ignore=list(ex.ignore)))
         if limit and len(out) >= limit:
             break
     if not out:
@@ -150,6 +154,7 @@ class Batch:
     targets: Any  # (B, W, K, C) float tensor
     n_words: list[int]
     source: str
+    ignore: Any = None  # (B, W, K) bool tensor: spans left out of the loss (inside an ignored range)
 
 
 class BatchSampler:
@@ -185,8 +190,8 @@ class BatchSampler:
 
         src = self.rng.choices(self.sources, weights=[s.weight for s in self.sources])[0]
         exs = src.draw(self.batch_size, self.rng)
-        cut = [_cut(e.words, e.spans, self.max_words, self.rng) for e in exs]
-        positives = list(dict.fromkeys(t for _, spans in cut for _, _, t in spans))
+        cut = [_cut(e.words, e.spans, self.max_words, self.rng, e.ignore) for e in exs]
+        positives = list(dict.fromkeys(t for _, spans, _ in cut for _, _, t in spans))
         extra = list(dict.fromkeys(t for e in exs for t in e.labels + e.hard_negatives if t not in positives))
         self.rng.shuffle(extra)
         pool = self.ner_pool if src.kind == "ner" else self.entity_pool[src.name]
@@ -196,15 +201,20 @@ class BatchSampler:
         if not labels:
             labels = neg[:1] or pool[:1]
         idx = {t: i for i, t in enumerate(labels)}
-        words = [w if w else ["."] for w, _ in cut]
+        words = [w if w else ["."] for w, _, _ in cut]
         n_words = [len(w) for w in words]
         W, K = max(n_words), self.max_width
         tgt = torch.zeros(len(words), W, K, len(labels))
-        for b, (_, spans) in enumerate(cut):
+        ign = torch.zeros(len(words), W, K, dtype=torch.bool)
+        for b, (_, spans, ignore) in enumerate(cut):
+            for lo, hi in ignore:
+                for s in range(lo, hi + 1):
+                    ign[b, s, : min(K, hi - s + 1)] = True
             for s, e, t in spans:
                 if 0 <= e - s < K and e < n_words[b] and t in idx:
                     tgt[b, s, e - s, idx[t]] = 1.0
-        return Batch(words, labels, tgt, n_words, src.name)
+                    ign[b, s, e - s] = False
+        return Batch(words, labels, tgt, n_words, src.name, ign)
 
 
 def build_sources(cfg_sources: Sequence[Any], max_words: int) -> list[Source]:

@@ -256,7 +256,10 @@ class Trainer:
         n = torch.tensor(batch.n_words)
         starts = torch.arange(W)[None, :, None]
         widths = torch.arange(K)[None, None, :]
-        valid = (starts + widths < n[:, None, None]).unsqueeze(-1).expand(B, W, K, C)
+        valid = starts + widths < n[:, None, None]
+        if batch.ignore is not None:
+            valid = valid & ~batch.ignore
+        valid = valid.unsqueeze(-1).expand(B, W, K, C)
         lc = self.cfg.loss
         logits = logits.float()  # the loss in float32 also under bf16 autocast
         return span_loss(logits.reshape(B, W * K, C), batch.targets.reshape(B, W * K, C), valid.reshape(B, W * K, C),
