@@ -87,8 +87,11 @@ def subtoken_counts(tokenizer: Any, word_lists: Sequence[Sequence[str]]) -> list
     """Number of subtokens of every word, without truncation (used to plan windows for long texts)."""
     if not word_lists:
         return []
+    # verbose=False: counting a long text is deliberate, not the "sequence longer than the maximum" mistake that
+    # transformers warns about (the windows planned from these counts fit the encoder)
     enc = tokenizer(
-        [list(w) for w in word_lists], is_split_into_words=True, add_special_tokens=False, truncation=False
+        [list(w) for w in word_lists], is_split_into_words=True, add_special_tokens=False, truncation=False,
+        verbose=False,
     )
     out = []
     for i, words in enumerate(word_lists):
