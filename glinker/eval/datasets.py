@@ -387,7 +387,8 @@ def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int,
         and 0 <= r[0] <= r[1] < len(tokens) for r in ranges)
     if not ok:
         raise DataError(f"'ignore' must be a list of [word_start, word_end_inclusive] within {len(tokens)} tokens",
-                        where=where, fix="write each ignored range as [start, end] with 0 <= start <= end < len(tokens)")
+                        where=where,
+                        fix="write each ignored range as [start, end] with 0 <= start <= end < len(tokens)")
     return [(r[0], r[1]) for r in ranges]
 
 

@@ -5,8 +5,9 @@ encoders it builds on), ``gliner_config.json`` and ``delta.safetensors``: every 
 packaged encoders. Format ``int8-diff`` (the default since model v4): an encoder matrix is stored as its
 difference from the packaged weight, quantised to int8 per row (``<key>.qdiff`` int8 and ``<key>.scale`` float32;
 the rounding error of an element is at most half its row's scale, max|diff|/254), every other weight (the GLiNER
-head, norms, biases) in float16; format ``float16`` (models v1-v3) stores them all in float16. On first use it is materialised once into a normal gliner-format checkpoint in
-the cache (``$GLINKER_CACHE`` or ``~/.cache/glinker``), which glinker and the reference gliner both load.
+head, norms, biases) in float16; format ``float16`` (models v1-v3) stores them all in float16. On first use it is
+materialised once into a normal gliner-format checkpoint in the cache (``$GLINKER_CACHE`` or ``~/.cache/glinker``),
+which glinker and the reference gliner both load.
 """
 
 from __future__ import annotations
