@@ -15,6 +15,8 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
                                                 "(default: <output_dir>/final)."),
           ship: Optional[Path] = typer.Option(None, help="Also write the small shipped form (trained weights "
                                               "only, encoders from their packages) into this folder."),
+          ship_format: str = typer.Option("int8-diff", help="Shipped delta format: int8-diff (encoder changes as int8 "
+                                          "differences from the packaged weights, smallest) or float16."),
           stop_at: Optional[int] = typer.Option(None, help="Stop at this step (continue later with the same command)."),
           ) -> None:
     """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""
@@ -28,6 +30,10 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
         if not sep:
             raise typer.BadParameter(f"--set needs key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)
+    from glinker.model.shipped import DELTA_FORMATS
+
+    if ship_format not in DELTA_FORMATS:
+        raise typer.BadParameter(f"--ship-format must be one of {', '.join(DELTA_FORMATS)}, got {ship_format!r}")
     cfg = load_train_config(config, overrides)
     t = Trainer(cfg)
     t.setup()
@@ -42,7 +48,7 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
     if ship is not None:
         from glinker.model.shipped import export_shipped
 
-        typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg)}")
+        typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg, fmt=ship_format)}")
     typer.echo(json.dumps(result, default=str))
 
 

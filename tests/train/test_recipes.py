@@ -21,3 +21,15 @@ def test_recipe_validates(path):
     assert cfg.train.steps > 0 and cfg.data
     if cfg.model.from_checkpoint:   # fine-tuning stages name their packaged bases, so `--ship` can take the delta
         assert cfg.model.text_encoder and cfg.model.labels_encoder
+
+
+def test_train_cli_refuses_an_unknown_ship_format(tmp_path):
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--config", str(RECIPES[0]), "--ship", str(tmp_path / "m"),
+                                 "--ship-format", "int4"])
+    assert r.exit_code != 0
+    assert "int8-diff" in r.output and "int4" in r.output
+    assert not (tmp_path / "m").exists()
