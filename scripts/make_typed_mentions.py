@@ -36,7 +36,7 @@ body series method style measure area act art set concept use number practice fi
 property operation division line range view activity representation term position being force work sense ability
 model size piece component condition grouping member shape mechanism principle belief management plan design
 procedure transition conversion removal prevention destruction termination accumulation decomposition variety
-stage rule quantity function head place domain learning people thing item kind member entity way means state
+stage rule quantity function head place domain learning people thing item kind entity way means state
 phenomenon material substance product name event broad term""".split()) | {"broad term"}
 # fine types that mean the same kind of thing as a more common one (a country described as a "federal republic")
 SYNONYMS = {t: "country" for t in ("republic", "constitutional monarchy", "federal republic", "sovereign state",

@@ -24,6 +24,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,16 +39,19 @@ ADJ = re.compile(r"(?:ian|ians|an|ese|ish|ans|ean|ic|i|-based)$")
 NGRAM = 13
 
 
-def _key(words: list[str]) -> tuple[str, ...]:
-    return tuple(words)
+def ngrams(words: list[str]) -> Iterator[tuple[str, ...]]:
+    """The lower-cased word NGRAM-grams of a sentence (the whole sentence when it is shorter)."""
+    low = [w.lower() for w in words]
+    return (tuple(low[i:i + NGRAM]) for i in range(max(1, len(low) - NGRAM + 1)))
 
 
-def load_names(entities: Path) -> tuple[dict[tuple[str, ...], set[str | None]], dict[str, tuple[str, str | None]]]:
-    """Entity names (label + Wikidata aliases, as word tuples) -> the set of their entities' types."""
+def load_names(entities: Path) -> tuple[dict[tuple[str, ...], set[str | None]], dict[str, str | None]]:
+    """Entity names (label + Wikidata aliases, as word tuples) -> the set of their entities' types; and the type
+    of each entity with an English Wikipedia title, by title."""
     from glinker.model.words import split_words
 
     names: dict[tuple[str, ...], set[str | None]] = defaultdict(set)
-    by_title: dict[str, tuple[str, str | None]] = {}
+    by_title: dict[str, str | None] = {}
     with open(entities, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
@@ -63,10 +67,10 @@ def load_names(entities: Path) -> tuple[dict[tuple[str, ...], set[str | None]], 
                 if (not w or len(w) > MAX_NAME_WORDS or len(form) < 3 or not form[:1].isupper() and
                         not form[:1].isdigit() or not re.search(r"[A-Za-z]{2}", form)):
                     continue
-                names[_key(w)].add(t)
+                names[tuple(w)].add(t)
             title = (e.get("extra") or {}).get("enwiki")
             if title:
-                by_title[title] = (label, t)
+                by_title[title] = t
     return names, by_title
 
 
@@ -77,8 +81,7 @@ def eval_ngrams(data: Path) -> set[tuple[str, ...]]:
     grams: set[tuple[str, ...]] = set()
     for ds in find_ner_datasets(data / "ner" / "eval"):
         for ex in read_ner_dataset(ds).examples:
-            w = [x.lower() for x in split_words(ex.text).words]
-            grams.update(tuple(w[i:i + NGRAM]) for i in range(max(1, len(w) - NGRAM + 1)))
+            grams.update(ngrams(split_words(ex.text).words))
     return grams
 
 
@@ -94,7 +97,7 @@ def annotate(words: list[str], names: dict, own: tuple[tuple[str, ...], str | No
     while i < n:
         hit = None
         for j in range(min(n, i + MAX_NAME_WORDS), i, -1):
-            k = _key(words[i:j])
+            k = tuple(words[i:j])
             if own and tuple(x.lower() for x in k) == own[0]:
                 hit = (j, {own[1]})
                 break
@@ -145,7 +148,7 @@ def main() -> None:
     common = {w for w, c in lower.items() if c >= 3 and 4 * c >= c + upper[w]}
     sentences = []
     for title, art in articles.items():
-        label, t = by_title.get(title.replace(" ", "_"), by_title.get(title, ("", None)))
+        t = by_title.get(title.replace(" ", "_"), by_title.get(title))
         if t is None:
             t = type_phrase(art.get("description") or "")
         own = (tuple(w.lower() for w in split_words(art.get("title") or title).words), t)
@@ -164,8 +167,7 @@ def main() -> None:
         bad = sorted(bad + [[s, e] for s, e, t in typed if counts[t] < a.min_count])
         if not keep or len(keep) < a.min_ratio * len(bad) or all(kept_types[t] >= a.max_per_type for _, _, t in keep):
             continue
-        low = [x.lower() for x in w]
-        if any(tuple(low[i:i + NGRAM]) in grams for i in range(max(1, len(low) - NGRAM + 1))):
+        if any(g in grams for g in ngrams(w)):
             n_contaminated += 1
             continue
         out.append({"tokenized_text": w, "ner": keep, "ignore": bad})

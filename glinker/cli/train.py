@@ -30,10 +30,13 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
         if not sep:
             raise typer.BadParameter(f"--set needs key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)
-    from glinker.model.shipped import DELTA_FORMATS
+    from glinker.errors import ModelError
+    from glinker.model.shipped import check_delta_format, export_shipped
 
-    if ship_format not in DELTA_FORMATS:
-        raise typer.BadParameter(f"--ship-format must be one of {', '.join(DELTA_FORMATS)}, got {ship_format!r}")
+    try:
+        check_delta_format(ship_format)  # before training, not after it
+    except ModelError as e:
+        raise typer.BadParameter(str(e), param_hint="--ship-format") from None
     cfg = load_train_config(config, overrides)
     t = Trainer(cfg)
     t.setup()
@@ -46,8 +49,6 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
     path = t.export(export)
     typer.echo(f"model: {path}")
     if ship is not None:
-        from glinker.model.shipped import export_shipped
-
         typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg, fmt=ship_format)}")
     typer.echo(json.dumps(result, default=str))
 

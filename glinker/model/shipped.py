@@ -75,6 +75,12 @@ def quantize_diff(w: Any, base: Any) -> tuple[Any, Any]:
     return q.reshape(w.shape).contiguous(), scale.contiguous()
 
 
+def check_delta_format(fmt: str) -> None:
+    """Refuse a shipped delta format this glinker cannot write or read."""
+    if fmt not in DELTA_FORMATS:
+        raise ModelError(f"unknown shipped delta format {fmt!r}", where="fmt", fix=f"one of {', '.join(DELTA_FORMATS)}")
+
+
 def _apply_deltas(sd: dict, delta: dict) -> None:
     """Put a delta file's tensors into the state dict ``sd`` (bases already there), in float32."""
     import torch
@@ -103,8 +109,7 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
     if not (text_src and label_src):
         raise ModelError("only models trained from packaged encoders can be shipped", where="model",
                          fix="train with model.text_encoder / labels_encoder set to pkg:<package>")
-    if fmt not in DELTA_FORMATS:
-        raise ModelError(f"unknown shipped delta format {fmt!r}", where="fmt", fix=f"one of {', '.join(DELTA_FORMATS)}")
+    check_delta_format(fmt)
     bases = {TEXT_PREFIX: _base_state(text_src), LABEL_PREFIX: _base_state(label_src)}
     delta: dict[str, Any] = {}
     n_params = 0
