@@ -104,6 +104,11 @@ class AliasMentionsParams(StageParams):
         default_factory=lambda: ["the"],
         description="Words dropped from the start of a match when the rest is an alias too (\"the Netherlands\" "
                     "-> \"Netherlands\", as AIDA, ELEVANT and Wikipedia anchors mark names); [] keeps them.")
+    skip_common_nouns: bool = Field(
+        default=True,
+        description="Skip a capitalised match whose entities all have lower-case labels (\"world\", \"radio\"): in "
+                    "running text it is part of a longer name (\"2002 World Cup\", \"BBC Radio 4\") or a title, "
+                    "not the concept.")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
 
@@ -131,6 +136,19 @@ class AliasMentions(Stage):
                                             lambda: frozenset(_first_word(k) for k in self.vocab))
         self.stop = {s.casefold() for s in p.stopwords}
         self.articles = {normalize_alias(a) for a in p.leading_articles}
+        self.common: dict[str, bool] = {}
+
+    def _common_noun(self, key: str) -> bool:
+        """True when every entity named ``key`` has a label without capitals (a concept, not a name)."""
+        if key not in self.common:
+            ents = self.kb.get(self.kb.lookup_alias(key))
+            self.common[key] = bool(ents) and all(e.label == e.label.lower() for e in ents)
+        return self.common[key]
+
+    def _names(self, key: str, surface: str) -> bool:
+        """Whether a matched span names KB entities here (see ``skip_common_nouns``)."""
+        p: AliasMentionsParams = self.params  # type: ignore[assignment]
+        return not (p.skip_common_nouns and surface != surface.lower() and self._common_noun(key))
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         from glinker.kb.store import normalize_alias
@@ -162,13 +180,14 @@ class AliasMentions(Stage):
                     key = normalize_alias(surface)
                     if n == 1 and key in self.stop:
                         continue
-                    if key in self.vocab:
+                    if key in self.vocab and self._names(key, surface):
                         hit = (s, e, n)
                         break
                     # "U.S." at a sentence end: try without the trailing period too (only one attached to the
                     # word: "Reuters ." is the shorter span "Reuters", not "Reuters " with its space)
                     if surface.endswith(".") and len(surface) > 1 and not surface[-2].isspace() \
-                            and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars:
+                            and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars \
+                            and self._names(normalize_alias(surface[:-1]), surface):
                         hit = (s, e - 1, n)
                         break
                 if hit is None:

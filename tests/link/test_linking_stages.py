@@ -10,7 +10,7 @@ import pytest
 
 from glinker.errors import PipelineError
 from glinker.pipeline import Pipeline, loads_spec
-from glinker.types import NIL, Document, LinkedDocument, Mention
+from glinker.types import NIL, Document, Entity, LinkedDocument, Mention
 
 from .conftest import TEXTS
 
@@ -287,6 +287,24 @@ def test_alias_mentions_drop_a_leading_article(tiny_model, tiny_kb, tmp_path):
     assert [m.text for m in ms] == ["French Republic", "The Hague Court"]  # "Hague Court" is no alias
     [ms] = pipe("stages:\n  m: {type: alias_mentions, leading_articles: []}\n", tiny_model, kb)([text])
     assert [m.text for m in ms] == ["the French Republic", "The Hague Court"]
+
+
+def test_alias_mentions_skip_capitalised_common_nouns(tiny_model, tmp_path):
+    """A capitalised word whose entities all have lower-case labels ("world") is part of a longer name ("2002 World
+    Cup") or a headline, not the concept; a form that also names something ("Apple" -> Apple Inc.) still matches."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import ENTITIES, write_entities
+
+    ents = [*ENTITIES, Entity(id="Q16502", label="world", aliases=["natural world"], description="planet Earth")]
+    kb = tmp_path / "kb"
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl", ents))), kb, None)
+    text = "The 2002 World Cup in Berlin. World leaders ate an Apple."
+    [ms] = pipe("stages:\n  m: {type: alias_mentions}\n", tiny_model, kb)([text])
+    assert [m.text for m in ms] == ["Berlin", "Apple"]
+    [ms] = pipe("stages:\n  m: {type: alias_mentions, skip_common_nouns: false}\n", tiny_model, kb)([text])
+    assert [m.text for m in ms] == ["World", "Berlin", "World", "Apple"]
 
 
 def test_biencoder_mentions_carry_span_vectors(tiny_model, tiny_kb):
