@@ -121,6 +121,7 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
         rows = [("path", str(kb.path)), ("entities", f"{m.counts.get('entities', 0):,}"),
                 ("aliases", f"{m.counts.get('aliases', 0):,}"),
                 ("counted", f"{m.counts.get('alias_counts', 0):,} (alias, entity) pairs with a count (p(e|m) prior)"),
+                ("linkstats", f"{m.counts.get('link_stats', 0):,} forms with link statistics (min_link_prob)"),
                 ("vectors", f"{m.counts.get('vectors', 0):,}"), ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
                 ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe} metric={m.metric}"
                           + (f" (norm bound {m.mips_norm:.3f})" if m.mips_norm else "")),
@@ -149,6 +150,30 @@ def add(
         c = kb.upsert(ad.iter_entities(), enc)
         typer.echo(f"added {c['added']}, updated {c['updated'] + c['unchanged_text']} "
                    f"({c['updated']} re-embedded); {len(kb):,} entities")
+
+
+@kb_app.command("link-stats")
+def link_stats(path: Path = typer.Argument(..., help="KB directory."),
+               data: list[Path] = typer.Option(..., "--data", "-d",
+                                               help="Annotated documents (AIDA or ELEVANT JSONL); repeatable."),
+               limit: int | None = typer.Option(None, help="Read at most this many documents per file.")) -> None:
+    """Count how often each KB form the alias dictionary matches in annotated text is a gold mention (its link
+    probability), for ``alias_mentions``' ``min_link_prob``. Replaces earlier statistics; use training data only."""
+    from itertools import chain
+
+    from glinker.eval.datasets import iter_el
+    from glinker.kb import KB
+    from glinker.stages.mentions import count_link_stats
+
+    for f in data:
+        if not f.is_file():
+            raise typer.BadParameter(f"no such file: {f}", param_hint="--data")
+    stats, n_docs = count_link_stats(path, chain.from_iterable(iter_el(f, limit) for f in data))
+    with KB.open(path, writable=True) as kb:
+        kb.set_link_stats(stats, source=", ".join(str(f) for f in data))
+    low = sorted((a / b, -b, k) for k, (a, b) in stats.items() if b >= 3)[:8]
+    typer.echo(f"{len(stats):,} forms matched in {n_docs:,} documents; seldom mentions: "
+               + ", ".join(f"{k!r} {-nb * p:.0f}/{-nb}" for p, nb, k in low))
 
 
 @kb_app.command("remove")

@@ -117,6 +117,13 @@ class KB:
         by_key = self.store.prior(sorted(set(keys.values())))
         return {n: by_key[k] for n, k in keys.items() if k in by_key}
 
+    def link_stats(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(linked, seen) for each name with link statistics (``glinker kb link-stats``): where the alias dictionary
+        matched this form in an annotated corpus, how often the span was a gold mention. {} without statistics."""
+        keys = {n: normalize_alias(n) for n in names}
+        by_key = self.store.link_stats(sorted(set(keys.values())))
+        return {n: by_key[k] for n, k in keys.items() if k in by_key}
+
     def fuzzy(self, name: str, limit: int = 10, score_cutoff: float = 85.0,
               scorer: str = "ratio") -> list[tuple[str, str, float]]:
         """(entity id, matched alias, score 0-100) for the ``limit`` closest aliases by rapidfuzz, every homonym
@@ -269,11 +276,18 @@ class KB:
         self.store.clear_pending([r for r, _ in pend])
         return len(pend)
 
-    def _record(self, op: str, counts: dict[str, int]) -> None:
+    def set_link_stats(self, stats: dict[str, tuple[int, int]], source: str) -> None:
+        """Replace the KB's link statistics (normalised form -> (linked, seen)) in one transaction."""
+        self._need_writable()
+        self.store.replace_link_stats({normalize_alias(k): v for k, v in stats.items()})
+        self._record("link-stats", {"forms": len(stats), "source": source})
+
+    def _record(self, op: str, counts: dict[str, Any]) -> None:
         m = self.manifest
         m.counts["entities"] = self.store.count()
         m.counts["aliases"] = self.store.alias_count()
         m.counts["alias_counts"] = self.store.alias_count_pairs()
+        m.counts["link_stats"] = self.store.link_stats_count()
         if m.has_vectors:
             m.counts["vectors"] = self.index().ntotal
         m.updated = now()

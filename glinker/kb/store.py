@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS alias_counts (   -- how often a normalised form refer
     PRIMARY KEY (norm, rid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alias_counts_rid ON alias_counts(rid);
+CREATE TABLE IF NOT EXISTS link_stats (     -- where the alias dictionary matched a form in an annotated corpus:
+    norm TEXT PRIMARY KEY,                  -- how often (seen) and how often that span was a gold mention (linked)
+    linked INTEGER NOT NULL,
+    seen INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (rid INTEGER PRIMARY KEY, op TEXT NOT NULL);  -- index changes to apply
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -126,8 +131,11 @@ class EntityStore:
             self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA cache_size=-65536")
         # a store written before alias counts existed has no such table (read-only opens cannot add it)
-        self.has_alias_counts = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alias_counts'").fetchone() is not None
+        self.has_alias_counts = self._has_table("alias_counts")
+        self.has_link_stats = self._has_table("link_stats")
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL into the main file)."""
@@ -320,6 +328,27 @@ class EntityStore:
             if total > 0:
                 out[norm] = {eid: n / total for eid, n in by_entity.items()}
         return out
+
+    def link_stats(self, norms: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(linked, seen) for normalised keys that have link statistics; {} for a store without them."""
+        if not self.has_link_stats:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        for part in _chunks(list(dict.fromkeys(norms))):
+            q = f"SELECT norm, linked, seen FROM link_stats WHERE norm IN ({','.join('?' * len(part))})"
+            out.update((n, (int(a), int(b))) for n, a, b in self.db.execute(q, list(part)))
+        return out
+
+    def link_stats_count(self) -> int:
+        """Number of forms with link statistics."""
+        return int(self.db.execute("SELECT COUNT(*) FROM link_stats").fetchone()[0]) if self.has_link_stats else 0
+
+    def replace_link_stats(self, stats: dict[str, tuple[int, int]]) -> None:
+        """Replace every form's link statistics in one transaction (all or nothing)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM link_stats")
+            self.db.executemany("INSERT INTO link_stats(norm, linked, seen) VALUES (?, ?, ?)",
+                                ((k, int(a), int(b)) for k, (a, b) in sorted(stats.items())))
 
     def alias_vocab(self) -> list[str]:
         """Every distinct normalised alias (the fuzzy-matching vocabulary)."""

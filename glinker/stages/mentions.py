@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Sequence
 
 from pydantic import Field, field_validator
@@ -109,6 +112,13 @@ class AliasMentionsParams(StageParams):
         description="Skip a capitalised match whose entities all have lower-case labels (\"world\", \"radio\"): in "
                     "running text it is part of a longer name (\"2002 World Cup\", \"BBC Radio 4\") or a title, "
                     "not the concept.")
+    min_link_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Skip a form whose link probability in the KB's link statistics (`glinker kb link-stats`: how "
+                    "often the form was a gold mention where this stage matched it in an annotated corpus) is below "
+                    "this (\"June\", \"Division\"); forms without statistics are kept. 0 turns it off.")
+    link_prob_min_seen: int = Field(
+        default=3, ge=1, description="Only forms matched at least this often in that corpus are judged by it.")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
 
@@ -137,6 +147,7 @@ class AliasMentions(Stage):
         self.stop = {s.casefold() for s in p.stopwords}
         self.articles = {normalize_alias(a) for a in p.leading_articles}
         self.common: dict[str, bool] = {}
+        self.rare: dict[str, bool] = {}
 
     def _common_noun(self, key: str) -> bool:
         """True when every entity named ``key`` has a label without capitals (a concept, not a name)."""
@@ -145,10 +156,20 @@ class AliasMentions(Stage):
             self.common[key] = bool(ents) and all(e.label == e.label.lower() for e in ents)
         return self.common[key]
 
-    def _names(self, key: str, surface: str) -> bool:
-        """Whether a matched span names KB entities here (see ``skip_common_nouns``)."""
+    def _rarely_linked(self, key: str) -> bool:
+        """True when the KB's link statistics say the form is seldom a mention (see ``min_link_prob``)."""
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
-        return not (p.skip_common_nouns and surface != surface.lower() and self._common_noun(key))
+        if key not in self.rare:
+            linked, seen = self.kb.store.link_stats([key]).get(key, (0, 0))
+            self.rare[key] = seen >= p.link_prob_min_seen and linked < p.min_link_prob * seen
+        return self.rare[key]
+
+    def _names(self, key: str, surface: str) -> bool:
+        """Whether a matched span names KB entities here (see ``skip_common_nouns`` and ``min_link_prob``)."""
+        p: AliasMentionsParams = self.params  # type: ignore[assignment]
+        if p.skip_common_nouns and surface != surface.lower() and self._common_noun(key):
+            return False
+        return not (p.min_link_prob > 0 and self._rarely_linked(key))
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         from glinker.kb.store import normalize_alias
@@ -201,3 +222,37 @@ class AliasMentions(Stage):
                 i += n
             out.append(ms)
         return out
+
+
+def count_link_stats(kb: str | Path, documents: Iterable[Any], **params: Any) -> tuple[dict[str, tuple[int, int]], int]:
+    """Link statistics of a KB's forms over an annotated corpus (:class:`glinker.eval.datasets.ELDocument`s, e.g.
+    ``iter_el``): for every span ``alias_mentions`` (with ``params``, never filtering by earlier statistics) matches
+    inside a document's evaluation span, the form's ``seen`` count grows and, when a gold mention (linked or NIL)
+    has exactly that span, its ``linked`` count too. Returns (normalised form -> (linked, seen), documents read)."""
+    from glinker.kb.store import normalize_alias
+    from glinker.pipeline import Pipeline, loads_spec
+
+    stage = {**params, "type": "alias_mentions", "kb": str(Path(kb).resolve()), "min_link_prob": 0.0}
+    pipe = Pipeline(loads_spec(f"name: link-stats\nstages:\n  m: {json.dumps(stage)}\n"))
+    stats: dict[str, list[int]] = {}
+    n_docs = 0
+    batch: list[Any] = []
+
+    def flush() -> None:
+        for doc, ms in zip(batch, pipe([Document(id=d.id, text=d.text) for d in batch])):
+            gold = {(g.start, g.end) for g in doc.mentions}
+            lo, hi = doc.evaluation_span
+            for m in ms:
+                if lo <= m.start and m.end <= hi:
+                    s = stats.setdefault(normalize_alias(m.text), [0, 0])
+                    s[0] += (m.start, m.end) in gold
+                    s[1] += 1
+        batch.clear()
+
+    for doc in documents:
+        batch.append(doc)
+        n_docs += 1
+        if len(batch) == 256:
+            flush()
+    flush()
+    return {k: (a, b) for k, (a, b) in stats.items()}, n_docs
