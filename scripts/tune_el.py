@@ -4,7 +4,9 @@ Run the pipeline once on the tuning set with every feature weighted (> 0, so eac
 candidates), ``select`` with ``nil_threshold: 0``, ``one_per_span: false`` and a large ``top_k``, saving the
 links; this script then re-ranks the saved candidates for each weight combination exactly as ``rescore`` +
 ``select`` would (weighted mean of the kept features, NIL under the threshold, overlapping spans resolved by
-confidence) and scores them with the same evaluator as ``glinker eval el``. Tune on a dev set only (AIDA testa).
+confidence) and scores them with the same evaluator as ``glinker eval el``. Tune on dev sets only (AIDA testa, the
+ELEVANT OKE train splits). Several sets (``--predictions`` and ``--data`` repeated, in pairs) rank every setting by
+the mean of their EL F1, so a setting that helps one domain at another's cost does not win.
 
     glinker eval el -p PIPELINE_WITH_ALL_FEATURES.yaml --data aida_testa.jsonl --save runs/testa-features.jsonl
     python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl \\
@@ -151,8 +153,9 @@ def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: fl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--predictions", required=True, help="links saved with every feature on the candidates")
-    ap.add_argument("--data", required=True, help="gold documents of the tuning set")
+    ap.add_argument("--predictions", required=True, action="append",
+                    help="links saved with every feature on the candidates (repeatable, one per --data)")
+    ap.add_argument("--data", required=True, action="append", help="gold documents of the tuning set (repeatable)")
     ap.add_argument("--kb-ids", default=None)
     ap.add_argument("--grid", required=True, help="'feature=v1,v2 feature=v1,...' (one weight list per feature)")
     ap.add_argument("--nil", default="0", help="NIL thresholds to try, comma-separated")
@@ -161,8 +164,12 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15, help="rows to print, best EL F1 first")
     ap.add_argument("--json", default=None, help="write every row as JSON lines here")
     args = ap.parse_args()
-    gold = list(iter_el(args.data))
-    names, docs = load_features(args.predictions, args.kb)
+    if len(args.predictions) != len(args.data):
+        raise SystemExit("give one --predictions file per --data file, in the same order")
+    sets = []
+    for pred, data in zip(args.predictions, args.data):
+        names, docs = load_features(pred, args.kb)
+        sets.append((Path(data).name.split(".")[0], list(iter_el(data)), docs))
     kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]
@@ -185,19 +192,27 @@ def main() -> int:
             continue
         for mode, nil in itertools.product(modes if weights.get("prior", 0) > 0 else ["zero"], nils):
             m, w = effective(mode, weights, kb_counted)
-            links = relink(names, docs, w, nil, m)
-            rep = evaluate_el(gold, predictions_from_linked(links), kb=kb, ks=[1])
+            per_set = {}
+            for set_name, gold, docs in sets:
+                rep = evaluate_el(gold, predictions_from_linked(relink(names, docs, w, nil, m)), kb=kb, ks=[1])
+                per_set[set_name] = {"f1": rep.linking.f1, "p": rep.linking.precision, "r": rep.linking.recall,
+                                     "ed_acc": rep.ed_acc}
             rows.append({"weights": {k: v for k, v in weights.items() if v > 0}, "missing_prior": mode, "nil": nil,
-                         "f1": rep.linking.f1, "p": rep.linking.precision, "r": rep.linking.recall,
-                         "ed_acc": rep.ed_acc})
+                         **(next(iter(per_set.values())) if len(sets) == 1 else
+                            {"f1": sum(r["f1"] for r in per_set.values()) / len(sets), "sets": per_set})})
     rows.sort(key=lambda r: -r["f1"])
     if args.json:
         Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print("| weights | missing_prior | NIL | EL F1 | P | R | ED acc |\n|---|---|---|---|---|---|---|")
+    if len(sets) == 1:
+        print("| weights | missing_prior | NIL | EL F1 | P | R | ED acc |\n|---|---|---|---|---|---|---|")
+    else:
+        print("| weights | missing_prior | NIL | mean EL F1 | " + " | ".join(n for n, *_ in sets) + " |\n|"
+              + "---|" * (4 + len(sets)))
     for r in rows[: args.top]:
         wt = ", ".join(f"{k} {v:g}" for k, v in r["weights"].items())
-        print(f"| {wt} | {r['missing_prior']} | {r['nil']:g} | {100 * r['f1']:.1f} | {100 * r['p']:.1f} | {100 * r['r']:.1f} | "
-              f"{100 * r['ed_acc']:.1f} |")
+        cells = ([f"{100 * r['f1']:.1f}", f"{100 * r['p']:.1f}", f"{100 * r['r']:.1f}", f"{100 * r['ed_acc']:.1f}"]
+                 if len(sets) == 1 else [f"{100 * r['f1']:.1f}", *(f"{100 * v['f1']:.1f}" for v in r["sets"].values())])
+        print(f"| {wt} | {r['missing_prior']} | {r['nil']:g} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -52,3 +52,35 @@ def test_relink_reproduces_rescore_and_select(tune, tiny_model, tiny_kb, tmp_pat
     [ref] = pipe(RUN.replace("W", w).replace("MODE", mode).replace("NIL", str(nil)), tiny_model, kb).link([doc])
     assert sorted((ln["mention"]["start"], ln["entity_id"]) for ln in got[0]["links"]) == \
         sorted((ln.mention.start, ln.entity_id) for ln in ref.links)
+
+
+def test_several_sets_rank_by_their_mean(tune, tiny_model, tmp_path, monkeypatch, capsys):
+    """Two tuning sets: each row keeps both sets' scores and ranks by their mean."""
+    import json
+
+    kb = counted_kb(tmp_path / "kb")
+    gold, saved = [], []
+    for i, (text, spans, qids) in enumerate([("Paris and Berlin.", [(0, 5), (10, 16)], ["Q90", "Q64"]),
+                                            ("Apple Google.", [(0, 5), (6, 12)], ["Q89", "Q95"])]):
+        g = tmp_path / f"gold{i}.jsonl"
+        g.write_text(json.dumps({"id": "d", "text": text, "mentions": [
+            {"start": s, "end": e, "mention": text[s:e], "wikidata_qid": q} for (s, e), q in zip(spans, qids)]}) + "\n")
+        [out] = pipe(SAVE, tiny_model, kb).link([given(*spans, text=text)])
+        p = tmp_path / f"links{i}.jsonl"
+        p.write_text(out.model_dump_json() + "\n", encoding="utf-8")
+        gold.append(g)
+        saved.append(p)
+    rows = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(sys, "argv", ["tune_el", "--predictions", str(saved[0]), "--data", str(gold[0]),
+                                      "--predictions", str(saved[1]), "--data", str(gold[1]),
+                                      "--grid", "prior=0,1 popularity=0,1", "--nil", "0", "--json", str(rows)])
+    assert tune.main() == 0
+    got = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(got) == 3 and all(set(r["sets"]) == {"gold0", "gold1"} for r in got)
+    assert all(r["f1"] == pytest.approx((r["sets"]["gold0"]["f1"] + r["sets"]["gold1"]["f1"]) / 2) for r in got)
+    assert [r["f1"] for r in got] == sorted((r["f1"] for r in got), reverse=True)
+    assert "| mean EL F1 | gold0 | gold1 |" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["tune_el", "--predictions", str(saved[0]), "--data", str(gold[0]),
+                                      "--data", str(gold[1]), "--grid", "prior=1"])
+    with pytest.raises(SystemExit, match="one --predictions file per --data"):
+        tune.main()
