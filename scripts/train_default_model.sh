@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model glinker-bi-minilm (CPU; see docs/training.md for time and hardware).
-# Re-running resumes from the last checkpoints in runs/glinker-bi-minilm{,-stage2}/checkpoints.
+# Re-running resumes from the last checkpoints in runs/glinker-bi-minilm*/checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -14,5 +14,8 @@ $PY scripts/make_wiki_ner.py --data "$GLINKER_DATA" --entities runs/training-ent
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm.yaml "$@"
 # stage 2: from stage 1, the top three text layers, bfloat16 autocast (49 min on one AMX core)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage2.yaml "$@"
-# stage 3: from stage 2, plus KB-typed Wikipedia sentences (open types); ships the result
-$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage3.yaml --ship glinker/models/glinker-bi-minilm "$@"
+# stage 3: from stage 2, plus KB-typed Wikipedia sentences (open types)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage3.yaml "$@"
+# stage 4: from stage 3, the top two label-encoder layers too; ships the result (v5)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage4-labels.yaml \
+    --ship glinker/models/glinker-bi-minilm "$@"

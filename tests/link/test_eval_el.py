@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -41,3 +42,17 @@ def test_eval_el_runs_a_pipeline(tmp_path, tiny_model, tiny_kb):
     assert r.exit_code == 0, r.output
     assert "NIL accuracy         1.0000  (1/1)" in r.output
     assert r.output.strip().splitlines()[-1] == "el_f1=1.0000 ed_acc=1.0000 kb_coverage=n/a"
+
+
+def test_gold_mention_twin_keeps_step_with_the_shipped_pipeline():
+    """ED accuracy is reported for pipelines/wikidata.yaml through its gold-mention twin: same candidate stages,
+    weights and NIL threshold, so a re-tuned shipped pipeline cannot leave the twin measuring something else."""
+    from glinker.pipeline.spec import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = load_spec(root / "pipelines" / "wikidata.yaml").stages
+    twin = load_spec(root / "tests" / "link" / "eval_pipelines" / "wikidata_gold_mentions.yaml").stages
+    for name in ("by_alias", "by_vector", "rescored", "links"):
+        assert twin[name].type == shipped[name].type and twin[name].params == shipped[name].params, name
+    assert {n for n, s in shipped.items() if s.type.endswith("_candidates")} == \
+        {n for n, s in twin.items() if s.type.endswith("_candidates")}
