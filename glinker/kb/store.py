@@ -95,11 +95,17 @@ class TextTemplate:
         return text.strip().rstrip(":;,-|").strip()
 
 
+try:  # orjson decodes the stored JSON columns several times faster (linking reads ~10k records per 100 documents)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency; the standard library is the fallback
+    _loads = json.loads
+
+
 def _row_to_entity(row: Sequence[Any]) -> Entity:
     _, eid, label, desc, pop, types, aliases, data, _ = row
-    d = json.loads(data)
-    return Entity.model_construct(id=eid, label=label, description=desc, popularity=pop, types=json.loads(types),
-                                  aliases=json.loads(aliases), alias_counts=d.get("alias_counts", {}),
+    d = _loads(data)
+    return Entity.model_construct(id=eid, label=label, description=desc, popularity=pop, types=_loads(types),
+                                  aliases=_loads(aliases), alias_counts=d.get("alias_counts", {}),
                                   labels=d.get("labels", {}),
                                   descriptions=d.get("descriptions", {}),
                                   aliases_by_lang=d.get("aliases_by_lang", {}), extra=d.get("extra", {}))
@@ -293,6 +299,11 @@ class EntityStore:
         return [r[0] for r in self.db.execute(
             "SELECT e.id FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=? "
             "ORDER BY e.popularity DESC, e.id", (key,))]
+
+    def labels_of_alias(self, norm: str) -> list[str]:
+        """The labels of every entity named by a normalised key (no record is decoded)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT e.label FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=?", (norm,))]
 
     def lookup_norms(self, norms: Sequence[str]) -> dict[str, list[str]]:
         """Entity ids for several normalised keys at once (key -> ids, most popular first)."""

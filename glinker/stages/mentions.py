@@ -86,6 +86,7 @@ class BiencoderMentions(Stage):
 
 
 _WORD = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]", re.UNICODE)
+_ASCII_CAPITAL = re.compile(r"[A-Z0-9]")
 
 
 def _first_word(key: str) -> str:
@@ -152,8 +153,8 @@ class AliasMentions(Stage):
     def _common_noun(self, key: str) -> bool:
         """True when every entity named ``key`` has a label without capitals (a concept, not a name)."""
         if key not in self.common:
-            ents = self.kb.get(self.kb.lookup_alias(key))
-            self.common[key] = bool(ents) and all(e.label == e.label.lower() for e in ents)
+            labels = self.kb.store.labels_of_alias(key)
+            self.common[key] = bool(labels) and all(lb == lb.lower() for lb in labels)
         return self.common[key]
 
     def _rarely_linked(self, key: str) -> bool:
@@ -179,9 +180,15 @@ class AliasMentions(Stage):
         for d_i, doc in enumerate(documents):
             text = doc.text
             toks = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+            # capitals[i]: tokens before i with an upper-case letter or a digit (require_capital, one pass)
+            capitals = [0]
+            ascii_text = text.isascii()
+            for s, e in toks:
+                capitals.append(capitals[-1] + (_ASCII_CAPITAL.search(text, s, e) is not None if ascii_text else
+                                                any(c.isupper() or c.isdigit() for c in text[s:e])))
             # A span's key starts with its first token's key when normalising cannot join characters across
             # tokens (ASCII or NFKC text): then tokens that begin no alias are skipped at once, same result.
-            prune = text.isascii() or unicodedata.is_normalized("NFKC", text)
+            prune = ascii_text or unicodedata.is_normalized("NFKC", text)
             ms: list[Mention] = []
             i = 0
             while i < len(toks):
@@ -196,7 +203,7 @@ class AliasMentions(Stage):
                     if e - s < p.min_chars:
                         continue
                     surface = text[s:e]
-                    if p.require_capital and not any(c.isupper() or c.isdigit() for c in surface):
+                    if p.require_capital and capitals[i + n] == capitals[i]:
                         continue
                     key = normalize_alias(surface)
                     if n == 1 and key in self.stop:

@@ -70,6 +70,10 @@ def _normalised(weights: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in weights.items()} if total > 0 else {}
 
 
+# features kept on a candidate under another key than their name (the retrieval scores keep theirs)
+_STORED_AS = {"alias": "alias_feature", "fuzzy": "fuzzy_feature", "dense": "dense_feature"}
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
@@ -162,13 +166,15 @@ class Rescore(Stage):
                         cs = [c for c in mc.candidates if c.entity_id in col]
                         if cs and mc.vector is not None:
                             s = E[[col[c.entity_id] for c in cs]] @ np.asarray(mc.vector, dtype=np.float32)
+                            # the biencoder feature, sigmoid of the dot product, for the mention's rows at once
+                            s = 1.0 / (1.0 + np.exp(-np.clip(s.astype(np.float64), -60.0, 60.0)))
                             bi[(d, j)] = dict(zip((c.entity_id for c in cs), s.tolist()))
         for d, row in enumerate(rows):
             borrowed = self._document_priors(row, prior) if prior and p.in_document_prior else {}
             for j, mc in enumerate(row):
                 pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
                 top = max(pops, default=0.0)
-                dots = bi.get((d, j), {})
+                dots = bi.get((d, j), {})  # entity id -> sigmoid(span . entity)
                 allowed = self.types.get(mc.mention.label or "", None)
                 pem = prior.get(mc.mention.text)
                 if pem is None:
@@ -179,8 +185,7 @@ class Rescore(Stage):
                 for c, lp in zip(mc.candidates, pops):
                     f: dict[str, float] = {}
                     if "biencoder" in self.w:
-                        dot = dots.get(c.entity_id)
-                        f["biencoder"] = _sigmoid(dot) if dot is not None else 0.0
+                        f["biencoder"] = dots.get(c.entity_id, 0.0)
                     if "popularity" in self.w:
                         f["popularity"] = lp / top if top > 0 else 0.0
                     if "prior" in w:
@@ -195,9 +200,10 @@ class Rescore(Stage):
                         ent = ents.get(c.entity_id)
                         f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
                     score = sum(wk * f[k] for k, wk in w.items())
+                    scores = c.scores
                     for k, v in f.items():
-                        c.scores[f"{k}_feature" if k in ("alias", "fuzzy", "dense") else k] = round(v, 6)
-                    c.scores[self.name] = score
+                        scores[_STORED_AS.get(k, k)] = round(v, 6)
+                    scores[self.name] = score
                     c.score = score
                 mc.candidates.sort(key=lambda c: (-c.score, c.entity_id))
                 if p.top_k is not None:
