@@ -95,19 +95,22 @@ def merge_candidate_lists(lists: list[list[MentionCandidates]]) -> list[MentionC
 
 def longer_forms(norms: list[str]) -> dict[int, list[str]]:
     """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
-    with its words ("thatcher" -> "margaret thatcher"), in document order; texts indexed by first and last word."""
-    words = [n.split() for n in norms]
-    by_edge: dict[str, list[int]] = {}
-    for k, w in enumerate(words):
+    with its words ("thatcher" -> "margaret thatcher"), in order of first occurrence; computed once per distinct
+    text (a document repeating a name 20,000 times costs what one occurrence does), indexed by first and last word."""
+    first = {n: i for i, n in reversed(list(enumerate(norms)))}  # distinct texts -> first position
+    words = {n: n.split() for n in first}
+    by_edge: dict[str, list[str]] = {}
+    for n in sorted(first, key=first.__getitem__):
+        w = words[n]
         if len(w) > 1:
             for edge in dict.fromkeys((w[0], w[-1])):
-                by_edge.setdefault(edge, []).append(k)
-    out: dict[int, list[str]] = {}
-    for j, w in enumerate(words):
+                by_edge.setdefault(edge, []).append(n)
+    found: dict[str, list[str]] = {}
+    for n, w in words.items():
         if not w:
             continue
-        for k in sorted(set(by_edge.get(w[0], [])) | set(by_edge.get(w[-1], []))):
-            w2 = words[k]
-            if len(w2) > len(w) and (w2[-len(w):] == w or w2[: len(w)] == w) and norms[k] not in out.get(j, []):
-                out.setdefault(j, []).append(norms[k])
-    return out
+        cands = sorted(set(by_edge.get(w[0], [])) | set(by_edge.get(w[-1], [])), key=first.__getitem__)
+        longer = [m for m in cands if len(words[m]) > len(w) and (words[m][-len(w):] == w or words[m][: len(w)] == w)]
+        if longer:
+            found[n] = longer
+    return {j: list(found[n]) for j, n in enumerate(norms) if n in found}

@@ -496,6 +496,11 @@ def test_alias_candidates_of_a_short_form_include_the_full_name_in_the_document(
     assert {mc.mention.text: [c.entity_id for c in mc.candidates] for mc in row}["Jobs"] == []
     assert longer_forms(["margaret thatcher", "thatcher", "mrs thatcher", "real", "real madrid", ""]) == \
         {1: ["margaret thatcher", "mrs thatcher"], 3: ["real madrid"]}
+    # forms found later in the document count too, in order of first occurrence; repeats cost nothing extra
+    assert longer_forms(["thatcher", "mrs thatcher", "thatcher", "margaret thatcher", "mrs thatcher"]) == \
+        {0: ["mrs thatcher", "margaret thatcher"], 2: ["mrs thatcher", "margaret thatcher"]}
+    many = longer_forms(["steve jobs", "jobs", "paris"] * 50_000)  # was quadratic in the repeats (minutes)
+    assert len(many) == 50_000 and many[1] == ["steve jobs"]
 
 
 def test_a_short_form_borrows_the_prior_of_its_full_name_in_the_document(tiny_model, tmp_path):
