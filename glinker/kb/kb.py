@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +113,12 @@ class KB:
         """p(entity | mention) from the KB's alias counts, for each name that has counts: name -> {entity id: p}.
 
         Names are compared by their normalised key, like alias look-ups; a KB without counts gives {}."""
-        keys = {n: normalize_alias(n) for n in names}
-        by_key = self.store.prior(sorted(set(keys.values())))
-        return {n: by_key[k] for n, k in keys.items() if k in by_key}
+        return _by_name(names, self.store.prior)
 
     def link_stats(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(linked, seen) for each name with link statistics (``glinker kb link-stats``): where the alias dictionary
         matched this form in an annotated corpus, how often the span was a gold mention. {} without statistics."""
-        keys = {n: normalize_alias(n) for n in names}
-        by_key = self.store.link_stats(sorted(set(keys.values())))
-        return {n: by_key[k] for n, k in keys.items() if k in by_key}
+        return _by_name(names, self.store.link_stats)
 
     def fuzzy(self, name: str, limit: int = 10, score_cutoff: float = 85.0,
               scorer: str = "ratio") -> list[tuple[str, str, float]]:
@@ -293,3 +289,10 @@ class KB:
         m.updated = now()
         m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
         m.save(self.path / MANIFEST)
+
+
+def _by_name(names: Sequence[str], by_keys: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
+    """A per-key store look-up answered per name: names are compared by their normalised alias key."""
+    keys = {n: normalize_alias(n) for n in names}
+    found = by_keys(sorted(set(keys.values())))
+    return {n: found[k] for n, k in keys.items() if k in found}
