@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,11 @@ def link_stats(path: Path = typer.Argument(..., help="KB directory."),
     for f in data:
         if not f.is_file():
             raise typer.BadParameter(f"no such file: {f}", param_hint="--data")
-    stats, n_docs = count_link_stats(path, chain.from_iterable(iter_el(f, limit) for f in data))
+    from tqdm import tqdm
+
+    docs = tqdm(chain.from_iterable(iter_el(f, limit) for f in data), desc="link-stats", unit="doc",
+                file=sys.stderr, disable=not sys.stderr.isatty())  # a corpus may hold millions of documents
+    stats, n_docs = count_link_stats(path, docs)
     with KB.open(path, writable=True) as kb:
         kb.set_link_stats(stats, source=", ".join(str(f) for f in data))
     low = sorted((a / b, -b, k) for k, (a, b) in stats.items() if b >= 3)[:8]
