@@ -89,6 +89,15 @@ _WORD = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]", re.UNICODE)
 _ASCII_CAPITAL = re.compile(r"[A-Z0-9]")
 
 
+_WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+
+
+def _title_case(word: str) -> bool:
+    """A capitalised word with lower-case letters ("Senate") that can continue a name: not an all-caps headline
+    word ("SENATE"), not a weekday (news writes "in Berlin Monday")."""
+    return word[:1].isupper() and any(c.islower() for c in word) and word.rstrip(".").lower() not in _WEEKDAYS
+
+
 def _first_word(key: str) -> str:
     """The first word of a normalised alias key, as the alias-mention tokenizer splits it."""
     m = _WORD.search(key)
@@ -120,6 +129,11 @@ class AliasMentionsParams(StageParams):
                     "this (\"June\", \"Division\"); forms without statistics are kept. 0 turns it off.")
     link_prob_min_seen: int = Field(
         default=3, ge=1, description="Only forms matched at least this often in that corpus are judged by it.")
+    skip_name_fragments: bool = Field(
+        default=False,
+        description="Skip a match directly followed by a Title-case word (\"United States\" in \"United States "
+                    "Senate\", \"Bayern\" in \"Bayern Munich\" when only \"Bayern\" is an alias): part of a longer "
+                    "name the KB lacks, which strong-match evaluation counts as a wrong mention.")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
 
@@ -222,6 +236,10 @@ class AliasMentions(Stage):
                     i += 1
                     continue
                 s, e, n = hit
+                if p.skip_name_fragments and i + n < len(toks) and text[e:toks[i + n][0]].isspace() \
+                        and _title_case(text[toks[i + n][0]:toks[i + n][1]]):
+                    i += 1
+                    continue
                 if n > 1 and normalize_alias(text[toks[i][0]:toks[i][1]]) in self.articles \
                         and normalize_alias(text[toks[i + 1][0]:e]) in self.vocab:
                     s = toks[i + 1][0]

@@ -307,6 +307,17 @@ def test_alias_mentions_skip_capitalised_common_nouns(tiny_model, tmp_path):
     assert [m.text for m in ms] == ["World", "Berlin", "World", "Apple"]
 
 
+def test_alias_mentions_skip_name_fragments(tiny_model, tiny_kb):
+    """With skip_name_fragments, a match directly followed by a Title-case word is part of a longer name the KB
+    lacks ("Paris Saint-Germain"); all-caps headline words, weekdays and lower-case words do not count."""
+    text = "Paris Saint-Germain beat Berlin today. PARIS WINS in Berlin Monday."
+    y = "stages:\n  m: {type: alias_mentions, skip_name_fragments: SNF}\n"
+    [ms] = pipe(y.replace("SNF", "true"), tiny_model, tiny_kb)([text])
+    assert [m.text for m in ms] == ["Berlin", "PARIS", "Berlin"]
+    [ms] = pipe(y.replace("SNF", "false"), tiny_model, tiny_kb)([text])
+    assert [m.text for m in ms] == ["Paris", "Berlin", "PARIS", "Berlin"]
+
+
 def test_biencoder_mentions_carry_span_vectors(tiny_model, tiny_kb):
     from glinker.model import BiEncoder
     from glinker.stages.records import mention_vector
