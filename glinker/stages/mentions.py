@@ -228,10 +228,11 @@ class AliasMentions(Stage):
                     # "U.S." at a sentence end: try without the trailing period too (only one attached to the
                     # word: "Reuters ." is the shorter span "Reuters", not "Reuters " with its space)
                     if surface.endswith(".") and len(surface) > 1 and not surface[-2].isspace() \
-                            and normalize_alias(surface[:-1]) in self.vocab and e - 1 - s >= p.min_chars \
-                            and self._names(normalize_alias(surface[:-1]), surface):
-                        hit = (s, e - 1, n)
-                        break
+                            and e - 1 - s >= p.min_chars:
+                        short = normalize_alias(surface[:-1])
+                        if short in self.vocab and self._names(short, surface):
+                            hit = (s, e - 1, n)
+                            break
                 if hit is None:
                     i += 1
                     continue

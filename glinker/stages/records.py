@@ -97,11 +97,12 @@ def longer_forms(norms: list[str]) -> dict[int, list[str]]:
     """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
     with its words ("thatcher" -> "margaret thatcher"), in order of first occurrence; computed once per distinct
     text (a document repeating a name 20,000 times costs what one occurrence does), indexed by first and last word."""
-    first = {n: i for i, n in reversed(list(enumerate(norms)))}  # distinct texts -> first position
+    first: dict[str, int] = {}  # distinct texts -> first position, in document order
+    for i, n in enumerate(norms):
+        first.setdefault(n, i)
     words = {n: n.split() for n in first}
     by_edge: dict[str, list[str]] = {}
-    for n in sorted(first, key=first.__getitem__):
-        w = words[n]
+    for n, w in words.items():
         if len(w) > 1:
             for edge in dict.fromkeys((w[0], w[-1])):
                 by_edge.setdefault(edge, []).append(n)

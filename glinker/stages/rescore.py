@@ -78,6 +78,13 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
+def _sigmoids(x: Any) -> Any:
+    """:func:`_sigmoid` of every element of a numpy array (float64)."""
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -60.0, 60.0)))
+
+
 def effective_missing_prior(mode: str, weights: dict[str, float], kb_counted: bool) -> tuple[str, dict[str, float]]:
     """The ``missing_prior`` mode and the weights rescore really uses: ``auto`` is ``zero`` for a KB with alias
     counts and ``popularity`` without. A KB without counts has no p(e|m) at all, so unless the mode backs off to
@@ -167,8 +174,7 @@ class Rescore(Stage):
                         if cs and mc.vector is not None:
                             s = E[[col[c.entity_id] for c in cs]] @ np.asarray(mc.vector, dtype=np.float32)
                             # the biencoder feature, sigmoid of the dot product, for the mention's rows at once
-                            s = 1.0 / (1.0 + np.exp(-np.clip(s.astype(np.float64), -60.0, 60.0)))
-                            bi[(d, j)] = dict(zip((c.entity_id for c in cs), s.tolist()))
+                            bi[(d, j)] = dict(zip((c.entity_id for c in cs), _sigmoids(s).tolist()))
         for d, row in enumerate(rows):
             borrowed = self._document_priors(row, prior) if prior and p.in_document_prior else {}
             for j, mc in enumerate(row):
