@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glinker.eval.datasets import iter_el  # noqa: E402
+from glinker.eval.datasets import iter_el_files  # noqa: E402
 from glinker.eval.el import evaluate_el, load_kb_ids, predictions_from_linked  # noqa: E402
 from glinker.io import iter_linked_jsonl  # noqa: E402
 from glinker.stages.rescore import effective_missing_prior  # noqa: E402
@@ -41,7 +41,7 @@ from glinker.types import NIL  # noqa: E402
 
 # rescore feature -> the key it is kept under on a candidate's scores
 SCORE_KEY = {"biencoder": "biencoder", "popularity": "popularity", "prior": "prior", "alias": "alias_feature",
-             "fuzzy": "fuzzy_feature", "dense": "dense_feature", "type": "type"}
+             "fuzzy": "fuzzy_feature", "dense": "dense_feature", "type": "type", "coherence": "coherence"}
 
 
 def parse_grid(spec: str) -> dict[str, list[float]]:
@@ -87,13 +87,14 @@ def load_features(path: str, kb_dir: str | None = None
             F = np.array([[c.scores.get(SCORE_KEY[n], 0.0) for n in names] for c in ln.candidates],
                          dtype=np.float64).reshape(len(ids), len(names))
             counted = any("prior" in c.scores for c in ln.candidates)
-            links.append((_Span(ln.mention.start, ln.mention.end), ids, F, counted, ln.mention.text))
+            has_coh = any("coherence" in c.scores for c in ln.candidates)  # else coherence left out of its mean
+            links.append((_Span(ln.mention.start, ln.mention.end), ids, F, counted, has_coh, ln.mention.text))
         docs.append((d.id, links))
     if kb_dir is not None:
         from glinker.kb import KB
 
         from glinker.kb.store import normalize_alias
-        from glinker.stages.records import longer_forms
+        from glinker.stages.records import longer_forms, written_as_name
 
         with KB.open(kb_dir) as kb:
             has = kb.prior(sorted({t for _, links in docs for *_, t in links}))
@@ -102,12 +103,17 @@ def load_features(path: str, kb_dir: str | None = None
             # rescore's in_document_prior: a form without counts borrows those of a longer mention of its document
             texts = [t for *_, t in links]
             norms = [normalize_alias(t) for t in texts]
-            by_norm = dict(zip(norms, texts))
             longer = longer_forms(norms)
-            return [t in has or any(by_norm[f] in has for f in longer.get(j, [])) for j, t in enumerate(texts)]
+            # ... or, when none has, the best candidate of the first longer one written as a name
+            by_norm: dict[str, str] = {}
+            for n, t in zip(norms, texts):
+                by_norm.setdefault(n, t)
+            return [t in has or any(by_norm[f] in has or written_as_name(by_norm[f]) for f in longer.get(j, []))
+                    for j, t in enumerate(texts)]
 
-        docs = [(i, [(s, ids, F, c, t) for (s, ids, F, _, t), c in zip(links, counted(links))]) for i, links in docs]
-    return names, [(i, [lk[:4] for lk in links]) for i, links in docs]
+        docs = [(i, [(s, ids, F, c, h, t) for (s, ids, F, _, h, t), c in zip(links, counted(links))])
+                for i, links in docs]
+    return names, [(i, [lk[:5] for lk in links]) for i, links in docs]
 
 
 def _weight_vector(names: list[str], weights: dict[str, float]) -> Any:
@@ -133,14 +139,23 @@ def relink(names: list[str], docs: list[Any], weights: dict[str, float], nil: fl
     if missing_prior == "zero":  # the saved prior of a form without counts (a popularity back-off) counts 0
         w_unknown = w.copy()
         w_unknown[names.index("prior")] = 0.0
+
+    def without_coherence(v: Any) -> Any:  # a mention with no context: coherence out of its mean, as in rescore
+        v, i = v.copy(), names.index("coherence")
+        rest = 1.0 - v[i]
+        v[i] = 0.0
+        return v / rest if rest > 0 else v
+
+    ws = {(True, True): w, (False, True): w_unknown, (True, False): without_coherence(w),
+          (False, False): without_coherence(w_unknown)}
     out = []
     for doc_id, links in docs:
         chosen = []
-        for span, ids, F, counted in links:
+        for span, ids, F, counted, has_coh in links:
             if not ids:
                 chosen.append(_Link(span, NIL, 0.0))
                 continue
-            s = F @ (w if counted else w_unknown)
+            s = F @ ws[(counted, has_coh)]
             top = s.max()
             best = min(ids[i] for i in np.flatnonzero(s == top))  # ties: smallest entity id, like select
             chosen.append(_Link(span, best if top >= nil else NIL, round(float(top), 6)))
@@ -155,7 +170,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predictions", required=True, action="append",
                     help="links saved with every feature on the candidates (repeatable, one per --data)")
-    ap.add_argument("--data", required=True, action="append", help="gold documents of the tuning set (repeatable)")
+    ap.add_argument("--data", required=True, action="append",
+                    help="gold documents of a tuning set (repeatable; 'A,B' reads several files as one set, as "
+                         "`glinker eval el --data A --data B` does)")
     ap.add_argument("--kb-ids", default=None)
     ap.add_argument("--grid", required=True, help="'feature=v1,v2 feature=v1,...' (one weight list per feature)")
     ap.add_argument("--nil", default="0", help="NIL thresholds to try, comma-separated")
@@ -169,7 +186,8 @@ def main() -> int:
     sets = []
     for pred, data in zip(args.predictions, args.data):
         names, docs = load_features(pred, args.kb)
-        sets.append((Path(data).name.split(".")[0], list(iter_el(data)), docs))
+        files = data.split(",")  # several files read as one set, ids prefixed as by `glinker eval el --data A --data B`
+        sets.append(("+".join(Path(f).name.split(".")[0] for f in files), list(iter_el_files(files)), docs))
     kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]

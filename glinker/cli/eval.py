@@ -140,7 +140,7 @@ def _load_predict(model: str, threshold: float, batch_size: int, device: str | N
 
 @eval_app.command("el")
 def el(
-    data: Path = typer.Option(..., "--data", "-d", help="Gold documents: AIDA JSONL or ELEVANT benchmark JSONL."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Gold documents: AIDA JSONL or ELEVANT benchmark JSONL. Repeat to score several files as one set (document ids then get the file name as a prefix)."),
     pipeline: Path | None = typer.Option(None, "--pipeline", "-p", help="Linking pipeline YAML to run on the documents."),
     predictions: Path | None = typer.Option(None, "--predictions", help="Score saved linked documents (JSONL) instead of running a pipeline."),
     save: Path | None = typer.Option(None, "--save", help="Append linked documents to this JSONL (resumes: documents already there are not re-run)."),
@@ -154,7 +154,7 @@ def el(
     kb: str | None = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
 ) -> None:
     """End-to-end InKB P/R/F1, disambiguation accuracy, recall@k, NIL accuracy and KB coverage."""
-    from glinker.eval.datasets import iter_el
+    from glinker.eval.datasets import iter_el_files
     from glinker.eval.el import evaluate_el, load_kb_ids, predictions_from_linked
 
     try:
@@ -165,7 +165,7 @@ def el(
         if (pipeline is None) == (predictions is None):
             raise ConfigError("give exactly one of --pipeline and --predictions", where="--pipeline",
                               fix="run a pipeline (--pipeline P) or score saved links (--predictions FILE)")
-        gold = list(iter_el(data, limit=limit))
+        gold = list(iter_el_files(data, limit=limit))
         ids = [d.id for d in gold]
         if predictions is not None:
             from glinker.io import iter_linked_jsonl
@@ -179,7 +179,7 @@ def el(
         report = evaluate_el(gold, preds, kb=kb, ks=k_list, exclude_coref=exclude_coref)
     except GlinkerError as e:
         _fail(e)
-    typer.echo(f"data: {data}")
+    typer.echo(f"data: {', '.join(map(str, data))}")
     typer.echo(report.summary())
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")

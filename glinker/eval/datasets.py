@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -790,3 +790,19 @@ def iter_el(path: str | Path, limit: int | None = None) -> Iterator[ELDocument]:
         if limit is not None and i >= limit:
             return
         yield d
+
+
+def iter_el_files(paths: Sequence[str | Path], limit: int | None = None) -> Iterator[ELDocument]:
+    """:func:`iter_el` over one or several files read as one set. With several, every document id is prefixed
+    with its file's name up to the first dot (``oke-2015-train:0``), since separately numbered files repeat
+    ids (the evaluator refuses a repeated id); ``limit`` counts over all of them."""
+    n = 0
+    for path in paths:
+        prefix = f"{Path(path).name.split('.')[0]}:" if len(paths) > 1 else ""
+        for d in iter_el(path):
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            if prefix:
+                d.id = prefix + d.id
+            yield d

@@ -178,7 +178,17 @@ def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink]
     """
     in_kb = _membership(kb)
     rep = ELReport(recall_hits={k: 0 for k in ks})
-    docs = {d.id: d for d in gold}
+    docs: dict[str, ELDocument] = {}
+    for d in gold:
+        if d.id in docs:
+            src = d.meta.get("source")
+            raise DataError(f"document id {d.id!r} occurs twice in the gold data; predictions are matched to "
+                            f"documents by id, so the two could not be told apart",
+                            where=f"{src}:{d.meta.get('line')}" if src else f"document {d.id!r}",
+                            fix="give every document a unique id; to score several files as one set, pass each "
+                                "file (`glinker eval el --data A --data B` prefixes the ids with the file names) "
+                                "rather than concatenating them")
+        docs[d.id] = d
     by_doc: dict[str, dict[tuple[int, int], PredictedLink]] = {d: {} for d in docs}
     for p in predictions:
         rep.predictions += 1

@@ -10,15 +10,17 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
+from glinker.errors import KBError
 from glinker.pipeline.stage import Stage, StageParams
-from glinker.stages.records import CANDIDATES, MentionCandidates, longer_forms, merge_candidate_lists
+from glinker.stages.records import (CANDIDATES, MentionCandidates, longer_forms, merge_candidate_lists,
+                                    written_as_name)
 from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, entity_vectors, load_model, open_kb,
                                       window_cache)
 from glinker.types import Document
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("biencoder", "popularity", "prior", "alias", "fuzzy", "dense", "type")
+FEATURES = ("biencoder", "popularity", "prior", "alias", "fuzzy", "dense", "type", "coherence")
 
 
 class RescoreParams(StageParams):
@@ -29,7 +31,11 @@ class RescoreParams(StageParams):
                     "(p(entity | mention) from the KB's alias counts for the mention's normalised text; a form "
                     "without counts: see `missing_prior`; left out of the mean when the KB has no alias counts at "
                     "all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval "
-                    "score), type (1 if the mention's label maps to one of the entity's types, else 0).")
+                    "score), type (1 if the mention's label maps to one of the entity's types, else 0), coherence (cosine, "
+                    "floored at 0, of the entity's vector with the document's other mentions: the sum of their "
+                    "best candidates' unit vectors weighted by their scores before coherence, mentions of the "
+                    "same form left out; a mention with no other form in its document leaves coherence out of "
+                    "its mean).")
     missing_prior: Literal["zero", "skip", "popularity", "auto"] = Field(
         default="zero",
         description="A mention whose normalised text has no alias counts in the KB (the prior is unknown, not "
@@ -48,7 +54,10 @@ class RescoreParams(StageParams):
         default=True,
         description="A mention whose form has no alias counts borrows the p(e|m) of a longer mention of its "
                     "document that begins or ends with its words (\"Thatcher\" after \"Margaret Thatcher\"), "
-                    "before `missing_prior` applies.")
+                    "before `missing_prior` applies; when no such longer mention has counts either (\"Wiesel\" "
+                    "after \"Elie Wiesel\"), the best candidate of the first longer one written as a name (every word "
+                    "capitalised: not \"University of Pisa\" for \"Pisa\") is the short one's prior, with the longer "
+                    "mention's score as its value, if it is among the short one's candidates.")
     top_k: int | None = Field(default=None, ge=1, description="Keep only the best k candidates per mention (after sorting).")
     kb: KBRef | None = Field(default=None, description="KB (default: the pipeline's `kb`).")
     model: str | None = Field(default=None, description="Bi-encoder (default: the pipeline's `model`).")
@@ -62,6 +71,9 @@ class RescoreParams(StageParams):
             raise ValueError(f"unknown feature(s) {bad}; features: {', '.join(FEATURES)}")
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError("weights must be >= 0 with at least one > 0")
+        if v.get("coherence", 0) > 0 and not any(w > 0 for k, w in v.items() if k != "coherence"):
+            raise ValueError("coherence compares a candidate with the document's best candidates, which the other "
+                             "features choose: give at least one other feature a weight > 0")
         return v
 
 
@@ -127,6 +139,11 @@ class Rescore(Stage):
         if self.use_model:
             self.model = load_model(self.context, p.model)
             check_kb_vectors(self.kb, self.model, f"stage {self.name!r}")
+        if p.weights.get("coherence", 0) > 0 and not self.kb.manifest.has_vectors:
+            raise KBError(f"KB {self.kb.root} has no entity vectors (built with --model none), which the "
+                          f"'coherence' feature compares", where=f"stage {self.name!r}",
+                          fix="rebuild the KB with --model, or set the coherence weight to 0")
+        if self.use_model or p.weights.get("coherence", 0) > 0:
             self.vectors = entity_vectors(self.context, self.kb)
         weights = {k: v for k, v in p.weights.items() if v > 0}
         counted = bool(self.kb.store.alias_count_pairs()) if "prior" in weights else True
@@ -153,6 +170,7 @@ class Rescore(Stage):
         ents = self.entities.get(ids)
         bi: dict[tuple[int, int], Any] = {}
         prior = self.kb.prior([mc.mention.text for row in rows for mc in row]) if "prior" in self.w else {}
+        evec = self.vectors.get(ids) if ids and (self.use_model or "coherence" in self.w) else {}
         if self.use_model and ids:
             # span vectors: those carried along, else one pass for the batch
             missing = [[mc.mention for mc in row if mc.vector is None] for row in rows]
@@ -163,7 +181,6 @@ class Rescore(Stage):
                     for mc in row:
                         if mc.vector is None:
                             mc.vector = next(it)
-            evec = self.vectors.get(ids)
             known = [e for e in ids if e in evec]
             if known:
                 col = {e: i for i, e in enumerate(known)}
@@ -175,64 +192,135 @@ class Rescore(Stage):
                             s = E[[col[c.entity_id] for c in cs]] @ np.asarray(mc.vector, dtype=np.float32)
                             # the biencoder feature, sigmoid of the dot product, for the mention's rows at once
                             bi[(d, j)] = dict(zip((c.entity_id for c in cs), _sigmoids(s).tolist()))
+        w_coh = self.w.get("coherence", 0.0)
         for d, row in enumerate(rows):
-            borrowed = self._document_priors(row, prior) if prior and p.in_document_prior else {}
+            borrowed, longer = (self._document_priors(row, prior) if "prior" in self.w and p.in_document_prior
+                                else ({}, {}))
+            coh_w = []  # each mention's coherence weight (its weights depend on whether its prior is known)
             for j, mc in enumerate(row):
-                pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
-                top = max(pops, default=0.0)
-                dots = bi.get((d, j), {})  # entity id -> sigmoid(span . entity)
-                allowed = self.types.get(mc.mention.label or "", None)
                 pem = prior.get(mc.mention.text)
                 if pem is None:
                     pem = borrowed.get(j)
                 if pem is None and self.missing == "popularity" and "prior" in self.w:
                     pem = _popularity_prior(mc.candidates, ents)
-                w = self.w if pem is not None else self.w_unknown
-                for c, lp in zip(mc.candidates, pops):
-                    f: dict[str, float] = {}
-                    if "biencoder" in self.w:
-                        f["biencoder"] = dots.get(c.entity_id, 0.0)
-                    if "popularity" in self.w:
-                        f["popularity"] = lp / top if top > 0 else 0.0
-                    if "prior" in w:
-                        f["prior"] = pem.get(c.entity_id, 0.0) if pem is not None else 0.0
-                    if "alias" in self.w:
-                        f["alias"] = c.scores.get("alias", 0.0)
-                    if "fuzzy" in self.w:
-                        f["fuzzy"] = c.scores.get("fuzzy", 0.0)
-                    if "dense" in self.w:
-                        f["dense"] = _sigmoid(c.scores["dense"]) if "dense" in c.scores else 0.0
-                    if "type" in self.w:
-                        ent = ents.get(c.entity_id)
-                        f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
-                    score = sum(wk * f[k] for k, wk in w.items())
-                    scores = c.scores
-                    for k, v in f.items():
-                        scores[_STORED_AS.get(k, k)] = round(v, 6)
-                    scores[self.name] = score
-                    c.score = score
+                coh_w.append(self._score_mention(mc, pem, ents, bi.get((d, j), {})))
+            # a short form whose longer mention has no counts either ("Wiesel" after "Elie Wiesel"): the longer
+            # mention's best candidate, with its score as the prior
+            for j, k in longer.items():
+                best = max(row[k].candidates, key=lambda c: (c.score, c.entity_id), default=None)
+                if best is not None and any(c.entity_id == best.entity_id for c in row[j].candidates):
+                    coh_w[j] = self._score_mention(row[j], {best.entity_id: best.score}, ents, bi.get((d, j), {}))
+            if w_coh > 0:
+                self._add_coherence(row, evec, coh_w, self.name)
+            for mc in row:
                 mc.candidates.sort(key=lambda c: (-c.score, c.entity_id))
                 if p.top_k is not None:
                     del mc.candidates[p.top_k:]
         return rows
 
+    def _score_mention(self, mc: MentionCandidates, pem: dict[str, float] | None, ents: dict[str, Any],
+                       dots: dict[str, float]) -> float:
+        """Compute the features of one mention's candidates and their score before coherence (the weighted mean
+        of the other features); ``pem`` is its p(e|m), None when unknown. Returns its coherence weight."""
+        pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
+        top = max(pops, default=0.0)
+        allowed = self.types.get(mc.mention.label or "", None)
+        w = self.w if pem is not None else self.w_unknown
+        rest = 1.0 - w.get("coherence", 0.0)
+        for c, lp in zip(mc.candidates, pops):
+            f: dict[str, float] = {}
+            if "biencoder" in self.w:
+                f["biencoder"] = dots.get(c.entity_id, 0.0)  # sigmoid(span . entity)
+            if "popularity" in self.w:
+                f["popularity"] = lp / top if top > 0 else 0.0
+            if "prior" in w:
+                f["prior"] = pem.get(c.entity_id, 0.0) if pem is not None else 0.0
+            if "alias" in self.w:
+                f["alias"] = c.scores.get("alias", 0.0)
+            if "fuzzy" in self.w:
+                f["fuzzy"] = c.scores.get("fuzzy", 0.0)
+            if "dense" in self.w:
+                f["dense"] = _sigmoid(c.scores["dense"]) if "dense" in c.scores else 0.0
+            if "type" in self.w:
+                ent = ents.get(c.entity_id)
+                f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
+            score = sum(wk * f[k] for k, wk in w.items() if k != "coherence") / rest if rest > 0 else 0.0
+            scores = c.scores
+            scores.pop("prior", None)  # a second pass with a borrowed prior replaces the first's features
+            for k, v in f.items():
+                scores[_STORED_AS.get(k, k)] = round(v, 6)
+            scores[self.name] = score
+            c.score = score
+        return w.get("coherence", 0.0)
+
     @staticmethod
-    def _document_priors(row: Sequence[MentionCandidates], prior: dict[str, Any]) -> dict[int, Any]:
-        """Mention index -> the p(e|m) of the first longer mention of the document with counts whose words
-        begin or end with this one's, for the mentions whose own form has none."""
+    def _add_coherence(row: Sequence[MentionCandidates], evec: dict[str, Any], weights: Sequence[float],
+                       name: str) -> None:
+        """Mix the ``coherence`` feature into the scores of one document's candidates (see the ``weights``
+        description): each mention's context is the score-weighted sum of the unit vectors of the best
+        candidates of the document's mentions of other forms."""
+        import numpy as np
+
+        from glinker.kb.store import normalize_alias
+
+        def unit(e: str) -> Any:
+            v = np.asarray(evec[e], dtype=np.float32)
+            n = float(np.linalg.norm(v))
+            return v / n if n > 0 else None
+
+        by_form: dict[str, Any] = {}
+        forms = []
+        for mc in row:
+            form = normalize_alias(mc.mention.text)
+            forms.append(form)
+            best = max(mc.candidates, key=lambda c: (c.score, c.entity_id), default=None)
+            if best is None or best.score <= 0 or best.entity_id not in evec:
+                continue
+            u = unit(best.entity_id)
+            if u is not None:
+                by_form[form] = by_form.get(form, 0.0) + best.score * u
+        if not by_form:
+            return
+        total = sum(by_form.values())
+        for mc, form, wc in zip(row, forms, weights):
+            ctx = total - by_form[form] if form in by_form else total
+            norm = float(np.linalg.norm(ctx))
+            if norm <= 0:
+                continue  # no other form: coherence stays out of this mention's mean
+            ctx = ctx / norm
+            for c in mc.candidates:
+                u = unit(c.entity_id) if c.entity_id in evec else None
+                coh = max(0.0, float(u @ ctx)) if u is not None else 0.0
+                c.scores["coherence"] = round(coh, 6)
+                c.score = (1.0 - wc) * c.score + wc * coh
+                c.scores[name] = c.score
+
+    @staticmethod
+    def _document_priors(row: Sequence[MentionCandidates], prior: dict[str, Any]
+                         ) -> tuple[dict[int, Any], dict[int, int]]:
+        """For the mentions whose own form has no counts: (mention index -> the p(e|m) of the first longer
+        mention of the document with counts whose words begin or end with this one's; mention index -> the
+        index of the first such longer mention, for those where no longer one has counts)."""
         from glinker.kb.store import normalize_alias
 
         norms = [normalize_alias(mc.mention.text) for mc in row]
         counted = {n: prior[mc.mention.text] for n, mc in zip(norms, row) if mc.mention.text in prior}
-        if not counted:
-            return {}
-        out = {}
+        first: dict[str, int] = {}
+        for i, n in enumerate(norms):
+            first.setdefault(n, i)
+        borrowed, longer = {}, {}
         for j, forms in longer_forms(norms).items():
             if row[j].mention.text not in prior:
                 pem = next((counted[f] for f in forms if f in counted), None)
                 if pem is not None:
-                    out[j] = pem
-        return out
+                    borrowed[j] = pem
+                else:
+                    # a name in full, not a phrase ("University of Pisa" does not make "Pisa" the university)
+                    k = next((first[f] for f in forms
+                              if row[first[f]].candidates and written_as_name(row[first[f]].mention.text)), None)
+                    if k is not None:
+                        longer[j] = k
+        return borrowed, longer
 
     def count(self, output: Any) -> int:
         return sum(len(mc.candidates) for row in output for mc in row)

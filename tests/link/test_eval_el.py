@@ -56,3 +56,28 @@ def test_gold_mention_twin_keeps_step_with_the_shipped_pipeline():
         assert twin[name].type == shipped[name].type and twin[name].params == shipped[name].params, name
     assert {n for n, s in shipped.items() if s.type.endswith("_candidates")} == \
         {n for n, s in twin.items() if s.type.endswith("_candidates")}
+
+
+def test_several_files_score_as_one_set_and_repeated_ids_are_refused(tmp_path, tiny_model, tiny_kb):
+    """Separately numbered files (the ELEVANT OKE train splits both start at id 0) score as one set with
+    `--data A --data B`; concatenated into one file, the repeated ids are an error naming the line, not documents
+    silently merged."""
+    a, b, both = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "both.jsonl"
+    a.write_text(json.dumps({**GOLD[0], "id": "0"}) + "\n")
+    b.write_text(json.dumps({**GOLD[1], "id": "0"}) + "\n")
+    both.write_text(a.read_text() + b.read_text())
+    p = tmp_path / "e2e.yaml"
+    p.write_text(f"name: e2e\nkb: {tiny_kb}\nstages:\n  m: {{type: alias_mentions}}\n"
+                 "  a: {type: alias_candidates, input: m}\n"
+                 "  r: {type: rescore, input: a, weights: {popularity: 1.0}}\n"
+                 "  links: {type: select, input: r}\n")
+    save = tmp_path / "saved.jsonl"
+    r = CliRunner().invoke(app, ["eval", "el", "-p", str(p), "--data", str(a), "--data", str(b), "--save", str(save)])
+    assert r.exit_code == 0, r.output
+    assert "InKB gold mentions   4" in r.output and "documents            2" in r.output
+    assert r.output.strip().splitlines()[-1].startswith("el_f1=1.0000")
+    assert [json.loads(x)["id"] for x in save.read_text().splitlines()] == ["a:0", "b:0"]
+    r = CliRunner().invoke(app, ["eval", "el", "-p", str(p), "--data", str(both)])
+    assert r.exit_code != 0
+    flat = " ".join(r.output.split())
+    assert "occurs twice" in flat and "both.jsonl:2" in flat.replace(" ", "") and "--data A --data B" in flat

@@ -84,3 +84,26 @@ def test_several_sets_rank_by_their_mean(tune, tiny_model, tmp_path, monkeypatch
                                       "--data", str(gold[1]), "--grid", "prior=1"])
     with pytest.raises(SystemExit, match="one --predictions file per --data"):
         tune.main()
+
+
+@pytest.mark.parametrize("mode", ["zero", "popularity"])
+@pytest.mark.parametrize("coherence", [0.5, 3.0])
+def test_relink_reproduces_coherence(tune, tiny_model, tiny_kb, tmp_path, mode, coherence):
+    """Coherence saved with a tiny weight (the same other weights, so the same best candidates make the context)
+    re-weighted offline as rescore does, including a document with one form only (coherence left out)."""
+    weights = {"prior": 1.0, "alias": 1.0, "popularity": 1.0}
+    w = ", ".join(f"{k}: {v}" for k, v in weights.items())
+    save = SAVE.replace("{prior: 1.0, alias: 1.0, popularity: 1.0}, missing_prior: popularity",
+                        "{" + w + ", coherence: 0.001}, missing_prior: " + mode)
+    docs = [given((0, 5), (10, 16), (18, 23), (28, 34), (36, 41), text="Paris and Berlin. Apple and Google. Paris again."),
+            given((0, 5), (7, 12), text="Paris, Paris.")]
+    saved = pipe(save, tiny_model, tiny_kb).link(docs)
+    path = tmp_path / "links.jsonl"
+    path.write_text("".join(s.model_copy(update={"id": f"d{i}"}).model_dump_json() + "\n" for i, s in enumerate(saved)))
+    names, feats = tune.load_features(str(path), str(tiny_kb))
+    m, full = tune.effective(mode, {**weights, "coherence": coherence}, False)  # the tiny KB has no counts
+    got = tune.relink(names, feats, full, 0.45, m)
+    run = RUN.replace("W", "{" + w + f", coherence: {coherence}" + "}").replace("MODE", mode).replace("NIL", "0.45")
+    ref = pipe(run, tiny_model, tiny_kb).link(docs)
+    assert [sorted((ln["mention"]["start"], ln["entity_id"]) for ln in g["links"]) for g in got] == \
+        [sorted((ln.mention.start, ln.entity_id) for ln in r.links) for r in ref]
