@@ -93,8 +93,8 @@ def load_features(path: str, kb_dir: str | None = None
     if kb_dir is not None:
         from glinker.kb import KB
 
-        from glinker.kb.store import normalize_alias
-        from glinker.stages.records import longer_forms, written_as_name
+        from glinker.kb.store import normalize_alias, written_as_name
+        from glinker.stages.records import longer_forms
 
         with KB.open(kb_dir) as kb:
             has = kb.prior(sorted({t for _, links in docs for *_, t in links}))

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS link_stats (     -- where the alias dictionary matche
     linked INTEGER NOT NULL,
     seen INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS name_parts (     -- a person's last name ("wiesel" -> Elie Wiesel), for mentions that
+    norm TEXT NOT NULL,                     -- match no alias (see name_part)
+    rid INTEGER NOT NULL,
+    PRIMARY KEY (norm, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS name_parts_rid ON name_parts(rid);
 CREATE TABLE IF NOT EXISTS pending (rid INTEGER PRIMARY KEY, op TEXT NOT NULL);  -- index changes to apply
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -60,6 +66,30 @@ def normalize_alias(name: str) -> str:
     if name.isascii():  # fast path: NFKC and casefold are identities on ASCII, except case
         return " ".join(name.lower().split())
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def written_as_name(text: str) -> bool:
+    """Every word capitalised or not a word ("Elie Wiesel", "J. R. R. Tolkien"), not a phrase ("University of
+    Pisa")."""
+    return all(w[:1].isupper() or not w[:1].isalpha() for w in text.split())
+
+
+HUMAN = "Q5"
+
+
+def name_part(e: Entity) -> str | None:
+    """The normalised last name under which a person can be found by a mention of it alone ("Wiesel" -> Elie
+    Wiesel), or None: the label (without a trailing "(...)") written as a name of 2-4 words whose last word is
+    alphabetic with at least 3 letters, not all capitals (not "Louis XIV"); an entity with types must be a human (Q5), one without any (a KB whose
+    source gives none) is taken on its label alone."""
+    if e.types and HUMAN not in e.types:
+        return None
+    label = e.label.split(" (", 1)[0].strip()
+    words = label.split()
+    if not 2 <= len(words) <= 4 or not written_as_name(label):
+        return None
+    last = words[-1]
+    return normalize_alias(last) if len(last) >= 3 and last.isalpha() and not last.isupper() else None
 
 
 def normalized_counts(counts: dict[str, float]) -> dict[str, float]:
@@ -139,6 +169,7 @@ class EntityStore:
         # a store written before alias counts existed has no such table (read-only opens cannot add it)
         self.has_alias_counts = self._has_table("alias_counts")
         self.has_link_stats = self._has_table("link_stats")
+        self.has_name_parts = self._has_table("name_parts")
 
     def _has_table(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
@@ -215,6 +246,9 @@ class EntityStore:
                                 "data=?, text_hash=? WHERE rid=?", [(*vals[1:], rid) for rid, vals in updated])
             self.db.executemany("DELETE FROM aliases WHERE rid=?", [(rid,) for rid, _ in updated])
             self.db.executemany("DELETE FROM alias_counts WHERE rid=?", [(rid,) for rid, _ in updated])
+            self.db.executemany("DELETE FROM name_parts WHERE rid=?", [(rid,) for rid, _ in updated])
+            self.db.executemany("INSERT OR IGNORE INTO name_parts(norm, rid) VALUES (?, ?)",
+                                sorted((n, rid) for rid, _, e, _ in final.values() if (n := name_part(e))))
             alias_rows = sorted({(n, rid) for rid, _, e, _ in final.values()
                                  for n in map(normalize_alias, e.names()) if n})  # key order: fast B-tree inserts
             self.db.executemany("INSERT OR IGNORE INTO aliases(norm, rid) VALUES (?, ?)", alias_rows)
@@ -240,6 +274,7 @@ class EntityStore:
                     self.db.execute("DELETE FROM entities WHERE rid=?", (rid,))
                     self.db.execute("DELETE FROM aliases WHERE rid=?", (rid,))
                     self.db.execute("DELETE FROM alias_counts WHERE rid=?", (rid,))
+                    self.db.execute("DELETE FROM name_parts WHERE rid=?", (rid,))
                     if track_pending:
                         self.db.execute("INSERT OR REPLACE INTO pending(rid, op) VALUES (?, 'del')", (rid,))
                     removed.append(eid)
@@ -307,13 +342,26 @@ class EntityStore:
 
     def lookup_norms(self, norms: Sequence[str]) -> dict[str, list[str]]:
         """Entity ids for several normalised keys at once (key -> ids, most popular first)."""
+        return self._ids_by_norm("aliases", norms)
+
+    def _ids_by_norm(self, table: str, norms: Sequence[str]) -> dict[str, list[str]]:
+        """key -> ids of the entities a (norm, rid) table files under it, most popular first."""
         out: dict[str, list[str]] = {}
         for part in _chunks(list(dict.fromkeys(norms))):
-            q = (f"SELECT a.norm, e.id FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm IN "
+            q = (f"SELECT a.norm, e.id FROM {table} a JOIN entities e ON e.rid=a.rid WHERE a.norm IN "
                  f"({','.join('?' * len(part))}) ORDER BY e.popularity DESC, e.id")
             for norm, eid in self.db.execute(q, list(part)):
                 out.setdefault(norm, []).append(eid)
         return out
+
+    def lookup_name_parts(self, norms: Sequence[str]) -> dict[str, list[str]]:
+        """People by normalised last name (:func:`name_part`): key -> ids, most popular first; {} for a store
+        built before name parts existed."""
+        return self._ids_by_norm("name_parts", norms) if self.has_name_parts else {}
+
+    def name_part_count(self) -> int:
+        """Number of (last name, entity) pairs (0 for a store built before name parts existed)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM name_parts").fetchone()[0]) if self.has_name_parts else 0
 
     def alias_count_pairs(self) -> int:
         """Number of (alias, entity) pairs with a count (0 for a store without counts)."""

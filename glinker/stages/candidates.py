@@ -47,6 +47,16 @@ class AliasCandidatesParams(StageParams):
         description="Also look up the longer mentions of the same document that begin or end with this one's words "
                     "(\"Thatcher\" -> \"Margaret Thatcher\", \"Real\" -> \"Real Madrid\"): a name is often "
                     "given in full once and shortened after. Their entities score as variants (0.9).")
+    name_parts: bool = Field(
+        default=False,
+        description="A one-word mention written as a name that matches no alias, and no longer mention of its "
+                    "document, looks up the people with that last name (\"Hollioake\" -> Adam Hollioake; the KB's "
+                    "name parts: humans, or in a KB without types every 2-4-word name). They score `name_part_score`.")
+    name_part_score: float = Field(default=0.8, gt=0, le=1, description="The alias score of a last-name match.")
+    name_part_labels: list[str] | None = Field(
+        default_factory=lambda: ["person"],
+        description="Only mentions with one of these labels (from the mention stage) look up last names; a mention "
+                    "without a label always may. null: any label.")
 
 
 class AliasCandidates(Stage):
@@ -62,9 +72,12 @@ class AliasCandidates(Stage):
     def warm_up(self) -> None:
         self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
         self.entities = entity_cache(self.context, self.kb)
+        if getattr(self.params, "name_parts", False) and not self.kb.store.name_part_count():
+            log.warning("stage %r: name_parts is on but KB %s has no name parts (built before they existed, or "
+                        "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
-        from glinker.kb.store import normalize_alias
+        from glinker.kb.store import normalize_alias, written_as_name
 
         p: AliasCandidatesParams = self.params  # type: ignore[assignment]
         mentions: list[list[Mention]] = inputs[0]
@@ -75,7 +88,18 @@ class AliasCandidates(Stage):
                 vs = _variants(m.text) if p.variants else [m.text]
                 keys[(d_i, j)] = list(dict.fromkeys([normalize_alias(v) for v in vs] + longer.get(j, [])))
         hits = self.kb.store.lookup_norms(sorted({k for ks in keys.values() for k in ks}))
-        ids = {e for ks in keys.values() for k in ks for e in hits.get(k, [])}
+        parts: dict[tuple[int, int], str] = {}  # mentions matching nothing -> their last-name key
+        if p.name_parts:
+            for (d_i, j), ks in keys.items():
+                m = mentions[d_i][j]
+                text = m.text.strip()
+                if (p.name_part_labels is None or m.label is None or m.label in p.name_part_labels) \
+                        and " " not in text and text.isalpha() and len(text) >= 3 and written_as_name(text) \
+                        and not any(hits.get(k) for k in ks):
+                    parts[(d_i, j)] = normalize_alias(text)
+        by_part = self.kb.store.lookup_name_parts(sorted(set(parts.values()))) if parts else {}
+        ids = {e for ks in keys.values() for k in ks for e in hits.get(k, [])} | \
+            {e for k in parts.values() for e in by_part.get(k, [])}
         ents = self.entities.get(sorted(ids))
         out = []
         for d_i, ms in enumerate(mentions):
@@ -89,6 +113,10 @@ class AliasCandidates(Stage):
                             # the entity's own label scores 1, another alias 0.95, a variant of the text 0.9
                             sc = 0.9 if rank else (1.0 if normalize_alias(ent.label) == k else 0.95)
                             found[eid] = _candidate(ent, "alias", sc)
+                for eid in by_part.get(parts.get((d_i, j), ""), []):
+                    ent = ents.get(eid)
+                    if ent is not None:
+                        found.setdefault(eid, _candidate(ent, "alias", p.name_part_score))
                 cands = sorted(found.values(), key=lambda c: (-c.score, -ents[c.entity_id].popularity, c.entity_id))
                 row.append(MentionCandidates(m, cands[: p.top_k], mention_vector(m)))
             out.append(row)
@@ -117,9 +145,12 @@ class FuzzyCandidates(Stage):
     def warm_up(self) -> None:
         self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
         self.entities = entity_cache(self.context, self.kb)
+        if getattr(self.params, "name_parts", False) and not self.kb.store.name_part_count():
+            log.warning("stage %r: name_parts is on but KB %s has no name parts (built before they existed, or "
+                        "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
-        from glinker.kb.store import normalize_alias
+        from glinker.kb.store import normalize_alias, written_as_name
 
         p: FuzzyCandidatesParams = self.params  # type: ignore[assignment]
         mentions: list[list[Mention]] = inputs[0]

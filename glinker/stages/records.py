@@ -93,12 +93,6 @@ def merge_candidate_lists(lists: list[list[MentionCandidates]]) -> list[MentionC
     return [by_span[k] for k in order]
 
 
-def written_as_name(text: str) -> bool:
-    """Every word capitalised or not a word ("Elie Wiesel", "J. R. R. Tolkien"), not a phrase ("University of
-    Pisa")."""
-    return all(w[:1].isupper() or not w[:1].isalpha() for w in text.split())
-
-
 def longer_forms(norms: list[str]) -> dict[int, list[str]]:
     """For each mention (normalised text), the longer mention texts of the same document whose words begin or end
     with its words ("thatcher" -> "margaret thatcher"), in order of first occurrence; computed once per distinct

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from glinker.errors import GlinkerError, PipelineError
-from glinker.stages.records import written_as_name
 
 from .test_linking_stages import counted_kb, given, pipe
 
@@ -88,7 +87,3 @@ def test_a_short_form_borrows_the_best_candidate_of_its_name_in_full(tiny_model,
         assert c.scores["prior"] == (pytest.approx(0.5) if on else 0.0)
         assert c.score == pytest.approx((0.5 + 0.9) / 2 if on else 0.45)
 
-
-def test_written_as_name():
-    assert written_as_name("Elie Wiesel") and written_as_name("J. R. R. Tolkien") and written_as_name("AC/DC 2")
-    assert not written_as_name("University of Pisa") and not written_as_name("the Beatles")

@@ -1,0 +1,114 @@
+"""Name parts: people found by their last name alone ("Wiesel" -> Elie Wiesel), through a real KB build, the real
+SQLite store and the alias-candidate stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from glinker.kb import KB
+from glinker.kb.adapters import load_adapter
+from glinker.kb.build import build_kb
+from glinker.kb.kb import STORE, current_generation
+from glinker.kb.store import name_part, written_as_name
+from glinker.types import Entity
+
+RECORDS = [
+    {"id": "Q18391", "label": "Elie Wiesel", "description": "writer", "types": ["Q5"], "popularity": 50},
+    {"id": "Q9", "label": "Shlomo Wiesel", "description": "shopkeeper", "popularity": 1},  # no types: by its label
+    {"id": "Q60", "label": "New York City", "description": "city", "types": ["Q515"]},  # typed, not a human
+    {"id": "Q1", "label": "Wiesel", "description": "a surname"},  # one word: it is the alias "wiesel"
+    {"id": "Q2", "label": "Ray Houghton (footballer)", "description": "Irish footballer", "types": ["Q5"]},
+]
+
+
+@pytest.mark.parametrize("label,types,expect", [
+    ("Elie Wiesel", ["Q5"], "wiesel"), ("Elie Wiesel", [], "wiesel"), ("Elie Wiesel", ["Q515"], None),
+    ("Ray Houghton (footballer)", ["Q5"], "houghton"), ("Wiesel", ["Q5"], None), ("Jo Li", ["Q5"], None),
+    ("University of Pisa", [], None), ("Louis XIV", ["Q5"], None), ("A B C D E", ["Q5"], None),
+    ("José María Aznar López", ["Q5"], "lópez"),
+])
+def test_name_part(label, types, expect):
+    assert name_part(Entity(id="Q1", label=label, types=types)) == expect
+
+
+def test_written_as_name():
+    assert written_as_name("Elie Wiesel") and written_as_name("J. R. R. Tolkien") and written_as_name("AC/DC 2")
+    assert not written_as_name("University of Pisa") and not written_as_name("the Beatles")
+
+
+@pytest.fixture()
+def kb_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "kb.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    return tmp_path / "kb"
+
+
+def test_built_updated_and_removed_with_the_entities(kb_dir: Path) -> None:
+    with KB.open(kb_dir, writable=True) as kb:
+        assert kb.store.lookup_name_parts(["wiesel", "houghton", "city", "nobody"]) == {
+            "wiesel": ["Q18391", "Q9"], "houghton": ["Q2"]}  # most popular first
+        assert kb.store.name_part_count() == 3
+        kb.upsert([Entity(id="Q9", label="Shlomo Wiesel-Feig", types=["Q5"])], None)  # not alphabetic now
+        kb.remove(["Q18391"])
+        assert kb.store.lookup_name_parts(["wiesel"]) == {}
+        kb.upsert([Entity(id="Q18391", label="Elie Wiesel", types=["Q5"])], None)
+        assert kb.store.lookup_name_parts(["wiesel"]) == {"wiesel": ["Q18391"]}
+
+
+def test_a_kb_built_before_name_parts_opens_without_them(kb_dir: Path) -> None:
+    db = sqlite3.connect(current_generation(kb_dir) / STORE)
+    db.execute("DROP TABLE name_parts")
+    db.commit()
+    db.close()
+    with KB.open(kb_dir) as kb:
+        assert not kb.store.has_name_parts
+        assert kb.store.lookup_name_parts(["wiesel"]) == {} and kb.store.name_part_count() == 0
+
+
+STAGES = """stages:
+  m: {type: given_mentions}
+  a: {type: alias_candidates, input: m, name_parts: ON}
+"""
+
+
+def _candidates(model: Path, kb: Path, text: str, *spans, on: str = "true", label: str | None = None):
+    from glinker.pipeline import Pipeline, loads_spec
+    from glinker.types import Document
+
+    p = Pipeline(loads_spec(f"name: t\nmodel: {model}\nkb: {kb}\n" + STAGES.replace("ON", on)))
+    doc = Document(id="d", text=text, meta={"mentions": [{"start": s, "end": e, "label": label} for s, e in spans]})
+    [row] = p([doc])
+    return [[(c.entity_id, c.scores["alias"]) for c in mc.candidates] for mc in row]
+
+
+def test_alias_candidates_look_up_last_names_only_when_nothing_else_matches(kb_dir: Path, tmp_path: Path) -> None:
+    from glinker.model.testing import build_tiny_checkpoint
+
+    model = build_tiny_checkpoint(tmp_path / "m", text_encoder="bert")
+    text = "Houghton scored. Wiesel wrote. Elie Wiesel spoke. houghton"
+    got = _candidates(model, kb_dir, text, (0, 8), (17, 23), (0, 8))
+    assert got[0] == [("Q2", 0.8)]
+    assert got[1] == [("Q1", 1.0)]  # "Wiesel" is an alias: no last-name look-up
+    assert _candidates(model, kb_dir, text, (0, 8), on="false") == [[]]
+    assert _candidates(model, kb_dir, text, (50, 58)) == [[]]  # not written as a name
+    assert _candidates(model, kb_dir, text, (0, 8), label="location") == [[]]  # only people by default
+    assert _candidates(model, kb_dir, text, (0, 8), label="person") == [[("Q2", 0.8)]]
+
+
+def test_name_parts_on_with_a_kb_without_them_warns(kb_dir: Path, tmp_path: Path, caplog) -> None:
+    from glinker.model.testing import build_tiny_checkpoint
+
+    db = sqlite3.connect(current_generation(kb_dir) / STORE)
+    db.execute("DELETE FROM name_parts")
+    db.commit()
+    db.close()
+    model = build_tiny_checkpoint(tmp_path / "m", text_encoder="bert")
+    with caplog.at_level(logging.WARNING):
+        assert _candidates(model, kb_dir, "Houghton scored.", (0, 8)) == [[]]
+    assert "has no name parts" in caplog.text and "glinker kb build" in caplog.text
