@@ -263,34 +263,31 @@ class Rescore(Stage):
 
         from glinker.kb.store import normalize_alias
 
-        def unit(e: str) -> Any:
-            v = np.asarray(evec[e], dtype=np.float32)
-            n = float(np.linalg.norm(v))
-            return v / n if n > 0 else None
-
+        ids = sorted({c.entity_id for mc in row for c in mc.candidates if c.entity_id in evec})
+        if not ids:
+            return
+        col = {e: i for i, e in enumerate(ids)}
+        U = np.stack([np.asarray(evec[e], dtype=np.float32) for e in ids])
+        norms = np.linalg.norm(U, axis=1, keepdims=True)
+        U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)  # unit rows (a zero vector stays 0)
         by_form: dict[str, Any] = {}
-        forms = []
-        for mc in row:
-            form = normalize_alias(mc.mention.text)
-            forms.append(form)
+        forms = [normalize_alias(mc.mention.text) for mc in row]
+        for mc, form in zip(row, forms):
             best = max(mc.candidates, key=lambda c: (c.score, c.entity_id), default=None)
-            if best is None or best.score <= 0 or best.entity_id not in evec:
-                continue
-            u = unit(best.entity_id)
-            if u is not None:
-                by_form[form] = by_form.get(form, 0.0) + best.score * u
+            if best is not None and best.score > 0 and best.entity_id in col:
+                by_form[form] = by_form.get(form, 0.0) + best.score * U[col[best.entity_id]]
         if not by_form:
             return
         total = sum(by_form.values())
         for mc, form, wc in zip(row, forms, weights):
             ctx = total - by_form[form] if form in by_form else total
             norm = float(np.linalg.norm(ctx))
-            if norm <= 0:
+            if norm <= 0 or not mc.candidates:
                 continue  # no other form: coherence stays out of this mention's mean
-            ctx = ctx / norm
-            for c in mc.candidates:
-                u = unit(c.entity_id) if c.entity_id in evec else None
-                coh = max(0.0, float(u @ ctx)) if u is not None else 0.0
+            rows_ = [col.get(c.entity_id, -1) for c in mc.candidates]
+            sims = U[rows_] @ (ctx / norm)
+            for c, r, sim in zip(mc.candidates, rows_, sims.tolist()):
+                coh = max(0.0, sim) if r >= 0 else 0.0
                 c.scores["coherence"] = round(coh, 6)
                 c.score = (1.0 - wc) * c.score + wc * coh
                 c.scores[name] = c.score
