@@ -72,7 +72,7 @@ class AliasCandidates(Stage):
     def warm_up(self) -> None:
         self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
         self.entities = entity_cache(self.context, self.kb)
-        if getattr(self.params, "name_parts", False) and not self.kb.store.name_part_count():
+        if self.params.name_parts and not self.kb.store.name_part_count():  # type: ignore[attr-defined]
             log.warning("stage %r: name_parts is on but KB %s has no name parts (built before they existed, or "
                         "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
 
@@ -145,12 +145,9 @@ class FuzzyCandidates(Stage):
     def warm_up(self) -> None:
         self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
         self.entities = entity_cache(self.context, self.kb)
-        if getattr(self.params, "name_parts", False) and not self.kb.store.name_part_count():
-            log.warning("stage %r: name_parts is on but KB %s has no name parts (built before they existed, or "
-                        "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
-        from glinker.kb.store import normalize_alias, written_as_name
+        from glinker.kb.store import normalize_alias
 
         p: FuzzyCandidatesParams = self.params  # type: ignore[assignment]
         mentions: list[list[Mention]] = inputs[0]

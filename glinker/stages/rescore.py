@@ -11,8 +11,8 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, field_validator
 
 from glinker.errors import KBError
-from glinker.pipeline.stage import Stage, StageParams
 from glinker.kb.store import written_as_name
+from glinker.pipeline.stage import Stage, StageParams
 from glinker.stages.records import CANDIDATES, MentionCandidates, longer_forms, merge_candidate_lists
 from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, entity_vectors, load_model, open_kb,
                                       window_cache)
