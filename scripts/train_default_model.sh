@@ -18,6 +18,8 @@ $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage2.yaml "$
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage3.yaml "$@"
 # stage 4: from stage 3, the top two label-encoder layers too (v5)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage4-labels.yaml "$@"
-# stage 5: from stage 4, the top four label-encoder layers; ships the result (v6)
-$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage5-labels4.yaml \
+# stage 5: from stage 4, the top four label-encoder layers (v6)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage5-labels4.yaml "$@"
+# stage 6: from stage 5, the top four text-encoder layers too; ships the result (v7)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage6-text4.yaml \
     --ship glinker/models/glinker-bi-minilm "$@"
