@@ -93,23 +93,20 @@ def load_features(path: str, kb_dir: str | None = None
     if kb_dir is not None:
         from glinker.kb import KB
 
-        from glinker.kb.store import normalize_alias, written_as_name
-        from glinker.stages.records import longer_forms
+        from glinker.kb.store import normalize_alias
+        from glinker.stages.records import document_prior_sources
 
         with KB.open(kb_dir) as kb:
             has = kb.prior(sorted({t for _, links in docs for *_, t in links}))
 
         def counted(links: list[Any]) -> list[bool]:
             # rescore's in_document_prior: a form without counts borrows those of a longer mention of its document
+            # or, when none has, the best candidate of the first longer one written as a name
             texts = [t for *_, t in links]
-            norms = [normalize_alias(t) for t in texts]
-            longer = longer_forms(norms)
-            # ... or, when none has, the best candidate of the first longer one written as a name
-            by_norm: dict[str, str] = {}
-            for n, t in zip(norms, texts):
-                by_norm.setdefault(n, t)
-            return [t in has or any(by_norm[f] in has or written_as_name(by_norm[f]) for f in longer.get(j, []))
-                    for j, t in enumerate(texts)]
+            own = [t in has for t in texts]
+            from_counts, from_name = document_prior_sources(texts, [normalize_alias(t) for t in texts], own,
+                                                            [bool(ids) for _, ids, *_ in links])
+            return [c or j in from_counts or j in from_name for j, c in enumerate(own)]
 
         docs = [(i, [(s, ids, F, c, h, t) for (s, ids, F, _, h, t), c in zip(links, counted(links))])
                 for i, links in docs]

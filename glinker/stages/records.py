@@ -9,6 +9,7 @@ later stages never encode a text again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import PrivateAttr
@@ -115,3 +116,29 @@ def longer_forms(norms: list[str]) -> dict[int, list[str]]:
         if longer:
             found[n] = longer
     return {j: list(found[n]) for j, n in enumerate(norms) if n in found}
+
+
+def document_prior_sources(texts: Sequence[str], norms: Sequence[str], counted: Sequence[bool],
+                           has_candidates: Sequence[bool]) -> tuple[dict[int, int], dict[int, int]]:
+    """Where ``rescore``'s ``in_document_prior`` finds a prior for the mentions of one document whose own form has
+    no counts: (mention index -> the first longer mention with counts whose words begin or end with its words;
+    mention index -> for those where no such mention has counts, the first one written as a name that has
+    candidates, whose best candidate it borrows: "Wiesel" after "Elie Wiesel", not "Pisa" after "University of
+    Pisa"). Indexes point at each form's first occurrence."""
+    from glinker.kb.store import written_as_name
+
+    first: dict[str, int] = {}
+    for i, n in enumerate(norms):
+        first.setdefault(n, i)
+    from_counts, from_name = {}, {}
+    for j, forms in longer_forms(list(norms)).items():
+        if counted[j]:
+            continue
+        k = next((first[f] for f in forms if counted[first[f]]), None)
+        if k is not None:
+            from_counts[j] = k
+            continue
+        k = next((first[f] for f in forms if has_candidates[first[f]] and written_as_name(texts[first[f]])), None)
+        if k is not None:
+            from_name[j] = k
+    return from_counts, from_name

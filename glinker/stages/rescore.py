@@ -11,9 +11,9 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, field_validator
 
 from glinker.errors import KBError
-from glinker.kb.store import written_as_name
+from glinker.kb.store import normalize_alias
 from glinker.pipeline.stage import Stage, StageParams
-from glinker.stages.records import CANDIDATES, MentionCandidates, longer_forms, merge_candidate_lists
+from glinker.stages.records import CANDIDATES, MentionCandidates, document_prior_sources, merge_candidate_lists
 from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, entity_vectors, load_model, open_kb,
                                       window_cache)
 from glinker.types import Document
@@ -109,6 +109,11 @@ def effective_missing_prior(mode: str, weights: dict[str, float], kb_counted: bo
     return m, weights
 
 
+def _best(candidates: Sequence[Any]) -> Any:
+    """A mention's best candidate before the final sort (highest score), or None."""
+    return max(candidates, key=lambda c: (c.score, c.entity_id), default=None)
+
+
 def _popularity_prior(candidates: Sequence[Any], ents: dict[str, Any]) -> dict[str, float]:
     """p(entity | mention) from popularity alone, for a form without alias counts: (1 + popularity) shares over
     the candidates whose alias matches the mention (retrieved by the alias stage); others get none."""
@@ -194,24 +199,27 @@ class Rescore(Stage):
                             bi[(d, j)] = dict(zip((c.entity_id for c in cs), _sigmoids(s).tolist()))
         w_coh = self.w.get("coherence", 0.0)
         for d, row in enumerate(rows):
-            borrowed, longer = (self._document_priors(row, prior) if "prior" in self.w and p.in_document_prior
-                                else ({}, {}))
+            norms = [normalize_alias(mc.mention.text) for mc in row]
+            from_counts, from_name = (
+                document_prior_sources([mc.mention.text for mc in row], norms,
+                                       [mc.mention.text in prior for mc in row], [bool(mc.candidates) for mc in row])
+                if "prior" in self.w and p.in_document_prior else ({}, {}))
             coh_w = []  # each mention's coherence weight (its weights depend on whether its prior is known)
             for j, mc in enumerate(row):
                 pem = prior.get(mc.mention.text)
-                if pem is None:
-                    pem = borrowed.get(j)
+                if pem is None and j in from_counts:
+                    pem = prior[row[from_counts[j]].mention.text]
                 if pem is None and self.missing == "popularity" and "prior" in self.w:
                     pem = _popularity_prior(mc.candidates, ents)
                 coh_w.append(self._score_mention(mc, pem, ents, bi.get((d, j), {})))
             # a short form whose longer mention has no counts either ("Wiesel" after "Elie Wiesel"): the longer
             # mention's best candidate, with its score as the prior
-            for j, k in longer.items():
-                best = max(row[k].candidates, key=lambda c: (c.score, c.entity_id), default=None)
+            for j, k in from_name.items():
+                best = _best(row[k].candidates)
                 if best is not None and any(c.entity_id == best.entity_id for c in row[j].candidates):
                     coh_w[j] = self._score_mention(row[j], {best.entity_id: best.score}, ents, bi.get((d, j), {}))
             if w_coh > 0:
-                self._add_coherence(row, evec, coh_w, self.name)
+                self._add_coherence(row, norms, evec, coh_w, self.name)
             for mc in row:
                 mc.candidates.sort(key=lambda c: (-c.score, c.entity_id))
                 if p.top_k is not None:
@@ -254,14 +262,12 @@ class Rescore(Stage):
         return w.get("coherence", 0.0)
 
     @staticmethod
-    def _add_coherence(row: Sequence[MentionCandidates], evec: dict[str, Any], weights: Sequence[float],
-                       name: str) -> None:
+    def _add_coherence(row: Sequence[MentionCandidates], forms: Sequence[str], evec: dict[str, Any],
+                       weights: Sequence[float], name: str) -> None:
         """Mix the ``coherence`` feature into the scores of one document's candidates (see the ``weights``
         description): each mention's context is the score-weighted sum of the unit vectors of the best
-        candidates of the document's mentions of other forms."""
+        candidates of the document's mentions of other forms (``forms``: their normalised texts)."""
         import numpy as np
-
-        from glinker.kb.store import normalize_alias
 
         ids = sorted({c.entity_id for mc in row for c in mc.candidates if c.entity_id in evec})
         if not ids:
@@ -271,9 +277,8 @@ class Rescore(Stage):
         norms = np.linalg.norm(U, axis=1, keepdims=True)
         U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)  # unit rows (a zero vector stays 0)
         by_form: dict[str, Any] = {}
-        forms = [normalize_alias(mc.mention.text) for mc in row]
         for mc, form in zip(row, forms):
-            best = max(mc.candidates, key=lambda c: (c.score, c.entity_id), default=None)
+            best = _best(mc.candidates)
             if best is not None and best.score > 0 and best.entity_id in col:
                 by_form[form] = by_form.get(form, 0.0) + best.score * U[col[best.entity_id]]
         if not by_form:
@@ -291,33 +296,6 @@ class Rescore(Stage):
                 c.scores["coherence"] = round(coh, 6)
                 c.score = (1.0 - wc) * c.score + wc * coh
                 c.scores[name] = c.score
-
-    @staticmethod
-    def _document_priors(row: Sequence[MentionCandidates], prior: dict[str, Any]
-                         ) -> tuple[dict[int, Any], dict[int, int]]:
-        """For the mentions whose own form has no counts: (mention index -> the p(e|m) of the first longer
-        mention of the document with counts whose words begin or end with this one's; mention index -> the
-        index of the first such longer mention, for those where no longer one has counts)."""
-        from glinker.kb.store import normalize_alias
-
-        norms = [normalize_alias(mc.mention.text) for mc in row]
-        counted = {n: prior[mc.mention.text] for n, mc in zip(norms, row) if mc.mention.text in prior}
-        first: dict[str, int] = {}
-        for i, n in enumerate(norms):
-            first.setdefault(n, i)
-        borrowed, longer = {}, {}
-        for j, forms in longer_forms(norms).items():
-            if row[j].mention.text not in prior:
-                pem = next((counted[f] for f in forms if f in counted), None)
-                if pem is not None:
-                    borrowed[j] = pem
-                else:
-                    # a name in full, not a phrase ("University of Pisa" does not make "Pisa" the university)
-                    k = next((first[f] for f in forms
-                              if row[first[f]].candidates and written_as_name(row[first[f]].mention.text)), None)
-                    if k is not None:
-                        longer[j] = k
-        return borrowed, longer
 
     def count(self, output: Any) -> int:
         return sum(len(mc.candidates) for row in output for mc in row)
