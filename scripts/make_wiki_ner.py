@@ -123,13 +123,19 @@ def annotate(words: list[str], names: dict, own: tuple[tuple[str, ...], str | No
     return typed, bad
 
 
-def main() -> None:
-    from glinker.model.words import split_words
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def data_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every distant-supervision script takes: the shared data, the KB entities, the output."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="the shared data folder (default: $GLINKER_DATA or ../shared/data)")
     ap.add_argument("--entities", required=True, help="KB entity JSONL (scripts/make_training_entities.py)")
     ap.add_argument("--out", required=True, help="output GLiNER JSON file")
+    return ap
+
+
+def main() -> None:
+    from glinker.model.words import split_words
+
+    ap = data_parser(__doc__)
     ap.add_argument("--min-ratio", type=float, default=0.0,
                     help="drop sentences with fewer typed mentions than this many times their ignored ranges")
     ap.add_argument("--min-count", type=int, default=3, help="keep types seen on at least this many mentions")

@@ -16,7 +16,8 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
           ship: Optional[Path] = typer.Option(None, help="Also write the small shipped form (trained weights "
                                               "only, encoders from their packages) into this folder."),
           ship_format: str = typer.Option("int8-diff", help="Shipped delta format: int8-diff (encoder changes as int8 "
-                                          "differences from the packaged weights, smallest) or float16."),
+                                          "differences from the packaged weights), int4-diff (4-bit differences, "
+                                          "int8 head: smallest, for many trained layers) or float16."),
           stop_at: Optional[int] = typer.Option(None, help="Stop at this step (continue later with the same command)."),
           ) -> None:
     """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""

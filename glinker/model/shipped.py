@@ -5,7 +5,11 @@ encoders it builds on), ``gliner_config.json`` and ``delta.safetensors``: every 
 packaged encoders. Format ``int8-diff`` (the default since model v4): an encoder matrix is stored as its
 difference from the packaged weight, quantised to int8 per row (``<key>.qdiff`` int8 and ``<key>.scale`` float32;
 the rounding error of an element is at most half its row's scale, max|diff|/254), every other weight (the GLiNER
-head, norms, biases) in float16; format ``float16`` (models v1-v3) stores them all in float16. On first use it is
+head, norms, biases) in float16; format ``float16`` (models v1-v3) stores them all in float16. Format ``int4-diff``
+(for models that train many encoder layers) packs an encoder matrix's difference into 4 bits, two to a byte, with a
+float16 scale per group of 64 elements of a row (``<key>.q4diff`` uint8, ``<key>.q4scale``; error at most half the
+group's scale, max|diff|/14), and stores the head's matrices as int8 per row (``.qdiff``/``.scale`` against a zero
+base). On first use it is
 materialised once into a normal gliner-format checkpoint in the cache (``$GLINKER_CACHE`` or ``~/.cache/glinker``),
 which glinker and the reference gliner both load.
 """
@@ -62,7 +66,9 @@ def _base_state(source: str) -> dict:
 
 
 QDIFF, SCALE = ".qdiff", ".scale"
-DELTA_FORMATS = ("int8-diff", "float16")
+Q4DIFF, Q4SCALE = ".q4diff", ".q4scale"
+Q4_GROUP = 64
+DELTA_FORMATS = ("int8-diff", "int4-diff", "float16")
 
 
 def quantize_diff(w: Any, base: Any) -> tuple[Any, Any]:
@@ -73,6 +79,25 @@ def quantize_diff(w: Any, base: Any) -> tuple[Any, Any]:
     scale = (d.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
     q = torch.round(d / scale).clamp_(-127, 127).to(torch.int8)
     return q.reshape(w.shape).contiguous(), scale.contiguous()
+
+
+def quantize_diff4(w: Any, base: Any, group: int = Q4_GROUP) -> tuple[Any, Any]:
+    """``(packed, scale)``: ``w - base`` in 4 bits (-7..7, stored +8, two per uint8: low nibble first) with a float16
+    scale per ``group`` consecutive elements of a row; ``w.shape[1]`` must be a multiple of ``group``."""
+    import torch
+
+    d = (w.detach().cpu().float() - base.float()).reshape(w.shape[0], -1, group)
+    scale = (d.abs().amax(dim=2, keepdim=True) / 7.0).clamp_min(1e-8).half()
+    q = (torch.round(d / scale.float()).clamp_(-7, 7) + 8).to(torch.uint8).reshape(w.shape[0], -1)
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous(), scale.squeeze(2).contiguous()
+
+
+def dequantize_diff4(packed: Any, scale: Any) -> Any:
+    """The float32 difference ``(rows, cols)`` that :func:`quantize_diff4` packed."""
+    import torch
+
+    q = torch.stack([packed & 15, packed >> 4], dim=2).reshape(packed.shape[0], -1).float() - 8.0
+    return (q.reshape(packed.shape[0], scale.shape[1], -1) * scale.float().unsqueeze(2)).reshape(packed.shape[0], -1)
 
 
 def check_delta_format(fmt: str) -> None:
@@ -86,12 +111,16 @@ def _apply_deltas(sd: dict, delta: dict) -> None:
     import torch
 
     for k, v in delta.items():
-        if k.endswith(SCALE):
+        if k.endswith((SCALE, Q4SCALE)):
             continue
         if k.endswith(QDIFF):
             key = k[: -len(QDIFF)]
             scale = delta[key + SCALE]
-            sd[key] = sd[key].float() + (v.float().reshape(v.shape[0], -1) * scale).reshape(v.shape)
+            base = sd[key].float() if key in sd else 0.0  # no base: a head matrix stored as int8 itself
+            sd[key] = base + (v.float().reshape(v.shape[0], -1) * scale).reshape(v.shape)
+        elif k.endswith(Q4DIFF):
+            key = k[: -len(Q4DIFF)]
+            sd[key] = sd[key].float() + dequantize_diff4(v, delta[key + Q4SCALE]).reshape(sd[key].shape)
         else:
             sd[k] = v.to(torch.float32)
 
@@ -120,7 +149,10 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
                 if b is not None and b.shape == v.shape and torch.equal(b.to(v.dtype), v.detach().cpu()):
                     break
                 n_params += v.numel()
-                if fmt == "int8-diff" and b is not None and b.shape == v.shape and v.dim() == 2:
+                if fmt == "int4-diff" and b is not None and b.shape == v.shape and v.dim() == 2 \
+                        and v.shape[1] % Q4_GROUP == 0:
+                    delta[k + Q4DIFF], delta[k + Q4SCALE] = quantize_diff4(v, b)
+                elif fmt in ("int8-diff", "int4-diff") and b is not None and b.shape == v.shape and v.dim() == 2:
                     delta[k + QDIFF], delta[k + SCALE] = quantize_diff(v, b)
                 else:
                     delta[k] = v.detach().cpu().to(torch.float16).contiguous()
@@ -129,7 +161,10 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
             if k.startswith("rnn.") and not v.any():
                 continue  # unused by bi-encoders; zeros are rebuilt on load
             n_params += v.numel()
-            delta[k] = v.detach().cpu().to(torch.float16).contiguous()
+            if fmt == "int4-diff" and v.dim() == 2 and min(v.shape) > 1:
+                delta[k + QDIFF], delta[k + SCALE] = quantize_diff(v, torch.zeros_like(v))
+            else:
+                delta[k] = v.detach().cpu().to(torch.float16).contiguous()
     out = Path(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
     try:
