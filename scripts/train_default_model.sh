@@ -10,6 +10,8 @@ $PY scripts/make_typed_mentions.py --el "$GLINKER_DATA/el/aida/aida_train.jsonl"
     --entities runs/training-entities.jsonl --out runs/aida-typed/train.json
 $PY scripts/make_wiki_ner.py --data "$GLINKER_DATA" --entities runs/training-entities.jsonl \
     --out runs/wiki-typed/train.json
+$PY scripts/make_fine_typed.py --data "$GLINKER_DATA" --entities runs/training-entities.jsonl \
+    --out runs/fine-typed/train.json
 # stage 1: the GLiNER head and the top text layer from the packaged encoders (70 min on one core, float32)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm.yaml "$@"
 # stage 2: from stage 1, the top three text layers, bfloat16 autocast (49 min on one AMX core)
@@ -20,6 +22,9 @@ $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage3.yaml "$
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage4-labels.yaml "$@"
 # stage 5: from stage 4, the top four label-encoder layers (v6)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage5-labels4.yaml "$@"
-# stage 6: from stage 5, the top four text-encoder layers too; ships the result (v7)
-$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage6-text4.yaml \
-    --ship glinker/models/glinker-bi-minilm "$@"
+# stage 6: from stage 5, the top four text-encoder layers too (v7)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage6-text4.yaml "$@"
+# stage 7: from stage 6, all six text and six label layers, plus the fine-typed WikiNEural/WikiANN spans; ships the
+# result (v8) as 4-bit differences
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage7-fine.yaml \
+    --ship glinker/models/glinker-bi-minilm --ship-format int4-diff "$@"
