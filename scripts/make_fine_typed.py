@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--purity", type=float, default=0.8,
                     help="share of a fine type's spans that must carry the coarse tag it is used on")
     ap.add_argument("--min-count", type=int, default=3, help="keep fine types seen on at least this many spans")
+    ap.add_argument("--resolve", action="store_true",
+                    help="a name whose KB entities have several types gets the one type among them that agrees with "
+                         "the span's coarse tag, when exactly one does (\"Boston\" LOC: city, not the band)")
     a = ap.parse_args()
     data = data_dir(a.data)
     names, _ = load_names(Path(a.entities))
@@ -53,22 +56,31 @@ def main() -> None:
                 fine = next(iter(types)) if len(types) == 1 and None not in types else None
                 if fine and t in COARSE:
                     seen[fine][t] += 1
-                spans.append((s, e, t, fine))
+                spans.append((s, e, t, fine, types - {None}))
             sentences.append((ex.tokens, spans, list(ex.ignore)))
 
     def accepted(fine: str | None, coarse: str) -> bool:
         c = seen.get(fine or "")
         return bool(c) and sum(c.values()) >= a.min_count and c[coarse] >= a.purity * sum(c.values())
 
+    def fine_type(fine: str | None, coarse: str, types: set[str]) -> str:
+        if accepted(fine, coarse):
+            return fine  # type: ignore[return-value]
+        if a.resolve and fine is None and len(types) > 1:  # homonyms: the coarse tag may leave one type standing
+            fit = [x for x in types if accepted(x, coarse)]
+            if len(fit) == 1:
+                return fit[0]
+        return coarse
+
     grams = eval_ngrams(data)
     out, kept, n_contaminated = [], Counter(), 0
     for words, spans, ignore in sentences:
         ner, ign = [], [list(r) for r in ignore]
-        for s, e, t, fine in spans:
+        for s, e, t, fine, types in spans:
             if t not in COARSE:
                 ign.append([s, e])
             else:
-                ner.append([s, e, fine if accepted(fine, t) else t])
+                ner.append([s, e, fine_type(fine, t, types)])
         if not any(t not in COARSE for *_, t in ner):
             continue
         if any(g in grams for g in ngrams(words)):

@@ -50,3 +50,37 @@ def test_fine_types_replace_coarse_tags_only_where_they_agree(tmp_path):
                         "--out", str(out), "--min-count", "1", "--purity", "0.8"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr   # 2/3 < 0.8: "city" is a name clash too often to be trusted
     assert all("city" not in [t for *_, t in ex["ner"]] for ex in json.loads(out.read_text()))
+
+
+def test_resolve_gives_homonyms_the_type_their_coarse_tag_allows(tmp_path):
+    data = tmp_path / "data"
+    for name in ("wikineural_en", "wikiann_en"):
+        (data / "ner" / "train" / name).mkdir(parents=True)
+    (data / "kb").mkdir()
+    ev = data / "ner" / "eval" / "Wiki"
+    ev.mkdir(parents=True)
+    (ev / "test.json").write_text(json.dumps([{"sentence": "unrelated words only", "entities": []}]))
+    (ev / "labels.json").write_text(json.dumps(["city"]))
+    s1 = [("Lyon", "B-LOC"), ("is", "O"), ("old", "O")]
+    s2 = [("Boston", "B-LOC"), ("is", "O"), ("cold", "O")]          # Boston: a city and a rock band
+    s3 = [("Boston", "B-ORG"), ("played", "O"), ("Kansas", "B-ORG")]  # ORG: neither type agrees
+    s4 = [("Kansas", "B-ORG"), ("toured", "O")]
+    (data / "ner" / "train" / "wikineural_en" / "val.conllu").write_text(_conllu([s1, s2, s3]))
+    (data / "ner" / "train" / "wikiann_en" / "train.conllu").write_text(_conllu([s4]))
+    ents = [{"id": "Q456", "label": "Lyon", "description": "city in France"},
+            {"id": "Q100", "label": "Boston", "description": "city in Massachusetts"},
+            {"id": "Q1", "label": "Boston", "description": "American rock band"},
+            {"id": "Q2", "label": "Kansas", "description": "American rock band"}]
+    (tmp_path / "ents.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ents))
+    out = tmp_path / "out.json"
+    base = [sys.executable, str(SCRIPT), "--data", str(data), "--entities", str(tmp_path / "ents.jsonl"),
+            "--out", str(out), "--min-count", "1"]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [ex["ner"] for ex in json.loads(out.read_text())] == [
+        [[0, 0, "city"]], [[0, 0, "organization"], [2, 2, "rock band"]], [[0, 0, "rock band"]]]
+    r = subprocess.run(base + ["--resolve"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = [ex["ner"] for ex in json.loads(out.read_text())]
+    assert got[1] == [[0, 0, "city"]]                                # LOC: only "city" agrees
+    assert got[2] == [[0, 0, "rock band"], [2, 2, "rock band"]]      # ORG: only "rock band" agrees
