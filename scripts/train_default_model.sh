@@ -12,6 +12,8 @@ $PY scripts/make_wiki_ner.py --data "$GLINKER_DATA" --entities runs/training-ent
     --out runs/wiki-typed/train.json
 $PY scripts/make_fine_typed.py --data "$GLINKER_DATA" --entities runs/training-entities.jsonl \
     --out runs/fine-typed/train.json
+$PY scripts/make_fine_typed.py --data "$GLINKER_DATA" --entities runs/training-entities.jsonl \
+    --out runs/fine-typed-resolved/train.json --resolve --purity 0.7
 # stage 1: the GLiNER head and the top text layer from the packaged encoders (70 min on one core, float32)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm.yaml "$@"
 # stage 2: from stage 1, the top three text layers, bfloat16 autocast (49 min on one AMX core)
@@ -24,7 +26,8 @@ $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage4-labels.
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage5-labels4.yaml "$@"
 # stage 6: from stage 5, the top four text-encoder layers too (v7)
 $PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage6-text4.yaml "$@"
-# stage 7: from stage 6, all six text and six label layers, plus the fine-typed WikiNEural/WikiANN spans; ships the
-# result (v8) as 4-bit differences
-$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage7-fine.yaml \
+# stage 7: from stage 6, all six text and six label layers, plus the fine-typed WikiNEural/WikiANN spans (v8)
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage7-fine.yaml "$@"
+# stage 8: from stage 7, the looser fine-typed spans; ships the result (v9) as 4-bit differences
+$PY -m glinker -v train --config examples/train/glinker-bi-minilm-stage8-fine.yaml \
     --ship glinker/models/glinker-bi-minilm --ship-format int4-diff "$@"
