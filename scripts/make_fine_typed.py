@@ -1,5 +1,5 @@
 """Fine-typed NER training data from coarse NER sets: every gold PER/ORG/LOC span of WikiNEural and WikiANN whose
-exact words name KB entities of one fine type gets that type ("Texas" LOC -> "state", "Real Madrid" ORG ->
+exact words name KB entities of one fine type gets that type ("Danube" LOC -> "river", "Real Madrid" ORG ->
 "association football club"); the other gold spans keep their coarse type (person, organization, location).
 
     .venv/bin/python scripts/make_fine_typed.py --data ../shared/data --entities runs/training-entities.jsonl \

@@ -149,10 +149,10 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
                 if b is not None and b.shape == v.shape and torch.equal(b.to(v.dtype), v.detach().cpu()):
                     break
                 n_params += v.numel()
-                if fmt == "int4-diff" and b is not None and b.shape == v.shape and v.dim() == 2 \
-                        and v.shape[1] % Q4_GROUP == 0:
+                matrix = b is not None and b.shape == v.shape and v.dim() == 2  # a difference to quantise
+                if fmt == "int4-diff" and matrix and v.shape[1] % Q4_GROUP == 0:
                     delta[k + Q4DIFF], delta[k + Q4SCALE] = quantize_diff4(v, b)
-                elif fmt in ("int8-diff", "int4-diff") and b is not None and b.shape == v.shape and v.dim() == 2:
+                elif fmt in ("int8-diff", "int4-diff") and matrix:
                     delta[k + QDIFF], delta[k + SCALE] = quantize_diff(v, b)
                 else:
                     delta[k] = v.detach().cpu().to(torch.float16).contiguous()
