@@ -52,6 +52,9 @@ def ner(
     sweep: str | None = typer.Option(
         None, "--sweep", help="Comma-separated thresholds, e.g. 0.2,0.3,0.4,0.5: one prediction pass, a row per "
         "threshold, then `best_threshold=<t>`. Pick a threshold on a dev split, never on test sets."),
+    window_words: int | None = typer.Option(
+        None, "--window-words", min=0, help="Read long texts in windows of at most N words (default: the model's "
+        "`window_words`, else its max_len; 0: max_len)."),
 ) -> None:
     """Span-level micro P/R/F1 per dataset (exact span + type), then `avg_micro_f1=<x>`."""
     from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
@@ -61,14 +64,14 @@ def ner(
         if mode not in ("gliner", "char"):
             raise ConfigError(f"unknown --mode {mode!r}", where="--mode", fix="use gliner or char")
         if sweep is not None:
-            _sweep(data, split, sweep, model, batch_size, limit, device, mode)
+            _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words)
             return
         if predictions is not None:
             report = score_predictions_file(predictions, data, mode=mode)
         else:
             folders = find_ner_datasets(data, split)
             datasets = [read_ner_dataset(f, split=split, limit=limit) for f in folders]
-            predict = _load_predict(model, threshold, batch_size, device)
+            predict = _load_predict(model, threshold, batch_size, device, window_words)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
                 report = evaluate_ner(predict, datasets, mode=mode, save_predictions=save_predictions,
@@ -85,7 +88,7 @@ def ner(
 
 
 def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limit: int | None,
-           device: str | None, mode: str) -> None:
+           device: str | None, mode: str, window_words: int | None = None) -> None:
     from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
     from glinker.eval.ner import sweep_thresholds
 
@@ -99,8 +102,8 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
     datasets = [read_ner_dataset(f, split=split, limit=limit) for f in find_ner_datasets(data, split)]
     bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
     try:
-        reports = sweep_thresholds(_load_predict(model, ts[0], batch_size, device), datasets, ts, mode=mode,
-                                   progress=(bar.update if bar is not None else None))
+        predict = _load_predict(model, ts[0], batch_size, device, window_words)
+        reports = sweep_thresholds(predict, datasets, ts, mode=mode, progress=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()
@@ -114,14 +117,15 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
     typer.echo(f"best_threshold={best:g} avg_micro_f1={reports[best].avg_micro_f1:.4f}")
 
 
-def _load_predict(model: str, threshold: float, batch_size: int, device: str | None) -> Any:
+def _load_predict(model: str, threshold: float, batch_size: int, device: str | None,
+                  window_words: int | None = None) -> Any:
     """The model's predict as the ``predict(texts, labels)`` callable the evaluator needs."""
     from glinker.errors import ModelError
 
     try:
         from glinker.model import BiEncoder
 
-        enc = BiEncoder.from_pretrained(model, device=device)
+        enc = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
     except GlinkerError as e:
         if model == DEFAULT_MODEL:
             raise ModelError(f"the default model {DEFAULT_MODEL!r} is not available ({e.message})", where="--model",

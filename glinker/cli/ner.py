@@ -112,6 +112,9 @@ def ner(
         help="Score each span against only the K labels a FAISS index retrieves (0: every label; "
         "default: 64 for label banks of 100,000 labels or more, every label below).",
     ),
+    window_words: int | None = typer.Option(
+        None, "--window-words", min=0, help="Read long texts in windows of at most N words (default: the model's "
+        "`window_words`, else its max_len; 0: max_len)."),
 ) -> None:
     """Find entities of the given LABELS in INPUT and write one JSON line per document.
 
@@ -124,7 +127,7 @@ def ner(
 
     lab = _labels(labels, labels_file, label_bank)
     docs = _read_docs(input, text_field, whole_file)  # streamed: memory does not grow with the input
-    m = BiEncoder.from_pretrained(model, device=device)
+    m = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
     if isinstance(lab, (list, dict)):
         lab = m.encode_labels(lab)  # encoded once, reused for every batch
     out = sys.stdout if output is None else output.open("w", encoding="utf-8")

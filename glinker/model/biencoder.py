@@ -77,6 +77,9 @@ class BiEncoder:
         self.source = source
         self.max_width = int(config["max_width"])
         self.max_len = int(config["max_len"])
+        # glinker's own key: the longest window (in words) a long text is chunked into; a model trained on short
+        # windows loses recall on longer inputs (docs/model.md, "Long texts"). gliner ignores it; unset: max_len
+        self.window_words = min(self.max_len, int(config.get("window_words") or self.max_len))
         self.pooling = config.get("subtoken_pooling") or "first"
         self._fingerprint: str | None = None
         self._fold: bool | None = None  # None: decide by label count (tests force either path)
@@ -92,8 +95,11 @@ class BiEncoder:
         dtype: Any = None,
         max_width: int | None = None,
         max_len: int | None = None,
+        window_words: int | None = None,
     ) -> BiEncoder:
-        """Load from a local folder or a hub id (gliner format, strict key checking)."""
+        """Load from a local folder or a hub id (gliner format, strict key checking).
+
+        ``window_words`` overrides the checkpoint's chunking window for long texts (0: ``max_len``)."""
         import torch
 
         from glinker.model.checkpoint import (
@@ -111,6 +117,10 @@ class BiEncoder:
             cfg["max_width"] = int(max_width)
         if max_len is not None:
             cfg["max_len"] = int(max_len)
+        if window_words is not None:
+            cfg.pop("window_words", None)
+            if window_words:
+                cfg["window_words"] = int(window_words)
         try:
             text_model = build_hf_encoder(cfg["encoder_config"], cfg.get("_attn_implementation"))
             label_model = build_hf_encoder(cfg["labels_encoder_config"])
@@ -169,6 +179,7 @@ class BiEncoder:
                     "transformers_version",
                     "max_len",
                     "max_width",
+                    "window_words",
                 )
             }
             h.update(json.dumps(keep, sort_keys=True, default=str).encode())
@@ -359,13 +370,14 @@ class BiEncoder:
         live = [i for i, sp in enumerate(splits) if sp.words]
         counts = subtoken_counts(self.tokenizer, [splits[i].words for i in live])
         limit = self._token_limit()
-        ov = overlap if overlap is not None else max(2 * self.max_width, self.max_len // 8)
-        ov = max(0, min(ov, self.max_len // 2))
+        size = self.window_words
+        ov = overlap if overlap is not None else max(2 * self.max_width, size // 8)
+        ov = max(0, min(ov, size // 2))
         for i, cnt in zip(live, counts):
-            if len(cnt) <= self.max_len and sum(cnt) <= limit:
+            if len(cnt) <= size and sum(cnt) <= limit:
                 wins.append(Window(i, 0, len(cnt)))
             else:
-                for s, e in plan_windows(cnt, self.max_len, limit, ov):
+                for s, e in plan_windows(cnt, size, limit, ov):
                     wins.append(Window(i, s, e))
         return wins
 
@@ -403,7 +415,8 @@ class BiEncoder:
         ``on_window(window, word_vectors)`` is called for every encoded window with its (words, D) vectors, so a
         caller (e.g. a linking pipeline) can reuse them for span vectors without encoding the text again.
 
-        Long texts are split into overlapping windows and merged (``long_text="chunk"``); ``"truncate"``
+        Long texts are split into overlapping windows of at most ``window_words`` words (the checkpoint's
+        ``window_words``, else ``max_len``) and merged (``long_text="chunk"``); ``"truncate"``
         reproduces gliner (cut at ``max_len`` words and the tokenizer limit) and marks results ``truncated``.
 
         ``label_top_k=K`` scores each span only against the K labels with the largest inner product, found

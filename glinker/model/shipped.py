@@ -16,6 +16,7 @@ which glinker and the reference gliner both load.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -169,7 +170,7 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
     try:
         save_file(delta, str(tmp / "delta.safetensors"), metadata={"format": "pt"})
-        gcfg = dict(model.config)
+        gcfg = _public_config(model.config)
         (tmp / "gliner_config.json").write_text(json.dumps(gcfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         manifest = {"name": name or out.name, "base": {"text": text_src, "labels": label_src},
                     "delta": "delta.safetensors", "delta_sha256": sha256_file(tmp / "delta.safetensors"),
@@ -184,6 +185,16 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _public_config(config: dict) -> dict:
+    """The model's config without the local paths its encoders were read from (a packaged encoder's folder in
+    site-packages): each encoder config names its public model instead."""
+    out = dict(config)
+    for sub, name in (("encoder_config", "model_name"), ("labels_encoder_config", "labels_encoder")):
+        if isinstance(out.get(sub), dict) and os.path.isabs(str(out[sub].get("_name_or_path") or "")):
+            out[sub] = {**out[sub], "_name_or_path": out.get(name) or ""}
     return out
 
 
@@ -206,11 +217,14 @@ def materialize(name_or_dir: str | Path) -> Path:
     if digest != man["delta_sha256"]:
         raise ModelError(f"{src / man['delta']} is corrupt (sha256 {digest[:12]}…, expected {man['delta_sha256'][:12]}…)",
                          where=str(src), fix="reinstall glinker")
-    out = cache_root() / "models" / f"{man['name']}-{digest[:12]}"
+    cfg_bytes = (src / "gliner_config.json").read_bytes()
+    # the config is part of the key: an inference setting changed in a release (e.g. window_words) is not hidden
+    # behind a checkpoint materialised earlier from the same weights
+    out = cache_root() / "models" / f"{man['name']}-{digest[:12]}-{hashlib.sha256(cfg_bytes).hexdigest()[:8]}"
     if (out / ".complete").is_file():
         return out
     log.info("materialising shipped model %s into %s", man["name"], out)
-    cfg = json.loads((src / "gliner_config.json").read_text(encoding="utf-8"))
+    cfg = json.loads(cfg_bytes.decode("utf-8"))
     sd: dict[str, Any] = {}
     for prefix, key in ((TEXT_PREFIX, "text"), (LABEL_PREFIX, "labels")):
         for k, v in _base_state(man["base"][key]).items():

@@ -207,6 +207,30 @@ def test_long_text_is_chunked_not_truncated(model):
         model.predict([text], LABELS, long_text="wrap")
 
 
+def test_window_words_chunks_long_texts_into_shorter_windows(tiny, model):
+    sent = "Maria Lopez from Acme Corp met the United Nations in Berlin."   # 11 words
+    text = " ".join([sent] * 4)
+    narrow = BiEncoder.from_pretrained(tiny, window_words=12)
+    assert narrow.window_words == 12 and model.window_words == model.max_len == 64
+    assert narrow.fingerprint == model.fingerprint          # an inference setting: label and KB vectors are the same
+    out = narrow.predict([text], LABELS, threshold=0.3, flat_ner=False)[0]
+    assert model.predict([text], LABELS, threshold=0.3)[0].windows == 1
+    assert out.windows >= 4 and not out.truncated
+    assert max(e["end"] for e in out) > len(text) - len(sent)
+    # a text that fits one window is scored exactly as without the setting
+    one = narrow.predict([sent], LABELS, threshold=0.3, flat_ner=False)[0]
+    ref = model.predict([sent], LABELS, threshold=0.3, flat_ner=False)[0]
+    assert [(e["start"], e["end"], e["label"], round(e["score"], 5)) for e in one] == \
+        [(e["start"], e["end"], e["label"], round(e["score"], 5)) for e in ref]
+    # the checkpoint's own key does the same; 0 restores max_len
+    cfg = json.loads((tiny / "gliner_config.json").read_text())
+    assert BiEncoder.from_pretrained(tiny, window_words=0).window_words == 64
+    d = tiny.parent / "windowed"
+    shutil.copytree(tiny, d, dirs_exist_ok=True)
+    (d / "gliner_config.json").write_text(json.dumps({**cfg, "window_words": 12}))
+    assert BiEncoder.from_pretrained(d).window_words == 12
+
+
 def test_span_vectors_score_like_predict(model):
     bank = model.encode_labels(LABELS)
     ents = model.predict(TEXTS, bank, threshold=0.3, flat_ner=False, multi_label=True)

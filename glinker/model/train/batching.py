@@ -161,8 +161,10 @@ class BatchSampler:
     """Draws batches: a source by weight, examples from it, and a label set of positives plus negatives."""
 
     def __init__(self, sources: list[Source], batch_size: int, max_words: int, max_types: int, negative_types: int,
-                 max_width: int, seed: int) -> None:
+                 max_width: int, seed: int, pack_words: int = 0, pack_prob: float = 0.5) -> None:
         self.sources = sources
+        self.pack_words = pack_words
+        self.pack_prob = pack_prob
         self.batch_size = batch_size
         self.max_words = max_words
         self.max_types = max_types
@@ -185,12 +187,35 @@ class BatchSampler:
         while True:
             yield self.next()
 
+    def _pack(self, first: tuple, src: Source, exs: list[Example]) -> tuple:
+        """With probability ``pack_prob``, append further examples of the same source to ``first`` until a random
+        length between ``max_words`` and ``pack_words`` is reached, so the model also trains on inputs longer than
+        one sentence (one annotation scheme throughout: every span of the packed text is annotated alike). Drawn
+        examples join ``exs`` (their extra labels count for the batch)."""
+        if self.rng.random() >= self.pack_prob:
+            return first
+        target = self.rng.randint(self.max_words, self.pack_words)
+        words, spans, ignore = list(first[0]), list(first[1]), list(first[2])
+        while len(words) < target:
+            e = src.draw(1, self.rng)[0]
+            w, sp, ig = _cut(e.words, e.spans, self.max_words, self.rng, e.ignore)
+            if len(words) + len(w) > self.pack_words:
+                break
+            off = len(words)
+            words += w
+            spans += [(s + off, t + off, lab) for s, t, lab in sp]
+            ignore += [(s + off, t + off) for s, t in ig]
+            exs.append(e)
+        return words, spans, ignore
+
     def next(self) -> Batch:
         import torch
 
         src = self.rng.choices(self.sources, weights=[s.weight for s in self.sources])[0]
         exs = src.draw(self.batch_size, self.rng)
         cut = [_cut(e.words, e.spans, self.max_words, self.rng, e.ignore) for e in exs]
+        if self.pack_words > self.max_words and src.kind == "ner":
+            cut = [self._pack(c, src, exs) for c in cut]
         positives = list(dict.fromkeys(t for _, spans, _ in cut for _, _, t in spans))
         extra = list(dict.fromkeys(t for e in exs for t in e.labels + e.hard_negatives if t not in positives))
         self.rng.shuffle(extra)

@@ -29,6 +29,11 @@ class ModelInit(_Strict):
     hidden_size: int = Field(default=256, ge=8, description="D, the span/label vector width (even).")
     max_width: int = Field(default=12, ge=1, le=64, description="Longest span in words.")
     max_len: int = Field(default=384, ge=8, description="Words per text window at inference.")
+    window_words: int | None = Field(
+        default=None, ge=0,
+        description="Inference window for long texts written into the checkpoint (`window_words` in "
+        "gliner_config.json; 0: max_len). Unset: a new model has none, a fine-tuned one keeps its checkpoint's.",
+    )
     dropout: float = Field(default=0.35, ge=0, lt=1)
     train_text_layers: int = Field(default=1, ge=-1, description="Top text-encoder layers trained (-1: all, 0: frozen).")
     train_label_layers: int = Field(default=0, ge=-1, description="Top label-encoder layers trained (-1: all, 0: frozen).")
@@ -71,6 +76,13 @@ class Schedule(_Strict):
     steps: int = Field(default=2000, ge=1)
     batch_size: int = Field(default=16, ge=1)
     max_words: int = Field(default=96, ge=4, description="Training windows are cut to this many words.")
+    pack_words: int = Field(
+        default=0, ge=0,
+        description="Pack examples of an NER source into inputs of up to this many words (0: off): with probability "
+        "`pack_prob` a batch element is extended with further examples of its source to a random length between "
+        "`max_words` and this, so the model also learns inputs longer than its training windows.",
+    )
+    pack_prob: float = Field(default=0.5, ge=0, le=1, description="Share of batch elements that are packed.")
     max_types: int = Field(default=30, ge=1, description="Labels per batch at most (positives first).")
     negative_types: int = Field(default=12, ge=0, description="Random negative labels added per batch.")
     encoder_lr: float = Field(default=3e-5, gt=0)

@@ -35,7 +35,7 @@ def init_model(cfg: TrainConfig) -> Any:
 
     m = cfg.model
     if m.from_checkpoint:
-        model = BiEncoder.from_pretrained(m.from_checkpoint)
+        model = BiEncoder.from_pretrained(m.from_checkpoint, window_words=m.window_words)
         model.net.train()
         return model
     assert m.text_encoder and m.labels_encoder
@@ -51,6 +51,8 @@ def init_model(cfg: TrainConfig) -> Any:
     gcfg = {**CONFIG_DEFAULTS, "model_name": public_name(m.text_encoder), "labels_encoder": public_name(m.labels_encoder),
             "encoder_config": tcfg, "labels_encoder_config": lcfg, "hidden_size": m.hidden_size,
             "max_width": m.max_width, "max_len": m.max_len, "dropout": m.dropout, "span_mode": "markerV0"}
+    if m.window_words:
+        gcfg["window_words"] = m.window_words
     torch.manual_seed(cfg.seed)
     net = BiEncoderNetwork(gcfg, text_model, label_model)
     with torch.no_grad():
@@ -132,7 +134,8 @@ class Trainer:
         self.label_frozen = c.model.train_label_layers == 0
         sources = build_sources(c.data, c.train.max_words)
         self.sampler = BatchSampler(sources, c.train.batch_size, c.train.max_words, c.train.max_types,
-                                    c.train.negative_types, self.model.max_width, c.seed)
+                                    c.train.negative_types, self.model.max_width, c.seed, c.train.pack_words,
+                                    c.train.pack_prob)
         self.dev = [build_sources([d], 10 ** 9)[0] for d in c.dev]
         enc, other = [], []
         for name, p in self.model.net.named_parameters():
