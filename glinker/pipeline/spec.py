@@ -26,6 +26,10 @@ class Settings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=100_000, description="Documents per batch moved through the stages.")
     device: str | None = Field(default=None, description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
     log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
+    window_words: int | None = Field(
+        default=None, ge=0, description="Longest window, in words, a model stage reads at once (longer documents are "
+        "read in overlapping windows); default: the model's `window_words` (the shipped model: 32), else its "
+        "max_len; 0: max_len.")
 
 
 class PipelineHeader(BaseModel):

@@ -81,11 +81,12 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
         path = context.resolve_path(name)
         if shipped.is_shipped(name) and not Path(str(path)).is_dir():
             path = str(shipped.materialize(name))
-        m = BiEncoder.from_pretrained(path, device=context.device)
-        log.info("loaded model %s (dim %d)", name, m.dim)
+        m = BiEncoder.from_pretrained(path, device=context.device, window_words=window)
+        log.info("loaded model %s (dim %d, windows of %d words)", name, m.dim, m.window_words)
         return m
 
-    return context.resource(("model", name, context.device), factory)
+    window = context.settings.get("window_words")
+    return context.resource(("model", name, context.device, window), factory)
 
 
 def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None) -> Any:

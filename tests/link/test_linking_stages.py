@@ -424,6 +424,35 @@ def test_one_encoder_pass_per_batch(tiny_model, tiny_kb, monkeypatch):
                 assert c.scores["biencoder"] == pytest.approx(1 / (1 + np.exp(-c.scores["dense"])), abs=1e-4)
 
 
+def test_settings_window_words_sets_the_window_every_model_stage_reads(tiny_model, tiny_kb, monkeypatch):
+    from glinker.model import BiEncoder
+    from glinker.model.biencoder import BiEncoder as BE
+    from glinker.model.words import split_words
+
+    long_text = " ".join(["john smith lives in paris and works for google"] * 6)
+    seen: list[int] = []
+    orig = BE._encode_windows
+
+    def recording(self, splits, wins):
+        seen.extend(w.end - w.start for w in wins)
+        return orig(self, splits, wins)
+
+    monkeypatch.setattr(BE, "_encode_windows", recording)
+    y = """settings: {window_words: 12}
+stages:
+  ner: {type: biencoder_mentions, labels: [person, location], threshold: 0.3}
+  d: {type: dense_candidates, input: ner}
+  links: {type: select, input: d}
+"""
+    pipe(y, tiny_model, tiny_kb).link([long_text])
+    short = BiEncoder.from_pretrained(tiny_model, window_words=12)
+    assert seen and max(seen) <= 12
+    assert len(seen) == len(short._windows([split_words(long_text)], "chunk", None)) > 1
+    seen.clear()
+    pipe(y.replace("12", "0"), tiny_model, tiny_kb).link([long_text])
+    assert seen == [54]  # the whole text in one window
+
+
 def test_ivf_kb_links_like_the_flat_kb(tiny_model, tiny_kb, tmp_path):
     """A KB on an approximate index (IVF on the MIPS->L2 transform, every list probed) gives the same links and,
     up to float rounding, the same scores as the exact Flat KB: dense search and the vectors read back for
