@@ -82,7 +82,8 @@ def lowp_prefilter(device: torch.device | str = "cpu") -> LowpInfo | None:
     return info
 
 
-def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
+def _probe(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable[[Callable[[], Any]], float]]:
+    """The probe product's operands on ``dev`` and a best-of-3 timer."""
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(256, 1024, generator=g).to(dev)
     b = torch.randn(1024, 512, generator=g).to(dev)
@@ -99,6 +100,22 @@ def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
             t = min(t, time.perf_counter() - t0)
         return t
 
+    return a, b, best
+
+
+def bf16_speedup(device: torch.device | str = "cpu") -> float | None:
+    """How many times faster a bfloat16 matrix product runs than a float32 one on ``device`` (below 1: slower,
+    as on CPUs without AMX or AVX512-BF16); None where bfloat16 products are not available."""
+    a, b, best = _probe(torch.device(device))
+    try:
+        ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        return best(lambda: a @ b) / max(best(lambda: ab @ bb), 1e-9)
+    except RuntimeError:
+        return None
+
+
+def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
+    a, b, best = _probe(dev)
     try:
         ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
         t32 = best(lambda: a @ b)

@@ -209,3 +209,20 @@ def test_window_words_set_in_the_config_reaches_the_saved_checkpoint(tmp_path, t
     again = BiEncoder.from_pretrained(model.save_pretrained(tmp_path / "saved"))
     assert again.config["window_words"] == 8 and again.window_words == 8
     assert BiEncoder.from_pretrained(tiny_ckpt, window_words=0).config.get("window_words") is None
+
+
+def test_bf16_on_a_cpu_where_it_is_slower_warns_to_use_fp32(tmp_path, tiny_ckpt, train_files, monkeypatch, caplog):
+    import logging
+
+    from glinker.model import scoring
+    from glinker.model.train import Trainer
+
+    assert scoring.bf16_speedup("cpu") is None or scoring.bf16_speedup("cpu") > 0  # the real probe runs here
+    monkeypatch.setattr(scoring, "bf16_speedup", lambda device="cpu": 0.1)
+    with caplog.at_level(logging.WARNING, logger="glinker.model.train.trainer"):
+        Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=1, precision="bf16")).setup()
+    assert any("10.0x slower" in r.message and "train.precision=fp32" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glinker.model.train.trainer"):
+        Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=1, out="b", precision="fp32")).setup()
+    assert not caplog.records
