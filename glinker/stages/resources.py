@@ -324,20 +324,27 @@ def entity_vectors(context: PipelineContext, kb: Any) -> EntityVectors:
 
 class WindowCache:
     """Word vectors of recently encoded model windows, keyed by (text, window start, window end), so the stages
-    of one batch encode each text once (mentions, their span vectors, dense retrieval, re-scoring)."""
+    of one batch encode each text once (mentions, their span vectors, dense retrieval, re-scoring).
 
-    def __init__(self, max_windows: int = 128) -> None:
-        self.max = max_windows
+    Bounded by the words it holds, not by the window count, so a model reading short windows (``window_words``)
+    keeps a whole batch as a long-window model does (65,536 words of 384-float vectors: ~100 MB)."""
+
+    def __init__(self, max_words: int = 65_536) -> None:
+        self.max_words = max_words
+        self.words = 0
         self.items: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
 
     def get(self, key: tuple[str, int, int]) -> Any:
         return self.items.get(key)
 
     def put(self, key: tuple[str, int, int], value: Any) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.words -= len(old)
         self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.max:
-            self.items.popitem(last=False)
+        self.words += len(value)
+        while self.words > self.max_words and len(self.items) > 1:
+            self.words -= len(self.items.popitem(last=False)[1])
 
 
 def window_cache(context: PipelineContext) -> WindowCache:

@@ -453,6 +453,20 @@ stages:
     assert seen == [54]  # the whole text in one window
 
 
+def test_window_cache_is_bounded_by_words_not_windows():
+    from glinker.stages.resources import WindowCache
+
+    c = WindowCache(max_words=100)
+    for i in range(10):  # 10 short windows of 10 words fit, however many windows that is
+        c.put(("t", i * 10, i * 10 + 10), np.zeros((10, 4)))
+    assert len(c.items) == 10 and c.words == 100
+    c.put(("t", 100, 140), np.zeros((40, 4)))  # the oldest four go
+    assert c.get(("t", 0, 10)) is None and c.get(("t", 30, 40)) is None and c.get(("t", 40, 50)) is not None
+    assert c.words == 100
+    c.put(("u", 0, 500), np.zeros((500, 4)))  # one window over the budget is still kept, alone
+    assert list(c.items) == [("u", 0, 500)] and c.words == 500
+
+
 def test_ivf_kb_links_like_the_flat_kb(tiny_model, tiny_kb, tmp_path):
     """A KB on an approximate index (IVF on the MIPS->L2 transform, every list probed) gives the same links and,
     up to float rounding, the same scores as the exact Flat KB: dense search and the vectors read back for
