@@ -82,8 +82,9 @@ def lowp_prefilter(device: torch.device | str = "cpu") -> LowpInfo | None:
     return info
 
 
-def _probe(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable[[Callable[[], Any]], float]]:
-    """The probe product's operands on ``dev`` and a best-of-3 timer."""
+def _probe(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
+    """The probe product on ``dev``: its float32 operands, the bfloat16 result, and how many times faster the
+    bfloat16 product runs than the float32 one (best of 3 each); None where bfloat16 products are not available."""
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(256, 1024, generator=g).to(dev)
     b = torch.randn(1024, 512, generator=g).to(dev)
@@ -100,29 +101,28 @@ def _probe(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable[[Cal
             t = min(t, time.perf_counter() - t0)
         return t
 
-    return a, b, best
+    try:
+        ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        t32 = best(lambda: a @ b)
+        t16 = best(lambda: ab @ bb)
+        return a, b, ab @ bb, t32 / max(t16, 1e-9)
+    except RuntimeError:  # no bfloat16 matmul on this device
+        return None
 
 
 def bf16_speedup(device: torch.device | str = "cpu") -> float | None:
     """How many times faster a bfloat16 matrix product runs than a float32 one on ``device`` (below 1: slower,
     as on CPUs without AMX or AVX512-BF16); None where bfloat16 products are not available."""
-    a, b, best = _probe(torch.device(device))
-    try:
-        ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
-        return best(lambda: a @ b) / max(best(lambda: ab @ bb), 1e-9)
-    except RuntimeError:
-        return None
+    probe = _probe(torch.device(device))
+    return probe[3] if probe is not None else None
 
 
 def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
-    a, b, best = _probe(dev)
-    try:
-        ab, bb = a.to(torch.bfloat16), b.to(torch.bfloat16)
-        t32 = best(lambda: a @ b)
-        t16 = best(lambda: ab @ bb)
-        err = ((ab @ bb).float() - a @ b).abs()
-    except RuntimeError:  # no bfloat16 matmul on this device
+    probe = _probe(dev)
+    if probe is None:
         return None
+    a, b, prod16, speedup = probe
+    err = (prod16.float() - a @ b).abs()
     lab = LowpLabels.build(b.T.contiguous(), None, torch.bfloat16)
     # -t at threshold 0 is the bound itself (plus the margin): every product must lie within it
     slack = lab.prepare_rows(a, 0.0)[:, -1].float() - _MARGIN
@@ -130,7 +130,6 @@ def _measure_lowp(dev: torch.device, force: bool) -> LowpInfo | None:
     if not bool((err <= slack[:, None] + 2.0**-8 * (a @ b).abs()).all()):
         log.warning("bfloat16 products here exceed the pre-filter's error bound: pre-filter off")
         return None
-    speedup = t32 / max(t16, 1e-9)
     if force or speedup >= 2.0:
         return LowpInfo(torch.bfloat16, speedup)
     return None
