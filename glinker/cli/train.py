@@ -21,7 +21,12 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
           stop_at: Optional[int] = typer.Option(None, help="Stop at this step (continue later with the same command)."),
           ) -> None:
     """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""
+    import logging
+    import sys
+
     import yaml
+
+    _show_progress_when_redirected(logging.getLogger("glinker.model.train"), sys.stderr)
 
     from glinker.model.train import Trainer, load_train_config
 
@@ -52,6 +57,16 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
     if ship is not None:
         typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg, fmt=ship_format)}")
     typer.echo(json.dumps(result, default=str))
+
+
+def _show_progress_when_redirected(logger, stream) -> None:
+    """Training runs for hours, usually with stderr sent to a file, where the progress bar is off: keep the
+    trainer's step lines (loss, learning rate, examples/s, dev F1) at INFO there even without ``-v``."""
+    import logging
+
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()) and logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def register(app: typer.Typer) -> None:

@@ -226,3 +226,21 @@ def test_bf16_on_a_cpu_where_it_is_slower_warns_to_use_fp32(tmp_path, tiny_ckpt,
     with caplog.at_level(logging.WARNING, logger="glinker.model.train.trainer"):
         Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=1, out="b", precision="fp32")).setup()
     assert not caplog.records
+
+
+def test_train_cli_logs_its_steps_when_stderr_is_a_file(tmp_path, tiny_ckpt, train_files):
+    """Without -v and with stderr redirected (no progress bar), the step lines must still reach the log."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, save_every=2)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    with open(tmp_path / "err.log", "w") as err:
+        r = subprocess.run([sys.executable, "-m", "glinker", "train", "--config", str(tmp_path / "train.yaml")],
+                           stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+    log = (tmp_path / "err.log").read_text()
+    assert r.returncode == 0, log
+    assert "step 1 loss" in log and "step 2 loss" in log
+    assert "model:" in r.stdout
