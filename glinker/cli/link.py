@@ -9,11 +9,12 @@ warning under ``--skip-bad``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import typer
 
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``glinker link`` to the root CLI."""
+    """Attach ``glinker link`` and ``glinker worker`` to the root CLI."""
     app.command("link")(link)
+    app.command("worker")(worker)
 
 
 def _sniff(path: Path, fmt: str) -> str:
@@ -124,11 +126,15 @@ def link(
     no_resume: bool = typer.Option(False, "--no-resume", help="Overwrite the output instead of resuming after the documents in it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts at the end."),
+    queue: Optional[str] = typer.Option(None, "--queue", help="Redis URL (redis://host:6379/0): hand the batches to `glinker worker` processes on any machines instead of linking here."),
+    job: Optional[str] = typer.Option(None, "--job", help="Job name on the queue (default: 'default'); workers serve one job."),
+    max_in_flight: int = typer.Option(32, "--max-in-flight", min=1, help="With --queue: batches handed out at once (bounds Redis memory)."),
 ) -> None:
     """Link every document of INPUT and write linked documents (JSONL: one per line, flushed per batch)."""
     try:
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
-                     text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats)
+                     text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats,
+                     queue=queue, job=job, max_in_flight=max_in_flight)
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
@@ -137,11 +143,49 @@ def link(
                + (f" ({n['bad']} bad lines skipped)" if n["bad"] else ""), err=True)
 
 
+def worker(
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="The same pipeline YAML the coordinator was given."),
+    queue: str = typer.Option(..., "--queue", help="Redis URL of the coordinator's queue, e.g. redis://head:6379/0."),
+    job: Optional[str] = typer.Option(None, "--job", help="Job to serve (default: 'default')."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model (as the coordinator did)."),
+    kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory (as the coordinator did)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:1."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads of this worker (several workers on one machine: cores / workers)."),
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=0, help="Exit after this many seconds without a batch (default: serve until interrupted)."),
+    stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts when the worker stops."),
+) -> None:
+    """Serve a `glinker link --queue` job: take batches from Redis, link them, send the records back.
+
+    Start as many as the machines hold (one per GPU, or one per few CPU cores); a worker that dies has its
+    batch re-done by another, and a worker whose pipeline, model or KB differs from the job's is refused."""
+    import glinker
+    from glinker.cluster import DEFAULT_JOB, serve
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+        with pipe.gc_frozen():
+            n = serve(pipe, queue, job or DEFAULT_JOB, idle_exit=idle_exit)
+    except GlinkerError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    if stats:
+        typer.echo(pipe.stats.table(), err=True)
+    typer.echo(f"worker: linked {n['documents']} documents in {n['batches']} batches", err=True)
+
+
 def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
              kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
              skip_bad: bool = False, resume: bool = True, progress: bool = False,
-             stats: bool = False) -> dict[str, int]:
-    """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad."""
+             stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
+             heartbeat_ttl: float | None = None) -> dict[str, int]:
+    """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad.
+
+    With ``queue`` (a Redis URL) the batches are linked by ``glinker worker`` processes serving ``job``
+    (:mod:`glinker.cluster`); reading, order, flushing, resuming and errors stay as in a local run."""
     import glinker
     from glinker.errors import StageError
     from glinker.io import repair_jsonl_tail, resume_state, write_jsonl
@@ -178,26 +222,38 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                    disable=not sys.stderr.isatty())
     last_line = 0
 
-    def flush(batch: list[tuple[int, Document]]) -> None:
-        if not batch:
-            return
-        docs = [d for _, d in batch]
-        try:
-            res = pipe.run_batch(docs)
-        except GlinkerError as e:
-            lines = f"{input}:{batch[0][0]}-{batch[-1][0]}"
-            raise StageError(f"{e.message} (input lines {lines}; earlier batches are written to {output})",
-                             where=e.where, fix=e.fix) from e
-        out = res.output if isinstance(res.output, list) else [res.output]
-        recs = [o if hasattr(o, "links") else _as_record(o, d) for o, d in zip(out, docs)]
+    def write(recs: list[Any]) -> None:
         if writer is not None:
             writer.write(recs)
         else:
             write_jsonl(output, recs, append=True)
         counts["written"] += len(recs)
 
+    coordinator = None
+    if queue:
+        from glinker.cluster import DEFAULT_JOB, Coordinator
+
+        coordinator = Coordinator(queue, job or DEFAULT_JOB, pipe.fingerprint(), write,
+                                  max_in_flight=max_in_flight, pipeline_name=pipe.name,
+                                  **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
+
+    def flush(batch: list[tuple[int, Document]]) -> None:
+        if not batch:
+            return
+        docs = [d for _, d in batch]
+        lines = f"{input}:{batch[0][0]}-{batch[-1][0]}"
+        if coordinator is not None:
+            coordinator.submit([d.model_dump(mode="json", exclude_defaults=True) for d in docs], lines)
+            return
+        try:
+            res = pipe.run_batch(docs)
+        except GlinkerError as e:
+            raise StageError(f"{e.message} (input lines {lines}; earlier batches are written to {output})",
+                             where=e.where, fix=e.fix) from e
+        write(output_records(res, docs))
+
     batch: list[tuple[int, Document]] = []
-    with pipe.gc_frozen():
+    with (pipe.gc_frozen() if coordinator is None else contextlib.nullcontext()):
         try:
             for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
                 if bar is not None:
@@ -211,18 +267,33 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                     flush(batch)
                     batch = []
             flush(batch)
+            if coordinator is not None:
+                coordinator.drain()
         except DataError:
             flush(batch)  # the documents before the bad line are fine: keep them
+            if coordinator is not None:
+                coordinator.drain()
             raise
         finally:
+            if coordinator is not None:
+                coordinator.close()
             if bar is not None:
                 bar.close()
             if out_kind in (".html", ".htm", ".json"):
                 writer.close()
     counts["bad"] = len(problems)
-    if stats:
+    if stats and coordinator is None:
         typer.echo(pipe.stats.table(), err=True)
+    elif stats:
+        typer.echo("per-stage times are kept by each worker (`glinker worker --stats`)", err=True)
     return counts
+
+
+def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:
+    """One output record per document of a batch result: the linked document, or (for a pipeline that ends
+    before linking) its mentions or output as a dict."""
+    out = res.output if isinstance(res.output, list) else [res.output]
+    return [o if hasattr(o, "links") else _as_record(o, d) for o, d in zip(out, docs)]
 
 
 def _as_record(out: Any, doc: Any) -> dict[str, Any]:

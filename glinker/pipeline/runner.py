@@ -138,6 +138,36 @@ class Pipeline:
             return render_dot(self.spec.stages, self.spec.output, self.name)
         return render_text(self.spec.stages, self.spec.output)
 
+    def fingerprint(self, resources: bool = False) -> str:
+        """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters), output
+        and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
+        (after warm-up) also the loaded models' fingerprints and the KBs' contents (entity counts, source,
+        vector model, index). Cluster workers compare it so that one job is never linked by two pipelines."""
+        import hashlib
+        import json
+
+        h = self.spec.header
+        settings = {k: v for k, v in h.settings.model_dump(mode="json").items()
+                    if k not in ("device", "batch_size", "log_every")}
+        stages = {n: {"type": st.type, "inputs": st.inputs,
+                      "params": st.params.model_dump(mode="json") if st.params is not None else None}
+                  for n, st in self.spec.stages.items()}
+        ident: dict[str, Any] = {"stages": stages, "output": self.spec.output, "settings": settings}
+        if resources:
+            found = []
+            for value in list(self.context._resources.values()):
+                fp = getattr(value, "fingerprint", None)
+                man = getattr(value, "manifest", None)
+                if isinstance(fp, str):
+                    found.append(f"model:{fp}")
+                elif man is not None and hasattr(man, "counts"):
+                    found.append("kb:" + json.dumps({"counts": man.counts, "source": man.source, "model":
+                                                     man.model_fingerprint, "factory": man.factory},
+                                                    sort_keys=True, default=str))
+            ident["resources"] = sorted(found)
+        blob = json.dumps(ident, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def warm_up(self, freeze_gc: bool = False) -> None:
         """Load every stage's heavy state now (otherwise it happens before the first batch).
 

@@ -1,0 +1,141 @@
+"""Linking through the Redis queue (`glinker link --queue` + `glinker worker`) beside a local run, same texts.
+
+    .venv/bin/python benchmarks/cluster_link.py --kb kb_out/aida-final [--limit 80] [--setups local:2,1x2,2x1]
+
+A setup is ``local:T`` (one process, T torch threads, the pipeline already warm) or ``WxT`` (W `glinker worker`
+processes with T threads each, started and warm before the clock starts; the coordinator runs in this process).
+Texts: the first ``--limit`` documents of AIDA testb (``$GLINKER_DATA/el/aida/aida_testb.jsonl``). Every setup's
+output is checked to equal the local one's, record for record. On one machine the workers share its cores, so
+what this measures is the queue's cost and that the work spreads; machines added to a cluster add their cores.
+The last line is ``local_docs_per_s=<x> best_queue_docs_per_s=<y> queue_overhead=<1 - y/x at equal cores>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GLINKER_DATA") or ROOT.parent / "shared" / "data")
+
+
+def local_run(pipeline: str, kb: str, src: Path, out: Path, threads: int) -> float:
+    import torch
+
+    import glinker
+    from glinker.cli.link import output_records
+    from glinker.io import write_jsonl
+    from glinker.types import Document
+
+    torch.set_num_threads(threads)
+    pipe = glinker.load_pipeline(pipeline, kb=kb)
+    docs = [Document.model_validate({"id": d["id"], "text": d["text"]})
+            for d in map(json.loads, src.read_text(encoding="utf-8").splitlines())]
+    with pipe.gc_frozen():
+        pipe.run_batch(docs[:2])  # warm-up
+        t0 = time.perf_counter()
+        bs = pipe.spec.header.settings.batch_size
+        for i in range(0, len(docs), bs):
+            write_jsonl(out, output_records(pipe.run_batch(docs[i:i + bs]), docs[i:i + bs]), append=True)
+        return time.perf_counter() - t0
+
+
+def queue_run(pipeline: str, kb: str, src: Path, out: Path, workers: int, threads: int, url: str) -> float:
+    import redis
+
+    from glinker.cli.link import run_link
+
+    job = "bench-" + uuid.uuid4().hex[:8]
+    r = redis.Redis.from_url(url)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = [subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", pipeline, "--kb", kb, "--queue", url,
+                               "--job", job, "--threads", str(threads)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    try:
+        deadline = time.time() + 600
+        while r.scard(f"glinker:{job}:workers") < workers:   # each registers once warm
+            if time.time() > deadline or any(p.poll() is not None for p in procs):
+                raise SystemExit("workers did not start: " + "".join(p.stderr.read() for p in procs if p.poll() is not None))
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        run_link(src, Path(pipeline), out, kb=kb, queue=url, job=job)
+        return time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", default=str(ROOT / "pipelines" / "wikidata.yaml"))
+    ap.add_argument("--kb", required=True, help="KB directory built with the pipeline's model.")
+    ap.add_argument("--data", default=None, help="AIDA/ELEVANT-style JSONL with id and text (default: AIDA testb).")
+    ap.add_argument("--limit", type=int, default=80)
+    ap.add_argument("--setups", default="local:2,1x2,2x1")
+    ap.add_argument("--queue", default="redis://127.0.0.1:6379/0")
+    args = ap.parse_args()
+    data = Path(args.data) if args.data else data_dir() / "el" / "aida" / "aida_testb.jsonl"
+    if not data.is_file():
+        raise SystemExit(f"{data} not found: pass --data or set GLINKER_DATA")
+    tmp = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
+    src = tmp / "in.jsonl"
+    with open(data, encoding="utf-8") as f, open(src, "w", encoding="utf-8") as g:
+        for i, line in enumerate(f):
+            if i >= args.limit:
+                break
+            d = json.loads(line)
+            g.write(json.dumps({"id": str(d.get("id", i)), "text": d["text"]}, ensure_ascii=False) + "\n")
+    n = args.limit
+    rows, outputs = [], {}
+    for setup in args.setups.split(","):
+        out = tmp / f"{setup.replace(':', '_')}.jsonl"
+        if setup.startswith("local:"):
+            t = int(setup.split(":")[1])
+            # its own process, so that its threads and frozen GC do not leak into the queue runs
+            code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.cluster_link import local_run; "
+                    f"print(local_run({args.pipeline!r}, {args.kb!r}, __import__('pathlib').Path({str(src)!r}), "
+                    f"__import__('pathlib').Path({str(out)!r}), {t}))")
+            secs = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                        cwd=ROOT).stdout.strip().splitlines()[-1])
+            cores, label = t, f"local, {t} thread(s)"
+        else:
+            w, t = (int(x) for x in setup.split("x"))
+            secs = queue_run(args.pipeline, args.kb, src, out, w, t, args.queue)
+            cores, label = w * t, f"queue, {w} worker(s) x {t} thread(s)"
+        outputs[setup] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+        rows.append((setup, label, cores, secs, n / secs))
+    ref = outputs[rows[0][0]]
+    print(f"{n} documents of {data.name}, pipeline {Path(args.pipeline).name}, KB {args.kb}")
+    print(f"| setup | cores | seconds | docs/s | same output as {rows[0][0]} |")
+    print("|---|---:|---:|---:|---|")
+    for setup, label, cores, secs, rate in rows:
+        same = outputs[setup] == ref
+        print(f"| {label} | {cores} | {secs:.1f} | {rate:.2f} | {'yes' if same else 'NO'} |")
+    local = [r for r in rows if r[0].startswith("local:")]
+    queued = [r for r in rows if not r[0].startswith("local:")]
+    if local and queued:
+        lr = max(r[4] for r in local)
+        best = max(queued, key=lambda r: r[4])
+        same_cores = [r for r in queued if r[2] == max(local, key=lambda r: r[4])[2]]
+        over = 1 - max(r[4] for r in same_cores) / lr if same_cores else float("nan")
+        print(f"local_docs_per_s={lr:.2f} best_queue_docs_per_s={best[4]:.2f} queue_overhead={over:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""Linking on many machines through Redis, when one machine is not enough.
+
+One process, the *coordinator*, reads the input and writes the output exactly as a local ``glinker link`` does
+(streamed, in input order, flushed per batch, resumable, bad lines named); it hands the batches to any number of
+*workers* (``glinker worker``), each on any machine that can reach the Redis server and holds the pipeline's
+model and KB::
+
+    glinker link -p pipelines/wikidata.yaml big.jsonl -o out.jsonl --queue redis://head:6379/0 --job big
+    glinker worker -p pipelines/wikidata.yaml --queue redis://head:6379/0 --job big     # on every machine
+
+Under the key prefix ``glinker:<job>:`` the coordinator keeps ``meta`` (the pipeline's fingerprint, the run
+token, state), ``todo`` (batch ids), ``b:<id>`` (a batch's documents), and reads ``done`` (ids of answered
+batches), ``r:<id>`` (their records) or ``e:<id>`` (a worker's error for a batch). A worker moves a batch id
+from ``todo`` into its own ``proc:<worker>`` list (``BLMOVE``) before linking it and answers in one
+transaction, so a batch is never lost: a worker whose heartbeat (``hb:<worker>``, a key with a time-to-live)
+expires has its batches put back in ``todo`` by the coordinator. At most ``max_in_flight`` batches are out at a
+time, so Redis memory stays bounded whatever the input size. A worker refuses a job whose pipeline differs from
+its own (stages, settings, model and KB fingerprints), so one output is never written by two pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Optional, Sequence
+
+from glinker.errors import ConfigError, DependencyError, GlinkerError, StageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOB = "default"
+HEARTBEAT_TTL = 30.0
+"""Seconds after a worker's last heartbeat at which its batches go back to the queue."""
+
+
+def connect(url: str) -> Any:
+    """A Redis client for ``url`` (``redis://host:port/db``), checked with a PING."""
+    try:
+        import redis
+    except ImportError:
+        raise DependencyError("cluster runs need the redis client", where="--queue",
+                              fix="pip install 'glinker[cluster]' (or pip install redis)") from None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        client.ping()
+    except ValueError as e:
+        raise ConfigError(f"not a Redis URL: {url!r} ({e})", where="--queue",
+                          fix="use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0") from None
+    except redis.RedisError as e:
+        raise ConfigError(f"cannot reach Redis at {url}: {e}", where="--queue",
+                          fix="start redis-server there, or check host, port and firewall") from None
+    return client
+
+
+class Keys:
+    """The Redis key names of one job."""
+
+    def __init__(self, job: str) -> None:
+        if not job or any(c.isspace() for c in job) or ":" in job:
+            raise ConfigError(f"bad job name {job!r}", where="--job", fix="use letters, digits, '-', '_' or '.'")
+        self.prefix = f"glinker:{job}:"
+        self.meta, self.todo, self.done, self.workers, self.lock = (
+            self.prefix + k for k in ("meta", "todo", "done", "workers", "lock"))
+
+    def batch(self, bid: str) -> str:
+        return f"{self.prefix}b:{bid}"
+
+    def result(self, bid: str) -> str:
+        return f"{self.prefix}r:{bid}"
+
+    def error(self, bid: str) -> str:
+        return f"{self.prefix}e:{bid}"
+
+    def proc(self, worker: str) -> str:
+        return f"{self.prefix}proc:{worker}"
+
+    def heartbeat(self, worker: str) -> str:
+        return f"{self.prefix}hb:{worker}"
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class Coordinator:
+    """Hands batches to workers and gives their records back in submission order.
+
+    ``submit(batch, lines)`` queues a batch (waiting while ``max_in_flight`` are out) and ``drain()`` waits
+    for all of them; both call ``write(records)`` for every answered batch whose predecessors are written, so
+    the output is in input order. A worker's error for a batch is raised (as a StageError naming the batch's
+    input lines) once the batches before it are written.
+    """
+
+    def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[list[dict]], None], *,
+                 max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
+                 poll: float = 1.0) -> None:
+        self.r = connect(url)
+        self.url = url
+        self.keys = Keys(job)
+        self.job = job
+        self.write = write
+        self.max_in_flight = max(1, max_in_flight)
+        self.heartbeat_ttl = heartbeat_ttl
+        self.poll = poll
+        self.token = uuid.uuid4().hex[:12]
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{self.token}"
+        self.seq = 0
+        self.next_write = 1
+        self.lines: dict[int, str] = {}        # seq -> "first-last" input lines, for error messages
+        self.ready: dict[int, Any] = {}        # seq -> records (list) or a GlinkerError
+        self.requeued = 0
+        self._last_idle_note = time.monotonic()
+        self._checked_at = time.monotonic()
+        self._lock_job()
+        self._reset()
+        self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "token": self.token, "state": "open",
+                                             "pipeline": pipeline_name, "owner": self.owner,
+                                             "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
+
+    # job ownership --------------------------------------------------------------------------------------------
+    def _lock_job(self) -> None:
+        ttl = max(30, int(self.heartbeat_ttl * 4))
+        if not self.r.set(self.keys.lock, self.owner, nx=True, ex=ttl):
+            other = self.r.get(self.keys.lock)
+            if other is not None and _dead_here(_text(other)):
+                # an earlier coordinator on this machine crashed: its lock would otherwise hold for `ttl` s
+                self.r.delete(self.keys.lock)
+                return self._lock_job()
+            raise ConfigError(f"job {self.job!r} on {self.url} is being coordinated by {_text(other)}",
+                              where="--job", fix="give this run another --job name, or wait for that run to end "
+                              f"(its lock expires {ttl} s after it stops)")
+        self._lock_ttl = ttl
+        self._lock_at = time.monotonic()
+
+    def _refresh_lock(self) -> None:
+        if time.monotonic() - self._lock_at > self._lock_ttl / 3:
+            self.r.expire(self.keys.lock, self._lock_ttl)
+            self._lock_at = time.monotonic()
+
+    def _reset(self) -> None:
+        """Drop what an earlier, interrupted run of this job left (its batches are re-read from the input)."""
+        stale = [k for k in self.r.scan_iter(match=self.keys.prefix + "*", count=1000)
+                 if _text(k) not in (self.keys.lock, self.keys.workers) and ":hb:" not in _text(k)
+                 and ":proc:" not in _text(k)]
+        if stale:
+            self.r.delete(*stale)
+
+    def close(self, state: str = "closed") -> None:
+        """End the job: workers stop taking its batches; the queue keys are removed."""
+        try:
+            pipe = self.r.pipeline()
+            pipe.hset(self.keys.meta, "state", state)
+            pipe.delete(self.keys.todo, self.keys.done)
+            pipe.execute()
+            leftovers = [k for k in self.r.scan_iter(match=self.keys.prefix + "[bre]:*", count=1000)]
+            if leftovers:
+                self.r.delete(*leftovers)
+            if _text(self.r.get(self.keys.lock) or b"") == self.owner:
+                self.r.delete(self.keys.lock)
+        except Exception as e:  # closing must not hide the error that made us close
+            log.warning("could not clean up job %s on %s: %s", self.job, self.url, e)
+
+    # batches --------------------------------------------------------------------------------------------------
+    def submit(self, docs: Sequence[dict], lines: str) -> None:
+        """Queue one batch of documents (JSON-ready dicts); ``lines`` names its input lines for errors."""
+        while self.seq - self.next_write + 1 >= self.max_in_flight:
+            self._collect()
+        self.seq += 1
+        bid = f"{self.token}:{self.seq}"
+        self.lines[self.seq] = lines
+        pipe = self.r.pipeline()
+        pipe.set(self.keys.batch(bid), json.dumps({"docs": list(docs)}, ensure_ascii=False))
+        pipe.lpush(self.keys.todo, bid)
+        pipe.execute()
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is answered and written."""
+        while self.next_write <= self.seq:
+            self._collect()
+
+    def _collect(self) -> None:
+        self._refresh_lock()
+        got = self.r.brpop([self.keys.done], timeout=self.poll)
+        if got is None or time.monotonic() - self._checked_at > self.heartbeat_ttl / 2:
+            self._requeue_dead()  # also while others answer: the writer may be waiting on a dead worker's batch
+            self._checked_at = time.monotonic()
+        if got is None:
+            return
+        bid = _text(got[1])
+        token, _, seq_s = bid.rpartition(":")
+        if token != self.token:
+            return  # an answer to an earlier run's batch
+        seq = int(seq_s)
+        pipe = self.r.pipeline()
+        pipe.get(self.keys.result(bid))
+        pipe.get(self.keys.error(bid))
+        pipe.delete(self.keys.result(bid), self.keys.error(bid), self.keys.batch(bid))
+        res, err, _ = pipe.execute()
+        if seq < self.next_write or seq in self.ready:
+            return  # a second answer, from a worker presumed dead whose batch was re-done
+        if err is not None:
+            e = json.loads(err)
+            self.ready[seq] = StageError(f"{e['message']} (input lines {self.lines.get(seq, '?')}, on worker "
+                                         f"{e.get('worker', '?')}; earlier batches are written)",
+                                         where=e.get("where"), fix=e.get("fix"))
+        elif res is not None:
+            self.ready[seq] = json.loads(res)
+        else:
+            return
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        while self.next_write in self.ready:
+            item = self.ready.pop(self.next_write)
+            self.lines.pop(self.next_write, None)
+            if isinstance(item, GlinkerError):
+                raise item
+            self.write(item)
+            self.next_write += 1
+
+    def _requeue_dead(self) -> None:
+        workers = [_text(w) for w in self.r.smembers(self.keys.workers)]
+        alive = 0
+        for w in workers:
+            if self.r.exists(self.keys.heartbeat(w)):
+                alive += 1
+                continue
+            n = 0
+            while self.r.lmove(self.keys.proc(w), self.keys.todo, "RIGHT", "RIGHT") is not None:
+                n += 1
+            self.r.srem(self.keys.workers, w)
+            if n:
+                self.requeued += n
+                log.warning("worker %s stopped answering (no heartbeat for %.0f s): %d batch(es) queued again",
+                            w, self.heartbeat_ttl, n)
+        if not alive and time.monotonic() - self._last_idle_note > 30:
+            self._last_idle_note = time.monotonic()
+            log.warning("job %s: %d batches waiting and no live worker; start one with `glinker worker -p "
+                        "PIPELINE --queue %s --job %s`", self.job, self.seq - self.next_write + 1, self.url, self.job)
+
+
+def _dead_here(owner: str) -> bool:
+    """True when ``owner`` (host:pid:token) names a process of this machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class Worker:
+    """Takes batches of a job from Redis, links them with ``pipeline`` and answers with their records."""
+
+    def __init__(self, pipeline: Any, url: str, job: str = DEFAULT_JOB, *, name: str | None = None,
+                 heartbeat_ttl: float | None = None, poll: float = 1.0,
+                 records: Callable[[Any, Sequence[Any]], list[dict]] | None = None) -> None:
+        self.pipe = pipeline
+        self.r = connect(url)
+        self.url = url
+        self.keys = Keys(job)
+        self.job = job
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.heartbeat_ttl = heartbeat_ttl
+        self.poll = poll
+        self.records = records or _records
+        self.batches = 0
+        self.documents = 0
+        self._spec_fp = pipeline.fingerprint()
+        self._ident: str | None = None
+        self._checked_token: str | None = None
+        self._stop = threading.Event()
+
+    def _ttl(self) -> float:
+        if self.heartbeat_ttl is not None:
+            return self.heartbeat_ttl
+        v = self.r.hget(self.keys.meta, "heartbeat_ttl")
+        return float(v) if v is not None else HEARTBEAT_TTL
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(0.2, self._ttl() / 3)):
+            try:
+                self.r.set(self.keys.heartbeat(self.name), "1", px=int(self._ttl() * 1000))
+            except Exception as e:  # a lost heartbeat only means our batches may be re-done elsewhere
+                log.warning("heartbeat to %s failed: %s", self.url, e)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from ``run``."""
+        self._stop.set()
+
+    def run(self, idle_exit: float | None = None, max_batches: int | None = None) -> dict[str, int]:
+        """Serve until ``stop()``, ``idle_exit`` seconds without a batch, or ``max_batches`` batches."""
+        self.pipe.warm_up()
+        self._ident = self.pipe.fingerprint(resources=True)
+        ttl = self._ttl()
+        self.r.set(self.keys.heartbeat(self.name), "1", px=int(ttl * 1000))
+        self.r.sadd(self.keys.workers, self.name)
+        beat = threading.Thread(target=self._beat, name=f"glinker-heartbeat-{self.name}", daemon=True)
+        beat.start()
+        log.info("worker %s serving job %s on %s (pipeline %s)", self.name, self.job, self.url, self._spec_fp)
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if max_batches is not None and self.batches >= max_batches:
+                    break
+                bid = self.r.blmove(self.keys.todo, self.keys.proc(self.name), self.poll, "RIGHT", "LEFT")
+                if bid is None:
+                    if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                        break
+                    continue
+                self._handle(_text(bid))
+                idle_since = time.monotonic()
+        finally:
+            self._stop.set()
+            beat.join(timeout=5)
+            # a batch still in hand (interrupted) goes back to the queue for another worker
+            while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
+                pass
+            self.r.delete(self.keys.heartbeat(self.name))
+            self.r.srem(self.keys.workers, self.name)
+        return {"batches": self.batches, "documents": self.documents}
+
+    def _check_job(self, token: str) -> bool:
+        """False for a batch of a run that is over (skip it); a ConfigError when the job is not ours to serve."""
+        if token == self._checked_token:
+            return True
+        meta = {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.meta).items()}
+        if meta.get("token") != token or meta.get("state") != "open":
+            return False
+        if meta.get("spec") != self._spec_fp:
+            raise ConfigError(f"job {self.job!r} was submitted with pipeline {meta.get('pipeline', '?')!r} "
+                              f"(fingerprint {meta.get('spec')}), this worker runs {self.pipe.name!r} (fingerprint "
+                              f"{self._spec_fp})", where=f"worker {self.name}",
+                              fix="start the worker with the same pipeline file and --model/--kb overrides as "
+                              "`glinker link --queue`")
+        self.r.hsetnx(self.keys.meta, "identity", self._ident)
+        first = _text(self.r.hget(self.keys.meta, "identity"))
+        if first != self._ident:
+            raise ConfigError(f"job {self.job!r} is being linked by workers whose model or KB differ from this "
+                              f"one's (resources fingerprint {first} there, {self._ident} here)",
+                              where=f"worker {self.name}", fix="give every worker the same model and KB "
+                              "(copy the KB directory; do not rebuild it per machine)")
+        self._checked_token = token
+        return True
+
+    def _handle(self, bid: str) -> None:
+        from glinker.types import Document
+
+        token = bid.rpartition(":")[0]
+        try:
+            current = self._check_job(token)
+        except ConfigError:
+            self.r.lmove(self.keys.proc(self.name), self.keys.todo, "LEFT", "RIGHT")  # not ours to answer
+            raise
+        raw = self.r.get(self.keys.batch(bid)) if current else None
+        if raw is None:  # the coordinator ended or restarted the job
+            self.r.lrem(self.keys.proc(self.name), 0, bid)
+            return
+        docs = [Document.model_validate(d) for d in json.loads(raw)["docs"]]
+        answer: tuple[str, str]
+        try:
+            res = self.pipe.run_batch(docs)
+            answer = (self.keys.result(bid), json.dumps(self.records(res, docs), ensure_ascii=False))
+        except GlinkerError as e:
+            log.error("batch %s failed on worker %s: %s", bid, self.name, e)
+            answer = (self.keys.error(bid), json.dumps({"message": e.message, "where": e.where, "fix": e.fix,
+                                                        "worker": self.name}))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(*answer)
+        pipe.lpush(self.keys.done, bid)
+        pipe.lrem(self.keys.proc(self.name), 0, bid)
+        pipe.execute()
+        self.batches += 1
+        self.documents += len(docs)
+
+
+def _records(res: Any, docs: Sequence[Any]) -> list[dict]:
+    from glinker.cli.link import output_records
+    from glinker.io import to_jsonable
+
+    return [to_jsonable(r) for r in output_records(res, docs)]
+
+
+def serve(pipeline: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[float] = None,
+          heartbeat_ttl: float | None = None) -> dict[str, int]:
+    """Run one worker in this process until interrupted (or idle for ``idle_exit`` seconds)."""
+    w = Worker(pipeline, url, job, heartbeat_ttl=heartbeat_ttl)
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        # a scheduler's SIGTERM (Kubernetes, SLURM) finishes the batch in hand, then stops
+        signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    try:
+        return w.run(idle_exit=idle_exit)
+    except KeyboardInterrupt:
+        log.info("worker %s interrupted; its batch in hand went back to the queue", w.name)
+        return {"batches": w.batches, "documents": w.documents}

@@ -1,0 +1,255 @@
+"""`glinker link --queue` + `glinker worker` on the real local Redis server: the same output as a local run, in
+input order; a dead worker's batch re-done; a worker with another pipeline refused; errors named; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from glinker.cli.link import run_link
+from glinker.errors import ConfigError, StageError
+
+from .conftest import TEXTS
+from .test_cli_link import PIPE, lines_of
+
+URL = os.environ.get("GLINKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]  # a queue bug must fail, not hang
+
+
+@pytest.fixture
+def redis_job():
+    """A unique job name on the local Redis server (its keys removed after), or a skip naming why."""
+    redis = pytest.importorskip("redis")
+    try:
+        r = redis.Redis.from_url(URL, socket_connect_timeout=2)
+        r.ping()
+    except redis.RedisError as e:
+        pytest.skip(f"Redis unreachable at {URL}: {e}")
+    job = "t" + uuid.uuid4().hex[:10]
+    yield job
+    keys = list(r.scan_iter(match=f"glinker:{job}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
+    return p
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    src = tmp_path / "in.jsonl"
+    docs = [{"id": f"d{i}", "text": TEXTS[i % len(TEXTS)], "source": "t"} for i in range(11)]
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return src
+
+
+def start_workers(pipeline: Path, job: str, n: int = 2, **kw):
+    """``n`` workers, each with its own pipeline object, serving ``job`` in threads until stopped."""
+    import glinker
+    from glinker.cluster import Worker
+
+    workers = [Worker(glinker.load_pipeline(str(pipeline)), URL, job, poll=0.2, **kw) for _ in range(n)]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    return workers, threads
+
+
+def stop(workers, threads):
+    for w in workers:
+        w.stop()
+    for t in threads:
+        t.join(timeout=30)
+
+
+def test_workers_write_what_a_local_run_writes(pipeline, inputs, tmp_path, redis_job):
+    local = tmp_path / "local.jsonl"
+    run_link(inputs, pipeline, local)
+    workers, threads = start_workers(pipeline, redis_job)
+    try:
+        out = tmp_path / "cluster.jsonl"
+        n = run_link(inputs, pipeline, out, queue=URL, job=redis_job, max_in_flight=2)
+    finally:
+        stop(workers, threads)
+    assert n["written"] == 11
+    assert lines_of(out) == lines_of(local)   # same records, same (input) order
+    assert sum(w.documents for w in workers) == 11
+
+
+def test_a_dead_workers_batch_is_done_again(pipeline, inputs, tmp_path, redis_job):
+    import redis
+
+    r = redis.Redis.from_url(URL)
+    prefix = f"glinker:{redis_job}:"
+
+    def dying_worker():
+        """Takes one batch, beats once, and dies without answering."""
+        while True:
+            bid = r.blmove(prefix + "todo", prefix + "proc:dead", 0.2, "RIGHT", "LEFT")
+            if bid is not None:
+                r.set(prefix + "hb:dead", "1", px=500)
+                r.sadd(prefix + "workers", "dead")
+                return bid
+
+    grabbed: list = []
+    t = threading.Thread(target=lambda: grabbed.append(dying_worker()), daemon=True)
+    t.start()
+    workers, threads = [], []
+
+    def late_start():
+        t.join()  # the healthy worker starts once the dying one holds a batch
+        workers[:], threads[:] = start_workers(pipeline, redis_job, n=1, heartbeat_ttl=1.0)
+
+    starter = threading.Thread(target=late_start, daemon=True)
+    starter.start()
+    try:
+        out = tmp_path / "out.jsonl"
+        n = run_link(inputs, pipeline, out, queue=URL, job=redis_job, heartbeat_ttl=1.0)
+    finally:
+        starter.join(timeout=30)
+        stop(workers, threads)
+    assert grabbed and n["written"] == 11
+    assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
+    assert r.llen(prefix + "proc:dead") == 0
+
+
+def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, tiny_model, tiny_kb, redis_job):
+    import glinker
+    from glinker.cluster import Worker
+
+    other = tmp_path / "other.yaml"
+    other.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("alias: 1.0", "alias: 2.0"))
+    errors: list = []
+    wrong = Worker(glinker.load_pipeline(str(other)), URL, redis_job, poll=0.2)
+
+    def run_wrong():
+        try:
+            wrong.run()
+        except ConfigError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run_wrong, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    good, threads = [], []
+
+    def late_good():
+        t.join(timeout=60)  # once the wrong worker gave up, a right one finishes the job
+        good[:], threads[:] = start_workers(pipeline, redis_job, n=1)
+
+    g = threading.Thread(target=late_good, daemon=True)
+    g.start()
+    try:
+        n = run_link(inputs, pipeline, tmp_path / "out.jsonl", queue=URL, job=redis_job)
+    finally:
+        g.join(timeout=60)
+        stop(good, threads)
+    assert errors and "fingerprint" in errors[0].message and "same pipeline file" in errors[0].fix
+    assert n["written"] == 11 and wrong.documents == 0
+
+
+def test_a_workers_error_names_the_lines_after_earlier_batches_are_written(pipeline, inputs, tmp_path, redis_job):
+    workers, threads = start_workers(pipeline, redis_job, n=1)
+    real = workers[0].pipe.run_batch
+
+    def failing(docs):
+        if any(d.id == "d5" for d in docs):
+            raise StageError("model ran out of memory", where="stage 'r'", fix="lower batch_size")
+        return real(docs)
+
+    workers[0].pipe.run_batch = failing
+    out = tmp_path / "out.jsonl"
+    try:
+        with pytest.raises(StageError) as ei:
+            run_link(inputs, pipeline, out, queue=URL, job=redis_job, batch_size=2)
+    finally:
+        stop(workers, threads)
+    assert f"{inputs}:5-6" in ei.value.message and "out of memory" in ei.value.message
+    assert ei.value.fix == "lower batch_size"
+    assert [d["id"] for d in lines_of(out)] == ["d0", "d1", "d2", "d3"]   # the batches before it
+
+
+def test_resume_and_bad_line_through_the_queue(pipeline, inputs, tmp_path, redis_job):
+    from glinker.errors import DataError
+
+    out = tmp_path / "out.jsonl"
+    text = inputs.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(text[:7] + ["{not json"] + text[7:]) + "\n")
+    workers, threads = start_workers(pipeline, redis_job, n=2)
+    try:
+        with pytest.raises(DataError) as ei:
+            run_link(bad, pipeline, out, queue=URL, job=redis_job)
+        assert f"{bad}:8" in str(ei.value)
+        assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(7)]
+        n = run_link(inputs, pipeline, out, queue=URL, job=redis_job)
+    finally:
+        stop(workers, threads)
+    assert n["skipped_done"] == 7 and n["written"] == 4
+    assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
+
+
+def test_cli_coordinator_and_worker_processes(pipeline, inputs, tmp_path, redis_job):
+    """The real commands: `glinker worker` as its own process, `glinker link --queue` as another."""
+    worker = subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", str(pipeline), "--queue", URL,
+                               "--job", redis_job, "--idle-exit", "20"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = tmp_path / "out.jsonl"
+        r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), str(inputs), "-o",
+                            str(out), "--queue", URL, "--job", redis_job, "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "linked 11 documents" in r.stderr
+        assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
+        worker.send_signal(15)   # SIGTERM: finish the batch in hand, deregister, exit 0
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert "worker: linked 11 documents" in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def test_bad_queue_url_and_busy_job_are_named(pipeline, inputs, tmp_path, redis_job):
+    from glinker.cluster import Coordinator
+
+    with pytest.raises(ConfigError) as ei:
+        run_link(inputs, pipeline, tmp_path / "o.jsonl", queue="redis://127.0.0.1:1/0", job=redis_job)
+    assert "cannot reach Redis" in ei.value.message and ei.value.where == "--queue"
+    first = Coordinator(URL, redis_job, "x", lambda recs: None)
+    try:
+        with pytest.raises(ConfigError) as ei:
+            Coordinator(URL, redis_job, "x", lambda recs: None)
+        assert "is being coordinated by" in ei.value.message and "--job" in ei.value.fix
+    finally:
+        first.close()
+
+
+def test_a_crashed_coordinators_lock_on_this_machine_is_taken_over(redis_job):
+    import socket
+
+    import redis
+
+    from glinker.cluster import Coordinator
+
+    r = redis.Redis.from_url(URL)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    r.set(f"glinker:{redis_job}:lock", f"{socket.gethostname()}:{int(dead.stdout)}:old", ex=300)
+    c = Coordinator(URL, redis_job, "x", lambda recs: None)   # no wait for the dead run's lock to expire
+    try:
+        assert r.get(f"glinker:{redis_job}:lock").decode() == c.owner
+    finally:
+        c.close()
