@@ -1,4 +1,4 @@
-"""Linking on many machines through Redis, when one machine is not enough.
+"""Linking and KB embedding on many machines through Redis, when one machine is not enough.
 
 One process, the *coordinator*, reads the input and writes the output exactly as a local ``glinker link`` does
 (streamed, in input order, flushed per batch, resumable, bad lines named); it hands the batches to any number of
@@ -16,10 +16,15 @@ transaction, so a batch is never lost: a worker whose heartbeat (``hb:<worker>``
 expires has its batches put back in ``todo`` by the coordinator. At most ``max_in_flight`` batches are out at a
 time, so Redis memory stays bounded whatever the input size. A worker refuses a job whose pipeline differs from
 its own (stages, settings, model and KB fingerprints), so one output is never written by two pipelines.
+
+A KB build embeds its entities the same way: ``glinker kb build ... --model M --queue URL`` hands chunks of
+entity texts to ``glinker worker --model M --queue URL`` processes (:class:`RemoteEncoder`, :class:`EncodeTask`);
+the build stays resumable chunk by chunk, and workers with another model are refused.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -90,15 +95,15 @@ def _text(v: Any) -> str:
 class Coordinator:
     """Hands batches to workers and gives their records back in submission order.
 
-    ``submit(batch, lines)`` queues a batch (waiting while ``max_in_flight`` are out) and ``drain()`` waits
-    for all of them; both call ``write(records)`` for every answered batch whose predecessors are written, so
+    ``submit(payload, lines)`` queues a batch (waiting while ``max_in_flight`` are out) and ``drain()`` waits
+    for all of them; both call ``write(answer)`` for every answered batch whose predecessors are written, so
     the output is in input order. A worker's error for a batch is raised (as a StageError naming the batch's
     input lines) once the batches before it are written.
     """
 
-    def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[list[dict]], None], *,
+    def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[Any], None], *,
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
-                 poll: float = 1.0) -> None:
+                 poll: float = 1.0, kind: str = "link") -> None:
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -118,7 +123,7 @@ class Coordinator:
         self._checked_at = time.monotonic()
         self._lock_job()
         self._reset()
-        self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "token": self.token, "state": "open",
+        self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "kind": kind, "token": self.token, "state": "open",
                                              "pipeline": pipeline_name, "owner": self.owner,
                                              "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
 
@@ -166,15 +171,15 @@ class Coordinator:
             log.warning("could not clean up job %s on %s: %s", self.job, self.url, e)
 
     # batches --------------------------------------------------------------------------------------------------
-    def submit(self, docs: Sequence[dict], lines: str) -> None:
-        """Queue one batch of documents (JSON-ready dicts); ``lines`` names its input lines for errors."""
+    def submit(self, payload: dict, lines: str) -> None:
+        """Queue one batch (a JSON-ready dict, e.g. ``{"docs": [...]}``); ``lines`` names its input for errors."""
         while self.seq - self.next_write + 1 >= self.max_in_flight:
             self._collect()
         self.seq += 1
         bid = f"{self.token}:{self.seq}"
         self.lines[self.seq] = lines
         pipe = self.r.pipeline()
-        pipe.set(self.keys.batch(bid), json.dumps({"docs": list(docs)}, ensure_ascii=False))
+        pipe.set(self.keys.batch(bid), json.dumps(payload, ensure_ascii=False))
         pipe.lpush(self.keys.todo, bid)
         pipe.execute()
 
@@ -259,13 +264,64 @@ def _dead_here(owner: str) -> bool:
     return False
 
 
-class Worker:
-    """Takes batches of a job from Redis, links them with ``pipeline`` and answers with their records."""
+class LinkTask:
+    """What a worker does for a ``glinker link --queue`` job: link a batch of documents with a pipeline."""
 
-    def __init__(self, pipeline: Any, url: str, job: str = DEFAULT_JOB, *, name: str | None = None,
-                 heartbeat_ttl: float | None = None, poll: float = 1.0,
-                 records: Callable[[Any, Sequence[Any]], list[dict]] | None = None) -> None:
+    kind = "link"
+
+    def __init__(self, pipeline: Any, records: Callable[[Any, Sequence[Any]], list[dict]] | None = None) -> None:
         self.pipe = pipeline
+        self.name = pipeline.name
+        self.fingerprint = pipeline.fingerprint()
+        self.records = records or _records
+
+    def warm_up(self) -> str:
+        """Load the model and KBs; returns the identity every worker of a job must share."""
+        self.pipe.warm_up()
+        return self.pipe.fingerprint(resources=True)
+
+    def process(self, payload: dict) -> Any:
+        from glinker.types import Document
+
+        docs = [Document.model_validate(d) for d in payload["docs"]]
+        return self.records(self.pipe.run_batch(docs), docs)
+
+    def size(self, payload: dict) -> int:
+        return len(payload["docs"])
+
+
+class EncodeTask:
+    """What a worker does for a ``glinker kb build --queue`` job: entity texts -> vectors with one model."""
+
+    kind = "encode"
+
+    def __init__(self, encoder: Any, batch_size: int = 64, name: str = "model") -> None:
+        self.encoder = encoder
+        self.name = name
+        self.fingerprint = encoder.fingerprint
+        self.batch_size = batch_size
+
+    def warm_up(self) -> str:
+        return f"{self.encoder.fingerprint}:{self.encoder.dim}"
+
+    def process(self, payload: dict) -> Any:
+        import numpy as np
+
+        vecs = np.ascontiguousarray(self.encoder.encode_entities(payload["texts"], batch_size=self.batch_size),
+                                    dtype=np.float32)
+        return {"shape": list(vecs.shape), "float32": base64.b64encode(vecs.tobytes()).decode("ascii")}
+
+    def size(self, payload: dict) -> int:
+        return len(payload["texts"])
+
+
+class Worker:
+    """Takes batches of a job from Redis, does ``task`` on them (a :class:`LinkTask`, an :class:`EncodeTask`,
+    or a pipeline, which means a LinkTask) and answers."""
+
+    def __init__(self, task: Any, url: str, job: str = DEFAULT_JOB, *, name: str | None = None,
+                 heartbeat_ttl: float | None = None, poll: float = 1.0) -> None:
+        self.task = task if hasattr(task, "process") else LinkTask(task)
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -273,10 +329,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_ttl = heartbeat_ttl
         self.poll = poll
-        self.records = records or _records
         self.batches = 0
         self.documents = 0
-        self._spec_fp = pipeline.fingerprint()
         self._ident: str | None = None
         self._checked_token: str | None = None
         self._stop = threading.Event()
@@ -300,14 +354,14 @@ class Worker:
 
     def run(self, idle_exit: float | None = None, max_batches: int | None = None) -> dict[str, int]:
         """Serve until ``stop()``, ``idle_exit`` seconds without a batch, or ``max_batches`` batches."""
-        self.pipe.warm_up()
-        self._ident = self.pipe.fingerprint(resources=True)
+        self._ident = self.task.warm_up()
         ttl = self._ttl()
         self.r.set(self.keys.heartbeat(self.name), "1", px=int(ttl * 1000))
         self.r.sadd(self.keys.workers, self.name)
         beat = threading.Thread(target=self._beat, name=f"glinker-heartbeat-{self.name}", daemon=True)
         beat.start()
-        log.info("worker %s serving job %s on %s (pipeline %s)", self.name, self.job, self.url, self._spec_fp)
+        log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, self.url,
+                 self.task.fingerprint)
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -337,16 +391,21 @@ class Worker:
         meta = {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.meta).items()}
         if meta.get("token") != token or meta.get("state") != "open":
             return False
-        if meta.get("spec") != self._spec_fp:
-            raise ConfigError(f"job {self.job!r} was submitted with pipeline {meta.get('pipeline', '?')!r} "
-                              f"(fingerprint {meta.get('spec')}), this worker runs {self.pipe.name!r} (fingerprint "
-                              f"{self._spec_fp})", where=f"worker {self.name}",
-                              fix="start the worker with the same pipeline file and --model/--kb overrides as "
-                              "`glinker link --queue`")
+        kind = self.task.kind
+        if meta.get("kind", "link") != kind or meta.get("spec") != self.task.fingerprint:
+            what = {"link": "pipeline", "encode": "model"}
+            fix = ("start the worker with the same pipeline file and --model/--kb overrides as `glinker link "
+                   "--queue`" if kind == "link" else "start the worker with the --model the KB build was given")
+            article = "an" if meta.get("kind", "link")[0] in "aeiou" else "a"
+            raise ConfigError(f"job {self.job!r} is {article} {meta.get('kind', 'link')} job with "
+                              f"{what.get(meta.get('kind', 'link'), '?')} {meta.get('pipeline', '?')!r} (fingerprint "
+                              f"{meta.get('spec')}), this worker serves {kind} jobs with {what[kind]} "
+                              f"{self.task.name!r} (fingerprint {self.task.fingerprint})",
+                              where=f"worker {self.name}", fix=fix)
         self.r.hsetnx(self.keys.meta, "identity", self._ident)
         first = _text(self.r.hget(self.keys.meta, "identity"))
         if first != self._ident:
-            raise ConfigError(f"job {self.job!r} is being linked by workers whose model or KB differ from this "
+            raise ConfigError(f"job {self.job!r} is being served by workers whose model or KB differ from this "
                               f"one's (resources fingerprint {first} there, {self._ident} here)",
                               where=f"worker {self.name}", fix="give every worker the same model and KB "
                               "(copy the KB directory; do not rebuild it per machine)")
@@ -354,8 +413,6 @@ class Worker:
         return True
 
     def _handle(self, bid: str) -> None:
-        from glinker.types import Document
-
         token = bid.rpartition(":")[0]
         try:
             current = self._check_job(token)
@@ -366,11 +423,10 @@ class Worker:
         if raw is None:  # the coordinator ended or restarted the job
             self.r.lrem(self.keys.proc(self.name), 0, bid)
             return
-        docs = [Document.model_validate(d) for d in json.loads(raw)["docs"]]
+        payload = json.loads(raw)
         answer: tuple[str, str]
         try:
-            res = self.pipe.run_batch(docs)
-            answer = (self.keys.result(bid), json.dumps(self.records(res, docs), ensure_ascii=False))
+            answer = (self.keys.result(bid), json.dumps(self.task.process(payload), ensure_ascii=False))
         except GlinkerError as e:
             log.error("batch %s failed on worker %s: %s", bid, self.name, e)
             answer = (self.keys.error(bid), json.dumps({"message": e.message, "where": e.where, "fix": e.fix,
@@ -381,7 +437,7 @@ class Worker:
         pipe.lrem(self.keys.proc(self.name), 0, bid)
         pipe.execute()
         self.batches += 1
-        self.documents += len(docs)
+        self.documents += self.task.size(payload)
 
 
 def _records(res: Any, docs: Sequence[Any]) -> list[dict]:
@@ -391,10 +447,56 @@ def _records(res: Any, docs: Sequence[Any]) -> list[dict]:
     return [to_jsonable(r) for r in output_records(res, docs)]
 
 
-def serve(pipeline: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[float] = None,
+class RemoteEncoder:
+    """An entity encoder whose work is done by ``glinker worker --model M`` processes: ``glinker kb build
+    --queue`` passes it to the KB build in place of the model, which it stands for (same fingerprint and
+    dimension: it is given the loaded model, and workers with another model are refused)."""
+
+    def __init__(self, encoder: Any, url: str, job: str = DEFAULT_JOB, *, name: str = "model", piece: int = 1024,
+                 max_in_flight: int = 16, heartbeat_ttl: float | None = None) -> None:
+        self.fingerprint = encoder.fingerprint
+        self.dim = encoder.dim
+        self.name = name
+        self.url, self.job, self.piece = url, job, max(1, piece)
+        self.max_in_flight = max_in_flight
+        self.heartbeat_ttl = heartbeat_ttl
+        self._coord: Coordinator | None = None
+        self._out: list[Any] = []
+
+    def _coordinator(self) -> Coordinator:
+        if self._coord is None:
+            self._coord = Coordinator(self.url, self.job, self.fingerprint, self._out.append, kind="encode",
+                                      max_in_flight=self.max_in_flight, pipeline_name=self.name,
+                                      **({"heartbeat_ttl": self.heartbeat_ttl} if self.heartbeat_ttl else {}))
+        return self._coord
+
+    def encode_entities(self, texts: Sequence[str], batch_size: int = 64) -> Any:
+        """Vectors of ``texts`` in order, computed by the job's workers ``piece`` texts at a time."""
+        import numpy as np
+
+        c = self._coordinator()
+        self._out.clear()
+        for i in range(0, len(texts), self.piece):
+            c.submit({"texts": list(texts[i:i + self.piece])}, f"entity texts {i}-{min(len(texts), i + self.piece) - 1}")
+        c.drain()
+        parts = [np.frombuffer(base64.b64decode(a["float32"]), dtype=np.float32).reshape(a["shape"]) for a in self._out]
+        self._out.clear()
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        """End the job on Redis (workers stop taking its batches)."""
+        if self._coord is not None:
+            self._coord.close()
+            self._coord = None
+
+
+def serve(task: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[float] = None,
           heartbeat_ttl: float | None = None) -> dict[str, int]:
-    """Run one worker in this process until interrupted (or idle for ``idle_exit`` seconds)."""
-    w = Worker(pipeline, url, job, heartbeat_ttl=heartbeat_ttl)
+    """Run one worker (a pipeline, a LinkTask or an EncodeTask) in this process until interrupted (or idle for
+    ``idle_exit`` seconds)."""
+    w = Worker(task, url, job, heartbeat_ttl=heartbeat_ttl)
     if threading.current_thread() is threading.main_thread():
         import signal
 

@@ -75,6 +75,8 @@ def build(
     batch_size: int = typer.Option(64, help="Encoder batch size."),
     chunk_size: int = typer.Option(16384, help="Entities per checkpoint (store commit / vector file)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Discard an interrupted build instead of resuming it."),
+    queue: str | None = typer.Option(None, "--queue", help="Redis URL: embed the entities on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
+    job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
 ) -> None:
     """Build a KB directory from a source (resumable; the old KB stays intact until the new one is complete)."""
     from glinker.kb.adapters import load_adapter
@@ -95,9 +97,20 @@ def build(
         typer.echo(f"estimate: ~{n:,} entities; KB on disk ~{_human(est['kb_disk'])}, temporary "
                    f"~{_human(est['temp_disk'])}, peak memory ~{_human(est['peak_ram'])}"
                    + (f", index {est['factory']}" if "factory" in est else ""), err=True)
-    gen = build_kb(ad, out, enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
-                   batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
-                   progress=True)
+    remote = None
+    if queue:
+        if enc is None:
+            raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
+        from glinker.cluster import DEFAULT_JOB, RemoteEncoder
+
+        enc = remote = RemoteEncoder(enc, queue, job or DEFAULT_JOB, name=str(name))
+    try:
+        gen = build_kb(ad, out, enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
+                       batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
+                       progress=True)
+    finally:
+        if remote is not None:
+            remote.close()
     from glinker.kb.manifest import Manifest
 
     m = Manifest.load(gen / "manifest.json")

@@ -144,37 +144,51 @@ def link(
 
 
 def worker(
-    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="The same pipeline YAML the coordinator was given."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", "-p", help="Serve a `glinker link --queue` job: the same pipeline YAML the coordinator was given."),
     queue: str = typer.Option(..., "--queue", help="Redis URL of the coordinator's queue, e.g. redis://head:6379/0."),
     job: Optional[str] = typer.Option(None, "--job", help="Job to serve (default: 'default')."),
-    model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model (as the coordinator did)."),
+    model: Optional[str] = typer.Option(None, "--model", help="With -p: override the pipeline's model (as the coordinator did). Without -p: serve a `glinker kb build --queue` job, embedding entity texts with this model."),
     kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory (as the coordinator did)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:1."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads of this worker (several workers on one machine: cores / workers)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Without -p: encoder batch size."),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=0, help="Exit after this many seconds without a batch (default: serve until interrupted)."),
     stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts when the worker stops."),
 ) -> None:
-    """Serve a `glinker link --queue` job: take batches from Redis, link them, send the records back.
+    """Serve a `glinker link --queue` job (-p PIPELINE) or a `glinker kb build --queue` job (--model M): take
+    batches from Redis, do them, send the results back.
 
     Start as many as the machines hold (one per GPU, or one per few CPU cores); a worker that dies has its
     batch re-done by another, and a worker whose pipeline, model or KB differs from the job's is refused."""
     import glinker
-    from glinker.cluster import DEFAULT_JOB, serve
+    from glinker.cluster import DEFAULT_JOB, EncodeTask, serve
 
+    if pipeline is None and model is None:
+        raise typer.BadParameter("give -p PIPELINE (a linking job) or --model M (a KB build's embedding job)",
+                                 param_hint="--pipeline/--model")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    pipe = None
     try:
-        pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
-        with pipe.gc_frozen():
-            n = serve(pipe, queue, job or DEFAULT_JOB, idle_exit=idle_exit)
+        if pipeline is not None:
+            pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+            with pipe.gc_frozen():
+                n = serve(pipe, queue, job or DEFAULT_JOB, idle_exit=idle_exit)
+        else:
+            from glinker.kb.encoder import load_encoder
+
+            enc = load_encoder(str(model), device=device)
+            n = serve(EncodeTask(enc, batch_size, name=str(model)), queue, job or DEFAULT_JOB, idle_exit=idle_exit)
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
-    if stats:
+    if stats and pipe is not None:
         typer.echo(pipe.stats.table(), err=True)
-    typer.echo(f"worker: linked {n['documents']} documents in {n['batches']} batches", err=True)
+    what = "linked" if pipe is not None else "embedded"
+    typer.echo(f"worker: {what} {n['documents']} {'documents' if pipe is not None else 'entities'} in "
+               f"{n['batches']} batches", err=True)
 
 
 def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
@@ -243,7 +257,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         docs = [d for _, d in batch]
         lines = f"{input}:{batch[0][0]}-{batch[-1][0]}"
         if coordinator is not None:
-            coordinator.submit([d.model_dump(mode="json", exclude_defaults=True) for d in docs], lines)
+            coordinator.submit({"docs": [d.model_dump(mode="json", exclude_defaults=True) for d in docs]}, lines)
             return
         try:
             res = pipe.run_batch(docs)

@@ -162,14 +162,14 @@ def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, t
 
 def test_a_workers_error_names_the_lines_after_earlier_batches_are_written(pipeline, inputs, tmp_path, redis_job):
     workers, threads = start_workers(pipeline, redis_job, n=1)
-    real = workers[0].pipe.run_batch
+    real = workers[0].task.pipe.run_batch
 
     def failing(docs):
         if any(d.id == "d5" for d in docs):
             raise StageError("model ran out of memory", where="stage 'r'", fix="lower batch_size")
         return real(docs)
 
-    workers[0].pipe.run_batch = failing
+    workers[0].task.pipe.run_batch = failing
     out = tmp_path / "out.jsonl"
     try:
         with pytest.raises(StageError) as ei:
@@ -203,21 +203,27 @@ def test_resume_and_bad_line_through_the_queue(pipeline, inputs, tmp_path, redis
 
 def test_cli_coordinator_and_worker_processes(pipeline, inputs, tmp_path, redis_job):
     """The real commands: `glinker worker` as its own process, `glinker link --queue` as another."""
-    worker = subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", str(pipeline), "--queue", URL,
-                               "--job", redis_job, "--idle-exit", "20"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "out.jsonl"
+    r, err = with_worker_process(["-p", str(pipeline)], redis_job, [
+        "link", "-p", str(pipeline), str(inputs), "-o", str(out), "--queue", URL, "--job", redis_job, "--no-progress"])
+    assert "linked 11 documents" in r.stderr
+    assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
+    assert "worker: linked 11 documents" in err
+
+
+def with_worker_process(worker_args: list[str], job: str, command: list[str]):
+    """Run ``glinker COMMAND`` while a ``glinker worker WORKER_ARGS`` process serves ``job``; then SIGTERM the
+    worker (it finishes the batch in hand, deregisters, exits 0). Returns the command's result, the worker's
+    stderr."""
+    worker = subprocess.Popen([sys.executable, "-m", "glinker", "worker", *worker_args, "--queue", URL, "--job", job,
+                               "--idle-exit", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        out = tmp_path / "out.jsonl"
-        r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), str(inputs), "-o",
-                            str(out), "--queue", URL, "--job", redis_job, "--no-progress"],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-m", "glinker", *command], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        assert "linked 11 documents" in r.stderr
-        assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
-        worker.send_signal(15)   # SIGTERM: finish the batch in hand, deregister, exit 0
+        worker.send_signal(15)
         _, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
-        assert "worker: linked 11 documents" in err
+        return r, err
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -253,3 +259,82 @@ def test_a_crashed_coordinators_lock_on_this_machine_is_taken_over(redis_job):
         assert r.get(f"glinker:{redis_job}:lock").decode() == c.owner
     finally:
         c.close()
+
+
+def _kb_vectors(kb_dir: Path):
+    import numpy as np
+
+    from glinker.kb import KB
+
+    from .conftest import ENTITIES
+
+    kb = KB.open(kb_dir)
+    rid_of = kb.rids([e.id for e in ENTITIES])
+    return np.asarray(kb.index().reconstruct(np.asarray([rid_of[e.id] for e in ENTITIES], dtype=np.int64)))
+
+
+def test_kb_build_embedded_by_workers_equals_a_local_build(tmp_path, tiny_model, redis_job):
+    import numpy as np
+
+    from glinker.cluster import EncodeTask, RemoteEncoder, Worker
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+    from glinker.model import BiEncoder
+
+    from .conftest import write_entities
+
+    src = write_entities(tmp_path / "entities.jsonl")
+    enc = BiEncoder.from_pretrained(tiny_model)
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "local", enc, model_name=str(tiny_model))
+    workers = [Worker(EncodeTask(BiEncoder.from_pretrained(tiny_model), batch_size=4), URL, redis_job, poll=0.2)
+               for _ in range(2)]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    remote = RemoteEncoder(enc, URL, redis_job, piece=3)   # 12 entities -> 4 pieces per chunk
+    try:
+        build_kb(load_adapter("jsonl", str(src)), tmp_path / "remote", remote, model_name=str(tiny_model),
+                 chunk_size=5)
+    finally:
+        remote.close()
+        stop(workers, threads)
+    assert sum(w.documents for w in workers) == 12
+    np.testing.assert_allclose(_kb_vectors(tmp_path / "remote"), _kb_vectors(tmp_path / "local"), atol=1e-5)
+
+
+def test_an_encode_job_refuses_a_linking_worker(pipeline, tiny_model, redis_job):
+    import glinker
+    from glinker.cluster import RemoteEncoder, Worker
+    from glinker.model import BiEncoder
+
+    remote = RemoteEncoder(BiEncoder.from_pretrained(tiny_model), URL, redis_job)
+    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2)
+    errors: list = []
+
+    def run():
+        try:
+            w.run(idle_exit=30)
+        except ConfigError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        c = remote._coordinator()
+        c.submit({"texts": ["Paris: capital of France"]}, "entity texts 0-0")
+        t.join(timeout=60)
+    finally:
+        remote.close()
+    assert errors and "an encode job" in errors[0].message and "serves link jobs" in errors[0].message
+    assert "--model" in errors[0].fix
+
+
+def test_cli_kb_build_with_an_embedding_worker(tmp_path, tiny_model, redis_job):
+    from .conftest import write_entities
+
+    src = write_entities(tmp_path / "entities.jsonl")
+    r, err = with_worker_process(["--model", str(tiny_model)], redis_job, [
+        "kb", "build", "--adapter", "jsonl", "--source", str(src), "--model", str(tiny_model),
+        "--out", str(tmp_path / "kb"), "--queue", URL, "--job", redis_job])
+    assert "12 vectors" in r.stdout + r.stderr
+    assert "worker: embedded 12 entities" in err
