@@ -33,6 +33,8 @@ def build(
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted build in OUT."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    queue: str | None = typer.Option(None, "--queue", help="Redis URL: encode on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
+    job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
 ) -> None:
     """Encode LABELS_FILE into a label bank folder for `glinker ner --label-bank` and `LabelBank.load`.
 
@@ -48,7 +50,17 @@ def build(
     m = BiEncoder.from_pretrained(model, device=device)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=True, resume=resume)
+    remote = None
+    if queue:
+        from glinker.cluster import DEFAULT_JOB, RemoteEncoder
+
+        remote = RemoteEncoder(m, queue, job or DEFAULT_JOB, name=model)
+    try:
+        bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=True,
+                                  resume=resume, encoder=remote)
+    finally:
+        if remote is not None:
+            remote.close()
     enc_s = time.perf_counter() - t0
     factory = index
     if index == "auto":

@@ -251,13 +251,19 @@ class BiEncoder:
         chunk_size: int = 16_384,
         progress: bool = False,
         resume: bool = True,
+        encoder: Any = None,
     ) -> LabelBank:
         """Encode any number of labels straight into a memory-mapped bank folder, ``chunk_size`` at a time.
 
         Memory stays at one chunk whatever the label count; progress is recorded after every chunk, so a build
         that was interrupted resumes in the same folder (same labels, same model) instead of starting over.
-        Returns the bank, memory-mapped.
+        ``encoder`` (an object with this model's fingerprint and ``encode_entities``, e.g.
+        ``glinker.cluster.RemoteEncoder``) computes the vectors instead of this process. Returns the bank,
+        memory-mapped.
         """
+        import numpy as np
+        import torch
+
         from glinker.model.labels import rows_done
 
         if self.net.dense:
@@ -269,6 +275,9 @@ class BiEncoder:
             )
         if chunk_size < 1 or batch_size < 1:
             raise ConfigError("chunk_size and batch_size must be >= 1", where="encode_labels_to", fix="e.g. 16384")
+        if encoder is not None and getattr(encoder, "fingerprint", None) != self.fingerprint:
+            raise ConfigError("the encoder given for the label bank is not this model (fingerprints differ)",
+                              where="encode_labels_to", fix="build the remote encoder from this model")
         prompts, names = _normalize_label_set(labels, "labels")
         if not names:
             raise DataError("no labels given", where="labels", fix="pass at least one label")
@@ -284,7 +293,11 @@ class BiEncoder:
             if bar is not None:
                 bar.update(first)
             for a in range(first, len(prompts), chunk_size):
-                v = self._encode_prompt_texts(prompts[a : a + chunk_size], batch_size).cpu()
+                if encoder is not None:
+                    v = torch.from_numpy(np.asarray(encoder.encode_entities(list(prompts[a : a + chunk_size]),
+                                                                            batch_size=batch_size), dtype=np.float32))
+                else:
+                    v = self._encode_prompt_texts(prompts[a : a + chunk_size], batch_size).cpu()
                 if bar is not None:
                     bar.update(int(v.shape[0]))
                 yield v

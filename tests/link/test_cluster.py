@@ -338,3 +338,31 @@ def test_cli_kb_build_with_an_embedding_worker(tmp_path, tiny_model, redis_job):
         "--out", str(tmp_path / "kb"), "--queue", URL, "--job", redis_job])
     assert "12 vectors" in r.stdout + r.stderr
     assert "worker: embedded 12 entities" in err
+
+
+def test_label_bank_encoded_by_a_worker_equals_a_local_one(tmp_path, tiny_model, redis_job):
+    import numpy as np
+
+    from glinker.cluster import EncodeTask, RemoteEncoder, Worker
+    from glinker.model import BiEncoder
+    from glinker.model.labels import LabelBank
+
+    labels = [f"label number {i}" for i in range(40)]
+    m = BiEncoder.from_pretrained(tiny_model)
+    local = m.encode_labels_to(labels, tmp_path / "local", chunk_size=16)
+    workers = [Worker(EncodeTask(BiEncoder.from_pretrained(tiny_model)), URL, redis_job, poll=0.2)]
+    threads = [threading.Thread(target=workers[0].run, daemon=True)]
+    threads[0].start()
+    remote = RemoteEncoder(m, URL, redis_job, piece=7)
+    try:
+        m.encode_labels_to(labels, tmp_path / "remote", chunk_size=16, encoder=remote)
+    finally:
+        remote.close()
+        stop(workers, threads)
+    bank = LabelBank.load(tmp_path / "remote")
+    assert bank.names == local.names and workers[0].documents == 40
+    np.testing.assert_allclose(np.asarray(bank.vectors), np.asarray(local.vectors), atol=1e-5)
+    from types import SimpleNamespace
+
+    with pytest.raises(ConfigError, match="fingerprints differ"):   # an encoder of another model
+        m.encode_labels_to(labels, tmp_path / "x", encoder=SimpleNamespace(fingerprint="0" * 64))
