@@ -25,6 +25,7 @@ the build stays resumable chunk by chunk, and workers with another model are ref
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -171,8 +172,23 @@ class Coordinator:
             log.warning("could not clean up job %s on %s: %s", self.job, self.url, e)
 
     # batches --------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _redis(self, doing: str) -> Any:
+        import redis
+
+        try:
+            yield
+        except redis.RedisError as e:
+            raise StageError(f"lost the Redis server at {self.url} while {doing}: {type(e).__name__}: {e}",
+                             where=f"job {self.job!r}", fix="bring Redis back and run the same command again: it "
+                             "resumes after the documents already written") from e
+
     def submit(self, payload: dict, lines: str) -> None:
         """Queue one batch (a JSON-ready dict, e.g. ``{"docs": [...]}``); ``lines`` names its input for errors."""
+        with self._redis(f"queueing {lines}"):
+            self._submit(payload, lines)
+
+    def _submit(self, payload: dict, lines: str) -> None:
         while self.seq - self.next_write + 1 >= self.max_in_flight:
             self._collect()
         self.seq += 1
@@ -185,8 +201,9 @@ class Coordinator:
 
     def drain(self) -> None:
         """Wait until every submitted batch is answered and written."""
-        while self.next_write <= self.seq:
-            self._collect()
+        with self._redis("waiting for answers"):
+            while self.next_write <= self.seq:
+                self._collect()
 
     def _collect(self) -> None:
         self._refresh_lock()
@@ -363,26 +380,53 @@ class Worker:
         log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, self.url,
                  self.task.fingerprint)
         idle_since = time.monotonic()
+        import redis
+
         try:
             while not self._stop.is_set():
                 if max_batches is not None and self.batches >= max_batches:
                     break
-                bid = self.r.blmove(self.keys.todo, self.keys.proc(self.name), self.poll, "RIGHT", "LEFT")
-                if bid is None:
-                    if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
-                        break
-                    continue
-                self._handle(_text(bid))
-                idle_since = time.monotonic()
+                try:
+                    bid = self.r.blmove(self.keys.todo, self.keys.proc(self.name), self.poll, "RIGHT", "LEFT")
+                    if bid is None:
+                        if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                            break
+                        continue
+                    self._handle(_text(bid))
+                    idle_since = time.monotonic()
+                except (redis.ConnectionError, redis.TimeoutError) as e:
+                    self._reconnect(e)
         finally:
             self._stop.set()
             beat.join(timeout=5)
-            # a batch still in hand (interrupted) goes back to the queue for another worker
+            try:
+                # a batch still in hand (interrupted) goes back to the queue for another worker
+                while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
+                    pass
+                self.r.delete(self.keys.heartbeat(self.name))
+                self.r.srem(self.keys.workers, self.name)
+            except redis.RedisError as e:  # its heartbeat expires: the coordinator re-queues what it held
+                log.warning("worker %s could not deregister from %s: %s", self.name, self.url, e)
+        return {"batches": self.batches, "documents": self.documents}
+
+    def _reconnect(self, err: Exception) -> None:
+        """Wait for Redis to come back (a worker is a daemon: it outlives an outage), then give back what it held:
+        its heartbeat kept it alive to the coordinator, so nobody else would re-queue that batch."""
+        import redis
+
+        delay = 1.0
+        log.warning("worker %s lost Redis at %s (%s); retrying", self.name, self.url, err)
+        while not self._stop.wait(delay):
+            try:
+                self.r.ping()
+            except redis.RedisError:
+                delay = min(30.0, delay * 2)
+                continue
             while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
                 pass
-            self.r.delete(self.keys.heartbeat(self.name))
-            self.r.srem(self.keys.workers, self.name)
-        return {"batches": self.batches, "documents": self.documents}
+            self.r.sadd(self.keys.workers, self.name)
+            log.warning("worker %s reconnected to %s", self.name, self.url)
+            return
 
     def _check_job(self, token: str) -> bool:
         """False for a batch of a run that is over (skip it); a ConfigError when the job is not ours to serve."""

@@ -366,3 +366,60 @@ def test_label_bank_encoded_by_a_worker_equals_a_local_one(tmp_path, tiny_model,
 
     with pytest.raises(ConfigError, match="fingerprints differ"):   # an encoder of another model
         m.encode_labels_to(labels, tmp_path / "x", encoder=SimpleNamespace(fingerprint="0" * 64))
+
+
+def test_a_worker_gives_back_its_batch_after_losing_redis(pipeline, inputs, tmp_path, redis_job):
+    """The connection drops after BLMOVE moved a batch into the worker's list but before the reply: once Redis
+    answers again the worker must give that batch back (its heartbeat kept it alive, so nobody else would)."""
+    import redis
+
+    import glinker
+    from glinker.cluster import Worker
+
+    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2)
+    real = w.r.blmove
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        got = real(*a, **kw)
+        if got is not None and calls["n"] == 0:
+            calls["n"] += 1
+            raise redis.ConnectionError("connection reset by peer")
+        return got
+
+    w.r.blmove = flaky
+    workers, threads = [w], [threading.Thread(target=w.run, daemon=True)]
+    threads[0].start()
+    try:
+        n = run_link(inputs, pipeline, tmp_path / "out.jsonl", queue=URL, job=redis_job)
+    finally:
+        stop(workers, threads)
+    assert calls["n"] == 1 and n["written"] == 11
+    assert [d["id"] for d in lines_of(tmp_path / "out.jsonl")] == [f"d{i}" for i in range(11)]
+
+
+def test_the_coordinator_names_a_lost_redis_and_keeps_what_it_wrote(pipeline, inputs, tmp_path, redis_job,
+                                                                    monkeypatch):
+    import redis
+
+    workers, threads = start_workers(pipeline, redis_job, n=1)
+    real = redis.Redis.brpop
+    answers = {"n": 0}
+
+    def dying(self, *a, **kw):
+        if answers["n"] >= 2:
+            raise redis.ConnectionError("Connection refused")
+        got = real(self, *a, **kw)
+        answers["n"] += got is not None
+        return got
+
+    monkeypatch.setattr(redis.Redis, "brpop", dying)
+    out = tmp_path / "out.jsonl"
+    try:
+        with pytest.raises(StageError) as ei:
+            run_link(inputs, pipeline, out, queue=URL, job=redis_job, max_in_flight=1)
+    finally:
+        monkeypatch.undo()
+        stop(workers, threads)
+    assert "lost the Redis server" in ei.value.message and "run the same command again" in ei.value.fix
+    assert [d["id"] for d in lines_of(out)] == ["d0", "d1", "d2", "d3"]   # two batches of 2 answered and kept
