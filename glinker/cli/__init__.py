@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Command groups, in the order `glinker --help` lists them. A module that is absent is skipped.
-_GROUPS = ("pipeline", "ner", "labels", "link", "kb", "eval", "train", "bench")
+_GROUPS = ("pipeline", "ner", "labels", "link", "serve", "kb", "eval", "train", "bench")
 
 
 @app.callback()

@@ -64,3 +64,23 @@ def tiny_kb(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     enc = BiEncoder.from_pretrained(tiny_model)
     build_kb(load_adapter("jsonl", str(src)), d / "kb", enc, model_name=str(tiny_model))
     return d / "kb"
+
+
+PIPE = """name: t
+model: {model}
+kb: {kb}
+settings: {{batch_size: 2}}
+stages:
+  mentions: {{type: alias_mentions}}
+  a: {{type: alias_candidates, input: mentions}}
+  r: {{type: rescore, input: a, weights: {{biencoder: 0.5, popularity: 1.0, alias: 1.0}}}}
+  links: {{type: select, input: r}}
+"""
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
+    """A linking pipeline (alias mentions and candidates, re-scored, selected) over the tiny model and KB."""
+    p = tmp_path / "p.yaml"
+    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
+    return p

@@ -13,25 +13,7 @@ from typer.testing import CliRunner
 from glinker.cli import app
 from glinker.cli.link import iter_input, run_link
 
-from .conftest import TEXTS
-
-PIPE = """name: t
-model: {model}
-kb: {kb}
-settings: {{batch_size: 2}}
-stages:
-  mentions: {{type: alias_mentions}}
-  a: {{type: alias_candidates, input: mentions}}
-  r: {{type: rescore, input: a, weights: {{biencoder: 0.5, popularity: 1.0, alias: 1.0}}}}
-  links: {{type: select, input: r}}
-"""
-
-
-@pytest.fixture
-def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
-    p = tmp_path / "p.yaml"
-    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
-    return p
+from .conftest import PIPE, TEXTS
 
 
 def lines_of(path: Path) -> list[dict]:

@@ -17,8 +17,8 @@ import pytest
 from glinker.cli.link import run_link
 from glinker.errors import ConfigError, StageError
 
-from .conftest import TEXTS
-from .test_cli_link import PIPE, lines_of
+from .conftest import PIPE, TEXTS
+from .test_cli_link import lines_of
 
 URL = os.environ.get("GLINKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]  # a queue bug must fail, not hang
@@ -38,13 +38,6 @@ def redis_job():
     keys = list(r.scan_iter(match=f"glinker:{job}:*"))
     if keys:
         r.delete(*keys)
-
-
-@pytest.fixture
-def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
-    p = tmp_path / "p.yaml"
-    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
-    return p
 
 
 @pytest.fixture

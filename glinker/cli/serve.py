@@ -1,0 +1,47 @@
+"""``glinker serve -p PIPELINE``: the pipeline behind HTTP (``POST /link``, ``GET /health``, a demo page at ``/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; printed at start)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),
+    kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long the first queued request waits for others to share its batch."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
+) -> None:
+    """Serve a pipeline over HTTP. Concurrent requests are linked together in batches on one thread.
+
+    POST /link with {"text": ...}, {"texts": [...]} or {"documents": [{"id", "text", "meta"}]} returns
+    {"documents": [...]} (the records `glinker link` writes); GET /health; GET / is a page to try texts on."""
+    import signal
+    import threading
+
+    import glinker
+    from glinker.serve import Server
+
+    pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+    srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch)
+    typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)", err=True)
+    # SIGTERM (docker stop, Kubernetes) stops like Ctrl-C: requests in flight finish, then the process exits
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.httpd.shutdown, daemon=True).start())
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.httpd.server_close()
+        srv.batcher.close()
+    typer.echo(f"stopped after {srv.batcher.documents} documents", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

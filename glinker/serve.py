@@ -1,0 +1,251 @@
+"""``glinker serve``: a pipeline behind HTTP, with requests batched together.
+
+Endpoints (JSON in and out, UTF-8):
+
+- ``POST /link``: ``{"text": "..."}``, ``{"texts": ["...", ...]}`` or ``{"documents": [{"id": ..., "text": ...,
+  "meta": {...}}, ...]}`` -> ``{"documents": [<linked document>, ...]}`` in request order (the records ``glinker
+  link`` writes). A bad body is a 400 naming the field; an oversized one a 413.
+- ``GET /health`` -> ``{"status": "ok", "pipeline": ..., "fingerprint": ..., "documents": n, "batches": n}``.
+- ``GET /`` (``?text=...``): a page with a text box that shows the links highlighted (the ``-o out.html`` page).
+
+One thread runs the pipeline; concurrent requests queue up and are linked together, up to the pipeline's
+``batch_size`` documents or ``max_wait`` seconds after the first one arrives, so throughput under load is that of
+batched linking rather than of one document at a time.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from glinker.errors import DataError, GlinkerError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+def parse_request(body: bytes) -> list[dict[str, Any]]:
+    """The documents of a ``POST /link`` body; a DataError naming the field when it is not one of the forms."""
+    try:
+        req = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"the body is not UTF-8 (byte {e.start})", where="body", fix="send UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}", where="body",
+                        fix='send {"text": "..."}, {"texts": [...]} or {"documents": [{"id", "text"}]}') from None
+    if not isinstance(req, dict):
+        raise DataError("the body must be a JSON object", where="body",
+                        fix='send {"text": "..."}, {"texts": [...]} or {"documents": [...]}')
+    known = [k for k in ("text", "texts", "documents") if k in req]
+    if len(known) != 1:
+        raise DataError(f"give exactly one of text, texts, documents (got {sorted(req) or 'none'})", where="body",
+                        fix='e.g. {"texts": ["Paris is in France."]}')
+    key = known[0]
+    if key == "text":
+        if not isinstance(req["text"], str):
+            raise DataError("must be a string", where="text", fix='{"text": "Paris is in France."}')
+        return [{"id": "0", "text": req["text"]}]
+    items = req[key]
+    if not isinstance(items, list):
+        raise DataError("must be a list", where=key, fix=f'{{"{key}": [...]}}')
+    docs = []
+    for i, item in enumerate(items):
+        if key == "texts":
+            if not isinstance(item, str):
+                raise DataError("must be a string", where=f"texts[{i}]", fix="one string per text")
+            docs.append({"id": str(i), "text": item})
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise DataError("must be an object with a string 'text'", where=f"documents[{i}]",
+                            fix='{"id": "a", "text": "...", "meta": {...}}')
+        doc = {"id": str(item.get("id", i)), "text": item["text"]}
+        if isinstance(item.get("meta"), dict):
+            doc["meta"] = item["meta"]
+        docs.append(doc)
+    return docs
+
+
+class Batcher:
+    """Runs ``pipeline`` on one thread over the documents of concurrent requests, batched together."""
+
+    def __init__(self, pipeline: Any, max_batch: int | None = None, max_wait: float = 0.005) -> None:
+        self.pipe = pipeline
+        self.max_batch = max_batch or pipeline.spec.header.settings.batch_size
+        self.max_wait = max_wait
+        self.q: queue.Queue[tuple[list[Any], Future] | None] = queue.Queue()
+        self.documents = 0
+        self.batches = 0
+        self._thread = threading.Thread(target=self._loop, name="glinker-serve-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, docs: list[Any]) -> Future:
+        """A future of the records of ``docs`` (Document objects), in order."""
+        fut: Future = Future()
+        self.q.put((docs, fut))
+        return fut
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while True:
+            first = self.q.get()
+            if first is None:
+                return
+            group = [first]
+            n = len(first[0])
+            deadline = time.monotonic() + self.max_wait
+            while n < self.max_batch:
+                try:
+                    item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.q.put(None)  # stop after this group
+                    break
+                group.append(item)
+                n += len(item[0])
+            self._run(group)
+
+    def _run(self, group: list[tuple[list[Any], Future]]) -> None:
+        from glinker.cli.link import output_records
+        from glinker.io import to_jsonable
+
+        docs = [d for g in group for d in g[0]]
+        try:
+            recs = []
+            for a in range(0, len(docs), self.max_batch):  # one request may hold more than a batch
+                part = docs[a:a + self.max_batch]
+                recs.extend(to_jsonable(r) for r in output_records(self.pipe.run_batch(part), part))
+                self.batches += 1
+        except Exception as e:
+            if len(group) > 1:  # find the request that fails: the others still get their links
+                for g in group:
+                    self._run([g])
+                return
+            group[0][1].set_exception(e)
+            return
+        self.documents += len(docs)
+        at = 0
+        for g_docs, fut in group:
+            mine = recs[at:at + len(g_docs)]
+            for j, rec in enumerate(mine):  # a mention's doc_index: its document's place in the request
+                for m in [ln.get("mention") for ln in rec.get("links", [])] + list(rec.get("mentions", [])):
+                    if isinstance(m, dict) and "doc_index" in m:
+                        m["doc_index"] = j
+            fut.set_result(mine)
+            at += len(g_docs)
+
+
+_FORM = """<form method="get" action="/" style="margin:1em 0"><textarea name="text" rows="5" cols="100"
+placeholder="Paste a text to link">{text}</textarea><br><button type="submit">Link</button></form>"""
+
+
+def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BODY) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of a server around ``batcher``."""
+    from glinker.types import Document
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "glinker"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: Any) -> None:  # through logging, not stderr prints
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, obj: Any) -> None:
+            self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+
+        def _error(self, status: int, e: GlinkerError) -> None:
+            self._json(status, {"error": {"code": e.code, "message": e.message, "where": e.where, "fix": e.fix}})
+
+        def _link(self, raw_docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            docs = [Document.model_validate(d) for d in raw_docs]
+            return batcher.submit(docs).result() if docs else []
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path == "/health":
+                self._json(200, {"status": "ok", **info, "documents": batcher.documents, "batches": batcher.batches})
+                return
+            if url.path != "/":
+                self._json(404, {"error": {"message": f"no such endpoint: {url.path}",
+                                           "fix": "POST /link, GET /health or GET /"}})
+                return
+            from glinker.stages.writers import render_html
+
+            text = parse_qs(url.query).get("text", [""])[0]
+            try:
+                recs = self._link([{"id": "0", "text": text}]) if text.strip() else []
+            except GlinkerError as e:
+                self._error(500, e)
+                return
+            page = render_html(recs, title=f"glinker: {info.get('pipeline', '')}")
+            page = page.replace("<body>", "<body>" + _FORM.format(text=html.escape(text)), 1)
+            self._send(200, page.encode("utf-8"), "text/html")
+
+        def do_POST(self) -> None:
+            if urlparse(self.path).path != "/link":
+                self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
+                return
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                size = -1
+            if size < 0 or size > max_body:
+                self._json(413 if size > max_body else 400,
+                           {"error": {"message": f"body of {self.headers.get('Content-Length')} bytes; at most "
+                                      f"{max_body} are read", "fix": "send fewer documents per request"}})
+                self.close_connection = True
+                return
+            try:
+                raw_docs = parse_request(self.rfile.read(size))
+                recs = self._link(raw_docs)
+            except DataError as e:
+                self._error(400, e)
+                return
+            except GlinkerError as e:
+                log.error("linking failed: %s", e)
+                self._error(500, e)
+                return
+            self._json(200, {"documents": recs})
+
+    return Handler
+
+
+class Server:
+    """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``)."""
+
+    def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
+                 max_batch: int | None = None, max_body: int = MAX_BODY) -> None:
+        pipeline.warm_up()
+        self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
+        info = {"pipeline": pipeline.name, "fingerprint": pipeline.fingerprint(resources=True)}
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(self.batcher, info, max_body))
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+
+    def serve_forever(self) -> None:
+        log.info("serving on http://%s:%s", self.host, self.port)
+        self.httpd.serve_forever()
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.batcher.close()

@@ -1,0 +1,137 @@
+"""`glinker serve`: the HTTP API links like the Python API, batches concurrent requests, names bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import TEXTS
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def server(pipeline):
+    import glinker
+    from glinker.serve import Server
+
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.05)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+
+
+def call(srv, path: str, body: bytes | None = None, method: str | None = None):
+    req = urllib.request.Request(f"http://{srv.host}:{srv.port}{path}", data=body, method=method,
+                                 headers={"Content-Type": "application/json"} if body is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8")
+
+
+def post(srv, obj) -> tuple[int, dict]:
+    status, text = call(srv, "/link", json.dumps(obj).encode())
+    return status, json.loads(text)
+
+
+def links(doc: dict) -> list[tuple]:
+    """A document's links: span, entity, candidates, confidence to 4 digits (the scores' last float digits move
+    with the batch's padding; a mention's doc_index is its document's place in its batch)."""
+    return [(ln["mention"]["start"], ln["mention"]["end"], ln["entity_id"], round(ln["confidence"], 4),
+             [c["entity_id"] for c in ln["candidates"]]) for ln in doc["links"]]
+
+
+def test_link_endpoint_matches_the_python_api(server, pipeline):
+    import glinker
+
+    expected = [d.model_dump(mode="json") for d in glinker.load_pipeline(str(pipeline)).link(TEXTS)]
+    status, out = post(server, {"texts": TEXTS})
+    assert status == 200
+    for i, (got, exp) in enumerate(zip(out["documents"], expected)):
+        assert links(got) == links(exp) and got["text"] == exp["text"]
+        assert all(ln["mention"]["doc_index"] == i for ln in got["links"])   # its place in the request
+    assert sum(len(d["links"]) for d in out["documents"]) >= 5
+    status, one = post(server, {"text": TEXTS[1]})
+    assert status == 200 and links(one["documents"][0]) == links(expected[1])
+    status, docs = post(server, {"documents": [{"id": "a", "text": TEXTS[0], "meta": {"src": "x"}}]})
+    assert docs["documents"][0]["id"] == "a" and links(docs["documents"][0]) == links(expected[0])
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own(server):
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda i: post(server, {"text": TEXTS[i % 4]}), range(16)))
+    for i, (status, out) in enumerate(results):
+        assert status == 200 and out["documents"][0]["text"] == TEXTS[i % 4]
+    status, health = call(server, "/health")
+    h = json.loads(health)
+    assert h["status"] == "ok" and h["documents"] == 16
+    assert h["batches"] < 16      # requests shared batches
+
+
+@pytest.mark.parametrize("body,where", [
+    (b"{not json", "body"),
+    (b"[1, 2]", "body"),
+    (b'{"texts": "one string"}', "texts"),
+    (b'{"texts": ["ok", 3]}', "texts[1]"),
+    (b'{"documents": [{"id": 1}]}', "documents[0]"),
+    (b'{"text": "a", "texts": ["b"]}', "body"),
+    (b'\xff\xfe', "body"),
+])
+def test_bad_bodies_are_400s_naming_the_field(server, body, where):
+    status, text = call(server, "/link", body)
+    err = json.loads(text)["error"]
+    assert status == 400 and err["where"] == where and err["fix"]
+
+
+def test_a_failing_request_does_not_fail_the_others_in_its_batch(server):
+    real = server.batcher.pipe.run_batch
+
+    def failing(docs):
+        from glinker.errors import StageError
+
+        if any("BOOM" in d.text for d in docs):
+            raise StageError("cannot link this", where="stage 'r'", fix="send another text")
+        return real(docs)
+
+    server.batcher.pipe.run_batch = failing
+    with ThreadPoolExecutor(6) as ex:
+        results = list(ex.map(lambda t: post(server, {"text": t}), [TEXTS[0], "BOOM here", TEXTS[1], TEXTS[2]]))
+    assert [s for s, _ in results] == [200, 500, 200, 200]
+    assert results[1][1]["error"]["message"] == "cannot link this"
+    assert results[2][1]["documents"][0]["text"] == TEXTS[1]
+
+
+def test_demo_page_and_unknown_paths(server):
+    status, page = call(server, "/?text=" + urllib.request.quote(TEXTS[0]))
+    assert status == 200 and "<textarea" in page and "Steve Jobs" in page and "Q19837" in page
+    assert call(server, "/nope")[0] == 404
+    assert call(server, "/other", b"{}")[0] == 404
+
+
+def test_serve_command_answers_and_stops_on_sigterm(pipeline):
+    p = subprocess.Popen([sys.executable, "-m", "glinker", "serve", "-p", str(pipeline), "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert "serving" in line, line + p.stderr.read()
+        url = line.split(" on ")[1].split()[0]
+        req = urllib.request.Request(url + "/link", data=json.dumps({"text": TEXTS[2]}).encode())
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out = json.loads(r.read())
+        assert {ln["entity_id"] for ln in out["documents"][0]["links"]} >= {"Q95"}
+        p.send_signal(15)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and "stopped after 1 documents" in err
+    finally:
+        if p.poll() is None:
+            p.kill()
