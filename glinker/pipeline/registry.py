@@ -23,6 +23,7 @@ ENTRY_POINT_GROUP = "glinker.stages"
 BUILTIN_STAGES: dict[str, str] = {
     "given_mentions": "glinker.stages.given:GivenMentions",
     "regex_mentions": "glinker.stages.regex:RegexMentions",
+    "spacy_mentions": "glinker.stages.spacy_mentions:SpacyMentions",
     "merge_mentions": "glinker.stages.merge:MergeMentions",
     "biencoder_mentions": "glinker.stages.mentions:BiencoderMentions",
     "alias_mentions": "glinker.stages.mentions:AliasMentions",
