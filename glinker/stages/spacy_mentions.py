@@ -7,7 +7,6 @@ rule-based mention detector needs no trained model. Documents go through ``nlp.p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,27 +76,22 @@ class SpacyMentions(Stage):
             {x: x for x in p.labels} if isinstance(p.labels, list) else dict(p.labels))
 
     def _patterns(self, src: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from glinker.errors import DataError
+        from glinker.io import iter_jsonl_dicts
+
         if isinstance(src, list):
             return src
         path = Path(self.context.resolve_path(src) or src)
         out = []
         try:
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ConfigError(f"invalid JSON: {e.msg}", where=f"{path}:{n}",
-                                          fix='one pattern a line: {"label": "ORG", "pattern": "Google"}') from None
-                    if not isinstance(rec, dict) or "label" not in rec or "pattern" not in rec:
-                        raise ConfigError("a pattern needs 'label' and 'pattern'", where=f"{path}:{n}",
-                                          fix='{"label": "ORG", "pattern": "Google"}')
-                    out.append(rec)
-        except OSError as e:
-            raise ConfigError(f"cannot read the patterns file: {e}", where=f"{self._where}: patterns",
-                              fix="give a JSONL file of {label, pattern} objects") from None
+            for rec, n in iter_jsonl_dicts(path, skip_partial_tail=False):
+                if "label" not in rec or "pattern" not in rec:
+                    raise ConfigError("a pattern needs 'label' and 'pattern'", where=f"{path}:{n}",
+                                      fix='{"label": "ORG", "pattern": "Google"}')
+                out.append(rec)
+        except DataError as e:  # not found, not JSON: a configuration problem of this stage
+            raise ConfigError(e.message, where=e.where, fix='one pattern a line: {"label": "ORG", "pattern": '
+                              '"Google"}') from None
         return out
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
