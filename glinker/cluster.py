@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -67,7 +68,7 @@ class Keys:
     """The Redis key names of one job."""
 
     def __init__(self, job: str) -> None:
-        if not job or any(c.isspace() for c in job) or ":" in job:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", job or ""):  # also keeps glob characters out of SCAN patterns
             raise ConfigError(f"bad job name {job!r}", where="--job", fix="use letters, digits, '-', '_' or '.'")
         self.prefix = f"glinker:{job}:"
         self.meta, self.todo, self.done, self.workers, self.lock = (
@@ -189,6 +190,7 @@ class Coordinator:
             self._submit(payload, lines)
 
     def _submit(self, payload: dict, lines: str) -> None:
+        self._refresh_lock()
         while self.seq - self.next_write + 1 >= self.max_in_flight:
             self._collect()
         self.seq += 1

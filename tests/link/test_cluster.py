@@ -416,3 +416,11 @@ def test_the_coordinator_names_a_lost_redis_and_keeps_what_it_wrote(pipeline, in
         stop(workers, threads)
     assert "lost the Redis server" in ei.value.message and "run the same command again" in ei.value.fix
     assert [d["id"] for d in lines_of(out)] == ["d0", "d1", "d2", "d3"]   # two batches of 2 answered and kept
+
+
+@pytest.mark.parametrize("job", ["", "a b", "x:y", "all*", "[ab]"])
+def test_job_names_that_could_clash_are_refused(job):
+    from glinker.cluster import Keys
+
+    with pytest.raises(ConfigError, match="bad job name"):
+        Keys(job)
