@@ -59,24 +59,10 @@ def _labels(labels: str | None, labels_file: Path | None, bank: Path | None) -> 
 
         return LabelBank.load(bank)
     if labels_file is not None:
-        try:
-            text = labels_file.read_text(encoding="utf-8")
-        except OSError as e:
-            raise DataError(
-                f"cannot read labels: {e.strerror}", where=str(labels_file), fix="check the path"
-            ) from None
-        if labels_file.suffix.lower() == ".json":
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"invalid JSON: {e.msg}",
-                    where=f"{labels_file}:{e.lineno}",
-                    fix="a JSON list of names or an object {name: description}",
-                ) from None
-        out = [x.strip() for x in text.splitlines() if x.strip()]
-    else:
-        out = [x.strip() for x in labels.split(",") if x.strip()]
+        from glinker.model.labels import read_labels_file
+
+        return read_labels_file(labels_file)
+    out = [x.strip() for x in labels.split(",") if x.strip()]
     if not out:
         raise ConfigError("no labels given", where="--labels", fix="e.g. --labels person,organization")
     return out

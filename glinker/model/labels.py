@@ -445,6 +445,32 @@ class LabelBank:
             )
 
 
+def read_labels_file(path: str | os.PathLike) -> list[str] | dict[str, str]:
+    """Labels from a file: one name a line (``.txt`` and anything else), or ``.json`` (a list of names or an
+    object name -> description). A DataError names the file (and line) when it cannot be read."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read labels: {e.strerror}", where=str(p), fix="check the path") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 (byte {e.start})", where=str(p), fix="save the labels file as UTF-8") from None
+    if p.suffix.lower() == ".json":
+        try:
+            out = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", where=f"{p}:{e.lineno}",
+                            fix="a JSON list of names or an object {name: description}") from None
+        if not isinstance(out, (list, dict)):
+            raise DataError("must hold a list of names or an object {name: description}", where=str(p),
+                            fix='e.g. ["person", "organization"]')
+    else:
+        out = [x.strip() for x in text.splitlines() if x.strip()]
+    if not out:
+        raise DataError("no labels in the file", where=str(p), fix="one label a line")
+    return out
+
+
 def _check_unique(names: Sequence[str]) -> None:
     """DataError naming the first repeated label name (one pass, whatever the number of labels)."""
     if len(set(names)) != len(names):

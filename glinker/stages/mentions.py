@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
 from glinker.stages.records import MENTIONS, with_vector
@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class BiencoderMentionsParams(StageParams):
-    labels: list[str] | dict[str, str] = Field(
-        description="Entity types to detect: a list of names, or name -> description (the description is the prompt).")
+    labels: list[str] | dict[str, str] | None = Field(
+        default=None,
+        description="Entity types to detect: a list of names, or name -> description (the description is the prompt). "
+                    "Or give `labels_file` or `label_bank` instead.")
+    labels_file: str | None = Field(
+        default=None, description="A file of labels (one a line, or .json: a list or {name: description}); relative "
+                                  "to the pipeline file. Encoded at warm-up.")
+    label_bank: str | None = Field(
+        default=None, description="A label bank folder (`glinker labels build`, any number of labels, FAISS-backed "
+                                  "above 100k): vectors computed once, memory-mapped; built with this stage's model.")
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum span score.")
     flat_ner: bool = Field(default=True, description="No overlapping mentions.")
     multi_label: bool = Field(default=False, description="Allow several labels per span.")
@@ -37,9 +45,16 @@ class BiencoderMentionsParams(StageParams):
     @field_validator("labels")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
-        if not v:
+        if v is not None and not v:
             raise ValueError("give at least one label")
         return v
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> "BiencoderMentionsParams":
+        given = [k for k in ("labels", "labels_file", "label_bank") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of labels, labels_file, label_bank (got {', '.join(given) or 'none'})")
+        return self
 
 
 class BiencoderMentions(Stage):
@@ -54,7 +69,22 @@ class BiencoderMentions(Stage):
     def warm_up(self) -> None:
         p: BiencoderMentionsParams = self.params  # type: ignore[assignment]
         self.model = load_model(self.context, p.model)
-        self.bank = self.model.encode_labels(p.labels)
+        if p.label_bank is not None:
+            from glinker.errors import ModelError
+            from glinker.model import LabelBank
+
+            self.bank = LabelBank.load(self.context.resolve_path(p.label_bank))
+            try:
+                self.bank.check_model(self.model.fingerprint, self.model.dim)
+            except ModelError as e:
+                raise ModelError(f"{e.message} ({p.label_bank})", where=f"stage {self.name!r}: label_bank",
+                                 fix=f"rebuild it with this stage's model: glinker labels build LABELS -m MODEL "
+                                 f"-o {p.label_bank}") from None
+        else:
+            from glinker.model.labels import read_labels_file
+
+            labels = p.labels if p.labels is not None else read_labels_file(self.context.resolve_path(p.labels_file))
+            self.bank = self.model.encode_labels(labels)
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         p: BiencoderMentionsParams = self.params  # type: ignore[assignment]
