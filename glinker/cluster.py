@@ -105,7 +105,7 @@ class Coordinator:
 
     def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[Any], None], *,
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
-                 poll: float = 1.0, kind: str = "link") -> None:
+                 poll: float = 1.0, kind: str = "link", max_attempts: int = 3) -> None:
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -121,6 +121,8 @@ class Coordinator:
         self.lines: dict[int, str] = {}        # seq -> "first-last" input lines, for error messages
         self.ready: dict[int, Any] = {}        # seq -> records (list) or a GlinkerError
         self.requeued = 0
+        self.max_attempts = max(1, max_attempts)
+        self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
         self._lock_job()
@@ -255,13 +257,30 @@ class Coordinator:
                 alive += 1
                 continue
             n = 0
-            while self.r.lmove(self.keys.proc(w), self.keys.todo, "RIGHT", "RIGHT") is not None:
+            while (got := self.r.rpop(self.keys.proc(w))) is not None:
+                bid = _text(got)
+                token, _, seq_s = bid.rpartition(":")
+                if token != self.token:
+                    continue  # an earlier run's batch
+                seq = int(seq_s)
+                self.attempts[seq] = self.attempts.get(seq, 1) + 1
+                if self.attempts[seq] > self.max_attempts:
+                    # a batch that takes down every worker it reaches (out of memory, a crash in native code)
+                    self.ready[seq] = StageError(
+                        f"{self.max_attempts} workers stopped answering while linking input lines "
+                        f"{self.lines.get(seq, '?')} (the last: {w}); earlier batches are written",
+                        where=f"job {self.job!r}", fix="look at the workers' logs (out of memory? a very long "
+                        "document?); lower batch_size, or --skip-bad the lines and link them apart")
+                    self.r.delete(self.keys.batch(bid))
+                    continue
+                self.r.rpush(self.keys.todo, bid)  # taken next: the writer waits on it
                 n += 1
             self.r.srem(self.keys.workers, w)
             if n:
                 self.requeued += n
-                log.warning("worker %s stopped answering (no heartbeat for %.0f s): %d batch(es) queued again",
+                log.warning("worker %s stopped answering (no heartbeat for %g s): %d batch(es) queued again",
                             w, self.heartbeat_ttl, n)
+        self._write_ready()
         if not alive and time.monotonic() - self._last_idle_note > 30:
             self._last_idle_note = time.monotonic()
             log.warning("job %s: %d batches waiting and no live worker; start one with `glinker worker -p "

@@ -129,12 +129,13 @@ def link(
     queue: Optional[str] = typer.Option(None, "--queue", help="Redis URL (redis://host:6379/0): hand the batches to `glinker worker` processes on any machines instead of linking here."),
     job: Optional[str] = typer.Option(None, "--job", help="Job name on the queue (default: 'default'); workers serve one job."),
     max_in_flight: int = typer.Option(32, "--max-in-flight", min=1, help="With --queue: batches handed out at once (bounds Redis memory)."),
+    max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="With --queue: workers a batch may be handed to before the run stops (a batch that kills every worker)."),
 ) -> None:
     """Link every document of INPUT and write linked documents (JSONL: one per line, flushed per batch)."""
     try:
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
                      text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats,
-                     queue=queue, job=job, max_in_flight=max_in_flight)
+                     queue=queue, job=job, max_in_flight=max_in_flight, max_attempts=max_attempts)
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
@@ -195,7 +196,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
              kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
              skip_bad: bool = False, resume: bool = True, progress: bool = False,
              stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
-             heartbeat_ttl: float | None = None) -> dict[str, int]:
+             heartbeat_ttl: float | None = None, max_attempts: int = 3) -> dict[str, int]:
     """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad.
 
     With ``queue`` (a Redis URL) the batches are linked by ``glinker worker`` processes serving ``job``
@@ -248,7 +249,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         from glinker.cluster import DEFAULT_JOB, Coordinator
 
         coordinator = Coordinator(queue, job or DEFAULT_JOB, pipe.fingerprint(), write,
-                                  max_in_flight=max_in_flight, pipeline_name=pipe.name,
+                                  max_in_flight=max_in_flight, pipeline_name=pipe.name, max_attempts=max_attempts,
                                   **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
 
     def flush(batch: list[tuple[int, Document]]) -> None:

@@ -424,3 +424,41 @@ def test_job_names_that_could_clash_are_refused(job):
 
     with pytest.raises(ConfigError, match="bad job name"):
         Keys(job)
+
+
+def test_a_batch_that_kills_every_worker_stops_the_run_naming_its_lines(pipeline, inputs, tmp_path, redis_job):
+    """Workers that take the batch holding d4 die on it (never answer, heartbeat lapses); after max_attempts
+    deaths the coordinator stops with the batch's lines instead of handing it out forever."""
+    import redis
+
+    import glinker
+    from glinker.cluster import Worker
+
+    r = redis.Redis.from_url(URL)
+    prefix = f"glinker:{redis_job}:"
+    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2, heartbeat_ttl=0.5)
+    real = w._handle
+    deaths = []
+
+    def handle(bid):
+        if json.loads(r.get(prefix + "b:" + bid))["docs"][0]["id"] == "d4":
+            deaths.append(bid)   # die: hand the batch to a "dead" worker whose heartbeat lapses
+            name = f"dead{len(deaths)}"
+            r.lmove(prefix + f"proc:{w.name}", prefix + f"proc:{name}", "LEFT", "LEFT")
+            r.sadd(prefix + "workers", name)
+            r.set(prefix + f"hb:{name}", "1", px=300)
+            return
+        real(bid)
+
+    w._handle = handle
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    out = tmp_path / "out.jsonl"
+    try:
+        with pytest.raises(StageError) as ei:
+            run_link(inputs, pipeline, out, queue=URL, job=redis_job, heartbeat_ttl=0.5, max_attempts=2)
+    finally:
+        stop([w], [t])
+    assert len(deaths) == 2   # handed to a worker, re-queued once, handed to a second: max_attempts reached
+    assert f"{inputs}:5-6" in ei.value.message and "2 workers stopped answering" in ei.value.message
+    assert [d["id"] for d in lines_of(out)] == ["d0", "d1", "d2", "d3"]
