@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.glinker-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup clean reference-venv docs
+.PHONY: demo cluster-demo test setup clean reference-venv docs
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+cluster-demo: $(STAMP)
+	$(PY) examples/cluster_demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

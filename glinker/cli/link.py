@@ -167,11 +167,19 @@ def worker(
     if pipeline is None and model is None:
         raise typer.BadParameter("give -p PIPELINE (a linking job) or --model M (a KB build's embedding job)",
                                  param_hint="--pipeline/--model")
+    import signal
+
+    def _interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    # stopped (SIGTERM) while still loading: exit cleanly; once serving, serve() finishes the batch in hand first
+    signal.signal(signal.SIGTERM, _interrupt)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     pipe = None
+    n = {"documents": 0, "batches": 0}
     try:
         if pipeline is not None:
             pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
@@ -185,6 +193,8 @@ def worker(
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
+    except KeyboardInterrupt:
+        pass
     if stats and pipe is not None:
         typer.echo(pipe.stats.table(), err=True)
     what = "linked" if pipe is not None else "embedded"

@@ -462,3 +462,15 @@ def test_a_batch_that_kills_every_worker_stops_the_run_naming_its_lines(pipeline
     assert len(deaths) == 2   # handed to a worker, re-queued once, handed to a second: max_attempts reached
     assert f"{inputs}:5-6" in ei.value.message and "2 workers stopped answering" in ei.value.message
     assert [d["id"] for d in lines_of(out)] == ["d0", "d1", "d2", "d3"]
+
+
+def test_a_worker_stopped_while_loading_exits_cleanly(pipeline, redis_job):
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", str(pipeline), "--queue", URL, "--job",
+                          redis_job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)   # importing torch and loading the pipeline take longer than this
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "worker: linked 0 documents" in err and "Traceback" not in err

@@ -30,3 +30,19 @@ def test_demo_prints_links():
     # real entities of the shipped dump, found in the example texts
     assert "-> Q42 " in out and "Douglas Adams" in out
     assert "-> Q90 " in out and "-> Q15789 " in out
+
+
+def test_cluster_demo_links_through_two_workers_like_a_local_run():
+    """`make cluster-demo`: two worker processes, the coordinator, the same links as locally (needs Redis)."""
+    import pytest
+
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=2).ping()
+    except redis.RedisError as e:
+        pytest.skip(f"no Redis at 127.0.0.1:6379: {e}")
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "cluster_demo.py")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "the same as a local run, in the same order: yes" in r.stdout
+    assert r.stdout.count("worker: linked 2 documents") == 2
