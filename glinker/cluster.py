@@ -105,7 +105,8 @@ class Coordinator:
 
     def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[Any], None], *,
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
-                 poll: float = 1.0, kind: str = "link", max_attempts: int = 3) -> None:
+                 poll: float = 1.0, kind: str = "link", max_attempts: int = 3,
+                 batch_timeout: float | None = None) -> None:
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -123,6 +124,8 @@ class Coordinator:
         self.requeued = 0
         self.max_attempts = max(1, max_attempts)
         self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
+        self.batch_timeout = batch_timeout
+        self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
         self._lock_job()
@@ -212,7 +215,8 @@ class Coordinator:
     def _collect(self) -> None:
         self._refresh_lock()
         got = self.r.brpop([self.keys.done], timeout=self.poll)
-        if got is None or time.monotonic() - self._checked_at > self.heartbeat_ttl / 2:
+        every = min(self.heartbeat_ttl, self.batch_timeout or self.heartbeat_ttl) / 2
+        if got is None or time.monotonic() - self._checked_at > every:
             self._requeue_dead()  # also while others answer: the writer may be waiting on a dead worker's batch
             self._checked_at = time.monotonic()
         if got is None:
@@ -227,6 +231,7 @@ class Coordinator:
         pipe.get(self.keys.error(bid))
         pipe.delete(self.keys.result(bid), self.keys.error(bid), self.keys.batch(bid))
         res, err, _ = pipe.execute()
+        self.held_since.pop(bid, None)
         if seq < self.next_write or seq in self.ready:
             return  # a second answer, from a worker presumed dead whose batch was re-done
         if err is not None:
@@ -252,32 +257,18 @@ class Coordinator:
     def _requeue_dead(self) -> None:
         workers = [_text(w) for w in self.r.smembers(self.keys.workers)]
         alive = 0
+        now = time.monotonic()
         for w in workers:
             if self.r.exists(self.keys.heartbeat(w)):
                 alive += 1
+                if self.batch_timeout:
+                    self._requeue_overdue(w, now)
                 continue
             n = 0
             while (got := self.r.rpop(self.keys.proc(w))) is not None:
-                bid = _text(got)
-                token, _, seq_s = bid.rpartition(":")
-                if token != self.token:
-                    continue  # an earlier run's batch
-                seq = int(seq_s)
-                self.attempts[seq] = self.attempts.get(seq, 1) + 1
-                if self.attempts[seq] > self.max_attempts:
-                    # a batch that takes down every worker it reaches (out of memory, a crash in native code)
-                    self.ready[seq] = StageError(
-                        f"{self.max_attempts} workers stopped answering while linking input lines "
-                        f"{self.lines.get(seq, '?')} (the last: {w}); earlier batches are written",
-                        where=f"job {self.job!r}", fix="look at the workers' logs (out of memory? a very long "
-                        "document?); lower batch_size, or --skip-bad the lines and link them apart")
-                    self.r.delete(self.keys.batch(bid))
-                    continue
-                self.r.rpush(self.keys.todo, bid)  # taken next: the writer waits on it
-                n += 1
+                n += self._retry(_text(got), w)
             self.r.srem(self.keys.workers, w)
             if n:
-                self.requeued += n
                 log.warning("worker %s stopped answering (no heartbeat for %g s): %d batch(es) queued again",
                             w, self.heartbeat_ttl, n)
         self._write_ready()
@@ -285,6 +276,40 @@ class Coordinator:
             self._last_idle_note = time.monotonic()
             log.warning("job %s: %d batches waiting and no live worker; start one with `glinker worker -p "
                         "PIPELINE --queue %s --job %s`", self.job, self.seq - self.next_write + 1, self.url, self.job)
+
+    def _requeue_overdue(self, worker: str, now: float) -> None:
+        """A live worker that has held a batch longer than ``batch_timeout`` (hung: its heartbeat thread still
+        runs) loses it to the queue; if it answers after all, the first answer wins."""
+        for raw in self.r.lrange(self.keys.proc(worker), 0, -1):
+            bid = _text(raw)
+            first = self.held_since.setdefault(bid, now)
+            if now - first > self.batch_timeout and self.r.lrem(self.keys.proc(worker), 0, bid):
+                self.held_since.pop(bid, None)
+                if self._retry(bid, worker):
+                    log.warning("worker %s held a batch for over %g s: queued again", worker, self.batch_timeout)
+
+    def _retry(self, bid: str, worker: str) -> int:
+        """Put a batch taken from ``worker`` back in the queue (1), or, past ``max_attempts``, record the error that
+        stops the run once the batches before it are written (0)."""
+        token, _, seq_s = bid.rpartition(":")
+        if token != self.token:
+            return 0  # an earlier run's batch
+        seq = int(seq_s)
+        if seq < self.next_write or seq in self.ready:
+            return 0  # answered meanwhile
+        self.attempts[seq] = self.attempts.get(seq, 1) + 1
+        if self.attempts[seq] > self.max_attempts:
+            # a batch that takes down every worker it reaches (out of memory, a crash in native code)
+            self.ready[seq] = StageError(
+                f"{self.max_attempts} workers stopped answering while linking input lines "
+                f"{self.lines.get(seq, '?')} (the last: {worker}); earlier batches are written",
+                where=f"job {self.job!r}", fix="look at the workers' logs (out of memory? a very long "
+                "document?); lower batch_size, or --skip-bad the lines and link them apart")
+            self.r.delete(self.keys.batch(bid))
+            return 0
+        self.r.rpush(self.keys.todo, bid)  # taken next: the writer waits on it
+        self.requeued += 1
+        return 1
 
 
 def _dead_here(owner: str) -> bool:

@@ -130,12 +130,14 @@ def link(
     job: Optional[str] = typer.Option(None, "--job", help="Job name on the queue (default: 'default'); workers serve one job."),
     max_in_flight: int = typer.Option(32, "--max-in-flight", min=1, help="With --queue: batches handed out at once (bounds Redis memory)."),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="With --queue: workers a batch may be handed to before the run stops (a batch that kills every worker)."),
+    batch_timeout: Optional[float] = typer.Option(None, "--batch-timeout", min=1, help="With --queue: seconds after which a batch held by a live (hung) worker is handed to another (default: never)."),
 ) -> None:
     """Link every document of INPUT and write linked documents (JSONL: one per line, flushed per batch)."""
     try:
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
                      text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats,
-                     queue=queue, job=job, max_in_flight=max_in_flight, max_attempts=max_attempts)
+                     queue=queue, job=job, max_in_flight=max_in_flight, max_attempts=max_attempts,
+                     batch_timeout=batch_timeout)
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
@@ -206,7 +208,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
              kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
              skip_bad: bool = False, resume: bool = True, progress: bool = False,
              stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
-             heartbeat_ttl: float | None = None, max_attempts: int = 3) -> dict[str, int]:
+             heartbeat_ttl: float | None = None, max_attempts: int = 3,
+             batch_timeout: float | None = None) -> dict[str, int]:
     """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad.
 
     With ``queue`` (a Redis URL) the batches are linked by ``glinker worker`` processes serving ``job``
@@ -260,6 +263,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
 
         coordinator = Coordinator(queue, job or DEFAULT_JOB, pipe.fingerprint(), write,
                                   max_in_flight=max_in_flight, pipeline_name=pipe.name, max_attempts=max_attempts,
+                                  batch_timeout=batch_timeout,
                                   **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
 
     def flush(batch: list[tuple[int, Document]]) -> None:

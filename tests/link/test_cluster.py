@@ -474,3 +474,35 @@ def test_a_worker_stopped_while_loading_exits_cleanly(pipeline, redis_job):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "worker: linked 0 documents" in err and "Traceback" not in err
+
+
+def test_a_batch_held_too_long_by_a_live_worker_goes_to_another(pipeline, inputs, tmp_path, redis_job):
+    """A hung worker keeps heartbeating but never answers its batch: with --batch-timeout another worker gets it."""
+    import glinker
+    from glinker.cluster import Worker
+
+    release = threading.Event()
+    hung = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2, heartbeat_ttl=1.0)
+    real = hung._handle
+    held: list = []
+
+    def handle(bid):
+        if not held:
+            held.append(bid)
+            release.wait(120)   # hangs (its heartbeat thread goes on) until the test ends
+            return
+        real(bid)
+
+    hung._handle = handle
+    t = threading.Thread(target=hung.run, daemon=True)
+    t.start()
+    time.sleep(2.0)   # the hung worker is up first and takes the first batch
+    good, threads = start_workers(pipeline, redis_job, n=1, heartbeat_ttl=1.0)
+    out = tmp_path / "out.jsonl"
+    try:
+        n = run_link(inputs, pipeline, out, queue=URL, job=redis_job, heartbeat_ttl=1.0, batch_timeout=2.0)
+    finally:
+        release.set()
+        stop([hung] + good, [t] + threads)
+    assert held and n["written"] == 11
+    assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
