@@ -138,12 +138,7 @@ class Batcher:
         self.documents += len(docs)
         at = 0
         for g_docs, fut in group:
-            mine = recs[at:at + len(g_docs)]
-            for j, rec in enumerate(mine):  # a mention's doc_index: its document's place in the request
-                for m in [ln.get("mention") for ln in rec.get("links", [])] + list(rec.get("mentions", [])):
-                    if isinstance(m, dict) and "doc_index" in m:
-                        m["doc_index"] = j
-            fut.set_result(mine)
+            fut.set_result(recs[at:at + len(g_docs)])
             at += len(g_docs)
 
 

@@ -78,7 +78,9 @@ class Mention(_Record):
     text: str
     label: str | None = Field(default=None, description="Entity type predicted or given for the span.")
     score: float | None = None
-    doc_index: int | None = Field(default=None, description="Index of the document in its batch.")
+    doc_index: int | None = Field(default=None, exclude=True,
+                                  description="Index of the document in its batch (in memory only: not written, so "
+                                  "output does not depend on how documents were batched).")
 
     @model_validator(mode="after")
     def _check_offsets(self) -> "Mention":

@@ -199,8 +199,8 @@ def worker(
         pass
     if stats and pipe is not None:
         typer.echo(pipe.stats.table(), err=True)
-    what = "linked" if pipe is not None else "embedded"
-    typer.echo(f"worker: {what} {n['documents']} {'documents' if pipe is not None else 'entities'} in "
+    what = "linked" if pipeline is not None else "embedded"
+    typer.echo(f"worker: {what} {n['documents']} {'documents' if pipeline is not None else 'entities'} in "
                f"{n['batches']} batches", err=True)
 
 

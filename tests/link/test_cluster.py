@@ -469,7 +469,15 @@ def test_a_worker_stopped_while_loading_exits_cleanly(pipeline, redis_job):
 
     p = subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", str(pipeline), "--queue", URL, "--job",
                           redis_job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)   # importing torch and loading the pipeline take longer than this
+    # once the worker command has its SIGTERM handler (SigCgt bit 15 in /proc), before it loads torch and the
+    # pipeline; a fixed sleep raced with the interpreter's start on a loaded machine
+    deadline = time.time() + 60
+    while time.time() < deadline and p.poll() is None:
+        caught = next((ln.split()[1] for ln in Path(f"/proc/{p.pid}/status").read_text().splitlines()
+                       if ln.startswith("SigCgt:")), "0")
+        if int(caught, 16) >> (signal.SIGTERM - 1) & 1:
+            break
+        time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
