@@ -16,6 +16,7 @@ local_docs_per_s=<x>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,67 +56,56 @@ def local_run(pipeline: str, kb: str, src: Path, out: Path, threads: int) -> flo
         return time.perf_counter() - t0
 
 
-def queue_run(pipeline: str, kb: str, src: Path, out: Path, workers: int, threads: int, url: str) -> float:
+@contextlib.contextmanager
+def started_workers(worker_args: list[str], n: int, threads: int, url: str, job: str) -> Iterator[None]:
+    """``n`` `glinker worker WORKER_ARGS` processes of ``threads`` threads serving ``job``, each registered (warm)
+    before the block runs; terminated after it."""
     import redis
 
-    from glinker.cli.link import run_link
-
-    job = "bench-" + uuid.uuid4().hex[:8]
-    r = redis.Redis.from_url(url)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    procs = [subprocess.Popen([sys.executable, "-m", "glinker", "worker", "-p", pipeline, "--kb", kb, "--queue", url,
-                               "--job", job, "--threads", str(threads)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "glinker", "worker", *worker_args, "--queue", url, "--job", job,
+                               "--threads", str(threads)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
     try:
-        deadline = time.time() + 600
-        while r.scard(f"glinker:{job}:workers") < workers:   # each registers once warm
+        r, deadline = redis.Redis.from_url(url), time.time() + 600
+        while r.scard(f"glinker:{job}:workers") < n:   # each registers once its model (and KB) are loaded
             if time.time() > deadline or any(p.poll() is not None for p in procs):
                 raise SystemExit("workers did not start: " + "".join(p.stderr.read() for p in procs if p.poll() is not None))
             time.sleep(0.5)
-        t0 = time.perf_counter()
-        run_link(src, Path(pipeline), out, kb=kb, queue=url, job=job)
-        return time.perf_counter() - t0
+        yield
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             try:
-                p.wait(timeout=60)
+                p.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def queue_run(pipeline: str, kb: str, src: Path, out: Path, workers: int, threads: int, url: str) -> float:
+    from glinker.cli.link import run_link
+
+    job = "bench-" + uuid.uuid4().hex[:8]
+    with started_workers(["-p", pipeline, "--kb", kb], workers, threads, url, job):
+        t0 = time.perf_counter()
+        run_link(src, Path(pipeline), out, kb=kb, queue=url, job=job)
+        return time.perf_counter() - t0
 
 
 def kb_build_run(source: Path, model: str, out: Path, workers: int, threads: int, url: str) -> float:
     """Seconds of `glinker kb build` of ``source``: here with ``threads`` threads (workers=0), or embedding on
     ``workers`` `glinker worker --model` processes of ``threads`` threads each (started and warm first)."""
-    import redis
-
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "glinker", "kb", "build", "--adapter", "jsonl", "--source", str(source), "--model",
            model, "--out", str(out), "--no-resume"]
-    procs = []
+    job = "bench-kb-" + uuid.uuid4().hex[:8]
     if workers:
-        job = "bench-kb-" + uuid.uuid4().hex[:8]
-        r = redis.Redis.from_url(url)
-        procs = [subprocess.Popen([sys.executable, "-m", "glinker", "worker", "--model", model, "--queue", url, "--job",
-                                   job, "--threads", str(threads)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(workers)]
         cmd += ["--queue", url, "--job", job]
-    try:
-        # the workers register when their model is loaded; the build loads the model too (for its fingerprint)
-        deadline = time.time() + 600
-        while workers and r.scard(f"glinker:{job}:workers") < workers:
-            if time.time() > deadline or any(p.poll() is not None for p in procs):
-                raise SystemExit("workers did not start: " + "".join(p.stderr.read() for p in procs if p.poll() is not None))
-            time.sleep(0.5)
+    with (started_workers(["--model", model], workers, threads, url, job) if workers else contextlib.nullcontext()):
         t0 = time.perf_counter()
         subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
         return time.perf_counter() - t0
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=120)
 
 
 def kb_main(args: argparse.Namespace) -> None:

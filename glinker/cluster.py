@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from glinker.errors import ConfigError, DependencyError, GlinkerError, StageError
 
@@ -121,7 +121,6 @@ class Coordinator:
         self.next_write = 1
         self.lines: dict[int, str] = {}        # seq -> "first-last" input lines, for error messages
         self.ready: dict[int, Any] = {}        # seq -> records (list) or a GlinkerError
-        self.requeued = 0
         self.max_attempts = max(1, max_attempts)
         self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
         self.batch_timeout = batch_timeout
@@ -222,17 +221,16 @@ class Coordinator:
         if got is None:
             return
         bid = _text(got[1])
-        token, _, seq_s = bid.rpartition(":")
-        if token != self.token:
+        if bid.rpartition(":")[0] != self.token:
             return  # an answer to an earlier run's batch
-        seq = int(seq_s)
         pipe = self.r.pipeline()
         pipe.get(self.keys.result(bid))
         pipe.get(self.keys.error(bid))
         pipe.delete(self.keys.result(bid), self.keys.error(bid), self.keys.batch(bid))
         res, err, _ = pipe.execute()
         self.held_since.pop(bid, None)
-        if seq < self.next_write or seq in self.ready:
+        seq = self._pending(bid)
+        if seq is None:
             return  # a second answer, from a worker presumed dead whose batch was re-done
         if err is not None:
             e = json.loads(err)
@@ -288,15 +286,20 @@ class Coordinator:
                 if self._retry(bid, worker):
                     log.warning("worker %s held a batch for over %g s: queued again", worker, self.batch_timeout)
 
+    def _pending(self, bid: str) -> int | None:
+        """The sequence number of batch ``bid`` when it is this run's and not answered yet, else None."""
+        token, _, seq_s = bid.rpartition(":")
+        if token != self.token:
+            return None
+        seq = int(seq_s)
+        return None if seq < self.next_write or seq in self.ready else seq
+
     def _retry(self, bid: str, worker: str) -> int:
         """Put a batch taken from ``worker`` back in the queue (1), or, past ``max_attempts``, record the error that
         stops the run once the batches before it are written (0)."""
-        token, _, seq_s = bid.rpartition(":")
-        if token != self.token:
-            return 0  # an earlier run's batch
-        seq = int(seq_s)
-        if seq < self.next_write or seq in self.ready:
-            return 0  # answered meanwhile
+        seq = self._pending(bid)
+        if seq is None:
+            return 0  # an earlier run's batch, or answered meanwhile
         self.attempts[seq] = self.attempts.get(seq, 1) + 1
         if self.attempts[seq] > self.max_attempts:
             # a batch that takes down every worker it reaches (out of memory, a crash in native code)
@@ -308,7 +311,6 @@ class Coordinator:
             self.r.delete(self.keys.batch(bid))
             return 0
         self.r.rpush(self.keys.todo, bid)  # taken next: the writer waits on it
-        self.requeued += 1
         return 1
 
 
@@ -336,7 +338,9 @@ class LinkTask:
         self.pipe = pipeline
         self.name = pipeline.name
         self.fingerprint = pipeline.fingerprint()
-        self.records = records or _records
+        if records is None:
+            from glinker.cli.link import json_records as records
+        self.records = records
 
     def warm_up(self) -> str:
         """Load the model and KBs; returns the identity every worker of a job must share."""
@@ -446,14 +450,17 @@ class Worker:
             self._stop.set()
             beat.join(timeout=5)
             try:
-                # a batch still in hand (interrupted) goes back to the queue for another worker
-                while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
-                    pass
+                self._give_back()  # a batch still in hand (interrupted) goes to another worker
                 self.r.delete(self.keys.heartbeat(self.name))
                 self.r.srem(self.keys.workers, self.name)
             except redis.RedisError as e:  # its heartbeat expires: the coordinator re-queues what it held
                 log.warning("worker %s could not deregister from %s: %s", self.name, self.url, e)
         return {"batches": self.batches, "documents": self.documents}
+
+    def _give_back(self) -> None:
+        """Every batch this worker holds goes back to the queue, taken next."""
+        while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
+            pass
 
     def _reconnect(self, err: Exception) -> None:
         """Wait for Redis to come back (a worker is a daemon: it outlives an outage), then give back what it held:
@@ -468,8 +475,7 @@ class Worker:
             except redis.RedisError:
                 delay = min(30.0, delay * 2)
                 continue
-            while self.r.lmove(self.keys.proc(self.name), self.keys.todo, "RIGHT", "RIGHT") is not None:
-                pass
+            self._give_back()
             self.r.sadd(self.keys.workers, self.name)
             log.warning("worker %s reconnected to %s", self.name, self.url)
             return
@@ -530,13 +536,6 @@ class Worker:
         self.documents += self.task.size(payload)
 
 
-def _records(res: Any, docs: Sequence[Any]) -> list[dict]:
-    from glinker.cli.link import output_records
-    from glinker.io import to_jsonable
-
-    return [to_jsonable(r) for r in output_records(res, docs)]
-
-
 class RemoteEncoder:
     """An entity encoder whose work is done by ``glinker worker --model M`` processes: ``glinker kb build
     --queue`` passes it to the KB build in place of the model, which it stands for (same fingerprint and
@@ -580,6 +579,20 @@ class RemoteEncoder:
         if self._coord is not None:
             self._coord.close()
             self._coord = None
+
+
+@contextlib.contextmanager
+def queued_encoder(encoder: Any, url: str | None, job: str | None, name: str) -> Iterator[RemoteEncoder | None]:
+    """A :class:`RemoteEncoder` standing for ``encoder`` on the queue at ``url`` (its job ended after the block),
+    or None when no queue is given (encode here)."""
+    if not url:
+        yield None
+        return
+    remote = RemoteEncoder(encoder, url, job or DEFAULT_JOB, name=name)
+    try:
+        yield remote
+    finally:
+        remote.close()
 
 
 def serve(task: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[float] = None,

@@ -118,15 +118,14 @@ class Batcher:
             self._run(group)
 
     def _run(self, group: list[tuple[list[Any], Future]]) -> None:
-        from glinker.cli.link import output_records
-        from glinker.io import to_jsonable
+        from glinker.cli.link import json_records
 
         docs = [d for g in group for d in g[0]]
         try:
             recs = []
             for a in range(0, len(docs), self.max_batch):  # one request may hold more than a batch
                 part = docs[a:a + self.max_batch]
-                recs.extend(to_jsonable(r) for r in output_records(self.pipe.run_batch(part), part))
+                recs.extend(json_records(self.pipe.run_batch(part), part))
                 self.batches += 1
         except Exception as e:
             if len(group) > 1:  # find the request that fails: the others still get their links

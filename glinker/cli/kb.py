@@ -97,20 +97,13 @@ def build(
         typer.echo(f"estimate: ~{n:,} entities; KB on disk ~{_human(est['kb_disk'])}, temporary "
                    f"~{_human(est['temp_disk'])}, peak memory ~{_human(est['peak_ram'])}"
                    + (f", index {est['factory']}" if "factory" in est else ""), err=True)
-    remote = None
-    if queue:
-        if enc is None:
-            raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
-        from glinker.cluster import DEFAULT_JOB, RemoteEncoder
+    if queue and enc is None:
+        raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
+    from glinker.cluster import queued_encoder
 
-        enc = remote = RemoteEncoder(enc, queue, job or DEFAULT_JOB, name=str(name))
-    try:
-        gen = build_kb(ad, out, enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
-                       batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
-                       progress=True)
-    finally:
-        if remote is not None:
-            remote.close()
+    with queued_encoder(enc, queue, job, str(name)) as remote:
+        gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
+                       batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume, progress=True)
     from glinker.kb.manifest import Manifest
 
     m = Manifest.load(gen / "manifest.json")

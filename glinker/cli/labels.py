@@ -50,17 +50,11 @@ def build(
     m = BiEncoder.from_pretrained(model, device=device)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    remote = None
-    if queue:
-        from glinker.cluster import DEFAULT_JOB, RemoteEncoder
+    from glinker.cluster import queued_encoder
 
-        remote = RemoteEncoder(m, queue, job or DEFAULT_JOB, name=model)
-    try:
+    with queued_encoder(m, queue, job, model) as remote:
         bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=True,
                                   resume=resume, encoder=remote)
-    finally:
-        if remote is not None:
-            remote.close()
     enc_s = time.perf_counter() - t0
     factory = index
     if index == "auto":

@@ -325,6 +325,13 @@ def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:
     return [o if hasattr(o, "links") else _as_record(o, d) for o, d in zip(out, docs)]
 
 
+def json_records(res: Any, docs: Sequence[Any]) -> list[dict[str, Any]]:
+    """:func:`output_records` as plain JSON-ready dicts (what workers and the HTTP server send)."""
+    from glinker.io import to_jsonable
+
+    return [to_jsonable(r) for r in output_records(res, docs)]
+
+
 def _as_record(out: Any, doc: Any) -> dict[str, Any]:
     """A non-linking pipeline's per-document output (e.g. mentions) as a JSON record."""
     from glinker.io import to_jsonable
