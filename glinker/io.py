@@ -136,6 +136,7 @@ class ResumeState:
     """What a previous run left in a JSONL output: the ids done and whether a line was cut."""
 
     done_ids: set[str] = field(default_factory=set)
+    ids: list[str] = field(default_factory=list)  # the records' ids in file order ("" for a record without one)
     lines: int = 0
     partial_tail: bool = False
 
@@ -153,6 +154,7 @@ def resume_state(path: str | Path) -> ResumeState:
     st.partial_tail = _partial_tail(p) > 0
     for rec, n in iter_jsonl_dicts(p):
         st.lines += 1
+        st.ids.append(str(rec["id"]) if rec.get("id") is not None else "")
         if rec.get("id") is not None:
             st.done_ids.add(str(rec["id"]))
     if st.lines:

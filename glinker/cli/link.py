@@ -29,28 +29,52 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
+def _open_input(path: Path) -> Any:
+    """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes)."""
+    import gzip
+
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" or magic == b"\x1f\x8b" else open(path, "rb")
+
+
 def _sniff(path: Path, fmt: str) -> str:
+    """The input format: ``fmt`` when given, else by the suffix (``.gz`` looked through) or the first line."""
+    name = path.name.lower().removesuffix(".gz")
+    suf = Path(name).suffix
+    first = b""
+    with _open_input(path) as f:
+        for raw in f:
+            if raw.strip():
+                first = raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+                break
     if fmt != "auto":
         return fmt
-    suf = path.suffix.lower()
+    if first.startswith(b"["):
+        raise DataError("the file is one JSON array; glinker link reads JSONL (one JSON object per line) or text "
+                        "(one document per line)", where=str(path),
+                        fix=f"convert it, e.g. jq -c '.[]' {path} > {Path(name).stem}.jsonl")
     if suf in (".jsonl", ".ndjson"):
         return "jsonl"
     if suf == ".txt":
         return "txt"
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                return "jsonl" if raw.lstrip().startswith(b"{") else "txt"
-    return "txt"
+    if suf in (".csv", ".tsv"):
+        raise ConfigError(f"{suf} files are not an input format of glinker link (the header and the columns would "
+                          f"be linked as text)", where=str(path),
+                          fix="convert it to JSONL ({\"id\": ..., \"text\": ...} a line), or pass --format txt to "
+                              "link each line as one document")
+    return "jsonl" if first.startswith(b"{") else "txt"
 
 
 def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                problems: Optional[list[str]] = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, document dict)`` for every non-empty line; bad lines raise a DataError naming the line
     (or are skipped, with a warning, when ``skip_bad``)."""
-    with open(path, "rb") as f:
+    with _open_input(path) as f:
         for n, raw in enumerate(f, 1):
             where = f"{path}:{n}"
+            if n == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -99,6 +123,8 @@ def _skip(err: DataError, problems: Optional[list[str]]) -> None:
 
 
 def _count_lines(path: Path) -> int | None:
+    if path.suffix.lower() == ".gz":
+        return None  # the bar counts without a total rather than decompress twice
     try:
         n = 0
         with open(path, "rb") as f:
@@ -141,6 +167,9 @@ def link(
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {output} keeps every batch written; run the same command again to resume", err=True)
+        raise typer.Exit(130)
     typer.echo(f"linked {n['written']} documents -> {output}"
                + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")
                + (f" ({n['bad']} bad lines skipped)" if n["bad"] else ""), err=True)
@@ -220,13 +249,19 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
-    fmt = _sniff(input, fmt)
-    if fmt not in ("txt", "jsonl"):
+    if fmt not in ("auto", "txt", "jsonl"):
         raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
+    fmt = _sniff(input, fmt)
+    if output.is_dir():
+        raise ConfigError(f"the output {output} is a directory", where="--output",
+                          fix=f"give a file, e.g. -o {output / 'linked.jsonl'}")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     out_kind = output.suffix.lower()
+    h = pipe.spec.header
+    claim = _claim_output(output, {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or h.kb},
+                          resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
-    done: set[str] = set()
+    done: list[str] = []  # ids of the documents already written, in input order
     if out_kind in (".html", ".htm"):
         writer = HTMLWriter(output)
     elif out_kind == ".json":
@@ -236,7 +271,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     elif output.exists():
         # only the ids found at start are kept (memory grows with the resumed output, never with the new one)
         repair_jsonl_tail(output)
-        done = resume_state(output).done_ids
+        done = resume_state(output).ids
     if done:
         log.info("resuming: %d documents already in %s", len(done), output)
     bs = batch_size or pipe.spec.header.settings.batch_size
@@ -282,13 +317,20 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         write(output_records(res, docs))
 
     batch: list[tuple[int, Document]] = []
-    with (pipe.gc_frozen() if coordinator is None else contextlib.nullcontext()):
+    k = 0  # documents of the input read so far
+    with claim, (pipe.gc_frozen() if coordinator is None else contextlib.nullcontext()):
         try:
             for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
                 if bar is not None:
                     bar.update(n - last_line)
                 last_line = n
-                if rec["id"] in done:
+                k += 1
+                if k <= len(done):  # resuming: the output holds the first len(done) documents, in input order
+                    if done[k - 1] and done[k - 1] != rec["id"]:
+                        raise DataError(f"document {rec['id']!r} is not the one {output} holds at this place (record "
+                                        f"{k}: {done[k - 1]!r}): the output was written from another input",
+                                        where=f"{input}:{n}",
+                                        fix="link into another -o, or pass --no-resume to overwrite the output")
                     counts["skipped_done"] += 1
                     continue
                 batch.append((n, Document.model_validate(rec)))
@@ -310,12 +352,53 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                 bar.close()
             if out_kind in (".html", ".htm", ".json"):
                 writer.close()
+            elif not output.exists():
+                output.touch()  # an input without documents still gets its (empty) output
     counts["bad"] = len(problems)
     if stats and coordinator is None:
         typer.echo(pipe.stats.table(), err=True)
     elif stats:
         typer.echo("per-stage times are kept by each worker (`glinker worker --stats`)", err=True)
     return counts
+
+
+def _claim_output(output: Path, ident: dict[str, Any], resuming: bool) -> Any:
+    """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
+    record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
+    refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    ident = json.loads(json.dumps(ident, default=str))  # as it reads back
+    path = output.with_name(output.name + ".run.json")
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        import fcntl
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - no fcntl (Windows): no lock, the fingerprint check still holds
+        pass
+    except OSError:
+        f.close()
+        raise ConfigError(f"another glinker link is writing {output} (it holds {path})", where="--output",
+                          fix="wait for it to finish, or write to another -o") from None
+    f.seek(0)
+    try:
+        before = json.loads(f.read() or "null")
+    except json.JSONDecodeError:
+        before = None
+    if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
+        differ = [k for k in ident if before.get(k) != ident[k]]
+        if differ:
+            f.close()
+            what = ", ".join(f"{k} {before.get(k)!r} then, {ident[k]!r} now" if k != "pipeline" else
+                             "the pipeline's stages or settings" for k in differ)
+            raise ConfigError(f"{output} was written by another pipeline ({what}); resuming would mix two "
+                              f"pipelines' links in one file", where="--output",
+                              fix="pass --no-resume to overwrite it, or write to another -o")
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(ident, default=str) + "\n")
+    f.flush()
+    return f
 
 
 def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:

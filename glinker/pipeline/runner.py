@@ -229,6 +229,7 @@ class Pipeline:
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
         """Run one batch through every stage."""
         self._warm_stages()
+        t_batch = time.perf_counter()
         docs = list(documents)
         outputs: dict[str, Any] = {DOCUMENTS: docs}
         for n in self.order:
@@ -250,13 +251,16 @@ class Pipeline:
             outputs[n] = out
         self.stats.batches += 1
         self.stats.documents += len(docs)
+        self.stats.seconds += time.perf_counter() - t_batch
         return BatchResult(docs, outputs, self.spec.output)
 
     def run(self, documents: Iterable[Any], *, batch_size: int | None = None) -> Iterator[BatchResult]:
-        """Stream documents (str, dict or Document) through the pipeline, one batch at a time."""
+        """Stream documents (str, dict or Document) through the pipeline, one batch at a time; one str, dict or
+        Document on its own is one document (not a sequence of characters or keys)."""
+        if isinstance(documents, (str, dict, Document)):
+            documents = [documents]
         bs = batch_size or self.spec.header.settings.batch_size
         log_every = self.spec.header.settings.log_every
-        t_start = time.perf_counter()
         batch: list[Document] = []
         seen = 0
         next_log = log_every
@@ -271,7 +275,6 @@ class Pipeline:
                     next_log += log_every
         if batch:
             yield self.run_batch(batch)
-        self.stats.seconds += time.perf_counter() - t_start
 
     def __call__(self, documents: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
         """Run all documents and return the output stage's result, one entry per document."""

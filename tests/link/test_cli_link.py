@@ -129,3 +129,90 @@ def test_console_script_runs(pipeline, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert lines_of(out)[0]["links"][0]["entity_id"] == "Q90"
+
+
+def test_resume_refuses_another_pipeline_and_another_input(pipeline, tmp_path):
+    """A re-run into the same output resumes only the run that wrote it: a changed pipeline, or an input whose
+    documents are not the ones written (checked by place, so repeated ids are not skipped), is refused."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip("xyx", TEXTS)))
+    out = tmp_path / "out.jsonl"
+    assert run_link(src, pipeline, out)["written"] == 3
+    full = out.read_text()
+    out.write_text("".join(full.splitlines(keepends=True)[:2]))  # stopped after two documents
+    # the third document repeats the first one's id: resumed by place, it is still linked
+    assert run_link(src, pipeline, out) == {"written": 1, "skipped_done": 2, "bad": 0}
+    assert out.read_text() == full
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(pipeline.read_text().replace("{type: select, input: r}", "{type: select, input: r, nil_threshold: 0.9}"))
+    assert changed.read_text() != pipeline.read_text()
+    res = CliRunner().invoke(app, ["link", "-p", str(changed), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2 and "written by another pipeline" in res.output and "--no-resume" in res.output
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip("xzy", TEXTS)))
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(other), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2 and f"{other}:2" in res.output and "another input" in res.output
+    assert out.read_text() == full  # untouched by refused runs
+    res = CliRunner().invoke(app, ["link", "-p", str(changed), str(src), "-o", str(out), "--no-progress", "--no-resume"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):
+    import fcntl
+
+    src = tmp_path / "in.txt"
+    src.write_text("Paris\n")
+    out = tmp_path / "out.jsonl"
+    with open(tmp_path / "out.jsonl.run.json", "a") as held:  # what a running `glinker link` holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2 and "another glinker link is writing" in res.output
+    assert not out.exists()
+    assert run_link(src, pipeline, out)["written"] == 1  # released: runs
+
+
+def test_input_formats_gzip_bom_and_refusals(pipeline, tmp_path):
+    import gzip
+
+    out = tmp_path / "out.jsonl"
+    ref = tmp_path / "ref.jsonl"
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    run_link(src, pipeline, ref)
+    gz = tmp_path / "in.jsonl.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    run_link(gz, pipeline, out)
+    assert out.read_text() == ref.read_text()
+    bom = tmp_path / "bom.jsonl"  # a byte-order mark (Excel, Notepad) is not part of the first document
+    bom.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    run_link(bom, pipeline, out, resume=False)
+    assert out.read_text() == ref.read_text()
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes(b"\xef\xbb\xbfParis, Texas\n")
+    run_link(txt, pipeline, out, resume=False)
+    assert lines_of(out)[0]["text"] == "Paris, Texas" and lines_of(out)[0]["links"][0]["mention"]["start"] == 0
+    arr = tmp_path / "docs.json"
+    arr.write_text(json.dumps([{"id": "a", "text": "Paris"}], indent=2))
+    csv = tmp_path / "docs.csv"
+    csv.write_text("id,text\na,Paris\n")
+    for bad, needle in ((arr, "one JSON array"), (csv, ".csv files are not an input format")):
+        res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(bad), "-o", str(out), "--no-progress"])
+        assert res.exit_code == 2 and needle in res.output and str(bad) in res.output, res.output
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(csv), "-o", str(out), "--no-resume",
+                                   "--format", "txt", "--no-progress"])
+    assert res.exit_code == 0 and len(lines_of(out)) == 2  # asked for: each line one document
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 2 and "is a directory" in res.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert run_link(empty, pipeline, tmp_path / "e.jsonl")["written"] == 0
+    assert (tmp_path / "e.jsonl").read_text() == ""  # the output exists, empty
+
+
+def test_python_api_takes_one_string_as_one_document(pipeline):
+    import glinker
+
+    pipe = glinker.load_pipeline(str(pipeline))
+    [doc] = pipe.link("Paris, Texas is a city.")
+    assert doc.text == "Paris, Texas is a city." and doc.links
+    assert pipe.stats.seconds > 0 and pipe.stats.documents == 1
