@@ -94,6 +94,25 @@ def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsyn
     return n
 
 
+_SURROGATE = None
+
+
+def check_text(text: str, where: str) -> None:
+    """Raise a DataError naming ``where`` when ``text`` holds a lone surrogate code point (JSON such as
+    ``"\\ud800"`` decodes to one): no tokenizer or file encoding takes it."""
+    global _SURROGATE
+    if _SURROGATE is None:
+        import re
+
+        _SURROGATE = re.compile("[\ud800-\udfff]")
+    m = _SURROGATE.search(text)
+    if m is not None:
+        raise DataError(f"the text holds a lone surrogate {m.group().encode('utf-8', 'surrogatepass')!r} "
+                        f"(\\u{ord(m.group()):04x} at character {m.start()}), which is not Unicode text",
+                        where=where, fix="fix the producer of this text (a UTF-16 string cut in half), or drop the "
+                        "character")
+
+
 def iter_jsonl_dicts(path: str | Path, skip_partial_tail: bool = True) -> Iterator[tuple[dict, int]]:
     """Yield ``(record, line_number)``; an unterminated invalid last line is skipped (with a warning)."""
     p = Path(path)

@@ -26,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from glinker.errors import DataError, GlinkerError
+from glinker.errors import ConfigError, DataError, GlinkerError
+from glinker.io import check_text
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
     if key == "text":
         if not isinstance(req["text"], str):
             raise DataError("must be a string", where="text", fix='{"text": "Paris is in France."}')
+        check_text(req["text"], "text")
         return [{"id": "0", "text": req["text"]}]
     items = req[key]
     if not isinstance(items, list):
@@ -62,11 +64,13 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
         if key == "texts":
             if not isinstance(item, str):
                 raise DataError("must be a string", where=f"texts[{i}]", fix="one string per text")
+            check_text(item, f"texts[{i}]")
             docs.append({"id": str(i), "text": item})
             continue
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             raise DataError("must be an object with a string 'text'", where=f"documents[{i}]",
                             fix='{"id": "a", "text": "...", "meta": {...}}')
+        check_text(item["text"], f"documents[{i}].text")
         doc = {"id": str(item.get("id", i)), "text": item["text"]}
         if isinstance(item.get("meta"), dict):
             doc["meta"] = item["meta"]
@@ -178,6 +182,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             if url.path == "/health":
                 self._json(200, {"status": "ok", **info, "documents": batcher.documents, "batches": batcher.batches})
                 return
+            if url.path == "/link":
+                self._json(405, {"error": {"message": "/link takes POST requests",
+                                           "fix": "POST a JSON body such as {\"text\": \"...\"}, or GET /?text=..."}})
+                return
             if url.path != "/":
                 self._json(404, {"error": {"message": f"no such endpoint: {url.path}",
                                            "fix": "POST /link, GET /health or GET /"}})
@@ -228,10 +236,19 @@ class Server:
 
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
                  max_batch: int | None = None, max_body: int = MAX_BODY) -> None:
-        pipeline.warm_up()
-        self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
-        info = {"pipeline": pipeline.name, "fingerprint": pipeline.fingerprint(resources=True)}
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(self.batcher, info, max_body))
+        try:  # the address first: a port in use fails at once, not after the models load
+            self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
+                              fix="pick another --port (0: any free one), or stop what listens there") from None
+        try:
+            pipeline.warm_up()
+            self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
+            info = {"pipeline": pipeline.name, "fingerprint": pipeline.fingerprint(resources=True)}
+        except BaseException:
+            self.httpd.server_close()
+            raise
+        self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body)
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
 

@@ -10,14 +10,14 @@ from typing import Any, ClassVar
 from glinker.errors import DataError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import RecordOptions, check_source_file, open_text, record_to_entity
+from kb_adapters._common import RecordOptions, check_source_file, open_binary, open_text, record_to_entity
 
 log = logging.getLogger(__name__)
 
 
 class CSVOptions(RecordOptions):
     delimiter: str = ","
-    encoding: str = "utf-8"
+    encoding: str = "utf-8-sig"  # UTF-8, with or without the byte-order mark spreadsheet exports write
 
 
 class CSVAdapter:
@@ -39,7 +39,10 @@ class CSVAdapter:
         o = self.options
         with open_text(self.path, o.encoding) as f:
             reader = csv.DictReader(f, delimiter=o.delimiter)
-            header = reader.fieldnames or []
+            try:
+                header = reader.fieldnames or []
+            except UnicodeDecodeError:
+                raise self._not_decodable() from None
             id_col = o.mapping.get("id", "id")
             if id_col not in header:
                 raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:1",
@@ -62,6 +65,24 @@ class CSVAdapter:
             except csv.Error as e:
                 raise DataError(f"CSV syntax error: {e}", where=f"{self.path}:{reader.line_num}",
                                 fix="check quoting around that line") from None
+            except UnicodeDecodeError:
+                raise self._not_decodable() from None
+
+    def _not_decodable(self) -> DataError:
+        """The error for a file that is not in the given encoding, naming its first such line (the text reader
+        decodes blocks, so the failing line is found again in the raw bytes)."""
+        enc = self.options.encoding
+        n, bad = 0, b""
+        with open_binary(self.path) as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    raw.decode(enc)
+                except UnicodeDecodeError as e:
+                    bad = raw[e.start:e.start + 1]
+                    break
+        return DataError(f"line is not {enc} text (byte {bad!r})", where=f"{self.path}:{n}",
+                         fix="pass the file's encoding, e.g. -o encoding=latin-1 (cp1252 for Windows exports), or "
+                             "re-encode it as UTF-8")
 
     def estimate_count(self) -> int | None:
         """Line count minus the header (rows with embedded newlines make it an over-estimate)."""

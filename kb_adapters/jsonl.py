@@ -43,9 +43,14 @@ class JSONLAdapter:
                 try:
                     try:
                         rec = json.loads(raw)
-                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    except UnicodeDecodeError as e:
+                        raise DataError(f"the line is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})",
+                                        where=where, fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t "
+                                        "utf-8); a CSV file is read with --adapter csv") from None
+                    except json.JSONDecodeError as e:
                         raise DataError(f"malformed JSON: {e}", where=where,
-                                        fix="each line must be one complete JSON object") from None
+                                        fix="each line must be one complete JSON object (a CSV file is read with "
+                                            "--adapter csv)") from None
                     if not isinstance(rec, dict):
                         raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
                                         fix="each line must be one JSON object with at least 'id' and 'label'")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from glinker.errors import ConfigError, DataError, DependencyError, KBError
@@ -114,6 +115,14 @@ class SQLAdapter:
             except ImportError as e:  # pragma: no cover - sqlalchemy is a core dependency
                 raise DependencyError("sqlalchemy is not installed", fix="pip install sqlalchemy") from e
             try:
+                from sqlalchemy.engine import make_url
+
+                u = make_url(self.url)
+                if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+                        and not u.database.startswith("file:") and not Path(u.database).is_file():
+                    # SQLite would create an empty database file and then find no table in it
+                    raise KBError(f"SQLite database file not found: {u.database}", where="sql.source",
+                                  fix="check the path (sqlite:///relative/path.db, sqlite:////absolute/path.db)")
                 self._engine = create_engine(self.url)
             except (ArgumentError, NoSuchModuleError) as e:
                 raise KBError(f"cannot use database URL: {e}", where="sql.source",
@@ -139,12 +148,24 @@ class SQLAdapter:
         o = self.options
         if o.table:
             from sqlalchemy import inspect
+            from sqlalchemy.exc import NoSuchTableError
 
             parts = o.table.split(".")
-            cols = inspect(conn).get_columns(parts[-1], schema=parts[0] if len(parts) == 2 else None)
+            insp = inspect(conn)
+            schema = parts[0] if len(parts) == 2 else None
+            try:
+                cols = insp.get_columns(parts[-1], schema=schema)
+            except NoSuchTableError:
+                cols = []
             if not cols:
-                raise KBError(f"table {o.table!r} not found or has no columns", where="sql.table",
-                              fix="check the table name and the database in the URL")
+                import difflib
+
+                names = insp.get_table_names(schema=schema) + insp.get_view_names(schema=schema)
+                close = difflib.get_close_matches(parts[-1], names, n=1)
+                raise KBError(f"table {o.table!r} not found in {self._masked_url()} or has no columns"
+                              + (f"; did you mean {close[0]!r}?" if close else ""), where="sql.table",
+                              fix=f"tables there: {', '.join(sorted(names)[:20]) or 'none'}; check the name and the "
+                                  "database in the URL")
             return [c["name"] for c in cols]
         res = conn.execute(select(text("*")).select_from(self._from()).limit(0))
         return list(res.keys())

@@ -88,6 +88,10 @@ def build(
             options[key] = val
     ad = load_adapter(adapter, source, **options)
     enc, name = _encoder(model, None)
+    if enc is not None:
+        from glinker.kb.index import VectorIndex
+
+        VectorIndex.check_factory(factory, enc.dim)
     try:
         n = ad.estimate_count()
     except Exception:  # the estimate is advisory
@@ -207,7 +211,7 @@ def remove(path: Path = typer.Argument(..., help="KB directory."),
 @kb_app.command("search")
 def search(path: Path = typer.Argument(..., help="KB directory."),
            text: str = typer.Argument(..., help="A mention or name to look up."),
-           k: int = typer.Option(10, "-k", help="Results per method."),
+           k: int = typer.Option(10, "-k", min=1, help="Results per method."),
            fuzzy_cutoff: float = typer.Option(85.0, "--fuzzy", help="rapidfuzz score cutoff (0-100)."),
            model: str | None = typer.Option(None, help="Defaults to the KB's model; 'none' skips dense search."),
            as_json: bool = typer.Option(False, "--json")) -> None:

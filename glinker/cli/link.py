@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 import typer
 
 from glinker.errors import ConfigError, DataError, GlinkerError
+from glinker.io import check_text
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,13 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                     _skip(err, problems)
                     continue
                 raise err
+            try:
+                check_text(rec[text_field], where)
+            except DataError as err:
+                if skip_bad:
+                    _skip(err, problems)
+                    continue
+                raise
             doc = {"id": str(rec["id"]) if rec.get("id") is not None else str(n), "text": rec[text_field]}
             meta = {k: v for k, v in rec.items() if k not in ("id", text_field)}
             if isinstance(rec.get("meta"), dict):

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from glinker.errors import ConfigError, DataError
+from glinker.io import check_text
 
 
 def _read_docs(path: Path, text_field: str, whole_file: bool) -> Iterator[dict]:
@@ -17,18 +18,27 @@ def _read_docs(path: Path, text_field: str, whole_file: bool) -> Iterator[dict]:
     is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
-        fh = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+        fh = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     except OSError as e:
         raise DataError(f"cannot read input: {e.strerror}", where=name, fix="check the path") from None
+
+    def decode(raw: bytes, where: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})", where=where,
+                            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
     with fh:
         if whole_file and not is_jsonl:
-            yield {"id": "0", "text": fh.read()}
+            yield {"id": "0", "text": decode(fh.read().removeprefix(b"\xef\xbb\xbf"), name)}
             return
-        for n, line in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):
+            line = decode(raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw, f"{name}:{n}")
             if not line.strip():
                 continue
             if not is_jsonl:
-                yield {"id": str(n), "text": line.rstrip("\n")}
+                yield {"id": str(n), "text": line.rstrip("\r\n")}
                 continue
             try:
                 rec = json.loads(line)
@@ -42,6 +52,7 @@ def _read_docs(path: Path, text_field: str, whole_file: bool) -> Iterator[dict]:
                     where=f"{name}:{n}",
                     fix=f"give every line a {text_field!r} field, or pass --text-field",
                 )
+            check_text(rec[text_field], f"{name}:{n}")
             rec.setdefault("id", str(n))
             yield rec
 
@@ -72,14 +83,14 @@ def ner(
     input: Path = typer.Argument(
         ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin."
     ),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder or Hugging Face hub id."),
+    model: str = typer.Option(..., "--model", "-m", help="Shipped model name (glinker-bi-minilm), checkpoint folder or Hugging Face hub id."),
     labels: str | None = typer.Option(
         None, "--labels", "-l", help="Comma-separated labels, e.g. person,organization."
     ),
     labels_file: Path | None = typer.Option(
         None, "--labels-file", help="One label per line, or .json list / {name: description}."
     ),
-    label_bank: Path | None = typer.Option(None, "--label-bank", help="A folder saved by LabelBank.save."),
+    label_bank: Path | None = typer.Option(None, "--label-bank", help="A label bank folder written by `glinker labels build` (or LabelBank.save)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", min=0.0, max=1.0, help="Minimum score."),
     nested: bool = typer.Option(False, "--nested", help="Allow nested entities (default: flat)."),
@@ -116,6 +127,11 @@ def ner(
     m = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
     if isinstance(lab, (list, dict)):
         lab = m.encode_labels(lab)  # encoded once, reused for every batch
+    if output is not None and output.is_dir():
+        raise ConfigError(f"the output {output} is a directory", where="--output",
+                          fix=f"give a file, e.g. -o {output / 'entities.jsonl'}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout if output is None else output.open("w", encoding="utf-8")
     try:
         while chunk := list(islice(docs, 256)):

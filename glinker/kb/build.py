@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from glinker.errors import DataError, KBError
+from glinker.errors import ConfigError, DataError, KBError
 from glinker.kb.adapters import KBAdapter
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_generation
@@ -94,8 +94,15 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
 
     ``encoder=None`` builds an alias-only KB (store + alias index, no vectors)."""
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the KB output {root} is a file, not a directory", where="out",
+                          fix="give a new or existing KB directory, e.g. --out kb_out/mine")
     tmpl = TextTemplate(template)
+    if encoder is not None:
+        from glinker.kb.index import VectorIndex
+
+        VectorIndex.check_factory(factory, encoder.dim)  # before hours of encoding, not after
+    root.mkdir(parents=True, exist_ok=True)
     fp = encoder.fingerprint if encoder is not None else None
     key = _source_key(adapter, fp, template, factory)
     staging = root / f".staging-{key}"

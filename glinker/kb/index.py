@@ -166,6 +166,20 @@ class VectorIndex:
                               where="factory", fix="e.g. 'Flat', 'IVF4096,SQ8', 'IVF16384_HNSW32,PQ48', or 'auto'") from None
         return cls(index, factory, nprobe if nprobe is not None else default_nprobe(factory), dim=int(dim))
 
+    @classmethod
+    def check_factory(cls, factory: str, dim: int) -> None:
+        """Raise a ConfigError naming ``factory`` unless faiss can build it for ``dim`` ('auto' always can): run
+        before a build spends hours encoding vectors for an index it then cannot make."""
+        if factory == "auto":
+            return
+        try:
+            default_nprobe(factory)
+            default_train_size(factory, 1_000_000)
+        except ValueError:
+            raise ConfigError(f"invalid faiss factory string {factory!r}", where="factory",
+                              fix="e.g. 'Flat', 'IVF4096,SQ8', 'IVF16384_HNSW32,PQ48', or 'auto'") from None
+        cls.create(factory, dim)
+
     def _apply_nprobe(self, nprobe: int) -> None:
         """IVF: lists probed (and the HNSW quantizer's breadth); a graph index: its efSearch (at least 128)."""
         graph = self._graph()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
+from glinker.io import check_text
 from glinker.model import scoring
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
@@ -445,6 +446,8 @@ class BiEncoder:
             texts = [texts]
         if not all(isinstance(t, str) for t in texts):
             raise DataError("texts must be strings", where="texts", fix="pass a list of str")
+        for i, t in enumerate(texts):
+            check_text(t, f"texts[{i}]")
         if batch_size < 1:
             raise ConfigError("batch_size must be >= 1", where="batch_size", fix="use a positive batch size")
         splits = [split_words(t) for t in texts]

@@ -23,7 +23,8 @@ class SplitText:
 
 
 def split_words(text: str) -> SplitText:
-    """Split ``text`` into words exactly as gliner's whitespace splitter does."""
+    """Split ``text`` into words exactly as gliner's whitespace splitter does (a "word" a tokenizer drops, such
+    as a lone zero-width space, stays a word: see :func:`words_mask_from_word_ids`)."""
     words, starts, ends = [], [], []
     for m in WORD_RE.finditer(text):
         words.append(m.group())
@@ -33,18 +34,18 @@ def split_words(text: str) -> SplitText:
 
 
 def words_mask_from_word_ids(word_ids: Sequence[int | None], pooling: str = "first") -> list[int]:
-    """1-based word index on the selected subtokens, 0 elsewhere (gliner's ``prepare_word_mask``)."""
+    """1-based word index on the selected subtokens, 0 elsewhere (gliner's ``prepare_word_mask``, except that
+    the index is the word's own: a word the tokenizer gives no token gets no vector, instead of every later word
+    taking its predecessor's place as gliner's running count does)."""
     mask: list[int] = []
     prev: int | None = None
-    seen = 0
     n = len(word_ids)
     for i, wid in enumerate(word_ids):
         if wid is None:
             mask.append(0)
         else:
             first = wid != prev
-            if first:
-                seen += 1
+            seen = wid + 1
             last = (word_ids[i + 1] if i + 1 < n else None) != wid
             pick = (
                 pooling in ("mean", "max") or (pooling == "first" and first) or (pooling == "last" and last)

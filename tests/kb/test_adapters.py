@@ -338,3 +338,40 @@ def test_kb_imports_stay_light() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'faiss', 'sqlalchemy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_csv_encodings_and_byte_order_mark(tmp_path: Path) -> None:
+    """A spreadsheet's "CSV UTF-8" export (byte-order mark first) reads as is; a Latin-1 file stops at the line
+    that is not UTF-8, naming the option that reads it."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfid,label\nK1,Caf\xc3\xa9\n")
+    (e,) = load_adapter("csv", str(bom)).iter_entities()
+    assert (e.id, e.label) == ("K1", "Café")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"id,label\nK1,Paris\nK2,Caf\xe9\n")
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("csv", str(latin)).iter_entities())
+    assert f"{latin}:3" in str(ei.value) and "encoding=latin-1" in str(ei.value)
+    assert [e.label for e in load_adapter("csv", str(latin), encoding="latin-1").iter_entities()] == ["Paris", "Café"]
+
+
+def test_jsonl_non_utf8_line_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "kb.jsonl"
+    p.write_bytes(b'{"id": "a", "label": "A"}\n{"id": "b", "label": "Caf\xe9"}\n')
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("jsonl", str(p)).iter_entities())
+    assert f"{p}:2" in str(ei.value) and "not UTF-8" in str(ei.value) and "iconv" in str(ei.value)
+
+
+def test_sql_missing_table_and_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    eng = server_engine(url)
+    t, _ = load_sql_tables(eng, SAMPLE_ENTITIES[:1], child_aliases=False)
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", url, table=t + "x").iter_entities())
+    assert f"did you mean {t!r}" in str(ei.value) and ei.value.where == "sql.table"
+    missing = tmp_path / "nothere.db"
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", f"sqlite:///{missing}", table=t).iter_entities())
+    assert "SQLite database file not found" in str(ei.value)
+    assert not missing.exists()  # not created empty on the way

@@ -89,3 +89,23 @@ def test_errors_are_clear(tmp_path: Path) -> None:
                            "jsonl", "-s", "nope.jsonl", "-o", "bogus=1", "--model", "none", "--out",
                            str(tmp_path / "kb")], capture_output=True, text=True)
     assert proc.returncode == 2 and "bogus" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_bad_factory_and_output_fail_before_any_work(tmp_path: Path, tiny_checkpoint: Path, monkeypatch) -> None:
+    """A faiss factory faiss cannot make, or --out naming a file, is refused before a single entity is encoded."""
+    from glinker.cli import app
+    from glinker.model import BiEncoder
+
+    def no_encoding(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("encoded before the options were checked")
+
+    monkeypatch.setattr(BiEncoder, "encode_entities", no_encoding)
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "kb.jsonl")
+    for factory in ("Flatt", "IVFbad", "IVF64,PQx"):
+        res = runner.invoke(app, ["kb", "build", "-a", "jsonl", "-s", str(src), "--model", str(tiny_checkpoint),
+                                  "--factory", factory, "--out", str(tmp_path / "kb")])
+        assert res.exit_code != 0 and "invalid faiss factory" in str(res.exception), (factory, res.output)
+    res = runner.invoke(app, ["kb", "build", "-a", "jsonl", "-s", str(src), "--model", "none", "--out", str(src)])
+    assert res.exit_code != 0 and "is a file, not a directory" in str(res.exception)
+    res = runner.invoke(app, ["kb", "search", str(tmp_path), "Paris", "-k", "0"])
+    assert res.exit_code == 2 and "-k" in res.output

@@ -216,3 +216,15 @@ def test_python_api_takes_one_string_as_one_document(pipeline):
     [doc] = pipe.link("Paris, Texas is a city.")
     assert doc.text == "Paris, Texas is a city." and doc.links
     assert pipe.stats.seconds > 0 and pipe.stats.documents == 1
+
+
+def test_a_lone_surrogate_is_a_bad_line(pipeline, tmp_path):
+    """JSON such as "\\ud800" decodes to a string no tokenizer takes: the line is named (or skipped)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Paris"}\n{"id": "b", "text": "Paris \\ud800 x"}\n{"id": "c", "text": "Berlin"}\n')
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 2 and f"{src}:2" in res.output and "lone surrogate" in res.output
+    assert [r["id"] for r in lines_of(out)] == ["a"]
+    assert run_link(src, pipeline, out, skip_bad=True) == {"written": 1, "skipped_done": 1, "bad": 1}
+    assert [r["id"] for r in lines_of(out)] == ["a", "c"]

@@ -116,6 +116,22 @@ def test_demo_page_and_unknown_paths(server):
     assert status == 200 and "<textarea" in page and "Steve Jobs" in page and "Q19837" in page
     assert call(server, "/nope")[0] == 404
     assert call(server, "/other", b"{}")[0] == 404
+    status, body = call(server, "/link")
+    assert status == 405 and "POST" in body
+    status, body = call(server, "/link", b'{"texts": ["ok", "Paris \\ud800"]}')
+    assert status == 400 and "texts[1]" in body and "lone surrogate" in body
+
+
+def test_a_port_in_use_is_a_clear_error_before_loading(pipeline, server, monkeypatch):
+    import glinker
+    from glinker.errors import ConfigError
+    from glinker.serve import Server
+
+    pipe = glinker.load_pipeline(str(pipeline))
+    monkeypatch.setattr(pipe, "warm_up", lambda *a, **k: pytest.fail("loaded models for a port it cannot have"))
+    with pytest.raises(ConfigError) as ei:
+        Server(pipe, port=server.port)
+    assert f":{server.port}" in str(ei.value) and "--port" in str(ei.value)
 
 
 def test_serve_command_answers_and_stops_on_sigterm(pipeline):

@@ -26,6 +26,30 @@ def prompts_per_row(case: dict) -> list[list[str]]:
     return et if et and isinstance(et[0], list) else [et] * n
 
 
+def conforming_rows(tokenizer, case: dict) -> tuple[dict, list[int]]:
+    """The case restricted to its texts whose every word gets a token, and the indices of the others. On those
+    (a lone combining mark or zero-width space between spaces) gliner's running word count shifts every later
+    word's vector onto the word before it; glinker keeps each word at its own index instead, on purpose."""
+    n = len(case["texts"])
+    drop = [i for i, ws in enumerate(case["words"])
+            if set(range(len(ws))) - set(w for w in tokenizer(ws, is_split_into_words=True).word_ids() if w is not None)
+            and len(tokenizer(ws, is_split_into_words=True)["input_ids"]) < tokenizer.model_max_length]
+    if not drop:
+        return case, []
+    keep = [i for i in range(n) if i not in drop]
+
+    def sub(v):
+        if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n:
+            return v[keep]
+        if isinstance(v, list) and len(v) == n and v is not case["labels"] and v is not case["entity_types"]:
+            return [v[i] for i in keep]
+        return v
+
+    out = {k: sub(v) for k, v in case.items() if k != "entities"}
+    out["entities"] = {k: [v[i] for i in keep] for k, v in case["entities"].items()}
+    return out, drop
+
+
 def max_logit_diff(model, case: dict) -> float:
     """Max |ours - gliner| over valid (span, class) logits of a case."""
     worst = 0.0

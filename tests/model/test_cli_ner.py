@@ -99,3 +99,29 @@ def test_ner_streams_and_keeps_results_written_before_a_bad_line(tmp_path):
     done = (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(done) == 256  # the first batch of 256 was written before line 301 was read
     assert json.loads(done[-1])["text"] == "John Smith visited Paris 255 times."
+
+
+def test_ner_non_utf8_input_and_output_paths(tmp_path):
+    (tmp_path / "latin.txt").write_bytes(b"Paris is nice.\nCaf\xe9 in Paris.\n")
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "latin.txt")])
+    assert r.exit_code != 0 and "latin.txt:2" in str(r.exception) and "UTF-8" in str(r.exception)
+    (tmp_path / "in.txt").write_bytes(b"\xef\xbb\xbfJohn Smith lives in Paris.\r\n")
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "in.txt"), "-o", str(tmp_path)])
+    assert r.exit_code != 0 and "is a directory" in str(r.exception)
+    out = tmp_path / "new" / "out.jsonl"  # a folder that does not exist yet is made
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "in.txt"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["text"] == "John Smith lives in Paris."  # no byte-order mark, no CR
+
+
+def test_ner_lone_surrogate_is_named(tmp_path):
+    (tmp_path / "s.jsonl").write_text('{"text": "ok"}\n{"text": "Paris \\ud800"}\n')
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "s.jsonl")])
+    assert r.exit_code != 0 and "s.jsonl:2" in str(r.exception) and "lone surrogate" in str(r.exception)
+    import pytest
+
+    from glinker.errors import DataError
+
+    with pytest.raises(DataError) as ei:
+        BiEncoder.from_pretrained(CKPT).predict(["fine", "bad \ud800"], ["person"])
+    assert "texts[1]" in str(ei.value)

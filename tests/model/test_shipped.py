@@ -60,6 +60,17 @@ def test_shipped_model_loads_and_predicts(cache):
     assert ents and all(text[e["start"]:e["end"]] == e["text"] for e in ents)
     again = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
     assert again.fingerprint == m.fingerprint and again.window_words == 32
+    # characters the tokenizer drops (soft hyphen, zero-width space, byte-order mark, a lone combining mark)
+    # standing alone as words: the entities after them are the same, at their own offsets (gliner's running word
+    # count moved every later entity one word early: "." and "in" for Paris and France)
+    plain = "We met yesterday. Paris is in France."
+    want = [(e["text"], e["label"]) for e in m.predict([plain], ["city", "country"], threshold=0.3)[0]]
+    assert want == [("Paris", "city"), ("France", "country")]
+    for junk in ("\u00ad", "\u200b", "\ufeff", "\u200e", "\u0301"):
+        text = f"We met {junk} yesterday. Paris is in France."
+        got = m.predict([text], ["city", "country"], threshold=0.3)[0]
+        assert [(e["text"], e["label"]) for e in got] == want, repr(junk)
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in got)
 
 
 def test_corrupt_delta_is_refused(tmp_path, cache):
