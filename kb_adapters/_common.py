@@ -41,12 +41,31 @@ def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:
     return path
 
 
+_UNSUPPORTED = {b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip", b"7z\xbc\xaf": "7z"}
+
+
+def compression(path: Path) -> str | None:
+    """``gzip``, ``bz2`` or None (plain), read from the file's first bytes (a dump renamed, or downloaded
+    without its suffix, is still read right); a compression it cannot stream is a DataError naming the file."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh"):
+        return "bz2"
+    for magic, kind in _UNSUPPORTED.items():
+        if head.startswith(magic):
+            raise DataError(f"the file is {kind}-compressed, which is not read here", where=str(path),
+                            fix="use a plain, .gz or .bz2 file (e.g. decompress it, or recompress it with gzip)")
+    return None
+
+
 def open_binary(path: Path) -> IO[bytes]:
-    """Open a plain, .gz or .bz2 file for streaming binary reads (never loads it whole)."""
-    name = path.name.lower()
-    if name.endswith(".gz"):
+    """Open a plain, gzip or bz2 file (by its first bytes) for streaming binary reads (never loads it whole)."""
+    kind = compression(path)
+    if kind == "gzip":
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith(".bz2"):
+    if kind == "bz2":
         return bz2.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 20)
 

@@ -10,7 +10,14 @@ from typing import Any, ClassVar
 from glinker.errors import DataError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import RecordOptions, check_source_file, open_binary, open_text, record_to_entity
+from kb_adapters._common import (
+    RecordOptions,
+    check_source_file,
+    compression,
+    open_binary,
+    open_text,
+    record_to_entity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ class CSVAdapter:
 
     def estimate_count(self) -> int | None:
         """Line count minus the header (rows with embedded newlines make it an over-estimate)."""
-        if self.path.suffix in (".gz", ".bz2"):
+        if compression(self.path) is not None:
             return None
         with open(self.path, "rb") as f:
             return max(0, sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - 1)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import RecordOptions, check_source_file, open_binary, record_to_entity
+from kb_adapters._common import RecordOptions, check_source_file, compression, open_binary, record_to_entity
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class JSONLAdapter:
 
     def estimate_count(self) -> int | None:
         """Line count of a plain file (cheap: no parsing); None for compressed files."""
-        if self.path.suffix in (".gz", ".bz2"):
+        if compression(self.path) is not None:
             return None
         with open(self.path, "rb") as f:
             return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))

@@ -14,19 +14,23 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 import logging
 import os
+import re
 import zlib
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from pydantic import field_validator
+
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import check_source_file, open_binary, trusted_entity
+from kb_adapters._common import check_source_file, compression, open_binary, trusted_entity
 
 log = logging.getLogger(__name__)
 
 _KIND_BY_PREFIX = {"Q": "item", "P": "property", "L": "lexeme"}
+_LANG = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*")
 
 
 class WikidataOptions(AdapterOptions):
@@ -51,6 +55,33 @@ class WikidataOptions(AdapterOptions):
     """Megabytes of whole lines sent to a worker at a time."""
     allow_truncated: bool = False
     """On a truncated archive, keep what was read and end normally instead of raising."""
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower() for x in v if x.strip()]
+        bad = [x for x in out if not _LANG.fullmatch(x)]
+        if bad or not out:
+            raise ValueError((f"{bad[0]!r} is not a Wikidata language code" if bad else "no language given")
+                             + "; use codes such as en, de, zh-hans, mul")
+        return out
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in _KIND_BY_PREFIX.values()]
+        if bad:
+            raise ValueError(f"unknown kind {bad[0]!r}; kinds are item, property, lexeme")
+        return v
+
+    @field_validator("p31_include", "p31_exclude")
+    @classmethod
+    def _qids(cls, v: list[str]) -> list[str]:
+        out = [x.strip().upper() for x in v if x.strip()]
+        bad = [x for x in out if not re.fullmatch(r"Q[1-9][0-9]*", x)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a QID; write classes as Q5 (human), Q515 (city), ...")
+        return out
 
 
 def _claim_ids(claims: dict[str, Any], prop: str) -> list[str]:
@@ -275,10 +306,9 @@ class WikidataAdapter:
         import gzip
 
         size = self.path.stat().st_size
-        name = self.path.name.lower()
+        kind = compression(self.path)
         with open(self.path, "rb") as raw:
-            f: Any = (gzip.GzipFile(fileobj=raw) if name.endswith(".gz")
-                      else bz2.BZ2File(raw) if name.endswith(".bz2") else raw)
+            f: Any = (gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw) if kind == "bz2" else raw)
             n = 0
             eof = True
             for line in f:

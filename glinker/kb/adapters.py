@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "glinker.kb_adapters"
 MAX_KEPT_PROBLEMS = 1000  # the report keeps the first problems verbatim and counts the rest
+MAX_LOGGED_PROBLEMS = 20  # bad records logged one by one; a corrupt dump can hold millions
 
 
 @dataclass
@@ -37,7 +38,11 @@ class AdapterReport:
         self.bad += 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
             self.problems.append(f"{where}: {message}")
-        log.warning("skipped bad record at %s: %s", where, message)
+        if self.bad <= MAX_LOGGED_PROBLEMS:
+            log.warning("skipped bad record at %s: %s", where, message)
+        if self.bad == MAX_LOGGED_PROBLEMS:
+            log.warning("further bad records are counted, not logged one by one (the build's report lists the "
+                        "first %d)", MAX_KEPT_PROBLEMS)
 
     def bad_record(self, err: Any, where: str, on_error: str) -> None:
         """Apply an adapter's ``on_error`` policy to a bad record: re-raise ``err``, or count it and go on."""

@@ -121,8 +121,15 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
         _ingest(adapter, store, tmpl, chunk_size, progress)
         n = store.count()
         if n == 0:
-            raise KBError("the source yielded no entities", where=str(adapter.describe().get("source")),
-                          fix="check the source and the adapter filters (languages, kinds, P31, min_sitelinks)")
+            desc = adapter.describe()
+            why = desc.get("skipped_by_reason") or {}
+            rep = getattr(adapter, "report", None)
+            seen = (f"; {rep.read:,} records read, {rep.bad:,} bad" if rep is not None and rep.read else "") + (
+                "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
+                if why else "")
+            raise KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")),
+                          fix="check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
+                              "min_sitelinks, require_label)")
         manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
                             glinker_version=glinker_version(),
                             source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})

@@ -58,8 +58,15 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
         return prompts, names
     if isinstance(labels, str):
         labels = [labels]
+    if isinstance(labels, (bytes, int, float)) or labels is None or not hasattr(labels, "__iter__"):
+        raise DataError(f"labels must be a list of strings, not {type(labels).__name__}", where=where,
+                        fix="pass e.g. ['person', 'location'], {'person': 'a human being'} or a LabelBank")
+    labels = list(labels)
     if not all(isinstance(x, str) for x in labels):
         raise DataError("labels must be strings", where=where, fix="pass a list of label names")
+    blank = [i for i, x in enumerate(labels) if not x.strip()]
+    if blank:
+        raise DataError(f"label {blank[0]} is empty", where=where, fix="drop empty labels")
     out = list(dict.fromkeys(labels))
     return out, out
 
@@ -444,6 +451,11 @@ class BiEncoder:
 
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise ConfigError(f"threshold must be a number from 0 to 1, not {threshold!r}", where="threshold",
+                              fix="e.g. threshold=0.5")
+        if labels_or_bank is None or (isinstance(labels_or_bank, (list, tuple, Mapping)) and not labels_or_bank):
+            raise DataError("no labels given", where="labels", fix="pass e.g. ['person', 'location'] or a LabelBank")
         if not all(isinstance(t, str) for t in texts):
             raise DataError("texts must be strings", where="texts", fix="pass a list of str")
         for i, t in enumerate(texts):

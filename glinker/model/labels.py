@@ -487,6 +487,9 @@ def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would make it (mkstemp's 0600 hides it from other users)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -375,3 +375,36 @@ def test_sql_missing_table_and_sqlite_file(tmp_path: Path) -> None:
         list(load_adapter("sql", f"sqlite:///{missing}", table=t).iter_entities())
     assert "SQLite database file not found" in str(ei.value)
     assert not missing.exists()  # not created empty on the way
+
+
+def test_wikidata_compression_by_content_and_checked_options(tmp_path: Path) -> None:
+    import gzip
+    import lzma
+
+    plain = tmp_path / "d.json"
+    write_dump(SAMPLE_ENTITIES, plain)
+    want = [e.id for e in load_adapter("wikidata", str(plain), workers=0).iter_entities()]
+    renamed = tmp_path / "download"  # gzip without its suffix
+    renamed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert [e.id for e in load_adapter("wikidata", str(renamed), workers=0).iter_entities()] == want
+    xz = tmp_path / "d.json.xz"
+    xz.write_bytes(lzma.compress(plain.read_bytes()))
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("wikidata", str(xz), workers=0).iter_entities())
+    assert "xz-compressed" in str(ei.value) and ".gz" in str(ei.value)
+    for bad, needle in (({"languages": "english"}, "language code"), ({"kinds": "items"}, "unknown kind"),
+                        ({"p31_include": "5"}, "not a QID")):
+        with pytest.raises(ConfigError) as ei:
+            load_adapter("wikidata", str(plain), **bad)
+        assert needle in str(ei.value)
+    assert load_adapter("wikidata", str(plain), p31_include="q5,Q515").options.p31_include == ["Q5", "Q515"]
+
+
+def test_no_entities_says_what_was_skipped(tmp_path: Path) -> None:
+    from glinker.kb.build import build_kb
+
+    plain = tmp_path / "d.json"
+    write_dump(SAMPLE_ENTITIES, plain)
+    with pytest.raises(KBError) as ei:
+        build_kb(load_adapter("wikidata", str(plain), workers=0, p31_include="Q999999"), tmp_path / "kb", None)
+    assert "skipped: " in str(ei.value) and "require_label" in str(ei.value)

@@ -275,3 +275,23 @@ def test_checkpoint_without_labels_tokenizer_resolves_labels_encoder(tmp_path, t
     (d / "gliner_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="label tokenizer"):
         BiEncoder.from_pretrained(d)
+
+
+def test_predict_names_bad_labels_and_thresholds(model):
+    for bad in ([], {}, None, ["", "person"], ["person", "  "], 5):
+        with pytest.raises(DataError):
+            model.predict(TEXTS, bad)
+    for th in (None, -0.1, 1.5, "0.5", True):
+        with pytest.raises(ConfigError, match="threshold"):
+            model.predict(TEXTS, LABELS, threshold=th)
+
+
+def test_saved_bank_files_are_readable_like_any_file(tmp_path, model):
+    """The metadata goes through a temporary file (atomic), which must not keep mkstemp's owner-only mode: a bank
+    on shared storage is read by other users and containers."""
+    import os
+    import stat
+
+    model.encode_labels(LABELS).save(tmp_path / "bank")
+    modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in (tmp_path / "bank").iterdir()}
+    assert len(set(modes.values())) == 1, modes
