@@ -47,6 +47,10 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
         raise DataError("the body must be a JSON object", where="body",
                         fix='send {"text": "..."}, {"texts": [...]} or {"documents": [...]}')
     known = [k for k in ("text", "texts", "documents") if k in req]
+    other = sorted(k for k in req if k not in ("text", "texts", "documents"))
+    if other:
+        raise DataError(f"unknown field {other[0]!r} (settings such as thresholds belong to the pipeline YAML)",
+                        where=other[0], fix='send only one of "text", "texts" or "documents"')
     if len(known) != 1:
         raise DataError(f"give exactly one of text, texts, documents (got {sorted(req) or 'none'})", where="body",
                         fix='e.g. {"texts": ["Paris is in France."]}')
@@ -72,7 +76,9 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
                             fix='{"id": "a", "text": "...", "meta": {...}}')
         check_text(item["text"], f"documents[{i}].text")
         doc = {"id": str(item.get("id", i)), "text": item["text"]}
-        if isinstance(item.get("meta"), dict):
+        if item.get("meta") is not None:
+            if not isinstance(item["meta"], dict):
+                raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
             doc["meta"] = item["meta"]
         docs.append(doc)
     return docs
@@ -156,6 +162,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
     class Handler(BaseHTTPRequestHandler):
         server_version = "glinker"
         protocol_version = "HTTP/1.1"
+        timeout = 60  # seconds a client may take to send its request (a declared body never sent)
 
         def log_message(self, fmt: str, *args: Any) -> None:  # through logging, not stderr prints
             log.debug("%s %s", self.address_string(), fmt % args)
@@ -165,7 +172,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             self.send_header("Content-Type", f"{ctype}; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client left: nothing to answer
+                log.debug("client %s left before its answer", self.address_string())
 
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
@@ -206,10 +216,19 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             if urlparse(self.path).path != "/link":
                 self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
                 return
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                self._json(411, {"error": {"message": "chunked request bodies are not read",
+                                           "fix": "send the body with a Content-Length header"}})
+                self.close_connection = True
+                return
             try:
                 size = int(self.headers.get("Content-Length") or 0)
             except ValueError:
-                size = -1
+                self._json(400, {"error": {"message": f"Content-Length {self.headers.get('Content-Length')!r} "
+                                           "is not a number", "where": "Content-Length",
+                                           "fix": "send the body's size in bytes"}})
+                self.close_connection = True
+                return
             if size < 0 or size > max_body:
                 self._json(413 if size > max_body else 400,
                            {"error": {"message": f"body of {self.headers.get('Content-Length')} bytes; at most "
@@ -223,7 +242,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 self._error(400, e)
                 return
             except GlinkerError as e:
-                log.error("linking failed: %s", e)
+                log.error("linking failed: %s", e, exc_info=e.__cause__ is not None)  # a bug: its traceback
                 self._error(500, e)
                 return
             self._json(200, {"documents": recs})

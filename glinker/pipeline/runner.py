@@ -242,8 +242,11 @@ class Pipeline:
             except GlinkerError:
                 raise
             except Exception as e:
+                # a bug, not bad input: the traceback goes to the log (glinker -vv), the message to the user
+                log.debug("stage %r failed", n, exc_info=True)
                 raise StageError(f"{type(e).__name__}: {e}", where=self._where(n),
-                                 fix="see the traceback above; the input batch is unchanged") from e
+                                 fix="an unexpected error in the stage (a bug): run with -vv for its traceback and "
+                                     "report it with the input; the input batch is unchanged") from e
             s = self.stats.stages[n]
             s.seconds += time.perf_counter() - t0
             s.calls += 1

@@ -122,6 +122,32 @@ def test_demo_page_and_unknown_paths(server):
     assert status == 400 and "texts[1]" in body and "lone surrogate" in body
 
 
+def test_malformed_requests_are_named(server):
+    import http.client
+
+    def raw(headers: dict, body: bytes = b"") -> tuple[int, str]:
+        c = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        c.putrequest("POST", "/link")
+        for k, v in headers.items():
+            c.putheader(k, v)
+        c.endheaders()
+        if body:
+            c.send(body)
+        r = c.getresponse()
+        out = r.status, r.read().decode()
+        c.close()
+        return out
+
+    status, body = raw({"Transfer-Encoding": "chunked"}, b'5\r\n{"a":\r\n0\r\n\r\n')
+    assert status == 411 and "Content-Length" in body
+    status, body = raw({"Content-Length": "abc"})
+    assert status == 400 and "is not a number" in body
+    status, body = post(server, {"texts": ["Paris"], "threshold": 0.1})
+    assert status == 400 and body["error"]["where"] == "threshold"
+    status, body = post(server, {"documents": [{"text": "Paris", "meta": "x"}]})
+    assert status == 400 and body["error"]["where"] == "documents[0].meta"
+
+
 def test_a_port_in_use_is_a_clear_error_before_loading(pipeline, server, monkeypatch):
     import glinker
     from glinker.errors import ConfigError
