@@ -60,7 +60,7 @@ def build(
     if index == "auto":
         factory = DEFAULT_LARGE_FACTORY if len(bank) >= DEFAULT_INDEX_THRESHOLD else "none"
     idx_s = 0.0
-    if factory != "none":
+    if factory != "none" and not (bank.has_index and bank.index_factory == factory):
         t1 = time.perf_counter()
         bank.build_index(factory, progress=True)
         bank.save_index(out)

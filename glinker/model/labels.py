@@ -547,6 +547,12 @@ class _BankWriter:
         self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
         out.mkdir(parents=True, exist_ok=True)
         self.digest = _labels_digest(names, prompts, dim, fingerprint)
+        self.complete = resume and self._finished_here()
+        if self.complete:  # a finished bank of these labels and this model: nothing to encode again
+            self.done = self.n
+            self._record()  # rows_done() tells the encoder so
+            log.info("label bank %s is already complete (%d labels)", out, self.n)
+            return
         state = {}
         if resume and (out / BUILD_STATE).is_file() and (out / BANK_VECTORS).is_file():
             try:
@@ -566,6 +572,16 @@ class _BankWriter:
             self._record()
         else:
             log.info("resuming label bank %s at row %d of %d", out, self.done, self.n)
+
+    def _finished_here(self) -> bool:
+        """Whether the folder already holds a finished bank of exactly these labels, prompts, dim and model."""
+        try:
+            meta = json.loads((self.out / BANK_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return ((self.out / BANK_VECTORS).is_file() and meta.get("names") == list(self.names)
+                and meta.get("prompts") == list(self.prompts) and meta.get("dim") == self.dim
+                and meta.get("model_fingerprint") == self.fingerprint)
 
     def _record(self) -> None:
         state = {"digest": self.digest, "done": self.done, "count": self.n}
@@ -587,6 +603,9 @@ class _BankWriter:
         self._record()
 
     def finish(self) -> LabelBank:
+        if self.complete:
+            (self.out / BUILD_STATE).unlink(missing_ok=True)
+            return LabelBank.load(self.out, mmap=True)
         if self.done != self.n:
             raise DataError(
                 f"got {self.done} label vectors for {self.n} names",

@@ -88,3 +88,27 @@ def test_labels_build_cli_then_ner_with_the_bank(model, tmp_path):
     want = model.predict([text], ["person", "organization", "location"], threshold=0.3)[0]
     assert got and [(e["start"], e["end"], e["label"]) for e in got] == [(e["start"], e["end"], e["label"]) for e in want]
     assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want], abs=1e-5)
+
+
+def test_a_finished_bank_is_not_encoded_again(model, tmp_path, monkeypatch):
+    """Re-running a finished build (or adding an index to it) keeps its vectors; other labels start over."""
+    (tmp_path / "labels.txt").write_text("person\norganization\nlocation\n", encoding="utf-8")
+    args = ["labels", "build", str(tmp_path / "labels.txt"), "-m", CKPT, "-o", str(tmp_path / "bank")]
+    assert runner.invoke(app, args).exit_code == 0
+    before = np.load(tmp_path / "bank" / "vectors.npy")
+
+    def no_encoding(*_a, **_k):
+        raise AssertionError("encoded a finished bank again")
+
+    monkeypatch.setattr(BiEncoder, "_encode_prompt_texts", no_encoding)
+    for extra in ([], ["--index", "Flat"], ["--index", "Flat"]):
+        r = runner.invoke(app, args + extra)
+        assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["index"] == "Flat" and rep["index_s"] == 0.0  # the index already there is kept
+    bank = LabelBank.load(tmp_path / "bank")
+    assert bank.has_index and np.array_equal(bank.vectors.numpy(), before)
+    assert not (tmp_path / "bank" / BUILD_STATE).exists()
+    (tmp_path / "labels.txt").write_text("person\norganization\ncity\n", encoding="utf-8")
+    r = runner.invoke(app, args)
+    assert r.exit_code != 0 and "encoded a finished bank again" in str(r.exception)  # other labels: encoded
