@@ -124,6 +124,9 @@ class Coordinator:
         self.max_attempts = max(1, max_attempts)
         self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
         self.batch_timeout = batch_timeout
+        # how to start a worker for this job (said when none is alive)
+        self.worker_hint = (f"glinker worker -p PIPELINE --queue {url} --job {job}" if kind == "link" else
+                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {url} --job {job}")
         self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
@@ -272,8 +275,8 @@ class Coordinator:
         self._write_ready()
         if not alive and time.monotonic() - self._last_idle_note > 30:
             self._last_idle_note = time.monotonic()
-            log.warning("job %s: %d batches waiting and no live worker; start one with `glinker worker -p "
-                        "PIPELINE --queue %s --job %s`", self.job, self.seq - self.next_write + 1, self.url, self.job)
+            log.warning("job %s: %d batches waiting and no live worker; start one with `%s`", self.job,
+                        self.seq - self.next_write + 1, self.worker_hint)
 
     def _requeue_overdue(self, worker: str, now: float) -> None:
         """A live worker that has held a batch longer than ``batch_timeout`` (hung: its heartbeat thread still

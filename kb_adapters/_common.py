@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import os
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -80,6 +81,14 @@ def split_list(value: Any, sep: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
+        v = value.strip()
+        if v.startswith("[") and v.endswith("]"):  # a JSON list (MySQL/MariaDB JSON columns, JSON in text)
+            try:
+                items = json.loads(v)
+            except ValueError:
+                items = None
+            if isinstance(items, list):
+                return split_list(items, sep)
         return [p.strip() for p in value.split(sep) if p.strip()] if sep else ([value] if value.strip() else [])
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if v is not None and str(v).strip()]
@@ -138,7 +147,8 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
             data["extra"] = {**rest, **(data.get("extra") or {})}
     if "id" not in data or data["id"] in (None, ""):
         raise DataError(f"record has no id (looked for key {mapping.get('id', 'id')!r})", where=where,
-                        fix="give every record an id, or map the id column with mapping={'id': '<key>'}")
+                        fix="give every record an id, or map the id field (jsonl/csv: mapping={'id': '<key>'}; "
+                            "sql: columns={'id': '<column>'}); -o on_error=skip skips such records")
     try:
         return Entity(**data)
     except ValidationError as e:

@@ -64,13 +64,21 @@ def _check_query(q: str) -> str:
     return body
 
 
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for a database server's answer when connecting (``?connect_timeout=N`` in the URL overrides)."""
+
+
 class SQLAdapter:
     """Streams entities from a table or SELECT of any SQLAlchemy database (SQLite, PostgreSQL, MariaDB/MySQL, ...)."""
 
     name: ClassVar[str] = "sql"
     options_model: ClassVar[type[AdapterOptions]] = SQLOptions
+    resumable: ClassVar[bool] = False
+    """A table can change between an interrupted build and its re-run: builds start over (``kb add --prune``
+    updates a built KB from its table, re-embedding only changed rows)."""
 
     def __init__(self, source: str, **options: Any) -> None:
+        self._checked_greeting = False
         self.options: SQLOptions = parse_options(self.name, SQLOptions, options)  # type: ignore[assignment]
         o = self.options
         self.url = source
@@ -123,14 +131,23 @@ class SQLAdapter:
                     # SQLite would create an empty database file and then find no table in it
                     raise KBError(f"SQLite database file not found: {u.database}", where="sql.source",
                                   fix="check the path (sqlite:///relative/path.db, sqlite:////absolute/path.db)")
-                self._engine = create_engine(self.url)
+                # a server that accepts the connection and never answers (a MySQL URL at PostgreSQL's port)
+                # must fail, not hang: a connect timeout unless the URL sets one
+                args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_driver_name() in (
+                    "psycopg2", "pymysql", "mysqldb") and "connect_timeout" not in u.query else {}
+                self._engine = create_engine(self.url, connect_args=args)
             except (ArgumentError, NoSuchModuleError) as e:
-                raise KBError(f"cannot use database URL: {e}", where="sql.source",
-                              fix="use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
-                                  "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db") from None
+                scheme = self.url.split(":", 1)[0]
+                hint = ("write postgresql:// (SQLAlchemy does not know postgres://), e.g. postgresql+psycopg2://user@host/db"
+                        if scheme == "postgres" else
+                        "use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
+                        "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db")
+                raise KBError(f"cannot use database URL: {e}", where="sql.source", fix=hint) from None
             except ImportError as e:
                 raise DependencyError(f"database driver missing: {e}", where="sql.source",
-                                      fix="pip install 'glinker[sql]' (psycopg2-binary, pymysql)") from None
+                                      fix="use a driver glinker[sql] installs: postgresql+psycopg2://... or "
+                                          "mysql+pymysql://...; or install the one the URL names (mysqlclient "
+                                          "for mysql://, psycopg for postgresql+psycopg://)") from None
         return self._engine
 
     def _from(self) -> Any:
@@ -161,13 +178,20 @@ class SQLAdapter:
                 import difflib
 
                 names = insp.get_table_names(schema=schema) + insp.get_view_names(schema=schema)
-                close = difflib.get_close_matches(parts[-1], names, n=1)
+                lower = {n.lower(): n for n in names}
+                close = [lower[c] for c in difflib.get_close_matches(parts[-1].lower(), list(lower), n=1)]
                 raise KBError(f"table {o.table!r} not found in {self._masked_url()} or has no columns"
                               + (f"; did you mean {close[0]!r}?" if close else ""), where="sql.table",
                               fix=f"tables there: {', '.join(sorted(names)[:20]) or 'none'}; check the name and the "
                                   "database in the URL")
             return [c["name"] for c in cols]
-        res = conn.execute(select(text("*")).select_from(self._from()).limit(0))
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            res = conn.execute(select(text("*")).select_from(self._from()).limit(0))
+        except DBAPIError as e:
+            raise KBError(f"the query fails: {str(e.orig).strip().splitlines()[0]}", where="sql.query",
+                          fix="check the query's table and column names (run it in your SQL client)") from None
         return list(res.keys())
 
     def _mapping(self, available: list[str]) -> dict[str, str]:
@@ -188,9 +212,36 @@ class SQLAdapter:
                               fix=f"available: {', '.join(available)}")
         return mapping
 
+    def _greeting_check(self) -> None:
+        """A MySQL/MariaDB server speaks first: wait for its greeting at most CONNECT_TIMEOUT seconds (the driver's
+        own handshake read has no time limit, so a URL at another server's port would hang for minutes)."""
+        import socket
+
+        from sqlalchemy.engine import make_url
+
+        u = make_url(self.url)
+        if u.get_backend_name() not in ("mysql", "mariadb") or not u.host or "unix_socket" in u.query:
+            return
+        where = f"{u.host}:{u.port or 3306}"
+        try:
+            with socket.create_connection((u.host, u.port or 3306), timeout=CONNECT_TIMEOUT) as s:
+                s.settimeout(CONNECT_TIMEOUT)
+                if s.recv(1):
+                    return
+                why = "it closed the connection without a word"
+        except socket.timeout:
+            why = f"no MySQL/MariaDB greeting within {CONNECT_TIMEOUT} s (another kind of server at that port?)"
+        except OSError as e:
+            why = e.strerror or str(e)
+        raise KBError(f"cannot connect to {self._masked_url()}: {why}", where="sql.source",
+                      fix=f"check the host and port ({where}) and that a MySQL/MariaDB server listens there")
+
     def _connect(self) -> Any:
         from sqlalchemy.exc import OperationalError
 
+        if not self._checked_greeting:
+            self._greeting_check()
+            self._checked_greeting = True
         try:
             return self.engine().connect()
         except OperationalError as e:

@@ -150,17 +150,20 @@ def add(
     source: str = typer.Option(..., "--source", "-s", help="Entities to add or update (by id)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value."),
     model: str | None = typer.Option(None, help="Defaults to the model recorded in the KB manifest."),
+    prune: bool = typer.Option(False, "--prune", help="Also remove the KB's entities the source no longer has "
+                               "(the source is the whole KB, e.g. its SQL table read again)."),
 ) -> None:
-    """Add new entities and update existing ones (by id) without a rebuild."""
+    """Add new entities and update existing ones (by id) without a rebuild; with --prune, sync with the source."""
     from glinker.kb import KB
     from glinker.kb.adapters import load_adapter
 
     ad = load_adapter(adapter, source, **_parse_options(opt))
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
-        c = kb.upsert(ad.iter_entities(), enc)
-        typer.echo(f"added {c['added']}, updated {c['updated'] + c['unchanged_text']} "
-                   f"({c['updated']} re-embedded); {len(kb):,} entities")
+        c = kb.sync(ad.iter_entities(), enc) if prune else kb.upsert(ad.iter_entities(), enc)
+        typer.echo(f"added {c['added']}, updated {c['updated']} (texts changed: re-embedded), "
+                   f"{c['unchanged_text']} with the same text" + (f", removed {c['removed']}" if prune else "")
+                   + f"; {len(kb):,} entities")
 
 
 @kb_app.command("link-stats")

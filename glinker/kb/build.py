@@ -110,6 +110,10 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
         if other != staging:
             log.info("removing a stale staging directory of a different build: %s", other)
             shutil.rmtree(other, ignore_errors=True)
+    if staging.exists() and resume and not getattr(adapter, "resumable", True):
+        log.info("starting over: a %s source may have changed since the interrupted build (rows resumed by "
+                 "position would be wrong)", getattr(adapter, "name", "this"))
+        resume = False
     if staging.exists() and not resume:
         shutil.rmtree(staging)
     if staging.exists():

@@ -242,6 +242,22 @@ class KB:
         self._record("upsert", total)
         return total
 
+    def sync(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192) -> dict[str, int]:
+        """Make the KB hold exactly ``entities`` (its source read again): new ones added, changed ones updated
+        (only changed texts re-embedded), the ones the source no longer has removed. Returns the counts of
+        :meth:`upsert` plus ``removed``."""
+        seen: set[str] = set()
+
+        def tracked() -> Iterable[Entity]:
+            for e in entities:
+                seen.add(e.id)
+                yield e
+
+        counts = self.upsert(tracked(), encoder, batch)
+        gone = sorted(self.store.all_ids() - seen)
+        counts["removed"] = len(self.remove(gone, encoder)) if gone else 0
+        return counts
+
     def remove(self, ids: Sequence[str], encoder: EntityEncoder | None = None) -> list[str]:
         """Remove entities by id (store, aliases and vectors); returns the ids that existed."""
         self._need_writable()

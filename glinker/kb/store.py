@@ -295,6 +295,10 @@ class EntityStore:
                 self.db.execute(f"DELETE FROM pending WHERE rid IN ({','.join('?' * len(part))})", list(part))
 
     # -- reads --------------------------------------------------------------------------------------------------
+    def all_ids(self) -> set[str]:
+        """Every entity id (for a sync with its source)."""
+        return {r[0] for r in self.db.execute("SELECT id FROM entities")}
+
     def count(self) -> int:
         """Number of entities."""
         return int(self.db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])

@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 
 from glinker.pipeline.registry import BUILTIN_STAGES, StageRegistry
 from glinker.pipeline.spec import RESERVED_STAGE_KEYS, PipelineHeader, Settings
+from glinker.stages.resources import KBSource
 
 
 def _type_name(ann: object) -> str:
@@ -84,6 +85,15 @@ def render() -> str:
         "## `settings`",
         "",
         *_table(Settings),
+        "",
+        "## A KB read from its source (`kb:` at the top level or on a stage)",
+        "",
+        "Instead of a KB directory, `kb` may be a mapping: the source is read through its adapter at warm-up into",
+        "a cached KB (built once, then synced with the source at each start under `refresh: always`: new and",
+        "changed entities embedded, removed ones dropped; processes starting together take turns).",
+        "`${VAR}` and `${VAR:-default}` in `source` and `options` are read from the environment.",
+        "",
+        *_table(KBSource),
         "",
         "## A stage",
         "",

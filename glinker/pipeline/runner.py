@@ -118,6 +118,10 @@ class Pipeline:
             h.model = model
         if kb is not None:
             h.kb = kb
+            own = [n for n, st in spec.stages.items() if getattr(st.params, "kb", None) is not None]
+            if own:
+                log.warning("--kb %s replaces the pipeline's kb; stage(s) %s name their own and keep it", kb,
+                            ", ".join(own))
         if batch_size is not None:
             h.settings.batch_size = batch_size
         if device is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from glinker.errors import ConfigError, PipelineError, Problem, closest
 from glinker.pipeline.registry import StageRegistry, registry as default_registry
@@ -41,10 +41,22 @@ class PipelineHeader(BaseModel):
     description: str = Field(default="", description="Free text.")
     version: Literal[1] = Field(default=1, description="Pipeline file format version.")
     model: str | None = Field(default=None, description="Default bi-encoder for model stages: a shipped model name, a local dir or a hub id.")
-    kb: str | None = Field(default=None, description="Default knowledge-base directory (built by `glinker kb build`); relative to the file.")
+    kb: str | dict[str, Any] | None = Field(
+        default=None, description="Default knowledge base: a KB directory (built by `glinker kb build`; relative to "
+        "the file), or a KB read from its source at warm-up ({adapter, source, options, cache, refresh, template}, as "
+        "a stage's `kb`; e.g. a SQL table).")
     settings: Settings = Field(default_factory=Settings, description="Run settings.")
     output: str | None = Field(default=None, description="The stage whose output is the pipeline's result; default: the only sink.")
     stages: dict[str, Any] = Field(description="Stage name → stage definition (type, input(s), parameters).")
+
+    @field_validator("kb")
+    @classmethod
+    def _kb_source(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            from glinker.stages.resources import KBSource
+
+            KBSource.model_validate(v)  # named errors now, not at warm-up
+        return v
 
 
 class StageSpec(BaseModel):

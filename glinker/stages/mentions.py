@@ -198,7 +198,8 @@ class AliasMentions(Stage):
         """True when every entity named ``key`` has a label without capitals (a concept, not a name)."""
         if key not in self.common:
             labels = self.kb.store.labels_of_alias(key)
-            self.common[key] = bool(labels) and all(lb == lb.lower() for lb in labels)
+            # lower-case letters and no capital ("apple"); a label without letter case (東京, "", digits) is no noun
+            self.common[key] = bool(labels) and all(lb == lb.lower() and lb != lb.upper() for lb in labels)
         return self.common[key]
 
     def _rarely_linked(self, key: str) -> bool:
@@ -228,8 +229,11 @@ class AliasMentions(Stage):
             capitals = [0]
             ascii_text = text.isascii()
             for s, e in toks:
+                # (a letter of a script without case, e.g. CJK, counts: such names have no capital to require)
                 capitals.append(capitals[-1] + (_ASCII_CAPITAL.search(text, s, e) is not None if ascii_text else
-                                                any(c.isupper() or c.isdigit() for c in text[s:e])))
+                                                any(c.isupper() or c.isdigit() or (c.isalpha() and c == c.upper()
+                                                                                   and c == c.lower())
+                                                    for c in text[s:e])))
             # A span's key starts with its first token's key when normalising cannot join characters across
             # tokens (ASCII or NFKC text): then tokens that begin no alias are skipped at once, same result.
             prune = ascii_text or unicodedata.is_normalized("NFKC", text)

@@ -5,6 +5,7 @@ batched span vectors and entity vectors. Everything heavy is imported inside fun
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -134,17 +135,58 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                         "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
     out = Path(context.resolve_path(src.cache) or "") if src.cache else \
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    if src.refresh == "if_missing" and (out / "CURRENT").is_file():
-        return KB.open(out)
-    adapter = load_adapter(src.adapter, url, **options)
-    log.info("building the KB from %s source into %s", src.adapter, out)
-    try:
-        build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False)
-    finally:
-        close = getattr(adapter, "close", None)
-        if close is not None:
-            close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / f".{out.name}.lock"):  # processes starting together build it once, in turn
+        if src.refresh == "if_missing" and (out / "CURRENT").is_file():
+            return KB.open(out)
+        adapter = load_adapter(src.adapter, url, **options)
+        try:
+            if (out / "CURRENT").is_file() and _syncable(out, encoder, src.template):
+                # read the source again; only new, changed and removed rows touch the KB (and the encoder)
+                with KB.open(out, writable=True) as kb:
+                    c = kb.sync(adapter.iter_entities(), encoder)
+                log.info("KB %s synced with its %s source: %d added, %d changed, %d removed", out, src.adapter,
+                         c["added"], c["updated"], c["removed"])
+            else:
+                log.info("building the KB from %s source into %s", src.adapter, out)
+                build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False)
+        finally:
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                close()
     return KB.open(out)
+
+
+def _syncable(out: Path, encoder: Any, template: str) -> bool:
+    """Whether the cached KB at ``out`` was built with this encoder (or none) and template, so a sync suffices."""
+    from glinker.kb import KB
+
+    try:
+        with KB.open(out) as kb:
+            m = kb.manifest
+    except Exception:  # an unreadable cache is rebuilt
+        return False
+    return m.template == template and m.model_fingerprint == (encoder.fingerprint if encoder is not None else None)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Any:
+    """An exclusive lock on ``path`` (waits for the holder); no-op where fcntl is missing."""
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("waiting for another process building %s", path.name[1:-5])
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 # ---- span vectors ----------------------------------------------------------------------------------------------

@@ -408,3 +408,36 @@ def test_no_entities_says_what_was_skipped(tmp_path: Path) -> None:
     with pytest.raises(KBError) as ei:
         build_kb(load_adapter("wikidata", str(plain), workers=0, p31_include="Q999999"), tmp_path / "kb", None)
     assert "skipped: " in str(ei.value) and "require_label" in str(ei.value)
+
+
+def test_sql_json_alias_cells_bad_query_and_url_hints(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    eng = server_engine(url)
+    with eng.begin() as c:
+        c.execute(text("CREATE TABLE jal (id TEXT, name TEXT, al TEXT)"))
+        c.execute(text("""INSERT INTO jal VALUES ('g1', 'Globex', '["Globex Inc", "Globex|Co"]'), ('g2', 'Initech', 'Initrode')"""))
+    ents = list(load_adapter("sql", url, table="JAL", columns={"label": "name", "aliases": "al"}).iter_entities())
+    assert [e.aliases for e in ents] == [["Globex Inc", "Globex|Co"], ["Initrode"]]  # a JSON list is a list
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", url, query="SELECT id, nmae FROM jal", columns={"label": "name"}).iter_entities())
+    assert "the query fails" in str(ei.value) and "nmae" in str(ei.value)
+    eng.dispose()
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", "postgres://u@127.0.0.1/db", table="t").iter_entities())
+    assert "postgresql://" in str(ei.value)
+
+
+@pytest.mark.services
+def test_sql_server_that_never_answers_times_out(monkeypatch) -> None:
+    """A MySQL URL at PostgreSQL's port: the server accepts the connection and never sends MySQL's greeting."""
+    import time
+
+    import kb_adapters.sql as sql
+
+    monkeypatch.setattr(sql, "CONNECT_TIMEOUT", 2)
+    t0 = time.monotonic()
+    with pytest.raises(KBError) as ei:
+        list(load_adapter("sql", "mysql+pymysql://root@127.0.0.1:5432/test", table="t").iter_entities())
+    assert "cannot connect" in str(ei.value) and time.monotonic() - t0 < 30

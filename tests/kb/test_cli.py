@@ -109,3 +109,41 @@ def test_bad_factory_and_output_fail_before_any_work(tmp_path: Path, tiny_checkp
     assert res.exit_code != 0 and "is a file, not a directory" in str(res.exception)
     res = runner.invoke(app, ["kb", "search", str(tmp_path), "Paris", "-k", "0"])
     assert res.exit_code == 2 and "-k" in res.output
+
+
+def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`kb add --prune` makes the KB hold exactly the table (changed rows re-embedded, deleted rows dropped); an
+    interrupted SQL build starts over, since rows resumed by position would be wrong once the table changed."""
+    from sqlalchemy import text
+
+    from glinker.kb import KB
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    eng = server_engine(url)
+    t, a = load_sql_tables(eng, SAMPLE_ENTITIES, child_aliases=False)
+    out = tmp_path / "kb"
+    cols = 'columns={"id": "eid", "label": "name", "description": "descr"}'
+    cli("kb", "build", "-a", "sql", "-s", url, "--table", t, "-o", cols, "--model", str(tiny_checkpoint), "--out", str(out))
+    first = SAMPLE_ENTITIES[0].id
+    with eng.begin() as c:
+        c.execute(text(f"DELETE FROM {t} WHERE eid = :i"), {"i": first})
+        c.execute(text(f"UPDATE {t} SET descr = 'changed' WHERE eid = :i"), {"i": SAMPLE_ENTITIES[1].id})
+    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "-o", f"table={t}", "-o", cols, "--prune")
+    assert "added 0, updated 1" in res.stdout and "removed 1" in res.stdout, res.stdout
+    with KB.open(out) as kb:
+        assert len(kb) == len(SAMPLE_ENTITIES) - 1 and not kb.get([first])
+        assert kb.get([SAMPLE_ENTITIES[1].id])[0].description == "changed"
+        assert kb.index().ntotal == len(SAMPLE_ENTITIES) - 1
+    # an interrupted build's staging folder (here: a broken store) is not resumed for a SQL source
+    from glinker.kb.build import STORE, _source_key
+
+    ad = load_adapter("sql", url, table=t, columns={"id": "eid", "label": "name"})
+    staging = tmp_path / "kb2" / f".staging-{_source_key(ad, None, '{label}: {description}', 'auto')}"
+    staging.mkdir(parents=True)
+    (staging / STORE).write_bytes(b"not a database")
+    build_kb(ad, tmp_path / "kb2", None)
+    with KB.open(tmp_path / "kb2") as kb:
+        assert len(kb) == len(SAMPLE_ENTITIES) - 1
+    drop_tables(eng, t, a)

@@ -307,6 +307,22 @@ def test_alias_mentions_skip_capitalised_common_nouns(tiny_model, tmp_path):
     assert [m.text for m in ms] == ["World", "Berlin", "World", "Apple"]
 
 
+def test_alias_mentions_of_names_without_letter_case(tiny_model, tmp_path):
+    """Names in scripts without capitals (CJK) are no common nouns, and `require_capital` does not drop them."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import write_entities
+
+    ents = [Entity(id="T1", label="東京エレクトロン 露光装置", aliases=["TEL Stepper"]),
+            Entity(id="T2", label="東京", description="capital of Japan")]
+    kb = tmp_path / "kb"
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl", ents))), kb, None)
+    text = "東京エレクトロン 露光装置 and the TEL Stepper, made in 東京."
+    [ms] = pipe("stages:\n  m: {type: alias_mentions, require_capital: true}\n", tiny_model, kb)([text])
+    assert [m.text for m in ms] == ["東京エレクトロン 露光装置", "TEL Stepper", "東京"]
+
+
 def test_alias_mentions_skip_name_fragments(tiny_model, tiny_kb):
     """With skip_name_fragments, a match directly followed by a Title-case word is part of a longer name the KB
     lacks ("Paris Saint-Germain"); all-caps headline words, weekdays and lower-case words do not count."""

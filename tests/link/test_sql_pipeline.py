@@ -64,3 +64,53 @@ def test_company_pipeline_reads_the_table(company_table, tiny_model):
     pipe2 = glinker.load_pipeline(str(REPO / "pipelines" / "company_kb_sql.yaml"), model=str(tiny_model))
     [doc2] = pipe2.link(["Initech and Google."])
     assert {ln.candidates[0].entity_id for ln in doc2.links if ln.candidates} >= {"c4", "c3"}
+
+
+def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_model, monkeypatch):
+    """A second start does not re-embed the table: new and changed rows are embedded, deleted rows dropped; two
+    processes (here threads, each with its own lock handle) starting together build the cache once, in turn;
+    `--kb` replaces the pipeline's KB."""
+    import threading
+
+    from sqlalchemy import delete, update
+
+    from glinker.model import BiEncoder
+
+    eng, t = company_table
+    path = str(REPO / "pipelines" / "company_kb_sql.yaml")
+    encoded: list[str] = []
+    real = BiEncoder.encode_entities
+
+    def counting(self, texts, batch_size=64):
+        encoded.extend(texts)
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(BiEncoder, "encode_entities", counting)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            glinker.load_pipeline(path, model=str(tiny_model)).warm_up()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(encoded) == len(COMPANIES)  # built once; the second start found it and changed nothing
+    encoded.clear()
+    with eng.begin() as c:
+        c.execute(update(t).where(t.c.id == "c2").values(description="a bank in Lisbon"))
+        c.execute(delete(t).where(t.c.id == "c3"))
+    pipe = glinker.load_pipeline(path, model=str(tiny_model))
+    [doc] = pipe.link(["Acme Bank and Google LLC."])
+    assert encoded == ["Acme Bank: a bank in Lisbon"]  # only the changed row
+    assert not any(c.entity_id == "c3" for ln in doc.links for c in ln.candidates)  # deleted: gone
+    kb_dir = pipe.stages["by_alias"].kb.root
+    other = glinker.load_pipeline(path, model=str(tiny_model), kb=str(kb_dir))
+    assert other.spec.header.kb == str(kb_dir)
+    [doc] = other.link(["Acme Bank"])
+    assert doc.links and doc.links[0].candidates[0].entity_id == "c2"
