@@ -189,8 +189,16 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     buf: list[Any] = []
     bar = _bar(progress, total=est, initial=pos, desc="entities", unit="ent", unit_scale=True)
 
+    dup_ids: list[str] = []
+
     def flush(done: bool) -> None:
         nonlocal pos, dups
+        if len(dup_ids) < 5:  # name the first repeated ids (the count covers them all)
+            ids = [e.id for e in buf]
+            seen_here: set[str] = set()
+            for i in [*store.rids_for_ids(ids), *(i for i in ids if i in seen_here or seen_here.add(i))]:
+                if len(dup_ids) < 5 and i not in dup_ids:
+                    dup_ids.append(i)
         pos += len(buf)
         meta: dict[str, Any] = {"ingest_pos": pos}
         c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
@@ -214,7 +222,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     flush(True)
     bar.close()
     if dups:
-        log.warning("%d records repeated an id already seen; the later record was kept", dups)
+        log.warning("%d records repeated an id already seen (e.g. %s); the later record was kept", dups,
+                    ", ".join(repr(i) for i in dup_ids))
     rep = adapter.report
     if rep.bad:
         log.warning("%d bad records skipped (first: %s)", rep.bad, rep.problems[:3])

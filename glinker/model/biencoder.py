@@ -509,8 +509,9 @@ class BiEncoder:
             res.truncated = any(w.cut for w in tw)
             if res.truncated:
                 log.warning(
-                    "text %d was cut (over %d words or the tokenizer limit); pass long_text='chunk' to "
-                    "read all of it",
+                    "text %d of the batch was cut (over %d words or the tokenizer limit; its result says "
+                    "truncated): long_text='chunk' (the default; on the command line, without --truncate) reads "
+                    "all of it",
                     i,
                     self.max_len,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -87,6 +88,9 @@ def check_graph(stages: dict[str, "StageSpec"], output: str | None,
         output = sinks[0]
     elif len(sinks) > 1 and not problems:
         output = sinks[-1]
+        logging.getLogger(__name__).warning(
+            "%s: stages %s feed no other stage; the pipeline's output is the last one, %r (set `output:` to choose)",
+            src.source, ", ".join(repr(s) for s in sinks), output)
     for n in names:
         if n not in nx.descendants(g, DOCUMENTS) and not any(p.code in ("E241", "E240", "E242") for p in problems):
             st = stages[n]

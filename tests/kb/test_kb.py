@@ -166,9 +166,11 @@ def test_ivf_index_matches_exact_with_full_probe(tmp_path: Path, encoder: Any) -
         assert kb2.search_vectors(q, k=5)[1] == ids
 
 
-def test_duplicate_ids_later_record_wins(tmp_path: Path, encoder: Any) -> None:
+def test_duplicate_ids_later_record_wins(tmp_path: Path, encoder: Any, caplog: Any) -> None:
     ents = [Entity(id="A", label="first"), Entity(id="B", label="bee"), Entity(id="A", label="second")]
-    build_kb(ListAdapter(ents), tmp_path / "kb", encoder)
+    with caplog.at_level("WARNING"):
+        build_kb(ListAdapter(ents), tmp_path / "kb", encoder)
+    assert "1 records repeated an id already seen (e.g. 'A')" in caplog.text
     with KB.open(tmp_path / "kb") as kb:
         assert kb.manifest.counts["duplicates"] == 1 and len(kb) == 2
         assert kb.get(["A"])[0].label == "second" and kb.lookup_alias("first") == []
