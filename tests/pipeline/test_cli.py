@@ -58,3 +58,15 @@ def test_help_everywhere():
 def test_missing_file():
     r = glinker("pipeline", "validate", "does/not/exist.yaml")
     assert r.returncode == 2 and "E202" in r.stderr and "not found" in r.stderr
+
+
+def test_validate_names_stages_left_without_a_kb_or_model(tmp_path):
+    f = tmp_path / "nokb.yaml"
+    f.write_text("name: x\nstages:\n  m: {type: alias_mentions}\n  c: {type: dense_candidates, input: m}\n"
+                 "  r: {type: rescore, input: c, weights: {alias: 1.0}}\n")
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and f"{f}:3: stage 'm' (alias_mentions) needs a kb" in r.stderr
+    assert "stage 'c' (dense_candidates) needs a model" in r.stderr and "--kb" in r.stderr
+    assert "stage 'r' (rescore) needs a model" not in r.stderr  # no biencoder weight: no model
+    f.write_text("name: x\nkb: kb_out/x\nmodel: m\n" + f.read_text().split("\n", 1)[1])
+    assert glinker("pipeline", "validate", str(f)).returncode == 0
