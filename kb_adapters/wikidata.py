@@ -196,6 +196,10 @@ class WikidataAdapter:
 
     name: ClassVar[str] = "wikidata"
     options_model: ClassVar[type[AdapterOptions]] = WikidataOptions
+    reading_options: ClassVar[tuple[str, ...]] = ("workers", "block_mb", "allow_truncated")
+    resume_by_prefix: ClassVar[bool] = True
+    """A dump's entities come in a fixed order: a truncated download and its complete re-download share their
+    first 64 KiB, and the build of the complete one resumes after the entities the cut one gave."""
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: WikidataOptions = parse_options(self.name, WikidataOptions, options)  # type: ignore[assignment]

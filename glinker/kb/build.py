@@ -65,10 +65,16 @@ def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
 
 def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, factory: str) -> str:
     d = adapter.describe()
-    ident: dict[str, Any] = {"adapter": d.get("adapter"), "source": d.get("source"), "options": d.get("options"),
+    reading = set(getattr(adapter, "reading_options", ()))  # how it reads (workers, ...), not what it yields
+    options = {k: v for k, v in (d.get("options") or {}).items() if k not in reading}
+    ident: dict[str, Any] = {"adapter": d.get("adapter"), "source": d.get("source"), "options": options,
                              "model": fingerprint, "template": template, "factory": factory}
     src = Path(str(d.get("source", "")))
-    if src.is_file():  # a changed file must not resume from the old one's checkpoints
+    if src.is_file() and getattr(adapter, "resume_by_prefix", False):
+        # a dump cut short and downloaded again resumes where the cut one stopped: same beginning, same key
+        with open(src, "rb") as f:
+            ident["file"] = hashlib.sha256(f.read(1 << 16)).hexdigest()
+    elif src.is_file():  # a changed file must not resume from the old one's checkpoints
         st = src.stat()
         ident["file"] = [st.st_size, st.st_mtime_ns]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -441,3 +441,27 @@ def test_sql_server_that_never_answers_times_out(monkeypatch) -> None:
     with pytest.raises(KBError) as ei:
         list(load_adapter("sql", "mysql+pymysql://root@127.0.0.1:5432/test", table="t").iter_entities())
     assert "cannot connect" in str(ei.value) and time.monotonic() - t0 < 30
+
+
+def test_a_truncated_dump_downloaded_again_resumes(tmp_path: Path, caplog: Any) -> None:
+    """The promise of the truncation error: the entities read before the cut are kept, and the build of the
+    complete file (same path, downloaded again) resumes after them, even with allow_truncated or workers changed."""
+    from glinker.kb import KB
+    from glinker.kb.build import build_kb
+
+    many = [Entity(id=f"Q{i}", label=f"entity number {i} " + "x" * (i % 50)) for i in range(1, 20001)]
+    full = tmp_path / "full.json.gz"
+    write_dump(many, full)
+    dump = tmp_path / "latest-all.json.gz"
+    data = full.read_bytes()
+    dump.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DataError):
+        build_kb(load_adapter("wikidata", str(dump), workers=0, block_mb=0.01), tmp_path / "kb", None,
+                 chunk_size=1000)
+    dump.write_bytes(data)  # the download, finished
+    with caplog.at_level("INFO"):
+        build_kb(load_adapter("wikidata", str(dump), workers=0, block_mb=0.05, allow_truncated=True),
+                 tmp_path / "kb", None, chunk_size=1000)
+    assert "resuming ingest after" in caplog.text
+    with KB.open(tmp_path / "kb") as kb:
+        assert len(kb) == len(many)
