@@ -33,7 +33,9 @@ def to_jsonable(doc: Any) -> dict[str, Any]:
 def _dumps(doc: Any) -> str:
     if hasattr(doc, "model_dump_json"):
         return doc.model_dump_json()
-    return json.dumps(to_jsonable(doc), ensure_ascii=False)
+    # compact, as pydantic's model_dump_json: a record written from a dict (a queue worker's answer) and from
+    # the model (a local run) look the same
+    return json.dumps(to_jsonable(doc), ensure_ascii=False, separators=(",", ":"))
 
 
 def _partial_tail(path: Path) -> int:

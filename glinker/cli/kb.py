@@ -149,6 +149,8 @@ def add(
     adapter: str = typer.Option("jsonl", "--adapter", "-a"),
     source: str = typer.Option(..., "--source", "-s", help="Entities to add or update (by id)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value."),
+    table: str | None = typer.Option(None, help="sql: table to read."),
+    query: str | None = typer.Option(None, help="sql: SELECT to read."),
     model: str | None = typer.Option(None, help="Defaults to the model recorded in the KB manifest."),
     prune: bool = typer.Option(False, "--prune", help="Also remove the KB's entities the source no longer has "
                                "(the source is the whole KB, e.g. its SQL table read again)."),
@@ -157,7 +159,11 @@ def add(
     from glinker.kb import KB
     from glinker.kb.adapters import load_adapter
 
-    ad = load_adapter(adapter, source, **_parse_options(opt))
+    options = _parse_options(opt)
+    for key, val in (("table", table), ("query", query)):
+        if val is not None:
+            options[key] = val
+    ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
         c = kb.sync(ad.iter_entities(), enc) if prune else kb.upsert(ad.iter_entities(), enc)
@@ -205,6 +211,7 @@ def remove(path: Path = typer.Argument(..., help="KB directory."),
         enc = None
         if model or (kb.store.pending() and kb.manifest.has_vectors):
             enc = _encoder(model, kb.manifest.model or "none")[0]
+        ids = [i.strip() for i in ids]  # ids are stored trimmed, as adapters read them
         removed = kb.remove(ids, enc)
         missing = [i for i in ids if i not in set(removed)]
         typer.echo(f"removed {len(removed)}" + (f"; not found: {', '.join(missing)}" if missing else "")

@@ -130,7 +130,7 @@ def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Pa
     with eng.begin() as c:
         c.execute(text(f"DELETE FROM {t} WHERE eid = :i"), {"i": first})
         c.execute(text(f"UPDATE {t} SET descr = 'changed' WHERE eid = :i"), {"i": SAMPLE_ENTITIES[1].id})
-    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "-o", f"table={t}", "-o", cols, "--prune")
+    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "--table", t, "-o", cols, "--prune")
     assert "added 0, updated 1" in res.stdout and "removed 1" in res.stdout, res.stdout
     with KB.open(out) as kb:
         assert len(kb) == len(SAMPLE_ENTITIES) - 1 and not kb.get([first])
