@@ -136,7 +136,8 @@ def _value_fix(model: type[BaseModel], loc: tuple) -> str:
         return "see docs/yaml-reference.md for the allowed values"
     ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
     desc = f" — {field.description}" if field.description else ""
-    default = "" if field.is_required() else f" (default: {field.default!r})"
+    value = field.get_default(call_default_factory=True) if not field.is_required() else None
+    default = "" if field.is_required() else f" (default: {value!r})"
     return f"expected {ann}{default}{desc}"
 
 
