@@ -19,6 +19,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(kb_app, name="kb")
 
 
+def _merged_options(opt: list[str], **flags: Any) -> dict[str, Any]:
+    """The ``-o key=value`` options with the command's own flags (``--table`` ...) added; one given both ways
+    with different values is an error, not a silent choice."""
+    options = _parse_options(opt)
+    for key, val in flags.items():
+        if val is not None:
+            if key in options and options[key] != val:
+                raise typer.BadParameter(f"given twice, as --{key} {val!r} and -o {key}={options[key]!r}",
+                                         param_hint=f"--{key}")
+            options[key] = val
+    return options
+
+
 def _parse_options(opts: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in opts:
@@ -82,10 +95,7 @@ def build(
     from glinker.kb.adapters import load_adapter
     from glinker.kb.build import build_kb, estimate_resources
 
-    options = _parse_options(opt)
-    for key, val in (("languages", languages), ("table", table), ("query", query)):
-        if val is not None:
-            options[key] = val
+    options = _merged_options(opt, languages=languages, table=table, query=query)
     ad = load_adapter(adapter, source, **options)
     enc, name = _encoder(model, None)
     if enc is not None:
@@ -159,10 +169,7 @@ def add(
     from glinker.kb import KB
     from glinker.kb.adapters import load_adapter
 
-    options = _parse_options(opt)
-    for key, val in (("table", table), ("query", query)):
-        if val is not None:
-            options[key] = val
+    options = _merged_options(opt, table=table, query=query)
     ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None

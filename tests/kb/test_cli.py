@@ -147,3 +147,12 @@ def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Pa
     with KB.open(tmp_path / "kb2") as kb:
         assert len(kb) == len(SAMPLE_ENTITIES) - 1
     drop_tables(eng, t, a)
+
+
+def test_an_option_given_twice_differently_is_refused(tmp_path: Path) -> None:
+    from glinker.cli import app
+
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "kb.jsonl")
+    res = runner.invoke(app, ["kb", "build", "-a", "wikidata", "-s", str(src), "-o", "languages=en",
+                              "--languages", "de", "--model", "none", "--out", str(tmp_path / "kb")])
+    assert res.exit_code == 2 and "given twice" in res.output
