@@ -465,3 +465,11 @@ def test_a_truncated_dump_downloaded_again_resumes(tmp_path: Path, caplog: Any) 
     assert "resuming ingest after" in caplog.text
     with KB.open(tmp_path / "kb") as kb:
         assert len(kb) == len(many)
+
+
+def test_wikidata_api_answer_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "wbgetentities-Q42.json"
+    p.write_text(json.dumps({"entities": {"Q42": {"id": "Q42", "type": "item"}}, "success": 1}, indent=1))
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("wikidata", str(p), workers=0).iter_entities())
+    assert "API answer" in str(ei.value) and "not a dump" in str(ei.value)
