@@ -229,7 +229,7 @@ class WikidataAdapter:
                     if not block:
                         break
                     block += f.readline()  # end the block on a line boundary
-                    if lineno == 1 and block.lstrip()[:40].replace(b" ", b"").startswith(b'{"entities"'):
+                    if lineno == 1 and b"".join(block[:200].split()).startswith(b'{"entities"'):
                         raise DataError("the file is a Wikidata API answer (wbgetentities: one object holding "
                                         "'entities'), not a dump", where=str(self.path),
                                         fix="use a dump (latest-all.json.gz: '[', one entity per line, ']'); "
