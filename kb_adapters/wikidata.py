@@ -222,6 +222,7 @@ class WikidataAdapter:
         lineno = 1
         offset = 0  # decompressed offset of the next block
         tail = b""
+        ended_line = True
         try:
             with open_binary(self.path) as f:
                 while True:
@@ -239,6 +240,7 @@ class WikidataAdapter:
                     offset += len(block)
                     stripped = block.rstrip()
                     tail = stripped[-1:] if stripped else tail
+                    ended_line = block.endswith(b"\n")
         except (EOFError, zlib.error, OSError) as e:
             # the failed block is lost to the exception: re-read it line by line up to the damage
             salvage: list[bytes] = []
@@ -253,11 +255,12 @@ class WikidataAdapter:
                 yield lineno, b"".join(salvage), opts
                 lineno += sum(r.count(b"\n") for r in salvage)
             self.truncated = True
-            raise DataError(f"the archive is truncated or corrupt after line {lineno - 1} ({e})",
+            after = f"after line {lineno - 1}" if lineno > 1 else "before its first complete line"
+            raise DataError(f"the archive is truncated or corrupt {after} ({e})",
                             where=f"{self.path}:{lineno}",
                             fix="download the dump again (every entity read before this point was kept); "
                                 "or pass allow_truncated=true to build from what was read") from None
-        if lineno > 1 and tail != b"]":
+        if lineno > 1 and tail != b"]" and ended_line:  # a cut last line is already counted as one bad record
             self.report.problem(f"{self.path}:{lineno}", "the dump does not end with ']' (file cut short?)")
 
     def iter_entities(self) -> Iterator[Entity]:

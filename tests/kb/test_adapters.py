@@ -473,3 +473,17 @@ def test_wikidata_api_answer_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError) as ei:
         list(load_adapter("wikidata", str(p), workers=0).iter_entities())
     assert "API answer" in str(ei.value) and "not a dump" in str(ei.value)
+
+
+def test_a_plain_dump_cut_mid_line_is_one_bad_record(tmp_path: Path) -> None:
+    full = tmp_path / "full.json"
+    write_dump(SAMPLE_ENTITIES, full)
+    cut = tmp_path / "cut.json"
+    data = full.read_bytes()
+    end = data.rindex(b"\n", 0, data.rindex(b"\n", 0, len(data) - 3))  # the end of the next-to-last entity line
+    cut.write_bytes(data[: end - 20])  # that line cut in the middle, the last one and "]" gone
+    ad = load_adapter("wikidata", str(cut), workers=0)
+    got = [e.id for e in ad.iter_entities()]
+    # the cut line is the one bad record (the missing "]" is the same damage, not a second one)
+    assert got == [e.id for e in SAMPLE_ENTITIES[: len(got)]] and len(got) >= len(SAMPLE_ENTITIES) - 3
+    assert ad.report.bad == 1, ad.report.problems
