@@ -216,8 +216,14 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         bar.update(len(buf))
         buf.clear()
 
+    nameless: list[str] = []
+    n_nameless = 0
     try:
         for e in it:
+            if not e.label.strip():  # linkable only through its aliases; its links would show no name
+                n_nameless += 1
+                if len(nameless) < 5:
+                    nameless.append(e.id)
             buf.append(e)
             if len(buf) >= chunk:
                 flush(False)
@@ -227,6 +233,10 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         raise
     flush(True)
     bar.close()
+    if n_nameless:
+        log.warning("%d entities have no label (e.g. %s): they show no name in links, and are found only by their "
+                    "aliases (map the label column/field, or fill it in the source)", n_nameless,
+                    ", ".join(repr(i) for i in nameless))
     if dups:
         log.warning("%d records repeated an id already seen (e.g. %s); the later record was kept", dups,
                     ", ".join(repr(i) for i in dup_ids))

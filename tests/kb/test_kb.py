@@ -171,6 +171,8 @@ def test_duplicate_ids_later_record_wins(tmp_path: Path, encoder: Any, caplog: A
     with caplog.at_level("WARNING"):
         build_kb(ListAdapter(ents), tmp_path / "kb", encoder)
     assert "1 records repeated an id already seen (e.g. 'A')" in caplog.text
+    build_kb(ListAdapter([Entity(id="N", label=" ", aliases=["Nameless Co"]), *ents[:2]]), tmp_path / "kb2", encoder)
+    assert "1 entities have no label (e.g. 'N')" in caplog.text
     with KB.open(tmp_path / "kb") as kb:
         assert kb.manifest.counts["duplicates"] == 1 and len(kb) == 2
         assert kb.get(["A"])[0].label == "second" and kb.lookup_alias("first") == []
