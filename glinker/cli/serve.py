@@ -17,6 +17,7 @@ def serve(
     device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long the first queued request waits for others to share its batch."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
+    max_chars: int = typer.Option(200_000, "--max-chars", min=1, help="Characters of text one request may hold (a bigger one is a 413: one huge request would hold every client)."),
 ) -> None:
     """Serve a pipeline over HTTP. Concurrent requests are linked together in batches on one thread.
 
@@ -29,7 +30,7 @@ def serve(
     from glinker.serve import Server
 
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
-    srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch)
+    srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars)
     typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)", err=True)
     # SIGTERM (docker stop, Kubernetes) stops like Ctrl-C: requests in flight finish, then the process exits
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.httpd.shutdown, daemon=True).start())

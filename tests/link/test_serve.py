@@ -146,6 +146,10 @@ def test_malformed_requests_are_named(server):
     assert status == 400 and body["error"]["where"] == "threshold"
     status, body = post(server, {"documents": [{"text": "Paris", "meta": "x"}]})
     assert status == 400 and body["error"]["where"] == "documents[0].meta"
+    from glinker.serve import MAX_CHARS
+
+    status, body = post(server, {"texts": ["Paris. " * (MAX_CHARS // 7 + 1)]})
+    assert status == 413 and "--max-chars" in body["error"]["fix"]
 
 
 def test_a_port_in_use_is_a_clear_error_before_loading(pipeline, server, monkeypatch):
