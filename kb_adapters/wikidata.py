@@ -37,7 +37,8 @@ class WikidataOptions(AdapterOptions):
     languages: list[str] = ["en"]
     """Languages to keep, in order of preference: the first present gives ``label`` and ``description``."""
     fallback: bool = True
-    """When none of ``languages`` has a label, use ``mul`` and then any label (so no entity goes nameless)."""
+    """When none of ``languages`` has a label, use ``mul`` and then any label (so no entity goes nameless); and keep
+    the language-independent ``mul`` label and aliases as aliases."""
     kinds: list[str] = ["item"]
     """Entity kinds to keep: item, property, lexeme."""
     p31_include: list[str] = []
@@ -150,6 +151,14 @@ def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, A
         if lab and lab not in seen:
             seen.add(lab)
             aliases.append(lab)
+    if opts["fallback"] and "mul" not in langs:
+        # "mul" names are language-independent (since 2024 many names live only there): names in every language
+        for v in [(raw_labels.get("mul") or {}).get("value") or "",
+                  *((a.get("value") or "") for a in raw_alias.get("mul") or ())]:
+            v = v.strip()
+            if v and v not in seen:
+                seen.add(v)
+                aliases.append(v)
     extra: dict[str, Any] = {"kind": kind}
     enwiki = sitelinks.get("enwiki")
     if enwiki and enwiki.get("title"):

@@ -487,3 +487,17 @@ def test_a_plain_dump_cut_mid_line_is_one_bad_record(tmp_path: Path) -> None:
     # the cut line is the one bad record (the missing "]" is the same damage, not a second one)
     assert got == [e.id for e in SAMPLE_ENTITIES[: len(got)]] and len(got) >= len(SAMPLE_ENTITIES) - 3
     assert ad.report.bad == 1, ad.report.problems
+
+
+def test_wikidata_mul_names_are_aliases(tmp_path: Path) -> None:
+    """Names under the language-independent `mul` code count in every language: kept as aliases (fallback on)."""
+    p = tmp_path / "d.json"
+    doc = {"id": "Q1", "type": "item", "labels": {"en": {"language": "en", "value": "Acme Corp"},
+                                                  "mul": {"language": "mul", "value": "ACME"}},
+           "aliases": {"mul": [{"language": "mul", "value": "J. Dupont & Co"}]}, "descriptions": {}, "claims": {},
+           "sitelinks": {}}
+    p.write_text("[\n" + json.dumps(doc) + "\n]\n")
+    (got,) = load_adapter("wikidata", str(p), workers=0).iter_entities()
+    assert (got.label, got.aliases) == ("Acme Corp", ["ACME", "J. Dupont & Co"])
+    (got,) = load_adapter("wikidata", str(p), workers=0, fallback=False).iter_entities()
+    assert got.aliases == []
