@@ -18,7 +18,7 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
           ship_format: str = typer.Option("int8-diff", help="Shipped delta format: int8-diff (encoder changes as int8 "
                                           "differences from the packaged weights), int4-diff (4-bit differences, "
                                           "int8 head: smallest, for many trained layers) or float16."),
-          stop_at: Optional[int] = typer.Option(None, help="Stop at this step (continue later with the same command)."),
+          stop_at: Optional[int] = typer.Option(None, min=1, help="Stop at this step (continue later with the same command)."),
           ) -> None:
     """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""
     import logging
@@ -44,6 +44,9 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
     except ModelError as e:
         raise typer.BadParameter(str(e), param_hint="--ship-format") from None
     cfg = load_train_config(config, overrides)
+    for what, path in (("output_dir", Path(cfg.output_dir)), ("--export", export)):
+        if path is not None and path.exists() and not path.is_dir():
+            raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
     t = Trainer(cfg)
     t.setup()
     if t.step:

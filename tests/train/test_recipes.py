@@ -33,3 +33,16 @@ def test_train_cli_refuses_an_unknown_ship_format(tmp_path):
     assert r.exit_code != 0
     assert "int8-diff" in r.output and "int4" in r.output
     assert not (tmp_path / "m").exists()
+
+
+def test_train_cli_checks_its_paths_and_stop_at_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for extra, hint in ((["--set", f"output_dir={f}"], "output_dir"), (["--export", str(f)], "--export"),
+                        (["--stop-at", "0"], "--stop-at")):
+        r = CliRunner().invoke(app, ["train", "--config", str(RECIPES[0]), *extra])
+        assert r.exit_code == 2 and hint in r.output, (extra, r.output)

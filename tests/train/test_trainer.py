@@ -85,6 +85,29 @@ def test_resume_continues_exactly(tmp_path, tiny_ckpt, train_files):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+def test_resume_refuses_another_configuration(tmp_path, tiny_ckpt, train_files):
+    """Resuming with changed learning settings would crash on shapes or silently keep the old learning rates (the
+    optimizer state): refused, naming the settings; how a run goes (threads, eval/save/log cadence) may change."""
+    import os
+    import stat
+
+    from glinker.errors import ConfigError
+    from glinker.model.train import Trainer
+
+    first = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c"))
+    first.setup()
+    first.train(stop_at=3)
+    ckpt = next((tmp_path / "c" / "checkpoints").glob("step-*"))
+    assert stat.S_IMODE(os.stat(ckpt).st_mode) == stat.S_IMODE(os.stat(tmp_path / "c").st_mode)  # not 0700
+    changed = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c", others_lr=0.5))
+    with pytest.raises(ConfigError) as ei:
+        changed.setup()
+    assert "train.others_lr: 0.003 then, 0.5 now" in str(ei.value) and "new output_dir" in str(ei.value)
+    again = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c", eval_every=2, log_every=5))
+    again.setup()
+    assert again.step == 3
+
+
 def test_interrupted_checkpoint_write_leaves_previous(tmp_path, tiny_ckpt, train_files, monkeypatch):
     from glinker.model.train import Trainer
 

@@ -194,6 +194,9 @@ class Trainer:
                 "config": self.cfg.model_dump()}, default=list))
             if final.exists():
                 shutil.rmtree(final)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # as a plain mkdir makes it (mkdtemp's 0700 hides it on shared storage)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -210,6 +213,7 @@ class Trainer:
             return
         last = done[-1]
         st = json.loads((last / "state.json").read_text())
+        _check_same_run(st.get("config"), json.loads(json.dumps(self.cfg.model_dump(), default=list)), last)
         weights = load_file(str(last / "trainable.safetensors"))
         params = dict(self.model.net.named_parameters())
         unknown = set(weights) - {n for n, p in params.items() if p.requires_grad}
@@ -357,3 +361,31 @@ class Trainer:
         path = self.model.save_pretrained(out)
         (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return path
+
+
+# settings that change how a run goes, not what it learns: they may differ when a run is resumed
+_RUN_ONLY = {"threads", "eval_every", "save_every", "keep_checkpoints", "log_every", "device", "output_dir"}
+
+
+def _check_same_run(saved: Any, now: Any, where: Path) -> None:
+    """A ConfigError naming the settings that differ between a checkpoint's configuration and this one (a resumed
+    run would otherwise crash on shapes, or silently keep the old learning rates from the optimizer state)."""
+    if not isinstance(saved, dict):
+        return  # a checkpoint from before configurations were saved
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if k not in _RUN_ONLY:
+                    walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            diffs.append(f"{path}: {a!r} then, {b!r} now")
+
+    walk(saved, now, "")
+    if diffs:
+        raise ConfigError(f"{where} was trained with another configuration: " + "; ".join(diffs[:5])
+                          + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""), where=str(where.parent.parent),
+                          fix="train into a new output_dir, or restore these settings to resume this run (only "
+                              + ", ".join(sorted(_RUN_ONLY)) + " may change between sessions)")
+
