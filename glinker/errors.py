@@ -60,11 +60,11 @@ class PipelineError(ConfigError):
 
     code = "E200"
 
-    def __init__(self, problems: Iterable[Problem], *, source: str | None = None) -> None:
+    def __init__(self, problems: Iterable[Problem], *, source: str | None = None, what: str = "pipeline") -> None:
         self.problems = list(problems)
         self.source = source
-        first = self.problems[0] if self.problems else Problem("E200", "invalid pipeline")
-        summary = f"{len(self.problems)} problem(s) in pipeline" + (f" {source}" if source else "")
+        first = self.problems[0] if self.problems else Problem("E200", f"invalid {what}")
+        summary = f"{len(self.problems)} problem(s) in {what}" + (f" {source}" if source else "")
         body = "\n".join(p.render() for p in self.problems)
         super().__init__(f"{summary}\n{body}", where=None, fix=None, code=first.code)
 

@@ -92,7 +92,8 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
     return _scalar_loader.construct_object(node, deep=True)
 
 
-def load_yaml(text: str | None = None, *, path: str | Path | None = None, source: str | None = None) -> LoadedYAML:
+def load_yaml(text: str | None = None, *, path: str | Path | None = None, source: str | None = None,
+              what: str = "pipeline") -> LoadedYAML:
     """Parse YAML from ``text`` or the file at ``path`` into plain data plus a key→line map.
 
     Raises PipelineError (E201) with the parser's line and column on a syntax error.
@@ -104,12 +105,14 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise PipelineError([Problem("E202", "pipeline file not found", where=source,
-                                         fix="check the path; shipped pipelines live in pipelines/")],
-                                source=source) from None
+            raise PipelineError([Problem("E202", f"{what} file not found", where=source,
+                                         fix="check the path; " + ("shipped pipelines live in pipelines/"
+                                                                   if what == "pipeline" else
+                                                                   "example training configs live in examples/train/"))],
+                                source=source, what=what) from None
         except UnicodeDecodeError as e:
             raise PipelineError([Problem("E203", f"file is not valid UTF-8 ({e.reason} at byte {e.start})",
-                                         where=source, fix="save the file as UTF-8")], source=source) from None
+                                         where=source, fix="save the file as UTF-8")], source=source, what=what) from None
     out = LoadedYAML(data=None, source=source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -124,11 +127,11 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         raise PipelineError([Problem("E201", f"YAML syntax error: {e.problem or e.context}{col}{started}",
                                      where=where, line=line,
                                      fix="fix the YAML syntax (indentation, a missing ':' or an unclosed quote)")],
-                            source=source) from None
+                            source=source, what=what) from None
     except yaml.YAMLError as e:  # e.g. a python/object tag the safe loader refuses
         raise PipelineError([Problem("E201", f"YAML error: {e}", where=source,
                                      fix="use plain YAML; tags that construct Python objects are not allowed")],
-                            source=source) from None
+                            source=source, what=what) from None
     if node is None:
         out.data = None
         return out
@@ -138,6 +141,6 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise PipelineError([Problem("E201", f"YAML error: {e.problem}", where=f"{source}:{line}", line=line,
                                      fix="use plain YAML; tags that construct Python objects are not allowed")],
-                            source=source) from None
+                            source=source, what=what) from None
     out.lines.setdefault((), node.start_mark.line + 1)
     return out

@@ -267,3 +267,17 @@ def test_train_cli_logs_its_steps_when_stderr_is_a_file(tmp_path, tiny_ckpt, tra
     assert r.returncode == 0, log
     assert "step 1 loss" in log and "step 2 loss" in log
     assert "model:" in r.stdout
+
+
+def test_training_config_file_problems_say_training_config(tmp_path):
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    f = tmp_path / "t.yaml"
+    f.write_text("output_dir: x\ntrain:\n  steps: 5\n  steps: 100\n")  # YAML would keep one silently
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(f)
+    assert "training config" in str(ei.value) and f"{f}:4: duplicate key 'steps'" in str(ei.value)
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(tmp_path / "none.yaml")
+    assert "training config file not found" in str(ei.value) and "examples/train/" in str(ei.value)

@@ -136,8 +136,12 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     """
     from glinker.pipeline.yamlsrc import load_yaml
 
+    from glinker.errors import PipelineError
+
     p = Path(path)
-    loaded = load_yaml(path=p)
+    loaded = load_yaml(path=p, what="training config")
+    if loaded.duplicates:  # YAML keeps one of two equal keys silently; a config must not
+        raise PipelineError(loaded.duplicates, source=str(p), what="training config")
     data = _expand(loaded.data or {}, p.parent)
     if overrides:
         for dotted, v in overrides.items():
