@@ -269,6 +269,9 @@ def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = 
         if limit is not None and len(examples) >= limit:
             break
         examples.append(ex)
+    if not examples:  # it would score 0 and pull the average down
+        raise DataError(f"{data} holds no examples", where=str(data),
+                        fix="fill it, or move the folder out of the data directory")
     return NERDataset(name=p.name, labels=labels, examples=examples, path=p)
 
 

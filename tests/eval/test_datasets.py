@@ -258,3 +258,11 @@ def test_real_el_counts(data):
         for d in D.iter_el(f):
             a, b = d.evaluation_span
             assert 0 <= a <= b <= len(d.text)
+
+
+def test_an_empty_eval_set_is_an_error(tmp_path):
+    d = write_eval_set(tmp_path / "empty")
+    (d / "test.json").write_text("[]")
+    with pytest.raises(DataError) as ei:
+        D.read_ner_dataset(d)
+    assert "holds no examples" in str(ei.value) and "test.json" in str(ei.value)
