@@ -281,3 +281,23 @@ def test_training_config_file_problems_say_training_config(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_train_config(tmp_path / "none.yaml")
     assert "training config file not found" in str(ei.value) and "examples/train/" in str(ei.value)
+
+
+def test_set_overrides_reach_lists_and_are_named_in_errors(tmp_path, monkeypatch):
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    f = tmp_path / "cfg" / "t.yaml"
+    f.parent.mkdir()
+    f.write_text("output_dir: runs/a\nmodel: {from_checkpoint: glinker-bi-minilm}\n"
+                 "data: [{path: one.json}]\ntrain: {steps: 5}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_train_config(f, {"data.0.path": "two.json", "output_dir": "runs/b"})
+    assert cfg.data[0].path == "two.json" and cfg.output_dir == str(tmp_path / "runs" / "b")  # --set: from here
+    assert load_train_config(f).output_dir == str(f.parent / "runs" / "a")  # in the file: from its folder
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(f, {"train.stepz": 3})
+    assert "--set train.stepz" in str(ei.value) and "did you mean 'steps'" in str(ei.value)
+    for bad in ({"data.5.path": "x"}, {"train": 5, "train.steps": 3}):
+        with pytest.raises(ConfigError, match="no such place"):
+            load_train_config(f, bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -145,11 +145,20 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     data = _expand(loaded.data or {}, p.parent)
     if overrides:
         for dotted, v in overrides.items():
-            cur = data
+            cur: Any = data
             *parents, last = dotted.split(".")
-            for k in parents:
-                cur = cur.setdefault(k, {})
-            cur[last] = v
+            try:
+                for k in parents:
+                    cur = cur[int(k)] if isinstance(cur, list) else cur.setdefault(k, {})
+                if isinstance(cur, list):
+                    cur[int(last)] = v
+                elif isinstance(cur, dict):
+                    cur[last] = v
+                else:
+                    raise TypeError(type(cur).__name__)
+            except (ValueError, IndexError, TypeError, AttributeError):
+                raise ConfigError(f"--set {dotted}: the config has no such place", where=f"--set {dotted}",
+                                  fix="name a key of the config (data.0.path for the first data source)") from None
     try:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as e:
@@ -160,8 +169,10 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         if err["type"] == "extra_forbidden":
             guess = closest(str(loc[-1]), _fields_at(loc[:-1]))
             fix = (f"did you mean {guess!r}? " if guess else "") + fix
-        raise ConfigError(f"{'.'.join(map(str, loc))}: {err['msg']}", where=f"{p}:{line}" if line else str(p),
-                          fix=fix) from None
+        dotted = ".".join(map(str, loc))
+        given = next((k for k in overrides or {} if dotted == k or dotted.startswith(k + ".")), None)
+        where = f"--set {given}" if given else (f"{p}:{line}" if line else str(p))
+        raise ConfigError(f"{dotted}: {err['msg']}", where=where, fix=fix) from None
 
     def rel(s: str | None) -> str | None:
         if s is None or s.startswith(("pkg:",)) or Path(s).is_absolute():
@@ -169,7 +180,9 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         cand = p.parent / s
         return str(cand) if cand.exists() or s.startswith(".") else s
 
-    cfg.output_dir = str(p.parent / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
+    # relative to the config's folder; one given with --set is relative to where the command runs
+    base = Path.cwd() if "output_dir" in (overrides or {}) else p.parent
+    cfg.output_dir = str(base / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
     for src in [*cfg.data, *cfg.dev]:
         src.path = rel(src.path) or src.path
         src.entities = rel(src.entities)
