@@ -575,6 +575,11 @@ def sniff_training_format(path: str | Path) -> str:
     p = Path(path)
     if p.suffix in (".conllu", ".conll", ".bio", ".tsv", ".iob"):
         return "bio"
+    if p.suffix == ".txt":  # CoNLL-2003 ships its BIO files as train.txt: JSON starts with { or [, BIO does not
+        with open(p, "rb") as f:
+            first = next((ln.strip() for ln in f if ln.strip()), b"")
+        if not first.lstrip(b"\xef\xbb\xbf").startswith((b"{", b"[")):
+            return "bio"
     try:
         rec, line = next(iter_json_records(p))
     except StopIteration:
@@ -591,6 +596,7 @@ def sniff_training_format(path: str | Path) -> str:
                     fix=f"use one of {', '.join(TRAINING_FORMATS)}")
 
 
+_SPLIT_WORDS = {"train", "training", "dev", "val", "valid", "validation", "test"}
 _SPLIT_ALIASES = {"dev": ("dev", "val", "valid", "validation"), "val": ("dev", "val", "valid", "validation"),
                   "validation": ("dev", "val", "valid", "validation")}
 
@@ -603,7 +609,9 @@ def training_files(path: str | Path, split: str | None = None) -> list[Path]:
     if not p.is_dir():
         raise DataError(f"not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
     files = sorted(f for f in p.iterdir() if f.is_file() and f.name != "labels.json"
-                   and f.suffix in (".json", ".jsonl", ".conllu", ".conll", ".bio", ".tsv", ".iob"))
+                   and f.suffix in (".json", ".jsonl", ".conllu", ".conll", ".bio", ".tsv", ".iob", ".txt")
+                   # a .txt is data only when named as a split (train.txt, not README.txt)
+                   and (f.suffix != ".txt" or set(f.stem.lower().replace("-", "_").split("_")) & _SPLIT_WORDS))
     if split is not None:
         keys = _SPLIT_ALIASES.get(split, (split,))
         files = [f for f in files if any(k in f.stem.lower().replace("-", "_").split("_") or f.stem.lower() == k
@@ -620,7 +628,8 @@ def iter_training(path: str | Path, split: str | None = None, fmt: str | None = 
     files = training_files(p, split)
     if not files:
         raise DataError(f"no training file{' for split ' + repr(split) if split else ''} in {p}", where=str(p),
-                        fix="expected *.json, *.jsonl or *.conllu files (named train/dev/val...)")
+                        fix="expected *.json, *.jsonl, or BIO *.conll/*.conllu/*.bio/*.iob/*.tsv/*.txt files "
+                            "(named train/dev/val...)")
     for f in files:
         labels_file = f.parent / "labels.json"
         labels = read_labels(labels_file) if labels_file.is_file() else None

@@ -127,6 +127,16 @@ def test_bio_reader(tmp_path):
     ]
     raw = list(D.iter_bio(f, type_names=None))
     assert raw[0].spans[0] == (0, 1, "ORG")
+    txt = tmp_path / "bio" / "train.txt"  # CoNLL-2003's own file name: BIO by its content, in a folder too
+    txt.parent.mkdir()
+    txt.write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    assert [e.spans for e in D.iter_training(txt)] == [e.spans for e in exs]
+    (txt.parent / "README.txt").write_text("Notes about this corpus.\n")  # not a split: not data
+    assert [e.spans for e in D.iter_training(txt.parent)] == [e.spans for e in exs]
+    js = tmp_path / "js" / "train.txt"  # JSON in a .txt file still reads as JSON
+    js.parent.mkdir()
+    js.write_text(json.dumps([{"tokenized_text": ["Paris"], "ner": [[0, 0, "location"]]}]))
+    assert [e.spans for e in D.iter_training(js)] == [[(0, 0, "location")]]
     bad = tmp_path / "bad.conllu"
     bad.write_text("0\ta\tO\n1\tb\tX-PER\n")
     with pytest.raises(DataError) as e:
