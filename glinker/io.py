@@ -96,6 +96,14 @@ def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsyn
     return n
 
 
+def plain_mode(path: str | Path, executable: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the mode a plain ``open``/``mkdir``
+    would have given it under the current umask, before it is renamed into place (shared storage reads it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
 _SURROGATE = None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, DataError, DependencyError, ModelError
+from glinker.io import plain_mode
 
 log = logging.getLogger(__name__)
 
@@ -487,9 +488,7 @@ def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would make it (mkstemp's 0600 hides it from other users)
+        plain_mode(tmp)  # mkstemp's 0600 would hide the bank from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError
+from glinker.io import plain_mode
 from glinker.model.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -194,9 +195,7 @@ class Trainer:
                 "config": self.cfg.model_dump()}, default=list))
             if final.exists():
                 shutil.rmtree(final)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # as a plain mkdir makes it (mkdtemp's 0700 hides it on shared storage)
+            plain_mode(tmp, executable=True)  # mkdtemp's 0700 would hide it on shared storage
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
