@@ -38,7 +38,7 @@ def _progress(total: int, desc: str) -> Any:
 
 @eval_app.command("ner")
 def ner(
-    data: Path = typer.Option(..., "--data", "-d", help="A dataset folder (test.json + labels.json) or a folder of them."),
+    data: Path = typer.Option(..., "--data", "-d", help="A dataset folder (test.json + labels.json), a folder of them, or annotated BIO / GLiNER JSON data."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model folder, hub id, or shipped model name."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", help="Span score threshold (GLiNER's eval uses 0.5)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
@@ -57,7 +57,7 @@ def ner(
         "`window_words`, else its max_len; 0: max_len)."),
 ) -> None:
     """Span-level micro P/R/F1 per dataset (exact span + type), then `avg_micro_f1=<x>`."""
-    from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
+    from glinker.eval.datasets import load_ner_datasets
     from glinker.eval.ner import evaluate_ner, score_predictions_file
 
     try:
@@ -67,10 +67,9 @@ def ner(
             _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words)
             return
         if predictions is not None:
-            report = score_predictions_file(predictions, data, mode=mode)
+            report = score_predictions_file(predictions, data, mode=mode, split=split)
         else:
-            folders = find_ner_datasets(data, split)
-            datasets = [read_ner_dataset(f, split=split, limit=limit) for f in folders]
+            datasets = load_ner_datasets(data, split=split, limit=limit)
             predict = _load_predict(model, threshold, batch_size, device, window_words)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
@@ -89,7 +88,7 @@ def ner(
 
 def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limit: int | None,
            device: str | None, mode: str, window_words: int | None = None) -> None:
-    from glinker.eval.datasets import find_ner_datasets, read_ner_dataset
+    from glinker.eval.datasets import load_ner_datasets
     from glinker.eval.ner import sweep_thresholds
 
     try:
@@ -99,7 +98,7 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
                           fix="e.g. --sweep 0.2,0.3,0.4,0.5") from None
     if not ts or ts[0] < 0 or ts[-1] >= 1:
         raise ConfigError("--sweep needs thresholds in [0, 1)", where="--sweep", fix="e.g. --sweep 0.2,0.3,0.4,0.5")
-    datasets = [read_ner_dataset(f, split=split, limit=limit) for f in find_ner_datasets(data, split)]
+    datasets = load_ner_datasets(data, split=split, limit=limit)
     bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
     try:
         predict = _load_predict(model, ts[0], batch_size, device, window_words)

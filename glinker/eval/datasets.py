@@ -275,6 +275,46 @@ def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = 
     return NERDataset(name=p.name, labels=labels, examples=examples, path=p)
 
 
+def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None = None) -> list[NERDataset]:
+    """The evaluation sets at ``path``: GLiNER/UniNER eval folders (``{split}.json`` + ``labels.json``) or a
+    folder of them; else annotated data in a training format (BIO ``.conll``/``.conllu``/``.txt``, GLiNER
+    ``tokenized_text`` JSON): a file, or a folder's ``split`` files, scored as one set on its words joined by
+    spaces, prompted with the folder's ``labels.json`` or else every type the data holds."""
+    p = Path(path)
+    if p.is_dir():
+        try:
+            return [read_ner_dataset(f, split=split, limit=limit) for f in find_ner_datasets(p, split)]
+        except DataError:
+            if not training_files(p, split):
+                others = [f.name for f in training_files(p)]
+                if others:
+                    raise DataError(f"no {split} file in {p} (it holds {', '.join(others[:6])})", where=str(p),
+                                    fix="pick the --split its files are named for (test, dev, train...), or pass "
+                                        "one file as --data") from None
+                raise
+    elif not p.is_file():
+        raise DataError(f"not found: {p}", where=str(p),
+                        fix="pass a dataset folder (test.json + labels.json), a folder of them, or an annotated file")
+    examples: list[NERExample] = []
+    types: dict[str, None] = {}
+    for ex in iter_training(p, split=split if p.is_dir() else None):
+        if limit is not None and len(examples) >= limit:
+            break
+        spans = [GoldSpan(a, b, lab, ex.text[a:b]) for a, b, lab in ex.char_spans()]
+        for t in [*(ex.labels or []), *(g.label for g in spans)]:
+            types.setdefault(t, None)
+        examples.append(NERExample(text=ex.text, spans=spans, id=str(len(examples)),
+                                   where=f"{ex.source}:{ex.meta.get('line', '')}".rstrip(":")))
+    if not examples:
+        raise DataError(f"{p} holds no examples", where=str(p), fix="fill it, or point --data elsewhere")
+    folder = p if p.is_dir() else p.parent
+    labels = read_labels(folder / "labels.json") if (folder / "labels.json").is_file() else list(types)
+    if not labels:
+        raise DataError(f"{p} has no entity types to prompt with", where=str(p),
+                        fix="add a labels.json beside it: the list of label names")
+    return [NERDataset(name=p.name if p.is_dir() else p.stem, labels=labels, examples=examples, path=p)]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # word spans <-> char spans
 
@@ -376,10 +416,11 @@ def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[i
     out = []
     for j, sp in enumerate(spans):
         ok = (isinstance(sp, (list, tuple)) and len(sp) == 3 and isinstance(sp[0], int) and isinstance(sp[1], int)
-              and isinstance(sp[2], str) and 0 <= sp[0] <= sp[1] < len(tokens))
+              and isinstance(sp[2], str) and sp[2].strip() != "" and 0 <= sp[0] <= sp[1] < len(tokens))
         if not ok:
             raise DataError(f"span {j} is invalid: {sp!r} ({len(tokens)} tokens)", where=where,
-                            fix="spans are [word_start, word_end_inclusive, type] with 0 <= start <= end < len(tokens)")
+                            fix="spans are [word_start, word_end_inclusive, type] with 0 <= start <= end < len(tokens) "
+                                "and a non-empty type")
         out.append((sp[0], sp[1], sp[2]))
     return out
 
@@ -398,16 +439,41 @@ def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int,
 def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
     """Stream GLiNER training records (``tokenized_text`` + ``ner``) from a JSON array or JSONL file."""
     p = Path(path)
+    empty = 0
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         toks = rec.get("tokenized_text") if isinstance(rec, dict) else None
         if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
             raise DataError(f"record {i} has no 'tokenized_text' list of strings", where=where,
                             fix='records are {"tokenized_text": [str], "ner": [[s, e, type]]}')
-        labels = rec.get("label") or rec.get("labels")
+        if not toks:
+            empty += 1
+            continue
         yield TrainingExample(tokens=toks, spans=_check_word_spans(toks, rec.get("ner", []), where),
-                              labels=list(labels) if isinstance(labels, list) else None, id=str(i), source=str(p),
+                              labels=_record_labels(rec, where), id=str(i), source=str(p),
                               ignore=_check_ranges(toks, rec.get("ignore", []), where))
+    _warn_empty(p, empty, "records with no tokens")
+
+
+def _record_labels(rec: dict, where: str) -> list[str] | None:
+    """A record's own label list (``label`` or ``labels``): the types to prompt it with; None when absent."""
+    key = "label" if "label" in rec else "labels" if "labels" in rec else None
+    if key is None or rec[key] is None:
+        return None
+    labels = rec[key]
+    if not (isinstance(labels, list) and all(isinstance(x, str) and x.strip() for x in labels)):
+        raise DataError(f"'{key}' must be a list of non-empty strings, got {str(labels)[:80]}", where=where,
+                        fix=f'write e.g. "{key}": ["person", "location"], or leave it out to prompt with every '
+                            "type of the data")
+    if not labels and rec.get("ner"):
+        raise DataError(f"'{key}' is empty but the record has entities", where=where,
+                        fix=f"list the types to prompt with in '{key}', or leave it out")
+    return list(labels)
+
+
+def _warn_empty(p: Path, n: int, what: str) -> None:
+    if n:
+        log.warning("%s: skipped %d %s", p, n, what)
 
 
 def iter_sentence_json_training(path: str | Path, labels: list[str] | None = None) -> Iterator[TrainingExample]:
@@ -418,8 +484,12 @@ def iter_sentence_json_training(path: str | Path, labels: list[str] | None = Non
     """
     p = Path(path)
     dropped = 0
+    empty = 0
     for ex in iter_ner_eval_json(p):
         toks = ex.text.split()
+        if not toks:
+            empty += 1
+            continue
         spans = []
         for g in ex.spans:
             s, e = gliner_word_span(toks, g.start, g.end)
@@ -430,6 +500,7 @@ def iter_sentence_json_training(path: str | Path, labels: list[str] | None = Non
         yield TrainingExample(tokens=toks, spans=spans, labels=labels, id=ex.id, source=str(p))
     if dropped:
         log.warning("%s: dropped %d entities whose offsets are not on word boundaries", p, dropped)
+    _warn_empty(p, empty, "empty sentences")
 
 
 BIO_TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "misc"}
@@ -437,7 +508,12 @@ BIO_TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location", "MI
 
 
 def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAMES) -> Iterator[TrainingExample]:
-    """Stream a CoNLL-like BIO file: ``idx<TAB>token<TAB>TAG`` (or ``token<TAB>TAG``) lines, blank between sentences.
+    """Stream a CoNLL-like BIO file, one token per line and a blank line between sentences.
+
+    Layouts: ``idx<TAB>token<TAB>TAG`` (CoNLL-U-like, an index column counting the sentence's tokens),
+    ``token<TAB>TAG``, and CoNLL-2003's own space-separated ``token POS CHUNK TAG``: the token is the first
+    column (the second when the first counts tokens), the tag the last. Columns are split on tabs when a line has
+    one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped.
 
     Tags are ``O``, ``B-X``, ``I-X`` (an ``I-X`` that does not continue an ``X`` starts a new span, as in IOB1),
     and ``S-X``/``E-X`` of BIOES. ``type_names`` maps tag types to label names; unknown types stay as they are.
@@ -446,36 +522,53 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     if not p.is_file():
         raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
     names = type_names or {}
-    toks: list[str] = []
-    tags: list[tuple[str, str, int]] = []
+    rows: list[tuple[list[str], int]] = []  # a sentence's split lines and their line numbers
+    indexed: bool | None = None  # whether the first column counts tokens: decided on the first sentence
     n_sent = 0
-    with p.open("r", encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if toks:
-                    yield _bio_example(toks, tags, names, p, n_sent)
-                    n_sent += 1
-                    toks, tags = [], []
-                continue
-            if line.startswith("# ") and not toks:
-                continue  # CoNLL-U comment lines
-            cols = line.split("\t")
-            if len(cols) < 2:
-                raise DataError(f"expected tab-separated 'idx, token, tag' columns, got {line[:60]!r}",
-                                where=f"{p}:{n}", fix="separate columns with tabs; put a blank line between sentences")
-            tok, tag = cols[-2], cols[-1].strip()
+
+    def sentence() -> TrainingExample:
+        nonlocal indexed, n_sent
+        if indexed is None:
+            indexed = all(len(c) >= 3 for c, _ in rows) and (
+                [c[0] for c, _ in rows] in ([str(i) for i in range(len(rows))],
+                                            [str(i + 1) for i in range(len(rows))]))
+        toks: list[str] = []
+        tags: list[tuple[str, str, int]] = []
+        for cols, n in rows:
+            tok = cols[1] if indexed and len(cols) >= 3 else cols[0]
+            tag = cols[-1]
             if tag == "O":
                 tags.append(("O", "", n))
             else:
                 m = re.fullmatch(r"([BIES])[-_](.+)", tag)
                 if not m:
-                    raise DataError(f"invalid tag {tag!r}", where=f"{p}:{n}",
-                                    fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES)")
+                    raise DataError(f"invalid tag {tag!r} (the last column)", where=f"{p}:{n}",
+                                    fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES), in the last column")
                 tags.append((m.group(1), m.group(2), n))
             toks.append(tok)
-    if toks:
-        yield _bio_example(toks, tags, names, p, n_sent)
+        ex = _bio_example(toks, tags, names, p, n_sent)
+        n_sent += 1
+        return ex
+
+    with p.open("r", encoding="utf-8-sig") as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if rows:
+                    yield sentence()
+                    rows = []
+                continue
+            if line.startswith("# ") and not rows:
+                continue  # CoNLL-U comment lines
+            cols = line.split("\t") if "\t" in line else line.split()
+            cols = [c.strip() for c in cols]
+            if len(cols) < 2 or not cols[-1]:
+                raise DataError(f"expected a token and its tag, got {line[:60]!r}", where=f"{p}:{n}",
+                                fix="one token per line with its tag in the last column ('token TAG' or "
+                                    "'idx<TAB>token<TAB>TAG'); a blank line between sentences")
+            rows.append((cols, n))
+    if rows:
+        yield sentence()
 
 
 def _bio_example(toks: list[str], tags: list[tuple[str, str, int]], names: dict[str, str], p: Path,
@@ -526,6 +619,7 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
     """
     p = Path(path)
     docs: dict[str, TrainingExample] = {}
+    unfound = 0
     for rec, line in iter_json_records(p):
         where = f"{p}:{line}"
         try:
@@ -559,12 +653,19 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
             if not isinstance(a, str):
                 continue
             needle, _ = _tokenize(a)
-            for i in _find_token_seq(cur.tokens, needle):
+            hits = _find_token_seq(cur.tokens, needle)
+            if not hits:
+                unfound += 1
+            for i in hits:
                 sp = (i, i + len(needle) - 1, tag)
                 if sp not in seen:
                     seen.add(sp)
                     cur.spans.append(sp)
-    yield from docs.values()
+    if unfound:  # the answer is not a run of the passage's words (a paraphrase, or cut by the tokenizer)
+        log.warning("%s: %d answers are not found in their passage as whole words and give no span", p, unfound)
+    empty = sum(1 for d in docs.values() if not d.tokens)
+    _warn_empty(p, empty, "empty passages")
+    yield from (d for d in docs.values() if d.tokens)
 
 
 TRAINING_FORMATS = ("gliner", "sentence_json", "bio", "pilener")

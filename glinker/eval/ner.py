@@ -29,9 +29,8 @@ from glinker.errors import DataError
 from glinker.eval.datasets import (
     NERDataset,
     NERExample,
-    find_ner_datasets,
     gliner_word_span,
-    read_ner_dataset,
+    load_ner_datasets,
 )
 
 log = logging.getLogger(__name__)
@@ -289,7 +288,7 @@ def write_predictions(path: str | Path, dataset: NERDataset, predictions: Sequen
         _write_predictions(f, dataset, predictions)
 
 
-def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner") -> NERReport:
+def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner", split: str = "test") -> NERReport:
     """Score saved predictions against the gold data under ``data`` (a dataset folder or a folder of them).
 
     Only the sentences that have a prediction line are scored (a run with ``--limit`` saved the first N);
@@ -306,13 +305,13 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
             raise DataError("prediction line needs dataset, index, text and entities", where=f"{p}:{line}",
                             fix='write lines as {"dataset", "index", "text", "entities": [...]}') from None
         by_ds.setdefault(name, {})[idx] = (text, ents, line)
-    folders = {d.name: d for d in find_ner_datasets(data)}
+    sets = {d.name: d for d in load_ner_datasets(data, split=split)}
     results = []
     for name, rows in by_ds.items():
-        if name not in folders:
+        if name not in sets:
             raise DataError(f"dataset {name!r} of the predictions is not under {data}", where=str(p),
-                            fix=f"point --data at the folder holding {name}/ (found: {', '.join(sorted(folders))})")
-        ds = read_ner_dataset(folders[name])
+                            fix=f"point --data at the folder holding {name}/ (found: {', '.join(sorted(sets))})")
+        ds = sets[name]
         res = NERResult(name=name)
         for idx in sorted(rows):
             text, ents, line = rows[idx]

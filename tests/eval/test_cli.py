@@ -186,6 +186,32 @@ def test_ner_runs_a_real_checkpoint(tmp_path):
     assert rescored.output.strip().splitlines()[-1] == last
 
 
+def test_ner_scores_annotated_bio_data(tmp_path):
+    """A user's own annotations in CoNLL-2003's layout are an evaluation set: words joined by spaces, prompted
+    with every type the data holds (or the folder's labels.json)."""
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "test.txt").write_text("-DOCSTART- -X- -X- O\n\nAda NNP B-NP B-PER\nLovelace NNP I-NP I-PER\n"
+                                "met VBD B-VP O\nLondon NNP B-NP B-LOC\n. . O O\n", encoding="utf-8")
+    (d / "train.txt").write_text("Paris NNP B-NP B-LOC\n", encoding="utf-8")  # another split: not read
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"dataset": "mine", "index": 0, "text": "Ada Lovelace met London .",
+                                "entities": [{"start": 0, "end": 12, "label": "person"}]}) + "\n")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--predictions", str(pred)])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines()[-1] == "avg_micro_f1=0.6667"
+    from glinker.eval.datasets import load_ner_datasets
+
+    (ds,) = load_ner_datasets(d)
+    assert ds.labels == ["person", "location"] and [g.text for g in ds.examples[0].spans] == ["Ada Lovelace", "London"]
+    (ds,) = load_ner_datasets(d / "train.txt")  # a file is read whatever its name
+    assert ds.name == "train" and ds.labels == ["location"]
+    (d / "labels.json").write_text('["person", "location", "organization"]')
+    assert load_ner_datasets(d)[0].labels == ["person", "location", "organization"]
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--split", "dev", "--predictions", str(pred)])
+    assert r.exit_code == 2 and "no dev file in" in r.output and "test.txt, train.txt" in r.output
+
+
 def test_threshold_sweep_equals_separate_runs(tmp_path):
     """One pass at the lowest threshold, filtered, gives exactly what a run at each threshold gives."""
     from glinker.eval.datasets import read_ner_dataset

@@ -144,6 +144,45 @@ def test_bio_reader(tmp_path):
     assert f"{bad}:2" in str(e.value)
 
 
+def test_bio_reader_reads_conll2003_own_layout(tmp_path):
+    """CoNLL-2003's train.txt: space-separated 'token POS CHUNK TAG' lines and -DOCSTART- document lines."""
+    f = tmp_path / "train.txt"
+    f.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n"
+                 "call NN I-NP O\n. . O O\n\n-DOCSTART- -X- -X- O\n\n1990 CD I-NP O\nPeter NNP B-NP B-PER\n"
+                 "Blackburn NNP I-NP I-PER\n", encoding="utf-8")
+    exs = list(D.iter_training(f))
+    assert [e.tokens for e in exs] == [["EU", "rejects", "German", "call", "."], ["1990", "Peter", "Blackburn"]]
+    assert [e.spans for e in exs] == [[(0, 0, "organization"), (2, 2, "misc")], [(1, 2, "person")]]
+    two = tmp_path / "two.bio"  # token<TAB>tag, a number first: no index column
+    two.write_text("1\tO\nParis\tB-LOC\n", encoding="utf-8")
+    assert [(e.tokens, e.spans) for e in D.iter_bio(two)] == [(["1", "Paris"], [(1, 1, "location")])]
+
+
+def test_training_records_with_bad_labels_are_named(tmp_path):
+    f = tmp_path / "train.jsonl"
+    ok = {"tokenized_text": ["Paris"], "ner": [[0, 0, "city"]]}
+    for rec, msg in [({**ok, "label": "city"}, "must be a list"), ({**ok, "label": ["city", ""]}, "must be a list"),
+                     ({**ok, "label": []}, "is empty but"), ({**ok, "ner": [[0, 0, ""]]}, "span 0 is invalid")]:
+        f.write_text(json.dumps(ok) + "\n" + json.dumps(rec) + "\n")
+        with pytest.raises(DataError, match=msg) as e:
+            list(D.iter_training(f))
+        assert f"{f}:2" in str(e.value)
+    f.write_text(json.dumps({**ok, "label": ["city", "river"]}) + "\n" + json.dumps({"tokenized_text": [], "ner": []})
+                 + "\n" + json.dumps({**ok, "label": None}) + "\n")
+    assert [e.labels for e in D.iter_training(f)] == [["city", "river"], None]  # the empty record is skipped
+
+
+def test_pilener_empty_passages_and_unfound_answers_are_reported(tmp_path, caplog):
+    f = tmp_path / "pile.jsonl"
+    rows = [{"doc_question_pairID": "1:1", "tagName": "city", "input": "Paris is big.", "output": '["Lyon"]'},
+            {"doc_question_pairID": "2:1", "tagName": "city", "input": "", "output": "[]"}]
+    f.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    with caplog.at_level("WARNING", logger="glinker.eval.datasets"):
+        exs = list(D.iter_pilener(f))
+    assert [e.id for e in exs] == ["1"] and exs[0].spans == []
+    assert "1 answers are not found" in caplog.text and "skipped 1 empty passages" in caplog.text
+
+
 def test_pilener_groups_passages_and_keeps_negatives(tmp_path):
     f = tmp_path / "pile.jsonl"
     lines = [

@@ -73,11 +73,14 @@ def test_resume_continues_exactly(tmp_path, tiny_ckpt, train_files):
     straight.train()
     first = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
     first.setup()
-    first.train(stop_at=3)  # as if the process died after the step-3 checkpoint
+    part = first.train(stop_at=3)  # as if the process died after the step-3 checkpoint
     resumed = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
     resumed.setup()
     assert resumed.step == 3
-    resumed.train()
+    assert 0 < resumed.seconds_before <= part["total_seconds"]
+    done = resumed.train()
+    # the final record's total covers both sessions, its seconds this one
+    assert done["total_seconds"] >= part["total_seconds"] + done["seconds"] * 0.99
     a = straight._trainable_state()
     b = resumed._trainable_state()
     assert a.keys() == b.keys()
@@ -293,8 +296,17 @@ def test_set_overrides_reach_lists_and_are_named_in_errors(tmp_path, monkeypatch
                  "data: [{path: one.json}]\ntrain: {steps: 5}\n")
     monkeypatch.chdir(tmp_path)
     cfg = load_train_config(f, {"data.0.path": "two.json", "output_dir": "runs/b"})
-    assert cfg.data[0].path == "two.json" and cfg.output_dir == str(tmp_path / "runs" / "b")  # --set: from here
-    assert load_train_config(f).output_dir == str(f.parent / "runs" / "a")  # in the file: from its folder
+    assert cfg.data[0].path == str(tmp_path / "two.json") and cfg.output_dir == str(tmp_path / "runs" / "b")  # --set: from here
+    in_file = load_train_config(f)
+    assert in_file.output_dir == str(f.parent / "runs" / "a")  # in the file: from its folder
+    assert in_file.data[0].path == str(f.parent / "one.json")  # missing: named where the docs say it is looked for
+    (tmp_path / "one.json").write_text("[]")  # only where the command runs (a relative ${GLINKER_DATA}): taken there
+    assert load_train_config(f).data[0].path == "one.json"
+    f.write_text("output_dir: runs/a\nmodle: {from_checkpoint: glinker-bi-minilm}\ndata: [{path: one.json}]\n")
+    with pytest.raises(ConfigError) as ei:  # the misspelt section is named first, not only the missing one
+        load_train_config(f)
+    assert str(ei.value).startswith(f"[E") and "modle: Extra inputs" in str(ei.value)
+    assert "did you mean 'model'" in str(ei.value) and "also model: Field required" in str(ei.value)
     with pytest.raises(ConfigError) as ei:
         load_train_config(f, {"train.stepz": 3})
     assert "--set train.stepz" in str(ei.value) and "did you mean 'steps'" in str(ei.value)

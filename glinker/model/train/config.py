@@ -162,7 +162,9 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     try:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # a misspelt key is reported first: the "missing" error it causes is its consequence
+        errs = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        err = errs[0]
         loc = tuple(err["loc"])
         line = loaded.line_of(loc)
         fix = "see docs/training.md for the keys"
@@ -172,20 +174,34 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         dotted = ".".join(map(str, loc))
         given = next((k for k in overrides or {} if dotted == k or dotted.startswith(k + ".")), None)
         where = f"--set {given}" if given else (f"{p}:{line}" if line else str(p))
-        raise ConfigError(f"{dotted}: {err['msg']}", where=where, fix=fix) from None
+        more = "".join(f"; also {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in errs[1:4])
+        more += f" (and {len(errs) - 4} more)" if len(errs) > 4 else ""
+        raise ConfigError(f"{dotted}: {err['msg']}{more}", where=where, fix=fix) from None
 
-    def rel(s: str | None) -> str | None:
+    def rel(s: str | None, data: bool = False) -> str | None:
+        """Relative to the config's folder; else relative to the working folder where that exists (a relative
+        ``${GLINKER_DATA}``); a model name that is neither stays as given (a hub id)."""
         if s is None or s.startswith(("pkg:",)) or Path(s).is_absolute():
             return s
         cand = p.parent / s
-        return str(cand) if cand.exists() or s.startswith(".") else s
+        if cand.exists() or s.startswith("."):
+            return str(cand)
+        if Path(s).exists():
+            return s
+        return str(cand) if data else s  # a missing data path is named where the docs say it is looked for
 
     # relative to the config's folder; one given with --set is relative to where the command runs
-    base = Path.cwd() if "output_dir" in (overrides or {}) else p.parent
+    set_keys = set(overrides or {})
+    base = Path.cwd() if "output_dir" in set_keys else p.parent
     cfg.output_dir = str(base / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
-    for src in [*cfg.data, *cfg.dev]:
-        src.path = rel(src.path) or src.path
-        src.entities = rel(src.entities)
+    for group, sources in (("data", cfg.data), ("dev", cfg.dev)):
+        for i, src in enumerate(sources):
+            for key in ("path", "entities"):
+                value = getattr(src, key)
+                if f"{group}.{i}.{key}" in set_keys and value and not Path(value).is_absolute():
+                    setattr(src, key, str(Path.cwd() / value))
+                else:
+                    setattr(src, key, rel(value, data=True))
     m = cfg.model
     m.text_encoder, m.labels_encoder, m.from_checkpoint = rel(m.text_encoder), rel(m.labels_encoder), rel(m.from_checkpoint)
     return cfg

@@ -118,6 +118,8 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         self.history: list[dict] = []
         self._label_cache: dict[str, Any] = {}
+        self.seconds_before = 0.0  # training time of earlier sessions of this run, up to their last checkpoint
+        self._t0: float | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -167,6 +169,9 @@ class Trainer:
                  sum(p.numel() for _, p in enc), sum(p.numel() for _, p in other))
         self._resume()
 
+    def _total_seconds(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
     def _train_mode(self) -> None:
         """Training mode, except a frozen label encoder: its cached vectors must not carry dropout noise."""
         self.model.net.train()
@@ -192,7 +197,7 @@ class Trainer:
             torch.save({"torch_rng": torch.get_rng_state()}, tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": self.step, "sampler": self.sampler.state(), "history": self.history,
-                "config": self.cfg.model_dump()}, default=list))
+                "train_seconds": self._total_seconds(), "config": self.cfg.model_dump()}, default=list))
             if final.exists():
                 shutil.rmtree(final)
             plain_mode(tmp, executable=True)  # mkdtemp's 0700 would hide it on shared storage
@@ -228,6 +233,7 @@ class Trainer:
         self.step = int(st["step"])
         self.sampler.set_state(st["sampler"])
         self.history = st.get("history", [])
+        self.seconds_before = float(st.get("train_seconds", 0.0))
         self.sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
         log.info("resumed from %s (step %d)", last, self.step)
 
@@ -311,6 +317,7 @@ class Trainer:
         c = self.cfg.train
         self._train_mode()
         t0, seen, run_loss = time.perf_counter(), 0, 0.0
+        self._t0 = t0
         from tqdm import tqdm
 
         bar = tqdm(total=c.steps, initial=self.step, desc="training", unit="step", disable=None)
@@ -343,9 +350,10 @@ class Trainer:
             if self.step % c.save_every == 0 or self.step == end:
                 self.save_checkpoint()
         bar.close()
+        # seconds: this session; total_seconds: the whole run (earlier sessions up to their last checkpoint)
+        final = {"step": self.step, "seconds": time.perf_counter() - t0, "total_seconds": self._total_seconds()}
         if self.step < c.steps:
-            return {"step": self.step, "seconds": time.perf_counter() - t0}
-        final = {"step": self.step, "seconds": time.perf_counter() - t0}
+            return final
         if self.dev:
             final["dev_f1"] = self.evaluate()
             self.history.append({"step": self.step, "dev_f1": final["dev_f1"]})
