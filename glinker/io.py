@@ -123,6 +123,19 @@ def check_text(text: str, where: str) -> None:
                         "character")
 
 
+def not_utf8(path: str | Path) -> DataError:
+    """The DataError for a text file that is not UTF-8, naming its first undecodable line and byte."""
+    p = Path(path)
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"not UTF-8 text (byte {e.start} of the line: {raw[e.start:e.start + 1]!r})",
+                                 where=f"{p}:{n}", fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return DataError("not UTF-8 text", where=str(p), fix="re-encode the file as UTF-8")
+
+
 def iter_jsonl_dicts(path: str | Path, skip_partial_tail: bool = True) -> Iterator[tuple[dict, int]]:
     """Yield ``(record, line_number)``; an unterminated invalid last line is skipped (with a warning)."""
     p = Path(path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import DataError
+from glinker.io import not_utf8
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,21 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[Any, int]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
-    with p.open("r", encoding="utf-8") as f:
-        head = ""
-        while True:
-            chunk = f.read(4096)
-            head += chunk
-            if not chunk or head.strip():
-                break
-        f.seek(0)
-        if head.lstrip().startswith("["):
-            yield from _iter_json_array(f, p)
-        else:
-            yield from _iter_jsonl(f, p)
+    try:
+        with p.open("r", encoding="utf-8-sig") as f:  # a byte-order mark is not JSON
+            head = ""
+            while True:
+                chunk = f.read(4096)
+                head += chunk
+                if not chunk or head.strip():
+                    break
+            f.seek(0)
+            if head.lstrip().startswith("["):
+                yield from _iter_json_array(f, p)
+            else:
+                yield from _iter_jsonl(f, p)
+    except UnicodeDecodeError:
+        raise not_utf8(p) from None
 
 
 def _iter_jsonl(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
@@ -151,7 +155,9 @@ def _iter_json_array(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
 
 def _read_json_small(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}", fix="fix the JSON syntax") from None
 
@@ -550,8 +556,12 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
         n_sent += 1
         return ex
 
-    with p.open("r", encoding="utf-8-sig") as f:
-        for n, raw in enumerate(f, 1):
+    with p.open("rb") as f:
+        for n, braw in enumerate(f, 1):
+            try:
+                raw = braw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise not_utf8(p) from None
             line = raw.rstrip("\n").rstrip("\r")
             if not line.strip() or line.startswith("-DOCSTART-"):
                 if rows:

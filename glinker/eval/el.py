@@ -338,7 +338,7 @@ def load_kb_ids(path: str) -> set[str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"KB id file not found: {p}", where=str(p), fix="pass a file with one entity id per line")
-    text = p.read_text(encoding="utf-8")
+    text = p.read_text(encoding="utf-8-sig")
 
     def rec_id(rec: Any) -> str | None:
         if isinstance(rec, dict):

@@ -305,6 +305,9 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
             raise DataError("prediction line needs dataset, index, text and entities", where=f"{p}:{line}",
                             fix='write lines as {"dataset", "index", "text", "entities": [...]}') from None
         by_ds.setdefault(name, {})[idx] = (text, ents, line)
+    if not by_ds:  # it would score 0 and read as a result
+        raise DataError("no prediction lines", where=str(p),
+                        fix="point --predictions at a file written by --save-predictions")
     sets = {d.name: d for d in load_ner_datasets(data, split=split)}
     results = []
     for name, rows in by_ds.items():

@@ -212,6 +212,27 @@ def test_ner_scores_annotated_bio_data(tmp_path):
     assert r.exit_code == 2 and "no dev file in" in r.output and "test.txt, train.txt" in r.output
 
 
+def test_ner_data_not_utf8_or_with_bom_and_empty_predictions(tmp_path):
+    d = make_ner_data(tmp_path / "data")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--predictions", str(empty)])
+    assert r.exit_code == 2 and "no prediction lines" in r.output  # not a score of 0
+    raw = (d / "test.json").read_bytes()
+    (d / "test.json").write_bytes(b"\xef\xbb\xbf" + raw)  # a byte-order mark (Windows editors) is read
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"dataset": "tiny", "index": 0, "text": "Ada Lovelace met Charles Babbage .",
+                                "entities": []}) + "\n")
+    assert runner.invoke(app, ["eval", "ner", "--data", str(d), "--predictions", str(pred)]).exit_code == 0
+    (d / "test.json").write_bytes(raw.replace(b"Ada", b"Ad\xe9", 1))  # latin-1
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--predictions", str(pred)])
+    assert r.exit_code == 2 and f"{d / 'test.json'}:1: not UTF-8" in r.output
+    bio = tmp_path / "test.conll"
+    bio.write_bytes(b"Paris B-LOC\n\nCaf\xe9 O\n")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(bio), "--predictions", str(pred)])
+    assert r.exit_code == 2 and f"{bio}:3: not UTF-8" in r.output
+
+
 def test_threshold_sweep_equals_separate_runs(tmp_path):
     """One pass at the lowest threshold, filtered, gives exactly what a run at each threshold gives."""
     from glinker.eval.datasets import read_ner_dataset
