@@ -69,6 +69,12 @@ class Document(_Record):
     text: str
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_id(cls, v: Any) -> Any:
+        # JSON ids are often numbers: kept as their decimal string, as `glinker link` writes them
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
 
 class Mention(_Record):
     """A span of a document, by character offsets (``end`` exclusive) into the original string."""

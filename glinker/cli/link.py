@@ -406,7 +406,26 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool) -> Any:
     f.truncate()
     f.write(json.dumps(ident, default=str) + "\n")
     f.flush()
-    return f
+    return _Claim(f, path, output)
+
+
+class _Claim:
+    """The locked ``OUTPUT.run.json``; released at the end of the run, and removed when the run wrote no output
+    (it failed before its first document: loading the model or KB), so no record is left of a run that did not
+    happen."""
+
+    def __init__(self, f: Any, path: Path, output: Path) -> None:
+        self.f, self.path, self.output = f, path, output
+
+    def __enter__(self) -> "_Claim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if not self.output.exists():
+                self.path.unlink(missing_ok=True)
+        finally:
+            self.f.close()
 
 
 def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:

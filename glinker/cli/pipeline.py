@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import typer
 
 from glinker.errors import PipelineError
@@ -19,14 +17,10 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
     from glinker.pipeline.spec import load_spec
 
     try:
-        spec = load_spec(file)
+        spec = load_spec(file, check_resources=True)
     except PipelineError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    missing = _missing_resources(spec)
-    if missing:
-        typer.echo(f"{file}: {len(missing)} problem(s)\n" + "\n".join(missing), err=True)
-        raise typer.Exit(2)
     order = topological_order(spec.stages)
     typer.echo(f"OK {file}: pipeline {spec.name!r}, {len(spec.stages)} stage(s), output {spec.output!r}")
     typer.echo("run order: " + " -> ".join(order))
@@ -34,26 +28,6 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
         typer.echo(f"model: {spec.header.model}")
     if spec.header.kb:
         typer.echo(f"kb: {spec.header.kb}")
-
-
-def _missing_resources(spec: Any) -> list[str]:
-    """Stages that need a KB or a model while neither they nor the pipeline name one (which loading allows, as
-    `glinker link --kb/--model` may give them, but running would not)."""
-    out = []
-    h = spec.header
-    for name, st in spec.stages.items():
-        p = st.params
-        weights = getattr(p, "weights", None)
-        uses_model = "model" in type(p).model_fields and not (
-            isinstance(weights, dict) and st.type == "rescore" and not weights.get("biencoder", 0))
-        for what, needed, default in (("kb", "kb" in type(p).model_fields, h.kb),
-                                      ("model", uses_model, h.model)):
-            if needed and getattr(p, what, None) is None and not default:
-                where = f"{spec.source}:{st.line}" if st.line else spec.source
-                out.append(f"[E250] {where}: stage {name!r} ({st.type}) needs a {what} and none is given\n"
-                           f"  fix: set `{what}:` at the top of the file (or on the stage), or pass --{what} to "
-                           f"glinker link")
-    return out
 
 
 @pipeline_app.command("show")

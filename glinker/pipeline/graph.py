@@ -38,8 +38,9 @@ def _input_where(st: "StageSpec", src: "LoadedYAML", index: int) -> tuple[str, i
 
 
 def check_graph(stages: dict[str, "StageSpec"], output: str | None,
-                src: "LoadedYAML") -> tuple[list[Problem], str | None]:
-    """Validate the wiring of already-valid stages. Returns (problems, the output stage name)."""
+                src: "LoadedYAML", quiet: bool = False) -> tuple[list[Problem], str | None]:
+    """Validate the wiring of already-valid stages. Returns (problems, the output stage name); ``quiet``: other
+    problems were found, so no warning about the output's choice (the file does not load anyway)."""
     problems: list[Problem] = []
     names = list(stages)
     for st in stages.values():
@@ -86,12 +87,14 @@ def check_graph(stages: dict[str, "StageSpec"], output: str | None,
             output = None
     elif len(sinks) == 1:
         output = sinks[0]
-    elif len(sinks) > 1 and not problems:
+    elif len(sinks) > 1 and not problems and not quiet:
         output = sinks[-1]
         logging.getLogger(__name__).warning(
             "%s: stages %s feed no other stage; the pipeline's output is the last one, %r (set `output:` to choose)",
             src.source, ", ".join(repr(s) for s in sinks), output)
     for n in names:
+        if not stages[n].inputs:
+            continue  # its `input`/`inputs` was invalid, and is reported as such
         if n not in nx.descendants(g, DOCUMENTS) and not any(p.code in ("E241", "E240", "E242") for p in problems):
             st = stages[n]
             problems.append(Problem("E245", f"stage {n!r} is not connected to the documents", where=src.where(("stages", n)),

@@ -33,6 +33,16 @@ def _type_name(ann: object) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _first_paragraph(doc: str) -> str:
+    """A docstring's first paragraph on one line (its first line alone may stop mid-sentence)."""
+    lines = []
+    for line in doc.strip().splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
+
+
 def _default(field) -> str:
     if field.is_required():
         return "**required**"
@@ -114,7 +124,7 @@ def render() -> str:
     for name in sorted(BUILTIN_STAGES):
         cls = reg.get(name)
         inputs = "any number of" if cls.max_inputs is None else f"{cls.max_inputs}"
-        out += [f"### `{name}`", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+        out += [f"### `{name}`", "", _first_paragraph(cls.__doc__ or ""), "",
                 f"- reads: {', '.join(cls.accepts)} ({inputs} input(s))", f"- produces: {cls.produces}", ""]
         rows = _table(cls.Params, skip=RESERVED_STAGE_KEYS)
         out += (rows if len(rows) > 2 else ["No parameters."]) + [""]

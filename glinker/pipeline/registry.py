@@ -59,7 +59,11 @@ class StageRegistry:
         """Register a stage class in this process (tests, notebooks). Returns the class."""
         key = name or cls.type_name
         if not key:
-            raise ConfigError(f"stage class {cls.__name__} has no type_name", fix="set type_name = '...'")
+            raise ConfigError(f"stage class {cls.__name__} has no type_name",
+                              fix="set type_name = '...' on the class, or pass a name")
+        if key in BUILTIN_STAGES and not cls.__module__.startswith("glinker."):
+            raise ConfigError(f"{key!r} is a built-in stage type; {cls.__name__} cannot replace it",
+                              fix="give the class another type_name")
         self._classes[key] = cls
         return cls
 
@@ -90,6 +94,11 @@ class StageRegistry:
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"stage type {name!r} points to {target!r}, which cannot be imported: {e}",
                               code="E231", fix="install the package that provides it, or fix its entry point") from e
+        except Exception as e:  # the plugin's module fails as it is imported: its bug, named as such
+            log.debug("importing %s failed", module_name, exc_info=True)
+            raise ConfigError(f"stage type {name!r}: importing {module_name!r} failed: {type(e).__name__}: {e}",
+                              code="E231", fix=f"fix or update the package that provides {module_name!r} (glinker "
+                              "-vv shows the traceback)") from e
         if not (isinstance(obj, type) and issubclass(obj, Stage)):
             raise ConfigError(f"stage type {name!r} ({target}) is not a glinker Stage subclass", code="E231",
                               fix="derive the class from glinker.pipeline.Stage")

@@ -6,6 +6,7 @@ time, calls and produced item counts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -15,11 +16,25 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from pydantic import ValidationError
 
-from glinker.errors import DataError, GlinkerError, StageError
+from glinker.errors import DataError, GlinkerError, PipelineError, StageError
 from glinker.pipeline.graph import render_dot, render_text, topological_order
-from glinker.pipeline.spec import PipelineSpec, load_spec
+from glinker.pipeline.spec import PipelineSpec, load_spec, resource_problems
 from glinker.pipeline.stage import DOCUMENTS, PipelineContext, Stage
-from glinker.types import Document
+from glinker.stages.records import CANDIDATES, LINKS, MENTIONS, MentionCandidates
+from glinker.types import Document, LinkedDocument, Mention
+
+KIND_SHAPES = {
+    MENTIONS: "a list of glinker.types.Mention per document (offsets within its text)",
+    CANDIDATES: "a list of glinker.stages.records.MentionCandidates per document",
+    LINKS: "one glinker.types.LinkedDocument per document",
+}
+
+
+def _kind_of(x: Any) -> str:
+    if isinstance(x, list):
+        odd = next((y for y in x if not isinstance(y, (Mention, MentionCandidates))), None)
+        return f"a list holding a {type(odd).__name__}" if odd is not None else "a list"
+    return f"a {type(x).__name__}"
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +88,13 @@ class BatchResult:
         return self.outputs[self.output_name]
 
 
-def as_document(item: Any, index: int) -> Document:
-    """Coerce a str, dict or Document into a Document; errors name the input position."""
+def as_document(item: Any, index: int, ids: Iterator[int] | None = None) -> Document:
+    """Coerce a str, dict or Document into a Document; errors name the input position. A document without an id
+    gets the next of ``ids`` (default: its position ``index``)."""
     if isinstance(item, Document):
         return item
     if isinstance(item, str):
-        return Document(id=str(index), text=item)
+        return Document(id=str(next(ids) if ids is not None else index), text=item)
     if isinstance(item, dict):
         try:
             doc = Document.model_validate(item)
@@ -87,7 +103,7 @@ def as_document(item: Any, index: int) -> Document:
             raise DataError(f"document {index} is invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}",
                             where=f"input[{index}]", fix="documents are strings or objects with a `text` field") from None
         if doc.id is None:
-            doc.id = str(index)
+            doc.id = str(next(ids) if ids is not None else index)
         return doc
     raise DataError(f"document {index} has type {type(item).__name__}", where=f"input[{index}]",
                     fix="pass strings, dicts with `text`, or glinker.Document objects")
@@ -101,10 +117,14 @@ class Pipeline:
         h = spec.header
         self.context = context or PipelineContext(model=h.model, kb=h.kb, base_dir=spec.base_dir,
                                                   device=h.settings.device, settings=h.settings.model_dump())
+        missing = resource_problems(spec, self.context.model, self.context.kb)
+        if missing:  # a stage with neither its own KB/model nor the pipeline's: say so now, not at the first batch
+            raise PipelineError(missing, source=spec.source)
         self.order = topological_order(spec.stages)
         self.stages: dict[str, Stage] = {n: spec.stages[n].cls(n, spec.stages[n].params, self.context)
                                          for n in self.order}
         self.stats = RunStats(stages={n: StageStats() for n in self.order})
+        self._next_id = itertools.count()  # default document ids: positions among all documents this object read
         self._gc_threshold: tuple[int, ...] | None = None  # set while warm_up(freeze_gc=True) raised gen 0's
 
     # construction -------------------------------------------------------------------------------------------
@@ -218,8 +238,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     stage.ensure_warm()
-                except GlinkerError:
-                    raise
+                except GlinkerError as e:
+                    raise self._located(e, n) from None
                 except Exception as e:
                     raise StageError(f"warm-up failed: {type(e).__name__}: {e}", where=self._where(n),
                                      fix="check the stage's model/kb settings") from e
@@ -228,6 +248,44 @@ class Pipeline:
     def _where(self, name: str) -> str:
         st = self.spec.stages[name]
         return f"stage {name!r} ({self.spec.source}:{st.line})" if st.line else f"stage {name!r}"
+
+    def _located(self, e: GlinkerError, name: str) -> GlinkerError:
+        """``e`` (raised inside stage ``name``) with the stage and its line added to its place, once."""
+        if not isinstance(e, PipelineError) and not (e.where or "").startswith("stage "):
+            e.where = f"{self._where(name)}: {e.where}" if e.where else self._where(name)
+            e.args = (e.render(),)
+        return e
+
+    def _check_output(self, name: str, stage: Stage, docs: list[Document], out: Any) -> None:
+        """A stage returns one entry per document, of its declared kind: checked here so that a wrong custom stage
+        is named, rather than the stage that reads its output (or nothing, when results went missing)."""
+        def bad(msg: str) -> StageError:
+            return StageError(f"{type(stage).__name__}.run returned {msg}", where=self._where(name),
+                              fix=f"run() returns a list with one entry per input document, in order; a "
+                                  f"{stage.produces!r} stage gives "
+                                  + KIND_SHAPES.get(stage.produces, "entries of its declared kind"))
+        if not isinstance(out, list):
+            raise bad(f"a {type(out).__name__}, not a list")
+        if len(out) != len(docs):
+            raise bad(f"{len(out)} entries for a batch of {len(docs)} documents")
+        if type(stage).__module__.startswith("glinker.stages."):
+            return  # built-in stages are tested; a plugin's output is checked item by item
+        if stage.produces == MENTIONS:
+            for d, (doc, row) in enumerate(zip(docs, out)):
+                if not isinstance(row, list) or not all(isinstance(m, Mention) for m in row):
+                    raise bad(f"for document {d} {_kind_of(row)}, not a list of glinker.types.Mention")
+                for m in row:
+                    if m.end > len(doc.text) or m.start >= m.end:
+                        raise bad(f"for document {d} a mention at {m.start}-{m.end}, outside its "
+                                  f"{len(doc.text)}-character text or empty")
+        elif stage.produces == CANDIDATES:
+            for d, row in enumerate(out):
+                if not isinstance(row, list) or not all(isinstance(mc, MentionCandidates) for mc in row):
+                    raise bad(f"for document {d} {_kind_of(row)}, not a list of MentionCandidates")
+        elif stage.produces == LINKS:
+            for d, doc in enumerate(out):
+                if not isinstance(doc, LinkedDocument):
+                    raise bad(f"for document {d} {_kind_of(doc)}, not a glinker.types.LinkedDocument")
 
     # running ------------------------------------------------------------------------------------------------
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
@@ -243,14 +301,15 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 out = stage.run(docs, ins)
-            except GlinkerError:
-                raise
+            except GlinkerError as e:
+                raise self._located(e, n) from None
             except Exception as e:
                 # a bug, not bad input: the traceback goes to the log (glinker -vv), the message to the user
                 log.debug("stage %r failed", n, exc_info=True)
                 raise StageError(f"{type(e).__name__}: {e}", where=self._where(n),
                                  fix="an unexpected error in the stage (a bug): run with -vv for its traceback and "
                                      "report it with the input; the input batch is unchanged") from e
+            self._check_output(n, stage, docs, out)
             s = self.stats.stages[n]
             s.seconds += time.perf_counter() - t0
             s.calls += 1
@@ -272,7 +331,7 @@ class Pipeline:
         seen = 0
         next_log = log_every
         for i, item in enumerate(documents):
-            batch.append(as_document(item, i))
+            batch.append(as_document(item, i, self._next_id))
             if len(batch) >= bs:
                 seen += len(batch)
                 yield self.run_batch(batch)
@@ -292,5 +351,27 @@ class Pipeline:
         return out
 
     def link(self, texts: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
-        """Link texts: the output stage's result per document (LinkedDocument for linking pipelines)."""
+        """Link texts: the output stage's result per document (LinkedDocument for linking pipelines). Documents
+        without an id are numbered in the order this pipeline reads them, across calls (0, 1, ...): a second call
+        goes on where the first stopped, so ids never repeat in what the pipeline writes."""
         return self(texts, batch_size=batch_size)
+
+    def close(self) -> None:
+        """Release what the stages opened (KB databases and what was read from them; loaded models stay cached);
+        the stages open them again if the pipeline is used after this."""
+        with self.context._lock:
+            for key, value in list(self.context._resources.items()):
+                if isinstance(key, tuple) and key[0] == "model":
+                    continue
+                closer = getattr(value, "close", None)
+                if callable(closer) and getattr(value, "manifest", None) is not None:  # a KB
+                    closer()
+                del self.context._resources[key]
+        for stage in self.stages.values():
+            stage._warm = False
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

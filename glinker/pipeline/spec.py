@@ -24,7 +24,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(default=32, ge=1, le=100_000, description="Documents per batch moved through the stages.")
-    device: str | None = Field(default=None, description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
+    device: str | None = Field(default=None, pattern=r"^(cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$",
+                               description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
     log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
     window_words: int | None = Field(
         default=None, ge=0, description="Longest window, in words, a model stage reads at once (longer documents are "
@@ -46,7 +47,7 @@ class PipelineHeader(BaseModel):
         "the file), or a KB read from its source at warm-up ({adapter, source, options, cache, refresh, template}, as "
         "a stage's `kb`; e.g. a SQL table).")
     settings: Settings = Field(default_factory=Settings, description="Run settings.")
-    output: str | None = Field(default=None, description="The stage whose output is the pipeline's result; default: the only sink.")
+    output: str | None = Field(default=None, description="The stage whose output is the pipeline's result; default: the only sink (with several, the last in the file, and a warning).")
     stages: dict[str, Any] = Field(description="Stage name → stage definition (type, input(s), parameters).")
 
     @field_validator("kb")
@@ -120,9 +121,12 @@ def _pydantic_problems(err: ValidationError, prefix: tuple, src: LoadedYAML, mod
                                     fix=f"add `{loc[-1]}:` here"))
         else:
             got = e.get("input")
-            got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-            problems.append(Problem(code_value, f"invalid value for {field_path!r}: {e['msg']} (got {got_s})",
-                                    where=where, line=line, fix=_value_fix(model, loc)))
+            got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"  # a mapping's own message says more
+            fix = _value_fix(model, loc)
+            if isinstance(got, bool) and "string" in e["msg"]:
+                fix = "quote it: YAML reads unquoted yes/no/on/off/true/false as booleans; " + fix
+            problems.append(Problem(code_value, f"invalid value for {field_path!r}: {e['msg']}{got_s}",
+                                    where=where, line=line, fix=fix))
     return problems
 
 
@@ -135,14 +139,20 @@ def _value_fix(model: type[BaseModel], loc: tuple) -> str:
     if field is None:
         return "see docs/yaml-reference.md for the allowed values"
     ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-    desc = f" — {field.description}" if field.description else ""
+    if ann == "Literal":
+        ann = "one of the values named"
+    text = field.description or ""
+    first = text.split(". ")[0].rstrip(".")  # the field's first sentence: the whole text is in docs/yaml-reference.md
+    desc = f" — {first[:157] + '...' if len(first) > 160 else first}" if first else ""
     value = field.get_default(call_default_factory=True) if not field.is_required() else None
     default = "" if field.is_required() else f" (default: {value!r})"
     return f"expected {ann}{default}{desc}"
 
 
-def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir: Path | None = None) -> PipelineSpec:
-    """Validate a loaded YAML document. Raises PipelineError listing every problem found."""
+def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir: Path | None = None,
+               check_resources: bool = False) -> PipelineSpec:
+    """Validate a loaded YAML document. Raises PipelineError listing every problem found; ``check_resources``
+    adds :func:`resource_problems` (stages without a KB or model, and names that do not exist)."""
     from glinker.pipeline.graph import check_graph
 
     reg = reg or default_registry
@@ -150,8 +160,8 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
     problems: list[Problem] = list(src.duplicates)
     data = src.data
     if not isinstance(data, dict):
-        kind = "empty" if data is None else type(data).__name__
-        raise PipelineError([Problem("E202", f"a pipeline must be a YAML mapping, this file is {kind}",
+        kind = "is empty" if data is None else f"holds a {type(data).__name__}"
+        raise PipelineError([Problem("E202", f"a pipeline must be a YAML mapping, this file {kind}",
                                      where=src.where(()), line=src.line_of(()),
                                      fix="start with `name: ...` and a `stages:` mapping")], source=src.source)
 
@@ -182,8 +192,12 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
 
     output = header.output if header else None
     if stages:
-        graph_problems, output = check_graph(stages, output, src)
+        graph_problems, output = check_graph(stages, output, src, quiet=bool(problems))
         problems += graph_problems
+    if check_resources and header is not None:
+        partial = PipelineSpec.model_construct(header=header, stages=stages, source=src.source,
+                                               base_dir=base_dir or Path.cwd(), output=output or "")
+        problems += resource_problems(partial, check_paths=True)
     if problems:
         problems.sort(key=lambda p: (p.line or 0))
         raise PipelineError(problems, source=src.source)
@@ -208,8 +222,9 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
                                 where=where, line=line, fix=f"write `{name}: {{type: <stage type>, ...}}`"))
         body = {}
     elif not isinstance(stype, str) or not stype:
-        problems.append(Problem("E215", f"stage {name!r} has no `type`", where=where, line=line,
-                                fix=f"add `type:` with one of: {', '.join(reg.names())}"))
+        what = "has no `type`" if stype in (None, "") else f"has a `type` that is a {type(stype).__name__}, not a name"
+        problems.append(Problem("E215", f"stage {name!r} {what}", where=where, line=line,
+                                fix=f"write `type: <one stage type>`, one of: {', '.join(reg.names())}"))
     else:
         tline = src.line_of(path + ("type",))
         if ":" in stype or ("." in stype and stype not in reg):
@@ -289,10 +304,86 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
                      description=str(desc) if desc else ""), []
 
 
-def load_spec(path: str | Path, *, reg: StageRegistry | None = None) -> PipelineSpec:
+_HUB_ID = None
+
+
+def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = None,
+                      check_paths: bool = False) -> list[Problem]:
+    """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
+    command line) name one (E250); with ``check_paths``, also the KB folders, model names, label files and label
+    banks the file names that do not exist (E251), so `pipeline validate` finds them before a run does."""
+    import re
+
+    global _HUB_ID
+    if _HUB_ID is None:
+        _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+    h = spec.header
+    model = model if model is not None else h.model
+    kb = kb if kb is not None else h.kb
+    out: list[Problem] = []
+
+    def where(st: StageSpec | None) -> tuple[str, int | None]:
+        line = st.line if st is not None else None
+        return (f"{spec.source}:{line}" if line else spec.source), line
+
+    def check(what: str, value: Any, st: StageSpec | None) -> None:
+        if not isinstance(value, str) or not value or "${" in value:
+            return
+        w, line = where(st)
+        p = Path(value).expanduser()
+        found = p if p.is_absolute() else spec.base_dir / p
+        if not found.exists() and not p.is_absolute() and p.exists():
+            found = p
+        if what == "model":
+            from glinker.model import shipped
+
+            if value.lower() == "none" or shipped.is_shipped(value) or found.is_dir():
+                return
+            if not value.startswith((".", "/", "~")) and _HUB_ID.fullmatch(value):
+                return  # a hub id: fetched (or read from the hub cache) when the model loads
+            msg, fix = (f"model {value!r} is not a folder, a shipped model ({', '.join(shipped.shipped_names()) or 'none'}) "
+                        "or a hub id (owner/name)", "fix the name or the path (relative to the pipeline file)")
+        elif what == "kb":
+            if found.is_dir():
+                return
+            msg, fix = (f"KB folder {value!r} does not exist (looked for {found})",
+                        f"build it with `glinker kb build ... --out {value}`, or fix the path (relative to the "
+                        "pipeline file)")
+        else:
+            if found.exists():
+                return
+            msg, fix = f"{what} {value!r} does not exist (looked for {found})", "fix the path (relative to the pipeline file)"
+        name = f"stage {st.name!r}" if st is not None else "the pipeline"
+        out.append(Problem("E251", f"{name}: {msg}", where=w, line=line, fix=fix))
+
+    if check_paths:
+        check("model", h.model, None)
+        check("kb", h.kb, None)
+    for name, st in spec.stages.items():
+        p = st.params
+        if p is None:
+            continue
+        fields = type(p).model_fields
+        weights = getattr(p, "weights", None)
+        uses_model = "model" in fields and not (
+            isinstance(weights, dict) and st.type == "rescore" and not weights.get("biencoder", 0))
+        for what, needed, default in (("kb", "kb" in fields, kb), ("model", uses_model, model)):
+            if needed and getattr(p, what, None) is None and not default:
+                w, line = where(st)
+                out.append(Problem("E250", f"stage {name!r} ({st.type}) needs a {what} and none is given", where=w,
+                                   line=line, fix=f"set `{what}:` at the top of the file (or on the stage), or pass "
+                                                  f"--{what} to glinker link ({what}= to load_pipeline)"))
+        if check_paths:
+            for what in ("kb", "model", "labels_file", "label_bank"):
+                if what in fields:
+                    check(what, getattr(p, what, None), st)
+    return out
+
+
+def load_spec(path: str | Path, *, reg: StageRegistry | None = None, check_resources: bool = False) -> PipelineSpec:
     """Read and validate a pipeline file; relative paths in it resolve against its folder."""
     loaded = load_yaml(path=path)
-    return parse_spec(loaded, reg=reg, base_dir=Path(path).resolve().parent)
+    return parse_spec(loaded, reg=reg, base_dir=Path(path).resolve().parent, check_resources=check_resources)
 
 
 def loads_spec(text: str, *, reg: StageRegistry | None = None, source: str = "<string>",

@@ -75,10 +75,13 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
             line = key_node.start_mark.line + 1
             if key in result:
                 first = out.lines.get(path + (key,))
+                written = key_node.value if isinstance(key_node, yaml.ScalarNode) else key
+                read_as = f" ({written!r} read as {key!r}: quote it)" if str(written) != str(key) else ""
                 out.duplicates.append(Problem(
-                    "E210", f"duplicate key {key!r} (first defined on line {first})",
+                    "E210", f"duplicate key {key!r} (first defined on line {first}){read_as}",
                     where=f"{out.source}:{line}", line=line,
-                    fix="every key (and every stage name) must be unique: rename or remove one of them"))
+                    fix="every key (and every stage name) must be unique: rename or remove one of them; YAML reads "
+                        "unquoted yes/no/on/off/true/false as booleans and 1 as a number, so quote such names"))
                 continue
             out.lines[path + (key,)] = line
             result[key] = _build(value_node, path + (key,), out)
@@ -113,6 +116,11 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         except UnicodeDecodeError as e:
             raise PipelineError([Problem("E203", f"file is not valid UTF-8 ({e.reason} at byte {e.start})",
                                          where=source, fix="save the file as UTF-8")], source=source, what=what) from None
+        except OSError as e:  # a folder, no permission...
+            raise PipelineError([Problem("E202", f"cannot read the {what} file: "
+                                         + ("it is a folder" if Path(path).is_dir() else e.strerror or str(e)),
+                                         where=source, fix=f"name the {what}'s YAML file")],
+                                source=source, what=what) from None
     out = LoadedYAML(data=None, source=source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -7,7 +7,7 @@ Every candidate keeps its entity id from the moment it is retrieved; limits appl
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
@@ -123,11 +123,17 @@ class AliasCandidates(Stage):
         return out
 
 
+FUZZ_SCORERS = ("ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "token_ratio",
+                "partial_token_sort_ratio", "partial_token_set_ratio", "partial_token_ratio", "WRatio", "QRatio")
+"""The similarity functions of ``rapidfuzz.fuzz``."""
+
+
 class FuzzyCandidatesParams(StageParams):
     kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
     top_k: int = Field(default=10, ge=1, description="Candidates kept per mention, best match first.")
     score_cutoff: float = Field(default=88.0, ge=0, le=100, description="Minimum rapidfuzz similarity (0-100).")
-    scorer: str = Field(default="ratio", description="rapidfuzz scorer: ratio, WRatio, token_sort_ratio, ...")
+    scorer: Literal[FUZZ_SCORERS] = Field(  # type: ignore[valid-type]
+        default="ratio", description="rapidfuzz scorer: " + ", ".join(FUZZ_SCORERS) + ".")
     skip_exact: bool = Field(default=True, description="Skip mentions that have an exact alias match (cheaper).")
     min_chars: int = Field(default=4, ge=1, description="Shorter mentions are not fuzzy-matched.")
 

@@ -1,5 +1,5 @@
-"""Writers as a pipeline stage: linked documents to JSONL (appended and flushed per batch), JSON or a
-self-contained HTML page (rewritten atomically after every batch, so a crash leaves the last complete page)."""
+"""Writers as a pipeline stage: linked documents to JSONL, a JSON array or a self-contained HTML page, each
+appended to and complete after every batch (a crash leaves every earlier batch in a complete file)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from glinker.pipeline.stage import Stage, StageParams
 from glinker.stages.records import LINKS
@@ -17,13 +17,26 @@ from glinker.types import Document
 class WriteLinksParams(StageParams):
     path: str = Field(description="Output file; relative paths resolve against the current directory.")
     format: Literal["auto", "jsonl", "json", "html"] = Field(
-        default="auto", description="auto picks by the file extension (.jsonl, .json, .html).")
+        default="auto", description="auto picks by the file extension (.jsonl, .json, .html, .htm); another "
+        "extension needs the format named.")
     append: bool = Field(default=False, description="JSONL: append to an existing file instead of replacing it.")
     title: str = Field(default="glinker: linked documents", description="HTML page title.")
 
+    @model_validator(mode="after")
+    def _known_format(self) -> "WriteLinksParams":
+        if self.format == "auto" and Path(self.path).suffix.lower() not in _BY_SUFFIX:
+            raise ValueError(f"cannot tell the format of {self.path!r} from its extension: name the file .jsonl, "
+                             ".json or .html, or set format: jsonl, json or html")
+        return self
+
+
+_BY_SUFFIX = {".jsonl": "jsonl", ".json": "json", ".html": "html", ".htm": "html"}
+
 
 class WriteLinks(Stage):
-    """Write the linked documents of each batch and pass them on unchanged."""
+    """Write the linked documents of each batch and pass them on unchanged. The file is started at the first batch
+    and kept complete after every batch (JSONL lines appended; a JSON array or an HTML page appended to in place),
+    for as long as the pipeline object lives: repeated ``link()`` calls add to it."""
 
     type_name = "write_links"
     Params = WriteLinksParams
@@ -34,33 +47,25 @@ class WriteLinks(Stage):
     def warm_up(self) -> None:
         p: WriteLinksParams = self.params  # type: ignore[assignment]
         self.path = Path(os.path.expanduser(p.path))
-        fmt = p.format
-        if fmt == "auto":
-            suf = self.path.suffix.lower()
-            fmt = {".jsonl": "jsonl", ".json": "json", ".html": "html", ".htm": "html"}.get(suf, "jsonl")
-        self.fmt = fmt
-        self.docs: list[Any] = []
+        self.fmt = p.format if p.format != "auto" else _BY_SUFFIX[self.path.suffix.lower()]
+        self.writer: Any = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "jsonl" and not p.append and self.path.exists():
+        if self.fmt == "jsonl" and not p.append and self.path.exists():
             self.path.unlink()
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[Any]:
-        from glinker.io import to_jsonable, write_json, write_jsonl
+        from glinker.io import write_jsonl
 
         p: WriteLinksParams = self.params  # type: ignore[assignment]
         batch = inputs[0]
         if self.fmt == "jsonl":
             write_jsonl(self.path, batch, append=True)
         else:
-            self.docs.extend(to_jsonable(d) for d in batch)
-            if self.fmt == "json":
-                write_json(self.path, self.docs)
-            else:
-                from glinker.stages.writers import render_html
+            if self.writer is None:
+                from glinker.stages.writers import HTMLWriter, JSONWriter
 
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                tmp.write_text(render_html(self.docs, title=p.title), encoding="utf-8")
-                os.replace(tmp, self.path)
+                self.writer = JSONWriter(self.path) if self.fmt == "json" else HTMLWriter(self.path, title=p.title)
+            self.writer.write(batch)
         return batch
 
     def count(self, output: Any) -> int:

@@ -30,8 +30,8 @@ class RescoreParams(StageParams):
                     "entity), popularity (log popularity relative to the mention's best candidate), prior "
                     "(p(entity | mention) from the KB's alias counts for the mention's normalised text; a form "
                     "without counts: see `missing_prior`; left out of the mean when the KB has no alias counts at "
-                    "all), alias (1 exact, 0.9 variant), fuzzy (similarity 0-1), dense (sigmoid of the retrieval "
-                    "score), type (1 if the mention's label maps to one of the entity's types, else 0), coherence (cosine, "
+                    "all), alias (1 the label, 0.95 an alias, 0.9 a variant such as a plural), fuzzy (similarity "
+                    "0-1), dense (sigmoid of the retrieval score), type (1 if the mention's label maps to one of the entity's types, else 0), coherence (cosine, "
                     "floored at 0, of the entity's vector with the document's other mentions: the sum of their "
                     "best candidates' unit vectors weighted by their scores before coherence, mentions of the "
                     "same form left out; a mention with no other form in its document leaves coherence out of "
@@ -169,7 +169,9 @@ class Rescore(Stage):
         from glinker.stages.candidates import ensure_vectors
 
         p: RescoreParams = self.params  # type: ignore[assignment]
-        rows = [merge_candidate_lists([inp[d] for inp in inputs]) if len(inputs) > 1 else list(inputs[0][d])
+        # merged, or copied: the input stage's records may feed other branches too, and are not ours to change
+        rows = [merge_candidate_lists([inp[d] for inp in inputs]) if len(inputs) > 1
+                else [MentionCandidates(mc.mention, [c.clone() for c in mc.candidates], mc.vector) for mc in inputs[0][d]]
                 for d in range(len(documents))]
         ids = sorted({c.entity_id for row in rows for mc in row for c in mc.candidates})
         ents = self.entities.get(ids)

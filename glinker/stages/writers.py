@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from glinker.io import read_done_ids, repair_jsonl_tail, resume_state, to_jsonable, write_json, write_jsonl
+from glinker.io import read_done_ids, repair_jsonl_tail, resume_state, to_jsonable, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -65,51 +65,91 @@ class JSONLWriter:
         self.close()
 
 
+class _ArrayFile:
+    """A file made of a fixed head, items joined by ``sep`` and a fixed tail, complete after every ``append``.
+
+    A batch is appended by writing it over the tail, then the tail again, so each batch costs its own size (not the
+    whole file's) and a crash leaves every earlier batch in a complete file. The file is created (head + tail)
+    atomically when the writer opens it."""
+
+    def __init__(self, path: str | Path, head: str, tail: str, sep: str) -> None:
+        import os
+        import tempfile
+
+        from glinker.io import plain_mode
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tail, self.sep = tail.encode("utf-8"), sep.encode("utf-8")
+        self.end = len(head.encode("utf-8"))  # where the tail starts
+        self.count = 0
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(head.encode("utf-8") + self.tail)
+        plain_mode(tmp)
+        os.replace(tmp, self.path)
+
+    def append(self, parts: Sequence[str]) -> None:
+        import os
+
+        if not parts:
+            return
+        body = (self.sep if self.count else b"") + self.sep.join(x.encode("utf-8") for x in parts)
+        with open(self.path, "r+b") as f:
+            f.seek(self.end)
+            f.write(body + self.tail)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        self.end += len(body)
+        self.count += len(parts)
+
+
 class JSONWriter:
-    """Collect batches and write one JSON array on ``close()`` (atomically)."""
+    """Write linked documents as one JSON array, appended batch by batch: the file is a complete array after every
+    batch (each batch costs its own size, whatever was written before)."""
 
     def __init__(self, path: str | Path, indent: int | None = 2) -> None:
         self.path = Path(path)
         self.indent = indent
-        self.docs: list[dict[str, Any]] = []
+        self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n")
 
     def write(self, batch: Sequence[Any]) -> int:
-        self.docs.extend(to_jsonable(d) for d in batch)
+        self._file.append([json.dumps(to_jsonable(d), ensure_ascii=False, indent=self.indent) for d in batch])
         return len(batch)
 
     def close(self) -> None:
-        write_json(self.path, self.docs, indent=self.indent)
+        """Nothing is buffered: the file is complete after every batch."""
 
     def __enter__(self) -> JSONWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
+        self.close()
 
 
 class HTMLWriter:
-    """Collect batches and write a self-contained HTML page on ``close()``."""
+    """Write a self-contained HTML page of linked documents, appended batch by batch (complete after each)."""
 
     def __init__(self, path: str | Path, title: str = "glinker: linked documents") -> None:
         self.path = Path(path)
         self.title = title
-        self.docs: list[dict[str, Any]] = []
+        head, tail = _page(title)
+        self._file = _ArrayFile(self.path, head, tail, "\n")
 
     def write(self, batch: Sequence[Any]) -> int:
-        self.docs.extend(to_jsonable(d) for d in batch)
+        n = self._file.count
+        self._file.append([_render_doc(n + i, to_jsonable(d)) for i, d in enumerate(batch)])
         return len(batch)
 
     def close(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(render_html(self.docs, title=self.title), encoding="utf-8")
+        """Nothing is buffered: the page is complete after every batch."""
 
     def __enter__(self) -> HTMLWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
+        self.close()
 
 
 def _get(d: Any, key: str) -> Any:
@@ -126,6 +166,7 @@ header{display:flex;gap:1.5rem;align-items:baseline;flex-wrap:wrap}
 mark.gl-m{position:relative;border-radius:3px;padding:0 1px;cursor:help}
 mark.gl-link{background:var(--link);border-bottom:2px solid var(--link-b)}
 mark.gl-nil{background:var(--nil);border-bottom:2px dashed var(--nil-b);color:#374151}
+mark.gl-ment{background:#fef3c7;border-bottom:2px solid #d97706}
 mark.gl-m:hover::after{content:attr(data-tip);position:absolute;left:0;top:1.6em;z-index:9;white-space:pre;
  background:#111827;color:#f9fafb;font-size:12px;line-height:1.4;padding:.3rem .5rem;border-radius:4px}
 body.gl-hide-nil mark.gl-nil{background:none;border:none}
@@ -136,10 +177,11 @@ body.gl-hide-nil mark.gl-nil{background:none;border:none}
 _JS = """
 (function(){
   var links=document.querySelectorAll('main mark.gl-link').length, nils=document.querySelectorAll('main mark.gl-nil').length;
+  var ments=document.querySelectorAll('main mark.gl-ment').length;
   document.body.setAttribute('data-links', String(links));
   document.body.setAttribute('data-nils', String(nils));
   var c=document.getElementById('gl-counts');
-  if(c){c.textContent=links+' linked, '+nils+' NIL';}
+  if(c){c.textContent=ments&&!links&&!nils?ments+' mentions':links+' linked, '+nils+' NIL';}
   var t=document.getElementById('gl-toggle-nil');
   if(t){t.addEventListener('change',function(){document.body.classList.toggle('gl-hide-nil',t.checked);});}
 })();
@@ -164,24 +206,52 @@ def _tip(link: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _mention_tip(m: dict[str, Any]) -> str:
+    parts = [f"type: {m['label']}" if m.get("label") else "mention"]
+    if isinstance(m.get("score"), (int, float)):
+        parts.append(f"score: {m['score']:.3f}")
+    return "\n".join(parts)
+
+
 def _render_doc(i: int, doc: dict[str, Any]) -> str:
     text = doc.get("text") or ""
     links = []
-    for ln in doc.get("links") or []:
+    # a linking pipeline's record has links; one that stops at mention detection (ner_only) has mentions
+    items = doc.get("links") if doc.get("links") is not None else [
+        {"mention": m, "_mention": True} for m in doc.get("mentions") or []]
+    for ln in items:
         m = ln.get("mention") or {}
         s, e = m.get("start"), m.get("end")
         if isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(text):
             links.append((s, e, ln))
         else:
-            log.warning("document %r: link with offsets (%r, %r) outside the text is not shown", doc.get("id"), s, e)
-    # overlapping mentions cannot nest in one highlight layer: keep the earliest, then longest
-    links.sort(key=lambda t: (t[0], -(t[1] - t[0])))
-    out, pos, skipped = [], 0, 0
-    for s, e, ln in links:
-        if s < pos:
-            skipped += 1
-            continue
+            log.warning("document %r: mention with offsets (%r, %r) outside the text is not shown", doc.get("id"), s, e)
+
+    def rank(t: tuple[int, int, dict[str, Any]]) -> tuple:
+        s, e, ln = t
+        conf = ln.get("confidence") if ln.get("confidence") is not None else (ln.get("mention") or {}).get("score")
+        nil = not ln.get("_mention") and (ln.get("entity_id") or NIL) == NIL
+        return (nil, -(conf if isinstance(conf, (int, float)) else 0.0), -(e - s), s)
+
+    # overlapping mentions cannot nest in one highlight layer: links before NILs, then the most confident, the
+    # longest, the earliest
+    shown: list[tuple[int, int, dict[str, Any]]] = []
+    for t in sorted(links, key=rank):
+        if all(t[1] <= a or t[0] >= b for a, b, _ in shown):
+            shown.append(t)
+    skipped = len(links) - len(shown)
+    shown.sort(key=lambda t: t[0])
+    out, pos = [], 0
+    for s, e, ln in shown:
         out.append(html.escape(text[pos:s]))
+        if ln.get("_mention"):
+            tip = _mention_tip(ln["mention"])
+            a = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in {
+                "class": "gl-m gl-ment", "data-label": str(ln["mention"].get("label") or ""), "data-tip": tip,
+                "title": tip}.items())
+            out.append(f"<mark {a}>{html.escape(text[s:e])}</mark>")
+            pos = e
+            continue
         eid = ln.get("entity_id") or NIL
         cls = "gl-nil" if eid == NIL else "gl-link"
         conf = ln.get("confidence")
@@ -205,9 +275,15 @@ def _render_doc(i: int, doc: dict[str, Any]) -> str:
 
 
 def render_html(docs: Iterable[Any], title: str = "glinker: linked documents") -> str:
-    """A self-contained HTML page highlighting every document's links (NIL mentions styled apart)."""
+    """A self-contained HTML page highlighting every document's links (NIL mentions styled apart), or the mentions
+    of a pipeline without linking."""
     items = [to_jsonable(d) for d in docs]
-    body = "\n".join(_render_doc(i, d) for i, d in enumerate(items))
+    head, tail = _page(title)
+    return head + "\n".join(_render_doc(i, d) for i, d in enumerate(items)) + tail
+
+
+def _page(title: str) -> tuple[str, str]:
+    """The page around the documents' sections: (head, tail)."""
     t = html.escape(title)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -218,9 +294,9 @@ def render_html(docs: Iterable[Any], title: str = "glinker: linked documents") -
         f"<title>{t}</title><style>{_CSS}</style></head>\n<body>"
         f"<header><h1>{t}</h1><span id=\"gl-counts\"></span>"
         "<span class=\"gl-legend\"><mark class=\"gl-m gl-link\">linked</mark> "
-        "<mark class=\"gl-m gl-nil\">NIL</mark></span>"
+        "<mark class=\"gl-m gl-nil\">NIL</mark> <mark class=\"gl-m gl-ment\">mention</mark></span>"
         "<label><input type=\"checkbox\" id=\"gl-toggle-nil\"> hide NIL</label></header>\n"
-        f"<main>\n{body}\n</main>\n<script>{_JS}</script></body></html>\n"
+        "<main>\n", f"\n</main>\n<script>{_JS}</script></body></html>\n"
     )
 
 

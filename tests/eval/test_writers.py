@@ -148,14 +148,41 @@ def test_render_html_is_escaped_and_self_contained():
 
 
 def test_render_html_overlaps_and_bad_offsets():
-    d = LinkedDocument(id="o", text="New York City", links=[
-        Link(mention=Mention(start=0, end=8, text="New York"), entity_id="Q60"),
-        Link(mention=Mention(start=4, end=13, text="York City"), entity_id="Q1"),
+    """Overlapping mentions: a link before a NIL, then the more confident, then the longer."""
+    d = LinkedDocument(id="o", text="New York City hall", links=[
+        Link(mention=Mention(start=0, end=18, text="New York City hall")),  # NIL, longest: hidden
+        Link(mention=Mention(start=0, end=8, text="New York"), entity_id="Q60", confidence=0.9),
+        Link(mention=Mention(start=4, end=13, text="York City"), entity_id="Q1", confidence=0.5),
+        Link(mention=Mention(start=14, end=18, text="hall"), entity_id="Q3", confidence=0.2),
         Link(mention=Mention(start=20, end=25, text="zzz"), entity_id="Q2")])
     p = _Marks()
     p.feed(render_html([d]))
-    assert [m["text"] for m in p.marks] == ["New York"]
-    assert "1 overlapping mention(s) not highlighted" in render_html([d])
+    assert [m["text"] for m in p.marks] == ["New York", "hall"]
+    assert "2 overlapping mention(s) not highlighted" in render_html([d])
+
+
+def test_html_of_a_pipeline_without_linking_highlights_its_mentions():
+    rec = {"id": "m", "text": "Ada met Bob.", "mentions": [{"start": 0, "end": 3, "text": "Ada", "label": "person",
+                                                           "score": 0.91}]}
+    p = _Marks()
+    p.feed(render_html([rec]))
+    assert [(m["class"], m["text"]) for m in p.marks] == [("gl-m gl-ment", "Ada")]
+    assert "type: person" in render_html([rec]) and "score: 0.910" in render_html([rec])
+
+
+def test_json_and_html_writers_append_and_stay_complete(tmp_path):
+    """Each batch is written over the closing tail: the file is whole after every batch, and a batch costs its own
+    size (the file is never rewritten)."""
+    js, page = tmp_path / "l.json", tmp_path / "l.html"
+    jw, hw = JSONWriter(js), HTMLWriter(page, title="t")
+    assert read_json(js) == [] and page.read_text().rstrip().endswith("</html>")
+    for i in range(3):
+        jw.write([linked(2 * i), linked(2 * i + 1)])
+        hw.write([linked(2 * i), linked(2 * i + 1)])
+        assert [d.id for d in read_json(js)] == [str(k) for k in range(2 * i + 2)]
+        text = page.read_text()
+        assert text.count('class="gl-doc"') == 2 * i + 2 and text.rstrip().endswith("</html>")
+    assert render_html([linked(k) for k in range(6)], title="t") == page.read_text()
 
 
 def _chromium() -> str | None:

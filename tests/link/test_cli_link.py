@@ -119,6 +119,21 @@ def test_html_output_and_mentions_only_pipeline(tmp_path, tiny_model, tiny_kb):
     lp.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
     run_link(src, lp, tmp_path / "out.html")
     assert 'data-entity="Q64"' in (tmp_path / "out.html").read_text()
+    run_link(src, p, tmp_path / "m.html")  # a pipeline without linking: its mentions are highlighted
+    page = (tmp_path / "m.html").read_text()
+    assert page.count('class="gl-m gl-ment"') == 1 + 2 and ">Berlin</mark>" in page  # the legend's, then two
+
+
+def test_a_run_that_fails_before_writing_leaves_no_run_record(tmp_path, tiny_model):
+    p = tmp_path / "p.yaml"
+    p.write_text(f"name: m\nkb: {tmp_path / 'no-kb'}\nstages:\n  mentions: {{type: alias_mentions}}\n")
+    src = tmp_path / "in.txt"
+    src.write_text("Paris\n")
+    from glinker.errors import GlinkerError
+
+    with pytest.raises(GlinkerError, match="stage 'mentions'"):
+        run_link(src, p, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.jsonl.run.json").exists()
 
 
 def test_console_script_runs(pipeline, tmp_path):

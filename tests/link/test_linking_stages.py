@@ -591,3 +591,41 @@ def test_a_short_form_borrows_the_prior_of_its_full_name_in_the_document(tiny_mo
     assert full.entity_id == short.entity_id == "Q830149" and short.confidence == pytest.approx(1.0)
     [out] = pipe(y.replace("IDP", ", in_document_prior: false"), tiny_model, kb).link([doc])
     assert out.links[1].entity_id == NIL and {c.scores["prior"] for c in out.links[1].candidates} == {0.0}
+
+
+def test_branches_reading_one_candidate_set_do_not_change_each_other(tiny_model, tiny_kb):
+    """Two rescore stages on the same candidates: each works on its own copy (one re-scored and cut the other's
+    candidates in place before)."""
+    y = """stages:
+  m: {type: given_mentions}
+  c: {type: alias_candidates, input: m, top_k: 10}
+  a: {type: rescore, input: c, weights: {popularity: 1.0}}
+  b: {type: rescore, input: c, weights: {alias: 1.0}, top_k: 1}
+  la: {type: select, input: a, top_k: 10}
+  lb: {type: select, input: b, top_k: 10}
+  both: {type: merge_candidates, inputs: [a, b]}
+output: la
+"""
+    p = pipe(y, tiny_model, tiny_kb)
+    [res] = list(p.run([given((0, 5), text="Paris is nice.")]))
+    only_a = pipe(y.split("  b:")[0] + "  la: {type: select, input: a, top_k: 10}\n", tiny_model, tiny_kb)
+    [alone] = only_a.link([given((0, 5), text="Paris is nice.")])
+    a, b = res.outputs["la"][0].links[0], res.outputs["lb"][0].links[0]
+    assert [(c.entity_id, c.score) for c in a.candidates] == [(c.entity_id, c.score) for c in alone.links[0].candidates]
+    assert len(a.candidates) == 3 and len(b.candidates) == 1
+    assert [len(mc.candidates) for mc in res.outputs["c"][0]] == [3]  # the shared input is as the stage made it
+    assert all("a" not in c.scores and "b" not in c.scores for mc in res.outputs["c"][0] for c in mc.candidates)
+
+
+def test_a_stage_without_its_kb_is_refused_when_the_pipeline_is_built(tiny_model):
+    with pytest.raises(PipelineError) as e:
+        Pipeline(loads_spec("name: t\nstages:\n  m: {type: given_mentions}\n  c: {type: alias_candidates, input: m}\n",
+                            source="t.yaml"))
+    assert "[E250] t.yaml:4: stage 'c' (alias_candidates) needs a kb" in str(e.value)
+
+
+def test_write_links_needs_a_format_it_can_tell(tiny_model, tiny_kb, tmp_path):
+    with pytest.raises(PipelineError, match="cannot tell the format of"):
+        pipe(f"stages:\n  m: {{type: given_mentions}}\n  c: {{type: alias_candidates, input: m}}\n"
+             f"  l: {{type: select, input: c}}\n  w: {{type: write_links, input: l, path: {tmp_path}/out.txt}}\n",
+             tiny_model, tiny_kb)

@@ -6,6 +6,7 @@ import pytest
 
 from glinker.errors import DataError, StageError
 from glinker.pipeline import Pipeline, loads_spec
+from glinker.types import Mention
 
 FAN = """name: fan
 settings: {batch_size: 2}
@@ -96,3 +97,63 @@ def test_stage_crash_names_the_stage_and_line(fresh_registry):
                             reg=fresh_registry, source="b.yaml"))
     with pytest.raises(StageError, match=r"stage 'x' \(b.yaml:4\).*ZeroDivisionError"):
         p(["Hello"])
+
+
+def _custom(fresh_registry, ret, produces="mentions"):
+    from glinker.pipeline import Stage, StageParams
+
+    class Custom(Stage):
+        type_name = "custom"
+        Params = StageParams
+        accepts = ("documents",)
+
+        def run(self, documents, inputs):
+            return ret(documents)
+
+    Custom.produces = produces
+    fresh_registry.register(Custom)
+    return Pipeline(loads_spec("name: c\nstages:\n  a: {type: custom}\n  s: {type: merge_mentions, inputs: [a]}\n",
+                               reg=fresh_registry, source="c.yaml"))
+
+
+@pytest.mark.parametrize("ret, msg", [
+    (lambda docs: {"not": "a list"}, "returned a dict, not a list"),
+    (lambda docs: [[]], "1 entries for a batch of 2 documents"),
+    (lambda docs: [[{"start": 0}] for _ in docs], "for document 0 a list holding a dict, not a list of glinker"),
+    (lambda docs: [[Mention(start=5, end=500, text="x")] for _ in docs], "a mention at 5-500, outside its"),
+])
+def test_a_custom_stage_returning_the_wrong_shape_is_named(fresh_registry, ret, msg):
+    """A plugin's output is checked after each batch: results never go missing, and the error names the plugin,
+    not the built-in stage that reads its output."""
+    p = _custom(fresh_registry, ret)
+    with pytest.raises(StageError) as e:
+        p(["Hello there", "Bye"])
+    assert "stage 'a' (c.yaml:3)" in str(e.value) and msg in str(e.value)
+
+
+def test_library_errors_inside_a_stage_name_the_stage(fresh_registry):
+    def bad(docs):
+        raise DataError("the thing is wrong", where="thing.txt", fix="fix it")
+
+    p = _custom(fresh_registry, bad)
+    with pytest.raises(DataError) as e:
+        p(["Hello"])
+    assert str(e.value).startswith("[E600] stage 'a' (c.yaml:3): thing.txt: the thing is wrong")
+
+
+def test_default_ids_continue_across_calls_and_numeric_ids_are_read(fan_pipeline):
+    def ids(texts):
+        return [d.id for r in fan_pipeline.run(texts) for d in r.documents]
+
+    assert ids(["One 1999.", "Two 2001."]) + ids(["Three 1950.", {"id": 7, "text": "Four 1960."}]) == ["0", "1", "2", "7"]
+
+
+def test_builtin_stage_names_cannot_be_taken(fresh_registry):
+    from glinker.errors import ConfigError
+    from glinker.pipeline import Stage
+
+    class Mine(Stage):
+        type_name = "regex_mentions"
+
+    with pytest.raises(ConfigError, match="built-in stage type"):
+        fresh_registry.register(Mine)

@@ -78,3 +78,39 @@ stages:
   m: {type: merge_mentions, inputs: [a, b]}
 """)
     assert spec.stages["b"].params.ignore_case is True
+
+
+def test_a_bad_input_is_not_also_reported_as_unconnected(caplog):
+    text = "name: t\nstages:\n  a: {type: regex_mentions, patterns: {y: '[0-9]+'}}\n  b: {type: merge_mentions, input: [a]}\n"
+    with caplog.at_level("WARNING"), pytest.raises(PipelineError) as info:
+        loads_spec(text, source="t.yaml")
+    assert [p.code for p in info.value.problems] == ["E216"]
+    assert "feed no other stage" not in caplog.text  # no advice about a file that does not load
+
+
+def test_yaml_booleans_and_numbers_as_names_say_quote_it():
+    text = "name: t\nstages:\n  1: {type: regex_mentions, patterns: {y: '[0-9]+', no: 'No'}}\n  yes: {type: merge_mentions, inputs: ['1']}\n  on: {type: merge_mentions, inputs: ['1']}\n"
+    with pytest.raises(PipelineError) as info:
+        loads_spec(text, source="t.yaml")
+    msg = str(info.value)
+    assert "duplicate key True (first defined on line 3) ('on' read as True: quote it)" in msg
+    assert "quote it: YAML reads unquoted yes/no/on/off/true/false as booleans" in msg
+
+
+def test_a_type_that_is_not_a_name_and_a_folder_as_the_file(tmp_path):
+    with pytest.raises(PipelineError, match="has a `type` that is a list, not a name"):
+        loads_spec("name: t\nstages:\n  a: {type: [regex_mentions]}\n")
+    with pytest.raises(PipelineError, match="cannot read the pipeline file: it is a folder"):
+        load_spec(tmp_path)
+
+
+def test_a_plugin_that_fails_as_it_is_imported_is_named(tmp_path, monkeypatch):
+    from glinker.pipeline.registry import StageRegistry
+
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = StageRegistry()
+    reg._paths["broken"] = "broken_plugin:Stage"
+    with pytest.raises(PipelineError) as info:
+        loads_spec("name: t\nstages:\n  a: {type: broken}\n", reg=reg)
+    assert "E231" in str(info.value) and "RuntimeError: broken at import" in str(info.value)
