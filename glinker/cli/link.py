@@ -370,7 +370,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     return counts
 
 
-def _claim_output(output: Path, ident: dict[str, Any], resuming: bool) -> Any:
+def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline") -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
     record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
     refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
@@ -386,7 +386,8 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool) -> Any:
         pass
     except OSError:
         f.close()
-        raise ConfigError(f"another glinker link is writing {output} (it holds {path})", where="--output",
+        raise ConfigError(f"another glinker {'link' if noun == 'pipeline' else 'ner'} is writing {output} (it holds "
+                          f"{path})", where="--output",
                           fix="wait for it to finish, or write to another -o") from None
     f.seek(0)
     try:
@@ -399,8 +400,8 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool) -> Any:
             f.close()
             what = ", ".join(f"{k} {before.get(k)!r} then, {ident[k]!r} now" if k != "pipeline" else
                              "the pipeline's stages or settings" for k in differ)
-            raise ConfigError(f"{output} was written by another pipeline ({what}); resuming would mix two "
-                              f"pipelines' links in one file", where="--output",
+            raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
+                              f"{noun}s' results in one file", where="--output",
                               fix="pass --no-resume to overwrite it, or write to another -o")
     f.seek(0)
     f.truncate()

@@ -50,10 +50,13 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
             names.append(k)
             prompts.append(v)
         if len(set(prompts)) != len(prompts):
+            first: dict[str, str] = {}
+            a, b = next((first[t], n) for n, t in zip(names, prompts) if t in first or first.setdefault(t, n) != n)
             raise DataError(
-                "label descriptions must be unique within a label set",
+                f"labels {a!r} and {b!r} have the same description {labels[a]!r}: the label set cannot tell them "
+                "apart",
                 where=where,
-                fix="give every label a different description",
+                fix="give every label a different description (or merge the two labels)",
             )
         return prompts, names
     if isinstance(labels, str):
@@ -69,6 +72,28 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
         raise DataError(f"label {blank[0]} is empty", where=where, fix="drop empty labels")
     out = list(dict.fromkeys(labels))
     return out, out
+
+
+def _device(device: Any) -> Any:
+    """``device`` as a torch device that this machine has; a ConfigError naming it otherwise."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown torch device {device!r}", where="device",
+                          fix="use cpu, cuda or cuda:N (mps on Apple silicon)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
+    if not available.get(dev.type, True):
+        raise ConfigError(f"device {device!r} is not available here (this torch build or machine has no "
+                          f"{dev.type.upper()})", where="device", fix="use --device cpu, or leave it out")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                          where="device", fix="use cuda:0 .. cuda:N-1")
+    return dev
 
 
 class BiEncoder:
@@ -141,12 +166,17 @@ class BiEncoder:
         net = BiEncoderNetwork(cfg, text_model, label_model)
         strict_load(net, load_state_dict(ckpt), str(ckpt))
         tok, ltok = load_tokenizers(ckpt, cfg)
-        dev = torch.device(device) if device is not None else torch.device("cpu")
+        dev = _device(device)
         net.to(dev)
+        model = cls(net, cfg, tok, ltok, dev, str(path_or_hub_id))
         if dtype is not None:
-            net.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+            want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+            if want != next(net.parameters()).dtype:
+                # the checkpoint's identity, not the cast's: banks and KBs it encoded still match
+                model._fingerprint = model.fingerprint
+                net.to(want)
         net.eval()
-        return cls(net, cfg, tok, ltok, dev, str(path_or_hub_id))
+        return model
 
     def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
         """Write a checkpoint that both glinker and gliner load."""
@@ -214,6 +244,12 @@ class BiEncoder:
             return (out, out_e) if want_e else out
         lens = self.labels_tokenizer(list(prompts), add_special_tokens=True, truncation=True)["input_ids"]
         order = sorted(range(n), key=lambda i: len(lens[i]))
+        limit = getattr(self.labels_tokenizer, "model_max_length", None)
+        if limit and limit < 100_000:
+            cut = [i for i in range(n) if len(lens[i]) >= limit]
+            if cut:
+                log.warning("%d label text(s) longer than the label encoder's %d tokens are cut there (first: %r); "
+                            "shorten their descriptions", len(cut), limit, prompts[cut[0]][:60] + "...")
         bar = None
         if progress:
             from tqdm import tqdm

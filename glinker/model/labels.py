@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -155,6 +156,26 @@ def build_faiss_index(
     return index
 
 
+def check_factory(factory: str, n: int, dim: int, mips: str = "auto") -> None:
+    """A ConfigError unless faiss can build ``factory`` over ``n`` label vectors of ``dim``: run before a build
+    spends its time encoding labels for an index it then cannot make."""
+    import re
+
+    faiss = _faiss()
+    l2 = uses_mips_transform(factory, mips)
+    try:
+        faiss.index_factory(dim + 1 if l2 else dim, factory, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ConfigError(f"faiss cannot build index {factory!r}: {str(e).strip().splitlines()[-1]}",
+                          where="label index factory",
+                          fix='use a faiss factory string such as "Flat", "HNSW32" or "IVF1024,Flat"') from None
+    m = re.match(r"IVF(\d+)", factory)
+    if m and int(m.group(1)) > n:
+        raise ConfigError(f"{factory!r} needs at least {m.group(1)} labels to train its lists; there are {n}",
+                          where="label index factory",
+                          fix=f"use fewer lists (IVF{max(1, n // 39)},Flat) or an exact index: Flat")
+
+
 def search_index(
     index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = 32
 ) -> Any:
@@ -221,6 +242,7 @@ class LabelBank:
         self.nprobe = 32
         self._faiss_index: Any = None
         self._index_path: Path | None = None
+        self._dir: Path | None = None  # the folder the bank was loaded from
         # a model's scoring matrices for these labels (folded P, the low-precision copy), reused across calls
         self._scoring_cache: dict[str, Any] = {}
 
@@ -302,7 +324,24 @@ class LabelBank:
                     )
                 self._faiss_index = idx
             else:
+                import time
+
+                t0 = time.perf_counter()
                 self.build_index()
+                took = time.perf_counter() - t0
+                d = self._dir
+                if d is not None and os.access(d, os.W_OK):
+                    try:  # the next run reads it instead of building it again
+                        self.save_index(d)
+                        log.warning("built a %s index over %d labels in %.0f s and saved it in %s", self.index_factory,
+                                    len(self), took, d)
+                    except OSError as e:
+                        log.warning("built a %s index over %d labels in %.0f s; could not save it in %s: %s",
+                                    self.index_factory, len(self), took, d, e)
+                else:
+                    log.warning("built a %s index over %d labels in %.0f s, for this process only: build the bank "
+                                "with its index once (glinker labels build ... --index %s)", self.index_factory,
+                                len(self), took, self.index_factory)
         return self._faiss_index
 
     def search(self, queries: Any, k: int) -> Any:
@@ -357,6 +396,11 @@ class LabelBank:
         then given the number of rows already on disk through :func:`rows_done` and must start there.
         """
         w = _BankWriter(Path(out_dir), names, prompts, dim, model_fingerprint, resume)
+        if w.complete:  # nothing to encode: the batches are not asked for
+            close = getattr(batches, "close", None)
+            if callable(close):
+                close()
+            return w.finish()
         bar = None
         if progress:
             from tqdm import tqdm
@@ -369,6 +413,17 @@ class LabelBank:
         if bar is not None:
             bar.close()
         return w.finish()
+
+    def drop_index(self, out_dir: str | os.PathLike) -> None:
+        """Remove the saved FAISS index of the bank in ``out_dir`` (and forget it here)."""
+        d = Path(out_dir)
+        meta = json.loads((d / BANK_JSON).read_text(encoding="utf-8"))
+        meta["index_factory"] = None
+        _atomic_write(d / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        (d / BANK_INDEX).unlink(missing_ok=True)
+        self._faiss_index = None
+        self._index_path = None
+        self.index_factory = None
 
     def save_index(self, out_dir: str | os.PathLike) -> Path:
         """Write only the FAISS index (and the metadata naming it) into a saved bank folder, leaving the
@@ -400,10 +455,17 @@ class LabelBank:
         d = Path(bank_dir)
         meta_f, vec_f = d / BANK_JSON, d / BANK_VECTORS
         if not meta_f.is_file() or not vec_f.is_file():
+            if not d.exists():
+                raise DataError("no such label bank folder", where=str(d),
+                                fix="check the path, or build the bank: glinker labels build LABELS -m MODEL -o DIR")
+            if (d / BUILD_STATE).is_file():
+                raise DataError("the label bank's build was interrupted before it finished", where=str(d),
+                                fix="re-run the same `glinker labels build` command: it resumes where it stopped")
             raise DataError(
                 "not a label bank folder",
                 where=str(d),
-                fix=f"pass a folder written by LabelBank.save (it holds {BANK_JSON} and {BANK_VECTORS})",
+                fix=f"pass a folder written by `glinker labels build` or LabelBank.save (it holds {BANK_JSON} and "
+                    f"{BANK_VECTORS})",
             )
         try:
             meta = json.loads(meta_f.read_text(encoding="utf-8"))
@@ -429,6 +491,7 @@ class LabelBank:
         bank = cls(
             meta["names"], meta.get("prompts", meta["names"]), vec, meta.get("model_fingerprint", ""), emb
         )
+        bank._dir = d
         if (d / BANK_INDEX).is_file():
             bank._index_path = d / BANK_INDEX
             bank.index_factory = meta.get("index_factory")
@@ -440,36 +503,118 @@ class LabelBank:
             self.model_fingerprint and fingerprint and self.model_fingerprint != fingerprint
         ):
             raise ModelError(
-                "the label bank was encoded with a different model",
-                where="LabelBank",
-                fix="re-encode the labels with this model: model.encode_labels(labels)",
+                f"the label bank{f' {self._dir}' if self._dir else ''} was encoded with a different model "
+                f"(fingerprint {self.model_fingerprint[:12]}, this model {fingerprint[:12]}; dim {self.dim} vs {dim})",
+                where=str(self._dir) if self._dir else "LabelBank",
+                fix="use the model that built it, or re-encode the labels with this one: glinker labels build "
+                    "LABELS -m MODEL -o DIR (in Python: model.encode_labels(labels))",
             )
 
 
 def read_labels_file(path: str | os.PathLike) -> list[str] | dict[str, str]:
-    """Labels from a file: one name a line (``.txt`` and anything else), or ``.json`` (a list of names or an
-    object name -> description). A DataError names the file (and line) when it cannot be read."""
+    """Labels from a file, checked as read (a DataError names the file and the line or entry):
+
+    - ``.json``: a list of names, or an object ``{name: description}`` (the description is what is encoded);
+    - ``.jsonl``: one label a line, ``{"name": ..., "description": ...}`` (``label`` for ``name``; description
+      optional) or a JSON string;
+    - anything else (``.txt``): one name a line; blank lines and lines starting with ``#`` are skipped.
+
+    Names and descriptions are stripped and must not be empty; a name given twice is an error in the JSON forms
+    and kept once (with a warning) in a text file. A UTF-8 byte-order mark is read."""
+    from glinker.io import not_utf8
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise not_utf8(p) from None
     except OSError as e:
         raise DataError(f"cannot read labels: {e.strerror}", where=str(p), fix="check the path") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 (byte {e.start})", where=str(p), fix="save the labels file as UTF-8") from None
-    if p.suffix.lower() == ".json":
-        try:
-            out = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", where=f"{p}:{e.lineno}",
-                            fix="a JSON list of names or an object {name: description}") from None
-        if not isinstance(out, (list, dict)):
-            raise DataError("must hold a list of names or an object {name: description}", where=str(p),
-                            fix='e.g. ["person", "organization"]')
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        out = _labels_json(text, p)
+    elif suffix in (".jsonl", ".ndjson"):
+        out = _labels_jsonl(text, p)
     else:
-        out = [x.strip() for x in text.splitlines() if x.strip()]
+        names = [x.strip() for x in text.splitlines()]
+        names = [x for x in names if x and not x.startswith("#")]
+        out = list(dict.fromkeys(names))
+        if len(out) < len(names):
+            log.warning("%s: %d repeated label lines kept once", p, len(names) - len(out))
     if not out:
         raise DataError("no labels in the file", where=str(p), fix="one label a line")
     return out
+
+
+def _labels_json(text: str, p: Path) -> list[str] | dict[str, str]:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, v in items:
+            if k in d:
+                raise DataError(f"label {k!r} is given twice", where=str(p), fix="give every label once")
+            d[k] = v
+        return d
+
+    try:
+        out = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", where=f"{p}:{e.lineno}",
+                        fix="a JSON list of names or an object {name: description}") from None
+    if isinstance(out, list):
+        for i, x in enumerate(out):
+            if not isinstance(x, str) or not x.strip():
+                raise DataError(f"entry {i} is {x!r}, not a label name", where=str(p),
+                                fix='a list of non-empty strings, e.g. ["person", "organization"]')
+        names = [x.strip() for x in out]
+        if len(set(names)) < len(names):
+            dup = next(n for i, n in enumerate(names) if n in names[:i])
+            raise DataError(f"label {dup!r} is given twice", where=str(p), fix="give every label once")
+        return names
+    if isinstance(out, dict):
+        described: dict[str, str] = {}
+        for k, v in out.items():
+            if not k.strip() or not isinstance(v, str) or not v.strip():
+                raise DataError(f"label {k!r}: {'the name is empty' if not k.strip() else f'its description is {v!r}'}",
+                                where=str(p), fix='map every non-empty name to a non-empty description, e.g. '
+                                                 '{"person": "a human being"}')
+            if k.strip() in described:
+                raise DataError(f"label {k.strip()!r} is given twice", where=str(p), fix="give every label once")
+            described[k.strip()] = v.strip()
+        return described
+    raise DataError("must hold a list of names or an object {name: description}", where=str(p),
+                    fix='e.g. ["person", "organization"]')
+
+
+def _labels_jsonl(text: str, p: Path) -> list[str] | dict[str, str]:
+    names: list[str] = []
+    desc: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", where=where,
+                            fix='one label a line: {"name": "person", "description": "a human being"}') from None
+        if isinstance(rec, str):
+            rec = {"name": rec}
+        name = rec.get("name", rec.get("label")) if isinstance(rec, dict) else None
+        d = rec.get("description") if isinstance(rec, dict) else None
+        if not isinstance(name, str) or not name.strip() or (d is not None and (not isinstance(d, str) or not d.strip())):
+            raise DataError("expected a non-empty \"name\" and an optional non-empty \"description\"", where=where,
+                            fix='one label a line: {"name": "person", "description": "a human being"}')
+        name = name.strip()
+        if name in desc or name in names:
+            raise DataError(f"label {name!r} is given twice", where=where, fix="give every label once")
+        names.append(name)
+        if d is not None:
+            desc[name] = d.strip()
+    if desc and len(desc) < len(names):
+        missing = next(x for x in names if x not in desc)
+        raise DataError(f"label {missing!r} has no description while others have one", where=str(p),
+                        fix="give every label a description, or none")
+    return desc or names
 
 
 def _check_unique(names: Sequence[str]) -> None:
@@ -519,13 +664,24 @@ def _labels_digest(names: Sequence[str], prompts: Sequence[str], dim: int, finge
     return h.hexdigest()
 
 
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    """Where a bank replacing the finished bank in ``out_dir`` is built, beside it: the old bank stays whole (and
+    readable by processes that have it open) until the new one is complete and swapped in."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}.building"
+
+
 def rows_done(out_dir: str | os.PathLike) -> int:
-    """Rows already written by an interrupted :meth:`LabelBank.write_batches` build in ``out_dir`` (0: none)."""
-    f = Path(out_dir) / BUILD_STATE
-    try:
-        return int(json.loads(f.read_text(encoding="utf-8"))["done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    """Rows already written by an interrupted :meth:`LabelBank.write_batches` build of ``out_dir`` (0: none),
+    in the folder itself or, when it replaces a finished bank there, in :func:`staging_dir`."""
+    for d in (staging_dir(out_dir), Path(out_dir)):
+        try:
+            return int(json.loads((d / BUILD_STATE).read_text(encoding="utf-8"))["done"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+    return 0
 
 
 class _BankWriter:
@@ -544,30 +700,43 @@ class _BankWriter:
             )
         _check_unique(names)
         self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise DataError("is a file, not a folder", where=str(out), fix="give a new folder for the label bank")
         self.digest = _labels_digest(names, prompts, dim, fingerprint)
         self.complete = resume and self._finished_here()
-        if self.complete:  # a finished bank of these labels and this model: nothing to encode again
+        if self.complete:  # a finished bank of these labels and this model: nothing to encode, nothing written
             self.done = self.n
-            self._record()  # rows_done() tells the encoder so
             log.info("label bank %s is already complete (%d labels)", out, self.n)
             return
+        if (out / BANK_JSON).is_file():
+            # another finished bank is there: build beside it and swap at the end, so that it stays whole for the
+            # processes reading it (its vectors are memory-mapped) and survives an interrupted build
+            self.work = staging_dir(out)
+        else:
+            self.work = out
+            if out.is_dir() and not (out / BUILD_STATE).is_file() and any(
+                    not f.name.startswith(".") for f in out.iterdir()):
+                raise DataError("the folder is not empty and holds no label bank: building there would overwrite "
+                                "its files", where=str(out), fix="give a new or empty folder for the label bank")
+            shutil.rmtree(staging_dir(out), ignore_errors=True)  # a replacement that was never finished
+        self.work.mkdir(parents=True, exist_ok=True)
+        work = self.work
         state = {}
-        if resume and (out / BUILD_STATE).is_file() and (out / BANK_VECTORS).is_file():
+        if resume and (work / BUILD_STATE).is_file() and (work / BANK_VECTORS).is_file():
             try:
-                state = json.loads((out / BUILD_STATE).read_text(encoding="utf-8"))
+                state = json.loads((work / BUILD_STATE).read_text(encoding="utf-8"))
             except ValueError:
                 state = {}
         self.done = int(state.get("done", 0)) if state.get("digest") == self.digest else 0
         if self.done:
-            self.arr = np.load(out / BANK_VECTORS, mmap_mode="r+")
+            self.arr = np.load(work / BANK_VECTORS, mmap_mode="r+")
             if self.arr.shape != (self.n, dim):
                 self.done = 0
         if not self.done:
-            (out / BANK_JSON).unlink(missing_ok=True)  # the folder is not a bank until the JSON is written
-            (out / BANK_INDEX).unlink(missing_ok=True)
-            (out / BANK_EMBEDDINGS).unlink(missing_ok=True)
-            self.arr = np.lib.format.open_memmap(out / BANK_VECTORS, mode="w+", dtype=np.float32, shape=(self.n, dim))
+            for name in (BANK_JSON, BANK_INDEX, BANK_EMBEDDINGS, BANK_VECTORS):
+                # unlinked, not overwritten: a process that has the old file mapped keeps reading the old rows
+                (work / name).unlink(missing_ok=True)
+            self.arr = np.lib.format.open_memmap(work / BANK_VECTORS, mode="w+", dtype=np.float32, shape=(self.n, dim))
             self._record()
         else:
             log.info("resuming label bank %s at row %d of %d", out, self.done, self.n)
@@ -584,7 +753,7 @@ class _BankWriter:
 
     def _record(self) -> None:
         state = {"digest": self.digest, "done": self.done, "count": self.n}
-        _atomic_write(self.out / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
+        _atomic_write(self.work / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
 
     def append(self, b: Any) -> None:
         import numpy as np
@@ -603,7 +772,6 @@ class _BankWriter:
 
     def finish(self) -> LabelBank:
         if self.complete:
-            (self.out / BUILD_STATE).unlink(missing_ok=True)
             return LabelBank.load(self.out, mmap=True)
         if self.done != self.n:
             raise DataError(
@@ -613,6 +781,11 @@ class _BankWriter:
             )
         del self.arr
         meta = _meta(self.names, self.prompts, self.dim, self.fingerprint, None)
-        _atomic_write(self.out / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
-        (self.out / BUILD_STATE).unlink(missing_ok=True)
+        _atomic_write(self.work / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        (self.work / BUILD_STATE).unlink(missing_ok=True)
+        if self.work != self.out:  # swap the new bank in; the old one goes (open memory maps keep their pages)
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.rename(self.out, old)
+            os.rename(self.work, self.out)
+            shutil.rmtree(old, ignore_errors=True)
         return LabelBank.load(self.out, mmap=True)

@@ -184,7 +184,7 @@ def test_per_text_labels_and_duplicates(model):
     assert {e["label"] for e in out[1]} <= {"org"}
     with pytest.raises(DataError, match="one label set per text"):
         model.predict(TEXTS, [["person"]], threshold=0.5)
-    with pytest.raises(DataError, match="unique"):
+    with pytest.raises(DataError, match="have the same description"):
         model.predict(TEXTS, {"a": "same", "b": "same"})
 
 

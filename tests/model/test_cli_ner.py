@@ -97,8 +97,36 @@ def test_ner_streams_and_keeps_results_written_before_a_bad_line(tmp_path):
     )
     assert r.exit_code != 0 and "in.jsonl:301" in str(r.exception)
     done = (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(done) == 256  # the first batch of 256 was written before line 301 was read
-    assert json.loads(done[-1])["text"] == "John Smith visited Paris 255 times."
+    assert len(done) == 300  # every document before the bad line is written
+    assert json.loads(done[-1])["text"] == "John Smith visited Paris 299 times."
+    lines[-1] = json.dumps({"text": "Ada Lovelace in London."})
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")  # fixed: the re-run resumes
+    args = ["ner", "-m", CKPT, "-l", "person,location", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    done = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(done) == 301 and done[-1]["text"] == "Ada Lovelace in London." and done[0]["id"] == "1"
+    r = runner.invoke(app, args[:4] + ["-l", "person", "-t", "0.6"] + args[6:])  # other labels: refused
+    assert "written by another run (labels" in str(r.exception) and "--no-resume" in str(r.exception)
+    r = runner.invoke(app, args + ["--no-resume"])
+    assert r.exit_code == 0 and len((tmp_path / "o.jsonl").read_text().splitlines()) == 301
+    r = runner.invoke(app, args[:-2] + ["-o", str(tmp_path / "in.jsonl")])  # the input as the output: refused
+    assert "is the input file" in str(r.exception)
+    assert len((tmp_path / "in.jsonl").read_text().splitlines()) == 301
+
+
+def test_ner_skip_bad_and_label_files(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"text": "John Smith lives in Paris."}\n{"text": "cut\n{"text": "Ada."}\n')
+    (tmp_path / "l.txt").write_bytes(b"\xef\xbb\xbfperson\r\n# a comment\r\nlocation\r\nperson\r\n")
+    r = runner.invoke(app, ["ner", "-m", CKPT, "--labels-file", str(tmp_path / "l.txt"), str(tmp_path / "in.jsonl"),
+                            "-o", str(tmp_path / "o.jsonl"), "--skip-bad", "-t", "0.0"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in recs] == ["1", "3"]
+    assert {e["label"] for x in recs for e in x["entities"]} <= {"person", "location"}  # no BOM, no comment
+    (tmp_path / "d.json").write_text('{"person": "a human", "": "a place"}')
+    r = runner.invoke(app, ["ner", "-m", CKPT, "--labels-file", str(tmp_path / "d.json"), str(tmp_path / "in.jsonl")])
+    assert "d.json" in str(r.exception) and "the name is empty" in str(r.exception)
 
 
 def test_ner_non_utf8_input_and_output_paths(tmp_path):

@@ -46,7 +46,7 @@ def test_interrupted_build_resumes_where_it_stopped(model, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         LabelBank.write_batches(out, LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
     assert rows_done(out) == 16
-    with pytest.raises(DataError, match="not a label bank"):
+    with pytest.raises(DataError, match="interrupted before it finished"):
         LabelBank.load(out)  # half a bank is not a bank
     bank = model.encode_labels_to(LABELS, out, chunk_size=8)
     assert torch.equal(bank.vectors[:8], torch.zeros(8, model.dim))  # rows 0..7 were kept, not re-encoded
@@ -58,6 +58,45 @@ def test_interrupted_build_resumes_where_it_stopped(model, tmp_path):
     assert torch.allclose(other.vectors[:36], ref[:36], atol=1e-6)
     again = model.encode_labels_to(LABELS, out, chunk_size=8, resume=False)
     assert torch.allclose(again.vectors, ref, atol=1e-6)
+
+
+def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(model, tmp_path):
+    """Another label set built into a finished bank's folder: built beside it and swapped in at the end, so a
+    process reading the old bank (memory-mapped) keeps its rows, and an interrupted rebuild leaves it intact."""
+    import os
+
+    out = tmp_path / "b"
+    model.encode_labels_to(LABELS, out, chunk_size=8)
+    live = LabelBank.load(out)  # memory-mapped, as a running `glinker ner` holds it
+    before = live.vectors.clone()
+    shuffled = LABELS[::-1]
+
+    def interrupted():
+        yield model.encode_labels(shuffled[:8]).vectors
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, shuffled, shuffled, interrupted(), model.dim, model.fingerprint, resume=True)
+    assert LabelBank.load(out).names == LABELS  # the old bank is whole
+    assert rows_done(out) == 8  # and the replacement resumes
+    new = model.encode_labels_to(shuffled, out, chunk_size=8)
+    assert new.names == shuffled and LabelBank.load(out).names == shuffled
+    assert torch.equal(live.vectors, before)  # the open bank still reads its own rows
+    assert not any(p.name.startswith(".b.") for p in tmp_path.iterdir())  # nothing left beside it
+    os.chmod(out, 0o555)  # a finished bank of the same labels: nothing is written (a read-only folder works)
+    try:
+        assert model.encode_labels_to(shuffled, out, chunk_size=8).names == shuffled
+        assert sorted(p.name for p in out.iterdir()) == ["label_bank.json", "vectors.npy"]
+    finally:
+        os.chmod(out, 0o755)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "vectors.npy").write_bytes(b"precious")
+    with pytest.raises(DataError, match="not empty and holds no label bank"):
+        model.encode_labels_to(LABELS, mine)
+    assert (mine / "vectors.npy").read_bytes() == b"precious"
+    with pytest.raises(DataError, match="no such label bank folder"):
+        LabelBank.load(tmp_path / "nope")
 
 
 def test_write_batches_refuses_duplicates_and_wrong_shapes(tmp_path):
