@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_JOB = "default"
 HEARTBEAT_TTL = 30.0
 """Seconds after a worker's last heartbeat at which its batches go back to the queue."""
+RESULT_TTL = 86_400
+"""Seconds a worker's answer stays in Redis unread (its coordinator reads it within a poll, or is gone)."""
 
 
 def connect(url: str) -> Any:
@@ -52,24 +54,52 @@ def connect(url: str) -> Any:
     except ImportError:
         raise DependencyError("cluster runs need the redis client", where="--queue",
                               fix="pip install 'glinker[cluster]' (or pip install redis)") from None
+    from urllib.parse import urlparse
+
+    shown = redact(url)
+    parsed = urlparse(url)
+    db = parsed.path.strip("/")
+    if parsed.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ConfigError(f"the Redis URL {shown} names database {db!r}: databases are numbers", where="--queue",
+                          fix="use redis://HOST:PORT/N, e.g. redis://127.0.0.1:6379/0")
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         client.ping()
     except ValueError as e:
-        raise ConfigError(f"not a Redis URL: {url!r} ({e})", where="--queue",
+        raise ConfigError(f"not a Redis URL: {shown!r} ({e})", where="--queue",
                           fix="use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0") from None
+    except redis.ResponseError as e:  # reached, but refused: a database number, a password
+        fix = ("use a database number the server has (0-15 unless its `databases` setting says more)"
+               if "DB index" in str(e) else "check the password (redis://:PASSWORD@HOST:PORT/DB) and the user")
+        raise ConfigError(f"Redis at {shown} refused the connection: {e}", where="--queue", fix=fix) from None
     except redis.RedisError as e:
-        raise ConfigError(f"cannot reach Redis at {url}: {e}", where="--queue",
+        raise ConfigError(f"cannot reach Redis at {shown}: {e}", where="--queue",
                           fix="start redis-server there, or check host, port and firewall") from None
     return client
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: for messages and logs."""
+    from urllib.parse import urlparse
+
+    p = urlparse(url)
+    if not p.password:
+        return url
+    netloc = p.netloc.replace(f":{p.password}@", ":***@", 1)
+    return p._replace(netloc=netloc).geturl()
+
+
+def check_job_name(job: str) -> None:
+    """A ConfigError for a job name that cannot be a key prefix (before a worker spends time loading models)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", job or ""):  # also keeps glob characters out of SCAN patterns
+        raise ConfigError(f"bad job name {job!r}", where="--job", fix="use letters, digits, '-', '_' or '.'")
 
 
 class Keys:
     """The Redis key names of one job."""
 
     def __init__(self, job: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", job or ""):  # also keeps glob characters out of SCAN patterns
-            raise ConfigError(f"bad job name {job!r}", where="--job", fix="use letters, digits, '-', '_' or '.'")
+        check_job_name(job)
         self.prefix = f"glinker:{job}:"
         self.meta, self.todo, self.done, self.workers, self.lock = (
             self.prefix + k for k in ("meta", "todo", "done", "workers", "lock"))
@@ -106,7 +136,7 @@ class Coordinator:
     def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[Any], None], *,
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
                  poll: float = 1.0, kind: str = "link", max_attempts: int = 3,
-                 batch_timeout: float | None = None) -> None:
+                 batch_timeout: float | None = None, resources: dict[str, Any] | None = None) -> None:
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -125,8 +155,9 @@ class Coordinator:
         self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
         self.batch_timeout = batch_timeout
         # how to start a worker for this job (said when none is alive)
-        self.worker_hint = (f"glinker worker -p PIPELINE --queue {url} --job {job}" if kind == "link" else
-                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {url} --job {job}")
+        self.worker_hint = (f"glinker worker -p PIPELINE --queue {redact(url)} --job {job}" if kind == "link" else
+                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {redact(url)} --job {job}")
+        self._scanned_at = 0.0
         self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
@@ -134,6 +165,7 @@ class Coordinator:
         self._reset()
         self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "kind": kind, "token": self.token, "state": "open",
                                              "pipeline": pipeline_name, "owner": self.owner,
+                                             "resources": json.dumps(resources or {}, default=str),
                                              "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
 
     # job ownership --------------------------------------------------------------------------------------------
@@ -257,8 +289,16 @@ class Coordinator:
 
     def _requeue_dead(self) -> None:
         workers = [_text(w) for w in self.r.smembers(self.keys.workers)]
-        alive = 0
         now = time.monotonic()
+        if now - self._scanned_at > self.heartbeat_ttl / 3:
+            # a worker dropped while it was silent (paused) may have taken batches before it came back and died:
+            # its batch list is found by its key, registered or not
+            self._scanned_at = now
+            known = set(workers)
+            plen = len(self.keys.proc(""))
+            workers += [w for w in (_text(k)[plen:] for k in self.r.scan_iter(match=self.keys.proc("*"), count=1000))
+                        if w not in known]
+        alive = 0
         for w in workers:
             if self.r.exists(self.keys.heartbeat(w)):
                 alive += 1
@@ -332,6 +372,23 @@ def _dead_here(owner: str) -> bool:
     return False
 
 
+def job_fingerprint(spec: str, resources: dict[str, Any]) -> str:
+    """A link job's identity: the pipeline's stages and settings, and its KBs' and models' identities (read
+    without loading them, :meth:`glinker.pipeline.Pipeline.resource_ident`)."""
+    import hashlib
+
+    blob = json.dumps({"spec": spec, "resources": resources}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def describe_resources(res: dict[str, Any]) -> str:
+    """``res`` (:meth:`Pipeline.resource_ident`) in a few words, for errors: KB paths and sizes, model names."""
+    kbs = ", ".join(f"{k} ({v.get('counts', {}).get('entities', '?')} entities)" if isinstance(v, dict) else
+                    f"{k} (read from its source)" for k, v in res.get("kb", {}).items())
+    models = ", ".join(res.get("model", {}))
+    return f"KB {kbs or 'none'}; model {models or 'none'}"
+
+
 class LinkTask:
     """What a worker does for a ``glinker link --queue`` job: link a batch of documents with a pipeline."""
 
@@ -340,7 +397,8 @@ class LinkTask:
     def __init__(self, pipeline: Any, records: Callable[[Any, Sequence[Any]], list[dict]] | None = None) -> None:
         self.pipe = pipeline
         self.name = pipeline.name
-        self.fingerprint = pipeline.fingerprint()
+        self.resources = pipeline.resource_ident()
+        self.fingerprint = job_fingerprint(pipeline.fingerprint(), self.resources)
         if records is None:
             from glinker.cli.link import json_records as records
         self.records = records
@@ -412,9 +470,17 @@ class Worker:
         return float(v) if v is not None else HEARTBEAT_TTL
 
     def _beat(self) -> None:
-        while not self._stop.wait(max(0.2, self._ttl() / 3)):
+        """Every third of the time-to-live: the heartbeat key, and this worker back in the job's worker set (the
+        coordinator drops a worker that was silent too long: one that was only paused comes back). Redis errors
+        never end the thread: it beats again once Redis answers."""
+        ttl = HEARTBEAT_TTL if self.heartbeat_ttl is None else self.heartbeat_ttl
+        while not self._stop.wait(max(0.2, ttl / 3)):
             try:
-                self.r.set(self.keys.heartbeat(self.name), "1", px=int(self._ttl() * 1000))
+                ttl = self._ttl()
+                pipe = self.r.pipeline(transaction=False)
+                pipe.set(self.keys.heartbeat(self.name), "1", px=int(ttl * 1000))
+                pipe.sadd(self.keys.workers, self.name)
+                pipe.execute()
             except Exception as e:  # a lost heartbeat only means our batches may be re-done elsewhere
                 log.warning("heartbeat to %s failed: %s", self.url, e)
 
@@ -422,16 +488,20 @@ class Worker:
         """Finish the batch in hand, then return from ``run``."""
         self._stop.set()
 
-    def run(self, idle_exit: float | None = None, max_batches: int | None = None) -> dict[str, int]:
-        """Serve until ``stop()``, ``idle_exit`` seconds without a batch, or ``max_batches`` batches."""
+    def run(self, idle_exit: float | None = None, max_batches: int | None = None,
+            on_ready: Callable[[Worker], None] | None = None) -> dict[str, int]:
+        """Serve until ``stop()``, ``idle_exit`` seconds without a batch, or ``max_batches`` batches;
+        ``on_ready(worker)`` is called once the task is loaded and the worker is registered."""
         self._ident = self.task.warm_up()
         ttl = self._ttl()
         self.r.set(self.keys.heartbeat(self.name), "1", px=int(ttl * 1000))
         self.r.sadd(self.keys.workers, self.name)
         beat = threading.Thread(target=self._beat, name=f"glinker-heartbeat-{self.name}", daemon=True)
         beat.start()
-        log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, self.url,
+        log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, redact(self.url),
                  self.task.fingerprint)
+        if on_ready is not None:
+            on_ready(self)
         idle_since = time.monotonic()
         import redis
 
@@ -492,6 +562,13 @@ class Worker:
             return False
         kind = self.task.kind
         if meta.get("kind", "link") != kind or meta.get("spec") != self.task.fingerprint:
+            theirs = json.loads(meta.get("resources") or "{}")
+            mine = getattr(self.task, "resources", None)
+            if kind == "link" and mine is not None and theirs and theirs != mine:
+                raise ConfigError(f"job {self.job!r} links with {describe_resources(theirs)}; this worker has "
+                                  f"{describe_resources(mine)}", where=f"worker {self.name}",
+                                  fix="start the worker with the same KB and model as the coordinator (its --kb and "
+                                      "--model overrides too; copy the KB directory, do not rebuild it per machine)")
             what = {"link": "pipeline", "encode": "model"}
             fix = ("start the worker with the same pipeline file and --model/--kb overrides as `glinker link "
                    "--queue`" if kind == "link" else "start the worker with the --model the KB build was given")
@@ -531,7 +608,7 @@ class Worker:
             answer = (self.keys.error(bid), json.dumps({"message": e.message, "where": e.where, "fix": e.fix,
                                                         "worker": self.name}))
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(*answer)
+        pipe.set(*answer, ex=RESULT_TTL)  # a run that is gone never reads it: it does not stay forever
         pipe.lpush(self.keys.done, bid)
         pipe.lrem(self.keys.proc(self.name), 0, bid)
         pipe.execute()
@@ -599,7 +676,7 @@ def queued_encoder(encoder: Any, url: str | None, job: str | None, name: str) ->
 
 
 def serve(task: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[float] = None,
-          heartbeat_ttl: float | None = None) -> dict[str, int]:
+          heartbeat_ttl: float | None = None, on_ready: Callable[[Worker], None] | None = None) -> dict[str, int]:
     """Run one worker (a pipeline, a LinkTask or an EncodeTask) in this process until interrupted (or idle for
     ``idle_exit`` seconds)."""
     w = Worker(task, url, job, heartbeat_ttl=heartbeat_ttl)
@@ -609,7 +686,7 @@ def serve(task: Any, url: str, job: str = DEFAULT_JOB, *, idle_exit: Optional[fl
         # a scheduler's SIGTERM (Kubernetes, SLURM) finishes the batch in hand, then stops
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
     try:
-        return w.run(idle_exit=idle_exit)
+        return w.run(idle_exit=idle_exit, on_ready=on_ready)
     except KeyboardInterrupt:
         log.info("worker %s interrupted; its batch in hand went back to the queue", w.name)
         return {"batches": w.batches, "documents": w.documents}

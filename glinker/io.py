@@ -33,9 +33,11 @@ def to_jsonable(doc: Any) -> dict[str, Any]:
 def _dumps(doc: Any) -> str:
     if hasattr(doc, "model_dump_json"):
         return doc.model_dump_json()
-    # compact, as pydantic's model_dump_json: a record written from a dict (a queue worker's answer) and from
-    # the model (a local run) look the same
-    return json.dumps(to_jsonable(doc), ensure_ascii=False, separators=(",", ":"))
+    # pydantic's own JSON writer (compact, its float format: 0.000073, 1e-7): a record written from a dict (a queue
+    # worker's answer) and from the model (a local run) are the same bytes
+    import pydantic_core
+
+    return pydantic_core.to_json(to_jsonable(doc)).decode("utf-8")
 
 
 def _partial_tail(path: Path) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -201,11 +202,21 @@ def worker(
     Start as many as the machines hold (one per GPU, or one per few CPU cores); a worker that dies has its
     batch re-done by another, and a worker whose pipeline, model or KB differs from the job's is refused."""
     import glinker
-    from glinker.cluster import DEFAULT_JOB, EncodeTask, serve
+    from glinker.cluster import DEFAULT_JOB, EncodeTask, check_job_name, connect, redact, serve
 
     if pipeline is None and model is None:
         raise typer.BadParameter("give -p PIPELINE (a linking job) or --model M (a KB build's embedding job)",
                                  param_hint="--pipeline/--model")
+    try:  # what can be wrong with the queue is found before the model and KB load (minutes for big ones)
+        check_job_name(job or DEFAULT_JOB)
+        connect(queue).close()
+    except GlinkerError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+
+    def ready(w: Any) -> None:
+        typer.echo(f"worker {w.name}: serving job {w.job} on {redact(queue)} (Ctrl-C or SIGTERM: stop after the "
+                   "batch in hand)", err=True)
     import signal
 
     def _interrupt(*_: Any) -> None:
@@ -223,12 +234,13 @@ def worker(
         if pipeline is not None:
             pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
             with pipe.gc_frozen():
-                n = serve(pipe, queue, job or DEFAULT_JOB, idle_exit=idle_exit)
+                n = serve(pipe, queue, job or DEFAULT_JOB, idle_exit=idle_exit, on_ready=ready)
         else:
             from glinker.kb.encoder import load_encoder
 
             enc = load_encoder(str(model), device=device)
-            n = serve(EncodeTask(enc, batch_size, name=str(model)), queue, job or DEFAULT_JOB, idle_exit=idle_exit)
+            n = serve(EncodeTask(enc, batch_size, name=str(model)), queue, job or DEFAULT_JOB, idle_exit=idle_exit,
+                      on_ready=ready)
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
@@ -302,12 +314,21 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
 
     coordinator = None
     if queue:
-        from glinker.cluster import DEFAULT_JOB, Coordinator
+        import signal
 
-        coordinator = Coordinator(queue, job or DEFAULT_JOB, pipe.fingerprint(), write,
+        from glinker.cluster import DEFAULT_JOB, Coordinator, job_fingerprint
+
+        resources = pipe.resource_ident()  # the KBs and models the workers must share (a missing KB fails here)
+        coordinator = Coordinator(queue, job or DEFAULT_JOB, job_fingerprint(pipe.fingerprint(), resources), write,
                                   max_in_flight=max_in_flight, pipeline_name=pipe.name, max_attempts=max_attempts,
-                                  batch_timeout=batch_timeout,
+                                  batch_timeout=batch_timeout, resources=resources,
                                   **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
+
+        def _terminate(*_: Any) -> None:  # a scheduler's SIGTERM: end the job as Ctrl-C does (keys removed)
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
 
     def flush(batch: list[tuple[int, Document]]) -> None:
         if not batch:

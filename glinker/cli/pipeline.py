@@ -14,7 +14,7 @@ pipeline_app = typer.Typer(help="Validate and inspect YAML pipelines.", no_args_
 def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
     """Validate FILE: exit 0 with a summary, or exit 2 listing every problem with its line and fix."""
     from glinker.pipeline.graph import topological_order
-    from glinker.pipeline.spec import load_spec
+    from glinker.pipeline.spec import load_spec, resource_problems
 
     try:
         spec = load_spec(file, check_resources=True)
@@ -22,6 +22,8 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     order = topological_order(spec.stages)
+    for w in resource_problems(spec, check_paths=True):  # what does not exist yet: a run would stop on it
+        typer.echo("warning: " + w.render().replace("\n", "\n  "), err=True)
     typer.echo(f"OK {file}: pipeline {spec.name!r}, {len(spec.stages)} stage(s), output {spec.output!r}")
     typer.echo("run order: " + " -> ".join(order))
     if spec.header.model:

@@ -192,6 +192,49 @@ class Pipeline:
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def resource_ident(self) -> dict[str, Any]:
+        """What the pipeline's KBs and models are, read without loading them: each KB directory's manifest (entity
+        counts, source, vector model, index), a KB read from its source by its definition, a model by its shipped
+        manifest, its local checkpoint's config and weight sizes, or its hub id. A cluster job's coordinator and
+        workers compare it, so that a worker given another KB or model (or a coordinator given a KB that does not
+        exist) is found before any document is linked. Raises the KB's error when a KB directory is missing."""
+        import hashlib
+        import json
+
+        from glinker.kb.kb import current_generation
+        from glinker.kb.manifest import Manifest
+        from glinker.model import shipped
+
+        ctx = self.context
+        kbs: dict[str, Any] = {}
+        models: dict[str, Any] = {}
+        for st in self.spec.stages.values():
+            p = st.params
+            fields = type(p).model_fields if p is not None else {}
+            ref = (getattr(p, "kb", None) or ctx.kb) if "kb" in fields else None
+            if isinstance(ref, str):
+                gen = current_generation(Path(ctx.resolve_path(ref) or ref))
+                m = Manifest.load(gen / "manifest.json")
+                kbs[ref] = {"counts": m.counts, "source": m.source, "model": m.model_fingerprint, "factory": m.factory}
+            elif ref is not None:
+                kbs[json.dumps(ref if isinstance(ref, dict) else ref.model_dump(mode="json"), sort_keys=True,
+                               default=str)] = "source"
+            name = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
+            if name and str(name).lower() != "none" and name not in models:
+                path = Path(ctx.resolve_path(name) or name)
+                if shipped.is_shipped(name) and not path.is_dir():
+                    models[name] = hashlib.sha256((shipped.SHIPPED_ROOT / name / shipped.MANIFEST).read_bytes()
+                                                  ).hexdigest()[:16]
+                elif path.is_dir():
+                    cfg = path / "gliner_config.json"
+                    weights = sorted((f.name, f.stat().st_size) for f in path.iterdir()
+                                     if f.suffix in (".safetensors", ".bin", ".pt"))
+                    models[name] = hashlib.sha256((cfg.read_bytes() if cfg.is_file() else b"")
+                                                  + json.dumps(weights).encode()).hexdigest()[:16]
+                else:
+                    models[name] = "hub"
+        return {"kb": kbs, "model": models}
+
     def warm_up(self, freeze_gc: bool = False) -> None:
         """Load every stage's heavy state now (otherwise it happens before the first batch).
 

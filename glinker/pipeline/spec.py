@@ -197,7 +197,7 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
     if check_resources and header is not None:
         partial = PipelineSpec.model_construct(header=header, stages=stages, source=src.source,
                                                base_dir=base_dir or Path.cwd(), output=output or "")
-        problems += resource_problems(partial, check_paths=True)
+        problems += [p for p in resource_problems(partial, check_paths=True) if p.code != "E252"]
     if problems:
         problems.sort(key=lambda p: (p.line or 0))
         raise PipelineError(problems, source=src.source)
@@ -310,8 +310,9 @@ _HUB_ID = None
 def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = None,
                       check_paths: bool = False) -> list[Problem]:
     """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
-    command line) name one (E250); with ``check_paths``, also the KB folders, model names, label files and label
-    banks the file names that do not exist (E251), so `pipeline validate` finds them before a run does."""
+    command line) name one (E250); with ``check_paths``, also model names that cannot load (E251) and the KB
+    folders, label files and label banks the file names that do not exist (yet: E252, a warning for `pipeline
+    validate`), so that they are found before a run is."""
     import re
 
     global _HUB_ID
@@ -346,15 +347,18 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         elif what == "kb":
             if found.is_dir():
                 return
-            msg, fix = (f"KB folder {value!r} does not exist (looked for {found})",
+            msg, fix = (f"KB folder {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
                         f"build it with `glinker kb build ... --out {value}`, or fix the path (relative to the "
                         "pipeline file)")
         else:
             if found.exists():
                 return
-            msg, fix = f"{what} {value!r} does not exist (looked for {found})", "fix the path (relative to the pipeline file)"
+            msg, fix = (f"{what} {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
+                        "fix the path (relative to the pipeline file)")
         name = f"stage {st.name!r}" if st is not None else "the pipeline"
-        out.append(Problem("E251", f"{name}: {msg}", where=w, line=line, fix=fix))
+        # a model name that is none of the forms can never load (E251); a missing file may be built later (E252:
+        # a warning for `pipeline validate`, an error when the pipeline runs)
+        out.append(Problem("E251" if what == "model" else "E252", f"{name}: {msg}", where=w, line=line, fix=fix))
 
     if check_paths:
         check("model", h.model, None)

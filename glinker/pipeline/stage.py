@@ -19,9 +19,10 @@ DOCUMENTS = "documents"
 
 
 class StageParams(BaseModel):
-    """Base of every stage's parameters: unknown keys are errors, never silently dropped."""
+    """Base of every stage's parameters: unknown keys are errors, never silently dropped, and values keep their
+    YAML type (strict: ``"0.5"`` is not a number, ``2.0`` is not a count; an integer is a number)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PipelineContext:

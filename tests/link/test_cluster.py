@@ -514,3 +514,113 @@ def test_a_batch_held_too_long_by_a_live_worker_goes_to_another(pipeline, inputs
         stop([hung] + good, [t] + threads)
     assert held and n["written"] == 11
     assert [d["id"] for d in lines_of(out)] == [f"d{i}" for i in range(11)]
+
+
+def test_a_worker_with_another_kb_is_refused_and_a_missing_kb_fails_the_coordinator(pipeline, inputs, tmp_path,
+                                                                                     tiny_model, redis_job):
+    """The coordinator's KB and model are part of the job: a worker given another KB is refused naming both, and
+    a coordinator given a KB that does not exist fails as a local run does (it was ignored)."""
+    import glinker
+    from glinker.cluster import Worker
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+    from glinker.model import BiEncoder
+
+    from .conftest import ENTITIES, write_entities
+
+    small = tmp_path / "small-kb"
+    src = write_entities(tmp_path / "e.jsonl", ENTITIES[:4])
+    build_kb(load_adapter("jsonl", str(src)), small, BiEncoder.from_pretrained(tiny_model), model_name=str(tiny_model))
+    errors: list = []
+    wrong = Worker(glinker.load_pipeline(str(pipeline), kb=str(small)), URL, redis_job, poll=0.2)
+
+    def run_wrong():
+        try:
+            wrong.run()
+        except ConfigError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run_wrong, daemon=True)
+    t.start()
+    good, threads = [], []
+
+    def late_good():
+        t.join(timeout=60)
+        good[:], threads[:] = start_workers(pipeline, redis_job, n=1)
+
+    g = threading.Thread(target=late_good, daemon=True)
+    g.start()
+    try:
+        n = run_link(inputs, pipeline, tmp_path / "out.jsonl", queue=URL, job=redis_job)
+    finally:
+        g.join(timeout=60)
+        stop(good, threads)
+    assert n["written"] == 11 and wrong.documents == 0
+    assert errors and f"({len(ENTITIES)} entities)" in errors[0].message and f"{small} (4 entities)" in errors[0].message
+    from glinker.errors import KBError
+
+    with pytest.raises(KBError, match="not a KB directory"):
+        run_link(inputs, pipeline, tmp_path / "o2.jsonl", queue=URL, job=redis_job, kb=str(tmp_path / "none"))
+
+
+def test_heartbeats_outlive_redis_errors_and_a_dropped_worker_comes_back(pipeline, redis_job):
+    import glinker
+    import redis as redis_lib
+    from glinker.cluster import Keys, Worker
+
+    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2, heartbeat_ttl=0.6)
+    real, calls = w._ttl, []
+
+    def flaky():
+        if threading.current_thread().name.startswith("glinker-heartbeat"):
+            calls.append(1)
+            if len(calls) <= 2:  # Redis went away for a moment, under the heartbeat thread
+                raise redis_lib.ConnectionError("gone")
+        return real()
+
+    w._ttl = flaky
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    r = redis_lib.Redis.from_url(URL)
+    keys = Keys(redis_job)
+    try:
+        deadline = time.monotonic() + 20
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(calls) >= 4  # the heartbeat thread went on after the errors
+        r.srem(keys.workers, w.name)  # the coordinator dropped it while it was silent (paused)
+        r.delete(keys.heartbeat(w.name))
+        deadline = time.monotonic() + 5
+        while not r.sismember(keys.workers, w.name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.sismember(keys.workers, w.name) and r.exists(keys.heartbeat(w.name))
+    finally:
+        w.stop()
+        t.join(timeout=10)
+
+
+def test_a_batch_held_by_an_unregistered_dead_worker_is_queued_again(redis_job):
+    import redis as redis_lib
+    from glinker.cluster import Coordinator
+
+    c = Coordinator(URL, redis_job, "x", lambda recs: None, heartbeat_ttl=0.3)
+    r = redis_lib.Redis.from_url(URL)
+    try:
+        c.submit({"docs": []}, "1-1")
+        bid = r.rpop(c.keys.todo)
+        r.lpush(c.keys.proc("ghost"), bid)  # taken by a worker that is in no set and has no heartbeat
+        time.sleep(0.2)
+        c._scanned_at = 0.0
+        c._requeue_dead()
+        assert r.lrange(c.keys.todo, 0, -1) == [bid] and not r.exists(c.keys.proc("ghost"))
+    finally:
+        c.close()
+
+
+def test_redis_urls_a_named_database_and_passwords_are_not_shown():
+    from glinker.cluster import connect, redact
+
+    with pytest.raises(ConfigError, match="databases are numbers"):
+        connect("redis://127.0.0.1:6379/abc")
+    assert redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact("redis://host:6379/0") == "redis://host:6379/0"

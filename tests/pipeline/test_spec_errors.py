@@ -114,3 +114,15 @@ def test_a_plugin_that_fails_as_it_is_imported_is_named(tmp_path, monkeypatch):
     with pytest.raises(PipelineError) as info:
         loads_spec("name: t\nstages:\n  a: {type: broken}\n", reg=reg)
     assert "E231" in str(info.value) and "RuntimeError: broken at import" in str(info.value)
+
+
+def test_stage_values_keep_their_yaml_type():
+    text = "name: t\nstages:\n  a: {type: regex_mentions, patterns: {y: '[0-9]+'}}\n  b: {type: merge_mentions, inputs: [a]}\n"
+    ok = loads_spec(text.replace("inputs: [a]}", "inputs: [a], overlap: longest}"))
+    assert ok.stages["b"].params.overlap == "longest"
+    bad = "name: t\nkb: x\nstages:\n  m: {type: given_mentions}\n  c: {type: alias_candidates, input: m, top_k: 2.0}\n  s: {type: select, input: c, nil_threshold: '0.5'}\n"
+    with pytest.raises(PipelineError) as info:
+        loads_spec(bad, source="t.yaml")
+    got = {(p.code, p.line) for p in info.value.problems}
+    assert {("E221", 5), ("E221", 6)} <= got
+    assert loads_spec(bad.replace("2.0", "2").replace("'0.5'", "1")).stages["s"].params.nil_threshold == 1.0
