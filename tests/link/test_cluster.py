@@ -118,14 +118,13 @@ def test_a_dead_workers_batch_is_done_again(pipeline, inputs, tmp_path, redis_jo
     assert r.llen(prefix + "proc:dead") == 0
 
 
-def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, tiny_model, tiny_kb, redis_job):
-    import glinker
+def link_past_a_refused_worker(wrong_pipe, pipeline, inputs, out, job):
+    """Run ``glinker link --queue`` with a worker serving ``wrong_pipe`` first (it must be refused) and, once it
+    gave up, a right one that finishes the job. Returns (counts, the wrong worker's errors, the wrong worker)."""
     from glinker.cluster import Worker
 
-    other = tmp_path / "other.yaml"
-    other.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("alias: 1.0", "alias: 2.0"))
     errors: list = []
-    wrong = Worker(glinker.load_pipeline(str(other)), URL, redis_job, poll=0.2)
+    wrong = Worker(wrong_pipe, URL, job, poll=0.2)
 
     def run_wrong():
         try:
@@ -140,15 +139,25 @@ def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, t
 
     def late_good():
         t.join(timeout=60)  # once the wrong worker gave up, a right one finishes the job
-        good[:], threads[:] = start_workers(pipeline, redis_job, n=1)
+        good[:], threads[:] = start_workers(pipeline, job, n=1)
 
     g = threading.Thread(target=late_good, daemon=True)
     g.start()
     try:
-        n = run_link(inputs, pipeline, tmp_path / "out.jsonl", queue=URL, job=redis_job)
+        n = run_link(inputs, pipeline, out, queue=URL, job=job)
     finally:
         g.join(timeout=60)
         stop(good, threads)
+    return n, errors, wrong
+
+
+def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, tiny_model, tiny_kb, redis_job):
+    import glinker
+
+    other = tmp_path / "other.yaml"
+    other.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("alias: 1.0", "alias: 2.0"))
+    n, errors, wrong = link_past_a_refused_worker(glinker.load_pipeline(str(other)), pipeline, inputs,
+                                                  tmp_path / "out.jsonl", redis_job)
     assert errors and "fingerprint" in errors[0].message and "same pipeline file" in errors[0].fix
     assert n["written"] == 11 and wrong.documents == 0
 
@@ -521,7 +530,6 @@ def test_a_worker_with_another_kb_is_refused_and_a_missing_kb_fails_the_coordina
     """The coordinator's KB and model are part of the job: a worker given another KB is refused naming both, and
     a coordinator given a KB that does not exist fails as a local run does (it was ignored)."""
     import glinker
-    from glinker.cluster import Worker
     from glinker.kb.adapters import load_adapter
     from glinker.kb.build import build_kb
     from glinker.model import BiEncoder
@@ -531,30 +539,8 @@ def test_a_worker_with_another_kb_is_refused_and_a_missing_kb_fails_the_coordina
     small = tmp_path / "small-kb"
     src = write_entities(tmp_path / "e.jsonl", ENTITIES[:4])
     build_kb(load_adapter("jsonl", str(src)), small, BiEncoder.from_pretrained(tiny_model), model_name=str(tiny_model))
-    errors: list = []
-    wrong = Worker(glinker.load_pipeline(str(pipeline), kb=str(small)), URL, redis_job, poll=0.2)
-
-    def run_wrong():
-        try:
-            wrong.run()
-        except ConfigError as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run_wrong, daemon=True)
-    t.start()
-    good, threads = [], []
-
-    def late_good():
-        t.join(timeout=60)
-        good[:], threads[:] = start_workers(pipeline, redis_job, n=1)
-
-    g = threading.Thread(target=late_good, daemon=True)
-    g.start()
-    try:
-        n = run_link(inputs, pipeline, tmp_path / "out.jsonl", queue=URL, job=redis_job)
-    finally:
-        g.join(timeout=60)
-        stop(good, threads)
+    n, errors, wrong = link_past_a_refused_worker(glinker.load_pipeline(str(pipeline), kb=str(small)), pipeline,
+                                                  inputs, tmp_path / "out.jsonl", redis_job)
     assert n["written"] == 11 and wrong.documents == 0
     assert errors and f"({len(ENTITIES)} entities)" in errors[0].message and f"{small} (4 entities)" in errors[0].message
     from glinker.errors import KBError

@@ -305,7 +305,7 @@ def test_set_overrides_reach_lists_and_are_named_in_errors(tmp_path, monkeypatch
     f.write_text("output_dir: runs/a\nmodle: {from_checkpoint: glinker-bi-minilm}\ndata: [{path: one.json}]\n")
     with pytest.raises(ConfigError) as ei:  # the misspelt section is named first, not only the missing one
         load_train_config(f)
-    assert str(ei.value).startswith(f"[E") and "modle: Extra inputs" in str(ei.value)
+    assert str(ei.value).startswith("[E") and "modle: Extra inputs" in str(ei.value)
     assert "did you mean 'model'" in str(ei.value) and "also model: Field required" in str(ei.value)
     with pytest.raises(ConfigError) as ei:
         load_train_config(f, {"train.stepz": 3})
