@@ -136,7 +136,8 @@ class Coordinator:
     def __init__(self, url: str, job: str, spec_fingerprint: str, write: Callable[[Any], None], *,
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
                  poll: float = 1.0, kind: str = "link", max_attempts: int = 3,
-                 batch_timeout: float | None = None, resources: dict[str, Any] | None = None) -> None:
+                 batch_timeout: float | None = None, resources: dict[str, Any] | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
         self.r = connect(url)
         self.url = url
         self.keys = Keys(job)
@@ -166,6 +167,7 @@ class Coordinator:
         self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "kind": kind, "token": self.token, "state": "open",
                                              "pipeline": pipeline_name, "owner": self.owner,
                                              "resources": json.dumps(resources or {}, default=str),
+                                             "stages": json.dumps(identity or {}, default=str),
                                              "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
 
     # job ownership --------------------------------------------------------------------------------------------
@@ -381,6 +383,30 @@ def job_fingerprint(spec: str, resources: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _differences(theirs: dict[str, Any], mine: dict[str, Any] | None, limit: int = 4) -> str:
+    """Where two pipeline identities (:meth:`Pipeline.identity`) differ, in a few words ("" when they are the same or
+    unknown): stage parameters as ``stage.key (a there, b here)``, stages only on one side, output and settings."""
+    if not theirs or not mine:
+        return ""
+    out: list[str] = []
+    ts, ms = theirs.get("stages", {}), mine.get("stages", {})
+    for name in [*ts, *(n for n in ms if n not in ts)]:
+        a, b = ts.get(name), ms.get(name)
+        if a is None or b is None:
+            out.append(f"stage {name!r} ({'only here' if a is None else 'not here'})")
+            continue
+        for key in ("type", "inputs"):
+            if a.get(key) != b.get(key):
+                out.append(f"{name}.{key} ({a.get(key)!r} there, {b.get(key)!r} here)")
+        pa, pb = a.get("params") or {}, b.get("params") or {}
+        out += [f"{name}.{k} ({pa.get(k)!r} there, {pb.get(k)!r} here)" for k in [*pa, *(k for k in pb if k not in pa)]
+                if pa.get(k) != pb.get(k)]
+    for key in ("output", "settings"):
+        if theirs.get(key) != mine.get(key):
+            out.append(f"{key} ({theirs.get(key)!r} there, {mine.get(key)!r} here)")
+    return ", ".join(out[:limit]) + (f" and {len(out) - limit} more" if len(out) > limit else "")
+
+
 def describe_resources(res: dict[str, Any]) -> str:
     """``res`` (:meth:`Pipeline.resource_ident`) in a few words, for errors: KB paths and sizes, model names."""
     kbs = ", ".join(f"{k} ({v.get('counts', {}).get('entities', '?')} entities)" if isinstance(v, dict) else
@@ -398,6 +424,7 @@ class LinkTask:
         self.pipe = pipeline
         self.name = pipeline.name
         self.resources = pipeline.resource_ident()
+        self.identity = pipeline.identity()
         self.fingerprint = job_fingerprint(pipeline.fingerprint(), self.resources)
         if records is None:
             from glinker.cli.link import json_records as records
@@ -569,6 +596,12 @@ class Worker:
                                   f"{describe_resources(mine)}", where=f"worker {self.name}",
                                   fix="start the worker with the same KB and model as the coordinator (its --kb and "
                                       "--model overrides too; copy the KB directory, do not rebuild it per machine)")
+            diff = _differences(json.loads(meta.get("stages") or "{}"), getattr(self.task, "identity", None))
+            if kind == "link" and diff:
+                raise ConfigError(f"job {self.job!r} links with pipeline {meta.get('pipeline', '?')!r}, which differs "
+                                  f"from this worker's in {diff}", where=f"worker {self.name}",
+                                  fix="start the worker with the same pipeline file (and --model/--kb overrides) as "
+                                      "`glinker link --queue`")
             what = {"link": "pipeline", "encode": "model"}
             fix = ("start the worker with the same pipeline file and --model/--kb overrides as `glinker link "
                    "--queue`" if kind == "link" else "start the worker with the --model the KB build was given")

@@ -321,7 +321,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         resources = pipe.resource_ident()  # the KBs and models the workers must share (a missing KB fails here)
         coordinator = Coordinator(queue, job or DEFAULT_JOB, job_fingerprint(pipe.fingerprint(), resources), write,
                                   max_in_flight=max_in_flight, pipeline_name=pipe.name, max_attempts=max_attempts,
-                                  batch_timeout=batch_timeout, resources=resources,
+                                  batch_timeout=batch_timeout, resources=resources, identity=pipe.identity(),
                                   **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
 
         def _terminate(*_: Any) -> None:  # a scheduler's SIGTERM: end the job as Ctrl-C does (keys removed)

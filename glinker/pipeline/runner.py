@@ -162,6 +162,17 @@ class Pipeline:
             return render_dot(self.spec.stages, self.spec.output, self.name)
         return render_text(self.spec.stages, self.spec.output)
 
+    def identity(self) -> dict[str, Any]:
+        """What :meth:`fingerprint` hashes (without resources), as data: the stages (type, inputs, parameters),
+        the output and the settings that decide results; cluster workers name what differs from it."""
+        h = self.spec.header
+        settings = {k: v for k, v in h.settings.model_dump(mode="json").items()
+                    if k not in ("device", "batch_size", "log_every")}
+        stages = {n: {"type": st.type, "inputs": st.inputs,
+                      "params": st.params.model_dump(mode="json") if st.params is not None else None}
+                  for n, st in self.spec.stages.items()}
+        return {"stages": stages, "output": self.spec.output, "settings": settings}
+
     def fingerprint(self, resources: bool = False) -> str:
         """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters), output
         and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
@@ -170,13 +181,7 @@ class Pipeline:
         import hashlib
         import json
 
-        h = self.spec.header
-        settings = {k: v for k, v in h.settings.model_dump(mode="json").items()
-                    if k not in ("device", "batch_size", "log_every")}
-        stages = {n: {"type": st.type, "inputs": st.inputs,
-                      "params": st.params.model_dump(mode="json") if st.params is not None else None}
-                  for n, st in self.spec.stages.items()}
-        ident: dict[str, Any] = {"stages": stages, "output": self.spec.output, "settings": settings}
+        ident: dict[str, Any] = self.identity()
         if resources:
             found = []
             for value in list(self.context._resources.values()):

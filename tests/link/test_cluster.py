@@ -158,7 +158,7 @@ def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, t
     other.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("alias: 1.0", "alias: 2.0"))
     n, errors, wrong = link_past_a_refused_worker(glinker.load_pipeline(str(other)), pipeline, inputs,
                                                   tmp_path / "out.jsonl", redis_job)
-    assert errors and "fingerprint" in errors[0].message and "same pipeline file" in errors[0].fix
+    assert errors and "r.weights ({'biencoder'" in errors[0].message and "same pipeline file" in errors[0].fix
     assert n["written"] == 11 and wrong.documents == 0
 
 
