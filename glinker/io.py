@@ -7,6 +7,7 @@ documents are already done. A line cut by a crash is detected, reported and remo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -107,6 +108,35 @@ def plain_mode(path: str | Path, executable: bool = False) -> None:
 
 
 _SURROGATE = None
+
+
+class Busy(Exception):
+    """Raised by :func:`locked` (``wait=False``) when another process holds the lock."""
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any]:
+    """An exclusive lock on the file ``path`` (created if missing) for the ``with`` block; yields the open file
+    (``mode``) so the holder may write in it. ``wait=False`` raises :class:`Busy` at once when another process
+    holds it; otherwise it waits. Released when the block ends or the process dies (no stale locks). Where fcntl
+    is missing (Windows) nothing is locked."""
+    with open(path, mode, encoding="utf-8") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield f
+            return
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if not wait:
+                raise Busy(str(path)) from None
+            log.info("waiting for the process that holds %s", path)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield f
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def check_text(text: str, where: str) -> None:

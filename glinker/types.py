@@ -30,7 +30,7 @@ class Entity(_Record):
                                           "Every form is also indexed as an alias.")
     description: str = Field(default="", description="Short description, used in the entity text template.")
     types: list[str] = Field(default_factory=list, description="Type ids or names, e.g. P31 values.")
-    popularity: float = Field(default=0.0, ge=0, description="Prior weight, e.g. sitelink count.")
+    popularity: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="Prior weight, e.g. sitelink count.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels per language tag.")
     descriptions: dict[str, str] = Field(default_factory=dict, description="Descriptions per language tag.")
     aliases_by_lang: dict[str, list[str]] = Field(default_factory=dict, description="Aliases per language tag.")

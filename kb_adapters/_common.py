@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from glinker.errors import DataError, KBError
 from glinker.kb.adapters import AdapterOptions
@@ -25,6 +25,19 @@ class RecordOptions(AdapterOptions):
 
     mapping: dict[str, str] = {}
     """Entity field -> key (or column) in the records, e.g. ``{"id": "qid", "label": "name"}``."""
+
+    @field_validator("mapping")
+    @classmethod
+    def _entity_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        from glinker.errors import closest
+
+        for field in v:
+            if field not in ENTITY_FIELDS:
+                guess = closest(field, list(ENTITY_FIELDS))
+                raise ValueError(f"mapping names {field!r}, which is not an entity field"
+                                 + (f" (did you mean {guess!r}?)" if guess else "")
+                                 + f"; fields: {', '.join(ENTITY_FIELDS)}")
+        return v
     list_sep: str = "|"
     """Separator when aliases/types are given as one string."""
     keep_extra: bool = True
@@ -76,6 +89,12 @@ def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
 
 
+def truncated_error(path: Path, records: int) -> DataError:
+    """The error for a compressed source whose stream ends early (gzip/bz2 raise EOFError there)."""
+    return DataError(f"the compressed file ends early, after {records} records (a cut download or copy)",
+                     where=str(path), fix="download or copy the file again")
+
+
 def split_list(value: Any, sep: str) -> list[str]:
     """A list field from a list, a delimited string or nothing; blanks dropped."""
     if value is None:
@@ -91,7 +110,19 @@ def split_list(value: Any, sep: str) -> list[str]:
                 return split_list(items, sep)
         return [p.strip() for p in value.split(sep) if p.strip()] if sep else ([value] if value.strip() else [])
     if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+        out = []
+        for v in value:
+            if isinstance(v, dict):  # {"name": "OA", "lang": "en"}, {"value": ...}: the text, never the dict's repr
+                v = next((v[k] for k in ("name", "value", "alias", "label", "id") if isinstance(v.get(k), str)), None)
+                if v is None:
+                    raise ValueError("an item is an object without a name/value/alias/label text")
+            elif isinstance(v, (list, tuple)):
+                raise ValueError("an item is itself a list")
+            if v is not None and str(v).strip():
+                out.append(str(v).strip())
+        return out
+    if isinstance(value, dict):
+        raise ValueError("an object, not a list or a delimited string")
     return [str(value)]
 
 
@@ -128,18 +159,39 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
     for field in ENTITY_FIELDS:
         key = mapping.get(field, field)
         if key in rec:
-            used.add(key)
             val = rec[key]
+            if field in _DICT_FIELDS and isinstance(val, str) and field not in mapping:
+                try:  # a CSV column that happens to be named like one: its text stays under extra
+                    val = json.loads(val) if val.strip().startswith("{") else None
+                except ValueError:
+                    val = None
+                if not isinstance(val, dict):
+                    continue
+            used.add(key)
             if field in LIST_FIELDS:
-                val = split_list(val, list_sep)
+                try:
+                    val = split_list(val, list_sep)
+                except ValueError as e:
+                    raise DataError(f"field {field!r} ({key!r}): {e}", where=f"{where} field {field}",
+                                    fix="give a list of strings or a delimited string") from None
             elif field == "alias_counts":
                 val = parse_alias_counts(val, list_sep, where)
             elif field == "popularity" and (val is None or val == ""):
                 continue
             elif field in ("label", "description"):
+                if isinstance(val, (list, tuple, dict)):
+                    raise DataError(f"field {field!r} ({key!r}) is a {type(val).__name__}, not text", where=f"{where} field {field}",
+                                    fix="give one string (other names go under aliases, other languages under labels / "
+                                        "descriptions)")
                 val = "" if val is None else str(val).strip()
             elif field == "id" and val is not None and not isinstance(val, str):
-                val = str(val)
+                if isinstance(val, bool) or not isinstance(val, (int, float)):
+                    raise DataError(f"field 'id' ({key!r}) is a {type(val).__name__}: {str(val)[:40]}",
+                                    where=f"{where} field id", fix="give every record a string or integer id")
+                val = str(int(val)) if isinstance(val, float) and val.is_integer() else str(val)  # 1.0 (pandas) -> 1
+            elif field == "id" and isinstance(val, str) and ("\n" in val or "\r" in val):
+                raise DataError("the id holds a line break (in a CSV: a quote left open on an earlier line swallows "
+                                "the lines after it)", where=f"{where} field id", fix="close the quote in the source")
             data[field] = val
     if keep_extra:
         rest = {k: v for k, v in rec.items() if k not in used}
@@ -159,6 +211,7 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
 
 
 _ALL_FIELDS = frozenset(ENTITY_FIELDS)
+_DICT_FIELDS = frozenset({"labels", "descriptions", "aliases_by_lang", "extra"})
 
 
 def _fast_entity(d: dict[str, Any]) -> Entity:

@@ -17,6 +17,7 @@ from kb_adapters._common import (
     open_binary,
     open_text,
     record_to_entity,
+    truncated_error,
 )
 
 log = logging.getLogger(__name__)
@@ -35,29 +36,42 @@ class CSVAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: CSVOptions = parse_options(self.name, CSVOptions, options)  # type: ignore[assignment]
+        d = self.options.delimiter
+        self.options.delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(d, d)  # typed as two characters
         if len(self.options.delimiter) != 1:
-            raise KBError("delimiter must be one character", where="csv.delimiter", fix='use "," or "\\t"')
+            raise KBError(f"delimiter must be one character, got {d!r}", where="csv.delimiter",
+                          fix="e.g. -o delimiter=';' or -o delimiter=tab")
         self.path = check_source_file(source, self.name)
         self.report = AdapterReport()
+        if self.options.encoding.lower().replace("-", "").replace("_", "") in ("utf8sig", "utf8"):
+            with open(self.path, "rb") as f:
+                head = f.read(2)
+            if head in (b"\xff\xfe", b"\xfe\xff"):  # Excel's "Unicode text": UTF-16 with its byte-order mark
+                self.options.encoding = "utf-16"
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a long description is one cell
 
     def iter_entities(self) -> Iterator[Entity]:
         """Stream the rows; an empty cell for popularity means 0."""
         self.report = rep = AdapterReport()
         o = self.options
         with open_text(self.path, o.encoding) as f:
-            reader = csv.DictReader(f, delimiter=o.delimiter)
+            reader = csv.DictReader(f, delimiter=o.delimiter, strict=True)
             try:
                 header = reader.fieldnames or []
             except UnicodeDecodeError:
                 raise self._not_decodable() from None
-            id_col = o.mapping.get("id", "id")
-            if id_col not in header:
-                raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:1",
-                              fix="add an 'id' column, or map yours with mapping={'id': '<column>'}")
+            except csv.Error as e:
+                raise DataError(f"CSV syntax error in the header: {e}", where=f"{self.path}:1",
+                                fix="check the quoting of the header row") from None
+            except EOFError:
+                raise truncated_error(self.path, 0) from None
+            self._check_header(header)
+            start = reader.line_num + 1  # the line the next row starts on
             try:
                 for row in reader:
                     rep.read += 1
-                    where = f"{self.path}:{reader.line_num}"
+                    where = f"{self.path}:{start}"
+                    start = reader.line_num + 1
                     try:
                         if None in row:  # more cells than header columns
                             raise DataError(f"row has {len(header) + len(row[None])} cells, header has "  # type: ignore[index]
@@ -70,10 +84,38 @@ class CSVAdapter:
                     rep.yielded += 1
                     yield ent
             except csv.Error as e:
-                raise DataError(f"CSV syntax error: {e}", where=f"{self.path}:{reader.line_num}",
-                                fix="check quoting around that line") from None
+                if "unexpected end of data" in str(e):
+                    raise DataError(f"a quoted cell opened in the row that starts on line {start} is never closed "
+                                    "(the rest of the file was read into it)", where=f"{self.path}:{start}",
+                                    fix="close the quote, or double the quote characters inside the cell") from None
+                raise DataError(f"CSV syntax error: {e}", where=f"{self.path}:{start}",
+                                fix="check the quoting of the row that starts on that line (a quote inside a cell is "
+                                    "written twice: \"\")") from None
             except UnicodeDecodeError:
                 raise self._not_decodable() from None
+            except EOFError:
+                raise truncated_error(self.path, rep.read) from None
+
+    def _check_header(self, header: list[str]) -> None:
+        o = self.options
+        if not header:
+            raise KBError("the file is empty", where=str(self.path), fix="export the entities with a header row")
+        dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if dup is not None:
+            raise DataError(f"the header names the column {dup!r} twice (the second would replace the first)",
+                            where=f"{self.path}:1", fix="rename one of the columns")
+        id_col = o.mapping.get("id", "id")
+        if id_col not in header:
+            other = next((d for d in ("\t", ";", "|", ",") if d != o.delimiter and len(header) == 1
+                          and d in header[0]), None)
+            raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:1",
+                          fix=(f"the columns seem separated by {other!r}: pass -o delimiter="
+                               + ("tab" if other == "\t" else repr(other)) if other else
+                               "add an 'id' column, or map yours with mapping={'id': '<column>'}"))
+        missing = [f"{k} -> {v!r}" for k, v in o.mapping.items() if v not in header]
+        if missing:
+            raise KBError(f"mapping names columns the header lacks: {', '.join(missing)} (header: {header})",
+                          where=f"{self.path}:1", fix="use the header's column names (they are case-sensitive)")
 
     def _not_decodable(self) -> DataError:
         """The error for a file that is not in the given encoding, naming its first such line (the text reader

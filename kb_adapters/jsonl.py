@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import RecordOptions, check_source_file, compression, open_binary, record_to_entity
+from kb_adapters._common import (RecordOptions, check_source_file, compression, open_binary, record_to_entity,
+                                 truncated_error)
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +36,37 @@ class JSONLAdapter:
         self.report = rep = AdapterReport()
         o = self.options
         with open_binary(self.path) as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                rep.read += 1
-                where = f"{self.path}:{lineno}"
+            try:
+                yield from self._records(f, rep, o)
+            except EOFError:
+                raise truncated_error(self.path, rep.read) from None
+
+    def _records(self, f: Any, rep: AdapterReport, o: JSONLOptions) -> Iterator[Entity]:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            rep.read += 1
+            where = f"{self.path}:{lineno}"
+            try:
                 try:
-                    try:
-                        rec = json.loads(raw)
-                    except UnicodeDecodeError as e:
-                        raise DataError(f"the line is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})",
-                                        where=where, fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t "
-                                        "utf-8); a CSV file is read with --adapter csv") from None
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"malformed JSON: {e}", where=where,
-                                        fix="each line must be one complete JSON object (a CSV file is read with "
-                                            "--adapter csv)") from None
-                    if not isinstance(rec, dict):
-                        raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
-                                        fix="each line must be one JSON object with at least 'id' and 'label'")
-                    ent = record_to_entity(rec, o.mapping, o.list_sep, where, o.keep_extra)
-                except DataError as e:
-                    rep.bad_record(e, where, o.on_error)
-                    continue
-                rep.yielded += 1
-                yield ent
+                    rec = json.loads(raw)
+                except UnicodeDecodeError as e:
+                    raise DataError(f"the line is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})",
+                                    where=where, fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t "
+                                    "utf-8); a CSV file is read with --adapter csv") from None
+                except json.JSONDecodeError as e:
+                    raise DataError(f"malformed JSON: {e}", where=where,
+                                    fix="each line must be one complete JSON object (a CSV file is read with "
+                                        "--adapter csv)") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
+                                    fix="each line must be one JSON object with at least 'id' and 'label'")
+                ent = record_to_entity(rec, o.mapping, o.list_sep, where, o.keep_extra)
+            except DataError as e:
+                rep.bad_record(e, where, o.on_error)
+                continue
+            rep.yielded += 1
+            yield ent
 
     def estimate_count(self) -> int | None:
         """Line count of a plain file (cheap: no parsing); None for compressed files."""

@@ -173,7 +173,8 @@ def add(
     ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
-        c = kb.sync(ad.iter_entities(), enc) if prune else kb.upsert(ad.iter_entities(), enc)
+        c = (kb.sync(ad.iter_entities(), enc, source=ad) if prune
+             else kb.upsert(ad.iter_entities(), enc))
         typer.echo(f"added {c['added']}, updated {c['updated']} (texts changed: re-embedded), "
                    f"{c['unchanged_text']} with the same text" + (f", removed {c['removed']}" if prune else "")
                    + f"; {len(kb):,} entities")

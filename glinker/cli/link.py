@@ -397,16 +397,13 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     ident = json.loads(json.dumps(ident, default=str))  # as it reads back
-    path = output.with_name(output.name + ".run.json")
-    f = open(path, "a+", encoding="utf-8")
-    try:
-        import fcntl
+    from glinker.io import Busy, locked
 
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - no fcntl (Windows): no lock, the fingerprint check still holds
-        pass
-    except OSError:
-        f.close()
+    path = output.with_name(output.name + ".run.json")
+    lock = locked(path, wait=False, mode="a+")
+    try:
+        f = lock.__enter__()
+    except Busy:
         raise ConfigError(f"another glinker {'link' if noun == 'pipeline' else 'ner'} is writing {output} (it holds "
                           f"{path})", where="--output",
                           fix="wait for it to finish, or write to another -o") from None
@@ -418,7 +415,7 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
         differ = [k for k in ident if before.get(k) != ident[k]]
         if differ:
-            f.close()
+            lock.__exit__(None, None, None)
             what = ", ".join(f"{k} {before.get(k)!r} then, {ident[k]!r} now" if k != "pipeline" else
                              "the pipeline's stages or settings" for k in differ)
             raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
@@ -428,7 +425,7 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     f.truncate()
     f.write(json.dumps(ident, default=str) + "\n")
     f.flush()
-    return _Claim(f, path, output)
+    return _Claim(lock, path, output)
 
 
 class _Claim:
@@ -436,8 +433,8 @@ class _Claim:
     (it failed before its first document: loading the model or KB), so no record is left of a run that did not
     happen."""
 
-    def __init__(self, f: Any, path: Path, output: Path) -> None:
-        self.f, self.path, self.output = f, path, output
+    def __init__(self, lock: Any, path: Path, output: Path) -> None:
+        self.lock, self.path, self.output = lock, path, output
 
     def __enter__(self) -> "_Claim":
         return self
@@ -447,7 +444,7 @@ class _Claim:
             if not self.output.exists():
                 self.path.unlink(missing_ok=True)
         finally:
-            self.f.close()
+            self.lock.__exit__(None, None, None)
 
 
 def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:

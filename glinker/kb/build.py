@@ -108,7 +108,26 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
         from glinker.kb.index import VectorIndex
 
         VectorIndex.check_factory(factory, encoder.dim)  # before hours of encoding, not after
+    if root.is_dir() and not (root / CURRENT).is_file() and not any(root.glob(".staging-*")) and any(
+            not p.name.startswith(".") for p in root.iterdir()):
+        raise ConfigError(f"{root} is not empty and holds no KB: building there would mix the KB with its files",
+                          where="out", fix="give a new or empty folder, or an existing KB directory")
     root.mkdir(parents=True, exist_ok=True)
+    from glinker.io import Busy, locked
+
+    try:
+        with locked(root / ".build.lock", wait=False):
+            return _build_locked(adapter, root, encoder, model_name=model_name, template=template, factory=factory,
+                                 nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, train_size=train_size,
+                                 resume=resume, progress=progress, tmpl=tmpl)
+    except Busy:
+        raise KBError(f"another build is writing {root}", where=str(root),
+                      fix="wait for it to finish (or stop it), or build into another folder") from None
+
+
+def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None, *, model_name: str | None,
+                  template: str, factory: str, nprobe: int | None, batch_size: int, chunk_size: int,
+                  train_size: int | None, resume: bool, progress: bool, tmpl: TextTemplate) -> Path:
     fp = encoder.fingerprint if encoder is not None else None
     key = _source_key(adapter, fp, template, factory)
     staging = root / f".staging-{key}"

@@ -242,10 +242,15 @@ class KB:
         self._record("upsert", total)
         return total
 
-    def sync(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192) -> dict[str, int]:
+    def sync(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192,
+             source: Any = None) -> dict[str, int]:
         """Make the KB hold exactly ``entities`` (its source read again): new ones added, changed ones updated
         (only changed texts re-embedded), the ones the source no longer has removed. Returns the counts of
-        :meth:`upsert` plus ``removed``."""
+        :meth:`upsert` plus ``removed``.
+
+        A source that yields no entity at all while the KB has some is an error (an emptied or truncated export
+        would otherwise wipe the KB); when the ``source`` adapter's report counted bad records (``on_error:
+        skip``), nothing is removed this time: a skipped record's entity is not gone from the source."""
         seen: set[str] = set()
 
         def tracked() -> Iterable[Entity]:
@@ -254,7 +259,18 @@ class KB:
                 yield e
 
         counts = self.upsert(tracked(), encoder, batch)
-        gone = sorted(self.store.all_ids() - seen)
+        have = self.store.all_ids()
+        if not seen and have:
+            raise KBError(f"the source holds no entities: syncing would remove all {len(have):,} entities of the KB",
+                          where=str(self.root), fix="check the source (an empty or failed export?); to empty the KB "
+                          "on purpose, rebuild it or use `glinker kb remove`")
+        gone = sorted(have - seen)
+        bad = int(getattr(getattr(source, "report", None), "bad", 0) or 0)  # read once the source was streamed
+        if gone and bad:
+            log.warning("%s: %d bad source records were skipped, so the %d entities the source seems to lack are "
+                        "kept this time (a skipped record's entity is not gone); fix the records and sync again",
+                        self.root, bad, len(gone))
+            gone = []
         counts["removed"] = len(self.remove(gone, encoder)) if gone else 0
         return counts
 

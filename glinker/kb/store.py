@@ -157,6 +157,16 @@ class EntityStore:
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         try:
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            if readonly:
+                try:
+                    self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    # a store left in WAL mode (an interrupted writer, an older glinker) on read-only storage: its
+                    # -shm file cannot be made there; nothing writes it, so read it as an immutable file
+                    self.db.close()
+                    self.db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
+                                              check_same_thread=False, isolation_level=None)
+                    self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as e:
             raise KBError(f"cannot open entity store: {e}", where=str(self.path),
                           fix="check the path and its permissions") from None
@@ -175,9 +185,14 @@ class EntityStore:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL into the main file)."""
+        """Close the connection: a writer checkpoints the WAL into the main file and leaves it a plain one-file
+        database (rollback journal), so the KB opens read-only anywhere: read-only mounts, container images."""
         if not self.readonly:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self.db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.OperationalError:  # another connection has it open: it stays in WAL mode until later
+                pass
         self.db.close()
 
     # -- meta ---------------------------------------------------------------------------------------------------

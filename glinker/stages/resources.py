@@ -5,7 +5,6 @@ batched span vectors and entity vectors. Everything heavy is imported inside fun
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import json
 import logging
@@ -144,7 +143,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
             if (out / "CURRENT").is_file() and _syncable(out, encoder, src.template):
                 # read the source again; only new, changed and removed rows touch the KB (and the encoder)
                 with KB.open(out, writable=True) as kb:
-                    c = kb.sync(adapter.iter_entities(), encoder)
+                    c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
                 log.info("KB %s synced with its %s source: %d added, %d changed, %d removed", out, src.adapter,
                          c["added"], c["updated"], c["removed"])
             else:
@@ -169,24 +168,11 @@ def _syncable(out: Path, encoder: Any, template: str) -> bool:
     return m.template == template and m.model_fingerprint == (encoder.fingerprint if encoder is not None else None)
 
 
-@contextlib.contextmanager
 def _locked(path: Path) -> Any:
-    """An exclusive lock on ``path`` (waits for the holder); no-op where fcntl is missing."""
-    with open(path, "a") as f:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            yield
-            return
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            log.info("waiting for another process building %s", path.name[1:-5])
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    """An exclusive lock on ``path`` (waits for the holder)."""
+    from glinker.io import locked
+
+    return locked(path, wait=True)
 
 
 # ---- span vectors ----------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ class Select(Stage):
                                              else inputs[0][d])
             links = []
             for mc in rows:
-                cands = sorted(mc.candidates, key=lambda c: (-c.score, c.entity_id))
+                # equal scores keep the order the candidate stage gave them (alias candidates: most popular first)
+                cands = sorted(mc.candidates, key=lambda c: -c.score)
                 best = cands[0] if cands else None
                 if best is not None and best.score >= p.nil_threshold:
                     link = Link(mention=_plain(mc.mention), entity_id=best.entity_id, label=best.label,

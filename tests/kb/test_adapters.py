@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +502,66 @@ def test_wikidata_mul_names_are_aliases(tmp_path: Path) -> None:
     assert (got.label, got.aliases) == ("Acme Corp", ["ACME", "J. Dupont & Co"])
     (got,) = load_adapter("wikidata", str(p), workers=0, fallback=False).iter_entities()
     assert got.aliases == []
+
+
+def test_csv_quotes_headers_delimiters_and_big_cells(tmp_path: Path) -> None:
+    """An unclosed quote is named (it read the rest of the file into one cell); duplicate and misnamed columns,
+    another delimiter and UTF-16 are named or read; a long description is one cell; errors give the row's line."""
+    f = tmp_path / "e.csv"
+    f.write_text("id,label,description\nQ1,One,first\nQ2,\"Two,second\nQ3,Three,third\n", encoding="utf-8")
+    with pytest.raises(DataError, match="never closed") as e:
+        list(load_adapter("csv", str(f)).iter_entities())
+    assert f"{f}:3" in str(e.value)
+    f.write_text("id,label,aliases,aliases\nQ1,One,a,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match="names the column 'aliases' twice"):
+        list(load_adapter("csv", str(f)).iter_entities())
+    f.write_text("id\tlabel\nQ1\tOne\n", encoding="utf-8")
+    with pytest.raises(KBError, match="delimiter=tab"):
+        list(load_adapter("csv", str(f)).iter_entities())
+    assert [e.label for e in load_adapter("csv", str(f), delimiter="\\t").iter_entities()] == ["One"]
+    f.write_bytes("id\tlabel\nQ1\tZürich\n".encode("utf-16"))  # Excel's "Unicode text"
+    assert [e.label for e in load_adapter("csv", str(f), delimiter="tab").iter_entities()] == ["Zürich"]
+    f.write_text("sku,name\nA1,Acme\n", encoding="utf-8")
+    with pytest.raises(KBError, match="mapping names columns the header lacks: label -> 'Name'"):
+        list(load_adapter("csv", str(f), mapping={"id": "sku", "label": "Name"}).iter_entities())
+    with pytest.raises(ConfigError, match="'descripton', which is not an entity field"):
+        load_adapter("csv", str(f), mapping={"id": "sku", "descripton": "name"})
+    big = "x" * 200_000
+    f.write_text(f"id,label,description,labels\nQ1,One,{big},our own column\nQ2,Two,\"a,b\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        list(load_adapter("csv", str(f)).iter_entities())
+    assert f"{f}:3" in str(e.value)  # the row with the open quote, not the long one
+    f.write_text(f"id,label,description,labels\nQ1,One,{big},our own column\n", encoding="utf-8")
+    [ent] = load_adapter("csv", str(f)).iter_entities()
+    assert len(ent.description) == 200_000 and ent.extra["labels"] == "our own column"
+    f.write_text("", encoding="utf-8")
+    with pytest.raises(KBError, match="the file is empty"):
+        list(load_adapter("csv", str(f)).iter_entities())
+
+
+def test_structured_values_are_named_not_stringified(tmp_path: Path) -> None:
+    f = tmp_path / "e.jsonl"
+    good = {"id": 1.0, "label": "Acme", "aliases": [{"name": "ACME", "lang": "en"}, "Acme Corp"]}
+    f.write_text(json.dumps(good) + "\n")
+    [e] = load_adapter("jsonl", str(f)).iter_entities()
+    assert e.id == "1" and e.aliases == ["ACME", "Acme Corp"]  # a pandas float id, alias objects by their name
+    for bad, msg in [({"label": ["Acme", "ACME"]}, "'label' ('label') is a list, not text"),
+                     ({"id": True}, "field 'id' ('id') is a bool"), ({"popularity": float("inf")}, "finite"),
+                     ({"aliases": [{"lang": "en"}]}, "object without a name")]:
+        f.write_text(json.dumps({**good, **bad}) + "\n")
+        with pytest.raises(DataError, match=re.escape(msg)):
+            list(load_adapter("jsonl", str(f)).iter_entities())
+
+
+def test_a_truncated_gzip_source_is_named(tmp_path: Path) -> None:
+    import gzip
+
+    full = tmp_path / "e.jsonl.gz"
+    with gzip.open(full, "wt") as g:
+        for i in range(3000):
+            g.write(json.dumps({"id": f"Q{i}", "label": f"entity number {i} " + "x" * (i % 97)}) + "\n")
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(DataError, match="ends early, after") as e:
+        list(load_adapter("jsonl", str(cut)).iter_entities())
+    assert str(cut) in str(e.value)

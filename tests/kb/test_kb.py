@@ -442,3 +442,42 @@ def test_training_sample_grows_with_the_ivf_lists() -> None:
     assert default_train_size("HNSW32", 10_000_000) == 300_000
     est = estimate_resources(10_000_000, 384, "auto")
     assert est["factory"] == "IVF16384,SQfp16" and est["peak_ram"] >= 655_360 * 384 * 4
+
+
+def test_sync_never_wipes_the_kb_on_an_empty_source_or_prunes_skipped_records(tmp_path: Path) -> None:
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "e.jsonl")
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    n = len(SAMPLE_ENTITIES)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with KB.open(tmp_path / "kb", writable=True) as kb:
+        with pytest.raises(KBError, match=f"would remove all {n}"):
+            kb.sync(load_adapter("jsonl", str(empty)).iter_entities(), None)
+        assert len(kb) == n
+        lines = src.read_text().splitlines()
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("\n".join(lines[:-1] + ['{"id": "' + SAMPLE_ENTITIES[-1].id + '", "label": ["x"]}']) + "\n")
+        ad = load_adapter("jsonl", str(bad), on_error="skip")
+        c = kb.sync(ad.iter_entities(), None, source=ad)
+        assert c["removed"] == 0 and len(kb) == n  # the skipped record's entity is not gone from the source
+
+
+def test_a_built_kb_is_one_file_database_and_a_second_build_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from glinker.io import locked
+
+    src = write_jsonl(SAMPLE_ENTITIES, tmp_path / "e.jsonl")
+    gen = build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    db = sqlite3.connect(gen / "entities.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # opens read-only anywhere (no -shm needed)
+    db.close()
+    assert not list(gen.glob("*-wal")) and not list(gen.glob("*-shm"))
+    with locked(tmp_path / "kb" / ".build.lock", wait=False):  # what a running build holds
+        with pytest.raises(KBError, match="another build is writing"):
+            build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and holds no KB"):
+        build_kb(load_adapter("jsonl", str(src)), mine, None)

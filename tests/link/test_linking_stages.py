@@ -629,3 +629,11 @@ def test_write_links_needs_a_format_it_can_tell(tiny_model, tiny_kb, tmp_path):
         pipe(f"stages:\n  m: {{type: given_mentions}}\n  c: {{type: alias_candidates, input: m}}\n"
              f"  l: {{type: select, input: c}}\n  w: {{type: write_links, input: l, path: {tmp_path}/out.txt}}\n",
              tiny_model, tiny_kb)
+
+
+def test_select_keeps_the_candidate_stages_order_for_equal_scores(tiny_model, tiny_kb):
+    """Alias candidates all score 1 for a shared name: the most popular (their order) wins, not the smallest id."""
+    p = pipe("stages:\n  m: {type: given_mentions}\n  c: {type: alias_candidates, input: m}\n"
+             "  links: {type: select, input: c}\n", tiny_model, tiny_kb)
+    [doc] = p.link([given((0, 5), text="Paris is nice.")])
+    assert doc.links[0].entity_id == "Q90"  # popularity 300; "Q167646" (80) sorts first as a string
