@@ -176,6 +176,8 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             self.send_response(status)
             self.send_header("Content-Type", f"{ctype}; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:  # set before answering: the client is told to open a new connection
+                self.send_header("Connection", "close")
             self.end_headers()
             try:
                 self.wfile.write(body)
@@ -219,26 +221,27 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
 
         def do_POST(self) -> None:
             if urlparse(self.path).path != "/link":
+                self.close_connection = True  # its body is not read: the connection cannot carry another request
                 self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
                 return
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                self.close_connection = True
                 self._json(411, {"error": {"message": "chunked request bodies are not read",
                                            "fix": "send the body with a Content-Length header"}})
-                self.close_connection = True
                 return
             try:
                 size = int(self.headers.get("Content-Length") or 0)
             except ValueError:
+                self.close_connection = True
                 self._json(400, {"error": {"message": f"Content-Length {self.headers.get('Content-Length')!r} "
                                            "is not a number", "where": "Content-Length",
                                            "fix": "send the body's size in bytes"}})
-                self.close_connection = True
                 return
             if size < 0 or size > max_body:
+                self.close_connection = True
                 self._json(413 if size > max_body else 400,
                            {"error": {"message": f"body of {self.headers.get('Content-Length')} bytes; at most "
                                       f"{max_body} are read", "fix": "send fewer documents per request"}})
-                self.close_connection = True
                 return
             try:
                 raw_docs = parse_request(self.rfile.read(size))
@@ -263,13 +266,19 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
     return Handler
 
 
+class _Listener(ThreadingHTTPServer):
+    # the kernel's queue of connections not yet accepted: Python's default of 5 reset clients when 30 connected
+    # at once; a team's burst of requests waits in the queue instead
+    request_queue_size = 1024
+
+
 class Server:
     """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``)."""
 
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
                  max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS) -> None:
         try:  # the address first: a port in use fails at once, not after the models load
-            self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+            self.httpd = _Listener((host, port), BaseHTTPRequestHandler)
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
                               fix="pick another --port (0: any free one), or stop what listens there") from None

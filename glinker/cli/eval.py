@@ -7,13 +7,16 @@ Scores are printed as a table/summary, then one machine-readable last line
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from glinker.errors import ConfigError, GlinkerError
+from glinker.errors import ConfigError, DataError, GlinkerError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "glinker-bi-minilm"
 
@@ -70,6 +73,14 @@ def ner(
             report = score_predictions_file(predictions, data, mode=mode, split=split)
         else:
             datasets = load_ner_datasets(data, split=split, limit=limit)
+            if save_predictions is not None:
+                out = save_predictions.resolve()
+                for d in datasets:
+                    src = Path(d.path).resolve() if d.path is not None else None
+                    if src is not None and (out == src or src in out.parents):
+                        raise ConfigError(f"--save-predictions {save_predictions} is in the evaluation data "
+                                          f"({d.path}): it would replace the gold annotations or be read as data",
+                                          where="--save-predictions", fix="save the predictions outside the data")
             predict = _load_predict(model, threshold, batch_size, device, window_words)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
@@ -176,6 +187,7 @@ def el(
             linked = list(iter_linked_jsonl(predictions))
         else:
             linked = _run_pipeline(pipeline, gold, save, batch_size, model, kb)  # type: ignore[arg-type]
+        _check_predictions(linked, gold, predictions if predictions is not None else save)
         wanted = set(ids)
         preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
         kb = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
@@ -189,6 +201,31 @@ def el(
     typer.echo(report.last_line())
 
 
+def _check_predictions(linked: list[Any], gold: list, source: Path | None) -> None:
+    """Saved links must be of these gold documents: an error when none of their ids is a gold id, or when a
+    document's text differs from the gold text (they would all score as misses); a warning when some gold
+    documents have no saved links (scored as misses)."""
+    where = str(source) if source is not None else "predictions"
+    texts = {d.id: d.text for d in gold}
+    got = {str(getattr(d, "id", None)): getattr(d, "text", None) for d in linked}
+    if not got:
+        raise DataError("no linked documents", where=where,
+                        fix="score a file written by `glinker eval el --save` or `glinker link` on these documents")
+    matched = [i for i in got if i in texts]
+    if not matched:
+        raise DataError(f"none of the {len(got)} linked documents' ids is a gold document's id (theirs: "
+                        f"{', '.join(sorted(got)[:3])}...; the gold's: {', '.join(list(texts)[:3])}...)", where=where,
+                        fix="score links made from this --data (several --data files prefix ids with the file name)")
+    bad = next((i for i in matched if got[i] is not None and got[i] != texts[i]), None)
+    if bad is not None:
+        raise DataError(f"document {bad!r} has another text in the links than in the gold data", where=where,
+                        fix="score links made from this --data")
+    missing = len(texts) - len(matched)
+    if missing:
+        log.warning("%d of %d gold documents have no linked document in %s: they count as misses", missing,
+                    len(texts), where)
+
+
 def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None, model: str | None = None,
                   kb: str | None = None) -> list[Any]:
     """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL."""
@@ -198,6 +235,18 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
 
     pipe = glinker.load_pipeline(str(path), model=model, kb=kb)
     docs = [d.to_document() for d in gold]
+    claim = None
+    if save is not None:
+        import hashlib
+
+        from glinker.cli.link import _claim_output
+
+        h = pipe.spec.header
+        data = hashlib.sha256("\0".join(f"{d.id}\0{d.text}" for d in docs).encode()).hexdigest()[:16]
+        # what wrote the saved links: resuming into links of another pipeline, KB or data is refused
+        claim = _claim_output(save, {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or h.kb,
+                                     "data": data}, resuming=True, noun="evaluation run",
+                              fix="delete it, or --save to another file")
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []
     if writer is not None:
@@ -219,6 +268,8 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
     finally:
         if bar is not None:
             bar.close()
+        if claim is not None:
+            claim.__exit__(None, None, None)
     return list(iter_linked_jsonl(save)) if save is not None else done
 
 

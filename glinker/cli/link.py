@@ -391,7 +391,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     return counts
 
 
-def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline") -> Any:
+def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline",
+                  fix: str = "pass --no-resume to overwrite it, or write to another -o") -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
     record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
     refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
@@ -419,8 +420,7 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
             what = ", ".join(f"{k} {before.get(k)!r} then, {ident[k]!r} now" if k != "pipeline" else
                              "the pipeline's stages or settings" for k in differ)
             raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
-                              f"{noun}s' results in one file", where="--output",
-                              fix="pass --no-resume to overwrite it, or write to another -o")
+                              f"{noun}s' results in one file", where="--output", fix=fix)
     f.seek(0)
     f.truncate()
     f.write(json.dumps(ident, default=str) + "\n")

@@ -140,8 +140,16 @@ class _FakePipeline:
     name = "fake"
     output_name = "links"
 
+    class spec:  # noqa: N801 - what the run record reads
+        class header:  # noqa: N801
+            model = None
+            kb = None
+
     def __init__(self):
         self.seen: list[str] = []
+
+    def fingerprint(self) -> str:
+        return "fake-1"
 
     @contextlib.contextmanager
     def gc_frozen(self):
@@ -168,6 +176,37 @@ def test_el_pipeline_run_saves_and_resumes(tmp_path, monkeypatch):
     assert fake.seen == ["a"] and read_done_ids(save) == {"a", "b"}
     # Obama right, Merkel wrong (FN+FP), Berlin is NIL gold linked to Q76 (FP): P=1/3 R=1/2
     assert r.output.strip().splitlines()[-1] == "el_f1=0.4000 ed_acc=0.5000 kb_coverage=n/a"
+
+
+def test_el_refuses_links_of_other_documents_and_a_stale_save(tmp_path, monkeypatch):
+    gold = make_el_data(tmp_path)
+    pred = tmp_path / "links.jsonl"
+    for docs, msg in [([LinkedDocument(id="x1", text=TEXT)], "none of the 1 linked documents' ids is a gold"),
+                      ([LinkedDocument(id="a", text="Another text.")], "has another text in the links"),
+                      ([], "no linked documents")]:
+        pred.write_text("")
+        write_jsonl(pred, docs)
+        r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--predictions", str(pred)])
+        assert r.exit_code == 2 and msg in r.output, r.output
+    fake = _FakePipeline()
+    monkeypatch.setattr(glinker, "load_pipeline", lambda path, **kw: fake)
+    save = tmp_path / "out.jsonl"
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save)])
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other.jsonl"
+    other.write_text(gold.read_text().replace("Obama met", "Obama saw"))
+    r = runner.invoke(app, ["eval", "el", "--data", str(other), "--pipeline", "x.yaml", "--save", str(save)])
+    assert r.exit_code == 2 and "written by another evaluation run" in r.output  # not resumed into the old links
+
+
+def test_ner_predictions_are_not_saved_into_the_data(tmp_path):
+    ckpt = Path(__file__).resolve().parents[1] / "fixtures" / "gliner" / "deberta"
+    d = make_ner_data(tmp_path / "data")
+    before = (d / "test.json").read_text()
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--model", str(ckpt), "--save-predictions",
+                            str(d / "test.json")])
+    assert r.exit_code == 2 and "is in the evaluation data" in r.output
+    assert (d / "test.json").read_text() == before
 
 
 def test_ner_runs_a_real_checkpoint(tmp_path):

@@ -181,3 +181,23 @@ def test_serve_command_answers_and_stops_on_sigterm(pipeline):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_a_404_does_not_break_a_kept_alive_connection_and_bursts_wait(server):
+    """A POST to an unknown path leaves its body unread: the server closes that connection (the client opens a
+    new one) instead of reading the body as the next request. Many clients at once queue, none is reset."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/links", body=b'{"text": "Paris"}', headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 404 and r.getheader("Connection", "").lower() == "close"
+    r.read()
+    conn.close()
+    assert server.httpd.request_queue_size >= 128
+
+    def one(i):
+        return post(server, {"text": f"Paris {i}"})[0]
+
+    with ThreadPoolExecutor(max_workers=40) as ex:
+        assert set(ex.map(one, range(40))) == {200}
