@@ -66,6 +66,16 @@ def ner(
     try:
         if mode not in ("gliner", "char"):
             raise ConfigError(f"unknown --mode {mode!r}", where="--mode", fix="use gliner or char")
+        ignored = [name for name, given in (("--save-predictions", save_predictions is not None),
+                                            ("--json", json_out is not None), ("--predictions", predictions is not None))
+                   if given and sweep is not None]
+        if predictions is not None and threshold != 0.5:
+            ignored.append("--threshold (saved predictions were filtered when they were made)")
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} cannot be used {'with --sweep' if sweep else 'here'}: it "
+                              "would be ignored", where=ignored[0].split()[0],
+                              fix="run the sweep alone (it prints a row per threshold), then a run at the chosen "
+                                  "threshold with --save-predictions / --json" if sweep else "drop --threshold")
         if sweep is not None:
             _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words)
             return
@@ -176,10 +186,21 @@ def el(
             k_list = sorted({int(k) for k in ks.split(",") if k.strip()})
         except ValueError:
             raise ConfigError(f"invalid --ks {ks!r}", where="--ks", fix="use comma-separated integers, e.g. 1,5,10") from None
+        if not k_list or k_list[0] < 1:
+            raise ConfigError(f"--ks {ks!r}: every k must be at least 1", where="--ks", fix="e.g. --ks 1,5,10")
         if (pipeline is None) == (predictions is None):
             raise ConfigError("give exactly one of --pipeline and --predictions", where="--pipeline",
                               fix="run a pipeline (--pipeline P) or score saved links (--predictions FILE)")
+        if predictions is not None and save is not None:
+            raise ConfigError("--save writes the links a --pipeline run makes; with --predictions there are none",
+                              where="--save", fix="drop --save (the predictions file is the saved links)")
         gold = list(iter_el_files(data, limit=limit))
+        mentions = [m for d in gold for m in d.mentions]
+        if mentions and all(m.is_nil for m in mentions) and any(m.raw_id for m in mentions):
+            example = next(m.raw_id for m in mentions if m.raw_id)
+            log.warning("none of the gold entity ids is a Wikidata QID (e.g. %r): ELEVANT files are scored by QID, so "
+                        "every gold mention counts as NIL; gold with another KB's ids goes in AIDA-style JSONL (its "
+                        "wikidata_qid field takes any id)", example)
         ids = [d.id for d in gold]
         if predictions is not None:
             from glinker.io import iter_linked_jsonl

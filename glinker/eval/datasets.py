@@ -915,13 +915,27 @@ def iter_el(path: str | Path, limit: int | None = None) -> Iterator[ELDocument]:
         yield d
 
 
+def _file_tags(paths: Sequence[str | Path]) -> list[str]:
+    """A short, distinct tag per file: its name up to the first dot, then more of its name, then its folder's
+    name, as needed (``a/test.jsonl`` + ``b/test.jsonl`` -> ``a/test``, ``b/test``)."""
+    ps = [Path(p) for p in paths]
+    for tag in (lambda p: p.name.split(".")[0], lambda p: p.name.removesuffix(".jsonl").removesuffix(".gz"),
+                lambda p: f"{p.parent.name}/{p.name.removesuffix('.jsonl')}", lambda p: str(p)):
+        tags = [tag(p) for p in ps]
+        if len(set(tags)) == len(tags):
+            return tags
+    return [f"{i}" for i in range(len(ps))]
+
+
 def iter_el_files(paths: Sequence[str | Path], limit: int | None = None) -> Iterator[ELDocument]:
     """:func:`iter_el` over one or several files read as one set. With several, every document id is prefixed
-    with its file's name up to the first dot (``oke-2015-train:0``), since separately numbered files repeat
-    ids (the evaluator refuses a repeated id); ``limit`` counts over all of them."""
+    with its file's name up to the first dot (``oke-2015-train:0``; more of its path when two files would share
+    it), since separately numbered files repeat ids (the evaluator refuses a repeated id); ``limit`` counts over
+    all of them."""
     n = 0
-    for path in paths:
-        prefix = f"{Path(path).name.split('.')[0]}:" if len(paths) > 1 else ""
+    tags = _file_tags(paths)
+    for i, path in enumerate(paths):
+        prefix = f"{tags[i]}:" if len(paths) > 1 else ""
         for d in iter_el(path):
             if limit is not None and n >= limit:
                 return

@@ -336,11 +336,19 @@ def load_kb_ids(path: str) -> set[str]:
     from pathlib import Path
 
     p = Path(path)
+    if p.is_dir():  # a KB directory: its entity ids
+        from glinker.kb import KB
+
+        with KB.open(p) as kb:
+            return set(kb.store.all_ids())
     if not p.is_file():
-        raise DataError(f"KB id file not found: {p}", where=str(p), fix="pass a file with one entity id per line")
+        raise DataError(f"KB id file not found: {p}", where=str(p),
+                        fix="pass a KB directory, or a file with one entity id per line")
     text = p.read_text(encoding="utf-8-sig")
 
     def rec_id(rec: Any) -> str | None:
+        if isinstance(rec, (str, int)) and not isinstance(rec, bool):  # a plain list of ids
+            return str(rec)
         if isinstance(rec, dict):
             e = rec.get("id") or rec.get("qid") or rec.get("wikidata_id")
             return str(e) if e else None
@@ -353,10 +361,12 @@ def load_kb_ids(path: str) -> set[str]:
         except json.JSONDecodeError:
             obj = None  # JSONL: parsed line by line below
         if isinstance(obj, dict):
-            recs = [obj] if rec_id(obj) else list(obj.values())
-            return {e for e in map(rec_id, recs) if e}
+            recs = [obj] if rec_id(obj) else [v for v in obj.values() if isinstance(v, dict)]
+            got = {e for e in map(rec_id, recs) if e}
+            # {"Q42": "Douglas Adams", ...}: the keys are the ids
+            return got or {str(k) for k in obj}
         if isinstance(obj, list):
-            return {e for e in map(rec_id, obj) if e}
+            return _some(p, {e for e in map(rec_id, obj) if e})
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -370,4 +380,11 @@ def load_kb_ids(path: str) -> set[str]:
                 ids.add(e)
         else:
             ids.add(line.split("\t")[0])
+    return _some(p, ids)
+
+
+def _some(p: Any, ids: set[str]) -> set[str]:
+    if not ids:
+        raise DataError("no entity ids in the file", where=str(p),
+                        fix="one id a line, JSONL records with id/qid, a JSON list of ids, or the KB directory")
     return ids

@@ -310,3 +310,29 @@ def test_threshold_sweep_equals_separate_runs(tmp_path):
     assert re.fullmatch(r"best_threshold=[\d.]+ avg_micro_f1=\d\.\d{4}", r.output.strip().splitlines()[-1])
     r = runner.invoke(app, ["eval", "ner", "--data", str(tmp_path / "data"), "--model", str(ckpt), "--sweep", "0.5"])
     assert r.exit_code != 0 and "test.json" in r.output  # no test split here: the error names the file
+
+
+def test_el_kb_ids_forms_ks_and_option_combinations(tmp_path):
+    from glinker.eval.datasets import _file_tags
+    from glinker.eval.el import load_kb_ids
+    from glinker.errors import DataError
+
+    f = tmp_path / "ids.json"
+    f.write_text('["Q42", "Q64"]')
+    assert load_kb_ids(str(f)) == {"Q42", "Q64"}
+    f.write_text('{"Q42": "Douglas Adams", "Q64": "Berlin"}')
+    assert load_kb_ids(str(f)) == {"Q42", "Q64"}
+    f.write_text("[]")
+    with pytest.raises(DataError, match="no entity ids"):
+        load_kb_ids(str(f))
+    assert _file_tags(["a/test.jsonl", "b/test.jsonl"]) == ["a/test", "b/test"]
+    gold = make_el_data(tmp_path)
+    pred = tmp_path / "links.jsonl"
+    write_jsonl(pred, [linked_a()])
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--predictions", str(pred), "--ks", "0,5"])
+    assert r.exit_code == 2 and "at least 1" in r.output
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--predictions", str(pred), "--save", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--save writes the links" in r.output
+    d = make_ner_data(tmp_path / "ner")
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d), "--sweep", "0.3,0.5", "--json", str(tmp_path / "j.json")])
+    assert r.exit_code == 2 and "--json cannot be used with --sweep" in r.output
