@@ -15,6 +15,7 @@ batched linking rather than of one document at a time.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -23,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
 
 from glinker.errors import ConfigError, DataError, GlinkerError
@@ -79,7 +80,7 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
             raise DataError("must be an object with a string 'text'", where=f"documents[{i}]",
                             fix='{"id": "a", "text": "...", "meta": {...}}')
         check_text(item["text"], f"documents[{i}].text")
-        doc = {"id": str(item.get("id", i)), "text": item["text"]}
+        doc = {"id": str(item["id"]) if item.get("id") is not None else str(i), "text": item["text"]}
         if item.get("meta") is not None:
             if not isinstance(item["meta"], dict):
                 raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
@@ -98,6 +99,8 @@ class Batcher:
         self.q: queue.Queue[tuple[list[Any], Future] | None] = queue.Queue()
         self.documents = 0
         self.batches = 0
+        self.active = 0  # requests being answered
+        self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="glinker-serve-batcher", daemon=True)
         self._thread.start()
 
@@ -107,9 +110,32 @@ class Batcher:
         self.q.put((docs, fut))
         return fut
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Counts a request from its start until its answer is written (see :meth:`wait_answered`)."""
+        with self._idle:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self.active -= 1
+                self._idle.notify_all()
+
+    def wait_answered(self, note_every: float = 30.0) -> None:
+        """Return once every request being answered has its answer written (a stopping server finishes them)."""
+        with self._idle:
+            while self.active:
+                if not self._idle.wait(timeout=note_every) and self.active:
+                    log.warning("stopping: %d request(s) still being answered", self.active)
+
     def close(self) -> None:
+        """Stop after the documents already queued are linked (however long that takes: their clients wait)."""
         self.q.put(None)
-        self._thread.join(timeout=60)
+        while self._thread.is_alive():
+            self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                log.warning("stopping: still linking the documents queued before the stop")
 
     def _loop(self) -> None:
         while True:
@@ -172,6 +198,14 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         def log_message(self, fmt: str, *args: Any) -> None:  # through logging, not stderr prints
             log.debug("%s %s", self.address_string(), fmt % args)
 
+        def do_GET(self) -> None:
+            with batcher.answering():
+                self._get()
+
+        def do_POST(self) -> None:
+            with batcher.answering():
+                self._post()
+
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(status)
             self.send_header("Content-Type", f"{ctype}; charset=utf-8")
@@ -194,7 +228,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             docs = [Document.model_validate(d) for d in raw_docs]
             return batcher.submit(docs).result() if docs else []
 
-        def do_GET(self) -> None:
+        def _get(self) -> None:
             url = urlparse(self.path)
             if url.path == "/health":
                 self._json(200, {"status": "ok", **info, "documents": batcher.documents, "batches": batcher.batches})
@@ -210,8 +244,16 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             from glinker.stages.writers import render_html
 
             text = parse_qs(url.query).get("text", [""])[0]
+            if len(text) > max_chars:
+                self._json(413, {"error": {"message": f"{len(text):,} characters of text; at most {max_chars:,} per "
+                                           "request", "where": "text", "fix": "send less text, or start the server "
+                                           "with a larger --max-chars"}})
+                return
             try:
                 recs = self._link([{"id": "0", "text": text}]) if text.strip() else []
+            except DataError as e:
+                self._error(400, e)
+                return
             except GlinkerError as e:
                 self._error(500, e)
                 return
@@ -219,7 +261,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             page = page.replace("<body>", "<body>" + _FORM.format(text=html.escape(text)), 1)
             self._send(200, page.encode("utf-8"), "text/html")
 
-        def do_POST(self) -> None:
+        def _post(self) -> None:
             if urlparse(self.path).path != "/link":
                 self.close_connection = True  # its body is not read: the connection cannot carry another request
                 self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
@@ -298,6 +340,12 @@ class Server:
         self.httpd.serve_forever()
 
     def shutdown(self) -> None:
+        """Stop accepting, answer every request already received, then stop the linking thread."""
         self.httpd.shutdown()
+        self.stop()
+
+    def stop(self) -> None:
+        """After ``serve_forever`` returned: close the socket, let every request in flight get its answer, stop."""
         self.httpd.server_close()
+        self.batcher.wait_answered()
         self.batcher.close()

@@ -39,8 +39,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        srv.httpd.server_close()
-        srv.batcher.close()
+        srv.stop()  # every request already received gets its answer first
     typer.echo(f"stopped after {srv.batcher.documents} documents", err=True)
 
 

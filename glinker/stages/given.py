@@ -30,6 +30,10 @@ class GivenMentions(Stage):
         out = []
         for d_i, doc in enumerate(documents):
             spans = doc.meta.get(p.field, [])
+            if not isinstance(spans, list):
+                raise DataError(f"meta.{p.field} of document {doc.id!r} is a {type(spans).__name__}, not a list of "
+                                "spans", where=f"document {doc.id}: meta.{p.field}",
+                                fix='give a list: [{"start": 0, "end": 5}] or [[0, 5]]')
             ms = []
             for j, sp in enumerate(spans):
                 if isinstance(sp, dict):
@@ -39,10 +43,13 @@ class GivenMentions(Stage):
                     label = sp[2] if len(sp) > 2 else p.default_label
                 else:
                     start = end = label = None
-                if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(doc.text)):
+                if not (isinstance(start, int) and isinstance(end, int) and not isinstance(start, bool)
+                        and not isinstance(end, bool) and 0 <= start <= end <= len(doc.text)
+                        and (label is None or isinstance(label, str))):
                     raise DataError(f"span {j} of document {doc.id!r} is invalid: {sp!r} (text has {len(doc.text)} chars)",
                                     where=f"document {doc.id}: meta.{p.field}[{j}]",
-                                    fix="spans are {start, end} character offsets with 0 <= start <= end <= len(text)")
+                                    fix="spans are {start, end} character offsets with 0 <= start <= end <= len(text), "
+                                        "and an optional string label")
                 ms.append(Mention(start=start, end=end, text=doc.text[start:end], label=label, doc_index=d_i))
             out.append(ms)
         return out

@@ -201,3 +201,57 @@ def test_a_404_does_not_break_a_kept_alive_connection_and_bursts_wait(server):
 
     with ThreadPoolExecutor(max_workers=40) as ex:
         assert set(ex.map(one, range(40))) == {200}
+
+
+def test_stopping_answers_every_request_already_received(pipeline):
+    """A stop while requests wait in the queue: each still gets its answer (none is cut off), then it stops."""
+    import glinker
+    from glinker.serve import Server
+
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.05, max_batch=1)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    real = srv.batcher.pipe.run_batch
+
+    def slow(docs):
+        import time as _t
+
+        _t.sleep(0.3)
+        return real(docs)
+
+    srv.batcher.pipe.run_batch = slow
+    with ThreadPoolExecutor(max_workers=6) as ex:
+        futs = [ex.submit(post, srv, {"text": f"Paris {i}"}) for i in range(6)]
+        import time as _t
+
+        _t.sleep(0.2)
+        srv.shutdown()  # while most are still queued
+        assert [f.result()[0] for f in futs] == [200] * 6
+
+
+def test_get_respects_max_chars_and_bad_given_spans_are_400s(pipeline, tmp_path, tiny_model, tiny_kb):
+    import glinker
+    from glinker.serve import Server
+
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.05, max_chars=10)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert call(srv, "/?text=" + "x" * 50)[0] == 413
+    finally:
+        srv.shutdown()
+    given = tmp_path / "g.yaml"
+    given.write_text(f"name: g\nkb: {tiny_kb}\nmodel: {tiny_model}\nstages:\n  m: {{type: given_mentions}}\n"
+                     "  c: {type: alias_candidates, input: m}\n  links: {type: select, input: c}\n")
+    srv = Server(glinker.load_pipeline(str(given)), port=0, max_wait=0.05)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        for meta in ({"mentions": 5}, {"mentions": [[True, 5]]}, {"mentions": [[0, 5, 7]]}):
+            status, body = post(srv, {"documents": [{"id": None, "text": "Paris is nice.", "meta": meta}]})
+            assert status == 400, (meta, body)
+        status, body = post(srv, {"documents": [{"id": None, "text": "Paris is nice.",
+                                                 "meta": {"mentions": [[0, 5]]}}]})
+        assert status == 200 and body["documents"][0]["id"] == "0"
+    finally:
+        srv.shutdown()
