@@ -115,9 +115,15 @@ def build(
         raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
     from glinker.cluster import queued_encoder
 
-    with queued_encoder(enc, queue, job, str(name)) as remote:
-        gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory, nprobe=nprobe,
-                       batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume, progress=True)
+    try:
+        with queued_encoder(enc, queue, job, str(name)) as remote:
+            gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
+                           nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
+                           progress=True)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: what was built is kept; run the same command again to resume ({out} keeps its "
+                   "previous KB, if any, until the build finishes)", err=True)
+        raise typer.Exit(130) from None
     from glinker.kb.manifest import Manifest
 
     m = Manifest.load(gen / "manifest.json")
@@ -257,4 +263,6 @@ def search(path: Path = typer.Argument(..., help="KB directory."),
                 score = "" if isinstance(h, str) else f"  {h['score']}"
                 if isinstance(h, dict) and "alias" in h:
                     score = f"  ~{h['alias']!r} {h['score']}"
-                typer.echo(f"  {hid:<12} {e.label if e else '?'} — {e.description if e else ''}{score}")
+                desc = e.description if e else ""
+                desc = desc if len(desc) <= 160 else desc[:157] + "..."
+                typer.echo(f"  {hid:<12} {e.label if e else '?'} — {desc}{score}")

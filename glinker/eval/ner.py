@@ -118,7 +118,8 @@ class NERReport:
         for r in self.results:
             notes = []
             if r.unaligned_gold:
-                notes.append(f"{r.unaligned_gold} gold off word boundaries")
+                notes.append(f"{r.unaligned_gold} gold off word boundaries"
+                             + (" (natural text? --mode char)" if r.unaligned_gold * 10 >= max(1, r.gold) else ""))
             if r.gold_types_not_prompted:
                 notes.append(f"{r.gold_types_not_prompted} gold types not in labels")
             if r.unaligned_pred:

@@ -156,9 +156,11 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
             seen = (f"; {rep.read:,} records read, {rep.bad:,} bad" if rep is not None and rep.read else "") + (
                 "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
                 if why else "")
+            wikidata = getattr(adapter, "name", "") == "wikidata"
             raise KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")),
                           fix="check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
-                              "min_sitelinks, require_label)")
+                              "min_sitelinks, require_label)" if wikidata else
+                              "check the source: it is empty, or every record was bad (-o on_error=skip skips them)")
         manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
                             glinker_version=glinker_version(),
                             source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
