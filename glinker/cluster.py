@@ -379,7 +379,8 @@ def job_fingerprint(spec: str, resources: dict[str, Any]) -> str:
     without loading them, :meth:`glinker.pipeline.Pipeline.resource_ident`)."""
     import hashlib
 
-    blob = json.dumps({"spec": spec, "resources": resources}, sort_keys=True, default=str).encode()
+    what = {k: v for k, v in resources.items() if k != "where"}  # where a KB lies may differ between machines
+    blob = json.dumps({"spec": spec, "resources": what}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -409,9 +410,12 @@ def _differences(theirs: dict[str, Any], mine: dict[str, Any] | None, limit: int
 
 def describe_resources(res: dict[str, Any]) -> str:
     """``res`` (:meth:`Pipeline.resource_ident`) in a few words, for errors: KB paths and sizes, model names."""
-    kbs = ", ".join(f"{k} ({v.get('counts', {}).get('entities', '?')} entities)" if isinstance(v, dict) else
-                    f"{k} (read from its source)" for k, v in res.get("kb", {}).items())
-    models = ", ".join(res.get("model", {}))
+    where = res.get("where", {})
+    kbs = ", ".join(dict.fromkeys(
+        f"{where.get(f'kb:{k}', k)} ({v['counts'].get('entities', '?')} entities)"
+        if isinstance(v, dict) and isinstance(v.get("counts"), dict) else f"{where.get(f'kb:{k}', k)}"
+        for k, v in res.get("kb", {}).items()))
+    models = ", ".join(dict.fromkeys(where.get(f"model:{k}", k) for k in res.get("model", {})))
     return f"KB {kbs or 'none'}; model {models or 'none'}"
 
 
@@ -591,7 +595,8 @@ class Worker:
         if meta.get("kind", "link") != kind or meta.get("spec") != self.task.fingerprint:
             theirs = json.loads(meta.get("resources") or "{}")
             mine = getattr(self.task, "resources", None)
-            if kind == "link" and mine is not None and theirs and theirs != mine:
+            if kind == "link" and mine is not None and theirs and {k: v for k, v in theirs.items() if k != "where"} \
+                    != {k: v for k, v in mine.items() if k != "where"}:
                 raise ConfigError(f"job {self.job!r} links with {describe_resources(theirs)}; this worker has "
                                   f"{describe_resources(mine)}", where=f"worker {self.name}",
                                   fix="start the worker with the same KB and model as the coordinator (its --kb and "

@@ -211,34 +211,39 @@ class Pipeline:
         from glinker.model import shipped
 
         ctx = self.context
-        kbs: dict[str, Any] = {}
-        models: dict[str, Any] = {}
-        for st in self.spec.stages.values():
+        kbs: dict[str, Any] = {}     # stage -> what its KB is (the same KB copied to another path is the same)
+        models: dict[str, Any] = {}  # stage -> what its model is
+        where: dict[str, str] = {}   # "kb:<stage>" / "model:<stage>" -> the path or name given here (for messages)
+        for name_, st in self.spec.stages.items():
             p = st.params
             fields = type(p).model_fields if p is not None else {}
             ref = (getattr(p, "kb", None) or ctx.kb) if "kb" in fields else None
             if isinstance(ref, str):
                 gen = current_generation(Path(ctx.resolve_path(ref) or ref))
                 m = Manifest.load(gen / "manifest.json")
-                kbs[ref] = {"counts": m.counts, "source": m.source, "model": m.model_fingerprint, "factory": m.factory}
+                kbs[name_] = {"counts": m.counts, "source": m.source, "model": m.model_fingerprint,
+                              "factory": m.factory}
+                where[f"kb:{name_}"] = ref
             elif ref is not None:
-                kbs[json.dumps(ref if isinstance(ref, dict) else ref.model_dump(mode="json"), sort_keys=True,
-                               default=str)] = "source"
-            name = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
-            if name and str(name).lower() != "none" and name not in models:
-                path = Path(ctx.resolve_path(name) or name)
-                if shipped.is_shipped(name) and not path.is_dir():
-                    models[name] = hashlib.sha256((shipped.SHIPPED_ROOT / name / shipped.MANIFEST).read_bytes()
-                                                  ).hexdigest()[:16]
+                kbs[name_] = json.loads(json.dumps(ref if isinstance(ref, dict) else ref.model_dump(mode="json"),
+                                                   default=str))
+                where[f"kb:{name_}"] = "read from its source"
+            model = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
+            if model and str(model).lower() != "none":
+                path = Path(ctx.resolve_path(model) or model)
+                if shipped.is_shipped(model) and not path.is_dir():
+                    models[name_] = hashlib.sha256((shipped.SHIPPED_ROOT / model / shipped.MANIFEST).read_bytes()
+                                                   ).hexdigest()[:16]
                 elif path.is_dir():
                     cfg = path / "gliner_config.json"
                     weights = sorted((f.name, f.stat().st_size) for f in path.iterdir()
                                      if f.suffix in (".safetensors", ".bin", ".pt"))
-                    models[name] = hashlib.sha256((cfg.read_bytes() if cfg.is_file() else b"")
-                                                  + json.dumps(weights).encode()).hexdigest()[:16]
+                    models[name_] = hashlib.sha256((cfg.read_bytes() if cfg.is_file() else b"")
+                                                   + json.dumps(weights).encode()).hexdigest()[:16]
                 else:
-                    models[name] = "hub"
-        return {"kb": kbs, "model": models}
+                    models[name_] = f"hub:{model}"
+                where[f"model:{name_}"] = str(model)
+        return {"kb": kbs, "model": models, "where": where}
 
     def warm_up(self, freeze_gc: bool = False) -> None:
         """Load every stage's heavy state now (otherwise it happens before the first batch).

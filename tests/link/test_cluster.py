@@ -610,3 +610,19 @@ def test_redis_urls_a_named_database_and_passwords_are_not_shown():
         connect("redis://127.0.0.1:6379/abc")
     assert redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_the_same_kb_copied_elsewhere_is_the_same_job(pipeline, tiny_kb, tmp_path):
+    """Workers on other machines hold copies of the KB at other paths: the job's identity is the KB, not its path."""
+    import shutil
+
+    import glinker
+    from glinker.cluster import describe_resources, job_fingerprint
+
+    copy = tmp_path / "copied-kb"
+    shutil.copytree(tiny_kb, copy)
+    a = glinker.load_pipeline(str(pipeline))
+    b = glinker.load_pipeline(str(pipeline), kb=str(copy))
+    ra, rb = a.resource_ident(), b.resource_ident()
+    assert job_fingerprint(a.fingerprint(), ra) == job_fingerprint(b.fingerprint(), rb)
+    assert str(copy) in describe_resources(rb) and "entities)" in describe_resources(rb)
