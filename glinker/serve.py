@@ -138,47 +138,107 @@ class Batcher:
                 log.warning("stopping: still linking the documents queued before the stop")
 
     def _loop(self) -> None:
+        """Requests are served in turns: each batch takes documents from every waiting request in round robin, so
+        a request of thousands of documents shares the thread with the small ones that arrive meanwhile instead of
+        holding them until it is done (each request still gets its records in order, in one answer)."""
+        jobs: list[_Job] = []
+        stopping = False
         while True:
-            first = self.q.get()
-            if first is None:
-                return
-            group = [first]
-            n = len(first[0])
-            deadline = time.monotonic() + self.max_wait
-            while n < self.max_batch:
+            if not jobs:
+                if stopping:
+                    return
+                first = self.q.get()
+                if first is None:
+                    return
+                jobs.append(_Job(*first))
+                deadline = time.monotonic() + self.max_wait
+                while sum(j.left for j in jobs) < self.max_batch:  # gather concurrent requests a moment
+                    try:
+                        item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    jobs.append(_Job(*item))
+            while not stopping:  # whatever arrived meanwhile joins the next turn
                 try:
-                    item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self.q.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self.q.put(None)  # stop after this group
+                    stopping = True  # the requests already here are still finished
                     break
-                group.append(item)
-                n += len(item[0])
-            self._run(group)
+                jobs.append(_Job(*item))
+            served = self._turn(jobs)
+            # the requests served this turn go to the back: with more requests than a batch holds, none waits
+            # for the others to finish
+            jobs = [j for j in jobs if j not in served and not j.fut.done()] + [j for j in served if not j.fut.done()]
 
-    def _run(self, group: list[tuple[list[Any], Future]]) -> None:
+    def _turn(self, jobs: list[_Job]) -> list[_Job]:
+        """One batch of at most ``max_batch`` documents, taken from the jobs in round robin; returns the jobs it
+        took documents from."""
         from glinker.cli.link import json_records
 
-        docs = [d for g in group for d in g[0]]
+        take: list[tuple[_Job, int, int]] = []  # (job, start, end) slices of this batch
+        room = self.max_batch
+        share = max(1, -(-self.max_batch // len(jobs)))
+        for j in jobs:
+            if room <= 0:
+                break
+            n = min(share, j.left, room)
+            if n > 0:
+                take.append((j, j.at, j.at + n))
+                room -= n
+        docs = [d for j, a, b in take for d in j.docs[a:b]]
         try:
-            recs = []
-            for a in range(0, len(docs), self.max_batch):  # one request may hold more than a batch
-                part = docs[a:a + self.max_batch]
-                recs.extend(json_records(self.pipe.run_batch(part), part))
-                self.batches += 1
+            recs = json_records(self.pipe.run_batch(docs), docs) if docs else []
+            self.batches += 1 if docs else 0
         except Exception as e:
-            if len(group) > 1:  # find the request that fails: the others still get their links
-                for g in group:
-                    self._run([g])
-                return
-            group[0][1].set_exception(e)
-            return
+            if len(take) > 1:  # find the request that fails: the others still get their links
+                for j, a, b in take:
+                    try:
+                        part = j.docs[a:b]
+                        j.add(json_records(self.pipe.run_batch(part), part), b)
+                        self.batches += 1
+                        self.documents += b - a
+                    except Exception as err:  # noqa: BLE001 - handed to that request's client
+                        j.fail(err)
+                return [j for j, _, _ in take]
+            take[0][0].fail(e)
+            return [take[0][0]]
         self.documents += len(docs)
         at = 0
-        for g_docs, fut in group:
-            fut.set_result(recs[at:at + len(g_docs)])
-            at += len(g_docs)
+        for j, a, b in take:
+            j.add(recs[at:at + (b - a)], b)
+            at += b - a
+        for j in jobs:  # a request without documents is answered at once
+            if not j.docs and not j.fut.done():
+                j.fut.set_result([])
+        return [j for j, _, _ in take]
+
+
+class _Job:
+    """One request's documents, how far they are linked, and its records so far."""
+
+    def __init__(self, docs: list[Any], fut: Future) -> None:
+        self.docs, self.fut, self.at, self.recs = docs, fut, 0, []
+
+    @property
+    def left(self) -> int:
+        return len(self.docs) - self.at if not self.fut.done() else 0
+
+    def add(self, recs: list[Any], at: int) -> None:
+        if self.fut.done():
+            return
+        self.recs.extend(recs)
+        self.at = at
+        if self.at >= len(self.docs):
+            self.fut.set_result(self.recs)
+
+    def fail(self, e: BaseException) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(e)
 
 
 _FORM = """<form method="get" action="/" style="margin:1em 0"><textarea name="text" rows="5" cols="100"

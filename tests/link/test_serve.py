@@ -255,3 +255,37 @@ def test_get_respects_max_chars_and_bad_given_spans_are_400s(pipeline, tmp_path,
         assert status == 200 and body["documents"][0]["id"] == "0"
     finally:
         srv.shutdown()
+
+
+def test_a_small_request_is_not_held_behind_a_large_one(pipeline):
+    """Requests are served in turns: a request arriving while a large one is linked gets its answer after a batch
+    or two, not after the large one (which still gets all its records, in order)."""
+    import glinker
+    from glinker.serve import Server
+
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.01, max_batch=2)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    real = srv.batcher.pipe.run_batch
+
+    def slow(docs):
+        import time as _t
+
+        _t.sleep(0.1)
+        return real(docs)
+
+    srv.batcher.pipe.run_batch = slow
+    done: list[str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            big = ex.submit(lambda: (post(srv, {"texts": [f"Paris {i}" for i in range(40)]}), done.append("big")))
+            import time as _t
+
+            _t.sleep(0.3)
+            small = ex.submit(lambda: (post(srv, {"text": "Berlin"}), done.append("small")))
+            (status, body), _ = big.result()
+            assert status == 200 and [d["text"] for d in body["documents"]] == [f"Paris {i}" for i in range(40)]
+            assert small.result()[0][0] == 200
+        assert done == ["small", "big"]
+    finally:
+        srv.shutdown()
