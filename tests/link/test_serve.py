@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -203,28 +204,29 @@ def test_a_404_does_not_break_a_kept_alive_connection_and_bursts_wait(server):
         assert set(ex.map(one, range(40))) == {200}
 
 
-def test_stopping_answers_every_request_already_received(pipeline):
-    """A stop while requests wait in the queue: each still gets its answer (none is cut off), then it stops."""
+def slow_server(pipeline, delay: float, **kw):
+    """A running server whose every batch takes ``delay`` seconds more (requests pile up in its queue)."""
     import glinker
     from glinker.serve import Server
 
-    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.05, max_batch=1)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, **kw)
     real = srv.batcher.pipe.run_batch
 
     def slow(docs):
-        import time as _t
-
-        _t.sleep(0.3)
+        time.sleep(delay)
         return real(docs)
 
     srv.batcher.pipe.run_batch = slow
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_stopping_answers_every_request_already_received(pipeline):
+    """A stop while requests wait in the queue: each still gets its answer (none is cut off), then it stops."""
+    srv = slow_server(pipeline, 0.3, max_wait=0.05, max_batch=1)
     with ThreadPoolExecutor(max_workers=6) as ex:
         futs = [ex.submit(post, srv, {"text": f"Paris {i}"}) for i in range(6)]
-        import time as _t
-
-        _t.sleep(0.2)
+        time.sleep(0.2)
         srv.shutdown()  # while most are still queued
         assert [f.result()[0] for f in futs] == [200] * 6
 
@@ -260,28 +262,12 @@ def test_get_respects_max_chars_and_bad_given_spans_are_400s(pipeline, tmp_path,
 def test_a_small_request_is_not_held_behind_a_large_one(pipeline):
     """Requests are served in turns: a request arriving while a large one is linked gets its answer after a batch
     or two, not after the large one (which still gets all its records, in order)."""
-    import glinker
-    from glinker.serve import Server
-
-    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.01, max_batch=2)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    real = srv.batcher.pipe.run_batch
-
-    def slow(docs):
-        import time as _t
-
-        _t.sleep(0.1)
-        return real(docs)
-
-    srv.batcher.pipe.run_batch = slow
+    srv = slow_server(pipeline, 0.1, max_wait=0.01, max_batch=2)
     done: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=2) as ex:
             big = ex.submit(lambda: (post(srv, {"texts": [f"Paris {i}" for i in range(40)]}), done.append("big")))
-            import time as _t
-
-            _t.sleep(0.3)
+            time.sleep(0.3)
             small = ex.submit(lambda: (post(srv, {"text": "Berlin"}), done.append("small")))
             (status, body), _ = big.result()
             assert status == 200 and [d["text"] for d in body["documents"]] == [f"Paris {i}" for i in range(40)]
