@@ -311,6 +311,11 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
                         fix="point --predictions at a file written by --save-predictions")
     sets = {d.name: d for d in load_ner_datasets(data, split=split)}
     results = []
+    if len(by_ds) == 1 and len(sets) == 1 and next(iter(by_ds)) not in sets:
+        # one set both ways, named differently (saved with --data FOLDER/test.txt, scored with --data FOLDER): the
+        # same set when its texts match, which every line is checked for below
+        only = next(iter(sets.values()))
+        sets = {next(iter(by_ds)): only}
     for name, rows in by_ds.items():
         if name not in sets:
             raise DataError(f"dataset {name!r} of the predictions is not under {data}", where=str(p),

@@ -243,6 +243,8 @@ def test_ner_scores_annotated_bio_data(tmp_path):
 
     (ds,) = load_ner_datasets(d)
     assert ds.labels == ["person", "location"] and [g.text for g in ds.examples[0].spans] == ["Ada Lovelace", "London"]
+    r = runner.invoke(app, ["eval", "ner", "--data", str(d / "test.txt"), "--predictions", str(pred)])
+    assert r.exit_code == 0 and r.output.strip().splitlines()[-1] == "avg_micro_f1=0.6667"  # the file, named "test"
     (ds,) = load_ner_datasets(d / "train.txt")  # a file is read whatever its name
     assert ds.name == "train" and ds.labels == ["location"]
     (d / "labels.json").write_text('["person", "location", "organization"]')
