@@ -379,8 +379,7 @@ def job_fingerprint(spec: str, resources: dict[str, Any]) -> str:
     without loading them, :meth:`glinker.pipeline.Pipeline.resource_ident`)."""
     import hashlib
 
-    what = {k: v for k, v in resources.items() if k != "where"}  # where a KB lies may differ between machines
-    blob = json.dumps({"spec": spec, "resources": what}, sort_keys=True, default=str).encode()
+    blob = json.dumps({"spec": spec, "resources": _what(resources)}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -406,6 +405,11 @@ def _differences(theirs: dict[str, Any], mine: dict[str, Any] | None, limit: int
         if theirs.get(key) != mine.get(key):
             out.append(f"{key} ({theirs.get(key)!r} there, {mine.get(key)!r} here)")
     return ", ".join(out[:limit]) + (f" and {len(out) - limit} more" if len(out) > limit else "")
+
+
+def _what(resources: dict[str, Any]) -> dict[str, Any]:
+    """What a job's KBs and models are, without where they lie (paths differ between machines)."""
+    return {k: v for k, v in resources.items() if k != "where"}
 
 
 def describe_resources(res: dict[str, Any]) -> str:
@@ -595,8 +599,7 @@ class Worker:
         if meta.get("kind", "link") != kind or meta.get("spec") != self.task.fingerprint:
             theirs = json.loads(meta.get("resources") or "{}")
             mine = getattr(self.task, "resources", None)
-            if kind == "link" and mine is not None and theirs and {k: v for k, v in theirs.items() if k != "where"} \
-                    != {k: v for k, v in mine.items() if k != "where"}:
+            if kind == "link" and mine is not None and theirs and _what(theirs) != _what(mine):
                 raise ConfigError(f"job {self.job!r} links with {describe_resources(theirs)}; this worker has "
                                   f"{describe_resources(mine)}", where=f"worker {self.name}",
                                   fix="start the worker with the same KB and model as the coordinator (its --kb and "

@@ -139,6 +139,18 @@ def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def already_written(done: list[str], k: int, doc_id: str, output: Any, where: str, fix: str) -> bool:
+    """Resuming by place: whether the ``k``-th document read (1-based, id ``doc_id``) is among the ``done`` ids an
+    output already holds in input order; a DataError when the output holds another document at that place (it was
+    written from another input)."""
+    if k > len(done):
+        return False
+    if done[k - 1] and done[k - 1] != doc_id:
+        raise DataError(f"document {doc_id!r} is not the one {output} holds at this place (record {k}: "
+                        f"{done[k - 1]!r}): the output was written from another input", where=where, fix=fix)
+    return True
+
+
 def check_text(text: str, where: str) -> None:
     """Raise a DataError naming ``where`` when ``text`` holds a lone surrogate code point (JSON such as
     ``"\\ud800"`` decodes to one): no tokenizer or file encoding takes it."""

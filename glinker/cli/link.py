@@ -265,7 +265,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     (:mod:`glinker.cluster`); reading, order, flushing, resuming and errors stay as in a local run."""
     import glinker
     from glinker.errors import StageError
-    from glinker.io import repair_jsonl_tail, resume_state, write_jsonl
+    from glinker.io import already_written, repair_jsonl_tail, resume_state, write_jsonl
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
@@ -354,12 +354,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                     bar.update(n - last_line)
                 last_line = n
                 k += 1
-                if k <= len(done):  # resuming: the output holds the first len(done) documents, in input order
-                    if done[k - 1] and done[k - 1] != rec["id"]:
-                        raise DataError(f"document {rec['id']!r} is not the one {output} holds at this place (record "
-                                        f"{k}: {done[k - 1]!r}): the output was written from another input",
-                                        where=f"{input}:{n}",
-                                        fix="link into another -o, or pass --no-resume to overwrite the output")
+                if already_written(done, k, rec["id"], output, f"{input}:{n}",
+                                   "link into another -o, or pass --no-resume to overwrite the output"):
                     counts["skipped_done"] += 1
                     continue
                 batch.append((n, Document.model_validate(rec)))

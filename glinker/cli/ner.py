@@ -8,7 +8,6 @@ import sys
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -152,17 +151,17 @@ def ner(
     from itertools import islice
 
     from glinker.cli.link import _claim_output, _count_lines
-    from glinker.io import repair_jsonl_tail, resume_state
+    from glinker.io import already_written, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
+    from glinker.model.labels import _labels_digest
 
     if output is not None:  # before anything slow: where the results go
         _check_output(output, input)
     lab = _labels(labels, labels_file, label_bank)
     m = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
     if isinstance(lab, (list, dict)):
-        n_labels = len(lab)
-        lab = m.encode_labels(lab, progress=n_labels >= 2048 and progress)  # encoded once, reused for every batch
-    settings = {"model": m.fingerprint, "labels": getattr(lab, "digest", None) or _labels_digest(lab),
+        lab = m.encode_labels(lab, progress=len(lab) >= 2048 and progress)  # encoded once, reused for every batch
+    settings = {"model": m.fingerprint, "labels": _labels_digest(lab.names, lab.prompts, lab.dim, m.fingerprint),
                 "threshold": threshold, "nested": nested, "multi_label": multi_label, "truncate": truncate,
                 "label_top_k": label_top_k, "window_words": window_words, "text_field": text_field,
                 "whole_file": whole_file}
@@ -189,13 +188,9 @@ def ner(
         nonlocal k
         for d in docs:
             k += 1
-            if k <= len(done):
-                if done[k - 1] and done[k - 1] != str(d.get("id")):
-                    raise DataError(f"document {d.get('id')!r} is not the one {output} holds at this place "
-                                    f"({done[k - 1]!r}): the output was written from another input", where=str(input),
-                                    fix="write to another -o, or pass --no-resume to start the output over")
-                continue
-            yield d
+            if not already_written(done, k, str(d.get("id")), output, str(input),
+                                   "write to another -o, or pass --no-resume to start the output over"):
+                yield d
 
     def run(chunk: list[dict]) -> None:
         res = m.predict([d[text_field] if text_field in d else d["text"] for d in chunk], lab, threshold=threshold,
@@ -252,14 +247,6 @@ def _check_output(output: Path, input: Path) -> None:
                           fix="write somewhere you can") from None
     if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
         raise ConfigError(f"cannot write {output} (permission denied)", where="--output", fix="write somewhere you can")
-
-
-def _labels_digest(labels: Any) -> str:
-    import hashlib
-
-    names = getattr(labels, "names", None)
-    prompts = getattr(labels, "prompts", None)
-    return hashlib.sha256(json.dumps([names, prompts], ensure_ascii=False, default=str).encode()).hexdigest()[:16]
 
 
 def register(app: typer.Typer) -> None:
