@@ -20,9 +20,12 @@ import html
 import json
 import logging
 import queue
+import select
+import socket
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
@@ -37,6 +40,14 @@ MAX_CHARS = 200_000
 """Characters of text one request may hold by default: the batch thread links one request's documents before the
 next request's, so one huge request would hold every client (about a minute per 50,000 characters on 2 CPU cores;
 ``glinker link`` is the way for big inputs)."""
+
+CHECK_CLIENT_EVERY = 0.25
+"""Seconds between checks, while a request waits for its links, that its client is still connected: the documents
+of a client that left are not linked (their turns go to the clients still waiting)."""
+
+
+class _ClientLeft(Exception):
+    """The client closed its connection before its answer was ready."""
 
 
 def parse_request(body: bytes) -> list[dict[str, Any]]:
@@ -229,16 +240,18 @@ class _Job:
         return len(self.docs) - self.at if not self.fut.done() else 0
 
     def add(self, recs: list[Any], at: int) -> None:
-        if self.fut.done():
+        if self.fut.done():  # answered, failed, or cancelled because its client left
             return
         self.recs.extend(recs)
         self.at = at
         if self.at >= len(self.docs):
-            self.fut.set_result(self.recs)
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile by the request's thread
+                self.fut.set_result(self.recs)
 
     def fail(self, e: BaseException) -> None:
-        if not self.fut.done():
-            self.fut.set_exception(e)
+        with contextlib.suppress(InvalidStateError):
+            if not self.fut.done():
+                self.fut.set_exception(e)
 
 
 _FORM = """<form method="get" action="/" style="margin:1em 0"><textarea name="text" rows="5" cols="100"
@@ -259,12 +272,29 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             log.debug("%s %s", self.address_string(), fmt % args)
 
         def do_GET(self) -> None:
-            with batcher.answering():
+            with batcher.answering(), self._unless_gone():
                 self._get()
 
         def do_POST(self) -> None:
-            with batcher.answering():
+            with batcher.answering(), self._unless_gone():
                 self._post()
+
+        @contextlib.contextmanager
+        def _unless_gone(self) -> Iterator[None]:
+            try:
+                yield
+            except _ClientLeft:
+                self.close_connection = True
+                log.info("client %s left before its answer: its documents not yet linked are dropped",
+                         self.address_string())
+
+        def _client_left(self) -> bool:
+            """Whether the client closed its connection (end of stream; bytes of a next request do not count)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except (OSError, ValueError):  # reset, or closed
+                return True
 
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(status)
@@ -286,7 +316,15 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
 
         def _link(self, raw_docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             docs = [Document.model_validate(d) for d in raw_docs]
-            return batcher.submit(docs).result() if docs else []
+            if not docs:
+                return []
+            fut = batcher.submit(docs)
+            while True:
+                try:
+                    return fut.result(timeout=CHECK_CLIENT_EVERY)
+                except FutureTimeout:
+                    if self._client_left() and fut.cancel():  # its remaining turns go to the others
+                        raise _ClientLeft from None
 
         def _get(self) -> None:
             url = urlparse(self.path)

@@ -275,3 +275,25 @@ def test_a_small_request_is_not_held_behind_a_large_one(pipeline):
         assert done == ["small", "big"]
     finally:
         srv.shutdown()
+
+
+def test_documents_of_a_client_that_left_are_not_linked(pipeline):
+    """A client sends 20 documents and hangs up: the server stops linking them (batches of one, 0.2 s each) instead
+    of working 4 s for nobody, and serves the next client."""
+    import socket
+
+    srv = slow_server(pipeline, 0.2, max_wait=0.01, max_batch=1)
+    try:
+        body = json.dumps({"texts": [f"Paris {i}" for i in range(20)]}).encode()
+        with socket.create_connection((srv.host, srv.port)) as s:
+            s.sendall(b"POST /link HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(0.5)
+        time.sleep(1.0)  # the server notices within CHECK_CLIENT_EVERY; one batch in flight may finish
+        done = srv.batcher.documents
+        time.sleep(1.0)
+        assert srv.batcher.documents == done < 20
+        status, out = post(srv, {"text": "Paris"})
+        assert status == 200 and len(out["documents"]) == 1
+    finally:
+        srv.shutdown()
