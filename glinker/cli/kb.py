@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 
@@ -159,6 +160,25 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
             typer.echo(f"{k:>9}  {v}")
 
 
+@contextlib.contextmanager
+def _source_bar(ad: Any) -> Iterator[Iterator[Any]]:
+    """The adapter's entities, counted on a progress bar when stderr is a terminal (read, embedded and stored in
+    batches as they pass)."""
+    from glinker.kb.build import _bar
+
+    on = sys.stderr.isatty()
+    try:
+        est = ad.estimate_count() if on else None
+    except Exception:  # noqa: BLE001 - an estimate is a nicety
+        est = None
+    with _bar(on, total=est, desc="entities", unit="ent", unit_scale=True, file=sys.stderr) as bar:
+        def counted() -> Iterator[Any]:
+            for e in ad.iter_entities():
+                yield e
+                bar.update()
+        yield counted()
+
+
 @kb_app.command("add")
 def add(
     path: Path = typer.Argument(..., help="KB directory."),
@@ -179,8 +199,8 @@ def add(
     ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
-        c = (kb.sync(ad.iter_entities(), enc, source=ad) if prune
-             else kb.upsert(ad.iter_entities(), enc))
+        with _source_bar(ad) as ents:
+            c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
         typer.echo(f"added {c['added']}, updated {c['updated']} (texts changed: re-embedded), "
                    f"{c['unchanged_text']} with the same text" + (f", removed {c['removed']}" if prune else "")
                    + f"; {len(kb):,} entities")

@@ -237,6 +237,7 @@ class KB:
             buf.append(e)
             if len(buf) >= batch:
                 flush()
+                self._save_counts()  # `kb info` is right even if the rest of a long update is interrupted
         flush()
         self._vocab = None
         self._record("upsert", total)
@@ -311,6 +312,12 @@ class KB:
         self._record("link-stats", {"forms": len(stats), "source": source})
 
     def _record(self, op: str, counts: dict[str, Any]) -> None:
+        m = self._save_counts(save=False)
+        m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
+        m.save(self.path / MANIFEST)
+
+    def _save_counts(self, save: bool = True) -> Manifest:
+        """The manifest with counts as the store now holds them (saved atomically unless ``save`` is False)."""
         m = self.manifest
         m.counts["entities"] = self.store.count()
         m.counts["aliases"] = self.store.alias_count()
@@ -319,8 +326,9 @@ class KB:
         if m.has_vectors:
             m.counts["vectors"] = self.index().ntotal
         m.updated = now()
-        m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
-        m.save(self.path / MANIFEST)
+        if save:
+            m.save(self.path / MANIFEST)
+        return m
 
 
 def _by_name(names: Sequence[str], by_keys: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:

@@ -264,6 +264,22 @@ def test_interrupted_update_is_finished_later(kb_dir: Path, encoder: Any) -> Non
         assert "NEW" in kb.search_text(["Atlantis: legendary island"], encoder, k=20)[1][0]
 
 
+def test_counts_are_right_after_an_interrupted_long_update(kb_dir: Path, encoder: Any) -> None:
+    """`kb add` of many entities stopped part way (Ctrl-C): the batches already stored are counted in the
+    manifest (`kb info`), not the counts from before the add."""
+    before = KB.open(kb_dir).manifest.counts["entities"]
+
+    def entities():
+        for i in range(5):
+            yield Entity(id=f"N{i}", label=f"Newtown {i}", description="a town")
+        raise KeyboardInterrupt
+
+    with KB.open(kb_dir, writable=True) as kb, pytest.raises(KeyboardInterrupt):
+        kb.upsert(entities(), encoder, batch=2)
+    with KB.open(kb_dir) as kb:
+        assert kb.manifest.counts["entities"] == kb.manifest.counts["vectors"] == len(kb) == before + 4
+
+
 def test_update_needs_same_model(kb_dir: Path) -> None:
     class Other:
         fingerprint, dim = "other-model", 8
