@@ -155,7 +155,10 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
                           + (f" (norm bound {m.mips_norm:.3f})" if m.mips_norm else "")),
                 ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
                 ("created", m.created), ("updated", m.updated), ("disk", _human(size)),
-                ("pending", str(len(kb.store.pending())))]
+                ("pending", str(len(kb.store.pending()))),
+                ("folds", "yes: names also match without accents" if kb.store.has_folds else
+                 "no (built before accent folding: an update such as `glinker kb link-stats` or "
+                 "`kb add` adds them)")]
         for k, v in rows:
             typer.echo(f"{k:>9}  {v}")
 

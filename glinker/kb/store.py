@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS name_parts (     -- a person's last name ("wiesel" ->
     PRIMARY KEY (norm, rid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS name_parts_rid ON name_parts(rid);
+CREATE TABLE IF NOT EXISTS folded (         -- an alias key with its accents taken off, where that differs
+    norm TEXT NOT NULL,                     -- ("zurich" -> Zürich): for mentions written without them (fold_accents)
+    rid INTEGER NOT NULL,
+    PRIMARY KEY (norm, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS folded_rid ON folded(rid);
 CREATE TABLE IF NOT EXISTS pending (rid INTEGER PRIMARY KEY, op TEXT NOT NULL);  -- index changes to apply
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -66,6 +72,24 @@ def normalize_alias(name: str) -> str:
     if name.isascii():  # fast path: NFKC and casefold are identities on ASCII, except case
         return " ".join(name.lower().split())
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+_LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð": "d", "ł": "l", "þ": "th", "ı": "i",
+                              "ħ": "h", "ŧ": "t", "ŋ": "n"})
+
+
+def fold_accents(key: str) -> str:
+    """An alias key (:func:`normalize_alias`) without the accents of Latin letters: "zürich" -> "zurich", "são
+    paulo" -> "sao paulo", "łódź" -> "lodz", "ørsted" -> "orsted". Other scripts keep their marks ("й" stays:
+    it is another letter than "и")."""
+    if key.isascii():
+        return key
+    out: list[str] = []
+    for c in unicodedata.normalize("NFD", key):
+        if unicodedata.combining(c) and out and out[-1].isascii():  # a mark on a Latin letter
+            continue
+        out.append(c)
+    return unicodedata.normalize("NFC", "".join(out)).translate(_LATIN_FOLDS)
 
 
 def written_as_name(text: str) -> bool:
@@ -180,6 +204,22 @@ class EntityStore:
         self.has_alias_counts = self._has_table("alias_counts")
         self.has_link_stats = self._has_table("link_stats")
         self.has_name_parts = self._has_table("name_parts")
+        if not readonly and not self.get_meta("folds"):
+            self._add_folds()  # a new store, or one written before folded keys existed: from now on it has them
+        # read-only, a store written before folded keys existed has none: they are not used
+        self.has_folds = bool(self.get_meta("folds", False))
+
+    def _add_folds(self) -> None:
+        """The accent-folded keys (:func:`fold_accents`) of every alias already stored, in one pass."""
+        n = self.count()
+        if n:
+            log.info("%s: adding accent-folded alias keys (a store written before they existed; once)", self.path)
+        with self.transaction():
+            cur = self.db.execute("SELECT norm, rid FROM aliases")
+            while rows := cur.fetchmany(65536):
+                self.db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
+                                    [(f, rid) for norm, rid in rows if (f := fold_accents(norm)) != norm])
+            self.set_meta("folds", True)
 
     def _has_table(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
@@ -262,11 +302,15 @@ class EntityStore:
             self.db.executemany("DELETE FROM aliases WHERE rid=?", [(rid,) for rid, _ in updated])
             self.db.executemany("DELETE FROM alias_counts WHERE rid=?", [(rid,) for rid, _ in updated])
             self.db.executemany("DELETE FROM name_parts WHERE rid=?", [(rid,) for rid, _ in updated])
+            self.db.executemany("DELETE FROM folded WHERE rid=?", [(rid,) for rid, _ in updated])
             self.db.executemany("INSERT OR IGNORE INTO name_parts(norm, rid) VALUES (?, ?)",
                                 sorted((n, rid) for rid, _, e, _ in final.values() if (n := name_part(e))))
             alias_rows = sorted({(n, rid) for rid, _, e, _ in final.values()
                                  for n in map(normalize_alias, e.names()) if n})  # key order: fast B-tree inserts
             self.db.executemany("INSERT OR IGNORE INTO aliases(norm, rid) VALUES (?, ?)", alias_rows)
+            if self.has_folds:
+                self.db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
+                                    sorted({(f, rid) for n, rid in alias_rows if (f := fold_accents(n)) != n}))
             self.db.executemany("INSERT INTO alias_counts(norm, rid, n) VALUES (?, ?, ?)",
                                 sorted((k, rid, n) for rid, _, e, _ in final.values()
                                        for k, n in normalized_counts(e.alias_counts).items()))
@@ -290,6 +334,7 @@ class EntityStore:
                     self.db.execute("DELETE FROM aliases WHERE rid=?", (rid,))
                     self.db.execute("DELETE FROM alias_counts WHERE rid=?", (rid,))
                     self.db.execute("DELETE FROM name_parts WHERE rid=?", (rid,))
+                    self.db.execute("DELETE FROM folded WHERE rid=?", (rid,))
                     if track_pending:
                         self.db.execute("INSERT OR REPLACE INTO pending(rid, op) VALUES (?, 'del')", (rid,))
                     removed.append(eid)
@@ -372,6 +417,25 @@ class EntityStore:
             for norm, eid in self.db.execute(q, list(part)):
                 out.setdefault(norm, []).append(eid)
         return out
+
+    def lookup_folded(self, norms: Sequence[str]) -> dict[str, list[str]]:
+        """Entity ids for keys compared without accents (:func:`fold_accents`): "zurich" finds Zürich, "zürich" finds
+        an entity named only "Zurich". Key -> ids, most popular first; {} for a store built before folded keys."""
+        if not self.has_folds:
+            return {}
+        folds = {n: fold_accents(n) for n in norms}
+        plain = self._ids_by_norm("aliases", sorted({f for n, f in folds.items() if f != n}))
+        accented = self._ids_by_norm("folded", sorted(set(folds.values())))
+        out: dict[str, list[str]] = {}
+        for n, f in folds.items():
+            ids = list(dict.fromkeys([*(plain.get(f, []) if f != n else []), *accented.get(f, [])]))
+            if ids:
+                out[n] = ids
+        return out
+
+    def folded_vocab(self) -> list[str]:
+        """Every accent-folded key that differs from its alias key (for dictionary matching without accents)."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT norm FROM folded")] if self.has_folds else []
 
     def lookup_name_parts(self, norms: Sequence[str]) -> dict[str, list[str]]:
         """People by normalised last name (:func:`name_part`): key -> ids, most popular first; {} for a store

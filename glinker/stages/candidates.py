@@ -47,6 +47,12 @@ class AliasCandidatesParams(StageParams):
         description="Also look up the longer mentions of the same document that begin or end with this one's words "
                     "(\"Thatcher\" -> \"Margaret Thatcher\", \"Real\" -> \"Real Madrid\"): a name is often "
                     "given in full once and shortened after. Their entities score as variants (0.9).")
+    fold_accents: bool = Field(
+        default=True,
+        description="A mention that matches no alias exactly is looked up without accents on Latin letters "
+                    "(\"Zurich\" -> Zürich, \"Sao Paulo\" -> São Paulo, and the other way round); such "
+                    "candidates score as variants (0.9). A KB built before accent folding existed (2026-12-03) has none "
+                    "until an update opens it (`glinker kb info` shows `folds`).")
     name_parts: bool = Field(
         default=False,
         description="A one-word mention written as a name that matches no alias, and no longer mention of its "
@@ -88,6 +94,12 @@ class AliasCandidates(Stage):
                 vs = _variants(m.text) if p.variants else [m.text]
                 keys[(d_i, j)] = list(dict.fromkeys([normalize_alias(v) for v in vs] + longer.get(j, [])))
         hits = self.kb.store.lookup_norms(sorted({k for ks in keys.values() for k in ks}))
+        folded: set[str] = set()  # keys found only without accents
+        if p.fold_accents:
+            found = self.kb.store.lookup_folded(sorted({k for ks in keys.values() if not any(hits.get(k) for k in ks)
+                                                        for k in ks}))
+            hits.update(found)
+            folded.update(found)
         parts: dict[tuple[int, int], str] = {}  # mentions matching nothing -> their last-name key
         if p.name_parts:
             for (d_i, j), ks in keys.items():
@@ -110,8 +122,9 @@ class AliasCandidates(Stage):
                     for eid in hits.get(k, []):
                         ent = ents.get(eid)
                         if ent is not None and eid not in found:
-                            # the entity's own label scores 1, another alias 0.95, a variant of the text 0.9
-                            sc = 0.9 if rank else (1.0 if normalize_alias(ent.label) == k else 0.95)
+                            # the entity's own label scores 1, another alias 0.95, a variant of the text (or
+                            # the text without accents) 0.9
+                            sc = 0.9 if rank or k in folded else (1.0 if normalize_alias(ent.label) == k else 0.95)
                             found[eid] = _candidate(ent, "alias", sc)
                 for eid in by_part.get(parts.get((d_i, j), ""), []):
                     ent = ents.get(eid)

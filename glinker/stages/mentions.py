@@ -164,6 +164,11 @@ class AliasMentionsParams(StageParams):
         description="Skip a match directly followed by a Title-case word (\"United States\" in \"United States "
                     "Senate\", \"Bayern\" in \"Bayern Munich\" when only \"Bayern\" is an alias): part of a longer "
                     "name the KB lacks, which strong-match evaluation counts as a wrong mention.")
+    fold_accents: bool = Field(
+        default=True,
+        description="Also match names written without the accents of their Latin letters (\"Zurich\" for the "
+                    "alias Zürich; `alias_candidates` finds them the same way). A KB built before accent folding "
+                    "existed (2026-12-03) has none until an update opens it (`glinker kb info` shows `folds`).")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
 
@@ -184,10 +189,10 @@ class AliasMentions(Stage):
         self.kb = open_kb(self.context, p.kb)
 
         def vocab() -> frozenset[str]:
-            return frozenset(self.kb.store.alias_vocab())
+            return frozenset(self.kb.store.alias_vocab() + (self.kb.store.folded_vocab() if p.fold_accents else []))
 
-        self.vocab = self.context.resource(("alias-vocab", id(self.kb)), vocab)
-        self.starts = self.context.resource(("alias-first-words", id(self.kb)),
+        self.vocab = self.context.resource(("alias-vocab", id(self.kb), p.fold_accents), vocab)
+        self.starts = self.context.resource(("alias-first-words", id(self.kb), p.fold_accents),
                                             lambda: frozenset(_first_word(k) for k in self.vocab))
         self.stop = {s.casefold() for s in p.stopwords}
         self.articles = {normalize_alias(a) for a in p.leading_articles}

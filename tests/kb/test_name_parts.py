@@ -112,3 +112,75 @@ def test_name_parts_on_with_a_kb_without_them_warns(kb_dir: Path, tmp_path: Path
     with caplog.at_level(logging.WARNING):
         assert _candidates(model, kb_dir, "Houghton scored.", (0, 8)) == [[]]
     assert "has no name parts" in caplog.text and "glinker kb build" in caplog.text
+
+
+@pytest.mark.parametrize("key,expect", [
+    ("zürich", "zurich"), ("são paulo", "sao paulo"), ("łódź", "lodz"), ("ørsted", "orsted"), ("paris", "paris"),
+    ("málaga", "malaga"), ("москва", "москва"), ("йошкар-ола", "йошкар-ола"), ("東京", "東京"), ("ﬁfa", "ﬁfa"),
+])
+def test_fold_accents(key, expect):
+    from glinker.kb.store import fold_accents
+
+    assert fold_accents(key) == expect
+
+
+FOLD_RECORDS = [
+    {"id": "Q72", "label": "Zürich", "description": "city", "popularity": 9},
+    {"id": "Q73", "label": "Zürich Airport", "description": "airport"},
+    {"id": "Q174", "label": "São Paulo", "description": "city"},
+    {"id": "Q5", "label": "Bjork", "description": "a surname"},  # written without accent in the KB
+    {"id": "Q6", "label": "Malaga", "aliases": ["Málaga"], "description": "city"},
+]
+
+
+@pytest.fixture()
+def fold_kb(tmp_path: Path) -> Path:
+    src = tmp_path / "kb.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FOLD_RECORDS), encoding="utf-8")
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    return tmp_path / "kb"
+
+
+def test_names_are_found_without_their_accents_and_kept_with_updates(fold_kb: Path) -> None:
+    with KB.open(fold_kb, writable=True) as kb:
+        st = kb.store
+        assert st.has_folds
+        assert st.lookup_folded(["zurich", "sao paulo", "björk", "zurich airport", "malaga", "lyon"]) == {
+            "zurich": ["Q72"], "sao paulo": ["Q174"], "björk": ["Q5"], "zurich airport": ["Q73"], "malaga": ["Q6"]}
+        assert "zurich" in st.folded_vocab() and "malaga" in st.folded_vocab()
+        kb.upsert([Entity(id="Q72", label="Zurich")], None)  # renamed: no accented key left
+        kb.remove(["Q174"])
+        assert st.lookup_folded(["zurich", "sao paulo"]) == {}
+        assert st.lookup_folded(["zürich"]) == {"zürich": ["Q72"]}
+
+
+def test_a_kb_built_before_folded_keys_gets_them_when_opened_for_an_update(fold_kb: Path) -> None:
+    db = sqlite3.connect(current_generation(fold_kb) / STORE)
+    db.execute("DELETE FROM meta WHERE key='folds'")
+    db.execute("DELETE FROM folded")
+    db.commit()
+    db.close()
+    with KB.open(fold_kb) as kb:  # read-only: none to use
+        assert not kb.store.has_folds and kb.store.lookup_folded(["zurich"]) == {}
+        assert kb.store.folded_vocab() == []
+    with KB.open(fold_kb, writable=True) as kb:  # kb add, link-stats...: added from the aliases, once
+        assert kb.store.has_folds and kb.store.lookup_folded(["zurich"]) == {"zurich": ["Q72"]}
+    with KB.open(fold_kb) as kb:
+        assert kb.store.has_folds and sorted(kb.store.folded_vocab()) == ["malaga", "sao paulo", "zurich",
+                                                                         "zurich airport"]
+
+
+def test_alias_stages_match_names_written_without_accents(fold_kb: Path) -> None:
+    from glinker.pipeline import Pipeline, loads_spec
+    from glinker.types import Document
+
+    def run(fold: str) -> list[tuple[str, list[tuple[str, float]]]]:
+        p = Pipeline(loads_spec(f"name: t\nkb: {fold_kb}\nstages:\n"
+                                f"  m: {{type: alias_mentions, fold_accents: {fold}}}\n"
+                                f"  a: {{type: alias_candidates, input: m, fold_accents: {fold}}}\n"))
+        [row] = p([Document(id="d", text="From Zurich Airport to Sao Paulo via Malaga and Málaga.")])
+        return [(mc.mention.text, [(c.entity_id, c.scores["alias"]) for c in mc.candidates]) for mc in row]
+
+    assert run("true") == [("Zurich Airport", [("Q73", 0.9)]), ("Sao Paulo", [("Q174", 0.9)]),
+                           ("Malaga", [("Q6", 1.0)]), ("Málaga", [("Q6", 0.95)])]  # exact matches score as before
+    assert run("false") == [("Malaga", [("Q6", 1.0)]), ("Málaga", [("Q6", 0.95)])]
