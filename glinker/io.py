@@ -8,6 +8,7 @@ documents are already done. A line cut by a crash is detected, reported and remo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -139,15 +140,20 @@ def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def already_written(done: list[str], k: int, doc_id: str, output: Any, where: str, fix: str) -> bool:
-    """Resuming by place: whether the ``k``-th document read (1-based, id ``doc_id``) is among the ``done`` ids an
-    output already holds in input order; a DataError when the output holds another document at that place (it was
-    written from another input)."""
-    if k > len(done):
+def already_written(done: ResumeState, k: int, doc_id: str, text: Any, output: Any, where: str, fix: str) -> bool:
+    """Resuming by place: whether the ``k``-th document read (1-based, id ``doc_id``) is among the documents an
+    output already holds in input order; a DataError when the output holds another document at that place: another
+    id, or the same id (a line number, for input without ids) with another text (it was written from another
+    input, or the input changed)."""
+    if k > len(done.ids):
         return False
-    if done[k - 1] and done[k - 1] != doc_id:
+    if done.ids[k - 1] and done.ids[k - 1] != doc_id:
         raise DataError(f"document {doc_id!r} is not the one {output} holds at this place (record {k}: "
-                        f"{done[k - 1]!r}): the output was written from another input", where=where, fix=fix)
+                        f"{done.ids[k - 1]!r}): the output was written from another input", where=where, fix=fix)
+    if done.texts[k - 1] and done.texts[k - 1] != text_digest(text):
+        raise DataError(f"document {doc_id!r} has another text than the one {output} holds at this place (record "
+                        f"{k}): the output was written from another input, or the input changed since",
+                        where=where, fix=fix)
     return True
 
 
@@ -223,6 +229,7 @@ class ResumeState:
 
     done_ids: set[str] = field(default_factory=set)
     ids: list[str] = field(default_factory=list)  # the records' ids in file order ("" for a record without one)
+    texts: list[bytes] = field(default_factory=list)  # digests of their texts (text_digest; b"" without one)
     lines: int = 0
     partial_tail: bool = False
 
@@ -231,8 +238,15 @@ class ResumeState:
         return self.lines
 
 
-def resume_state(path: str | Path) -> ResumeState:
-    """Inspect a JSONL output before resuming: complete lines, their document ids, and a cut last line."""
+def text_digest(text: Any) -> bytes:
+    """A short digest of a document's text (b"" for no text): what resuming compares besides the id."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest() if isinstance(text, str) \
+        else b""
+
+
+def resume_state(path: str | Path, text_field: str = "text") -> ResumeState:
+    """Inspect a JSONL output before resuming: complete lines, their document ids and text digests, and a cut last
+    line."""
     p = Path(path)
     st = ResumeState()
     if not p.is_file():
@@ -241,6 +255,7 @@ def resume_state(path: str | Path) -> ResumeState:
     for rec, n in iter_jsonl_dicts(p):
         st.lines += 1
         st.ids.append(str(rec["id"]) if rec.get("id") is not None else "")
+        st.texts.append(text_digest(rec.get(text_field)))
         if rec.get("id") is not None:
             st.done_ids.add(str(rec["id"]))
     if st.lines:

@@ -265,7 +265,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     (:mod:`glinker.cluster`); reading, order, flushing, resuming and errors stay as in a local run."""
     import glinker
     from glinker.errors import StageError
-    from glinker.io import already_written, repair_jsonl_tail, resume_state, write_jsonl
+    from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
@@ -281,7 +281,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     claim = _claim_output(output, {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or h.kb},
                           resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
-    done: list[str] = []  # ids of the documents already written, in input order
+    done = ResumeState()  # the documents already written (ids, text digests), in input order
     if out_kind in (".html", ".htm"):
         writer = HTMLWriter(output)
     elif out_kind == ".json":
@@ -291,9 +291,9 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     elif output.exists():
         # only the ids found at start are kept (memory grows with the resumed output, never with the new one)
         repair_jsonl_tail(output)
-        done = resume_state(output).ids
-    if done:
-        log.info("resuming: %d documents already in %s", len(done), output)
+        done = resume_state(output)
+    if done.lines:
+        log.info("resuming: %d documents already in %s", done.lines, output)
     bs = batch_size or pipe.spec.header.settings.batch_size
     problems: list[str] = []
     counts = {"written": 0, "skipped_done": 0, "bad": 0}
@@ -354,7 +354,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                     bar.update(n - last_line)
                 last_line = n
                 k += 1
-                if already_written(done, k, rec["id"], output, f"{input}:{n}",
+                if already_written(done, k, rec["id"], rec.get("text"), output, f"{input}:{n}",
                                    "link into another -o, or pass --no-resume to overwrite the output"):
                     counts["skipped_done"] += 1
                     continue

@@ -151,7 +151,7 @@ def ner(
     from itertools import islice
 
     from glinker.cli.link import _claim_output, _count_lines
-    from glinker.io import already_written, repair_jsonl_tail, resume_state
+    from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
     from glinker.model.labels import _labels_digest
 
@@ -166,12 +166,12 @@ def ner(
                 "label_top_k": label_top_k, "window_words": window_words, "text_field": text_field,
                 "whole_file": whole_file}
     claim = None
-    done: list[str] = []
+    done = ResumeState()
     if output is not None:
         claim = _claim_output(output, settings, resume, noun="run")
         if resume and output.exists():
             repair_jsonl_tail(output)
-            done = resume_state(output).ids
+            done = resume_state(output, text_field)
         else:
             output.write_text("", encoding="utf-8")
     docs = _read_docs(input, text_field, whole_file, skip_bad)  # streamed: memory does not grow with the input
@@ -188,7 +188,7 @@ def ner(
         nonlocal k
         for d in docs:
             k += 1
-            if not already_written(done, k, str(d.get("id")), output, str(input),
+            if not already_written(done, k, str(d.get("id")), d.get(text_field, d.get("text")), output, str(input),
                                    "write to another -o, or pass --no-resume to start the output over"):
                 yield d
 
@@ -206,8 +206,8 @@ def ner(
     todo = skip_done()
     try:
         with claim if claim is not None else contextlib.nullcontext():
-            if done:
-                log.info("resuming: %d documents already in %s", len(done), output)
+            if done.lines:
+                log.info("resuming: %d documents already in %s", done.lines, output)
             while True:
                 chunk: list[dict] = []
                 try:

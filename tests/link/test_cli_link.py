@@ -172,6 +172,21 @@ def test_resume_refuses_another_pipeline_and_another_input(pipeline, tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_resume_refuses_another_input_without_ids(pipeline, tmp_path):
+    """Text lines (and JSONL without ids) are numbered by line: a re-run with another or an edited file into the
+    same output is refused by the texts, not taken as done."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("".join(t + "\n" for t in TEXTS[:3]))
+    assert run_link(src, pipeline, out)["written"] == 3
+    full = out.read_text()
+    for name, lines in (("other.txt", ["Berlin is big.", "Rome too."]), ("in.txt", [TEXTS[0], "edited", TEXTS[2]])):
+        (tmp_path / name).write_text("".join(t + "\n" for t in lines))
+        res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(tmp_path / name), "-o", str(out),
+                                       "--no-progress"])
+        assert res.exit_code == 2 and "has another text" in res.output and f"{name}:" in res.output, res.output
+        assert out.read_text() == full
+
+
 def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):
     import fcntl
 

@@ -153,3 +153,14 @@ def test_ner_lone_surrogate_is_named(tmp_path):
     with pytest.raises(DataError) as ei:
         BiEncoder.from_pretrained(CKPT).predict(["fine", "bad \ud800"], ["person"])
     assert "texts[1]" in str(ei.value)
+
+
+def test_ner_resume_refuses_another_input_without_ids(tmp_path):
+    (tmp_path / "a.txt").write_text("John Smith visited Paris.\nAda Lovelace in London.\n")
+    (tmp_path / "b.txt").write_text("Berlin is big.\n")
+    args = ["ner", "-m", CKPT, "-l", "person,location", "-o", str(tmp_path / "o.jsonl")]
+    assert runner.invoke(app, args + [str(tmp_path / "a.txt")]).exit_code == 0
+    before = (tmp_path / "o.jsonl").read_text()
+    r = runner.invoke(app, args + [str(tmp_path / "b.txt")])
+    assert r.exit_code != 0 and "has another text" in str(r.exception)
+    assert (tmp_path / "o.jsonl").read_text() == before
