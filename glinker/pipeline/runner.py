@@ -134,10 +134,12 @@ class Pipeline:
         """Load, validate and build a pipeline from a YAML file; keyword arguments override its settings."""
         spec = load_spec(path)
         h = spec.header
+        # paths given here (a command line's --model/--kb) are the caller's: relative to the current directory, not
+        # to the pipeline file as the YAML's own paths are
         if model is not None:
-            h.model = model
+            h.model = str(Path(model).expanduser().absolute()) if Path(model).expanduser().exists() else model
         if kb is not None:
-            h.kb = kb
+            h.kb = str(Path(kb).expanduser().absolute())
             own = [n for n, st in spec.stages.items() if getattr(st.params, "kb", None) is not None]
             if own:
                 log.warning("--kb %s replaces the pipeline's kb; stage(s) %s name their own and keep it", kb,

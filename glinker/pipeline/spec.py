@@ -307,6 +307,20 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
 _HUB_ID = None
 
 
+def missing_kb(value: str, base_dir: Path) -> tuple[str, str]:
+    """The message and fix for a pipeline's KB folder that does not exist: where it was looked for, and the build
+    command that makes it where the pipeline will look first."""
+    import os
+
+    want = Path(value).expanduser()
+    want = want if want.is_absolute() else base_dir / want
+    rel = os.path.relpath(want)
+    out = rel if not rel.startswith("../../..") else str(want)
+    return (f"KB folder {value!r} does not exist (looked in {base_dir} and the working folder {Path.cwd()})",
+            f"build it with `glinker kb build ... --out {out}`, pass --kb DIR (relative to the working folder), or "
+            "fix the path in the pipeline (relative to the pipeline file)")
+
+
 def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = None,
                       check_paths: bool = False) -> list[Problem]:
     """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
@@ -347,9 +361,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         elif what == "kb":
             if found.is_dir():
                 return
-            msg, fix = (f"KB folder {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
-                        f"build it with `glinker kb build ... --out {value}`, or fix the path (relative to the "
-                        "pipeline file)")
+            msg, fix = missing_kb(value, spec.base_dir)
         else:
             if found.exists():
                 return

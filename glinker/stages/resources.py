@@ -108,6 +108,11 @@ def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None
         from glinker.kb import KB
 
         path = context.resolve_path(str(ref))
+        if not Path(path).exists():
+            from glinker.pipeline.spec import missing_kb
+
+            msg, fix = missing_kb(str(ref), context.base_dir)
+            raise ConfigError(msg, where="kb", fix=fix)
         return KB.open(path)
 
     return context.resource(("kb", str(ref)), factory)

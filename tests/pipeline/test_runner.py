@@ -157,3 +157,32 @@ def test_builtin_stage_names_cannot_be_taken(fresh_registry):
 
     with pytest.raises(ConfigError, match="built-in stage type"):
         fresh_registry.register(Mine)
+
+
+def test_kb_and_model_given_by_the_caller_are_relative_to_the_current_directory(tmp_path, monkeypatch):
+    """--kb kb/mine on the command line is ./kb/mine, even when the pipeline's folder has a kb/mine of its own (the
+    YAML's own paths stay relative to the pipeline file)."""
+    (tmp_path / "pipes" / "kb" / "mine").mkdir(parents=True)
+    (tmp_path / "work" / "kb" / "mine").mkdir(parents=True)
+    (tmp_path / "work" / "m").mkdir()
+    yml = tmp_path / "pipes" / "p.yaml"
+    yml.write_text("name: p\nkb: kb/mine\nstages:\n  m: {type: alias_mentions}\n")
+    monkeypatch.chdir(tmp_path / "work")
+    assert Pipeline.from_yaml(yml).context.resolve_path("kb/mine") == str(tmp_path / "pipes" / "kb" / "mine")
+    p = Pipeline.from_yaml(yml, kb="kb/mine", model="m")
+    assert p.context.resolve_path(p.context.kb) == str(tmp_path / "work" / "kb" / "mine")
+    assert p.context.model == str(tmp_path / "work" / "m")
+    assert Pipeline.from_yaml(yml, model="glinker-bi-minilm").context.model == "glinker-bi-minilm"  # a name stays
+
+
+def test_a_missing_kb_folder_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    from glinker.errors import GlinkerError
+
+    (tmp_path / "pipes").mkdir()
+    yml = tmp_path / "pipes" / "p.yaml"
+    yml.write_text("name: p\nkb: ../kb_out/mine\nstages:\n  m: {type: alias_mentions}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GlinkerError) as e:
+        Pipeline.from_yaml(yml).link(["Paris"])
+    msg = str(e.value)
+    assert "does not exist" in msg and str(tmp_path / "pipes") in msg and "--out kb_out/mine" in msg
