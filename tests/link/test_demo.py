@@ -45,4 +45,8 @@ def test_cluster_demo_links_through_two_workers_like_a_local_run():
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "the same as a local run, in the same order: yes" in r.stdout
-    assert r.stdout.count("worker: linked 2 documents") == 2
+    import re
+
+    # each worker says what it linked; how the 4 one-document batches split between them depends on timing
+    linked = [int(n) for n in re.findall(r"worker: linked (\d+) documents", r.stdout)]
+    assert len(linked) == 2 and sum(linked) == 4, r.stdout
