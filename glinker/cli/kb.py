@@ -205,7 +205,7 @@ def add(
         with _source_bar(ad) as ents:
             c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
         typer.echo(f"added {c['added']}, updated {c['updated']} (texts changed: re-embedded), "
-                   f"{c['unchanged_text']} with the same text" + (f", removed {c['removed']}" if prune else "")
+                   f"{c['unchanged_text']} with the same text, {c['same']} unchanged" + (f", removed {c['removed']}" if prune else "")
                    + f"; {len(kb):,} entities")
 
 

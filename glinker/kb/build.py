@@ -229,7 +229,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         pos += len(buf)
         meta: dict[str, Any] = {"ingest_pos": pos}
         c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
-        dups += c["updated"] + c["unchanged_text"]
+        dups += c["updated"] + c["unchanged_text"] + c["same"]
         meta = {"duplicates": dups}
         if done:
             meta.update(ingest_done=True, adapter_report=adapter.report.as_dict())

@@ -7,9 +7,11 @@ never see half a KB.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,7 @@ class KB:
         self._mmap = mmap
         self._index: Any = None
         self._vocab: list[str] | None = None
+        self._changed = False
         self.template = TextTemplate(manifest.template)
         if store.pending():
             log.warning("KB %s has %d unapplied index changes (an update was interrupted); they are finished by "
@@ -81,6 +84,59 @@ class KB:
         manifest = Manifest.load(gen / MANIFEST)
         store = EntityStore(gen / STORE, readonly=not writable)
         return cls(root, gen, manifest, store, writable, mmap and not writable)
+
+    @classmethod
+    @contextlib.contextmanager
+    def update(cls, path: str | Path) -> Iterator[KB]:
+        """A writable copy of the KB's live generation, published as the new generation when the block ends
+        normally after changing something (discarded when it changed nothing or raised). Processes reading the KB
+        meanwhile keep the generation they opened, whole and unchanged (updating in place would show them entities
+        whose vectors their loaded index lacks); they see the update when they open the KB again. The generation
+        before is kept (a reader may not have loaded its index yet), older ones are removed."""
+        import shutil
+        import sqlite3
+        import uuid
+
+        root = Path(path)
+        live = current_generation(root)
+        for old in root.glob(".update-*"):  # left by a process killed mid-update an hour ago or more
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        staging = root / f".update-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            for f in live.iterdir():
+                if f.name == STORE:
+                    src = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+                    dst = sqlite3.connect(staging / STORE)
+                    with dst:
+                        src.backup(dst)
+                    src.close()
+                    dst.close()
+                elif f.is_file() and not f.name.startswith(STORE):  # (no -wal/-shm: the backup holds them)
+                    try:
+                        os.link(f, staging / f.name)  # files are replaced whole when written, never changed
+                    except OSError:
+                        shutil.copy2(f, staging / f.name)
+            manifest = Manifest.load(staging / MANIFEST)
+            kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
+            try:
+                yield kb
+            finally:
+                kb.close()
+            if not kb.changed:
+                return
+            name = f"{live.name.split('+', 1)[0]}+{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+            os.replace(staging, root / name)
+            older = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("gen-") and d not in (live,)]
+            publish_generation(root, name)
+            for d in older:
+                if d.name != name:
+                    shutil.rmtree(d, ignore_errors=True)
+            log.info("KB %s: published generation %s", root, name)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         """Release the store and the index."""
@@ -223,7 +279,7 @@ class KB:
                               where=str(self.root), fix=f"pass --model {self.manifest.model}")
             self.check_model(encoder.fingerprint)
         self.apply_pending(encoder)
-        total = {"added": 0, "updated": 0, "unchanged_text": 0}
+        total = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
         buf: list[Entity] = []
 
         def flush() -> None:
@@ -292,6 +348,7 @@ class KB:
         pend = self.store.pending()
         if not pend:
             return 0
+        self._changed = True
         if self.manifest.has_vectors:
             adds = [r for r, op in pend if op == "add"]
             if adds and encoder is None:
@@ -311,7 +368,14 @@ class KB:
         self.store.replace_link_stats({normalize_alias(k): v for k, v in stats.items()})
         self._record("link-stats", {"forms": len(stats), "source": source})
 
+    @property
+    def changed(self) -> bool:
+        """Whether this KB object wrote a change (an update, a removal, link statistics, a store migration)."""
+        return self._changed or self.store.migrated
+
     def _record(self, op: str, counts: dict[str, Any]) -> None:
+        if op == "link-stats" or any(counts.get(k) for k in ("added", "updated", "unchanged_text", "removed")):
+            self._changed = True
         m = self._save_counts(save=False)
         m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
         m.save(self.path / MANIFEST)

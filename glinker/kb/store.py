@@ -195,6 +195,7 @@ class EntityStore:
             raise KBError(f"cannot open entity store: {e}", where=str(self.path),
                           fix="check the path and its permissions") from None
         self.readonly = readonly
+        self.migrated = False  # a writable open brought an older store up to date
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -214,6 +215,7 @@ class EntityStore:
         n = self.count()
         if n:
             log.info("%s: adding accent-folded alias keys (a store written before they existed; once)", self.path)
+            self.migrated = True
         with self.transaction():
             cur = self.db.execute("SELECT norm, rid FROM aliases")
             while rows := cur.fetchmany(65536):
@@ -251,8 +253,9 @@ class EntityStore:
                meta: dict[str, Any] | None = None) -> dict[str, int]:
         """Insert or update entities in one transaction; with ``track_pending`` journal the rids to (re)embed.
 
-        Counts: added, updated (text changed -> re-embed), unchanged_text (records changed, same vector)."""
-        counts = {"added": 0, "updated": 0, "unchanged_text": 0}
+        Counts: added, updated (text changed -> re-embed), unchanged_text (records changed, same vector), same
+        (records equal to the stored ones: not written)."""
+        counts = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
         rows = []
         for e in entities:
             text = template.render(e)
@@ -272,10 +275,14 @@ class EntityStore:
             return counts
         with self.transaction():
             existing: dict[str, tuple[int, str]] = {}
+            stored: dict[str, tuple[Any, ...]] = {}  # id -> its stored values, to skip records that did not change
             ids = [r[1][0] for r in rows]
             for part in _chunks(ids):
-                q = f"SELECT id, rid, text_hash FROM entities WHERE id IN ({','.join('?' * len(part))})"
-                existing.update({i: (rid, h) for i, rid, h in self.db.execute(q, list(part))})
+                q = (f"SELECT id, rid, text_hash, label, description, popularity, types, aliases, data FROM entities "
+                     f"WHERE id IN ({','.join('?' * len(part))})")
+                for i, rid, h, *vals in self.db.execute(q, list(part)):
+                    existing[i] = (rid, h)
+                    stored[i] = (i, *vals, h)
             row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='entities'").fetchone()
             next_rid = int(row[0]) if row else 0
             final: dict[str, tuple[int, bool, Entity, tuple[Any, ...]]] = {}  # id -> (rid, is_new, entity, values)
@@ -290,6 +297,8 @@ class EntityStore:
                     next_rid += 1
                     final[e.id] = (next_rid, True, e, vals)
                     counts["added"] += 1
+                elif stored.get(e.id) == vals and e.id not in final:
+                    counts["same"] += 1  # nothing to write
                 else:
                     final[e.id] = (old[0], False, e, vals)
                     counts["updated" if old[1] != vals[-1] else "unchanged_text"] += 1

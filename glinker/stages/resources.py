@@ -146,11 +146,13 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
         adapter = load_adapter(src.adapter, url, **options)
         try:
             if (out / "CURRENT").is_file() and _syncable(out, encoder, src.template):
-                # read the source again; only new, changed and removed rows touch the KB (and the encoder)
-                with KB.open(out, writable=True) as kb:
+                # read the source again; only new, changed and removed rows touch the KB (and the encoder), in a
+                # new generation: processes already serving from the KB keep theirs, whole
+                with KB.update(out) as kb:
                     c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
-                log.info("KB %s synced with its %s source: %d added, %d changed, %d removed", out, src.adapter,
-                         c["added"], c["updated"], c["removed"])
+                log.info("KB %s synced with its %s source: %d added, %d changed (%d re-embedded), %d removed, %d the "
+                         "same", out, src.adapter, c["added"], c["updated"] + c["unchanged_text"], c["updated"],
+                         c["removed"], c["same"])
             else:
                 log.info("building the KB from %s source into %s", src.adapter, out)
                 build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False)

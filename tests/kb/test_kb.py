@@ -235,7 +235,7 @@ def test_incremental_add_update_remove(kb_dir: Path, encoder: Any) -> None:
                        Entity(id="Q90", label="Paris", aliases=["Lutetia"], description="capital of France",
                               types=["Q515", "Q5119"], popularity=300),  # same text: no re-embedding
                        Entity(id="Q72", label="Zürich", description="largest city of Switzerland")], enc)
-        assert c == {"added": 1, "updated": 1, "unchanged_text": 1}
+        assert c == {"added": 1, "updated": 1, "unchanged_text": 1, "same": 0}
         assert sorted(enc.texts) == ["Paris Hilton: American socialite", "Zürich: largest city of Switzerland"]
         assert kb.lookup_alias("lutetia") == ["Q90"] and kb.lookup_alias("paname") == []
         assert kb.lookup_alias("paris") == ["Q90", "Q167646", "Q830149"]
@@ -497,3 +497,33 @@ def test_a_built_kb_is_one_file_database_and_a_second_build_is_refused(tmp_path:
     (mine / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty and holds no KB"):
         build_kb(load_adapter("jsonl", str(src)), mine, None)
+
+
+def test_update_publishes_a_new_generation_and_readers_keep_theirs(kb_dir: Path, encoder: Any) -> None:
+    """KB.update (a pipeline's source sync): a process reading the KB meanwhile keeps a whole, unchanged KB (in
+    place, it saw new entities whose vectors its loaded index lacked: FAISS 'key not found'); the next open sees
+    the update; an update that changes nothing, or fails, publishes nothing."""
+    from glinker.kb.kb import CURRENT
+
+    reader = KB.open(kb_dir)
+    n = len(reader)
+    reader.index()
+    with KB.update(kb_dir) as kb:
+        kb.upsert([Entity(id="NEW", label="Atlantis", description="legendary island")], encoder)
+        kb.remove(["Q90"])
+    assert len(reader) == n and reader.lookup_alias("atlantis") == [] and "Q90" in reader.lookup_alias("paris")
+    rids = reader.rids(reader.lookup_alias("paris"))
+    assert reader.index().reconstruct(np.asarray(list(rids.values()))).shape[0] == len(rids)
+    reader.close()
+    with KB.open(kb_dir) as kb:
+        assert kb.lookup_alias("atlantis") == ["NEW"] and "Q90" not in kb.lookup_alias("paris")
+        assert "NEW" in kb.search_text(["Atlantis: legendary island"], encoder, k=3)[1][0]
+    live = (kb_dir / CURRENT).read_text()
+    with KB.update(kb_dir) as kb:  # the same records again: nothing to publish
+        c = kb.upsert(KB.open(kb_dir).get(["NEW"]), encoder)
+        assert c["same"] == 1 and not kb.changed
+    with pytest.raises(RuntimeError), KB.update(kb_dir) as kb:
+        kb.remove(["NEW"])
+        raise RuntimeError("the source failed")
+    assert (kb_dir / CURRENT).read_text() == live and not list(kb_dir.glob(".update-*"))
+    assert len([d for d in kb_dir.iterdir() if d.name.startswith("gen-")]) == 2  # the live one and the one before
