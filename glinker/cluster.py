@@ -37,6 +37,7 @@ import uuid
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from glinker.errors import ConfigError, DependencyError, GlinkerError, StageError
+from glinker.io import redact
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,6 @@ def connect(url: str) -> Any:
         raise ConfigError(f"cannot reach Redis at {shown}: {e}", where="--queue",
                           fix="start redis-server there, or check host, port and firewall") from None
     return client
-
-
-def redact(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: for messages and logs."""
-    from urllib.parse import urlparse
-
-    p = urlparse(url)
-    if not p.password:
-        return url
-    netloc = p.netloc.replace(f":{p.password}@", ":***@", 1)
-    return p._replace(netloc=netloc).geturl()
 
 
 def check_job_name(job: str) -> None:

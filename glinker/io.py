@@ -302,3 +302,22 @@ def read_json(path: str | Path) -> list[Any]:
             raise DataError(f"document {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
                             where=f"{p}[{i}]", fix="items must be LinkedDocument JSON") from None
     return out
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: for messages, logs and run records (everything before
+    the host's '@' when the password holds an unencoded '@')."""
+    from urllib.parse import urlparse
+
+    scheme, sep, rest = url.partition("://")
+    netloc = rest.partition("/")[0]
+    if sep and netloc.count("@") > 1:
+        return url.replace(netloc.rsplit("@", 1)[0], netloc.split(":", 1)[0].split("@", 1)[0] + ":***", 1)
+    try:
+        p = urlparse(url)
+        password = p.password
+    except ValueError:  # an unreadable port
+        return url
+    if not password:
+        return url
+    return p._replace(netloc=p.netloc.replace(f":{password}@", ":***@", 1)).geturl()

@@ -151,6 +151,18 @@ def parse_alias_counts(value: Any, sep: str, where: str) -> dict[str, Any]:
                     where=f"{where} field 'alias_counts'", fix='write e.g. {"England": 12, "ENG": 3}')
 
 
+def _db_id(val: Any) -> Any:
+    """A database key as an id: a UUID column's value as its text, an integral NUMERIC/DECIMAL as its integer."""
+    import decimal
+    import uuid
+
+    if isinstance(val, uuid.UUID):
+        return str(val)
+    if isinstance(val, decimal.Decimal) and val.is_finite() and val == val.to_integral_value():
+        return int(val)
+    return val
+
+
 def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str, where: str,
                      keep_extra: bool = True) -> Entity:
     """Map a flat record to an Entity: ``mapping`` renames entity fields to source keys; other keys go to ``extra``."""
@@ -185,7 +197,8 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
                                         "descriptions)")
                 val = "" if val is None else str(val).strip()
             elif field == "id" and val is not None and not isinstance(val, str):
-                if isinstance(val, bool) or not isinstance(val, (int, float)):
+                val = _db_id(val)
+                if isinstance(val, bool) or not isinstance(val, (int, float, str)):
                     raise DataError(f"field 'id' ({key!r}) is a {type(val).__name__}: {str(val)[:40]}",
                                     where=f"{where} field id", fix="give every record a string or integer id")
                 val = str(int(val)) if isinstance(val, float) and val.is_integer() else str(val)  # 1.0 (pandas) -> 1

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from glinker.errors import ConfigError, DataError, DependencyError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import parse_alias_counts, record_to_entity, split_list
+from kb_adapters._common import _db_id, parse_alias_counts, record_to_entity, split_list
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,23 @@ def check_identifier(name: str, where: str, dotted: bool = False) -> list[str]:
     return parts
 
 
+_SQL_NOISE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+"""String literals, quoted identifiers and comments: what a check of a query's statements must not read into."""
+
+
 def _check_query(q: str) -> str:
     body = q.strip().rstrip(";").strip()
-    if not re.match(r"(?is)^(select|with)\b", body) or ";" in body:
+    bare = _SQL_NOISE.sub(lambda m: " " if m.group().startswith(("--", "/*")) else "''", body).strip()
+    if not re.match(r"(?is)^(select|with)\b", bare) or ";" in bare:
         raise ConfigError("query must be one SELECT (or WITH ... SELECT) statement", where="sql.query",
                           fix="give a single SELECT without ';' inside, or use table=...")
-    return body
+    return body + "\n" if "--" in body else body  # a last line comment must not swallow what wraps the query
+
+
+def _literal_colons(query: str) -> str:
+    """The query for SQLAlchemy's text(), which reads ``:name`` as a bind parameter: every lone colon escaped
+    (``LIKE ':internal%'`` is text here, there are no parameters); ``::`` casts are left as they are."""
+    return re.sub(r"(?<![:\\]):(?!:)", lambda _: "\\:", query)
 
 
 CONNECT_TIMEOUT = 10
@@ -107,12 +118,9 @@ class SQLAdapter:
 
     # -- connection -------------------------------------------------------------------------------------------
     def _masked_url(self) -> str:
-        try:
-            from sqlalchemy.engine import make_url
+        from glinker.io import redact
 
-            return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # an unparsable URL has no password we could show
-            return "<invalid url>"
+        return redact(self.url)
 
     def engine(self) -> Any:
         """The SQLAlchemy engine (created once; a bad URL or missing driver is a clear error)."""
@@ -122,6 +130,11 @@ class SQLAdapter:
                 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
             except ImportError as e:  # pragma: no cover - sqlalchemy is a core dependency
                 raise DependencyError("sqlalchemy is not installed", fix="pip install sqlalchemy") from e
+            netloc = self.url.partition("://")[2].partition("/")[0]
+            if netloc.count("@") > 1:
+                raise KBError(f"the database URL {self._masked_url()} holds more than one '@' before the host",
+                              where="sql.source", fix="percent-encode the user's password: '@' as %40, ':' as %3A, "
+                              "'/' as %2F (urllib.parse.quote_plus(password))")
             try:
                 from sqlalchemy.engine import make_url
 
@@ -136,6 +149,9 @@ class SQLAdapter:
                 args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_driver_name() in (
                     "psycopg2", "pymysql", "mysqldb") and "connect_timeout" not in u.query else {}
                 self._engine = create_engine(self.url, connect_args=args)
+            except ValueError as e:  # e.g. a ':' in the password read as the port
+                raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",
+                              fix="percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F") from None
             except (ArgumentError, NoSuchModuleError) as e:
                 scheme = self.url.split(":", 1)[0]
                 hint = ("write postgresql:// (SQLAlchemy does not know postgres://), e.g. postgresql+psycopg2://user@host/db"
@@ -157,7 +173,7 @@ class SQLAdapter:
         if o.table:
             parts = o.table.split(".")
             return table(parts[-1], schema=parts[0] if len(parts) == 2 else None)
-        return text(o.query).columns().subquery("src")  # type: ignore[arg-type]
+        return text(_literal_colons(o.query or "")).columns().subquery("src")  # type: ignore[arg-type]
 
     def _source_columns(self, conn: Any) -> list[str]:
         from sqlalchemy import select, text
@@ -282,11 +298,21 @@ class SQLAdapter:
                     child_counts: dict[str, dict[str, float]] = {}
                     if alias_stmt is not None and rows:
                         keys = [r[mapping["id"]] for r in rows]
+                        # the database matched the keys by its collation ('SKU-1' = 'sku-1 ' in MariaDB's default):
+                        # a returned key is given to the rows it equals, or else to those it equals but for case
+                        # and surrounding spaces
+                        own = {str(_db_id(k)) for k in keys}
+                        loose: dict[str, list[str]] = {}
+                        for k in own:
+                            loose.setdefault(k.strip().casefold(), []).append(k)
                         for k, a, *n in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
-                            if a is not None:
-                                child.setdefault(str(k), []).append(str(a))
+                            if a is None:
+                                continue
+                            k = str(_db_id(k))
+                            for key in [k] if k in own else loose.get(k.strip().casefold(), []):
+                                child.setdefault(key, []).append(str(a))
                                 if n and n[0] is not None:
-                                    by_form = child_counts.setdefault(str(k), {})
+                                    by_form = child_counts.setdefault(key, {})
                                     by_form[str(a)] = by_form.get(str(a), 0.0) + float(n[0])
                     for row in rows:
                         rep.read += 1
@@ -297,7 +323,7 @@ class SQLAdapter:
                                 rec["popularity"] = float(rec["popularity"])
                             except (TypeError, ValueError):
                                 pass
-                        key = str(rec.get("id"))
+                        key = str(_db_id(rec.get("id")))
                         if child:
                             rec["aliases"] = split_list(rec.get("aliases"), o.list_sep) + sorted(set(child.get(key, [])))
                         where = f"{o.table or 'query'} row id={key}"

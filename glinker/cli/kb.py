@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,6 +12,8 @@ from typing import Any, Iterator
 import typer
 
 from glinker.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 kb_app = typer.Typer(help="Build, inspect, update and search knowledge bases.", no_args_is_help=True)
 
@@ -199,6 +202,18 @@ def add(
     from glinker.kb.adapters import load_adapter
 
     options = _merged_options(opt, table=table, query=query)
+    built = KB.open(path).manifest.source
+    if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
+        if not options:  # the build's table, columns, mapping...: `kb add` replaces whole records with what it reads
+            options = {k: v for k, v in built["options"].items() if v is not None}
+            log.info("kb add: the build's adapter options %s", options)
+        else:
+            differ = sorted(k for k in ("columns", "mapping", "table", "alias_table", "list_sep")
+                            if k in built["options"] and options.get(k, built["options"][k]) != built["options"][k])
+            if differ:
+                log.warning("kb add: %s differ from the build's (%s): records are replaced with what these options "
+                            "read (a field no longer mapped is emptied); without -o the build's options are used",
+                            ", ".join(differ), ", ".join(f"{k}={built['options'][k]!r}" for k in differ))
     ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None

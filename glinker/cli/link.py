@@ -267,6 +267,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     from glinker.errors import StageError
     from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
     from glinker.stages.writers import HTMLWriter, JSONWriter
+    from glinker.stages.resources import shown_kb
     from glinker.types import Document
 
     if fmt not in ("auto", "txt", "jsonl"):
@@ -278,7 +279,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     out_kind = output.suffix.lower()
     h = pipe.spec.header
-    claim = _claim_output(output, {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or h.kb},
+    claim = _claim_output(output, {"pipeline": pipe.fingerprint(), "model": model or h.model,
+                                   "kb": kb or shown_kb(h.kb)},
                           resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order

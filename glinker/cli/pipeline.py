@@ -29,7 +29,9 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
     if spec.header.model:
         typer.echo(f"model: {spec.header.model}")
     if spec.header.kb:
-        typer.echo(f"kb: {spec.header.kb}")
+        from glinker.stages.resources import shown_kb
+
+        typer.echo(f"kb: {shown_kb(spec.header.kb)}")
 
 
 @pipeline_app.command("show")

@@ -503,7 +503,6 @@ class BiEncoder:
         if not texts:
             return results
         P, names, row_sets = self._label_spec(labels_or_bank, len(texts))
-        C = P.shape[0]
         search = self._label_search(labels_or_bank, label_top_k, P, row_sets)
         wins = self._windows(splits, long_text, overlap)
         folded, lowp = self._scoring_matrices(labels_or_bank, P, search)

@@ -58,6 +58,19 @@ class KBSource(BaseModel):
 KBRef = str | KBSource
 
 
+def shown_kb(ref: Any) -> Any:
+    """A pipeline's KB as it will be read, for run records and messages: a KB read from its source with its
+    ${VARS} expanded (another table is another KB) and the password of its URL hidden."""
+    if ref is None or isinstance(ref, str):
+        return ref
+    from glinker.io import redact
+
+    d = _expand_all(ref.model_dump() if isinstance(ref, KBSource) else dict(ref))
+    if isinstance(d.get("source"), str):
+        d["source"] = redact(d["source"])
+    return d
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
 
@@ -129,13 +142,15 @@ def _expand_all(v: Any) -> Any:
 
 
 def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, encoder: Any) -> Any:
+    from glinker.io import redact
     from glinker.kb import KB
     from glinker.kb.adapters import load_adapter
     from glinker.kb.build import build_kb
 
     url = expand_env(src.source)
     options = _expand_all(src.options)
-    ident = json.dumps({"a": src.adapter, "s": url, "o": options, "t": src.template,
+    # the cache is keyed by what is read, not by the password it is read with (a rotated password keeps the cache)
+    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": options, "t": src.template,
                         "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
     out = Path(context.resolve_path(src.cache) or "") if src.cache else \
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]

@@ -565,3 +565,53 @@ def test_a_truncated_gzip_source_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="ends early, after") as e:
         list(load_adapter("jsonl", str(cut)).iter_entities())
     assert str(cut) in str(e.value)
+
+
+def test_sql_uuid_and_numeric_keys_and_queries_with_colons_semicolons_and_comments():
+    """PostgreSQL uuid / numeric(10,0) keys are ids; a query may hold ':word' and ';' in its strings and comments."""
+    import uuid
+
+    from sqlalchemy import text
+
+    eng = server_engine(PG_URL)
+    t = f"glk_keys_{uuid.uuid4().hex[:8]}"
+    u = uuid.UUID("0b7c9e2d-0000-4000-8000-000000000001")
+    with eng.begin() as c:
+        c.execute(text(f"CREATE TABLE {t} (uid uuid PRIMARY KEY, num numeric(10,0), name text, al text)"))
+        c.execute(text(f"INSERT INTO {t} VALUES (:u, 1001, 'Acme', 'ACME;Acme Corp'), "
+                       f"('0b7c9e2d-0000-4000-8000-000000000002', 1002, '\\:internal test', NULL)"), {"u": u})
+    try:
+        by_uuid = list(load_adapter("sql", PG_URL, table=t, columns={"id": "uid", "label": "name"}).iter_entities())
+        assert [e.id for e in by_uuid] == [str(u), "0b7c9e2d-0000-4000-8000-000000000002"]
+        q = (f"-- the products, not the internal ones\nSELECT num AS id, name AS label, REPLACE(al, ';', '|') AS "
+             f"aliases, uid::text AS code FROM {t} WHERE name NOT LIKE ':internal%' -- last line comment")
+        [e] = list(load_adapter("sql", PG_URL, query=q, extra_columns=["code"]).iter_entities())
+        assert (e.id, e.label, e.aliases, e.extra["code"]) == ("1001", "Acme", ["ACME", "Acme Corp"], str(u))
+        with pytest.raises(ConfigError, match="one SELECT"):
+            load_adapter("sql", PG_URL, query=f"SELECT * FROM {t}; DROP TABLE {t}")
+    finally:
+        drop_tables(eng, t)
+
+
+def test_mariadb_alias_table_keys_match_as_the_database_compares_them():
+    """MariaDB's default collation matches 'sku-001' and 'SKU-002 ' to the keys SKU-001 and SKU-002: their aliases
+    reach those entities (they were dropped silently)."""
+    import uuid
+
+    from sqlalchemy import text
+
+    eng = server_engine(MYSQL_URL)
+    s, a = f"glk_sku_{uuid.uuid4().hex[:8]}", f"glk_skual_{uuid.uuid4().hex[:8]}"
+    with eng.begin() as c:
+        c.execute(text(f"CREATE TABLE {s} (sku varchar(20) PRIMARY KEY, name varchar(50))"))
+        c.execute(text(f"CREATE TABLE {a} (sku varchar(20), alias varchar(50))"))
+        c.execute(text(f"INSERT INTO {s} VALUES ('SKU-001', 'Anvil'), ('SKU-002', 'Rocket'), ('sku-003', 'Magnet')"))
+        c.execute(text(f"INSERT INTO {a} VALUES ('sku-001', 'ACME anvil'), ('SKU-002 ', 'ACME rocket'), "
+                       f"('SKU-003', 'ACME magnet'), ('SKU-001', 'anvil 1')"))
+    try:
+        got = {e.id: sorted(e.aliases) for e in load_adapter(
+            "sql", MYSQL_URL, table=s, columns={"id": "sku", "label": "name"}, alias_table=a, alias_key="sku",
+            alias_column="alias").iter_entities()}
+        assert got == {"SKU-001": ["ACME anvil", "anvil 1"], "SKU-002": ["ACME rocket"], "sku-003": ["ACME magnet"]}
+    finally:
+        drop_tables(eng, s, a)

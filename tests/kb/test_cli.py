@@ -136,6 +136,16 @@ def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Pa
         assert len(kb) == len(SAMPLE_ENTITIES) - 1 and not kb.get([first])
         assert kb.get([SAMPLE_ENTITIES[1].id])[0].description == "changed"
         assert kb.index().ntotal == len(SAMPLE_ENTITIES) - 1
+    # without options, `kb add` reads the source as the build did (table, columns): nothing emptied
+    with KB.open(out) as kb:
+        before = {e.id: e.description for e in kb.get([e.id for e in SAMPLE_ENTITIES[2:]])}
+    with eng.begin() as c:
+        c.execute(text(f"UPDATE {t} SET descr = 'changed again' WHERE eid = :i"), {"i": SAMPLE_ENTITIES[1].id})
+    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "--prune")
+    assert "added 0, updated 1" in res.stdout and "removed 0" in res.stdout, res.stdout
+    with KB.open(out) as kb:
+        assert kb.get([SAMPLE_ENTITIES[1].id])[0].description == "changed again"
+        assert {e.id: e.description for e in kb.get(list(before))} == before and any(before.values())
     # an interrupted build's staging folder (here: a broken store) is not resumed for a SQL source
     from glinker.kb.build import STORE, _source_key
 
