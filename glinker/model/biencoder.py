@@ -509,8 +509,25 @@ class BiEncoder:
         by_text: dict[int, list[Window]] = {}
         for w in wins:
             by_text.setdefault(w.text_index, []).append(w)
-        # key (start, end, class) -> (margin, score): the window that sees the span with most context wins
+        # key (start, end, class) -> score. Each span is scored by one window, the one that sees it with the most
+        # context (words on its nearer side; ties: the longer window, then the earlier): chosen by the windows'
+        # bounds alone, so a span's score never depends on the threshold (taking the best-placed window among those
+        # where the span passed the threshold gave another score at another threshold)
         merged: list[dict] = [{} for _ in texts]
+
+        def owner(i: int, gs: int, ge: int) -> Window:
+            n_text = len(splits[i].words)
+            best: tuple[tuple[int, int, int], Window] | None = None
+            for w in by_text[i]:
+                if w.start <= gs and ge < w.end:
+                    left = gs - w.start if w.start > 0 else 1 << 30
+                    right = (w.end - 1 - ge) if w.end < n_text else 1 << 30
+                    rank = (min(left, right), w.end - w.start, -w.start)
+                    if best is None or rank > best[0]:
+                        best = (rank, w)
+            assert best is not None
+            return best[1]
+
         order = sorted(range(len(wins)), key=lambda j: -(wins[j].end - wins[j].start))
         with torch.inference_mode():
             for b0 in range(0, len(order), batch_size):
@@ -527,16 +544,17 @@ class BiEncoder:
                         x, n_words, P, folded, row_sets, bw, threshold, search, lowp
                     )
                 for w, cands in zip(bw, per_win):
-                    n_text = len(splits[w.text_index].words)
+                    single = len(by_text[w.text_index]) == 1
+                    owned: dict[tuple[int, int], bool] = {}
                     for s, e, c, p in cands:
                         gs, ge = w.start + s, w.start + e
-                        left = gs - w.start if w.start > 0 else 1 << 30
-                        right = (w.end - 1 - ge) if w.end < n_text else 1 << 30
-                        margin = min(left, right)
-                        key = (gs, ge, c)
-                        old = merged[w.text_index].get(key)
-                        if old is None or margin > old[0]:
-                            merged[w.text_index][key] = (margin, p)
+                        if not single:
+                            mine = owned.get((gs, ge))
+                            if mine is None:
+                                mine = owned[(gs, ge)] = owner(w.text_index, gs, ge) is w
+                            if not mine:
+                                continue
+                        merged[w.text_index][(gs, ge, c)] = p
         for i, sp in enumerate(splits):
             tw = by_text.get(i, [])
             res = results[i]
@@ -553,7 +571,7 @@ class BiEncoder:
             local = {u: j for j, u in enumerate(row_sets[i])} if row_sets is not None else None
             cl = [
                 (gs, ge, local[c] if local is not None else c, p)
-                for (gs, ge, c), (_m, p) in merged[i].items()
+                for (gs, ge, c), p in merged[i].items()
             ]
             # gliner's candidate order (ties in score keep it): span models (start, width, class),
             # token models (start, class, end)

@@ -231,6 +231,20 @@ def test_window_words_chunks_long_texts_into_shorter_windows(tiny, model):
     assert BiEncoder.from_pretrained(d).window_words == 12
 
 
+def test_long_text_scores_do_not_depend_on_the_threshold(tiny):
+    """Overlapping windows: each span is scored by the window that sees it best, whatever the threshold (a run at
+    0.05 filtered to >= t returns what a run at t returns; it did not when the best window scored the span below t)."""
+    narrow = BiEncoder.from_pretrained(tiny, window_words=12)
+    text = " ".join(["Maria Lopez from Acme Corp met the United Nations in Berlin."] * 5)
+    for flat in (True, False):
+        low = narrow.predict([text], LABELS, threshold=0.05, flat_ner=flat, multi_label=not flat)[0]
+        assert low.windows >= 5
+        for t in sorted({round(e["score"] + 1e-4, 4) for e in low})[::3]:  # just above scores: where it showed
+            at = narrow.predict([text], LABELS, threshold=t, flat_ner=flat, multi_label=not flat)[0]
+            assert [(e["start"], e["end"], e["label"], e["score"]) for e in at] == \
+                [(e["start"], e["end"], e["label"], e["score"]) for e in low if e["score"] >= t]
+
+
 def test_span_vectors_score_like_predict(model):
     bank = model.encode_labels(LABELS)
     ents = model.predict(TEXTS, bank, threshold=0.3, flat_ner=False, multi_label=True)
