@@ -49,11 +49,23 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
             raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
     t = Trainer(cfg)
     t.setup()
+    if ship is not None and not (cfg.model.text_encoder and cfg.model.labels_encoder):  # known now, not after training
+        raise typer.BadParameter("only models trained from packaged encoders can be shipped (model.text_encoder / "
+                                 "labels_encoder set to pkg:<package>); drop --ship or use --export", param_hint="--ship")
     if t.step:
         typer.echo(f"resuming at step {t.step}", err=True)
-    result = t.train(stop_at=stop_at)
+    try:
+        result = t.train(stop_at=stop_at)
+    except KeyboardInterrupt:
+        kept = sorted(t.ckpt_root.glob("step-*"))
+        typer.echo(f"interrupted at step {t.step}: " + (f"the last checkpoint is {kept[-1].name} (one every "
+                   f"{cfg.train.save_every} steps); run the same command to resume from it" if kept else
+                   "no checkpoint was written yet; running the same command starts over"), err=True)
+        raise typer.Exit(130) from None
     if t.step < cfg.train.steps:
-        typer.echo(f"stopped at step {t.step}; run the same command to continue", err=True)
+        typer.echo(f"stopped at step {t.step} of {cfg.train.steps} (--stop-at); run the command without --stop-at, "
+                   "or with a larger one, to continue", err=True)
+        typer.echo(json.dumps(result, default=str))
         return
     path = t.export(export)
     typer.echo(f"model: {path}")

@@ -107,8 +107,35 @@ def test_resume_refuses_another_configuration(tmp_path, tiny_ckpt, train_files):
         changed.setup()
     assert "train.others_lr: 0.003 then, 0.5 now" in str(ei.value) and "new output_dir" in str(ei.value)
     again = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c", eval_every=2, log_every=5))
+    (tmp_path / "c" / "checkpoints" / ".tmp-killed").mkdir()  # a save cut short by kill -9: cleared on resume
     again.setup()
-    assert again.step == 3
+    assert again.step == 3 and not list((tmp_path / "c" / "checkpoints").glob(".tmp-*"))
+    # the data changed since (its sampler state indexes the examples): refused, naming the source
+    data = json.loads((train_files / "train.json").read_text())
+    (train_files / "train.json").write_text(json.dumps(data[:2]))
+    with pytest.raises(ConfigError, match="trained on other data: 0:train.json \\(4 examples then, 2 now\\)"):
+        Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c")).setup()
+
+
+def test_sources_without_types_and_two_dev_files_of_one_name(tmp_path, tiny_ckpt, train_files, caplog):
+    from glinker.errors import DataError
+    from glinker.model.train import Trainer
+
+    (train_files / "sub").mkdir()
+    (train_files / "sub" / "train.json").write_text((train_files / "train.json").read_text())
+    cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, out="d")
+    cfg.dev.append(cfg.dev[0].model_copy(update={"path": str(train_files / "sub" / "train.json")}))
+    t = Trainer(cfg)
+    t.setup()
+    assert sorted(t.evaluate()) == ["0:train.json", "1:train.json"]
+    cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, out="e")
+    cfg.data[0].drop_types = ["person", "organization", "location"]
+    with pytest.raises(DataError, match="no entity types"):
+        Trainer(cfg).setup()
+    cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, out="f")
+    cfg.data[0].drop_types = ["persn"]
+    Trainer(cfg).setup()
+    assert "name types the data does not have: 'persn'" in caplog.text
 
 
 def test_interrupted_checkpoint_write_leaves_previous(tmp_path, tiny_ckpt, train_files, monkeypatch):

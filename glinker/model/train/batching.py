@@ -75,8 +75,11 @@ def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence
 
     out: list[Example] = []
     types: dict[str, None] = {}
+    seen: set[str] = set()  # the source's own types, before dropping and renaming
     dropped = set(drop)
     for ex in iter_training(path, split=split):
+        seen.update(t for _, _, t in ex.spans)
+        seen.update(ex.labels or [])
         spans = [(s, e, rename.get(t, t)) for s, e, t in ex.spans if t not in dropped]
         labels = [rename.get(t, t) for t in (ex.labels or []) if t not in dropped]
         for _, _, t in spans:
@@ -88,6 +91,10 @@ def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence
             break
     if not out:
         raise DataError("no training examples found", where=path, fix="check the path and split")
+    unknown = sorted((dropped | set(rename)) - seen)
+    if unknown:  # a typo in drop_types / rename_types changes nothing: say so
+        log.warning("%s: drop_types/rename_types name types the data does not have: %s (its types: %s)", path,
+                    ", ".join(map(repr, unknown)), ", ".join(sorted(seen)[:20]))
     return out, list(types)
 
 
@@ -242,18 +249,22 @@ class BatchSampler:
         return Batch(words, labels, tgt, n_words, src.name, ign)
 
 
-def build_sources(cfg_sources: Sequence[Any], max_words: int) -> list[Source]:
-    """Load every configured source into memory (the training sets are small)."""
+def build_sources(cfg_sources: Sequence[Any], max_words: int, section: str = "data") -> list[Source]:
+    """Load every configured source of ``section`` (data or dev) into memory (the training sets are small)."""
     out = []
     for i, s in enumerate(cfg_sources):
         name = f"{i}:{Path(s.path).name}"
         if s.kind == "linking":
             if not s.entities:
-                raise DataError("a linking source needs `entities` (a KB entity JSONL)", where=f"data[{i}]",
+                raise DataError("a linking source needs `entities` (a KB entity JSONL)", where=f"{section}[{i}]",
                                 fix="set entities: path/to/entities.jsonl")
             ex, types = linking_examples(s.path, s.entities, s.template, s.limit, max_words)
         else:
             ex, types = ner_examples(s.path, s.split, s.limit, s.drop_types, s.rename_types)
+        if not types:
+            raise DataError(f"source {name} has no entity types (no annotated span or label is left"
+                            + (" after drop_types" if s.kind != "linking" and s.drop_types else "") + ")",
+                            where=f"{section}[{i}] ({s.path})", fix="annotate entities in it, or drop the source")
         log.info("source %s: %d examples, %d types", name, len(ex), len(types))
         out.append(Source(name, s.kind, s.weight, ex, types))
     return out

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from glinker.errors import ConfigError
 from glinker.io import plain_mode
@@ -144,10 +144,12 @@ class Trainer:
         set_trainable(self.model, c.model.train_text_layers, c.model.train_label_layers)
         self.label_frozen = c.model.train_label_layers == 0
         sources = build_sources(c.data, c.train.max_words)
+        self.data_ident = {s.name: {"examples": len(s.examples), "digest": _examples_digest(s.examples)}
+                           for s in sources}  # a resumed run must read the same data (its sampler state indexes it)
         self.sampler = BatchSampler(sources, c.train.batch_size, c.train.max_words, c.train.max_types,
                                     c.train.negative_types, self.model.max_width, c.seed, c.train.pack_words,
                                     c.train.pack_prob)
-        self.dev = [build_sources([d], 10 ** 9)[0] for d in c.dev]
+        self.dev = build_sources(c.dev, 10 ** 9, "dev")  # numbered: two dev files of one name are two F1s
         enc, other = [], []
         for name, p in self.model.net.named_parameters():
             if p.requires_grad:
@@ -197,7 +199,8 @@ class Trainer:
             torch.save({"torch_rng": torch.get_rng_state()}, tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": self.step, "sampler": self.sampler.state(), "history": self.history,
-                "train_seconds": self._total_seconds(), "config": self.cfg.model_dump()}, default=list))
+                "train_seconds": self._total_seconds(), "config": self.cfg.model_dump(),
+                "data": self.data_ident}, default=list))
             if final.exists():
                 shutil.rmtree(final)
             plain_mode(tmp, executable=True)  # mkdtemp's 0700 would hide it on shared storage
@@ -212,12 +215,19 @@ class Trainer:
         import torch
         from safetensors.torch import load_file
 
+        for tmp in self.ckpt_root.glob(".tmp-*"):  # a save cut short by a kill
+            shutil.rmtree(tmp, ignore_errors=True)
         done = sorted(p for p in self.ckpt_root.glob("step-*") if (p / "state.json").is_file())
         if not done:
             return
         last = done[-1]
         st = json.loads((last / "state.json").read_text())
         _check_same_run(st.get("config"), json.loads(json.dumps(self.cfg.model_dump(), default=list)), last)
+        changed = [f"{n} ({was.get('examples')} examples then, {self.data_ident[n]['examples']} now)"
+                   for n, was in (st.get("data") or {}).items() if self.data_ident.get(n) != was]
+        if changed:
+            raise ConfigError(f"{last} was trained on other data: {', '.join(changed)} changed since", where=str(last),
+                              fix="restore the data to resume this run, or train into a new output_dir")
         weights = load_file(str(last / "trainable.safetensors"))
         params = dict(self.model.net.named_parameters())
         unknown = set(weights) - {n for n, p in params.items() if p.requires_grad}
@@ -368,6 +378,16 @@ class Trainer:
         path = self.model.save_pretrained(out)
         (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return path
+
+
+def _examples_digest(examples: Sequence[Any]) -> str:
+    """A short hash of a source's examples (words, spans, labels) as training reads them."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for ex in examples:
+        h.update(repr((ex.words, ex.spans, ex.labels, ex.ignore)).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 # settings that change how a run goes, not what it learns: they may differ when a run is resumed
