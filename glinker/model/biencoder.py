@@ -170,7 +170,10 @@ class BiEncoder:
         net.to(dev)
         model = cls(net, cfg, tok, ltok, dev, str(path_or_hub_id))
         if dtype is not None:
-            want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+            want = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+            if not isinstance(want, torch.dtype) or not want.is_floating_point:
+                raise ConfigError(f"dtype {dtype!r} is not a floating-point torch dtype", where="dtype",
+                                  fix="use float32, bfloat16 or float16")
             if want != next(net.parameters()).dtype:
                 # the checkpoint's identity, not the cast's: banks and KBs it encoded still match
                 model._fingerprint = model.fingerprint
@@ -181,6 +184,10 @@ class BiEncoder:
     def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
         """Write a checkpoint that both glinker and gliner load."""
         from glinker.model.checkpoint import save_checkpoint
+
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise ConfigError(f"{out_dir} is a file: a checkpoint is a folder", where=str(out_dir),
+                              fix="give a folder path, e.g. models/my-model")
 
         cfg = dict(self.config)
         cfg["encoder_config"] = self.net.token_rep_layer.bert_layer.model.config.to_dict()
@@ -487,6 +494,13 @@ class BiEncoder:
 
         if isinstance(texts, str):
             texts = [texts]
+        if texts is None or isinstance(texts, (bytes, Mapping)) or not hasattr(texts, "__iter__"):
+            raise DataError(f"texts must be a string or a list of strings, not {type(texts).__name__}",
+                            where="texts", fix="pass e.g. ['Paris is in France.']")
+        texts = list(texts)
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0):
+            raise ConfigError(f"overlap must be a number of words >= 0, not {overlap!r}", where="overlap",
+                              fix="e.g. overlap=16, or None for the default")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise ConfigError(f"threshold must be a number from 0 to 1, not {threshold!r}", where="threshold",
                               fix="e.g. threshold=0.5")

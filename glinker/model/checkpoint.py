@@ -84,7 +84,7 @@ def resolve_dir(path_or_id: str | os.PathLike) -> Path:
     if is_shipped(str(path_or_id)) or p.is_dir():  # a model shipped in its small form (glinker/models/)
         return materialize(path_or_id)
     s = str(path_or_id)
-    if p.exists() or s.startswith((".", "/", "~")) or s.count("/") != 1:
+    if p.exists() or s.startswith((".", "/", "~")) or s.endswith(("/", os.sep)) or s.strip("/").count("/") != 1:
         raise ModelError(
             f"checkpoint folder not found: {s}",
             where=s,

@@ -309,3 +309,21 @@ def test_saved_bank_files_are_readable_like_any_file(tmp_path, model):
     model.encode_labels(LABELS).save(tmp_path / "bank")
     modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in (tmp_path / "bank").iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_api_misuse_gets_glinker_errors(tiny, model, tmp_path):
+    from glinker.errors import GlinkerError
+
+    with pytest.raises(ConfigError, match="dtype 'float33'"):
+        BiEncoder.from_pretrained(tiny, dtype="float33")
+    with pytest.raises(DataError, match="texts must be a string or a list"):
+        model.predict(None, LABELS)
+    with pytest.raises(ConfigError, match="overlap"):
+        model.predict(TEXTS, LABELS, overlap=-1)
+    (tmp_path / "model.safetensors").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        model.save_pretrained(tmp_path / "model.safetensors")
+    with pytest.raises(GlinkerError, match="checkpoint folder not found"):
+        BiEncoder.from_pretrained(str(tmp_path / "nonexistent-dir") + "/")
+    with pytest.raises(GlinkerError, match="checkpoint folder not found"):
+        BiEncoder.from_pretrained("nonexistent-dir/")
