@@ -103,8 +103,12 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
             if isinstance(rec, str):
                 rec = {"text": rec}
             if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
-                err = DataError(f"the line has no string field {text_field!r}", where=where,
-                                fix=f"each line is an object with a {text_field!r} string (and an optional id); or pass --skip-bad")
+                others = [k for k, v in rec.items() if isinstance(v, str) and k != "id"] if isinstance(rec, dict) else []
+                err = DataError(f"the line has no string field {text_field!r}"
+                                + (f" (its text fields: {', '.join(others[:5])})" if others else ""), where=where,
+                                fix=(f"name the text field: --text-field {others[0]}; or " if others else
+                                     f"each line is an object with a {text_field!r} string (and an optional id); or ")
+                                + "pass --skip-bad")
                 if skip_bad:
                     _skip(err, problems)
                     continue

@@ -85,10 +85,15 @@ def resolve_dir(path_or_id: str | os.PathLike) -> Path:
         return materialize(path_or_id)
     s = str(path_or_id)
     if p.exists() or s.startswith((".", "/", "~")) or s.endswith(("/", os.sep)) or s.strip("/").count("/") != 1:
+        from glinker.errors import closest
+        from glinker.model.shipped import shipped_names
+
+        near = closest(s, shipped_names())
         raise ModelError(
-            f"checkpoint folder not found: {s}",
+            f"checkpoint folder not found: {s}" + (f"; did you mean the shipped model {near!r}?" if near else ""),
             where=s,
-            fix="pass a folder holding gliner_config.json, or a hub id like 'org/name'",
+            fix="pass a folder holding gliner_config.json, a shipped model name ("
+            + (", ".join(shipped_names()) or "none") + ") or a hub id like 'org/name'",
         )
     try:
         from huggingface_hub import snapshot_download

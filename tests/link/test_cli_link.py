@@ -187,6 +187,14 @@ def test_resume_refuses_another_input_without_ids(pipeline, tmp_path):
         assert out.read_text() == full
 
 
+def test_a_jsonl_without_text_names_its_text_fields(pipeline, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "body": "Paris is nice."}\n')
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(src), "-o", str(tmp_path / "o.jsonl"),
+                                   "--no-progress"])
+    assert res.exit_code == 2 and "its text fields: body" in res.output and "--text-field body" in res.output
+
+
 def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):
     import fcntl
 

@@ -327,3 +327,5 @@ def test_api_misuse_gets_glinker_errors(tiny, model, tmp_path):
         BiEncoder.from_pretrained(str(tmp_path / "nonexistent-dir") + "/")
     with pytest.raises(GlinkerError, match="checkpoint folder not found"):
         BiEncoder.from_pretrained("nonexistent-dir/")
+    with pytest.raises(GlinkerError, match="did you mean the shipped model 'glinker-bi-minilm'"):
+        BiEncoder.from_pretrained("glinker-bi-minilmx")
