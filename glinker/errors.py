@@ -90,6 +90,10 @@ class KBError(GlinkerError):
     code = "E500"
 
 
+class SourceUnavailable(KBError):
+    """A KB's source (a database server) cannot be reached right now; a cached copy may serve meanwhile."""
+
+
 class DataError(GlinkerError):
     """Input data (documents, datasets, dumps) is malformed; ``where`` names the file and line."""
 

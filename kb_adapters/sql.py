@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from glinker.errors import ConfigError, DataError, DependencyError, KBError
+from glinker.errors import ConfigError, DataError, DependencyError, KBError, SourceUnavailable
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
 from kb_adapters._common import _db_id, parse_alias_counts, record_to_entity, split_list
@@ -249,8 +249,8 @@ class SQLAdapter:
             why = f"no MySQL/MariaDB greeting within {CONNECT_TIMEOUT} s (another kind of server at that port?)"
         except OSError as e:
             why = e.strerror or str(e)
-        raise KBError(f"cannot connect to {self._masked_url()}: {why}", where="sql.source",
-                      fix=f"check the host and port ({where}) and that a MySQL/MariaDB server listens there")
+        raise SourceUnavailable(f"cannot connect to {self._masked_url()}: {why}", where="sql.source",
+                                fix=f"check the host and port ({where}) and that a MySQL/MariaDB server listens there")
 
     def _connect(self) -> Any:
         from sqlalchemy.exc import OperationalError
@@ -261,8 +261,9 @@ class SQLAdapter:
         try:
             return self.engine().connect()
         except OperationalError as e:
-            raise KBError(f"cannot connect to {self._masked_url()}: {str(e.orig).strip()}", where="sql.source",
-                          fix="check that the server runs and the URL (host, port, user, database)") from None
+            raise SourceUnavailable(f"cannot connect to {self._masked_url()}: {str(e.orig).strip()}",
+                                    where="sql.source",
+                                    fix="check that the server runs and the URL (host, port, user, database)") from None
 
     # -- streaming --------------------------------------------------------------------------------------------
     def iter_entities(self) -> Iterator[Entity]:

@@ -22,9 +22,19 @@ app = typer.Typer(
 _GROUPS = ("pipeline", "ner", "labels", "link", "serve", "kb", "eval", "train", "bench")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from glinker import __version__
+
+        typer.echo(f"glinker {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print glinker's version and exit."),
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glinker.errors import ConfigError, KBError
+from glinker.errors import ConfigError, KBError, SourceUnavailable
 from glinker.pipeline.stage import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,14 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
             if (out / "CURRENT").is_file() and _syncable(out, encoder, src.template):
                 # read the source again; only new, changed and removed rows touch the KB (and the encoder), in a
                 # new generation: processes already serving from the KB keep theirs, whole
-                with KB.update(out) as kb:
-                    c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
+                try:
+                    with KB.update(out) as kb:
+                        c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
+                except SourceUnavailable as e:  # the server is down: serve from the last sync rather than not at all
+                    with KB.open(out) as cached:
+                        when = cached.manifest.updated
+                    log.warning("%s; linking with the cached KB %s as of its last sync (%s)", e.message, out, when)
+                    return KB.open(out)
                 log.info("KB %s synced with its %s source: %d added, %d changed (%d re-embedded), %d removed, %d the "
                          "same", out, src.adapter, c["added"], c["updated"] + c["unchanged_text"], c["updated"],
                          c["removed"], c["same"])

@@ -114,3 +114,20 @@ def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_mode
     assert other.spec.header.kb == str(kb_dir)
     [doc] = other.link(["Acme Bank"])
     assert doc.links and doc.links[0].candidates[0].entity_id == "c2"
+
+
+def test_a_start_while_the_database_is_down_links_with_the_cached_kb(company_table, tiny_model, monkeypatch,
+                                                                       caplog):
+    from glinker.errors import SourceUnavailable
+    from kb_adapters.sql import SQLAdapter
+
+    path = str(REPO / "pipelines" / "company_kb_sql.yaml")
+    glinker.load_pipeline(path, model=str(tiny_model)).warm_up()  # the cache, built while the server is up
+
+    def down(self):
+        raise SourceUnavailable("cannot connect to the server: Connection refused", where="sql.source")
+
+    monkeypatch.setattr(SQLAdapter, "_connect", down)
+    [doc] = glinker.load_pipeline(path, model=str(tiny_model)).link(["ACME Corporation and Google."])
+    assert {ln.candidates[0].entity_id for ln in doc.links if ln.candidates} >= {"c1", "c3"}
+    assert "linking with the cached KB" in caplog.text and "Connection refused" in caplog.text
