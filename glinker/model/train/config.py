@@ -99,7 +99,8 @@ class Schedule(_Strict):
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32",
         description="bf16: mixed precision (bfloat16 autocast for the forward pass, float32 weights, optimizer and "
-        "loss); several times faster on CPUs with AMX and on GPUs, slower on CPUs without bfloat16 units.",
+        "loss); several times faster on CPUs with AMX, slower on CPUs without bfloat16 units. glinker train runs "
+        "on the CPU.",
     )
 
 

@@ -391,7 +391,7 @@ def _examples_digest(examples: Sequence[Any]) -> str:
 
 
 # settings that change how a run goes, not what it learns: they may differ when a run is resumed
-_RUN_ONLY = {"threads", "eval_every", "save_every", "keep_checkpoints", "log_every", "device", "output_dir"}
+_RUN_ONLY = {"threads", "eval_every", "save_every", "keep_checkpoints", "log_every", "output_dir"}
 
 
 def _check_same_run(saved: Any, now: Any, where: Path) -> None:
