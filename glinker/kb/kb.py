@@ -320,7 +320,7 @@ class KB:
         if not seen and have:
             raise KBError(f"the source holds no entities: syncing would remove all {len(have):,} entities of the KB",
                           where=str(self.root), fix="check the source (an empty or failed export?); to empty the KB "
-                          "on purpose, rebuild it or use `glinker kb remove`")
+                          "on purpose, remove its entities with `glinker kb remove` or delete its folder")
         gone = sorted(have - seen)
         bad = int(getattr(getattr(source, "report", None), "bad", 0) or 0)  # read once the source was streamed
         if gone and bad:

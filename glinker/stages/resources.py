@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -175,8 +176,11 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                          "same", out, src.adapter, c["added"], c["updated"] + c["unchanged_text"], c["updated"],
                          c["removed"], c["same"])
             else:
-                log.info("building the KB from %s source into %s", src.adapter, out)
-                build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False)
+                # once per source and model: minutes for a big table, so said at the default log level
+                log.warning("building this pipeline's KB from its %s source into %s (first start: every row is "
+                            "embedded; later starts only sync what changed)", src.adapter, out)
+                build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False,
+                         progress=sys.stderr.isatty())
         finally:
             close = getattr(adapter, "close", None)
             if close is not None:
