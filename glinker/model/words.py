@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Same pattern as gliner's WhitespaceTokenSplitter: Unicode \w, hyphen/underscore compounds stay one word.
-WORD_RE = re.compile(r"\w+(?:[-_]\w+)*|\S")
+# gliner's WhitespaceTokenSplitter pattern (Unicode \w, hyphen/underscore compounds stay one word), except that
+# combining marks and the zero-width (non-)joiners stay with the word they are written in: decomposed text
+# ("Jose\u0301") is one word as its composed form is (gliner splits it, and scores the lone mark as a word).
+# Text without them splits exactly as in gliner.
+_MARK = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u200c\u200d]"
+WORD_RE = re.compile(rf"\w(?:\w|{_MARK})*(?:[-_]\w(?:\w|{_MARK})*)*|\S{_MARK}*")
 POOLINGS = ("first", "last", "mean", "max")
 
 

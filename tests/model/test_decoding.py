@@ -53,3 +53,17 @@ def test_indexed_decoding_equals_the_quadratic_rule():
         for flat in (True, False):
             for multi in (True, False):
                 assert greedy_decode(cands, flat, multi) == _quadratic_decode(cands, flat, multi), trial
+
+
+def test_decomposed_accents_stay_in_their_word():
+    import re
+
+    from glinker.model.words import split_words
+
+    nfd = "Jose\u0301 Garci\u0301a lives in Sa\u0303o Paulo."
+    sp = split_words(nfd)
+    assert sp.words == ["Jose\u0301", "Garci\u0301a", "lives", "in", "Sa\u0303o", "Paulo", "."]
+    assert [nfd[a:b] for a, b in zip(sp.starts, sp.ends)] == sp.words
+    gliner = re.compile(r"\w+(?:[-_]\w+)*|\S")  # text without marks: exactly gliner's words
+    plain = "José García, well-known co_op e-mail! 東京 🙂"
+    assert split_words(plain).words == [m.group() for m in gliner.finditer(plain)]
