@@ -52,6 +52,9 @@ def build(
         raise ConfigError(f"{out} is a file", where="--out", fix="give a folder for the label bank")
     if job is not None and queue is None:
         raise ConfigError("--job names a queue's job and needs --queue", where="--job", fix="add --queue URL, or drop --job")
+    from glinker.model.labels import check_bank_folder
+
+    check_bank_folder(out)  # before the model loads, not after
     labels = _labels(None, labels_file, None)
     t0 = time.perf_counter()
     m = BiEncoder.from_pretrained(model, device=device)

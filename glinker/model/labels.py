@@ -655,6 +655,16 @@ def _meta(names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: s
 BUILD_STATE = ".label_bank.building.json"
 
 
+def check_bank_folder(out: Path) -> None:
+    """A DataError when ``out`` is a folder with files of its own (not a label bank, finished or being built):
+    building there would overwrite them. Checked before a model loads, and again when the build starts."""
+    out = Path(out)
+    if out.is_dir() and not (out / BANK_JSON).is_file() and not (out / BUILD_STATE).is_file() and any(
+            not f.name.startswith(".") for f in out.iterdir()):
+        raise DataError("the folder is not empty and holds no label bank: building there would overwrite its files",
+                        where=str(out), fix="give a new or empty folder for the label bank")
+
+
 def _labels_digest(names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str) -> str:
     import hashlib
 
@@ -714,10 +724,7 @@ class _BankWriter:
             self.work = staging_dir(out)
         else:
             self.work = out
-            if out.is_dir() and not (out / BUILD_STATE).is_file() and any(
-                    not f.name.startswith(".") for f in out.iterdir()):
-                raise DataError("the folder is not empty and holds no label bank: building there would overwrite "
-                                "its files", where=str(out), fix="give a new or empty folder for the label bank")
+            check_bank_folder(out)
             shutil.rmtree(staging_dir(out), ignore_errors=True)  # a replacement that was never finished
         self.work.mkdir(parents=True, exist_ok=True)
         work = self.work
