@@ -201,6 +201,10 @@ def _span_of(p: Any, example: NERExample) -> tuple[int, int]:
     except (KeyError, TypeError, ValueError):
         raise DataError(f"prediction {str(p)[:80]} has no integer start/end", where=example.where or f"example {example.id}",
                         fix='predictions are dicts {"start": int, "end": int, "label": str} (char offsets)') from None
+    if not 0 <= a < b <= len(example.text):
+        raise DataError(f"prediction {str(p)[:80]} is not a span of the text ({len(example.text)} characters)",
+                        where=example.where or f"example {example.id}",
+                        fix="predictions give character offsets into the text: 0 <= start < end <= its length")
     return a, b
 
 
@@ -305,7 +309,11 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
         except (KeyError, TypeError, ValueError):
             raise DataError("prediction line needs dataset, index, text and entities", where=f"{p}:{line}",
                             fix='write lines as {"dataset", "index", "text", "entities": [...]}') from None
-        by_ds.setdefault(name, {})[idx] = (text, ents, line)
+        seen = by_ds.setdefault(name, {})
+        if idx in seen:  # two predictions for one sentence: the last would win silently
+            raise DataError(f"sentence {idx} of {name} has a second prediction line (the first: line {seen[idx][2]})",
+                            where=f"{p}:{line}", fix="keep one line per sentence (a file appended to twice?)")
+        seen[idx] = (text, ents, line)
     if not by_ds:  # it would score 0 and read as a result
         raise DataError("no prediction lines", where=str(p),
                         fix="point --predictions at a file written by --save-predictions")

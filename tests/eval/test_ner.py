@@ -142,6 +142,14 @@ def test_evaluate_with_callable_and_saved_predictions(tmp_path):
     bad.write_text(saved.read_text().replace("London", "Paris"))
     with pytest.raises(DataError, match="does not match"):
         score_predictions_file(bad, tmp_path / "data")
+    twice = tmp_path / "twice.jsonl"  # a file appended to twice: refused, not last-line-wins
+    twice.write_text(saved.read_text() + saved.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(DataError, match="second prediction line"):
+        score_predictions_file(twice, tmp_path / "data")
+    past = tmp_path / "past.jsonl"  # offsets past the text are no span of it
+    past.write_text(saved.read_text().replace('"end": 6', '"end": 999'))
+    with pytest.raises(DataError, match="not a span of the text"):
+        score_predictions_file(past, tmp_path / "data")
     with pytest.raises(DataError, match="prediction lists"):
         score_dataset(ds, [[]])
     with pytest.raises(DataError, match="results for"):
