@@ -211,9 +211,14 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
         if rest:
             data["extra"] = {**rest, **(data.get("extra") or {})}
     if "id" not in data or data["id"] in (None, ""):
-        raise DataError(f"record has no id (looked for key {mapping.get('id', 'id')!r})", where=where,
-                        fix="give every record an id, or map the id field (jsonl/csv: mapping={'id': '<key>'}; "
-                            "sql: columns={'id': '<column>'}); -o on_error=skip skips such records")
+        keys = [k for k in rec if k not in used][:8]
+        guess = next((k for k in keys if k.lower() in ("key", "uid", "uuid", "qid", "code", "sku")
+                      or k.lower().endswith("_id") or k.lower().endswith("id")), keys[0] if keys else "<key>")
+        raise DataError(f"record has no id (looked for key {mapping.get('id', 'id')!r}"
+                        + (f"; its keys: {', '.join(keys)}" if keys else "") + ")", where=where,
+                        fix=f"map the id field: -o mapping='{{\"id\": \"{guess}\"}}' (jsonl/csv), -o "
+                            f"columns='{{\"id\": \"{guess}\"}}' (sql); or give every record an id; -o on_error=skip "
+                            "skips such records")
     try:
         return Entity(**data)
     except ValidationError as e:

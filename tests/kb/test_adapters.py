@@ -615,3 +615,11 @@ def test_mariadb_alias_table_keys_match_as_the_database_compares_them():
         assert got == {"SKU-001": ["ACME anvil", "anvil 1"], "SKU-002": ["ACME rocket"], "sku-003": ["ACME magnet"]}
     finally:
         drop_tables(eng, s, a)
+
+
+def test_a_record_without_id_names_its_keys_and_the_mapping_to_write(tmp_path):
+    src = tmp_path / "m.jsonl"
+    src.write_text('{"sku": "A1", "name": "Acme"}\n')
+    with pytest.raises(DataError) as ei:
+        list(load_adapter("jsonl", str(src)).iter_entities())
+    assert "its keys: sku, name" in str(ei.value) and """-o mapping='{"id": "sku"}'""" in str(ei.value)
