@@ -213,8 +213,9 @@ class EntityStore:
     def _add_folds(self) -> None:
         """The accent-folded keys (:func:`fold_accents`) of every alias already stored, in one pass."""
         n = self.count()
-        if n:
-            log.info("%s: adding accent-folded alias keys (a store written before they existed; once)", self.path)
+        if n:  # a pass over every alias: said at the default log level, a big KB takes a while (once)
+            log.warning("%s: adding accent-folded alias keys to a store written before they existed (once, one pass "
+                        "over its %d entities' aliases)", self.path, n)
             self.migrated = True
         with self.transaction():
             cur = self.db.execute("SELECT norm, rid FROM aliases")
