@@ -281,7 +281,11 @@ def search(path: Path = typer.Argument(..., help="KB directory."),
     from glinker.kb import KB
 
     with KB.open(path) as kb:
-        res: dict[str, Any] = {"alias": kb.lookup_alias(text)[:k],
+        from glinker.kb.store import normalize_alias
+
+        exact = kb.lookup_alias(text)[:k]
+        res: dict[str, Any] = {"alias": exact or kb.store.lookup_folded([normalize_alias(text)]).get(
+                                   normalize_alias(text), [])[:k],  # "Zurich" finds Zürich, as the alias stages do
                                "fuzzy": [{"id": i, "alias": a, "score": round(s, 1)}
                                          for i, a, s in kb.fuzzy(text, limit=k, score_cutoff=fuzzy_cutoff)]}
         if kb.manifest.has_vectors and (model or "").lower() != "none":

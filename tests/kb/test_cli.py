@@ -53,6 +53,8 @@ def test_build_info_add_remove_search(tmp_path: Path, tiny_checkpoint: Path) -> 
     assert any(h["id"] == "Q999" for h in hits["fuzzy"]) is False  # "paris hilton" is not within 85 of "paris"
     text = cli("kb", "search", str(out), "Paris Hilton").stdout
     assert "Q999" in text and "socialite" in text
+    # a name written without its accents ("Züri") is found as the alias stages find it
+    assert json.loads(cli("kb", "search", str(out), "Zuri", "--json", "--model", "none").stdout)["alias"] == ["Q72"]
 
 
 def test_build_wikidata_with_options_alias_only(tmp_path: Path) -> None:
