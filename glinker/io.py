@@ -305,19 +305,9 @@ def read_json(path: str | Path) -> list[Any]:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: for messages, logs and run records (everything before
-    the host's '@' when the password holds an unencoded '@')."""
-    from urllib.parse import urlparse
+    """``url`` with its password (if any) shown as ``***``: for messages, logs and run records. The credentials end
+    at the last '@' (as SQLAlchemy reads them), so a password holding '/', '#', '?' or '@' is hidden whole."""
+    import re
 
-    scheme, sep, rest = url.partition("://")
-    netloc = rest.partition("/")[0]
-    if sep and netloc.count("@") > 1:
-        return url.replace(netloc.rsplit("@", 1)[0], netloc.split(":", 1)[0].split("@", 1)[0] + ":***", 1)
-    try:
-        p = urlparse(url)
-        password = p.password
-    except ValueError:  # an unreadable port
-        return url
-    if not password:
-        return url
-    return p._replace(netloc=p.netloc.replace(f":{password}@", ":***@", 1)).geturl()
+    m = re.match(r"^([A-Za-z][\w+.-]*://)([^:/@]*):(.+)@([^@]*)$", url, re.S)
+    return f"{m.group(1)}{m.group(2)}:***@{m.group(4)}" if m else url

@@ -66,7 +66,15 @@ def _check_query(q: str) -> str:
     if not re.match(r"(?is)^(select|with)\b", bare) or ";" in bare:
         raise ConfigError("query must be one SELECT (or WITH ... SELECT) statement", where="sql.query",
                           fix="give a single SELECT without ';' inside, or use table=...")
-    return body + "\n" if "--" in body else body  # a last line comment must not swallow what wraps the query
+    # a last line comment (--, or MySQL's #) must not swallow what wraps the query
+    return body + "\n" if "--" in body or "#" in body else body
+
+
+def _loose(key: str) -> str:
+    """A key as a case- and accent-insensitive collation compares it (MariaDB's default utf8mb4_general_ci)."""
+    from glinker.kb.store import fold_accents
+
+    return fold_accents(key.strip().casefold())
 
 
 def _literal_colons(query: str) -> str:
@@ -305,12 +313,12 @@ class SQLAdapter:
                         own = {str(_db_id(k)) for k in keys}
                         loose: dict[str, list[str]] = {}
                         for k in own:
-                            loose.setdefault(k.strip().casefold(), []).append(k)
+                            loose.setdefault(_loose(k), []).append(k)
                         for k, a, *n in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
                             if a is None:
                                 continue
                             k = str(_db_id(k))
-                            for key in [k] if k in own else loose.get(k.strip().casefold(), []):
+                            for key in [k] if k in own else loose.get(_loose(k), []):
                                 child.setdefault(key, []).append(str(a))
                                 if n and n[0] is not None:
                                     by_form = child_counts.setdefault(key, {})

@@ -204,23 +204,28 @@ def add(
     options = _merged_options(opt, table=table, query=query)
     built = KB.open(path).manifest.source
     if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
-        if not options:  # the build's table, columns, mapping...: `kb add` replaces whole records with what it reads
-            options = {k: v for k, v in built["options"].items() if v is not None}
-            log.info("kb add: the build's adapter options %s", options)
-        else:
-            differ = sorted(k for k in ("columns", "mapping", "table", "alias_table", "list_sep")
-                            if k in built["options"] and options.get(k, built["options"][k]) != built["options"][k])
-            if differ:
-                log.warning("kb add: %s differ from the build's (%s): records are replaced with what these options "
-                            "read (a field no longer mapped is emptied); without -o the build's options are used",
-                            ", ".join(differ), ", ".join(f"{k}={built['options'][k]!r}" for k in differ))
+        # the build's table, columns, mapping, alias table...: `kb add` replaces whole records with what it reads, so
+        # an option not given again is the build's (a field no longer mapped would be emptied)
+        base = {k: v for k, v in built["options"].items() if v is not None}
+        for one, other in (("table", "query"), ("query", "table")):
+            if one in options:
+                base.pop(other, None)
+        differ = sorted(k for k in ("columns", "mapping", "table", "query", "alias_table", "list_sep")
+                        if k in options and k in base and options[k] != base[k])
+        if differ:
+            log.warning("kb add: %s %s from the build's (%s): records are replaced with what these options read",
+                        ", ".join(differ), "differs" if len(differ) == 1 else "differ",
+                        ", ".join(f"{k}={base[k]!r}" for k in differ))
+        options = {**base, **options}
     ad = load_adapter(adapter, source, **options)
     with KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
         with _source_bar(ad) as ents:
             c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
-        typer.echo(f"added {c['added']}, updated {c['updated']} (texts changed: re-embedded), "
-                   f"{c['unchanged_text']} with the same text, {c['same']} unchanged" + (f", removed {c['removed']}" if prune else "")
+        typer.echo(f"added {c['added']}, updated {c['updated']}"
+                   + (" (texts changed: re-embedded), " if kb.manifest.has_vectors else " (texts changed), ")
+                   + f"{c['unchanged_text']} with the same text, {c['same']} unchanged"
+                   + (f", removed {c['removed']}" if prune else "")
                    + f"; {len(kb):,} entities")
 
 

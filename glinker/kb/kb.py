@@ -229,6 +229,11 @@ class KB:
                               fix="rebuild with --model to enable dense search")
             from glinker.kb.index import VectorIndex
 
+            if not (self.path / INDEX).exists() and (self.root / CURRENT).is_file() \
+                    and current_generation(self.root) != self.path:
+                raise KBError(f"KB {self.root} was updated since this process opened it, and the generation it "
+                              f"opened ({self.path.name}) is gone", where=str(self.root),
+                              fix="open the KB again (restart the process): it reads the new generation")
             self._index = VectorIndex.load(self.path / INDEX, self.manifest.factory or "Flat", self.manifest.nprobe,
                                            mmap=self._mmap, mips_norm=self.manifest.mips_norm,
                                            dim=self.manifest.dim)

@@ -75,7 +75,7 @@ def normalize_alias(name: str) -> str:
 
 
 _LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð": "d", "ł": "l", "þ": "th", "ı": "i",
-                              "ħ": "h", "ŧ": "t", "ŋ": "n"})
+                              "ħ": "h", "ŧ": "t", "ŋ": "n", "ȣ": "ou", "ƀ": "b", "ɨ": "i", "ʉ": "u"})
 
 
 def fold_accents(key: str) -> str:
@@ -85,11 +85,11 @@ def fold_accents(key: str) -> str:
     if key.isascii():
         return key
     out: list[str] = []
-    for c in unicodedata.normalize("NFD", key):
+    for c in unicodedata.normalize("NFD", key).translate(_LATIN_FOLDS):  # (ǿ -> ø + mark -> o + mark)
         if unicodedata.combining(c) and out and out[-1].isascii():  # a mark on a Latin letter
             continue
         out.append(c)
-    return unicodedata.normalize("NFC", "".join(out)).translate(_LATIN_FOLDS)
+    return unicodedata.normalize("NFC", "".join(out))
 
 
 def written_as_name(text: str) -> bool:
@@ -410,9 +410,17 @@ class EntityStore:
             "ORDER BY e.popularity DESC, e.id", (key,))]
 
     def labels_of_alias(self, norm: str) -> list[str]:
-        """The labels of every entity named by a normalised key (no record is decoded)."""
-        return [r[0] for r in self.db.execute(
+        """The labels of every entity named by a normalised key (no record is decoded); a key found only without
+        accents gives the labels of the entities it finds that way ("cafe" -> café)."""
+        found = [r[0] for r in self.db.execute(
             "SELECT e.label FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=?", (norm,))]
+        if found or not self.has_folds:
+            return found
+        fold = fold_accents(norm)
+        return [r[0] for r in self.db.execute(
+            "SELECT e.label FROM folded f JOIN entities e ON e.rid=f.rid WHERE f.norm=? UNION ALL "
+            "SELECT e.label FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=? AND ?<>?",
+            (fold, fold, fold, norm))]
 
     def lookup_norms(self, norms: Sequence[str]) -> dict[str, list[str]]:
         """Entity ids for several normalised keys at once (key -> ids, most popular first)."""

@@ -14,7 +14,7 @@ from pydantic import Field
 from glinker.pipeline.stage import Stage, StageParams
 from glinker.stages.records import (CANDIDATES, MENTIONS, MentionCandidates, longer_forms, merge_candidate_lists,
                                     mention_vector)
-from glinker.stages.resources import (KBRef, check_kb_vectors, entity_cache, load_model, open_kb,
+from glinker.stages.resources import (KBRef, check_folds, check_kb_vectors, entity_cache, load_model, open_kb,
                                       span_vectors, window_cache)
 from glinker.types import Candidate, Document, Mention
 
@@ -78,6 +78,8 @@ class AliasCandidates(Stage):
     def warm_up(self) -> None:
         self.kb = open_kb(self.context, self.params.kb)  # type: ignore[attr-defined]
         self.entities = entity_cache(self.context, self.kb)
+        if self.params.fold_accents:  # type: ignore[attr-defined]
+            check_folds(self.context, self.kb, self.name)
         if self.params.name_parts and not self.kb.store.name_part_count():  # type: ignore[attr-defined]
             log.warning("stage %r: name_parts is on but KB %s has no name parts (built before they existed, or "
                         "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
@@ -94,12 +96,10 @@ class AliasCandidates(Stage):
                 vs = _variants(m.text) if p.variants else [m.text]
                 keys[(d_i, j)] = list(dict.fromkeys([normalize_alias(v) for v in vs] + longer.get(j, [])))
         hits = self.kb.store.lookup_norms(sorted({k for ks in keys.values() for k in ks}))
-        folded: set[str] = set()  # keys found only without accents
-        if p.fold_accents:
-            found = self.kb.store.lookup_folded(sorted({k for ks in keys.values() if not any(hits.get(k) for k in ks)
-                                                        for k in ks}))
-            hits.update(found)
-            folded.update(found)
+        # keys looked up without accents, for the mentions none of whose keys matched exactly (kept apart: another
+        # mention of the batch that matched exactly must not pick them up)
+        folded = self.kb.store.lookup_folded(sorted({k for ks in keys.values() if not any(hits.get(k) for k in ks)
+                                                     for k in ks})) if p.fold_accents else {}
         parts: dict[tuple[int, int], str] = {}  # mentions matching nothing -> their last-name key
         if p.name_parts:
             for (d_i, j), ks in keys.items():
@@ -107,10 +107,10 @@ class AliasCandidates(Stage):
                 text = m.text.strip()
                 if (p.name_part_labels is None or m.label is None or m.label in p.name_part_labels) \
                         and " " not in text and text.isalpha() and len(text) >= 3 and written_as_name(text) \
-                        and not any(hits.get(k) for k in ks):
+                        and not any(hits.get(k) or folded.get(k) for k in ks):
                     parts[(d_i, j)] = normalize_alias(text)
         by_part = self.kb.store.lookup_name_parts(sorted(set(parts.values()))) if parts else {}
-        ids = {e for ks in keys.values() for k in ks for e in hits.get(k, [])} | \
+        ids = {e for ks in keys.values() for k in ks for e in hits.get(k, []) + folded.get(k, [])} | \
             {e for k in parts.values() for e in by_part.get(k, [])}
         ents = self.entities.get(sorted(ids))
         out = []
@@ -118,13 +118,15 @@ class AliasCandidates(Stage):
             row = []
             for j, m in enumerate(ms):
                 found: dict[str, Candidate] = {}
-                for rank, k in enumerate(keys[(d_i, j)]):
-                    for eid in hits.get(k, []):
+                ks = keys[(d_i, j)]
+                exact = any(hits.get(k) for k in ks)
+                for rank, k in enumerate(ks):
+                    for eid in hits.get(k, []) if exact else folded.get(k, []):
                         ent = ents.get(eid)
                         if ent is not None and eid not in found:
                             # the entity's own label scores 1, another alias 0.95, a variant of the text (or
                             # the text without accents) 0.9
-                            sc = 0.9 if rank or k in folded else (1.0 if normalize_alias(ent.label) == k else 0.95)
+                            sc = 0.9 if rank or not exact else (1.0 if normalize_alias(ent.label) == k else 0.95)
                             found[eid] = _candidate(ent, "alias", sc)
                 for eid in by_part.get(parts.get((d_i, j), ""), []):
                     ent = ents.get(eid)

@@ -16,8 +16,8 @@ from pydantic import Field, field_validator, model_validator
 
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
 from glinker.stages.records import MENTIONS, with_vector
-from glinker.stages.resources import (ENCODER_SECONDS, KBRef, load_model, open_kb, predict_encoded, span_vectors,
-                                      window_cache)
+from glinker.stages.resources import (ENCODER_SECONDS, KBRef, check_folds, load_model, open_kb, predict_encoded,
+                                      span_vectors, window_cache)
 from glinker.types import Document, Mention
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,8 @@ class AliasMentions(Stage):
 
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
         self.kb = open_kb(self.context, p.kb)
+        if p.fold_accents:
+            check_folds(self.context, self.kb, self.name)
 
         def vocab() -> frozenset[str]:
             return frozenset(self.kb.store.alias_vocab() + (self.kb.store.folded_vocab() if p.fold_accents else []))
@@ -223,9 +225,10 @@ class AliasMentions(Stage):
         return not (p.min_link_prob > 0 and self._rarely_linked(key))
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
-        from glinker.kb.store import normalize_alias
+        from glinker.kb.store import fold_accents, normalize_alias
 
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
+        fold = p.fold_accents and self.kb.store.has_folds
         out = []
         for d_i, doc in enumerate(documents):
             text = doc.text
@@ -247,7 +250,8 @@ class AliasMentions(Stage):
             while i < len(toks):
                 if prune:
                     fw = _first_word(normalize_alias(text[toks[i][0]:toks[i][1]]))
-                    if fw not in self.starts and not (fw.endswith(".") and fw[:-1] in self.starts):
+                    if fw not in self.starts and not (fw.endswith(".") and fw[:-1] in self.starts) and not (
+                            fold and not fw.isascii() and _first_word(fold_accents(fw)) in self.starts):
                         i += 1
                         continue
                 hit = None
@@ -261,6 +265,8 @@ class AliasMentions(Stage):
                     key = normalize_alias(surface)
                     if n == 1 and key in self.stop:
                         continue
+                    if fold and key not in self.vocab and not key.isascii():
+                        key = fold_accents(key)  # "Málaga" for a KB that only knows "Malaga"
                     if key in self.vocab and self._names(key, surface):
                         hit = (s, e, n)
                         break

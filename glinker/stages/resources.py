@@ -59,6 +59,21 @@ class KBSource(BaseModel):
 KBRef = str | KBSource
 
 
+def check_folds(context: PipelineContext, kb: Any, stage: str) -> None:
+    """Warn once per KB when a stage would fold accents but the KB (built before accent folding, opened read-only)
+    has no folded keys: "Zurich" then finds nothing where the KB says "Zürich"."""
+    if kb.store.has_folds:
+        return
+
+    def warn() -> bool:
+        log.warning("stage %r: fold_accents is on but KB %s was built before accent folding: names written without "
+                    "their accents are not matched; any update adds the folded keys (`glinker kb link-stats`, "
+                    "`glinker kb add`), or rebuild it", stage, kb.root)
+        return True
+
+    context.resource(("no-folds-warned", id(kb)), warn)
+
+
 def shown_kb(ref: Any) -> Any:
     """A pipeline's KB as it will be read, for run records and messages: a KB read from its source with its
     ${VARS} expanded (another table is another KB) and the password of its URL hidden."""
@@ -168,10 +183,11 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                     with KB.update(out) as kb:
                         c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
                 except SourceUnavailable as e:  # the server is down: serve from the last sync rather than not at all
-                    with KB.open(out) as cached:
-                        when = cached.manifest.updated
+                    synced = out / SYNCED
+                    when = synced.read_text(encoding="utf-8").strip() if synced.is_file() else "time unknown"
                     log.warning("%s; linking with the cached KB %s as of its last sync (%s)", e.message, out, when)
                     return KB.open(out)
+                _write_synced(out)
                 log.info("KB %s synced with its %s source: %d added, %d changed (%d re-embedded), %d removed, %d the "
                          "same", out, src.adapter, c["added"], c["updated"] + c["unchanged_text"], c["updated"],
                          c["removed"], c["same"])
@@ -181,11 +197,24 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                             "embedded; later starts only sync what changed)", src.adapter, out)
                 build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False,
                          progress=sys.stderr.isatty())
+                _write_synced(out)
         finally:
             close = getattr(adapter, "close", None)
             if close is not None:
                 close()
     return KB.open(out)
+
+
+SYNCED = "SYNCED"
+"""A source KB's file with the time its source was last read whole (a sync that changed nothing publishes nothing)."""
+
+
+def _write_synced(out: Path) -> None:
+    from glinker.kb.manifest import now
+
+    tmp = out / (SYNCED + ".tmp")
+    tmp.write_text(now() + "\n", encoding="utf-8")
+    os.replace(tmp, out / SYNCED)
 
 
 def _syncable(out: Path, encoder: Any, template: str) -> bool:

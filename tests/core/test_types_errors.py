@@ -62,3 +62,18 @@ def test_candidate_fast_constructor_equals_the_validated_one() -> None:
     m = Mention(start=0, end=5, text="Paris")
     assert Link(mention=m, candidates=[Candidate.of(**kw)]).model_dump_json() == \
         Link(mention=m, candidates=[Candidate(**kw)]).model_dump_json()
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("postgresql+psycopg2://postgres:se/cret@127.0.0.1:5432/test", "postgresql+psycopg2://postgres:***@127.0.0.1:5432/test"),
+    ("postgresql://u:a#b?c@h/db", "postgresql://u:***@h/db"),
+    ("mysql+pymysql://root:p@ss@127.0.0.1/test", "mysql+pymysql://root:***@127.0.0.1/test"),
+    ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+    ("redis://host:6379/0", "redis://host:6379/0"),
+    ("sqlite:///data/k@b.db", "sqlite:///data/k@b.db"),
+    ("postgresql://user@host/db", "postgresql://user@host/db"),
+])
+def test_redact_hides_whole_passwords(url, shown):
+    from glinker.io import redact
+
+    assert redact(url) == shown

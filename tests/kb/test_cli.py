@@ -143,7 +143,7 @@ def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Pa
         before = {e.id: e.description for e in kb.get([e.id for e in SAMPLE_ENTITIES[2:]])}
     with eng.begin() as c:
         c.execute(text(f"UPDATE {t} SET descr = 'changed again' WHERE eid = :i"), {"i": SAMPLE_ENTITIES[1].id})
-    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "--prune")
+    res = cli("kb", "add", str(out), "-a", "sql", "-s", url, "--table", t, "--prune")  # columns: the build's
     assert "added 0, updated 1" in res.stdout and "removed 0" in res.stdout, res.stdout
     with KB.open(out) as kb:
         assert kb.get([SAMPLE_ENTITIES[1].id])[0].description == "changed again"

@@ -527,3 +527,11 @@ def test_update_publishes_a_new_generation_and_readers_keep_theirs(kb_dir: Path,
         raise RuntimeError("the source failed")
     assert (kb_dir / CURRENT).read_text() == live and not list(kb_dir.glob(".update-*"))
     assert len([d for d in kb_dir.iterdir() if d.name.startswith("gen-")]) == 2  # the live one and the one before
+    # a reader that opened two updates ago, without loading its index, is told to open the KB again
+    old = KB.open(kb_dir)
+    for eid in ("X1", "X2"):
+        with KB.update(kb_dir) as kb:
+            kb.upsert([Entity(id=eid, label=eid)], encoder)
+    with pytest.raises(KBError, match="was updated since this process opened it"):
+        old.index()
+    old.close()

@@ -130,6 +130,9 @@ FOLD_RECORDS = [
     {"id": "Q174", "label": "São Paulo", "description": "city"},
     {"id": "Q5", "label": "Bjork", "description": "a surname"},  # written without accent in the KB
     {"id": "Q6", "label": "Malaga", "aliases": ["Málaga"], "description": "city"},
+    {"id": "Q7", "label": "Muller", "description": "a surname"},
+    {"id": "Q8", "label": "café", "description": "a coffee house"},  # a concept: lower-case label
+    {"id": "Q9", "label": "Zurich's", "description": "a bar"},
 ]
 
 
@@ -166,7 +169,7 @@ def test_a_kb_built_before_folded_keys_gets_them_when_opened_for_an_update(fold_
     with KB.open(fold_kb, writable=True) as kb:  # kb add, link-stats...: added from the aliases, once
         assert kb.store.has_folds and kb.store.lookup_folded(["zurich"]) == {"zurich": ["Q72"]}
     with KB.open(fold_kb) as kb:
-        assert kb.store.has_folds and sorted(kb.store.folded_vocab()) == ["malaga", "sao paulo", "zurich",
+        assert kb.store.has_folds and sorted(kb.store.folded_vocab()) == ["cafe", "malaga", "sao paulo", "zurich",
                                                                          "zurich airport"]
 
 
@@ -184,3 +187,21 @@ def test_alias_stages_match_names_written_without_accents(fold_kb: Path) -> None
     assert run("true") == [("Zurich Airport", [("Q73", 0.9)]), ("Sao Paulo", [("Q174", 0.9)]),
                            ("Malaga", [("Q6", 1.0)]), ("Málaga", [("Q6", 0.95)])]  # exact matches score as before
     assert run("false") == [("Malaga", [("Q6", 1.0)]), ("Málaga", [("Q6", 0.95)])]
+
+
+def test_folding_works_from_the_text_side_keeps_common_nouns_out_and_does_not_depend_on_the_batch(fold_kb):
+    from glinker.pipeline import Pipeline, loads_spec
+    from glinker.types import Document
+
+    p = Pipeline(loads_spec(f"name: t\nkb: {fold_kb}\nstages:\n  m: {{type: alias_mentions}}\n"
+                            "  a: {type: alias_candidates, input: m}\n"))
+
+    def run(*texts):
+        return [[(mc.mention.text, [(c.entity_id, c.scores["alias"]) for c in mc.candidates]) for mc in row]
+                for row in p([Document(id=str(i), text=t) for i, t in enumerate(texts)])]
+
+    # the text has the accent the KB lacks; a capitalised concept stays out however it is written
+    assert run("Thomas Müller met Cafe owners at a CAFE.") == [[("Müller", [("Q7", 0.9)])]]
+    alone = run("I drank at Zurich's.")
+    assert alone == [[("Zurich's", [("Q9", 1.0)])]]
+    assert run("I drank at Zurich's.", "I live in Zurich.")[0] == alone[0]  # batched with a folded "Zurich"

@@ -131,3 +131,4 @@ def test_a_start_while_the_database_is_down_links_with_the_cached_kb(company_tab
     [doc] = glinker.load_pipeline(path, model=str(tiny_model)).link(["ACME Corporation and Google."])
     assert {ln.candidates[0].entity_id for ln in doc.links if ln.candidates} >= {"c1", "c3"}
     assert "linking with the cached KB" in caplog.text and "Connection refused" in caplog.text
+    assert "as of its last sync (20" in caplog.text  # when the source was last read whole
