@@ -305,22 +305,29 @@ class KB:
         return total
 
     def sync(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192,
-             source: Any = None) -> dict[str, int]:
+             source: Any = None, seen: set[str] | None = None) -> dict[str, int]:
         """Make the KB hold exactly ``entities`` (its source read again): new ones added, changed ones updated
         (only changed texts re-embedded), the ones the source no longer has removed. Returns the counts of
         :meth:`upsert` plus ``removed``.
 
         A source that yields no entity at all while the KB has some is an error (an emptied or truncated export
         would otherwise wipe the KB); when the ``source`` adapter's report counted bad records (``on_error:
-        skip``), nothing is removed this time: a skipped record's entity is not gone from the source."""
-        seen: set[str] = set()
+        skip``), nothing is removed this time: a skipped record's entity is not gone from the source.
+
+        With ``seen`` (every id the source holds, from :meth:`EntityStore.changed`), ``entities`` are only the new
+        and changed ones; the others count as the same."""
+        given = seen is not None
+        seen = set(seen) if seen is not None else set()
 
         def tracked() -> Iterable[Entity]:
             for e in entities:
-                seen.add(e.id)
+                if not given:
+                    seen.add(e.id)
                 yield e
 
         counts = self.upsert(tracked(), encoder, batch)
+        if given:  # the records not passed were read and found equal to the stored ones
+            counts["same"] = len(seen) - counts["added"] - counts["updated"] - counts["unchanged_text"]
         have = self.store.all_ids()
         if not seen and have:
             raise KBError(f"the source holds no entities: syncing would remove all {len(have):,} entities of the KB",

@@ -165,6 +165,19 @@ def _row_to_entity(row: Sequence[Any]) -> Entity:
                                   aliases_by_lang=d.get("aliases_by_lang", {}), extra=d.get("extra", {}))
 
 
+def _row_values(e: Entity, template: TextTemplate) -> tuple[Any, ...]:
+    """An entity's values as the entities table stores them: (id, label, description, popularity, types, aliases,
+    data, text_hash)."""
+    text = template.render(e)
+    h = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+    d: dict[str, Any] = {"labels": e.labels, "descriptions": e.descriptions, "aliases_by_lang": e.aliases_by_lang,
+                         "extra": e.extra}
+    if e.alias_counts:
+        d["alias_counts"] = e.alias_counts
+    return (e.id, e.label, e.description, float(e.popularity), json.dumps(e.types, ensure_ascii=False),
+            json.dumps(e.aliases, ensure_ascii=False), json.dumps(d, ensure_ascii=False, default=str), h)
+
+
 def _chunks(seq: Sequence[Any], n: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -257,17 +270,7 @@ class EntityStore:
         Counts: added, updated (text changed -> re-embed), unchanged_text (records changed, same vector), same
         (records equal to the stored ones: not written)."""
         counts = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
-        rows = []
-        for e in entities:
-            text = template.render(e)
-            h = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-            d: dict[str, Any] = {"labels": e.labels, "descriptions": e.descriptions,
-                                 "aliases_by_lang": e.aliases_by_lang, "extra": e.extra}
-            if e.alias_counts:
-                d["alias_counts"] = e.alias_counts
-            data = json.dumps(d, ensure_ascii=False, default=str)
-            rows.append((e, (e.id, e.label, e.description, float(e.popularity), json.dumps(e.types, ensure_ascii=False),
-                             json.dumps(e.aliases, ensure_ascii=False), data, h)))
+        rows = [(e, _row_values(e, template)) for e in entities]
         if not rows:
             if meta:
                 with self.transaction():
@@ -277,13 +280,9 @@ class EntityStore:
         with self.transaction():
             existing: dict[str, tuple[int, str]] = {}
             stored: dict[str, tuple[Any, ...]] = {}  # id -> its stored values, to skip records that did not change
-            ids = [r[1][0] for r in rows]
-            for part in _chunks(ids):
-                q = (f"SELECT id, rid, text_hash, label, description, popularity, types, aliases, data FROM entities "
-                     f"WHERE id IN ({','.join('?' * len(part))})")
-                for i, rid, h, *vals in self.db.execute(q, list(part)):
-                    existing[i] = (rid, h)
-                    stored[i] = (i, *vals, h)
+            for rid, vals in self._stored_rows([r[1][0] for r in rows]).items():
+                existing[vals[0]] = (rid, vals[-1])
+                stored[vals[0]] = vals
             row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='entities'").fetchone()
             next_rid = int(row[0]) if row else 0
             final: dict[str, tuple[int, bool, Entity, tuple[Any, ...]]] = {}  # id -> (rid, is_new, entity, values)
@@ -331,6 +330,41 @@ class EntityStore:
             for k, v in (meta or {}).items():
                 self.set_meta(k, v)
         return counts
+
+    def _stored_rows(self, ids: Sequence[str]) -> dict[int, tuple[Any, ...]]:
+        """rid -> the stored values (as :func:`_row_values` makes them) of the entities with these ids."""
+        out: dict[int, tuple[Any, ...]] = {}
+        for part in _chunks(list(ids)):
+            q = (f"SELECT rid, id, label, description, popularity, types, aliases, data, text_hash FROM entities "
+                 f"WHERE id IN ({','.join('?' * len(part))})")
+            for rid, *vals in self.db.execute(q, list(part)):
+                out[int(rid)] = tuple(vals)
+        return out
+
+    def changed(self, entities: Iterable[Entity], template: TextTemplate,
+                chunk: int = 2000) -> tuple[list[Entity], set[str]]:
+        """Read a source against the store without writing: the entities that are new or differ from their stored
+        record (the last record of a repeated id counts), and every id the source holds."""
+        changed: dict[str, Entity] = {}
+        seen: set[str] = set()
+        buf: list[Entity] = []
+
+        def check() -> None:
+            stored = {v[0]: v for v in self._stored_rows([e.id for e in buf]).values()}
+            for e in buf:
+                if stored.get(e.id) != _row_values(e, template):
+                    changed[e.id] = e
+                else:
+                    changed.pop(e.id, None)
+            buf.clear()
+
+        for e in entities:
+            seen.add(e.id)
+            buf.append(e)
+            if len(buf) >= chunk:
+                check()
+        check()
+        return list(changed.values()), seen
 
     def delete(self, ids: Sequence[str], track_pending: bool) -> list[str]:
         """Remove entities (and their aliases) by id in one transaction; returns the ids that were present."""

@@ -180,8 +180,15 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                 # read the source again; only new, changed and removed rows touch the KB (and the encoder), in a
                 # new generation: processes already serving from the KB keep theirs, whole
                 try:
-                    with KB.update(out) as kb:
-                        c = kb.sync(adapter.iter_entities(), encoder, source=adapter)
+                    # read against the live KB first: a start where nothing changed copies nothing
+                    with KB.open(out) as live:
+                        changed, seen = live.store.changed(adapter.iter_entities(), live.template)
+                        gone = bool(live.store.all_ids() - seen)
+                    if changed or gone or not seen:
+                        with KB.update(out) as kb:
+                            c = kb.sync(changed, encoder, source=adapter, seen=seen)
+                    else:
+                        c = {"added": 0, "updated": 0, "unchanged_text": 0, "removed": 0, "same": len(seen)}
                 except SourceUnavailable as e:  # the server is down: serve from the last sync rather than not at all
                     synced = out / SYNCED
                     when = synced.read_text(encoding="utf-8").strip() if synced.is_file() else "time unknown"

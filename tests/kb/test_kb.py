@@ -535,3 +535,15 @@ def test_update_publishes_a_new_generation_and_readers_keep_theirs(kb_dir: Path,
     with pytest.raises(KBError, match="was updated since this process opened it"):
         old.index()
     old.close()
+
+
+def test_changed_reads_a_source_against_the_store_without_writing(kb_dir: Path, encoder: Any) -> None:
+    with KB.open(kb_dir) as kb:
+        stored = kb.get(["Q90", "Q167646"])
+        edited = stored[1].model_copy(update={"description": "another text"})
+        new = Entity(id="NEW", label="Atlantis")
+        changed, seen = kb.store.changed([stored[0], edited, new, stored[1]], kb.template)
+        # Q90 as stored; Q167646's last record is the stored one again; NEW is new
+        assert [e.id for e in changed] == ["NEW"] and seen == {"Q90", "Q167646", "NEW"}
+        changed, _ = kb.store.changed([stored[1], edited], kb.template)
+        assert [e.description for e in changed] == ["another text"]

@@ -110,6 +110,10 @@ def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_mode
     assert encoded == ["Acme Bank: a bank in Lisbon"]  # only the changed row
     assert not any(c.entity_id == "c3" for ln in doc.links for c in ln.candidates)  # deleted: gone
     kb_dir = pipe.stages["by_alias"].kb.root
+    # a start where the table did not change reads it against the KB and writes no new generation
+    live = (kb_dir / "CURRENT").read_text()
+    glinker.load_pipeline(path, model=str(tiny_model)).warm_up()
+    assert (kb_dir / "CURRENT").read_text() == live and not list(kb_dir.glob(".update-*"))
     other = glinker.load_pipeline(path, model=str(tiny_model), kb=str(kb_dir))
     assert other.spec.header.kb == str(kb_dir)
     [doc] = other.link(["Acme Bank"])
