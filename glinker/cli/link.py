@@ -31,10 +31,17 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
+def _stdin(path: Path) -> bool:
+    return str(path) == "-"
+
+
 def _open_input(path: Path) -> Any:
-    """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes)."""
+    """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes); ``-`` is
+    standard input (read once, as it streams)."""
     import gzip
 
+    if _stdin(path):
+        return contextlib.nullcontext(sys.stdin.buffer)
     with open(path, "rb") as f:
         magic = f.read(2)
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" or magic == b"\x1f\x8b" else open(path, "rb")
@@ -45,11 +52,17 @@ def _sniff(path: Path, fmt: str) -> str:
     name = path.name.lower().removesuffix(".gz")
     suf = Path(name).suffix
     first = b""
-    with _open_input(path) as f:
-        for raw in f:
-            if raw.strip():
-                first = raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
-                break
+    if _stdin(path):  # look at what is buffered without consuming it
+        head = sys.stdin.buffer.peek(65536) if fmt == "auto" else b""
+        first = next((ln.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip() for ln in head.splitlines() if ln.strip()),
+                     b"")
+        suf = ""
+    else:
+        with _open_input(path) as f:
+            for raw in f:
+                if raw.strip():
+                    first = raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+                    break
     if fmt != "auto":
         return fmt
     if first.startswith(b"["):
@@ -152,7 +165,7 @@ def _count_lines(path: Path) -> int | None:
 
 
 def link(
-    input: Path = typer.Argument(..., exists=True, dir_okay=False, help="Input: .txt (one document a line) or .jsonl ({id?, text, ...} a line)."),
+    input: Path = typer.Argument(..., dir_okay=False, help="Input: .txt (one document a line) or .jsonl ({id?, text, ...} a line); - reads standard input."),
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .jsonl (appended, resumable), .json or .html."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Documents per batch (default: the pipeline's)."),
@@ -172,6 +185,9 @@ def link(
     batch_timeout: Optional[float] = typer.Option(None, "--batch-timeout", min=1, help="With --queue: seconds after which a batch held by a live (hung) worker is handed to another (default: never)."),
 ) -> None:
     """Link every document of INPUT and write linked documents (JSONL: one per line, flushed per batch)."""
+    if not _stdin(input) and not input.is_file():
+        raise typer.BadParameter(f"{input} is not a file" if input.exists() else f"no such file: {input}",
+                                 param_hint="INPUT")
     try:
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
                      text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats,
@@ -307,7 +323,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=_count_lines(input), desc="link", unit="line", file=sys.stderr, dynamic_ncols=True,
+        bar = tqdm(total=None if _stdin(input) else _count_lines(input), desc="link", unit="line", file=sys.stderr,
+                   dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
     last_line = 0
 

@@ -195,6 +195,21 @@ def test_a_jsonl_without_text_names_its_text_fields(pipeline, tmp_path):
     assert res.exit_code == 2 and "its text fields: body" in res.output and "--text-field body" in res.output
 
 
+def test_standard_input_is_read_with_dash(pipeline, tmp_path):
+    """`glinker link -p P - -o out.jsonl`: text lines or JSONL piped in, linked as from a file."""
+    out, ref = tmp_path / "o.jsonl", tmp_path / "ref.jsonl"
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in TEXTS[:2]))
+    run_link(src, pipeline, ref)
+    r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), "-", "-o", str(out)],
+                       input=src.read_text(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert lines_of(out) == lines_of(ref)
+    r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), "-", "-o", str(tmp_path / "j.jsonl")],
+                       input='{"id": "x", "text": "Paris"}\n', capture_output=True, text=True)
+    assert r.returncode == 0 and lines_of(tmp_path / "j.jsonl")[0]["id"] == "x", r.stderr
+
+
 def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):
     import fcntl
 
