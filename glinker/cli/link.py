@@ -175,7 +175,7 @@ def link(
     fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt or jsonl."),
     text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad input lines with a warning instead of stopping."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Overwrite the output instead of resuming after the documents in it."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume after the documents already in the output (default), or overwrite it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts at the end."),
     queue: Optional[str] = typer.Option(None, "--queue", help="Redis URL (redis://host:6379/0): hand the batches to `glinker worker` processes on any machines instead of linking here."),
@@ -190,7 +190,7 @@ def link(
                                  param_hint="INPUT")
     try:
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, fmt=fmt,
-                     text_field=text_field, skip_bad=skip_bad, resume=not no_resume, progress=progress, stats=stats,
+                     text_field=text_field, skip_bad=skip_bad, resume=resume, progress=progress, stats=stats,
                      queue=queue, job=job, max_in_flight=max_in_flight, max_attempts=max_attempts,
                      batch_timeout=batch_timeout)
     except GlinkerError as e:
