@@ -36,7 +36,8 @@ def current_generation(root: str | Path) -> Path:
     root = Path(root)
     ptr = root / CURRENT
     if not ptr.is_file():
-        hint = ("a build was interrupted before it finished; run the same `glinker kb build` again to resume"
+        hint = ("a build was interrupted before it finished; run the same `glinker kb build` again (file and dump "
+                "sources resume where they stopped, SQL sources start over)"
                 if any(root.glob(".staging-*")) else "build one with `glinker kb build ... --out DIR`")
         raise KBError(f"{root} is not a KB directory (no {CURRENT} file)", where=str(root), fix=hint)
     gen = root / ptr.read_text(encoding="utf-8").strip()
