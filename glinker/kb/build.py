@@ -83,6 +83,8 @@ def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, fact
 def _bar(enabled: bool, **kw: Any) -> Any:
     from tqdm.auto import tqdm
 
+    if kw.get("total") is not None and kw["total"] < 1000:
+        kw["unit_scale"] = False  # "20/20", not "20.0/20.0"
     return tqdm(disable=not enabled, dynamic_ncols=True, **kw)
 
 
