@@ -196,6 +196,9 @@ def add(
     model: str | None = typer.Option(None, help="Defaults to the model recorded in the KB manifest."),
     prune: bool = typer.Option(False, "--prune", help="Also remove the KB's entities the source no longer has "
                                "(the source is the whole KB, e.g. its SQL table read again)."),
+    atomic: bool = typer.Option(False, "--atomic", help="Write the update into a copy of the KB and switch to it "
+                                "when complete: processes reading the KB meanwhile never see it half-done (an "
+                                "interrupted run keeps nothing; default: in place, batch by batch)."),
 ) -> None:
     """Add new entities and update existing ones (by id) without a rebuild; with --prune, sync with the source."""
     from glinker.kb import KB
@@ -218,7 +221,7 @@ def add(
                         ", ".join(f"{k}={base[k]!r}" for k in differ))
         options = {**base, **options}
     ad = load_adapter(adapter, source, **options)
-    with KB.open(path, writable=True) as kb:
+    with KB.update(path) if atomic else KB.open(path, writable=True) as kb:
         enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
         with _source_bar(ad) as ents:
             c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)

@@ -237,6 +237,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
             meta.update(ingest_done=True, adapter_report=adapter.report.as_dict())
         store.upsert([], tmpl, track_pending=False, meta=meta)
         bar.update(len(buf))
+        if bar.total is not None and bar.n > bar.total:  # the source held more than its estimate: count on
+            bar.total = None
         buf.clear()
 
     nameless: list[str] = []

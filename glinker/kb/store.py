@@ -347,6 +347,7 @@ class EntityStore:
         record (the last record of a repeated id counts), and every id the source holds."""
         changed: dict[str, Entity] = {}
         seen: set[str] = set()
+        repeated: list[str] = []
         buf: list[Entity] = []
 
         def check() -> None:
@@ -359,11 +360,17 @@ class EntityStore:
             buf.clear()
 
         for e in entities:
+            if e.id in seen:
+                repeated.append(e.id)
             seen.add(e.id)
             buf.append(e)
             if len(buf) >= chunk:
                 check()
         check()
+        if repeated:  # e.g. a SQL query joining an alias table: the last record of each id is kept, the rest lost
+            log.warning("%s: %d source records repeat an id (the last record of each is kept; first ones: %s); "
+                        "for several aliases per entity use an alias table (alias_table=...), not a JOIN",
+                        self.path, len(repeated), ", ".join(repeated[:5]))
         return list(changed.values()), seen
 
     def delete(self, ids: Sequence[str], track_pending: bool) -> list[str]:

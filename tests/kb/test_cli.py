@@ -53,6 +53,14 @@ def test_build_info_add_remove_search(tmp_path: Path, tiny_checkpoint: Path) -> 
     assert any(h["id"] == "Q999" for h in hits["fuzzy"]) is False  # "paris hilton" is not within 85 of "paris"
     text = cli("kb", "search", str(out), "Paris Hilton").stdout
     assert "Q999" in text and "socialite" in text
+    # --atomic: written into a copy and switched to whole; a reader opened before keeps its KB
+    from glinker.kb import KB
+
+    reader = KB.open(out)
+    atl = write_jsonl([Entity(id="Q998", label="Atlantis", description="island")], tmp_path / "atl.jsonl")
+    assert "added 1" in cli("kb", "add", str(out), "--source", str(atl), "--atomic").stdout
+    assert reader.lookup_alias("atlantis") == [] and KB.open(out).lookup_alias("atlantis") == ["Q998"]
+    reader.close()
     # a name written without its accents ("Züri") is found as the alias stages find it
     assert json.loads(cli("kb", "search", str(out), "Zuri", "--json", "--model", "none").stdout)["alias"] == ["Q72"]
 

@@ -537,7 +537,7 @@ def test_update_publishes_a_new_generation_and_readers_keep_theirs(kb_dir: Path,
     old.close()
 
 
-def test_changed_reads_a_source_against_the_store_without_writing(kb_dir: Path, encoder: Any) -> None:
+def test_changed_reads_a_source_against_the_store_without_writing(kb_dir: Path, encoder: Any, caplog: Any) -> None:
     with KB.open(kb_dir) as kb:
         stored = kb.get(["Q90", "Q167646"])
         edited = stored[1].model_copy(update={"description": "another text"})
@@ -545,5 +545,6 @@ def test_changed_reads_a_source_against_the_store_without_writing(kb_dir: Path, 
         changed, seen = kb.store.changed([stored[0], edited, new, stored[1]], kb.template)
         # Q90 as stored; Q167646's last record is the stored one again; NEW is new
         assert [e.id for e in changed] == ["NEW"] and seen == {"Q90", "Q167646", "NEW"}
+        assert "1 source records repeat an id" in caplog.text and "alias_table" in caplog.text
         changed, _ = kb.store.changed([stored[1], edited], kb.template)
         assert [e.description for e in changed] == ["another text"]
