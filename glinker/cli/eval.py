@@ -15,10 +15,10 @@ from typing import Any
 import typer
 
 from glinker.errors import ConfigError, DataError, GlinkerError
+from glinker.model.shipped import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "glinker-bi-minilm"
 
 eval_app = typer.Typer(help="Measure NER span F1 and entity-linking P/R/F1 on benchmark data.",
                        no_args_is_help=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from glinker.model.shipped import DEFAULT_MODEL
+
 labels_app = typer.Typer(help="Build and inspect label banks (precomputed label vectors).", no_args_is_help=True)
 
 
@@ -20,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def build(
     labels_file: Path = typer.Argument(..., help="One label per line (# comments), .json list / {name: description}, "
                                        "or .jsonl {name, description} lines."),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder, shipped model name or hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint folder, shipped model name or hub id (default: the shipped model)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bank folder to write (memory-mapped vectors.npy)."),
     index: str = typer.Option(
         "auto",

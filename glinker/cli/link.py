@@ -286,8 +286,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     import glinker
     from glinker.errors import StageError
     from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
-    from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.stages.resources import shown_kb
+    from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
     if fmt not in ("auto", "txt", "jsonl"):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import typer
 
 from glinker.errors import ConfigError, DataError
 from glinker.io import check_text
+from glinker.model.shipped import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def ner(
     input: Path = typer.Argument(
         ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin."
     ),
-    model: str = typer.Option(..., "--model", "-m", help="Shipped model name (glinker-bi-minilm), checkpoint folder or Hugging Face hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name, checkpoint folder or Hugging Face hub id (default: the shipped model)."),
     labels: str | None = typer.Option(
         None, "--labels", "-l", help="Comma-separated labels, e.g. person,organization."
     ),
