@@ -260,14 +260,12 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
     if save is not None:
         import hashlib
 
-        from glinker.cli.link import _claim_output
+        from glinker.cli.link import _claim_output, run_ident
 
-        h = pipe.spec.header
         data = hashlib.sha256("\0".join(f"{d.id}\0{d.text}" for d in docs).encode()).hexdigest()[:16]
         # what wrote the saved links: resuming into links of another pipeline, KB or data is refused
-        claim = _claim_output(save, {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or h.kb,
-                                     "data": data}, resuming=True, noun="evaluation run",
-                              fix="delete it, or --save to another file")
+        claim = _claim_output(save, {**run_ident(pipe, model, kb), "data": data}, resuming=True,
+                              noun="evaluation run", fix="delete it, or --save to another file")
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []
     if writer is not None:

@@ -286,7 +286,6 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     import glinker
     from glinker.errors import StageError
     from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
-    from glinker.stages.resources import shown_kb
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
@@ -298,10 +297,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                           fix=f"give a file, e.g. -o {output / 'linked.jsonl'}")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     out_kind = output.suffix.lower()
-    h = pipe.spec.header
-    claim = _claim_output(output, {"pipeline": pipe.fingerprint(), "model": model or h.model,
-                                   "kb": kb or shown_kb(h.kb)},
-                          resume and out_kind not in (".html", ".htm", ".json"))
+    claim = _claim_output(output, run_ident(pipe, model, kb), resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order
     if out_kind in (".html", ".htm"):
@@ -410,6 +406,25 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     return counts
 
 
+def run_ident(pipe: Any, model: str | None, kb: str | None) -> dict[str, Any]:
+    """What writes an output, for its run record: the pipeline's fingerprint, its model and KB as given (a KB read
+    from its source as read, password hidden), and a digest of what the KBs and models hold (another KB rebuilt at
+    the same path is another KB; `Pipeline.resource_ident`)."""
+    import hashlib
+
+    from glinker.stages.resources import shown_kb
+
+    h = pipe.spec.header
+    try:
+        res = pipe.resource_ident()
+        contents: str | None = hashlib.sha256(json.dumps({"kb": res["kb"], "model": res["model"]}, sort_keys=True,
+                                                         default=str).encode()).hexdigest()[:16]
+    except GlinkerError:  # a missing KB: the stage that needs it says so when the run starts
+        contents = None
+    return {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb),
+            "contents": contents}
+
+
 def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline",
                   fix: str = "pass --no-resume to overwrite it, or write to another -o") -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
@@ -436,8 +451,9 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
         differ = [k for k in ident if before.get(k) != ident[k]]
         if differ:
             lock.__exit__(None, None, None)
-            what = ", ".join(f"{k} {before.get(k)!r} then, {ident[k]!r} now" if k != "pipeline" else
-                             "the pipeline's stages or settings" for k in differ)
+            what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
+                             "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
+                             f"{k} {before.get(k)!r} then, {ident[k]!r} now" for k in differ)
             raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
                               f"{noun}s' results in one file", where="--output", fix=fix)
     f.seek(0)

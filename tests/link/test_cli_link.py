@@ -210,6 +210,27 @@ def test_standard_input_is_read_with_dash(pipeline, tmp_path):
     assert r.returncode == 0 and lines_of(tmp_path / "j.jsonl")[0]["id"] == "x", r.stderr
 
 
+def test_resume_refuses_a_kb_rebuilt_or_updated_at_the_same_path(pipeline, tiny_kb, tiny_model, tmp_path):
+    import shutil
+
+    from glinker.kb import KB
+    from glinker.model import BiEncoder
+    from glinker.types import Entity
+
+    kb = tmp_path / "kb"
+    shutil.copytree(tiny_kb, kb)
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in TEXTS[:2]))
+    out = tmp_path / "o.jsonl"
+    args = ["link", "-p", str(pipeline), str(src), "-o", str(out), "--kb", str(kb), "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    out.write_text(out.read_text().splitlines(keepends=True)[0])  # stopped after one document
+    with KB.open(kb, writable=True) as k:
+        k.upsert([Entity(id="QNEW", label="Atlantis")], BiEncoder.from_pretrained(tiny_model))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "what its KB or model holds" in res.output, res.output
+
+
 def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):
     import fcntl
 
