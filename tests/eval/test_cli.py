@@ -151,6 +151,9 @@ class _FakePipeline:
     def fingerprint(self) -> str:
         return "fake-1"
 
+    def resource_ident(self) -> dict:
+        return {"kb": {}, "model": {}, "where": {}}
+
     @contextlib.contextmanager
     def gc_frozen(self):
         yield self
