@@ -23,7 +23,7 @@ import numpy as np
 from glinker.errors import ConfigError, DataError, KBError
 from glinker.kb.adapters import KBAdapter
 from glinker.kb.encoder import EntityEncoder, encode_sorted
-from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_generation
+from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_staged
 from glinker.kb.manifest import Manifest, glinker_version, now
 from glinker.kb.store import EntityStore, TextTemplate
 
@@ -179,26 +179,7 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
         store.close()
     manifest.save(staging / MANIFEST)
     shutil.rmtree(staging / "parts", ignore_errors=True)
-    return _publish(root, staging, key)
-
-
-def _publish(root: Path, staging: Path, key: str) -> Path:
-    old = None
-    if (root / CURRENT).is_file():
-        old = root / (root / CURRENT).read_text(encoding="utf-8").strip()
-    stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
-    name = f"gen-{stamp}-{key[:8]}"
-    n = 1
-    while (root / name).exists():  # two builds within one second: never replace the live generation
-        n += 1
-        name = f"gen-{stamp}-{key[:8]}-{n}"
-    gen = root / name
-    os.replace(staging, gen)
-    publish_generation(root, name)
-    if old is not None and old != gen and old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-    log.info("published KB generation %s", gen)
-    return gen
+    return publish_staged(root, staging, key)
 
 
 def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: int, progress: bool) -> None:

@@ -57,6 +57,29 @@ def publish_generation(root: Path, gen_name: str) -> None:
     os.replace(tmp, root / CURRENT)
 
 
+def publish_staged(root: Path, staging: Path, key: str, keep_previous: bool = False) -> Path:
+    """Move a finished ``staging`` folder in as a new generation ``gen-<time>-<key>`` and point CURRENT at it; the
+    generations before it are removed (all of them, or all but the one that was live: ``keep_previous``, for readers
+    that opened it and may not have loaded its index yet)."""
+    import shutil
+
+    old = root / (root / CURRENT).read_text(encoding="utf-8").strip() if (root / CURRENT).is_file() else None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"gen-{stamp}-{key[:8]}"
+    n = 1
+    while (root / name).exists():  # two publishes within one second: never replace the live generation
+        n += 1
+        name = f"gen-{stamp}-{key[:8]}-{n}"
+    gen = root / name
+    os.replace(staging, gen)
+    publish_generation(root, name)
+    for d in root.iterdir():
+        if d.is_dir() and d.name.startswith("gen-") and d != gen and not (keep_previous and d == old):
+            shutil.rmtree(d, ignore_errors=True)
+    log.info("published KB generation %s", gen)
+    return gen
+
+
 class KB:
     """A knowledge base opened from its directory. Reads may come from several threads (SQLite serialises them on
     its connection); writes need ``writable=True`` and one writer at a time."""
@@ -127,14 +150,7 @@ class KB:
                 kb.close()
             if not kb.changed:
                 return
-            name = f"{live.name.split('+', 1)[0]}+{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
-            os.replace(staging, root / name)
-            older = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("gen-") and d not in (live,)]
-            publish_generation(root, name)
-            for d in older:
-                if d.name != name:
-                    shutil.rmtree(d, ignore_errors=True)
-            log.info("KB %s: published generation %s", root, name)
+            publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

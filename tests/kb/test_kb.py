@@ -328,10 +328,10 @@ def test_corrupt_manifest(kb_dir: Path) -> None:
 
 def test_two_publishes_in_one_second_keep_distinct_generations(tmp_path, monkeypatch):
     """A rebuild published within the same second as the previous one must not clobber the live generation."""
-    from glinker.kb import build as kb_build
+    from glinker.kb import kb as kb_module
     from glinker.kb.kb import MANIFEST, current_generation
 
-    monkeypatch.setattr(kb_build.time, "strftime", lambda fmt, t=None: "20260101T000000")
+    monkeypatch.setattr(kb_module.time, "strftime", lambda fmt, t=None: "20260101T000000")
     root = tmp_path / "kb"
     root.mkdir()
     gens = []
@@ -340,7 +340,7 @@ def test_two_publishes_in_one_second_keep_distinct_generations(tmp_path, monkeyp
         staging.mkdir()
         (staging / "marker").write_text(str(i))
         (staging / MANIFEST).write_text("{}")
-        gens.append(kb_build._publish(root, staging, "samekey0"))
+        gens.append(kb_module.publish_staged(root, staging, "samekey0"))
     assert gens[0].name != gens[1].name
     assert current_generation(root) == gens[1]
     assert (gens[1] / "marker").read_text() == "1"
