@@ -205,7 +205,8 @@ def add(
     from glinker.kb.adapters import load_adapter
 
     options = _merged_options(opt, table=table, query=query)
-    built = KB.open(path).manifest.source
+    with KB.open(path) as k:  # how it was built (closed before the update opens it)
+        built = k.manifest.source
     if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
         # the build's table, columns, mapping, alias table...: `kb add` replaces whole records with what it reads, so
         # an option not given again is the build's (a field no longer mapped would be emptied)
@@ -291,9 +292,9 @@ def search(path: Path = typer.Argument(..., help="KB directory."),
     with KB.open(path) as kb:
         from glinker.kb.store import normalize_alias
 
-        exact = kb.lookup_alias(text)[:k]
-        res: dict[str, Any] = {"alias": exact or kb.store.lookup_folded([normalize_alias(text)]).get(
-                                   normalize_alias(text), [])[:k],  # "Zurich" finds Zürich, as the alias stages do
+        key = normalize_alias(text)
+        res: dict[str, Any] = {"alias": (kb.lookup_alias(text) or  # else "Zurich" finds Zürich, as the stages do
+                                         kb.store.lookup_folded([key]).get(key, []))[:k],
                                "fuzzy": [{"id": i, "alias": a, "score": round(s, 1)}
                                          for i, a, s in kb.fuzzy(text, limit=k, score_cutoff=fuzzy_cutoff)]}
         if kb.manifest.has_vectors and (model or "").lower() != "none":
