@@ -264,11 +264,13 @@ def link_stats(path: Path = typer.Argument(..., help="KB directory."),
 @kb_app.command("remove")
 def remove(path: Path = typer.Argument(..., help="KB directory."),
            ids: list[str] = typer.Argument(..., help="Entity ids to remove."),
-           model: str | None = typer.Option(None, help="Only needed to finish an interrupted update.")) -> None:
+           model: str | None = typer.Option(None, help="Only needed to finish an interrupted update."),
+           atomic: bool = typer.Option(False, "--atomic", help="Remove them in a copy of the KB and switch to it when "
+                                       "complete: processes reading the KB meanwhile never see it half-done.")) -> None:
     """Remove entities by id (records, aliases and vectors)."""
     from glinker.kb import KB
 
-    with KB.open(path, writable=True) as kb:
+    with KB.update(path) if atomic else KB.open(path, writable=True) as kb:
         enc = None
         if model or (kb.store.pending() and kb.manifest.has_vectors):
             enc = _encoder(model, kb.manifest.model or "none")[0]

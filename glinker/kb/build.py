@@ -145,41 +145,52 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
         shutil.rmtree(staging)
     if staging.exists():
         log.info("resuming the build in %s", staging)
-    staging.mkdir(exist_ok=True)
-    t0 = time.time()
-    store = EntityStore(staging / STORE)
     try:
-        _ingest(adapter, store, tmpl, chunk_size, progress)
-        n = store.count()
-        if n == 0:
-            desc = adapter.describe()
-            why = desc.get("skipped_by_reason") or {}
-            rep = getattr(adapter, "report", None)
-            seen = (f"; {rep.read:,} records read, {rep.bad:,} bad" if rep is not None and rep.read else "") + (
-                "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
-                if why else "")
-            wikidata = getattr(adapter, "name", "") == "wikidata"
-            raise KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")),
-                          fix="check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
-                              "min_sitelinks, require_label)" if wikidata else
-                              "check the source: it is empty, or every record was bad (-o on_error=skip skips them)")
-        manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
-                            glinker_version=glinker_version(),
-                            source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
-        if encoder is not None:
-            _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
-            fac, probe, nvec, bound = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
-            manifest.dim, manifest.factory, manifest.nprobe = encoder.dim, fac, probe
-            manifest.metric, manifest.mips_norm = ("mips_l2", bound) if bound is not None else ("inner_product", None)
-            manifest.counts["vectors"] = nvec
-        manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
-                               duplicates=int(store.get_meta("duplicates", 0)))
-        manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
-    finally:
-        store.close()
-    manifest.save(staging / MANIFEST)
-    shutil.rmtree(staging / "parts", ignore_errors=True)
-    return publish_staged(root, staging, key)
+        staging.mkdir(exist_ok=True)
+        t0 = time.time()
+        store = EntityStore(staging / STORE)
+        try:
+            _ingest(adapter, store, tmpl, chunk_size, progress)
+            n = store.count()
+            if n == 0:
+                raise _no_entities(adapter)
+            manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
+                                glinker_version=glinker_version(),
+                                source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
+            if encoder is not None:
+                _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
+                fac, probe, nvec, bound = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
+                manifest.dim, manifest.factory, manifest.nprobe = encoder.dim, fac, probe
+                manifest.metric, manifest.mips_norm = (("mips_l2", bound) if bound is not None
+                                                       else ("inner_product", None))
+                manifest.counts["vectors"] = nvec
+            manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
+                                   duplicates=int(store.get_meta("duplicates", 0)))
+            manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
+        finally:
+            store.close()
+        manifest.save(staging / MANIFEST)
+        shutil.rmtree(staging / "parts", ignore_errors=True)
+        return publish_staged(root, staging, key)
+    except BaseException:
+        if not getattr(adapter, "resumable", True):  # a SQL source starts over: its partial copy is of no use
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _no_entities(adapter: KBAdapter) -> KBError:
+    """The error for a source that yielded no entities: what was read, skipped and why, and where to look."""
+    desc = adapter.describe()
+    why = desc.get("skipped_by_reason") or {}
+    rep = getattr(adapter, "report", None)
+    seen = (f"; {rep.read:,} records read, {rep.bad:,} bad" if rep is not None and rep.read else "") + (
+        "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
+        if why else "")
+    wikidata = getattr(adapter, "name", "") == "wikidata"
+    return KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")),
+                   fix="check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
+                       "min_sitelinks, require_label)" if wikidata else
+                       "check the source: it is empty, or every record was bad (-o on_error=skip skips them)")
 
 
 def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: int, progress: bool) -> None:

@@ -80,6 +80,28 @@ def publish_staged(root: Path, staging: Path, key: str, keep_previous: bool = Fa
     return gen
 
 
+def _copy_generation(live: Path, staging: Path) -> None:
+    """A new folder ``staging`` holding a writable copy of the generation ``live``: the store backed up (a consistent
+    copy while readers use it), the other files hard-linked (they are replaced whole when written, never changed)."""
+    import shutil
+    import sqlite3
+
+    staging.mkdir()
+    for f in live.iterdir():
+        if f.name == STORE:
+            src = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+            dst = sqlite3.connect(staging / STORE)
+            with dst:
+                src.backup(dst)
+            src.close()
+            dst.close()
+        elif f.is_file() and not f.name.startswith(STORE):  # (no -wal/-shm: the backup holds them)
+            try:
+                os.link(f, staging / f.name)
+            except OSError:
+                shutil.copy2(f, staging / f.name)
+
+
 class KB:
     """A knowledge base opened from its directory. Reads may come from several threads (SQLite serialises them on
     its connection); writes need ``writable=True`` and one writer at a time."""
@@ -118,42 +140,41 @@ class KB:
         whose vectors their loaded index lacks); they see the update when they open the KB again. The generation
         before is kept (a reader may not have loaded its index yet), older ones are removed."""
         import shutil
-        import sqlite3
         import uuid
+
+        from glinker.io import Busy, locked
 
         root = Path(path)
         live = current_generation(root)
-        for old in root.glob(".update-*"):  # left by a process killed mid-update an hour ago or more
-            if time.time() - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
-        staging = root / f".update-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
-            for f in live.iterdir():
-                if f.name == STORE:
-                    src = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
-                    dst = sqlite3.connect(staging / STORE)
-                    with dst:
-                        src.backup(dst)
-                    src.close()
-                    dst.close()
-                elif f.is_file() and not f.name.startswith(STORE):  # (no -wal/-shm: the backup holds them)
-                    try:
-                        os.link(f, staging / f.name)  # files are replaced whole when written, never changed
-                    except OSError:
-                        shutil.copy2(f, staging / f.name)
-            manifest = Manifest.load(staging / MANIFEST)
-            kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
+        for lk in root.glob(".lock.update-*"):  # a killed update's copy: its lock is free (a running one holds it)
             try:
-                yield kb
-            finally:
-                kb.close()
-            if not kb.changed:
-                return
-            publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+                with locked(lk, wait=False):
+                    shutil.rmtree(root / lk.name[len(".lock"):], ignore_errors=True)
+                lk.unlink(missing_ok=True)
+            except Busy:
+                continue
+        for d in root.glob(".update-*"):  # without a lock file: a killed update of an earlier glinker
+            if not (root / f".lock{d.name}").exists():
+                shutil.rmtree(d, ignore_errors=True)
+        name = f".update-{uuid.uuid4().hex[:8]}"
+        staging = root / name
+        try:
+            with locked(root / f".lock{name}", wait=False):  # taken before the copy exists: never cleaned while in use
+                try:
+                    _copy_generation(live, staging)
+                    manifest = Manifest.load(staging / MANIFEST)
+                    kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
+                    try:
+                        yield kb
+                    finally:
+                        kb.close()
+                    if kb.changed:
+                        publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+                finally:
+                    if staging.exists():
+                        shutil.rmtree(staging, ignore_errors=True)
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            (root / f".lock{name}").unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the store and the index."""

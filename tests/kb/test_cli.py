@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from glinker.kb.testing import SAMPLE_ENTITIES
@@ -60,6 +61,10 @@ def test_build_info_add_remove_search(tmp_path: Path, tiny_checkpoint: Path) -> 
     atl = write_jsonl([Entity(id="Q998", label="Atlantis", description="island")], tmp_path / "atl.jsonl")
     assert "added 1" in cli("kb", "add", str(out), "--source", str(atl), "--atomic").stdout
     assert reader.lookup_alias("atlantis") == [] and KB.open(out).lookup_alias("atlantis") == ["Q998"]
+    reader.close()
+    reader = KB.open(out)
+    assert "removed 1" in cli("kb", "remove", str(out), "Q998", "--atomic").stdout
+    assert reader.lookup_alias("atlantis") == ["Q998"] and KB.open(out).lookup_alias("atlantis") == []
     reader.close()
     # a name written without its accents ("Züri") is found as the alias stages find it
     assert json.loads(cli("kb", "search", str(out), "Zuri", "--json", "--model", "none").stdout)["alias"] == ["Q72"]
@@ -166,6 +171,16 @@ def test_add_prune_syncs_with_a_sql_table_and_sql_builds_start_over(tmp_path: Pa
     build_kb(ad, tmp_path / "kb2", None)
     with KB.open(tmp_path / "kb2") as kb:
         assert len(kb) == len(SAMPLE_ENTITIES) - 1
+
+    class Failing:  # a build that fails after reading the table: its staging folder (never resumed) is removed
+        fingerprint, dim = "failing", 8
+
+        def encode_entities(self, texts: Any, batch_size: int = 64) -> Any:
+            raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        build_kb(ad, tmp_path / "kb3", Failing())
+    assert (tmp_path / "kb3").is_dir() and not list((tmp_path / "kb3").glob(".staging-*"))
     drop_tables(eng, t, a)
 
 

@@ -537,6 +537,38 @@ def test_update_publishes_a_new_generation_and_readers_keep_theirs(kb_dir: Path,
     old.close()
 
 
+def test_a_killed_update_leaves_a_copy_the_next_update_removes_but_never_a_running_ones(kb_dir: Path) -> None:
+    """A process killed inside KB.update leaves its copy of the KB (``.update-*``); the next update removes it (it
+    waited an hour before), while the copy of an update still running in another process is left alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom glinker.kb import KB\nwith KB.update(sys.argv[1]):\n"
+            "    open(sys.argv[2], 'w').close()\n    time.sleep(120)\n")
+    ready = kb_dir.parent / "ready"
+    p = subprocess.Popen([sys.executable, "-c", code, str(kb_dir), str(ready)])
+    try:
+        deadline = time.time() + 120
+        while not ready.exists():
+            assert p.poll() is None and time.time() < deadline, "the updating process did not start"
+            time.sleep(0.1)
+        running = list(kb_dir.glob(".update-*"))
+        assert len(running) == 1
+        with KB.update(kb_dir):  # another update meanwhile: the running one's copy stays
+            assert running[0].is_dir()
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert running[0].is_dir()
+    with KB.update(kb_dir):
+        assert not running[0].exists()
+    assert not list(kb_dir.glob(".update-*")) and not list(kb_dir.glob(".lock.update-*"))
+
+
 def test_changed_reads_a_source_against_the_store_without_writing(kb_dir: Path, encoder: Any, caplog: Any) -> None:
     with KB.open(kb_dir) as kb:
         stored = kb.get(["Q90", "Q167646"])
