@@ -625,7 +625,7 @@ class BiEncoder:
         return folded, lowp
 
     def _label_search(self, labels: Any, top_k: int | None, P: Any, row_sets: Any) -> Any:
-        """(k, search function) for retrieval scoring, or None to score every label."""
+        """(k, search function, IVF lists or None, nprobe) for retrieval scoring, or None to score every label."""
         bank = labels if isinstance(labels, LabelBank) else None
         C = int(P.shape[0])
         if top_k is None:
@@ -662,11 +662,13 @@ class BiEncoder:
         if top_k >= C:  # retrieving every label is exhaustive scoring
             return None
         if bank is not None:
-            return top_k, bank.search
+            # an inverted-file index is scored by matrix products on the CPU (score_rows_ivf), others searched
+            lists = bank.ivf_lists() if self.device.type == "cpu" else None
+            return top_k, bank.search, lists, bank.nprobe
         from glinker.model.labels import build_faiss_index, search_index
 
         index = build_faiss_index(P, "Flat")
-        return top_k, lambda q, k: search_index(index, q, k)
+        return top_k, lambda q, k: search_index(index, q, k), None, 0
 
     def retrieval_threshold(self, bank: LabelBank) -> int:
         """Labels from which ``label_top_k=None`` retrieves: the bank's ``index_threshold`` if set, else larger
@@ -701,6 +703,9 @@ class BiEncoder:
         a, c = self.net.span_halves(x)
         cmask = self._class_mask(row_sets, bw, P.shape[0])
         out: list[list] = [[] for _ in bw]
+        if search is not None and search[2] is not None:
+            self._ivf_candidates(a, c, n_words, search, P.shape[0], threshold, out)
+            return out
         if lowp is not None and search is None and threshold > 0.0:  # threshold 0 keeps every pair: float32
             widths = torch.arange(min(self.max_width, W), device=self.device)
             n_rows = int((n_words[:, None] - widths[None, :]).clamp_min(0).sum())
@@ -736,6 +741,35 @@ class BiEncoder:
         L = W - k
         return (a[:, :L] + c[:, k:]).reshape(B * L, -1).index_select(0, bi * L + si).relu_()
 
+    def _width_groups(self, W: int, n_words: Any, cap: int) -> Any:
+        """The valid spans of every width (:meth:`_valid_spans`) in groups of at most ``cap`` rows (a width with
+        more is a group of its own): scoring many rows at once keeps the label side's products large."""
+        spans = list(self._valid_spans(W, n_words))
+        while spans:
+            group, m = [], 0
+            while spans and (not group or m + spans[0][1].numel() <= cap):
+                group.append(spans.pop(0))
+                m += group[-1][1].numel()
+            yield group, m
+
+    def _ivf_candidates(
+        self, a: Any, c: Any, n_words: Any, search: Any, n_labels: int, threshold: float, out: list[list]
+    ) -> None:
+        """Retrieval scoring through an IVF index's lists (:func:`scoring.score_rows_ivf`), all span widths of the
+        batch at once: each list's label vectors are multiplied once with every span row that probes it."""
+        import torch
+
+        top_k, _search, lists, nprobe = search
+        cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (8 * a.shape[-1]))
+        for group, _m in self._width_groups(a.shape[1], n_words, cap):
+            reps = torch.cat([self.net.span_out(self._span_hidden(a, c, k, bi, si)) for k, bi, si in group])
+            rb = torch.cat([g[1] for g in group])
+            rs = torch.cat([g[2] for g in group])
+            rk = torch.cat([torch.full_like(g[1], g[0]) for g in group])
+            r, cc, p = scoring.score_rows_ivf(reps, lists, threshold, nprobe, top_k, n_labels)
+            for b, s, k_, c_, pp in zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist()):
+                out[b].append((s, s + k_, c_, pp))
+
     def _lowp_candidates(
         self,
         a: Any,
@@ -762,12 +796,7 @@ class BiEncoder:
         mat, bias = folded if folded is not None else (P, None)
         width = lowp.vectors_t.shape[0]
         cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (2 * width))
-        spans = list(self._valid_spans(W, n_words))  # grouped into buffers of at most ``cap`` rows
-        while spans:
-            group, m = [], 0
-            while spans and (not group or m + spans[0][1].numel() <= cap):
-                group.append(spans.pop(0))
-                m += group[-1][1].numel()
+        for group, m in self._width_groups(W, n_words, cap):  # buffers of at most ``cap`` rows
             low = torch.empty(scoring.lowp_rows(m), width, dtype=lowp.vectors_t.dtype, device=self.device)
             low[m:] = 0.0
             kept, off = [], 0

@@ -241,6 +241,7 @@ class LabelBank:
         self.ef_search = DEFAULT_EF_SEARCH
         self.nprobe = 32
         self._faiss_index: Any = None
+        self._ivf: Any = None  # the IVF lists as tensors (ivf_lists), for the index they were taken from
         self._index_path: Path | None = None
         self._dir: Path | None = None  # the folder the bank was loaded from
         # a model's scoring matrices for these labels (folded P, the low-precision copy), reused across calls
@@ -343,6 +344,42 @@ class LabelBank:
                                 "with its index once (glinker labels build ... --index %s)", self.index_factory,
                                 len(self), took, self.index_factory)
         return self._faiss_index
+
+    def ivf_lists(self) -> Any:
+        """The index's lists as :class:`glinker.model.scoring.IVFLists` (views of its memory) when it is an
+        inner-product IVF-Flat index, for scoring by matrix products (:func:`~glinker.model.scoring.score_rows_ivf`);
+        None for other indexes (they are searched through FAISS)."""
+        if self._ivf is not None and self._ivf.owner is self._faiss_index:
+            return self._ivf
+        import numpy as np
+        import torch
+
+        from glinker.model.scoring import IVFLists
+
+        faiss = _faiss()
+        index = self.faiss_index()
+        ivf = faiss.downcast_index(index)
+        d = self.dim
+        if not isinstance(ivf, faiss.IndexIVFFlat) or int(ivf.d) != d or ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return None
+        flat = faiss.downcast_index(ivf.quantizer)
+        if not isinstance(flat, faiss.IndexFlat):
+            return None
+        inv = ivf.invlists
+        nlist = int(ivf.nlist)
+        cen = torch.from_numpy(faiss.rev_swig_ptr(flat.get_xb(), nlist * d).reshape(nlist, d))
+        vectors, ids = [], []
+        for j in range(nlist):
+            n = int(inv.list_size(j))
+            if n == 0:
+                vectors.append(torch.zeros(0, d))
+                ids.append(torch.zeros(0, dtype=torch.long))
+                continue
+            codes = faiss.rev_swig_ptr(inv.get_codes(j), n * d * 4).view(np.float32).reshape(n, d)
+            vectors.append(torch.from_numpy(codes))
+            ids.append(torch.from_numpy(faiss.rev_swig_ptr(inv.get_ids(j), n)))
+        self._ivf = IVFLists(cen, vectors, ids, owner=index)
+        return self._ivf
 
     def search(self, queries: Any, k: int) -> Any:
         """(n, k) int64 rows of the ``k`` labels with the largest inner product per query (-1: none)."""

@@ -487,6 +487,84 @@ def score_rows_topk(
     return r[order], c[order], p[order]
 
 
+@dataclass
+class IVFLists:
+    """The lists of an inverted-file (IVF-Flat, inner product) label index as torch tensors: ``centroids`` (nlist,
+    D) float32, and per list the label vectors (n_j, D) float32 and their label rows (n_j,) int64. Built from a
+    FAISS index by :meth:`glinker.model.labels.LabelBank.ivf_lists` as views of its memory (no copy); ``owner``
+    keeps that index alive."""
+
+    centroids: torch.Tensor
+    vectors: list[torch.Tensor]
+    ids: list[torch.Tensor]
+    owner: Any = None
+
+
+def score_rows_ivf(
+    reps: torch.Tensor,
+    lists: IVFLists,
+    threshold: float,
+    nprobe: int,
+    top_k: int,
+    n_labels: int,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`score_rows_topk` with an IVF-Flat index searched for the ``top_k`` largest inner products in the
+    ``nprobe`` lists nearest each row, but computed as matrix products: the rows probing a list are scored against
+    all of its labels at once (float32, exact logits), instead of one query at a time. The same (row, class) pairs
+    as searching the FAISS index and re-scoring (up to float32 summation order and ties at the k-th score).
+
+    Rows are grouped by list, so each list's vectors are read once per call, not once per row: call it with many
+    rows (all span widths of a batch) for the best throughput.
+    """
+    n, nlist = reps.shape[0], int(lists.centroids.shape[0])
+    empty = torch.zeros(0, dtype=torch.long, device=reps.device)
+    if n == 0 or nlist == 0 or threshold >= 1.0 or top_k < 1:
+        return empty, empty, torch.zeros(0, device=reps.device)
+    q = reps.float()
+    lt = logit_threshold(threshold) - _MARGIN
+    npb = max(1, min(int(nprobe), nlist))
+    step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
+    probe = torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
+    flat = probe.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    rows_by_list = order // npb  # the rows probing each list, list after list
+    ends = torch.bincount(flat, minlength=nlist).cumsum(0).tolist()
+    parts_r, parts_c, parts_l = [], [], []
+    start = 0
+    for j, end in enumerate(ends):
+        if end == start:
+            continue
+        rows, vecs = rows_by_list[start:end], lists.vectors[j]
+        start = end
+        if vecs.shape[0] == 0:
+            continue
+        sub = max(1, int(budget_bytes // (4 * vecs.shape[0])))
+        for a in range(0, rows.numel(), sub):
+            rr = rows[a : a + sub]
+            logits = q[rr] @ vecs.T
+            r, c = torch.nonzero(logits > lt, as_tuple=True)
+            if r.numel():
+                parts_r.append(rr[r])
+                parts_c.append(lists.ids[j][c])
+                parts_l.append(logits[r, c])
+    if not parts_r:
+        return empty, empty, torch.zeros(0, device=reps.device)
+    r, c, logit = torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_l)
+    if top_k < n_labels:  # each row keeps its top_k labels by score, as a top_k search would return
+        o = torch.argsort(logit, descending=True, stable=True)
+        o = o[torch.argsort(r[o], stable=True)]  # by row, best first within a row
+        r, c, logit = r[o], c[o], logit[o]
+        first = torch.searchsorted(r, r, side="left")
+        keep = torch.arange(r.numel(), device=r.device) - first < top_k
+        r, c, logit = r[keep], c[keep], logit[keep]
+    p = torch.sigmoid(logit)
+    keep = p > threshold
+    r, c, p = r[keep], c[keep], p[keep]
+    order = torch.argsort(r * n_labels + c, stable=True)  # row-major (span, class), as gliner's torch.where
+    return r[order], c[order], p[order]
+
+
 def score_candidates(
     span_rep: torch.Tensor,
     valid: torch.Tensor,

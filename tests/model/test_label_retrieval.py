@@ -7,7 +7,7 @@ import torch
 
 from glinker.errors import ConfigError, DataError
 from glinker.model import BiEncoder, LabelBank
-from glinker.model.scoring import score_rows, score_rows_topk
+from glinker.model.scoring import score_rows, score_rows_ivf, score_rows_topk
 from glinker.model.testing import build_tiny_checkpoint
 
 faiss = pytest.importorskip("faiss")
@@ -67,6 +67,40 @@ def test_score_rows_topk_exact_flat_equals_score_rows():
     # too small a k loses candidates: the comparison above can fail
     r2, _, _ = score_rows_topk(reps, prompts, t, 1, bank.search)
     assert r2.numel() < r0.numel()
+
+
+def test_ivf_lists_scored_by_matrix_products_equal_searching_the_index():
+    """score_rows_ivf (rows grouped by the IVF list they probe, each list one matrix product) returns what
+    searching the same FAISS IVF-Flat index and re-scoring the hits returns: the same algorithm, computed faster."""
+    g = torch.Generator().manual_seed(0)
+    C = 6000
+    prompts = torch.randn(C, 24, generator=g)
+    reps = torch.randn(900, 24, generator=g) * 0.4
+    bank = LabelBank([str(i) for i in range(C)], [str(i) for i in range(C)], prompts).build_index("IVF48,Flat")
+    lists = bank.ivf_lists()
+    assert lists is not None and sum(len(i) for i in lists.ids) == C and lists.centroids.shape == (48, 24)
+    for nprobe, k, t in ((4, 64, 0.5), (4, 2, 0.5), (12, 5, 0.3), (48, C, 0.9)):
+        bank.nprobe = nprobe
+        r0, c0, p0 = score_rows_topk(reps, prompts, t, k, bank.search)
+        r1, c1, p1 = score_rows_ivf(reps, lists, t, nprobe, k, C, budget_bytes=40_000)  # small: chunked too
+        assert r0.numel() > 0 and torch.equal(r0, r1) and torch.equal(c0, c1), (nprobe, k, t)
+        assert torch.allclose(p0, p1, atol=1e-6)
+    # every list probed and every label kept: exhaustive scoring
+    r2, c2, _ = score_rows(reps, prompts, 0.9)
+    assert torch.equal(r1, r2) and torch.equal(c1, c2)
+    # other indexes have no lists to score this way
+    assert LabelBank(["a", "b"], ["a", "b"], prompts[:2]).build_index("Flat").ivf_lists() is None
+
+
+def test_predict_through_ivf_lists_equals_the_faiss_search(model, monkeypatch):
+    t = 0.5
+    bank = model.encode_labels(_labels(3000)).build_index("IVF32,Flat")
+    bank.nprobe = 6
+    assert bank.ivf_lists() is not None
+    gemm = model.predict(TEXTS, bank, threshold=t, label_top_k=64)
+    assert sum(map(len, gemm)) > 0
+    monkeypatch.setattr(bank, "ivf_lists", lambda: None)  # searched through FAISS instead
+    _assert_same(gemm, model.predict(TEXTS, bank, threshold=t, label_top_k=64))
 
 
 def test_predict_retrieved_equals_exhaustive_with_flat_index(model):
