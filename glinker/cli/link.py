@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -296,6 +297,11 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         raise ConfigError(f"the output {output} is a directory", where="--output",
                           fix=f"give a file, e.g. -o {output / 'linked.jsonl'}")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+    for name, stage in pipe.stages.items():
+        for f in type(stage).writes(stage.params):
+            if os.path.abspath(os.path.expanduser(f)) == os.path.abspath(output):
+                raise ConfigError(f"stage {name!r} of {pipeline} writes {f}, the output of this run",
+                                  where="--output", fix="write the run's output (-o) to another file")
     out_kind = output.suffix.lower()
     claim = _claim_output(output, run_ident(pipe, model, kb), resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
@@ -312,6 +318,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         done = resume_state(output)
     if done.lines:
         log.info("resuming: %d documents already in %s", done.lines, output)
+        for stage in pipe.stages.values():  # files the pipeline's own writers hold: continued, not started anew
+            stage.continue_output()
     bs = batch_size or pipe.spec.header.settings.batch_size
     problems: list[str] = []
     counts = {"written": 0, "skipped_done": 0, "bad": 0}
@@ -486,7 +494,8 @@ def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:
     """One output record per document of a batch result: the linked document, or (for a pipeline that ends
     before linking) its mentions or output as a dict."""
     out = res.output if isinstance(res.output, list) else [res.output]
-    return [o if hasattr(o, "links") else _as_record(o, d) for o, d in zip(out, docs)]
+    kind = getattr(res, "kind", "")
+    return [o if hasattr(o, "links") else _as_record(o, d, kind) for o, d in zip(out, docs)]
 
 
 def json_records(res: Any, docs: Sequence[Any]) -> list[dict[str, Any]]:
@@ -496,10 +505,15 @@ def json_records(res: Any, docs: Sequence[Any]) -> list[dict[str, Any]]:
     return [to_jsonable(r) for r in output_records(res, docs)]
 
 
-def _as_record(out: Any, doc: Any) -> dict[str, Any]:
-    """A non-linking pipeline's per-document output (e.g. mentions) as a JSON record."""
+def _as_record(out: Any, doc: Any, kind: str = "") -> dict[str, Any]:
+    """A non-linking pipeline's per-document output as a JSON record: its mentions, or (a pipeline that ends at a
+    candidates stage) each mention with its candidates."""
     from glinker.io import to_jsonable
+    from glinker.stages.records import MentionCandidates
 
+    if isinstance(out, list) and (kind == "candidates" or out and all(isinstance(m, MentionCandidates) for m in out)):
+        return {"id": doc.id, "text": doc.text, "candidates": [
+            {"mention": to_jsonable(mc.mention), "candidates": [to_jsonable(c) for c in mc.candidates]} for mc in out]}
     if isinstance(out, list):
         return {"id": doc.id, "text": doc.text, "mentions": [to_jsonable(m) for m in out]}
     return {"id": doc.id, "text": doc.text, "output": to_jsonable(out) if hasattr(out, "model_dump") else out}

@@ -505,6 +505,10 @@ class EntityStore:
         """Number of (last name, entity) pairs (0 for a store built before name parts existed)."""
         return int(self.db.execute("SELECT COUNT(*) FROM name_parts").fetchone()[0]) if self.has_name_parts else 0
 
+    def has_types(self) -> bool:
+        """Whether any entity has types."""
+        return self.db.execute("SELECT 1 FROM entities WHERE types != '[]' LIMIT 1").fetchone() is not None
+
     def alias_count_pairs(self) -> int:
         """Number of (alias, entity) pairs with a count (0 for a store without counts)."""
         if not self.has_alias_counts:

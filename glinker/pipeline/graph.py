@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -76,6 +77,20 @@ def check_graph(stages: dict[str, "StageSpec"], output: str | None,
                                 where=f"{src.source}:{line}" if line else src.source, line=line,
                                 fix="a pipeline is a DAG: remove one of these inputs"))
 
+    written: dict[str, str] = {}  # file -> the first stage that writes it
+    for st in stages.values():
+        if st.cls is None or st.params is None:
+            continue
+        for f in st.cls.writes(st.params):
+            key = os.path.abspath(os.path.expanduser(f))
+            if key in written:
+                line = src.line_of(("stages", st.name))
+                problems.append(Problem("E246", f"stages {written[key]!r} and {st.name!r} both write {f}",
+                                        where=f"{src.source}:{line}" if line else src.source, line=line,
+                                        fix="give each writer its own file (one would overwrite or repeat the "
+                                            "other's documents)"))
+            else:
+                written[key] = st.name
     sinks = [n for n in stages if g.out_degree(n) == 0]
     if output is not None:
         if output not in stages:

@@ -82,6 +82,7 @@ class BatchResult:
     documents: list[Document]
     outputs: dict[str, Any]
     output_name: str
+    kind: str = ""  # what the output stage produces (mentions, candidates, links...)
 
     @property
     def output(self) -> Any:
@@ -373,7 +374,7 @@ class Pipeline:
         self.stats.batches += 1
         self.stats.documents += len(docs)
         self.stats.seconds += time.perf_counter() - t_batch
-        return BatchResult(docs, outputs, self.spec.output)
+        return BatchResult(docs, outputs, self.spec.output, self.stages[self.spec.output].produces)
 
     def run(self, documents: Iterable[Any], *, batch_size: int | None = None) -> Iterator[BatchResult]:
         """Stream documents (str, dict or Document) through the pipeline, one batch at a time; one str, dict or

@@ -381,7 +381,8 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             continue
         fields = type(p).model_fields
         weights = getattr(p, "weights", None)
-        uses_model = "model" in fields and not (
+        bi_model = "model" in fields and getattr(st.cls, "model_is_biencoder", True)
+        uses_model = bi_model and not (
             isinstance(weights, dict) and st.type == "rescore" and not weights.get("biencoder", 0))
         for what, needed, default in (("kb", "kb" in fields, kb), ("model", uses_model, model)):
             if needed and getattr(p, what, None) is None and not default:
@@ -391,7 +392,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
                                                   f"--{what} to glinker link ({what}= to load_pipeline)"))
         if check_paths:
             for what in ("kb", "model", "labels_file", "label_bank"):
-                if what in fields:
+                if what in fields and (what != "model" or bi_model):
                     check(what, getattr(p, what, None), st)
     return out
 

@@ -71,6 +71,9 @@ class Stage:
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
     summary: ClassVar[str] = ""
+    # whether a ``model`` parameter names a bi-encoder (checked by `pipeline validate`, defaulting to the pipeline's
+    # model); a stage whose ``model`` is something else (a spaCy pipeline) sets False
+    model_is_biencoder: ClassVar[bool] = True
 
     def __init__(self, name: str, params: StageParams, context: PipelineContext) -> None:
         self.name = name
@@ -89,6 +92,16 @@ class Stage:
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> Any:
         """Process one batch. ``inputs`` holds the outputs of the input stages, in declared order."""
         raise NotImplementedError
+
+    @classmethod
+    def writes(cls, params: StageParams) -> list[str]:
+        """The files a stage with ``params`` writes (as given; relative to the working folder): two stages may not
+        write one file, nor a stage the run's own output."""
+        return []
+
+    def continue_output(self) -> None:
+        """The run resumes after documents already written (``glinker link`` continuing its output): continue the
+        files this stage writes instead of starting them anew. Called before the first batch."""
 
     def count(self, output: Any) -> int:
         """How many items ``output`` holds, for run statistics (per-document lists are summed)."""

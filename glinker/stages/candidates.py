@@ -178,7 +178,8 @@ class FuzzyCandidates(Stage):
         wanted = {key: m.text for ms in mentions for m in ms
                   if len(key := normalize_alias(m.text)) >= p.min_chars and not (p.skip_exact and exact.get(key))}
         # every form of the batch in one rapidfuzz pass (fuzzy normalises the text again: same key)
-        cache = dict(zip(wanted, self.kb.fuzzy_many(list(wanted.values()), limit=p.top_k,
+        # aliases fetched: more than top_k, as several aliases may name one entity (top_k counts entities)
+        cache = dict(zip(wanted, self.kb.fuzzy_many(list(wanted.values()), limit=3 * p.top_k,
                                                     score_cutoff=p.score_cutoff, scorer=p.scorer)))
         out = [[(m, cache.get(normalize_alias(m.text), [])) for m in ms] for ms in mentions]
         ents = self.entities.get(sorted({h[0] for row in out for _, hits in row for h in hits}))

@@ -3,6 +3,7 @@ appended to and complete after every batch (a crash leaves every earlier batch i
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -12,6 +13,8 @@ from pydantic import Field, model_validator
 from glinker.pipeline.stage import Stage, StageParams
 from glinker.stages.records import LINKS
 from glinker.types import Document
+
+log = logging.getLogger(__name__)
 
 
 class WriteLinksParams(StageParams):
@@ -35,8 +38,9 @@ _BY_SUFFIX = {".jsonl": "jsonl", ".json": "json", ".html": "html", ".htm": "html
 
 class WriteLinks(Stage):
     """Write the linked documents of each batch and pass them on unchanged. The file is started at the first batch
-    and kept complete after every batch (JSONL lines appended; a JSON array or an HTML page appended to in place),
-    for as long as the pipeline object lives: repeated ``link()`` calls add to it."""
+    it writes (a run that writes nothing leaves it as it was) and kept complete after every batch (JSONL lines
+    appended; a JSON array or an HTML page appended to in place), for as long as the pipeline object lives: repeated
+    ``link()`` calls add to it. A resumed ``glinker link`` continues it."""
 
     type_name = "write_links"
     Params = WriteLinksParams
@@ -44,27 +48,41 @@ class WriteLinks(Stage):
     produces = LINKS
     summary = "write links to JSONL, JSON or HTML (passes them on)"
 
-    def warm_up(self) -> None:
+    @classmethod
+    def writes(cls, params: Any) -> list[str]:
+        return [params.path]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         p: WriteLinksParams = self.params  # type: ignore[assignment]
         self.path = Path(os.path.expanduser(p.path))
         self.fmt = p.format if p.format != "auto" else _BY_SUFFIX[self.path.suffix.lower()]
-        self.writer: Any = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.fmt == "jsonl" and not p.append and self.path.exists():
-            self.path.unlink()
+        self.writer: Any = None  # the JSON/HTML writer, kept while the pipeline lives (close() included)
+        self.started = False
+        self.resumed = False
+
+    def continue_output(self) -> None:
+        self.resumed = True
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[Any]:
         from glinker.io import write_jsonl
 
         p: WriteLinksParams = self.params  # type: ignore[assignment]
         batch = inputs[0]
+        first, self.started = not self.started, True
+        if first:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.resumed and not self.path.is_file():
+                log.warning("stage %r: %s is missing; it holds only the documents of this resumed run", self.name,
+                            self.path)
         if self.fmt == "jsonl":
-            write_jsonl(self.path, batch, append=True)
+            write_jsonl(self.path, batch, append=p.append or self.resumed or not first)
         else:
             if self.writer is None:
                 from glinker.stages.writers import HTMLWriter, JSONWriter
 
-                self.writer = JSONWriter(self.path) if self.fmt == "json" else HTMLWriter(self.path, title=p.title)
+                self.writer = (JSONWriter(self.path, continue_existing=self.resumed) if self.fmt == "json" else
+                               HTMLWriter(self.path, title=p.title, continue_existing=self.resumed))
             self.writer.write(batch)
         return batch
 

@@ -10,7 +10,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
-from glinker.errors import KBError
+from glinker.errors import ConfigError, KBError
 from glinker.kb.store import normalize_alias
 from glinker.pipeline.stage import Stage, StageParams
 from glinker.stages.records import CANDIDATES, MentionCandidates, document_prior_sources, merge_candidate_lists
@@ -157,6 +157,15 @@ class Rescore(Stage):
             log.warning("stage %r: the KB has no alias counts, so the 'prior' feature is left out (weights %s)",
                         self.name, kept)
             weights = kept
+        if "type" in weights and not self.kb.store.has_types():
+            weights = {k: v for k, v in weights.items() if k != "type"}
+            log.warning("stage %r: no entity of the KB has types, so the 'type' feature is left out (it would score "
+                        "every candidate 0; weights %s)", self.name, weights)
+        if not weights:
+            raise ConfigError(f"stage {self.name!r}: no feature of `weights` can score with KB {self.kb.root} (its "
+                              f"prior needs alias counts, its type feature entity types)", where=f"stage {self.name!r}",
+                              fix="weigh features this KB supports (biencoder, popularity, alias...), or build the KB "
+                                  "with alias counts / types")
         self.w = _normalised(weights)
         # the weights for a mention without counts under `missing_prior: skip` (none, score 0, if prior was alone)
         self.w_unknown = (_normalised({k: v for k, v in weights.items() if k != "prior"})

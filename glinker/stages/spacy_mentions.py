@@ -35,6 +35,7 @@ class SpacyMentionsParams(StageParams):
 class SpacyMentions(Stage):
     """Named entities of a spaCy pipeline as mentions (label kept or mapped; ``labels`` filters)."""
 
+    model_is_biencoder = False  # `model` is what spacy.load takes
     type_name = "spacy_mentions"
     Params = SpacyMentionsParams
     accepts = (DOCUMENTS,)

@@ -70,9 +70,11 @@ class _ArrayFile:
 
     A batch is appended by writing it over the tail, then the tail again, so each batch costs its own size (not the
     whole file's) and a crash leaves every earlier batch in a complete file. The file is created (head + tail)
-    atomically when the writer opens it."""
+    atomically when the writer opens it; with ``continue_existing`` a complete file of the same head and tail (one
+    this writer made) is continued instead, its ``count`` the number of ``marker`` in it (items so far)."""
 
-    def __init__(self, path: str | Path, head: str, tail: str, sep: str) -> None:
+    def __init__(self, path: str | Path, head: str, tail: str, sep: str, continue_existing: bool = False,
+                 marker: str = "") -> None:
         import os
         import tempfile
 
@@ -83,6 +85,14 @@ class _ArrayFile:
         self.tail, self.sep = tail.encode("utf-8"), sep.encode("utf-8")
         self.end = len(head.encode("utf-8"))  # where the tail starts
         self.count = 0
+        if continue_existing and self.path.is_file():
+            data = self.path.read_bytes()
+            if data.startswith(head.encode("utf-8")) and data.endswith(self.tail):
+                self.end = len(data) - len(self.tail)
+                body = data[len(head.encode("utf-8")) : self.end]
+                self.count = body.count(marker.encode("utf-8")) if marker else int(bool(body.strip()))
+                return
+            log.warning("%s is not a complete file of this writer: it is started anew", self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(head.encode("utf-8") + self.tail)
@@ -109,10 +119,10 @@ class JSONWriter:
     """Write linked documents as one JSON array, appended batch by batch: the file is a complete array after every
     batch (each batch costs its own size, whatever was written before)."""
 
-    def __init__(self, path: str | Path, indent: int | None = 2) -> None:
+    def __init__(self, path: str | Path, indent: int | None = 2, continue_existing: bool = False) -> None:
         self.path = Path(path)
         self.indent = indent
-        self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n")
+        self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n", continue_existing)
 
     def write(self, batch: Sequence[Any]) -> int:
         self._file.append([json.dumps(to_jsonable(d), ensure_ascii=False, indent=self.indent) for d in batch])
@@ -131,11 +141,12 @@ class JSONWriter:
 class HTMLWriter:
     """Write a self-contained HTML page of linked documents, appended batch by batch (complete after each)."""
 
-    def __init__(self, path: str | Path, title: str = "glinker: linked documents") -> None:
+    def __init__(self, path: str | Path, title: str = "glinker: linked documents", continue_existing: bool = False
+                 ) -> None:
         self.path = Path(path)
         self.title = title
         head, tail = _page(title)
-        self._file = _ArrayFile(self.path, head, tail, "\n")
+        self._file = _ArrayFile(self.path, head, tail, "\n", continue_existing, _SECTION)
 
     def write(self, batch: Sequence[Any]) -> int:
         n = self._file.count
@@ -213,12 +224,16 @@ def _mention_tip(m: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+_SECTION = '<section class="gl-doc"'  # starts every document's section (counted when a page is continued)
+
+
 def _render_doc(i: int, doc: dict[str, Any]) -> str:
     text = doc.get("text") or ""
     links = []
     # a linking pipeline's record has links; one that stops at mention detection (ner_only) has mentions
-    items = doc.get("links") if doc.get("links") is not None else [
-        {"mention": m, "_mention": True} for m in doc.get("mentions") or []]
+    # (a pipeline that ends at a candidates stage: its mentions)
+    mentions = doc.get("mentions") or [mc.get("mention") or {} for mc in doc.get("candidates") or []]
+    items = doc.get("links") if doc.get("links") is not None else [{"mention": m, "_mention": True} for m in mentions]
     for ln in items:
         m = ln.get("mention") or {}
         s, e = m.get("start"), m.get("end")
@@ -270,7 +285,7 @@ def _render_doc(i: int, doc: dict[str, Any]) -> str:
     doc_id = doc.get("id")
     head = f"document {html.escape(str(doc_id))}" if doc_id is not None else f"document #{i}"
     note = (f'<div class="gl-skipped">{skipped} overlapping mention(s) not highlighted</div>' if skipped else "")
-    return (f'<section class="gl-doc" data-doc="{html.escape(str(doc_id if doc_id is not None else i), quote=True)}">'
+    return (f'{_SECTION} data-doc="{html.escape(str(doc_id if doc_id is not None else i), quote=True)}">'
             f"<h2>{head}</h2><div class=\"gl-text\">{''.join(out)}</div>{note}</section>")
 
 

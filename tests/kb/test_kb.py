@@ -369,6 +369,19 @@ def test_fuzzy_many_matches_one_extract_per_name(kb_dir: Path) -> None:
                 assert kb.fuzzy(names[0], limit=limit, score_cutoff=cutoff) == got[0]
 
 
+def test_fuzzy_ties_put_the_name_itself_first(tmp_path: Path) -> None:
+    """With a token scorer every alias containing "munich" scores 100: ties were broken by vocabulary order and the
+    entities named exactly "Munich" could fall past the limit. The name itself comes first now, then the closest."""
+    ents = [Entity(id=f"C{i}", label=f"a{i} club munich") for i in range(12)] + [
+        Entity(id="Q1726", label="Munich", popularity=5), Entity(id="Q152456", label="Munich", popularity=1),
+        Entity(id="Q99", label="munich city")]
+    build_kb(load_adapter("jsonl", str(write_jsonl(ents, tmp_path / "m.jsonl"))), tmp_path / "kb", None)
+    with KB.open(tmp_path / "kb") as kb:
+        hits = kb.fuzzy("Munich", limit=2, score_cutoff=90, scorer="token_set_ratio")
+        assert [(e, a) for e, a, _ in hits][:2] == [("Q1726", "munich"), ("Q152456", "munich")]
+        assert hits[2][1] == "munich city" and all(s == 100 for *_, s in hits)
+
+
 def test_hnsw_coarse_quantizer_searches_wider_than_nprobe() -> None:
     """faiss's default efSearch (16) for an HNSW quantizer returns the wrong lists once nprobe exceeds it."""
     import faiss

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from glinker.cli import app
 from glinker.cli.link import iter_input, run_link
+from glinker.errors import ConfigError
 
 from .conftest import PIPE, TEXTS
 
@@ -302,3 +303,64 @@ def test_a_lone_surrogate_is_a_bad_line(pipeline, tmp_path):
     assert [r["id"] for r in lines_of(out)] == ["a"]
     assert run_link(src, pipeline, out, skip_bad=True) == {"written": 1, "skipped_done": 1, "bad": 1}
     assert [r["id"] for r in lines_of(out)] == ["a", "c"]
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "html", "json"])
+def test_a_pipelines_own_writer_is_continued_when_the_run_resumes(tmp_path, tiny_model, tiny_kb, ext):
+    """A write_links stage's file was replaced in every new process: a resumed `glinker link` left it with only the
+    resumed documents, and a run with nothing left to do deleted it. It is now untouched until the stage writes, and
+    continued when the run resumes; a writer of the run's own output, or two writers of one file, are refused."""
+    from glinker.pipeline.spec import PipelineError
+
+    copy = tmp_path / f"copy.{ext}"
+    p = tmp_path / "w.yaml"
+    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb) + f"  w: {{type: write_links, input: links, path: {copy}}}\n")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:2])))
+    out = tmp_path / "out.jsonl"
+    assert run_link(src, p, out)["written"] == 2
+
+    def ids() -> list[str]:
+        if ext == "jsonl":
+            return [r["id"] for r in lines_of(copy)]
+        if ext == "json":
+            return [r["id"] for r in json.loads(copy.read_text(encoding="utf-8"))]
+        page = copy.read_text(encoding="utf-8")
+        assert page.rstrip().endswith("</html>")
+        return [x.split('"')[0] for x in page.split('<section class="gl-doc" data-doc="')[1:]]
+
+    assert ids() == ["d0", "d1"]
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    n = run_link(src, p, out)
+    assert (n["written"], n["skipped_done"]) == (2, 2)
+    assert ids() == ["d0", "d1", "d2", "d3"]
+    assert run_link(src, p, out)["written"] == 0  # nothing left: the file stays as it is
+    assert ids() == ["d0", "d1", "d2", "d3"]
+    assert run_link(src, p, tmp_path / "fresh.jsonl")["written"] == 4  # a new run starts the file anew
+    assert ids() == ["d0", "d1", "d2", "d3"]
+    with pytest.raises(ConfigError, match="writes .* the output of this run"):
+        run_link(src, p, copy)
+    two = tmp_path / "two.yaml"
+    two.write_text(p.read_text() + f"  w2: {{type: write_links, input: links, path: {copy}}}\n")
+    with pytest.raises(PipelineError, match="E246.*both write") as e:
+        run_link(src, two, tmp_path / "o2.jsonl")
+    assert f"{two}:" in str(e.value)
+
+
+def test_a_pipeline_that_ends_at_candidates_writes_them(tmp_path, tiny_model, tiny_kb):
+    """It validated, then failed at the first write ("cannot serialise MentionCandidates"): a candidates stage's
+    output is written as each mention with its candidates (what a user checking retrieval wants to see)."""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: c\nmodel: {tiny_model}\nkb: {tiny_kb}\nstages:\n  m: {{type: alias_mentions}}\n"
+                 "  a: {type: alias_candidates, input: m}\n")
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert run_link(src, p, out)["written"] == len(TEXTS)
+    recs = lines_of(out)
+    assert all(set(r) >= {"id", "text", "candidates"} for r in recs)
+    paris = [mc for r in recs for mc in r["candidates"] if mc["mention"]["text"] == "Paris"]
+    assert paris and {"Q90", "Q167646", "Q830149"} <= {c["entity_id"] for c in paris[0]["candidates"]}
+    page = tmp_path / "out.html"
+    run_link(src, p, page)
+    assert page.read_text(encoding="utf-8").count("gl-ment") > len(TEXTS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glinker.errors import PipelineError
+from glinker.errors import ConfigError, PipelineError
 from glinker.pipeline import Pipeline, loads_spec
 from glinker.types import NIL, Document, Entity, LinkedDocument, Mention
 
@@ -134,16 +134,37 @@ def test_rescore_weights_and_every_score_kept(tiny_model, tiny_kb):
             assert c.scores["biencoder"] == pytest.approx(1 / (1 + np.exp(-c.scores["dense"])), abs=1e-4)
 
 
-def test_type_prior(tiny_model, tiny_kb):
-    y = """stages:
+TYPED = """stages:
   m: {type: given_mentions, default_label: person}
   a: {type: alias_candidates, input: m, top_k: 10}
   r: {type: rescore, input: a, weights: {popularity: 0.2, type: 1.0}, type_map: {person: [Q5]}}
   links: {type: select, input: r}
 """
+
+
+def test_type_prior(tiny_model, tiny_kb):
+    y = TYPED
     [doc] = pipe(y, tiny_model, tiny_kb).link([given((0, 5), text="Paris killed Achilles.")])
     assert doc.links[0].entity_id == "Q167646"  # the only Paris who is a person
     assert doc.links[0].candidates[0].scores["type"] == 1.0
+
+
+def test_type_feature_on_a_kb_without_types_is_left_out(tiny_model, tmp_path, caplog):
+    """It scored every candidate 0 (lowering every confidence under the NIL threshold) without a word."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import ENTITIES, write_entities
+
+    kb = tmp_path / "kb"
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl",
+                                                      [e.model_copy(update={"types": []}) for e in ENTITIES]))), kb, None)
+    y = TYPED
+    [doc] = pipe(y, tiny_model, kb).link([given((0, 5), text="Paris killed Achilles.")])
+    assert "no entity of the KB has types" in caplog.text
+    assert "type" not in doc.links[0].candidates[0].scores and doc.links[0].confidence > 0.5
+    with pytest.raises(ConfigError, match="no feature of `weights` can score"):
+        pipe(y.replace("popularity: 0.2, ", ""), tiny_model, kb).link([given((0, 5), text="Paris killed Achilles.")])
 
 
 def counted_kb(path: Path) -> Path:

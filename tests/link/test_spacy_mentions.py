@@ -72,3 +72,16 @@ def test_unusable_models_are_named_with_the_fix(tmp_path, tiny_model, tiny_kb, m
     with pytest.raises(ConfigError) as ei:
         run(tmp_path, tiny_model, tiny_kb, mentions)
     assert needle in ei.value.message and fix in ei.value.fix and "spacy_mentions" in ei.value.where
+
+
+@pytest.mark.parametrize("mentions", ["model: 'blank:en'", "labels: [PERSON]"])
+def test_pipeline_validate_takes_a_spacy_model_name(tmp_path, tiny_model, tiny_kb, mentions):
+    """`model` of spacy_mentions is what spacy.load takes: validate checked it as a bi-encoder (E251, exit 2)."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    p = tmp_path / "s.yaml"
+    p.write_text(LINKING.format(model=tiny_model, kb=tiny_kb, mentions=mentions))
+    res = CliRunner().invoke(app, ["pipeline", "validate", str(p)])
+    assert res.exit_code == 0 and "E251" not in res.output, res.output
