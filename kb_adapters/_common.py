@@ -49,6 +49,11 @@ class RecordOptions(AdapterOptions):
 def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:
     """The source as a Path, or a KBError naming it when it does not exist."""
     path = Path(source)
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "a pipe or device, not a regular file"
+        raise KBError(f"the source {path} is {what}", where=f"{adapter}.source",
+                      fix="pass the file itself (a build reads it more than once: to estimate its size and to resume); "
+                          "compressed .gz/.bz2 files are read as they are, no need to decompress them into a pipe")
     if not path.is_file():
         raise KBError(f"source file not found: {path}", where=f"{adapter}.source",
                       fix="pass --source with the path of an existing file")

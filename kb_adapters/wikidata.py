@@ -231,7 +231,7 @@ class WikidataAdapter:
         lineno = 1
         offset = 0  # decompressed offset of the next block
         tail = b""
-        ended_line = True
+        bracketed = False
         try:
             with open_binary(self.path) as f:
                 while True:
@@ -239,6 +239,8 @@ class WikidataAdapter:
                     if not block:
                         break
                     block += f.readline()  # end the block on a line boundary
+                    if lineno == 1:  # a dump opens with '[' (and must close with ']'); NDJSON (one entity a line) not
+                        bracketed = block.lstrip().startswith(b"[")
                     if lineno == 1 and b"".join(block[:200].split()).startswith(b'{"entities"'):
                         raise DataError("the file is a Wikidata API answer (wbgetentities: one object holding "
                                         "'entities'), not a dump", where=str(self.path),
@@ -249,7 +251,6 @@ class WikidataAdapter:
                     offset += len(block)
                     stripped = block.rstrip()
                     tail = stripped[-1:] if stripped else tail
-                    ended_line = block.endswith(b"\n")
         except (EOFError, zlib.error, OSError) as e:
             # the failed block is lost to the exception: re-read it line by line up to the damage
             salvage: list[bytes] = []
@@ -269,8 +270,12 @@ class WikidataAdapter:
                             where=f"{self.path}:{lineno}",
                             fix="download the dump again (every entity read before this point was kept); "
                                 "or pass allow_truncated=true to build from what was read") from None
-        if lineno > 1 and tail != b"]" and ended_line:  # a cut last line is already counted as one bad record
-            self.report.problem(f"{self.path}:{lineno}", "the dump does not end with ']' (file cut short?)")
+        if lineno > 1 and bracketed and tail != b"]":
+            self.truncated = True
+            raise DataError(f"the dump does not end with ']': the file is cut short after line {lineno - 1}",
+                            where=f"{self.path}:{lineno - 1}",
+                            fix="download or copy the dump again (every entity read before the cut was kept: the "
+                                "build resumes); or pass allow_truncated=true to build from what was read")
 
     def iter_entities(self) -> Iterator[Entity]:
         """Stream the dump in order, parsing in worker processes; bad lines are counted with their line number."""
@@ -292,16 +297,22 @@ class WikidataAdapter:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(workers) as pool:
                 window: deque[Any] = deque()
-                for task in chunks:
-                    window.append(pool.apply_async(parse_chunk, (task,)))
-                    # a bounded window keeps memory flat whatever the dump size
-                    while len(window) > 2 * workers:
-                        yield from self._emit(window.popleft().get())
+                cut: DataError | None = None
+                try:
+                    for task in chunks:
+                        window.append(pool.apply_async(parse_chunk, (task,)))
+                        # a bounded window keeps memory flat whatever the dump size
+                        while len(window) > 2 * workers:
+                            yield from self._emit(window.popleft().get())
+                except DataError as e:  # a cut file: the blocks read before the cut are still given
+                    cut = e
                 while window:
                     yield from self._emit(window.popleft().get())
+                if cut is not None:
+                    raise cut
         except DataError:
             if self.options.allow_truncated and self.truncated:
-                self.report.problem(str(self.path), "archive truncated; kept the entities read before the cut")
+                self.report.problem(str(self.path), "dump truncated; kept the entities read before the cut")
                 return
             raise
 

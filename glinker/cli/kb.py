@@ -185,10 +185,19 @@ def _source_bar(ad: Any) -> Iterator[Iterator[Any]]:
         yield counted()
 
 
+def _same_option(given: Any, built: Any) -> bool:
+    """Whether an option given as text (``-o languages=en,de``) is the value the build recorded (``['en', 'de']``)."""
+    if isinstance(given, str) and isinstance(built, (list, tuple)):
+        return [x.strip() for x in given.split(",") if x.strip()] == [str(x) for x in built]
+    if isinstance(given, str) and not isinstance(built, str):
+        return given.strip().lower() == str(built).lower()
+    return False
+
+
 @kb_app.command("add")
 def add(
     path: Path = typer.Argument(..., help="KB directory."),
-    adapter: str = typer.Option("jsonl", "--adapter", "-a"),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Default: the adapter the KB was built with."),
     source: str = typer.Option(..., "--source", "-s", help="Entities to add or update (by id)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value."),
     table: str | None = typer.Option(None, help="sql: table to read."),
@@ -207,6 +216,7 @@ def add(
     options = _merged_options(opt, table=table, query=query)
     with KB.open(path) as k:  # how it was built (closed before the update opens it)
         built = k.manifest.source
+    adapter = adapter or built.get("adapter") or "jsonl"
     if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
         # the build's table, columns, mapping, alias table...: `kb add` replaces whole records with what it reads, so
         # an option not given again is the build's (a field no longer mapped would be emptied)
@@ -214,8 +224,11 @@ def add(
         for one, other in (("table", "query"), ("query", "table")):
             if one in options:
                 base.pop(other, None)
-        differ = sorted(k for k in ("columns", "mapping", "table", "query", "alias_table", "list_sep")
-                        if k in options and k in base and options[k] != base[k])
+        from glinker.kb.adapters import get_adapter_class
+
+        reading = set(getattr(get_adapter_class(adapter), "reading_options", ()))  # how it reads, not what
+        differ = sorted(k for k in options if k in base and k not in reading and options[k] != base[k]
+                        and not _same_option(options[k], base[k]))
         if differ:
             log.warning("kb add: %s %s from the build's (%s): records are replaced with what these options read",
                         ", ".join(differ), "differs" if len(differ) == 1 else "differ",

@@ -114,17 +114,25 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
             not p.name.startswith(".") for p in root.iterdir()):
         raise ConfigError(f"{root} is not empty and holds no KB: building there would mix the KB with its files",
                           where="out", fix="give a new or empty folder, or an existing KB directory")
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     from glinker.io import Busy, locked
 
     try:
         with locked(root / ".build.lock", wait=False):
-            return _build_locked(adapter, root, encoder, model_name=model_name, template=template, factory=factory,
-                                 nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, train_size=train_size,
-                                 resume=resume, progress=progress, tmpl=tmpl)
+            kw = dict(model_name=model_name, template=template, factory=factory, nprobe=nprobe, batch_size=batch_size,
+                      chunk_size=chunk_size, train_size=train_size, progress=progress, tmpl=tmpl)
+            try:
+                return _build_locked(adapter, root, encoder, resume=resume, **kw)
+            except SourceChanged as e:
+                log.warning("the source changed since the interrupted build: %s; starting the build over", e)
+                return _build_locked(adapter, root, encoder, resume=False, **kw)
     except Busy:
         raise KBError(f"another build is writing {root}", where=str(root),
                       fix="wait for it to finish (or stop it), or build into another folder") from None
+    finally:  # a new folder that holds nothing of a build (it failed before storing anything) is not left behind
+        if created and root.is_dir() and all(p.name == ".build.lock" for p in root.iterdir()):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None, *, model_name: str | None,
@@ -135,7 +143,8 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
     staging = root / f".staging-{key}"
     for other in root.glob(".staging-*"):
         if other != staging:
-            log.info("removing a stale staging directory of a different build: %s", other)
+            log.warning("removing %s, an interrupted build of another source or other options (%s): this build "
+                        "replaces it", other, _staged(other))
             shutil.rmtree(other, ignore_errors=True)
     if staging.exists() and resume and not getattr(adapter, "resumable", True):
         log.info("starting over: a %s source may have changed since the interrupted build (rows resumed by "
@@ -173,7 +182,8 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
         shutil.rmtree(staging / "parts", ignore_errors=True)
         return publish_staged(root, staging, key)
     except BaseException:
-        if not getattr(adapter, "resumable", True):  # a SQL source starts over: its partial copy is of no use
+        # a SQL source starts over (its partial copy is of no use); a build that stored nothing has nothing to resume
+        if not getattr(adapter, "resumable", True) or not _stored(staging):
             shutil.rmtree(staging, ignore_errors=True)
         raise
 
@@ -193,6 +203,54 @@ def _no_entities(adapter: KBAdapter) -> KBError:
                        "check the source: it is empty, or every record was bad (-o on_error=skip skips them)")
 
 
+def _stored(staging: Path) -> int | None:
+    """Entities an interrupted build's folder holds (None: none can be read)."""
+    try:
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{staging / STORE}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
+        finally:
+            db.close()
+    except Exception:  # no store yet, or one too broken to read
+        return None
+
+
+def _staged(staging: Path) -> str:
+    """What an interrupted build's folder holds, in words (for the warning that it is removed)."""
+    n = _stored(staging)
+    if n is None:
+        return "unreadable"
+    parts = len(list((staging / "parts").glob("*"))) if (staging / "parts").is_dir() else 0
+    return f"{n:,} entities stored" + (f", {parts} vector files" if parts else "")
+
+
+_CHECK_IDS = 8  # ids of the last stored entities a resumed build finds again at the same place in the source
+
+
+class SourceChanged(Exception):
+    """The source read again by a resumed build no longer holds the stored entities where they were."""
+
+
+def _skip_stored(it: Iterator[Any], pos: int, last_ids: list[str] | None, adapter: KBAdapter) -> None:
+    """Read the first ``pos`` entities of ``it`` (stored by the interrupted build), checking that the last of them
+    are the ones stored last; :class:`SourceChanged` when not (a newer dump at the same path, an edited file)."""
+    from collections import deque
+
+    tail: deque[str] = deque(maxlen=max(1, len(last_ids or ())))
+    n = 0
+    for e in islice(it, pos):
+        tail.append(e.id)
+        n += 1
+    if n < pos:
+        raise SourceChanged(f"{adapter.describe().get('source')} now holds {n:,} entities, fewer than the "
+                            f"{pos:,} the interrupted build stored")
+    if last_ids and list(tail) != list(last_ids):
+        raise SourceChanged(f"{adapter.describe().get('source')} holds {', '.join(tail)} where the interrupted "
+                            f"build stored {', '.join(last_ids)} (entities {pos - len(tail) + 1:,}-{pos:,})")
+
+
 def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: int, progress: bool) -> None:
     if store.get_meta("ingest_done", False):
         return
@@ -200,8 +258,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     dups = int(store.get_meta("duplicates", 0))
     it: Iterator[Any] = adapter.iter_entities()
     if pos:
-        log.info("resuming ingest after %d entities already stored", pos)
-        it = islice(it, pos, None)
+        log.warning("resuming the interrupted build: %d entities already stored are read past", pos)
+        _skip_stored(it, pos, store.get_meta("ingest_last_ids", None), adapter)
     est = None
     try:
         est = adapter.estimate_count()
@@ -222,6 +280,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
                     dup_ids.append(i)
         pos += len(buf)
         meta: dict[str, Any] = {"ingest_pos": pos}
+        if buf:  # what a resumed build checks the source against
+            meta["ingest_last_ids"] = [e.id for e in buf[-_CHECK_IDS:]]
         c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
         dups += c["updated"] + c["unchanged_text"] + c["same"]
         meta = {"duplicates": dups}
@@ -255,8 +315,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
                     "aliases (map the label column/field, or fill it in the source)", n_nameless,
                     ", ".join(repr(i) for i in nameless))
     if dups:
-        log.warning("%d records repeated an id already seen (e.g. %s); the later record was kept", dups,
-                    ", ".join(repr(i) for i in dup_ids))
+        log.warning("%d records repeated an id already seen%s; the later record was kept", dups,
+                    f" (e.g. {', '.join(repr(i) for i in dup_ids)})" if dup_ids else "")
     rep = adapter.report
     if rep.bad:
         log.warning("%d bad records skipped (first: %s)", rep.bad, rep.problems[:3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -463,7 +464,7 @@ def test_a_truncated_dump_downloaded_again_resumes(tmp_path: Path, caplog: Any) 
     with caplog.at_level("INFO"):
         build_kb(load_adapter("wikidata", str(dump), workers=0, block_mb=0.05, allow_truncated=True),
                  tmp_path / "kb", None, chunk_size=1000)
-    assert "resuming ingest after" in caplog.text
+    assert "resuming the interrupted build" in caplog.text
     with KB.open(tmp_path / "kb") as kb:
         assert len(kb) == len(many)
 
@@ -474,20 +475,38 @@ def test_wikidata_api_answer_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError) as ei:
         list(load_adapter("wikidata", str(p), workers=0).iter_entities())
     assert "API answer" in str(ei.value) and "not a dump" in str(ei.value)
+    from glinker.kb.build import build_kb  # a build of it leaves no half-made folder ("a build was interrupted")
+
+    with pytest.raises(DataError):
+        build_kb(load_adapter("wikidata", str(p), workers=0), tmp_path / "kb", None)
+    assert not (tmp_path / "kb").exists()
 
 
-def test_a_plain_dump_cut_mid_line_is_one_bad_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("mid_line", [True, False])
+def test_a_plain_dump_cut_short_is_refused_like_a_cut_archive(tmp_path: Path, workers: int, mid_line: bool) -> None:
+    """A plain .json dump cut short (no closing ']') was published as a complete KB, one bad record at most: it is
+    refused now as a cut archive is (every entity before the cut given first), or kept with allow_truncated. A file
+    of one entity a line without brackets (NDJSON, e.g. from wikibase-dump-filter) needs no ']'."""
+    many = [Entity(id=f"Q{i}", label=f"entity number {i}") for i in range(1, 3001)]
     full = tmp_path / "full.json"
-    write_dump(SAMPLE_ENTITIES, full)
+    write_dump(many, full)
     cut = tmp_path / "cut.json"
     data = full.read_bytes()
-    end = data.rindex(b"\n", 0, data.rindex(b"\n", 0, len(data) - 3))  # the end of the next-to-last entity line
-    cut.write_bytes(data[: end - 20])  # that line cut in the middle, the last one and "]" gone
-    ad = load_adapter("wikidata", str(cut), workers=0)
-    got = [e.id for e in ad.iter_entities()]
-    # the cut line is the one bad record (the missing "]" is the same damage, not a second one)
-    assert got == [e.id for e in SAMPLE_ENTITIES[: len(got)]] and len(got) >= len(SAMPLE_ENTITIES) - 3
-    assert ad.report.bad == 1, ad.report.problems
+    end = data.index(b"\n", len(data) // 2)  # the end of a line in the middle
+    cut.write_bytes(data[: end - 20] if mid_line else data[: end + 1])
+    ad = load_adapter("wikidata", str(cut), workers=workers, block_mb=0.01)
+    kept: list[str] = []
+    with pytest.raises(DataError, match="does not end with"):
+        for e in ad.iter_entities():
+            kept.append(e.id)
+    n = data[:end].count(b"\n") - (1 if mid_line else 0)  # complete entity lines before the cut
+    assert kept == [f"Q{i}" for i in range(1, n + 1)]
+    ad = load_adapter("wikidata", str(cut), workers=workers, block_mb=0.01, allow_truncated=True)
+    assert [e.id for e in ad.iter_entities()] == kept and ad.report.bad == (2 if mid_line else 1)
+    nd = tmp_path / "nd.json"
+    nd.write_bytes(b"\n".join(x.rstrip(b",") for x in data.splitlines()[1:-1]) + b"\n")
+    assert len(list(load_adapter("wikidata", str(nd), workers=workers).iter_entities())) == len(many)
 
 
 def test_wikidata_mul_names_are_aliases(tmp_path: Path) -> None:
@@ -623,3 +642,39 @@ def test_a_record_without_id_names_its_keys_and_the_mapping_to_write(tmp_path):
     with pytest.raises(DataError) as ei:
         list(load_adapter("jsonl", str(src)).iter_entities())
     assert "its keys: sku, name" in str(ei.value) and """-o mapping='{"id": "sku"}'""" in str(ei.value)
+
+
+def test_a_resumed_build_of_a_changed_dump_starts_over(tmp_path: Path, caplog: Any) -> None:
+    """An interrupted build resumed on another dump at the same path (a newer `latest-all.json.gz` with the same
+    first bytes) mixed the two silently: the stored entities are checked where the new file holds them, and a
+    changed source starts the build over."""
+    from glinker.kb import KB
+    from glinker.kb.build import build_kb
+
+    week_a = [Entity(id=f"Q{i}", label=f"entity number {i}") for i in range(1, 3001)]
+    week_b = [e for e in week_a if e.id != "Q500"]  # one entity deleted before the cut
+    dump = tmp_path / "latest-all.json"
+    write_dump(week_a, dump)
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) * 2 // 3])  # interrupted (here: cut) after ~2,000 entities
+    with pytest.raises(DataError):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", None, chunk_size=100)
+    write_dump(week_b, dump)
+    with caplog.at_level("INFO"):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", None, chunk_size=100)
+    assert "the source changed since the interrupted build" in caplog.text and "starting the build over" in caplog.text
+    with KB.open(tmp_path / "kb") as kb:
+        assert len(kb) == len(week_b) and kb.get(["Q500"]) == []
+
+
+def test_a_pipe_as_source_is_named(tmp_path: Path) -> None:
+    """`--source <(zcat dump.gz)` said "source file not found: /dev/fd/63"."""
+    r, w = os.pipe()
+    try:
+        with pytest.raises(KBError, match="is a pipe or device, not a regular file"):
+            load_adapter("wikidata", f"/dev/fd/{r}")
+        with pytest.raises(KBError, match="is a directory"):
+            load_adapter("jsonl", str(tmp_path))
+    finally:
+        os.close(r)
+        os.close(w)

@@ -178,6 +178,17 @@ def test_duplicate_ids_later_record_wins(tmp_path: Path, encoder: Any, caplog: A
         assert kb.get(["A"])[0].label == "second" and kb.lookup_alias("first") == []
 
 
+def test_a_build_of_another_source_says_it_replaces_an_interrupted_one(tmp_path: Path, encoder: Any,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Hours of an interrupted build's work were removed with an INFO line only."""
+    out = tmp_path / "kb"
+    with pytest.raises(RuntimeError):
+        build_kb(ListAdapter(many(1200), fail_after=1100, tag="v1"), out, encoder, chunk_size=500)
+    build_kb(ListAdapter(SAMPLE_ENTITIES, tag="v2"), out, encoder)
+    assert "an interrupted build of another source or other options (1,000 entities stored" in caplog.text
+    assert len(list(out.glob(".staging-*"))) == 0
+
+
 def test_interrupted_build_keeps_old_kb_and_resumes(tmp_path: Path, encoder: Any,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "kb"
@@ -193,7 +204,7 @@ def test_interrupted_build_keeps_old_kb_and_resumes(tmp_path: Path, encoder: Any
     ad = ListAdapter(ents, tag="v2")
     with caplog.at_level("INFO", logger="glinker.kb.build"), pytest.raises(RuntimeError):
         build_kb(ad, out, enc, chunk_size=500)
-    assert "resuming ingest after 1500 entities" in caplog.text  # the stored 1500 were not written again
+    assert "resuming the interrupted build: 1500 entities" in caplog.text  # the stored 1500 were not written again
     with KB.open(out) as kb:
         assert len(kb) == len(SAMPLE_ENTITIES)
     enc2 = CountingEncoder(encoder)
