@@ -114,6 +114,9 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+MIN_LOCK_TTL = 30  # seconds a job's lock outlives its coordinator (refreshed every third of it while it runs)
+
+
 class Coordinator:
     """Hands batches to workers and gives their records back in submission order.
 
@@ -153,6 +156,14 @@ class Coordinator:
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
         self._lock_job()
+        try:
+            self._start(spec_fingerprint, kind, pipeline_name, resources, identity, heartbeat_ttl)
+        except BaseException:
+            self._lock_stop.set()
+            raise
+
+    def _start(self, spec_fingerprint: str, kind: str, pipeline_name: str, resources: dict[str, Any] | None,
+               identity: dict[str, Any] | None, heartbeat_ttl: float) -> None:
         self._reset()
         self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "kind": kind, "token": self.token, "state": "open",
                                              "pipeline": pipeline_name, "owner": self.owner,
@@ -162,7 +173,7 @@ class Coordinator:
 
     # job ownership --------------------------------------------------------------------------------------------
     def _lock_job(self) -> None:
-        ttl = max(30, int(self.heartbeat_ttl * 4))
+        ttl = max(MIN_LOCK_TTL, int(self.heartbeat_ttl * 4))
         if not self.r.set(self.keys.lock, self.owner, nx=True, ex=ttl):
             other = self.r.get(self.keys.lock)
             if other is not None and _dead_here(_text(other)):
@@ -174,8 +185,28 @@ class Coordinator:
                               f"(its lock expires {ttl} s after it stops)")
         self._lock_ttl = ttl
         self._lock_at = time.monotonic()
+        self._lock_lost = False
+        self._lock_stop = threading.Event()
+        # kept alive from a thread of its own: the main thread may wait on slow input (a pipe) for longer than the
+        # lock lives, and another coordinator must not take the job meanwhile
+        threading.Thread(target=self._keep_lock, name=f"glinker-lock-{self.job}", daemon=True).start()
+
+    def _keep_lock(self) -> None:
+        r = connect(self.url)
+        while not self._lock_stop.wait(self._lock_ttl / 3):
+            try:
+                if _text(r.get(self.keys.lock) or b"") != self.owner:
+                    self._lock_lost = True
+                    return
+                r.expire(self.keys.lock, self._lock_ttl)
+            except Exception as e:  # Redis away for a moment: the main thread finds out and says so
+                log.debug("could not refresh the lock of job %s: %s", self.job, e)
 
     def _refresh_lock(self) -> None:
+        if self._lock_lost:
+            raise StageError(f"job {self.job!r} on {redact(self.url)} is no longer this run's: its lock expired or "
+                             f"was taken (Redis lost it, or it was deleted)", where=f"job {self.job!r}",
+                             fix="run the same command again: it resumes after the documents already written")
         if time.monotonic() - self._lock_at > self._lock_ttl / 3:
             self.r.expire(self.keys.lock, self._lock_ttl)
             self._lock_at = time.monotonic()
@@ -190,6 +221,7 @@ class Coordinator:
 
     def close(self, state: str = "closed") -> None:
         """End the job: workers stop taking its batches; the queue keys are removed."""
+        self._lock_stop.set()
         try:
             pipe = self.r.pipeline()
             pipe.hset(self.keys.meta, "state", state)

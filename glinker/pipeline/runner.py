@@ -75,6 +75,14 @@ class RunStats:
                 "stages": {k: vars(v).copy() for k, v in self.stages.items()}}
 
 
+def kb_ident(m: Any) -> dict[str, Any]:
+    """What a KB directory is, from its manifest ``m``: its counts, source, vector model, index, entity-text template
+    and its build and last update times (a rebuild or an update is another KB, and so is the same source embedded
+    through another template; a copy of the directory is the same KB)."""
+    return {"counts": m.counts, "source": m.source, "model": m.model_fingerprint, "factory": m.factory,
+            "nprobe": m.nprobe, "template": m.template, "created": m.created, "updated": m.updated}
+
+
 @dataclass
 class BatchResult:
     """One batch's documents and every stage's output; ``output`` is the pipeline's result stage's."""
@@ -179,8 +187,7 @@ class Pipeline:
     def fingerprint(self, resources: bool = False) -> str:
         """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters), output
         and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
-        (after warm-up) also the loaded models' fingerprints and the KBs' contents (entity counts, source,
-        vector model, index). Cluster workers compare it so that one job is never linked by two pipelines."""
+        (after warm-up) also the loaded models' fingerprints and the KBs' identities (:func:`kb_ident`). Cluster workers compare it so that one job is never linked by two pipelines."""
         import hashlib
         import json
 
@@ -193,16 +200,14 @@ class Pipeline:
                 if isinstance(fp, str):
                     found.append(f"model:{fp}")
                 elif man is not None and hasattr(man, "counts"):
-                    found.append("kb:" + json.dumps({"counts": man.counts, "source": man.source, "model":
-                                                     man.model_fingerprint, "factory": man.factory},
-                                                    sort_keys=True, default=str))
+                    found.append("kb:" + json.dumps(kb_ident(man), sort_keys=True, default=str))
             ident["resources"] = sorted(found)
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def resource_ident(self) -> dict[str, Any]:
         """What the pipeline's KBs and models are, read without loading them: each KB directory's manifest (entity
-        counts, source, vector model, index), a KB read from its source by its definition, a model by its shipped
+        counts, source, vector model, index, entity-text template, build and update times), a KB read from its source by its definition, a model by its shipped
         manifest, its local checkpoint's config and weight sizes, or its hub id. A cluster job's coordinator and
         workers compare it, so that a worker given another KB or model (or a coordinator given a KB that does not
         exist) is found before any document is linked. Raises the KB's error when a KB directory is missing."""
@@ -224,8 +229,7 @@ class Pipeline:
             if isinstance(ref, str):
                 gen = current_generation(Path(ctx.resolve_path(ref) or ref))
                 m = Manifest.load(gen / "manifest.json")
-                kbs[name_] = {"counts": m.counts, "source": m.source, "model": m.model_fingerprint,
-                              "factory": m.factory}
+                kbs[name_] = kb_ident(m)
                 where[f"kb:{name_}"] = ref
             elif ref is not None:
                 kbs[name_] = json.loads(json.dumps(ref if isinstance(ref, dict) else ref.model_dump(mode="json"),

@@ -230,6 +230,24 @@ def test_resume_refuses_a_kb_rebuilt_or_updated_at_the_same_path(pipeline, tiny_
         k.upsert([Entity(id="QNEW", label="Atlantis")], BiEncoder.from_pretrained(tiny_model))
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "what its KB or model holds" in res.output, res.output
+    # the same entities embedded through another template, put at the same path (same counts, source and model)
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import ENTITIES, write_entities
+
+    src_kb = write_entities(tmp_path / "e.jsonl", ENTITIES)
+    build_kb(load_adapter("jsonl", str(src_kb)), tmp_path / "k1", BiEncoder.from_pretrained(tiny_model))
+    build_kb(load_adapter("jsonl", str(src_kb)), tmp_path / "k2", BiEncoder.from_pretrained(tiny_model),
+             template="{label}")
+    shutil.rmtree(kb)
+    shutil.copytree(tmp_path / "k1", kb)
+    assert CliRunner().invoke(app, [*args, "--no-resume"]).exit_code == 0
+    out.write_text(out.read_text().splitlines(keepends=True)[0])
+    shutil.rmtree(kb)
+    shutil.copytree(tmp_path / "k2", kb)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "what its KB or model holds" in res.output, res.output
 
 
 def test_a_second_run_on_the_same_output_is_refused(pipeline, tmp_path):

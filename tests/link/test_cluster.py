@@ -263,6 +263,33 @@ def test_a_crashed_coordinators_lock_on_this_machine_is_taken_over(redis_job):
         c.close()
 
 
+def test_a_coordinator_waiting_on_slow_input_keeps_its_job(redis_job, monkeypatch):
+    """A coordinator reading a slow pipe did no Redis work, so its lock expired: a second coordinator took the job
+    (deleting the first one's batches) and the first hung for ever. The lock is now kept from a thread of its own,
+    and a coordinator that lost it says so at its next step."""
+    import time
+
+    import redis
+
+    from glinker import cluster
+    from glinker.errors import ConfigError, StageError
+
+    monkeypatch.setattr(cluster, "MIN_LOCK_TTL", 2)
+    r = redis.Redis.from_url(URL)
+    c = cluster.Coordinator(URL, redis_job, "x", lambda recs: None, heartbeat_ttl=0.5)  # a lock of 2 s
+    try:
+        time.sleep(4)  # twice the lock's life, without a Redis call on this thread
+        assert r.get(f"glinker:{redis_job}:lock").decode() == c.owner
+        with pytest.raises(ConfigError, match="is being coordinated by"):
+            cluster.Coordinator(URL, redis_job, "x", lambda recs: None)
+        r.set(f"glinker:{redis_job}:lock", "someone-else")
+        time.sleep(1.5)
+        with pytest.raises(StageError, match="no longer this run's"):
+            c.submit({"docs": []}, "in.jsonl:1-2")
+    finally:
+        c.close()
+
+
 def _kb_vectors(kb_dir: Path):
     import numpy as np
 
