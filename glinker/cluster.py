@@ -339,8 +339,10 @@ class Coordinator:
         self._write_ready()
         if not alive and time.monotonic() - self._last_idle_note > 30:
             self._last_idle_note = time.monotonic()
-            log.warning("job %s: %d batches waiting and no live worker; start one with `%s`", self.job,
-                        self.seq - self.next_write + 1, self.worker_hint)
+            refused = _text(self.r.hget(self.keys.meta, "refused") or b"")
+            log.warning("job %s: %d batches waiting and no live worker; start one with `%s`%s", self.job,
+                        self.seq - self.next_write + 1, self.worker_hint,
+                        f" (the last one refused the job: {refused})" if refused else "")
 
     def _requeue_overdue(self, worker: str, now: float) -> None:
         """A live worker that has held a batch longer than ``batch_timeout`` (hung: its heartbeat thread still
@@ -655,8 +657,9 @@ class Worker:
         token = bid.rpartition(":")[0]
         try:
             current = self._check_job(token)
-        except ConfigError:
+        except ConfigError as e:
             self.r.lmove(self.keys.proc(self.name), self.keys.todo, "LEFT", "RIGHT")  # not ours to answer
+            self.r.hset(self.keys.meta, "refused", f"worker {self.name}: {e.message}")  # for the coordinator to say
             raise
         raw = self.r.get(self.keys.batch(bid)) if current else None
         if raw is None:  # the coordinator ended or restarted the job

@@ -418,8 +418,10 @@ class Server:
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
                  max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS) -> None:
         try:  # the address first: a port in use fails at once, not after the models load
-            self.httpd = _Listener((host, port), BaseHTTPRequestHandler)
+            self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False)
+            self.httpd.server_bind()
         except OSError as e:
+            self.httpd.server_close()
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
                               fix="pick another --port (0: any free one), or stop what listens there") from None
         try:
@@ -431,6 +433,9 @@ class Server:
             raise
         self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars)
         self.httpd.daemon_threads = True
+        # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
+        # during the load is refused, rather than held until it ends
+        self.httpd.server_activate()
         self.host, self.port = self.httpd.server_address[:2]
 
     def serve_forever(self) -> None:

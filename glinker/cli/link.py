@@ -202,7 +202,7 @@ def link(
         raise typer.Exit(130)
     typer.echo(f"linked {n['written']} documents -> {output}"
                + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")
-               + (f" ({n['bad']} bad lines skipped)" if n["bad"] else ""), err=True)
+               + (f" ({n['bad']} bad line{'s' if n['bad'] != 1 else ''} skipped)" if n["bad"] else ""), err=True)
 
 
 def worker(

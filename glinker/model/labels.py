@@ -30,9 +30,24 @@ DEFAULT_INDEX_THRESHOLD = 100_000
 # with the shipped model at 100k labels, 12.3 s for 128 sentences against HNSW's 17.2 s at the efSearch that
 # agrees on >= 99% of spans (docs/bench/labels.md), so retrieval starts here instead (unless the bank says).
 LOWP_INDEX_THRESHOLD = 150_000
-# factory used when an index is built implicitly: exact up to 10k labels, HNSW above
-DEFAULT_LARGE_FACTORY = "HNSW32"
+# factory used when an index is built implicitly: exact up to 10k labels, above an inverted file of about
+# 4 sqrt(N) lists (a power of two, as the KB's), probed DEFAULT_NPROBE lists deep and scored by matrix products on the
+# CPU (scoring.score_rows_ivf). Measured against HNSW32 (efSearch 512, MIPS transform), 1 thread, this 2-core AVX2 CPU
+# (docs/bench/labels.md): shipped model, 100k labels, 128 CoNLL-dev sentences, threshold 0.3: IVF1024 at nprobe 64
+# 27.3 ex/s and 99.2% of spans as exhaustive scoring (4.6 ex/s), HNSW 11.2 ex/s and 98.8%; edge checkpoint, 100k:
+# 100% vs 84%; 1M labels (IVF4096): nprobe 64 2.83 ex/s, 98.4%, nprobe 256 0.79 ex/s, 100% (HNSW: 0.57 ex/s).
+DEFAULT_NPROBE = 64
 _FLAT_UP_TO = 10_000
+
+
+def large_factory(n: int) -> str:
+    """The index built for a bank of ``n`` labels unless told otherwise: ``Flat`` up to 10k, else
+    ``IVF<about 4 sqrt(n)>,Flat`` (inner product: its lists are scored by matrix products)."""
+    import math
+
+    if n <= _FLAT_UP_TO:
+        return "Flat"
+    return f"IVF{2 ** round(math.log2(4 * math.sqrt(n)))},Flat"
 # HNSW search breadth. Graph indexes are built on the MIPS->L2 transform (see build_faiss_index): with the shipped
 # model v3 at 100k labels (128 CoNLL-dev sentences, threshold 0.3) the same entities as exhaustive scoring on
 # 96.3% / 98.5% / 99.4% / 100% of spans at efSearch 128 / 256 / 512 / 1024 (docs/bench/labels.md).
@@ -123,8 +138,11 @@ def build_faiss_index(
             fix='use a faiss factory string such as "Flat", "HNSW32" or "IVF1024,Flat"',
         ) from None
     if not index.is_trained:
+        from glinker.kb.index import factory_nlist
+
         rng = np.random.default_rng(seed)
-        take = np.sort(rng.choice(n, size=min(n, train_size), replace=False))
+        # faiss's k-means wants at least 39 points per list
+        take = np.sort(rng.choice(n, size=min(n, max(train_size, 40 * (factory_nlist(factory) or 0))), replace=False))
         sample = vectors[torch.as_tensor(take)] if isinstance(vectors, torch.Tensor) else vectors[take]
         if isinstance(sample, torch.Tensor):
             sample = sample.detach().cpu().float().numpy()
@@ -177,7 +195,7 @@ def check_factory(factory: str, n: int, dim: int, mips: str = "auto") -> None:
 
 
 def search_index(
-    index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = 32
+    index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_NPROBE
 ) -> Any:
     """(n, k) int64 label rows of the ``k`` largest inner products per query row; -1 where fewer exist.
 
@@ -239,7 +257,7 @@ class LabelBank:
         self.index_threshold: int | None = None
         self.index_factory: str | None = None
         self.ef_search = DEFAULT_EF_SEARCH
-        self.nprobe = 32
+        self.nprobe = DEFAULT_NPROBE
         self._faiss_index: Any = None
         self._ivf: Any = None  # the IVF lists as tensors (ivf_lists), for the index they were taken from
         self._index_path: Path | None = None
@@ -287,8 +305,8 @@ class LabelBank:
         return self._faiss_index is not None or self._index_path is not None
 
     def default_factory(self) -> str:
-        """The factory used when an index is built implicitly: exact ``Flat`` up to 10k labels, else HNSW."""
-        return "Flat" if len(self) <= _FLAT_UP_TO else DEFAULT_LARGE_FACTORY
+        """The factory used when an index is built implicitly (:func:`large_factory`)."""
+        return large_factory(len(self))
 
     def build_index(
         self, factory: str | None = None, batch_size: int = 65_536, progress: bool = False, mips: str = "auto"

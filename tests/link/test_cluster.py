@@ -160,6 +160,10 @@ def test_a_worker_with_another_pipeline_is_refused(pipeline, inputs, tmp_path, t
                                                   tmp_path / "out.jsonl", redis_job)
     assert errors and "r.weights ({'biencoder'" in errors[0].message and "same pipeline file" in errors[0].fix
     assert n["written"] == 11 and wrong.documents == 0
+    import redis  # the refusal is left where the coordinator's "no live worker" note reads it
+
+    refused = redis.Redis.from_url(URL).hget(f"glinker:{redis_job}:meta", "refused").decode()
+    assert refused.startswith(f"worker {wrong.name}: ") and "r.weights" in refused
 
 
 def test_a_workers_error_names_the_lines_after_earlier_batches_are_written(pipeline, inputs, tmp_path, redis_job):

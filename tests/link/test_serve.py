@@ -165,6 +165,40 @@ def test_a_port_in_use_is_a_clear_error_before_loading(pipeline, server, monkeyp
     assert f":{server.port}" in str(ei.value) and "--port" in str(ei.value)
 
 
+def test_connections_are_refused_until_the_models_are_loaded(pipeline, monkeypatch):
+    """The port was listening before the load: probes passed and clients hung for the whole load."""
+    import socket
+
+    import glinker
+    from glinker.serve import Server
+
+    pipe = glinker.load_pipeline(str(pipeline))
+    seen = []
+    load = pipe.warm_up
+
+    def slow_load(*a, **k):
+        with socket.socket() as s:  # the port is held (bound), but nobody is let in yet
+            seen.append(s.connect_ex(("127.0.0.1", srv_port[0])))
+        return load(*a, **k)
+
+    srv_port = []
+    real_bind = __import__("glinker.serve", fromlist=["_Listener"])._Listener.server_bind
+
+    def bind(self):
+        real_bind(self)
+        srv_port.append(self.server_address[1])
+
+    monkeypatch.setattr("glinker.serve._Listener.server_bind", bind)
+    monkeypatch.setattr(pipe, "warm_up", slow_load)
+    srv = Server(pipe, port=0)
+    try:
+        assert seen and seen[0] != 0  # refused while loading
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5):
+            pass  # accepted (queued) once loaded
+    finally:
+        srv.stop()
+
+
 def test_serve_command_answers_and_stops_on_sigterm(pipeline):
     p = subprocess.Popen([sys.executable, "-m", "glinker", "serve", "-p", str(pipeline), "--port", "0"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
