@@ -264,6 +264,14 @@ class Coordinator:
         pipe.lpush(self.keys.todo, bid)
         pipe.execute()
 
+    def collect_ready(self) -> None:
+        """Collect and write what has been answered, waiting at most ``poll`` seconds (between submits)."""
+        with self._redis("waiting for answers"):
+            if self.next_write <= self.seq:
+                self._collect()
+            else:
+                self._refresh_lock()
+
     def drain(self) -> None:
         """Wait until every submitted batch is answered and written."""
         with self._redis("waiting for answers"):

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import typer
 
@@ -376,7 +376,10 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     k = 0  # documents of the input read so far
     with claim, (pipe.gc_frozen() if coordinator is None else contextlib.nullcontext()):
         try:
-            for n, rec in iter_input(input, fmt, skip_bad, text_field, problems):
+            records = iter_input(input, fmt, skip_bad, text_field, problems)
+            if coordinator is not None:  # answers are written while the input is slow to come (a pipe)
+                records = _prefetched(records, coordinator.collect_ready)
+            for n, rec in records:
                 if bar is not None:
                     bar.update(n - last_line)
                 last_line = n
@@ -412,6 +415,52 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     elif stats:
         typer.echo("per-stage times are kept by each worker (`glinker worker --stats`)", err=True)
     return counts
+
+
+def _prefetched(items: Iterator[Any], idle: Callable[[], None], wait: float = 0.5) -> Iterator[Any]:
+    """``items`` read ahead by a thread of their own; while none is ready ``idle()`` runs every ``wait`` s (a queue
+    coordinator collects and writes answers meanwhile). An error of the reader is raised where it happened, after
+    the items before it."""
+    import queue
+
+    box: queue.Queue = queue.Queue(maxsize=4096)
+    end = object()
+    stop = threading.Event()  # the consumer is gone (an error, Ctrl-C): the reader stops too
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=wait)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for x in items:
+                if not put((True, x)):
+                    return
+        except BaseException as e:  # handed over to the consumer, in order
+            put((False, e))
+        finally:
+            put((True, end))
+
+    threading.Thread(target=read, name="glinker-input", daemon=True).start()
+    try:
+        while True:
+            try:
+                ok, x = box.get(timeout=wait)
+            except queue.Empty:
+                idle()
+                continue
+            if not ok:
+                raise x
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
 
 
 def run_ident(pipe: Any, model: str | None, kb: str | None) -> dict[str, Any]:

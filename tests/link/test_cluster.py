@@ -657,3 +657,38 @@ def test_the_same_kb_copied_elsewhere_is_the_same_job(pipeline, tiny_kb, tmp_pat
     ra, rb = a.resource_ident(), b.resource_ident()
     assert job_fingerprint(a.fingerprint(), ra) == job_fingerprint(b.fingerprint(), rb)
     assert str(copy) in describe_resources(rb) and "entities)" in describe_resources(rb)
+
+
+def test_answers_are_written_while_the_input_is_slow(pipeline, tmp_path, redis_job, monkeypatch):
+    """A coordinator reading a slow pipe wrote nothing until the input ended (answers were collected only when the
+    next batch was submitted); now they are written as they come, as a local run writes them."""
+    import os
+
+    from .conftest import TEXTS
+
+    r, w = os.pipe()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(r, "r", encoding="utf-8"))
+    out = tmp_path / "out.jsonl"
+    docs = [json.dumps({"id": f"d{i}", "text": TEXTS[i % len(TEXTS)]}) + "\n" for i in range(6)]
+    seen: list[int] = []
+
+    def producer():
+        with os.fdopen(w, "w", encoding="utf-8") as f:
+            f.writelines(docs[:4])
+            f.flush()
+            deadline = time.time() + 60
+            while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 4):
+                time.sleep(0.2)
+            seen.append(len(out.read_text().splitlines()) if out.exists() else 0)
+            f.writelines(docs[4:])
+
+    workers, threads = start_workers(pipeline, redis_job, n=1)
+    t = threading.Thread(target=producer, daemon=True)
+    t.start()
+    try:
+        n = run_link(Path("-"), pipeline, out, fmt="jsonl", batch_size=2, queue=URL, job=redis_job)
+    finally:
+        t.join(timeout=90)
+        stop(workers, threads)
+    assert seen == [4] and n["written"] == 6
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [f"d{i}" for i in range(6)]
