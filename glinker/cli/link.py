@@ -345,11 +345,16 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
 
         from glinker.cluster import DEFAULT_JOB, Coordinator, job_fingerprint
 
-        resources = pipe.resource_ident()  # the KBs and models the workers must share (a missing KB fails here)
-        coordinator = Coordinator(queue, job or DEFAULT_JOB, job_fingerprint(pipe.fingerprint(), resources), write,
-                                  max_in_flight=max_in_flight, pipeline_name=pipe.name, max_attempts=max_attempts,
-                                  batch_timeout=batch_timeout, resources=resources, identity=pipe.identity(),
-                                  **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
+        try:
+            resources = pipe.resource_ident()  # the KBs and models the workers must share (a missing KB fails here)
+            coordinator = Coordinator(queue, job or DEFAULT_JOB, job_fingerprint(pipe.fingerprint(), resources),
+                                      write, max_in_flight=max_in_flight, pipeline_name=pipe.name,
+                                      max_attempts=max_attempts, batch_timeout=batch_timeout, resources=resources,
+                                      identity=pipe.identity(),
+                                      **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
+        except BaseException:
+            claim.__exit__(None, None, None)  # no run happened: no run record is left (as a local run that fails)
+            raise
 
         def _terminate(*_: Any) -> None:  # a scheduler's SIGTERM: end the job as Ctrl-C does (keys removed)
             raise KeyboardInterrupt

@@ -227,7 +227,14 @@ class Pipeline:
             fields = type(p).model_fields if p is not None else {}
             ref = (getattr(p, "kb", None) or ctx.kb) if "kb" in fields else None
             if isinstance(ref, str):
-                gen = current_generation(Path(ctx.resolve_path(ref) or ref))
+                found = Path(ctx.resolve_path(ref) or ref)
+                if not found.exists():  # said as a local run says it: where it was looked for, and how to build it
+                    from glinker.errors import KBError
+                    from glinker.pipeline.spec import missing_kb
+
+                    msg, fix = missing_kb(ref, Path(self.spec.base_dir))
+                    raise KBError(f"stage {name_!r}: {msg}", where=str(self.spec.source), fix=fix)
+                gen = current_generation(found)
                 m = Manifest.load(gen / "manifest.json")
                 kbs[name_] = kb_ident(m)
                 where[f"kb:{name_}"] = ref
