@@ -321,6 +321,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         for stage in pipe.stages.values():  # files the pipeline's own writers hold: continued, not started anew
             stage.continue_output()
     bs = batch_size or pipe.spec.header.settings.batch_size
+    log_every = pipe.spec.header.settings.log_every
     problems: list[str] = []
     counts = {"written": 0, "skipped_done": 0, "bad": 0}
     bar = None
@@ -337,7 +338,10 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
             writer.write(recs)
         else:
             write_jsonl(output, recs, append=True)
+        before = counts["written"]
         counts["written"] += len(recs)
+        if log_every and before // log_every != counts["written"] // log_every:  # `settings.log_every` of the pipeline
+            log.info("%s: %d documents linked -> %s", pipe.name, counts["written"], output)
 
     coordinator = None
     if queue:

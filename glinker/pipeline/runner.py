@@ -407,7 +407,9 @@ class Pipeline:
                     log.info("%s: %d documents", self.name, seen)
                     next_log += log_every
         if batch:
+            seen += len(batch)
             yield self.run_batch(batch)
+        log.info("%s: %d documents", self.name, seen)
 
     def __call__(self, documents: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
         """Run all documents and return the output stage's result, one entry per document."""

@@ -382,3 +382,15 @@ def test_a_pipeline_that_ends_at_candidates_writes_them(tmp_path, tiny_model, ti
     page = tmp_path / "out.html"
     run_link(src, p, page)
     assert page.read_text(encoding="utf-8").count("gl-ment") > len(TEXTS)
+
+
+def test_log_every_logs_progress_in_glinker_link(tmp_path, tiny_model, tiny_kb, caplog):
+    """`settings.log_every` was read only by Pipeline.run: `glinker link` never logged progress."""
+    p = tmp_path / "p.yaml"
+    p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb).replace("settings: {batch_size: 2}",
+                                                                    "settings: {batch_size: 2, log_every: 2}"))
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    with caplog.at_level("INFO", logger="glinker.cli.link"):
+        run_link(src, p, tmp_path / "o.jsonl")
+    assert "t: 2 documents linked" in caplog.text and "t: 4 documents linked" in caplog.text
