@@ -264,13 +264,17 @@ class Coordinator:
         pipe.lpush(self.keys.todo, bid)
         pipe.execute()
 
-    def collect_ready(self) -> None:
-        """Collect and write what has been answered, waiting at most ``poll`` seconds (between submits)."""
+    def collect_ready(self, block: bool = True) -> None:
+        """Collect and write what has been answered (between submits), waiting at most ``poll`` seconds for an
+        answer, or (``block=False``) taking only those already there."""
         with self._redis("waiting for answers"):
-            if self.next_write <= self.seq:
+            if self.next_write > self.seq:
+                self._refresh_lock()
+            elif block:
                 self._collect()
             else:
-                self._refresh_lock()
+                while self.next_write <= self.seq and self.r.llen(self.keys.done):
+                    self._collect()
 
     def drain(self) -> None:
         """Wait until every submitted batch is answered and written."""

@@ -417,13 +417,16 @@ class Server:
 
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
                  max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS) -> None:
+        def in_use(e: OSError) -> ConfigError:
+            return ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
+                               fix="pick another --port (0: any free one), or stop what listens there")
+
+        self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False)
         try:  # the address first: a port in use fails at once, not after the models load
-            self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False)
             self.httpd.server_bind()
         except OSError as e:
             self.httpd.server_close()
-            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
-                              fix="pick another --port (0: any free one), or stop what listens there") from None
+            raise in_use(e) from None
         try:
             pipeline.warm_up()
             self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
@@ -435,7 +438,12 @@ class Server:
         self.httpd.daemon_threads = True
         # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
         # during the load is refused, rather than held until it ends
-        self.httpd.server_activate()
+        try:
+            self.httpd.server_activate()
+        except OSError as e:  # another server bound the same port meanwhile (bound but not listening: allowed)
+            self.httpd.server_close()
+            self.batcher.close()
+            raise in_use(e) from None
         self.host, self.port = self.httpd.server_address[:2]
 
     def serve_forever(self) -> None:

@@ -185,6 +185,19 @@ def _source_bar(ad: Any) -> Iterator[Iterator[Any]]:
         yield counted()
 
 
+def _adapter_of(source: str, built: str | None) -> str:
+    """``kb add``'s adapter when none is named: the one the source's name says (a ``.jsonl`` or ``.csv``/``.tsv``
+    file, a SQL URL), else the build's (a Wikidata dump is ``.json``, ``.json.gz``, ``.json.bz2``)."""
+    name = source.lower().removesuffix(".gz").removesuffix(".bz2")
+    if "://" in source:
+        return "sql"
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    return built or "jsonl"
+
+
 def _same_option(given: Any, built: Any) -> bool:
     """Whether an option given as text (``-o languages=en,de``) is the value the build recorded (``['en', 'de']``)."""
     if isinstance(given, str) and isinstance(built, (list, tuple)):
@@ -216,7 +229,7 @@ def add(
     options = _merged_options(opt, table=table, query=query)
     with KB.open(path) as k:  # how it was built (closed before the update opens it)
         built = k.manifest.source
-    adapter = adapter or built.get("adapter") or "jsonl"
+    adapter = adapter or _adapter_of(source, built.get("adapter"))
     if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
         # the build's table, columns, mapping, alias table...: `kb add` replaces whole records with what it reads, so
         # an option not given again is the build's (a field no longer mapped would be emptied)

@@ -426,9 +426,10 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     return counts
 
 
-def _prefetched(items: Iterator[Any], idle: Callable[[], None], wait: float = 0.5) -> Iterator[Any]:
-    """``items`` read ahead by a thread of their own; while none is ready ``idle()`` runs every ``wait`` s (a queue
-    coordinator collects and writes answers meanwhile). An error of the reader is raised where it happened, after
+def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float = 0.5) -> Iterator[Any]:
+    """``items`` read ahead by a thread of their own; while none is ready ``idle(True)`` runs every ``wait`` s, and
+    ``idle(False)`` (not waiting) at least every ``wait`` s while they trickle in (a queue coordinator collects and
+    writes answers meanwhile). An error of the reader is raised where it happened, after
     the items before it."""
     import queue
 
@@ -456,12 +457,19 @@ def _prefetched(items: Iterator[Any], idle: Callable[[], None], wait: float = 0.
             put((True, end))
 
     threading.Thread(target=read, name="glinker-input", daemon=True).start()
+    import time
+
+    last = time.monotonic()
     try:
         while True:
+            if time.monotonic() - last >= wait:  # input trickling in: what is answered is written meanwhile
+                idle(False)
+                last = time.monotonic()
             try:
                 ok, x = box.get(timeout=wait)
             except queue.Empty:
-                idle()
+                idle(True)
+                last = time.monotonic()
                 continue
             if not ok:
                 raise x

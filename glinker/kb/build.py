@@ -125,8 +125,9 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
             try:
                 return _build_locked(adapter, root, encoder, resume=resume, **kw)
             except SourceChanged as e:
-                log.warning("the source changed since the interrupted build: %s; starting the build over", e)
-                return _build_locked(adapter, root, encoder, resume=False, **kw)
+                changed = str(e)  # (retried outside this block: its traceback holds the first reading's workers)
+            log.warning("the source changed since the interrupted build: %s; starting the build over", changed)
+            return _build_locked(adapter, root, encoder, resume=False, **kw)
     except Busy:
         raise KBError(f"another build is writing {root}", where=str(root),
                       fix="wait for it to finish (or stop it), or build into another folder") from None
@@ -259,7 +260,13 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     it: Iterator[Any] = adapter.iter_entities()
     if pos:
         log.warning("resuming the interrupted build: %d entities already stored are read past", pos)
-        _skip_stored(it, pos, store.get_meta("ingest_last_ids", None), adapter)
+        try:
+            _skip_stored(it, pos, store.get_meta("ingest_last_ids", None), adapter)
+        except SourceChanged:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # the reading's worker processes and open file end now, not with the retry
+            raise
     est = None
     try:
         est = adapter.estimate_count()

@@ -146,7 +146,15 @@ class KB:
 
         root = Path(path)
         live = current_generation(root)
+        try:
+            import fcntl  # noqa: F401  (without it nothing is locked: copies are removed by age, as before)
+
+            locking = True
+        except ImportError:  # pragma: no cover - Windows
+            locking = False
         for lk in root.glob(".lock.update-*"):  # a killed update's copy: its lock is free (a running one holds it)
+            if not locking and time.time() - lk.stat().st_mtime < 3600:
+                continue
             try:
                 with locked(lk, wait=False):
                     shutil.rmtree(root / lk.name[len(".lock"):], ignore_errors=True)

@@ -531,7 +531,7 @@ def score_rows_ivf(
     rows_by_list = order // npb  # the rows probing each list, list after list
     ends = torch.bincount(flat, minlength=nlist).cumsum(0).tolist()
     parts_r, parts_c, parts_l = [], [], []
-    start = 0
+    start = kept = 0
     for j, end in enumerate(ends):
         if end == start:
             continue
@@ -543,26 +543,41 @@ def score_rows_ivf(
         for a in range(0, rows.numel(), sub):
             rr = rows[a : a + sub]
             logits = q[rr] @ vecs.T
+            cols = None
+            if top_k < vecs.shape[0]:  # a row's top_k overall are among its top_k of each list
+                logits, cols = logits.topk(top_k, dim=1)
             r, c = torch.nonzero(logits > lt, as_tuple=True)
             if r.numel():
                 parts_r.append(rr[r])
-                parts_c.append(lists.ids[j][c])
+                parts_c.append(lists.ids[j][c if cols is None else cols[r, c]])
                 parts_l.append(logits[r, c])
+                kept += r.numel()
+        if top_k < n_labels and kept > max(4 * n * top_k, 1 << 16):  # memory bounded by rows x top_k
+            parts_r, parts_c, parts_l = [list(x) for x in zip(_top_per_row(
+                torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_l), top_k))]
+            kept = parts_r[0].numel()
     if not parts_r:
         return empty, empty, torch.zeros(0, device=reps.device)
     r, c, logit = torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_l)
     if top_k < n_labels:  # each row keeps its top_k labels by score, as a top_k search would return
-        o = torch.argsort(logit, descending=True, stable=True)
-        o = o[torch.argsort(r[o], stable=True)]  # by row, best first within a row
-        r, c, logit = r[o], c[o], logit[o]
-        first = torch.searchsorted(r, r, side="left")
-        keep = torch.arange(r.numel(), device=r.device) - first < top_k
-        r, c, logit = r[keep], c[keep], logit[keep]
+        r, c, logit = _top_per_row(r, c, logit, top_k)
     p = torch.sigmoid(logit)
     keep = p > threshold
     r, c, p = r[keep], c[keep], p[keep]
     order = torch.argsort(r * n_labels + c, stable=True)  # row-major (span, class), as gliner's torch.where
     return r[order], c[order], p[order]
+
+
+def _top_per_row(
+    r: torch.Tensor, c: torch.Tensor, logit: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` pairs of largest logit of each row (sorted by row, best first)."""
+    o = torch.argsort(logit, descending=True, stable=True)
+    o = o[torch.argsort(r[o], stable=True)]  # by row, best first within a row
+    r, c, logit = r[o], c[o], logit[o]
+    first = torch.searchsorted(r, r, side="left")
+    keep = torch.arange(r.numel(), device=r.device) - first < k
+    return r[keep], c[keep], logit[keep]
 
 
 def score_candidates(

@@ -188,11 +188,14 @@ class FuzzyCandidates(Stage):
             res_row = []
             for m, hits in row:
                 found: dict[str, Candidate] = {}
+                key = normalize_alias(m.text)
+                named = {eid for eid, alias, _ in hits if alias == key}  # named exactly so (ties of token scorers)
                 for eid, _alias, score in hits:
                     ent = ents.get(eid)
                     if ent is not None and (eid not in found or found[eid].score < score / 100):
                         found[eid] = _candidate(ent, "fuzzy", score / 100.0)
-                cands = sorted(found.values(), key=lambda c: (-c.score, -ents[c.entity_id].popularity, c.entity_id))
+                cands = sorted(found.values(), key=lambda c: (-c.score, c.entity_id not in named,
+                                                              -ents[c.entity_id].popularity, c.entity_id))
                 res_row.append(MentionCandidates(m, cands[: p.top_k], mention_vector(m)))
             result.append(res_row)
         return result

@@ -161,7 +161,7 @@ class Rescore(Stage):
             weights = {k: v for k, v in weights.items() if k != "type"}
             log.warning("stage %r: no entity of the KB has types, so the 'type' feature is left out (it would score "
                         "every candidate 0; weights %s)", self.name, weights)
-        if not weights:
+        if not weights or set(weights) == {"coherence"}:  # coherence compares candidates scored by the others
             raise ConfigError(f"stage {self.name!r}: no feature of `weights` can score with KB {self.kb.root} (its "
                               f"prior needs alias counts, its type feature entity types)", where=f"stage {self.name!r}",
                               fix="weigh features this KB supports (biencoder, popularity, alias...), or build the KB "

@@ -87,6 +87,9 @@ def test_build_wikidata_with_options_alias_only(tmp_path: Path, caplog: Any) -> 
     assert "differ" not in caplog.text
     cli("kb", "add", str(out), "-s", str(dump), "-o", "workers=0", "-o", "p31_include=Q5")
     assert "p31_include differs from the build's" in caplog.text
+    # glinker's own records (.jsonl) into a KB built from a dump: read as JSONL, as the docs show
+    new = write_jsonl([Entity(id="Q999", label="Paris Hilton")], tmp_path / "new.jsonl")
+    assert "added 1" in cli("kb", "add", str(out), "--source", str(new)).stdout
     assert info["source"]["options"]["p31_include"] == ["Q515"]
 
 

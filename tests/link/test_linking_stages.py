@@ -156,15 +156,41 @@ def test_type_feature_on_a_kb_without_types_is_left_out(tiny_model, tmp_path, ca
 
     from .conftest import ENTITIES, write_entities
 
+    from glinker.model import BiEncoder
+
     kb = tmp_path / "kb"
     build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl",
-                                                      [e.model_copy(update={"types": []}) for e in ENTITIES]))), kb, None)
+                                                      [e.model_copy(update={"types": []}) for e in ENTITIES]))), kb,
+             BiEncoder.from_pretrained(tiny_model))
     y = TYPED
     [doc] = pipe(y, tiny_model, kb).link([given((0, 5), text="Paris killed Achilles.")])
     assert "no entity of the KB has types" in caplog.text
     assert "type" not in doc.links[0].candidates[0].scores and doc.links[0].confidence > 0.5
     with pytest.raises(ConfigError, match="no feature of `weights` can score"):
         pipe(y.replace("popularity: 0.2, ", ""), tiny_model, kb).link([given((0, 5), text="Paris killed Achilles.")])
+    with pytest.raises(ConfigError, match="no feature of `weights` can score"):  # coherence alone scores nothing
+        pipe(y.replace("popularity: 0.2", "coherence: 1.0"), tiny_model, kb).link(
+            [given((0, 5), text="Paris killed Achilles.")])
+
+
+def test_fuzzy_candidates_keep_the_entity_named_like_the_mention_first(tiny_model, tmp_path):
+    """With a token scorer every alias holding "munich" scores 100; the stage re-sorted ties by popularity and its
+    top_k cut the entity named exactly "Munich"."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import write_entities
+
+    ents = [Entity(id="Q1726", label="Munich", popularity=10), Entity(id="Q2", label="Munich Airport", popularity=100),
+            Entity(id="Q3", label="FC Bayern Munich", popularity=200)]
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "m.jsonl", ents))), tmp_path / "kb", None)
+    y = """stages:
+  m: {type: given_mentions}
+  f: {type: fuzzy_candidates, input: m, scorer: token_set_ratio, skip_exact: false, top_k: 1}
+  links: {type: select, input: f}
+"""
+    [doc] = pipe(y, tiny_model, tmp_path / "kb").link([given((0, 6), text="Munich is big.")])
+    assert [c.entity_id for c in doc.links[0].candidates] == ["Q1726"]
 
 
 def counted_kb(path: Path) -> Path:

@@ -165,6 +165,21 @@ def test_a_port_in_use_is_a_clear_error_before_loading(pipeline, server, monkeyp
     assert f":{server.port}" in str(ei.value) and "--port" in str(ei.value)
 
 
+def bound_ports(monkeypatch) -> list:
+    """The ports servers bind from now on (before they listen), in order."""
+    from glinker.serve import _Listener
+
+    ports: list = []
+    real_bind = _Listener.server_bind
+
+    def bind(self):
+        real_bind(self)
+        ports.append(self.server_address[1])
+
+    monkeypatch.setattr(_Listener, "server_bind", bind)
+    return ports
+
+
 def test_connections_are_refused_until_the_models_are_loaded(pipeline, monkeypatch):
     """The port was listening before the load: probes passed and clients hung for the whole load."""
     import socket
@@ -181,14 +196,7 @@ def test_connections_are_refused_until_the_models_are_loaded(pipeline, monkeypat
             seen.append(s.connect_ex(("127.0.0.1", srv_port[0])))
         return load(*a, **k)
 
-    srv_port = []
-    real_bind = __import__("glinker.serve", fromlist=["_Listener"])._Listener.server_bind
-
-    def bind(self):
-        real_bind(self)
-        srv_port.append(self.server_address[1])
-
-    monkeypatch.setattr("glinker.serve._Listener.server_bind", bind)
+    srv_port = bound_ports(monkeypatch)
     monkeypatch.setattr(pipe, "warm_up", slow_load)
     srv = Server(pipe, port=0)
     try:
@@ -331,3 +339,34 @@ def test_documents_of_a_client_that_left_are_not_linked(pipeline):
         assert status == 200 and len(out["documents"]) == 1
     finally:
         srv.shutdown()
+
+
+def test_two_servers_started_together_on_one_port_fail_with_the_port_error(pipeline, monkeypatch):
+    """Both bind (not yet listening, allowed): the second to listen failed after its load with a raw OSError and
+    left its linking thread running."""
+    import threading
+
+    import glinker
+    from glinker.errors import ConfigError
+    from glinker.serve import Server
+
+    first = glinker.load_pipeline(str(pipeline))
+    other: list = []
+    load = first.warm_up
+
+    def load_while_another_starts(*a, **k):
+        load(*a, **k)
+        port = srv_port[0]
+        monkeypatch.undo()
+        other.append(Server(glinker.load_pipeline(str(pipeline)), port=port))  # binds and listens first
+
+    srv_port = bound_ports(monkeypatch)
+    monkeypatch.setattr(first, "warm_up", load_while_another_starts)
+    before = {t.name for t in threading.enumerate()}
+    try:
+        with pytest.raises(ConfigError, match="cannot listen"):
+            Server(first, port=0)
+    finally:
+        for s in other:
+            s.stop()
+    assert other and {t.name for t in threading.enumerate() if t.is_alive()} <= before

@@ -79,7 +79,7 @@ def test_ivf_lists_scored_by_matrix_products_equal_searching_the_index():
     bank = LabelBank([str(i) for i in range(C)], [str(i) for i in range(C)], prompts).build_index("IVF48,Flat")
     lists = bank.ivf_lists()
     assert lists is not None and sum(len(i) for i in lists.ids) == C and lists.centroids.shape == (48, 24)
-    for nprobe, k, t in ((4, 64, 0.5), (4, 2, 0.5), (12, 5, 0.3), (48, C, 0.9)):
+    for nprobe, k, t in ((4, 64, 0.5), (4, 2, 0.5), (12, 5, 0.3), (16, 7, 0.0), (48, C, 0.9)):
         bank.nprobe = nprobe
         r0, c0, p0 = score_rows_topk(reps, prompts, t, k, bank.search)
         r1, c1, p1 = score_rows_ivf(reps, lists, t, nprobe, k, C, budget_bytes=40_000)  # small: chunked too
