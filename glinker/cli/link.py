@@ -319,7 +319,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     if done.lines:
         log.info("resuming: %d documents already in %s", done.lines, output)
         for stage in pipe.stages.values():  # files the pipeline's own writers hold: continued, not started anew
-            stage.continue_output()
+            stage.continue_output(done.lines)
     bs = batch_size or pipe.spec.header.settings.batch_size
     log_every = pipe.spec.header.settings.log_every
     problems: list[str] = []

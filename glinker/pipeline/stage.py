@@ -99,9 +99,10 @@ class Stage:
         write one file, nor a stage the run's own output."""
         return []
 
-    def continue_output(self) -> None:
-        """The run resumes after documents already written (``glinker link`` continuing its output): continue the
-        files this stage writes instead of starting them anew. Called before the first batch."""
+    def continue_output(self, documents: int) -> None:
+        """The run resumes after ``documents`` already in its output (``glinker link`` continuing it): continue the
+        files this stage writes instead of starting them anew, keeping as many documents (a stage that wrote more
+        before the interruption writes them again). Called before the first batch."""
 
     def count(self, output: Any) -> int:
         """How many items ``output`` holds, for run statistics (per-document lists are summed)."""

@@ -60,9 +60,10 @@ class WriteLinks(Stage):
         self.writer: Any = None  # the JSON/HTML writer, kept while the pipeline lives (close() included)
         self.started = False
         self.resumed = False
+        self.keep: int | None = None  # documents the run's output holds: the file keeps as many (resumed runs)
 
-    def continue_output(self) -> None:
-        self.resumed = True
+    def continue_output(self, documents: int) -> None:
+        self.resumed, self.keep = True, documents
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[Any]:
         from glinker.io import write_jsonl
@@ -75,16 +76,33 @@ class WriteLinks(Stage):
             if self.resumed and not self.path.is_file():
                 log.warning("stage %r: %s is missing; it holds only the documents of this resumed run", self.name,
                             self.path)
+            elif self.resumed and self.fmt == "jsonl" and self.keep is not None:
+                _keep_lines(self.path, self.keep)
         if self.fmt == "jsonl":
             write_jsonl(self.path, batch, append=p.append or self.resumed or not first)
         else:
             if self.writer is None:
                 from glinker.stages.writers import HTMLWriter, JSONWriter
 
-                self.writer = (JSONWriter(self.path, continue_existing=self.resumed) if self.fmt == "json" else
-                               HTMLWriter(self.path, title=p.title, continue_existing=self.resumed))
+                self.writer = (JSONWriter(self.path, continue_existing=self.resumed, keep=self.keep)
+                               if self.fmt == "json" else
+                               HTMLWriter(self.path, title=p.title, continue_existing=self.resumed, keep=self.keep))
             self.writer.write(batch)
         return batch
 
     def count(self, output: Any) -> int:
         return len(output)
+
+
+def _keep_lines(path: Path, n: int) -> None:
+    """Cut a JSONL file after its first ``n`` lines (documents written before an interruption that the run's own
+    output does not hold: the resumed run writes them again)."""
+    with open(path, "r+b") as f:
+        for _ in range(n):
+            if not f.readline():
+                return
+        if f.read(1):
+            f.seek(0)
+            for _ in range(n):
+                f.readline()
+            f.truncate()

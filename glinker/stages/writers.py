@@ -71,10 +71,12 @@ class _ArrayFile:
     A batch is appended by writing it over the tail, then the tail again, so each batch costs its own size (not the
     whole file's) and a crash leaves every earlier batch in a complete file. The file is created (head + tail)
     atomically when the writer opens it; with ``continue_existing`` a complete file of the same head and tail (one
-    this writer made) is continued instead, its ``count`` the number of ``marker`` in it (items so far)."""
+    this writer made) is continued instead: its items are found by ``marker`` at the start of a line (every item
+    starts a line), and those past the first ``keep`` are cut (written before an interruption, and written again by
+    the resumed run)."""
 
     def __init__(self, path: str | Path, head: str, tail: str, sep: str, continue_existing: bool = False,
-                 marker: str = "") -> None:
+                 marker: str = "", keep: int | None = None) -> None:
         import os
         import tempfile
 
@@ -87,10 +89,22 @@ class _ArrayFile:
         self.count = 0
         if continue_existing and self.path.is_file():
             data = self.path.read_bytes()
-            if data.startswith(head.encode("utf-8")) and data.endswith(self.tail):
+            hb = head.encode("utf-8")
+            if data.startswith(hb) and data.endswith(self.tail) and hb.endswith(b"\n"):
                 self.end = len(data) - len(self.tail)
-                body = data[len(head.encode("utf-8")) : self.end]
-                self.count = body.count(marker.encode("utf-8")) if marker else int(bool(body.strip()))
+                needle = b"\n" + marker.encode("utf-8")
+                starts, at = [], data.find(needle, len(hb) - 1, self.end)
+                while at >= 0:
+                    starts.append(at + 1)
+                    at = data.find(needle, at + 1, self.end)
+                self.count = len(starts)
+                if keep is not None and self.count > keep:
+                    self.end = starts[keep] - len(self.sep) if keep else len(hb)
+                    with open(self.path, "r+b") as f:
+                        f.seek(self.end)
+                        f.write(self.tail)
+                        f.truncate()
+                    self.count = keep
                 return
             log.warning("%s is not a complete file of this writer: it is started anew", self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
@@ -119,10 +133,12 @@ class JSONWriter:
     """Write linked documents as one JSON array, appended batch by batch: the file is a complete array after every
     batch (each batch costs its own size, whatever was written before)."""
 
-    def __init__(self, path: str | Path, indent: int | None = 2, continue_existing: bool = False) -> None:
+    def __init__(self, path: str | Path, indent: int | None = 2, continue_existing: bool = False,
+                 keep: int | None = None) -> None:
         self.path = Path(path)
         self.indent = indent
-        self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n", continue_existing)
+        # every item starts a line with "{" (nested objects are indented; a compact item is one line)
+        self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n", continue_existing, "{", keep)
 
     def write(self, batch: Sequence[Any]) -> int:
         self._file.append([json.dumps(to_jsonable(d), ensure_ascii=False, indent=self.indent) for d in batch])
@@ -141,12 +157,12 @@ class JSONWriter:
 class HTMLWriter:
     """Write a self-contained HTML page of linked documents, appended batch by batch (complete after each)."""
 
-    def __init__(self, path: str | Path, title: str = "glinker: linked documents", continue_existing: bool = False
-                 ) -> None:
+    def __init__(self, path: str | Path, title: str = "glinker: linked documents", continue_existing: bool = False,
+                 keep: int | None = None) -> None:
         self.path = Path(path)
         self.title = title
         head, tail = _page(title)
-        self._file = _ArrayFile(self.path, head, tail, "\n", continue_existing, _SECTION)
+        self._file = _ArrayFile(self.path, head, tail, "\n", continue_existing, _SECTION, keep)
 
     def write(self, batch: Sequence[Any]) -> int:
         n = self._file.count
