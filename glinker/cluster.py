@@ -160,6 +160,11 @@ class Coordinator:
             self._start(spec_fingerprint, kind, pipeline_name, resources, identity, heartbeat_ttl)
         except BaseException:
             self._lock_stop.set()
+            try:  # the job is free again at once (not after the lock's life): a retry need not wait
+                if _text(self.r.get(self.keys.lock) or b"") == self.owner:
+                    self.r.delete(self.keys.lock)
+            except Exception:
+                pass
             raise
 
     def _start(self, spec_fingerprint: str, kind: str, pipeline_name: str, resources: dict[str, Any] | None,
@@ -192,9 +197,10 @@ class Coordinator:
         threading.Thread(target=self._keep_lock, name=f"glinker-lock-{self.job}", daemon=True).start()
 
     def _keep_lock(self) -> None:
-        r = connect(self.url)
+        r = None
         while not self._lock_stop.wait(self._lock_ttl / 3):
             try:
+                r = r or connect(self.url)
                 if _text(r.get(self.keys.lock) or b"") != self.owner:
                     self._lock_lost = True
                     return

@@ -164,25 +164,33 @@ class KB:
         for d in root.glob(".update-*"):  # without a lock file: a killed update of an earlier glinker
             if not (root / f".lock{d.name}").exists():
                 shutil.rmtree(d, ignore_errors=True)
-        name = f".update-{uuid.uuid4().hex[:8]}"
-        staging = root / name
-        try:
-            with locked(root / f".lock{name}", wait=False):  # taken before the copy exists: never cleaned while in use
+        with contextlib.ExitStack() as held:
+            # the lock is taken before the copy exists, so the copy is never cleaned while in use; a cleaner that
+            # locked a new lock file first (it saw the file before its owner locked it) makes us take another name
+            for _ in range(20):
+                name = f".update-{uuid.uuid4().hex[:8]}"
                 try:
-                    _copy_generation(live, staging)
-                    manifest = Manifest.load(staging / MANIFEST)
-                    kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
-                    try:
-                        yield kb
-                    finally:
-                        kb.close()
-                    if kb.changed:
-                        publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+                    held.enter_context(locked(root / f".lock{name}", wait=False))
+                    break
+                except Busy:
+                    continue
+            else:  # pragma: no cover - twenty lost races in a row
+                raise KBError(f"could not start an update of {root}", where=str(root), fix="run it again")
+            held.callback((root / f".lock{name}").unlink, missing_ok=True)  # when the copy is gone
+            staging = root / name
+            try:
+                _copy_generation(live, staging)
+                manifest = Manifest.load(staging / MANIFEST)
+                kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
+                try:
+                    yield kb
                 finally:
-                    if staging.exists():
-                        shutil.rmtree(staging, ignore_errors=True)
-        finally:
-            (root / f".lock{name}").unlink(missing_ok=True)
+                    kb.close()
+                if kb.changed:
+                    publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         """Release the store and the index."""
