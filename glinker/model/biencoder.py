@@ -743,14 +743,24 @@ class BiEncoder:
 
     def _width_groups(self, W: int, n_words: Any, cap: int) -> Any:
         """The valid spans of every width (:meth:`_valid_spans`) in groups of at most ``cap`` rows (a width with
-        more is a group of its own): scoring many rows at once keeps the label side's products large."""
+        more is a group of its own): scoring many rows at once keeps the label side's products large. Yields
+        (group, rows, each row's text, start word, width)."""
+        import torch
+
         spans = list(self._valid_spans(W, n_words))
         while spans:
             group, m = [], 0
             while spans and (not group or m + spans[0][1].numel() <= cap):
                 group.append(spans.pop(0))
                 m += group[-1][1].numel()
-            yield group, m
+            yield (group, m, torch.cat([g[1] for g in group]), torch.cat([g[2] for g in group]),
+                   torch.cat([torch.full_like(g[1], g[0]) for g in group]))
+
+    @staticmethod
+    def _add_found(out: list[list], rb: Any, rs: Any, rk: Any, r: Any, cc: Any, p: Any) -> None:
+        """The scored pairs (rows ``r`` of a width group, classes, probabilities) as (start, end, class, prob)."""
+        for b, s, k_, c_, pp in zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist()):
+            out[b].append((s, s + k_, c_, pp))
 
     def _ivf_candidates(
         self, a: Any, c: Any, n_words: Any, search: Any, n_labels: int, threshold: float, out: list[list]
@@ -761,14 +771,9 @@ class BiEncoder:
 
         top_k, _search, lists, nprobe = search
         cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (8 * a.shape[-1]))
-        for group, _m in self._width_groups(a.shape[1], n_words, cap):
+        for group, _m, rb, rs, rk in self._width_groups(a.shape[1], n_words, cap):
             reps = torch.cat([self.net.span_out(self._span_hidden(a, c, k, bi, si)) for k, bi, si in group])
-            rb = torch.cat([g[1] for g in group])
-            rs = torch.cat([g[2] for g in group])
-            rk = torch.cat([torch.full_like(g[1], g[0]) for g in group])
-            r, cc, p = scoring.score_rows_ivf(reps, lists, threshold, nprobe, top_k, n_labels)
-            for b, s, k_, c_, pp in zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist()):
-                out[b].append((s, s + k_, c_, pp))
+            self._add_found(out, rb, rs, rk, *scoring.score_rows_ivf(reps, lists, threshold, nprobe, top_k, n_labels))
 
     def _lowp_candidates(
         self,
@@ -796,7 +801,7 @@ class BiEncoder:
         mat, bias = folded if folded is not None else (P, None)
         width = lowp.vectors_t.shape[0]
         cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (2 * width))
-        for group, m in self._width_groups(W, n_words, cap):  # buffers of at most ``cap`` rows
+        for group, m, rb, rs, rk in self._width_groups(W, n_words, cap):  # buffers of at most ``cap`` rows
             low = torch.empty(scoring.lowp_rows(m), width, dtype=lowp.vectors_t.dtype, device=self.device)
             low[m:] = 0.0
             kept, off = [], 0
@@ -807,9 +812,6 @@ class BiEncoder:
                     kept.append(rep)
                 lowp.prepare_rows(rep, lt, out=low[off : off + bi.numel()])
                 off += bi.numel()
-            rb = torch.cat([g[1] for g in group])
-            rs = torch.cat([g[2] for g in group])
-            rk = torch.cat([torch.full_like(g[1], g[0]) for g in group])
             if folded is not None:
 
                 def rows(i: Any) -> Any:
@@ -819,9 +821,7 @@ class BiEncoder:
                 rows = torch.cat(kept).__getitem__
             r, cc, p = scoring.lowp_score(low, m, lowp, rows, mat, bias, threshold, rb, cmask)
             del low
-            found = zip(rb[r].tolist(), rs[r].tolist(), rk[r].tolist(), cc.tolist(), p.tolist())
-            for b, s, k_, c_, pp in found:
-                out[b].append((s, s + k_, c_, pp))
+            self._add_found(out, rb, rs, rk, r, cc, p)
 
     def _class_mask(self, row_sets: Any, bw: Sequence[Window], C: int) -> Any:
         import torch
