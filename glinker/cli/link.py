@@ -298,10 +298,10 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                           fix=f"give a file, e.g. -o {output / 'linked.jsonl'}")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     for name, stage in pipe.stages.items():
-        for f in type(stage).writes(stage.params):
-            if os.path.abspath(os.path.expanduser(f)) == os.path.abspath(output):
-                raise ConfigError(f"stage {name!r} of {pipeline} writes {f}, the output of this run",
-                                  where="--output", fix="write the run's output (-o) to another file")
+        f = type(stage).written_files(stage.params).get(os.path.abspath(output))
+        if f is not None:
+            raise ConfigError(f"stage {name!r} of {pipeline} writes {f}, the output of this run",
+                              where="--output", fix="write the run's output (-o) to another file")
     out_kind = output.suffix.lower()
     claim = _claim_output(output, run_ident(pipe, model, kb), resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
@@ -429,9 +429,9 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
 def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float = 0.5) -> Iterator[Any]:
     """``items`` read ahead by a thread of their own; while none is ready ``idle(True)`` runs every ``wait`` s, and
     ``idle(False)`` (not waiting) at least every ``wait`` s while they trickle in (a queue coordinator collects and
-    writes answers meanwhile). An error of the reader is raised where it happened, after
-    the items before it."""
+    writes answers meanwhile). An error of the reader is raised where it happened, after the items before it."""
     import queue
+    import time
 
     box: queue.Queue = queue.Queue(maxsize=4096)
     end = object()
@@ -457,8 +457,6 @@ def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float 
             put((True, end))
 
     threading.Thread(target=read, name="glinker-input", daemon=True).start()
-    import time
-
     last = time.monotonic()
     try:
         while True:
@@ -573,11 +571,11 @@ def json_records(res: Any, docs: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _as_record(out: Any, doc: Any, kind: str = "") -> dict[str, Any]:
     """A non-linking pipeline's per-document output as a JSON record: its mentions, or (a pipeline that ends at a
-    candidates stage) each mention with its candidates."""
+    candidates stage: ``kind``) each mention with its candidates."""
     from glinker.io import to_jsonable
-    from glinker.stages.records import MentionCandidates
+    from glinker.stages.records import CANDIDATES
 
-    if isinstance(out, list) and (kind == "candidates" or out and all(isinstance(m, MentionCandidates) for m in out)):
+    if kind == CANDIDATES:
         return {"id": doc.id, "text": doc.text, "candidates": [
             {"mention": to_jsonable(mc.mention), "candidates": [to_jsonable(c) for c in mc.candidates]} for mc in out]}
     if isinstance(out, list):

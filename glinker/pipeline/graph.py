@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -81,8 +80,7 @@ def check_graph(stages: dict[str, "StageSpec"], output: str | None,
     for st in stages.values():
         if st.cls is None or st.params is None:
             continue
-        for f in st.cls.writes(st.params):
-            key = os.path.abspath(os.path.expanduser(f))
+        for key, f in st.cls.written_files(st.params).items():
             if key in written:
                 line = src.line_of(("stages", st.name))
                 problems.append(Problem("E246", f"stages {written[key]!r} and {st.name!r} both write {f}",

@@ -187,7 +187,8 @@ class Pipeline:
     def fingerprint(self, resources: bool = False) -> str:
         """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters), output
         and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
-        (after warm-up) also the loaded models' fingerprints and the KBs' identities (:func:`kb_ident`). Cluster workers compare it so that one job is never linked by two pipelines."""
+        (after warm-up) also the loaded models' fingerprints and the KBs' identities (:func:`kb_ident`). Cluster
+        workers compare it so that one job is never linked by two pipelines."""
         import hashlib
         import json
 
@@ -207,8 +208,9 @@ class Pipeline:
 
     def resource_ident(self) -> dict[str, Any]:
         """What the pipeline's KBs and models are, read without loading them: each KB directory's manifest (entity
-        counts, source, vector model, index, entity-text template, build and update times), a KB read from its source by its definition, a model by its shipped
-        manifest, its local checkpoint's config and weight sizes, or its hub id. A cluster job's coordinator and
+        counts, source, vector model, index, entity-text template, build and update times: :func:`kb_ident`), a KB
+        read from its source by its definition, a model by its shipped manifest, its local checkpoint's config and
+        weight sizes, or its hub id. A cluster job's coordinator and
         workers compare it, so that a worker given another KB or model (or a coordinator given a KB that does not
         exist) is found before any document is linked. Raises the KB's error when a KB directory is missing."""
         import hashlib

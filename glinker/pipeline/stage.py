@@ -99,6 +99,13 @@ class Stage:
         write one file, nor a stage the run's own output."""
         return []
 
+    @classmethod
+    def written_files(cls, params: StageParams) -> dict[str, str]:
+        """:meth:`writes` as absolute paths (what is compared) -> as given (what messages show)."""
+        import os
+
+        return {os.path.abspath(os.path.expanduser(f)): f for f in cls.writes(params)}
+
     def continue_output(self, documents: int) -> None:
         """The run resumes after ``documents`` already in its output (``glinker link`` continuing it): continue the
         files this stage writes instead of starting them anew, keeping as many documents (a stage that wrote more
