@@ -101,8 +101,6 @@ def _keep_lines(path: Path, n: int) -> None:
         for _ in range(n):
             if not f.readline():
                 return
+        end = f.tell()
         if f.read(1):
-            f.seek(0)
-            for _ in range(n):
-                f.readline()
-            f.truncate()
+            f.truncate(end)
