@@ -303,7 +303,10 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
             raise ConfigError(f"stage {name!r} of {pipeline} writes {f}, the output of this run",
                               where="--output", fix="write the run's output (-o) to another file")
     out_kind = output.suffix.lower()
-    claim = _claim_output(output, run_ident(pipe, model, kb), resume and out_kind not in (".html", ".htm", ".json"))
+    # a queue job's workers must share the KBs and models (read once here; a missing KB fails before any record)
+    resources = pipe.resource_ident() if queue else None
+    claim = _claim_output(output, run_ident(pipe, model, kb, resources),
+                          resume and out_kind not in (".html", ".htm", ".json"))
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order
     if out_kind in (".html", ".htm"):
@@ -350,7 +353,6 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         from glinker.cluster import DEFAULT_JOB, Coordinator, job_fingerprint
 
         try:
-            resources = pipe.resource_ident()  # the KBs and models the workers must share (a missing KB fails here)
             coordinator = Coordinator(queue, job or DEFAULT_JOB, job_fingerprint(pipe.fingerprint(), resources),
                                       write, max_in_flight=max_in_flight, pipeline_name=pipe.name,
                                       max_attempts=max_attempts, batch_timeout=batch_timeout, resources=resources,
@@ -478,17 +480,18 @@ def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float 
         stop.set()
 
 
-def run_ident(pipe: Any, model: str | None, kb: str | None) -> dict[str, Any]:
+def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """What writes an output, for its run record: the pipeline's fingerprint, its model and KB as given (a KB read
     from its source as read, password hidden), and a digest of what the KBs and models hold (another KB rebuilt at
-    the same path is another KB; `Pipeline.resource_ident`)."""
+    the same path is another KB; `Pipeline.resource_ident`, or ``resources`` when already read)."""
     import hashlib
 
     from glinker.stages.resources import shown_kb
 
     h = pipe.spec.header
     try:
-        res = pipe.resource_ident()
+        res = resources if resources is not None else pipe.resource_ident()
         contents: str | None = hashlib.sha256(json.dumps({"kb": res["kb"], "model": res["model"]}, sort_keys=True,
                                                          default=str).encode()).hexdigest()[:16]
     except GlinkerError:  # a missing KB: the stage that needs it says so when the run starts
