@@ -5,7 +5,8 @@ Endpoints (JSON in and out, UTF-8):
 - ``POST /link``: ``{"text": "..."}``, ``{"texts": ["...", ...]}`` or ``{"documents": [{"id": ..., "text": ...,
   "meta": {...}}, ...]}`` -> ``{"documents": [<linked document>, ...]}`` in request order (the records ``glinker
   link`` writes). A bad body is a 400 naming the field; an oversized one a 413.
-- ``GET /health`` -> ``{"status": "ok", "pipeline": ..., "fingerprint": ..., "documents": n, "batches": n}``.
+- ``GET /health`` -> ``{"status": "ok", "pipeline": ..., "fingerprint": ..., "documents": n, "batches": n}``
+  (``HEAD`` too: status and headers only).
 - ``GET /`` (``?text=...``): a page with a text box that shows the links highlighted (the ``-o out.html`` page).
 
 One thread runs the pipeline; concurrent requests queue up and are linked together, up to the pipeline's
@@ -112,6 +113,7 @@ class Batcher:
         self.batches = 0
         self.active = 0  # requests being answered
         self._idle = threading.Condition()
+        self._reading: set[socket.socket] = set()  # connections whose request body is still arriving
         self._thread = threading.Thread(target=self._loop, name="glinker-serve-batcher", daemon=True)
         self._thread.start()
 
@@ -132,6 +134,34 @@ class Batcher:
             with self._idle:
                 self.active -= 1
                 self._idle.notify_all()
+
+    @contextlib.contextmanager
+    def reading(self, conn: socket.socket) -> Iterator[None]:
+        """Marks ``conn`` as sending its request body (see :meth:`drop_readers`)."""
+        with self._idle:
+            self._reading.add(conn)
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._reading.discard(conn)
+                self._idle.notify_all()
+
+    def drop_readers(self, grace: float = 5.0) -> int:
+        """A stopping server waits ``grace`` seconds for request bodies still arriving, then stops reading them (a
+        client sending slowly would otherwise hold the stop for the whole read timeout); returns how many."""
+        deadline = time.monotonic() + grace
+        with self._idle:
+            while self._reading and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            late = list(self._reading)
+        for conn in late:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RD)  # the read ends at once with what had arrived
+        if late:
+            log.warning("stopping: %d request(s) whose body was still arriving after %.0f s were not read; their "
+                        "clients may send them again to a running server", len(late), grace)
+        return len(late)
 
     def wait_answered(self, note_every: float = 30.0) -> None:
         """Return once every request being answered has its answer written (a stopping server finishes them)."""
@@ -275,6 +305,31 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             with batcher.answering(), self._unless_gone():
                 self._get()
 
+        def do_HEAD(self) -> None:
+            """GET's status and headers without the body; ``/`` without linking (a probe's request stays cheap)."""
+            self.path = urlparse(self.path).path
+            with batcher.answering():
+                self._get()
+
+        def handle_expect_100(self) -> bool:
+            """A body announced too large is refused before the client sends it (not after ``100 Continue``)."""
+            if self._too_large():
+                return False
+            return super().handle_expect_100()
+
+        def _too_large(self) -> bool:
+            """Answers 413 (and closes) when the request's Content-Length is over the limit."""
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return False  # answered as a 400 by the request's handler
+            if size <= max_body:
+                return False
+            self.close_connection = True
+            self._json(413, {"error": {"message": f"body of {size} bytes; at most {max_body} are read",
+                                       "fix": "send fewer documents per request"}})
+            return True
+
         def do_POST(self) -> None:
             with batcher.answering(), self._unless_gone():
                 self._post()
@@ -303,6 +358,8 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             if self.close_connection:  # set before answering: the client is told to open a new connection
                 self.send_header("Connection", "close")
             self.end_headers()
+            if self.command == "HEAD":
+                return
             try:
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):  # the client left: nothing to answer
@@ -377,14 +434,22 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                                            "is not a number", "where": "Content-Length",
                                            "fix": "send the body's size in bytes"}})
                 return
-            if size < 0 or size > max_body:
+            if size < 0:
                 self.close_connection = True
-                self._json(413 if size > max_body else 400,
-                           {"error": {"message": f"body of {self.headers.get('Content-Length')} bytes; at most "
-                                      f"{max_body} are read", "fix": "send fewer documents per request"}})
+                self._json(400, {"error": {"message": f"Content-Length {size} is negative", "where": "Content-Length",
+                                           "fix": "send the body's size in bytes"}})
+                return
+            if self._too_large():
                 return
             try:
-                raw_docs = parse_request(self.rfile.read(size))
+                with batcher.reading(self.connection):
+                    body = self.rfile.read(size)
+            except OSError:  # the read timed out (``timeout``), or the connection was reset
+                body = b""
+            if len(body) < size:  # the client stopped sending (or a stopping server stopped reading)
+                raise _ClientLeft
+            try:
+                raw_docs = parse_request(body)
                 chars = sum(len(d["text"]) for d in raw_docs)
                 if chars > max_chars:
                     self._json(413, {"error": {"message": f"{chars:,} characters of text; this server links at "
@@ -458,5 +523,6 @@ class Server:
     def stop(self) -> None:
         """After ``serve_forever`` returned: close the socket, let every request in flight get its answer, stop."""
         self.httpd.server_close()
+        self.batcher.drop_readers()
         self.batcher.wait_answered()
         self.batcher.close()

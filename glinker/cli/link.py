@@ -9,6 +9,7 @@ warning under ``--skip-bad``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -335,12 +336,21 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
                    dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
     last_line = 0
+    # in queue mode the input is read up to max_in_flight batches ahead: the bar follows what is written, each
+    # answered batch moving it to its last input line (answers are written in input order)
+    sent_lines: collections.deque[int] = collections.deque()
+    shown = 0
 
     def write(recs: list[Any]) -> None:
+        nonlocal shown
         if writer is not None:
             writer.write(recs)
         else:
             write_jsonl(output, recs, append=True)
+        if bar is not None and sent_lines:
+            ln = sent_lines.popleft()
+            bar.update(ln - shown)
+            shown = ln
         before = counts["written"]
         counts["written"] += len(recs)
         if log_every and before // log_every != counts["written"] // log_every:  # `settings.log_every` of the pipeline
@@ -374,6 +384,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
         docs = [d for _, d in batch]
         lines = f"{input}:{batch[0][0]}-{batch[-1][0]}"
         if coordinator is not None:
+            sent_lines.append(batch[-1][0])
             coordinator.submit({"docs": [d.model_dump(mode="json", exclude_defaults=True) for d in docs]}, lines)
             return
         try:
@@ -391,8 +402,9 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
             if coordinator is not None:  # answers are written while the input is slow to come (a pipe)
                 records = _prefetched(records, coordinator.collect_ready)
             for n, rec in records:
-                if bar is not None:
-                    bar.update(n - last_line)
+                if bar is not None and coordinator is None:
+                    bar.update(n - shown)
+                    shown = n
                 last_line = n
                 k += 1
                 if already_written(done, k, rec["id"], rec.get("text"), output, f"{input}:{n}",
@@ -406,6 +418,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
             flush(batch)
             if coordinator is not None:
                 coordinator.drain()
+            if bar is not None:
+                bar.update(last_line - shown)  # lines after the last batch: done or blank
         except DataError:
             flush(batch)  # the documents before the bad line are fine: keep them
             if coordinator is not None:

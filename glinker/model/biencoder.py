@@ -770,10 +770,13 @@ class BiEncoder:
         import torch
 
         top_k, _search, lists, nprobe = search
+        info = scoring.lowp_prefilter(self.device) if self.lowp else None
+        dtype = info.dtype if info is not None else None
         cap = max(scoring.LOWP_ROW_BLOCK, scoring.DEFAULT_BUDGET_BYTES // (8 * a.shape[-1]))
         for group, _m, rb, rs, rk in self._width_groups(a.shape[1], n_words, cap):
             reps = torch.cat([self.net.span_out(self._span_hidden(a, c, k, bi, si)) for k, bi, si in group])
-            self._add_found(out, rb, rs, rk, *scoring.score_rows_ivf(reps, lists, threshold, nprobe, top_k, n_labels))
+            found = scoring.score_rows_ivf(reps, lists, threshold, nprobe, top_k, n_labels, lowp=dtype)
+            self._add_found(out, rb, rs, rk, *found)
 
     def _lowp_candidates(
         self,

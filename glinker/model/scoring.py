@@ -188,6 +188,18 @@ class LowpLabels:
         low[:n, :d].copy_(reps)
         low[:n, d] = 1.0
         low[n:] = 0.0  # padding rows: a zero product, never positive
+        gamma = 1.01 * (d + 2) * 2.0**-24
+        a = lt - _MARGIN - self.row_slack(reps)
+        a = a - 2.0 * gamma * a.abs() - 1e-30
+        # y = a - 2u|a| rounds (to nearest) to at most a
+        low[:n, d + 1] = -(a - 2.0 * u * a.abs()).to(self.vectors_t.dtype)
+        return low
+
+    def row_slack(self, reps: torch.Tensor) -> torch.Tensor:
+        """Per row of ``reps`` (n, D), a bound on |float32 logit - low-precision product| against any of these
+        labels (before the product's own output rounding): see :meth:`prepare_rows`."""
+        d = reps.shape[1]
+        u = _unit_roundoff(self.vectors_t.dtype)
         # Rounding to nearest moves each entry by at most u of its magnitude, so |dr| <= u|r| and
         # |r~| <= (1 + u)|r|: one float32 norm bounds all three (measuring dr costs five passes over the rows
         # and tightens the bound by only ~2x). 1 + gamma covers the norm's own float32 summation; 1e-30 the
@@ -197,17 +209,12 @@ class LowpLabels:
         n_err = n_r * u + 1e-30
         n_low = torch.sqrt((n_r * (1.0 + u)).square_() + 1.0)  # |[r~, 1]|: the 1 is exact
         n_r = torch.sqrt(n_r.square() + 1.0)
-        slack = (
+        return (
             n_err * self.low_norm_max
             + n_low * self.err_norm_max
             + n_err * self.err_norm_max
             + gamma * (n_low * self.low_norm_max + n_r * self.norm_max)
         )
-        a = lt - _MARGIN - slack
-        a = a - 2.0 * gamma * a.abs() - 1e-30
-        # y = a - 2u|a| rounds (to nearest) to at most a
-        low[:n, d + 1] = -(a - 2.0 * u * a.abs()).to(self.vectors_t.dtype)
-        return low
 
 
 def positive_positions(x: torch.Tensor) -> torch.Tensor:
@@ -498,6 +505,49 @@ class IVFLists:
     vectors: list[torch.Tensor]
     ids: list[torch.Tensor]
     owner: Any = None
+    _low: Any = None
+
+    def lowp(self, dtype: torch.dtype) -> IVFLowp:
+        """The lists in low precision for the pre-filter (built once per dtype, ~half the float32 lists' size)."""
+        if self._low is None or self._low.labels.vectors_t.dtype != dtype:
+            self._low = IVFLowp.build(self, dtype)
+        return self._low
+
+
+@dataclass
+class IVFLowp:
+    """An IVF index's lists for the low-precision pre-filter: every list's ``[p~, 0, 1]`` rows in one
+    (rows, D + 2) matrix, list ``j`` at rows ``starts[j]`` to ``starts[j] + padded[j]`` (zero rows pad each list
+    to a multiple of LOWP_ROW_ALIGN: a zero product is never positive, and few distinct product shapes keep
+    oneDNN's kernel cache warm), with the norms of all lists' labels for the bound (:class:`LowpLabels`)."""
+
+    labels: LowpLabels  # vectors_t: (D + 2, rows), a transposed view of the row-major matrix
+    starts: list[int]
+    padded: list[int]
+    centroids: LowpLabels  # the coarse quantizer's centroids (no bias)
+
+    @classmethod
+    def build(cls, lists: IVFLists, dtype: torch.dtype) -> IVFLowp:
+        d = int(lists.centroids.shape[1])
+        sizes = [int(v.shape[0]) for v in lists.vectors]
+        padded = [-(-n // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN for n in sizes]
+        starts = [0]
+        for n in padded[:-1]:
+            starts.append(starts[-1] + n)
+        low = torch.zeros(sum(padded), d + 2, dtype=dtype)
+        norm = low_norm = err_norm = 0.0
+        for v, o in zip(lists.vectors, starts):
+            if v.shape[0] == 0:
+                continue
+            vl = v.to(dtype)
+            low[o : o + v.shape[0], :d] = vl
+            low[o : o + v.shape[0], d + 1] = 1.0
+            vf = vl.float()
+            norm = max(norm, float(torch.linalg.vector_norm(v, dim=1).max()))
+            low_norm = max(low_norm, float(torch.linalg.vector_norm(vf, dim=1).max()))
+            err_norm = max(err_norm, float(torch.linalg.vector_norm(v - vf, dim=1).max()))
+        cen = LowpLabels.build(lists.centroids, None, dtype)
+        return cls(LowpLabels(low.T, norm, low_norm, err_norm), starts, padded, cen)
 
 
 def score_rows_ivf(
@@ -508,6 +558,7 @@ def score_rows_ivf(
     top_k: int,
     n_labels: int,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    lowp: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """As :func:`score_rows_topk` with an IVF-Flat index searched for the ``top_k`` largest inner products in the
     ``nprobe`` lists nearest each row, but computed as matrix products: the rows probing a list are scored against
@@ -515,7 +566,11 @@ def score_rows_ivf(
     as searching the FAISS index and re-scoring (up to float32 summation order and ties at the k-th score).
 
     Rows are grouped by list, so each list's vectors are read once per call, not once per row: call it with many
-    rows (all span widths of a batch) for the best throughput.
+    rows (all span widths of a batch) for the best throughput. ``lowp`` (a low-precision dtype, e.g. bfloat16
+    where :func:`lowp_prefilter` found it faster) runs each list's product through the pre-filter of the module
+    docstring, the pairs it cannot rule out re-scored in float32: the same result. The ``top_k`` cut is then
+    applied to the pairs above the threshold, which keeps the same pairs (a pair above the threshold outside a
+    row's top ``k`` has ``k`` better pairs, all above the threshold).
     """
     n, nlist = reps.shape[0], int(lists.centroids.shape[0])
     empty = torch.zeros(0, dtype=torch.long, device=reps.device)
@@ -523,9 +578,12 @@ def score_rows_ivf(
         return empty, empty, torch.zeros(0, device=reps.device)
     q = reps.float()
     lt = logit_threshold(threshold) - _MARGIN
+    low = None
+    if lowp is not None and lt > -math.inf:
+        ivl = lists.lowp(lowp)
+        low = ivl.labels.prepare_rows(q, lt + _MARGIN, rows=n + 1)  # row n: zeros, for padding row groups
     npb = max(1, min(int(nprobe), nlist))
-    step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
-    probe = torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
+    probe = _nearest_lists(q, lists, npb, budget_bytes, low, ivl.centroids if low is not None else None)
     flat = probe.reshape(-1)
     order = torch.argsort(flat, stable=True)
     rows_by_list = order // npb  # the rows probing each list, list after list
@@ -542,6 +600,15 @@ def score_rows_ivf(
         sub = max(1, int(budget_bytes // (4 * vecs.shape[0])))
         for a in range(0, rows.numel(), sub):
             rr = rows[a : a + sub]
+            if low is not None:
+                found = _ivf_lowp_pairs(q, low, ivl, j, rr, vecs, lt)
+                if found is not None:
+                    if found[0].numel():
+                        parts_r.append(found[0])
+                        parts_c.append(lists.ids[j][found[1]])
+                        parts_l.append(found[2])
+                        kept += found[0].numel()
+                    continue
             logits = q[rr] @ vecs.T
             cols = None
             if top_k < vecs.shape[0]:  # a row's top_k overall are among its top_k of each list
@@ -566,6 +633,78 @@ def score_rows_ivf(
     r, c, p = r[keep], c[keep], p[keep]
     order = torch.argsort(r * n_labels + c, stable=True)  # row-major (span, class), as gliner's torch.where
     return r[order], c[order], p[order]
+
+
+# the coarse product runs in low precision from this many lists (below, the float32 product is cheap)
+LOWP_MIN_LISTS = 512
+_BAND_EXTRA = 16
+
+
+def _nearest_lists(
+    q: torch.Tensor,
+    lists: IVFLists,
+    npb: int,
+    budget_bytes: int,
+    low: torch.Tensor | None,
+    cen: LowpLabels | None,
+) -> torch.Tensor:
+    """(n, npb) the lists of largest inner product ``q . centroid`` per row (any order within a row).
+
+    With ``low`` (rows from :meth:`LowpLabels.prepare_rows`) the centroid product runs in low precision; every
+    score is then within a per-row bound ``e`` of the float32 one, so the lists scoring above ``b + 2e`` (``b``:
+    the row's ``npb``-th low-precision score) are among the nearest for certain, those below ``b - 2e`` are not,
+    and only the few in between are scored in float32 to complete the set: the float32 result (up to summation
+    order). A row whose band reaches past the ``npb + 16`` best is scored in float32 entirely.
+    """
+    n, nlist = q.shape[0], int(lists.centroids.shape[0])
+    extra = min(_BAND_EXTRA, nlist - npb)
+    step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) logits
+    if low is None or cen is None or extra < 1 or nlist < LOWP_MIN_LISTS:
+        return torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
+    d = q.shape[1]
+    u = _unit_roundoff(cen.vectors_t.dtype)
+    # the product's own rounding to the low-precision output: u |q~ . c~| <= u (1 + u) |q| max|c~| (+ slack)
+    qn = torch.linalg.vector_norm(q, dim=1)
+    eps = cen.row_slack(q) * (1.0 + 2 * u) + u * (1.0 + 2 * u) * (qn * (1.0 + u) + 1.0) * cen.low_norm_max
+    ct = cen.vectors_t[:d]
+    out = []
+    for a in range(0, n, step):
+        qa = q[a : a + step]
+        vals, idx = (low[a : a + qa.shape[0], :d] @ ct).topk(npb + extra, dim=1)
+        vals = vals.float()
+        e2 = 2.0 * eps[a : a + qa.shape[0], None]
+        b = vals[:, npb - 1 : npb]
+        sure = vals > b + e2
+        band = (vals >= b - e2) & ~sure
+        score = torch.full_like(vals, -math.inf)
+        score[sure] = math.inf
+        r, j = torch.nonzero(band, as_tuple=True)
+        score[r, j] = torch.linalg.vecdot(qa[r], lists.centroids[idx[r, j]])
+        pick = idx.gather(1, score.topk(npb, dim=1).indices)
+        wide = torch.nonzero(band[:, -1], as_tuple=True)[0]  # the band may go on past the npb + extra best
+        if wide.numel():
+            pick[wide] = (qa[wide] @ lists.centroids.T).topk(npb, dim=1).indices
+        out.append(pick)
+    return torch.cat(out)
+
+
+def _ivf_lowp_pairs(
+    q: torch.Tensor, low: torch.Tensor, ivl: IVFLowp, j: int, rr: torch.Tensor, vecs: torch.Tensor, lt: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(rows, list columns, float32 logits) of the pairs of rows ``rr`` x list ``j`` above ``lt``, through the
+    low-precision pre-filter; None when the pre-filter keeps too many pairs to pay (the caller scores the block
+    in float32)."""
+    m = rr.numel()
+    mp = -(-m // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN
+    idx = rr if mp == m else torch.cat([rr, rr.new_full((mp - m,), low.shape[0] - 1)])
+    o, w = ivl.starts[j], ivl.padded[j]
+    pos = positive_positions(low[idx] @ ivl.labels.vectors_t[:, o : o + w])
+    if pos.numel() > LOWP_MAX_SURVIVORS * m * vecs.shape[0] + 64:
+        return None
+    r, c = pos // w, pos % w
+    logit = torch.linalg.vecdot(q[rr[r]], vecs[c])
+    keep = logit > lt
+    return rr[r[keep]], c[keep], logit[keep]
 
 
 def _top_per_row(

@@ -698,3 +698,32 @@ def test_answers_are_written_while_the_input_is_slow(pipeline, tmp_path, redis_j
         stop(workers, threads)
     assert seen[0] == 4 and seen[1] >= 10 and n["written"] == 16
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [f"d{i}" for i in range(16)]
+
+
+def test_the_progress_bar_follows_what_is_written_not_what_is_read(pipeline, inputs, tmp_path, redis_job,
+                                                                   monkeypatch):
+    """In queue mode the input is read batches ahead of the answers: the bar moves as answers are written."""
+    import tqdm
+
+    out = tmp_path / "cluster.jsonl"
+    seen: list[tuple[int, int]] = []  # (bar position, lines in the output) after each update
+
+    class Bar:
+        def __init__(self, total=None, **_):
+            self.n, self.total = 0, total
+
+        def update(self, k):
+            self.n += k
+            seen.append((self.n, len(lines_of(out)) if out.exists() else 0))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    workers, threads = start_workers(pipeline, redis_job)
+    try:
+        run_link(inputs, pipeline, out, queue=URL, job=redis_job, max_in_flight=4, batch_size=2, progress=True)
+    finally:
+        stop(workers, threads)
+    assert seen and seen[-1][0] == 11
+    assert all(pos == written for pos, written in seen[:-1]), seen  # never ahead of the output

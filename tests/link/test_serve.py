@@ -370,3 +370,43 @@ def test_two_servers_started_together_on_one_port_fail_with_the_port_error(pipel
         for s in other:
             s.stop()
     assert other and {t.name for t in threading.enumerate() if t.is_alive()} <= before
+
+
+def test_head_health_expect_continue_and_a_stop_with_a_slow_sender(pipeline):
+    """HEAD /health answers like GET without a body; a body announced too large with ``Expect: 100-continue``
+    gets its 413 before it is sent; a stop does not wait a client's read timeout for a body still arriving."""
+    import http.client
+    import socket
+
+    import glinker
+    from glinker.serve import Server
+
+    srv = Server(glinker.load_pipeline(str(pipeline)), port=0, max_wait=0.05, max_body=1000)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        c.request("HEAD", "/health")
+        r = c.getresponse()
+        assert r.status == 200 and int(r.getheader("Content-Length")) > 0 and r.read() == b""
+        c.request("HEAD", "/?text=Paris")  # kept alive: the empty HEAD body did not desync the connection
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Content-Type").startswith("text/html") and r.read() == b""
+        assert srv.batcher.documents == 0  # HEAD / links nothing
+        c.close()
+
+        s = socket.create_connection((srv.host, srv.port), timeout=30)
+        s.sendall(b"POST /link HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        head = s.recv(4096).decode()
+        assert head.startswith("HTTP/1.1 413") and "100 Continue" not in head, head
+        s.close()
+
+        slow = socket.create_connection((srv.host, srv.port), timeout=30)
+        slow.sendall(b"POST /link HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"text\": ")  # then nothing
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        srv.shutdown()
+        assert time.monotonic() - t0 < 30  # the 5 s grace, not the 60 s read timeout
+        slow.close()
+    finally:
+        if srv.httpd.socket.fileno() != -1:
+            srv.shutdown()

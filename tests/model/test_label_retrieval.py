@@ -85,11 +85,68 @@ def test_ivf_lists_scored_by_matrix_products_equal_searching_the_index():
         r1, c1, p1 = score_rows_ivf(reps, lists, t, nprobe, k, C, budget_bytes=40_000)  # small: chunked too
         assert r0.numel() > 0 and torch.equal(r0, r1) and torch.equal(c0, c1), (nprobe, k, t)
         assert torch.allclose(p0, p1, atol=1e-6)
+        # the bfloat16 pre-filter over the lists: the same pairs (it only rules out pairs that cannot pass)
+        r3, c3, p3 = score_rows_ivf(reps, lists, t, nprobe, k, C, budget_bytes=40_000, lowp=torch.bfloat16)
+        assert torch.equal(r0, r3) and torch.equal(c0, c3), (nprobe, k, t)
+        assert torch.allclose(p0, p3, atol=1e-6)
     # every list probed and every label kept: exhaustive scoring
     r2, c2, _ = score_rows(reps, prompts, 0.9)
     assert torch.equal(r1, r2) and torch.equal(c1, c2)
     # other indexes have no lists to score this way
     assert LabelBank(["a", "b"], ["a", "b"], prompts[:2]).build_index("Flat").ivf_lists() is None
+
+
+def test_ivf_lists_through_the_bf16_prefilter_keep_the_float32_pairs(monkeypatch):
+    """Logits like a trained model's (most spans far below the threshold): the bfloat16 product over each list
+    rules out nearly every pair, the rest are re-scored in float32, and the pairs are the float32 path's."""
+    from glinker.model import scoring
+
+    g = torch.Generator().manual_seed(1)
+    C, D = 8000, 64
+    prompts = torch.randn(C, D, generator=g) * 0.3
+    prompts[:, 0] = 1.0
+    reps = torch.randn(2000, D, generator=g)
+    reps[:, 0] = -8.0  # logits ~ N(-8, 2.4): ~0.1% of the pairs above 0.3
+    bank = LabelBank([str(i) for i in range(C)], [str(i) for i in range(C)], prompts).build_index("IVF64,Flat")
+    lists = bank.ivf_lists()
+    used = []
+    real = scoring._ivf_lowp_pairs
+    monkeypatch.setattr(scoring, "_ivf_lowp_pairs", lambda *a: used.append(real(*a)) or used[-1])
+    for nprobe, k, t in ((8, 64, 0.3), (8, 2, 0.3), (64, C, 0.5), (16, 5, 0.02)):
+        used.clear()
+        r0, c0, p0 = score_rows_ivf(reps, lists, t, nprobe, k, C)
+        r1, c1, p1 = score_rows_ivf(reps, lists, t, nprobe, k, C, lowp=torch.bfloat16)
+        assert r0.numel() > 0 and torch.equal(r0, r1) and torch.equal(c0, c1), (nprobe, k, t)
+        assert torch.allclose(p0, p1, atol=1e-6)
+        filtered = [u for u in used if u is not None]
+        if t >= 0.3:
+            assert len(filtered) > 0.9 * len(used) > 0  # the pre-filter did the work
+        else:
+            assert len(filtered) < len(used)  # too many pairs survive at 0.02: float32 blocks instead
+
+
+def test_nearest_lists_in_bf16_are_the_float32_ones():
+    """The coarse step in bfloat16: lists surely in or out by the error bound, the band between scored in
+    float32; the same sets as the float32 product, also where many centroids tie within the bound."""
+    from glinker.model.scoring import IVFLists, LowpLabels, _nearest_lists
+
+    g = torch.Generator().manual_seed(2)
+    nlist, D = 700, 96
+    cen = torch.randn(nlist, D, generator=g)
+    cen[400:480] = cen[400] + 1e-4 * torch.randn(80, D, generator=g)  # 80 near-identical centroids
+    q = torch.randn(1500, D, generator=g) * 3
+    q[:40] = cen[400] * 5  # rows whose nearest lists are the near-identical ones: a band wider than 16
+    lists = IVFLists(cen, [torch.zeros(0, D)] * nlist, [torch.zeros(0, dtype=torch.long)] * nlist)
+    ivl = lists.lowp(torch.bfloat16)
+    low = ivl.labels.prepare_rows(q, 0.0, rows=q.shape[0] + 1)
+    for npb in (1, 8, 64, 300):
+        want = (q @ cen.T).topk(npb, dim=1).indices.sort(dim=1).values
+        got = _nearest_lists(q, lists, npb, 1 << 20, low, ivl.centroids).sort(dim=1).values
+        same = (want == got).all(dim=1)
+        assert bool(same[40:].all()), npb
+        # among the tied rows only float32 summation order can differ (1e-4 apart in 96 dimensions)
+        assert same[:40].float().mean() > 0.5
+    assert isinstance(ivl.centroids, LowpLabels)
 
 
 def test_predict_through_ivf_lists_equals_the_faiss_search(model, monkeypatch):
