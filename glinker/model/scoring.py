@@ -524,7 +524,6 @@ class IVFLowp:
     labels: LowpLabels  # vectors_t: (D + 2, rows), a transposed view of the row-major matrix
     starts: list[int]
     padded: list[int]
-    centroids: LowpLabels  # the coarse quantizer's centroids (no bias)
 
     @classmethod
     def build(cls, lists: IVFLists, dtype: torch.dtype) -> IVFLowp:
@@ -546,8 +545,7 @@ class IVFLowp:
             norm = max(norm, float(torch.linalg.vector_norm(v, dim=1).max()))
             low_norm = max(low_norm, float(torch.linalg.vector_norm(vf, dim=1).max()))
             err_norm = max(err_norm, float(torch.linalg.vector_norm(v - vf, dim=1).max()))
-        cen = LowpLabels.build(lists.centroids, None, dtype)
-        return cls(LowpLabels(low.T, norm, low_norm, err_norm), starts, padded, cen)
+        return cls(LowpLabels(low.T, norm, low_norm, err_norm), starts, padded)
 
 
 def score_rows_ivf(
@@ -583,7 +581,9 @@ def score_rows_ivf(
         ivl = lists.lowp(lowp)
         low = ivl.labels.prepare_rows(q, lt + _MARGIN, rows=n + 1)  # row n: zeros, for padding row groups
     npb = max(1, min(int(nprobe), nlist))
-    probe = _nearest_lists(q, lists, npb, budget_bytes, low, ivl.centroids if low is not None else None)
+    step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
+    # (float32: in bfloat16 its error bound, ~u |q| |c|, spans dozens of centroids around the nprobe-th)
+    probe = torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
     flat = probe.reshape(-1)
     order = torch.argsort(flat, stable=True)
     rows_by_list = order // npb  # the rows probing each list, list after list
@@ -633,59 +633,6 @@ def score_rows_ivf(
     r, c, p = r[keep], c[keep], p[keep]
     order = torch.argsort(r * n_labels + c, stable=True)  # row-major (span, class), as gliner's torch.where
     return r[order], c[order], p[order]
-
-
-# the coarse product runs in low precision from this many lists (below, the float32 product is cheap)
-LOWP_MIN_LISTS = 512
-_BAND_EXTRA = 16
-
-
-def _nearest_lists(
-    q: torch.Tensor,
-    lists: IVFLists,
-    npb: int,
-    budget_bytes: int,
-    low: torch.Tensor | None,
-    cen: LowpLabels | None,
-) -> torch.Tensor:
-    """(n, npb) the lists of largest inner product ``q . centroid`` per row (any order within a row).
-
-    With ``low`` (rows from :meth:`LowpLabels.prepare_rows`) the centroid product runs in low precision; every
-    score is then within a per-row bound ``e`` of the float32 one, so the lists scoring above ``b + 2e`` (``b``:
-    the row's ``npb``-th low-precision score) are among the nearest for certain, those below ``b - 2e`` are not,
-    and only the few in between are scored in float32 to complete the set: the float32 result (up to summation
-    order). A row whose band reaches past the ``npb + 16`` best is scored in float32 entirely.
-    """
-    n, nlist = q.shape[0], int(lists.centroids.shape[0])
-    extra = min(_BAND_EXTRA, nlist - npb)
-    step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) logits
-    if low is None or cen is None or extra < 1 or nlist < LOWP_MIN_LISTS:
-        return torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
-    d = q.shape[1]
-    u = _unit_roundoff(cen.vectors_t.dtype)
-    # the product's own rounding to the low-precision output: u |q~ . c~| <= u (1 + u) |q| max|c~| (+ slack)
-    qn = torch.linalg.vector_norm(q, dim=1)
-    eps = cen.row_slack(q) * (1.0 + 2 * u) + u * (1.0 + 2 * u) * (qn * (1.0 + u) + 1.0) * cen.low_norm_max
-    ct = cen.vectors_t[:d]
-    out = []
-    for a in range(0, n, step):
-        qa = q[a : a + step]
-        vals, idx = (low[a : a + qa.shape[0], :d] @ ct).topk(npb + extra, dim=1)
-        vals = vals.float()
-        e2 = 2.0 * eps[a : a + qa.shape[0], None]
-        b = vals[:, npb - 1 : npb]
-        sure = vals > b + e2
-        band = (vals >= b - e2) & ~sure
-        score = torch.full_like(vals, -math.inf)
-        score[sure] = math.inf
-        r, j = torch.nonzero(band, as_tuple=True)
-        score[r, j] = torch.linalg.vecdot(qa[r], lists.centroids[idx[r, j]])
-        pick = idx.gather(1, score.topk(npb, dim=1).indices)
-        wide = torch.nonzero(band[:, -1], as_tuple=True)[0]  # the band may go on past the npb + extra best
-        if wide.numel():
-            pick[wide] = (qa[wide] @ lists.centroids.T).topk(npb, dim=1).indices
-        out.append(pick)
-    return torch.cat(out)
 
 
 def _ivf_lowp_pairs(
