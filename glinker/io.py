@@ -32,14 +32,23 @@ def to_jsonable(doc: Any) -> dict[str, Any]:
                     fix="pass glinker.LinkedDocument records or dicts")
 
 
+# characters JSON allows raw inside strings but Python's str.splitlines() (and some other readers) break lines at
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(js: str) -> str:
+    """A JSON text with U+0085, U+2028 and U+2029 escaped, so that it is one line for every reader of JSONL."""
+    return js.translate(_LINE_BREAKS)
+
+
 def _dumps(doc: Any) -> str:
     if hasattr(doc, "model_dump_json"):
-        return doc.model_dump_json()
+        return one_line(doc.model_dump_json())
     # pydantic's own JSON writer (compact, its float format: 0.000073, 1e-7): a record written from a dict (a queue
     # worker's answer) and from the model (a local run) are the same bytes
     import pydantic_core
 
-    return pydantic_core.to_json(to_jsonable(doc)).decode("utf-8")
+    return one_line(pydantic_core.to_json(to_jsonable(doc)).decode("utf-8"))
 
 
 def _partial_tail(path: Path) -> int:

@@ -18,10 +18,12 @@ from glinker.model.shipped import DEFAULT_MODEL
 log = logging.getLogger(__name__)
 
 
-def _read_docs(path: Path, text_field: str, whole_file: bool, skip_bad: bool = False) -> Iterator[dict]:
+def _read_docs(path: Path, text_field: str, whole_file: bool, skip_bad: bool = False,
+               pos: list[int] | None = None) -> Iterator[dict]:
     """Documents {id, text} from a .txt (one per line, or the whole file) or .jsonl file; '-' is stdin. A bad
-    line raises a DataError naming it, or is skipped with a warning when ``skip_bad``."""
-    for item in _read_lines(path, text_field, whole_file):
+    line raises a DataError naming it, or is skipped with a warning when ``skip_bad``. ``pos[0]`` follows the
+    input lines read (blank and skipped ones included)."""
+    for item in _read_lines(path, text_field, whole_file, pos):
         if isinstance(item, DataError):
             if not skip_bad:
                 raise item
@@ -30,7 +32,8 @@ def _read_docs(path: Path, text_field: str, whole_file: bool, skip_bad: bool = F
         yield item
 
 
-def _read_lines(path: Path, text_field: str, whole_file: bool) -> Iterator[dict | DataError]:
+def _read_lines(path: Path, text_field: str, whole_file: bool,
+                pos: list[int] | None = None) -> Iterator[dict | DataError]:
     is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
@@ -53,6 +56,8 @@ def _read_lines(path: Path, text_field: str, whole_file: bool) -> Iterator[dict 
             yield {"id": "0", "text": text}
             return
         for n, raw in enumerate(fh, 1):
+            if pos is not None:
+                pos[0] = n
             where = f"{name}:{n}"
             try:
                 line = decode(raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw, where)
@@ -152,12 +157,15 @@ def ner(
     from itertools import islice
 
     from glinker.cli.link import _claim_output, _count_lines
-    from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state
+    from glinker.io import ResumeState, already_written, one_line, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
     from glinker.model.labels import _labels_digest
 
     if output is not None:  # before anything slow: where the results go
         _check_output(output, input)
+    if str(input) != "-" and not input.is_file():  # and what they come from
+        raise DataError("cannot read input: " + ("it is a directory" if input.is_dir() else "no such file"),
+                        where=str(input), fix="check the path")
     lab = _labels(labels, labels_file, label_bank)
     m = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
     if isinstance(lab, (list, dict)):
@@ -175,7 +183,8 @@ def ner(
             done = resume_state(output, text_field)
         else:
             output.write_text("", encoding="utf-8")
-    docs = _read_docs(input, text_field, whole_file, skip_bad)  # streamed: memory does not grow with the input
+    pos = [0]  # input lines read: the bar counts lines (blank, skipped and already written ones too)
+    docs = _read_docs(input, text_field, whole_file, skip_bad, pos)  # streamed: memory does not grow with the input
     bar = None
     if progress and output is not None and str(input) != "-":
         from tqdm import tqdm
@@ -199,10 +208,10 @@ def ner(
                         long_text="truncate" if truncate else "chunk", label_top_k=label_top_k)
         for d, ents in zip(chunk, res):
             rec = {**d, "entities": list(ents), "truncated": bool(getattr(ents, "truncated", False))}
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.write(one_line(json.dumps(rec, ensure_ascii=False)) + "\n")
         out.flush()  # results already written survive an error on a later line
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(pos[0] - bar.n)
 
     todo = skip_done()
     try:
@@ -217,6 +226,8 @@ def ner(
                     run(chunk)  # the documents before the bad line are written first
                     raise
                 if not chunk:
+                    if bar is not None and bar.total:
+                        bar.update(bar.total - bar.n)  # the lines after the last document
                     break
                 run(chunk)
     except KeyboardInterrupt:

@@ -278,11 +278,13 @@ def sweep_thresholds(predict: PredictFn, datasets: Sequence[NERDataset], thresho
 
 
 def _write_predictions(f: Any, ds: NERDataset, preds: Sequence[Sequence[dict]]) -> None:
+    from glinker.io import one_line
+
     for i, (ex, ents) in enumerate(zip(ds.examples, preds)):
         rec = {"dataset": ds.name, "index": i, "text": ex.text,
                "entities": [{k: v for k, v in e.items() if k in ("start", "end", "label", "score", "text")}
                             for e in ents]}
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.write(one_line(json.dumps(rec, ensure_ascii=False)) + "\n")
     f.flush()
 
 

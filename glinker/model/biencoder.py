@@ -662,6 +662,12 @@ class BiEncoder:
         if top_k >= C:  # retrieving every label is exhaustive scoring
             return None
         if bank is not None:
+            if not bank.has_index and len(bank) < self.retrieval_threshold(bank):
+                # an explicit label_top_k on a bank that has no index and is small enough to score exhaustively:
+                # an exact index (an approximate one would gain little here and could miss the best label)
+                log.info("label_top_k=%d on a bank of %d labels without an index: searched exactly (Flat)", top_k,
+                         len(bank))
+                bank.build_index("Flat")
             # an inverted-file index is scored by matrix products on the CPU (score_rows_ivf), others searched
             lists = bank.ivf_lists() if self.device.type == "cpu" else None
             return top_k, bank.search, lists, bank.nprobe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -509,6 +510,8 @@ class LabelBank:
 
         d = Path(bank_dir)
         meta_f, vec_f = d / BANK_JSON, d / BANK_VECTORS
+        if not d.exists():
+            recover_swap(d)
         if not meta_f.is_file() or not vec_f.is_file():
             if not d.exists():
                 raise DataError("no such label bank folder", where=str(d),
@@ -591,7 +594,7 @@ def read_labels_file(path: str | os.PathLike) -> list[str] | dict[str, str]:
     elif suffix in (".jsonl", ".ndjson"):
         out = _labels_jsonl(text, p)
     else:
-        names = [x.strip() for x in text.splitlines()]
+        names = [x.replace("\ufeff", "").strip() for x in text.splitlines()]  # a BOM mid-file: files joined
         names = [x for x in names if x and not x.startswith("#")]
         out = list(dict.fromkeys(names))
         if len(out) < len(names):
@@ -736,6 +739,42 @@ def staging_dir(out_dir: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.building"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def recover_swap(out_dir: str | os.PathLike) -> None:
+    """Finish or undo a bank replacement killed between its two renames (``out`` moved to ``.out.old-PID``, the
+    new bank not yet moved in from :func:`staging_dir`): the finished new bank goes into place, else the old one
+    goes back; old copies whose swap completed are removed. Swaps of live processes are left alone."""
+    out = Path(out_dir)
+    olds = []
+    for f in out.parent.glob(f".{glob.escape(out.name)}.old-*"):
+        pid = f.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            return  # a replacement in progress
+        olds.append(f)
+    if not out.exists():
+        new = staging_dir(out)
+        if (new / BANK_JSON).is_file() and (new / BANK_VECTORS).is_file():
+            os.rename(new, out)
+            log.warning("label bank %s: a replacement was stopped while swapping in; the new bank, which was "
+                        "complete, is now in place", out)
+        elif olds:
+            back = max(olds, key=lambda f: f.stat().st_mtime)
+            os.rename(back, out)
+            olds.remove(back)
+            log.warning("label bank %s: a replacement was stopped while swapping in; the previous bank is back", out)
+    for f in olds:
+        shutil.rmtree(f, ignore_errors=True)
+
+
 def rows_done(out_dir: str | os.PathLike) -> int:
     """Rows already written by an interrupted :meth:`LabelBank.write_batches` build of ``out_dir`` (0: none),
     in the folder itself or, when it replaces a finished bank there, in :func:`staging_dir`."""
@@ -765,6 +804,7 @@ class _BankWriter:
             )
         _check_unique(names)
         self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
+        recover_swap(out)
         if out.exists() and not out.is_dir():
             raise DataError("is a file, not a folder", where=str(out), fix="give a new folder for the label bank")
         self.digest = _labels_digest(names, prompts, dim, fingerprint)

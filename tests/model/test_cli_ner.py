@@ -106,7 +106,7 @@ def test_ner_streams_and_keeps_results_written_before_a_bad_line(tmp_path):
     assert r.exit_code == 0, r.output
     done = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(done) == 301 and done[-1]["text"] == "Ada Lovelace in London." and done[0]["id"] == "1"
-    r = runner.invoke(app, args[:4] + ["-l", "person", "-t", "0.6"] + args[6:])  # other labels: refused
+    r = runner.invoke(app, args[:3] + ["-l", "person", "-t", "0.6"] + args[5:])  # other labels: refused
     assert "written by another run (labels" in str(r.exception) and "--no-resume" in str(r.exception)
     r = runner.invoke(app, args + ["--no-resume"])
     assert r.exit_code == 0 and len((tmp_path / "o.jsonl").read_text().splitlines()) == 301
@@ -164,3 +164,60 @@ def test_ner_resume_refuses_another_input_without_ids(tmp_path):
     r = runner.invoke(app, args + [str(tmp_path / "b.txt")])
     assert r.exit_code != 0 and "has another text" in str(r.exception)
     assert (tmp_path / "o.jsonl").read_text() == before
+
+
+def test_ner_missing_input_is_named_before_loading_and_the_bar_counts_lines(tmp_path, monkeypatch):
+    """A missing input fails before the model loads and leaves no output; the progress bar counts input lines
+    (blank lines and, on resume, the documents already written), ending at its total."""
+    import tqdm
+
+    from glinker.model import biencoder
+
+    loaded = []
+    monkeypatch.setattr(biencoder.BiEncoder, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loaded.append(1) or (_ for _ in ()).throw(AssertionError)))
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(tmp_path / "nope.txt"), "-o",
+                            str(tmp_path / "x.jsonl")])
+    assert r.exit_code != 0 and "nope.txt" in str(r.exception) and "no such file" in str(r.exception)
+    assert not loaded and not (tmp_path / "x.jsonl").exists()
+    monkeypatch.undo()
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, **_):
+            self.n, self.total = 0, total
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    src = tmp_path / "in.txt"
+    src.write_text("John Smith\n\n\n\nParis\n\n\n", encoding="utf-8")
+    args = ["ner", "-m", CKPT, "-l", "person", str(src), "-o", str(tmp_path / "out.jsonl")]
+    assert runner.invoke(app, args).exit_code == 0
+    assert bars[-1].total == 7 and bars[-1].n == 7
+    out = tmp_path / "out.jsonl"
+    out.write_text(out.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")  # resume at 1
+    assert runner.invoke(app, args).exit_code == 0
+    assert bars[-1].n == 7 and len(out.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_ner_labels_file_with_a_bom_mid_file_and_line_separators_in_text(tmp_path):
+    """Labels files joined with cat carry a BOM mid-file: not part of a name. A text holding U+2028 stays one
+    output line for str.splitlines()."""
+    (tmp_path / "labels.txt").write_bytes("\ufeffperson\n\ufefflocation\n".encode("utf-8"))
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "John Smith\u2028in Paris."}) + "\n", encoding="utf-8")
+    r = runner.invoke(app, ["ner", "-m", CKPT, "--labels-file", str(tmp_path / "labels.txt"), "-t", "0.0",
+                            str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1
+    assert {e["label"] for e in json.loads(lines[0])["entities"]} <= {"person", "location"}
+    from glinker.model.labels import read_labels_file
+
+    assert read_labels_file(tmp_path / "labels.txt") == ["person", "location"]

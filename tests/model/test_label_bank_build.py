@@ -99,6 +99,45 @@ def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(mod
         LabelBank.load(tmp_path / "nope")
 
 
+@pytest.mark.parametrize("then", ["load", "rebuild"])
+def test_a_replacement_killed_between_its_renames_loses_neither_bank(model, tmp_path, monkeypatch, then):
+    """Killed after the old bank moved away and before the new one moved in: the next load (or build) puts the
+    finished new bank in place instead of reporting no bank or deleting it and encoding everything again."""
+    import os
+
+    out = tmp_path / "b"
+    model.encode_labels_to(LABELS, out, chunk_size=8)
+    shuffled = LABELS[::-1]
+    real = os.rename
+    calls = []
+
+    def killed(a, b):
+        calls.append(a)
+        real(a, b)
+        if len(calls) == 1:
+            raise SystemExit("killed")  # stands for SIGKILL: nothing after the first rename runs
+
+    monkeypatch.setattr(os, "rename", killed)
+    with pytest.raises(SystemExit):
+        model.encode_labels_to(shuffled, out, chunk_size=8)
+    monkeypatch.setattr(os, "rename", real)
+    assert not out.exists() and any(p.name.startswith(".b.old-") for p in tmp_path.iterdir())
+    encoded = []
+    if then == "load":
+        assert LabelBank.load(out).names == shuffled
+    else:
+        orig = model._encode_prompt_texts
+
+        def counting(texts, *a, **k):
+            encoded.append(len(texts))
+            return orig(texts, *a, **k)
+
+        monkeypatch.setattr(model, "_encode_prompt_texts", counting)
+        assert model.encode_labels_to(shuffled, out, chunk_size=8).names == shuffled
+        assert not encoded  # the finished bank was kept, not encoded again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no old copy or staging left beside it
+
+
 def test_write_batches_refuses_duplicates_and_wrong_shapes(tmp_path):
     with pytest.raises(DataError, match="duplicate"):
         LabelBank.write_batches(tmp_path / "a", ["x", "x"], ["x", "x"], [np.zeros((2, 4))], 4)

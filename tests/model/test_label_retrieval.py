@@ -151,6 +151,23 @@ def test_predict_retrieved_equals_exhaustive_with_flat_index(model):
     _assert_same(listed, exhaustive)
 
 
+def test_explicit_top_k_on_a_small_bank_without_index_is_exact(model, tmp_path, monkeypatch):
+    """label_top_k on a bank below the retrieval threshold with no index: an exact index for this process (the
+    default approximate index could miss a span's best label), nothing written into the bank's folder."""
+    from glinker.model import labels as lab
+
+    t = 0.5
+    bank = model.encode_labels(_labels(600))
+    need = _max_above(model, bank, t)
+    exhaustive = model.predict(TEXTS, bank, threshold=t, label_top_k=0)
+    bank.save(tmp_path / "bank")
+    back = LabelBank.load(tmp_path / "bank")
+    monkeypatch.setattr(lab, "large_factory", lambda n: "IVF8,Flat")  # what a large bank would get
+    _assert_same(model.predict(TEXTS, back, threshold=t, label_top_k=need), exhaustive)
+    assert back.index_factory == "Flat"
+    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["label_bank.json", "vectors.npy"]
+
+
 def test_predict_automatic_retrieval_above_bank_threshold(model, tmp_path):
     t = 0.6
     bank = model.encode_labels(_labels(400))
