@@ -130,6 +130,7 @@ def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, A
     aliases_by_lang = {lg: [v for a in raw_alias[lg] if (v := (a.get("value") or "").strip())]
                        for lg in langs if raw_alias.get(lg)}
     label = next((labels[lg] for lg in langs if lg in labels), "")
+    fb = ""
     if not label and opts["fallback"] and raw_labels:
         # "mul" is Wikidata's language-independent label; then the first label in a stable (sorted) order
         fb = "mul" if "mul" in raw_labels else sorted(raw_labels)[0]
@@ -139,6 +140,8 @@ def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, A
     if not label and opts["require_label"]:
         return None, "label"
     description = next((descs[lg] for lg in langs if lg in descs), "")
+    if not description and fb and fb != "mul" and (v := ((raw_desc.get(fb) or {}).get("value") or "").strip()):
+        description = descs[fb] = v  # the label's own language: a description that matches the name
     aliases: list[str] = []
     seen = {label}
     for lg in langs:
@@ -281,6 +284,7 @@ class WikidataAdapter:
         """Stream the dump in order, parsing in worker processes; bad lines are counted with their line number."""
         self.report = AdapterReport()
         self.skipped_by_reason = {}
+        self.label_languages: dict[str, int] = {}  # entities with a label in each language they were named in
         self.truncated = False
         opts = self._opts()
         ncpu = os.cpu_count() or 1
@@ -290,6 +294,7 @@ class WikidataAdapter:
             if workers <= 0:
                 for task in chunks:
                     yield from self._emit(parse_chunk(task))
+                self._check_languages()
                 return
             import multiprocessing as mp
 
@@ -310,6 +315,7 @@ class WikidataAdapter:
                     yield from self._emit(window.popleft().get())
                 if cut is not None:
                     raise cut
+                self._check_languages()
         except DataError:
             if self.options.allow_truncated and self.truncated:
                 self.report.problem(str(self.path), "dump truncated; kept the entities read before the cut")
@@ -326,11 +332,25 @@ class WikidataAdapter:
             self.skipped_by_reason[why] = self.skipped_by_reason.get(why, 0) + c
             rep.skipped += c
             rep.read += c
+        seen = self.label_languages
         for d in ents:
             rep.read += 1
             rep.yielded += 1
+            for lg in d["labels"]:
+                seen[lg] = seen.get(lg, 0) + 1
             # every field is built with its type by parse_entity: no second validation in the parent
             yield trusted_entity(d)
+
+    def _check_languages(self, least: int = 1000) -> None:
+        """After a whole dump: a requested language that named none of ``least`` or more entities is most likely
+        not a Wikidata language code (``eng`` for ``en``): said, since the build silently fell back otherwise."""
+        n = self.report.yielded
+        unseen = [lg for lg in self.options.languages if not self.label_languages.get(lg)]
+        if n >= least and unseen:
+            log.warning("none of the %d entities kept has a label in %s: %s Wikidata's language codes are such as "
+                        "en, de, fr, zh-hans, mul (option languages)", n, ", ".join(map(repr, unseen)),
+                        "their names came from the other languages or the fallback." if len(unseen) <
+                        len(self.options.languages) or self.options.fallback else "")
 
     def estimate_count(self) -> int | None:
         """Entities estimated from the file size and the mean (compressed) size of the first 200 entity lines."""
