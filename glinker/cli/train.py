@@ -37,7 +37,7 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
             raise typer.BadParameter(f"--set needs key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)
     from glinker.errors import ModelError
-    from glinker.model.shipped import check_delta_format, export_shipped
+    from glinker.model.shipped import check_delta_format
 
     try:
         check_delta_format(ship_format)  # before training, not after it
@@ -48,7 +48,16 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
         if path is not None and path.exists() and not path.is_dir():
             raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
     t = Trainer(cfg)
-    t.setup()
+    t.setup()  # holds output_dir until t.close(): a second run into it is refused, naming this one
+    try:
+        _run(t, cfg, export, ship, ship_format, stop_at)
+    finally:
+        t.close()
+
+
+def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_at: int | None) -> None:
+    from glinker.model.shipped import export_shipped
+
     if ship is not None and not (cfg.model.text_encoder and cfg.model.labels_encoder):  # known now, not after training
         raise typer.BadParameter("only models trained from packaged encoders can be shipped (model.text_encoder / "
                                  "labels_encoder set to pkg:<package>); drop --ship or use --export", param_hint="--ship")

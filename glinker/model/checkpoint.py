@@ -1,16 +1,19 @@
 """Read and write gliner-format checkpoints: ``gliner_config.json``, weights, text and label tokenizers.
 
 Weights are read with safetensors or ``torch.load(weights_only=True)``: untrusted files are never unpickled.
-Writes are atomic (everything goes to a temporary sibling folder, then each file is renamed into place).
+Writes are atomic: the whole checkpoint is written to a temporary sibling folder, which then replaces the old
+folder (renamed away, the new one renamed in, the old one removed); a save cut short is undone by the next one.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +103,16 @@ def resolve_dir(path_or_id: str | os.PathLike) -> Path:
 
         return Path(snapshot_download(repo_id=s, allow_patterns=WEIGHT_PATTERNS))
     except Exception as e:  # the hub raises many types (offline, 404, auth)
+        # 'runs/t1' is a hub id's shape too: a mistyped local folder must not read as a network problem only
+        local = f"; no local folder {s} exists either (looked in {Path.cwd()})"
+        parent = p.parent
+        if parent.is_dir():
+            near = sorted(x.name for x in parent.iterdir() if x.is_dir() and not x.name.startswith("."))
+            local += f"; {parent} holds {', '.join(near[:8]) + (' ...' if len(near) > 8 else '') or 'no folder'}"
         raise ModelError(
-            f"could not download {s!r} from the Hugging Face hub: {e}",
+            f"could not download {s!r} from the Hugging Face hub: {e}{local}",
             where=s,
-            fix="check the id and your network, or download the model and pass its folder",
+            fix="check the local path (relative to where you run the command), or the hub id and your network",
         ) from e
 
 
@@ -111,6 +120,7 @@ def read_config(ckpt: Path) -> dict:
     """The gliner config dict with defaults filled in; a bi-encoder span or token model, else ModelError."""
     f = ckpt / CONFIG_FILE
     if not f.is_file():
+        _not_a_checkpoint(ckpt)
         raise ModelError(
             "no gliner_config.json in the checkpoint folder",
             where=str(ckpt),
@@ -167,6 +177,34 @@ def read_config(ckpt: Path) -> dict:
         if cfg.get(key) is None:
             cfg[key] = _fetch_hf_config(cfg[name], f, key)
     return cfg
+
+
+def _not_a_checkpoint(ckpt: Path) -> None:
+    """A ModelError saying where the model is when ``ckpt`` is a ``glinker train`` output folder or one of its
+    step checkpoints (neither is a model); nothing otherwise."""
+    if (ckpt / "trainable.safetensors").is_file() or (ckpt.parent.name == "checkpoints"
+                                                      and (ckpt / "state.json").is_file()):
+        run = ckpt.parent.parent
+        final = run / "final"
+        raise ModelError(
+            "this is a training checkpoint of `glinker train`: it holds the trained weights only "
+            "(trainable.safetensors, with the optimiser state), not a whole model",
+            where=str(ckpt),
+            fix=(f"load the exported model {final}" if (final / CONFIG_FILE).is_file() else
+                 f"run `glinker train --config <its config>` again: it resumes from the last checkpoint and, once "
+                 f"train.steps are done, exports the whole model into {final}"),
+        )
+    if (ckpt / "checkpoints").is_dir() or (ckpt / "final").is_dir():
+        final = ckpt / "final"
+        if (final / CONFIG_FILE).is_file():
+            raise ModelError(f"this is a `glinker train` output folder; the trained model is in {final}",
+                             where=str(ckpt), fix=f"pass {final}")
+        raise ModelError(
+            "this is a `glinker train` output folder without an exported model yet (no final/gliner_config.json)",
+            where=str(ckpt),
+            fix=f"run `glinker train --config <its config>` again: it resumes and, once train.steps are done, "
+                f"exports the model into {final}",
+        )
 
 
 def _fetch_hf_config(name: str, f: Path, key: str) -> dict:
@@ -277,41 +315,112 @@ def save_checkpoint(
     labels_tokenizer: Any,
     safe_serialization: bool = True,
 ) -> Path:
-    """Write a gliner-loadable checkpoint folder atomically."""
-    import torch
+    """Write a gliner-loadable checkpoint folder atomically.
+
+    The whole folder is written next to ``out_dir`` and swapped in (the old folder renamed away, the new one
+    renamed in, the old one removed), so an interruption leaves the old checkpoint or the new one, never a mix.
+    Files of the old folder that are no checkpoint files (notes, a README) are carried over as they are; the
+    checkpoint's own files get the mode a plain ``open`` gives under the umask (not safetensors' 0600). Saves of
+    one folder take turns (a lock file beside it)."""
+    from glinker.io import locked
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        if safe_serialization:
-            from safetensors.torch import save_file
-
-            save_file(sd, str(tmp / SAFE_WEIGHTS), metadata={"format": "pt"})
-        else:
-            torch.save(sd, str(tmp / PT_WEIGHTS))
-        tokenizer.save_pretrained(str(tmp))
-        labels_tokenizer.save_pretrained(str(tmp / LABELS_TOKENIZER_DIR))
-        for tc in (tmp / "tokenizer_config.json", tmp / LABELS_TOKENIZER_DIR / "tokenizer_config.json"):
-            if tc.is_file():  # transformers 5 writes a class name transformers 4 cannot load
-                d = json.loads(tc.read_text(encoding="utf-8"))
-                if d.get("tokenizer_class") == "TokenizersBackend":
-                    d["tokenizer_class"] = "PreTrainedTokenizerFast"
-                    tc.write_text(json.dumps(d, indent=2, ensure_ascii=False), encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
-        stale = [out / SAFE_WEIGHTS, out / PT_WEIGHTS]
-        for f in stale:  # a leftover weights file of the other format would take precedence on load
-            if f.exists() and not (tmp / f.name).exists():
-                f.unlink()
-        for src in sorted(tmp.rglob("*")):
-            if src.is_file():
-                dst = out / src.relative_to(tmp)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with locked(out.parent / f".{out.name}.lock"):
+        _recover(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            _write_checkpoint(tmp, cfg, state_dict, tokenizer, labels_tokenizer, safe_serialization)
+            _plain_modes(tmp)
+            if out.is_dir():
+                for old in out.iterdir():  # what the user keeps beside the model
+                    if (tmp / old.name).exists() or _is_checkpoint_file(old.name):
+                        continue
+                    if old.is_dir() and not old.is_symlink():
+                        shutil.copytree(old, tmp / old.name, symlinks=True)
+                    else:
+                        shutil.copy2(old, tmp / old.name, follow_symlinks=False)
+            _swap_in(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_checkpoint(tmp: Path, cfg: dict, state_dict: dict, tokenizer: Any, labels_tokenizer: Any,
+                      safe_serialization: bool) -> None:
+    import torch
+
+    (tmp / CONFIG_FILE).write_text(
+        json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    if safe_serialization:
+        from safetensors.torch import save_file
+
+        save_file(sd, str(tmp / SAFE_WEIGHTS), metadata={"format": "pt"})
+    else:
+        torch.save(sd, str(tmp / PT_WEIGHTS))
+    tokenizer.save_pretrained(str(tmp))
+    labels_tokenizer.save_pretrained(str(tmp / LABELS_TOKENIZER_DIR))
+    for tc in (tmp / "tokenizer_config.json", tmp / LABELS_TOKENIZER_DIR / "tokenizer_config.json"):
+        if tc.is_file():  # transformers 5 writes a class name transformers 4 cannot load
+            d = json.loads(tc.read_text(encoding="utf-8"))
+            if d.get("tokenizer_class") == "TokenizersBackend":
+                d["tokenizer_class"] = "PreTrainedTokenizerFast"
+                tc.write_text(json.dumps(d, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    """A file a checkpoint is made of (the old model's, never carried into a new one: a weights file of the other
+    format would take precedence on load, an old tokenizer file would mix with the new tokenizer)."""
+    return name == LABELS_TOKENIZER_DIR or any(fnmatch.fnmatch(name, pat) for pat in WEIGHT_PATTERNS if "/" not in pat)
+
+
+def _plain_modes(root: Path) -> None:
+    """The modes of a plain ``open``/``mkdir`` under the umask for a tree ``tempfile`` and safetensors made
+    owner-only (0700 folder, 0600 weights)."""
+    from glinker.io import plain_mode
+
+    for d, _dirs, files in os.walk(root):
+        plain_mode(d, executable=True)
+        for f in files:
+            if not os.path.islink(os.path.join(d, f)):
+                plain_mode(os.path.join(d, f))
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace the folder ``out`` with ``new`` by two renames; a kill between them leaves ``.<name>.old-*``,
+    which :func:`recover_checkpoint_dir` renames back."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """Undo what an interrupted save of ``out`` left (caller holds the folder's lock): its temporary folders are
+    removed, and a previous checkpoint renamed away but not replaced is renamed back."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        log.info("removing %s, left by an interrupted save", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not out.exists():
+        log.warning("%s: a save was interrupted while replacing it; restoring the previous checkpoint", out)
+        os.replace(olds.pop(), out)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoint_dir(out_dir: str | os.PathLike) -> None:
+    """Clean up after a save of ``out_dir`` that was cut short (see :func:`save_checkpoint`)."""
+    from glinker.io import locked
+
+    out = Path(out_dir)
+    left = [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")] if out.parent.is_dir() else []
+    if not left:
+        return
+    with locked(out.parent / f".{out.name}.lock"):
+        _recover(out)

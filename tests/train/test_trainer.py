@@ -13,25 +13,6 @@ WORDS = ("john smith works at google in london . paris is the capital of france 
          "steve jobs . maria lopez lives in berlin , germany .").split(" . ")
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    from glinker.model.testing import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", text_encoder="bert")
-
-
-@pytest.fixture
-def train_files(tmp_path):
-    data = [
-        {"tokenized_text": "john smith works at google in london .".split(), "ner": [[0, 1, "person"], [4, 4, "organization"], [6, 6, "location"]]},
-        {"tokenized_text": "paris is the capital of france .".split(), "ner": [[0, 0, "location"], [5, 5, "location"]]},
-        {"tokenized_text": "apple inc was founded by steve jobs .".split(), "ner": [[0, 1, "organization"], [5, 6, "person"]]},
-        {"tokenized_text": "maria lopez lives in berlin , germany .".split(), "ner": [[0, 1, "person"], [4, 4, "location"], [6, 6, "location"]]},
-    ]
-    (tmp_path / "train.json").write_text(json.dumps(data))
-    return tmp_path
-
-
 def _cfg(tmp_path, ckpt, files, steps, out="run", **train):
     from glinker.model.train import TrainConfig
 
@@ -74,6 +55,7 @@ def test_resume_continues_exactly(tmp_path, tiny_ckpt, train_files):
     first = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
     first.setup()
     part = first.train(stop_at=3)  # as if the process died after the step-3 checkpoint
+    first.close()
     resumed = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="b"))
     resumed.setup()
     assert resumed.step == 3
@@ -100,6 +82,7 @@ def test_resume_refuses_another_configuration(tmp_path, tiny_ckpt, train_files):
     first = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c"))
     first.setup()
     first.train(stop_at=3)
+    first.close()
     ckpt = next((tmp_path / "c" / "checkpoints").glob("step-*"))
     assert stat.S_IMODE(os.stat(ckpt).st_mode) == stat.S_IMODE(os.stat(tmp_path / "c").st_mode)  # not 0700
     changed = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c", others_lr=0.5))
@@ -110,6 +93,7 @@ def test_resume_refuses_another_configuration(tmp_path, tiny_ckpt, train_files):
     (tmp_path / "c" / "checkpoints" / ".tmp-killed").mkdir()  # a save cut short by kill -9: cleared on resume
     again.setup()
     assert again.step == 3 and not list((tmp_path / "c" / "checkpoints").glob(".tmp-*"))
+    again.close()
     # the data changed since (its sampler state indexes the examples): refused, naming the source
     data = json.loads((train_files / "train.json").read_text())
     (train_files / "train.json").write_text(json.dumps(data[:2]))
@@ -255,7 +239,7 @@ def test_window_words_set_in_the_config_reaches_the_saved_checkpoint(tmp_path, t
     from glinker.model.train import TrainConfig
     from glinker.model.train.trainer import init_model
 
-    raw = _cfg(tmp_path, tiny_ckpt, train_files, steps=1).model_dump()
+    raw = _cfg(tmp_path, tiny_ckpt, train_files, steps=1).model_dump(exclude_unset=True)
     raw["model"]["window_words"] = 8
     model = init_model(TrainConfig.model_validate(raw))
     assert model.window_words == 8
@@ -289,7 +273,7 @@ def test_train_cli_logs_its_steps_when_stderr_is_a_file(tmp_path, tiny_ckpt, tra
     import yaml
 
     cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, save_every=2)
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
     with open(tmp_path / "err.log", "w") as err:
         r = subprocess.run([sys.executable, "-m", "glinker", "train", "--config", str(tmp_path / "train.yaml")],
                            stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)

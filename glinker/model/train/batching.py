@@ -6,8 +6,10 @@ unannotated types), with random negative labels drawn from every source's type v
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,34 +70,170 @@ def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rn
             [(max(s, lo) - lo, min(e, hi - 1) - lo) for s, e in ignore if s < hi and e >= lo])
 
 
+def clean_label(name: str) -> str:
+    """A type name as training prompts it: NFKC, invisible (format) characters such as U+200B dropped,
+    whitespace collapsed and stripped."""
+    s = unicodedata.normalize("NFKC", name)
+    s = "".join(c for c in s if unicodedata.category(c) != "Cf")
+    return " ".join(s.split())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def label_key(name: str) -> str:
+    """What makes two type names one type: :func:`clean_label`, compared without case."""
+    return clean_label(name).casefold()
+
+
+def canonical_names(counts: dict[str, int]) -> dict[str, str]:
+    """For raw type names with their counts (in first-seen order): each name -> the name of its type, the most
+    frequent cleaned spelling among the names of one :func:`label_key` (the first seen on a tie)."""
+    by_key: dict[str, dict[str, int]] = {}
+    for raw, n in counts.items():
+        spell = by_key.setdefault(label_key(raw), {})
+        spell[clean_label(raw)] = spell.get(clean_label(raw), 0) + n
+    best = {k: max(spell, key=lambda x: spell[x]) for k, spell in by_key.items()}  # max keeps the first on a tie
+    return {raw: best[label_key(raw)] for raw in counts}
+
+
+def _merged_note(mapping: dict[str, str], where: dict[str, str] | None = None) -> str:
+    """``'person' <- 'Person', ' person '``: the names that were changed, by the type they became (with the file
+    each was first seen in, when ``where`` is given)."""
+    groups: dict[str, list[str]] = {}
+    for raw, name in mapping.items():
+        if raw != name:
+            groups.setdefault(name, []).append(repr(raw) + (f" ({where[raw]})" if where and raw in where else ""))
+    return "; ".join(f"{name!r} <- {', '.join(raws)}" for name, raws in groups.items())
+
+
+SPLIT_OF_WORD = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
+                 "validation": "dev", "test": "test"}
+
+
+def _split_of(f: Path) -> str | None:
+    """train / dev / test when a data file's name says so (``train.json``, ``val.conllu``, ``en_test.txt``)."""
+    for part in f.stem.lower().replace("-", "_").split("_"):
+        if part in SPLIT_OF_WORD:
+            return SPLIT_OF_WORD[part]
+    return None
+
+
+def default_split(path: str, split: str | None, section: str, where: str) -> str | None:
+    """The split a source reads when the config names none: a folder holding split-named files (``train.json``,
+    ``dev.json``, ``test.txt``) gives its train files to training and its dev files to ``dev``, never all of them
+    (test data must not train by default); a folder of one other split, or of no split names, is read whole."""
+    from glinker.eval.datasets import training_files
+
+    p = Path(path)
+    if split is not None or not p.is_dir():
+        return split
+    files = training_files(p)
+    of = {f: _split_of(f) for f in files}
+    splits = sorted({s for s in of.values() if s})
+    want = "train" if section == "data" else "dev"
+    if not splits:
+        return None
+    if want in splits:
+        left = [f.name for f, s in of.items() if s != want]
+        if left:
+            log.info("%s (%s): reading its %s split only (%s), not %s; set `split:` to choose another", where, p,
+                     want, ", ".join(f.name for f, s in of.items() if s == want), ", ".join(left))
+        if want == "train" and not training_files(p, "train"):
+            return "training"
+        return want
+    unnamed = [f.name for f, s in of.items() if s is None]
+    if len(splits) == 1 and not unnamed and not (section == "data" and splits[0] == "test"):
+        log.warning("%s (%s) holds only a %s split (%s): %s on it; set `split: %s` on the source to say so",
+                    where, p, splits[0], ", ".join(f.name for f in files),
+                    "training" if section == "data" else "scoring", splits[0])
+        return None
+    raise DataError(f"{p} holds {'/'.join(splits)} files ({', '.join(f.name for f in files)}) but no {want} split: "
+                    f"reading all of them would {'train on' if section == 'data' else 'score on'} "
+                    + ("test data" if "test" in splits else "other splits"), where=where,
+                    fix=f"set `split:` on the source to the split to read (e.g. split: {splits[0]}), or give the "
+                        "file itself as `path`")
+
+
+def _record_where(ex: Any, path: str) -> str:
+    """file:line of a training record (GLiNER JSON records are found again by their index; only on errors)."""
+    src = ex.source or path
+    line = ex.meta.get("line") if isinstance(ex.meta, dict) else None
+    if line is None and ex.id is not None and str(ex.id).isdigit() and Path(src).is_file():
+        from glinker.eval.datasets import iter_json_records
+
+        try:
+            line = next((ln for i, (_, ln) in enumerate(iter_json_records(src)) if i == int(ex.id)), None)
+        except DataError:
+            line = None
+    return f"{src}:{line}" if line else f"{src} (record {ex.id})"
+
+
+def _check_record(ex: Any, path: str) -> None:
+    """What GLiNER JSON allows but a span cannot mean: ``true`` as a word index, a span over an empty word."""
+    for j, (s, e, t) in enumerate(ex.spans):
+        if isinstance(s, bool) or isinstance(e, bool):
+            raise DataError(f"span {j} {[s, e, t]!r} has true/false as a word index", where=_record_where(ex, path),
+                            fix="write word indices as integers: [start, end_inclusive, type]")
+        blank = [k for k in range(s, e + 1) if not ex.tokens[k].strip()]
+        if blank:
+            raise DataError(f"span {j} {[s, e, t]!r} covers token {blank[0]} {ex.tokens[blank[0]]!r}, which is empty "
+                            "or only whitespace", where=_record_where(ex, path),
+                            fix="remove empty tokens from 'tokenized_text' and shift the span indices after them, "
+                                "or fix the span")
+    for t in [x for _, _, x in ex.spans] + list(ex.labels or []):
+        if not clean_label(t):
+            raise DataError(f"type {t!r} is only invisible characters or spaces", where=_record_where(ex, path),
+                            fix="give the entity type a name")
+    for r in ex.ignore:
+        if any(isinstance(x, bool) for x in r):
+            raise DataError(f"ignore range {list(r)!r} has true/false as a word index", where=_record_where(ex, path),
+                            fix="write each ignored range as [start, end] integers")
+
+
 def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence[str],
                  rename: dict[str, str]) -> tuple[list[Example], list[str]]:
-    """NER examples from any training format glinker reads, with types renamed/dropped."""
+    """NER examples from any training format glinker reads, with types renamed/dropped.
+
+    Type names that differ only in case, spacing or invisible characters (``person``, ``Person``, `` person ``)
+    are one type (its most frequent spelling), with a warning; ``drop``/``rename`` match names the same way."""
     from glinker.eval.datasets import iter_training
 
-    out: list[Example] = []
-    types: dict[str, None] = {}
-    seen: set[str] = set()  # the source's own types, before dropping and renaming
-    dropped = set(drop)
+    raw: list[Any] = []
+    counts: dict[str, int] = {}
+    first_file: dict[str, str] = {}
+    seen: dict[str, str] = {}  # the source's own types (key -> a name), before dropping and renaming
+    dropped = {label_key(t) for t in drop}
+    renamed = {label_key(k): v for k, v in rename.items()}
+
+    def name(t: str) -> str:
+        return renamed.get(label_key(t), t)
+
     for ex in iter_training(path, split=split):
-        seen.update(t for _, _, t in ex.spans)
-        seen.update(ex.labels or [])
-        spans = [(s, e, rename.get(t, t)) for s, e, t in ex.spans if t not in dropped]
-        labels = [rename.get(t, t) for t in (ex.labels or []) if t not in dropped]
-        for _, _, t in spans:
-            types.setdefault(t, None)
-        for t in labels:
-            types.setdefault(t, None)
-        out.append(Example(list(ex.tokens), spans, labels, ignore=list(ex.ignore)))
-        if limit and len(out) >= limit:
+        _check_record(ex, path)
+        for t in [x for _, _, x in ex.spans] + list(ex.labels or []):
+            seen.setdefault(label_key(t), t)
+        spans = [(s, e, name(t)) for s, e, t in ex.spans if label_key(t) not in dropped]
+        labels = [name(t) for t in (ex.labels or []) if label_key(t) not in dropped]
+        for t in [x for _, _, x in spans] + labels:
+            counts[t] = counts.get(t, 0) + 1
+            first_file.setdefault(t, ex.source or path)
+        raw.append((ex, spans, labels))
+        if limit and len(raw) >= limit:
             break
-    if not out:
+    if not raw:
         raise DataError("no training examples found", where=path, fix="check the path and split")
-    unknown = sorted((dropped | set(rename)) - seen)
+    canon = canonical_names(counts)
+    if any(k != v for k, v in canon.items()):
+        files = set(first_file.values())
+        note = _merged_note(canon, first_file if len(files) > 1 else None)
+        log.warning("%s: type names that differ only in case, spacing or invisible characters are one type: %s",
+                    path if len(files) > 1 else next(iter(files)), note)
+    out = [Example(list(ex.tokens), [(s, e, canon[t]) for s, e, t in spans], [canon[t] for t in labels],
+                   ignore=list(ex.ignore)) for ex, spans, labels in raw]
+    unknown = sorted(k for k in list(drop) + list(rename) if label_key(k) not in seen)
     if unknown:  # a typo in drop_types / rename_types changes nothing: say so
         log.warning("%s: drop_types/rename_types name types the data does not have: %s (its types: %s)", path,
-                    ", ".join(map(repr, unknown)), ", ".join(sorted(seen)[:20]))
-    return out, list(types)
+                    ", ".join(map(repr, unknown)), ", ".join(sorted(seen.values())[:20]))
+    return out, list(dict.fromkeys(canon.values()))
 
 
 def linking_examples(path: str, entities_path: str, template: str, limit: int | None, max_words: int
@@ -126,6 +264,7 @@ def linking_examples(path: str, entities_path: str, template: str, limit: int | 
             for n in e.names():
                 by_alias.setdefault(n.lower(), []).append(e.id)
     out: list[Example] = []
+    misaligned, first = 0, ""
     for doc in iter_el(path):
         sp = split_words(doc.text)
         if not sp.words:
@@ -134,7 +273,11 @@ def linking_examples(path: str, entities_path: str, template: str, limit: int | 
         word_of_end = {e: i for i, e in enumerate(sp.ends)}
         spans, hard = [], []
         for m in doc.mentions:
-            if m.entity_id not in ents or m.start not in word_of_start or m.end not in word_of_end:
+            if m.entity_id not in ents:
+                continue
+            if m.start not in word_of_start or m.end not in word_of_end:  # inside a word: no word span says it
+                misaligned += 1
+                first = first or f"{doc.text[m.start:m.end]!r} at {m.start}-{m.end} of document {doc.id}"
                 continue
             spans.append((word_of_start[m.start], word_of_end[m.end], ents[m.entity_id]))
             hard += [ents[h] for h in by_alias.get(m.text.lower(), []) if h != m.entity_id and h in ents][:5]
@@ -148,6 +291,9 @@ def linking_examples(path: str, entities_path: str, template: str, limit: int | 
                 out.append(Example(sp.words[lo:hi], win, [], hard))
         if limit and len(out) >= limit:
             break
+    if misaligned:
+        log.warning("%s: dropped %d mentions whose offsets are not on word boundaries (first: %s)", path,
+                    misaligned, first)
     if not out:
         raise DataError("no linking examples: no gold entity of the data is in the entity file", where=path,
                         fix="check that `entities` holds the KB the mentions link to")
@@ -223,16 +369,31 @@ class BatchSampler:
         cut = [_cut(e.words, e.spans, self.max_words, self.rng, e.ignore) for e in exs]
         if self.pack_words > self.max_words and src.kind == "ner":
             cut = [self._pack(c, src, exs) for c in cut]
-        positives = list(dict.fromkeys(t for _, spans, _ in cut for _, _, t in spans))
-        extra = list(dict.fromkeys(t for e in exs for t in e.labels + e.hard_negatives if t not in positives))
+        # one label per type: names differing only in case, spacing or invisible characters are the same type
+        # (never a positive and a negative of one span at once)
+        key = label_key
+        pos: dict[str, str] = {}
+        for _, spans, _ in cut:
+            for _, _, t in spans:
+                pos.setdefault(key(t), t)
+        positives = list(pos.values())
+        extra_by: dict[str, str] = {}
+        for e in exs:
+            for t in e.labels + e.hard_negatives:
+                if key(t) not in pos:
+                    extra_by.setdefault(key(t), t)
+        extra = list(extra_by.values())
         self.rng.shuffle(extra)
         pool = self.ner_pool if src.kind == "ner" else self.entity_pool[src.name]
-        neg = [t for t in self.rng.sample(pool, min(len(pool), self.negative_types * 2)) if t not in positives]
-        labels = list(dict.fromkeys(positives + extra[: self.max_types] + neg[: self.negative_types]))
+        neg = [t for t in self.rng.sample(pool, min(len(pool), self.negative_types * 2)) if key(t) not in pos]
+        chosen: dict[str, str] = {}
+        for t in positives + extra[: self.max_types] + neg[: self.negative_types]:
+            chosen.setdefault(key(t), t)
+        labels = list(chosen.values())
         labels = labels[: max(self.max_types, len(positives[: self.max_types]))]
         if not labels:
             labels = neg[:1] or pool[:1]
-        idx = {t: i for i, t in enumerate(labels)}
+        idx = {key(t): i for i, t in enumerate(labels)}
         words = [w if w else ["."] for w, _, _ in cut]
         n_words = [len(w) for w in words]
         W, K = max(n_words), self.max_width
@@ -243,8 +404,8 @@ class BatchSampler:
                 for s in range(lo, hi + 1):
                     ign[b, s, : min(K, hi - s + 1)] = True
             for s, e, t in spans:
-                if 0 <= e - s < K and e < n_words[b] and t in idx:
-                    tgt[b, s, e - s, idx[t]] = 1.0
+                if 0 <= e - s < K and e < n_words[b] and key(t) in idx:
+                    tgt[b, s, e - s, idx[key(t)]] = 1.0
                     ign[b, s, e - s] = False
         return Batch(words, labels, tgt, n_words, src.name, ign)
 
@@ -260,11 +421,36 @@ def build_sources(cfg_sources: Sequence[Any], max_words: int, section: str = "da
                                 fix="set entities: path/to/entities.jsonl")
             ex, types = linking_examples(s.path, s.entities, s.template, s.limit, max_words)
         else:
-            ex, types = ner_examples(s.path, s.split, s.limit, s.drop_types, s.rename_types)
+            split = default_split(s.path, s.split, section, f"{section}[{i}]")
+            ex, types = ner_examples(s.path, split, s.limit, s.drop_types, s.rename_types)
         if not types:
             raise DataError(f"source {name} has no entity types (no annotated span or label is left"
                             + (" after drop_types" if s.kind != "linking" and s.drop_types else "") + ")",
                             where=f"{section}[{i}] ({s.path})", fix="annotate entities in it, or drop the source")
         log.info("source %s: %d examples, %d types", name, len(ex), len(types))
         out.append(Source(name, s.kind, s.weight, ex, types))
+    _one_spelling(out, {src.name: s.path for src, s in zip(out, cfg_sources)})
     return out
+
+
+def _one_spelling(sources: list[Source], paths: dict[str, str]) -> None:
+    """Give a type one name across the NER sources (each is already one within a source): ``Person`` in one file
+    and ``person`` in another would be sampled as negatives of each other."""
+    ner = [s for s in sources if s.kind == "ner"]
+    counts: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for src in ner:
+        for ex in src.examples:
+            for t in [x for _, _, x in ex.spans] + ex.labels:
+                counts[t] = counts.get(t, 0) + 1
+                where.setdefault(t, paths[src.name])
+    canon = canonical_names(counts)
+    if all(k == v for k, v in canon.items()):
+        return
+    log.warning("type names that differ only in case, spacing or invisible characters are one type across the "
+                "sources: %s", _merged_note(canon, where))
+    for src in ner:
+        for ex in src.examples:
+            ex.spans = [(s, e, canon[t]) for s, e, t in ex.spans]
+            ex.labels = [canon[t] for t in ex.labels]
+        src.types = list(dict.fromkeys(canon[t] for t in src.types))

@@ -4,12 +4,14 @@ warm-up + cosine schedule, gradient clipping, atomic checkpoints with resume, an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from glinker.model.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 ENCODER_PREFIXES = ("token_rep_layer.bert_layer.", "token_rep_layer.labels_encoder.")
+LOCK_FILE = ".train.lock"
 
 
 def init_model(cfg: TrainConfig) -> Any:
@@ -36,7 +39,18 @@ def init_model(cfg: TrainConfig) -> Any:
 
     m = cfg.model
     if m.from_checkpoint:
-        model = BiEncoder.from_pretrained(m.from_checkpoint, window_words=m.window_words)
+        given = m.model_fields_set  # settings written in the config; the others are the checkpoint's
+        model = BiEncoder.from_pretrained(m.from_checkpoint, window_words=m.window_words,
+                                          max_len=m.max_len if "max_len" in given else None)
+        for key in ("hidden_size", "max_width"):  # the trained architecture: a fine-tuned model keeps it
+            have = int(model.config[key])
+            if key in given and getattr(m, key) != have:
+                raise ConfigError(f"model.{key}: {getattr(m, key)} differs from the {have} of the checkpoint "
+                                  f"{m.from_checkpoint}; fine-tuning keeps the model's {key}", where=f"model.{key}",
+                                  fix=f"leave model.{key} out (or set it to {have}), or train a new model from "
+                                      "model.text_encoder and model.labels_encoder instead of from_checkpoint")
+        if "dropout" in given:
+            set_head_dropout(model, m.dropout)
         model.net.train()
         return model
     assert m.text_encoder and m.labels_encoder
@@ -46,8 +60,8 @@ def init_model(cfg: TrainConfig) -> Any:
         key = src.removeprefix("pkg:")
         return PACKAGED_ENCODERS[key].upstream if key in PACKAGED_ENCODERS else src
 
-    text_model = AutoModel.from_pretrained(tdir)
-    label_model = AutoModel.from_pretrained(ldir)
+    text_model = _load_encoder(AutoModel, tdir, m.text_encoder, "model.text_encoder")
+    label_model = _load_encoder(AutoModel, ldir, m.labels_encoder, "model.labels_encoder")
     tcfg, lcfg = text_model.config.to_dict(), label_model.config.to_dict()
     gcfg = {**CONFIG_DEFAULTS, "model_name": public_name(m.text_encoder), "labels_encoder": public_name(m.labels_encoder),
             "encoder_config": tcfg, "labels_encoder_config": lcfg, "hidden_size": m.hidden_size,
@@ -65,10 +79,34 @@ def init_model(cfg: TrainConfig) -> Any:
                     p.normal_(0.0, m.init_std)
                 else:
                     p.zero_()
-    tok = AutoTokenizer.from_pretrained(tdir)
+    tok = _load_encoder(AutoTokenizer, tdir, m.text_encoder, "model.text_encoder")
     tok.add_tokens(GLINER_SPECIAL_TOKENS, special_tokens=True)
-    ltok = AutoTokenizer.from_pretrained(ldir)
+    ltok = _load_encoder(AutoTokenizer, ldir, m.labels_encoder, "model.labels_encoder")
     return BiEncoder(net, gcfg, tok, ltok, torch.device("cpu"), source="init")
+
+
+def _load_encoder(cls: Any, src: str, given: str, key: str) -> Any:
+    """``cls.from_pretrained(src)``, a ModelError naming the config key when it fails (a mistyped local folder
+    would otherwise read as a hub error)."""
+    from glinker.errors import ModelError
+
+    try:
+        return cls.from_pretrained(src)
+    except Exception as e:  # transformers raises OSError, ValueError, hub errors...
+        local = "" if Path(src).expanduser().exists() else f"; no local folder {src} exists (from {Path.cwd()})"
+        raise ModelError(f"could not load {key} {given!r}: {e}{local}", where=key,
+                         fix="give an encoder folder (relative to the config's folder), pkg:<package>, or a hub id "
+                             "reachable from here") from e
+
+
+def set_head_dropout(model: Any, p: float) -> None:
+    """Set the GLiNER head's dropout (the encoders keep their own) and write it into the model's config."""
+    import torch
+
+    for name, mod in model.net.named_modules():
+        if isinstance(mod, torch.nn.Dropout) and not (name + ".").startswith(ENCODER_PREFIXES):
+            mod.p = p
+    model.config["dropout"] = p
 
 
 def _encoder_layers(hf_model: Any) -> list[Any]:
@@ -120,19 +158,78 @@ class Trainer:
         self._label_cache: dict[str, Any] = {}
         self.seconds_before = 0.0  # training time of earlier sessions of this run, up to their last checkpoint
         self._t0: float | None = None
+        self._lock: contextlib.ExitStack | None = None
+        self._made_out = False
+
+    # ---- the output folder's lock -----------------------------------------------------------------------
+    def _acquire(self) -> None:
+        """Hold ``<output_dir>/.train.lock`` until :meth:`close` (or the process ends): a second run into the same
+        folder would delete this one's checkpoint writes in progress and interleave its checkpoints."""
+        from glinker.io import Busy, locked
+
+        if self._lock is not None:
+            return
+        self._made_out = not self.out.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        stack = contextlib.ExitStack()
+        try:
+            f = stack.enter_context(locked(self.out / LOCK_FILE, wait=False, mode="a+"))
+        except Busy:
+            try:
+                other = (self.out / LOCK_FILE).read_text(encoding="utf-8").strip()
+            except OSError:
+                other = ""
+            raise ConfigError(f"another glinker train is running into {self.out}"
+                              + (f" ({other})" if other else ""), where=str(self.out),
+                              fix="wait for it to finish or stop it (re-running the command then resumes the run), "
+                                  "or train into another output_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._lock = stack
+
+    def close(self) -> None:
+        """Release the output folder (a folder this run made and left empty is removed)."""
+        if self._lock is None:
+            return
+        self._lock.close()
+        self._lock = None
+        if self._made_out and self.out.is_dir() and all(p.name == LOCK_FILE for p in self.out.iterdir()):
+            shutil.rmtree(self.out, ignore_errors=True)
+
+    def __enter__(self):  # the trainer itself
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
+        """Lock the output folder, build the model, data and optimiser, and resume from the last checkpoint."""
+        self._acquire()
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
         import torch
 
+        from glinker.model.checkpoint import recover_checkpoint_dir
         from glinker.model.train.batching import BatchSampler, build_sources
 
         c = self.cfg
+        recover_checkpoint_dir(self.out / "final")  # an export cut short between its two renames
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
         random.seed(c.seed)
         torch.manual_seed(c.seed)
         self.model = init_model(c)
+        # what this run started from: a resumed run must start from the same weights (from_checkpoint replaced)
+        self.base_ident = {"model": c.model.from_checkpoint or [c.model.text_encoder, c.model.labels_encoder],
+                           "digest": _weights_digest(self.model.net)}
         if c.train.precision == "bf16" and self._device_type() == "cpu":
             from glinker.model.scoring import bf16_speedup
 
@@ -200,9 +297,11 @@ class Trainer:
             (tmp / "state.json").write_text(json.dumps({
                 "step": self.step, "sampler": self.sampler.state(), "history": self.history,
                 "train_seconds": self._total_seconds(), "config": self.cfg.model_dump(),
-                "data": self.data_ident}, default=list))
+                "data": self.data_ident, "base": self.base_ident}, default=list))
             if final.exists():
                 shutil.rmtree(final)
+            for f in tmp.iterdir():  # safetensors writes 0600 (its temporary file's mode), torch.save 0644
+                plain_mode(f)
             plain_mode(tmp, executable=True)  # mkdtemp's 0700 would hide it on shared storage
             os.replace(tmp, final)
         finally:
@@ -212,23 +311,48 @@ class Trainer:
         return final
 
     def _resume(self) -> None:
+        """Continue from the newest complete checkpoint; a damaged one (a truncated file) is set aside as
+        ``checkpoints/.damaged-step-N`` with a warning, and the one before it is used."""
         import torch
-        from safetensors.torch import load_file
 
-        for tmp in self.ckpt_root.glob(".tmp-*"):  # a save cut short by a kill
+        for tmp in self.ckpt_root.glob(".tmp-*"):  # a save cut short by a kill (this run holds the folder's lock)
             shutil.rmtree(tmp, ignore_errors=True)
         done = sorted(p for p in self.ckpt_root.glob("step-*") if (p / "state.json").is_file())
-        if not done:
+        damaged: list[str] = []
+        while done:
+            last = done.pop()
+            try:
+                st, weights, opt, sched, rng = _read_checkpoint(last)
+            except _Damaged as e:
+                aside = last.with_name(f".damaged-{last.name}")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(last, aside)  # out of the way: pruning old checkpoints must not keep it over good ones
+                damaged.append(f"{last.name} ({e})")
+                log.warning("checkpoint %s is damaged (%s): moved to %s; %s", last, e, aside.name,
+                            f"resuming from {done[-1].name}" if done else "no earlier checkpoint is left")
+                continue
+            break
+        else:
+            if damaged:
+                raise ConfigError(f"every checkpoint of this run is damaged: {'; '.join(damaged)}",
+                                  where=str(self.ckpt_root), fix=f"delete {self.ckpt_root} to start the run over "
+                                  "(the damaged checkpoints were moved to .damaged-step-* there)")
             return
-        last = done[-1]
-        st = json.loads((last / "state.json").read_text())
         _check_same_run(st.get("config"), json.loads(json.dumps(self.cfg.model_dump(), default=list)), last)
-        changed = [f"{n} ({was.get('examples')} examples then, {self.data_ident[n]['examples']} now)"
-                   for n, was in (st.get("data") or {}).items() if self.data_ident.get(n) != was]
+        base = st.get("base")
+        if isinstance(base, dict) and base.get("digest") != self.base_ident["digest"]:
+            raise ConfigError(f"{last} was trained from other weights than {self.base_ident['model']} holds now "
+                              f"(weights digest {str(base.get('digest'))[:12]} then, "
+                              f"{self.base_ident['digest'][:12]} now): the model was replaced since",
+                              where=str(last), fix="restore the model the run started from to resume it, or start "
+                              f"over from this one: train into a new output_dir (or delete {self.ckpt_root})")
+        changed = [f"{n} ({was.get('examples')} examples then, {now.get('examples')} now)"
+                   if was.get("examples") != now.get("examples") else f"{n} (as many examples, other contents)"
+                   for n, was in (st.get("data") or {}).items()
+                   if (now := self.data_ident.get(n, {})) != was]
         if changed:
             raise ConfigError(f"{last} was trained on other data: {', '.join(changed)} changed since", where=str(last),
                               fix="restore the data to resume this run, or train into a new output_dir")
-        weights = load_file(str(last / "trainable.safetensors"))
         params = dict(self.model.net.named_parameters())
         unknown = set(weights) - {n for n, p in params.items() if p.requires_grad}
         if unknown:
@@ -238,18 +362,20 @@ class Trainer:
         with torch.no_grad():
             for n, t in weights.items():
                 params[n].copy_(t)
-        self.opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
-        torch.set_rng_state(torch.load(last / "rng.pt", weights_only=True)["torch_rng"])
+        self.opt.load_state_dict(opt)
+        torch.set_rng_state(rng["torch_rng"])
         self.step = int(st["step"])
         self.sampler.set_state(st["sampler"])
         self.history = st.get("history", [])
         self.seconds_before = float(st.get("train_seconds", 0.0))
-        self.sched.load_state_dict(torch.load(last / "scheduler.pt", weights_only=True))
+        self.sched.load_state_dict(sched)
         log.info("resumed from %s (step %d)", last, self.step)
 
     # ---- the step ----------------------------------------------------------------------------------------
     def _label_vectors(self, labels: list[str]) -> Any:
-        """E (C, D) for the batch labels; cached when the label encoder is frozen."""
+        """E (C, D) for the batch labels. With the label encoder frozen, its pooled output is cached and only the
+        projection to D (``labels_projection``, trained with the head) runs each step: mean pooling and a linear
+        projection commute, so this equals :meth:`BiEncoderNetwork.encode_label_tokens`."""
         import torch
 
         net = self.model.net
@@ -257,16 +383,21 @@ class Trainer:
         if not self.label_frozen:
             enc = tok(labels, return_tensors="pt", truncation=True, padding="longest")
             return net.encode_label_tokens(enc["input_ids"], enc["attention_mask"])
-        missing = [t for t in labels if t not in self._label_cache]
+        missing = [t for t in dict.fromkeys(labels) if t not in self._label_cache]
         if missing:
+            encoder = net.token_rep_layer.labels_encoder.model
             with torch.no_grad():
                 for i in range(0, len(missing), 256):
                     chunk = missing[i:i + 256]
                     enc = tok(chunk, return_tensors="pt", truncation=True, padding="longest")
-                    e = net.encode_label_tokens(enc["input_ids"], enc["attention_mask"])
-                    for t, v in zip(chunk, e):
+                    h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])[0]
+                    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+                    pooled = (h * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+                    for t, v in zip(chunk, pooled):
                         self._label_cache[t] = v
-        return torch.stack([self._label_cache[t] for t in labels])
+        e = torch.stack([self._label_cache[t] for t in labels])
+        proj = getattr(net.token_rep_layer, "labels_projection", None)
+        return proj(e) if proj is not None else e
 
     def loss_on(self, batch: Any) -> Any:
         import torch
@@ -326,7 +457,7 @@ class Trainer:
 
         c = self.cfg.train
         self._train_mode()
-        t0, seen, run_loss = time.perf_counter(), 0, 0.0
+        t0, seen, run_loss, run_steps = time.perf_counter(), 0, 0.0, 0
         self._t0 = t0
         from tqdm import tqdm
 
@@ -344,15 +475,19 @@ class Trainer:
             self.step += 1
             seen += len(batch.words)
             run_loss += loss.item()
+            run_steps += 1
             bar.update(1)
-            if self.step % c.log_every == 0:
+            # the mean over the steps summed: after a resume (or at --stop-at) fewer than log_every of them
+            if self.step % c.log_every == 0 or self.step == end:
                 rate = seen / (time.perf_counter() - t0)
-                rec = {"step": self.step, "loss": run_loss / c.log_every, "lr": self.sched.get_last_lr()[-1],
+                rec = {"step": self.step, "loss": run_loss / run_steps, "lr": self.sched.get_last_lr()[-1],
                        "examples_per_s": rate}
+                if run_steps != c.log_every:
+                    rec["steps"] = run_steps
                 self.history.append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", ex_s=f"{rate:.1f}")
                 log.info("step %d loss %.4f lr %.2e %.1f ex/s", self.step, rec["loss"], rec["lr"], rate)
-                run_loss = 0.0
+                run_loss, run_steps = 0.0, 0
             if c.eval_every and self.step % c.eval_every == 0 and self.dev:
                 scores = self.evaluate()
                 self.history.append({"step": self.step, "dev_f1": scores})
@@ -365,8 +500,12 @@ class Trainer:
         if self.step < c.steps:
             return final
         if self.dev:
-            final["dev_f1"] = self.evaluate()
-            self.history.append({"step": self.step, "dev_f1": final["dev_f1"]})
+            # scored at this step already (eval_every divides steps, or a finished run re-run to export): reused
+            done = next((h["dev_f1"] for h in reversed(self.history) if h.get("step") == self.step and "dev_f1" in h),
+                        None)
+            final["dev_f1"] = done if done is not None else self.evaluate()
+            if done is None:
+                self.history.append({"step": self.step, "dev_f1": final["dev_f1"]})
         self.model.net.eval()
         return final
 
@@ -375,9 +514,56 @@ class Trainer:
         out = Path(out_dir) if out_dir else self.out / "final"
         self.model.net.eval()
         self.model._fingerprint = None
-        path = self.model.save_pretrained(out)
-        (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        path = self.model.save_pretrained(out)  # a whole new folder swapped in: never new files beside old ones
+        hist = self.out / "history.json"
+        tmp = hist.with_name(f".{hist.name}.tmp")
+        tmp.write_text(json.dumps(self.history, indent=1))
+        os.replace(tmp, hist)
         return path
+
+
+class _Damaged(Exception):
+    """A checkpoint file that cannot be read (truncated, corrupt, missing)."""
+
+
+def _read_checkpoint(folder: Path) -> tuple[dict, dict, Any, Any, Any]:
+    """(state, trainable weights, optimizer, scheduler and RNG states) of a checkpoint folder, read in full before
+    any of it is applied; :class:`_Damaged` naming the file that cannot be read."""
+    import torch
+    from safetensors.torch import load_file
+
+    name = "state.json"
+    try:
+        st = json.loads((folder / name).read_text(encoding="utf-8"))
+        if not isinstance(st, dict) or not isinstance(st.get("step"), int) or "sampler" not in st:
+            raise ValueError("no step or sampler state")
+        name = "trainable.safetensors"
+        weights = load_file(str(folder / name))
+        name = "optimizer.pt"
+        opt = torch.load(folder / name, weights_only=True)
+        name = "scheduler.pt"
+        sched = torch.load(folder / name, weights_only=True)
+        name = "rng.pt"
+        rng = torch.load(folder / name, weights_only=True)
+        if not isinstance(rng, dict) or "torch_rng" not in rng:
+            raise ValueError("no torch_rng")
+    except Exception as e:  # noqa: BLE001 - json, safetensors, zip and unpickling errors of many types
+        raise _Damaged(f"{name}: {type(e).__name__}: {str(e)[:120]}") from None
+    return st, weights, opt, sched, rng
+
+
+def _weights_digest(net: Any) -> str:
+    """A short hash of every weight of ``net`` (names, shapes, dtypes, values)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(net.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def _examples_digest(examples: Sequence[Any]) -> str:
