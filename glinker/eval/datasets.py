@@ -421,19 +421,26 @@ def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[i
                         fix="write spans as [word_start, word_end_inclusive, type]")
     out = []
     for j, sp in enumerate(spans):
-        ok = (isinstance(sp, (list, tuple)) and len(sp) == 3 and isinstance(sp[0], int) and isinstance(sp[1], int)
+        ok = (isinstance(sp, (list, tuple)) and len(sp) == 3 and _is_index(sp[0]) and _is_index(sp[1])
               and isinstance(sp[2], str) and sp[2].strip() != "" and 0 <= sp[0] <= sp[1] < len(tokens))
         if not ok:
             raise DataError(f"span {j} is invalid: {sp!r} ({len(tokens)} tokens)", where=where,
                             fix="spans are [word_start, word_end_inclusive, type] with 0 <= start <= end < len(tokens) "
                                 "and a non-empty type")
+        if not any(t.strip() for t in tokens[sp[0] : sp[1] + 1]):
+            raise DataError(f"span {j} {sp!r} covers only empty or blank tokens", where=where,
+                            fix="remove the empty tokens from 'tokenized_text' (and shift the spans), or the span")
         out.append((sp[0], sp[1], sp[2]))
     return out
 
 
+def _is_index(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)  # JSON true is not word 1
+
+
 def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int, int]]:
     ok = isinstance(ranges, list) and all(
-        isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, int) for x in r)
+        isinstance(r, (list, tuple)) and len(r) == 2 and all(_is_index(x) for x in r)
         and 0 <= r[0] <= r[1] < len(tokens) for r in ranges)
     if not ok:
         raise DataError(f"'ignore' must be a list of [word_start, word_end_inclusive] within {len(tokens)} tokens",

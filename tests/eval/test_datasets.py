@@ -315,3 +315,21 @@ def test_an_empty_eval_set_is_an_error(tmp_path):
     with pytest.raises(DataError) as ei:
         D.read_ner_dataset(d)
     assert "holds no examples" in str(ei.value) and "test.json" in str(ei.value)
+
+
+def test_gliner_training_records_with_a_bool_index_or_a_span_on_blank_tokens_are_refused(tmp_path):
+    import json
+
+    import pytest
+
+    from glinker.errors import DataError
+    from glinker.eval.datasets import iter_gliner_training
+
+    ok = {"tokenized_text": ["Paris", "is", "big"], "ner": [[0, 0, "city"]]}
+    for bad, msg in (({"tokenized_text": ["Paris", "is"], "ner": [[0, True, "city"]]}, "invalid"),
+                     ({"tokenized_text": ["", " ", "Paris"], "ner": [[0, 1, "city"]]}, "blank tokens")):
+        p = tmp_path / "t.jsonl"
+        p.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=msg) as e:
+            list(iter_gliner_training(p))
+        assert "t.jsonl:2" in str(e.value)
