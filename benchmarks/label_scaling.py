@@ -6,7 +6,7 @@
 Columns, each label count in its own process (so peak RSS is its own), 1 torch thread, batch 8, threshold 0.5,
 flat NER, the same ~64-token texts:
 - **glinker**: ``BiEncoder.predict`` on a LabelBank (exhaustive chunked scoring below the retrieval threshold,
-  top-64 retrieval through the bank's index from 150k labels where the bf16 pre-filter runs, else 100k: by default
+  top-64 retrieval through the bank's index from 100k labels: by default
   an IVF-Flat index of ~4 sqrt(N) lists, 64 probed, scored by matrix products).
 - **gliner bi**: the reference ``batch_predict_with_embeds`` with the same precomputed label embeddings E (our
   bank holds P = prompt_rep_layer(E) of exactly these E), same checkpoint; run under an address-space cap

@@ -28,8 +28,8 @@ def build(
         "auto",
         "--index",
         help="FAISS index over the vectors: 'auto' (from 100,000 labels an inverted file of about 4 sqrt(N) lists, "
-        "IVF1024,Flat for 100k, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels, or "
-        "150,000 on CPUs where its bfloat16 pre-filter runs), 'none', or a faiss factory string such as Flat, "
+        "IVF1024,Flat for 100k, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels), "
+        "'none', or a faiss factory string such as Flat, "
         "IVF4096,Flat, HNSW32.",
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Labels per encoder forward pass."),

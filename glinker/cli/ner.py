@@ -135,8 +135,7 @@ def ner(
         "--label-top-k",
         min=0,
         help="Score each span against only the K labels a FAISS index retrieves (0: every label; "
-        "default: 64 for label banks of 100,000 labels or more (150,000 on CPUs where the bfloat16 pre-filter "
-        "runs), every label below).",
+        "default: 64 for label banks of 100,000 labels or more, every label below).",
     ),
     window_words: int | None = typer.Option(
         None, "--window-words", min=0, help="Read long texts in windows of at most N words (default: the model's "

@@ -486,9 +486,8 @@ class BiEncoder:
         ``label_top_k=K`` scores each span only against the K labels with the largest inner product, found
         with a FAISS index (the bank's own, or a temporary exact one for a label list), then computes those
         logits exactly; threshold and decoding are unchanged. ``None`` (default) does so with
-        ``DEFAULT_LABEL_TOP_K`` for a LabelBank of at least ``bank.index_threshold`` labels (unset: 100,000, or
-        150,000 where the bfloat16 pre-filter runs) and scores exhaustively otherwise; ``0`` always scores
-        exhaustively.
+        ``DEFAULT_LABEL_TOP_K`` for a LabelBank of at least ``bank.index_threshold`` labels (unset: 100,000) and
+        scores exhaustively otherwise; ``0`` always scores exhaustively.
         """
         import torch
 
@@ -677,14 +676,12 @@ class BiEncoder:
         return top_k, lambda q, k: search_index(index, q, k), None, 0
 
     def retrieval_threshold(self, bank: LabelBank) -> int:
-        """Labels from which ``label_top_k=None`` retrieves: the bank's ``index_threshold`` if set, else larger
-        where the bfloat16 pre-filter makes exhaustive scoring cheap (``labels.LOWP_INDEX_THRESHOLD``)."""
+        """Labels from which ``label_top_k=None`` retrieves: the bank's ``index_threshold`` if set, else
+        ``labels.DEFAULT_INDEX_THRESHOLD``."""
         from glinker.model import labels as lab
 
         if bank.index_threshold is not None:
             return int(bank.index_threshold)
-        if self.lowp and scoring.lowp_prefilter(self.device) is not None:
-            return lab.LOWP_INDEX_THRESHOLD
         return lab.DEFAULT_INDEX_THRESHOLD
 
     def _sparse_candidates(
