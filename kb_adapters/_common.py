@@ -46,6 +46,11 @@ class RecordOptions(AdapterOptions):
     """``raise`` stops at the first bad record; ``skip`` counts it in the report and goes on."""
 
 
+def absolute_source(source: str) -> str:
+    """A file adapter's source as it is read: a relative path made absolute (against the working folder)."""
+    return os.path.abspath(source) if source else source
+
+
 def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:
     """The source as a Path, or a KBError naming it when it does not exist."""
     path = Path(source)

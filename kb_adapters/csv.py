@@ -12,6 +12,7 @@ from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
 from kb_adapters._common import (
     RecordOptions,
+    absolute_source,
     check_source_file,
     compression,
     open_binary,
@@ -33,6 +34,8 @@ class CSVAdapter:
 
     name: ClassVar[str] = "csv"
     options_model: ClassVar[type[AdapterOptions]] = CSVOptions
+    canonical_source = staticmethod(absolute_source)
+    """A relative path made absolute: a pipeline's cached KB of this file is keyed by it."""
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: CSVOptions = parse_options(self.name, CSVOptions, options)  # type: ignore[assignment]

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import (RecordOptions, check_source_file, compression, open_binary, record_to_entity,
-                                 truncated_error)
+from kb_adapters._common import (RecordOptions, absolute_source, check_source_file, compression, open_binary,
+                                 record_to_entity, truncated_error)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class JSONLAdapter:
 
     name: ClassVar[str] = "jsonl"
     options_model: ClassVar[type[AdapterOptions]] = JSONLOptions
+    canonical_source = staticmethod(absolute_source)
+    """A relative path made absolute: a pipeline's cached KB of this file is keyed by it."""
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: JSONLOptions = parse_options(self.name, JSONLOptions, options)  # type: ignore[assignment]

@@ -18,6 +18,9 @@ from kb_adapters._common import _db_id, parse_alias_counts, record_to_entity, sp
 log = logging.getLogger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_COLUMN = re.compile(r"^(?=.{1,64}$)[A-Za-z_][A-Za-z0-9_]*(?:[ -][A-Za-z0-9_]+)*$")
+"""A column name: an identifier, or words joined by single spaces or hyphens ("Company Name"): SQLAlchemy quotes
+it; no quote character, semicolon or other punctuation can reach the statement."""
 _MAPPABLE = ("id", "label", "description", "aliases", "alias_counts", "types", "popularity")
 
 
@@ -46,13 +49,20 @@ class SQLOptions(AdapterOptions):
     on_error: Literal["raise", "skip"] = "raise"
 
 
-def check_identifier(name: str, where: str, dotted: bool = False) -> list[str]:
-    """Split and validate a (possibly ``schema.``-qualified) SQL identifier; anything else is a ConfigError."""
+def check_identifier(name: str, where: str, dotted: bool = False, column: bool = False) -> list[str]:
+    """Split and validate a (possibly ``schema.``-qualified) SQL identifier; anything else is a ConfigError.
+
+    A ``column`` may also hold single spaces and hyphens between its words ("Company Name"); SQLAlchemy quotes it."""
     parts = name.split(".") if dotted else [name]
-    if not parts or len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+    ok = _COLUMN if column else _IDENT
+    if not parts or len(parts) > 2 or not all(ok.match(p) for p in parts):
+        allowed = ("letters, digits and underscores, words joined by single spaces or hyphens" if column else
+                   "letters, digits and underscores only (optionally schema.table)")
         raise ConfigError(f"invalid SQL identifier {name!r}", where=where,
-                          fix="use letters, digits and underscores only (optionally schema.table); quoting is done "
-                              "by glinker")
+                          fix=f"use {allowed}; quoting is done by glinker. For any other name, read the rows with a "
+                              "query that quotes it as your database does and gives it a plain name, e.g. "
+                              "-o query='SELECT id, \"Nom (FR)\" AS name FROM \"Sociétés\"' (MySQL/MariaDB quote "
+                              "with `backticks`) and columns={\"label\": \"name\"}")
     return parts
 
 
@@ -86,6 +96,83 @@ def _literal_colons(query: str) -> str:
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a database server's answer when connecting (``?connect_timeout=N`` in the URL overrides)."""
 
+_MYSQL_UNREACHABLE = {1040, 1053, 2002, 2003, 2005, 2006, 2013, 2055}
+"""MySQL/MariaDB error codes of a server that cannot be reached right now: too many connections, shutting down,
+cannot connect (socket, TCP), unknown host, server gone away, lost connection."""
+_MYSQL_LOGIN = {1044: "database", 1045: "login", 1049: "database", 1142: "permission", 1227: "permission",
+                1698: "login", 1251: "login", 1862: "login"}
+_PG_REFUSED = (("password authentication failed", "login"), ("authentication failed", "login"),
+               ("no password supplied", "login"), ("fe_sendauth", "login"), ("no pg_hba.conf entry", "login"),
+               ("is not permitted to log in", "login"), ("permission denied", "permission"),
+               ('role "', "login"), ('database "', "database"), ("does not exist", "database"))
+"""PostgreSQL's answers (by their message: psycopg gives no code at connect time) to a login it refuses."""
+_PG_BUSY = ("the database system is starting up", "the database system is shutting down",
+            "the database system is in recovery mode", "too many clients", "remaining connection slots are reserved",
+            "terminating connection due to administrator command")
+"""Answers of a server that is there but cannot serve right now."""
+_PG_UNREACHABLE = ("could not connect to server", "connection refused", "timeout expired", "timed out",
+                   "could not translate host name", "name or service not known", "temporary failure in name resolution",
+                   "nodename nor servname", "server closed the connection", "no route to host", "network is unreachable",
+                   "connection reset", "eof detected", "connection not open", "connection already closed",
+                   "lost synchronization with server", "could not receive data from server",
+                   "could not send data to server", "server unexpectedly closed", "no such file or directory")
+
+
+def connection_problem(exc: BaseException) -> tuple[bool, str]:
+    """How a database error at connect time (or a connection lost while reading) reads: (whether the server just
+    cannot be reached right now, and otherwise the kind of refusal: login, database, permission or other).
+
+    Only an unreachable server (refused or timed-out connection, unknown host, a server gone, starting up or shutting
+    down) may be served from a cached copy; a refused login, an unknown database or a permission error is the URL's
+    or the account's fault, and waiting does not mend it."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None  # PyMySQL / mysqlclient: (code, message)
+    if code is not None:
+        if code in _MYSQL_UNREACHABLE:
+            return True, ""
+        return False, _MYSQL_LOGIN.get(code, "other")
+    msg = str(orig).lower()
+    if any(b in msg for b in _PG_BUSY):
+        return True, ""
+    for needle, kind in _PG_REFUSED:
+        if needle in msg:
+            return False, kind
+    if any(u in msg for u in _PG_UNREACHABLE) or getattr(exc, "connection_invalidated", False):
+        return True, ""
+    return False, "other"
+
+
+_REFUSED_FIX = {
+    "login": "check the user name and password in the URL (percent-encode special characters of the password: "
+             "urllib.parse.quote_plus(password)); a refused login is not a server that is down, so no cached KB is "
+             "used in its place",
+    "database": "check the database name at the end of the URL (.../dbname) and that the user may use it; the "
+                "server answered, so no cached KB is used in its place",
+    "permission": "grant the user the right to connect and to read the table (GRANT SELECT ...), or use another "
+                  "user; the server answered, so no cached KB is used in its place",
+    "other": "check the URL (host, port, user, database) and the server's log; the server answered, so no cached KB "
+             "is used in its place",
+}
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """A SQLite URL naming its file by a relative path (``sqlite:///companies.db``, relative to the working folder)
+    rewritten with the file's absolute path; any other URL as it is. Two folders' ``companies.db`` are two sources."""
+    if not url.lower().startswith("sqlite"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot read is reported when it is used
+        return url
+    db = u.database
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:") \
+            or Path(db).is_absolute():
+        return url
+    return u.set(database=str(Path(db).resolve())).render_as_string(hide_password=False)
+
 
 class SQLAdapter:
     """Streams entities from a table or SELECT of any SQLAlchemy database (SQLite, PostgreSQL, MariaDB/MySQL, ...)."""
@@ -98,37 +185,75 @@ class SQLAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self._checked_greeting = False
-        self.options: SQLOptions = parse_options(self.name, SQLOptions, options)  # type: ignore[assignment]
-        o = self.options
-        self.url = source
+        self.options: SQLOptions = self.check_options(options)
+        self.url = self.canonical_source(source)
+        self.report = AdapterReport()
+        self._engine: Any = None
+
+    @classmethod
+    def canonical_source(cls, source: str) -> str:
+        """The source as the adapter reads it: a relative SQLite file path made absolute (a cache of this source
+        is keyed by it, so two folders' ``sqlite:///companies.db`` are two sources)."""
+        return absolute_sqlite_url(source)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> SQLOptions:
+        """Validate the options without connecting (what ``glinker pipeline validate`` checks): names, one of
+        table/query, mappable fields and identifiers. A ConfigError names the option."""
+        from glinker.errors import closest
+
+        o: SQLOptions = parse_options(cls.name, SQLOptions, dict(options))  # type: ignore[assignment]
         if (o.table is None) == (o.query is None):
             raise ConfigError("give exactly one of table= or query=", where="sql.table",
-                              fix="e.g. -o table=entities, or -o query='SELECT ...'")
+                              fix="e.g. -o table=entities, or -o query='SELECT ...' (in a pipeline file: "
+                                  "`options: {table: entities}`)")
         if o.table:
             check_identifier(o.table, "sql.table", dotted=True)
         else:
             o.query = _check_query(o.query or "")
         for field, col in o.columns.items():
             if field not in _MAPPABLE:
+                guess = closest(field, _MAPPABLE)
                 raise ConfigError(f"cannot map entity field {field!r}", where=f"sql.columns.{field}",
-                                  fix=f"mappable fields: {', '.join(_MAPPABLE)}")
-            check_identifier(col, f"sql.columns.{field}")
+                                  fix=(f"did you mean {guess!r}? " if guess else "")
+                                  + f"mappable fields: {', '.join(_MAPPABLE)} (columns maps field -> column)")
+            check_identifier(col, f"sql.columns.{field}", column=True)
         for col in o.extra_columns:
-            check_identifier(col, "sql.extra_columns")
+            check_identifier(col, "sql.extra_columns", column=True)
         if o.alias_table:
             check_identifier(o.alias_table, "sql.alias_table", dotted=True)
-            check_identifier(o.alias_key, "sql.alias_key")
-            check_identifier(o.alias_column, "sql.alias_column")
+            check_identifier(o.alias_key, "sql.alias_key", column=True)
+            check_identifier(o.alias_column, "sql.alias_column", column=True)
             if o.alias_count_column:
-                check_identifier(o.alias_count_column, "sql.alias_count_column")
-        self.report = AdapterReport()
-        self._engine: Any = None
+                check_identifier(o.alias_count_column, "sql.alias_count_column", column=True)
+        return o
 
     # -- connection -------------------------------------------------------------------------------------------
     def _masked_url(self) -> str:
         from glinker.io import redact
 
         return redact(self.url)
+
+    def _url(self) -> Any:
+        """The parsed URL; a URL SQLAlchemy reads wrongly or not at all (an unencoded '@' or ':' in the password)
+        is a KBError that says how to write it."""
+        encode = ("percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F "
+                  "(urllib.parse.quote_plus(password))")
+        rest = self.url.partition("://")[2]
+        if not rest.startswith("/") and rest.split("?", 1)[0].count("@") > 1:
+            raise KBError(f"cannot read the database URL {self._masked_url()}: it holds more than one '@' before "
+                          "the host", where="sql.source", fix=encode)
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(self.url)
+        except ValueError as e:  # e.g. a ':' in the password read as the port
+            raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",
+                          fix=encode) from None
+        except Exception as e:  # noqa: BLE001 - ArgumentError: not a URL at all
+            raise KBError(f"cannot use database URL {self._masked_url()}: {e}", where="sql.source",
+                          fix="use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
+                              "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db") from None
 
     def engine(self) -> Any:
         """The SQLAlchemy engine (created once; a bad URL or missing driver is a clear error)."""
@@ -138,15 +263,8 @@ class SQLAdapter:
                 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
             except ImportError as e:  # pragma: no cover - sqlalchemy is a core dependency
                 raise DependencyError("sqlalchemy is not installed", fix="pip install sqlalchemy") from e
-            netloc = self.url.partition("://")[2].partition("/")[0]
-            if netloc.count("@") > 1:
-                raise KBError(f"the database URL {self._masked_url()} holds more than one '@' before the host",
-                              where="sql.source", fix="percent-encode the user's password: '@' as %40, ':' as %3A, "
-                              "'/' as %2F (urllib.parse.quote_plus(password))")
+            u = self._url()
             try:
-                from sqlalchemy.engine import make_url
-
-                u = make_url(self.url)
                 if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
                         and not u.database.startswith("file:") and not Path(u.database).is_file():
                     # SQLite would create an empty database file and then find no table in it
@@ -156,8 +274,8 @@ class SQLAdapter:
                 # must fail, not hang: a connect timeout unless the URL sets one
                 args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_driver_name() in (
                     "psycopg2", "pymysql", "mysqldb") and "connect_timeout" not in u.query else {}
-                self._engine = create_engine(self.url, connect_args=args)
-            except ValueError as e:  # e.g. a ':' in the password read as the port
+                self._engine = create_engine(u, connect_args=args)
+            except ValueError as e:
                 raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",
                               fix="percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F") from None
             except (ArgumentError, NoSuchModuleError) as e:
@@ -202,6 +320,11 @@ class SQLAdapter:
                 import difflib
 
                 names = insp.get_table_names(schema=schema) + insp.get_view_names(schema=schema)
+                try:  # PostgreSQL (and Oracle) materialized views are readable tables too
+                    names += insp.get_materialized_view_names(schema=schema)
+                except NotImplementedError:
+                    pass
+                names = list(dict.fromkeys(names))
                 lower = {n.lower(): n for n in names}
                 close = [lower[c] for c in difflib.get_close_matches(parts[-1].lower(), list(lower), n=1)]
                 raise KBError(f"table {o.table!r} not found in {self._masked_url()} or has no columns"
@@ -218,32 +341,48 @@ class SQLAdapter:
                           fix="check the query's table and column names (run it in your SQL client)") from None
         return list(res.keys())
 
-    def _mapping(self, available: list[str]) -> dict[str, str]:
+    def _mapping(self, available: list[str], dialect: str = "") -> tuple[dict[str, str], list[str]]:
+        """Entity field -> column of the source, and the extra columns as the source names them. On databases whose
+        column names ignore case (MySQL, MariaDB, SQLite, SQL Server) a name that differs from one column only in case
+        is that column."""
         o = self.options
+        loose = dialect in ("mysql", "mariadb", "sqlite", "mssql")
+        by_lower: dict[str, list[str]] = {}
+        for c in available:
+            by_lower.setdefault(c.lower(), []).append(c)
+
+        def real(col: str, where: str, what: str) -> str:  # `what`: how the message names the column
+            if col in available:
+                return col
+            same = by_lower.get(col.lower(), [])
+            if loose and len(same) == 1:
+                return same[0]
+            import difflib
+
+            hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
+            raise KBError(f"{what} not in the source (columns: {', '.join(available)})"
+                          + (f"; did you mean {hint!r}?" if hint else ""), where=where,
+                          fix="map an existing column" + (" (names are case-sensitive here: write it as the "
+                                                          "table has it)" if same and not loose else ""))
+
         mapping = {f: f for f in _MAPPABLE if f in available}
+        if loose:  # an `ID` or `Label` column is the field's by default too
+            mapping.update({f: by_lower[f][0] for f in _MAPPABLE if f not in mapping and len(by_lower.get(f, [])) == 1})
         mapping.update(o.columns)
         for field in ("id", "label"):
             if field not in mapping:
                 raise KBError(f"no column for entity field {field!r} (columns: {', '.join(available)})",
                               where=f"sql.columns.{field}", fix=f"map it: -o columns='{{\"{field}\": \"<column>\"}}'")
-        for field, col in mapping.items():
-            if col not in available:
-                raise KBError(f"column {col!r} (for {field}) not in the source (columns: {', '.join(available)})",
-                              where=f"sql.columns.{field}", fix="map an existing column")
-        for col in o.extra_columns:
-            if col not in available:
-                raise KBError(f"extra column {col!r} not in the source", where="sql.extra_columns",
-                              fix=f"available: {', '.join(available)}")
-        return mapping
+        for field, col in list(mapping.items()):
+            mapping[field] = real(col, f"sql.columns.{field}", f"column {col!r} (for {field})")
+        return mapping, [real(col, "sql.extra_columns", f"extra column {col!r}") for col in o.extra_columns]
 
     def _greeting_check(self) -> None:
         """A MySQL/MariaDB server speaks first: wait for its greeting at most CONNECT_TIMEOUT seconds (the driver's
         own handshake read has no time limit, so a URL at another server's port would hang for minutes)."""
         import socket
 
-        from sqlalchemy.engine import make_url
-
-        u = make_url(self.url)
+        u = self._url()
         if u.get_backend_name() not in ("mysql", "mariadb") or not u.host or "unix_socket" in u.query:
             return
         where = f"{u.host}:{u.port or 3306}"
@@ -260,31 +399,56 @@ class SQLAdapter:
         raise SourceUnavailable(f"cannot connect to {self._masked_url()}: {why}", where="sql.source",
                                 fix=f"check the host and port ({where}) and that a MySQL/MariaDB server listens there")
 
+    def _driver_message(self, exc: BaseException) -> str:
+        """The driver's message of ``exc``, with the URL's password (should a driver quote it) shown as ***."""
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        try:
+            pw = self._url().password
+        except KBError:
+            pw = None
+        return text.replace(pw, "***") if pw and len(pw) > 2 else text
+
+    def _connection_error(self, exc: BaseException, doing: str) -> KBError:
+        """SourceUnavailable when the server cannot be reached right now (a cached KB may serve meanwhile), else a
+        KBError that says what the server refused and how to mend it."""
+        unreachable, kind = connection_problem(exc)
+        msg = " ".join(self._driver_message(exc).split())
+        if unreachable:
+            return SourceUnavailable(f"cannot {doing} {self._masked_url()}: {msg}", where="sql.source",
+                                     fix="check that the server runs and the URL (host, port, user, database)")
+        what = {"login": "refused the login", "database": "has no such database (or refuses it to this user)",
+                "permission": "refused the access"}.get(kind, "refused the connection")
+        return KBError(f"the database server at {self._masked_url()} {what}: {msg}", where="sql.source",
+                       fix=_REFUSED_FIX[kind])
+
     def _connect(self) -> Any:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DBAPIError
 
         if not self._checked_greeting:
             self._greeting_check()
             self._checked_greeting = True
+        engine = self.engine()
         try:
-            return self.engine().connect()
-        except OperationalError as e:
-            raise SourceUnavailable(f"cannot connect to {self._masked_url()}: {str(e.orig).strip()}",
-                                    where="sql.source",
-                                    fix="check that the server runs and the URL (host, port, user, database)") from None
+            return engine.connect()
+        except DBAPIError as e:
+            raise self._connection_error(e, "connect to") from None
 
     # -- streaming --------------------------------------------------------------------------------------------
     def iter_entities(self) -> Iterator[Entity]:
-        """Stream rows with a server-side cursor and map them to entities; aliases come per batch from the child table."""
-        from sqlalchemy import bindparam, column, select
-        from sqlalchemy.exc import SQLAlchemyError
+        """Stream rows with a server-side cursor and map them to entities; aliases come per batch from the child table.
 
-        self.report = rep = AdapterReport()
+        In id order (``order_by_id``), rows that repeat an id come in the order of their mapped values (label,
+        description, aliases, alias_counts, types, popularity, extra columns, compared as text), whatever their
+        order on disk: the last of them, which a KB keeps, is always the same row."""
+        from sqlalchemy import bindparam, column, select
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+        self.report = AdapterReport()
         o = self.options
         with self._connect() as conn:
             available = self._source_columns(conn)
-            mapping = self._mapping(available)
-            wanted = list(dict.fromkeys([*mapping.values(), *o.extra_columns]))
+            mapping, extra = self._mapping(available, conn.dialect.name)
+            wanted = list(dict.fromkeys([*mapping.values(), *extra]))
             stmt = select(*[column(c) for c in wanted]).select_from(self._from())
             if o.order_by_id:
                 stmt = stmt.order_by(column(mapping["id"]))
@@ -298,61 +462,97 @@ class SQLAdapter:
                 at = table(parts[-1], *map(column, cols), schema=parts[0] if len(parts) == 2 else None)
                 alias_stmt = (select(*(at.c[c] for c in cols))
                               .where(at.c[o.alias_key].in_(bindparam("keys", expanding=True))))
-            inv = {v: k for k, v in mapping.items()}
+            idcol = mapping["id"]
+            order = [mapping[f] for f in _MAPPABLE if f in mapping and f != "id"] + [c for c in extra
+                                                                                     if c not in mapping.values()]
+
+            def loose_id(row: dict[str, Any]) -> str:
+                return _loose(str(_db_id(row[idcol])))
+
             try:
                 result = conn.execution_options(stream_results=True, max_row_buffer=o.batch_size).execute(stmt)
+                held: list[dict[str, Any]] = []  # the last id's rows: its next rows may come in the next partition
                 for part in result.partitions(o.batch_size):
-                    rows = [dict(r._mapping) for r in part]
-                    child: dict[str, list[str]] = {}
-                    child_counts: dict[str, dict[str, float]] = {}
-                    if alias_stmt is not None and rows:
-                        keys = [r[mapping["id"]] for r in rows]
-                        # the database matched the keys by its collation ('SKU-1' = 'sku-1 ' in MariaDB's default):
-                        # a returned key is given to the rows it equals, or else to those it equals but for case
-                        # and surrounding spaces
-                        own = {str(_db_id(k)) for k in keys}
-                        loose: dict[str, list[str]] = {}
-                        for k in own:
-                            loose.setdefault(_loose(k), []).append(k)
-                        for k, a, *n in alias_conn.execute(alias_stmt, {"keys": keys}):  # type: ignore[union-attr]
-                            if a is None:
-                                continue
-                            k = str(_db_id(k))
-                            for key in [k] if k in own else loose.get(_loose(k), []):
-                                child.setdefault(key, []).append(str(a))
-                                if n and n[0] is not None:
-                                    by_form = child_counts.setdefault(key, {})
-                                    by_form[str(a)] = by_form.get(str(a), 0.0) + float(n[0])
-                    for row in rows:
-                        rep.read += 1
-                        rec: dict[str, Any] = {inv.get(c, c): v for c, v in row.items() if c in inv}
-                        rec["extra"] = {c: row[c] for c in o.extra_columns}
-                        if rec.get("popularity") is not None:
-                            try:
-                                rec["popularity"] = float(rec["popularity"])
-                            except (TypeError, ValueError):
-                                pass
-                        key = str(_db_id(rec.get("id")))
-                        if child:
-                            rec["aliases"] = split_list(rec.get("aliases"), o.list_sep) + sorted(set(child.get(key, [])))
-                        where = f"{o.table or 'query'} row id={key}"
-                        try:
-                            if key in child_counts:
-                                rec["alias_counts"] = {**parse_alias_counts(rec.get("alias_counts"), o.list_sep, where),
-                                                       **child_counts[key]}
-                            ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
-                        except DataError as e:
-                            rep.bad_record(e, where, o.on_error)
-                            continue
-                        rep.yielded += 1
-                        yield ent
+                    rows = held + [dict(r._mapping) for r in part]
+                    held = []
+                    if o.order_by_id and rows:
+                        last, k = loose_id(rows[-1]), len(rows)
+                        while k > 0 and loose_id(rows[k - 1]) == last:
+                            k -= 1
+                        rows, held = rows[:k], rows[k:]
+                    if rows:
+                        yield from self._entities(rows, mapping, extra, order, alias_conn, alias_stmt)
+                if held:
+                    yield from self._entities(held, mapping, extra, order, alias_conn, alias_stmt)
             except SQLAlchemyError as e:
+                if isinstance(e, DBAPIError) and connection_problem(e)[0]:  # the server went away while read
+                    raise self._connection_error(e, "read from") from None
                 raise KBError(f"query failed on {self._masked_url()}: {str(getattr(e, 'orig', e)).strip()}",
                               where=f"sql.{'table' if o.table else 'query'}",
                               fix="check the table/query and the column mapping") from None
             finally:
                 if alias_conn is not None:
                     alias_conn.close()
+
+    def _entities(self, rows: list[dict[str, Any]], mapping: dict[str, str], extra: list[str], order: list[str],
+                  alias_conn: Any, alias_stmt: Any) -> Iterator[Entity]:
+        """Entities of a batch of rows (with their child-table aliases), repeated ids in a fixed order."""
+        o = self.options
+        rep = self.report
+        if o.order_by_id:
+            def text_of(v: Any) -> tuple[bool, str]:
+                return (v is not None, "" if v is None else str(v))
+
+            # rows of one id are neighbours (ordered by the database's collation: neighbours up to case, too)
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                runs.setdefault(_loose(str(_db_id(row[mapping["id"]]))), []).append(row)
+            if len(runs) < len(rows):
+                rows = [r for run in runs.values() for r in sorted(
+                    run, key=lambda r: (str(_db_id(r[mapping["id"]])), [text_of(r[c]) for c in order]))]
+        child: dict[str, list[str]] = {}
+        child_counts: dict[str, dict[str, float]] = {}
+        if alias_stmt is not None and rows:
+            keys = [r[mapping["id"]] for r in rows]
+            # the database matched the keys by its collation ('SKU-1' = 'sku-1 ' in MariaDB's default): a returned
+            # key is given to the rows it equals, or else to those it equals but for case and surrounding spaces
+            own = {str(_db_id(k)) for k in keys}
+            loose: dict[str, list[str]] = {}
+            for k in own:
+                loose.setdefault(_loose(k), []).append(k)
+            for k, a, *n in alias_conn.execute(alias_stmt, {"keys": list(dict.fromkeys(keys))}):
+                if a is None:
+                    continue
+                k = str(_db_id(k))
+                for key in [k] if k in own else loose.get(_loose(k), []):
+                    child.setdefault(key, []).append(str(a))
+                    if n and n[0] is not None:
+                        by_form = child_counts.setdefault(key, {})
+                        by_form[str(a)] = by_form.get(str(a), 0.0) + float(n[0])
+        inv = {v: k for k, v in mapping.items()}
+        for row in rows:
+            rep.read += 1
+            rec: dict[str, Any] = {inv.get(c, c): v for c, v in row.items() if c in inv}
+            rec["extra"] = {c: row[c] for c in extra}
+            if rec.get("popularity") is not None:
+                try:
+                    rec["popularity"] = float(rec["popularity"])
+                except (TypeError, ValueError):
+                    pass
+            key = str(_db_id(rec.get("id")))
+            if child:
+                rec["aliases"] = split_list(rec.get("aliases"), o.list_sep) + sorted(set(child.get(key, [])))
+            where = f"{o.table or 'query'} row id={key}"
+            try:
+                if key in child_counts:
+                    rec["alias_counts"] = {**parse_alias_counts(rec.get("alias_counts"), o.list_sep, where),
+                                           **child_counts[key]}
+                ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
+            except DataError as e:
+                rep.bad_record(e, where, o.on_error)
+                continue
+            rep.yielded += 1
+            yield ent
 
     def estimate_count(self) -> int | None:
         """``SELECT COUNT(*)`` over the source."""

@@ -25,7 +25,7 @@ from pydantic import field_validator
 from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import check_source_file, compression, open_binary, trusted_entity
+from kb_adapters._common import absolute_source, check_source_file, compression, open_binary, trusted_entity
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ class WikidataAdapter:
 
     name: ClassVar[str] = "wikidata"
     options_model: ClassVar[type[AdapterOptions]] = WikidataOptions
+    canonical_source = staticmethod(absolute_source)
+    """A relative path made absolute: a pipeline's cached KB of this file is keyed by it."""
     reading_options: ClassVar[tuple[str, ...]] = ("workers", "block_mb", "allow_truncated")
     resume_by_prefix: ClassVar[bool] = True
     """A dump's entities come in a fixed order: a truncated download and its complete re-download share their

@@ -123,10 +123,16 @@ def build(
         with queued_encoder(enc, queue, job, str(name)) as remote:
             gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
                            nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
-                           progress=True)
+                           progress=sys.stderr.isatty())  # no bar drawn into a log file or a pipe
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: what was built is kept; run the same command again to resume ({out} keeps its "
-                   "previous KB, if any, until the build finishes)", err=True)
+        keep = f"{out} keeps its previous KB, if any"
+        if getattr(ad, "resumable", True):
+            typer.echo(f"interrupted: what was built is kept; run the same command again to resume ({keep} until "
+                       "the build finishes)", err=True)
+        else:  # a SQL table may change before the next run: its partial copy is removed, never resumed
+            typer.echo(f"interrupted: a {getattr(ad, 'name', adapter)} build cannot resume (its source may change "
+                       f"before the next run), so what it had read was removed; run the same command again to build "
+                       f"from the start ({keep})", err=True)
         raise typer.Exit(130) from None
     from glinker.kb.manifest import Manifest
 

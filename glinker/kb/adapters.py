@@ -142,3 +142,26 @@ def load_adapter(name: str, source: str, **options: Any) -> KBAdapter:
     """Instantiate the adapter ``name`` on ``source`` with validated ``options``."""
     cls = get_adapter_class(name)
     return cls(source, **options)  # type: ignore[call-arg]
+
+
+def check_adapter_options(name: str, options: dict[str, Any]) -> None:
+    """Check an adapter's name and options without reading its source (``glinker pipeline validate``): an unknown
+    adapter or option, an ill-typed value, or a value the adapter refuses before connecting (an adapter may define
+    a ``check_options(options)`` classmethod for that) is a ConfigError whose ``where`` names the option
+    (``adapter``, ``<adapter>.<option>[.<key>]``)."""
+    cls = get_adapter_class(name)
+    check = getattr(cls, "check_options", None)
+    if callable(check):
+        check(dict(options))
+        return
+    model = getattr(cls, "options_model", None)
+    if isinstance(model, type) and issubclass(model, AdapterOptions):
+        parse_options(name, model, dict(options))
+
+
+def canonical_source(name: str, source: str) -> str:
+    """The source as adapter ``name`` reads it, for keying a cache of what it reads: a relative path made absolute
+    (two folders' ``companies.db`` are two sources), through the adapter's ``canonical_source`` classmethod when it
+    has one; the source as given otherwise."""
+    canon = getattr(get_adapter_class(name), "canonical_source", None)
+    return canon(source) if callable(canon) else source

@@ -290,7 +290,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         if buf:  # what a resumed build checks the source against
             meta["ingest_last_ids"] = [e.id for e in buf[-_CHECK_IDS:]]
         c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
-        dups += c["updated"] + c["unchanged_text"] + c["same"]
+        dups += c["updated"] + c["unchanged_text"] + c["same"] + c["repeated"]
         meta = {"duplicates": dups}
         if done:
             meta.update(ingest_done=True, adapter_report=adapter.report.as_dict())

@@ -339,7 +339,12 @@ class KB:
             raise KBError("the KB was opened read-only", where=str(self.root), fix="KB.open(path, writable=True)")
 
     def upsert(self, entities: Iterable[Entity], encoder: EntityEncoder | None, batch: int = 8192) -> dict[str, int]:
-        """Add new entities and update existing ones (by id) without a rebuild; only changed texts are re-embedded."""
+        """Add new entities and update existing ones (by id) without a rebuild; only changed texts are re-embedded.
+
+        Counts per id: ``added``, ``updated``, ``unchanged_text``, ``same``. Records that repeat an id are warned
+        about, naming the ids; the last of them is kept. Records of one id that come one after the other (a source
+        read in id order) are always compared as one, whatever the batch size; an id repeated far apart in a source
+        in no order is written once per batch it is in."""
         self._need_writable()
         if self.manifest.has_vectors:
             if encoder is None:
@@ -348,21 +353,42 @@ class KB:
             self.check_model(encoder.fingerprint)
         self.apply_pending(encoder)
         total = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
+        n_repeated = 0
         buf: list[Entity] = []
+        repeated: list[str] = []  # the first ids repeated, for the warning
 
-        def flush() -> None:
+        def flush(last: bool) -> None:
+            nonlocal buf, n_repeated
+            held: list[Entity] = []
+            if not last and buf:  # the batch's last id may go on in the next records: they are written together
+                k = len(buf)
+                while k > 0 and buf[k - 1].id == buf[-1].id:
+                    k -= 1
+                if k:
+                    buf, held = buf[:k], buf[k:]
+            if len(repeated) < 5:
+                ids: set[str] = set()
+                for e in buf:
+                    if e.id in ids and e.id not in repeated and len(repeated) < 5:
+                        repeated.append(e.id)
+                    ids.add(e.id)
             c = self.store.upsert(buf, self.template, track_pending=True)
             for key in total:
                 total[key] += c[key]
-            buf.clear()
+            n_repeated += c["repeated"]
+            buf = held
             self.apply_pending(encoder)
 
         for e in entities:
             buf.append(e)
             if len(buf) >= batch:
-                flush()
+                flush(False)
                 self._save_counts()  # `kb info` is right even if the rest of a long update is interrupted
-        flush()
+        flush(True)
+        if n_repeated:
+            log.warning("KB %s: %d source records repeat an id (the last record of each is kept; first ones: %s); for "
+                        "several aliases per entity use an alias table (alias_table=...), not a JOIN", self.root,
+                        n_repeated, ", ".join(repeated))
         self._vocab = None
         self._record("upsert", total)
         return total
@@ -378,19 +404,15 @@ class KB:
         skip``), nothing is removed this time: a skipped record's entity is not gone from the source.
 
         With ``seen`` (every id the source holds, from :meth:`EntityStore.changed`), ``entities`` are only the new
-        and changed ones; the others count as the same."""
-        given = seen is not None
-        seen = set(seen) if seen is not None else set()
-
-        def tracked() -> Iterable[Entity]:
-            for e in entities:
-                if not given:
-                    seen.add(e.id)
-                yield e
-
-        counts = self.upsert(tracked(), encoder, batch)
-        if given:  # the records not passed were read and found equal to the stored ones
-            counts["same"] = len(seen) - counts["added"] - counts["updated"] - counts["unchanged_text"]
+        and changed ones; the others count as the same. Without it the source is first read against the store
+        (:meth:`EntityStore.changed`, which warns about repeated ids and keeps the last record of each), so an
+        unchanged source writes nothing, and only its new and changed records are held in memory."""
+        if seen is None:
+            entities, seen = self.store.changed(entities, self.template)
+        seen = set(seen)
+        counts = self.upsert(entities, encoder, batch)
+        # the records not passed were read and found equal to the stored ones
+        counts["same"] = len(seen) - counts["added"] - counts["updated"] - counts["unchanged_text"]
         have = self.store.all_ids()
         if not seen and have:
             raise KBError(f"the source holds no entities: syncing would remove all {len(have):,} entities of the KB",

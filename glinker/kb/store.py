@@ -267,10 +267,16 @@ class EntityStore:
                meta: dict[str, Any] | None = None) -> dict[str, int]:
         """Insert or update entities in one transaction; with ``track_pending`` journal the rids to (re)embed.
 
-        Counts: added, updated (text changed -> re-embed), unchanged_text (records changed, same vector), same
-        (records equal to the stored ones: not written)."""
-        counts = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
-        rows = [(e, _row_values(e, template)) for e in entities]
+        Counts, one per id: added, updated (text changed -> re-embed), unchanged_text (records changed, same
+        vector), same (records equal to the stored ones: not written); and repeated: records that repeat an id of
+        the batch (the last record of an id is the one compared and kept)."""
+        counts = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0, "repeated": 0}
+        last: dict[str, Entity] = {}
+        for e in entities:
+            if e.id in last:
+                counts["repeated"] += 1
+            last[e.id] = e  # (a new id's row id is given in the order ids first appear)
+        rows = [(e, _row_values(e, template)) for e in last.values()]
         if not rows:
             if meta:
                 with self.transaction():
@@ -286,18 +292,13 @@ class EntityStore:
             row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='entities'").fetchone()
             next_rid = int(row[0]) if row else 0
             final: dict[str, tuple[int, bool, Entity, tuple[Any, ...]]] = {}  # id -> (rid, is_new, entity, values)
-            for e, vals in rows:
-                prev = final.get(e.id)
-                if prev is not None:  # the same id twice in one batch: the later record wins
-                    final[e.id] = (prev[0], prev[1], e, vals)
-                    counts["unchanged_text" if not prev[1] and existing[e.id][1] == vals[-1] else "updated"] += 1
-                    continue
+            for e, vals in rows:  # one record per id
                 old = existing.get(e.id)
                 if old is None:
                     next_rid += 1
                     final[e.id] = (next_rid, True, e, vals)
                     counts["added"] += 1
-                elif stored.get(e.id) == vals and e.id not in final:
+                elif stored.get(e.id) == vals:
                     counts["same"] += 1  # nothing to write
                 else:
                     final[e.id] = (old[0], False, e, vals)
@@ -368,9 +369,9 @@ class EntityStore:
                 check()
         check()
         if repeated:  # e.g. a SQL query joining an alias table: the last record of each id is kept, the rest lost
-            log.warning("%s: %d source records repeat an id (the last record of each is kept; first ones: %s); "
+            log.warning("KB %s: %d source records repeat an id (the last record of each is kept; first ones: %s); "
                         "for several aliases per entity use an alias table (alias_table=...), not a JOIN",
-                        self.path, len(repeated), ", ".join(repeated[:5]))
+                        self.path.parent.parent, len(repeated), ", ".join(dict.fromkeys(repeated[:5])))
         return list(changed.values()), seen
 
     def delete(self, ids: Sequence[str], track_pending: bool) -> list[str]:

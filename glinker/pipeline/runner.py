@@ -126,6 +126,8 @@ class Pipeline:
         h = spec.header
         self.context = context or PipelineContext(model=h.model, kb=h.kb, base_dir=spec.base_dir,
                                                   device=h.settings.device, settings=h.settings.model_dump())
+        if not getattr(self.context, "kb_places", None):
+            self.context.kb_places = dict(spec.kb_places)
         missing = resource_problems(spec, self.context.model, self.context.kb)
         if missing:  # a stage with neither its own KB/model nor the pipeline's: say so now, not at the first batch
             raise PipelineError(missing, source=spec.source)
@@ -320,7 +322,8 @@ class Pipeline:
 
     def _located(self, e: GlinkerError, name: str) -> GlinkerError:
         """``e`` (raised inside stage ``name``) with the stage and its line added to its place, once."""
-        if not isinstance(e, PipelineError) and not (e.where or "").startswith("stage "):
+        # an error a kb block's source gave is placed at that block ("kb (file:line, options.table)")
+        if not isinstance(e, PipelineError) and not (e.where or "").startswith(("stage ", "kb ")):
             e.where = f"{self._where(name)}: {e.where}" if e.where else self._where(name)
             e.args = (e.render(),)
         return e

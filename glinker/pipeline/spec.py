@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glinker.errors import ConfigError, PipelineError, Problem, closest
 from glinker.pipeline.registry import StageRegistry, registry as default_registry
@@ -50,14 +50,7 @@ class PipelineHeader(BaseModel):
     output: str | None = Field(default=None, description="The stage whose output is the pipeline's result; default: the only sink (with several, the last in the file, and a warning).")
     stages: dict[str, Any] = Field(description="Stage name → stage definition (type, input(s), parameters).")
 
-    @field_validator("kb")
-    @classmethod
-    def _kb_source(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            from glinker.stages.resources import KBSource
-
-            KBSource.model_validate(v)  # named errors now, not at warm-up
-        return v
+    # a `kb:` mapping is checked by kb_source_problems (its keys, adapter and options, each at its line)
 
 
 class StageSpec(BaseModel):
@@ -84,6 +77,10 @@ class PipelineSpec(BaseModel):
     source: str = "<string>"
     base_dir: Path = Field(default_factory=Path.cwd)
     output: str
+    kb_places: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Each KB read from its source (by its definition's JSON) -> where its block and options are in the file
+    (dotted path -> ``file:line``; "@" -> how messages name the block), so that errors met when it is read at
+    warm-up point at the block, not at the first stage that uses it."""
 
     @property
     def name(self) -> str:
@@ -190,6 +187,18 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
                                 where=src.where(("stages",)), line=src.line_of(("stages",)),
                                 fix="write `stages:` followed by indented `name: {type: ..., ...}` entries"))
 
+    kb_places: dict[str, dict[str, str]] = {}
+    if header is not None and isinstance(header.kb, dict):
+        ps, places = kb_source_problems(header.kb, ("kb",), src, "kb")
+        problems += ps
+        kb_places.update(places)
+    for sname, st in stages.items():
+        own = getattr(st.params, "kb", None) if st.params is not None else None
+        if own is not None and not isinstance(own, str):
+            ps, places = kb_source_problems(own.model_dump(), ("stages", sname, "kb"), src, f"stage {sname!r} kb")
+            problems += ps
+            kb_places.update(places)
+
     output = header.output if header else None
     if stages:
         graph_problems, output = check_graph(stages, output, src, quiet=bool(problems))
@@ -203,7 +212,54 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
         raise PipelineError(problems, source=src.source)
     assert header is not None and output is not None
     return PipelineSpec(header=header, stages=stages, source=src.source, base_dir=base_dir or Path.cwd(),
-                        output=output)
+                        output=output, kb_places=kb_places)
+
+
+def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> tuple[list[Problem],
+                                                                                        dict[str, dict[str, str]]]:
+    """Check a kb block read from its source (``kb: {adapter, source, options, ...}``) without reading the source:
+    its keys, that the adapter exists, and the adapter's options (names, types, and what the adapter checks before
+    connecting, e.g. the sql adapter's table or query and its column mapping). ``${VAR}`` values are checked as the
+    environment gives them now (one that is unset is left to the run). Returns the problems, each at its line, and
+    where the block's keys are (for errors met when the source is read: :attr:`PipelineSpec.kb_places`)."""
+    from glinker.errors import GlinkerError
+    from glinker.kb.adapters import check_adapter_options, get_adapter_class
+    from glinker.stages.resources import KBSource, _expand_all, env_note, kb_option_path
+
+    problems: list[Problem] = []
+    try:
+        ks = KBSource.model_validate(value)
+    except ValidationError as e:
+        return _pydantic_problems(e, path, src, KBSource, "E211", "E212"), {}
+    places = {".".join(str(k) for k in p[len(path):]): f"{src.source}:{line}"
+              for p, line in src.lines.items() if tuple(p[:len(path)]) == tuple(path)}
+    places["@"] = owner
+    try:
+        options = _expand_all(ks.options)
+        expanded = True
+    except ConfigError:  # a ${VAR} without a default, unset here: its value is the run's to check
+        options, expanded = ks.options, False
+    try:
+        if expanded:
+            check_adapter_options(ks.adapter, options)
+        else:
+            model = getattr(get_adapter_class(ks.adapter), "options_model", None)
+            known = list(getattr(model, "model_fields", {}))
+            for key in options:
+                if known and key not in known:
+                    hint = closest(str(key), known)
+                    raise ConfigError(f"unknown option {key!r} for the {ks.adapter} adapter",
+                                      where=f"{ks.adapter}.{key}", fix=(f"did you mean {hint!r}? " if hint else "")
+                                      + f"valid options: {', '.join(known)}")
+    except GlinkerError as e:
+        rel = kb_option_path(e.where, ks.adapter)
+        line = src.line_of(path + rel)
+        note = env_note(ks.model_dump(), rel) if rel else ""  # a value read from the environment: which
+        unknown = e.message.startswith("unknown option")
+        key = ".".join(str(k) for k in path + rel)
+        problems.append(Problem("E211" if unknown else "E212", f"{key}: {e.message}{note}",
+                                where=f"{src.source}:{line}" if line else src.source, line=line, fix=e.fix))
+    return problems, {ks.model_dump_json(): places}
 
 
 def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> tuple[StageSpec, list[Problem]]:

@@ -39,6 +39,9 @@ class PipelineContext:
         self.device = device
         self.settings = dict(settings or {})
         self._resources: dict[Any, Any] = {}
+        # KBs read from their source -> where their kb block and its keys are in the pipeline file (errors met when
+        # reading the source are said there; PipelineSpec.kb_places)
+        self.kb_places: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()  # a resource factory may ask for another resource
 
     def resolve_path(self, value: str | None) -> str | None:

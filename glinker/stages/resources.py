@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glinker.errors import ConfigError, KBError, SourceUnavailable
+from glinker.errors import ConfigError, GlinkerError, KBError, SourceUnavailable
 from glinker.pipeline.stage import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,20 @@ def check_folds(context: PipelineContext, kb: Any, stage: str) -> None:
 
 def shown_kb(ref: Any) -> Any:
     """A pipeline's KB as it will be read, for run records and messages: a KB read from its source with its
-    ${VARS} expanded (another table is another KB) and the password of its URL hidden."""
+    ${VARS} expanded (another table is another KB), a relative file path made absolute (another folder's
+    ``sqlite:///companies.db`` is another KB) and the password of its URL hidden."""
     if ref is None or isinstance(ref, str):
         return ref
     from glinker.io import redact
 
     d = _expand_all(ref.model_dump() if isinstance(ref, KBSource) else dict(ref))
     if isinstance(d.get("source"), str):
+        try:
+            from glinker.kb.adapters import canonical_source
+
+            d["source"] = canonical_source(str(d.get("adapter")), d["source"])
+        except GlinkerError:  # an adapter not installed: said when the KB is read
+            pass
         d["source"] = redact(d["source"])
     return d
 
@@ -131,7 +138,20 @@ def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None
         name = model or context.model
         # the model loads first: context.resource is not re-entrant
         encoder = load_model(context, model) if name and name.lower() != "none" else None
-        return context.resource(key, lambda: _build_source_kb(context, ref, name, encoder))  # type: ignore[arg-type]
+        src: KBSource = ref
+
+        def build() -> Any:
+            try:
+                return _build_source_kb(context, src, name, encoder)
+            except GlinkerError as e:  # said at the kb block (and its option), not at the first stage using it
+                raise _at_kb_block(context, src, e) from None
+            except Exception as e:  # a driver's or adapter's own error: named at the kb block too
+                log.debug("reading the KB source failed", exc_info=True)
+                raise _at_kb_block(context, src, KBError(
+                    f"building the KB from its source failed: {type(e).__name__}: {e}", where=f"{src.adapter}.source",
+                    fix="check the kb block's source and options (run with -vv for the traceback)")) from e
+
+        return context.resource(key, build)
 
     def factory() -> Any:
         from glinker.kb import KB
@@ -157,13 +177,67 @@ def _expand_all(v: Any) -> Any:
     return v
 
 
+def kb_option_path(where: str | None, adapter: str) -> tuple[str, ...]:
+    """The key of a kb block that an adapter's error names by its ``where``: ``sql.columns.label`` -> (options,
+    columns, label), ``sql.source`` -> (source,), ``adapter`` -> (adapter,); () when it names none."""
+    w = (where or "").split(" ", 1)[0]
+    if w == "adapter":
+        return ("adapter",)
+    if w.startswith(adapter + "."):
+        rest = w[len(adapter) + 1:]
+        return ("source",) if rest == "source" else ("options", *rest.split("."))
+    return ()
+
+
+def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
+    """Where the value at ``path`` of a kb block (as written: ``${VAR}`` unexpanded) came from when it, or the option
+    holding it, names environment variables: `` (from the environment: ${VAR}: VAR='value')``; '' for a value
+    written in the file. A URL's password is hidden."""
+    from glinker.io import redact
+
+    for n in range(len(path), 0, -1):
+        raw: Any = block
+        for k in path[:n]:
+            raw = raw.get(k) if isinstance(raw, dict) else None
+        if not isinstance(raw, str) or "${" not in raw:
+            continue
+        said = []
+        for m in _ENV.finditer(raw):
+            v = os.environ.get(m.group(1))
+            shown = f"unset, so its default {m.group(2) or ''!r}" if v is None else \
+                f"{m.group(1)}={redact(v) if path[0] == 'source' else v!r}"
+            said.append(f"${{{m.group(1)}}}: {shown}")
+        if said:
+            return f" (from the environment: {'; '.join(said)})"
+    return ""
+
+
+def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> GlinkerError:
+    """``e``, raised while reading a kb block's source, placed at that block (its file and line, and the option it
+    names: ``kb (pipeline.yaml:21, options.table)``) and saying which of its values came from environment variables.
+    The pipeline records the places (``PipelineContext.kb_places``); without them the block is named alone."""
+    places: dict[str, str] = (getattr(context, "kb_places", None) or {}).get(src.model_dump_json(), {})
+    owner = places.get("@", "kb")
+    if (e.where or "").startswith(owner + " "):
+        return e  # placed already
+    path = kb_option_path(e.where, src.adapter)
+    dotted = ".".join(path)
+    at = next((places[k] for n in range(len(path), -1, -1) if (k := ".".join(path[:n])) in places), None)
+    e.where = f"{owner} ({at}{', ' + dotted if dotted else ''})" if at else f"{owner} {dotted}".rstrip()
+    e.message += env_note(src.model_dump(), path) if path else ""
+    e.args = (e.render(),)
+    return e
+
+
 def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, encoder: Any) -> Any:
     from glinker.io import redact
     from glinker.kb import KB
-    from glinker.kb.adapters import load_adapter
+    from glinker.kb.adapters import canonical_source, load_adapter
     from glinker.kb.build import build_kb
 
-    url = expand_env(src.source)
+    # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the working folder: keyed (and
+    # read) by its absolute path, so two folders' files never share a cache
+    url = canonical_source(src.adapter, expand_env(src.source))
     options = _expand_all(src.options)
     # the cache is keyed by what is read, not by the password it is read with (a rotated password keeps the cache)
     ident = json.dumps({"a": src.adapter, "s": redact(url), "o": options, "t": src.template,
