@@ -151,8 +151,8 @@ def _skip(err: DataError, problems: Optional[list[str]]) -> None:
 
 
 def _count_lines(path: Path) -> int | None:
-    if path.suffix.lower() == ".gz":
-        return None  # the bar counts without a total rather than decompress twice
+    if path.suffix.lower() == ".gz" or not path.is_file():
+        return None  # the bar counts without a total rather than decompress twice, or read a pipe's lines away
     try:
         n = 0
         with open(path, "rb") as f:

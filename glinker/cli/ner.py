@@ -162,7 +162,7 @@ def ner(
 
     if output is not None:  # before anything slow: where the results go
         _check_output(output, input)
-    if str(input) != "-" and not input.is_file():  # and what they come from
+    if str(input) != "-" and (input.is_dir() or not input.exists()):  # and what they come from (pipes are fine)
         raise DataError("cannot read input: " + ("it is a directory" if input.is_dir() else "no such file"),
                         where=str(input), fix="check the path")
     lab = _labels(labels, labels_file, label_bank)

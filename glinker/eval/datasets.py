@@ -421,15 +421,21 @@ def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[i
                         fix="write spans as [word_start, word_end_inclusive, type]")
     out = []
     for j, sp in enumerate(spans):
+        if isinstance(sp, (list, tuple)) and any(isinstance(x, bool) for x in sp[:2]):
+            raise DataError(f"span {j} {list(sp)!r} has true/false as a word index", where=where,
+                            fix="write word indices as integers: [start, end_inclusive, type]")
         ok = (isinstance(sp, (list, tuple)) and len(sp) == 3 and _is_index(sp[0]) and _is_index(sp[1])
               and isinstance(sp[2], str) and sp[2].strip() != "" and 0 <= sp[0] <= sp[1] < len(tokens))
         if not ok:
             raise DataError(f"span {j} is invalid: {sp!r} ({len(tokens)} tokens)", where=where,
                             fix="spans are [word_start, word_end_inclusive, type] with 0 <= start <= end < len(tokens) "
                                 "and a non-empty type")
-        if not any(t.strip() for t in tokens[sp[0] : sp[1] + 1]):
-            raise DataError(f"span {j} {sp!r} covers only empty or blank tokens", where=where,
-                            fix="remove the empty tokens from 'tokenized_text' (and shift the spans), or the span")
+        blank = [k for k in range(sp[0], sp[1] + 1) if not tokens[k].strip()]
+        if blank:
+            raise DataError(f"span {j} {list(sp)!r} covers token {blank[0]} {tokens[blank[0]]!r}, which is empty or "
+                            "only whitespace", where=where,
+                            fix="remove empty tokens from 'tokenized_text' and shift the span indices after them, "
+                                "or drop the span")
         out.append((sp[0], sp[1], sp[2]))
     return out
 
@@ -439,6 +445,10 @@ def _is_index(x: Any) -> bool:
 
 
 def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int, int]]:
+    if isinstance(ranges, list) and any(isinstance(r, (list, tuple)) and any(isinstance(x, bool) for x in r)
+                                        for r in ranges):
+        raise DataError("'ignore' has true/false as a word index", where=where,
+                        fix="write each ignored range as [start, end] with integer word indices")
     ok = isinstance(ranges, list) and all(
         isinstance(r, (list, tuple)) and len(r) == 2 and all(_is_index(x) for x in r)
         and 0 <= r[0] <= r[1] < len(tokens) for r in ranges)

@@ -404,15 +404,20 @@ class KB:
         skip``), nothing is removed this time: a skipped record's entity is not gone from the source.
 
         With ``seen`` (every id the source holds, from :meth:`EntityStore.changed`), ``entities`` are only the new
-        and changed ones; the others count as the same. Without it the source is first read against the store
-        (:meth:`EntityStore.changed`, which warns about repeated ids and keeps the last record of each), so an
-        unchanged source writes nothing, and only its new and changed records are held in memory."""
-        if seen is None:
-            entities, seen = self.store.changed(entities, self.template)
-        seen = set(seen)
-        counts = self.upsert(entities, encoder, batch)
-        # the records not passed were read and found equal to the stored ones
-        counts["same"] = len(seen) - counts["added"] - counts["updated"] - counts["unchanged_text"]
+        and changed ones; the others count as the same. Without it the source is streamed through :meth:`upsert`
+        in batches (memory flat whatever the source's size; an unchanged record is compared, not written)."""
+        given = seen is not None
+        seen = set(seen) if seen is not None else set()
+
+        def tracked() -> Iterable[Entity]:
+            for e in entities:
+                if not given:
+                    seen.add(e.id)
+                yield e
+
+        counts = self.upsert(tracked(), encoder, batch)
+        if given:  # the records not passed were read and found equal to the stored ones
+            counts["same"] = len(seen) - counts["added"] - counts["updated"] - counts["unchanged_text"]
         have = self.store.all_ids()
         if not seen and have:
             raise KBError(f"the source holds no entities: syncing would remove all {len(have):,} entities of the KB",

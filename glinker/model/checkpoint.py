@@ -325,6 +325,8 @@ def save_checkpoint(
     from glinker.io import locked
 
     out = Path(out_dir)
+    if out.is_symlink():  # a link to the model folder: the folder it points to is replaced, the link stays
+        out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out.parent / f".{out.name}.lock"):
         _recover(out)
@@ -418,7 +420,7 @@ def recover_checkpoint_dir(out_dir: str | os.PathLike) -> None:
     """Clean up after a save of ``out_dir`` that was cut short (see :func:`save_checkpoint`)."""
     from glinker.io import locked
 
-    out = Path(out_dir)
+    out = Path(out_dir).resolve() if Path(out_dir).is_symlink() else Path(out_dir)
     left = [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")] if out.parent.is_dir() else []
     if not left:
         return

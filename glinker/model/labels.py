@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -755,7 +756,13 @@ def recover_swap(out_dir: str | os.PathLike) -> None:
     olds = []
     for f in out.parent.glob(f".{glob.escape(out.name)}.old-*"):
         pid = f.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        try:
+            young = time.time() - f.lstat().st_mtime < 60
+        except OSError:
+            continue
+        # a live swapper is between two renames for microseconds: an old copy of a live pid that is not young
+        # belongs to a dead swapper whose pid was reused
+        if pid.isdigit() and int(pid) != os.getpid() and young and _pid_alive(int(pid)):
             return  # a replacement in progress
         olds.append(f)
     if not out.exists():

@@ -326,8 +326,8 @@ def test_gliner_training_records_with_a_bool_index_or_a_span_on_blank_tokens_are
     from glinker.eval.datasets import iter_gliner_training
 
     ok = {"tokenized_text": ["Paris", "is", "big"], "ner": [[0, 0, "city"]]}
-    for bad, msg in (({"tokenized_text": ["Paris", "is"], "ner": [[0, True, "city"]]}, "invalid"),
-                     ({"tokenized_text": ["", " ", "Paris"], "ner": [[0, 1, "city"]]}, "blank tokens")):
+    for bad, msg in (({"tokenized_text": ["Paris", "is"], "ner": [[0, True, "city"]]}, "true/false"),
+                     ({"tokenized_text": ["", " ", "Paris"], "ner": [[0, 1, "city"]]}, "only whitespace")):
         p = tmp_path / "t.jsonl"
         p.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
         with pytest.raises(DataError, match=msg) as e:

@@ -221,3 +221,23 @@ def test_ner_labels_file_with_a_bom_mid_file_and_line_separators_in_text(tmp_pat
     from glinker.model.labels import read_labels_file
 
     assert read_labels_file(tmp_path / "labels.txt") == ["person", "location"]
+
+
+def test_ner_reads_a_pipe_given_as_a_path(tmp_path):
+    """A FIFO (what <(zcat x.gz) gives) is a readable input, not a missing file."""
+    import os
+    import threading
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "w", encoding="utf-8") as f:
+            f.write("John Smith lives in Paris.\n")
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", str(fifo), "-o", str(tmp_path / "o.jsonl")])
+    t.join(timeout=30)
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()) == 1

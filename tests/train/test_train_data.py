@@ -103,6 +103,11 @@ def test_a_folder_of_splits_trains_on_its_train_split_only(tmp_path, caplog):
     _write(plain / "a.jsonl", [{"tokenized_text": w, "ner": [[0, 0, "person"]]}])
     _write(plain / "b.jsonl", [{"tokenized_text": w, "ner": [[0, 0, "city"]]}])
     assert build_sources([DataSource(path=str(plain))], 32)[0].types == ["person", "city"]
+    _write(plain / "train.jsonl", [{"tokenized_text": w, "ner": [[0, 0, "org"]]}])  # a train file beside them
+    with pytest.raises(DataError) as ei:  # not read alone silently (a.jsonl, b.jsonl are no test data)
+        build_sources([DataSource(path=str(plain))], 32)
+    assert "a.jsonl" in str(ei.value) and "split: train" in str(ei.value)
+    assert build_sources([DataSource(path=str(plain), split="train")], 32)[0].types == ["org"]
 
 
 @pytest.mark.parametrize("record,what", [

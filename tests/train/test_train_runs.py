@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -313,3 +314,21 @@ def test_a_mistyped_local_path_is_not_only_a_hub_error(tmp_path, monkeypatch, tr
     with pytest.raises(ModelError) as ei:
         init_model(cfg)
     assert "model.text_encoder" in str(ei.value) and "no local folder encs/nope exists" in str(ei.value)
+
+
+def test_an_export_into_a_symlinked_folder_replaces_the_folder_it_points_to(tmp_path):
+    from glinker.model import BiEncoder
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "gliner"
+    m = BiEncoder.from_pretrained(str(fixtures / "modernbert"))
+    real = tmp_path / "models" / "v1"
+    m.save_pretrained(real)
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    with torch.no_grad():
+        next(iter(m.net.parameters())).add_(1.0)
+    m.save_pretrained(link)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert BiEncoder.from_pretrained(real).fingerprint == m.fingerprint  # the target holds the new model
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".current")]
+    assert not [p.name for p in real.parent.iterdir() if p.name.startswith(".v1.") and "lock" not in p.name]

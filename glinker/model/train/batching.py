@@ -120,7 +120,8 @@ def _split_of(f: Path) -> str | None:
 def default_split(path: str, split: str | None, section: str, where: str) -> str | None:
     """The split a source reads when the config names none: a folder holding split-named files (``train.json``,
     ``dev.json``, ``test.txt``) gives its train files to training and its dev files to ``dev``, never all of them
-    (test data must not train by default); a folder of one other split, or of no split names, is read whole."""
+    (test data must not train by default); a folder of one other split, or of no split names, is read whole; split
+    files beside files of no split are an error (set ``split:``)."""
     from glinker.eval.datasets import training_files
 
     p = Path(path)
@@ -133,10 +134,16 @@ def default_split(path: str, split: str | None, section: str, where: str) -> str
     if not splits:
         return None
     if want in splits:
+        unnamed = [f.name for f, s in of.items() if s is None]
+        if unnamed:  # files of no split beside split-named ones: neither dropped silently nor read with the test data
+            raise DataError(f"{p} holds {want} files and files named as no split ({', '.join(unnamed)}): which of "
+                            "them to read is not clear", where=where,
+                            fix=f"set `split: {want}` to read the {want} files only, or give each file as a source of "
+                                "its own (path: folder/file.json)")
         left = [f.name for f, s in of.items() if s != want]
         if left:
-            log.info("%s (%s): reading its %s split only (%s), not %s; set `split:` to choose another", where, p,
-                     want, ", ".join(f.name for f, s in of.items() if s == want), ", ".join(left))
+            log.warning("%s (%s): reading its %s split only (%s), not %s; set `split:` to choose another", where, p,
+                        want, ", ".join(f.name for f, s in of.items() if s == want), ", ".join(left))
         if want == "train" and not training_files(p, "train"):
             return "training"
         return want

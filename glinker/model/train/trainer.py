@@ -547,7 +547,13 @@ def _read_checkpoint(folder: Path) -> tuple[dict, dict, Any, Any, Any]:
         rng = torch.load(folder / name, weights_only=True)
         if not isinstance(rng, dict) or "torch_rng" not in rng:
             raise ValueError("no torch_rng")
+    except (FileNotFoundError, IsADirectoryError) as e:  # a file missing: the save was cut short
+        raise _Damaged(f"{name}: {type(e).__name__}: {str(e)[:120]}") from None
+    except (OSError, MemoryError):  # the storage or the machine, not the checkpoint (EIO, ESTALE, permissions)
+        raise
     except Exception as e:  # noqa: BLE001 - json, safetensors, zip and unpickling errors of many types
+        if "Weights only load failed" in str(e):  # a torch that refuses what it reads: not a damaged file
+            raise
         raise _Damaged(f"{name}: {type(e).__name__}: {str(e)[:120]}") from None
     return st, weights, opt, sched, rng
 
