@@ -241,10 +241,18 @@ def worker(
                    "batch in hand)", err=True)
     import signal
 
-    def _interrupt(*_: Any) -> None:
-        raise KeyboardInterrupt
+    what = "linked" if pipeline is not None else "embedded"
+    unit = "documents" if pipeline is not None else "entities"
 
-    # stopped (SIGTERM) while still loading: exit cleanly; once serving, serve() finishes the batch in hand first
+    def _interrupt(*_: Any) -> None:
+        # Stopped (SIGTERM) while still loading: nothing is taken from the queue yet, so the process ends here at
+        # once. Raising KeyboardInterrupt instead stopped torch's or a library's import at an arbitrary point, where
+        # it could be swallowed (the worker went on loading and served) or surface again at exit (status -2).
+        sys.stderr.write(f"worker: {what} 0 {unit} in 0 batches (stopped while loading)\n")
+        sys.stderr.flush()
+        os._exit(0)
+
+    # once serving, serve() installs its own handler: the batch in hand is finished first
     signal.signal(signal.SIGTERM, _interrupt)
     if threads:
         import torch
@@ -270,9 +278,7 @@ def worker(
         pass
     if stats and pipe is not None:
         typer.echo(pipe.stats.table(), err=True)
-    what = "linked" if pipeline is not None else "embedded"
-    typer.echo(f"worker: {what} {n['documents']} {'documents' if pipeline is not None else 'entities'} in "
-               f"{n['batches']} batches", err=True)
+    typer.echo(f"worker: {what} {n['documents']} {unit} in {n['batches']} batches", err=True)
 
 
 def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
