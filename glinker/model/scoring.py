@@ -156,15 +156,7 @@ class LowpLabels:
         aug = torch.cat([p, col], dim=1)
         low = aug.to(dtype)
         vt = torch.cat([low, low.new_ones(low.shape[0], 1)], dim=1).T.contiguous()
-        if aug.shape[0] == 0:
-            return cls(vt, 0.0, 0.0, 0.0)
-        lowf = low.float()
-        return cls(
-            vt,
-            float(aug.norm(dim=1).max()),
-            float(lowf.norm(dim=1).max()),
-            float((aug - lowf).norm(dim=1).max()),
-        )
+        return cls(vt, *_rounding_norms(aug, low))
 
     def prepare_rows(
         self, reps: torch.Tensor, lt: float, rows: int | None = None, out: torch.Tensor | None = None
@@ -215,6 +207,14 @@ class LowpLabels:
             + n_err * self.err_norm_max
             + gamma * (n_low * self.low_norm_max + n_r * self.norm_max)
         )
+
+
+def _rounding_norms(v: torch.Tensor, low: torch.Tensor) -> tuple[float, float, float]:
+    """max |v|, max |v~| and max |v - v~| over the rows of float32 ``v`` and its low-precision copy ``low``."""
+    if v.shape[0] == 0:
+        return 0.0, 0.0, 0.0
+    lowf = low.float()
+    return float(v.norm(dim=1).max()), float(lowf.norm(dim=1).max()), float((v - lowf).norm(dim=1).max())
 
 
 def positive_positions(x: torch.Tensor) -> torch.Tensor:
@@ -534,18 +534,13 @@ class IVFLowp:
         for n in padded[:-1]:
             starts.append(starts[-1] + n)
         low = torch.zeros(sum(padded), d + 2, dtype=dtype)
-        norm = low_norm = err_norm = 0.0
+        norms = [0.0, 0.0, 0.0]  # the maxima over all lists (one bound serves every list)
         for v, o in zip(lists.vectors, starts):
-            if v.shape[0] == 0:
-                continue
             vl = v.to(dtype)
             low[o : o + v.shape[0], :d] = vl
             low[o : o + v.shape[0], d + 1] = 1.0
-            vf = vl.float()
-            norm = max(norm, float(torch.linalg.vector_norm(v, dim=1).max()))
-            low_norm = max(low_norm, float(torch.linalg.vector_norm(vf, dim=1).max()))
-            err_norm = max(err_norm, float(torch.linalg.vector_norm(v - vf, dim=1).max()))
-        return cls(LowpLabels(low.T, norm, low_norm, err_norm), starts, padded)
+            norms = [max(a, b) for a, b in zip(norms, _rounding_norms(v, vl))]
+        return cls(LowpLabels(low.T, *norms), starts, padded)
 
 
 def score_rows_ivf(
@@ -575,11 +570,12 @@ def score_rows_ivf(
     if n == 0 or nlist == 0 or threshold >= 1.0 or top_k < 1:
         return empty, empty, torch.zeros(0, device=reps.device)
     q = reps.float()
-    lt = logit_threshold(threshold) - _MARGIN
+    lt0 = logit_threshold(threshold)
+    lt = lt0 - _MARGIN
     low = None
-    if lowp is not None and lt > -math.inf:
+    if lowp is not None and lt0 > -math.inf:
         ivl = lists.lowp(lowp)
-        low = ivl.labels.prepare_rows(q, lt + _MARGIN, rows=n + 1)  # row n: zeros, for padding row groups
+        low = ivl.labels.prepare_rows(q, lt0, rows=n + 1)  # row n: zeros, for padding row groups
     npb = max(1, min(int(nprobe), nlist))
     step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
     # (float32: in bfloat16 its error bound, ~u |q| |c|, spans dozens of centroids around the nprobe-th)
@@ -600,25 +596,14 @@ def score_rows_ivf(
         sub = max(1, int(budget_bytes // (4 * vecs.shape[0])))
         for a in range(0, rows.numel(), sub):
             rr = rows[a : a + sub]
-            if low is not None:
-                found = _ivf_lowp_pairs(q, low, ivl, j, rr, vecs, lt)
-                if found is not None:
-                    if found[0].numel():
-                        parts_r.append(found[0])
-                        parts_c.append(lists.ids[j][found[1]])
-                        parts_l.append(found[2])
-                        kept += found[0].numel()
-                    continue
-            logits = q[rr] @ vecs.T
-            cols = None
-            if top_k < vecs.shape[0]:  # a row's top_k overall are among its top_k of each list
-                logits, cols = logits.topk(top_k, dim=1)
-            r, c = torch.nonzero(logits > lt, as_tuple=True)
-            if r.numel():
-                parts_r.append(rr[r])
-                parts_c.append(lists.ids[j][c if cols is None else cols[r, c]])
-                parts_l.append(logits[r, c])
-                kept += r.numel()
+            found = _ivf_lowp_pairs(q, low, ivl, j, rr, vecs, lt) if low is not None else None
+            if found is None:
+                found = _ivf_float32_pairs(q, rr, vecs, top_k, lt)
+            if found[0].numel():
+                parts_r.append(found[0])
+                parts_c.append(lists.ids[j][found[1]])
+                parts_l.append(found[2])
+                kept += found[0].numel()
         if top_k < n_labels and kept > max(4 * n * top_k, 1 << 16):  # memory bounded by rows x top_k
             parts_r, parts_c, parts_l = [list(x) for x in zip(_top_per_row(
                 torch.cat(parts_r), torch.cat(parts_c), torch.cat(parts_l), top_k))]
@@ -633,6 +618,19 @@ def score_rows_ivf(
     r, c, p = r[keep], c[keep], p[keep]
     order = torch.argsort(r * n_labels + c, stable=True)  # row-major (span, class), as gliner's torch.where
     return r[order], c[order], p[order]
+
+
+def _ivf_float32_pairs(
+    q: torch.Tensor, rr: torch.Tensor, vecs: torch.Tensor, top_k: int, lt: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, list columns, logits) of the pairs of rows ``rr`` x one list above ``lt``, in float32; each row
+    keeps at most its ``top_k`` best of the list (its top_k overall are among them)."""
+    logits = q[rr] @ vecs.T
+    cols = None
+    if top_k < vecs.shape[0]:
+        logits, cols = logits.topk(top_k, dim=1)
+    r, c = torch.nonzero(logits > lt, as_tuple=True)
+    return rr[r], (c if cols is None else cols[r, c]), logits[r, c]
 
 
 def _ivf_lowp_pairs(
