@@ -96,13 +96,7 @@ class KBAdapter(Protocol):
 
 def parse_options(adapter: str, model: type[AdapterOptions], options: dict[str, Any]) -> AdapterOptions:
     """Validate adapter options; an unknown or ill-typed option is a ConfigError naming it and the fix."""
-    known = list(model.model_fields)
-    for key in options:
-        if key not in model.model_fields:
-            hint = closest(key, known)
-            raise ConfigError(f"unknown option {key!r} for the {adapter} adapter",
-                              where=f"{adapter}.{key}",
-                              fix=(f"did you mean {hint!r}? " if hint else "") + f"valid options: {', '.join(known)}")
+    known = check_option_names(adapter, model, options)
     try:
         return model(**options)
     except ValidationError as e:
@@ -110,6 +104,19 @@ def parse_options(adapter: str, model: type[AdapterOptions], options: dict[str, 
         loc = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"invalid value for option {loc!r}: {err['msg']}", where=f"{adapter}.{loc}",
                           fix=f"valid options: {', '.join(known)}") from None
+
+
+def check_option_names(adapter: str, model: type[AdapterOptions], options: Any) -> list[str]:
+    """The option names ``model`` knows; an unknown key of ``options`` is a ConfigError naming it (with the closest
+    name) and the valid ones."""
+    known = list(model.model_fields)
+    for key in options:
+        if key not in model.model_fields:
+            hint = closest(str(key), known)
+            raise ConfigError(f"unknown option {key!r} for the {adapter} adapter",
+                              where=f"{adapter}.{key}",
+                              fix=(f"did you mean {hint!r}? " if hint else "") + f"valid options: {', '.join(known)}")
+    return known
 
 
 def available_adapters() -> dict[str, str]:

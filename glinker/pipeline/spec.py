@@ -223,7 +223,7 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
     environment gives them now (one that is unset is left to the run). Returns the problems, each at its line, and
     where the block's keys are (for errors met when the source is read: :attr:`PipelineSpec.kb_places`)."""
     from glinker.errors import GlinkerError
-    from glinker.kb.adapters import check_adapter_options, get_adapter_class
+    from glinker.kb.adapters import check_adapter_options, check_option_names, get_adapter_class
     from glinker.stages.resources import KBSource, _expand_all, env_note, kb_option_path
 
     problems: list[Problem] = []
@@ -244,13 +244,8 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
             check_adapter_options(ks.adapter, options)
         else:
             model = getattr(get_adapter_class(ks.adapter), "options_model", None)
-            known = list(getattr(model, "model_fields", {}))
-            for key in options:
-                if known and key not in known:
-                    hint = closest(str(key), known)
-                    raise ConfigError(f"unknown option {key!r} for the {ks.adapter} adapter",
-                                      where=f"{ks.adapter}.{key}", fix=(f"did you mean {hint!r}? " if hint else "")
-                                      + f"valid options: {', '.join(known)}")
+            if getattr(model, "model_fields", None):
+                check_option_names(ks.adapter, model, options)
     except GlinkerError as e:
         rel = kb_option_path(e.where, ks.adapter)
         line = src.line_of(path + rel)
