@@ -41,6 +41,13 @@ def one_line(js: str) -> str:
     return js.translate(_LINE_BREAKS)
 
 
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSONL line's text (``json.dumps``, UTF-8 kept, line breaks inside strings escaped)."""
+    import json
+
+    return one_line(json.dumps(obj, ensure_ascii=False))
+
+
 def _dumps(doc: Any) -> str:
     if hasattr(doc, "model_dump_json"):
         return one_line(doc.model_dump_json())

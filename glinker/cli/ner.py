@@ -156,7 +156,7 @@ def ner(
     from itertools import islice
 
     from glinker.cli.link import _claim_output, _count_lines
-    from glinker.io import ResumeState, already_written, one_line, repair_jsonl_tail, resume_state
+    from glinker.io import ResumeState, already_written, json_line, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
     from glinker.model.labels import _labels_digest
 
@@ -207,7 +207,7 @@ def ner(
                         long_text="truncate" if truncate else "chunk", label_top_k=label_top_k)
         for d, ents in zip(chunk, res):
             rec = {**d, "entities": list(ents), "truncated": bool(getattr(ents, "truncated", False))}
-            out.write(one_line(json.dumps(rec, ensure_ascii=False)) + "\n")
+            out.write(json_line(rec) + "\n")
         out.flush()  # results already written survive an error on a later line
         if bar is not None:
             bar.update(pos[0] - bar.n)

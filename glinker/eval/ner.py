@@ -17,7 +17,6 @@ itself) cannot match anything and are counted in ``unaligned_pred``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -278,13 +277,13 @@ def sweep_thresholds(predict: PredictFn, datasets: Sequence[NERDataset], thresho
 
 
 def _write_predictions(f: Any, ds: NERDataset, preds: Sequence[Sequence[dict]]) -> None:
-    from glinker.io import one_line
+    from glinker.io import json_line
 
     for i, (ex, ents) in enumerate(zip(ds.examples, preds)):
         rec = {"dataset": ds.name, "index": i, "text": ex.text,
                "entities": [{k: v for k, v in e.items() if k in ("start", "end", "label", "score", "text")}
                             for e in ents]}
-        f.write(one_line(json.dumps(rec, ensure_ascii=False)) + "\n")
+        f.write(json_line(rec) + "\n")
     f.flush()
 
 

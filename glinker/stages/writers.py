@@ -347,6 +347,6 @@ def documents_summary(docs: Iterable[Any]) -> dict[str, int]:
 
 def dumps_jsonl(docs: Iterable[Any]) -> str:
     """Documents as JSONL text (for piping to stdout)."""
-    from glinker.io import one_line
+    from glinker.io import json_line
 
-    return "".join(one_line(json.dumps(to_jsonable(d), ensure_ascii=False)) + "\n" for d in docs)
+    return "".join(json_line(to_jsonable(d)) + "\n" for d in docs)
