@@ -207,11 +207,27 @@ def _not_a_checkpoint(ckpt: Path) -> None:
         )
 
 
+# what an encoder's tokenizer or config needs from its hub repository (never the weights)
+ENCODER_FILE_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken", "merges*", "vocab*", "spiece*", "sentencepiece*"]
+
+
+def encoder_source(name: str | Path) -> Path:
+    """A local folder holding an encoder's tokenizer/config files: ``name`` itself when it is a folder, else its
+    hub snapshot (the local cache offline). Fetched through huggingface_hub, which fails at once when the hub is
+    unreachable, where transformers' own loaders retry for ~30 s per file before giving up."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=str(name), allow_patterns=ENCODER_FILE_PATTERNS))
+
+
 def _fetch_hf_config(name: str, f: Path, key: str) -> dict:
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(name).to_dict()
+        return AutoConfig.from_pretrained(str(encoder_source(name))).to_dict()
     except Exception as e:
         raise ModelError(
             f"{key} is null and {name!r} could not be resolved: {e}",
@@ -259,7 +275,7 @@ def load_tokenizers(ckpt: Path, cfg: dict) -> tuple[Any, Any]:
 
     def _load(src: str | Path, what: str) -> Any:
         try:
-            return AutoTokenizer.from_pretrained(str(src))
+            return AutoTokenizer.from_pretrained(str(encoder_source(src)))
         except Exception as e:
             raise ModelError(
                 f"could not load the {what} tokenizer from {src}: {e}",

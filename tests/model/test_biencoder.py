@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,6 +290,41 @@ def test_checkpoint_without_labels_tokenizer_resolves_labels_encoder(tmp_path, t
     (d / "gliner_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="label tokenizer"):
         BiEncoder.from_pretrained(d)
+
+
+def test_an_encoder_named_by_hub_id_is_fetched_without_transformers_retries(tmp_path, tiny, monkeypatch):
+    """A checkpoint naming its label encoder by hub id: the tokenizer files come through huggingface_hub (which
+    fails at once offline), never through transformers' loaders, which retry ~30 s per file offline."""
+    import huggingface_hub
+    import transformers
+
+    d = _copy(tiny, tmp_path / "hub-named")
+    src = tmp_path / "label-encoder-src"
+    shutil.move(str(d / "labels_tokenizer"), str(src))
+    cfg = json.loads((d / "gliner_config.json").read_text())
+    cfg["labels_encoder"] = "some-org/some-encoder"
+    (d / "gliner_config.json").write_text(json.dumps(cfg))
+    asked, loaded = [], []
+
+    def offline(repo_id, **kw):
+        asked.append(repo_id)
+        raise OSError("offline: no cached snapshot")
+
+    real = transformers.AutoTokenizer.from_pretrained.__func__
+
+    def only_folders(cls, src_, *a, **kw):
+        loaded.append(src_)
+        assert Path(src_).is_dir(), f"transformers asked to resolve {src_!r}"
+        return real(cls, src_, *a, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(only_folders))
+    with pytest.raises(ModelError, match="label tokenizer from some-org/some-encoder.*offline"):
+        BiEncoder.from_pretrained(d)
+    assert asked == ["some-org/some-encoder"]
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(src))  # a cached snapshot
+    assert BiEncoder.from_pretrained(d).config["labels_encoder"] == "some-org/some-encoder"
+    assert str(src) in loaded
 
 
 def test_predict_names_bad_labels_and_thresholds(model):
