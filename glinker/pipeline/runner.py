@@ -242,9 +242,10 @@ class Pipeline:
                 m = Manifest.load(gen / "manifest.json")
                 kbs[name_] = kb_ident(m)
                 where[f"kb:{name_}"] = ref
-            elif ref is not None:
-                kbs[name_] = json.loads(json.dumps(ref if isinstance(ref, dict) else ref.model_dump(mode="json"),
-                                                   default=str))
+            elif ref is not None:  # as read: ${VARS} expanded, a relative file made absolute, no password
+                from glinker.stages.resources import shown_kb
+
+                kbs[name_] = json.loads(json.dumps(shown_kb(ref), default=str))
                 where[f"kb:{name_}"] = "read from its source"
             model = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
             if model and str(model).lower() != "none":

@@ -3,6 +3,7 @@ builds, column names and table hints, on real PostgreSQL and MariaDB servers (an
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -117,6 +118,16 @@ def test_relative_sqlite_urls_of_two_folders_are_two_sources(tmp_path: Path, mon
 
     kb = load_spec(pipe).header.kb
     assert shown_kb(kb)["source"] == f"sqlite:///{tmp_path / 'projA' / 'companies.db'}"
+    # and so does what a cluster's coordinator and workers compare: workers in another folder read another file
+    import glinker
+
+    idents = []
+    for proj in ("projA", "projB"):
+        monkeypatch.chdir(tmp_path / proj)
+        p = glinker.load_pipeline(str(pipe))
+        idents.append(p.resource_ident()["kb"])
+        p.close()
+    assert idents[0] != idents[1] and f"{tmp_path / 'projB' / 'companies.db'}" in json.dumps(idents[1])
 
 
 # -- 2: a refused login is not an unreachable server -------------------------------------------------------------
