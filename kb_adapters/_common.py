@@ -61,7 +61,9 @@ def check_source_file(source: str | os.PathLike[str], adapter: str) -> Path:
                           "compressed .gz/.bz2 files are read as they are, no need to decompress them into a pipe")
     if not path.is_file():
         raise KBError(f"source file not found: {path}", where=f"{adapter}.source",
-                      fix="pass --source with the path of an existing file")
+                      fix="give the path of an existing file (`glinker kb build --source`, or `source:` in a pipeline's "
+                          "kb: block, where a relative path is read from the pipeline file's folder when it is there, "
+                          "else from the working folder)")
     return path
 
 

@@ -31,7 +31,7 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
     if spec.header.kb:
         from glinker.stages.resources import shown_kb
 
-        typer.echo(f"kb: {shown_kb(spec.header.kb)}")
+        typer.echo(f"kb: {shown_kb(spec.header.kb, spec.base_dir)}")
 
 
 @pipeline_app.command("show")

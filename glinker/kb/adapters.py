@@ -7,6 +7,7 @@ adapters are registered exactly like a third party's: an entry point in the ``gl
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -166,9 +167,30 @@ def check_adapter_options(name: str, options: dict[str, Any]) -> None:
         parse_options(name, model, dict(options))
 
 
-def canonical_source(name: str, source: str) -> str:
+def canonical_source(name: str, source: str, base_dir: str | os.PathLike[str] | None = None) -> str:
     """The source as adapter ``name`` reads it, for keying a cache of what it reads: a relative path made absolute
     (two folders' ``companies.db`` are two sources), through the adapter's ``canonical_source`` classmethod when it
-    has one; the source as given otherwise."""
+    has one; the source as given otherwise. ``base_dir`` (a pipeline file's folder): a relative file path, or the
+    file of a relative ``sqlite:///`` URL, that exists there is read from there, as the pipeline's other relative
+    paths; else from the working folder."""
+    source = relative_to(source, base_dir) if base_dir is not None else source
     canon = getattr(get_adapter_class(name), "canonical_source", None)
     return canon(source) if callable(canon) else source
+
+
+def relative_to(source: str, base_dir: str | os.PathLike[str]) -> str:
+    """``source`` with a relative file path (or a ``sqlite:///`` URL's relative file) that exists under
+    ``base_dir`` made absolute there; anything else unchanged."""
+    if not source:
+        return source
+    head, sep, rest = source.partition(":///")
+    if sep and head.lower().startswith("sqlite") and "://" not in rest:  # sqlite:///rel.db (sqlite:////abs.db: abs)
+        path, q, query = rest.partition("?")
+        if path and not path.startswith(("/", ":memory:", "file:")) and not os.path.isabs(path) \
+                and os.path.isfile(os.path.join(base_dir, path)):
+            return f"{head}:///{os.path.abspath(os.path.join(base_dir, path))}{q}{query}"
+        return source
+    if "://" in source or os.path.isabs(os.path.expanduser(source)):
+        return source
+    found = os.path.join(base_dir, os.path.expanduser(source))
+    return os.path.abspath(found) if os.path.exists(found) else source

@@ -245,7 +245,7 @@ class Pipeline:
             elif ref is not None:  # as read: ${VARS} expanded, a relative file made absolute, no password
                 from glinker.stages.resources import shown_kb
 
-                kbs[name_] = json.loads(json.dumps(shown_kb(ref), default=str))
+                kbs[name_] = json.loads(json.dumps(shown_kb(ref, self.spec.base_dir), default=str))
                 where[f"kb:{name_}"] = "read from its source"
             model = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
             if model and str(model).lower() != "none":

@@ -423,9 +423,37 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         # a warning for `pipeline validate`, an error when the pipeline runs)
         out.append(Problem("E251" if what == "model" else "E252", f"{name}: {msg}", where=w, line=line, fix=fix))
 
+    def check_source(ref: Any, st: StageSpec | None) -> None:
+        """A kb: block's source file (or relative sqlite:/// file) found neither beside the pipeline file nor in the
+        working folder: a warning, as a missing KB folder (it may be made before the run)."""
+        d = ref.model_dump() if hasattr(ref, "model_dump") else ref
+        src = d.get("source") if isinstance(d, dict) else None
+        if not isinstance(src, str) or not src or "${" in src:
+            return
+        head, sep, rest = src.partition(":///")
+        if sep and head.lower().startswith("sqlite"):
+            path = rest.partition("?")[0]
+            if not path or path.startswith((":memory:", "file:")):
+                return
+        elif "://" in src:
+            return
+        else:
+            path = src
+        p = Path(path).expanduser()
+        if (p if p.is_absolute() else spec.base_dir / p).exists() or p.exists():
+            return
+        w, line = where(st)
+        name = f"stage {st.name!r}" if st is not None else "the pipeline"
+        out.append(Problem("E252", f"{name}: kb source file {path!r} does not exist (looked in {spec.base_dir} and the "
+                                   f"working folder {Path.cwd()})", where=w, line=line,
+                           fix="fix the kb: block's source: (a relative path is read from the pipeline file's folder "
+                               "when it is there, else from the working folder)"))
+
     if check_paths:
         check("model", h.model, None)
         check("kb", h.kb, None)
+        if h.kb is not None and not isinstance(h.kb, str):
+            check_source(h.kb, None)
     for name, st in spec.stages.items():
         p = st.params
         if p is None:
@@ -445,6 +473,9 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             for what in ("kb", "model", "labels_file", "label_bank"):
                 if what in fields and (what != "model" or bi_model):
                     check(what, getattr(p, what, None), st)
+            own = getattr(p, "kb", None) if "kb" in fields else None
+            if own is not None and not isinstance(own, str):
+                check_source(own, st)
     return out
 
 

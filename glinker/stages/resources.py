@@ -74,10 +74,11 @@ def check_folds(context: PipelineContext, kb: Any, stage: str) -> None:
     context.resource(("no-folds-warned", id(kb)), warn)
 
 
-def shown_kb(ref: Any) -> Any:
+def shown_kb(ref: Any, base_dir: Path | None = None) -> Any:
     """A pipeline's KB as it will be read, for run records and messages: a KB read from its source with its
     ${VARS} expanded (another table is another KB), a relative file path made absolute (another folder's
-    ``sqlite:///companies.db`` is another KB) and the password of its URL hidden."""
+    ``sqlite:///companies.db`` is another KB; found in ``base_dir``, the pipeline file's folder, when it is there)
+    and the password of its URL hidden."""
     if ref is None or isinstance(ref, str):
         return ref
     from glinker.io import redact
@@ -87,7 +88,7 @@ def shown_kb(ref: Any) -> Any:
         try:
             from glinker.kb.adapters import canonical_source
 
-            d["source"] = canonical_source(str(d.get("adapter")), d["source"])
+            d["source"] = canonical_source(str(d.get("adapter")), d["source"], base_dir)
         except GlinkerError:  # an adapter not installed: said when the KB is read
             pass
         d["source"] = redact(d["source"])
@@ -235,9 +236,10 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     from glinker.kb.adapters import canonical_source, load_adapter
     from glinker.kb.build import build_kb
 
-    # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the working folder: keyed (and
-    # read) by its absolute path, so two folders' files never share a cache
-    url = canonical_source(src.adapter, expand_env(src.source))
+    # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the pipeline file's folder when
+    # it is there, else from the working folder: keyed (and read) by its absolute path, so two folders' files never
+    # share a cache
+    url = canonical_source(src.adapter, expand_env(src.source), context.base_dir)
     options = _expand_all(src.options)
     # the cache is keyed by what is read, not by the password it is read with (a rotated password keeps the cache)
     ident = json.dumps({"a": src.adapter, "s": redact(url), "o": options, "t": src.template,

@@ -130,6 +130,36 @@ def test_relative_sqlite_urls_of_two_folders_are_two_sources(tmp_path: Path, mon
     assert idents[0] != idents[1] and f"{tmp_path / 'projB' / 'companies.db'}" in json.dumps(idents[1])
 
 
+def test_a_kb_source_beside_the_pipeline_file_is_read_from_there(tmp_path: Path, monkeypatch: Any) -> None:
+    """A pipeline's kb: source (a file path, or a sqlite:/// file) that lies beside the pipeline file is read from
+    there, as its other relative paths, wherever the command runs; one missing from both folders is a validate
+    warning naming the folders (it read from the working folder and failed at run time, hinting at `--source`)."""
+    from glinker.pipeline import load_spec
+    from glinker.pipeline.spec import resource_problems
+
+    sub = tmp_path / "project"
+    _companies_db(sub / "companies.db", [(1, "Acme Corp", "maker", "", 5.0)])
+    (sub / "ents.jsonl").write_text(json.dumps({"id": "G1", "label": "Globex", "description": "other maker"}) + "\n")
+    (sub / "sql.yaml").write_text(PIPELINE.format(source="sqlite:///companies.db", table="companies",
+                                                  refresh="always"))
+    (sub / "jsonl.yaml").write_text(PIPELINE.replace("adapter: sql", "adapter: jsonl").replace(
+        "  options:\n    table: {table}\n    columns: {{label: name}}\n", "").format(source="ents.jsonl",
+                                                                                    refresh="always"))
+    monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _linked(sub / "sql.yaml", "Acme Corp met Globex.") == {"Acme Corp"}
+    assert _linked(sub / "jsonl.yaml", "Acme Corp met Globex.") == {"Globex"}
+    assert not resource_problems(load_spec(sub / "jsonl.yaml"), check_paths=True)
+    (sub / "ents.jsonl").unlink()
+    [warning] = resource_problems(load_spec(sub / "jsonl.yaml"), check_paths=True)
+    assert warning.code == "E252" and "ents.jsonl" in warning.message and str(sub) in warning.message
+    # a file in the working folder (and none beside the pipeline) is still read from there
+    (elsewhere / "ents.jsonl").write_text(json.dumps({"id": "A1", "label": "Acme Corp", "description": "x"}) + "\n")
+    assert _linked(sub / "jsonl.yaml", "Acme Corp met Globex.") == {"Acme Corp"}
+
+
 # -- 2: a refused login is not an unreachable server -------------------------------------------------------------
 @pytest.mark.services
 def test_a_wrong_password_is_refused_not_unreachable_mariadb() -> None:
