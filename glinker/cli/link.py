@@ -300,9 +300,7 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     if fmt not in ("auto", "txt", "jsonl"):
         raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
     fmt = _sniff(input, fmt)
-    if output.is_dir():
-        raise ConfigError(f"the output {output} is a directory", where="--output",
-                          fix=f"give a file, e.g. -o {output / 'linked.jsonl'}")
+    check_output(output, input, {".jsonl", ".json", ".html", ".htm"}, "linked.jsonl")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     for name, stage in pipe.stages.items():
         f = type(stage).written_files(stage.params).get(os.path.abspath(output))
@@ -498,6 +496,35 @@ def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float 
             yield x
     finally:
         stop.set()
+
+
+def check_output(output: Path, input: Path, kinds: set[str], example: str) -> None:
+    """Refuse an output that cannot be written, that is the input itself (writing it would empty the input), or
+    that names a compressed file (it would be written uncompressed); warn when its suffix is none of ``kinds``
+    (the output is then JSONL)."""
+    if output.is_dir():
+        raise ConfigError(f"the output {output} is a directory", where="--output",
+                          fix=f"give a file, e.g. -o {output / example}")
+    suffix = output.suffix.lower()
+    if suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+        plain = output.with_suffix("")
+        raise ConfigError(f"the output {output} names a compressed file; outputs are written uncompressed (a run "
+                          "appends to its output as it goes and resumes it)", where="--output",
+                          fix=f"write -o {plain} and compress it when the run is done (e.g. gzip {plain})")
+    if suffix not in kinds:
+        log.warning("%s: the output is written as JSONL (the output formats are %s)", output,
+                    ", ".join(sorted(kinds)))
+    if str(input) != "-" and output.exists() and input.exists() and os.path.samefile(output, input):
+        raise ConfigError(f"the output {output} is the input file: writing it would erase the input", where="--output",
+                          fix="write to another file")
+    parent = output.parent if str(output.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output's folder {parent}: {e.strerror}", where="--output",
+                          fix="write somewhere you can") from None
+    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise ConfigError(f"cannot write {output} (permission denied)", where="--output", fix="write somewhere you can")
 
 
 def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str, Any] | None = None

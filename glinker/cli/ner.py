@@ -155,13 +155,13 @@ def ner(
     """
     from itertools import islice
 
-    from glinker.cli.link import _claim_output, _count_lines
+    from glinker.cli.link import _claim_output, _count_lines, check_output
     from glinker.io import ResumeState, already_written, json_line, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
     from glinker.model.labels import _labels_digest
 
     if output is not None:  # before anything slow: where the results go
-        _check_output(output, input)
+        check_output(output, input, {".jsonl"}, "entities.jsonl")
     if str(input) != "-" and (input.is_dir() or not input.exists()):  # and what they come from (pipes are fine)
         raise DataError("cannot read input: " + ("it is a directory" if input.is_dir() else "no such file"),
                         where=str(input), fix="check the path")
@@ -238,26 +238,6 @@ def ner(
             bar.close()
         if output is not None:
             out.close()
-
-
-def _check_output(output: Path, input: Path) -> None:
-    """Refuse an output that cannot be written, or that is the input itself (writing it would empty the input)."""
-    import os
-
-    if output.is_dir():
-        raise ConfigError(f"the output {output} is a directory", where="--output",
-                          fix=f"give a file, e.g. -o {output / 'entities.jsonl'}")
-    if str(input) != "-" and output.exists() and input.exists() and os.path.samefile(output, input):
-        raise ConfigError(f"the output {output} is the input file: writing it would erase the input", where="--output",
-                          fix="write to another file")
-    parent = output.parent if str(output.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the output's folder {parent}: {e.strerror}", where="--output",
-                          fix="write somewhere you can") from None
-    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise ConfigError(f"cannot write {output} (permission denied)", where="--output", fix="write somewhere you can")
 
 
 def register(app: typer.Typer) -> None:

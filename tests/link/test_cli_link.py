@@ -396,3 +396,20 @@ def test_log_every_logs_progress_in_glinker_link(tmp_path, tiny_model, tiny_kb, 
     with caplog.at_level("INFO", logger="glinker.cli.link"):
         run_link(src, p, tmp_path / "o.jsonl")
     assert "t: 2 documents linked" in caplog.text and "t: 4 documents linked" in caplog.text
+
+
+def test_outputs_that_would_lose_data_or_mislead_are_refused(pipeline, tmp_path, caplog):
+    """-o the input itself (it emptied the input), -o out.jsonl.gz (written uncompressed under a .gz name) and a
+    suffix of no output format (written as JSONL: warned)."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    before = src.read_bytes()
+    with pytest.raises(ConfigError, match="is the input file"):
+        run_link(src, pipeline, src)
+    assert src.read_bytes() == before
+    with pytest.raises(ConfigError, match="compressed file") as ei:
+        run_link(src, pipeline, tmp_path / "out.jsonl.gz")
+    assert "gzip" in ei.value.fix and not (tmp_path / "out.jsonl.gz").exists()
+    with caplog.at_level("WARNING", logger="glinker.cli.link"):
+        run_link(src, pipeline, tmp_path / "out.txt")
+    assert "written as JSONL" in caplog.text and len(lines_of(tmp_path / "out.txt")) == len(TEXTS)
