@@ -417,7 +417,7 @@ def exact_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row, class, prob) of the pairs ``(r, c)`` whose float32 probability is above ``threshold``, in order.
 
-    ``rows(index)`` returns the float32 rows (len(index), D). Pairs are scored one dot product each, except
+    ``rows(index)`` returns the rows (len(index), D), scored in float32 whatever the model's dtype. Pairs are scored one dot product each, except
     rows holding more than LOWP_MAX_SURVIVORS of the labels (a threshold near the logits' bulk), which get
     one float32 row x labels product: cheaper than gathering that many label vectors.
     """
@@ -435,12 +435,12 @@ def exact_pairs(
         pair_slot = slot[inv]  # each pair's row among the busy rows (-1: not busy)
         step = max(1, int(budget_bytes // (4 * C)))
         for i0 in range(0, brows.numel(), step):
-            block = rows(brows[i0 : i0 + step]) @ prompts.T.to(torch.float32)
+            block = rows(brows[i0 : i0 + step]).float() @ prompts.T.to(torch.float32)
             sel = (pair_slot >= i0) & (pair_slot < i0 + step)
             logits[sel] = block[pair_slot[sel] - i0, c[sel]]
     sparse = ~dense
     if bool(sparse.any()):
-        logits[sparse] = torch.linalg.vecdot(rows(r[sparse]), prompts[c[sparse]].to(torch.float32))
+        logits[sparse] = torch.linalg.vecdot(rows(r[sparse]).float(), prompts[c[sparse]].to(torch.float32))
     if prompt_bias is not None:
         logits += prompt_bias[c].to(torch.float32)
     p = torch.sigmoid(logits)

@@ -159,3 +159,25 @@ def test_exact_pairs_dense_rows_in_chunks():
             keep = want[rr, cc] > 0.5
             assert torch.equal(got_r, rr[keep]) and torch.equal(got_c, cc[keep])
             assert float((p - want[rr, cc][keep]).abs().max()) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_models_of_other_dtypes_score_dense_rows_through_the_prefilter(tmp_path, monkeypatch, dtype):
+    """A model loaded in another dtype, many labels, a threshold low enough that some span keeps more than
+    LOWP_MAX_SURVIVORS of them (its row is scored by a row x labels product): that product crashed on mixing the
+    model's dtype with float32 ("expected m1 and m2 to have the same dtype")."""
+    from glinker.model import BiEncoder
+    from glinker.model.testing import build_tiny_checkpoint
+
+    ckpt = build_tiny_checkpoint(tmp_path / "m", "bert", seed=4)
+    labels = [f"person {i}" for i in range(300)]
+    texts = ["john smith was born in london and works for google in paris"] * 3
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    monkeypatch.setattr(scoring, "LOWP_MIN_WORK", 0)
+    want = BiEncoder.from_pretrained(ckpt).predict(texts, labels, threshold=0.3, flat_ner=False, multi_label=True)
+    model = BiEncoder.from_pretrained(ckpt, dtype=dtype)
+    got = model.predict(texts, labels, threshold=0.3, flat_ner=False, multi_label=True)
+    assert sum(map(len, want)) > 100 and len(got) == len(texts)
+    if dtype == "float64":  # the same model in more precision: the same entities
+        assert [{(e["start"], e["end"], e["label"]) for e in r} for r in got] == \
+            [{(e["start"], e["end"], e["label"]) for e in r} for r in want]
