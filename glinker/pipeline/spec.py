@@ -41,7 +41,9 @@ class PipelineHeader(BaseModel):
     name: str = Field(min_length=1, description="Pipeline name, shown in logs and summaries.")
     description: str = Field(default="", description="Free text.")
     version: Literal[1] = Field(default=1, description="Pipeline file format version.")
-    model: str | None = Field(default=None, description="Default bi-encoder for model stages: a shipped model name, a local dir or a hub id.")
+    model: str | None = Field(default=None, description="Default bi-encoder for model stages: a shipped model name, a "
+                              "local dir or a hub id. None by default: a stage that needs a model and has none is "
+                              "refused (E250); set it here or on the stage, or pass --model.")
     kb: str | dict[str, Any] | None = Field(
         default=None, description="Default knowledge base: a KB directory (built by `glinker kb build`; relative to "
         "the file), or a KB read from its source at warm-up ({adapter, source, options, cache, refresh, template}, as "

@@ -40,7 +40,10 @@ def _candidate(ent: Any, source: str, score: float) -> Candidate:
 
 class AliasCandidatesParams(StageParams):
     kb: KBRef | None = Field(default=None, description="KB to search (default: the pipeline's `kb`).")
-    top_k: int = Field(default=30, ge=1, description="Candidates kept per mention, most popular first (after sorting).")
+    top_k: int = Field(
+        default=30, ge=1,
+        description="Candidates kept per mention, best alias score first (the entity's label 1.0, another alias "
+                    "0.95, a variant 0.9, a last name `name_part_score`), then most popular.")
     variants: bool = Field(default=True, description="Also look up the text without a possessive 's or a leading 'the'.")
     in_document: bool = Field(
         default=True,
@@ -67,7 +70,8 @@ class AliasCandidatesParams(StageParams):
 
 class AliasCandidates(Stage):
     """Every entity whose label or alias equals the mention text (normalised): all homonyms, one SQL query per
-    batch, sorted by popularity before the top-k cut."""
+    batch, sorted by alias score (the entity's label, another alias, a variant), then popularity, before the top-k
+    cut."""
 
     type_name = "alias_candidates"
     Params = AliasCandidatesParams
