@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 # gliner's WhitespaceTokenSplitter pattern (Unicode \w, hyphen/underscore compounds stay one word), except that
-# combining marks and the zero-width (non-)joiners stay with the word they are written in: decomposed text
-# ("Jose\u0301") is one word as its composed form is (gliner splits it, and scores the lone mark as a word).
-# Text without them splits exactly as in gliner.
-_MARK = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u200c\u200d]"
-WORD_RE = re.compile(rf"\w(?:\w|{_MARK})*(?:[-_]\w(?:\w|{_MARK})*)*|\S{_MARK}*")
+# combining marks, variation selectors and the zero-width (non-)joiners stay with the word they are written in:
+# decomposed text ("Jose\u0301") is one word as its composed form is (gliner splits it, and scores the lone mark as
+# a word), an emoji keeps its variation selector and skin tone, and an emoji sequence joined by zero-width joiners
+# ("👨\u200d👩\u200d👧") is one word. Text without them splits exactly as in gliner.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0100-\U000e01ef"
+_MARK = f"[{_MARKS}\u200c\u200d]"
+_MARK_NJ = f"[{_MARKS}]"
+WORD_RE = re.compile(rf"\w(?:\w|{_MARK})*(?:[-_]\w(?:\w|{_MARK})*)*|\S{_MARK_NJ}*(?:\u200d\S{_MARK_NJ}*)*[\u200c\u200d]*")
+# characters no word is made of alone (control and format characters such as a byte-order mark, a zero-width space
+# or a soft hyphen, lone combining marks): the tokenizers drop them, and as a "word" of their own they became
+# invisible entities (a BOM tagged as a location); they are skipped, and stay in the text between the words
+_INVISIBLE = frozenset(("Cc", "Cf", "Mn", "Me"))
 POOLINGS = ("first", "last", "mean", "max")
 
 
@@ -27,11 +35,15 @@ class SplitText:
 
 
 def split_words(text: str) -> SplitText:
-    """Split ``text`` into words exactly as gliner's whitespace splitter does (a "word" a tokenizer drops, such
-    as a lone zero-width space, stays a word: see :func:`words_mask_from_word_ids`)."""
+    """Split ``text`` into words as gliner's whitespace splitter does, except for the marks and joiners above, and
+    that a "word" of invisible characters only (a byte-order mark, a zero-width space, a control character, a lone
+    combining mark) is no word: no span starts or ends on it."""
     words, starts, ends = [], [], []
     for m in WORD_RE.finditer(text):
-        words.append(m.group())
+        w = m.group()
+        if all(unicodedata.category(ch) in _INVISIBLE for ch in w):
+            continue
+        words.append(w)
         starts.append(m.start())
         ends.append(m.end())
     return SplitText(text, words, starts, ends)

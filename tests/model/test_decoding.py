@@ -67,3 +67,23 @@ def test_decomposed_accents_stay_in_their_word():
     gliner = re.compile(r"\w+(?:[-_]\w+)*|\S")  # text without marks: exactly gliner's words
     plain = "José García, well-known co_op e-mail! 東京 🙂"
     assert split_words(plain).words == [m.group() for m in gliner.finditer(plain)]
+
+
+def test_invisible_characters_are_no_words_and_emoji_sequences_are_one():
+    """A byte-order mark, zero-width space, control character, soft hyphen or lone combining mark is no word (the
+    tokenizers drop them; as words of their own they became invisible entities: a BOM tagged as a location), and
+    an emoji keeps its variation selector, skin tone and zero-width-joined parts in one word."""
+    from glinker.model.words import split_words
+
+    cases = {
+        "\ufeffJohn Smith works at Google.": ["John", "Smith", "works", "at", "Google", "."],
+        "John Smith \x07 works \u200b at \u0301 Acme": ["John", "Smith", "works", "at", "Acme"],
+        "co\xadoperation": ["co", "operation"],
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467 family of Paris": ["\U0001f468\u200d\U0001f469\u200d\U0001f467",
+                                                                     "family", "of", "Paris"],
+        "I \u2764\ufe0f Paris \U0001f44d\U0001f3fd!": ["I", "\u2764\ufe0f", "Paris", "\U0001f44d\U0001f3fd", "!"],
+    }
+    for text, words in cases.items():
+        sp = split_words(text)
+        assert sp.words == words, repr(text)
+        assert [text[a:b] for a, b in zip(sp.starts, sp.ends)] == sp.words
