@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import typer
 
@@ -263,9 +263,11 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
         from glinker.cli.link import _claim_output, run_ident
 
         data = hashlib.sha256("\0".join(f"{d.id}\0{d.text}" for d in docs).encode()).hexdigest()[:16]
+        if _saved_docs_among(save, docs):  # another --limit of the same data: the saved links serve it too
+            data = _recorded(save).get("data", data)
         # what wrote the saved links: resuming into links of another pipeline, KB or data is refused
         claim = _claim_output(save, {**run_ident(pipe, model, kb), "data": data}, resuming=True,
-                              noun="evaluation run", fix="delete it, or --save to another file")
+                              noun="evaluation run", fix="delete it, or --save to another file", flag="--save")
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []
     if writer is not None:
@@ -308,6 +310,27 @@ def _as_linked(out: Any, doc: Any, pipe: Any) -> Any:
         where=f"pipeline {pipe.name!r}",
         fix="use a pipeline whose output stage selects links (LinkedDocument), or score saved links with "
             "--predictions FILE")
+
+
+def _saved_docs_among(save: Path, docs: Sequence[Any]) -> bool:
+    """Whether every document the saved links file holds is one of ``docs`` (same id, same text): the same data
+    read with another --limit, whose saved links a resumed run may keep."""
+    from glinker.io import resume_state, text_digest
+
+    if not save.is_file():
+        return False
+    st = resume_state(save)
+    gold = {str(d.id): text_digest(d.text) for d in docs}
+    return st.lines > 0 and all(i in gold and gold[i] == t for i, t in zip(st.ids, st.texts))
+
+
+def _recorded(save: Path) -> dict[str, Any]:
+    """The run record beside a saved links file (``SAVE.run.json``), or {}."""
+    try:
+        rec = json.loads(save.with_name(save.name + ".run.json").read_text(encoding="utf-8") or "null")
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
 
 
 def register(app: typer.Typer) -> None:

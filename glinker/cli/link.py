@@ -549,7 +549,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
 
 
 def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline",
-                  fix: str = "pass --no-resume to overwrite it, or write to another -o") -> Any:
+                  fix: str = "pass --no-resume to overwrite it, or write to another -o", flag: str = "--output") -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
     record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
     refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
@@ -563,7 +563,7 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
         f = lock.__enter__()
     except Busy:
         raise ConfigError(f"another glinker {'link' if noun == 'pipeline' else 'ner'} is writing {output} (it holds "
-                          f"{path})", where="--output",
+                          f"{path})", where=flag,
                           fix="wait for it to finish, or write to another -o") from None
     f.seek(0)
     try:
@@ -576,14 +576,19 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
             lock.__exit__(None, None, None)
             what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
                              "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
-                             f"{k} {before.get(k)!r} then, {ident[k]!r} now" for k in differ)
+                             f"{k} {_shown(before.get(k))} then, {_shown(ident[k])} now" for k in differ)
             raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
-                              f"{noun}s' results in one file", where="--output", fix=fix)
+                              f"{noun}s' results in one file", where=flag, fix=fix)
     f.seek(0)
     f.truncate()
     f.write(json.dumps(ident, default=str) + "\n")
     f.flush()
     return _Claim(lock, path, output)
+
+
+def _shown(value: Any) -> str:
+    """A run record's value in a message: ``none`` for no value (not Python's None)."""
+    return "none" if value is None else repr(value)
 
 
 class _Claim:

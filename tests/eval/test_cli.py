@@ -200,6 +200,15 @@ def test_el_refuses_links_of_other_documents_and_a_stale_save(tmp_path, monkeypa
     other.write_text(gold.read_text().replace("Obama met", "Obama saw"))
     r = runner.invoke(app, ["eval", "el", "--data", str(other), "--pipeline", "x.yaml", "--save", str(save)])
     assert r.exit_code == 2 and "written by another evaluation run" in r.output  # not resumed into the old links
+    assert "--save" in r.output and "--output" not in r.output
+    # the same data read with a larger --limit: the saved links are kept and the rest linked
+    save2 = tmp_path / "limited.jsonl"
+    fake.seen.clear()
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save2),
+                            "--limit", "1"])
+    assert r.exit_code == 0 and fake.seen == ["a"], r.output
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save2)])
+    assert r.exit_code == 0 and fake.seen == ["a", "b"] and read_done_ids(save2) == {"a", "b"}, r.output
 
 
 def test_ner_predictions_are_not_saved_into_the_data(tmp_path):
