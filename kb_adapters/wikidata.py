@@ -33,6 +33,10 @@ _KIND_BY_PREFIX = {"Q": "item", "P": "property", "L": "lexeme"}
 _LANG = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*")
 
 
+# bytes of a dump (as stored, compressed or not) read to estimate its entity count; smaller files are counted
+ESTIMATE_SAMPLE_BYTES = 4 << 20
+
+
 class WikidataOptions(AdapterOptions):
     languages: list[str] = ["en"]
     """Languages to keep, in order of preference: the first present gives ``label`` and ``description``."""
@@ -343,9 +347,10 @@ class WikidataAdapter:
             # every field is built with its type by parse_entity: no second validation in the parent
             yield trusted_entity(d)
 
-    def _check_languages(self, least: int = 1000) -> None:
-        """After a whole dump: a requested language that named none of ``least`` or more entities is most likely
-        not a Wikidata language code (``eng`` for ``en``): said, since the build silently fell back otherwise."""
+    def _check_languages(self, least: int = 1) -> None:
+        """After a whole dump: a requested language that named none of the (``least`` or more) entities kept is
+        said (most likely not a Wikidata language code: ``eng`` for ``en``), since the build silently fell back
+        otherwise; true of a small dump as of a large one."""
         n = self.report.yielded
         unseen = [lg for lg in self.options.languages if not self.label_languages.get(lg)]
         if n >= least and unseen:
@@ -355,12 +360,16 @@ class WikidataAdapter:
                         len(self.options.languages) or self.options.fallback else "")
 
     def estimate_count(self) -> int | None:
-        """Entities estimated from the file size and the mean (compressed) size of the first 200 entity lines."""
+        """Entities estimated from the file size and the mean (compressed) size of the first entity lines (at least
+        200 and ESTIMATE_SAMPLE_BYTES of the file); a smaller file is counted."""
         import bz2
         import gzip
 
         size = self.path.stat().st_size
         kind = compression(self.path)
+        # a decompressor reads its file ahead in chunks (gzip ~128 KB): the sample runs until the file position
+        # is well past one chunk (or the end: then the count is exact), so that the read-ahead skews it little
+        sample = min(size, ESTIMATE_SAMPLE_BYTES)
         with open(self.path, "rb") as raw:
             f: Any = (gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw) if kind == "bz2" else raw)
             n = 0
@@ -368,7 +377,7 @@ class WikidataAdapter:
             for line in f:
                 if len(line.strip()) > 2:
                     n += 1
-                if n >= 200:
+                if n >= 200 and raw.tell() >= sample and raw.tell() < size:
                     eof = False
                     break
             if eof or n == 0:

@@ -37,3 +37,29 @@ def test_a_language_that_names_no_entity_is_reported(tmp_path: Path, caplog) -> 
     with caplog.at_level(logging.WARNING, logger="kb_adapters.wikidata"):
         list(load_adapter("wikidata", str(p), languages="en", workers=0).iter_entities())
     assert "has a label in" not in caplog.text
+
+
+def test_a_small_dump_is_counted_and_checked_as_a_large_one(tmp_path: Path, caplog, monkeypatch) -> None:
+    """The shipped demo dump (300 entities, gzip): the first estimate said ~200 (the decompressor had read the whole
+    file ahead, so 200 sampled lines looked like all of it) and a mistyped language went unreported below 1,000
+    entities."""
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo_kb" / "wikidata-demo.json.gz"
+    ad = load_adapter("wikidata", str(demo), languages="eng", workers=0)
+    with caplog.at_level(logging.WARNING, logger="kb_adapters.wikidata"):
+        n = len(list(ad.iter_entities()))
+    assert ad.estimate_count() == n == 300
+    assert "none of the 300 entities kept has a label in 'eng'" in caplog.text
+    # a large gzip dump: estimated from a sample, within a few percent
+    import gzip
+
+    big = tmp_path / "big.json.gz"
+    write_dump([Entity(id=f"Q{i}", label=f"thing {i}", description=f"a thing numbered {i * 7919 % 100003}")
+                for i in range(1, 60001)], tmp_path / "big.json")
+    with open(tmp_path / "big.json", "rb") as src, gzip.open(big, "wb", compresslevel=1) as dst:
+        dst.write(src.read())
+    assert load_adapter("wikidata", str(big), workers=0).estimate_count() == 60000  # under the sample: counted
+    import kb_adapters.wikidata as wd
+
+    monkeypatch.setattr(wd, "ESTIMATE_SAMPLE_BYTES", big.stat().st_size // 4)
+    est = load_adapter("wikidata", str(big), workers=0).estimate_count()
+    assert est is not None and est != 60000 and abs(est - 60000) / 60000 < 0.25, est
