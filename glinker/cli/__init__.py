@@ -10,6 +10,25 @@ import typer
 
 from glinker.errors import GlinkerError
 
+def _no_type_for_flags() -> None:
+    """Help shows no value type for flags and counters (typer >= 0.2x prints ``--skip-bad <bool>`` and ``-v <int>``,
+    as if they took a value: ``glinker -v 1`` then fails as "No such command '1'")."""
+    opt = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(opt, "display_type_rich", None)
+    if shown is None or getattr(shown, "_glinker", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._glinker = True  # type: ignore[attr-defined]
+    opt.display_type_rich = display_type_rich
+
+
+_no_type_for_flags()
+
 app = typer.Typer(
     name="glinker",
     help="Link text to knowledge bases with the GLiNER bi-encoder.",

@@ -41,7 +41,8 @@ def _parse_options(opts: list[str]) -> dict[str, Any]:
     for item in opts:
         if "=" not in item:
             raise ConfigError(f"adapter option {item!r} is not key=value", where="--opt",
-                              fix="e.g. -o table=entities -o languages=en,de -o min_sitelinks=5")
+                              fix="e.g. -o table=entities -o languages=en,de -o min_sitelinks=5 (-o is --opt here; "
+                                  "a KB folder is given with --out)")
         key, val = item.split("=", 1)
         # only objects/lists are JSON; scalars stay strings and the adapter's options model coerces them
         # ("5" -> 5 for an int option, while table=2024 stays the string "2024")
@@ -80,7 +81,7 @@ def _human(n: float) -> str:
 def build(
     adapter: str = typer.Option(..., "--adapter", "-a", help="wikidata, sql, jsonl, csv, or an installed third-party adapter."),
     source: str = typer.Option(..., "--source", "-s", help="Dump/file path, or a SQLAlchemy URL for sql."),
-    out: Path = typer.Option(..., "--out", help="KB directory to create or replace (atomically)."),
+    out: Path | None = typer.Option(None, "--out", help="KB directory to create or replace (atomically; required)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value (repeatable; JSON values allowed)."),
     languages: str | None = typer.Option(None, help="wikidata: languages in order of preference, e.g. en,de."),
     table: str | None = typer.Option(None, help="sql: table to read."),
@@ -99,6 +100,11 @@ def build(
     from glinker.kb.adapters import load_adapter
     from glinker.kb.build import build_kb, estimate_resources
 
+    if out is None:  # -o is an adapter option here (it is the output in link, ner and labels build)
+        path_like = [o for o in opt if "=" not in o]
+        raise ConfigError("no KB folder to build: --out is required", where="--out",
+                          fix=(f"-o is --opt in `glinker kb build` (an adapter option key=value): write --out "
+                               f"{path_like[0]}" if path_like else "add --out DIR, e.g. --out kb/mine"))
     options = _merged_options(opt, languages=languages, table=table, query=query)
     ad = load_adapter(adapter, source, **options)
     enc, name = _encoder(model, None)

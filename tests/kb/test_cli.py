@@ -203,3 +203,22 @@ def test_an_option_given_twice_differently_is_refused(tmp_path: Path) -> None:
     res = runner.invoke(app, ["kb", "build", "-a", "wikidata", "-s", str(src), "-o", "languages=en",
                               "--languages", "de", "--model", "none", "--out", str(tmp_path / "kb")])
     assert res.exit_code == 2 and "given twice" in res.output
+
+
+def test_kb_build_says_that_o_is_an_option_here_and_help_shows_no_type_for_flags(tmp_path: Path) -> None:
+    """`-o` is the output of link/ner/labels build but an adapter option of kb build: `kb build ... -o kb/mine`
+    said only "Missing option '--out'"; and help showed flags as taking a value (`--skip-bad <bool>`, `-v <int>`:
+    `glinker -v 1` then failed)."""
+    from glinker.cli import app
+
+    src = tmp_path / "x.jsonl"
+    src.write_text(json.dumps({"id": "a", "label": "A"}) + "\n")
+    res = runner.invoke(app, ["kb", "build", "-a", "jsonl", "-s", str(src), "-o", "kb/mine"])
+    assert res.exit_code != 0 and not (tmp_path / "kb").exists()
+    err = str(res.exception) if res.exception else res.output
+    assert "--out is required" in err and "--out kb/mine" in err, err
+    for args in (["--help"], ["link", "--help"], ["kb", "build", "--help"]):
+        out = runner.invoke(app, args, env={"COLUMNS": "160"}).output
+        assert "--help" in out and "<bool>" not in out, args
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "160"}).output
+    assert "<int>" not in top.split("--verbose", 1)[1].splitlines()[0]
