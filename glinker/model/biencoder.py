@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,8 +34,41 @@ class Entities(list):
     windows: int = 1
 
 
+# what ``labels`` may be, for error messages
+LABEL_SHAPES = ("a list (or tuple) of names, a {name: description} dict or a LabelBank; for different labels per "
+                "text, one list (or tuple, or dict) of names per text, in a list or tuple")
+
+
 def _is_per_text(labels: Any) -> bool:
-    return isinstance(labels, list) and bool(labels) and any(isinstance(x, (list, Mapping)) for x in labels)
+    """One label set per text: a list or tuple whose items include lists, tuples or mappings."""
+    return (isinstance(labels, (list, tuple)) and bool(labels)
+            and any(isinstance(x, (list, tuple, Mapping)) for x in labels))
+
+
+def _check_count(value: Any, name: str) -> int:
+    """``value`` as an int >= 1; a ConfigError naming ``name`` otherwise (a str, None, 2.5, 0, True...)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}", where=name, fix=f"e.g. {name}=8")
+    return int(value)
+
+
+def _check_threshold(value: Any) -> float:
+    """A probability threshold as a float: Python and numpy numbers and 0-d numeric tensors/arrays are taken
+    (``float()``); bools, strings, NaN and values outside [0, 1] are a ConfigError."""
+    ok = False
+    if not isinstance(value, (bool, str, bytes)):
+        if isinstance(value, numbers.Real):  # int, float, numpy integer/floating scalars (numpy bool is not)
+            ok = True
+        elif getattr(value, "ndim", None) == 0 and hasattr(value, "dtype"):  # a 0-d torch tensor or numpy array
+            dt = value.dtype
+            kind = getattr(dt, "kind", None)
+            ok = kind in ("f", "i", "u") if kind is not None else (
+                getattr(dt, "is_floating_point", False) or str(dt).startswith(("torch.int", "torch.uint")))
+    f = float(value) if ok else float("nan")
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(f"threshold must be a number from 0 to 1, not {value!r}", where="threshold",
+                          fix="e.g. threshold=0.5")
+    return f
 
 
 def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]:
@@ -65,8 +100,10 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
         raise DataError(f"labels must be a list of strings, not {type(labels).__name__}", where=where,
                         fix="pass e.g. ['person', 'location'], {'person': 'a human being'} or a LabelBank")
     labels = list(labels)
-    if not all(isinstance(x, str) for x in labels):
-        raise DataError("labels must be strings", where=where, fix="pass a list of label names")
+    bad = next((i for i, x in enumerate(labels) if not isinstance(x, str)), None)
+    if bad is not None:
+        raise DataError(f"labels must be strings; item {bad} is a {type(labels[bad]).__name__}: {labels[bad]!r:.60}",
+                        where=f"{where}[{bad}]", fix=f"labels are {LABEL_SHAPES}")
     blank = [i for i, x in enumerate(labels) if not x.strip()]
     if blank:
         raise DataError(f"label {blank[0]} is empty", where=where, fix="drop empty labels")
@@ -74,26 +111,56 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
     return out, out
 
 
-def _device(device: Any) -> Any:
-    """``device`` as a torch device that this machine has; a ConfigError naming it otherwise."""
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def _device(device: Any, where: str = "device") -> Any:
+    """``device`` as a torch device that this machine has (cpu, cuda[:N], mps); a ConfigError naming it
+    otherwise (``meta`` and other device types included: glinker runs on none of them)."""
     import torch
 
     if device is None:
         return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown torch device {device!r}", where="device",
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown torch device {device!r}", where=where,
                           fix="use cpu, cuda or cuda:N (mps on Apple silicon)") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {device!r} is not supported: glinker runs models on cpu, cuda[:N] or mps",
+                          where=where, fix="use cpu, cuda or cuda:N (mps on Apple silicon)")
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
-    if not available.get(dev.type, True):
+    if not available[dev.type]:
         raise ConfigError(f"device {device!r} is not available here (this torch build or machine has no "
-                          f"{dev.type.upper()})", where="device", fix="use --device cpu, or leave it out")
+                          f"{dev.type.upper()})", where=where, fix="use --device cpu, or leave it out")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)",
-                          where="device", fix="use cuda:0 .. cuda:N-1")
+                          where=where, fix="use cuda:0 .. cuda:N-1")
     return dev
+
+
+def _dtype(dtype: Any) -> Any:
+    """``dtype`` (a torch dtype or its name, e.g. "bfloat16") as a floating-point torch dtype; ConfigError otherwise."""
+    import torch
+
+    want = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if not isinstance(want, torch.dtype) or not want.is_floating_point:
+        raise ConfigError(f"dtype {dtype!r} is not a floating-point torch dtype", where="dtype",
+                          fix="use float32, bfloat16 or float16")
+    return want
+
+
+# gliner options that have no glinker counterpart: accepted when off (their gliner default), refused when on
+_GLINER_ONLY = {
+    "return_class_probs": "glinker returns each entity's score only",
+    "return_vectors": "span vectors: model.span_vectors(texts, spans)",
+    "return_label_vectors": "label vectors: bank = model.encode_labels(labels); bank.vectors",
+    "packing_config": "glinker batches windows itself (batch_size=)",
+    "input_spans": "score given spans with model.span_vectors(texts, spans) and a LabelBank's vectors",
+}
+# predict's keywords that the gliner-style methods pass on
+_PREDICT_KEYWORDS = ("batch_size", "long_text", "overlap", "label_top_k", "on_window")
 
 
 class BiEncoder:
@@ -129,12 +196,24 @@ class BiEncoder:
         max_width: int | None = None,
         max_len: int | None = None,
         window_words: int | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        map_location: Any = None,
+        **kwargs: Any,
     ) -> BiEncoder:
-        """Load from a local folder or a hub id (gliner format, strict key checking).
+        """Load from a local folder, a shipped model name or a hub id (gliner format, strict key checking).
 
-        ``window_words`` overrides the checkpoint's chunking window for long texts (0: ``max_len``)."""
-        import torch
+        ``window_words`` overrides the checkpoint's chunking window for long texts (0: ``max_len``).
 
+        gliner's hub options ``revision``, ``cache_dir``, ``token`` and ``local_files_only`` go to
+        ``huggingface_hub.snapshot_download`` for a hub id (all four), and for encoders that
+        ``gliner_config.json`` names by hub id when the checkpoint lacks their tokenizer or config (all but
+        ``revision``, which is the checkpoint repository's); a local folder ignores them. ``map_location`` is
+        gliner's name for ``device``. ``device`` (cpu, cuda[:N], mps) and ``dtype`` are checked before anything
+        is read; any other keyword is a ConfigError listing the accepted ones."""
         from glinker.model.checkpoint import (
             load_state_dict,
             load_tokenizers,
@@ -144,8 +223,30 @@ class BiEncoder:
         )
         from glinker.model.network import BiEncoderNetwork, build_hf_encoder
 
-        ckpt = resolve_dir(path_or_hub_id)
-        cfg = read_config(ckpt)
+        if kwargs:
+            accepted = ("path_or_hub_id", "device", "dtype", "max_width", "max_len", "window_words", "revision",
+                        "cache_dir", "token", "local_files_only", "map_location")
+            bad = sorted(kwargs)
+            raise ConfigError(
+                f"from_pretrained got unknown keyword argument(s) {', '.join(map(repr, bad))}",
+                where=f"from_pretrained({bad[0]}=...)",
+                fix=f"accepted: {', '.join(accepted)}",
+            )
+        if map_location is not None:
+            if device is not None and str(device) != str(map_location):
+                raise ConfigError(
+                    f"device={device!r} and map_location={map_location!r} disagree (map_location is gliner's name "
+                    "for device)",
+                    where="map_location",
+                    fix="pass one of them",
+                )
+            dev = _device(map_location, "map_location")
+        else:
+            dev = _device(device)
+        want = _dtype(dtype) if dtype is not None else None
+        hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
+        ckpt = resolve_dir(path_or_hub_id, hub)
+        cfg = read_config(ckpt, hub)
         if max_width is not None:
             cfg["max_width"] = int(max_width)
         if max_len is not None:
@@ -165,21 +266,73 @@ class BiEncoder:
             ) from e
         net = BiEncoderNetwork(cfg, text_model, label_model)
         strict_load(net, load_state_dict(ckpt), str(ckpt))
-        tok, ltok = load_tokenizers(ckpt, cfg)
-        dev = _device(device)
+        tok, ltok = load_tokenizers(ckpt, cfg, hub)
         net.to(dev)
         model = cls(net, cfg, tok, ltok, dev, str(path_or_hub_id))
-        if dtype is not None:
-            want = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-            if not isinstance(want, torch.dtype) or not want.is_floating_point:
-                raise ConfigError(f"dtype {dtype!r} is not a floating-point torch dtype", where="dtype",
-                                  fix="use float32, bfloat16 or float16")
-            if want != next(net.parameters()).dtype:
-                # the checkpoint's identity, not the cast's: banks and KBs it encoded still match
-                model._fingerprint = model.fingerprint
-                net.to(want)
+        if want is not None and want != next(net.parameters()).dtype:
+            # the checkpoint's identity, not the cast's: banks and KBs it encoded still match
+            model._fingerprint = model.fingerprint
+            net.to(want)
         net.eval()
         return model
+
+    # ---- device, dtype, mode (torch-style, as on a gliner model) ----------------------------------------
+    def to(self, device: Any = None, dtype: Any = None) -> BiEncoder:
+        """Move the network to ``device`` (cpu, cuda[:N], mps; None: stay) and/or cast it to the floating-point
+        ``dtype`` (None: keep), updating ``model.device``; returns the model (``m = m.to("cuda")``).
+
+        ``m.to(torch.bfloat16)`` casts only. As with ``from_pretrained(dtype=...)``, the fingerprint stays the
+        checkpoint's (label banks and KBs it encoded still match); a cast to a lower precision and back keeps the
+        rounding (reload the checkpoint for the exact weights). Scoring matrices cached on label banks are kept per
+        device and dtype, so a bank used before the move is recomputed on first use after it."""
+        import torch
+
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
+        dev = _device(device) if device is not None else self.device
+        want = _dtype(dtype) if dtype is not None else None
+        if want is not None and want != next(self.net.parameters()).dtype and self._fingerprint is None:
+            self._fingerprint = self.fingerprint  # before the cast: the checkpoint's identity
+        if want is None:
+            self.net.to(dev)
+        else:
+            self.net.to(dev, want)
+        self.device = dev
+        return self
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype of the network's weights."""
+        return next(self.net.parameters()).dtype
+
+    def eval(self) -> BiEncoder:
+        """The network in eval mode (no dropout); returns the model. Inference methods use eval mode anyway."""
+        self.net.eval()
+        return self
+
+    def train(self, mode: bool = True) -> BiEncoder:
+        """The network in training mode (``mode=False``: eval mode), as torch's ``Module.train``; returns the model.
+        ``predict`` and the other inference methods still run in eval mode and restore this mode after."""
+        if not isinstance(mode, bool):
+            raise ConfigError(f"mode must be True or False, not {mode!r}", where="mode", fix="train() or eval()")
+        self.net.train(mode)
+        return self
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Any:
+        """Run the block with the whole network in eval mode (dropout off: deterministic results), then give
+        every module back the mode it had: a model being fine-tuned in the same process (all or part of it in
+        training mode) stays as it was. Nothing is switched when the network is already in eval mode."""
+        training = [m for m in self.net.modules() if m.training]
+        if not training:
+            yield
+            return
+        self.net.eval()
+        try:
+            yield
+        finally:
+            for m in training:  # not m.train(): that would also switch its children that were in eval mode
+                m.training = True
 
     def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
         """Write a checkpoint that both glinker and gliner load."""
@@ -262,7 +415,7 @@ class BiEncoder:
             from tqdm import tqdm
 
             bar = tqdm(total=n, desc="encoding labels", unit="label")
-        with torch.inference_mode():
+        with self._eval_mode(), torch.inference_mode():
             for i in range(0, n, batch_size):
                 idx = order[i : i + batch_size]
                 enc = self.labels_tokenizer(
@@ -284,7 +437,10 @@ class BiEncoder:
     def encode_labels(
         self, labels: Sequence[str] | Mapping[str, str], batch_size: int = 256, progress: bool = False
     ) -> LabelBank:
-        """A reusable, savable LabelBank of P vectors for ``labels`` (names, or {name: description})."""
+        """A reusable, savable LabelBank of P vectors for ``labels`` (names, or {name: description}).
+
+        Runs the network in eval mode (and gives it back its mode after), like every inference method."""
+        batch_size = _check_count(batch_size, "batch_size")
         prompts, names = _normalize_label_set(labels, "labels")
         if not names:
             raise DataError("no labels given", where="labels", fix="pass at least one label")
@@ -324,8 +480,8 @@ class BiEncoder:
                 where="encode_labels_to",
                 fix="use model.encode_labels(labels) and bank.save(folder)",
             )
-        if chunk_size < 1 or batch_size < 1:
-            raise ConfigError("chunk_size and batch_size must be >= 1", where="encode_labels_to", fix="e.g. 16384")
+        chunk_size = _check_count(chunk_size, "chunk_size")
+        batch_size = _check_count(batch_size, "batch_size")
         if encoder is not None and getattr(encoder, "fingerprint", None) != self.fingerprint:
             raise ConfigError("the encoder given for the label bank is not this model (fingerprints differ)",
                               where="encode_labels_to", fix="build the remote encoder from this model")
@@ -360,7 +516,10 @@ class BiEncoder:
                 bar.close()
 
     def encode_entities(self, texts: Sequence[str], batch_size: int = 64) -> Any:
-        """(N, D) float32 numpy P vectors for KB entity texts such as ``"Paris: capital of France"``."""
+        """(N, D) float32 numpy P vectors for KB entity texts such as ``"Paris: capital of France"``.
+
+        ``texts``: a list (or any sequence) of str; anything else, or an item that is not a str, is a DataError
+        naming it. Runs the network in eval mode."""
         import numpy as np
 
         if isinstance(texts, str):
@@ -369,9 +528,25 @@ class BiEncoder:
                 where="texts",
                 fix="wrap it in a list",
             )
-        if not len(texts):
+        if texts is None or isinstance(texts, (bytes, Mapping)) or not hasattr(texts, "__iter__"):
+            raise DataError(
+                f"encode_entities takes a list of texts, not {type(texts).__name__}",
+                where="texts",
+                fix="pass e.g. ['Paris: capital of France', 'Apple Inc.: technology company']",
+            )
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DataError(
+                    f"entity texts must be strings; item {i} is a {type(t).__name__}: {t!r:.60}",
+                    where=f"texts[{i}]",
+                    fix="pass the texts that describe the entities (str), e.g. 'Paris: capital of France'",
+                )
+            check_text(t, f"texts[{i}]")
+        batch_size = _check_count(batch_size, "batch_size")
+        if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode_prompt_texts(list(texts), batch_size).cpu().numpy().astype(np.float32, copy=False)
+        return self._encode_prompt_texts(texts, batch_size).cpu().numpy().astype(np.float32, copy=False)
 
     def _label_spec(self, labels: Any, n_texts: int) -> tuple[Any, list[list[str]], list[list[int]] | None]:
         """(P, per-text names, per-text union indices or None when shared)."""
@@ -464,7 +639,7 @@ class BiEncoder:
     def predict(
         self,
         texts: Sequence[str] | str,
-        labels_or_bank: Any,
+        labels_or_bank: Any = None,
         threshold: float = 0.5,
         flat_ner: bool = True,
         multi_label: bool = False,
@@ -473,8 +648,19 @@ class BiEncoder:
         overlap: int | None = None,
         label_top_k: int | None = None,
         on_window: Callable[[Window, Any], None] | None = None,
+        *,
+        labels: Any = None,
     ) -> list[list[dict]]:
         """Entities per text: dicts with start/end (character offsets), text, label, score.
+
+        ``labels_or_bank`` (or the keyword ``labels=``, gliner's name; not both): a list (or tuple) of label
+        names, a {name: description} dict, a LabelBank, or one list/tuple/dict per text. ``threshold``: a
+        number from 0 to 1 (a numpy scalar or 0-d tensor is taken as its float). Note the order: ``predict``
+        takes ``threshold`` before ``flat_ner``; the gliner-style methods (``predict_entities``, ``inference``...)
+        follow gliner's (labels, flat_ner, threshold, multi_label).
+
+        The network runs in eval mode (no dropout) during the call and gets its previous mode back after, so a
+        model being fine-tuned in the same process can be evaluated between steps without calling ``eval()``.
 
         ``on_window(window, word_vectors)`` is called for every encoded window with its (words, D) vectors, so a
         caller (e.g. a linking pipeline) can reuse them for span vectors without encoding the text again.
@@ -489,8 +675,14 @@ class BiEncoder:
         ``DEFAULT_LABEL_TOP_K`` for a LabelBank of at least ``bank.index_threshold`` labels (unset: 100,000) and
         scores exhaustively otherwise; ``0`` always scores exhaustively.
         """
-        import torch
-
+        if labels is not None:
+            if labels_or_bank is not None:
+                raise ConfigError(
+                    "labels given twice: as the second argument (labels_or_bank) and as labels=",
+                    where="labels",
+                    fix="pass them once: predict(texts, labels) or predict(texts, labels=labels)",
+                )
+            labels_or_bank = labels
         if isinstance(texts, str):
             texts = [texts]
         if texts is None or isinstance(texts, (bytes, Mapping)) or not hasattr(texts, "__iter__"):
@@ -500,22 +692,42 @@ class BiEncoder:
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0):
             raise ConfigError(f"overlap must be a number of words >= 0, not {overlap!r}", where="overlap",
                               fix="e.g. overlap=16, or None for the default")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise ConfigError(f"threshold must be a number from 0 to 1, not {threshold!r}", where="threshold",
-                              fix="e.g. threshold=0.5")
+        threshold = _check_threshold(threshold)
         if labels_or_bank is None or (isinstance(labels_or_bank, (list, tuple, Mapping)) and not labels_or_bank):
             raise DataError("no labels given", where="labels", fix="pass e.g. ['person', 'location'] or a LabelBank")
-        if not all(isinstance(t, str) for t in texts):
-            raise DataError("texts must be strings", where="texts", fix="pass a list of str")
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(f"texts must be strings; item {bad} is a {type(texts[bad]).__name__}: {texts[bad]!r:.60}",
+                            where=f"texts[{bad}]", fix="pass a list of str")
         for i, t in enumerate(texts):
             check_text(t, f"texts[{i}]")
-        if batch_size < 1:
-            raise ConfigError("batch_size must be >= 1", where="batch_size", fix="use a positive batch size")
+        batch_size = _check_count(batch_size, "batch_size")
         splits = [split_words(t) for t in texts]
         results = [Entities() for _ in texts]
         if not texts:
             return results
-        P, names, row_sets = self._label_spec(labels_or_bank, len(texts))
+        with self._eval_mode():
+            return self._predict(splits, results, labels_or_bank, threshold, flat_ner, multi_label, batch_size,
+                                 long_text, overlap, label_top_k, on_window)
+
+    def _predict(
+        self,
+        splits: list[SplitText],
+        results: list[Entities],
+        labels_or_bank: Any,
+        threshold: float,
+        flat_ner: bool,
+        multi_label: bool,
+        batch_size: int,
+        long_text: str,
+        overlap: int | None,
+        label_top_k: int | None,
+        on_window: Callable[[Window, Any], None] | None,
+    ) -> list[list[dict]]:
+        """:meth:`predict` on checked arguments, the network in eval mode."""
+        import torch
+
+        P, names, row_sets = self._label_spec(labels_or_bank, len(splits))
         search = self._label_search(labels_or_bank, label_top_k, P, row_sets)
         wins = self._windows(splits, long_text, overlap)
         folded, lowp = self._scoring_matrices(labels_or_bank, P, search)
@@ -526,7 +738,7 @@ class BiEncoder:
         # context (words on its nearer side; ties: the longer window, then the earlier): chosen by the windows'
         # bounds alone, so a span's score never depends on the threshold (taking the best-placed window among those
         # where the span passed the threshold gave another score at another threshold)
-        merged: list[dict] = [{} for _ in texts]
+        merged: list[dict] = [{} for _ in splits]
 
         def owner(i: int, gs: int, ge: int) -> Window:
             n_text = len(splits[i].words)
@@ -595,6 +807,173 @@ class BiEncoder:
                 res.append({"start": a, "end": z, "text": sp.text[a:z], "label": names[i][c], "score": p})
         return results
 
+    # ---- gliner-compatible API ---------------------------------------------------------------------
+    # Thin aliases of predict / encode_labels with gliner 0.2.29's names and positional order
+    # (texts, labels, flat_ner, threshold, multi_label): results are predict's (docs/model.md, "Coming from gliner").
+    def _gliner_keywords(self, kw: Mapping[str, Any], method: str) -> dict[str, Any]:
+        """``kw`` of a gliner-style call as predict keywords: gliner-only options are accepted when off (their
+        gliner default) and refused when on; anything else unknown is a ConfigError listing what is accepted."""
+        out = {}
+        for k, v in kw.items():
+            if k in _GLINER_ONLY:
+                if v is None or v is False:
+                    continue
+                raise ConfigError(f"{method}: gliner's {k}= is not supported by glinker", where=f"{method}({k}=...)",
+                                  fix=f"leave it out; {_GLINER_ONLY[k]}")
+            if k not in _PREDICT_KEYWORDS:
+                raise ConfigError(f"{method} got an unknown keyword argument {k!r}", where=f"{method}({k}=...)",
+                                  fix=f"accepted besides labels, flat_ner, threshold, multi_label: "
+                                      f"{', '.join(_PREDICT_KEYWORDS)} (see BiEncoder.predict)")
+            out[k] = v
+        return out
+
+    def predict_entities(
+        self,
+        text: str,
+        labels: Any,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        **kw: Any,
+    ) -> list[dict]:
+        """gliner's ``predict_entities``: the entities of one text, ``predict([text], labels, ...)[0]``.
+
+        Positional order as gliner's (text, labels, flat_ner, threshold, multi_label); ``**kw``: predict's
+        ``batch_size``, ``long_text``, ``overlap``, ``label_top_k``, ``on_window``."""
+        if not isinstance(text, str):
+            raise DataError(
+                f"predict_entities takes one text (a str), not {type(text).__name__}",
+                where="text",
+                fix="for several texts use inference(texts, labels) or batch_predict_entities(texts, labels)",
+            )
+        return self.predict([text], labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                            **self._gliner_keywords(kw, "predict_entities"))[0]
+
+    def batch_predict_entities(
+        self,
+        texts: Sequence[str],
+        labels: Any,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        **kw: Any,
+    ) -> list[list[dict]]:
+        """gliner's ``batch_predict_entities``: entities per text, ``predict(texts, labels, ...)`` with gliner's
+        positional order (texts, labels, flat_ner, threshold, multi_label)."""
+        return self.predict(texts, labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                            **self._gliner_keywords(kw, "batch_predict_entities"))
+
+    def inference(
+        self,
+        texts: Sequence[str] | str,
+        labels: Any,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        **kw: Any,
+    ) -> list[list[dict]]:
+        """gliner's ``inference``: entities per text, ``predict(texts, labels, ...)`` with gliner's positional
+        order (texts, labels, flat_ner, threshold, multi_label, batch_size)."""
+        return self.predict(texts, labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                            batch_size=batch_size, **self._gliner_keywords(kw, "inference"))
+
+    def batch_predict_with_embeds(
+        self,
+        texts: Sequence[str],
+        labels_embeddings: Any,
+        labels: Any = None,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        **kw: Any,
+    ) -> list[list[dict]]:
+        """gliner's ``batch_predict_with_embeds``: entities per text with labels encoded beforehand.
+
+        ``labels_embeddings``: a LabelBank (``model.encode_labels(labels)``; ``labels`` may then be left out, or
+        must be the bank's names in order), or a (C, D) tensor of gliner label embeddings E (gliner's
+        ``model.encode_labels(labels)`` on the same checkpoint) with their C names in ``labels`` (or a
+        {name: description} dict): the bank is built from it through this model's label projection
+        (P = prompt_rep_layer(E)). Encoding once with ``encode_labels`` and passing the bank is the glinker way."""
+        bank = self._bank_from_embeddings(labels_embeddings, labels)
+        return self.predict(texts, bank, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                            batch_size=batch_size, **self._gliner_keywords(kw, "batch_predict_with_embeds"))
+
+    def predict_with_embeds(
+        self,
+        text: str,
+        labels_embeddings: Any,
+        labels: Any = None,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        **kw: Any,
+    ) -> list[dict]:
+        """gliner's ``predict_with_embeds``: :meth:`batch_predict_with_embeds` for one text."""
+        if not isinstance(text, str):
+            raise DataError(
+                f"predict_with_embeds takes one text (a str), not {type(text).__name__}",
+                where="text",
+                fix="for several texts use batch_predict_with_embeds(texts, labels_embeddings, labels)",
+            )
+        return self.batch_predict_with_embeds([text], labels_embeddings, labels, flat_ner, threshold, multi_label,
+                                              **kw)[0]
+
+    def _bank_from_embeddings(self, embeddings: Any, labels: Any) -> LabelBank:
+        """A LabelBank from what gliner's ``*_with_embeds`` take: a LabelBank as is, or E (C, D) and C names."""
+        import numpy as np
+        import torch
+
+        how = ("encode the labels with this model: bank = model.encode_labels(labels), then "
+               "batch_predict_with_embeds(texts, bank) or predict(texts, bank)")
+        if isinstance(embeddings, LabelBank):
+            if labels is not None:
+                names = list(labels) if not isinstance(labels, str) else [labels]
+                if names != embeddings.names:
+                    raise DataError(
+                        f"labels {names[:4]!r}{' ...' if len(names) > 4 else ''} are not the label bank's names "
+                        f"{embeddings.names[:4]!r}{' ...' if len(embeddings) > 4 else ''}",
+                        where="labels",
+                        fix="leave labels out (the bank's names are used), or pass bank.names",
+                    )
+            return embeddings
+        if isinstance(embeddings, np.ndarray):
+            embeddings = torch.from_numpy(embeddings)
+        if not isinstance(embeddings, torch.Tensor):
+            raise DataError(
+                f"labels_embeddings must be a LabelBank or a (labels, {self.dim}) tensor of label embeddings, not "
+                f"{type(embeddings).__name__}",
+                where="labels_embeddings",
+                fix=how,
+            )
+        if embeddings.dim() != 2 or int(embeddings.shape[1]) != self.dim or not embeddings.is_floating_point():
+            raise DataError(
+                f"labels_embeddings is a {tuple(embeddings.shape)} {embeddings.dtype} tensor; this model's label "
+                f"embeddings E are (labels, {self.dim}) floats",
+                where="labels_embeddings",
+                fix="pass E from this checkpoint's label encoder (gliner: model.encode_labels(labels)), or " + how,
+            )
+        if labels is None:
+            raise DataError("labels_embeddings is a tensor but labels (the names of its rows) are missing",
+                            where="labels", fix="pass the label names in the order they were encoded")
+        prompts, names = _normalize_label_set(labels, "labels")
+        given = 1 if isinstance(labels, str) else len(labels)
+        if len(names) != given:
+            raise DataError("a label name is given twice: each row of labels_embeddings needs its own name",
+                            where="labels", fix="pass each label once, in the order they were encoded")
+        if len(names) != int(embeddings.shape[0]):
+            raise DataError(
+                f"{len(names)} label names for {int(embeddings.shape[0])} rows of labels_embeddings",
+                where="labels",
+                fix="pass one name per row, in the order the labels were encoded",
+            )
+        e = embeddings.detach()
+        with self._eval_mode(), torch.no_grad():
+            vec = self.net.prompt(e.to(self.device, dtype=self.dtype)).float().cpu()
+        emb = e.float().cpu() if self.net.dense else None
+        return LabelBank(names, prompts, vec, self.fingerprint, emb)
+
     def _scoring_matrices(self, labels: Any, P: Any, search: Any) -> tuple[Any, Any]:
         """(folded P or None, the low-precision pre-filter's labels or None) for exhaustive scoring.
 
@@ -611,7 +990,9 @@ class BiEncoder:
         info = scoring.lowp_prefilter(self.device) if self.lowp and C >= scoring.LOWP_MIN_LABELS else None
         gain = min(info.speedup, 8.0) if info is not None else 1.0
         use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim * gain
-        key = ("scoring", self.fingerprint, use_fold, info.dtype if info is not None else None)
+        # per device and weight dtype too: after model.to(...) the matrices are rebuilt where the model now runs
+        key = ("scoring", self.fingerprint, use_fold, info.dtype if info is not None else None, str(P.device),
+               P.dtype)
         cache = getattr(labels, "_scoring_cache", None) if isinstance(labels, LabelBank) else None
         if cache is not None and cache.get("key") == key:
             return cache["folded"], cache["lowp"]
@@ -908,7 +1289,7 @@ class BiEncoder:
         by_text: dict[int, list[Window]] = {}
         for w in wins:
             by_text.setdefault(w.text_index, []).append(w)
-        with torch.inference_mode():
+        with self._eval_mode(), torch.inference_mode():
             for i, (sp, sps) in enumerate(zip(splits, spans)):
                 vec = np.zeros((len(sps), self.dim), dtype=np.float32)
                 if not sps:
@@ -957,7 +1338,7 @@ class BiEncoder:
 
         splits = [SplitText("", list(w)[: self.max_len], [], []) for w in word_lists]
         wins = [Window(i, 0, len(s.words)) for i, s in enumerate(splits)]
-        with torch.inference_mode():
+        with self._eval_mode(), torch.inference_mode():
             x, n_words, _ = self._encode_windows(splits, wins)
             V = self._label_vectors(list(prompts))
             if not self.net.dense:

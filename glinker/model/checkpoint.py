@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from glinker.errors import ModelError
+from glinker.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,76 @@ WEIGHT_PATTERNS = [
 ]
 
 
-def resolve_dir(path_or_id: str | os.PathLike) -> Path:
-    """A local checkpoint folder, a model shipped with glinker, or a hub id (via huggingface_hub)."""
+# huggingface_hub.snapshot_download options that from_pretrained passes on (gliner's names)
+HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only")
+# the ones that also apply to an encoder repository named in gliner_config.json (revision is the checkpoint's own)
+ENCODER_HUB_OPTIONS = ("cache_dir", "token", "local_files_only")
+HUB_OPTIONS_DOC = {
+    "revision": "a branch, tag or commit hash (str)",
+    "cache_dir": "a folder path",
+    "token": "a hub token (str) or a bool",
+    "local_files_only": "True or False",
+}
+HUB_OPTIONS_EXAMPLE = {
+    "revision": "revision='main'",
+    "cache_dir": "cache_dir='~/.cache/huggingface/hub'",
+    "token": "token='hf_...' (or True: the saved login)",
+    "local_files_only": "local_files_only=True",
+}
+
+
+def check_hub_options(hub: dict | None) -> dict:
+    """``hub`` (``revision``, ``cache_dir``, ``token``, ``local_files_only``) checked; unset ones dropped."""
+    out: dict = {}
+    for k, v in (hub or {}).items():
+        if k not in HUB_OPTIONS:
+            raise ConfigError(f"unknown hub option {k!r}", where=k, fix=f"use one of {', '.join(HUB_OPTIONS)}")
+        if v is None:
+            continue
+        ok = {
+            "revision": isinstance(v, str) and bool(v.strip()),
+            "cache_dir": isinstance(v, (str, os.PathLike)) and bool(str(v).strip()),
+            "token": isinstance(v, (str, bool)),
+            "local_files_only": isinstance(v, bool),
+        }[k]
+        if not ok:
+            raise ConfigError(
+                f"{k} must be {HUB_OPTIONS_DOC[k]}, not {v!r}", where=k, fix=f"e.g. {HUB_OPTIONS_EXAMPLE[k]}"
+            )
+        if k == "local_files_only" and not v:
+            continue
+        out[k] = str(Path(v).expanduser()) if k == "cache_dir" else v
+    return out
+
+
+def resolve_dir(path_or_id: str | os.PathLike, hub: dict | None = None) -> Path:
+    """A local checkpoint folder, a model shipped with glinker, or a hub id (via huggingface_hub).
+
+    ``hub``: options for ``huggingface_hub.snapshot_download`` (:data:`HUB_OPTIONS`), used for a hub id only."""
+    if isinstance(path_or_id, bytes) or not isinstance(path_or_id, (str, os.PathLike)):
+        raise ConfigError(
+            f"the model must be a folder path, a shipped model name or a hub id (str), not "
+            f"{type(path_or_id).__name__}",
+            where="path_or_hub_id",
+            fix="e.g. BiEncoder.from_pretrained('glinker-bi-minilm') or from_pretrained('models/my-model')",
+        )
+    if not str(os.fspath(path_or_id)).strip():
+        raise ConfigError(
+            "the model path is empty (it would silently mean the current folder)",
+            where="path_or_hub_id",
+            fix="pass a checkpoint folder (e.g. '.' for the current one, explicitly), a shipped model name or a "
+            "hub id like 'org/name'",
+        )
+    hub = check_hub_options(hub)
     p = Path(path_or_id).expanduser()
+    if p.is_file() or (p.exists() and not p.is_dir()):
+        parent = p.parent if str(p.parent) else Path(".")
+        raise ModelError(
+            f"{p} is a file: a checkpoint is the folder holding gliner_config.json, the weights and the tokenizers"
+            + ("" if (parent / CONFIG_FILE).is_file() else f" ({parent} holds no {CONFIG_FILE} either)"),
+            where=str(p),
+            fix=f"pass its folder: from_pretrained({str(parent)!r})",
+        )
     if p.is_dir() and not (p / "glinker_model.json").is_file():
         return p
     from glinker.model.shipped import is_shipped, materialize
@@ -101,7 +168,7 @@ def resolve_dir(path_or_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=s, allow_patterns=WEIGHT_PATTERNS))
+        return Path(snapshot_download(repo_id=s, allow_patterns=WEIGHT_PATTERNS, **hub))
     except Exception as e:  # the hub raises many types (offline, 404, auth)
         # 'runs/t1' is a hub id's shape too: a mistyped local folder must not read as a network problem only
         local = f"; no local folder {s} exists either (looked in {Path.cwd()})"
@@ -116,8 +183,10 @@ def resolve_dir(path_or_id: str | os.PathLike) -> Path:
         ) from e
 
 
-def read_config(ckpt: Path) -> dict:
-    """The gliner config dict with defaults filled in; a bi-encoder span or token model, else ModelError."""
+def read_config(ckpt: Path, hub: dict | None = None) -> dict:
+    """The gliner config dict with defaults filled in; a bi-encoder span or token model, else ModelError.
+
+    ``hub``: hub options for encoders whose config is fetched by name (:data:`ENCODER_HUB_OPTIONS` are used)."""
     f = ckpt / CONFIG_FILE
     if not f.is_file():
         _not_a_checkpoint(ckpt)
@@ -134,6 +203,12 @@ def read_config(ckpt: Path) -> dict:
             where=str(f),
             fix="restore the file from the original checkpoint",
         ) from e
+    if not isinstance(raw, dict):
+        raise ModelError(
+            f"gliner_config.json holds a JSON {type(raw).__name__}, not an object of settings",
+            where=str(f),
+            fix='restore the file from the original checkpoint: it is one JSON object, {"max_width": 12, ...}',
+        )
     cfg = {**CONFIG_DEFAULTS, **raw}
     if cfg.get("labels_decoder") or cfg.get("relations_layer"):
         raise ModelError(
@@ -175,7 +250,7 @@ def read_config(ckpt: Path) -> dict:
         raise ModelError("hidden_size must be even", where=f"{f}:hidden_size", fix="fix the config")
     for key, name in (("encoder_config", "model_name"), ("labels_encoder_config", "labels_encoder")):
         if cfg.get(key) is None:
-            cfg[key] = _fetch_hf_config(cfg[name], f, key)
+            cfg[key] = _fetch_hf_config(cfg[name], f, key, hub)
     return cfg
 
 
@@ -211,23 +286,34 @@ def _not_a_checkpoint(ckpt: Path) -> None:
 ENCODER_FILE_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken", "merges*", "vocab*", "spiece*", "sentencepiece*"]
 
 
-def encoder_source(name: str | Path) -> Path:
+def encoder_source(name: str | Path, hub: dict | None = None) -> Path:
     """A local folder holding an encoder's tokenizer/config files: ``name`` itself when it is a folder, else its
     hub snapshot (the local cache offline). Fetched through huggingface_hub, which fails at once when the hub is
-    unreachable, where transformers' own loaders retry for ~30 s per file before giving up."""
+    unreachable, where transformers' own loaders retry for ~30 s per file before giving up.
+
+    ``hub``: ``cache_dir``, ``token`` and ``local_files_only`` are passed to ``snapshot_download`` (a
+    ``revision`` there is the checkpoint's, not the encoder repository's, and is not)."""
     p = Path(name).expanduser()
     if p.is_dir():
         return p
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo_id=str(name), allow_patterns=ENCODER_FILE_PATTERNS))
+    opts = {k: v for k, v in check_hub_options(hub).items() if k in ENCODER_HUB_OPTIONS}
+    return Path(snapshot_download(repo_id=str(name), allow_patterns=ENCODER_FILE_PATTERNS, **opts))
 
 
-def _fetch_hf_config(name: str, f: Path, key: str) -> dict:
+def _looks_like_path(name: str) -> bool:
+    """``name`` can only be a local path (a hub id is 'name' or 'org/name')."""
+    s = str(name)
+    return s.startswith((".", "/", "~")) or s.endswith(("/", os.sep)) or s.strip("/").count("/") > 1 or (
+        os.sep != "/" and os.sep in s)
+
+
+def _fetch_hf_config(name: str, f: Path, key: str, hub: dict | None = None) -> dict:
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(str(encoder_source(name))).to_dict()
+        return AutoConfig.from_pretrained(str(encoder_source(name, hub))).to_dict()
     except Exception as e:
         raise ModelError(
             f"{key} is null and {name!r} could not be resolved: {e}",
@@ -269,13 +355,69 @@ def load_state_dict(ckpt: Path) -> dict:
     return {(k.removeprefix("_orig_mod.")): v for k, v in sd.items()}
 
 
-def load_tokenizers(ckpt: Path, cfg: dict) -> tuple[Any, Any]:
-    """(text tokenizer, label tokenizer), from the checkpoint folder when present, as gliner resolves them."""
+# files a tokenizer can be built from besides tokenizer.json (a slow tokenizer's vocabulary)
+_VOCAB_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spm.model", "sentencepiece.bpe.model", "tokenizer.model",
+                "spiece.model", "*.model", "*.tiktoken")
+
+
+def _has_vocab(folder: Path) -> bool:
+    return any(any(folder.glob(pat)) for pat in _VOCAB_FILES)
+
+
+def load_tokenizers(ckpt: Path, cfg: dict, hub: dict | None = None) -> tuple[Any, Any]:
+    """(text tokenizer, label tokenizer), from the checkpoint folder when present, as gliner resolves them.
+
+    A checkpoint without its own tokenizer files (no ``tokenizer_config.json``; no ``labels_tokenizer/``) names the
+    encoder instead (``model_name`` / ``labels_encoder``: a local folder or a hub id, fetched with ``hub``'s
+    options); when that fails too, the error says that the tokenizer files are missing from the checkpoint folder."""
     from transformers import AutoTokenizer
 
-    def _load(src: str | Path, what: str) -> Any:
+    def _load(folder: Path, key: str, what: str) -> Any:
+        own = folder.is_dir() if folder != ckpt else (folder / "tokenizer_config.json").is_file()
+        if own:
+            try:
+                return AutoTokenizer.from_pretrained(str(folder))
+            except Exception as e:
+                if (folder / "tokenizer.json").is_file() or _has_vocab(folder):
+                    raise ModelError(f"could not load the {what} tokenizer from {folder}: {e}", where=str(ckpt),
+                                     fix=f"save the {what} tokenizer into the checkpoint folder") from e
+                # transformers' own text here ("You need to have sentencepiece...") hides the real problem
+                raise ModelError(
+                    f"could not load the {what} tokenizer from {folder}: the tokenizer files are missing from the "
+                    f"checkpoint folder ({folder} has no tokenizer.json, nor a vocabulary file such as vocab.txt or "
+                    "spm.model)",
+                    where=str(folder),
+                    fix=f"copy the {what} encoder's tokenizer files (tokenizer.json, tokenizer_config.json) into "
+                    f"{folder}, or re-save the model with save_pretrained where it still loads",
+                ) from None
+        src = cfg.get(key)
+        absent = (f"no {LABELS_TOKENIZER_DIR}/ folder" if folder != ckpt
+                  else "no tokenizer_config.json" + ("" if (folder / "tokenizer.json").is_file()
+                                                     else " and no tokenizer.json"))
+        missing = f"the {what} tokenizer files are missing from the checkpoint folder ({absent})"
+        fix = (f"copy the {what} encoder's tokenizer files (tokenizer.json, tokenizer_config.json) into "
+               f"{folder}, or set {key} in gliner_config.json to a local encoder folder or a reachable hub id")
+        if not isinstance(src, str) or not src.strip():
+            raise ModelError(f"could not load the {what} tokenizer: {missing}, and gliner_config.json names no "
+                             f"{key} to load it from", where=str(ckpt), fix=fix)
+        if not Path(src).expanduser().is_dir() and _looks_like_path(src):
+            raise ModelError(
+                f"could not load the {what} tokenizer from {src}: {missing}, and {key} in gliner_config.json names "
+                "that local folder, which does not exist (here)",
+                where=str(ckpt),
+                fix=fix,
+            )
         try:
-            return AutoTokenizer.from_pretrained(str(encoder_source(src)))
+            where_from = encoder_source(src, hub)
+        except Exception as e:
+            raise ModelError(
+                f"could not load the {what} tokenizer from {src}: {missing}, and {key} {src!r} in "
+                f"gliner_config.json could not be fetched in their place: {e}",
+                where=str(ckpt),
+                fix=fix,
+            ) from e
+        try:
+            return AutoTokenizer.from_pretrained(str(where_from))
         except Exception as e:
             raise ModelError(
                 f"could not load the {what} tokenizer from {src}: {e}",
@@ -283,15 +425,14 @@ def load_tokenizers(ckpt: Path, cfg: dict) -> tuple[Any, Any]:
                 fix=f"save the {what} tokenizer into the checkpoint folder",
             ) from e
 
-    tok = _load(ckpt if (ckpt / "tokenizer_config.json").is_file() else cfg["model_name"], "text")
+    tok = _load(ckpt, "model_name", "text")
     # gliner opts into bos/eos only when the tokenizer defines them (spm models under transformers 5)
     if hasattr(tok, "add_bos_token") and tok.bos_token_id is not None:
         tok.add_bos_token = True
     if hasattr(tok, "add_eos_token") and tok.eos_token_id is not None:
         tok.add_eos_token = True
     tok.add_tokens(GLINER_SPECIAL_TOKENS, special_tokens=True)
-    ldir = ckpt / LABELS_TOKENIZER_DIR
-    ltok = _load(ldir if ldir.is_dir() else cfg["labels_encoder"], "label")
+    ltok = _load(ckpt / LABELS_TOKENIZER_DIR, "labels_encoder", "label")
     return tok, ltok
 
 
