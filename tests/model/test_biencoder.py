@@ -18,22 +18,7 @@ from glinker.model import BiEncoder, LabelBank
 from glinker.model.scoring import dense_logits, score_candidates
 from glinker.model.testing import build_tiny_checkpoint
 
-LABELS = ["person", "organization", "location", "date"]
-TEXTS = [
-    "John Smith works at Google in London.",
-    "Paris is the capital of France.",
-    "Maria Lopez from Acme Corp met the United Nations in Berlin on 3 March 2021.",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "m", "modernbert", seed=0)
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return BiEncoder.from_pretrained(tiny)
+from _tiny import LABELS, TEXTS
 
 
 def test_tiny_checkpoint_is_gliner_shaped_and_logits_have_both_signs(tiny, model):
