@@ -68,6 +68,7 @@ def main() -> None:
                          "(default auto: MIPS->L2 transform for graph indexes), e.g. 'HNSW32;IVF4096,Flat@l2'")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ef-search", default="128", help="comma-separated HNSW efSearch values to try (one index)")
+    ap.add_argument("--nprobe", default="", help="comma-separated IVF nprobe values to try (default: the bank's)")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glinker" / "bench"
     ap.add_argument("--ckpt", type=Path, default=cache / "edge-bi-modernbert-minilm-v1")
     ap.add_argument("--model", default=None, help="a model name or folder instead of the edge checkpoint")
@@ -112,14 +113,18 @@ def main() -> None:
         t0 = time.perf_counter()
         bank.build_index(f, mips=mips or "auto")
         t_build = time.perf_counter() - t0
-        efs = [int(x) for x in a.ef_search.split(",")] if "HNSW" in f.upper() else [bank.ef_search]
+        ivf = f.upper().startswith("IVF")
+        efs = [int(x) for x in a.ef_search.split(",")] if "HNSW" in f.upper() else \
+            [int(x) for x in a.nprobe.split(",")] if ivf and a.nprobe else [None]
         for ef in efs:
-            bank.ef_search = ef
+            if ef is not None:
+                setattr(bank, "nprobe" if ivf else "ef_search", ef)
             t0 = time.perf_counter()
             got = m.predict(texts, bank, threshold=a.threshold, label_top_k=a.top_k)
             t_ret = time.perf_counter() - t0
             share, same, n = agreement(exhaustive, got)
-            tag = f"{f} efSearch {ef}" if "HNSW" in f.upper() else f
+            tag = f"{f} efSearch {ef}" if "HNSW" in f.upper() else \
+                f"{f} nprobe {bank.nprobe}" if ivf else f
             print(
                 f"{tag:>10} k={a.top_k}: {same}/{n} spans identical = {share:.4f}; "
                 f"index build {t_build:.1f} s, predict {t_ret:.1f} s (exhaustive {t_ex:.1f} s)"

@@ -31,23 +31,24 @@ BANK_INDEX = "labels.faiss"
 # AVX512-BF16 CPU; 3.90 against 0.57 in float32 on an AVX2 one).
 DEFAULT_INDEX_THRESHOLD = 100_000
 # factory used when an index is built implicitly: exact up to 10k labels, above an inverted file of about
-# 4 sqrt(N) lists (a power of two, as the KB's), probed DEFAULT_NPROBE lists deep and scored by matrix products on the
-# CPU (scoring.score_rows_ivf). Measured against HNSW32 (efSearch 512, MIPS transform), 1 thread, this 2-core AVX2 CPU
-# (docs/bench/labels.md): shipped model, 100k labels, 128 CoNLL-dev sentences, threshold 0.3: IVF1024 at nprobe 64
-# 27.3 ex/s and 99.2% of spans as exhaustive scoring (4.6 ex/s), HNSW 11.2 ex/s and 98.8%; edge checkpoint, 100k:
-# 100% vs 84%; 1M labels (IVF4096): nprobe 64 2.83 ex/s, 98.4%, nprobe 256 0.79 ex/s, 100% (HNSW: 0.57 ex/s).
+# 2 sqrt(N) lists (a power of two), probed DEFAULT_NPROBE lists deep and scored by matrix products on the CPU
+# (scoring.score_rows_ivf). Measured (docs/bench/labels.md), 1 thread: shipped model, 100k labels, 128 CoNLL-dev
+# sentences, threshold 0.3: IVF512 at nprobe 64 99.1% of spans as exhaustive scoring, IVF1024 (4 sqrt(N), the
+# default until 2026-12-04) 99.0%, both ~3x exhaustive's speed; edge checkpoint, 1M labels: IVF2048 at 64 99.45% at
+# 5.04 ex/s, IVF4096 99.45% at 4.60 (and 2.5x the build time); HNSW32 (efSearch 512, MIPS transform) at 100k: 98.8%
+# at less than half IVF's speed (84% on the edge checkpoint).
 DEFAULT_NPROBE = 64
 _FLAT_UP_TO = 10_000
 
 
 def large_factory(n: int) -> str:
     """The index built for a bank of ``n`` labels unless told otherwise: ``Flat`` up to 10k, else
-    ``IVF<about 4 sqrt(n)>,Flat`` (inner product: its lists are scored by matrix products)."""
+    ``IVF<about 2 sqrt(n)>,Flat`` (inner product: its lists are scored by matrix products)."""
     import math
 
     if n <= _FLAT_UP_TO:
         return "Flat"
-    return f"IVF{2 ** round(math.log2(4 * math.sqrt(n)))},Flat"
+    return f"IVF{2 ** round(math.log2(2 * math.sqrt(n)))},Flat"
 # HNSW search breadth. Graph indexes are built on the MIPS->L2 transform (see build_faiss_index): with the shipped
 # model v3 at 100k labels (128 CoNLL-dev sentences, threshold 0.3) the same entities as exhaustive scoring on
 # 96.3% / 98.5% / 99.4% / 100% of spans at efSearch 128 / 256 / 512 / 1024 (docs/bench/labels.md).
