@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def build(
     index: str = typer.Option(
         "auto",
         "--index",
-        help="FAISS index over the vectors: 'auto' (from 100,000 labels an inverted file of about 4 sqrt(N) lists, "
-        "IVF1024,Flat for 100k, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels), "
+        help="FAISS index over the vectors: 'auto' (from 100,000 labels an inverted file of about 2 sqrt(N) lists, "
+        "IVF512,Flat for 100k, IVF2048,Flat for 1M, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels), "
         "'none', or a faiss factory string such as Flat, "
         "IVF4096,Flat, HNSW32.",
     ),
@@ -69,11 +70,12 @@ def build(
     if factory != "none":
         check_factory(factory, n, m.dim)  # before the encoding, not after it
     t0 = time.perf_counter()
+    bar = sys.stderr.isatty()  # bars on a terminal only: none drawn into a redirected log
     from glinker.cluster import queued_encoder
 
     try:
         with queued_encoder(m, queue, job, model) as remote:
-            bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=True,
+            bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=bar,
                                       resume=resume, encoder=remote)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the labels encoded so far are kept; run the same command again to continue "
@@ -83,7 +85,7 @@ def build(
     idx_s = 0.0
     if factory != "none" and not (bank.has_index and bank.index_factory == factory):
         t1 = time.perf_counter()
-        bank.build_index(factory, progress=True)
+        bank.build_index(factory, progress=bar)
         bank.save_index(out)
         idx_s = time.perf_counter() - t1
     elif factory == "none" and bank.has_index:

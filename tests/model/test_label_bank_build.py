@@ -154,6 +154,7 @@ def test_labels_build_cli_then_ner_with_the_bank(model, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["labels"] == 3 and rep["index"] == "Flat"
+    assert "encoding labels" not in r.output and "indexing labels" not in r.output  # no bars off a terminal
     bank = LabelBank.load(tmp_path / "bank")
     assert bank.has_index and bank.index_factory == "Flat" and bank.faiss_index().ntotal == 3
     r = runner.invoke(app, ["labels", "info", str(tmp_path / "bank")])
