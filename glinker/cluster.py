@@ -437,7 +437,7 @@ def _differences(theirs: dict[str, Any], mine: dict[str, Any] | None, limit: int
         if a is None or b is None:
             out.append(f"stage {name!r} ({'only here' if a is None else 'not here'})")
             continue
-        for key in ("type", "inputs"):
+        for key in ("type", "inputs", "class", "distribution", "version"):  # the last three: plugin stages'
             if a.get(key) != b.get(key):
                 out.append(f"{name}.{key} ({a.get(key)!r} there, {b.get(key)!r} here)")
         pa, pb = a.get("params") or {}, b.get("params") or {}
@@ -490,6 +490,10 @@ class LinkTask:
 
         docs = [Document.model_validate(d) for d in payload["docs"]]
         return self.records(self.pipe.run_batch(docs), docs)
+
+    def close(self) -> None:
+        """Close the pipeline (its stages' ``close()``), on the thread that warmed it up and ran its batches."""
+        self.pipe.close()
 
     def size(self, payload: dict) -> int:
         return len(payload["docs"])
@@ -568,7 +572,15 @@ class Worker:
     def run(self, idle_exit: float | None = None, max_batches: int | None = None,
             on_ready: Callable[[Worker], None] | None = None) -> dict[str, int]:
         """Serve until ``stop()``, ``idle_exit`` seconds without a batch, or ``max_batches`` batches;
-        ``on_ready(worker)`` is called once the task is loaded and the worker is registered."""
+        ``on_ready(worker)`` is called once the task is loaded and the worker is registered. The task (a pipeline)
+        is warmed up, run and, when the worker stops (or its warm-up fails), closed on this thread."""
+        try:
+            return self._serve(idle_exit, max_batches, on_ready)
+        finally:
+            self._close_task()
+
+    def _serve(self, idle_exit: float | None, max_batches: int | None,
+               on_ready: Callable[[Worker], None] | None) -> dict[str, int]:
         self._ident = self.task.warm_up()
         ttl = self._ttl()
         self.r.set(self.keys.heartbeat(self.name), "1", px=int(ttl * 1000))
@@ -606,6 +618,16 @@ class Worker:
             except redis.RedisError as e:  # its heartbeat expires: the coordinator re-queues what it held
                 log.warning("worker %s could not deregister from %s: %s", self.name, self.url, e)
         return {"batches": self.batches, "documents": self.documents}
+
+    def _close_task(self) -> None:
+        """The stopping worker closes its task (a pipeline: every stage's ``close()``) on the thread that ran it."""
+        closer = getattr(self.task, "close", None)
+        if not callable(closer):
+            return
+        try:
+            closer()
+        except Exception as e:  # the worker stops anyway; the error is said
+            log.exception("worker %s: closing its %s task failed: %s", self.name, self.task.kind, type(e).__name__)
 
     def _give_back(self) -> None:
         """Every batch this worker holds goes back to the queue, taken next."""

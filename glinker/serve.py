@@ -9,7 +9,7 @@ Endpoints (JSON in and out, UTF-8):
   (``HEAD`` too: status and headers only).
 - ``GET /`` (``?text=...``): a page with a text box that shows the links highlighted (the ``-o out.html`` page).
 
-One thread runs the pipeline; concurrent requests queue up and are linked together, up to the pipeline's
+One thread runs the pipeline (its warm-up, every batch and its close at the stop); concurrent requests queue up and are linked together, up to the pipeline's
 ``batch_size`` documents or ``max_wait`` seconds after the first one arrives, so throughput under load is that of
 batched linking rather than of one document at a time.
 """
@@ -102,7 +102,11 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
 
 
 class Batcher:
-    """Runs ``pipeline`` on one thread over the documents of concurrent requests, batched together."""
+    """Runs ``pipeline`` on one thread over the documents of concurrent requests, batched together.
+
+    That thread also warms the pipeline up (before the constructor returns: an error loading it is raised here, on
+    the caller's thread) and closes it when the batcher stops, so every stage's ``warm_up``, ``run`` and ``close``
+    happen on one thread, as in ``glinker link`` (a stage may keep an ``sqlite3`` connection between them)."""
 
     def __init__(self, pipeline: Any, max_batch: int | None = None, max_wait: float = 0.005) -> None:
         self.pipe = pipeline
@@ -112,10 +116,45 @@ class Batcher:
         self.documents = 0
         self.batches = 0
         self.active = 0  # requests being answered
+        self.fingerprint: str | None = None  # the warmed-up pipeline's, with its models' and KBs' (GET /health)
         self._idle = threading.Condition()
         self._reading: set[socket.socket] = set()  # connections whose request body is still arriving
-        self._thread = threading.Thread(target=self._loop, name="glinker-serve-batcher", daemon=True)
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None  # what the warm-up raised on the batch thread
+        self._thread = threading.Thread(target=self._main, name="glinker-serve-batcher", daemon=True)
         self._thread.start()
+        try:
+            while not self._ready.wait(timeout=0.25):  # a wait Ctrl-C can interrupt
+                pass
+        except BaseException:  # interrupted while loading: the thread stops (and closes) once loaded
+            self.q.put(None)
+            raise
+        if self._failed is not None:
+            self._thread.join()
+            failed, self._failed = self._failed, None
+            raise failed
+
+    def _main(self) -> None:
+        """The batch thread: warm up, tell the constructor, serve batches until stopped, then close the pipeline."""
+        try:
+            self.pipe.warm_up()
+            self.fingerprint = self.pipe.fingerprint(resources=True)
+        except BaseException as e:  # noqa: BLE001 - raised again by the constructor, on its thread
+            self._failed = e
+            self._close_pipeline()  # what the stages opened before the failure
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._close_pipeline()
+
+    def _close_pipeline(self) -> None:
+        try:
+            self.pipe.close()
+        except Exception as e:  # a stopping server stops anyway
+            log.exception("closing the pipeline failed: %s", type(e).__name__)
 
     def submit(self, docs: list[Any]) -> Future:
         """A future of the records of ``docs`` (Document objects), in order."""
@@ -171,7 +210,8 @@ class Batcher:
                     log.warning("stopping: %d request(s) still being answered", self.active)
 
     def close(self) -> None:
-        """Stop after the documents already queued are linked (however long that takes: their clients wait)."""
+        """Stop after the documents already queued are linked (however long that takes: their clients wait), then
+        close the pipeline (its stages' ``close()``, on the batch thread)."""
         self.q.put(None)
         while self._thread.is_alive():
             self._thread.join(timeout=30)
@@ -492,10 +532,9 @@ class Server:
         except OSError as e:
             self.httpd.server_close()
             raise in_use(e) from None
-        try:
-            pipeline.warm_up()
+        try:  # the models load on the batch thread, which runs every batch (Batcher)
             self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
-            info = {"pipeline": pipeline.name, "fingerprint": pipeline.fingerprint(resources=True)}
+            info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
         except BaseException:
             self.httpd.server_close()
             raise
@@ -521,7 +560,8 @@ class Server:
         self.stop()
 
     def stop(self) -> None:
-        """After ``serve_forever`` returned: close the socket, let every request in flight get its answer, stop."""
+        """After ``serve_forever`` returned: close the socket, let every request in flight get its answer, stop the
+        linking thread (which closes the pipeline: its stages' ``close()``)."""
         self.httpd.server_close()
         self.batcher.drop_readers()
         self.batcher.wait_answered()

@@ -291,6 +291,7 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
             bar.close()
         if claim is not None:
             claim.__exit__(None, None, None)
+        pipe.close()  # its stages' close() run
     return list(iter_linked_jsonl(save)) if save is not None else done
 
 

@@ -281,13 +281,24 @@ def worker(
     typer.echo(f"worker: {what} {n['documents']} {unit} in {n['batches']} batches", err=True)
 
 
-def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
-             kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
-             skip_bad: bool = False, resume: bool = True, progress: bool = False,
-             stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
-             heartbeat_ttl: float | None = None, max_attempts: int = 3,
-             batch_timeout: float | None = None) -> dict[str, int]:
-    """The body of ``glinker link`` (also used by tests): returns counts written / already done / bad.
+def run_link(input: Path, pipeline: Path, output: Path, **options: Any) -> dict[str, int]:
+    """The body of ``glinker link`` (also used by tests; options as :func:`_run_link`'s): returns counts written /
+    already done / bad. The pipeline is closed at the end, whatever happened (its stages' ``close()`` run)."""
+    opened: list[Any] = []
+    try:
+        return _run_link(input, pipeline, output, opened=opened, **options)
+    finally:
+        for pipe in opened:
+            pipe.close()
+
+
+def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
+              kb: str | None = None, device: str | None = None, fmt: str = "auto", text_field: str = "text",
+              skip_bad: bool = False, resume: bool = True, progress: bool = False,
+              stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
+              heartbeat_ttl: float | None = None, max_attempts: int = 3,
+              batch_timeout: float | None = None, opened: list[Any] | None = None) -> dict[str, int]:
+    """:func:`run_link`'s work; the pipeline it loads is appended to ``opened`` (closed by the caller).
 
     With ``queue`` (a Redis URL) the batches are linked by ``glinker worker`` processes serving ``job``
     (:mod:`glinker.cluster`); reading, order, flushing, resuming and errors stay as in a local run."""
@@ -302,6 +313,8 @@ def run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | Non
     fmt = _sniff(input, fmt)
     check_output(output, input, {".jsonl", ".json", ".html", ".htm"}, "linked.jsonl")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
+    if opened is not None:
+        opened.append(pipe)
     for name, stage in pipe.stages.items():
         f = type(stage).written_files(stage.params).get(os.path.abspath(output))
         if f is not None:

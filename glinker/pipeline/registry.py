@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 from glinker.errors import ConfigError
 
@@ -36,6 +37,111 @@ BUILTIN_STAGES: dict[str, str] = {
     "write_links": "glinker.stages.output:WriteLinks",
 }
 
+_WARNED: set[tuple[str, ...]] = set()
+"""Warnings about installed entry points already given in this process (each is said once, not per registry)."""
+
+
+def _warn_once(key: tuple[str, ...], msg: str, *args: Any) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
+
+
+def class_path(cls: type) -> str:
+    """``module:QualifiedName`` of a class (how entry points and messages name it)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def is_builtin_class(cls: type) -> bool:
+    """Whether ``cls`` is glinker's own (a built-in stage): every other stage class is a plugin's."""
+    mod = getattr(cls, "__module__", "") or ""
+    return mod == "glinker" or mod.startswith("glinker.")
+
+
+def _ep_dist(ep: Any) -> tuple[str, str] | None:
+    d = getattr(ep, "dist", None)
+    if d is None:
+        return None
+    try:
+        return str(d.name), str(d.version)
+    except Exception:  # noqa: BLE001 - broken metadata: the distribution is unknown, not an error
+        return None
+
+
+def _ep_source(ep: Any) -> str:
+    """How messages name an entry point: ``name = module:Class`` of distribution ``dist version``."""
+    d = _ep_dist(ep)
+    return f"{ep.name} = {ep.value} (distribution {d[0]} {d[1]})" if d else f"{ep.name} = {ep.value}"
+
+
+_PACKAGES: dict[str, list[str]] | None = None
+
+
+def distribution_of(cls: type) -> tuple[str, str] | None:
+    """(name, version) of the installed distribution that provides ``cls``'s module, or None (a script, a notebook,
+    a folder on sys.path). Read from the ``glinker.stages`` entry points first (what a stage plugin declares), then
+    from the installed distributions' top-level packages."""
+    module = getattr(cls, "__module__", "") or ""
+    top = module.split(".")[0]
+    if not top or top == "__main__":
+        return None
+    try:
+        # the entry point of this class, else of its module, else of its top-level package
+        found: dict[int, tuple[str, str]] = {}
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            ep_module = ep.value.partition(":")[0].strip()
+            rank = 0 if ep.value.replace(" ", "") == class_path(cls) else 1 if ep_module == module else \
+                2 if ep_module.split(".")[0] == top else None
+            d = _ep_dist(ep) if rank is not None else None
+            if rank is not None and d is not None:
+                found.setdefault(rank, d)
+        if found:
+            return found[min(found)]
+        global _PACKAGES
+        if _PACKAGES is None:
+            _PACKAGES = metadata.packages_distributions()
+        for name in _PACKAGES.get(top, []):
+            return name, metadata.version(name)
+    except Exception:  # unreadable metadata: no version to record
+        log.debug("no distribution found for %s", cls, exc_info=True)
+    return None
+
+
+def stage_origin(cls: type) -> dict[str, Any] | None:
+    """Where a plugin stage class comes from, for the pipeline's fingerprint and for messages: ``{"class":
+    "module:Class", "distribution": name, "version": v}`` (no distribution: a script's or a notebook's class);
+    None for a built-in stage."""
+    if is_builtin_class(cls):
+        return None
+    d = distribution_of(cls)
+    return {"class": class_path(cls), "distribution": d[0] if d else None, "version": d[1] if d else None}
+
+
+def plugin_note(cls: type) -> str:
+    """"class m:C of distribution d v" (or "class m:C, module m" without one): names a plugin's code in messages."""
+    o = stage_origin(cls) or {"class": class_path(cls)}
+    dist = f" of distribution {o['distribution']} {o['version']}" if o.get("distribution") else ""
+    return f"class {o['class']}{dist}"
+
+
+def check_stage_class(obj: Any, what: str) -> None:
+    """Raise ConfigError (E231) unless ``obj`` is a :class:`Stage` subclass whose ``Params`` is a
+    :class:`StageParams` subclass; ``what`` says where it came from (an entry point, a register_stage call)."""
+    from glinker.pipeline.stage import Stage, StageParams
+
+    if not (isinstance(obj, type) and issubclass(obj, Stage)):
+        kind = f"class {class_path(obj)}" if isinstance(obj, type) else f"{type(obj).__name__} object {obj!r}"
+        raise ConfigError(f"{what}: {kind} is not a glinker Stage subclass", code="E231",
+                          fix="derive the class from glinker.pipeline.Stage (see docs/stages.md)")
+    params = getattr(obj, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, StageParams)):
+        shown = class_path(params) if isinstance(params, type) else repr(params)
+        raise ConfigError(f"{what}: the Params of stage class {class_path(obj)} is {shown}, not a subclass of "
+                          "glinker.pipeline.StageParams (a plain pydantic model would let a misspelt YAML key "
+                          "through unnoticed)", code="E231",
+                          fix=f"in module {obj.__module__}, derive {getattr(params, '__name__', 'Params')} from "
+                              "glinker.pipeline.StageParams instead of pydantic.BaseModel")
+
 
 class StageRegistry:
     """Maps stage type names to classes, loading built-ins and entry points lazily."""
@@ -43,6 +149,7 @@ class StageRegistry:
     def __init__(self) -> None:
         self._classes: dict[str, type[Stage]] = {}
         self._paths: dict[str, str] = dict(BUILTIN_STAGES)
+        self._eps: dict[str, Any] = {}  # name -> the entry point used for it
         self._plugins_loaded = False
 
     def _load_plugins(self) -> None:
@@ -51,19 +158,65 @@ class StageRegistry:
         self._plugins_loaded = True
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in BUILTIN_STAGES:
-                log.warning("entry point %s=%s ignored: %r is a built-in stage", ep.name, ep.value, ep.name)
+                d = _ep_dist(ep)
+                _warn_once(("builtin", ep.name, ep.value, d[0] if d else ""),
+                           "entry point %s ignored: %r is a built-in stage type, which a plugin cannot replace "
+                           "(rename the entry point in that distribution's metadata)", _ep_source(ep), ep.name)
                 continue
+            first = self._eps.get(ep.name)
+            if first is not None:
+                if first.value != ep.value or _ep_dist(first) != _ep_dist(ep):
+                    _warn_once(("duplicate", ep.name, first.value, ep.value),
+                               "two entry points provide stage type %r: %s is used, %s is ignored (uninstall one of "
+                               "the distributions, or rename one entry point)", ep.name, _ep_source(first),
+                               _ep_source(ep))
+                continue
+            self._eps[ep.name] = ep
             self._paths.setdefault(ep.name, ep.value)
 
-    def register(self, cls: type[Stage], name: str | None = None) -> type[Stage]:
-        """Register a stage class in this process (tests, notebooks). Returns the class."""
+    def _holder(self, key: str) -> str | None:
+        """What ``key`` is registered to now (for refusing a silent replacement), or None when it is free."""
+        old = self._classes.get(key)
+        ep = self._eps.get(key)
+        if old is not None:
+            if ep is not None and ep.value == class_path(old):
+                return f"the entry point {_ep_source(ep)}"
+            return f"class {class_path(old)}"
+        if ep is not None:
+            return f"the entry point {_ep_source(ep)}"
+        return None
+
+    def register(self, cls: type[Stage], name: str | None = None, *, replace: bool = False) -> type[Stage]:
+        """Register a stage class in this process (tests, notebooks). Returns the class.
+
+        A name already registered to another class, or provided by an installed entry point, is refused (ConfigError
+        E232) unless ``replace`` is true. Registering the same class again is a no-op, and so is registering a class
+        of the same ``module:QualifiedName`` (a notebook cell run again, a module reloaded: the new definition
+        replaces the old one)."""
+        check_stage_class(cls, f"register_stage({getattr(cls, '__name__', cls)!r})")
         key = name or cls.type_name
         if not key:
-            raise ConfigError(f"stage class {cls.__name__} has no type_name",
+            raise ConfigError(f"stage class {class_path(cls)} has no type_name", code="E231",
                               fix="set type_name = '...' on the class, or pass a name")
-        if key in BUILTIN_STAGES and not cls.__module__.startswith("glinker."):
+        if key in BUILTIN_STAGES and not is_builtin_class(cls):
             raise ConfigError(f"{key!r} is a built-in stage type; {cls.__name__} cannot replace it",
                               fix="give the class another type_name")
+        self._load_plugins()
+        old = self._classes.get(key)
+        if old is cls:
+            return cls
+        ep = self._eps.get(key)
+        same = (old is not None and class_path(old) == class_path(cls)) or (
+            old is None and ep is not None and ep.value.partition(":")[0] == cls.__module__
+            and ep.value.partition(":")[2] in (cls.__name__, cls.__qualname__))  # the entry point's own class
+        holder = self._holder(key)
+        if holder is not None and not same and not replace:
+            raise ConfigError(f"stage type {key!r} is already registered to {holder}; register_stage would silently "
+                              f"replace it with class {class_path(cls)}", code="E232",
+                              fix="give the class another type_name (or register it under another name), or pass "
+                                  "replace=True to replace the registered one on purpose")
+        if holder is not None and not same:
+            log.info("stage type %r: %s replaces %s (replace=True)", key, class_path(cls), holder)
         self._classes[key] = cls
         return cls
 
@@ -79,15 +232,16 @@ class StageRegistry:
         return name in self._classes or name in self._paths
 
     def get(self, name: str) -> type[Stage]:
-        """The class registered as ``name``; raises ConfigError (E230) if unknown or not importable."""
-        from glinker.pipeline.stage import Stage
-
+        """The class registered as ``name``; raises ConfigError (E230) if unknown, E231 if not importable or not a
+        proper stage class."""
         if name in self._classes:
             return self._classes[name]
         self._load_plugins()
         target = self._paths.get(name)
         if target is None:
             raise ConfigError(f"unknown stage type {name!r}", code="E230")
+        ep = self._eps.get(name)
+        origin = f"entry point {_ep_source(ep)}" if ep is not None and ep.value == target else f"stage type {name!r}"
         module_name, _, attr = target.partition(":")
         try:
             obj = getattr(importlib.import_module(module_name), attr)
@@ -99,9 +253,9 @@ class StageRegistry:
             raise ConfigError(f"stage type {name!r}: importing {module_name!r} failed: {type(e).__name__}: {e}",
                               code="E231", fix=f"fix or update the package that provides {module_name!r} (glinker "
                               "-vv shows the traceback)") from e
-        if not (isinstance(obj, type) and issubclass(obj, Stage)):
-            raise ConfigError(f"stage type {name!r} ({target}) is not a glinker Stage subclass", code="E231",
-                              fix="derive the class from glinker.pipeline.Stage")
+        if name in self._classes:  # the module registered it as it was imported (register_stage in the module)
+            return self._classes[name]
+        check_stage_class(obj, origin)
         if not obj.type_name:
             obj.type_name = name
         self._classes[name] = obj
@@ -112,6 +266,19 @@ registry = StageRegistry()
 """The process-wide stage registry."""
 
 
-def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: register a Stage subclass under its ``type_name``."""
-    return registry.register(cls)
+@overload
+def register_stage(cls: type[Stage], *, name: str | None = None, replace: bool = False) -> type[Stage]: ...
+@overload
+def register_stage(cls: None = None, *, name: str | None = None,
+                   replace: bool = False) -> Callable[[type[Stage]], type[Stage]]: ...
+
+
+def register_stage(cls: type[Stage] | None = None, *, name: str | None = None,
+                   replace: bool = False) -> Any:
+    """Class decorator: register a Stage subclass under its ``type_name`` (or ``name``) in this process.
+
+    ``@register_stage`` or ``register_stage(MyStage)``; ``@register_stage(replace=True)`` replaces a stage type
+    already registered (by another class or an installed entry point), which is otherwise refused (E232)."""
+    if cls is None:
+        return lambda c: registry.register(c, name, replace=replace)
+    return registry.register(cls, name, replace=replace)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import numbers
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,10 +20,11 @@ from pydantic import ValidationError
 
 from glinker.errors import DataError, GlinkerError, PipelineError, StageError
 from glinker.pipeline.graph import render_dot, render_text, topological_order
+from glinker.pipeline.registry import is_builtin_class, plugin_note, stage_origin
 from glinker.pipeline.spec import PipelineSpec, load_spec, resource_problems
 from glinker.pipeline.stage import DOCUMENTS, PipelineContext, Stage
 from glinker.stages.records import CANDIDATES, LINKS, MENTIONS, MentionCandidates
-from glinker.types import Document, LinkedDocument, Mention
+from glinker.types import Candidate, Document, Link, LinkedDocument, Mention
 
 KIND_SHAPES = {
     MENTIONS: "a list of glinker.types.Mention per document (offsets within its text)",
@@ -35,6 +38,12 @@ def _kind_of(x: Any) -> str:
         odd = next((y for y in x if not isinstance(y, (Mention, MentionCandidates))), None)
         return f"a list holding a {type(odd).__name__}" if odd is not None else "a list"
     return f"a {type(x).__name__}"
+
+
+def _is_number(v: Any) -> bool:
+    """A real number (an int, a float, a numpy float; not a bool, not NaN): what scores are sorted and compared as."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +146,7 @@ class Pipeline:
         self.stats = RunStats(stages={n: StageStats() for n in self.order})
         self._next_id = itertools.count()  # default document ids: positions among all documents this object read
         self._gc_threshold: tuple[int, ...] | None = None  # set while warm_up(freeze_gc=True) raised gen 0's
+        self._origins: dict[str, dict[str, Any]] | None = None  # plugin stages' class and version (identity())
 
     # construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -184,11 +194,22 @@ class Pipeline:
         stages = {n: {"type": st.type, "inputs": st.inputs,
                       "params": st.params.model_dump(mode="json") if st.params is not None else None}
                   for n, st in self.spec.stages.items()}
+        for n, origin in self._plugin_origins().items():  # built-in stages: as before (their outputs still resume)
+            stages[n].update(origin)
         return {"stages": stages, "output": self.spec.output, "settings": settings}
 
+    def _plugin_origins(self) -> dict[str, dict[str, Any]]:
+        """Each plugin (non built-in) stage's class (``module:Class``) and the distribution and version that provide
+        it (:func:`glinker.pipeline.registry.stage_origin`): a plugin upgrade changes what the stage outputs, so it
+        changes the pipeline's identity (a resumed run, or a cluster worker with another version, is refused)."""
+        if self._origins is None:
+            self._origins = {n: o for n, st in self.spec.stages.items()
+                             if st.cls is not None and (o := stage_origin(st.cls)) is not None}
+        return self._origins
+
     def fingerprint(self, resources: bool = False) -> str:
-        """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters), output
-        and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
+        """A short hash of what decides this pipeline's output: its stages (types, inputs, parameters; a plugin
+        stage's class and its distribution's version too), output and settings other than where and how fast it runs (device, batch_size, log_every); with ``resources``
         (after warm-up) also the loaded models' fingerprints and the KBs' identities (:func:`kb_ident`). Cluster
         workers compare it so that one job is never linked by two pipelines."""
         import hashlib
@@ -313,8 +334,14 @@ class Pipeline:
                 except GlinkerError as e:
                     raise self._located(e, n) from None
                 except Exception as e:
+                    log.debug("stage %r failed to warm up", n, exc_info=True)
+                    fix = "check the stage's model/kb settings"
+                    if not is_builtin_class(type(stage)):
+                        fix = (f"check the stage's settings; the error comes from the plugin's code ("
+                               f"{plugin_note(type(stage))}): run with -vv for its traceback and report it to that "
+                               "package's authors")
                     raise StageError(f"warm-up failed: {type(e).__name__}: {e}", where=self._where(n),
-                                     fix="check the stage's model/kb settings") from e
+                                     fix=fix) from e
                 self.stats.stages[n].warm_up_seconds += time.perf_counter() - t0
 
     def _where(self, name: str) -> str:
@@ -331,34 +358,97 @@ class Pipeline:
 
     def _check_output(self, name: str, stage: Stage, docs: list[Document], out: Any) -> None:
         """A stage returns one entry per document, of its declared kind: checked here so that a wrong custom stage
-        is named, rather than the stage that reads its output (or nothing, when results went missing)."""
-        def bad(msg: str) -> StageError:
-            return StageError(f"{type(stage).__name__}.run returned {msg}", where=self._where(name),
-                              fix=f"run() returns a list with one entry per input document, in order; a "
-                                  f"{stage.produces!r} stage gives "
-                                  + KIND_SHAPES.get(stage.produces, "entries of its declared kind"))
+        is named, rather than the stage that reads its output (or nothing, when results went missing). A plugin's
+        (non built-in) output is checked item by item: mentions (offsets within the text, ``text`` equal to
+        ``doc.text[start:end]``), MentionCandidates, Candidates and their numeric scores, links."""
+        cls = type(stage)
+        plugin = not is_builtin_class(cls)
+
+        def bad(msg: str, fix: str | None = None) -> StageError:
+            shape = (f"run() returns a list with one entry per input document, in order; a {stage.produces!r} stage "
+                     "gives " + KIND_SHAPES.get(stage.produces, "entries of its declared kind"))
+            if plugin:
+                return StageError(f"{cls.__name__}.run returned {msg}: this is the output of the plugin's code, "
+                                  f"{plugin_note(cls)}", where=self._where(name),
+                                  fix=f"{fix or shape} (fix module {cls.__module__}, or report it to its authors; "
+                                      "docs/stages.md describes the records)")
+            return StageError(f"{cls.__name__}.run returned {msg}", where=self._where(name), fix=fix or shape)
+
         if not isinstance(out, list):
             raise bad(f"a {type(out).__name__}, not a list")
         if len(out) != len(docs):
             raise bad(f"{len(out)} entries for a batch of {len(docs)} documents")
-        if type(stage).__module__.startswith("glinker.stages."):
+        if not plugin:
             return  # built-in stages are tested; a plugin's output is checked item by item
         if stage.produces == MENTIONS:
             for d, (doc, row) in enumerate(zip(docs, out)):
                 if not isinstance(row, list) or not all(isinstance(m, Mention) for m in row):
                     raise bad(f"for document {d} {_kind_of(row)}, not a list of glinker.types.Mention")
                 for m in row:
-                    if m.end > len(doc.text) or m.start >= m.end:
-                        raise bad(f"for document {d} a mention at {m.start}-{m.end}, outside its "
-                                  f"{len(doc.text)}-character text or empty")
+                    self._check_mention(m, doc, d, "a mention", bad)
         elif stage.produces == CANDIDATES:
-            for d, row in enumerate(out):
+            for d, (doc, row) in enumerate(zip(docs, out)):
                 if not isinstance(row, list) or not all(isinstance(mc, MentionCandidates) for mc in row):
                     raise bad(f"for document {d} {_kind_of(row)}, not a list of MentionCandidates")
+                for mc in row:
+                    if not isinstance(mc.mention, Mention):
+                        raise bad(f"for document {d} a MentionCandidates whose mention is a "
+                                  f"{type(mc.mention).__name__}, not a glinker.types.Mention",
+                                  "MentionCandidates(mention, candidates): the mention is a glinker.types.Mention")
+                    self._check_mention(mc.mention, doc, d, "a MentionCandidates' mention", bad)
+                    self._check_candidates(mc.candidates, f"mention {mc.mention.text!r} "
+                                           f"({mc.mention.start}-{mc.mention.end}) of document {d}", bad)
         elif stage.produces == LINKS:
-            for d, doc in enumerate(out):
-                if not isinstance(doc, LinkedDocument):
-                    raise bad(f"for document {d} {_kind_of(doc)}, not a glinker.types.LinkedDocument")
+            for d, (doc, ld) in enumerate(zip(docs, out)):
+                if not isinstance(ld, LinkedDocument):
+                    raise bad(f"for document {d} {_kind_of(ld)}, not a glinker.types.LinkedDocument")
+                if not isinstance(ld.links, list) or not all(isinstance(link, Link) for link in ld.links):
+                    raise bad(f"for document {d} a LinkedDocument whose links are not a list of glinker.types.Link",
+                              "LinkedDocument(id=doc.id, text=doc.text, links=[Link(mention=..., entity_id=...)])")
+                for link in ld.links:
+                    if not isinstance(link.mention, Mention):
+                        raise bad(f"for document {d} a link whose mention is a {type(link.mention).__name__}, not a "
+                                  "glinker.types.Mention")
+                    self._check_mention(link.mention, doc, d, "a link's mention", bad)
+                    self._check_candidates(link.candidates, f"the link of {link.mention.text!r} "
+                                           f"({link.mention.start}-{link.mention.end}) in document {d}", bad)
+
+    @staticmethod
+    def _check_mention(m: Mention, doc: Document, d: int, what: str, bad: Any) -> None:
+        s, e = m.start, m.end
+        if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in (s, e)):
+            # a model_construct'ed or mutated record skips pydantic's checks
+            raise bad(f"for document {d} {what} whose start/end are {s!r}/{e!r}, not integers")
+        if s < 0 or e > len(doc.text) or s >= e:
+            raise bad(f"for document {d} {what} at {s}-{e}, outside its {len(doc.text)}-character text or empty",
+                      "mentions are character offsets (end exclusive) with 0 <= start < end <= len(doc.text)")
+        if m.text != doc.text[s:e]:
+            raise bad(f"for document {d} {what} at {s}-{e} whose text is {m.text!r}, but the document's text there "
+                      f"is {doc.text[s:e]!r}", "build mentions with text=doc.text[start:end] (offsets into the "
+                      "original string: a mention's text is always the text it spans)")
+        if m.score is not None and not _is_number(m.score):
+            raise bad(f"for document {d} {what} at {s}-{e} whose score is {m.score!r} (a {type(m.score).__name__}), "
+                      "not a number", "a mention's score is a float, or None")
+
+    @staticmethod
+    def _check_candidates(cands: Any, whose: str, bad: Any) -> None:
+        fix = ("candidates are glinker.types.Candidate records (entity_id, label, description, source, "
+               "scores: {name: float}, score: float), ordered best first")
+        if not isinstance(cands, list):
+            raise bad(f"for {whose} candidates that are a {type(cands).__name__}, not a list", fix)
+        for c in cands:
+            if not isinstance(c, Candidate):
+                raise bad(f"for {whose} a candidate that is a {type(c).__name__}, not a glinker.types.Candidate", fix)
+            if not isinstance(c.entity_id, str) or not c.entity_id:
+                raise bad(f"for {whose} a candidate whose entity_id is {c.entity_id!r}, not an entity id", fix)
+            if not _is_number(c.score):
+                raise bad(f"for {whose} candidate {c.entity_id!r} with score {c.score!r} (a "
+                          f"{type(c.score).__name__}), not a number", fix)
+            scores = c.scores
+            if not isinstance(scores, dict) or not all(isinstance(k, str) and _is_number(v)
+                                                       for k, v in scores.items()):
+                raise bad(f"for {whose} candidate {c.entity_id!r} whose scores are {scores!r}, not a mapping of "
+                          "names to numbers", fix)
 
     # running ------------------------------------------------------------------------------------------------
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
@@ -379,9 +469,14 @@ class Pipeline:
             except Exception as e:
                 # a bug, not bad input: the traceback goes to the log (glinker -vv), the message to the user
                 log.debug("stage %r failed", n, exc_info=True)
-                raise StageError(f"{type(e).__name__}: {e}", where=self._where(n),
-                                 fix="an unexpected error in the stage (a bug): run with -vv for its traceback and "
-                                     "report it with the input; the input batch is unchanged") from e
+                if is_builtin_class(type(stage)):
+                    fix = ("an unexpected error in the stage (a bug): run with -vv for its traceback and report it "
+                           "with the input; the input batch is unchanged")
+                else:  # a plugin's code failed: its authors are the ones to tell, not glinker's
+                    fix = (f"an unexpected error in the plugin stage's code ({plugin_note(type(stage))}): run with "
+                           "-vv for its traceback and report it, with the input, to that package's authors; the "
+                           "input batch is unchanged")
+                raise StageError(f"{type(e).__name__}: {e}", where=self._where(n), fix=fix) from e
             self._check_output(n, stage, docs, out)
             s = self.stats.stages[n]
             s.seconds += time.perf_counter() - t0
@@ -432,8 +527,22 @@ class Pipeline:
         return self(texts, batch_size=batch_size)
 
     def close(self) -> None:
-        """Release what the stages opened (KB databases and what was read from them; loaded models stay cached);
-        the stages open them again if the pipeline is used after this."""
+        """Release what the stages opened: each warmed-up stage's :meth:`Stage.close` (once, in reverse run order;
+        an error in one is logged and the others are still closed), then the KB databases and what was read from
+        them (loaded models stay cached). The stages warm up again if the pipeline is used after this. Call it on
+        the thread that ran the batches (a stage may hold thread-bound connections)."""
+        for n in reversed(self.order):
+            stage = self.stages[n]
+            if not getattr(stage, "_opened", False):
+                continue
+            stage._opened = False
+            stage._warm = False
+            try:
+                stage.close()
+            except Exception as e:  # one stage's failed close does not keep the others open
+                who = "" if is_builtin_class(type(stage)) else f" (plugin {plugin_note(type(stage))})"
+                log.error("%s: close() failed%s: %s: %s", self._where(n), who, type(e).__name__, e,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
         with self.context._lock:
             for key, value in list(self.context._resources.items()):
                 if isinstance(key, tuple) and key[0] == "model":

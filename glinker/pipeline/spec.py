@@ -197,7 +197,8 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
     for sname, st in stages.items():
         own = getattr(st.params, "kb", None) if st.params is not None else None
         if own is not None and not isinstance(own, str):
-            ps, places = kb_source_problems(own.model_dump(), ("stages", sname, "kb"), src, f"stage {sname!r} kb")
+            block = own.model_dump() if hasattr(own, "model_dump") else own  # a plugin's `kb: dict` too
+            ps, places = kb_source_problems(block, ("stages", sname, "kb"), src, f"stage {sname!r} kb")
             problems += ps
             kb_places.update(places)
 
@@ -350,6 +351,12 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
                 p.message = f"unknown key {key!r} for stage {name!r} ({stype})"
                 p.fix = f"{hint}valid keys for {stype}: {', '.join(valid)}"
             problems.append(p)
+    except Exception as e:  # a validator of a plugin's Params failed with something else than a ValueError
+        problems.append(Problem("E221", f"stage {name!r} ({stype}): checking its parameters failed: "
+                                        f"{type(e).__name__}: {e}", where=where, line=line,
+                                fix=f"check the stage's parameters; the error comes from the validators of "
+                                    f"{cls.Params.__module__}.{cls.Params.__qualname__} (a validator should raise "
+                                    "ValueError with a message)"))
     if problems or params is None:
         return partial, problems
     desc = body.get("description", "")

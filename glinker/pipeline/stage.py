@@ -1,7 +1,12 @@
-"""The stage protocol: light construction, heavy ``warm_up``, batch ``run``, declared input/output kinds.
+"""The stage protocol: light construction, heavy ``warm_up``, batch ``run``, ``close``, declared input/output kinds.
 
 A stage module must import cheaply (no torch/faiss at module level) so that a pipeline can be validated,
 shown and type-checked before any model loads.
+
+Threads: a Pipeline runs one batch at a time, and calls a stage's ``warm_up``, ``run`` and ``close`` on one thread
+(``glinker serve`` does all three on its batch thread; ``glinker link``, ``glinker worker`` and the Python API on
+the caller's). A stage may therefore keep thread-bound objects (an ``sqlite3`` connection) from ``warm_up`` to
+``close``. docs/stages.md is the guide to writing one.
 """
 
 from __future__ import annotations
@@ -54,10 +59,29 @@ class PipelineContext:
         return str(p)
 
     def resource(self, key: Any, factory: Callable[[], Any]) -> Any:
+        """The resource cached under ``key``, built by ``factory()`` the first time (shared by every stage asking
+        with the same key; a KB or model built here is released or kept by ``Pipeline.close``)."""
         with self._lock:
             if key not in self._resources:
                 self._resources[key] = factory()
             return self._resources[key]
+
+    def open_kb(self, kb: Any = None, model: str | None = None) -> Any:
+        """The knowledge base named ``kb`` (a stage's own ``kb`` parameter: a KB directory or a ``kb:`` source
+        block), else the pipeline's: a ``glinker.kb.KB``, opened once per pipeline and shared with the built-in
+        stages (a KB read from its source is embedded with ``model``, else the pipeline's). Call it in
+        ``warm_up``; ``Pipeline.close`` closes it (do not close it yourself)."""
+        from glinker.stages.resources import open_kb
+
+        return open_kb(self, kb, model)
+
+    def load_model(self, model: str | None = None) -> Any:
+        """The bi-encoder named ``model`` (a stage's own ``model`` parameter), else the pipeline's: a
+        ``glinker.model.BiEncoder``, loaded once per pipeline and shared with the built-in stages (``Pipeline.close``
+        keeps it loaded). Call it in ``warm_up``."""
+        from glinker.stages.resources import load_model
+
+        return load_model(self, model)
 
 
 class Stage:
@@ -83,14 +107,23 @@ class Stage:
         self.params = params
         self.context = context
         self._warm = False
+        self._opened = False  # warm_up was called (even if it failed): close() is owed
 
     def warm_up(self) -> None:
-        """Load heavy state (models, indexes). Called once, before the first batch."""
+        """Load heavy state (models, indexes, connections). Called once before the first batch, and again before
+        the next batch after a ``close()``; on the thread that runs the batches."""
 
     def ensure_warm(self) -> None:
         if not self._warm:
+            self._opened = True
             self.warm_up()
             self._warm = True
+
+    def close(self) -> None:
+        """Release what ``warm_up`` opened (connections, files, threads). Called once by ``Pipeline.close()`` (and
+        when ``glinker serve`` or ``glinker worker`` stops) for every stage whose ``warm_up`` was called, also one
+        that raised (so it must cope with state half made), on the thread that ran the batches. The pipeline may be
+        used again afterwards: ``warm_up`` is then called again. The default does nothing."""
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> Any:
         """Process one batch. ``inputs`` holds the outputs of the input stages, in declared order."""

@@ -151,6 +151,9 @@ class _FakePipeline:
     def fingerprint(self) -> str:
         return "fake-1"
 
+    def close(self) -> None:
+        self.closed = True
+
     def resource_ident(self) -> dict:
         return {"kb": {}, "model": {}, "where": {}}
 
@@ -176,7 +179,7 @@ def test_el_pipeline_run_saves_and_resumes(tmp_path, monkeypatch):
     write_jsonl(save, [LinkedDocument(id="b", text=TEXT)])  # a previous run already did "b"
     r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save)])
     assert r.exit_code == 0, r.output
-    assert fake.seen == ["a"] and read_done_ids(save) == {"a", "b"}
+    assert fake.seen == ["a"] and read_done_ids(save) == {"a", "b"} and fake.closed  # its stages' close() ran
     # Obama right, Merkel wrong (FN+FP), Berlin is NIL gold linked to Q76 (FP): P=1/3 R=1/2
     assert r.output.strip().splitlines()[-1] == "el_f1=0.4000 ed_acc=0.5000 kb_coverage=n/a"
 
