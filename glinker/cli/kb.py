@@ -11,7 +11,8 @@ from typing import Any, Iterator
 
 import typer
 
-from glinker.errors import ConfigError
+from glinker.errors import ConfigError, GlinkerError
+from glinker.kb.adapters import BUILTIN_ADAPTERS
 
 log = logging.getLogger(__name__)
 
@@ -107,46 +108,47 @@ def build(
                                f"{path_like[0]}" if path_like else "add --out DIR, e.g. --out kb/mine"))
     options = _merged_options(opt, languages=languages, table=table, query=query)
     ad = load_adapter(adapter, source, **options)
-    enc, name = _encoder(model, None)
-    if enc is not None:
-        from glinker.kb.index import VectorIndex
+    with _closing(ad):  # the adapter's connections and files end with the command
+        enc, name = _encoder(model, None)
+        if enc is not None:
+            from glinker.kb.index import VectorIndex
 
-        VectorIndex.check_factory(factory, enc.dim)
-    try:
-        n = ad.estimate_count()
-    except Exception:  # the estimate is advisory
-        n = None
-    if n is not None:
-        est = estimate_resources(n, enc.dim if enc is not None else None, factory)
-        typer.echo(f"estimate: ~{n:,} entities; KB on disk ~{_human(est['kb_disk'])}, temporary "
-                   f"~{_human(est['temp_disk'])}, peak memory ~{_human(est['peak_ram'])}"
-                   + (f", index {est['factory']}" if "factory" in est else ""), err=True)
-    if queue and enc is None:
-        raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
-    from glinker.cluster import queued_encoder
+            VectorIndex.check_factory(factory, enc.dim)
+        try:
+            n = ad.estimate_count()
+        except Exception:  # the estimate is advisory
+            n = None
+        if n is not None:
+            est = estimate_resources(n, enc.dim if enc is not None else None, factory)
+            typer.echo(f"estimate: ~{n:,} entities; KB on disk ~{_human(est['kb_disk'])}, temporary "
+                       f"~{_human(est['temp_disk'])}, peak memory ~{_human(est['peak_ram'])}"
+                       + (f", index {est['factory']}" if "factory" in est else ""), err=True)
+        if queue and enc is None:
+            raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
+        from glinker.cluster import queued_encoder
 
-    try:
-        with queued_encoder(enc, queue, job, str(name)) as remote:
-            gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
-                           nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
-                           progress=sys.stderr.isatty())  # no bar drawn into a log file or a pipe
-    except KeyboardInterrupt:
-        keep = f"{out} keeps its previous KB, if any"
-        if getattr(ad, "resumable", True):
-            typer.echo(f"interrupted: what was built is kept; run the same command again to resume ({keep} until "
-                       "the build finishes)", err=True)
-        else:  # a SQL table may change before the next run: its partial copy is removed, never resumed
-            typer.echo(f"interrupted: a {getattr(ad, 'name', adapter)} build cannot resume (its source may change "
-                       f"before the next run), so what it had read was removed; run the same command again to build "
-                       f"from the start ({keep})", err=True)
-        raise typer.Exit(130) from None
-    from glinker.kb.manifest import Manifest
+        try:
+            with queued_encoder(enc, queue, job, str(name)) as remote:
+                gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
+                               nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
+                               progress=sys.stderr.isatty())  # no bar drawn into a log file or a pipe
+        except KeyboardInterrupt:
+            keep = f"{out} keeps its previous KB, if any"
+            if getattr(ad, "resumable", True):
+                typer.echo(f"interrupted: what was built is kept; run the same command again to resume ({keep} until "
+                           "the build finishes)", err=True)
+            else:  # a SQL table may change before the next run: its partial copy is removed, never resumed
+                typer.echo(f"interrupted: a build with the {getattr(ad, 'name', None) or adapter} adapter cannot resume "
+                           f"(its source may change before the next run), so what it had read was removed; run the same "
+                           f"command again to build from the start ({keep})", err=True)
+            raise typer.Exit(130) from None
+        from glinker.kb.manifest import Manifest
 
-    m = Manifest.load(gen / "manifest.json")
-    rep = m.source.get("report", {})
-    typer.echo(f"built {out}: {m.counts.get('entities', 0):,} entities, {m.counts.get('aliases', 0):,} aliases "
-               f"({m.counts.get('alias_counts', 0):,} with counts), {m.counts.get('vectors', 0):,} vectors ({m.factory or 'no index'}); "
-               f"{rep.get('bad', 0)} bad records, {rep.get('skipped', 0)} filtered")
+        m = Manifest.load(gen / "manifest.json")
+        rep = m.source.get("report", {})
+        typer.echo(f"built {out}: {m.counts.get('entities', 0):,} entities, {m.counts.get('aliases', 0):,} aliases "
+                   f"({m.counts.get('alias_counts', 0):,} with counts), {m.counts.get('vectors', 0):,} vectors ({m.factory or 'no index'}); "
+                   f"{rep.get('bad', 0)} bad records, {rep.get('skipped', 0)} filtered")
 
 
 @kb_app.command("info")
@@ -179,6 +181,17 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
 
 
 @contextlib.contextmanager
+def _closing(ad: Any) -> Iterator[Any]:
+    """The adapter, its optional ``close()`` called when the command ends (a database's pooled connections)."""
+    try:
+        yield ad
+    finally:
+        close = getattr(ad, "close", None)
+        if callable(close):
+            close()
+
+
+@contextlib.contextmanager
 def _source_bar(ad: Any) -> Iterator[Iterator[Any]]:
     """The adapter's entities, counted on a progress bar when stderr is a terminal (read, embedded and stored in
     batches as they pass)."""
@@ -189,17 +202,24 @@ def _source_bar(ad: Any) -> Iterator[Iterator[Any]]:
         est = ad.estimate_count() if on else None
     except Exception:  # noqa: BLE001 - an estimate is a nicety
         est = None
+    from glinker.kb.adapters import read_entities
+
     with _bar(on, total=est, desc="entities", unit="ent", unit_scale=True, file=sys.stderr) as bar:
         def counted() -> Iterator[Any]:
-            for e in ad.iter_entities():
+            for e in read_entities(ad):  # the adapter's own errors said with its name
                 yield e
                 bar.update()
         yield counted()
 
 
-def _adapter_of(source: str, built: str | None) -> str:
-    """``kb add``'s adapter when none is named: the one the source's name says (a ``.jsonl`` or ``.csv``/``.tsv``
-    file, a SQL URL), else the build's (a Wikidata dump is ``.json``, ``.json.gz``, ``.json.bz2``)."""
+def _guess_adapter(source: str) -> str:
+    """The adapter a source's name suggests (:func:`_suggested_adapter`), else ``jsonl``."""
+    return _suggested_adapter(source) or "jsonl"
+
+
+def _suggested_adapter(source: str) -> str | None:
+    """``sql`` for a URL, ``jsonl``/``csv`` by a file's suffix (``.jsonl``, ``.csv``, ``.tsv``, compressed or not);
+    None when the name says nothing."""
     name = source.lower().removesuffix(".gz").removesuffix(".bz2")
     if "://" in source:
         return "sql"
@@ -207,7 +227,7 @@ def _adapter_of(source: str, built: str | None) -> str:
         return "jsonl"
     if name.endswith((".csv", ".tsv")):
         return "csv"
-    return built or "jsonl"
+    return None
 
 
 def _same_option(given: Any, built: Any) -> bool:
@@ -241,17 +261,47 @@ def add(
     options = _merged_options(opt, table=table, query=query)
     with KB.open(path) as k:  # how it was built (closed before the update opens it)
         built = k.manifest.source
-    adapter = adapter or _adapter_of(source, built.get("adapter"))
-    if built.get("adapter") == adapter and isinstance(built.get("options"), dict):
+    built_adapter = built.get("adapter") if isinstance(built.get("adapter"), str) else None
+    named = adapter
+    if adapter:
+        log.info("kb add: reading %s with the %s adapter (-a)", source, adapter)
+    elif built_adapter and built_adapter in BUILTIN_ADAPTERS and _suggested_adapter(source) not in (None,
+                                                                                              built_adapter):
+        # glinker's own formats into a KB of another built-in kind (records.jsonl into a Wikidata KB; a Wikidata
+        # dump is .json, .json.gz, .json.bz2): read as the source's name says, as the docs show
+        adapter = str(_suggested_adapter(source))
+        log.info("kb add: reading %s with the %s adapter, as its name says (%s was built with %s; -a names "
+                 "another)", source, adapter, path, built_adapter)
+    elif built_adapter:  # a third-party adapter (a URL of its own, any name) reads what it built
+        adapter = built_adapter
+        log.info("kb add: reading %s with the %s adapter, the one %s was built with (-a names another)", source,
+                 adapter, path)
+    else:
+        adapter = _guess_adapter(source)
+        log.warning("kb add: %s records no adapter; reading %s with the %s adapter, as its name suggests (-a names "
+                    "another)", path, source, adapter)
+    if built_adapter == adapter and isinstance(built.get("options"), dict):
         # the build's table, columns, mapping, alias table...: `kb add` replaces whole records with what it reads, so
         # an option not given again is the build's (a field no longer mapped would be emptied)
-        base = {k: v for k, v in built["options"].items() if v is not None}
+        from glinker.kb.adapters import MASK, get_adapter_class, secret_options
+
+        cls = get_adapter_class(adapter)
+        # a secret (API key, password) is never taken from the manifest, which keeps it masked: given again, or asked
+        secret = secret_options(cls, built["options"]) | {k for k, v in built["options"].items() if v == MASK}
+        base = {k: v for k, v in built["options"].items() if v is not None and k not in secret}
+        optional = set(getattr(cls, "optional_secrets", ()) or ())  # secrets the adapter can read without
+        missing = sorted(k for k in secret if k not in options and k not in optional
+                         and built["options"].get(k) not in (None, "", [], {}))
+        if missing:
+            raise ConfigError(f"{path} was built with the secret option{'s' if len(missing) > 1 else ''} "
+                              f"{', '.join(map(repr, missing))} of the {adapter} adapter, which kb add never takes from "
+                              "the KB's manifest (it records secrets as ***)", where=f"--opt {missing[0]}",
+                              fix="give it again: " + " ".join(f"-o {k}=..." for k in missing)
+                                  + f" (e.g. -o {missing[0]}=\"$MY_{missing[0].upper()}\")")
         for one, other in (("table", "query"), ("query", "table")):
             if one in options:
                 base.pop(other, None)
-        from glinker.kb.adapters import get_adapter_class
-
-        reading = set(getattr(get_adapter_class(adapter), "reading_options", ()))  # how it reads, not what
+        reading = set(getattr(cls, "reading_options", ()))  # how it reads, not what
         differ = sorted(k for k in options if k in base and k not in reading and options[k] != base[k]
                         and not _same_option(options[k], base[k]))
         if differ:
@@ -259,16 +309,32 @@ def add(
                         ", ".join(differ), "differs" if len(differ) == 1 else "differ",
                         ", ".join(f"{k}={base[k]!r}" for k in differ))
         options = {**base, **options}
-    ad = load_adapter(adapter, source, **options)
-    with KB.update(path) if atomic else KB.open(path, writable=True) as kb:
-        enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
-        with _source_bar(ad) as ents:
-            c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
-        typer.echo(f"added {c['added']}, updated {c['updated']}"
-                   + (" (texts changed: re-embedded), " if kb.manifest.has_vectors else " (texts changed), ")
-                   + f"{c['unchanged_text']} with the same text, {c['same']} unchanged"
-                   + (f", removed {c['removed']}" if prune else "")
-                   + f"; {len(kb):,} entities")
+    guess = _suggested_adapter(source)
+    # read with the build's adapter by default: a source whose name says it is of another kind gets the hint
+    hint = (f"kb add reads with the adapter {path} was built with ({adapter}) unless -a names another: for this "
+            f"source, -a {guess}") if not named and built_adapter == adapter and guess not in (None, adapter) else ""
+    try:
+        ad = load_adapter(adapter, source, **options)
+        with _closing(ad), KB.update(path) if atomic else KB.open(path, writable=True) as kb:
+            enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
+            with _source_bar(ad) as ents:
+                c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
+            typer.echo(f"added {c['added']}, updated {c['updated']}"
+                       + (" (texts changed: re-embedded), " if kb.manifest.has_vectors else " (texts changed), ")
+                       + f"{c['unchanged_text']} with the same text, {c['same']} unchanged"
+                       + (f", removed {c['removed']}" if prune else "")
+                       + f"; {len(kb):,} entities")
+    except GlinkerError as e:
+        if hint:
+            e.fix = (e.fix + "; " if e.fix else "") + hint
+            e.args = (e.render(),)
+        raise
+    if not (c["added"] + c["updated"] + c["unchanged_text"] + c["same"]):
+        rep = getattr(ad, "report", None)
+        seen = (f": {rep.read:,} records read, {rep.skipped:,} filtered out by the adapter, {rep.bad:,} bad"
+                if rep is not None and (rep.read or rep.skipped or rep.bad) else "")
+        log.warning("kb add: the %s adapter found no entity in %s%s%s", adapter, source, seen,
+                    f" ({hint})" if hint else "")
 
 
 @kb_app.command("link-stats")

@@ -6,15 +6,19 @@ adapters are registered exactly like a third party's: an entry point in the ``gl
 
 from __future__ import annotations
 
+import enum
+import inspect
 import logging
 import os
-from collections.abc import Iterator
+import re
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Union, get_args, get_origin, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, ValidationError, model_validator
 
-from glinker.errors import ConfigError, KBError, closest
+from glinker.errors import ConfigError, DataError, GlinkerError, KBError, closest
 from glinker.types import Entity
 
 log = logging.getLogger(__name__)
@@ -91,23 +95,125 @@ class KBAdapter(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """Source and options, JSON-ready and without secrets, for the KB manifest."""
+        """Source and options, JSON-ready, for the KB manifest (the values of secret options, see
+        :func:`secret_options`, are recorded as ``***``)."""
         ...
 
 
-def parse_options(adapter: str, model: type[AdapterOptions], options: dict[str, Any]) -> AdapterOptions:
-    """Validate adapter options; an unknown or ill-typed option is a ConfigError naming it and the fix."""
+# -- secret options ------------------------------------------------------------------------------------------------
+
+MASK = "***"
+"""How a secret option's value is shown (pipeline validate, run records, messages, the KB manifest)."""
+
+_SECRET_NAME = re.compile(r"(?:^|_)(?:password|passwd|secret|token|api_?key|access_?key|secret_?key|private_?key|"
+                          r"credentials?)$")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option's name says it holds a secret, for every adapter: ``password``, ``passwd``, ``secret``,
+    ``token``, ``api_key``/``apikey``, ``access_key``, ``private_key``, ``credential(s)``, case-insensitive, as the
+    whole name or its last word (``db_password``, ``auth_token``, ``apiKey``)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower()
+    return bool(_SECRET_NAME.search(re.sub(r"[^a-z0-9]+", "_", words)))
+
+
+def _holds_secret_type(annotation: Any) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    return any(_holds_secret_type(a) for a in get_args(annotation))
+
+
+def secret_options(adapter: Any, names: Iterable[str] = ()) -> frozenset[str]:
+    """The secret option names of ``adapter`` (a class, an instance, or None when unknown) among its declared ones
+    and ``names``: its ``secret_options`` class attribute, the ``SecretStr`` fields of its ``options_model``, and
+    every name :func:`is_secret_name` finds secret."""
+    cls = adapter if isinstance(adapter, type) or adapter is None else type(adapter)
+    found = {str(k) for k in (getattr(cls, "secret_options", None) or ())}
+    model = getattr(cls, "options_model", None)
+    for key, f in (getattr(model, "model_fields", None) or {}).items():
+        if _holds_secret_type(f.annotation) or is_secret_name(key):
+            found.add(key)
+    return frozenset(found | {str(k) for k in names if is_secret_name(str(k))})
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def mask_secrets(adapter: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the values of ``adapter``'s secret options (see :func:`secret_options`) shown as ``***``."""
+    secret = secret_options(adapter, options)
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, (SecretStr, SecretBytes)):
+            out[k] = "" if not v.get_secret_value() else MASK
+        else:
+            out[k] = MASK if k in secret and not _unset(v) else v
+    return out
+
+
+def described(adapter: Any) -> dict[str, Any]:
+    """``adapter.describe()`` with its secret options' values shown as ``***`` (what the KB manifest records)."""
+    d = dict(adapter.describe())
+    if isinstance(d.get("options"), Mapping):
+        d["options"] = mask_secrets(adapter, d["options"])
+    return d
+
+
+# -- options -------------------------------------------------------------------------------------------------------
+
+def parse_options(adapter: str, model: type[BaseModel], options: dict[str, Any]) -> Any:
+    """Validate adapter options; an unknown or ill-typed option is a ConfigError naming it and the fix (for a value
+    outside a fixed set, the allowed values)."""
     known = check_option_names(adapter, model, options)
     try:
         return model(**options)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"invalid value for option {loc!r}: {err['msg']}", where=f"{adapter}.{loc}",
-                          fix=f"valid options: {', '.join(known)}") from None
+        raise _invalid_value(adapter, model, e, known) from None
 
 
-def check_option_names(adapter: str, model: type[AdapterOptions], options: Any) -> list[str]:
+def _invalid_value(adapter: str, model: type[BaseModel] | None, e: ValidationError, known: list[str]) -> ConfigError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    field = (getattr(model, "model_fields", None) or {}).get(str(err["loc"][0])) if err["loc"] else None
+    allowed = _allowed_values(field.annotation) if field is not None else None
+    if allowed:
+        fix = f"allowed values for {err['loc'][0]}: {', '.join(repr(v) for v in allowed)}"
+    elif field is not None:
+        fix = f"give {loc} a value of type {_type_name(field.annotation)}"
+    else:
+        fix = f"valid options: {', '.join(known)}"
+    return ConfigError(f"invalid value for option {loc!r}: {err['msg']}", where=f"{adapter}.{loc}", fix=fix)
+
+
+def _allowed_values(annotation: Any) -> list[Any] | None:
+    """The values an option's type allows when it names them (a Literal, an Enum, a list of either); else None."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return list(get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [m.value for m in annotation]
+    if origin in (list, set, frozenset, tuple):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        return _allowed_values(args[0]) if len(args) == 1 else None
+    if origin in (Union, types.UnionType):
+        vals: list[Any] = []
+        for a in get_args(annotation):
+            if a is type(None):
+                continue
+            sub = _allowed_values(a)
+            if sub is None:
+                return None
+            vals += sub
+        return vals or None
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def check_option_names(adapter: str, model: type[BaseModel], options: Any) -> list[str]:
     """The option names ``model`` knows; an unknown key of ``options`` is a ConfigError naming it (with the closest
     name) and the valid ones."""
     known = list(model.model_fields)
@@ -120,51 +226,302 @@ def check_option_names(adapter: str, model: type[AdapterOptions], options: Any) 
     return known
 
 
-def available_adapters() -> dict[str, str]:
-    """Adapter name -> ``module:Class`` for every installed ``glinker.kb_adapters`` entry point."""
+# -- the registry --------------------------------------------------------------------------------------------------
+
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "wikidata": "kb_adapters.wikidata:WikidataAdapter",
+    "sql": "kb_adapters.sql:SQLAdapter",
+    "jsonl": "kb_adapters.jsonl:JSONLAdapter",
+    "csv": "kb_adapters.csv:CSVAdapter",
+}
+"""The built-in adapters: their names always read with these classes, whatever else is installed."""
+
+_WARNED: set[Any] = set()
+
+
+def _warn_once(key: Any, msg: str, *args: Any) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
+
+
+def _entry_points() -> list[Any]:
+    """Every installed entry point of the ``glinker.kb_adapters`` group (tests replace this)."""
     from importlib.metadata import entry_points
 
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _dist(ep: Any) -> str | None:
+    """``name version`` of the distribution that registers ``ep``, when known."""
+    try:
+        d = getattr(ep, "dist", None)
+        return f"{d.name} {d.version}" if d is not None and d.name else None
+    except Exception:  # noqa: BLE001 - broken metadata: the entry point is named without it
+        return None
+
+
+def _ep_said(ep: Any) -> str:
+    """An entry point as messages name it: ``name = module:attr (package version)``."""
+    dist = _dist(ep)
+    return f"{ep.name} = {ep.value}" + (f" (distribution {dist})" if dist else "")
+
+
+def _registry() -> dict[str, Any]:
+    """Adapter name -> entry point. A built-in name always resolves to the built-in adapter (a third party's entry
+    point of that name is ignored, with a warning naming its package); of two third-party entry points of one
+    name, the one of the package first by name is used, with a warning naming both (each warning once a process)."""
+    from importlib.metadata import EntryPoint
+
+    table: dict[str, Any] = {n: EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in BUILTIN_ADAPTERS.items()}
+    others: dict[str, list[Any]] = {}
+    for ep in _entry_points():
+        if ep.name in BUILTIN_ADAPTERS:
+            if ep.value == BUILTIN_ADAPTERS[ep.name]:
+                table[ep.name] = ep  # the installed one: it knows its package
+            else:
+                _warn_once(("builtin", ep.name, ep.value),
+                           "KB adapter entry point %s ignored: %r is a built-in adapter, which that name always reads "
+                           "with (the package should register its adapter under another name)", _ep_said(ep), ep.name)
+            continue
+        same = others.setdefault(ep.name, [])
+        if all(o.value != ep.value for o in same):  # one package found twice on the path is one adapter
+            same.append(ep)
+    for name, eps in others.items():
+        eps.sort(key=lambda e: (_dist(e) or "~", e.value))
+        table[name] = eps[0]
+        if len(eps) > 1:
+            _warn_once(("clash", name, tuple(e.value for e in eps)),
+                       "two installed packages register a KB adapter named %r: %s; using the first (uninstall one, or "
+                       "have one register its adapter under another name)", name, " and ".join(map(_ep_said, eps)))
+    return table
+
+
+def available_adapters() -> dict[str, str]:
+    """Adapter name -> ``module:Class`` for every installed ``glinker.kb_adapters`` entry point (as resolved: the
+    built-in names to the built-in adapters)."""
+    return {name: ep.value for name, ep in _registry().items()}
+
+
+def adapter_label(adapter: Any) -> str:
+    """``the <name> adapter (<module>:<Class>)``, for messages about an adapter's own failures."""
+    cls = adapter if isinstance(adapter, type) else type(adapter)
+    name = getattr(cls, "name", None) or cls.__name__
+    return f"the {name} adapter ({cls.__module__}:{cls.__qualname__})"
+
+
+def _adapter_name(adapter: Any) -> str:
+    cls = adapter if isinstance(adapter, type) else type(adapter)
+    return str(getattr(cls, "name", None) or cls.__name__)
 
 
 def get_adapter_class(name: str) -> type[KBAdapter]:
-    """Load the adapter class registered under ``name`` in the entry-point group."""
-    from importlib.metadata import entry_points
-
-    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Load the adapter class registered under ``name`` in the entry-point group: a KBError naming the entry point
+    (``module:attr``) and its package when it cannot be imported, is not a class, or lacks ``iter_entities`` or
+    ``describe``."""
+    eps = _registry()
     if name not in eps:
         hint = closest(name, eps)
         raise ConfigError(f"no KB adapter named {name!r}", where="adapter",
                           fix=(f"did you mean {hint!r}? " if hint else "")
                           + f"installed adapters: {', '.join(sorted(eps)) or 'none'}; third-party adapters register "
                           f"an entry point in the {ENTRY_POINT_GROUP!r} group")
+    ep = eps[name]
+    dist = _dist(ep)
     try:
-        cls = eps[name].load()
-    except ImportError as e:
-        raise KBError(f"the {name!r} adapter could not be imported: {e}", where=eps[name].value,
-                      fix="install the package that provides it (pip install -e . for the built-in ones)") from e
-    return cls
+        obj = ep.load()
+    except Exception as e:  # whatever a plugin's module raises at import is said as the plugin's
+        log.debug("loading the KB adapter entry point %s failed", _ep_said(ep), exc_info=True)
+        missing = isinstance(e, ImportError)
+        raise KBError(f"the KB adapter {name!r} (entry point {_ep_said(ep)}) could not be "
+                      f"{'imported' if missing else 'loaded'}: {type(e).__name__}: {e}", where="adapter",
+                      fix=(f"reinstall {dist.split()[0]}, or install what it needs" if dist and missing else
+                           "install the package that provides it (pip install -e . for the built-in ones)"
+                           if missing else f"its module raised while being imported: mend what it says (an unset "
+                           f"variable, a missing file), or report it to the authors of "
+                           f"{dist.split()[0] if dist else ep.value.split(':')[0]}; -vv shows the traceback")) from e
+    if not isinstance(obj, type):
+        raise KBError(f"the KB adapter entry point {_ep_said(ep)} is {type(obj).__name__} {str(obj)[:40]!r}, not an "
+                      "adapter class", where="adapter",
+                      fix="point the entry point at the adapter class (`name = \"package.module:Class\"` under "
+                          f"[project.entry-points.{ENTRY_POINT_GROUP!r}]) and reinstall the package")
+    lacking = [m for m in ("iter_entities", "describe") if not callable(getattr(obj, m, None))]
+    if lacking:
+        raise KBError(f"the KB adapter {name!r} (entry point {_ep_said(ep)}) has no {' and no '.join(lacking)} method",
+                      where="adapter",
+                      fix="an adapter class defines iter_entities() (yielding glinker.types.Entity) and describe() "
+                          "(a JSON-ready dict: adapter, source, options); see 'Writing an adapter' in docs/kb.md")
+    return obj
 
 
 def load_adapter(name: str, source: str, **options: Any) -> KBAdapter:
-    """Instantiate the adapter ``name`` on ``source`` with validated ``options``."""
+    """Instantiate the adapter ``name`` on ``source`` with ``options`` checked as ``glinker pipeline validate``
+    checks them (:func:`check_adapter_options`). An adapter's own failure to start is a ConfigError (options it
+    refuses) or a KBError naming the adapter; an adapter without a ``report`` gets an empty one."""
     cls = get_adapter_class(name)
-    return cls(source, **options)  # type: ignore[call-arg]
+    check_adapter_options(name, options, cls=cls)
+    try:
+        ad = cls(source, **options)  # type: ignore[call-arg]
+    except GlinkerError:
+        raise
+    except TypeError as e:
+        log.debug("%s refused its options", adapter_label(cls), exc_info=True)
+        key = _named_option(str(e), options)
+        raise ConfigError(f"{adapter_label(cls)} refused its options {sorted(options)}: TypeError: {e}",
+                          where=f"{name}.{key}" if key else name,
+                          fix="check the options (-o key=value, a pipeline kb block's options:) against the "
+                              "adapter's documentation") from e
+    except Exception as e:  # an adapter's own error is said with the adapter's name
+        from glinker.io import redact
+
+        log.debug("%s failed to start", adapter_label(cls), exc_info=True)
+        raise KBError(f"{adapter_label(cls)} failed to open {redact(str(source))}: {type(e).__name__}: {e}",
+                      where=f"{name}.source", fix="check the source and the options (-vv shows the traceback)") from e
+    if getattr(ad, "report", None) is None:
+        ad.report = AdapterReport()  # type: ignore[misc]
+    return ad  # type: ignore[no-any-return]
 
 
-def check_adapter_options(name: str, options: dict[str, Any]) -> None:
-    """Check an adapter's name and options without reading its source (``glinker pipeline validate``): an unknown
-    adapter or option, an ill-typed value, or a value the adapter refuses before connecting (an adapter may define
-    a ``check_options(options)`` classmethod for that) is a ConfigError whose ``where`` names the option
-    (``adapter``, ``<adapter>.<option>[.<key>]``)."""
-    cls = get_adapter_class(name)
+def _named_option(message: str, options: Mapping[str, Any]) -> str | None:
+    """The one option ``message`` names (as a word), if exactly one; else None."""
+    named = [k for k in options if re.search(rf"(?<![\w]){re.escape(str(k))}(?![\w])", message)]
+    return str(named[0]) if len(named) == 1 else None
+
+
+def check_adapter_options(name: str, options: dict[str, Any], *, cls: type | None = None) -> None:
+    """Check an adapter's name and options without reading its source (``glinker pipeline validate``, and
+    :func:`load_adapter` before every build): an unknown adapter or option, an ill-typed value, or a value the
+    adapter refuses before connecting (an adapter may define a ``check_options(options)`` classmethod for that; else
+    its ``options_model`` is parsed; else its constructor's parameters name the options it takes) is a ConfigError
+    whose ``where`` names the option (``adapter``, ``<adapter>.<option>[.<key>]``). An adapter with none of these
+    gets a warning that its options are not checked."""
+    cls = cls if cls is not None else get_adapter_class(name)
     check = getattr(cls, "check_options", None)
-    if callable(check):
-        check(dict(options))
-        return
     model = getattr(cls, "options_model", None)
-    if isinstance(model, type) and issubclass(model, AdapterOptions):
-        parse_options(name, model, dict(options))
+    model = model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    try:
+        if callable(check):
+            check(dict(options))
+        elif model is not None:
+            parse_options(name, model, dict(options))
+        else:
+            _check_by_signature(name, cls, options)
+    except GlinkerError:
+        raise
+    except ValidationError as e:  # a check_options that builds its model itself
+        raise _invalid_value(name, model, e, list(getattr(model, "model_fields", None) or ())) from None
+    except Exception as e:  # an adapter's own exception: said as a refused option
+        log.debug("%s refused its options", adapter_label(cls), exc_info=True)
+        key = _named_option(str(e), options)
+        raise ConfigError(f"{adapter_label(cls)} refused its options: {type(e).__name__}: {e}",
+                          where=f"{name}.{key}" if key else name,
+                          fix="correct the option" + (f" {key!r}" if key else "s")
+                              + " (the adapter's check_options raised a plain exception; adapters report a bad "
+                              "option as glinker.errors.ConfigError(where='<adapter>.<option>'))") from e
+
+
+def _check_by_signature(name: str, cls: type, options: Mapping[str, Any]) -> None:
+    """Options of an adapter with neither ``check_options`` nor ``options_model``: checked against the names its
+    constructor takes; one that takes ``**options`` gets a warning that they are not checked."""
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a C type): nothing to check against
+        params = None
+    if params is not None and (not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL)):
+        raise KBError(f"{adapter_label(cls)} cannot be constructed as cls(source, **options)", where="adapter",
+                      fix="give the adapter class an __init__(self, source, **options)")
+    if params is None or any(p.kind is p.VAR_KEYWORD for p in params):
+        if options:
+            _warn_once(("unchecked", name, tuple(sorted(map(str, options)))),
+                       "%s declares no options_model or check_options: its options (%s) are passed on unchecked (a "
+                       "misspelt one is not caught)", adapter_label(cls), ", ".join(sorted(map(str, options))))
+        return
+    takes = [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in options:
+        if key not in takes:
+            hint = closest(str(key), takes)
+            raise ConfigError(f"unknown option {key!r} for the {name} adapter", where=f"{name}.{key}",
+                              fix=(f"did you mean {hint!r}? " if hint else "")
+                              + (f"valid options: {', '.join(takes)}" if takes else
+                                 f"{adapter_label(cls)} takes no options"))
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+class AdapterError(KBError):
+    """An adapter's own exception (not a glinker error) raised while it streamed, said with the adapter's name and
+    how many entities it gave before. Where Python allows it, the error is also an instance of the original
+    exception's class (``except ConnectionError`` still catches it); the original is its ``__cause__``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.render()
+
+    def __reduce__(self) -> Any:  # pickled as a plain KBError (the combined class is made at run time)
+        return (_kb_error, (self.message, self.where, self.fix))
+
+
+def _kb_error(message: str, where: str | None, fix: str | None) -> KBError:
+    return KBError(message, where=where, fix=fix)
+
+
+_FAILURE_TYPES: dict[type, type] = {}
+
+
+def adapter_failure(adapter: Any, exc: BaseException, count: int) -> KBError:
+    """The KBError for ``exc``, raised by ``adapter`` after it yielded ``count`` entities."""
+    msg = f"{adapter_label(adapter)} failed after {count:,} entities: {type(exc).__name__}: {exc}"
+    where = f"{_adapter_name(adapter)}.source"
+    fix = ("check the source and the adapter's options (-vv shows the traceback); a build keeps the entities read "
+           "before the failure and resumes after them when run again")
+    base = type(exc)
+    try:
+        kind = _FAILURE_TYPES.get(base)
+        if kind is None:
+            kind = type("AdapterError", (AdapterError, base), {"__module__": __name__})
+            _FAILURE_TYPES[base] = kind
+        return kind(msg, where=where, fix=fix)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a class Python cannot combine (another layout, a final class)
+        return AdapterError(msg, where=where, fix=fix)
+
+
+def read_entities(adapter: Any) -> Iterator[Entity]:
+    """Stream ``adapter.iter_entities()`` checked: an item that is not a :class:`glinker.types.Entity` is a
+    DataError naming the adapter and the item's number; the adapter's own exception (not a glinker error, which
+    passes unchanged) a KBError naming the adapter and how many entities it gave (:func:`adapter_failure`).
+    Closing this iterator closes the adapter's."""
+    n = 0
+    it: Any = None
+    try:
+        try:
+            it = iter(adapter.iter_entities())
+        except GlinkerError:
+            raise
+        except Exception as e:
+            log.debug("%s failed", adapter_label(adapter), exc_info=True)
+            raise adapter_failure(adapter, e, 0) from e
+        while True:
+            try:
+                e = next(it)
+            except StopIteration:
+                return
+            except GlinkerError:
+                raise
+            except Exception as exc:  # the adapter's own error, said with its name
+                log.debug("%s failed", adapter_label(adapter), exc_info=True)
+                raise adapter_failure(adapter, exc, n) from exc
+            n += 1
+            if not isinstance(e, Entity):
+                raise DataError(f"{adapter_label(adapter)} yielded {type(e).__name__} {str(e)[:60]!r} as item {n:,}, "
+                                "not a glinker.types.Entity", where=f"{_adapter_name(adapter)}.source",
+                                fix="the adapter's iter_entities must yield glinker.types.Entity objects (e.g. "
+                                    "Entity(id=..., label=...), or Entity(**record) for a dict)")
+            yield e
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 def canonical_source(name: str, source: str, base_dir: str | os.PathLike[str] | None = None) -> str:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from glinker.errors import ConfigError, DataError, KBError
-from glinker.kb.adapters import KBAdapter
+from glinker.errors import ConfigError, KBError
+from glinker.kb.adapters import AdapterReport, KBAdapter, described, read_entities, secret_options
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_staged
 from glinker.kb.manifest import Manifest, glinker_version, now
@@ -66,7 +66,10 @@ def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
 def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, factory: str) -> str:
     d = adapter.describe()
     reading = set(getattr(adapter, "reading_options", ()))  # how it reads (workers, ...), not what it yields
-    options = {k: v for k, v in (d.get("options") or {}).items() if k not in reading}
+    raw = d.get("options") or {}
+    # a secret (an API key, a password) is how the source is reached, not what it holds: a rotated key resumes
+    secret = secret_options(adapter, raw)
+    options = {k: v for k, v in raw.items() if k not in reading and k not in secret}
     ident: dict[str, Any] = {"adapter": d.get("adapter"), "source": d.get("source"), "options": options,
                              "model": fingerprint, "template": template, "factory": factory}
     src = Path(str(d.get("source", "")))
@@ -166,7 +169,7 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
                 raise _no_entities(adapter)
             manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
                                 glinker_version=glinker_version(),
-                                source={**adapter.describe(), "report": store.get_meta("adapter_report", {})})
+                                source={**described(adapter), "report": store.get_meta("adapter_report", {})})
             if encoder is not None:
                 _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
                 fac, probe, nvec, bound = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
@@ -189,19 +192,52 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
         raise
 
 
+def _report(adapter: KBAdapter) -> AdapterReport:
+    """The adapter's report (an empty one for an adapter that keeps none)."""
+    rep = getattr(adapter, "report", None)
+    return rep if isinstance(rep, AdapterReport) else AdapterReport()
+
+
+def _filter_options(adapter: KBAdapter, options: dict[str, Any]) -> dict[str, Any]:
+    """The options this reading sets away from their defaults (what may filter records out), secrets and
+    reading options (workers...) left out."""
+    model = getattr(adapter, "options_model", None)
+    fields = getattr(model, "model_fields", None) or {}
+    skip = set(getattr(adapter, "reading_options", ())) | secret_options(adapter, options) | {"on_error"}
+    out = {}
+    for k, v in options.items():
+        if k in skip:
+            continue
+        f = fields.get(k)
+        default = f.get_default(call_default_factory=True) if f is not None else None
+        if v != default and v not in (None, "", [], {}):
+            out[k] = v
+    return out
+
+
 def _no_entities(adapter: KBAdapter) -> KBError:
     """The error for a source that yielded no entities: what was read, skipped and why, and where to look."""
-    desc = adapter.describe()
+    desc = described(adapter)
     why = desc.get("skipped_by_reason") or {}
-    rep = getattr(adapter, "report", None)
-    seen = (f"; {rep.read:,} records read, {rep.bad:,} bad" if rep is not None and rep.read else "") + (
+    rep = _report(adapter)
+    name = getattr(adapter, "name", "") or "this"
+    seen = (f"; {rep.read:,} records read, {rep.skipped:,} filtered out by the adapter, {rep.bad:,} bad"
+            if rep.read or rep.skipped else "") + (
         "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
         if why else "")
-    wikidata = getattr(adapter, "name", "") == "wikidata"
-    return KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")),
-                   fix="check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
-                       "min_sitelinks, require_label)" if wikidata else
-                       "check the source: it is empty, or every record was bad (-o on_error=skip skips them)")
+    if name == "wikidata":
+        fix = ("check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
+               "min_sitelinks, require_label)")
+    elif rep.skipped:
+        opts = desc.get("options") if isinstance(desc.get("options"), dict) else {}
+        filters = _filter_options(adapter, opts)
+        said = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+        fix = (f"the {name} adapter's own filters dropped " + ("every record" if not rep.bad else "the good records")
+               + f": loosen its filtering options ({said or 'see its documentation'}) or check the source"
+               + (" (-o on_error=skip only skips the bad records)" if rep.bad else ""))
+    else:
+        fix = "check the source: it is empty, or every record was bad (-o on_error=skip skips them)"
+    return KBError(f"the source yielded no entities{seen}", where=str(desc.get("source")), fix=fix)
 
 
 def _stored(staging: Path) -> int | None:
@@ -257,7 +293,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         return
     pos = int(store.get_meta("ingest_pos", 0))
     dups = int(store.get_meta("duplicates", 0))
-    it: Iterator[Any] = adapter.iter_entities()
+    it: Iterator[Any] = read_entities(adapter)  # the adapter's own errors said with its name
     if pos:
         log.warning("resuming the interrupted build: %d entities already stored are read past", pos)
         try:
@@ -293,7 +329,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         dups += c["updated"] + c["unchanged_text"] + c["same"] + c["repeated"]
         meta = {"duplicates": dups}
         if done:
-            meta.update(ingest_done=True, adapter_report=adapter.report.as_dict())
+            meta.update(ingest_done=True, adapter_report=_report(adapter).as_dict())
         store.upsert([], tmpl, track_pending=False, meta=meta)
         bar.update(len(buf))
         if bar.total is not None and bar.n > bar.total:  # the source held more than its estimate: count on
@@ -311,8 +347,14 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
             buf.append(e)
             if len(buf) >= chunk:
                 flush(False)
-    except DataError:
-        flush(False)  # keep everything read before the error, so a fixed re-run resumes after it
+    except BaseException:
+        # keep everything read before the error (whatever it is: a bad record, a dropped connection, Ctrl-C), so
+        # the re-run resumes after it; a source read again from the start (resumable=False) keeps nothing
+        if getattr(adapter, "resumable", True):
+            try:
+                flush(False)
+            except Exception:  # the error that stopped the reading is the one to say
+                log.warning("could not store the %d entities read before the error", len(buf), exc_info=True)
         bar.close()
         raise
     flush(True)
@@ -324,7 +366,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     if dups:
         log.warning("%d records repeated an id already seen%s; the later record was kept", dups,
                     f" (e.g. {', '.join(repr(i) for i in dup_ids)})" if dup_ids else "")
-    rep = adapter.report
+    rep = _report(adapter)
     if rep.bad:
         log.warning("%d bad records skipped (first: %s)", rep.bad, rep.problems[:3])
 

@@ -77,13 +77,18 @@ def check_folds(context: PipelineContext, kb: Any, stage: str) -> None:
 def shown_kb(ref: Any, base_dir: Path | None = None) -> Any:
     """A pipeline's KB as it will be read, for run records and messages: a KB read from its source with its
     ${VARS} expanded (another table is another KB), a relative file path made absolute (another folder's
-    ``sqlite:///companies.db`` is another KB; found in ``base_dir``, the pipeline file's folder, when it is there)
-    and the password of its URL hidden."""
+    ``sqlite:///companies.db`` is another KB; found in ``base_dir``, the pipeline file's folder, when it is there),
+    the password of its URL and the values of its secret options (``api_key``, ``password``..., see
+    :func:`glinker.kb.adapters.secret_options`) hidden as ``***``."""
     if ref is None or isinstance(ref, str):
         return ref
     from glinker.io import redact
 
     d = _expand_all(ref.model_dump() if isinstance(ref, KBSource) else dict(ref))
+    if isinstance(d.get("options"), dict):
+        from glinker.kb.adapters import mask_secrets
+
+        d["options"] = mask_secrets(_adapter_class(d.get("adapter")), d["options"])
     if isinstance(d.get("source"), str):
         try:
             from glinker.kb.adapters import canonical_source
@@ -93,6 +98,16 @@ def shown_kb(ref: Any, base_dir: Path | None = None) -> Any:
             pass
         d["source"] = redact(d["source"])
     return d
+
+
+def _adapter_class(name: Any) -> Any:
+    """The adapter class named ``name``, or None when it cannot be loaded (said when the KB is read)."""
+    try:
+        from glinker.kb.adapters import get_adapter_class
+
+        return get_adapter_class(str(name))
+    except GlinkerError:
+        return None
 
 
 def _cache_root() -> Path:
@@ -193,9 +208,14 @@ def kb_option_path(where: str | None, adapter: str) -> tuple[str, ...]:
 def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
     """Where the value at ``path`` of a kb block (as written: ``${VAR}`` unexpanded) came from when it, or the option
     holding it, names environment variables: `` (from the environment: ${VAR}: VAR='value')``; '' for a value
-    written in the file. A URL's password is hidden."""
+    written in the file. A URL's password and a secret option's value are hidden."""
     from glinker.io import redact
 
+    secret = False
+    if len(path) >= 2 and path[0] == "options":
+        from glinker.kb.adapters import secret_options
+
+        secret = str(path[1]) in secret_options(_adapter_class(block.get("adapter")), [str(path[1])])
     for n in range(len(path), 0, -1):
         raw: Any = block
         for k in path[:n]:
@@ -205,8 +225,11 @@ def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
         said = []
         for m in _ENV.finditer(raw):
             v = os.environ.get(m.group(1))
-            shown = f"unset, so its default {m.group(2) or ''!r}" if v is None else \
-                f"{m.group(1)}={redact(v) if path[0] == 'source' else v!r}"
+            if secret:
+                shown = f"{'unset, so its default' if v is None else m.group(1) + '='} '***'"
+            else:
+                shown = f"unset, so its default {m.group(2) or ''!r}" if v is None else \
+                    f"{m.group(1)}={redact(v) if path[0] == 'source' else v!r}"
             said.append(f"${{{m.group(1)}}}: {shown}")
         if said:
             return f" (from the environment: {'; '.join(said)})"
@@ -233,7 +256,13 @@ def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> Gl
 def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, encoder: Any) -> Any:
     from glinker.io import redact
     from glinker.kb import KB
-    from glinker.kb.adapters import canonical_source, load_adapter
+    from glinker.kb.adapters import (
+        canonical_source,
+        get_adapter_class,
+        load_adapter,
+        read_entities,
+        secret_options,
+    )
     from glinker.kb.build import build_kb
 
     # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the pipeline file's folder when
@@ -241,8 +270,11 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     # share a cache
     url = canonical_source(src.adapter, expand_env(src.source), context.base_dir)
     options = _expand_all(src.options)
-    # the cache is keyed by what is read, not by the password it is read with (a rotated password keeps the cache)
-    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": options, "t": src.template,
+    # the cache is keyed by what is read, not by the password or key it is read with (a rotated password or API key
+    # keeps the cache): the URL's password and the secret options are left out
+    secret = secret_options(get_adapter_class(src.adapter), options)
+    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": {k: v for k, v in options.items() if k not in secret},
+                        "t": src.template,
                         "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
     out = Path(context.resolve_path(src.cache) or "") if src.cache else \
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -258,7 +290,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                 try:
                     # read against the live KB first: a start where nothing changed copies nothing
                     with KB.open(out) as live:
-                        changed, seen = live.store.changed(adapter.iter_entities(), live.template)
+                        changed, seen = live.store.changed(read_entities(adapter), live.template)
                         gone = bool(live.store.all_ids() - seen)
                     if changed or gone or not seen:
                         with KB.update(out) as kb:
@@ -271,13 +303,15 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                     log.warning("%s; linking with the cached KB %s as of its last sync (%s)", e.message, out, when)
                     return KB.open(out)
                 _write_synced(out)
-                log.info("KB %s synced with its %s source: %d added, %d changed (%d re-embedded), %d removed, %d the "
-                         "same", out, src.adapter, c["added"], c["updated"] + c["unchanged_text"], c["updated"],
-                         c["removed"], c["same"])
+                embedded = f" ({c['updated']} re-embedded)" if encoder is not None else ""  # alias-only: no vectors
+                log.info("KB %s synced with its %s source: %d added, %d changed%s, %d removed, %d the same", out,
+                         src.adapter, c["added"], c["updated"] + c["unchanged_text"], embedded, c["removed"],
+                         c["same"])
             else:
                 # once per source and model: minutes for a big table, so said at the default log level
-                log.warning("building this pipeline's KB from its %s source into %s (first start: every row is "
-                            "embedded; later starts only sync what changed)", src.adapter, out)
+                log.warning("building this pipeline's KB from its %s source into %s (first start: every row is %s; "
+                            "later starts only sync what changed)", src.adapter, out,
+                            "embedded" if encoder is not None else "read into an alias-only KB, no vectors")
                 build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False,
                          progress=sys.stderr.isatty())
                 _write_synced(out)
