@@ -28,8 +28,8 @@ def build(
     index: str = typer.Option(
         "auto",
         "--index",
-        help="FAISS index over the vectors: 'auto' (from 100,000 labels an inverted file of about 2 sqrt(N) lists, "
-        "IVF512,Flat for 100k, IVF2048,Flat for 1M, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels), "
+        help="FAISS index over the vectors: 'auto' (from 100,000 labels an inverted file of about N/256 lists, "
+        "IVF512,Flat for 100k, IVF4096,Flat for 1M, scored by matrix products; none below; `glinker ner` uses it from 100,000 labels), "
         "'none', or a faiss factory string such as Flat, "
         "IVF4096,Flat, HNSW32.",
     ),

@@ -30,25 +30,26 @@ BANK_INDEX = "labels.faiss"
 # scoring with or without the bfloat16 pre-filter (edge checkpoint, 16 texts: 7.56 ex/s against 2.75 with bf16 on an
 # AVX512-BF16 CPU; 3.90 against 0.57 in float32 on an AVX2 one).
 DEFAULT_INDEX_THRESHOLD = 100_000
-# factory used when an index is built implicitly: exact up to 10k labels, above an inverted file of about
-# 2 sqrt(N) lists (a power of two), probed DEFAULT_NPROBE lists deep and scored by matrix products on the CPU
-# (scoring.score_rows_ivf). Measured (docs/bench/labels.md), 1 thread: shipped model, 100k labels, 128 CoNLL-dev
-# sentences, threshold 0.3: IVF512 at nprobe 64 99.1% of spans as exhaustive scoring, IVF1024 (4 sqrt(N), the
-# default until 2026-12-04) 99.0%, both ~3x exhaustive's speed; edge checkpoint, 1M labels: IVF2048 at 64 99.45% at
-# 5.04 ex/s, IVF4096 99.45% at 4.60 (and 2.5x the build time); HNSW32 (efSearch 512, MIPS transform) at 100k: 98.8%
-# at less than half IVF's speed (84% on the edge checkpoint).
+# factory used when an index is built implicitly: exact up to 10k labels, above an inverted file of about N/256 lists
+# (~256 labels a list, a power of two: IVF512 at 100k, IVF4096 at 1M), probed DEFAULT_NPROBE lists deep and scored by
+# matrix products on the CPU (scoring.score_rows_ivf). Measured (docs/bench/labels.md), 1 thread, AVX512-BF16 CPU:
+# shipped model, 100k labels, 128 CoNLL-dev sentences, threshold 0.3: IVF512 at nprobe 64 99.1% of spans as
+# exhaustive scoring, IVF1024 99.0% (below the 99% goal), both ~3x exhaustive's speed, IVF512 built 2.6x faster;
+# edge checkpoint, 1M labels, 32 texts, the two indexes alternating in one process: IVF4096 3.42 ex/s (best of 3),
+# IVF2048 3.15 (and 99.4% vs 100% of 178 spans as exhaustive); HNSW32 (efSearch 512, MIPS transform) at 100k:
+# 98.8% at less than half IVF's speed (84% on the edge checkpoint).
 DEFAULT_NPROBE = 64
 _FLAT_UP_TO = 10_000
 
 
 def large_factory(n: int) -> str:
     """The index built for a bank of ``n`` labels unless told otherwise: ``Flat`` up to 10k, else
-    ``IVF<about 2 sqrt(n)>,Flat`` (inner product: its lists are scored by matrix products)."""
+    ``IVF<about n/256>,Flat`` (inner product: its lists are scored by matrix products)."""
     import math
 
     if n <= _FLAT_UP_TO:
         return "Flat"
-    return f"IVF{2 ** round(math.log2(2 * math.sqrt(n)))},Flat"
+    return f"IVF{2 ** max(5, round(math.log2(n / 256)))},Flat"
 # HNSW search breadth. Graph indexes are built on the MIPS->L2 transform (see build_faiss_index): with the shipped
 # model v3 at 100k labels (128 CoNLL-dev sentences, threshold 0.3) the same entities as exhaustive scoring on
 # 96.3% / 98.5% / 99.4% / 100% of spans at efSearch 128 / 256 / 512 / 1024 (docs/bench/labels.md).

@@ -280,8 +280,9 @@ def test_large_banks_default_to_an_inverted_file_scored_by_matrix_products():
     from glinker.model.labels import DEFAULT_NPROBE, large_factory
 
     assert large_factory(10_000) == "Flat" and large_factory(100_000) == "IVF512,Flat"
-    assert large_factory(1_000_000) == "IVF2048,Flat" and DEFAULT_NPROBE == 64
+    assert large_factory(1_000_000) == "IVF4096,Flat" and DEFAULT_NPROBE == 64
+    assert large_factory(12_000) == "IVF64,Flat" and large_factory(10_001) == "IVF32,Flat"
     g = torch.Generator().manual_seed(3)
     C = 12_000
     bank = LabelBank([str(i) for i in range(C)], [str(i) for i in range(C)], torch.randn(C, 8, generator=g))
-    assert bank.default_factory() == "IVF256,Flat" and bank.build_index().ivf_lists() is not None
+    assert bank.default_factory() == "IVF64,Flat" and bank.build_index().ivf_lists() is not None
