@@ -17,10 +17,11 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\ufe0
 _MARK = f"[{_MARKS}\u200c\u200d]"
 _MARK_NJ = f"[{_MARKS}]"
 WORD_RE = re.compile(rf"\w(?:\w|{_MARK})*(?:[-_]\w(?:\w|{_MARK})*)*|\S{_MARK_NJ}*(?:\u200d\S{_MARK_NJ}*)*[\u200c\u200d]*")
-# characters no word is made of alone (control and format characters such as a byte-order mark, a zero-width space
-# or a soft hyphen, lone combining marks): the tokenizers drop them, and as a "word" of their own they became
-# invisible entities (a BOM tagged as a location); they are skipped, and stay in the text between the words
-_INVISIBLE = frozenset(("Cc", "Cf", "Mn", "Me"))
+# characters no word is made of alone (control and format characters such as a byte-order mark, a zero-width space,
+# a soft hyphen or a direction mark): the tokenizers drop them, and as a "word" of their own they became invisible
+# entities (a BOM tagged as a location); they are skipped, and stay in the text between the words. Combining marks
+# are not among them: Thai, Indic, Arabic and Hebrew marks that \w does not match are words of their own, as in gliner
+_INVISIBLE = frozenset(("Cc", "Cf"))
 POOLINGS = ("first", "last", "mean", "max")
 
 
@@ -36,8 +37,8 @@ class SplitText:
 
 def split_words(text: str) -> SplitText:
     """Split ``text`` into words as gliner's whitespace splitter does, except for the marks and joiners above, and
-    that a "word" of invisible characters only (a byte-order mark, a zero-width space, a control character, a lone
-    combining mark) is no word: no span starts or ends on it."""
+    that a "word" of invisible characters only (a byte-order mark, a zero-width space, a control character) is no
+    word: no span starts or ends on it."""
     words, starts, ends = [], [], []
     for m in WORD_RE.finditer(text):
         w = m.group()
