@@ -550,15 +550,38 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     from glinker.stages.resources import shown_kb
 
     h = pipe.spec.header
+
+    def digest(res: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps({"kb": res["kb"], "model": res["model"]}, sort_keys=True,
+                                         default=str).encode()).hexdigest()[:16]
+
+    legacy: str | None = None
     try:
         res = resources if resources is not None else pipe.resource_ident()
-        contents: str | None = hashlib.sha256(json.dumps({"kb": res["kb"], "model": res["model"]}, sort_keys=True,
-                                                         default=str).encode()).hexdigest()[:16]
+        contents: str | None = digest(res)
+        if any(not isinstance(k, str) and k is not None for k in _kb_refs(pipe)):
+            # a kb: block was recorded as written until 2026-12-04: an output of then still resumes
+            legacy = digest(pipe.resource_ident(kb_as_written=True))
     except GlinkerError:  # a missing KB: the stage that needs it says so when the run starts
         contents = None
     base = getattr(pipe.spec, "base_dir", None)
-    return {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
-            "contents": contents}
+    out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
+           "contents": contents}
+    if legacy is not None and legacy != contents:
+        out[LEGACY_CONTENTS] = legacy  # compared by _claim_output, never written
+    return out
+
+
+LEGACY_CONTENTS = "_legacy_contents"
+
+
+def _kb_refs(pipe: Any) -> list[Any]:
+    """The KBs a pipeline's stages name (the header's, and each stage's own)."""
+    refs = [pipe.spec.header.kb]
+    for st in getattr(pipe.spec, "stages", {}).values():
+        p = getattr(st, "params", None)
+        refs.append(getattr(p, "kb", None))
+    return refs
 
 
 def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline",
@@ -568,6 +591,7 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     ident = json.loads(json.dumps(ident, default=str))  # as it reads back
+    legacy = ident.pop(LEGACY_CONTENTS, None)
     from glinker.io import Busy, locked
 
     path = output.with_name(output.name + ".run.json")
@@ -584,7 +608,8 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     except json.JSONDecodeError:
         before = None
     if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
-        differ = [k for k in ident if before.get(k) != ident[k]]
+        differ = [k for k in ident if before.get(k) != ident[k]
+                  and not (k == "contents" and legacy is not None and before.get(k) == legacy)]
         if differ:
             lock.__exit__(None, None, None)
             what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else

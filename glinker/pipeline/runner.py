@@ -229,7 +229,7 @@ class Pipeline:
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def resource_ident(self) -> dict[str, Any]:
+    def resource_ident(self, kb_as_written: bool = False) -> dict[str, Any]:
         """What the pipeline's KBs and models are, read without loading them: each KB directory's manifest (entity
         counts, source, vector model, index, entity-text template, build and update times: :func:`kb_ident`), a KB
         read from its source by its definition, a model by its shipped manifest, its local checkpoint's config and
@@ -266,7 +266,9 @@ class Pipeline:
             elif ref is not None:  # as read: ${VARS} expanded, a relative file made absolute, no password
                 from glinker.stages.resources import shown_kb
 
-                kbs[name_] = json.loads(json.dumps(shown_kb(ref, self.spec.base_dir), default=str))
+                shown = (ref if isinstance(ref, dict) else ref.model_dump(mode="json")) if kb_as_written else \
+                    shown_kb(ref, self.spec.base_dir)  # as written: how run records held it before 2026-12-04
+                kbs[name_] = json.loads(json.dumps(shown, default=str))
                 where[f"kb:{name_}"] = "read from its source"
             model = (getattr(p, "model", None) or ctx.model) if "model" in fields else None
             if model and str(model).lower() != "none":

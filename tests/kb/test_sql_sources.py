@@ -498,3 +498,39 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     finally:
         _drop(eng, t)
         eng.dispose()
+
+
+def test_an_output_recorded_with_the_kb_block_as_written_still_resumes(tmp_path: Path, monkeypatch: Any) -> None:
+    """Run records held a kb: block as written until 2026-12-04 (now: as read, path absolute, secrets hidden): an
+    output of then resumes; a record of another KB is still refused."""
+    import hashlib
+
+    import glinker
+    from glinker.cli.link import run_link
+
+    monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    _companies_db(tmp_path / "companies.db", [(1, "Acme Corp", "maker", "", 5.0)])
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(PIPELINE.format(source="sqlite:///companies.db", table="companies", refresh="always"))
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "text": "Acme Corp met."}) + "\n" for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    run_link(src, pipe, out)
+    p = glinker.load_pipeline(str(pipe))
+    res = p.resource_ident(kb_as_written=True)
+    p.close()
+    legacy = hashlib.sha256(json.dumps({"kb": res["kb"], "model": res["model"]}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    record = out.with_name(out.name + ".run.json")
+    for contents, ok in ((legacy, True), ("0123456789abcdef", False)):
+        rec = json.loads(record.read_text())
+        assert rec["contents"] != legacy and "_legacy_contents" not in rec
+        record.write_text(json.dumps({**rec, "contents": contents}))
+        out.write_text(out.read_text().splitlines(keepends=True)[0])
+        if ok:
+            assert run_link(src, pipe, out)["written"] == 2
+        else:
+            with pytest.raises(ConfigError, match="written by another pipeline"):
+                run_link(src, pipe, out)
+            record.write_text(json.dumps(rec))
