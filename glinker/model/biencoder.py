@@ -8,6 +8,7 @@ import json
 import logging
 import numbers
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ class Entities(list):
     truncated: bool = False
     windows: int = 1
 
+
+# one switch into eval mode shared by the threads predicting with a model (BiEncoder._eval_mode)
+_MODE_LOCK = threading.Lock()
 
 # what ``labels`` may be, for error messages
 LABEL_SHAPES = ("a list (or tuple) of names, a {name: description} dict or a LabelBank; for different labels per "
@@ -322,17 +326,25 @@ class BiEncoder:
     def _eval_mode(self) -> Any:
         """Run the block with the whole network in eval mode (dropout off: deterministic results), then give
         every module back the mode it had: a model being fine-tuned in the same process (all or part of it in
-        training mode) stays as it was. Nothing is switched when the network is already in eval mode."""
-        training = [m for m in self.net.modules() if m.training]
-        if not training:
-            yield
-            return
-        self.net.eval()
+        training mode) stays as it was. Nothing is switched when the network is already in eval mode. Calls from
+        several threads share one switch: the modes come back when the last of them ends (a training step run
+        meanwhile on another thread sees eval mode: train and predict on one model in turn, not at once)."""
+        with _MODE_LOCK:
+            users = getattr(self, "_eval_users", 0)
+            if users == 0:
+                self._eval_saved = [m for m in self.net.modules() if m.training]
+                if self._eval_saved:
+                    self.net.eval()
+            self._eval_users = users + 1
         try:
             yield
         finally:
-            for m in training:  # not m.train(): that would also switch its children that were in eval mode
-                m.training = True
+            with _MODE_LOCK:
+                self._eval_users -= 1
+                if self._eval_users == 0:
+                    for m in self._eval_saved:  # not m.train(): that would also switch its children in eval mode
+                        m.training = True
+                    self._eval_saved = []
 
     def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
         """Write a checkpoint that both glinker and gliner load."""

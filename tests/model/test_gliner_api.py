@@ -399,3 +399,41 @@ def test_label_bank_built_from_embeddings_can_be_saved(tmp_path, model):
     bank.save(tmp_path / "bank")
     again = LabelBank.load(tmp_path / "bank")
     assert model.predict(TEXTS, again, threshold=0.3) == model.predict(TEXTS, LABELS, threshold=0.3)
+
+
+def test_eval_mode_holds_while_any_thread_predicts(model):
+    """Two threads predicting with a model left in training mode: the first to finish gave the modes back while
+    the other still ran, whose later batches then ran with dropout (random scores)."""
+    import threading
+
+    want = None
+    model.net.train()
+    try:
+        with model._eval_mode():
+            want = model.predict(TEXTS, LABELS, threshold=0.3, batch_size=1)
+        a_in, a_done = threading.Event(), threading.Event()
+        got = {}
+
+        def first():
+            def hold(*_):
+                a_in.set()
+            got["a"] = model.predict(TEXTS[:1], LABELS, threshold=0.3, batch_size=1, on_window=hold)
+            a_done.set()
+
+        def second():
+            a_in.wait(30)
+
+            def wait_for_a(*_):
+                a_done.wait(30)  # the first thread ends while this one is between its batches
+            got["b"] = model.predict(TEXTS, LABELS, threshold=0.3, batch_size=1, on_window=wait_for_a)
+
+        tb = threading.Thread(target=second)
+        ta = threading.Thread(target=first)
+        tb.start()
+        ta.start()
+        ta.join(60)
+        tb.join(60)
+        assert got["b"] == want and got["a"] == want[:1]
+        assert model.net.training  # the caller's mode is back once both ended
+    finally:
+        model.net.eval()
