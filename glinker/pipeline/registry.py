@@ -189,8 +189,9 @@ class StageRegistry:
     def register(self, cls: type[Stage], name: str | None = None, *, replace: bool = False) -> type[Stage]:
         """Register a stage class in this process (tests, notebooks). Returns the class.
 
-        A name already registered to another class, or provided by an installed entry point, is refused (ConfigError
-        E232) unless ``replace`` is true. Registering the same class again is a no-op, and so is registering a class
+        A name provided by an installed entry point is refused (ConfigError E232) unless ``replace`` is true; one
+        registered to another class in this process is replaced with a warning (a test's local class, a module
+        imported under two names), silently with ``replace``. Registering the same class again is a no-op, and so is registering a class
         of the same ``module:QualifiedName`` (a notebook cell run again, a module reloaded: the new definition
         replaces the old one)."""
         check_stage_class(cls, f"register_stage({getattr(cls, '__name__', cls)!r})")
@@ -210,6 +211,12 @@ class StageRegistry:
             old is None and ep is not None and ep.value.partition(":")[0] == cls.__module__
             and ep.value.partition(":")[2] in (cls.__name__, cls.__qualname__))  # the entry point's own class
         holder = self._holder(key)
+        if holder is not None and not same and not replace and not holder.startswith("the entry point"):
+            # another class registered in this process (a test's local class, a module imported under two names):
+            # replaced, as it always was, but said
+            log.warning("stage type %r: %s replaces %s, registered before in this process (pass replace=True to "
+                        "say it is meant)", key, class_path(cls), holder)
+            replace = True
         if holder is not None and not same and not replace:
             raise ConfigError(f"stage type {key!r} is already registered to {holder}; register_stage would silently "
                               f"replace it with class {class_path(cls)}", code="E232",

@@ -439,6 +439,8 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         src = d.get("source") if isinstance(d, dict) else None
         if not isinstance(src, str) or not src or "${" in src:
             return
+        if d.get("adapter") not in ("jsonl", "csv", "wikidata", "sql"):
+            return  # a third-party adapter's source need not be a file (a table name, an index, a URL of its own)
         head, sep, rest = src.partition(":///")
         if sep and head.lower().startswith("sqlite"):
             path = rest.partition("?")[0]

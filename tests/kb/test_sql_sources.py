@@ -155,6 +155,10 @@ def test_a_kb_source_beside_the_pipeline_file_is_read_from_there(tmp_path: Path,
     (sub / "ents.jsonl").unlink()
     [warning] = resource_problems(load_spec(sub / "jsonl.yaml"), check_paths=True)
     assert warning.code == "E252" and "ents.jsonl" in warning.message and str(sub) in warning.message
+    # a third-party adapter's source need not be a file: not warned about
+    spec = load_spec(sub / "jsonl.yaml")
+    spec.header.kb["adapter"] = "acme"  # as if installed
+    assert not resource_problems(spec, check_paths=True)
     # a file in the working folder (and none beside the pipeline) is still read from there
     (elsewhere / "ents.jsonl").write_text(json.dumps({"id": "A1", "label": "Acme Corp", "description": "x"}) + "\n")
     assert _linked(sub / "jsonl.yaml", "Acme Corp met Globex.") == {"Acme Corp"}
