@@ -322,8 +322,16 @@ def read_json(path: str | Path) -> list[Any]:
 
 def redact(url: str) -> str:
     """``url`` with its password (if any) shown as ``***``: for messages, logs and run records. The credentials end
-    at the last '@' (as SQLAlchemy reads them), so a password holding '/', '#', '?' or '@' is hidden whole."""
+    at the last '@' (as SQLAlchemy reads them), so a password holding '/', '#', '?' or '@' is hidden whole. The
+    values of secret query parameters (``?password=``, ``sslpassword``, ``passwd``, ``secret``, ``token``,
+    ``api_key``...) are hidden too."""
     import re
 
+    if "?" in url:
+        head, _, query = url.partition("?")
+        query = re.sub(r"(^|[&;])([^=&;]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+                       r"|credentials?)[^=&;]*)=([^&;#]*)",
+                       lambda q: f"{q.group(1)}{q.group(2)}={'***' if q.group(3) else ''}", query, flags=re.IGNORECASE)
+        url = f"{head}?{query}"
     m = re.match(r"^([A-Za-z][\w+.-]*://)([^:/@]*):(.+)@([^@]*)$", url, re.S)
     return f"{m.group(1)}{m.group(2)}:***@{m.group(4)}" if m else url

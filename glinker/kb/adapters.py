@@ -7,7 +7,9 @@ adapters are registered exactly like a third party's: an entry point in the ``gl
 from __future__ import annotations
 
 import enum
+import hashlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -105,16 +107,21 @@ class KBAdapter(Protocol):
 MASK = "***"
 """How a secret option's value is shown (pipeline validate, run records, messages, the KB manifest)."""
 
-_SECRET_NAME = re.compile(r"(?:^|_)(?:password|passwd|secret|token|api_?key|access_?key|secret_?key|private_?key|"
-                          r"credentials?)$")
+# a name that says it holds a secret, as the whole name or after a prefix (db_password, x_api_key, github_auth_token):
+# not any name ending in "_token" (sep_token, pad_token, min_token are settings, not secrets)
+_SECRET_NAME = re.compile(r"(?:^|_)(?:password|passwd|pwd|secret|secret_key|client_secret|api_key|apikey|access_key|"
+                          r"private_key|credentials?|auth_token|access_token|refresh_token|bearer_token|"
+                          r"authorization|cookie)$|^token$")
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an option's name says it holds a secret, for every adapter: ``password``, ``passwd``, ``secret``,
-    ``token``, ``api_key``/``apikey``, ``access_key``, ``private_key``, ``credential(s)``, case-insensitive, as the
-    whole name or its last word (``db_password``, ``auth_token``, ``apiKey``)."""
+    """Whether an option's name says it holds a secret, for every adapter: ``password``, ``passwd``, ``pwd``,
+    ``secret``, ``secret_key``, ``client_secret``, ``api_key``/``apikey``, ``access_key``, ``private_key``,
+    ``credential(s)``, ``token``, ``auth_token``, ``access_token``, ``refresh_token``, ``bearer_token``,
+    ``authorization``, ``cookie``, case-insensitive, as the whole name or after a prefix (``db_password``,
+    ``x_api_key``, ``apiKey``); ``sep_token`` or ``pad_token`` is not one."""
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower()
-    return bool(_SECRET_NAME.search(re.sub(r"[^a-z0-9]+", "_", words)))
+    return bool(_SECRET_NAME.search(re.sub(r"[^a-z0-9]+", "_", words).strip("_")))
 
 
 def _holds_secret_type(annotation: Any) -> bool:
@@ -123,15 +130,27 @@ def _holds_secret_type(annotation: Any) -> bool:
     return any(_holds_secret_type(a) for a in get_args(annotation))
 
 
-def secret_options(adapter: Any, names: Iterable[str] = ()) -> frozenset[str]:
-    """The secret option names of ``adapter`` (a class, an instance, or None when unknown) among its declared ones
-    and ``names``: its ``secret_options`` class attribute, the ``SecretStr`` fields of its ``options_model``, and
-    every name :func:`is_secret_name` finds secret."""
+def declared_secrets(adapter: Any) -> frozenset[str]:
+    """The option names ``adapter`` (a class, an instance, or None) declares secret: its ``secret_options`` class
+    attribute and the ``SecretStr``/``SecretBytes`` fields of its ``options_model``."""
     cls = adapter if isinstance(adapter, type) or adapter is None else type(adapter)
     found = {str(k) for k in (getattr(cls, "secret_options", None) or ())}
     model = getattr(cls, "options_model", None)
     for key, f in (getattr(model, "model_fields", None) or {}).items():
-        if _holds_secret_type(f.annotation) or is_secret_name(key):
+        if _holds_secret_type(f.annotation):
+            found.add(key)
+    return frozenset(found)
+
+
+def secret_options(adapter: Any, names: Iterable[str] = ()) -> frozenset[str]:
+    """The secret option names of ``adapter`` (a class, an instance, or None when unknown) among its declared ones
+    and ``names``: its ``secret_options`` class attribute, the ``SecretStr`` fields of its ``options_model``
+    (:func:`declared_secrets`), and every name :func:`is_secret_name` finds secret."""
+    cls = adapter if isinstance(adapter, type) or adapter is None else type(adapter)
+    found = set(declared_secrets(cls))
+    model = getattr(cls, "options_model", None)
+    for key in (getattr(model, "model_fields", None) or {}):
+        if is_secret_name(key):
             found.add(key)
     return frozenset(found | {str(k) for k in names if is_secret_name(str(k))})
 
@@ -140,21 +159,68 @@ def _unset(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
 
+def _maskable(value: Any) -> bool:
+    """Whether a secret option's value is hidden: a setting (True/False, a number) or an unset value is not."""
+    return not _unset(value) and not isinstance(value, (bool, int, float))
+
+
+def _mask_nested(value: Any) -> Any:
+    """``value`` (an option's value) with the values of its secret-named keys, at any depth, shown as ``***``
+    (``{'headers': {'Authorization': 'Bearer ...'}}``)."""
+    if isinstance(value, (SecretStr, SecretBytes)):
+        return "" if not value.get_secret_value() else MASK
+    if isinstance(value, Mapping):
+        return {k: MASK if is_secret_name(str(k)) and _maskable(v) else _mask_nested(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask_nested(v) for v in value]
+    return value
+
+
 def mask_secrets(adapter: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` with the values of ``adapter``'s secret options (see :func:`secret_options`) shown as ``***``."""
+    """``options`` with the values of ``adapter``'s secret options (see :func:`secret_options`), and of secret-named
+    keys in nested mappings and lists, shown as ``***``; True/False, numbers and unset values are shown as they
+    are."""
     secret = secret_options(adapter, options)
     out: dict[str, Any] = {}
     for k, v in options.items():
         if isinstance(v, (SecretStr, SecretBytes)):
             out[k] = "" if not v.get_secret_value() else MASK
         else:
-            out[k] = MASK if k in secret and not _unset(v) else v
+            out[k] = MASK if k in secret and _maskable(v) else _mask_nested(v)
+    return out
+
+
+def _value_hash(value: Any) -> str:
+    if isinstance(value, (SecretStr, SecretBytes)):
+        value = value.get_secret_value()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    raw = json.dumps(value, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def keyed_options(adapter: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a cache, build or resume key holds them: the options ``adapter`` declares secret
+    (:func:`declared_secrets`: how the source is reached, so a rotated key keeps the cache) left out; an option
+    whose name only says it may be a secret (:func:`is_secret_name`) kept as a hash of its value (it may well
+    change what is read); the others as they are."""
+    declared = declared_secrets(adapter)
+    guessed = secret_options(adapter, options)
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if k in declared:
+            continue
+        out[k] = _value_hash(v) if k in guessed and _maskable(v) else v
     return out
 
 
 def described(adapter: Any) -> dict[str, Any]:
     """``adapter.describe()`` with its secret options' values shown as ``***`` (what the KB manifest records)."""
+    from glinker.io import redact
+
     d = dict(adapter.describe())
+    if isinstance(d.get("source"), str):  # a URL's password and secret query parameters
+        d["source"] = redact(d["source"])
     if isinstance(d.get("options"), Mapping):
         d["options"] = mask_secrets(adapter, d["options"])
     return d
@@ -481,8 +547,25 @@ def adapter_failure(adapter: Any, exc: BaseException, count: int) -> KBError:
         if kind is None:
             kind = type("AdapterError", (AdapterError, base), {"__module__": __name__})
             _FAILURE_TYPES[base] = kind
-        return kind(msg, where=where, fix=fix)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - a class Python cannot combine (another layout, a final class)
+        # made as the original was (its __init__ with its arguments, whatever they are), so its attributes survive:
+        # an OSError's errno, strerror and filename, a requests.HTTPError's response, a custom class's own
+        args: tuple[Any, ...] = exc.args
+        if isinstance(exc, OSError) and exc.errno is not None:
+            args = (exc.errno, exc.strerror)
+            if exc.filename is not None or exc.filename2 is not None:
+                args += (exc.filename, None, exc.filename2)
+        err = kind.__new__(kind, *args)
+        try:
+            base.__init__(err, *args)
+        except Exception:  # an __init__ whose parameters are not its args: its attributes are copied
+            log.debug("%s(*args) failed: its attributes are copied only", base.__name__, exc_info=True)
+        err.__dict__.update(getattr(exc, "__dict__", {}))
+        err.message, err.where, err.fix = msg, where, fix
+        err.args = (err.render(),)
+        if not isinstance(err, base):
+            raise TypeError(base.__name__)
+        return err  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a class Python cannot combine (another layout, a final class) or make
         return AdapterError(msg, where=where, fix=fix)
 
 

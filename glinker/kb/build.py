@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from glinker.errors import ConfigError, KBError
-from glinker.kb.adapters import AdapterReport, KBAdapter, described, read_entities, secret_options
+from glinker.kb.adapters import (
+    AdapterReport,
+    KBAdapter,
+    described,
+    keyed_options,
+    read_entities,
+    secret_options,
+)
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_staged
 from glinker.kb.manifest import Manifest, glinker_version, now
@@ -67,9 +74,9 @@ def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, fact
     d = adapter.describe()
     reading = set(getattr(adapter, "reading_options", ()))  # how it reads (workers, ...), not what it yields
     raw = d.get("options") or {}
-    # a secret (an API key, a password) is how the source is reached, not what it holds: a rotated key resumes
-    secret = secret_options(adapter, raw)
-    options = {k: v for k, v in raw.items() if k not in reading and k not in secret}
+    # a declared secret (an API key, a password) is how the source is reached, not what it holds: a rotated key
+    # resumes; an option only named like a secret is keyed by a hash of its value (it may change what is read)
+    options = keyed_options(adapter, {k: v for k, v in raw.items() if k not in reading})
     ident: dict[str, Any] = {"adapter": d.get("adapter"), "source": d.get("source"), "options": options,
                              "model": fingerprint, "template": template, "factory": factory}
     src = Path(str(d.get("source", "")))
@@ -321,23 +328,25 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
             for i in [*store.rids_for_ids(ids), *(i for i in ids if i in seen_here or seen_here.add(i))]:
                 if len(dup_ids) < 5 and i not in dup_ids:
                     dup_ids.append(i)
-        pos += len(buf)
-        meta: dict[str, Any] = {"ingest_pos": pos}
+        new_pos = pos + len(buf)  # recorded only once the chunk is stored (an interrupted write resumes before it)
+        meta: dict[str, Any] = {"ingest_pos": new_pos}
         if buf:  # what a resumed build checks the source against
             meta["ingest_last_ids"] = [e.id for e in buf[-_CHECK_IDS:]]
         c = store.upsert(buf, tmpl, track_pending=False, meta=meta)
+        pos, n = new_pos, len(buf)
+        buf.clear()  # stored: never written again, whatever happens next
         dups += c["updated"] + c["unchanged_text"] + c["same"] + c["repeated"]
         meta = {"duplicates": dups}
         if done:
             meta.update(ingest_done=True, adapter_report=_report(adapter).as_dict())
         store.upsert([], tmpl, track_pending=False, meta=meta)
-        bar.update(len(buf))
+        bar.update(n)
         if bar.total is not None and bar.n > bar.total:  # the source held more than its estimate: count on
             bar.total = None
-        buf.clear()
 
     nameless: list[str] = []
     n_nameless = 0
+    in_flush = False
     try:
         for e in it:
             if not e.label.strip():  # linkable only through its aliases; its links would show no name
@@ -346,11 +355,16 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
                     nameless.append(e.id)
             buf.append(e)
             if len(buf) >= chunk:
-                flush(False)
+                try:
+                    flush(False)
+                except BaseException:
+                    in_flush = True
+                    raise
     except BaseException:
         # keep everything read before the error (whatever it is: a bad record, a dropped connection, Ctrl-C), so
-        # the re-run resumes after it; a source read again from the start (resumable=False) keeps nothing
-        if getattr(adapter, "resumable", True):
+        # the re-run resumes after it; a source read again from the start (resumable=False) keeps nothing. An
+        # error in the writing itself is not written again: the re-run resumes after the last stored chunk
+        if getattr(adapter, "resumable", True) and not in_flush:
             try:
                 flush(False)
             except Exception:  # the error that stopped the reading is the one to say

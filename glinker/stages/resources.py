@@ -259,9 +259,9 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     from glinker.kb.adapters import (
         canonical_source,
         get_adapter_class,
+        keyed_options,
         load_adapter,
         read_entities,
-        secret_options,
     )
     from glinker.kb.build import build_kb
 
@@ -271,9 +271,9 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     url = canonical_source(src.adapter, expand_env(src.source), context.base_dir)
     options = _expand_all(src.options)
     # the cache is keyed by what is read, not by the password or key it is read with (a rotated password or API key
-    # keeps the cache): the URL's password and the secret options are left out
-    secret = secret_options(get_adapter_class(src.adapter), options)
-    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": {k: v for k, v in options.items() if k not in secret},
+    # keeps the cache): the URL's password and the declared secret options are left out; an option only named like a
+    # secret is keyed by a hash of its value
+    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": keyed_options(get_adapter_class(src.adapter), options),
                         "t": src.template,
                         "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
     out = Path(context.resolve_path(src.cache) or "") if src.cache else \

@@ -39,6 +39,7 @@ class SecretOptions(AdapterOptions):
     dsn: str | None = None
     kinds: list[str] = []
     mode: Literal["fast", "slow"] = "fast"
+    sep_token: str | None = None  # a setting, not a secret, whatever its name ends with
 
     @field_validator("api_key")
     @classmethod
@@ -271,13 +272,14 @@ def test_a_pipeline_kb_cache_is_kept_when_its_api_key_rotates(plugins: list[Fake
     monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / "cache"))
     src = records(tmp_path / "e.jsonl")
     with caplog.at_level(logging.INFO, logger="glinker.stages.resources"):
-        for key in ("k1", "k2"):
+        for dsn in ("d1", "d2"):  # a declared secret (secret_options) is left out of the cache key
             kb = open_kb(PipelineContext(base_dir=tmp_path), KBSource(adapter="secretive", source=str(src),
-                                                                      options={"api_key": key}), model="none")
+                                                                      options={"api_key": "k1", "dsn": dsn}),
+                         model="none")
             assert len(kb) == 10
             kb.close()
     assert len([p for p in (tmp_path / "cache" / "kb").iterdir() if p.is_dir()]) == 1  # the second start synced
-    assert SecretAdapter.seen_keys == ["k1", "k2"]
+    assert SecretAdapter.seen_keys == ["k1", "k1"]
     assert "first start: every row is embedded" not in caplog.text and "alias-only" in caplog.text
     assert "synced with its secretive source" in caplog.text and "re-embedded" not in caplog.text
 
@@ -290,11 +292,11 @@ def test_the_manifest_hides_secrets_and_an_interrupted_build_resumes_with_a_new_
     src = records(tmp_path / "e.jsonl")
     out = tmp_path / "kb"
     monkeypatch.setattr(SecretAdapter, "fail_after", 4)
-    with pytest.raises(KBError):
-        build_kb(load_adapter("secretive", str(src), api_key="k1"), out, None, chunk_size=2)
+    with pytest.raises(KBError):  # a declared secret (dsn) is left out of the resume key: a rotated one resumes
+        build_kb(load_adapter("secretive", str(src), api_key="k2", dsn="d1"), out, None, chunk_size=2)
     monkeypatch.setattr(SecretAdapter, "fail_after", None)
     with caplog.at_level(logging.INFO, logger="glinker.kb.build"):
-        build_kb(load_adapter("secretive", str(src), api_key="k2"), out, None, chunk_size=2)
+        build_kb(load_adapter("secretive", str(src), api_key="k2", dsn="d2"), out, None, chunk_size=2)
     assert "resuming the interrupted build: 4 entities" in caplog.text
     assert "an interrupted build of another source" not in caplog.text
     with KB.open(out) as kb:
@@ -577,3 +579,117 @@ def test_ctrl_c_on_a_build_that_cannot_resume_reads_right(plugins: list[FakeEP],
     assert res.exit_code == 130, res.output
     assert "a build with the secretive adapter cannot resume" in res.output and "a secretive build" not in res.output
     assert "build from the start" in res.output
+
+
+# -- 8. review fixes ------------------------------------------------------------------------------------------------
+
+def test_a_ctrl_c_inside_a_chunks_write_resumes_after_the_stored_chunks(
+        plugins: list[FakeEP], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An interrupted write records no position past what was stored, and is not written again: the re-run
+    resumes (not "the source changed ... starting over") and ends with every entity."""
+    from glinker.kb import KB, build_kb
+    from glinker.kb.store import EntityStore
+
+    src = records(tmp_path / "e.jsonl", 20)
+    out = tmp_path / "kb"
+    real = EntityStore.upsert
+    calls = {"n": 0}
+
+    def interrupted(self: Any, ents: Any, *a: Any, **k: Any) -> Any:
+        if ents:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        return real(self, ents, *a, **k)
+
+    monkeypatch.setattr(EntityStore, "upsert", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_kb(load_adapter("secretive", str(src)), out, None, chunk_size=4)
+    monkeypatch.setattr(EntityStore, "upsert", real)
+    with caplog.at_level(logging.WARNING, logger="glinker.kb.build"):
+        build_kb(load_adapter("secretive", str(src)), out, None, chunk_size=4)
+    assert "resuming the interrupted build: 4 entities" in caplog.text
+    assert "starting the build over" not in caplog.text and "changed" not in caplog.text
+    with KB.open(out) as kb:
+        assert len(kb) == 20
+
+
+def test_only_clear_secret_names_are_masked_and_guessed_ones_are_keyed_by_a_hash(plugins: list[FakeEP]) -> None:
+    from glinker.kb.adapters import MASK, get_adapter_class, is_secret_name, keyed_options, mask_secrets
+
+    for name in ("sep_token", "pad_token", "min_token", "use_token", "max_tokens", "token_limit"):
+        assert not is_secret_name(name), name
+    for name in ("token", "auth_token", "access_token", "refresh_token", "bearer_token", "client_secret",
+                 "secret_key", "pwd", "x_api_key", "db_password", "apiKey", "github_auth_token"):
+        assert is_secret_name(name), name
+    cls = get_adapter_class("secretive")
+    shown = mask_secrets(cls, {"sep_token": ";", "api_key": "k1", "use_token": True, "password": None,
+                               "secret": 3, "headers": {"Authorization": "Bearer abc", "Accept": "json"},
+                               "sources": [{"cookie": "sid=1", "url": "u"}]})
+    assert shown == {"sep_token": ";", "api_key": MASK, "use_token": True, "password": None, "secret": 3,
+                     "headers": {"Authorization": MASK, "Accept": "json"}, "sources": [{"cookie": MASK, "url": "u"}]}
+    k1 = keyed_options(cls, {"sep_token": ";", "api_key": "k1", "dsn": "d1"})
+    assert "dsn" not in k1 and k1["sep_token"] == ";" and k1["api_key"].startswith("sha256:")
+    assert "k1" not in json.dumps(k1)
+    assert keyed_options(cls, {"sep_token": ";", "api_key": "k1", "dsn": "d2"}) == k1  # a declared secret rotates
+    assert keyed_options(cls, {"sep_token": ";", "api_key": "k2", "dsn": "d1"}) != k1
+
+
+@pytest.mark.parametrize("options", [{"sep_token": "|"}, {"api_key": "k2"}])
+def test_a_pipeline_kb_cache_follows_a_setting_and_a_secret_named_option(
+        plugins: list[FakeEP], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, options: dict[str, str]) -> None:
+    """refresh: if_missing must not serve the KB of another sep_token (not a secret), nor of another api_key (a
+    secret known by its name only, keyed by its value's hash)."""
+    from glinker.pipeline.stage import PipelineContext
+    from glinker.stages.resources import KBSource, open_kb
+
+    monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / "cache"))
+    src = records(tmp_path / "e.jsonl")
+    for opts in ({"sep_token": ";", "api_key": "k1"}, {"sep_token": ";", "api_key": "k1", **options}):
+        kb = open_kb(PipelineContext(base_dir=tmp_path), KBSource(adapter="secretive", source=str(src),
+                                                                  options=opts, refresh="if_missing"), model="none")
+        kb.close()
+    dirs = [p for p in (tmp_path / "cache" / "kb").iterdir() if p.is_dir()]
+    assert len(dirs) == 2
+    for d in dirs:
+        assert "k1" not in (d / (d / "CURRENT").read_text().strip() / "manifest.json").read_text()
+
+
+def test_secret_query_parameters_of_a_url_are_hidden() -> None:
+    from glinker.io import redact
+
+    for url in ("postgresql+psycopg2://postgres@127.0.0.1:5432/db?password=hunter2",
+                "postgresql://u@h/db?sslmode=require&sslpassword=hunter2&application_name=x",
+                "mysql://h/db?passwd=hunter2", "mssql://h/db?secret=hunter2;token=hunter2",
+                "postgresql://u:hunter2@h/db?token=hunter2#frag"):
+        shown = redact(url)
+        assert "hunter2" not in shown and "***" in shown, shown
+    assert redact("postgresql://u@h/db?sslmode=require&application_name=x") == \
+        "postgresql://u@h/db?sslmode=require&application_name=x"
+    assert redact("sqlite:///companies.db") == "sqlite:///companies.db"
+
+
+def test_an_adapter_failure_keeps_the_original_errors_attributes() -> None:
+    import errno
+    import pickle
+
+    from glinker.kb.adapters import adapter_failure
+
+    class Ad:
+        name = "demo"
+
+    class Coded(Exception):
+        def __init__(self, code: int, msg: str) -> None:
+            super().__init__(code, msg)
+            self.code2 = code
+
+    e = adapter_failure(Ad(), OSError(errno.ENOENT, "gone", "x.db"), 3)
+    assert isinstance(e, KBError) and isinstance(e, FileNotFoundError)
+    assert (e.errno, e.strerror, e.filename) == (errno.ENOENT, "gone", "x.db")
+    assert "failed after 3 entities" in str(e) and e.where == "demo.source"
+    c = adapter_failure(Ad(), Coded(7, "boom"), 0)
+    assert isinstance(c, KBError) and isinstance(c, Coded) and c.code2 == 7 and "Coded" in str(c)
+    for err in (e, c):
+        back = pickle.loads(pickle.dumps(err))
+        assert isinstance(back, KBError) and back.message == err.message
