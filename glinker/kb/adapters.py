@@ -372,8 +372,7 @@ def available_adapters() -> dict[str, str]:
 def adapter_label(adapter: Any) -> str:
     """``the <name> adapter (<module>:<Class>)``, for messages about an adapter's own failures."""
     cls = adapter if isinstance(adapter, type) else type(adapter)
-    name = getattr(cls, "name", None) or cls.__name__
-    return f"the {name} adapter ({cls.__module__}:{cls.__qualname__})"
+    return f"the {_adapter_name(cls)} adapter ({cls.__module__}:{cls.__qualname__})"
 
 
 def _adapter_name(adapter: Any) -> str:
