@@ -254,6 +254,65 @@ class ResumeState:
         return self.lines
 
 
+class InputIds:
+    """The ids of one input's documents, read in order (``glinker link`` and ``glinker ner`` on JSONL): a record's
+    own ``id``, else its line number, unless an earlier record has that number as its own id: then ``N#2``
+    (``N#3``, ...: the first no earlier record has), so that a generated id never repeats an id read before it. A
+    record whose own id is the id generated for an earlier line (``{"id": "3"}`` on line 7 when line 3 has none)
+    is a DataError naming both lines: that id, maybe written already, cannot change. Records may repeat each
+    other's own ids (an output is resumed by place, not by id). Kept: the own ids that a later line's generated id
+    could be (a later line's number, ``N#k``), the rare ``N#k`` generated, and one bit a line for the lines
+    numbered."""
+
+    FIX = ("give every record an id, or none (a record without one is numbered by its line); or pass --skip-bad")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.ahead: set[str] = set()  # own ids that a later line's generated id could be
+        self.renamed: dict[str, int] = {}  # generated N#k -> its line
+        self.numbered = bytearray()  # bit n: line n has no id and is numbered n
+
+    def _numbered(self, line: int) -> bool:
+        i = line >> 3
+        return i < len(self.numbered) and bool(self.numbered[i] >> (line & 7) & 1)
+
+    def assign(self, given: Any, line: int) -> str:
+        """The id of the record on ``line`` (1-based, increasing call to call), whose own id is ``given`` (None:
+        it has none); a DataError (``FILE:LINE``) when ``given`` is the id generated for an earlier line."""
+        if given is None:
+            key = str(line)
+            if key in self.ahead:  # an earlier record's own id
+                self.ahead.discard(key)
+                k = 2
+                while f"{line}#{k}" in self.ahead:
+                    k += 1
+                key = f"{line}#{k}"
+                self.renamed[key] = line
+                return key
+            i = line >> 3
+            if i >= len(self.numbered):
+                self.numbered.extend(bytes(max(i + 1 - len(self.numbered), len(self.numbered))))
+            self.numbered[i] |= 1 << (line & 7)
+            return key
+        key = str(given)
+        if self.ahead:
+            self.ahead.discard(str(line))  # passed: no longer a later line's
+        number, sep, k = key.partition("#")
+        if not (number.isascii() and number.isdigit() and number[0] != "0") \
+                or sep and not (k.isascii() and k.isdigit()):
+            return key  # not a form a generated id has
+        n = int(number)
+        if n > line:  # a later line's, should it have no id
+            self.ahead.add(key)
+            return key
+        first = self.renamed.get(key) if sep else (n if n < line and self._numbered(n) else None)
+        if first is not None:
+            raise DataError(f"id {key!r} is the id line {first} was given, having none of its own (its line "
+                            "number, or that number with #2, ... when an earlier record had it)",
+                            where=f"{self.source}:{line}", fix=self.FIX)
+        return key
+
+
 def text_digest(text: Any) -> bytes:
     """A short digest of a document's text (b"" for no text): what resuming compares besides the id."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest() if isinstance(text, str) \

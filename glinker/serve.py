@@ -81,6 +81,9 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise DataError("must be a list", where=key, fix=f'{{"{key}": [...]}}')
     docs = []
+    # a document without an id is numbered by its place, unless another document of the request has that id
+    given = {str(d["id"]) for d in items if isinstance(d, dict) and d.get("id") is not None} if key == "documents" \
+        else set()
     for i, item in enumerate(items):
         if key == "texts":
             if not isinstance(item, str):
@@ -92,7 +95,7 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
             raise DataError("must be an object with a string 'text'", where=f"documents[{i}]",
                             fix='{"id": "a", "text": "...", "meta": {...}}')
         check_text(item["text"], f"documents[{i}].text")
-        doc = {"id": str(item["id"]) if item.get("id") is not None else str(i), "text": item["text"]}
+        doc = {"id": str(item["id"]) if item.get("id") is not None else _free_id(i, given), "text": item["text"]}
         if item.get("meta") is not None:
             if not isinstance(item["meta"], dict):
                 raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
@@ -101,12 +104,23 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
     return docs
 
 
+def _free_id(i: int, taken: set[str]) -> str:
+    """``str(i)``, or when that is taken, ``i#2`` (``i#3``, ...: the first free); added to ``taken``."""
+    key, k = str(i), 2
+    while key in taken:
+        key, k = f"{i}#{k}", k + 1
+    taken.add(key)
+    return key
+
+
 class Batcher:
     """Runs ``pipeline`` on one thread over the documents of concurrent requests, batched together.
 
     That thread also warms the pipeline up (before the constructor returns: an error loading it is raised here, on
     the caller's thread) and closes it when the batcher stops, so every stage's ``warm_up``, ``run`` and ``close``
-    happen on one thread, as in ``glinker link`` (a stage may keep an ``sqlite3`` connection between them)."""
+    happen on one thread, as in ``glinker link`` (a stage may keep an ``sqlite3`` connection between them). A
+    constructor interrupted (Ctrl-C) during the warm-up waits for the warm-up to end and the pipeline to close
+    before it raises, so that the stages are closed once whenever the server stops."""
 
     def __init__(self, pipeline: Any, max_batch: int | None = None, max_wait: float = 0.005) -> None:
         self.pipe = pipeline
@@ -121,13 +135,21 @@ class Batcher:
         self._reading: set[socket.socket] = set()  # connections whose request body is still arriving
         self._ready = threading.Event()
         self._failed: BaseException | None = None  # what the warm-up raised on the batch thread
+        self._stopped = threading.Event()  # set by the batch thread as it ends, the pipeline closed
         self._thread = threading.Thread(target=self._main, name="glinker-serve-batcher", daemon=True)
-        self._thread.start()
         try:
+            self._thread.start()
             while not self._ready.wait(timeout=0.25):  # a wait Ctrl-C can interrupt
                 pass
-        except BaseException:  # interrupted while loading: the thread stops (and closes) once loaded
+        except BaseException:  # interrupted while loading (Ctrl-C): the thread stops once loaded, closing the stages
             self.q.put(None)
+            if self._thread.ident is not None:  # it runs (a thread that could not start raised here instead)
+                log.warning("stopping: the stages are closed once their warm-up ends (Ctrl-C again quits at once, "
+                            "without closing them)")
+                # waited for here: the thread is a daemon, which the stopping process would end before the close
+                self._wait_stopped("warming up")
+                if self._failed is not None:
+                    log.warning("the warm-up failed meanwhile: %s", self._failed)
             raise
         if self._failed is not None:
             self._thread.join()
@@ -137,18 +159,21 @@ class Batcher:
     def _main(self) -> None:
         """The batch thread: warm up, tell the constructor, serve batches until stopped, then close the pipeline."""
         try:
-            self.pipe.warm_up()
-            self.fingerprint = self.pipe.fingerprint(resources=True)
-        except BaseException as e:  # noqa: BLE001 - raised again by the constructor, on its thread
-            self._failed = e
-            self._close_pipeline()  # what the stages opened before the failure
+            try:
+                self.pipe.warm_up()
+                self.fingerprint = self.pipe.fingerprint(resources=True)
+            except BaseException as e:  # noqa: BLE001 - raised again by the constructor, on its thread
+                self._failed = e
+                self._close_pipeline()  # what the stages opened before the failure
+                self._ready.set()
+                return
             self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop()
+            try:
+                self._loop()
+            finally:
+                self._close_pipeline()
         finally:
-            self._close_pipeline()
+            self._stopped.set()
 
     def _close_pipeline(self) -> None:
         try:
@@ -213,10 +238,19 @@ class Batcher:
         """Stop after the documents already queued are linked (however long that takes: their clients wait), then
         close the pipeline (its stages' ``close()``, on the batch thread)."""
         self.q.put(None)
-        while self._thread.is_alive():
-            self._thread.join(timeout=30)
-            if self._thread.is_alive():
-                log.warning("stopping: still linking the documents queued before the stop")
+        self._wait_stopped("linking the documents queued before the stop")
+
+    def _wait_stopped(self, doing: str, note_every: float = 30.0) -> None:
+        """Wait for the batch thread, told to stop, to end (its last act: closing the pipeline), saying every
+        ``note_every`` seconds what it is still doing. A second Ctrl-C ends the wait: the stages' ``close()``
+        then runs only if the process lives on until the thread gets to it."""
+        try:
+            while not self._stopped.wait(timeout=note_every):
+                log.warning("stopping: still %s", doing)
+            self._thread.join()  # its last step done
+        except KeyboardInterrupt:
+            log.warning("stopping: interrupted again while %s; the stages' close() may not run", doing)
+            raise
 
     def _loop(self) -> None:
         """Requests are served in turns: each batch takes documents from every waiting request in round robin, so
@@ -534,21 +568,24 @@ class Server:
             raise in_use(e) from None
         try:  # the models load on the batch thread, which runs every batch (Batcher)
             self.batcher = Batcher(pipeline, max_batch=max_batch, max_wait=max_wait)
-            info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
-        except BaseException:
+        except BaseException:  # an interrupted warm-up closed the stages first
             self.httpd.server_close()
             raise
-        self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars)
-        self.httpd.daemon_threads = True
-        # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
-        # during the load is refused, rather than held until it ends
         try:
-            self.httpd.server_activate()
-        except OSError as e:  # another server bound the same port meanwhile (bound but not listening: allowed)
+            info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
+            self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars)
+            self.httpd.daemon_threads = True
+            # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
+            # during the load is refused, rather than held until it ends
+            try:
+                self.httpd.server_activate()
+            except OSError as e:  # another server bound the same port meanwhile (bound but not listening: allowed)
+                raise in_use(e) from None
+            self.host, self.port = self.httpd.server_address[:2]
+        except BaseException:  # the port lost, or a Ctrl-C: the stages are closed before the error goes on
             self.httpd.server_close()
             self.batcher.close()
-            raise in_use(e) from None
-        self.host, self.port = self.httpd.server_address[:2]
+            raise
 
     def serve_forever(self) -> None:
         log.info("serving on http://%s:%s", self.host, self.port)

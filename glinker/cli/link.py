@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import typer
 
 from glinker.errors import ConfigError, DataError, GlinkerError
-from glinker.io import check_text
+from glinker.io import InputIds, check_text
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,10 @@ def _sniff(path: Path, fmt: str) -> str:
 def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                problems: Optional[list[str]] = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, document dict)`` for every non-empty line; bad lines raise a DataError naming the line
-    (or are skipped, with a warning, when ``skip_bad``)."""
+    (or are skipped, with a warning, when ``skip_bad``). A JSONL record without an id is numbered by its line
+    (see :class:`glinker.io.InputIds`: never an id an earlier record has; a record whose id is the one generated
+    for an earlier line is a bad line)."""
+    ids = InputIds(str(path))
     with _open_input(path) as f:
         for n, raw in enumerate(f, 1):
             where = f"{path}:{n}"
@@ -130,12 +133,13 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                 raise err
             try:
                 check_text(rec[text_field], where)
+                doc_id = ids.assign(rec.get("id"), n)
             except DataError as err:
                 if skip_bad:
                     _skip(err, problems)
                     continue
                 raise
-            doc = {"id": str(rec["id"]) if rec.get("id") is not None else str(n), "text": rec[text_field]}
+            doc = {"id": doc_id, "text": rec[text_field]}
             meta = {k: v for k, v in rec.items() if k not in ("id", text_field)}
             if isinstance(rec.get("meta"), dict):
                 meta = {**{k: v for k, v in meta.items() if k != "meta"}, **rec["meta"]}

@@ -30,16 +30,28 @@ def serve(
     from glinker.serve import Server
 
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
-    srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars)
-    typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)", err=True)
-    # SIGTERM (docker stop, Kubernetes) stops like Ctrl-C: requests in flight finish, then the process exits
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.httpd.shutdown, daemon=True).start())
+    srv: Server | None = None
+
+    def on_sigterm(*_: object) -> None:
+        """SIGTERM (docker stop, Kubernetes) stops like Ctrl-C: requests in flight finish, then the process exits;
+        during the warm-up, as Ctrl-C does there (the stages are closed once it ends)."""
+        if srv is None:
+            raise KeyboardInterrupt
+        threading.Thread(target=srv.httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        # an interrupted warm-up closes the stages before Server raises; from here on, stop() closes them
+        srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars)
+        typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)",
+                   err=True)
         srv.serve_forever()
     except KeyboardInterrupt:
-        pass
+        if srv is None:
+            raise  # stopped while loading: nothing was served
     finally:
-        srv.stop()  # every request already received gets its answer first
+        if srv is not None:
+            srv.stop()  # every request already received gets its answer first, then the stages are closed
     typer.echo(f"stopped after {srv.batcher.documents} documents", err=True)
 
 

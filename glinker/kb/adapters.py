@@ -130,29 +130,34 @@ def _holds_secret_type(annotation: Any) -> bool:
     return any(_holds_secret_type(a) for a in get_args(annotation))
 
 
-def declared_secrets(adapter: Any) -> frozenset[str]:
-    """The option names ``adapter`` (a class, an instance, or None) declares secret: its ``secret_options`` class
-    attribute and the ``SecretStr``/``SecretBytes`` fields of its ``options_model``."""
+def _option_secrets(adapter: Any) -> tuple[set[str], set[str]]:
+    """One walk of the options ``adapter`` (a class, an instance, or None) has: the names it declares secret (its
+    ``secret_options`` class attribute and the ``SecretStr``/``SecretBytes`` fields of its ``options_model``), and
+    the names of its ``options_model`` fields that :func:`is_secret_name` finds secret."""
     cls = adapter if isinstance(adapter, type) or adapter is None else type(adapter)
-    found = {str(k) for k in (getattr(cls, "secret_options", None) or ())}
+    declared = {str(k) for k in (getattr(cls, "secret_options", None) or ())}
+    named: set[str] = set()
     model = getattr(cls, "options_model", None)
     for key, f in (getattr(model, "model_fields", None) or {}).items():
         if _holds_secret_type(f.annotation):
-            found.add(key)
-    return frozenset(found)
+            declared.add(key)
+        if is_secret_name(key):
+            named.add(key)
+    return declared, named
+
+
+def declared_secrets(adapter: Any) -> frozenset[str]:
+    """The option names ``adapter`` (a class, an instance, or None) declares secret: its ``secret_options`` class
+    attribute and the ``SecretStr``/``SecretBytes`` fields of its ``options_model``."""
+    return frozenset(_option_secrets(adapter)[0])
 
 
 def secret_options(adapter: Any, names: Iterable[str] = ()) -> frozenset[str]:
     """The secret option names of ``adapter`` (a class, an instance, or None when unknown) among its declared ones
     and ``names``: its ``secret_options`` class attribute, the ``SecretStr`` fields of its ``options_model``
     (:func:`declared_secrets`), and every name :func:`is_secret_name` finds secret."""
-    cls = adapter if isinstance(adapter, type) or adapter is None else type(adapter)
-    found = set(declared_secrets(cls))
-    model = getattr(cls, "options_model", None)
-    for key in (getattr(model, "model_fields", None) or {}):
-        if is_secret_name(key):
-            found.add(key)
-    return frozenset(found | {str(k) for k in names if is_secret_name(str(k))})
+    declared, named = _option_secrets(adapter)
+    return frozenset(declared | named | {str(k) for k in names if is_secret_name(str(k))})
 
 
 def _unset(value: Any) -> bool:
@@ -617,19 +622,60 @@ def canonical_source(name: str, source: str, base_dir: str | os.PathLike[str] | 
     return canon(source) if callable(canon) else source
 
 
+def _file_parts(source: str) -> tuple[str, str, str] | None:
+    """``source`` as ``(before, path, after)`` around the file path it names (``before + path + after == source``):
+    a plain path (``before`` and ``after`` empty), or a ``sqlite:///`` URL's file (``sqlite:///rel.db``,
+    ``sqlite:////abs.db``; a driver such as ``sqlite+pysqlite`` too; ``after``: its ``?query``); None where it names
+    no file: another URL, an in-memory or ``file:`` URI SQLite database, an empty source."""
+    if not source:
+        return None
+    head, sep, rest = source.partition(":///")
+    if sep and head.lower().startswith("sqlite"):
+        path, q, query = rest.partition("?")
+        if not path or path.startswith((":memory:", "file:")) or "://" in rest:
+            return None
+        return f"{head}{sep}", path, q + query
+    if "://" in source:
+        return None
+    return "", source, ""
+
+
+def _found_under(path: str, base_dir: str | os.PathLike[str], sqlite: bool) -> str | None:
+    """The absolute path of relative ``path`` under ``base_dir`` when it exists there (for a SQLite URL's file: a
+    file; a plain path has its ``~`` expanded first: then absolute, so never looked for there), else None."""
+    if sqlite:
+        if path.startswith("/") or os.path.isabs(path):
+            return None
+        found = os.path.join(base_dir, path)
+        return os.path.abspath(found) if os.path.isfile(found) else None
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return None
+    found = os.path.join(base_dir, path)
+    return os.path.abspath(found) if os.path.exists(found) else None
+
+
+def source_file(source: str, base_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The file a KB source names: the source itself when it is a file path, the file of a ``sqlite:///`` URL
+    (``sqlite:///rel.db``: ``rel.db``; ``sqlite:////abs.db``: ``/abs.db``), or None where it names no file
+    (another URL, an in-memory or ``file:`` URI SQLite database, an empty source). A relative one that exists under
+    ``base_dir`` (a pipeline file's folder) is returned absolute, as it is read from there; otherwise as named
+    (read from the working folder; ``~`` is left for the caller to expand, as a plain path's is when read).
+    :func:`relative_to` writes the source with this file."""
+    parts = _file_parts(source)
+    if parts is None:
+        return None
+    before, path, _ = parts
+    found = _found_under(path, base_dir, bool(before)) if base_dir is not None else None
+    return found if found is not None else path
+
+
 def relative_to(source: str, base_dir: str | os.PathLike[str]) -> str:
     """``source`` with a relative file path (or a ``sqlite:///`` URL's relative file) that exists under
-    ``base_dir`` made absolute there; anything else unchanged."""
-    if not source:
+    ``base_dir`` made absolute there (see :func:`source_file`); anything else unchanged."""
+    parts = _file_parts(source)
+    if parts is None:
         return source
-    head, sep, rest = source.partition(":///")
-    if sep and head.lower().startswith("sqlite") and "://" not in rest:  # sqlite:///rel.db (sqlite:////abs.db: abs)
-        path, q, query = rest.partition("?")
-        if path and not path.startswith(("/", ":memory:", "file:")) and not os.path.isabs(path) \
-                and os.path.isfile(os.path.join(base_dir, path)):
-            return f"{head}:///{os.path.abspath(os.path.join(base_dir, path))}{q}{query}"
-        return source
-    if "://" in source or os.path.isabs(os.path.expanduser(source)):
-        return source
-    found = os.path.join(base_dir, os.path.expanduser(source))
-    return os.path.abspath(found) if os.path.exists(found) else source
+    before, path, after = parts
+    found = _found_under(path, base_dir, bool(before))
+    return source if found is None else f"{before}{found}{after}"

@@ -441,18 +441,11 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             return
         if d.get("adapter") not in ("jsonl", "csv", "wikidata", "sql"):
             return  # a third-party adapter's source need not be a file (a table name, an index, a URL of its own)
-        head, sep, rest = src.partition(":///")
-        if sep and head.lower().startswith("sqlite"):
-            path = rest.partition("?")[0]
-            if not path or path.startswith((":memory:", "file:")):
-                return
-        elif "://" in src:
-            return
-        else:
-            path = src
-        p = Path(path).expanduser()
-        if (p if p.is_absolute() else spec.base_dir / p).exists() or p.exists():
-            return
+        from glinker.kb.adapters import source_file
+
+        path = source_file(src, spec.base_dir)  # beside the pipeline file (absolute then), else as named
+        if path is None or Path(path).expanduser().exists():
+            return  # not a file (a server's URL, an in-memory database), or there
         w, line = where(st)
         name = f"stage {st.name!r}" if st is not None else "the pipeline"
         out.append(Problem("E252", f"{name}: kb source file {path!r} does not exist (looked in {spec.base_dir} and the "
