@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -87,6 +88,8 @@ def build(
         t1 = time.perf_counter()
         bank.build_index(factory, progress=bar)
         bank.save_index(out)
+        if m.device.type == "cpu" and factory.upper().startswith("IVF"):
+            _save_lowp_lists(m, bank, out)
         idx_s = time.perf_counter() - t1
     elif factory == "none" and bank.has_index:
         bank.drop_index(out)  # --index none: a bank without an index, as asked
@@ -103,6 +106,19 @@ def build(
             }
         )
     )
+
+
+def _save_lowp_lists(m: Any, bank: Any, out: Path) -> None:
+    """Where this CPU scores through the low-precision pre-filter, write the IVF index's lists in that precision
+    beside it now (memory-mapped at scoring time; otherwise written at first use, which a read-only deployment
+    of the folder cannot do)."""
+    from glinker.model import LabelBank, scoring
+
+    info = scoring.lowp_prefilter(m.device) if m.lowp else None
+    if info is None:
+        return
+    bank._faiss_index = bank._ivf = None  # the float32 lists of the index just built: not twice in memory
+    LabelBank.load(out).ivf_lists(lowp=info.dtype)
 
 
 @labels_app.command("info")

@@ -1060,8 +1060,12 @@ class BiEncoder:
                 log.info("label_top_k=%d on a bank of %d labels without an index: searched exactly (Flat)", top_k,
                          len(bank))
                 bank.build_index("Flat")
-            # an inverted-file index is scored by matrix products on the CPU (score_rows_ivf), others searched
-            lists = bank.ivf_lists() if self.device.type == "cpu" else None
+            # an inverted-file index is scored by matrix products on the CPU (score_rows_ivf), others searched;
+            # with the pre-filter its lists are read in low precision (memory-mapped, no float32 copy held)
+            lists = None
+            if self.device.type == "cpu":
+                info = scoring.lowp_prefilter(self.device) if self.lowp else None
+                lists = bank.ivf_lists(lowp=info.dtype if info is not None else None)
             return top_k, bank.search, lists, bank.nprobe
         from glinker.model.labels import build_faiss_index, search_index
 

@@ -23,6 +23,10 @@ BANK_JSON = "label_bank.json"
 BANK_VECTORS = "vectors.npy"
 BANK_EMBEDDINGS = "embeddings.npy"
 BANK_INDEX = "labels.faiss"
+# the IVF index's lists in the pre-filter's low precision, saved beside the index at first use (memory-mapped after:
+# no float32 copy of the lists in memory; see LabelBank.ivf_lists)
+BANK_IVF_LOWP = "labels.ivf-lowp"
+_IVF_LOWP_FORMAT = "glinker.ivf_lowp/1"
 
 # Banks at least this large are scored through a FAISS index (top-k labels per span) unless told otherwise.
 # Measured (docs/bench/labels.md): at 100k labels the default IVF index scored by matrix products agrees with
@@ -321,6 +325,7 @@ class LabelBank:
         self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress, mips=mips)
         self.index_factory = f
         self._index_path = None
+        self._ivf = None
         return self
 
     def faiss_index(self) -> Any:
@@ -365,12 +370,38 @@ class LabelBank:
                                 len(self), took, self.index_factory)
         return self._faiss_index
 
-    def ivf_lists(self) -> Any:
+    def ivf_lists(self, lowp: Any = None) -> Any:
         """The index's lists as :class:`glinker.model.scoring.IVFLists` (views of its memory) when it is an
         inner-product IVF-Flat index, for scoring by matrix products (:func:`~glinker.model.scoring.score_rows_ivf`);
-        None for other indexes (they are searched through FAISS)."""
-        if self._ivf is not None and self._ivf.owner is self._faiss_index:
-            return self._ivf
+        None for other indexes (they are searched through FAISS).
+
+        With ``lowp``, the dtype of the low-precision pre-filter that will score them, and an index saved in the
+        bank folder, the lists come in their lean form: the low-precision lists memory-mapped from
+        ``labels.ivf-lowp/`` beside the index (written there at first use when the folder is writable; a changed
+        index is detected and the folder rewritten), survivors re-scored from the bank's vectors. The FAISS index
+        (a float32 copy of every vector) is then not held in memory: at a million labels ~2 GB less, and
+        processes reading the same bank share the lists through the page cache."""
+        ivf = self._ivf
+        if ivf is not None:
+            if ivf.lean and lowp is not None and ivf._low.labels.vectors_t.dtype == lowp:
+                return ivf
+            if not ivf.lean and ivf.owner is self._faiss_index:
+                return ivf
+        if lowp is not None and self._faiss_index is None and self._index_path is not None:
+            lean = self._read_ivf_lowp(lowp)
+            if lean is not None:
+                self._ivf = lean
+                return lean
+        full = self._ivf_from_index()
+        self._ivf = full
+        if full is not None and lowp is not None and self._index_path is not None:
+            lean = self._write_ivf_lowp(full, lowp)
+            if lean is not None:  # drop the float32 lists: search() reads the index again if it is asked
+                self._ivf, self._faiss_index = lean, None
+                return lean
+        return full
+
+    def _ivf_from_index(self) -> Any:
         import numpy as np
         import torch
 
@@ -398,8 +429,83 @@ class LabelBank:
             codes = faiss.rev_swig_ptr(inv.get_codes(j), n * d * 4).view(np.float32).reshape(n, d)
             vectors.append(torch.from_numpy(codes))
             ids.append(torch.from_numpy(faiss.rev_swig_ptr(inv.get_ids(j), n)))
-        self._ivf = IVFLists(cen, vectors, ids, owner=index)
-        return self._ivf
+        return IVFLists(cen, vectors, ids, owner=index)
+
+    def _ivf_lowp_meta(self, dtype: Any) -> dict:
+        from glinker.model.scoring import LOWP_ROW_ALIGN
+
+        return {
+            "format": _IVF_LOWP_FORMAT,
+            "dtype": str(dtype),
+            "align": LOWP_ROW_ALIGN,
+            "count": len(self),
+            "dim": self.dim,
+            "index": _file_signature(self._index_path),
+        }
+
+    def _read_ivf_lowp(self, dtype: Any) -> Any:
+        """The lean lists saved beside the index, or None (absent, stale or unreadable: then read from the index)."""
+        import numpy as np
+        import torch
+
+        from glinker.model.scoring import IVFLists, IVFLowp
+
+        d = self._index_path.parent / BANK_IVF_LOWP
+        if not (d / "meta.json").is_file():
+            return None
+        try:
+            meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+            want = self._ivf_lowp_meta(dtype)
+            if {k: meta.get(k) for k in want} != want:
+                log.info("the low-precision IVF lists in %s are not this index's: written again", d)
+                return None
+            sizes = [int(x) for x in meta["sizes"]]
+            cen = torch.from_numpy(np.load(d / "centroids.npy", allow_pickle=False))
+            ids = torch.from_numpy(np.load(d / "ids.npy", allow_pickle=False))
+            rows = np.load(d / "rows.npy", mmap_mode="r", allow_pickle=False)
+            if sum(sizes) != len(self) or ids.shape != (len(self),) or cen.shape != (len(sizes), self.dim):
+                raise ValueError(f"{len(sizes)} lists of {sum(sizes)} labels, {tuple(ids.shape)} ids, centroids "
+                                 f"{tuple(cen.shape)}")
+            with warnings.catch_warnings():  # read-only memmap: torch warns that the tensor is not writable
+                warnings.simplefilter("ignore")
+                low = torch.from_numpy(rows).view(dtype)
+            low_lists = IVFLowp.from_rows(low, sizes, meta["norms"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            log.warning("could not read the low-precision IVF lists in %s (%s): reading the index instead", d, e)
+            return None
+        return IVFLists(cen, None, list(ids.split(sizes)), _low=low_lists, source=self.vectors)
+
+    def _write_ivf_lowp(self, full: Any, dtype: Any) -> Any:
+        """Save ``full``'s low-precision lists beside the index and return them memory-mapped (lean); None when
+        the folder is not writable or the write fails (the float32 lists are used as before)."""
+        import numpy as np
+        import torch
+
+        folder = self._index_path.parent
+        if not os.access(folder, os.W_OK):
+            return None
+        low = full.lowp(dtype)
+        sizes = [int(i.shape[0]) for i in full.ids]
+        meta = {**self._ivf_lowp_meta(dtype), "sizes": sizes,
+                "norms": [low.labels.norm_max, low.labels.low_norm_max, low.labels.err_norm_max]}
+        target = folder / BANK_IVF_LOWP
+        tmp = Path(tempfile.mkdtemp(prefix=f".{BANK_IVF_LOWP}.", dir=folder))
+        try:
+            np.save(tmp / "centroids.npy", full.centroids.numpy())
+            np.save(tmp / "ids.npy", (torch.cat(full.ids) if full.ids else torch.zeros(0, dtype=torch.long)).numpy())
+            np.save(tmp / "rows.npy", low.rows.contiguous().view(torch.int16).numpy())
+            (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            for f in tmp.iterdir():
+                plain_mode(f)
+            plain_mode(tmp, executable=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(tmp, target)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.warning("could not save the low-precision IVF lists in %s: %s", folder, e)
+            return None
+        log.info("saved the index's lists in %s for memory-mapped scoring (%d labels)", target, len(self))
+        return self._read_ivf_lowp(dtype)
 
     def search(self, queries: Any, k: int) -> Any:
         """(n, k) int64 rows of the ``k`` labels with the largest inner product per query (-1: none)."""
@@ -431,6 +537,7 @@ class LabelBank:
             _atomic_write(out / name, writer)
         if index is None:
             (out / BANK_INDEX).unlink(missing_ok=True)  # a stale index must not outlive its vectors
+        shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
         return out
 
     @classmethod
@@ -478,8 +585,10 @@ class LabelBank:
         meta["index_factory"] = None
         _atomic_write(d / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         (d / BANK_INDEX).unlink(missing_ok=True)
+        shutil.rmtree(d / BANK_IVF_LOWP, ignore_errors=True)
         self._faiss_index = None
         self._index_path = None
+        self._ivf = None
         self.index_factory = None
 
     def save_index(self, out_dir: str | os.PathLike) -> Path:
@@ -500,6 +609,7 @@ class LabelBank:
             )
         meta["index_factory"] = self.index_factory
         _atomic_write(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
         _atomic_write(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         return out
 
@@ -684,6 +794,21 @@ def _check_unique(names: Sequence[str]) -> None:
         raise DataError(
             f"duplicate label name {dup!r} in a label bank", where="LabelBank", fix="label names must be unique"
         )
+
+
+def _file_signature(path: Path) -> dict:
+    """Size and a digest of the first and last MiB of ``path``: tells a replaced index from the one saved lists
+    were taken from, without reading gigabytes."""
+    import hashlib
+
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 1 << 20:
+            f.seek(max(1 << 20, size - (1 << 20)))
+            h.update(f.read())
+    return {"bytes": size, "sha256_ends": h.hexdigest()}
 
 
 def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:

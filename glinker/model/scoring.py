@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -499,17 +499,45 @@ class IVFLists:
     """The lists of an inverted-file (IVF-Flat, inner product) label index as torch tensors: ``centroids`` (nlist,
     D) float32, and per list the label vectors (n_j, D) float32 and their label rows (n_j,) int64. Built from a
     FAISS index by :meth:`glinker.model.labels.LabelBank.ivf_lists` as views of its memory (no copy); ``owner``
-    keeps that index alive."""
+    keeps that index alive.
+
+    The *lean* form (``vectors`` None) holds no float32 copy of the lists: only the low-precision lists of the
+    pre-filter (``_low``, memory-mapped from the bank folder) and ``source``, the bank's own (N, D) float32
+    vectors, from which the few pairs the pre-filter keeps are re-scored (the same numbers: an IVF-Flat list holds
+    exact copies of those rows). A million labels then take ~1 GB of bfloat16 lists instead of 2 GB of float32
+    lists plus their 1 GB bfloat16 copy."""
 
     centroids: torch.Tensor
-    vectors: list[torch.Tensor]
+    vectors: list[torch.Tensor] | None
     ids: list[torch.Tensor]
     owner: Any = None
     _low: Any = None
+    source: torch.Tensor | None = None
+
+    @property
+    def lean(self) -> bool:
+        return self.vectors is None
+
+    def size(self, j: int) -> int:
+        return int(self.ids[j].shape[0])
+
+    def list_vectors(self, j: int) -> torch.Tensor:
+        """List ``j``'s float32 label vectors (n_j, D) (gathered from ``source`` in the lean form)."""
+        if self.vectors is not None:
+            return self.vectors[j]
+        return self.source[self.ids[j]]
+
+    def rows_of(self, j: int, cols: torch.Tensor) -> torch.Tensor:
+        """The float32 vectors of list ``j``'s entries ``cols``."""
+        if self.vectors is not None:
+            return self.vectors[j][cols]
+        return self.source[self.ids[j][cols]]
 
     def lowp(self, dtype: torch.dtype) -> IVFLowp:
         """The lists in low precision for the pre-filter (built once per dtype, ~half the float32 lists' size)."""
         if self._low is None or self._low.labels.vectors_t.dtype != dtype:
+            if self.vectors is None:
+                raise ValueError(f"lean IVF lists hold {self._low.labels.vectors_t.dtype} lists only, not {dtype}")
             self._low = IVFLowp.build(self, dtype)
         return self._low
 
@@ -528,12 +556,9 @@ class IVFLowp:
     @classmethod
     def build(cls, lists: IVFLists, dtype: torch.dtype) -> IVFLowp:
         d = int(lists.centroids.shape[1])
-        sizes = [int(v.shape[0]) for v in lists.vectors]
-        padded = [-(-n // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN for n in sizes]
-        starts = [0]
-        for n in padded[:-1]:
-            starts.append(starts[-1] + n)
+        padded = cls.padding([int(v.shape[0]) for v in lists.vectors])
         low = torch.zeros(sum(padded), d + 2, dtype=dtype)
+        starts = cls.starts_of(padded)
         norms = [0.0, 0.0, 0.0]  # the maxima over all lists (one bound serves every list)
         for v, o in zip(lists.vectors, starts):
             vl = v.to(dtype)
@@ -541,6 +566,31 @@ class IVFLowp:
             low[o : o + v.shape[0], d + 1] = 1.0
             norms = [max(a, b) for a, b in zip(norms, _rounding_norms(v, vl))]
         return cls(LowpLabels(low.T, *norms), starts, padded)
+
+    @staticmethod
+    def padding(sizes: list[int]) -> list[int]:
+        """Each list's rows in the matrix: its size rounded up to a multiple of LOWP_ROW_ALIGN."""
+        return [-(-n // LOWP_ROW_ALIGN) * LOWP_ROW_ALIGN for n in sizes]
+
+    @staticmethod
+    def starts_of(padded: list[int]) -> list[int]:
+        starts = [0]
+        for n in padded[:-1]:
+            starts.append(starts[-1] + n)
+        return starts
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The row-major (rows, D + 2) matrix (what is saved; ``labels.vectors_t`` is its transpose)."""
+        return self.labels.vectors_t.T
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, sizes: list[int], norms: Sequence[float]) -> IVFLowp:
+        """The inverse of :attr:`rows` (e.g. a memory-mapped saved matrix) for lists of ``sizes`` labels."""
+        padded = cls.padding(sizes)
+        if int(rows.shape[0]) != sum(padded):
+            raise ValueError(f"{int(rows.shape[0])} rows for lists padded to {sum(padded)}")
+        return cls(LowpLabels(rows.T, *(float(x) for x in norms)), cls.starts_of(padded), padded)
 
 
 def score_rows_ivf(
@@ -589,15 +639,17 @@ def score_rows_ivf(
     for j, end in enumerate(ends):
         if end == start:
             continue
-        rows, vecs = rows_by_list[start:end], lists.vectors[j]
+        rows, size = rows_by_list[start:end], lists.size(j)
         start = end
-        if vecs.shape[0] == 0:
+        if size == 0:
             continue
-        sub = max(1, int(budget_bytes // (4 * vecs.shape[0])))
+        sub = max(1, int(budget_bytes // (4 * size)))
+        vecs = None  # list j's float32 vectors, taken when a block needs them (gathered in the lean form)
         for a in range(0, rows.numel(), sub):
             rr = rows[a : a + sub]
-            found = _ivf_lowp_pairs(q, low, ivl, j, rr, vecs, lt) if low is not None else None
+            found = _ivf_lowp_pairs(q, low, ivl, j, rr, lists, lt) if low is not None else None
             if found is None:
+                vecs = lists.list_vectors(j) if vecs is None else vecs
                 found = _ivf_float32_pairs(q, rr, vecs, top_k, lt)
             if found[0].numel():
                 parts_r.append(found[0])
@@ -634,7 +686,7 @@ def _ivf_float32_pairs(
 
 
 def _ivf_lowp_pairs(
-    q: torch.Tensor, low: torch.Tensor, ivl: IVFLowp, j: int, rr: torch.Tensor, vecs: torch.Tensor, lt: float
+    q: torch.Tensor, low: torch.Tensor, ivl: IVFLowp, j: int, rr: torch.Tensor, lists: IVFLists, lt: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(rows, list columns, float32 logits) of the pairs of rows ``rr`` x list ``j`` above ``lt``, through the
     low-precision pre-filter; None when the pre-filter keeps too many pairs to pay (the caller scores the block
@@ -644,10 +696,10 @@ def _ivf_lowp_pairs(
     idx = rr if mp == m else torch.cat([rr, rr.new_full((mp - m,), low.shape[0] - 1)])
     o, w = ivl.starts[j], ivl.padded[j]
     pos = positive_positions(low[idx] @ ivl.labels.vectors_t[:, o : o + w])
-    if pos.numel() > LOWP_MAX_SURVIVORS * m * vecs.shape[0] + 64:
+    if pos.numel() > LOWP_MAX_SURVIVORS * m * lists.size(j) + 64:
         return None
     r, c = pos // w, pos % w
-    logit = torch.linalg.vecdot(q[rr[r]], vecs[c])
+    logit = torch.linalg.vecdot(q[rr[r]], lists.rows_of(j, c))
     keep = logit > lt
     return rr[r[keep]], c[keep], logit[keep]
 

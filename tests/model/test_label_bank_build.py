@@ -191,3 +191,29 @@ def test_a_finished_bank_is_not_encoded_again(model, tmp_path, monkeypatch):
     (tmp_path / "labels.txt").write_text("person\norganization\ncity\n", encoding="utf-8")
     r = runner.invoke(app, args)
     assert r.exit_code != 0 and "encoded a finished bank again" in str(r.exception)  # other labels: encoded
+
+
+def test_labels_build_with_an_ivf_index_saves_its_low_precision_lists(model, tmp_path, monkeypatch):
+    """Where the pre-filter runs, `labels build --index IVF...` writes the index's bfloat16 lists beside it, so
+    that scoring maps them (a read-only deployment cannot write them at first use); --index none removes them."""
+    from glinker.model import labels as lab
+    from glinker.model import scoring
+
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    scoring._LOWP.clear()
+    if scoring.lowp_prefilter("cpu") is None:
+        pytest.skip("no bfloat16 products on this CPU")
+    names = [f"label {i}" for i in range(300)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    args = ["labels", "build", str(tmp_path / "labels.txt"), "-m", CKPT, "-o", str(tmp_path / "bank")]
+    r = runner.invoke(app, args + ["--index", "IVF4,Flat"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "bank" / lab.BANK_IVF_LOWP / "rows.npy").is_file()
+    monkeypatch.setattr(lab._faiss(), "read_index", lambda *a: pytest.fail("the index was read"))
+    lists = LabelBank.load(tmp_path / "bank").ivf_lists(lowp=torch.bfloat16)
+    assert lists.lean and sum(len(i) for i in lists.ids) == 300
+    monkeypatch.undo()
+    r = runner.invoke(app, args + ["--index", "none"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "bank" / lab.BANK_IVF_LOWP).exists()
+    scoring._LOWP.clear()

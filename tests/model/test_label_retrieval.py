@@ -132,7 +132,7 @@ def test_predict_through_ivf_lists_equals_the_faiss_search(model, monkeypatch):
     assert bank.ivf_lists() is not None
     gemm = model.predict(TEXTS, bank, threshold=t, label_top_k=64)
     assert sum(map(len, gemm)) > 0
-    monkeypatch.setattr(bank, "ivf_lists", lambda: None)  # searched through FAISS instead
+    monkeypatch.setattr(bank, "ivf_lists", lambda **k: None)  # searched through FAISS instead
     _assert_same(gemm, model.predict(TEXTS, bank, threshold=t, label_top_k=64))
 
 
@@ -286,3 +286,103 @@ def test_large_banks_default_to_an_inverted_file_scored_by_matrix_products():
     C = 12_000
     bank = LabelBank([str(i) for i in range(C)], [str(i) for i in range(C)], torch.randn(C, 8, generator=g))
     assert bank.default_factory() == "IVF64,Flat" and bank.build_index().ivf_lists() is not None
+
+
+def _saved_ivf_bank(tmp_path, C=6000, D=32, factory="IVF48,Flat", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randn(C, D, generator=g) * 0.3
+    prompts[:, 0] = 1.0
+    names = [str(i) for i in range(C)]
+    LabelBank(names, names, prompts).build_index(factory).save(tmp_path / "bank")
+    return tmp_path / "bank"
+
+
+def test_lean_ivf_lists_score_as_the_index_lists_and_are_read_without_the_index(tmp_path, monkeypatch):
+    """With the pre-filter's dtype, a saved IVF index's lists are written beside it in bfloat16 once and then
+    memory-mapped (no float32 copy of the lists, the FAISS index not read): the same pairs and scores as the
+    index's own lists, through the pre-filter, its float32 fall-back blocks, and without the pre-filter."""
+    from glinker.model import labels as lab
+    from glinker.model import scoring
+
+    d = _saved_ivf_bank(tmp_path)
+    full = LabelBank.load(d).ivf_lists()
+    assert not full.lean and not (d / lab.BANK_IVF_LOWP).exists()
+    first = LabelBank.load(d)
+    lean = first.ivf_lists(lowp=torch.bfloat16)
+    assert lean.lean and (d / lab.BANK_IVF_LOWP / "rows.npy").is_file()
+    assert first._faiss_index is None  # the float32 lists were let go
+    # a later process maps the saved lists and never reads the index
+    monkeypatch.setattr(faiss, "read_index", lambda *a: pytest.fail("the index was read"))
+    again = LabelBank.load(d)
+    lists = again.ivf_lists(lowp=torch.bfloat16)
+    assert lists.lean and again.ivf_lists(lowp=torch.bfloat16) is lists
+    assert torch.equal(lists.centroids, full.centroids)
+    assert all(torch.equal(a, b) for a, b in zip(lists.ids, full.ids))
+    g = torch.Generator().manual_seed(3)
+    reps = torch.randn(1500, 32, generator=g)
+    reps[:, 0] = -7.0
+    C = len(again)
+    for nprobe, k, t, low in ((8, 64, 0.3, torch.bfloat16), (8, 2, 0.3, torch.bfloat16), (48, C, 0.5, torch.bfloat16),
+                              (16, 5, 0.02, torch.bfloat16), (8, 64, 0.3, None)):
+        r0, c0, p0 = score_rows_ivf(reps, full, t, nprobe, k, C, lowp=low)
+        r1, c1, p1 = score_rows_ivf(reps, lists, t, nprobe, k, C, lowp=low)
+        assert r0.numel() > 0 and torch.equal(r0, r1) and torch.equal(c0, c1), (nprobe, k, t, low)
+        assert torch.equal(p0, p1)
+    monkeypatch.setattr(scoring, "LOWP_MAX_SURVIVORS", 0.0)  # every block falls back to float32 (gathered rows)
+    r0, c0, p0 = score_rows_ivf(reps, full, 0.3, 8, 64, C, lowp=torch.bfloat16)
+    r1, c1, p1 = score_rows_ivf(reps, lists, 0.3, 8, 64, C, lowp=torch.bfloat16)
+    assert r0.numel() > 0 and torch.equal(r0, r1) and torch.equal(c0, c1) and torch.equal(p0, p1)
+
+
+def test_lean_ivf_lists_follow_a_replaced_index(tmp_path, monkeypatch):
+    """Saved low-precision lists belong to one index: writing a new index removes them, and lists left beside an
+    index replaced by other means are recognised as stale and written again from it."""
+    from glinker.model import labels as lab
+
+    d = _saved_ivf_bank(tmp_path)
+    LabelBank.load(d).ivf_lists(lowp=torch.bfloat16)
+    assert (d / lab.BANK_IVF_LOWP).is_dir()
+    bank = LabelBank.load(d)
+    bank.build_index("IVF32,Flat").save_index(d)
+    assert not (d / lab.BANK_IVF_LOWP).exists()
+    lean = LabelBank.load(d).ivf_lists(lowp=torch.bfloat16)
+    assert lean.lean and lean.centroids.shape[0] == 32
+    # another index copied over labels.faiss (the lists saved beside it are the old index's)
+    other = _saved_ivf_bank(tmp_path / "o", factory="IVF16,Flat")
+    (d / lab.BANK_INDEX).write_bytes((other / lab.BANK_INDEX).read_bytes())
+    lists = LabelBank.load(d).ivf_lists(lowp=torch.bfloat16)
+    assert lists.lean and lists.centroids.shape[0] == 16
+    assert torch.equal(lists.centroids, LabelBank.load(other).ivf_lists().centroids)
+    # a damaged saved copy is ignored with a warning: the index is read instead
+    (d / lab.BANK_IVF_LOWP / "rows.npy").write_bytes(b"garbage")
+    assert not LabelBank.load(d)._read_ivf_lowp(torch.bfloat16)
+    assert LabelBank.load(d).ivf_lists(lowp=torch.bfloat16).lean  # and written again
+    # a folder that cannot be written: the index's float32 lists, as before
+    monkeypatch.setattr(lab.os, "access", lambda *a: False)
+    import shutil
+
+    shutil.rmtree(d / lab.BANK_IVF_LOWP)
+    assert not LabelBank.load(d).ivf_lists(lowp=torch.bfloat16).lean
+
+
+def test_predict_through_lean_ivf_lists_equals_the_index_lists(model, tmp_path, monkeypatch):
+    from glinker.model import scoring
+
+    monkeypatch.setenv("GLINKER_PREFILTER", "bf16")
+    scoring._LOWP.clear()
+    info = scoring.lowp_prefilter("cpu")
+    if info is None:
+        pytest.skip("no bfloat16 products on this CPU")
+    bank = model.encode_labels(_labels(3000)).build_index("IVF32,Flat")
+    bank.nprobe = 6
+    bank.save(tmp_path / "b")
+    full = LabelBank.load(tmp_path / "b")
+    full.nprobe = 6
+    monkeypatch.setattr(full, "_write_ivf_lowp", lambda *a: None)
+    want = model.predict(TEXTS, full, threshold=0.5, label_top_k=64)
+    assert sum(map(len, want)) > 0 and not full._ivf.lean
+    lean = LabelBank.load(tmp_path / "b")
+    lean.nprobe = 6
+    _assert_same(want, model.predict(TEXTS, lean, threshold=0.5, label_top_k=64))
+    assert lean._ivf.lean
+    scoring._LOWP.clear()
