@@ -6,8 +6,10 @@ Scores are printed as a table/summary, then one machine-readable last line
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +31,70 @@ def _fail(e: GlinkerError) -> None:
     raise typer.Exit(2)
 
 
+def _overlaps(out: Path, src: Path) -> bool:
+    """Whether writing ``out`` would write ``src`` (the same file, through links too) or into the folder ``src``."""
+    o, i = out.resolve(), src.resolve()
+    if o == i or i in o.parents:
+        return True
+    try:
+        return out.exists() and src.exists() and os.path.samefile(out, src)
+    except OSError:
+        return False
+
+
+def _guard_output(flag: str, out: Path | None, data: Sequence[Path] = (), predictions: Path | None = None,
+                  others: Sequence[tuple[str, Path | None]] = ()) -> None:
+    """Refuse, before any work, an output that would replace an input: a --data file or anything inside a --data
+    folder (a data file's ``labels.json`` too), the --predictions file, or another output or input file."""
+    if out is None:
+        return
+    for src in data:
+        srcs = [src] + ([src.parent / "labels.json"] if src.is_file() else [])
+        hit = next((x for x in srcs if _overlaps(out, x)), None)
+        if hit is not None:
+            raise ConfigError(f"{flag} {out} is in the evaluation data (--data {src}"
+                              + (f": {hit}" if hit != src else "") + "): writing it would replace the gold data or "
+                              "be read as data", where=flag, fix=f"write {flag} outside the data")
+    if predictions is not None and _overlaps(out, predictions):
+        raise ConfigError(f"{flag} {out} is the --predictions file {predictions}: writing it would replace the "
+                          "predictions being scored", where=flag, fix=f"give {flag} another file")
+    for name, other in others:
+        if other is not None and _overlaps(out, other):
+            raise ConfigError(f"{flag} {out} is also {name} {other}: one would overwrite the other", where=flag,
+                              fix=f"give {flag} another file")
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a folder", where=flag, fix=f"give {flag} a file name, e.g. report.json")
+    if not out.resolve().parent.is_dir():
+        raise ConfigError(f"{flag} {out}: the folder {out.parent} does not exist", where=flag,
+                          fix="create the folder first, or write elsewhere")
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the JSON report atomically: a temporary file beside it, fsynced, then renamed over ``path``."""
+    import tempfile
+
+    text = json.dumps(report, indent=2) + "\n"
+    target = path.resolve()
+    if target.exists():
+        mode = target.stat().st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _progress(total: int, desc: str) -> Any:
     try:
         from tqdm import tqdm
@@ -45,12 +111,12 @@ def ner(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model folder, hub id, or shipped model name."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", help="Span score threshold (GLiNER's eval uses 0.5)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Score only the first N sentences of each set."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Score only the first N sentences of each set (with --predictions too)."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
     predictions: Path | None = typer.Option(None, "--predictions", help="Score saved predictions (JSONL) instead of running a model."),
     save_predictions: Path | None = typer.Option(None, "--save-predictions", help="Write the predictions as JSONL."),
     mode: str = typer.Option("gliner", "--mode", help="gliner (whitespace-word spans, GLiNER's convention) or char."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON (atomically; never onto an input)."),
     split: str = typer.Option("test", "--split", help="Which file of each dataset folder: test (test.json), dev, ..."),
     sweep: str | None = typer.Option(
         None, "--sweep", help="Comma-separated thresholds, e.g. 0.2,0.3,0.4,0.5: one prediction pass, a row per "
@@ -76,34 +142,37 @@ def ner(
                               "would be ignored", where=ignored[0].split()[0],
                               fix="run the sweep alone (it prints a row per threshold), then a run at the chosen "
                                   "threshold with --save-predictions / --json" if sweep else "drop --threshold")
+        if predictions is not None and save_predictions is not None:
+            raise ConfigError("--save-predictions writes the predictions a model run makes; with --predictions "
+                              "there are none", where="--save-predictions",
+                              fix="drop --save-predictions (the --predictions file is the saved predictions)")
+        # outputs that would replace an input are refused before anything is read or run
+        _guard_output("--save-predictions", save_predictions, [data], predictions)
+        _guard_output("--json", json_out, [data], predictions, [("--save-predictions", save_predictions)])
         if sweep is not None:
             _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words)
             return
         if predictions is not None:
-            report = score_predictions_file(predictions, data, mode=mode, split=split)
+            report = score_predictions_file(predictions, data, mode=mode, split=split, limit=limit)
         else:
             datasets = load_ner_datasets(data, split=split, limit=limit)
-            if save_predictions is not None:
-                out = save_predictions.resolve()
-                for d in datasets:
-                    src = Path(d.path).resolve() if d.path is not None else None
-                    if src is not None and (out == src or src in out.parents):
-                        raise ConfigError(f"--save-predictions {save_predictions} is in the evaluation data "
-                                          f"({d.path}): it would replace the gold annotations or be read as data",
-                                          where="--save-predictions", fix="save the predictions outside the data")
             predict = _load_predict(model, threshold, batch_size, device, window_words)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
                 report = evaluate_ner(predict, datasets, mode=mode, save_predictions=save_predictions,
-                                      progress=(bar.update if bar is not None else None))
+                                      progress=(bar.update if bar is not None else None), limit=limit)
             finally:
                 if bar is not None:
                     bar.close()
     except GlinkerError as e:
         _fail(e)
+    report.run = {"model": None if predictions is not None else model,
+                  "threshold": None if predictions is not None else threshold,
+                  "predictions": str(predictions) if predictions is not None else None,
+                  "data": str(data), "split": split if data.is_dir() else None, "mode": mode}
     typer.echo(report.table())
     if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+        _write_report(json_out, report.as_dict())
     typer.echo(report.last_line())
 
 
@@ -127,8 +196,15 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
     finally:
         if bar is not None:
             bar.close()
+    from glinker.eval.ner import NOT_COMPARABLE
+
     names = [d.name for d in datasets]
-    typer.echo("| threshold | " + " | ".join(names) + " | average |")
+    typer.echo(f"model: {model}  thresholds: {', '.join(f'{t:g}' for t in ts)}")
+    typer.echo(f"data: {data}" + (f"  (split: {split})" if data.is_dir() else ""))
+    if limit is not None:
+        typer.echo(f"every score and average is on --limit {limit} sentences per set: {NOT_COMPARABLE}")
+    sets = f"{len(names)} set{'s' if len(names) != 1 else ''}"
+    typer.echo("| threshold | " + " | ".join(names) + f" | average of the {sets} |")
     typer.echo("|---:|" + "---:|" * (len(names) + 1))
     for t, rep in reports.items():
         typer.echo(f"| {t:g} | " + " | ".join(f"{r.scores.f1:.1%}" for r in rep.results)
@@ -173,7 +249,7 @@ def el(
     kb_ids: Path | None = typer.Option(None, "--kb-ids", help="Entity ids in the KB (one per line, or JSONL with id/qid), for KB coverage."),
     exclude_coref: bool = typer.Option(False, "--exclude-coref", help="Drop gold coreference mentions (ELEVANT coref labels)."),
     ks: str = typer.Option("1,5,10,20,50,100", "--ks", help="Comma-separated k for candidate recall@k."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON (atomically; never onto an input)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Override the pipeline's model."),
     kb: str | None = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
 ) -> None:
@@ -194,6 +270,8 @@ def el(
         if predictions is not None and save is not None:
             raise ConfigError("--save writes the links a --pipeline run makes; with --predictions there are none",
                               where="--save", fix="drop --save (the predictions file is the saved links)")
+        # the report must not replace an input (checked before anything is read or run)
+        _guard_output("--json", json_out, list(data), predictions, [("--save", save), ("--kb-ids", kb_ids)])
         gold = list(iter_el_files(data, limit=limit))
         mentions = [m for d in gold for m in d.mentions]
         if mentions and all(m.is_nil for m in mentions) and any(m.raw_id for m in mentions):
@@ -202,23 +280,32 @@ def el(
                         "every gold mention counts as NIL; gold with another KB's ids goes in AIDA-style JSONL (its "
                         "wikidata_qid field takes any id)", example)
         ids = [d.id for d in gold]
+        found_by: str | None = None  # how the mentions were found: unknown for saved links
         if predictions is not None:
             from glinker.io import iter_linked_jsonl
 
             linked = list(iter_linked_jsonl(predictions))
         else:
-            linked = _run_pipeline(pipeline, gold, save, batch_size, model, kb)  # type: ignore[arg-type]
+            linked, found_by = _run_pipeline(pipeline, gold, save, batch_size, model, kb)  # type: ignore[arg-type]
         _check_predictions(linked, gold, predictions if predictions is not None else save)
         wanted = set(ids)
         preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
-        kb = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
-        report = evaluate_el(gold, preds, kb=kb, ks=k_list, exclude_coref=exclude_coref)
+        kb_set = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
+        report = evaluate_el(gold, preds, kb=kb_set, ks=k_list, exclude_coref=exclude_coref, mentions=found_by)
     except GlinkerError as e:
         _fail(e)
-    typer.echo(f"data: {', '.join(map(str, data))}")
+    run = {"pipeline": str(pipeline) if pipeline is not None else None,
+           "predictions": str(predictions) if predictions is not None else None, "model": model, "kb": kb,
+           "data": [str(d) for d in data], "limit": limit, "mentions": report.mentions}
+    if pipeline is not None:
+        typer.echo(f"pipeline: {pipeline}" + (f"  model: {model}" if model else "") + (f"  kb: {kb}" if kb else "")
+                   + f"  (mentions: {'gold, given_mentions' if found_by == 'gold' else 'found end to end'})")
+    else:
+        typer.echo(f"predictions: {predictions}")
+    typer.echo(f"data: {', '.join(map(str, data))}" + (f"  (first {limit} documents)" if limit is not None else ""))
     typer.echo(report.summary())
     if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+        _write_report(json_out, {"run": run, **report.as_dict()})
     typer.echo(report.last_line())
 
 
@@ -247,14 +334,23 @@ def _check_predictions(linked: list[Any], gold: list, source: Path | None) -> No
                     len(texts), where)
 
 
+def _mentions_of(pipe: Any) -> str:
+    """"gold" when the pipeline takes the gold mentions (a ``given_mentions`` stage), else "end-to-end"."""
+    stages = getattr(getattr(pipe, "spec", None), "stages", None) or {}
+    types = {getattr(st, "type", None) for st in (stages.values() if isinstance(stages, dict) else stages)}
+    return "gold" if "given_mentions" in types else "end-to-end"
+
+
 def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None, model: str | None = None,
-                  kb: str | None = None) -> list[Any]:
-    """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL."""
+                  kb: str | None = None) -> tuple[list[Any], str]:
+    """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL.
+    Returns the linked documents and how the pipeline finds mentions (:func:`_mentions_of`)."""
     import glinker
     from glinker.io import iter_linked_jsonl
     from glinker.stages.writers import JSONLWriter
 
     pipe = glinker.load_pipeline(str(path), model=model, kb=kb)
+    found_by = _mentions_of(pipe)
     docs = [d.to_document() for d in gold]
     claim = None
     if save is not None:
@@ -292,7 +388,7 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
         if claim is not None:
             claim.__exit__(None, None, None)
         pipe.close()  # its stages' close() run
-    return list(iter_linked_jsonl(save)) if save is not None else done
+    return (list(iter_linked_jsonl(save)) if save is not None else done), found_by
 
 
 def _as_linked(out: Any, doc: Any, pipe: Any) -> Any:

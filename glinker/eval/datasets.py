@@ -178,12 +178,18 @@ class GoldSpan:
 
 @dataclass
 class NERExample:
-    """One sentence with gold character spans."""
+    """One sentence with gold character spans.
+
+    ``labels``: the record's own list of types to prompt it with (a GLiNER ``label``/``labels`` list, the types a
+    Pile-NER passage was asked about), which then replaces the dataset's labels for this sentence; None (the
+    benchmark eval files) means the dataset's labels.
+    """
 
     text: str
     spans: list[GoldSpan]
     id: str | None = None
     where: str | None = None  # file:line of the record, for error messages
+    labels: list[str] | None = None
 
 
 @dataclass
@@ -283,9 +289,14 @@ def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = 
 
 def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None = None) -> list[NERDataset]:
     """The evaluation sets at ``path``: GLiNER/UniNER eval folders (``{split}.json`` + ``labels.json``) or a
-    folder of them; else annotated data in a training format (BIO ``.conll``/``.conllu``/``.txt``, GLiNER
-    ``tokenized_text`` JSON): a file, or a folder's ``split`` files, scored as one set on its words joined by
-    spaces, prompted with the folder's ``labels.json`` or else every type the data holds."""
+    folder of them; else annotated data (GLiNER/UniNER eval JSON without ``labels.json``, BIO
+    ``.conll``/``.conllu``/``.txt``, GLiNER ``tokenized_text`` JSON, Pile-NER samples): a file, or a folder's
+    ``split`` files, scored as one set; see :func:`read_annotated_set` for the labels it is prompted with.
+
+    A file is scored exactly as the same file inside a folder: eval JSON (``sentence`` + char ``pos``) keeps every
+    record, its text and gold spans as they are (gold off word boundaries stays unmatchable, empty sentences
+    count), whether it is given as a file or found in a folder; ``limit`` keeps the first N records of each set.
+    """
     p = Path(path)
     if p.is_dir():
         try:
@@ -301,24 +312,55 @@ def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None =
     elif not p.is_file():
         raise DataError(f"not found: {p}", where=str(p),
                         fix="pass a dataset folder (test.json + labels.json), a folder of them, or an annotated file")
+    return [read_annotated_set(p, split=split if p.is_dir() else None, limit=limit)]
+
+
+def read_annotated_set(path: str | Path, split: str | None = None, limit: int | None = None) -> NERDataset:
+    """One evaluation set from annotated data: a file, or a folder's files (of ``split`` when given).
+
+    Labels to prompt with, per sentence: the record's own list when it has one (GLiNER ``label``/``labels``, the
+    types a Pile-NER passage asked for: an explicit choice, negatives included), else the folder's
+    ``labels.json``, else every type the data names (gold types and record lists, in order of appearance). Eval
+    JSON records are read as the benchmark reader reads them (gold char spans untouched, empty sentences kept),
+    so a benchmark file given alone scores as its folder does; a benchmark file beside its ``labels.json`` takes
+    the folder's name, as the folder would.
+    """
+    p = Path(path)
+    files = _data_files(p, split, "data")
+    folder = p if p.is_dir() else p.parent
+    labels_file = folder / "labels.json"
+    file_labels = read_labels(labels_file) if labels_file.is_file() else None
     examples: list[NERExample] = []
     types: dict[str, None] = {}
-    for ex in iter_training(p, split=split if p.is_dir() else None):
+    eval_json = 0
+    for f in files:
         if limit is not None and len(examples) >= limit:
             break
-        spans = [GoldSpan(a, b, lab, ex.text[a:b]) for a, b, lab in ex.char_spans()]
-        for t in [*(ex.labels or []), *(g.label for g in spans)]:
-            types.setdefault(t, None)
-        examples.append(NERExample(text=ex.text, spans=spans, id=str(len(examples)),
-                                   where=f"{ex.source}:{ex.meta.get('line', '')}".rstrip(":")))
+        kind = sniff_training_format(f)
+        if kind == "sentence_json":
+            eval_json += 1
+            it: Iterator[NERExample] = iter_ner_eval_json(f)
+        else:
+            it = (NERExample(text=ex.text, spans=[GoldSpan(a, b, lab, ex.text[a:b]) for a, b, lab in ex.char_spans()],
+                             where=f"{ex.source}:{ex.meta.get('line', '')}".rstrip(":"), labels=ex.labels)
+                  for ex in _training_reader(f, kind))
+        for ex in it:
+            if limit is not None and len(examples) >= limit:
+                break
+            for t in [*(ex.labels or []), *(g.label for g in ex.spans)]:
+                types.setdefault(t, None)
+            ex.id = str(len(examples))
+            examples.append(ex)
     if not examples:
         raise DataError(f"{p} holds no examples", where=str(p), fix="fill it, or point --data elsewhere")
-    folder = p if p.is_dir() else p.parent
-    labels = read_labels(folder / "labels.json") if (folder / "labels.json").is_file() else list(types)
+    labels = file_labels if file_labels is not None else list(types)
     if not labels:
         raise DataError(f"{p} has no entity types to prompt with", where=str(p),
                         fix="add a labels.json beside it: the list of label names")
-    return [NERDataset(name=p.name if p.is_dir() else p.stem, labels=labels, examples=examples, path=p)]
+    name = p.name if p.is_dir() else p.stem
+    if p.is_file() and eval_json and file_labels is not None:
+        name = folder.name  # FOLDER/test.json is the set FOLDER, as `--data FOLDER` reads it
+    return NERDataset(name=name, labels=labels, examples=examples, path=p)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -747,32 +789,40 @@ def training_files(path: str | Path, split: str | None = None) -> list[Path]:
     return files
 
 
+def _training_reader(f: Path, kind: str, labels: list[str] | None = None) -> Iterator[TrainingExample]:
+    """The reader of one training file of format ``kind`` (``labels``: only for eval-style JSON, which has none)."""
+    if kind == "gliner":
+        return iter_gliner_training(f)
+    if kind == "sentence_json":
+        return iter_sentence_json_training(f, labels)
+    if kind == "bio":
+        return iter_bio(f)
+    if kind == "pilener":
+        return iter_pilener(f)
+    raise DataError(f"unknown format {kind!r}", where=str(f), fix=f"use one of {', '.join(TRAINING_FORMATS)}")
+
+
+def _data_files(p: Path, split: str | None, what: str) -> list[Path]:
+    """:func:`training_files`, or a DataError naming the folder when it has none."""
+    files = training_files(p, split)
+    if not files:
+        raise DataError(f"no {what} file{' for split ' + repr(split) if split else ''} in {p}", where=str(p),
+                        fix="expected *.json, *.jsonl, or BIO *.conll/*.conllu/*.bio/*.iob/*.tsv/*.txt files "
+                            "(named train/dev/val...)")
+    return files
+
+
 def iter_training(path: str | Path, split: str | None = None, fmt: str | None = None) -> Iterator[TrainingExample]:
     """Stream training examples from a file or folder in any supported format (sniffed unless ``fmt``).
 
     A folder's ``labels.json``, when present, becomes each example's ``labels`` (unless the record has its own).
     """
     p = Path(path)
-    files = training_files(p, split)
-    if not files:
-        raise DataError(f"no training file{' for split ' + repr(split) if split else ''} in {p}", where=str(p),
-                        fix="expected *.json, *.jsonl, or BIO *.conll/*.conllu/*.bio/*.iob/*.tsv/*.txt files "
-                            "(named train/dev/val...)")
+    files = _data_files(p, split, "training")
     for f in files:
         labels_file = f.parent / "labels.json"
         labels = read_labels(labels_file) if labels_file.is_file() else None
-        kind = fmt or sniff_training_format(f)
-        if kind == "gliner":
-            it = iter_gliner_training(f)
-        elif kind == "sentence_json":
-            it = iter_sentence_json_training(f, labels)
-        elif kind == "bio":
-            it = iter_bio(f)
-        elif kind == "pilener":
-            it = iter_pilener(f)
-        else:
-            raise DataError(f"unknown format {kind!r}", where=str(f), fix=f"use one of {', '.join(TRAINING_FORMATS)}")
-        for ex in it:
+        for ex in _training_reader(f, fmt or sniff_training_format(f), labels):
             if ex.labels is None and labels is not None:
                 ex.labels = labels
             yield ex

@@ -14,6 +14,10 @@ What is counted (ELEVANT's linking evaluation with unknown entities *ignored*, i
   gold mentions (ELEVANT ``optional``, DATETIME, QUANTITY) linked correctly or not at all.
 Spans match exactly (character offsets); ELEVANT also accepts spans expanded to word boundaries, which we
 do not.
+
+Candidate recall@k is over InKB gold mentions; a prediction that links an entity without carrying a candidate
+list counts as having that entity as its one candidate (so recall@1 >= ed_acc), and a gold mention without a
+prediction at its span is a miss.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class ELReport:
     ed_with_prediction: int = 0
     recall_hits: dict[int, int] = field(default_factory=dict)
     has_candidates: bool = False
+    # InKB gold spans whose prediction links an entity but carries no candidate list, in a run where others carry
+    # them: recall@k takes the link as its single candidate (it was the system's choice, so a candidate)
+    recall_link_as_candidate: int = 0
     nil_gold: int = 0
     nil_correct: int = 0
     optional_gold: int = 0
@@ -67,9 +74,13 @@ class ELReport:
     kb_distinct_present: int | None = None
     documents: int = 0
     predictions: int = 0
+    predictions_nil: int = 0  # of ``predictions``: NIL links (never scored: not in the precision denominator)
     predictions_outside_span: int = 0
     predictions_unknown_doc: int = 0
     duplicate_predictions: int = 0
+    # how the mentions were found: "gold" (the pipeline was given the gold mentions), "end-to-end" (it found
+    # them), None (unknown: saved links); it words the disambiguation line of :meth:`summary`
+    mentions: str | None = None
 
     @property
     def ed_acc(self) -> float:
@@ -101,7 +112,12 @@ class ELReport:
         return self.kb_distinct_present / self.kb_distinct if self.kb_distinct else 0.0
 
     def recall_at(self, k: int) -> float | None:
-        """Candidate recall@k over InKB gold mentions (None when no prediction carried candidates)."""
+        """Candidate recall@k over InKB gold mentions (None when no prediction carried candidates).
+
+        A gold mention counts when its gold entity is among the first k candidates of the prediction at its exact
+        span; without a prediction there it is a miss. A prediction that links an entity but carries no candidate
+        list counts as having that entity as its single candidate (``recall_link_as_candidate`` counts them), so
+        recall@1 is never below ``ed_acc`` because of a missing list."""
         if not self.has_candidates or k not in self.recall_hits:
             return None
         return self.recall_hits[k] / self.inkb_gold if self.inkb_gold else 0.0
@@ -112,13 +128,16 @@ class ELReport:
             "tp": self.linking.tp, "fp": self.linking.fp, "fn": self.linking.fn, "inkb_gold": self.inkb_gold,
             "ed_acc": self.ed_acc, "ed_with_prediction": self.ed_with_prediction,
             "recall_at": {k: self.recall_at(k) for k in sorted(self.recall_hits)},
+            "recall_link_as_candidate": self.recall_link_as_candidate if self.has_candidates else None,
             "nil_gold": self.nil_gold, "nil_acc": self.nil_acc, "optional_gold": self.optional_gold,
             "unmapped_gold": self.unmapped_gold, "kb_coverage": self.kb_coverage,
             "kb_coverage_distinct": self.kb_coverage_distinct,
             "covered_precision": self.covered.precision if self.covered else None,
             "covered_recall": self.covered.recall if self.covered else None,
             "covered_f1": self.covered.f1 if self.covered else None, "documents": self.documents,
-            "predictions": self.predictions, "predictions_outside_span": self.predictions_outside_span,
+            "predictions": self.predictions, "predictions_linked": self.predictions - self.predictions_nil,
+            "predictions_nil": self.predictions_nil, "mentions": self.mentions,
+            "predictions_outside_span": self.predictions_outside_span,
             "predictions_unknown_doc": self.predictions_unknown_doc,
             "duplicate_predictions": self.duplicate_predictions,
         }
@@ -126,18 +145,32 @@ class ELReport:
     def summary(self) -> str:
         """A readable multi-line summary (the CLI prints it above :meth:`last_line`)."""
         s = self.linking
+        extra = [f"{n} {what}" for n, what in ((self.duplicate_predictions, "on a span already predicted"),
+                                               (self.predictions_unknown_doc, "of documents not in the gold data"))
+                 if n]
         lines = [
             f"documents            {self.documents}",
             (f"InKB gold mentions   {self.inkb_gold}  (NIL gold {self.nil_gold}, optional {self.optional_gold}, "
              f"unmapped ids {self.unmapped_gold})"),
-            f"predictions          {self.predictions}  (outside evaluation span {self.predictions_outside_span})",
+            (f"predictions          {self.predictions}  ({self.predictions - self.predictions_nil} linked, "
+             f"{self.predictions_nil} NIL: only linked ones are scored; outside evaluation span "
+             f"{self.predictions_outside_span}{''.join('; ' + x for x in extra)})"),
             f"end-to-end InKB      P={s.precision:.4f} R={s.recall:.4f} F1={s.f1:.4f}  (tp={s.tp} fp={s.fp} fn={s.fn})",
-            (f"disambiguation acc   {self.ed_acc:.4f}  ({self.ed_correct}/{self.inkb_gold}; "
-             f"{self.ed_with_prediction} gold spans had a prediction)"),
         ]
+        detail = f"{self.ed_correct}/{self.inkb_gold}; {self.ed_with_prediction} gold spans had a prediction"
+        missed = self.inkb_gold - self.ed_with_prediction
+        if self.mentions == "end-to-end":
+            detail += "; end to end a lower bound: gold spans the system did not find count as wrong"
+        elif self.mentions is None and missed:
+            detail += (f"; a lower bound if the links were made end to end: the {missed} gold spans without a "
+                       "prediction count as wrong")
+        lines.append(f"disambiguation acc   {self.ed_acc:.4f}  ({detail})")
         if self.has_candidates:
+            note = (f"; {self.recall_link_as_candidate} links without a candidate list count as their own single "
+                    "candidate" if self.recall_link_as_candidate else "")
             lines.append("candidate recall@k   " + " ".join(f"@{k}={self.recall_at(k):.4f}"
-                                                             for k in sorted(self.recall_hits)))
+                                                             for k in sorted(self.recall_hits))
+                         + f"  (over the {self.inkb_gold} InKB gold mentions{note})")
         if self.nil_acc is not None:
             lines.append(f"NIL accuracy         {self.nil_acc:.4f}  ({self.nil_correct}/{self.nil_gold})")
         if self.kb_coverage is not None:
@@ -170,14 +203,17 @@ def _membership(kb: Container[str] | Callable[[str], bool] | None) -> Callable[[
 
 def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink], *,
                 kb: Container[str] | Callable[[str], bool] | None = None, ks: Sequence[int] = DEFAULT_KS,
-                exclude_coref: bool = False) -> ELReport:
+                exclude_coref: bool = False, mentions: str | None = None) -> ELReport:
     """Score predicted links against gold documents (see the module docstring for the exact counting).
 
     ``kb`` is a set of entity ids or a membership callable, for KB coverage. ``exclude_coref`` drops gold
-    coreference mentions (ELEVANT ``coref``) and ignores predictions on their spans.
+    coreference mentions (ELEVANT ``coref``) and ignores predictions on their spans. ``mentions`` says how the
+    linker found its mentions ("gold", "end-to-end" or None: unknown), for the wording of the summary.
     """
+    if mentions not in (None, "gold", "end-to-end"):
+        raise ValueError(f"mentions must be 'gold', 'end-to-end' or None, not {mentions!r}")
     in_kb = _membership(kb)
-    rep = ELReport(recall_hits={k: 0 for k in ks})
+    rep = ELReport(recall_hits={k: 0 for k in ks}, mentions=mentions)
     docs: dict[str, ELDocument] = {}
     for d in gold:
         if d.id in docs:
@@ -192,6 +228,8 @@ def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink]
     by_doc: dict[str, dict[tuple[int, int], PredictedLink]] = {d: {} for d in docs}
     for p in predictions:
         rep.predictions += 1
+        if p.is_nil:
+            rep.predictions_nil += 1
         spans = by_doc.get(p.doc_id)
         if spans is None:
             rep.predictions_unknown_doc += 1
@@ -257,8 +295,12 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             rep.ed_with_prediction += 1
             if not p.is_nil and p.entity_id == m.entity_id:
                 rep.ed_correct += 1
+            cands = p.candidates
+            if not cands and not p.is_nil:  # a link without a candidate list: the link is its one candidate
+                cands = [p.entity_id]
+                rep.recall_link_as_candidate += 1
             for k in rep.recall_hits:
-                if m.entity_id in p.candidates[:k]:
+                if m.entity_id in cands[:k]:
                     rep.recall_hits[k] += 1
         ok = linked_ok(m)
         if ok:

@@ -80,23 +80,36 @@ class NERResult:
     name: str
     scores: PRF = field(default_factory=PRF)
     sentences: int = 0
+    # every gold count is of distinct gold keys per sentence ((span, type) sets, as GLiNER counts), so the notes
+    # are parts of the ``gold`` column
     gold: int = 0  # distinct gold keys (GLiNER counts sets)
-    predicted: int = 0
-    unaligned_gold: int = 0  # gold spans not on word boundaries: unmatchable, as in GLiNER
-    unaligned_pred: int = 0  # predicted spans not on whitespace-word boundaries
-    gold_types_not_prompted: int = 0  # gold entities whose type is not among the labels: unmatchable
+    predicted: int = 0  # distinct predicted keys
+    unaligned_gold: int = 0  # gold keys not on word boundaries: unmatchable, as in GLiNER
+    unaligned_pred: int = 0  # predicted keys not on whitespace-word boundaries
+    gold_types_not_prompted: int = 0  # gold keys whose type is not among the prompted labels: unmatchable
+    sentences_in_set: int | None = None  # sentences the set holds (under --limit: the first N), when known
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.scores.as_dict(), "sentences": self.sentences, "gold": self.gold,
                 "predicted": self.predicted, "unaligned_gold": self.unaligned_gold,
-                "unaligned_pred": self.unaligned_pred, "gold_types_not_prompted": self.gold_types_not_prompted}
+                "unaligned_pred": self.unaligned_pred, "gold_types_not_prompted": self.gold_types_not_prompted,
+                "sentences_in_set": self.sentences_in_set}
+
+
+NOT_COMPARABLE = "not comparable to published figures"
 
 
 @dataclass
 class NERReport:
-    """Per-dataset results; ``avg_micro_f1`` is the mean of the datasets' micro-F1."""
+    """Per-dataset results; ``avg_micro_f1`` is the mean of the datasets' micro-F1 (every set run).
+
+    ``limit``: the ``--limit`` the sentences were picked with (the first N of each set); ``run``: what was
+    evaluated (model, threshold, data, ...), printed as the table's header and kept in :meth:`as_dict`.
+    """
 
     results: list[NERResult]
+    limit: int | None = None
+    run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def avg_micro_f1(self) -> float:
@@ -110,10 +123,39 @@ class NERReport:
             return sum(by[n] for n in ZERO_SHOT_BENCHMARK) / len(ZERO_SHOT_BENCHMARK)
         return None
 
+    @property
+    def subsample(self) -> str | None:
+        """Why the averages are not over whole sets (``--limit``, or predictions covering part of a set), or None."""
+        if self.limit is not None:
+            return f"on --limit {self.limit} sentences per set"
+        part = [r for r in self.results if r.sentences_in_set is not None and r.sentences < r.sentences_in_set]
+        if part:
+            n = sum(r.sentences for r in self.results)
+            total = sum(r.sentences_in_set if r.sentences_in_set is not None else r.sentences for r in self.results)
+            return f"on {n} of the {total} sentences (those with predictions)"
+        return None
+
+    def header(self) -> list[str]:
+        """What was evaluated: model, threshold, data (empty without ``run``)."""
+        r = self.run
+        if not r:
+            return []
+        lines = []
+        if r.get("predictions") is not None:
+            lines.append(f"predictions: {r['predictions']} (saved: the model and threshold of the run that made them)")
+        else:
+            lines.append(f"model: {r.get('model')}  threshold: {r.get('threshold')}")
+        extra = [f"{k}: {r[k]}" for k in ("split", "mode") if r.get(k) is not None]
+        if self.limit is not None:
+            extra.append(f"limit: first {self.limit} sentences per set")
+        lines.append(f"data: {r.get('data')}" + ("  (" + ", ".join(extra) + ")" if extra else ""))
+        return lines
+
     def table(self) -> str:
-        """A fixed-width table (percentages), one row per dataset, then the average rows."""
+        """The header (when ``run`` is set), a fixed-width table (percentages), one row per dataset, then the
+        average rows, each saying what it averages."""
         head = f"{'dataset':<22}{'sents':>7}{'gold':>7}{'pred':>7}{'P':>8}{'R':>8}{'F1':>8}  notes"
-        lines = [head, "-" * len(head)]
+        lines = [*self.header(), head, "-" * len(head)]
         for r in self.results:
             notes = []
             if r.unaligned_gold:
@@ -127,17 +169,22 @@ class NERReport:
             lines.append(f"{r.name:<22}{r.sentences:>7}{r.gold:>7}{r.predicted:>7}{s.precision:>8.1%}"
                          f"{s.recall:>8.1%}{s.f1:>8.1%}  {'; '.join(notes)}")
         lines.append("-" * len(head))
+        sub = self.subsample
+        mark = f"  ({sub}: {NOT_COMPARABLE})" if sub else ""
         zs = self.zero_shot_avg
         if zs is not None:
-            lines.append(f"{'zero-shot avg (7 sets)':<50}{zs:>8.1%}")
-        lines.append(f"{'average':<50}{self.avg_micro_f1:>8.1%}")
+            lines.append(f"{'zero-shot avg: the 7 published sets':<50}{zs:>8.1%}{mark}")
+        n = len(self.results)
+        label = f"average of the {n} set{'s' if n != 1 else ''} run (the last line)"
+        lines.append(f"{label:<50}{self.avg_micro_f1:>8.1%}{mark}")
         return "\n".join(lines)
 
     def last_line(self) -> str:
         return f"avg_micro_f1={self.avg_micro_f1:.4f}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"datasets": [r.as_dict() for r in self.results], "avg_micro_f1": self.avg_micro_f1,
+        return {"run": dict(self.run), "limit": self.limit, "subsample": self.subsample,
+                "datasets": [r.as_dict() for r in self.results], "avg_micro_f1": self.avg_micro_f1,
                 "zero_shot_avg": self.zero_shot_avg}
 
 
@@ -165,15 +212,11 @@ def score_example(example: NERExample, predicted: Iterable[dict], mode: str = "g
             ends[m.end()] = i
         for g in example.spans:
             s, e = gliner_word_span(words, g.start, g.end)
-            if result is not None and (s is None or e is None):
-                result.unaligned_gold += 1
             gold.add((s, e, g.label.lower()))
         for p in predicted:
             a, b = _span_of(p, example)
             s, e = starts.get(a), ends.get(b)
             if s is None or e is None:
-                if result is not None:
-                    result.unaligned_pred += 1
                 pred.add(("unaligned", a, b, str(p.get("label", "")).lower()))
             else:
                 pred.add((s, e, str(p.get("label", "")).lower()))
@@ -189,8 +232,11 @@ def score_example(example: NERExample, predicted: Iterable[dict], mode: str = "g
         result.sentences += 1
         result.gold += len(gold)
         result.predicted += len(pred)
+        if mode == "gliner":  # counted over the distinct keys, as the gold and pred columns are
+            result.unaligned_gold += sum(1 for k in gold if k[0] is None or k[1] is None)
+            result.unaligned_pred += sum(1 for k in pred if k[0] == "unaligned")
         if prompted is not None:
-            result.gold_types_not_prompted += sum(1 for g in example.spans if g.label.lower() not in prompted)
+            result.gold_types_not_prompted += sum(1 for k in gold if k[-1] not in prompted)
     return out
 
 
@@ -212,9 +258,9 @@ def score_dataset(dataset: NERDataset, predictions: Sequence[Sequence[dict]], mo
     if len(predictions) != len(dataset.examples):
         raise DataError(f"{len(predictions)} prediction lists for {len(dataset.examples)} sentences",
                         where=dataset.name, fix="give exactly one (possibly empty) list per sentence, in order")
-    res = NERResult(name=dataset.name)
+    res = NERResult(name=dataset.name, sentences_in_set=len(dataset.examples))
     for ex, preds in zip(dataset.examples, predictions):
-        score_example(ex, preds, mode=mode, labels=dataset.labels, result=res)
+        score_example(ex, preds, mode=mode, labels=example_labels(dataset, ex), result=res)
     return res
 
 
@@ -223,28 +269,45 @@ def prompt_labels(dataset: NERDataset) -> list[str]:
     return [x.lower() for x in dataset.labels]
 
 
+def example_labels(dataset: NERDataset, example: NERExample) -> list[str]:
+    """The labels one sentence is prompted with: its record's own list when it has one (annotated data with a
+    GLiNER ``label`` list or Pile-NER asked types), else the dataset's (``labels.json`` or every type the data
+    names)."""
+    return list(example.labels) if example.labels is not None else list(dataset.labels)
+
+
 def predict_dataset(predict: PredictFn, dataset: NERDataset, chunk: int = 256,
                     progress: Callable[[int], None] | None = None) -> list[list[dict]]:
-    """Run ``predict`` over a dataset's sentences, ``chunk`` texts per call; returns one list per sentence."""
-    labels = prompt_labels(dataset)
-    texts = [ex.text for ex in dataset.examples]
-    out: list[list[dict]] = []
-    for i in range(0, len(texts), chunk):
-        part = texts[i:i + chunk]
-        res = predict(part, labels)
-        if len(res) != len(part):
-            raise DataError(f"predict returned {len(res)} results for {len(part)} texts", where=dataset.name,
-                            fix="the predict callable must return one list of entities per input text")
-        out.extend([dict(e) for e in r] for r in res)
-        if progress is not None:
-            progress(len(part))
-    return out
+    """Run ``predict`` over a dataset's sentences, ``chunk`` texts per call; returns one list per sentence.
+
+    Sentences are prompted with :func:`example_labels`, lower-cased: one call per chunk of the sentences that
+    share a label list (every sentence, for the benchmark folders).
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, ex in enumerate(dataset.examples):
+        groups.setdefault(tuple(x.lower() for x in example_labels(dataset, ex)), []).append(i)
+    out: list[list[dict] | None] = [None] * len(dataset.examples)
+    for labels, idx in groups.items():
+        for i in range(0, len(idx), chunk):
+            part = idx[i:i + chunk]
+            res = predict([dataset.examples[j].text for j in part], list(labels))
+            if len(res) != len(part):
+                raise DataError(f"predict returned {len(res)} results for {len(part)} texts", where=dataset.name,
+                                fix="the predict callable must return one list of entities per input text")
+            for j, r in zip(part, res):
+                out[j] = [dict(e) for e in r]
+            if progress is not None:
+                progress(len(part))
+    return [r if r is not None else [] for r in out]
 
 
 def evaluate_ner(predict: PredictFn, datasets: Iterable[NERDataset], mode: str = "gliner",
                  save_predictions: str | Path | None = None,
-                 progress: Callable[[int], None] | None = None) -> NERReport:
-    """Predict and score every dataset; optionally save predictions as JSONL for :func:`score_predictions_file`."""
+                 progress: Callable[[int], None] | None = None, limit: int | None = None) -> NERReport:
+    """Predict and score every dataset; optionally save predictions as JSONL for :func:`score_predictions_file`.
+
+    ``limit`` only labels the report (the datasets were read with it: their first N sentences).
+    """
     import contextlib
 
     results = []
@@ -257,7 +320,7 @@ def evaluate_ner(predict: PredictFn, datasets: Iterable[NERDataset], mode: str =
             r = score_dataset(ds, preds, mode=mode)
             log.info("%s: P=%.4f R=%.4f F1=%.4f", ds.name, r.scores.precision, r.scores.recall, r.scores.f1)
             results.append(r)
-    return NERReport(results)
+    return NERReport(results, limit=limit)
 
 
 def sweep_thresholds(predict: PredictFn, datasets: Sequence[NERDataset], thresholds: Sequence[float],
@@ -294,11 +357,13 @@ def write_predictions(path: str | Path, dataset: NERDataset, predictions: Sequen
         _write_predictions(f, dataset, predictions)
 
 
-def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner", split: str = "test") -> NERReport:
+def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner", split: str = "test",
+                           limit: int | None = None) -> NERReport:
     """Score saved predictions against the gold data under ``data`` (a dataset folder or a folder of them).
 
     Only the sentences that have a prediction line are scored (a run with ``--limit`` saved the first N);
-    a line whose text differs from the gold sentence is an error.
+    a line whose text differs from the gold sentence is an error. ``limit`` scores only the first N sentences
+    of each set, as a run with ``--limit N`` picks them: lines for later sentences are left out.
     """
     p = Path(path)
     from glinker.eval.datasets import iter_json_records
@@ -318,7 +383,7 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
     if not by_ds:  # it would score 0 and read as a result
         raise DataError("no prediction lines", where=str(p),
                         fix="point --predictions at a file written by --save-predictions")
-    sets = {d.name: d for d in load_ner_datasets(data, split=split)}
+    sets = {d.name: d for d in load_ner_datasets(data, split=split, limit=limit)}
     results = []
     if len(by_ds) == 1 and len(sets) == 1 and next(iter(by_ds)) not in sets:
         # one set both ways, named differently (saved with --data FOLDER/test.txt, scored with --data FOLDER): the
@@ -330,15 +395,20 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
             raise DataError(f"dataset {name!r} of the predictions is not under {data}", where=str(p),
                             fix=f"point --data at the folder holding {name}/ (found: {', '.join(sorted(sets))})")
         ds = sets[name]
-        res = NERResult(name=name)
+        res = NERResult(name=name, sentences_in_set=len(ds.examples))
         for idx in sorted(rows):
             text, ents, line = rows[idx]
+            if limit is not None and idx >= limit:
+                continue  # past the first N sentences --limit keeps (checked against the gold below otherwise)
             if idx >= len(ds.examples) or ds.examples[idx].text != text:
                 raise DataError(f"prediction for sentence {idx} of {name} does not match the gold text",
                                 where=f"{p}:{line}", fix="score predictions against the data they were made on")
-            score_example(ds.examples[idx], ents, mode=mode, labels=ds.labels, result=res)
-        if len(rows) < len(ds.examples):
-            log.warning("%s: %d of %d sentences have predictions; scoring those only", name, len(rows),
+            score_example(ds.examples[idx], ents, mode=mode, labels=example_labels(ds, ds.examples[idx]), result=res)
+        if not res.sentences:  # it would score 0 and pull the average down
+            raise DataError(f"none of the prediction lines of {name} is for its first {limit} sentences",
+                            where=str(p), fix="raise --limit, or drop it to score every saved sentence")
+        if res.sentences < len(ds.examples):
+            log.warning("%s: %d of %d sentences have predictions; scoring those only", name, res.sentences,
                         len(ds.examples))
         results.append(res)
-    return NERReport(results)
+    return NERReport(results, limit=limit)
