@@ -13,7 +13,7 @@ from typing import IO, Any, Literal
 from pydantic import ValidationError, field_validator
 
 from glinker.errors import DataError, KBError
-from glinker.kb.adapters import AdapterOptions
+from glinker.kb.adapters import AdapterOptions, wide_unicode
 from glinker.types import Entity
 
 ENTITY_FIELDS = tuple(Entity.model_fields)
@@ -94,6 +94,13 @@ def open_binary(path: Path) -> IO[bytes]:
     if kind == "bz2":
         return bz2.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 20)
+
+
+def wide_text(path: Path) -> str | None:
+    """The file's encoding when it is UTF-16 or UTF-32 text (``"UTF-16"``, ``"UTF-16LE"``, ...: see
+    :func:`glinker.kb.adapters.wide_unicode`), read from its first bytes (a compressed file's, decompressed)."""
+    with open_binary(path) as f:
+        return wide_unicode(f.read(64))
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:

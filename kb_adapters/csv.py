@@ -19,6 +19,7 @@ from kb_adapters._common import (
     open_text,
     record_to_entity,
     truncated_error,
+    wide_text,
 )
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,9 @@ class CSVAdapter:
         self.path = check_source_file(source, self.name)
         self.report = AdapterReport()
         if self.options.encoding.lower().replace("-", "").replace("_", "") in ("utf8sig", "utf8"):
-            with open(self.path, "rb") as f:
-                head = f.read(2)
-            if head in (b"\xff\xfe", b"\xfe\xff"):  # Excel's "Unicode text": UTF-16 with its byte-order mark
-                self.options.encoding = "utf-16"
+            wide = wide_text(self.path)  # Excel's "Unicode text": UTF-16 with its byte-order mark (or UTF-32)
+            if wide is not None:
+                self.options.encoding = wide
         csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a long description is one cell
 
     def iter_entities(self) -> Iterator[Entity]:

@@ -11,7 +11,7 @@ from glinker.errors import DataError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
 from kb_adapters._common import (RecordOptions, absolute_source, check_source_file, compression, open_binary,
-                                 record_to_entity, truncated_error)
+                                 record_to_entity, truncated_error, wide_text)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ class JSONLAdapter:
         """Stream the file line by line; blank lines are ignored."""
         self.report = rep = AdapterReport()
         o = self.options
+        wide = wide_text(self.path)
+        if wide is not None:  # read as UTF-8 its lines would be errors blaming Latin-1, or garbage
+            how = ("it starts with a byte-order mark" if wide in ("UTF-16", "UTF-32")
+                   else "NUL bytes between its first letters, without a byte-order mark")
+            kind = compression(self.path)
+            name = self.path.name.removesuffix(".gz").removesuffix(".bz2") if kind else self.path.name
+            new = f"{name.removesuffix('.jsonl')}.utf8.jsonl"
+            conv = f"iconv -f {wide} -t UTF-8"
+            cat = (f"{'gunzip' if kind == 'gzip' else 'bunzip2'} -c {self.path} | {conv}" if kind
+                   else f"{conv} {self.path}")
+            raise DataError(f"the file is {wide} text ({how}); JSONL is read as UTF-8", where=str(self.path),
+                            fix=f"convert it to UTF-8 and build from that: {cat} > {new}")
         with open_binary(self.path) as f:
             try:
                 yield from self._records(f, rep, o)
@@ -50,6 +62,10 @@ class JSONLAdapter:
             rep.read += 1
             where = f"{self.path}:{lineno}"
             try:
+                if b"\x00" in raw:  # no UTF-8 text holds a 0 byte; json.loads would guess UTF-16 from it
+                    raise DataError(f"the line holds NUL bytes (byte {raw.index(0)}), which UTF-8 text never does",
+                                    where=where, fix="re-encode the file as UTF-8 (iconv -f UTF-16 -t UTF-8 for UTF-16 "
+                                    "text), or remove the NUL bytes")
                 try:
                     rec = json.loads(raw)
                 except UnicodeDecodeError as e:

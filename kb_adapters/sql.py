@@ -81,10 +81,18 @@ def _check_query(q: str) -> str:
 
 
 def _loose(key: str) -> str:
-    """A key as a case- and accent-insensitive collation compares it (MariaDB's default utf8mb4_general_ci)."""
+    """A key as a case- and accent-insensitive collation may compare it (MariaDB's default utf8mb4_general_ci): only
+    to group the rows an ``ORDER BY`` id may give as neighbours, never to decide which entity a child row is of."""
     from glinker.kb.store import fold_accents
 
     return fold_accents(key.strip().casefold())
+
+
+def _id_up_to_case(key: str) -> str:
+    """A child-table key as :meth:`SQLAdapter._entities` matches it to an id when the database returned it for an id it
+    does not equal exactly: letter case (simple lower-casing: never ß -> ss) and trailing spaces aside, nothing else
+    (no accent or other collation equivalence)."""
+    return key.rstrip(" ").lower()
 
 
 def _literal_colons(query: str) -> str:
@@ -188,6 +196,7 @@ class SQLAdapter:
         self.options: SQLOptions = self.check_options(options)
         self.url = self.canonical_source(source)
         self.report = AdapterReport()
+        self._unattached = self._unattached_named = self._unattached_unsaid = 0
         self._engine: Any = None
 
     @classmethod
@@ -444,6 +453,8 @@ class SQLAdapter:
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
         self.report = AdapterReport()
+        # child rows of no entity (see _entities): rows in all, keys named in warnings, rows not in a warning
+        self._unattached = self._unattached_named = self._unattached_unsaid = 0
         o = self.options
         with self._connect() as conn:
             available = self._source_columns(conn)
@@ -484,6 +495,9 @@ class SQLAdapter:
                         yield from self._entities(rows, mapping, extra, order, alias_conn, alias_stmt)
                 if held:
                     yield from self._entities(held, mapping, extra, order, alias_conn, alias_stmt)
+                if self._unattached_unsaid:
+                    log.warning("%s: %d alias rows in all equal no id but for the database's collation: not attached",
+                                o.alias_table, self._unattached)
             except SQLAlchemyError as e:
                 if isinstance(e, DBAPIError) and connection_problem(e)[0]:  # the server went away while read
                     raise self._connection_error(e, "read from") from None
@@ -514,21 +528,39 @@ class SQLAdapter:
         child_counts: dict[str, dict[str, float]] = {}
         if alias_stmt is not None and rows:
             keys = [r[mapping["id"]] for r in rows]
-            # the database matched the keys by its collation ('SKU-1' = 'sku-1 ' in MariaDB's default): a returned
-            # key is given to the rows it equals, or else to those it equals but for case and surrounding spaces
+            # The database returns the child rows its collation equates with the ids: MariaDB's default (and
+            # unicode_ci) also returns 'sku-001' and 'SKU-001 ' for SKU-001, but also 'Strase' for Straße (ß = s),
+            # 'ΑΘΗΝΑ-1' for Αθήνα-1 and, in unicode_ci, Straße's rows for Strasse. The rule, the same on every
+            # database: a key is of the id it equals exactly; a key equal to none is of the ids it equals but for
+            # letter case and trailing spaces (what a case-insensitive collation returns it for); any other key the
+            # collation matched (accents, ß = s or ss, ...) is of no entity, and is named in a warning.
             own = {str(_db_id(k)) for k in keys}
-            loose: dict[str, list[str]] = {}
+            by_case: dict[str, list[str]] = {}
             for k in own:
-                loose.setdefault(_loose(k), []).append(k)
+                by_case.setdefault(_id_up_to_case(k), []).append(k)
+            unmatched: dict[str, int] = {}
             for k, a, *n in alias_conn.execute(alias_stmt, {"keys": list(dict.fromkeys(keys))}):
                 if a is None:
                     continue
                 k = str(_db_id(k))
-                for key in [k] if k in own else loose.get(_loose(k), []):
+                targets = [k] if k in own else by_case.get(_id_up_to_case(k), [])
+                if not targets:
+                    unmatched[k] = unmatched.get(k, 0) + 1
+                for key in targets:
                     child.setdefault(key, []).append(str(a))
                     if n and n[0] is not None:
                         by_form = child_counts.setdefault(key, {})
                         by_form[str(a)] = by_form.get(str(a), 0.0) + float(n[0])
+            if unmatched:
+                self._unattached += sum(unmatched.values())
+                shown = list(unmatched)[:max(0, 20 - self._unattached_named)]  # the first 20 keys by name
+                self._unattached_named += len(shown)
+                self._unattached_unsaid += sum(unmatched[k] for k in unmatched if k not in shown)
+                if shown:
+                    log.warning("%s: %d alias row(s) keyed %s equal no id but for the database's collation (accents, "
+                                "ß = s/ss, ...): not attached to any entity (a child row is of the id its %s equals, "
+                                "up to letter case and trailing spaces; key the rows by the exact id)", o.alias_table,
+                                sum(unmatched[k] for k in shown), ", ".join(map(repr, shown)), o.alias_key)
         inv = {v: k for k, v in mapping.items()}
         for row in rows:
             rep.read += 1

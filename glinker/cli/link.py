@@ -56,10 +56,13 @@ def _sniff(path: Path, fmt: str) -> str:
     first = b""
     if _stdin(path):  # look at what is buffered without consuming it
         head = sys.stdin.buffer.peek(65536) if fmt == "auto" else b""
+        refuse_wide_text(head, path)
         first = next((ln.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip() for ln in head.splitlines() if ln.strip()),
                      b"")
         suf = ""
     else:
+        with _open_input(path) as f:
+            refuse_wide_text(f.read(64), path)  # before the pipeline loads: a UTF-16 file fails at once
         with _open_input(path) as f:
             for raw in f:
                 if raw.strip():
@@ -91,10 +94,21 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
     for an earlier line is a bad line)."""
     ids = InputIds(str(path))
     with _open_input(path) as f:
+        if hasattr(f, "peek"):  # a UTF-16/32 file is refused as a whole, --skip-bad or not: every line is garbage
+            refuse_wide_text(f.peek(64)[:64], path)
         for n, raw in enumerate(f, 1):
             where = f"{path}:{n}"
             if n == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
+            if b"\x00" in raw:  # never part of UTF-8 text (no multi-byte UTF-8 sequence holds a 0 byte)
+                err = DataError(f"the line holds NUL bytes (byte {raw.index(0)}), which text never does (UTF-16 or "
+                                "UTF-32 text, or binary data?)", where=where,
+                                fix="re-encode the file as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 for UTF-16 text), "
+                                    "remove the NUL bytes (tr -d '\\000'), or pass --skip-bad")
+                if skip_bad:
+                    _skip(err, problems)
+                    continue
+                raise err
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -146,6 +160,29 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
             if meta:
                 doc["meta"] = meta
             yield n, doc
+
+
+def refuse_wide_text(head: bytes, path: Path) -> None:
+    """A DataError naming the file and its encoding when ``head`` (the input's first bytes, decompressed) is
+    UTF-16 or UTF-32 text (:func:`glinker.kb.adapters.wide_unicode`): such a file is not read line by line as
+    UTF-8, where its lines would be NUL-interleaved garbage or errors blaming Latin-1."""
+    from glinker.kb.adapters import wide_unicode
+
+    enc = wide_unicode(head)
+    if enc is None:
+        return
+    how = ("it starts with a byte-order mark" if enc in ("UTF-16", "UTF-32")
+           else "NUL bytes between its first letters, without a byte-order mark")
+    if _stdin(path):
+        fix = f"convert it on the way in: ... | iconv -f {enc} -t UTF-8 | glinker link ... -"
+    else:
+        name = path.name.removesuffix(".gz").removesuffix(".GZ")
+        stem, dot, suf = name.rpartition(".")
+        new = f"{stem}.utf8.{suf}" if dot else f"{name}.utf8"
+        conv = f"iconv -f {enc} -t UTF-8"
+        cat = f"gunzip -c {path} | {conv}" if name != path.name else f"{conv} {path}"
+        fix = f"convert it to UTF-8 and link that: {cat} > {new}"
+    raise DataError(f"the input is {enc} text ({how}); glinker link reads UTF-8", where=str(path), fix=fix)
 
 
 def _skip(err: DataError, problems: Optional[list[str]]) -> None:

@@ -63,6 +63,41 @@ class AdapterReport:
                 "problems": self.problems[:50]}
 
 
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))
+
+
+def wide_unicode(head: bytes) -> str | None:
+    """The encoding of a file that starts with ``head`` (its first bytes, 64 or so) when it is UTF-16 or UTF-32
+    text, else None: ``"UTF-16"`` / ``"UTF-32"`` for a byte-order mark (Excel's and Notepad's "Unicode text"),
+    ``"UTF-16LE"``, ``"UTF-16BE"``, ``"UTF-32LE"`` or ``"UTF-32BE"`` for text without one (UTF-16 when its first
+    character is Latin: the NUL bytes between its letters give it away; UTF-16 of other scripts without a mark is
+    not told from UTF-8 here, and fails as invalid UTF-8). The names are both Python codecs and ``iconv -f`` names.
+
+    The one detection of the readers of UTF-8 text: ``glinker link``'s input, the JSONL adapter (which refuse such a
+    file, saying so) and the CSV adapter (which reads it in that encoding)."""
+    for bom, enc in _WIDE_BOMS:
+        if head.startswith(bom):
+            return enc
+    h = head[:64]
+    if len(h) < 2 or b"\x00" not in h[:4]:
+        return None
+
+    def nul_share(start: int, step: int) -> float:
+        part = h[start::step]
+        return part.count(0) / len(part) if part else 0.0
+
+    if len(h) >= 4 and (h[0] or h[1]) and nul_share(2, 4) == nul_share(3, 4) == 1.0:  # U+0000-U+FFFF, 4 bytes each
+        return "UTF-32LE"
+    if len(h) >= 4 and (h[2] or h[3]) and nul_share(0, 4) == nul_share(1, 4) == 1.0:
+        return "UTF-32BE"
+    if h[0] and not h[1] and nul_share(1, 2) >= 0.5:
+        return "UTF-16LE"
+    if h[1] and not h[0] and nul_share(0, 2) >= 0.5:
+        return "UTF-16BE"
+    return None
+
+
 class AdapterOptions(BaseModel):
     """Base of every adapter's options: unknown keys are errors, not silently dropped."""
 

@@ -50,7 +50,9 @@ class KBSource(BaseModel):
     adapter: str = Field(description="KB adapter: sql, jsonl, csv, wikidata or an installed one.")
     source: str = Field(description="SQLAlchemy URL or file path; ${VAR:-default} is expanded.")
     options: dict[str, Any] = Field(default_factory=dict, description="Adapter options, e.g. table, columns.")
-    cache: str | None = Field(default=None, description="Folder for the built KB (default: $GLINKER_CACHE/kb/<hash>).")
+    cache: str | None = Field(default=None, description="Folder for the built KB (default: $GLINKER_CACHE/kb/<hash>); "
+                              "${VAR:-default} is expanded. It holds one source's KB: opened with another source "
+                              "(adapter, URL or path, options), it is rebuilt from it, with a warning.")
     refresh: Literal["always", "if_missing"] = Field(
         default="always", description="Re-read the source at every warm-up (always) or only when no KB is cached.")
     template: str = Field(default="{label}: {description}", description="Entity text template for the encoder.")
@@ -273,18 +275,24 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     # the cache is keyed by what is read, not by the password or key it is read with (a rotated password or API key
     # keeps the cache): the URL's password and the declared secret options are left out; an option only named like a
     # secret is keyed by a hash of its value
-    ident = json.dumps({"a": src.adapter, "s": redact(url), "o": keyed_options(get_adapter_class(src.adapter), options),
-                        "t": src.template,
-                        "m": encoder.fingerprint if encoder is not None else None}, sort_keys=True, default=str)
-    out = Path(context.resolve_path(src.cache) or "") if src.cache else \
+    key = {"a": src.adapter, "s": redact(url), "o": keyed_options(get_adapter_class(src.adapter), options),
+           "t": src.template, "m": encoder.fingerprint if encoder is not None else None}
+    ident = json.dumps(key, sort_keys=True, default=str)
+    # a cache: folder names ${VARS} as source and options do (two tables, two folders); it holds one source's KB
+    out = Path(context.resolve_path(expand_env(src.cache)) or "") if src.cache else \
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent / f".{out.name}.lock"):  # processes starting together build it once, in turn
-        if src.refresh == "if_missing" and (out / "CURRENT").is_file():
+        other = _other_source(out, key) if (out / "CURRENT").is_file() else None
+        if other:  # as a source of its own would get a folder of its own: built anew, never synced into another's
+            log.warning("the cached KB %s was built from another source (%s): rebuilding it from this one (a cache "
+                        "folder holds one source's KB: give each source its own `cache:`, e.g. with its ${VAR} in "
+                        "the name, or leave `cache:` out)", out, other)
+        if src.refresh == "if_missing" and (out / "CURRENT").is_file() and not other:
             return KB.open(out)
         adapter = load_adapter(src.adapter, url, **options)
         try:
-            if (out / "CURRENT").is_file() and _syncable(out, encoder, src.template):
+            if (out / "CURRENT").is_file() and not other and _syncable(out, encoder, src.template):
                 # read the source again; only new, changed and removed rows touch the KB (and the encoder), in a
                 # new generation: processes already serving from the KB keep theirs, whole
                 try:
@@ -302,7 +310,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                     when = synced.read_text(encoding="utf-8").strip() if synced.is_file() else "time unknown"
                     log.warning("%s; linking with the cached KB %s as of its last sync (%s)", e.message, out, when)
                     return KB.open(out)
-                _write_synced(out)
+                _write_synced(out, key)
                 embedded = f" ({c['updated']} re-embedded)" if encoder is not None else ""  # alias-only: no vectors
                 log.info("KB %s synced with its %s source: %d added, %d changed%s, %d removed, %d the same", out,
                          src.adapter, c["added"], c["updated"] + c["unchanged_text"], embedded, c["removed"],
@@ -314,7 +322,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                             "embedded" if encoder is not None else "read into an alias-only KB, no vectors")
                 build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False,
                          progress=sys.stderr.isatty())
-                _write_synced(out)
+                _write_synced(out, key)
         finally:
             close = getattr(adapter, "close", None)
             if close is not None:
@@ -326,12 +334,59 @@ SYNCED = "SYNCED"
 """A source KB's file with the time its source was last read whole (a sync that changed nothing publishes nothing)."""
 
 
-def _write_synced(out: Path) -> None:
+SOURCE_KEY = "SOURCE_KEY"
+"""A source KB's file with the key of the source it was built from and is synced with (adapter, URL or path without
+its password, options without their declared secrets: :func:`glinker.kb.adapters.keyed_options`)."""
+
+
+def _write_synced(out: Path, key: dict[str, Any]) -> None:
     from glinker.kb.manifest import now
 
-    tmp = out / (SYNCED + ".tmp")
-    tmp.write_text(now() + "\n", encoding="utf-8")
-    os.replace(tmp, out / SYNCED)
+    for name, text in ((SOURCE_KEY, json.dumps({k: key[k] for k in ("a", "s", "o")}, sort_keys=True, default=str)),
+                       (SYNCED, now())):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out / name)
+
+
+def _other_source(out: Path, key: dict[str, Any]) -> str | None:
+    """What differs between the source the cached KB at ``out`` was built from and this one (``key``, as
+    :func:`_build_source_kb` keys a source), or None when it is the same: from its :data:`SOURCE_KEY`, or for a cache
+    written before that file, the adapter and source its manifest records."""
+    now = json.loads(json.dumps({k: key[k] for k in ("a", "s", "o")}, sort_keys=True, default=str))
+    try:
+        built = json.loads((out / SOURCE_KEY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        from glinker.kb import KB
+
+        try:
+            with KB.open(out) as kb:
+                m = kb.manifest.source or {}
+        except Exception:  # an unreadable cache: rebuilt by the build (see _syncable)
+            return None
+        if not m.get("adapter") and not m.get("source"):
+            return None
+        # the manifest records every option, parsed, secrets as ***: those the block gives are compared
+        from glinker.kb.adapters import MASK
+
+        recorded = m.get("options") if isinstance(m.get("options"), dict) else {}
+
+        def norm(v: Any) -> Any:
+            return v.strip() if isinstance(v, str) else v
+
+        given = {k: v for k, v in now["o"].items() if k in recorded and recorded[k] != MASK
+                 and not (isinstance(v, str) and v.startswith("sha256:"))}
+        now["o"] = {k: norm(v) for k, v in given.items()}
+        built = {"a": m.get("adapter"), "s": m.get("source"), "o": {k: norm(recorded[k]) for k in given}}
+    except (OSError, ValueError):
+        return None
+    said = {"a": "adapter", "s": "source"}
+    diffs = [f"{said[k]} {built.get(k)!r}, now {now[k]!r}" for k in ("a", "s") if built.get(k) != now[k]]
+    if built.get("o") != now["o"]:
+        was, new = built.get("o") or {}, now["o"]
+        diffs += [f"{k}={was.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(was) | set(new))
+                  if was.get(k) != new.get(k)]
+    return "; ".join(diffs) or None
 
 
 def _syncable(out: Path, encoder: Any, template: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,13 @@ class HTMLWriter:
     """Write a self-contained HTML page of linked documents, appended batch by batch (complete after each)."""
 
     def __init__(self, path: str | Path, title: str = "glinker: linked documents", continue_existing: bool = False,
-                 keep: int | None = None) -> None:
+                 keep: int | None = None, lang: str | None = None) -> None:
+        """``lang``: the page's language (``<html lang=...>``, a BCP 47 tag such as ``ar``), when all its documents
+        are in one; by default none is declared (each document's text block takes its direction from its text,
+        and its language from the document's ``meta.lang``/``meta.language`` when given)."""
         self.path = Path(path)
         self.title = title
-        head, tail = _page(title)
+        head, tail = _page(title, lang)
         self._file = _ArrayFile(self.path, head, tail, "\n", continue_existing, _SECTION, keep)
 
     def write(self, batch: Sequence[Any]) -> int:
@@ -189,12 +193,13 @@ body{font:15px/1.7 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2re
 header{display:flex;gap:1.5rem;align-items:baseline;flex-wrap:wrap}
 .gl-doc{border-top:1px solid #e5e7eb;padding:.8rem 0}
 .gl-doc h2{font-size:.85rem;color:#6b7280;margin:.2rem 0;font-weight:600}
-.gl-text{white-space:pre-wrap;word-wrap:break-word}
+.gl-text{white-space:pre-wrap;word-wrap:break-word;unicode-bidi:plaintext;text-align:start}
 mark.gl-m{position:relative;border-radius:3px;padding:0 1px;cursor:help}
 mark.gl-link{background:var(--link);border-bottom:2px solid var(--link-b)}
 mark.gl-nil{background:var(--nil);border-bottom:2px dashed var(--nil-b);color:#374151}
 mark.gl-ment{background:#fef3c7;border-bottom:2px solid #d97706}
-mark.gl-m:hover::after{content:attr(data-tip);position:absolute;left:0;top:1.6em;z-index:9;white-space:pre;
+mark.gl-m::after{unicode-bidi:plaintext;text-align:start}
+mark.gl-m:hover::after{content:attr(data-tip);position:absolute;inset-inline-start:0;top:1.6em;z-index:9;white-space:pre;
  background:#111827;color:#f9fafb;font-size:12px;line-height:1.4;padding:.3rem .5rem;border-radius:4px}
 body.gl-hide-nil mark.gl-nil{background:none;border:none}
 .gl-legend mark{cursor:default}
@@ -299,25 +304,44 @@ def _render_doc(i: int, doc: dict[str, Any]) -> str:
         pos = e
     out.append(html.escape(text[pos:]))
     doc_id = doc.get("id")
-    head = f"document {html.escape(str(doc_id))}" if doc_id is not None else f"document #{i}"
+    head = f"document <bdi>{html.escape(str(doc_id))}</bdi>" if doc_id is not None else f"document #{i}"
     note = (f'<div class="gl-skipped">{skipped} overlapping mention(s) not highlighted</div>' if skipped else "")
+    # the text's direction is its own (Arabic, Hebrew: right to left), line by line (unicode-bidi: plaintext)
+    lang = _doc_lang(doc)
+    attrs = ' dir="auto"' + (f' lang="{html.escape(lang, quote=True)}"' if lang else "")
     return (f'{_SECTION} data-doc="{html.escape(str(doc_id if doc_id is not None else i), quote=True)}">'
-            f"<h2>{head}</h2><div class=\"gl-text\">{''.join(out)}</div>{note}</section>")
+            f"<h2>{head}</h2><div class=\"gl-text\"{attrs}>{''.join(out)}</div>{note}</section>")
 
 
-def render_html(docs: Iterable[Any], title: str = "glinker: linked documents") -> str:
+_LANG_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
+
+
+def _doc_lang(doc: dict[str, Any]) -> str | None:
+    """A document's language tag from its ``meta.lang`` or ``meta.language`` (``ar``, ``he-IL``), when it is one."""
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    for key in ("lang", "language"):
+        v = meta.get(key)
+        if isinstance(v, str) and _LANG_TAG.match(v.strip()):
+            return v.strip()
+    return None
+
+
+def render_html(docs: Iterable[Any], title: str = "glinker: linked documents", lang: str | None = None) -> str:
     """A self-contained HTML page highlighting every document's links (NIL mentions styled apart), or the mentions
-    of a pipeline without linking."""
+    of a pipeline without linking. ``lang``: as :class:`HTMLWriter`'s."""
     items = [to_jsonable(d) for d in docs]
-    head, tail = _page(title)
+    head, tail = _page(title, lang)
     return head + "\n".join(_render_doc(i, d) for i, d in enumerate(items)) + tail
 
 
-def _page(title: str) -> tuple[str, str]:
-    """The page around the documents' sections: (head, tail)."""
+def _page(title: str, lang: str | None = None) -> tuple[str, str]:
+    """The page around the documents' sections: (head, tail). No language is declared unless ``lang`` is given:
+    the documents are in any (a page declared English is hyphenated, voiced and shaped as English)."""
     t = html.escape(title)
+    if lang is not None and not _LANG_TAG.match(lang):
+        raise ValueError(f"lang {lang!r} is not a language tag (e.g. 'ar', 'he', 'de-CH')")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<!DOCTYPE html>\n<html" + (f' lang="{lang}"' if lang else "") + "><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
         # the page must not fetch anything: forbid every external load, allow only the inline style/script
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
