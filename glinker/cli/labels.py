@@ -112,13 +112,12 @@ def _save_lowp_lists(m: Any, bank: Any, out: Path) -> None:
     """Where this CPU scores through the low-precision pre-filter, write the IVF index's lists in that precision
     beside it now (memory-mapped at scoring time; otherwise written at first use, which a read-only deployment
     of the folder cannot do)."""
-    from glinker.model import LabelBank, scoring
+    from glinker.model import scoring
 
     info = scoring.lowp_prefilter(m.device) if m.lowp else None
     if info is None:
         return
-    bank._faiss_index = bank._ivf = None  # the float32 lists of the index just built: not twice in memory
-    LabelBank.load(out).ivf_lists(lowp=info.dtype)
+    bank.ivf_lists(lowp=info.dtype)  # the bank is the folder's: its lists are saved there
 
 
 @labels_app.command("info")

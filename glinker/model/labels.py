@@ -266,6 +266,7 @@ class LabelBank:
         self.nprobe = DEFAULT_NPROBE
         self._faiss_index: Any = None
         self._ivf: Any = None  # the IVF lists as tensors (ivf_lists), for the index they were taken from
+        self._no_lean = False  # the lean lists could not be saved beside the index (ivf_lists)
         self._index_path: Path | None = None
         self._dir: Path | None = None  # the folder the bank was loaded from
         # a model's scoring matrices for these labels (folded P, the low-precision copy), reused across calls
@@ -326,6 +327,7 @@ class LabelBank:
         self.index_factory = f
         self._index_path = None
         self._ivf = None
+        self._no_lean = False
         return self
 
     def faiss_index(self) -> Any:
@@ -382,24 +384,29 @@ class LabelBank:
         (a float32 copy of every vector) is then not held in memory: at a million labels ~2 GB less, and
         processes reading the same bank share the lists through the page cache."""
         ivf = self._ivf
-        if ivf is not None:
-            if ivf.lean and lowp is not None and ivf._low.labels.vectors_t.dtype == lowp:
+        own = ivf is not None and not ivf.lean and ivf.owner is self._faiss_index  # the index's float32 lists
+        want_lean = lowp is not None and self._index_path is not None and not self._no_lean
+        if want_lean:
+            if ivf is not None and ivf.lean and ivf._low.labels.vectors_t.dtype == lowp:
                 return ivf
-            if not ivf.lean and ivf.owner is self._faiss_index:
-                return ivf
-        if lowp is not None and self._faiss_index is None and self._index_path is not None:
             lean = self._read_ivf_lowp(lowp)
-            if lean is not None:
-                self._ivf = lean
-                return lean
-        full = self._ivf_from_index()
-        self._ivf = full
-        if full is not None and lowp is not None and self._index_path is not None:
-            lean = self._write_ivf_lowp(full, lowp)
-            if lean is not None:  # drop the float32 lists: search() reads the index again if it is asked
-                self._ivf, self._faiss_index = lean, None
-                return lean
-        return full
+            if lean is None:
+                full = ivf if own else self._ivf_from_index()
+                if full is None:  # not an inner-product IVF-Flat index
+                    self._ivf = None
+                    return None
+                lean = self._write_ivf_lowp(full, lowp)
+                if lean is None:  # not writable: the float32 lists, without trying again
+                    self._no_lean = True
+                    self._ivf = full
+                    return full
+            # the FAISS index (its float32 lists) is let go: search() reads it again if it is asked
+            self._ivf, self._faiss_index = lean, None
+            return lean
+        if own:
+            return ivf
+        self._ivf = self._ivf_from_index()
+        return self._ivf
 
     def _ivf_from_index(self) -> Any:
         import numpy as np
@@ -538,6 +545,8 @@ class LabelBank:
         if index is None:
             (out / BANK_INDEX).unlink(missing_ok=True)  # a stale index must not outlive its vectors
         shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
+        if index is not None:
+            self._saved_in(out)
         return out
 
     @classmethod
@@ -611,7 +620,14 @@ class LabelBank:
         _atomic_write(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
         shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
         _atomic_write(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        self._saved_in(out)
         return out
+
+    def _saved_in(self, out: Path) -> None:
+        """After the index was written into ``out``: a bank without a folder, or of that folder, is now backed by
+        it (``ivf_lists`` can then save and map the lean lists beside it)."""
+        if self._dir is None or self._dir.resolve() == out.resolve():
+            self._dir, self._index_path, self._no_lean = out, out / BANK_INDEX, False
 
     @classmethod
     def load(cls, bank_dir: str | os.PathLike, mmap: bool = True) -> LabelBank:

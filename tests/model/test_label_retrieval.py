@@ -386,3 +386,24 @@ def test_predict_through_lean_ivf_lists_equals_the_index_lists(model, tmp_path, 
     _assert_same(want, model.predict(TEXTS, lean, threshold=0.5, label_top_k=64))
     assert lean._ivf.lean
     scoring._LOWP.clear()
+
+
+def test_a_bank_saved_with_its_index_maps_its_lean_lists_in_the_same_process(tmp_path):
+    """An index built here and saved (save or save_index) backs the bank: asking for the lean lists writes them
+    beside it from the index in memory, then lets that index go."""
+    from glinker.model import labels as lab
+
+    g = torch.Generator().manual_seed(5)
+    prompts = torch.randn(3000, 16, generator=g)
+    names = [str(i) for i in range(3000)]
+    bank = LabelBank(names, names, prompts).build_index("IVF8,Flat")
+    full = bank.ivf_lists()
+    assert bank.ivf_lists(lowp=torch.bfloat16) is full  # no folder: the index's own lists
+    bank.save(tmp_path / "a")
+    lean = bank.ivf_lists(lowp=torch.bfloat16)
+    assert lean.lean and bank._faiss_index is None and (tmp_path / "a" / lab.BANK_IVF_LOWP).is_dir()
+    assert all(torch.equal(x, y) for x, y in zip(lean.ids, full.ids))
+    assert bank.search(prompts[:2], 1).shape == (2, 1)  # the index is read again when searched
+    other = LabelBank.load(tmp_path / "a")
+    other.build_index("IVF4,Flat").save_index(tmp_path / "a")
+    assert other.ivf_lists(lowp=torch.bfloat16).lean and other.ivf_lists(lowp=torch.bfloat16).centroids.shape[0] == 4
