@@ -189,6 +189,31 @@ class BiEncoder:
         self._fold: bool | None = None  # None: decide by label count (tests force either path)
         # the bfloat16 pre-filter where it is faster (results unchanged: glinker.model.scoring); False: never
         self.lowp = True
+        self._tok_lock = threading.RLock()  # see _tokenizing
+
+    @property
+    def _tokenizing(self) -> Any:
+        """The lock held around every call into this model's tokenizers (text and label), so that one model can be
+        used from several threads at once. A Hugging Face fast tokenizer keeps its padding and truncation settings
+        as state that each call sets before it encodes: a call without padding (``subtoken_counts``, planning the
+        windows) on one thread, between another thread's setting of ``padding="longest"`` and its encoding, left
+        that batch unpadded ("Unable to create tensor ... padding=True"). Only tokenization is serialized; the
+        forward passes run concurrently. Code that calls ``model.tokenizer`` itself while other threads predict
+        should hold it too: ``with model._tokenizing: ...``."""
+        lock = self.__dict__.get("_tok_lock")
+        if lock is None:  # an object made without __init__ (a subclass, __new__)
+            with _MODE_LOCK:
+                lock = self.__dict__.setdefault("_tok_lock", threading.RLock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: a lock is neither copied nor pickled
+        state = self.__dict__.copy()
+        state.pop("_tok_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tok_lock = threading.RLock()
 
     # ---- loading and saving --------------------------------------------------------------------------
     @classmethod
@@ -357,14 +382,15 @@ class BiEncoder:
         cfg = dict(self.config)
         cfg["encoder_config"] = self.net.token_rep_layer.bert_layer.model.config.to_dict()
         cfg["labels_encoder_config"] = self.net.token_rep_layer.labels_encoder.model.config.to_dict()
-        return save_checkpoint(
-            out_dir,
-            cfg,
-            self.net.state_dict(),
-            self.tokenizer,
-            self.labels_tokenizer,
-            safe_serialization=safe_serialization,
-        )
+        with self._tokenizing:  # tokenizer.json records the padding/truncation state another thread may be setting
+            return save_checkpoint(
+                out_dir,
+                cfg,
+                self.net.state_dict(),
+                self.tokenizer,
+                self.labels_tokenizer,
+                safe_serialization=safe_serialization,
+            )
 
     # ---- identity ----------------------------------------------------------------------------------------
     @property
@@ -414,7 +440,8 @@ class BiEncoder:
         out_e = torch.empty(n, self.dim, dtype=torch.float32, device=self.device) if want_e else None
         if n == 0:
             return (out, out_e) if want_e else out
-        lens = self.labels_tokenizer(list(prompts), add_special_tokens=True, truncation=True)["input_ids"]
+        with self._tokenizing:
+            lens = self.labels_tokenizer(list(prompts), add_special_tokens=True, truncation=True)["input_ids"]
         order = sorted(range(n), key=lambda i: len(lens[i]))
         limit = getattr(self.labels_tokenizer, "model_max_length", None)
         if limit and limit < 100_000:
@@ -430,9 +457,10 @@ class BiEncoder:
         with self._eval_mode(), torch.inference_mode():
             for i in range(0, n, batch_size):
                 idx = order[i : i + batch_size]
-                enc = self.labels_tokenizer(
-                    [prompts[j] for j in idx], return_tensors="pt", truncation=True, padding="longest"
-                )
+                with self._tokenizing:
+                    enc = self.labels_tokenizer(
+                        [prompts[j] for j in idx], return_tensors="pt", truncation=True, padding="longest"
+                    )
                 e = self.net.encode_label_tokens(
                     enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
                 )
@@ -602,7 +630,8 @@ class BiEncoder:
             lim = int(
                 getattr(self.net.token_rep_layer.bert_layer.model.config, "max_position_embeddings", 512)
             )
-        return lim - self.tokenizer.num_special_tokens_to_add(pair=False)
+        with self._tokenizing:
+            return lim - self.tokenizer.num_special_tokens_to_add(pair=False)
 
     def _windows(self, splits: Sequence[SplitText], long_text: str, overlap: int | None) -> list[Window]:
         if long_text not in LONG_TEXT_MODES:
@@ -619,7 +648,8 @@ class BiEncoder:
                     wins.append(Window(i, 0, min(n, self.max_len), cut=n > self.max_len))
             return wins
         live = [i for i, sp in enumerate(splits) if sp.words]
-        counts = subtoken_counts(self.tokenizer, [splits[i].words for i in live])
+        with self._tokenizing:
+            counts = subtoken_counts(self.tokenizer, [splits[i].words for i in live])
         limit = self._token_limit()
         size = self.window_words
         ov = overlap if overlap is not None else max(2 * self.max_width, size // 8)
@@ -639,7 +669,8 @@ class BiEncoder:
         import torch
 
         wl = [splits[w.text_index].words[w.start : w.end] for w in wins]
-        enc = tokenize_words(self.tokenizer, wl, self.pooling)
+        with self._tokenizing:
+            enc = tokenize_words(self.tokenizer, wl, self.pooling)
         n_words = [max(1, len(x)) for x in wl]
         W = max(n_words)
         h = self.net.encode_text(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))

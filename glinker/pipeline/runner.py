@@ -10,6 +10,9 @@ import itertools
 import logging
 import math
 import numbers
+import os
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,24 +110,115 @@ class BatchResult:
 
 
 def as_document(item: Any, index: int, ids: Iterator[int] | None = None) -> Document:
-    """Coerce a str, dict or Document into a Document; errors name the input position. A document without an id
-    gets the next of ``ids`` (default: its position ``index``)."""
+    """Coerce a str, dict or Document into a Document, checked (:func:`checked_document`; errors name the input
+    position). A document without an id gets the next of ``ids`` (default: its position ``index``); a Document
+    given without one, a copy with it."""
+    doc = checked_document(item, index)
+    if doc.id is None:
+        doc = doc.model_copy(update={"id": str(next(ids) if ids is not None else index)})
+    return doc
+
+
+def checked_document(item: Any, index: int) -> Document:
+    """``item`` (a str, dict or Document) as a Document, its id as given (None: none), checked as far as can be
+    without linking it: its type, its ``text`` (a string, no lone surrogate), ``meta`` (a mapping). Errors name
+    its position (``input[9]``)."""
+    from glinker.io import check_text
+
     if isinstance(item, Document):
-        return item
-    if isinstance(item, str):
-        return Document(id=str(next(ids) if ids is not None else index), text=item)
-    if isinstance(item, dict):
+        doc = item
+    elif isinstance(item, str):
+        doc = Document(text=item)
+    elif isinstance(item, dict):
         try:
             doc = Document.model_validate(item)
         except ValidationError as e:
             first = e.errors()[0]
             raise DataError(f"document {index} is invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}",
                             where=f"input[{index}]", fix="documents are strings or objects with a `text` field") from None
-        if doc.id is None:
-            doc.id = str(next(ids) if ids is not None else index)
-        return doc
-    raise DataError(f"document {index} has type {type(item).__name__}", where=f"input[{index}]",
-                    fix="pass strings, dicts with `text`, or glinker.Document objects")
+    else:
+        raise DataError(f"document {index} has type {type(item).__name__}", where=f"input[{index}]",
+                        fix="pass strings, dicts with `text`, or glinker.Document objects")
+    # a Document made with model_construct (or changed since) skips pydantic's checks
+    if not isinstance(doc.text, str):
+        raise DataError(f"document {index} has a text of type {type(doc.text).__name__}", where=f"input[{index}].text",
+                        fix="documents are strings or objects with a `text` field")
+    if not isinstance(doc.meta, dict):
+        raise DataError(f"document {index} has a meta of type {type(doc.meta).__name__}",
+                        where=f"input[{index}].meta", fix="meta is a mapping, e.g. {'source': 'web'}")
+    if doc.id is not None and not isinstance(doc.id, str):
+        raise DataError(f"document {index} has an id of type {type(doc.id).__name__}", where=f"input[{index}].id",
+                        fix="ids are strings (or whole numbers in a dict)")
+    check_text(doc.text, f"input[{index}].text")
+    return doc
+
+
+def _free_id(n: int, taken: set[str]) -> str:
+    """``str(n)``, or when a document of the same call has that as its own id, ``n#2`` (``n#3``, ...: the first
+    free one, as ``glinker serve`` and ``glinker link`` number theirs); added to ``taken``."""
+    key, k = str(n), 2
+    while key in taken:
+        key, k = f"{n}#{k}", k + 1
+    taken.add(key)
+    return key
+
+
+# ---- fork ---------------------------------------------------------------------------------------------------
+# torch's CPU thread pool (GNU OpenMP in the Linux wheels) does not survive fork(): a child forked after the parent
+# ran torch with more than one thread hangs in its first parallel operation. The runner notes the threads its
+# batches ran with; a child forked after that warns once, at its first batch, before it would hang there.
+_TORCH_THREADS_USED = 0  # the most torch threads a batch of this process ran with
+_FORKED_AFTER_TORCH = False  # this process was forked after its parent ran batches with several torch threads
+_FORK_WARNED = False
+_FORK_HOOKED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED_AFTER_TORCH, _FORK_WARNED
+    if _TORCH_THREADS_USED > 1:
+        _FORKED_AFTER_TORCH = True
+        _FORK_WARNED = False
+
+
+def _note_torch_threads() -> None:
+    """After a batch: remember how many threads torch ran with (torch already imported by the stages, or none)."""
+    global _TORCH_THREADS_USED, _FORK_HOOKED
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    _TORCH_THREADS_USED = max(_TORCH_THREADS_USED, torch.get_num_threads())
+    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
+        _FORK_HOOKED = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _warn_if_forked() -> None:
+    """Before a batch in a forked child: warn once when torch may hang here (see above)."""
+    global _FORK_WARNED
+    if not _FORKED_AFTER_TORCH or _FORK_WARNED:
+        return
+    _FORK_WARNED = True
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() > 1:
+        log.warning("this process was forked from one that had run torch with %d threads: torch's thread pool does "
+                    "not survive fork, and this batch may hang. Load and use the pipeline only after the fork (the "
+                    "'spawn' start method; gunicorn without --preload), or call torch.set_num_threads(1) here or in "
+                    "the parent before it forks (docs/linking.md, 'Using glinker in a service')",
+                    _TORCH_THREADS_USED)
+
+
+_RUN_LOCKS = threading.Lock()
+
+
+def _run_lock(context: PipelineContext) -> Any:
+    """The lock that lets one batch at a time run on the pipelines sharing ``context`` (they share its caches)."""
+    lock = getattr(context, "_run_lock", None)
+    if lock is None:
+        with _RUN_LOCKS:
+            lock = getattr(context, "_run_lock", None)
+            if lock is None:
+                lock = context._run_lock = threading.RLock()  # type: ignore[attr-defined]
+    return lock
 
 
 class Pipeline:
@@ -145,6 +239,9 @@ class Pipeline:
                                          for n in self.order}
         self.stats = RunStats(stages={n: StageStats() for n in self.order})
         self._next_id = itertools.count()  # default document ids: positions among all documents this object read
+        # one batch at a time, whichever threads call: the stages (plugins too) keep per-batch state, and the window
+        # cache holds the running batch's word vectors (docs/linking.md, "Using glinker in a service")
+        self._lock = _run_lock(self.context)
         self._gc_threshold: tuple[int, ...] | None = None  # set while warm_up(freeze_gc=True) raised gen 0's
         self._origins: dict[str, dict[str, Any]] | None = None  # plugin stages' class and version (identity())
 
@@ -298,7 +395,11 @@ class Pipeline:
         and the collections they triggered cost 0.57 s of 2.7 s of non-encoder time on 100 AIDA documents
         (0.21 s after). It is process-wide, which is why only the CLI commands (which own their process) ask for
         it; a long-running service can do the same once after warm-up."""
-        self._warm_stages()
+        with self._lock:
+            try:
+                self._warm_stages()
+            finally:
+                _note_torch_threads()  # warming up runs torch too (the labels are encoded)
         if freeze_gc:
             import gc
 
@@ -454,7 +555,20 @@ class Pipeline:
 
     # running ------------------------------------------------------------------------------------------------
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
-        """Run one batch through every stage."""
+        """Run one batch through every stage. Thread-safe: batches asked for by several threads at once run one
+        after the other (each on its caller's thread), and each gives what it gives alone."""
+        from glinker.stages.resources import clear_window_cache
+
+        with self._lock:
+            _warn_if_forked()
+            clear_window_cache(self.context)  # a batch reads only the word vectors it encoded itself
+            try:
+                return self._run_batch(documents)
+            finally:
+                clear_window_cache(self.context)  # and an idle pipeline holds none
+                _note_torch_threads()
+
+    def _run_batch(self, documents: Sequence[Document]) -> BatchResult:
         self._warm_stages()
         t_batch = time.perf_counter()
         docs = list(documents)
@@ -490,9 +604,29 @@ class Pipeline:
         self.stats.seconds += time.perf_counter() - t_batch
         return BatchResult(docs, outputs, self.spec.output, self.stages[self.spec.output].produces)
 
+    def _documents(self, items: Iterable[Any]) -> Iterator[Document]:
+        """``items`` (str, dict or Document) as Documents with their ids: each is checked (:func:`checked_document`)
+        and one without an id gets the pipeline's next number (``"0"``, ``"1"``, ... across calls), or ``N#2``
+        (``N#3``, ...) when another document of ``items`` has ``N`` as its own id; a Document given without an id
+        is copied, not changed. A list or tuple is checked whole before the first document is yielded: a bad item
+        fails before anything is linked, and a generated id is never any of its documents' own. Any other iterable
+        is read as it is consumed (a stream): a generated id then avoids the own ids read before it only."""
+        whole = isinstance(items, (list, tuple))
+        checked: Iterable[Document] = [checked_document(x, i) for i, x in enumerate(items)] if whole else \
+            (checked_document(x, i) for i, x in enumerate(items))
+        taken: set[str] = {d.id for d in checked if d.id is not None} if whole else set()
+        for doc in checked:
+            if doc.id is None:
+                doc = doc.model_copy(update={"id": _free_id(next(self._next_id), taken)})
+            elif not whole:
+                taken.add(doc.id)
+            yield doc
+
     def run(self, documents: Iterable[Any], *, batch_size: int | None = None) -> Iterator[BatchResult]:
         """Stream documents (str, dict or Document) through the pipeline, one batch at a time; one str, dict or
-        Document on its own is one document (not a sequence of characters or keys)."""
+        Document on its own is one document (not a sequence of characters or keys). A list or tuple is checked whole
+        before its first batch runs, and its documents without an id never get another's own id
+        (:meth:`_documents`)."""
         if isinstance(documents, (str, dict, Document)):
             documents = [documents]
         bs = batch_size or self.spec.header.settings.batch_size
@@ -500,8 +634,8 @@ class Pipeline:
         batch: list[Document] = []
         seen = 0
         next_log = log_every
-        for i, item in enumerate(documents):
-            batch.append(as_document(item, i, self._next_id))
+        for doc in self._documents(documents):
+            batch.append(doc)
             if len(batch) >= bs:
                 seen += len(batch)
                 yield self.run_batch(batch)
@@ -515,7 +649,11 @@ class Pipeline:
         log.info("%s: %d documents", self.name, seen)
 
     def __call__(self, documents: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
-        """Run all documents and return the output stage's result, one entry per document."""
+        """Run all documents and return the output stage's result, one entry per document. Every document is checked
+        before the first is linked (a bad one is a DataError naming its position, ``input[9]``, and nothing is
+        linked); thread-safe (:meth:`run_batch`)."""
+        if not isinstance(documents, (str, dict, Document, list, tuple)):
+            documents = list(documents)  # the results are a list anyway: the input is checked whole first
         out: list[Any] = []
         for res in self.run(documents, batch_size=batch_size):
             value = res.output
@@ -525,14 +663,22 @@ class Pipeline:
     def link(self, texts: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
         """Link texts: the output stage's result per document (LinkedDocument for linking pipelines). Documents
         without an id are numbered in the order this pipeline reads them, across calls (0, 1, ...): a second call
-        goes on where the first stopped, so ids never repeat in what the pipeline writes."""
+        goes on where the first stopped, so ids never repeat in what the pipeline writes; a number that another
+        document of the same call has as its own id becomes ``N#2`` (``N#3``, ...). Every document is checked before
+        any is linked. Several threads may call it at once: their batches run one at a time, and each call returns
+        what it returns alone (docs/linking.md, "Using glinker in a service")."""
         return self(texts, batch_size=batch_size)
 
     def close(self) -> None:
         """Release what the stages opened: each warmed-up stage's :meth:`Stage.close` (once, in reverse run order;
         an error in one is logged and the others are still closed), then the KB databases and what was read from
-        them (loaded models stay cached). The stages warm up again if the pipeline is used after this. Call it on
-        the thread that ran the batches (a stage may hold thread-bound connections)."""
+        them (loaded models stay cached; another pipeline may share them). The stages warm up again if the pipeline
+        is used after this. Call it on the thread that ran the batches (a stage may hold thread-bound connections);
+        a batch running on another thread finishes first."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         for n in reversed(self.order):
             stage = self.stages[n]
             if not getattr(stage, "_opened", False):

@@ -11,10 +11,12 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -124,8 +126,37 @@ def resolve_model_name(context: PipelineContext, model: str | None) -> str:
     return name
 
 
+_LOADED_MODELS: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
+"""The bi-encoders loaded in this process, by what was loaded (see :func:`load_model`); an entry goes when the last
+pipeline holding its model is gone."""
+_LOADED_MODELS_LOCK = threading.Lock()
+
+
+def _checkpoint_stamp(path: str) -> tuple:
+    """The files of a checkpoint folder with their sizes and modification times: a model saved again into the same
+    folder (a fine-tuning run) is another model, loaded anew rather than shared. () for a hub id."""
+    p = Path(path)
+    if not p.is_dir():
+        return ()
+    stamp = []
+    for f in sorted(p.iterdir()):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if f.is_file():
+            stamp.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
 def load_model(context: PipelineContext, model: str | None) -> Any:
-    """The bi-encoder named by the stage or the pipeline (shared by every stage naming it)."""
+    """The bi-encoder named by the stage or the pipeline: shared by every stage naming it, and by every pipeline of
+    the process that loads the same checkpoint (the same folder, unchanged since, or shipped model or hub id) on the
+    same device with the same ``window_words``: two pipelines from one YAML file hold one copy of the weights.
+    Nothing a pipeline does changes a loaded model (``Pipeline.close`` keeps it; the model is freed when the last
+    pipeline using it is), and a model may be used from several threads at once (its tokenizer calls are
+    serialized: ``BiEncoder._tokenizing``). Code that changes a pipeline's model (``.to()``, training, ``lowp``)
+    changes it for every pipeline sharing it."""
     name = resolve_model_name(context, model)
 
     def factory() -> Any:
@@ -135,7 +166,16 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
         path = context.resolve_path(name)
         if shipped.is_shipped(name) and not Path(str(path)).is_dir():
             path = str(shipped.materialize(name))
-        m = BiEncoder.from_pretrained(path, device=context.device, window_words=window)
+        where = str(Path(str(path)).expanduser().absolute()) if Path(str(path)).expanduser().exists() else str(path)
+        device = "cpu" if context.device is None else str(context.device)
+        key = (where, device, window, _checkpoint_stamp(where))
+        with _LOADED_MODELS_LOCK:  # two pipelines warming up at once load it once
+            m = _LOADED_MODELS.get(key)
+            if m is not None:
+                log.info("model %s: sharing the copy already loaded in this process", name)
+                return m
+            m = BiEncoder.from_pretrained(path, device=context.device, window_words=window)
+            _LOADED_MODELS[key] = m
         log.info("loaded model %s (dim %d, windows of %d words)", name, m.dim, m.window_words)
         return m
 
@@ -451,14 +491,14 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
             ls, le = max(ws, w.start) - w.start, min(we, w.end - 1) - w.start
             todo.setdefault(best, []).append((i, j, ls, le))
     if cache is not None:  # windows an earlier stage encoded in this batch: one span-layer pass for all of them
-        hits = [q for q in todo if cache.get((texts[wins[q].text_index], wins[q].start, wins[q].end)) is not None]
+        # each window's vectors read once: a second read could find it evicted meanwhile
+        found = {q: cache.get((texts[wins[q].text_index], wins[q].start, wins[q].end)) for q in todo}
+        hits = {q: xw for q, xw in found.items() if xw is not None}
         if hits:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 xs, starts, ends, dest, off = [], [], [], [], 0
-                for q in hits:  # the windows' word vectors end to end; spans index into them by offset
-                    w = wins[q]
-                    xw = cache.get((texts[w.text_index], w.start, w.end))
+                for q, xw in hits.items():  # the windows' word vectors end to end; spans index into them by offset
                     for i, j, ls, le in todo.pop(q):
                         starts.append(off + ls)
                         ends.append(off + le)
@@ -501,39 +541,57 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
 
 # ---- entity vectors --------------------------------------------------------------------------------------------
 
-class EntityVectors:
+class _LockedLRU:
+    """An LRU map shared by the threads of a process: lookups and stores under one lock, the KB read outside it."""
+
+    def __init__(self, size: int) -> None:
+        self.cache: OrderedDict[str, Any] = OrderedDict()
+        self.size = size
+        self._lock = threading.Lock()  # the cache's reads and writes (not the KB's)
+
+    def _cached(self, ids: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+        """(id -> value for the cached ids, the other ids), each id once."""
+        out: dict[str, Any] = {}
+        missing = []
+        with self._lock:
+            for e in dict.fromkeys(ids):
+                v = self.cache.get(e)
+                if v is None:
+                    missing.append(e)
+                else:
+                    self.cache.move_to_end(e)
+                    out[e] = v
+        return out, missing
+
+    def _store(self, out: dict[str, Any], items: Iterable[tuple[str, Any]]) -> None:
+        with self._lock:
+            for k, v in items:
+                out[k] = v
+                self.cache[k] = v
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+
+
+class EntityVectors(_LockedLRU):
     """Entity vectors by id, read back from the KB's FAISS index (never re-encoded), with an LRU cache."""
 
     def __init__(self, kb: Any, model: Any = None, cache_size: int = 200_000) -> None:
+        super().__init__(cache_size)
         self.kb = kb
         self.model = model
-        self.cache: OrderedDict[str, Any] = OrderedDict()
-        self.cache_size = cache_size
 
     def get(self, ids: Sequence[str]) -> dict[str, Any]:
         """id -> (D,) float32 vector for the ids found in the KB index."""
         import numpy as np
 
-        out: dict[str, Any] = {}
-        missing = []
-        for e in dict.fromkeys(ids):
-            v = self.cache.get(e)
-            if v is None:
-                missing.append(e)
-            else:
-                self.cache.move_to_end(e)
-                out[e] = v
+        out, missing = self._cached(ids)
         if not missing:
             return out
         rid_of = self.kb.rids(missing)
         found = [e for e in missing if e in rid_of]
         if found:
             vecs = self.kb.index().reconstruct(np.asarray([rid_of[e] for e in found], dtype=np.int64))
-            for e, v in zip(found, vecs):
-                out[e] = v
-                self.cache[e] = v
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+            self._store(out, zip(found, vecs))
         return out
 
 
@@ -547,29 +605,17 @@ def check_kb_vectors(kb: Any, model: Any, where: str) -> None:
 
 # ---- entity records --------------------------------------------------------------------------------------------
 
-class EntityCache:
+class EntityCache(_LockedLRU):
     """Entity records by id from one KB, fetched in one query per batch and kept in an LRU cache."""
 
     def __init__(self, kb: Any, size: int = 200_000) -> None:
+        super().__init__(size)
         self.kb = kb
-        self.size = size
-        self.cache: OrderedDict[str, Any] = OrderedDict()
 
     def get(self, ids: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        missing = []
-        for e in dict.fromkeys(ids):
-            ent = self.cache.get(e)
-            if ent is None:
-                missing.append(e)
-            else:
-                out[e] = ent
+        out, missing = self._cached(ids)
         if missing:
-            for ent in self.kb.get(missing):
-                out[ent.id] = ent
-                self.cache[ent.id] = ent
-            while len(self.cache) > self.size:
-                self.cache.popitem(last=False)
+            self._store(out, ((ent.id, ent) for ent in self.kb.get(missing)))
         return out
 
 
@@ -588,28 +634,51 @@ class WindowCache:
     of one batch encode each text once (mentions, their span vectors, dense retrieval, re-scoring).
 
     Bounded by the words it holds, not by the window count, so a model reading short windows (``window_words``)
-    keeps a whole batch as a long-window model does (65,536 words of 384-float vectors: ~100 MB)."""
+    keeps a whole batch as a long-window model does (65,536 words of 384-float vectors: ~100 MB). The pipeline
+    empties it before and after every batch (:func:`clear_window_cache`): a window is only ever taken from the
+    batch that encoded it (a window encoded in another batch, padded with other texts, differs in the last float
+    digits, so a result would depend on what ran before it), and an idle pipeline holds none. ``get``, ``put`` and
+    ``clear`` are atomic."""
 
     def __init__(self, max_words: int = 65_536) -> None:
         self.max_words = max_words
         self.words = 0
         self.items: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int, int]) -> Any:
-        return self.items.get(key)
+        with self._lock:
+            return self.items.get(key)
 
     def put(self, key: tuple[str, int, int], value: Any) -> None:
-        old = self.items.pop(key, None)
-        if old is not None:
-            self.words -= len(old)
-        self.items[key] = value
-        self.words += len(value)
-        while self.words > self.max_words and len(self.items) > 1:
-            self.words -= len(self.items.popitem(last=False)[1])
+        with self._lock:
+            old = self.items.pop(key, None)
+            if old is not None:
+                self.words -= len(old)
+            self.items[key] = value
+            self.words += len(value)
+            while self.words > self.max_words and len(self.items) > 1:
+                self.words -= len(self.items.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self.items.clear()
+            self.words = 0
+
+
+WINDOW_CACHE = "window-cache"
+"""The key of a pipeline's :class:`WindowCache` among its context's resources."""
 
 
 def window_cache(context: PipelineContext) -> WindowCache:
-    return context.resource("window-cache", WindowCache)  # type: ignore[no-any-return]
+    return context.resource(WINDOW_CACHE, WindowCache)  # type: ignore[no-any-return]
+
+
+def clear_window_cache(context: PipelineContext) -> None:
+    """Empty the context's window cache, if it has one (the runner, at both ends of every batch)."""
+    cache = context._resources.get(WINDOW_CACHE)
+    if cache is not None:
+        cache.clear()
 
 
 def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: float, flat_ner: bool,
