@@ -3,10 +3,12 @@
 A stage module must import cheaply (no torch/faiss at module level) so that a pipeline can be validated,
 shown and type-checked before any model loads.
 
-Threads: a Pipeline runs one batch at a time, and calls a stage's ``warm_up``, ``run`` and ``close`` on one thread
-(``glinker serve`` does all three on its batch thread; ``glinker link``, ``glinker worker`` and the Python API on
-the caller's). A stage may therefore keep thread-bound objects (an ``sqlite3`` connection) from ``warm_up`` to
-``close``. docs/stages.md is the guide to writing one.
+Threads: a Pipeline runs one batch at a time (a lock per pipeline), so a stage's ``run`` never runs twice at once.
+``glinker serve``, ``glinker link`` and ``glinker worker`` call ``warm_up``, ``run`` and ``close`` on one thread (serve
+on its batch thread); through the Python API they run on whichever thread calls ``link``, which may differ call to
+call when an application shares a pipeline between threads: a stage that keeps thread-bound objects (an ``sqlite3``
+connection) must then open them per thread (docs/linking.md, "Using glinker in a service"). docs/stages.md is the
+guide to writing one.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class PipelineContext:
 
     def load_model(self, model: str | None = None) -> Any:
         """The bi-encoder named ``model`` (a stage's own ``model`` parameter), else the pipeline's: a
-        ``glinker.model.BiEncoder``, loaded once per pipeline and shared with the built-in stages (``Pipeline.close``
-        keeps it loaded). Call it in ``warm_up``."""
+        ``glinker.model.BiEncoder``, loaded once per process (pipelines naming the same checkpoint share it) and
+        shared with the built-in stages (``Pipeline.close`` keeps it loaded). Call it in ``warm_up``."""
         from glinker.stages.resources import load_model
 
         return load_model(self, model)
