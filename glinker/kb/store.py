@@ -4,9 +4,11 @@ and a journal of index changes not yet applied (so an interrupted update is fini
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,7 +59,7 @@ CREATE TABLE IF NOT EXISTS name_parts (     -- a person's last name ("wiesel" ->
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS name_parts_rid ON name_parts(rid);
 CREATE TABLE IF NOT EXISTS folded (         -- an alias key with its accents taken off, where that differs
-    norm TEXT NOT NULL,                     -- ("zurich" -> Zürich): for mentions written without them (fold_accents)
+    norm TEXT NOT NULL,                     -- ("zurich" -> Zürich): for mentions written without them (fold_key)
     rid INTEGER NOT NULL,
     PRIMARY KEY (norm, rid)
 ) WITHOUT ROWID;
@@ -78,11 +80,28 @@ _LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð"
                               "ħ": "h", "ŧ": "t", "ŋ": "n", "ȣ": "ou", "ƀ": "b", "ɨ": "i", "ʉ": "u"})
 
 
+@functools.cache
+def _may_fold() -> re.Pattern[str]:
+    """The characters a fold may change or drop in a key that decomposition leaves as it is: combining marks and
+    the letters of ``_LATIN_FOLDS``; and any character outside the Basic Multilingual Plane, which is rare in a key
+    and keeps the class fast (compiled at first use)."""
+    from glinker.model.words import COMBINING_MARKS_BMP
+
+    return re.compile(f"[{COMBINING_MARKS_BMP}{''.join(map(chr, _LATIN_FOLDS))}\U00010000-\U0010ffff]")
+
+
+def _unfoldable(key: str) -> bool:
+    """True when no fold changes ``key`` (most keys of most scripts: Han, Cyrillic without marks...): checked
+    without going through the key character by character in Python."""
+    return unicodedata.is_normalized("NFD", key) and unicodedata.is_normalized("NFC", key) \
+        and _may_fold().search(key) is None
+
+
 def fold_accents(key: str) -> str:
     """An alias key (:func:`normalize_alias`) without the accents of Latin letters: "zürich" -> "zurich", "são
     paulo" -> "sao paulo", "łódź" -> "lodz", "ørsted" -> "orsted". Other scripts keep their marks ("й" stays:
-    it is another letter than "и")."""
-    if key.isascii():
+    it is another letter than "и"). The fold of stores written before fold version 2 (see :func:`fold_key`)."""
+    if key.isascii() or _unfoldable(key):
         return key
     out: list[str] = []
     for c in unicodedata.normalize("NFD", key).translate(_LATIN_FOLDS):  # (ǿ -> ø + mark -> o + mark)
@@ -92,28 +111,74 @@ def fold_accents(key: str) -> str:
     return unicodedata.normalize("NFC", "".join(out))
 
 
+# Arabic harakat (vowel signs, tanwin, shadda, sukun, ...) and the superscript alef: written in vocalised text (the
+# Quran, children's books, names spelled out), left out of ordinary writing
+_ARABIC_MARKS = "".join(map(chr, [*range(0x064B, 0x0660), 0x0670]))
+_NO_ARABIC_MARKS = str.maketrans("", "", _ARABIC_MARKS)
+
+FOLD_VERSION = 2
+"""The fold of the alias keys a store writes (meta ``folds``): 1 Latin accents (:func:`fold_accents`), 2 also
+Greek accents and Arabic harakat (:func:`fold_key`). A store keeps the version it was folded with: read-only it is
+read with that fold (its results do not change); opened for an update, it is folded again (one pass)."""
+
+
+def fold_key(key: str) -> str:
+    """An alias key (:func:`normalize_alias`) without the accents of its Latin and Greek letters and without Arabic
+    harakat: "zürich" -> "zurich", "łódź" -> "lodz", "αθήνα" -> "αθηνα" (Greek capitals are written without
+    accents: "ΑΘΗΝΑ"), "مُحَمَّد" -> "محمد". Other marks stay ("й" is another letter than "и", Hindi vowel
+    signs are vowels), and so do the Arabic letters with hamza or madda ("أ" is not folded to "ا")."""
+    if key.isascii() or _unfoldable(key):
+        return key
+    out: list[str] = []
+    for c in unicodedata.normalize("NFD", key.translate(_NO_ARABIC_MARKS)).translate(_LATIN_FOLDS):
+        # a mark on a Latin letter, or on a Greek one (tonos, dialytika, the breathings and accents of polytonic)
+        if unicodedata.combining(c) and out and (out[-1].isascii() or "\u0370" <= out[-1] <= "\u03ff"):
+            continue
+        out.append(c)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+_FOLDS = {1: fold_accents, 2: fold_key}
+
+
 def written_as_name(text: str) -> bool:
-    """Every word capitalised or not a word ("Elie Wiesel", "J. R. R. Tolkien"), not a phrase ("University of
-    Pisa")."""
-    return all(w[:1].isupper() or not w[:1].isalpha() for w in text.split())
+    """Every word capitalised, written in a script without letter case (Arabic, Devanagari, Hebrew...) or not a word
+    ("Elie Wiesel", "J. R. R. Tolkien", "عبد الفتاح السيسي"), not a phrase ("University of Pisa")."""
+    return all(not w[:1].islower() for w in text.split())
 
 
 HUMAN = "Q5"
+
+# Scripts whose names put the family name first or are written without spaces (Han, Kana, Hangul, Thai, Lao,
+# Myanmar, Khmer): their last word is no last name
+_NO_LAST_NAME = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1100, 0x11FF), (0x1780, 0x17FF), (0x2E80, 0xA4CF),
+                 (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF), (0xFF66, 0xFFDC), (0x20000, 0x3FFFF))
+
+
+def _letters(word: str) -> bool:
+    """A letter, then letters and combining marks only (Hindi "मोदी": its vowel signs are marks, not letters)."""
+    return word[:1].isalpha() and all(c.isalpha() or unicodedata.category(c)[0] == "M" for c in word)
 
 
 def name_part(e: Entity) -> str | None:
     """The normalised last name under which a person can be found by a mention of it alone ("Wiesel" -> Elie
     Wiesel), or None: the label (without a trailing "(...)") written as a name of 2-4 words whose last word is
-    alphabetic with at least 3 letters, not all capitals (not "Louis XIV"); an entity with types must be a human (Q5), one without any (a KB whose
-    source gives none) is taken on its label alone."""
+    alphabetic (letters and their marks) with at least 3 characters, not all capitals (not "Louis XIV"); an entity
+    with types must be a human (Q5), one without any (a KB whose source gives none) is taken on its label alone. A
+    label in a script without letter case (Arabic "عبد الفتاح السيسي", Hindi "नरेंद्र मोदी") cannot show that it is
+    a name, so it needs the type human; one in Han, Kana, Hangul or Thai gets none (the family name comes first, or
+    words are not spaced)."""
     if e.types and HUMAN not in e.types:
         return None
     label = e.label.split(" (", 1)[0].strip()
     words = label.split()
     if not 2 <= len(words) <= 4 or not written_as_name(label):
         return None
+    if not any(c.isupper() or c.islower() for c in label) and (  # no letter case
+            HUMAN not in e.types or any(a <= ord(c) <= b for c in label for a, b in _NO_LAST_NAME)):
+        return None
     last = words[-1]
-    return normalize_alias(last) if len(last) >= 3 and last.isalpha() and not last.isupper() else None
+    return normalize_alias(last) if len(last) >= 3 and _letters(last) and not last.isupper() else None
 
 
 def normalized_counts(counts: dict[str, float]) -> dict[str, float]:
@@ -218,24 +283,55 @@ class EntityStore:
         self.has_alias_counts = self._has_table("alias_counts")
         self.has_link_stats = self._has_table("link_stats")
         self.has_name_parts = self._has_table("name_parts")
-        if not readonly and not self.get_meta("folds"):
-            self._add_folds()  # a new store, or one written before folded keys existed: from now on it has them
-        # read-only, a store written before folded keys existed has none: they are not used
-        self.has_folds = bool(self.get_meta("folds", False))
+        version = self._fold_version()
+        if not readonly and version < FOLD_VERSION:
+            # a new store, one written before folded keys existed or with an older fold: from now on it has them
+            self._add_folds(version)
+            version = FOLD_VERSION
+        # read-only, a store written before folded keys existed has none: they are not used; one folded with an
+        # older fold is read with that fold, so that it answers as it did (see FOLD_VERSION)
+        self.has_folds = version > 0
+        self.fold_version = version
+        # the fold of this store's folded keys (fold_key, or fold_accents for an older store read-only): a key is
+        # folded with it before it is looked up among them
+        self.fold = _FOLDS.get(version, fold_key)
+        if readonly and 0 < version < FOLD_VERSION and self._has_refoldable_keys():
+            log.warning("%s: this KB's alias keys were folded before Greek accents and Arabic harakat were folded: "
+                        "names in those scripts written without them (ΑΘΗΝΑ, محمد) are not matched as they are in a "
+                        "KB built now; any update folds them again (`glinker kb add`, `glinker kb link-stats`), or "
+                        "rebuild it", self.path)
 
-    def _add_folds(self) -> None:
-        """The accent-folded keys (:func:`fold_accents`) of every alias already stored, in one pass."""
+    def _fold_version(self) -> int:
+        """The fold version of the stored folded keys: 0 none (written before they existed), 1 for ``true``
+        (written before fold versions existed: Latin accents only), else the number stored."""
+        v = self.get_meta("folds", False)
+        return int(v) if isinstance(v, (bool, int)) else 0
+
+    def _has_refoldable_keys(self) -> bool:
+        """Whether some alias key begins with a Greek or Arabic letter (keys an older fold left as they are)."""
+        return self.db.execute(
+            "SELECT 1 FROM aliases WHERE (norm >= ? AND norm < ?) OR (norm >= ? AND norm < ?) OR (norm >= ? AND "
+            "norm < ?) LIMIT 1", ("\u0370", "\u0400", "\u1f00", "\u2000", "\u0600", "\u0700")).fetchone() is not None
+
+    def _add_folds(self, version: int = 0) -> None:
+        """The folded keys (:func:`fold_key`) of every alias already stored, in one pass; those of an older fold
+        are replaced."""
         n = self.count()
         if n:  # a pass over every alias: said at the default log level, a big KB takes a while (once)
-            log.warning("%s: adding accent-folded alias keys to a store written before they existed (once, one pass "
-                        "over its %d entities' aliases)", self.path, n)
+            if version:
+                log.warning("%s: folding the alias keys again, now also without Greek accents and Arabic harakat "
+                            "(once, one pass over its %d entities' aliases)", self.path, n)
+            else:
+                log.warning("%s: adding accent-folded alias keys to a store written before they existed (once, one "
+                            "pass over its %d entities' aliases)", self.path, n)
             self.migrated = True
         with self.transaction():
+            self.db.execute("DELETE FROM folded")
             cur = self.db.execute("SELECT norm, rid FROM aliases")
             while rows := cur.fetchmany(65536):
                 self.db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
-                                    [(f, rid) for norm, rid in rows if (f := fold_accents(norm)) != norm])
-            self.set_meta("folds", True)
+                                    [(f, rid) for norm, rid in rows if (f := fold_key(norm)) != norm])
+            self.set_meta("folds", FOLD_VERSION)
 
     def _has_table(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
@@ -320,7 +416,7 @@ class EntityStore:
             self.db.executemany("INSERT OR IGNORE INTO aliases(norm, rid) VALUES (?, ?)", alias_rows)
             if self.has_folds:
                 self.db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
-                                    sorted({(f, rid) for n, rid in alias_rows if (f := fold_accents(n)) != n}))
+                                    sorted({(f, rid) for n, rid in alias_rows if (f := self.fold(n)) != n}))
             self.db.executemany("INSERT INTO alias_counts(norm, rid, n) VALUES (?, ?, ?)",
                                 sorted((k, rid, n) for rid, _, e, _ in final.values()
                                        for k, n in normalized_counts(e.alias_counts).items()))
@@ -458,7 +554,7 @@ class EntityStore:
             "SELECT e.label FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=?", (norm,))]
         if found or not self.has_folds:
             return found
-        fold = fold_accents(norm)
+        fold = self.fold(norm)
         return [r[0] for r in self.db.execute(
             "SELECT e.label FROM folded f JOIN entities e ON e.rid=f.rid WHERE f.norm=? UNION ALL "
             "SELECT e.label FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=? AND ?<>?",
@@ -479,11 +575,11 @@ class EntityStore:
         return out
 
     def lookup_folded(self, norms: Sequence[str]) -> dict[str, list[str]]:
-        """Entity ids for keys compared without accents (:func:`fold_accents`): "zurich" finds Zürich, "zürich" finds
+        """Entity ids for keys compared without accents (:func:`fold_key`): "zurich" finds Zürich, "zürich" finds
         an entity named only "Zurich". Key -> ids, most popular first; {} for a store built before folded keys."""
         if not self.has_folds:
             return {}
-        folds = {n: fold_accents(n) for n in norms}
+        folds = {n: self.fold(n) for n in norms}
         plain = self._ids_by_norm("aliases", sorted({f for n, f in folds.items() if f != n}))
         accented = self._ids_by_norm("folded", sorted(set(folds.values())))
         out: dict[str, list[str]] = {}

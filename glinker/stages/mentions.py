@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import json
 import logging
 import re
@@ -115,8 +118,139 @@ class BiencoderMentions(Stage):
         return out
 
 
-_WORD = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]", re.UNICODE)
+# Tokens of the alias dictionary match. A word is a run of \w and combining marks (a mark belongs to its letter: a
+# match never ends between "o" and the U+0308 of a decomposed "Köln", nor inside Hindi "रामायण"), joined by - ' ’ . &
+# ("Jean-Pierre", "AT&T", "U.S."); any other character but a space is a token of its own. ASCII text takes the plain
+# pattern (no marks there), which is faster.
+_WORD_ASCII = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]")
+# Scripts written without spaces between words (Han, Hiragana, Katakana, Bopomofo, Thai, Lao, Khmer, Myanmar): every
+# character (with its marks) is a token, so that the longest match finds "北京大学" and "北京" inside "我在北京大学读书".
+# Hangul is not among them: Korean puts spaces between words.
+_SPACELESS = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\u3005-\u3007\u3021-\u3029\u3031-\u3035"
+              "\u3038-\u303c\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua9e0-\ua9ff"
+              "\uaa60-\uaa7f\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+_APOSTROPHES = "'’"
 _ASCII_CAPITAL = re.compile(r"[A-Z0-9]")
+# A token's cost against max_words, in quarter words: a word 4, a character of a script written without spaces 1
+# (max_words 6 tries names of up to 24 such characters), a word after an apostrophe inside a token 0 (it is part of
+# the same word: "Côte d'Ivoire" is two words, as before).
+_WORD_COST, _CHAR_COST = 4, 1
+_UNLIMITED = 1 << 30
+_CAN_START, _CAN_END = 1, 2
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(the token pattern of non-ASCII text, the pattern of a token's pieces, what makes a token split into
+    pieces): compiled at first use, the class of combining marks being large."""
+    from glinker.model.words import COMBINING_MARKS as M
+
+    w = rf"\w[\w{M}]*"
+    token = re.compile(rf"{w}(?:[-'’.&]{w})*\.?|[^\w\s][{M}]*")
+    piece = re.compile(rf"(?P<c>[{_SPACELESS}][{M}]*)|(?P<a>['’])|[^'’{_SPACELESS}]+")
+    return token, piece, re.compile(rf"['’{_SPACELESS}]")
+
+
+def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | None]:
+    """The tokens of ``text`` as (start, end) offsets, each token's cost (see ``_WORD_COST``), and where a match may
+    start and end (bits ``_CAN_START``, ``_CAN_END``; None: at every token).
+
+    A word that holds an apostrophe or characters of a script written without spaces is cut into pieces: each such
+    character is a piece, each apostrophe another, the rest of the word between them a piece. A match may start and
+    end at every piece but an apostrophe, except that it starts after an apostrophe only when the word before it is
+    lower-case (an elided article: "d'IBM", "l'İstanbul", "qu'Obama", "dell'Italia"; not "O'Neill" or "D'Alema")
+    and ends before one only when the word after it is lower-case (a clitic: "IBM's", "İstanbul'da",
+    "Diyarbakır'a"; not the "O" of "O'Neill") or the whole word is in capitals ("IBM'S"). A match never starts or
+    ends inside a word otherwise, nor between a letter and its marks."""
+    ascii_text = text.isascii()
+    words = _WORD_ASCII if ascii_text else _patterns()[0]
+    spans = [m.span() for m in words.finditer(text)]
+    if ascii_text and "'" not in text:  # the common case: plain words
+        return spans, [_WORD_COST] * len(spans), None
+    _, pieces_re, splits = _patterns()
+    # the words with a character to cut at (an apostrophe inside a word, not a quote mark of its own)
+    starts = [s for s, _ in spans]
+    cut: list[int] = []
+    for m in splits.finditer(text):
+        k = bisect.bisect_right(starts, m.start()) - 1
+        if k >= 0 and m.start() < spans[k][1] and text[spans[k][0]] not in _APOSTROPHES and (not cut or cut[-1] != k):
+            cut.append(k)
+    if not cut:
+        return spans, [_WORD_COST] * len(spans), None
+    both = _CAN_START | _CAN_END
+    toks: list[tuple[int, int]] = []
+    cost: list[int] = []
+    edge: list[int] = []
+    last = 0
+    for k in cut:
+        toks += spans[last:k]
+        cost += [_WORD_COST] * (k - last)
+        edge += [both] * (k - last)
+        last = k + 1
+        s, e = spans[k]
+        word = text[s:e]
+        pieces = [(p.start() + s, p.end() + s, p.group(), p.lastgroup) for p in pieces_re.finditer(word)]
+        capitals = word.isupper()
+        for j, (ps, pe, _, kind) in enumerate(pieces):
+            toks.append((ps, pe))
+            if kind == "a":  # an apostrophe: no match starts or ends on it
+                cost.append(0)
+                edge.append(0)
+                continue
+            after = j > 0 and pieces[j - 1][3] == "a"
+            cost.append(_CHAR_COST if kind == "c" else 0 if after else _WORD_COST)
+            ok = both
+            if after and not (pieces[j - 2][2].islower() or capitals):
+                ok &= ~_CAN_START
+            if j + 2 < len(pieces) and pieces[j + 1][3] == "a" and not (pieces[j + 2][2].islower() or capitals):
+                ok &= ~_CAN_END
+            edge.append(ok)
+    toks += spans[last:]
+    cost += [_WORD_COST] * (len(spans) - last)
+    edge += [both] * (len(spans) - last)
+    return toks, cost, edge
+
+
+@functools.cache
+def _chars_only() -> re.Pattern[str]:
+    """A key made of characters of scripts written without spaces only, none of them a mark (Thai vowel signs are
+    marks: "กรุงเทพ" is not one)."""
+    from glinker.model.words import COMBINING_MARKS as M
+
+    return re.compile(f"(?:(?![{M}])[{_SPACELESS}])+")
+
+
+@functools.cache
+def _same_tokens() -> dict[int, str]:
+    """Characters that NFKC maps to one character that tokenizes alike (not a joiner of words, not a mark, a word
+    character or not as the original): full-width and half-width forms ("，" -> ",", "Ａ" -> "A", "ｶ" -> "カ"), CJK
+    compatibility ideographs, small and vertical forms. Computed at first use."""
+    cut = _patterns()[2]
+    out: dict[int, str] = {}
+    for lo, hi in ((0x2000, 0x2BFF), (0x3000, 0x33FF), (0xF900, 0xFAFF), (0xFE10, 0xFE6F), (0xFF00, 0xFFEF)):
+        for cp in range(lo, hi + 1):
+            c = chr(cp)
+            d = unicodedata.normalize("NFKC", c)
+            if d == c or len(d) != 1 or c.isspace() or d.isspace() or d in "-'’.&" \
+                    or unicodedata.category(d)[0] == "M" or _is_word_char(c) != _is_word_char(d) \
+                    or (cut.match(c) is None) != (cut.match(d) is None):
+                continue
+            out[cp] = d
+    return out
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _unstable_tokens(text: str, toks: list[tuple[int, int]], ascii_text: bool) -> list[int]:
+    """The indices of the tokens whose normalisation (NFKC) may change how a span over them tokenizes."""
+    if ascii_text or unicodedata.is_normalized("NFKC", text):
+        return []
+    same = _same_tokens()
+    if unicodedata.is_normalized("NFKC", text.translate(same)):
+        return []
+    return [k for k, (s, e) in enumerate(toks) if not unicodedata.is_normalized("NFKC", text[s:e].translate(same))]
 
 
 _WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
@@ -129,9 +263,51 @@ def _title_case(word: str) -> bool:
 
 
 def _first_word(key: str) -> str:
-    """The first word of a normalised alias key, as the alias-mention tokenizer splits it."""
-    m = _WORD.search(key)
-    return m.group() if m else key
+    """The first token of a normalised alias key, as the alias-mention tokenizer splits it (see ``_tokenize``)."""
+    if key.isascii() and "'" not in key:
+        m = _WORD_ASCII.search(key)
+        return m.group() if m else key
+    token, pieces, cut = _patterns()
+    m = (_WORD_ASCII if key.isascii() else token).search(key)
+    if m is None:
+        return key
+    word = m.group()
+    if word[0] in _APOSTROPHES or cut.search(word) is None:
+        return word
+    return pieces.match(word).group()  # type: ignore[union-attr]  # (the pieces cover every word)
+
+
+def _start_limits(keys: Iterable[str]) -> tuple[dict[str, int], frozenset[str]]:
+    """(the first token of every alias key -> the most tokens a span from a token with that key is tried, the first
+    two tokens of every key that begins with a character of a script written without spaces). For such a
+    character, the most tokens of a key that begins with it (normalising an NFKC text keeps its tokens), and a span
+    longer than one is tried only when its first two tokens begin a key (most pairs of Han characters begin none);
+    other first tokens are not limited (counting their keys' tokens would slow the warm-up, for nothing)."""
+    out: dict[str, int] = {}
+    pairs: set[str] = set()
+    token, _, cut = _patterns()
+    chars = _chars_only()
+    for k in keys:
+        if k.isascii() and "'" not in k:
+            m = _WORD_ASCII.search(k)
+            fw, n = (m.group(), _UNLIMITED) if m else (None, 0)
+        elif cut.search(k) is None:  # no character of a script without spaces, no apostrophe
+            m = token.search(k)
+            fw, n = (m.group(), _UNLIMITED) if m else (None, 0)
+        elif chars.fullmatch(k):  # characters of scripts without spaces only ("北京大学"): one token each
+            fw, n = k[0], len(k)
+            if n > 1:
+                pairs.add(k[:2])
+        else:
+            spans, cost, _ = _tokenize(k)
+            fw, n = (k[spans[0][0]:spans[0][1]], len(spans)) if spans else (None, 0)
+            if n and cost[0] != _CHAR_COST:
+                n = _UNLIMITED
+            elif n > 1:
+                pairs.add(k[:spans[1][1]])
+        if fw is not None and out.get(fw, 0) < n:
+            out[fw] = n
+    return out, frozenset(pairs)
 
 
 class AliasMentionsParams(StageParams):
@@ -194,8 +370,8 @@ class AliasMentions(Stage):
             return frozenset(self.kb.store.alias_vocab() + (self.kb.store.folded_vocab() if p.fold_accents else []))
 
         self.vocab = self.context.resource(("alias-vocab", id(self.kb), p.fold_accents), vocab)
-        self.starts = self.context.resource(("alias-first-words", id(self.kb), p.fold_accents),
-                                            lambda: frozenset(_first_word(k) for k in self.vocab))
+        self.starts, self.pairs = self.context.resource(("alias-first-words", id(self.kb), p.fold_accents),
+                                                        lambda: _start_limits(self.vocab))
         self.stop = {s.casefold() for s in p.stopwords}
         self.articles = {normalize_alias(a) for a in p.leading_articles}
         self.common: dict[str, bool] = {}
@@ -225,14 +401,22 @@ class AliasMentions(Stage):
         return not (p.min_link_prob > 0 and self._rarely_linked(key))
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
-        from glinker.kb.store import fold_accents, normalize_alias
+        from glinker.kb.store import normalize_alias
 
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
         fold = p.fold_accents and self.kb.store.has_folds
+        fold_key = self.kb.store.fold  # the fold the store's keys were made with
+        budget = p.max_words * _WORD_COST
+        starts, pairs, vocab, stop = self.starts, self.pairs, self.vocab, self.stop
+        max_words, min_chars, require_capital = p.max_words, p.min_chars, p.require_capital
+        can_start, can_end, char_cost = _CAN_START, _CAN_END, _CHAR_COST
         out = []
         for d_i, doc in enumerate(documents):
             text = doc.text
-            toks = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+            toks, cost, edge = _tokenize(text)
+            # reach[k]: total cost of the tokens before k (the span i..j-1 costs reach[j] - reach[i]); without
+            # pieces (edge None) every token is a word
+            reach = list(itertools.accumulate(cost, initial=0)) if edge is not None else []
             # capitals[i]: tokens before i with an upper-case letter or a digit (require_capital, one pass)
             capitals = [0]
             ascii_text = text.isascii()
@@ -242,52 +426,86 @@ class AliasMentions(Stage):
                                                 any(c.isupper() or c.isdigit() or (c.isalpha() and c == c.upper()
                                                                                    and c == c.lower())
                                                     for c in text[s:e])))
-            # A span's key starts with its first token's key when normalising cannot join characters across
-            # tokens (ASCII or NFKC text): then tokens that begin no alias are skipped at once, same result.
-            prune = ascii_text or unicodedata.is_normalized("NFKC", text)
+            # A span's key starts with its first token's key, and has as many tokens, when normalising changes no
+            # token or only maps characters to ones that tokenize alike (full-width "，" to ","): then tokens that
+            # begin no alias are skipped at once, and spans are tried no longer than the keys that begin alike, same
+            # result. Spans over a token normalising changes otherwise ("…", "™", "½") are all tried.
+            unstable = _unstable_tokens(text, toks, ascii_text)
+            n_toks = len(toks)
+            unstable.append(n_toks)
+            u = 0
+            pieces = edge is not None
             ms: list[Mention] = []
             i = 0
-            while i < len(toks):
-                if prune:
+            while i < n_toks:
+                if pieces and not edge[i] & can_start:  # type: ignore[index]
+                    i += 1
+                    continue
+                while unstable[u] < i:
+                    u += 1
+                stable = unstable[u] - i  # spans of up to this many tokens are normalised token by token
+                if stable:  # no longer than the longest key that begins with this token's key
                     fw = _first_word(normalize_alias(text[toks[i][0]:toks[i][1]]))
-                    if fw not in self.starts and not (fw.endswith(".") and fw[:-1] in self.starts) and not (
-                            fold and not fw.isascii() and _first_word(fold_accents(fw)) in self.starts):
+                    # (only a character of a script without spaces has a limit, and such a key is its own fold)
+                    most = starts.get(fw, 0)
+                    if not most and fw.endswith("."):
+                        most = starts.get(fw[:-1], 0)
+                    if not most and fold and not fw.isascii():
+                        most = starts.get(_first_word(fold_key(fw)), 0)
+                    if not most and i + stable == n_toks:  # no key begins so (the common case): next token
                         i += 1
                         continue
+                # the most tokens a span from i may hold within max_words (a word piece after an apostrophe costs
+                # nothing inside its word, a whole word at the start of a span)
+                longest = bisect.bisect_right(reach, reach[i] + budget - (_WORD_COST if cost[i] == 0 else 0)) - 1 - i \
+                    if pieces else min(max_words, n_toks - i)
+                tried = range(longest, 0, -1)
+                if stable:
+                    most = min(most, longest, stable)
+                    if most > 1 and cost[i] == char_cost:  # a longer span only where two characters begin a key
+                        two = normalize_alias(text[toks[i][0]:toks[i + 1][1]])
+                        if two not in pairs and not (two.endswith(".") and two[:-1] in pairs) and not (
+                                fold and fold_key(two) in pairs):
+                            most = 1
+                    tried = range(most, 0, -1) if stable >= longest else itertools.chain(
+                        range(longest, stable, -1), range(most, 0, -1))
                 hit = None
-                for n in range(min(p.max_words, len(toks) - i), 0, -1):
+                for n in tried:
+                    if pieces and not edge[i + n - 1] & can_end:  # type: ignore[index]
+                        continue
                     s, e = toks[i][0], toks[i + n - 1][1]
-                    if e - s < p.min_chars:
+                    if e - s < min_chars:
                         continue
                     surface = text[s:e]
-                    if p.require_capital and capitals[i + n] == capitals[i]:
+                    if require_capital and capitals[i + n] == capitals[i]:
                         continue
                     key = normalize_alias(surface)
-                    if n == 1 and key in self.stop:
+                    if n == 1 and key in stop:
                         continue
-                    if fold and key not in self.vocab and not key.isascii():
-                        key = fold_accents(key)  # "Málaga" for a KB that only knows "Malaga"
-                    if key in self.vocab and self._names(key, surface):
+                    if fold and key not in vocab and not key.isascii():
+                        key = fold_key(key)  # "Málaga" for a KB that only knows "Malaga"
+                    if key in vocab and self._names(key, surface):
                         hit = (s, e, n)
                         break
                     # "U.S." at a sentence end: try without the trailing period too (only one attached to the
                     # word: "Reuters ." is the shorter span "Reuters", not "Reuters " with its space)
                     if surface.endswith(".") and len(surface) > 1 and not surface[-2].isspace() \
-                            and e - 1 - s >= p.min_chars:
+                            and e - 1 - s >= min_chars:
                         short = normalize_alias(surface[:-1])
-                        if short in self.vocab and self._names(short, surface):
+                        if short in vocab and self._names(short, surface):
                             hit = (s, e - 1, n)
                             break
                 if hit is None:
                     i += 1
                     continue
                 s, e, n = hit
-                if p.skip_name_fragments and i + n < len(toks) and text[e:toks[i + n][0]].isspace() \
+                if p.skip_name_fragments and i + n < n_toks and text[e:toks[i + n][0]].isspace() \
                         and _title_case(text[toks[i + n][0]:toks[i + n][1]]):
                     i += 1
                     continue
                 if n > 1 and normalize_alias(text[toks[i][0]:toks[i][1]]) in self.articles \
-                        and normalize_alias(text[toks[i + 1][0]:e]) in self.vocab:
+                        and (not pieces or edge[i + 1] & can_start) \
+                        and normalize_alias(text[toks[i + 1][0]:e]) in vocab:
                     s = toks[i + 1][0]
                 ms.append(Mention(start=s, end=e, text=text[s:e], label=p.label, doc_index=d_i))
                 i += n

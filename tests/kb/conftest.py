@@ -38,6 +38,19 @@ def write_jsonl(entities: list[Entity], path: Path) -> Path:
     return path
 
 
+def build_records_kb(records: list[dict], tmp_path: Path) -> Path:
+    """A model-free KB built from raw JSONL ``records`` (dicts) in ``tmp_path / "kb"``."""
+    import json
+
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    src = tmp_path / "kb.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
+    return tmp_path / "kb"
+
+
 def write_csv(entities: list[Entity], path: Path, sep: str = "|") -> Path:
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from .conftest import build_records_kb
 
 from glinker.kb import KB
 from glinker.kb.adapters import load_adapter
@@ -138,10 +139,7 @@ FOLD_RECORDS = [
 
 @pytest.fixture()
 def fold_kb(tmp_path: Path) -> Path:
-    src = tmp_path / "kb.jsonl"
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FOLD_RECORDS), encoding="utf-8")
-    build_kb(load_adapter("jsonl", str(src)), tmp_path / "kb", None)
-    return tmp_path / "kb"
+    return build_records_kb(FOLD_RECORDS, tmp_path)
 
 
 def test_names_are_found_without_their_accents_and_kept_with_updates(fold_kb: Path) -> None:
