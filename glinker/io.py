@@ -266,8 +266,18 @@ class InputIds:
 
     FIX = ("give every record an id, or none (a record without one is numbered by its line); or pass --skip-bad")
 
-    def __init__(self, source: str) -> None:
+    AHEAD_CAP = 1_000_000  # own ids kept for later lines at most (~90 MB); past it generated ids may repeat them
+
+    def __init__(self, source: str, max_line: int | None = None) -> None:
         self.source = source
+        if max_line is None:  # a plain file has at most one line per byte: ids past that are never generated
+            try:
+                p = Path(source)
+                if p.is_file() and p.suffix.lower() not in (".gz", ".bz2", ".xz", ".zst"):
+                    max_line = p.stat().st_size + 1
+            except (OSError, ValueError):
+                pass
+        self.max_line = max_line
         self.ahead: set[str] = set()  # own ids that a later line's generated id could be
         self.renamed: dict[str, int] = {}  # generated N#k -> its line
         self.numbered = bytearray()  # bit n: line n has no id and is numbered n
@@ -303,7 +313,12 @@ class InputIds:
             return key  # not a form a generated id has
         n = int(number)
         if n > line:  # a later line's, should it have no id
-            self.ahead.add(key)
+            if (self.max_line is None or n <= self.max_line) and len(self.ahead) < self.AHEAD_CAP:
+                self.ahead.add(key)
+            elif len(self.ahead) >= self.AHEAD_CAP and not getattr(self, "_capped", False):
+                self._capped = True
+                log.info("%s: over %d ids that later lines could be numbered as; from here a record without an id "
+                         "may be given one of them", self.source, self.AHEAD_CAP)
             return key
         first = self.renamed.get(key) if sep else (n if n < line and self._numbered(n) else None)
         if first is not None:

@@ -473,6 +473,8 @@ class LabelBank:
             if sum(sizes) != len(self) or ids.shape != (len(self),) or cen.shape != (len(sizes), self.dim):
                 raise ValueError(f"{len(sizes)} lists of {sum(sizes)} labels, {tuple(ids.shape)} ids, centroids "
                                  f"{tuple(cen.shape)}")
+            if len(self) and (int(ids.min()) < 0 or int(ids.max()) >= len(self)):
+                raise ValueError("label rows out of range")
             with warnings.catch_warnings():  # read-only memmap: torch warns that the tensor is not writable
                 warnings.simplefilter("ignore")
                 low = torch.from_numpy(rows).view(dtype)
@@ -509,6 +511,10 @@ class LabelBank:
             os.rename(tmp, target)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if target.is_dir():  # another process (or thread) put its copy in place first: use that one
+                lean = self._read_ivf_lowp(dtype)
+                if lean is not None:
+                    return lean
             log.warning("could not save the low-precision IVF lists in %s: %s", folder, e)
             return None
         log.info("saved the index's lists in %s for memory-mapped scoring (%d labels)", target, len(self))

@@ -525,13 +525,13 @@ class IVFLists:
         """List ``j``'s float32 label vectors (n_j, D) (gathered from ``source`` in the lean form)."""
         if self.vectors is not None:
             return self.vectors[j]
-        return self.source[self.ids[j]]
+        return self.source[self.ids[j]].float()  # a bank's vectors may be float16/bfloat16
 
     def rows_of(self, j: int, cols: torch.Tensor) -> torch.Tensor:
         """The float32 vectors of list ``j``'s entries ``cols``."""
         if self.vectors is not None:
             return self.vectors[j][cols]
-        return self.source[self.ids[j][cols]]
+        return self.source[self.ids[j][cols]].float()
 
     def lowp(self, dtype: torch.dtype) -> IVFLowp:
         """The lists in low precision for the pre-filter (built once per dtype, ~half the float32 lists' size)."""

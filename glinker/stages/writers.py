@@ -313,7 +313,7 @@ def _render_doc(i: int, doc: dict[str, Any]) -> str:
             f"<h2>{head}</h2><div class=\"gl-text\"{attrs}>{''.join(out)}</div>{note}</section>")
 
 
-_LANG_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
+_LANG_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")  # used with fullmatch
 
 
 def _doc_lang(doc: dict[str, Any]) -> str | None:
@@ -321,7 +321,7 @@ def _doc_lang(doc: dict[str, Any]) -> str | None:
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     for key in ("lang", "language"):
         v = meta.get(key)
-        if isinstance(v, str) and _LANG_TAG.match(v.strip()):
+        if isinstance(v, str) and _LANG_TAG.fullmatch(v.strip()):
             return v.strip()
     return None
 
@@ -338,7 +338,7 @@ def _page(title: str, lang: str | None = None) -> tuple[str, str]:
     """The page around the documents' sections: (head, tail). No language is declared unless ``lang`` is given:
     the documents are in any (a page declared English is hyphenated, voiced and shaped as English)."""
     t = html.escape(title)
-    if lang is not None and not _LANG_TAG.match(lang):
+    if lang is not None and not _LANG_TAG.fullmatch(lang):
         raise ValueError(f"lang {lang!r} is not a language tag (e.g. 'ar', 'he', 'de-CH')")
     return (
         "<!DOCTYPE html>\n<html" + (f' lang="{lang}"' if lang else "") + "><head><meta charset=\"utf-8\">"

@@ -116,3 +116,21 @@ def test_serve_numbers_a_document_without_id_around_the_ids_of_the_others() -> N
                           {"id": "0#2", "text": "e"}, {"text": "f"}]}
     assert [d["id"] for d in parse_request(json.dumps(body).encode())] == ["0#3", "0", "2#2", "2", "0#2", "5"]
     assert [d["id"] for d in parse_request(json.dumps({"texts": ["a", "b"]}).encode())] == ["0", "1"]
+
+
+def test_large_given_ids_of_a_file_are_not_kept(tmp_path: Path) -> None:
+    """Database-style ids (numbers past the file's possible line count) are never a generated id: not kept."""
+    from glinker.io import InputIds
+
+    f = tmp_path / "in.jsonl"
+    f.write_text("x\n" * 10, encoding="utf-8")
+    ids = InputIds(str(f))
+    for line in range(1, 2001):
+        assert ids.assign(str(1_000_000_000 + line), line) == str(1_000_000_000 + line)
+    assert not ids.ahead
+    assert ids.assign("15", 3) == "15" and ids.ahead == {"15"}  # within the file's size: kept
+    unbounded = InputIds("<stdin>")
+    unbounded.AHEAD_CAP = 5
+    for line in range(1, 20):
+        unbounded.assign(str(1000 + line), line)
+    assert len(unbounded.ahead) == 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -407,3 +409,42 @@ def test_a_bank_saved_with_its_index_maps_its_lean_lists_in_the_same_process(tmp
     other = LabelBank.load(tmp_path / "a")
     other.build_index("IVF4,Flat").save_index(tmp_path / "a")
     assert other.ivf_lists(lowp=torch.bfloat16).lean and other.ivf_lists(lowp=torch.bfloat16).centroids.shape[0] == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lean_lists_of_a_half_precision_bank_score_as_its_index_lists(tmp_path, dtype):
+    """A bank kept in float16/bfloat16: the lean lists re-score survivors from its vectors in float32, as the
+    index (which holds float32 copies) does."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(3000, 16, generator=g) * 0.3
+    p[:, 0] = 1.0
+    names = [str(i) for i in range(3000)]
+    bank = LabelBank(names, names, p.to(dtype)).build_index("IVF8,Flat")
+    full = bank.ivf_lists()
+    reps = torch.randn(200, 16, generator=g)
+    reps[:, 0] = -3
+    want = score_rows_ivf(reps, full, 0.3, 4, 64, 3000, lowp=torch.bfloat16)
+    bank.save(tmp_path / "b")
+    lean = bank.ivf_lists(lowp=torch.bfloat16)
+    assert lean.lean and want[0].numel() > 0
+    for a, b in zip(want, score_rows_ivf(reps, lean, 0.3, 4, 64, 3000, lowp=torch.bfloat16)):
+        assert torch.equal(a, b)
+    for a, b in zip(score_rows_ivf(reps, full, 0.3, 4, 64, 3000), score_rows_ivf(reps, lean, 0.3, 4, 64, 3000)):
+        assert torch.equal(a, b)  # no pre-filter: whole lists gathered
+
+
+def test_a_lean_copy_put_in_place_by_another_process_first_is_used(tmp_path, monkeypatch):
+    from glinker.model import labels as lab
+
+    d = _saved_ivf_bank(tmp_path)
+    LabelBank.load(d).ivf_lists(lowp=torch.bfloat16)  # the other process's copy
+    bank = LabelBank.load(d)
+    real_rmtree = lab.shutil.rmtree
+    monkeypatch.setattr(lab.shutil, "rmtree", lambda p, **k: None if Path(p).name == lab.BANK_IVF_LOWP
+                        else real_rmtree(p, **k))  # it lands between our removal and our rename
+    monkeypatch.setattr(bank, "_read_ivf_lowp", lambda dt, _r=bank._read_ivf_lowp: _r(dt) if calls.append(1) or
+                        len(calls) > 1 else None)  # first look: not there yet
+    calls: list = []
+    lean = bank.ivf_lists(lowp=torch.bfloat16)
+    assert lean is not None and lean.lean and not bank._no_lean
+    assert not [p for p in d.iterdir() if p.name.startswith(f".{lab.BANK_IVF_LOWP}.")]  # no temporary left
