@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,10 +71,19 @@ def _guard_output(flag: str, out: Path | None, data: Sequence[Path] = (), predic
 
 
 def _write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write the JSON report atomically: a temporary file beside it, fsynced, then renamed over ``path``."""
+    """Write the JSON report atomically: a temporary file beside it, fsynced, then renamed over ``path`` (a path
+    that is no regular file, such as /dev/stdout or a named pipe, is written in place)."""
     import tempfile
 
     text = json.dumps(report, indent=2) + "\n"
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        special = False  # not there yet: a new file
+    if special:  # /dev/stdout, a named pipe, a device: written in place, never replaced by a file
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
     target = path.resolve()
     if target.exists():
         mode = target.stat().st_mode & 0o777

@@ -151,6 +151,14 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     return token, piece, re.compile(rf"['’{_SPACELESS}]")
 
 
+# the part after an apostrophe that makes an English contraction ("don't", "we'll", "they're", "I've", "I'd", "I'm",
+# "ma'am", "int'l", "it's"): no match starts on it, and none ends before it but for the possessive "s"
+_CONTRACTIONS = frozenset(("t", "ll", "re", "ve", "d", "m", "am", "l", "s"))
+# elided articles and prepositions in words all in capitals ("L'IBM", "D'ITALIA"): where a match may start after
+# the apostrophe (in other capitalised words the name cannot be told from the prefix)
+_CAPITAL_ELISIONS = frozenset(("L", "D", "QU", "J", "S", "C", "N", "M", "T", "DELL", "DALL", "NELL", "SULL", "ALL"))
+
+
 def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | None]:
     """The tokens of ``text`` as (start, end) offsets, each token's cost (see ``_WORD_COST``), and where a match may
     start and end (bits ``_CAN_START``, ``_CAN_END``; None: at every token).
@@ -160,8 +168,10 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
     end at every piece but an apostrophe, except that it starts after an apostrophe only when the word before it is
     lower-case (an elided article: "d'IBM", "l'İstanbul", "qu'Obama", "dell'Italia"; not "O'Neill" or "D'Alema")
     and ends before one only when the word after it is lower-case (a clitic: "IBM's", "İstanbul'da",
-    "Diyarbakır'a"; not the "O" of "O'Neill") or the whole word is in capitals ("IBM'S"). A match never starts or
-    ends inside a word otherwise, nor between a letter and its marks."""
+    "Diyarbakır'a"; not the "O" of "O'Neill") or the whole word is in capitals ("IBM'S"). English contractions
+    are no such places ("Don't", "we'll", "THEY'VE": ``_CONTRACTIONS``), and in a word all in capitals a match
+    starts after an apostrophe only after an elided article (``_CAPITAL_ELISIONS``: "L'IBM"). A match never starts
+    or ends inside a word otherwise, nor between a letter and its marks."""
     ascii_text = text.isascii()
     words = _WORD_ASCII if ascii_text else _patterns()[0]
     spans = [m.span() for m in words.finditer(text)]
@@ -200,9 +210,12 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
             after = j > 0 and pieces[j - 1][3] == "a"
             cost.append(_CHAR_COST if kind == "c" else 0 if after else _WORD_COST)
             ok = both
-            if after and not (pieces[j - 2][2].islower() or capitals):
+            if after and (pieces[j][2].lower() in _CONTRACTIONS or not (
+                    pieces[j - 2][2].islower() or capitals and pieces[j - 2][2] in _CAPITAL_ELISIONS)):
                 ok &= ~_CAN_START
-            if j + 2 < len(pieces) and pieces[j + 1][3] == "a" and not (pieces[j + 2][2].islower() or capitals):
+            if j + 2 < len(pieces) and pieces[j + 1][3] == "a" and (
+                    pieces[j + 2][2].lower() in _CONTRACTIONS - {"s"}
+                    or not (pieces[j + 2][2].islower() or capitals)):
                 ok &= ~_CAN_END
             edge.append(ok)
     toks += spans[last:]

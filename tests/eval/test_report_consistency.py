@@ -152,6 +152,18 @@ def test_el_json_report_refuses_to_replace_inputs_and_is_written_atomically(tmp_
     assert json.loads(out.read_text())["el_f1"] == 1.0 and json.loads(out.read_text())["run"]["predictions"] == str(pred)
     assert len(replaced) == 1 and Path(replaced[0][1]) == out.resolve()  # a temp file renamed over the report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gold.jsonl", "ids.txt", "links.jsonl", "report.json"]
+    # a named pipe (as /dev/stdout may be) is written into, never replaced by a file
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    r = run("el", "--data", gold, "--predictions", pred, "--json", fifo)
+    reader.join(10)
+    assert r.exit_code == 0, r.output
+    assert json.loads(got[0])["el_f1"] == 1.0 and fifo.is_fifo()
 
 
 # 3. what each average covers; --limit marks every average; the header ---------------------------------------

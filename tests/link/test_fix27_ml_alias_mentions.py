@@ -35,6 +35,9 @@ RECORDS = [
     {"id": "F1", "label": "राम"},
     {"id": "F2", "label": "Ko"},
     {"id": "F3", "label": "مد"},
+    {"id": "G1", "label": "Don"}, {"id": "G2", "label": "Can"}, {"id": "G3", "label": "Ma"},
+    {"id": "G4", "label": "Int"}, {"id": "G5", "label": "RE"}, {"id": "G6", "label": "VE"},
+    {"id": "G7", "label": "ISN"},
 ]
 
 
@@ -90,6 +93,13 @@ def test_clitics_and_elided_articles(kb):
     # a whole word that is an alias still wins, and a name after an apostrophe is not cut off a longer name:
     # "O'Neill", "D'Alema" (the word before the apostrophe is not a lower-case elided article)
     assert mentions(kb, "Côte d'Ivoire, Shaquille O'Neill, Massimo D'Alema.") == [["Côte d'Ivoire"]]
+
+
+def test_english_contractions_are_not_cut(kb):
+    """Contractions are no clitics: no "Don" in "Don't", no "RE" in "WE'RE" (possessives still are: "IBM's")."""
+    texts = ["Don't worry.", "Can't stop.", "Ma'am, Int'l news.", "DON'T PANIC", "ISN'T IT", "THEY'VE WON.",
+             "WE'RE HERE", "they're here, we'll see", "Go to IBM's office."]
+    assert mentions(kb, *texts, require_capital=False) == [[], [], [], [], [], [], [], [], ["IBM"]]
 
 
 def test_combining_marks_stay_with_their_letter(kb):
