@@ -52,8 +52,10 @@ class AliasCandidatesParams(StageParams):
                     "given in full once and shortened after. Their entities score as variants (0.9).")
     fold_accents: bool = Field(
         default=True,
-        description="A mention that matches no alias exactly is looked up without accents on Latin letters "
-                    "(\"Zurich\" -> Zürich, \"Sao Paulo\" -> São Paulo, and the other way round); such "
+        description="A mention that matches no alias exactly is looked up without accents on Latin and Greek "
+                    "letters and without Arabic vowel marks (\"Zurich\" -> Zürich, \"Sao Paulo\" -> São Paulo, "
+                    "\"ΑΘΗΝΑ\" -> Αθήνα, and the other way round; Greek and Arabic in KBs built or updated since "
+                    "2026-12-04); such "
                     "candidates score as variants (0.9). A KB built before accent folding existed (2026-12-03) has none "
                     "until an update opens it (`glinker kb info` shows `folds`).")
     name_parts: bool = Field(
@@ -89,7 +91,7 @@ class AliasCandidates(Stage):
                         "no entity is a person): re-run `glinker kb build` on it to add them", self.name, self.kb.root)
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[MentionCandidates]]:
-        from glinker.kb.store import normalize_alias, written_as_name
+        from glinker.kb.store import _letters, normalize_alias, written_as_name
 
         p: AliasCandidatesParams = self.params  # type: ignore[assignment]
         mentions: list[list[Mention]] = inputs[0]
@@ -110,7 +112,7 @@ class AliasCandidates(Stage):
                 m = mentions[d_i][j]
                 text = m.text.strip()
                 if (p.name_part_labels is None or m.label is None or m.label in p.name_part_labels) \
-                        and " " not in text and text.isalpha() and len(text) >= 3 and written_as_name(text) \
+                        and " " not in text and _letters(text) and len(text) >= 3 and written_as_name(text) \
                         and not any(hits.get(k) or folded.get(k) for k in ks):
                     parts[(d_i, j)] = normalize_alias(text)
         by_part = self.kb.store.lookup_name_parts(sorted(set(parts.values()))) if parts else {}

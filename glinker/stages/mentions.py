@@ -355,8 +355,9 @@ class AliasMentionsParams(StageParams):
                     "name the KB lacks, which strong-match evaluation counts as a wrong mention.")
     fold_accents: bool = Field(
         default=True,
-        description="Also match names written without the accents of their Latin letters (\"Zurich\" for the "
-                    "alias Zürich; `alias_candidates` finds them the same way). A KB built before accent folding "
+        description="Also match names written without the accents of their Latin or Greek letters or the vowel "
+                    "marks of Arabic (\"Zurich\" for the alias Zürich, \"ΑΘΗΝΑ\" for Αθήνα; Greek and Arabic in KBs "
+                    "built or updated since 2026-12-04, `docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
                     "existed (2026-12-03) has none until an update opens it (`glinker kb info` shows `folds`).")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 

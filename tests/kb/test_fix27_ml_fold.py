@@ -139,3 +139,6 @@ def test_people_found_by_a_last_name_in_arabic(kb_dir: Path, tmp_path: Path) -> 
     text = "التقى السيسي"
     [row] = p([Document(id="d", text=text, meta={"mentions": [{"start": 6, "end": 12}]})])
     assert [c.entity_id for c in row[0].candidates] == ["E30"]
+    text = "मोदी ने कहा"  # vowel signs are marks: the one-word mention is still a name
+    [row] = p([Document(id="h", text=text, meta={"mentions": [{"start": 0, "end": 4}]})])
+    assert [c.entity_id for c in row[0].candidates] == ["E31"]
