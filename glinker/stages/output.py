@@ -24,6 +24,17 @@ class WriteLinksParams(StageParams):
         "extension needs the format named.")
     append: bool = Field(default=False, description="JSONL: append to an existing file instead of replacing it.")
     title: str = Field(default="glinker: linked documents", description="HTML page title.")
+    lang: str | None = Field(
+        default=None, description="HTML: the page's language (a BCP 47 tag such as `ar` or `zh-Hant`), when all its "
+        "documents share one; each document's text also takes `meta.lang` (or `meta.language`) when given.")
+
+    @model_validator(mode="after")
+    def _known_lang(self) -> "WriteLinksParams":
+        from glinker.stages.writers import _LANG_TAG
+
+        if self.lang is not None and not _LANG_TAG.fullmatch(self.lang):
+            raise ValueError(f"lang {self.lang!r} is not a language tag: use e.g. `ar`, `de`, `zh-Hant`")
+        return self
 
     @model_validator(mode="after")
     def _known_format(self) -> "WriteLinksParams":
@@ -86,7 +97,8 @@ class WriteLinks(Stage):
 
                 self.writer = (JSONWriter(self.path, continue_existing=self.resumed, keep=self.keep)
                                if self.fmt == "json" else
-                               HTMLWriter(self.path, title=p.title, continue_existing=self.resumed, keep=self.keep))
+                               HTMLWriter(self.path, title=p.title, continue_existing=self.resumed, keep=self.keep,
+                                          lang=p.lang))
             self.writer.write(batch)
         return batch
 

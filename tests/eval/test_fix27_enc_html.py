@@ -109,3 +109,21 @@ def test_right_to_left_documents_are_laid_out_right_to_left_in_headless_chromium
     assert got[2]["first_left"] < 2 and got[2]["first_right"] > 100, got[2]
     assert {g["tip"] for g in got} == {"plaintext"}  # each tooltip line in its own direction
     assert p.body.get("data-links") == "3"  # the page's own script ran too
+
+
+
+def test_write_links_declares_the_page_language_and_refuses_a_bad_tag(tmp_path):
+    import pydantic
+    import pytest
+
+    from glinker.pipeline.stage import PipelineContext
+    from glinker.stages.output import WriteLinks, WriteLinksParams
+    from glinker.types import LinkedDocument
+
+    out = tmp_path / "links.html"
+    stage = WriteLinks("w", WriteLinksParams(path=str(out), lang="ar"), PipelineContext())
+    stage.run([], [[LinkedDocument(id="a", text="مرحبا", links=[])]])
+    stage.close()
+    assert '<html lang="ar">' in out.read_text(encoding="utf-8")
+    with pytest.raises(pydantic.ValidationError, match="language tag"):
+        WriteLinksParams(path=str(out), lang='en"><script>')
