@@ -151,6 +151,19 @@ def build(
                    f"{rep.get('bad', 0)} bad records, {rep.get('skipped', 0)} filtered")
 
 
+def _folds_line(store: Any) -> str:
+    """What the store's accent-free alias keys cover (its fold version)."""
+    from glinker.kb.store import FOLD_VERSION
+
+    if not store.has_folds:
+        return ("no (built before accent folding: an update such as `glinker kb link-stats` or `kb add` adds "
+                "them)")
+    if store.fold_version < FOLD_VERSION:
+        return (f"yes, version {store.fold_version}: Latin accents only (an update such as `glinker kb link-stats` "
+                "or `kb add` refolds Greek accents and Arabic vowel marks too)")
+    return f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks"
+
+
 @kb_app.command("info")
 def info(path: Path = typer.Argument(..., help="KB directory."),
          as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")) -> None:
@@ -173,9 +186,7 @@ def info(path: Path = typer.Argument(..., help="KB directory."),
                 ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
                 ("created", m.created), ("updated", m.updated), ("disk", _human(size)),
                 ("pending", str(len(kb.store.pending()))),
-                ("folds", "yes: names also match without accents" if kb.store.has_folds else
-                 "no (built before accent folding: an update such as `glinker kb link-stats` or "
-                 "`kb add` adds them)")]
+                ("folds", _folds_line(kb.store))]
         for k, v in rows:
             typer.echo(f"{k:>9}  {v}")
 

@@ -142,3 +142,18 @@ def test_people_found_by_a_last_name_in_arabic(kb_dir: Path, tmp_path: Path) -> 
     text = "मोदी ने कहा"  # vowel signs are marks: the one-word mention is still a name
     [row] = p([Document(id="h", text=text, meta={"mentions": [{"start": 0, "end": 4}]})])
     assert [c.entity_id for c in row[0].candidates] == ["E31"]
+
+
+def test_kb_info_names_the_fold_version(kb_dir) -> None:
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    def folds() -> str:
+        r = CliRunner().invoke(app, ["kb", "info", str(kb_dir)])
+        assert r.exit_code == 0, r.output
+        return next(line for line in r.output.splitlines() if line.strip().startswith("folds"))
+
+    assert "version 2" in folds() and "Greek" in folds()
+    _fold_as_before(kb_dir)
+    assert "version 1" in folds() and "refolds" in folds()
