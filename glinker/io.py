@@ -254,6 +254,17 @@ class ResumeState:
         return self.lines
 
 
+def free_id(n: int, taken: set[str]) -> str:
+    """``str(n)``, or when ``taken`` holds it (another document's own id), ``n#2`` (``n#3``, ...: the first free one,
+    the numbering :class:`InputIds` uses too); added to ``taken``. ``glinker serve`` and ``Pipeline.link`` number the
+    documents of a request or call without an id this way."""
+    key, k = str(n), 2
+    while key in taken:
+        key, k = f"{n}#{k}", k + 1
+    taken.add(key)
+    return key
+
+
 class InputIds:
     """The ids of one input's documents, read in order (``glinker link`` and ``glinker ner`` on JSONL): a record's
     own ``id``, else its line number, unless an earlier record has that number as its own id: then ``N#2``

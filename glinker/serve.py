@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
 
 from glinker.errors import ConfigError, DataError, GlinkerError
-from glinker.io import check_text
+from glinker.io import check_text, free_id
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +95,13 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
             raise DataError("must be an object with a string 'text'", where=f"documents[{i}]",
                             fix='{"id": "a", "text": "...", "meta": {...}}')
         check_text(item["text"], f"documents[{i}].text")
-        doc = {"id": str(item["id"]) if item.get("id") is not None else _free_id(i, given), "text": item["text"]}
+        doc = {"id": str(item["id"]) if item.get("id") is not None else free_id(i, given), "text": item["text"]}
         if item.get("meta") is not None:
             if not isinstance(item["meta"], dict):
                 raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
             doc["meta"] = item["meta"]
         docs.append(doc)
     return docs
-
-
-def _free_id(i: int, taken: set[str]) -> str:
-    """``str(i)``, or when that is taken, ``i#2`` (``i#3``, ...: the first free); added to ``taken``."""
-    key, k = str(i), 2
-    while key in taken:
-        key, k = f"{i}#{k}", k + 1
-    taken.add(key)
-    return key
 
 
 class Batcher:

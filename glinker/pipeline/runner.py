@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from pydantic import ValidationError
 
 from glinker.errors import DataError, GlinkerError, PipelineError, StageError
+from glinker.io import free_id
 from glinker.pipeline.graph import render_dot, render_text, topological_order
 from glinker.pipeline.registry import is_builtin_class, plugin_note, stage_origin
 from glinker.pipeline.spec import PipelineSpec, load_spec, resource_problems
@@ -151,16 +152,6 @@ def checked_document(item: Any, index: int) -> Document:
                         fix="ids are strings (or whole numbers in a dict)")
     check_text(doc.text, f"input[{index}].text")
     return doc
-
-
-def _free_id(n: int, taken: set[str]) -> str:
-    """``str(n)``, or when a document of the same call has that as its own id, ``n#2`` (``n#3``, ...: the first
-    free one, as ``glinker serve`` and ``glinker link`` number theirs); added to ``taken``."""
-    key, k = str(n), 2
-    while key in taken:
-        key, k = f"{n}#{k}", k + 1
-    taken.add(key)
-    return key
 
 
 # ---- fork ---------------------------------------------------------------------------------------------------
@@ -617,7 +608,7 @@ class Pipeline:
         taken: set[str] = {d.id for d in checked if d.id is not None} if whole else set()
         for doc in checked:
             if doc.id is None:
-                doc = doc.model_copy(update={"id": _free_id(next(self._next_id), taken)})
+                doc = doc.model_copy(update={"id": free_id(next(self._next_id), taken)})
             elif not whole:
                 taken.add(doc.id)
             yield doc
