@@ -382,18 +382,23 @@ its password, options without their declared secrets: :func:`glinker.kb.adapters
 def _write_synced(out: Path, key: dict[str, Any]) -> None:
     from glinker.kb.manifest import now
 
-    for name, text in ((SOURCE_KEY, json.dumps({k: key[k] for k in ("a", "s", "o")}, sort_keys=True, default=str)),
+    for name, text in ((SOURCE_KEY, json.dumps(_source_part(key), sort_keys=True)),
                        (SYNCED, now())):
         tmp = out / (name + ".tmp")
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, out / name)
 
 
+def _source_part(key: dict[str, Any]) -> dict[str, Any]:
+    """The source half of a source KB's key (adapter, source, options) as JSON reads it back (what SOURCE_KEY holds)."""
+    return json.loads(json.dumps({k: key[k] for k in ("a", "s", "o")}, sort_keys=True, default=str))
+
+
 def _other_source(out: Path, key: dict[str, Any]) -> str | None:
     """What differs between the source the cached KB at ``out`` was built from and this one (``key``, as
     :func:`_build_source_kb` keys a source), or None when it is the same: from its :data:`SOURCE_KEY`, or for a cache
     written before that file, the adapter and source its manifest records."""
-    now = json.loads(json.dumps({k: key[k] for k in ("a", "s", "o")}, sort_keys=True, default=str))
+    now = _source_part(key)
     try:
         built = json.loads((out / SOURCE_KEY).read_text(encoding="utf-8"))
     except FileNotFoundError:
