@@ -12,7 +12,6 @@ from typing import Any, Iterator
 import typer
 
 from glinker.errors import ConfigError, GlinkerError
-from glinker.kb.adapters import BUILTIN_ADAPTERS
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ def add(
 ) -> None:
     """Add new entities and update existing ones (by id) without a rebuild; with --prune, sync with the source."""
     from glinker.kb import KB
-    from glinker.kb.adapters import load_adapter
+    from glinker.kb.adapters import BUILTIN_ADAPTERS, load_adapter
 
     options = _merged_options(opt, table=table, query=query)
     with KB.open(path) as k:  # how it was built (closed before the update opens it)
