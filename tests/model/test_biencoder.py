@@ -227,8 +227,12 @@ def test_long_text_scores_do_not_depend_on_the_threshold(tiny):
         assert low.windows >= 5
         for t in sorted({round(e["score"] + 1e-4, 4) for e in low})[::3]:  # just above scores: where it showed
             at = narrow.predict([text], LABELS, threshold=t, flat_ner=flat, multi_label=not flat)[0]
-            assert [(e["start"], e["end"], e["label"], e["score"]) for e in at] == \
-                [(e["start"], e["end"], e["label"], e["score"]) for e in low if e["score"] >= t]
+            kept = [e for e in low if e["score"] >= t]
+            assert [(e["start"], e["end"], e["label"]) for e in at] == [(e["start"], e["end"], e["label"]) for e in kept]
+            # the same window's score: equal up to float32 rounding (on AMX CPUs the exact re-scoring of the pairs
+            # the bf16 pre-filter keeps runs in batches shaped by the threshold: 0.58766526 vs 0.58766532 seen);
+            # another window's score differs by far more
+            assert [e["score"] for e in at] == pytest.approx([e["score"] for e in kept], rel=1e-6, abs=1e-7)
 
 
 def test_span_vectors_score_like_predict(model):
