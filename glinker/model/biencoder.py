@@ -8,13 +8,13 @@ import json
 import logging
 import numbers
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.io import check_text
+from glinker.locks import fork_safe_lock
 from glinker.model import scoring
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
@@ -35,8 +35,9 @@ class Entities(list):
     windows: int = 1
 
 
-# one switch into eval mode shared by the threads predicting with a model (BiEncoder._eval_mode)
-_MODE_LOCK = threading.Lock()
+# one switch into eval mode shared by the threads predicting with a model (BiEncoder._eval_mode); like the models'
+# tokenizer locks, it starts free in a child forked while another thread held it (glinker.locks)
+_MODE_LOCK = fork_safe_lock()
 
 # what ``labels`` may be, for error messages
 LABEL_SHAPES = ("a list (or tuple) of names, a {name: description} dict or a LabelBank; for different labels per "
@@ -189,7 +190,7 @@ class BiEncoder:
         self._fold: bool | None = None  # None: decide by label count (tests force either path)
         # the bfloat16 pre-filter where it is faster (results unchanged: glinker.model.scoring); False: never
         self.lowp = True
-        self._tok_lock = threading.RLock()  # see _tokenizing
+        self._tok_lock = fork_safe_lock()  # see _tokenizing
 
     @property
     def _tokenizing(self) -> Any:
@@ -203,7 +204,7 @@ class BiEncoder:
         lock = self.__dict__.get("_tok_lock")
         if lock is None:  # an object made without __init__ (a subclass, __new__)
             with _MODE_LOCK:
-                lock = self.__dict__.setdefault("_tok_lock", threading.RLock())
+                lock = self.__dict__.setdefault("_tok_lock", fork_safe_lock())
         return lock
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: a lock is neither copied nor pickled
@@ -213,7 +214,7 @@ class BiEncoder:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._tok_lock = threading.RLock()
+        self._tok_lock = fork_safe_lock()
 
     # ---- loading and saving --------------------------------------------------------------------------
     @classmethod

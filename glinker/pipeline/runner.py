@@ -12,7 +12,6 @@ import math
 import numbers
 import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 
 from glinker.errors import DataError, GlinkerError, PipelineError, StageError
 from glinker.io import free_id
+from glinker.locks import fork_safe_lock
 from glinker.pipeline.graph import render_dot, render_text, topological_order
 from glinker.pipeline.registry import is_builtin_class, plugin_note, stage_origin
 from glinker.pipeline.spec import PipelineSpec, load_spec, resource_problems
@@ -198,7 +198,9 @@ def _warn_if_forked() -> None:
                     _TORCH_THREADS_USED)
 
 
-_RUN_LOCKS = threading.Lock()
+# The locks below (and the models' and caches' locks) start free in a child forked while another thread held them
+# (glinker.locks): the child's first batch does not wait for a thread it does not have.
+_RUN_LOCKS = fork_safe_lock()
 
 
 def _run_lock(context: PipelineContext) -> Any:
@@ -208,7 +210,7 @@ def _run_lock(context: PipelineContext) -> Any:
         with _RUN_LOCKS:
             lock = getattr(context, "_run_lock", None)
             if lock is None:
-                lock = context._run_lock = threading.RLock()  # type: ignore[attr-defined]
+                lock = context._run_lock = fork_safe_lock()  # type: ignore[attr-defined]
     return lock
 
 

@@ -13,12 +13,12 @@ guide to writing one.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from glinker.locks import fork_safe_lock
 from glinker.types import Document
 
 DOCUMENTS = "documents"
@@ -49,7 +49,7 @@ class PipelineContext:
         # KBs read from their source -> where their kb block and its keys are in the pipeline file (errors met when
         # reading the source are said there; PipelineSpec.kb_places)
         self.kb_places: dict[str, dict[str, str]] = {}
-        self._lock = threading.RLock()  # a resource factory may ask for another resource
+        self._lock = fork_safe_lock()  # a resource factory may ask for another resource (free in a forked child)
 
     def resolve_path(self, value: str | None) -> str | None:
         """Resolve a relative path against the pipeline file's folder when it exists there."""

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from glinker.errors import ConfigError, GlinkerError, KBError, SourceUnavailable
+from glinker.locks import fork_safe_lock
 from glinker.pipeline.stage import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def resolve_model_name(context: PipelineContext, model: str | None) -> str:
 _LOADED_MODELS: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 """The bi-encoders loaded in this process, by what was loaded (see :func:`load_model`); an entry goes when the last
 pipeline holding its model is gone."""
-_LOADED_MODELS_LOCK = threading.Lock()
+_LOADED_MODELS_LOCK = fork_safe_lock()  # this and the caches' locks start free in a forked child (glinker.locks)
 
 
 def _checkpoint_stamp(path: str) -> tuple:
@@ -552,7 +552,7 @@ class _LockedLRU:
     def __init__(self, size: int) -> None:
         self.cache: OrderedDict[str, Any] = OrderedDict()
         self.size = size
-        self._lock = threading.Lock()  # the cache's reads and writes (not the KB's)
+        self._lock = fork_safe_lock()  # the cache's reads and writes (not the KB's)
 
     def _cached(self, ids: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         """(id -> value for the cached ids, the other ids), each id once."""
@@ -649,7 +649,7 @@ class WindowCache:
         self.max_words = max_words
         self.words = 0
         self.items: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
 
     def get(self, key: tuple[str, int, int]) -> Any:
         with self._lock:
