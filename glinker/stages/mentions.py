@@ -125,7 +125,8 @@ class BiencoderMentions(Stage):
 _WORD_ASCII = re.compile(r"\w+(?:[-'’.&]\w+)*\.?|[^\w\s]")
 # Scripts written without spaces between words (Han, Hiragana, Katakana, Bopomofo, Thai, Lao, Khmer, Myanmar): every
 # character (with its marks) is a token, so that the longest match finds "北京大学" and "北京" inside "我在北京大学读书".
-# Hangul is not among them: Korean puts spaces between words.
+# Hangul is not among them: Korean puts spaces between words (a word is cut before the particles that end it
+# instead: ``KOREAN_PARTICLES``).
 _SPACELESS = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\u3005-\u3007\u3021-\u3029\u3031-\u3035"
               "\u3038-\u303c\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua9e0-\ua9ff"
               "\uaa60-\uaa7f\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
@@ -151,12 +152,88 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     return token, piece, re.compile(rf"['’{_SPACELESS}]")
 
 
+# Korean particles (josa) and copula endings written attached to the word before them ("서울에서", "삼성전자가",
+# "문재인은", "IBM의"): a match may end before up to three of them at the end of a word (the longest match still
+# takes the whole word when it is an alias: "서울에서" itself). Case and topic markers, postpositions, the
+# copula; combinations of them ("에서는" = 에서 + 는, "과의", "이라는" = 이 + 라는) need no entry of their own, but
+# "에게서" and "한테서" do ("서" alone is no particle). Left out: "다", "라", "나" (endings of many names:
+# "캐나다", "아시아나"; "이나", "라는", "이다" are in), and longer verb endings.
+KOREAN_PARTICLES = (
+    "이", "가", "은", "는", "을", "를", "의", "에", "에서", "에게", "에게서", "께", "께서", "한테", "한테서",
+    "와", "과", "도", "로", "으로", "로서", "으로서", "로써", "으로써", "만", "까지", "부터", "처럼", "보다", "마다",
+    "조차", "이나", "랑", "이랑", "하고", "이며", "이고", "라는", "라고", "이다", "였다", "이었다", "입니다")
+
+
+@functools.cache
+def _korean_particles() -> re.Pattern[str]:
+    """One to three Korean particles before a character that is no word character (groups: each particle). The
+    particles are grouped by their first syllable ("이(?:었다|나|...)?|가|..."): ``re`` then skips the other
+    characters fast."""
+    first: dict[str, list[str]] = {}
+    for p in sorted(KOREAN_PARTICLES, key=len, reverse=True):
+        first.setdefault(p[0], []).append(p[1:])
+    one = "|".join(c + (f"(?:{'|'.join(r for r in rest if r)}){'?' if '' in rest else ''}" if any(rest) else "")
+                   for c, rest in first.items())
+    return re.compile(rf"({one})({one})?({one})?(?!\w)")
+
+
+_HANGUL = re.compile("[\uac00-\ud7a3]")
+# keys that no accent fold changes, though they are no NFD: Hangul syllables (and ASCII)
+_NO_FOLD = re.compile("[\x00-\x7f\uac00-\ud7a3]*")
+
+
+def _ends_word(text: str, m: re.Match[str], e: int) -> bool:
+    """Whether the particles ``m`` end the word that ends at ``e`` (a period after them is the word's own)."""
+    return m.end() == e or m.end() == e - 1 and text[e - 1] == "."
+
+
+def _word_particles(text: str, s: int, e: int) -> re.Match[str] | None:
+    """The Korean particles that end the word ``text[s:e]``, after at least one character of it: the match that
+    begins first (see :func:`_korean_particles`), or None."""
+    for m in _korean_particles().finditer(text, s + 1, e):
+        if _ends_word(text, m, e):
+            return m
+    return None
+
+
+def _korean_stem(word: str) -> str:
+    """``word`` without the Korean particles that end it: the first token the alias-mention tokenizer makes of it
+    ("서울에서" -> "서울")."""
+    if _HANGUL.search(word) is not None and (m := _word_particles(word, 0, len(word))) is not None:
+        return word[:m.start()]
+    return word
+
+
 # the part after an apostrophe that makes an English contraction ("don't", "we'll", "they're", "I've", "I'd", "I'm",
 # "ma'am", "int'l", "it's"): no match starts on it, and none ends before it but for the possessive "s"
 _CONTRACTIONS = frozenset(("t", "ll", "re", "ve", "d", "m", "am", "l", "s"))
 # elided articles and prepositions in words all in capitals ("L'IBM", "D'ITALIA"): where a match may start after
 # the apostrophe (in other capitalised words the name cannot be told from the prefix)
 _CAPITAL_ELISIONS = frozenset(("L", "D", "QU", "J", "S", "C", "N", "M", "T", "DELL", "DALL", "NELL", "SULL", "ALL"))
+# The part after an apostrophe (lower-cased) that makes a clitic a match may end before: the English and Dutch
+# possessive "s", Turkish case and other suffixes ("İstanbul'da", "Diyarbakır'a", "Erdoğan'ın", "Ankara'ya",
+# "Obama'nın", "Türkiye'deki", "1990'larda"), German "Grimm'sche", and the Polish endings of foreign names
+# ("Descartes'a", "Shakespeare'owi", "Wilde'em", "Kennedy'ego"). Any other part after an apostrophe belongs to the
+# word: an Arabic or Hebrew transliteration writes ayin and hamza so ("Qur'an", "Ka'ba", "Ja'far", "Giv'at"), and so
+# does Uzbek ("O'zbekiston"); Cyrillic after an apostrophe is Ukrainian ("Прип'ять").
+_CLITIC = re.compile(r"[cçdlmnsty].*|[ae]|[ıiuü].*|owie?|e(?:m|mu|go)|om|ach|ami|ów")
+# After a vowel other than "e", a Turkish suffix begins with one of these consonants (Turkish puts a buffer "y",
+# "n" or "s" between two vowels: "Ankara'ya", "Obama'nın", "Ankara'sı"; "t" and "ç" follow voiceless consonants),
+# as does the possessive "s": a vowel after a vowel is ayin or hamza ("Gama'a", "Sana'a", "Ba'ath", "Shi'a",
+# "Hawai'i"). A final "e" is often silent in a name Turkish writes as it is pronounced ("Google'a", "George'un").
+_AFTER_VOWEL = frozenset("cdlmnsy")
+_STEM_VOWELS = frozenset("aiouı")  # (letters without their accents: "ö" and "ü" are "o" and "u" here)
+
+
+def _clitic(stem: str, tail: str, capitals: bool) -> bool:
+    """Whether a match may end after ``stem`` where the same word goes on with an apostrophe and ``tail``: ``tail``
+    is a clitic written in lower case (or the word is all in capitals, "IBM'S", "İSTANBUL'DA") that is no English
+    contraction (see ``_CLITIC``, ``_AFTER_VOWEL``)."""
+    low = tail.lower().removesuffix(".")  # (a period after the word: "Don't.")
+    if not (tail.islower() or capitals) or low in _CONTRACTIONS and low != "s" or _CLITIC.fullmatch(low) is None:
+        return False
+    last = unicodedata.normalize("NFD", unicodedata.normalize("NFC", stem[-3:])[-1].lower())[0]
+    return last not in _STEM_VOWELS or low[0] in _AFTER_VOWEL
 
 
 def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | None]:
@@ -167,11 +244,17 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
     character is a piece, each apostrophe another, the rest of the word between them a piece. A match may start and
     end at every piece but an apostrophe, except that it starts after an apostrophe only when the word before it is
     lower-case (an elided article: "d'IBM", "l'İstanbul", "qu'Obama", "dell'Italia"; not "O'Neill" or "D'Alema")
-    and ends before one only when the word after it is lower-case (a clitic: "IBM's", "İstanbul'da",
-    "Diyarbakır'a"; not the "O" of "O'Neill") or the whole word is in capitals ("IBM'S"). English contractions
-    are no such places ("Don't", "we'll", "THEY'VE": ``_CONTRACTIONS``), and in a word all in capitals a match
-    starts after an apostrophe only after an elided article (``_CAPITAL_ELISIONS``: "L'IBM"). A match never starts
-    or ends inside a word otherwise, nor between a letter and its marks."""
+    and ends before one only when the word after it is a clitic written in lower case (or the whole word is in
+    capitals): the possessive "s" or a Turkish suffix ("IBM's", "IBM'S", "İstanbul'da", "Diyarbakır'a"; not the
+    "O" of "O'Neill", not the "Gama" of the Arabic "Gama'a" or the "Qur" of "Qur'an": ``_clitic``). English
+    contractions are no such places ("Don't", "we'll", "THEY'VE": ``_CONTRACTIONS``), and in a word all in capitals
+    a match starts after an apostrophe only after an elided article (``_CAPITAL_ELISIONS``: "L'IBM"). Such a place
+    is an option, never a cut: a longer alias over the apostrophe ("McDonald's", "Sana'a") is matched whole.
+
+    A word that ends with Korean particles (``KOREAN_PARTICLES``: "서울에서", "삼성전자가", "IBM의") is cut into
+    its stem and one piece for each particle: a match may end after the stem and after each particle (the whole
+    word stays an alias too), and starts only at the stem. A match never starts or ends inside a word otherwise,
+    nor between a letter and its marks."""
     ascii_text = text.isascii()
     words = _WORD_ASCII if ascii_text else _patterns()[0]
     spans = [m.span() for m in words.finditer(text)]
@@ -185,6 +268,23 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
         k = bisect.bisect_right(starts, m.start()) - 1
         if k >= 0 and m.start() < spans[k][1] and text[spans[k][0]] not in _APOSTROPHES and (not cut or cut[-1] != k):
             cut.append(k)
+    # the words that end with Korean particles (and have no piece of the kinds above)
+    korean: dict[int, re.Match[str]] = {}
+    if not ascii_text and _HANGUL.search(text) is not None:
+        for m in _korean_particles().finditer(text):  # (the first match in a word that ends it begins first)
+            k = bisect.bisect_right(starts, m.start()) - 1
+            if k < 0 or m.start() >= spans[k][1]:
+                continue
+            s, e = spans[k]
+            if m.start() == s:  # the word begins with particles: look for some that leave a stem
+                if (found := _word_particles(text, s, e)) is not None:
+                    korean[k] = found
+            elif _ends_word(text, m, e):
+                korean[k] = m
+        if korean:
+            apart = set(cut)
+            korean = {k: m for k, m in korean.items() if k not in apart}
+            cut = sorted((*cut, *korean))
     if not cut:
         return spans, [_WORD_COST] * len(spans), None
     both = _CAN_START | _CAN_END
@@ -198,6 +298,17 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
         edge += [both] * (k - last)
         last = k + 1
         s, e = spans[k]
+        if k in korean:  # the stem, then each particle (the last one takes a period that ends the word)
+            m = korean[k]
+            toks.append((s, m.start()))
+            cost.append(_WORD_COST)
+            edge.append(both)
+            ends = [g for g in (m.end(1), m.end(2), m.end(3)) if g >= 0]
+            ends[-1] = e
+            toks += [(m.start(), ends[0]), *zip(ends, ends[1:])]
+            cost += [0] * len(ends)
+            edge += [_CAN_END] * len(ends)
+            continue
         word = text[s:e]
         pieces = [(p.start() + s, p.end() + s, p.group(), p.lastgroup) for p in pieces_re.finditer(word)]
         capitals = word.isupper()
@@ -213,9 +324,8 @@ def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | 
             if after and (pieces[j][2].lower() in _CONTRACTIONS or not (
                     pieces[j - 2][2].islower() or capitals and pieces[j - 2][2] in _CAPITAL_ELISIONS)):
                 ok &= ~_CAN_START
-            if j + 2 < len(pieces) and pieces[j + 1][3] == "a" and (
-                    pieces[j + 2][2].lower() in _CONTRACTIONS - {"s"}
-                    or not (pieces[j + 2][2].islower() or capitals)):
+            if j + 2 < len(pieces) and pieces[j + 1][3] == "a" and not _clitic(pieces[j][2], pieces[j + 2][2],
+                                                                               capitals):
                 ok &= ~_CAN_END
             edge.append(ok)
     toks += spans[last:]
@@ -306,7 +416,7 @@ def _start_limits(keys: Iterable[str]) -> tuple[dict[str, int], frozenset[str]]:
             fw, n = (m.group(), _UNLIMITED) if m else (None, 0)
         elif cut.search(k) is None:  # no character of a script without spaces, no apostrophe
             m = token.search(k)
-            fw, n = (m.group(), _UNLIMITED) if m else (None, 0)
+            fw, n = (_korean_stem(m.group()), _UNLIMITED) if m else (None, 0)
         elif chars.fullmatch(k):  # characters of scripts without spaces only ("北京大学"): one token each
             fw, n = k[0], len(k)
             if n > 1:
@@ -326,7 +436,12 @@ def _start_limits(keys: Iterable[str]) -> tuple[dict[str, int], frozenset[str]]:
 class AliasMentionsParams(StageParams):
     kb: KBRef | None = Field(default=None, description="KB whose aliases are matched (default: the pipeline's `kb`).")
     max_words: int = Field(default=6, ge=1, le=32, description="Longest alias tried, in words.")
-    min_chars: int = Field(default=2, ge=1, description="Shortest alias matched, in characters.")
+    min_chars: int = Field(
+        default=2, ge=1,
+        description="Shortest alias matched, in characters. A Han, Kana or Hangul character counts one, as any other: "
+                    "one-character names (宋, 京) are not matched at the default; with 1 they are, and in Chinese "
+                    "and Japanese also inside any longer word that is no alias (those scripts are matched character "
+                    "by character).")
     require_capital: bool = Field(
         default=True, description="Only match spans that contain an upper-case letter or a digit (skips common words).")
     stopwords: list[str] = Field(default_factory=lambda: ["the", "a", "an", "i", "it", "he", "she", "we", "they",
@@ -419,7 +534,11 @@ class AliasMentions(Stage):
 
         p: AliasMentionsParams = self.params  # type: ignore[assignment]
         fold = p.fold_accents and self.kb.store.has_folds
-        fold_key = self.kb.store.fold  # the fold the store's keys were made with
+        store_fold = self.kb.store.fold  # the fold the store's keys were made with
+
+        def fold_key(key: str) -> str:  # (a fold changes no Hangul syllable, and decomposing them is slow)
+            return key if _NO_FOLD.fullmatch(key) is not None else store_fold(key)
+
         budget = p.max_words * _WORD_COST
         starts, pairs, vocab, stop = self.starts, self.pairs, self.vocab, self.stop
         max_words, min_chars, require_capital = p.max_words, p.min_chars, p.require_capital
