@@ -84,3 +84,27 @@ def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
     p = tmp_path / "p.yaml"
     p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
     return p
+
+
+def records_kb(tmp: Path, records: list[dict]) -> Path:
+    """A KB built (no vectors) from JSONL ``records`` in ``tmp``: ``tmp/kb``."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    src = tmp / "kb.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    build_kb(load_adapter("jsonl", str(src)), tmp / "kb", None)
+    return tmp / "kb"
+
+
+def alias_mention_texts(kb: Path, *texts: str, **params) -> list[list[str]]:
+    """The texts of the mentions an ``alias_mentions`` stage over ``kb`` (with ``params``) finds in each text; each
+    mention's offsets checked against its text."""
+    from glinker.pipeline import Pipeline, loads_spec
+
+    stage = json.dumps({"type": "alias_mentions", **params})
+    p = Pipeline(loads_spec(f"name: t\nkb: {kb}\nstages:\n  m: {stage}\n"))
+    rows = p(list(texts))
+    for text, ms in zip(texts, rows):
+        assert all(text[m.start:m.end] == m.text for m in ms)
+    return [[m.text for m in ms] for ms in rows]

@@ -4,14 +4,12 @@ letter and its marks)."""
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 
 import pytest
 
-from glinker.kb.adapters import load_adapter
-from glinker.kb.build import build_kb
+from .conftest import alias_mention_texts, records_kb
 
 RECORDS = [
     {"id": "E1", "label": "München", "aliases": ["Munich"]},
@@ -43,22 +41,11 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("mlkb")
-    src = tmp / "kb.jsonl"
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8")
-    build_kb(load_adapter("jsonl", str(src)), tmp / "kb", None)
-    return tmp / "kb"
+    return records_kb(tmp_path_factory.mktemp("mlkb"), RECORDS)
 
 
 def mentions(kb: Path, *texts: str, **params) -> list[list[str]]:
-    from glinker.pipeline import Pipeline, loads_spec
-
-    stage = json.dumps({"type": "alias_mentions", **params})
-    p = Pipeline(loads_spec(f"name: t\nkb: {kb}\nstages:\n  m: {stage}\n"))
-    rows = p(list(texts))
-    for text, ms in zip(texts, rows):
-        assert all(text[m.start:m.end] == m.text for m in ms)
-    return [[m.text for m in ms] for ms in rows]
+    return alias_mention_texts(kb, *texts, **params)
 
 
 def test_names_inside_text_written_without_spaces(kb):
