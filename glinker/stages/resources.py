@@ -639,7 +639,7 @@ class WindowCache:
     of one batch encode each text once (mentions, their span vectors, dense retrieval, re-scoring).
 
     Bounded by the words it holds, not by the window count, so a model reading short windows (``window_words``)
-    keeps a whole batch as a long-window model does (65,536 words of 384-float vectors: ~100 MB). The pipeline
+    keeps a whole batch as a long-window model does (65,536 words of the shipped model's 256-float vectors: ~67 MB). The pipeline
     empties it before and after every batch (:func:`clear_window_cache`): a window is only ever taken from the
     batch that encoded it (a window encoded in another batch, padded with other texts, differs in the last float
     digits, so a result would depend on what ran before it), and an idle pipeline holds none. ``get``, ``put`` and
