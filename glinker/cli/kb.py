@@ -157,10 +157,15 @@ def _folds_line(store: Any) -> str:
     if not store.has_folds:
         return ("no (built before accent folding: an update such as `glinker kb link-stats` or `kb add` adds "
                 "them)")
+    if store.fold_version == 1:
+        return (f"yes, version 1 of {FOLD_VERSION}: Latin accents only (an update such as `glinker kb link-stats` "
+                "or `kb add` refolds Greek accents, Arabic vowel marks and apostrophe look-alikes too)")
     if store.fold_version < FOLD_VERSION:
-        return (f"yes, version {store.fold_version}: Latin accents only (an update such as `glinker kb link-stats` "
-                "or `kb add` refolds Greek accents and Arabic vowel marks too)")
-    return f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks"
+        return (f"yes, version {store.fold_version} of {FOLD_VERSION}: Latin/Greek accents and Arabic vowel marks, "
+                "not apostrophe look-alikes (O’Brien does not match O'Brien; an update such as `glinker kb "
+                "link-stats` or `kb add` refolds them)")
+    return (f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks, "
+            "and with any apostrophe (O’Brien, Oʼbrien, O`Brien match O'Brien)")
 
 
 @kb_app.command("info")

@@ -80,21 +80,33 @@ _LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð"
                               "ħ": "h", "ŧ": "t", "ŋ": "n", "ȣ": "ou", "ƀ": "b", "ɨ": "i", "ʉ": "u"})
 
 
+# Characters written for an apostrophe: the typographic one (most news and web text), the left quote, the modifier
+# letters (Ukrainian and Uzbek transliteration, Hawaiian), the grave and acute accents and the prime of keyboards
+# that lack one. Fold version 3 reads each as "'" ("o’brien" -> "o'brien"); the full-width "＇" is "'" by NFKC.
+APOSTROPHES = "\u2019\u2018\u02bc\u02bb\u0060\u00b4\u2032"
+# (a pattern: str.translate goes through a non-ASCII key character by character, in Python objects)
+_TO_APOSTROPHE = re.compile(f"[{re.escape(APOSTROPHES)}]")
+# NFKC writes an acute accent (U+00B4, and Greek tonos or oxia written apart) as a space and a combining acute:
+# "O´Brien" has the key "o \u0301brien" (a key begins with the mark when the word did: "´s")
+_SPACING_ACUTE = re.compile("(?:^| )\u0301")
+
+
 @functools.cache
-def _may_fold() -> re.Pattern[str]:
+def _may_fold(extra: str = "") -> re.Pattern[str]:
     """The characters a fold may change or drop in a key that decomposition leaves as it is: combining marks and
-    the letters of ``_LATIN_FOLDS``; and any character outside the Basic Multilingual Plane, which is rare in a key
-    and keeps the class fast (compiled at first use)."""
+    the letters of ``_LATIN_FOLDS``, ``extra`` (the apostrophes of fold version 3); and any character outside the
+    Basic Multilingual Plane, which is rare in a key and keeps the class fast (compiled at first use)."""
     from glinker.model.words import COMBINING_MARKS_BMP
 
-    return re.compile(f"[{COMBINING_MARKS_BMP}{''.join(map(chr, _LATIN_FOLDS))}\U00010000-\U0010ffff]")
+    return re.compile(f"[{COMBINING_MARKS_BMP}{''.join(map(chr, _LATIN_FOLDS))}{re.escape(extra)}"
+                      "\U00010000-\U0010ffff]")
 
 
-def _unfoldable(key: str) -> bool:
+def _unfoldable(key: str, extra: str = "") -> bool:
     """True when no fold changes ``key`` (most keys of most scripts: Han, Cyrillic without marks...): checked
     without going through the key character by character in Python."""
     return unicodedata.is_normalized("NFD", key) and unicodedata.is_normalized("NFC", key) \
-        and _may_fold().search(key) is None
+        and _may_fold(extra).search(key) is None
 
 
 def fold_accents(key: str) -> str:
@@ -116,19 +128,15 @@ def fold_accents(key: str) -> str:
 _ARABIC_MARKS = "".join(map(chr, [*range(0x064B, 0x0660), 0x0670]))
 _NO_ARABIC_MARKS = str.maketrans("", "", _ARABIC_MARKS)
 
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 """The fold of the alias keys a store writes (meta ``folds``): 1 Latin accents (:func:`fold_accents`), 2 also
-Greek accents and Arabic harakat (:func:`fold_key`). A store keeps the version it was folded with: read-only it is
-read with that fold (its results do not change); opened for an update, it is folded again (one pass)."""
+Greek accents and Arabic harakat (:func:`fold_key_v2`), 3 also every apostrophe look-alike read as "'"
+(:func:`fold_key`, ``APOSTROPHES``). A store keeps the version it was folded with: read-only it is read with that
+fold (its results do not change); opened for an update, it is folded again (one pass)."""
 
 
-def fold_key(key: str) -> str:
-    """An alias key (:func:`normalize_alias`) without the accents of its Latin and Greek letters and without Arabic
-    harakat: "zürich" -> "zurich", "łódź" -> "lodz", "αθήνα" -> "αθηνα" (Greek capitals are written without
-    accents: "ΑΘΗΝΑ"), "مُحَمَّد" -> "محمد". Other marks stay ("й" is another letter than "и", Hindi vowel
-    signs are vowels), and so do the Arabic letters with hamza or madda ("أ" is not folded to "ا")."""
-    if key.isascii() or _unfoldable(key):
-        return key
+def _fold_marks(key: str) -> str:
+    """``key`` without the marks of its Latin and Greek letters and without Arabic harakat (see :func:`fold_key`)."""
     out: list[str] = []
     for c in unicodedata.normalize("NFD", key.translate(_NO_ARABIC_MARKS)).translate(_LATIN_FOLDS):
         # a mark on a Latin letter, or on a Greek one (tonos, dialytika, the breathings and accents of polytonic)
@@ -138,7 +146,52 @@ def fold_key(key: str) -> str:
     return unicodedata.normalize("NFC", "".join(out))
 
 
-_FOLDS = {1: fold_accents, 2: fold_key}
+def fold_key_v2(key: str) -> str:
+    """:func:`fold_key` without the apostrophes: the fold of stores written with fold version 2."""
+    if key.isascii() or _unfoldable(key):
+        return key
+    return _fold_marks(key)
+
+
+def fold_key(key: str) -> str:
+    """An alias key (:func:`normalize_alias`) without the accents of its Latin and Greek letters and without Arabic
+    harakat, every apostrophe look-alike written "'": "zürich" -> "zurich", "łódź" -> "lodz", "αθήνα" -> "αθηνα"
+    (Greek capitals are written without accents: "ΑΘΗΝΑ"), "مُحَمَّد" -> "محمد", "o’brien" and "oʼbrien" ->
+    "o'brien", "côte d’ivoire" -> "cote d'ivoire" (``APOSTROPHES``). Other marks stay ("й" is another letter than
+    "и", Hindi vowel signs are vowels), and so do the Arabic letters with hamza or madda ("أ" is not folded to
+    "ا"). An ASCII key is its own fold unless it holds a backtick."""
+    if key.isascii():
+        return key.replace("`", "'") if "`" in key else key
+    if _unfoldable(key, APOSTROPHES):
+        return key
+    key = _TO_APOSTROPHE.sub("'", key)
+    if "\u0301" in key:
+        key = _SPACING_ACUTE.sub("'", key)
+    return key if key.isascii() else _fold_marks(key)
+
+
+_FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key}
+# what each fold version folded first, for the warning on a store read with an older one: (a description, a query
+# that finds an alias key it would fold, or match otherwise, that an older fold does not; its parameters)
+_FOLD_NEWS = {
+    # a key that begins with a Greek or Arabic letter: ranges of the key index
+    2: ("Greek accents and Arabic harakat were folded (ΑΘΗΝΑ, محمد written without them)",
+        "SELECT 1 FROM aliases WHERE (norm >= ? AND norm < ?) OR (norm >= ? AND norm < ?) OR (norm >= ? AND norm < ?) "
+        "LIMIT 1", ("\u0370", "\u0400", "\u1f00", "\u2000", "\u0600", "\u0700")),
+    # a key with an apostrophe, "'" too (text with "’" finds it only with fold 3; most Latin-script KBs hold one,
+    # found at once): one may be anywhere in a key, so keys are read, those of the first 250,000 entities at most
+    # (the range of the rid index: 0.45 s a million keys when none has one; GLOB '*[...]*' is twice as slow), the
+    # UTF-8 lead bytes of the typographic apostrophes checked before the characters (an acute is a space and a
+    # combining acute in a key: NFKC)
+    3: (f"apostrophe look-alikes ({' '.join(APOSTROPHES)}) were read as \"'\" (O’Brien written O'Brien, or the "
+        "other way round)",
+        "SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND (instr(norm, '''') "
+        "OR instr(norm, '`') OR instr(norm, ' \u0301') OR (norm >= ? AND norm < ?) "
+        "OR (instr(CAST(norm AS BLOB), X'E280') AND (instr(norm, '\u2019') OR instr(norm, '\u2018') "
+        "OR instr(norm, '\u2032'))) "
+        "OR (instr(CAST(norm AS BLOB), X'CA') AND (instr(norm, '\u02bc') OR instr(norm, '\u02bb')))) LIMIT 1",
+        ("\u0301", "\u0302")),
+}
 
 
 def written_as_name(text: str) -> bool:
@@ -292,14 +345,13 @@ class EntityStore:
         # older fold is read with that fold, so that it answers as it did (see FOLD_VERSION)
         self.has_folds = version > 0
         self.fold_version = version
-        # the fold of this store's folded keys (fold_key, or fold_accents for an older store read-only): a key is
+        # the fold of this store's folded keys (fold_key, or an older fold for an older store read-only): a key is
         # folded with it before it is looked up among them
         self.fold = _FOLDS.get(version, fold_key)
-        if readonly and 0 < version < FOLD_VERSION and self._has_refoldable_keys():
-            log.warning("%s: this KB's alias keys were folded before Greek accents and Arabic harakat were folded: "
-                        "names in those scripts written without them (ΑΘΗΝΑ, محمد) are not matched as they are in a "
-                        "KB built now; any update folds them again (`glinker kb add`, `glinker kb link-stats`), or "
-                        "rebuild it", self.path)
+        if readonly and 0 < version < FOLD_VERSION and (missed := self._missed_folds(version)):
+            log.warning("%s: this KB's alias keys were folded before %s: such names are not matched as they are in "
+                        "a KB built now; any update folds them again (`glinker kb add`, `glinker kb link-stats`), or "
+                        "rebuild it", self.path, ", and before ".join(missed))
 
     def _fold_version(self) -> int:
         """The fold version of the stored folded keys: 0 none (written before they existed), 1 for ``true``
@@ -307,11 +359,11 @@ class EntityStore:
         v = self.get_meta("folds", False)
         return int(v) if isinstance(v, (bool, int)) else 0
 
-    def _has_refoldable_keys(self) -> bool:
-        """Whether some alias key begins with a Greek or Arabic letter (keys an older fold left as they are)."""
-        return self.db.execute(
-            "SELECT 1 FROM aliases WHERE (norm >= ? AND norm < ?) OR (norm >= ? AND norm < ?) OR (norm >= ? AND "
-            "norm < ?) LIMIT 1", ("\u0370", "\u0400", "\u1f00", "\u2000", "\u0600", "\u0700")).fetchone() is not None
+    def _missed_folds(self, version: int) -> list[str]:
+        """What the folds after ``version`` would match that this store's own fold does not, where its alias keys
+        hold such names (``_FOLD_NEWS``): a key that begins with a Greek or Arabic letter, one with an apostrophe."""
+        return [what for v, (what, query, args) in sorted(_FOLD_NEWS.items())
+                if v > version and self.db.execute(query, args).fetchone() is not None]
 
     def _add_folds(self, version: int = 0) -> None:
         """The folded keys (:func:`fold_key`) of every alias already stored, in one pass; those of an older fold
@@ -319,8 +371,10 @@ class EntityStore:
         n = self.count()
         if n:  # a pass over every alias: said at the default log level, a big KB takes a while (once)
             if version:
-                log.warning("%s: folding the alias keys again, now also without Greek accents and Arabic harakat "
-                            "(once, one pass over its %d entities' aliases)", self.path, n)
+                log.warning("%s: folding the alias keys again, now also %s (once, one pass over its %d entities' "
+                            "aliases)", self.path, "with every apostrophe look-alike read as \"'\"" if version == 2
+                            else "without Greek accents and Arabic harakat, every apostrophe look-alike read as "
+                            "\"'\"", n)
             else:
                 log.warning("%s: adding accent-folded alias keys to a store written before they existed (once, one "
                             "pass over its %d entities' aliases)", self.path, n)

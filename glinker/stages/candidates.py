@@ -53,9 +53,10 @@ class AliasCandidatesParams(StageParams):
     fold_accents: bool = Field(
         default=True,
         description="A mention that matches no alias exactly is looked up without accents on Latin and Greek "
-                    "letters and without Arabic vowel marks (\"Zurich\" -> Zürich, \"Sao Paulo\" -> São Paulo, "
-                    "\"ΑΘΗΝΑ\" -> Αθήνα, and the other way round; Greek and Arabic in KBs built or updated since "
-                    "2026-12-04); such "
+                    "letters and without Arabic vowel marks, every apostrophe read as ' (\"Zurich\" -> Zürich, "
+                    "\"Sao Paulo\" -> São Paulo, \"ΑΘΗΝΑ\" -> Αθήνα, \"O’Brien\" -> O'Brien, and the other way "
+                    "round; Greek and Arabic in KBs built or updated since 2026-12-04, apostrophes (’ ‘ ʼ ʻ ´ ′, the backtick) "
+                    "since fold version 3, `docs/kb.md`); such "
                     "candidates score as variants (0.9). A KB built before accent folding existed (2026-12-03) has none "
                     "until an update opens it (`glinker kb info` shows `folds`).")
     name_parts: bool = Field(

@@ -178,8 +178,9 @@ def _korean_particles() -> re.Pattern[str]:
 
 
 _HANGUL = re.compile("[\uac00-\ud7a3]")
-# keys that no accent fold changes, though they are no NFD: Hangul syllables (and ASCII)
-_NO_FOLD = re.compile("[\x00-\x7f\uac00-\ud7a3]*")
+# keys that no fold changes, though they are no NFD: Hangul syllables (and ASCII but the backtick, an apostrophe
+# to fold version 3)
+_NO_FOLD = re.compile("[\x00-\x5f\x61-\x7f\uac00-\ud7a3]*")
 
 
 def _ends_word(text: str, m: re.Match[str], e: int) -> bool:
@@ -471,8 +472,10 @@ class AliasMentionsParams(StageParams):
     fold_accents: bool = Field(
         default=True,
         description="Also match names written without the accents of their Latin or Greek letters or the vowel "
-                    "marks of Arabic (\"Zurich\" for the alias Zürich, \"ΑΘΗΝΑ\" for Αθήνα; Greek and Arabic in KBs "
-                    "built or updated since 2026-12-04, `docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
+                    "marks of Arabic, or with another apostrophe (\"Zurich\" for the alias Zürich, \"ΑΘΗΝΑ\" for "
+                    "Αθήνα, \"O’Brien\" for O'Brien and the other way round, ’ ‘ ʼ ʻ ´ ′ and the backtick being "
+                    "read as '; Greek and Arabic in KBs built or updated since 2026-12-04, apostrophes since fold "
+                    "version 3, `docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
                     "existed (2026-12-03) has none until an update opens it (`glinker kb info` shows `folds`).")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
@@ -583,8 +586,11 @@ class AliasMentions(Stage):
                     most = starts.get(fw, 0)
                     if not most and fw.endswith("."):
                         most = starts.get(fw[:-1], 0)
-                    if not most and fold and not fw.isascii():
-                        most = starts.get(_first_word(fold_key(fw)), 0)
+                    if not most and fold and (not fw.isascii() or "`" in fw):
+                        ffw = _first_word(fold_key(fw))
+                        most = starts.get(ffw, 0)
+                        if not most and ffw.endswith("."):  # "Málaga." for a KB that only knows "Malaga"
+                            most = starts.get(ffw[:-1], 0)
                     if not most and i + stable == n_toks:  # no key begins so (the common case): next token
                         i += 1
                         continue
@@ -615,8 +621,8 @@ class AliasMentions(Stage):
                     key = normalize_alias(surface)
                     if n == 1 and key in stop:
                         continue
-                    if fold and key not in vocab and not key.isascii():
-                        key = fold_key(key)  # "Málaga" for a KB that only knows "Malaga"
+                    if fold and key not in vocab and (not key.isascii() or "`" in key):
+                        key = fold_key(key)  # "Málaga" for a KB that only knows "Malaga", "O`Brien" for "O'Brien"
                     if key in vocab and self._names(key, surface):
                         hit = (s, e, n)
                         break
@@ -625,6 +631,8 @@ class AliasMentions(Stage):
                     if surface.endswith(".") and len(surface) > 1 and not surface[-2].isspace() \
                             and e - 1 - s >= min_chars:
                         short = normalize_alias(surface[:-1])
+                        if fold and short not in vocab and (not short.isascii() or "`" in short):
+                            short = fold_key(short)  # "Málaga." and "O’Brien." too
                         if short in vocab and self._names(short, surface):
                             hit = (s, e - 1, n)
                             break

@@ -174,3 +174,31 @@ def mysql_engine() -> Iterator[Any]:
     eng = server_engine(MYSQL_URL)
     yield eng
     eng.dispose()
+
+
+def refold_store(kb_dir: Path, fold: Any, folds: str) -> None:
+    """Make the store what an older glinker wrote: folded keys made with ``fold`` and meta ``folds`` = ``folds``
+    (``"true"``: before fold versions, ``"2"``: fold version 2)."""
+    import sqlite3
+
+    from glinker.kb.kb import STORE, current_generation
+
+    db = sqlite3.connect(current_generation(kb_dir) / STORE)
+    rows = db.execute("SELECT norm, rid FROM aliases").fetchall()
+    db.execute("DELETE FROM folded")
+    db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
+                   [(f, rid) for n, rid in rows if (f := fold(n)) != n])
+    db.execute("UPDATE meta SET value=? WHERE key='folds'", (folds,))
+    db.commit()
+    db.close()
+
+
+def kb_info_line(kb_dir: Path, field: str) -> str:
+    """The line of ``glinker kb info`` that starts with ``field``."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    r = CliRunner().invoke(app, ["kb", "info", str(kb_dir)])
+    assert r.exit_code == 0, r.output
+    return next(line for line in r.output.splitlines() if line.strip().startswith(field))

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 
 import pytest
-from .conftest import build_records_kb
+from .conftest import build_records_kb, kb_info_line, refold_store
 
 from glinker.kb import KB
 from glinker.kb.adapters import load_adapter
 from glinker.kb.build import build_kb
-from glinker.kb.kb import STORE, current_generation
 from glinker.kb.store import FOLD_VERSION, fold_accents, fold_key, name_part, normalize_alias, written_as_name
 from glinker.types import Entity
 
@@ -65,21 +63,14 @@ TEXT = "ΑΘΗΝΑ, محمد, Zurich"
 
 def test_a_new_store_folds_greek_and_arabic(kb_dir: Path) -> None:
     with KB.open(kb_dir) as kb:
-        assert kb.store.fold_version == FOLD_VERSION == 2 and kb.store.get_meta("folds") == 2
+        assert kb.store.fold_version == FOLD_VERSION == 3 and kb.store.get_meta("folds") == 3
         assert kb.store.lookup_folded(QUERIES) == NEW
     assert _mentions(kb_dir, TEXT) == ["ΑΘΗΝΑ", "محمد", "Zurich"]
 
 
 def _fold_as_before(kb_dir: Path) -> None:
     """Make the store what glinker wrote before fold versions: folds = true, keys folded with fold_accents."""
-    db = sqlite3.connect(current_generation(kb_dir) / STORE)
-    rows = db.execute("SELECT norm, rid FROM aliases").fetchall()
-    db.execute("DELETE FROM folded")
-    db.executemany("INSERT OR IGNORE INTO folded(norm, rid) VALUES (?, ?)",
-                   [(f, rid) for n, rid in rows if (f := fold_accents(n)) != n])
-    db.execute("UPDATE meta SET value='true' WHERE key='folds'")
-    db.commit()
-    db.close()
+    refold_store(kb_dir, fold_accents, "true")
 
 
 def test_an_older_store_answers_as_before_says_so_and_is_folded_again_by_an_update(kb_dir, caplog) -> None:
@@ -92,11 +83,11 @@ def test_an_older_store_answers_as_before_says_so_and_is_folded_again_by_an_upda
     assert _mentions(kb_dir, TEXT) == ["Zurich"]
     caplog.clear()
     with caplog.at_level(logging.WARNING), KB.open(kb_dir, writable=True) as kb:  # kb add, link-stats...
-        assert kb.store.fold_version == 2 and kb.store.migrated
+        assert kb.store.fold_version == 3 and kb.store.migrated
         assert kb.store.lookup_folded(QUERIES) == NEW
     assert "folding the alias keys again" in caplog.text
     with KB.open(kb_dir) as kb:
-        assert kb.store.get_meta("folds") == 2 and kb.store.lookup_folded(QUERIES) == NEW
+        assert kb.store.get_meta("folds") == 3 and kb.store.lookup_folded(QUERIES) == NEW
     assert _mentions(kb_dir, TEXT) == ["ΑΘΗΝΑ", "محمد", "Zurich"]
 
 
@@ -145,15 +136,9 @@ def test_people_found_by_a_last_name_in_arabic(kb_dir: Path, tmp_path: Path) -> 
 
 
 def test_kb_info_names_the_fold_version(kb_dir) -> None:
-    from typer.testing import CliRunner
-
-    from glinker.cli import app
-
     def folds() -> str:
-        r = CliRunner().invoke(app, ["kb", "info", str(kb_dir)])
-        assert r.exit_code == 0, r.output
-        return next(line for line in r.output.splitlines() if line.strip().startswith("folds"))
+        return kb_info_line(kb_dir, "folds")
 
-    assert "version 2" in folds() and "Greek" in folds()
+    assert "version 3" in folds() and "Greek" in folds()
     _fold_as_before(kb_dir)
     assert "version 1" in folds() and "refolds" in folds()

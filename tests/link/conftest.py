@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from glinker.types import Entity
+from tests.kb.conftest import build_records_kb  # noqa: F401  (for this folder's tests)
 
 ENTITIES = [
     Entity(id="Q90", label="Paris", aliases=["City of Light"], description="capital of France",
@@ -85,16 +86,6 @@ def pipeline(tmp_path, tiny_model, tiny_kb) -> Path:
     p.write_text(PIPE.format(model=tiny_model, kb=tiny_kb))
     return p
 
-
-def records_kb(tmp: Path, records: list[dict]) -> Path:
-    """A KB built (no vectors) from JSONL ``records`` in ``tmp``: ``tmp/kb``."""
-    from glinker.kb.adapters import load_adapter
-    from glinker.kb.build import build_kb
-
-    src = tmp / "kb.jsonl"
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    build_kb(load_adapter("jsonl", str(src)), tmp / "kb", None)
-    return tmp / "kb"
 
 
 def alias_mention_texts(kb: Path, *texts: str, **params) -> list[list[str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import alias_mention_texts, records_kb
+from .conftest import alias_mention_texts, build_records_kb
 
 RECORDS = [
     {"id": "E1", "label": "München", "aliases": ["Munich"]},
@@ -41,7 +41,7 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory) -> Path:
-    return records_kb(tmp_path_factory.mktemp("mlkb"), RECORDS)
+    return build_records_kb(RECORDS, tmp_path_factory.mktemp("mlkb"))
 
 
 def mentions(kb: Path, *texts: str, **params) -> list[list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import alias_mention_texts, records_kb
+from .conftest import alias_mention_texts, build_records_kb
 
 RECORDS = [
     # short names that an apostrophe of a transliteration used to cut out of a longer word
@@ -33,7 +33,7 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory) -> Path:
-    return records_kb(tmp_path_factory.mktemp("s28kb"), RECORDS)
+    return build_records_kb(RECORDS, tmp_path_factory.mktemp("s28kb"))
 
 
 def mentions(kb: Path, *texts: str, **params) -> list[list[str]]:

@@ -1,0 +1,200 @@
+"""Apostrophe look-alikes in the alias fold (fold version 3): "O’Brien" in the text finds the alias O'Brien and
+the other way round, for every character written for an apostrophe; stores folded with version 2 are read as they
+were (with a warning only when they hold such keys) and folded again by an update."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from glinker.kb import KB
+from glinker.kb.store import FOLD_VERSION, fold_key, fold_key_v2, normalize_alias
+
+from .conftest import build_records_kb, kb_info_line, refold_store
+
+# each alias written with one apostrophe kind; the text below writes it with another
+RECORDS = [
+    {"id": "E1", "label": "O'Brien"},                   # U+0027
+    {"id": "E2", "label": "McDonald’s"},                # U+2019
+    {"id": "E3", "label": "Côte d'Ivoire"},             # U+0027, with an accent
+    {"id": "E4", "label": "Kamʼianets-Podilskyi"},      # U+02BC modifier letter apostrophe
+    {"id": "E5", "label": "Ma‘alot"},                   # U+2018
+    {"id": "E6", "label": "D`Artagnan"},                # U+0060 backtick
+    {"id": "E7", "label": "L´Oréal"},                   # U+00B4 acute (NFKC: a space and a combining acute)
+    {"id": "E8", "label": "Ｏ＇Neill"},                  # U+FF07 full-width (NFKC: "'")
+    {"id": "E9", "label": "Sana′a"},                    # U+2032 prime
+    {"id": "E10", "label": "Hawaiʻi"},                  # U+02BB ʻokina
+    {"id": "E11", "label": "Zürich"},                   # no apostrophe
+]
+
+# (the text, the mention alias_mentions finds, the entity): each written with another apostrophe than its alias
+CASES = [
+    ("I met O’Brien there.", "O’Brien", "E1"),
+    ("I met Oʼbrien there.", "Oʼbrien", "E1"),
+    ("I met O`Brien there.", "O`Brien", "E1"),          # ASCII text: the backtick is folded too
+    ("I met O´Brien there.", "O´Brien", "E1"),
+    ("We ate at McDonald's today.", "McDonald's", "E2"),
+    ("We ate at McDonald‘s today.", "McDonald‘s", "E2"),
+    ("She flew to Côte d’Ivoire.", "Côte d’Ivoire", "E3"),
+    ("She flew to Cote d’Ivoire.", "Cote d’Ivoire", "E3"),  # accents and apostrophe folded together
+    ("They left Kam'ianets-Podilskyi.", "Kam'ianets-Podilskyi", "E4"),
+    ("They left Kam’ianets-Podilskyi.", "Kam’ianets-Podilskyi", "E4"),
+    ("A town: Ma'alot today.", "Ma'alot", "E5"),
+    ("A town: Ma’alot today.", "Ma’alot", "E5"),
+    ("He read D'Artagnan yesterday.", "D'Artagnan", "E6"),
+    ("He read D’Artagnan yesterday.", "D’Artagnan", "E6"),
+    ("Shares of L'Oreal rose.", "L'Oreal", "E7"),
+    ("Shares of L’Oréal rose.", "L’Oréal", "E7"),
+    ("Mr O’Neill said so.", "O’Neill", "E8"),
+    ("Mr O'Neill said so.", "O'Neill", "E8"),
+    ("Flights to Sana'a resumed.", "Sana'a", "E9"),
+    ("Flights to Sana’a resumed.", "Sana’a", "E9"),
+    ("Welcome to Hawai'i now.", "Hawai'i", "E10"),
+    ("Welcome to Hawai‘i now.", "Hawai‘i", "E10"),
+    ("The winner was O’Brien.", "O’Brien", "E1"),        # a period ends the name's token: tried without it
+    ("It rained in Hawai'i.", "Hawai'i", "E10"),
+]
+
+
+@pytest.fixture()
+def kb_dir(tmp_path: Path) -> Path:
+    return build_records_kb(RECORDS, tmp_path)
+
+
+def _mentions(kb: Path, *texts: str, **params) -> list[list[str]]:
+    from tests.link.conftest import alias_mention_texts
+
+    return alias_mention_texts(kb, *texts, **params)
+
+
+def _candidates(kb: Path, texts: list[tuple[str, str]]) -> list[list[str]]:
+    """The candidate ids ``alias_candidates`` (default options) gives each (text, mention) given as a mention."""
+    from glinker.pipeline import Pipeline, loads_spec
+    from glinker.types import Document
+
+    p = Pipeline(loads_spec(f"name: t\nkb: {kb}\nstages:\n  m: {{type: given_mentions}}\n"
+                            "  a: {type: alias_candidates, input: m}\n"))
+    docs = [Document(id=str(i), text=t, meta={"mentions": [{"start": t.index(m), "end": t.index(m) + len(m)}]})
+            for i, (t, m) in enumerate(texts)]
+    return [[c.entity_id for c in row[0].candidates] for row in p(docs)]
+
+
+@pytest.mark.parametrize("key,expect,v2", [
+    ("o’brien", "o'brien", "o’brien"), ("o‘brien", "o'brien", "o‘brien"), ("oʼbrien", "o'brien", "oʼbrien"),
+    ("o`brien", "o'brien", "o`brien"), (normalize_alias("O´Brien"), "o'brien", "o brien"),
+    (normalize_alias("´s-Hertogenbosch"), "'s-hertogenbosch", "\u0301s-hertogenbosch"),
+    ("o′brien", "o'brien", "o′brien"), ("hawaiʻi", "hawai'i", "hawaiʻi"), (normalize_alias("Ｏ＇Neill"), "o'neill", "o'neill"),
+    ("côte d’ivoire", "cote d'ivoire", "cote d’ivoire"), ("москва’s", "москва's", "москва’s"),
+    ("o'brien", "o'brien", "o'brien"), ("zürich", "zurich", "zurich"), ("αθήνα", "αθηνα", "αθηνα"),
+    ("new york", "new york", "new york"),
+])
+def test_the_fold_reads_every_apostrophe_as_one(key, expect, v2):
+    assert FOLD_VERSION == 3
+    assert fold_key(key) == expect and fold_key(expect) == expect
+    assert fold_key_v2(key) == v2  # the fold of version 2 is kept, as it was, for the stores folded with it
+
+
+def test_alias_mentions_match_another_apostrophe(kb_dir: Path) -> None:
+    got = _mentions(kb_dir, *[t for t, _, _ in CASES])
+    assert got == [[m] for _, m, _ in CASES]
+    # no fold, no match across apostrophe kinds (the same text, each written as its alias is, still matches)
+    assert _mentions(kb_dir, "I met O’Brien there.", "I met O'Brien there.", fold_accents=False) == [[], ["O'Brien"]]
+
+
+def test_alias_candidates_find_another_apostrophe(kb_dir: Path) -> None:
+    assert _candidates(kb_dir, [(t, m) for t, m, _ in CASES]) == [[e] for _, _, e in CASES]
+
+
+def _fold_as_version_2(kb_dir: Path) -> None:
+    """Make the store what glinker wrote with fold version 2: folds = 2, keys folded with fold_key_v2."""
+    refold_store(kb_dir, fold_key_v2, "2")
+
+
+V2_QUERIES = ["o’brien", "mcdonald's", "cote d’ivoire", "cote d'ivoire", "zurich", "l oreal", "hawai'i"]
+# what a version 2 store answered: accents folded, apostrophes not ("L´Oréal" lost its acute-apostrophe)
+V2 = {"cote d'ivoire": ["E3"], "zurich": ["E11"], "l oreal": ["E7"]}
+V3 = {"o’brien": ["E1"], "mcdonald's": ["E2"], "cote d’ivoire": ["E3"], "cote d'ivoire": ["E3"], "zurich": ["E11"],
+      "hawai'i": ["E10"]}
+
+
+def test_a_version_2_store_answers_as_before_says_so_and_is_folded_again_by_an_update(kb_dir, caplog) -> None:
+    _fold_as_version_2(kb_dir)
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:  # read-only: its own fold, same answers
+        assert kb.store.fold_version == 2 and kb.store.has_folds
+        assert kb.store.lookup_folded(V2_QUERIES) == V2
+        assert kb.store.labels_of_alias("o’brien") == []
+    assert "apostrophe look-alikes" in caplog.text and "glinker kb add" in caplog.text
+    assert "Greek accents" not in caplog.text  # what it misses, and only that
+    # the alias stages answer as they did with fold version 2 (measured with it): only the full-width "＇", which
+    # NFKC made "'" already, matches across apostrophe kinds
+    as_before = [["O'Neill"] if m == "O'Neill" else [] for _, m, _ in CASES]
+    assert _mentions(kb_dir, *[t for t, _, _ in CASES]) == as_before
+    assert _candidates(kb_dir, [(t, m) for t, m, _ in CASES]) == [["E8"] if x else [] for x in as_before]
+    assert _mentions(kb_dir, "Cote d'Ivoire", "Zurich") == [["Cote d'Ivoire"], ["Zurich"]]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir, writable=True) as kb:  # kb add, link-stats...
+        assert kb.store.fold_version == 3 and kb.store.migrated
+        assert kb.store.lookup_folded(V2_QUERIES) == V3
+    assert "folding the alias keys again" in caplog.text and "apostrophe" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:
+        assert kb.store.get_meta("folds") == 3 and kb.store.lookup_folded(V2_QUERIES) == V3
+        assert kb.store.labels_of_alias("o’brien") == ["O'Brien"]
+    assert "folded before" not in caplog.text
+    assert _mentions(kb_dir, *[t for t, _, _ in CASES]) == [[m] for _, m, _ in CASES]
+
+
+@pytest.mark.parametrize("label", ["Zürich", "Αθήνα", "東京", "Rock-n-Roll"])
+def test_a_version_2_store_without_such_keys_opens_without_a_warning(tmp_path: Path, caplog, label) -> None:
+    kb_dir = build_records_kb([{"id": "E1", "label": label}], tmp_path)
+    _fold_as_version_2(kb_dir)
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:
+        assert kb.store.fold_version == 2 < FOLD_VERSION  # older than the fold of today, and nothing to say
+    assert "folded before" not in caplog.text
+    with KB.open(kb_dir, writable=True) as kb:  # an update still brings it to the fold of today
+        assert kb.store.fold_version == 3 and kb.store.get_meta("folds") == 3
+
+
+# a key with an apostrophe of any kind: one with "'" is found in text with "’" only with fold version 3 too
+@pytest.mark.parametrize("label", ["O’Brien", "Oʼbrien", "O`Brien", "O´Brien", "´s-Hertogenbosch", "O′Brien",
+                                   "O‘Brien", "Hawaiʻi", "O'Brien", "Rock 'n' Roll"])
+def test_a_version_2_store_with_such_keys_warns(tmp_path: Path, caplog, label) -> None:
+    kb_dir = build_records_kb([{"id": "E1", "label": "Zürich"}, {"id": "E2", "label": label}], tmp_path)
+    _fold_as_version_2(kb_dir)
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:
+        assert kb.store.fold_version == 2
+    assert "folded before apostrophe look-alikes" in caplog.text
+
+
+def test_kb_info_names_fold_version_3(kb_dir) -> None:
+    def folds() -> str:
+        return kb_info_line(kb_dir, "folds")
+
+    assert "version 3" in folds() and "apostrophe" in folds()
+    _fold_as_version_2(kb_dir)
+    assert "version 2 of 3" in folds() and "not apostrophe" in folds() and "refolds" in folds()
+
+
+def test_a_version_1_store_names_each_fold_it_misses(tmp_path: Path, caplog) -> None:
+    from glinker.kb.store import fold_accents
+
+    kb_dir = build_records_kb([{"id": "E1", "label": "Αθήνα"}, {"id": "E2", "label": "O’Brien"}], tmp_path)
+    refold_store(kb_dir, fold_accents, "true")  # what glinker wrote before fold versions
+    with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:
+        assert kb.store.fold_version == 1 and kb.store.lookup_folded(["o'brien", "αθηνα"]) == {}
+    assert "folded before Greek accents and Arabic harakat" in caplog.text
+    assert "and before apostrophe look-alikes" in caplog.text
+    with KB.open(kb_dir, writable=True) as kb:
+        assert kb.store.fold_version == 3
+        assert kb.store.lookup_folded(["o'brien", "αθηνα"]) == {"o'brien": ["E2"], "αθηνα": ["E1"]}
+
+
+def test_a_sentence_final_name_without_its_accents(tmp_path: Path) -> None:
+    """"Málaga." at the end of a sentence, for a KB that only knows "Malaga": the folded first word without its
+    period starts a key (it was looked up with the period only)."""
+    from tests.link.conftest import alias_mention_texts
+
+    kb = build_records_kb([{"id": "M1", "label": "Malaga"}, {"id": "M2", "label": "Sao Paulo"}], tmp_path)
+    assert alias_mention_texts(kb, "He flew to Málaga.", "Then São Paulo.") == [["Málaga"], ["São Paulo"]]
