@@ -403,7 +403,9 @@ def remove(path: Path = typer.Argument(..., help="KB directory."),
 @kb_app.command("search")
 def search(path: Path = typer.Argument(..., help="KB directory."),
            text: str = typer.Argument(..., help="A mention or name to look up."),
-           k: int = typer.Option(10, "-k", min=1, help="Results per method."),
+           k: int = typer.Option(10, "-k", min=1, help=(
+               "Results per method: entities for exact aliases and dense search; for fuzzy, the k closest aliases, "
+               "each with all its entities (homonyms), so more than k lines may show.")),
            fuzzy_cutoff: float = typer.Option(85.0, "--fuzzy", help="rapidfuzz score cutoff (0-100)."),
            model: str | None = typer.Option(None, help="Defaults to the KB's model; 'none' skips dense search."),
            as_json: bool = typer.Option(False, "--json")) -> None:
