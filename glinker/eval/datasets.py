@@ -15,9 +15,12 @@ Formats
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +77,16 @@ def _iter_jsonl(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
         try:
             yield json.loads(line), n
         except json.JSONDecodeError as e:
+            if not line.lstrip().startswith(("{", "[")):  # not a JSON record at all: a truncation does not explain it
+                raise DataError(f"not JSON: line {n} is {line.strip()[:60]!r}, not a JSON object", where=f"{p}:{n}",
+                                fix="a JSON Lines file holds one JSON object per line (or the file is one JSON array); "
+                                    "for BIO data (one 'token<TAB>TAG' a line) check that this file is the one meant"
+                                ) from None
+            last = not any(rest.strip() for rest in f)
             raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{p}:{n}",
-                            fix="each line must be one complete JSON object; a truncated last line usually "
-                                "means an interrupted write: delete it") from None
+                            fix="each line must be one complete JSON object; "
+                                + ("a truncated last line usually means an interrupted write: delete it" if last
+                                   else "fix the record at that line (a missing comma, quote or bracket)")) from None
 
 
 def _iter_json_array(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
@@ -162,6 +172,30 @@ def _read_json_small(path: Path) -> Any:
         raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}", fix="fix the JSON syntax") from None
 
 
+def _did_you_mean(key: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'ner'?)`` for a key close to one of ``known`` (difflib), else ``""``."""
+    m = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def _check_record_keys(rec: dict, needed: str, known: Sequence[str], where: str, i: int) -> None:
+    """A record without the key that holds its annotation (``needed``: ``ner``, ``entities``...) but with keys the
+    format does not know is an error: a misspelt key (``nre``, ``entites``) would read as a sentence without
+    entities, trained as a negative and scored as missing gold. A record that has ``needed`` may carry any other
+    keys (ids, metadata); one without ``needed`` and without other keys is a sentence with no entities."""
+    if needed in rec:
+        return
+    unknown = [k for k in rec if k not in known]
+    if not unknown:
+        return
+    hint = next((h for h in (_did_you_mean(str(k), known) for k in unknown) if h), "")
+    names = ", ".join(repr(k) for k in unknown[:5])
+    raise DataError(f"record {i} has no {needed!r} but has the unknown key{'s' if len(unknown) > 1 else ''} "
+                    f"{names}{hint}", where=where,
+                    fix=f"rename the key to {needed!r} (the keys of this format: {', '.join(known)}); a record "
+                        f"without entities says \"{needed}\": []")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # NER evaluation data
 
@@ -206,9 +240,26 @@ class NERDataset:
         return sum(len(e.spans) for e in self.examples)
 
 
+ENTITY_KEYS = ("name", "type", "pos")
+EVAL_RECORD_KEYS = ("sentence", "entities")
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Whether two mention strings are the same after Unicode NFC, whitespace collapse and case folding."""
+    return " ".join(unicodedata.normalize("NFC", a).split()).casefold() == \
+        " ".join(unicodedata.normalize("NFC", b).split()).casefold()
+
+
 def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
+    """An eval-JSON entity ``{"name", "type", "pos": [cs, ce]}`` as a :class:`GoldSpan`. When the entity gives its
+    ``name``, ``text[cs:ce]`` must be it (compared after whitespace collapse and case folding): offsets that point
+    elsewhere (counted from 1, end inclusive, bytes, another version of the text) would train and score other words.
+    Every name+pos entity of ``ner/train`` and ``ner/eval`` (72,287) matches."""
     if not isinstance(ent, dict) or "pos" not in ent or "type" not in ent:
-        raise DataError(f"entity {j} needs 'pos' and 'type': {str(ent)[:80]}", where=where,
+        miss = [k for k in ("pos", "type") if not isinstance(ent, dict) or k not in ent]
+        hint = next((f"; {k!r}{h}" for k in (ent if isinstance(ent, dict) else ()) if k not in ENTITY_KEYS
+                     for h in [_did_you_mean(str(k), miss)] if h), "")
+        raise DataError(f"entity {j} needs 'pos' and 'type': {str(ent)[:80]}{hint}", where=where,
                         fix='entities are {"name": str, "type": str, "pos": [char_start, char_end]}')
     pos = ent["pos"]
     if not (isinstance(pos, (list, tuple)) and len(pos) == 2 and all(isinstance(x, int) for x in pos)
@@ -217,7 +268,16 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
                         fix="pos is [char_start, char_end) with 0 <= start <= end <= len(sentence)")
     if not isinstance(ent["type"], str) or not ent["type"]:
         raise DataError(f"entity {j} has no type", where=where, fix="give every entity a non-empty 'type'")
-    return GoldSpan(pos[0], pos[1], ent["type"], text[pos[0]:pos[1]])
+    surface = text[pos[0]:pos[1]]
+    name = ent.get("name")
+    if isinstance(name, str) and not _same_name(name, surface):
+        raise DataError(f"entity {j} {name!r} has pos {list(pos)!r}, but the sentence there reads {surface!r}",
+                        where=where,
+                        fix="pos is [char_start, char_end): character offsets into 'sentence' (0-based, end exclusive, "
+                            f"counted in characters, not bytes); for {name!r} e.g. "
+                            + (f"[{text.find(name)}, {text.find(name) + len(name)}]" if name and name in text
+                               else "fix the offsets or the name"))
+    return GoldSpan(pos[0], pos[1], ent["type"], surface)
 
 
 def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
@@ -226,8 +286,11 @@ def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         if not isinstance(rec, dict) or not isinstance(rec.get("sentence"), str):
-            raise DataError(f"record {i} has no 'sentence' string", where=where,
+            hint = next((h for k in rec for h in [_did_you_mean(str(k), ["sentence"])] if h), "") \
+                if isinstance(rec, dict) and "sentence" not in rec else ""
+            raise DataError(f"record {i} has no 'sentence' string{hint}", where=where,
                             fix='records are {"sentence": str, "entities": [...]}')
+        _check_record_keys(rec, "entities", EVAL_RECORD_KEYS, where, i)
         ents = rec.get("entities", [])
         if not isinstance(ents, list):
             raise DataError(f"record {i}: 'entities' is not a list", where=where, fix="use a list of entities")
@@ -501,16 +564,25 @@ def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int,
     return [(r[0], r[1]) for r in ranges]
 
 
+GLINER_KEYS = ("tokenized_text", "ner", "label", "labels", "ignore")
+
+
 def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
-    """Stream GLiNER training records (``tokenized_text`` + ``ner``) from a JSON array or JSONL file."""
+    """Stream GLiNER training records (``tokenized_text`` + ``ner``) from a JSON array or JSONL file.
+
+    A record without ``ner`` but with a key GLiNER JSON does not have (``nre``) is an error, not a sentence
+    without entities; a record with ``ner`` may carry other keys."""
     p = Path(path)
     empty = 0
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         toks = rec.get("tokenized_text") if isinstance(rec, dict) else None
         if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
-            raise DataError(f"record {i} has no 'tokenized_text' list of strings", where=where,
+            hint = next((h for k in rec for h in [_did_you_mean(str(k), ["tokenized_text"])] if h), "") \
+                if isinstance(rec, dict) and "tokenized_text" not in rec else ""
+            raise DataError(f"record {i} has no 'tokenized_text' list of strings{hint}", where=where,
                             fix='records are {"tokenized_text": [str], "ner": [[s, e, type]]}')
+        _check_record_keys(rec, "ner", GLINER_KEYS, where, i)
         if not toks:
             empty += 1
             continue
@@ -541,35 +613,59 @@ def _warn_empty(p: Path, n: int, what: str) -> None:
         log.warning("%s: skipped %d %s", p, n, what)
 
 
-def iter_sentence_json_training(path: str | Path, labels: list[str] | None = None) -> Iterator[TrainingExample]:
-    """Eval-style JSON (``sentence`` + char ``pos``) as training examples, tokens = whitespace split.
+def char_span_to_words(starts: Sequence[int], ends: Sequence[int], a: int, b: int) -> tuple[int, int] | None:
+    """The words ``(first, last)`` of the char span ``[a, b)``, given the words' char ``starts``/``ends`` (sorted,
+    not overlapping); None when the span cuts a word ("John" in "Johnny") or holds no word. Spaces and skipped
+    invisible characters at the span's ends are not part of any word and cut none."""
+    i = bisect.bisect_left(starts, a)  # the first word starting at or after a
+    if i > 0 and ends[i - 1] > a:  # the word before starts before a and ends after it: a is inside it
+        return None
+    j = bisect.bisect_right(ends, b) - 1  # the last word ending at or before b
+    if j + 1 < len(starts) and starts[j + 1] < b:
+        return None
+    return (i, j) if i <= j else None
 
-    Entities whose offsets are not on word boundaries (a few in the real files, e.g. "Australia" inside
-    "Australian") are dropped with one warning per file, as they cannot be a word span.
+
+def iter_sentence_json_training(path: str | Path, labels: list[str] | None = None) -> Iterator[TrainingExample]:
+    """Eval-style JSON (``sentence`` + char ``pos``) as training examples, the sentence split into words by the
+    model's own splitter (:func:`glinker.model.words.split_words`, used for prediction: punctuation is a word of
+    its own, "Smith," is "Smith" ","), so an entity of natural text ending before a comma or period is a word span.
+
+    Entities whose offsets still cut a word (a few in the real files, e.g. "Australia" inside "Australian") are
+    dropped with one warning per file (their count and the first one), as they cannot be a word span. Evaluation
+    does not read through this: it keeps the gold character spans (:func:`iter_ner_eval_json`).
     """
+    from glinker.model.words import split_words
+
     p = Path(path)
     dropped = 0
+    first = ""
     empty = 0
     for ex in iter_ner_eval_json(p):
-        toks = ex.text.split()
-        if not toks:
+        sp = split_words(ex.text)
+        if not sp.words:
             empty += 1
             continue
         spans = []
         for g in ex.spans:
-            s, e = gliner_word_span(toks, g.start, g.end)
-            if s is None or e is None or s > e:
+            ws = char_span_to_words(sp.starts, sp.ends, g.start, g.end)
+            if ws is None:
                 dropped += 1
+                if not first:
+                    first = f" (the first: {g.text!r} at [{g.start}, {g.end}] of record {ex.id}, {ex.where})"
                 continue
-            spans.append((s, e, g.label))
-        yield TrainingExample(tokens=toks, spans=spans, labels=labels, id=ex.id, source=str(p))
+            spans.append((ws[0], ws[1], g.label))
+        line = ex.where.rsplit(":", 1)[-1] if ex.where else ""
+        yield TrainingExample(tokens=list(sp.words), spans=spans, labels=labels, id=ex.id, source=str(p),
+                              meta={"line": int(line)} if line.isdigit() else {})
     if dropped:
-        log.warning("%s: dropped %d entities whose offsets are not on word boundaries", p, dropped)
+        log.warning("%s: dropped %d entities whose offsets are not on word boundaries%s", p, dropped, first)
     _warn_empty(p, empty, "empty sentences")
 
 
 BIO_TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "misc"}
-"""Natural-language names for CoNLL tag types: the bi-encoder is prompted with names, not tags."""
+"""Natural-language names for CoNLL tag types: the bi-encoder is prompted with names, not tags. Matched in any
+case (``B-per``, ``B-Per`` and ``B-PER`` are all ``person``)."""
 
 
 def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAMES) -> Iterator[TrainingExample]:
@@ -581,12 +677,16 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped.
 
     Tags are ``O``, ``B-X``, ``I-X`` (an ``I-X`` that does not continue an ``X`` starts a new span, as in IOB1),
-    and ``S-X``/``E-X`` of BIOES. ``type_names`` maps tag types to label names; unknown types stay as they are.
+    ``S-X``/``E-X`` of BIOES and ``U-X``/``L-X`` of BILOU. ``type_names`` maps tag types to label names, the type
+    matched in any case (``B-per`` is ``person`` as ``B-PER`` is); unknown types stay as they are. An empty token
+    (a line ``<TAB>O``) is an error: it is no word, and every span after it would be scored on the wrong words.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
-    names = type_names or {}
+    names: dict[str, str] = {}
+    for k, v in (type_names or {}).items():
+        names.setdefault(k.upper(), v)
     rows: list[tuple[list[str], int]] = []  # a sentence's split lines and their line numbers
     indexed: bool | None = None  # whether the first column counts tokens: decided on the first sentence
     n_sent = 0
@@ -600,16 +700,23 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
         toks: list[str] = []
         tags: list[tuple[str, str, int]] = []
         for cols, n in rows:
-            tok = cols[1] if indexed and len(cols) >= 3 else cols[0]
+            col = 1 if indexed and len(cols) >= 3 else 0
+            tok = cols[col]
+            if not tok:
+                raise DataError(f"empty token (column {col + 1} of {'<TAB>'.join(cols)!r}, before the tag)",
+                                where=f"{p}:{n}",
+                                fix="write the word in that column, or delete the line: an empty token is no word "
+                                    "and shifts every span after it")
             tag = cols[-1]
             if tag == "O":
                 tags.append(("O", "", n))
             else:
-                m = re.fullmatch(r"([BIES])[-_](.+)", tag)
+                m = re.fullmatch(r"([BIESUL])[-_](.+)", tag)
                 if not m:
                     raise DataError(f"invalid tag {tag!r} (the last column)", where=f"{p}:{n}",
-                                    fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES), in the last column")
-                tags.append((m.group(1), m.group(2), n))
+                                    fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES, U-/L- of BILOU), in the last "
+                                        "column")
+                tags.append(({"U": "S", "L": "E"}.get(m.group(1), m.group(1)), m.group(2), n))
             toks.append(tok)
         ex = _bio_example(toks, tags, names, p, n_sent)
         n_sent += 1
@@ -631,7 +738,12 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
                 continue  # CoNLL-U comment lines
             cols = line.split("\t") if "\t" in line else line.split()
             cols = [c.strip() for c in cols]
-            if len(cols) < 2 or not cols[-1]:
+            if len(cols) >= 2 and not cols[-1]:
+                raise DataError(f"the last column is empty, so the line has no tag: {line[:60]!r} ends with a tab",
+                                where=f"{p}:{n}",
+                                fix="remove the tab at the end of the line: the tag must be the last column "
+                                    "('token<TAB>TAG')")
+            if len(cols) < 2:
                 raise DataError(f"expected a token and its tag, got {line[:60]!r}", where=f"{p}:{n}",
                                 fix="one token per line with its tag in the last column ('token TAG' or "
                                     "'idx<TAB>token<TAB>TAG'); a blank line between sentences")
@@ -655,7 +767,7 @@ def _bio_example(toks: list[str], tags: list[tuple[str, str, int]], names: dict[
             spans.append(cur)  # type: ignore[arg-type]
         if pre in ("S", "E"):
             cur = None
-    out = [(s, e, names.get(t, t)) for s, e, t in spans]
+    out = [(s, e, names.get(t.upper(), t)) for s, e, t in spans]
     return TrainingExample(tokens=list(toks), spans=out, id=str(i), source=str(p), meta={"line": tags[0][2]})
 
 
@@ -675,6 +787,9 @@ def _find_token_seq(tokens: list[str], needle: list[str]) -> list[int]:
         return []
     n = len(needle)
     return [i for i in range(len(tokens) - n + 1) if tokens[i:i + n] == needle]
+
+
+PILENER_KEYS = ("doc_question_pairID", "tagName", "input", "output", "instruction")
 
 
 def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
@@ -697,7 +812,9 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
             text = rec["input"]
             answers = json.loads(rec["output"]) if isinstance(rec["output"], str) else rec["output"]
         except (KeyError, TypeError) as e:
-            raise DataError(f"Pile-NER record lacks a field: {e}", where=where,
+            hint = next((f"; {k!r}{h}" for k in rec if k not in PILENER_KEYS
+                         for h in [_did_you_mean(str(k), PILENER_KEYS)] if h), "") if isinstance(rec, dict) else ""
+            raise DataError(f"Pile-NER record lacks a field: {e}{hint}", where=where,
                             fix="records need doc_question_pairID, tagName, input and output") from None
         except json.JSONDecodeError as e:
             raise DataError(f"'output' is not a JSON list: {e.msg}", where=where,
@@ -740,16 +857,60 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
 TRAINING_FORMATS = ("gliner", "sentence_json", "bio", "pilener")
 
 
+JSON_SUFFIXES = (".json", ".jsonl")
+# a BIO tag as the last column of a line: O, or a prefix of IOB/BIOES/BILOU and a type (no quote: the last word of a
+# JSON line is quoted, a literal, a number or punctuation); any case, so that the reader names a bad one
+_BIO_TAG = re.compile(r'O|[BIESUL][-_][^\s"]+', re.IGNORECASE)
+_SNIFF_LINE = 4096
+
+
+def _bio_line(line: str) -> bool:
+    """Whether a line reads as ``token<TAB or spaces>TAG`` with a BIO-like tag (O, B-x, I-x, E-x, S-x, U-x, L-x) in
+    its last column."""
+    cols = [c.strip() for c in (line.split("\t") if "\t" in line else line.split())]
+    return len(cols) >= 2 and bool(_BIO_TAG.fullmatch(cols[-1]))
+
+
+def _first_lines(p: Path) -> tuple[str, str | None]:
+    """The file's first non-blank line (its first 4 KB), and its first line that is not blank, a ``# `` comment or
+    ``-DOCSTART-`` (where a BIO file's first token is), None when that line is longer than 4 KB (no token line is;
+    a JSON line cut there could end in any word) or not found in the first 1,000 lines."""
+    first, data = "", None
+    with p.open("rb") as f:
+        for _ in range(1000):
+            raw = f.readline(_SNIFF_LINE + 1)
+            if not raw:
+                break
+            whole = len(raw) <= _SNIFF_LINE or raw.endswith(b"\n")
+            line = raw[:_SNIFF_LINE].decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+            if not whole:  # skip the rest of a long line
+                while raw and not raw.endswith(b"\n"):
+                    raw = f.readline(1 << 20)
+            if not line.strip():
+                continue
+            first = first or line
+            if not line.startswith(("# ", "-DOCSTART-")):
+                data = line if whole else None
+                break
+    return first, data
+
+
 def sniff_training_format(path: str | Path) -> str:
-    """Which of :data:`TRAINING_FORMATS` a file holds, from its extension and first record."""
+    """Which of :data:`TRAINING_FORMATS` a file holds, from its content, whatever its extension (``.data``,
+    ``.iob2``, a ``.txt`` starting with a ``[`` token): a file whose first non-blank line starts a JSON value and
+    whose first record decodes is JSON (the record's keys name the format); else a file whose first token line is
+    ``token<TAB or spaces>TAG`` with a BIO tag is BIO; else a ``.json``/``.jsonl`` file is JSON (read, to name its
+    error) and any other file BIO (the BIO reader names the line it cannot read)."""
     p = Path(path)
-    if p.suffix in (".conllu", ".conll", ".bio", ".tsv", ".iob"):
-        return "bio"
-    if p.suffix == ".txt":  # CoNLL-2003 ships its BIO files as train.txt: JSON starts with { or [, BIO does not
-        with open(p, "rb") as f:
-            first = next((ln.strip() for ln in f if ln.strip()), b"")
-        if not first.lstrip(b"\xef\xbb\xbf").startswith((b"{", b"[")):
-            return "bio"
+    if not p.is_file():
+        raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
+    first, data = _first_lines(p)
+    bio = data is not None and _bio_line(data)
+    if not first.lstrip().startswith(("{", "[")):
+        if bio or p.suffix.lower() not in JSON_SUFFIXES:
+            return "bio"  # an empty file not named .json/.jsonl too: BIO, read as no sentences (as before)
+    elif bio and data == first and not _parses_as_json(first):
+        return "bio"  # "[<TAB>O": a BIO token that looks like the start of JSON
     try:
         rec, line = next(iter_json_records(p))
     except StopIteration:
@@ -761,9 +922,22 @@ def sniff_training_format(path: str | Path) -> str:
             return "sentence_json"
         if "doc_question_pairID" in rec:
             return "pilener"
-    raise DataError(f"unknown training format (first record keys: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})",
+    hint = next((h for k in rec for h in [_did_you_mean(str(k), _FORMAT_KEYS)] if h), "") \
+        if isinstance(rec, dict) else ""
+    raise DataError(f"unknown training format (first record keys: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__}){hint}",
                     where=f"{p}:{line}",
                     fix=f"use one of {', '.join(TRAINING_FORMATS)}")
+
+
+_FORMAT_KEYS = ("tokenized_text", "sentence", "doc_question_pairID")
+
+
+def _parses_as_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 _SPLIT_WORDS = {"train", "training", "dev", "val", "valid", "validation", "test"}
@@ -779,7 +953,7 @@ def training_files(path: str | Path, split: str | None = None) -> list[Path]:
     if not p.is_dir():
         raise DataError(f"not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
     files = sorted(f for f in p.iterdir() if f.is_file() and f.name != "labels.json"
-                   and f.suffix in (".json", ".jsonl", ".conllu", ".conll", ".bio", ".tsv", ".iob", ".txt")
+                   and f.suffix in (".json", ".jsonl", ".conllu", ".conll", ".bio", ".tsv", ".iob", ".iob2", ".txt")
                    # a .txt is data only when named as a split (train.txt, not README.txt)
                    and (f.suffix != ".txt" or set(f.stem.lower().replace("-", "_").split("_")) & _SPLIT_WORDS))
     if split is not None:
@@ -807,7 +981,7 @@ def _data_files(p: Path, split: str | None, what: str) -> list[Path]:
     files = training_files(p, split)
     if not files:
         raise DataError(f"no {what} file{' for split ' + repr(split) if split else ''} in {p}", where=str(p),
-                        fix="expected *.json, *.jsonl, or BIO *.conll/*.conllu/*.bio/*.iob/*.tsv/*.txt files "
+                        fix="expected *.json, *.jsonl, or BIO *.conll/*.conllu/*.bio/*.iob/*.iob2/*.tsv/*.txt files "
                             "(named train/dev/val...)")
     return files
 

@@ -289,7 +289,7 @@ def test_real_training_folders_all_read(data):
             for s, e, t in ex.spans:
                 assert 0 <= s <= e < len(ex.tokens) and t
     # sentence_json spans dropped only where the gold offsets are off word boundaries
-    assert sum(len(e.spans) for e in D.iter_training(train / "conll2003", split="train")) == 23499 - 80
+    assert sum(len(e.spans) for e in D.iter_training(train / "conll2003", split="train")) == 23499 - 79
 
 
 @pytest.mark.shared_data
