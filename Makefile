@@ -45,6 +45,7 @@ $(REF_VENV)/.installed:
 
 docs: $(STAMP)
 	$(PY) -m glinker.pipeline.reference docs/yaml-reference.md
+	$(PY) -m glinker.model.train.reference docs/training.md
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) build dist *.egg-info

@@ -20,15 +20,15 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
                                           "int8 head: smallest, for many trained layers) or float16."),
           stop_at: Optional[int] = typer.Option(None, min=1, help="Stop at this step (continue later with the same command)."),
           ) -> None:
-    """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint."""
+    """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint (Ctrl-C or SIGTERM
+    stop it, exit 130 / 143); on a finished run it writes the model again, and with --ship its shipped form,
+    without training."""
     import logging
     import sys
 
     import yaml
 
     _show_progress_when_redirected(logging.getLogger("glinker.model.train"), sys.stderr)
-
-    from glinker.model.train import Trainer, load_train_config
 
     overrides = {}
     for item in set_ or []:
@@ -43,44 +43,130 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
         check_delta_format(ship_format)  # before training, not after it
     except ModelError as e:
         raise typer.BadParameter(str(e), param_hint="--ship-format") from None
+    state: dict = {"phase": "setup", "cfg": None, "trainer": None}
+    old = _catch_sigterm()
+    try:
+        _train(config, overrides, export, ship, ship_format, stop_at, state)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
+        _restore_sigterm(old)  # a second SIGTERM ends the process at once
+        _say_interrupted(e, state, export, ship)
+    finally:
+        _restore_sigterm(old)
+
+
+def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None, ship_format: str,
+           stop_at: int | None, state: dict) -> None:
+    from glinker.model.shipped import check_shippable, encoder_names
+    from glinker.model.train import Trainer, load_train_config
+    from glinker.model.train.config import check_data_paths
+
     cfg = load_train_config(config, overrides)
-    for what, path in (("output_dir", Path(cfg.output_dir)), ("--export", export)):
+    state["cfg"] = cfg
+    for what, path in (("output_dir", Path(cfg.output_dir)), ("--export", export), ("--ship", ship)):
         if path is not None and path.exists() and not path.is_dir():
             raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
+    check_data_paths(cfg)  # a missing data file is named now, with its line, not after the model has loaded
+    m = cfg.model
+    if ship is not None:  # everything the shipped export would refuse after training, checked before it
+        check_shippable(m.text_encoder, m.labels_encoder, from_checkpoint=m.from_checkpoint,
+                        encoders=encoder_names(m.from_checkpoint) if m.from_checkpoint else None)
     t = Trainer(cfg)
+    state["trainer"] = t
     t.setup()  # holds output_dir until t.close(): a second run into it is refused, naming this one
     try:
-        _run(t, cfg, export, ship, ship_format, stop_at)
+        if ship is not None:  # the model's own encoder names (a hub checkpoint's are known only now)
+            check_shippable(m.text_encoder, m.labels_encoder, from_checkpoint=m.from_checkpoint,
+                            encoders=(t.model.config.get("model_name"), t.model.config.get("labels_encoder")))
+        _run(t, cfg, export, ship, ship_format, stop_at, state)
     finally:
         t.close()
 
 
-def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_at: int | None) -> None:
+def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_at: int | None,
+         state: dict | None = None) -> None:
     from glinker.model.shipped import export_shipped
 
-    if ship is not None and not (cfg.model.text_encoder and cfg.model.labels_encoder):  # known now, not after training
-        raise typer.BadParameter("only models trained from packaged encoders can be shipped (model.text_encoder / "
-                                 "labels_encoder set to pkg:<package>); drop --ship or use --export", param_hint="--ship")
-    if t.step:
+    state = state if state is not None else {}
+    if t.step >= cfg.train.steps:
+        typer.echo(f"the run is finished (step {t.step} of {cfg.train.steps}): nothing to train; writing the model"
+                   + (" and its shipped form" if ship is not None else ""), err=True)
+    elif t.step:
         typer.echo(f"resuming at step {t.step}", err=True)
-    try:
-        result = t.train(stop_at=stop_at)
-    except KeyboardInterrupt:
-        kept = sorted(t.ckpt_root.glob("step-*"))
-        typer.echo(f"interrupted at step {t.step}: " + (f"the last checkpoint is {kept[-1].name} (one every "
-                   f"{cfg.train.save_every} steps); run the same command to resume from it" if kept else
-                   "no checkpoint was written yet; running the same command starts over"), err=True)
-        raise typer.Exit(130) from None
+    state["phase"] = "train"
+    result = t.train(stop_at=stop_at)
     if t.step < cfg.train.steps:
         typer.echo(f"stopped at step {t.step} of {cfg.train.steps} (--stop-at); run the command without --stop-at, "
                    "or with a larger one, to continue", err=True)
         typer.echo(json.dumps(result, default=str))
         return
+    state["phase"] = "export"
     path = t.export(export)
     typer.echo(f"model: {path}")
     if ship is not None:
+        state["phase"] = "ship"
         typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg, fmt=ship_format)}")
+    state["phase"] = "done"
     typer.echo(json.dumps(result, default=str))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or ``kill`` stopping the run), raised where the process is, as Ctrl-C's
+    KeyboardInterrupt is: checkpoints and the final export are written whole or not at all."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _catch_sigterm():
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        return None
+
+
+def _restore_sigterm(old) -> None:
+    import signal
+
+    if old is not None:
+        try:
+            signal.signal(signal.SIGTERM, old)
+        except ValueError:
+            pass
+
+
+def _say_interrupted(e: BaseException, state: dict, export: Path | None, ship: Path | None) -> None:
+    """What was cut short, what is kept, and that re-running the same command resumes or finishes; exit 130
+    (Ctrl-C) or 143 (SIGTERM)."""
+    terminated = isinstance(e, _Terminated)
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    cfg, t, phase = state.get("cfg"), state.get("trainer"), state.get("phase")
+    ckpts = Path(cfg.output_dir) / "checkpoints" if cfg is not None else None
+    kept = sorted(ckpts.glob("step-*")) if ckpts is not None and ckpts.is_dir() else []
+    step = getattr(t, "step", 0) if t is not None else 0
+    final = Path(export) if export else Path(cfg.output_dir) / "final" if cfg is not None else None
+    if phase == "train":
+        msg = f"{how} at step {step}: " + (
+            f"the last checkpoint is {kept[-1].name} (one every {cfg.train.save_every} steps); run the same command to "
+            "resume from it" if kept else "no checkpoint was written yet; running the same command starts over")
+    elif phase == "export":
+        msg = (f"{how} while writing the model to {final}: training is finished (step {step}, kept in "
+               f"{kept[-1] if kept else 'its last checkpoint'}); {final} holds the previous model or none (an export "
+               "is swapped in whole, and the next run restores a swap cut short); run the same command to write it "
+               "(nothing is trained again)")
+    elif phase == "ship":
+        msg = (f"{how} while writing the shipped form to {ship}: the model is in {final}; run the same command to "
+               "write the shipped form (nothing is trained again)")
+    elif phase == "done":
+        msg = f"{how} after the run finished: the model is in {final}" + (f", its shipped form in {ship}" if ship else "")
+    else:
+        msg = f"{how} before training started (loading the configuration, model and data): " + (
+            f"nothing was trained in this session; run the same command to resume from {kept[-1].name}" if kept
+            else "nothing was trained; run the same command to start")
+    typer.echo(msg, err=True)
+    raise typer.Exit(143 if terminated else 130) from None
 
 
 def _show_progress_when_redirected(logger, stream) -> None:

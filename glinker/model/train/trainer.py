@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 
 from glinker.errors import ConfigError
 from glinker.io import plain_mode
-from glinker.model.train.config import TrainConfig
+from glinker.model.train.config import TrainConfig, check_data_paths
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class Trainer:
         from glinker.model.train.batching import BatchSampler, build_sources
 
         c = self.cfg
+        check_data_paths(c)  # a missing file is named now, not after the model and the other sources are read
         recover_checkpoint_dir(self.out / "final")  # an export cut short between its two renames
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
@@ -268,6 +270,10 @@ class Trainer:
                  sum(p.numel() for _, p in enc), sum(p.numel() for _, p in other))
         self._resume()
 
+    def _config_dir(self) -> str | None:
+        src = getattr(self.cfg, "_source", None)
+        return os.path.dirname(os.path.abspath(src)) if src else None
+
     def _total_seconds(self) -> float:
         return self.seconds_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
@@ -296,7 +302,7 @@ class Trainer:
             torch.save({"torch_rng": torch.get_rng_state()}, tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": self.step, "sampler": self.sampler.state(), "history": self.history,
-                "train_seconds": self._total_seconds(), "config": self.cfg.model_dump(),
+                "train_seconds": self._total_seconds(), "config": recorded_config(self.cfg),
                 "data": self.data_ident, "base": self.base_ident}, default=list))
             if final.exists():
                 shutil.rmtree(final)
@@ -338,7 +344,8 @@ class Trainer:
                                   where=str(self.ckpt_root), fix=f"delete {self.ckpt_root} to start the run over "
                                   "(the damaged checkpoints were moved to .damaged-step-* there)")
             return
-        _check_same_run(st.get("config"), json.loads(json.dumps(self.cfg.model_dump(), default=list)), last)
+        _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
+                        encoders=(self.model.config.get("model_name"), self.model.config.get("labels_encoder")))
         base = st.get("base")
         if isinstance(base, dict) and base.get("digest") != self.base_ident["digest"]:
             raise ConfigError(f"{last} was trained from other weights than {self.base_ident['model']} holds now "
@@ -463,38 +470,49 @@ class Trainer:
 
         bar = tqdm(total=c.steps, initial=self.step, desc="training", unit="step", disable=None)
         end = min(c.steps, stop_at) if stop_at else c.steps
-        while self.step < end:
-            batch = self.sampler.next()
-            with torch.autocast(self._device_type(), dtype=torch.bfloat16, enabled=c.precision == "bf16"):
-                loss = self.loss_on(batch)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], c.max_grad_norm)
-            self.opt.step()
-            self.sched.step()
-            self.step += 1
-            seen += len(batch.words)
-            run_loss += loss.item()
-            run_steps += 1
-            bar.update(1)
-            # the mean over the steps summed: after a resume (or at --stop-at) fewer than log_every of them
-            if self.step % c.log_every == 0 or self.step == end:
-                rate = seen / (time.perf_counter() - t0)
-                rec = {"step": self.step, "loss": run_loss / run_steps, "lr": self.sched.get_last_lr()[-1],
-                       "examples_per_s": rate}
-                if run_steps != c.log_every:
-                    rec["steps"] = run_steps
-                self.history.append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", ex_s=f"{rate:.1f}")
-                log.info("step %d loss %.4f lr %.2e %.1f ex/s", self.step, rec["loss"], rec["lr"], rate)
-                run_loss, run_steps = 0.0, 0
-            if c.eval_every and self.step % c.eval_every == 0 and self.dev:
-                scores = self.evaluate()
-                self.history.append({"step": self.step, "dev_f1": scores})
-                log.info("step %d dev F1 %s", self.step, scores)
-            if self.step % c.save_every == 0 or self.step == end:
-                self.save_checkpoint()
-        bar.close()
+        shown: dict[str, str] = {}  # the progress line: the latest loss and examples/s, and the latest dev F1
+        try:
+            while self.step < end:
+                batch = self.sampler.next()
+                with torch.autocast(self._device_type(), dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+                    loss = self.loss_on(batch)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
+                                               c.max_grad_norm)
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                seen += len(batch.words)
+                run_loss += loss.item()
+                run_steps += 1
+                bar.update(1)
+                # the mean over the steps summed: after a resume (or at --stop-at) fewer than log_every of them
+                if self.step % c.log_every == 0 or self.step == end:
+                    rate = seen / (time.perf_counter() - t0)
+                    rec = {"step": self.step, "loss": run_loss / run_steps, "lr": self.sched.get_last_lr()[-1],
+                           "examples_per_s": rate}
+                    if run_steps != c.log_every:
+                        rec["steps"] = run_steps
+                    self.history.append(rec)
+                    shown.update(loss=f"{rec['loss']:.3f}", ex_s=f"{rate:.1f}")
+                    bar.set_postfix(shown)
+                    log.info("step %d loss %.4f lr %.2e %.1f ex/s", self.step, rec["loss"], rec["lr"], rate)
+                    run_loss, run_steps = 0.0, 0
+                if c.eval_every and self.step % c.eval_every == 0 and self.dev:
+                    scores = self.evaluate()
+                    self.history.append({"step": self.step, "dev_f1": scores})
+                    log.info("step %d dev F1 %s", self.step, scores)
+                    # on a terminal (the step lines at INFO are not shown there without -v): on the bar, and a line
+                    shown["dev_f1"] = "/".join(f"{v:.3f}" for v in scores.values())
+                    bar.set_postfix(shown)
+                    if not bar.disable and not log.isEnabledFor(logging.INFO):
+                        bar.write(f"step {self.step} dev F1 " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                                  file=sys.stderr)
+                if self.step % c.save_every == 0 or self.step == end:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
         # seconds: this session; total_seconds: the whole run (earlier sessions up to their last checkpoint)
         final = {"step": self.step, "seconds": time.perf_counter() - t0, "total_seconds": self._total_seconds()}
         if self.step < c.steps:
@@ -506,6 +524,7 @@ class Trainer:
             final["dev_f1"] = done if done is not None else self.evaluate()
             if done is None:
                 self.history.append({"step": self.step, "dev_f1": final["dev_f1"]})
+                log.info("step %d dev F1 %s", self.step, final["dev_f1"])
         self.model.net.eval()
         return final
 
@@ -584,13 +603,88 @@ def _examples_digest(examples: Sequence[Any]) -> str:
 
 # settings that change how a run goes, not what it learns: they may differ when a run is resumed
 _RUN_ONLY = {"threads", "eval_every", "save_every", "keep_checkpoints", "log_every", "output_dir"}
+_MODEL_PATHS = ("from_checkpoint", "text_encoder", "labels_encoder")
+_SOURCE_PATHS = ("path", "entities")
 
 
-def _check_same_run(saved: Any, now: Any, where: Path) -> None:
+def _local(value: Any) -> bool:
+    """A model source that names a local file or folder (not a hub id, a shipped model name or pkg:<package>)."""
+    return isinstance(value, str) and not value.startswith("pkg:") and (os.path.isabs(value) or os.path.exists(value))
+
+
+def recorded_config(cfg: TrainConfig) -> dict:
+    """The configuration as a checkpoint records it (plain JSON), each local path as the absolute path of the file
+    it names (symbolic links resolved): the same files given by another spelling (``-c r1.yaml`` and ``-c
+    $PWD/r1.yaml``, a relative or an absolute ``${GLINKER_DATA}``) record the same configuration."""
+    d = json.loads(json.dumps(cfg.model_dump(), default=list))
+    for group in ("data", "dev"):
+        for src in d.get(group) or []:
+            for key in _SOURCE_PATHS:
+                if isinstance(src.get(key), str):
+                    src[key] = os.path.realpath(src[key])
+    m = d.get("model") or {}
+    for key in _MODEL_PATHS:
+        if _local(m.get(key)):
+            m[key] = os.path.realpath(m[key])
+    return d
+
+
+def _same_file(then: Any, now: Any, config_dir: str | None) -> bool:
+    """Whether a path recorded by a checkpoint names the file that ``now`` (a path as :func:`recorded_config`
+    writes it) names. Runs before 2026-12-04 recorded paths as spelt (relative to the folder that session ran in,
+    which is not known): such a relative path is the same file when it names ``now`` from the working folder or the
+    config's folder, or has the same file name; the data and weights digests, checked after this, still refuse
+    other contents."""
+    if then == now:
+        return True
+    if not (isinstance(then, str) and isinstance(now, str)):
+        return False
+    if os.path.isabs(then):
+        return os.path.realpath(then) == os.path.realpath(now)
+    bases = [os.getcwd()] + ([config_dir] if config_dir else [])
+    if any(os.path.realpath(os.path.join(b, then)) == os.path.realpath(now) for b in bases):
+        return True
+    return os.path.basename(os.path.normpath(then)) == os.path.basename(os.path.normpath(now))
+
+
+def _agrees(value: Any, encoder: str | None) -> bool:
+    """With from_checkpoint, model.text_encoder / labels_encoder only name the checkpoint's packaged encoders for
+    --ship: left out, or naming the encoder the checkpoint holds (a package that is a copy of it, or its hub id)."""
+    from glinker.model.shipped import public_encoder_name
+
+    return value is None or (encoder is not None and isinstance(value, str) and public_encoder_name(value) == encoder)
+
+
+def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = None,
+                    encoders: tuple | None = None) -> None:
     """A ConfigError naming the settings that differ between a checkpoint's configuration and this one (a resumed
-    run would otherwise crash on shapes, or silently keep the old learning rates from the optimizer state)."""
+    run would otherwise crash on shapes, or silently keep the old learning rates from the optimizer state).
+
+    Paths compare by the file they name (:func:`_same_file`). With the same ``model.from_checkpoint``,
+    ``model.text_encoder`` / ``labels_encoder`` are metadata for ``--ship`` that training never reads (the weights
+    come from the checkpoint, whose digest the run records): a value added, removed or respelt is no other
+    configuration as long as each agrees with the checkpoint's encoders (``encoders``: its ``model_name`` and
+    ``labels_encoder``)."""
     if not isinstance(saved, dict):
         return  # a checkpoint from before configurations were saved
+    saved = json.loads(json.dumps(saved))
+    sm, nm = saved.get("model"), now.get("model")
+    if isinstance(sm, dict) and isinstance(nm, dict):
+        for key in _MODEL_PATHS:
+            if _local(nm.get(key)) and _same_file(sm.get(key), nm.get(key), config_dir):
+                sm[key] = nm[key]
+        if sm.get("from_checkpoint") and sm.get("from_checkpoint") == nm.get("from_checkpoint"):
+            for key, enc in zip(("text_encoder", "labels_encoder"), encoders or (None, None)):
+                if _agrees(sm.get(key), enc) and _agrees(nm.get(key), enc):
+                    sm[key] = nm.get(key)
+    for group in ("data", "dev"):
+        was, cur = saved.get(group), now.get(group)
+        if isinstance(was, list) and isinstance(cur, list):
+            for a, b in zip(was, cur):
+                if isinstance(a, dict) and isinstance(b, dict):
+                    for key in _SOURCE_PATHS:
+                        if _same_file(a.get(key), b.get(key), config_dir):
+                            a[key] = b.get(key)
     diffs: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
@@ -598,6 +692,9 @@ def _check_same_run(saved: Any, now: Any, where: Path) -> None:
             for k in sorted(set(a) | set(b)):
                 if k not in _RUN_ONLY:
                     walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{path}[{i}]")
         elif a != b:
             diffs.append(f"{path}: {a!r} then, {b!r} now")
 
@@ -607,4 +704,3 @@ def _check_same_run(saved: Any, now: Any, where: Path) -> None:
                           + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""), where=str(where.parent.parent),
                           fix="train into a new output_dir, or restore these settings to resume this run (only "
                               + ", ".join(sorted(_RUN_ONLY)) + " may change between sessions)")
-
