@@ -182,13 +182,17 @@ def _check_record_keys(rec: dict, needed: str, known: Sequence[str], where: str,
     """A record without the key that holds its annotation (``needed``: ``ner``, ``entities``...) but with keys the
     format does not know is an error: a misspelt key (``nre``, ``entites``) would read as a sentence without
     entities, trained as a negative and scored as missing gold. A record that has ``needed`` may carry any other
-    keys (ids, metadata); one without ``needed`` and without other keys is a sentence with no entities."""
+    keys (ids, metadata), and so may one without ``needed`` whose other keys look like no annotation (``id``,
+    ``source``: a sentence with no entities, as before): the error is for an unknown key close to a known one
+    ("did you mean") or holding a list (annotations under another name)."""
     if needed in rec:
         return
     unknown = [k for k in rec if k not in known]
+    hints = {k: _did_you_mean(str(k), known) for k in unknown}
+    unknown = [k for k in unknown if hints[k] or isinstance(rec[k], list)]
     if not unknown:
         return
-    hint = next((h for h in (_did_you_mean(str(k), known) for k in unknown) if h), "")
+    hint = next((hints[k] for k in unknown if hints[k]), "")
     names = ", ".join(repr(k) for k in unknown[:5])
     raise DataError(f"record {i} has no {needed!r} but has the unknown key{'s' if len(unknown) > 1 else ''} "
                     f"{names}{hint}", where=where,

@@ -284,8 +284,9 @@ def register_stage(cls: type[Stage] | None = None, *, name: str | None = None,
                    replace: bool = False) -> Any:
     """Class decorator: register a Stage subclass under its ``type_name`` (or ``name``) in this process.
 
-    ``@register_stage`` or ``register_stage(MyStage)``; ``@register_stage(replace=True)`` replaces a stage type
-    already registered (by another class or an installed entry point), which is otherwise refused (E232)."""
+    ``@register_stage`` or ``register_stage(MyStage)``. A name an installed entry point provides is refused (E232)
+    unless ``replace=True`` (``@register_stage(replace=True)``); a name registered to another class in this process
+    is taken over with a warning (none with ``replace=True``); built-in type names cannot be taken."""
     if cls is None:
         return lambda c: registry.register(c, name, replace=replace)
     return registry.register(cls, name, replace=replace)

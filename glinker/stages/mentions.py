@@ -224,6 +224,11 @@ _CLITIC = re.compile(r"[cçdlmnsty].*|[ae]|[ıiuü].*|owie?|e(?:m|mu|go)|om|ach|
 # "Hawai'i"). A final "e" is often silent in a name Turkish writes as it is pronounced ("Google'a", "George'un").
 _AFTER_VOWEL = frozenset("cdlmnsy")
 _STEM_VOWELS = frozenset("aiouı")  # (letters without their accents: "ö" and "ü" are "o" and "u" here)
+# ... but after two vowels, the Polish endings of a French name whose last vowel is written with two or three
+# letters and not pronounced apart ("Rousseau'a", "Montesquieu'a", "Cocteau'owi", "Rousseau'em"): "au", "eu", "ou"
+# end no Arabic transliteration before an ayin
+_POLISH_AFTER_DIGRAPH = frozenset(("a", "owi", "em", "ego", "emu", "om"))
+_DIGRAPH_ENDS = ("au", "eu", "ou")
 
 
 def _clitic(stem: str, tail: str, capitals: bool) -> bool:
@@ -234,7 +239,8 @@ def _clitic(stem: str, tail: str, capitals: bool) -> bool:
     if not (tail.islower() or capitals) or low in _CONTRACTIONS and low != "s" or _CLITIC.fullmatch(low) is None:
         return False
     last = unicodedata.normalize("NFD", unicodedata.normalize("NFC", stem[-3:])[-1].lower())[0]
-    return last not in _STEM_VOWELS or low[0] in _AFTER_VOWEL
+    return last not in _STEM_VOWELS or low[0] in _AFTER_VOWEL \
+        or low in _POLISH_AFTER_DIGRAPH and stem.lower().endswith(_DIGRAPH_ENDS)
 
 
 def _tokenize(text: str) -> tuple[list[tuple[int, int]], list[int], list[int] | None]:

@@ -109,3 +109,13 @@ def test_one_character_cjk_names_need_min_chars_one(kb):
     text = "宋朝的首都不在北京。"
     assert mentions(kb, text) == [[]]
     assert mentions(kb, text, min_chars=1) == [["宋", "京"]]
+
+
+def test_polish_endings_after_a_french_vowel_digraph(tmp_path):
+    """"Rousseau'a" is Polish for Rousseau's (the ending after a silent "eau"), not an ayin: the match ends before
+    the apostrophe; "Sana'a" and "Gama'a" stay whole."""
+    kb = build_records_kb([{"id": "F1", "label": "Rousseau"}, {"id": "F2", "label": "Montesquieu"},
+                           {"id": "F3", "label": "Cocteau"}, {"id": "F4", "label": "Sana"}], tmp_path)
+    got = alias_mention_texts(kb, "Filozofia Rousseau'a jest znana.", "Według Montesquieu'a władza.",
+                              "Filmy Cocteau'a.", "Dzięki Rousseau'owi.", "Sana'a is a city.")
+    assert got == [["Rousseau"], ["Montesquieu"], ["Cocteau"], ["Rousseau"], []]

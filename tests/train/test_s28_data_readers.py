@@ -352,3 +352,18 @@ def test_bilou_tags_are_read(tmp_path):
     assert D.sniff_training_format(f) == "bio"
     (ex,) = list(D.iter_bio(f))
     assert words_of(ex) == [("John Smith", "person"), ("Mary", "person")]
+
+
+def test_records_without_annotation_but_with_metadata_keys_are_sentences_without_entities(tmp_path):
+    """An id or a source beside the text of a sentence that has no entities is no misspelt annotation key (the
+    review found such records refused, in evaluation too)."""
+    sents = [{"sentence": "Obama visited Paris.", "entities": [{"name": "Obama", "type": "person", "pos": [0, 5]}],
+              "id": "a1"}, {"sentence": "Nothing here.", "id": "a2"}]
+    assert [e.spans for e in D.iter_training(write(tmp_path / "s.json", sents))] == [[(0, 0, "person")], []]
+    toks = [{"tokenized_text": ["Nothing", "here"], "id": 5, "source": "web"}]
+    assert [e.spans for e in D.iter_training(write(tmp_path / "g.json", toks))] == [[]]
+    d = tmp_path / "evalset"
+    d.mkdir()
+    write(d / "test.json", sents)
+    (d / "labels.json").write_text('["person"]')
+    assert [len(e.spans) for e in D.iter_ner_eval_json(d / "test.json")] == [1, 0]
