@@ -21,8 +21,8 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
           stop_at: Optional[int] = typer.Option(None, min=1, help="Stop at this step (continue later with the same command)."),
           ) -> None:
     """Train a GLiNER bi-encoder. Re-running the same command resumes from the last checkpoint (Ctrl-C or SIGTERM
-    stop it, exit 130 / 143); on a finished run it writes the model again, and with --ship its shipped form,
-    without training."""
+    stop it, exit 130 / 143); on a finished run it writes the model again without training, and with --ship the
+    shipped form of its final/ (no data read, no evaluation)."""
     import logging
     import sys
 
@@ -65,13 +65,24 @@ def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None
     for what, path in (("output_dir", Path(cfg.output_dir)), ("--export", export), ("--ship", ship)):
         if path is not None and path.exists() and not path.is_dir():
             raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
-    check_data_paths(cfg)  # a missing data file is named now, with its line, not after the model has loaded
     m = cfg.model
     if ship is not None:  # everything the shipped export would refuse after training, checked before it
         check_shippable(m.text_encoder, m.labels_encoder, from_checkpoint=m.from_checkpoint,
                         encoders=encoder_names(m.from_checkpoint) if m.from_checkpoint else None)
     t = Trainer(cfg)
     state["trainer"] = t
+    out = Path(cfg.output_dir)
+    if ship is not None and (export is None or _same_path(export, out / "final")) and out.is_dir() \
+            and t.setup_finished():  # a finished run whose final/ holds its model: shipped as it is
+        try:
+            check_shippable(m.text_encoder, m.labels_encoder, from_checkpoint=m.from_checkpoint,
+                            encoders=(t.model.config.get("model_name"), t.model.config.get("labels_encoder")))
+            _ship_finished(t, cfg, ship, ship_format, state)
+        finally:
+            t.close()
+        return
+    _refuse_starting_over(out, resumable=any((p / "state.json").is_file() for p in out.glob("checkpoints/step-*")))
+    check_data_paths(cfg)  # a missing data file is named now, with its line, not after the model has loaded
     t.setup()  # holds output_dir until t.close(): a second run into it is refused, naming this one
     try:
         if ship is not None:  # the model's own encoder names (a hub checkpoint's are known only now)
@@ -82,11 +93,53 @@ def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None
         t.close()
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    import os
+
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_starting_over(out: Path, resumable: bool) -> None:
+    """A ConfigError when ``out`` holds a trained model (``final/``) or its ``history.json`` but no checkpoint to
+    resume from: training would start over from step 0 and replace them, silently."""
+    from glinker.errors import ConfigError
+
+    if resumable:
+        return
+    found = [str(p) for p in (out / "final", out / "history.json") if p.exists()]
+    if not found:
+        return
+    raise ConfigError(f"{out} holds a trained run ({' and '.join(found)}) but no checkpoint to resume it from "
+                      f"({out / 'checkpoints'} is missing or empty): training would start over from step 0 and "
+                      "replace final/", where=str(out),
+                      fix="to keep that model, pass another output_dir (--set output_dir=...); to retrain, delete "
+                          f"{out / 'final'} (and {out / 'history.json'})")
+
+
+def _ship_finished(t, cfg, ship: Path, ship_format: str, state: dict) -> None:
+    """Ship the finished run's ``final/`` as it is: nothing trained, no data read, no evaluation."""
+    from glinker.model.shipped import export_shipped
+
+    final = Path(cfg.output_dir) / "final"
+    typer.echo(f"the run is finished (step {t.step} of {cfg.train.steps}): nothing to train; {final} holds its "
+               "model: writing its shipped form from it as it is (no data read, no dev evaluation)", err=True)
+    state["phase"] = "ship"
+    typer.echo(f"shipped form: {export_shipped(t.model, ship, cfg, fmt=ship_format)}")
+    state["phase"] = "done"
+    result = {"step": t.step, "seconds": 0.0, "total_seconds": t.seconds_before}
+    dev = next((h["dev_f1"] for h in reversed(t.history) if h.get("step") == t.step and "dev_f1" in h), None)
+    if dev is not None:
+        result["dev_f1"] = dev
+    typer.echo(json.dumps(result, default=str))
+
+
 def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_at: int | None,
          state: dict | None = None) -> None:
     from glinker.model.shipped import export_shipped
 
     state = state if state is not None else {}
+    if t.step == 0:  # no checkpoint resumed: a model trained into this output_dir would be replaced
+        _refuse_starting_over(Path(cfg.output_dir), resumable=False)
     if t.step >= cfg.train.steps:
         typer.echo(f"the run is finished (step {t.step} of {cfg.train.steps}): nothing to train; writing the model"
                    + (" and its shipped form" if ship is not None else ""), err=True)

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -211,9 +212,6 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
                    fmt: str = "int8-diff") -> Path:
     """Write the small shipped form of ``model`` (trained on packaged encoders) into ``out_dir``."""
     import torch
-    from safetensors.torch import save_file
-
-    from glinker.model.packaged import sha256_file
 
     text_src = getattr(getattr(cfg, "model", None), "text_encoder", None)
     label_src = getattr(getattr(cfg, "model", None), "labels_encoder", None)
@@ -247,8 +245,27 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
                 delta[k + QDIFF], delta[k + SCALE] = quantize_diff(v, torch.zeros_like(v))
             else:
                 delta[k] = v.detach().cpu().to(torch.float16).contiguous()
+    from glinker.io import locked
+    from glinker.model.checkpoint import _recover
+
     out = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out.parent / f".{out.name}.lock"):  # exports of one folder take turns, as checkpoint saves do
+        _recover(out)  # a swap cut short by a kill: the previous shipped form renamed back
+        _write_shipped(out, delta, model, name, text_src, label_src, fmt, n_params)
+    return out
+
+
+def _write_shipped(out: Path, delta: dict, model: Any, name: str | None, text_src: str, label_src: str, fmt: str,
+                   n_params: int) -> None:
+    """Write the shipped form into a temporary folder beside ``out`` and swap it in: the old folder renamed away,
+    the new one renamed in, the old one removed (restored if the second rename fails or is interrupted), so an
+    interruption at any point leaves the old shipped form or the new one."""
+    from safetensors.torch import save_file
+
+    from glinker.model.packaged import sha256_file
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         save_file(delta, str(tmp / "delta.safetensors"), metadata={"format": "pt"})
         gcfg = _public_config(model.config)
@@ -260,13 +277,20 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
         for f in tmp.iterdir():
             f.chmod(0o644)  # mkdtemp's 0700/0600 would make an installed model unreadable to other users
         tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+        if not out.exists():
+            os.replace(tmp, out)
+            return
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)  # aside, not removed: a kill before the next rename leaves it for _recover
+        try:
+            os.replace(tmp, out)
+        except BaseException:  # an error or Ctrl-C / SIGTERM between the renames: the previous form back
+            if not out.exists():
+                os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def _public_config(config: dict) -> dict:
@@ -316,7 +340,11 @@ def materialize(name_or_dir: str | Path) -> Path:
     _apply_deltas(sd, load_file(str(src / man["delta"])))
     from glinker.model.network import BiEncoderNetwork, build_hf_encoder
 
-    net = BiEncoderNetwork(cfg, build_hf_encoder(cfg["encoder_config"]), build_hf_encoder(cfg["labels_encoder_config"]))
+    # building the network initialises weights (overwritten below) from the global RNG: forked, so that a run
+    # materialising the model into a fresh cache draws the same random numbers afterwards as one finding it there
+    with torch.random.fork_rng(devices=[]):
+        net = BiEncoderNetwork(cfg, build_hf_encoder(cfg["encoder_config"]),
+                               build_hf_encoder(cfg["labels_encoder_config"]))
     own = net.state_dict()
     for k, v in own.items():
         if k.startswith("rnn.") and k not in sd:

@@ -139,3 +139,52 @@ def test_the_dev_f1_is_shown_on_the_progress_line(train_cfg, monkeypatch, capsys
     assert "loss" in postfixes[-1] and "dev_f1" in postfixes[-1]  # the latest F1 stays beside the loss
     err = capsys.readouterr().err
     assert "step 2 dev F1 0:train.json" in err and "step 4 dev F1" in err
+
+
+@pytest.mark.parametrize("left", ["final", "history.json"])
+def test_a_run_without_checkpoints_is_not_retrained_over_its_final_model(tmp_path, train_cfg, monkeypatch, left):
+    """checkpoints/ deleted, final/ (or history.json) kept: a re-run would start over from step 0 and replace
+    final/; it is refused before training, saying what was found and what to do (with --ship: test_s28_train_ship)."""
+    import shutil
+
+    from glinker.errors import ConfigError
+    from glinker.model.train import Trainer
+
+    f = _yaml(tmp_path, train_cfg, out="w", steps=2, save_every=2, threads=1)
+    assert _cli("--config", f).exit_code == 0
+    out = tmp_path / "w"
+    shutil.rmtree(out / "checkpoints")
+    if left == "history.json":
+        shutil.rmtree(out / "final")
+    kept = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(Trainer, "loss_on", lambda *a: pytest.fail("trained again"))
+    r = _cli("--config", f)
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError), r.output
+    e = r.exception
+    assert str(out / left) in str(e) and "no checkpoint to resume" in str(e)
+    assert "start over from step 0 and replace final/" in str(e)
+    assert "another output_dir" in e.fix and f"delete {out / 'final'}" in e.fix
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == kept
+
+
+def test_a_path_inside_a_set_value_is_relative_to_where_the_command_runs(tmp_path, train_cfg, monkeypatch):
+    """--set 'data.0={path: x}' reaches data[0].path as --set data.0.path=x does: relative to the working folder
+    (as the docs say), and the missing-path message says so with the path it looked for."""
+    import json
+
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    f = _yaml(tmp_path, train_cfg, out="v", steps=2)
+    (tmp_path / "only-beside-the-config.json").write_text("[]")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    (here / "x.json").write_text(json.dumps([]))
+    monkeypatch.chdir(here)
+    for over in ({"data.0": {"path": "x.json"}}, {"data.0.path": "x.json"}, {"data": [{"path": "x.json"}]}):
+        assert load_train_config(f, over).data[0].path == str(here / "x.json"), over
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(f, {"data.0": {"path": "only-beside-the-config.json"}}, check_paths=True)
+    msg = str(ei.value)
+    assert f"not found: {here / 'only-beside-the-config.json'}" in msg and f"relative to {here})" in msg
+    assert "--set data.0" in ei.value.where

@@ -78,20 +78,30 @@ def test_a_relative_or_absolute_variable_names_the_same_file(tmp_path, tiny_ckpt
 
 
 def test_other_files_are_still_refused(tmp_path, tiny_ckpt, train_files):
-    """Another file, even with the same contents and name, is another run (the digest would not tell them apart)."""
+    """Another file is another run: one of another name by the configuration, one of the same name (which may be the
+    recorded file moved) by the data digest, naming both paths. A copy of the same contents and name resumes (the
+    data digest, recorded and compared, cannot tell it from the file moved; it trains the same)."""
     from glinker.errors import ConfigError
     from glinker.model.train import load_train_config
 
     cfg_dir = tmp_path / "cfg"
-    (cfg_dir / "a").mkdir(parents=True)
-    (cfg_dir / "b").mkdir()
-    for d in ("a", "b"):
+    for d in ("a", "b", "c"):
+        (cfg_dir / d).mkdir(parents=True)
         shutil.copy(train_files / "train.json", cfg_dir / d / "train.json")
+    shutil.copy(train_files / "train.json", cfg_dir / "c" / "other.json")
     _start(load_train_config(_write_cfg(cfg_dir, tiny_ckpt, "a/train.json")))
     with pytest.raises(ConfigError) as ei:
-        _resume(load_train_config(_write_cfg(cfg_dir, tiny_ckpt, "b/train.json")))
+        _resume(load_train_config(_write_cfg(cfg_dir, tiny_ckpt, "c/other.json")))
     msg = str(ei.value)
-    assert "another configuration" in msg and "data[0].path" in msg and str(cfg_dir / "b" / "train.json") in msg
+    assert "another configuration" in msg and "data[0].path" in msg and str(cfg_dir / "c" / "other.json") in msg
+    assert _resume(load_train_config(_write_cfg(cfg_dir, tiny_ckpt, "b/train.json"))) == 2
+    data = json.loads((train_files / "train.json").read_text())
+    (cfg_dir / "c" / "train.json").write_text(json.dumps(data[:3]))
+    with pytest.raises(ConfigError) as ei:
+        _resume(load_train_config(_write_cfg(cfg_dir, tiny_ckpt, "c/train.json")))
+    msg = str(ei.value)
+    assert "other data" in msg and "4 examples then, 3 now" in msg
+    assert f"read from {cfg_dir / 'a' / 'train.json'} then, {cfg_dir / 'c' / 'train.json'} now" in msg
 
 
 def test_a_run_that_recorded_relative_paths_resumes(tmp_path, tiny_ckpt, train_files, monkeypatch):
@@ -131,3 +141,107 @@ def test_a_local_from_checkpoint_by_another_spelling_resumes(tmp_path, tiny_ckpt
     _start(load_train_config("t.yaml"))
     f.write_text(f.read_text().replace("from_checkpoint: base", f"from_checkpoint: {cfg_dir / 'base'}"))
     assert _resume(load_train_config(f)) == 2
+
+
+def _state(t):
+    f = sorted(t.ckpt_root.glob("step-*"))[-1] / "state.json"
+    return f, json.loads(f.read_text())
+
+
+def test_a_path_recorded_otherwise_is_the_same_only_where_a_digest_covers_it(tmp_path, tiny_ckpt, train_files,
+                                                                             monkeypatch):
+    """A data path recorded by another spelling (a relative one, or only the same file name) resumes only when the
+    checkpoint recorded the data digest (runs before 2026-12-03 did not); a from_checkpoint recorded otherwise only
+    with the weights digest: without it the setting is named."""
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    cfg_dir = tmp_path / "cfg"
+    shutil.copytree(tiny_ckpt, cfg_dir / "base")
+    shutil.copy(train_files / "train.json", cfg_dir / "train.json")
+    f = _write_cfg(cfg_dir, str(cfg_dir / "base"), "train.json")
+    t = _start(load_train_config(f))
+    state_file, state = _state(t)
+    monkeypatch.chdir(tmp_path)
+    for old in ("train.json", "../elsewhere/train.json", "/gone/project/cfg/train.json"):
+        s = json.loads(json.dumps(state))
+        s["config"]["data"][0]["path"] = old
+        state_file.write_text(json.dumps(s))
+        assert _resume(load_train_config(f)) == 2, old  # the data digest is recorded: compared after
+        del s["data"]
+        state_file.write_text(json.dumps(s))
+        with pytest.raises(ConfigError) as ei:
+            _resume(load_train_config(f))
+        assert "data[0].path" in str(ei.value) and "another configuration" in str(ei.value), old
+        assert "digest" in ei.value.fix
+    s = json.loads(json.dumps(state))
+    s["config"]["model"]["from_checkpoint"] = "/gone/project/cfg/base"
+    state_file.write_text(json.dumps(s))
+    assert _resume(load_train_config(f)) == 2  # the weights digest is recorded: compared after
+    del s["base"]
+    state_file.write_text(json.dumps(s))
+    with pytest.raises(ConfigError, match="model.from_checkpoint"):
+        _resume(load_train_config(f))
+
+
+def test_dev_files_resume_by_another_path_only_with_their_digest(tmp_path, tiny_ckpt, train_files, monkeypatch):
+    """Dev files are never trained on, so no data digest covers them: the checkpoint records the sha256 of each dev
+    file, and a dev path recorded otherwise (moved, another spelling) is the same only when that digest is recorded
+    and equal; another dev file of the same name is refused, naming dev[0].path."""
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    cfg_dir = tmp_path / "cfg"
+    (cfg_dir / "d").mkdir(parents=True)
+    shutil.copy(train_files / "train.json", cfg_dir / "train.json")
+    shutil.copy(train_files / "train.json", cfg_dir / "d" / "dev.json")
+    f = _write_cfg(cfg_dir, tiny_ckpt, "train.json")
+    raw = yaml.safe_load(f.read_text())
+    f.write_text(yaml.safe_dump({**raw, "dev": [{"path": "d/dev.json"}]}))
+    t = _start(load_train_config(f))
+    state_file, state = _state(t)
+    assert state["dev_files"][0]["path"]  # recorded
+    (cfg_dir / "e").mkdir()
+    shutil.move(cfg_dir / "d" / "dev.json", cfg_dir / "e" / "dev.json")  # moved: the same bytes
+    f.write_text(yaml.safe_dump({**raw, "dev": [{"path": "e/dev.json"}]}))
+    assert _resume(load_train_config(f)) == 2
+    monkeypatch.chdir(cfg_dir)
+    for old in ("/gone/d/dev.json", "d/dev.json"):  # other contents under a path of the same name: refused
+        (cfg_dir / "e" / "dev.json").write_text(json.dumps(json.loads((train_files / "train.json").read_text())[:2]))
+        s = json.loads(json.dumps(state))
+        s["config"]["dev"][0]["path"] = old
+        state_file.write_text(json.dumps(s))
+        with pytest.raises(ConfigError) as ei:
+            _resume(load_train_config(f))
+        assert "dev[0].path" in str(ei.value), old
+        shutil.copy(train_files / "train.json", cfg_dir / "e" / "dev.json")  # the same bytes again: resumes
+        assert _resume(load_train_config(f)) == 2, old
+        del s["dev_files"]  # a run recorded before dev digests: refused
+        state_file.write_text(json.dumps(s))
+        with pytest.raises(ConfigError, match=r"dev\[0\].path"):
+            _resume(load_train_config(f))
+
+
+def test_a_run_resumes_after_its_project_folder_moved(tmp_path, tiny_ckpt, train_files):
+    """Absolute paths recorded today name the old folder after a move: the same file names with their digests
+    recorded and equal resume; other contents are refused by the data digest, naming both paths."""
+    from glinker.errors import ConfigError
+    from glinker.model.train import load_train_config
+
+    proj = tmp_path / "M_new"
+    shutil.copytree(tiny_ckpt, proj / "ck")
+    shutil.copy(train_files / "train.json", proj / "train.json")
+    _write_cfg(proj, str(proj / "ck"), "train.json")
+    _start(load_train_config(proj / "t.yaml"))
+    moved = tmp_path / "M2_new"
+    shutil.move(proj, moved)
+    f = _write_cfg(moved, str(moved / "ck"), "train.json")  # the config names the folder's new place
+    assert _resume(load_train_config(f)) == 2
+    data = json.loads((train_files / "train.json").read_text())
+    (moved / "train.json").write_text(json.dumps([dict(x, ner=[[s, e, "thing"] for s, e, _ in x["ner"]])
+                                                  for x in data]))
+    with pytest.raises(ConfigError) as ei:
+        _resume(load_train_config(f))
+    msg = str(ei.value)
+    assert "other data" in msg and "as many examples, other contents" in msg
+    assert f"read from {proj / 'train.json'} then, {moved / 'train.json'} now" in msg

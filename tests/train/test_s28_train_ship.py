@@ -200,3 +200,96 @@ def test_a_finished_run_is_shipped_without_training(base_run, pkg, tmp_path, tra
     assert "nothing to train" in r.output and "shipped form" in r.output
     assert BiEncoder.from_pretrained(tmp_path / "r4" / "final").fingerprint == before
     assert (tmp_path / "r4-shipped" / "glinker_model.json").is_file()
+
+
+def _yaml_dev(path, out: str, model: dict, data: str, dev: str, seed: int = 3):
+    path.write_text(yaml.safe_dump({
+        "output_dir": out, "seed": seed, "model": model, "data": [{"path": data}], "dev": [{"path": dev}],
+        "train": {"steps": 2, "batch_size": 2, "max_words": 16, "max_types": 5, "negative_types": 1,
+                  "save_every": 2, "log_every": 1, "eval_every": 0, "threads": 1, "warmup_ratio": 0.0}}))
+    return path
+
+
+def test_a_finished_run_ships_its_final_model_without_data_or_evaluation(pkg, tmp_path, train_files, monkeypatch):
+    """--ship on a finished run whose final/ holds its model: the configuration is compared (another one is
+    refused), but the data and dev files are not read (they may be gone) and nothing is evaluated; the log says
+    so. A run without checkpoints but with final/ is refused with --ship too."""
+    import shutil
+
+    from glinker.errors import ConfigError
+    from glinker.model.train import Trainer, batching
+
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(train_files / "train.json", d / "train.json")
+    shutil.copy(train_files / "train.json", d / "dev.json")
+    f = _yaml_dev(train_files / "fin.yaml", str(tmp_path / "fin"), NEW, str(d / "train.json"), str(d / "dev.json"))
+    r = _cli("--config", f)
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(d)  # the data and dev files are gone (or changed): shipping needs neither
+    monkeypatch.setattr(Trainer, "evaluate", lambda *a: pytest.fail("evaluated again"))
+    monkeypatch.setattr(batching, "build_sources", lambda *a, **k: pytest.fail("data read"))
+    monkeypatch.setattr(Trainer, "loss_on", lambda *a: pytest.fail("trained again"))
+    r = _cli("--config", f, "--ship", tmp_path / "fin-shipped")
+    assert r.exit_code == 0, r.output
+    assert "nothing to train" in r.output and "no data read, no dev evaluation" in r.output
+    assert (tmp_path / "fin-shipped" / "glinker_model.json").is_file()
+    other = _yaml_dev(train_files / "fin2.yaml", str(tmp_path / "fin"), NEW, str(d / "train.json"),
+                      str(d / "dev.json"), seed=4)
+    r = _cli("--config", other, "--ship", tmp_path / "fin-shipped2")
+    assert isinstance(r.exception, ConfigError) and "seed: 3 then, 4 now" in str(r.exception), r.output
+    assert not (tmp_path / "fin-shipped2").exists()
+    shutil.rmtree(tmp_path / "fin" / "checkpoints")
+    r = _cli("--config", f, "--ship", tmp_path / "fin-shipped3")
+    assert isinstance(r.exception, ConfigError) and "no checkpoint to resume" in str(r.exception), r.output
+    assert (tmp_path / "fin" / "final" / "gliner_config.json").is_file() and not (tmp_path / "fin-shipped3").exists()
+
+
+def test_an_interrupted_shipped_export_keeps_a_whole_form(base_run, pkg, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM (or an error) between the two renames of the swap: the previous shipped form is put back;
+    a swap cut short by a kill (the old form renamed aside, no new one) is restored by the next export."""
+    import os
+
+    from glinker.model import BiEncoder, shipped
+    from glinker.model.train import load_train_config
+
+    final, _ = base_run
+    cfg = load_train_config(_yaml(tmp_path / "s.yaml", "x", {"from_checkpoint": str(final)}))
+    model = BiEncoder.from_pretrained(final)
+    out = tmp_path / "sh"
+    shipped.export_shipped(model, out, cfg, name="first")
+    real = os.replace
+
+    def cut(src, dst):
+        if os.path.basename(str(src)).startswith(".sh.tmp-") and str(dst) == str(out):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        shipped.export_shipped(model, out, cfg, name="second")
+    monkeypatch.setattr(os, "replace", real)
+    man = json.loads((out / shipped.MANIFEST).read_text())
+    assert man["name"] == "first" and shipped.materialize(out).is_dir()  # whole: its delta's sha256 checks
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sh.")] == [".sh.lock"]
+    os.replace(out, tmp_path / ".sh.old-12345678")  # a kill between the renames
+    shipped.export_shipped(model, out, cfg, name="third")
+    assert json.loads((out / shipped.MANIFEST).read_text())["name"] == "third"
+    assert not list(tmp_path.glob(".sh.old-*")) and not list(tmp_path.glob(".sh.tmp-*"))
+
+
+def test_materialising_a_shipped_model_draws_no_random_numbers(base_run, pkg, tmp_path, monkeypatch):
+    """The first run on a fresh GLINKER_CACHE (which materialises the shipped model) and a later one (which finds
+    it there) leave the same RNG state after init_model, so they train the same weights."""
+    from glinker.model.train import load_train_config
+    from glinker.model.train.trainer import init_model
+
+    _, shipped_dir = base_run
+    cfg = load_train_config(_yaml(tmp_path / "ft.yaml", "x", {"from_checkpoint": str(shipped_dir)}))
+    states = []
+    for cache in ("fresh", "fresh", "other"):  # built, found, built again
+        monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / cache))
+        torch.manual_seed(cfg.seed)
+        init_model(cfg)
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], states[1]) and torch.equal(states[1], states[2])

@@ -226,7 +226,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None, *, check_
             return s
         return str(cand) if data else s  # a missing data path is named where the docs say it is looked for
 
-    # relative to the config's folder; one given with --set is relative to where the command runs
+    # relative to the config's folder; one given with --set (as the key's value, or inside the value of a key above
+    # it: --set 'data.0={path: x}', --set 'data=[...]') is relative to where the command runs
     set_keys = set(overrides or {})
     base = Path.cwd() if "output_dir" in set_keys else p.parent
     cfg.output_dir = str(base / cfg.output_dir) if not Path(cfg.output_dir).is_absolute() else cfg.output_dir
@@ -245,7 +246,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None, *, check_
                     origin = {"where": f"{p}:{line}" if line else str(p),
                               "written": _written(loaded.data, None, (group, i, key)), "base": str(p.parent)}
                 cfg._origins[f"{group}[{i}].{key}"] = origin
-                if dotted in set_keys and value and not Path(value).is_absolute():
+                if given is not None and value and not Path(value).is_absolute():  # data.0.path=x, data.0={path: x}
                     setattr(src, key, str(Path.cwd() / value))
                 else:
                     setattr(src, key, rel(value, data=True))

@@ -215,6 +215,65 @@ class Trainer:
             self.close()
             raise
 
+    def setup_finished(self) -> bool:
+        """For shipping a finished run: when ``<output_dir>/final`` holds the model of the run's last checkpoint
+        (at ``train.steps``), lock the output folder, check this configuration is that run's (its settings compared,
+        paths by the file they name; no data is read, so neither data paths nor data digests are checked) and load
+        ``final/`` as :attr:`model`: True. False (nothing held) when the run is not finished or ``final/`` is not
+        its model: :meth:`setup` then resumes it as usual."""
+        self._acquire()
+        try:
+            done = self._setup_finished()
+        except BaseException:
+            self.close()
+            raise
+        if not done:
+            self.close()
+        return done
+
+    def _setup_finished(self) -> bool:
+        import torch
+        from safetensors.torch import load_file
+
+        from glinker.model.biencoder import BiEncoder
+        from glinker.model.checkpoint import recover_checkpoint_dir
+
+        final = self.out / "final"
+        recover_checkpoint_dir(final)
+        steps = sorted(p for p in self.ckpt_root.glob("step-*") if (p / "state.json").is_file())
+        if not steps or not (final / "gliner_config.json").is_file():
+            return False
+        last = steps[-1]
+        try:
+            st = json.loads((last / "state.json").read_text(encoding="utf-8"))
+            if not isinstance(st, dict) or int(st.get("step", -1)) < self.cfg.train.steps:
+                return False
+        except (ValueError, TypeError, OSError):
+            return False
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        model = BiEncoder.from_pretrained(final)
+        _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
+                        encoders=(model.config.get("model_name"), model.config.get("labels_encoder")),
+                        covered=_covered_by(st, self.cfg, None, compare=False))
+        try:
+            trained = load_file(str(last / "trainable.safetensors"))
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: the usual resume sets it aside
+            return False
+        params = dict(model.net.named_parameters())
+        if any(n not in params or params[n].shape != t.shape or not torch.equal(params[n].detach().cpu(), t)
+               for n, t in trained.items()):
+            log.info("%s does not hold the weights of %s: the run is resumed and exported again", final, last)
+            return False
+        model.net.eval()
+        self.model = model
+        self.step = int(st["step"])
+        self.history = st.get("history", [])
+        self.seconds_before = float(st.get("train_seconds", 0.0))
+        log.info("the run is finished (%s) and %s holds its model: shipping it without reading data or evaluating",
+                 last.name, final)
+        return True
+
     def _setup(self) -> None:
         import torch
 
@@ -249,6 +308,7 @@ class Trainer:
                                     c.train.negative_types, self.model.max_width, c.seed, c.train.pack_words,
                                     c.train.pack_prob)
         self.dev = build_sources(c.dev, 10 ** 9, "dev")  # numbered: two dev files of one name are two F1s
+        self.dev_ident = _files_digest(c.dev)  # lets a resumed run find its dev files moved or spelt otherwise
         enc, other = [], []
         for name, p in self.model.net.named_parameters():
             if p.requires_grad:
@@ -303,7 +363,7 @@ class Trainer:
             (tmp / "state.json").write_text(json.dumps({
                 "step": self.step, "sampler": self.sampler.state(), "history": self.history,
                 "train_seconds": self._total_seconds(), "config": recorded_config(self.cfg),
-                "data": self.data_ident, "base": self.base_ident}, default=list))
+                "data": self.data_ident, "base": self.base_ident, "dev_files": self.dev_ident}, default=list))
             if final.exists():
                 shutil.rmtree(final)
             for f in tmp.iterdir():  # safetensors writes 0600 (its temporary file's mode), torch.save 0644
@@ -344,17 +404,34 @@ class Trainer:
                                   where=str(self.ckpt_root), fix=f"delete {self.ckpt_root} to start the run over "
                                   "(the damaged checkpoints were moved to .damaged-step-* there)")
             return
+        # the configuration first (a path recorded otherwise is the same file only where a digest checked below
+        # covers it), then the weights and data digests: each refusal names what differs
         _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
-                        encoders=(self.model.config.get("model_name"), self.model.config.get("labels_encoder")))
+                        encoders=(self.model.config.get("model_name"), self.model.config.get("labels_encoder")),
+                        covered=_covered_by(st, self.cfg, self.dev_ident))
         base = st.get("base")
         if isinstance(base, dict) and base.get("digest") != self.base_ident["digest"]:
-            raise ConfigError(f"{last} was trained from other weights than {self.base_ident['model']} holds now "
-                              f"(weights digest {str(base.get('digest'))[:12]} then, "
+            then = (st.get("config") or {}).get("model", {}).get("from_checkpoint") if isinstance(
+                st.get("config"), dict) else None
+            moved = f" (recorded as {then})" if then and then != recorded_config(self.cfg)["model"].get(
+                "from_checkpoint") else ""
+            raise ConfigError(f"{last} was trained from other weights than {self.base_ident['model']} holds now"
+                              f"{moved} (weights digest {str(base.get('digest'))[:12]} then, "
                               f"{self.base_ident['digest'][:12]} now): the model was replaced since",
                               where=str(last), fix="restore the model the run started from to resume it, or start "
                               f"over from this one: train into a new output_dir (or delete {self.ckpt_root})")
-        changed = [f"{n} ({was.get('examples')} examples then, {now.get('examples')} now)"
-                   if was.get("examples") != now.get("examples") else f"{n} (as many examples, other contents)"
+        saved_paths = {f"{i}:{os.path.basename(str(d.get('path')))}": d.get("path")
+                       for i, d in enumerate((st.get("config") or {}).get("data") or [])
+                       if isinstance(d, dict)} if isinstance(st.get("config"), dict) else {}
+        now_paths = {f"{i}:{Path(d.path).name}": os.path.realpath(d.path) for i, d in enumerate(self.cfg.data)}
+
+        def read_from(n: str) -> str:  # a source found at another path than the one recorded: both named
+            then, now = saved_paths.get(n), now_paths.get(n)
+            return f", read from {then} then, {now} now" if then and now and then != now else ""
+
+        changed = [f"{n} ({was.get('examples')} examples then, {now.get('examples')} now{read_from(n)})"
+                   if was.get("examples") != now.get("examples")
+                   else f"{n} (as many examples, other contents{read_from(n)})"
                    for n, was in (st.get("data") or {}).items()
                    if (now := self.data_ident.get(n, {})) != was]
         if changed:
@@ -629,22 +706,70 @@ def recorded_config(cfg: TrainConfig) -> dict:
     return d
 
 
-def _same_file(then: Any, now: Any, config_dir: str | None) -> bool:
+def _same_file(then: Any, now: Any, config_dir: str | None, covered: bool = False) -> bool:
     """Whether a path recorded by a checkpoint names the file that ``now`` (a path as :func:`recorded_config`
-    writes it) names. Runs before 2026-12-04 recorded paths as spelt (relative to the folder that session ran in,
-    which is not known): such a relative path is the same file when it names ``now`` from the working folder or the
-    config's folder, or has the same file name; the data and weights digests, checked after this, still refuse
-    other contents."""
+    writes it) names: the same path, or an absolute one naming the same file.
+
+    A path recorded otherwise may name the same file: runs before 2026-12-04 recorded paths as spelt (relative to
+    the folder that session ran in, which is not known), and a run recorded today names its files by absolute paths
+    that change when the project folder moves. Such a path is taken for ``now`` only when ``covered`` (a content
+    digest the checkpoint recorded for it is compared: the data digest, the weights digest, the dev files' digest)
+    and it names ``now`` from the working folder or the config's folder, or has the same file name."""
     if then == now:
         return True
     if not (isinstance(then, str) and isinstance(now, str)):
         return False
-    if os.path.isabs(then):
-        return os.path.realpath(then) == os.path.realpath(now)
-    bases = [os.getcwd()] + ([config_dir] if config_dir else [])
-    if any(os.path.realpath(os.path.join(b, then)) == os.path.realpath(now) for b in bases):
+    if os.path.isabs(then) and os.path.realpath(then) == os.path.realpath(now):
         return True
+    if not covered:
+        return False
+    if not os.path.isabs(then):
+        bases = [os.getcwd()] + ([config_dir] if config_dir else [])
+        if any(os.path.realpath(os.path.join(b, then)) == os.path.realpath(now) for b in bases):
+            return True
     return os.path.basename(os.path.normpath(then)) == os.path.basename(os.path.normpath(now))
+
+
+def _files_digest(sources: Sequence[Any]) -> list[dict]:
+    """The sha256 of the bytes of each source's files (``path``, ``entities``; None for one not given or not
+    there), in the order of the sources."""
+    from glinker.model.packaged import sha256_file
+
+    def digest(p: str | None) -> str | None:
+        return sha256_file(Path(p)) if p and Path(p).is_file() else None
+
+    return [{key: digest(getattr(s, key, None)) for key in _SOURCE_PATHS} for s in sources]
+
+
+def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None, compare: bool = True) -> Any:
+    """``covered(group, index, key)`` for :func:`_check_same_run`: whether the checkpoint state ``st`` recorded a
+    content digest for that path that is compared with this run's files. Data paths: the data digest of the source
+    (compared after the configuration); model paths: the weights digest (compared after it); dev paths: the dev
+    files' sha256, equal to this run's (``dev_ident``). ``compare=False`` (shipping a finished run, which reads no
+    data): recorded is enough."""
+    data, base, dev = st.get("data"), st.get("base"), st.get("dev_files")
+
+    def covered(group: str, i: int | None, key: str) -> bool:
+        if group == "model":
+            return isinstance(base, dict) and bool(base.get("digest"))
+        if group == "data":
+            if not (isinstance(data, dict) and i is not None and i < len(cfg.data)):
+                return False
+            rec = data.get(f"{i}:{Path(cfg.data[i].path).name}")
+            return isinstance(rec, dict) and bool(rec.get("digest"))
+        if group == "dev":
+            if not (isinstance(dev, list) and i is not None and i < len(dev) and isinstance(dev[i], dict)):
+                return False
+            then = dev[i].get(key)
+            if not then:
+                return False
+            if not compare:
+                return True
+            now = dev_ident[i].get(key) if dev_ident is not None and i < len(dev_ident) else None
+            return then == now
+        return False
+
+    return covered
 
 
 def _agrees(value: Any, encoder: str | None) -> bool:
@@ -656,11 +781,12 @@ def _agrees(value: Any, encoder: str | None) -> bool:
 
 
 def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = None,
-                    encoders: tuple | None = None) -> None:
+                    encoders: tuple | None = None, covered: Any = None) -> None:
     """A ConfigError naming the settings that differ between a checkpoint's configuration and this one (a resumed
     run would otherwise crash on shapes, or silently keep the old learning rates from the optimizer state).
 
-    Paths compare by the file they name (:func:`_same_file`). With the same ``model.from_checkpoint``,
+    Paths compare by the file they name (:func:`_same_file`; ``covered(group, index, key)`` tells whether a content
+    digest covers a path recorded otherwise). With the same ``model.from_checkpoint``,
     ``model.text_encoder`` / ``labels_encoder`` are metadata for ``--ship`` that training never reads (the weights
     come from the checkpoint, whose digest the run records): a value added, removed or respelt is no other
     configuration as long as each agrees with the checkpoint's encoders (``encoders``: its ``model_name`` and
@@ -668,10 +794,11 @@ def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = 
     if not isinstance(saved, dict):
         return  # a checkpoint from before configurations were saved
     saved = json.loads(json.dumps(saved))
+    covered = covered or (lambda group, i, key: False)
     sm, nm = saved.get("model"), now.get("model")
     if isinstance(sm, dict) and isinstance(nm, dict):
         for key in _MODEL_PATHS:
-            if _local(nm.get(key)) and _same_file(sm.get(key), nm.get(key), config_dir):
+            if _local(nm.get(key)) and _same_file(sm.get(key), nm.get(key), config_dir, covered("model", None, key)):
                 sm[key] = nm[key]
         if sm.get("from_checkpoint") and sm.get("from_checkpoint") == nm.get("from_checkpoint"):
             for key, enc in zip(("text_encoder", "labels_encoder"), encoders or (None, None)):
@@ -680,10 +807,10 @@ def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = 
     for group in ("data", "dev"):
         was, cur = saved.get(group), now.get(group)
         if isinstance(was, list) and isinstance(cur, list):
-            for a, b in zip(was, cur):
+            for i, (a, b) in enumerate(zip(was, cur)):
                 if isinstance(a, dict) and isinstance(b, dict):
                     for key in _SOURCE_PATHS:
-                        if _same_file(a.get(key), b.get(key), config_dir):
+                        if _same_file(a.get(key), b.get(key), config_dir, covered(group, i, key)):
                             a[key] = b.get(key)
     diffs: list[str] = []
 
@@ -700,7 +827,12 @@ def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = 
 
     walk(saved, now, "")
     if diffs:
+        paths = any(d.split(":")[0].endswith(_SOURCE_PATHS + _MODEL_PATHS) for d in diffs)
         raise ConfigError(f"{where} was trained with another configuration: " + "; ".join(diffs[:5])
                           + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""), where=str(where.parent.parent),
                           fix="train into a new output_dir, or restore these settings to resume this run (only "
-                              + ", ".join(sorted(_RUN_ONLY)) + " may change between sessions)")
+                              + ", ".join(sorted(_RUN_ONLY)) + " may change between sessions)"
+                              + ("; a file recorded at another path counts as the same only where the checkpoint "
+                                 "recorded a digest of its contents to compare (data, the starting weights, dev files; "
+                                 "runs of older versions recorded fewer): give the path it was recorded with"
+                                 if paths else ""))
