@@ -152,7 +152,7 @@ def build(
 
 def _folds_line(store: Any) -> str:
     """What the store's accent-free alias keys cover (its fold version)."""
-    from glinker.kb.store import FOLD_VERSION
+    from glinker.kb.store import APOSTROPHES, FOLD_VERSION
 
     if not store.has_folds:
         return ("no (built before accent folding: an update such as `glinker kb link-stats` or `kb add` adds "
@@ -165,7 +165,8 @@ def _folds_line(store: Any) -> str:
                 "not apostrophe look-alikes (O’Brien does not match O'Brien; an update such as `glinker kb "
                 "link-stats` or `kb add` refolds them)")
     return (f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks, "
-            "and with any apostrophe (O’Brien, Oʼbrien, O`Brien match O'Brien)")
+            f"and with any of ' ＇ {' '.join(APOSTROPHES)} for an apostrophe (O’Brien, Oʼbrien, O`Brien match "
+            "O'Brien)")
 
 
 @kb_app.command("info")

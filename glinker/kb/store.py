@@ -8,14 +8,17 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import sqlite3
 import unicodedata
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, KBError
+from glinker.locks import fork_safe_lock
 from glinker.types import Entity
 
 log = logging.getLogger(__name__)
@@ -80,15 +83,27 @@ _LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð"
                               "ħ": "h", "ŧ": "t", "ŋ": "n", "ȣ": "ou", "ƀ": "b", "ɨ": "i", "ʉ": "u"})
 
 
-# Characters written for an apostrophe: the typographic one (most news and web text), the left quote, the modifier
-# letters (Ukrainian and Uzbek transliteration, Hawaiian), the grave and acute accents and the prime of keyboards
-# that lack one. Fold version 3 reads each as "'" ("o’brien" -> "o'brien"); the full-width "＇" is "'" by NFKC.
-APOSTROPHES = "\u2019\u2018\u02bc\u02bb\u0060\u00b4\u2032"
+# Characters written for an apostrophe: the typographic one (most news and web text), the left quote and its
+# reversed form, the modifier letters (Ukrainian and Uzbek transliteration, Hawaiian), the Latin saltillo (ꞌ, the
+# glottal stop of some orthographies, as ʼ), the grave and acute accents and the prime of keyboards that lack one, the
+# modifier letter prime (ʹ: the soft sign of Russian transliteration, "Tverʹ", and by NFKC the Greek numeral sign,
+# "Βʹ", both also written with "'"), the Armenian apostrophe. Fold version 3 reads each as "'" ("o’brien" ->
+# "o'brien"); the full-width "＇" is "'" by NFKC. Not the Hebrew geresh (׳), a mark of Hebrew letters.
+APOSTROPHES = "\u2019\u2018\u201b\u02bc\u02bb\ua78c\u0060\u00b4\u2032\u02b9\u055a"
 # (a pattern: str.translate goes through a non-ASCII key character by character, in Python objects)
 _TO_APOSTROPHE = re.compile(f"[{re.escape(APOSTROPHES)}]")
-# NFKC writes an acute accent (U+00B4, and Greek tonos or oxia written apart) as a space and a combining acute:
-# "O´Brien" has the key "o \u0301brien" (a key begins with the mark when the word did: "´s")
-_SPACING_ACUTE = re.compile("(?:^| )\u0301")
+# NFKC writes an acute accent (U+00B4, and Greek tonos or oxia written apart: U+0384, U+1FFD) as a space and a
+# combining acute: "O´Brien" has the key "o \u0301brien" (a key begins with the mark when the word did: "´s"). Before
+# a Greek vowel it is that vowel's accent, written apart as legacy Greek text writes it on a capital ("΄Αγιος" for
+# "Άγιος": the tonos is only ever on a vowel), and is dropped as Greek accents are; anywhere else it stands for an
+# apostrophe ("Ο΄Μπράιαν", the Greek elision "σ΄ αγαπώ", "L´Oréal")
+_GREEK_VOWELS = "".join(c for c in map(chr, [*range(0x0370, 0x0400), *range(0x1F00, 0x2000)])
+                        if unicodedata.category(c) == "Ll" and unicodedata.normalize("NFD", c)[0] in "αεηιουω")
+_SPACING_ACUTE = re.compile(f"(^| )\u0301(?=[{_GREEK_VOWELS}])|(?:^| )\u0301")
+
+
+def _spacing_acute(m: re.Match[str]) -> str:
+    return "'" if m.group(1) is None else m.group(1)
 
 
 @functools.cache
@@ -166,7 +181,7 @@ def fold_key(key: str) -> str:
         return key
     key = _TO_APOSTROPHE.sub("'", key)
     if "\u0301" in key:
-        key = _SPACING_ACUTE.sub("'", key)
+        key = _SPACING_ACUTE.sub(_spacing_acute, key)
     return key if key.isascii() else _fold_marks(key)
 
 
@@ -181,15 +196,17 @@ _FOLD_NEWS = {
     # a key with an apostrophe, "'" too (text with "’" finds it only with fold 3; most Latin-script KBs hold one,
     # found at once): one may be anywhere in a key, so keys are read, those of the first 250,000 entities at most
     # (the range of the rid index: 0.45 s a million keys when none has one; GLOB '*[...]*' is twice as slow), the
-    # UTF-8 lead bytes of the typographic apostrophes checked before the characters (an acute is a space and a
-    # combining acute in a key: NFKC)
+    # UTF-8 lead bytes of the typographic apostrophes checked before the characters, the rarer ꞌ and ՚ by their bytes
+    # (an acute is a space and a combining acute in a key: NFKC)
     3: (f"apostrophe look-alikes ({' '.join(APOSTROPHES)}) were read as \"'\" (O’Brien written O'Brien, or the "
         "other way round)",
         "SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND (instr(norm, '''') "
         "OR instr(norm, '`') OR instr(norm, ' \u0301') OR (norm >= ? AND norm < ?) "
         "OR (instr(CAST(norm AS BLOB), X'E280') AND (instr(norm, '\u2019') OR instr(norm, '\u2018') "
-        "OR instr(norm, '\u2032'))) "
-        "OR (instr(CAST(norm AS BLOB), X'CA') AND (instr(norm, '\u02bc') OR instr(norm, '\u02bb')))) LIMIT 1",
+        "OR instr(norm, '\u201b') OR instr(norm, '\u2032'))) "
+        "OR (instr(CAST(norm AS BLOB), X'CA') AND (instr(norm, '\u02bc') OR instr(norm, '\u02bb') "
+        "OR instr(norm, '\u02b9'))) "
+        "OR instr(CAST(norm AS BLOB), X'EA9E8C') OR instr(CAST(norm AS BLOB), X'D59A')) LIMIT 1",
         ("\u0301", "\u0302")),
 }
 
@@ -301,6 +318,61 @@ def _chunks(seq: Sequence[Any], n: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
+def _connect(uri: str) -> sqlite3.Connection:
+    """A connection to a store, shared between threads (SQLite serialises the calls on it)."""
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+
+
+_STORES: weakref.WeakSet[EntityStore] = weakref.WeakSet()
+"""Every open store, for a forked child: SQLite holds a mutex of its own on a connection during each call, which
+glinker's locks (:mod:`glinker.locks`) cannot reset; a process forked while another of its threads is inside a KB
+read (a batch's look-ups) gives the child that mutex held by a thread it does not have, and its first look-up waits
+forever. SQLite says not to use a connection across fork() anyway: in a forked child every store opens a connection
+of its own at its first use (``os.register_at_fork`` swaps each store's connection for a :class:`_OpenOnUse`, while
+the child has one thread: nothing is added to a look-up, nothing is opened in a child that reads no KB)."""
+
+_INHERITED: list[sqlite3.Connection] = []
+"""In a forked child: the connections it inherited, kept from being closed or freed (closing one takes its mutex)."""
+
+_OPENING = fork_safe_lock()  # a forked child's threads opening a store's connection at once: one opens it
+
+
+class _OpenOnUse:
+    """A store's connection in a forked child until its first use, which opens the store's own (see ``_STORES``)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: EntityStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store._reopen(), name)
+
+
+class _ClosedUnused:
+    """The connection of a store closed in a forked child before any use there: nothing was opened, nothing is."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+
+def _reopen_in_child() -> None:
+    for store in list(_STORES):
+        if not isinstance(store.db, _OpenOnUse):  # (a store not used since a fork before: the same one)
+            store._inherited = store.db
+            _INHERITED.append(store.db)
+            store.db = _OpenOnUse(store)  # type: ignore[assignment]
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_reopen_in_child)
+
+
 class EntityStore:
     """SQLite-backed entity records + alias index. Writes happen in explicit transactions."""
 
@@ -311,7 +383,7 @@ class EntityStore:
                           fix="build the KB with `glinker kb build`")
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         try:
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            self.db = _connect(uri)
             if readonly:
                 try:
                     self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -319,19 +391,24 @@ class EntityStore:
                     # a store left in WAL mode (an interrupted writer, an older glinker) on read-only storage: its
                     # -shm file cannot be made there; nothing writes it, so read it as an immutable file
                     self.db.close()
-                    self.db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
-                                              check_same_thread=False, isolation_level=None)
+                    uri += "&immutable=1"
+                    self.db = _connect(uri)
                     self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as e:
+            # what a forked child opens again (_reopen_in_child): this file (by its absolute path, as it was opened;
+            # a writable one is never created there)
+            st = self.path.stat()
+            self._file = (str(self.path.absolute()), uri.split("?", 1)[1] if readonly else "mode=rw",
+                          (st.st_dev, st.st_ino))
+        except (sqlite3.Error, OSError) as e:
             raise KBError(f"cannot open entity store: {e}", where=str(self.path),
                           fix="check the path and its permissions") from None
         self.readonly = readonly
         self.migrated = False  # a writable open brought an older store up to date
         if not readonly:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA journal_mode=WAL")  # (kept in the file: a forked child does not set it again)
+        self._configure(self.db)
+        if not readonly:
             self.db.executescript(SCHEMA)
-        self.db.execute("PRAGMA cache_size=-65536")
         # a store written before alias counts existed has no such table (read-only opens cannot add it)
         self.has_alias_counts = self._has_table("alias_counts")
         self.has_link_stats = self._has_table("link_stats")
@@ -352,6 +429,36 @@ class EntityStore:
             log.warning("%s: this KB's alias keys were folded before %s: such names are not matched as they are in "
                         "a KB built now; any update folds them again (`glinker kb add`, `glinker kb link-stats`), or "
                         "rebuild it", self.path, ", and before ".join(missed))
+        _STORES.add(self)
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        """The settings of each connection to the store (the first, and a forked child's)."""
+        if not self.readonly:
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA cache_size=-65536")
+
+    def _reopen(self) -> sqlite3.Connection:
+        """In a forked child, at the store's first use there: a connection of its own to the same file, opened as
+        the first was (see ``_STORES``); the inherited one is never closed nor freed (``_INHERITED``). Where the file
+        is no longer there (a KB updated since: its older generations are removed), or another file is, the child
+        reads through the inherited connection, as it did before, with a warning."""
+        with _OPENING:
+            if not isinstance(self.db, _OpenOnUse):
+                return self.db
+            path, mode, ident = self._file
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) != ident:
+                    raise FileNotFoundError("another file is there now")
+                db = _connect(f"file:{path}?{mode}")
+                self._configure(db)
+            except (OSError, sqlite3.Error) as e:
+                log.warning("%s: cannot open the entity store again in this forked child (%s): it reads through the "
+                            "connection of the parent, which waits forever if a thread of the parent was inside a KB "
+                            "read at the fork", self.path, e)
+                db = self._inherited
+            self.db = db  # (from here on, as fast as the parent's)
+            return db
 
     def _fold_version(self) -> int:
         """The fold version of the stored folded keys: 0 none (written before they existed), 1 for ``true``
@@ -393,6 +500,10 @@ class EntityStore:
     def close(self) -> None:
         """Close the connection: a writer checkpoints the WAL into the main file and leaves it a plain one-file
         database (rollback journal), so the KB opens read-only anywhere: read-only mounts, container images."""
+        _STORES.discard(self)
+        if isinstance(self.db, _OpenOnUse):  # a forked child that did not use it
+            self.db = _ClosedUnused()  # type: ignore[assignment]
+            return
         if not self.readonly:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             try:
@@ -544,7 +655,7 @@ class EntityStore:
 
     def transaction(self) -> _Tx:
         """``with store.transaction():`` — BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
-        return _Tx(self.db)
+        return _Tx(self)
 
     def pending(self) -> list[tuple[int, str]]:
         """Journaled index changes (rid, 'add'|'del') not yet applied to the vector index."""
@@ -730,11 +841,11 @@ class EntityStore:
 
 
 class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: EntityStore) -> None:
+        self.store = store  # its connection at each step: in a forked child, never the inherited one
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.store.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self.db.execute("COMMIT" if et is None else "ROLLBACK")
+        self.store.db.execute("COMMIT" if et is None else "ROLLBACK")

@@ -8,6 +8,8 @@ import json
 import logging
 import numbers
 import os
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,23 @@ class Entities(list):
 # one switch into eval mode shared by the threads predicting with a model (BiEncoder._eval_mode); like the models'
 # tokenizer locks, it starts free in a child forked while another thread held it (glinker.locks)
 _MODE_LOCK = fork_safe_lock()
+
+_EVAL_MODELS: weakref.WeakSet[BiEncoder] = weakref.WeakSet()
+"""The models some thread is inside ``_eval_mode`` with (predicting), for a forked child: the calls of its threads
+that are not in the child would never end there, and with them the eval mode (dropout off, however the child sets
+the model's mode: ``model.train()`` then ``predict()`` ran with dropout on). In the child, right after the fork
+(``os.register_at_fork``, while it has one thread), each such model forgets those calls and, when none is left,
+gets its modules' training modes back, as the last of them would have done."""
+
+
+def _eval_mode_after_fork() -> None:
+    me = threading.get_ident()
+    for model in list(_EVAL_MODELS):
+        model._eval_after_fork(me)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_eval_mode_after_fork)
 
 # what ``labels`` may be, for error messages
 LABEL_SHAPES = ("a list (or tuple) of names, a {name: description} dict or a LabelBank; for different labels per "
@@ -210,11 +229,18 @@ class BiEncoder:
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: a lock is neither copied nor pickled
         state = self.__dict__.copy()
         state.pop("_tok_lock", None)
+        state.pop("_eval_users", None)  # the calls in eval mode are the original's; its copy has none ...
+        if not state.get("_eval_saved"):
+            state.pop("_eval_saved", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        saved = state.pop("_eval_saved", None) or []
+        state.pop("_eval_users", None)
         self.__dict__.update(state)
         self._tok_lock = fork_safe_lock()
+        for m in saved:  # ... so a copy made while some thread predicted gets the training modes back at once
+            m.training = True
 
     # ---- loading and saving --------------------------------------------------------------------------
     @classmethod
@@ -354,23 +380,45 @@ class BiEncoder:
         every module back the mode it had: a model being fine-tuned in the same process (all or part of it in
         training mode) stays as it was. Nothing is switched when the network is already in eval mode. Calls from
         several threads share one switch: the modes come back when the last of them ends (a training step run
-        meanwhile on another thread sees eval mode: train and predict on one model in turn, not at once)."""
+        meanwhile on another thread sees eval mode: train and predict on one model in turn, not at once). The calls
+        are counted per thread: in a child forked while other threads were inside, those calls are not (see
+        ``_EVAL_MODELS``)."""
+        me = threading.get_ident()
         with _MODE_LOCK:
-            users = getattr(self, "_eval_users", 0)
-            if users == 0:
+            users = self.__dict__.get("_eval_users")
+            first = not users
+            if first:
+                users = self._eval_users = {}
                 self._eval_saved = [m for m in self.net.modules() if m.training]
-                if self._eval_saved:
-                    self.net.eval()
-            self._eval_users = users + 1
+                _EVAL_MODELS.add(self)  # (before the switch: a child forked in the middle of it switches back)
+            users[me] = users.get(me, 0) + 1
+            if first and self._eval_saved:
+                self.net.eval()
         try:
             yield
         finally:
             with _MODE_LOCK:
-                self._eval_users -= 1
-                if self._eval_users == 0:
-                    for m in self._eval_saved:  # not m.train(): that would also switch its children in eval mode
-                        m.training = True
-                    self._eval_saved = []
+                users[me] -= 1
+                if not users[me]:
+                    del users[me]
+                    if not users:
+                        self._eval_restore()
+
+    def _eval_restore(self) -> None:
+        """The last call in eval mode ended: every module switched gets its training mode back (under _MODE_LOCK)."""
+        for m in self._eval_saved:  # not m.train(): that would also switch its children in eval mode
+            m.training = True
+        self._eval_saved = []
+        _EVAL_MODELS.discard(self)
+
+    def _eval_after_fork(self, me: int) -> None:
+        """In a forked child (one thread, ``me``): the calls of the threads it does not have end here, as those
+        threads would have ended them; the forking thread's own goes on and ends as in the parent."""
+        users = self.__dict__.get("_eval_users") or {}
+        for thread in [t for t in users if t != me]:
+            del users[thread]
+        if not users:
+            self._eval_restore()
 
     def save_pretrained(self, out_dir: str | os.PathLike, safe_serialization: bool = True) -> Path:
         """Write a checkpoint that both glinker and gliner load."""

@@ -159,7 +159,8 @@ def test_a_version_2_store_without_such_keys_opens_without_a_warning(tmp_path: P
 
 # a key with an apostrophe of any kind: one with "'" is found in text with "’" only with fold version 3 too
 @pytest.mark.parametrize("label", ["O’Brien", "Oʼbrien", "O`Brien", "O´Brien", "´s-Hertogenbosch", "O′Brien",
-                                   "O‘Brien", "Hawaiʻi", "O'Brien", "Rock 'n' Roll"])
+                                   "O‘Brien", "Hawaiʻi", "O'Brien", "Rock 'n' Roll",
+                                   "Tverʹ", "Tver‛", "Saꞌa", "Sa՚a"])  # (and the rarer look-alikes)
 def test_a_version_2_store_with_such_keys_warns(tmp_path: Path, caplog, label) -> None:
     kb_dir = build_records_kb([{"id": "E1", "label": "Zürich"}, {"id": "E2", "label": label}], tmp_path)
     _fold_as_version_2(kb_dir)
@@ -198,3 +199,83 @@ def test_a_sentence_final_name_without_its_accents(tmp_path: Path) -> None:
 
     kb = build_records_kb([{"id": "M1", "label": "Malaga"}, {"id": "M2", "label": "Sao Paulo"}], tmp_path)
     assert alias_mention_texts(kb, "He flew to Málaga.", "Then São Paulo.") == [["Málaga"], ["São Paulo"]]
+
+
+# ---- a Greek tonos written apart, and the rarer apostrophe look-alikes ------------------------------------------
+
+TONOS_APART = ["\u0384", "\u1ffd", "\u00b4"]  # Greek tonos, Greek oxia, the acute: NFKC writes each " \u0301"
+
+
+@pytest.mark.parametrize("tonos", TONOS_APART, ids=["tonos", "oxia", "acute"])
+def test_a_tonos_written_apart_before_a_greek_vowel_is_its_accent(tonos) -> None:
+    """Legacy Greek writes the accent of a capital apart, before it ("΄Αγιος" for "Άγιος"): that is no apostrophe
+    (fold version 2 matched "Ο ΄Αγιος Νικόλαος" with Ο Άγιος Νικόλαος; v3 read an apostrophe there). Before anything
+    else than a Greek vowel (the tonos is only ever on a vowel) it stands for an apostrophe."""
+    def fold(name: str) -> str:
+        key = fold_key(normalize_alias(name))
+        assert fold_key(key) == key
+        return key
+
+    assert fold(f"Ο {tonos}Αγιος Νικόλαος") == fold("Ο Άγιος Νικόλαος") == "ο αγιοσ νικολαοσ"
+    assert fold(f"{tonos}Ολυμπος") == fold("Όλυμπος") == "ολυμποσ"  # at the start of a key too
+    assert fold(f"Ο {tonos}Ηλιος") == "ο ηλιοσ" and fold(f"{tonos}ώρα") == "ωρα"
+    assert fold(f"Ο{tonos}Μπράιαν") == fold("Ο'Μπράιαν") == "ο'μπραιαν"  # before a consonant: an apostrophe
+    assert fold(f"σ{tonos} αγαπώ") == fold("Σ’ αγαπώ") == "σ' αγαπω"  # the Greek elision
+    assert fold(f"O{tonos}Brien") == "o'brien" and fold(f"{tonos}s-Hertogenbosch") == "'s-hertogenbosch"
+    assert fold(f"L{tonos}Oréal") == "l'oreal"
+
+
+def test_alias_stages_match_a_greek_name_with_its_tonos_written_apart(tmp_path: Path) -> None:
+    kb = build_records_kb([{"id": "G1", "label": "Ο Άγιος Νικόλαος"}, {"id": "G2", "label": "Όλυμπος"},
+                           {"id": "G3", "label": "Ο'Μπράιαν"}], tmp_path)
+    texts = [("Πήγαμε στον Ο ΄Αγιος Νικόλαος χθες.", "Ο ΄Αγιος Νικόλαος", "G1"),
+             ("Πήγαμε στον Ο \u1ffdΑγιος Νικόλαος χθες.", "Ο \u1ffdΑγιος Νικόλαος", "G1"),
+             ("Ο ΄Ολυμπος είναι ψηλός.", "΄Ολυμπος", "G2"),
+             ("Ήρθε ο Ο΄Μπράιαν.", "Ο΄Μπράιαν", "G3")]
+    assert _mentions(kb, *[t for t, _, _ in texts]) == [[m] for _, m, _ in texts]
+    assert _candidates(kb, [(t, m) for t, m, _ in texts]) == [[e] for _, _, e in texts]
+
+
+@pytest.mark.parametrize("apostrophe,name", [
+    ("\u201b", "single high-reversed-9 quotation mark"),
+    ("\u02b9", "modifier letter prime: Russian soft sign in transliteration, Greek numeral sign by NFKC"),
+    ("\ua78c", "Latin saltillo"), ("\ua78b", "Latin capital saltillo (case-folded to the small one)"),
+    ("\u055a", "Armenian apostrophe"), ("\u0374", "Greek numeral sign (NFKC: modifier letter prime)"),
+])
+def test_the_rarer_apostrophe_look_alikes_are_folded(apostrophe, name) -> None:
+    assert fold_key(normalize_alias(f"Tver{apostrophe}")) == "tver'", name
+    assert fold_key(normalize_alias(f"Sa{apostrophe}a")) == "sa'a", name
+
+
+def test_the_hebrew_geresh_is_not_folded() -> None:
+    """In Hebrew text ׳ marks a letter (ג׳ is "j") or an abbreviation: it stays as written."""
+    key = normalize_alias("ג׳ורג׳ בוש")
+    assert fold_key(key) == key == "ג׳ורג׳ בוש"
+
+
+def test_alias_stages_match_the_rarer_look_alikes(tmp_path: Path) -> None:
+    kb = build_records_kb([{"id": "R1", "label": "Tver'"}, {"id": "A1", "label": "Sa'a"},
+                           {"id": "K1", "label": "Κωνσταντίνος Β'"}], tmp_path)
+    texts = [("He lived in Tverʹ then.", "Tverʹ", "R1"), ("He lived in Tver‛ then.", "Tver‛", "R1"),
+             ("Visit Saꞌa now.", "Saꞌa", "A1"), ("Visit Sa՚a now.", "Sa՚a", "A1"),
+             ("Ο Κωνσταντίνος Βʹ ήρθε.", "Κωνσταντίνος Βʹ", "K1")]
+    assert _mentions(kb, *[t for t, _, _ in texts]) == [[m] for _, m, _ in texts]
+    assert _candidates(kb, [(t, m) for t, m, _ in texts]) == [[e] for _, _, e in texts]
+
+
+def test_kb_info_names_exactly_the_apostrophes_it_folds(kb_dir) -> None:
+    """`kb info` lists the characters read as an apostrophe: each of them, and only those, is."""
+    import re
+    import unicodedata
+
+    line = kb_info_line(kb_dir, "folds")
+    listed = re.search(r"with any of (.*?) for an apostrophe", line)
+    assert listed, line
+    chars = listed.group(1).split(" ")
+    assert all(fold_key(normalize_alias(f"o{c}brien")) == "o'brien" for c in chars), chars
+    # and no other character of the Basic Multilingual Plane is, but those that NFKC and case folding make one of
+    # them (the Greek tonos and oxia written apart: the acute; the capital saltillo, the full-width grave...)
+    keys = {normalize_alias(c) for c in chars}
+    folded = {c for c in map(chr, range(0x20, 0x10000)) if normalize_alias(c) not in keys
+              and fold_key(normalize_alias(f"o{c}brien")) == "o'brien"}
+    assert folded == set(), sorted(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in folded)

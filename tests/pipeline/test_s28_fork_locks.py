@@ -1,6 +1,8 @@
 """A process forked while another of its threads holds one of glinker's locks (a batch running, a model tokenizing,
 a cache being read: gunicorn --preload, multiprocessing's "fork", os.fork) gives a child in which every such lock is
-free: its first ``link()`` / ``predict()`` runs instead of waiting forever for a thread the child does not have.
+free: its first ``link()`` / ``predict()`` runs instead of waiting forever for a thread the child does not have. The
+same holds for a KB read in progress (the child's store opens a SQLite connection of its own) and for the model's
+eval-mode switch (the calls of threads not in the child end there).
 
 Each test forks: the child does its part and leaves with os._exit (0: it could, 1: it could not, 2: an error), under
 an alarm; the parent waits for it with a timeout and kills it, so a lock left held fails the test, never hangs it."""
@@ -72,6 +74,21 @@ def _in_child(work) -> int | None:
 
 
 @contextmanager
+def _in_another_thread(target, ready, stop):
+    """``target`` runs in another thread, which has set ``ready`` when the block starts; ``stop()`` after the block
+    makes it end, and it has."""
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(10)
+        yield
+    finally:
+        stop()
+        t.join(10)
+        assert not t.is_alive()
+
+
+@contextmanager
 def _held_elsewhere(lock):
     """Another thread holds ``lock`` (a context manager) for the whole block."""
     ready, done = threading.Event(), threading.Event()
@@ -81,14 +98,8 @@ def _held_elsewhere(lock):
             ready.set()
             done.wait(PARENT_WAIT_S * 2)
 
-    t = threading.Thread(target=hold, name="holder", daemon=True)
-    t.start()
-    try:
-        assert ready.wait(10)
+    with _in_another_thread(hold, ready, done.set):
         yield
-    finally:
-        done.set()
-        t.join(10)
 
 
 def _takes(lock) -> bool:
@@ -274,3 +285,297 @@ def test_a_child_forked_while_a_model_tokenizes_predicts(tmp_path):
         code = _in_child(child)
     assert code == 0, {1: "a wrong prediction in the child", 2: "the child failed", None: "the child hung",
                        -signal.SIGALRM: "the child hung"}.get(code, f"the child ended with {code}")
+
+
+# ---- the KB store: SQLite's own mutex on its connection -----------------------------------------------------------
+
+KB_RECORDS = [{"id": "Q1", "label": "IBM"}, {"id": "Q2", "label": "Barack Obama", "aliases": ["Obama"]}]
+ALIAS_SPEC = "name: t\nkb: {kb}\nstages:\n  m: {{type: alias_mentions}}\n  a: {{type: alias_candidates, input: m}}\n"
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c WHERE inside(x)"
+
+
+@contextmanager
+def _inside_a_read(store, write: bool = False):
+    """Another thread is inside a call on the store's SQLite connection (a query that runs until interrupted; with
+    ``write``, inside a write transaction) for the whole block: SQLite holds the connection's mutex meanwhile. The
+    thread waits in the query's first call of a function of ours, so that it holds no other lock of SQLite's (a fork
+    while it allocates memory would give the child SQLite's memory lock held: see docs/linking.md)."""
+    import sqlite3
+
+    inside, go_on = threading.Event(), threading.Event()
+
+    def first_row(x):
+        if x == 1:
+            inside.set()
+            go_on.wait(PARENT_WAIT_S * 2)
+        return 1
+
+    db = store.db
+    db.create_function("inside", 1, first_row)
+
+    def read():
+        try:
+            if write:
+                with store.transaction():
+                    db.execute("INSERT INTO meta(key, value) VALUES ('held', '1')")
+                    db.execute(ENDLESS).fetchone()
+            else:
+                db.execute(ENDLESS).fetchone()
+        except sqlite3.OperationalError:  # interrupted
+            pass
+
+    def stop():
+        go_on.set()
+        db.interrupt()
+
+    with _in_another_thread(read, inside, stop):
+        yield
+
+
+def _kb(tmp_path):
+    from tests.kb.conftest import build_records_kb
+
+    return build_records_kb(KB_RECORDS, tmp_path)
+
+
+def _linked(p, text: str) -> list[tuple[str, list[str]]]:
+    return [(mc.mention.text, [c.entity_id for c in mc.candidates]) for mc in p.link([text])[0]]
+
+
+def _code(code):
+    return {1: "wrong answers in the child", 2: "the child failed", None: "the child hung",
+            -signal.SIGALRM: "the child hung"}.get(code, f"the child ended with {code}")
+
+
+def test_a_child_forked_while_a_thread_reads_the_kb_links(tmp_path):
+    """A batch's KB look-ups are running on a thread (SQLite holds the connection's own mutex, which no glinker lock
+    can reset) when the process forks: the child's store has a connection of its own, and the child links."""
+    from glinker.kb import store as store_module
+
+    p = Pipeline(loads_spec(ALIAS_SPEC.format(kb=_kb(tmp_path))))
+    assert _linked(p, "IBM rose.") == [("IBM", ["Q1"])]
+    store = p.stages["a"].kb.store
+    parents = store.db
+
+    def child():
+        return (store.lookup_alias("Barack Obama") == ["Q2"]
+                and _linked(p, "Obama met IBM.") == [("Obama", ["Q2"]), ("IBM", ["Q1"])]
+                and store.db is not parents and parents in store_module._INHERITED  # kept, never closed in the child
+                and store.readonly and store.db.execute("PRAGMA cache_size").fetchone()[0] == -65536)
+
+    with _inside_a_read(store):
+        code = _in_child(child)
+    assert code == 0, _code(code)
+    assert store.db is parents and parents not in store_module._INHERITED  # the parent's is its own, untouched
+    assert _linked(p, "Barack Obama spoke.") == [("Barack Obama", ["Q2"])]
+
+
+def test_a_forked_child_opens_a_kb_at_its_first_use_only(tmp_path):
+    """Nothing is opened in a child that reads no KB (a worker doing other work, closing its pipeline): SQLite is
+    not called there at all; a store it closes unused is closed."""
+    import sqlite3
+
+    from glinker.kb import KB
+    from glinker.kb.store import _OpenOnUse
+
+    kb = KB.open(_kb(tmp_path))
+    store = kb.store
+    parents = store.db
+
+    def child():
+        unopened = isinstance(store.db, _OpenOnUse)
+        kb.close()
+        try:
+            store.lookup_alias("IBM")
+        except sqlite3.ProgrammingError as e:
+            return unopened and "closed" in str(e)
+        return False
+
+    with _inside_a_read(store):
+        code = _in_child(child)
+    assert code == 0, _code(code)
+    assert store.db is parents and store.lookup_alias("IBM") == ["Q1"]
+    kb.close()
+
+
+def test_a_writable_store_in_a_forked_child(tmp_path):
+    """A writable store (an update) is opened again in the child too: the child writes it (the parent sees the
+    write), unless another thread of the parent was writing to it at the fork: then the child reads it and its
+    write fails with "database is locked" once its busy timeout is over (SQLite's record of the parent's write lock
+    comes with the fork), never hangs."""
+    import sqlite3
+
+    from glinker.kb import KB
+    from glinker.types import Entity
+
+    kb = KB.open(_kb(tmp_path), writable=True)
+    store = kb.store
+
+    def child_writes():
+        ok = store.lookup_alias("IBM") == ["Q1"] and store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+        store.upsert([Entity(id="Q3", label="Lyon")], kb.template, track_pending=False)
+        store.close()  # checkpoints what it can; leaves the parent's connection alone
+        return ok
+
+    with _inside_a_read(store):
+        code = _in_child(child_writes)
+    assert code == 0, _code(code)
+    assert store.lookup_alias("Lyon") == ["Q3"]
+    assert store.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    def child_cannot_write():
+        store.db.execute("PRAGMA busy_timeout=100")
+        if store.lookup_alias("Lyon") != ["Q3"]:
+            return False
+        try:
+            store.upsert([Entity(id="Q4", label="Nice")], kb.template, track_pending=False)
+        except sqlite3.OperationalError as e:
+            return "locked" in str(e)
+        return False
+
+    with _inside_a_read(store, write=True):
+        code = _in_child(child_cannot_write)
+    assert code == 0, _code(code)
+    assert store.lookup_alias("Nice") == [] and store.get_meta("held") is None  # (the parent's write was interrupted)
+    kb.close()
+
+
+def test_a_forked_child_keeps_the_connection_to_a_store_whose_file_is_gone(tmp_path):
+    """A KB updated since the parent opened it (its older generations are removed): the child cannot open the file
+    again and reads through the parent's connection, as before, with a warning. A closed store is not opened."""
+    import logging
+
+    from glinker.kb import KB
+
+    kb = KB.open(_kb(tmp_path))
+    parents = kb.store.db
+    kb.store.path.unlink()  # the open connection still reads it
+    (tmp_path / "other").mkdir()
+    closed = KB.open(_kb(tmp_path / "other"))
+    closed.close()
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("glinker.kb.store")
+    logger.addHandler(handler)
+
+    def child():
+        return (kb.store.lookup_alias("Obama") == ["Q2"] and kb.store.db is parents and len(said) == 1
+                and "cannot open the entity store again in this forked child" in said[0])
+
+    try:
+        code = _in_child(child)
+    finally:
+        logger.removeHandler(handler)
+    assert code == 0, _code(code)
+    from glinker.kb.store import _STORES
+
+    assert closed.store not in _STORES and kb.store in _STORES
+    kb.close()
+    assert kb.store not in _STORES
+
+
+# ---- the model's eval-mode switch: calls counted per thread --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from glinker.model import BiEncoder
+    from glinker.model.testing import build_tiny_checkpoint
+
+    return BiEncoder.from_pretrained(build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny",
+                                                           text_encoder="bert"))
+
+
+@contextmanager
+def _predicting(model):
+    """Another thread is inside the model's eval-mode switch (a predict() call) for the whole block."""
+    with _held_elsewhere(model._eval_mode()):
+        yield
+
+
+def _modes(model) -> dict[str, bool]:
+    return {n: m.training for n, m in model.net.named_modules()}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "training"])
+def test_a_child_forked_while_a_thread_predicts_switches_eval_mode_itself(tiny_model, training):
+    """The parent's model in eval mode (or training mode, which the other thread's call switched off) when it forks
+    while a thread predicts: the call of that thread, not in the child, is forgotten there, so the child's model is
+    in the mode the parent's returns to, and the child's own calls switch eval mode on and off as usual (it ran
+    with dropout on after model.train())."""
+    model = tiny_model
+    model.train(training)
+    try:
+        with _predicting(model):
+            assert not model.net.training
+
+            def child():
+                if model.net.training != training:  # the vanished call's modes given back at once
+                    return False
+                model.train()  # the child fine-tunes, or its caller sets training mode
+                with model._eval_mode():
+                    inside = not any(_modes(model).values())
+                    with model._eval_mode():  # nested, as predict() inside another inference call
+                        pass
+                    inside = inside and not model.net.training
+                return inside and all(_modes(model).values())
+
+            code = _in_child(child)
+            assert not model.net.training  # the parent's thread is still inside
+        assert code == 0, _code(code)
+        assert model.net.training == training
+    finally:
+        model.eval()
+
+
+def test_the_forking_threads_own_eval_mode_call_goes_on_in_the_child(tiny_model):
+    """The thread that forks is itself inside the switch (with another thread): in the child its call goes on in
+    eval mode and gives the training modes back when it ends."""
+    model = tiny_model
+    model.train()
+    pid = None
+    try:
+        with _predicting(model):
+            with model._eval_mode():
+                pid = os.fork()
+                if pid == 0:
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                    signal.alarm(CHILD_ALARM_S)
+                    inside = not any(_modes(model).values())
+            if pid == 0:  # the child, out of its call: the modes are back
+                os._exit(0 if inside and all(_modes(model).values()) else 1)
+            assert not model.net.training  # the parent's other thread is still inside
+        assert model.net.training
+    finally:
+        if pid == 0:  # the child: never back into pytest
+            os._exit(2)
+        model.eval()
+    code = _wait(pid)
+    assert code == 0, _code(code)
+
+
+def test_a_copy_made_while_a_thread_predicts_has_the_training_modes(tiny_model):
+    """deepcopy and pickle of a model some thread is predicting with: the copy has none of its calls, and the
+    training modes they switched off."""
+    import torch
+
+    model = tiny_model
+    model.train()
+    model.net.token_rep_layer.labels_encoder.eval()  # a frozen part stays in eval mode
+    modes = _modes(model)
+    try:
+        with _predicting(model):
+            copies = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
+        for c in copies:
+            assert _modes(c) == modes
+            with c._eval_mode():
+                assert not c.net.training
+            assert _modes(c) == modes
+            assert c._tokenizing is not model._tokenizing
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(model.net.parameters(), copies[1].net.parameters()))
+        assert _modes(model) == modes
+    finally:
+        model.eval()
