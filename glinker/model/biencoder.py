@@ -234,6 +234,13 @@ class BiEncoder:
             state.pop("_eval_saved", None)
         return state
 
+    def __copy__(self) -> BiEncoder:
+        """A shallow copy: the same network, tokenizers and their lock, and the same record of the calls in eval mode
+        (the network's modes are shared, so they are switched back once for both, when the last call ends)."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         saved = state.pop("_eval_saved", None) or []
         state.pop("_eval_users", None)

@@ -579,3 +579,22 @@ def test_a_copy_made_while_a_thread_predicts_has_the_training_modes(tiny_model):
         assert _modes(model) == modes
     finally:
         model.eval()
+
+
+def test_a_shallow_copy_made_while_a_thread_predicts_leaves_the_shared_network_in_eval_mode(tiny_model):
+    """copy.copy shares the network: making it while another thread predicts switched that prediction's network
+    back to training mode (dropout on) halfway; the copy shares the record of the calls instead."""
+    model = tiny_model
+    model.train()
+    modes = _modes(model)
+    try:
+        with _predicting(model):
+            c = copy.copy(model)
+            assert not any(m.training for m in model.net.modules())
+            assert c.net is model.net and c._tokenizing is model._tokenizing
+            with c._eval_mode():
+                assert not c.net.training
+            assert not any(m.training for m in model.net.modules())  # the other thread's call is still on
+        assert _modes(model) == modes
+    finally:
+        model.eval()

@@ -293,3 +293,46 @@ def test_materialising_a_shipped_model_draws_no_random_numbers(base_run, pkg, tm
         init_model(cfg)
         states.append(torch.get_rng_state())
     assert torch.equal(states[0], states[1]) and torch.equal(states[1], states[2])
+
+
+def test_a_finished_run_is_not_shipped_for_a_config_naming_other_files_of_the_same_name(train_cfg, tmp_path):
+    """setup_finished reads no data, so it compares no digest: another file of the same name (data/v2/train.json
+    for data/v1/train.json, another checkpoint folder also called like the first) is not the run's; the usual
+    resume then says so (the review found setup_finished accepting both, and --ship shipping the old model)."""
+    import shutil
+
+    from glinker.errors import ConfigError
+    from glinker.model.testing import build_tiny_checkpoint
+    from glinker.model.train import Trainer
+
+    for d in ("v1", "v2"):
+        (tmp_path / d).mkdir()
+    shutil.copy(tmp_path / "train.json", tmp_path / "v1" / "train.json")
+    (tmp_path / "v2" / "train.json").write_text(json.dumps(
+        [{"tokenized_text": "acme hired bob .".split(), "ner": [[0, 0, "organization"], [2, 2, "person"]]}]))
+
+    def cfg(d: str, **model):
+        return train_cfg(steps=2, data=[{"path": str(tmp_path / d / "train.json")}],
+                         dev=[{"path": str(tmp_path / "v1" / "train.json")}], model=model or None, save_every=2)
+
+    t = Trainer(cfg("v1"))
+    t.setup()
+    t.train()
+    t.export()
+    t.close()
+    t = Trainer(cfg("v1"))
+    assert t.setup_finished()  # the same run: shipped as it is
+    t.close()
+    t = Trainer(cfg("v2"))
+    assert not t.setup_finished()
+    t.close()
+    with pytest.raises(ConfigError):
+        t = Trainer(cfg("v2"))
+        try:
+            t.setup()
+        finally:
+            t.close()
+    other = build_tiny_checkpoint(tmp_path / "other" / "ckpt", text_encoder="bert", seed=7)
+    t = Trainer(cfg("v1", from_checkpoint=str(other)))
+    assert not t.setup_finished()
+    t.close()

@@ -253,9 +253,16 @@ class Trainer:
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
         model = BiEncoder.from_pretrained(final)
-        _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
-                        encoders=(model.config.get("model_name"), model.config.get("labels_encoder")),
-                        covered=_covered_by(st, self.cfg, None, compare=False))
+        def same_run(paths_may_differ: bool) -> None:
+            _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
+                            encoders=(model.config.get("model_name"), model.config.get("labels_encoder")),
+                            covered=lambda *_: paths_may_differ)
+
+        same_run(True)  # another setting: refused here, naming it
+        try:  # nothing is read here to compare digests with: a path must name the same file as recorded
+            same_run(False)
+        except ConfigError:  # a path recorded otherwise (a moved project, another file of that name): the usual
+            return False     # resume compares the files' digests, then exports, or says what differs
         try:
             trained = load_file(str(last / "trainable.safetensors"))
         except Exception:  # noqa: BLE001 - a damaged checkpoint: the usual resume sets it aside
@@ -741,12 +748,11 @@ def _files_digest(sources: Sequence[Any]) -> list[dict]:
     return [{key: digest(getattr(s, key, None)) for key in _SOURCE_PATHS} for s in sources]
 
 
-def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None, compare: bool = True) -> Any:
+def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None) -> Any:
     """``covered(group, index, key)`` for :func:`_check_same_run`: whether the checkpoint state ``st`` recorded a
     content digest for that path that is compared with this run's files. Data paths: the data digest of the source
     (compared after the configuration); model paths: the weights digest (compared after it); dev paths: the dev
-    files' sha256, equal to this run's (``dev_ident``). ``compare=False`` (shipping a finished run, which reads no
-    data): recorded is enough."""
+    files' sha256, equal to this run's (``dev_ident``)."""
     data, base, dev = st.get("data"), st.get("base"), st.get("dev_files")
 
     def covered(group: str, i: int | None, key: str) -> bool:
@@ -763,8 +769,6 @@ def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None, compar
             then = dev[i].get(key)
             if not then:
                 return False
-            if not compare:
-                return True
             now = dev_ident[i].get(key) if dev_ident is not None and i < len(dev_ident) else None
             return then == now
         return False
