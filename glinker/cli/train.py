@@ -59,6 +59,7 @@ def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None
     from glinker.model.shipped import check_shippable, encoder_names
     from glinker.model.train import Trainer, load_train_config
     from glinker.model.train.config import check_data_paths
+    from glinker.model.train.trainer import refuse_starting_over
 
     cfg = load_train_config(config, overrides)
     state["cfg"] = cfg
@@ -81,7 +82,7 @@ def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None
         finally:
             t.close()
         return
-    _refuse_starting_over(out, resumable=any((p / "state.json").is_file() for p in out.glob("checkpoints/step-*")))
+    refuse_starting_over(out)  # (before the output folder's lock is taken; Trainer.setup checks again)
     check_data_paths(cfg)  # a missing data file is named now, with its line, not after the model has loaded
     t.setup()  # holds output_dir until t.close(): a second run into it is refused, naming this one
     try:
@@ -97,23 +98,6 @@ def _same_path(a: Path, b: Path) -> bool:
     import os
 
     return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _refuse_starting_over(out: Path, resumable: bool) -> None:
-    """A ConfigError when ``out`` holds a trained model (``final/``) or its ``history.json`` but no checkpoint to
-    resume from: training would start over from step 0 and replace them, silently."""
-    from glinker.errors import ConfigError
-
-    if resumable:
-        return
-    found = [str(p) for p in (out / "final", out / "history.json") if p.exists()]
-    if not found:
-        return
-    raise ConfigError(f"{out} holds a trained run ({' and '.join(found)}) but no checkpoint to resume it from "
-                      f"({out / 'checkpoints'} is missing or empty): training would start over from step 0 and "
-                      "replace final/", where=str(out),
-                      fix="to keep that model, pass another output_dir (--set output_dir=...); to retrain, delete "
-                          f"{out / 'final'} (and {out / 'history.json'})")
 
 
 def _ship_finished(t, cfg, ship: Path, ship_format: str, state: dict) -> None:
@@ -136,10 +120,11 @@ def _ship_finished(t, cfg, ship: Path, ship_format: str, state: dict) -> None:
 def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_at: int | None,
          state: dict | None = None) -> None:
     from glinker.model.shipped import export_shipped
+    from glinker.model.train.trainer import refuse_starting_over
 
     state = state if state is not None else {}
     if t.step == 0:  # no checkpoint resumed: a model trained into this output_dir would be replaced
-        _refuse_starting_over(Path(cfg.output_dir), resumable=False)
+        refuse_starting_over(Path(cfg.output_dir), resumable=False)
     if t.step >= cfg.train.steps:
         typer.echo(f"the run is finished (step {t.step} of {cfg.train.steps}): nothing to train; writing the model"
                    + (" and its shipped form" if ship is not None else ""), err=True)

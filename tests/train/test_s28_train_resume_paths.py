@@ -245,3 +245,26 @@ def test_a_run_resumes_after_its_project_folder_moved(tmp_path, tiny_ckpt, train
     msg = str(ei.value)
     assert "other data" in msg and "as many examples, other contents" in msg
     assert f"read from {proj / 'train.json'} then, {moved / 'train.json'} now" in msg
+
+
+def test_the_python_api_does_not_retrain_over_a_final_model_either(train_cfg, tmp_path):
+    """Trainer.setup() refuses, as `glinker train` does, to start over from step 0 in an output folder that holds a
+    trained model (final/) but no checkpoint (it retrained and replaced final/ silently)."""
+    import shutil
+
+    from glinker.errors import ConfigError
+    from glinker.model.train import Trainer
+
+    cfg = train_cfg(out="api", steps=2, save_every=2)
+    t = Trainer(cfg)
+    t.setup()
+    t.train()
+    t.export()
+    t.close()
+    shutil.rmtree(tmp_path / "api" / "checkpoints")
+    before = (tmp_path / "api" / "final" / "model.safetensors").stat().st_mtime_ns
+    t = Trainer(cfg)
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        t.setup()
+    t.close()
+    assert (tmp_path / "api" / "final" / "model.safetensors").stat().st_mtime_ns == before

@@ -290,6 +290,7 @@ class Trainer:
         c = self.cfg
         check_data_paths(c)  # a missing file is named now, not after the model and the other sources are read
         recover_checkpoint_dir(self.out / "final")  # an export cut short between its two renames
+        refuse_starting_over(self.out)  # a trained model here, no checkpoint: never retrained over silently
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
         random.seed(c.seed)
@@ -711,6 +712,24 @@ def recorded_config(cfg: TrainConfig) -> dict:
         if _local(m.get(key)):
             m[key] = os.path.realpath(m[key])
     return d
+
+
+def refuse_starting_over(out: Path, resumable: bool | None = None) -> None:
+    """A ConfigError when ``out`` holds a trained model (``final/``) or its ``history.json`` but no checkpoint to
+    resume from: training would start over from step 0 and replace them, silently. ``resumable`` None: whether a
+    checkpoint with its state is there."""
+    if resumable is None:
+        resumable = any((p / "state.json").is_file() for p in out.glob("checkpoints/step-*"))
+    if resumable:
+        return
+    found = [str(p) for p in (out / "final", out / "history.json") if p.exists()]
+    if not found:
+        return
+    raise ConfigError(f"{out} holds a trained run ({' and '.join(found)}) but no checkpoint to resume it from "
+                      f"({out / 'checkpoints'} is missing or empty): training would start over from step 0 and "
+                      "replace final/", where=str(out),
+                      fix="to keep that model, pass another output_dir (--set output_dir=...); to retrain, delete "
+                          f"{out / 'final'} (and {out / 'history.json'})")
 
 
 def _same_file(then: Any, now: Any, config_dir: str | None, covered: bool = False) -> bool:
