@@ -11,6 +11,8 @@ import pytest
 
 from .conftest import alias_mention_texts, build_records_kb
 
+mentions = alias_mention_texts  # (the texts of the mentions alias_mentions finds in each text)
+
 RECORDS = [
     {"id": "E1", "label": "München", "aliases": ["Munich"]},
     {"id": "E2", "label": "İstanbul"},
@@ -42,10 +44,6 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory) -> Path:
     return build_records_kb(RECORDS, tmp_path_factory.mktemp("mlkb"))
-
-
-def mentions(kb: Path, *texts: str, **params) -> list[list[str]]:
-    return alias_mention_texts(kb, *texts, **params)
 
 
 def test_names_inside_text_written_without_spaces(kb):

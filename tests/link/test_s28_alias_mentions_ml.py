@@ -10,6 +10,8 @@ import pytest
 
 from .conftest import alias_mention_texts, build_records_kb
 
+mentions = alias_mention_texts  # (the texts of the mentions alias_mentions finds in each text)
+
 RECORDS = [
     # short names that an apostrophe of a transliteration used to cut out of a longer word
     {"id": "A1", "label": "Gama"}, {"id": "A2", "label": "Sana"}, {"id": "A3", "label": "Ba"},
@@ -34,10 +36,6 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory) -> Path:
     return build_records_kb(RECORDS, tmp_path_factory.mktemp("s28kb"))
-
-
-def mentions(kb: Path, *texts: str, **params) -> list[list[str]]:
-    return alias_mention_texts(kb, *texts, **params)
 
 
 def test_an_apostrophe_for_ayin_or_hamza_is_no_clitic_boundary(kb):
