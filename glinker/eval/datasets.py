@@ -1063,6 +1063,26 @@ def _check_span(text: str, s: Any, e: Any, where: str, what: str) -> None:
                         fix="offsets are character positions with 0 <= start <= end <= len(text)")
 
 
+_AIDA_MENTION_KEYS = ("start", "end", "token_start", "token_end", "mention", "ner_type", "wikipedia_title",
+                      "wikipedia_url", "wikipedia_id", "freebase_mid", "wikidata_qid", "qid_source", "wikidata_label")
+_ELEVANT_LABEL_KEYS = ("id", "span", "entity_id", "name", "type", "coref", "parent", "children", "desc", "optional")
+
+
+def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: str) -> None:
+    """A gold mention without its entity key (``needed``) is NIL; but one whose entity sits under another key, a
+    near miss of ``needed`` ("wikidata_qdi", "entityid") or any key holding a QID ("qid": "Q42"), would be scored
+    as NIL without a word: an error naming the key."""
+    if needed in m:
+        return
+    for k, v in m.items():
+        if k in known:
+            continue
+        hint = _did_you_mean(str(k), [needed])
+        if hint or (isinstance(v, str) and _QID.fullmatch(v)):
+            raise DataError(f"{what} has no {needed!r} but has {k!r}: {v!r}{hint}; it would be read as NIL",
+                            where=where, fix=f"rename {k!r} to {needed!r} (null or absent for a NIL mention)")
+
+
 def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     """Stream AIDA JSONL: ``{"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"|null, ...}]}``.
 
@@ -1086,6 +1106,7 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
             if m.get("mention") is not None and m["mention"] != surface:
                 raise DataError(f"mention {j} text {m['mention']!r} differs from text[{s}:{e}] = {surface!r}",
                                 where=where, fix="offsets must be character offsets into 'text' (end exclusive)")
+            _check_id_key(m, "wikidata_qid", _AIDA_MENTION_KEYS, where, f"mention {j}")
             qid = m.get("wikidata_qid")
             title = m.get("wikipedia_title")
             meta = {k: m[k] for k in ("ner_type", "wikipedia_title", "wikidata_label") if m.get(k) is not None}
@@ -1123,6 +1144,7 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
             if not (isinstance(span, list) and len(span) == 2):
                 raise DataError(f"label {j} has no [start, end] span", where=where, fix='labels need "span": [s, e]')
             _check_span(text, span[0], span[1], where, f"label {j}")
+            _check_id_key(lab, "entity_id", _ELEVANT_LABEL_KEYS, where, f"label {j}")
             raw = str(lab.get("entity_id", ""))
             typ = str(lab.get("type", ""))
             known = bool(_QID.fullmatch(raw))

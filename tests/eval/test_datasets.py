@@ -258,6 +258,32 @@ def test_elevant_reader(tmp_path):
     assert ms[3].children == [4] and ms[4].parent == 3
 
 
+
+@pytest.mark.parametrize("fmt, key, value, msg", [
+    ("aida", "wikidata_qdi", "Q76", "did you mean 'wikidata_qid'"),
+    ("aida", "qid", "Q76", "'qid': 'Q76'"),
+    ("elevant", "entityid", "Q76", "did you mean 'entity_id'"),
+    ("elevant", "wikidata", "Q76", "'wikidata': 'Q76'"),
+])
+def test_el_readers_refuse_an_entity_under_another_key(tmp_path, fmt, key, value, msg):
+    """A gold mention whose entity sits under a misspelt or foreign key would be scored as NIL without a word."""
+    text = "Obama met him ."
+    if fmt == "aida":
+        doc = {"id": "d", "text": text, "mentions": [{"start": 0, "end": 5, "mention": "Obama", key: value}]}
+        ok = {"id": "d", "text": text, "mentions": [{"start": 0, "end": 5, "mention": "Obama", "note": "x",
+                                                     "wikipedia_title": None}]}
+    else:
+        doc = {"id": 0, "text": text, "labels": [{"id": 0, "span": [0, 5], key: value}]}
+        ok = {"id": 0, "text": text, "labels": [{"id": 0, "span": [0, 5], "source": "manual"}]}
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps(ok) + "\n" + json.dumps(doc) + "\n")
+    with pytest.raises(DataError, match=msg) as e:
+        list(D.iter_el(f))
+    assert f"{f}:2" in str(e.value) and "read as NIL" in str(e.value)
+    f.write_text(json.dumps(ok) + "\n")  # other unknown keys (metadata) are fine: the mention is NIL
+    (d,) = D.iter_el(f)
+    assert [m.is_nil for m in d.mentions] == [True]
+
 # ---- real data -------------------------------------------------------------------------------------------
 
 README_NER = {"CrossNER_AI": (431, 1804), "CrossNER_literature": (416, 2263), "CrossNER_music": (465, 3334),
