@@ -186,6 +186,30 @@ def fold_key(key: str) -> str:
 
 
 _FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key}
+
+
+def _holds_any_sql(chars: str) -> str:
+    """An SQL condition true where the alias key ``norm`` holds one of ``chars`` that a key can hold (those NFKC
+    keeps): ASCII ones by ``instr``; the others grouped by their UTF-8 bytes before the last, a group with more
+    than one character tested by those bytes first (one byte comparison, then its characters), a lone one by its
+    bytes (``’ ‘ ‛ ′`` share E2 80, ``ʼ ʻ ʹ`` CA)."""
+    parts, groups = [], {}
+    for c in dict.fromkeys(chars):
+        if unicodedata.normalize("NFKC", c) != c:
+            continue
+        if c.isascii():
+            parts.append("instr(norm, '" + c.replace("'", "''") + "')")
+        else:
+            groups.setdefault(c.encode()[:-1], []).append(c)
+    for lead, cs in groups.items():
+        if len(cs) == 1:
+            parts.append(f"instr(CAST(norm AS BLOB), X'{cs[0].encode().hex().upper()}')")
+        else:
+            any_of = " OR ".join(f"instr(norm, '{c}')" for c in cs)
+            parts.append(f"(instr(CAST(norm AS BLOB), X'{lead.hex().upper()}') AND ({any_of}))")
+    return "(" + " OR ".join(parts) + ")"
+
+
 # what each fold version folded first, for the warning on a store read with an older one: (a description, a query
 # that finds an alias key it would fold, or match otherwise, that an older fold does not; its parameters)
 _FOLD_NEWS = {
@@ -196,17 +220,12 @@ _FOLD_NEWS = {
     # a key with an apostrophe, "'" too (text with "’" finds it only with fold 3; most Latin-script KBs hold one,
     # found at once): one may be anywhere in a key, so keys are read, those of the first 250,000 entities at most
     # (the range of the rid index: 0.45 s a million keys when none has one; GLOB '*[...]*' is twice as slow), the
-    # UTF-8 lead bytes of the typographic apostrophes checked before the characters, the rarer ꞌ and ՚ by their bytes
-    # (an acute is a space and a combining acute in a key: NFKC)
+    # condition generated from APOSTROPHES (_holds_any_sql: lead bytes before characters; an acute is a space and a
+    # combining acute in a key, NFKC)
     3: (f"apostrophe look-alikes ({' '.join(APOSTROPHES)}) were read as \"'\" (O’Brien written O'Brien, or the "
         "other way round)",
-        "SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND (instr(norm, '''') "
-        "OR instr(norm, '`') OR instr(norm, ' \u0301') OR (norm >= ? AND norm < ?) "
-        "OR (instr(CAST(norm AS BLOB), X'E280') AND (instr(norm, '\u2019') OR instr(norm, '\u2018') "
-        "OR instr(norm, '\u201b') OR instr(norm, '\u2032'))) "
-        "OR (instr(CAST(norm AS BLOB), X'CA') AND (instr(norm, '\u02bc') OR instr(norm, '\u02bb') "
-        "OR instr(norm, '\u02b9'))) "
-        "OR instr(CAST(norm AS BLOB), X'EA9E8C') OR instr(CAST(norm AS BLOB), X'D59A')) LIMIT 1",
+        "SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND (instr(norm, ' \u0301') "
+        f"OR (norm >= ? AND norm < ?) OR {_holds_any_sql(chr(39) + APOSTROPHES)}) LIMIT 1",
         ("\u0301", "\u0302")),
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from glinker.kb import KB
-from glinker.kb.store import FOLD_VERSION, fold_key, fold_key_v2, normalize_alias
+from glinker.kb.store import APOSTROPHES, FOLD_VERSION, fold_key, fold_key_v2, normalize_alias
 
 from .conftest import build_records_kb, kb_info_line, refold_store
 
@@ -279,3 +279,20 @@ def test_kb_info_names_exactly_the_apostrophes_it_folds(kb_dir) -> None:
     folded = {c for c in map(chr, range(0x20, 0x10000)) if normalize_alias(c) not in keys
               and fold_key(normalize_alias(f"o{c}brien")) == "o'brien"}
     assert folded == set(), sorted(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in folded)
+
+
+@pytest.mark.parametrize("mark", ["'", *APOSTROPHES], ids=lambda c: f"U+{ord(c):04X}")
+def test_the_stale_fold_query_finds_a_key_with_each_apostrophe(mark) -> None:
+    """The query that tells a v2 store holds keys fold 3 reads otherwise is generated from APOSTROPHES: a key with
+    any of them (as NFKC writes it into a key) is found, one with none is not."""
+    import sqlite3
+
+    from glinker.kb.store import _FOLD_NEWS
+
+    _what, query, args = _FOLD_NEWS[3]
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE aliases (rid INTEGER, norm TEXT)")
+    db.executemany("INSERT INTO aliases VALUES (?, ?)", [(1, "zurich"), (2, "kamianets")])
+    assert db.execute(query, args).fetchone() is None
+    db.execute("INSERT INTO aliases VALUES (3, ?)", (normalize_alias(f"o{mark}brien"),))
+    assert db.execute(query, args).fetchone() is not None
