@@ -21,6 +21,23 @@ def lines_of(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
 
 
+def assert_same_records(a, b, tol: float = 1e-6, where: str = "") -> None:
+    """The same records (ids, spans, entities, order) with the same scores up to ``tol``: another process may run
+    torch with another thread count, whose float sums differ in the last bits (seen: 9e-9 in a re-scored score)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol, (where, a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), (where, a, b)
+        for k in a:
+            assert_same_records(a[k], b[k], tol, f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), (where, a, b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_records(x, y, tol, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
 def test_link_txt_and_jsonl(pipeline, tmp_path):
     txt = tmp_path / "in.txt"
     txt.write_text("\n".join(TEXTS) + "\n\n")
@@ -205,7 +222,7 @@ def test_standard_input_is_read_with_dash(pipeline, tmp_path):
     r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), "-", "-o", str(out)],
                        input=src.read_text(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert lines_of(out) == lines_of(ref)
+    assert_same_records(lines_of(out), lines_of(ref))  # (another process: scores equal to 1e-6)
     r = subprocess.run([sys.executable, "-m", "glinker", "link", "-p", str(pipeline), "-", "-o", str(tmp_path / "j.jsonl")],
                        input='{"id": "x", "text": "Paris"}\n', capture_output=True, text=True)
     assert r.returncode == 0 and lines_of(tmp_path / "j.jsonl")[0]["id"] == "x", r.stderr
