@@ -15,6 +15,7 @@ import os
 import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, Union, get_args, get_origin, runtime_checkable
 
@@ -420,6 +421,23 @@ def _adapter_name(adapter: Any) -> str:
     return str(getattr(cls, "name", None) or cls.__name__)
 
 
+def _shadowing_package(ep: Any) -> str | None:
+    """Where a foreign ``kb_adapters`` package that hides the built-in adapters comes from (a user's folder of that
+    name in the working folder, which ``python -m`` and scripts put first on ``sys.path``), or None."""
+    import sys
+
+    if not str(ep.value).startswith("kb_adapters.") or ep.value not in BUILTIN_ADAPTERS.values():
+        return None
+    mod = sys.modules.get("kb_adapters")
+    where = getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", []) or []), None)
+    if mod is None or where is None:
+        return None
+    ours = Path(__file__).resolve().parents[2] / "kb_adapters"
+    found = Path(where).resolve()
+    found = found.parent if found.name == "__init__.py" else found
+    return None if found == ours else str(found)
+
+
 def get_adapter_class(name: str) -> type[KBAdapter]:
     """Load the adapter class registered under ``name`` in the entry-point group: a KBError naming the entry point
     (``module:attr``) and its package when it cannot be imported, is not a class, or lacks ``iter_entities`` or
@@ -438,6 +456,13 @@ def get_adapter_class(name: str) -> type[KBAdapter]:
     except Exception as e:  # whatever a plugin's module raises at import is said as the plugin's
         log.debug("loading the KB adapter entry point %s failed", _ep_said(ep), exc_info=True)
         missing = isinstance(e, ImportError)
+        shadow = _shadowing_package(ep) if missing else None
+        if shadow is not None:
+            raise KBError(f"the KB adapter {name!r} (entry point {_ep_said(ep)}) could not be imported: the package "
+                          f"'kb_adapters' is taken from {shadow}, not from glinker's installation: {type(e).__name__}: "
+                          f"{e}", where="adapter",
+                          fix=f"run from another folder (python -m and scripts put the working folder first on "
+                              f"sys.path) or rename {shadow}") from e
         raise KBError(f"the KB adapter {name!r} (entry point {_ep_said(ep)}) could not be "
                       f"{'imported' if missing else 'loaded'}: {type(e).__name__}: {e}", where="adapter",
                       fix=(f"reinstall {dist.split()[0]}, or install what it needs" if dist and missing else

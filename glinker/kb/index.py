@@ -77,10 +77,31 @@ def _transform_dims(factory: str, dim: int) -> int:
 
 
 def _faiss() -> Any:
+    return import_faiss("faiss is not installed", "KB index", "pip install faiss-cpu")
+
+
+_FAISS_CHECKED = False
+
+
+def import_faiss(message: str, where: str, fix: str) -> Any:
+    """The ``faiss`` module, or a DependencyError (``message``, ``where``, ``fix``). At the first import, a warning
+    when faiss-cpu and faiss-gpu are both installed: the two distributions write the same ``faiss`` package, so
+    whichever pip wrote last is imported and uninstalling either breaks the other."""
+    global _FAISS_CHECKED
     try:
         import faiss
     except ImportError as e:
-        raise DependencyError("faiss is not installed", fix="pip install faiss-cpu") from e
+        raise DependencyError(message, where=where, fix=fix) from e
+    if not _FAISS_CHECKED:
+        _FAISS_CHECKED = True
+        from importlib.metadata import distributions
+
+        names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in distributions()}
+        gpu = sorted(n for n in names if n.startswith("faiss-gpu"))
+        if "faiss-cpu" in names and gpu:
+            log.warning("faiss-cpu and %s are both installed and share the faiss module (the one installed last is "
+                        "used; uninstalling either breaks the other): keep one, e.g. `pip uninstall -y faiss-cpu && "
+                        "pip install --force-reinstall --no-deps %s`", gpu[0], gpu[0])
     return faiss
 
 

@@ -23,7 +23,8 @@ def now() -> str:
 class Manifest(BaseModel):
     """Everything needed to use a KB directory correctly, and to tell where it came from."""
 
-    model_config = ConfigDict(extra="forbid")
+    # (protected_namespaces: pydantic < 2.10 warns of every field named model_*, e.g. model_fingerprint)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     format_version: int = FORMAT_VERSION
     model: str | None = Field(default=None, description="How the model was named at build time (path/name).")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from glinker.errors import ConfigError, DataError, DependencyError, ModelError
+from glinker.errors import ConfigError, DataError, ModelError
 from glinker.io import plain_mode
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,10 @@ DEFAULT_EF_SEARCH = 512
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as e:
-        raise DependencyError(
-            "label retrieval needs faiss",
-            where="LabelBank index",
-            fix="pip install faiss-cpu (or score exhaustively: label_top_k=0)",
-        ) from e
-    return faiss
+    from glinker.kb.index import import_faiss
+
+    return import_faiss("label retrieval needs faiss", "LabelBank index",
+                        "pip install faiss-cpu (or score exhaustively: label_top_k=0)")
 
 
 def uses_mips_transform(factory: str, mips: str = "auto") -> bool:
