@@ -4,7 +4,8 @@ Endpoints (JSON in and out, UTF-8):
 
 - ``POST /link``: ``{"text": "..."}``, ``{"texts": ["...", ...]}`` or ``{"documents": [{"id": ..., "text": ...,
   "meta": {...}}, ...]}`` -> ``{"documents": [<linked document>, ...]}`` in request order (the records ``glinker
-  link`` writes). A bad body is a 400 naming the field; an oversized one a 413.
+  link`` writes). A bad body is a 400 naming the field; an oversized one (bytes, characters of text, documents)
+  a 413.
 - ``GET /health`` -> ``{"status": "ok", "pipeline": ..., "fingerprint": ..., "documents": n, "batches": n}``
   (``HEAD`` too: status and headers only).
 - ``GET /`` (``?text=...``): a page with a text box that shows the links highlighted (the ``-o out.html`` page).
@@ -12,23 +13,39 @@ Endpoints (JSON in and out, UTF-8):
 One thread runs the pipeline (its warm-up, every batch and its close at the stop); concurrent requests queue up and are linked together, up to the pipeline's
 ``batch_size`` documents or ``max_wait`` seconds after the first one arrives, so throughput under load is that of
 batched linking rather than of one document at a time.
+
+The server has no authentication and no TLS (a reverse proxy adds them). What it guards itself against: requests
+too big to link (``max_body``, ``max_chars``, ``max_docs``), clients that send slowly (``request_timeout``: one
+deadline for a request's headers and body) or open many connections (``max_connections`` served at once, the
+others wait in the kernel's queue), hostile JSON (a 400, never a dropped connection), requests framed ambiguously
+(a body on a GET, a Content-Length that is not plain digits or is given twice differently, a Transfer-Encoding:
+a 400 or 411 and the connection closed, so that no request is read out of another's body) and, on a loopback
+address, web pages that reach it through a DNS name of theirs (DNS rebinding: only loopback ``Host`` names, and
+``allow_hosts``, are answered). A 500 tells the client a reference, never the error's text (it may name server
+paths): the details go to the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
+import io
+import ipaddress
 import json
 import logging
+import math
 import queue
+import re
+import secrets
 import select
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qs, urlparse
 
 from glinker.errors import ConfigError, DataError, GlinkerError
@@ -42,6 +59,28 @@ MAX_CHARS = 200_000
 next request's, so one huge request would hold every client (about a minute per 50,000 characters on 2 CPU cores;
 ``glinker link`` is the way for big inputs)."""
 
+MAX_DOCS = 1_000
+"""Documents one request may hold by default: each document costs linking time and memory however short its text
+(100,000 empty texts took 23 s and 120 MB on 2 CPU cores, and fit in a 400 KB body), so ``max_chars`` alone does not
+bound a request. A thousand is many batches of any pipeline's ``batch_size``: clients with more send several
+requests (or use ``glinker link``)."""
+
+MAX_CONNECTIONS = 64
+"""Connections served at once by default (one thread each); more wait in the kernel's accept queue until one ends,
+so that slow or idle clients cannot make the process start threads without bound."""
+
+REQUEST_TIMEOUT = 60.0
+"""Seconds a client has by default to send one whole request, its headers and body (and how long a kept-alive
+connection may stay idle before it): a per-read timeout alone let a client sending a byte every few seconds hold
+its connection and thread for ever."""
+
+MAX_META_DEPTH = 32
+"""How deeply a document's ``meta`` may nest: deeper values failed only when the linked record was serialised,
+after the linking work (pydantic's serialisation depth limit), or overflowed the recursion limit."""
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+"""``Host`` names that always reach a server on a loopback address (IP literals of loopback addresses too)."""
+
 CHECK_CLIENT_EVERY = 0.25
 """Seconds between checks, while a request waits for its links, that its client is still connected: the documents
 of a client that left are not linked (their turns go to the clients still waiting)."""
@@ -51,15 +90,68 @@ class _ClientLeft(Exception):
     """The client closed its connection before its answer was ready."""
 
 
-def parse_request(body: bytes) -> list[dict[str, Any]]:
-    """The documents of a ``POST /link`` body; a DataError naming the field when it is not one of the forms."""
+class RequestTooLarge(DataError):
+    """A request over one of the server's limits (answered 413, not 400: the request is well formed)."""
+
+
+class _NotFinite(ValueError):
+    """A JSON number that is not a finite float (``NaN``, ``Infinity``, ``1e999``)."""
+
+
+def _finite(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise _NotFinite(f"the number {s[:40]} is out of range")
+    return v
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(f"{name} is not a JSON number")
+
+
+def check_meta(meta: dict[str, Any], where: str, max_depth: int = MAX_META_DEPTH) -> None:
+    """Raise a DataError naming ``where`` when ``meta`` nests deeper than ``max_depth`` or holds a lone surrogate:
+    checked before linking, because either only failed when the linked record was serialised (the work done for
+    nothing) or written. Walked without recursion: the depth checked is what a recursive walk would overflow on."""
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise DataError(f"nested more than {max_depth} levels deep", where=where,
+                                fix='keep meta flat, e.g. "meta": {"source": "..."}')
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    check_text(k, where)
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            check_text(value, where)
+
+
+def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, Any]]:
+    """The documents of a ``POST /link`` body; a DataError naming the field when it is not one of the forms, a
+    :class:`RequestTooLarge` when it holds more than ``max_docs`` documents (checked before any document is looked
+    at: a 16 MB body of empty texts is four million documents)."""
     try:
-        req = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"the body is not UTF-8 (byte {e.start})", where="body", fix="send UTF-8 JSON") from None
+    try:
+        req = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise DataError(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}", where="body",
                         fix='send {"text": "..."}, {"texts": [...]} or {"documents": [{"id", "text"}]}') from None
+    except RecursionError:  # the JSON decoder recurses per level of nesting
+        raise DataError("the body is nested too deeply", where="body",
+                        fix='send {"texts": [...]} or {"documents": [...]} with a flat meta') from None
+    except _NotFinite as e:
+        raise DataError(f"the body is not JSON: {e}", where="body", fix="send finite numbers") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits())
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()  # Python 3.10.7+
+        raise DataError(f"a number in the body has more than {limit or 'the allowed'} digits", where="body",
+                        fix="send ids and other long numbers as strings") from None
     if not isinstance(req, dict):
         raise DataError("the body must be a JSON object", where="body",
                         fix='send {"text": "..."}, {"texts": [...]} or {"documents": [...]}')
@@ -80,10 +172,20 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
     items = req[key]
     if not isinstance(items, list):
         raise DataError("must be a list", where=key, fix=f'{{"{key}": [...]}}')
+    if max_docs is not None and len(items) > max_docs:
+        raise RequestTooLarge(f"{len(items):,} documents; this server links at most {max_docs:,} per request",
+                              where=key, fix="send fewer documents per request (glinker link for big inputs), or "
+                                             "start the server with a larger --max-docs")
     docs = []
     # a document without an id is numbered by its place, unless another document of the request has that id
-    given = {str(d["id"]) for d in items if isinstance(d, dict) and d.get("id") is not None} if key == "documents" \
-        else set()
+    given: set[str] = set()
+    if key == "documents":
+        for i, d in enumerate(items):
+            if isinstance(d, dict) and d.get("id") is not None:
+                if not isinstance(d["id"], (str, int, float)):  # str() of a deep list would overflow
+                    raise DataError("must be a string or a number", where=f"documents[{i}].id", fix='"id": "a"')
+                check_text(str(d["id"]), f"documents[{i}].id")  # echoed in the answer: must be Unicode text
+                given.add(str(d["id"]))
     for i, item in enumerate(items):
         if key == "texts":
             if not isinstance(item, str):
@@ -99,6 +201,7 @@ def parse_request(body: bytes) -> list[dict[str, Any]]:
         if item.get("meta") is not None:
             if not isinstance(item["meta"], dict):
                 raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
+            check_meta(item["meta"], f"documents[{i}].meta")
             doc["meta"] = item["meta"]
         docs.append(doc)
     return docs
@@ -284,8 +387,6 @@ class Batcher:
     def _turn(self, jobs: list[_Job]) -> list[_Job]:
         """One batch of at most ``max_batch`` documents, taken from the jobs in round robin; returns the jobs it
         took documents from."""
-        from glinker.cli.link import json_records
-
         take: list[tuple[_Job, int, int]] = []  # (job, start, end) slices of this batch
         room = self.max_batch
         share = max(1, -(-self.max_batch // len(jobs)))
@@ -298,30 +399,54 @@ class Batcher:
                 room -= n
         docs = [d for j, a, b in take for d in j.docs[a:b]]
         try:
-            recs = json_records(self.pipe.run_batch(docs), docs) if docs else []
-            self.batches += 1 if docs else 0
+            res = self.pipe.run_batch(docs) if docs else None
         except Exception as e:
             if len(take) > 1:  # find the request that fails: the others still get their links
                 for j, a, b in take:
+                    part = j.docs[a:b]
                     try:
-                        part = j.docs[a:b]
-                        j.add(json_records(self.pipe.run_batch(part), part), b)
-                        self.batches += 1
-                        self.documents += b - a
+                        one = self.pipe.run_batch(part)
                     except Exception as err:  # noqa: BLE001 - handed to that request's client
                         j.fail(err)
+                        continue
+                    self.batches += 1
+                    self.documents += b - a
+                    self._answer([(j, a, b)], one, part)
                 return [j for j, _, _ in take]
             take[0][0].fail(e)
             return [take[0][0]]
-        self.documents += len(docs)
-        at = 0
-        for j, a, b in take:
-            j.add(recs[at:at + (b - a)], b)
-            at += b - a
+        if docs:
+            self.batches += 1
+            self.documents += len(docs)
+            self._answer(take, res, docs)
         for j in jobs:  # a request without documents is answered at once
             if not j.docs and not j.fut.done():
                 j.fut.set_result([])
         return [j for j, _, _ in take]
+
+    @staticmethod
+    def _answer(take: list[tuple[_Job, int, int]], res: Any, docs: list[Any]) -> None:
+        """Hands each request its records of a linked batch, serialised request by request: a record that cannot be
+        serialised fails its own request only; the others are answered, and nothing is linked again (serialising
+        the whole batch at once made one bad record re-link every request of its batch)."""
+        from glinker.cli.link import output_records
+        from glinker.io import to_jsonable
+
+        try:
+            outs = output_records(res, docs)
+        except Exception as e:  # noqa: BLE001 - the batch's output is unusable: each request is told
+            for j, _, _ in take:
+                j.fail(e)
+            return
+        at = 0
+        for j, a, b in take:
+            try:
+                recs = [to_jsonable(r) for r in outs[at:at + (b - a)]]
+            except Exception as e:  # noqa: BLE001 - handed to that request's client
+                j.fail(e)
+            else:
+                j.add(recs, b)
+            at += b - a
 
 
 class _Job:
@@ -353,60 +478,255 @@ _FORM = """<form method="get" action="/" style="margin:1em 0"><textarea name="te
 placeholder="Paste a text to link">{text}</textarea><br><button type="submit">Link</button></form>"""
 
 
+def host_name(value: str) -> str | None:
+    """The host of a ``Host`` header (or ``--allow-host`` name) without its port, lowercased, without a final dot;
+    IPv6 addresses in brackets (``[::1]``). None when it is not ``host[:port]``."""
+    v = value.strip().lower()
+    if v.count(":") > 1 and not v.startswith("["):  # a bare IPv6 address (an --allow-host entry)
+        v = f"[{v}]"
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        name, rest = v[:end + 1], v[end + 1:]
+    else:
+        name, colon, port = v.partition(":")
+        rest = colon + port
+    if rest and not re.fullmatch(r":[0-9]*", rest):
+        return None
+    name = name.rstrip(".")
+    if name.startswith("["):
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            return None
+    elif not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", name):  # names (IDNs as xn--) and IPv4 addresses
+        return None
+    return name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name as :func:`host_name` gives it, or an address to bind) is a loopback name or
+    address: ``localhost``, ``127.0.0.0/8``, ``::1``."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None:
+    """The ``Host`` names a server bound to ``bind`` answers (IP literals of loopback addresses too), or None for
+    any. On a loopback address: the loopback names and ``allow``; a web page that makes its own DNS name point to
+    127.0.0.1 (DNS rebinding) sends its name as ``Host`` and is refused, so it cannot read the answers (the
+    labels of a private KB). On another address: any, unless ``allow`` names some (then those and the loopback
+    names). ``*`` in ``allow``: any."""
+    names = set()
+    for a in allow:
+        if a.strip() == "*":
+            return None
+        name = host_name(a)
+        if name is None:
+            raise ConfigError(f"{a!r} is not a host name", where="--allow-host",
+                              fix="give the name clients reach the server by, e.g. --allow-host linker.example.org")
+        names.add(name)
+    if not names and not is_loopback(bind.lower()):
+        return None
+    return frozenset(LOOPBACK_NAMES | names)
+
+
+def host_allowed(value: str, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` header ``value`` is one of ``allowed`` or a loopback address."""
+    name = host_name(value)
+    return name is not None and (name in allowed or is_loopback(name))
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket under a handler's ``rfile``: each read waits at most until the request's ``deadline`` (then
+    TimeoutError), so that a client sending a byte now and then cannot make its request last longer than the
+    deadline, as it could with only a timeout on each read."""
+
+    def __init__(self, sock: socket.socket, per_read: float | None) -> None:
+        super().__init__()
+        self.sock = sock
+        self.per_read = per_read
+        self.deadline: float | None = None  # time.monotonic() by which the request must have arrived
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.deadline is None:
+            return self.sock.recv_into(buf)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request was not received before its deadline")
+        self.sock.settimeout(left if self.per_read is None else min(left, self.per_read))
+        try:
+            return self.sock.recv_into(buf)
+        finally:
+            self.sock.settimeout(self.per_read)  # writes keep the plain timeout
+
+
 def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BODY,
-                 max_chars: int = MAX_CHARS) -> type[BaseHTTPRequestHandler]:
-    """The request handler class of a server around ``batcher``."""
+                 max_chars: int = MAX_CHARS, *, max_docs: int = MAX_DOCS, request_timeout: float = REQUEST_TIMEOUT,
+                 hosts: frozenset[str] | None = None) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of a server around ``batcher``; ``hosts``: the ``Host`` names it answers (None:
+    any; see :func:`allowed_hosts`)."""
     from glinker.types import Document
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "glinker"
+        sys_version = ""  # not told: the Python version only helps an attacker pick an exploit
         protocol_version = "HTTP/1.1"
-        timeout = 60  # seconds a client may take to send its request (a declared body never sent)
+        timeout = request_timeout  # each read and write; the request as a whole has the same deadline
+        _admitted: bool | None = None  # this request's framing, size and Host checked (and the answer)
+        _answer_started = False  # a status line was written for this request
+
+        def version_string(self) -> str:
+            return self.server_version
 
         def log_message(self, fmt: str, *args: Any) -> None:  # through logging, not stderr prints
             log.debug("%s %s", self.address_string(), fmt % args)
 
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # the socket's plain file: reads go through the request's deadline instead
+            self._raw = _DeadlineReader(self.connection, self.timeout)
+            self.rfile = io.BufferedReader(self._raw)
+
+        def handle_one_request(self) -> None:
+            """One request, from the wait for its first line (a kept-alive connection idles in it) to its answer;
+            its headers and body must arrive within ``request_timeout`` of the start."""
+            self._raw.deadline = time.monotonic() + request_timeout
+            self._answer_started = False
+            super().handle_one_request()
+
+        def parse_request(self) -> bool:
+            """The request line and headers, then the checks every request goes through (:meth:`_admit`)."""
+            self._admitted = None
+            if not super().parse_request():
+                return False
+            return self._admit()
+
+        def handle_expect_100(self) -> bool:
+            """A request refused (too large, framed ambiguously, another Host) is answered before the client sends
+            its body (not after ``100 Continue``)."""
+            if not self._admit():
+                return False
+            return super().handle_expect_100()
+
+        def _admit(self) -> bool:
+            if self._admitted is None:
+                self._admitted = self._check()
+            return self._admitted
+
+        def _refuse(self, status: int, message: str, fix: str, where: str | None = None) -> bool:
+            """Answers ``status`` and closes the connection: the request's body, unread, cannot be taken for
+            the next request (request smuggling behind a proxy that reuses its connections)."""
+            self.close_connection = True
+            self._json(status, {"error": {"message": message, "where": where, "fix": fix}})
+            return False
+
+        def _check(self) -> bool:
+            """Whether the request may be answered; if not, the refusal is written and the connection closed.
+            Checked: how the body is framed (only a Content-Length of plain digits, given once, and only on POST),
+            its size, and the Host (and Origin) names."""
+            if self.headers.get_all("Transfer-Encoding"):
+                te = self.headers.get("Transfer-Encoding", "")[:100]
+                if self.command == "POST":
+                    return self._refuse(411, f"request bodies sent with Transfer-Encoding {te!r} are not read",
+                                        "send the body with a Content-Length header", "Transfer-Encoding")
+                return self._refuse(400, f"{self.command} requests take no body (Transfer-Encoding {te!r})",
+                                    "send no body, or POST /link", "Transfer-Encoding")
+            size = self._content_length()
+            if size is None:
+                return False
+            if size and self.command != "POST":
+                return self._refuse(400, f"{self.command} requests take no body (Content-Length {size})",
+                                    "send no body, or POST the documents to /link", "Content-Length")
+            if size > max_body:
+                return self._refuse(413, f"body of {size} bytes; at most {max_body} are read",
+                                    "send fewer documents per request")
+            if hosts is not None:
+                host = self.headers.get_all("Host") or []
+                if len(host) > 1:
+                    return self._refuse(400, "more than one Host header", "send one Host header", "Host")
+                if host and not host_allowed(host[0], hosts):
+                    return self._refuse(421, f"this server does not answer for Host {host[0][:100]!r}",
+                                        "reach it as localhost (127.0.0.1), or start it with --allow-host NAME for "
+                                        "each name clients use (e.g. behind a reverse proxy)", "Host")
+                origin = self.headers.get_all("Origin") or []
+                if origin and not all(host_allowed(urlparse(o.strip()).netloc, hosts) for o in origin):
+                    # a page of another site (a browser says which): it may not make this server work for it
+                    return self._refuse(403, f"requests from pages of {origin[0][:100]!r} are not answered",
+                                        "call the server from its own pages or outside a browser, or start it "
+                                        "with --allow-host for that site's name", "Origin")
+            return True
+
+        def _content_length(self) -> int | None:
+            """The body's size in bytes (0 without a Content-Length); None once a 400 is answered: a value that is
+            not plain ASCII digits (``int()`` also took ``+17``, ``1_7`` or ``\\x0b17``), or several different
+            values. A front end reading them differently would take part of a body for another request."""
+            values = [v.rstrip(" \t") for v in self.headers.get_all("Content-Length") or []]  # trailing OWS
+            if not values:
+                return 0
+            if any(v != values[0] for v in values[1:]):
+                self._refuse(400, f"conflicting Content-Length headers: {', '.join(repr(v[:30]) for v in values)}",
+                             "send one Content-Length header", "Content-Length")
+                return None
+            if not re.fullmatch(r"[0-9]+", values[0]):
+                self._refuse(400, f"Content-Length {values[0][:30]!r} is not a number of plain digits",
+                             "send the body's size in bytes", "Content-Length")
+                return None
+            return int(values[0]) if len(values[0]) <= 18 else sys.maxsize
+
         def do_GET(self) -> None:
-            with batcher.answering(), self._unless_gone():
+            with batcher.answering(), self._guarded():
                 self._get()
 
         def do_HEAD(self) -> None:
             """GET's status and headers without the body; ``/`` without linking (a probe's request stays cheap)."""
             self.path = urlparse(self.path).path
-            with batcher.answering():
+            with batcher.answering(), self._guarded():
                 self._get()
 
-        def handle_expect_100(self) -> bool:
-            """A body announced too large is refused before the client sends it (not after ``100 Continue``)."""
-            if self._too_large():
-                return False
-            return super().handle_expect_100()
-
-        def _too_large(self) -> bool:
-            """Answers 413 (and closes) when the request's Content-Length is over the limit."""
-            try:
-                size = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                return False  # answered as a 400 by the request's handler
-            if size <= max_body:
-                return False
-            self.close_connection = True
-            self._json(413, {"error": {"message": f"body of {size} bytes; at most {max_body} are read",
-                                       "fix": "send fewer documents per request"}})
-            return True
-
         def do_POST(self) -> None:
-            with batcher.answering(), self._unless_gone():
+            with batcher.answering(), self._guarded():
                 self._post()
 
         @contextlib.contextmanager
-        def _unless_gone(self) -> Iterator[None]:
+        def _guarded(self) -> Iterator[None]:
+            """A client that left is not answered; any other failure is a 500 (see :meth:`_internal`), not a
+            connection closed without an answer and a traceback on stderr."""
             try:
                 yield
             except _ClientLeft:
                 self.close_connection = True
                 log.info("client %s left before its answer: its documents not yet linked are dropped",
                          self.address_string())
+            except Exception as e:  # logged with its traceback; the client gets a reference
+                if self._answer_started:  # the answer is cut: the client sees the connection close
+                    self.close_connection = True
+                    log.exception("answering %s %s failed", self.command, self.path[:200])
+                else:
+                    self._internal(e)
+
+        def _internal(self, e: BaseException) -> None:
+            """A 500 that says an internal error occurred, with a reference to the log line that has the details:
+            the error's own message, place and fix may name server paths (KB, model) and are not sent."""
+            ref = secrets.token_hex(4)
+            if isinstance(e, GlinkerError):  # a bug underneath: its traceback too
+                log.error("[ref %s] %s %s failed: %s", ref, self.command, self.path[:200], e,
+                          exc_info=e.__cause__ is not None)
+            else:
+                log.error("[ref %s] %s %s failed", ref, self.command, self.path[:200], exc_info=e)
+            self._json(500, {"error": {"code": getattr(e, "code", GlinkerError.code),
+                                       "message": f"an internal error occurred (reference {ref}); the server's log "
+                                                  "has the details",
+                                       "fix": f"try again later; if it persists, give the reference {ref} to the "
+                                              "server's operator"}})
 
         def _client_left(self) -> bool:
             """Whether the client closed its connection (end of stream; bytes of a next request do not count)."""
@@ -417,9 +737,11 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 return True
 
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self._answer_started = True
             self.send_response(status)
             self.send_header("Content-Type", f"{ctype}; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
             if self.close_connection:  # set before answering: the client is told to open a new connection
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -431,7 +753,11 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 log.debug("client %s left before its answer", self.address_string())
 
         def _json(self, status: int, obj: Any) -> None:
-            self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+            try:
+                body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate of the request echoed (a field's name): escaped instead
+                body = json.dumps(obj).encode("ascii")
+            self._send(status, body)
 
         def _error(self, status: int, e: GlinkerError) -> None:
             self._json(status, {"error": {"code": e.code, "message": e.message, "where": e.where, "fix": e.fix}})
@@ -475,7 +801,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 self._error(400, e)
                 return
             except GlinkerError as e:
-                self._error(500, e)
+                self._internal(e)
                 return
             page = render_html(recs, title=f"glinker: {info.get('pipeline', '')}")
             page = page.replace("<body>", "<body>" + _FORM.format(text=html.escape(text)), 1)
@@ -486,35 +812,20 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 self.close_connection = True  # its body is not read: the connection cannot carry another request
                 self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
                 return
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self.close_connection = True
-                self._json(411, {"error": {"message": "chunked request bodies are not read",
-                                           "fix": "send the body with a Content-Length header"}})
-                return
-            try:
-                size = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self.close_connection = True
-                self._json(400, {"error": {"message": f"Content-Length {self.headers.get('Content-Length')!r} "
-                                           "is not a number", "where": "Content-Length",
-                                           "fix": "send the body's size in bytes"}})
-                return
-            if size < 0:
-                self.close_connection = True
-                self._json(400, {"error": {"message": f"Content-Length {size} is negative", "where": "Content-Length",
-                                           "fix": "send the body's size in bytes"}})
-                return
-            if self._too_large():
-                return
+            size = self._content_length() or 0  # checked by _admit
             try:
                 with batcher.reading(self.connection):
                     body = self.rfile.read(size)
-            except OSError:  # the read timed out (``timeout``), or the connection was reset
+            except TimeoutError:  # the request's deadline passed (or a read's timeout)
+                self._refuse(408, f"the body did not arrive within {request_timeout:g} s",
+                             "send the request faster, or start the server with a larger --request-timeout")
+                return
+            except OSError:  # the connection was reset
                 body = b""
             if len(body) < size:  # the client stopped sending (or a stopping server stopped reading)
                 raise _ClientLeft
             try:
-                raw_docs = parse_request(body)
+                raw_docs = parse_request(body, max_docs)
                 chars = sum(len(d["text"]) for d in raw_docs)
                 if chars > max_chars:
                     self._json(413, {"error": {"message": f"{chars:,} characters of text; this server links at "
@@ -524,12 +835,14 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                                                       "--max-chars"}})
                     return
                 recs = self._link(raw_docs)
+            except RequestTooLarge as e:
+                self._error(413, e)
+                return
             except DataError as e:
                 self._error(400, e)
                 return
             except GlinkerError as e:
-                log.error("linking failed: %s", e, exc_info=e.__cause__ is not None)  # a bug: its traceback
-                self._error(500, e)
+                self._internal(e)
                 return
             self._json(200, {"documents": recs})
 
@@ -537,21 +850,69 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
 
 
 class _Listener(ThreadingHTTPServer):
+    """The listening socket, serving at most ``max_connections`` connections at once (one thread each)."""
+
     # the kernel's queue of connections not yet accepted: Python's default of 5 reset clients when 30 connected
     # at once; a team's burst of requests waits in the queue instead
     request_queue_size = 1024
+    SLOT_WAIT = 0.25  # seconds the accepting loop waits for a free slot before it looks at a stop again
+
+    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kw: Any) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(*args, **kw)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """The next connection once a slot is free: with every slot taken, connections wait in the kernel's queue
+        (not accepted, no thread started) until one ends."""
+        if not self.slots.acquire(timeout=self.SLOT_WAIT):
+            raise OSError("every connection slot is taken")  # the serving loop tries again (and sees a stop)
+        try:
+            return super().get_request()
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        """Closes an accepted connection (once each, however its handling ended) and frees its slot."""
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An error on a connection, outside any request's answer: logged (socketserver printed it to stderr); a
+        client that resets its connection is no error of the server's."""
+        peer = client_address[0] if client_address else "?"
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("connection from %s reset", peer)
+        else:
+            log.exception("error on the connection from %s", peer)
 
 
 class Server:
-    """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``)."""
+    """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``).
+
+    ``max_docs``, ``max_chars``, ``max_body``: what one request may hold (more is a 413); ``max_connections``:
+    connections served at once; ``request_timeout``: seconds a client has to send a request; ``allow_hosts``: the
+    ``Host`` names answered besides the loopback ones (see :func:`allowed_hosts`)."""
 
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
-                 max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS) -> None:
+                 max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS,
+                 max_docs: int = MAX_DOCS, max_connections: int = MAX_CONNECTIONS,
+                 request_timeout: float = REQUEST_TIMEOUT, allow_hosts: Sequence[str] = ()) -> None:
         def in_use(e: OSError) -> ConfigError:
             return ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
                                fix="pick another --port (0: any free one), or stop what listens there")
 
-        self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False)
+        if max_connections < 1:
+            raise ConfigError(f"must be at least 1 (got {max_connections})", where="--max-connections",
+                              fix="e.g. --max-connections 64")
+        if not request_timeout > 0:
+            raise ConfigError(f"must be more than 0 seconds (got {request_timeout})", where="--request-timeout",
+                              fix="e.g. --request-timeout 60")
+        hosts = allowed_hosts(host, allow_hosts)  # a bad name fails before the port is taken
+        self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False,
+                               max_connections=max_connections)
         try:  # the address first: a port in use fails at once, not after the models load
             self.httpd.server_bind()
         except OSError as e:
@@ -564,7 +925,9 @@ class Server:
             raise
         try:
             info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
-            self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars)
+            self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars,
+                                                          max_docs=max_docs, request_timeout=request_timeout,
+                                                          hosts=hosts)
             self.httpd.daemon_threads = True
             # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
             # during the load is refused, rather than held until it ends
@@ -577,6 +940,10 @@ class Server:
             self.httpd.server_close()
             self.batcher.close()
             raise
+        if hosts is None:
+            log.info("answering requests for any Host name (no authentication: see the docs' Security note)")
+        else:
+            log.info("answering requests for the Host names %s and loopback addresses", ", ".join(sorted(hosts)))
 
     def serve_forever(self) -> None:
         log.info("serving on http://%s:%s", self.host, self.port)

@@ -18,11 +18,16 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long the first queued request waits for others to share its batch."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
     max_chars: int = typer.Option(200_000, "--max-chars", min=1, help="Characters of text one request may hold (a bigger one is a 413: one huge request would hold every client)."),
+    max_docs: int = typer.Option(1_000, "--max-docs", min=1, help="Documents one request may hold (a bigger one is a 413: each document costs linking time, however short its text)."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once (a thread each); more wait in the queue until one ends."),
+    request_timeout: float = typer.Option(60.0, "--request-timeout", min=0.001, help="Seconds a client has to send a whole request, headers and body (and a kept-alive connection to stay idle)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME", help="A Host name clients reach the server by (repeatable; '*': any). On a loopback --host only localhost names are answered otherwise (DNS rebinding); on another --host, naming some turns the check on."),
 ) -> None:
     """Serve a pipeline over HTTP. Concurrent requests are linked together in batches on one thread.
 
     POST /link with {"text": ...}, {"texts": [...]} or {"documents": [{"id", "text", "meta"}]} returns
-    {"documents": [...]} (the records `glinker link` writes); GET /health; GET / is a page to try texts on."""
+    {"documents": [...]} (the records `glinker link` writes); GET /health; GET / is a page to try texts on.
+    There is no authentication: beyond localhost, put it behind a reverse proxy that adds it (and TLS)."""
     import signal
     import threading
 
@@ -42,7 +47,9 @@ def serve(
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         # an interrupted warm-up closes the stages before Server raises; from here on, stop() closes them
-        srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars)
+        srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars,
+                     max_docs=max_docs, max_connections=max_connections, request_timeout=request_timeout,
+                     allow_hosts=allow_host)
         typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)",
                    err=True)
         srv.serve_forever()
