@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
 import typer
 
 from glinker.errors import PipelineError
@@ -14,7 +16,7 @@ pipeline_app = typer.Typer(help="Validate and inspect YAML pipelines.", no_args_
 def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
     """Validate FILE: exit 0 with a summary, or exit 2 listing every problem with its line and fix."""
     from glinker.pipeline.graph import topological_order
-    from glinker.pipeline.spec import load_spec, resource_problems
+    from glinker.pipeline.spec import load_spec, pipeline_files, resource_problems
 
     try:
         spec = load_spec(file, check_resources=True)
@@ -32,6 +34,13 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
         from glinker.stages.resources import shown_kb
 
         typer.echo(f"kb: {shown_kb(spec.header.kb, spec.base_dir)}")
+    uses = pipeline_files(spec)
+    for u in uses:
+        if u.refused:
+            typer.echo(f"warning: {u.by} will refuse to write {_shown(u.path)}: the file exists and {u.refused}; "
+                       "choose another path, or delete the file if it may go", err=True)
+    for line in _file_lines(uses):
+        typer.echo(line)
 
 
 @pipeline_app.command("show")
@@ -39,7 +48,7 @@ def show(file: Path = typer.Argument(..., help="Pipeline YAML file."),
          format: str = typer.Option("text", "--format", "-f", help="text or dot (Graphviz).")) -> None:
     """Print the pipeline's DAG as text, or as Graphviz with --format dot."""
     from glinker.pipeline.graph import render_dot, render_text
-    from glinker.pipeline.spec import load_spec
+    from glinker.pipeline.spec import load_spec, pipeline_files
 
     if format not in ("text", "dot"):
         typer.echo(f"unknown format {format!r}: use text or dot", err=True)
@@ -49,8 +58,29 @@ def show(file: Path = typer.Argument(..., help="Pipeline YAML file."),
     except PipelineError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    typer.echo(render_dot(spec.stages, spec.output, spec.name) if format == "dot"
-               else render_text(spec.stages, spec.output))
+    lines = _file_lines(pipeline_files(spec))
+    if format == "dot":  # the files as dot comments: the output stays a graph Graphviz reads
+        typer.echo("\n".join([render_dot(spec.stages, spec.output, spec.name)] + ["// " + x for x in lines]))
+    else:
+        typer.echo("\n".join([render_text(spec.stages, spec.output)] + lines))
+
+
+def _shown(path: str) -> str:
+    """A path as printed: one with a control character (a carriage return that would hide what precedes it on a
+    terminal, a line break) is escaped, so the list shows the path the run will open."""
+    return path if path.isprintable() else ascii(path)
+
+
+def _file_lines(uses: list[Any]) -> list[str]:
+    """``pipeline_files`` as lines: what a pipeline writes, then what it reads, each with the part that names it.
+    A pipeline file chooses its paths: this is what a user checks before running one from someone else."""
+    lines = ["files (as a run started in this folder resolves them):"]
+    if not uses:
+        lines.append("  none named (only the run's own -o output is written)")
+    for u in uses:
+        note = f": {u.note}" if u.note else ""
+        lines.append(f"  {u.mode:<6} {_shown(u.path)}  [{u.by}{note}]")
+    return lines
 
 
 @pipeline_app.command("stages")

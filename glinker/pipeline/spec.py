@@ -5,6 +5,7 @@ Validation imports stage classes (which are light by contract) but never builds 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -494,3 +495,105 @@ def loads_spec(text: str, *, reg: StageRegistry | None = None, source: str = "<s
     """Validate a pipeline given as a YAML string."""
     loaded = load_yaml(text, source=source)
     return parse_spec(loaded, reg=reg, base_dir=base_dir)
+
+
+@dataclass(frozen=True)
+class FileUse:
+    """A file or folder a pipeline writes or reads, as `pipeline validate` and `pipeline show` list it."""
+
+    mode: Literal["writes", "reads"]
+    path: str
+    """Absolute where it can be told before the run; as written otherwise (an unset ${VAR}, a database URL)."""
+    by: str
+    """The part of the pipeline file that names it: ``stage 'out' (write_links, jsonl)``, ``kb``..."""
+    note: str = ""
+    """What the run will do with what is there now (a file a writer will refuse, append to or replace)."""
+    refused: str | None = None
+    """Why a writer will refuse the file as it is now (it exists and that writer did not make it), or None."""
+
+
+def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
+    """Every file and folder ``spec`` names to write (its writer stages' files, the cache folders its KBs read from
+    a source are built in) and to read (KB folders and sources, local model folders, label files and banks), paths
+    resolved as the run resolves them. A pipeline file chooses these paths: a user checks them here before running
+    a file from someone else (docs/getting-started.md). Reads nothing but the writers' existing files' heads."""
+    import os
+
+    from glinker.errors import GlinkerError
+    from glinker.stages.output import WriteLinks
+    from glinker.stages.resources import KBSource, _cache_root, expand_env, shown_kb
+
+    def beside(value: str) -> str:
+        """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder."""
+        p = Path(value).expanduser()
+        if not p.is_absolute() and (spec.base_dir / p).exists():
+            p = spec.base_dir / p
+        return os.path.abspath(p)
+
+    writes: list[FileUse] = []
+    reads: list[FileUse] = []
+
+    def kb_uses(ref: Any, by: str) -> None:
+        if ref is None:
+            return
+        if isinstance(ref, str):
+            reads.append(FileUse("reads", ref if "${" in ref else beside(ref), f"{by} (KB folder)"))
+            return
+        try:
+            src = ref if isinstance(ref, KBSource) else KBSource.model_validate(
+                ref.model_dump() if hasattr(ref, "model_dump") else ref)
+        except ValidationError:  # a plugin's own kind of kb block: not one glinker reads
+            return
+        try:
+            shown = shown_kb(src, spec.base_dir)
+            source = str(shown.get("source"))
+        except GlinkerError:  # a ${VAR} unset now: the run's to read
+            source = src.source
+        reads.append(FileUse("reads", source, f"{by} (its {src.adapter} source)"))
+        if src.cache:
+            try:
+                cache = beside(expand_env(src.cache))
+            except GlinkerError:
+                cache = src.cache
+            writes.append(FileUse("writes", cache, f"{by} (the KB built from its source)", "a folder"))
+        else:
+            writes.append(FileUse("writes", str(_cache_root() / "kb") + os.sep + "<one folder per source>",
+                                  f"{by} (the KB built from its source)", "a folder under $GLINKER_CACHE"))
+
+    h = spec.header
+    kb_uses(h.kb, "kb")
+    if h.model and not h.model.startswith("${") and (Path(h.model).expanduser().is_absolute() or
+                                                     (spec.base_dir / h.model).is_dir() or Path(h.model).is_dir()):
+        reads.append(FileUse("reads", beside(h.model), "model (folder)"))
+    for name, st in spec.stages.items():
+        p, cls = st.params, st.cls
+        if p is None or cls is None:
+            continue
+        by = f"stage {name!r} ({st.type})"
+        if issubclass(cls, WriteLinks):
+            path, fmt = cls.target(p)
+            why = cls.refused(p)
+            if why is not None:
+                note = f"exists and {why}: the run will refuse to write it"
+            elif path.is_file() and path.stat().st_size:
+                note = ("exists: appended to" if fmt == "jsonl" and getattr(p, "append", False) else
+                        "exists: replaced (continued when `glinker link` resumes)")
+            else:
+                note = "new" if not path.exists() else ""
+            writes.append(FileUse("writes", os.path.abspath(path), f"stage {name!r} ({st.type}, {fmt})", note,
+                                  refused=why))
+        else:
+            for absolute in cls.written_files(p):
+                writes.append(FileUse("writes", absolute, by))
+        fields = type(p).model_fields
+        if "kb" in fields:
+            kb_uses(getattr(p, "kb", None), f"stage {name!r} kb")
+        for what in ("labels_file", "label_bank", "patterns", "model"):  # what the built-in stages read
+            value = getattr(p, what, None) if what in fields else None
+            if not isinstance(value, str) or not value or "${" in value:
+                continue
+            if what == "model" and not (Path(value).expanduser().is_absolute() or (spec.base_dir / value).exists()
+                                        or Path(value).exists()):
+                continue  # a shipped model's name or a hub id: not a path of the file's choosing
+            reads.append(FileUse("reads", beside(value), f"stage {name!r} {what}"))
+    return writes + reads

@@ -3,6 +3,11 @@
 ``yaml.safe_load`` forgets line numbers and silently keeps the last of two duplicate keys; a pipeline author
 needs both reported. We compose the node tree with the safe loader (no Python object tags are ever
 constructed) and build plain dicts/lists ourselves, recording the 1-based line of each key by its path.
+
+Anchors and aliases are kept (``x-`` keys hold anchors for reuse), but an alias is expanded into a copy wherever it is
+used, so a short file of nested aliases ("billion laughs") would build billions of values, and an anchor used inside
+its own value never ends: both are measured on the composed node graph, before anything is built, and refused as
+E201 naming the alias's line.
 """
 
 from __future__ import annotations
@@ -42,6 +47,96 @@ class LoadedYAML:
 
 
 _scalar_loader = yaml.SafeLoader("")
+
+MAX_ALIAS_VALUES = 100_000
+"""How many values aliases may add to a document once expanded (each use of ``*name`` copies the anchored value).
+A pipeline is a few hundred values; the limit only stops documents built to explode ("billion laughs")."""
+
+
+class _AliasLoader(yaml.SafeLoader):
+    """The safe loader, noting where each anchor is defined and each alias used (the composed graph shares one node
+    for an anchor and all its aliases, and keeps neither name nor line of the aliases)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.anchor_of: dict[int, str] = {}  # id(node) -> its anchor's name
+        self.alias_uses: list[tuple[str, int, int, yaml.Node]] = []  # (name, line, char index, the node it names)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        node = super().compose_node(parent, index)
+        if isinstance(event, yaml.AliasEvent):
+            self.alias_uses.append((str(event.anchor), event.start_mark.line + 1, event.start_mark.index, node))
+        elif getattr(event, "anchor", None) is not None:
+            self.anchor_of[id(node)] = str(event.anchor)
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_aliases(root: yaml.Node, loader: _AliasLoader, source: str, what: str) -> None:
+    """Refuse (E201) an anchor used inside its own value and aliases that expand the document by more than
+    :data:`MAX_ALIAS_VALUES` values. Sizes are counted on the composed graph (each distinct node once, memoised),
+    iteratively: the walk costs the file's size whatever the aliases would expand to."""
+    if not loader.alias_uses:
+        return
+    sizes: dict[int, int] = {}  # id(node) -> values it expands to (itself included)
+    on_path: set[int] = set()  # nodes entered and not finished: the current node's ancestors
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            continue
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise _recursive(child, loader, source, what)
+            if id(child) not in sizes:
+                stack.append((child, False))
+    written = len(sizes)
+    total = sizes[id(root)]
+    if total - written <= MAX_ALIAS_VALUES:
+        return
+    name, line, _, node = max(loader.alias_uses, key=lambda u: (sizes[id(u[3])], -u[1]))
+    raise PipelineError([Problem(
+        "E201", f"YAML aliases expand this file to {total:,} values ({written:,} written; *{name} alone stands for "
+                f"{sizes[id(node)]:,}): aliases may add at most {MAX_ALIAS_VALUES:,} values",
+        where=f"{source}:{line}", line=line,
+        fix="aliases nested in aliases multiply (a 'billion laughs' file): write the values out, or use fewer "
+            "levels of aliases; a file from someone else that does this is not a pipeline to run")],
+        source=source, what=what)
+
+
+def _recursive(node: yaml.Node, loader: _AliasLoader, source: str, what: str) -> PipelineError:
+    """The error for an anchor whose value holds an alias of itself, at that alias (else at the anchor)."""
+    name = loader.anchor_of.get(id(node), "?")
+    start, end = node.start_mark.index, node.end_mark.index
+    inside = [u for u in loader.alias_uses if u[3] is node and start <= u[2] <= end]
+    anchor_line = node.start_mark.line + 1
+    line = inside[0][1] if inside else anchor_line
+    return PipelineError([Problem(
+        "E201", f"alias *{name} is used inside the value of its own anchor &{name} (line {anchor_line}): a recursive "
+                "alias has no end", where=f"{source}:{line}", line=line,
+        fix=f"an alias may only name a value defined before it and outside it: remove *{name} here, or anchor "
+            "another value")], source=source, what=what)
+
+
+def _too_deep(source: str, line: int | None, what: str, how: str) -> PipelineError:
+    return PipelineError([Problem(
+        "E201", f"the YAML nests too deeply{how}", where=f"{source}:{line}" if line else source, line=line,
+        fix="a pipeline nests a few levels: flatten the values (or their aliases)")], source=source, what=what)
 
 
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
@@ -122,8 +217,12 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
                                          where=source, fix=f"name the {what}'s YAML file")],
                                 source=source, what=what) from None
     out = LoadedYAML(data=None, source=source)
+    loader = _AliasLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+    except RecursionError:  # thousands of nested brackets: the composer recurses per level
+        mark = loader.get_mark()
+        raise _too_deep(source, mark.line + 1 if mark else None, what, "") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -143,11 +242,16 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         raise PipelineError([Problem("E201", f"YAML error: {e}", where=source,
                                      fix="use plain YAML; tags that construct Python objects are not allowed")],
                             source=source, what=what) from None
+    finally:
+        loader.dispose()
     if node is None:
         out.data = None
         return out
+    _check_aliases(node, loader, source, what)
     try:
         out.data = _build(node, (), out)
+    except RecursionError:  # aliases of aliases, each a level deeper than the value it names
+        raise _too_deep(source, None, what, " once its aliases are expanded") from None
     except yaml.constructor.ConstructorError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise PipelineError([Problem("E201", f"YAML error: {e.problem}", where=f"{source}:{line}", line=line,

@@ -63,11 +63,23 @@ class WriteLinks(Stage):
     def writes(cls, params: Any) -> list[str]:
         return [params.path]
 
+    @classmethod
+    def target(cls, params: Any) -> tuple[Path, str]:
+        """The file a stage with ``params`` writes (``~`` expanded; relative to the working folder) and its format."""
+        path = Path(os.path.expanduser(params.path))
+        return path, params.format if params.format != "auto" else _BY_SUFFIX[path.suffix.lower()]
+
+    @classmethod
+    def refused(cls, params: Any) -> str | None:
+        """Why the file named by ``params`` would be refused as it is now (it exists and this writer kind did not
+        make it: :func:`glinker.stages.writers.foreign_output`), or None."""
+        from glinker.stages.writers import foreign_output
+
+        return foreign_output(*cls.target(params))
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        p: WriteLinksParams = self.params  # type: ignore[assignment]
-        self.path = Path(os.path.expanduser(p.path))
-        self.fmt = p.format if p.format != "auto" else _BY_SUFFIX[self.path.suffix.lower()]
+        self.path, self.fmt = self.target(self.params)
         self.writer: Any = None  # the JSON/HTML writer, kept while the pipeline lives (close() included)
         self.started = False
         self.resumed = False
@@ -76,6 +88,27 @@ class WriteLinks(Stage):
     def continue_output(self, documents: int) -> None:
         self.resumed, self.keep = True, documents
 
+    def warm_up(self) -> None:
+        """Refuse a file this writer kind did not make before any model loads (checked again at the first write)."""
+        self._check_target()
+
+    def _check_target(self) -> None:
+        """A pipeline file chooses the path, so the writer appends to or replaces only an output of its own kind (or
+        starts a new file): a path naming a shell's rc file or someone's document is refused, not overwritten."""
+        from glinker.errors import ConfigError
+        from glinker.stages.writers import foreign_output
+
+        p: WriteLinksParams = self.params  # type: ignore[assignment]
+        why = foreign_output(self.path, self.fmt)
+        if why is not None:
+            doing = "append to" if self.fmt == "jsonl" and (p.append or self.resumed) else "replace"
+            # the runner places the error at the stage ("stage 'out' (pipe.yaml:7)")
+            raise ConfigError(
+                f"{self.type_name} will not {doing} {self.path}: the file exists and {why}, so it is not a "
+                f"{self.fmt} output of glinker", where=None,
+                fix="set the stage's `path:` to a new file (or to this writer's own earlier output), or delete the "
+                    "file if it may go; `glinker pipeline validate` lists the files a pipeline writes")
+
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[Any]:
         from glinker.io import write_jsonl
 
@@ -83,6 +116,7 @@ class WriteLinks(Stage):
         batch = inputs[0]
         first, self.started = not self.started, True
         if first:
+            self._check_target()  # before anything is cut, repaired or written
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.resumed and not self.path.is_file():
                 log.warning("stage %r: %s is missing; it holds only the documents of this resumed run", self.name,

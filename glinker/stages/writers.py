@@ -20,7 +20,8 @@ from glinker.io import read_done_ids, repair_jsonl_tail, resume_state, to_jsonab
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HTMLWriter", "JSONLWriter", "JSONWriter", "read_done_ids", "render_html", "write_jsonl"]
+__all__ = ["HTMLWriter", "JSONLWriter", "JSONWriter", "foreign_output", "read_done_ids", "render_html",
+           "write_jsonl"]
 
 NIL = "NIL"
 
@@ -187,6 +188,63 @@ def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else getattr(d, key, None)
 
 
+_HEAD_BYTES = 1 << 20  # how much of an existing file is read to tell whether a writer made it
+# how a record starts as pydantic writes a LinkedDocument (its id first; indented in a JSON array, compact in JSONL):
+# what a first item or line cut by an interrupted write, or longer than _HEAD_BYTES, is told by
+_RECORD_START = re.compile(rb'\s*\{\s*"(?:id|text)"\s*:')
+_JSONL_START = b'{"id":'
+_LEGACY_PAGE = b'<span id="gl-counts"></span>'  # in every page written before the generator marker was
+_SHAPE = "a JSON object with text and links"
+
+
+def _is_record(obj: Any) -> bool:
+    """Whether ``obj`` has the shape of a linked document as the writers write it (text and links)."""
+    return isinstance(obj, dict) and isinstance(obj.get("text"), str) and isinstance(obj.get("links"), list)
+
+
+def foreign_output(path: str | Path, fmt: str) -> str | None:
+    """Why the existing file at ``path`` is not one a ``fmt`` writer (jsonl, json, html) makes, or None when it is one,
+    is empty, is missing or is not a regular file (``/dev/null``). A pipeline file names the paths its writers write:
+    checked before a writer appends to or replaces a file, so that a pipeline cannot append JSON lines to a shell's rc
+    file, or replace a document, that glinker did not write. Reads at most the file's first megabyte."""
+    p = Path(path).expanduser()
+    try:
+        if not p.is_file() or p.stat().st_size == 0:
+            return None
+        with open(p, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror or e})"
+    if fmt == "jsonl":
+        nl = head.find(b"\n")
+        try:
+            first = json.loads(head[:nl] if nl >= 0 else head)
+        except ValueError:
+            # one line, cut by an interrupted first write (the writer then removes it), or longer than what is read:
+            # told by how the writer starts a record (compact, its id first)
+            if nl < 0 and head.startswith(_JSONL_START):
+                return None
+            return "its first line is not JSON"
+        return None if _is_record(first) else f"its first line is not a linked document ({_SHAPE})"
+    if fmt == "json":
+        body = head.lstrip()
+        if not body.startswith(b"["):
+            return "it is not a JSON array"
+        body = body[1:].lstrip()
+        if body.startswith(b"]"):
+            return None  # the empty array this writer starts with
+        try:
+            item, _ = json.JSONDecoder().raw_decode(body.decode("utf-8", errors="replace"))
+        except ValueError:  # an item longer than what is read, or cut by an interrupted write: told by its start
+            return None if _RECORD_START.match(body) else "its first item is not a linked document"
+        return None if _is_record(item) else f"its first item is not a linked document ({_SHAPE})"
+    if fmt == "html":
+        if head.startswith(b"<!DOCTYPE html>") and (GENERATOR_META.encode() in head or _LEGACY_PAGE in head):
+            return None
+        return f"it is not a glinker HTML report (its head has no {GENERATOR_META})"
+    return None
+
+
 _CSS = """
 :root{--link:#dbeafe;--link-b:#2563eb;--nil:#f3f4f6;--nil-b:#9ca3af}
 body{font:15px/1.7 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#111}
@@ -246,6 +304,8 @@ def _mention_tip(m: dict[str, Any]) -> str:
 
 
 _SECTION = '<section class="gl-doc"'  # starts every document's section (counted when a page is continued)
+GENERATOR_META = '<meta name="generator" content="glinker">'
+"""In the head of every page the HTML writer makes: a file without it is not replaced (see :func:`foreign_output`)."""
 
 
 def _render_doc(i: int, doc: dict[str, Any]) -> str:
@@ -342,6 +402,7 @@ def _page(title: str, lang: str | None = None) -> tuple[str, str]:
         raise ValueError(f"lang {lang!r} is not a language tag (e.g. 'ar', 'he', 'de-CH')")
     return (
         "<!DOCTYPE html>\n<html" + (f' lang="{lang}"' if lang else "") + "><head><meta charset=\"utf-8\">"
+        + GENERATOR_META +  # how a writer knows a page it may replace or continue (foreign_output)
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
         # the page must not fetch anything: forbid every external load, allow only the inline style/script
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
