@@ -252,6 +252,10 @@ def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink]
         rep.kb_distinct_present = sum(1 for e in distinct if in_kb(e))
     else:
         rep.kb_distinct = len(distinct)
+    if rep.documents and not rep.inkb_gold:
+        log.warning("no gold mention of the %d documents names an entity (all %d are NIL): every score is 0; "
+                    "AIDA JSONL gives a mention's QID as \"wikidata_qid\", ELEVANT JSONL as \"entity_id\"",
+                    rep.documents, rep.nil_gold)
     return rep
 
 

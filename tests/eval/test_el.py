@@ -191,3 +191,18 @@ def test_real_elevant_oracle_is_perfect(data):
         r = evaluate_el(gold, oracle(gold))
         assert r.linking.f1 == 1.0 and r.linking.fp == 0, f.name
         assert r.inkb_gold > 0 and isinstance(r, ELReport)
+
+
+def test_gold_without_any_entity_is_warned_about(caplog):
+    """Every gold mention NIL (a gold file whose QIDs sit under a key the readers do not read) scores 0 everywhere:
+    said, with the keys each format reads."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="glinker.eval.el"):
+        evaluate_el([doc(gm(*OBAMA), gm(*BERLIN))], [pl(*OBAMA, "Q76")])
+    assert "no gold mention of the 1 documents names an entity (all 2 are NIL)" in caplog.text
+    assert "wikidata_qid" in caplog.text and "entity_id" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glinker.eval.el"):
+        evaluate_el([doc(gm(*OBAMA, "Q76"))], [pl(*OBAMA, "Q76")])
+    assert "names an entity" not in caplog.text
