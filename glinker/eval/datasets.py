@@ -1068,19 +1068,29 @@ _AIDA_MENTION_KEYS = ("start", "end", "token_start", "token_end", "mention", "ne
 _ELEVANT_LABEL_KEYS = ("id", "span", "entity_id", "name", "type", "coref", "parent", "children", "desc", "optional")
 
 
+# keys a gold file of one's own may give a mention's entity under (the other format's key among them)
+_ENTITY_KEYS = frozenset(("qid", "wikidata", "wikidata_id", "wikidata_qid", "entity", "entity_id", "kb_id",
+                          "wikidata_entity", "gold_qid", "gold_entity", "gold_id"))
+
+
 def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: str) -> None:
-    """A gold mention without its entity key (``needed``) is NIL; but one whose entity sits under another key, a
-    near miss of ``needed`` ("wikidata_qdi", "entityid") or any key holding a QID ("qid": "Q42"), would be scored
-    as NIL without a word: an error naming the key."""
+    """A gold mention without its entity key (``needed``) is NIL; but one that holds a QID under a misspelling of
+    ``needed`` ("wikidata_qdi", "entityid": two edits at most) or under a usual name for an entity ("qid", "entity_id",
+    "wikidata_id"), would be scored as NIL without a word: an error naming the key. Other keys are read past, a QID
+    among them too ("predicted_qid", "old_qid": metadata), and so are near-miss keys without a QID ("wikidata_url")."""
     if needed in m:
         return
+    from rapidfuzz.distance import DamerauLevenshtein
+
     for k, v in m.items():
-        if k in known:
+        if k in known or not (isinstance(v, str) and _QID.fullmatch(v)):
             continue
-        hint = _did_you_mean(str(k), [needed])
-        if hint or (isinstance(v, str) and _QID.fullmatch(v)):
-            raise DataError(f"{what} has no {needed!r} but has {k!r}: {v!r}{hint}; it would be read as NIL",
-                            where=where, fix=f"rename {k!r} to {needed!r} (null or absent for a NIL mention)")
+        key = str(k)
+        typo = DamerauLevenshtein.distance(key.lower(), needed, score_cutoff=2) <= 2
+        if typo or key.lower() in _ENTITY_KEYS:
+            raise DataError(f"{what} has no {needed!r} but has {key!r}: {v!r}"
+                            f"{f' (did you mean {needed!r}?)' if typo else ''}; it would be read as NIL",
+                            where=where, fix=f"rename {key!r} to {needed!r} (null or absent for a NIL mention)")
 
 
 def iter_aida(path: str | Path) -> Iterator[ELDocument]:

@@ -96,7 +96,8 @@ def import_faiss(message: str, where: str, fix: str) -> Any:
         _FAISS_CHECKED = True
         from importlib.metadata import distributions
 
-        names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in distributions()}
+        # (.get: a broken, empty .dist-info has no Name, and newer importlib_metadata raises KeyError on [])
+        names = {(d.metadata.get("Name") or "").lower().replace("_", "-") for d in distributions()}
         gpu = sorted(n for n in names if n.startswith("faiss-gpu"))
         if "faiss-cpu" in names and gpu:
             log.warning("faiss-cpu and %s are both installed and share the faiss module (the one installed last is "

@@ -548,7 +548,9 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
             shown = shown_kb(src, spec.base_dir)
             source = str(shown.get("source"))
         except GlinkerError:  # a ${VAR} unset now: the run's to read
-            source = src.source
+            from glinker.io import redact
+
+            source = redact(src.source)
         reads.append(FileUse("reads", source, f"{by} (its {src.adapter} source)"))
         if src.cache:
             try:

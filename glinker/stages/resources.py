@@ -37,7 +37,9 @@ def expand_env(value: str) -> str:
         v = os.environ.get(m.group(1))
         if v is None:
             if m.group(2) is None:
-                raise ConfigError(f"environment variable {m.group(1)} is not set", where=value,
+                from glinker.io import redact
+
+                raise ConfigError(f"environment variable {m.group(1)} is not set", where=redact(value),
                                   fix=f"export {m.group(1)}=..., or write ${{{m.group(1)}:-default}}")
             return m.group(2)
         return v

@@ -92,6 +92,8 @@ class _ArrayFile:
         if continue_existing and self.path.is_file():
             data = self.path.read_bytes()
             hb = head.encode("utf-8")
+            if GENERATOR_META in head and not data.startswith(hb):  # a page begun before the marker existed
+                hb = head.replace(GENERATOR_META, "").encode("utf-8")
             if data.startswith(hb) and data.endswith(self.tail) and hb.endswith(b"\n"):
                 self.end = len(data) - len(self.tail)
                 needle = b"\n" + marker.encode("utf-8")

@@ -264,6 +264,8 @@ def test_elevant_reader(tmp_path):
     ("aida", "qid", "Q76", "'qid': 'Q76'"),
     ("elevant", "entityid", "Q76", "did you mean 'entity_id'"),
     ("elevant", "wikidata", "Q76", "'wikidata': 'Q76'"),
+    ("aida", "entity_id", "Q76", "'entity_id': 'Q76'"),
+    ("elevant", "wikidata_qid", "Q76", "'wikidata_qid': 'Q76'"),
 ])
 def test_el_readers_refuse_an_entity_under_another_key(tmp_path, fmt, key, value, msg):
     """A gold mention whose entity sits under a misspelt or foreign key would be scored as NIL without a word."""
@@ -281,6 +283,25 @@ def test_el_readers_refuse_an_entity_under_another_key(tmp_path, fmt, key, value
         list(D.iter_el(f))
     assert f"{f}:2" in str(e.value) and "read as NIL" in str(e.value)
     f.write_text(json.dumps(ok) + "\n")  # other unknown keys (metadata) are fine: the mention is NIL
+    (d,) = D.iter_el(f)
+    assert [m.is_nil for m in d.mentions] == [True]
+
+
+@pytest.mark.parametrize("fmt", ["aida", "elevant"])
+@pytest.mark.parametrize("extra", [{"wikidata_url": None}, {"wikidata_id": None}, {"wikidata_desc": "a politician"},
+                                   {"entity_name": "Barack Obama"}, {"entity_type": "person"}, {"entity_ids": []},
+                                   {"predicted_qid": "Q5"}, {"old_qid": "Q76"}, {"gold_type": "Q5"}],
+                         ids=lambda d: next(iter(d)))
+def test_el_readers_read_past_metadata_keys_of_a_nil_mention(tmp_path, fmt, extra):
+    """Keys near the entity key without a QID, and QIDs under keys that name something else, are metadata: the
+    mention is NIL (the review found them refused)."""
+    text = "Obama met him ."
+    if fmt == "aida":
+        doc = {"id": "d", "text": text, "mentions": [{"start": 0, "end": 5, "mention": "Obama", **extra}]}
+    else:
+        doc = {"id": 0, "text": text, "labels": [{"id": 0, "span": [0, 5], **extra}]}
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps(doc) + "\n")
     (d,) = D.iter_el(f)
     assert [m.is_nil for m in d.mentions] == [True]
 

@@ -10,7 +10,7 @@ import glinker.kb.index as index
 
 class _Dist:
     def __init__(self, name: str) -> None:
-        self.metadata = {"Name": name}
+        self.metadata = {"Name": name} if name else {}
 
 
 def _with(monkeypatch, names):
@@ -21,7 +21,7 @@ def _with(monkeypatch, names):
 
 
 def test_both_faiss_distributions_are_warned_about_once(monkeypatch, caplog) -> None:
-    _with(monkeypatch, ["numpy", "faiss-cpu", "faiss_gpu_cu12"])
+    _with(monkeypatch, ["numpy", "", "faiss-cpu", "faiss_gpu_cu12"])  # "": a broken .dist-info without a Name
     with caplog.at_level(logging.WARNING, logger="glinker.kb.index"):
         assert index.import_faiss("m", "w", "f") is not None
         index.import_faiss("m", "w", "f")

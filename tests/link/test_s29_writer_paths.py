@@ -149,3 +149,18 @@ def test_validate_and_show_list_the_files_a_pipeline_writes_and_reads(tmp_path):
     r = glinker_cli("pipeline", "validate", str(f), cwd=tmp_path)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert f"writes '{tmp_path}/sub/out\\r.html'  [stage 'out' (write_links, html): new]" in r.stdout
+
+
+def test_a_page_begun_before_the_generator_marker_is_continued_on_resume(tmp_path):
+    """An HTML page a writer began before pages carried the generator marker keeps its documents when a resumed run
+    continues it (it was started anew: 3 documents became 0)."""
+    from glinker.stages.writers import HTMLWriter
+    from glinker.types import LinkedDocument
+
+    p = tmp_path / "page.html"
+    HTMLWriter(p).write([LinkedDocument(id=str(i), text=f"doc {i}") for i in range(3)])
+    p.write_text(p.read_text(encoding="utf-8").replace(GENERATOR_META, ""), encoding="utf-8")  # as written before
+    w = HTMLWriter(p, continue_existing=True, keep=3)
+    w.write([LinkedDocument(id="3", text="doc 3")])
+    page = p.read_text(encoding="utf-8")
+    assert w._file.count == 4 and page.count('<section class="gl-doc"') == 4 and "doc 0" in page and "doc 3" in page
