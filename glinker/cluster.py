@@ -20,6 +20,12 @@ its own (stages, settings, model and KB fingerprints), so one output is never wr
 A KB build embeds its entities the same way: ``glinker kb build ... --model M --queue URL`` hands chunks of
 entity texts to ``glinker worker --model M --queue URL`` processes (:class:`RemoteEncoder`, :class:`EncodeTask`);
 the build stays resumable chunk by chunk, and workers with another model are refused.
+
+Redis is trusted: batches and answers are plain JSON (never pickle), but whoever can read the queue's database
+reads every document, and whoever can write to it can hand the coordinator answers that it writes to the output as
+they are. Give the server a password (``redis://:PASSWORD@head:6379/0``; every message, log line and error here
+shows it as ``***``: :func:`said`, ``Coordinator.shown``, ``Worker.shown``), TLS (``rediss://``) off a private
+network, and a database of its own to the cluster.
 """
 
 from __future__ import annotations
@@ -48,6 +54,22 @@ RESULT_TTL = 86_400
 """Seconds a worker's answer stays in Redis unread (its coordinator reads it within a poll, or is gone)."""
 
 
+def said(e: BaseException, url: str) -> str:
+    """``str(e)`` as a message may show it: the queue URL and its password, should the client's error quote them,
+    shown as :func:`redact` shows them (the password as ``***``)."""
+    from urllib.parse import unquote, urlparse
+
+    text = str(e).replace(url, redact(url))
+    try:
+        pw = urlparse(url).password
+    except ValueError:  # a malformed port: the URL is not read further here
+        pw = None
+    for secret in {pw, unquote(pw or "")}:
+        if secret and len(secret) > 2:  # a 1-2 character password would mask every such letter of the message
+            text = text.replace(secret, "***")
+    return text
+
+
 def connect(url: str) -> Any:
     """A Redis client for ``url`` (``redis://host:port/db``), checked with a PING."""
     try:
@@ -67,14 +89,15 @@ def connect(url: str) -> Any:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         client.ping()
     except ValueError as e:
-        raise ConfigError(f"not a Redis URL: {shown!r} ({e})", where="--queue",
+        raise ConfigError(f"not a Redis URL: {shown!r} ({said(e, url)})", where="--queue",
                           fix="use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0") from None
     except redis.ResponseError as e:  # reached, but refused: a database number, a password
         fix = ("use a database number the server has (0-15 unless its `databases` setting says more)"
                if "DB index" in str(e) else "check the password (redis://:PASSWORD@HOST:PORT/DB) and the user")
-        raise ConfigError(f"Redis at {shown} refused the connection: {e}", where="--queue", fix=fix) from None
+        raise ConfigError(f"Redis at {shown} refused the connection: {said(e, url)}", where="--queue",
+                          fix=fix) from None
     except redis.RedisError as e:
-        raise ConfigError(f"cannot reach Redis at {shown}: {e}", where="--queue",
+        raise ConfigError(f"cannot reach Redis at {shown}: {said(e, url)}", where="--queue",
                           fix="start redis-server there, or check host, port and firewall") from None
     return client
 
@@ -133,6 +156,7 @@ class Coordinator:
                  identity: dict[str, Any] | None = None) -> None:
         self.r = connect(url)
         self.url = url
+        self.shown = redact(url)  # the URL in every message and log line: its password as ***
         self.keys = Keys(job)
         self.job = job
         self.write = write
@@ -149,8 +173,8 @@ class Coordinator:
         self.attempts: dict[int, int] = {}     # seq -> workers it was handed to, when more than one
         self.batch_timeout = batch_timeout
         # how to start a worker for this job (said when none is alive)
-        self.worker_hint = (f"glinker worker -p PIPELINE --queue {redact(url)} --job {job}" if kind == "link" else
-                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {redact(url)} --job {job}")
+        self.worker_hint = (f"glinker worker -p PIPELINE --queue {self.shown} --job {job}" if kind == "link" else
+                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {self.shown} --job {job}")
         self._scanned_at = 0.0
         self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
@@ -185,7 +209,7 @@ class Coordinator:
                 # an earlier coordinator on this machine crashed: its lock would otherwise hold for `ttl` s
                 self.r.delete(self.keys.lock)
                 return self._lock_job()
-            raise ConfigError(f"job {self.job!r} on {self.url} is being coordinated by {_text(other)}",
+            raise ConfigError(f"job {self.job!r} on {self.shown} is being coordinated by {_text(other)}",
                               where="--job", fix="give this run another --job name, or wait for that run to end "
                               f"(its lock expires {ttl} s after it stops)")
         self._lock_ttl = ttl
@@ -206,11 +230,11 @@ class Coordinator:
                     return
                 r.expire(self.keys.lock, self._lock_ttl)
             except Exception as e:  # Redis away for a moment: the main thread finds out and says so
-                log.debug("could not refresh the lock of job %s: %s", self.job, e)
+                log.debug("could not refresh the lock of job %s: %s", self.job, said(e, self.url))
 
     def _refresh_lock(self) -> None:
         if self._lock_lost:
-            raise StageError(f"job {self.job!r} on {redact(self.url)} is no longer this run's: its lock expired or "
+            raise StageError(f"job {self.job!r} on {self.shown} is no longer this run's: its lock expired or "
                              f"was taken (Redis lost it, or it was deleted)", where=f"job {self.job!r}",
                              fix="run the same command again: it resumes after the documents already written")
         if time.monotonic() - self._lock_at > self._lock_ttl / 3:
@@ -239,7 +263,7 @@ class Coordinator:
             if _text(self.r.get(self.keys.lock) or b"") == self.owner:
                 self.r.delete(self.keys.lock)
         except Exception as e:  # closing must not hide the error that made us close
-            log.warning("could not clean up job %s on %s: %s", self.job, self.url, e)
+            log.warning("could not clean up job %s on %s: %s", self.job, self.shown, said(e, self.url))
 
     # batches --------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -249,7 +273,8 @@ class Coordinator:
         try:
             yield
         except redis.RedisError as e:
-            raise StageError(f"lost the Redis server at {self.url} while {doing}: {type(e).__name__}: {e}",
+            raise StageError(f"lost the Redis server at {self.shown} while {doing}: {type(e).__name__}: "
+                             f"{said(e, self.url)}",
                              where=f"job {self.job!r}", fix="bring Redis back and run the same command again: it "
                              "resumes after the documents already written") from e
 
@@ -533,6 +558,7 @@ class Worker:
         self.task = task if hasattr(task, "process") else LinkTask(task)
         self.r = connect(url)
         self.url = url
+        self.shown = redact(url)  # the URL in every message and log line: its password as ***
         self.keys = Keys(job)
         self.job = job
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -563,7 +589,7 @@ class Worker:
                 pipe.sadd(self.keys.workers, self.name)
                 pipe.execute()
             except Exception as e:  # a lost heartbeat only means our batches may be re-done elsewhere
-                log.warning("heartbeat to %s failed: %s", self.url, e)
+                log.warning("heartbeat to %s failed: %s", self.shown, said(e, self.url))
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -587,7 +613,7 @@ class Worker:
         self.r.sadd(self.keys.workers, self.name)
         beat = threading.Thread(target=self._beat, name=f"glinker-heartbeat-{self.name}", daemon=True)
         beat.start()
-        log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, redact(self.url),
+        log.info("worker %s serving %s job %s on %s (%s)", self.name, self.task.kind, self.job, self.shown,
                  self.task.fingerprint)
         if on_ready is not None:
             on_ready(self)
@@ -616,7 +642,7 @@ class Worker:
                 self.r.delete(self.keys.heartbeat(self.name))
                 self.r.srem(self.keys.workers, self.name)
             except redis.RedisError as e:  # its heartbeat expires: the coordinator re-queues what it held
-                log.warning("worker %s could not deregister from %s: %s", self.name, self.url, e)
+                log.warning("worker %s could not deregister from %s: %s", self.name, self.shown, said(e, self.url))
         return {"batches": self.batches, "documents": self.documents}
 
     def _close_task(self) -> None:
@@ -640,7 +666,7 @@ class Worker:
         import redis
 
         delay = 1.0
-        log.warning("worker %s lost Redis at %s (%s); retrying", self.name, self.url, err)
+        log.warning("worker %s lost Redis at %s (%s); retrying", self.name, self.shown, said(err, self.url))
         while not self._stop.wait(delay):
             try:
                 self.r.ping()
@@ -649,7 +675,7 @@ class Worker:
                 continue
             self._give_back()
             self.r.sadd(self.keys.workers, self.name)
-            log.warning("worker %s reconnected to %s", self.name, self.url)
+            log.warning("worker %s reconnected to %s", self.name, self.shown)
             return
 
     def _check_job(self, token: str) -> bool:

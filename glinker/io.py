@@ -405,18 +405,51 @@ def read_json(path: str | Path) -> list[Any]:
     return out
 
 
+_SECRET_WORD = (r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?")
+"""What makes a query parameter or a connection-string key secret (found anywhere in its name, case-insensitive)."""
+_SECRET_PAIR = None
+
+
+def _hide_pairs(text: str) -> str:
+    """``text`` with the values of its secret-named ``key=value`` pairs shown as ``***``: the pairs of a connection
+    string carried in one URL parameter (ODBC's ``DRIVER={...};UID=sa;PWD=x`` in ``odbc_connect=``, libpq's
+    ``host=h password=x``), separated by ';', '&' or spaces. A braced ODBC value (``PWD={a;b}}c}``) is hidden whole,
+    its ';' included."""
+    import re
+
+    global _SECRET_PAIR
+    if _SECRET_PAIR is None:
+        _SECRET_PAIR = re.compile(r"(^|[&;\s])(\s*[^=&;\s]*(?:" + _SECRET_WORD + r")[^=&;]*?\s*)="
+                                  r"(\s*\{(?:[^}]|\}\})*\}|[^&;]*)", re.IGNORECASE)
+    return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if m.group(3).strip() else ''}", text)
+
+
 def redact(url: str) -> str:
     """``url`` with its password (if any) shown as ``***``: for messages, logs and run records. The credentials end
     at the last '@' (as SQLAlchemy reads them), so a password holding '/', '#', '?' or '@' is hidden whole. The
-    values of secret query parameters (``?password=``, ``sslpassword``, ``passwd``, ``secret``, ``token``,
-    ``api_key``...) are hidden too."""
+    whole value of a secret query parameter (``?password=``, ``pwd``, ``sslpassword``, ``passwd``, ``secret``,
+    ``token``, ``api_key``..., its name percent-encoded or not) is hidden: SQLAlchemy splits the query at '&' only,
+    so a ';' or '#' in it is part of the password. A parameter that carries a whole connection string has the
+    secrets in it hidden, percent-encoded or not: SQLAlchemy's documented form for pyodbc,
+    ``?odbc_connect=<quote_plus("DRIVER=...;UID=sa;PWD=x")>``, would otherwise keep ``PWD%3Dx`` in the manifest, the
+    run record and every message."""
     import re
+    from urllib.parse import quote_plus, unquote_plus
 
     if "?" in url:
         head, _, query = url.partition("?")
-        query = re.sub(r"(^|[&;])([^=&;]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-                       r"|credentials?)[^=&;]*)=([^&;#]*)",
-                       lambda q: f"{q.group(1)}{q.group(2)}={'***' if q.group(3) else ''}", query, flags=re.IGNORECASE)
-        url = f"{head}?{query}"
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, eq, value = part.partition("=")
+            if not eq:
+                continue
+            if re.search(_SECRET_WORD, unquote_plus(name), re.IGNORECASE):
+                parts[i] = f"{name}={'***' if value else ''}"
+                continue
+            decoded = unquote_plus(value)
+            hidden = _hide_pairs(decoded)
+            if hidden != decoded:  # shown as it was written: percent-encoded again if it was
+                parts[i] = f"{name}={hidden if decoded == value else quote_plus(hidden, safe='*')}"
+        url = f"{head}?{'&'.join(parts)}"
     m = re.match(r"^([A-Za-z][\w+.-]*://)([^:/@]*):(.+)@([^@]*)$", url, re.S)
     return f"{m.group(1)}{m.group(2)}:***@{m.group(4)}" if m else url

@@ -70,12 +70,86 @@ _SQL_NOISE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/"
 """String literals, quoted identifiers and comments: what a check of a query's statements must not read into."""
 
 
+def _unlike_reading(q: str) -> str | None:
+    """Where databases would not split ``q`` into statements alike: ``"a ';'"`` for a ';' outside strings, quoted
+    names and comments; for a query that holds a ';' (in a string or comment, then), the first construct PostgreSQL,
+    MySQL/MariaDB, SQLite or SQL Server read differently (e.g. ``"a backslash in a string"``); else None.
+
+    Without such constructs they all read ``'...'`` and ``"..."`` (a doubled quote inside), ``-- `` line comments
+    and non-nested ``/* */`` comments the same way, so a ';' this scan finds quoted is quoted for each of them. The
+    constructs: a backslash in a string (PostgreSQL's ``E'\\''`` and MySQL's escapes end the string elsewhere),
+    ``$`` (PostgreSQL's ``$$...$$``), ``#`` (a MySQL comment), backticks and ``[`` (MySQL, SQLite and SQL Server
+    names), ``--`` without a space after it (no comment in MySQL), a line comment ended by a lone carriage return
+    (only PostgreSQL ends it there), a comment inside a comment (nested in PostgreSQL and SQL Server only), MySQL's
+    executed ``/*! */`` comments, Oracle's ``q'[...]'`` strings and a NUL character."""
+    n = len(q)
+    odd: str | None = "a NUL character" if "\0" in q else None  # the first construct read differently
+    i = 0
+    while i < n:
+        c, two = q[i], q[i:i + 2]
+        if c == ";":
+            return "a ';'"
+        if two == "--":
+            if i + 2 < n and ord(q[i + 2]) > 32:  # MySQL: two minus signs
+                odd = odd or "'--' without a space after it"
+                i += 2
+                continue
+            end = q.find("\n", i)
+            end = n if end < 0 else end
+            if re.search(r"\r(?!\n)", q[i:end]):
+                odd = odd or "a line comment ended by a lone carriage return"
+            i = end
+        elif two == "/*":
+            end = q.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            if q.startswith(("/*!", "/*M!", "/*+", "/*/"), i):
+                odd = odd or "a MySQL '/*!' comment (run as SQL there)"
+            elif "/*" in q[i + 2:end]:
+                odd = odd or "a comment inside a comment"
+            i = end
+        elif c in "'\"":
+            if c == "'" and q[i - 1:i] in ("q", "Q") and not (i >= 2 and (q[i - 2].isalnum() or q[i - 2] == "_")
+                                                               and q[i - 2] not in "nN"):
+                odd = odd or "an Oracle q'...' string"
+            j = i + 1
+            while j < n:
+                if q[j] == c:
+                    if q[j + 1:j + 2] != c:
+                        break
+                    j += 1  # a doubled quote: the string goes on
+                elif q[j] == "\\":
+                    odd = odd or "a backslash in a string"
+                j += 1
+            i = j + 1
+        else:
+            if c in "$#`[":
+                odd = odd or {"$": "'$' (PostgreSQL's $$ strings)", "#": "'#' (a MySQL comment)",
+                              "`": "a backtick", "[": "'['"}[c]
+            i += 1
+    return odd if odd is not None and ";" in q else None
+
+
 def _check_query(q: str) -> str:
-    body = q.strip().rstrip(";").strip()
+    """The query as it is run (its final ';' dropped), or a ConfigError unless it is one SELECT (or WITH ... SELECT).
+
+    A ';' inside a string or comment is fine, unless the query also holds a construct that databases read
+    differently (:func:`_unlike_reading`): there a ';' this check takes for quoted may end the statement for the
+    server (PostgreSQL's ``SELECT E'\\'' ...; DROP TABLE t; COMMIT; ...``), which then runs the next statements in
+    the same call. The reads also run in read-only transactions (:func:`_read_only_session`), for what one SELECT can
+    write (a function, a sequence)."""
+    body = re.sub(r"[\s;]+$", "", q.strip())
     bare = _SQL_NOISE.sub(lambda m: " " if m.group().startswith(("--", "/*")) else "''", body).strip()
-    if not re.match(r"(?is)^(select|with)\b", bare) or ";" in bare:
+    problem = _unlike_reading(body)
+    if not re.match(r"(?is)^(select|with)\b", bare) or problem == "a ';'":
         raise ConfigError("query must be one SELECT (or WITH ... SELECT) statement", where="sql.query",
                           fix="give a single SELECT without ';' inside, or use table=...")
+    if problem is not None:
+        raise ConfigError(f"query must be one SELECT (or WITH ... SELECT) statement: it holds a ';' in a string or "
+                          f"comment, and {problem}, which databases do not all read alike (the ';' may end the "
+                          "statement there)", where="sql.query",
+                          fix="write the ';' of a value as CHR(59) (PostgreSQL), CHAR(59) (MySQL/MariaDB, SQL Server) "
+                              "or char(59) (SQLite), drop the ';' from the comment, or write the query without that "
+                              "construct")
     # a last line comment (--, or MySQL's #) must not swallow what wraps the query
     return body + "\n" if "--" in body or "#" in body else body
 
@@ -99,6 +173,46 @@ def _literal_colons(query: str) -> str:
     """The query for SQLAlchemy's text(), which reads ``:name`` as a bind parameter: every lone colon escaped
     (``LIKE ':internal%'`` is text here, there are no parameters); ``::`` casts are left as they are."""
     return re.sub(r"(?<![:\\]):(?!:)", lambda _: "\\:", query)
+
+
+_READ_ONLY = {"postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+              "mysql": "SET SESSION TRANSACTION READ ONLY", "mariadb": "SET SESSION TRANSACTION READ ONLY",
+              "sqlite": "PRAGMA query_only = ON"}
+"""The statement that makes a connection's transactions read-only, per database (SQLAlchemy backend name)."""
+
+
+def _read_only_session(backend: str, shown_url: str) -> Any:
+    """A ``connect`` event listener that makes every connection of the adapter's engine read-only, so the adapter's
+    reads can write nothing: a ``query`` holding a data-modifying ``WITH`` (PostgreSQL), a function that writes or a
+    sequence's ``nextval`` fails with the database's "read-only transaction" error. PostgreSQL: ``SET SESSION
+    CHARACTERISTICS AS TRANSACTION READ ONLY`` (committed, so a rollback does not undo it); MySQL/MariaDB: ``SET
+    SESSION TRANSACTION READ ONLY`` (5.6.5+/10.0+); SQLite: ``PRAGMA query_only``. Other databases (SQL Server,
+    Oracle) have no such session setting: there, as everywhere, a user with read rights only is what guarantees it
+    (docs/kb.md). A database that refuses the setting is warned about and read anyway."""
+    statement = _READ_ONLY.get(backend)
+
+    def listener(dbapi_connection: Any, connection_record: Any) -> None:
+        if statement is None:
+            log.debug("%s: no read-only session setting for %s; the user's rights alone keep the source unchanged",
+                      shown_url, backend)
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+            if backend != "sqlite":
+                dbapi_connection.commit()  # PostgreSQL's SET is undone by the rollback that ends each read
+        except Exception as e:  # noqa: BLE001 - the driver's own error class; the reads go on
+            log.warning("%s: could not make the connection read-only (%s: %s); the source is read with the user's "
+                        "own rights: give it read rights only", shown_url, statement,
+                        " ".join(str(e).split())[:200])
+            try:
+                dbapi_connection.rollback()
+            except Exception as again:  # noqa: BLE001 - the connection is checked when it is used
+                log.debug("%s: rollback after the refused setting failed: %s", shown_url, again)
+        finally:
+            cursor.close()
+
+    return listener
 
 
 CONNECT_TIMEOUT = 10
@@ -283,7 +397,12 @@ class SQLAdapter:
                 # must fail, not hang: a connect timeout unless the URL sets one
                 args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_driver_name() in (
                     "psycopg2", "pymysql", "mysqldb") and "connect_timeout" not in u.query else {}
-                self._engine = create_engine(u, connect_args=args)
+                engine = create_engine(u, connect_args=args)
+                from sqlalchemy import event
+
+                # every connection reads in read-only transactions: nothing the query says can write
+                event.listen(engine, "connect", _read_only_session(u.get_backend_name(), self._masked_url()))
+                self._engine = engine
             except ValueError as e:
                 raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",
                               fix="percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F") from None

@@ -629,40 +629,137 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
                   fix: str = "pass --no-resume to overwrite it, or write to another -o", flag: str = "--output") -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
     record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
-    refused (its links would be mixed with the new ones). Returns the open, locked file (a context manager)."""
+    refused (its links would be mixed with the new ones). Returns the claim (a context manager) that holds the lock.
+
+    The output may go to a folder others can write (``-o /tmp/links.jsonl``): the record is never opened through a
+    symbolic link (one planted there would have this run truncate and overwrite the file it points to), and it is
+    never written in place. It is read, checked, and only then replaced whole (a temporary file beside it, renamed
+    over it), so a run refused by the checks leaves it as it was."""
     output.parent.mkdir(parents=True, exist_ok=True)
     ident = json.loads(json.dumps(ident, default=str))  # as it reads back
     legacy = ident.pop(LEGACY_CONTENTS, None)
-    from glinker.io import Busy, locked
+    from glinker.io import Busy
 
     path = output.with_name(output.name + ".run.json")
-    lock = locked(path, wait=False, mode="a+")
     try:
-        f = lock.__enter__()
+        fd = _lock_record(path, flag)
     except Busy:
         raise ConfigError(f"another glinker {'link' if noun == 'pipeline' else 'ner'} is writing {output} (it holds "
                           f"{path})", where=flag,
                           fix="wait for it to finish, or write to another -o") from None
-    f.seek(0)
     try:
-        before = json.loads(f.read() or "null")
-    except json.JSONDecodeError:
-        before = None
-    if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
-        differ = [k for k in ident if before.get(k) != ident[k]
-                  and not (k == "contents" and legacy is not None and before.get(k) == legacy)]
-        if differ:
-            lock.__exit__(None, None, None)
-            what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
-                             "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
-                             f"{k} {_shown(before.get(k))} then, {_shown(ident[k])} now" for k in differ)
-            raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
-                              f"{noun}s' results in one file", where=flag, fix=fix)
-    f.seek(0)
-    f.truncate()
-    f.write(json.dumps(ident, default=str) + "\n")
-    f.flush()
-    return _Claim(lock, path, output)
+        before = _read_record(fd)
+        if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
+            differ = [k for k in ident if before.get(k) != ident[k]
+                      and not (k == "contents" and legacy is not None and before.get(k) == legacy)]
+            if differ:
+                what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
+                                 "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
+                                 f"{k} {_shown(before.get(k))} then, {_shown(ident[k])} now" for k in differ)
+                raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
+                                  f"{noun}s' results in one file", where=flag, fix=fix)
+        fd = _replace_record(path, fd, json.dumps(ident, default=str) + "\n")
+    except BaseException:
+        _unlock_record(fd)
+        raise
+    return _Claim(fd, path, output)
+
+
+def _lock_record(path: Path, flag: str) -> int:
+    """A descriptor of the run record at ``path`` (created empty when missing), exclusively locked; :class:`Busy`
+    when another run holds it. Opened read-only, without following a symbolic link (``O_NOFOLLOW``: a link planted
+    at ``path`` is refused, its target never opened) and without blocking on a FIFO; anything but a regular file is
+    refused. A record that another run replaced or removed between our open and our lock is opened again: the lock
+    must be on the file that is at ``path`` now (the record is replaced whole, see :func:`_replace_record`)."""
+    import errno
+    import stat
+
+    from glinker.io import Busy
+
+    flags = (os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    fix = "remove it (a run record is a plain file glinker writes), or write to another -o"
+    while True:
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP or path.is_symlink():
+                raise ConfigError(f"{path}, this output's run record, is a symbolic link: glinker does not write "
+                                  "through one", where=flag, fix=fix) from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ConfigError(f"{path}, this output's run record, is not a regular file", where=flag, fix=fix)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: nothing is locked (as glinker.io.locked)
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise Busy(str(path)) from None
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+        _unlock_record(fd)  # the run that held it replaced or removed it meanwhile: lock the one there now
+
+
+def _read_record(fd: int) -> Any:
+    """The run record read from the locked descriptor: its JSON, or None when empty or not JSON."""
+    with open(fd, "rb", closefd=False) as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8") or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _replace_record(path: Path, fd: int, text: str) -> int:
+    """Write ``text`` as the run record at ``path`` and return the descriptor that now holds the lock: a temporary
+    file beside it, locked, written and renamed over the record (``os.replace``), so the record is never truncated
+    and never written through a link; the lock on the replaced file (``fd``) is then released. A run that opened the
+    replaced file finds it is no longer at ``path`` and locks the new one (:func:`_lock_record`)."""
+    import tempfile
+
+    from glinker.io import plain_mode
+
+    new, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file of our own: nobody else holds it
+        except ImportError:  # pragma: no cover - Windows: nothing is locked
+            pass
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(new, data):]
+        plain_mode(tmp)  # the mode a plain open() gave the record (mkstemp's is owner-only)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(new)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _unlock_record(fd)
+    return new
+
+
+def _unlock_record(fd: int) -> None:
+    """Release the lock on a run record's descriptor and close it."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except (ImportError, OSError):  # pragma: no cover - Windows, or already unusable: closing releases it
+        pass
+    finally:
+        os.close(fd)
 
 
 def _shown(value: Any) -> str:
@@ -675,18 +772,22 @@ class _Claim:
     (it failed before its first document: loading the model or KB), so no record is left of a run that did not
     happen."""
 
-    def __init__(self, lock: Any, path: Path, output: Path) -> None:
-        self.lock, self.path, self.output = lock, path, output
+    def __init__(self, fd: int, path: Path, output: Path) -> None:
+        self.fd: int | None = fd
+        self.path, self.output = path, output
 
     def __enter__(self) -> "_Claim":
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.fd is None:  # released already (a run that ended before its `with` block)
+            return
         try:
             if not self.output.exists():
                 self.path.unlink(missing_ok=True)
         finally:
-            self.lock.__exit__(None, None, None)
+            fd, self.fd = self.fd, None
+            _unlock_record(fd)
 
 
 def output_records(res: Any, docs: Sequence[Any]) -> list[Any]:

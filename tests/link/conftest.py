@@ -4,6 +4,8 @@ from it, shared by the session."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,22 @@ def alias_mention_texts(kb: Path, *texts: str, **params) -> list[list[str]]:
     for text, ms in zip(texts, rows):
         assert all(text[m.start:m.end] == m.text for m in ms)
     return [[m.text for m in ms] for ms in rows]
+
+
+REDIS_URL = os.environ.get("GLINKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_job():
+    """A unique job name on the local Redis server (its keys removed after), or a skip naming why."""
+    redis = pytest.importorskip("redis")
+    try:
+        r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        r.ping()
+    except redis.RedisError as e:
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {e}")
+    job = "t" + uuid.uuid4().hex[:10]
+    yield job
+    keys = list(r.scan_iter(match=f"glinker:{job}:*"))
+    if keys:
+        r.delete(*keys)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,6 @@ from .test_cli_link import lines_of
 
 URL = os.environ.get("GLINKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]  # a queue bug must fail, not hang
-
-
-@pytest.fixture
-def redis_job():
-    """A unique job name on the local Redis server (its keys removed after), or a skip naming why."""
-    redis = pytest.importorskip("redis")
-    try:
-        r = redis.Redis.from_url(URL, socket_connect_timeout=2)
-        r.ping()
-    except redis.RedisError as e:
-        pytest.skip(f"Redis unreachable at {URL}: {e}")
-    job = "t" + uuid.uuid4().hex[:10]
-    yield job
-    keys = list(r.scan_iter(match=f"glinker:{job}:*"))
-    if keys:
-        r.delete(*keys)
 
 
 @pytest.fixture

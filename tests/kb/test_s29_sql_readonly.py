@@ -1,0 +1,183 @@
+"""The sql adapter's ``query`` cannot write to the database: the one-SELECT check refuses a ';' that some database
+would read as the end of the statement (PostgreSQL's ``E'\\''``, ``$$``, nested comments; MySQL's backslashes, ``#``
+and backticks...), and every read runs in a read-only session, so what a single SELECT may still write (a function, a
+sequence) and a second statement that got past the check (a DROP TABLE and a COMMIT) both fail, on real PostgreSQL
+and MariaDB servers and on SQLite, and the table stays."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glinker.errors import ConfigError, KBError
+from glinker.kb.adapters import load_adapter
+
+from .conftest import MYSQL_URL, PG_URL, server_engine
+
+REPORTED = ("SELECT E'\\'' AS id) s; DROP TABLE {t}; COMMIT; SELECT * FROM (SELECT 'C9' AS id, 'Name' AS name")
+"""The audit's query: PostgreSQL reads E'\\'' as one quote, so the DROP and COMMIT ran as statements of their own."""
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def _exec(engine: Any, *statements: str) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as c:
+        for st in statements:
+            c.execute(text(st))
+
+
+def _scalar(engine: Any, statement: str) -> Any:
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return c.execute(text(statement)).scalar()
+
+
+def _past_the_check(url: str, query: str) -> Any:
+    """An adapter that runs ``query`` although the one-SELECT check would refuse it (what a check that missed a
+    construct would let through): the read-only session alone must keep the database unchanged."""
+    ad = load_adapter("sql", url, query="SELECT 'x' AS id, 'y' AS name", columns={"label": "name"})
+    ad.options.query = query
+    return ad
+
+
+def _read(ad: Any) -> list[str]:
+    try:
+        return [e.id for e in ad.iter_entities()]
+    finally:
+        ad.close()
+
+
+@pytest.mark.parametrize("query", [
+    REPORTED.format(t="victim"),
+    "SELECT $$'$$ AS id; DROP TABLE victim; SELECT '$$'",                  # PostgreSQL dollar quoting
+    "SELECT 1 AS id /* /* */ ' */ ; DROP TABLE victim; SELECT '",          # PostgreSQL nested comments
+    "SELECT '\\'' AS id; DROP TABLE victim; SELECT ''",                    # MySQL backslash escapes
+    "SELECT 1 AS id # '\n; DROP TABLE victim; -- '",                      # MySQL # comments
+    "SELECT 1 AS id, 2 --1; DROP TABLE victim",                             # MySQL: '--1' is no comment
+    "SELECT 1 AS `x'`; DROP TABLE victim; SELECT '",                        # MySQL/SQLite backticks
+    "SELECT 1 AS [x']; DROP TABLE victim; SELECT '",                        # SQL Server/SQLite brackets
+    "SELECT 1 AS id /*!50000 ; DROP TABLE victim */",                       # MySQL runs /*! ... */
+    "SELECT 1 AS id -- c\r' ; \n; DROP TABLE victim; SELECT '",            # PostgreSQL ends '--' at a lone CR
+])
+def test_a_semicolon_some_database_reads_as_an_end_is_refused(query: str) -> None:
+    with pytest.raises(ConfigError, match="one SELECT") as ei:
+        load_adapter("sql", "sqlite:///:memory:", query=query)
+    assert ei.value.where == "sql.query"
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT id, REPLACE(name, ';', '|') AS name FROM t WHERE note <> 'it''s; fine' /* a ; here */",
+    "-- the companies; all of them\nSELECT id, name FROM t -- last; line",
+    "SELECT id, name FROM t WHERE name LIKE '%\\_%'",  # a backslash, but no ';' anywhere
+    "SELECT id, tags[1] AS name FROM t;",               # '[' and a final ';', which is dropped
+])
+def test_a_semicolon_every_database_reads_as_quoted_is_accepted(query: str) -> None:
+    load_adapter("sql", "sqlite:///:memory:", query=query)
+
+
+def test_the_reported_postgresql_bypass_leaves_the_table(tmp_path: Path) -> None:
+    eng = server_engine(PG_URL)
+    t, seq = _name("glk_victim"), _name("glk_seq")
+    _exec(eng, f"CREATE TABLE {t} (id text, name text)", f"INSERT INTO {t} VALUES ('a', 'A; one')",
+          f"CREATE SEQUENCE {seq}")
+    try:
+        with pytest.raises(ConfigError, match="backslash in a string"):  # the check
+            load_adapter("sql", PG_URL, query=REPORTED.format(t=t), columns={"label": "name"})
+        # a second statement past the check: the session is read-only, the DROP fails, the COMMIT never comes
+        with pytest.raises(KBError, match="read-only transaction"):
+            _read(_past_the_check(PG_URL, REPORTED.format(t=t)))
+        assert _scalar(eng, f"SELECT count(*) FROM {t}") == 1
+        # one SELECT that writes: a sequence's nextval (not undone by a rollback)
+        with pytest.raises(KBError, match="read-only transaction"):
+            _read(load_adapter("sql", PG_URL, query=f"SELECT nextval('{seq}')::text AS id, 'n' AS name",
+                               columns={"label": "name"}))
+        assert _scalar(eng, f"SELECT is_called FROM {seq}") is False
+        # reads still work, a ';' in a string included
+        assert _read(load_adapter("sql", PG_URL, query=f"SELECT id, REPLACE(name, ';', ',') AS name FROM {t}",
+                                  columns={"label": "name"})) == ["a"]
+    finally:
+        _exec(eng, f"DROP TABLE IF EXISTS {t}", f"DROP SEQUENCE IF EXISTS {seq}")
+        eng.dispose()
+
+
+def test_mariadb_reads_write_nothing() -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    eng = server_engine(MYSQL_URL)
+    t, fn, seq = _name("glk_victim"), _name("glk_wipe"), _name("glk_seq")
+    # MyISAM: not transactional, so a write is kept even when the read's transaction is rolled back
+    _exec(eng, f"CREATE TABLE {t} (id varchar(10), name varchar(10)) ENGINE=MyISAM",
+          f"INSERT INTO {t} VALUES ('a', 'A')", f"CREATE SEQUENCE {seq}")
+    try:
+        try:
+            _exec(eng, f"CREATE FUNCTION {fn}() RETURNS INT MODIFIES SQL DATA BEGIN DELETE FROM {t}; RETURN 1; END")
+        except DBAPIError as e:
+            pytest.skip(f"cannot create a function here: {e.orig}")
+        for q in (f"SELECT CAST({fn}() AS CHAR) AS id, 'n' AS name",          # a function that deletes
+                  f"SELECT CAST(NEXTVAL({seq}) AS CHAR) AS id, 'n' AS name"):  # a sequence
+            with pytest.raises(KBError, match="READ ONLY transaction"):
+                _read(load_adapter("sql", MYSQL_URL, query=q, columns={"label": "name"}))
+        # PyMySQL runs one statement per call unless the URL asks for more (CLIENT.MULTI_STATEMENTS): with it, a
+        # second statement past the check is refused by the read-only session
+        stacked = f"SELECT 'C1' AS id, 'n' AS name) s; DROP TABLE {t}; COMMIT; SELECT * FROM (SELECT 'C9' AS id, 'N' AS name"
+        with pytest.raises(KBError, match="READ ONLY transaction"):
+            _read(_past_the_check(MYSQL_URL + "?client_flag=65536", stacked))
+        assert _scalar(eng, f"SELECT count(*) FROM {t}") == 1
+        assert _scalar(eng, f"SELECT NEXTVAL({seq})") == 1  # never taken before
+        assert _read(load_adapter("sql", MYSQL_URL, table=t, columns={"label": "name"})) == ["a"]
+    finally:
+        _exec(eng, f"DROP FUNCTION IF EXISTS {fn}", f"DROP TABLE IF EXISTS {t}", f"DROP SEQUENCE IF EXISTS {seq}")
+        eng.dispose()
+
+
+def test_sqlite_connections_are_query_only(tmp_path: Path) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    db = tmp_path / "kb.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE companies (id TEXT, name TEXT)")
+    con.execute("INSERT INTO companies VALUES ('C1', 'Acme')")
+    con.commit()
+    con.close()
+    ad = load_adapter("sql", f"sqlite:///{db}", table="companies", columns={"label": "name"})
+    try:
+        assert [e.id for e in ad.iter_entities()] == ["C1"]
+        with ad._connect() as c:  # what every read of the adapter runs on
+            assert c.exec_driver_sql("PRAGMA query_only").scalar() == 1
+            with pytest.raises(OperationalError, match="readonly"):
+                c.exec_driver_sql("DELETE FROM companies")
+    finally:
+        ad.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM companies").fetchone() == (1,)
+
+
+def test_a_database_that_refuses_the_setting_is_read_with_a_warning(caplog) -> None:
+    from kb_adapters.sql import _read_only_session
+
+    class Refusing:
+        def cursor(self):
+            return self
+
+        def execute(self, statement):
+            raise RuntimeError("syntax error at or near CHARACTERISTICS")
+
+        def rollback(self):
+            self.rolled_back = True
+
+        def close(self):
+            pass
+
+    conn = Refusing()
+    with caplog.at_level("WARNING", logger="kb_adapters.sql"):
+        _read_only_session("postgresql", "postgresql://u:***@h/db")(conn, None)
+    assert conn.rolled_back and "could not make the connection read-only" in caplog.text
+    assert "u:***@h" in caplog.text
