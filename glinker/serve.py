@@ -16,13 +16,15 @@ batched linking rather than of one document at a time.
 
 The server has no authentication and no TLS (a reverse proxy adds them). What it guards itself against: requests
 too big to link (``max_body``, ``max_chars``, ``max_docs``), clients that send slowly (``request_timeout``: one
-deadline for a request's headers and body) or open many connections (``max_connections`` served at once, the
-others wait in the kernel's queue), hostile JSON (a 400, never a dropped connection), requests framed ambiguously
-(a body on a GET, a Content-Length that is not plain digits or is given twice differently, a Transfer-Encoding:
-a 400 or 411 and the connection closed, so that no request is read out of another's body) and, on a loopback
-address, web pages that reach it through a DNS name of theirs (DNS rebinding: only loopback ``Host`` names, and
-``allow_hosts``, are answered). A 500 tells the client a reference, never the error's text (it may name server
-paths): the details go to the log.
+deadline for a request's headers and body, from its first byte) or open many connections (``max_connections``
+served at once, the others wait in the kernel's queue; a connection idle without a request for ``idle_timeout``
+is closed, and with every slot taken the one idle longest is closed for a new client), hostile JSON (a 400, never
+a dropped connection), requests framed ambiguously (a body on a GET, a Content-Length that is not plain digits or
+is given twice differently, a Transfer-Encoding: a 400 or 411 and the connection closed, so that no request is
+read out of another's body) and, on a loopback address, web pages that reach it through a DNS name of theirs (DNS
+rebinding: only loopback ``Host`` names, IP addresses and ``allow_hosts`` are answered). A refused request's body
+is read and dropped before its connection closes, so that its client reads the answer rather than a reset. A 500
+tells the client a reference, never the error's text (it may name server paths): the details go to the log.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import parse_qs, urlparse
 
 from glinker.errors import ConfigError, DataError, GlinkerError
@@ -67,12 +69,24 @@ requests (or use ``glinker link``)."""
 
 MAX_CONNECTIONS = 64
 """Connections served at once by default (one thread each); more wait in the kernel's accept queue until one ends,
-so that slow or idle clients cannot make the process start threads without bound."""
+so that slow clients cannot make the process start threads without bound. Idle connections count too, but do not
+keep a new client waiting: with every slot taken, the one idle longest is closed to free its slot."""
 
 REQUEST_TIMEOUT = 60.0
-"""Seconds a client has by default to send one whole request, its headers and body (and how long a kept-alive
-connection may stay idle before it): a per-read timeout alone let a client sending a byte every few seconds hold
-its connection and thread for ever."""
+"""Seconds a client has by default to send one whole request, its headers and body, from the request's first byte:
+a per-read timeout alone let a client sending a byte every few seconds hold its connection and thread for ever."""
+
+IDLE_TIMEOUT = 5.0
+"""Seconds a connection may wait by default for a request's first byte (a new one, or a kept-alive one between
+requests) before it is closed: an idle connection holds a slot of ``max_connections`` and a thread. Counted apart
+from ``request_timeout``, which starts at that first byte. (HTTP lets a server close an idle connection at any
+time: clients open a new one.)"""
+
+LINGER = 2.0
+"""Seconds a refused request's connection is read from, at most, after the answer, when the body's size is not
+known (a Transfer-Encoding, a bad Content-Length, a body over the limit, a client waiting for ``100 Continue``):
+closing a socket with input unread resets the connection, and the client, which sends its body before it reads,
+would see that instead of the answer."""
 
 MAX_META_DEPTH = 32
 """How deeply a document's ``meta`` may nest: deeper values failed only when the linked record was serialised,
@@ -348,8 +362,8 @@ class Batcher:
 
     def _loop(self) -> None:
         """Requests are served in turns: each batch takes documents from every waiting request in round robin, so
-        a request of thousands of documents shares the thread with the small ones that arrive meanwhile instead of
-        holding them until it is done (each request still gets its records in order, in one answer)."""
+        a request of many documents (up to ``max_docs``) shares the thread with the small ones that arrive meanwhile
+        instead of holding them until it is done (each request still gets its records in order, in one answer)."""
         jobs: list[_Job] = []
         stopping = False
         while True:
@@ -517,9 +531,9 @@ def is_loopback(host: str) -> bool:
 
 
 def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None:
-    """The ``Host`` names a server bound to ``bind`` answers (IP literals of loopback addresses too), or None for
-    any. On a loopback address: the loopback names and ``allow``; a web page that makes its own DNS name point to
-    127.0.0.1 (DNS rebinding) sends its name as ``Host`` and is refused, so it cannot read the answers (the
+    """The ``Host`` names a server bound to ``bind`` answers (and IP addresses, see :func:`host_allowed`), or None
+    for any. On a loopback address: the loopback names and ``allow``; a web page that makes its own DNS name point
+    to 127.0.0.1 (DNS rebinding) sends its name as ``Host`` and is refused, so it cannot read the answers (the
     labels of a private KB). On another address: any, unless ``allow`` names some (then those and the loopback
     names). ``*`` in ``allow``: any."""
     names = set()
@@ -536,10 +550,21 @@ def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None
     return frozenset(LOOPBACK_NAMES | names)
 
 
+def is_ip_address(host: str) -> bool:
+    """Whether ``host`` (a name as :func:`host_name` gives it) is an IPv4 address or a bracketed IPv6 one."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
+
+
 def host_allowed(value: str, allowed: frozenset[str]) -> bool:
-    """Whether a request's ``Host`` header ``value`` is one of ``allowed`` or a loopback address."""
+    """Whether a request's ``Host`` header ``value`` is one of ``allowed`` or an IP address (any port). An address is
+    no DNS rebinding, which always arrives under the attacker's DNS name, and is what probes and clients that reach
+    the server by its address send (a Kubernetes ``httpGet`` probe: the pod's IP), which no list can name ahead."""
     name = host_name(value)
-    return name is not None and (name in allowed or is_loopback(name))
+    return name is not None and (name in allowed or is_ip_address(name))
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -571,6 +596,7 @@ class _DeadlineReader(io.RawIOBase):
 
 def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BODY,
                  max_chars: int = MAX_CHARS, *, max_docs: int = MAX_DOCS, request_timeout: float = REQUEST_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT,
                  hosts: frozenset[str] | None = None) -> type[BaseHTTPRequestHandler]:
     """The request handler class of a server around ``batcher``; ``hosts``: the ``Host`` names it answers (None:
     any; see :func:`allowed_hosts`)."""
@@ -583,6 +609,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         timeout = request_timeout  # each read and write; the request as a whole has the same deadline
         _admitted: bool | None = None  # this request's framing, size and Host checked (and the answer)
         _answer_started = False  # a status line was written for this request
+        _expecting = False  # the client waits for 100 Continue before it sends the body
 
         def version_string(self) -> str:
             return self.server_version
@@ -597,11 +624,32 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             self.rfile = io.BufferedReader(self._raw)
 
         def handle_one_request(self) -> None:
-            """One request, from the wait for its first line (a kept-alive connection idles in it) to its answer;
-            its headers and body must arrive within ``request_timeout`` of the start."""
-            self._raw.deadline = time.monotonic() + request_timeout
+            """One request, from the wait for its first byte (at most ``idle_timeout``: a new connection, or a
+            kept-alive one between requests) to its answer; its headers and body must arrive within
+            ``request_timeout`` of that first byte."""
             self._answer_started = False
+            self._expecting = False
+            if not self._request_arrives():
+                self.close_connection = True
+                return
+            self._raw.deadline = time.monotonic() + request_timeout
             super().handle_one_request()
+
+        def _request_arrives(self) -> bool:
+            """Waits for the next request's first byte (already here when pipelined), at most ``idle_timeout``;
+            False when none came, the client closed, or the server closed the connection to give its slot to a
+            new one (see :meth:`_Listener.close_an_idle_one`)."""
+            self._raw.deadline = time.monotonic() + idle_timeout
+            idle_until = getattr(self.server, "idle_until", None)  # a _Listener's
+            try:
+                if idle_until is None:
+                    first = self.rfile.peek(1)
+                else:
+                    first = idle_until(self.connection, lambda: self.rfile.peek(1))
+            except (OSError, ValueError):  # idle too long (TimeoutError), reset, or closed
+                log.debug("closing %s: no request within %g s", self.address_string(), idle_timeout)
+                return False
+            return bool(first)
 
         def parse_request(self) -> bool:
             """The request line and headers, then the checks every request goes through (:meth:`_admit`)."""
@@ -613,8 +661,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         def handle_expect_100(self) -> bool:
             """A request refused (too large, framed ambiguously, another Host) is answered before the client sends
             its body (not after ``100 Continue``)."""
+            self._expecting = True  # its body is not on its way (unless told 100 Continue)
             if not self._admit():
                 return False
+            self._expecting = False
             return super().handle_expect_100()
 
         def _admit(self) -> bool:
@@ -622,12 +672,37 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 self._admitted = self._check()
             return self._admitted
 
-        def _refuse(self, status: int, message: str, fix: str, where: str | None = None) -> bool:
+        def _refuse(self, status: int, message: str, fix: str, where: str | None = None,
+                    body: int | None = None) -> bool:
             """Answers ``status`` and closes the connection: the request's body, unread, cannot be taken for
-            the next request (request smuggling behind a proxy that reuses its connections)."""
+            the next request (request smuggling behind a proxy that reuses its connections). ``body``: its size
+            when it is framed plainly (a Content-Length within ``max_body``), see :meth:`_close_reading`."""
             self.close_connection = True
             self._json(status, {"error": {"message": message, "where": where, "fix": fix}})
+            self._close_reading(body)
             return False
+
+        def _close_reading(self, body: int | None) -> None:
+            """After an answer that leaves the request's body unread: closes the sending side (the client sees the
+            answer end) and reads and drops what the client still sends before the connection is closed. A socket
+            closed with input unread resets the connection, and a client that sends its whole body before it reads
+            (most do) got a broken pipe instead of the answer. A body of known size (``body``) is read within the
+            request's deadline; anything else (an unknown framing, a body over ``max_body``, a client waiting for
+            ``100 Continue``, which may never send its body) for at most :data:`LINGER` seconds and ``max_body``
+            bytes."""
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_WR)
+            left = body if body is not None and not self._expecting else max_body
+            if body is None or self._expecting:
+                self._raw.deadline = min(self._raw.deadline or math.inf, time.monotonic() + LINGER)
+            try:
+                while left > 0:
+                    chunk = self.rfile.read1(min(left, 65536))
+                    if not chunk:  # the client closed, having read the answer
+                        break
+                    left -= len(chunk)
+            except (OSError, ValueError):  # the deadline passed (TimeoutError), or a reset: closed as it is
+                pass
 
         def _check(self) -> bool:
             """Whether the request may be answered; if not, the refusal is written and the connection closed.
@@ -645,24 +720,25 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 return False
             if size and self.command != "POST":
                 return self._refuse(400, f"{self.command} requests take no body (Content-Length {size})",
-                                    "send no body, or POST the documents to /link", "Content-Length")
+                                    "send no body, or POST the documents to /link", "Content-Length",
+                                    body=size if size <= max_body else None)
             if size > max_body:
                 return self._refuse(413, f"body of {size} bytes; at most {max_body} are read",
                                     "send fewer documents per request")
             if hosts is not None:
                 host = self.headers.get_all("Host") or []
                 if len(host) > 1:
-                    return self._refuse(400, "more than one Host header", "send one Host header", "Host")
+                    return self._refuse(400, "more than one Host header", "send one Host header", "Host", body=size)
                 if host and not host_allowed(host[0], hosts):
                     return self._refuse(421, f"this server does not answer for Host {host[0][:100]!r}",
                                         "reach it as localhost (127.0.0.1), or start it with --allow-host NAME for "
-                                        "each name clients use (e.g. behind a reverse proxy)", "Host")
+                                        "each name clients use (e.g. behind a reverse proxy)", "Host", body=size)
                 origin = self.headers.get_all("Origin") or []
                 if origin and not all(host_allowed(urlparse(o.strip()).netloc, hosts) for o in origin):
                     # a page of another site (a browser says which): it may not make this server work for it
                     return self._refuse(403, f"requests from pages of {origin[0][:100]!r} are not answered",
                                         "call the server from its own pages or outside a browser, or start it "
-                                        "with --allow-host for that site's name", "Origin")
+                                        "with --allow-host for that site's name", "Origin", body=size)
             return True
 
         def _content_length(self) -> int | None:
@@ -811,6 +887,8 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             if urlparse(self.path).path != "/link":
                 self.close_connection = True  # its body is not read: the connection cannot carry another request
                 self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
+                with batcher.reading(self.connection):  # a stopping server does not wait for it
+                    self._close_reading(self._content_length() or 0)  # its size checked by _admit
                 return
             size = self._content_length() or 0  # checked by _admit
             try:
@@ -849,8 +927,20 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
     return Handler
 
 
+def _has_input(conn: socket.socket) -> bool:
+    """Whether bytes (or the end of the stream) wait on ``conn``, without waiting (``poll``: no limit on the
+    descriptor's number, as ``select`` has)."""
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(conn, select.POLLIN)
+        return bool(p.poll(0))
+    readable, _, _ = select.select([conn], [], [], 0)
+    return bool(readable)
+
+
 class _Listener(ThreadingHTTPServer):
-    """The listening socket, serving at most ``max_connections`` connections at once (one thread each)."""
+    """The listening socket, serving at most ``max_connections`` connections at once (one thread each); with every
+    slot taken, a connection idle between requests is closed to make room for a new one."""
 
     # the kernel's queue of connections not yet accepted: Python's default of 5 reset clients when 30 connected
     # at once; a team's burst of requests waits in the queue instead
@@ -859,13 +949,58 @@ class _Listener(ThreadingHTTPServer):
 
     def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kw: Any) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
+        self._idle_lock = threading.Lock()
+        self._idle: dict[socket.socket, None] = {}  # waiting for a request's first byte, the longest waiting first
+        self._closing: set[socket.socket] = set()  # closed for a new connection, their slots not yet free
         super().__init__(*args, **kw)
 
+    def idle_until(self, conn: socket.socket, wait: Callable[[], bytes]) -> bytes:
+        """What ``wait`` (the wait for a request's first byte on ``conn``) returns, ``conn`` marked idle meanwhile:
+        it may be closed to free its slot (see :meth:`close_an_idle_one`). b"" when it was: a request that arrived
+        just as it was closed is dropped unread (its client sees the connection closed, as for any idle one closed),
+        never linked without an answer."""
+        with self._idle_lock:
+            self._idle[conn] = None
+        try:
+            got = wait()
+        finally:
+            with self._idle_lock:
+                self._idle.pop(conn, None)
+                closed = conn in self._closing
+        return b"" if closed else got
+
+    def close_an_idle_one(self) -> bool:
+        """With every slot taken and a new connection waiting: closes the connection that has waited longest for a
+        request (one that sent nothing yet, or a kept-alive one between requests), so that idle connections, a
+        client's pool or silent sockets, cannot keep new clients out. Its thread sees the end of the stream and
+        frees the slot. HTTP lets a server close an idle connection at any time (clients open a new one); one
+        whose request has begun to arrive is left alone. False when none is idle, or one closed is still freeing
+        its slot."""
+        with self._idle_lock:
+            if self._closing:
+                return False
+            for conn in list(self._idle):
+                try:
+                    if _has_input(conn) and conn.recv(1, socket.MSG_PEEK):
+                        continue  # its request is arriving
+                except (OSError, ValueError):  # reset or closed: as good as idle
+                    pass
+                del self._idle[conn]
+                self._closing.add(conn)
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)  # its read ends at once, with nothing read
+                log.debug("every connection slot is taken: an idle connection is closed for a new one")
+                return True
+        return False
+
     def get_request(self) -> tuple[socket.socket, Any]:
-        """The next connection once a slot is free: with every slot taken, connections wait in the kernel's queue
-        (not accepted, no thread started) until one ends."""
-        if not self.slots.acquire(timeout=self.SLOT_WAIT):
-            raise OSError("every connection slot is taken")  # the serving loop tries again (and sees a stop)
+        """The next connection once a slot is free: with every slot taken, an idle connection is closed to free
+        one; with none idle, connections wait in the kernel's queue (not accepted, no thread started) until one
+        ends."""
+        if not self.slots.acquire(blocking=False):
+            self.close_an_idle_one()
+            if not self.slots.acquire(timeout=self.SLOT_WAIT):
+                raise OSError("every connection slot is taken")  # the serving loop tries again (and sees a stop)
         try:
             return super().get_request()
         except BaseException:
@@ -877,6 +1012,8 @@ class _Listener(ThreadingHTTPServer):
         try:
             super().shutdown_request(request)
         finally:
+            with self._idle_lock:
+                self._closing.discard(request)
             self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -893,13 +1030,16 @@ class Server:
     """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``).
 
     ``max_docs``, ``max_chars``, ``max_body``: what one request may hold (more is a 413); ``max_connections``:
-    connections served at once; ``request_timeout``: seconds a client has to send a request; ``allow_hosts``: the
-    ``Host`` names answered besides the loopback ones (see :func:`allowed_hosts`)."""
+    connections served at once (idle ones included; one idle is closed for a new one when all are taken);
+    ``request_timeout``: seconds a client has to send a request, from its first byte; ``idle_timeout``: seconds a
+    connection may wait for a request's first byte; ``allow_hosts``: the ``Host`` names answered besides the
+    loopback ones and IP addresses (see :func:`allowed_hosts`)."""
 
     def __init__(self, pipeline: Any, host: str = "127.0.0.1", port: int = 8080, *, max_wait: float = 0.005,
                  max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS,
                  max_docs: int = MAX_DOCS, max_connections: int = MAX_CONNECTIONS,
-                 request_timeout: float = REQUEST_TIMEOUT, allow_hosts: Sequence[str] = ()) -> None:
+                 request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 allow_hosts: Sequence[str] = ()) -> None:
         def in_use(e: OSError) -> ConfigError:
             return ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
                                fix="pick another --port (0: any free one), or stop what listens there")
@@ -910,6 +1050,9 @@ class Server:
         if not request_timeout > 0:
             raise ConfigError(f"must be more than 0 seconds (got {request_timeout})", where="--request-timeout",
                               fix="e.g. --request-timeout 60")
+        if not idle_timeout > 0:
+            raise ConfigError(f"must be more than 0 seconds (got {idle_timeout})", where="--idle-timeout",
+                              fix="e.g. --idle-timeout 5")
         hosts = allowed_hosts(host, allow_hosts)  # a bad name fails before the port is taken
         self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False,
                                max_connections=max_connections)
@@ -927,7 +1070,7 @@ class Server:
             info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
             self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars,
                                                           max_docs=max_docs, request_timeout=request_timeout,
-                                                          hosts=hosts)
+                                                          idle_timeout=idle_timeout, hosts=hosts)
             self.httpd.daemon_threads = True
             # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
             # during the load is refused, rather than held until it ends
@@ -943,7 +1086,7 @@ class Server:
         if hosts is None:
             log.info("answering requests for any Host name (no authentication: see the docs' Security note)")
         else:
-            log.info("answering requests for the Host names %s and loopback addresses", ", ".join(sorted(hosts)))
+            log.info("answering requests for the Host names %s and IP addresses", ", ".join(sorted(hosts)))
 
     def serve_forever(self) -> None:
         log.info("serving on http://%s:%s", self.host, self.port)

@@ -559,6 +559,9 @@ def check_output(output: Path, input: Path, kinds: set[str], example: str) -> No
     if output.is_dir():
         raise ConfigError(f"the output {output} is a directory", where="--output",
                           fix=f"give a file, e.g. -o {output / example}")
+    if output.is_symlink():  # a link planted in a shared folder would have the run cut and append to its target
+        raise ConfigError(f"the output {output} is a symbolic link (to {os.readlink(output)}): glinker does not "
+                          "write through one", where="--output", fix="give the file's own path, or remove the link")
     suffix = output.suffix.lower()
     if suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
         plain = output.with_suffix("")
@@ -676,7 +679,9 @@ def _lock_record(path: Path, flag: str) -> int:
 
     from glinker.io import Busy
 
-    flags = (os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    # read-write although nothing is written through it: NFS emulates flock with byte-range locks, and an exclusive
+    # one needs a file opened for writing (flock(2)); no O_TRUNC, so opening never changes the file
+    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
              | getattr(os, "O_CLOEXEC", 0))
     fix = "remove it (a run record is a plain file glinker writes), or write to another -o"
     while True:
@@ -697,9 +702,13 @@ def _lock_record(path: Path, flag: str) -> int:
             return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # EWOULDBLOCK/EAGAIN: another run holds it
             os.close(fd)
             raise Busy(str(path)) from None
+        except OSError as e:  # no lock to be had here (ENOLCK, a file system without locks): not "busy"
+            os.close(fd)
+            raise ConfigError(f"cannot lock {path}, this output's run record: {e.strerror or e}", where=flag,
+                              fix="write the output to a local file system, or one with working file locks") from None
         try:
             now = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:

@@ -19,9 +19,10 @@ def serve(
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
     max_chars: int = typer.Option(200_000, "--max-chars", min=1, help="Characters of text one request may hold (a bigger one is a 413: one huge request would hold every client)."),
     max_docs: int = typer.Option(1_000, "--max-docs", min=1, help="Documents one request may hold (a bigger one is a 413: each document costs linking time, however short its text)."),
-    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once (a thread each); more wait in the queue until one ends."),
-    request_timeout: float = typer.Option(60.0, "--request-timeout", min=0.001, help="Seconds a client has to send a whole request, headers and body (and a kept-alive connection to stay idle)."),
-    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME", help="A Host name clients reach the server by (repeatable; '*': any). On a loopback --host only localhost names are answered otherwise (DNS rebinding); on another --host, naming some turns the check on."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once, idle ones included (a thread each); more wait in the queue until one ends, or until an idle one is closed to make room."),
+    request_timeout: float = typer.Option(60.0, "--request-timeout", min=0.001, help="Seconds a client has to send a whole request, headers and body, from its first byte."),
+    idle_timeout: float = typer.Option(5.0, "--idle-timeout", min=0.001, help="Seconds a connection may wait for a request's first byte (a new one, or a kept-alive one between requests) before it is closed."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME", help="A Host name clients reach the server by (repeatable; '*': any). On a loopback --host only localhost names and IP addresses are answered otherwise (DNS rebinding); on another --host, naming some turns the check on."),
 ) -> None:
     """Serve a pipeline over HTTP. Concurrent requests are linked together in batches on one thread.
 
@@ -49,7 +50,7 @@ def serve(
         # an interrupted warm-up closes the stages before Server raises; from here on, stop() closes them
         srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars,
                      max_docs=max_docs, max_connections=max_connections, request_timeout=request_timeout,
-                     allow_hosts=allow_host)
+                     idle_timeout=idle_timeout, allow_hosts=allow_host)
         typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)",
                    err=True)
         srv.serve_forever()

@@ -102,3 +102,44 @@ def test_a_record_that_is_no_regular_file_is_refused_without_waiting(tmp_path):
     with pytest.raises(ConfigError, match="not a regular file"):
         _claim_output(out, {"pipeline": "p"}, resuming=True)
     assert stat.S_ISFIFO(os.stat(_record(out)).st_mode)
+
+
+def test_a_file_system_that_locks_only_writable_files_still_gets_the_run(tmp_path, monkeypatch):
+    """NFS emulates flock with byte-range locks: an exclusive lock needs a file opened for writing (flock(2)). The
+    record was opened read-only, so every run on an NFS output folder was refused as "another run is writing"."""
+    import errno
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    out = tmp_path / "links.jsonl"
+    with _claim_output(out, {"pipeline": "p1"}, resuming=True):
+        assert json.loads(_record(out).read_text()) == {"pipeline": "p1"}
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # a file system without locks: said so, not "busy"
+    with pytest.raises(ConfigError, match="cannot lock") as ei:
+        _claim_output(tmp_path / "other.jsonl", {"pipeline": "p1"}, resuming=True)
+    assert "another glinker" not in str(ei.value)
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused_and_its_target_untouched(pipeline, tmp_path):
+    """A link planted at the output's own name: resuming cut the target's unfinished last line and appended to it."""
+    src = tmp_path / "in.txt"
+    src.write_text("Paris\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text(VICTIM + "last line without newline")
+    out = tmp_path / "shared" / "links.jsonl"
+    out.parent.mkdir()
+    out.symlink_to(victim)
+    with pytest.raises(ConfigError, match="is a symbolic link") as ei:
+        run_link(src, pipeline, out)
+    assert ei.value.where == "--output"
+    assert victim.read_text() == VICTIM + "last line without newline"

@@ -151,13 +151,16 @@ def test_the_limits_are_options_of_the_serve_command(monkeypatch):
     monkeypatch.setattr(glinker, "load_pipeline", lambda *a, **k: object())
     monkeypatch.setattr(glinker.serve, "Server", fake_server)
     r = CliRunner().invoke(app, ["serve", "-p", "p.yaml", "--max-docs", "7", "--max-connections", "3",
-                                 "--request-timeout", "9", "--allow-host", "a.example", "--allow-host", "b.example"])
+                                 "--request-timeout", "9", "--idle-timeout", "2.5", "--allow-host", "a.example",
+                                 "--allow-host", "b.example"])
     assert isinstance(r.exception, Stop), r.output
     assert seen["max_docs"] == 7 and seen["max_connections"] == 3 and seen["request_timeout"] == 9
+    assert seen["idle_timeout"] == 2.5
     assert list(seen["allow_hosts"]) == ["a.example", "b.example"] and seen["host"] == "127.0.0.1"
     seen.clear()
     r = CliRunner().invoke(app, ["serve", "-p", "p.yaml"])
     assert seen["max_docs"] == 1000 and seen["max_connections"] == 64 and seen["request_timeout"] == 60
+    assert seen["idle_timeout"] == glinker.serve.IDLE_TIMEOUT
     assert list(seen["allow_hosts"]) == []
 
 
@@ -253,35 +256,169 @@ def _handler_threads() -> int:
     return sum("process_request_thread" in t.name for t in threading.enumerate())
 
 
+def _busy(srv) -> socket.socket:
+    """A connection whose request has begun (part of its first line) and goes no further: not idle."""
+    s = socket.create_connection((srv.host, srv.port), timeout=10)
+    s.sendall(b"GET /health HT")
+    return s
+
+
 def test_connections_served_at_once_are_bounded_and_the_others_wait():
     """One thread per connection without a limit: 1,500 idle connections held 1,507 threads."""
     srv = start(max_connections=3)
-    idle = []
+    busy = []
     try:
         before = _handler_threads()
         for _ in range(12):
-            idle.append(socket.create_connection((srv.host, srv.port), timeout=10))
+            busy.append(_busy(srv))
         time.sleep(0.5)
         assert _handler_threads() - before <= 3
         with ThreadPoolExecutor(1) as ex:
             waiting = ex.submit(call, srv, "/health")
             time.sleep(1.0)
-            assert not waiting.done()  # queued behind the idle connections, not refused
+            assert not waiting.done()  # queued behind the requests under way, not refused
             assert _handler_threads() - before <= 3
-            for s in idle:
+            for s in busy:
                 s.close()
             status, _, out = waiting.result(timeout=20)
         assert status == 200 and out["status"] == "ok"
-        idle = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(5)]
+        busy = [_busy(srv) for _ in range(5)]
         time.sleep(0.3)
         t0 = time.monotonic()
         srv.shutdown()  # with every slot taken, the stop is not held
         assert time.monotonic() - t0 < 10
     finally:
-        for s in idle:
+        for s in busy:
             s.close()
         if srv.httpd.socket.fileno() != -1:
             srv.shutdown()
+
+
+# ---- review 29, findings 1 and 4: idle connections, and a request's deadline from its first byte -----------------
+
+
+def _health(srv, timeout: float = 15.0) -> tuple[int, float]:
+    """(status, seconds) of a GET /health on a new connection."""
+    t0 = time.monotonic()
+    with urllib.request.urlopen(f"http://{srv.host}:{srv.port}/health", timeout=timeout) as r:
+        return r.status, time.monotonic() - t0
+
+
+def test_idle_connections_do_not_keep_new_clients_out():
+    """Every slot taken by connections that sent nothing (or kept alive in a client's pool between requests): a
+    new client waited the whole request timeout (64 silent sockets made a default server unreachable). With every
+    slot taken, the connection idle longest is closed for the new one; the thread count stays bounded."""
+    import http.client
+
+    srv = start(max_connections=3, idle_timeout=60)  # a long idle timeout: only the closing makes room
+    silent: list[socket.socket] = []
+    pool: list[Any] = []
+    try:
+        before = _handler_threads()
+        silent = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(12)]
+        time.sleep(0.5)
+        assert _handler_threads() - before <= 3
+        status, took = _health(srv)
+        assert status == 200 and took < 10, took
+        assert _handler_threads() - before <= 3
+        for s in silent:
+            s.close()
+        # a client's pool of kept-alive connections, idle between requests, fills every slot
+        for _ in range(3):
+            c = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            assert r.status == 200
+            r.read()
+            pool.append(c)
+        status, took = _health(srv)
+        assert status == 200 and took < 10, took
+        # a connection whose request has begun is not closed for another
+        busy = [_busy(srv) for _ in range(3)]
+        try:
+            time.sleep(0.5)
+            with ThreadPoolExecutor(1) as ex:
+                waiting = ex.submit(_health, srv, 30)
+                time.sleep(1.0)
+                assert not waiting.done()
+                for s in busy:
+                    s.close()
+                assert waiting.result(timeout=20)[0] == 200
+        finally:
+            for s in busy:
+                s.close()
+    finally:
+        for s in silent:
+            s.close()
+        for c in pool:
+            c.close()
+        srv.shutdown()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout_not_a_request_under_way():
+    """A connection waiting for a request is closed after --idle-timeout; a request, once its first byte is here,
+    has the whole --request-timeout (the idle timeout does not cut it)."""
+    from glinker.serve import IDLE_TIMEOUT, REQUEST_TIMEOUT
+
+    assert 1 <= IDLE_TIMEOUT <= 30 and IDLE_TIMEOUT < REQUEST_TIMEOUT
+    srv = start(idle_timeout=1.0, request_timeout=30)
+    try:
+        s = socket.create_connection((srv.host, srv.port), timeout=15)  # sends nothing
+        t0 = time.monotonic()
+        assert s.recv(100) == b"" and time.monotonic() - t0 < 12  # closed by the server, with no answer
+        s.close()
+        reply, closed = exchange(srv, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n", wait=12)
+        assert statuses(reply) == [200] and closed, reply  # kept alive, then closed once idle
+        s = socket.create_connection((srv.host, srv.port), timeout=15)
+        try:
+            time.sleep(0.3)
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+            for line in (b"Host: localhost\r\n", b"X-Slow: 1\r\n", b"Connection: close\r\n", b"\r\n"):
+                time.sleep(0.8)  # 2.4 s in all: more than the idle timeout, well within the request's
+                s.sendall(line)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+            assert statuses(reply) == [200], reply
+        finally:
+            s.close()
+    finally:
+        srv.shutdown()
+
+
+def _response(s: socket.socket) -> bytes:
+    """One whole response read from ``s`` (its head, then Content-Length bytes), or what came before the close."""
+    got = b""
+    while True:
+        head, sep, rest = got.partition(b"\r\n\r\n")
+        if sep:
+            size = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head + b"\r\n")
+            if size and len(rest) >= int(size.group(1)):
+                return got
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def test_a_kept_alive_connection_s_idle_time_is_not_charged_to_its_next_request():
+    """The deadline started when the previous answer was written: 2.5 s idle plus a POST taking 0.6 s was a 408 that
+    said the body did not arrive within 3 s. It starts at the request's first byte now."""
+    srv = start(request_timeout=4, idle_timeout=30)
+    head = b"POST /link HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(BODY17)
+    s = socket.create_connection((srv.host, srv.port), timeout=15)
+    try:
+        s.sendall(head + BODY17)
+        assert statuses(_response(s)) == [200]
+        time.sleep(3.5)  # idle, within the idle timeout
+        s.sendall(head + BODY17[:5])
+        time.sleep(1.5)  # the request itself takes 1.5 s of its 4
+        s.sendall(BODY17[5:])
+        reply = _response(s)
+        assert statuses(reply) == [200], reply
+    finally:
+        s.close()
+        srv.shutdown()
 
 
 # ---- finding 9: hostile JSON -------------------------------------------------------------------------------------
@@ -454,3 +591,67 @@ def test_a_500_says_an_internal_error_occurred_and_the_log_has_the_details(serve
             assert logged and "/srv/secret" in (logged[0].getMessage() + str(logged[0].exc_info))
         status, _, page = call(server, "/?text=Paris")
         assert status == 500 and "/srv/secret" not in json.dumps(page)
+
+
+# ---- review 29, finding 5: IP addresses as Host ------------------------------------------------------------------
+
+
+def test_ip_address_hosts_are_answered_names_still_checked():
+    """With --allow-host on 0.0.0.0, a Host that is an IP address got a 421: a Kubernetes probe (Host: the pod's
+    IP), a container's address, the printed http://0.0.0.0:PORT. DNS rebinding always arrives under a DNS name."""
+    from glinker.serve import host_allowed
+
+    names = frozenset({"localhost", "linker.example.org"})
+    for host in ("10.244.1.17:8080", "172.17.0.2", "0.0.0.0:80", "[fd00::1]:8080", "[::]", "[::ffff:10.0.0.1]"):
+        assert host_allowed(host, names), host
+    for host in ("glinker:8080", "10.244.1.17.nip.io", "1.2.3", "attacker.example", "[not-an-ip]"):
+        assert not host_allowed(host, names), host
+    srv = start(host="0.0.0.0", allow_hosts=["linker.example.org"])
+    try:
+        for host in (f"10.244.1.17:{srv.port}", "172.17.0.2", f"0.0.0.0:{srv.port}", "[fd00::1]:8080"):
+            assert call(srv, "/health", headers={"Host": host}, host="127.0.0.1")[0] == 200, host
+        for host in (f"glinker:{srv.port}", "attacker.example", "10.244.1.17.nip.io"):
+            assert call(srv, "/health", headers={"Host": host}, host="127.0.0.1")[0] == 421, host
+    finally:
+        srv.shutdown()
+
+
+# ---- review 29, finding 6: a refused request's body is read before its connection closes -------------------------
+
+
+def test_a_refused_request_with_a_large_body_gets_its_answer_not_a_broken_pipe(server):
+    """421, 403, 400 and 404 closed the connection with the body unread: a client sending a body bigger than the
+    socket buffers (2 MB) saw a broken pipe or a reset instead of the answer and its fix."""
+    import http.client
+
+    big = json.dumps({"text": "x" * 8_000_000}).encode()  # under the 16 MB limit
+    for method, path, headers, code in (("POST", "/link", {"Host": "linker.example.org"}, 421),
+                                        ("POST", "/link", {"Origin": "http://attacker.example"}, 403),
+                                        ("GET", "/health", {}, 400),
+                                        ("POST", "/links", {}, 404)):
+        c = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        try:
+            c.request(method, path, body=big, headers=headers)
+            r = c.getresponse()
+            out = json.loads(r.read())
+        finally:
+            c.close()
+        assert r.status == code and r.getheader("Connection") == "close", (method, path, r.status, out)
+        assert out["error"]["fix"]
+        if code == 421:
+            assert "--allow-host" in out["error"]["fix"]
+    assert server.batcher.documents == 0  # nothing of the refused bodies was linked
+    assert call(server, "/health")[0] == 200
+
+
+# ---- review 29, finding 8: the docs ------------------------------------------------------------------------------
+
+
+def test_the_docs_say_how_idle_connections_are_handled():
+    from pathlib import Path
+
+    from glinker.serve import Batcher
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "linking.md").read_text(encoding="utf-8")
+    assert "thousands of documents" not in docs and "thousands of documents" not in (Batcher._loop.__doc__ or "")
+    assert "--idle-timeout" in docs and "may idle as long" not in docs
