@@ -83,6 +83,11 @@ def connect(url: str) -> Any:
     parsed = urlparse(url)
     db = parsed.path.strip("/")
     if parsed.scheme in ("redis", "rediss") and db and not db.isdigit():
+        # an '@' after the host: a '/', '?' or '#' in the password, which the path would show
+        if "@" in url.partition("://")[2][len(parsed.netloc):]:
+            raise ConfigError(f"cannot read the Redis URL {shown}: its password holds a '/', '?' or '#'",
+                              where="--queue", fix="percent-encode them in the password: '/' as %2F, '?' as %3F, "
+                                                   "'#' as %23 (urllib.parse.quote(password, safe=''))")
         raise ConfigError(f"the Redis URL {shown} names database {db!r}: databases are numbers", where="--queue",
                           fix="use redis://HOST:PORT/N, e.g. redis://127.0.0.1:6379/0")
     try:

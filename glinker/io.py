@@ -413,14 +413,18 @@ _SECRET_PAIR = None
 def _hide_pairs(text: str) -> str:
     """``text`` with the values of its secret-named ``key=value`` pairs shown as ``***``: the pairs of a connection
     string carried in one URL parameter (ODBC's ``DRIVER={...};UID=sa;PWD=x`` in ``odbc_connect=``, libpq's
-    ``host=h password=x``), separated by ';', '&' or spaces. A braced ODBC value (``PWD={a;b}}c}``) is hidden whole,
-    its ';' included."""
+    ``host=h password=x``). A value goes on up to the ';' before the next ``key=`` (an '&' or a space is part of it),
+    or to the end of a braced ODBC value (``PWD={a;b}}c}``) or quoted libpq value (``password='a;b\\'c'``): hidden
+    whole."""
     import re
 
     global _SECRET_PAIR
     if _SECRET_PAIR is None:
+        # a value ends where ODBC ends it (';'), or with its braces / libpq quotes; never at '&', which is part of
+        # an ODBC or libpq value; a ';' not followed by a next ``key=`` goes on (libpq ends a value at a space only)
         _SECRET_PAIR = re.compile(r"(^|[&;\s])(\s*[^=&;\s]*(?:" + _SECRET_WORD + r")[^=&;]*?\s*)="
-                                  r"(\s*\{(?:[^}]|\}\})*\}|[^&;]*)", re.IGNORECASE)
+                                  r"(\s*\{(?:[^}]|\}\})*\}|\s*'(?:[^'\\]|\\.)*'"
+                                  r"|(?:[^;]|;(?=\s*[^\s;])(?!\s*[^\s=;{}']+\s*=))*)", re.IGNORECASE)
     return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if m.group(3).strip() else ''}", text)
 
 

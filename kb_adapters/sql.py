@@ -47,6 +47,10 @@ class SQLOptions(AdapterOptions):
     order_by_id: bool = True
     """Stream in id order (a stable order makes an interrupted build resumable)."""
     on_error: Literal["raise", "skip"] = "raise"
+    read_only: bool = True
+    """Run every read in a read-only transaction (PostgreSQL, MySQL/MariaDB; SQLite: ``PRAGMA query_only``). Turn it
+    off for a ``query`` that calls a function creating temporary tables (PostgreSQL refuses any CREATE in a
+    read-only transaction); a database user with read rights only is what really keeps the source unchanged."""
 
 
 def check_identifier(name: str, where: str, dotted: bool = False, column: bool = False) -> list[str]:
@@ -84,13 +88,15 @@ def _unlike_reading(q: str) -> str | None:
     executed ``/*! */`` comments, Oracle's ``q'[...]'`` strings and a NUL character."""
     n = len(q)
     odd: str | None = "a NUL character" if "\0" in q else None  # the first construct read differently
+    dash: str | None = None
     i = 0
     while i < n:
         c, two = q[i], q[i:i + 2]
         if c == ";":
-            return "a ';'"
+            return f"a ';' after {dash!r}, which is no comment in MySQL/MariaDB" if dash else "a ';'"
         if two == "--":
             if i + 2 < n and ord(q[i + 2]) > 32:  # MySQL: two minus signs
+                dash = dash or re.match(r"--[^\s;]{0,30}", q[i:]).group()  # type: ignore[union-attr]
                 odd = odd or "'--' without a space after it"
                 i += 2
                 continue
@@ -129,19 +135,120 @@ def _unlike_reading(q: str) -> str | None:
     return odd if odd is not None and ";" in q else None
 
 
-def _check_query(q: str) -> str:
+_DIALECTS = ("postgresql", "mysql", "sqlite", "mssql")
+"""The databases whose lexical rules :func:`_dialect_reading` knows (MariaDB reads as MySQL)."""
+
+
+def _dialect_of(backend: str | None) -> str | None:
+    """The lexical rules for a SQLAlchemy backend name, or None (unknown: every rule at once)."""
+    backend = "mysql" if backend == "mariadb" else backend
+    return backend if backend in _DIALECTS else None
+
+
+def _dialect_reading(q: str, d: str) -> str | None:
+    """How database ``d`` (one of :data:`_DIALECTS`) reads ``q``: ``"a ';'..."`` for a ';' it reads outside strings,
+    quoted names and comments; for a query that holds a ';', a construct even ``d`` may read in two ways (a
+    backslash before a quote: PostgreSQL's ``standard_conforming_strings``, MySQL's ``NO_BACKSLASH_ESCAPES``; MySQL's
+    executed ``/*! */`` comments; a NUL character); else None.
+
+    PostgreSQL: ``E'...'`` escapes, ``$tag$...$tag$`` strings, nested comments, a line comment ends at CR or LF, '['
+    and '#' are operators. MySQL/MariaDB: backslash escapes, ``#`` comments, ``--`` is a comment only with a space
+    after it, backtick names. SQLite: backtick and ``[...]`` names. SQL Server: ``[...]`` names (``]]`` inside),
+    nested comments."""
+    n = len(q)
+    odd: str | None = "a NUL character" if "\0" in q else None
+    dash: str | None = None  # MySQL: the last '--' that starts no comment
+
+    def after_ident(k: int) -> bool:
+        return k > 0 and (q[k - 1].isalnum() or q[k - 1] in "_$")
+
+    i = 0
+    while i < n:
+        c, two = q[i], q[i:i + 2]
+        if c == ";":
+            if dash:
+                return (f"a ';' after {dash!r}, which is no comment in MySQL/MariaDB ('--' starts a comment "
+                        "there only with a space after it)")
+            return "a ';'"
+        if two == "--":
+            if d == "mysql" and i + 2 < n and ord(q[i + 2]) > 32:
+                dash = re.match(r"--[^\s;]{0,30}", q[i:]).group()  # type: ignore[union-attr]
+                i += 2
+                continue
+            ends = "\n\r" if d == "postgresql" else "\n"
+            end = min([k for k in (q.find(e, i) for e in ends) if k >= 0] or [n])
+            if d in ("mysql", "mssql") and "\r" in q[i:end]:
+                odd = odd or "a line comment with a lone carriage return in it"
+            i = end
+        elif c == "#" and d == "mysql":
+            end = q.find("\n", i)
+            i = n if end < 0 else end
+        elif two == "/*":
+            if d == "mysql" and q.startswith(("/*!", "/*M!"), i):
+                odd = odd or "a MySQL '/*!' comment (run as SQL there)"
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if q.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                elif q.startswith("/*", j) and d in ("postgresql", "mssql"):
+                    depth, j = depth + 1, j + 2
+                else:
+                    j += 1
+            i = j
+        elif d == "postgresql" and c == "$" and not after_ident(i) \
+                and (m := re.match(r"\$(?:[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*)?\$", q[i:])):
+            end = q.find(m.group(), i + len(m.group()))
+            i = n if end < 0 else end + len(m.group())
+        elif c in "'\"" or (c == "`" and d in ("mysql", "sqlite")) or (c == "[" and d in ("mssql", "sqlite")):
+            close = "]" if c == "[" else c
+            doubled = not (c == "[" and d == "sqlite")
+            escapes = (d == "mysql" and c != "`") or (d == "postgresql" and c == "'" and q[i - 1:i] in ("e", "E")
+                                                      and not after_ident(i - 1))
+            j = i + 1
+            while j < n:
+                if q[j] == close:
+                    if doubled and q[j + 1:j + 2] == close:
+                        j += 2
+                        continue
+                    break
+                if q[j] == "\\" and c != "[" and c != "`":
+                    if q[j + 1:j + 2] == c and (d == "mysql" or (d == "postgresql" and c == "'" and not escapes)):
+                        odd = odd or ("a backslash before a quote in a string (read otherwise with MySQL's "
+                                      "NO_BACKSLASH_ESCAPES)" if d == "mysql" else
+                                      "a backslash before a quote in a string (read otherwise with "
+                                      "standard_conforming_strings off)")
+                    if escapes:
+                        j += 1
+                j += 1
+            i = j + 1
+        else:
+            i += 1
+    return odd if odd is not None and ";" in q else None
+
+
+def _check_query(q: str, dialect: str | None = None) -> str:
     """The query as it is run (its final ';' dropped), or a ConfigError unless it is one SELECT (or WITH ... SELECT).
 
-    A ';' inside a string or comment is fine, unless the query also holds a construct that databases read
-    differently (:func:`_unlike_reading`): there a ';' this check takes for quoted may end the statement for the
-    server (PostgreSQL's ``SELECT E'\\'' ...; DROP TABLE t; COMMIT; ...``), which then runs the next statements in
-    the same call. The reads also run in read-only transactions (:func:`_read_only_session`), for what one SELECT can
-    write (a function, a sequence)."""
+    ``dialect``: the database the URL names (one of :data:`_DIALECTS`): the query is read with its rules alone
+    (:func:`_dialect_reading`), so a ``';'`` literal next to MySQL backticks or SQL Server's ``[Id]`` is fine there;
+    ``"any"`` (the URL is not known yet, ``glinker pipeline validate``): refused only when no database reads it as
+    one statement; None (another database): a ';' inside a string or comment is fine unless the query also holds a
+    construct that databases read differently (:func:`_unlike_reading`): there a ';' this check takes for quoted may
+    end the statement for the server (PostgreSQL's ``SELECT E'\\'' ...; DROP TABLE t; COMMIT; ...``), which then
+    runs the next statements in the same call. The reads also run in read-only transactions
+    (:func:`_read_only_transactions`), for what one SELECT can write (a function, a sequence)."""
     body = re.sub(r"[\s;]+$", "", q.strip())
     bare = _SQL_NOISE.sub(lambda m: " " if m.group().startswith(("--", "/*")) else "''", body).strip()
-    problem = _unlike_reading(body)
-    if not re.match(r"(?is)^(select|with)\b", bare) or problem == "a ';'":
-        raise ConfigError("query must be one SELECT (or WITH ... SELECT) statement", where="sql.query",
+    if dialect == "any":  # the database is not known yet: refuse only what no database reads as one statement
+        readings = [_dialect_reading(body, d) for d in _DIALECTS]
+        problem = None if None in readings else min(readings, key=lambda r: not (r or "").startswith("a ';'"))
+    elif dialect in _DIALECTS:
+        problem = _dialect_reading(body, dialect)
+    else:
+        problem = _unlike_reading(body)
+    if not re.match(r"(?is)^(select|with)\b", bare) or (problem or "").startswith("a ';'"):
+        said = "" if problem in (None, "a ';'") else f": it holds {problem}"
+        raise ConfigError(f"query must be one SELECT (or WITH ... SELECT) statement{said}", where="sql.query",
                           fix="give a single SELECT without ';' inside, or use table=...")
     if problem is not None:
         raise ConfigError(f"query must be one SELECT (or WITH ... SELECT) statement: it holds a ';' in a string or "
@@ -175,44 +282,59 @@ def _literal_colons(query: str) -> str:
     return re.sub(r"(?<![:\\]):(?!:)", lambda _: "\\:", query)
 
 
-_READ_ONLY = {"postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-              "mysql": "SET SESSION TRANSACTION READ ONLY", "mariadb": "SET SESSION TRANSACTION READ ONLY",
-              "sqlite": "PRAGMA query_only = ON"}
-"""The statement that makes a connection's transactions read-only, per database (SQLAlchemy backend name)."""
+_READ_ONLY = {"postgresql": "SET TRANSACTION READ ONLY", "mysql": "SET TRANSACTION READ ONLY",
+              "mariadb": "SET TRANSACTION READ ONLY"}
+"""The statement that makes the transaction about to run (PostgreSQL: the one just begun; MySQL/MariaDB: the next
+one) read-only, per database (SQLAlchemy backend name). Only that transaction: nothing stays on the server
+connection, which a pooler such as pgbouncer may hand to other clients."""
 
 
-def _read_only_session(backend: str, shown_url: str) -> Any:
-    """A ``connect`` event listener that makes every connection of the adapter's engine read-only, so the adapter's
-    reads can write nothing: a ``query`` holding a data-modifying ``WITH`` (PostgreSQL), a function that writes or a
-    sequence's ``nextval`` fails with the database's "read-only transaction" error. PostgreSQL: ``SET SESSION
-    CHARACTERISTICS AS TRANSACTION READ ONLY`` (committed, so a rollback does not undo it); MySQL/MariaDB: ``SET
-    SESSION TRANSACTION READ ONLY`` (5.6.5+/10.0+); SQLite: ``PRAGMA query_only``. Other databases (SQL Server,
-    Oracle) have no such session setting: there, as everywhere, a user with read rights only is what guarantees it
-    (docs/kb.md). A database that refuses the setting is warned about and read anyway."""
-    statement = _READ_ONLY.get(backend)
-
-    def listener(dbapi_connection: Any, connection_record: Any) -> None:
-        if statement is None:
-            log.debug("%s: no read-only session setting for %s; the user's rights alone keep the source unchanged",
-                      shown_url, backend)
-            return
-        cursor = dbapi_connection.cursor()
+def _set_read_only(dbapi_connection: Any, statement: str, shown_url: str) -> bool:
+    """Run ``statement`` on the driver's connection; a database that refuses it is warned about (the reads go on
+    with the user's own rights) and False is returned."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+        return True
+    except Exception as e:  # noqa: BLE001 - the driver's own error class; the reads go on
+        log.warning("%s: could not make the connection read-only (%s: %s); the source is read with the user's "
+                    "own rights: give it read rights only", shown_url, statement, " ".join(str(e).split())[:200])
         try:
-            cursor.execute(statement)
-            if backend != "sqlite":
-                dbapi_connection.commit()  # PostgreSQL's SET is undone by the rollback that ends each read
-        except Exception as e:  # noqa: BLE001 - the driver's own error class; the reads go on
-            log.warning("%s: could not make the connection read-only (%s: %s); the source is read with the user's "
-                        "own rights: give it read rights only", shown_url, statement,
-                        " ".join(str(e).split())[:200])
-            try:
-                dbapi_connection.rollback()
-            except Exception as again:  # noqa: BLE001 - the connection is checked when it is used
-                log.debug("%s: rollback after the refused setting failed: %s", shown_url, again)
-        finally:
-            cursor.close()
+            dbapi_connection.rollback()
+        except Exception as again:  # noqa: BLE001 - the connection is checked when it is used
+            log.debug("%s: rollback after the refused setting failed: %s", shown_url, again)
+        return False
+    finally:
+        cursor.close()
 
-    return listener
+
+def _read_only_transactions(engine: Any, backend: str, shown_url: str) -> None:
+    """Make every read of ``engine`` read-only, so it can write nothing: a ``query`` holding a data-modifying
+    ``WITH`` (PostgreSQL), a function that writes or a sequence's ``nextval`` fails with the database's "read-only
+    transaction" error. PostgreSQL, MySQL/MariaDB: ``SET TRANSACTION READ ONLY`` as each transaction begins (per
+    transaction, never a session setting: a pooler in transaction mode would hand it to other clients); SQLite:
+    ``PRAGMA query_only`` on each connection (the adapter's own, never shared). Other databases (SQL Server, Oracle)
+    have no such setting: there, as everywhere, a user with read rights only is what guarantees it (docs/kb.md).
+    A database that refuses the setting is warned about once and read anyway."""
+    from sqlalchemy import event
+
+    if backend == "sqlite":
+        event.listen(engine, "connect", lambda dbapi_connection, record: _set_read_only(
+            dbapi_connection, "PRAGMA query_only = ON", shown_url))
+        return
+    statement = _READ_ONLY.get(backend)
+    if statement is None:
+        log.debug("%s: no read-only transactions for %s; the user's rights alone keep the source unchanged",
+                  shown_url, backend)
+        return
+    refused = False
+
+    def on_begin(conn: Any) -> None:
+        nonlocal refused
+        if not refused:
+            refused = not _set_read_only(conn.connection.dbapi_connection, statement, shown_url)
+
+    event.listen(engine, "begin", on_begin)
 
 
 CONNECT_TIMEOUT = 10
@@ -307,8 +429,8 @@ class SQLAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self._checked_greeting = False
-        self.options: SQLOptions = self.check_options(options)
         self.url = self.canonical_source(source)
+        self.options: SQLOptions = self.check_options(options, source=self.url)
         self.report = AdapterReport()
         self._unattached = self._unattached_named = self._unattached_unsaid = 0
         self._engine: Any = None
@@ -320,9 +442,11 @@ class SQLAdapter:
         return absolute_sqlite_url(source)
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> SQLOptions:
+    def check_options(cls, options: dict[str, Any], source: str | None = None) -> SQLOptions:
         """Validate the options without connecting (what ``glinker pipeline validate`` checks): names, one of
-        table/query, mappable fields and identifiers. A ConfigError names the option."""
+        table/query, mappable fields and identifiers. A ConfigError names the option. The ``query`` is read with the
+        lexical rules of the database ``source`` names (without a source: refused only when no database reads it as
+        one statement)."""
         from glinker.errors import closest
 
         o: SQLOptions = parse_options(cls.name, SQLOptions, dict(options))  # type: ignore[assignment]
@@ -333,7 +457,15 @@ class SQLAdapter:
         if o.table:
             check_identifier(o.table, "sql.table", dotted=True)
         else:
-            o.query = _check_query(o.query or "")
+            backend: str | None = None
+            if source is not None:
+                try:
+                    from sqlalchemy.engine import make_url
+
+                    backend = make_url(source).get_backend_name()
+                except Exception:  # noqa: BLE001 - a URL it cannot read: every database's rules; said when used
+                    backend = None
+            o.query = _check_query(o.query or "", "any" if source is None else _dialect_of(backend))
         for field, col in o.columns.items():
             if field not in _MAPPABLE:
                 guess = closest(field, _MAPPABLE)
@@ -398,10 +530,8 @@ class SQLAdapter:
                 args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_driver_name() in (
                     "psycopg2", "pymysql", "mysqldb") and "connect_timeout" not in u.query else {}
                 engine = create_engine(u, connect_args=args)
-                from sqlalchemy import event
-
-                # every connection reads in read-only transactions: nothing the query says can write
-                event.listen(engine, "connect", _read_only_session(u.get_backend_name(), self._masked_url()))
+                if self.options.read_only:  # every read in a read-only transaction: nothing the query says can write
+                    _read_only_transactions(engine, u.get_backend_name(), self._masked_url())
                 self._engine = engine
             except ValueError as e:
                 raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",

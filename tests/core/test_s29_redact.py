@@ -48,6 +48,22 @@ def test_passwords_inside_query_parameters_are_hidden(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", [
+    "mssql+pyodbc:///?odbc_connect=" + quote_plus("DRIVER={ODBC Driver 18};SERVER=h;UID=sa;PWD=ab&ZqXTAIL;Encrypt=yes"),
+    "mssql+pyodbc:///?odbc_connect=DRIVER={x};UID=sa;PWD=ab%26ZqXTAIL;Encrypt=yes",
+    "postgresql://u@h/db?options=" + quote_plus("password='ab;ZqXTAIL' sslmode=require"),
+    "postgresql://u@h/db?options=" + quote_plus("password='ab\\' ;ZqXTAIL' sslmode=require"),
+    "postgresql://u@h/db?options=" + quote_plus("host=h password=ab;ZqXTAIL sslmode=require"),
+])
+def test_a_password_is_hidden_up_to_its_odbc_or_libpq_end(url: str) -> None:
+    """ODBC ends a value at ';' only ('&' is part of it); libpq quotes a value holding ';' or a space: no part of the
+    password is shown (the review's 'PWD=ab&ZZLEAK' and "password='ab;ZZLEAK'"), the pairs after it are."""
+    shown = unquote_plus(redact(url))
+    assert "ZqX" not in shown and "ab" not in shown.split("=***")[-1][:3] and "=***" in shown, shown
+    if "host=h" not in shown:  # an unquoted libpq value is hidden to the end: the pairs after a quoted one stay
+        assert "Encrypt=yes" in shown or "sslmode=require" in shown, shown
+
+
+@pytest.mark.parametrize("url", [
     "mssql+pyodbc:///?odbc_connect=" + quote_plus("DRIVER={ODBC Driver 18};SERVER=h;Trusted_Connection=yes"),
     "postgresql://u@h/db?sslmode=require&application_name=a+b%2Fc",
     "sqlite:///companies.db",

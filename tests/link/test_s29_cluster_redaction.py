@@ -165,3 +165,17 @@ def test_worker_warnings_show_the_url_without_its_password(password_url, redis_j
     for what in ("lost Redis at", "reconnected to", "heartbeat to", "could not deregister from", "serving link job"):
         hits = [m for m in said if what in m]
         assert hits and all(SHOWN in m for m in hits), (what, said)
+
+
+def test_a_password_holding_a_slash_is_not_shown_as_the_database():
+    """An unencoded '/' in the password puts its end in the URL's path: the message that would name that path as
+    the database shows the URL redacted and says to percent-encode (no connection is made)."""
+    from glinker.cluster import connect
+
+    with pytest.raises(ConfigError) as ei:
+        connect("redis://:hunter2/SECRETTAIL@127.0.0.1:6379/11")
+    text = f"{ei.value.message} {ei.value.fix}"
+    assert "SECRETTAIL" not in text and "hunter2" not in text, text
+    assert "redis://:***@127.0.0.1:6379/11" in text and "%2F" in text
+    with pytest.raises(ConfigError, match="names database 'abc'"):  # a database name still said as it is
+        connect("redis://127.0.0.1:6379/abc")
