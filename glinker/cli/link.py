@@ -353,6 +353,13 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
         raise ConfigError(f"unknown input format {fmt!r}", where="--format", fix="use auto, txt or jsonl")
     fmt = _sniff(input, fmt)
     check_output(output, input, {".jsonl", ".json", ".html", ".htm"}, "linked.jsonl")
+    from glinker.stages.writers import foreign_output
+
+    # a file glinker did not write is neither appended to nor replaced (`-o notes.txt` is read as JSONL)
+    why = foreign_output(output, {".html": "html", ".htm": "html", ".json": "json"}.get(output.suffix.lower(), "jsonl"))
+    if why is not None:
+        raise ConfigError(f"the output {output} exists and is not one glinker link writes: {why}", where="--output",
+                          fix="write to another file (-o), or delete this one if it may go")
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device)
     if opened is not None:
         opened.append(pipe)

@@ -164,3 +164,25 @@ def test_a_page_begun_before_the_generator_marker_is_continued_on_resume(tmp_pat
     w.write([LinkedDocument(id="3", text="doc 3")])
     page = p.read_text(encoding="utf-8")
     assert w._file.count == 4 and page.count('<section class="gl-doc"') == 4 and "doc 0" in page and "doc 3" in page
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "page.html", "data.json"])
+def test_glinker_link_refuses_an_output_it_did_not_write(tmp_path, name):
+    """`glinker link -o FILE` on a file glinker did not write: refused before anything is appended or replaced (a
+    `.txt` output is written as JSONL, so `-o notes.txt` appended JSON lines to the user's notes)."""
+    from glinker.cli.link import run_link
+
+    pipe = pipeline_file(tmp_path, tmp_path / "unused.jsonl")
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS[0] + "\n")
+    out = tmp_path / name
+    mine = {"notes.txt": "buy milk\n", "page.html": VICTIMS["html"], "data.json": VICTIMS["json"]}[name]
+    out.write_text(mine)
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match="is not one glinker link writes") as ei:
+            run_link(src, pipe, out, resume=resume)
+        assert ei.value.where == "--output" and out.read_text() == mine
+    out.unlink()  # a new file, then a re-run onto its own output: written as before
+    run_link(src, pipe, out)
+    run_link(src, pipe, out)
+    assert out.stat().st_size > 0
