@@ -37,13 +37,33 @@ def _stdin(path: Path) -> bool:
     return str(path) == "-"
 
 
+_STDIN: list[Any] = []  # [(the stdin object it was made for, the reader)]
+
+
+def _stdin_buffer() -> Any:
+    """Standard input as a binary reader of glinker's own on file descriptor 0 (not ``sys.stdin.buffer``), the same
+    one for every use in this process. The input is read ahead by a daemon thread (:func:`_prefetched`); one blocked
+    in a read of ``sys.stdin.buffer`` when the run ends (Ctrl-C while the pipe is still open) holds the lock the
+    interpreter takes on that object at shutdown: "Fatal Python error: _enter_buffered_busy". Where standard input
+    has no descriptor (a test runner's), ``sys.stdin.buffer`` itself."""
+    if _STDIN and _STDIN[0][0] is sys.stdin:
+        return _STDIN[0][1]
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is an OSError and a ValueError)
+        return sys.stdin.buffer
+    reader = open(fd, "rb", closefd=False)
+    _STDIN[:] = [(sys.stdin, reader)]
+    return reader
+
+
 def _open_input(path: Path) -> Any:
     """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes); ``-`` is
     standard input (read once, as it streams)."""
     import gzip
 
     if _stdin(path):
-        return contextlib.nullcontext(sys.stdin.buffer)
+        return contextlib.nullcontext(_stdin_buffer())
     with open(path, "rb") as f:
         magic = f.read(2)
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" or magic == b"\x1f\x8b" else open(path, "rb")
@@ -55,7 +75,7 @@ def _sniff(path: Path, fmt: str) -> str:
     suf = Path(name).suffix
     first = b""
     if _stdin(path):  # look at what is buffered without consuming it
-        head = sys.stdin.buffer.peek(65536) if fmt == "auto" else b""
+        head = _stdin_buffer().peek(65536) if fmt == "auto" else b""
         refuse_wide_text(head, path)
         first = next((ln.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip() for ln in head.splitlines() if ln.strip()),
                      b"")
