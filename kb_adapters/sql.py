@@ -159,8 +159,8 @@ def _dialect_reading(q: str, d: str) -> str | None:
     odd: str | None = "a NUL character" if "\0" in q else None
     dash: str | None = None  # MySQL: the last '--' that starts no comment
 
-    def after_ident(k: int) -> bool:
-        return k > 0 and (q[k - 1].isalnum() or q[k - 1] in "_$")
+    def after_ident(k: int) -> bool:  # (PostgreSQL names go on through '$' and every non-ASCII character: "x€$$")
+        return k > 0 and (q[k - 1].isalnum() or q[k - 1] in "_$" or q[k - 1] >= "\x80")
 
     i = 0
     while i < n:
@@ -226,6 +226,11 @@ def _dialect_reading(q: str, d: str) -> str | None:
     return odd if odd is not None and ";" in q else None
 
 
+# statements that end a transaction or change the session's mode (PostgreSQL's END is COMMIT; CASE ... END, with a
+# ';' literal in the same query, is refused too: the error says how to write the ';')
+_TX_WORD = re.compile(r"(?i)\b(commit|rollback|end|abort|begin|start|savepoint|release|set|reset)\b")
+
+
 def _check_query(q: str, dialect: str | None = None) -> str:
     """The query as it is run (its final ';' dropped), or a ConfigError unless it is one SELECT (or WITH ... SELECT).
 
@@ -250,6 +255,10 @@ def _check_query(q: str, dialect: str | None = None) -> str:
         said = "" if problem in (None, "a ';'") else f": it holds {problem}"
         raise ConfigError(f"query must be one SELECT (or WITH ... SELECT) statement{said}", where="sql.query",
                           fix="give a single SELECT without ';' inside, or use table=...")
+    if problem is None and ";" in body and (m := _TX_WORD.search(body)) is not None:
+        # read-only is per transaction: a statement that ends it (COMMIT...) would let what follows write, so a query
+        # holding a ';' may not name one anywhere, whatever reading of its quotes let the ';' past
+        problem = f"the word {m.group().upper()!r} (transaction control)"
     if problem is not None:
         raise ConfigError(f"query must be one SELECT (or WITH ... SELECT) statement: it holds a ';' in a string or "
                           f"comment, and {problem}, which databases do not all read alike (the ';' may end the "

@@ -265,3 +265,41 @@ def test_a_database_that_refuses_the_setting_is_read_with_a_warning(caplog) -> N
         assert _set_read_only(conn, _READ_ONLY["postgresql"], "postgresql://u:***@h/db") is False
     assert conn.rolled_back and "could not make the connection read-only" in caplog.text
     assert "u:***@h" in caplog.text
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite", "mssql", None, "any"])
+def test_a_non_ascii_name_before_dollars_and_transaction_words_are_refused(dialect) -> None:
+    """PostgreSQL reads "x€$$" as one name; the guard read a dollar-quoted string there and let a stacked
+    `; COMMIT; DROP TABLE` past (the review dropped a table: read-only per transaction ends at that COMMIT). Now the
+    name is read as PostgreSQL reads it, and a query holding a ';' may name no transaction-control word at all."""
+    from kb_adapters.sql import _check_query
+
+    bypass = ("SELECT 'a' AS id, 'n' AS name, 1 AS x€$$) s; COMMIT; DROP TABLE victim; "
+              "SELECT * FROM (SELECT 'C9' AS id, 'N' AS name, 1 AS y --$$")
+    with pytest.raises(ConfigError):
+        _check_query(bypass, dialect)
+    with pytest.raises(ConfigError, match="'COMMIT' \\(transaction control\\)"):
+        _check_query("SELECT 'a;b' AS id, 'commit' AS name FROM t", dialect)
+    # a ';' literal without such a word, and such a word without a ';', stay fine
+    assert _check_query("SELECT id, REPLACE(aliases, ';', '|') AS aliases FROM t", dialect)
+    assert _check_query("SELECT id, CASE WHEN x THEN 'a' END AS name FROM t", dialect)
+
+
+def test_the_review_bypass_leaves_the_table_on_postgresql() -> None:
+    from sqlalchemy import text
+
+    eng = server_engine(PG_URL)
+    table = f"s29_victim_{uuid.uuid4().hex[:8]}"
+    with eng.begin() as c:
+        c.execute(text(f"CREATE TABLE {table} (id text)"))
+    try:
+        q = (f"SELECT 'a' AS id, 'n' AS name, 1 AS x€$$) s; COMMIT; DROP TABLE {table}; "
+             "SELECT * FROM (SELECT 'C9' AS id, 'N' AS name, 1 AS y --$$")
+        with pytest.raises(ConfigError):
+            load_adapter("sql", PG_URL, query=q, columns={"label": "name"})
+        with eng.connect() as c:
+            assert c.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0  # still there
+    finally:
+        with eng.begin() as c:
+            c.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        eng.dispose()
