@@ -610,6 +610,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         _admitted: bool | None = None  # this request's framing, size and Host checked (and the answer)
         _answer_started = False  # a status line was written for this request
         _expecting = False  # the client waits for 100 Continue before it sends the body
+        _served = False  # a request was answered on this connection (kept alive since)
 
         def version_string(self) -> str:
             return self.server_version
@@ -634,6 +635,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 return
             self._raw.deadline = time.monotonic() + request_timeout
             super().handle_one_request()
+            self._served = True
 
         def _request_arrives(self) -> bool:
             """Waits for the next request's first byte (already here when pipelined), at most ``idle_timeout``;
@@ -645,7 +647,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                 if idle_until is None:
                     first = self.rfile.peek(1)
                 else:
-                    first = idle_until(self.connection, lambda: self.rfile.peek(1))
+                    first = idle_until(self.connection, lambda: self.rfile.peek(1), fresh=not self._served)
             except (OSError, ValueError):  # idle too long (TimeoutError), reset, or closed
                 log.debug("closing %s: no request within %g s", self.address_string(), idle_timeout)
                 return False
@@ -734,7 +736,9 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
                                         "reach it as localhost (127.0.0.1), or start it with --allow-host NAME for "
                                         "each name clients use (e.g. behind a reverse proxy)", "Host", body=size)
                 origin = self.headers.get_all("Origin") or []
-                if origin and not all(host_allowed(urlparse(o.strip()).netloc, hosts) for o in origin):
+                own = host_name(host[0]) if host else None  # the server's own pages (same origin) may call it
+                if origin and not all((n := host_name(urlparse(o.strip()).netloc)) is not None
+                                      and (n == own or n in hosts) for o in origin):
                     # a page of another site (a browser says which): it may not make this server work for it
                     return self._refuse(403, f"requests from pages of {origin[0][:100]!r} are not answered",
                                         "call the server from its own pages or outside a browser, or start it "
@@ -946,21 +950,26 @@ class _Listener(ThreadingHTTPServer):
     # at once; a team's burst of requests waits in the queue instead
     request_queue_size = 1024
     SLOT_WAIT = 0.25  # seconds the accepting loop waits for a free slot before it looks at a stop again
+    # a new connection is not closed for another before it has sent nothing for this long (a kept-alive one between
+    # requests may be closed at once): closing the newest ones made a burst of clients lose 18 of 20 requests
+    FRESH_GRACE = 1.0
 
     def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kw: Any) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
         self._idle_lock = threading.Lock()
-        self._idle: dict[socket.socket, None] = {}  # waiting for a request's first byte, the longest waiting first
+        # waiting for a request's first byte, the longest waiting first: -> (since when, a new connection)
+        self._idle: dict[socket.socket, tuple[float, bool]] = {}
         self._closing: set[socket.socket] = set()  # closed for a new connection, their slots not yet free
         super().__init__(*args, **kw)
 
-    def idle_until(self, conn: socket.socket, wait: Callable[[], bytes]) -> bytes:
+    def idle_until(self, conn: socket.socket, wait: Callable[[], bytes], fresh: bool = False) -> bytes:
         """What ``wait`` (the wait for a request's first byte on ``conn``) returns, ``conn`` marked idle meanwhile:
         it may be closed to free its slot (see :meth:`close_an_idle_one`). b"" when it was: a request that arrived
         just as it was closed is dropped unread (its client sees the connection closed, as for any idle one closed),
-        never linked without an answer."""
+        never linked without an answer. ``fresh``: a new connection, whose first request may still be on its way.
+        """
         with self._idle_lock:
-            self._idle[conn] = None
+            self._idle[conn] = (time.monotonic(), fresh)
         try:
             got = wait()
         finally:
@@ -979,7 +988,10 @@ class _Listener(ThreadingHTTPServer):
         with self._idle_lock:
             if self._closing:
                 return False
-            for conn in list(self._idle):
+            now = time.monotonic()
+            for conn, (since, fresh) in list(self._idle.items()):
+                if fresh and now - since < self.FRESH_GRACE:
+                    continue  # just accepted: its request is likely on its way (a burst of new clients)
                 try:
                     if _has_input(conn) and conn.recv(1, socket.MSG_PEEK):
                         continue  # its request is arriving
