@@ -577,37 +577,14 @@ def _prefetched(items: Iterator[Any], idle: Callable[[bool], None], wait: float 
 
 
 def _not_a_link_output(output: Path) -> str | None:
-    """Why the existing file ``output`` is no output of ``glinker link`` (None: it is one, is empty or missing): an
-    HTML page without glinker's marker; JSON that is no array of records; JSONL whose first line is no record with a
-    ``text`` (linked documents, or a pipeline's mentions or candidates; a first line cut by a crash counts as one).
-    ``-o notes.txt`` is written as JSONL: without this it appended JSON lines to the notes (``--no-resume``: deleted
-    them)."""
+    """Why the existing file ``output`` is no output of ``glinker link`` (None: it is one, is empty or missing), by
+    the writers' own check (:func:`glinker.stages.writers.foreign_output`) with records of any kind (linked documents,
+    or a pipeline's mentions or candidates). ``-o notes.txt`` is written as JSONL: without this it appended JSON lines
+    to the notes (``--no-resume``: deleted them)."""
     from glinker.stages.writers import foreign_output
 
-    kind = output.suffix.lower()
-    if kind in (".html", ".htm"):
-        return foreign_output(output, "html")
-    try:
-        if not output.is_file() or output.stat().st_size == 0:
-            return None
-        with open(output, "rb") as f:
-            head = f.read(1 << 20)
-    except OSError as e:
-        return f"it cannot be read ({e.strerror or e})"
-    if kind == ".json":
-        body = head.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
-        ok = body.startswith(b"[") and (body[1:].lstrip()[:1] in (b"]", b"") or b'"text"' in body)
-        return None if ok else "it is not a JSON array of linked documents"
-    first = head.split(b"\n", 1)[0]
-    try:
-        rec = json.loads(first)
-    except ValueError:
-        rec = None
-    if isinstance(rec, dict) and isinstance(rec.get("text"), str):
-        return None
-    if b"\n" not in head and first.startswith(b'{"id":'):  # one record, cut by an interrupted run
-        return None
-    return "its first line is not a record glinker link writes (a JSON object with a text)"
+    fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(output.suffix.lower(), "jsonl")
+    return foreign_output(output, fmt, linked=False)
 
 
 def check_output(output: Path, input: Path, kinds: set[str], example: str) -> None:

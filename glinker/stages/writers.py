@@ -199,16 +199,21 @@ _LEGACY_PAGE = b'<span id="gl-counts"></span>'  # in every page written before t
 _SHAPE = "a JSON object with text and links"
 
 
-def _is_record(obj: Any) -> bool:
-    """Whether ``obj`` has the shape of a linked document as the writers write it (text and links)."""
-    return isinstance(obj, dict) and isinstance(obj.get("text"), str) and isinstance(obj.get("links"), list)
+def _is_record(obj: Any, linked: bool = True) -> bool:
+    """Whether ``obj`` has the shape of a linked document as the writers write it (text and links); ``linked``
+    False: any record with a text (``glinker link`` writes a pipeline's mentions or candidates when it ends before
+    linking)."""
+    return isinstance(obj, dict) and isinstance(obj.get("text"), str) and (
+        not linked or isinstance(obj.get("links"), list))
 
 
-def foreign_output(path: str | Path, fmt: str) -> str | None:
+def foreign_output(path: str | Path, fmt: str, linked: bool = True) -> str | None:
     """Why the existing file at ``path`` is not one a ``fmt`` writer (jsonl, json, html) makes, or None when it is one,
     is empty, is missing or is not a regular file (``/dev/null``). A pipeline file names the paths its writers write:
     checked before a writer appends to or replaces a file, so that a pipeline cannot append JSON lines to a shell's rc
-    file, or replace a document, that glinker did not write. Reads at most the file's first megabyte."""
+    file, or replace a document, that glinker did not write. Reads at most the file's first megabyte. ``linked``
+    False: records of any kind with a text count as the writer's (``glinker link -o``, see :func:`_is_record`)."""
+    shape = _SHAPE if linked else "a JSON object with a text"
     p = Path(path).expanduser()
     try:
         if not p.is_file() or p.stat().st_size == 0:
@@ -227,7 +232,7 @@ def foreign_output(path: str | Path, fmt: str) -> str | None:
             if nl < 0 and head.startswith(_JSONL_START):
                 return None
             return "its first line is not JSON"
-        return None if _is_record(first) else f"its first line is not a linked document ({_SHAPE})"
+        return None if _is_record(first, linked) else f"its first line is not a linked document ({shape})"
     if fmt == "json":
         body = head.lstrip()
         if not body.startswith(b"["):
@@ -239,7 +244,7 @@ def foreign_output(path: str | Path, fmt: str) -> str | None:
             item, _ = json.JSONDecoder().raw_decode(body.decode("utf-8", errors="replace"))
         except ValueError:  # an item longer than what is read, or cut by an interrupted write: told by its start
             return None if _RECORD_START.match(body) else "its first item is not a linked document"
-        return None if _is_record(item) else f"its first item is not a linked document ({_SHAPE})"
+        return None if _is_record(item, linked) else f"its first item is not a linked document ({shape})"
     if fmt == "html":
         if head.startswith(b"<!DOCTYPE html>") and (GENERATOR_META.encode() in head or _LEGACY_PAGE in head):
             return None
