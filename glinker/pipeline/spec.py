@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glinker.errors import ConfigError, PipelineError, Problem, closest
 from glinker.pipeline.registry import StageRegistry, registry as default_registry
-from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
+from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams, placed_path
 from glinker.pipeline.yamlsrc import LoadedYAML, load_yaml
 
 RESERVED_STAGE_KEYS = ("type", "input", "inputs", "description")
@@ -554,7 +554,7 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
         reads.append(FileUse("reads", source, f"{by} (its {src.adapter} source)"))
         if src.cache:
             try:
-                cache = beside(expand_env(src.cache))
+                cache = os.path.abspath(placed_path(expand_env(src.cache), spec.base_dir))
             except GlinkerError:
                 cache = src.cache
             writes.append(FileUse("writes", cache, f"{by} (the KB built from its source)", "a folder"))

@@ -32,6 +32,14 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def placed_path(value: str, base_dir: Path) -> str:
+    """See :meth:`PipelineContext.new_path` (also what ``pipeline validate`` lists)."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or (p.exists() and not (base_dir / p).exists()):
+        return str(p)
+    return str(base_dir / p)
+
+
 class PipelineContext:
     """What stages share: pipeline-level settings and one cache of heavy resources (models, KBs).
 
@@ -59,6 +67,12 @@ class PipelineContext:
         if not p.is_absolute() and (self.base_dir / p).exists():
             return str(self.base_dir / p)
         return str(p)
+
+    def new_path(self, value: str) -> str:
+        """Where a relative path the run creates (a KB's ``cache:`` folder) lives: where it exists already (beside
+        the pipeline file, else in the working folder), else beside the pipeline file, so the pipeline finds what
+        it made whichever folder it is run from."""
+        return placed_path(value, self.base_dir)
 
     def resource(self, key: Any, factory: Callable[[], Any]) -> Any:
         """The resource cached under ``key``, built by ``factory()`` the first time (shared by every stage asking

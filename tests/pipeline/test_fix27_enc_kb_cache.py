@@ -180,3 +180,34 @@ def test_a_mysql_built_cache_opened_with_postgresql_is_rebuilt(tmp_path: Path, m
             with eng.begin() as c:
                 c.execute(text(f"DROP TABLE IF EXISTS {t}"))
             eng.dispose()
+
+
+def test_relative_cache_goes_beside_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative `cache:` not made yet is made beside the pipeline file, whatever folder the run starts in (it
+    was made in the working folder: a run from another folder built a second copy, and a test wrote one into the
+    repository); one that exists in the working folder only is still used (made there by an earlier version)."""
+    from glinker.cli import app
+    from typer.testing import CliRunner
+
+    home, elsewhere = tmp_path / "pipes", tmp_path / "cwd"
+    home.mkdir()
+    elsewhere.mkdir()
+    _ents(home / "a.jsonl", "Acme")
+    p = home / "p.yaml"
+    p.write_text(PIPE.format(adapter="jsonl", source="a.jsonl", options="{}", cache="caches/kb", refresh="always"))
+    monkeypatch.chdir(elsewhere)
+    shown = CliRunner().invoke(app, ["pipeline", "validate", str(p)])
+    assert shown.exit_code == 0, shown.output
+    assert str(home / "caches" / "kb") in shown.output.replace("\n", "")
+    assert _linked(p) == ["a-0"]
+    assert (home / "caches" / "kb" / "CURRENT").is_file()
+    assert not (elsewhere / "caches").exists()
+    # a cache an earlier version made in the working folder is found there (not rebuilt beside the file)
+    p2 = home / "p2.yaml"
+    p2.write_text(PIPE.format(adapter="jsonl", source="a.jsonl", options="{}", cache="old/kb", refresh="always"))
+    (elsewhere / "old").mkdir()
+    import shutil
+
+    shutil.copytree(home / "caches" / "kb", elsewhere / "old" / "kb")
+    assert _linked(p2) == ["a-0"]
+    assert not (home / "old").exists()
