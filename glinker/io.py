@@ -138,22 +138,46 @@ def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any
     holds it; otherwise it waits. Released when the block ends or the process dies (no stale locks). Where fcntl
     is missing (Windows) nothing is locked."""
     with open(path, mode, encoding="utf-8") as f:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            yield f
-            return
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            if not wait:
-                raise Busy(str(path)) from None
-            log.info("waiting for the process that holds %s", path)
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        lock_exclusive(f.fileno(), path, wait=wait)
         try:
             yield f
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            unlock(f.fileno())
+
+
+def lock_exclusive(fd: int, path: str | Path, wait: bool = False, what: str = "") -> None:
+    """An exclusive ``flock`` on the open file ``fd`` (the file ``path``; ``what`` says what it is in messages):
+    :class:`Busy` when another process holds it and ``wait`` is false, else waits for it; a ConfigError when the
+    file system has no locks (ENOLCK: some NFS mounts), which is not "busy". The file must be open for writing
+    where it may sit on NFS (flock is emulated there with byte-range locks, and an exclusive one needs write
+    access). Where fcntl is missing (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:  # EWOULDBLOCK/EAGAIN: another process holds it
+        if not wait:
+            raise Busy(str(path)) from None
+    except OSError as e:  # no lock to be had here
+        from glinker.errors import ConfigError
+
+        raise ConfigError(f"cannot lock {path}{what}: {e.strerror or e}", where=str(path),
+                          fix="put it on a local file system, or one with working file locks") from None
+    log.info("waiting for the process that holds %s", path)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def unlock(fd: int) -> None:
+    """Release a :func:`lock_exclusive` lock (closing the file releases it too)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except (ImportError, OSError):  # pragma: no cover - Windows, or already unusable: closing releases it
+        pass
 
 
 def already_written(done: ResumeState, k: int, doc_id: str, text: Any, output: Any, where: str, fix: str) -> bool:

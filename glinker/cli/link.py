@@ -705,14 +705,14 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
 
 def _lock_record(path: Path, flag: str) -> int:
     """A descriptor of the run record at ``path`` (created empty when missing), exclusively locked; :class:`Busy`
-    when another run holds it. Opened read-only, without following a symbolic link (``O_NOFOLLOW``: a link planted
-    at ``path`` is refused, its target never opened) and without blocking on a FIFO; anything but a regular file is
-    refused. A record that another run replaced or removed between our open and our lock is opened again: the lock
+    when another run holds it. Opened read-write (an exclusive lock on NFS needs it) but never truncated, without
+    following a symbolic link (``O_NOFOLLOW``: a link planted at ``path`` is refused, its target never opened) and
+    without blocking on a FIFO; anything but a regular file is refused. A record that another run replaced or removed between our open and our lock is opened again: the lock
     must be on the file that is at ``path`` now (the record is replaced whole, see :func:`_replace_record`)."""
     import errno
     import stat
 
-    from glinker.io import Busy
+    from glinker.io import lock_exclusive
 
     # read-write although nothing is written through it: NFS emulates flock with byte-range locks, and an exclusive
     # one needs a file opened for writing (flock(2)); no O_TRUNC, so opening never changes the file
@@ -732,18 +732,10 @@ def _lock_record(path: Path, flag: str) -> int:
             os.close(fd)
             raise ConfigError(f"{path}, this output's run record, is not a regular file", where=flag, fix=fix)
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: nothing is locked (as glinker.io.locked)
-            return fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # EWOULDBLOCK/EAGAIN: another run holds it
+            lock_exclusive(fd, path, what=", this output's run record")
+        except BaseException:
             os.close(fd)
-            raise Busy(str(path)) from None
-        except OSError as e:  # no lock to be had here (ENOLCK, a file system without locks): not "busy"
-            os.close(fd)
-            raise ConfigError(f"cannot lock {path}, this output's run record: {e.strerror or e}", where=flag,
-                              fix="write the output to a local file system, or one with working file locks") from None
+            raise
         try:
             now = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
@@ -770,16 +762,11 @@ def _replace_record(path: Path, fd: int, text: str) -> int:
     replaced file finds it is no longer at ``path`` and locks the new one (:func:`_lock_record`)."""
     import tempfile
 
-    from glinker.io import plain_mode
+    from glinker.io import lock_exclusive, plain_mode
 
     new, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file of our own: nobody else holds it
-        except ImportError:  # pragma: no cover - Windows: nothing is locked
-            pass
+        lock_exclusive(new, tmp)  # a file of our own: nobody else holds it
         data = text.encode("utf-8")
         while data:
             data = data[os.write(new, data):]
@@ -796,12 +783,10 @@ def _replace_record(path: Path, fd: int, text: str) -> int:
 
 def _unlock_record(fd: int) -> None:
     """Release the lock on a run record's descriptor and close it."""
-    try:
-        import fcntl
+    from glinker.io import unlock
 
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except (ImportError, OSError):  # pragma: no cover - Windows, or already unusable: closing releases it
-        pass
+    try:
+        unlock(fd)
     finally:
         os.close(fd)
 

@@ -12,3 +12,31 @@ def test_jsonl_lines_stay_lines_for_splitlines(tmp_path):
     for text in ((tmp_path / "o.jsonl").read_text(encoding="utf-8"), dumps_jsonl([doc, doc])):
         lines = text.splitlines()
         assert len(lines) == 2 and [json.loads(x) for x in lines] == [doc, doc]
+
+
+def test_locked_says_when_the_file_system_has_no_locks(tmp_path, monkeypatch) -> None:
+    """`locked` and the run record share one flock: busy is Busy; a file system without locks (ENOLCK, some NFS
+    mounts) is a ConfigError naming the file, for every lock (a KB build's got a bare OSError, or waited)."""
+    import errno
+    import fcntl
+
+    import pytest
+
+    from glinker.errors import ConfigError
+    from glinker.io import Busy, locked
+
+    with locked(tmp_path / "a.lock", wait=False):
+        with pytest.raises(Busy):
+            with locked(tmp_path / "a.lock", wait=False):
+                pass
+    with locked(tmp_path / "a.lock", wait=False):  # released: taken again
+        pass
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    for wait in (False, True):
+        with pytest.raises(ConfigError, match="cannot lock .*b.lock: No locks available"):
+            with locked(tmp_path / "b.lock", wait=wait):
+                pass
