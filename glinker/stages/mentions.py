@@ -216,8 +216,11 @@ _CAPITAL_ELISIONS = frozenset(("L", "D", "QU", "J", "S", "C", "N", "M", "T", "DE
 # "Obama'nın", "Türkiye'deki", "1990'larda"), German "Grimm'sche", and the Polish endings of foreign names
 # ("Descartes'a", "Shakespeare'owi", "Wilde'em", "Kennedy'ego"). Any other part after an apostrophe belongs to the
 # word: an Arabic or Hebrew transliteration writes ayin and hamza so ("Qur'an", "Ka'ba", "Ja'far", "Giv'at"), and so
-# does Uzbek ("O'zbekiston"); Cyrillic after an apostrophe is Ukrainian ("Прип'ять").
-_CLITIC = re.compile(r"[cçdlmnsty].*|[ae]|[ıiuü].*|owie?|e(?:m|mu|go)|om|ach|ami|ów")
+# does Uzbek ("O'zbekiston"); Cyrillic after an apostrophe is Ukrainian ("Прип'ять"). A Turkish suffix that
+# begins with a close vowel is that vowel alone or goes on with n, m, y or z ("Paris'i", "Paris'inde", "Erdoğan'ın",
+# "Paris'imiz"; not the "ud" of "Mas'ud"), and none ends in a vowel and "h", as transliterations of the Arabic ta
+# marbuta do ("Sa'dah", "Ma'lah"): such parts belong to the word too.
+_CLITIC = re.compile(r"(?![^h]*[aeıiouü]h$)(?:[cçdlmnsty].*|[ae]|[ıiuü](?:[nmyz].*)?|owie?|e(?:m|mu|go)|om|ach|ami|ów)")
 # After a vowel other than "e", a Turkish suffix begins with one of these consonants (Turkish puts a buffer "y",
 # "n" or "s" between two vowels: "Ankara'ya", "Obama'nın", "Ankara'sı"; "t" and "ç" follow voiceless consonants),
 # as does the possessive "s": a vowel after a vowel is ayin or hamza ("Gama'a", "Sana'a", "Ba'ath", "Shi'a",
