@@ -376,9 +376,14 @@ def link_stats(path: Path = typer.Argument(..., help="KB directory."),
     stats, n_docs = count_link_stats(path, docs)
     with KB.open(path, writable=True) as kb:
         kb.set_link_stats(stats, source=", ".join(str(f) for f in data))
-    low = sorted((a / b, -b, k) for k, (a, b) in stats.items() if b >= 3)[:8]
-    typer.echo(f"{len(stats):,} forms matched in {n_docs:,} documents; seldom mentions: "
-               + ", ".join(f"{k!r} {-nb * p:.0f}/{-nb}" for p, nb, k in low))
+    # seldom a mention: matched at least 3 times, a gold mention less than half of them (the forms below
+    # alias_mentions' min_link_prob are among these)
+    low = sorted((a / b, -b, k) for k, (a, b) in stats.items() if b >= 3 and a / b < 0.5)
+    shown = ", ".join(f"{k!r} {-nb * p:.0f}/{-nb}" for p, nb, k in low[:8])
+    typer.echo(f"{len(stats):,} forms matched in {n_docs:,} documents; "
+               + (f"{len(low):,} seldom mentions (a gold mention in under half of 3 or more matches): {shown}"
+                  + (", ..." if len(low) > 8 else "") if low else "none seldom a mention (under half of 3 or more "
+                  "matches)"))
 
 
 @kb_app.command("remove")

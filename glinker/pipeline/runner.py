@@ -447,8 +447,12 @@ class Pipeline:
     def _located(self, e: GlinkerError, name: str) -> GlinkerError:
         """``e`` (raised inside stage ``name``) with the stage and its line added to its place, once."""
         # an error a kb block's source gave is placed at that block ("kb (file:line, options.table)")
-        if not isinstance(e, PipelineError) and not (e.where or "").startswith(("stage ", "kb ")):
-            e.where = f"{self._where(name)}: {e.where}" if e.where else self._where(name)
+        where, own = e.where or "", f"stage {name!r}"
+        if not isinstance(e, PipelineError) and not where.startswith(("stage ", "kb ")):
+            e.where = f"{self._where(name)}: {where}" if where else self._where(name)
+            e.args = (e.render(),)
+        elif where.startswith(own) and not where.startswith(self._where(name)):  # the stage named itself: + its line
+            e.where = self._where(name) + where[len(own):]
             e.args = (e.render(),)
         return e
 

@@ -253,8 +253,9 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
     except GlinkerError as e:
         rel = kb_option_path(e.where, ks.adapter)
         line = src.line_of(path + rel)
-        note = env_note(ks.model_dump(), rel) if rel else ""  # a value read from the environment: which
         unknown = e.message.startswith("unknown option")
+        # a value read from the environment: which (not for a misspelt key, whose value is not the problem)
+        note = env_note(ks.model_dump(), rel) if rel and not unknown else ""
         key = ".".join(str(k) for k in path + rel)
         problems.append(Problem("E211" if unknown else "E212", f"{key}: {e.message}{note}",
                                 where=f"{src.source}:{line}" if line else src.source, line=line, fix=e.fix))
@@ -524,11 +525,10 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
     from glinker.stages.resources import KBSource, _cache_root, expand_env, shown_kb
 
     def beside(value: str) -> str:
-        """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder."""
-        p = Path(value).expanduser()
-        if not p.is_absolute() and (spec.base_dir / p).exists():
-            p = spec.base_dir / p
-        return os.path.abspath(p)
+        """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder
+        when it is there; a path found in neither is listed beside the pipeline file, where the warning about it
+        says to make it (``missing_kb``)."""
+        return os.path.abspath(placed_path(value, spec.base_dir))
 
     writes: list[FileUse] = []
     reads: list[FileUse] = []
@@ -554,7 +554,7 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
         reads.append(FileUse("reads", source, f"{by} (its {src.adapter} source)"))
         if src.cache:
             try:
-                cache = os.path.abspath(placed_path(expand_env(src.cache), spec.base_dir))
+                cache = beside(expand_env(src.cache))
             except GlinkerError:
                 cache = src.cache
             writes.append(FileUse("writes", cache, f"{by} (the KB built from its source)", "a folder"))

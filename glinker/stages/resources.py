@@ -609,7 +609,7 @@ def check_kb_vectors(kb: Any, model: Any, where: str) -> None:
     try:
         kb.check_model(model.fingerprint)
     except KBError as e:
-        raise KBError(e.message, where=f"{where} ({e.where})", fix=e.fix) from None
+        raise KBError(e.message, where=f"{where}: {e.where}", fix=e.fix) from None
 
 
 # ---- entity records --------------------------------------------------------------------------------------------

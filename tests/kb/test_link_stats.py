@@ -78,7 +78,8 @@ def test_cli_replaces_statistics_and_old_stores_read_as_none(kb_and_corpus: tupl
     kb, corpus = kb_and_corpus
     res = CliRunner().invoke(app, ["kb", "link-stats", str(kb), "--data", str(corpus)])
     assert res.exit_code == 0, res.output
-    assert "3 forms matched in 4 documents" in res.output and "'june' 0/4" in res.output
+    assert "3 forms matched in 4 documents" in res.output and "1 seldom mentions" in res.output
+    assert "'june' 0/4" in res.output and "england" not in res.output  # (3/3: no seldom mention, not listed)
     res = CliRunner().invoke(app, ["kb", "link-stats", str(kb), "--data", str(corpus), "--limit", "1"])
     with KB.open(kb) as k:  # replaced, not added to
         assert k.link_stats(["June", "Paris"]) == {"June": (0, 1)}

@@ -12,7 +12,7 @@ from glinker.errors import ConfigError, PipelineError
 from glinker.pipeline import Pipeline, loads_spec
 from glinker.types import NIL, Document, Entity, LinkedDocument, Mention
 
-from .conftest import TEXTS
+from .conftest import TEXTS, write_entities
 
 
 def pipe(yaml: str, model: Path, kb: Path) -> Pipeline:
@@ -440,6 +440,23 @@ def test_kb_built_by_another_model_is_an_error(tiny_kb, tmp_path):
     with pytest.raises(GlinkerError) as ei:
         p([given((0, 5), text="Paris")])
     assert "fingerprint" in str(ei.value) and "stage 'd'" in str(ei.value)
+
+
+def test_a_kb_without_vectors_is_named_at_the_stage_line_of_the_pipeline_file(tiny_model, tmp_path):
+    """The stage's own place ("stage 'd'") kept the file and line out of the error (other stage errors had them)."""
+    import glinker
+    from glinker.errors import GlinkerError
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "e.jsonl"))), tmp_path / "kb", None)
+    f = tmp_path / "p.yaml"
+    f.write_text(f"name: t\nmodel: {tiny_model}\nkb: kb\nstages:\n  m: {{type: given_mentions}}\n"
+                 "  d: {type: dense_candidates, input: m}\n")
+    with pytest.raises(GlinkerError) as ei:
+        glinker.load_pipeline(str(f)).link([given((0, 5), text="Paris")])
+    assert ei.value.where == f"stage 'd' ({f}:6): {tmp_path / 'kb'}", ei.value.where
+    assert "no entity vectors" in str(ei.value)
 
 
 def test_one_encoder_pass_per_batch(tiny_model, tiny_kb, monkeypatch):

@@ -211,3 +211,21 @@ def test_relative_cache_goes_beside_the_pipeline(tmp_path: Path, monkeypatch: py
     shutil.copytree(home / "caches" / "kb", elsewhere / "old" / "kb")
     assert _linked(p2) == ["a-0"]
     assert not (home / "old").exists()
+
+
+def test_validate_lists_a_missing_kb_folder_where_its_warning_says_to_build_it(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative KB folder that exists nowhere yet: the files list showed it under the working folder while the
+    E252 warning said to build it beside the pipeline file (where a run looks first)."""
+    from glinker.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "repo" / "pipelines").mkdir(parents=True)
+    p = tmp_path / "repo" / "pipelines" / "p.yaml"
+    p.write_text("name: t\nmodel: none\nkb: ../kb_out/mine\nstages:\n  m: {type: alias_mentions}\n"
+                 "  a: {type: alias_candidates, input: m}\n  links: {type: select, input: a}\n")
+    monkeypatch.chdir(tmp_path / "repo")
+    r = CliRunner().invoke(app, ["pipeline", "validate", str(p)])
+    out = r.output.replace("\n", " ")
+    assert "--out kb_out/mine" in out
+    assert f"reads  {tmp_path / 'repo' / 'kb_out' / 'mine'}" in out, out

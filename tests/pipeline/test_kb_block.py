@@ -64,6 +64,10 @@ def test_validate_says_a_bad_value_came_from_the_environment(tmp_path: Path) -> 
     assert "from the environment: ${GLINKER_TEST_COMPANY_TABLE}: GLINKER_TEST_COMPANY_TABLE=" in r.stderr
     ok = validate(f)
     assert ok.returncode == 0, ok.stderr  # the default, a valid name; the server is not asked
+    # a misspelt key: its value is not the problem, so no word about where the value came from
+    f.write_text(BLOCK.format(adapter="sql", table_key="tabel", label_key="label"))
+    r = validate(f, {"GLINKER_TEST_COMPANY_TABLE": "companies"})
+    assert "unknown option 'tabel'" in r.stderr and "from the environment" not in r.stderr, r.stderr
 
 
 def test_kb_block_keys_are_checked_with_the_block_keys_as_hints(tmp_path: Path) -> None:
