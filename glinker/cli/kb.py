@@ -160,13 +160,17 @@ def _folds_line(store: Any) -> str:
     if store.fold_version == 1:
         return (f"yes, version 1 of {FOLD_VERSION}: Latin accents only (an update such as `glinker kb link-stats` "
                 "or `kb add` refolds Greek accents, Arabic vowel marks and apostrophe look-alikes too)")
+    if store.fold_version == 2:
+        return (f"yes, version 2 of {FOLD_VERSION}: Latin/Greek accents and Arabic vowel marks, not apostrophe "
+                "look-alikes (O’Brien does not match O'Brien; an update such as `glinker kb link-stats` or `kb add` "
+                "refolds them)")
     if store.fold_version < FOLD_VERSION:
-        return (f"yes, version {store.fold_version} of {FOLD_VERSION}: Latin/Greek accents and Arabic vowel marks, "
-                "not apostrophe look-alikes (O’Brien does not match O'Brien; an update such as `glinker kb "
-                "link-stats` or `kb add` refolds them)")
+        return (f"yes, version {store.fold_version} of {FOLD_VERSION}: Latin/Greek accents, Arabic vowel marks and "
+                "apostrophe look-alikes, not the Hebrew geresh and gershayim (ארה״ב does not match ארה\"ב; an update "
+                "such as `glinker kb link-stats` or `kb add` refolds them)")
     return (f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks, "
-            f"and with any of ' ＇ {' '.join(APOSTROPHES)} for an apostrophe (O’Brien, Oʼbrien, O`Brien match "
-            "O'Brien)")
+            f"with any of ' ＇ {' '.join(APOSTROPHES)} for an apostrophe (O’Brien, Oʼbrien, O`Brien match "
+            "O'Brien), and with ' and \" for the Hebrew geresh and gershayim (ארה\"ב matches ארה״ב)")
 
 
 @kb_app.command("info")

@@ -88,8 +88,12 @@ _LATIN_FOLDS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "đ": "d", "ð"
 # glottal stop of some orthographies, as ʼ), the grave and acute accents and the prime of keyboards that lack one, the
 # modifier letter prime (ʹ: the soft sign of Russian transliteration, "Tverʹ", and by NFKC the Greek numeral sign,
 # "Βʹ", both also written with "'"), the Armenian apostrophe. Fold version 3 reads each as "'" ("o’brien" ->
-# "o'brien"); the full-width "＇" is "'" by NFKC. Not the Hebrew geresh (׳), a mark of Hebrew letters.
+# "o'brien"); the full-width "＇" is "'" by NFKC. Not the Hebrew geresh (׳): see HEBREW_MARKS.
 APOSTROPHES = "\u2019\u2018\u201b\u02bc\u02bb\ua78c\u0060\u00b4\u2032\u02b9\u055a"
+# The Hebrew geresh and gershayim, which Hebrew text written on a keyboard without them writes "'" and '"' (ג׳ורג׳
+# and ג'ורג' are one name, ארה״ב and ארה"ב one abbreviation): fold version 4 reads them so
+HEBREW_MARKS = {"\u05f3": "'", "\u05f4": '"'}
+_HEBREW_MARKS = str.maketrans(HEBREW_MARKS)
 # (a pattern: str.translate goes through a non-ASCII key character by character, in Python objects)
 _TO_APOSTROPHE = re.compile(f"[{re.escape(APOSTROPHES)}]")
 # NFKC writes an acute accent (U+00B4, and Greek tonos or oxia written apart: U+0384, U+1FFD) as a space and a
@@ -143,10 +147,11 @@ def fold_accents(key: str) -> str:
 _ARABIC_MARKS = "".join(map(chr, [*range(0x064B, 0x0660), 0x0670]))
 _NO_ARABIC_MARKS = str.maketrans("", "", _ARABIC_MARKS)
 
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 """The fold of the alias keys a store writes (meta ``folds``): 1 Latin accents (:func:`fold_accents`), 2 also
 Greek accents and Arabic harakat (:func:`fold_key_v2`), 3 also every apostrophe look-alike read as "'"
-(:func:`fold_key`, ``APOSTROPHES``). A store keeps the version it was folded with: read-only it is read with that
+(:func:`fold_key_v3`, ``APOSTROPHES``), 4 also the Hebrew geresh and gershayim read as "'" and '"' (:func:`fold_key`,
+``HEBREW_MARKS``). A store keeps the version it was folded with: read-only it is read with that
 fold (its results do not change); opened for an update, it is folded again (one pass)."""
 
 
@@ -172,9 +177,16 @@ def fold_key(key: str) -> str:
     """An alias key (:func:`normalize_alias`) without the accents of its Latin and Greek letters and without Arabic
     harakat, every apostrophe look-alike written "'": "zürich" -> "zurich", "łódź" -> "lodz", "αθήνα" -> "αθηνα"
     (Greek capitals are written without accents: "ΑΘΗΝΑ"), "مُحَمَّد" -> "محمد", "o’brien" and "oʼbrien" ->
-    "o'brien", "côte d’ivoire" -> "cote d'ivoire" (``APOSTROPHES``). Other marks stay ("й" is another letter than
-    "и", Hindi vowel signs are vowels), and so do the Arabic letters with hamza or madda ("أ" is not folded to
-    "ا"). An ASCII key is its own fold unless it holds a backtick."""
+    "o'brien", "côte d’ivoire" -> "cote d'ivoire" (``APOSTROPHES``), and the Hebrew geresh and gershayim written
+    "'" and '"': "ג׳ורג׳" -> "ג'ורג'", "ארה״ב" -> 'ארה"ב' (``HEBREW_MARKS``). Other marks stay ("й" is another
+    letter than "и", Hindi vowel signs are vowels), and so do the Arabic letters with hamza or madda ("أ" is not
+    folded to "ا"). An ASCII key is its own fold unless it holds a backtick."""
+    key = fold_key_v3(key)
+    return key.translate(_HEBREW_MARKS) if ("\u05f3" in key or "\u05f4" in key) else key
+
+
+def fold_key_v3(key: str) -> str:
+    """:func:`fold_key` without the Hebrew marks: the fold of stores written with fold version 3."""
     if key.isascii():
         return key.replace("`", "'") if "`" in key else key
     if _unfoldable(key, APOSTROPHES):
@@ -185,7 +197,7 @@ def fold_key(key: str) -> str:
     return key if key.isascii() else _fold_marks(key)
 
 
-_FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key}
+_FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key_v3, 4: fold_key}
 
 
 def _holds_any_sql(chars: str) -> str:
@@ -227,6 +239,9 @@ _FOLD_NEWS = {
         "SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND (instr(norm, ' \u0301') "
         f"OR (norm >= ? AND norm < ?) OR {_holds_any_sql(chr(39) + APOSTROPHES)}) LIMIT 1",
         ("\u0301", "\u0302")),
+    # a key that begins with a Hebrew letter (a range of the key index, as for version 2)
+    4: ("the Hebrew geresh and gershayim were read as \"'\" and '\"' (ארה״ב written ארה\"ב, ג׳ורג׳ written ג'ורג')",
+        "SELECT 1 FROM aliases WHERE norm >= ? AND norm < ? LIMIT 1", ("\u05d0", "\u05f0")),
 }
 
 
@@ -487,7 +502,8 @@ class EntityStore:
 
     def _missed_folds(self, version: int) -> list[str]:
         """What the folds after ``version`` would match that this store's own fold does not, where its alias keys
-        hold such names (``_FOLD_NEWS``): a key that begins with a Greek or Arabic letter, one with an apostrophe."""
+        hold such names (``_FOLD_NEWS``): a key that begins with a Greek, Arabic or Hebrew letter, one with an
+        apostrophe."""
         return [what for v, (what, query, args) in sorted(_FOLD_NEWS.items())
                 if v > version and self.db.execute(query, args).fetchone() is not None]
 
@@ -497,10 +513,10 @@ class EntityStore:
         n = self.count()
         if n:  # a pass over every alias: said at the default log level, a big KB takes a while (once)
             if version:
+                news = {2: "without Greek accents and Arabic harakat", 3: "with every apostrophe look-alike read as "
+                        "\"'\"", 4: "with the Hebrew geresh and gershayim read as \"'\" and '\"'"}
                 log.warning("%s: folding the alias keys again, now also %s (once, one pass over its %d entities' "
-                            "aliases)", self.path, "with every apostrophe look-alike read as \"'\"" if version == 2
-                            else "without Greek accents and Arabic harakat, every apostrophe look-alike read as "
-                            "\"'\"", n)
+                            "aliases)", self.path, ", ".join(w for v, w in news.items() if v > version), n)
             else:
                 log.warning("%s: adding accent-folded alias keys to a store written before they existed (once, one "
                             "pass over its %d entities' aliases)", self.path, n)

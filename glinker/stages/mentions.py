@@ -483,8 +483,9 @@ class AliasMentionsParams(StageParams):
         description="Also match names written without the accents of their Latin or Greek letters or the vowel "
                     "marks of Arabic, or with another apostrophe (\"Zurich\" for the alias Zürich, \"ΑΘΗΝΑ\" for "
                     "Αθήνα, \"O’Brien\" for O'Brien and the other way round, ’ ‘ ʼ ʻ ´ ′ and the backtick being "
-                    "read as '; Greek and Arabic in KBs built or updated since 2026-12-04, apostrophes since fold "
-                    "version 3, `docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
+                    "read as ', and Hebrew with ' and \" for the geresh and gershayim; Greek and Arabic in KBs "
+                    "built or updated since 2026-12-04, apostrophes since fold version 3, Hebrew marks since 4, "
+                    "`docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
                     "existed (2026-12-03) has none until an update opens it (`glinker kb info` shows `folds`).")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 

@@ -91,7 +91,7 @@ def _candidates(kb: Path, texts: list[tuple[str, str]]) -> list[list[str]]:
     ("new york", "new york", "new york"),
 ])
 def test_the_fold_reads_every_apostrophe_as_one(key, expect, v2):
-    assert FOLD_VERSION == 3
+    assert FOLD_VERSION == 4
     assert fold_key(key) == expect and fold_key(expect) == expect
     assert fold_key_v2(key) == v2  # the fold of version 2 is kept, as it was, for the stores folded with it
 
@@ -135,12 +135,12 @@ def test_a_version_2_store_answers_as_before_says_so_and_is_folded_again_by_an_u
     assert _mentions(kb_dir, "Cote d'Ivoire", "Zurich") == [["Cote d'Ivoire"], ["Zurich"]]
     caplog.clear()
     with caplog.at_level(logging.WARNING), KB.open(kb_dir, writable=True) as kb:  # kb add, link-stats...
-        assert kb.store.fold_version == 3 and kb.store.migrated
+        assert kb.store.fold_version == FOLD_VERSION and kb.store.migrated
         assert kb.store.lookup_folded(V2_QUERIES) == V3
     assert "folding the alias keys again" in caplog.text and "apostrophe" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:
-        assert kb.store.get_meta("folds") == 3 and kb.store.lookup_folded(V2_QUERIES) == V3
+        assert kb.store.get_meta("folds") == FOLD_VERSION and kb.store.lookup_folded(V2_QUERIES) == V3
         assert kb.store.labels_of_alias("o’brien") == ["O'Brien"]
     assert "folded before" not in caplog.text
     assert _mentions(kb_dir, *[t for t, _, _ in CASES]) == [[m] for _, m, _ in CASES]
@@ -154,7 +154,7 @@ def test_a_version_2_store_without_such_keys_opens_without_a_warning(tmp_path: P
         assert kb.store.fold_version == 2 < FOLD_VERSION  # older than the fold of today, and nothing to say
     assert "folded before" not in caplog.text
     with KB.open(kb_dir, writable=True) as kb:  # an update still brings it to the fold of today
-        assert kb.store.fold_version == 3 and kb.store.get_meta("folds") == 3
+        assert kb.store.fold_version == FOLD_VERSION and kb.store.get_meta("folds") == FOLD_VERSION
 
 
 # a key with an apostrophe of any kind: one with "'" is found in text with "’" only with fold version 3 too
@@ -169,13 +169,13 @@ def test_a_version_2_store_with_such_keys_warns(tmp_path: Path, caplog, label) -
     assert "folded before apostrophe look-alikes" in caplog.text
 
 
-def test_kb_info_names_fold_version_3(kb_dir) -> None:
+def test_kb_info_names_the_fold_version(kb_dir) -> None:
     def folds() -> str:
         return kb_info_line(kb_dir, "folds")
 
-    assert "version 3" in folds() and "apostrophe" in folds()
+    assert "version 4" in folds() and "apostrophe" in folds() and "geresh" in folds()
     _fold_as_version_2(kb_dir)
-    assert "version 2 of 3" in folds() and "not apostrophe" in folds() and "refolds" in folds()
+    assert "version 2 of 4" in folds() and "not apostrophe" in folds() and "refolds" in folds()
 
 
 def test_a_version_1_store_names_each_fold_it_misses(tmp_path: Path, caplog) -> None:
@@ -188,7 +188,7 @@ def test_a_version_1_store_names_each_fold_it_misses(tmp_path: Path, caplog) -> 
     assert "folded before Greek accents and Arabic harakat" in caplog.text
     assert "and before apostrophe look-alikes" in caplog.text
     with KB.open(kb_dir, writable=True) as kb:
-        assert kb.store.fold_version == 3
+        assert kb.store.fold_version == FOLD_VERSION
         assert kb.store.lookup_folded(["o'brien", "αθηνα"]) == {"o'brien": ["E2"], "αθηνα": ["E1"]}
 
 
@@ -247,10 +247,33 @@ def test_the_rarer_apostrophe_look_alikes_are_folded(apostrophe, name) -> None:
     assert fold_key(normalize_alias(f"Sa{apostrophe}a")) == "sa'a", name
 
 
-def test_the_hebrew_geresh_is_not_folded() -> None:
-    """In Hebrew text ׳ marks a letter (ג׳ is "j") or an abbreviation: it stays as written."""
+def test_the_hebrew_geresh_and_gershayim_are_read_as_the_keyboards_write_them() -> None:
+    """Fold version 4: ׳ and ״, which Hebrew typed on a keyboard writes ' and " (ג׳ is "j"; ארה״ב "U.S."), fold to
+    them; a version 3 store keeps its own fold (fold_key_v3: no Hebrew marks folded)."""
+    from glinker.kb.store import fold_key_v3
+
     key = normalize_alias("ג׳ורג׳ בוש")
-    assert fold_key(key) == key == "ג׳ורג׳ בוש"
+    assert fold_key(key) == "ג'ורג' בוש" and fold_key_v3(key) == key
+    assert fold_key(normalize_alias("ארה״ב")) == 'ארה"ב' == fold_key('ארה"ב')
+
+
+def test_hebrew_names_match_with_either_mark(tmp_path: Path) -> None:
+    kb = build_records_kb([{"id": "H1", "label": "ארה״ב"}, {"id": "H2", "label": 'צה"ל'},
+                           {"id": "H3", "label": "ג׳ורג׳ בוש"}], tmp_path)
+    got = _mentions(kb, 'ארה"ב אמרה', "ארה״ב אמרה", 'צה"ל אמר', "צה״ל אמר", "ג'ורג' בוש אמר", "ג׳ורג׳ בוש אמר")
+    assert got == [['ארה"ב'], ["ארה״ב"], ['צה"ל'], ["צה״ל"], ["ג'ורג' בוש"], ["ג׳ורג׳ בוש"]]
+    # a store folded with version 3 answers as it did (no match across the marks), says what it misses, and an
+    # update folds it again
+    from glinker.kb.store import fold_key_v3
+
+    refold_store(kb, fold_key_v3, "3")
+    with KB.open(kb) as k:
+        assert k.store.fold_version == 3
+    assert _mentions(kb, 'ארה"ב אמרה', "ג'ורג' בוש אמר") == [[], []]
+    assert "geresh" in kb_info_line(kb, "folds") and "version 3 of 4" in kb_info_line(kb, "folds")
+    with KB.open(kb, writable=True) as k:
+        assert k.store.fold_version == FOLD_VERSION and k.store.migrated
+    assert _mentions(kb, 'ארה"ב אמרה') == [['ארה"ב']]
 
 
 def test_alias_stages_match_the_rarer_look_alikes(tmp_path: Path) -> None:
@@ -274,8 +297,12 @@ def test_kb_info_names_exactly_the_apostrophes_it_folds(kb_dir) -> None:
     chars = listed.group(1).split(" ")
     assert all(fold_key(normalize_alias(f"o{c}brien")) == "o'brien" for c in chars), chars
     # and no other character of the Basic Multilingual Plane is, but those that NFKC and case folding make one of
-    # them (the Greek tonos and oxia written apart: the acute; the capital saltillo, the full-width grave...)
-    keys = {normalize_alias(c) for c in chars}
+    # them (the Greek tonos and oxia written apart: the acute; the capital saltillo, the full-width grave...), and
+    # the Hebrew geresh, which the line names apart
+    from glinker.kb.store import HEBREW_MARKS
+
+    assert "geresh" in line
+    keys = {normalize_alias(c) for c in chars} | {c for c, to in HEBREW_MARKS.items() if to == "'"}
     folded = {c for c in map(chr, range(0x20, 0x10000)) if normalize_alias(c) not in keys
               and fold_key(normalize_alias(f"o{c}brien")) == "o'brien"}
     assert folded == set(), sorted(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in folded)
