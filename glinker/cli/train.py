@@ -66,6 +66,18 @@ def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None
     for what, path in (("output_dir", Path(cfg.output_dir)), ("--export", export), ("--ship", ship)):
         if path is not None and path.exists() and not path.is_dir():
             raise typer.BadParameter(f"{path} is a file; training writes a folder there", param_hint=what)
+    if export is not None:
+        _refuse_export_over_run(export, Path(cfg.output_dir))
+    if ship is not None:
+        from glinker.model.shipped import check_ship_dir
+
+        check_ship_dir(ship)  # a folder of other files, refused before training rather than after it
+        model_dir = export if export is not None else Path(cfg.output_dir) / "final"
+        if _same_path(ship, model_dir):
+            from glinker.errors import ConfigError
+
+            raise ConfigError(f"--ship {ship} is where the full model is written ({model_dir}): the shipped form "
+                              "would replace it", where="--ship", fix="ship into another folder")
     m = cfg.model
     if ship is not None:  # everything the shipped export would refuse after training, checked before it
         check_shippable(m.text_encoder, m.labels_encoder, from_checkpoint=m.from_checkpoint,
@@ -100,6 +112,22 @@ def _same_path(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _refuse_export_over_run(export: Path, out: Path) -> None:
+    """A ConfigError when ``--export`` names the run's output_dir or a folder holding it: the model's folder is
+    replaced whole when it is written, so the run would be copied into its own model (or replaced)."""
+    import os
+
+    exp, run = os.path.realpath(export), os.path.realpath(out)
+    if exp == run or run.startswith(exp.rstrip(os.sep) + os.sep):
+        from glinker.errors import ConfigError
+
+        raise ConfigError(f"--export {export} is {'the run' if exp == run else 'a folder holding the run'}'s "
+                          f"output_dir {out}: the model is written as a whole folder there, replacing it",
+                          where="--export",
+                          fix=f"leave --export out (the model goes to {out / 'final'}), or name a folder outside "
+                              f"{out}")
+
+
 def _ship_finished(t, cfg, ship: Path, ship_format: str, state: dict) -> None:
     """Ship the finished run's ``final/`` as it is: nothing trained, no data read, no evaluation."""
     from glinker.model.shipped import export_shipped
@@ -131,10 +159,16 @@ def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_
     elif t.step:
         typer.echo(f"resuming at step {t.step}", err=True)
     state["phase"] = "train"
+    before = t.step
     result = t.train(stop_at=stop_at)
     if t.step < cfg.train.steps:
-        typer.echo(f"stopped at step {t.step} of {cfg.train.steps} (--stop-at); run the command without --stop-at, "
-                   "or with a larger one, to continue", err=True)
+        if stop_at is not None and stop_at < before:
+            typer.echo(f"the run is already at step {before} of {cfg.train.steps}, past --stop-at {stop_at}: nothing "
+                       f"was trained; run the command without --stop-at, or with one above {before}, to continue",
+                       err=True)
+        else:
+            typer.echo(f"stopped at step {t.step} of {cfg.train.steps} (--stop-at); run the command without "
+                       "--stop-at, or with a larger one, to continue", err=True)
         typer.echo(json.dumps(result, default=str))
         return
     state["phase"] = "export"

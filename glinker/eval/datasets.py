@@ -270,7 +270,10 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
             and 0 <= pos[0] <= pos[1] <= len(text)):
         raise DataError(f"entity {j} has invalid pos {pos!r} (sentence has {len(text)} chars)", where=where,
                         fix="pos is [char_start, char_end) with 0 <= start <= end <= len(sentence)")
-    if not isinstance(ent["type"], str) or not ent["type"]:
+    if not isinstance(ent["type"], str):
+        raise DataError(f"entity {j} has type {ent['type']!r}, which is not a string", where=where,
+                        fix='write the type as a string, e.g. "type": "person"')
+    if not ent["type"]:
         raise DataError(f"entity {j} has no type", where=where, fix="give every entity a non-empty 'type'")
     surface = text[pos[0]:pos[1]]
     name = ent.get("name")
@@ -680,10 +683,16 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     column (the second when the first counts tokens), the tag the last. Columns are split on tabs when a line has
     one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped.
 
+    Whether the first column is an index is decided for the whole file (:func:`_bio_indexed`, a first pass over
+    it): a CoNLL-2003 file whose first sentence is ``1 CD B-NP O`` has no index column. Every token line has as
+    many columns as the first one; a line with another number is an error naming it (a file mixing layouts would
+    be read with the wrong column as its words).
+
     Tags are ``O``, ``B-X``, ``I-X`` (an ``I-X`` that does not continue an ``X`` starts a new span, as in IOB1),
     ``S-X``/``E-X`` of BIOES and ``U-X``/``L-X`` of BILOU. ``type_names`` maps tag types to label names, the type
     matched in any case (``B-per`` is ``person`` as ``B-PER`` is); unknown types stay as they are. An empty token
     (a line ``<TAB>O``) is an error: it is no word, and every span after it would be scored on the wrong words.
+    A file with no token line is an error too.
     """
     p = Path(path)
     if not p.is_file():
@@ -692,19 +701,15 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     for k, v in (type_names or {}).items():
         names.setdefault(k.upper(), v)
     rows: list[tuple[list[str], int]] = []  # a sentence's split lines and their line numbers
-    indexed: bool | None = None  # whether the first column counts tokens: decided on the first sentence
+    col = 1 if _bio_indexed(p) else 0  # the token's column
     n_sent = 0
+    layout: tuple[int, int] | None = None  # the number of columns of the first token line, and its line
 
     def sentence() -> TrainingExample:
-        nonlocal indexed, n_sent
-        if indexed is None:
-            indexed = all(len(c) >= 3 for c, _ in rows) and (
-                [c[0] for c, _ in rows] in ([str(i) for i in range(len(rows))],
-                                            [str(i + 1) for i in range(len(rows))]))
+        nonlocal n_sent
         toks: list[str] = []
         tags: list[tuple[str, str, int]] = []
         for cols, n in rows:
-            col = 1 if indexed and len(cols) >= 3 else 0
             tok = cols[col]
             if not tok:
                 raise DataError(f"empty token (column {col + 1} of {'<TAB>'.join(cols)!r}, before the tag)",
@@ -726,6 +731,36 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
         n_sent += 1
         return ex
 
+    for n, cols in _bio_rows(p):
+        if cols is None:
+            yield sentence()
+            rows = []
+            continue
+        if layout is None:
+            layout = (len(cols), n)
+        elif len(cols) != layout[0]:
+            raise DataError(f"this line has {len(cols)} columns, the lines before it {layout[0]} (from line "
+                            f"{layout[1]}): the file mixes layouts, and its words would be read from the wrong "
+                            "column", where=f"{p}:{n}",
+                            fix="give every token line of the file the same columns ('token<TAB>TAG', "
+                                "'idx<TAB>token<TAB>TAG' or CoNLL-2003's 'token POS CHUNK TAG'); a token that holds a "
+                                "space needs tab-separated columns")
+        rows.append((cols, n))
+    if n_sent == 0:
+        empty = not p.read_bytes().strip()
+        raise DataError("the file is empty" if empty else "the file holds no token line (only blank lines, "
+                        "# comments or -DOCSTART- lines)", where=str(p),
+                        fix="remove it from the data, or write one token and its tag per line ('token<TAB>TAG'), "
+                            "a blank line between sentences")
+
+
+def _bio_rows(p: Path) -> Iterator[tuple[int, list[str] | None]]:
+    """The token lines of a BIO file as ``(line number, columns)``, and ``(line number, None)`` where a sentence
+    ends (a blank line, a ``-DOCSTART-`` line or the end of the file after a token line); ``# `` comments before a
+    sentence are skipped. A DataError names a line that is not UTF-8, has an empty last column or fewer than two
+    columns."""
+    in_sentence = False
+    n = 0
     with p.open("rb") as f:
         for n, braw in enumerate(f, 1):
             try:
@@ -734,11 +769,11 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
                 raise not_utf8(p) from None
             line = raw.rstrip("\n").rstrip("\r")
             if not line.strip() or line.startswith("-DOCSTART-"):
-                if rows:
-                    yield sentence()
-                    rows = []
+                if in_sentence:
+                    yield n, None
+                    in_sentence = False
                 continue
-            if line.startswith("# ") and not rows:
+            if line.startswith("# ") and not in_sentence:
                 continue  # CoNLL-U comment lines
             cols = line.split("\t") if "\t" in line else line.split()
             cols = [c.strip() for c in cols]
@@ -751,9 +786,38 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
                 raise DataError(f"expected a token and its tag, got {line[:60]!r}", where=f"{p}:{n}",
                                 fix="one token per line with its tag in the last column ('token TAG' or "
                                     "'idx<TAB>token<TAB>TAG'); a blank line between sentences")
-            rows.append((cols, n))
-    if rows:
-        yield sentence()
+            in_sentence = True
+            yield n, cols
+    if in_sentence:
+        yield n + 1, None
+
+
+def _bio_indexed(p: Path) -> bool:
+    """Whether the first column of a BIO file counts its tokens: every token line has three columns or more, and
+    in every sentence the first column counts 0, 1, 2... or 1, 2, 3... (or goes on from the sentence before: a
+    file numbering its tokens throughout). Decided on the whole file, not its first sentence: CoNLL-2003's
+    ``1 CD B-NP O`` counts, its next sentence does not. A line the reader refuses ends the pass (the reader names
+    it)."""
+    nxt: int | None = None  # the index the next token line has when the first column counts
+    last = -1  # the index of the last token line
+    seen = False
+    try:
+        for _n, cols in _bio_rows(p):
+            if cols is None:
+                nxt = None
+                continue
+            if len(cols) < 3 or not cols[0].isdigit():
+                return False
+            i = int(cols[0])
+            if nxt is None:  # a sentence starts
+                if i not in (0, 1, last + 1):
+                    return False
+            elif i != nxt:
+                return False
+            nxt, last, seen = i + 1, i, True
+    except DataError:
+        pass
+    return seen
 
 
 def _bio_example(toks: list[str], tags: list[tuple[str, str, int]], names: dict[str, str], p: Path,
@@ -918,6 +982,9 @@ def sniff_training_format(path: str | Path) -> str:
     try:
         rec, line = next(iter_json_records(p))
     except StopIteration:
+        if p.read_bytes().strip(b" \t\r\n\xef\xbb\xbf"):  # "[]": JSON that holds no record
+            raise DataError("the file holds no records (an empty JSON array)", where=str(p),
+                            fix="add records, or remove the file from the data") from None
         raise DataError("file is empty", where=str(p), fix="remove it or add records") from None
     if isinstance(rec, dict):
         if "tokenized_text" in rec:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from glinker.errors import ConfigError, ModelError
 
@@ -491,14 +491,7 @@ def save_checkpoint(
         try:
             _write_checkpoint(tmp, cfg, state_dict, tokenizer, labels_tokenizer, safe_serialization)
             _plain_modes(tmp)
-            if out.is_dir():
-                for old in out.iterdir():  # what the user keeps beside the model
-                    if (tmp / old.name).exists() or _is_checkpoint_file(old.name):
-                        continue
-                    if old.is_dir() and not old.is_symlink():
-                        shutil.copytree(old, tmp / old.name, symlinks=True)
-                    else:
-                        shutil.copy2(old, tmp / old.name, follow_symlinks=False)
+            carry_over(out, tmp, _is_checkpoint_file)
             _swap_in(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -527,6 +520,20 @@ def _write_checkpoint(tmp: Path, cfg: dict, state_dict: dict, tokenizer: Any, la
             if d.get("tokenizer_class") == "TokenizersBackend":
                 d["tokenizer_class"] = "PreTrainedTokenizerFast"
                 tc.write_text(json.dumps(d, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def carry_over(old_dir: Path, new_dir: Path, own: Callable[[str], bool]) -> None:
+    """Copy into ``new_dir`` what the user keeps beside a model in ``old_dir`` (notes, a README): each entry that
+    ``new_dir`` does not have and that is no file of the model (``own(name)``), as it is (links as links)."""
+    if not old_dir.is_dir():
+        return
+    for old in old_dir.iterdir():
+        if (new_dir / old.name).exists() or own(old.name):
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.copytree(old, new_dir / old.name, symlinks=True)
+        else:
+            shutil.copy2(old, new_dir / old.name, follow_symlinks=False)
 
 
 def _is_checkpoint_file(name: str) -> bool:

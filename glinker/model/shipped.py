@@ -26,13 +26,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from glinker.errors import ModelError
+from glinker.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
 SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "glinker-bi-minilm"
 MANIFEST = "glinker_model.json"
+SHIPPED_FILES = (MANIFEST, "gliner_config.json", "delta.safetensors")  # what a shipped model folder is made of
 TEXT_PREFIX = "token_rep_layer.bert_layer.model."
 LABEL_PREFIX = "token_rep_layer.labels_encoder.model."
 
@@ -208,6 +209,19 @@ def _apply_deltas(sd: dict, delta: dict) -> None:
             sd[k] = v.to(torch.float32)
 
 
+def check_ship_dir(out_dir: str | Path) -> None:
+    """Refuse to write a shipped model into a folder that holds other things and no shipped model (no
+    ``glinker_model.json``): the folder is replaced whole. A shipped model's folder is written again, the files
+    in it beside the model (a README.md, notes) carried over; a new or empty folder is fine."""
+    out = Path(out_dir)
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(f"{out} is not empty ({shown}) and holds no shipped model (no {MANIFEST}): writing the "
+                          "shipped form replaces the folder, and what it holds would be deleted", where=str(out),
+                          fix="ship into a new or empty folder (--ship DIR), or into a shipped model's folder (files "
+                              "kept beside the model there, such as a README.md, are carried over)")
+
+
 def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str | None = None,
                    fmt: str = "int8-diff") -> Path:
     """Write the small shipped form of ``model`` (trained on packaged encoders) into ``out_dir``."""
@@ -252,6 +266,7 @@ def export_shipped(model: Any, out_dir: str | Path, cfg: Any = None, name: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out.parent / f".{out.name}.lock"):  # exports of one folder take turns, as checkpoint saves do
         _recover(out)  # a swap cut short by a kill: the previous shipped form renamed back
+        check_ship_dir(out)
         _write_shipped(out, delta, model, name, text_src, label_src, fmt, n_params)
     return out
 
@@ -260,9 +275,11 @@ def _write_shipped(out: Path, delta: dict, model: Any, name: str | None, text_sr
                    n_params: int) -> None:
     """Write the shipped form into a temporary folder beside ``out`` and swap it in: the old folder renamed away,
     the new one renamed in, the old one removed (restored if the second rename fails or is interrupted), so an
-    interruption at any point leaves the old shipped form or the new one."""
+    interruption at any point leaves the old shipped form or the new one. Files of the old folder that are no
+    shipped model files (a README.md, notes) are carried over into the new one."""
     from safetensors.torch import save_file
 
+    from glinker.model.checkpoint import carry_over
     from glinker.model.packaged import sha256_file
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -277,6 +294,7 @@ def _write_shipped(out: Path, delta: dict, model: Any, name: str | None, text_sr
         for f in tmp.iterdir():
             f.chmod(0o644)  # mkdtemp's 0700/0600 would make an installed model unreadable to other users
         tmp.chmod(0o755)
+        carry_over(out, tmp, lambda n: n in SHIPPED_FILES)  # a README.md, notes: kept, as they are
         if not out.exists():
             os.replace(tmp, out)
             return

@@ -46,3 +46,37 @@ def train_cfg(tmp_path, tiny_ckpt, train_files):
             "loss": {"alpha": 0.75, "gamma": 2.0}})
 
     return make
+
+
+@pytest.fixture(scope="module")
+def fake_package(tmp_path_factory):
+    """(site folder, PackagedEncoder): a tiny BERT encoder with its tokenizer as package ``fake_tiny_enc``, which
+    ``pkg`` registers (``pkg:fake-tiny-enc``) so that nothing loads a real packaged model."""
+    import torch
+    from transformers import BertModel
+
+    from glinker.model.packaged import PackagedEncoder, sha256_file
+    from glinker.model.testing import _text_config, tiny_tokenizer, tiny_vocab
+
+    site = tmp_path_factory.mktemp("site")
+    folder = site / "fake_tiny_enc" / "model"
+    folder.mkdir(parents=True)
+    (site / "fake_tiny_enc" / "__init__.py").write_text("")
+    torch.manual_seed(0)
+    BertModel(_text_config("bert", len(tiny_vocab()))).save_pretrained(folder)
+    tiny_tokenizer(128).save_pretrained(folder)
+    spec = PackagedEncoder(package="fake-tiny-enc", module="fake_tiny_enc", subdir="model",
+                           weights="model.safetensors", sha256=sha256_file(folder / "model.safetensors"),
+                           upstream="test-org/tiny-bert")
+    return site, spec
+
+
+@pytest.fixture
+def pkg(fake_package, monkeypatch, tmp_path):
+    from glinker.model import packaged
+
+    site, spec = fake_package
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setitem(packaged.PACKAGED_ENCODERS, "fake-tiny-enc", spec)
+    monkeypatch.setenv("GLINKER_CACHE", str(tmp_path / "cache"))
+    return spec

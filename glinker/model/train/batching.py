@@ -57,7 +57,8 @@ class Source:
 def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rng: random.Random,
          ignore: Sequence[tuple[int, int]] = ()) -> tuple[list[str], list[tuple[int, int, str]], list[tuple[int, int]]]:
     """A window of at most ``max_words`` words, placed to keep a random annotated span when cutting; the ignored
-    ranges are clipped to it."""
+    ranges are clipped to it. A span the window cuts becomes an ignored range over its part inside the window: its
+    words are no negatives."""
     if len(words) <= max_words:
         return words, spans, list(ignore)
     if spans:
@@ -66,8 +67,9 @@ def _cut(words: list[str], spans: list[tuple[int, int, str]], max_words: int, rn
     else:
         lo = rng.randrange(0, len(words) - max_words + 1)
     hi = lo + max_words
+    cut = [(s, e) for s, e, _ in spans if s < hi and e >= lo and not (s >= lo and e < hi)]
     return (words[lo:hi], [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi],
-            [(max(s, lo) - lo, min(e, hi - 1) - lo) for s, e in ignore if s < hi and e >= lo])
+            [(max(s, lo) - lo, min(e, hi - 1) - lo) for s, e in [*ignore, *cut] if s < hi and e >= lo])
 
 
 def clean_label(name: str) -> str:
@@ -333,6 +335,8 @@ class BatchSampler:
         self.rng = random.Random(seed)
         self.ner_pool = sorted({t for s in sources if s.kind == "ner" for t in s.types})
         self.entity_pool = {s.name: s.types for s in sources if s.kind == "linking"}
+        for src in sources:
+            _warn_wide(src, max_width)
 
     def state(self) -> dict:
         return {"rng": self.rng.getstate(), "pos": [(s._order, s._pos) for s in self.sources]}
@@ -407,7 +411,8 @@ class BatchSampler:
         tgt = torch.zeros(len(words), W, K, len(labels))
         ign = torch.zeros(len(words), W, K, dtype=torch.bool)
         for b, (_, spans, ignore) in enumerate(cut):
-            for lo, hi in ignore:
+            wide = [(s, e) for s, e, _ in spans if e - s >= K]  # longer than the model's spans: no negatives either
+            for lo, hi in [*ignore, *wide]:
                 for s in range(lo, hi + 1):
                     ign[b, s, : min(K, hi - s + 1)] = True
             for s, e, t in spans:
@@ -415,6 +420,20 @@ class BatchSampler:
                     tgt[b, s, e - s, idx[key(t)]] = 1.0
                     ign[b, s, e - s] = False
         return Batch(words, labels, tgt, n_words, src.name, ign)
+
+
+def _warn_wide(src: Source, max_width: int) -> None:
+    """One warning for a source's spans wider than ``max_width`` words: no span of the model covers them, so they
+    are left out of the loss (their words are no negatives either) and the model cannot learn them."""
+    n, first = 0, ""
+    for ex in src.examples:
+        for s, e, t in ex.spans:
+            if e - s + 1 > max_width:
+                n += 1
+                first = first or f"{' '.join(ex.words[s:e + 1])[:80]!r} ({t}, {e - s + 1} words)"
+    if n:
+        log.warning("source %s: %d spans are longer than the model's max_width of %d words and cannot be learnt; "
+                    "they are left out of the loss (the first: %s)", src.name, n, max_width, first)
 
 
 def build_sources(cfg_sources: Sequence[Any], max_words: int, section: str = "data") -> list[Source]:

@@ -5,15 +5,29 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from glinker.errors import ConfigError, closest
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number field refuses true/false (YAML's yes/no/on/off too), which pydantic would read as 1 or 0."""
+        if isinstance(value, bool) and info.field_name:
+            ann = cls.model_fields[info.field_name].annotation
+            kinds = set(typing.get_args(ann)) if typing.get_args(ann) else {ann}
+            if kinds & {int, float} and bool not in kinds:
+                raise ValueError(f"{str(value).lower()} is a boolean, not a number (YAML reads yes, no, on and off "
+                                 "as booleans too)")
+        return value
 
 
 class ModelInit(_Strict):

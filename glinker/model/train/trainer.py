@@ -417,6 +417,7 @@ class Trainer:
         _check_same_run(st.get("config"), recorded_config(self.cfg), last, config_dir=self._config_dir(),
                         encoders=(self.model.config.get("model_name"), self.model.config.get("labels_encoder")),
                         covered=_covered_by(st, self.cfg, self.dev_ident))
+        _warn_dev_changed(st.get("dev_files"), self.dev_ident, self.cfg, last)
         base = st.get("base")
         if isinstance(base, dict) and base.get("digest") != self.base_ident["digest"]:
             then = (st.get("config") or {}).get("model", {}).get("from_checkpoint") if isinstance(
@@ -584,7 +585,9 @@ class Trainer:
                     bar.set_postfix(shown)
                     log.info("step %d loss %.4f lr %.2e %.1f ex/s", self.step, rec["loss"], rec["lr"], rate)
                     run_loss, run_steps = 0.0, 0
-                if c.eval_every and self.step % c.eval_every == 0 and self.dev:
+                # the last step is scored before its checkpoint is written: the checkpoint's history holds the
+                # final dev F1 (what --ship of the finished run reports; a finished run re-run does not score again)
+                if self.dev and (c.eval_every and self.step % c.eval_every == 0 or self.step == c.steps):
                     scores = self.evaluate()
                     self.history.append({"step": self.step, "dev_f1": scores})
                     log.info("step %d dev F1 %s", self.step, scores)
@@ -793,6 +796,23 @@ def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None) -> Any
         return False
 
     return covered
+
+
+def _warn_dev_changed(then: Any, now: list[dict], cfg: TrainConfig, last: Path) -> None:
+    """A warning for each dev file whose contents differ from the ones the run started with (``then``: the sha256
+    its checkpoint recorded; ``now``: this session's): resuming is allowed (dev files only measure), but the dev F1
+    of the history before and after are scores on different data under one name."""
+    if not isinstance(then, list):
+        return  # a checkpoint from before dev files were recorded
+    for i, (was, cur) in enumerate(zip(then, now)):
+        for key in _SOURCE_PATHS:
+            a = was.get(key) if isinstance(was, dict) else None
+            b = cur.get(key)
+            if a and b and a != b:
+                log.warning("dev[%d].%s %s changed since the run started (sha256 %s then, %s now, recorded in %s): "
+                            "the dev F1 of %s from here on scores other data than the earlier ones in the history",
+                            i, key, getattr(cfg.dev[i], key), a[:12], b[:12], last.name,
+                            f"{i}:{Path(cfg.dev[i].path).name}")
 
 
 def _agrees(value: Any, encoder: str | None) -> bool:
