@@ -145,12 +145,15 @@ def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any
             unlock(f.fileno())
 
 
-def lock_exclusive(fd: int, path: str | Path, wait: bool = False, what: str = "") -> None:
+def lock_exclusive(fd: int, path: str | Path, wait: bool = False, what: str = "", where: str | None = None,
+                   fix: str = "put it on a local file system, or one with working file locks") -> None:
     """An exclusive ``flock`` on the open file ``fd`` (the file ``path``; ``what`` says what it is in messages):
-    :class:`Busy` when another process holds it and ``wait`` is false, else waits for it; a ConfigError when the
-    file system has no locks (ENOLCK: some NFS mounts), which is not "busy". The file must be open for writing
-    where it may sit on NFS (flock is emulated there with byte-range locks, and an exclusive one needs write
-    access). Where fcntl is missing (Windows) nothing is locked."""
+    :class:`Busy` when another process holds it and ``wait`` is false, else waits for it; a ConfigError (at
+    ``where``, default the path, with ``fix``) when the file system has no locks (ENOLCK: some NFS mounts), which is
+    not "busy". The file must be open for writing where it may sit on NFS (flock is emulated there with byte-range
+    locks, and an exclusive one needs write access). Where fcntl is missing (Windows) nothing is locked."""
+    import errno
+
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -158,14 +161,15 @@ def lock_exclusive(fd: int, path: str | Path, wait: bool = False, what: str = ""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
-    except BlockingIOError:  # EWOULDBLOCK/EAGAIN: another process holds it
+    except OSError as e:
+        # held by another process: EWOULDBLOCK/EAGAIN, or EACCES where flock is emulated with fcntl locks (CIFS)
+        if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # no lock to be had here
+            from glinker.errors import ConfigError
+
+            raise ConfigError(f"cannot lock {path}{what}: {e.strerror or e}", where=where or str(path),
+                              fix=fix) from None
         if not wait:
             raise Busy(str(path)) from None
-    except OSError as e:  # no lock to be had here
-        from glinker.errors import ConfigError
-
-        raise ConfigError(f"cannot lock {path}{what}: {e.strerror or e}", where=str(path),
-                          fix="put it on a local file system, or one with working file locks") from None
     log.info("waiting for the process that holds %s", path)
     fcntl.flock(fd, fcntl.LOCK_EX)
 

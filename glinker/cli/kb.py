@@ -380,8 +380,8 @@ def link_stats(path: Path = typer.Argument(..., help="KB directory."),
     stats, n_docs = count_link_stats(path, docs)
     with KB.open(path, writable=True) as kb:
         kb.set_link_stats(stats, source=", ".join(str(f) for f in data))
-    # seldom a mention: matched at least 3 times, a gold mention less than half of them (the forms below
-    # alias_mentions' min_link_prob are among these)
+    # seldom a mention: matched at least 3 times, a gold mention less than half of them (what the summary shows;
+    # alias_mentions' min_link_prob and link_prob_min_seen choose what is skipped)
     low = sorted((a / b, -b, k) for k, (a, b) in stats.items() if b >= 3 and a / b < 0.5)
     shown = ", ".join(f"{k!r} {-nb * p:.0f}/{-nb}" for p, nb, k in low[:8])
     typer.echo(f"{len(stats):,} forms matched in {n_docs:,} documents; "

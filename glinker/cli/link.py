@@ -732,7 +732,8 @@ def _lock_record(path: Path, flag: str) -> int:
             os.close(fd)
             raise ConfigError(f"{path}, this output's run record, is not a regular file", where=flag, fix=fix)
         try:
-            lock_exclusive(fd, path, what=", this output's run record")
+            lock_exclusive(fd, path, what=", this output's run record", where=flag,
+                           fix="write the output to a local file system, or one with working file locks")
         except BaseException:
             os.close(fd)
             raise

@@ -793,31 +793,30 @@ def _bio_rows(p: Path) -> Iterator[tuple[int, list[str] | None]]:
 
 
 def _bio_indexed(p: Path) -> bool:
-    """Whether the first column of a BIO file counts its tokens: every token line has three columns or more, and
-    in every sentence the first column counts 0, 1, 2... or 1, 2, 3... (or goes on from the sentence before: a
-    file numbering its tokens throughout). Decided on the whole file, not its first sentence: CoNLL-2003's
-    ``1 CD B-NP O`` counts, its next sentence does not. A line the reader refuses ends the pass (the reader names
-    it)."""
+    """Whether the first column of a BIO file counts its tokens: in most token lines (of three columns or more),
+    the first column is the number the line has in its sentence, counting 0, 1, 2... or 1, 2,
+    3... (or going on from the sentence before: a file numbering its tokens throughout). Decided on the whole file,
+    not its first sentence: CoNLL-2003's ``1 CD B-NP O`` counts, its other sentences do not; and not by every line
+    either: an indexed file with an irregular line (a Universal Dependencies range ``2-3``, a gap) stays indexed
+    (its words read from the second column on every line). A line the reader refuses ends the pass (the reader
+    names it)."""
     nxt: int | None = None  # the index the next token line has when the first column counts
-    last = -1  # the index of the last token line
-    seen = False
+    last = -1  # the index of the last token line that counted
+    counted = lines = 0
     try:
         for _n, cols in _bio_rows(p):
             if cols is None:
                 nxt = None
                 continue
-            if len(cols) < 3 or not cols[0].isdigit():
-                return False
-            i = int(cols[0])
-            if nxt is None:  # a sentence starts
-                if i not in (0, 1, last + 1):
-                    return False
-            elif i != nxt:
-                return False
-            nxt, last, seen = i + 1, i, True
+            lines += 1
+            i = int(cols[0]) if len(cols) >= 3 and cols[0].isdigit() else None
+            if i is not None and (i == nxt if nxt is not None else i in (0, 1, last + 1)):
+                counted += 1
+                last = i
+            nxt = None if i is None else i + 1
     except DataError:
         pass
-    return seen
+    return lines > 0 and counted > 0.5 * lines
 
 
 def _bio_example(toks: list[str], tags: list[tuple[str, str, int]], names: dict[str, str], p: Path,

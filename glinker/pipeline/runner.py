@@ -451,7 +451,8 @@ class Pipeline:
         if not isinstance(e, PipelineError) and not where.startswith(("stage ", "kb ")):
             e.where = f"{self._where(name)}: {where}" if where else self._where(name)
             e.args = (e.render(),)
-        elif where.startswith(own) and not where.startswith(self._where(name)):  # the stage named itself: + its line
+        elif (where.startswith(own) and not where.startswith((self._where(name), own + " kb"))):
+            # the stage named itself: its line added (a place in its kb block has the block's line already)
             e.where = self._where(name) + where[len(own):]
             e.args = (e.render(),)
         return e

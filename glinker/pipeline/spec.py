@@ -528,6 +528,9 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
         """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder
         when it is there; a path found in neither is listed beside the pipeline file, where the warning about it
         says to make it (``missing_kb``)."""
+        p = Path(value).expanduser()
+        if not p.is_absolute() and p.exists() and not (spec.base_dir / p).exists():
+            return os.path.abspath(p)
         return os.path.abspath(placed_path(value, spec.base_dir))
 
     writes: list[FileUse] = []
@@ -554,7 +557,7 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
         reads.append(FileUse("reads", source, f"{by} (its {src.adapter} source)"))
         if src.cache:
             try:
-                cache = beside(expand_env(src.cache))
+                cache = os.path.abspath(placed_path(expand_env(src.cache), spec.base_dir))
             except GlinkerError:
                 cache = src.cache
             writes.append(FileUse("writes", cache, f"{by} (the KB built from its source)", "a folder"))

@@ -33,11 +33,9 @@ class StageParams(BaseModel):
 
 
 def placed_path(value: str, base_dir: Path) -> str:
-    """See :meth:`PipelineContext.new_path` (also what ``pipeline validate`` lists)."""
+    """``value`` beside the pipeline file (``base_dir``) unless absolute (see :meth:`PipelineContext.new_path`)."""
     p = Path(value).expanduser()
-    if p.is_absolute() or (p.exists() and not (base_dir / p).exists()):
-        return str(p)
-    return str(base_dir / p)
+    return str(p if p.is_absolute() else base_dir / p)
 
 
 class PipelineContext:
@@ -69,9 +67,9 @@ class PipelineContext:
         return str(p)
 
     def new_path(self, value: str) -> str:
-        """Where a relative path the run creates (a KB's ``cache:`` folder) lives: where it exists already (beside
-        the pipeline file, else in the working folder), else beside the pipeline file, so the pipeline finds what
-        it made whichever folder it is run from."""
+        """Where a relative path the run creates (a KB's ``cache:`` folder) lives: beside the pipeline file, so the
+        pipeline finds what it made whichever folder it is run from (a folder of that name in the working folder
+        is another pipeline's, or nobody's)."""
         return placed_path(value, self.base_dir)
 
     def resource(self, key: Any, factory: Callable[[], Any]) -> Any:

@@ -238,7 +238,9 @@ def _clitic(stem: str, tail: str, capitals: bool) -> bool:
     """Whether a match may end after ``stem`` where the same word goes on with an apostrophe and ``tail``: ``tail``
     is a clitic written in lower case (or the word is all in capitals, "IBM'S", "İSTANBUL'DA") that is no English
     contraction (see ``_CLITIC``, ``_AFTER_VOWEL``)."""
-    low = tail.lower().removesuffix(".")  # (a period after the word: "Don't.")
+    # (a period after the word: "Don't."; "İ" lower-cases to "i" and a combining dot, "PARİS'İN"; NFD text writes
+    # "ü" as "u" and a mark, "Atatürk'ün")
+    low = unicodedata.normalize("NFC", tail).lower().replace("\u0307", "").removesuffix(".")
     if not (tail.islower() or capitals) or low in _CONTRACTIONS and low != "s" or _CLITIC.fullmatch(low) is None:
         return False
     last = unicodedata.normalize("NFD", unicodedata.normalize("NFC", stem[-3:])[-1].lower())[0]

@@ -55,8 +55,7 @@ class KBSource(BaseModel):
     source: str = Field(description="SQLAlchemy URL or file path; ${VAR:-default} is expanded.")
     options: dict[str, Any] = Field(default_factory=dict, description="Adapter options, e.g. table, columns.")
     cache: str | None = Field(default=None, description="Folder for the built KB (default: $GLINKER_CACHE/kb/<hash>); "
-                              "relative to the pipeline file (one an earlier version made in the working folder is "
-                              "still used there); ${VAR:-default} is expanded. It holds one source's KB: opened with another source "
+                              "relative to the pipeline file; ${VAR:-default} is expanded. It holds one source's KB: opened with another source "
                               "(adapter, URL or path, options), it is rebuilt from it, with a warning.")
     refresh: Literal["always", "if_missing"] = Field(
         default="always", description="Re-read the source at every warm-up (always) or only when no KB is cached.")

@@ -40,3 +40,30 @@ def test_locked_says_when_the_file_system_has_no_locks(tmp_path, monkeypatch) ->
         with pytest.raises(ConfigError, match="cannot lock .*b.lock: No locks available"):
             with locked(tmp_path / "b.lock", wait=wait):
                 pass
+
+
+def test_a_lock_held_on_a_file_system_that_says_eacces_is_busy(tmp_path, monkeypatch) -> None:
+    """Where flock is emulated with fcntl locks (CIFS), a held lock is EACCES, not EAGAIN: busy (or waited for),
+    not "cannot lock"."""
+    import errno
+    import fcntl
+
+    import pytest
+
+    from glinker.io import Busy, locked
+
+    real, calls = fcntl.flock, []
+
+    def held_once(fd, op):
+        calls.append(op)
+        if op & fcntl.LOCK_NB and len(calls) == 1:
+            raise OSError(errno.EACCES, "Permission denied")
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", held_once)
+    with pytest.raises(Busy):
+        with locked(tmp_path / "c.lock", wait=False):
+            pass
+    calls.clear()
+    with locked(tmp_path / "c.lock", wait=True):  # waited for (a blocking flock), then held
+        assert calls[:2] == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]

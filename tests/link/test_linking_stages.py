@@ -701,3 +701,18 @@ def test_select_keeps_the_candidate_stages_order_for_equal_scores(tiny_model, ti
              "  links: {type: select, input: c}\n", tiny_model, tiny_kb)
     [doc] = p.link([given((0, 5), text="Paris is nice.")])
     assert doc.links[0].entity_id == "Q90"  # popularity 300; "Q167646" (80) sorts first as a string
+
+
+def test_a_stage_kb_block_error_keeps_the_block_s_place(tmp_path):
+    """An error reading a stage's own kb block is placed at that block ("stage 'm' kb (p.yaml:6)"), once: the
+    stage's own line was put in front of it too."""
+    import glinker
+    from glinker.errors import GlinkerError
+
+    (tmp_path / "e.jsonl").write_text('{"id": "a", "label": "Acme"}\nnot json\n')
+    f = tmp_path / "p.yaml"
+    f.write_text("name: t\nmodel: none\nstages:\n  m:\n    type: alias_mentions\n    kb:\n      adapter: jsonl\n"
+                 "      source: e.jsonl\n      cache: c\n")
+    with pytest.raises(GlinkerError) as ei:
+        glinker.load_pipeline(str(f)).link(["Acme"])
+    assert ei.value.where.startswith(f"stage 'm' kb ({f}:6") and ei.value.where.count(str(f)) == 1, ei.value.where

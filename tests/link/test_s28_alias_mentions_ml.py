@@ -4,6 +4,7 @@ particle attached were never found), and with one-character CJK names (``min_cha
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ RECORDS = [
     {"id": "T4", "label": "Google"}, {"id": "T5", "label": "Obama"}, {"id": "T6", "label": "Erdoğan"},
     {"id": "T7", "label": "Paris"}, {"id": "T8", "label": "NATO"}, {"id": "T9", "label": "IBM"},
     {"id": "T10", "label": "L'Oréal"}, {"id": "T11", "label": "Don"}, {"id": "T12", "label": "Descartes"},
+    {"id": "T13", "label": "İzmir"}, {"id": "T14", "label": "Atatürk"},
     # Korean
     {"id": "K1", "label": "서울"}, {"id": "K2", "label": "삼성전자"}, {"id": "K3", "label": "문재인"},
     {"id": "K4", "label": "김정은"}, {"id": "K5", "label": "경기"}, {"id": "K6", "label": "경기도"},
@@ -59,10 +61,12 @@ def test_a_longer_alias_over_the_apostrophe_wins(kb):
 def test_clitics_elisions_and_contractions_as_before(kb):
     got = mentions(kb, "İstanbul'da, Ankara'ya, Diyarbakır'a, Erdoğan'ın, Paris'te, NATO'ya, ANKARA'DA, Paris'inde.",
                    "Google'a, Obama'nın, Obama's, IBM's, IBM'S, d'IBM, L'Oréal.",
-                   "Don't. DON'T. Descartes'a, Descartes'owi.")
+                   "Don't. DON'T. Descartes'a, Descartes'owi.",
+                   # capitals: "İ" lower-cases with a combining dot; NFD text writes "ü" as "u" and a mark
+                   "PARİS'İN SOKAKLARI, İZMİR'İ GÖRDÜM, " + unicodedata.normalize("NFD", "Atatürk'ün evi"))
     assert got == [["İstanbul", "Ankara", "Diyarbakır", "Erdoğan", "Paris", "NATO", "ANKARA", "Paris"],
                    ["Google", "Obama", "Obama", "IBM", "IBM", "IBM", "L'Oréal"],
-                   ["Descartes", "Descartes"]]
+                   ["Descartes", "Descartes"], ["PARİS", "İZMİR", unicodedata.normalize("NFD", "Atatürk")]]
 
 
 def test_korean_names_before_particles(kb):

@@ -128,6 +128,7 @@ def test_a_file_system_that_locks_only_writable_files_still_gets_the_run(tmp_pat
     with pytest.raises(ConfigError, match="cannot lock") as ei:
         _claim_output(tmp_path / "other.jsonl", {"pipeline": "p1"}, resuming=True)
     assert "another glinker" not in str(ei.value)
+    assert not ei.value.where.endswith(".run.json") and "write the output to" in ei.value.fix  # the -o option's
 
 
 def test_an_output_that_is_a_symbolic_link_is_refused_and_its_target_untouched(pipeline, tmp_path):

@@ -183,9 +183,8 @@ def test_a_mysql_built_cache_opened_with_postgresql_is_rebuilt(tmp_path: Path, m
 
 
 def test_relative_cache_goes_beside_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A relative `cache:` not made yet is made beside the pipeline file, whatever folder the run starts in (it
-    was made in the working folder: a run from another folder built a second copy, and a test wrote one into the
-    repository); one that exists in the working folder only is still used (made there by an earlier version)."""
+    """A relative `cache:` is made beside the pipeline file, whatever folder the run starts in (it was made in the
+    working folder: a run from another folder built a second copy, and a test wrote one into the repository)."""
     from glinker.cli import app
     from typer.testing import CliRunner
 
@@ -202,15 +201,17 @@ def test_relative_cache_goes_beside_the_pipeline(tmp_path: Path, monkeypatch: py
     assert _linked(p) == ["a-0"]
     assert (home / "caches" / "kb" / "CURRENT").is_file()
     assert not (elsewhere / "caches").exists()
-    # a cache an earlier version made in the working folder is found there (not rebuilt beside the file)
+    # a folder of that name in the working folder is not the pipeline's cache: another pipeline's cache there is
+    # neither read nor rebuilt from this source
+    _ents(elsewhere / "b.jsonl", "Globex")
+    other = elsewhere / "other.yaml"
+    other.write_text(PIPE.format(adapter="jsonl", source="b.jsonl", options="{}", cache="caches/kb2",
+                                 refresh="always"))
     p2 = home / "p2.yaml"
-    p2.write_text(PIPE.format(adapter="jsonl", source="a.jsonl", options="{}", cache="old/kb", refresh="always"))
-    (elsewhere / "old").mkdir()
-    import shutil
-
-    shutil.copytree(home / "caches" / "kb", elsewhere / "old" / "kb")
-    assert _linked(p2) == ["a-0"]
-    assert not (home / "old").exists()
+    p2.write_text(PIPE.format(adapter="jsonl", source="a.jsonl", options="{}", cache="caches/kb2", refresh="always"))
+    assert _linked(other) == ["b-0"] and _linked(p2) == ["a-0"] and _linked(other) == ["b-0"]
+    assert _manifest_source(elsewhere / "caches" / "kb2")["source"] == str(elsewhere / "b.jsonl")
+    assert _manifest_source(home / "caches" / "kb2")["source"] == str(home / "a.jsonl")
 
 
 def test_validate_lists_a_missing_kb_folder_where_its_warning_says_to_build_it(tmp_path: Path,

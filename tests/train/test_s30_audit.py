@@ -109,6 +109,12 @@ def test_a_conll2003_file_whose_first_sentence_counts_is_not_read_as_indexed(tmp
     assert [e.tokens for e in iter_bio(g)] == [["John", "Smith"], ["Paris"], ["Rome", "is"], ["ok"]]
     h = _write(tmp_path / "idx2.conllu", "0\tJohn\tB-PER\n1\tSmith\tI-PER\n\n1\t7\tO\n2\tParis\tB-LOC\n")
     assert [e.tokens for e in iter_bio(h)] == [["John", "Smith"], ["7", "Paris"]]
+    # and an indexed file with an irregular line (a UD range, a gap) stays indexed: its words were its numbers
+    ud = "".join("1\tParis\tB-LOC\n2\tis\tO\n\n" for _ in range(20)) + "1\tVamos\tO\n2-3\tal\tO\n2\ta\tO\n"
+    assert [e.tokens for e in iter_bio(_write(tmp_path / "ud.conllu", ud))][-2:] == [["Paris", "is"],
+                                                                                    ["Vamos", "al", "a"]]
+    gap = _write(tmp_path / "gap.conllu", "1\tParis\tB-LOC\n2\tis\tO\n\n1\tBerlin\tB-LOC\n3\tx\tO\n")
+    assert [e.tokens for e in iter_bio(gap)] == [["Paris", "is"], ["Berlin", "x"]]
 
 
 @pytest.mark.parametrize("text,line,now,before", [
