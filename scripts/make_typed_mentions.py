@@ -101,7 +101,13 @@ def main() -> None:
     ap.add_argument("--min-count", type=int, default=2, help="keep types seen on at least this many mentions")
     ap.add_argument("--min-ratio", type=float, default=0.0,
                     help="drop windows with fewer typed mentions than this many times their untyped ones")
+    ap.add_argument("--numeric", action="store_true",
+                    help="also label dates, years, times, money, percentages, quantities, durations and ages by "
+                         "pattern (numeric_spans.py); other words with digits become ignore ranges")
     a = ap.parse_args()
+    if a.numeric:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from numeric_spans import TYPES as NUMERIC_TYPES, merge_numeric
 
     ents: dict[str, tuple[str, str | None]] = {}
     with open(a.entities, encoding="utf-8") as f:
@@ -135,6 +141,11 @@ def main() -> None:
             (typed if t else untyped).append((ws, we, t))
             if t:
                 counts[t] += 1
+        if a.numeric:
+            typed_n, ign = merge_numeric(sp.words, [list(x) for x in typed], [[s, e] for s, e, _ in untyped])
+            counts.update(t for _, _, t in typed_n if t in NUMERIC_TYPES)
+            counts.subtract(t for x in typed if (t := x[2]) and list(x) not in typed_n)  # (given way to a date)
+            typed, untyped = [tuple(x) for x in typed_n], [(s, e, None) for s, e in ign]
         docs.append((sp.words, typed, untyped))
     keep = {t for t, c in counts.items() if c >= a.min_count}
     out, n_spans = [], 0

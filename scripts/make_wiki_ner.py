@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_typed_mentions import type_phrase, write_json_atomic  # noqa: E402
 from make_wikidata_sample import data_dir  # noqa: E402
+from numeric_spans import merge_numeric  # noqa: E402
 
 SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 MAX_NAME_WORDS = 8
@@ -141,6 +142,9 @@ def main() -> None:
     ap.add_argument("--min-count", type=int, default=3, help="keep types seen on at least this many mentions")
     ap.add_argument("--max-per-type", type=int, default=800,
                     help="skip a sentence once every type in it has this many kept mentions (places dominate the KB)")
+    ap.add_argument("--numeric", action="store_true",
+                    help="also label dates, years, times, money, percentages, quantities, durations and ages by "
+                         "pattern (numeric_spans.py); other words with digits become ignore ranges")
     a = ap.parse_args()
     data = data_dir(a.data)
 
@@ -162,6 +166,8 @@ def main() -> None:
             w = split_words(s).words
             if 5 <= len(w) <= 80:
                 typed, bad = annotate(w, names, own, common)
+                if a.numeric:
+                    typed, bad = merge_numeric(w, typed, bad)
                 sentences.append((w, typed, bad))
     counts = Counter(t for _, typed, _ in sentences for _, _, t in typed)
     grams = eval_ngrams(data)
