@@ -707,8 +707,9 @@ def _lock_record(path: Path, flag: str) -> int:
     """A descriptor of the run record at ``path`` (created empty when missing), exclusively locked; :class:`Busy`
     when another run holds it. Opened read-write (an exclusive lock on NFS needs it) but never truncated, without
     following a symbolic link (``O_NOFOLLOW``: a link planted at ``path`` is refused, its target never opened) and
-    without blocking on a FIFO; anything but a regular file is refused. A record that another run replaced or removed between our open and our lock is opened again: the lock
-    must be on the file that is at ``path`` now (the record is replaced whole, see :func:`_replace_record`)."""
+    without blocking on a FIFO; anything but a regular file is refused. A record that another run replaced or
+    removed between our open and our lock is opened again: the lock must be on the file that is at ``path`` now
+    (the record is replaced whole, see :func:`_replace_record`)."""
     import errno
     import stat
 

@@ -55,8 +55,9 @@ class KBSource(BaseModel):
     source: str = Field(description="SQLAlchemy URL or file path; ${VAR:-default} is expanded.")
     options: dict[str, Any] = Field(default_factory=dict, description="Adapter options, e.g. table, columns.")
     cache: str | None = Field(default=None, description="Folder for the built KB (default: $GLINKER_CACHE/kb/<hash>); "
-                              "relative to the pipeline file; ${VAR:-default} is expanded. It holds one source's KB: opened with another source "
-                              "(adapter, URL or path, options), it is rebuilt from it, with a warning.")
+                              "relative to the pipeline file; ${VAR:-default} is expanded. It holds one source's "
+                              "KB: opened with another source (adapter, URL or path, options), it is rebuilt from "
+                              "it, with a warning.")
     refresh: Literal["always", "if_missing"] = Field(
         default="always", description="Re-read the source at every warm-up (always) or only when no KB is cached.")
     template: str = Field(default="{label}: {description}", description="Entity text template for the encoder.")
@@ -321,7 +322,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
            "t": src.template, "m": encoder.fingerprint if encoder is not None else None}
     ident = json.dumps(key, sort_keys=True, default=str)
     # a cache: folder names ${VARS} as source and options do (two tables, two folders); it holds one source's KB; a
-    # relative one not made yet goes beside the pipeline file (PipelineContext.new_path)
+    # relative one is beside the pipeline file (PipelineContext.new_path)
     out = Path(context.new_path(expand_env(src.cache))) if src.cache else \
         _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     out.parent.mkdir(parents=True, exist_ok=True)
