@@ -158,3 +158,28 @@ def test_batch_targets_use_one_column_per_type():
     b = BatchSampler([src], 1, 8, 5, 0, 2, 0).next()
     assert sorted(b.labels) == ["Thing", "other"]
     assert b.targets[0, 0, 0, b.labels.index("Thing")] == 1.0 and torch.count_nonzero(b.targets) == 1
+
+
+def test_linking_windows_never_split_a_mention(tmp_path):
+    """A mention across a window boundary moves the boundary before it (it used to be dropped from both windows,
+    its words taught as negatives); only a mention longer than the window is cut, its parts left out of the loss."""
+    from glinker.model.train.batching import linking_examples, mention_windows
+
+    assert mention_windows(10, [(2, 4)], 4) == [(0, 2), (2, 6), (6, 10)]
+    assert mention_windows(10, [(1, 6)], 4) == [(0, 1), (1, 5), (5, 9), (9, 10)]  # longer than the window: cut
+    assert mention_windows(10, [(2, 5), (3, 4)], 4) == [(0, 2), (2, 6), (6, 10)]  # overlapping mentions
+    assert mention_windows(0, [], 4) == [] and mention_windows(3, [], 4) == [(0, 3)]
+    ents = tmp_path / "ents.jsonl"
+    _write(ents, [{"id": "Q60", "label": "New York City", "description": "city in the United States"}])
+    text = "a b c New York City d e f g"
+    docs = _write(tmp_path / "aida.jsonl", [{"id": "d1", "text": text, "mentions": [
+        {"start": 6, "end": 19, "mention": "New York City", "wikidata_qid": "Q60"}]}])
+    ex, _ = linking_examples(str(docs), str(ents), "{label}", None, 4)
+    assert [(e.words, e.spans, e.ignore) for e in ex] == [(["New", "York", "City", "d"], [(0, 2, "New York City")], [])]
+    _write(ents, [{"id": "Q60", "label": "New York City", "description": "city"},
+                  {"id": "Q90", "label": "Paris", "description": "city"}])
+    docs = _write(tmp_path / "aida.jsonl", [{"id": "d1", "text": "New York City Paris", "mentions": [
+        {"start": 0, "end": 13, "mention": "New York City", "wikidata_qid": "Q60"},
+        {"start": 14, "end": 19, "mention": "Paris", "wikidata_qid": "Q90"}]}])
+    ex, _ = linking_examples(str(docs), str(ents), "{label}", None, 2)  # a 3-word mention, 2-word windows
+    assert [(e.words, e.spans, e.ignore) for e in ex] == [(["City", "Paris"], [(1, 1, "Paris")], [(0, 0)])]

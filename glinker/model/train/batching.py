@@ -245,6 +245,25 @@ def ner_examples(path: str, split: str | None, limit: int | None, drop: Sequence
     return out, list(dict.fromkeys(canon.values()))
 
 
+def mention_windows(n: int, spans: Sequence[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Word windows ``[lo, hi)`` of at most ``size`` covering ``n`` words, each cut before a mention it would split.
+
+    A window ends where the next would start a mention rather than inside one (``spans`` hold inclusive word
+    ranges); only a mention longer than ``size`` itself is still cut (callers leave its parts out of the loss).
+    """
+    out, lo = [], 0
+    while lo < n:
+        hi = min(n, lo + size)
+        while True:  # overlapping mentions: the new end may split another one
+            crossing = [s for s, e in spans if s < hi <= e]
+            if not crossing or min(crossing) <= lo:
+                break
+            hi = min(crossing)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
 def linking_examples(path: str, entities_path: str, template: str, limit: int | None, max_words: int
                      ) -> tuple[list[Example], list[str]]:
     """Mention → entity-text examples from AIDA/ELEVANT JSONL and a KB entity JSONL.
@@ -292,12 +311,13 @@ def linking_examples(path: str, entities_path: str, template: str, limit: int | 
             hard += [ents[h] for h in by_alias.get(m.text.lower(), []) if h != m.entity_id and h in ents][:5]
         if not spans:
             continue
-        # documents are long: keep windows of max_words around the mentions
-        for lo in range(0, len(sp.words), max_words):
-            hi = lo + max_words
+        # documents are long: windows of at most max_words, cut between mentions
+        for lo, hi in mention_windows(len(sp.words), [(s, e) for s, e, _ in spans], max_words):
             win = [(s - lo, e - lo, t) for s, e, t in spans if s >= lo and e < hi]
+            cut = [(max(s, lo) - lo, min(e, hi - 1) - lo) for s, e, _ in spans if s < hi and e >= lo
+                   and not (s >= lo and e < hi)]
             if win:
-                out.append(Example(sp.words[lo:hi], win, [], hard))
+                out.append(Example(sp.words[lo:hi], win, [], hard, ignore=cut))
         if limit and len(out) >= limit:
             break
     if misaligned:
