@@ -188,12 +188,16 @@ def test_spans_wider_than_max_width_are_ignored_with_one_warning_per_source(capl
 # 5, 6. a changed dev file is named on resume; the final dev F1 is in the last checkpoint
 
 
-def test_a_dev_file_changed_since_the_run_started_is_named(train_cfg, train_files, caplog):
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_a_dev_file_changed_since_the_run_started_is_named(train_cfg, train_files, caplog, as_folder):
     from glinker.model.train import Trainer
 
-    dev = train_files / "dev.json"
+    folder = train_files / "devset"
+    folder.mkdir()
+    dev = folder / "dev.json"
     dev.write_text((train_files / "train.json").read_text())
-    cfg = train_cfg(out="devrun", steps=6, dev=[{"path": str(dev)}])
+    (folder / "train.json").write_text("[]")  # another split of the folder: not read, not digested
+    cfg = train_cfg(out="devrun", steps=6, dev=[{"path": str(folder), "split": "dev"} if as_folder else {"path": str(dev)}])
     t = Trainer(cfg)
     t.setup()
     t.train(stop_at=3)
@@ -206,7 +210,16 @@ def test_a_dev_file_changed_since_the_run_started_is_named(train_cfg, train_file
         again.close()
     assert again.step == 3  # resumed: dev files only measure
     msg = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "dev[0].path" in msg and str(dev) in msg and "changed since the run started" in msg
+    assert "dev[0].path" in msg and str(folder if as_folder else dev) in msg and "changed since the run started" in msg
+    if as_folder:  # a change to a file the reader does not take is no change
+        caplog.clear()
+        dev.write_text(json.dumps(recs))
+        (folder / "train.json").write_text("[{}]")
+        with caplog.at_level(logging.WARNING, logger="glinker.model.train.trainer"):
+            third = Trainer(cfg)
+            third.setup()
+            third.close()
+        assert third.step == 3 and "changed since the run started" not in caplog.text
 
 
 def test_the_final_dev_f1_is_in_the_last_checkpoint(train_cfg, monkeypatch):

@@ -761,13 +761,30 @@ def _same_file(then: Any, now: Any, config_dir: str | None, covered: bool = Fals
 
 def _files_digest(sources: Sequence[Any]) -> list[dict]:
     """The sha256 of the bytes of each source's files (``path``, ``entities``; None for one not given or not
-    there), in the order of the sources."""
+    there), in the order of the sources. A folder's digest covers the files its reader takes (those of the
+    source's ``split``, and the ``labels.json`` beside them), by name and contents."""
+    import hashlib
+
+    from glinker.eval.datasets import training_files
     from glinker.model.packaged import sha256_file
 
-    def digest(p: str | None) -> str | None:
-        return sha256_file(Path(p)) if p and Path(p).is_file() else None
+    def digest(p: str | None, split: str | None) -> str | None:
+        if not p:
+            return None
+        path = Path(p)
+        if path.is_file():
+            return sha256_file(path)
+        if not path.is_dir():
+            return None
+        files = training_files(path, split)
+        files += [lab for lab in dict.fromkeys(f.parent / "labels.json" for f in files) if lab.is_file()]
+        h = hashlib.sha256()
+        for f in sorted(files):
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+        return h.hexdigest() if files else None
 
-    return [{key: digest(getattr(s, key, None)) for key in _SOURCE_PATHS} for s in sources]
+    return [{key: digest(getattr(s, key, None), getattr(s, "split", None)) for key in _SOURCE_PATHS}
+            for s in sources]
 
 
 def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None) -> Any:
