@@ -49,8 +49,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'glinker' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazily imported ones (``dir(glinker)``, completion in a REPL)."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def load_pipeline(path: str, **overrides: Any) -> "Pipeline":
-    """Load and validate a YAML pipeline; stages load their models lazily on first use."""
+    """Load and validate a YAML pipeline (:meth:`glinker.pipeline.Pipeline.from_yaml`); stages load their models
+    lazily on first use. ``overrides``: ``model``, ``kb``, ``batch_size`` (a whole number from 1 to 100,000),
+    ``device``, and ``check_resources`` (default True: the model name, KB folders, label files and label banks the
+    pipeline names are checked now, as ``glinker pipeline validate`` checks them; False leaves them to the first
+    batch)."""
     from glinker.pipeline import Pipeline
 
     return Pipeline.from_yaml(path, **overrides)

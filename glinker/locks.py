@@ -20,10 +20,16 @@ skip this reset, as they skip the ``threading`` module's own. Imports nothing he
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _LOCKS: weakref.WeakSet[Any] = weakref.WeakSet()
 """Every live lock to reset in a forked child."""
@@ -52,3 +58,66 @@ def _reset_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_reset_in_child)
+
+
+# ---- torch after fork -------------------------------------------------------------------------------------------
+# torch's CPU thread pool (GNU OpenMP in the Linux wheels) does not survive fork(): a child forked after the parent
+# ran torch with more than one thread hangs in its first parallel operation. The runner's batches and the
+# BiEncoder's inference calls run in torch_guarded: the threads they ran torch with are noted, and a child forked
+# after that limits itself to one torch thread before its first batch or call (which then does not hang), and says
+# so, once.
+_TORCH_THREADS_USED = 0  # the most torch threads a batch (or a model call) of this process ran with
+_TORCH_PID = 0  # the process that ran them
+_FORKED_AFTER_TORCH = False  # this process was forked after its parent ran batches with several torch threads
+_FORK_WARNED = False
+_FORK_HOOKED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED_AFTER_TORCH, _FORK_WARNED
+    if _TORCH_THREADS_USED > 1:
+        _FORKED_AFTER_TORCH = True
+        _FORK_WARNED = False
+
+
+def _note_torch_threads() -> None:
+    """After a batch: remember how many threads torch ran with (torch already imported by the stages, or none)."""
+    global _TORCH_THREADS_USED, _TORCH_PID, _FORK_HOOKED
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    _TORCH_THREADS_USED = max(_TORCH_THREADS_USED, torch.get_num_threads())
+    _TORCH_PID = os.getpid()
+    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
+        _FORK_HOOKED = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _warn_if_forked() -> None:
+    """Before a batch (or a model call) in a forked child: once, when torch would hang here (see above), run torch
+    with one thread from now on, and say so."""
+    global _FORK_WARNED
+    if not _FORKED_AFTER_TORCH or _FORK_WARNED:
+        return
+    _FORK_WARNED = True
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() > 1:
+        if os.getpid() != _TORCH_PID:  # never in the process that ran torch itself: its pool is fine
+            torch.set_num_threads(1)
+        log.warning("this process was forked from one that had run torch with %d threads: torch's thread pool does "
+                    "not survive fork, and would hang here, so this process now runs torch with one thread "
+                    "(torch.set_num_threads(1)). To use more, load and use the pipeline or model only after the fork "
+                    "(the 'spawn' start method; gunicorn without --preload), or call torch.set_num_threads(1) in the "
+                    "parent before it forks (docs/linking.md, 'Using glinker in a service')", _TORCH_THREADS_USED)
+
+
+@contextmanager
+def torch_guarded() -> Iterator[None]:
+    """Around glinker's own torch work (a pipeline's batch or warm-up, a BiEncoder's predict, encode and span
+    vectors): before it, a forked child's one-thread limit (:func:`_warn_if_forked`); after it, the threads it ran
+    with are noted for a child forked later."""
+    _warn_if_forked()
+    try:
+        yield
+    finally:
+        _note_torch_threads()

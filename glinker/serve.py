@@ -88,10 +88,6 @@ known (a Transfer-Encoding, a bad Content-Length, a body over the limit, a clien
 closing a socket with input unread resets the connection, and the client, which sends its body before it reads,
 would see that instead of the answer."""
 
-MAX_META_DEPTH = 32
-"""How deeply a document's ``meta`` may nest: deeper values failed only when the linked record was serialised,
-after the linking work (pydantic's serialisation depth limit), or overflowed the recursion limit."""
-
 LOOPBACK_NAMES = frozenset({"localhost"})
 """``Host`` names that always reach a server on a loopback address (IP literals of loopback addresses too)."""
 
@@ -123,25 +119,14 @@ def _no_constant(name: str) -> Any:
     raise _NotFinite(f"{name} is not a JSON number")
 
 
-def check_meta(meta: dict[str, Any], where: str, max_depth: int = MAX_META_DEPTH) -> None:
-    """Raise a DataError naming ``where`` when ``meta`` nests deeper than ``max_depth`` or holds a lone surrogate:
-    checked before linking, because either only failed when the linked record was serialised (the work done for
-    nothing) or written. Walked without recursion: the depth checked is what a recursive walk would overflow on."""
-    stack: list[tuple[Any, int]] = [(meta, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > max_depth:
-                raise DataError(f"nested more than {max_depth} levels deep", where=where,
-                                fix='keep meta flat, e.g. "meta": {"source": "..."}')
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    check_text(k, where)
-                    stack.append((v, depth + 1))
-            else:
-                stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, str):
-            check_text(value, where)
+def check_meta(meta: dict[str, Any], where: str, max_depth: int | None = None) -> None:
+    """Raise a DataError naming ``where`` (and the key) when ``meta`` nests deeper than ``max_depth`` (default:
+    ``glinker.types.MAX_META_DEPTH``, 32) or holds a lone surrogate: checked before linking, because either only
+    failed when the linked record was serialised (the work done for nothing) or written. The check
+    ``Pipeline.link`` runs too (:func:`glinker.types.checked_meta`)."""
+    from glinker.types import MAX_META_DEPTH, checked_meta
+
+    checked_meta(meta, where, MAX_META_DEPTH if max_depth is None else max_depth)
 
 
 def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, Any]]:

@@ -6,12 +6,106 @@ with a precise field path in the error, and serialises to JSON the same way ever
 
 from __future__ import annotations
 
+import numbers
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from glinker.errors import DataError
+
 NIL = "NIL"
 """The entity id of a mention that links to nothing in the knowledge base."""
+
+MAX_META_DEPTH = 32
+"""How deeply a document's ``meta`` may nest: deeper values failed only when the linked record was serialised,
+after the linking work (pydantic's serialisation depth limit), or overflowed the recursion limit."""
+
+META_FIX = ("meta holds what JSON holds: strings, numbers, booleans, None, lists and mappings; convert the value "
+            "first (str(value), value.isoformat(), array.tolist())")
+
+
+def checked_meta(meta: dict[str, Any], where: str, max_depth: int = MAX_META_DEPTH) -> dict[str, Any]:
+    """``meta`` as a linked record holds it, checked before anything is linked (``Pipeline.link`` and ``glinker
+    serve``): numpy scalars (what pandas' ``to_dict`` gives) become the Python values they hold (``.item()``); a
+    value the JSON writers cannot write (a numpy array, an arbitrary object), a lone surrogate in a string or a key,
+    or nesting deeper than ``max_depth`` is a DataError naming ``where`` and the key (``meta['tags'][2]``): each
+    failed only when the linked record was written, after the linking work. NaN and infinities stay floats here
+    and are written as JSON ``null``. ``meta`` itself is returned when nothing needed converting."""
+    return _meta_value(meta, where, "meta", 1, max_depth)
+
+
+def _shown_key(k: Any) -> str:
+    r = repr(k)  # escapes a lone surrogate: the message stays encodable
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _meta_value(v: Any, where: str, path: str, depth: int, max_depth: int) -> Any:
+    t = type(v)
+    if t is str:
+        _meta_text(v, where, path)
+        return v
+    if v is None or t is bool or t is int or t is float:
+        return v
+    if isinstance(v, (dict, list, tuple)):
+        if depth > max_depth:
+            raise DataError(f"{path} is nested more than {max_depth} levels deep", where=where,
+                            fix='keep meta flat, e.g. "meta": {"source": "..."}')
+        if isinstance(v, dict):
+            out: dict[Any, Any] = {}
+            changed = t is not dict
+            for k, x in v.items():
+                key = _meta_key(k, where, path)
+                y = _meta_value(x, where, f"{path}[{_shown_key(key)}]", depth + 1, max_depth)
+                changed = changed or key is not k or y is not x
+                out[key] = y
+            return out if changed else v
+        items = [_meta_value(x, where, f"{path}[{i}]", depth + 1, max_depth) for i, x in enumerate(v)]
+        if t is list and all(y is x for y, x in zip(items, v)):
+            return v
+        return items  # a tuple or another sequence type is written as a JSON list anyway
+    np = sys.modules.get("numpy")
+    # np.int64(3), np.float32(0.5), np.bool_(True), np.str_("x") as Python's values (not a datetime64: its .item()
+    # is an int of nanoseconds)
+    if np is not None and isinstance(v, np.generic) and v.dtype.kind in "biufU":
+        return _meta_value(v.item(), where, path, depth, max_depth)
+    if isinstance(v, str):  # a str subclass (a StrEnum's member)
+        _meta_text(v, where, path)
+        return v
+    if isinstance(v, (int, float)):
+        return v  # an int or float subclass (an IntEnum's member): written as its number
+    if np is not None and isinstance(v, np.ndarray):
+        kind = f"a numpy array of shape {tuple(v.shape)}"
+    else:
+        name = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+        kind = f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    raise DataError(f"{path} is {kind}, which a linked record cannot hold (it is written as JSON)", where=where,
+                    fix=META_FIX)
+
+
+def _meta_key(k: Any, where: str, path: str) -> Any:
+    if type(k) is str:
+        _meta_text(k, where, f"{path} key {_shown_key(k)}")
+        return k
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(k, np.generic) and k.dtype.kind in "biufU":
+        k = k.item()
+    if isinstance(k, str):
+        _meta_text(k, where, f"{path} key {_shown_key(k)}")
+        return k
+    if k is None or isinstance(k, (bool, int, float)):
+        return k  # written as its JSON string ("1", "true"), as json.dumps writes it
+    raise DataError(f"{path} has a key of type {type(k).__name__} ({_shown_key(k)}), which JSON cannot hold",
+                    where=where, fix="meta keys are strings (or numbers): use str(key)")
+
+
+def _meta_text(s: str, where: str, path: str) -> None:
+    from glinker.io import check_text
+
+    try:
+        check_text(s, where)
+    except DataError as e:
+        raise DataError(f"{path}: {e.message}", where=where, fix=e.fix) from None
 
 
 class _Record(BaseModel):
@@ -72,8 +166,9 @@ class Document(_Record):
     @field_validator("id", mode="before")
     @classmethod
     def _int_id(cls, v: Any) -> Any:
-        # JSON ids are often numbers: kept as their decimal string, as `glinker link` writes them
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        # JSON ids are often numbers: kept as their decimal string, as `glinker link` writes them; a numpy integer
+        # (a pandas column's) as an int
+        return str(int(v)) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
 
 
 class Mention(_Record):
@@ -84,15 +179,29 @@ class Mention(_Record):
     text: str
     label: str | None = Field(default=None, description="Entity type predicted or given for the span.")
     score: float | None = None
-    doc_index: int | None = Field(default=None, exclude=True,
-                                  description="Index of the document in its batch (in memory only: not written, so "
-                                  "output does not depend on how documents were batched).")
+    doc_index: int | None = Field(default=None, exclude=True, repr=False,
+                                  description="Index of the document in its batch (in memory only: not written, not "
+                                  "shown and not compared, so results do not depend on how documents were batched).")
 
     @model_validator(mode="after")
     def _check_offsets(self) -> "Mention":
         if self.end < self.start:
             raise ValueError(f"mention end ({self.end}) is before its start ({self.start})")
         return self
+
+    def __eq__(self, other: Any) -> bool:
+        """Equal when of the same class with the same span, text, label and score: ``doc_index`` (the document's
+        place in its batch) and what a stage keeps in private attributes (a span vector) are not compared, so a
+        mention equals itself linked in another batch, and read back from its JSON."""
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        if type(self) is not type(other):
+            return False
+        a, b = self.__dict__, other.__dict__
+        return all(a.get(k) == b.get(k) for k in _MENTION_COMPARED)
+
+
+_MENTION_COMPARED = ("start", "end", "text", "label", "score")
 
 
 class Candidate(_Record):

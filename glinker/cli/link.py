@@ -112,6 +112,8 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
     (or are skipped, with a warning, when ``skip_bad``). A JSONL record without an id is numbered by its line
     (see :class:`glinker.io.InputIds`: never an id an earlier record has; a record whose id is the one generated
     for an earlier line is a bad line)."""
+    from glinker.pipeline.runner import record_meta
+
     ids = InputIds(str(path))
     with _open_input(path) as f:
         if hasattr(f, "peek"):  # a UTF-16/32 file is refused as a whole, --skip-bad or not: every line is garbage
@@ -174,9 +176,7 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                     continue
                 raise
             doc = {"id": doc_id, "text": rec[text_field]}
-            meta = {k: v for k, v in rec.items() if k not in ("id", text_field)}
-            if isinstance(rec.get("meta"), dict):
-                meta = {**{k: v for k, v in meta.items() if k != "meta"}, **rec["meta"]}
+            meta = record_meta(rec, text_field)
             if meta:
                 doc["meta"] = meta
             yield n, doc

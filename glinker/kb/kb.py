@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from glinker.errors import KBError
+from glinker.errors import ConfigError, DataError, KBError
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.manifest import Manifest, now
 from glinker.kb.store import EntityStore, TextTemplate, normalize_alias
@@ -207,13 +207,16 @@ class KB:
         return self.store.count()
 
     # -- read API -----------------------------------------------------------------------------------------------
+    # The methods that take several ids or names refuse one string (or bytes): iterated, it was its characters,
+    # ids "Q", "9", "0" looked up (or removed) instead of "Q90".
     def get(self, ids: Sequence[str]) -> list[Entity]:
-        """Entities by id, in the order given; unknown ids are skipped."""
-        return self.store.get(ids)
+        """Entities by id, in the order given; unknown ids are skipped. ``ids`` is a list (``kb.get(["Q90"])``)."""
+        return self.store.get(_many(ids, "ids", "get"))
 
     def rids(self, ids: Sequence[str]) -> dict[str, int]:
-        """Entity id -> its id in the vector index (for reconstructing or filtering vectors); unknown ids absent."""
-        return self.store.rids_for_ids(ids)
+        """Entity id -> its id in the vector index (for reconstructing or filtering vectors); unknown ids absent.
+        ``ids`` is a list."""
+        return self.store.rids_for_ids(_many(ids, "ids", "rids"))
 
     def lookup_alias(self, name: str) -> list[str]:
         """Ids of every entity with this exact (normalised) label or alias — every homonym, most popular first."""
@@ -222,13 +225,15 @@ class KB:
     def prior(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
         """p(entity | mention) from the KB's alias counts, for each name that has counts: name -> {entity id: p}.
 
-        Names are compared by their normalised key, like alias look-ups; a KB without counts gives {}."""
-        return _by_name(names, self.store.prior)
+        Names are compared by their normalised key, like alias look-ups; a KB without counts gives {}. ``names``
+        is a list (``kb.prior(["Paris"])``)."""
+        return _by_name(_many(names, "names", "prior"), self.store.prior)
 
     def link_stats(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(linked, seen) for each name with link statistics (``glinker kb link-stats``): where the alias dictionary
-        matched this form in an annotated corpus, how often the span was a gold mention. {} without statistics."""
-        return _by_name(names, self.store.link_stats)
+        matched this form in an annotated corpus, how often the span was a gold mention. {} without statistics.
+        ``names`` is a list."""
+        return _by_name(_many(names, "names", "link_stats"), self.store.link_stats)
 
     def fuzzy(self, name: str, limit: int = 10, score_cutoff: float = 85.0,
               scorer: str = "ratio") -> list[tuple[str, str, float]]:
@@ -245,6 +250,7 @@ class KB:
         order."""
         from rapidfuzz import fuzz, process
 
+        names = _many(names, "names", "fuzzy_many", single="fuzzy(name)")
         if self._vocab is None:
             self._vocab = self.store.alias_vocab()
         fn = getattr(fuzz, scorer, None)
@@ -305,7 +311,10 @@ class KB:
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        nprobe: int | None = None) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k entities per query vector (M, D): scores (M, k) float32 (``-inf`` where fewer than k were found)
-        and entity ids per row (only the ones found, best first)."""
+        and entity ids per row (only the ones found, best first). ``k`` and ``nprobe`` are whole numbers >= 1."""
+        k = _count(k, "k")
+        if nprobe is not None:
+            nprobe = _count(nprobe, "nprobe")
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -330,8 +339,9 @@ class KB:
 
     def search_text(self, texts: Sequence[str], encoder: EntityEncoder, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
         """Dense search for mention texts encoded on the label side (a convenience for the CLI and tests)."""
+        texts = _many(texts, "texts", "search_text")
         self.check_model(encoder.fingerprint)
-        return self.search_vectors(encoder.encode_entities(list(texts)), k)
+        return self.search_vectors(encoder.encode_entities(texts), k)
 
     # -- incremental updates ------------------------------------------------------------------------------------
     def _need_writable(self) -> None:
@@ -345,6 +355,7 @@ class KB:
         about, naming the ids; the last of them is kept. Records of one id that come one after the other (a source
         read in id order) are always compared as one, whatever the batch size; an id repeated far apart in a source
         in no order is written once per batch it is in."""
+        _not_one_entity(entities, "upsert")
         self._need_writable()
         if self.manifest.has_vectors:
             if encoder is None:
@@ -406,6 +417,7 @@ class KB:
         With ``seen`` (every id the source holds, from :meth:`EntityStore.changed`), ``entities`` are only the new
         and changed ones; the others count as the same. Without it the source is streamed through :meth:`upsert`
         in batches (memory flat whatever the source's size; an unchanged record is compared, not written)."""
+        _not_one_entity(entities, "sync")
         given = seen is not None
         seen = set(seen) if seen is not None else set()
 
@@ -434,7 +446,9 @@ class KB:
         return counts
 
     def remove(self, ids: Sequence[str], encoder: EntityEncoder | None = None) -> list[str]:
-        """Remove entities by id (store, aliases and vectors); returns the ids that existed."""
+        """Remove entities by id (store, aliases and vectors); returns the ids that existed. ``ids`` is a list
+        (``kb.remove(["Q90"])``: a string alone is refused, not read as its characters' ids)."""
+        ids = _many(ids, "ids", "remove")
         self._need_writable()
         if encoder is not None and self.manifest.has_vectors:
             self.check_model(encoder.fingerprint)
@@ -495,6 +509,35 @@ class KB:
         if save:
             m.save(self.path / MANIFEST)
         return m
+
+
+def _many(values: Any, what: str, method: str, single: str | None = None) -> list[Any]:
+    """``values`` (several ids, names or texts: any iterable) as a list; one string or bytes is a DataError naming
+    the method: iterated, it would be its characters."""
+    if isinstance(values, (str, bytes)):
+        example = f"kb.{method}([{values!r:.40}])"
+        raise DataError(f"kb.{method} takes a list of {what}, not one {type(values).__name__} ({values!r:.60}): it "
+                        f"would be read as its characters", where=what,
+                        fix=f"pass a list: {example}" + (f", or use kb.{single}" if single else ""))
+    if values is None or not hasattr(values, "__iter__"):
+        raise DataError(f"kb.{method} takes a list of {what}, not {type(values).__name__}", where=what,
+                        fix=f"pass a list, e.g. kb.{method}([...])")
+    return list(values)
+
+
+def _not_one_entity(entities: Any, method: str) -> None:
+    if isinstance(entities, Entity):  # iterated, it is its (field, value) pairs
+        raise DataError(f"kb.{method} takes a list (or any iterable) of entities, not one Entity", where="entities",
+                        fix=f"pass a list: kb.{method}([entity], encoder)")
+
+
+def _count(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (a numpy integer too); a ConfigError naming ``name`` otherwise (FAISS asserted)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, not {value!r:.60}", where=name, fix=f"e.g. {name}=10")
+    return int(value)
 
 
 def _by_name(names: Sequence[str], by_keys: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:

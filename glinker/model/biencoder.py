@@ -8,6 +8,7 @@ import json
 import logging
 import numbers
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -63,10 +64,24 @@ LABEL_SHAPES = ("a list (or tuple) of names, a {name: description} dict or a Lab
                 "text, one list (or tuple, or dict) of names per text, in a list or tuple")
 
 
+_LABEL_SETS = (list, tuple, set, frozenset, Mapping)
+"""What one text's label set may be, in a per-text list: as the labels of all texts may be."""
+
+
 def _is_per_text(labels: Any) -> bool:
-    """One label set per text: a list or tuple whose items include lists, tuples or mappings."""
+    """One label set per text: a list or tuple whose items include lists, tuples, sets or mappings."""
     return (isinstance(labels, (list, tuple)) and bool(labels)
-            and any(isinstance(x, (list, tuple, Mapping)) for x in labels))
+            and any(isinstance(x, _LABEL_SETS) for x in labels))
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool (a numpy bool too); a ConfigError naming ``name`` otherwise: ``flat_ner="no"`` was true."""
+    if isinstance(value, bool):
+        return value
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.bool_):
+        return bool(value)
+    raise ConfigError(f"{name} must be True or False, not {value!r:.60}", where=name, fix=f"e.g. {name}=False")
 
 
 def _check_count(value: Any, name: str) -> int:
@@ -120,6 +135,8 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
         return prompts, names
     if isinstance(labels, str):
         labels = [labels]
+    if isinstance(labels, (set, frozenset)):  # no order of its own: sorted, so every run scores them alike
+        labels = sorted(labels, key=str)
     if isinstance(labels, (bytes, int, float)) or labels is None or not hasattr(labels, "__iter__"):
         raise DataError(f"labels must be a list of strings, not {type(labels).__name__}", where=where,
                         fix="pass e.g. ['person', 'location'], {'person': 'a human being'} or a LabelBank")
@@ -389,27 +406,35 @@ class BiEncoder:
         several threads share one switch: the modes come back when the last of them ends (a training step run
         meanwhile on another thread sees eval mode: train and predict on one model in turn, not at once). The calls
         are counted per thread: in a child forked while other threads were inside, those calls are not (see
-        ``_EVAL_MODELS``)."""
+        ``_EVAL_MODELS``).
+
+        Every inference call (predict, encode_labels, encode_entities, span_vectors) runs in it, so it also guards
+        torch against fork as a pipeline's batches are guarded (``glinker.locks.torch_guarded``): a child
+        forked after this process ran torch with several threads runs it with one (and says so) instead of hanging
+        in torch's thread pool."""
+        from glinker.locks import torch_guarded
+
         me = threading.get_ident()
-        with _MODE_LOCK:
-            users = self.__dict__.get("_eval_users")
-            first = not users
-            if first:
-                users = self._eval_users = {}
-                self._eval_saved = [m for m in self.net.modules() if m.training]
-                _EVAL_MODELS.add(self)  # (before the switch: a child forked in the middle of it switches back)
-            users[me] = users.get(me, 0) + 1
-            if first and self._eval_saved:
-                self.net.eval()
-        try:
-            yield
-        finally:
+        with torch_guarded():
             with _MODE_LOCK:
-                users[me] -= 1
-                if not users[me]:
-                    del users[me]
-                    if not users:
-                        self._eval_restore()
+                users = self.__dict__.get("_eval_users")
+                first = not users
+                if first:
+                    users = self._eval_users = {}
+                    self._eval_saved = [m for m in self.net.modules() if m.training]
+                    _EVAL_MODELS.add(self)  # (before the switch: a child forked in the middle of it switches back)
+                users[me] = users.get(me, 0) + 1
+                if first and self._eval_saved:
+                    self.net.eval()
+            try:
+                yield
+            finally:
+                with _MODE_LOCK:
+                    users[me] -= 1
+                    if not users[me]:
+                        del users[me]
+                        if not users:
+                            self._eval_restore()
 
     def _eval_restore(self) -> None:
         """The last call in eval mode ended: every module switched gets its training mode back (under _MODE_LOCK)."""
@@ -663,7 +688,7 @@ class BiEncoder:
                 raise DataError(
                     f"per-text labels must have one label set per text ({n_texts}), got {len(labels)}",
                     where="labels",
-                    fix="give one list (or mapping) of labels for every text",
+                    fix="give one list (or set, or mapping) of labels for every text",
                 )
             sets = [_normalize_label_set(x, f"labels[{i}]") for i, x in enumerate(labels)]
             union = list(dict.fromkeys(p for prompts, _ in sets for p in prompts))
@@ -792,7 +817,9 @@ class BiEncoder:
             raise ConfigError(f"overlap must be a number of words >= 0, not {overlap!r}", where="overlap",
                               fix="e.g. overlap=16, or None for the default")
         threshold = _check_threshold(threshold)
-        if labels_or_bank is None or (isinstance(labels_or_bank, (list, tuple, Mapping)) and not labels_or_bank):
+        flat_ner = _check_flag(flat_ner, "flat_ner")
+        multi_label = _check_flag(multi_label, "multi_label")
+        if labels_or_bank is None or (isinstance(labels_or_bank, _LABEL_SETS) and not labels_or_bank):
             raise DataError("no labels given", where="labels", fix="pass e.g. ['person', 'location'] or a LabelBank")
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
@@ -1370,7 +1397,12 @@ class BiEncoder:
         return out
 
     def span_vectors(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Any]:
-        """(n_spans, D) float32 span vectors per text for character spans; same space as P (score = dot)."""
+        """(n_spans, D) float32 span vectors per text for character spans; same space as P (score = dot).
+
+        The model reads words, so a span is read as the words it touches: one that cuts a word is widened to the
+        whole word (``(1, 5)``, "ougl" of "Douglas", gives the vector of ``(0, 7)``), as a linking pipeline reads
+        a given mention. A span that covers no word (empty, only spaces or invisible characters) is a DataError,
+        in the pipeline too."""
         import numpy as np
         import torch
 

@@ -6,12 +6,9 @@ time, calls and produced item counts.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import numbers
-import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,13 +19,13 @@ from pydantic import ValidationError
 
 from glinker.errors import DataError, GlinkerError, PipelineError, StageError
 from glinker.io import free_id
-from glinker.locks import fork_safe_lock
+from glinker.locks import fork_safe_lock, torch_guarded
 from glinker.pipeline.graph import render_dot, render_text, topological_order
 from glinker.pipeline.registry import is_builtin_class, plugin_note, stage_origin
-from glinker.pipeline.spec import PipelineSpec, load_spec, resource_problems
+from glinker.pipeline.spec import PipelineSpec, checked_batch_size, load_spec, resource_problems
 from glinker.pipeline.stage import DOCUMENTS, PipelineContext, Stage
 from glinker.stages.records import CANDIDATES, LINKS, MENTIONS, MentionCandidates
-from glinker.types import Candidate, Document, Link, LinkedDocument, Mention
+from glinker.types import Candidate, Document, Link, LinkedDocument, Mention, checked_meta
 
 KIND_SHAPES = {
     MENTIONS: "a list of glinker.types.Mention per document (offsets within its text)",
@@ -120,10 +117,30 @@ def as_document(item: Any, index: int, ids: Iterator[int] | None = None) -> Docu
     return doc
 
 
+def record_meta(rec: dict[str, Any], text_field: str = "text") -> dict[str, Any]:
+    """The ``meta`` of an input record, as ``glinker link`` reads a JSONL line: every field but ``id`` and the text
+    (``{"id", "text", "mentions"}``: an AIDA-style record's gold spans are ``meta.mentions``, where
+    ``given_mentions`` reads them), with the record's own ``meta`` mapping merged over them (its keys win)."""
+    meta = {k: v for k, v in rec.items() if k not in ("id", text_field)}
+    if isinstance(rec.get("meta"), dict):
+        meta = {**{k: v for k, v in meta.items() if k != "meta"}, **rec["meta"]}
+    return meta
+
+
+_FIELD_FIXES = {
+    "id": "ids are strings or whole numbers, e.g. {'id': 'a', 'text': '...'}",
+    "text": "documents are strings, or dicts whose `text` is the text as a string",
+    "meta": "meta is a mapping, e.g. {'text': '...', 'meta': {'source': 'web'}}",
+}
+
+
 def checked_document(item: Any, index: int) -> Document:
     """``item`` (a str, dict or Document) as a Document, its id as given (None: none), checked as far as can be
-    without linking it: its type, its ``text`` (a string, no lone surrogate), ``meta`` (a mapping). Errors name
-    its position (``input[9]``)."""
+    without linking it: its type, its ``text`` (a string, no lone surrogate), its ``id`` (a string or a whole
+    number, a numpy integer too; no lone surrogate), ``meta`` (a mapping of what a linked record can hold:
+    :func:`glinker.types.checked_meta`, numpy scalars becoming Python values). A dict's keys other than ``id``,
+    ``text`` and ``meta`` go into its meta, as ``glinker link`` reads a JSONL record (:func:`record_meta`). Errors
+    name its position (``input[9]``)."""
     from glinker.io import check_text
 
     if isinstance(item, Document):
@@ -131,71 +148,47 @@ def checked_document(item: Any, index: int) -> Document:
     elif isinstance(item, str):
         doc = Document(text=item)
     elif isinstance(item, dict):
+        fields = item
+        if any(k not in ("id", "text", "meta") for k in item):
+            if item.get("meta") is not None and not isinstance(item["meta"], dict):
+                raise DataError(f"document {index} has a meta of type {type(item['meta']).__name__}",
+                                where=f"input[{index}].meta", fix=_FIELD_FIXES["meta"])
+            fields = {k: item[k] for k in ("id", "text") if k in item}
+            fields["meta"] = record_meta(item)
         try:
-            doc = Document.model_validate(item)
+            doc = Document.model_validate(fields)
         except ValidationError as e:
             first = e.errors()[0]
-            raise DataError(f"document {index} is invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}",
-                            where=f"input[{index}]", fix="documents are strings or objects with a `text` field") from None
+            loc = ".".join(map(str, first["loc"]))
+            top = str(first["loc"][0]) if first["loc"] else ""
+            if first["type"] == "missing" and top == "text":
+                others = [k for k, v in item.items() if isinstance(v, str) and k != "id"]
+                msg = "document {} has no `text`{}".format(
+                    index, f" (its string fields: {', '.join(map(str, others[:5]))})" if others else "")
+            else:
+                msg = f"document {index} is invalid: {loc}: {first['msg']}"
+            raise DataError(msg, where=f"input[{index}]" + (f".{top}" if top else ""),
+                            fix=_FIELD_FIXES.get(top, "documents are strings or dicts with a `text` field")) from None
     else:
         raise DataError(f"document {index} has type {type(item).__name__}", where=f"input[{index}]",
                         fix="pass strings, dicts with `text`, or glinker.Document objects")
     # a Document made with model_construct (or changed since) skips pydantic's checks
     if not isinstance(doc.text, str):
         raise DataError(f"document {index} has a text of type {type(doc.text).__name__}", where=f"input[{index}].text",
-                        fix="documents are strings or objects with a `text` field")
+                        fix=_FIELD_FIXES["text"])
     if not isinstance(doc.meta, dict):
         raise DataError(f"document {index} has a meta of type {type(doc.meta).__name__}",
-                        where=f"input[{index}].meta", fix="meta is a mapping, e.g. {'source': 'web'}")
+                        where=f"input[{index}].meta", fix=_FIELD_FIXES["meta"])
     if doc.id is not None and not isinstance(doc.id, str):
         raise DataError(f"document {index} has an id of type {type(doc.id).__name__}", where=f"input[{index}].id",
                         fix="ids are strings (or whole numbers in a dict)")
     check_text(doc.text, f"input[{index}].text")
+    if doc.id is not None:
+        check_text(doc.id, f"input[{index}].id")  # written with the links: Unicode text
+    meta = checked_meta(doc.meta, f"input[{index}].meta")
+    if meta is not doc.meta:  # numpy scalars became Python values: a copy (the caller's Document is not changed)
+        doc = doc.model_copy(update={"meta": meta})
     return doc
-
-
-# ---- fork ---------------------------------------------------------------------------------------------------
-# torch's CPU thread pool (GNU OpenMP in the Linux wheels) does not survive fork(): a child forked after the parent
-# ran torch with more than one thread hangs in its first parallel operation. The runner notes the threads its
-# batches ran with; a child forked after that warns once, at its first batch, before it would hang there.
-_TORCH_THREADS_USED = 0  # the most torch threads a batch of this process ran with
-_FORKED_AFTER_TORCH = False  # this process was forked after its parent ran batches with several torch threads
-_FORK_WARNED = False
-_FORK_HOOKED = False
-
-
-def _after_fork_in_child() -> None:
-    global _FORKED_AFTER_TORCH, _FORK_WARNED
-    if _TORCH_THREADS_USED > 1:
-        _FORKED_AFTER_TORCH = True
-        _FORK_WARNED = False
-
-
-def _note_torch_threads() -> None:
-    """After a batch: remember how many threads torch ran with (torch already imported by the stages, or none)."""
-    global _TORCH_THREADS_USED, _FORK_HOOKED
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    _TORCH_THREADS_USED = max(_TORCH_THREADS_USED, torch.get_num_threads())
-    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
-        _FORK_HOOKED = True
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _warn_if_forked() -> None:
-    """Before a batch in a forked child: warn once when torch may hang here (see above)."""
-    global _FORK_WARNED
-    if not _FORKED_AFTER_TORCH or _FORK_WARNED:
-        return
-    _FORK_WARNED = True
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() > 1:
-        log.warning("this process was forked from one that had run torch with %d threads: torch's thread pool does "
-                    "not survive fork, and this batch may hang. Load and use the pipeline only after the fork (the "
-                    "'spawn' start method; gunicorn without --preload), or call torch.set_num_threads(1) here or in "
-                    "the parent before it forks (docs/linking.md, 'Using glinker in a service')",
-                    _TORCH_THREADS_USED)
 
 
 # The locks below (and the models' and caches' locks) start free in a child forked while another thread held them
@@ -231,7 +224,13 @@ class Pipeline:
         self.stages: dict[str, Stage] = {n: spec.stages[n].cls(n, spec.stages[n].params, self.context)
                                          for n in self.order}
         self.stats = RunStats(stages={n: StageStats() for n in self.order})
-        self._next_id = itertools.count()  # default document ids: positions among all documents this object read
+        # default document ids: the documents without one, numbered in the order this object reads them, across
+        # calls; an own id that such a number could become later (_ids_ahead) is kept until the numbering passes it
+        self._next_n = 0
+        self._ahead: set[int] = set()  # own ids read that are a number not generated yet
+        self._ahead_k: dict[int, set[str]] = {}  # own ids read of the form N#k, N not generated yet (rare)
+        self._ahead_capped = False
+        self._ids_lock = fork_safe_lock()
         # one batch at a time, whichever threads call: the stages (plugins too) keep per-batch state, and the window
         # cache holds the running batch's word vectors (docs/linking.md, "Using glinker in a service")
         self._lock = _run_lock(self.context)
@@ -241,8 +240,16 @@ class Pipeline:
     # construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, *, model: str | None = None, kb: str | None = None,
-                  batch_size: int | None = None, device: str | None = None) -> "Pipeline":
-        """Load, validate and build a pipeline from a YAML file; keyword arguments override its settings."""
+                  batch_size: int | None = None, device: str | None = None,
+                  check_resources: bool = True) -> "Pipeline":
+        """Load, validate and build a pipeline from a YAML file; keyword arguments override its settings
+        (``batch_size``: a whole number from 1 to 100,000, else a ConfigError). With ``check_resources`` (the
+        default) the resources it names are checked as ``glinker pipeline validate`` checks them, before anything
+        loads: a model name that is no shipped model, folder or hub id, and a KB folder, label file or label bank
+        that does not exist are a PipelineError listing each with its line and fix (which the first batch would
+        otherwise meet); ``check_resources=False`` leaves them to the first batch (a KB built after loading)."""
+        if batch_size is not None:
+            batch_size = checked_batch_size(batch_size)
         spec = load_spec(path)
         h = spec.header
         # paths given here (a command line's --model/--kb) are the caller's: relative to the current directory, not
@@ -259,6 +266,10 @@ class Pipeline:
             h.settings.batch_size = batch_size
         if device is not None:
             h.settings.device = device
+        if check_resources:
+            problems = resource_problems(spec, check_paths=True, unused=False, sources=False)
+            if problems:
+                raise PipelineError(problems, source=spec.source)
         return cls(spec)
 
     @property
@@ -388,11 +399,8 @@ class Pipeline:
         and the collections they triggered cost 0.57 s of 2.7 s of non-encoder time on 100 AIDA documents
         (0.21 s after). It is process-wide, which is why only the CLI commands (which own their process) ask for
         it; a long-running service can do the same once after warm-up."""
-        with self._lock:
-            try:
-                self._warm_stages()
-            finally:
-                _note_torch_threads()  # warming up runs torch too (the labels are encoded)
+        with self._lock, torch_guarded():  # warming up runs torch too (the labels are encoded)
+            self._warm_stages()
         if freeze_gc:
             import gc
 
@@ -557,14 +565,12 @@ class Pipeline:
         after the other (each on its caller's thread), and each gives what it gives alone."""
         from glinker.stages.resources import clear_window_cache
 
-        with self._lock:
-            _warn_if_forked()
+        with self._lock, torch_guarded():
             clear_window_cache(self.context)  # a batch reads only the word vectors it encoded itself
             try:
                 return self._run_batch(documents)
             finally:
                 clear_window_cache(self.context)  # and an idle pipeline holds none
-                _note_torch_threads()
 
     def _run_batch(self, documents: Sequence[Document]) -> BatchResult:
         self._warm_stages()
@@ -605,29 +611,77 @@ class Pipeline:
     def _documents(self, items: Iterable[Any]) -> Iterator[Document]:
         """``items`` (str, dict or Document) as Documents with their ids: each is checked (:func:`checked_document`)
         and one without an id gets the pipeline's next number (``"0"``, ``"1"``, ... across calls), or ``N#2``
-        (``N#3``, ...) when another document of ``items`` has ``N`` as its own id; a Document given without an id
-        is copied, not changed. A list or tuple is checked whole before the first document is yielded: a bad item
-        fails before anything is linked, and a generated id is never any of its documents' own. Any other iterable
-        is read as it is consumed (a stream): a generated id then avoids the own ids read before it only."""
+        (``N#3``, ...) when a document of ``items``, or of an earlier call, has ``N`` (``N#2``, ...) as its own id;
+        a Document given without an id is copied, not changed. A list or tuple is checked whole before the first
+        document is yielded: a bad item fails before anything is linked. Any other iterable is read as it is
+        consumed (a stream): a generated id then avoids the own ids read before it only. A generated id is never
+        an id the pipeline has read or generated before (up to ``IDS_AHEAD_CAP`` own ids kept for later calls)."""
         whole = isinstance(items, (list, tuple))
         checked: Iterable[Document] = [checked_document(x, i) for i, x in enumerate(items)] if whole else \
             (checked_document(x, i) for i, x in enumerate(items))
         taken: set[str] = {d.id for d in checked if d.id is not None} if whole else set()
+        for own in taken:
+            self._read_id(own)
         for doc in checked:
             if doc.id is None:
-                doc = doc.model_copy(update={"id": free_id(next(self._next_id), taken)})
+                doc = doc.model_copy(update={"id": self._new_id(taken)})
             elif not whole:
                 taken.add(doc.id)
+                self._read_id(doc.id)
             yield doc
+
+    IDS_AHEAD_CAP = 100_000
+    """Own ids (of the form a generated id has, ``N`` or ``N#k``, with ``N`` not generated yet) kept for the calls
+    after the one that read them, at most (~6 MB); past it, a generated id may be one of a later one's."""
+
+    def _read_id(self, own: str) -> None:
+        """Keep ``own`` (a document's own id) when a later document without an id could be numbered as it."""
+        number, sep, k = own.partition("#")
+        if not (number.isascii() and number.isdigit() and (number == "0" or number[0] != "0")) \
+                or sep and not (k.isascii() and k.isdigit()):
+            return  # not a form a generated id has
+        n = int(number)
+        with self._ids_lock:
+            if n < self._next_n:
+                return  # a number already given out: never generated again
+            if len(self._ahead) + len(self._ahead_k) < self.IDS_AHEAD_CAP:
+                if sep:
+                    self._ahead_k.setdefault(n, set()).add(own)
+                else:
+                    self._ahead.add(n)
+            elif not self._ahead_capped:
+                self._ahead_capped = True
+                log.info("%s: over %d own ids that a document without an id could be numbered as; from here a "
+                         "generated id may repeat one of them", self.name, self.IDS_AHEAD_CAP)
+
+    def _new_id(self, taken: set[str]) -> str:
+        """The next generated id: the next number, or ``N#k`` when it is an own id of this call (``taken``) or of
+        an earlier one; added to ``taken``."""
+        with self._ids_lock:
+            n = self._next_n
+            self._next_n += 1
+            earlier = self._ahead_k.pop(n, set())
+            if n in self._ahead:
+                self._ahead.discard(n)
+                earlier.add(str(n))
+        if not earlier:
+            return free_id(n, taken)
+        key = free_id(n, taken | earlier)
+        taken.add(key)
+        return key
 
     def run(self, documents: Iterable[Any], *, batch_size: int | None = None) -> Iterator[BatchResult]:
         """Stream documents (str, dict or Document) through the pipeline, one batch at a time; one str, dict or
         Document on its own is one document (not a sequence of characters or keys). A list or tuple is checked whole
         before its first batch runs, and its documents without an id never get another's own id
-        (:meth:`_documents`)."""
+        (:meth:`_documents`). ``batch_size`` (default: the pipeline's ``settings.batch_size``) is a whole number
+        from 1 to 100,000, checked here (a ConfigError), before any batch."""
         if isinstance(documents, (str, dict, Document)):
             documents = [documents]
-        bs = batch_size or self.spec.header.settings.batch_size
+        bs = self.spec.header.settings.batch_size if batch_size is None else checked_batch_size(batch_size)
+        return self._batches(documents, bs)
+
+    def _batches(self, documents: Iterable[Any], bs: int) -> Iterator[BatchResult]:
         log_every = self.spec.header.settings.log_every
         batch: list[Document] = []
         seen = 0
@@ -659,12 +713,20 @@ class Pipeline:
         return out
 
     def link(self, texts: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
-        """Link texts: the output stage's result per document (LinkedDocument for linking pipelines). Documents
-        without an id are numbered in the order this pipeline reads them, across calls (0, 1, ...): a second call
-        goes on where the first stopped, so ids never repeat in what the pipeline writes; a number that another
-        document of the same call has as its own id becomes ``N#2`` (``N#3``, ...). Every document is checked before
-        any is linked. Several threads may call it at once: their batches run one at a time, and each call returns
-        what it returns alone (docs/linking.md, "Using glinker in a service")."""
+        """Link texts: the output stage's result per document, in order (a ``LinkedDocument`` for a pipeline that
+        ends in ``select``/``write_links``; a list of ``Mention`` or of ``MentionCandidates`` for one that stops
+        before). Texts are strings, ``glinker.Document``s or dicts with ``text`` (and ``id``, ``meta``; other keys
+        go into ``meta``, as ``glinker link`` reads a JSONL record). Every document is checked before any is linked:
+        its ``id``, ``text`` and ``meta`` (numpy scalars become Python values; what a linked record cannot hold is a
+        DataError naming ``input[i]`` and the key).
+
+        Documents without an id are numbered in the order this pipeline object reads them, across calls (0, 1,
+        ...: a second call goes on where the first stopped); a number that is a document's own id, in this call or
+        an earlier one, becomes ``N#2`` (``N#3``, ...). So a generated id never repeats an id the pipeline read or
+        generated before, and what a ``write_links`` stage writes over several calls holds each generated id once;
+        a document's own id is kept as given, even where it is one generated in an earlier call. Several threads may
+        call it at once: their batches run one at a time, and each call returns what it returns alone
+        (docs/linking.md, "Using glinker in a service")."""
         return self(texts, batch_size=batch_size)
 
     def close(self) -> None:

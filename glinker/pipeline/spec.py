@@ -18,13 +18,30 @@ from glinker.pipeline.yamlsrc import LoadedYAML, load_yaml
 
 RESERVED_STAGE_KEYS = ("type", "input", "inputs", "description")
 
+MAX_BATCH_SIZE = 100_000
+"""The largest ``settings.batch_size`` (and ``batch_size=`` override) a pipeline takes."""
+
+
+def checked_batch_size(value: Any, where: str = "batch_size") -> int:
+    """A ``batch_size`` given in Python (``load_pipeline(..., batch_size=)``, ``Pipeline.run(batch_size=)``) as an
+    int from 1 to MAX_BATCH_SIZE, as the YAML's ``settings.batch_size`` is checked (a numpy integer is taken); a
+    ConfigError naming ``where`` otherwise: 0 or a negative number ran one document per batch, a string failed at
+    the first batch."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE:,}, not {value!r:.60}",
+                          where=where, fix="e.g. batch_size=16, or leave it out for the pipeline's settings.batch_size")
+    return int(value)
+
 
 class Settings(BaseModel):
     """Run settings shared by all stages."""
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(default=32, ge=1, le=100_000, description="Documents per batch moved through the stages.")
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE,
+                            description="Documents per batch moved through the stages.")
     device: str | None = Field(default=None, pattern=r"^(cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$",
                                description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
     log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
@@ -384,11 +401,13 @@ def missing_kb(value: str, base_dir: Path) -> tuple[str, str]:
 
 
 def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = None,
-                      check_paths: bool = False) -> list[Problem]:
+                      check_paths: bool = False, *, unused: bool = True, sources: bool = True) -> list[Problem]:
     """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
     command line) name one (E250); with ``check_paths``, also model names that cannot load (E251) and the KB
     folders, label files and label banks the file names that do not exist (yet: E252, a warning for `pipeline
-    validate`), so that they are found before a run is."""
+    validate`), so that they are found before a run is. ``unused=False`` leaves out the pipeline's own model and
+    KB when no stage uses them, ``sources=False`` the source files of ``kb:`` blocks (read at warm-up, or not at
+    all when a cached KB is kept): what ``load_pipeline`` checks, where each problem is an error."""
     import re
 
     global _HUB_ID
@@ -403,9 +422,23 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         line = st.line if st is not None else None
         return (f"{spec.source}:{line}" if line else spec.source), line
 
+    # the stages that use the pipeline's own model and KB (having none of their own): named in its problems
+    users: dict[str, list[str]] = {"kb": [], "model": []}
+    for name, st in spec.stages.items():
+        p = st.params
+        fields = type(p).model_fields if p is not None else {}
+        if "kb" in fields and getattr(p, "kb", None) is None:
+            users["kb"].append(name)
+        weights = getattr(p, "weights", None)
+        if "model" in fields and getattr(st.cls, "model_is_biencoder", True) and getattr(p, "model", None) is None \
+                and not (isinstance(weights, dict) and st.type == "rescore" and not weights.get("biencoder", 0)):
+            users["model"].append(name)
+
     def check(what: str, value: Any, st: StageSpec | None) -> None:
         if not isinstance(value, str) or not value or "${" in value:
             return
+        if st is None and not unused and not users.get(what):
+            return  # the pipeline's own, which no stage uses
         w, line = where(st)
         p = Path(value).expanduser()
         found = p if p.is_absolute() else spec.base_dir / p
@@ -429,7 +462,12 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
                 return
             msg, fix = (f"{what} {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
                         "fix the path (relative to the pipeline file)")
-        name = f"stage {st.name!r}" if st is not None else "the pipeline"
+        if st is not None:
+            name = f"stage {st.name!r}"
+        else:
+            used = users.get(what) or []
+            name = "the pipeline" + (f" (the {what} of stage {', '.join(map(repr, used[:3]))}"
+                                     f"{', ...' if len(used) > 3 else ''})" if used else "")
         # a model name that is none of the forms can never load (E251); a missing file may be built later (E252:
         # a warning for `pipeline validate`, an error when the pipeline runs)
         out.append(Problem("E251" if what == "model" else "E252", f"{name}: {msg}", where=w, line=line, fix=fix))
@@ -458,7 +496,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
     if check_paths:
         check("model", h.model, None)
         check("kb", h.kb, None)
-        if h.kb is not None and not isinstance(h.kb, str):
+        if sources and h.kb is not None and not isinstance(h.kb, str) and (unused or users["kb"]):
             check_source(h.kb, None)
     for name, st in spec.stages.items():
         p = st.params
@@ -480,7 +518,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
                 if what in fields and (what != "model" or bi_model):
                     check(what, getattr(p, what, None), st)
             own = getattr(p, "kb", None) if "kb" in fields else None
-            if own is not None and not isinstance(own, str):
+            if sources and own is not None and not isinstance(own, str):
                 check_source(own, st)
     return out
 

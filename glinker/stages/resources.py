@@ -19,7 +19,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glinker.errors import ConfigError, GlinkerError, KBError, SourceUnavailable
+from glinker.errors import ConfigError, DataError, GlinkerError, KBError, SourceUnavailable
 from glinker.locks import fork_safe_lock
 from glinker.pipeline.stage import PipelineContext
 
@@ -462,8 +462,10 @@ def _locked(path: Path) -> Any:
 def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                  batch_size: int = 16, cache: "WindowCache | None" = None) -> list[Any]:
     """(n_spans, D) float32 span vectors per text, with every needed window encoded once per batch of windows
-    (not once per text), or taken from ``cache`` when an earlier stage of the batch encoded it. A span that covers
-    no word gets a zero vector."""
+    (not once per text), or taken from ``cache`` when an earlier stage of the batch encoded it. As
+    ``BiEncoder.span_vectors``: a span is read as the words it touches (one that cuts a word is widened to it), and
+    one that covers no word (only spaces or invisible characters) is a DataError, not a zero vector (which found
+    arbitrary entities)."""
     import numpy as np
     import torch
 
@@ -486,7 +488,9 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
             ws = bisect.bisect_right(sp.ends, cs)
             we = bisect.bisect_left(sp.starts, ce) - 1
             if ws >= len(sp.words) or we < ws or i not in by_text:
-                continue
+                raise DataError(f"the span {cs}-{ce} ({texts[i][cs:ce]!r:.40}) of the batch's document {i} covers no "
+                                "word (only spaces or invisible characters): it has no span vector",
+                                fix="mentions cover at least one word: fix the stage or the spans that give it")
             cand = by_text[i]  # this text's windows, in word order (starts and ends both increase)
             starts = win_starts[i]
             k = max(0, bisect.bisect_right(starts, ws) - 1)

@@ -557,11 +557,11 @@ def test_a_worker_with_another_kb_is_refused_and_a_missing_kb_fails_the_coordina
                                                   inputs, tmp_path / "out.jsonl", redis_job)
     assert n["written"] == 11 and wrong.documents == 0
     assert errors and f"({len(ENTITIES)} entities)" in errors[0].message and f"{small} (4 entities)" in errors[0].message
-    from glinker.errors import KBError
+    from glinker.errors import PipelineError
 
-    with pytest.raises(KBError, match="does not exist") as ei:  # as a local run says it, with the build command
+    with pytest.raises(PipelineError, match="does not exist") as ei:  # as a local run says it, with the build command
         run_link(inputs, pipeline, tmp_path / "o2.jsonl", queue=URL, job=redis_job, kb=str(tmp_path / "none"))
-    assert "glinker kb build" in ei.value.fix
+    assert "glinker kb build" in ei.value.problems[0].fix
     assert not (tmp_path / "o2.jsonl.run.json").exists()  # no record of a run that did not happen
 
 

@@ -106,7 +106,7 @@ def test_link_returns_ids_and_results_in_order():
 
 
 def test_a_child_forked_after_torch_ran_with_threads_warns_at_its_first_batch(monkeypatch, caplog):
-    from glinker.pipeline import runner
+    from glinker import locks as runner
 
     torch = pytest.importorskip("torch")
     p = Pipeline(loads_spec(REGEX))
@@ -116,7 +116,7 @@ def test_a_child_forked_after_torch_ran_with_threads_warns_at_its_first_batch(mo
     monkeypatch.setattr(runner, "_FORK_HOOKED", True)  # no real at-fork hook from a test
     p.link(["in 1999"])
     assert runner._TORCH_THREADS_USED == 4
-    with caplog.at_level(logging.WARNING, logger="glinker.pipeline.runner"):
+    with caplog.at_level(logging.WARNING, logger="glinker.locks"):
         p.link(["in 1999"])
         assert not caplog.records  # not forked: nothing said
         runner._after_fork_in_child()  # what os.fork() runs in the child
@@ -128,7 +128,7 @@ def test_a_child_forked_after_torch_ran_with_threads_warns_at_its_first_batch(mo
     monkeypatch.setattr(runner, "_TORCH_THREADS_USED", 1)  # the parent ran with one thread: a fork is safe
     monkeypatch.setattr(runner, "_FORKED_AFTER_TORCH", False)
     runner._after_fork_in_child()
-    with caplog.at_level(logging.WARNING, logger="glinker.pipeline.runner"):
+    with caplog.at_level(logging.WARNING, logger="glinker.locks"):
         p.link(["in 1999"])
     assert not caplog.records
 
