@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from pydantic import Field
 
 from glinker.pipeline.stage import Stage, StageParams
+from glinker.stages.names import follow_full_names
 from glinker.stages.records import CANDIDATES, LINKS, MentionCandidates, merge_candidate_lists
 from glinker.types import NIL, Document, Link, LinkedDocument
 
@@ -17,6 +18,17 @@ class SelectParams(StageParams):
     top_k: int = Field(default=5, ge=0, description="Candidates kept on each link (best first, with all their scores).")
     keep_nil: bool = Field(default=True, description="Also output mentions linked to NIL.")
     one_per_span: bool = Field(default=True, description="Drop overlapping linked mentions, keeping the most confident.")
+    follow_full_names: bool = Field(
+        default=False,
+        description="A short name form (\"Riley\") takes the decision of the full name it abbreviates in its "
+                    "document (\"Pat Riley\"): that entity, or NIL with it when the KB lacks the person, instead of "
+                    "whoever the KB holds with that last name; a NIL full name takes the entity its short form "
+                    "found under the full name (\"Wolfgang Pauli\" for \"Wolfgang Joseph Pauli\"). Both written "
+                    "as names, the short form's words the first or last words of the full name, one of them of a "
+                    "`name_labels` type; a short form with two different full names is left alone.")
+    name_labels: list[str] = Field(
+        default_factory=lambda: ["person"],
+        description="Mention types for `follow_full_names` (the mention stages' labels); empty: every type.")
 
 
 class Select(Stage):
@@ -50,6 +62,8 @@ class Select(Stage):
                 links.append(link)
             if p.one_per_span:
                 links = _no_overlaps(links)
+            if p.follow_full_names:
+                follow_full_names(links, p.name_labels)
             if not p.keep_nil:
                 links = [ln for ln in links if not ln.is_nil]
             links.sort(key=lambda ln: (ln.mention.start, ln.mention.end))

@@ -62,3 +62,24 @@ def test_left_alone_two_full_names_lowercase_other_labels_and_no_full_name():
     assert _ids(links) == ["Q3", "Q3", "Q3"]
     links = [_link("Riley", 0, "Q1", "a"), _link("Riley", 10, "Q2", "b")]
     assert follow_full_names(links) == 0
+
+
+def test_the_select_stage_applies_it_when_asked():
+    from glinker.pipeline.stage import PipelineContext
+    from glinker.stages.records import MentionCandidates
+    from glinker.stages.select import Select, SelectParams
+    from glinker.types import Candidate, Document
+
+    text = "Pat Riley said Riley would stay."
+    rows = [MentionCandidates(Mention(start=0, end=9, text="Pat Riley", label="person"),
+                              [Candidate(entity_id="Q1", label="guitarist", score=0.2)]),
+            MentionCandidates(Mention(start=15, end=20, text="Riley", label="person"),
+                              [Candidate(entity_id="Q230420", label="Amber Riley", score=0.6)])]
+
+    def run(**kw):
+        stage = Select("links", SelectParams(nil_threshold=0.5, **kw), PipelineContext())
+        return [ln.entity_id for ln in stage.run([Document(id="d", text=text)], [[rows]])[0].links]
+
+    assert run() == [NIL, "Q230420"]
+    assert run(follow_full_names=True) == [NIL, NIL]
+    assert run(follow_full_names=True, name_labels=["location"]) == [NIL, "Q230420"]
