@@ -74,10 +74,16 @@ _FORK_HOOKED = False
 
 
 def _after_fork_in_child() -> None:
+    """In the child, in the thread that forked (the one whose torch pool is gone): one torch thread from here on.
+    Done here and not at the child's first glinker call, which may come from another thread: torch's thread count
+    is per thread once a thread has run torch, so setting it there would leave this thread's broken pool in use."""
     global _FORKED_AFTER_TORCH, _FORK_WARNED
     if _TORCH_THREADS_USED > 1:
         _FORKED_AFTER_TORCH = True
         _FORK_WARNED = False
+        torch = sys.modules.get("torch")
+        if torch is not None and os.getpid() != _TORCH_PID and torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
 
 
 def _note_torch_threads() -> None:
@@ -101,8 +107,10 @@ def _warn_if_forked() -> None:
         return
     _FORK_WARNED = True
     torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() > 1:
-        if os.getpid() != _TORCH_PID:  # never in the process that ran torch itself: its pool is fine
+    if torch is not None:
+        # the forking thread was set to one thread at the fork (_after_fork_in_child); another thread calling first
+        # gets one too. Never in the process that ran torch itself: its pool is fine
+        if os.getpid() != _TORCH_PID and torch.get_num_threads() > 1:
             torch.set_num_threads(1)
         log.warning("this process was forked from one that had run torch with %d threads: torch's thread pool does "
                     "not survive fork, and would hang here, so this process now runs torch with one thread "

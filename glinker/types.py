@@ -21,7 +21,8 @@ MAX_META_DEPTH = 32
 """How deeply a document's ``meta`` may nest: deeper values failed only when the linked record was serialised,
 after the linking work (pydantic's serialisation depth limit), or overflowed the recursion limit."""
 
-META_FIX = ("meta holds what JSON holds: strings, numbers, booleans, None, lists and mappings; convert the value "
+META_FIX = ("meta holds what JSON holds: strings, numbers, booleans, None, lists and mappings (dates, Decimals, UUIDs and "
+            "sets are written as JSON strings and lists); convert the value "
             "first (str(value), value.isoformat(), array.tolist())")
 
 
@@ -74,6 +75,8 @@ def _meta_value(v: Any, where: str, path: str, depth: int, max_depth: int) -> An
         return v
     if isinstance(v, (int, float)):
         return v  # an int or float subclass (an IntEnum's member): written as its number
+    if _json_writable(v):  # a date, a Decimal, a UUID, a set...: the writers (pydantic) write it, as before
+        return v
     if np is not None and isinstance(v, np.ndarray):
         kind = f"a numpy array of shape {tuple(v.shape)}"
     else:
@@ -81,6 +84,18 @@ def _meta_value(v: Any, where: str, path: str, depth: int, max_depth: int) -> An
         kind = f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
     raise DataError(f"{path} is {kind}, which a linked record cannot hold (it is written as JSON)", where=where,
                     fix=META_FIX)
+
+
+def _json_writable(v: Any) -> bool:
+    """Whether the linked records' JSON writers (pydantic's serializer) write ``v`` (a datetime, Decimal, UUID,
+    Enum, set, Path...): such values were always linked and written, so they are kept as they are."""
+    from pydantic_core import PydanticSerializationError, to_json
+
+    try:
+        to_json(v)
+    except (PydanticSerializationError, ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _meta_key(k: Any, where: str, path: str) -> Any:
@@ -190,12 +205,13 @@ class Mention(_Record):
         return self
 
     def __eq__(self, other: Any) -> bool:
-        """Equal when of the same class with the same span, text, label and score: ``doc_index`` (the document's
-        place in its batch) and what a stage keeps in private attributes (a span vector) are not compared, so a
-        mention equals itself linked in another batch, and read back from its JSON."""
+        """Equal when both are mentions (a stage's subclass that only keeps private attributes, such as a span
+        vector, too) with the same span, text, label and score: ``doc_index`` (the document's place in its batch)
+        and private attributes are not compared, so a mention equals itself linked in another batch, and read back
+        from its JSON."""
         if not isinstance(other, BaseModel):
             return NotImplemented
-        if type(self) is not type(other):
+        if not isinstance(other, Mention):
             return False
         a, b = self.__dict__, other.__dict__
         return all(a.get(k) == b.get(k) for k in _MENTION_COMPARED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 from pydantic import Field
@@ -11,9 +12,11 @@ from glinker.model.words import split_words
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
 from glinker.types import Document, Mention
 
+log = logging.getLogger(__name__)
+
 
 class GivenMentionsParams(StageParams):
-    field: str = Field(default="mentions", description="Key in each document's `meta` holding the spans: a list of {start, end[, label][, text]} or [start, end] pairs: character offsets (code points, end exclusive) of a span that is not empty or blank; a span's `text`, when given, must be `text[start:end]` (UTF-16 or UTF-8 offsets are named as such).")
+    field: str = Field(default="mentions", description="Key in each document's `meta` holding the spans: a list of {start, end[, label][, text]} or [start, end] pairs: character offsets (code points, end exclusive; an empty or blank span is left out, with a warning); a span's `text`, when given, must be `text[start:end]` (UTF-16 or UTF-8 offsets are named as such).")
     default_label: str | None = Field(default=None, description="Label for spans that carry none.")
 
 
@@ -54,13 +57,14 @@ class GivenMentions(Stage):
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         p: GivenMentionsParams = self.params  # type: ignore[assignment]
         out = []
+        skipped: list[str] = []
         for d_i, doc in enumerate(documents):
             spans = doc.meta.get(p.field, [])
             if not isinstance(spans, list):
                 raise DataError(f"meta.{p.field} of document {doc.id!r} is a {type(spans).__name__}, not a list of "
                                 "spans", where=f"document {doc.id}: meta.{p.field}",
                                 fix='give a list: [{"start": 0, "end": 5}] or [[0, 5]]')
-            ms = []
+            ms: list[Mention] = []
             for j, sp in enumerate(spans):
                 # a span's own text, when it gives one, is checked against the document's text at its offsets
                 said: Any = None
@@ -91,13 +95,14 @@ class GivenMentions(Stage):
                                     fix=_units_fix(units) if units else
                                     "give the offsets of that text in the document's text (Python's: code points, "
                                     "end exclusive), or fix the span's text")
-                if start == end:
-                    raise DataError(f"span {j} of document {doc.id!r} is empty ({start}-{end})", where=where,
-                                    fix="a span covers at least one word (start < end): drop empty spans")
-                if not split_words(found).words:
-                    raise DataError(f"span {j} of document {doc.id!r} ({start}-{end}, {found!r:.40}) covers no word: "
-                                    "only spaces or invisible characters", where=where,
-                                    fix="a span covers at least one word: fix its offsets, or drop it")
+                if start == end or not split_words(found).words:
+                    # nothing to link (gold files hold such spans: glinker's evaluation reads them as misses), so it
+                    # is left out with a warning instead of stopping the run
+                    skipped.append(f"{where} ({start}-{end}, {found!r:.40})")
+                    continue
                 ms.append(Mention(start=start, end=end, text=found, label=label, doc_index=d_i))
             out.append(ms)
+        if skipped:
+            log.warning("stage %r: %d given spans are empty or cover no word (only spaces or invisible characters) and "
+                        "are left out, e.g. %s", self.name, len(skipped), skipped[0])
         return out

@@ -83,3 +83,28 @@ def test_the_select_stage_applies_it_when_asked():
     assert run() == [NIL, "Q230420"]
     assert run(follow_full_names=True) == [NIL, NIL]
     assert run(follow_full_names=True, name_labels=["location"]) == [NIL, "Q230420"]
+
+
+def test_review_cases_other_types_chains_and_capitals():
+    # the full name must be of a name_labels type, and the short form of none other
+    links = [_link("Walt Disney", 0, "Q8704", "Walt Disney"),
+             _link("Walt Disney Company", 40, "Q7414", "The Walt Disney Company", kind="organization")]
+    assert follow_full_names(links) == 0
+    links = [_link("George Washington", 0, "Q23", "George Washington"),
+             _link("Washington", 40, "Q61", "Washington, D.C.", kind="location")]
+    assert follow_full_names(links) == 0
+    links = [_link("Pat Riley", 0), _link("Riley", 40, "Q230420", "Amber Riley", kind=None)]  # no type: follows
+    assert follow_full_names(links) == 1 and _ids(links) == [NIL, NIL]
+    # a chain ends at its longest name whatever the order of the links
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        made = [_link("Ann", 60, "Q_other", "Ann"), _link("Ann Smith", 30, "Q_as", "Ann Smith"),
+                _link("Mary Ann Smith", 0, "Q_mas", "Mary Ann Smith")]
+        follow_full_names([made[i] for i in order])
+        assert _ids(made) == ["Q_mas"] * 3, order
+    # case aside: an all-caps headline's "RILEY" is the body's "Pat Riley"
+    links = [_link("RILEY", 0, "Q230420", "Amber Riley"), _link("Pat Riley", 30)]
+    assert follow_full_names(links) == 1 and _ids(links) == [NIL, NIL]
+    # many mentions: every short form found through the index (no pair is missed)
+    links = [_link(f"Person{i} Name{i}", 100 * i, f"Q{i}", f"Person{i} Name{i}") for i in range(300)]
+    links += [_link(f"Name{i}", 100 * i + 50, "Qx", "x") for i in range(300)]
+    assert follow_full_names(links) == 300 and _ids(links[300:]) == [f"Q{i}" for i in range(300)]

@@ -84,6 +84,26 @@ def test_numpy_scalars_in_meta_and_numpy_ids_are_taken_as_python_values(writing)
     assert rows[0]["meta"] == {"n": 3, "f": 0.5, "ok": True, "s": "web", "l": [1, [2.5, "x"]], "nan": None}
 
 
+def test_meta_values_the_writers_write_are_linked_as_before(writing):
+    """Dates (pandas' Timestamps are datetimes), Decimals, UUIDs, enums and sets were always linked and written
+    (pydantic writes them as JSON): the meta check refused them (review of s31)."""
+    import datetime
+    import decimal
+    import enum
+    import uuid
+
+    class Kind(enum.Enum):
+        NEWS = "news"
+
+    pipe, out = writing
+    meta = {"published": datetime.date(1996, 8, 30), "at": datetime.datetime(2024, 1, 2, 3, 4, 5),
+            "price": decimal.Decimal("1.50"), "uid": uuid.UUID(int=1), "kind": Kind.NEWS, "tags": {"a"}}
+    doc = pipe.link([Document(id="d", text="Paris", meta=meta)])[0]
+    assert doc.meta["published"] == datetime.date(1996, 8, 30)
+    assert written(out)[0]["meta"] == {"published": "1996-08-30", "at": "2024-01-02T03:04:05", "price": "1.50",
+                                       "uid": "00000000-0000-0000-0000-000000000001", "kind": "news", "tags": ["a"]}
+
+
 def test_serve_and_link_share_one_meta_check():
     from glinker import serve
 
@@ -115,12 +135,16 @@ def test_a_given_span_whose_text_differs_is_refused_naming_utf16_offsets():
     assert [m.text for m in ok[0]] == ["Berlin"]
 
 
-@pytest.mark.parametrize("span,said", [([5, 5], "is empty"), ([13, 14], "covers no word"),
-                                       ([13, 14, "person"], "covers no word")])
-def test_empty_and_blank_given_spans_are_refused(span, said):
-    with pytest.raises(DataError, match=said) as ei:
-        GIVEN.link([{"id": "y", "text": "Douglas Adams lived in Paris.", "meta": {"mentions": [[0, 7], span]}}])
-    assert ei.value.where.endswith("document y: meta.mentions[1]")
+@pytest.mark.parametrize("span", [[5, 5], [13, 14], [13, 14, "person"]])
+def test_empty_and_blank_given_spans_are_left_out_with_a_warning(span, caplog):
+    """Nothing to link there, and gold files hold such spans (the evaluation reader takes them, as misses): left
+    out with a warning naming the span, not a run stopped half-way (first a refusal, review of s31)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="glinker.stages.given"):
+        out = GIVEN.link([{"id": "y", "text": "Douglas Adams lived in Paris.", "meta": {"mentions": [[0, 7], span]}}])
+    assert [m.text for m in out[0]] == ["Douglas"]
+    assert "document y: meta.mentions[1]" in caplog.text and "empty or cover no word" in caplog.text
 
 
 def test_pipeline_span_vectors_and_the_model_agree_on_a_span_covering_no_word(tiny_model):
@@ -212,7 +236,50 @@ def test_a_model_used_in_a_child_forked_after_it_predicted_with_threads_does_not
     assert len(warned) == 1 and "forked" in warned[0] and "spawn" in warned[0]
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_whose_first_call_comes_from_another_thread_does_not_hang():
+    """torch's thread count is per thread once a thread ran torch: the limit is set at the fork, in the forking
+    thread (whose pool is gone), not only in whichever thread calls first (review of s31: the main thread hung)."""
+    script = textwrap.dedent("""
+        import os, signal, sys, threading, torch
+        from glinker.locks import torch_guarded
+        torch.set_num_threads(2)
+        def work():
+            x = torch.randn(600, 600)
+            return float((x @ x).sum())
+        with torch_guarded():
+            work()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            t = threading.Thread(target=lambda: torch_guarded().__enter__())
+            t.start(); t.join()
+            with torch_guarded():
+                print("child", torch.get_num_threads(), flush=True)
+                work()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("status", status, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "child 1" in r.stdout and "status 0" in r.stdout, r.stdout + r.stderr
+
+
 # ---- finding 6: a mention's place in its batch does not leak -----------------------------------------------------
+
+def test_a_stage_mention_subclass_equals_the_plain_mention_read_back():
+    """A mention stage returns its own Mention subclass (a span vector in a private attribute): it equals the same
+    mention read back from JSON (review of s31: False, the classes differed)."""
+    from glinker.types import Mention
+
+    class Encoded(Mention):
+        pass
+
+    m = Encoded(start=0, end=5, text="Paris", label="location", score=0.9)
+    back = Mention.model_validate_json(m.model_dump_json())
+    assert m == back and back == m
+    assert m != Mention(start=0, end=5, text="Paris", label="person", score=0.9)
+
 
 def test_linked_records_do_not_depend_on_their_batch_and_survive_json(writing):
     pipe, _ = writing

@@ -188,7 +188,7 @@ def test_spans_wider_than_max_width_are_ignored_with_one_warning_per_source(capl
 # 5, 6. a changed dev file is named on resume; the final dev F1 is in the last checkpoint
 
 
-@pytest.mark.parametrize("as_folder", [False, True])
+@pytest.mark.parametrize("as_folder", [False, True, "default split"])
 def test_a_dev_file_changed_since_the_run_started_is_named(train_cfg, train_files, caplog, as_folder):
     from glinker.model.train import Trainer
 
@@ -197,7 +197,8 @@ def test_a_dev_file_changed_since_the_run_started_is_named(train_cfg, train_file
     dev = folder / "dev.json"
     dev.write_text((train_files / "train.json").read_text())
     (folder / "train.json").write_text("[]")  # another split of the folder: not read, not digested
-    cfg = train_cfg(out="devrun", steps=6, dev=[{"path": str(folder), "split": "dev"} if as_folder else {"path": str(dev)}])
+    spec = {"path": str(folder)} if as_folder == "default split" else {"path": str(folder), "split": "dev"}
+    cfg = train_cfg(out="devrun", steps=6, dev=[spec if as_folder else {"path": str(dev)}])
     t = Trainer(cfg)
     t.setup()
     t.train(stop_at=3)

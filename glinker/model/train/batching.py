@@ -119,7 +119,7 @@ def _split_of(f: Path) -> str | None:
     return None
 
 
-def default_split(path: str, split: str | None, section: str, where: str) -> str | None:
+def default_split(path: str, split: str | None, section: str, where: str, warn: bool = True) -> str | None:
     """The split a source reads when the config names none: a folder holding split-named files (``train.json``,
     ``dev.json``, ``test.txt``) gives its train files to training and its dev files to ``dev``, never all of them
     (test data must not train by default); a folder of one other split, or of no split names, is read whole; split
@@ -143,7 +143,7 @@ def default_split(path: str, split: str | None, section: str, where: str) -> str
                             fix=f"set `split: {want}` to read the {want} files only, or give each file as a source of "
                                 "its own (path: folder/file.json)")
         left = [f.name for f, s in of.items() if s != want]
-        if left:
+        if left and warn:
             log.warning("%s (%s): reading its %s split only (%s), not %s; set `split:` to choose another", where, p,
                         want, ", ".join(f.name for f, s in of.items() if s == want), ", ".join(left))
         if want == "train" and not training_files(p, "train"):

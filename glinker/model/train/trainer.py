@@ -767,8 +767,9 @@ def _files_digest(sources: Sequence[Any]) -> list[dict]:
 
     from glinker.eval.datasets import training_files
     from glinker.model.packaged import sha256_file
+    from glinker.model.train.batching import default_split
 
-    def digest(p: str | None, split: str | None) -> str | None:
+    def digest(p: str | None, split: str | None, i: int) -> str | None:
         if not p:
             return None
         path = Path(p)
@@ -776,15 +777,16 @@ def _files_digest(sources: Sequence[Any]) -> list[dict]:
             return sha256_file(path)
         if not path.is_dir():
             return None
-        files = training_files(path, split)
+        # the split the reader takes (a folder of train/dev/test files: its dev files), not the whole folder
+        files = training_files(path, default_split(p, split, "dev", f"dev[{i}]", warn=False))
         files += [lab for lab in dict.fromkeys(f.parent / "labels.json" for f in files) if lab.is_file()]
         h = hashlib.sha256()
         for f in sorted(files):
             h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
         return h.hexdigest() if files else None
 
-    return [{key: digest(getattr(s, key, None), getattr(s, "split", None)) for key in _SOURCE_PATHS}
-            for s in sources]
+    return [{key: digest(getattr(s, key, None), getattr(s, "split", None), i) for key in _SOURCE_PATHS}
+            for i, s in enumerate(sources)]
 
 
 def _covered_by(st: dict, cfg: TrainConfig, dev_ident: list[dict] | None) -> Any:
