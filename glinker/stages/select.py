@@ -24,8 +24,9 @@ class SelectParams(StageParams):
                     "document (\"Pat Riley\"): that entity, or NIL with it when the KB lacks the person, instead of "
                     "whoever the KB holds with that last name; a NIL full name takes the entity its short form "
                     "found under the full name (\"Wolfgang Pauli\" for \"Wolfgang Joseph Pauli\"). Both written "
-                    "as names, the short form's words the first or last words of the full name, one of them of a "
-                    "`name_labels` type; a short form with two different full names is left alone.")
+                    "as names, the short form's words the first or last words of the full name (case aside), the "
+                    "full name of a `name_labels` type and the short form of none other; a short form with two "
+                    "different full names is left alone.")
     name_labels: list[str] = Field(
         default_factory=lambda: ["person"],
         description="Mention types for `follow_full_names` (the mention stages' labels); empty: every type.")
