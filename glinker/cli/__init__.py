@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sqlite3
 import sys
 
 import typer
@@ -74,9 +75,59 @@ _load_groups()
 
 
 def main() -> None:
-    """Console-script entry point: glinker errors print as their message (code, place, fix) and exit 2."""
+    """Console-script entry point: glinker errors print as their message (code, place, fix) and exit 2; so do the
+    system's errors that say something of a place written or read (no space left, read-only storage, no permission,
+    a damaged SQLite file) which no command said itself. Any other exception keeps its traceback (a bug)."""
     try:
         app()
     except GlinkerError as e:
         typer.echo(str(e), err=True)
         raise SystemExit(2) from None
+    except (OSError, sqlite3.Error) as e:
+        said = said_system_error(e, kb="kb" in sys.argv[1:3])
+        if said is None:
+            raise
+        typer.echo(str(said), err=True)
+        raise SystemExit(2) from None
+
+
+def said_system_error(e: BaseException, kb: bool = False) -> GlinkerError | None:
+    """``e`` (an OSError or a SQLite error) as a glinker error (a KBError for a ``kb`` command, else a DataError)
+    naming the file and the fix, when it is about the place: no space left, read-only storage, no permission, a
+    damaged SQLite file, a disk error; None for another error."""
+    import errno
+
+    from glinker.errors import DataError, KBError
+
+    cls = KBError if kb else DataError
+    again = "then run the command again" + (" (`kb build` resumes where it stopped)" if kb else "")
+    if isinstance(e, OSError):
+        at = str(e.filename or "")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cls(f"no space left on the device{' holding ' + at if at else ''}", where=at or None,
+                       fix=f"free space there (or write to a device with more room), {again}")
+        if e.errno == errno.EROFS:
+            return cls(f"cannot write {at or 'a file'}: read-only file system", where=at or None,
+                       fix=f"write to writable storage (or make this one writable), {again}")
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return cls(f"permission denied: {at or 'a file'}", where=at or None,
+                       fix=f"check the permissions of it and of its folder (or use another place), {again}")
+        if e.errno == errno.EIO:
+            return cls(f"disk I/O error{': ' + at if at else ''}", where=at or None,
+                       fix=f"check the storage (a disk or network mount error), {again}")
+        return None
+    text = str(e).lower()
+    code = getattr(e, "sqlite_errorcode", None)
+    code = code & 0xFF if isinstance(code, int) else None
+    if code == 13 or "disk is full" in text:
+        return cls("a SQLite database could not be written: no space left on its device", fix=f"free space, {again}")
+    if code == 8 or "readonly database" in text:
+        return cls("a SQLite database could not be written: it is read-only",
+                   fix=f"make it and its folder writable (or copy it to writable storage), {again}")
+    if code in (11, 26) or "malformed" in text or "not a database" in text:
+        return cls(f"a SQLite database is damaged ({e})", fix="rebuild it (a KB: `glinker kb build ... --out DIR`), "
+                   "or restore it from a copy")
+    if code == 10 or "disk i/o error" in text:
+        return cls("disk I/O error reading or writing a SQLite database",
+                   fix=f"check the storage (a disk or network mount error, no space left), {again}")
+    return None

@@ -58,6 +58,9 @@ def _parse_options(opts: list[str]) -> dict[str, Any]:
 
 
 def _encoder(model: str | None, fallback: str | None) -> tuple[Any, str | None]:
+    """The encoder named by ``--model``, else by ``fallback`` (the model a KB's manifest records), else the shipped
+    default; and its name. A relative model path a manifest records (builds before absolute paths were recorded)
+    that is no folder here is said as such."""
     from glinker.kb.encoder import default_model, load_encoder
 
     name = model or fallback or default_model()
@@ -66,7 +69,26 @@ def _encoder(model: str | None, fallback: str | None) -> tuple[Any, str | None]:
                           fix="pass --model PATH_OR_NAME, or --model none for an alias-only KB")
     if name.lower() == "none":
         return None, None
-    return load_encoder(name), name
+    try:
+        return load_encoder(name), name
+    except GlinkerError as e:
+        if model or name != fallback or _no_relative_path(name):
+            raise
+        e.message += (f"; the KB records its model as {name!r}, which is no folder here ({Path.cwd()}): a model "
+                      "folder given by a relative path was recorded as given, relative to the folder its build ran "
+                      "in (before glinker recorded local model folders by their absolute path)")
+        e.fix = (f"pass the model's folder, e.g. --model /path/to/{name} (or run the command from the folder the build "
+                 "ran in)")
+        e.args = (e.render(),)
+        raise
+
+
+def _no_relative_path(name: str) -> bool:
+    """Whether a model name cannot be a relative folder path: absolute, a shipped name, or a folder found here."""
+    from glinker.model.shipped import is_shipped
+
+    p = Path(name).expanduser()
+    return p.is_absolute() or p.is_dir() or is_shipped(name)
 
 
 def _human(n: float) -> str:
@@ -81,7 +103,8 @@ def _human(n: float) -> str:
 def build(
     adapter: str = typer.Option(..., "--adapter", "-a", help="wikidata, sql, jsonl, csv, or an installed third-party adapter."),
     source: str = typer.Option(..., "--source", "-s", help="Dump/file path, or a SQLAlchemy URL for sql."),
-    out: Path | None = typer.Option(None, "--out", help="KB directory to create or replace (atomically; required)."),
+    out: Path | None = typer.Option(None, "--out", help="Required: the KB directory to create or replace "
+                                    "(atomically; a local --model folder is recorded by its absolute path)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Adapter option key=value (repeatable; JSON values allowed)."),
     languages: str | None = typer.Option(None, help="wikidata: languages in order of preference, e.g. en,de."),
     table: str | None = typer.Option(None, help="sql: table to read."),
@@ -175,26 +198,42 @@ def _folds_line(store: Any) -> str:
 
 @kb_app.command("info")
 def info(path: Path = typer.Argument(..., help="KB directory."),
-         as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON (with `pending` and the "
+                                      "store's entity count while an update is unfinished).")) -> None:
     """Show a KB's manifest: model, template, index, counts, source and dates."""
     from glinker.kb import KB
 
     with KB.open(path) as kb:
         m = kb.manifest
+        pend = kb.store.pending()
+        # an update stopped before it finished (or one running in place): the manifest's counts are those of its
+        # last finished batch, the store may hold more, and some of its entities have no vector yet
+        counts = dict(m.counts, entities=kb.store.count()) if pend else m.counts
+        adds = sum(op == "add" for _, op in pend)
         if as_json:
-            typer.echo(m.model_dump_json(indent=2))
+            out = json.loads(m.model_dump_json())
+            if pend:
+                out["counts"] = counts
+                out["pending"] = {"index_changes": len(pend), "to_embed": adds, "to_remove": len(pend) - adds}
+            typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
             return
         size = sum(f.stat().st_size for f in kb.path.iterdir() if f.is_file())
-        rows = [("path", str(kb.path)), ("entities", f"{m.counts.get('entities', 0):,}"),
-                ("aliases", f"{m.counts.get('aliases', 0):,}"),
-                ("counted", f"{m.counts.get('alias_counts', 0):,} (alias, entity) pairs with a count (p(e|m) prior)"),
-                ("linkstats", f"{m.counts.get('link_stats', 0):,} forms with link statistics (min_link_prob)"),
-                ("vectors", f"{m.counts.get('vectors', 0):,}"), ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
+        entities = f"{counts.get('entities', 0):,}"
+        if pend and counts.get("entities") != m.counts.get("entities"):
+            entities += f" (in the store; the manifest says {m.counts.get('entities', 0):,}: an update is unfinished)"
+        pending = ("0" if not pend else
+                   f"{len(pend):,} index changes not applied ({adds:,} entities without their vector yet, "
+                   f"{len(pend) - adds:,} removals): an update was interrupted, or is running; run it again (any "
+                   "`glinker kb add` or `kb remove` with the KB's model finishes them)")
+        rows = [("path", str(kb.path)), ("entities", entities), ("aliases", f"{counts.get('aliases', 0):,}"),
+                ("counted", f"{counts.get('alias_counts', 0):,} (alias, entity) pairs with a count (p(e|m) prior)"),
+                ("linkstats", f"{counts.get('link_stats', 0):,} forms with link statistics (min_link_prob)"),
+                ("vectors", f"{counts.get('vectors', 0):,}"), ("model", f"{m.model} ({(m.model_fingerprint or 'none')[:12]})"), ("dim", str(m.dim)),
                 ("template", m.template), ("index", f"{m.factory} nprobe={m.nprobe} metric={m.metric}"
                           + (f" (norm bound {m.mips_norm:.3f})" if m.mips_norm else "")),
                 ("source", f"{m.source.get('adapter')} {m.source.get('source')}"),
                 ("created", m.created), ("updated", m.updated), ("disk", _human(size)),
-                ("pending", str(len(kb.store.pending()))),
+                ("pending", pending),
                 ("folds", _folds_line(kb.store))]
         for k, v in rows:
             typer.echo(f"{k:>9}  {v}")
@@ -257,6 +296,35 @@ def _same_option(given: Any, built: Any) -> bool:
     if isinstance(given, str) and not isinstance(built, str):
         return given.strip().lower() == str(built).lower()
     return False
+
+
+def _checked_encoder(kb: Any, model: str | None) -> Any:
+    """The encoder of ``--model`` (default: the KB's own), checked against the KB's vectors: a model whose weights
+    changed under the same name (an upgrade) is said as such."""
+    enc, name = _encoder(model, kb.manifest.model or "none")
+    if enc is not None and kb.manifest.has_vectors:
+        kb.check_model(enc.fingerprint, name)
+    return enc
+
+
+@contextlib.contextmanager
+def _interrupted(command: str, atomic: bool) -> Iterator[None]:
+    """Ctrl-C on ``kb add``/``kb remove`` said as what it kept and what to run, not as a traceback (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if atomic:
+            typer.echo(f"interrupted: nothing was changed (an --atomic {command} keeps nothing until it is complete); "
+                       "run the same command again", err=True)
+        elif command == "add":
+            typer.echo("interrupted: the KB keeps the batches `kb add` stored before (entities of the batch it was "
+                       "embedding have no vector until the next update, which finishes them first); run the same "
+                       "command again to finish (records stored already are compared, not written again)", err=True)
+        else:
+            typer.echo("interrupted: entities removed from the store may keep their vector until the next update "
+                       "finishes the removal; run the same command again to finish (ids removed already are said "
+                       "as not found)", err=True)
+        raise typer.Exit(130) from None
 
 
 @kb_app.command("add")
@@ -335,8 +403,9 @@ def add(
             f"source, -a {guess}") if not named and built_adapter == adapter and guess not in (None, adapter) else ""
     try:
         ad = load_adapter(adapter, source, **options)
-        with _closing(ad), KB.update(path) if atomic else KB.open(path, writable=True) as kb:
-            enc = _encoder(model, kb.manifest.model or "none")[0] if kb.manifest.has_vectors else None
+        with _closing(ad), _interrupted("add", atomic), \
+                KB.update(path) if atomic else KB.open(path, writable=True) as kb:
+            enc = _checked_encoder(kb, model) if kb.manifest.has_vectors else None
             with _source_bar(ad) as ents:
                 c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
             typer.echo(f"added {c['added']}, updated {c['updated']}"
@@ -399,10 +468,10 @@ def remove(path: Path = typer.Argument(..., help="KB directory."),
     """Remove entities by id (records, aliases and vectors)."""
     from glinker.kb import KB
 
-    with KB.update(path) if atomic else KB.open(path, writable=True) as kb:
+    with _interrupted("remove", atomic), KB.update(path) if atomic else KB.open(path, writable=True) as kb:
         enc = None
         if model or (kb.store.pending() and kb.manifest.has_vectors):
-            enc = _encoder(model, kb.manifest.model or "none")[0]
+            enc = _checked_encoder(kb, model)
         ids = [i.strip() for i in ids]  # ids are stored trimmed, as adapters read them
         removed = kb.remove(ids, enc)
         missing = [i for i in ids if i not in set(removed)]
@@ -418,7 +487,8 @@ def search(path: Path = typer.Argument(..., help="KB directory."),
                "each with all its entities (homonyms), so more than k lines may show.")),
            fuzzy_cutoff: float = typer.Option(85.0, "--fuzzy", help="rapidfuzz score cutoff (0-100)."),
            model: str | None = typer.Option(None, help="Defaults to the KB's model; 'none' skips dense search."),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Print the results as JSON, by method: alias (ids), "
+                                        "fuzzy (id, alias, score) and dense (id, score).")) -> None:
     """Look a name up by exact alias, fuzzy alias and (with the model) dense vector search."""
     from glinker.kb import KB
 
@@ -431,7 +501,7 @@ def search(path: Path = typer.Argument(..., help="KB directory."),
                                "fuzzy": [{"id": i, "alias": a, "score": round(s, 1)}
                                          for i, a, s in kb.fuzzy(text, limit=k, score_cutoff=fuzzy_cutoff)]}
         if kb.manifest.has_vectors and (model or "").lower() != "none":
-            enc = _encoder(model, kb.manifest.model)[0]
+            enc = _checked_encoder(kb, model)
             scores, ids = kb.search_text([text], enc, k=k)
             res["dense"] = [{"id": i, "score": round(float(s), 4)} for i, s in zip(ids[0], scores[0])]
         labels = {e.id: e for e in kb.get(list({*res["alias"], *(h["id"] for h in res["fuzzy"]),

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from glinker.errors import ConfigError, KBError
+from glinker.errors import ConfigError, GlinkerError, KBError
 from glinker.kb.adapters import (
     AdapterReport,
     KBAdapter,
@@ -30,9 +31,9 @@ from glinker.kb.adapters import (
     secret_options,
 )
 from glinker.kb.encoder import EntityEncoder, encode_sorted
-from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, publish_staged
+from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, WRITER_LOCK, close_quietly, publish_staged, writing
 from glinker.kb.manifest import Manifest, glinker_version, now
-from glinker.kb.store import EntityStore, TextTemplate
+from glinker.kb.store import AGAIN, EntityStore, TextTemplate, write_error
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,27 @@ def _bar(enabled: bool, **kw: Any) -> Any:
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
+    try:
+        np.save(tmp, arr)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno is None and "written" in str(e):  # numpy's "N requested and M written": the device is full
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from e
+        raise
     os.replace(tmp, path)
 
 
 def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None, *, model_name: str | None = None,
              template: str = "{label}: {description}", factory: str = "auto", nprobe: int | None = None,
              batch_size: int = 64, chunk_size: int = 16384, train_size: int | None = None, resume: bool = True,
-             progress: bool = False) -> Path:
+             progress: bool = False, wait: bool = False) -> Path:
     """Build (or resume building) the KB directory ``out`` from ``adapter``; returns the published generation.
 
-    ``encoder=None`` builds an alias-only KB (store + alias index, no vectors)."""
+    ``encoder=None`` builds an alias-only KB (store + alias index, no vectors). The build holds the folder's writer
+    lock (:func:`glinker.kb.kb.writing`): while another process writes it (a build, an update) it is a KBError, or
+    with ``wait`` it waits its turn. A local model folder (``model_name``) is recorded by its absolute path."""
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"the KB output {root} is a file, not a directory", where="out",
@@ -125,13 +136,22 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
         raise ConfigError(f"{root} is not empty and holds no KB: building there would mix the KB with its files",
                           where="out", fix="give a new or empty folder, or an existing KB directory")
     created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or forbidden parent
+        said = write_error(e, root.parent if created else root)
+        if said is None:
+            raise
+        raise said from None
     from glinker.io import Busy, locked
 
     try:
-        with locked(root / ".build.lock", wait=False):
-            kw = dict(model_name=model_name, template=template, factory=factory, nprobe=nprobe, batch_size=batch_size,
-                      chunk_size=chunk_size, train_size=train_size, progress=progress, tmpl=tmpl)
+        # the folder's writer lock (one process writes a KB folder at a time: builds, updates, syncs), and the lock
+        # an older glinker's build takes
+        with writing(root, "a build", wait), locked(root / ".build.lock", wait=wait):
+            kw = dict(model_name=_recorded_model(model_name), template=template, factory=factory, nprobe=nprobe,
+                      batch_size=batch_size, chunk_size=chunk_size, train_size=train_size, progress=progress,
+                      tmpl=tmpl)
             try:
                 return _build_locked(adapter, root, encoder, resume=resume, **kw)
             except SourceChanged as e:
@@ -141,9 +161,33 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
     except Busy:
         raise KBError(f"another build is writing {root}", where=str(root),
                       fix="wait for it to finish (or stop it), or build into another folder") from None
+    except (GlinkerError, OSError, sqlite3.Error) as e:
+        # no room left, a read-only folder (a store's error is one already): said with what to do, and that it resumes
+        said = e if isinstance(e, GlinkerError) else write_error(e, root)
+        if said is None:
+            raise
+        if getattr(said, "write_failed", False) and getattr(adapter, "resumable", True) \
+                and any(root.glob(".staging-*")):  # what it wrote is kept for the next run
+            said.fix = (said.fix or "").replace(AGAIN, "run the same command again: the build resumes where it "
+                                                       "stopped")
+            said.args = (said.render(),)
+        if said is e:
+            raise
+        raise said from e
     finally:  # a new folder that holds nothing of a build (it failed before storing anything) is not left behind
-        if created and root.is_dir() and all(p.name == ".build.lock" for p in root.iterdir()):
+        if created and root.is_dir() and all(p.name in (".build.lock", WRITER_LOCK) for p in root.iterdir()):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _recorded_model(name: str | None) -> str | None:
+    """The model name a manifest records: a local model folder by its absolute path (a relative one named another
+    folder, or a hub id, from the folder of a later `kb add`); shipped names and hub ids as they are."""
+    if not name:
+        return name
+    p = Path(name).expanduser()
+    if p.is_dir() and not p.is_absolute():
+        return os.path.normpath(p.absolute())
+    return name
 
 
 def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None, *, model_name: str | None,
@@ -187,8 +231,10 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
             manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
                                    duplicates=int(store.get_meta("duplicates", 0)))
             manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
-        finally:
-            store.close()
+        except BaseException:
+            close_quietly(store)  # (a full disk fails the close too) the first error is the one to say
+            raise
+        store.close()
         manifest.save(staging / MANIFEST)
         shutil.rmtree(staging / "parts", ignore_errors=True)
         return publish_staged(root, staging, key)

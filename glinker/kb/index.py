@@ -309,6 +309,25 @@ class VectorIndex:
                 np.zeros((0, int(self.index.d)), np.float32)
         return np.ascontiguousarray(np.asarray(rows, dtype=np.float32)[:, : self._dim])
 
+    def reconstruct_found(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`reconstruct` for ids some of which the index may lack (entities stored by an update that has not
+        written their vectors yet, or since this index was loaded): (the rows of the ids found, in order; a boolean
+        mask of the ids found)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        try:
+            return self.reconstruct(ids), np.ones(len(ids), dtype=bool)
+        except RuntimeError:  # one or more ids not in the index: each looked up alone
+            pass
+        rows, found = [], np.zeros(len(ids), dtype=bool)
+        for k, i in enumerate(ids):
+            try:
+                rows.append(self.index.reconstruct(int(i)))
+            except RuntimeError:
+                continue
+            found[k] = True
+        out = np.stack(rows).astype(np.float32)[:, : self._dim] if rows else np.zeros((0, self._dim), np.float32)
+        return np.ascontiguousarray(out), found
+
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids (absent ids are ignored); returns how many were removed."""
         faiss = _faiss()
@@ -336,33 +355,72 @@ class VectorIndex:
                 self._apply_nprobe(self.nprobe)
 
     def save(self, path: str | Path) -> None:
-        """Write the index atomically (temp file, fsync, rename) so a crash never leaves half a file."""
+        """Write the index atomically (temp file, fsync, rename) so a crash never leaves half a file; a write that
+        fails (no room left, a read-only folder) is a KBError naming the file."""
         faiss = _faiss()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            try:
+                faiss.write_index(self.index, str(tmp))
+            except RuntimeError as e:  # faiss says the system's error in its message only
+                import errno
+
+                no = next((n for n in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+                           if os.strerror(n) in str(e)), None)
+                if no is None:
+                    raise
+                raise OSError(no, os.strerror(no), str(tmp)) from e
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            from glinker.kb.store import write_error
+
+            said = write_error(e, path)
+            if said is None:
+                raise
+            raise said from e
 
     @classmethod
     def load(cls, path: str | Path, factory: str, nprobe: int, mmap: bool = False,
              mips_norm: float | None = None, dim: int | None = None) -> VectorIndex:
         """Read an index written by :meth:`save` (memory-mapped when asked and supported); ``mips_norm`` is the
         bound it was trained with and ``dim`` the vectors' dimension (both from the KB manifest) when it is
-        built on the MIPS->L2 transform."""
+        built on the MIPS->L2 transform. A file faiss cannot read (cut short, overwritten), or one that is not the
+        index its manifest describes, is a KBError saying the KB is damaged."""
+        from glinker.kb.store import DAMAGED_FIX
+
         faiss = _faiss()
         path = Path(path)
         if not path.is_file():
-            raise KBError(f"vector index not found: {path}", where=str(path),
-                          fix="rebuild the KB with `glinker kb build`")
+            raise KBError(f"vector index not found: {path}", where=str(path), fix=DAMAGED_FIX)
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError:
-            index = faiss.read_index(str(path))  # some index types cannot be mmapped
-        out = cls(index, factory, nprobe, mips_norm, dim)
+            try:
+                index = faiss.read_index(str(path))  # some index types cannot be mmapped
+            except RuntimeError as e:
+                raise KBError(f"the vector index is damaged: faiss cannot read it ({_faiss_said(e)})",
+                              where=str(path), fix=DAMAGED_FIX) from None
+        try:
+            out = cls(index, factory, nprobe, mips_norm, dim)
+        except RuntimeError as e:  # (an IVF factory for an index that has no lists)
+            raise KBError(f"the vector index is not the index its manifest describes (factory {factory}; "
+                          f"{_faiss_said(e)})", where=str(path), fix=DAMAGED_FIX) from None
+        if dim is not None and (int(index.d) <= dim if out.transformed else int(index.d) != dim):
+            raise KBError(f"the vector index is not the index its manifest describes (factory {factory}, "
+                          f"dimension {dim}; the file holds a {type(index).__name__} of dimension {index.d})",
+                          where=str(path), fix=DAMAGED_FIX)
         if out.transformed and mips_norm is None:
             raise KBError("the vector index is built on the MIPS->L2 transform but its norm bound is missing",
                           where=str(path), fix="the KB manifest lacks `mips_norm`: rebuild the KB (glinker kb build)")
         return out
+
+
+def _faiss_said(e: BaseException) -> str:
+    """What a faiss error says, without the C++ function it came from."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.rsplit("Error: ", 1)[-1][:200]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +21,15 @@ import numpy as np
 from glinker.errors import ConfigError, DataError, KBError
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.manifest import Manifest, now
-from glinker.kb.store import EntityStore, TextTemplate, normalize_alias
+from glinker.kb.store import (
+    DAMAGED_FIX,
+    EntityStore,
+    TextTemplate,
+    damaged_store,
+    normalize_alias,
+    write_error,
+)
+from glinker.locks import fork_safe_lock
 from glinker.types import Entity
 
 log = logging.getLogger(__name__)
@@ -40,11 +49,123 @@ def current_generation(root: str | Path) -> Path:
                 "sources resume where they stopped, SQL sources start over)"
                 if any(root.glob(".staging-*")) else "build one with `glinker kb build ... --out DIR`")
         raise KBError(f"{root} is not a KB directory (no {CURRENT} file)", where=str(root), fix=hint)
-    gen = root / ptr.read_text(encoding="utf-8").strip()
+    try:
+        name = ptr.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        name = None
+    if not name or name != Path(name).name or not name.startswith("gen-"):
+        # (an empty CURRENT read as the KB folder itself: "the generation <folder> ... is missing")
+        gens = sorted(d.name for d in root.glob("gen-*") if (d / MANIFEST).is_file())
+        said = "is empty" if name == "" else f"names no generation ({name!r:.60})" if name else "is not text"
+        raise KBError(f"{CURRENT} is damaged: it {said}", where=str(ptr),
+                      fix=DAMAGED_FIX + (f"; or point it at the newest generation there: echo {gens[-1]} > {ptr}"
+                                          if gens else ""))
+    gen = root / name
     if not (gen / MANIFEST).is_file():
         raise KBError(f"the generation {gen.name} named by {CURRENT} is missing or incomplete", where=str(gen),
-                      fix="rebuild the KB with `glinker kb build`")
+                      fix=DAMAGED_FIX)
     return gen
+
+
+WRITER_LOCK = ".writer.lock"
+"""The file every writer of a KB folder locks (builds, updates in place or in a copy, link statistics, a pipeline's
+source sync): one process writes a KB folder at a time. Readers never take it."""
+
+_HELD: dict[tuple[str, int], bool] = {}  # (KB folder, thread) holding its lock -> whether writers may nest in it
+_HELD_LOCK = fork_safe_lock()
+
+
+@contextlib.contextmanager
+def writing(root: str | Path, what: str, wait: bool = False, share: bool = False) -> Iterator[None]:
+    """The writer lock of the KB folder ``root`` for the block (``what`` says what writes, for the message a second
+    writer gets). Held by another process: a KBError naming the folder and its holder, or with ``wait`` a warning,
+    then the wait for it (the block then works on what the other writer left). With ``share`` (a pipeline's source
+    sync, which reads the KB and then updates or rebuilds it) the writers the block opens in its thread take it
+    too; any other second writer of one thread is a KBError (it would lose one's changes). The folder must exist."""
+    from glinker.io import Busy, lock_exclusive, unlock
+
+    root = Path(root)
+    key = (str(root.absolute()), threading.get_ident())
+    with _HELD_LOCK:
+        shared = _HELD.get(key)
+    if shared is not None:  # this thread holds it
+        if not shared:
+            raise KBError(f"KB {root} is being written already by this thread: {what} was opened inside another "
+                          "writer (a KB.update block, or a KB opened writable and not closed yet)", where=str(root),
+                          fix="close the first writer before opening another, or write through the first")
+        yield
+        return
+    path = root / WRITER_LOCK
+    try:
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as e:  # said of the folder: it is what cannot be written
+        err = write_error(OSError(e.errno, e.strerror, str(root)), root)
+        if err is None:
+            raise
+        raise err from None
+    try:
+        try:
+            lock_exclusive(f.fileno(), path, wait=False, what=" (the KB's writer lock)")
+        except Busy:
+            holder = _holder(path)
+            if not wait:
+                raise KBError(f"the KB is being written by another process ({holder}): one process writes a KB at a "
+                              "time", where=str(root),
+                              fix="run this again once it has finished (or stop it); processes reading the KB are "
+                                  "not affected") from None
+            log.warning("KB %s is being written by another process (%s): waiting for it to finish", root, holder)
+            lock_exclusive(f.fileno(), path, wait=True, what=" (the KB's writer lock)")
+        with contextlib.suppress(OSError):  # who holds it, for the message of a second writer (a nicety)
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}{_program()}: {what}, since {now()}\n")
+            f.flush()
+        with _HELD_LOCK:
+            _HELD[key] = share
+        try:
+            yield
+        finally:
+            with _HELD_LOCK:
+                _HELD.pop(key, None)
+            unlock(f.fileno())
+    finally:
+        f.close()
+
+
+def _holder(lock: Path) -> str:
+    """What holds a KB's writer lock, as its holder wrote it in the lock file."""
+    try:
+        said = lock.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        said = ""
+    return said or "a process that does not say what it is"
+
+
+def _program() -> str:
+    """`` (glinker kb add)``: the command this process runs, its subcommand words only (no paths, no options)."""
+    import re
+    import sys
+
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if prog != "glinker":
+        return ""
+    words = []
+    for a in sys.argv[1:]:
+        if a.startswith("-"):
+            continue
+        if not re.fullmatch(r"[a-z][a-z-]{0,19}", a) or len(words) == 2:
+            break
+        words.append(a)
+    return f" ({' '.join([prog, *words])})"
+
+
+def close_quietly(obj: Any) -> None:
+    """``obj.close()`` while an error is on its way: a second error from it (a full disk again) is logged at debug
+    level, never said in place of the first."""
+    try:
+        obj.close()
+    except Exception:  # noqa: BLE001 - the first error is the one to say
+        log.debug("closing %r after an error failed too", obj, exc_info=True)
 
 
 def publish_generation(root: Path, gen_name: str) -> None:
@@ -104,7 +225,8 @@ def _copy_generation(live: Path, staging: Path) -> None:
 
 class KB:
     """A knowledge base opened from its directory. Reads may come from several threads (SQLite serialises them on
-    its connection); writes need ``writable=True`` and one writer at a time."""
+    its connection); writes need ``writable=True`` (or :meth:`update`), and one process writes a KB folder at a time
+    (its writer lock: :func:`writing`)."""
 
     def __init__(self, root: Path, path: Path, manifest: Manifest, store: EntityStore, writable: bool,
                  mmap: bool) -> None:
@@ -117,54 +239,81 @@ class KB:
         self._index: Any = None
         self._vocab: list[str] | None = None
         self._changed = False
+        self._writer: contextlib.ExitStack | None = None  # the KB folder's writer lock, held by a writable open
         self.template = TextTemplate(manifest.template)
-        if store.pending():
-            log.warning("KB %s has %d unapplied index changes (an update was interrupted); they are finished by "
-                        "the next `glinker kb add/remove`", root, len(store.pending()))
+        pend = store.pending()
+        self.pending_at_open = len(pend)  # (said here: a stage meeting their entities need not say it again)
+        if pend:
+            adds = sum(op == "add" for _, op in pend)
+            log.warning("KB %s has %d unapplied index changes (an update was interrupted, or is running): %d "
+                        "entities have no vector until they are applied (their biencoder feature is 0); run the "
+                        "update again (any `glinker kb add` or `kb remove` with the KB's model finishes them)", root,
+                        len(pend), adds)
 
     @classmethod
-    def open(cls, path: str | Path, writable: bool = False, mmap: bool = True) -> KB:
-        """Open a KB directory (read-only unless ``writable``); the vector index loads on first use."""
+    def open(cls, path: str | Path, writable: bool = False, mmap: bool = True, wait: bool = False) -> KB:
+        """Open a KB directory (read-only unless ``writable``); the vector index loads on first use. A writable
+        open holds the folder's writer lock until :meth:`close` (:func:`writing`): while another process writes the
+        KB it is a KBError, or with ``wait`` it waits its turn."""
         root = Path(path)
-        gen = current_generation(root)
-        manifest = Manifest.load(gen / MANIFEST)
-        store = EntityStore(gen / STORE, readonly=not writable)
-        return cls(root, gen, manifest, store, writable, mmap and not writable)
+        gen = current_generation(root)  # a KB folder, before anything is written in it
+        writer = contextlib.ExitStack() if writable else None
+        try:
+            if writer is not None:
+                writer.enter_context(writing(root, "an update in place", wait))
+                gen = current_generation(root)  # what the writer before left
+            manifest = Manifest.load(gen / MANIFEST)
+            store = EntityStore(gen / STORE, readonly=not writable)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        kb = cls(root, gen, manifest, store, writable, mmap and not writable)
+        kb._writer = writer
+        return kb
 
     @classmethod
     @contextlib.contextmanager
-    def update(cls, path: str | Path) -> Iterator[KB]:
+    def update(cls, path: str | Path, wait: bool = False) -> Iterator[KB]:
         """A writable copy of the KB's live generation, published as the new generation when the block ends
         normally after changing something (discarded when it changed nothing or raised). Processes reading the KB
         meanwhile keep the generation they opened, whole and unchanged (updating in place would show them entities
         whose vectors their loaded index lacks); they see the update when they open the KB again. The generation
-        before is kept (a reader may not have loaded its index yet), older ones are removed."""
+        before is kept (a reader may not have loaded its index yet), older ones are removed.
+
+        The folder's writer lock is held from before the copy to the publication (:func:`writing`): while another
+        process writes the KB it is a KBError, or with ``wait`` the update waits and then copies what the other
+        writer published (two updates at once each copied the same generation and the last to publish lost the
+        other's entities)."""
         import shutil
         import uuid
 
         from glinker.io import Busy, locked
 
         root = Path(path)
-        live = current_generation(root)
-        try:
-            import fcntl  # noqa: F401  (without it nothing is locked: copies are removed by age, as before)
-
-            locking = True
-        except ImportError:  # pragma: no cover - Windows
-            locking = False
-        for lk in root.glob(".lock.update-*"):  # a killed update's copy: its lock is free (a running one holds it)
-            if not locking and time.time() - lk.stat().st_mtime < 3600:
-                continue
-            try:
-                with locked(lk, wait=False):
-                    shutil.rmtree(root / lk.name[len(".lock"):], ignore_errors=True)
-                lk.unlink(missing_ok=True)
-            except Busy:
-                continue
-        for d in root.glob(".update-*"):  # without a lock file: a killed update of an earlier glinker
-            if not (root / f".lock{d.name}").exists():
-                shutil.rmtree(d, ignore_errors=True)
+        current_generation(root)  # a KB folder, before anything is written in it
         with contextlib.ExitStack() as held:
+            held.enter_context(writing(root, "an update in a copy of the KB", wait))
+            live = current_generation(root)  # taken under the lock: the last writer's generation
+            try:
+                import fcntl  # noqa: F401  (without it nothing is locked: copies are removed by age, as before)
+
+                locking = True
+            except ImportError:  # pragma: no cover - Windows
+                locking = False
+            # a killed update's copy: its lock is free (one of an older glinker, which takes no writer lock, holds it)
+            for lk in root.glob(".lock.update-*"):
+                if not locking and time.time() - lk.stat().st_mtime < 3600:
+                    continue
+                try:
+                    with locked(lk, wait=False):
+                        shutil.rmtree(root / lk.name[len(".lock"):], ignore_errors=True)
+                    lk.unlink(missing_ok=True)
+                except Busy:
+                    continue
+            for d in root.glob(".update-*"):  # without a lock file: a killed update of an earlier glinker
+                if not (root / f".lock{d.name}").exists():
+                    shutil.rmtree(d, ignore_errors=True)
             # the lock is taken before the copy exists, so the copy is never cleaned while in use; a cleaner that
             # locked a new lock file first (it saw the file before its owner locked it) makes us take another name
             for _ in range(20):
@@ -179,29 +328,51 @@ class KB:
             held.callback((root / f".lock{name}").unlink, missing_ok=True)  # when the copy is gone
             staging = root / name
             try:
-                _copy_generation(live, staging)
+                try:
+                    _copy_generation(live, staging)
+                except Exception as e:  # a damaged live store, or no room for the copy
+                    said = damaged_store(e, live / STORE) or write_error(e, root)
+                    if said is None:
+                        raise
+                    raise said from e
                 manifest = Manifest.load(staging / MANIFEST)
                 kb = cls(root, staging, manifest, EntityStore(staging / STORE), True, False)
                 try:
                     yield kb
-                finally:
-                    kb.close()
+                except BaseException:
+                    close_quietly(kb)  # the block's error is the one to say
+                    raise
+                kb.close()
                 if kb.changed:
-                    publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+                    try:
+                        publish_staged(root, staging, uuid.uuid4().hex, keep_previous=True)
+                    except OSError as e:
+                        said = write_error(e, root)
+                        if said is None:
+                            raise
+                        raise said from e
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
-        """Release the store and the index."""
-        self.store.close()
-        self._index = None
+        """Release the store, the index and (a writable open) the KB folder's writer lock."""
+        try:
+            self.store.close()
+        finally:
+            self._index = None
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
 
     def __enter__(self) -> KB:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, et: object, *exc: object) -> None:
+        if et is None:
+            self.close()
+        else:
+            close_quietly(self)  # the block's error is the one to say
 
     def __len__(self) -> int:
         return self.store.count()
@@ -277,18 +448,36 @@ class KB:
         by_norm = self.store.lookup_norms(sorted({a for hits in found for a, _ in hits}))
         return [[(eid, alias, score) for alias, score in hits for eid in by_norm.get(alias, [])] for hits in found]
 
-    def check_model(self, fingerprint: str) -> None:
-        """Raise a KBError unless the KB's vectors were built by the model with this fingerprint."""
+    def check_model(self, fingerprint: str, model: str | None = None) -> None:
+        """Raise a KBError unless the KB's vectors were built by the model with this fingerprint; ``model`` (how the
+        model in use was named: a shipped name, a folder, a hub id) tells a model whose weights changed under the
+        same name (a glinker upgrade shipping new weights, a checkpoint saved again) from another model."""
         m = self.manifest
         if m.model_fingerprint is None:
             raise KBError(f"KB {self.root} has no entity vectors (built with --model none)", where=str(self.root),
                           fix="rebuild it with --model, or link with alias/fuzzy candidates only")
-        if fingerprint != m.model_fingerprint:
-            raise KBError(f"KB {self.root} was built with model {m.model or '?'} (fingerprint "
-                          f"{m.model_fingerprint[:12]}), not with the model in use (fingerprint {fingerprint[:12]})",
+        if fingerprint == m.model_fingerprint:
+            return
+        rebuild = f"glinker kb build ... --model {model or m.model or '<this model>'} --out {self.root}"
+        if model is not None and m.model and same_model(model, m.model):
+            from glinker.kb.manifest import glinker_version
+
+            now_version = glinker_version()
+            upgraded = (f" (the KB was built by glinker {m.glinker_version}"
+                        + (f", this is glinker {now_version}" if now_version else "") + ")"
+                        if m.glinker_version and m.glinker_version != now_version else "")
+            raise KBError(f"the weights of model {m.model} changed since KB {self.root} was built{upgraded}: its "
+                          f"vectors were made by fingerprint {m.model_fingerprint[:12]}, the model now has "
+                          f"{fingerprint[:12]}, and vectors of other weights cannot be compared",
                           where=str(self.path / MANIFEST),
-                          fix=f"link with the model that built it ({m.model}), or rebuild the KB with this model: "
-                              f"glinker kb build ... --model <this model>")
+                          fix=f"rebuild the KB with the model as it is now: {rebuild} (or link with the weights "
+                              "that built it)")
+        raise KBError(f"KB {self.root} was built with model {m.model or '?'} (fingerprint "
+                      f"{m.model_fingerprint[:12]}), not with the model in use"
+                      + (f", {model}," if model else "") + f" (fingerprint {fingerprint[:12]})",
+                      where=str(self.path / MANIFEST),
+                      fix=f"link with the model that built it ({m.model}), or rebuild the KB with this model: "
+                          f"{rebuild}")
 
     def index(self) -> Any:
         """The :class:`~glinker.kb.index.VectorIndex` (loaded on first use)."""
@@ -340,7 +529,7 @@ class KB:
     def search_text(self, texts: Sequence[str], encoder: EntityEncoder, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
         """Dense search for mention texts encoded on the label side (a convenience for the CLI and tests)."""
         texts = _many(texts, "texts", "search_text")
-        self.check_model(encoder.fingerprint)
+        self.check_model(encoder.fingerprint, _name_of(encoder))
         return self.search_vectors(encoder.encode_entities(texts), k)
 
     # -- incremental updates ------------------------------------------------------------------------------------
@@ -361,7 +550,7 @@ class KB:
             if encoder is None:
                 raise KBError("this KB has entity vectors: adding entities needs the model that built it",
                               where=str(self.root), fix=f"pass --model {self.manifest.model}")
-            self.check_model(encoder.fingerprint)
+            self.check_model(encoder.fingerprint, _name_of(encoder))
         self.apply_pending(encoder)
         total = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
         n_repeated = 0
@@ -451,7 +640,7 @@ class KB:
         ids = _many(ids, "ids", "remove")
         self._need_writable()
         if encoder is not None and self.manifest.has_vectors:
-            self.check_model(encoder.fingerprint)
+            self.check_model(encoder.fingerprint, _name_of(encoder))
         removed = self.store.delete(ids, track_pending=True)
         self.apply_pending(encoder)
         self._vocab = None
@@ -509,6 +698,23 @@ class KB:
         if save:
             m.save(self.path / MANIFEST)
         return m
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two names of a model name the same one: equal, or the same folder."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.is_dir() and pb.is_dir() and pa.samefile(pb)
+    except OSError:
+        return False
+
+
+def _name_of(encoder: Any) -> str | None:
+    """How an encoder was named when it was loaded (``BiEncoder.source``: a shipped name, a folder, a hub id)."""
+    name = getattr(encoder, "source", None)
+    return name if isinstance(name, str) and name else None
 
 
 def _many(values: Any, what: str, method: str, single: str | None = None) -> list[Any]:

@@ -66,18 +66,26 @@ class Manifest(BaseModel):
         except FileNotFoundError:
             raise KBError(f"no manifest.json in {path.parent}", where=str(path),
                           fix="this is not a KB directory; build one with `glinker kb build`") from None
-        except json.JSONDecodeError as e:
-            raise KBError(f"manifest is not valid JSON: {e}", where=f"{path}:{e.lineno}",
-                          fix="rebuild the KB") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            line = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+            raise KBError(f"the manifest is damaged: not valid JSON ({e})", where=f"{path}{line}",
+                          fix="rebuild the KB with `glinker kb build ... --out DIR` (or restore its folder from a "
+                              "copy)") from None
+        # a newer glinker's manifest may hold fields this one does not know: its version is said first
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise KBError(f"KB format {version} is newer than this glinker supports ({FORMAT_VERSION})",
+                          where=str(path), fix="upgrade glinker (pip install -U glinker) to read this KB")
+        if not isinstance(data, dict):
+            raise KBError(f"the manifest is damaged: a JSON {type(data).__name__}, not an object", where=str(path),
+                          fix="rebuild the KB with `glinker kb build ... --out DIR` (or restore its folder from a "
+                              "copy)")
         try:
             m = cls(**data)
         except ValidationError as e:
             err = e.errors()[0]
             raise KBError(f"invalid manifest field {'.'.join(map(str, err['loc']))}: {err['msg']}", where=str(path),
                           fix="rebuild the KB with this glinker version") from None
-        if m.format_version > FORMAT_VERSION:
-            raise KBError(f"KB format {m.format_version} is newer than this glinker supports ({FORMAT_VERSION})",
-                          where=str(path), fix="upgrade glinker")
         return m
 
 

@@ -25,6 +25,66 @@ log = logging.getLogger(__name__)
 
 _SQL_VARS = 900  # stay below SQLite's host-parameter limit on old builds
 
+DAMAGED_FIX = "the KB is damaged: rebuild it with `glinker kb build ... --out DIR` (or restore its folder from a copy)"
+
+
+def write_error(e: BaseException, path: str | Path) -> KBError | None:
+    """The KBError for an OSError or SQLite error met writing a KB at ``path``: no space left, a read-only or
+    forbidden place (the error's own file named when it has one); None for another error. The error's
+    ``write_failed`` is True (a build adds that it resumes)."""
+    import errno
+
+    at = str(getattr(e, "filename", None) or path)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    code = getattr(e, "sqlite_errorcode", None)
+    code = code & 0xFF if isinstance(code, int) else None
+    text = str(e).lower()
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or code == 13 \
+            or isinstance(e, sqlite3.Error) and "disk is full" in text:
+        err = KBError("no space left on its device", where=at,
+                      fix=f"free space there (or write the KB on a device with more room), then {AGAIN}")
+    elif isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) or code == 8 \
+            or isinstance(e, sqlite3.Error) and "readonly database" in text:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "read-only"
+        err = KBError(f"cannot be written: {why}", where=at,
+                      fix=f"make {folder} writable (it is on a read-only mount, or another user's), or copy the KB "
+                          f"to writable storage; then {AGAIN}")
+    else:
+        return None
+    err.write_failed = True  # type: ignore[attr-defined]
+    return err
+
+
+AGAIN = "run the command again"
+"""How a write error's fix ends (a build says that it resumes instead)."""
+
+
+def damaged_store(e: BaseException, path: str | Path) -> KBError | None:
+    """The KBError for a SQLite error that says the store ``path`` is damaged (its pages, a cut or overwritten
+    file); None for another error."""
+    if not isinstance(e, sqlite3.Error):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    text = str(e).lower()
+    if isinstance(code, int) and code & 0xFF in (11, 26) or "malformed" in text or "not a database" in text:
+        # SQLITE_CORRUPT, SQLITE_NOTADB
+        return KBError(f"the entity store is damaged ({e})", where=str(path), fix=DAMAGED_FIX)
+    return None
+
+
+def store_error(e: BaseException, path: str | Path) -> KBError | None:
+    """The KBError for a SQLite error met reading or writing the entity store ``path``: a damaged file
+    (:func:`damaged_store`), a disk error, or a write that failed (:func:`write_error`); None for another error."""
+    if not isinstance(e, sqlite3.Error):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == 10 or "disk i/o error" in str(e).lower():  # SQLITE_IOERR
+        return KBError("cannot read or write the entity store: disk I/O error", where=str(path),
+                       fix="check the storage it is on (a disk or network mount error, no space left), then run "
+                           "the command again")
+    return damaged_store(e, path) or write_error(e, path)
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
     rid INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id; AUTOINCREMENT so a removed id is never reused
@@ -407,8 +467,38 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_reopen_in_child)
 
 
+def _said(fn: Any) -> Any:
+    """``fn`` (a method of :class:`EntityStore`) with the SQLite errors that say something of the file (a damaged
+    store, a full disk, read-only storage) raised as the KBError of :func:`store_error`, naming the store."""
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def rows(self: EntityStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(self, *args, **kwargs)
+            except sqlite3.Error as e:
+                err = store_error(e, self.path)
+                if err is None:
+                    raise
+                raise err from e
+        return rows
+
+    @functools.wraps(fn)
+    def call(self: EntityStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            err = store_error(e, self.path)
+            if err is None:
+                raise
+            raise err from e
+    return call
+
+
 class EntityStore:
-    """SQLite-backed entity records + alias index. Writes happen in explicit transactions."""
+    """SQLite-backed entity records + alias index. Writes happen in explicit transactions. SQLite errors that say
+    something of the file (damaged, disk full, read-only) are KBErrors naming it (:func:`store_error`)."""
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -434,10 +524,24 @@ class EntityStore:
             self._file = (str(self.path.absolute()), uri.split("?", 1)[1] if readonly else "mode=rw",
                           (st.st_dev, st.st_ino))
         except (sqlite3.Error, OSError) as e:
+            said = store_error(e, self.path) or (write_error(e, self.path) if not readonly else None)
+            if said is not None:
+                raise said from None
             raise KBError(f"cannot open entity store: {e}", where=str(self.path),
                           fix="check the path and its permissions") from None
         self.readonly = readonly
         self.migrated = False  # a writable open brought an older store up to date
+        try:
+            self._setup()
+        except BaseException:
+            self.db.close()
+            raise
+        _STORES.add(self)
+
+    @_said
+    def _setup(self) -> None:
+        """The store's settings, schema and folds, once it is open (a damaged file is said as such here)."""
+        readonly = self.readonly
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")  # (kept in the file: a forked child does not set it again)
         self._configure(self.db)
@@ -463,7 +567,6 @@ class EntityStore:
             log.warning("%s: this KB's alias keys were folded before %s: such names are not matched as they are in "
                         "a KB built now; any update folds them again (`glinker kb add`, `glinker kb link-stats`), or "
                         "rebuild it", self.path, ", and before ".join(missed))
-        _STORES.add(self)
 
     def _configure(self, db: sqlite3.Connection) -> None:
         """The settings of each connection to the store (the first, and a forked child's)."""
@@ -539,13 +642,15 @@ class EntityStore:
         if isinstance(self.db, _OpenOnUse):  # a forked child that did not use it
             self.db = _ClosedUnused()  # type: ignore[assignment]
             return
-        if not self.readonly:
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            try:
-                self.db.execute("PRAGMA journal_mode=DELETE")
-            except sqlite3.OperationalError:  # another connection has it open: it stays in WAL mode until later
-                pass
-        self.db.close()
+        try:
+            if not self.readonly:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                try:
+                    self.db.execute("PRAGMA journal_mode=DELETE")
+                except sqlite3.OperationalError:  # another connection has it open: it stays in WAL mode until later
+                    pass
+        finally:  # closed even when the checkpoint fails (a full disk): the WAL keeps what was committed
+            self.db.close()
 
     # -- meta ---------------------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -875,12 +980,34 @@ class EntityStore:
             yield [r[0] for r in rows], [template.render(_row_to_entity(r)) for r in rows]
 
 
+for _name, _fn in list(vars(EntityStore).items()):  # every method but those that open or reopen the connection
+    if callable(_fn) and not _name.startswith("__") and _name not in ("_setup", "_reopen", "_configure",
+                                                                       "transaction"):
+        setattr(EntityStore, _name, _said(_fn))
+del _name, _fn
+
+
 class _Tx:
     def __init__(self, store: EntityStore) -> None:
         self.store = store  # its connection at each step: in a forked child, never the inherited one
 
     def __enter__(self) -> None:
-        self.store.db.execute("BEGIN IMMEDIATE")
+        self._run("BEGIN IMMEDIATE")
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        self.store.db.execute("COMMIT" if et is None else "ROLLBACK")
+        if et is None:
+            self._run("COMMIT")
+            return
+        try:
+            self.store.db.execute("ROLLBACK")
+        except sqlite3.Error:  # (SQLite may have rolled back already: a full disk) the first error is the one said
+            log.debug("ROLLBACK after an error failed", exc_info=True)
+
+    def _run(self, sql: str) -> None:
+        try:
+            self.store.db.execute(sql)
+        except sqlite3.Error as e:
+            err = store_error(e, self.store.path)
+            if err is None:
+                raise
+            raise err from e

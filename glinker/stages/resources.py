@@ -167,7 +167,8 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
         from glinker.model import shipped
 
         path = context.resolve_path(name)
-        if shipped.is_shipped(name) and not Path(str(path)).is_dir():
+        local = Path(str(path)).expanduser().is_dir()
+        if shipped.is_shipped(name) and not local:
             path = str(shipped.materialize(name))
         where = str(Path(str(path)).expanduser().absolute()) if Path(str(path)).expanduser().exists() else str(path)
         device = "cpu" if context.device is None else str(context.device)
@@ -179,6 +180,7 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
                 return m
             m = BiEncoder.from_pretrained(path, device=context.device, window_words=window)
             _LOADED_MODELS[key] = m
+            _MODEL_NAMES[m] = where if local else name  # a folder by its absolute path, as a KB records it
         log.info("loaded model %s (dim %d, windows of %d words)", name, m.dim, m.window_words)
         return m
 
@@ -309,6 +311,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
         read_entities,
     )
     from glinker.kb.build import build_kb
+    from glinker.kb.kb import writing
 
     # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the pipeline file's folder when
     # it is there, else from the working folder: keyed (and read) by its absolute path, so two folders' files never
@@ -336,19 +339,24 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
             return KB.open(out)
         adapter = load_adapter(src.adapter, url, **options)
         try:
-            if (out / "CURRENT").is_file() and not other and _syncable(out, encoder, src.template):
+            built = (out / "CURRENT").is_file()
+            why = _not_syncable(out, encoder, name, src.template) if built and not other else None
+            if built and not other and why is None:
                 # read the source again; only new, changed and removed rows touch the KB (and the encoder), in a
-                # new generation: processes already serving from the KB keep theirs, whole
+                # new generation: processes already serving from the KB keep theirs, whole. Under the KB's writer
+                # lock from the reading on (another process writing it, a `kb add`, is waited for): the changes are
+                # read against what the KB holds when they are written
                 try:
-                    # read against the live KB first: a start where nothing changed copies nothing
-                    with KB.open(out) as live:
-                        changed, seen = live.store.changed(read_entities(adapter), live.template)
-                        gone = bool(live.store.all_ids() - seen)
-                    if changed or gone or not seen:
-                        with KB.update(out) as kb:
-                            c = kb.sync(changed, encoder, source=adapter, seen=seen)
-                    else:
-                        c = {"added": 0, "updated": 0, "unchanged_text": 0, "removed": 0, "same": len(seen)}
+                    with writing(out, "a pipeline's source sync", wait=True, share=True):
+                        # read against the live KB first: a start where nothing changed copies nothing
+                        with KB.open(out) as live:
+                            changed, seen = live.store.changed(read_entities(adapter), live.template)
+                            gone = bool(live.store.all_ids() - seen)
+                        if changed or gone or not seen:
+                            with KB.update(out) as kb:
+                                c = kb.sync(changed, encoder, source=adapter, seen=seen)
+                        else:
+                            c = {"added": 0, "updated": 0, "unchanged_text": 0, "removed": 0, "same": len(seen)}
                 except SourceUnavailable as e:  # the server is down: serve from the last sync rather than not at all
                     synced = out / SYNCED
                     when = synced.read_text(encoding="utf-8").strip() if synced.is_file() else "time unknown"
@@ -361,17 +369,30 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                          c["same"])
             else:
                 # once per source and model: minutes for a big table, so said at the default log level
-                log.warning("building this pipeline's KB from its %s source into %s (first start: every row is %s; "
-                            "later starts only sync what changed)", src.adapter, out,
-                            "embedded" if encoder is not None else "read into an alias-only KB, no vectors")
-                build_kb(adapter, out, encoder, model_name=name, template=src.template, resume=False,
-                         progress=sys.stderr.isatty())
+                every = "embedded" if encoder is not None else "read into an alias-only KB, no vectors"
+                if why is not None:  # the same source, read by another model or template: every row again
+                    log.warning("rebuilding this pipeline's KB %s from its %s source: %s, so every row is %s "
+                                "again (later starts only sync what changed)", out, src.adapter, why, every)
+                elif not other:
+                    log.warning("building this pipeline's KB from its %s source into %s (first start: every row is "
+                                "%s; later starts only sync what changed)", src.adapter, out, every)
+                build_kb(adapter, out, encoder, model_name=_model_path(context, name), template=src.template,
+                         resume=False, progress=sys.stderr.isatty(), wait=True)
                 _write_synced(out, key)
         finally:
             close = getattr(adapter, "close", None)
             if close is not None:
                 close()
     return KB.open(out)
+
+
+def _model_path(context: PipelineContext, name: str | None) -> str | None:
+    """How a source KB's manifest names its model: a local folder by its absolute path (a relative one is the
+    pipeline file's, as the model is loaded), a shipped name or hub id as it is."""
+    if not name or name.lower() == "none":
+        return name
+    path = Path(str(context.resolve_path(name))).expanduser()
+    return str(path.absolute()) if path.is_dir() else name
 
 
 SYNCED = "SYNCED"
@@ -411,7 +432,7 @@ def _other_source(out: Path, key: dict[str, Any]) -> str | None:
         try:
             with KB.open(out) as kb:
                 m = kb.manifest.source or {}
-        except Exception:  # an unreadable cache: rebuilt by the build (see _syncable)
+        except Exception:  # an unreadable cache: rebuilt by the build (see _not_syncable)
             return None
         if not m.get("adapter") and not m.get("source"):
             return None
@@ -438,16 +459,25 @@ def _other_source(out: Path, key: dict[str, Any]) -> str | None:
     return "; ".join(diffs) or None
 
 
-def _syncable(out: Path, encoder: Any, template: str) -> bool:
-    """Whether the cached KB at ``out`` was built with this encoder (or none) and template, so a sync suffices."""
+def _not_syncable(out: Path, encoder: Any, model: str | None, template: str) -> str | None:
+    """Why the cached KB at ``out`` cannot be synced, in words (it was built by another model or with another
+    template, or it cannot be read), or None when a sync suffices."""
     from glinker.kb import KB
 
     try:
         with KB.open(out) as kb:
             m = kb.manifest
-    except Exception:  # an unreadable cache is rebuilt
-        return False
-    return m.template == template and m.model_fingerprint == (encoder.fingerprint if encoder is not None else None)
+    except Exception as e:  # an unreadable cache is rebuilt
+        return f"the cached KB cannot be read ({e})"
+    now_fp = encoder.fingerprint if encoder is not None else None
+    if m.model_fingerprint != now_fp:
+        was = (f"model {m.model or '?'} (fingerprint {m.model_fingerprint[:12]})" if m.model_fingerprint
+               else "no model (alias-only)")
+        now = f"model {model or '?'} (fingerprint {now_fp[:12]})" if now_fp else "no model (alias-only)"
+        return f"the model changed: its vectors were made by {was}, this pipeline links with {now}"
+    if m.template != template:
+        return f"the entity text template changed: {m.template!r}, now {template!r}"
+    return None
 
 
 def _locked(path: Path) -> Any:
@@ -585,33 +615,70 @@ class _LockedLRU:
                 self.cache.popitem(last=False)
 
 
+_NO_VECTOR = object()
+"""What :class:`EntityVectors` caches for an entity the loaded index has no vector of."""
+
+
 class EntityVectors(_LockedLRU):
-    """Entity vectors by id, read back from the KB's FAISS index (never re-encoded), with an LRU cache."""
+    """Entity vectors by id, read back from the KB's FAISS index (never re-encoded), with an LRU cache. An entity
+    the loaded index has no vector of (an update that stored it has not written its vector yet, or wrote it after
+    this process loaded the index) has none here: its biencoder feature is 0 (said once, with what to do)."""
 
     def __init__(self, kb: Any, model: Any = None, cache_size: int = 200_000) -> None:
         super().__init__(cache_size)
         self.kb = kb
         self.model = model
+        self._warned = False
 
     def get(self, ids: Sequence[str]) -> dict[str, Any]:
         """id -> (D,) float32 vector for the ids found in the KB index."""
         import numpy as np
 
         out, missing = self._cached(ids)
-        if not missing:
-            return out
-        rid_of = self.kb.rids(missing)
-        found = [e for e in missing if e in rid_of]
-        if found:
-            vecs = self.kb.index().reconstruct(np.asarray([rid_of[e] for e in found], dtype=np.int64))
-            self._store(out, zip(found, vecs))
-        return out
+        if missing:
+            rid_of = self.kb.rids(missing)
+            found = [e for e in missing if e in rid_of]
+            if found:
+                vecs, ok = self.kb.index().reconstruct_found(np.asarray([rid_of[e] for e in found], dtype=np.int64))
+                have = [e for e, k in zip(found, ok) if k]
+                lack = [e for e, k in zip(found, ok) if not k]
+                self._store(out, [*zip(have, vecs), *((e, _NO_VECTOR) for e in lack)])
+                if lack and not self._warned:
+                    self._warned = True
+                    self._say_missing(lack)
+        return {e: v for e, v in out.items() if v is not _NO_VECTOR}
+
+    def _say_missing(self, lack: list[str]) -> None:
+        pend = self.kb.store.pending()
+        if pend and getattr(self.kb, "pending_at_open", 0):
+            return  # said when the KB was opened
+        shown = ", ".join(lack[:3]) + (", ..." if len(lack) > 3 else "")
+        if pend:
+            log.warning("KB %s holds entities without a vector yet (%s): an update stored them and was interrupted "
+                        "(or is still running) before writing their vectors (%d index changes pending); their "
+                        "biencoder feature is 0 until it is finished: run the update again (`glinker kb add ...`; "
+                        "any `glinker kb add` or `kb remove` with the KB's model finishes it), then restart this "
+                        "process", self.kb.root, shown, len(pend))
+        else:
+            log.warning("KB %s was updated in place since this process loaded its vector index: entities it added "
+                        "(%s) have no vector here, so their biencoder feature is 0; restart this process to read "
+                        "them (update with `glinker kb add --atomic` to keep running processes consistent)",
+                        self.kb.root, shown)
+
+
+_MODEL_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+"""The name each loaded bi-encoder was asked for (a shipped name loads from its materialized folder), for messages."""
 
 
 def check_kb_vectors(kb: Any, model: Any, where: str) -> None:
-    """A KBError naming the stage when the KB has no vectors or was built by another model."""
+    """A KBError naming the stage when the KB has no vectors or was built by another model (or by other weights
+    of the same model: see :meth:`glinker.kb.KB.check_model`)."""
     try:
-        kb.check_model(model.fingerprint)
+        name = _MODEL_NAMES.get(model)
+    except TypeError:  # (a model object that takes no weak reference)
+        name = None
+    try:
+        kb.check_model(model.fingerprint, name or getattr(model, "source", None) or None)
     except KBError as e:
         raise KBError(e.message, where=f"{where}: {e.where}", fix=e.fix) from None
 
