@@ -322,7 +322,9 @@ class VectorIndex:
         for k, i in enumerate(ids):
             try:
                 rows.append(self.index.reconstruct(int(i)))
-            except RuntimeError:
+            except RuntimeError as e:
+                if "not found" not in str(e):  # an index that cannot reconstruct at all, or another failure: no
+                    raise                      # "missing vector" (faiss says "key N not found" for an absent id)
                 continue
             found[k] = True
         out = np.stack(rows).astype(np.float32)[:, : self._dim] if rows else np.zeros((0, self._dim), np.float32)

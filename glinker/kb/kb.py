@@ -97,7 +97,7 @@ def writing(root: str | Path, what: str, wait: bool = False, share: bool = False
         return
     path = root / WRITER_LOCK
     try:
-        f = open(path, "a+", encoding="utf-8")
+        f = _open_lock(path, root)
     except OSError as e:  # said of the folder: it is what cannot be written
         err = write_error(OSError(e.errno, e.strerror, str(root)), root)
         if err is None:
@@ -108,12 +108,13 @@ def writing(root: str | Path, what: str, wait: bool = False, share: bool = False
             lock_exclusive(f.fileno(), path, wait=False, what=" (the KB's writer lock)")
         except Busy:
             holder = _holder(path)
+            who = ("another thread of this process" if holder.startswith(f"pid {os.getpid()}:")
+                   or holder.startswith(f"pid {os.getpid()} ") else "another process")
             if not wait:
-                raise KBError(f"the KB is being written by another process ({holder}): one process writes a KB at a "
-                              "time", where=str(root),
+                raise KBError(f"the KB is being written by {who} ({holder}): one writer at a time", where=str(root),
                               fix="run this again once it has finished (or stop it); processes reading the KB are "
                                   "not affected") from None
-            log.warning("KB %s is being written by another process (%s): waiting for it to finish", root, holder)
+            log.warning("KB %s is being written by %s (%s): waiting for it to finish", root, who, holder)
             lock_exclusive(f.fileno(), path, wait=True, what=" (the KB's writer lock)")
         with contextlib.suppress(OSError):  # who holds it, for the message of a second writer (a nicety)
             f.seek(0)
@@ -130,6 +131,27 @@ def writing(root: str | Path, what: str, wait: bool = False, share: bool = False
             unlock(f.fileno())
     finally:
         f.close()
+
+
+def _open_lock(path: Path, root: Path) -> Any:
+    """The writer lock file, open for reading and writing; made with the folder's group and others' write bits, so
+    that on a folder users share each of them can take it (the umask alone would give the first writer's 0644). One
+    that exists but cannot be written here (another user's, from before) is opened read-only: flock needs no write
+    access, only the holder's line is not written."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        if not path.exists():
+            raise
+        return open(path, encoding="utf-8")
+    with contextlib.suppress(OSError):
+        mode = root.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if mode and os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, (os.fstat(fd).st_mode & 0o777) | mode | (stat.S_IRGRP if mode & stat.S_IWGRP else 0)
+                      | (stat.S_IROTH if mode & stat.S_IWOTH else 0))
+    return os.fdopen(fd, "r+", encoding="utf-8")
 
 
 def _holder(lock: Path) -> str:
@@ -653,6 +675,7 @@ class KB:
         pend = self.store.pending()
         if not pend:
             return 0
+        self._need_writable()
         self._changed = True
         if self.manifest.has_vectors:
             adds = [r for r, op in pend if op == "add"]

@@ -478,7 +478,7 @@ def _said(fn: Any) -> Any:
             try:
                 yield from fn(self, *args, **kwargs)
             except sqlite3.Error as e:
-                err = store_error(e, self.path)
+                err = _store_error_of(self, e)
                 if err is None:
                     raise
                 raise err from e
@@ -489,11 +489,20 @@ def _said(fn: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
         except sqlite3.Error as e:
-            err = store_error(e, self.path)
+            err = _store_error_of(self, e)
             if err is None:
                 raise
             raise err from e
     return call
+
+
+def _store_error_of(store: EntityStore, e: sqlite3.Error) -> KBError | None:
+    """:func:`store_error`, except for a write through a store opened read-only: that is the caller's mistake (a KB
+    opened without ``writable=True``), not read-only storage."""
+    if getattr(store, "readonly", False) and ("readonly" in str(e).lower() or "read-only" in str(e).lower()):
+        return KBError("the KB was opened read-only: it cannot be written through this object", where=str(store.path),
+                       fix="open it with KB.open(path, writable=True) (or KB.update(path)) to write")
+    return store_error(e, store.path)
 
 
 class EntityStore:

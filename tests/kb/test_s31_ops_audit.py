@@ -97,16 +97,16 @@ def test_a_second_writer_is_refused_while_an_update_runs_and_nothing_is_lost(tmp
     kb_dir = alias_kb(tmp_path)
     first = Holding(lambda: KB.update(kb_dir), lambda kb: kb.upsert([Entity(id="A1", label="from the first")], None))
     try:
-        with pytest.raises(KBError, match="being written by another process") as ei:
+        with pytest.raises(KBError, match="being written by another thread of this process") as ei:
             with KB.update(kb_dir) as kb:
                 kb.upsert([Entity(id="B1", label="from the second")], None)
         said = str(ei.value)
         assert str(kb_dir) in said and f"pid {os.getpid()}" in said and "an update in a copy" in said
         assert "run this again once it has finished" in said
-        with pytest.raises(KBError, match="being written by another process"):
+        with pytest.raises(KBError, match="being written by another thread of this process"):
             KB.open(kb_dir, writable=True)
         src = write_jsonl([Entity(id="C1", label="built")], tmp_path / "c.jsonl")
-        with pytest.raises(KBError, match="being written by another process"):
+        with pytest.raises(KBError, match="being written by another thread of this process"):
             build_kb(load_adapter("jsonl", str(src)), kb_dir, None)
         with KB.open(kb_dir) as kb:  # readers never wait
             assert len(kb) == 5
@@ -555,3 +555,45 @@ def test_the_kb_commands_options_are_documented() -> None:
     assert "Print the results as JSON" in r.output
     r = cli("kb", "build", "--help")
     assert "Required" in r.output
+
+
+# -- the review of the fixes ---------------------------------------------------------------------------------------
+def test_an_index_that_cannot_reconstruct_is_an_error_not_missing_vectors(tmp_path: Path) -> None:
+    """Only faiss's "key not found" means an entity has no vector yet; any other failure (an index type without
+    reconstruct) is raised, not turned into "every entity lost its vector" with a false restart advice."""
+    import numpy as np
+
+    from glinker.kb.index import VectorIndex
+
+    idx = VectorIndex.create("IDMap,Flat", 4)
+    idx.add(np.eye(4, dtype=np.float32)[:2], np.array([7, 8]))
+    with pytest.raises(RuntimeError, match="not implemented"):
+        idx.reconstruct_found(np.array([7, 9]))
+
+
+def test_the_writer_lock_of_a_shared_folder_is_writable_by_the_group_and_others(tmp_path: Path) -> None:
+    """A KB folder users share (group- or world-writable): the lock file takes its write bits, so a second user can
+    update after the first (the umask's 0644 refused every other user)."""
+    import stat
+
+    kb_dir = alias_kb(tmp_path)
+    os.chmod(kb_dir, 0o777)
+    with KB.update(kb_dir) as kb:
+        kb.upsert([Entity(id="A1", label="a")], None)
+    mode = stat.S_IMODE((kb_dir / ".writer.lock").stat().st_mode)
+    assert mode & 0o022 == 0o022, oct(mode)
+    (tmp_path / "p").mkdir()
+    private = alias_kb(tmp_path / "p")
+    os.chmod(private, 0o755)
+    with KB.update(private) as kb:
+        kb.upsert([Entity(id="A1", label="a")], None)
+    assert stat.S_IMODE((private / ".writer.lock").stat().st_mode) & 0o022 == 0
+
+
+def test_writing_through_a_kb_opened_read_only_is_said_so(tmp_path: Path) -> None:
+    """Not "read-only storage" (the folder is writable): the KB object was opened without writable=True."""
+    kb_dir = alias_kb(tmp_path)
+    with KB.open(kb_dir) as kb:
+        with pytest.raises(KBError, match="opened read-only") as ei:
+            kb.store.set_meta("x", 1)
+        assert "writable=True" in ei.value.fix and "mount" not in ei.value.fix
