@@ -75,7 +75,10 @@ def _meta_value(v: Any, where: str, path: str, depth: int, max_depth: int) -> An
         return v
     if isinstance(v, (int, float)):
         return v  # an int or float subclass (an IntEnum's member): written as its number
-    if _json_writable(v):  # a date, a Decimal, a UUID, a set...: the writers (pydantic) write it, as before
+    if isinstance(v, (set, frozenset)):  # written as a list: its items checked as a list's are
+        items = [_meta_value(x, where, f"{path}[{i}]", depth + 1, max_depth) for i, x in enumerate(v)]
+        return v if all(y is x for y, x in zip(items, v)) else items
+    if _json_writable(v):  # a date, a Decimal, a UUID, an enum...: the writers (pydantic) write it, as before
         return v
     if np is not None and isinstance(v, np.ndarray):
         kind = f"a numpy array of shape {tuple(v.shape)}"
@@ -89,8 +92,12 @@ def _meta_value(v: Any, where: str, path: str, depth: int, max_depth: int) -> An
 def _json_writable(v: Any) -> bool:
     """Whether the linked records' JSON writers (pydantic's serializer) write ``v`` (a datetime, Decimal, UUID,
     Enum, set, Path...): such values were always linked and written, so they are kept as they are."""
+    from collections.abc import Iterator
+
     from pydantic_core import PydanticSerializationError, to_json
 
+    if isinstance(v, Iterator):  # a generator or map(...): checking would consume it, and [] be written
+        return False
     try:
         to_json(v)
     except (PydanticSerializationError, ValueError, TypeError, RecursionError):

@@ -108,8 +108,9 @@ def writing(root: str | Path, what: str, wait: bool = False, share: bool = False
             lock_exclusive(f.fileno(), path, wait=False, what=" (the KB's writer lock)")
         except Busy:
             holder = _holder(path)
-            who = ("another thread of this process" if holder.startswith(f"pid {os.getpid()}:")
-                   or holder.startswith(f"pid {os.getpid()} ") else "another process")
+            with _HELD_LOCK:  # by what this process holds, not by the file's line (stale, or another user's)
+                ours = any(k[0] == key[0] for k in _HELD)
+            who = "another thread of this process" if ours else "another process"
             if not wait:
                 raise KBError(f"the KB is being written by {who} ({holder}): one writer at a time", where=str(root),
                               fix="run this again once it has finished (or stop it); processes reading the KB are "
@@ -128,6 +129,10 @@ def writing(root: str | Path, what: str, wait: bool = False, share: bool = False
         finally:
             with _HELD_LOCK:
                 _HELD.pop(key, None)
+            with contextlib.suppress(OSError):  # no stale line for the next writer's message
+                f.seek(0)
+                f.truncate()
+                f.flush()
             unlock(f.fileno())
     finally:
         f.close()
@@ -143,7 +148,7 @@ def _open_lock(path: Path, root: Path) -> Any:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:
-        if not path.exists():
+        if not path.exists() or not os.access(root, os.W_OK):  # a folder this user cannot write: said as such
             raise
         return open(path, encoding="utf-8")
     with contextlib.suppress(OSError):
@@ -160,7 +165,7 @@ def _holder(lock: Path) -> str:
         said = lock.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         said = ""
-    return said or "a process that does not say what it is"
+    return said or "a process that has not said what it is: just started, or another user's that cannot write its line"
 
 
 def _program() -> str:

@@ -597,3 +597,27 @@ def test_writing_through_a_kb_opened_read_only_is_said_so(tmp_path: Path) -> Non
         with pytest.raises(KBError, match="opened read-only") as ei:
             kb.store.set_meta("x", 1)
         assert "writable=True" in ei.value.fix and "mount" not in ei.value.fix
+
+
+def test_a_released_writer_lock_leaves_no_stale_holder_and_threads_are_told_by_what_is_held(tmp_path: Path) -> None:
+    """The holder's line is cleared when the lock is released (a later message named a finished process), and "this
+    process" is decided by what the process holds, not by a pid in the file (stale, or reused in a container)."""
+    kb_dir = alias_kb(tmp_path)
+    with KB.update(kb_dir) as kb:
+        kb.upsert([Entity(id="A1", label="a")], None)
+    assert (kb_dir / ".writer.lock").read_text(encoding="utf-8") == ""
+    code = ("import sys, time\nfrom glinker.kb import KB\nwith KB.update(sys.argv[1]):\n"
+            "    open(sys.argv[2], 'w').close()\n    time.sleep(60)\n")
+    ready = tmp_path / "ready"
+    p = subprocess.Popen([sys.executable, "-c", code, str(kb_dir), str(ready)])
+    try:
+        while not ready.exists():
+            assert p.poll() is None
+            threading.Event().wait(0.1)
+        # a line naming this process (a reused pid; or another user's holder that could not write its own)
+        (kb_dir / ".writer.lock").write_text(f"pid {os.getpid()}: a stale line\n", encoding="utf-8")
+        with pytest.raises(KBError, match="being written by another process"):
+            KB.update(kb_dir).__enter__()
+    finally:
+        p.kill()
+        p.wait()

@@ -104,6 +104,19 @@ def test_meta_values_the_writers_write_are_linked_as_before(writing):
                                        "uid": "00000000-0000-0000-0000-000000000001", "kind": "news", "tags": ["a"]}
 
 
+def test_meta_iterators_are_refused_not_written_empty_and_set_items_are_checked():
+    """Checking a generator with the JSON writer consumed it, and `[]` was written (review of s31); a set's items
+    are checked as a list's, so the message names the item."""
+    from glinker.types import checked_meta
+
+    for v in ((x for x in [1]), map(str, [1]), iter([1])):
+        with pytest.raises(DataError, match=r"meta\['x'\] is a"):
+            checked_meta({"x": v}, "input[0].meta")
+    with pytest.raises(DataError, match=r"meta\['x'\]\[0\]: the text holds a lone surrogate"):
+        checked_meta({"x": {"\ud800"}}, "input[0].meta")
+    assert checked_meta({"x": {np.int64(3)}}, "input[0].meta") == {"x": [3]}
+
+
 def test_serve_and_link_share_one_meta_check():
     from glinker import serve
 
