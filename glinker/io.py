@@ -116,6 +116,33 @@ def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsyn
     return n
 
 
+def system_error_kind(e: BaseException) -> str | None:
+    """What an OSError or a SQLite error says of the place it met: ``"full"`` (no space left), ``"readonly"``
+    (read-only storage or database), ``"denied"`` (no permission), ``"damaged"`` (a SQLite file that is not a
+    sound database), ``"io"`` (a disk or network mount error), or None for another error. One reading for the KB's
+    own errors (``glinker.kb.store``) and the command line's last resort (``glinker.cli``)."""
+    import errno
+    import sqlite3
+
+    if isinstance(e, OSError):
+        return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "readonly", errno.EACCES: "denied",
+                errno.EPERM: "denied", errno.EIO: "io"}.get(e.errno)  # type: ignore[call-overload]
+    if not isinstance(e, sqlite3.Error):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    code = code & 0xFF if isinstance(code, int) else None
+    text = str(e).lower()
+    if code == 10 or "disk i/o error" in text:  # SQLITE_IOERR
+        return "io"
+    if code in (11, 26) or "malformed" in text or "not a database" in text:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return "damaged"
+    if code == 13 or "disk is full" in text:  # SQLITE_FULL
+        return "full"
+    if code == 8 or "readonly database" in text:  # SQLITE_READONLY
+        return "readonly"
+    return None
+
+
 def plain_mode(path: str | Path, executable: bool = False) -> None:
     """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the mode a plain ``open``/``mkdir``
     would have given it under the current umask, before it is renamed into place (shared storage reads it)."""

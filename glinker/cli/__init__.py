@@ -95,39 +95,36 @@ def said_system_error(e: BaseException, kb: bool = False) -> GlinkerError | None
     """``e`` (an OSError or a SQLite error) as a glinker error (a KBError for a ``kb`` command, else a DataError)
     naming the file and the fix, when it is about the place: no space left, read-only storage, no permission, a
     damaged SQLite file, a disk error; None for another error."""
-    import errno
-
     from glinker.errors import DataError, KBError
+    from glinker.io import system_error_kind
 
     cls = KBError if kb else DataError
     again = "then run the command again" + (" (`kb build` resumes where it stopped)" if kb else "")
+    kind = system_error_kind(e)
     if isinstance(e, OSError):
         at = str(e.filename or "")
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if kind == "full":
             return cls(f"no space left on the device{' holding ' + at if at else ''}", where=at or None,
                        fix=f"free space there (or write to a device with more room), {again}")
-        if e.errno == errno.EROFS:
+        if kind == "readonly":
             return cls(f"cannot write {at or 'a file'}: read-only file system", where=at or None,
                        fix=f"write to writable storage (or make this one writable), {again}")
-        if e.errno in (errno.EACCES, errno.EPERM):
+        if kind == "denied":
             return cls(f"permission denied: {at or 'a file'}", where=at or None,
                        fix=f"check the permissions of it and of its folder (or use another place), {again}")
-        if e.errno == errno.EIO:
+        if kind == "io":
             return cls(f"disk I/O error{': ' + at if at else ''}", where=at or None,
                        fix=f"check the storage (a disk or network mount error), {again}")
         return None
-    text = str(e).lower()
-    code = getattr(e, "sqlite_errorcode", None)
-    code = code & 0xFF if isinstance(code, int) else None
-    if code == 13 or "disk is full" in text:
+    if kind == "full":
         return cls("a SQLite database could not be written: no space left on its device", fix=f"free space, {again}")
-    if code == 8 or "readonly database" in text:
+    if kind == "readonly":
         return cls("a SQLite database could not be written: it is read-only",
                    fix=f"make it and its folder writable (or copy it to writable storage), {again}")
-    if code in (11, 26) or "malformed" in text or "not a database" in text:
+    if kind == "damaged":
         return cls(f"a SQLite database is damaged ({e})", fix="rebuild it (a KB: `glinker kb build ... --out DIR`), "
                    "or restore it from a copy")
-    if code == 10 or "disk i/o error" in text:
+    if kind == "io":
         return cls("disk I/O error reading or writing a SQLite database",
                    fix=f"check the storage (a disk or network mount error, no space left), {again}")
     return None

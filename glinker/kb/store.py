@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, KBError
+from glinker.io import system_error_kind
 from glinker.locks import fork_safe_lock
 from glinker.types import Entity
 
@@ -32,19 +33,13 @@ def write_error(e: BaseException, path: str | Path) -> KBError | None:
     """The KBError for an OSError or SQLite error met writing a KB at ``path``: no space left, a read-only or
     forbidden place (the error's own file named when it has one); None for another error. The error's
     ``write_failed`` is True (a build adds that it resumes)."""
-    import errno
-
+    kind = system_error_kind(e)
     at = str(getattr(e, "filename", None) or path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    code = getattr(e, "sqlite_errorcode", None)
-    code = code & 0xFF if isinstance(code, int) else None
-    text = str(e).lower()
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or code == 13 \
-            or isinstance(e, sqlite3.Error) and "disk is full" in text:
+    if kind == "full":
         err = KBError("no space left on its device", where=at,
                       fix=f"free space there (or write the KB on a device with more room), then {AGAIN}")
-    elif isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) or code == 8 \
-            or isinstance(e, sqlite3.Error) and "readonly database" in text:
+    elif kind in ("readonly", "denied"):
         why = e.strerror if isinstance(e, OSError) and e.strerror else "read-only"
         err = KBError(f"cannot be written: {why}", where=at,
                       fix=f"make {folder} writable (it is on a read-only mount, or another user's), or copy the KB "
@@ -62,12 +57,7 @@ AGAIN = "run the command again"
 def damaged_store(e: BaseException, path: str | Path) -> KBError | None:
     """The KBError for a SQLite error that says the store ``path`` is damaged (its pages, a cut or overwritten
     file); None for another error."""
-    if not isinstance(e, sqlite3.Error):
-        return None
-    code = getattr(e, "sqlite_errorcode", None)
-    text = str(e).lower()
-    if isinstance(code, int) and code & 0xFF in (11, 26) or "malformed" in text or "not a database" in text:
-        # SQLITE_CORRUPT, SQLITE_NOTADB
+    if isinstance(e, sqlite3.Error) and system_error_kind(e) == "damaged":
         return KBError(f"the entity store is damaged ({e})", where=str(path), fix=DAMAGED_FIX)
     return None
 
@@ -77,8 +67,7 @@ def store_error(e: BaseException, path: str | Path) -> KBError | None:
     (:func:`damaged_store`), a disk error, or a write that failed (:func:`write_error`); None for another error."""
     if not isinstance(e, sqlite3.Error):
         return None
-    code = getattr(e, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF == 10 or "disk i/o error" in str(e).lower():  # SQLITE_IOERR
+    if system_error_kind(e) == "io":
         return KBError("cannot read or write the entity store: disk I/O error", where=str(path),
                        fix="check the storage it is on (a disk or network mount error, no space left), then run "
                            "the command again")
@@ -478,10 +467,7 @@ def _said(fn: Any) -> Any:
             try:
                 yield from fn(self, *args, **kwargs)
             except sqlite3.Error as e:
-                err = _store_error_of(self, e)
-                if err is None:
-                    raise
-                raise err from e
+                _raise_said(self, e)
         return rows
 
     @functools.wraps(fn)
@@ -489,11 +475,16 @@ def _said(fn: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
         except sqlite3.Error as e:
-            err = _store_error_of(self, e)
-            if err is None:
-                raise
-            raise err from e
+            _raise_said(self, e)
     return call
+
+
+def _raise_said(store: EntityStore, e: sqlite3.Error) -> None:
+    """Raise ``e`` as the KBError that says it (:func:`_store_error_of`), or as itself."""
+    err = _store_error_of(store, e)
+    if err is None:
+        raise e
+    raise err from e
 
 
 def _store_error_of(store: EntityStore, e: sqlite3.Error) -> KBError | None:
