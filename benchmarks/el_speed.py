@@ -14,7 +14,10 @@ With ``--kb-subset N --kb-source ENTITIES.jsonl`` both sides link against an N-e
 gold entities of the measured documents that the source holds plus random fillers (seed 0), rebuilt with the model
 (``glinker kb build --adapter jsonl``) into ``kb_out/el-speed-subset-N`` (reused when there) — for when the
 reference's own set-up (it embeds every KB entity, about 0.4 s each on the shared 2-core CPU) cannot take the full KB.
-The last line is ``docs_per_s=<ours> reference_docs_per_s=<ref or n/a> speedup=<x or n/a> non_encoder_share=<s>``.
+With ``--dtype float32,auto`` ours runs once per precision (the pipeline's ``settings.dtype``; auto is bfloat16 on
+a CPU with bfloat16 matrix units, else float32), each with its own table; the reference stays in float32.
+The last line is ``docs_per_s=<ours> reference_docs_per_s=<ref or n/a> speedup=<x or n/a> non_encoder_share=<s>``
+for the first precision, then ``docs_per_s_<dtype>=<x>`` for each other one.
 """
 
 from __future__ import annotations
@@ -77,14 +80,14 @@ def make_subset(args: argparse.Namespace, gold_ids: list[str]) -> str:
     return str(out)
 
 
-def run_ours(args: argparse.Namespace, texts: list[dict]) -> dict:
+def run_ours(args: argparse.Namespace, texts: list[dict], dtype: str | None = None) -> dict:
     import torch
 
     import glinker
     from glinker.stages import resources
 
     torch.set_num_threads(args.threads)
-    pipe = glinker.load_pipeline(args.pipeline, model=args.model, kb=args.kb, batch_size=args.batch_size)
+    pipe = glinker.load_pipeline(args.pipeline, model=args.model, kb=args.kb, batch_size=args.batch_size, dtype=dtype)
     t0 = time.perf_counter()
     pipe.warm_up(freeze_gc=True)  # as `glinker link` does
     pipe.link(texts[:2])  # first-call effects (allocators, caches) stay out of the timing
@@ -98,7 +101,9 @@ def run_ours(args: argparse.Namespace, texts: list[dict]) -> dict:
     enc = resources.ENCODER_SECONDS["seconds"]
     return {"docs": n, "seconds": total, "warm_up_seconds": warm, "encoder_seconds": enc,
             "stages": {k: (s.seconds, s.items) for k, s in pipe.stats.stages.items()},
-            "types": {k: pipe.spec.stages[k].type for k in pipe.order}}
+            "types": {k: pipe.spec.stages[k].type for k in pipe.order},
+            "dtype": sorted({str(v.dtype).removeprefix("torch.") for v in pipe.context._resources.values()
+                             if hasattr(v, "fingerprint") and hasattr(v, "dtype")})}
 
 
 def run_reference(args: argparse.Namespace, texts: list[dict]) -> dict | None:
@@ -136,6 +141,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(data_dir() / "el" / "aida" / "aida_testb.jsonl"))
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents (ours)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--dtype", default="float32",
+                    help="ours: comma-separated precisions to run, e.g. float32,auto (default float32)")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--reference-venv", default=str(ROOT / ".venv-glinker011"))
     ap.add_argument("--reference-limit", type=int, default=10)
@@ -155,25 +162,32 @@ def main() -> int:
     if args.kb_subset:
         n_docs = max(len(texts), args.reference_limit)
         args.kb = make_subset(args, [q for ids in gold_ids[:n_docs] for q in ids])
-    ours = run_ours(args, texts)
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    runs = {d: run_ours(args, texts, d) for d in dtypes}
     ref = run_reference(args, texts)
+    print(f"data: {args.data} ({len(texts)} documents), model: {args.model}, kb: {args.kb}, threads: {args.threads}")
+    for d, ours in runs.items():
+        print(f"ours, dtype {d} (model in {', '.join(ours['dtype'])}):")
+        print(f"{'stage':<14}{'type':<20}{'items':>8}{'seconds':>10}{'share':>8}")
+        for k, (sec, items) in ours["stages"].items():
+            print(f"{k:<14}{ours['types'][k]:<20}{items:>8}{sec:>10.2f}{100 * sec / ours['seconds']:>7.1f}%")
+        enc = ours["encoder_seconds"]
+        print(f"{'total':<42}{ours['seconds']:>10.2f}  encoder {enc:.2f} s, "
+              f"non-encoder {100 * (1 - enc / ours['seconds']):.1f}%")
+        print(f"ours ({d}): {ours['docs'] / ours['seconds']:.2f} docs/s (warm-up {ours['warm_up_seconds']:.1f} s)")
+    ours = runs[dtypes[0]]
     dps = ours["docs"] / ours["seconds"]
-    print(f"data: {args.data} ({ours['docs']} documents), model: {args.model}, kb: {args.kb}, threads: {args.threads}")
-    print(f"{'stage':<14}{'type':<20}{'items':>8}{'seconds':>10}{'share':>8}")
-    for k, (sec, items) in ours["stages"].items():
-        print(f"{k:<14}{ours['types'][k]:<20}{items:>8}{sec:>10.2f}{100 * sec / ours['seconds']:>7.1f}%")
-    enc = ours["encoder_seconds"]
-    share = 1 - enc / ours["seconds"]
-    print(f"{'total':<42}{ours['seconds']:>10.2f}  encoder {enc:.2f} s, non-encoder {100 * share:.1f}%")
-    print(f"ours: {dps:.2f} docs/s (warm-up {ours['warm_up_seconds']:.1f} s)")
+    share = 1 - ours["encoder_seconds"] / ours["seconds"]
+    more = "".join(f" docs_per_s_{d}={r['docs'] / r['seconds']:.3f}" for d, r in runs.items() if d != dtypes[0])
     if ref is not None:
         rdps = ref["docs"] / ref["seconds"]
         print(f"GLiNKER 0.1.1: {rdps:.3f} docs/s on the first {ref['docs']} documents "
               f"(setup incl. entity embeddings {ref['setup_seconds']:.1f} s for {ref.get('entities', '?')} entities, "
               f"peak RSS {ref['peak_rss_mb']:.0f} MB)")
-        print(f"docs_per_s={dps:.3f} reference_docs_per_s={rdps:.4f} speedup={dps / rdps:.1f} non_encoder_share={share:.3f}")
+        print(f"docs_per_s={dps:.3f} reference_docs_per_s={rdps:.4f} speedup={dps / rdps:.1f} "
+              f"non_encoder_share={share:.3f}{more}")
     else:
-        print(f"docs_per_s={dps:.3f} reference_docs_per_s=n/a speedup=n/a non_encoder_share={share:.3f}")
+        print(f"docs_per_s={dps:.3f} reference_docs_per_s=n/a speedup=n/a non_encoder_share={share:.3f}{more}")
     return 0
 
 

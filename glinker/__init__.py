@@ -57,7 +57,8 @@ def __dir__() -> list[str]:
 def load_pipeline(path: str, **overrides: Any) -> "Pipeline":
     """Load and validate a YAML pipeline (:meth:`glinker.pipeline.Pipeline.from_yaml`); stages load their models
     lazily on first use. ``overrides``: ``model``, ``kb``, ``batch_size`` (a whole number from 1 to 100,000),
-    ``device``, and ``check_resources`` (default True: the model name, KB folders, label files and label banks the
+    ``device``, ``dtype`` (float32, bfloat16, float16 or auto: bfloat16 where the CPU or GPU runs it fast), and
+    ``check_resources`` (default True: the model name, KB folders, label files and label banks the
     pipeline names are checked now, as ``glinker pipeline validate`` checks them; False leaves them to the first
     batch)."""
     from glinker.pipeline import Pipeline

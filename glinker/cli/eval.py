@@ -123,6 +123,7 @@ def ner(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Score only the first N sentences of each set (with --predictions too)."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
     predictions: Path | None = typer.Option(None, "--predictions", help="Score saved predictions (JSONL) instead of running a model."),
     save_predictions: Path | None = typer.Option(None, "--save-predictions", help="Write the predictions as JSONL."),
     mode: str = typer.Option("gliner", "--mode", help="gliner (whitespace-word spans, GLiNER's convention) or char."),
@@ -160,13 +161,13 @@ def ner(
         _guard_output("--save-predictions", save_predictions, [data], predictions)
         _guard_output("--json", json_out, [data], predictions, [("--save-predictions", save_predictions)])
         if sweep is not None:
-            _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words)
+            _sweep(data, split, sweep, model, batch_size, limit, device, mode, window_words, dtype)
             return
         if predictions is not None:
             report = score_predictions_file(predictions, data, mode=mode, split=split, limit=limit)
         else:
             datasets = load_ner_datasets(data, split=split, limit=limit)
-            predict = _load_predict(model, threshold, batch_size, device, window_words)
+            predict = _load_predict(model, threshold, batch_size, device, window_words, dtype)
             bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
             try:
                 report = evaluate_ner(predict, datasets, mode=mode, save_predictions=save_predictions,
@@ -187,7 +188,7 @@ def ner(
 
 
 def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limit: int | None,
-           device: str | None, mode: str, window_words: int | None = None) -> None:
+           device: str | None, mode: str, window_words: int | None = None, dtype: str | None = None) -> None:
     from glinker.eval.datasets import load_ner_datasets
     from glinker.eval.ner import sweep_thresholds
 
@@ -201,7 +202,7 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
     datasets = load_ner_datasets(data, split=split, limit=limit)
     bar = _progress(sum(len(d.examples) for d in datasets), "eval ner")
     try:
-        predict = _load_predict(model, ts[0], batch_size, device, window_words)
+        predict = _load_predict(model, ts[0], batch_size, device, window_words, dtype)
         reports = sweep_thresholds(predict, datasets, ts, mode=mode, progress=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
@@ -224,14 +225,14 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
 
 
 def _load_predict(model: str, threshold: float, batch_size: int, device: str | None,
-                  window_words: int | None = None) -> Any:
+                  window_words: int | None = None, dtype: str | None = None) -> Any:
     """The model's predict as the ``predict(texts, labels)`` callable the evaluator needs."""
     from glinker.errors import ModelError
 
     try:
         from glinker.model import BiEncoder
 
-        enc = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
+        enc = BiEncoder.from_pretrained(model, device=device, window_words=window_words, dtype=dtype)
     except GlinkerError as e:
         if model == DEFAULT_MODEL:
             raise ModelError(f"the default model {DEFAULT_MODEL!r} is not available ({e.message})", where="--model",
@@ -262,6 +263,7 @@ def el(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON (atomically; never onto an input)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Override the pipeline's model."),
     kb: str | None = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the pipeline's settings.dtype, else the checkpoint's."),
 ) -> None:
     """End-to-end InKB P/R/F1, disambiguation accuracy, recall@k, NIL accuracy and KB coverage."""
     from glinker.eval.datasets import iter_el_files
@@ -296,7 +298,7 @@ def el(
 
             linked = list(iter_linked_jsonl(predictions))
         else:
-            linked, found_by = _run_pipeline(pipeline, gold, save, batch_size, model, kb)  # type: ignore[arg-type]
+            linked, found_by = _run_pipeline(pipeline, gold, save, batch_size, model, kb, dtype)  # type: ignore[arg-type]
         _check_predictions(linked, gold, predictions if predictions is not None else save)
         wanted = set(ids)
         preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
@@ -352,14 +354,14 @@ def _mentions_of(pipe: Any) -> str:
 
 
 def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None, model: str | None = None,
-                  kb: str | None = None) -> tuple[list[Any], str]:
+                  kb: str | None = None, dtype: str | None = None) -> tuple[list[Any], str]:
     """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL.
     Returns the linked documents and how the pipeline finds mentions (:func:`_mentions_of`)."""
     import glinker
     from glinker.io import iter_linked_jsonl
     from glinker.stages.writers import JSONLWriter
 
-    pipe = glinker.load_pipeline(str(path), model=model, kb=kb)
+    pipe = glinker.load_pipeline(str(path), model=model, kb=kb, dtype=dtype)
     found_by = _mentions_of(pipe)
     docs = [d.to_document() for d in gold]
     claim = None

@@ -57,7 +57,7 @@ def _parse_options(opts: list[str]) -> dict[str, Any]:
     return out
 
 
-def _encoder(model: str | None, fallback: str | None) -> tuple[Any, str | None]:
+def _encoder(model: str | None, fallback: str | None, dtype: str | None = None) -> tuple[Any, str | None]:
     """The encoder named by ``--model``, else by ``fallback`` (the model a KB's manifest records), else the shipped
     default; and its name. A relative model path a manifest records (builds before absolute paths were recorded)
     that is no folder here is said as such."""
@@ -70,7 +70,7 @@ def _encoder(model: str | None, fallback: str | None) -> tuple[Any, str | None]:
     if name.lower() == "none":
         return None, None
     try:
-        return load_encoder(name), name
+        return load_encoder(name, dtype=dtype), name
     except GlinkerError as e:
         if model or name != fallback or _no_relative_path(name):
             raise
@@ -118,6 +118,7 @@ def build(
     no_resume: bool = typer.Option(False, "--no-resume", help="Discard an interrupted build instead of resuming it."),
     queue: str | None = typer.Option(None, "--queue", help="Redis URL: embed the entities on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
     job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Encoder precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
 ) -> None:
     """Build a KB directory from a source (resumable; the old KB stays intact until the new one is complete)."""
     from glinker.kb.adapters import load_adapter
@@ -131,7 +132,7 @@ def build(
     options = _merged_options(opt, languages=languages, table=table, query=query)
     ad = load_adapter(adapter, source, **options)
     with _closing(ad):  # the adapter's connections and files end with the command
-        enc, name = _encoder(model, None)
+        enc, name = _encoder(model, None, dtype)
         if enc is not None:
             from glinker.kb.index import VectorIndex
 
@@ -298,10 +299,10 @@ def _same_option(given: Any, built: Any) -> bool:
     return False
 
 
-def _checked_encoder(kb: Any, model: str | None) -> Any:
+def _checked_encoder(kb: Any, model: str | None, dtype: str | None = None) -> Any:
     """The encoder of ``--model`` (default: the KB's own), checked against the KB's vectors: a model whose weights
     changed under the same name (an upgrade) is said as such."""
-    enc, name = _encoder(model, kb.manifest.model or "none")
+    enc, name = _encoder(model, kb.manifest.model or "none", dtype)
     if enc is not None and kb.manifest.has_vectors:
         kb.check_model(enc.fingerprint, name)
     return enc
@@ -341,6 +342,7 @@ def add(
     atomic: bool = typer.Option(False, "--atomic", help="Write the update into a copy of the KB and switch to it "
                                 "when complete: processes reading the KB meanwhile never see it half-done (an "
                                 "interrupted run keeps nothing; default: in place, batch by batch)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Encoder precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast; float32 elsewhere). Default: the checkpoint's (float32)."),
 ) -> None:
     """Add new entities and update existing ones (by id) without a rebuild; with --prune, sync with the source."""
     from glinker.kb import KB
@@ -405,7 +407,7 @@ def add(
         ad = load_adapter(adapter, source, **options)
         with _closing(ad), _interrupted("add", atomic), \
                 KB.update(path) if atomic else KB.open(path, writable=True) as kb:
-            enc = _checked_encoder(kb, model) if kb.manifest.has_vectors else None
+            enc = _checked_encoder(kb, model, dtype) if kb.manifest.has_vectors else None
             with _source_bar(ad) as ents:
                 c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
             typer.echo(f"added {c['added']}, updated {c['updated']}"

@@ -183,6 +183,7 @@ def ner(
         False, "--truncate", help="Cut long texts like gliner instead of chunking them."
     ),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
     label_top_k: int | None = typer.Option(
         None,
         "--label-top-k",
@@ -219,7 +220,7 @@ def ner(
         raise DataError("cannot read input: " + ("it is a directory" if input.is_dir() else "no such file"),
                         where=str(input), fix="check the path")
     lab = _labels(labels, labels_file, label_bank)
-    m = BiEncoder.from_pretrained(model, device=device, window_words=window_words)
+    m = BiEncoder.from_pretrained(model, device=device, window_words=window_words, dtype=dtype)
     if isinstance(lab, (list, dict)):
         lab = m.encode_labels(lab, progress=len(lab) >= 2048 and progress)  # encoded once, reused for every batch
     settings = {"model": m.fingerprint, "labels": _labels_digest(lab.names, lab.prompts, lab.dim, m.fingerprint),

@@ -25,15 +25,16 @@ class EntityEncoder(Protocol):
         ...
 
 
-def load_encoder(model: str, device: str | None = None) -> EntityEncoder:
-    """Load ``glinker.model.BiEncoder`` from a shipped name, a local directory or a hub id (on ``device``)."""
+def load_encoder(model: str, device: str | None = None, dtype: str | None = None) -> EntityEncoder:
+    """Load ``glinker.model.BiEncoder`` from a shipped name, a local directory or a hub id (on ``device``, in
+    ``dtype``: float32, bfloat16, float16 or auto; None: the checkpoint's)."""
     try:
         from glinker.model import BiEncoder  # type: ignore[attr-defined]
     except ImportError as e:
         raise DependencyError(f"the glinker model package is not available: {e}",
                               fix="install glinker with its model dependencies, or build with --model none "
                                   "(alias-only KB)") from e
-    enc = BiEncoder.from_pretrained(model, device=device)
+    enc = BiEncoder.from_pretrained(model, device=device, dtype=dtype)
     if not isinstance(enc, EntityEncoder):
         raise KBError(f"model {model!r} does not provide encode_entities/fingerprint/dim", where="model",
                       fix="use a glinker bi-encoder checkpoint")

@@ -22,7 +22,7 @@ from glinker.io import free_id
 from glinker.locks import fork_safe_lock, torch_guarded
 from glinker.pipeline.graph import render_dot, render_text, topological_order
 from glinker.pipeline.registry import is_builtin_class, plugin_note, stage_origin
-from glinker.pipeline.spec import PipelineSpec, checked_batch_size, load_spec, resource_problems
+from glinker.pipeline.spec import PipelineSpec, checked_batch_size, checked_dtype, load_spec, resource_problems
 from glinker.pipeline.stage import DOCUMENTS, PipelineContext, Stage
 from glinker.stages.records import CANDIDATES, LINKS, MENTIONS, MentionCandidates
 from glinker.types import Candidate, Document, Link, LinkedDocument, Mention, checked_meta
@@ -240,10 +240,11 @@ class Pipeline:
     # construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, *, model: str | None = None, kb: str | None = None,
-                  batch_size: int | None = None, device: str | None = None,
+                  batch_size: int | None = None, device: str | None = None, dtype: str | None = None,
                   check_resources: bool = True) -> "Pipeline":
         """Load, validate and build a pipeline from a YAML file; keyword arguments override its settings
-        (``batch_size``: a whole number from 1 to 100,000, else a ConfigError). With ``check_resources`` (the
+        (``batch_size``: a whole number from 1 to 100,000, else a ConfigError; ``dtype``: float32, bfloat16, float16
+        or auto, the ``settings.dtype`` of the file). With ``check_resources`` (the
         default) the resources it names are checked as ``glinker pipeline validate`` checks them, before anything
         loads: a model name that is no shipped model, folder or hub id, and a KB folder, label file or label bank
         that does not exist are a PipelineError listing each with its line and fix (which the first batch would
@@ -266,6 +267,8 @@ class Pipeline:
             h.settings.batch_size = batch_size
         if device is not None:
             h.settings.device = device
+        if dtype is not None:
+            h.settings.dtype = checked_dtype(dtype)
         if check_resources:
             problems = resource_problems(spec, check_paths=True, unused=False, sources=False)
             if problems:
@@ -290,8 +293,9 @@ class Pipeline:
         """What :meth:`fingerprint` hashes (without resources), as data: the stages (type, inputs, parameters),
         the output and the settings that decide results; cluster workers name what differs from it."""
         h = self.spec.header
+        # dtype only when set: the identity of a pipeline without it is what it was before the setting existed
         settings = {k: v for k, v in h.settings.model_dump(mode="json").items()
-                    if k not in ("device", "batch_size", "log_every")}
+                    if k not in ("device", "batch_size", "log_every") and not (k == "dtype" and v is None)}
         stages = {n: {"type": st.type, "inputs": st.inputs,
                       "params": st.params.model_dump(mode="json") if st.params is not None else None}
                   for n, st in self.spec.stages.items()}

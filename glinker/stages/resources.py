@@ -155,7 +155,7 @@ def _checkpoint_stamp(path: str) -> tuple:
 def load_model(context: PipelineContext, model: str | None) -> Any:
     """The bi-encoder named by the stage or the pipeline: shared by every stage naming it, and by every pipeline of
     the process that loads the same checkpoint (the same folder, unchanged since, or shipped model or hub id) on the
-    same device with the same ``window_words``: two pipelines from one YAML file hold one copy of the weights.
+    same device with the same ``window_words`` and ``dtype``: two pipelines from one YAML file hold one copy of the weights.
     Nothing a pipeline does changes a loaded model (``Pipeline.close`` keeps it; the model is freed when the last
     pipeline using it is), and a model may be used from several threads at once (its tokenizer calls are
     serialized: ``BiEncoder._tokenizing``). Code that changes a pipeline's model (``.to()``, training, ``lowp``)
@@ -172,20 +172,22 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
             path = str(shipped.materialize(name))
         where = str(Path(str(path)).expanduser().absolute()) if Path(str(path)).expanduser().exists() else str(path)
         device = "cpu" if context.device is None else str(context.device)
-        key = (where, device, window, _checkpoint_stamp(where))
+        key = (where, device, window, dtype, _checkpoint_stamp(where))
         with _LOADED_MODELS_LOCK:  # two pipelines warming up at once load it once
             m = _LOADED_MODELS.get(key)
             if m is not None:
                 log.info("model %s: sharing the copy already loaded in this process", name)
                 return m
-            m = BiEncoder.from_pretrained(path, device=context.device, window_words=window)
+            m = BiEncoder.from_pretrained(path, device=context.device, window_words=window, dtype=dtype)
             _LOADED_MODELS[key] = m
             _MODEL_NAMES[m] = where if local else name  # a folder by its absolute path, as a KB records it
-        log.info("loaded model %s (dim %d, windows of %d words)", name, m.dim, m.window_words)
+        log.info("loaded model %s (dim %d, windows of %d words, %s)", name, m.dim, m.window_words,
+                 str(m.dtype).removeprefix("torch."))
         return m
 
     window = context.settings.get("window_words")
-    return context.resource(("model", name, context.device, window), factory)
+    dtype = context.settings.get("dtype")
+    return context.resource(("model", name, context.device, window, dtype), factory)
 
 
 def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None) -> Any:
