@@ -1129,6 +1129,19 @@ def _check_span(text: str, s: Any, e: Any, where: str, what: str) -> None:
                         fix="offsets are character positions with 0 <= start <= end <= len(text)")
 
 
+def _empty_span(s: int, e: int, where: str, what: str, seen: list[str]) -> bool:
+    """Whether a gold span is empty (start == end): such a span can never be matched, so it is left out of scoring
+    (as ``given_mentions`` leaves empty spans out) with one warning per file naming the first one."""
+    if s != e:
+        return False
+    if not seen:
+        log.warning("%s: %s is an empty span (start = end = %d): left out of scoring, where it could only count as a "
+                    "miss (as are any further empty spans of this file); give gold spans as [start, end) with end > "
+                    "start", where, what, s)
+    seen.append(where)
+    return True
+
+
 _AIDA_MENTION_KEYS = ("start", "end", "token_start", "token_end", "mention", "ner_type", "wikipedia_title",
                       "wikipedia_url", "wikipedia_id", "freebase_mid", "wikidata_qid", "qid_source", "wikidata_label")
 _ELEVANT_LABEL_KEYS = ("id", "span", "entity_id", "name", "type", "coref", "parent", "children", "desc", "optional")
@@ -1166,6 +1179,7 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     with ``raw_id`` = the title and ``meta["unmapped"] = True`` so reports can count them.
     """
     p = Path(path)
+    empty: list[str] = []
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
@@ -1182,6 +1196,8 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
             if m.get("mention") is not None and m["mention"] != surface:
                 raise DataError(f"mention {j} text {m['mention']!r} differs from text[{s}:{e}] = {surface!r}",
                                 where=where, fix="offsets must be character offsets into 'text' (end exclusive)")
+            if _empty_span(s, e, where, f"mention {j}", empty):
+                continue
             _check_id_key(m, "wikidata_qid", _AIDA_MENTION_KEYS, where, f"mention {j}")
             qid = m.get("wikidata_qid")
             title = m.get("wikipedia_title")
@@ -1204,6 +1220,7 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
     optional, as in ELEVANT.
     """
     p = Path(path)
+    empty: list[str] = []
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels"), list):
@@ -1220,6 +1237,8 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
             if not (isinstance(span, list) and len(span) == 2):
                 raise DataError(f"label {j} has no [start, end] span", where=where, fix='labels need "span": [s, e]')
             _check_span(text, span[0], span[1], where, f"label {j}")
+            if _empty_span(span[0], span[1], where, f"label {j}", empty):
+                continue
             _check_id_key(lab, "entity_id", _ELEVANT_LABEL_KEYS, where, f"label {j}")
             raw = str(lab.get("entity_id", ""))
             typ = str(lab.get("type", ""))
