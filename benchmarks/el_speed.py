@@ -141,8 +141,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(data_dir() / "el" / "aida" / "aida_testb.jsonl"))
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents (ours)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--dtype", default="float32",
-                    help="ours: comma-separated precisions to run, e.g. float32,auto (default float32)")
+    ap.add_argument("--dtype", default="",
+                    help="ours: comma-separated precisions to run, e.g. float32,auto (default: the pipeline's own)")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--reference-venv", default=str(ROOT / ".venv-glinker011"))
     ap.add_argument("--reference-limit", type=int, default=10)
@@ -162,8 +162,8 @@ def main() -> int:
     if args.kb_subset:
         n_docs = max(len(texts), args.reference_limit)
         args.kb = make_subset(args, [q for ids in gold_ids[:n_docs] for q in ids])
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    runs = {d: run_ours(args, texts, d) for d in dtypes}
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] or ["pipeline"]
+    runs = {d: run_ours(args, texts, None if d == "pipeline" else d) for d in dtypes}
     ref = run_reference(args, texts)
     print(f"data: {args.data} ({len(texts)} documents), model: {args.model}, kb: {args.kb}, threads: {args.threads}")
     for d, ours in runs.items():

@@ -158,7 +158,7 @@ class Coordinator:
                  max_in_flight: int = 32, heartbeat_ttl: float = HEARTBEAT_TTL, pipeline_name: str = "",
                  poll: float = 1.0, kind: str = "link", max_attempts: int = 3,
                  batch_timeout: float | None = None, resources: dict[str, Any] | None = None,
-                 identity: dict[str, Any] | None = None) -> None:
+                 identity: dict[str, Any] | None = None, worker_args: str = "") -> None:
         self.r = connect(url)
         self.url = url
         self.shown = redact(url)  # the URL in every message and log line: its password as ***
@@ -179,7 +179,8 @@ class Coordinator:
         self.batch_timeout = batch_timeout
         # how to start a worker for this job (said when none is alive)
         self.worker_hint = (f"glinker worker -p PIPELINE --queue {self.shown} --job {job}" if kind == "link" else
-                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {self.shown} --job {job}")
+                            f"glinker worker --model {pipeline_name or 'MODEL'} --queue {self.shown} --job {job}"
+                            ) + (f" {worker_args}" if worker_args else "")
         self._scanned_at = 0.0
         self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
@@ -529,6 +530,19 @@ class LinkTask:
         return len(payload["docs"])
 
 
+def model_dtype(encoder: Any) -> str:
+    """The precision an encoder runs in, by name (float32 when it does not say)."""
+    return str(getattr(encoder, "dtype", "float32")).removeprefix("torch.")
+
+
+def encode_job_spec(encoder: Any) -> str:
+    """What identifies a ``glinker kb build --queue`` job's work: the model's fingerprint, with its precision when
+    that is not float32 (``--dtype``), so that every worker embeds in the precision the build was given and one KB
+    never holds vectors of two precisions."""
+    dt = model_dtype(encoder)
+    return encoder.fingerprint if dt == "float32" else f"{encoder.fingerprint}/{dt}"
+
+
 class EncodeTask:
     """What a worker does for a ``glinker kb build --queue`` job: entity texts -> vectors with one model."""
 
@@ -537,7 +551,7 @@ class EncodeTask:
     def __init__(self, encoder: Any, batch_size: int = 64, name: str = "model") -> None:
         self.encoder = encoder
         self.name = name
-        self.fingerprint = encoder.fingerprint
+        self.fingerprint = encode_job_spec(encoder)  # the job's: the model's, and its precision unless float32
         self.batch_size = batch_size
 
     def warm_up(self) -> str:
@@ -703,11 +717,20 @@ class Worker:
             if kind == "link" and diff:
                 raise ConfigError(f"job {self.job!r} links with pipeline {meta.get('pipeline', '?')!r}, which differs "
                                   f"from this worker's in {diff}", where=f"worker {self.name}",
-                                  fix="start the worker with the same pipeline file (and --model/--kb overrides) as "
-                                      "`glinker link --queue`")
+                                  fix="start the worker with the same pipeline file (and --model/--kb/--dtype "
+                                      "overrides) as `glinker link --queue`")
+            spec, mine_spec = meta.get("spec") or "", self.task.fingerprint
+            if kind == "encode" and meta.get("kind") == "encode" and spec.split("/")[0] == mine_spec.split("/")[0]:
+                theirs_dt = spec.split("/")[1] if "/" in spec else "float32"
+                mine_dt = mine_spec.split("/")[1] if "/" in mine_spec else "float32"
+                raise ConfigError(f"job {self.job!r} embeds with {meta.get('pipeline', '?')!r} in {theirs_dt}; this "
+                                  f"worker's model runs in {mine_dt}", where=f"worker {self.name}",
+                                  fix=f"start the worker with --dtype {theirs_dt} (one KB holds vectors of one "
+                                      "precision)")
             what = {"link": "pipeline", "encode": "model"}
-            fix = ("start the worker with the same pipeline file and --model/--kb overrides as `glinker link "
-                   "--queue`" if kind == "link" else "start the worker with the --model the KB build was given")
+            fix = ("start the worker with the same pipeline file and --model/--kb/--dtype overrides as `glinker link "
+                   "--queue`" if kind == "link" else "start the worker with the --model (and --dtype) the KB build "
+                   "was given")
             article = "an" if meta.get("kind", "link")[0] in "aeiou" else "a"
             raise ConfigError(f"job {self.job!r} is {article} {meta.get('kind', 'link')} job with "
                               f"{what.get(meta.get('kind', 'link'), '?')} {meta.get('pipeline', '?')!r} (fingerprint "
@@ -760,7 +783,9 @@ class RemoteEncoder:
 
     def __init__(self, encoder: Any, url: str, job: str = DEFAULT_JOB, *, name: str = "model", piece: int = 1024,
                  max_in_flight: int = 16, heartbeat_ttl: float | None = None) -> None:
-        self.fingerprint = encoder.fingerprint
+        self.fingerprint = encoder.fingerprint  # the model's, which the KB records
+        self.spec = encode_job_spec(encoder)  # the job's: with the precision
+        self.dtype = model_dtype(encoder)
         self.dim = encoder.dim
         self.name = name
         self.url, self.job, self.piece = url, job, max(1, piece)
@@ -771,8 +796,9 @@ class RemoteEncoder:
 
     def _coordinator(self) -> Coordinator:
         if self._coord is None:
-            self._coord = Coordinator(self.url, self.job, self.fingerprint, self._out.append, kind="encode",
+            self._coord = Coordinator(self.url, self.job, self.spec, self._out.append, kind="encode",
                                       max_in_flight=self.max_in_flight, pipeline_name=self.name,
+                                      worker_args="" if self.dtype == "float32" else f"--dtype {self.dtype}",
                                       **({"heartbeat_ttl": self.heartbeat_ttl} if self.heartbeat_ttl else {}))
         return self._coord
 

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import typer
 
+from glinker.cli import dtype_option
+
 from glinker.errors import ConfigError, DataError, GlinkerError
 from glinker.model.shipped import DEFAULT_MODEL
 
@@ -123,7 +125,7 @@ def ner(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Score only the first N sentences of each set (with --predictions too)."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
+    dtype: str | None = dtype_option(),
     predictions: Path | None = typer.Option(None, "--predictions", help="Score saved predictions (JSONL) instead of running a model."),
     save_predictions: Path | None = typer.Option(None, "--save-predictions", help="Write the predictions as JSONL."),
     mode: str = typer.Option("gliner", "--mode", help="gliner (whitespace-word spans, GLiNER's convention) or char."),
@@ -180,7 +182,8 @@ def ner(
     report.run = {"model": None if predictions is not None else model,
                   "threshold": None if predictions is not None else threshold,
                   "predictions": str(predictions) if predictions is not None else None,
-                  "data": str(data), "split": split if data.is_dir() else None, "mode": mode}
+                  "data": str(data), "split": split if data.is_dir() else None, "mode": mode,
+                  **({"dtype": dtype} if dtype is not None and predictions is None else {})}
     typer.echo(report.table())
     if json_out is not None:
         _write_report(json_out, report.as_dict())
@@ -263,7 +266,7 @@ def el(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON (atomically; never onto an input)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Override the pipeline's model."),
     kb: str | None = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the pipeline's settings.dtype, else the checkpoint's."),
+    dtype: str | None = dtype_option("the pipeline's settings.dtype, else the checkpoint's"),
 ) -> None:
     """End-to-end InKB P/R/F1, disambiguation accuracy, recall@k, NIL accuracy and KB coverage."""
     from glinker.eval.datasets import iter_el_files
@@ -308,7 +311,8 @@ def el(
         _fail(e)
     run = {"pipeline": str(pipeline) if pipeline is not None else None,
            "predictions": str(predictions) if predictions is not None else None, "model": model, "kb": kb,
-           "data": [str(d) for d in data], "limit": limit, "mentions": report.mentions}
+           "data": [str(d) for d in data], "limit": limit, "mentions": report.mentions,
+           **({"dtype": dtype} if dtype is not None and pipeline is not None else {})}
     if pipeline is not None:
         typer.echo(f"pipeline: {pipeline}" + (f"  model: {model}" if model else "") + (f"  kb: {kb}" if kb else "")
                    + f"  (mentions: {'gold, given_mentions' if found_by == 'gold' else 'found end to end'})")

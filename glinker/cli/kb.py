@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import typer
 
+from glinker.cli import dtype_option
+
 from glinker.errors import ConfigError, GlinkerError
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def build(
     no_resume: bool = typer.Option(False, "--no-resume", help="Discard an interrupted build instead of resuming it."),
     queue: str | None = typer.Option(None, "--queue", help="Redis URL: embed the entities on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
     job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Encoder precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Build a KB directory from a source (resumable; the old KB stays intact until the new one is complete)."""
     from glinker.kb.adapters import load_adapter
@@ -342,7 +344,7 @@ def add(
     atomic: bool = typer.Option(False, "--atomic", help="Write the update into a copy of the KB and switch to it "
                                 "when complete: processes reading the KB meanwhile never see it half-done (an "
                                 "interrupted run keeps nothing; default: in place, batch by batch)."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Encoder precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast; float32 elsewhere). Default: the checkpoint's (float32)."),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Add new entities and update existing ones (by id) without a rebuild; with --prune, sync with the source."""
     from glinker.kb import KB

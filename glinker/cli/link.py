@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import typer
 
+from glinker.cli import dtype_option
+
 from glinker.errors import ConfigError, DataError, GlinkerError
 from glinker.io import InputIds, check_text
 
@@ -235,7 +237,7 @@ def link(
     model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),
     kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the pipeline's settings.dtype, else the checkpoint's."),
+    dtype: Optional[str] = dtype_option("the pipeline's settings.dtype, else the checkpoint's"),
     fmt: str = typer.Option("auto", "--format", help="Input format: auto, txt or jsonl."),
     text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad input lines with a warning instead of stopping."),
@@ -276,7 +278,7 @@ def worker(
     model: Optional[str] = typer.Option(None, "--model", help="With -p: override the pipeline's model (as the coordinator did). Without -p: serve a `glinker kb build --queue` job, embedding entity texts with this model."),
     kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory (as the coordinator did)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:1."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model precision (float32, bfloat16, float16, auto); with -p as the coordinator was given it (it is part of the pipeline's identity)."),
+    dtype: Optional[str] = dtype_option("with -p, the pipeline's settings.dtype; with --model, the checkpoint's", "With -p give it as the coordinator was given it (it is part of the pipeline's identity); with --model as `kb build --queue --dtype` was given it (the job says which)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads of this worker (several workers on one machine: cores / workers)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Without -p: encoder batch size."),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=0, help="Exit after this many seconds without a batch (default: serve until interrupted)."),
@@ -650,12 +652,15 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     base = getattr(pipe.spec, "base_dir", None)
     out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
            "contents": contents}
+    if h.settings.dtype is not None:  # named in a refusal (it is in the pipeline's fingerprint too); only when set
+        out["dtype"] = h.settings.dtype
     if legacy is not None and legacy != contents:
         out[LEGACY_CONTENTS] = legacy  # compared by _claim_output, never written
     return out
 
 
 LEGACY_CONTENTS = "_legacy_contents"
+_SET_ONLY = ("dtype",)  # run-record keys written only when set (older records lack them)
 
 
 def _kb_refs(pipe: Any) -> list[Any]:
@@ -692,12 +697,14 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     try:
         before = _read_record(fd)
         if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
-            differ = [k for k in ident if before.get(k) != ident[k]
+            # a key recorded only when set (dtype) counts when either run set it
+            keys = [*ident, *(k for k in _SET_ONLY if k in before and k not in ident)]
+            differ = [k for k in keys if before.get(k) != ident.get(k)
                       and not (k == "contents" and legacy is not None and before.get(k) == legacy)]
             if differ:
                 what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
                                  "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
-                                 f"{k} {_shown(before.get(k))} then, {_shown(ident[k])} now" for k in differ)
+                                 f"{k} {_shown(before.get(k))} then, {_shown(ident.get(k))} now" for k in differ)
                 raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
                                   f"{noun}s' results in one file", where=flag, fix=fix)
         fd = _replace_record(path, fd, json.dumps(ident, default=str) + "\n")

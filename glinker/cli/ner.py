@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from glinker.cli import dtype_option
+
 from glinker.errors import ConfigError, DataError
 from glinker.io import InputIds, check_text
 from glinker.model.shipped import DEFAULT_MODEL
@@ -183,7 +185,7 @@ def ner(
         False, "--truncate", help="Cut long texts like gliner instead of chunking them."
     ),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the checkpoint's (float32)."),
+    dtype: str | None = dtype_option(),
     label_top_k: int | None = typer.Option(
         None,
         "--label-top-k",
@@ -227,6 +229,8 @@ def ner(
                 "threshold": threshold, "nested": nested, "multi_label": multi_label, "truncate": truncate,
                 "label_top_k": label_top_k, "window_words": window_words, "text_field": text_field,
                 "whole_file": whole_file}
+    if dtype is not None:  # only when given: outputs written before --dtype existed still resume
+        settings["dtype"] = dtype
     claim = None
     done = ResumeState()
     if output is not None:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from glinker.cli import dtype_option
+
 
 def serve(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
@@ -15,7 +17,7 @@ def serve(
     model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),
     kb: Optional[str] = typer.Option(None, "--kb", help="Override the pipeline's KB directory."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model precision: float32, bfloat16, float16, or auto (bfloat16 where this CPU or GPU runs it fast: ~1.5-2x on CPUs with AMX or AVX512-BF16; float32 elsewhere). Default: the pipeline's settings.dtype, else the checkpoint's."),
+    dtype: Optional[str] = dtype_option("the pipeline's settings.dtype, else the checkpoint's"),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long the first queued request waits for others to share its batch."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
     max_chars: int = typer.Option(200_000, "--max-chars", min=1, help="Characters of text one request may hold (a bigger one is a 413: one huge request would hold every client)."),

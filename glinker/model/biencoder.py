@@ -181,51 +181,94 @@ def _device(device: Any, where: str = "device") -> Any:
     return dev
 
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
 def _dtype(dtype: Any, device: Any = None) -> Any:
-    """``dtype`` (a torch dtype or its name, e.g. "bfloat16", or "auto": :func:`auto_dtype` on ``device``) as a
-    floating-point torch dtype; ConfigError otherwise."""
+    """``dtype`` (float32, bfloat16 or float16, as a torch dtype or its name, or "auto": :func:`auto_dtype` on
+    ``device``) as a torch dtype; a ConfigError otherwise (float64 and the float8 types run no model here)."""
     import torch
 
-    if isinstance(dtype, str) and dtype.strip().lower() == "auto":
+    name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if name == "auto":
         return auto_dtype(device if device is not None else "cpu")
-    want = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
-    if not isinstance(want, torch.dtype) or not want.is_floating_point:
-        raise ConfigError(f"dtype {dtype!r} is not a floating-point torch dtype", where="dtype",
-                          fix="use float32, bfloat16, float16 or auto")
+    want = getattr(torch, name, None) if name is not None else dtype
+    if not isinstance(want, torch.dtype) or str(want).removeprefix("torch.") not in DTYPE_NAMES:
+        raise ConfigError(f"dtype {dtype!r} is not one of float32, bfloat16, float16, auto", where="dtype",
+                          fix="use auto (bfloat16 where this CPU or GPU runs it fast, else float32), or float32")
+    if want != torch.float32:
+        _warn_if_slow(want, device)
     return want
 
 
-# "auto" runs in bfloat16 on a CPU whose bfloat16 matrix products are at least this many times faster than float32
-# ones (AMX, AVX512-BF16); the shipped model then links and tags ~1.5-2x faster with the same scores (docs/model.md)
+# "auto" runs in bfloat16 on CPUs with AMX, and on a CPU with AVX512-BF16 (no AMX) whose bfloat16 matrix products
+# measure at least this many times faster than float32 ones; the shipped model then links and tags ~1.5-2x faster
+# with the same scores within bfloat16 rounding (docs/model.md, "Precision")
 AUTO_BF16_MIN_SPEEDUP = 2.0
 _AUTO: dict[str, Any] = {}
+_WARNED_SLOW: set[str] = set()
+
+
+def _cpu_bf16_units() -> str:
+    """"amx", "avx512_bf16" or "" for this CPU (torch's own checks; "unknown" where this torch lacks them)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    amx = getattr(cpu, "_is_amx_tile_supported", None)
+    avx = getattr(cpu, "_is_avx512_bf16_supported", None)
+    if amx is None or avx is None:
+        return "unknown"
+    try:
+        return "amx" if amx() else "avx512_bf16" if avx() else ""
+    except Exception:  # pragma: no cover - a torch build without the checks
+        return "unknown"
 
 
 def auto_dtype(device: Any = "cpu") -> Any:
-    """The dtype ``dtype="auto"`` picks on ``device``: bfloat16 on a CUDA device that supports it, and on a CPU where
-    bfloat16 matrix products run at least AUTO_BF16_MIN_SPEEDUP times faster than float32 ones (measured once per
-    device type and thread count, as the scoring pre-filter measures it); float32 everywhere else (CPUs without
-    bfloat16 units run it 10-40x slower, MPS). Logged at INFO with the reason."""
+    """The dtype ``dtype="auto"`` picks on ``device``: bfloat16 on a CUDA device of compute capability 8.0 or more
+    (Ampere and later); on a CPU with AMX tiles; on a CPU with AVX512-BF16 but no AMX where bfloat16 matrix products
+    measure at least AUTO_BF16_MIN_SPEEDUP times faster than float32 (once per process and thread count; such CPUs
+    measure 2.1-2.4x, so set the dtype explicitly there for the same choice every run); float32 everywhere else
+    (CPUs without bfloat16 units run it 10-40x slower, MPS). Logged at INFO with the reason."""
     import torch
 
-    from glinker.model.scoring import bf16_speedup
-
     dev = torch.device(device)
-    key = f"{dev.type}:{torch.get_num_threads()}"
+    key = f"{dev}:{torch.get_num_threads()}"
     if key not in _AUTO:
         if dev.type == "cuda":
-            ok = bool(torch.cuda.is_bf16_supported())
-            why = "this GPU supports bfloat16" if ok else "this GPU has no bfloat16"
+            major = torch.cuda.get_device_capability(dev)[0]
+            ok, why = major >= 8, f"compute capability {major}.x; bfloat16 from 8.0"
         elif dev.type == "cpu":
-            speedup = bf16_speedup(dev)
-            ok = speedup is not None and speedup >= AUTO_BF16_MIN_SPEEDUP
-            why = ("no bfloat16 products here" if speedup is None
-                   else f"bfloat16 products {speedup:.1f}x float32 here; bfloat16 from {AUTO_BF16_MIN_SPEEDUP:g}x")
+            units = _cpu_bf16_units()
+            if units == "amx":
+                ok, why = True, "this CPU has AMX bfloat16 tiles"
+            elif units == "":
+                ok, why = False, "this CPU has no bfloat16 units (AMX, AVX512-BF16)"
+            else:
+                from glinker.model.scoring import bf16_speedup
+
+                speedup = bf16_speedup(dev)
+                ok = speedup is not None and speedup >= AUTO_BF16_MIN_SPEEDUP
+                why = ("no bfloat16 products here" if speedup is None else
+                       f"bfloat16 products {speedup:.2g}x float32 here; bfloat16 from {AUTO_BF16_MIN_SPEEDUP:g}x")
         else:
             ok, why = False, f"float32 on {dev.type}"
         _AUTO[key] = torch.bfloat16 if ok else torch.float32
-        log.info("dtype auto on %s: %s (%s)", dev.type, "bfloat16" if ok else "float32", why)
+        log.info("dtype auto on %s: %s (%s)", dev, "bfloat16" if ok else "float32", why)
     return _AUTO[key]
+
+
+def _warn_if_slow(want: Any, device: Any) -> None:
+    """Warn once when bfloat16 or float16 is asked for on a CPU without bfloat16 units, where it runs many times
+    slower than float32 (``auto`` would keep float32 there)."""
+    import torch
+
+    dev = torch.device(device if device is not None else "cpu")
+    if dev.type != "cpu" or str(want) in _WARNED_SLOW or _cpu_bf16_units() != "":
+        return
+    _WARNED_SLOW.add(str(want))
+    log.warning("dtype %s on a CPU without bfloat16 units (AMX, AVX512-BF16): the model runs several times slower than "
+                "in float32 here; use dtype auto (float32 on this CPU) or float32", str(want).removeprefix("torch."))
 
 
 # gliner options that have no glinker counterpart: accepted when off (their gliner default), refused when on
@@ -239,6 +282,19 @@ _GLINER_ONLY = {
 # predict's keywords that the gliner-style methods pass on
 _PREDICT_KEYWORDS = ("batch_size", "long_text", "overlap", "label_top_k", "on_window")
 
+
+
+def _bank_cast(bank: LabelBank, src: Any, device: Any, dtype: Any) -> Any:
+    """A bank's vectors on ``device`` in ``dtype``: ``src`` itself when it is already, else a copy kept on the bank
+    for the next call (a bfloat16 model cast a million-label bank at every predict call: 0.17 s each)."""
+    if src.device == device and src.dtype == dtype:
+        return src
+    key = (id(src), tuple(src.shape), str(device), dtype)
+    hit = getattr(bank, "_cast", None)
+    if hit is None or hit[0] != key:
+        hit = (key, src.to(device, dtype=dtype))
+        bank._cast = hit
+    return hit[1]
 
 class BiEncoder:
     """A GLiNER bi-encoder (span or token level) loaded from a gliner-format checkpoint."""
@@ -719,7 +775,7 @@ class BiEncoder:
                     where="LabelBank",
                     fix="re-encode the labels with this model: model.encode_labels()",
                 )
-            return src.to(self.device, dtype=wdtype), [labels.names] * n_texts, None
+            return _bank_cast(labels, src, self.device, wdtype), [labels.names] * n_texts, None
         if _is_per_text(labels):
             if len(labels) != n_texts:
                 raise DataError(

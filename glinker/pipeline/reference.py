@@ -136,10 +136,15 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m glinker.pipeline.reference",
+                                 description="Write the YAML reference (docs/yaml-reference.md) from the stage classes.")
+    ap.add_argument("out", nargs="?", help="file to write (default: standard output)")
+    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     text = render()
-    if argv:
-        Path(argv[0]).write_text(text, encoding="utf-8")
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0

@@ -57,12 +57,14 @@ class Settings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE,
                             description="Documents per batch moved through the stages.")
     device: str | None = Field(default=None, pattern=r"^(cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$",
-                               description="Torch device for model stages: cpu, cuda, cuda:1 …; default: cuda if available.")
+                               description="Torch device for model stages: cpu, cuda, cuda:1, mps; default: cpu (a "
+                               "GPU only when named here or with --device).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] | None = Field(  # DTYPES
         default=None, description="Precision of model stages: float32, bfloat16, float16, or auto (bfloat16 on a CPU "
-        "with bfloat16 matrix units (AMX, AVX512-BF16) or a GPU that has it, ~1.5-2x faster on such CPUs with the same "
-        "links on AIDA testa; float32 elsewhere); default: the checkpoint's (float32 for the shipped model). Part of "
-        "the pipeline's identity: a run resumes, and cluster workers serve, only with the same setting.")
+        "with AMX, or with AVX512-BF16 where it measures fast, and on a GPU that has it: ~2x faster on an AMX CPU "
+        "with the same links on AIDA within 0.03 F1; float32 elsewhere); default: the checkpoint's (float32 for the "
+        "shipped model). Part of the pipeline's identity: a run resumes, and cluster workers serve, only with the "
+        "same setting.")
     log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
     window_words: int | None = Field(
         default=None, ge=0, description="Longest window, in words, a model stage reads at once (longer documents are "

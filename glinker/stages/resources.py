@@ -187,6 +187,10 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
 
     window = context.settings.get("window_words")
     dtype = context.settings.get("dtype")
+    if dtype == "auto":  # by what it is here: auto and bfloat16 share one copy where auto picks bfloat16
+        from glinker.model.biencoder import auto_dtype
+
+        dtype = str(auto_dtype(context.device or "cpu")).removeprefix("torch.")
     return context.resource(("model", name, context.device, window, dtype), factory)
 
 

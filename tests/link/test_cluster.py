@@ -318,29 +318,33 @@ def test_kb_build_embedded_by_workers_equals_a_local_build(tmp_path, tiny_model,
     np.testing.assert_allclose(_kb_vectors(tmp_path / "remote"), _kb_vectors(tmp_path / "local"), atol=1e-5)
 
 
-def test_an_encode_job_refuses_a_linking_worker(pipeline, tiny_model, redis_job):
-    import glinker
-    from glinker.cluster import RemoteEncoder, Worker
-    from glinker.model import BiEncoder
-
-    remote = RemoteEncoder(BiEncoder.from_pretrained(tiny_model), URL, redis_job)
-    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2)
+def encode_job_refusals(remote, worker) -> list:
+    """The ConfigErrors ``worker`` (a Worker) raises when ``remote`` (a RemoteEncoder) hands it an entity text."""
     errors: list = []
 
     def run():
         try:
-            w.run(idle_exit=30)
+            worker.run(idle_exit=30)
         except ConfigError as e:
             errors.append(e)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
     try:
-        c = remote._coordinator()
-        c.submit({"texts": ["Paris: capital of France"]}, "entity texts 0-0")
+        remote._coordinator().submit({"texts": ["Paris: capital of France"]}, "entity texts 0-0")
         t.join(timeout=60)
     finally:
         remote.close()
+    return errors
+
+
+def test_an_encode_job_refuses_a_linking_worker(pipeline, tiny_model, redis_job):
+    import glinker
+    from glinker.cluster import RemoteEncoder, Worker
+    from glinker.model import BiEncoder
+
+    remote = RemoteEncoder(BiEncoder.from_pretrained(tiny_model), URL, redis_job)
+    errors = encode_job_refusals(remote, Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2))
     assert errors and "an encode job" in errors[0].message and "serves link jobs" in errors[0].message
     assert "--model" in errors[0].fix
 

@@ -15,8 +15,10 @@ from glinker.model import biencoder as bienc
 
 @pytest.fixture
 def fresh_auto(monkeypatch):
-    """auto_dtype's cache emptied, and ``bf16_speedup`` replaced by the returned setter's value."""
+    """auto_dtype's cache emptied, the CPU one with AVX512-BF16 and no AMX (where the timing decides), and
+    ``bf16_speedup`` replaced by the returned setter's value."""
     monkeypatch.setattr(bienc, "_AUTO", {})
+    monkeypatch.setattr(bienc, "_cpu_bf16_units", lambda: "avx512_bf16")
     speed = {"x": None}
     monkeypatch.setattr("glinker.model.scoring.bf16_speedup", lambda device="cpu": speed["x"])
 
@@ -96,3 +98,110 @@ def test_link_resume_refuses_another_dtype(pipeline, tmp_path):
     with pytest.raises(ConfigError, match="written by another"):
         run_link(src, pipeline, out)  # float32 now: the two halves would differ in precision
     assert run_link(src, pipeline, out, dtype="bfloat16")["written"] == 1
+
+
+# ---- review of the first version -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["float64", "float8_e4m3fn", torch.float64, torch.float8_e5m2, "int8"])
+def test_only_the_three_precisions_load(tiny_model, bad):
+    with pytest.raises(ConfigError, match="not one of float32, bfloat16, float16, auto"):
+        BiEncoder.from_pretrained(tiny_model, dtype=bad)
+
+
+@pytest.mark.parametrize("cmd", [["ner", "-m", "M", "-l", "person", "-"], ["eval", "ner", "--data", "D"],
+                                 ["kb", "build", "-a", "jsonl", "-s", "S", "--out", "O"], ["kb", "add", "K", "-s", "S"],
+                                 ["link", "-p", "P", "-o", "o.jsonl", "IN"], ["serve", "-p", "P"],
+                                 ["worker", "--model", "M", "--queue", "redis://127.0.0.1:1/0"],
+                                 ["eval", "el", "--data", "D", "-p", "P"]])
+def test_every_dtype_option_is_checked_when_read(cmd, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from glinker.cli import _load_groups, app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "IN").write_text("x\n")
+    _load_groups()
+    r = CliRunner().invoke(app, [*cmd, "--dtype", "float8_e4m3fn"], env={"COLUMNS": "300"})
+    assert r.exit_code == 2
+    out = r.output
+    assert "--dtype" in out and "float32, bfloat16, float16, auto" in out
+
+
+def test_a_bank_is_cast_once_per_precision(tiny_model):
+    m = BiEncoder.from_pretrained(tiny_model, dtype="bfloat16")
+    bank = m.encode_labels([f"label {i}" for i in range(300)])
+    assert bank.vectors.dtype == torch.float32
+    first = m._label_spec(bank, 1)[0]
+    assert first.dtype == torch.bfloat16
+    assert m._label_spec(bank, 1)[0] is first  # kept on the bank, not cast at every call
+    m32 = BiEncoder.from_pretrained(tiny_model)
+    assert m32._label_spec(bank, 1)[0] is bank.vectors  # same precision: the bank's own tensor
+    got = m.predict(["John Smith lives in Berlin."], bank, threshold=0.0)
+    assert got and got[0]
+
+
+def test_explicit_bf16_on_a_cpu_without_bf16_units_warns(tiny_model, monkeypatch, caplog):
+    monkeypatch.setattr(bienc, "_cpu_bf16_units", lambda: "")
+    monkeypatch.setattr(bienc, "_WARNED_SLOW", set())
+    monkeypatch.setattr(bienc, "_AUTO", {})
+    with caplog.at_level("WARNING", logger="glinker.model.biencoder"):
+        assert BiEncoder.from_pretrained(tiny_model, dtype="bfloat16").dtype == torch.bfloat16
+    assert any("without bfloat16 units" in r.getMessage() for r in caplog.records)
+    assert bienc.auto_dtype("cpu") == torch.float32  # auto keeps float32 there, without measuring
+    monkeypatch.setattr(bienc, "_cpu_bf16_units", lambda: "amx")
+    monkeypatch.setattr(bienc, "_AUTO", {})
+    monkeypatch.setattr("glinker.model.scoring.bf16_speedup", lambda device="cpu": 0.5)
+    assert bienc.auto_dtype("cpu") == torch.bfloat16  # AMX decides, not a timing
+
+
+def test_ner_resume_refuses_another_dtype_either_way(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from glinker.cli import _load_groups, app
+
+    _load_groups()
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": "John Smith lives in Berlin."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    base = ["ner", "-m", str(tiny_model), "-l", "person", "-l", "location", str(src), "-o", str(out)]
+    r = CliRunner().invoke(app, [*base, "--dtype", "bfloat16"])
+    assert r.exit_code == 0, r.output
+    src.write_text(src.read_text() + json.dumps({"id": "b", "text": "Berlin."}) + "\n")
+    r = CliRunner().invoke(app, base)  # glinker.cli.main prints a GlinkerError as its message, exit 2
+    assert isinstance(r.exception, ConfigError) and "dtype 'bfloat16' then, none now" in str(r.exception)
+    r = CliRunner().invoke(app, [*base, "--dtype", "bfloat16"])
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_link_refusal_names_the_dtype(pipeline, tmp_path):
+    from glinker.cli.link import run_link
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "d0", "text": "John Smith lives in Berlin."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    run_link(src, pipeline, out)
+    src.write_text(src.read_text() + json.dumps({"id": "d1", "text": "Berlin."}) + "\n")
+    with pytest.raises(ConfigError, match="dtype none then, 'auto' now"):
+        run_link(src, pipeline, out, dtype="auto")
+
+
+def test_auto_and_its_choice_share_one_model_copy(pipeline, fresh_auto):
+    fresh_auto(4.0)
+    a = glinker.load_pipeline(str(pipeline), dtype="auto")
+    b = glinker.load_pipeline(str(pipeline), dtype="bfloat16")
+    assert _model_of(a) is _model_of(b)
+
+
+def test_an_encode_job_refuses_a_worker_of_another_precision(tiny_model, redis_job):
+    from glinker.cluster import EncodeTask, RemoteEncoder, Worker
+
+    from .test_cluster import URL, encode_job_refusals
+
+    remote = RemoteEncoder(BiEncoder.from_pretrained(tiny_model, dtype="bfloat16"), URL, redis_job)
+    assert remote.fingerprint == BiEncoder.from_pretrained(tiny_model).fingerprint  # what the KB records
+    assert "--dtype bfloat16" in remote._coordinator().worker_hint
+    errors = encode_job_refusals(remote, Worker(EncodeTask(BiEncoder.from_pretrained(tiny_model)), URL, redis_job,
+                                                poll=0.2))
+    assert errors and "in bfloat16; this worker's model runs in float32" in errors[0].message
+    assert "--dtype bfloat16" in errors[0].fix

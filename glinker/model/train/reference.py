@@ -73,9 +73,15 @@ def replace_section(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv:
-        p = Path(argv[0])
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m glinker.model.train.reference",
+                                 description="Rewrite the train.yaml keys section of a doc (docs/training.md) from the "
+                                             "config classes, or print it.")
+    ap.add_argument("doc", nargs="?", help="markdown file whose section is replaced (default: print the section)")
+    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.doc:
+        p = Path(a.doc)
         p.write_text(replace_section(p.read_text(encoding="utf-8")), encoding="utf-8")
     else:
         sys.stdout.write(render())
