@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from glinker.cli import dtype_option
+
 from glinker.model.shipped import DEFAULT_MODEL
 
 labels_app = typer.Typer(help="Build and inspect label banks (precomputed label vectors).", no_args_is_help=True)
@@ -40,6 +42,7 @@ def build(
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted build in OUT."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
+    dtype: str | None = dtype_option(extra="Resume an interrupted build with the same one."),
     queue: str | None = typer.Option(None, "--queue", help="Redis URL: encode on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
     job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
 ) -> None:
@@ -62,7 +65,7 @@ def build(
     check_bank_folder(out)  # before the model loads, not after
     labels = _labels(None, labels_file, None)
     t0 = time.perf_counter()
-    m = BiEncoder.from_pretrained(model, device=device)
+    m = BiEncoder.from_pretrained(model, device=device, dtype=dtype)
     load_s = time.perf_counter() - t0
     n = len(labels)
     factory = index

@@ -112,7 +112,7 @@ def test_only_the_three_precisions_load(tiny_model, bad):
                                  ["kb", "build", "-a", "jsonl", "-s", "S", "--out", "O"], ["kb", "add", "K", "-s", "S"],
                                  ["link", "-p", "P", "-o", "o.jsonl", "IN"], ["serve", "-p", "P"],
                                  ["worker", "--model", "M", "--queue", "redis://127.0.0.1:1/0"],
-                                 ["eval", "el", "--data", "D", "-p", "P"]])
+                                 ["eval", "el", "--data", "D", "-p", "P"], ["labels", "build", "L", "-m", "M", "-o", "O"]])
 def test_every_dtype_option_is_checked_when_read(cmd, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
