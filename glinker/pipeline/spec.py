@@ -56,7 +56,7 @@ class Settings(BaseModel):
 
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE,
                             description="Documents per batch moved through the stages.")
-    device: str | None = Field(default=None, pattern=r"^(cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$",
+    device: str | None = Field(default=None, pattern=r"^(cpu|cuda|mps)(:\d+)?$",
                                description="Torch device for model stages: cpu, cuda, cuda:1, mps; default: cpu (a "
                                "GPU only when named here or with --device).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] | None = Field(  # DTYPES

@@ -205,3 +205,10 @@ def test_an_encode_job_refuses_a_worker_of_another_precision(tiny_model, redis_j
                                                 poll=0.2))
     assert errors and "in bfloat16; this worker's model runs in float32" in errors[0].message
     assert "--dtype bfloat16" in errors[0].fix
+
+
+def test_settings_device_takes_only_devices_models_run_on(pipeline, tmp_path):
+    y = tmp_path / "xpu.yaml"
+    y.write_text(pipeline.read_text().replace("settings: {batch_size: 2}", "settings: {batch_size: 2, device: xpu}"))
+    with pytest.raises(glinker.errors.PipelineError, match="device"):  # was accepted, then refused at first batch
+        glinker.load_pipeline(str(y))
