@@ -455,6 +455,8 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
                                       write, max_in_flight=max_in_flight, pipeline_name=pipe.name,
                                       max_attempts=max_attempts, batch_timeout=batch_timeout, resources=resources,
                                       identity=pipe.identity(),
+                                      worker_args=" ".join(f"--{k} {v}" for k, v in (("model", model), ("kb", kb),
+                                                                                      ("dtype", dtype)) if v),
                                       **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
         except BaseException:
             claim.__exit__(None, None, None)  # no run happened: no run record is left (as a local run that fails)
@@ -652,8 +654,9 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     base = getattr(pipe.spec, "base_dir", None)
     out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
            "contents": contents}
-    if h.settings.dtype is not None:  # named in a refusal (it is in the pipeline's fingerprint too); only when set
-        out["dtype"] = h.settings.dtype
+    dtype = getattr(getattr(h, "settings", None), "dtype", None)
+    if dtype is not None:  # named in a refusal (it is in the pipeline's fingerprint too); only when set
+        out["dtype"] = dtype
     if legacy is not None and legacy != contents:
         out[LEGACY_CONTENTS] = legacy  # compared by _claim_output, never written
     return out
@@ -700,7 +703,10 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
             # a key recorded only when set (dtype) counts when either run set it
             keys = [*ident, *(k for k in _SET_ONLY if k in before and k not in ident)]
             differ = [k for k in keys if before.get(k) != ident.get(k)
-                      and not (k == "contents" and legacy is not None and before.get(k) == legacy)]
+                      and not (k == "contents" and legacy is not None and before.get(k) == legacy)
+                      # a record of a build that kept the dtype in the pipeline fingerprint only
+                      and not (k in _SET_ONLY and k not in before and "pipeline" in ident
+                               and before.get("pipeline") == ident["pipeline"])]
             if differ:
                 what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
                                  "what its KB or model holds (rebuilt or updated since)" if k == "contents" else

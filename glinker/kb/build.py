@@ -194,7 +194,9 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
                   template: str, factory: str, nprobe: int | None, batch_size: int, chunk_size: int,
                   train_size: int | None, resume: bool, progress: bool, tmpl: TextTemplate) -> Path:
     fp = encoder.fingerprint if encoder is not None else None
-    key = _source_key(adapter, fp, template, factory)
+    # an interrupted build resumes only in the precision it embedded in (float32 keys stay as they were)
+    dt = str(getattr(encoder, "dtype", "float32")).removeprefix("torch.")
+    key = _source_key(adapter, fp if fp is None or dt == "float32" else f"{fp}/{dt}", template, factory)
     staging = root / f".staging-{key}"
     for other in root.glob(".staging-*"):
         if other != staging:

@@ -181,12 +181,13 @@ def _device(device: Any, where: str = "device") -> Any:
     return dev
 
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")  # float64: exactness checks from Python
 
 
 def _dtype(dtype: Any, device: Any = None) -> Any:
-    """``dtype`` (float32, bfloat16 or float16, as a torch dtype or its name, or "auto": :func:`auto_dtype` on
-    ``device``) as a torch dtype; a ConfigError otherwise (float64 and the float8 types run no model here)."""
+    """``dtype`` (float32, bfloat16, float16 or float64, as a torch dtype or its name, or "auto": :func:`auto_dtype`
+    on ``device``) as a torch dtype; a ConfigError otherwise (the float8 types run no model here). The command line
+    and pipeline files take float32, bfloat16, float16 and auto."""
     import torch
 
     name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
@@ -194,9 +195,9 @@ def _dtype(dtype: Any, device: Any = None) -> Any:
         return auto_dtype(device if device is not None else "cpu")
     want = getattr(torch, name, None) if name is not None else dtype
     if not isinstance(want, torch.dtype) or str(want).removeprefix("torch.") not in DTYPE_NAMES:
-        raise ConfigError(f"dtype {dtype!r} is not one of float32, bfloat16, float16, auto", where="dtype",
+        raise ConfigError(f"dtype {dtype!r} is not one of float32, bfloat16, float16, float64, auto", where="dtype",
                           fix="use auto (bfloat16 where this CPU or GPU runs it fast, else float32), or float32")
-    if want != torch.float32:
+    if want in (torch.bfloat16, torch.float16):
         _warn_if_slow(want, device)
     return want
 
@@ -211,8 +212,12 @@ _WARNED_SLOW: set[str] = set()
 
 def _cpu_bf16_units() -> str:
     """"amx", "avx512_bf16" or "" for this CPU (torch's own checks; "unknown" where this torch lacks them)."""
+    import platform
+
     import torch
 
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "unknown"  # torch's checks are x86 ones: ARM's bfloat16 extension (Graviton 3, Apple M2) is measured
     cpu = getattr(torch, "cpu", None)
     amx = getattr(cpu, "_is_amx_tile_supported", None)
     avx = getattr(cpu, "_is_avx512_bf16_supported", None)
@@ -226,13 +231,16 @@ def _cpu_bf16_units() -> str:
 
 def auto_dtype(device: Any = "cpu") -> Any:
     """The dtype ``dtype="auto"`` picks on ``device``: bfloat16 on a CUDA device of compute capability 8.0 or more
-    (Ampere and later); on a CPU with AMX tiles; on a CPU with AVX512-BF16 but no AMX where bfloat16 matrix products
-    measure at least AUTO_BF16_MIN_SPEEDUP times faster than float32 (once per process and thread count; such CPUs
-    measure 2.1-2.4x, so set the dtype explicitly there for the same choice every run); float32 everywhere else
-    (CPUs without bfloat16 units run it 10-40x slower, MPS). Logged at INFO with the reason."""
+    (Ampere and later); on a CPU with AMX tiles where bfloat16 products are not slower than float32 ones (AMX
+    measures 4-6x; a machine that reports AMX without enabling it would not); on another CPU with bfloat16 products
+    (AVX512-BF16 without AMX, ARM's BF16 extension) where they measure at least AUTO_BF16_MIN_SPEEDUP times faster
+    than float32 (AMD's measure 2.1-2.4x, so set the dtype explicitly there for the same choice every run); float32
+    everywhere else (x86 CPUs without bfloat16 units run it 10-40x slower; MPS). Measured once per process, device
+    and thread count, and logged at INFO with the reason. ``device`` is checked first (a ConfigError for one this
+    machine lacks)."""
     import torch
 
-    dev = torch.device(device)
+    dev = _device(device)
     key = f"{dev}:{torch.get_num_threads()}"
     if key not in _AUTO:
         if dev.type == "cuda":
@@ -240,17 +248,17 @@ def auto_dtype(device: Any = "cpu") -> Any:
             ok, why = major >= 8, f"compute capability {major}.x; bfloat16 from 8.0"
         elif dev.type == "cpu":
             units = _cpu_bf16_units()
-            if units == "amx":
-                ok, why = True, "this CPU has AMX bfloat16 tiles"
-            elif units == "":
+            if units == "":
                 ok, why = False, "this CPU has no bfloat16 units (AMX, AVX512-BF16)"
             else:
                 from glinker.model.scoring import bf16_speedup
 
                 speedup = bf16_speedup(dev)
-                ok = speedup is not None and speedup >= AUTO_BF16_MIN_SPEEDUP
+                need = 1.0 if units == "amx" else AUTO_BF16_MIN_SPEEDUP
+                ok = speedup is not None and speedup >= need
                 why = ("no bfloat16 products here" if speedup is None else
-                       f"bfloat16 products {speedup:.2g}x float32 here; bfloat16 from {AUTO_BF16_MIN_SPEEDUP:g}x")
+                       f"{'AMX; ' if units == 'amx' else ''}bfloat16 products {speedup:.2g}x float32 here; bfloat16 "
+                       f"from {need:g}x")
         else:
             ok, why = False, f"float32 on {dev.type}"
         _AUTO[key] = torch.bfloat16 if ok else torch.float32
@@ -259,16 +267,25 @@ def auto_dtype(device: Any = "cpu") -> Any:
 
 
 def _warn_if_slow(want: Any, device: Any) -> None:
-    """Warn once when bfloat16 or float16 is asked for on a CPU without bfloat16 units, where it runs many times
-    slower than float32 (``auto`` would keep float32 there)."""
+    """Warn once when bfloat16 is asked for on an x86 CPU without bfloat16 units, or float16 on one without AMX-FP16,
+    where it runs many times slower than float32 (``auto`` keeps float32 there)."""
     import torch
 
     dev = torch.device(device if device is not None else "cpu")
-    if dev.type != "cpu" or str(want) in _WARNED_SLOW or _cpu_bf16_units() != "":
+    if dev.type != "cpu" or str(want) in _WARNED_SLOW:
+        return
+    units = _cpu_bf16_units()
+    if want == torch.float16:
+        fp16 = getattr(getattr(torch, "cpu", None), "_is_amx_fp16_supported", None)
+        slow = units != "unknown" and not (fp16 is not None and fp16())
+        what = "AMX-FP16 units"
+    else:
+        slow, what = units == "", "bfloat16 units (AMX, AVX512-BF16)"
+    if not slow:
         return
     _WARNED_SLOW.add(str(want))
-    log.warning("dtype %s on a CPU without bfloat16 units (AMX, AVX512-BF16): the model runs several times slower than "
-                "in float32 here; use dtype auto (float32 on this CPU) or float32", str(want).removeprefix("torch."))
+    log.warning("dtype %s on a CPU without %s: the model runs several times slower than in float32 here; use dtype "
+                "auto (float32 on this CPU) or float32", str(want).removeprefix("torch."), what)
 
 
 # gliner options that have no glinker counterpart: accepted when off (their gliner default), refused when on
