@@ -111,14 +111,14 @@ def ensure_bank(m, count: int, cache: Path, kind: str = "strings", batch: int = 
     return d
 
 
-def worker_ours(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int) -> dict:
+def worker_ours(ckpt: Path, bank_dir: Path, n_texts: int, repeats: int, dtype: str = "float32") -> dict:
     import torch
     from transformers import AutoTokenizer
 
     from glinker.model import BiEncoder, LabelBank
 
     torch.set_num_threads(1)
-    m = BiEncoder.from_pretrained(ckpt)
+    m = BiEncoder.from_pretrained(ckpt, dtype=dtype)
     texts = make_texts(AutoTokenizer.from_pretrained(str(minilm_dir())), n_texts, 64, seed=0)
     bank = LabelBank.load(bank_dir)
     t_index = 0.0
@@ -231,7 +231,8 @@ def _merge_flat(ents: list[dict]) -> list[dict]:
     return sorted(kept, key=lambda x: x["start"])
 
 
-def worker_gliner_uni(uni: Path, texts: list[str], labels: list[str], counts: list[int], repeats: int) -> list[dict]:
+def worker_gliner_uni(uni: Path, texts: list[str], labels: list[str], counts: list[int], repeats: int,
+                      dtype: str = "float32") -> list[dict]:
     import warnings
 
     import torch
@@ -242,6 +243,8 @@ def worker_gliner_uni(uni: Path, texts: list[str], labels: list[str], counts: li
 
     m = GLiNER.from_pretrained(str(uni), local_files_only=True)
     m.eval()
+    if dtype != "float32":
+        m.to(getattr(torch, dtype))
     tok = m.data_processor.transformer_tokenizer
     rows = []
     for c in counts:
@@ -281,6 +284,11 @@ def main() -> None:
     ap.add_argument("--build-threads", type=int, default=2, help="torch threads for building the label banks")
     ap.add_argument("--bank-kind", choices=["strings", "noise"], default="strings",
                     help="past 1024 labels: distinct encoded strings (default) or noisy copies of 1024 (see ensure_bank)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="precision of ours and of the uni-encoder gliner (bfloat16: both, on a CPU with AMX); the "
+                         "gliner bi-encoder stays float32")
+    ap.add_argument("--uni-counts", default=",".join(map(str, UNI_COUNTS)),
+                    help="label counts for the uni-encoder gliner (default 1,128,1024)")
     ap.add_argument("--worker", choices=["ours", "gliner-bi", "gliner-uni", "build-uni"], help=argparse.SUPPRESS)
     ap.add_argument("--bank", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--arg", default="", help=argparse.SUPPRESS)
@@ -289,7 +297,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.worker:
         if a.worker == "ours":
-            out = worker_ours(a.ckpt, a.bank, a.n_texts, a.repeats)
+            out = worker_ours(a.ckpt, a.bank, a.n_texts, a.repeats, a.dtype)
         else:
             data = json.loads(Path(a.arg).read_text(encoding="utf-8"))
             if a.worker == "gliner-bi":
@@ -297,7 +305,8 @@ def main() -> None:
             elif a.worker == "build-uni":
                 out = {"uni": str(build_uni_checkpoint(Path(data["out"]), a.ckpt, Path(data["tok"])))}
             else:
-                out = worker_gliner_uni(Path(data["uni"]), data["texts"], data["labels"], data["counts"], a.repeats)
+                out = worker_gliner_uni(Path(data["uni"]), data["texts"], data["labels"], data["counts"], a.repeats,
+                                        a.dtype)
         print(json.dumps(out))
         return
     t_start = time.perf_counter()
@@ -318,7 +327,8 @@ def main() -> None:
     ckpt = build_edge_checkpoint(a.ckpt)
     torch.set_num_threads(a.build_threads)
     m = BiEncoder.from_pretrained(ckpt)
-    uni_counts = [c for c in UNI_COUNTS if c not in counts] if ref else []
+    uni_all = [int(x) for x in a.uni_counts.split(",") if x.strip()]
+    uni_counts = [c for c in uni_all if c not in counts] if ref else []
     dirs = {c: ensure_bank(m, c, cache, a.bank_kind) for c in [*counts, *uni_counts]}
     del m
     texts = make_texts(AutoTokenizer.from_pretrained(str(minilm_dir())), n_texts, 64, seed=0)
@@ -329,7 +339,7 @@ def main() -> None:
     bi_failed = False
     for c in [*counts, *uni_counts]:
         me = [sys.executable, __file__, "--ckpt", str(ckpt), "--worker", "ours", "--bank", str(dirs[c]),
-              "--n-texts", str(n_texts), "--repeats", str(repeats)]
+              "--n-texts", str(n_texts), "--repeats", str(repeats), "--dtype", a.dtype]
         r, err = _run(me, {**os.environ, "OMP_NUM_THREADS": "1"})
         ours[c] = r if r is not None else {"failed": err}
         if ref and not bi_failed and c in counts:
@@ -353,16 +363,16 @@ def main() -> None:
             print(f"uni-encoder checkpoint not built: {err}", file=sys.stderr)
         else:
             arg.write_text(json.dumps({"uni": r["uni"], "texts": texts[:8], "labels": make_labels(BASE),
-                                       "counts": list(UNI_COUNTS)}))
+                                       "counts": uni_all}))
             r, err = _run([a.ref_python, __file__, "--ckpt", str(ckpt), "--worker", "gliner-uni", "--arg", str(arg),
-                           "--repeats", "2"], _ref_env())
+                           "--repeats", "2", "--dtype", a.dtype], _ref_env())
             if r is None:
                 print(f"uni-encoder run failed: {err}", file=sys.stderr)
             else:
                 uni = {x["labels"]: x for x in r}
 
     print(f"\nNER throughput vs label count: CPU, 1 thread per process, batch 8, threshold 0.5, ~64-token texts; "
-          f"glinker {n_texts} texts best of {repeats}")
+          f"glinker {n_texts} texts best of {repeats}; {a.dtype} (glinker and gliner uni; gliner bi float32)")
     print("| labels | glinker scoring | glinker ex/s | glinker peak RSS MB | gliner bi ex/s | gliner bi peak RSS MB "
           "| gliner uni ex/s (passes) | entities (glinker / gliner bi) |")
     print("|---:|---|---:|---:|---:|---:|---:|---|")
@@ -387,7 +397,7 @@ def main() -> None:
     if uni:
         print("\n| labels | gliner uni ex/s | passes | glinker ex/s | glinker / uni |")
         print("|---:|---:|---:|---:|---:|")
-        for c in UNI_COUNTS:
+        for c in uni_all:
             u, o = uni.get(c), ours.get(c, {})
             if u and "eps" in o:
                 print(f"| {c} | {u['eps']:.3f} | {u['passes']} | {o['eps']:.2f} | {o['eps'] / u['eps']:.0f}x |")

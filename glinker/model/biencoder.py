@@ -1220,11 +1220,15 @@ class BiEncoder:
         C = int(P.shape[0])
         if self.net.dense or search is not None or C == 0:
             return None, None
+        import torch
+
         from glinker.model import scoring
 
         # below LOWP_MIN_LABELS the float32 product is cheaper than the pre-filter's casts: not even measured
         info = scoring.lowp_prefilter(self.device) if self.lowp and C >= scoring.LOWP_MIN_LABELS else None
-        gain = min(info.speedup, 8.0) if info is not None else 1.0
+        # the pre-filter's speed-up over the float32 span layer; a model in bfloat16 or float16 runs that layer in its
+        # own low precision too, so folding only pays below 4D/3 labels there
+        gain = min(info.speedup, 8.0) if info is not None and P.dtype == torch.float32 else 1.0
         use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim * gain
         # per device and weight dtype too: after model.to(...) the matrices are rebuilt where the model now runs
         key = ("scoring", self.fingerprint, use_fold, info.dtype if info is not None else None, str(P.device),

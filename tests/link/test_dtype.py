@@ -246,3 +246,20 @@ def test_a_record_that_kept_the_dtype_in_the_fingerprint_only_resumes(pipeline, 
     rec.write_text(json.dumps(data) + "\n")  # as the first build with --dtype wrote it: the fingerprint has it
     src.write_text(src.read_text() + json.dumps({"id": "d1", "text": "Berlin."}) + "\n")
     assert run_link(src, pipeline, out, dtype="auto")["written"] == 1
+
+
+def test_a_low_precision_model_folds_the_span_layer_only_where_it_pays(tiny_model, monkeypatch):
+    """Folding trades a 4D x D span layer for 3D per label; the pre-filter makes the label product cheaper than a
+    float32 span layer, but a bfloat16 model runs that layer in bfloat16 too (measured on an AMX CPU, 1,024 labels:
+    unfolded 86.6 ex/s, folded 75.6)."""
+    from glinker.model import scoring
+
+    monkeypatch.setattr(scoring, "lowp_prefilter", lambda device="cpu": scoring.LowpInfo(torch.bfloat16, 4.0))
+    for dtype, folds in (("float32", True), ("bfloat16", False)):
+        m = BiEncoder.from_pretrained(tiny_model, dtype=dtype)
+        C = max(2 * m.dim, scoring.LOWP_MIN_LABELS)
+        assert 4 * m.dim <= 3 * C < 16 * m.dim  # 4D/3 <= C < 16D/3: folds with a 4x pre-filter, not without
+        bank = m.encode_labels([f"label {i}" for i in range(C)])
+        P = m._label_spec(bank, 1)[0]
+        folded, lowp = m._scoring_matrices(bank, P, None)
+        assert (folded is not None) == folds and lowp is not None, dtype
