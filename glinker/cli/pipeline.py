@@ -30,6 +30,19 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
     typer.echo("run order: " + " -> ".join(order))
     if spec.header.model:
         typer.echo(f"model: {spec.header.model}")
+    dtype = spec.header.settings.dtype
+    if dtype is not None:
+        shown = dtype
+        if dtype == "auto":  # what it picks here (the machine that runs the pipeline may pick otherwise)
+            from glinker.errors import GlinkerError
+            from glinker.model.biencoder import auto_dtype
+
+            try:
+                picked = str(auto_dtype(spec.header.settings.device or "cpu")).removeprefix("torch.")
+                shown = f"auto ({picked} on this machine)"
+            except GlinkerError as e:
+                shown = f"auto ({e.message})"
+        typer.echo(f"dtype: {shown}")
     if spec.header.kb:
         from glinker.stages.resources import shown_kb
 

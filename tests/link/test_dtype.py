@@ -263,3 +263,18 @@ def test_a_low_precision_model_folds_the_span_layer_only_where_it_pays(tiny_mode
         P = m._label_spec(bank, 1)[0]
         folded, lowp = m._scoring_matrices(bank, P, None)
         assert (folded is not None) == folds and lowp is not None, dtype
+
+
+def test_validate_says_what_auto_picks_here(pipeline, tmp_path, fresh_auto):
+    from typer.testing import CliRunner
+
+    from glinker.cli import _load_groups, app
+
+    _load_groups()
+    fresh_auto(3.0)
+    y = tmp_path / "auto.yaml"
+    y.write_text(pipeline.read_text().replace("settings: {batch_size: 2}", "settings: {batch_size: 2, dtype: auto}"))
+    r = CliRunner().invoke(app, ["pipeline", "validate", str(y)])
+    assert r.exit_code == 0 and "dtype: auto (bfloat16 on this machine)" in r.output
+    r = CliRunner().invoke(app, ["pipeline", "validate", str(pipeline)])
+    assert r.exit_code == 0 and "dtype:" not in r.output
