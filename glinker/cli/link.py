@@ -347,6 +347,20 @@ def worker(
     typer.echo(f"worker: {what} {n['documents']} {unit} in {n['batches']} batches", err=True)
 
 
+def _worker_args(model: str | None, kb: str | None, dtype: str | None) -> str:
+    """The overrides a `glinker link --queue` run was given, as a worker's command line takes them (shell-quoted;
+    local paths made absolute, as the job records them)."""
+    import shlex
+
+    out = []
+    for flag, value in (("--model", model), ("--kb", kb), ("--dtype", dtype)):
+        if value:
+            p = Path(value).expanduser()
+            shown = str(p.absolute()) if flag != "--dtype" and (flag == "--kb" or p.exists()) else value
+            out += [flag, shlex.quote(shown)]
+    return " ".join(out)
+
+
 def run_link(input: Path, pipeline: Path, output: Path, **options: Any) -> dict[str, int]:
     """The body of ``glinker link`` (also used by tests; options as :func:`_run_link`'s): returns counts written /
     already done / bad. The pipeline is closed at the end, whatever happened (its stages' ``close()`` run)."""
@@ -455,8 +469,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
                                       write, max_in_flight=max_in_flight, pipeline_name=pipe.name,
                                       max_attempts=max_attempts, batch_timeout=batch_timeout, resources=resources,
                                       identity=pipe.identity(),
-                                      worker_args=" ".join(f"--{k} {v}" for k, v in (("model", model), ("kb", kb),
-                                                                                      ("dtype", dtype)) if v),
+                                      worker_args=_worker_args(model, kb, dtype),
                                       **({"heartbeat_ttl": heartbeat_ttl} if heartbeat_ttl else {}))
         except BaseException:
             claim.__exit__(None, None, None)  # no run happened: no run record is left (as a local run that fails)

@@ -206,6 +206,7 @@ def _dtype(dtype: Any, device: Any = None) -> Any:
 # measure at least this many times faster than float32 ones; the shipped model then links and tags ~1.5-2x faster
 # with the same scores within bfloat16 rounding (docs/model.md, "Precision")
 AUTO_BF16_MIN_SPEEDUP = 2.0
+AUTO_AMX_MIN_SPEEDUP = 0.5
 _AUTO: dict[str, Any] = {}
 _WARNED_SLOW: set[str] = set()
 
@@ -254,7 +255,9 @@ def auto_dtype(device: Any = "cpu") -> Any:
                 from glinker.model.scoring import bf16_speedup
 
                 speedup = bf16_speedup(dev)
-                need = 1.0 if units == "amx" else AUTO_BF16_MIN_SPEEDUP
+                # AMX measures 4-6x idle and down to ~1x on a loaded machine: only a CPU that reports AMX without
+                # bfloat16 products worth the name (10-40x slower) falls back; AVX512-BF16 alone needs 2x
+                need = AUTO_AMX_MIN_SPEEDUP if units == "amx" else AUTO_BF16_MIN_SPEEDUP
                 ok = speedup is not None and speedup >= need
                 why = ("no bfloat16 products here" if speedup is None else
                        f"{'AMX; ' if units == 'amx' else ''}bfloat16 products {speedup:.2g}x float32 here; bfloat16 "
@@ -267,25 +270,16 @@ def auto_dtype(device: Any = "cpu") -> Any:
 
 
 def _warn_if_slow(want: Any, device: Any) -> None:
-    """Warn once when bfloat16 is asked for on an x86 CPU without bfloat16 units, or float16 on one without AMX-FP16,
-    where it runs many times slower than float32 (``auto`` keeps float32 there)."""
+    """Warn once when bfloat16 or float16 is asked for on an x86 CPU without bfloat16 units (AMX, AVX512-BF16): such
+    CPUs (AVX2 only) run both many times slower than float32 (``auto`` keeps float32 there)."""
     import torch
 
     dev = torch.device(device if device is not None else "cpu")
-    if dev.type != "cpu" or str(want) in _WARNED_SLOW:
-        return
-    units = _cpu_bf16_units()
-    if want == torch.float16:
-        fp16 = getattr(getattr(torch, "cpu", None), "_is_amx_fp16_supported", None)
-        slow = units != "unknown" and not (fp16 is not None and fp16())
-        what = "AMX-FP16 units"
-    else:
-        slow, what = units == "", "bfloat16 units (AMX, AVX512-BF16)"
-    if not slow:
+    if dev.type != "cpu" or str(want) in _WARNED_SLOW or _cpu_bf16_units() != "":
         return
     _WARNED_SLOW.add(str(want))
-    log.warning("dtype %s on a CPU without %s: the model runs several times slower than in float32 here; use dtype "
-                "auto (float32 on this CPU) or float32", str(want).removeprefix("torch."), what)
+    log.warning("dtype %s on a CPU without bfloat16 units (AMX, AVX512-BF16): the model runs several times slower than "
+                "in float32 here; use dtype auto (float32 on this CPU) or float32", str(want).removeprefix("torch."))
 
 
 # gliner options that have no glinker counterpart: accepted when off (their gliner default), refused when on
@@ -1228,7 +1222,8 @@ class BiEncoder:
         info = scoring.lowp_prefilter(self.device) if self.lowp and C >= scoring.LOWP_MIN_LABELS else None
         # the pre-filter's speed-up over the float32 span layer; a model in bfloat16 or float16 runs that layer in its
         # own low precision too, so folding only pays below 4D/3 labels there
-        gain = min(info.speedup, 8.0) if info is not None and P.dtype == torch.float32 else 1.0
+        low_model = self.dtype in (torch.bfloat16, torch.float16)
+        gain = min(info.speedup, 8.0) if info is not None and not low_model else 1.0
         use_fold = self._fold if self._fold is not None else C * 3 < 4 * self.dim * gain
         # per device and weight dtype too: after model.to(...) the matrices are rebuilt where the model now runs
         key = ("scoring", self.fingerprint, use_fold, info.dtype if info is not None else None, str(P.device),
