@@ -362,7 +362,7 @@ def main() -> None:
         if r is None:
             print(f"uni-encoder checkpoint not built: {err}", file=sys.stderr)
         else:
-            arg.write_text(json.dumps({"uni": r["uni"], "texts": texts[:8], "labels": make_labels(max(BASE, *uni_all)),
+            arg.write_text(json.dumps({"uni": r["uni"], "texts": texts[:8], "labels": make_labels(max([BASE, *uni_all])),
                                        "counts": uni_all}))
             r, err = _run([a.ref_python, __file__, "--ckpt", str(ckpt), "--worker", "gliner-uni", "--arg", str(arg),
                            "--repeats", "2", "--dtype", a.dtype], _ref_env())

@@ -232,8 +232,9 @@ def _cpu_bf16_units() -> str:
 
 def auto_dtype(device: Any = "cpu") -> Any:
     """The dtype ``dtype="auto"`` picks on ``device``: bfloat16 on a CUDA device of compute capability 8.0 or more
-    (Ampere and later); on a CPU with AMX tiles where bfloat16 products are not slower than float32 ones (AMX
-    measures 4-6x; a machine that reports AMX without enabling it would not); on another CPU with bfloat16 products
+    (Ampere and later); on a CPU with AMX tiles unless its bfloat16 products measure under AUTO_AMX_MIN_SPEEDUP of
+    float32's speed (AMX measures 4-6x idle, ~1x on a loaded machine; only AMX reported without usable bfloat16
+    products falls under 0.5); on another CPU with bfloat16 products
     (AVX512-BF16 without AMX, ARM's BF16 extension) where they measure at least AUTO_BF16_MIN_SPEEDUP times faster
     than float32 (AMD's measure 2.1-2.4x, so set the dtype explicitly there for the same choice every run); float32
     everywhere else (x86 CPUs without bfloat16 units run it 10-40x slower; MPS). Measured once per process, device
@@ -269,17 +270,36 @@ def auto_dtype(device: Any = "cpu") -> Any:
     return _AUTO[key]
 
 
+def _cpu_fp16_fast() -> bool | None:
+    """Whether oneDNN has fast float16 kernels on this CPU (AVX512-FP16, AMX-FP16); None where torch cannot say."""
+    import torch
+
+    check = getattr(getattr(getattr(torch, "ops", None), "mkldnn", None), "_is_mkldnn_fp16_supported", None)
+    try:
+        return bool(check()) if check is not None else None
+    except Exception:  # pragma: no cover - a torch build without oneDNN
+        return None
+
+
 def _warn_if_slow(want: Any, device: Any) -> None:
-    """Warn once when bfloat16 or float16 is asked for on an x86 CPU without bfloat16 units (AMX, AVX512-BF16): such
-    CPUs (AVX2 only) run both many times slower than float32 (``auto`` keeps float32 there)."""
+    """Warn once when bfloat16 is asked for on an x86 CPU without bfloat16 units (AMX, AVX512-BF16), or float16 on
+    one without fast float16 kernels (AVX512-FP16, AMX-FP16: AMD Zen 4 has neither), where it runs many (10-70)
+    times slower than float32 (``auto`` keeps float32 on CPUs without bfloat16 units)."""
     import torch
 
     dev = torch.device(device if device is not None else "cpu")
-    if dev.type != "cpu" or str(want) in _WARNED_SLOW or _cpu_bf16_units() != "":
+    if dev.type != "cpu" or str(want) in _WARNED_SLOW:
+        return
+    units = _cpu_bf16_units()
+    if want == torch.float16:
+        slow, what = units != "unknown" and _cpu_fp16_fast() is False, "float16 units (AVX512-FP16, AMX-FP16)"
+    else:
+        slow, what = units == "", "bfloat16 units (AMX, AVX512-BF16)"
+    if not slow:
         return
     _WARNED_SLOW.add(str(want))
-    log.warning("dtype %s on a CPU without bfloat16 units (AMX, AVX512-BF16): the model runs several times slower than "
-                "in float32 here; use dtype auto (float32 on this CPU) or float32", str(want).removeprefix("torch."))
+    log.warning("dtype %s on a CPU without %s: the model runs several times slower than in float32 here; use dtype "
+                "auto or float32", str(want).removeprefix("torch."), what)
 
 
 # gliner options that have no glinker counterpart: accepted when off (their gliner default), refused when on

@@ -284,6 +284,7 @@ def test_validate_says_what_auto_picks_here(pipeline, tmp_path, fresh_auto):
 
 def test_float16_on_an_amx_cpu_does_not_warn(tiny_model, monkeypatch, caplog):
     monkeypatch.setattr(bienc, "_cpu_bf16_units", lambda: "amx")
+    monkeypatch.setattr(bienc, "_cpu_fp16_fast", lambda: True)  # AVX512-FP16 (Sapphire Rapids)
     monkeypatch.setattr(bienc, "_WARNED_SLOW", set())
     with caplog.at_level("WARNING", logger="glinker.model.biencoder"):
         BiEncoder.from_pretrained(tiny_model, dtype="float16")
@@ -299,3 +300,14 @@ def test_the_link_jobs_worker_hint_carries_the_overrides(tmp_path, monkeypatch):
     assert got == f"--model '{tmp_path / 'my model'}' --kb {tmp_path / 'kbs/kb'} --dtype auto"
     assert _worker_args("glinker-bi-minilm", None, None) == "--model glinker-bi-minilm"  # a name stays a name
     assert _worker_args(None, None, None) == ""
+
+
+def test_float16_warns_where_the_cpu_has_no_float16_kernels(tiny_model, monkeypatch, caplog):
+    monkeypatch.setattr(bienc, "_cpu_bf16_units", lambda: "avx512_bf16")  # as AMD Zen 4: bfloat16, no float16
+    monkeypatch.setattr(bienc, "_cpu_fp16_fast", lambda: False)
+    monkeypatch.setattr(bienc, "_WARNED_SLOW", set())
+    with caplog.at_level("WARNING", logger="glinker.model.biencoder"):
+        BiEncoder.from_pretrained(tiny_model, dtype="bfloat16")
+        assert not any("slower" in r.getMessage() for r in caplog.records)
+        BiEncoder.from_pretrained(tiny_model, dtype="float16")
+    assert any("without float16 units" in r.getMessage() for r in caplog.records)
