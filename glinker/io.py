@@ -119,14 +119,16 @@ def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsyn
 def system_error_kind(e: BaseException) -> str | None:
     """What an OSError or a SQLite error says of the place it met: ``"full"`` (no space left), ``"readonly"``
     (read-only storage or database), ``"denied"`` (no permission), ``"damaged"`` (a SQLite file that is not a
-    sound database), ``"io"`` (a disk or network mount error), or None for another error. One reading for the KB's
-    own errors (``glinker.kb.store``) and the command line's last resort (``glinker.cli``)."""
+    sound database), ``"io"`` (a disk or network mount error), ``"toolong"`` (a path or name longer than the file
+    system takes), or None for another error. One reading for the KB's own errors (``glinker.kb.store``) and the
+    command line's last resort (``glinker.cli``)."""
     import errno
     import sqlite3
 
     if isinstance(e, OSError):
         return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "readonly", errno.EACCES: "denied",
-                errno.EPERM: "denied", errno.EIO: "io"}.get(e.errno)  # type: ignore[call-overload]
+                errno.EPERM: "denied", errno.EIO: "io",
+                errno.ENAMETOOLONG: "toolong"}.get(e.errno)  # type: ignore[call-overload]
     if not isinstance(e, sqlite3.Error):
         return None
     code = getattr(e, "sqlite_errorcode", None)

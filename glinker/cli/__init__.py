@@ -137,6 +137,11 @@ def said_system_error(e: BaseException, kb: bool = False) -> GlinkerError | None
         if kind == "io":
             return cls(f"disk I/O error{': ' + at if at else ''}", where=at or None,
                        fix=f"check the storage (a disk or network mount error), {again}")
+        if kind == "toolong":  # a model or KB name, or a path, longer than a file name may be (often 255 bytes)
+            shown = at if len(at) <= 80 else at[:60] + f"... ({len(at)} characters)"
+            return cls("a path or name is too long for the file system" + ("" if shown else f" ({e.strerror})"),
+                       where=shown or None,
+                       fix="check the value given (a model, KB or file path: each part at most 255 bytes here)")
         return None
     if kind == "full":
         return cls("a SQLite database could not be written: no space left on its device", fix=f"free space, {again}")

@@ -67,3 +67,17 @@ def test_a_lock_held_on_a_file_system_that_says_eacces_is_busy(tmp_path, monkeyp
     calls.clear()
     with locked(tmp_path / "c.lock", wait=True):  # waited for (a blocking flock), then held
         assert calls[:2] == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]
+
+
+def test_a_name_too_long_for_the_file_system_is_said_as_such(tmp_path):
+    """A 300-character --model ended in a traceback (OSError ENAMETOOLONG from a path check): now exit 2 with the
+    value shortened and the fix."""
+    import subprocess
+    import sys
+
+    long = "m" * 300
+    r = subprocess.run([sys.executable, "-m", "glinker", "ner", "-m", long, "-l", "person", "-"], input="x\n",
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert "too long for the file system" in r.stderr and "(300 characters)" in r.stderr
