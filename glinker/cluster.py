@@ -535,12 +535,17 @@ def model_dtype(encoder: Any) -> str:
     return str(getattr(encoder, "dtype", "float32")).removeprefix("torch.")
 
 
-def encode_job_spec(encoder: Any) -> str:
-    """What identifies a ``glinker kb build --queue`` job's work: the model's fingerprint, with its precision when
-    that is not float32 (``--dtype``), so that every worker embeds in the precision the build was given and one KB
-    never holds vectors of two precisions."""
+def encoding_identity(encoder: Any) -> str:
+    """What identifies the vectors an encoder writes: the model's fingerprint, with its precision when that is not
+    float32 (``--dtype``; ``FINGERPRINT/bfloat16``). A ``glinker kb build --queue`` job's workers must share it, and
+    an interrupted KB build resumes only under it, so that one KB never holds vectors of two precisions."""
     dt = model_dtype(encoder)
     return encoder.fingerprint if dt == "float32" else f"{encoder.fingerprint}/{dt}"
+
+
+def _identity_dtype(identity: str) -> str:
+    """The precision an :func:`encoding_identity` names."""
+    return identity.partition("/")[2] or "float32"
 
 
 class EncodeTask:
@@ -551,7 +556,7 @@ class EncodeTask:
     def __init__(self, encoder: Any, batch_size: int = 64, name: str = "model") -> None:
         self.encoder = encoder
         self.name = name
-        self.fingerprint = encode_job_spec(encoder)  # the job's: the model's, and its precision unless float32
+        self.fingerprint = encoding_identity(encoder)  # the job's: the model's, and its precision unless float32
         self.batch_size = batch_size
 
     def warm_up(self) -> str:
@@ -720,9 +725,9 @@ class Worker:
                                   fix="start the worker with the same pipeline file (and --model/--kb/--dtype "
                                       "overrides) as `glinker link --queue`")
             spec, mine_spec = meta.get("spec") or "", self.task.fingerprint
-            if kind == "encode" and meta.get("kind") == "encode" and spec.split("/")[0] == mine_spec.split("/")[0]:
-                theirs_dt = spec.split("/")[1] if "/" in spec else "float32"
-                mine_dt = mine_spec.split("/")[1] if "/" in mine_spec else "float32"
+            if kind == "encode" and meta.get("kind") == "encode" and \
+                    spec.partition("/")[0] == mine_spec.partition("/")[0]:
+                theirs_dt, mine_dt = _identity_dtype(spec), _identity_dtype(mine_spec)
                 raise ConfigError(f"job {self.job!r} embeds with {meta.get('pipeline', '?')!r} in {theirs_dt}; this "
                                   f"worker's model runs in {mine_dt}", where=f"worker {self.name}",
                                   fix=f"start the worker with --dtype {theirs_dt} (one KB holds vectors of one "
@@ -784,7 +789,7 @@ class RemoteEncoder:
     def __init__(self, encoder: Any, url: str, job: str = DEFAULT_JOB, *, name: str = "model", piece: int = 1024,
                  max_in_flight: int = 16, heartbeat_ttl: float | None = None) -> None:
         self.fingerprint = encoder.fingerprint  # the model's, which the KB records
-        self.spec = encode_job_spec(encoder)  # the job's: with the precision
+        self.spec = encoding_identity(encoder)  # the job's: with the precision
         self.dtype = model_dtype(encoder)
         self.dim = encoder.dim
         self.name = name

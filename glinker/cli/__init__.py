@@ -125,24 +125,21 @@ def said_system_error(e: BaseException, kb: bool = False) -> GlinkerError | None
     kind = system_error_kind(e)
     if isinstance(e, OSError):
         at = str(e.filename or "")
-        if kind == "full":
-            return cls(f"no space left on the device{' holding ' + at if at else ''}", where=at or None,
-                       fix=f"free space there (or write to a device with more room), {again}")
-        if kind == "readonly":
-            return cls(f"cannot write {at or 'a file'}: read-only file system", where=at or None,
-                       fix=f"write to writable storage (or make this one writable), {again}")
-        if kind == "denied":
-            return cls(f"permission denied: {at or 'a file'}", where=at or None,
-                       fix=f"check the permissions of it and of its folder (or use another place), {again}")
-        if kind == "io":
-            return cls(f"disk I/O error{': ' + at if at else ''}", where=at or None,
-                       fix=f"check the storage (a disk or network mount error), {again}")
         if kind == "toolong":  # a model or KB name, or a path, longer than a file name may be (often 255 bytes)
-            shown = at if len(at) <= 80 else at[:60] + f"... ({len(at)} characters)"
-            return cls("a path or name is too long for the file system" + ("" if shown else f" ({e.strerror})"),
-                       where=shown or None,
-                       fix="check the value given (a model, KB or file path: each part at most 255 bytes here)")
-        return None
+            at = at if len(at) <= 80 else at[:60] + f"... ({len(at)} characters)"
+        said = {  # kind: (message, fix)
+            "full": (f"no space left on the device{' holding ' + at if at else ''}",
+                     f"free space there (or write to a device with more room), {again}"),
+            "readonly": (f"cannot write {at or 'a file'}: read-only file system",
+                         f"write to writable storage (or make this one writable), {again}"),
+            "denied": (f"permission denied: {at or 'a file'}",
+                       f"check the permissions of it and of its folder (or use another place), {again}"),
+            "io": (f"disk I/O error{': ' + at if at else ''}",
+                   f"check the storage (a disk or network mount error), {again}"),
+            "toolong": ("a path or name is too long for the file system" + ("" if at else f" ({e.strerror})"),
+                        "check the value given (a model, KB or file path: each part at most 255 bytes here)"),
+        }.get(kind or "")
+        return cls(said[0], where=at or None, fix=said[1]) if said is not None else None
     if kind == "full":
         return cls("a SQLite database could not be written: no space left on its device", fix=f"free space, {again}")
     if kind == "readonly":

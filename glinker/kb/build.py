@@ -193,10 +193,11 @@ def _recorded_model(name: str | None) -> str | None:
 def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None, *, model_name: str | None,
                   template: str, factory: str, nprobe: int | None, batch_size: int, chunk_size: int,
                   train_size: int | None, resume: bool, progress: bool, tmpl: TextTemplate) -> Path:
+    from glinker.cluster import encoding_identity
+
     fp = encoder.fingerprint if encoder is not None else None
     # an interrupted build resumes only in the precision it embedded in (float32 keys stay as they were)
-    dt = str(getattr(encoder, "dtype", "float32")).removeprefix("torch.")
-    key = _source_key(adapter, fp if fp is None or dt == "float32" else f"{fp}/{dt}", template, factory)
+    key = _source_key(adapter, encoding_identity(encoder) if encoder is not None else None, template, factory)
     staging = root / f".staging-{key}"
     for other in root.glob(".staging-*"):
         if other != staging:

@@ -202,9 +202,10 @@ def _dtype(dtype: Any, device: Any = None) -> Any:
     return want
 
 
-# "auto" runs in bfloat16 on CPUs with AMX, and on a CPU with AVX512-BF16 (no AMX) whose bfloat16 matrix products
-# measure at least this many times faster than float32 ones; the shipped model then links and tags ~1.5-2x faster
-# with the same scores within bfloat16 rounding (docs/model.md, "Precision")
+# "auto" runs in bfloat16 on a CPU with bfloat16 units other than AMX (AVX512-BF16, ARM BF16) whose bfloat16 matrix
+# products measure at least AUTO_BF16_MIN_SPEEDUP times faster than float32 ones, and on an AMX CPU unless they
+# measure under AUTO_AMX_MIN_SPEEDUP; the shipped model then links and tags ~2x faster on AMX with the same scores
+# within bfloat16 rounding (docs/model.md, "Precision")
 AUTO_BF16_MIN_SPEEDUP = 2.0
 AUTO_AMX_MIN_SPEEDUP = 0.5
 _AUTO: dict[str, Any] = {}
@@ -314,7 +315,6 @@ _GLINER_ONLY = {
 _PREDICT_KEYWORDS = ("batch_size", "long_text", "overlap", "label_top_k", "on_window")
 
 
-
 def _bank_cast(bank: LabelBank, src: Any, device: Any, dtype: Any) -> Any:
     """A bank's vectors on ``device`` in ``dtype``: ``src`` itself when it is already, else a copy kept on the bank
     for the next call (a bfloat16 model cast a million-label bank at every predict call: 0.17 s each)."""
@@ -326,6 +326,7 @@ def _bank_cast(bank: LabelBank, src: Any, device: Any, dtype: Any) -> Any:
         hit = (key, src.to(device, dtype=dtype))
         bank._cast = hit
     return hit[1]
+
 
 class BiEncoder:
     """A GLiNER bi-encoder (span or token level) loaded from a gliner-format checkpoint."""
@@ -415,8 +416,8 @@ class BiEncoder:
         ``huggingface_hub.snapshot_download`` for a hub id (all four), and for encoders that
         ``gliner_config.json`` names by hub id when the checkpoint lacks their tokenizer or config (all but
         ``revision``, which is the checkpoint repository's); a local folder ignores them. ``map_location`` is
-        gliner's name for ``device``. ``dtype``: float32, bfloat16, float16, or "auto" (:func:`auto_dtype`:
-        bfloat16 where it runs fast, else float32). ``device`` (cpu, cuda[:N], mps) and ``dtype`` are checked
+        gliner's name for ``device``. ``dtype``: float32, bfloat16, float16, float64, or "auto"
+        (:func:`auto_dtype`: bfloat16 where it runs fast, else float32). ``device`` (cpu, cuda[:N], mps) and ``dtype`` are checked
         before anything is read; any other keyword is a ConfigError listing the accepted ones."""
         from glinker.model.checkpoint import (
             load_state_dict,
