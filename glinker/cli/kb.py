@@ -303,7 +303,12 @@ def _same_option(given: Any, built: Any) -> bool:
 
 def _checked_encoder(kb: Any, model: str | None, dtype: str | None = None) -> Any:
     """The encoder of ``--model`` (default: the KB's own), checked against the KB's vectors: a model whose weights
-    changed under the same name (an upgrade) is said as such."""
+    changed under the same name (an upgrade) is said as such. Without ``--dtype`` it runs in the precision the KB
+    was embedded in (a KB built with ``--dtype bfloat16`` gets bfloat16 vectors for its new entities too)."""
+    built = kb.manifest.vectors_dtype
+    if dtype is None and built not in (None, "float32"):
+        log.info("embedding in %s, the precision %s was built in (--dtype sets another)", built, kb.root)
+        dtype = built
     enc, name = _encoder(model, kb.manifest.model or "none", dtype)
     if enc is not None and kb.manifest.has_vectors:
         kb.check_model(enc.fingerprint, name)

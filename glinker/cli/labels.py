@@ -42,7 +42,7 @@ def build(
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted build in OUT."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
-    dtype: str | None = dtype_option(extra="Resume an interrupted build with the same one."),
+    dtype: str | None = dtype_option(extra="An interrupted build resumes only in the same one (another starts over)."),
     queue: str | None = typer.Option(None, "--queue", help="Redis URL: encode on `glinker worker --model M --queue URL` processes (any machines) instead of here."),
     job: str | None = typer.Option(None, "--job", help="With --queue: the job name the workers serve (default: 'default')."),
 ) -> None:

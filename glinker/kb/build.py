@@ -193,7 +193,7 @@ def _recorded_model(name: str | None) -> str | None:
 def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None, *, model_name: str | None,
                   template: str, factory: str, nprobe: int | None, batch_size: int, chunk_size: int,
                   train_size: int | None, resume: bool, progress: bool, tmpl: TextTemplate) -> Path:
-    from glinker.cluster import encoding_identity
+    from glinker.cluster import encoding_identity, model_dtype
 
     fp = encoder.fingerprint if encoder is not None else None
     # an interrupted build resumes only in the precision it embedded in (float32 keys stay as they were)
@@ -233,7 +233,8 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
                 manifest.counts["vectors"] = nvec
             manifest.counts.update(entities=n, aliases=store.alias_count(), alias_counts=store.alias_count_pairs(),
                                    duplicates=int(store.get_meta("duplicates", 0)))
-            manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1)}]
+            manifest.history = [{"op": "build", "at": now(), "seconds": round(time.time() - t0, 1),
+                                 **({"dtype": model_dtype(encoder)} if encoder is not None else {})}]
         except BaseException:
             close_quietly(store)  # (a full disk fails the close too) the first error is the one to say
             raise

@@ -475,6 +475,17 @@ class KB:
         by_norm = self.store.lookup_norms(sorted({a for hits in found for a, _ in hits}))
         return [[(eid, alias, score) for alias, score in hits for eid in by_norm.get(alias, [])] for hits in found]
 
+    def _check_dtype(self, encoder: EntityEncoder) -> None:
+        """Warn when ``encoder`` embeds in another precision than the KB's build did (its vectors would be of two
+        precisions: the scores of old and new entities differ by the rounding, up to ~1% in bfloat16)."""
+        from glinker.cluster import model_dtype
+
+        built, now_ = self.manifest.vectors_dtype, model_dtype(encoder)
+        if built is not None and built != now_:
+            log.warning("KB %s was embedded in %s, the model in use runs in %s: the entities added now get vectors of "
+                        "another precision (pass --dtype %s, or rebuild the KB to change its precision)", self.root,
+                        built, now_, built)
+
     def check_model(self, fingerprint: str, model: str | None = None) -> None:
         """Raise a KBError unless the KB's vectors were built by the model with this fingerprint; ``model`` (how the
         model in use was named: a shipped name, a folder, a hub id) tells a model whose weights changed under the
@@ -578,6 +589,7 @@ class KB:
                 raise KBError("this KB has entity vectors: adding entities needs the model that built it",
                               where=str(self.root), fix=f"pass --model {self.manifest.model}")
             self.check_model(encoder.fingerprint, _name_of(encoder))
+            self._check_dtype(encoder)
         self.apply_pending(encoder)
         total = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
         n_repeated = 0

@@ -47,6 +47,17 @@ class Manifest(BaseModel):
     def has_vectors(self) -> bool:
         return self.model_fingerprint is not None
 
+    @property
+    def vectors_dtype(self) -> str | None:
+        """The precision the KB's vectors were embedded in (``--dtype``), as its build recorded it; None for a KB
+        without vectors or built before the build recorded it (glinker < 0.33: float32 unless a dtype was set)."""
+        if not self.has_vectors:
+            return None
+        for h in self.history:
+            if h.get("op") == "build" and isinstance(h.get("dtype"), str):
+                return h["dtype"]
+        return None
+
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file, fsync, rename)."""
         path = Path(path)

@@ -756,7 +756,8 @@ class BiEncoder:
                 yield v
 
         try:
-            return LabelBank.write_batches(out_dir, names, prompts, chunks(), self.dim, self.fingerprint, resume=resume)
+            return LabelBank.write_batches(out_dir, names, prompts, chunks(), self.dim, self.fingerprint, resume=resume,
+                                           precision=str(self.dtype).removeprefix("torch."))
         finally:
             if bar is not None:
                 bar.close()

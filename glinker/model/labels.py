@@ -561,6 +561,7 @@ class LabelBank:
         model_fingerprint: str = "",
         progress: bool = False,
         resume: bool = False,
+        precision: str = "float32",
     ) -> LabelBank:
         """Write a bank whose vectors arrive in row-order batches straight to disk; returns it memory-mapped.
 
@@ -568,8 +569,10 @@ class LabelBank:
         The folder is a bank only once ``label_bank.json`` is written, at the end. With ``resume``, a build
         interrupted in the same folder (same names, prompts, dim and fingerprint) continues: ``batches`` is
         then given the number of rows already on disk through :func:`rows_done` and must start there.
+        ``precision`` names what the vectors were computed in (the model's dtype): an interrupted build resumes
+        only in the same one (otherwise it starts over, with a warning), so that one bank never mixes precisions.
         """
-        w = _BankWriter(Path(out_dir), names, prompts, dim, model_fingerprint, resume)
+        w = _BankWriter(Path(out_dir), names, prompts, dim, model_fingerprint, resume, precision)
         if w.complete:  # nothing to encode: the batches are not asked for
             close = getattr(batches, "close", None)
             if callable(close):
@@ -942,7 +945,8 @@ class _BankWriter:
     batch (after the rows are flushed), so an interrupted build resumes where it stopped."""
 
     def __init__(
-        self, out: Path, names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str, resume: bool
+        self, out: Path, names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str, resume: bool,
+        precision: str = "float32",
     ) -> None:
         import numpy as np
 
@@ -953,6 +957,7 @@ class _BankWriter:
             )
         _check_unique(names)
         self.out, self.names, self.prompts, self.dim, self.fingerprint = out, names, prompts, dim, fingerprint
+        self.precision = precision
         recover_swap(out)
         if out.exists() and not out.is_dir():
             raise DataError("is a file, not a folder", where=str(out), fix="give a new folder for the label bank")
@@ -979,6 +984,12 @@ class _BankWriter:
             except ValueError:
                 state = {}
         self.done = int(state.get("done", 0)) if state.get("digest") == self.digest else 0
+        was = state.get("precision", "float32")
+        if self.done and was != precision:
+            log.warning("label bank %s: the interrupted build encoded %d of %d labels in %s, this one runs in %s: "
+                        "starting over, so that the bank holds one precision (resume with --dtype %s to keep them)",
+                        out, self.done, self.n, was, precision, was)
+            self.done = 0
         if self.done:
             self.arr = np.load(work / BANK_VECTORS, mmap_mode="r+")
             if self.arr.shape != (self.n, dim):
@@ -1003,7 +1014,7 @@ class _BankWriter:
                 and meta.get("model_fingerprint") == self.fingerprint)
 
     def _record(self) -> None:
-        state = {"digest": self.digest, "done": self.done, "count": self.n}
+        state = {"digest": self.digest, "done": self.done, "count": self.n, "precision": self.precision}
         _atomic_write(self.work / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
 
     def append(self, b: Any) -> None:

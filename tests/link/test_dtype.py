@@ -311,3 +311,37 @@ def test_float16_warns_where_the_cpu_has_no_float16_kernels(tiny_model, monkeypa
         assert not any("slower" in r.getMessage() for r in caplog.records)
         BiEncoder.from_pretrained(tiny_model, dtype="float16")
     assert any("without float16 units" in r.getMessage() for r in caplog.records)
+
+
+def test_kb_add_embeds_in_the_precision_the_kb_was_built_in(tiny_model, tmp_path, caplog):
+    """A KB built with --dtype bfloat16 records it; `kb add` without --dtype embeds in it too (it embedded in
+    float32: one KB of two precisions), and another --dtype is warned about."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+    from glinker.kb import KB
+
+    src, more = tmp_path / "e.jsonl", tmp_path / "more.jsonl"
+    src.write_text("".join(json.dumps({"id": f"Q{i}", "label": f"thing {i}", "description": "a thing"}) + "\n"
+                           for i in range(1, 6)), encoding="utf-8")
+    more.write_text(json.dumps({"id": "Q9", "label": "new thing", "description": "another"}) + "\n", encoding="utf-8")
+    run = CliRunner().invoke
+    for dt in ("bfloat16", "float32"):
+        kb = tmp_path / f"kb-{dt}"
+        r = run(app, ["kb", "build", "-a", "jsonl", "-s", str(src), "--model", str(tiny_model), "--out", str(kb),
+                      "--dtype", dt])
+        assert r.exit_code == 0, r.output
+        with KB.open(kb) as k:
+            assert k.manifest.vectors_dtype == dt and k.manifest.history[0]["dtype"] == dt
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            r = run(app, ["kb", "add", str(kb), "-s", str(more)])
+        assert r.exit_code == 0, r.output
+        assert ("embedding in bfloat16, the precision" in caplog.text) == (dt == "bfloat16")
+        assert "was embedded in" not in caplog.text
+        caplog.clear()
+        other = "float32" if dt == "bfloat16" else "bfloat16"
+        with caplog.at_level("WARNING"):
+            r = run(app, ["kb", "add", str(kb), "-s", str(more), "--dtype", other])
+        assert r.exit_code == 0, r.output
+        assert f"was embedded in {dt}, the model in use runs in {other}" in caplog.text

@@ -60,6 +60,32 @@ def test_interrupted_build_resumes_where_it_stopped(model, tmp_path):
     assert torch.allclose(again.vectors, ref, atol=1e-6)
 
 
+def test_a_build_resumed_in_another_precision_starts_over(model, tmp_path, caplog):
+    """An interrupted float32 build resumed with a bfloat16 model (`labels build --dtype bfloat16`) kept the float32
+    rows and appended bfloat16 ones: one bank of two precisions. It starts over now, and says why."""
+    out = tmp_path / "b"
+
+    def interrupted():
+        yield torch.zeros(8, model.dim)  # a marker: rows a resume in the same precision would keep
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
+    assert rows_done(out) == 8 and json.loads((out / BUILD_STATE).read_text())["precision"] == "float32"
+    low = BiEncoder.from_pretrained(CKPT, dtype="bfloat16")
+    with caplog.at_level("WARNING", logger="glinker.model.labels"):
+        bank = low.encode_labels_to(LABELS, out, chunk_size=8)
+    assert "encoded 8 of 37 labels in float32, this one runs in bfloat16: starting over" in caplog.text
+    assert not torch.equal(bank.vectors[:8], torch.zeros(8, model.dim))  # re-encoded in bfloat16
+    assert torch.allclose(bank.vectors, low.encode_labels(LABELS).vectors, atol=1e-6)
+    # the same precision still resumes
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(tmp_path / "c", LABELS, LABELS, interrupted(), model.dim, model.fingerprint,
+                                precision="bfloat16")
+    kept = low.encode_labels_to(LABELS, tmp_path / "c", chunk_size=8)
+    assert torch.equal(kept.vectors[:8], torch.zeros(8, model.dim))
+
+
 def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(model, tmp_path):
     """Another label set built into a finished bank's folder: built beside it and swapped in at the end, so a
     process reading the old bank (memory-mapped) keeps its rows, and an interrupted rebuild leaves it intact."""
