@@ -307,7 +307,7 @@ def _checked_encoder(kb: Any, model: str | None, dtype: str | None = None) -> An
     was embedded in (a KB built with ``--dtype bfloat16`` gets bfloat16 vectors for its new entities too)."""
     built = kb.manifest.vectors_dtype
     if dtype is None and built not in (None, "float32"):
-        log.info("embedding in %s, the precision %s was built in (--dtype sets another)", built, kb.root)
+        log.info("running the model in %s, the precision %s was embedded in (--dtype sets another)", built, kb.root)
         dtype = built
     enc, name = _encoder(model, kb.manifest.model or "none", dtype)
     if enc is not None and kb.manifest.has_vectors:

@@ -15,6 +15,12 @@ What is counted (ELEVANT's linking evaluation with unknown entities *ignored*, i
 Spans match exactly (character offsets); ELEVANT also accepts spans expanded to word boundaries, which we
 do not.
 
+The missed InKB gold mentions (FN) are also counted by cause (``missed``, :data:`MISS_CAUSES`): the entity is
+not in the KB (with a KB given); nothing was predicted over the span (split by whether the gold text starts in
+lowercase: a concept or a pronoun, which a named-entity mention detector does not propose); a prediction overlaps
+it with other bounds; a prediction at the span whose candidates lack the gold entity; or whose candidates hold it
+and another entity (or NIL) was chosen.
+
 Candidate recall@k is over InKB gold mentions; a prediction that links an entity without carrying a candidate
 list counts as having that entity as its one candidate (so recall@1 >= ed_acc), and a gold mention without a
 prediction at its span is a miss.
@@ -22,6 +28,8 @@ prediction at its span is a miss.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +58,30 @@ class PredictedLink:
     @property
     def is_nil(self) -> bool:
         return self.entity_id in (NIL, "", None)
+
+
+MISS_CAUSES = {
+    "not_in_kb": "entity not in the KB",
+    "no_mention": "no mention predicted",
+    "no_mention_lowercase": "no mention, lowercase gold (concept or pronoun)",
+    "other_bounds": "a mention with other bounds",
+    "not_a_candidate": "gold entity not among the candidates",
+    "not_chosen": "gold entity a candidate, not chosen",
+}
+"""Why an InKB gold mention was missed (``ELReport.missed``), in the order they are tried: a gold entity the KB
+lacks is counted as such whatever was predicted (only when a KB is given)."""
+
+
+def _miss_cause(m: GoldMention, p: PredictedLink | None, overlapped: bool, covered: bool | None) -> str:
+    if covered is False:
+        return "not_in_kb"
+    if p is None:
+        if overlapped:
+            return "other_bounds"
+        return "no_mention_lowercase" if m.text[:1].islower() else "no_mention"
+    # a link without a candidate list has its entity as its one candidate (as for recall@k)
+    cands = p.candidates or ([] if p.is_nil else [p.entity_id])
+    return "not_chosen" if m.entity_id in cands else "not_a_candidate"
 
 
 @dataclass
@@ -81,6 +113,7 @@ class ELReport:
     # how the mentions were found: "gold" (the pipeline was given the gold mentions), "end-to-end" (it found
     # them), None (unknown: saved links); it words the disambiguation line of :meth:`summary`
     mentions: str | None = None
+    missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MISS_CAUSES, 0))  # FN by cause
 
     @property
     def ed_acc(self) -> float:
@@ -140,6 +173,7 @@ class ELReport:
             "predictions_outside_span": self.predictions_outside_span,
             "predictions_unknown_doc": self.predictions_unknown_doc,
             "duplicate_predictions": self.duplicate_predictions,
+            "missed": {k: v for k, v in self.missed.items() if k != "not_in_kb" or self.covered is not None},
         }
 
     def summary(self) -> str:
@@ -180,6 +214,10 @@ class ELReport:
             c = self.covered
             lines.append(f"in-KB-covered        P={c.precision:.4f} R={c.recall:.4f} F1={c.f1:.4f}  (gold mentions "
                          f"whose entity the KB holds; links at spans of gold entities it lacks ignored)")
+        if self.linking.fn:
+            shown = [(k, n) for k, n in self.missed.items() if n and (k != "not_in_kb" or self.covered is not None)]
+            lines.append("missed, by cause     " + "; ".join(f"{MISS_CAUSES[k]} {n}" for k, n in shown)
+                         + f"  (of the {self.linking.fn} InKB gold mentions not linked right)")
         return "\n".join(lines)
 
     def last_line(self) -> str:
@@ -277,6 +315,16 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
 
     if rep.covered is None and in_kb is not None:
         rep.covered = PRF()
+    # predicted spans by start, with the furthest end so far: a gold span overlaps a prediction when one that
+    # starts before its end ends after its start
+    spans = sorted(preds)
+    starts = [a for a, _ in spans]
+    reach = list(itertools.accumulate((b for _, b in spans), max))
+
+    def overlapped(m: GoldMention) -> bool:
+        i = bisect.bisect_left(starts, m.end)
+        return i > 0 and reach[i - 1] > m.start
+
     for m in labels:
         is_root = m.parent is None or m.parent not in by_id
         if not is_root:
@@ -311,6 +359,7 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             rep.linking.tp += 1
         else:
             rep.linking.fn += 1
+            rep.missed[_miss_cause(m, p, p is None and overlapped(m), covered if in_kb is not None else None)] += 1
         if covered:
             assert rep.covered is not None
             if ok:

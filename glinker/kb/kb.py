@@ -75,6 +75,17 @@ _HELD: dict[tuple[str, int], bool] = {}  # (KB folder, thread) holding its lock 
 _HELD_LOCK = fork_safe_lock()
 
 
+def _trimmed_history(history: list[dict[str, Any]], keep: int = 100) -> list[dict[str, Any]]:
+    """The last ``keep`` entries of a KB's history, and always its build entry (what the KB was built with and in
+    which precision: ``Manifest.vectors_dtype`` reads it)."""
+    if len(history) <= keep:
+        return history
+    build = next((h for h in history if h.get("op") == "build"), None)
+    if build is None or build in history[-keep:]:
+        return history[-keep:]
+    return [build, *history[-(keep - 1):]]
+
+
 @contextlib.contextmanager
 def writing(root: str | Path, what: str, wait: bool = False, share: bool = False) -> Iterator[None]:
     """The writer lock of the KB folder ``root`` for the block (``what`` says what writes, for the message a second
@@ -483,8 +494,8 @@ class KB:
         built, now_ = self.manifest.vectors_dtype, model_dtype(encoder)
         if built is not None and built != now_:
             log.warning("KB %s was embedded in %s, the model in use runs in %s: the entities added now get vectors of "
-                        "another precision (pass --dtype %s, or rebuild the KB to change its precision)", self.root,
-                        built, now_, built)
+                        "another precision (run the model in %s: --dtype %s, or dtype=%r in Python; or rebuild the KB "
+                        "to change its precision)", self.root, built, now_, built, built, built)
 
     def check_model(self, fingerprint: str, model: str | None = None) -> None:
         """Raise a KBError unless the KB's vectors were built by the model with this fingerprint; ``model`` (how the
@@ -590,7 +601,7 @@ class KB:
                               where=str(self.root), fix=f"pass --model {self.manifest.model}")
             self.check_model(encoder.fingerprint, _name_of(encoder))
             self._check_dtype(encoder)
-        self.apply_pending(encoder)
+        self.apply_pending(encoder, checked=True)
         total = {"added": 0, "updated": 0, "unchanged_text": 0, "same": 0}
         n_repeated = 0
         buf: list[Entity] = []
@@ -616,7 +627,7 @@ class KB:
                 total[key] += c[key]
             n_repeated += c["repeated"]
             buf = held
-            self.apply_pending(encoder)
+            self.apply_pending(encoder, checked=True)
 
         for e in entities:
             buf.append(e)
@@ -686,7 +697,7 @@ class KB:
         self._record("remove", {"removed": len(removed)})
         return removed
 
-    def apply_pending(self, encoder: EntityEncoder | None) -> int:
+    def apply_pending(self, encoder: EntityEncoder | None, checked: bool = False) -> int:
         """Apply journaled changes to the vector index, save it atomically, then clear the journal (idempotent,
         so an interrupted update is finished by the next call). Returns the number of changes applied."""
         pend = self.store.pending()
@@ -699,6 +710,8 @@ class KB:
             if adds and encoder is None:
                 raise KBError(f"{len(adds)} changed entities need embedding", where=str(self.root),
                               fix=f"run the update with --model {self.manifest.model}")
+            if adds and not checked:  # (upsert checked it once for all its batches)
+                self._check_dtype(encoder)  # type: ignore[arg-type]
             index = self.index()
             index.remove(np.asarray([r for r, _ in pend], dtype=np.int64))
             for rids, texts in self.store.iter_texts(self.template, rids=adds):
@@ -722,7 +735,7 @@ class KB:
         if op == "link-stats" or any(counts.get(k) for k in ("added", "updated", "unchanged_text", "removed")):
             self._changed = True
         m = self._save_counts(save=False)
-        m.history = (m.history + [{"op": op, "at": m.updated, **counts}])[-100:]
+        m.history = _trimmed_history(m.history + [{"op": op, "at": m.updated, **counts}])
         m.save(self.path / MANIFEST)
 
     def _save_counts(self, save: bool = True) -> Manifest:

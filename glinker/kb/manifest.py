@@ -50,7 +50,7 @@ class Manifest(BaseModel):
     @property
     def vectors_dtype(self) -> str | None:
         """The precision the KB's vectors were embedded in (``--dtype``), as its build recorded it; None for a KB
-        without vectors or built before the build recorded it (glinker < 0.33: float32 unless a dtype was set)."""
+        without vectors or built before builds recorded it (2026-12-05: float32 unless a dtype was set)."""
         if not self.has_vectors:
             return None
         for h in self.history:

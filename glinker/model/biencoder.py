@@ -717,6 +717,7 @@ class BiEncoder:
         import numpy as np
         import torch
 
+        from glinker.cluster import model_dtype
         from glinker.model.labels import rows_done
 
         if self.net.dense:
@@ -757,7 +758,7 @@ class BiEncoder:
 
         try:
             return LabelBank.write_batches(out_dir, names, prompts, chunks(), self.dim, self.fingerprint, resume=resume,
-                                           precision=str(self.dtype).removeprefix("torch."))
+                                           precision=model_dtype(encoder if encoder is not None else self))
         finally:
             if bar is not None:
                 bar.close()

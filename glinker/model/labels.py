@@ -569,8 +569,9 @@ class LabelBank:
         The folder is a bank only once ``label_bank.json`` is written, at the end. With ``resume``, a build
         interrupted in the same folder (same names, prompts, dim and fingerprint) continues: ``batches`` is
         then given the number of rows already on disk through :func:`rows_done` and must start there.
-        ``precision`` names what the vectors were computed in (the model's dtype): an interrupted build resumes
-        only in the same one (otherwise it starts over, with a warning), so that one bank never mixes precisions.
+        ``precision`` names what the vectors were computed in (the encoder's dtype), recorded in the bank: an
+        interrupted build resumes only in the same one (otherwise it starts over, with a warning), and a finished
+        bank of these labels in another precision is rebuilt, so that one bank never mixes precisions.
         """
         w = _BankWriter(Path(out_dir), names, prompts, dim, model_fingerprint, resume, precision)
         if w.complete:  # nothing to encode: the batches are not asked for
@@ -984,8 +985,14 @@ class _BankWriter:
             except ValueError:
                 state = {}
         self.done = int(state.get("done", 0)) if state.get("digest") == self.digest else 0
-        was = state.get("precision", "float32")
-        if self.done and was != precision:
+        was = state.get("precision")
+        if self.done and was is None and precision != "float32":
+            # a state of an earlier glinker: float32 unless that build was given a dtype, which it did not record
+            log.warning("label bank %s: the interrupted build (%d of %d labels) did not record its precision (an "
+                        "earlier glinker): starting over in %s, so that the bank holds one precision", out,
+                        self.done, self.n, precision)
+            self.done = 0
+        elif self.done and was is not None and was != precision:
             log.warning("label bank %s: the interrupted build encoded %d of %d labels in %s, this one runs in %s: "
                         "starting over, so that the bank holds one precision (resume with --dtype %s to keep them)",
                         out, self.done, self.n, was, precision, was)
@@ -1011,7 +1018,8 @@ class _BankWriter:
             return False
         return ((self.out / BANK_VECTORS).is_file() and meta.get("names") == list(self.names)
                 and meta.get("prompts") == list(self.prompts) and meta.get("dim") == self.dim
-                and meta.get("model_fingerprint") == self.fingerprint)
+                and meta.get("model_fingerprint") == self.fingerprint
+                and meta.get("precision", self.precision) == self.precision)  # (banks before it: not recorded)
 
     def _record(self) -> None:
         state = {"digest": self.digest, "done": self.done, "count": self.n, "precision": self.precision}
@@ -1042,7 +1050,7 @@ class _BankWriter:
                 fix="yield one vector per name",
             )
         del self.arr
-        meta = _meta(self.names, self.prompts, self.dim, self.fingerprint, None)
+        meta = {**_meta(self.names, self.prompts, self.dim, self.fingerprint, None), "precision": self.precision}
         _atomic_write(self.work / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         (self.work / BUILD_STATE).unlink(missing_ok=True)
         if self.work != self.out:  # swap the new bank in; the old one goes (open memory maps keep their pages)

@@ -316,6 +316,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
         load_adapter,
         read_entities,
     )
+    from glinker.cluster import encoding_identity
     from glinker.kb.build import build_kb
     from glinker.kb.kb import writing
 
@@ -328,7 +329,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     # keeps the cache): the URL's password and the declared secret options are left out; an option only named like a
     # secret is keyed by a hash of its value
     key = {"a": src.adapter, "s": redact(url), "o": keyed_options(get_adapter_class(src.adapter), options),
-           "t": src.template, "m": encoder.fingerprint if encoder is not None else None}
+           "t": src.template, "m": encoding_identity(encoder) if encoder is not None else None}
     ident = json.dumps(key, sort_keys=True, default=str)
     # a cache: folder names ${VARS} as source and options do (two tables, two folders); it holds one source's KB; a
     # relative one is beside the pipeline file (PipelineContext.new_path)
@@ -483,6 +484,12 @@ def _not_syncable(out: Path, encoder: Any, model: str | None, template: str) -> 
         return f"the model changed: its vectors were made by {was}, this pipeline links with {now}"
     if m.template != template:
         return f"the entity text template changed: {m.template!r}, now {template!r}"
+    if encoder is not None and m.vectors_dtype is not None:
+        from glinker.cluster import model_dtype
+
+        if m.vectors_dtype != model_dtype(encoder):
+            return (f"the precision changed: its vectors were embedded in {m.vectors_dtype}, this pipeline runs the "
+                    f"model in {model_dtype(encoder)} (settings.dtype)")
     return None
 
 

@@ -117,6 +117,31 @@ def test_in_kb_covered_prf_ignores_gold_entities_the_kb_lacks():
     assert evaluate_el([d], preds).covered is None  # no KB given: no covered figure
 
 
+def test_missed_gold_mentions_are_counted_by_cause():
+    """Each missed InKB gold mention has one cause: not in the KB, no mention (lowercase apart), other bounds, gold
+    not a candidate, gold a candidate not chosen; the counts add up to the false negatives."""
+    text = "Obama met Merkel in Berlin and the president in 2009 ."
+    g = [GoldMention(0, 5, "Obama", "Q76"), GoldMention(10, 16, "Merkel", "Q567"), GoldMention(20, 26, "Berlin", "Q64"),
+         GoldMention(31, 44, "the president", "Q11696"), GoldMention(48, 52, "2009", "Q2009"),
+         GoldMention(35, 44, "president", "Q30461")]
+    d = ELDocument(id="d", text=text, mentions=g, evaluation_span=(0, len(text)))
+    preds = [PredictedLink("d", 0, 5, "Q1", ["Q1", "Q76"]),  # gold a candidate, another chosen
+             PredictedLink("d", 10, 16, NIL, ["Q9"]),  # NIL, gold not a candidate
+             PredictedLink("d", 20, 30, "Q64"),  # other bounds ("Berlin and")
+             PredictedLink("d", 48, 52, "Q2009")]  # right
+    r = evaluate_el([d], preds)
+    assert r.linking.fn == 5 and sum(r.missed.values()) == 5
+    assert r.missed == {"not_in_kb": 0, "no_mention": 0, "no_mention_lowercase": 2, "other_bounds": 1,
+                        "not_a_candidate": 1, "not_chosen": 1}
+    assert "no mention, lowercase gold (concept or pronoun) 2" in r.summary()
+    assert "not_in_kb" not in r.as_dict()["missed"]  # without a KB there is no such cause
+    k = evaluate_el([d], preds, kb={"Q76", "Q567", "Q2009"})
+    assert k.missed["not_in_kb"] == 3 and k.missed["not_chosen"] == 1 and k.missed["not_a_candidate"] == 1
+    assert sum(k.missed.values()) == k.linking.fn and "entity not in the KB 3" in k.summary()
+    # a wrong link without a candidate list: its entity was its one candidate
+    assert evaluate_el([d], [PredictedLink("d", 0, 5, "Q1")]).missed["not_a_candidate"] == 1
+
+
 def test_coref_exclusion_and_unknown_documents():
     d = doc(gm(*OBAMA, "Q76"), gm(*SOMEONE, "Q76", coref=True))
     preds = [pl(*OBAMA, "Q76"), pl(*SOMEONE, "Q1"), pl(*OBAMA, "Q76", id="other"), pl(*OBAMA, "Q2")]

@@ -337,11 +337,73 @@ def test_kb_add_embeds_in_the_precision_the_kb_was_built_in(tiny_model, tmp_path
         with caplog.at_level("INFO"):
             r = run(app, ["kb", "add", str(kb), "-s", str(more)])
         assert r.exit_code == 0, r.output
-        assert ("embedding in bfloat16, the precision" in caplog.text) == (dt == "bfloat16")
-        assert "was embedded in" not in caplog.text
+        assert ("running the model in bfloat16, the precision" in caplog.text) == (dt == "bfloat16")
+        assert "the model in use runs in" not in caplog.text
         caplog.clear()
         other = "float32" if dt == "bfloat16" else "bfloat16"
         with caplog.at_level("WARNING"):
             r = run(app, ["kb", "add", str(kb), "-s", str(more), "--dtype", other])
         assert r.exit_code == 0, r.output
         assert f"was embedded in {dt}, the model in use runs in {other}" in caplog.text
+
+
+def _tiny_kb(tiny_model, tmp_path, dtype, name="kb"):
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    src = tmp_path / f"{name}.jsonl"
+    src.write_text("".join(json.dumps({"id": f"Q{i}", "label": f"thing {i}", "description": "a thing"}) + "\n"
+                           for i in range(1, 6)), encoding="utf-8")
+    out = tmp_path / name
+    build_kb(load_adapter("jsonl", str(src)), out, BiEncoder.from_pretrained(tiny_model, dtype=dtype),
+             model_name=str(tiny_model))
+    return out
+
+
+def test_a_kb_keeps_its_precision_past_a_hundred_updates(tiny_model, tmp_path):
+    """The history keeps its last 100 entries: the build's, which records the precision, is always kept."""
+    from glinker.kb import KB
+
+    out = _tiny_kb(tiny_model, tmp_path, "bfloat16")
+    with KB.open(out, writable=True) as kb:
+        for _ in range(120):
+            kb.remove(["Q404"])
+    with KB.open(out) as kb:
+        h = kb.manifest.history
+        assert len(h) == 100 and h[0]["op"] == "build" and kb.manifest.vectors_dtype == "bfloat16"
+
+
+def test_finishing_an_update_in_another_precision_warns(tiny_model, tmp_path, caplog):
+    """An interrupted update's entities, embedded by the next remove (or sync) with another precision's model, are
+    warned about as an upsert's are."""
+    from glinker.kb import KB
+    from glinker.types import Entity
+
+    out = _tiny_kb(tiny_model, tmp_path, "bfloat16")
+    with KB.open(out, writable=True) as kb:
+        kb.store.upsert([Entity(id="Q9", label="new thing")], kb.template, track_pending=True)  # as if interrupted
+        with caplog.at_level("WARNING", logger="glinker.kb.kb"):
+            kb.remove(["Q404"], BiEncoder.from_pretrained(tiny_model))
+    assert "was embedded in bfloat16, the model in use runs in float32" in caplog.text
+
+
+def test_a_pipeline_rebuilds_its_source_kb_when_the_precision_changes(tiny_model, tmp_path, caplog):
+    """A pipeline's KB read from a source (cached) and then run with another dtype: rebuilt, not synced with
+    vectors of two precisions."""
+    from glinker.kb import KB
+
+    (tmp_path / "e.jsonl").write_text(json.dumps({"id": "Q1", "label": "thing one", "description": "a"}) + "\n",
+                                      encoding="utf-8")
+    p = tmp_path / "p.yaml"
+    p.write_text(f"name: dt\nmodel: {tiny_model}\nsettings: {{dtype: bfloat16}}\n"
+                 f"kb: {{adapter: jsonl, source: e.jsonl, cache: {tmp_path / 'cache'}}}\n"
+                 "stages:\n  m: {type: alias_mentions}\n  c: {type: alias_candidates, input: m}\n", encoding="utf-8")
+    with glinker.load_pipeline(str(p)) as pipe:
+        pipe.link(["thing one"])
+    with KB.open(tmp_path / "cache") as kb:
+        assert kb.manifest.vectors_dtype == "bfloat16"
+    with caplog.at_level("WARNING"), glinker.load_pipeline(str(p), dtype="float32") as pipe:
+        pipe.link(["thing one"])
+    assert "the precision changed: its vectors were embedded in bfloat16" in caplog.text
+    with KB.open(tmp_path / "cache") as kb:
+        assert kb.manifest.vectors_dtype == "float32" and [h["op"] for h in kb.manifest.history] == ["build"]

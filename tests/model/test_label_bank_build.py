@@ -243,3 +243,40 @@ def test_labels_build_with_an_ivf_index_saves_its_low_precision_lists(model, tmp
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "bank" / lab.BANK_IVF_LOWP).exists()
     scoring._LOWP.clear()
+
+
+def test_a_banks_precision_is_the_encoders_and_is_recorded(model, tmp_path, caplog):
+    """The vectors' precision is the encoder's when one is given (not the local model's); a finished bank records
+    it, so asking for another precision rebuilds it; a build state of an earlier glinker (no precision) resumed in
+    bfloat16 starts over, saying why."""
+    low = BiEncoder.from_pretrained(CKPT, dtype="bfloat16")
+    out = tmp_path / "b"
+    bank = model.encode_labels_to(LABELS, out, chunk_size=8, encoder=low)
+    assert json.loads((out / "label_bank.json").read_text())["precision"] == "bfloat16"
+    assert torch.allclose(bank.vectors, low.encode_labels(LABELS).vectors, atol=1e-6)
+    again = model.encode_labels_to(LABELS, out, chunk_size=8)  # float32 asked: rebuilt, not "already complete"
+    assert torch.allclose(again.vectors, model.encode_labels(LABELS).vectors, atol=1e-6)
+    assert json.loads((out / "label_bank.json").read_text())["precision"] == "float32"
+
+    def interrupted():
+        yield torch.zeros(8, model.dim)
+        raise KeyboardInterrupt
+
+    old = tmp_path / "old"
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(old, LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
+    state = json.loads((old / BUILD_STATE).read_text())
+    del state["precision"]  # as an earlier glinker wrote it
+    (old / BUILD_STATE).write_text(json.dumps(state))
+    with caplog.at_level("WARNING", logger="glinker.model.labels"):
+        b = low.encode_labels_to(LABELS, old, chunk_size=8)
+    assert "did not record its precision" in caplog.text
+    assert not torch.equal(b.vectors[:8], torch.zeros(8, model.dim))
+    caplog.clear()
+    with pytest.raises(KeyboardInterrupt):  # in float32 (what it most likely was) it still resumes
+        LabelBank.write_batches(tmp_path / "f", LABELS, LABELS, interrupted(), model.dim, model.fingerprint)
+    state = json.loads((tmp_path / "f" / BUILD_STATE).read_text())
+    del state["precision"]
+    (tmp_path / "f" / BUILD_STATE).write_text(json.dumps(state))
+    assert torch.equal(model.encode_labels_to(LABELS, tmp_path / "f", chunk_size=8).vectors[:8],
+                       torch.zeros(8, model.dim))
