@@ -24,6 +24,31 @@ it; no quote character, semicolon or other punctuation can reach the statement."
 _MAPPABLE = ("id", "label", "description", "aliases", "alias_counts", "types", "popularity")
 
 
+
+def parse_url(url: str) -> Any:
+    """The SQLAlchemy URL of ``url``; one SQLAlchemy reads wrongly or not at all (an unencoded '@' or ':' in the
+    password) is a KBError that says how to write it. Connects to nothing: `glinker pipeline validate` checks a
+    pipeline's SQL source with it."""
+    from glinker.io import redact
+
+    encode = ("percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F "
+              "(urllib.parse.quote_plus(password))")
+    rest = url.partition("://")[2]
+    ats = rest.split("?", 1)[0].count("@") if not rest.startswith("/") else 0
+    if ats > 1:
+        raise KBError(f"cannot read the database URL {redact(url)}: it holds {ats} '@' (the password, masked "
+                      "here, has one of its own)", where="sql.source", fix=encode)
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url)
+    except ValueError as e:  # e.g. a ':' in the password read as the port
+        raise KBError(f"cannot read the database URL {redact(url)}: {e}", where="sql.source", fix=encode) from None
+    except Exception as e:  # noqa: BLE001 - ArgumentError: not a URL at all
+        raise KBError(f"cannot use database URL {redact(url)}: {e}", where="sql.source",
+                      fix="use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
+                          "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db") from None
+
 class SQLOptions(AdapterOptions):
     table: str | None = None
     """Table (or ``schema.table``) to read; give this or ``query``."""
@@ -499,25 +524,8 @@ class SQLAdapter:
         return redact(self.url)
 
     def _url(self) -> Any:
-        """The parsed URL; a URL SQLAlchemy reads wrongly or not at all (an unencoded '@' or ':' in the password)
-        is a KBError that says how to write it."""
-        encode = ("percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F "
-                  "(urllib.parse.quote_plus(password))")
-        rest = self.url.partition("://")[2]
-        if not rest.startswith("/") and rest.split("?", 1)[0].count("@") > 1:
-            raise KBError(f"cannot read the database URL {self._masked_url()}: it holds more than one '@' before "
-                          "the host", where="sql.source", fix=encode)
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(self.url)
-        except ValueError as e:  # e.g. a ':' in the password read as the port
-            raise KBError(f"cannot read the database URL {self._masked_url()}: {e}", where="sql.source",
-                          fix=encode) from None
-        except Exception as e:  # noqa: BLE001 - ArgumentError: not a URL at all
-            raise KBError(f"cannot use database URL {self._masked_url()}: {e}", where="sql.source",
-                          fix="use a SQLAlchemy URL such as postgresql+psycopg2://user@host/db, "
-                              "mysql+pymysql://root@127.0.0.1/db or sqlite:///file.db") from None
+        """The parsed URL (see :func:`parse_url`)."""
+        return parse_url(self.url)
 
     def engine(self) -> Any:
         """The SQLAlchemy engine (created once; a bad URL or missing driver is a clear error)."""

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -59,6 +60,17 @@ def _stdin_buffer() -> Any:
     return reader
 
 
+def _lines_name(path: Path) -> str:
+    """A file name for a JSON array converted into JSON lines, never the array's own (``jq ... x > x`` empties x),
+    beside it."""
+    stem = path.name
+    for suf in (".gz", ".bz2", ".xz", ".zst"):
+        stem = stem.removesuffix(suf)
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    out = f"{stem}.jsonl" if f"{stem}.jsonl" != path.name else f"{stem}.lines.jsonl"
+    return str(path.with_name(out))
+
+
 def _open_input(path: Path) -> Any:
     """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes); ``-`` is
     standard input (read once, as it streams)."""
@@ -95,7 +107,9 @@ def _sniff(path: Path, fmt: str) -> str:
     if first.startswith(b"["):
         raise DataError("the file is one JSON array; glinker link reads JSONL (one JSON object per line) or text "
                         "(one document per line)", where=str(path),
-                        fix=f"convert it, e.g. jq -c '.[]' {path} > {Path(name).stem}.jsonl")
+                        fix="convert it into another file, e.g. "
+                            + ("... | jq -c '.[]' > docs.jsonl" if _stdin(path) else
+                               f"jq -c '.[]' {shlex.quote(str(path))} > {shlex.quote(_lines_name(path))}"))
     if suf in (".jsonl", ".ndjson"):
         return "jsonl"
     if suf == ".txt":
@@ -160,7 +174,9 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
                 rec = {"text": rec}
             if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
                 others = [k for k, v in rec.items() if isinstance(v, str) and k != "id"] if isinstance(rec, dict) else []
-                err = DataError(f"the line has no string field {text_field!r}"
+                null = isinstance(rec, dict) and text_field in rec and rec[text_field] is None
+                err = DataError((f"the line's {text_field!r} is null" if null else
+                                 f"the line has no string field {text_field!r}")
                                 + (f" (its text fields: {', '.join(others[:5])})" if others else ""), where=where,
                                 fix=(f"name the text field: --text-field {others[0]}; or " if others else
                                      f"each line is an object with a {text_field!r} string (and an optional id); or ")
@@ -269,6 +285,9 @@ def link(
     typer.echo(f"linked {n['written']} documents -> {output}"
                + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")
                + (f" ({n['bad']} bad line{'s' if n['bad'] != 1 else ''} skipped)" if n["bad"] else ""), err=True)
+    if not (n["written"] or n["skipped_done"] or n["bad"]):
+        typer.echo(f"warning: {'standard input' if _stdin(input) else input} holds no document (it is empty or "
+                   "holds only blank lines)", err=True)
 
 
 def worker(

@@ -202,7 +202,7 @@ def ner(
                                 "(the default), or start the output over."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar on a terminal."),
 ) -> None:
-    """Find entities of the given LABELS in INPUT and write one JSON line per document.
+    """Find entities of the labels given with -l (or --labels-file, --label-bank) in INPUT and write one JSON line per document.
 
     Each output line is the input record (or {id, text}) plus "entities": [{start, end, text, label, score}]
     with character offsets, and "truncated": whether part of the text was not read. With -o, the output is

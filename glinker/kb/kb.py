@@ -523,7 +523,7 @@ class KB:
                               "that built it)")
         raise KBError(f"KB {self.root} was built with model {m.model or '?'} (fingerprint "
                       f"{m.model_fingerprint[:12]}), not with the model in use"
-                      + (f", {model}," if model else "") + f" (fingerprint {fingerprint[:12]})",
+                      + (f" ({model}, fingerprint {fingerprint[:12]})" if model else f" (fingerprint {fingerprint[:12]})"),
                       where=str(self.path / MANIFEST),
                       fix=f"link with the model that built it ({m.model}), or rebuild the KB with this model: "
                           f"{rebuild}")

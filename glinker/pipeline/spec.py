@@ -118,6 +118,8 @@ class PipelineSpec(BaseModel):
     source: str = "<string>"
     base_dir: Path = Field(default_factory=Path.cwd)
     output: str
+    header_lines: dict[str, int] = Field(default_factory=dict)
+    """The line of each top-level key (``model``, ``kb``...): where problems with their values are said."""
     kb_places: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Each KB read from its source (by its definition's JSON) -> where its block and options are in the file
     (dotted path -> ``file:line``; "@" -> how messages name the block), so that errors met when it is read at
@@ -176,8 +178,14 @@ def _value_fix(model: type[BaseModel], loc: tuple) -> str:
         field = model.model_fields.get(str(loc[0]))
     if field is None:
         return "see docs/yaml-reference.md for the allowed values"
-    ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-    if ann == "Literal":
+    import typing
+
+    a = field.annotation
+    args = [x for x in typing.get_args(a) if x is not type(None)]
+    if typing.get_origin(a) is typing.Union and len(args) == 1:  # Optional[X]: X (or nothing)
+        a = args[0]
+    ann = getattr(a, "__name__", None) or str(a).replace("typing.", "")
+    if ann in ("Literal", "Optional") or typing.get_origin(a) is typing.Literal:
         ann = "one of the values named"
     text = field.description or ""
     first = text.split(". ")[0].rstrip(".")  # the field's first sentence: the whole text is in docs/yaml-reference.md
@@ -245,16 +253,19 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
     if stages:
         graph_problems, output = check_graph(stages, output, src, quiet=bool(problems))
         problems += graph_problems
+    header_lines = {k: ln for (k, *rest), ln in ((p, ln) for p, ln in src.lines.items() if p)
+                    if not rest and isinstance(k, str)}
     if check_resources and header is not None:
         partial = PipelineSpec.model_construct(header=header, stages=stages, source=src.source,
-                                               base_dir=base_dir or Path.cwd(), output=output or "")
+                                               base_dir=base_dir or Path.cwd(), output=output or "",
+                                               header_lines=header_lines)
         problems += [p for p in resource_problems(partial, check_paths=True) if p.code != "E252"]
     if problems:
         problems.sort(key=lambda p: (p.line or 0))
         raise PipelineError(problems, source=src.source)
     assert header is not None and output is not None
     return PipelineSpec(header=header, stages=stages, source=src.source, base_dir=base_dir or Path.cwd(),
-                        output=output, kb_places=kb_places)
+                        output=output, kb_places=kb_places, header_lines=header_lines)
 
 
 def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> tuple[list[Problem],
@@ -284,6 +295,10 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
     try:
         if expanded:
             check_adapter_options(ks.adapter, options)
+            if ks.adapter == "sql" and isinstance(ks.source, str) and "${" not in ks.source:
+                from kb_adapters.sql import parse_url
+
+                parse_url(ks.source)  # read, not connected to: an unencoded '@' in a password is found here
         else:
             model = getattr(get_adapter_class(ks.adapter), "options_model", None)
             if getattr(model, "model_fields", None):
@@ -317,8 +332,18 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
         body = {}
     elif not isinstance(stype, str) or not stype:
         what = "has no `type`" if stype in (None, "") else f"has a `type` that is a {type(stype).__name__}, not a name"
+        import difflib
+
+        typo = next((k for k in body if isinstance(k, str) and k != "type"
+                     and difflib.get_close_matches(k.lower(), ["type"], n=1, cutoff=0.6)), None)
+        if stype is None and typo is not None:  # `typ: ...`, `Type: ...`: the key is misspelt, not missing
+            what += f": its key {typo!r} looks like `type` misspelt"
+            line = src.line_of(path + (typo,)) or line
+            where = f"{src.source}:{line}" if line else where
         problems.append(Problem("E215", f"stage {name!r} {what}", where=where, line=line,
-                                fix=f"write `type: <one stage type>`, one of: {', '.join(reg.names())}"))
+                                fix=(f"write `type: {body[typo]}`" if stype is None and typo is not None
+                                     and isinstance(body[typo], str) else "write `type: <one stage type>`")
+                                + f", one of: {', '.join(reg.names())}"))
     else:
         tline = src.line_of(path + ("type",))
         if ":" in stype or ("." in stype and stype not in reg):
@@ -421,6 +446,22 @@ def missing_kb(value: str, base_dir: Path) -> tuple[str, str]:
             "fix the path in the pipeline (relative to the pipeline file)")
 
 
+def kb_is_a_file(value: str, path: Path) -> tuple[str, str]:
+    """The message and fix for a ``kb:`` that names a file (the entities, not a KB folder built from them)."""
+    name = path.name.lower()
+    adapter = ("jsonl" if name.endswith((".jsonl", ".ndjson")) else "csv" if name.endswith((".csv", ".tsv"))
+               else "wikidata" if name.endswith((".json", ".json.gz", ".json.bz2")) else None)
+    if name.endswith((".db", ".sqlite", ".sqlite3")):
+        block = f"kb: {{adapter: sql, source: 'sqlite:///{value}', table: TABLE}}"
+        build = f"glinker kb build -a sql -s sqlite:///{value} --table TABLE --out kb/NAME"
+    else:
+        block = f"kb: {{adapter: {adapter or 'ADAPTER'}, source: {value}}}"
+        build = f"glinker kb build -a {adapter or 'ADAPTER'} -s {value} --out kb/NAME"
+    return (f"kb {value!r} is a file ({path}), not a KB folder: a KB is built from such a file",
+            f"read it as the KB's source, `{block}` (built at the first start, kept and synced after), or build a KB "
+            f"folder with `{build}` and give `kb: kb/NAME`")
+
+
 def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = None,
                       check_paths: bool = False, *, unused: bool = True, sources: bool = True) -> list[Problem]:
     """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
@@ -439,8 +480,12 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
     kb = kb if kb is not None else h.kb
     out: list[Problem] = []
 
-    def where(st: StageSpec | None) -> tuple[str, int | None]:
-        line = st.line if st is not None else None
+    def where(st: StageSpec | None, key: str | None = None) -> tuple[str, int | None]:
+        """A stage's place, or the line of the top-level ``key`` (when its value is the file's, not an override)."""
+        if st is None and key is not None and getattr(spec.header, key, None) is (model if key == "model" else kb):
+            line = spec.header_lines.get(key)
+        else:
+            line = st.line if st is not None else None
         return (f"{spec.source}:{line}" if line else spec.source), line
 
     # the stages that use the pipeline's own model and KB (having none of their own): named in its problems
@@ -460,7 +505,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             return
         if st is None and not unused and not users.get(what):
             return  # the pipeline's own, which no stage uses
-        w, line = where(st)
+        w, line = where(st, what)
         p = Path(value).expanduser()
         found = p if p.is_absolute() else spec.base_dir / p
         if not found.exists() and not p.is_absolute() and p.exists():
@@ -472,12 +517,16 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
                 return
             if not value.startswith((".", "/", "~")) and _HUB_ID.fullmatch(value):
                 return  # a hub id: fetched (or read from the hub cache) when the model loads
+            import difflib
+
+            close = difflib.get_close_matches(value, shipped.shipped_names(), n=1, cutoff=0.75)
             msg, fix = (f"model {value!r} is not a folder, a shipped model ({', '.join(shipped.shipped_names()) or 'none'}) "
-                        "or a hub id (owner/name)", "fix the name or the path (relative to the pipeline file)")
+                        "or a hub id (owner/name)" + (f": did you mean {close[0]!r}?" if close else ""),
+                        "fix the name or the path (relative to the pipeline file)")
         elif what == "kb":
             if found.is_dir():
                 return
-            msg, fix = missing_kb(value, spec.base_dir)
+            msg, fix = kb_is_a_file(value, found) if found.is_file() else missing_kb(value, spec.base_dir)
         else:
             if found.exists():
                 return

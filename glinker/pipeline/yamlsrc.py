@@ -232,10 +232,12 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         if e.context and e.context_mark and e.context_mark.line + 1 != line:
             started = f" ({e.context} that started on line {e.context_mark.line + 1})"
         escape = "unknown escape" in str(e.problem or "")
+        tab = "'\\t'" in str(e.problem or "") or "tab" in str(e.problem or "").lower()
         raise PipelineError([Problem("E201", f"YAML syntax error: {e.problem or e.context}{col}{started}",
                                      where=where, line=line,
                                      fix="write the value in single quotes ('\\d+'): double quotes read backslash "
                                          "escapes, single quotes keep a regular expression as written" if escape else
+                                         "indent with spaces: YAML does not allow tabs" if tab else
                                          "fix the YAML syntax (indentation, a missing ':' or an unclosed quote)")],
                             source=source, what=what) from None
     except yaml.YAMLError as e:  # e.g. a python/object tag the safe loader refuses

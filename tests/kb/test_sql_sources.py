@@ -314,6 +314,11 @@ def test_an_unencoded_password_is_named_not_a_crash(url: str, tmp_path: Path, mo
         _linked(pipe, "Acme")
     assert "cannot read the database URL" in ei.value.message and "percent-encode" in ei.value.fix
     assert ei.value.where.startswith(f"kb ({pipe}:5, source)")
+    # written into the file, the URL is checked by `pipeline validate` (no connection needed), with the line
+    pipe.write_text(PIPELINE.format(source=url, table="companies", refresh="always"))
+    res = glinker_cli("pipeline", "validate", str(pipe))
+    assert res.returncode == 2 and f"{pipe}:5: kb.source: cannot read the database URL" in res.stderr, res.stderr
+    assert "ss:w" not in res.stderr
 
 
 # -- 4: repeated ids ------------------------------------------------------------------------------------------------

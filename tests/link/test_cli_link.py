@@ -308,6 +308,17 @@ def test_input_formats_gzip_bom_and_refusals(pipeline, tmp_path):
     for bad, needle in ((arr, "one JSON array"), (csv, ".csv files are not an input format")):
         res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(bad), "-o", str(out), "--no-progress"])
         assert res.exit_code == 2 and needle in res.output and str(bad) in res.output, res.output
+    # the conversion the fix shows writes another file: `jq ... arr.jsonl > arr.jsonl` emptied the input
+    from glinker.cli.link import _lines_name
+
+    assert _lines_name(tmp_path / "arr.jsonl") == str(tmp_path / "arr.lines.jsonl")
+    assert _lines_name(tmp_path / "docs.json") == str(tmp_path / "docs.jsonl")
+    assert _lines_name(tmp_path / "docs.json.gz") == str(tmp_path / "docs.jsonl")
+    arr2 = tmp_path / "arr.jsonl"
+    arr2.write_text(json.dumps([{"id": "a", "text": "Paris"}]))
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(arr2), "-o", str(out), "--no-progress"],
+                             env={"COLUMNS": "400"})
+    assert f"> {tmp_path / 'arr.lines.jsonl'}" in " ".join(res.output.split()), res.output
     res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(csv), "-o", str(out), "--no-resume",
                                    "--format", "txt", "--no-progress"])
     assert res.exit_code == 0 and len(lines_of(out)) == 2  # asked for: each line one document
@@ -317,6 +328,9 @@ def test_input_formats_gzip_bom_and_refusals(pipeline, tmp_path):
     empty.write_text("\n\n")
     assert run_link(empty, pipeline, tmp_path / "e.jsonl")["written"] == 0
     assert (tmp_path / "e.jsonl").read_text() == ""  # the output exists, empty
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(empty), "-o", str(tmp_path / "e2.jsonl"),
+                                   "--no-progress"])
+    assert res.exit_code == 0 and "holds no document (it is empty or holds only blank lines)" in res.output
 
 
 def test_python_api_takes_one_string_as_one_document(pipeline):

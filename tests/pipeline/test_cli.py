@@ -79,3 +79,29 @@ def test_validate_names_stages_left_without_a_kb_or_model(tmp_path):
     assert r.returncode == 0 and "warning" not in r.stderr
     f.write_text(f.read_text().replace("model: m", "model: someone/gliner-bi-large"))  # a hub id: not checked
     assert glinker("pipeline", "validate", str(f)).returncode == 0
+
+
+def test_header_problems_name_their_line_and_a_kb_file_is_said_as_such(tmp_path):
+    """A misspelt `model:` or a `kb:` naming the entities file (not a KB folder): the line of the key, the shipped
+    name it resembles, and for the file the two ways to use it (the earlier fix, `kb build --out FILE`, failed)."""
+    (tmp_path / "ents.jsonl").write_text('{"id": "Q1", "label": "Acme"}\n')
+    f = tmp_path / "p.yaml"
+    f.write_text("name: x\nmodel: glinker-bi-minlm\nkb: ents.jsonl\nstages:\n  m: {type: alias_mentions}\n"
+                 "  c: {type: alias_candidates, input: m}\n")
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and f"{f}:2: the pipeline: model 'glinker-bi-minlm'" in r.stderr
+    assert "did you mean 'glinker-bi-minilm'?" in r.stderr
+    f.write_text(f.read_text().replace("glinker-bi-minlm", "none"))
+    r = glinker("pipeline", "validate", str(f))
+    err = " ".join(r.stderr.split())
+    assert f"{f}:3: the pipeline" in err and "kb 'ents.jsonl' is a file" in err, err
+    assert "kb: {adapter: jsonl, source: ents.jsonl}" in err and "glinker kb build -a jsonl -s ents.jsonl" in err
+
+
+def test_a_misspelt_type_key_is_said_as_one(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("name: x\nstages:\n  a: {type: regex_mentions, patterns: {y: 'x'}}\n  d:\n    input: a\n"
+                 "    typ: alias_mentions\n")
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and f"{f}:6: stage 'd' has no `type`: its key 'typ' looks like `type` misspelt" in r.stderr
+    assert "fix: write `type: alias_mentions`" in r.stderr
