@@ -512,5 +512,6 @@ def redact(url: str) -> str:
             if hidden != decoded:  # shown as it was written: percent-encoded again if it was
                 parts[i] = f"{name}={hidden if decoded == value else quote_plus(hidden, safe='*')}"
         url = f"{head}?{'&'.join(parts)}"
-    m = re.match(r"^([A-Za-z][\w+.-]*://)([^:/@]*):(.+)@([^@]*)$", url, re.S)
+    # user (which may hold '@': Azure's user@server), ':', password up to the last '@', host
+    m = re.match(r"^([A-Za-z][\w+.-]*://)([^:/]*):(.+)@([^@]*)$", url, re.S)
     return f"{m.group(1)}{m.group(2)}:***@{m.group(4)}" if m else url

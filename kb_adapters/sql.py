@@ -33,11 +33,13 @@ def parse_url(url: str) -> Any:
 
     encode = ("percent-encode the user's password: '@' as %40, ':' as %3A, '/' as %2F "
               "(urllib.parse.quote_plus(password))")
+    # the credentials end at the last '@'; the password is what follows their first ':' (a user name may hold '@',
+    # as Azure's user@server, a password may not: SQLAlchemy would read the rest of it as the host)
     rest = url.partition("://")[2]
-    ats = rest.split("?", 1)[0].count("@") if not rest.startswith("/") else 0
-    if ats > 1:
-        raise KBError(f"cannot read the database URL {redact(url)}: it holds {ats} '@' (the password, masked "
-                      "here, has one of its own)", where="sql.source", fix=encode)
+    creds = rest[: rest.rfind("@")] if "@" in rest and not rest.startswith("/") else ""
+    if ":" in creds and "@" in creds.partition(":")[2]:
+        raise KBError(f"cannot read the database URL {redact(url)}: its password (masked here) holds an unencoded "
+                      "'@'", where="sql.source", fix=encode)
     try:
         from sqlalchemy.engine import make_url
 

@@ -71,6 +71,17 @@ def _lines_name(path: Path) -> str:
     return str(path.with_name(out))
 
 
+def _gzipped(path: Path) -> bool:
+    """Whether the input file is gzip-compressed (by its name or its first bytes), as :func:`_open_input` reads it."""
+    if path.suffix.lower() == ".gz":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def _open_input(path: Path) -> Any:
     """The input as a binary file: gzip-compressed when it says so (``.gz`` or the gzip magic bytes); ``-`` is
     standard input (read once, as it streams)."""
@@ -78,9 +89,7 @@ def _open_input(path: Path) -> Any:
 
     if _stdin(path):
         return contextlib.nullcontext(_stdin_buffer())
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" or magic == b"\x1f\x8b" else open(path, "rb")
+    return gzip.open(path, "rb") if _gzipped(path) else open(path, "rb")
 
 
 def _sniff(path: Path, fmt: str) -> str:
@@ -105,11 +114,13 @@ def _sniff(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     if first.startswith(b"["):
+        if _stdin(path):
+            conv = "... | jq -c '.[]' > docs.jsonl"
+        else:
+            src, dst = shlex.quote(str(path)), shlex.quote(_lines_name(path))
+            conv = f"gunzip -c {src} | jq -c '.[]' > {dst}" if _gzipped(path) else f"jq -c '.[]' {src} > {dst}"
         raise DataError("the file is one JSON array; glinker link reads JSONL (one JSON object per line) or text "
-                        "(one document per line)", where=str(path),
-                        fix="convert it into another file, e.g. "
-                            + ("... | jq -c '.[]' > docs.jsonl" if _stdin(path) else
-                               f"jq -c '.[]' {shlex.quote(str(path))} > {shlex.quote(_lines_name(path))}"))
+                        "(one document per line)", where=str(path), fix=f"convert it into another file, e.g. {conv}")
     if suf in (".jsonl", ".ndjson"):
         return "jsonl"
     if suf == ".txt":
@@ -175,12 +186,16 @@ def iter_input(path: Path, fmt: str, skip_bad: bool, text_field: str = "text",
             if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
                 others = [k for k, v in rec.items() if isinstance(v, str) and k != "id"] if isinstance(rec, dict) else []
                 null = isinstance(rec, dict) and text_field in rec and rec[text_field] is None
-                err = DataError((f"the line's {text_field!r} is null" if null else
-                                 f"the line has no string field {text_field!r}")
-                                + (f" (its text fields: {', '.join(others[:5])})" if others else ""), where=where,
-                                fix=(f"name the text field: --text-field {others[0]}; or " if others else
-                                     f"each line is an object with a {text_field!r} string (and an optional id); or ")
-                                + "pass --skip-bad")
+                if null:  # the field is there, without a text: not another field's name to give
+                    err = DataError(f"the line's {text_field!r} is null", where=where,
+                                    fix=f"give the document a text (a {text_field!r} string), or leave the line out; "
+                                        "or pass --skip-bad")
+                else:
+                    err = DataError(f"the line has no string field {text_field!r}"
+                                    + (f" (its text fields: {', '.join(others[:5])})" if others else ""), where=where,
+                                    fix=(f"name the text field: --text-field {others[0]}; or " if others else
+                                         f"each line is an object with a {text_field!r} string (and an optional id); "
+                                         "or ") + "pass --skip-bad")
                 if skip_bad:
                     _skip(err, problems)
                     continue

@@ -68,6 +68,7 @@ MISS_CAUSES = {
     "not_a_candidate": "gold entity not among the candidates",
     "not_chosen": "gold entity a candidate, not chosen",
 }
+_SHOWN_CAUSES = {**MISS_CAUSES, "wrong_at_span": "another entity or NIL at the span (no candidate lists)"}
 """Why an InKB gold mention was missed (``ELReport.missed``), in the order they are tried: a gold entity the KB
 lacks is counted as such whatever was predicted (only when a KB is given)."""
 
@@ -216,7 +217,11 @@ class ELReport:
                          f"whose entity the KB holds; links at spans of gold entities it lacks ignored)")
         if self.linking.fn:
             shown = [(k, n) for k, n in self.missed.items() if n and (k != "not_in_kb" or self.covered is not None)]
-            lines.append("missed, by cause     " + "; ".join(f"{MISS_CAUSES[k]} {n}" for k, n in shown)
+            if not self.has_candidates:  # no candidate lists: only "another entity or NIL at the span" is known
+                wrong = self.missed["not_a_candidate"] + self.missed["not_chosen"]
+                shown = [(k, n) for k, n in shown if k not in ("not_a_candidate", "not_chosen")]
+                shown += [("wrong_at_span", wrong)] if wrong else []
+            lines.append("missed, by cause     " + "; ".join(f"{_SHOWN_CAUSES[k]} {n}" for k, n in shown)
                          + f"  (of the {self.linking.fn} InKB gold mentions not linked right)")
         return "\n".join(lines)
 
@@ -317,13 +322,24 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
         rep.covered = PRF()
     # predicted spans by start, with the furthest end so far: a gold span overlaps a prediction when one that
     # starts before its end ends after its start
-    spans = sorted(preds)
+    spans = sorted(sp for sp in preds if sp not in ignored_spans)  # (the spans left out of scoring: not a mention)
     starts = [a for a, _ in spans]
     reach = list(itertools.accumulate((b for _, b in spans), max))
 
     def overlapped(m: GoldMention) -> bool:
         i = bisect.bisect_left(starts, m.end)
         return i > 0 and reach[i - 1] > m.start
+
+    def cause(m: GoldMention, covered: bool | None, seen: frozenset = frozenset()) -> str:
+        """Why ``m`` (not linked right) was missed; a nested root without a prediction of its own was missed
+        where its first child not linked right was (its children's predictions are no other bounds of it)."""
+        p = preds.get((m.start, m.end))
+        kids = [by_id[c] for c in m.children if c in by_id and c not in seen]
+        if p is None and kids and covered is not False:
+            for k in kids:
+                if not linked_ok(k, seen | {m.label_id}):
+                    return cause(k, None, seen | {m.label_id})
+        return _miss_cause(m, p, p is None and overlapped(m), covered)
 
     for m in labels:
         is_root = m.parent is None or m.parent not in by_id
@@ -359,7 +375,7 @@ def _score_doc(doc: ELDocument, preds: dict[tuple[int, int], PredictedLink], rep
             rep.linking.tp += 1
         else:
             rep.linking.fn += 1
-            rep.missed[_miss_cause(m, p, p is None and overlapped(m), covered if in_kb is not None else None)] += 1
+            rep.missed[cause(m, covered if in_kb is not None else None)] += 1
         if covered:
             assert rep.covered is not None
             if ok:

@@ -257,8 +257,10 @@ class Pipeline:
         # to the pipeline file as the YAML's own paths are
         if model is not None:
             h.model = str(Path(model).expanduser().absolute()) if Path(model).expanduser().exists() else model
+            spec.header_lines.pop("model", None)  # its problems are the option's, not the file's line
         if kb is not None:
             h.kb = str(Path(kb).expanduser().absolute())
+            spec.header_lines.pop("kb", None)
             own = [n for n, st in spec.stages.items() if getattr(st.params, "kb", None) is not None]
             if own:
                 log.warning("--kb %s replaces the pipeline's kb; stage(s) %s name their own and keep it", kb,

@@ -178,11 +178,12 @@ def _value_fix(model: type[BaseModel], loc: tuple) -> str:
         field = model.model_fields.get(str(loc[0]))
     if field is None:
         return "see docs/yaml-reference.md for the allowed values"
+    import types
     import typing
 
     a = field.annotation
     args = [x for x in typing.get_args(a) if x is not type(None)]
-    if typing.get_origin(a) is typing.Union and len(args) == 1:  # Optional[X]: X (or nothing)
+    if typing.get_origin(a) in (typing.Union, types.UnionType) and len(args) == 1:  # X | None: X (or nothing)
         a = args[0]
     ann = getattr(a, "__name__", None) or str(a).replace("typing.", "")
     if ann in ("Literal", "Optional") or typing.get_origin(a) is typing.Literal:
@@ -334,8 +335,11 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
         what = "has no `type`" if stype in (None, "") else f"has a `type` that is a {type(stype).__name__}, not a name"
         import difflib
 
-        typo = next((k for k in body if isinstance(k, str) and k != "type"
-                     and difflib.get_close_matches(k.lower(), ["type"], n=1, cutoff=0.6)), None)
+        # a key close to `type` that no stage type has as an option (`type_map` is rescore's), the closest first
+        options = {f for t in reg.names() for f in getattr(reg.get(t), "Params", BaseModel).model_fields}
+        keys = [k for k in body if isinstance(k, str) and k != "type" and k not in options]
+        close = difflib.get_close_matches("type", [k.lower() for k in keys], n=1, cutoff=0.6)
+        typo = next((k for k in keys if k.lower() == close[0]), None) if close else None
         if stype is None and typo is not None:  # `typ: ...`, `Type: ...`: the key is misspelt, not missing
             what += f": its key {typo!r} looks like `type` misspelt"
             line = src.line_of(path + (typo,)) or line
@@ -447,16 +451,35 @@ def missing_kb(value: str, base_dir: Path) -> tuple[str, str]:
 
 
 def kb_is_a_file(value: str, path: Path) -> tuple[str, str]:
-    """The message and fix for a ``kb:`` that names a file (the entities, not a KB folder built from them)."""
+    """The message and fix for a ``kb:`` that names a file (the entities, not a KB folder built from them);
+    ``path`` is the file found (resolved), which the build command names as it is."""
+    import shlex
+
+    path = path.expanduser().absolute()
+    for folder in (path.parent, path.parent.parent):  # a file of the KB folder, or of one of its generations
+        if (folder / "CURRENT").is_file():
+            return (f"kb {value!r} is a file of a KB folder ({path}), not the folder",
+                    f"give the KB folder: `kb: {folder}`")
     name = path.name.lower()
-    adapter = ("jsonl" if name.endswith((".jsonl", ".ndjson")) else "csv" if name.endswith((".csv", ".tsv"))
-               else "wikidata" if name.endswith((".json", ".json.gz", ".json.bz2")) else None)
-    if name.endswith((".db", ".sqlite", ".sqlite3")):
-        block = f"kb: {{adapter: sql, source: 'sqlite:///{value}', table: TABLE}}"
-        build = f"glinker kb build -a sql -s sqlite:///{value} --table TABLE --out kb/NAME"
+    for suf in (".gz", ".bz2"):
+        name = name.removesuffix(suf) if not name.endswith(f".json{suf}") else name
+    opts, block_opts = "", ""
+    if name.endswith((".jsonl", ".ndjson")):
+        adapter = "jsonl"
+    elif name.endswith((".csv", ".tsv")):
+        adapter = "csv"
+        if name.endswith(".tsv"):
+            opts, block_opts = " -o delimiter=tab", ", options: {delimiter: tab}"
+    elif name.endswith((".json", ".json.gz", ".json.bz2")):
+        adapter = "wikidata"
+    elif name.endswith((".db", ".sqlite", ".sqlite3")):
+        adapter = "sql"
+        opts, block_opts = " --table TABLE", ", options: {table: TABLE}"
     else:
-        block = f"kb: {{adapter: {adapter or 'ADAPTER'}, source: {value}}}"
-        build = f"glinker kb build -a {adapter or 'ADAPTER'} -s {value} --out kb/NAME"
+        adapter = "ADAPTER"
+    source = f"sqlite:///{path}" if adapter == "sql" else str(path)
+    block = f"kb: {{adapter: {adapter}, source: '{source}'{block_opts}}}"
+    build = f"glinker kb build -a {adapter} -s {shlex.quote(source)}{opts} --out kb/NAME"
     return (f"kb {value!r} is a file ({path}), not a KB folder: a KB is built from such a file",
             f"read it as the KB's source, `{block}` (built at the first start, kept and synced after), or build a KB "
             f"folder with `{build}` and give `kb: kb/NAME`")
@@ -500,6 +523,16 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
                 and not (isinstance(weights, dict) and st.type == "rescore" and not weights.get("biencoder", 0)):
             users["model"].append(name)
 
+    def owner(st: StageSpec | None, what: str) -> str:
+        if st is not None:
+            return f"stage {st.name!r}"
+        used = users.get(what) or []
+        return "the pipeline" + (f" (the {what} of stage {', '.join(map(repr, used[:3]))}"
+                                 f"{', ...' if len(used) > 3 else ''})" if used else "")
+
+    def kb_owner(st: StageSpec | None) -> str:
+        return owner(st, "kb")
+
     def check(what: str, value: Any, st: StageSpec | None) -> None:
         if not isinstance(value, str) or not value or "${" in value:
             return
@@ -526,18 +559,17 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         elif what == "kb":
             if found.is_dir():
                 return
-            msg, fix = kb_is_a_file(value, found) if found.is_file() else missing_kb(value, spec.base_dir)
+            if found.is_file():  # never a KB folder, unlike a missing one (E252): an error
+                msg, fix = kb_is_a_file(value, found)
+                out.append(Problem("E253", f"{kb_owner(st)}: {msg}", where=w, line=line, fix=fix))
+                return
+            msg, fix = missing_kb(value, spec.base_dir)
         else:
             if found.exists():
                 return
             msg, fix = (f"{what} {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
                         "fix the path (relative to the pipeline file)")
-        if st is not None:
-            name = f"stage {st.name!r}"
-        else:
-            used = users.get(what) or []
-            name = "the pipeline" + (f" (the {what} of stage {', '.join(map(repr, used[:3]))}"
-                                     f"{', ...' if len(used) > 3 else ''})" if used else "")
+        name = owner(st, what)
         # a model name that is none of the forms can never load (E251); a missing file may be built later (E252:
         # a warning for `pipeline validate`, an error when the pipeline runs)
         out.append(Problem("E251" if what == "model" else "E252", f"{name}: {msg}", where=w, line=line, fix=fix))

@@ -142,6 +142,27 @@ def test_missed_gold_mentions_are_counted_by_cause():
     assert evaluate_el([d], [PredictedLink("d", 0, 5, "Q1")]).missed["not_a_candidate"] == 1
 
 
+def test_a_nested_root_is_missed_where_its_child_was_and_excluded_spans_are_no_mentions():
+    """A nested gold root without a prediction of its own, missed through a child, has the child's cause (its
+    children's predictions are not "other bounds" of it); a prediction at a span left out of scoring (a coref span
+    under exclude_coref) is no mention; without candidate lists the two wrong-at-span causes are said as one."""
+    text = "Bill and Hillary Clinton came ."
+    root = GoldMention(0, 24, "Bill and Hillary Clinton", "Q1", label_id=0, children=[1, 2])
+    kids = [GoldMention(0, 4, "Bill", "Q2", label_id=1, parent=0),
+            GoldMention(9, 24, "Hillary Clinton", "Q3", label_id=2, parent=0)]
+    d = ELDocument(id="d", text=text, mentions=[root, *kids], evaluation_span=(0, len(text)))
+    r = evaluate_el([d], [PredictedLink("d", 0, 4, "Q2"), PredictedLink("d", 9, 24, "Q9", ["Q9", "Q3"])])
+    assert r.linking.fn == 1 and r.missed["not_chosen"] == 1 and r.missed["other_bounds"] == 0
+    assert evaluate_el([d], [PredictedLink("d", 0, 4, "Q2")]).missed["no_mention"] == 1
+    c = ELDocument(id="c", text=text, evaluation_span=(0, len(text)),
+                   mentions=[GoldMention(9, 24, "Hillary Clinton", "Q3"), GoldMention(17, 24, "Clinton", "Q3", coref=True)])
+    r = evaluate_el([c], [PredictedLink("c", 17, 24, "Q3")], exclude_coref=True)
+    assert r.missed["no_mention"] == 1 and r.missed["other_bounds"] == 0
+    r = evaluate_el([c], [PredictedLink("c", 9, 24, "Q5")])  # no candidate lists at all
+    assert "another entity or NIL at the span (no candidate lists) 1" in r.summary()
+    assert "gold entity not among the candidates" not in r.summary()
+
+
 def test_coref_exclusion_and_unknown_documents():
     d = doc(gm(*OBAMA, "Q76"), gm(*SOMEONE, "Q76", coref=True))
     preds = [pl(*OBAMA, "Q76"), pl(*SOMEONE, "Q1"), pl(*OBAMA, "Q76", id="other"), pl(*OBAMA, "Q2")]

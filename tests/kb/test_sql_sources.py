@@ -543,3 +543,20 @@ def test_an_output_recorded_with_the_kb_block_as_written_still_resumes(tmp_path:
             with pytest.raises(ConfigError, match="written by another pipeline"):
                 run_link(src, pipe, out)
             record.write_text(json.dumps(rec))
+
+
+def test_url_credentials_are_read_as_sqlalchemy_reads_them() -> None:
+    """A user name may hold '@' (Azure's user@server): accepted, and its password masked; an '@' in the password is
+    refused wherever it is (after a '?' too), without showing the password."""
+    from glinker.io import redact
+    from kb_adapters.sql import parse_url
+
+    azure = "postgresql://user@srv:s3cret@srv.postgres.database.azure.com/db"
+    u = parse_url(azure)
+    assert (u.username, u.password, u.host) == ("user@srv", "s3cret", "srv.postgres.database.azure.com")
+    assert "s3cret" not in redact(azure) and redact(azure).startswith("postgresql://user@srv:***@")
+    for bad in ("postgresql://u:p?s@s@host/db", "postgresql+psycopg2://postgres:p@ss@127.0.0.1:5432/test"):
+        with pytest.raises(KBError) as ei:
+            parse_url(bad)
+        assert "its password (masked here) holds an unencoded '@'" in ei.value.message
+        assert "p?s" not in ei.value.message and "p@ss" not in ei.value.message

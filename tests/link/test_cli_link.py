@@ -319,6 +319,18 @@ def test_input_formats_gzip_bom_and_refusals(pipeline, tmp_path):
     res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(arr2), "-o", str(out), "--no-progress"],
                              env={"COLUMNS": "400"})
     assert f"> {tmp_path / 'arr.lines.jsonl'}" in " ".join(res.output.split()), res.output
+    import gzip
+
+    gz = tmp_path / "arr.json.gz"
+    gz.write_bytes(gzip.compress(json.dumps([{"text": "Paris"}]).encode()))
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(gz), "-o", str(out), "--no-progress"],
+                             env={"COLUMNS": "400"})
+    assert f"gunzip -c {gz} | jq -c '.[]' > {tmp_path / 'arr.jsonl'}" in " ".join(res.output.split()), res.output
+    null = tmp_path / "null.jsonl"
+    null.write_text('{"id": "b", "text": null, "lang": "en"}\n')
+    res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(null), "-o", str(out), "--no-progress"])
+    said = " ".join(res.output.split())
+    assert "the line's 'text' is null" in said and "--text-field" not in said, said
     res = CliRunner().invoke(app, ["link", "-p", str(pipeline), str(csv), "-o", str(out), "--no-resume",
                                    "--format", "txt", "--no-progress"])
     assert res.exit_code == 0 and len(lines_of(out)) == 2  # asked for: each line one document

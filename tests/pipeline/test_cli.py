@@ -94,8 +94,31 @@ def test_header_problems_name_their_line_and_a_kb_file_is_said_as_such(tmp_path)
     f.write_text(f.read_text().replace("glinker-bi-minlm", "none"))
     r = glinker("pipeline", "validate", str(f))
     err = " ".join(r.stderr.split())
-    assert f"{f}:3: the pipeline" in err and "kb 'ents.jsonl' is a file" in err, err
-    assert "kb: {adapter: jsonl, source: ents.jsonl}" in err and "glinker kb build -a jsonl -s ents.jsonl" in err
+    assert r.returncode == 2 and f"{f}:3: the pipeline" in err and "kb 'ents.jsonl' is a file" in err, err
+    ents = tmp_path / "ents.jsonl"
+    assert f"kb: {{adapter: jsonl, source: '{ents}'}}" in err and f"glinker kb build -a jsonl -s {ents}" in err
+    # the block suggested for each kind of file is one the pipeline takes
+    import re
+    import sqlite3
+
+    (tmp_path / "ents.tsv").write_text("id\tlabel\nQ1\tAcme\n")
+    with sqlite3.connect(tmp_path / "ents.db") as db:
+        db.execute("CREATE TABLE t (id TEXT, label TEXT)")
+    for name in ("ents.tsv", "ents.db", "ents.jsonl"):
+        f.write_text(f"name: x\nmodel: none\nkb: {name}\nstages:\n  m: {{type: alias_mentions}}\n")
+        err = " ".join(glinker("pipeline", "validate", str(f)).stderr.split())
+        block = re.search(r"`(kb: \{.*?\})`", err).group(1).replace("TABLE", "t")
+        f.write_text(f"name: x\nmodel: none\n{block}\nstages:\n  m: {{type: alias_mentions}}\n")
+        r = glinker("pipeline", "validate", str(f))
+        assert r.returncode == 0, (name, block, r.stderr)
+    # a --kb given on the command line is not the file's line
+    import glinker as gl
+    from glinker.errors import GlinkerError
+
+    f.write_text("name: x\nmodel: none\nkb: kbdir\nstages:\n  m: {type: alias_mentions}\n")
+    with pytest.raises(GlinkerError) as ei:
+        gl.load_pipeline(str(f), kb=str(tmp_path / "ents.jsonl"))
+    assert f"{f}:3" not in str(ei.value) and "is a file" in str(ei.value)
 
 
 def test_a_misspelt_type_key_is_said_as_one(tmp_path):
@@ -105,3 +128,7 @@ def test_a_misspelt_type_key_is_said_as_one(tmp_path):
     r = glinker("pipeline", "validate", str(f))
     assert r.returncode == 2 and f"{f}:6: stage 'd' has no `type`: its key 'typ' looks like `type` misspelt" in r.stderr
     assert "fix: write `type: alias_mentions`" in r.stderr
+    f.write_text("name: x\nstages:\n  a: {type: regex_mentions, patterns: {y: 'x'}}\n  d:\n    input: a\n"
+                 "    type_map: {}\n")  # an option of a stage type (rescore's), not a misspelt `type`
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and "has no `type`" in r.stderr and "looks like `type` misspelt" not in r.stderr
