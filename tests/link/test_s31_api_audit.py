@@ -439,3 +439,25 @@ def test_a_span_that_cuts_a_word_is_read_as_the_whole_word_as_documented(tiny_mo
 
 def test_dir_glinker_lists_the_lazy_names():
     assert {"Mention", "LinkedDocument", "Document", "GlinkerError", "load_pipeline"} <= set(dir(glinker))
+
+
+def test_a_name_cut_at_its_apostrophe_is_made_whole() -> None:
+    """The model reads O'Brien as three words and often ends the span at "O" ("Tim O" on AIDA testa): the span is
+    extended over the apostrophe and the capitalised word; a span found inside the addition is dropped; a
+    possessive, a lowercase word after the apostrophe or a longer last word are left alone."""
+    from glinker.stages.mentions import whole_apostrophe_names
+
+    t = "Tim O'Gorman met O’Donnell and Obama's aide O'clock D. O Reilly"
+
+    def ent(a: str, at: int = 0, label: str = "person") -> dict:
+        s = t.index(a, at)
+        return {"start": s, "end": s + len(a), "text": a, "label": label}
+
+    od = t.index("O’Donnell")
+    got = whole_apostrophe_names(t, [ent("Tim O"), ent("Gorman"), ent("O", od), ent("O", od, "org"), ent("Obama"),
+                                     ent("O", t.index("O'clock")), ent("D. O Reilly")])
+    assert [(e["text"], e["label"]) for e in got] == [("Tim O'Gorman", "person"), ("O’Donnell", "person"),
+                                                       ("O’Donnell", "org"), ("Obama", "person"), ("O", "person"),
+                                                       ("D. O Reilly", "person")]
+    plain = [ent("Obama")]
+    assert whole_apostrophe_names(t, plain) is plain  # nothing to change: the same list
