@@ -123,6 +123,14 @@ def _save_lowp_lists(m: Any, bank: Any, out: Path) -> None:
     bank.ivf_lists(lowp=info.dtype)  # the bank is the folder's: its lists are saved there
 
 
+def _bank_precision(bank_dir: Path) -> str | None:
+    """The precision a bank's vectors were computed in, as its build recorded it (None: built before it did)."""
+    try:
+        return json.loads((Path(bank_dir) / "label_bank.json").read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError):
+        return None
+
+
 @labels_app.command("info")
 def info(bank_dir: Path = typer.Argument(..., help="A label bank folder.")) -> None:
     """Print a bank's label count, dimension, model fingerprint and index as one JSON line."""
@@ -136,6 +144,7 @@ def info(bank_dir: Path = typer.Argument(..., help="A label bank folder.")) -> N
                 "labels": len(bank),
                 "dim": bank.dim,
                 "model_fingerprint": bank.model_fingerprint,
+                "precision": _bank_precision(bank_dir),
                 "index": bank.index_factory if bank.has_index else None,
                 "vectors_bytes": vec.stat().st_size,
                 "first": bank.names[:3],

@@ -141,11 +141,14 @@ def resolve_dir(path_or_id: str | os.PathLike, hub: dict | None = None) -> Path:
     p = Path(path_or_id).expanduser()
     if p.is_file() or (p.exists() and not p.is_dir()):
         parent = p.parent if str(p.parent) else Path(".")
+        model_there = (parent / CONFIG_FILE).is_file()
         raise ModelError(
             f"{p} is a file: a checkpoint is the folder holding gliner_config.json, the weights and the tokenizers"
-            + ("" if (parent / CONFIG_FILE).is_file() else f" ({parent} holds no {CONFIG_FILE} either)"),
+            + ("" if model_there else f" ({parent} holds no {CONFIG_FILE} either)"),
             where=str(p),
-            fix=f"pass its folder: from_pretrained({str(parent)!r})",
+            fix=(f"pass its folder, {parent} (--model {parent}, from_pretrained({str(parent)!r}))" if model_there else
+                 "pass a checkpoint folder (one holding gliner_config.json), a shipped model name such as "
+                 "glinker-bi-minilm, or a hub id"),
         )
     if p.is_dir() and not (p / "glinker_model.json").is_file():
         return p

@@ -726,14 +726,49 @@ def read_labels_file(path: str | os.PathLike) -> list[str] | dict[str, str]:
     elif suffix in (".jsonl", ".ndjson"):
         out = _labels_jsonl(text, p)
     else:
-        names = [x.replace("\ufeff", "").strip() for x in text.splitlines()]  # a BOM mid-file: files joined
-        names = [x for x in names if x and not x.startswith("#")]
-        out = list(dict.fromkeys(names))
-        if len(out) < len(names):
-            log.warning("%s: %d repeated label lines kept once", p, len(names) - len(out))
+        out = _labels_text(text, p)
     if not out:
         raise DataError("no labels in the file", where=str(p), fix="one label a line")
     return out
+
+
+def _labels_text(text: str, p: Path) -> list[str]:
+    """One name a line (``#`` comments and blank lines skipped). A line that is a JSON list is refused (it would be
+    one label: name the file .json); a line holding a comma or a tab is read as one label, with a warning naming it
+    (``person, organization`` lists labels on one line); a repeated name is kept once, with a warning naming it."""
+    names: list[str] = []
+    first: dict[str, int] = {}
+    repeated: list[str] = []
+    n_rep = 0
+    listed: list[str] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        x = raw.replace("\ufeff", "").strip()  # a BOM mid-file: files joined
+        if not x or x.startswith("#"):
+            continue
+        if x.startswith("[") and x.endswith("]"):
+            try:
+                is_list = isinstance(json.loads(x), list)
+            except ValueError:
+                is_list = False
+            if is_list:
+                raise DataError("the line is a JSON list, which a text labels file reads as one label",
+                                where=f"{p}:{n}", fix=f"name the file {p.stem}.json (a JSON list of names), or give "
+                                                      "one label a line")
+        if x in first:
+            n_rep += 1
+            if len(repeated) < 3:
+                repeated.append(f"{x!r} on lines {first[x]} and {n}")
+            continue
+        if ("," in x or "\t" in x) and len(listed) < 3:
+            listed.append(f"{n} ({x[:40]!r})")
+        first[x] = n
+        names.append(x)
+    if listed:
+        log.warning("%s: line %s: a comma or a tab, read as one label: a text labels file gives one label a "
+                    "line (`person` and `organization` on lines of their own)", p, ", ".join(listed))
+    if repeated:
+        log.warning("%s: %d repeated label line(s) kept once (%s)", p, n_rep, "; ".join(repeated))
+    return names
 
 
 def _labels_json(text: str, p: Path) -> list[str] | dict[str, str]:
@@ -778,6 +813,7 @@ def _labels_json(text: str, p: Path) -> list[str] | dict[str, str]:
 def _labels_jsonl(text: str, p: Path) -> list[str] | dict[str, str]:
     names: list[str] = []
     desc: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -798,11 +834,12 @@ def _labels_jsonl(text: str, p: Path) -> list[str] | dict[str, str]:
         if name in desc or name in names:
             raise DataError(f"label {name!r} is given twice", where=where, fix="give every label once")
         names.append(name)
+        lines[name] = n
         if d is not None:
             desc[name] = d.strip()
     if desc and len(desc) < len(names):
         missing = next(x for x in names if x not in desc)
-        raise DataError(f"label {missing!r} has no description while others have one", where=str(p),
+        raise DataError(f"label {missing!r} has no description while others have one", where=f"{p}:{lines[missing]}",
                         fix="give every label a description, or none")
     return desc or names
 

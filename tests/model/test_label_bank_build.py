@@ -184,7 +184,7 @@ def test_labels_build_cli_then_ner_with_the_bank(model, tmp_path):
     bank = LabelBank.load(tmp_path / "bank")
     assert bank.has_index and bank.index_factory == "Flat" and bank.faiss_index().ntotal == 3
     r = runner.invoke(app, ["labels", "info", str(tmp_path / "bank")])
-    assert r.exit_code == 0 and json.loads(r.stdout)["index"] == "Flat"
+    assert r.exit_code == 0 and json.loads(r.stdout)["index"] == "Flat" and json.loads(r.stdout)["precision"] == "float32"
     text = "John Smith works at Google in London."
     (tmp_path / "in.txt").write_text(text + "\n", encoding="utf-8")
     r = runner.invoke(app, ["ner", "-m", CKPT, "--label-bank", str(tmp_path / "bank"), "-t", "0.3", str(tmp_path / "in.txt")])
@@ -280,3 +280,38 @@ def test_a_banks_precision_is_the_encoders_and_is_recorded(model, tmp_path, capl
     (tmp_path / "f" / BUILD_STATE).write_text(json.dumps(state))
     assert torch.equal(model.encode_labels_to(LABELS, tmp_path / "f", chunk_size=8).vectors[:8],
                        torch.zeros(8, model.dim))
+
+
+def test_a_text_labels_file_says_what_it_reads_as_one_label(tmp_path, caplog):
+    """A line that is a JSON list is refused (it was one label, and nothing found); a comma or a tab is read as one
+    label with a warning naming the line; a repeated label is warned about with its lines."""
+    from glinker.model.labels import read_labels_file
+
+    (tmp_path / "l.txt").write_text('["person", "location"]\n')
+    with pytest.raises(DataError, match="is a JSON list") as ei:
+        read_labels_file(tmp_path / "l.txt")
+    assert ei.value.where == f"{tmp_path / 'l.txt'}:1" and "l.json" in ei.value.fix
+    (tmp_path / "c.txt").write_text("# types\nperson, organization\nlocation\nlocation\n")
+    with caplog.at_level("WARNING", logger="glinker.model.labels"):
+        assert read_labels_file(tmp_path / "c.txt") == ["person, organization", "location"]
+    assert "line 2 ('person, organization'): a comma or a tab" in caplog.text
+    assert "'location' on lines 3 and 4" in caplog.text
+    (tmp_path / "d.jsonl").write_text('{"name": "person", "description": "a human"}\n{"name": "city"}\n')
+    with pytest.raises(DataError, match="has no description") as ei:
+        read_labels_file(tmp_path / "d.jsonl")
+    assert ei.value.where.endswith("d.jsonl:2")
+
+
+def test_a_model_path_that_is_a_file_says_what_to_pass(tmp_path):
+    """A checkpoint's file names its folder; a file elsewhere (a data file given as --model) gets no folder to pass
+    that holds no model (the fix said `from_pretrained('my-data')`, a folder of data, in Python to a CLI user)."""
+    from glinker.errors import ModelError
+
+    with pytest.raises(ModelError) as ei:
+        BiEncoder.from_pretrained(FIXTURES / "modernbert" / "gliner_config.json")
+    assert f"--model {FIXTURES / 'modernbert'}" in ei.value.fix
+    (tmp_path / "train.json").write_text("[]")
+    with pytest.raises(ModelError) as ei:
+        BiEncoder.from_pretrained(tmp_path / "train.json")
+    assert "holds no gliner_config.json either" in ei.value.message and str(tmp_path) not in ei.value.fix
+    assert "glinker-bi-minilm" in ei.value.fix

@@ -46,3 +46,15 @@ def test_train_cli_checks_its_paths_and_stop_at_before_training(tmp_path):
                         (["--stop-at", "0"], "--stop-at")):
         r = CliRunner().invoke(app, ["train", "--config", str(RECIPES[0]), *extra])
         assert r.exit_code == 2 and hint in r.output, (extra, r.output)
+
+
+def test_a_set_that_adds_an_unknown_top_level_key_is_named_as_the_set(tmp_path):
+    """`--set settings.dtype=auto` (no such section) was blamed on line 1 of the config file."""
+    from glinker.errors import ConfigError
+    from glinker.model.train.config import load_train_config
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("output_dir: runs/x\nmodel: {text_encoder: a, labels_encoder: b}\ndata: []\n")
+    with pytest.raises(ConfigError) as ei:
+        load_train_config(cfg, {"settings.dtype": "auto"})
+    assert ei.value.where == "--set settings.dtype" and "settings" in ei.value.message

@@ -222,7 +222,9 @@ def load_train_config(path: str | Path, overrides: dict | None = None, *, check_
             guess = closest(str(loc[-1]), _fields_at(loc[:-1]))
             fix = (f"did you mean {guess!r}? " if guess else "") + fix
         dotted = ".".join(map(str, loc))
-        given = next((k for k in overrides or {} if dotted == k or dotted.startswith(k + ".")), None)
+        # the --set that put the value there: the key itself, one above it, or one below a key it created
+        given = next((k for k in overrides or {} if dotted == k or dotted.startswith(k + ".")
+                      or (k.startswith(dotted + ".") and loc not in loaded.lines)), None)
         where = f"--set {given}" if given else (f"{p}:{line}" if line else str(p))
         more = "".join(f"; also {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in errs[1:4])
         more += f" (and {len(errs) - 4} more)" if len(errs) > 4 else ""

@@ -302,11 +302,15 @@ class Trainer:
         if c.train.precision == "bf16" and self._device_type() == "cpu":
             from glinker.model.scoring import bf16_speedup
 
+            from glinker.model.biencoder import _cpu_bf16_units
+
             speedup = bf16_speedup("cpu")
             if speedup is not None and speedup < 1.0:
-                log.warning("train.precision bf16: bfloat16 matrix products run %.1fx slower than float32 on this "
-                            "CPU (no AMX or AVX512-BF16 units); set train.precision: fp32 (--set "
-                            "train.precision=fp32)", 1.0 / speedup)
+                units = _cpu_bf16_units()
+                why = (f"this CPU has {units} units, but they measured slower just now: a busy machine?"
+                       if units not in ("", "unknown") else "no AMX or AVX512-BF16 units")
+                log.warning("train.precision bf16: bfloat16 matrix products ran %.1fx slower than float32 on this "
+                            "CPU (%s); set train.precision: fp32 (--set train.precision=fp32)", 1.0 / speedup, why)
         set_trainable(self.model, c.model.train_text_layers, c.model.train_label_layers)
         self.label_frozen = c.model.train_label_layers == 0
         sources = build_sources(c.data, c.train.max_words)
