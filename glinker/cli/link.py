@@ -757,7 +757,9 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
             if differ:
                 what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
                                  "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
-                                 f"{k} {_shown(before.get(k))} then, {_shown(ident.get(k))} now" for k in differ)
+                                 "the labels (another set, or other descriptions, then)" if k == "labels" else
+                                 f"{k} {_shown(before.get(k), k)} then, {_shown(ident.get(k), k)} now"
+                                 for k in differ)
                 raise ConfigError(f"{output} was written by another {noun} ({what}); resuming would mix two "
                                   f"{noun}s' results in one file", where=flag, fix=fix)
         fd = _replace_record(path, fd, json.dumps(ident, default=str) + "\n")
@@ -857,9 +859,14 @@ def _unlock_record(fd: int) -> None:
         os.close(fd)
 
 
-def _shown(value: Any) -> str:
-    """A run record's value in a message: ``none`` for no value (not Python's None)."""
-    return "none" if value is None else repr(value)
+def _shown(value: Any, key: str = "") -> str:
+    """A run record's value in a message: ``none`` for no value (not Python's None); an unset dtype is the
+    checkpoint's precision, a model its fingerprint's first 12 characters."""
+    if value is None:
+        return "the checkpoint's (not set)" if key == "dtype" else "none"
+    if key == "model" and isinstance(value, str) and len(value) > 16:
+        return f"fingerprint {value[:12]}"
+    return repr(value)
 
 
 class _Claim:

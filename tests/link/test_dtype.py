@@ -187,7 +187,7 @@ def test_ner_resume_refuses_another_dtype_either_way(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     src.write_text(src.read_text() + json.dumps({"id": "b", "text": "Berlin."}) + "\n")
     r = CliRunner().invoke(app, base)  # glinker.cli.main prints a GlinkerError as its message, exit 2
-    assert isinstance(r.exception, ConfigError) and "dtype 'bfloat16' then, none now" in str(r.exception)
+    assert isinstance(r.exception, ConfigError) and "dtype 'bfloat16' then, the checkpoint's (not set) now" in str(r.exception)
     r = CliRunner().invoke(app, [*base, "--dtype", "bfloat16"])
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 2
@@ -201,7 +201,7 @@ def test_link_refusal_names_the_dtype(pipeline, tmp_path):
     out = tmp_path / "out.jsonl"
     run_link(src, pipeline, out)
     src.write_text(src.read_text() + json.dumps({"id": "d1", "text": "Berlin."}) + "\n")
-    with pytest.raises(ConfigError, match="dtype none then, 'auto' now"):
+    with pytest.raises(ConfigError, match="dtype the checkpoint's \\(not set\\) then, 'auto' now"):
         run_link(src, pipeline, out, dtype="auto")
 
 
@@ -407,3 +407,19 @@ def test_a_pipeline_rebuilds_its_source_kb_when_the_precision_changes(tiny_model
     assert "the precision changed: its vectors were embedded in bfloat16" in caplog.text
     with KB.open(tmp_path / "cache") as kb:
         assert kb.manifest.vectors_dtype == "float32" and [h["op"] for h in kb.manifest.history] == ["build"]
+
+
+def test_ner_resume_refusal_says_the_labels_changed_not_their_hashes(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from glinker.cli import _load_groups, app
+
+    _load_groups()
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": "John Smith lives in Berlin."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    base = ["ner", "-m", str(tiny_model), str(src), "-o", str(out)]
+    assert CliRunner().invoke(app, [*base, "-l", "person", "-l", "location"]).exit_code == 0
+    src.write_text(src.read_text() + json.dumps({"id": "b", "text": "Berlin."}) + "\n")
+    r = CliRunner().invoke(app, [*base, "-l", "person"])
+    assert isinstance(r.exception, ConfigError) and "the labels (another set" in str(r.exception)

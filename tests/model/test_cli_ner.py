@@ -107,7 +107,7 @@ def test_ner_streams_and_keeps_results_written_before_a_bad_line(tmp_path):
     done = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(done) == 301 and done[-1]["text"] == "Ada Lovelace in London." and done[0]["id"] == "1"
     r = runner.invoke(app, args[:3] + ["-l", "person", "-t", "0.6"] + args[5:])  # other labels: refused
-    assert "written by another run (labels" in str(r.exception) and "--no-resume" in str(r.exception)
+    assert "written by another run (the labels (another set" in str(r.exception) and "--no-resume" in str(r.exception)
     r = runner.invoke(app, args + ["--no-resume"])
     assert r.exit_code == 0 and len((tmp_path / "o.jsonl").read_text().splitlines()) == 301
     r = runner.invoke(app, args[:-2] + ["-o", str(tmp_path / "in.jsonl")])  # the input as the output: refused
