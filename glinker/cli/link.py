@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import threading
@@ -861,10 +862,10 @@ def _unlock_record(fd: int) -> None:
 
 def _shown(value: Any, key: str = "") -> str:
     """A run record's value in a message: ``none`` for no value (not Python's None); an unset dtype is the
-    checkpoint's precision, a model its fingerprint's first 12 characters."""
+    checkpoint's precision, a model's fingerprint (``glinker ner`` records it) its first 12 characters."""
     if value is None:
         return "the checkpoint's (not set)" if key == "dtype" else "none"
-    if key == "model" and isinstance(value, str) and len(value) > 16:
+    if key == "model" and isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32,}", value):  # (not a name or path)
         return f"fingerprint {value[:12]}"
     return repr(value)
 

@@ -33,7 +33,7 @@ from glinker.kb.adapters import (
 from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, WRITER_LOCK, close_quietly, publish_staged, writing
 from glinker.kb.manifest import Manifest, glinker_version, now
-from glinker.kb.store import AGAIN, EntityStore, TextTemplate, write_error
+from glinker.kb.store import AGAIN, EntityStore, TextTemplate, sqlite_uri, write_error
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def _stored(staging: Path) -> int | None:
     try:
         import sqlite3
 
-        db = sqlite3.connect(f"file:{staging / STORE}?mode=ro", uri=True)
+        db = sqlite3.connect(sqlite_uri(staging / STORE, "mode=ro"), uri=True)
         try:
             return int(db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
         finally:

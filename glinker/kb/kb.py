@@ -27,6 +27,7 @@ from glinker.kb.store import (
     TextTemplate,
     damaged_store,
     normalize_alias,
+    sqlite_uri,
     write_error,
 )
 from glinker.locks import fork_safe_lock
@@ -248,7 +249,7 @@ def _copy_generation(live: Path, staging: Path) -> None:
     staging.mkdir()
     for f in live.iterdir():
         if f.name == STORE:
-            src = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+            src = sqlite3.connect(sqlite_uri(f, "mode=ro"), uri=True)
             dst = sqlite3.connect(staging / STORE)
             with dst:
                 src.backup(dst)

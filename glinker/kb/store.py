@@ -401,6 +401,13 @@ def _chunks(seq: Sequence[Any], n: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
+def sqlite_uri(path: str | os.PathLike, query: str = "") -> str:
+    """An SQLite ``file:`` URI of ``path`` with its special characters escaped: a folder named ``kb#1`` or ``b?x``
+    (the URI cut at the ``#`` or ``?`` opened, or created, another file, and dropped ``mode=ro``)."""
+    uri = Path(path).absolute().as_uri()
+    return f"{uri}?{query}" if query else uri
+
+
 def _connect(uri: str) -> sqlite3.Connection:
     """A connection to a store, shared between threads (SQLite serialises the calls on it)."""
     return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -505,7 +512,7 @@ class EntityStore:
         if readonly and not self.path.is_file():
             raise KBError(f"entity store not found: {self.path}", where=str(self.path),
                           fix="build the KB with `glinker kb build`")
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        uri = sqlite_uri(self.path, "mode=ro") if readonly else sqlite_uri(self.path)
         try:
             self.db = _connect(uri)
             if readonly:
@@ -587,7 +594,7 @@ class EntityStore:
                 st = os.stat(path)
                 if (st.st_dev, st.st_ino) != ident:
                     raise FileNotFoundError("another file is there now")
-                db = _connect(f"file:{path}?{mode}")
+                db = _connect(sqlite_uri(path, mode))
                 self._configure(db)
             except (OSError, sqlite3.Error) as e:
                 log.warning("%s: cannot open the entity store again in this forked child (%s): it reads through the "

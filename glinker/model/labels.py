@@ -736,6 +736,14 @@ def _labels_text(text: str, p: Path) -> list[str]:
     """One name a line (``#`` comments and blank lines skipped). A line that is a JSON list is refused (it would be
     one label: name the file .json); a line holding a comma or a tab is read as one label, with a warning naming it
     (``person, organization`` lists labels on one line); a repeated name is kept once, with a warning naming it."""
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None
+        if isinstance(whole, (list, dict)):  # a JSON file under another name: each of its lines would be a label
+            raise DataError("the file is JSON, which a text labels file reads one line a label", where=str(p),
+                            fix=f"name it {p.stem}.json (a JSON list of names, or an object {{name: description}})")
     names: list[str] = []
     first: dict[str, int] = {}
     repeated: list[str] = []
@@ -752,8 +760,8 @@ def _labels_text(text: str, p: Path) -> list[str]:
                 is_list = False
             if is_list:
                 raise DataError("the line is a JSON list, which a text labels file reads as one label",
-                                where=f"{p}:{n}", fix=f"name the file {p.stem}.json (a JSON list of names), or give "
-                                                      "one label a line")
+                                where=f"{p}:{n}", fix="give one label a line (each name of the list on a line "
+                                                      "of its own)")
         if x in first:
             n_rep += 1
             if len(repeated) < 3:

@@ -120,28 +120,59 @@ class BiencoderMentions(Stage):
         return out
 
 
-_APOSTROPHE_NAME = re.compile(r"['’](?=[A-Z])\w+(?:[-'’]\w+)*")
+def _name_after_apostrophe(text: str, i: int) -> int | None:
+    """The end of the name that goes on at ``i`` after an apostrophe ("'Gorman", "’Neal-Smith"): a capitalised word
+    of letters (with their combining marks, hyphenated parts), never a possessive or contraction ('S, 's) nor a
+    single letter; None when there is none."""
+    if i + 1 >= len(text) or text[i] not in "'’" or not text[i + 1].isupper():
+        return None
+
+    def letters(j: int) -> int:
+        while j < len(text) and (text[j].isalpha() or unicodedata.combining(text[j])):
+            j += 1
+        return j
+
+    j = letters(i + 1)
+    if j - (i + 1) < 2:  # 'S (WORLD WAR I'S), a single letter
+        return None
+    while j + 1 < len(text) and text[j] == "-" and text[j + 1].isalpha():
+        j = letters(j + 1)
+    return j
+
+
+def _crosses(a: int, b: int, s: int, end: int, stop: int) -> bool:
+    """Whether span [a, b) overlaps the text [end, stop) that extends [s, end) without lying inside that text or
+    holding the whole extended span [s, stop)."""
+    return a < stop and b > end and not (end <= a and b <= stop) and not (a <= s and b >= stop)
 
 
 def whole_apostrophe_names(text: str, ents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The model's spans with a name cut at its apostrophe made whole: the model reads "O'Brien" as three words (O,
     ', Brien: gliner's word pattern) and often ends the span at "O" ("Tim O" for "Tim O'Gorman"). A span whose last
-    word is one capital letter, followed at once by an apostrophe and a capitalised word, is extended over it; a
-    span within what was added ("Brien" found on its own) is dropped: the name is one mention. ``ents`` itself is
-    returned when nothing changed."""
+    word is one capital letter, followed at once by an apostrophe and a capitalised word, is extended over that word
+    (not over a possessive after it: "Tim O'Brien's" gives "Tim O'Brien"), unless another span overlaps the added
+    word without lying inside it (the extension would overlap it: both are kept as they were). A span inside the
+    addition ("Brien" found on its own) is dropped, and of spans that become the same (span, label) the best scored
+    is kept. ``ents`` itself is returned when nothing changed."""
     added: list[tuple[int, int]] = []  # (old end, new end) of each extension
     out: list[dict[str, Any]] = []
     for e in ents:
         s, end = e["start"], e["end"]
-        if text[end - 1:end].isupper() and (end - s == 1 or not text[end - 2].isalnum()):
-            m = _APOSTROPHE_NAME.match(text, end)
-            if m:
-                e = {**e, "end": m.end(), "text": text[s:m.end()]}
-                added.append((end, m.end()))
+        if end > s and text[end - 1].isupper() and (end - s == 1 or not text[end - 2].isalnum()):
+            stop = _name_after_apostrophe(text, end)
+            if stop is not None and not any(_crosses(o["start"], o["end"], s, end, stop) for o in ents if o is not e):
+                e = {**e, "end": stop, "text": text[s:stop]}
+                added.append((end, stop))
         out.append(e)
     if not added:
         return ents
-    return [e for e in out if not any(a <= e["start"] and e["end"] <= b for a, b in added)]
+    out = [e for e in out if not any(a <= e["start"] and e["end"] <= b for a, b in added)]
+    best: dict[tuple, dict[str, Any]] = {}
+    for e in out:  # the same span and label twice (a cut span and the whole one, nested): the best score
+        k = (e["start"], e["end"], e.get("label"))
+        if k not in best or e.get("score", 0) > best[k].get("score", 0):
+            best[k] = e
+    return [e for e in out if best[(e["start"], e["end"], e.get("label"))] is e]
 
 
 # Tokens of the alias dictionary match. A word is a run of \w and combining marks (a mark belongs to its letter: a

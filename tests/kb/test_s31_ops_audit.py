@@ -621,3 +621,21 @@ def test_a_released_writer_lock_leaves_no_stale_holder_and_threads_are_told_by_w
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_kb_folder_named_with_url_characters_opens(tmp_path: Path) -> None:
+    """SQLite reads its file through a URI: a folder named kb#1 (or b?x) cut it at the '#', opened or created another
+    file (an empty 'kb') and dropped the read-only mode."""
+    import json as _json
+
+    from glinker.kb import KB
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    src = tmp_path / "e.jsonl"
+    src.write_text(_json.dumps({"id": "Q1", "label": "Acme"}) + "\n")
+    for name in ("kb#1", "b?x", "c%41"):
+        build_kb(load_adapter("jsonl", str(src)), tmp_path / name, None)
+        with KB.open(tmp_path / name) as kb:
+            assert [e.id for e in kb.get(["Q1"])] == ["Q1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b?x", "c%41", "e.jsonl", "kb#1"]  # nothing made beside

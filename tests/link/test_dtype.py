@@ -423,3 +423,12 @@ def test_ner_resume_refusal_says_the_labels_changed_not_their_hashes(tiny_model,
     src.write_text(src.read_text() + json.dumps({"id": "b", "text": "Berlin."}) + "\n")
     r = CliRunner().invoke(app, [*base, "-l", "person"])
     assert isinstance(r.exception, ConfigError) and "the labels (another set" in str(r.exception)
+
+
+def test_a_link_refusal_shows_a_model_name_whole(pipeline, tmp_path):
+    """`glinker link` records the model as named (a path, a shipped name): shown whole, not cut as a fingerprint."""
+    from glinker.cli.link import _shown
+
+    assert _shown("/tmp/review/a_long_model_folder_name", "model") == "'/tmp/review/a_long_model_folder_name'"
+    assert _shown("0f1e2d3c4b5a" * 5 + "abcd", "model") == "fingerprint 0f1e2d3c4b5a"
+    assert _shown(None, "dtype") == "the checkpoint's (not set)" and _shown(None, "threshold") == "none"

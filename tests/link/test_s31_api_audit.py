@@ -461,3 +461,20 @@ def test_a_name_cut_at_its_apostrophe_is_made_whole() -> None:
                                                        ("D. O Reilly", "person")]
     plain = [ent("Obama")]
     assert whole_apostrophe_names(t, plain) is plain  # nothing to change: the same list
+
+    def spans(text: str, *given: tuple) -> list:
+        ents = [{"start": text.index(a), "end": text.index(a) + len(a), "text": a, "label": lab, "score": sc}
+                for a, lab, sc in given]
+        return [(e["text"], e["label"], e["score"]) for e in whole_apostrophe_names(text, ents)]
+
+    # not over a possessive or a caps 'S; a span the extension would cross keeps both as they were; the same span
+    # twice keeps the best score; a decomposed accent stays with its letter
+    assert spans("Tim O'Brien's goal", ("Tim O", "p", .8)) == [("Tim O'Brien", "p", .8)]
+    assert spans("WORLD WAR I'S LEGACY", ("WORLD WAR I", "p", .8)) == [("WORLD WAR I", "p", .8)]
+    assert spans("Tim O'Gorman Group said", ("Tim O", "p", .8), ("Gorman Group", "o", .9)) == [
+        ("Tim O", "p", .8), ("Gorman Group", "o", .9)]
+    assert spans("Tim O'Gorman said", ("Tim O", "p", .6), ("Tim O'Gorman", "p", .9)) == [("Tim O'Gorman", "p", .9)]
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Tim O'Méara spoke")
+    assert spans(nfd, ("Tim O", "p", .8)) == [(nfd[:12], "p", .8)] and nfd[12] == " " and "\u0301" in nfd[:12]

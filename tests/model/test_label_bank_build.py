@@ -287,10 +287,15 @@ def test_a_text_labels_file_says_what_it_reads_as_one_label(tmp_path, caplog):
     label with a warning naming the line; a repeated label is warned about with its lines."""
     from glinker.model.labels import read_labels_file
 
-    (tmp_path / "l.txt").write_text('["person", "location"]\n')
+    for text in ('["person", "location"]\n', '[\n  "person",\n  "location"\n]\n', '{"person": "a human"}\n'):
+        (tmp_path / "l.txt").write_text(text)  # a JSON file named .txt, pretty-printed or not
+        with pytest.raises(DataError, match="the file is JSON") as ei:
+            read_labels_file(tmp_path / "l.txt")
+        assert "l.json" in ei.value.fix
+    (tmp_path / "l.txt").write_text('location\n["person", "organization"]\n')
     with pytest.raises(DataError, match="is a JSON list") as ei:
         read_labels_file(tmp_path / "l.txt")
-    assert ei.value.where == f"{tmp_path / 'l.txt'}:1" and "l.json" in ei.value.fix
+    assert ei.value.where == f"{tmp_path / 'l.txt'}:2"
     (tmp_path / "c.txt").write_text("# types\nperson, organization\nlocation\nlocation\n")
     with caplog.at_level("WARNING", logger="glinker.model.labels"):
         assert read_labels_file(tmp_path / "c.txt") == ["person, organization", "location"]
