@@ -726,6 +726,10 @@ def source_file(source: str, base_dir: str | os.PathLike[str] | None = None) -> 
     if parts is None:
         return None
     before, path, _ = parts
+    if before:  # a URL's path is percent-encoded ('?' as %3F), as SQLAlchemy reads it
+        from urllib.parse import unquote
+
+        path = unquote(path)
     found = _found_under(path, base_dir, bool(before)) if base_dir is not None else None
     return found if found is not None else path
 

@@ -739,7 +739,7 @@ def _labels_text(text: str, p: Path) -> list[str]:
     if text.lstrip()[:1] in ("[", "{"):
         try:
             whole = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             whole = None
         if isinstance(whole, (list, dict)):  # a JSON file under another name: each of its lines would be a label
             raise DataError("the file is JSON, which a text labels file reads one line a label", where=str(p),
@@ -756,7 +756,7 @@ def _labels_text(text: str, p: Path) -> list[str]:
         if x.startswith("[") and x.endswith("]"):
             try:
                 is_list = isinstance(json.loads(x), list)
-            except ValueError:
+            except (ValueError, RecursionError):
                 is_list = False
             if is_list:
                 raise DataError("the line is a JSON list, which a text labels file reads as one label",

@@ -5,6 +5,7 @@ Validation imports stage classes (which are light by contract) but never builds 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -477,8 +478,13 @@ def kb_is_a_file(value: str, path: Path) -> tuple[str, str]:
         opts, block_opts = " --table TABLE", ", options: {table: TABLE}"
     else:
         adapter = "ADAPTER"
-    source = f"sqlite:///{path}" if adapter == "sql" else str(path)
-    block = f"kb: {{adapter: {adapter}, source: '{source}'{block_opts}}}"
+    if adapter == "sql":  # escaped as SQLAlchemy reads it back (a folder named dir?x)
+        from sqlalchemy.engine import URL
+
+        source = URL.create("sqlite", database=str(path)).render_as_string()
+    else:
+        source = str(path)
+    block = f"kb: {{adapter: {adapter}, source: {json.dumps(source)}{block_opts}}}"  # a JSON string is YAML too
     build = f"glinker kb build -a {adapter} -s {shlex.quote(source)}{opts} --out kb/NAME"
     return (f"kb {value!r} is a file ({path}), not a KB folder: a KB is built from such a file",
             f"read it as the KB's source, `{block}` (built at the first start, kept and synced after), or build a KB "

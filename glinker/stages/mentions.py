@@ -133,11 +133,16 @@ def _name_after_apostrophe(text: str, i: int) -> int | None:
         return j
 
     j = letters(i + 1)
-    if j - (i + 1) < 2:  # 'S (WORLD WAR I'S), a single letter
+    if j - (i + 1) < 2 or text[i + 1:j].upper() in _CAPS_CLITICS:  # 'S, 'LL (WORLD WAR I'S), a single letter
         return None
-    while j + 1 < len(text) and text[j] == "-" and text[j + 1].isalpha():
+    while j + 1 < len(text) and text[j] == "-" and text[j + 1].isupper():  # O'Brien-McCarthy, not O'Brien-led
         j = letters(j + 1)
+        if j - 1 >= 0 and text[j - 1].isupper() and (j - 2 < 0 or text[j - 2] == "-"):  # O'Brien-O'Connor
+            j = _name_after_apostrophe(text, j) or j
     return j
+
+
+_CAPS_CLITICS = frozenset({"S", "LL", "VE", "RE", "D", "M", "T", "NT"})
 
 
 def _crosses(a: int, b: int, s: int, end: int, stop: int) -> bool:
@@ -170,7 +175,7 @@ def whole_apostrophe_names(text: str, ents: list[dict[str, Any]]) -> list[dict[s
     best: dict[tuple, dict[str, Any]] = {}
     for e in out:  # the same span and label twice (a cut span and the whole one, nested): the best score
         k = (e["start"], e["end"], e.get("label"))
-        if k not in best or e.get("score", 0) > best[k].get("score", 0):
+        if k not in best or (e.get("score") or 0.0) > (best[k].get("score") or 0.0):
             best[k] = e
     return [e for e in out if best[(e["start"], e["end"], e.get("label"))] is e]
 

@@ -471,6 +471,9 @@ def test_a_name_cut_at_its_apostrophe_is_made_whole() -> None:
     # twice keeps the best score; a decomposed accent stays with its letter
     assert spans("Tim O'Brien's goal", ("Tim O", "p", .8)) == [("Tim O'Brien", "p", .8)]
     assert spans("WORLD WAR I'S LEGACY", ("WORLD WAR I", "p", .8)) == [("WORLD WAR I", "p", .8)]
+    assert spans("KING GEORGE I'LL NEVER", ("KING GEORGE I", "p", .8)) == [("KING GEORGE I", "p", .8)]
+    assert spans("Mary O'Brien-O'Connor spoke", ("Mary O", "p", .8)) == [("Mary O'Brien-O'Connor", "p", .8)]
+    assert spans("Tim O'Brien-led team", ("Tim O", "p", .8)) == [("Tim O'Brien", "p", .8)]
     assert spans("Tim O'Gorman Group said", ("Tim O", "p", .8), ("Gorman Group", "o", .9)) == [
         ("Tim O", "p", .8), ("Gorman Group", "o", .9)]
     assert spans("Tim O'Gorman said", ("Tim O", "p", .6), ("Tim O'Gorman", "p", .9)) == [("Tim O'Gorman", "p", .9)]
