@@ -294,26 +294,52 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
         expanded = True
     except ConfigError:  # a ${VAR} without a default, unset here: its value is the run's to check
         options, expanded = ks.options, False
-    try:
+    def check(opts: dict[str, Any]) -> None:
         if expanded:
-            check_adapter_options(ks.adapter, options)
-            if ks.adapter == "sql" and isinstance(ks.source, str) and "${" not in ks.source:
-                from kb_adapters.sql import parse_url
-
-                parse_url(ks.source)  # read, not connected to: an unencoded '@' in a password is found here
+            check_adapter_options(ks.adapter, opts)
         else:
             model = getattr(get_adapter_class(ks.adapter), "options_model", None)
             if getattr(model, "model_fields", None):
-                check_option_names(ks.adapter, model, options)
-    except GlinkerError as e:
+                check_option_names(ks.adapter, model, opts)
+
+    def said(e: GlinkerError) -> Problem:
         rel = kb_option_path(e.where, ks.adapter)
         line = src.line_of(path + rel)
         unknown = e.message.startswith("unknown option")
         # a value read from the environment: which (not for a misspelt key, whose value is not the problem)
         note = env_note(ks.model_dump(), rel) if rel and not unknown else ""
         key = ".".join(str(k) for k in path + rel)
-        problems.append(Problem("E211" if unknown else "E212", f"{key}: {e.message}{note}",
-                                where=f"{src.source}:{line}" if line else src.source, line=line, fix=e.fix))
+        return Problem("E211" if unknown else "E212", f"{key}: {e.message}{note}",
+                       where=f"{src.source}:{line}" if line else src.source, line=line, fix=e.fix)
+
+    # every problem of the options at once: after one, the options are checked again without the one it names
+    # (a problem the removal itself causes, such as a required option now missing, is not said)
+    import difflib
+
+    opts = dict(options)
+    removed: list[str] = []
+    for _ in range(8):
+        try:
+            check(opts)
+        except GlinkerError as e:
+            rel = kb_option_path(e.where, ks.adapter)
+            name = str(rel[1]) if len(rel) >= 2 and rel[0] == "options" else ""
+            if removed and (not name or "required" in e.message or "missing" in e.message
+                            or difflib.get_close_matches(name, removed, n=1, cutoff=0.6)):
+                break  # what leaving an option out caused (`tabel` out: "give table or query"), not a problem
+            problems.append(said(e))
+            if name in opts:
+                opts.pop(name)
+                removed.append(name)
+                continue
+        break
+    if expanded and ks.adapter == "sql" and isinstance(ks.source, str) and "${" not in ks.source:
+        from kb_adapters.sql import parse_url
+
+        try:
+            parse_url(ks.source)  # read, not connected to: an unencoded '@' in a password is found here
+        except GlinkerError as e:
+            problems.append(said(e))
     return problems, {ks.model_dump_json(): places}
 
 

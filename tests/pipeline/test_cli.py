@@ -135,3 +135,17 @@ def test_a_misspelt_type_key_is_said_as_one(tmp_path):
                  "    type_map: {}\n")  # an option of a stage type (rescore's), not a misspelt `type`
     r = glinker("pipeline", "validate", str(f))
     assert r.returncode == 2 and "has no `type`" in r.stderr and "looks like `type` misspelt" not in r.stderr
+
+
+def test_every_problem_of_a_kb_block_is_said_at_once(tmp_path):
+    """A misspelt option and a misspelt column field in one kb block took two runs of validate; an option left
+    out by a typo is not said again as missing (its consequence)."""
+    f = tmp_path / "k.yaml"
+    f.write_text("name: x\nmodel: none\nkb:\n  adapter: sql\n  source: 'sqlite:///x.db'\n  options:\n    tabel: t\n"
+                 "    table: t\n    columns: {lable: name}\nstages:\n  m: {type: alias_mentions}\n")
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and "2 problem(s)" in r.stderr, r.stderr
+    assert f"{f}:7: kb.options.tabel: unknown option" in r.stderr and f"{f}:9: kb.options.columns.lable" in r.stderr
+    f.write_text(f.read_text().replace("    table: t\n", "").replace("{lable: name}", "{label: name}"))
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and "1 problem(s)" in r.stderr and "give exactly one of table" not in r.stderr
