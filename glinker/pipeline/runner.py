@@ -362,10 +362,9 @@ class Pipeline:
                 found = Path(ctx.resolve_path(ref) or ref)
                 if not found.is_dir():  # said as a local run says it: where it was looked for, and how to build it
                     from glinker.errors import KBError
-                    from glinker.pipeline.spec import kb_is_a_file, missing_kb
+                    from glinker.pipeline.spec import missing_kb
 
-                    msg, fix = (kb_is_a_file(ref, found) if found.is_file()
-                                else missing_kb(ref, Path(self.spec.base_dir)))
+                    msg, fix = missing_kb(ref, Path(self.spec.base_dir), found)
                     raise KBError(f"stage {name_!r}: {msg}", where=str(self.spec.source), fix=fix)
                 gen = current_generation(found)
                 m = Manifest.load(gen / "manifest.json")

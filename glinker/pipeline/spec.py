@@ -463,10 +463,14 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
 _HUB_ID = None
 
 
-def missing_kb(value: str, base_dir: Path) -> tuple[str, str]:
+def missing_kb(value: str, base_dir: Path, found: Path | None = None) -> tuple[str, str]:
     """The message and fix for a pipeline's KB folder that does not exist: where it was looked for, and the build
-    command that makes it where the pipeline will look first."""
+    command that makes it where the pipeline will look first; when ``found`` (where ``value`` leads) is a file,
+    :func:`kb_is_a_file`'s."""
     import os
+
+    if found is not None and found.is_file():
+        return kb_is_a_file(value, found)
 
     want = Path(value).expanduser()
     want = want if want.is_absolute() else base_dir / want
@@ -562,9 +566,6 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         return "the pipeline" + (f" (the {what} of stage {', '.join(map(repr, used[:3]))}"
                                  f"{', ...' if len(used) > 3 else ''})" if used else "")
 
-    def kb_owner(st: StageSpec | None) -> str:
-        return owner(st, "kb")
-
     def check(what: str, value: Any, st: StageSpec | None) -> None:
         if not isinstance(value, str) or not value or "${" in value:
             return
@@ -591,20 +592,17 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         elif what == "kb":
             if found.is_dir():
                 return
-            if found.is_file():  # never a KB folder, unlike a missing one (E252): an error
-                msg, fix = kb_is_a_file(value, found)
-                out.append(Problem("E253", f"{kb_owner(st)}: {msg}", where=w, line=line, fix=fix))
-                return
-            msg, fix = missing_kb(value, spec.base_dir)
+            msg, fix = missing_kb(value, spec.base_dir, found)
         else:
             if found.exists():
                 return
             msg, fix = (f"{what} {value!r} does not exist (looked in {spec.base_dir} and the working folder)",
                         "fix the path (relative to the pipeline file)")
-        name = owner(st, what)
-        # a model name that is none of the forms can never load (E251); a missing file may be built later (E252:
-        # a warning for `pipeline validate`, an error when the pipeline runs)
-        out.append(Problem("E251" if what == "model" else "E252", f"{name}: {msg}", where=w, line=line, fix=fix))
+        # a model name that is none of the forms can never load (E251), nor a kb: naming a file become a KB folder
+        # (E253); a missing file may be built later (E252: a warning for `pipeline validate`, an error when the
+        # pipeline runs)
+        code = "E251" if what == "model" else "E253" if what == "kb" and found.is_file() else "E252"
+        out.append(Problem(code, f"{owner(st, what)}: {msg}", where=w, line=line, fix=fix))
 
     def check_source(ref: Any, st: StageSpec | None) -> None:
         """A kb: block's source file (or relative sqlite:/// file) found neither beside the pipeline file nor in the

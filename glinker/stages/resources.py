@@ -227,10 +227,9 @@ def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None
 
         path = context.resolve_path(str(ref))
         if not Path(path).is_dir():
-            from glinker.pipeline.spec import kb_is_a_file, missing_kb
+            from glinker.pipeline.spec import missing_kb
 
-            msg, fix = (kb_is_a_file(str(ref), Path(path)) if Path(path).is_file()
-                        else missing_kb(str(ref), context.base_dir))
+            msg, fix = missing_kb(str(ref), context.base_dir, Path(path))
             raise ConfigError(msg, where="kb", fix=fix)
         return KB.open(path)
 
