@@ -68,9 +68,9 @@ MISS_CAUSES = {
     "not_a_candidate": "gold entity not among the candidates",
     "not_chosen": "gold entity a candidate, not chosen",
 }
-_SHOWN_CAUSES = {**MISS_CAUSES, "wrong_at_span": "another entity or NIL at the span (no candidate lists)"}
 """Why an InKB gold mention was missed (``ELReport.missed``), in the order they are tried: a gold entity the KB
 lacks is counted as such whatever was predicted (only when a KB is given)."""
+_SHOWN_CAUSES = {**MISS_CAUSES, "wrong_at_span": "another entity or NIL at the span (no candidate lists)"}
 
 
 def _miss_cause(m: GoldMention, p: PredictedLink | None, overlapped: bool, covered: bool | None) -> str:
@@ -174,8 +174,12 @@ class ELReport:
             "predictions_outside_span": self.predictions_outside_span,
             "predictions_unknown_doc": self.predictions_unknown_doc,
             "duplicate_predictions": self.duplicate_predictions,
-            "missed": {k: v for k, v in self.missed.items() if k != "not_in_kb" or self.covered is not None},
+            "missed": self._missed_causes(),
         }
+
+    def _missed_causes(self) -> dict[str, int]:
+        """``missed`` without ``not_in_kb`` when no KB was given (no such cause then)."""
+        return {k: v for k, v in self.missed.items() if k != "not_in_kb" or self.covered is not None}
 
     def summary(self) -> str:
         """A readable multi-line summary (the CLI prints it above :meth:`last_line`)."""
@@ -216,7 +220,7 @@ class ELReport:
             lines.append(f"in-KB-covered        P={c.precision:.4f} R={c.recall:.4f} F1={c.f1:.4f}  (gold mentions "
                          f"whose entity the KB holds; links at spans of gold entities it lacks ignored)")
         if self.linking.fn:
-            shown = [(k, n) for k, n in self.missed.items() if n and (k != "not_in_kb" or self.covered is not None)]
+            shown = [(k, n) for k, n in self._missed_causes().items() if n]
             if not self.has_candidates:  # no candidate lists: only "another entity or NIL at the span" is known
                 wrong = self.missed["not_a_candidate"] + self.missed["not_chosen"]
                 shown = [(k, n) for k, n in shown if k not in ("not_a_candidate", "not_chosen")]

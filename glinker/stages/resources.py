@@ -487,9 +487,10 @@ def _not_syncable(out: Path, encoder: Any, model: str | None, template: str) -> 
     if encoder is not None and m.vectors_dtype is not None:
         from glinker.cluster import model_dtype
 
-        if m.vectors_dtype != model_dtype(encoder):
+        now_dtype = model_dtype(encoder)
+        if m.vectors_dtype != now_dtype:
             return (f"the precision changed: its vectors were embedded in {m.vectors_dtype}, this pipeline runs the "
-                    f"model in {model_dtype(encoder)} (settings.dtype)")
+                    f"model in {now_dtype} (settings.dtype)")
     return None
 
 
