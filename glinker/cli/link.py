@@ -861,10 +861,12 @@ def _unlock_record(fd: int) -> None:
 
 
 def _shown(value: Any, key: str = "") -> str:
-    """A run record's value in a message: ``none`` for no value (not Python's None); an unset dtype is the
-    checkpoint's precision, a model's fingerprint (``glinker ner`` records it) its first 12 characters."""
+    """A run record's value in a message: ``none`` for no value (not Python's None), a switch on or off; an unset
+    dtype is the checkpoint's precision, a model's fingerprint (``glinker ner`` records it) its first 12 characters."""
     if value is None:
         return "the checkpoint's (not set)" if key == "dtype" else "none"
+    if isinstance(value, bool):  # a switch (flat_ner, multi_label): "on"/"off", not Python's True/False
+        return "on" if value else "off"
     if key == "model" and isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32,}", value):  # (not a name or path)
         return f"fingerprint {value[:12]}"
     return repr(value)

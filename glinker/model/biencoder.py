@@ -22,7 +22,7 @@ from glinker.model import scoring
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
 from glinker.model.scoring import score_rows, score_rows_topk
-from glinker.model.words import SplitText, Window, plan_windows, split_words, subtoken_counts, tokenize_words
+from glinker.model.words import SplitText, Window, WordMemo, plan_windows, tokenize_words
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +367,20 @@ class BiEncoder:
                 lock = self.__dict__.setdefault("_tok_lock", fork_safe_lock())
         return lock
 
+    @property
+    def _words(self) -> WordMemo:
+        """Word splits and subtoken counts of the texts read lately (:class:`glinker.model.words.WordMemo`): a
+        linking pipeline reads each text for its mentions and again for span vectors."""
+        memo = self.__dict__.get("_word_memo")
+        if memo is None:
+            with _MODE_LOCK:
+                memo = self.__dict__.setdefault("_word_memo", WordMemo())
+        return memo  # type: ignore[no-any-return]
+
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy, pickle: a lock is neither copied nor pickled
         state = self.__dict__.copy()
         state.pop("_tok_lock", None)
+        state.pop("_word_memo", None)
         state.pop("_eval_users", None)  # the calls in eval mode are the original's; its copy has none ...
         if not state.get("_eval_saved"):
             state.pop("_eval_saved", None)
@@ -857,7 +868,7 @@ class BiEncoder:
             return wins
         live = [i for i, sp in enumerate(splits) if sp.words]
         with self._tokenizing:
-            counts = subtoken_counts(self.tokenizer, [splits[i].words for i in live])
+            counts = self._words.counts(self.tokenizer, [splits[i] for i in live])
         limit = self._token_limit()
         size = self.window_words
         ov = overlap if overlap is not None else max(2 * self.max_width, size // 8)
@@ -955,7 +966,7 @@ class BiEncoder:
         for i, t in enumerate(texts):
             check_text(t, f"texts[{i}]")
         batch_size = _check_count(batch_size, "batch_size")
-        splits = [split_words(t) for t in texts]
+        splits = [self._words.split(t) for t in texts]
         results = [Entities() for _ in texts]
         if not texts:
             return results
@@ -1550,7 +1561,7 @@ class BiEncoder:
                 where="spans",
                 fix="give one list of (start, end) character spans per text",
             )
-        splits = [split_words(t) for t in texts]
+        splits = [self._words.split(t) for t in texts]
         out: list[Any] = []
         wins = self._windows(splits, "chunk", None)
         by_text: dict[int, list[Window]] = {}

@@ -192,6 +192,64 @@ def subtoken_counts(tokenizer: Any, word_lists: Sequence[Sequence[str]]) -> list
     return out
 
 
+class WordMemo:
+    """Word splits and subtoken counts of recently read texts, so that reading one text several times (a linking
+    pipeline's mention stage, then the span vectors of its own and of the dictionary's mentions) splits and
+    tokenizes it once. Keyed by the text itself; bounded by the characters it holds (least recently used texts
+    go first); the counts are dropped when the tokenizer changes. Thread-safe; split and count results are shared,
+    never changed."""
+
+    def __init__(self, max_chars: int = 1 << 21) -> None:
+        from collections import OrderedDict
+
+        from glinker.locks import fork_safe_lock
+
+        self.max_chars = max_chars
+        self.chars = 0
+        self.items: OrderedDict[str, list[Any]] = OrderedDict()  # text -> [SplitText, counts or None]
+        self.tokenizer: Any = None
+        self._lock = fork_safe_lock()
+
+    def _entry(self, text: str) -> list[Any]:
+        with self._lock:
+            e = self.items.get(text)
+            if e is not None:
+                self.items.move_to_end(text)
+                return e
+        e = [split_words(text), None]
+        if len(text) > self.max_chars:
+            return e
+        with self._lock:
+            old = self.items.get(text)
+            if old is not None:
+                return old
+            self.items[text] = e
+            self.chars += len(text)
+            while self.chars > self.max_chars:
+                self.chars -= len(self.items.popitem(last=False)[0])
+        return e
+
+    def split(self, text: str) -> SplitText:
+        """``split_words(text)``, remembered."""
+        return self._entry(text)[0]  # type: ignore[no-any-return]
+
+    def counts(self, tokenizer: Any, splits: Sequence[SplitText]) -> list[list[int]]:
+        """``subtoken_counts(tokenizer, [s.words for s in splits])``, remembered for the texts held. The caller
+        holds the tokenizer's lock (as for ``subtoken_counts``)."""
+        with self._lock:
+            if tokenizer is not self.tokenizer:
+                for e in self.items.values():
+                    e[1] = None
+                self.tokenizer = tokenizer
+        entries = [self._entry(sp.text) for sp in splits]
+        todo = [i for i, e in enumerate(entries) if e[1] is None]
+        if todo:
+            got = subtoken_counts(tokenizer, [splits[i].words for i in todo])
+            for i, c in zip(todo, got):
+                entries[i][1] = c
+        return [e[1] for e in entries]
+
+
 @dataclass
 class Window:
     """A contiguous word range ``[start, end)`` of one text that is encoded as one sequence."""

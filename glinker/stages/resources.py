@@ -519,7 +519,7 @@ def span_vectors(model: Any, texts: Sequence[str], spans: Sequence[Sequence[tupl
     live = [i for i, s in enumerate(spans) if s]
     if not live:
         return out
-    splits = [split_words(texts[i]) if spans[i] else split_words("") for i in range(len(texts))]
+    splits = [model._words.split(texts[i]) if spans[i] else split_words("") for i in range(len(texts))]
     wins = model._windows(splits, "chunk", None)
     by_text: dict[int, list[int]] = {}
     for wi, w in enumerate(wins):

@@ -432,3 +432,4 @@ def test_a_link_refusal_shows_a_model_name_whole(pipeline, tmp_path):
     assert _shown("/tmp/review/a_long_model_folder_name", "model") == "'/tmp/review/a_long_model_folder_name'"
     assert _shown("0f1e2d3c4b5a" * 5 + "abcd", "model") == "fingerprint 0f1e2d3c4b5a"
     assert _shown(None, "dtype") == "the checkpoint's (not set)" and _shown(None, "threshold") == "none"
+    assert _shown(True, "flat_ner") == "on" and _shown(False, "multi_label") == "off" and _shown(0.5) == "0.5"

@@ -252,6 +252,38 @@ def test_span_vectors_score_like_predict(model):
         model.span_vectors(["abc def"], [[(3, 4)]])
 
 
+def test_word_memo_splits_and_counts_each_text_once_and_stays_bounded(model, monkeypatch):
+    import copy
+
+    from glinker.model import words
+
+    real = words.subtoken_counts
+    calls: list[int] = []
+    monkeypatch.setattr(words, "subtoken_counts", lambda tok, wl: calls.append(len(wl)) or real(tok, wl))
+    memo = words.WordMemo(max_chars=60)
+    a, b = "Maria Lopez met the United Nations.", "Berlin is big."
+    sa, sb = memo.split(a), memo.split(b)
+    assert memo.split(a) is sa and sa == words.split_words(a)
+    with model._tokenizing:
+        got = memo.counts(model.tokenizer, [sa, sb])
+        assert got == real(model.tokenizer, [sa.words, sb.words]) and calls == [2]
+        assert memo.counts(model.tokenizer, [sb, sa]) == got[::-1] and calls == [2]   # remembered
+        other = copy.deepcopy(model.tokenizer)
+        assert memo.counts(other, [sa]) == got[:1] and calls == [2, 1]   # another tokenizer: counted again
+    memo.split("Oslo.")     # 35 + 14 + 5 characters held, a used last
+    memo.split("x " * 12)   # 24 more: the least recently used text (b) goes, then a
+    assert list(memo.items) == ["Oslo.", "x " * 12] and memo.chars == 29
+    memo.split("y" * 100)   # longer than the whole memo: split, not kept
+    assert memo.chars <= 60 and "y" * 100 not in memo.items
+    # a model reads a text once for predict and its span vectors; a copy of the model has a memo of its own
+    calls.clear()
+    texts = [t + " (memo)" for t in TEXTS]
+    ents = model.predict(texts, LABELS, threshold=0.3)
+    model.span_vectors(texts, [[(e["start"], e["end"]) for e in es] for es in ents])
+    assert calls == [len(texts)]
+    assert "_word_memo" not in copy.deepcopy(model).__dict__
+
+
 def test_import_glinker_stays_light():
     code = (
         "import sys, glinker, glinker.model; print(any(m in sys.modules for m in ('torch', 'transformers')))"
