@@ -94,6 +94,13 @@ class SourceUnavailable(KBError):
     """A KB's source (a database server) cannot be reached right now; a cached copy may serve meanwhile."""
 
 
+class StaleKBWarning(UserWarning):
+    """A pipeline links with its KB as cached at the last sync because the KB's source (a database server) cannot
+    be reached: the links may miss the source's latest rows. Issued with :mod:`warnings` (and logged), so that a
+    Python program sees it without configuring logging; a service that must not serve stale data can make it an
+    error: ``warnings.simplefilter("error", glinker.errors.StaleKBWarning)``."""
+
+
 class DataError(GlinkerError):
     """Input data (documents, datasets, dumps) is malformed; ``where`` names the file and line."""
 

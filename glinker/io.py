@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glinker.errors import DataError
+from glinker.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,38 @@ def iter_jsonl_dicts(path: str | Path, skip_partial_tail: bool = True) -> Iterat
             yield rec, n
 
 
+def _first_problem(e: Any) -> str:
+    """A pydantic ValidationError's first problem as ``field.path: message`` (the message alone for a check of
+    the whole record, without pydantic's "Value error, " prefix)."""
+    first = e.errors()[0]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    loc = ".".join(map(str, first["loc"]))
+    return f"{loc}: {msg}" if loc else msg
+
+
+def cache_root() -> Path:
+    """glinker's cache: ``$GLINKER_CACHE``, else ``~/.cache/glinker`` (shipped models made whole, KBs read from their
+    sources)."""
+    return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
+
+
+def cache_folder(path: Path, key: str | None = None) -> Path:
+    """``path`` created (with its parents): a folder of the cache, or the one a pipeline's ``key`` (``cache``)
+    names. When it cannot be (a file in the way, no permission), a ConfigError that names the setting it came from
+    (that key, else ``GLINKER_CACHE``) and what is in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        env = os.environ.get("GLINKER_CACHE")
+        file = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+        where = key or (f"GLINKER_CACHE={env}" if env else "GLINKER_CACHE (unset: ~/.cache/glinker)")
+        setting = f"`{key}:`" if key else "GLINKER_CACHE (export GLINKER_CACHE=/a/writable/folder)"
+        raise ConfigError(f"cannot create the cache folder {path}: {e.strerror or e}", where=where,
+                          fix=(f"{file} is a file, not a folder: " if file is not None else "")
+                          + f"point {setting} at a folder that can be created and written") from None
+    return path
+
+
 def iter_linked_jsonl(path: str | Path) -> Iterator[Any]:
     """Stream :class:`glinker.types.LinkedDocument` records from JSONL, validating each line."""
     from pydantic import ValidationError
@@ -291,8 +323,7 @@ def iter_linked_jsonl(path: str | Path) -> Iterator[Any]:
         try:
             yield LinkedDocument.model_validate(rec)
         except ValidationError as e:
-            first = e.errors()[0]
-            raise DataError(f"not a linked document: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            raise DataError(f"not a linked document: {_first_problem(e)}",
                             where=f"{path}:{n}", fix="lines must be LinkedDocument JSON (id, text, links)") from None
 
 
@@ -456,8 +487,7 @@ def read_json(path: str | Path) -> list[Any]:
         try:
             out.append(LinkedDocument.model_validate(rec))
         except ValidationError as e:
-            first = e.errors()[0]
-            raise DataError(f"document {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            raise DataError(f"document {i}: {_first_problem(e)}",
                             where=f"{p}[{i}]", fix="items must be LinkedDocument JSON") from None
     return out
 

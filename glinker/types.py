@@ -283,5 +283,16 @@ class LinkedDocument(_Record):
     links: list[Link] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_spans(self) -> "LinkedDocument":
+        """Every link's mention lies within the text (links read back from a file made for another text, or
+        edited by hand, would be scored or resumed on other words)."""
+        n = len(self.text)
+        for j, link in enumerate(self.links):
+            if link.mention.end > n:
+                raise ValueError(f"link {j}'s mention {link.mention.start}-{link.mention.end} "
+                                 f"({link.mention.text!r:.40}) ends past the text ({n} characters)")
+        return self
+
 
 DataKind = Literal["documents", "mentions", "candidates", "links"]

@@ -381,11 +381,14 @@ _MYSQL_UNREACHABLE = {1040, 1053, 2002, 2003, 2005, 2006, 2013, 2055}
 cannot connect (socket, TCP), unknown host, server gone away, lost connection."""
 _MYSQL_LOGIN = {1044: "database", 1045: "login", 1049: "database", 1142: "permission", 1227: "permission",
                 1698: "login", 1251: "login", 1862: "login"}
-_PG_REFUSED = (("password authentication failed", "login"), ("authentication failed", "login"),
+_PG_REFUSED = (("invalid connection option", "options"), ("invalid sslmode value", "options"),
+               ("for connection option", "options"), ("invalid dsn", "options"),
+               ("password authentication failed", "login"), ("authentication failed", "login"),
                ("no password supplied", "login"), ("fe_sendauth", "login"), ("no pg_hba.conf entry", "login"),
                ("is not permitted to log in", "login"), ("permission denied", "permission"),
                ('role "', "login"), ('database "', "database"), ("does not exist", "database"))
-"""PostgreSQL's answers (by their message: psycopg gives no code at connect time) to a login it refuses."""
+"""PostgreSQL's answers (by their message: psycopg gives no code at connect time) to a login it refuses, and libpq's
+own refusals of a URL's options (``?sslmode=bogus``), said before any server is asked."""
 _PG_BUSY = ("the database system is starting up", "the database system is shutting down",
             "the database system is in recovery mode", "too many clients", "remaining connection slots are reserved",
             "terminating connection due to administrator command")
@@ -431,6 +434,8 @@ _REFUSED_FIX = {
                 "server answered, so no cached KB is used in its place",
     "permission": "grant the user the right to connect and to read the table (GRANT SELECT ...), or use another "
                   "user; the server answered, so no cached KB is used in its place",
+    "options": "fix the option in the URL's query (?sslmode=require, ?connect_timeout=10: the driver's names and "
+               "values); the driver refused it before asking the server, so no cached KB is used in its place",
     "other": "check the URL (host, port, user, database) and the server's log; the server answered, so no cached KB "
              "is used in its place",
 }
@@ -628,6 +633,8 @@ class SQLAdapter:
         for c in available:
             by_lower.setdefault(c.lower(), []).append(c)
 
+        missing: list[tuple[str, str, str | None, bool]] = []  # (where, what, did-you-mean, only case differs)
+
         def real(col: str, where: str, what: str) -> str:  # `what`: how the message names the column
             if col in available:
                 return col
@@ -637,10 +644,8 @@ class SQLAdapter:
             import difflib
 
             hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
-            raise KBError(f"{what} not in the source (columns: {', '.join(available)})"
-                          + (f"; did you mean {hint!r}?" if hint else ""), where=where,
-                          fix="map an existing column" + (" (names are case-sensitive here: write it as the "
-                                                          "table has it)" if same and not loose else ""))
+            missing.append((where, what, hint, bool(same) and not loose))
+            return col
 
         mapping = {f: f for f in _MAPPABLE if f in available}
         if loose:  # an `ID` or `Label` column is the field's by default too
@@ -652,7 +657,13 @@ class SQLAdapter:
                               where=f"sql.columns.{field}", fix=f"map it: -o columns='{{\"{field}\": \"<column>\"}}'")
         for field, col in list(mapping.items()):
             mapping[field] = real(col, f"sql.columns.{field}", f"column {col!r} (for {field})")
-        return mapping, [real(col, "sql.extra_columns", f"extra column {col!r}") for col in o.extra_columns]
+        extra = [real(col, "sql.extra_columns", f"extra column {col!r}") for col in o.extra_columns]
+        if missing:  # every unknown column at once: a mapping with three typos took three runs
+            said = "; ".join(what + (f" (did you mean {hint!r}?)" if hint else "") for _, what, hint, _ in missing)
+            raise KBError(f"{said} not in the source (columns: {', '.join(available)})", where=missing[0][0],
+                          fix="map existing columns" + (" (names are case-sensitive here: write them as the table "
+                                                        "has them)" if any(m[3] for m in missing) else ""))
+        return mapping, extra
 
     def _greeting_check(self) -> None:
         """A MySQL/MariaDB server speaks first: wait for its greeting at most CONNECT_TIMEOUT seconds (the driver's
@@ -693,6 +704,9 @@ class SQLAdapter:
         if unreachable:
             return SourceUnavailable(f"cannot {doing} {self._masked_url()}: {msg}", where="sql.source",
                                      fix="check that the server runs and the URL (host, port, user, database)")
+        if kind == "options":
+            return KBError(f"the database driver refused an option of {self._masked_url()}: {msg}",
+                           where="sql.source", fix=_REFUSED_FIX[kind])
         what = {"login": "refused the login", "database": "has no such database (or refuses it to this user)",
                 "permission": "refused the access"}.get(kind, "refused the connection")
         return KBError(f"the database server at {self._masked_url()} {what}: {msg}", where="sql.source",

@@ -100,6 +100,12 @@ def main() -> None:
     """Console-script entry point: glinker errors print as their message (code, place, fix) and exit 2; so do the
     system's errors that say something of a place written or read (no space left, read-only storage, no permission,
     a damaged SQLite file) which no command said itself. Any other exception keeps its traceback (a bug)."""
+    import warnings
+
+    from glinker.errors import StaleKBWarning
+
+    warnings.simplefilter("ignore", StaleKBWarning)  # the CLI logs it: once is enough
+    sys.argv[1:] = verbosity_first(sys.argv[1:])
     try:
         app()
     except GlinkerError as e:
@@ -111,6 +117,17 @@ def main() -> None:
             raise
         typer.echo(str(said), err=True)
         raise SystemExit(2) from None
+
+
+def verbosity_first(args: list[str]) -> list[str]:
+    """``args`` with the verbosity flags given after the command (``glinker kb build ... -vv``, as errors suggest
+    "run with -vv") moved before it, where the ``glinker`` group reads them; nothing after ``--`` is moved."""
+    end = args.index("--") if "--" in args else len(args)
+    flag = [a for a in args[:end] if a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"})]
+    if not flag or args[:len(flag)] == flag:
+        return args
+    rest = [a for a in args[:end] if a not in flag]
+    return [*flag, *rest, *args[end:]]
 
 
 def said_system_error(e: BaseException, kb: bool = False) -> GlinkerError | None:

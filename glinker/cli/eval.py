@@ -344,6 +344,17 @@ def _check_predictions(linked: list[Any], gold: list, source: Path | None) -> No
     if bad is not None:
         raise DataError(f"document {bad!r} has another text in the links than in the gold data", where=where,
                         fix="score links made from this --data")
+    for d in linked:  # a mention whose offsets point at other words than it names (edited by hand, or shifted)
+        text = getattr(d, "text", None)  # (the document's text against the gold's: above)
+        if text is None:
+            continue
+        for j, link in enumerate(getattr(d, "links", None) or []):
+            m = link.mention
+            if m.text and text[m.start:m.end] != m.text:
+                raise DataError(f"document {d.id!r}, link {j}: the mention {m.text!r:.40} has offsets {m.start}-"
+                                f"{m.end}, where the text reads {text[m.start:m.end]!r:.40}", where=where,
+                                fix="offsets are [start, end) character positions into the document's text (0-based, "
+                                    "end exclusive); fix them, or score links made by glinker from this --data")
     missing = len(texts) - len(matched)
     if missing:
         log.warning("%d of %d gold documents have no linked document in %s: they count as misses", missing,

@@ -245,7 +245,7 @@ class NERDataset:
 
 
 ENTITY_KEYS = ("name", "type", "pos")
-EVAL_RECORD_KEYS = ("sentence", "entities")
+EVAL_RECORD_KEYS = ("sentence", "entities", "label", "labels")
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -266,7 +266,7 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
         raise DataError(f"entity {j} needs 'pos' and 'type': {str(ent)[:80]}{hint}", where=where,
                         fix='entities are {"name": str, "type": str, "pos": [char_start, char_end]}')
     pos = ent["pos"]
-    if not (isinstance(pos, (list, tuple)) and len(pos) == 2 and all(isinstance(x, int) for x in pos)
+    if not (isinstance(pos, (list, tuple)) and len(pos) == 2 and all(_is_index(x) for x in pos)
             and 0 <= pos[0] <= pos[1] <= len(text)):
         raise DataError(f"entity {j} has invalid pos {pos!r} (sentence has {len(text)} chars)", where=where,
                         fix="pos is [char_start, char_end) with 0 <= start <= end <= len(sentence)")
@@ -290,6 +290,7 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
 def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
     """Stream :class:`NERExample` from a GLiNER/UniNER eval JSON file (``sentence`` + ``entities``)."""
     p = Path(path)
+    empty: list[str] = []
     for i, (rec, line) in enumerate(iter_json_records(p)):
         where = f"{p}:{line}"
         if not isinstance(rec, dict) or not isinstance(rec.get("sentence"), str):
@@ -302,8 +303,9 @@ def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
         if not isinstance(ents, list):
             raise DataError(f"record {i}: 'entities' is not a list", where=where, fix="use a list of entities")
         text = rec["sentence"]
-        spans = [_entity_span(e, text, where, j) for j, e in enumerate(ents)]
-        yield NERExample(text=text, spans=spans, id=str(i), where=where)
+        spans = [g for j, e in enumerate(ents) for g in [_entity_span(e, text, where, j)]
+                 if not _empty_span(g.start, g.end, where, f"entity {j}", empty)]
+        yield NERExample(text=text, spans=spans, id=str(i), where=where, labels=_record_labels(rec, where, "entities"))
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -331,10 +333,15 @@ def find_ner_datasets(path: str | Path, split: str = "test") -> list[Path]:
     found = sorted(d for d in p.iterdir() if d.is_dir() and (d / f).is_file()
                    and not d.name.startswith("sample_"))
     if not found:
-        raise DataError(f"no dataset folder (with {f}) in {p}", where=str(p),
-                        fix="point --data at e.g. $GLINKER_DATA/ner/eval or one folder inside it"
-                        + ("" if split == "test" else f", or pick a --split that exists (no {f} here)"))
+        raise _no_sets(p, split)
     return found
+
+
+def _no_sets(p: Path, split: str) -> DataError:
+    f = f"{split}.json"
+    return DataError(f"no dataset folder (with {f}) in {p}", where=str(p),
+                     fix="point --data at e.g. $GLINKER_DATA/ner/eval or one folder inside it"
+                     + ("" if split == "test" else f", or pick a --split that exists (no {f} here)"))
 
 
 def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = None) -> NERDataset:
@@ -361,7 +368,8 @@ def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None =
     """The evaluation sets at ``path``: GLiNER/UniNER eval folders (``{split}.json`` + ``labels.json``) or a
     folder of them; else annotated data (GLiNER/UniNER eval JSON without ``labels.json``, BIO
     ``.conll``/``.conllu``/``.txt``, GLiNER ``tokenized_text`` JSON, Pile-NER samples): a file, or a folder's
-    ``split`` files, scored as one set; see :func:`read_annotated_set` for the labels it is prompted with.
+    ``split`` files, scored as one set; see :func:`read_annotated_set` for the labels it is prompted with. In a
+    folder of sets every sub-folder (but ``sample_*``) with data of ``split`` is read as it is read alone.
 
     A file is scored exactly as the same file inside a folder: eval JSON (``sentence`` + char ``pos``) keeps every
     record, its text and gold spans as they are (gold off word boundaries stays unmatchable, empty sentences
@@ -369,20 +377,26 @@ def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None =
     """
     p = Path(path)
     if p.is_dir():
-        try:
-            return [read_ner_dataset(f, split=split, limit=limit) for f in find_ner_datasets(p, split)]
-        except DataError:
-            if not training_files(p, split):
-                others = [f.name for f in training_files(p)]
-                if others:
-                    raise DataError(f"no {split} file in {p} (it holds {', '.join(others[:6])})", where=str(p),
-                                    fix="pick the --split its files are named for (test, dev, train...), or pass "
-                                        "one file as --data") from None
-                raise
-    elif not p.is_file():
+        if (p / f"{split}.json").is_file() and (p / "labels.json").is_file():
+            return [read_ner_dataset(p, split=split, limit=limit)]
+        if training_files(p, split):
+            return [read_annotated_set(p, split=split, limit=limit)]
+        # a folder of sets: each sub-folder read as it is read alone (benchmark folders, annotated JSON without a
+        # labels.json, BIO files), so no set is refused or skipped here that works given by itself
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("sample_")
+                      and ((d / f"{split}.json").is_file() or training_files(d, split)))
+        if subs:
+            return [ds for d in subs for ds in load_ner_datasets(d, split=split, limit=limit)]
+        others = [f.name for f in training_files(p)]
+        if others:
+            raise DataError(f"no {split} file in {p} (it holds {', '.join(others[:6])})", where=str(p),
+                            fix="pick the --split its files are named for (test, dev, train...), or pass "
+                                "one file as --data")
+        raise _no_sets(p, split)
+    if not p.is_file():
         raise DataError(f"not found: {p}", where=str(p),
                         fix="pass a dataset folder (test.json + labels.json), a folder of them, or an annotated file")
-    return [read_annotated_set(p, split=split if p.is_dir() else None, limit=limit)]
+    return [read_annotated_set(p, limit=limit)]
 
 
 def read_annotated_set(path: str | Path, split: str | None = None, limit: int | None = None) -> NERDataset:
@@ -553,7 +567,8 @@ def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[i
 
 
 def _is_index(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)  # JSON true is not word 1
+    """A word index or character offset: an int, not a bool (JSON true is not word 1)."""
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _check_ranges(tokens: list[str], ranges: Any, where: str) -> list[tuple[int, int]]:
@@ -599,8 +614,9 @@ def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
     _warn_empty(p, empty, "records with no tokens")
 
 
-def _record_labels(rec: dict, where: str) -> list[str] | None:
-    """A record's own label list (``label`` or ``labels``): the types to prompt it with; None when absent."""
+def _record_labels(rec: dict, where: str, spans_key: str = "ner") -> list[str] | None:
+    """A record's own label list (``label`` or ``labels``): the types to prompt it with; None when absent.
+    ``spans_key``: the record's key of gold spans (``ner``; ``entities`` in eval JSON)."""
     key = "label" if "label" in rec else "labels" if "labels" in rec else None
     if key is None or rec[key] is None:
         return None
@@ -609,7 +625,7 @@ def _record_labels(rec: dict, where: str) -> list[str] | None:
         raise DataError(f"'{key}' must be a list of non-empty strings, got {str(labels)[:80]}", where=where,
                         fix=f'write e.g. "{key}": ["person", "location"], or leave it out to prompt with every '
                             "type of the data")
-    if not labels and rec.get("ner"):
+    if not labels and rec.get(spans_key):
         raise DataError(f"'{key}' is empty but the record has entities", where=where,
                         fix=f"list the types to prompt with in '{key}', or leave it out")
     return list(labels)
@@ -1124,7 +1140,7 @@ ELEVANT_NIL_IDS = ("<NIL>", "<NO_MAPPING>", "Unknown", "NIL", "--NME--", "")
 
 
 def _check_span(text: str, s: Any, e: Any, where: str, what: str) -> None:
-    if not (isinstance(s, int) and isinstance(e, int) and 0 <= s <= e <= len(text)):
+    if not (_is_index(s) and _is_index(e) and 0 <= s <= e <= len(text)):
         raise DataError(f"{what} has invalid offsets ({s!r}, {e!r}); text has {len(text)} chars", where=where,
                         fix="offsets are character positions with 0 <= start <= end <= len(text)")
 

@@ -166,9 +166,9 @@ class ELReport:
             "nil_gold": self.nil_gold, "nil_acc": self.nil_acc, "optional_gold": self.optional_gold,
             "unmapped_gold": self.unmapped_gold, "kb_coverage": self.kb_coverage,
             "kb_coverage_distinct": self.kb_coverage_distinct,
-            "covered_precision": self.covered.precision if self.covered else None,
-            "covered_recall": self.covered.recall if self.covered else None,
-            "covered_f1": self.covered.f1 if self.covered else None, "documents": self.documents,
+            "covered_precision": self.covered.precision if self.kb_present else None,
+            "covered_recall": self.covered.recall if self.kb_present else None,
+            "covered_f1": self.covered.f1 if self.kb_present else None, "documents": self.documents,
             "predictions": self.predictions, "predictions_linked": self.predictions - self.predictions_nil,
             "predictions_nil": self.predictions_nil, "mentions": self.mentions,
             "predictions_outside_span": self.predictions_outside_span,
@@ -215,7 +215,9 @@ class ELReport:
         if self.kb_coverage is not None:
             lines.append(f"KB coverage          {self.kb_coverage:.4f} of gold mentions, "
                          f"{self.kb_coverage_distinct:.4f} of distinct gold entities")
-        if self.covered is not None:
+        if self.covered is not None and not self.kb_present:  # 0 of 0: no figure, not a zero
+            lines.append("in-KB-covered        n/a  (the KB holds none of the gold entities)")
+        elif self.covered is not None:
             c = self.covered
             lines.append(f"in-KB-covered        P={c.precision:.4f} R={c.recall:.4f} F1={c.f1:.4f}  (gold mentions "
                          f"whose entity the KB holds; links at spans of gold entities it lacks ignored)")

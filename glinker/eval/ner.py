@@ -411,4 +411,8 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
             log.warning("%s: %d of %d sentences have predictions; scoring those only", name, res.sentences,
                         len(ds.examples))
         results.append(res)
+    left = sorted(set(sets) - set(by_ds))
+    if left:  # the average is over the sets that have predictions: say which sets it leaves out
+        log.warning("%d of the %d sets under %s have no prediction lines in %s, and are not in the average: %s%s",
+                    len(left), len(sets), data, p, ", ".join(left[:8]), ", ..." if len(left) > 8 else "")
     return NERReport(results, limit=limit)

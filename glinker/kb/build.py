@@ -138,10 +138,13 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only or forbidden parent
+    except OSError as e:  # a read-only or forbidden parent; a file where a parent folder should be
         said = write_error(e, root.parent if created else root)
         if said is None:
-            raise
+            file = next((q for q in root.parents if q.exists() and not q.is_dir()), None)
+            raise ConfigError(f"cannot create the KB folder {root}: {e.strerror or e}", where="out",
+                              fix=(f"{file} is a file, not a folder: " if file is not None else "")
+                              + "give --out a path whose parent folders are folders (or can be created)") from None
         raise said from None
     from glinker.io import Busy, locked
 

@@ -34,6 +34,8 @@ from glinker.locks import fork_safe_lock
 from glinker.types import Entity
 
 log = logging.getLogger(__name__)
+_PENDING_SAID: set[tuple[str, int]] = set()
+"""KB folders (and their count of unapplied index changes) whose unfinished update was said in this process."""
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
@@ -282,12 +284,13 @@ class KB:
         self.template = TextTemplate(manifest.template)
         pend = store.pending()
         self.pending_at_open = len(pend)  # (said here: a stage meeting their entities need not say it again)
-        if pend:
+        if pend and (str(Path(root).resolve()), len(pend)) not in _PENDING_SAID:  # once a process (a command opens
+            _PENDING_SAID.add((str(Path(root).resolve()), len(pend)))           # a KB more than once)
             adds = sum(op == "add" for _, op in pend)
-            log.warning("KB %s has %d unapplied index changes (an update was interrupted, or is running): %d "
-                        "entities have no vector until they are applied (their biencoder feature is 0); run the "
-                        "update again (any `glinker kb add` or `kb remove` with the KB's model finishes them)", root,
-                        len(pend), adds)
+            log.warning("KB %s has %d unapplied index changes (an update was interrupted, or is running): %d new or "
+                        "changed entities are not embedded yet (a new one has no vector: biencoder feature 0, not "
+                        "found by dense search; a changed one keeps its previous vector); run the update again (any "
+                        "`glinker kb add` or `kb remove` with the KB's model finishes them)", root, len(pend), adds)
 
     @classmethod
     def open(cls, path: str | Path, writable: bool = False, mmap: bool = True, wait: bool = False) -> KB:

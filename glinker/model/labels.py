@@ -1030,6 +1030,10 @@ class _BankWriter:
             except ValueError:
                 state = {}
         self.done = int(state.get("done", 0)) if state.get("digest") == self.digest else 0
+        if not self.done and state.get("done"):
+            log.warning("label bank %s: the earlier, interrupted build's %s labels (of %s) are discarded: it encoded "
+                        "other labels (or used another model), so this build starts over", out,
+                        f"{int(state['done']):,}", f"{int(state['count']):,}" if state.get("count") else "?")
         was = state.get("precision")
         if self.done and was is None and precision != "float32":
             # a state of an earlier glinker: float32 unless that build was given a dtype, which it did not record
@@ -1052,8 +1056,9 @@ class _BankWriter:
                 (work / name).unlink(missing_ok=True)
             self.arr = np.lib.format.open_memmap(work / BANK_VECTORS, mode="w+", dtype=np.float32, shape=(self.n, dim))
             self._record()
-        else:
-            log.info("resuming label bank %s at row %d of %d", out, self.done, self.n)
+        else:  # said at the default level, as a KB build's resume is
+            log.warning("resuming at %s of %s labels (an interrupted build in %s)", f"{self.done:,}", f"{self.n:,}",
+                        work)
 
     def _finished_here(self) -> bool:
         """Whether the folder already holds a finished bank of exactly these labels, prompts, dim and model."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import ConfigError, ModelError
+from glinker.io import cache_folder, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ def shipped_names() -> list[str]:
 
 def is_shipped(name: str) -> bool:
     return (SHIPPED_ROOT / str(name) / MANIFEST).is_file() if "/" not in str(name) else False
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
 
 
 def encoder_names(model: str | Path) -> tuple[str | None, str | None] | None:
@@ -347,6 +344,7 @@ def materialize(name_or_dir: str | Path) -> Path:
     if (out / ".complete").is_file():
         return out
     log.info("materialising shipped model %s into %s", man["name"], out)
+    cache_folder(out.parent)
     cfg = json.loads(cfg_bytes.decode("utf-8"))
     sd: dict[str, Any] = {}
     for prefix, key in ((TEXT_PREFIX, "text"), (LABEL_PREFIX, "labels")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, overload
@@ -126,7 +127,8 @@ def plugin_note(cls: type) -> str:
 
 def check_stage_class(obj: Any, what: str) -> None:
     """Raise ConfigError (E231) unless ``obj`` is a :class:`Stage` subclass whose ``Params`` is a
-    :class:`StageParams` subclass; ``what`` says where it came from (an entry point, a register_stage call)."""
+    :class:`StageParams` subclass, which defines ``run``, whose ``accepts`` is a tuple of kinds and whose
+    ``produces`` is a kind; ``what`` says where it came from (an entry point, a register_stage call)."""
     from glinker.pipeline.stage import Stage, StageParams
 
     if not (isinstance(obj, type) and issubclass(obj, Stage)):
@@ -141,6 +143,53 @@ def check_stage_class(obj: Any, what: str) -> None:
                           "through unnoticed)", code="E231",
                           fix=f"in module {obj.__module__}, derive {getattr(params, '__name__', 'Params')} from "
                               "glinker.pipeline.StageParams instead of pydantic.BaseModel")
+    if getattr(obj, "run", None) is Stage.run:  # it would fail at its first batch with a bare NotImplementedError
+        raise ConfigError(f"{what}: stage class {class_path(obj)} does not define run(documents, inputs), the method "
+                          "that processes a batch", code="E231",
+                          fix=f"in module {obj.__module__}, define `def run(self, documents, inputs):` on "
+                              f"{obj.__qualname__}, returning one entry per document (see docs/stages.md)")
+    accepts = getattr(obj, "accepts", None)
+    if isinstance(accepts, str):  # `accepts = (CANDIDATES)`: parentheses without a comma make no tuple
+        raise ConfigError(f"{what}: stage class {class_path(obj)} has accepts = {accepts!r}, a string, not a tuple "
+                          "of kinds (a tuple of one kind needs a trailing comma)", code="E231",
+                          fix=f"in module {obj.__module__}, write `accepts = ({accepts!r},)` on {obj.__qualname__} "
+                              "(e.g. `accepts = (CANDIDATES,)`)")
+    if not (isinstance(accepts, (tuple, list)) and accepts and all(isinstance(k, str) and k for k in accepts)):
+        raise ConfigError(f"{what}: stage class {class_path(obj)} has accepts = {accepts!r}, not a tuple of kinds",
+                          code="E231",
+                          fix=f"in module {obj.__module__}, set accepts on {obj.__qualname__} to the kinds it reads, "
+                              "e.g. `accepts = (CANDIDATES,)` or `accepts = (DOCUMENTS,)` (see docs/stages.md)")
+    produces = getattr(obj, "produces", None)
+    if not (isinstance(produces, str) and produces):
+        raise ConfigError(f"{what}: stage class {class_path(obj)} has produces = {produces!r}, not a kind",
+                          code="E231",
+                          fix=f"in module {obj.__module__}, set produces on {obj.__qualname__} to the one kind it "
+                              "writes, a string such as `produces = CANDIDATES` (see docs/stages.md)")
+
+
+_TYPE_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def check_type_name(name: Any, cls: type) -> None:
+    """Raise ConfigError (E231) unless ``name``, the type name ``cls`` is registered under, is letters, digits and
+    ``_`` (docs/stages.md): a pipeline file could not name it otherwise (one with ``:`` or ``.`` reads as an
+    import path)."""
+    if not name:
+        raise ConfigError(f"stage class {class_path(cls)} has no type_name", code="E231",
+                          fix="set type_name = '...' on the class, or pass a name")
+    if not (isinstance(name, str) and _TYPE_NAME.fullmatch(name)):
+        why = (" (a name with ':' or '.' reads as an import path in a pipeline file, which cannot import classes)"
+               if isinstance(name, str) and (":" in name or "." in name) else "")
+        raise ConfigError(f"stage class {class_path(cls)}: type name {name!r} is not letters, digits and '_'{why}",
+                          code="E231",
+                          fix="give the class a type_name of letters, digits and '_' (e.g. "
+                              f"{_suggest_name(name)!r}), or pass one: register_stage(cls, name=...)")
+
+
+def _suggest_name(name: Any) -> str:
+    """``name`` made a valid type name: "acme:tags" -> "acme_tags"."""
+    s = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_")
+    return s or "my_stage"
 
 
 class StageRegistry:
@@ -196,9 +245,7 @@ class StageRegistry:
         replaces the old one)."""
         check_stage_class(cls, f"register_stage({getattr(cls, '__name__', cls)!r})")
         key = name or cls.type_name
-        if not key:
-            raise ConfigError(f"stage class {class_path(cls)} has no type_name", code="E231",
-                              fix="set type_name = '...' on the class, or pass a name")
+        check_type_name(key, cls)
         if key in BUILTIN_STAGES and not is_builtin_class(cls):
             raise ConfigError(f"{key!r} is a built-in stage type; {cls.__name__} cannot replace it",
                               fix="give the class another type_name")

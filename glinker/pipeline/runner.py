@@ -443,6 +443,8 @@ class Pipeline:
                     stage.ensure_warm()
                 except GlinkerError as e:
                     raise self._located(e, n) from None
+                except Warning:  # one the program made an error (StaleKBWarning): its own to catch, as it is
+                    raise
                 except Exception as e:
                     log.debug("stage %r failed to warm up", n, exc_info=True)
                     fix = "check the stage's model/kb settings"

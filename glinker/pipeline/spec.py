@@ -158,8 +158,9 @@ def _pydantic_problems(err: ValidationError, prefix: tuple, src: LoadedYAML, mod
             problems.append(Problem(code_unknown, f"unknown key {key!r} at {field_path}", where=where, line=line,
                                     fix=f"{hint}valid keys here: {', '.join(valid)}"))
         elif e["type"] == "missing":
+            what = _value_fix(model, loc, missing=True)  # what the key holds, as an invalid value's fix says it
             problems.append(Problem(code_value, f"required key {field_path!r} is missing", where=where, line=line,
-                                    fix=f"add `{loc[-1]}:` here"))
+                                    fix=f"add `{loc[-1]}:` here" + (f" ({what})" if what else "")))
         else:
             got = e.get("input")
             got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"  # a mapping's own message says more
@@ -171,14 +172,18 @@ def _pydantic_problems(err: ValidationError, prefix: tuple, src: LoadedYAML, mod
     return problems
 
 
-def _value_fix(model: type[BaseModel], loc: tuple) -> str:
+def _value_fix(model: type[BaseModel], loc: tuple, missing: bool = False) -> str:
+    """What the field at ``loc`` takes: its type, default and the first sentence of its description (the fix of an
+    invalid value; with ``missing``, what a missing key should hold, "" for a field not found)."""
     field = model.model_fields.get(str(loc[0])) if loc else None
     while field is not None and len(loc) > 1 and isinstance(field.annotation, type) \
             and issubclass(field.annotation, BaseModel):
         model, loc = field.annotation, loc[1:]
         field = model.model_fields.get(str(loc[0]))
+    if missing and len(loc) > 1:  # a key inside a list's item or a mapping's value: not the field found
+        return ""
     if field is None:
-        return "see docs/yaml-reference.md for the allowed values"
+        return "" if missing else "see docs/yaml-reference.md for the allowed values"
     import types
     import typing
 
@@ -312,10 +317,15 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
         return Problem("E211" if unknown else "E212", f"{key}: {e.message}{note}",
                        where=f"{src.source}:{line}" if line else src.source, line=line, fix=e.fix)
 
-    # every problem of the options at once: after one, the options are checked again without the one it names
-    # (a problem the removal itself causes, such as a required option now missing, is not said)
+    # every problem of the options at once: after one, the options are checked again without the one it names, a
+    # misspelt one under the name it was meant to have (`tabel` as `table`, so the column mapping is checked too);
+    # a problem the removal itself causes, such as a required option now missing, is not said
     import difflib
 
+    try:
+        known = list(getattr(getattr(get_adapter_class(ks.adapter), "options_model", None), "model_fields", None) or [])
+    except GlinkerError:  # no such adapter: said by the first check below
+        known = []
     opts = dict(options)
     removed: list[str] = []
     for _ in range(8):
@@ -329,8 +339,12 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
                 break  # what leaving an option out caused (`tabel` out: "give table or query"), not a problem
             problems.append(said(e))
             if name in opts:
-                opts.pop(name)
+                value = opts.pop(name)
                 removed.append(name)
+                meant = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if e.message.startswith(
+                    "unknown option") else []
+                if meant and meant[0] not in opts:
+                    opts[meant[0]] = value
                 continue
         break
     if expanded and ks.adapter == "sql" and isinstance(ks.source, str) and "${" not in ks.source:
@@ -692,7 +706,8 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
 
     from glinker.errors import GlinkerError
     from glinker.stages.output import WriteLinks
-    from glinker.stages.resources import KBSource, _cache_root, expand_env, shown_kb
+    from glinker.io import cache_root
+    from glinker.stages.resources import KBSource, expand_env, shown_kb
 
     def beside(value: str) -> str:
         """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder
@@ -732,7 +747,7 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
                 cache = src.cache
             writes.append(FileUse("writes", cache, f"{by} (the KB built from its source)", "a folder"))
         else:
-            writes.append(FileUse("writes", str(_cache_root() / "kb") + os.sep + "<one folder per source>",
+            writes.append(FileUse("writes", str(cache_root() / "kb") + os.sep + "<one folder per source>",
                                   f"{by} (the KB built from its source)", "a folder under $GLINKER_CACHE"))
 
     h = spec.header

@@ -156,8 +156,12 @@ class FuzzyCandidatesParams(StageParams):
     score_cutoff: float = Field(default=88.0, ge=0, le=100, description="Minimum rapidfuzz similarity (0-100).")
     scorer: Literal[FUZZ_SCORERS] = Field(  # type: ignore[valid-type]
         default="ratio", description="rapidfuzz scorer: " + ", ".join(FUZZ_SCORERS) + ".")
-    skip_exact: bool = Field(default=True, description="Skip mentions that have an exact alias match (cheaper).")
-    min_chars: int = Field(default=4, ge=1, description="Shorter mentions are not fuzzy-matched.")
+    skip_exact: bool = Field(
+        default=True,
+        description="A mention that has an exact alias match is not searched for near ones (cheaper); the "
+                    "entities of its exact alias are candidates at similarity 100 (score 1.0) either way.")
+    min_chars: int = Field(default=4, ge=1, description="Shorter mentions are not fuzzy-matched (an exact alias "
+                                                         "match still scores 1.0).")
 
 
 class FuzzyCandidates(Stage):
@@ -179,15 +183,21 @@ class FuzzyCandidates(Stage):
 
         p: FuzzyCandidatesParams = self.params  # type: ignore[assignment]
         mentions: list[list[Mention]] = inputs[0]
-        exact: dict[str, list[str]] = {}
-        if p.skip_exact:
-            exact = self.kb.store.lookup_norms(sorted({normalize_alias(m.text) for ms in mentions for m in ms}))
+        exact = self.kb.store.lookup_norms(sorted({normalize_alias(m.text) for ms in mentions for m in ms}))
         wanted = {key: m.text for ms in mentions for m in ms
                   if len(key := normalize_alias(m.text)) >= p.min_chars and not (p.skip_exact and exact.get(key))}
         # every form of the batch in one rapidfuzz pass (fuzzy normalises the text again: same key)
         # aliases fetched: more than top_k, as several aliases may name one entity (top_k counts entities)
         cache = dict(zip(wanted, self.kb.fuzzy_many(list(wanted.values()), limit=3 * p.top_k,
                                                     score_cutoff=p.score_cutoff, scorer=p.scorer)))
+        # a mention's exact alias is at similarity 100 whether it was searched or not (skipped, or shorter than
+        # min_chars): its entities are candidates scoring 1.0, so an exact match never scores below a near one
+        # ("Zürich Café Group" scored below "Zurich Cafe Group", whose accent-folded form got a fuzzy score)
+        for key, eids in exact.items():
+            if eids:
+                hits = cache.get(key, [])
+                have = {h[0] for h in hits if h[2] >= 100}
+                cache[key] = [*hits, *((eid, key, 100.0) for eid in eids if eid not in have)]
         out = [[(m, cache.get(normalize_alias(m.text), [])) for m in ms] for ms in mentions]
         ents = self.entities.get(sorted({h[0] for row in out for _, hits in row for h in hits}))
         result = []

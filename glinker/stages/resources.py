@@ -20,6 +20,7 @@ from typing import Any, Iterable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from glinker.errors import ConfigError, DataError, GlinkerError, KBError, SourceUnavailable
+from glinker.io import cache_folder, cache_root
 from glinker.locks import fork_safe_lock
 from glinker.pipeline.stage import PipelineContext
 
@@ -117,10 +118,6 @@ def _adapter_class(name: Any) -> Any:
         return None
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
-
-
 def resolve_model_name(context: PipelineContext, model: str | None) -> str:
     name = model or context.model
     if not name:
@@ -214,6 +211,8 @@ def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None
                 return _build_source_kb(context, src, name, encoder)
             except GlinkerError as e:  # said at the kb block (and its option), not at the first stage using it
                 raise _at_kb_block(context, src, e) from None
+            except Warning:  # one the program made an error (StaleKBWarning): its own to catch, as it is
+                raise
             except Exception as e:  # a driver's or adapter's own error: named at the kb block too
                 log.debug("reading the KB source failed", exc_info=True)
                 raise _at_kb_block(context, src, KBError(
@@ -250,8 +249,8 @@ def kb_option_path(where: str | None, adapter: str) -> tuple[str, ...]:
     """The key of a kb block that an adapter's error names by its ``where``: ``sql.columns.label`` -> (options,
     columns, label), ``sql.source`` -> (source,), ``adapter`` -> (adapter,); () when it names none."""
     w = (where or "").split(" ", 1)[0]
-    if w == "adapter":
-        return ("adapter",)
+    if w in ("adapter", "cache"):
+        return (w,)
     if w.startswith(adapter + "."):
         rest = w[len(adapter) + 1:]
         return ("source",) if rest == "source" else ("options", *rest.split("."))
@@ -334,8 +333,8 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     # a cache: folder names ${VARS} as source and options do (two tables, two folders); it holds one source's KB; a
     # relative one is beside the pipeline file (PipelineContext.new_path)
     out = Path(context.new_path(expand_env(src.cache))) if src.cache else \
-        _cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
-    out.parent.mkdir(parents=True, exist_ok=True)
+        cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    cache_folder(out.parent, "cache" if src.cache else None)
     with _locked(out.parent / f".{out.name}.lock"):  # processes starting together build it once, in turn
         other = _other_source(out, key) if (out / "CURRENT").is_file() else None
         if other:  # as a source of its own would get a folder of its own: built anew, never synced into another's
@@ -367,7 +366,13 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                 except SourceUnavailable as e:  # the server is down: serve from the last sync rather than not at all
                     synced = out / SYNCED
                     when = synced.read_text(encoding="utf-8").strip() if synced.is_file() else "time unknown"
-                    log.warning("%s; linking with the cached KB %s as of its last sync (%s)", e.message, out, when)
+                    said = f"{e.message}; linking with the cached KB {out} as of its last sync ({when})"
+                    log.warning("%s", said)
+                    import warnings
+
+                    from glinker.errors import StaleKBWarning
+
+                    warnings.warn(said, StaleKBWarning, stacklevel=2)
                     return KB.open(out)
                 _write_synced(out, key)
                 embedded = f" ({c['updated']} re-embedded)" if encoder is not None else ""  # alias-only: no vectors

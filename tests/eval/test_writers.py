@@ -153,12 +153,14 @@ def test_render_html_overlaps_and_bad_offsets():
         Link(mention=Mention(start=0, end=18, text="New York City hall")),  # NIL, longest: hidden
         Link(mention=Mention(start=0, end=8, text="New York"), entity_id="Q60", confidence=0.9),
         Link(mention=Mention(start=4, end=13, text="York City"), entity_id="Q1", confidence=0.5),
-        Link(mention=Mention(start=14, end=18, text="hall"), entity_id="Q3", confidence=0.2),
-        Link(mention=Mention(start=20, end=25, text="zzz"), entity_id="Q2")])
+        Link(mention=Mention(start=14, end=18, text="hall"), entity_id="Q3", confidence=0.2)])
+    # a record (dict) with a link past its text, which a LinkedDocument refuses: the page leaves it out
+    rec = {**d.model_dump(), "links": [*d.model_dump()["links"], {"mention": {"start": 20, "end": 25, "text": "zzz"},
+                                                                  "entity_id": "Q2"}]}
     p = _Marks()
-    p.feed(render_html([d]))
+    p.feed(render_html([rec]))
     assert [m["text"] for m in p.marks] == ["New York", "hall"]
-    assert "2 overlapping mention(s) not highlighted" in render_html([d])
+    assert "2 overlapping mention(s) not highlighted" in render_html([rec])
 
 
 def test_html_of_a_pipeline_without_linking_highlights_its_mentions():

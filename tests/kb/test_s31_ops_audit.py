@@ -209,7 +209,7 @@ def test_an_entity_without_a_vector_gets_none_and_a_warning_not_a_faiss_error(kb
     with caplog.at_level(logging.WARNING), KB.open(kb_dir) as kb:  # opened after: said once, when it opens
         assert set(EntityVectors(kb).get(["NEW", "Q90"])) == {"Q90"}
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(said) == 1 and "1 entities have no vector" in said[0] and "run the update again" in said[0]
+    assert len(said) == 1 and "1 new or changed entities are not embedded yet" in said[0] and "run the update again" in said[0]
 
 
 def test_entities_added_in_place_after_the_index_was_loaded_have_no_vector_there(kb_dir: Path, encoder: Any,

@@ -197,6 +197,10 @@ def test_postgres_refusals_and_unreachable_servers_are_told_apart() -> None:
         with pytest.raises(KBError) as ei:
             list(load_adapter("sql", url.render_as_string(hide_password=False), table="t").iter_entities())
         assert not isinstance(ei.value, SourceUnavailable) and said in str(ei.value), str(ei.value)
+    with pytest.raises(KBError) as ei:  # an option the driver refuses: said as such, not as the server's answer
+        list(load_adapter("sql", u.update_query_dict({"sslmode": "bogus"}).render_as_string(hide_password=False),
+                          table="t").iter_entities())
+    assert not isinstance(ei.value, SourceUnavailable) and "the database driver refused an option" in str(ei.value)
     for url in (u.set(port=1), u.set(host="no-such-host.invalid")):  # refused connection, unknown host
         with pytest.raises(SourceUnavailable):
             list(load_adapter("sql", url.render_as_string(hide_password=False), table="t").iter_entities())
@@ -213,6 +217,11 @@ def test_postgres_refusals_and_unreachable_servers_are_told_apart() -> None:
     ('could not translate host name "db.example" to address: Name or service not known', True, ""),
     ("server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally", True, ""),
     ('connection to server at "db", port 5432 failed: FATAL:  the database system is starting up', True, ""),
+    # libpq's own refusals of the URL's options, before any server is asked
+    ('invalid sslmode value: "bogus"', False, "options"),
+    ('invalid dsn: invalid connection option "foo"', False, "options"),
+    ('connection to server at "127.0.0.1", port 5432 failed: invalid integer value "x" for connection option '
+     '"connect_timeout"', False, "options"),
 ])
 def test_postgres_connection_messages_are_classified(message: str, unreachable: bool, kind: str) -> None:
     """psycopg gives no error code at connect time: the message says which failure it is (a wrong password cannot
@@ -463,6 +472,14 @@ def test_postgres_column_names_keep_their_case_and_the_error_names_the_column() 
         with pytest.raises(KBError) as ei:
             list(load_adapter("sql", PG_URL, table=t, columns={"id": "companyid", "label": "name"}).iter_entities())
         assert "did you mean 'CompanyID'" in str(ei.value) and "case-sensitive" in ei.value.fix
+        # every unknown column in one error (three typos took three runs), placed at the first
+        with pytest.raises(KBError) as ei:
+            list(load_adapter("sql", PG_URL, table=t, columns={"id": "CompanyId", "label": "nmae",
+                                                                "description": "descr"}).iter_entities())
+        msg = str(ei.value)
+        assert "column 'CompanyId' (for id) (did you mean 'CompanyID'?); column 'nmae' (for label) (did you mean " \
+               "'name'?); column 'descr' (for description) not in the source (columns: CompanyID, name)" in msg, msg
+        assert ei.value.where.startswith("sql.columns.id")
         ad = load_adapter("sql", PG_URL, table=t, columns={"id": "CompanyID", "label": "name"})
         assert [e.id for e in ad.iter_entities()] == ["7"]
     finally:

@@ -64,7 +64,9 @@ def test_fuzzy_candidates_keep_their_entity_ids(tiny_model, tiny_kb):
     assert [c.entity_id for c in row[0].candidates] == ["Q19837"]
     assert row[0].candidates[0].source == "fuzzy" and 0.8 <= row[0].candidates[0].score < 1.0
     assert [c.entity_id for c in row[1].candidates] == ["Q95"]
-    assert row[2].candidates == []  # exact alias exists: skipped by default
+    # an exact alias is not searched (skip_exact) yet is at similarity 100: every entity it names, scoring 1.0
+    assert sorted(c.entity_id for c in row[2].candidates) == ["Q167646", "Q830149", "Q90"]
+    assert {(c.source, c.score) for c in row[2].candidates} == {("fuzzy", 1.0)}
 
 
 def test_dense_candidates_score_is_span_dot_entity(tiny_model, tiny_kb):
@@ -191,6 +193,38 @@ def test_fuzzy_candidates_keep_the_entity_named_like_the_mention_first(tiny_mode
 """
     [doc] = pipe(y, tiny_model, tmp_path / "kb").link([given((0, 6), text="Munich is big.")])
     assert [c.entity_id for c in doc.links[0].candidates] == ["Q1726"]
+
+
+def test_an_exact_alias_never_scores_below_its_accent_folded_or_near_form(tiny_model, tmp_path):
+    """`fuzzy_candidates` skipped exact matches (skip_exact) and short ones (min_chars), so with a fuzzy weight an
+    exact alias scored below the same name without its accents (which got a fuzzy score) and a unique exact
+    alias of a little-known row fell under the NIL threshold (company_kb_sql.yaml)."""
+    from glinker.kb.adapters import load_adapter
+    from glinker.kb.build import build_kb
+
+    from .conftest import write_entities
+
+    ents = [Entity(id="Z1", label="Café Zürich Holding", aliases=["Zürich Café Group"], popularity=1),
+            Entity(id="Q1", label="Quillfeather Analytics", aliases=["QFA"]),
+            Entity(id="R1", label="Vendor One Systems", popularity=1000)]
+    build_kb(load_adapter("jsonl", str(write_entities(tmp_path / "z.jsonl", ents))), tmp_path / "kb", None)
+    scores = {}
+    for skip in ("true", "false"):
+        y = f"""stages:
+  m: {{type: given_mentions}}
+  a: {{type: alias_candidates, input: m}}
+  f: {{type: fuzzy_candidates, input: m, score_cutoff: 85, skip_exact: {skip}}}
+  r: {{type: rescore, inputs: [a, f], weights: {{popularity: 0.2, alias: 1.0, fuzzy: 0.3}}}}
+  links: {{type: select, input: r, nil_threshold: 0.5}}
+"""
+        text = "Zürich Café Group and Zurich Cafe Group and QFA."
+        [doc] = pipe(y, tiny_model, tmp_path / "kb").link([given((0, 17), (22, 39), (44, 47), text=text)])
+        assert [lk.entity_id for lk in doc.links] == ["Z1", "Z1", "Q1"], skip
+        exact, folded, short = (lk.confidence for lk in doc.links)
+        assert exact > folded and short >= 0.6, (skip, exact, folded, short)   # (0.95 + 0.3) / 1.5 = 0.83
+        assert doc.links[0].candidates[0].scores["fuzzy_feature"] == 1.0
+        scores[skip] = (exact, folded, short)
+    assert scores["true"] == pytest.approx(scores["false"])
 
 
 def counted_kb(path: Path) -> Path:

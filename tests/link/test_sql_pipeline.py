@@ -122,7 +122,9 @@ def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_mode
 
 def test_a_start_while_the_database_is_down_links_with_the_cached_kb(company_table, tiny_model, monkeypatch,
                                                                        caplog):
-    from glinker.errors import SourceUnavailable
+    import warnings
+
+    from glinker.errors import SourceUnavailable, StaleKBWarning
     from kb_adapters.sql import SQLAdapter
 
     path = str(REPO / "pipelines" / "company_kb_sql.yaml")
@@ -132,7 +134,13 @@ def test_a_start_while_the_database_is_down_links_with_the_cached_kb(company_tab
         raise SourceUnavailable("cannot connect to the server: Connection refused", where="sql.source")
 
     monkeypatch.setattr(SQLAdapter, "_connect", down)
-    [doc] = glinker.load_pipeline(path, model=str(tiny_model)).link(["ACME Corporation and Google."])
+    # a Python program sees it without configuring logging (a warning), and a service may make it an error
+    with pytest.warns(StaleKBWarning, match="linking with the cached KB .* as of its last sync"):
+        [doc] = glinker.load_pipeline(path, model=str(tiny_model)).link(["ACME Corporation and Google."])
     assert {ln.candidates[0].entity_id for ln in doc.links if ln.candidates} >= {"c1", "c3"}
     assert "linking with the cached KB" in caplog.text and "Connection refused" in caplog.text
     assert "as of its last sync (20" in caplog.text  # when the source was last read whole
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleKBWarning)
+        with pytest.raises(StaleKBWarning):
+            glinker.load_pipeline(path, model=str(tiny_model)).warm_up()

@@ -155,6 +155,9 @@ def test_builtin_stage_names_cannot_be_taken(fresh_registry):
     class Mine(Stage):
         type_name = "regex_mentions"
 
+        def run(self, documents, inputs):
+            return [[] for _ in documents]
+
     with pytest.raises(ConfigError, match="built-in stage type"):
         fresh_registry.register(Mine)
 

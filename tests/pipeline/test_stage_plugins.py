@@ -74,6 +74,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
+class Runs(Stage):
+    """A stage class that defines run (register refuses one without): the base of the registry tests' classes."""
+
+    def run(self, documents: Any, inputs: Any) -> list[list[Mention]]:
+        return [[] for _ in documents]
+
+
 class ThreadedStage(Stage):
     """Opens an sqlite3 connection in warm_up (thread-bound), uses it in run, closes it in close()."""
 
@@ -261,10 +268,10 @@ def test_an_entry_point_named_after_a_builtin_is_said_once_per_process_naming_it
 def test_register_does_not_replace_another_class_silently(caplog):
     reg = StageRegistry()
 
-    class A(Stage):
+    class A(Runs):
         type_name = "t_taken"
 
-    class B(Stage):
+    class B(Runs):
         type_name = "t_taken"
 
     assert reg.register(A) is A
@@ -282,7 +289,7 @@ def test_register_refuses_an_entry_point_stages_name_unless_replace(tmp_path, on
     name, pkg = unique("ep"), unique("pe")
     on_path.add(make_dist(tmp_path, "ep-dist", "1.2", pkg, STAGE_SRC, {name: f"{pkg}:Caps"}))
 
-    class Mine(Stage):
+    class Mine(Runs):
         type_name = name
 
     reg = StageRegistry()
@@ -301,17 +308,17 @@ def test_register_stage_decorator_takes_replace():
     name = unique("t_deco")
     try:
         @register_stage
-        class First(Stage):
+        class First(Runs):
             type_name = name
 
         @register_stage
-        class Second(Stage):  # another class of this process: replaced with a warning
+        class Second(Runs):  # another class of this process: replaced with a warning
             type_name = name
 
         assert registry.get(name) is Second and First is not Second
 
         @register_stage(replace=True)
-        class Third(Stage):
+        class Third(Runs):
             type_name = name
 
         assert registry.get(name) is Third
@@ -367,7 +374,7 @@ def test_a_params_validator_failing_oddly_is_a_problem_at_its_line_not_a_traceba
         def _odd(cls, v: int) -> int:
             raise TypeError("size must be odd")  # not a ValueError: pydantic lets it through
 
-    class Odd(Stage):
+    class Odd(Runs):
         type_name = "t_odd"
         Params = OddParams
 
