@@ -305,6 +305,11 @@ def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> Gl
     return e
 
 
+SAY_SYNC_ROWS = 1000
+"""A pipeline's source sync that embeds at least this many rows says so at the default log level (it takes minutes
+on a CPU); a smaller one is logged at info level when done."""
+
+
 def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, encoder: Any) -> Any:
     from glinker.io import redact
     from glinker.kb import KB
@@ -359,6 +364,9 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                             changed, seen = live.store.changed(read_entities(adapter), live.template)
                             gone = bool(live.store.all_ids() - seen)
                         if changed or gone or not seen:
+                            if encoder is not None and len(changed) >= SAY_SYNC_ROWS:  # minutes: said by default
+                                log.warning("syncing the KB %s with its %s source: %s new or changed rows to embed",
+                                            out, src.adapter, f"{len(changed):,}")
                             with KB.update(out) as kb:
                                 c = kb.sync(changed, encoder, source=adapter, seen=seen)
                         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_company_pipeline_reads_the_table(company_table, tiny_model):
     assert {ln.candidates[0].entity_id for ln in doc2.links if ln.candidates} >= {"c4", "c3"}
 
 
-def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_model, monkeypatch):
+def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_model, monkeypatch, caplog):
     """A second start does not re-embed the table: new and changed rows are embedded, deleted rows dropped; two
     processes (here threads, each with its own lock handle) starting together build the cache once, in turn;
     `--kb` replaces the pipeline's KB."""
@@ -105,8 +106,13 @@ def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_mode
     with eng.begin() as c:
         c.execute(update(t).where(t.c.id == "c2").values(description="a bank in Lisbon"))
         c.execute(delete(t).where(t.c.id == "c3"))
+    from glinker.stages import resources
+
+    monkeypatch.setattr(resources, "SAY_SYNC_ROWS", 1)  # a sync embedding many rows says so by default
     pipe = glinker.load_pipeline(path, model=str(tiny_model))
-    [doc] = pipe.link(["Acme Bank and Google LLC."])
+    with caplog.at_level(logging.WARNING, logger="glinker.stages.resources"):
+        [doc] = pipe.link(["Acme Bank and Google LLC."])
+    assert "with its sql source: 1 new or changed rows to embed" in caplog.text
     assert encoded == ["Acme Bank: a bank in Lisbon"]  # only the changed row
     assert not any(c.entity_id == "c3" for ln in doc.links for c in ln.candidates)  # deleted: gone
     kb_dir = pipe.stages["by_alias"].kb.root
