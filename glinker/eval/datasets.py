@@ -287,8 +287,11 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
     return GoldSpan(pos[0], pos[1], ent["type"], surface)
 
 
-def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
-    """Stream :class:`NERExample` from a GLiNER/UniNER eval JSON file (``sentence`` + ``entities``)."""
+def iter_ner_eval_json(path: str | Path, record_labels: bool = True) -> Iterator[NERExample]:
+    """Stream :class:`NERExample` from a GLiNER/UniNER eval JSON file (``sentence`` + ``entities``); with
+    ``record_labels``, a record's own ``labels``/``label`` list is the one it is prompted with (annotated data; a
+    benchmark folder prompts every sentence with its ``labels.json``). Empty gold spans are left out, with a
+    warning."""
     p = Path(path)
     empty: list[str] = []
     for i, (rec, line) in enumerate(iter_json_records(p)):
@@ -305,7 +308,8 @@ def iter_ner_eval_json(path: str | Path) -> Iterator[NERExample]:
         text = rec["sentence"]
         spans = [g for j, e in enumerate(ents) for g in [_entity_span(e, text, where, j)]
                  if not _empty_span(g.start, g.end, where, f"entity {j}", empty)]
-        yield NERExample(text=text, spans=spans, id=str(i), where=where, labels=_record_labels(rec, where, "entities"))
+        yield NERExample(text=text, spans=spans, id=str(i), where=where,
+                         labels=_record_labels(rec, where, "entities") if record_labels else None)
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -354,7 +358,7 @@ def read_ner_dataset(path: str | Path, split: str = "test", limit: int | None = 
                         fix="add labels.json: the list of label names to prompt the model with")
     labels = read_labels(labels_file)
     examples: list[NERExample] = []
-    for ex in iter_ner_eval_json(data):
+    for ex in iter_ner_eval_json(data, record_labels=False):
         if limit is not None and len(examples) >= limit:
             break
         examples.append(ex)
@@ -369,24 +373,27 @@ def load_ner_datasets(path: str | Path, split: str = "test", limit: int | None =
     folder of them; else annotated data (GLiNER/UniNER eval JSON without ``labels.json``, BIO
     ``.conll``/``.conllu``/``.txt``, GLiNER ``tokenized_text`` JSON, Pile-NER samples): a file, or a folder's
     ``split`` files, scored as one set; see :func:`read_annotated_set` for the labels it is prompted with. In a
-    folder of sets every sub-folder (but ``sample_*``) with data of ``split`` is read as it is read alone.
+    folder of sets every sub-folder (but hidden and ``sample_*`` ones) with data of ``split`` is read as it is read
+    alone.
 
     A file is scored exactly as the same file inside a folder: eval JSON (``sentence`` + char ``pos``) keeps every
     record, its text and gold spans as they are (gold off word boundaries stays unmatchable, empty sentences
-    count), whether it is given as a file or found in a folder; ``limit`` keeps the first N records of each set.
+    count; an empty gold span is left out, with a warning), whether it is given as a file or found in a folder;
+    ``limit`` keeps the first N records of each set.
     """
     p = Path(path)
     if p.is_dir():
         if (p / f"{split}.json").is_file() and (p / "labels.json").is_file():
             return [read_ner_dataset(p, split=split, limit=limit)]
-        if training_files(p, split):
-            return [read_annotated_set(p, split=split, limit=limit)]
         # a folder of sets: each sub-folder read as it is read alone (benchmark folders, annotated JSON without a
-        # labels.json, BIO files), so no set is refused or skipped here that works given by itself
-        subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("sample_")
+        # labels.json, BIO files), so no set is refused or skipped here that works given by itself; a file beside
+        # them (notes, a report) does not make the folder one set. Hidden and sample_* folders are not sets.
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith(("sample_", ".", "__"))
                       and ((d / f"{split}.json").is_file() or training_files(d, split)))
         if subs:
             return [ds for d in subs for ds in load_ner_datasets(d, split=split, limit=limit)]
+        if training_files(p, split):
+            return [read_annotated_set(p, split=split, limit=limit)]
         others = [f.name for f in training_files(p)]
         if others:
             raise DataError(f"no {split} file in {p} (it holds {', '.join(others[:6])})", where=str(p),
@@ -405,9 +412,9 @@ def read_annotated_set(path: str | Path, split: str | None = None, limit: int | 
     Labels to prompt with, per sentence: the record's own list when it has one (GLiNER ``label``/``labels``, the
     types a Pile-NER passage asked for: an explicit choice, negatives included), else the folder's
     ``labels.json``, else every type the data names (gold types and record lists, in order of appearance). Eval
-    JSON records are read as the benchmark reader reads them (gold char spans untouched, empty sentences kept),
-    so a benchmark file given alone scores as its folder does; a benchmark file beside its ``labels.json`` takes
-    the folder's name, as the folder would.
+    JSON records are read as the benchmark reader reads them (gold char spans untouched but empty ones, empty
+    sentences kept), so a benchmark file given alone scores as its folder does: eval JSON beside a
+    ``labels.json`` is prompted with it for every sentence, and takes the folder's name, as the folder would.
     """
     p = Path(path)
     files = _data_files(p, split, "data")
@@ -423,7 +430,7 @@ def read_annotated_set(path: str | Path, split: str | None = None, limit: int | 
         kind = sniff_training_format(f)
         if kind == "sentence_json":
             eval_json += 1
-            it: Iterator[NERExample] = iter_ner_eval_json(f)
+            it: Iterator[NERExample] = iter_ner_eval_json(f, record_labels=file_labels is None)
         else:
             it = (NERExample(text=ex.text, spans=[GoldSpan(a, b, lab, ex.text[a:b]) for a, b, lab in ex.char_spans()],
                              where=f"{ex.source}:{ex.meta.get('line', '')}".rstrip(":"), labels=ex.labels)

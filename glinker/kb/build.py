@@ -144,7 +144,7 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
             file = next((q for q in root.parents if q.exists() and not q.is_dir()), None)
             raise ConfigError(f"cannot create the KB folder {root}: {e.strerror or e}", where="out",
                               fix=(f"{file} is a file, not a folder: " if file is not None else "")
-                              + "give --out a path whose parent folders are folders (or can be created)") from None
+                              + "give the KB a folder whose parent folders are folders (or can be created)") from None
         raise said from None
     from glinker.io import Busy, locked
 

@@ -750,6 +750,12 @@ class EntityStore:
                 out[int(rid)] = tuple(vals)
         return out
 
+    def new_texts(self, entities: Sequence[Entity], template: TextTemplate) -> int:
+        """How many of ``entities`` an update would embed: the new ones and those whose text (by ``template``)
+        differs from the stored one (a changed popularity or alias is stored, not embedded again)."""
+        stored = {v[0]: v[-1] for v in self._stored_rows([e.id for e in entities]).values()}
+        return sum(stored.get(e.id) != _row_values(e, template)[-1] for e in entities)
+
     def changed(self, entities: Iterable[Entity], template: TextTemplate,
                 chunk: int = 2000) -> tuple[list[Entity], set[str]]:
         """Read a source against the store without writing: the entities that are new or differ from their stored

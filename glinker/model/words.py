@@ -199,7 +199,7 @@ class WordMemo:
     go first); the counts are dropped when the tokenizer changes. Thread-safe; split and count results are shared,
     never changed."""
 
-    def __init__(self, max_chars: int = 1 << 21) -> None:
+    def __init__(self, max_chars: int = 1 << 20) -> None:
         from collections import OrderedDict
 
         from glinker.locks import fork_safe_lock
@@ -241,7 +241,8 @@ class WordMemo:
                 for e in self.items.values():
                     e[1] = None
                 self.tokenizer = tokenizer
-        entries = [self._entry(sp.text) for sp in splits]
+        # (a text over the bound is not held: its split, given here, is counted as it is, not split again)
+        entries = [self._entry(sp.text) if len(sp.text) <= self.max_chars else [sp, None] for sp in splits]
         todo = [i for i, e in enumerate(entries) if e[1] is None]
         if todo:
             got = subtoken_counts(tokenizer, [splits[i].words for i in todo])

@@ -154,7 +154,8 @@ def check_stage_class(obj: Any, what: str) -> None:
                           "of kinds (a tuple of one kind needs a trailing comma)", code="E231",
                           fix=f"in module {obj.__module__}, write `accepts = ({accepts!r},)` on {obj.__qualname__} "
                               "(e.g. `accepts = (CANDIDATES,)`)")
-    if not (isinstance(accepts, (tuple, list)) and accepts and all(isinstance(k, str) and k for k in accepts)):
+    if not (isinstance(accepts, (tuple, list, set, frozenset)) and accepts
+            and all(isinstance(k, str) and k for k in accepts)):
         raise ConfigError(f"{what}: stage class {class_path(obj)} has accepts = {accepts!r}, not a tuple of kinds",
                           code="E231",
                           fix=f"in module {obj.__module__}, set accepts on {obj.__qualname__} to the kinds it reads, "
@@ -167,20 +168,15 @@ def check_stage_class(obj: Any, what: str) -> None:
                               "writes, a string such as `produces = CANDIDATES` (see docs/stages.md)")
 
 
-_TYPE_NAME = re.compile(r"[A-Za-z0-9_]+")
-
-
 def check_type_name(name: Any, cls: type) -> None:
-    """Raise ConfigError (E231) unless ``name``, the type name ``cls`` is registered under, is letters, digits and
-    ``_`` (docs/stages.md): a pipeline file could not name it otherwise (one with ``:`` or ``.`` reads as an
-    import path)."""
+    """Raise ConfigError (E231) unless ``name``, the type name ``cls`` is registered under, is a name a pipeline file
+    can give as its ``type:``: a non-empty string without ``:`` (one with ``:`` reads as an import path, E230)."""
     if not name:
         raise ConfigError(f"stage class {class_path(cls)} has no type_name", code="E231",
                           fix="set type_name = '...' on the class, or pass a name")
-    if not (isinstance(name, str) and _TYPE_NAME.fullmatch(name)):
-        why = (" (a name with ':' or '.' reads as an import path in a pipeline file, which cannot import classes)"
-               if isinstance(name, str) and (":" in name or "." in name) else "")
-        raise ConfigError(f"stage class {class_path(cls)}: type name {name!r} is not letters, digits and '_'{why}",
+    if not isinstance(name, str) or ":" in name:
+        raise ConfigError(f"stage class {class_path(cls)}: type name {name!r} cannot be named by a pipeline file ("
+                          "a `type:` with ':' reads as an import path, which pipeline files cannot import)",
                           code="E231",
                           fix="give the class a type_name of letters, digits and '_' (e.g. "
                               f"{_suggest_name(name)!r}), or pass one: register_stage(cls, name=...)")

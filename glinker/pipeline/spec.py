@@ -307,8 +307,12 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
             if getattr(model, "model_fields", None):
                 check_option_names(ks.adapter, model, opts)
 
+    written: dict[str, str] = {}  # an option checked under the name it was meant to have -> the name written
+
     def said(e: GlinkerError) -> Problem:
         rel = kb_option_path(e.where, ks.adapter)
+        if len(rel) >= 2 and rel[0] == "options" and str(rel[1]) in written:  # at the key as the file writes it
+            rel = ("options", written[str(rel[1])], *rel[2:])
         line = src.line_of(path + rel)
         unknown = e.message.startswith("unknown option")
         # a value read from the environment: which (not for a misspelt key, whose value is not the problem)
@@ -334,17 +338,19 @@ def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> 
         except GlinkerError as e:
             rel = kb_option_path(e.where, ks.adapter)
             name = str(rel[1]) if len(rel) >= 2 and rel[0] == "options" else ""
-            if removed and (not name or "required" in e.message or "missing" in e.message
-                            or difflib.get_close_matches(name, removed, n=1, cutoff=0.6)):
+            if removed and name not in written and (
+                    not name or "required" in e.message or "missing" in e.message
+                    or difflib.get_close_matches(name, removed, n=1, cutoff=0.6)):
                 break  # what leaving an option out caused (`tabel` out: "give table or query"), not a problem
             problems.append(said(e))
             if name in opts:
                 value = opts.pop(name)
                 removed.append(name)
                 meant = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if e.message.startswith(
-                    "unknown option") else []
-                if meant and meant[0] not in opts:
+                    "unknown option") and name not in written else []
+                if meant and meant[0] not in opts and meant[0] not in removed:
                     opts[meant[0]] = value
+                    written[meant[0]] = name
                 continue
         break
     if expanded and ks.adapter == "sql" and isinstance(ks.source, str) and "${" not in ks.source:

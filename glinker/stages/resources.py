@@ -363,10 +363,12 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                         with KB.open(out) as live:
                             changed, seen = live.store.changed(read_entities(adapter), live.template)
                             gone = bool(live.store.all_ids() - seen)
+                            embed = live.store.new_texts(changed, live.template) \
+                                if encoder is not None and len(changed) >= SAY_SYNC_ROWS else 0
                         if changed or gone or not seen:
-                            if encoder is not None and len(changed) >= SAY_SYNC_ROWS:  # minutes: said by default
-                                log.warning("syncing the KB %s with its %s source: %s new or changed rows to embed",
-                                            out, src.adapter, f"{len(changed):,}")
+                            if embed >= SAY_SYNC_ROWS:  # minutes on a CPU: said at the default level
+                                log.warning("syncing the KB %s with its %s source: %s new or changed texts to embed",
+                                            out, src.adapter, f"{embed:,}")
                             with KB.update(out) as kb:
                                 c = kb.sync(changed, encoder, source=adapter, seen=seen)
                         else:

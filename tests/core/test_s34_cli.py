@@ -1,5 +1,4 @@
-"""The `glinker` console script reads -v/-vv after the command too (errors say "run with -vv"); as a Python program
-it hides no StaleKBWarning the CLI already logs."""
+"""The `glinker` console script reads -v/-vv after the command too (errors say "run with -vv")."""
 
 from __future__ import annotations
 

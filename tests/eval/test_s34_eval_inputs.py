@@ -62,6 +62,23 @@ def test_a_folder_of_sets_reads_each_sub_folder_as_alone(tmp_path):
             [e.text for e in alone[s.name].examples]
     with pytest.raises(DataError, match="no dataset folder"):
         D.load_ner_datasets(mix / "notes")
+    # a file beside the sets (notes, a report) does not make the folder one set; hidden folders are no sets
+    (mix / "test_notes.txt").write_text("scores: 0.9\n", encoding="utf-8")
+    _json(mix / ".ipynb_checkpoints" / "test-checkpoint.json", [{"sentence": "x", "entities": []}])
+    assert [s.name for s in D.load_ner_datasets(mix)] == ["A", "mine", "mybio"]
+
+
+def test_a_benchmark_folder_prompts_every_sentence_with_its_labels_json(tmp_path):
+    """docs/evaluation.md: benchmark folders use labels.json for every sentence; a record's own list (or a key
+    named so that is no list) is annotated data's, not a benchmark's. A benchmark file given alone reads as its
+    folder."""
+    recs = [{"sentence": "Ann met Bob .", "labels": ["person"], "entities": [
+        {"name": "Ann", "type": "person", "pos": [0, 3]}]}, {"sentence": "Rome .", "label": "place", "entities": []}]
+    _json(tmp_path / "bench" / "test.json", recs)
+    _json(tmp_path / "bench" / "labels.json", ["person", "location"])
+    for data in (tmp_path / "bench", tmp_path / "bench" / "test.json"):
+        (ds,) = D.load_ner_datasets(data)
+        assert ds.name == "bench" and [example_labels(ds, ex) for ex in ds.examples] == [["person", "location"]] * 2
 
 
 def test_predictions_for_some_sets_say_which_sets_the_average_leaves_out(tmp_path, caplog):

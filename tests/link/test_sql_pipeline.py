@@ -112,8 +112,14 @@ def test_later_starts_sync_the_cached_kb_with_the_table(company_table, tiny_mode
     pipe = glinker.load_pipeline(path, model=str(tiny_model))
     with caplog.at_level(logging.WARNING, logger="glinker.stages.resources"):
         [doc] = pipe.link(["Acme Bank and Google LLC."])
-    assert "with its sql source: 1 new or changed rows to embed" in caplog.text
+    assert "with its sql source: 1 new or changed texts to embed" in caplog.text
     assert encoded == ["Acme Bank: a bank in Lisbon"]  # only the changed row
+    with eng.begin() as c:  # a popularity refresh: stored, nothing embedded, nothing said of embedding
+        c.execute(update(t).values(popularity=42.0))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glinker.stages.resources"):
+        glinker.load_pipeline(path, model=str(tiny_model)).warm_up()
+    assert "to embed" not in caplog.text and encoded == ["Acme Bank: a bank in Lisbon"]
     assert not any(c.entity_id == "c3" for ln in doc.links for c in ln.candidates)  # deleted: gone
     kb_dir = pipe.stages["by_alias"].kb.root
     # a start where the table did not change reads it against the KB and writes no new generation

@@ -155,3 +155,11 @@ def test_every_problem_of_a_kb_block_is_said_at_once(tmp_path):
     f.write_text(f.read_text().replace("{lable: name}", "{label: name}"))
     r = glinker("pipeline", "validate", str(f))
     assert r.returncode == 2 and "1 problem(s)" in r.stderr and "give exactly one of table" not in r.stderr
+    # a misspelt option read as the one meant: its own problems are said at the key as written, and the options
+    # after it are still checked
+    f.write_text("name: x\nmodel: none\nkb:\n  adapter: sql\n  source: 'sqlite:///x.db'\n  options:\n    table: t\n"
+                 "    colums: {lable: name}\n    alias_table: 'x y'\nstages:\n  m: {type: alias_mentions}\n")
+    r = glinker("pipeline", "validate", str(f))
+    assert r.returncode == 2 and "3 problem(s)" in r.stderr, r.stderr
+    assert f"{f}:8: kb.options.colums: unknown option" in r.stderr and f"{f}:8: kb.options.colums.lable" in r.stderr
+    assert f"{f}:9: kb.options.alias_table: invalid SQL identifier" in r.stderr
