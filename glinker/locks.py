@@ -129,3 +129,30 @@ def torch_guarded() -> Iterator[None]:
         yield
     finally:
         _note_torch_threads()
+
+
+MODEL_LOAD_LOCK = fork_safe_lock()
+"""Held while a model is loaded or a shipped model materialised (:func:`model_loading`): transformers imports its
+classes lazily and not thread-safely, so two threads loading at once failed with "cannot import name
+'AutoTokenizer'"."""
+
+LOAD_INTERRUPTED = threading.Event()
+"""Set when a model load was interrupted (Ctrl-C, a KeyboardInterrupt from a notebook's "interrupt kernel"): an import
+of torch or transformers cut halfway cannot be completed in the same process, so later failures say to restart."""
+
+
+@contextmanager
+def model_loading() -> Iterator[None]:
+    """Hold :data:`MODEL_LOAD_LOCK`; a KeyboardInterrupt on the way out sets :data:`LOAD_INTERRUPTED`."""
+    with MODEL_LOAD_LOCK:
+        try:
+            yield
+        except KeyboardInterrupt:
+            LOAD_INTERRUPTED.set()
+            raise
+
+
+RESTART_FIX = ("an earlier model load in this process was interrupted (Ctrl-C) while it imported torch or "
+               "transformers, which cannot be imported again once cut halfway: restart the Python process (the "
+               "notebook's kernel)")
+"""The fix said of a load failing after :data:`LOAD_INTERRUPTED` was set."""

@@ -182,14 +182,16 @@ class Document(_Record):
     """A text to process. ``id`` defaults to the position in the input when not given."""
 
     id: str | None = None
-    text: str
+    text: str = Field(strict=True, description="The text (a str: bytes are not decoded in an encoding guessed).")
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
     @classmethod
     def _int_id(cls, v: Any) -> Any:
         # JSON ids are often numbers: kept as their decimal string, as `glinker link` writes them; a numpy integer
-        # (a pandas column's) as an int
+        # (a pandas column's) as an int; bytes are not decoded in an encoding guessed
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            raise ValueError("an id of bytes: decode it first (e.g. value.decode('utf-8'))")
         return str(int(v)) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
 
 

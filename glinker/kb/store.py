@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from glinker.errors import ConfigError, KBError
+from glinker.errors import ConfigError, DataError, KBError
 from glinker.io import system_error_kind
 from glinker.locks import fork_safe_lock
 from glinker.types import Entity
@@ -860,6 +860,9 @@ class EntityStore:
 
     def lookup_alias(self, name: str) -> list[str]:
         """Every entity whose label or alias normalises to ``name``'s key, most popular first."""
+        if not isinstance(name, str):
+            raise DataError(f"an alias is a string, not {type(name).__name__}", where="lookup_alias",
+                            fix="e.g. kb.lookup_alias('Paris')")
         key = normalize_alias(name)
         return [r[0] for r in self.db.execute(
             "SELECT e.id FROM aliases a JOIN entities e ON e.rid=a.rid WHERE a.norm=? "

@@ -17,7 +17,7 @@ from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.io import check_text
-from glinker.locks import fork_safe_lock
+from glinker.locks import LOAD_INTERRUPTED, RESTART_FIX, fork_safe_lock, model_loading
 from glinker.model import scoring
 from glinker.model.decoding import greedy_decode
 from glinker.model.labels import LabelBank
@@ -429,7 +429,27 @@ class BiEncoder:
         ``revision``, which is the checkpoint repository's); a local folder ignores them. ``map_location`` is
         gliner's name for ``device``. ``dtype``: float32, bfloat16, float16, float64, or "auto"
         (:func:`auto_dtype`: bfloat16 where it runs fast, else float32). ``device`` (cpu, cuda[:N], mps) and ``dtype`` are checked
-        before anything is read; any other keyword is a ConfigError listing the accepted ones."""
+        before anything is read; any other keyword is a ConfigError listing the accepted ones.
+
+        Loads run one at a time in a process (:data:`glinker.locks.MODEL_LOAD_LOCK`): transformers imports its
+        classes lazily and not thread-safely, so two threads loading their first model at once failed ("cannot
+        import name 'AutoTokenizer'")."""
+        with model_loading():
+            try:
+                return cls._load(path_or_hub_id, device, dtype, max_width, max_len, window_words, revision,
+                                 cache_dir, token, local_files_only, map_location, kwargs)
+            except Exception as e:
+                if not LOAD_INTERRUPTED.is_set() or isinstance(e, ConfigError):
+                    raise
+                raise ModelError(f"loading {path_or_hub_id} failed: {type(e).__name__}: {str(e)[:300]}",
+                                 where=str(path_or_hub_id), fix=RESTART_FIX) from e
+
+    @classmethod
+    def _load(cls, path_or_hub_id: str | os.PathLike, device: Any, dtype: Any, max_width: int | None,
+              max_len: int | None, window_words: int | None, revision: str | None,
+              cache_dir: str | os.PathLike | None, token: str | bool | None, local_files_only: bool,
+              map_location: Any, kwargs: dict[str, Any]) -> BiEncoder:
+        """:meth:`from_pretrained`'s arguments (``kwargs``: its unknown keywords), under the load lock."""
         from glinker.model.checkpoint import (
             load_state_dict,
             load_tokenizers,

@@ -11,13 +11,14 @@ import math
 import numbers
 import time
 from contextlib import contextmanager
+from os import PathLike
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from pydantic import ValidationError
 
-from glinker.errors import DataError, GlinkerError, PipelineError, StageError
+from glinker.errors import ConfigError, DataError, GlinkerError, PipelineError, StageError
 from glinker.io import free_id
 from glinker.locks import fork_safe_lock, torch_guarded
 from glinker.pipeline.graph import render_dot, render_text, topological_order
@@ -117,6 +118,15 @@ def as_document(item: Any, index: int, ids: Iterator[int] | None = None) -> Docu
     return doc
 
 
+def _check_iterable(documents: Any) -> None:
+    """The documents argument of ``run``/``link``: an iterable of documents, not None or bytes (iterated as ints)."""
+    if documents is None or isinstance(documents, (bytes, bytearray, memoryview)) or \
+            not hasattr(documents, "__iter__"):
+        raise DataError(f"documents must be a list (or another iterable) of documents, not "
+                        f"{type(documents).__name__}", where="input",
+                        fix="pass e.g. ['Paris is in France.'] or [{'id': 'a', 'text': '...'}]; decode bytes first")
+
+
 def record_meta(rec: dict[str, Any], text_field: str = "text") -> dict[str, Any]:
     """The ``meta`` of an input record, as ``glinker link`` reads a JSONL line: every field but ``id`` and the text
     (``{"id", "text", "mentions"}``: an AIDA-style record's gold spans are ``meta.mentions``, where
@@ -149,6 +159,14 @@ def checked_document(item: Any, index: int) -> Document:
         doc = Document(text=item)
     elif isinstance(item, dict):
         fields = item
+        for k in ("id", "text"):  # pydantic would decode bytes silently (in whatever encoding they are not)
+            if isinstance(item.get(k), (bytes, bytearray, memoryview)):
+                raise DataError(f"document {index} has a{'n' if k == 'id' else ''} {k} of bytes",
+                                where=f"input[{index}].{k}",
+                                fix=f"decode it first (e.g. value.decode('utf-8')); {_FIELD_FIXES[k]}")
+        if item.get("meta", {}) is None:  # JSON null: no meta, as a record without the key
+            item = {k: v for k, v in item.items() if k != "meta"}
+            fields = item
         if any(k not in ("id", "text", "meta") for k in item):
             if item.get("meta") is not None and not isinstance(item["meta"], dict):
                 raise DataError(f"document {index} has a meta of type {type(item['meta']).__name__}",
@@ -255,6 +273,13 @@ class Pipeline:
         h = spec.header
         # paths given here (a command line's --model/--kb) are the caller's: relative to the current directory, not
         # to the pipeline file as the YAML's own paths are
+        for arg, value in (("model", model), ("kb", kb)):
+            if value is not None and not isinstance(value, (str, PathLike)):
+                raise ConfigError(f"{arg}= takes a {'KB folder' if arg == 'kb' else 'model name or folder'} (a str or "
+                                  f"path), not a {type(value).__name__}", where=f"load_pipeline({arg}=...)",
+                                  fix="a KB read from its source is a `kb:` block of the pipeline file "
+                                      "(docs/yaml-reference.md)" if arg == "kb" else
+                                      "e.g. model='glinker-bi-minilm' or a checkpoint folder")
         if model is not None:
             h.model = str(Path(model).expanduser().absolute()) if Path(model).expanduser().exists() else model
             spec.header_lines.pop("model", None)  # its problems are the option's, not the file's line
@@ -447,7 +472,9 @@ class Pipeline:
                     raise
                 except Exception as e:
                     log.debug("stage %r failed to warm up", n, exc_info=True)
-                    fix = "check the stage's model/kb settings"
+                    from glinker.locks import LOAD_INTERRUPTED, RESTART_FIX
+
+                    fix = RESTART_FIX if LOAD_INTERRUPTED.is_set() else "check the stage's model/kb settings"
                     if not is_builtin_class(type(stage)):
                         fix = (f"check the stage's settings; the error comes from the plugin's code ("
                                f"{plugin_note(type(stage))}): run with -vv for its traceback and report it to that "
@@ -686,6 +713,7 @@ class Pipeline:
         from 1 to 100,000, checked here (a ConfigError), before any batch."""
         if isinstance(documents, (str, dict, Document)):
             documents = [documents]
+        _check_iterable(documents)
         bs = self.spec.header.settings.batch_size if batch_size is None else checked_batch_size(batch_size)
         return self._batches(documents, bs)
 
@@ -713,6 +741,7 @@ class Pipeline:
         before the first is linked (a bad one is a DataError naming its position, ``input[9]``, and nothing is
         linked); thread-safe (:meth:`run_batch`)."""
         if not isinstance(documents, (str, dict, Document, list, tuple)):
+            _check_iterable(documents)
             documents = list(documents)  # the results are a list anyway: the input is checked whole first
         out: list[Any] = []
         for res in self.run(documents, batch_size=batch_size):

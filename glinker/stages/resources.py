@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from glinker.errors import ConfigError, DataError, GlinkerError, KBError, SourceUnavailable
 from glinker.io import cache_folder, cache_root
-from glinker.locks import fork_safe_lock
+from glinker.locks import fork_safe_lock, model_loading
 from glinker.pipeline.stage import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,10 @@ def load_model(context: PipelineContext, model: str | None) -> Any:
     name = resolve_model_name(context, model)
 
     def factory() -> Any:
+        with model_loading():  # one load at a time in the process (transformers' lazy imports: MODEL_LOAD_LOCK)
+            return load()
+
+    def load() -> Any:
         from glinker.model import BiEncoder
         from glinker.model import shipped
 
