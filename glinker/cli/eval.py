@@ -285,6 +285,12 @@ def el(
         if predictions is not None and save is not None:
             raise ConfigError("--save writes the links a --pipeline run makes; with --predictions there are none",
                               where="--save", fix="drop --save (the predictions file is the saved links)")
+        for flag, value in (("--kb", kb), ("--model", model), ("--dtype", dtype)):
+            if predictions is not None and value is not None:  # they override a pipeline's: saved links have none
+                raise ConfigError(f"{flag} overrides the --pipeline's; saved --predictions are scored as they are",
+                                  where=flag, fix="drop it" + ("; for the KB coverage of the gold entities pass "
+                                                              f"--kb-ids {value} (a KB folder or a file of ids)"
+                                                              if flag == "--kb" else ""))
         # the report must not replace an input (checked before anything is read or run)
         _guard_output("--json", json_out, list(data), predictions, [("--save", save), ("--kb-ids", kb_ids)])
         gold = list(iter_el_files(data, limit=limit))

@@ -296,7 +296,12 @@ def link(
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: {output} keeps every batch written; run the same command again to resume", err=True)
+        if output.suffix.lower() in (".html", ".htm", ".json"):  # one document of its own: written whole again
+            typer.echo(f"interrupted: {output} keeps every batch written, but a {output.suffix} output does not "
+                       "resume: the same command links every document again (a .jsonl output resumes)", err=True)
+        else:
+            typer.echo(f"interrupted: {output} keeps every batch written; run the same command again to resume",
+                       err=True)
         raise typer.Exit(130)
     typer.echo(f"linked {n['written']} documents -> {output}"
                + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")

@@ -91,6 +91,11 @@ def _read_lines(path: Path, text_field: str, whole_file: bool,
         fh = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     except OSError as e:
         raise DataError(f"cannot read input: {e.strerror}", where=name, fix="check the path") from None
+    if str(path) == "-" and hasattr(fh, "peek"):  # standard input has no suffix: JSONL when it starts with an object
+        head = fh.peek(65536)                    # (as `glinker link -` reads it; looked at, not consumed)
+        first = next((ln.strip().removeprefix(b"\xef\xbb\xbf").lstrip() for ln in head.splitlines() if ln.strip()),
+                     b"")
+        is_jsonl = first.startswith(b"{")
 
     def decode(raw: bytes, where: str) -> str:
         try:
@@ -163,7 +168,7 @@ def _labels(labels: str | None, labels_file: Path | None, bank: Path | None) -> 
 
 def ner(
     input: Path = typer.Argument(
-        ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin."
+        ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin (read as JSONL when its first line is a JSON object)."
     ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name, checkpoint folder or Hugging Face hub id (default: the shipped model)."),
     labels: str | None = typer.Option(

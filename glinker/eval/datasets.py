@@ -1017,9 +1017,12 @@ def sniff_training_format(path: str | Path) -> str:
             return "pilener"
     hint = next((h for k in rec for h in [_did_you_mean(str(k), _FORMAT_KEYS)] if h), "") \
         if isinstance(rec, dict) else ""
+    linking = isinstance(rec, dict) and "text" in rec and "mentions" in rec  # AIDA-style linking data
     raise DataError(f"unknown training format (first record keys: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__}){hint}",
                     where=f"{p}:{line}",
-                    fix=f"use one of {', '.join(TRAINING_FORMATS)}")
+                    fix=("this is entity-linking data (AIDA-style text + mentions): train on it as a `kind: linking` "
+                         "source with the KB's `entities:` (docs/training.md), or give NER data in "
+                         if linking else "use ") + f"one of {', '.join(TRAINING_FORMATS)}")
 
 
 _FORMAT_KEYS = ("tokenized_text", "sentence", "doc_question_pairID")

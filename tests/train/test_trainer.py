@@ -324,3 +324,16 @@ def test_set_overrides_reach_lists_and_are_named_in_errors(tmp_path, monkeypatch
     for bad in ({"data.5.path": "x"}, {"train": 5, "train.steps": 3}):
         with pytest.raises(ConfigError, match="no such place"):
             load_train_config(f, bad)
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_ran_at(tmp_path, tiny_ckpt, train_files):
+    """The log and history.json showed the next step's rate (the scheduler had moved on): the last step always read
+    0, and a run shorter than its warm-up looked as if nothing trained."""
+    from glinker.model.train import Trainer
+
+    t = Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=3, warmup_ratio=0.0, save_every=100))
+    t.setup()
+    t.train()
+    lrs = [h["lr"] for h in t.history if "loss" in h]
+    assert lrs[0] == pytest.approx(3e-3)          # cosine from the full rate: the first step ran at others_lr
+    assert len(lrs) == 3 and lrs[-1] > 0 and lrs == sorted(lrs, reverse=True)

@@ -571,6 +571,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
                                                c.max_grad_norm)
                 self.opt.step()
+                used_lr = self.sched.get_last_lr()[-1]  # the rate this step ran at (the scheduler then moves on)
                 self.sched.step()
                 self.step += 1
                 seen += len(batch.words)
@@ -580,7 +581,7 @@ class Trainer:
                 # the mean over the steps summed: after a resume (or at --stop-at) fewer than log_every of them
                 if self.step % c.log_every == 0 or self.step == end:
                     rate = seen / (time.perf_counter() - t0)
-                    rec = {"step": self.step, "loss": run_loss / run_steps, "lr": self.sched.get_last_lr()[-1],
+                    rec = {"step": self.step, "loss": run_loss / run_steps, "lr": used_lr,
                            "examples_per_s": rate}
                     if run_steps != c.log_every:
                         rec["steps"] = run_steps
