@@ -44,6 +44,14 @@ def _line_of(buf: str, pos: int, base_line: int) -> int:
     return base_line + buf.count("\n", 0, pos)
 
 
+def record_where(p: Path, line: int, i: int, shared: dict[int, int]) -> str:
+    """Where record ``i`` of a JSON file is: ``FILE:LINE``, and the record's number when an earlier record began on
+    the same line (a JSON array written on one line, as the shared training sets are: "line 1" alone says nothing).
+    ``shared`` counts the records seen per line (the caller's, one per file)."""
+    shared[line] = shared.get(line, 0) + 1
+    return f"{p}:{line}" if shared[line] == 1 else f"{p}:{line} (record {i})"
+
+
 def iter_json_records(path: str | Path) -> Iterator[tuple[Any, int]]:
     """Yield ``(record, line)`` from a JSON array file or a JSONL file, without loading the whole file.
 
@@ -294,8 +302,9 @@ def iter_ner_eval_json(path: str | Path, record_labels: bool = True) -> Iterator
     warning."""
     p = Path(path)
     empty: list[str] = []
+    shared: dict[int, int] = {}
     for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = f"{p}:{line}"
+        where = record_where(p, line, i, shared)
         if not isinstance(rec, dict) or not isinstance(rec.get("sentence"), str):
             hint = next((h for k in rec for h in [_did_you_mean(str(k), ["sentence"])] if h), "") \
                 if isinstance(rec, dict) and "sentence" not in rec else ""
@@ -603,8 +612,9 @@ def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
     without entities; a record with ``ner`` may carry other keys."""
     p = Path(path)
     empty = 0
+    shared: dict[int, int] = {}
     for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = f"{p}:{line}"
+        where = record_where(p, line, i, shared)
         toks = rec.get("tokenized_text") if isinstance(rec, dict) else None
         if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
             hint = next((h for k in rec for h in [_did_you_mean(str(k), ["tokenized_text"])] if h), "") \
@@ -685,7 +695,7 @@ def iter_sentence_json_training(path: str | Path, labels: list[str] | None = Non
                     first = f" (the first: {g.text!r} at [{g.start}, {g.end}] of record {ex.id}, {ex.where})"
                 continue
             spans.append((ws[0], ws[1], g.label))
-        line = ex.where.rsplit(":", 1)[-1] if ex.where else ""
+        line = ex.where.rsplit(":", 1)[-1].split(" ", 1)[0] if ex.where else ""  # FILE:LINE (record N)
         yield TrainingExample(tokens=list(sp.words), spans=spans, labels=labels, id=ex.id, source=str(p),
                               meta={"line": int(line)} if line.isdigit() else {})
     if dropped:
@@ -1206,8 +1216,9 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
+    shared: dict[int, int] = {}
     for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = f"{p}:{line}"
+        where = record_where(p, line, i, shared)
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
             raise DataError("AIDA record needs 'text' and a 'mentions' list", where=where,
                             fix='one document a line: {"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"}]}')
@@ -1247,8 +1258,9 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
+    shared: dict[int, int] = {}
     for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = f"{p}:{line}"
+        where = record_where(p, line, i, shared)
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels"), list):
             raise DataError("ELEVANT record needs 'text' and a 'labels' list", where=where,
                             fix='one article a line: {"text", "labels": [{"span": [s, e], "entity_id"}], "evaluation_span"}')

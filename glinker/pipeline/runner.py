@@ -597,8 +597,17 @@ class Pipeline:
     # running ------------------------------------------------------------------------------------------------
     def run_batch(self, documents: Sequence[Document]) -> BatchResult:
         """Run one batch through every stage. Thread-safe: batches asked for by several threads at once run one
-        after the other (each on its caller's thread), and each gives what it gives alone."""
+        after the other (each on its caller's thread), and each gives what it gives alone. Documents may be
+        strings, dicts or Documents, checked as :meth:`link` checks them; one without an id gets its position in
+        the batch."""
         from glinker.stages.resources import clear_window_cache
+
+        if isinstance(documents, (str, dict, Document)):
+            documents = [documents]
+        _check_iterable(documents)
+        documents = list(documents)
+        if not all(isinstance(d, Document) and d.id is not None for d in documents):
+            documents = [as_document(d, i) for i, d in enumerate(documents)]
 
         with self._lock, torch_guarded():
             clear_window_cache(self.context)  # a batch reads only the word vectors it encoded itself

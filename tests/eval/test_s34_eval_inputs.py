@@ -151,3 +151,19 @@ def test_in_kb_covered_over_no_covered_gold_is_not_a_zero(tmp_path, el_gold):
     r = runner.invoke(app, ["eval", "el", "--data", str(el_gold), "--predictions", str(none), "--kb-ids", str(kb)])
     assert "in-KB-covered        P=0.0000 R=0.0000 F1=0.0000" in r.output
     assert ELReport().as_dict()["covered_f1"] is None
+
+
+def test_an_error_in_a_one_line_json_array_names_the_record(tmp_path):
+    """The shared training sets are JSON arrays on one line: "bad.json:1" alone did not say which record."""
+    recs = [{"sentence": "Alice met Bob .", "entities": [{"name": "Alice", "type": "person", "pos": [0, 5]}]}] * 200
+    recs = [*recs[:150], {**recs[0], "entities": [{"name": "Alice", "type": "person", "pos": [1, 6]}]}, *recs[151:]]
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(recs), encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        D.load_ner_datasets(f)
+    assert e.value.where == f"{f}:1 (record 150)"
+    lines = tmp_path / "lines.json"   # one record a line: the line alone
+    lines.write_text("[\n" + ",\n".join(json.dumps(r) for r in recs) + "\n]\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        D.load_ner_datasets(lines)
+    assert e.value.where == f"{lines}:152"

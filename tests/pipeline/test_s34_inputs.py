@@ -68,3 +68,13 @@ def test_kb_alias_look_up_of_a_non_string_is_a_data_error(tmp_path):
         assert kb.lookup_alias("PARIS") == ["Q90"]
         with pytest.raises(DataError, match="an alias is a string"):
             kb.lookup_alias(None)
+
+
+def test_run_batch_takes_what_link_takes(pipe):
+    """`run_batch` (public, thread-safe) failed inside its first stage on strings, blaming the stage ("a bug"), and
+    gave a Document without an id the id None."""
+    res = pipe.run_batch(["Paris is big.", {"text": "Paris again", "id": 7}, Document(text="and Paris")])
+    assert [d.id for d in res.documents] == ["0", "7", "2"]
+    assert [[m.text for m in ms] for ms in res.output] == [["Paris"], ["Paris"], ["Paris"]]
+    with pytest.raises(DataError, match="document 0 has type int"):
+        pipe.run_batch([3])
