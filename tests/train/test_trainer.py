@@ -280,6 +280,8 @@ def test_train_cli_logs_its_steps_when_stderr_is_a_file(tmp_path, tiny_ckpt, tra
     log = (tmp_path / "err.log").read_text()
     assert r.returncode == 0, log
     assert "step 1 loss" in log and "step 2 loss" in log
+    # a long dev evaluation is said before it runs (it sat silent for minutes after the step line)
+    assert log.index("step 2 loss") < log.index("step 2: scoring the dev set (") < log.index("step 2 dev F1")
     assert "model:" in r.stdout
 
 

@@ -593,6 +593,10 @@ class Trainer:
                 # the last step is scored before its checkpoint is written: the checkpoint's history holds the
                 # final dev F1 (what --ship of the finished run reports; a finished run re-run does not score again)
                 if self.dev and (c.eval_every and self.step % c.eval_every == 0 or self.step == c.steps):
+                    n_dev = sum(len(src.examples) for src in self.dev)  # minutes with a large dev set: said first
+                    log.info("step %d: scoring the dev set%s (%d examples)", self.step, "s" if len(self.dev) > 1 else "",
+                             n_dev)
+                    bar.set_postfix({**shown, "dev": f"scoring {n_dev} examples"})
                     scores = self.evaluate()
                     self.history.append({"step": self.step, "dev_f1": scores})
                     log.info("step %d dev F1 %s", self.step, scores)
