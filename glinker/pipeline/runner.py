@@ -775,6 +775,13 @@ class Pipeline:
         (docs/linking.md, "Using glinker in a service")."""
         return self(texts, batch_size=batch_size)
 
+    def __reduce__(self) -> Any:
+        """A pipeline is not pickled (it holds open KBs, models and locks): another process loads it from its file."""
+        raise TypeError(f"a Pipeline cannot be pickled (it holds open KBs, models and locks): in another process, "
+                        f"load it from its file instead, glinker.load_pipeline({str(self.spec.source)!r}); a "
+                        "fork-started process may use this one as it is (docs/linking.md, \"Using glinker in a "
+                        "service\")")
+
     def close(self) -> None:
         """Release what the stages opened: each warmed-up stage's :meth:`Stage.close` (once, in reverse run order;
         an error in one is logged and the others are still closed), then the KB databases and what was read from

@@ -78,3 +78,10 @@ def test_run_batch_takes_what_link_takes(pipe):
     assert [[m.text for m in ms] for ms in res.output] == [["Paris"], ["Paris"], ["Paris"]]
     with pytest.raises(DataError, match="document 0 has type int"):
         pipe.run_batch([3])
+
+
+def test_a_pipeline_refuses_pickling_with_what_to_do(pipe):
+    import pickle
+
+    with pytest.raises(TypeError, match=r"cannot be pickled .* glinker.load_pipeline"):
+        pickle.dumps(pipe)
