@@ -296,6 +296,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("GLINKER_CACHE") or Path.home() / ".cache" / "glinker")
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file (not folder) at ``path`` or above it that keeps ``path`` from being made a folder; None if none."""
+    return next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+
+
 def cache_folder(path: Path, key: str | None = None) -> Path:
     """``path`` created (with its parents): a folder of the cache, or the one a pipeline's ``key`` (``cache``)
     names. When it cannot be (a file in the way, no permission), a ConfigError that names the setting it came from
@@ -304,7 +309,7 @@ def cache_folder(path: Path, key: str | None = None) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         env = os.environ.get("GLINKER_CACHE")
-        file = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+        file = file_in_the_way(path)
         where = key or (f"GLINKER_CACHE={env}" if env else "GLINKER_CACHE (unset: ~/.cache/glinker)")
         setting = f"`{key}:`" if key else "GLINKER_CACHE (export GLINKER_CACHE=/a/writable/folder)"
         raise ConfigError(f"cannot create the cache folder {path}: {e.strerror or e}", where=where,

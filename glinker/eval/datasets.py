@@ -44,12 +44,14 @@ def _line_of(buf: str, pos: int, base_line: int) -> int:
     return base_line + buf.count("\n", 0, pos)
 
 
-def record_where(p: Path, line: int, i: int, shared: dict[int, int]) -> str:
-    """Where record ``i`` of a JSON file is: ``FILE:LINE``, and the record's number when an earlier record began on
-    the same line (a JSON array written on one line, as the shared training sets are: "line 1" alone says nothing).
-    ``shared`` counts the records seen per line (the caller's, one per file)."""
-    shared[line] = shared.get(line, 0) + 1
-    return f"{p}:{line}" if shared[line] == 1 else f"{p}:{line} (record {i})"
+def iter_json_records_at(p: Path) -> Iterator[tuple[int, Any, int, str]]:
+    """``(i, record, line, where)`` for :func:`iter_json_records`: ``where`` is ``FILE:LINE``, with the record's number
+    when an earlier record began on the same line (a JSON array written on one line, as the shared training sets
+    are: "line 1" alone says nothing)."""
+    on_line: dict[int, int] = {}
+    for i, (rec, line) in enumerate(iter_json_records(p)):
+        on_line[line] = on_line.get(line, 0) + 1
+        yield i, rec, line, f"{p}:{line}" if on_line[line] == 1 else f"{p}:{line} (record {i})"
 
 
 def iter_json_records(path: str | Path) -> Iterator[tuple[Any, int]]:
@@ -302,9 +304,7 @@ def iter_ner_eval_json(path: str | Path, record_labels: bool = True) -> Iterator
     warning."""
     p = Path(path)
     empty: list[str] = []
-    shared: dict[int, int] = {}
-    for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = record_where(p, line, i, shared)
+    for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("sentence"), str):
             hint = next((h for k in rec for h in [_did_you_mean(str(k), ["sentence"])] if h), "") \
                 if isinstance(rec, dict) and "sentence" not in rec else ""
@@ -612,9 +612,7 @@ def iter_gliner_training(path: str | Path) -> Iterator[TrainingExample]:
     without entities; a record with ``ner`` may carry other keys."""
     p = Path(path)
     empty = 0
-    shared: dict[int, int] = {}
-    for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = record_where(p, line, i, shared)
+    for i, rec, line, where in iter_json_records_at(p):
         toks = rec.get("tokenized_text") if isinstance(rec, dict) else None
         if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
             hint = next((h for k in rec for h in [_did_you_mean(str(k), ["tokenized_text"])] if h), "") \
@@ -1216,9 +1214,7 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
-    shared: dict[int, int] = {}
-    for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = record_where(p, line, i, shared)
+    for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
             raise DataError("AIDA record needs 'text' and a 'mentions' list", where=where,
                             fix='one document a line: {"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"}]}')
@@ -1258,9 +1254,7 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
-    shared: dict[int, int] = {}
-    for i, (rec, line) in enumerate(iter_json_records(p)):
-        where = record_where(p, line, i, shared)
+    for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels"), list):
             raise DataError("ELEVANT record needs 'text' and a 'labels' list", where=where,
                             fix='one article a line: {"text", "labels": [{"span": [s, e], "entity_id"}], "evaluation_span"}')

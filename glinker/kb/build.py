@@ -141,7 +141,9 @@ def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None,
     except OSError as e:  # a read-only or forbidden parent; a file where a parent folder should be
         said = write_error(e, root.parent if created else root)
         if said is None:
-            file = next((q for q in root.parents if q.exists() and not q.is_dir()), None)
+            from glinker.io import file_in_the_way
+
+            file = file_in_the_way(root)
             raise ConfigError(f"cannot create the KB folder {root}: {e.strerror or e}", where="out",
                               fix=(f"{file} is a file, not a folder: " if file is not None else "")
                               + "give the KB a folder whose parent folders are folders (or can be created)") from None

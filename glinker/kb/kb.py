@@ -284,8 +284,9 @@ class KB:
         self.template = TextTemplate(manifest.template)
         pend = store.pending()
         self.pending_at_open = len(pend)  # (said here: a stage meeting their entities need not say it again)
-        if pend and (str(Path(root).resolve()), len(pend)) not in _PENDING_SAID:  # once a process (a command opens
-            _PENDING_SAID.add((str(Path(root).resolve()), len(pend)))           # a KB more than once)
+        said = (str(Path(root).resolve()), len(pend))
+        if pend and said not in _PENDING_SAID:  # once a process (a command opens a KB more than once)
+            _PENDING_SAID.add(said)
             adds = sum(op == "add" for _, op in pend)
             log.warning("KB %s has %d unapplied index changes (an update was interrupted, or is running): %d new or "
                         "changed entities are not embedded yet (a new one has no vector: biencoder feature 0, not "

@@ -118,13 +118,18 @@ def as_document(item: Any, index: int, ids: Iterator[int] | None = None) -> Docu
     return doc
 
 
-def _check_iterable(documents: Any) -> None:
-    """The documents argument of ``run``/``link``: an iterable of documents, not None or bytes (iterated as ints)."""
+def _documents_arg(documents: Any) -> Any:
+    """The documents argument of ``run``/``run_batch``/``link``: one str, dict or Document on its own is one
+    document (not a sequence of characters or keys); otherwise an iterable of documents, not None or bytes (iterated
+    as ints)."""
+    if isinstance(documents, (str, dict, Document)):
+        return [documents]
     if documents is None or isinstance(documents, (bytes, bytearray, memoryview)) or \
             not hasattr(documents, "__iter__"):
         raise DataError(f"documents must be a list (or another iterable) of documents, not "
                         f"{type(documents).__name__}", where="input",
                         fix="pass e.g. ['Paris is in France.'] or [{'id': 'a', 'text': '...'}]; decode bytes first")
+    return documents
 
 
 def record_meta(rec: dict[str, Any], text_field: str = "text") -> dict[str, Any]:
@@ -602,10 +607,7 @@ class Pipeline:
         the batch."""
         from glinker.stages.resources import clear_window_cache
 
-        if isinstance(documents, (str, dict, Document)):
-            documents = [documents]
-        _check_iterable(documents)
-        documents = list(documents)
+        documents = list(_documents_arg(documents))
         if not all(isinstance(d, Document) and d.id is not None for d in documents):
             documents = [as_document(d, i) for i, d in enumerate(documents)]
 
@@ -720,9 +722,7 @@ class Pipeline:
         before its first batch runs, and its documents without an id never get another's own id
         (:meth:`_documents`). ``batch_size`` (default: the pipeline's ``settings.batch_size``) is a whole number
         from 1 to 100,000, checked here (a ConfigError), before any batch."""
-        if isinstance(documents, (str, dict, Document)):
-            documents = [documents]
-        _check_iterable(documents)
+        documents = _documents_arg(documents)
         bs = self.spec.header.settings.batch_size if batch_size is None else checked_batch_size(batch_size)
         return self._batches(documents, bs)
 
@@ -749,8 +749,8 @@ class Pipeline:
         """Run all documents and return the output stage's result, one entry per document. Every document is checked
         before the first is linked (a bad one is a DataError naming its position, ``input[9]``, and nothing is
         linked); thread-safe (:meth:`run_batch`)."""
-        if not isinstance(documents, (str, dict, Document, list, tuple)):
-            _check_iterable(documents)
+        documents = _documents_arg(documents)
+        if not isinstance(documents, (list, tuple)):
             documents = list(documents)  # the results are a list anyway: the input is checked whole first
         out: list[Any] = []
         for res in self.run(documents, batch_size=batch_size):
