@@ -152,28 +152,22 @@ def build(
             raise typer.BadParameter("an alias-only KB (--model none) has nothing to embed", param_hint="--queue")
         from glinker.cluster import queued_encoder
 
-        from glinker.cli.train import _catch_sigterm, _restore_sigterm, _Terminated
+        from glinker.cli.stopping import stoppable
 
-        old_term = _catch_sigterm()  # `kill` or a scheduler stopping the build: said and kept as Ctrl-C is (exit 143)
-        try:
-            with queued_encoder(enc, queue, job, str(name)) as remote:
-                gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
-                               nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
-                               progress=sys.stderr.isatty())  # no bar drawn into a log file or a pipe
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
-            _restore_sigterm(old_term)  # a second SIGTERM ends the process at once
-            how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        def say(how: str) -> str:  # `kill` or a scheduler stopping the build: said and kept as Ctrl-C is (exit 143)
             keep = f"{out} keeps its previous KB, if any"
             if getattr(ad, "resumable", True):
-                typer.echo(f"{how}: what was built is kept; run the same command again to resume ({keep} until "
-                           "the build finishes)", err=True)
-            else:  # a SQL table may change before the next run: its partial copy is removed, never resumed
-                typer.echo(f"{how}: a build with the {getattr(ad, 'name', None) or adapter} adapter cannot resume "
-                           f"(its source may change before the next run), so what it had read was removed; run the same "
-                           f"command again to build from the start ({keep})", err=True)
-            raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
-        finally:
-            _restore_sigterm(old_term)
+                return (f"{how}: what was built is kept; run the same command again to resume ({keep} until the build "
+                        "finishes)")
+            # a SQL table may change before the next run: its partial copy is removed, never resumed
+            return (f"{how}: a build with the {getattr(ad, 'name', None) or adapter} adapter cannot resume (its source "
+                    f"may change before the next run), so what it had read was removed; run the same command again to "
+                    f"build from the start ({keep})")
+
+        with stoppable(say), queued_encoder(enc, queue, job, str(name)) as remote:
+            gen = build_kb(ad, out, remote or enc, model_name=name, template=template, factory=factory,
+                           nprobe=nprobe, batch_size=batch_size, chunk_size=chunk_size, resume=not no_resume,
+                           progress=sys.stderr.isatty())  # no bar drawn into a log file or a pipe
         from glinker.kb.manifest import Manifest
 
         m = Manifest.load(gen / "manifest.json")

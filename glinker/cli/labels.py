@@ -75,26 +75,19 @@ def build(
         check_factory(factory, n, m.dim)  # before the encoding, not after it
     t0 = time.perf_counter()
     bar = sys.stderr.isatty()  # bars on a terminal only: none drawn into a redirected log
-    from glinker.cli.train import _catch_sigterm, _restore_sigterm, _Terminated
+    from glinker.cli.stopping import stoppable
     from glinker.cluster import queued_encoder
+    from glinker.model.labels import rows_done
 
-    old = _catch_sigterm()  # `kill` or a scheduler stopping the build says what Ctrl-C says (exit 143)
-    try:
-        with queued_encoder(m, queue, job, model) as remote:
-            bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=bar,
-                                      resume=resume, encoder=remote)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
-        _restore_sigterm(old)  # a second SIGTERM ends the process at once
-        from glinker.model.labels import rows_done
-
-        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+    def say(how: str) -> str:  # `kill` or a scheduler stopping the build says what Ctrl-C says (exit 143)
         done = rows_done(out)
         at = f" at {done:,} of {n:,} labels" if done else ""
-        typer.echo(f"{how}{at}: the labels encoded so far are kept; run the same command again to continue "
-                   f"({out} is built only when it finishes)", err=True)
-        raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
-    finally:
-        _restore_sigterm(old)
+        return (f"{how}{at}: the labels encoded so far are kept; run the same command again to continue ({out} is "
+                "built only when it finishes)")
+
+    with stoppable(say), queued_encoder(m, queue, job, model) as remote:
+        bank = m.encode_labels_to(labels, out, batch_size=batch_size, chunk_size=chunk_size, progress=bar,
+                                  resume=resume, encoder=remote)
     enc_s = time.perf_counter() - t0
     idx_s = 0.0
     if factory != "none" and not (bank.has_index and bank.index_factory == factory):

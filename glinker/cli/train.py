@@ -44,14 +44,10 @@ def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML
     except ModelError as e:
         raise typer.BadParameter(str(e), param_hint="--ship-format") from None
     state: dict = {"phase": "setup", "cfg": None, "trainer": None}
-    old = _catch_sigterm()
-    try:
+    from glinker.cli.stopping import stoppable
+
+    with stoppable(lambda how: _say_interrupted(how, state, export, ship)):
         _train(config, overrides, export, ship, ship_format, stop_at, state)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
-        _restore_sigterm(old)  # a second SIGTERM ends the process at once
-        _say_interrupted(e, state, export, ship)
-    finally:
-        _restore_sigterm(old)
 
 
 def _train(config: Path, overrides: dict, export: Path | None, ship: Path | None, ship_format: str,
@@ -181,39 +177,8 @@ def _run(t, cfg, export: Path | None, ship: Path | None, ship_format: str, stop_
     typer.echo(json.dumps(result, default=str))
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler or ``kill`` stopping the run), raised where the process is, as Ctrl-C's
-    KeyboardInterrupt is: checkpoints and the final export are written whole or not at all."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
-
-
-def _catch_sigterm():
-    import signal
-
-    try:
-        return signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave SIGTERM as it is
-        return None
-
-
-def _restore_sigterm(old) -> None:
-    import signal
-
-    if old is not None:
-        try:
-            signal.signal(signal.SIGTERM, old)
-        except ValueError:
-            pass
-
-
-def _say_interrupted(e: BaseException, state: dict, export: Path | None, ship: Path | None) -> None:
-    """What was cut short, what is kept, and that re-running the same command resumes or finishes; exit 130
-    (Ctrl-C) or 143 (SIGTERM)."""
-    terminated = isinstance(e, _Terminated)
-    how = "terminated (SIGTERM)" if terminated else "interrupted"
+def _say_interrupted(how: str, state: dict, export: Path | None, ship: Path | None) -> str:
+    """What was cut short, what is kept, and that re-running the same command resumes or finishes."""
     cfg, t, phase = state.get("cfg"), state.get("trainer"), state.get("phase")
     ckpts = Path(cfg.output_dir) / "checkpoints" if cfg is not None else None
     kept = sorted(ckpts.glob("step-*")) if ckpts is not None and ckpts.is_dir() else []
@@ -237,8 +202,7 @@ def _say_interrupted(e: BaseException, state: dict, export: Path | None, ship: P
         msg = f"{how} before training started (loading the configuration, model and data): " + (
             f"nothing was trained in this session; run the same command to resume from {kept[-1].name}" if kept
             else "nothing was trained; run the same command to start")
-    typer.echo(msg, err=True)
-    raise typer.Exit(143 if terminated else 130) from None
+    return msg
 
 
 def _show_progress_when_redirected(logger, stream) -> None:

@@ -28,10 +28,10 @@ def test_stopped_runs_say_what_a_rerun_does(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from glinker.cli import app
-    from glinker.cli.train import _Terminated
+    from glinker.cli.stopping import Terminated
 
     def stopped(*a, **k):
-        raise _Terminated()
+        raise Terminated()
 
     src = tmp_path / "e.jsonl"
     src.write_text('{"id": "Q90", "label": "Paris"}\n', encoding="utf-8")
