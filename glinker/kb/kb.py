@@ -566,13 +566,15 @@ class KB:
             raise KBError(f"query vectors have dimension {q.shape[1]}, the KB's are {self.manifest.dim}",
                           where="queries", fix="encode queries with the model that built the KB (check_model)")
         scores, rids = index.search(q, k, nprobe)
-        names = self.store.ids_for_rids(rids.ravel().tolist())
+        flat = rids.ravel().tolist()
+        names = self.store.ids_for_rids(flat)
         ids: list[list[str]] = []
         scores = scores.astype(np.float32, copy=True)
+        width = rids.shape[1]
         for r in range(rids.shape[0]):
             row = []
-            for c in range(rids.shape[1]):
-                eid = names.get(int(rids[r, c]))
+            for c, rid in enumerate(flat[r * width:(r + 1) * width]):
+                eid = names.get(rid)
                 if eid is None:
                     scores[r, c] = -np.inf
                 else:

@@ -376,11 +376,10 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the standard l
 def _row_to_entity(row: Sequence[Any]) -> Entity:
     _, eid, label, desc, pop, types, aliases, data, _ = row
     d = _loads(data)
-    return Entity.model_construct(id=eid, label=label, description=desc, popularity=pop, types=_loads(types),
-                                  aliases=_loads(aliases), alias_counts=d.get("alias_counts", {}),
-                                  labels=d.get("labels", {}),
-                                  descriptions=d.get("descriptions", {}),
-                                  aliases_by_lang=d.get("aliases_by_lang", {}), extra=d.get("extra", {}))
+    return Entity._trusted({"id": eid, "label": label, "aliases": _loads(aliases),
+                            "alias_counts": d.get("alias_counts", {}), "description": desc, "types": _loads(types),
+                            "popularity": pop, "labels": d.get("labels", {}), "descriptions": d.get("descriptions", {}),
+                            "aliases_by_lang": d.get("aliases_by_lang", {}), "extra": d.get("extra", {})})
 
 
 def _row_values(e: Entity, template: TextTemplate) -> tuple[Any, ...]:

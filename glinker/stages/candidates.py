@@ -7,6 +7,7 @@ Every candidate keeps its entity id from the moment it is retrieved; limits appl
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal, Sequence
 
 from pydantic import Field
@@ -257,11 +258,12 @@ class DenseCandidates(Stage):
         scores, ids = self.kb.search_vectors(np.stack(flat), p.top_k, p.nprobe)
         ents = self.entities.get(sorted({e for row in ids for e in row}))
         k = 0
+        all_scores = scores.tolist()
         for d_i, ms in enumerate(mentions):
             for j, m in enumerate(ms):
                 cands = []
                 # ids[k] lists only found entities, best first; their scores are the finite ones, in order
-                row_scores = [float(s) for s in scores[k] if np.isfinite(s)]
+                row_scores = [s for s in all_scores[k] if math.isfinite(s)]
                 for eid, s in zip(ids[k], row_scores):
                     ent = ents.get(eid)
                     if ent is not None:

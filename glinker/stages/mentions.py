@@ -198,6 +198,7 @@ _ASCII_CAPITAL = re.compile(r"[A-Z0-9]")
 # (max_words 6 tries names of up to 24 such characters), a word after an apostrophe inside a token 0 (it is part of
 # the same word: "Côte d'Ivoire" is two words, as before).
 _WORD_COST, _CHAR_COST = 4, 1
+_LIMITS_KEPT = 100_000  # distinct tokens whose alias-start limit alias_mentions remembers (then starts afresh)
 _UNLIMITED = 1 << 30
 _CAN_START, _CAN_END = 1, 2
 
@@ -582,6 +583,7 @@ class AliasMentions(Stage):
         self.articles = {normalize_alias(a) for a in p.leading_articles}
         self.common: dict[str, bool] = {}
         self.rare: dict[str, bool] = {}
+        self._limits: tuple[Any, dict[str, int]] = (None, {})
 
     def _common_noun(self, key: str) -> bool:
         """True when every entity named ``key`` has a label without capitals (a concept, not a name)."""
@@ -618,6 +620,11 @@ class AliasMentions(Stage):
 
         budget = p.max_words * _WORD_COST
         starts, pairs, vocab, stop = self.starts, self.pairs, self.vocab, self.stop
+        # a token's limit (the most tokens of a key that begins with it; 0: none begins so), remembered across
+        # batches for the same alias table: most tokens of a text are common words seen before
+        if self._limits[0] is not starts or len(self._limits[1]) > _LIMITS_KEPT:
+            self._limits = (starts, {})
+        known = self._limits[1]
         max_words, min_chars, require_capital = p.max_words, p.min_chars, p.require_capital
         can_start, can_end, char_cost = _CAN_START, _CAN_END, _CHAR_COST
         out = []
@@ -655,16 +662,20 @@ class AliasMentions(Stage):
                     u += 1
                 stable = unstable[u] - i  # spans of up to this many tokens are normalised token by token
                 if stable:  # no longer than the longest key that begins with this token's key
-                    fw = _first_word(normalize_alias(text[toks[i][0]:toks[i][1]]))
-                    # (only a character of a script without spaces has a limit, and such a key is its own fold)
-                    most = starts.get(fw, 0)
-                    if not most and fw.endswith("."):
-                        most = starts.get(fw[:-1], 0)
-                    if not most and fold and (not fw.isascii() or "`" in fw):
-                        ffw = _first_word(fold_key(fw))
-                        most = starts.get(ffw, 0)
-                        if not most and ffw.endswith("."):  # "Málaga." for a KB that only knows "Malaga"
-                            most = starts.get(ffw[:-1], 0)
+                    tok = text[toks[i][0]:toks[i][1]]
+                    most = known.get(tok)
+                    if most is None:
+                        fw = _first_word(normalize_alias(tok))
+                        # (only a character of a script without spaces has a limit, and such a key is its own fold)
+                        most = starts.get(fw, 0)
+                        if not most and fw.endswith("."):
+                            most = starts.get(fw[:-1], 0)
+                        if not most and fold and (not fw.isascii() or "`" in fw):
+                            ffw = _first_word(fold_key(fw))
+                            most = starts.get(ffw, 0)
+                            if not most and ffw.endswith("."):  # "Málaga." for a KB that only knows "Malaga"
+                                most = starts.get(ffw[:-1], 0)
+                        known[tok] = most
                     if not most and i + stable == n_toks:  # no key begins so (the common case): next token
                         i += 1
                         continue

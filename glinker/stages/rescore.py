@@ -4,6 +4,7 @@ Every feature is kept on the candidate."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from typing import Any, Literal, Sequence
@@ -241,35 +242,43 @@ class Rescore(Stage):
                        dots: dict[str, float]) -> float:
         """Compute the features of one mention's candidates and their score before coherence (the weighted mean
         of the other features); ``pem`` is its p(e|m), None when unknown. Returns its coherence weight."""
-        pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in mc.candidates]
-        top = max(pops, default=0.0)
-        allowed = self.types.get(mc.mention.label or "", None)
+        cands = mc.candidates
         w = self.w if pem is not None else self.w_unknown
         rest = 1.0 - w.get("coherence", 0.0)
-        for c, lp in zip(mc.candidates, pops):
-            f: dict[str, float] = {}
-            if "biencoder" in self.w:
-                f["biencoder"] = dots.get(c.entity_id, 0.0)  # sigmoid(span . entity)
-            if "popularity" in self.w:
-                f["popularity"] = lp / top if top > 0 else 0.0
-            if "prior" in w:
-                f["prior"] = pem.get(c.entity_id, 0.0) if pem is not None else 0.0
-            if "alias" in self.w:
-                f["alias"] = c.scores.get("alias", 0.0)
-            if "fuzzy" in self.w:
-                f["fuzzy"] = c.scores.get("fuzzy", 0.0)
-            if "dense" in self.w:
-                f["dense"] = _sigmoid(c.scores["dense"]) if "dense" in c.scores else 0.0
-            if "type" in self.w:
-                ent = ents.get(c.entity_id)
-                f["type"] = 1.0 if (allowed and ent is not None and allowed.intersection(ent.types)) else 0.0
-            score = sum(wk * f[k] for k, wk in w.items() if k != "coherence") / rest if rest > 0 else 0.0
-            scores = c.scores
+        # one column of values per feature, in the order they are stored (the order of the checks below)
+        cols: dict[str, list[float]] = {}
+        if "biencoder" in self.w:
+            cols["biencoder"] = [dots.get(c.entity_id, 0.0) for c in cands]  # sigmoid(span . entity)
+        if "popularity" in self.w:
+            pops = [math.log1p(ents[c.entity_id].popularity) if c.entity_id in ents else 0.0 for c in cands]
+            top = max(pops, default=0.0)
+            cols["popularity"] = [lp / top if top > 0 else 0.0 for lp in pops]
+        if "prior" in w:
+            cols["prior"] = [pem.get(c.entity_id, 0.0) for c in cands] if pem is not None else [0.0] * len(cands)
+        if "alias" in self.w:
+            cols["alias"] = [c.scores.get("alias", 0.0) for c in cands]
+        if "fuzzy" in self.w:
+            cols["fuzzy"] = [c.scores.get("fuzzy", 0.0) for c in cands]
+        if "dense" in self.w:
+            cols["dense"] = [_sigmoid(c.scores["dense"]) if "dense" in c.scores else 0.0 for c in cands]
+        if "type" in self.w:
+            allowed = self.types.get(mc.mention.label or "", None)
+            cols["type"] = [1.0 if (allowed and (ent := ents.get(c.entity_id)) is not None
+                                    and allowed.intersection(ent.types)) else 0.0 for c in cands]
+        # each candidate's weighted terms in the order of the weights, summed as one sum() of them would
+        terms = [[wk * v for v in cols[k]] for k, wk in w.items() if k != "coherence"]
+        totals = [sum(t) for t in zip(*terms)] if terms else [0] * len(cands)
+        stored = [(_STORED_AS.get(k, k), list(map(round, col, itertools.repeat(6)))) for k, col in cols.items()]
+        name = self.name
+        for i, c in enumerate(cands):
+            score = totals[i] / rest if rest > 0 else 0.0
+            d = c.__dict__  # (our own clones, every field set: written directly, not through pydantic's setattr)
+            scores = d["scores"]
             scores.pop("prior", None)  # a second pass with a borrowed prior replaces the first's features
-            for k, v in f.items():
-                scores[_STORED_AS.get(k, k)] = round(v, 6)
-            scores[self.name] = score
-            c.score = score
+            for k, col in stored:
+                scores[k] = col[i]
+            scores[name] = score
+            d["score"] = score
         return w.get("coherence", 0.0)
 
     @staticmethod
@@ -295,18 +304,26 @@ class Rescore(Stage):
         if not by_form:
             return
         total = sum(by_form.values())
+        # the mentions of one form share their context (every other form's best candidates): one product a form
+        ctx_of: dict[str, Any] = {}
         for mc, form, wc in zip(row, forms, weights):
-            ctx = total - by_form[form] if form in by_form else total
-            norm = float(np.linalg.norm(ctx))
-            if norm <= 0 or not mc.candidates:
+            if not mc.candidates:
+                continue
+            if form not in ctx_of:
+                ctx = total - by_form[form] if form in by_form else total
+                norm = float(np.linalg.norm(ctx))
+                ctx_of[form] = ctx / norm if norm > 0 else None
+            ctx = ctx_of[form]
+            if ctx is None:
                 continue  # no other form: coherence stays out of this mention's mean
             rows_ = [col.get(c.entity_id, -1) for c in mc.candidates]
-            sims = U[rows_] @ (ctx / norm)
+            sims = U[rows_] @ ctx
             for c, r, sim in zip(mc.candidates, rows_, sims.tolist()):
                 coh = max(0.0, sim) if r >= 0 else 0.0
-                c.scores["coherence"] = round(coh, 6)
-                c.score = (1.0 - wc) * c.score + wc * coh
-                c.scores[name] = c.score
+                d = c.__dict__  # (rescore's own clones: see _score_mention)
+                score = (1.0 - wc) * d["score"] + wc * coh
+                d["scores"]["coherence"] = round(coh, 6)
+                d["scores"][name] = d["score"] = score
 
     def count(self, output: Any) -> int:
         return sum(len(mc.candidates) for row in output for mc in row)

@@ -64,6 +64,27 @@ def test_candidate_fast_constructor_equals_the_validated_one() -> None:
         Link(mention=m, candidates=[Candidate(**kw)]).model_dump_json()
 
 
+def test_entities_read_from_the_store_equal_the_validated_records() -> None:
+    """The KB store builds its records without validation (``_trusted``, as ``Candidate.of``): the same record,
+    field order (JSON), fields set and copies as the validated constructor, for a full record and a bare one."""
+    import copy
+
+    from glinker.kb.store import TextTemplate, _row_to_entity, _row_values
+    from glinker.types import Entity
+
+    full = Entity(id="Q90", label="Paris", aliases=["City of Light"], alias_counts={"Paris": 3.0},
+                  description="capital of France", types=["Q515"], popularity=12.5, labels={"fr": "Paris"},
+                  descriptions={"fr": "capitale"}, aliases_by_lang={"fr": ["Lutèce"]}, extra={"enwiki": "Paris"})
+    bare = Entity(id="acme-1", label="Acme")
+    for ref in (full, bare):
+        got = _row_to_entity((7, *_row_values(ref, TextTemplate("{label}: {description}"))))
+        assert got == ref and type(got) is Entity
+        assert got.model_dump_json() == Entity.model_validate(ref.model_dump()).model_dump_json()
+        assert copy.deepcopy(got) == ref and got.model_copy(update={"label": "X"}).label == "X"
+        got.popularity = 1.0  # assignment works as on any record
+        assert got.popularity == 1.0
+
+
 @pytest.mark.parametrize("url,shown", [
     ("postgresql+psycopg2://postgres:se/cret@127.0.0.1:5432/test", "postgresql+psycopg2://postgres:***@127.0.0.1:5432/test"),
     ("postgresql://u:a#b?c@h/db", "postgresql://u:***@h/db"),

@@ -445,6 +445,44 @@ def test_approximate_indexes_search_inner_product_on_the_mips_transform(tmp_path
         VectorIndex.load(tmp_path / "v.faiss", factory, 16)
 
 
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64,SQfp16", "IVF32,PQ4", "IVF64_HNSW32,Flat"])
+def test_ivf_lists_chosen_by_a_matrix_product_give_faiss_own_results(tmp_path: Path, factory: str) -> None:
+    """An IVF index on a flat quantizer picks its lists with one torch product and lets faiss scan them
+    (search_preassigned): the same ids, in the same order, and the same scores as faiss's own search, per-call
+    nprobe included (PQ4 encodes residuals, so the coarse distances take part in the scores); an HNSW quantizer
+    is left to faiss."""
+    dim = 24
+    x = _varied_norm_vectors(3000, dim, seed=1)
+    q = x[:150] + 0.2 * np.random.default_rng(2).standard_normal((150, dim)).astype(np.float32)
+    vi = VectorIndex.create(factory, dim, nprobe=8)
+    vi.train(x)
+    vi.add(x, np.arange(len(x)))
+    assert (vi._coarse() is None) == ("HNSW" in factory)
+    for nprobe in (None, 3, 64, 500):  # 500: more than the lists there are
+        ours, ids = vi.search(q, 10, nprobe)
+        plain = VectorIndex(vi.index, factory, vi.nprobe, vi.mips_norm, dim)
+        plain._coarse_cache = (vi.index, None)  # faiss alone
+        ref, ref_ids = plain.search(q, 10, nprobe)
+        assert np.array_equal(ids, ref_ids), (factory, nprobe)
+        assert np.allclose(ours, ref, rtol=1e-4, atol=1e-3)
+    assert vi.search(q[:0], 5)[1].shape == (0, 5)
+
+
+def test_ivf_on_inner_product_picks_lists_by_the_largest_products() -> None:
+    """An IVF index built on inner products (not the transform), as a user's own faiss index may be."""
+    import faiss
+
+    x = _varied_norm_vectors(2000, 16, seed=3)
+    index = faiss.index_factory(16, "IVF32,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    vi = VectorIndex(index, "IVF32,Flat", nprobe=4, dim=16)
+    assert not vi.transformed and vi._coarse() is not None
+    ours = vi.search(x[:100] * 0.5, 7)
+    ref = index.search(x[:100] * 0.5, 7)
+    assert np.array_equal(ours[1], ref[1]) and np.allclose(ours[0], ref[0], rtol=1e-5, atol=1e-4)
+
+
 def test_exact_flat_index_stays_on_inner_product() -> None:
     vi = VectorIndex.create("Flat", 4)
     assert not vi.transformed and vi.dim == 4 and not vi.needs_training
