@@ -80,7 +80,7 @@ def build(
     from glinker.model.labels import rows_done
 
     def say(how: str) -> str:  # `kill` or a scheduler stopping the build says what Ctrl-C says (exit 143)
-        done = rows_done(out)
+        done = rows_done(out, n)
         at = f" at {done:,} of {n:,} labels" if done else ""
         return (f"{how}{at}: the labels encoded so far are kept; run the same command again to continue ({out} is "
                 "built only when it finishes)")

@@ -973,12 +973,17 @@ def recover_swap(out_dir: str | os.PathLike) -> None:
         shutil.rmtree(f, ignore_errors=True)
 
 
-def rows_done(out_dir: str | os.PathLike) -> int:
+def rows_done(out_dir: str | os.PathLike, count: int | None = None) -> int:
     """Rows already written by an interrupted :meth:`LabelBank.write_batches` build of ``out_dir`` (0: none),
-    in the folder itself or, when it replaces a finished bank there, in :func:`staging_dir`."""
+    in the folder itself or, when it replaces a finished bank there, in :func:`staging_dir`. With ``count``, only
+    a build of that many labels counts (a build stopped before it started leaves an earlier build's state there,
+    which it would have discarded)."""
     for d in (staging_dir(out_dir), Path(out_dir)):
         try:
-            return int(json.loads((d / BUILD_STATE).read_text(encoding="utf-8"))["done"])
+            state = json.loads((d / BUILD_STATE).read_text(encoding="utf-8"))
+            if count is not None and state.get("count") != count:
+                return 0
+            return int(state["done"])
         except FileNotFoundError:
             continue
         except (OSError, ValueError, KeyError, TypeError):

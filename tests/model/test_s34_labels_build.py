@@ -153,3 +153,19 @@ def test_replacing_a_finished_bank_resumes_beside_it_and_says_so(tmp_path, monke
     caplog.clear()
     r = runner.invoke(app, build_args(tmp_path, other))
     assert r.exit_code == 0 and not said(caplog)
+
+
+def test_a_build_stopped_before_it_starts_does_not_claim_an_earlier_builds_rows(tmp_path, monkeypatch):
+    """A build of other labels stopped before it started said "interrupted at 8 of 5 labels": the rows
+    of the earlier, interrupted build in the folder, which this one would have discarded."""
+    stop_at_chunk(monkeypatch, 3, "ctrl-c")
+    assert runner.invoke(app, build_args(tmp_path, LABELS)).exit_code == 130
+    monkeypatch.undo()
+
+    def stopped(*a, **k):  # Ctrl-C while the model loads, before the bank's writer is made
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BiEncoder, "encode_labels_to", stopped)
+    r = runner.invoke(app, build_args(tmp_path, LABELS[:5]))
+    assert r.exit_code == 130 and "interrupted: the labels encoded so far are kept" in r.stderr, r.stderr
+    assert rows_done(tmp_path / "bank", 5) == 0 and rows_done(tmp_path / "bank", 12) == 8
