@@ -257,7 +257,7 @@ def test_dev_is_scored_once_at_the_last_step(train_cfg, monkeypatch):
 
     n = []
     real = Trainer.evaluate
-    monkeypatch.setattr(Trainer, "evaluate", lambda self: n.append(self.step) or real(self))
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, progress=None: n.append(self.step) or real(self, progress))
     t = _trainer(train_cfg(out="e", steps=6, eval_every=3, save_every=3))
     res = t.train()
     t.close()

@@ -101,7 +101,7 @@ def test_resume_refuses_another_configuration(tmp_path, tiny_ckpt, train_files):
         Trainer(_cfg(tmp_path, tiny_ckpt, train_files, steps=6, out="c")).setup()
 
 
-def test_sources_without_types_and_two_dev_files_of_one_name(tmp_path, tiny_ckpt, train_files, caplog):
+def test_sources_without_types_and_two_dev_files_of_one_name(tmp_path, tiny_ckpt, train_files, caplog, monkeypatch):
     from glinker.errors import DataError
     from glinker.model.train import Trainer
 
@@ -112,6 +112,15 @@ def test_sources_without_types_and_two_dev_files_of_one_name(tmp_path, tiny_ckpt
     t = Trainer(cfg)
     t.setup()
     assert sorted(t.evaluate()) == ["0:train.json", "1:train.json"]
+    # the dev scoring says how far it is (examples read, both files counted), here at every window
+    import glinker.model.train.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "DEV_PROGRESS_EVERY", 0.0)
+    seen: list[tuple[int, int]] = []
+    assert t.evaluate(lambda done, total: seen.append((done, total))) == t.evaluate()
+    n = 2 * len(t.dev[0].examples)
+    assert seen and seen[-1] == (n, n) and all(b == n for _, b in seen)
+    assert [a for a, _ in seen] == sorted(a for a, _ in seen)
     cfg = _cfg(tmp_path, tiny_ckpt, train_files, steps=2, out="e")
     cfg.data[0].drop_types = ["person", "organization", "location"]
     with pytest.raises(DataError, match="no entity types"):

@@ -16,13 +16,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from glinker.errors import ConfigError
 from glinker.io import plain_mode
 from glinker.model.train.config import TrainConfig, check_data_paths
 
 log = logging.getLogger(__name__)
+
+DEV_PROGRESS_EVERY = 1.0  # seconds between updates of the bar while the dev sets are scored
+DEV_LOG_EVERY = 30.0  # and between log lines of it (a log file has no bar)
 
 ENCODER_PREFIXES = ("token_rep_layer.bert_layer.", "token_rep_layer.labels_encoder.")
 LOCK_FILE = ".train.lock"
@@ -528,22 +531,35 @@ class Trainer:
     def _device_type(self) -> str:
         return next(self.model.net.parameters()).device.type
 
-    def evaluate(self) -> dict[str, float]:
-        """Span micro-F1 (GLiNER's convention) on each dev source, prompting with the source's types."""
+    def evaluate(self, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """Span micro-F1 (GLiNER's convention) on each dev source, prompting with the source's types.
+        ``progress(done, total)`` is told the examples read so far (all sources), at most once a second."""
         from glinker.eval.datasets import GoldSpan, NERDataset, NERExample, word_spans_to_char
         from glinker.eval.ner import score_dataset
 
         self.model.net.eval()
         out = {}
+        total, before = sum(len(src.examples) for src in self.dev), 0
         try:
             for src in self.dev:
                 examples = [NERExample(" ".join(e.words), [GoldSpan(s, t, lab) for s, t, lab in
                                                             word_spans_to_char(e.words, e.spans)])
                             for e in src.examples]
                 ds = NERDataset(src.name, src.types, examples)
-                pred = self.model.predict([x.text for x in examples], src.types,
-                                          threshold=self.cfg.eval_threshold, batch_size=16)
+                read: set[int] = set()
+                said = [time.monotonic()]
+
+                def on_window(w: Any, _x: Any, read: set[int] = read, said: list[float] = said,
+                              before: int = before) -> None:
+                    read.add(w.text_index)
+                    if progress is not None and time.monotonic() - said[0] >= DEV_PROGRESS_EVERY:
+                        said[0] = time.monotonic()
+                        progress(before + len(read), total)
+
+                pred = self.model.predict([x.text for x in examples], src.types, threshold=self.cfg.eval_threshold,
+                                          batch_size=16, on_window=on_window)
                 out[src.name] = score_dataset(ds, pred).scores.f1
+                before += len(examples)
         finally:
             self._train_mode()
         return out
@@ -597,7 +613,15 @@ class Trainer:
                     log.info("step %d: scoring the dev set%s (%d examples)", self.step, "s" if len(self.dev) > 1 else "",
                              n_dev)
                     bar.set_postfix({**shown, "dev": f"scoring {n_dev} examples"})
-                    scores = self.evaluate()
+                    said_at = [time.monotonic()]
+
+                    def dev_progress(done: int, total: int, step: int = self.step) -> None:
+                        bar.set_postfix({**shown, "dev": f"scoring {done}/{total}"})
+                        if time.monotonic() - said_at[0] >= DEV_LOG_EVERY:  # a log file (no bar there) hears of it too
+                            said_at[0] = time.monotonic()
+                            log.info("step %d: dev scoring at %d of %d examples", step, done, total)
+
+                    scores = self.evaluate(dev_progress)
                     self.history.append({"step": self.step, "dev_f1": scores})
                     log.info("step %d dev F1 %s", self.step, scores)
                     # on a terminal (the step lines at INFO are not shown there without -v): on the bar, and a line
