@@ -229,6 +229,10 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
         rest = {k: v for k, v in rec.items() if k not in used}
         if rest:
             data["extra"] = {**rest, **(data.get("extra") or {})}
+    id_key = mapping.get("id", "id")
+    if id_key in rec and (data.get("id") in (None, "") or (isinstance(data.get("id"), str) and not data["id"].strip())):
+        raise DataError(f"the id ({id_key!r}) is empty", where=f"{where} field id",
+                        fix="fill in the record's id in the source; -o on_error=skip skips such records")
     if "id" not in data or data["id"] in (None, ""):
         keys = [k for k in rec if k not in used][:8]
         guess = next((k for k in keys if k.lower() in ("key", "uid", "uuid", "qid", "code", "sku")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
+
+from pydantic import field_validator
 
 from glinker.errors import DataError, KBError
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
@@ -29,6 +33,21 @@ class CSVOptions(RecordOptions):
     delimiter: str = ","
     encoding: str = "utf-8-sig"  # UTF-8, with or without the byte-order mark spreadsheet exports write
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, cp1252, latin-1, utf-16)") from None
+        return v
+
+
+_SEP_LINE = re.compile(r"sep=(.)\r?\n?")
+"""Excel's first line naming the delimiter of the rows after it (``sep=;``): read as that, not as a header."""
+
 
 class CSVAdapter:
     """Streams rows of a CSV (or TSV with ``delimiter="\\t"``) file with a header row."""
@@ -40,6 +59,7 @@ class CSVAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: CSVOptions = parse_options(self.name, CSVOptions, options)  # type: ignore[assignment]
+        self._delimiter_given = "delimiter" in options
         d = self.options.delimiter
         self.options.delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(d, d)  # typed as two characters
         if len(self.options.delimiter) != 1:
@@ -58,23 +78,42 @@ class CSVAdapter:
         self.report = rep = AdapterReport()
         o = self.options
         with open_text(self.path, o.encoding) as f:
-            reader = csv.DictReader(f, delimiter=o.delimiter, strict=True)
+            try:
+                first = f.readline()
+            except UnicodeDecodeError:
+                raise self._not_decodable() from None
+            except EOFError:
+                raise truncated_error(self.path, 0) from None
+            sep, skipped = _SEP_LINE.fullmatch(first), 0
+            delimiter = o.delimiter
+            if sep is not None:  # Excel's "sep=;" line: the rows' delimiter, then the header on line 2
+                skipped = 1
+                if self._delimiter_given and sep.group(1) != o.delimiter:
+                    raise KBError(f"line 1 says the delimiter is {sep.group(1)!r} (sep=), but delimiter "
+                                  f"{o.delimiter!r} was given", where=f"{self.path}:1",
+                                  fix="leave the delimiter option out (the file's sep= line says it), or delete "
+                                      "the sep= line")
+                delimiter = sep.group(1)
+            lines = f if sep is not None else itertools.chain([first], f)
+            reader = csv.DictReader(lines, delimiter=delimiter, strict=True)
             try:
                 header = reader.fieldnames or []
             except UnicodeDecodeError:
                 raise self._not_decodable() from None
             except csv.Error as e:
-                raise DataError(f"CSV syntax error in the header: {e}", where=f"{self.path}:1",
+                raise DataError(f"CSV syntax error in the header: {e}", where=f"{self.path}:{1 + skipped}",
                                 fix="check the quoting of the header row") from None
             except EOFError:
                 raise truncated_error(self.path, 0) from None
-            self._check_header(header)
-            start = reader.line_num + 1  # the line the next row starts on
+            self._check_header(header, skipped + 1, delimiter)
+            start = reader.line_num + 1 + skipped  # the line the next row starts on
             try:
                 for row in reader:
-                    rep.read += 1
                     where = f"{self.path}:{start}"
-                    start = reader.line_num + 1
+                    start = reader.line_num + 1 + skipped
+                    if None not in row and not any((v or "").strip() for v in row.values()):
+                        continue  # a row of empty cells (";;;;" after a spreadsheet's data): a blank line
+                    rep.read += 1
                     try:
                         if None in row:  # more cells than header columns
                             raise DataError(f"row has {len(header) + len(row[None])} cells, header has "  # type: ignore[index]
@@ -99,26 +138,27 @@ class CSVAdapter:
             except EOFError:
                 raise truncated_error(self.path, rep.read) from None
 
-    def _check_header(self, header: list[str]) -> None:
+    def _check_header(self, header: list[str], line: int = 1, delimiter: str | None = None) -> None:
         o = self.options
+        delimiter = delimiter or o.delimiter
         if not header:
             raise KBError("the file is empty", where=str(self.path), fix="export the entities with a header row")
         dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
         if dup is not None:
             raise DataError(f"the header names the column {dup!r} twice (the second would replace the first)",
-                            where=f"{self.path}:1", fix="rename one of the columns")
+                            where=f"{self.path}:{line}", fix="rename one of the columns")
         id_col = o.mapping.get("id", "id")
         if id_col not in header:
-            other = next((d for d in ("\t", ";", "|", ",") if d != o.delimiter and len(header) == 1
+            other = next((d for d in ("\t", ";", "|", ",") if d != delimiter and len(header) == 1
                           and d in header[0]), None)
-            raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:1",
+            raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:{line}",
                           fix=(f"the columns seem separated by {other!r}: pass -o delimiter="
                                + ("tab" if other == "\t" else repr(other)) if other else
                                "add an 'id' column, or map yours with mapping={'id': '<column>'}"))
         missing = [f"{k} -> {v!r}" for k, v in o.mapping.items() if v not in header]
         if missing:
             raise KBError(f"mapping names columns the header lacks: {', '.join(missing)} (header: {header})",
-                          where=f"{self.path}:1", fix="use the header's column names (they are case-sensitive)")
+                          where=f"{self.path}:{line}", fix="use the header's column names (they are case-sensitive)")
 
     def _not_decodable(self) -> DataError:
         """The error for a file that is not in the given encoding, naming its first such line (the text reader

@@ -14,7 +14,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 STORE_BYTES_PER_ENTITY = 600
 """Rough on-disk size of one entity record with its aliases (measured ~300-700 B on Wikidata-like records)."""
+
+
+def say_nameless(n: int, examples: Sequence[str], prefix: str = "") -> None:
+    """Warn of entities written without a label (by a build or an update)."""
+    log.warning("%s%d entities have no label (e.g. %s): they show no name in links, and are found only by their "
+                "aliases (map the label column/field, or fill it in the source)", prefix, n,
+                ", ".join(repr(i) for i in examples))
 
 
 def index_bytes_per_vector(factory: str, dim: int) -> int:
@@ -429,9 +436,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     flush(True)
     bar.close()
     if n_nameless:
-        log.warning("%d entities have no label (e.g. %s): they show no name in links, and are found only by their "
-                    "aliases (map the label column/field, or fill it in the source)", n_nameless,
-                    ", ".join(repr(i) for i in nameless))
+        say_nameless(n_nameless, nameless)
     if dups:
         log.warning("%d records repeated an id already seen%s; the later record was kept", dups,
                     f" (e.g. {', '.join(repr(i) for i in dup_ids)})" if dup_ids else "")

@@ -341,45 +341,74 @@ class VectorIndex:
 
     def search(self, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (inner-product scores, ids) per query row; missing results have id -1."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        k = int(k)
+        if self._coarse() is not None:  # nprobe given per call: the shared index is not changed (thread-safe)
+            return self._finish(q, self._preassigned(self._rows_for(q), k, nprobe))
         if nprobe is not None and nprobe != self.nprobe:
             self._apply_nprobe(nprobe)
         try:
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            if not self.transformed:
-                return self._search(q, int(k))
-            qn = np.linalg.norm(q, axis=1, keepdims=True)
-            scores, ids = self._search(self._queries(q, qn), int(k))
-            # q' = q M/|q|: |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x
-            m = float(self.mips_norm)  # type: ignore[arg-type]
-            scores = np.where(ids >= 0, (2 * m * m - scores) * qn.astype(np.float64) / (2 * m), -np.inf)
-            return scores.astype(np.float32), ids
+            return self._finish(q, self.index.search(self._rows_for(q), k))
         finally:
             if nprobe is not None and nprobe != self.nprobe:
                 self._apply_nprobe(self.nprobe)
 
-    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``index.search``; for an IVF index on a flat quantizer, its lists chosen by one matrix product (torch)
-        and scanned by faiss (``search_preassigned``): the same lists and results, without the quantizer's
-        per-call cost (faiss's own step took twice as long on the 375 mentions of a linking batch: 7.7 vs 3.6 ms)."""
-        coarse = self._coarse()
-        if coarse is None or not len(q) or coarse[0].nprobe > coarse[0].nlist:  # (faiss narrows such an nprobe)
-            return self.index.search(q, k)
+    def _rows_for(self, q: np.ndarray) -> np.ndarray:
+        """The query rows the index searches: ``q`` itself, or on the transform (see :meth:`_queries`)."""
+        return q if not self.transformed else self._queries(q, np.linalg.norm(q, axis=1, keepdims=True))
+
+    def _finish(self, q: np.ndarray, found: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The index's (distances, ids) as inner products: on the transform, q' = q M/|q| and
+        |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x."""
+        scores, ids = found
+        if not self.transformed:
+            return scores, ids
+        qn = np.linalg.norm(q, axis=1, keepdims=True)
+        m = float(self.mips_norm)  # type: ignore[arg-type]
+        scores = np.where(ids >= 0, (2 * m * m - scores) * qn.astype(np.float64) / (2 * m), -np.inf)
+        return scores.astype(np.float32), ids
+
+    COARSE_BLOCK = 1 << 24
+    """Query x list distances computed at once by :meth:`_preassigned` (64 MB of float32), as faiss's own
+    quantizer works in blocks: a batch of 30k mentions against 16k lists does not take 2 GB."""
+
+    def _preassigned(self, q: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """What ``index.search`` gives for an IVF index on a flat quantizer (the same lists, ids and order; scores
+        to float rounding), with the lists chosen by matrix products (torch, in blocks of queries) and scanned by
+        faiss (``search_preassigned``, over faiss's threads): faiss's own coarse step cost twice as much on the
+        375 mentions of a linking batch (7.7 against 3.6 ms)."""
         import torch
 
-        ivf, cents, c_sq, l2 = coarse
-        nprobe = int(ivf.nprobe)
-        qt = torch.from_numpy(q)
-        dots = qt @ cents.T
-        if l2:  # |q - c|^2 = |q|^2 - 2 q.c + |c|^2; the list order needs only the last two terms
-            dis, lists = torch.topk(c_sq - 2 * dots, nprobe, dim=1, largest=False, sorted=True)
-            dis = dis + (qt * qt).sum(1, keepdim=True)
-        else:
-            dis, lists = torch.topk(dots, nprobe, dim=1, largest=True, sorted=True)
-        return ivf.search_preassigned(q, k, lists.numpy().astype(np.int64), np.ascontiguousarray(dis.numpy()))
+        faiss = _faiss()
+        ivf, cents, c_sq, l2 = self._coarse()
+        probe = min(int(nprobe if nprobe is not None else self.nprobe), int(ivf.nlist))
+        params = faiss.SearchParametersIVF()
+        params.nprobe = probe
+        n = q.shape[0]
+        dist = np.empty((n, k), np.float32)
+        ids = np.empty((n, k), np.int64)
+        step = max(1, self.COARSE_BLOCK // int(ivf.nlist))
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):  # a caller's bf16 autocast: not here
+            for b0 in range(0, n, step):
+                qb = q[b0:b0 + step]
+                qt = torch.from_numpy(qb)
+                dots = qt @ cents.T
+                if l2:  # as faiss: |q|^2 + |c|^2 - 2 q.c, at least 0
+                    dis, lists = torch.topk(((qt * qt).sum(1, keepdim=True) + c_sq - 2 * dots).clamp_(min=0), probe,
+                                            dim=1, largest=False, sorted=True)
+                else:
+                    dis, lists = torch.topk(dots, probe, dim=1, largest=True, sorted=True)
+                assign = np.ascontiguousarray(lists.numpy(), dtype=np.int64)
+                dq = np.ascontiguousarray(dis.numpy(), dtype=np.float32)
+                ivf.search_preassigned_c(len(qb), faiss.swig_ptr(qb), k, faiss.swig_ptr(assign), faiss.swig_ptr(dq),
+                                         faiss.swig_ptr(dist[b0:b0 + step]), faiss.swig_ptr(ids[b0:b0 + step]),
+                                         False, params)
+        return dist, ids
 
     def _coarse(self) -> Any:
         """(the IVF index, its centroids as a float32 tensor, their squared norms, L2 metric?) for a CPU IVF index
-        whose coarse quantizer is flat; None for any other index (searched by faiss alone)."""
+        whose coarse quantizer is flat; None for any other index (searched by faiss alone). Such an index scans
+        its lists over faiss's threads by query (``parallel_mode`` 3: what its own search does, one level up)."""
         cached = getattr(self, "_coarse_cache", None)
         if cached is not None and cached[0] is self.index:
             return cached[1]
@@ -393,6 +422,7 @@ class VectorIndex:
             if isinstance(quantizer, faiss.IndexFlat) and quantizer.ntotal == ivf.nlist and ivf.nlist > 0:
                 cents = torch.from_numpy(quantizer.reconstruct_n(0, ivf.nlist).astype(np.float32, copy=False))
                 got = (ivf, cents, (cents * cents).sum(1), quantizer.metric_type == faiss.METRIC_L2)
+                ivf.parallel_mode = 3
         self._coarse_cache = (self.index, got)
         return got
 

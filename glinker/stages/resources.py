@@ -292,6 +292,9 @@ def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
     return ""
 
 
+_CLI_OPTION = re.compile(r"-o ([A-Za-z_]+)=('[^']*'|\"[^\"]*\"|[^\s,;)]+)")
+
+
 def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> GlinkerError:
     """``e``, raised while reading a kb block's source, placed at that block (its file and line, and the option it
     names: ``kb (pipeline.yaml:21, options.table)``) and saying which of its values came from environment variables.
@@ -303,8 +306,14 @@ def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> Gl
     path = kb_option_path(e.where, src.adapter)
     dotted = ".".join(path)
     at = next((places[k] for n in range(len(path), -1, -1) if (k := ".".join(path[:n])) in places), None)
-    e.where = f"{owner} ({at}{', ' + dotted if dotted else ''})" if at else f"{owner} {dotted}".rstrip()
+    block = f"{owner} ({at}{', ' + dotted if dotted else ''})" if at else f"{owner} {dotted}".rstrip()
+    # a place in the source's data (a file and line, a row, a field) is kept after the block: it is where to look
+    e.where = f"{block}, reading {e.where}" if e.where and not path else block
     e.message += env_note(src.model_dump(), path) if path else ""
+    if e.fix and "-o " in e.fix:  # an adapter's fix says the command line's options: also as the block writes them
+        opts = [f"{m.group(1)}: {m.group(2).strip(chr(39) + chr(34))}" for m in _CLI_OPTION.finditer(e.fix)]
+        if opts:
+            e.fix += f" (in the pipeline: under the kb block's options, {'; '.join(opts)})"
     e.args = (e.render(),)
     return e
 
