@@ -213,8 +213,8 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
     staging = root / f".staging-{key}"
     for other in root.glob(".staging-*"):
         if other != staging:
-            log.warning("removing %s, an interrupted build of another source or other options (%s): this build "
-                        "replaces it", other, _staged(other))
+            log.warning("removing %s, an interrupted build of another source (or of this file before it changed) or "
+                        "other options (%s): this build replaces it", other, _staged(other))
             shutil.rmtree(other, ignore_errors=True)
     if staging.exists() and resume and not getattr(adapter, "resumable", True):
         log.info("starting over: a %s source may have changed since the interrupted build (rows resumed by "

@@ -185,7 +185,7 @@ def test_a_build_of_another_source_says_it_replaces_an_interrupted_one(tmp_path:
     with pytest.raises(RuntimeError):
         build_kb(ListAdapter(many(1200), fail_after=1100, tag="v1"), out, encoder, chunk_size=500)
     build_kb(ListAdapter(SAMPLE_ENTITIES, tag="v2"), out, encoder)
-    assert "an interrupted build of another source or other options (1,100 entities stored" in caplog.text
+    assert "an interrupted build of another source (or of this file before it changed) or other options (1,100 entities stored" in caplog.text
     assert len(list(out.glob(".staging-*"))) == 0
 
 
