@@ -343,15 +343,33 @@ class VectorIndex:
         """Top-k (inner-product scores, ids) per query row; missing results have id -1."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         k = int(k)
-        if self._coarse() is not None:  # nprobe given per call: the shared index is not changed (thread-safe)
+        # nprobe is given per call, never set on the shared index: threads may ask for different values at once
+        if self._coarse() is not None:
             return self._finish(q, self._preassigned(self._rows_for(q), k, nprobe))
-        if nprobe is not None and nprobe != self.nprobe:
-            self._apply_nprobe(nprobe)
-        try:
+        params = self._search_params(int(nprobe) if nprobe is not None else self.nprobe)
+        if params is None:
             return self._finish(q, self.index.search(self._rows_for(q), k))
-        finally:
-            if nprobe is not None and nprobe != self.nprobe:
-                self._apply_nprobe(self.nprobe)
+        return self._finish(q, self.index.search(self._rows_for(q), k, params=params[0]))
+
+    def _search_params(self, nprobe: int) -> Any:
+        """faiss search parameters for ``nprobe`` as :meth:`_apply_nprobe` sets them on the index (IVF lists probed
+        and an HNSW quantizer's breadth; a graph's efSearch), in a tuple that keeps every part alive; None for an
+        exact index."""
+        faiss = _faiss()
+        if self._graph() is not None:
+            p = faiss.SearchParametersHNSW()
+            p.efSearch = max(GRAPH_EF_SEARCH, nprobe)
+            return (p,)
+        if not self.factory.startswith("IVF"):
+            return None
+        p = faiss.SearchParametersIVF()
+        p.nprobe = nprobe
+        if self._hnsw_quantizer() is None:
+            return (p,)
+        qp = faiss.SearchParametersHNSW()
+        qp.efSearch = max(QUANTIZER_EF_SEARCH, 2 * nprobe)
+        p.quantizer_params = qp
+        return (p, qp)
 
     def _rows_for(self, q: np.ndarray) -> np.ndarray:
         """The query rows the index searches: ``q`` itself, or on the transform (see :meth:`_queries`)."""

@@ -466,24 +466,40 @@ def test_ivf_lists_chosen_by_a_matrix_product_give_faiss_own_results(tmp_path: P
         assert np.array_equal(ids, ref_ids), (factory, nprobe)
         assert np.allclose(ours, ref, rtol=1e-4, atol=1e-3)
     assert vi.search(q[:0], 5)[1].shape == (0, 5)
-    if "HNSW" in factory:
-        return
     import faiss
     import torch
 
     ivf = faiss.extract_index_ivf(vi.index)
     ref = {p: plain.search(q, 10, p) for p in (3, 8, 20)}
-    # in blocks of queries (memory bounded whatever the batch), under a caller's bf16 autocast (ignored here), from
-    # threads asking for different nprobe at once (given per call: the shared index is never changed)
-    vi.COARSE_BLOCK = 7 * int(ivf.nlist)  # 7 queries a block
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert all(np.array_equal(vi.search(q, 10, p)[1], ref[p][1]) for p in ref)
+    if "HNSW" not in factory:
+        # in blocks of queries (memory bounded whatever the batch), under a caller's bf16 autocast (ignored here)
+        vi.COARSE_BLOCK = 7 * int(ivf.nlist)  # 7 queries a block
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert all(np.array_equal(vi.search(q, 10, p)[1], ref[p][1]) for p in ref)
+    # from threads asking for different nprobe at once (given per call: the shared index is never changed)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(3) as pool:
         got = list(pool.map(lambda p: (p, vi.search(q, 10, p)), [3, 8, 20] * 8))
     assert all(np.array_equal(ids, ref[p][1]) and np.allclose(sc, ref[p][0], rtol=1e-4, atol=1e-3) for p, (sc, ids) in got)
     assert ivf.nprobe == 8
+
+
+def test_a_graph_index_searched_from_threads_with_their_own_breadth() -> None:
+    """efSearch per call (from nprobe) on an HNSW index: threads asking for different values at once get what each
+    gets alone; the index keeps its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _varied_norm_vectors(3000, 16, seed=4)
+    vi = VectorIndex.create("HNSW16", 16, nprobe=8)
+    vi.train(x)
+    vi.add(x, np.arange(len(x)))
+    graph = vi._graph()
+    ef = graph.hnsw.efSearch
+    ref = {p: vi.search(x[:200], 10, p) for p in (1, 300, 900)}
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda p: (p, vi.search(x[:200], 10, p)), [1, 300, 900] * 6))
+    assert all(np.array_equal(ids, ref[p][1]) for p, (_, ids) in got) and graph.hnsw.efSearch == ef
 
 
 def test_ivf_on_inner_product_picks_lists_by_the_largest_products() -> None:
