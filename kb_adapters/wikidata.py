@@ -354,9 +354,10 @@ class WikidataAdapter:
         n = self.report.yielded
         unseen = [lg for lg in self.options.languages if not self.label_languages.get(lg)]
         if n >= least and unseen:
-            log.warning("none of the %d entities kept has a label in %s: %s Wikidata's language codes are such as "
-                        "en, de, fr, zh-hans, mul (option languages)", n, ", ".join(map(repr, unseen)),
-                        "their names came from the other languages or the fallback." if len(unseen) <
+            log.warning("none of the %d entities kept has a label in %s: %sthe dump holds none in that language, or "
+                        "the code is not one of Wikidata's, which are such as en, de, fr, zh-hans, mul (option "
+                        "languages)", n, ", ".join(map(repr, unseen)),
+                        "their names came from the other languages or the fallback; " if len(unseen) <
                         len(self.options.languages) or self.options.fallback else "")
 
     def estimate_count(self) -> int | None:

@@ -13,8 +13,12 @@ pipeline_app = typer.Typer(help="Validate and inspect YAML pipelines.", no_args_
 
 
 @pipeline_app.command("validate")
-def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
-    """Validate FILE: exit 0 with a summary, or exit 2 listing every problem with its line and fix."""
+def validate(file: Path = typer.Argument(..., help="Pipeline YAML file."),
+             strict: bool = typer.Option(False, "--strict", help="Exit 2 on warnings too: a KB folder, label file "
+                                         "or bank that does not exist yet, a model that cannot load, an output "
+                                         "file a writer will refuse (what a run stops on).")) -> None:
+    """Validate FILE: exit 0 with a summary, or exit 2 listing every problem with its line and fix. What does not
+    exist yet (a KB built later) is a warning, unless --strict."""
     from glinker.pipeline.graph import topological_order
     from glinker.pipeline.spec import load_spec, pipeline_files, resource_problems
 
@@ -24,9 +28,20 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     order = topological_order(spec.stages)
-    for w in resource_problems(spec, check_paths=True):  # what does not exist yet: a run would stop on it
+    warned = resource_problems(spec, check_paths=True)  # what does not exist yet: a run would stop on it
+    for w in warned:
         typer.echo("warning: " + w.render().replace("\n", "\n  "), err=True)
-    typer.echo(f"OK {file}: pipeline {spec.name!r}, {len(spec.stages)} stage(s), output {spec.output!r}")
+    uses = pipeline_files(spec)
+    refused = [u for u in uses if u.refused]
+    for u in refused:
+        typer.echo(f"warning: {u.by} will refuse to write {_shown(u.path)}: the file exists and {u.refused}; "
+                   "choose another path, or delete the file if it may go", err=True)
+    n = len(warned) + len(refused)
+    if n and strict:
+        typer.echo(f"{n} warning(s) in pipeline {file} (--strict): a run stops on them", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"OK {file}: pipeline {spec.name!r}, {len(spec.stages)} stage(s), output {spec.output!r}"
+               + (f" ({n} warning(s) above: a run stops on them until they are mended)" if n else ""))
     typer.echo("run order: " + " -> ".join(order))
     if spec.header.model:
         typer.echo(f"model: {spec.header.model}")
@@ -47,11 +62,6 @@ def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> No
         from glinker.stages.resources import shown_kb
 
         typer.echo(f"kb: {shown_kb(spec.header.kb, spec.base_dir)}")
-    uses = pipeline_files(spec)
-    for u in uses:
-        if u.refused:
-            typer.echo(f"warning: {u.by} will refuse to write {_shown(u.path)}: the file exists and {u.refused}; "
-                       "choose another path, or delete the file if it may go", err=True)
     for line in _file_lines(uses):
         typer.echo(line)
 

@@ -235,6 +235,12 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
             problems.append(Problem("E213", "the pipeline has no stages", where=src.where(("stages",)),
                                     line=src.line_of(("stages",)), fix="add at least one stage under `stages:`"))
         for name, body in raw_stages.items():
+            if not isinstance(name, str):  # `yes:`, `on:`, `2024:` read by YAML as a boolean or a number
+                line = src.line_of(("stages", name))
+                problems.append(Problem("E216", f"the stage name {name!r} is not text: YAML reads unquoted yes/no/"
+                                        "on/off/true/false as booleans and digits as numbers",
+                                        where=f"{src.source}:{line}", line=line,
+                                        fix="quote the name ('on': ...) and the inputs naming it, or rename it"))
             spec, ps = _parse_stage(str(name), body, src, reg)
             problems += ps
             stages[str(name)] = spec
@@ -424,17 +430,26 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw) or not raw:
-            problems.append(Problem("E216", f"`inputs` of stage {name!r} must be a non-empty list of stage names",
+            odd = [x for x in raw if not isinstance(x, str)] if isinstance(raw, list) else []
+            read_as = "a boolean or number" if len(odd) == 1 else "booleans or numbers"
+            said = (f" ({', '.join(map(repr, odd))} read as {read_as}: YAML reads unquoted yes/no/on/off/true/false "
+                    "and digits so)") if odd else ""
+            problems.append(Problem("E216", f"`inputs` of stage {name!r} must be a non-empty list of stage names{said}",
                                     where=src.where(path + ("inputs",)), line=src.line_of(path + ("inputs",)),
-                                    fix="write `inputs: [stage_a, stage_b]`"))
+                                    fix="write `inputs: [stage_a, stage_b]`" + (", quoting such names ('on')" if odd
+                                                                                 else "")))
         else:
             inputs = list(raw)
     elif "input" in body:
         raw = body["input"]
         if not isinstance(raw, str):
-            problems.append(Problem("E216", f"`input` of stage {name!r} must be one stage name",
+            odd = isinstance(raw, (bool, int, float))
+            problems.append(Problem("E216", f"`input` of stage {name!r} must be one stage name"
+                                    + (f" ({raw!r} read as a {type(raw).__name__}: YAML reads unquoted yes/no/on/off/"
+                                       "true/false and digits so)" if odd else ""),
                                     where=src.where(path + ("input",)), line=src.line_of(path + ("input",)),
-                                    fix="write `input: <stage>`, or `inputs: [a, b]` for several"))
+                                    fix="write `input: <stage>`, or `inputs: [a, b]` for several"
+                                        + ("; quote a name such as 'on'" if odd else "")))
         else:
             inputs = [raw]
     else:
@@ -455,6 +470,13 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
 
     params_data = {k: v for k, v in body.items() if k not in RESERVED_STAGE_KEYS}
     params = None
+    if isinstance(params_data.get("kb"), dict) and "kb" in cls.Params.model_fields:
+        # a kb block read from its source: its own keys checked at their lines (as the pipeline's `kb:`), not said
+        # as "kb.str: Input should be a valid string" and an unknown key of the stage
+        kb_problems, _ = kb_source_problems(params_data["kb"], path + ("kb",), src, f"stage {name!r} kb")
+        if kb_problems:
+            problems += kb_problems
+            params_data = {k: v for k, v in params_data.items() if k != "kb"}
     try:
         params = cls.Params.model_validate(params_data)
     except ValidationError as e:

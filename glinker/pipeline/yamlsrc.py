@@ -153,13 +153,16 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
                             source=out.source)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
+        from_merge: set[Any] = set()  # keys a `<<: *anchor` gave: a key written in the mapping overrides them
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 merged = _build(value_node, path, out)
                 for m in merged if isinstance(merged, list) else [merged]:
                     if isinstance(m, dict):
                         for k, v in m.items():
-                            result.setdefault(k, v)
+                            if k not in result:
+                                result[k] = v
+                                from_merge.add(k)
                 continue
             key = _build(key_node, path, out)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
@@ -168,6 +171,9 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
                     where=f"{out.source}:{key_node.start_mark.line + 1}", line=key_node.start_mark.line + 1,
                     fix="write the key as a plain string")], source=out.source)
             line = key_node.start_mark.line + 1
+            if key in from_merge:  # (YAML merge keys: the mapping's own value wins, wherever it is written)
+                from_merge.discard(key)
+                del result[key]
             if key in result:
                 first = out.lines.get(path + (key,))
                 written = key_node.value if isinstance(key_node, yaml.ScalarNode) else key

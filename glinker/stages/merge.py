@@ -16,7 +16,8 @@ class MergeMentionsParams(StageParams):
 
 
 class MergeMentions(Stage):
-    """Merge the mentions of several inputs per document; identical spans are kept once."""
+    """Merge the mentions of several inputs per document; identical spans are kept once (the first copy, with
+    the label of a later one when it has none)."""
 
     type_name = "merge_mentions"
     Params = MergeMentionsParams
@@ -36,14 +37,19 @@ class MergeMentions(Stage):
             elif policy == "highest_score":
                 ranked.sort(key=lambda rm: (-(rm[1].score or 0.0), rm[0]))
             kept: list[Mention] = []
-            seen: set[tuple[int, int]] = set()
+            seen: dict[tuple[int, int], int] = {}  # span -> its place in kept
             for _, m in ranked:
                 key = (m.start, m.end)
                 if key in seen:
+                    # the same span from another input: kept once, with the label one of its copies gives (a
+                    # dictionary match has none, the model's copy says "person", which type and name rules read)
+                    i = seen[key]
+                    if kept[i].label is None and m.label is not None:
+                        kept[i] = kept[i].model_copy(update={"label": m.label})
                     continue
                 if policy != "keep_all" and any(m.start < k.end and k.start < m.end for k in kept):
                     continue
-                seen.add(key)
+                seen[key] = len(kept)
                 kept.append(m)
             kept.sort(key=lambda m: (m.start, -m.end))
             out.append(kept)

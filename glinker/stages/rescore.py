@@ -185,6 +185,13 @@ class Rescore(Stage):
                 for d in range(len(documents))]
         ids = sorted({c.entity_id for row in rows for mc in row for c in mc.candidates})
         ents = self.entities.get(ids)
+        if len(ents) < len(ids) and not getattr(self, "_said_foreign", False):
+            self._said_foreign = True  # (once a pipeline: a KB updated meanwhile, or candidates of another KB)
+            lack = [e for e in ids if e not in ents]
+            log.warning("stage %r: %d candidate(s) are not in its KB %s (e.g. %s): their popularity, type and "
+                        "biencoder features are 0. Candidates from another KB (a stage with its own `kb`) are "
+                        "re-scored by a rescore stage with that `kb`, one per KB", self.name, len(lack),
+                        self.kb.root, ", ".join(lack[:3]))
         bi: dict[tuple[int, int], Any] = {}
         prior = self.kb.prior([mc.mention.text for row in rows for mc in row]) if "prior" in self.w else {}
         evec = self.vectors.get(ids) if ids and (self.use_model or "coherence" in self.w) else {}

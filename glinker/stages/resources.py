@@ -92,7 +92,9 @@ def shown_kb(ref: Any, base_dir: Path | None = None) -> Any:
         return ref
     from glinker.io import redact
 
-    d = _expand_all(ref.model_dump() if isinstance(ref, KBSource) else dict(ref))
+    d = ref.model_dump() if isinstance(ref, KBSource) else dict(ref)
+    # a value naming an unset variable is shown as written: the run's warm-up says it, at the kb block's line
+    d = {k: _expand_or_written(v) for k, v in d.items()}
     if isinstance(d.get("options"), dict):
         from glinker.kb.adapters import mask_secrets
 
@@ -239,6 +241,26 @@ def open_kb(context: PipelineContext, kb: KBRef | None, model: str | None = None
     return context.resource(("kb", str(ref)), factory)
 
 
+def _expand_or_written(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _expand_or_written(x) for k, x in v.items()}
+    try:
+        return _expand_all(v)
+    except ConfigError:
+        return v
+
+
+def _expanded(v: Any, where: str) -> Any:
+    """:func:`_expand_all` of a kb block's value, an unset variable said at that key (``sql.source``, ``cache``),
+    which places it at the block's line (:func:`_at_kb_block`) and says where its value came from."""
+    try:
+        return _expand_all(v)
+    except ConfigError as e:
+        e.where = where
+        e.args = (e.render(),)
+        raise
+
+
 def _expand_all(v: Any) -> Any:
     if isinstance(v, str):
         return expand_env(v)
@@ -284,8 +306,8 @@ def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
             if secret:
                 shown = f"{'unset, so its default' if v is None else m.group(1) + '='} '***'"
             else:
-                shown = f"unset, so its default {m.group(2) or ''!r}" if v is None else \
-                    f"{m.group(1)}={redact(v) if path[0] == 'source' else v!r}"
+                shown = ("unset, with no default" if m.group(2) is None else f"unset, so its default {m.group(2)!r}") \
+                    if v is None else f"{m.group(1)}={redact(v) if path[0] == 'source' else v!r}"
             said.append(f"${{{m.group(1)}}}: {shown}")
         if said:
             return f" (from the environment: {'; '.join(said)})"
@@ -340,8 +362,8 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     # a relative file path (sqlite:///companies.db, companies.jsonl) is read from the pipeline file's folder when
     # it is there, else from the working folder: keyed (and read) by its absolute path, so two folders' files never
     # share a cache
-    url = canonical_source(src.adapter, expand_env(src.source), context.base_dir)
-    options = _expand_all(src.options)
+    url = canonical_source(src.adapter, _expanded(src.source, f"{src.adapter}.source"), context.base_dir)
+    options = {k: _expanded(v, f"{src.adapter}.{k}") for k, v in src.options.items()}
     # the cache is keyed by what is read, not by the password or key it is read with (a rotated password or API key
     # keeps the cache): the URL's password and the declared secret options are left out; an option only named like a
     # secret is keyed by a hash of its value
@@ -350,7 +372,7 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
     ident = json.dumps(key, sort_keys=True, default=str)
     # a cache: folder names ${VARS} as source and options do (two tables, two folders); it holds one source's KB; a
     # relative one is beside the pipeline file (PipelineContext.new_path)
-    out = Path(context.new_path(expand_env(src.cache))) if src.cache else \
+    out = Path(context.new_path(_expanded(src.cache, "cache"))) if src.cache else \
         cache_root() / "kb" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     cache_folder(out.parent, "cache" if src.cache else None)
     with _locked(out.parent / f".{out.name}.lock"):  # processes starting together build it once, in turn

@@ -126,3 +126,17 @@ def test_stage_values_keep_their_yaml_type():
     got = {(p.code, p.line) for p in info.value.problems}
     assert {("E221", 5), ("E221", 6)} <= got
     assert loads_spec(bad.replace("2.0", "2").replace("'0.5'", "1")).stages["s"].params.nil_threshold == 1.0
+
+
+def test_a_key_written_beside_a_merge_key_overrides_the_merged_one(tmp_path):
+    """`<<: *base` then `top_k: 7` was refused as a duplicate key: in YAML the mapping's own keys override merged
+    ones, wherever they are written; a key written twice is still a duplicate."""
+    from glinker.pipeline.yamlsrc import load_yaml
+
+    f = tmp_path / "p.yaml"
+    f.write_text("x-base: &base {type: alias_candidates, input: m, top_k: 3}\nstages:\n  c1:\n    <<: *base\n"
+                 "    top_k: 7\n  c2:\n    top_k: 5\n    <<: *base\n  c3:\n    <<: *base\n    top_k: 1\n    top_k: 2\n")
+    y = load_yaml(path=f)
+    st = y.data["stages"]
+    assert st["c1"] == {"type": "alias_candidates", "input": "m", "top_k": 7} and st["c2"]["top_k"] == 5
+    assert [p.message for p in y.duplicates] == ["duplicate key 'top_k' (first defined on line 11)"]
