@@ -6,6 +6,7 @@ Validation imports stage classes (which are light by contract) but never builds 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from glinker.errors import ConfigError, PipelineError, Problem, closest
 from glinker.pipeline.registry import StageRegistry, registry as default_registry
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams, placed_path
 from glinker.pipeline.yamlsrc import LoadedYAML, load_yaml
+
+log = logging.getLogger(__name__)
 
 RESERVED_STAGE_KEYS = ("type", "input", "inputs", "description")
 
@@ -281,6 +284,18 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
                         output=output, kb_places=kb_places, header_lines=header_lines)
 
 
+def _names_variable(v: Any) -> bool:
+    import re
+
+    if isinstance(v, str):
+        return re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}", v) is not None
+    if isinstance(v, dict):
+        return any(_names_variable(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_names_variable(x) for x in v)
+    return False
+
+
 def kb_source_problems(value: Any, path: tuple, src: LoadedYAML, owner: str) -> tuple[list[Problem],
                                                                                         dict[str, dict[str, str]]]:
     """Check a kb block read from its source (``kb: {adapter, source, options, ...}``) without reading the source:
@@ -497,6 +512,10 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
                                     "ValueError with a message)"))
     if problems or params is None:
         return partial, problems
+    for k, v in params_data.items():  # ${VAR} is expanded in kb blocks only: elsewhere it stays as written
+        if k != "kb" and _names_variable(v):
+            log.warning("%s: stage %r: %s names an environment variable (${...}), which only a kb block's source, "
+                        "options and cache expand: it is used as written", src.where(path + (k,)), name, k)
     desc = body.get("description", "")
     return StageSpec(name=name, type=stype, inputs=inputs, params=params, cls=cls, line=line,
                      description=str(desc) if desc else ""), []

@@ -113,3 +113,16 @@ def test_validate_counts_its_warnings_and_strict_fails_on_them(tmp_path):
     assert r.exit_code == 0 and "(1 warning(s) above: a run stops on them until they are mended)" in r.stdout
     r = CliRunner().invoke(app, ["pipeline", "validate", "--strict", str(f)])
     assert r.exit_code == 2 and "1 warning(s) in pipeline" in r.stderr and "OK" not in r.stdout
+
+
+def test_a_variable_outside_a_kb_block_is_said_to_stay_as_written(tmp_path, caplog):
+    """`path: "${OUT_DIR:-o}/side.jsonl"` on a writer made a folder named `${OUT_DIR:-o}` without a word (only kb
+    blocks expand variables, as documented)."""
+    from glinker.pipeline.spec import load_spec
+
+    f = tmp_path / "p.yaml"
+    f.write_text("name: t\nmodel: none\nstages:\n  m: {type: regex_mentions, patterns: {year: '[0-9]{4}'}}\n"
+                 "  w: {type: regex_mentions, patterns: {x: '${OUT_DIR:-o}'}}\n")
+    with caplog.at_level(logging.WARNING):
+        load_spec(f)
+    assert f"{f}:5: stage 'w': patterns names an environment variable" in caplog.text, caplog.text
