@@ -45,7 +45,7 @@ class CSVOptions(RecordOptions):
         return v
 
 
-_SEP_LINE = re.compile(r"sep=(.)\r?\n?")
+_SEP_LINE = re.compile(r"sep=([^\r\n])\r?\n?")
 """Excel's first line naming the delimiter of the rows after it (``sep=;``): read as that, not as a header."""
 
 
@@ -59,7 +59,6 @@ class CSVAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self.options: CSVOptions = parse_options(self.name, CSVOptions, options)  # type: ignore[assignment]
-        self._delimiter_given = "delimiter" in options
         d = self.options.delimiter
         self.options.delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(d, d)  # typed as two characters
         if len(self.options.delimiter) != 1:
@@ -88,11 +87,10 @@ class CSVAdapter:
             delimiter = o.delimiter
             if sep is not None:  # Excel's "sep=;" line: the rows' delimiter, then the header on line 2
                 skipped = 1
-                if self._delimiter_given and sep.group(1) != o.delimiter:
-                    raise KBError(f"line 1 says the delimiter is {sep.group(1)!r} (sep=), but delimiter "
-                                  f"{o.delimiter!r} was given", where=f"{self.path}:1",
-                                  fix="leave the delimiter option out (the file's sep= line says it), or delete "
-                                      "the sep= line")
+                if sep.group(1) != o.delimiter and o.delimiter != CSVOptions.model_fields["delimiter"].default:
+                    # (the default "," is no choice: a KB's manifest records it, and `kb add` passes it back)
+                    log.warning("%s: line 1 says the delimiter is %r (sep=): the rows are read with it, not with "
+                                "the delimiter option's %r", self.path, sep.group(1), o.delimiter)
                 delimiter = sep.group(1)
             lines = f if sep is not None else itertools.chain([first], f)
             reader = csv.DictReader(lines, delimiter=delimiter, strict=True)

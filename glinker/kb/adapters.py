@@ -286,6 +286,8 @@ def _invalid_value(adapter: str, model: type[BaseModel] | None, e: ValidationErr
     allowed = _allowed_values(field.annotation) if field is not None else None
     if allowed:
         fix = f"allowed values for {err['loc'][0]}: {', '.join(repr(v) for v in allowed)}"
+    elif err.get("type") == "value_error":  # the option's own check refused a value of the right type: its message
+        fix = f"give {loc} a value the message above allows"  # says what (e.g. an encoding Python knows)
     elif field is not None:
         fix = f"give {loc} a value of type {_type_name(field.annotation)}"
     else:

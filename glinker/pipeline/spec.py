@@ -445,7 +445,7 @@ def _parse_stage(name: str, body: Any, src: LoadedYAML, reg: StageRegistry) -> t
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw) or not raw:
-            odd = [x for x in raw if not isinstance(x, str)] if isinstance(raw, list) else []
+            odd = [x for x in raw if isinstance(x, (bool, int, float))] if isinstance(raw, list) else []
             read_as = "a boolean or number" if len(odd) == 1 else "booleans or numbers"
             said = (f" ({', '.join(map(repr, odd))} read as {read_as}: YAML reads unquoted yes/no/on/off/true/false "
                     "and digits so)") if odd else ""

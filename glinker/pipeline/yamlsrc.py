@@ -156,13 +156,23 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
         from_merge: set[Any] = set()  # keys a `<<: *anchor` gave: a key written in the mapping overrides them
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                merged = _build(value_node, path, out)
-                for m in merged if isinstance(merged, list) else [merged]:
+                # `<<: *a` or `<<: [*a, *b]`: each mapping built at this path (its keys' lines recorded as this
+                # mapping's), giving the keys the mapping has not (earlier ones win); a key it does not give keeps
+                # its own line
+                for item in value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]:
+                    had, before = set(result), dict(out.lines)
+                    m = _build(item, path, out)
                     if isinstance(m, dict):
                         for k, v in m.items():
                             if k not in result:
                                 result[k] = v
                                 from_merge.add(k)
+                    n = len(path)
+                    for p in [p for p in out.lines if len(p) > n and p[:n] == path and p[n] in had]:
+                        if p in before:
+                            out.lines[p] = before[p]
+                        else:
+                            del out.lines[p]
                 continue
             key = _build(key_node, path, out)
             if not isinstance(key, (str, int, float, bool)) and key is not None:

@@ -317,6 +317,21 @@ def env_note(block: dict[str, Any], path: tuple[str, ...]) -> str:
 _CLI_OPTION = re.compile(r"-o ([A-Za-z_]+)=('[^']*'|\"[^\"]*\"|[^\s,;)]+)")
 
 
+def _as_yaml_value(v: str) -> str:
+    """A shell-quoted ``-o`` value as a YAML value: a mapping or list as written (``{"id": "code"}``), a scalar
+    quoted where YAML would read it otherwise (``'|'``, ``','``, a query with quotes)."""
+    import yaml
+
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+        v = v[1:-1]
+    try:
+        if isinstance(yaml.safe_load(v), (dict, list)):
+            return v
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_dump(v, default_flow_style=True, width=1 << 16, allow_unicode=True).strip().removesuffix("\n...").strip()
+
+
 def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> GlinkerError:
     """``e``, raised while reading a kb block's source, placed at that block (its file and line, and the option it
     names: ``kb (pipeline.yaml:21, options.table)``) and saying which of its values came from environment variables.
@@ -333,7 +348,7 @@ def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> Gl
     e.where = f"{block}, reading {e.where}" if e.where and not path else block
     e.message += env_note(src.model_dump(), path) if path else ""
     if e.fix and "-o " in e.fix:  # an adapter's fix says the command line's options: also as the block writes them
-        opts = [f"{m.group(1)}: {m.group(2).strip(chr(39) + chr(34))}" for m in _CLI_OPTION.finditer(e.fix)]
+        opts = [f"{m.group(1)}: {_as_yaml_value(m.group(2))}" for m in _CLI_OPTION.finditer(e.fix)]
         if opts:
             e.fix += f" (in the pipeline: under the kb block's options, {'; '.join(opts)})"
     e.args = (e.render(),)

@@ -31,9 +31,13 @@ def test_excel_sep_line_names_the_delimiter(tmp_path):
     the fix (delimiter ';') gave "['sep=', '']"."""
     p = _csv(tmp_path, "\ufeffsep=;\r\n" + HEADER.replace("\n", "\r\n") + "C1;Acme;2\r\nC2;Globex;1\r\n")
     assert _ids(p) == ["C1", "C2"] and _ids(p, delimiter=";") == ["C1", "C2"]
-    with pytest.raises(KBError, match="line 1 says the delimiter is ';'") as ei:
-        _ids(p, delimiter=",")
-    assert ei.value.where == f"{p}:1"
+    # the file's own line wins (`kb add` passes back the manifest's default ","); another choice is said
+    assert _ids(p, delimiter=",") == ["C1", "C2"]
+    assert _ids(p, delimiter="|") == ["C1", "C2"]
+    # "sep=" with nothing after it (CRLF) is no delimiter line: read as a header
+    crlf = _csv(tmp_path, "sep=\r\nid,name\r\nC1,Acme\r\n", "crlf.csv")
+    with pytest.raises(KBError, match="no id column 'id' in the header"):
+        _ids(crlf)
     bad = _csv(tmp_path, "sep=;\nid;name;popularity\nC1;Acme;x\n", "bad.csv")
     with pytest.raises(DataError) as ei:  # lines counted with the sep= line
         _ids(bad)
@@ -60,6 +64,7 @@ def test_an_unknown_encoding_is_refused_as_an_option(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_adapter("csv", str(p), encoding="cp-1252x", delimiter=";")
     assert "encoding" in (ei.value.where or "") and "unknown text encoding 'cp-1252x'" in str(ei.value)
+    assert "of type str" not in ei.value.fix
 
 
 def test_a_pipeline_kb_block_keeps_the_bad_records_file_and_line(tmp_path):
@@ -98,3 +103,32 @@ def test_an_update_that_empties_a_label_says_so(tmp_path, caplog):
         counts = kb.upsert(load_adapter("csv", str(p), **opts).iter_entities(), None)
     assert counts["updated"] == 1
     assert any("1 entities have no label (e.g. 'C1')" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_kb_add_reads_a_sep_line_file_as_the_build_did(tmp_path):
+    """`kb add` on a KB built from a `sep=;` file failed: the manifest's default delimiter "," was passed back and
+    refused against the file's own line."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    p = _csv(tmp_path, "sep=;\nid;label\nC1;Acme\n", "x.csv")
+    r = CliRunner().invoke(app, ["kb", "build", "-a", "csv", "-s", str(p), "--model", "none", "--out",
+                                 str(tmp_path / "kb")])
+    assert r.exit_code == 0, r.output
+    _csv(tmp_path, "sep=;\nid;label\nC1;Acme\nC2;Globex\n", "x.csv")
+    r = CliRunner().invoke(app, ["kb", "add", str(tmp_path / "kb"), "-s", str(p)])
+    assert r.exit_code == 0 and "added 1" in r.output, r.output
+
+
+def test_fixes_said_as_kb_block_options_are_yaml_that_reads_back():
+    """`-o delimiter='|'` was said as `delimiter: |` (a YAML block scalar), a query's closing quote was lost."""
+    import yaml
+
+    from glinker.stages.resources import _as_yaml_value
+
+    for written, meant in [("'|'", "|"), ("','", ","), ("latin-1", "latin-1"), ("';'", ";"),
+                           ("'SELECT id, \"Nom (FR)\" AS name FROM \"Sociétés\"'",
+                            'SELECT id, "Nom (FR)" AS name FROM "Sociétés"'),
+                           ("'{\"id\": \"category\"}'", {"id": "category"})]:
+        assert yaml.safe_load("k: " + _as_yaml_value(written))["k"] == meant, written

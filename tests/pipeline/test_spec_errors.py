@@ -140,3 +140,20 @@ def test_a_key_written_beside_a_merge_key_overrides_the_merged_one(tmp_path):
     st = y.data["stages"]
     assert st["c1"] == {"type": "alias_candidates", "input": "m", "top_k": 7} and st["c2"]["top_k"] == 5
     assert [p.message for p in y.duplicates] == ["duplicate key 'top_k' (first defined on line 11)"]
+
+
+def test_keys_beside_merge_keys_keep_their_own_lines(tmp_path):
+    """A key written before `<<: *a` was placed at the anchor's line; `<<: [*a, *b]` lost the merged keys' lines."""
+    from glinker.errors import PipelineError
+    from glinker.pipeline.spec import load_spec
+
+    f = tmp_path / "p.yaml"
+    f.write_text("name: t\nmodel: none\nx-a: &a {type: regex_mentions, patterns: {year: '[0-9]{4}'}, nope: 1}\n"
+                 "x-b: &b {type: alias_mentions, bogus: 2}\nstages:\n  m:\n    bad_key: 7\n    <<: *a\n"
+                 "  n:\n    <<: [*a, *b]\n")
+    try:
+        load_spec(f)
+        raise AssertionError("accepted")
+    except PipelineError as e:
+        at = sorted((p.line, p.message.split("'")[1], p.message.split("'")[3]) for p in e.problems)
+        assert at == [(3, "nope", "m"), (3, "nope", "n"), (4, "bogus", "n"), (7, "bad_key", "m")], at
