@@ -30,6 +30,9 @@ from glinker.io import InputIds, check_text
 
 log = logging.getLogger(__name__)
 
+LONG_DOCUMENT_CHARS = 200_000
+"""A document at least this long is said when read (it is linked whole: minutes on a CPU, the bar standing still)."""
+
 
 def register(app: typer.Typer) -> None:
     """Attach ``glinker link`` and ``glinker worker`` to the root CLI."""
@@ -539,6 +542,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
 
     batch: list[tuple[int, Document]] = []
     k = 0  # documents of the input read so far
+    long_said = 0
     with claim, (pipe.gc_frozen() if coordinator is None else contextlib.nullcontext()):
         try:
             records = iter_input(input, fmt, skip_bad, text_field, problems)
@@ -555,6 +559,11 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
                     counts["skipped_done"] += 1
                     continue
                 batch.append((n, Document.model_validate(rec)))
+                if len(rec.get("text") or "") >= LONG_DOCUMENT_CHARS and long_said < 3:
+                    long_said += 1  # the bar counts lines: a huge document holds it still for minutes
+                    say = f"{input}:{n}: a document of {len(rec['text']):,} characters is linked whole, which takes " \
+                          "minutes on a CPU (about 3 s per 10,000 characters and core); the bar moves when it is done"
+                    bar.write(say, file=sys.stderr) if bar is not None else typer.echo(say, err=True)
                 if len(batch) >= bs:
                     flush(batch)
                     batch = []
