@@ -14,7 +14,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from glinker.kb.encoder import EntityEncoder, encode_sorted
 from glinker.kb.kb import CURRENT, INDEX, MANIFEST, STORE, WRITER_LOCK, close_quietly, publish_staged, writing
 from glinker.kb.manifest import Manifest, glinker_version, now
 from glinker.kb.store import AGAIN, EntityStore, TextTemplate, sqlite_uri, write_error
+from glinker.types import Entity
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,25 @@ STORE_BYTES_PER_ENTITY = 600
 """Rough on-disk size of one entity record with its aliases (measured ~300-700 B on Wikidata-like records)."""
 
 
-def say_nameless(n: int, examples: Sequence[str], prefix: str = "") -> None:
-    """Warn of entities written without a label (by a build or an update)."""
-    log.warning("%s%d entities have no label (e.g. %s): they show no name in links, and are found only by their "
-                "aliases (map the label column/field, or fill it in the source)", prefix, n,
-                ", ".join(repr(i) for i in examples))
+class Nameless:
+    """Entities written without a label, by a build or an update: counted as they pass (the first ids kept) and
+    warned of at the end. Such an entity is linkable only through its aliases, and its links show no name."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.ids: list[str] = []
+
+    def see(self, e: Entity) -> None:
+        if not e.label.strip():
+            self.n += 1
+            if len(self.ids) < 5:
+                self.ids.append(e.id)
+
+    def say(self, prefix: str = "") -> None:
+        if self.n:
+            log.warning("%s%d entities have no label (e.g. %s): they show no name in links, and are found only by "
+                        "their aliases (map the label column/field, or fill it in the source)", prefix, self.n,
+                        ", ".join(repr(i) for i in self.ids))
 
 
 def index_bytes_per_vector(factory: str, dim: int) -> int:
@@ -406,15 +421,11 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         if bar.total is not None and bar.n > bar.total:  # the source held more than its estimate: count on
             bar.total = None
 
-    nameless: list[str] = []
-    n_nameless = 0
+    nameless = Nameless()
     in_flush = False
     try:
         for e in it:
-            if not e.label.strip():  # linkable only through its aliases; its links would show no name
-                n_nameless += 1
-                if len(nameless) < 5:
-                    nameless.append(e.id)
+            nameless.see(e)
             buf.append(e)
             if len(buf) >= chunk:
                 try:
@@ -435,8 +446,7 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         raise
     flush(True)
     bar.close()
-    if n_nameless:
-        say_nameless(n_nameless, nameless)
+    nameless.say()
     if dups:
         log.warning("%d records repeated an id already seen%s; the later record was kept", dups,
                     f" (e.g. {', '.join(repr(i) for i in dup_ids)})" if dup_ids else "")

@@ -146,6 +146,17 @@ def default_train_size(factory: str, n: int) -> int:
     return min(n, max(300_000, 40 * nlist))
 
 
+def graph_ef(nprobe: int) -> int:
+    """A graph index's efSearch for a search breadth ``nprobe`` (at least :data:`GRAPH_EF_SEARCH`)."""
+    return max(GRAPH_EF_SEARCH, int(nprobe))
+
+
+def quantizer_ef(nprobe: int) -> int:
+    """An HNSW coarse quantizer's efSearch when ``nprobe`` lists are probed: well above nprobe (faiss's default 16
+    returns the wrong lists however many are probed)."""
+    return max(QUANTIZER_EF_SEARCH, 2 * int(nprobe))
+
+
 class VectorIndex:
     """A FAISS maximum-inner-product index keyed by int64 ids, with train/add/remove/search and atomic save.
 
@@ -206,7 +217,7 @@ class VectorIndex:
         """IVF: lists probed (and the HNSW quantizer's breadth); a graph index: its efSearch (at least 128)."""
         graph = self._graph()
         if graph is not None:
-            graph.hnsw.efSearch = max(GRAPH_EF_SEARCH, int(nprobe))
+            graph.hnsw.efSearch = graph_ef(nprobe)
         if self.factory.startswith("IVF"):
             faiss = _faiss()
             ivf = faiss.extract_index_ivf(self.index)
@@ -215,7 +226,7 @@ class VectorIndex:
             # narrower than nprobe it returns the wrong lists however many are probed. Keep it well above.
             quantizer = self._hnsw_quantizer()
             if quantizer is not None:
-                quantizer.hnsw.efSearch = max(QUANTIZER_EF_SEARCH, 2 * int(nprobe))
+                quantizer.hnsw.efSearch = quantizer_ef(nprobe)
 
     def _graph(self) -> Any:
         """The HNSW index of a graph factory (``HNSW32``, ``HNSW32,SQ8``...), else None."""
@@ -343,13 +354,15 @@ class VectorIndex:
         """Top-k (inner-product scores, ids) per query row; missing results have id -1."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         k = int(k)
+        qn = np.linalg.norm(q, axis=1, keepdims=True) if self.transformed else None
+        rows = self._queries(q, qn) if qn is not None else q
         # nprobe is given per call, never set on the shared index: threads may ask for different values at once
         if self._coarse() is not None:
-            return self._finish(q, self._preassigned(self._rows_for(q), k, nprobe))
+            return self._finish(self._preassigned(rows, k, nprobe), qn)
         params = self._search_params(int(nprobe) if nprobe is not None else self.nprobe)
         if params is None:
-            return self._finish(q, self.index.search(self._rows_for(q), k))
-        return self._finish(q, self.index.search(self._rows_for(q), k, params=params[0]))
+            return self._finish(self.index.search(rows, k), qn)
+        return self._finish(self.index.search(rows, k, params=params[0]), qn)
 
     def _search_params(self, nprobe: int) -> Any:
         """faiss search parameters for ``nprobe`` as :meth:`_apply_nprobe` sets them on the index (IVF lists probed
@@ -358,7 +371,7 @@ class VectorIndex:
         faiss = _faiss()
         if self._graph() is not None:
             p = faiss.SearchParametersHNSW()
-            p.efSearch = max(GRAPH_EF_SEARCH, nprobe)
+            p.efSearch = graph_ef(nprobe)
             return (p,)
         if not self.factory.startswith("IVF"):
             return None
@@ -367,21 +380,16 @@ class VectorIndex:
         if self._hnsw_quantizer() is None:
             return (p,)
         qp = faiss.SearchParametersHNSW()
-        qp.efSearch = max(QUANTIZER_EF_SEARCH, 2 * nprobe)
+        qp.efSearch = quantizer_ef(nprobe)
         p.quantizer_params = qp
         return (p, qp)
 
-    def _rows_for(self, q: np.ndarray) -> np.ndarray:
-        """The query rows the index searches: ``q`` itself, or on the transform (see :meth:`_queries`)."""
-        return q if not self.transformed else self._queries(q, np.linalg.norm(q, axis=1, keepdims=True))
-
-    def _finish(self, q: np.ndarray, found: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The index's (distances, ids) as inner products: on the transform, q' = q M/|q| and
-        |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x."""
+    def _finish(self, found: tuple[np.ndarray, np.ndarray], qn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The index's (distances, ids) as inner products: on the transform (``qn``: the queries' norms), q' =
+        q M/|q| and |q' - [x, e]|^2 = 2 M^2 - 2 (M/|q|) q.x."""
         scores, ids = found
-        if not self.transformed:
+        if qn is None:
             return scores, ids
-        qn = np.linalg.norm(q, axis=1, keepdims=True)
         m = float(self.mips_norm)  # type: ignore[arg-type]
         scores = np.where(ids >= 0, (2 * m * m - scores) * qn.astype(np.float64) / (2 * m), -np.inf)
         return scores.astype(np.float32), ids

@@ -636,22 +636,17 @@ class KB:
             buf = held
             self.apply_pending(encoder, checked=True)
 
-        nameless: list[str] = []
-        n_nameless = 0
+        from glinker.kb.build import Nameless
+
+        nameless = Nameless()
         for e in entities:
             buf.append(e)
-            if not e.label:
-                n_nameless += 1
-                if len(nameless) < 5:
-                    nameless.append(e.id)
+            nameless.see(e)
             if len(buf) >= batch:
                 flush(False)
                 self._save_counts()  # `kb info` is right even if the rest of a long update is interrupted
         flush(True)
-        if n_nameless:
-            from glinker.kb.build import say_nameless
-
-            say_nameless(n_nameless, nameless, f"KB {self.root}: ")
+        nameless.say(f"KB {self.root}: ")
         if n_repeated:
             log.warning("KB %s: %d source records repeat an id (the last record of each is kept; first ones: %s); a "
                         "SQL source with several aliases per entity: use an alias table (alias_table=...), not a JOIN",

@@ -329,7 +329,8 @@ def _as_yaml_value(v: str) -> str:
             return v
     except yaml.YAMLError:
         pass
-    return yaml.safe_dump(v, default_flow_style=True, width=1 << 16, allow_unicode=True).strip().removesuffix("\n...").strip()
+    dumped = yaml.safe_dump(v, default_flow_style=True, width=1 << 16, allow_unicode=True)
+    return dumped.strip().removesuffix("\n...").strip()
 
 
 def _at_kb_block(context: PipelineContext, src: KBSource, e: GlinkerError) -> GlinkerError:
