@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import typer
 
 from glinker.cli import dtype_option
+from glinker.cli.long_texts import LONG_TEXT_CHARS, LongTextProgress
 
 from glinker.errors import ConfigError, DataError, GlinkerError
 from glinker.io import InputIds, check_text
@@ -429,6 +430,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
     import glinker
     from glinker.errors import StageError
     from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
+    from glinker.stages.resources import watching_windows
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
 
@@ -533,12 +535,32 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
             sent_lines.append(batch[-1][0])
             coordinator.submit({"docs": [d.model_dump(mode="json", exclude_defaults=True) for d in docs]}, lines)
             return
+        watch = within(docs)
         try:
-            res = pipe.run_batch(docs)
+            with watching_windows(watch.see) if watch is not None else contextlib.nullcontext():
+                res = pipe.run_batch(docs)
         except GlinkerError as e:
             raise StageError(f"{e.message} (input lines {lines}; earlier batches are written to {output})",
                              where=e.where, fix=e.fix) from e
+        finally:
+            if watch is not None:
+                watch.close()
         write(output_records(res, docs))
+
+    def within(docs: list[Document]) -> LongTextProgress | None:
+        """How far the batch's long documents are read (the bar counts lines: one huge document holds it still for
+        minutes): a bar of their words on a terminal, else INFO lines (-v); None when none is long or nothing would
+        show it."""
+        shows_bar = bar is not None and not bar.disable
+        if not (shows_bar or log.isEnabledFor(logging.INFO)) or all(len(d.text) < LONG_TEXT_CHARS for d in docs):
+            return None
+        from tqdm import tqdm
+
+        def make_bar(total: int, desc: str) -> Any:
+            return tqdm(total=total, desc=desc, unit="word", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+        return LongTextProgress([d.text for d in docs], [d.id for d in docs], make_bar if shows_bar else None,
+                                min_chars=LONG_TEXT_CHARS, verb="link", logger=log) or None
 
     batch: list[tuple[int, Document]] = []
     k = 0  # documents of the input read so far
@@ -562,7 +584,9 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
                 if len(rec.get("text") or "") >= LONG_DOCUMENT_CHARS and long_said < 3:
                     long_said += 1  # the bar counts lines: a huge document holds it still for minutes
                     say = f"{input}:{n}: a document of {len(rec['text']):,} characters is linked whole, which takes " \
-                          "minutes on a CPU (about 3 s per 10,000 characters and core); the bar moves when it is done"
+                          "minutes on a CPU (about 3 s per 10,000 characters and core); " + \
+                          ("a bar of its words shows how far it is read" if bar is not None and not bar.disable
+                           else "-v logs how far it is read")
                     bar.write(say, file=sys.stderr) if bar is not None else typer.echo(say, err=True)
                 if len(batch) >= bs:
                     flush(batch)

@@ -6,13 +6,14 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from glinker.cli import dtype_option
+from glinker.cli.long_texts import LONG_TEXT_CHARS, LongTextProgress
 
 from glinker.errors import ConfigError, DataError
 from glinker.io import InputIds, check_text
@@ -20,53 +21,9 @@ from glinker.model.shipped import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-LONG_TEXT_CHARS = 20_000
-"""A document of at least this many characters shows how far it is read while the model reads it, window by window
-(a bar of its words on a terminal with -o, else an INFO line, with -v, every tenth of them): the bar of input lines
-moves only once its chunk of documents is done, which for one huge document is the end of the run."""
-
 
 def _terminal() -> bool:
     return sys.stderr.isatty()
-
-
-class _LongTextProgress:
-    """How far the model has read the long texts of one ``predict`` call, from its ``on_window`` hook: their words
-    read so far (windows overlap: a word counts once), on the bar ``make_bar(total, description)`` makes or, without
-    one, in an INFO line every tenth."""
-
-    def __init__(self, texts: list[str], ids: list[Any], make_bar: Callable[[int, str], Any] | None) -> None:
-        from glinker.model.words import split_words
-
-        self.seen = {i: bytearray(len(split_words(t).words)) for i, t in enumerate(texts)
-                     if len(t) >= LONG_TEXT_CHARS}
-        self.total = sum(len(v) for v in self.seen.values())
-        self.done = 0
-        self.noted = 0  # tenths logged
-        self.what = (f"document {ids[next(iter(self.seen))]!r}" if len(self.seen) == 1
-                     else f"{len(self.seen)} long documents")
-        self.bar = make_bar(self.total, f"ner {self.what}") if make_bar is not None else None
-
-    def __call__(self, window: Any, _vectors: Any) -> None:
-        seen = self.seen.get(window.text_index)
-        if seen is None:
-            return
-        a, b = window.start, window.end
-        new = (b - a) - seen.count(1, a, b)
-        if new <= 0:
-            return
-        seen[a:b] = b"\x01" * (b - a)
-        self.done += new
-        if self.bar is not None:
-            self.bar.update(new)
-        elif self.total and self.done * 10 // self.total > self.noted:
-            self.noted = self.done * 10 // self.total
-            log.info("%s: %s of %s words read (%d%%)", self.what, f"{self.done:,}", f"{self.total:,}",
-                     100 * self.done // self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _read_docs(path: Path, text_field: str, whole_file: bool, skip_bad: bool = False,
@@ -269,14 +226,15 @@ def ner(
 
         return tqdm(total=total, desc=desc, unit="word", file=sys.stderr, dynamic_ncols=True, leave=False)
 
-    def within(texts: list[str], chunk: list[dict]) -> _LongTextProgress | None:
+    def within(texts: list[str], chunk: list[dict]) -> LongTextProgress | None:
         """Progress within the chunk's long texts: a bar on a terminal (with -o, as the bar of lines), else INFO
         lines (-v). None, so that the model is not asked for it, when no text is long or nothing would show it."""
         on_bar = progress and output is not None and _terminal()
         if truncate or not (on_bar or log.isEnabledFor(logging.INFO)) \
                 or all(len(t) < LONG_TEXT_CHARS for t in texts):
             return None  # --truncate: one window a text
-        return _LongTextProgress(texts, [d.get("id") for d in chunk], make_bar if on_bar else None)
+        return LongTextProgress(texts, [d.get("id") for d in chunk], make_bar if on_bar else None,
+                                min_chars=LONG_TEXT_CHARS, logger=log)
 
     def run(chunk: list[dict]) -> None:
         texts = [d[text_field] if text_field in d else d["text"] for d in chunk]

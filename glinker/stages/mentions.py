@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams
 from glinker.stages.records import MENTIONS, with_vector
 from glinker.stages.resources import (ENCODER_SECONDS, KBRef, check_folds, load_model, open_kb, predict_encoded,
-                                      span_vectors, window_cache)
+                                      span_vectors, window_cache, window_watch)
 from glinker.types import Document, Mention
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class BiencoderMentions(Stage):
                                 batch_size=p.batch_size, cache=cache)
         else:
             preds = self.model.predict(texts, self.bank, threshold=p.threshold, flat_ner=p.flat_ner,
-                                       multi_label=p.multi_label, batch_size=p.batch_size)
+                                       multi_label=p.multi_label, batch_size=p.batch_size,
+                                       on_window=window_watch(texts))
             preds = [whole_apostrophe_names(t, ents) for t, ents in zip(texts, preds)]
             vecs = None
             ENCODER_SECONDS["seconds"] += time.perf_counter() - t0

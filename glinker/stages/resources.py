@@ -5,6 +5,7 @@ batched span vectors and entity vectors. Everything heavy is imported inside fun
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,6 +15,8 @@ import sys
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -841,6 +844,30 @@ def clear_window_cache(context: PipelineContext) -> None:
         cache.clear()
 
 
+_WINDOW_WATCH: ContextVar[Callable[[str, Any], None] | None] = ContextVar("glinker_window_watch", default=None)
+
+
+@contextlib.contextmanager
+def watching_windows(watch: Callable[[str, Any], None]) -> Iterator[None]:
+    """Within the block, ``watch(text, window)`` is told of every window the model reads for a document's mentions
+    in this thread (``window.start``/``end``: its words), so a caller can show how far a huge document is read
+    (``glinker link``). A pipeline runs its stages in the calling thread, one batch at a time."""
+    token = _WINDOW_WATCH.set(watch)
+    try:
+        yield
+    finally:
+        _WINDOW_WATCH.reset(token)
+
+
+def window_watch(texts: Sequence[str]) -> Callable[[Any, Any], None] | None:
+    """The model's ``on_window`` hook that tells the watch of :func:`watching_windows` about ``texts``' windows;
+    None outside such a block."""
+    watch = _WINDOW_WATCH.get()
+    if watch is None:
+        return None
+    return lambda w, _x: watch(texts[w.text_index], w)
+
+
 def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: float, flat_ner: bool,
                     multi_label: bool, batch_size: int, cache: WindowCache) -> list[list[dict]] | None:
     """``model.predict`` for span bi-encoders, keeping every window's word vectors in ``cache`` for the span
@@ -848,9 +875,12 @@ def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: floa
     if model.net.dense or getattr(model.net, "span_mode", "markerV0") == "token_level":
         return None
     t0 = time.perf_counter()
+    watch = window_watch(texts)
 
     def keep(w: Any, x: Any) -> None:
         cache.put((texts[w.text_index], w.start, w.end), x)
+        if watch is not None:
+            watch(w, x)
 
     results = model.predict(list(texts), bank, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
                             batch_size=batch_size, on_window=keep)
