@@ -5,7 +5,9 @@ follows in its default ``"gliner"`` mode:
 - the sentence is split on whitespace; gold char offsets are turned into word indices assuming the words
   are joined by single spaces; an offset that is not a word boundary gives ``None``, so such a gold entity
   can never be matched (it stays a false negative);
-- entity types and the prompted labels are lower-cased, so type matching is case-insensitive;
+- entity types and the prompted labels are lower-cased, so type matching is case-insensitive (glinker also
+  cleans them as training does, ``label_key``: NFKC, invisible characters dropped, whitespace collapsed, so
+  ``" Location "`` and ``location`` are one type; GLiNER's benchmark files are already clean);
 - per sentence, gold and predicted ``(start_word, end_word, type)`` are *sets* (duplicates count once);
 - micro precision/recall/F1 over all sentences of a dataset; the benchmark figure is the plain mean of the
   per-dataset micro-F1.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import DataError
+from glinker.model.train.batching import clean_label, label_key
 from glinker.eval.datasets import (
     NERDataset,
     NERExample,
@@ -201,7 +204,7 @@ def score_example(example: NERExample, predicted: Iterable[dict], mode: str = "g
     if mode not in ("gliner", "char"):
         raise DataError(f"unknown scoring mode {mode!r}", where="mode", fix="use 'gliner' or 'char'")
     text = example.text
-    prompted = {x.lower() for x in labels} if labels is not None else None
+    prompted = {label_key(x) for x in labels} if labels is not None else None
     gold: set[tuple] = set()
     pred: set[tuple] = set()
     if mode == "gliner":
@@ -212,19 +215,19 @@ def score_example(example: NERExample, predicted: Iterable[dict], mode: str = "g
             ends[m.end()] = i
         for g in example.spans:
             s, e = gliner_word_span(words, g.start, g.end)
-            gold.add((s, e, g.label.lower()))
+            gold.add((s, e, label_key(g.label)))
         for p in predicted:
             a, b = _span_of(p, example)
             s, e = starts.get(a), ends.get(b)
             if s is None or e is None:
-                pred.add(("unaligned", a, b, str(p.get("label", "")).lower()))
+                pred.add(("unaligned", a, b, label_key(str(p.get("label", "")))))
             else:
-                pred.add((s, e, str(p.get("label", "")).lower()))
+                pred.add((s, e, label_key(str(p.get("label", "")))))
     else:
-        gold = {(g.start, g.end, g.label.lower()) for g in example.spans}
+        gold = {(g.start, g.end, label_key(g.label)) for g in example.spans}
         for p in predicted:
             a, b = _span_of(p, example)
-            pred.add((a, b, str(p.get("label", "")).lower()))
+            pred.add((a, b, label_key(str(p.get("label", "")))))
     tp = len(gold & pred)
     out = PRF(tp=tp, fp=len(pred) - tp, fn=len(gold) - tp)
     if result is not None:
@@ -264,9 +267,9 @@ def score_dataset(dataset: NERDataset, predictions: Sequence[Sequence[dict]], mo
     return res
 
 
-def prompt_labels(dataset: NERDataset) -> list[str]:
-    """The labels to prompt with: ``labels.json`` lower-cased, as GLiNER's evaluation does."""
-    return [x.lower() for x in dataset.labels]
+def prompt_form(labels: Iterable[str]) -> list[str]:
+    """Labels as a sentence is prompted with them: cleaned and lower-cased, each type once, blank names dropped."""
+    return list(dict.fromkeys(k for k in (clean_label(x).lower() for x in labels) if k))
 
 
 def example_labels(dataset: NERDataset, example: NERExample) -> list[str]:
@@ -285,9 +288,11 @@ def predict_dataset(predict: PredictFn, dataset: NERDataset, chunk: int = 256,
     """
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, ex in enumerate(dataset.examples):
-        groups.setdefault(tuple(x.lower() for x in example_labels(dataset, ex)), []).append(i)
+        groups.setdefault(tuple(prompt_form(example_labels(dataset, ex))), []).append(i)
     out: list[list[dict] | None] = [None] * len(dataset.examples)
     for labels, idx in groups.items():
+        if not labels:  # a sentence asked about no type (a record's empty ``label`` list): nothing to predict
+            continue
         for i in range(0, len(idx), chunk):
             part = idx[i:i + chunk]
             res = predict([dataset.examples[j].text for j in part], list(labels))
