@@ -250,6 +250,13 @@ def not_utf8(path: str | Path) -> DataError:
     """The DataError for a text file that is not UTF-8, naming its first undecodable line and byte."""
     p = Path(path)
     with p.open("rb") as f:
+        from glinker.kb.adapters import wide_unicode
+
+        enc = wide_unicode(f.read(64))
+        if enc is not None:  # Notepad's and Excel's "Unicode": latin1 is no fix for it
+            return DataError(f"the file is {enc} text, not UTF-8", where=str(p),
+                             fix=f"save it as UTF-8 (e.g. iconv -f {enc} -t UTF-8 {p.name} > {p.stem}.utf8{p.suffix})")
+        f.seek(0)
         for n, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")

@@ -712,7 +712,8 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     Layouts: ``idx<TAB>token<TAB>TAG`` (CoNLL-U-like, an index column counting the sentence's tokens),
     ``token<TAB>TAG``, and CoNLL-2003's own space-separated ``token POS CHUNK TAG``: the token is the first
     column (the second when the first counts tokens), the tag the last. Columns are split on tabs when a line has
-    one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped.
+    one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped (a line whose
+    last column is a tag, ``# O``, is the token ``#``). Lines end in \\n, \\r\\n or \\r alone.
 
     Whether the first column is an index is decided for the whole file (:func:`_bio_indexed`, a first pass over
     it): a CoNLL-2003 file whose first sentence is ``1 CD B-NP O`` has no index column. Every token line has as
@@ -721,7 +722,7 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
 
     Tags are ``O``, ``B-X``, ``I-X`` (an ``I-X`` that does not continue an ``X`` starts a new span, as in IOB1),
     ``S-X``/``E-X`` of BIOES and ``U-X``/``L-X`` of BILOU. ``type_names`` maps tag types to label names, the type
-    matched in any case (``B-per`` is ``person`` as ``B-PER`` is); unknown types stay as they are. An empty token
+    matched in any case (``B-per`` is ``person`` as ``B-PER`` is; so is ``b-per``); unknown types stay as they are. An empty token
     (a line ``<TAB>O``) is an error: it is no word, and every span after it would be scored on the wrong words.
     A file with no token line is an error too.
     """
@@ -748,15 +749,16 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
                                 fix="write the word in that column, or delete the line: an empty token is no word "
                                     "and shifts every span after it")
             tag = cols[-1]
-            if tag == "O":
+            if tag in ("O", "o"):
                 tags.append(("O", "", n))
             else:
-                m = re.fullmatch(r"([BIESUL])[-_](.+)", tag)
+                m = _TAG_PARTS.fullmatch(tag)
                 if not m:
                     raise DataError(f"invalid tag {tag!r} (the last column)", where=f"{p}:{n}",
                                     fix="tags are O, B-TYPE, I-TYPE (or S-/E- of BIOES, U-/L- of BILOU), in the last "
                                         "column")
-                tags.append(({"U": "S", "L": "E"}.get(m.group(1), m.group(1)), m.group(2), n))
+                pre = m.group(1).upper()  # b-per as B-per: the type keeps its case (matched in any case)
+                tags.append(({"U": "S", "L": "E"}.get(pre, pre), m.group(2), n))
             toks.append(tok)
         ex = _bio_example(toks, tags, names, p, n_sent)
         n_sent += 1
@@ -785,6 +787,35 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
                             "a blank line between sentences")
 
 
+_TAG_PARTS = re.compile(r"([BIESULbiesul])[-_](.+)")  # a tag's prefix and type
+
+
+def _comment(line: str) -> bool:
+    """Whether a ``# `` line before a sentence is a comment (CoNLL-U's ``# sent_id = 1``, ``# newdoc``) rather than
+    the token ``#`` and its tag (``# O``, CoNLL-2003's ``# NN I-NP O``): it is a token line when its last column is
+    a tag and it holds no ``=``."""
+    cols = line.split()
+    return "=" in line or len(cols) < 2 or not _BIO_TAG.fullmatch(cols[-1])
+
+
+def _byte_lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary file, split at \\n; or at \\r where its lines end in \\r alone (classic Mac OS, some
+    exporters), which would otherwise read as one line."""
+    head = f.read(1 << 16)
+    f.seek(0)
+    if b"\n" in head or b"\r" not in head[:-1]:
+        yield from f
+        return
+    buf = b""
+    for chunk in iter(lambda: f.read(1 << 16), b""):
+        buf += chunk
+        *lines, buf = buf.split(b"\r")
+        for line in lines:
+            yield line + b"\n"
+    if buf:
+        yield buf
+
+
 def _bio_rows(p: Path) -> Iterator[tuple[int, list[str] | None]]:
     """The token lines of a BIO file as ``(line number, columns)``, and ``(line number, None)`` where a sentence
     ends (a blank line, a ``-DOCSTART-`` line or the end of the file after a token line); ``# `` comments before a
@@ -793,7 +824,7 @@ def _bio_rows(p: Path) -> Iterator[tuple[int, list[str] | None]]:
     in_sentence = False
     n = 0
     with p.open("rb") as f:
-        for n, braw in enumerate(f, 1):
+        for n, braw in enumerate(_byte_lines(f), 1):
             try:
                 raw = braw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError:
@@ -804,7 +835,7 @@ def _bio_rows(p: Path) -> Iterator[tuple[int, list[str] | None]]:
                     yield n, None
                     in_sentence = False
                 continue
-            if line.startswith("# ") and not in_sentence:
+            if line.startswith("# ") and not in_sentence and _comment(line):
                 continue  # CoNLL-U comment lines
             cols = line.split("\t") if "\t" in line else line.split()
             cols = [c.strip() for c in cols]
@@ -978,6 +1009,14 @@ def _first_lines(p: Path) -> tuple[str, str | None]:
         for _ in range(1000):
             raw = f.readline(_SNIFF_LINE + 1)
             if not raw:
+                break
+            if b"\n" not in raw and b"\r" in raw[:-1]:  # lines that end in \r alone: read from the first 4 KB
+                for part in raw.split(b"\r")[:-1]:
+                    line = part.decode("utf-8", "replace").lstrip("\ufeff")
+                    if line.strip():
+                        first = first or line
+                        if not line.startswith(("# ", "-DOCSTART-")):
+                            return first, line
                 break
             whole = len(raw) <= _SNIFF_LINE or raw.endswith(b"\n")
             line = raw[:_SNIFF_LINE].decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")

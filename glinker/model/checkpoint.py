@@ -191,13 +191,7 @@ def read_config(ckpt: Path, hub: dict | None = None) -> dict:
 
     ``hub``: hub options for encoders whose config is fetched by name (:data:`ENCODER_HUB_OPTIONS` are used)."""
     f = ckpt / CONFIG_FILE
-    if not f.is_file():
-        _not_a_checkpoint(ckpt)
-        raise ModelError(
-            "no gliner_config.json in the checkpoint folder",
-            where=str(ckpt),
-            fix="point at a folder saved by gliner or glinker (it holds gliner_config.json)",
-        )
+    check_checkpoint_folder(ckpt)
     try:
         raw = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -255,6 +249,19 @@ def read_config(ckpt: Path, hub: dict | None = None) -> dict:
         if cfg.get(key) is None:
             cfg[key] = _fetch_hf_config(cfg[name], f, key, hub)
     return cfg
+
+
+def check_checkpoint_folder(ckpt: Path) -> None:
+    """A ModelError when the folder ``ckpt`` cannot be a checkpoint: it has no gliner_config.json (said with where
+    the model is when it is a ``glinker train`` output folder or step checkpoint). `pipeline validate` asks too."""
+    if (ckpt / CONFIG_FILE).is_file():
+        return
+    _not_a_checkpoint(ckpt)
+    raise ModelError(
+        "no gliner_config.json in the checkpoint folder",
+        where=str(ckpt),
+        fix="point at a folder saved by gliner or glinker (it holds gliner_config.json)",
+    )
 
 
 def _not_a_checkpoint(ckpt: Path) -> None:

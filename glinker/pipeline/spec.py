@@ -275,7 +275,7 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
         partial = PipelineSpec.model_construct(header=header, stages=stages, source=src.source,
                                                base_dir=base_dir or Path.cwd(), output=output or "",
                                                header_lines=header_lines)
-        problems += [p for p in resource_problems(partial, check_paths=True) if p.code != "E252"]
+        problems += [p for p in resource_problems(partial, check_paths=True) if p.code not in ("E252", "E254")]
     if problems:
         problems.sort(key=lambda p: (p.line or 0))
         raise PipelineError(problems, source=src.source)
@@ -587,7 +587,8 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
     """Stages that need a KB or a model while neither they nor the pipeline (or ``model`` / ``kb``, given on the
     command line) name one (E250); with ``check_paths``, also model names that cannot load (E251) and the KB
     folders, label files and label banks the file names that do not exist (yet: E252, a warning for `pipeline
-    validate`), so that they are found before a run is. ``unused=False`` leaves out the pipeline's own model and
+    validate`), so that they are found before a run is; E254 (a warning only): a model name read as a hub id whose
+    owner part is a local folder (most likely a mistyped path). ``unused=False`` leaves out the pipeline's own model and
     KB when no stage uses them, ``sources=False`` the source files of ``kb:`` blocks (read at warm-up, or not at
     all when a cached KB is kept): what ``load_pipeline`` checks, where each problem is an error."""
     import re
@@ -640,16 +641,36 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         if what == "model":
             from glinker.model import shipped
 
-            if value.lower() == "none" or shipped.is_shipped(value) or found.is_dir():
+            if value.lower() == "none" or shipped.is_shipped(value):
                 return
-            if not value.startswith((".", "/", "~")) and _HUB_ID.fullmatch(value):
-                return  # a hub id: fetched (or read from the hub cache) when the model loads
-            import difflib
+            if found.is_dir():
+                from glinker.errors import ModelError
+                from glinker.model.checkpoint import check_checkpoint_folder
 
-            close = difflib.get_close_matches(value, shipped.shipped_names(), n=1, cutoff=0.75)
-            msg, fix = (f"model {value!r} is not a folder, a shipped model ({', '.join(shipped.shipped_names()) or 'none'}) "
-                        "or a hub id (owner/name)" + (f": did you mean {close[0]!r}?" if close else ""),
-                        "fix the name or the path (relative to the pipeline file)")
+                try:  # what loading it would say: a train output folder, a folder without gliner_config.json
+                    check_checkpoint_folder(found)
+                    return
+                except ModelError as e:
+                    msg, fix = f"model {value!r}: {e.message} ({found})", e.fix
+            elif not value.startswith((".", "/", "~")) and _HUB_ID.fullmatch(value):
+                head = value.split("/", 1)[0]
+                local = next((d / head for d in (spec.base_dir, Path.cwd()) if (d / head).is_dir()), None)
+                if local is None:
+                    return  # a hub id: fetched (or read from the hub cache) when the model loads
+                # owner/name where the folder `owner` is here: a local path, most likely, that does not exist
+                w, line = where(st, what)
+                out.append(Problem("E254", f"{owner(st, what)}: model {value!r} is no folder, so it is read as a hub "
+                                           f"id (owner/name), but {local} is a folder here", where=w, line=line,
+                                   fix=f"fix the path (relative to the pipeline file; ./{value} says it is one), or "
+                                       "ignore this if it is a hub id"))
+                return
+            else:
+                import difflib
+
+                close = difflib.get_close_matches(value, shipped.shipped_names(), n=1, cutoff=0.75)
+                msg, fix = (f"model {value!r} is not a folder, a shipped model ({', '.join(shipped.shipped_names()) or 'none'}) "
+                            "or a hub id (owner/name)" + (f": did you mean {close[0]!r}?" if close else ""),
+                            "fix the name or the path (relative to the pipeline file)")
         elif what == "kb":
             if found.is_dir():
                 return

@@ -12,6 +12,7 @@ E201 naming the alias's line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,10 @@ def _build(node: yaml.Node, path: PathKey, out: LoadedYAML) -> Any:
     return _scalar_loader.construct_object(node, deep=True)
 
 
+# ${ after a space, comma, bracket or colon: a variable that is not quoted (a quoted one follows its quote)
+_BARE_VAR = re.compile(r"(?:^|[\s,{\[:])\$\{")
+
+
 def load_yaml(text: str | None = None, *, path: str | Path | None = None, source: str | None = None,
               what: str = "pipeline") -> LoadedYAML:
     """Parse YAML from ``text`` or the file at ``path`` into plain data plus a key→line map.
@@ -249,11 +254,15 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
             started = f" ({e.context} that started on line {e.context_mark.line + 1})"
         escape = "unknown escape" in str(e.problem or "")
         tab = "'\\t'" in str(e.problem or "") or "tab" in str(e.problem or "").lower()
+        lines = text.splitlines()
+        var = line is not None and 0 < line <= len(lines) and _BARE_VAR.search(lines[line - 1]) is not None
         raise PipelineError([Problem("E201", f"YAML syntax error: {e.problem or e.context}{col}{started}",
                                      where=where, line=line,
                                      fix="write the value in single quotes ('\\d+'): double quotes read backslash "
                                          "escapes, single quotes keep a regular expression as written" if escape else
                                          "indent with spaces: YAML does not allow tabs" if tab else
+                                         "quote a value holding ${VAR}: {path: \"${DATA}/train.bio\"} (inside { }, an "
+                                         "unquoted { starts a mapping)" if var else
                                          "fix the YAML syntax (indentation, a missing ':' or an unclosed quote)")],
                             source=source, what=what) from None
     except yaml.YAMLError as e:  # e.g. a python/object tag the safe loader refuses

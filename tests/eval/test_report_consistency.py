@@ -248,7 +248,7 @@ def test_records_with_their_own_label_list_are_prompted_with_it(tmp_path):
     rep = evaluate_ner(predict, [ds])
     assert calls["Tim Cook leads Apple ."] == ["person", "organization", "disease"]
     assert calls["Aspirin treats headache ."] == ["drug", "disease"]  # lower-cased, as every prompt
-    assert calls["Paris is big ."] == [x.lower() for x in ds.labels]  # no list of its own: the union
+    assert calls["Paris is big ."] == list(dict.fromkeys(x.lower() for x in ds.labels))  # the union, each type once
     assert rep.results[0].gold_types_not_prompted == 0
     (tmp_path / "labels.json").write_text('["location", "person"]')  # labels.json: for records without a list
     (ds,) = load_ner_datasets(f)

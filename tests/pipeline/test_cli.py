@@ -72,6 +72,9 @@ def test_validate_names_stages_left_without_a_kb_or_model(tmp_path):
     r = glinker("pipeline", "validate", str(f))  # names that do not exist: found now, not at the first document
     assert r.returncode == 2 and "model 'm' is not a folder, a shipped model" in r.stderr
     (tmp_path / "m").mkdir()  # relative to the pipeline file
+    r = glinker("pipeline", "validate", str(f))  # a folder that is no checkpoint: what loading it would say
+    assert r.returncode == 2 and "no gliner_config.json" in r.stderr
+    (tmp_path / "m" / "gliner_config.json").write_text("{}")
     r = glinker("pipeline", "validate", str(f))  # a KB not built yet: a warning
     assert r.returncode == 0 and "warning: [E252]" in r.stderr and "KB folder 'kb_out/x' does not exist" in r.stderr
     (tmp_path / "kb_out" / "x").mkdir(parents=True)
