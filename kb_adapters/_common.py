@@ -114,10 +114,40 @@ def truncated_error(path: Path, records: int) -> DataError:
                      where=str(path), fix="download or copy the file again")
 
 
+_BYTES = (bytes, bytearray, memoryview)
+BINARY_FIX = ("convert the column to text in a query: CONVERT(col USING utf8mb4) (MySQL/MariaDB), convert_from(col, "
+              "'LATIN1') (PostgreSQL); a binary id (a UUID in BINARY(16)): HEX(col) (MySQL/MariaDB), encode(col, "
+              "'hex') (PostgreSQL)")
+
+
+def binary_text(value: Any) -> str:
+    """A binary value (a BLOB, VARBINARY or bytea cell: bytes, memoryview) as the UTF-8 text it holds; ValueError
+    when it holds none (its ``str()`` would be ``b'...'`` or ``<memory at 0x...>``, a different text each read)."""
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("binary data that is not UTF-8 text") from None
+    if not text.isprintable() and any(c not in "\t\n\r" and not c.isprintable() for c in text):
+        raise ValueError("binary data that is not text (control bytes)")
+    return text
+
+
+def plain_value(value: Any) -> Any:
+    """A cell kept as it is under ``extra``, but binary data as its UTF-8 text, or as hex digits when it is none."""
+    if isinstance(value, _BYTES):
+        try:
+            return binary_text(value)
+        except ValueError:
+            return bytes(value).hex()
+    return value
+
+
 def split_list(value: Any, sep: str) -> list[str]:
     """A list field from a list, a delimited string or nothing; blanks dropped."""
     if value is None:
         return []
+    if isinstance(value, _BYTES):
+        value = binary_text(value)
     if isinstance(value, str):
         v = value.strip()
         if v.startswith("[") and v.endswith("]"):  # a JSON list (MySQL/MariaDB JSON columns, JSON in text)
@@ -137,6 +167,8 @@ def split_list(value: Any, sep: str) -> list[str]:
                     raise ValueError("an item is an object without a name/value/alias/label text")
             elif isinstance(v, (list, tuple)):
                 raise ValueError("an item is itself a list")
+            elif isinstance(v, _BYTES):
+                v = binary_text(v)
             if v is not None and str(v).strip():
                 out.append(str(v).strip())
         return out
@@ -177,6 +209,11 @@ def _db_id(val: Any) -> Any:
 
     if isinstance(val, uuid.UUID):
         return str(val)
+    if isinstance(val, _BYTES):  # a VARBINARY key holding text: that text (binary that is no text: refused later)
+        try:
+            return binary_text(val)
+        except ValueError:
+            return bytes(val)
     if isinstance(val, decimal.Decimal) and val.is_finite() and val == val.to_integral_value():
         return int(val)
     return val
@@ -191,6 +228,12 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
         key = mapping.get(field, field)
         if key in rec:
             val = rec[key]
+            if isinstance(val, _BYTES) and field not in LIST_FIELDS:
+                try:
+                    val = binary_text(val)
+                except ValueError as e:
+                    raise DataError(f"field {field!r}" + (f" ({key!r})" if key != field else "") + f" holds {e}",
+                                    where=f"{where} field {field}", fix=BINARY_FIX) from None
             if field in _DICT_FIELDS and isinstance(val, str) and field not in mapping:
                 try:  # a CSV column that happens to be named like one: its text stays under extra
                     val = json.loads(val) if val.strip().startswith("{") else None
@@ -204,7 +247,8 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
                     val = split_list(val, list_sep)
                 except ValueError as e:
                     raise DataError(f"field {field!r} ({key!r}): {e}", where=f"{where} field {field}",
-                                    fix="give a list of strings or a delimited string") from None
+                                    fix=BINARY_FIX if "binary" in str(e) else
+                                    "give a list of strings or a delimited string") from None
             elif field == "alias_counts":
                 val = parse_alias_counts(val, list_sep, where)
             elif field == "popularity" and (val is None or val == ""):

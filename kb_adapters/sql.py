@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from glinker.errors import ConfigError, DataError, DependencyError, KBError, SourceUnavailable
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
-from kb_adapters._common import _db_id, parse_alias_counts, record_to_entity, split_list
+from kb_adapters._common import _db_id, parse_alias_counts, plain_value, record_to_entity, split_list
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ class SQLOptions(AdapterOptions):
     alias_count_column: str | None = None
     """Column of ``alias_table`` with how often the alias refers to the entity: gives ``alias_counts``, the
     p(entity | mention) prior. Rows with a NULL count are plain aliases."""
-    batch_size: int = 2000
+    batch_size: int = Field(2000, ge=1)
+    """Rows fetched from the server at a time (at least 1)."""
     order_by_id: bool = True
     """Stream in id order (a stable order makes an interrupted build resumable)."""
     on_error: Literal["raise", "skip"] = "raise"
@@ -333,6 +336,8 @@ def _set_read_only(dbapi_connection: Any, statement: str, shown_url: str) -> boo
         cursor.execute(statement)
         return True
     except Exception as e:  # noqa: BLE001 - the driver's own error class; the reads go on
+        if connection_problem(e)[0]:  # the connection dropped: no answer about the setting; the read says the error
+            raise
         log.warning("%s: could not make the connection read-only (%s: %s); the source is read with the user's "
                     "own rights: give it read rights only", shown_url, statement, " ".join(str(e).split())[:200])
         try:
@@ -470,6 +475,7 @@ class SQLAdapter:
 
     def __init__(self, source: str, **options: Any) -> None:
         self._checked_greeting = False
+        self._greeting_failed: tuple[float, SourceUnavailable] | None = None  # (when, what): said once, not per read
         self.url = self.canonical_source(source)
         self.options: SQLOptions = self.check_options(options, source=self.url)
         self.report = AdapterReport()
@@ -588,32 +594,7 @@ class SQLAdapter:
 
         o = self.options
         if o.table:
-            from sqlalchemy import inspect
-            from sqlalchemy.exc import NoSuchTableError
-
-            parts = o.table.split(".")
-            insp = inspect(conn)
-            schema = parts[0] if len(parts) == 2 else None
-            try:
-                cols = insp.get_columns(parts[-1], schema=schema)
-            except NoSuchTableError:
-                cols = []
-            if not cols:
-                import difflib
-
-                names = insp.get_table_names(schema=schema) + insp.get_view_names(schema=schema)
-                try:  # PostgreSQL (and Oracle) materialized views are readable tables too
-                    names += insp.get_materialized_view_names(schema=schema)
-                except NotImplementedError:
-                    pass
-                names = list(dict.fromkeys(names))
-                lower = {n.lower(): n for n in names}
-                close = [lower[c] for c in difflib.get_close_matches(parts[-1].lower(), list(lower), n=1)]
-                raise KBError(f"table {o.table!r} not found in {self._masked_url()} or has no columns"
-                              + (f"; did you mean {close[0]!r}?" if close else ""), where="sql.table",
-                              fix=f"tables there: {', '.join(sorted(names)[:20]) or 'none'}; check the name and the "
-                                  "database in the URL")
-            return [c["name"] for c in cols]
+            return self._table_columns(conn, o.table, "sql.table")
         from sqlalchemy.exc import DBAPIError
 
         try:
@@ -622,6 +603,65 @@ class SQLAdapter:
             raise KBError(f"the query fails: {str(e.orig).strip().splitlines()[0]}", where="sql.query",
                           fix="check the query's table and column names (run it in your SQL client)") from None
         return list(res.keys())
+
+    def _table_columns(self, conn: Any, name: str, where: str) -> list[str]:
+        """The columns of table (or view) ``name`` (``schema.table``); a KBError at ``where`` when it is not there
+        (with the closest name, looked for in the other schemas too) or the server refuses to describe it."""
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import DBAPIError, NoSuchTableError
+
+        parts = name.split(".")
+        insp = inspect(conn)
+        schema = parts[0] if len(parts) == 2 else None
+        try:
+            cols = insp.get_columns(parts[-1], schema=schema)
+        except NoSuchTableError:
+            cols = []
+        except DBAPIError as e:
+            unreachable, kind = connection_problem(e)
+            if unreachable:
+                raise self._connection_error(e, "read from") from None
+            msg = " ".join(self._driver_message(e).split())
+            raise KBError(f"the server refused to describe {name!r}: {msg}", where=where,
+                          fix=f"grant the database user read rights on it (GRANT SELECT ON {name} TO <user>), or use "
+                              "another user" if kind == "permission" else
+                              "check the name and the user's rights on it (run SELECT * FROM it in your SQL client)"
+                          ) from None
+        if cols:
+            return [c["name"] for c in cols]
+        import difflib
+
+        def names_in(sch: str | None) -> list[str]:
+            found = insp.get_table_names(schema=sch) + insp.get_view_names(schema=sch)
+            try:  # PostgreSQL (and Oracle) materialized views are readable tables too
+                found += insp.get_materialized_view_names(schema=sch)
+            except NotImplementedError:
+                pass
+            return list(dict.fromkeys(found))
+
+        names = names_in(schema)
+        lower = {n.lower(): n for n in names}
+        close = [lower[c] for c in difflib.get_close_matches(parts[-1].lower(), list(lower), n=1)]
+        if close and schema:
+            close = [f"{schema}.{close[0]}"]
+        if not close:  # the same name (or a close one) in another schema: say it with its schema
+            try:
+                schemas = [x for x in insp.get_schema_names() if x != schema][:50]
+            except (NotImplementedError, DBAPIError):
+                schemas = []
+            for sch in schemas:
+                try:
+                    there = {n.lower(): n for n in names_in(sch)}
+                except DBAPIError:
+                    continue
+                hit = difflib.get_close_matches(parts[-1].lower(), list(there), n=1)
+                if hit:
+                    close = [f"{sch}.{there[hit[0]]}"]
+                    break
+        raise KBError(f"table {name!r} not found in {self._masked_url()} or has no columns"
+                      + (f"; did you mean {close[0]!r}?" if close else ""), where=where,
+                      fix=f"tables there: {', '.join(sorted(names)[:20]) or 'none'}; check the name (schema.table for "
+                          "another schema) and the database in the URL")
 
     def _mapping(self, available: list[str], dialect: str = "") -> tuple[dict[str, str], list[str]]:
         """Entity field -> column of the source, and the extra columns as the source names them. On databases whose
@@ -716,7 +756,16 @@ class SQLAdapter:
         from sqlalchemy.exc import DBAPIError
 
         if not self._checked_greeting:
-            self._greeting_check()
+            import time
+
+            failed = self._greeting_failed
+            if failed is not None and time.monotonic() - failed[0] < CONNECT_TIMEOUT * 6:
+                raise failed[1]  # the estimate, the read and the alias reads of one build wait once, not each
+            try:
+                self._greeting_check()
+            except SourceUnavailable as e:
+                self._greeting_failed = (time.monotonic(), e)
+                raise
             self._checked_greeting = True
         engine = self.engine()
         try:
@@ -750,6 +799,7 @@ class SQLAdapter:
             if o.alias_table:
                 from sqlalchemy import table
 
+                self._check_alias_columns(self._table_columns(conn, o.alias_table, "sql.alias_table"))
                 parts = o.alias_table.split(".")
                 cols = [o.alias_key, o.alias_column] + ([o.alias_count_column] if o.alias_count_column else [])
                 at = table(parts[-1], *map(column, cols), schema=parts[0] if len(parts) == 2 else None)
@@ -789,6 +839,22 @@ class SQLAdapter:
             finally:
                 if alias_conn is not None:
                     alias_conn.close()
+
+    def _check_alias_columns(self, available: list[str]) -> None:
+        """alias_key, alias_column and alias_count_column name columns of the alias table (a KBError at the first
+        that does not, with the closest column)."""
+        import difflib
+
+        o = self.options
+        for opt in ("alias_key", "alias_column", "alias_count_column"):
+            col = getattr(o, opt)
+            if col is None or col in available:
+                continue
+            same = [c for c in available if c.lower() == col.lower()]
+            hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
+            raise KBError(f"column {col!r} ({opt}) is not in the alias table {o.alias_table!r}"
+                          + (f"; did you mean {hint!r}?" if hint else ""), where=f"sql.{opt}",
+                          fix=f"its columns: {', '.join(available)}; set -o {opt}=<column>")
 
     def _entities(self, rows: list[dict[str, Any]], mapping: dict[str, str], extra: list[str], order: list[str],
                   alias_conn: Any, alias_stmt: Any) -> Iterator[Entity]:
@@ -843,11 +909,10 @@ class SQLAdapter:
                                 "ß = s/ss, ...): not attached to any entity (a child row is of the id its %s equals, "
                                 "up to letter case and trailing spaces; key the rows by the exact id)", o.alias_table,
                                 sum(unmatched[k] for k in shown), ", ".join(map(repr, shown)), o.alias_key)
-        inv = {v: k for k, v in mapping.items()}
         for row in rows:
             rep.read += 1
-            rec: dict[str, Any] = {inv.get(c, c): v for c, v in row.items() if c in inv}
-            rec["extra"] = {c: row[c] for c in extra}
+            rec: dict[str, Any] = {field: row[col] for field, col in mapping.items()}  # a column may feed two fields
+            rec["extra"] = {c: plain_value(row[c]) for c in extra}
             if rec.get("popularity") is not None:
                 try:
                     rec["popularity"] = float(rec["popularity"])
@@ -863,6 +928,10 @@ class SQLAdapter:
                                            **child_counts[key]}
                 ent = record_to_entity(rec, {}, o.list_sep, where, keep_extra=False)
             except DataError as e:
+                field = (e.where or "").rpartition(" field ")[2]
+                if mapping.get(field, field) != field:  # the record was keyed by field: say the column too
+                    e.where = f"{e.where} (column {mapping[field]!r})"
+                    e.args = (e.render(),)
                 rep.bad_record(e, where, o.on_error)
                 continue
             rep.yielded += 1

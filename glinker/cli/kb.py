@@ -417,7 +417,13 @@ def add(
                 KB.update(path) if atomic else KB.open(path, writable=True) as kb:
             enc = _checked_encoder(kb, model, dtype) if kb.manifest.has_vectors else None
             with _source_bar(ad) as ents:
-                c = kb.sync(ents, enc, source=ad) if prune else kb.upsert(ents, enc)
+                if prune:  # the whole source read against the KB before anything is written, as a pipeline's sync
+                    # does: a source lost mid-read (a dropped database connection) leaves the KB as it was
+                    changed, seen = kb.store.changed(ents, kb.template)
+                else:
+                    c = kb.upsert(ents, enc)
+            if prune:
+                c = kb.sync(changed, enc, source=ad, seen=seen)
             typer.echo(f"added {c['added']}, updated {c['updated']}"
                        + (" (texts changed: re-embedded), " if kb.manifest.has_vectors else " (texts changed), ")
                        + f"{c['unchanged_text']} with the same text, {c['same']} unchanged"

@@ -605,8 +605,10 @@ def adapter_failure(adapter: Any, exc: BaseException, count: int) -> KBError:
     """The KBError for ``exc``, raised by ``adapter`` after it yielded ``count`` entities."""
     msg = f"{adapter_label(adapter)} failed after {count:,} entities: {type(exc).__name__}: {exc}"
     where = f"{_adapter_name(adapter)}.source"
-    fix = ("check the source and the adapter's options (-vv shows the traceback); a build keeps the entities read "
-           "before the failure and resumes after them when run again")
+    fix = ("check the source and the adapter's options (-vv shows the traceback); "
+           + ("a build keeps the entities read before the failure and resumes after them when run again"
+              if getattr(adapter, "resumable", True) else
+              "this adapter's source is read again from the start when the build is run again"))
     base = type(exc)
     try:
         kind = _FAILURE_TYPES.get(base)

@@ -499,7 +499,7 @@ def test_postgres_materialized_views_are_named_in_the_table_hint() -> None:
         with pytest.raises(KBError) as ei:
             list(load_adapter("sql", PG_URL, table=f"{schema}.companies_vm",
                               columns={"label": "name"}).iter_entities())
-        assert "did you mean 'companies_mv'" in str(ei.value) and "companies_mv" in ei.value.fix
+        assert f"did you mean '{schema}.companies_mv'" in str(ei.value) and "companies_mv" in ei.value.fix
         ents = list(load_adapter("sql", PG_URL, table=f"{schema}.companies_mv",
                                  columns={"label": "name"}).iter_entities())
         assert [e.label for e in ents] == ["Acme"]
