@@ -51,6 +51,9 @@ DEFAULT_JOB = "default"
 HEARTBEAT_TTL = 30.0
 """Seconds after a worker's last heartbeat at which its batches go back to the queue."""
 RESULT_TTL = 86_400
+BATCH_TTL = 600
+"""Seconds a queued batch (and the job's lists) outlive a coordinator that died without ending the job (killed, or
+cut from Redis); a live coordinator renews them."""
 """Seconds a worker's answer stays in Redis unread (its coordinator reads it within a poll, or is gone)."""
 
 
@@ -182,6 +185,7 @@ class Coordinator:
                             f"glinker worker --model {pipeline_name or 'MODEL'} --queue {self.shown} --job {job}"
                             ) + (f" {worker_args}" if worker_args else "")
         self._scanned_at = 0.0
+        self._batch_ttl = max(BATCH_TTL, int(heartbeat_ttl * 20))
         self.held_since: dict[str, float] = {}  # batch id -> when first seen held by a live worker
         self._last_idle_note = time.monotonic()
         self._checked_at = time.monotonic()
@@ -235,8 +239,21 @@ class Coordinator:
                     self._lock_lost = True
                     return
                 r.expire(self.keys.lock, self._lock_ttl)
+                self._keep_batches(r)
             except Exception as e:  # Redis away for a moment: the main thread finds out and says so
                 log.debug("could not refresh the lock of job %s: %s", self.job, said(e, self.url))
+
+    def _keep_batches(self, r: Any) -> None:
+        """Renew the time to live of the batches in flight and of the job's meta and lists (from the lock's
+        thread), so that they stay while this coordinator runs, also while it waits on slow input, and go BATCH_TTL
+        after it dies without ending the job (killed, or cut from Redis)."""
+        pipe = r.pipeline(transaction=False)
+        for seq in range(self.next_write, self.seq + 1):
+            if seq not in self.ready:
+                pipe.expire(self.keys.batch(f"{self.token}:{seq}"), self._batch_ttl)
+        for key in (self.keys.todo, self.keys.done, self.keys.meta):
+            pipe.expire(key, self._batch_ttl)
+        pipe.execute()
 
     def _refresh_lock(self) -> None:
         if self._lock_lost:
@@ -278,11 +295,17 @@ class Coordinator:
 
         try:
             yield
-        except redis.RedisError as e:
+        except (redis.ConnectionError, redis.TimeoutError) as e:
             raise StageError(f"lost the Redis server at {self.shown} while {doing}: {type(e).__name__}: "
                              f"{said(e, self.url)}",
                              where=f"job {self.job!r}", fix="bring Redis back and run the same command again: it "
                              "resumes after the documents already written") from e
+        except redis.RedisError as e:  # up, but refusing: full (maxmemory), a read-only replica after a failover
+            raise StageError(f"the Redis server at {self.shown} refused a command while {doing}: {type(e).__name__}: "
+                             f"{said(e, self.url)}",
+                             where=f"job {self.job!r}", fix="OutOfMemoryError: free Redis memory or raise its "
+                             "maxmemory (or lower --max-in-flight); ReadOnlyError: point --queue at the primary; then "
+                             "run the same command again: it resumes after the documents already written") from e
 
     def submit(self, payload: dict, lines: str) -> None:
         """Queue one batch (a JSON-ready dict, e.g. ``{"docs": [...]}``); ``lines`` names its input for errors."""
@@ -297,8 +320,11 @@ class Coordinator:
         bid = f"{self.token}:{self.seq}"
         self.lines[self.seq] = lines
         pipe = self.r.pipeline()
-        pipe.set(self.keys.batch(bid), json.dumps(payload, ensure_ascii=False))
+        # the batch (its documents' text) outlives a coordinator that dies uncleanly by BATCH_TTL at most: a live
+        # one renews the time of those in flight (_keep_batches)
+        pipe.set(self.keys.batch(bid), json.dumps(payload, ensure_ascii=False), ex=self._batch_ttl)
         pipe.lpush(self.keys.todo, bid)
+        pipe.expire(self.keys.todo, self._batch_ttl)
         pipe.execute()
 
     def collect_ready(self, block: bool = True) -> None:
@@ -425,7 +451,8 @@ class Coordinator:
                 f"{self.max_attempts} workers stopped answering while linking input lines "
                 f"{self.lines.get(seq, '?')} (the last: {worker}); earlier batches are written",
                 where=f"job {self.job!r}", fix="look at the workers' logs (out of memory? a very long "
-                "document?); lower batch_size, or --skip-bad the lines and link them apart")
+                "document?); lower the batch size (-b), or take those lines out of the input and link them apart "
+                "(split or shorten a huge document)")
             self.r.delete(self.keys.batch(bid))
             return 0
         self.r.rpush(self.keys.todo, bid)  # taken next: the writer waits on it
@@ -644,6 +671,7 @@ class Worker:
         idle_since = time.monotonic()
         import redis
 
+        crashed = False
         try:
             while not self._stop.is_set():
                 if max_batches is not None and self.batches >= max_batches:
@@ -656,13 +684,17 @@ class Worker:
                         continue
                     self._handle(_text(bid))
                     idle_since = time.monotonic()
-                except (redis.ConnectionError, redis.TimeoutError) as e:
+                except redis.RedisError as e:  # lost, or refusing writes (a read-only replica, maxmemory)
                     self._reconnect(e)
+        except Exception:
+            crashed = True  # the batch in hand stays with this worker's name: the coordinator counts the attempt
+            raise
         finally:
             self._stop.set()
             beat.join(timeout=5)
             try:
-                self._give_back()  # a batch still in hand (interrupted) goes to another worker
+                if not crashed:
+                    self._give_back()  # a batch still in hand (stopped, interrupted) goes to another worker
                 self.r.delete(self.keys.heartbeat(self.name))
                 self.r.srem(self.keys.workers, self.name)
             except redis.RedisError as e:  # its heartbeat expires: the coordinator re-queues what it held
@@ -690,15 +722,18 @@ class Worker:
         import redis
 
         delay = 1.0
-        log.warning("worker %s lost Redis at %s (%s); retrying", self.name, self.shown, said(err, self.url))
+        lost = isinstance(err, (redis.ConnectionError, redis.TimeoutError))
+        log.warning("worker %s %s at %s (%s); retrying", self.name,
+                    "lost Redis" if lost else "had a command refused by Redis (a read-only replica after a failover? "
+                    "maxmemory reached?)", self.shown, said(err, self.url))
         while not self._stop.wait(delay):
-            try:
-                self.r.ping()
+            try:  # a write, not a ping: a read-only replica or a full Redis answers pings
+                self.r.set(self.keys.heartbeat(self.name), "1", px=int(self._ttl() * 1000))
+                self._give_back()
+                self.r.sadd(self.keys.workers, self.name)
             except redis.RedisError:
                 delay = min(30.0, delay * 2)
                 continue
-            self._give_back()
-            self.r.sadd(self.keys.workers, self.name)
             log.warning("worker %s reconnected to %s", self.name, self.shown)
             return
 
@@ -764,21 +799,39 @@ class Worker:
         if raw is None:  # the coordinator ended or restarted the job
             self.r.lrem(self.keys.proc(self.name), 0, bid)
             return
-        payload = json.loads(raw)
         answer: tuple[str, str]
+        payload: Any = None
         try:
+            payload = json.loads(raw)
             answer = (self.keys.result(bid), json.dumps(self.task.process(payload), ensure_ascii=False))
         except GlinkerError as e:
             log.error("batch %s failed on worker %s: %s", bid, self.name, e)
             answer = (self.keys.error(bid), json.dumps({"message": e.message, "where": e.where, "fix": e.fix,
                                                         "worker": self.name}))
+        except MemoryError:  # this worker dies: its batch stays in its name, another (bigger?) worker may do it,
+            raise  # and the coordinator counts the attempt (--max-attempts)
+        except Exception as e:  # a batch no worker can do (not JSON, no documents) or a bug: said, not a crash of
+            # every worker it reaches in turn
+            log.exception("batch %s failed on worker %s", bid, self.name)
+            malformed = payload is None or not isinstance(payload, dict) or isinstance(e, (ValueError, KeyError))
+            answer = (self.keys.error(bid), json.dumps({
+                "message": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                "where": f"worker {self.name}",
+                "fix": ("the batch on the queue is not one glinker link writes (another program, or an older "
+                        "glinker?): give every producer of this job the same glinker" if malformed else
+                        "an unexpected error: the worker's log has its traceback; please report it"),
+                "worker": self.name}))
         pipe = self.r.pipeline(transaction=True)
         pipe.set(*answer, ex=RESULT_TTL)  # a run that is gone never reads it: it does not stay forever
         pipe.lpush(self.keys.done, bid)
+        pipe.expire(self.keys.done, BATCH_TTL)  # its coordinator renews it while it runs
         pipe.lrem(self.keys.proc(self.name), 0, bid)
         pipe.execute()
         self.batches += 1
-        self.documents += self.task.size(payload)
+        try:
+            self.documents += self.task.size(payload)
+        except (KeyError, TypeError, AttributeError):  # a malformed batch has no documents to count
+            pass
 
 
 class RemoteEncoder:

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -116,7 +117,7 @@ def truncated_error(path: Path, records: int) -> DataError:
 
 _BYTES = (bytes, bytearray, memoryview)
 BINARY_FIX = ("convert the column to text in a query: CONVERT(col USING utf8mb4) (MySQL/MariaDB), convert_from(col, "
-              "'LATIN1') (PostgreSQL); a binary id (a UUID in BINARY(16)): HEX(col) (MySQL/MariaDB), encode(col, "
+              "'LATIN1') (PostgreSQL, for Latin-1 bytes); a binary id (a UUID in BINARY(16)): HEX(col) (MySQL/MariaDB), encode(col, "
               "'hex') (PostgreSQL)")
 
 
@@ -127,7 +128,7 @@ def binary_text(value: Any) -> str:
         text = bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("binary data that is not UTF-8 text") from None
-    if not text.isprintable() and any(c not in "\t\n\r" and not c.isprintable() for c in text):
+    if any(c not in "\t\n\r" and unicodedata.category(c) == "Cc" for c in text):  # NUL, other C0/C1 controls
         raise ValueError("binary data that is not text (control bytes)")
     return text
 

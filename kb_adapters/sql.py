@@ -378,6 +378,9 @@ def _read_only_transactions(engine: Any, backend: str, shown_url: str) -> None:
     event.listen(engine, "begin", on_begin)
 
 
+_SYSTEM_SCHEMAS = frozenset({"information_schema", "mysql", "performance_schema", "sys", "pg_catalog", "pg_toast"})
+"""Schemas of the database's own tables: never suggested for a table not found."""
+
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a database server's answer when connecting (``?connect_timeout=N`` in the URL overrides)."""
 
@@ -646,7 +649,7 @@ class SQLAdapter:
             close = [f"{schema}.{close[0]}"]
         if not close:  # the same name (or a close one) in another schema: say it with its schema
             try:
-                schemas = [x for x in insp.get_schema_names() if x != schema][:50]
+                schemas = [x for x in insp.get_schema_names() if x != schema and x.lower() not in _SYSTEM_SCHEMAS][:50]
             except (NotImplementedError, DBAPIError):
                 schemas = []
             for sch in schemas:
@@ -764,8 +767,10 @@ class SQLAdapter:
             try:
                 self._greeting_check()
             except SourceUnavailable as e:
-                self._greeting_failed = (time.monotonic(), e)
+                if "greeting within" in e.message:  # waited CONNECT_TIMEOUT s for nothing: not again this minute
+                    self._greeting_failed = (time.monotonic(), e)
                 raise
+            self._greeting_failed = None
             self._checked_greeting = True
         engine = self.engine()
         try:
@@ -799,7 +804,8 @@ class SQLAdapter:
             if o.alias_table:
                 from sqlalchemy import table
 
-                self._check_alias_columns(self._table_columns(conn, o.alias_table, "sql.alias_table"))
+                self._check_alias_columns(self._table_columns(conn, o.alias_table, "sql.alias_table"),
+                                          conn.dialect.name)
                 parts = o.alias_table.split(".")
                 cols = [o.alias_key, o.alias_column] + ([o.alias_count_column] if o.alias_count_column else [])
                 at = table(parts[-1], *map(column, cols), schema=parts[0] if len(parts) == 2 else None)
@@ -833,24 +839,36 @@ class SQLAdapter:
             except SQLAlchemyError as e:
                 if isinstance(e, DBAPIError) and connection_problem(e)[0]:  # the server went away while read
                     raise self._connection_error(e, "read from") from None
-                raise KBError(f"query failed on {self._masked_url()}: {str(getattr(e, 'orig', e)).strip()}",
+                msg = str(getattr(e, "orig", e)).strip()
+                if isinstance(e, DBAPIError) and connection_problem(e)[1] == "permission":
+                    on_alias = bool(o.alias_table) and o.alias_table.split(".")[-1].lower() in msg.lower()
+                    named = o.alias_table if on_alias else o.table
+                    raise KBError(f"the server refused to read {'from ' + repr(named) if named else 'the query'}: "
+                                  f"{' '.join(msg.split())}",
+                                  where="sql.alias_table" if on_alias else f"sql.{'table' if o.table else 'query'}",
+                                  fix=f"grant the database user read rights (GRANT SELECT ON {named or '<table>'} TO "
+                                      "<user>), or use another user") from None
+                raise KBError(f"query failed on {self._masked_url()}: {msg}",
                               where=f"sql.{'table' if o.table else 'query'}",
                               fix="check the table/query and the column mapping") from None
             finally:
                 if alias_conn is not None:
                     alias_conn.close()
 
-    def _check_alias_columns(self, available: list[str]) -> None:
+    def _check_alias_columns(self, available: list[str], dialect: str) -> None:
         """alias_key, alias_column and alias_count_column name columns of the alias table (a KBError at the first
-        that does not, with the closest column)."""
+        that does not, with the closest column); on databases whose column names ignore case, in any case."""
         import difflib
 
         o = self.options
+        loose = dialect in ("mysql", "mariadb", "sqlite", "mssql")
         for opt in ("alias_key", "alias_column", "alias_count_column"):
             col = getattr(o, opt)
             if col is None or col in available:
                 continue
             same = [c for c in available if c.lower() == col.lower()]
+            if loose and len(same) == 1:
+                continue
             hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
             raise KBError(f"column {col!r} ({opt}) is not in the alias table {o.alias_table!r}"
                           + (f"; did you mean {hint!r}?" if hint else ""), where=f"sql.{opt}",

@@ -418,12 +418,16 @@ def add(
             enc = _checked_encoder(kb, model, dtype) if kb.manifest.has_vectors else None
             with _source_bar(ad) as ents:
                 if prune:  # the whole source read against the KB before anything is written, as a pipeline's sync
-                    # does: a source lost mid-read (a dropped database connection) leaves the KB as it was
-                    changed, seen = kb.store.changed(ents, kb.template)
+                    # does: a source lost mid-read (a dropped database connection) leaves the KB as it was; its
+                    # new and changed records wait in a file in the KB folder, not in memory
+                    changed, seen = kb.store.changed(ents, kb.template, spool=Path(kb.root))
                 else:
                     c = kb.upsert(ents, enc)
             if prune:
-                c = kb.sync(changed, enc, source=ad, seen=seen)
+                with contextlib.closing(changed):  # type: ignore[type-var]
+                    if enc is not None and len(changed) >= 1000:  # the bar is closed: say what the model does next
+                        log.warning("kb add: embedding up to %s new or changed texts", f"{len(changed):,}")
+                    c = kb.sync(changed, enc, source=ad, seen=seen)
             typer.echo(f"added {c['added']}, updated {c['updated']}"
                        + (" (texts changed: re-embedded), " if kb.manifest.has_vectors else " (texts changed), ")
                        + f"{c['unchanged_text']} with the same text, {c['same']} unchanged"

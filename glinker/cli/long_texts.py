@@ -23,7 +23,9 @@ class LongTextProgress:
         from glinker.model.words import split_words
 
         self.seen = {i: bytearray(len(split_words(t).words)) for i, t in enumerate(texts) if len(t) >= min_chars}
-        self.index = {texts[i]: i for i in self.seen}  # a stage's windows come with their text, not its place here
+        self.index: dict[str, list[int]] = {}  # a stage's windows come with their text (two documents may share it)
+        for i in self.seen:
+            self.index.setdefault(texts[i], []).append(i)
         self.total = sum(len(v) for v in self.seen.values())
         self.done = 0
         self.noted = 0  # tenths logged
@@ -37,8 +39,7 @@ class LongTextProgress:
 
     def see(self, text: str, window: Any) -> None:
         """A window of ``text`` (its words ``window.start`` to ``window.end``) read."""
-        i = self.index.get(text)
-        if i is not None:
+        for i in self.index.get(text, ()):
             self._read(self.seen[i], window.start, window.end)
 
     def __call__(self, window: Any, _vectors: Any) -> None:

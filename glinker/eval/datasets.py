@@ -713,7 +713,7 @@ def iter_bio(path: str | Path, type_names: dict[str, str] | None = BIO_TYPE_NAME
     ``token<TAB>TAG``, and CoNLL-2003's own space-separated ``token POS CHUNK TAG``: the token is the first
     column (the second when the first counts tokens), the tag the last. Columns are split on tabs when a line has
     one, else on spaces. ``-DOCSTART-`` lines (document boundaries) and ``# `` comments are skipped (a line whose
-    last column is a tag, ``# O``, is the token ``#``). Lines end in \\n, \\r\\n or \\r alone.
+    last column is ``O``, ``# O``, is the token ``#``). Lines end in \\n, \\r\\n or \\r alone.
 
     Whether the first column is an index is decided for the whole file (:func:`_bio_indexed`, a first pass over
     it): a CoNLL-2003 file whose first sentence is ``1 CD B-NP O`` has no index column. Every token line has as
@@ -791,11 +791,11 @@ _TAG_PARTS = re.compile(r"([BIESULbiesul])[-_](.+)")  # a tag's prefix and type
 
 
 def _comment(line: str) -> bool:
-    """Whether a ``# `` line before a sentence is a comment (CoNLL-U's ``# sent_id = 1``, ``# newdoc``) rather than
-    the token ``#`` and its tag (``# O``, CoNLL-2003's ``# NN I-NP O``): it is a token line when its last column is
-    a tag and it holds no ``=``."""
+    """Whether a ``# `` line before a sentence is a comment (CoNLL-U's ``# sent_id = 1``, ``# newdoc``, ``# S-1``,
+    ``# source: e-mail``) rather than the token ``#`` outside any entity (``# O``, CoNLL-2003's ``# NN I-NP O``): it
+    is a token line when its last column is ``O`` and it holds no ``=``."""
     cols = line.split()
-    return "=" in line or len(cols) < 2 or not _BIO_TAG.fullmatch(cols[-1])
+    return "=" in line or len(cols) < 2 or cols[-1] not in ("O", "o")
 
 
 def _byte_lines(f: Any) -> Iterator[bytes]:

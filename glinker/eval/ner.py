@@ -267,6 +267,11 @@ def score_dataset(dataset: NERDataset, predictions: Sequence[Sequence[dict]], mo
     return res
 
 
+def prompt_labels(dataset: NERDataset) -> list[str]:
+    """The labels to prompt a dataset's sentences with when they have no list of their own (:func:`prompt_form`)."""
+    return prompt_form(dataset.labels)
+
+
 def prompt_form(labels: Iterable[str]) -> list[str]:
     """Labels as a sentence is prompted with them: cleaned and lower-cased, each type once, blank names dropped."""
     return list(dict.fromkeys(k for k in (clean_label(x).lower() for x in labels) if k))

@@ -382,6 +382,66 @@ def _row_to_entity(row: Sequence[Any]) -> Entity:
                             "aliases_by_lang": d.get("aliases_by_lang", {}), "extra": d.get("extra", {})})
 
 
+class SpooledEntities(Sequence[Entity]):
+    """Entities kept in a file of their own in ``folder`` instead of memory (the changed records a sync read from
+    its source, which may be most of a large one): set and dropped by id as a dict is (the last record of an id
+    counts), then read back in the order written, any number of times; ``close()`` deletes the file. Pickled, so a
+    record reads back exactly as it was read (a JSON round trip would turn an ``extra`` datetime into other text)."""
+
+    def __init__(self, folder: Path) -> None:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".sync-spool-", suffix=".pkl")
+        self.path = Path(name)
+        self._f: Any = os.fdopen(fd, "wb")
+        self._n = 0
+        self._last: dict[str, int | None] = {}  # id -> the place of its record to use; None: its last was dropped
+        self._len = 0
+
+    def __setitem__(self, key: str, e: Entity) -> None:
+        import pickle
+
+        pickle.dump(e, self._f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._last[key] = self._n
+        self._n += 1
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        if self._last.get(key) is not None:
+            self._last[key] = None
+        return default
+
+    def written(self) -> None:
+        """Reading the source is done: the file is complete."""
+        self._f.close()
+        self._len = sum(v is not None for v in self._last.values())
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Entity]:
+        import pickle
+
+        with self.path.open("rb") as f:
+            for n in range(self._n):
+                e = pickle.load(f)
+                if self._last.get(e.id) == n:
+                    yield e
+
+    def __getitem__(self, i: Any) -> Any:
+        raise TypeError("SpooledEntities are read in order (iterate them)")
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> SpooledEntities:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _row_values(e: Entity, template: TextTemplate) -> tuple[Any, ...]:
     """An entity's values as the entities table stores them: (id, label, description, popularity, types, aliases,
     data, text_hash)."""
@@ -756,10 +816,11 @@ class EntityStore:
         return sum(stored.get(e.id) != _row_values(e, template)[-1] for e in entities)
 
     def changed(self, entities: Iterable[Entity], template: TextTemplate,
-                chunk: int = 2000) -> tuple[list[Entity], set[str]]:
+                chunk: int = 2000, spool: Path | None = None) -> tuple[Sequence[Entity], set[str]]:
         """Read a source against the store without writing: the entities that are new or differ from their stored
-        record (the last record of a repeated id counts), and every id the source holds."""
-        changed: dict[str, Entity] = {}
+        record (the last record of a repeated id counts), and every id the source holds. With ``spool`` (a folder),
+        the changed entities are kept in a file there rather than in memory (:class:`SpooledEntities`: close it)."""
+        changed: dict[str, Entity] | SpooledEntities = {} if spool is None else SpooledEntities(spool)
         seen: set[str] = set()
         repeated: list[str] = []
         buf: list[Entity] = []
@@ -773,18 +834,26 @@ class EntityStore:
                     changed.pop(e.id, None)
             buf.clear()
 
-        for e in entities:
-            if e.id in seen:
-                repeated.append(e.id)
-            seen.add(e.id)
-            buf.append(e)
-            if len(buf) >= chunk:
-                check()
-        check()
+        try:
+            for e in entities:
+                if e.id in seen:
+                    repeated.append(e.id)
+                seen.add(e.id)
+                buf.append(e)
+                if len(buf) >= chunk:
+                    check()
+            check()
+        except BaseException:
+            if isinstance(changed, SpooledEntities):
+                changed.close()  # a source that failed mid-read leaves no file behind
+            raise
         if repeated:  # e.g. a SQL query joining an alias table: the last record of each id is kept, the rest lost
             log.warning("KB %s: %d source records repeat an id (the last record of each is kept; first ones: %s); "
                         "for several aliases per entity use an alias table (alias_table=...), not a JOIN",
                         self.path.parent.parent, len(repeated), ", ".join(dict.fromkeys(repeated[:5])))
+        if isinstance(changed, SpooledEntities):
+            changed.written()
+            return changed, seen
         return list(changed.values()), seen
 
     def delete(self, ids: Sequence[str], track_pending: bool) -> list[str]:

@@ -255,7 +255,8 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
         escape = "unknown escape" in str(e.problem or "")
         tab = "'\\t'" in str(e.problem or "") or "tab" in str(e.problem or "").lower()
         lines = text.splitlines()
-        var = line is not None and 0 < line <= len(lines) and _BARE_VAR.search(lines[line - 1]) is not None
+        var = "expected ','" in str(e.problem or "") and line is not None and 0 < line <= len(lines) \
+            and _BARE_VAR.search(lines[line - 1]) is not None  # `{path: ${X}/f}`: the { of ${ opens a mapping
         raise PipelineError([Problem("E201", f"YAML syntax error: {e.problem or e.context}{col}{started}",
                                      where=where, line=line,
                                      fix="write the value in single quotes ('\\d+'): double quotes read backslash "

@@ -412,10 +412,13 @@ def _build_source_kb(context: PipelineContext, src: KBSource, name: str | None, 
                 # lock from the reading on (another process writing it, a `kb add`, is waited for): the changes are
                 # read against what the KB holds when they are written
                 try:
-                    with writing(out, "a pipeline's source sync", wait=True, share=True):
-                        # read against the live KB first: a start where nothing changed copies nothing
+                    with writing(out, "a pipeline's source sync", wait=True, share=True), \
+                            contextlib.ExitStack() as spooled:
+                        # read against the live KB first: a start where nothing changed copies nothing (the new and
+                        # changed records wait in a file in the KB folder, not in memory)
                         with KB.open(out) as live:
-                            changed, seen = live.store.changed(read_entities(adapter), live.template)
+                            changed, seen = live.store.changed(read_entities(adapter), live.template, spool=out)
+                            spooled.callback(changed.close)  # type: ignore[union-attr]
                             gone = bool(live.store.all_ids() - seen)
                             embed = live.store.new_texts(changed, live.template) \
                                 if encoder is not None and len(changed) >= SAY_SYNC_ROWS else 0

@@ -168,3 +168,60 @@ def test_kb_add_prune_reads_the_whole_source_before_writing(tmp_path: Path) -> N
     with KB.open(tmp_path / "kb") as kb:
         [e0] = kb.get(["e0"])
         assert e0.label == "Name 0" and len(kb) == 9000
+
+
+def test_review_mends_text_in_binary_alias_case_grant_and_memo() -> None:
+    """Binary text with a no-break space, a soft hyphen or an emoji joiner is text; alias table columns match in any
+    case where the database's names do (MariaDB); PostgreSQL's refusal to read a table says the GRANT; a refused
+    connection is not remembered (only a greeting that never came is)."""
+    eng = server_engine(MYSQL_URL)
+    t, a = _name(), _name()
+    _exec(eng, f"CREATE TABLE {t} (CompanyID INT PRIMARY KEY, name VARBINARY(100))",
+          f"CREATE TABLE {a} (CompanyID INT, Alias VARCHAR(40))",
+          f"INSERT INTO {t} VALUES (1, X'41434D45C2A0436F7270'), (2, X'536F6674C2AD77617265'), "
+          "(3, X'F09F91A8E2808DF09F91A9')", f"INSERT INTO {a} VALUES (1, 'ACME')")
+    try:
+        ad = load_adapter("sql", MYSQL_URL, table=t, columns={"id": "CompanyID", "label": "name"}, alias_table=a,
+                          alias_key="companyid", alias_column="alias")
+        ents = list(ad.iter_entities())
+        assert [e.label for e in ents] == ["ACME\u00a0Corp", "Soft\u00adware", "\U0001f468\u200d\U0001f469"]
+        assert ents[0].aliases == ["ACME"]
+    finally:
+        _drop(eng, t, a)
+        eng.dispose()
+    eng = server_engine(PG_URL)
+    t, role = _name(), _name("glk_r")
+    _exec(eng, f"CREATE TABLE {t} (id INT PRIMARY KEY, name TEXT)", f"CREATE ROLE {role} LOGIN")
+    try:
+        url = PG_URL.replace("postgres@", f"{role}@")
+        with pytest.raises(KBError) as ei:
+            list(load_adapter("sql", url, table=t, columns={"label": "name"}).iter_entities())
+        assert ei.value.where == "sql.table" and f"GRANT SELECT ON {t}" in ei.value.fix, str(ei.value)
+    finally:
+        _drop(eng, t)
+        _exec(eng, f"DROP ROLE {role}")
+        eng.dispose()
+    ad = load_adapter("sql", "mysql+pymysql://root@127.0.0.1:1/test", table="t")  # nothing listens: refused at once
+    with pytest.raises(SourceUnavailable):
+        ad.estimate_count()
+    assert ad._greeting_failed is None
+
+
+def test_spooled_changes_read_back_exactly_and_leave_no_file(tmp_path: Path) -> None:
+    import datetime
+
+    from glinker.kb.store import SpooledEntities
+    from glinker.types import Entity
+
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    with SpooledEntities(tmp_path) as sp:
+        sp["a"] = Entity(id="a", label="A1")
+        sp["b"] = Entity(id="b", label="B", extra={"since": when})
+        sp["a"] = Entity(id="a", label="A2")  # the last record of an id counts
+        sp["c"] = Entity(id="c", label="C")
+        sp.pop("c")  # its last record equals the stored one: not a change
+        sp.written()
+        got = list(sp)
+        assert [(e.id, e.label) for e in got] == [("b", "B"), ("a", "A2")] and len(sp) == 2
+        assert got[0].extra == {"since": when} and list(sp) == got  # exact, and read again alike
+    assert not list(tmp_path.iterdir())

@@ -88,3 +88,16 @@ def test_a_long_document_shows_how_far_it_is_read(tmp_path, monkeypatch, tiny_mo
     assert run(tmp_path / "log.jsonl", "--no-progress") == plain
     said = [r.getMessage() for r in caplog.records if "words read" in r.getMessage()]
     assert len(said) >= 5 and said[-1] == "document 'big': 96 of 96 words read (100%)", said
+
+
+def test_two_same_long_documents_both_reach_the_end():
+    from glinker.cli.long_texts import LongTextProgress
+
+    class W:
+        def __init__(self, a, b):
+            self.start, self.end = a, b
+
+    p = LongTextProgress([LONG, LONG], ["a", "b"], None, min_chars=100)
+    for a in range(0, 96, 8):
+        p.see(LONG, W(a, a + 8))  # the second copy's windows come from the cache: told once, by text
+    assert p.done == p.total == 192

@@ -29,7 +29,9 @@ def test_lines_ending_in_a_carriage_return_alone(tmp_path):
 
 def test_the_token_hash_is_not_a_comment(tmp_path):
     f = tmp_path / "hash.bio"
-    f.write_text("# sent_id = 1\n# newdoc\n# O\nJohn B-PER\n\n# text = Mary O\nMary B-PER\n", encoding="utf-8")
+    f.write_text("# sent_id = 1\n# newdoc\n# O\nJohn B-PER\n\n# text = Mary O\n# S-1\n# source: company e-mail\n"
+                 "Mary B-PER\n", encoding="utf-8")
+    # comments ending in what reads as a tag (S-1, e-mail) stay comments: only "# O" is the token "#"
     assert _spans(f) == [(["#", "John"], [(1, 1, "person")]), (["Mary"], [(0, 0, "person")])]
     conll = tmp_path / "conll.txt"  # CoNLL-2003's columns
     conll.write_text("# NN I-NP O\nBlair NNP I-NP B-PER\n", encoding="utf-8")
@@ -64,6 +66,7 @@ def test_an_unquoted_variable_in_a_flow_mapping_is_told_to_be_quoted(tmp_path):
     with pytest.raises(GlinkerError) as e:
         load_yaml("data:\n  train:\n    - {path: ${MYDATA}/train.bio}\n", source="c.yaml", what="training config")
     assert "c.yaml:3" in str(e.value) and 'quote a value holding ${VAR}' in str(e.value)
-    with pytest.raises(GlinkerError) as e:  # another syntax error keeps the general fix
-        load_yaml("a:\n  b: 1\n   c: 2\n", source="c.yaml")
-    assert "${VAR}" not in str(e.value) and "fix the YAML syntax" in str(e.value)
+    for text in ("a:\n  b: 1\n   c: 2\n", "a:\n  b: 1\n   c: ${Y}\n", "kb: ${KB}: x\n"):  # other errors: the
+        with pytest.raises(GlinkerError) as e:  # general fix, a ${VAR} on the line or not
+            load_yaml(text, source="c.yaml")
+        assert "quote a value" not in str(e.value) and "fix the YAML syntax" in str(e.value), text
