@@ -124,7 +124,7 @@ def main() -> None:
             t_ret = time.perf_counter() - t0
             share, same, n = agreement(exhaustive, got)
             tag = f"{f} efSearch {ef}" if "HNSW" in f.upper() else \
-                f"{f} nprobe {bank.nprobe}" if ivf else f
+                f"{f} nprobe {bank.nprobe or 'auto'}" if ivf else f
             print(
                 f"{tag:>10} k={a.top_k}: {same}/{n} spans identical = {share:.4f}; "
                 f"index build {t_build:.1f} s, predict {t_ret:.1f} s (exhaustive {t_ex:.1f} s)"

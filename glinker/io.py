@@ -246,16 +246,26 @@ def check_text(text: str, where: str) -> None:
                         "character")
 
 
+def wide_text_error(path: str | Path, head: bytes) -> DataError | None:
+    """The DataError for a text file whose first bytes ``head`` are UTF-16 or UTF-32 (with or without a byte-order
+    mark: read as UTF-8, such a file decodes to NUL-interleaved garbage), else None."""
+    from glinker.kb.adapters import wide_unicode
+
+    enc = wide_unicode(head)
+    if enc is None:
+        return None
+    p = Path(path)
+    return DataError(f"the file is {enc} text, not UTF-8", where=str(p),
+                     fix=f"save it as UTF-8 (e.g. iconv -f {enc} -t UTF-8 {p.name} > {p.stem}.utf8{p.suffix})")
+
+
 def not_utf8(path: str | Path) -> DataError:
     """The DataError for a text file that is not UTF-8, naming its first undecodable line and byte."""
     p = Path(path)
     with p.open("rb") as f:
-        from glinker.kb.adapters import wide_unicode
-
-        enc = wide_unicode(f.read(64))
-        if enc is not None:  # Notepad's and Excel's "Unicode": latin1 is no fix for it
-            return DataError(f"the file is {enc} text, not UTF-8", where=str(p),
-                             fix=f"save it as UTF-8 (e.g. iconv -f {enc} -t UTF-8 {p.name} > {p.stem}.utf8{p.suffix})")
+        wide = wide_text_error(p, f.read(64))
+        if wide is not None:  # Notepad's and Excel's "Unicode": latin1 is no fix for it
+            return wide
         f.seek(0)
         for n, raw in enumerate(f, 1):
             try:

@@ -16,7 +16,7 @@ from glinker.cli import dtype_option
 from glinker.cli.long_texts import LONG_TEXT_CHARS, LongTextProgress
 
 from glinker.errors import ConfigError, DataError
-from glinker.io import InputIds, check_text
+from glinker.io import InputIds, check_text, wide_text_error
 from glinker.model.shipped import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,12 @@ def _read_lines(path: Path, text_field: str, whole_file: bool,
                                 "--skip-bad") from None
 
     ids = InputIds(name)  # a record without an id: its line number, never an earlier record's id
+    if hasattr(fh, "peek"):  # UTF-16/32 (Notepad's "Unicode"): said as such, not read as NUL-riddled UTF-8 text
+        wide = wide_text_error(name, fh.peek(64)[:64])
+        if wide is not None:
+            if str(path) != "-":
+                fh.close()
+            raise wide
     with fh:
         if whole_file and not is_jsonl:
             text = decode(fh.read().removeprefix(b"\xef\xbb\xbf"), name)
@@ -137,7 +143,7 @@ def ner(
     ),
     label_bank: Path | None = typer.Option(None, "--label-bank", help="A label bank folder written by `glinker labels build` (or LabelBank.save)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
-    threshold: float = typer.Option(0.5, "--threshold", "-t", min=0.0, max=1.0, help="Minimum score."),
+    threshold: float = typer.Option(0.5, "--threshold", "-t", min=0.0, max=1.0, help="Keep entities scoring above this (strictly)."),
     nested: bool = typer.Option(False, "--nested", help="Allow nested entities (default: flat)."),
     multi_label: bool = typer.Option(False, "--multi-label", help="Allow several labels on the same span."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Texts per forward pass."),
@@ -155,6 +161,9 @@ def ner(
         help="Score each span against only the K labels a FAISS index retrieves (0: every label; "
         "default: 64 for label banks of 100,000 labels or more, every label below).",
     ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", min=1, help="Lists of an IVF label index searched per span (default: 3/8 of them; fewer is "
+        "faster and misses more of what exhaustive scoring finds: docs/model.md)."),
     window_words: int | None = typer.Option(
         None, "--window-words", min=0, help="Read long texts in windows of at most N words (default: the model's "
         "`window_words`, else its max_len; 0: max_len)."),
@@ -187,10 +196,14 @@ def ner(
     m = BiEncoder.from_pretrained(model, device=device, window_words=window_words, dtype=dtype)
     if isinstance(lab, (list, dict)):
         lab = m.encode_labels(lab, progress=len(lab) >= 2048 and progress)  # encoded once, reused for every batch
+    if nprobe is not None:
+        lab.nprobe = nprobe
     settings = {"model": m.fingerprint, "labels": _labels_digest(lab.names, lab.prompts, lab.dim, m.fingerprint),
                 "threshold": threshold, "nested": nested, "multi_label": multi_label, "truncate": truncate,
                 "label_top_k": label_top_k, "window_words": window_words, "text_field": text_field,
                 "whole_file": whole_file}
+    if nprobe is not None:  # only when given: outputs written before --nprobe existed still resume
+        settings["nprobe"] = nprobe
     if dtype is not None:  # only when given: outputs written before --dtype existed still resume
         settings["dtype"] = dtype
     claim = None

@@ -597,7 +597,7 @@ def score_rows_ivf(
     reps: torch.Tensor,
     lists: IVFLists,
     threshold: float,
-    nprobe: int,
+    nprobe: int | None,
     top_k: int,
     n_labels: int,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -626,6 +626,10 @@ def score_rows_ivf(
     if lowp is not None and lt0 > -math.inf:
         ivl = lists.lowp(lowp)
         low = ivl.labels.prepare_rows(q, lt0, rows=n + 1)  # row n: zeros, for padding row groups
+    if nprobe is None:
+        from glinker.model.labels import default_nprobe
+
+        nprobe = default_nprobe(nlist)
     npb = max(1, min(int(nprobe), nlist))
     step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
     # (float32: in bfloat16 its error bound, ~u |q| |c|, spans dozens of centroids around the nprobe-th)

@@ -32,18 +32,25 @@ class BiencoderMentionsParams(StageParams):
         description="Entity types to detect: a list of names, or name -> description (the description is the prompt). "
                     "Or give `labels_file` or `label_bank` instead.")
     labels_file: str | None = Field(
-        default=None, description="A file of labels (one a line, or .json: a list or {name: description}); relative "
-                                  "to the pipeline file. Encoded at warm-up.")
+        default=None, description="A file of labels (one a line; .json: a list or {name: description}; .jsonl: one "
+                                  "{name, description} a line); relative to the pipeline file. Encoded at warm-up.")
     label_bank: str | None = Field(
         default=None, description="A label bank folder (`glinker labels build`, any number of labels, FAISS-backed "
                                   "above 100k): vectors computed once, memory-mapped; built with this stage's model.")
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum span score.")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Keep spans scoring above this.")
     flat_ner: bool = Field(default=True, description="No overlapping mentions.")
     multi_label: bool = Field(default=False, description="Allow several labels per span.")
     batch_size: int = Field(default=16, ge=1, description="Model windows per forward pass.")
     model: str | None = Field(default=None, description="Bi-encoder for this stage (default: the pipeline's `model`).")
     span_vectors: bool = Field(
         default=True, description="Attach each mention's span vector (dense retrieval and re-scoring reuse it).")
+    label_top_k: int | None = Field(
+        default=None, ge=0, description="Labels retrieved per span from a bank's index before exact scoring (unset: 64 "
+                                        "for banks of 100k labels or more, every label below); 0 scores every label "
+                                        "exactly (slower, no retrieval miss).")
+    nprobe: int | None = Field(
+        default=None, ge=1, description="Lists of an IVF label index searched per span (unset: 3/8 of them); fewer "
+                                        "is faster and misses more of what exhaustive scoring finds.")
 
     @field_validator("labels")
     @classmethod
@@ -88,6 +95,8 @@ class BiencoderMentions(Stage):
 
             labels = p.labels if p.labels is not None else read_labels_file(self.context.resolve_path(p.labels_file))
             self.bank = self.model.encode_labels(labels)
+        if p.nprobe is not None:
+            self.bank.nprobe = p.nprobe
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[list[Mention]]:
         p: BiencoderMentionsParams = self.params  # type: ignore[assignment]
@@ -95,7 +104,7 @@ class BiencoderMentions(Stage):
         texts = [d.text for d in documents]
         cache = window_cache(self.context)
         preds = predict_encoded(self.model, texts, self.bank, p.threshold, p.flat_ner, p.multi_label,
-                                p.batch_size, cache) if p.span_vectors else None
+                                p.batch_size, cache, label_top_k=p.label_top_k) if p.span_vectors else None
         if preds is not None:  # one forward pass: the span vectors come from the cached word vectors
             preds = [whole_apostrophe_names(t, ents) for t, ents in zip(texts, preds)]
             vecs = span_vectors(self.model, texts, [[(e["start"], e["end"]) for e in ents] for ents in preds],
@@ -103,7 +112,7 @@ class BiencoderMentions(Stage):
         else:
             preds = self.model.predict(texts, self.bank, threshold=p.threshold, flat_ner=p.flat_ner,
                                        multi_label=p.multi_label, batch_size=p.batch_size,
-                                       on_window=window_watch(texts))
+                                       on_window=window_watch(texts), label_top_k=p.label_top_k)
             preds = [whole_apostrophe_names(t, ents) for t, ents in zip(texts, preds)]
             vecs = None
             ENCODER_SECONDS["seconds"] += time.perf_counter() - t0

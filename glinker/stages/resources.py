@@ -872,7 +872,8 @@ def window_watch(texts: Sequence[str]) -> Callable[[Any, Any], None] | None:
 
 
 def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: float, flat_ner: bool,
-                    multi_label: bool, batch_size: int, cache: WindowCache) -> list[list[dict]] | None:
+                    multi_label: bool, batch_size: int, cache: WindowCache,
+                    label_top_k: int | None = None) -> list[list[dict]] | None:
     """``model.predict`` for span bi-encoders, keeping every window's word vectors in ``cache`` for the span
     vectors asked for later in the batch. None when the model is not a plain span model (then use predict)."""
     if model.net.dense or getattr(model.net, "span_mode", "markerV0") == "token_level":
@@ -886,6 +887,6 @@ def predict_encoded(model: Any, texts: Sequence[str], bank: Any, threshold: floa
             watch(w, x)
 
     results = model.predict(list(texts), bank, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
-                            batch_size=batch_size, on_window=keep)
+                            batch_size=batch_size, on_window=keep, label_top_k=label_top_k)
     ENCODER_SECONDS["seconds"] += time.perf_counter() - t0
     return [list(r) for r in results]
