@@ -225,3 +225,15 @@ def test_spooled_changes_read_back_exactly_and_leave_no_file(tmp_path: Path) -> 
         assert [(e.id, e.label) for e in got] == [("b", "B"), ("a", "A2")] and len(sp) == 2
         assert got[0].extra == {"since": when} and list(sp) == got  # exact, and read again alike
     assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_syncs_spool_file_is_removed_by_the_next(tmp_path: Path) -> None:
+    from glinker.kb.store import SpooledEntities
+
+    dead = tmp_path / ".sync-spool-999999999-abc.pkl"  # no such process
+    dead.write_bytes(b"x")
+    live = tmp_path / f".sync-spool-{__import__('os').getppid()}-abc.pkl"  # a live process's (the test runner's parent)
+    live.write_bytes(b"x")
+    with SpooledEntities(tmp_path) as sp:
+        sp.written()
+    assert not dead.exists() and live.exists()
