@@ -51,10 +51,10 @@ DEFAULT_JOB = "default"
 HEARTBEAT_TTL = 30.0
 """Seconds after a worker's last heartbeat at which its batches go back to the queue."""
 RESULT_TTL = 86_400
+"""Seconds a worker's answer stays in Redis unread (its coordinator reads it within a poll, or is gone)."""
 BATCH_TTL = 600
 """Seconds a queued batch (and the job's lists) outlive a coordinator that died without ending the job (killed, or
 cut from Redis); a live coordinator renews them."""
-"""Seconds a worker's answer stays in Redis unread (its coordinator reads it within a poll, or is gone)."""
 
 
 def said(e: BaseException, url: str) -> str:
@@ -209,6 +209,7 @@ class Coordinator:
                                              "resources": json.dumps(resources or {}, default=str),
                                              "stages": json.dumps(identity or {}, default=str),
                                              "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
+        self.r.expire(self.keys.meta, self._batch_ttl)  # renewed while this coordinator lives (_keep_batches)
 
     # job ownership --------------------------------------------------------------------------------------------
     def _lock_job(self) -> None:
@@ -684,8 +685,9 @@ class Worker:
                         continue
                     self._handle(_text(bid))
                     idle_since = time.monotonic()
-                except redis.RedisError as e:  # lost, or refusing writes (a read-only replica, maxmemory)
-                    self._reconnect(e)
+                except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+                        redis.exceptions.OutOfMemoryError) as e:  # lost, or refusing writes for now (a read-only
+                    self._reconnect(e)  # replica after a failover, maxmemory); any other refusal is the worker's end
         except Exception:
             crashed = True  # the batch in hand stays with this worker's name: the coordinator counts the attempt
             raise
@@ -803,17 +805,21 @@ class Worker:
         payload: Any = None
         try:
             payload = json.loads(raw)
+            if not isinstance(payload, dict) or not any(isinstance(payload.get(k), list) for k in ("docs", "texts")):
+                raise ValueError(f"a batch is a JSON object with a list of docs or texts, not {str(raw)[:60]!r}")
             answer = (self.keys.result(bid), json.dumps(self.task.process(payload), ensure_ascii=False))
         except GlinkerError as e:
             log.error("batch %s failed on worker %s: %s", bid, self.name, e)
             answer = (self.keys.error(bid), json.dumps({"message": e.message, "where": e.where, "fix": e.fix,
                                                         "worker": self.name}))
-        except MemoryError:  # this worker dies: its batch stays in its name, another (bigger?) worker may do it,
-            raise  # and the coordinator counts the attempt (--max-attempts)
         except Exception as e:  # a batch no worker can do (not JSON, no documents) or a bug: said, not a crash of
             # every worker it reaches in turn
+            if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower()):
+                # (torch's CUDA OutOfMemoryError too) this worker dies: its batch stays in its name, another (bigger?)
+                raise  # worker may do it, and the coordinator counts the attempt (--max-attempts)
             log.exception("batch %s failed on worker %s", bid, self.name)
-            malformed = payload is None or not isinstance(payload, dict) or isinstance(e, (ValueError, KeyError))
+            malformed = not isinstance(payload, dict) or not any(isinstance(payload.get(k), list)
+                                                                  for k in ("docs", "texts"))
             answer = (self.keys.error(bid), json.dumps({
                 "message": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
                 "where": f"worker {self.name}",

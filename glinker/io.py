@@ -255,6 +255,9 @@ def wide_text_error(path: str | Path, head: bytes) -> DataError | None:
     if enc is None:
         return None
     p = Path(path)
+    if str(path) in ("-", "<stdin>"):
+        return DataError(f"standard input is {enc} text, not UTF-8", where="<stdin>",
+                         fix=f"convert it on the way in: ... | iconv -f {enc} -t UTF-8 | glinker ... -")
     return DataError(f"the file is {enc} text, not UTF-8", where=str(p),
                      fix=f"save it as UTF-8 (e.g. iconv -f {enc} -t UTF-8 {p.name} > {p.stem}.utf8{p.suffix})")
 

@@ -843,11 +843,14 @@ class SQLAdapter:
                 if isinstance(e, DBAPIError) and connection_problem(e)[1] == "permission":
                     on_alias = bool(o.alias_table) and o.alias_table.split(".")[-1].lower() in msg.lower()
                     named = o.alias_table if on_alias else o.table
+                    schema = re.search(r'permission denied for schema "?([\w$]+)', msg)
                     raise KBError(f"the server refused to read {'from ' + repr(named) if named else 'the query'}: "
                                   f"{' '.join(msg.split())}",
                                   where="sql.alias_table" if on_alias else f"sql.{'table' if o.table else 'query'}",
-                                  fix=f"grant the database user read rights (GRANT SELECT ON {named or '<table>'} TO "
-                                      "<user>), or use another user") from None
+                                  fix=(f"grant the database user the use of the schema (GRANT USAGE ON SCHEMA "
+                                       f"{schema.group(1)} TO <user>)" if schema else
+                                       f"grant the database user read rights (GRANT SELECT ON {named or '<table>'} TO "
+                                       "<user>)") + ", or use another user") from None
                 raise KBError(f"query failed on {self._masked_url()}: {msg}",
                               where=f"sql.{'table' if o.table else 'query'}",
                               fix="check the table/query and the column mapping") from None

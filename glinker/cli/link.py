@@ -504,6 +504,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
             log.info("%s: %d documents linked -> %s", pipe.name, counts["written"], output)
 
     coordinator = None
+    before_term: Any = None  # the SIGTERM handler a queue run replaces while it runs
     if queue:
         import signal
 
@@ -524,7 +525,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
             raise KeyboardInterrupt
 
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)
+            before_term = signal.signal(signal.SIGTERM, _terminate)  # given back when the run ends (a library call)
 
     def flush(batch: list[tuple[int, Document]]) -> None:
         if not batch:
@@ -604,6 +605,10 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
         finally:
             if coordinator is not None:
                 coordinator.close()
+                if before_term is not None:
+                    import signal
+
+                    signal.signal(signal.SIGTERM, before_term)
             if bar is not None:
                 bar.close()
             if out_kind in (".html", ".htm", ".json"):
@@ -749,7 +754,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
 
 
 LEGACY_CONTENTS = "_legacy_contents"
-_SET_ONLY = ("dtype",)  # run-record keys written only when set (older records lack them)
+_SET_ONLY = ("dtype", "nprobe")  # run-record keys written only when set (older records lack them)
 
 
 def _kb_refs(pipe: Any) -> list[Any]:

@@ -815,11 +815,23 @@ class EntityStore:
                 out[int(rid)] = tuple(vals)
         return out
 
-    def new_texts(self, entities: Sequence[Entity], template: TextTemplate) -> int:
+    def new_texts(self, entities: Iterable[Entity], template: TextTemplate) -> int:
         """How many of ``entities`` an update would embed: the new ones and those whose text (by ``template``)
         differs from the stored one (a changed popularity or alias is stored, not embedded again)."""
-        stored = {v[0]: v[-1] for v in self._stored_rows([e.id for e in entities]).values()}
-        return sum(stored.get(e.id) != _row_values(e, template)[-1] for e in entities)
+        n = 0
+        part: list[Entity] = []
+
+        def count() -> int:  # a chunk at a time, only the text hashes read back: memory flat for a spooled sync
+            q = f"SELECT id, text_hash FROM entities WHERE id IN ({','.join('?' * len(part))})"
+            stored = dict(self.db.execute(q, [e.id for e in part]).fetchall())
+            return sum(stored.get(e.id) != _row_values(e, template)[-1] for e in part)
+
+        for e in entities:
+            part.append(e)
+            if len(part) >= _SQL_VARS:
+                n += count()
+                part.clear()
+        return n + (count() if part else 0)
 
     def changed(self, entities: Iterable[Entity], template: TextTemplate,
                 chunk: int = 2000, spool: Path | None = None) -> tuple[Sequence[Entity], set[str]]:

@@ -237,3 +237,18 @@ def test_a_killed_syncs_spool_file_is_removed_by_the_next(tmp_path: Path) -> Non
     with SpooledEntities(tmp_path) as sp:
         sp.written()
     assert not dead.exists() and live.exists()
+
+
+def test_postgres_schema_without_usage_says_the_schema_grant() -> None:
+    eng = server_engine(PG_URL)
+    schema, role = _name("glk_s"), _name("glk_r")
+    _exec(eng, f"CREATE SCHEMA {schema}", f"CREATE TABLE {schema}.companies (id INT PRIMARY KEY, name TEXT)",
+          f"CREATE ROLE {role} LOGIN", f"GRANT SELECT ON {schema}.companies TO {role}")
+    try:
+        url = PG_URL.replace("postgres@", f"{role}@")
+        with pytest.raises(KBError) as ei:
+            list(load_adapter("sql", url, table=f"{schema}.companies", columns={"label": "name"}).iter_entities())
+        assert f"GRANT USAGE ON SCHEMA {schema}" in (ei.value.fix or ""), str(ei.value)
+    finally:
+        _exec(eng, f"DROP SCHEMA {schema} CASCADE", f"DROP ROLE {role}")
+        eng.dispose()

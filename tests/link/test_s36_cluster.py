@@ -5,6 +5,7 @@ out like a lost Redis, with a message that says so; batches of a coordinator tha
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -146,3 +147,70 @@ def test_a_coordinator_that_dies_leaves_batches_that_expire(redis_job):
         assert r.ttl(c.keys.batch(bid)) > 5 and 0 < r.ttl(c.keys.meta) <= BATCH_TTL
     finally:
         c.close()
+
+
+def test_review_mends_other_refusals_end_the_worker_and_oom_of_torch_leaves_the_batch(pipeline, redis_job):
+    """A refusal that waiting does not mend (an unknown command on an old Redis, NOPERM) ends the worker with its
+    error instead of a retry loop; torch's out-of-memory (a RuntimeError) leaves the batch for another worker, as a
+    MemoryError does; a ValueError of a well-formed batch is no 'malformed batch'."""
+    import redis
+
+    import glinker
+    from glinker.cluster import Worker
+
+    w = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2, heartbeat_ttl=2)
+
+    def blmove(*a, **k):
+        raise redis.exceptions.ResponseError("unknown command 'BLMOVE'")
+
+    w.r.blmove = blmove
+    with pytest.raises(redis.exceptions.ResponseError):
+        w.run()
+    from glinker.cluster import Coordinator
+
+    r = redis.Redis.from_url(URL)
+    c = Coordinator(URL, redis_job, "x", lambda recs: None, heartbeat_ttl=2)
+    try:
+        w2 = Worker(glinker.load_pipeline(str(pipeline)), URL, redis_job, poll=0.2, heartbeat_ttl=2)
+        w2._checked_token = c.token  # the job's check is not what this test is about
+        w2._ident = "i"
+        for exc, left in ((RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), True),
+                          (ValueError("operands could not be broadcast"), False)):
+            def process(payload, exc=exc):
+                raise exc
+
+            w2.task.process = process
+            c.submit({"docs": [{"id": "a", "text": "x"}]}, "1-1")
+            bid = _take(r, c, w2)
+            if left:
+                with pytest.raises(RuntimeError):
+                    w2._handle(bid)
+                assert r.lrange(c.keys.proc(w2.name), 0, -1) == [bid.encode()]  # stays: counted when it is dead
+                r.delete(c.keys.proc(w2.name))
+            else:
+                w2._handle(bid)
+                err = json.loads(r.get(c.keys.error(bid)))
+                assert "operands" in err["message"] and "unexpected error" in err["fix"]
+    finally:
+        c.close()
+
+
+def _take(r, c, w):
+    raw = r.blmove(c.keys.todo, c.keys.proc(w.name), 1, "RIGHT", "LEFT")
+    return raw.decode()
+
+
+def test_a_queue_run_gives_back_the_sigterm_handler(pipeline, inputs, tmp_path, redis_job):  # noqa: F811
+    """run_link with a queue answers SIGTERM as Ctrl-C while it runs; a library call leaves the process's handler
+    as it found it (it stayed replaced, and a later SIGTERM raised KeyboardInterrupt anywhere)."""
+    import signal
+
+    mine = lambda *_: None  # noqa: E731
+    before = signal.signal(signal.SIGTERM, mine)
+    workers, threads = start_workers(pipeline, redis_job, n=1)
+    try:
+        run_link(inputs, pipeline, tmp_path / "o.jsonl", queue=URL, job=redis_job)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        stop(workers, threads)
+        signal.signal(signal.SIGTERM, before)

@@ -83,3 +83,24 @@ def test_retrieval_settings_of_a_pipeline_stage(tmp_path):
     with pytest.raises(Exception, match="label_top_k"):
         run(", label_top_k: -1")
     json.dumps(plain)
+
+
+def test_ner_resume_compares_nprobe_both_ways(tmp_path):
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+    from glinker.model.testing import build_tiny_checkpoint
+
+    ckpt = build_tiny_checkpoint(tmp_path / "tiny", text_encoder="bert")
+    src = tmp_path / "in.txt"
+    src.write_text("John Smith lives in Berlin.\nMary works at ACME.\n")
+    out = tmp_path / "out.jsonl"
+
+    def ner(*extra):
+        return CliRunner().invoke(app, ["ner", "-m", str(ckpt), "-l", "person", str(src), "-o", str(out), *extra])
+
+    assert ner("--nprobe", "3").exit_code == 0
+    out.write_text(out.read_text().splitlines()[0] + "\n")  # an interrupted run: one line written
+    r = ner()  # resumed without --nprobe: its results would mix two settings
+    assert r.exit_code != 0 or r.exception is not None
+    assert "nprobe" in (r.output + str(r.exception)), r.output
