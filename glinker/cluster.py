@@ -460,19 +460,20 @@ class Coordinator:
         return 1
 
 
+def _is_batch(payload: Any) -> bool:
+    """Whether a queued payload is a batch: a JSON object with a list of ``docs`` (link) or ``texts`` (encode)."""
+    return isinstance(payload, dict) and any(isinstance(payload.get(k), list) for k in ("docs", "texts"))
+
+
 def _dead_here(owner: str) -> bool:
     """True when ``owner`` (host:pid:token) names a process of this machine that no longer runs."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    from glinker.locks import pid_alive
+
+    return not pid_alive(int(pid))
 
 
 def job_fingerprint(spec: str, resources: dict[str, Any]) -> str:
@@ -805,7 +806,7 @@ class Worker:
         payload: Any = None
         try:
             payload = json.loads(raw)
-            if not isinstance(payload, dict) or not any(isinstance(payload.get(k), list) for k in ("docs", "texts")):
+            if not _is_batch(payload):
                 raise ValueError(f"a batch is a JSON object with a list of docs or texts, not {str(raw)[:60]!r}")
             answer = (self.keys.result(bid), json.dumps(self.task.process(payload), ensure_ascii=False))
         except GlinkerError as e:
@@ -818,8 +819,7 @@ class Worker:
                 # (torch's CUDA OutOfMemoryError too) this worker dies: its batch stays in its name, another (bigger?)
                 raise  # worker may do it, and the coordinator counts the attempt (--max-attempts)
             log.exception("batch %s failed on worker %s", bid, self.name)
-            malformed = not isinstance(payload, dict) or not any(isinstance(payload.get(k), list)
-                                                                  for k in ("docs", "texts"))
+            malformed = not _is_batch(payload)
             answer = (self.keys.error(bid), json.dumps({
                 "message": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
                 "where": f"worker {self.name}",

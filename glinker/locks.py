@@ -35,6 +35,17 @@ _LOCKS: weakref.WeakSet[Any] = weakref.WeakSet()
 """Every live lock to reset in a forked child."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (another user's process counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
 def fork_safe(lock: Any) -> Any:
     """Register ``lock`` (a ``threading.RLock``) to start free in a forked child unless the forking thread holds it;
     returns it. Registering twice is harmless; the lock is forgotten when it is garbage."""

@@ -381,6 +381,33 @@ def _read_only_transactions(engine: Any, backend: str, shown_url: str) -> None:
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "mysql", "performance_schema", "sys", "pg_catalog", "pg_toast"})
 """Schemas of the database's own tables: never suggested for a table not found."""
 
+_LOOSE_DIALECTS = ("mysql", "mariadb", "sqlite", "mssql")
+"""Databases whose column names ignore case: a name that differs from one column only in case is that column."""
+
+
+def _find_column(col: str, available: list[str], loose: bool) -> tuple[str | None, str | None]:
+    """(the column of ``available`` that ``col`` names, None) or, when none, (None, the closest column: one that
+    differs only in case first) (``loose``: the database ignores the case of column names)."""
+    if col in available:
+        return col, None
+    same = [c for c in available if c.lower() == col.lower()]
+    if loose and len(same) == 1:
+        return same[0], None
+    import difflib
+
+    return None, same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
+
+
+def _grant_fix(msg: str, name: str) -> str:
+    """The fix for a server's refusal to read ``name``: the schema's USAGE when the message names a schema
+    (PostgreSQL), else SELECT on the table."""
+    schema = re.search(r'permission denied for schema "?([\w$]+)', msg)
+    if schema:
+        return f"grant the database user the use of the schema (GRANT USAGE ON SCHEMA {schema.group(1)} TO <user>), " \
+               "or use another user"
+    return f"grant the database user read rights (GRANT SELECT ON {name} TO <user>), or use another user"
+
+
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a database server's answer when connecting (``?connect_timeout=N`` in the URL overrides)."""
 
@@ -626,8 +653,7 @@ class SQLAdapter:
                 raise self._connection_error(e, "read from") from None
             msg = " ".join(self._driver_message(e).split())
             raise KBError(f"the server refused to describe {name!r}: {msg}", where=where,
-                          fix=f"grant the database user read rights on it (GRANT SELECT ON {name} TO <user>), or use "
-                              "another user" if kind == "permission" else
+                          fix=_grant_fix(msg, name) if kind == "permission" else
                               "check the name and the user's rights on it (run SELECT * FROM it in your SQL client)"
                           ) from None
         if cols:
@@ -671,7 +697,7 @@ class SQLAdapter:
         column names ignore case (MySQL, MariaDB, SQLite, SQL Server) a name that differs from one column only in case
         is that column."""
         o = self.options
-        loose = dialect in ("mysql", "mariadb", "sqlite", "mssql")
+        loose = dialect in _LOOSE_DIALECTS
         by_lower: dict[str, list[str]] = {}
         for c in available:
             by_lower.setdefault(c.lower(), []).append(c)
@@ -679,15 +705,10 @@ class SQLAdapter:
         missing: list[tuple[str, str, str | None, bool]] = []  # (where, what, did-you-mean, only case differs)
 
         def real(col: str, where: str, what: str) -> str:  # `what`: how the message names the column
-            if col in available:
-                return col
-            same = by_lower.get(col.lower(), [])
-            if loose and len(same) == 1:
-                return same[0]
-            import difflib
-
-            hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
-            missing.append((where, what, hint, bool(same) and not loose))
+            found, hint = _find_column(col, available, loose)
+            if found is not None:
+                return found
+            missing.append((where, what, hint, hint is not None and hint.lower() == col.lower() and not loose))
             return col
 
         mapping = {f: f for f in _MAPPABLE if f in available}
@@ -843,14 +864,10 @@ class SQLAdapter:
                 if isinstance(e, DBAPIError) and connection_problem(e)[1] == "permission":
                     on_alias = bool(o.alias_table) and o.alias_table.split(".")[-1].lower() in msg.lower()
                     named = o.alias_table if on_alias else o.table
-                    schema = re.search(r'permission denied for schema "?([\w$]+)', msg)
                     raise KBError(f"the server refused to read {'from ' + repr(named) if named else 'the query'}: "
                                   f"{' '.join(msg.split())}",
                                   where="sql.alias_table" if on_alias else f"sql.{'table' if o.table else 'query'}",
-                                  fix=(f"grant the database user the use of the schema (GRANT USAGE ON SCHEMA "
-                                       f"{schema.group(1)} TO <user>)" if schema else
-                                       f"grant the database user read rights (GRANT SELECT ON {named or '<table>'} TO "
-                                       "<user>)") + ", or use another user") from None
+                                  fix=_grant_fix(msg, named or "<table>")) from None
                 raise KBError(f"query failed on {self._masked_url()}: {msg}",
                               where=f"sql.{'table' if o.table else 'query'}",
                               fix="check the table/query and the column mapping") from None
@@ -861,18 +878,14 @@ class SQLAdapter:
     def _check_alias_columns(self, available: list[str], dialect: str) -> None:
         """alias_key, alias_column and alias_count_column name columns of the alias table (a KBError at the first
         that does not, with the closest column); on databases whose column names ignore case, in any case."""
-        import difflib
-
         o = self.options
-        loose = dialect in ("mysql", "mariadb", "sqlite", "mssql")
         for opt in ("alias_key", "alias_column", "alias_count_column"):
             col = getattr(o, opt)
-            if col is None or col in available:
+            if col is None:
                 continue
-            same = [c for c in available if c.lower() == col.lower()]
-            if loose and len(same) == 1:
+            found, hint = _find_column(col, available, dialect in _LOOSE_DIALECTS)
+            if found is not None:
                 continue
-            hint = same[0] if same else next(iter(difflib.get_close_matches(col, available, n=1)), None)
             raise KBError(f"column {col!r} ({opt}) is not in the alias table {o.alias_table!r}"
                           + (f"; did you mean {hint!r}?" if hint else ""), where=f"sql.{opt}",
                           fix=f"its columns: {', '.join(available)}; set -o {opt}=<column>")

@@ -391,11 +391,11 @@ class SpooledEntities(Sequence[Entity]):
     def __init__(self, folder: Path) -> None:
         import tempfile
 
-        from glinker.model.labels import _pid_alive
+        from glinker.locks import pid_alive
 
         for old in Path(folder).glob(".sync-spool-*-*.pkl"):  # a killed sync's file: its process is gone
             pid = old.name.split("-")[2]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 old.unlink(missing_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=f".sync-spool-{os.getpid()}-", suffix=".pkl")
         self.path = Path(name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from glinker.errors import ConfigError, DataError, ModelError
 from glinker.io import plain_mode
+from glinker.locks import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -591,7 +592,7 @@ class LabelBank:
 
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = out.parent / f".{out.name}.build.lock"  # beside the folder: a replacing build renames the folder
+        lock = _build_lock(out)
         try:
             with locked(lock, wait=False):
                 bank = cls._write_batches(out, names, prompts, batches, dim, model_fingerprint, progress, resume,
@@ -968,14 +969,9 @@ def staging_dir(out_dir: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.building"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
+def _build_lock(out: Path) -> Path:
+    """The lock file of builds into the bank folder ``out``: beside it, since a replacing build renames the folder."""
+    return out.parent / f".{out.name}.build.lock"
 
 
 def recover_swap(out_dir: str | os.PathLike) -> None:
@@ -992,7 +988,7 @@ def recover_swap(out_dir: str | os.PathLike) -> None:
             continue
         # a live swapper is between two renames for microseconds: an old copy of a live pid that is not young
         # belongs to a dead swapper whose pid was reused
-        if pid.isdigit() and int(pid) != os.getpid() and young and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and young and pid_alive(int(pid)):
             return  # a replacement in progress
         olds.append(f)
     if not out.exists():
@@ -1008,7 +1004,7 @@ def recover_swap(out_dir: str | os.PathLike) -> None:
             log.warning("label bank %s: a replacement was stopped while swapping in; the previous bank is back", out)
     for f in olds:
         shutil.rmtree(f, ignore_errors=True)
-    lock = out.parent / f".{out.name}.build.lock"  # the build lock a killed build left: removed unless held
+    lock = _build_lock(out)  # the build lock a killed build left: removed unless held
     if olds and lock.exists():
         from glinker.io import Busy, locked
 

@@ -285,10 +285,10 @@ def parse_spec(loaded: LoadedYAML, *, reg: StageRegistry | None = None, base_dir
 
 
 def _names_variable(v: Any) -> bool:
-    import re
-
     if isinstance(v, str):
-        return re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}", v) is not None
+        from glinker.stages.resources import _ENV  # the pattern kb blocks expand
+
+        return _ENV.search(v) is not None
     if isinstance(v, dict):
         return any(_names_variable(x) for x in v.values())
     if isinstance(v, list):
