@@ -125,6 +125,28 @@ def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(mod
         LabelBank.load(tmp_path / "nope")
 
 
+def test_going_back_to_the_bank_it_holds_drops_an_unfinished_replacement(model, tmp_path, caplog):
+    """A build of other labels into a finished bank's folder, interrupted, then the original build run again: the
+    bank was complete, so nothing was encoded, and the half-written replacement stayed hidden beside it for good
+    (`.b.building/`, up to a whole bank's size)."""
+    out = tmp_path / "b"
+    model.encode_labels_to(LABELS, out, chunk_size=8)
+    shuffled = LABELS[::-1]
+
+    def interrupted():
+        yield model.encode_labels(shuffled[:8]).vectors
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, shuffled, shuffled, interrupted(), model.dim, model.fingerprint, resume=True)
+    assert (tmp_path / ".b.building").is_dir()
+    with caplog.at_level("WARNING", logger="glinker.model.labels"):
+        assert model.encode_labels_to(LABELS, out, chunk_size=8).names == LABELS
+    assert "unfinished build of other labels into it (8 labels written" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert rows_done(out) == 0
+
+
 @pytest.mark.parametrize("then", ["load", "rebuild"])
 def test_a_replacement_killed_between_its_renames_loses_neither_bank(model, tmp_path, monkeypatch, then):
     """Killed after the old bank moved away and before the new one moved in: the next load (or build) puts the
