@@ -86,6 +86,17 @@ def test_a_build_resumed_in_another_precision_starts_over(model, tmp_path, caplo
     assert torch.equal(kept.vectors[:8], torch.zeros(8, model.dim))
 
 
+def _interrupted_rebuild(model: BiEncoder, out, labels: list) -> None:
+    """A build of ``labels`` into the finished bank ``out``, interrupted after its first 8 rows."""
+
+    def interrupted():
+        yield model.encode_labels(labels[:8]).vectors
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LabelBank.write_batches(out, labels, labels, interrupted(), model.dim, model.fingerprint, resume=True)
+
+
 def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(model, tmp_path):
     """Another label set built into a finished bank's folder: built beside it and swapped in at the end, so a
     process reading the old bank (memory-mapped) keeps its rows, and an interrupted rebuild leaves it intact."""
@@ -96,13 +107,7 @@ def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(mod
     live = LabelBank.load(out)  # memory-mapped, as a running `glinker ner` holds it
     before = live.vectors.clone()
     shuffled = LABELS[::-1]
-
-    def interrupted():
-        yield model.encode_labels(shuffled[:8]).vectors
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        LabelBank.write_batches(out, shuffled, shuffled, interrupted(), model.dim, model.fingerprint, resume=True)
+    _interrupted_rebuild(model, out, shuffled)
     assert LabelBank.load(out).names == LABELS  # the old bank is whole
     assert rows_done(out) == 8  # and the replacement resumes
     new = model.encode_labels_to(shuffled, out, chunk_size=8)
@@ -132,13 +137,7 @@ def test_going_back_to_the_bank_it_holds_drops_an_unfinished_replacement(model, 
     out = tmp_path / "b"
     model.encode_labels_to(LABELS, out, chunk_size=8)
     shuffled = LABELS[::-1]
-
-    def interrupted():
-        yield model.encode_labels(shuffled[:8]).vectors
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        LabelBank.write_batches(out, shuffled, shuffled, interrupted(), model.dim, model.fingerprint, resume=True)
+    _interrupted_rebuild(model, out, shuffled)
     assert (tmp_path / ".b.building").is_dir()
     with caplog.at_level("WARNING", logger="glinker.model.labels"):
         assert model.encode_labels_to(LABELS, out, chunk_size=8).names == LABELS
