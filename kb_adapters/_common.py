@@ -284,16 +284,32 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
                       or k.lower().endswith("_id") or k.lower().endswith("id")), keys[0] if keys else "<key>")
         raise DataError(f"record has no id (looked for key {mapping.get('id', 'id')!r}"
                         + (f"; its keys: {', '.join(keys)}" if keys else "") + ")", where=where,
-                        fix=f"map the id field: -o mapping='{{\"id\": \"{guess}\"}}' (jsonl/csv), -o "
-                            f"columns='{{\"id\": \"{guess}\"}}' (sql); or give every record an id; -o on_error=skip "
-                            "skips such records")
+                        fix=_map_fix("id", guess) + "; or give every record an id; -o on_error=skip skips such records")
     try:
         return Entity(**data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
+        if err.get("type") == "missing" and loc == "label":
+            # a source that names its labels otherwise (name, title...): say which of its keys to map
+            keys = [k for k in rec if k not in used][:8]
+            guess = next((k for k in keys if k.lower() in _LABEL_KEYS or k.lower().endswith("_name")), None)
+            raise DataError(f"record has no label (looked for key {mapping.get('label', 'label')!r}"
+                            + (f"; its keys: {', '.join(keys)}" if keys else "") + ")", where=f"{where} field label",
+                            fix=_map_fix("label", guess or "<key>") + "; -o on_error=skip skips such records") from None
         raise DataError(f"field {loc!r}: {err['msg']}", where=f"{where} field {loc}",
                         fix="correct the value in the source, or map another column to this field") from None
+
+
+# keys a source may give its entities' names under, suggested for the label field when it has no 'label'
+_LABEL_KEYS = frozenset({"name", "title", "entity", "entity_name", "canonical_name", "preferred_name", "display_name",
+                         "term", "heading", "caption"})
+
+
+def _map_fix(field: str, key: str) -> str:
+    """How to map ``field`` to the source's ``key``, for each kind of source."""
+    return (f"map the {field} field: -o mapping='{{\"{field}\": \"{key}\"}}' (jsonl/csv), -o "
+            f"columns='{{\"{field}\": \"{key}\"}}' (sql)")
 
 
 _ALL_FIELDS = frozenset(ENTITY_FIELDS)

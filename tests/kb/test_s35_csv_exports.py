@@ -132,3 +132,20 @@ def test_fixes_said_as_kb_block_options_are_yaml_that_reads_back():
                             'SELECT id, "Nom (FR)" AS name FROM "Sociétés"'),
                            ("'{\"id\": \"category\"}'", {"id": "category"})]:
         assert yaml.safe_load("k: " + _as_yaml_value(written))["k"] == meant, written
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_source_naming_its_labels_otherwise_is_told_the_mapping(tmp_path, kind):
+    """A catalogue with a `name` column (no `label`) failed with pydantic's "field 'label': Field required" and a
+    fix that named no column; now the record's keys and the mapping to write, for the key that holds names."""
+    if kind == "csv":
+        p = _csv(tmp_path, "id,product_name,price\nC1,Acme anvil,2\n")
+    else:
+        p = _csv(tmp_path, '{"id": "C1", "title": "Acme anvil", "price": 2}\n', "cat.jsonl")
+    with pytest.raises(DataError, match="record has no label") as ei:
+        list(load_adapter(kind, str(p)).iter_entities())
+    key = "product_name" if kind == "csv" else "title"
+    assert ei.value.where.endswith(":2 field label" if kind == "csv" else ":1 field label")
+    assert f"""mapping='{{"label": "{key}"}}'""" in ei.value.fix and "price" in str(ei.value)
+    # the mapping it says works
+    assert [e.label for e in load_adapter(kind, str(p), mapping={"label": key}).iter_entities()] == ["Acme anvil"]
