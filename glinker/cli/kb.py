@@ -46,16 +46,23 @@ def _parse_options(opts: list[str]) -> dict[str, Any]:
                               fix="e.g. -o table=entities -o languages=en,de -o min_sitelinks=5 (-o is --opt here; "
                                   "a KB folder is given with --out)")
         key, val = item.split("=", 1)
+        key = key.strip()
         # only objects/lists are JSON; scalars stay strings and the adapter's options model coerces them
         # ("5" -> 5 for an int option, while table=2024 stays the string "2024")
         if val.lstrip()[:1] in ("{", "["):
             try:
-                out[key.strip()] = json.loads(val)
-                continue
+                value: Any = json.loads(val)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"option {key!r} is not valid JSON: {e}", where=f"--opt {key}",
                                   fix='quote it for the shell, e.g. -o \'columns={"id": "sku"}\'') from None
-        out[key.strip()] = val
+        else:
+            value = val
+        if key in out and out[key] != value:
+            # the last one won silently: -o p31_include=Q5 -o p31_include=Q515 built a KB without Q5's items
+            raise ConfigError(f"option {key!r} given twice, as {out[key]!r} and {value!r}", where=f"--opt {key}",
+                              fix=f"give it once; a list option takes several values in one: -o {key}=A,B (or "
+                                  f"-o '{key}=[\"A\", \"B\"]')")
+        out[key] = value
     return out
 
 

@@ -203,6 +203,17 @@ def test_an_option_given_twice_differently_is_refused(tmp_path: Path) -> None:
     res = runner.invoke(app, ["kb", "build", "-a", "wikidata", "-s", str(src), "-o", "languages=en",
                               "--languages", "de", "--model", "none", "--out", str(tmp_path / "kb")])
     assert res.exit_code == 2 and "given twice" in res.output
+    # -o repeated with another value kept the last one silently: -o p31_include=Q5 -o p31_include=Q515 built a
+    # KB without Q5's items
+    for cmd in (["kb", "build", "-a", "wikidata", "-s", str(src), "--model", "none", "--out", str(tmp_path / "k2")],
+                ["kb", "add", str(tmp_path / "k2"), "-s", str(src)]):
+        res = runner.invoke(app, [*cmd, "-o", "p31_include=Q5", "-o", "p31_include=Q515"])
+        said = res.output + str(res.exception)
+        assert res.exit_code != 0 and "option 'p31_include' given twice, as 'Q5' and 'Q515'" in said
+        assert "-o p31_include=A,B" in said and not (tmp_path / "k2").exists()
+    res = runner.invoke(app, ["kb", "build", "-a", "jsonl", "-s", str(src), "--model", "none", "--out",
+                              str(tmp_path / "k3"), "-o", "on_error=skip", "-o", "on_error=skip"])
+    assert res.exit_code == 0, res.output  # the same value twice is no conflict
 
 
 def test_kb_build_says_that_o_is_an_option_here_and_help_shows_no_type_for_flags(tmp_path: Path) -> None:
