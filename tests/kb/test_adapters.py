@@ -667,6 +667,55 @@ def test_a_resumed_build_of_a_changed_dump_starts_over(tmp_path: Path, caplog: A
         assert len(kb) == len(week_b) and kb.get(["Q500"]) == []
 
 
+def test_a_resumed_build_checks_the_content_of_what_it_stored(tmp_path: Path, caplog: Any, encoder: Any) -> None:
+    """A newer dump with the first 64 KiB of the old one and the same ids, records changed further on: resumed
+    with the id check alone it gave a KB of the two dumps (old records before the cut, new ones after); killed
+    after reading (while embedding), the re-run read nothing and published the old dump under the new file. Now
+    the stored entities' content is checked, and a file changed since it was read is read again to compare."""
+    from glinker.kb import KB
+    from glinker.kb.build import build_kb
+
+    old = [Entity(id=f"Q{i}", label=f"entity number {i}", description="old") for i in range(1, 3001)]
+    new = [e.model_copy(update={"description": "NEW"}) if e.id in ("Q1000", "Q2900") else e for e in old]
+    dump = tmp_path / "latest-all.json"
+    write_dump(old, dump)
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) * 2 // 3])  # cut after ~2,000 entities: Q1000 is stored
+    with pytest.raises(DataError):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", None, chunk_size=100)
+    write_dump(new, dump)
+    assert dump.read_bytes()[:65536] == data[:65536]  # the same key: the build resumes
+    with caplog.at_level("INFO"):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", None, chunk_size=100)
+    assert "not the ones the interrupted build stored" in caplog.text and "starting the build over" in caplog.text
+    with KB.open(tmp_path / "kb") as kb:
+        assert [e.description for e in kb.get(["Q1000", "Q2900", "Q5"])] == ["NEW", "NEW", "old"]
+
+    class Killed:  # a build killed after reading its source, while embedding
+        fingerprint, dim = encoder.fingerprint, encoder.dim
+
+        def encode_entities(self, texts: Any, batch_size: int = 64) -> Any:
+            raise KeyboardInterrupt
+
+    write_dump(old, dump)
+    with pytest.raises(KeyboardInterrupt):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb2", Killed(), chunk_size=100)
+    caplog.clear()
+    write_dump(old, dump)  # the same dump again (a new mtime): read to compare, and the build goes on
+    os.utime(dump, ns=(1, 1))
+    with caplog.at_level("INFO"):
+        with pytest.raises(KeyboardInterrupt):
+            build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb2", Killed(), chunk_size=100)
+    assert "reading it again to compare" in caplog.text and "starting the build over" not in caplog.text
+    write_dump(new, dump)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb2", encoder, chunk_size=100)
+    assert "starting the build over" in caplog.text
+    with KB.open(tmp_path / "kb2") as kb:
+        assert [e.description for e in kb.get(["Q1000", "Q2900", "Q5"])] == ["NEW", "NEW", "old"]
+
+
 def test_a_pipe_as_source_is_named(tmp_path: Path) -> None:
     """`--source <(zcat dump.gz)` said "source file not found: /dev/fd/63"."""
     r, w = os.pipe()
