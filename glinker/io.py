@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,6 +476,53 @@ def resume_state(path: str | Path, text_field: str = "text") -> ResumeState:
         log.info("%s: %d documents already written%s", p, st.lines,
                  " (last line incomplete: it will be rewritten)" if st.partial_tail else "")
     return st
+
+
+def done_path(output: str | Path) -> Path:
+    """Where a ``.json``/``.html`` output's progress is kept (``OUT.done.jsonl``): the id and text digest of every
+    document written, in order, so that an interrupted run resumes as a JSONL output does (a page holds neither in a
+    form read back)."""
+    p = Path(output)
+    return p.with_name(p.name + ".done.jsonl")
+
+
+def record_done(path: str | Path, records: Sequence[Any], text_field: str = "text") -> None:
+    """Append the ids and text digests of ``records`` (just written to the output) to :func:`done_path`'s file."""
+    rows = []
+    for r in records:
+        d = to_jsonable(r)
+        rows.append({"id": None if d.get("id") is None else str(d["id"]), "text": text_digest(d.get(text_field)).hex()})
+    write_jsonl(path, rows, append=True)
+
+
+def done_state(path: str | Path, keep: int | None = None) -> ResumeState:
+    """The :class:`ResumeState` a :func:`done_path` file holds (its first ``keep`` documents, when given: the ones the
+    output itself still holds; the file is cut to them)."""
+    st = ResumeState()
+    p = Path(path)
+    if not p.is_file():
+        return st
+    repair_jsonl_tail(p)
+    for rec, _ in iter_jsonl_dicts(p):
+        if keep is not None and st.lines >= keep:
+            break
+        st.lines += 1
+        st.ids.append(str(rec["id"]) if rec.get("id") is not None else "")
+        st.texts.append(bytes.fromhex(rec.get("text") or ""))
+        if rec.get("id") is not None:
+            st.done_ids.add(str(rec["id"]))
+    if keep is not None and st.lines == keep:
+        _keep_first_lines(p, keep)
+    return st
+
+
+def _keep_first_lines(path: Path, n: int) -> None:
+    """Cut the JSONL file ``path`` after its first ``n`` lines (in place; it may hold more)."""
+    with open(path, "r+b") as f:
+        for _ in range(n):
+            if not f.readline():
+                return
+        f.truncate()
 
 
 def read_done_ids(path: str | Path) -> set[str]:

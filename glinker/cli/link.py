@@ -300,12 +300,8 @@ def link(
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
-        if output.suffix.lower() in (".html", ".htm", ".json"):  # one document of its own: written whole again
-            typer.echo(f"interrupted: {output} keeps every batch written, but a {output.suffix} output does not "
-                       "resume: the same command links every document again (a .jsonl output resumes)", err=True)
-        else:
-            typer.echo(f"interrupted: {output} keeps every batch written; run the same command again to resume",
-                       err=True)
+        typer.echo(f"interrupted: {output} keeps every batch written; run the same command again to resume",
+                   err=True)
         raise typer.Exit(130)
     typer.echo(f"linked {n['written']} documents -> {output}"
                + (f" ({n['skipped_done']} already done)" if n["skipped_done"] else "")
@@ -429,7 +425,8 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
     (:mod:`glinker.cluster`); reading, order, flushing, resuming and errors stay as in a local run."""
     import glinker
     from glinker.errors import StageError
-    from glinker.io import ResumeState, already_written, repair_jsonl_tail, resume_state, write_jsonl
+    from glinker.io import (ResumeState, already_written, done_path, done_state, record_done, repair_jsonl_tail,
+                            resume_state, write_jsonl)
     from glinker.stages.resources import watching_windows
     from glinker.stages.writers import HTMLWriter, JSONWriter
     from glinker.types import Document
@@ -453,14 +450,25 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
     out_kind = output.suffix.lower()
     # a queue job's workers must share the KBs and models (read once here; a missing KB fails before any record)
     resources = pipe.resource_ident() if queue else None
-    claim = _claim_output(output, run_ident(pipe, model, kb, resources),
-                          resume and out_kind not in (".html", ".htm", ".json"))
+    claim = _claim_output(output, run_ident(pipe, model, kb, resources), resume)
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order
-    if out_kind in (".html", ".htm"):
-        writer = HTMLWriter(output)
-    elif out_kind == ".json":
-        writer = JSONWriter(output)
+    progress_file = done_path(output) if out_kind in (".html", ".htm", ".json") else None
+    if progress_file is not None:
+        # a page or JSON array is complete after every batch; what it holds is recorded beside it (ids, text
+        # digests), so the run resumes as a JSONL output does: the page keeps the documents recorded
+        kept = None
+        if resume and output.is_file() and progress_file.is_file():
+            done = done_state(progress_file)
+            kept = done.lines
+        else:
+            progress_file.unlink(missing_ok=True)
+        writer = (HTMLWriter if out_kind in (".html", ".htm") else JSONWriter)(
+            output, continue_existing=kept is not None, keep=kept)
+        if kept is not None and writer.count < done.lines:  # the page holds fewer (cut or replaced): those again
+            log.warning("%s holds %d documents where %d were recorded: the others are linked again", output,
+                        writer.count, done.lines)
+            done = done_state(progress_file, keep=writer.count)
     elif not resume and output.exists():
         output.unlink()
     elif output.exists():
@@ -492,6 +500,7 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
         nonlocal shown
         if writer is not None:
             writer.write(recs)
+            record_done(progress_file, recs)  # after the page holds them: a crash between leaves them re-linked
         else:
             write_jsonl(output, recs, append=True)
         if bar is not None and sent_lines:

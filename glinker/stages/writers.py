@@ -144,6 +144,11 @@ class JSONWriter:
         # every item starts a line with "{" (nested objects are indented; a compact item is one line)
         self._file = _ArrayFile(self.path, "[\n", "\n]\n", ",\n", continue_existing, "{", keep)
 
+    @property
+    def count(self) -> int:
+        """Documents the file holds (a continued file's included)."""
+        return self._file.count
+
     def write(self, batch: Sequence[Any]) -> int:
         self._file.append([json.dumps(to_jsonable(d), ensure_ascii=False, indent=self.indent) for d in batch])
         return len(batch)
@@ -170,6 +175,11 @@ class HTMLWriter:
         self.title = title
         head, tail = _page(title, lang)
         self._file = _ArrayFile(self.path, head, tail, "\n", continue_existing, _SECTION, keep)
+
+    @property
+    def count(self) -> int:
+        """Documents the page holds (a continued page's included)."""
+        return self._file.count
 
     def write(self, batch: Sequence[Any]) -> int:
         n = self._file.count
