@@ -79,6 +79,11 @@ class JSONLAdapter:
                 if not isinstance(rec, dict):
                     raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
                                     fix="each line must be one JSON object with at least 'id' and 'label'")
+                if _wikidata_record(rec):
+                    raise DataError("a Wikidata entity record (labels of {language, value} objects), which the jsonl "
+                                    "adapter does not read", where=where,
+                                    fix="read the file with -a wikidata (it takes one entity a line, as "
+                                        "wikibase-dump-filter writes)")
                 ent = record_to_entity(rec, o.mapping, o.list_sep, where, o.keep_extra)
             except DataError as e:
                 rep.bad_record(e, where, o.on_error)
@@ -96,3 +101,10 @@ class JSONLAdapter:
     def describe(self) -> dict[str, Any]:
         """Source path and options for the manifest."""
         return {"adapter": self.name, "source": str(self.path.resolve()), "options": self.options.model_dump()}
+
+
+def _wikidata_record(rec: dict[str, Any]) -> bool:
+    """Whether a record is a Wikidata dump entity (``labels: {"en": {"language": "en", "value": ...}}``), not a
+    glinker record (``labels: {"en": "..."}``)."""
+    labels = rec.get("labels")
+    return isinstance(labels, dict) and any(isinstance(v, dict) and "value" in v for v in labels.values())

@@ -106,11 +106,30 @@ def _claim_ids(claims: dict[str, Any], prop: str) -> list[str]:
     return out
 
 
+_DUMP_KEYS = ("labels", "lemmas", "claims", "sitelinks", "descriptions", "aliases", "forms", "senses")
+
+
+def _pretty_printed(block: bytes) -> bool:
+    """Whether a file's first block is indented JSON (``json.dump(..., indent=2)``): its first lines after an
+    opening ``[`` are a lone ``{`` or a ``"key":`` line, never a whole entity."""
+    lines = [ln.strip() for ln in block[:4096].split(b"\n")[:4] if ln.strip()]
+    if lines and lines[0] == b"[":
+        lines = lines[1:]
+    elif lines and lines[0].startswith(b"[") and len(lines[0]) > 1:
+        lines = [lines[0][1:].strip(), *lines[1:]]
+    return len(lines) >= 2 and lines[0] in (b"{", b"[{") and lines[1].startswith(b'"') and not lines[1].endswith(b"}")
+
+
 def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """One dump entity -> Entity fields, or (None, reason) when filtered out. Pure, picklable, worker-side."""
     eid = doc.get("id")
     if not isinstance(eid, str) or not eid:
         raise ValueError("entity has no 'id'")
+    if not any(k in doc for k in _DUMP_KEYS):
+        # another JSON record (glinker's own, 'label' a string) read as a dump entity: every one was filtered as
+        # unnamed, and the error blamed the filters
+        raise ValueError(f"not a Wikidata entity (no labels, claims or sitelinks; its keys: {', '.join(list(doc)[:6])})"
+                         ": a JSONL file of other records is read with -a jsonl")
     kind = doc.get("type") or _KIND_BY_PREFIX.get(eid[:1], "")
     if kind not in opts["kinds"]:
         return None, "kind"
@@ -255,6 +274,11 @@ class WikidataAdapter:
                                         "'entities'), not a dump", where=str(self.path),
                                         fix="use a dump (latest-all.json.gz: '[', one entity per line, ']'); "
                                             "kb_adapters.wikidata.write_dump writes entities in that layout")
+                    if lineno == 1 and _pretty_printed(block):
+                        raise DataError("the file is pretty-printed JSON (an entity spread over many lines), not a "
+                                        "dump's layout of one entity a line", where=f"{self.path}:2",
+                                        fix="write it one entity a line, e.g. jq -c '.[]' FILE > entities.json "
+                                            "(NDJSON is read as a dump is), or json.dump without indent= per entity")
                     yield lineno, block, opts
                     lineno += block.count(b"\n")
                     offset += len(block)

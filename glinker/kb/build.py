@@ -309,7 +309,11 @@ def _no_entities(adapter: KBAdapter) -> KBError:
             if rep.read or rep.skipped else "") + (
         "; skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
         if why else "")
-    if name == "wikidata":
+    if rep.bad and not rep.skipped and rep.problems:
+        # every record bad, for one reason as a rule (a file of another kind): the first one's words, not the filters
+        first = str(rep.problems[0])
+        fix = f"every record was bad, the first: {first[first.find(': ') + 2:] if ': ' in first else first}"
+    elif name == "wikidata":
         fix = ("check the source and the adapter filters (languages, kinds, p31_include/p31_exclude, "
                "min_sitelinks, require_label)")
     elif rep.skipped:

@@ -867,7 +867,8 @@ class EntityStore:
             raise
         if repeated:  # e.g. a SQL query joining an alias table: the last record of each id is kept, the rest lost
             log.warning("KB %s: %d source records repeat an id (the last record of each is kept; first ones: %s); "
-                        "for several aliases per entity use an alias table (alias_table=...), not a JOIN",
+                        "a SQL source with several aliases per entity: use an alias table (alias_table=...), not a "
+                        "JOIN",
                         self.path.parent.parent, len(repeated), ", ".join(dict.fromkeys(repeated[:5])))
         if isinstance(changed, SpooledEntities):
             changed.written()
