@@ -30,6 +30,7 @@ tells the client a reference, never the error's text (it may name server paths):
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import io
 import ipaddress
@@ -54,6 +55,7 @@ from glinker.errors import ConfigError, DataError, GlinkerError
 from glinker.io import check_text, free_id
 
 log = logging.getLogger(__name__)
+access = logging.getLogger(__name__ + ".access")  # one line per answer, at INFO
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_CHARS = 200_000
@@ -181,8 +183,10 @@ def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, An
     if key == "documents":
         for i, d in enumerate(items):
             if isinstance(d, dict) and d.get("id") is not None:
-                if not isinstance(d["id"], (str, int, float)):  # str() of a deep list would overflow
-                    raise DataError("must be a string or a number", where=f"documents[{i}].id", fix='"id": "a"')
+                # as Pipeline.link takes ids (true became "True", 1.5 "1.5"); str() of a deep list would overflow
+                if isinstance(d["id"], bool) or not isinstance(d["id"], (str, int)):
+                    raise DataError(f"must be a string or a whole number, not {json.dumps(d['id'])[:40]}",
+                                    where=f"documents[{i}].id", fix='"id": "a" (or "id": 7)')
                 check_text(str(d["id"]), f"documents[{i}].id")  # echoed in the answer: must be Unicode text
                 given.add(str(d["id"]))
     for i, item in enumerate(items):
@@ -197,11 +201,16 @@ def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, An
                             fix='{"id": "a", "text": "...", "meta": {...}}')
         check_text(item["text"], f"documents[{i}].text")
         doc = {"id": str(item["id"]) if item.get("id") is not None else free_id(i, given), "text": item["text"]}
-        if item.get("meta") is not None:
-            if not isinstance(item["meta"], dict):
-                raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
-            check_meta(item["meta"], f"documents[{i}].meta")
-            doc["meta"] = item["meta"]
+        if item.get("meta") is not None and not isinstance(item["meta"], dict):
+            raise DataError("must be an object", where=f"documents[{i}].meta", fix='"meta": {"source": "..."}')
+        # the record's other fields go into its meta, as glinker link reads a JSONL line (an AIDA-style record's
+        # "mentions" is where given_mentions reads its spans: dropped here, it linked nothing with a 200)
+        from glinker.pipeline.runner import record_meta
+
+        meta = record_meta({k: v for k, v in item.items() if not (k == "meta" and v is None)})
+        if meta:
+            check_meta(meta, f"documents[{i}].meta")
+            doc["meta"] = meta
         docs.append(doc)
     return docs
 
@@ -229,6 +238,7 @@ class Batcher:
         self._ready = threading.Event()
         self._failed: BaseException | None = None  # what the warm-up raised on the batch thread
         self._stopped = threading.Event()  # set by the batch thread as it ends, the pipeline closed
+        self.dead: BaseException | None = None  # what ended the batch thread while serving (GET /health: 503)
         self._thread = threading.Thread(target=self._main, name="glinker-serve-batcher", daemon=True)
         try:
             self._thread.start()
@@ -263,10 +273,26 @@ class Batcher:
             self._ready.set()
             try:
                 self._loop()
+            except BaseException as e:  # noqa: BLE001 - a bug of the loop itself: said, and no request waits forever
+                self.dead = e
+                log.critical("the batch thread stopped: %s: %s; requests are refused (restart the server)",
+                             type(e).__name__, e, exc_info=True)
+                self._fail_queued(e)
             finally:
                 self._close_pipeline()
         finally:
             self._stopped.set()
+
+    def _fail_queued(self, e: BaseException) -> None:
+        """Fail every request still queued (the batch thread is gone: nothing would answer them)."""
+        while True:
+            try:
+                item = self.q.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                with contextlib.suppress(InvalidStateError):
+                    item[1].set_exception(_as_error(e))
 
     def _close_pipeline(self) -> None:
         try:
@@ -277,7 +303,12 @@ class Batcher:
     def submit(self, docs: list[Any]) -> Future:
         """A future of the records of ``docs`` (Document objects), in order."""
         fut: Future = Future()
+        if self.dead is not None:
+            fut.set_exception(_as_error(self.dead))
+            return fut
         self.q.put((docs, fut))
+        if self.dead is not None:  # died while it was queued
+            self._fail_queued(self.dead)
         return fut
 
     @contextlib.contextmanager
@@ -399,14 +430,16 @@ class Batcher:
         docs = [d for j, a, b in take for d in j.docs[a:b]]
         try:
             res = self.pipe.run_batch(docs) if docs else None
-        except Exception as e:
+        except BaseException as raised:  # noqa: BLE001 - a stage's SystemExit too: it ended the batch thread, and
+            # every request after it hung while /health said ok
+            e = _as_error(raised)
             if len(take) > 1:  # find the request that fails: the others still get their links
                 for j, a, b in take:
                     part = j.docs[a:b]
                     try:
                         one = self.pipe.run_batch(part)
-                    except Exception as err:  # noqa: BLE001 - handed to that request's client
-                        j.fail(err)
+                    except BaseException as err:  # noqa: BLE001 - handed to that request's client
+                        j.fail(_as_error(err))
                         continue
                     self.batches += 1
                     self.documents += b - a
@@ -446,6 +479,17 @@ class Batcher:
             else:
                 j.add(recs, b)
             at += b - a
+
+
+def _as_error(e: BaseException) -> Exception:
+    """What a request is failed with when linking its batch raised ``e``: a stage's ``SystemExit``,
+    ``KeyboardInterrupt`` or ``GeneratorExit`` (no ``Exception``: nothing else catches it) as a RuntimeError naming
+    it, so the batch thread lives on and the client gets a 500 with a reference."""
+    if isinstance(e, Exception):
+        return e
+    err = RuntimeError(f"a stage raised {type(e).__name__}({', '.join(map(repr, e.args))})")
+    err.__cause__ = e
+    return err
 
 
 class _Job:
@@ -596,12 +640,21 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         _answer_started = False  # a status line was written for this request
         _expecting = False  # the client waits for 100 Continue before it sends the body
         _served = False  # a request was answered on this connection (kept alive since)
+        _started: float | None = None  # when this request's first byte arrived (the access line's duration)
+        _docs = 0  # documents this request asked to link (the access line)
 
         def version_string(self) -> str:
             return self.server_version
 
         def log_message(self, fmt: str, *args: Any) -> None:  # through logging, not stderr prints
             log.debug("%s %s", self.address_string(), fmt % args)
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            """One access line per answer at INFO (``glinker -v serve``): client, method, path without its query
+            (a GET /?text= carries the user's text), status, documents, seconds since the request's first byte."""
+            took = time.monotonic() - self._started if self._started is not None else 0.0
+            access.info("%s %s %s %s docs=%s %.3fs", self.address_string(), self.command,
+                        urlparse(self.path or "").path[:200], getattr(code, "value", code), self._docs, took)
 
         def setup(self) -> None:
             super().setup()
@@ -615,10 +668,12 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             ``request_timeout`` of that first byte."""
             self._answer_started = False
             self._expecting = False
+            self._started, self._docs = None, 0
             if not self._request_arrives():
                 self.close_connection = True
                 return
-            self._raw.deadline = time.monotonic() + request_timeout
+            self._started = time.monotonic()
+            self._raw.deadline = self._started + request_timeout
             super().handle_one_request()
             self._served = True
 
@@ -695,6 +750,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             """Whether the request may be answered; if not, the refusal is written and the connection closed.
             Checked: how the body is framed (only a Content-Length of plain digits, given once, and only on POST),
             its size, and the Host (and Origin) names."""
+            if self.command not in ("GET", "HEAD", "POST"):  # (http.server answered these with a 501 HTML page)
+                return self._refuse(405, f"{self.command[:20]} is not answered here",
+                                    "POST /link with the documents, GET /health, or GET /?text=... in a browser",
+                                    "method")
             if self.headers.get_all("Transfer-Encoding"):
                 te = self.headers.get("Transfer-Encoding", "")[:100]
                 if self.command == "POST":
@@ -829,6 +888,7 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
 
         def _link(self, raw_docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             docs = [Document.model_validate(d) for d in raw_docs]
+            self._docs = len(docs)
             if not docs:
                 return []
             fut = batcher.submit(docs)
@@ -842,6 +902,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
         def _get(self) -> None:
             url = urlparse(self.path)
             if url.path == "/health":
+                if batcher.dead is not None:
+                    self._json(503, {"status": "failed", **info, "error": f"the batch thread stopped: "
+                                     f"{type(batcher.dead).__name__}: {batcher.dead}", "fix": "restart the server"})
+                    return
                 self._json(200, {"status": "ok", **info, "documents": batcher.documents, "batches": batcher.batches})
                 return
             if url.path == "/link":
@@ -873,9 +937,19 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             self._send(200, page.encode("utf-8"), "text/html")
 
         def _post(self) -> None:
-            if urlparse(self.path).path != "/link":
+            url = urlparse(self.path)
+            if url.path != "/link" or url.query:
                 self.close_connection = True  # its body is not read: the connection cannot carry another request
-                self._json(404, {"error": {"message": f"no such endpoint: {self.path}", "fix": "POST /link"}})
+                if url.path == "/link":  # ?threshold=0.1 was ignored silently
+                    self._json(400, {"error": {"message": f"query parameters are not read ({url.query[:100]!r})",
+                                               "where": "query", "fix": "POST /link without them: settings such as "
+                                               "thresholds belong to the pipeline YAML"}})
+                elif url.path in ("/health", "/"):
+                    self._json(405, {"error": {"message": f"{url.path} takes GET requests",
+                                               "fix": f"GET {url.path}, or POST the documents to /link"}})
+                else:
+                    self._json(404, {"error": {"message": f"no such endpoint: {url.path[:200]}",
+                                               "fix": "POST /link"}})
                 with batcher.reading(self.connection):  # a stopping server does not wait for it
                     self._close_reading(self._content_length() or 0)  # its size checked by _admit
                 return
@@ -927,6 +1001,25 @@ def _has_input(conn: socket.socket) -> bool:
     return bool(readable)
 
 
+def _family(host: str) -> int:
+    """The socket family to listen on ``host`` with: IPv6 for an IPv6 address or a name that resolves only to IPv6
+    ones, else IPv4 (``::`` listens on IPv4 too, where the system maps it: Linux by default)."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        pass
+    try:
+        families = {a[0] for a in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return socket.AF_INET  # (the bind says the name does not resolve)
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
+
+
+def _host_port(host: str, port: Any) -> str:
+    """``host:port`` as a URL writes it (``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 class _Listener(ThreadingHTTPServer):
     """The listening socket, serving at most ``max_connections`` connections at once (one thread each); with every
     slot taken, a connection idle between requests is closed to make room for a new one."""
@@ -939,7 +1032,9 @@ class _Listener(ThreadingHTTPServer):
     # requests may be closed at once): closing the newest ones made a burst of clients lose 18 of 20 requests
     FRESH_GRACE = 1.0
 
-    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kw: Any) -> None:
+    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, family: int = socket.AF_INET,
+                 **kw: Any) -> None:
+        self.address_family = family  # (before the socket is made: AF_INET6 for an IPv6 --host)
         self.slots = threading.BoundedSemaphore(max_connections)
         self._idle_lock = threading.Lock()
         # waiting for a request's first byte, the longest waiting first: -> (since when, a new connection)
@@ -1038,7 +1133,13 @@ class Server:
                  request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
                  allow_hosts: Sequence[str] = ()) -> None:
         def in_use(e: OSError) -> ConfigError:
-            return ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", where="--port",
+            if isinstance(e, socket.gaierror) or e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                # the address, not the port: a name that does not resolve, an address of another machine
+                return ConfigError(f"cannot listen on {host}: {e.strerror or e}", where="--host",
+                                   fix="give an address of this machine: 127.0.0.1 or ::1 (this machine only), "
+                                       "0.0.0.0 or :: (every interface), or a name that resolves to one of its "
+                                       "addresses")
+            return ConfigError(f"cannot listen on {_host_port(host, port)}: {e.strerror}", where="--port",
                                fix="pick another --port (0: any free one), or stop what listens there")
 
         if max_connections < 1:
@@ -1050,9 +1151,10 @@ class Server:
         if not idle_timeout > 0:
             raise ConfigError(f"must be more than 0 seconds (got {idle_timeout})", where="--idle-timeout",
                               fix="e.g. --idle-timeout 5")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1], as in a URL
         hosts = allowed_hosts(host, allow_hosts)  # a bad name fails before the port is taken
         self.httpd = _Listener((host, port), BaseHTTPRequestHandler, bind_and_activate=False,
-                               max_connections=max_connections)
+                               max_connections=max_connections, family=_family(host))
         try:  # the address first: a port in use fails at once, not after the models load
             self.httpd.server_bind()
         except OSError as e:
@@ -1086,7 +1188,7 @@ class Server:
             log.info("answering requests for the Host names %s and IP addresses", ", ".join(sorted(hosts)))
 
     def serve_forever(self) -> None:
-        log.info("serving on http://%s:%s", self.host, self.port)
+        log.info("serving on http://%s", _host_port(self.host, self.port))
         self.httpd.serve_forever()
 
     def shutdown(self) -> None:
