@@ -239,6 +239,7 @@ class Batcher:
         self._failed: BaseException | None = None  # what the warm-up raised on the batch thread
         self._stopped = threading.Event()  # set by the batch thread as it ends, the pipeline closed
         self.dead: BaseException | None = None  # what ended the batch thread while serving (GET /health: 503)
+        self._jobs: list[_Job] = []  # the requests the batch thread has taken and not finished
         self._thread = threading.Thread(target=self._main, name="glinker-serve-batcher", daemon=True)
         try:
             self._thread.start()
@@ -277,6 +278,8 @@ class Batcher:
                 self.dead = e
                 log.critical("the batch thread stopped: %s: %s; requests are refused (restart the server)",
                              type(e).__name__, e, exc_info=True)
+                for job in self._jobs:
+                    job.fail(_as_error(e))
                 self._fail_queued(e)
             finally:
                 self._close_pipeline()
@@ -380,7 +383,7 @@ class Batcher:
         """Requests are served in turns: each batch takes documents from every waiting request in round robin, so
         a request of many documents (up to ``max_docs``) shares the thread with the small ones that arrive meanwhile
         instead of holding them until it is done (each request still gets its records in order, in one answer)."""
-        jobs: list[_Job] = []
+        jobs: list[_Job] = self._jobs  # (failed by _main should this loop ever raise)
         stopping = False
         while True:
             if not jobs:
@@ -412,7 +415,8 @@ class Batcher:
             served = self._turn(jobs)
             # the requests served this turn go to the back: with more requests than a batch holds, none waits
             # for the others to finish
-            jobs = [j for j in jobs if j not in served and not j.fut.done()] + [j for j in served if not j.fut.done()]
+            jobs[:] = [j for j in jobs if j not in served and not j.fut.done()] + [j for j in served
+                                                                                    if not j.fut.done()]
 
     def _turn(self, jobs: list[_Job]) -> list[_Job]:
         """One batch of at most ``max_batch`` documents, taken from the jobs in round robin; returns the jobs it
@@ -466,16 +470,16 @@ class Batcher:
 
         try:
             outs = output_records(res, docs)
-        except Exception as e:  # noqa: BLE001 - the batch's output is unusable: each request is told
+        except BaseException as e:  # noqa: BLE001 - the batch's output is unusable: each request is told
             for j, _, _ in take:
-                j.fail(e)
+                j.fail(_as_error(e))
             return
         at = 0
         for j, a, b in take:
             try:
                 recs = [to_jsonable(r) for r in outs[at:at + (b - a)]]
-            except Exception as e:  # noqa: BLE001 - handed to that request's client
-                j.fail(e)
+            except BaseException as e:  # noqa: BLE001 - handed to that request's client
+                j.fail(_as_error(e))
             else:
                 j.add(recs, b)
             at += b - a
@@ -554,9 +558,12 @@ def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:127.0.0.1 (Python 3.11 calls it no loopback)
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None:
@@ -653,8 +660,10 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             """One access line per answer at INFO (``glinker -v serve``): client, method, path without its query
             (a GET /?text= carries the user's text), status, documents, seconds since the request's first byte."""
             took = time.monotonic() - self._started if self._started is not None else 0.0
-            access.info("%s %s %s %s docs=%s %.3fs", self.address_string(), self.command,
-                        urlparse(self.path or "").path[:200], getattr(code, "value", code), self._docs, took)
+            # a request line refused by http.server (garbage, a bad version, a URL too long) has no path yet
+            path = getattr(self, "path", None) or ""
+            access.info("%s %s %s %s docs=%s %.3fs", self.address_string(), getattr(self, "command", None) or "-",
+                        urlparse(path).path[:200] if path else "-", getattr(code, "value", code), self._docs, took)
 
         def setup(self) -> None:
             super().setup()
@@ -1015,7 +1024,7 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
 
 
-def _host_port(host: str, port: Any) -> str:
+def host_port(host: str, port: Any) -> str:
     """``host:port`` as a URL writes it (``[::1]:8080``)."""
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
@@ -1139,7 +1148,7 @@ class Server:
                                    fix="give an address of this machine: 127.0.0.1 or ::1 (this machine only), "
                                        "0.0.0.0 or :: (every interface), or a name that resolves to one of its "
                                        "addresses")
-            return ConfigError(f"cannot listen on {_host_port(host, port)}: {e.strerror}", where="--port",
+            return ConfigError(f"cannot listen on {host_port(host, port)}: {e.strerror}", where="--port",
                                fix="pick another --port (0: any free one), or stop what listens there")
 
         if max_connections < 1:
@@ -1188,7 +1197,7 @@ class Server:
             log.info("answering requests for the Host names %s and IP addresses", ", ".join(sorted(hosts)))
 
     def serve_forever(self) -> None:
-        log.info("serving on http://%s", _host_port(self.host, self.port))
+        log.info("serving on http://%s", host_port(self.host, self.port))
         self.httpd.serve_forever()
 
     def shutdown(self) -> None:

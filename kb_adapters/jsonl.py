@@ -79,7 +79,7 @@ class JSONLAdapter:
                 if not isinstance(rec, dict):
                     raise DataError(f"expected a JSON object, got {type(rec).__name__}", where=where,
                                     fix="each line must be one JSON object with at least 'id' and 'label'")
-                if _wikidata_record(rec):
+                if _wikidata_record(rec, o.mapping):
                     raise DataError("a Wikidata entity record (labels of {language, value} objects), which the jsonl "
                                     "adapter does not read", where=where,
                                     fix="read the file with -a wikidata (it takes one entity a line, as "
@@ -103,8 +103,8 @@ class JSONLAdapter:
         return {"adapter": self.name, "source": str(self.path.resolve()), "options": self.options.model_dump()}
 
 
-def _wikidata_record(rec: dict[str, Any]) -> bool:
+def _wikidata_record(rec: dict[str, Any], mapping: dict[str, str] | None = None) -> bool:
     """Whether a record is a Wikidata dump entity (``labels: {"en": {"language": "en", "value": ...}}``), not a
-    glinker record (``labels: {"en": "..."}``)."""
-    labels = rec.get("labels")
+    glinker record (``labels: {"en": "..."}``, under the key ``mapping`` names for it)."""
+    labels = rec.get((mapping or {}).get("labels", "labels"))
     return isinstance(labels, dict) and any(isinstance(v, dict) and "value" in v for v in labels.values())

@@ -275,10 +275,12 @@ class WikidataAdapter:
                                         fix="use a dump (latest-all.json.gz: '[', one entity per line, ']'); "
                                             "kb_adapters.wikidata.write_dump writes entities in that layout")
                     if lineno == 1 and _pretty_printed(block):
+                        array = block.lstrip().startswith(b"[")
                         raise DataError("the file is pretty-printed JSON (an entity spread over many lines), not a "
                                         "dump's layout of one entity a line", where=f"{self.path}:2",
-                                        fix="write it one entity a line, e.g. jq -c '.[]' FILE > entities.json "
-                                            "(NDJSON is read as a dump is), or json.dump without indent= per entity")
+                                        fix=f"write it one entity a line, e.g. jq -c '{'.[]' if array else '.'}' FILE "
+                                            "> entities.json (NDJSON is read as a dump is), or json.dumps without "
+                                            "indent= per entity")
                     yield lineno, block, opts
                     lineno += block.count(b"\n")
                     offset += len(block)

@@ -450,7 +450,10 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
     out_kind = output.suffix.lower()
     # a queue job's workers must share the KBs and models (read once here; a missing KB fails before any record)
     resources = pipe.resource_ident() if queue else None
-    claim = _claim_output(output, run_ident(pipe, model, kb, resources), resume)
+    # a page or array resumes only with its record of what it holds (one written before has none: started anew,
+    # so another pipeline's page is replaced as before, not refused as a mix)
+    claim = _claim_output(output, run_ident(pipe, model, kb, resources),
+                          resume and (out_kind not in (".html", ".htm", ".json") or done_path(output).is_file()))
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order
     progress_file = done_path(output) if out_kind in (".html", ".htm", ".json") else None

@@ -36,7 +36,7 @@ def serve(
     import threading
 
     import glinker
-    from glinker.serve import Server
+    from glinker.serve import Server, host_port
 
     pipe = glinker.load_pipeline(str(pipeline), model=model, kb=kb, device=device, dtype=dtype)
     srv: Server | None = None
@@ -54,8 +54,8 @@ def serve(
         srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars,
                      max_docs=max_docs, max_connections=max_connections, request_timeout=request_timeout,
                      idle_timeout=idle_timeout, allow_hosts=allow_host)
-        typer.echo(f"glinker serving {pipe.name} on http://{srv.host}:{srv.port} (POST /link, GET /health, GET /)",
-                   err=True)
+        typer.echo(f"glinker serving {pipe.name} on http://{host_port(srv.host, srv.port)} (POST /link, GET /health, "
+                   "GET /)", err=True)
         srv.serve_forever()
     except KeyboardInterrupt:
         if srv is None:

@@ -362,7 +362,8 @@ class ContentDigest:
     """An order-sensitive digest of the entities read so far, kept in the store's meta with the read position: a
     resumed build that reads past the stored entities again checks that the source still holds *them*, not only
     their ids (a newer dump whose first 64 KiB are the old one's, with records changed further on, was resumed
-    into a KB of two dumps). Per entity ~2 us. The sum of per-position hashes, so it continues from its hex."""
+    into a KB of two dumps). Per entity 3-11 us (1-30 languages): 5-8% of a Wikidata dump's reading. The sum of
+    per-position hashes, so it continues from its hex."""
 
     _MOD = 1 << 128
 

@@ -83,3 +83,21 @@ def test_a_page_holding_fewer_documents_than_recorded_links_the_rest_again(tmp_p
     rec.write_text(rec.read_text() + json.dumps({"id": "d4", "text": ""}) + "\n")  # recorded, not on the page
     counts = run_link(src, pipe, out, batch_size=2)
     assert counts["skipped_done"] == 4 and counts["written"] == 3 and out.read_bytes() == whole.read_bytes()
+
+
+def test_a_page_written_before_the_record_is_replaced_not_refused(tmp_path):
+    """A page without OUT.done.jsonl (written before this release, or by --no-resume's predecessor) and a changed
+    pipeline: the run was refused as a mix of two pipelines, though nothing of the page would be kept."""
+    pipe, src = _setup(tmp_path)
+    out = tmp_path / "out.html"
+    run_link(src, pipe, out, batch_size=2)
+    done_path(out).unlink()
+    other = tmp_path / "p2.yaml"
+    other.write_text(PIPE.replace("[A-Z][a-z]+", "[A-Z][a-z]{2,}"), encoding="utf-8")
+    assert run_link(src, other, out, batch_size=2)["written"] == 7
+    assert len(done_path(out).read_text().splitlines()) == 7
+    # with the record, another pipeline is refused as for JSONL
+    from glinker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="another pipeline"):
+        run_link(src, pipe, out, batch_size=2)

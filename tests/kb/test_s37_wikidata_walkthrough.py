@@ -81,3 +81,18 @@ def test_kb_add_of_a_cut_dump_says_what_an_update_keeps(tmp_path):
         said = r.output + str(r.exception)
         assert r.exit_code != 0 and "does not end with ']'" in said and says in said, said
         assert "the build resumes" not in said
+
+
+def test_the_detections_follow_the_layout_and_the_mapping(tmp_path):
+    """A stream of indented objects (`jq .`) gets `jq -c .`, not `jq -c '.[]'` (which would print field values);
+    a JSONL record whose mapped `labels` key holds glinker labels is read though its raw `labels` look like a dump's."""
+    p = tmp_path / "stream.json"
+    p.write_text("".join(json.dumps(r, indent=2) + "\n" for r in RECS), encoding="utf-8")
+    with pytest.raises(DataError, match="pretty-printed") as ei:
+        list(load_adapter("wikidata", str(p), workers=0).iter_entities())
+    assert "jq -c '.'" in ei.value.fix
+    mine = tmp_path / "m.jsonl"
+    mine.write_text(json.dumps({"id": "Q1", "label": "Universe", "names": {"de": "Universum"},
+                                "labels": {"en": {"language": "en", "value": "Universe"}}}) + "\n")
+    ents = list(load_adapter("jsonl", str(mine), mapping={"labels": "names"}, keep_extra=True).iter_entities())
+    assert ents[0].labels == {"de": "Universum"}

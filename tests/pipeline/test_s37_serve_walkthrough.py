@@ -74,33 +74,44 @@ def test_a_stage_raising_systemexit_fails_its_request_only_and_the_server_lives_
         srv.shutdown()
 
 
-def test_a_dead_batch_thread_is_said_by_health_and_refuses_requests():
-    """Should the batch loop itself ever die, requests get a 500 at once (not a wait forever) and /health a 503."""
-    from glinker.serve import Batcher
-
+def test_a_dead_batch_thread_fails_the_requests_it_held_and_health_says_so():
+    """Should the batch loop itself ever die, the requests it had taken get a 500 (they waited forever), later ones
+    a 500 at once, and /health a 503."""
     reg = StageRegistry()
     reg.register(Exits)
     srv = _serve(Pipeline(loads_spec("name: x\nstages:\n  m: {type: t_exits}\n", reg=reg, source="x.yaml")))
     try:
-        def broken(self):
-            raise RuntimeError("loop bug")
+        def broken(jobs):
+            raise SystemExit("loop bug")
 
-        b: Batcher = srv.batcher
-        b.q.put(None)  # the running loop ends; a new one that dies at once takes its place
-        b._stopped.wait(10)
-        b._stopped.clear()
-        b._loop = broken.__get__(b)
-        t = threading.Thread(target=b._main.__func__.__get__(b), daemon=True)
-        b._ready.clear()
-        b.pipe.warm_up = lambda: None
-        t.start()
-        t.join(10)
+        srv.batcher._turn = broken  # the loop's own step fails with requests taken
+        with ThreadPoolExecutor(3) as ex:
+            got = list(ex.map(lambda i: _call(srv, "/link", {"text": f"t{i}"}), range(3)))
+        assert [g[0] for g in got] == [500] * 3
         status, _, text = _call(srv, "/health")
         assert status == 503 and json.loads(text)["status"] == "failed" and "loop bug" in text
         assert _call(srv, "/link", {"text": "x"})[0] == 500
     finally:
         srv.httpd.shutdown()
         srv.httpd.server_close()
+
+
+def test_a_request_line_http_server_refuses_is_answered_and_mapped_loopback_is_loopback():
+    """The access line read the request's path, which a refused request line does not have: no answer at all and a
+    traceback per request; ::ffff:127.0.0.1 (bindable since IPv6 is) turned the Host check off."""
+    from glinker.serve import allowed_hosts, is_loopback
+
+    srv = _serve(_rx_pipe())
+    try:
+        for line in (b"GARBAGE\r\n\r\n", b"GET / HTTP/9\r\n\r\n", b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n"):
+            with socket.create_connection((srv.host, srv.port), timeout=10) as c:
+                c.sendall(line)
+                reply = c.recv(4096)
+            # (a request line http.server cannot read is answered as HTTP/0.9: the error page without a status line)
+            assert any(code in reply for code in (b"400", b"414", b"505")), reply[:80]
+    finally:
+        srv.shutdown()
+    assert is_loopback("::ffff:127.0.0.1") and allowed_hosts("::ffff:127.0.0.1") is not None
 
 
 def _rx_pipe(extra: str = "") -> Pipeline:
