@@ -335,8 +335,10 @@ def _check_predictions(linked: list[Any], gold: list, source: Path | None) -> No
     """Saved links must be of these gold documents: an error when none of their ids is a gold id, or when a
     document's text differs from the gold text (they would all score as misses); a warning when some gold
     documents have no saved links (scored as misses)."""
+    from glinker.eval.el import gold_by_id
+
     where = str(source) if source is not None else "predictions"
-    texts = {d.id: d.text for d in gold}
+    texts = {i: d.text for i, d in gold_by_id(gold).items()}  # a repeated gold id is said as such first
     got = {str(getattr(d, "id", None)): getattr(d, "text", None) for d in linked}
     if not got:
         raise DataError("no linked documents", where=where,

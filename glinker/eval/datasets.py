@@ -1067,8 +1067,9 @@ def sniff_training_format(path: str | Path) -> str:
     linking = isinstance(rec, dict) and "text" in rec and "mentions" in rec  # AIDA-style linking data
     raise DataError(f"unknown training format (first record keys: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__}){hint}",
                     where=f"{p}:{line}",
-                    fix=("this is entity-linking data (AIDA-style text + mentions): train on it as a `kind: linking` "
-                         "source with the KB's `entities:` (docs/training.md), or give NER data in "
+                    fix=("this is entity-linking data (AIDA-style text + mentions): score linking on it with `glinker "
+                         "eval el --data FILE`, train on it as a `kind: linking` source with the KB's `entities:` "
+                         "(docs/training.md), or give NER data in "
                          if linking else "use ") + f"one of {', '.join(TRAINING_FORMATS)}")
 
 
@@ -1193,6 +1194,23 @@ class ELDocument:
 
 
 _QID = re.compile(r"Q[1-9]\d*")
+# a QID written as a Wikidata prefix or URL (wd:Q90, http://www.wikidata.org/entity/Q90, .../wiki/Q90)
+_QID_FORMS = re.compile(r"(?:wd:|https?://(?:www\.)?wikidata\.org/(?:entity|wiki)/)?(Q[1-9]\d*)")
+# what annotation sets write for "no entity" (AIDA's --NME--, ELEVANT's <NIL>, Unknown, NIL)
+NIL_MARKERS = frozenset({"--nme--", "nil", "<nil>", "unknown", "none", "null", "-", ""})
+
+
+def gold_qid(value: Any) -> tuple[str | None, bool]:
+    """(the QID ``value`` gives, or None; whether it is a NIL marker). ``" Q90 "``, ``wd:Q90`` and Wikidata URLs
+    give ``Q90``; ``--NME--``, ``NIL``, ``Unknown`` (any case) are NIL markers; anything else (a title, a number) is
+    neither: an id that QID scoring cannot use."""
+    if value is None:
+        return None, True
+    raw = str(value).strip()
+    m = _QID_FORMS.fullmatch(raw)
+    if m:
+        return m.group(1), False
+    return None, raw.lower() in NIL_MARKERS or raw.lower().startswith("unknown")
 ELEVANT_NIL_IDS = ("<NIL>", "<NO_MAPPING>", "Unknown", "NIL", "--NME--", "")
 
 
@@ -1245,14 +1263,29 @@ def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: 
                             where=where, fix=f"rename {key!r} to {needed!r} (null or absent for a NIL mention)")
 
 
+def _names_qids(p: Path) -> bool:
+    """Whether any mention of the AIDA file ``p`` gives a Wikidata QID (else its ids are another KB's)."""
+    for _, rec, _, _ in iter_json_records_at(p):
+        for m in (rec.get("mentions") or []) if isinstance(rec, dict) else []:
+            if isinstance(m, dict) and gold_qid(m.get("wikidata_qid"))[0]:
+                return True
+    return False
+
+
 def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     """Stream AIDA JSONL: ``{"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"|null, ...}]}``.
 
     A mention without a Wikipedia title is NIL. A title without a QID is also NIL for QID-based scoring,
-    with ``raw_id`` = the title and ``meta["unmapped"] = True`` so reports can count them.
+    with ``raw_id`` = the title and ``meta["unmapped"] = True`` so reports can count them. ``wikidata_qid`` is read
+    by :func:`gold_qid`: ``wd:Q90`` and Wikidata URLs are ``Q90``, NIL markers (``--NME--``, ``Unknown``) NIL; in a
+    set that names QIDs, another value (a title, a number) is NIL and unmapped, with a warning; in a set of no QID
+    at all (another KB's ids, ``SKU-001``) ids are scored as they are.
     """
     p = Path(path)
     empty: list[str] = []
+    not_qids: dict[str, str] = {}  # gold ids that are no QID (first few, with their place): said once at the end
+    n_not_qids = 0
+    wikidata: bool | None = None  # whether the set names QIDs at all (looked up at its first id that is none)
     for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
             raise DataError("AIDA record needs 'text' and a 'mentions' list", where=where,
@@ -1271,17 +1304,33 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
             if _empty_span(s, e, where, f"mention {j}", empty):
                 continue
             _check_id_key(m, "wikidata_qid", _AIDA_MENTION_KEYS, where, f"mention {j}")
-            qid = m.get("wikidata_qid")
+            raw_qid = m.get("wikidata_qid")
             title = m.get("wikipedia_title")
             meta = {k: m[k] for k in ("ner_type", "wikipedia_title", "wikidata_label") if m.get(k) is not None}
+            qid, nil_marker = gold_qid(raw_qid)
             if qid:
-                ms.append(GoldMention(s, e, surface, str(qid), label_id=j, meta=meta))
-            else:
-                if title:
-                    meta["unmapped"] = True
-                ms.append(GoldMention(s, e, surface, NIL, label_id=j, raw_id=title, meta=meta))
+                ms.append(GoldMention(s, e, surface, qid, label_id=j, meta=meta))
+                continue
+            if not nil_marker and wikidata is None:
+                wikidata = _names_qids(p)
+            if not nil_marker and not wikidata:  # a set of another KB's ids (SKU-001): scored as they are
+                ms.append(GoldMention(s, e, surface, str(raw_qid).strip(), label_id=j, meta=meta))
+                continue
+            if not nil_marker:  # a title, a number among QIDs: scored as NIL, said, counted as unmapped
+                n_not_qids += 1
+                if len(not_qids) < 3:
+                    not_qids.setdefault(str(raw_qid), f"{where} mention {j}")
+                meta["unmapped"] = True
+            elif title and gold_qid(title) == (None, False):  # a title without a QID (--NME-- is a NIL, not one)
+                meta["unmapped"] = True
+            ms.append(GoldMention(s, e, surface, NIL, label_id=j,
+                                  raw_id=title if nil_marker else str(raw_qid), meta=meta))
         yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=ms, evaluation_span=(0, len(text)),
                          meta={"source": str(p), "line": line})
+    if n_not_qids:
+        log.warning("%s: %d gold wikidata_qid values are not Wikidata QIDs (%s): scored as NIL and counted as "
+                    "unmapped; give QIDs (Q90), or null for a mention of no entity", p, n_not_qids,
+                    ", ".join(f"{v!r} at {w}" for v, w in not_qids.items()))
 
 
 def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
@@ -1313,9 +1362,10 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
             _check_id_key(lab, "entity_id", _ELEVANT_LABEL_KEYS, where, f"label {j}")
             raw = str(lab.get("entity_id", ""))
             typ = str(lab.get("type", ""))
-            known = bool(_QID.fullmatch(raw))
+            qid = gold_qid(raw)[0]
+            known = qid is not None
             ms.append(GoldMention(
-                span[0], span[1], text[span[0]:span[1]], raw if known else NIL,
+                span[0], span[1], text[span[0]:span[1]], qid if known else NIL,
                 optional=bool(lab.get("optional")) or typ in ("DATETIME", "QUANTITY"),
                 coref=bool(lab.get("coref")), label_id=lab.get("id", j), parent=lab.get("parent"),
                 children=list(lab.get("children") or []), raw_id=None if known else raw,

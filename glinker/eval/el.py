@@ -263,17 +263,7 @@ def evaluate_el(gold: Iterable[ELDocument], predictions: Iterable[PredictedLink]
         raise ValueError(f"mentions must be 'gold', 'end-to-end' or None, not {mentions!r}")
     in_kb = _membership(kb)
     rep = ELReport(recall_hits={k: 0 for k in ks}, mentions=mentions)
-    docs: dict[str, ELDocument] = {}
-    for d in gold:
-        if d.id in docs:
-            src = d.meta.get("source")
-            raise DataError(f"document id {d.id!r} occurs twice in the gold data; predictions are matched to "
-                            f"documents by id, so the two could not be told apart",
-                            where=f"{src}:{d.meta.get('line')}" if src else f"document {d.id!r}",
-                            fix="give every document a unique id; to score several files as one set, pass each "
-                                "file (`glinker eval el --data A --data B` prefixes the ids with the file names) "
-                                "rather than concatenating them")
-        docs[d.id] = d
+    docs = gold_by_id(gold)
     by_doc: dict[str, dict[tuple[int, int], PredictedLink]] = {d: {} for d in docs}
     for p in predictions:
         rep.predictions += 1
@@ -440,9 +430,37 @@ def predictions_from_linked(docs: Iterable[Any], ids: Sequence[str] | None = Non
             cands = [c["entity_id"] if isinstance(c, dict) else str(c) for c in link.get("candidates") or []]
             if max_candidates is not None:
                 cands = cands[:max_candidates]
-            eid = link.get("entity_id") or NIL
+            eid = predicted_id(link.get("entity_id"))
             out.append(PredictedLink(str(doc_id), start, end, eid, cands, link.get("confidence")))
     return out
+
+
+def gold_by_id(gold: Iterable[ELDocument]) -> dict[str, ELDocument]:
+    """The gold documents by id; a DataError naming the file and line of an id that occurs twice (predictions are
+    matched to documents by id)."""
+    docs: dict[str, ELDocument] = {}
+    for d in gold:
+        if d.id in docs:
+            src = d.meta.get("source")
+            raise DataError(f"document id {d.id!r} occurs twice in the gold data; predictions are matched to "
+                            f"documents by id, so the two could not be told apart",
+                            where=f"{src}:{d.meta.get('line')}" if src else f"document {d.id!r}",
+                            fix="give every document a unique id; to score several files as one set, pass each "
+                                "file (`glinker eval el --data A --data B` prefixes the ids with the file names) "
+                                "rather than concatenating them")
+        docs[d.id] = d
+    return docs
+
+
+def predicted_id(value: Any) -> str:
+    """A link's entity id as scored: NIL markers (``nil``, ``--NME--``, ``Unknown``, empty) are NIL, ``wd:Q90`` and
+    Wikidata URLs ``Q90``; other ids as they are (another KB's)."""
+    from glinker.eval.datasets import gold_qid
+
+    if value is None:
+        return NIL
+    qid, nil = gold_qid(value)
+    return qid if qid else NIL if nil else str(value)
 
 
 def load_kb_ids(path: str) -> set[str]:
@@ -472,6 +490,8 @@ def load_kb_ids(path: str) -> set[str]:
         return None
 
     ids: set[str] = set()
+    if p.suffix.lower() in (".csv", ".tsv") or _csv_header(text) is not None:
+        return _some(p, _csv_ids(text, p))
     if text.lstrip()[:1] in ("{", "["):
         try:
             obj = json.loads(text)
@@ -498,6 +518,41 @@ def load_kb_ids(path: str) -> set[str]:
         else:
             ids.add(line.split("\t")[0])
     return _some(p, ids)
+
+
+_ID_COLUMNS = ("id", "qid", "wikidata_id", "entity_id", "kb_id")
+
+
+def _csv_header(text: str) -> tuple[str, int] | None:
+    """(delimiter, id column) when ``text`` starts with a CSV/TSV header naming an id column (``id,label``), else
+    None: a file of ids (``Q90`` a line, or ``Q90<TAB>Paris``) has no such header."""
+    first = text.lstrip("\ufeff").split("\n", 1)[0].strip("\r")
+    for delim in (",", "\t", ";", "|"):
+        cols = [c.strip().strip('"').lower() for c in first.split(delim)]
+        if len(cols) > 1:
+            for name in _ID_COLUMNS:
+                if name in cols:
+                    return delim, cols.index(name)
+    return None
+
+
+def _csv_ids(text: str, p: Any) -> set[str]:
+    """The ids of a CSV/TSV file (the KB source `glinker kb build --adapter csv` reads): its id column (``id``,
+    ``qid``...) by the header, else the first column of a file without one."""
+    import csv
+    import io
+
+    head = _csv_header(text)
+    delim = head[0] if head else ("\t" if "\t" in text.split("\n", 1)[0] else ",")
+    rows = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delim)
+    col = head[1] if head else 0
+    if head:
+        next(rows, None)
+    ids = set()
+    for row in rows:
+        if len(row) > col and row[col].strip() and not row[col].lstrip().startswith("#"):
+            ids.add(row[col].strip())
+    return ids
 
 
 def _some(p: Any, ids: set[str]) -> set[str]:
