@@ -1059,7 +1059,7 @@ class _BankWriter:
         if self.complete:  # a finished bank of these labels and this model: nothing to encode, nothing written
             self.done = self.n
             log.info("label bank %s is already complete (%d labels)", out, self.n)
-            self._drop_unfinished_replacement()
+            self._say_unfinished_replacement()
             return
         if (out / BANK_JSON).is_file():
             # another finished bank is there: build beside it and swap at the end, so that it stays whole for the
@@ -1108,17 +1108,15 @@ class _BankWriter:
             log.warning("resuming at %s of %s labels (an interrupted build in %s)", f"{self.done:,}", f"{self.n:,}",
                         work)
 
-    def _drop_unfinished_replacement(self) -> None:
-        """Remove the staging folder of an interrupted build of *other* labels into this bank's folder: asked for
-        the bank it holds, the user went back to it, and the half-written replacement (up to the size of a whole
-        bank) would otherwise stay hidden beside it for good. The build lock is held here."""
+    def _say_unfinished_replacement(self) -> None:
+        """Say the staging folder of an interrupted build of *other* labels into this bank's folder: kept (its
+        build resumes when run again), but hidden beside the bank, up to a whole bank's size, it stayed unnoticed."""
         staged = staging_dir(self.out)
         if not staged.is_dir():
             return
-        done = rows_done(self.out)
-        shutil.rmtree(staged, ignore_errors=True)
-        log.warning("label bank %s already holds these labels: the unfinished build of other labels into it "
-                    "(%s labels written, in %s) is discarded", self.out, f"{done:,}", staged)
+        log.warning("label bank %s already holds these labels; beside it is an unfinished build of other labels "
+                    "into it (%s labels written, in %s): run that build again to finish it, or delete the folder",
+                    self.out, f"{rows_done(self.out):,}", staged)
 
     def _finished_here(self) -> bool:
         """Whether the folder already holds a finished bank of exactly these labels, prompts, dim and model."""

@@ -130,10 +130,10 @@ def test_rebuilding_a_bank_keeps_the_old_one_whole_until_the_new_one_is_done(mod
         LabelBank.load(tmp_path / "nope")
 
 
-def test_going_back_to_the_bank_it_holds_drops_an_unfinished_replacement(model, tmp_path, caplog):
+def test_going_back_to_the_bank_it_holds_says_the_unfinished_replacement(model, tmp_path, caplog):
     """A build of other labels into a finished bank's folder, interrupted, then the original build run again: the
-    bank was complete, so nothing was encoded, and the half-written replacement stayed hidden beside it for good
-    (`.b.building/`, up to a whole bank's size)."""
+    bank was complete, so nothing was encoded, and the half-written replacement stayed hidden beside it without a
+    word (`.b.building/`, up to a whole bank's size). It is kept (its build resumes) and said."""
     out = tmp_path / "b"
     model.encode_labels_to(LABELS, out, chunk_size=8)
     shuffled = LABELS[::-1]
@@ -142,8 +142,11 @@ def test_going_back_to_the_bank_it_holds_drops_an_unfinished_replacement(model, 
     with caplog.at_level("WARNING", logger="glinker.model.labels"):
         assert model.encode_labels_to(LABELS, out, chunk_size=8).names == LABELS
     assert "unfinished build of other labels into it (8 labels written" in caplog.text
+    assert "run that build again to finish it, or delete the folder" in caplog.text
+    assert rows_done(out) == 8  # kept: the replacement resumes
+    shuffled = LABELS[::-1]
+    assert model.encode_labels_to(shuffled, out, chunk_size=8).names == shuffled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
-    assert rows_done(out) == 0
 
 
 @pytest.mark.parametrize("then", ["load", "rebuild"])
