@@ -248,9 +248,13 @@ def _build_locked(adapter: KBAdapter, root: Path, encoder: EntityEncoder | None,
             n = store.count()
             if n == 0:
                 raise _no_entities(adapter)
+            desc = described(adapter)
+            if "skipped_by_reason" in desc and not desc["skipped_by_reason"]:
+                # a build resumed after its reading (killed while embedding) read nothing here: the reading's counts
+                desc["skipped_by_reason"] = store.get_meta("skipped_by_reason", {}) or {}
             manifest = Manifest(model=model_name, model_fingerprint=fp, template=template,
                                 glinker_version=glinker_version(),
-                                source={**described(adapter), "report": store.get_meta("adapter_report", {})})
+                                source={**desc, "report": store.get_meta("adapter_report", {})})
             if encoder is not None:
                 _embed(store, encoder, tmpl, staging / "parts", chunk_size, batch_size, progress)
                 fac, probe, nvec, bound = _index(store, staging, encoder.dim, factory, nprobe, train_size, progress)
@@ -497,7 +501,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
         meta = {"duplicates": dups}
         if done:
             meta.update(ingest_done=True, adapter_report=_report(adapter).as_dict(),
-                        ingest_source_stat=_source_stat(adapter))
+                        ingest_source_stat=_source_stat(adapter),
+                        skipped_by_reason=dict(described(adapter).get("skipped_by_reason") or {}))
         store.upsert([], tmpl, track_pending=False, meta=meta)
         bar.update(n)
         if bar.total is not None and bar.n > bar.total:  # the source held more than its estimate: count on

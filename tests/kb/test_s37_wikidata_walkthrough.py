@@ -96,3 +96,28 @@ def test_the_detections_follow_the_layout_and_the_mapping(tmp_path):
                                 "labels": {"en": {"language": "en", "value": "Universe"}}}) + "\n")
     ents = list(load_adapter("jsonl", str(mine), mapping={"labels": "names"}, keep_extra=True).iter_entities())
     assert ents[0].labels == {"de": "Universum"}
+
+
+def test_a_build_resumed_after_its_reading_keeps_the_skip_counts(tmp_path, encoder):
+    """Killed while embedding, then resumed: the manifest's skipped_by_reason was {} (the resumed run read nothing),
+    where an uninterrupted build of the same dump records {'kind': 1}."""
+    from typing import Any
+
+    from glinker.kb import KB
+
+    recs = [*RECS, {"type": "property", "id": "P31", "labels": {"en": {"language": "en", "value": "instance of"}}}]
+    dump = _dump(tmp_path / "d.json", recs)
+
+    class Killed:
+        fingerprint, dim = encoder.fingerprint, encoder.dim
+
+        def encode_entities(self, texts: Any, batch_size: int = 64) -> Any:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", Killed())
+    build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "kb", encoder)
+    build_kb(load_adapter("wikidata", str(dump), workers=0), tmp_path / "whole", encoder)
+    for kb in ("kb", "whole"):
+        with KB.open(tmp_path / kb) as k:
+            assert k.manifest.source["skipped_by_reason"] == {"kind": 1}, kb
