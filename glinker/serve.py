@@ -581,9 +581,25 @@ def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None
             raise ConfigError(f"{a!r} is not a host name", where="--allow-host",
                               fix="give the name clients reach the server by, e.g. --allow-host linker.example.org")
         names.add(name)
-    if not names and not is_loopback(bind.lower()):
+    if not names and not is_loopback(bind.lower()) and not _resolves_to_loopback(bind):
         return None
     return frozenset(LOOPBACK_NAMES | names)
+
+
+def _resolves_to_loopback(host: str) -> bool:
+    """Whether the name ``host`` resolves to loopback addresses only (``--host $(hostname)`` is 127.0.1.1 on
+    Debian and Ubuntu; ``127.1``): the server is then reachable from this machine only, and the Host check is on
+    as for 127.0.0.1 (it was off: any Host)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False  # an address: is_loopback said it
+    except ValueError:
+        pass
+    try:
+        addrs = {a[4][0] for a in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addrs) and all(is_loopback(a.split("%")[0]) for a in addrs)
 
 
 def is_ip_address(host: str) -> bool:

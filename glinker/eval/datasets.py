@@ -1196,8 +1196,9 @@ class ELDocument:
 _QID = re.compile(r"Q[1-9]\d*")
 # a QID written as a Wikidata prefix or URL (wd:Q90, http://www.wikidata.org/entity/Q90, .../wiki/Q90)
 _QID_FORMS = re.compile(r"(?:wd:|https?://(?:www\.)?wikidata\.org/(?:entity|wiki)/)?(Q[1-9]\d*)")
-# what annotation sets write for "no entity" (AIDA's --NME--, ELEVANT's <NIL>, Unknown, NIL)
-NIL_MARKERS = frozenset({"--nme--", "nil", "<nil>", "unknown", "none", "null", "-", ""})
+# what annotation sets write for "no entity" (AIDA's --NME--, ELEVANT's <NIL>, Unknown, NIL), whole values only: an
+# id such as UNKNOWN-LABS-7 or "none" may be another KB's
+NIL_MARKERS = frozenset({"--nme--", "nil", "<nil>", "unknown", ""})
 
 
 def gold_qid(value: Any) -> tuple[str | None, bool]:
@@ -1210,7 +1211,7 @@ def gold_qid(value: Any) -> tuple[str | None, bool]:
     m = _QID_FORMS.fullmatch(raw)
     if m:
         return m.group(1), False
-    return None, raw.lower() in NIL_MARKERS or raw.lower().startswith("unknown")
+    return None, raw.lower() in NIL_MARKERS
 ELEVANT_NIL_IDS = ("<NIL>", "<NO_MAPPING>", "Unknown", "NIL", "--NME--", "")
 
 
@@ -1263,12 +1264,21 @@ def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: 
                             where=where, fix=f"rename {key!r} to {needed!r} (null or absent for a NIL mention)")
 
 
+_QID_LOOKAHEAD = 1000  # documents of an AIDA file read to tell a set of QIDs from another KB's
+
+
 def _names_qids(p: Path) -> bool:
-    """Whether any mention of the AIDA file ``p`` gives a Wikidata QID (else its ids are another KB's)."""
-    for _, rec, _, _ in iter_json_records_at(p):
-        for m in (rec.get("mentions") or []) if isinstance(rec, dict) else []:
-            if isinstance(m, dict) and gold_qid(m.get("wikidata_qid"))[0]:
-                return True
+    """Whether a mention of the first :data:`_QID_LOOKAHEAD` documents of the AIDA file ``p`` gives a Wikidata QID
+    (else its ids are another KB's). Bounded: ``--limit 10`` on a big file does not read all of it."""
+    from itertools import islice
+
+    try:
+        for _, rec, _, _ in islice(iter_json_records_at(p), _QID_LOOKAHEAD):
+            for m in (rec.get("mentions") or []) if isinstance(rec, dict) else []:
+                if isinstance(m, dict) and gold_qid(m.get("wikidata_qid"))[0]:
+                    return True
+    except DataError:  # a malformed line further on is the reading's to say, where it reaches it
+        pass
     return False
 
 

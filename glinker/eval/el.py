@@ -427,7 +427,7 @@ def predictions_from_linked(docs: Iterable[Any], ids: Sequence[str] | None = Non
             except (KeyError, TypeError, ValueError):
                 raise DataError(f"link {j} of document {doc_id!r} has no mention start/end", where=f"output[{i}]",
                                 fix="links are {mention: {start, end, ...}, entity_id, candidates}") from None
-            cands = [c["entity_id"] if isinstance(c, dict) else str(c) for c in link.get("candidates") or []]
+            cands = [entity_key(c["entity_id"] if isinstance(c, dict) else c) for c in link.get("candidates") or []]
             if max_candidates is not None:
                 cands = cands[:max_candidates]
             eid = predicted_id(link.get("entity_id"))
@@ -460,14 +460,23 @@ def predicted_id(value: Any) -> str:
     if value is None:
         return NIL
     qid, nil = gold_qid(value)
-    return qid if qid else NIL if nil else str(value)
+    return qid if qid else NIL if nil else str(value).strip()
+
+
+def entity_key(value: Any) -> str:
+    """A candidate's or a KB's entity id as compared with gold ids: ``wd:Q90`` and Wikidata URLs are ``Q90`` (as
+    gold and links read them), a number its text, others as they are."""
+    from glinker.eval.datasets import gold_qid
+
+    qid = gold_qid(value)[0] if value is not None else None
+    return qid if qid else str(value).strip()
 
 
 def load_kb_ids(path: str) -> set[str]:
     """Entity ids for KB coverage from a file: one id per line (first tab column), JSONL records with
     ``id``/``qid``/``wikidata_id``, a JSON list of such records, or a JSON object whose values carry them
-    (the fb15k237 ``entity2wikidata.json`` layout)."""
-    import json
+    (the fb15k237 ``entity2wikidata.json`` layout), or a CSV/TSV whose header names its id column. Ids are compared
+    as gold ids are (:func:`entity_key`: Wikidata URLs and ``wd:`` prefixes are QIDs)."""
     from pathlib import Path
 
     p = Path(path)
@@ -475,11 +484,16 @@ def load_kb_ids(path: str) -> set[str]:
         from glinker.kb import KB
 
         with KB.open(p) as kb:
-            return set(kb.store.all_ids())
+            return {entity_key(i) for i in kb.store.all_ids()}
     if not p.is_file():
         raise DataError(f"KB id file not found: {p}", where=str(p),
                         fix="pass a KB directory, or a file with one entity id per line")
     text = p.read_text(encoding="utf-8-sig")
+    return {entity_key(i) for i in _kb_ids(p, text)}
+
+
+def _kb_ids(p: Any, text: str) -> set[str]:
+    import json
 
     def rec_id(rec: Any) -> str | None:
         if isinstance(rec, (str, int)) and not isinstance(rec, bool):  # a plain list of ids
@@ -490,8 +504,8 @@ def load_kb_ids(path: str) -> set[str]:
         return None
 
     ids: set[str] = set()
-    if p.suffix.lower() in (".csv", ".tsv") or _csv_header(text) is not None:
-        return _some(p, _csv_ids(text, p))
+    if text.lstrip()[:1] not in ("{", "[") and _csv_header(text) is not None:
+        return _some(p, _csv_ids(text))
     if text.lstrip()[:1] in ("{", "["):
         try:
             obj = json.loads(text)
@@ -523,12 +537,27 @@ def load_kb_ids(path: str) -> set[str]:
 _ID_COLUMNS = ("id", "qid", "wikidata_id", "entity_id", "kb_id")
 
 
+def _csv_lines(text: str) -> tuple[list[str], str | None]:
+    """The lines of a CSV text without an Excel ``sep=X`` first line, and that delimiter (None: none given)."""
+    lines = text.lstrip("\ufeff").splitlines()
+    if lines and lines[0].strip().lower().startswith("sep=") and len(lines[0].strip()) == 5:
+        return lines[1:], lines[0].strip()[4]
+    return lines, None
+
+
 def _csv_header(text: str) -> tuple[str, int] | None:
-    """(delimiter, id column) when ``text`` starts with a CSV/TSV header naming an id column (``id,label``), else
-    None: a file of ids (``Q90`` a line, or ``Q90<TAB>Paris``) has no such header."""
-    first = text.lstrip("\ufeff").split("\n", 1)[0].strip("\r")
-    for delim in (",", "\t", ";", "|"):
-        cols = [c.strip().strip('"').lower() for c in first.split(delim)]
+    """(delimiter, id column) when ``text`` starts (after an Excel ``sep=`` line) with a CSV/TSV header naming an
+    id column (``id,label``; quoted cells read as CSV reads them), else None: a file of ids (``Q90`` a line, or
+    ``Q90<TAB>Paris``) has no such header."""
+    import csv
+
+    lines, given = _csv_lines(text[:65536])
+    if not lines:
+        return None
+    for delim in ([given] if given else [",", "\t", ";", "|"]):
+        cols = [c.strip().lower() for c in next(csv.reader([lines[0]], delimiter=delim,
+                                                           quoting=csv.QUOTE_NONE if delim == "\t" else
+                                                           csv.QUOTE_MINIMAL), [])]
         if len(cols) > 1:
             for name in _ID_COLUMNS:
                 if name in cols:
@@ -536,18 +565,17 @@ def _csv_header(text: str) -> tuple[str, int] | None:
     return None
 
 
-def _csv_ids(text: str, p: Any) -> set[str]:
-    """The ids of a CSV/TSV file (the KB source `glinker kb build --adapter csv` reads): its id column (``id``,
-    ``qid``...) by the header, else the first column of a file without one."""
+def _csv_ids(text: str) -> set[str]:
+    """The ids of a CSV/TSV file with a header naming its id column (the KB source `glinker kb build --adapter
+    csv` reads): that column of every row. Tab-separated cells are not quoted (a cell starting with ``"`` is
+    text); cells of any size are read."""
     import csv
-    import io
+    import sys
 
-    head = _csv_header(text)
-    delim = head[0] if head else ("\t" if "\t" in text.split("\n", 1)[0] else ",")
-    rows = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delim)
-    col = head[1] if head else 0
-    if head:
-        next(rows, None)
+    delim, col = _csv_header(text)  # type: ignore[misc]
+    lines, _ = _csv_lines(text)
+    csv.field_size_limit(min(sys.maxsize, 1 << 30))
+    rows = csv.reader(lines[1:], delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL)
     ids = set()
     for row in rows:
         if len(row) > col and row[col].strip() and not row[col].lstrip().startswith("#"):

@@ -74,3 +74,51 @@ def test_kb_ids_from_a_csv_source_and_a_repeated_gold_id_named_before_the_predic
     r = runner.invoke(app, ["eval", "ner", "--data", str(gold), "--model", "none-needed"])
     said = r.output + str(r.exception)
     assert "glinker eval el --data" in said, said
+
+
+def test_review_another_kbs_ids_candidates_and_kb_ids_are_compared_as_gold_is(tmp_path):
+    """Second review: ids such as UNKNOWN-LABS-7 or "none" of another KB were taken for NIL markers (F1 1.0 -> 0);
+    candidates and --kb-ids kept Wikidata URLs while gold and links read them as QIDs (recall@k and coverage 0)."""
+    from glinker.eval.datasets import gold_qid
+
+    for kept in ("UNKNOWN-LABS-7", "UnknownWorlds", "none", "null", "-"):
+        assert gold_qid(kept) == (None, False), kept
+    docs = list(iter_aida(_gold(tmp_path, ["UNKNOWN-LABS-7", "none", "SKU-3"], "co.jsonl")))
+    assert [m.entity_id for m in docs[0].mentions] == ["UNKNOWN-LABS-7", "none", "SKU-3"]
+    url = "http://www.wikidata.org/entity/Q90"
+    preds = predictions_from_linked([{"id": "d1", "links": [
+        {"mention": {"start": 0, "end": 5}, "entity_id": url, "candidates": [{"entity_id": url}, 77]}]}])
+    assert preds[0].entity_id == "Q90" and preds[0].candidates == ["Q90", "77"]
+    (tmp_path / "ids.txt").write_text(url + "\nwd:Q456\n")
+    assert load_kb_ids(str(tmp_path / "ids.txt")) == {"Q90", "Q456"}
+    # a title that starts like a marker is still an unmapped title
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"id": "d", "text": TEXT, "mentions": [
+        {"start": 0, "end": 5, "mention": "Paris", "wikidata_qid": None, "wikipedia_title": "Unknown Pleasures"},
+        {"start": 23, "end": 27, "mention": "Lyon", "wikidata_qid": "Q456"}]}) + "\n")
+    assert next(iter_aida(p)).mentions[0].meta.get("unmapped")
+
+
+def test_review_kb_ids_csv_forms(tmp_path):
+    cases = {"a.csv": ("sep=;\nid;label\nQ90;Paris\nQ64;Berlin\n", {"Q90", "Q64"}),  # Excel's first line
+             "b.tsv": ('id\tlabel\nQ1\t"Heroes\nQ2\tx\n', {"Q1", "Q2"}),  # a tab cell is not quoted
+             "c.csv": ('{"id": "Q90"}\n{"id": "Q64"}\n', {"Q90", "Q64"}),  # JSONL under another name
+             "d.csv": ('"label, en",id\n"Paris, FR",Q90\n', {"Q90"}),  # a quoted header cell
+             "f.csv": ("id,label\nQ90," + "x" * 200_000 + "\n", {"Q90"})}  # a cell over csv's default limit
+    for name, (text, want) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert load_kb_ids(str(tmp_path / name)) == want, name
+
+
+def test_review_a_set_of_other_ids_is_told_from_its_first_documents_only(tmp_path, monkeypatch):
+    """Telling a set of QIDs from another KB's read the whole file at the first id that is none (--limit 10 on a
+    big file read all of it, and a bad line anywhere failed it)."""
+    import glinker.eval.datasets as D
+
+    lines = [json.dumps({"id": f"d{i}", "text": "SKU here", "mentions": [
+        {"start": 0, "end": 3, "mention": "SKU", "wikidata_qid": f"SKU-{i}"}]}) for i in range(30)]
+    p = tmp_path / "big.jsonl"
+    p.write_text("\n".join(lines[:20]) + "\nnot json\n" + "\n".join(lines[20:]) + "\n")
+    monkeypatch.setattr(D, "_QID_LOOKAHEAD", 5)
+    got = [d.mentions[0].entity_id for d in D.iter_el(p, limit=3)]
+    assert got == ["SKU-0", "SKU-1", "SKU-2"]

@@ -178,3 +178,17 @@ def test_ipv6_addresses_are_bound_and_a_bad_host_is_blamed_on_host():
     with pytest.raises(ConfigError) as ei:
         Server(_rx_pipe(), host="nosuchhost.invalid", port=0)
     assert ei.value.where == "--host" and "--port" not in ei.value.fix
+
+
+def test_a_name_that_resolves_to_loopback_keeps_the_host_check():
+    """`--host $(hostname)` (127.0.1.1 on Debian/Ubuntu) or `127.1` listened on loopback with the Host check off."""
+    from glinker.serve import allowed_hosts
+
+    assert allowed_hosts("127.1") is not None and allowed_hosts("localhost") is not None
+    assert allowed_hosts("0.0.0.0") is None
+    try:
+        addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        addrs = set()
+    if addrs and all(a.startswith("127.") or a == "::1" for a in addrs):
+        assert allowed_hosts(socket.gethostname()) is not None
