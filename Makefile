@@ -20,7 +20,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"$(TORCH_PIP_ARGS)
+	@echo "installing $(TORCH) (from plain PyPI the CUDA build: several GB; pip shows its progress)"
+	$(PIP) install --progress-bar on "$(TORCH)"$(TORCH_PIP_ARGS)
 	$(PIP) install -q -e ".[dev,sql]"
 	touch $(STAMP)
 

@@ -79,7 +79,7 @@ def connect(url: str) -> Any:
         import redis
     except ImportError:
         raise DependencyError("cluster runs need the redis client", where="--queue",
-                              fix="pip install 'glinker[cluster]' (or pip install redis)") from None
+                              fix="pip install redis (the cluster extra: pip install -e '.[cluster]' in a clone)") from None
     from urllib.parse import urlparse
 
     shown = redact(url)

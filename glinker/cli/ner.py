@@ -134,8 +134,9 @@ def ner(
         ..., help="Input .txt (one text per line) or .jsonl ({'text': ...} per line); - for stdin (read as JSONL when its first line is a JSON object)."
     ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name, checkpoint folder or Hugging Face hub id (default: the shipped model)."),
-    labels: str | None = typer.Option(
-        None, "--labels", "-l", help="Comma-separated labels, e.g. person,organization."
+    labels: list[str] | None = typer.Option(
+        None, "--labels", "-l", help="Comma-separated labels, e.g. person,organization (repeatable: -l person -l "
+        "location)."
     ),
     labels_file: Path | None = typer.Option(
         None, "--labels-file", help="One label per line (# comments), .json list / {name: description}, or .jsonl "
@@ -192,7 +193,8 @@ def ner(
     if str(input) != "-" and (input.is_dir() or not input.exists()):  # and what they come from (pipes are fine)
         raise DataError("cannot read input: " + ("it is a directory" if input.is_dir() else "no such file"),
                         where=str(input), fix="check the path")
-    lab = _labels(labels, labels_file, label_bank)
+    # -l person -l location: every one (the last alone was kept, the others dropped without a word)
+    lab = _labels(",".join(labels) if labels else None, labels_file, label_bank)
     m = BiEncoder.from_pretrained(model, device=device, window_words=window_words, dtype=dtype)
     if isinstance(lab, (list, dict)):
         lab = m.encode_labels(lab, progress=len(lab) >= 2048 and progress)  # encoded once, reused for every batch

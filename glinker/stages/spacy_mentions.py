@@ -52,7 +52,7 @@ class SpacyMentions(Stage):
             import spacy
         except ImportError:
             raise DependencyError("the spacy_mentions stage needs spaCy", where=self._where,
-                                  fix="pip install 'glinker[spacy]' (or pip install spacy) and a model, e.g. "
+                                  fix="pip install spacy (the spacy extra: pip install -e '.[spacy]' in a clone) and a model, e.g. "
                                   "python -m spacy download en_core_web_sm") from None
         if p.model.startswith("blank:"):
             nlp = spacy.blank(p.model.split(":", 1)[1] or "en")

@@ -45,6 +45,11 @@ def test_ner_txt_matches_predict(tmp_path):
     )
     assert [x["entities"] for x in rows] == [list(e) for e in expected]
     assert sum(len(x["entities"]) for x in rows) > 0
+    # -l repeated: every label (the last alone was kept without a word), the same output as one comma list
+    r = runner.invoke(app, ["ner", "-m", CKPT, "-l", "person", "-l", "organization,location", "-t", "0.3",
+                            str(tmp_path / "in.txt"), "-o", str(tmp_path / "rep.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rep.jsonl").read_text(encoding="utf-8") == (tmp_path / "out.jsonl").read_text(encoding="utf-8")
 
 
 def test_ner_jsonl_with_bank_and_labels_file(tmp_path):
