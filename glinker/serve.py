@@ -581,8 +581,12 @@ def allowed_hosts(bind: str, allow: Sequence[str] = ()) -> frozenset[str] | None
             raise ConfigError(f"{a!r} is not a host name", where="--allow-host",
                               fix="give the name clients reach the server by, e.g. --allow-host linker.example.org")
         names.add(name)
-    if not names and not is_loopback(bind.lower()) and not _resolves_to_loopback(bind):
-        return None
+    if not names and not is_loopback(bind.lower()):
+        if not _resolves_to_loopback(bind):
+            return None
+        own = host_name(bind)  # the name it was bound by is the one its clients use (http://vm:8080)
+        if own is not None:
+            names.add(own)
     return frozenset(LOOPBACK_NAMES | names)
 
 

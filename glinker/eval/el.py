@@ -498,14 +498,18 @@ def _kb_ids(p: Any, text: str) -> set[str]:
     def rec_id(rec: Any) -> str | None:
         if isinstance(rec, (str, int)) and not isinstance(rec, bool):  # a plain list of ids
             return str(rec)
-        if isinstance(rec, dict):
-            e = rec.get("id") or rec.get("qid") or rec.get("wikidata_id")
-            return str(e) if e else None
+        if isinstance(rec, dict):  # (an id 0 is an id)
+            e = next((rec[k] for k in ("id", "qid", "wikidata_id") if rec.get(k) not in (None, "")), None)
+            return str(e) if e is not None else None
         return None
 
     ids: set[str] = set()
-    if text.lstrip()[:1] not in ("{", "[") and _csv_header(text) is not None:
-        return _some(p, _csv_ids(text))
+    if text.lstrip()[:1] not in ("{", "["):
+        if _csv_header(text) is not None:
+            return _some(p, _csv_ids(text))
+        if getattr(p, "suffix", "").lower() in (".csv", ".tsv"):  # no header: the first column
+            return _some(p, _csv_ids(text, header=False))
+        text = "\n".join(_csv_lines(text)[0])  # (an Excel sep= line before a list of ids is no id)
     if text.lstrip()[:1] in ("{", "["):
         try:
             obj = json.loads(text)
@@ -555,9 +559,7 @@ def _csv_header(text: str) -> tuple[str, int] | None:
     if not lines:
         return None
     for delim in ([given] if given else [",", "\t", ";", "|"]):
-        cols = [c.strip().lower() for c in next(csv.reader([lines[0]], delimiter=delim,
-                                                           quoting=csv.QUOTE_NONE if delim == "\t" else
-                                                           csv.QUOTE_MINIMAL), [])]
+        cols = [c.strip().lower() for c in next(csv.reader([lines[0]], delimiter=delim), [])]
         if len(cols) > 1:
             for name in _ID_COLUMNS:
                 if name in cols:
@@ -565,17 +567,20 @@ def _csv_header(text: str) -> tuple[str, int] | None:
     return None
 
 
-def _csv_ids(text: str) -> set[str]:
-    """The ids of a CSV/TSV file with a header naming its id column (the KB source `glinker kb build --adapter
-    csv` reads): that column of every row. Tab-separated cells are not quoted (a cell starting with ``"`` is
-    text); cells of any size are read."""
+def _csv_ids(text: str, header: bool = True) -> set[str]:
+    """The ids of a CSV/TSV file (the KB source `glinker kb build --adapter csv` reads, quoted as it reads it):
+    the column its header names (``id``, ``qid``...), or without a header the first column. Cells of any size."""
     import csv
     import sys
 
-    delim, col = _csv_header(text)  # type: ignore[misc]
-    lines, _ = _csv_lines(text)
+    lines, given = _csv_lines(text)
+    if header:
+        delim, col = _csv_header(text)  # type: ignore[misc]
+        lines = lines[1:]
+    else:
+        delim, col = given or ("\t" if lines and "\t" in lines[0] else ","), 0
     csv.field_size_limit(min(sys.maxsize, 1 << 30))
-    rows = csv.reader(lines[1:], delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL)
+    rows = csv.reader(lines, delimiter=delim)
     ids = set()
     for row in rows:
         if len(row) > col and row[col].strip() and not row[col].lstrip().startswith("#"):

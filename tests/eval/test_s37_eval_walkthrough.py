@@ -101,7 +101,10 @@ def test_review_another_kbs_ids_candidates_and_kb_ids_are_compared_as_gold_is(tm
 
 def test_review_kb_ids_csv_forms(tmp_path):
     cases = {"a.csv": ("sep=;\nid;label\nQ90;Paris\nQ64;Berlin\n", {"Q90", "Q64"}),  # Excel's first line
-             "b.tsv": ('id\tlabel\nQ1\t"Heroes\nQ2\tx\n', {"Q1", "Q2"}),  # a tab cell is not quoted
+             "b.tsv": ('"id"\t"label"\n"Q90"\t"Paris"\n', {"Q90"}),  # quoted as the csv adapter reads it
+             "n.csv": ("Q90,Paris\nQ64,Berlin\n", {"Q90", "Q64"}),  # no header: the first column
+             "s.txt": ("sep=,\nQ90\nQ64\n", {"Q90", "Q64"}),  # Excel's line before a list of ids
+             "z.jsonl": ('{"id": 0}\n{"id": 7}\n', {"0", "7"}),  # an id 0 is an id
              "c.csv": ('{"id": "Q90"}\n{"id": "Q64"}\n', {"Q90", "Q64"}),  # JSONL under another name
              "d.csv": ('"label, en",id\n"Paris, FR",Q90\n', {"Q90"}),  # a quoted header cell
              "f.csv": ("id,label\nQ90," + "x" * 200_000 + "\n", {"Q90"})}  # a cell over csv's default limit
