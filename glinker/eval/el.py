@@ -560,7 +560,7 @@ def _csv_header(text: str) -> tuple[str, int] | None:
         return None
     for delim in ([given] if given else [",", "\t", ";", "|"]):
         cols = [c.strip().lower() for c in next(csv.reader([lines[0]], delimiter=delim), [])]
-        if len(cols) > 1:
+        if len(cols) > 1 or cols[:1] in ([n] for n in _ID_COLUMNS):  # (a one-column file headed `id` too)
             for name in _ID_COLUMNS:
                 if name in cols:
                     return delim, cols.index(name)

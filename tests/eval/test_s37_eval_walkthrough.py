@@ -105,6 +105,7 @@ def test_review_kb_ids_csv_forms(tmp_path):
              "n.csv": ("Q90,Paris\nQ64,Berlin\n", {"Q90", "Q64"}),  # no header: the first column
              "s.txt": ("sep=,\nQ90\nQ64\n", {"Q90", "Q64"}),  # Excel's line before a list of ids
              "z.jsonl": ('{"id": 0}\n{"id": 7}\n', {"0", "7"}),  # an id 0 is an id
+             "o.csv": ("id\nQ90\n", {"Q90"}),  # a one-column file with its header
              "c.csv": ('{"id": "Q90"}\n{"id": "Q64"}\n', {"Q90", "Q64"}),  # JSONL under another name
              "d.csv": ('"label, en",id\n"Paris, FR",Q90\n', {"Q90"}),  # a quoted header cell
              "f.csv": ("id,label\nQ90," + "x" * 200_000 + "\n", {"Q90"})}  # a cell over csv's default limit
