@@ -366,6 +366,14 @@ class ResumeState:
     def count(self) -> int:
         return self.lines
 
+    def add(self, doc_id: Any, digest: bytes) -> None:
+        """One more document written: its id (None: none) and its text's digest."""
+        self.lines += 1
+        self.ids.append(str(doc_id) if doc_id is not None else "")
+        self.texts.append(digest)
+        if doc_id is not None:
+            self.done_ids.add(str(doc_id))
+
 
 def free_id(n: int, taken: set[str]) -> str:
     """``str(n)``, or when ``taken`` holds it (another document's own id), ``n#2`` (``n#3``, ...: the first free one,
@@ -467,11 +475,7 @@ def resume_state(path: str | Path, text_field: str = "text") -> ResumeState:
         return st
     st.partial_tail = _partial_tail(p) > 0
     for rec, n in iter_jsonl_dicts(p):
-        st.lines += 1
-        st.ids.append(str(rec["id"]) if rec.get("id") is not None else "")
-        st.texts.append(text_digest(rec.get(text_field)))
-        if rec.get("id") is not None:
-            st.done_ids.add(str(rec["id"]))
+        st.add(rec.get("id"), text_digest(rec.get(text_field)))
     if st.lines:
         log.info("%s: %d documents already written%s", p, st.lines,
                  " (last line incomplete: it will be rewritten)" if st.partial_tail else "")
@@ -506,23 +510,22 @@ def done_state(path: str | Path, keep: int | None = None) -> ResumeState:
     for rec, _ in iter_jsonl_dicts(p):
         if keep is not None and st.lines >= keep:
             break
-        st.lines += 1
-        st.ids.append(str(rec["id"]) if rec.get("id") is not None else "")
-        st.texts.append(bytes.fromhex(rec.get("text") or ""))
-        if rec.get("id") is not None:
-            st.done_ids.add(str(rec["id"]))
+        st.add(rec.get("id"), bytes.fromhex(rec.get("text") or ""))
     if keep is not None and st.lines == keep:
-        _keep_first_lines(p, keep)
+        keep_lines(p, keep)
     return st
 
 
-def _keep_first_lines(path: Path, n: int) -> None:
-    """Cut the JSONL file ``path`` after its first ``n`` lines (in place; it may hold more)."""
+def keep_lines(path: str | Path, n: int) -> None:
+    """Cut a JSONL file after its first ``n`` lines (in place; documents written before an interruption that the
+    run's own output does not hold: the resumed run writes them again)."""
     with open(path, "r+b") as f:
         for _ in range(n):
             if not f.readline():
                 return
-        f.truncate()
+        end = f.tell()
+        if f.read(1):
+            f.truncate(end)
 
 
 def read_done_ids(path: str | Path) -> set[str]:

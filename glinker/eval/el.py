@@ -457,10 +457,7 @@ def predicted_id(value: Any) -> str:
     Wikidata URLs ``Q90``; other ids as they are (another KB's)."""
     from glinker.eval.datasets import gold_qid
 
-    if value is None:
-        return NIL
-    qid, nil = gold_qid(value)
-    return qid if qid else NIL if nil else str(value).strip()
+    return NIL if value is None or gold_qid(value)[1] else entity_key(value)
 
 
 def entity_key(value: Any) -> str:
@@ -505,10 +502,9 @@ def _kb_ids(p: Any, text: str) -> set[str]:
 
     ids: set[str] = set()
     if text.lstrip()[:1] not in ("{", "["):
-        if _csv_header(text) is not None:
-            return _some(p, _csv_ids(text))
-        if getattr(p, "suffix", "").lower() in (".csv", ".tsv"):  # no header: the first column
-            return _some(p, _csv_ids(text, header=False))
+        head = _csv_header(text)
+        if head is not None or getattr(p, "suffix", "").lower() in (".csv", ".tsv"):  # no header: the first column
+            return _some(p, _csv_ids(text, head))
         text = "\n".join(_csv_lines(text)[0])  # (an Excel sep= line before a list of ids is no id)
     if text.lstrip()[:1] in ("{", "["):
         try:
@@ -567,16 +563,16 @@ def _csv_header(text: str) -> tuple[str, int] | None:
     return None
 
 
-def _csv_ids(text: str, header: bool = True) -> set[str]:
+def _csv_ids(text: str, head: tuple[str, int] | None) -> set[str]:
     """The ids of a CSV/TSV file (the KB source `glinker kb build --adapter csv` reads, quoted as it reads it):
-    the column its header names (``id``, ``qid``...), or without a header the first column. Cells of any size."""
+    the column its header names (``head``: :func:`_csv_header`'s), or without a header the first column. Cells of
+    any size."""
     import csv
     import sys
 
     lines, given = _csv_lines(text)
-    if header:
-        delim, col = _csv_header(text)  # type: ignore[misc]
-        lines = lines[1:]
+    if head is not None:
+        (delim, col), lines = head, lines[1:]
     else:
         delim, col = given or ("\t" if lines and "\t" in lines[0] else ","), 0
     csv.field_size_limit(min(sys.maxsize, 1 << 30))

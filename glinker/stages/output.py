@@ -110,7 +110,7 @@ class WriteLinks(Stage):
                     "file if it may go; `glinker pipeline validate` lists the files a pipeline writes")
 
     def run(self, documents: Sequence[Document], inputs: Sequence[Any]) -> list[Any]:
-        from glinker.io import write_jsonl
+        from glinker.io import keep_lines, write_jsonl
 
         p: WriteLinksParams = self.params  # type: ignore[assignment]
         batch = inputs[0]
@@ -122,7 +122,7 @@ class WriteLinks(Stage):
                 log.warning("stage %r: %s is missing; it holds only the documents of this resumed run", self.name,
                             self.path)
             elif self.resumed and self.fmt == "jsonl" and self.keep is not None:
-                _keep_lines(self.path, self.keep)
+                keep_lines(self.path, self.keep)
         if self.fmt == "jsonl":
             write_jsonl(self.path, batch, append=p.append or self.resumed or not first)
         else:
@@ -138,15 +138,3 @@ class WriteLinks(Stage):
 
     def count(self, output: Any) -> int:
         return len(output)
-
-
-def _keep_lines(path: Path, n: int) -> None:
-    """Cut a JSONL file after its first ``n`` lines (documents written before an interruption that the run's own
-    output does not hold: the resumed run writes them again)."""
-    with open(path, "r+b") as f:
-        for _ in range(n):
-            if not f.readline():
-                return
-        end = f.tell()
-        if f.read(1):
-            f.truncate(end)
