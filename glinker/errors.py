@@ -8,7 +8,7 @@ can print it as is and a program can read the parts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class GlinkerError(Exception):
@@ -105,6 +105,16 @@ class DataError(GlinkerError):
     """Input data (documents, datasets, dumps) is malformed; ``where`` names the file and line."""
 
     code = "E600"
+
+
+class SourceCut(DataError):
+    """A dump that ends early (a cut download or copy): a build keeps what it read and resumes after it when the
+    whole file is there; ``keep_option`` names the adapter option that publishes what was read instead (``kb add``
+    says its own fix: it has no build to resume)."""
+
+    def __init__(self, message: str, *, keep_option: str | None = None, **kw: Any) -> None:
+        self.keep_option = keep_option
+        super().__init__(message, **kw)
 
 
 class DependencyError(GlinkerError):

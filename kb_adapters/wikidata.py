@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from glinker.errors import DataError
+from glinker.errors import DataError, SourceCut
 from glinker.kb.adapters import AdapterOptions, AdapterReport, parse_options
 from glinker.types import Entity
 from kb_adapters._common import absolute_source, check_source_file, compression, open_binary, trusted_entity
@@ -301,14 +301,14 @@ class WikidataAdapter:
                 lineno += sum(r.count(b"\n") for r in salvage)
             self.truncated = True
             after = f"after line {lineno - 1}" if lineno > 1 else "before its first complete line"
-            raise DataError(f"the archive is truncated or corrupt {after} ({e})",
+            raise SourceCut(f"the archive is truncated or corrupt {after} ({e})", keep_option="allow_truncated",
                             where=f"{self.path}:{lineno}",
                             fix="download the dump again (every entity read before this point was kept); "
                                 "or pass allow_truncated=true to build from what was read") from None
         if lineno > 1 and bracketed and tail != b"]":
             self.truncated = True
-            raise DataError(f"the dump does not end with ']': the file is cut short after line {lineno - 1}",
-                            where=f"{self.path}:{lineno - 1}",
+            raise SourceCut(f"the dump does not end with ']': the file is cut short after line {lineno - 1}",
+                            keep_option="allow_truncated", where=f"{self.path}:{lineno - 1}",
                             fix="download or copy the dump again (every entity read before the cut was kept: the "
                                 "build resumes); or pass allow_truncated=true to build from what was read")
 

@@ -13,7 +13,7 @@ import typer
 
 from glinker.cli import dtype_option
 
-from glinker.errors import ConfigError, GlinkerError
+from glinker.errors import ConfigError, GlinkerError, SourceCut
 
 log = logging.getLogger(__name__)
 
@@ -441,15 +441,14 @@ def add(
                        + (f", removed {c['removed']}" if prune else "")
                        + f"; {len(kb):,} entities")
     except GlinkerError as e:
-        if e.fix and ("kept" in e.fix and ("resumes" in e.fix or "download" in e.fix)):
-            # an adapter's fix written for a build (what was read is kept, the build resumes): kb add has no build
-            # to resume; records go in by id, so the same command on the whole source is the way on
+        if isinstance(e, SourceCut):
+            # the adapter's fix is a build's (what was read is kept, the build resumes): kb add has no build to
+            # resume; records go in by id, so the same command on the whole source is the way on
             e.fix = ("download or copy the source again, then run the same kb add: records are added or updated by "
                      "id, so what this run wrote is written again unchanged" + (
                          "" if not (prune or atomic) else f" (with {'--prune' if prune else '--atomic'} this run "
                                                           "wrote nothing)")
-                     + ("; or pass -o allow_truncated=true to add what was read" if "allow_truncated" in e.fix
-                        else ""))
+                     + (f"; or pass -o {e.keep_option}=true to add what was read" if e.keep_option else ""))
         if hint:
             e.fix = (e.fix + "; " if e.fix else "") + hint
         e.args = (e.render(),)
