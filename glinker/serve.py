@@ -594,16 +594,22 @@ def _resolves_to_loopback(host: str) -> bool:
     """Whether the name ``host`` resolves to loopback addresses only (``--host $(hostname)`` is 127.0.1.1 on
     Debian and Ubuntu; ``127.1``): the server is then reachable from this machine only, and the Host check is on
     as for 127.0.0.1 (it was off: any Host)."""
+    addrs = {a for _, a in _name_addresses(host)}  # (an address: is_loopback said it)
+    return bool(addrs) and all(is_loopback(a.split("%")[0]) for a in addrs)
+
+
+def _name_addresses(host: str) -> list[tuple[int, str]]:
+    """(family, address) of what the name ``host`` resolves to; none for an IP address (no lookup) or a name that
+    does not resolve (the bind says so)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
-        return False  # an address: is_loopback said it
+        return []
     except ValueError:
         pass
     try:
-        addrs = {a[4][0] for a in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        return [(a[0], a[4][0]) for a in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
     except (OSError, UnicodeError):
-        return False
-    return bool(addrs) and all(is_loopback(a.split("%")[0]) for a in addrs)
+        return []
 
 
 def is_ip_address(host: str) -> bool:
@@ -1037,10 +1043,7 @@ def _family(host: str) -> int:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         pass
-    try:
-        families = {a[0] for a in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
-    except (OSError, UnicodeError):
-        return socket.AF_INET  # (the bind says the name does not resolve)
+    families = {f for f, _ in _name_addresses(host)}
     return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
 
 
