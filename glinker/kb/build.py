@@ -95,7 +95,9 @@ def estimate_resources(n: int, dim: int | None, factory: str) -> dict[str, Any]:
 
 def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, factory: str) -> str:
     d = adapter.describe()
-    reading = set(getattr(adapter, "reading_options", ()))  # how it reads (workers, ...), not what it yields
+    # how it reads (workers, ...), not what it yields; on_error only says what a bad record does, so a build that
+    # stopped at one resumes after the entities it stored when run again with -o on_error=skip (its fix says so)
+    reading = set(getattr(adapter, "reading_options", ())) | {"on_error"}
     raw = d.get("options") or {}
     # a declared secret (an API key, a password) is how the source is reached, not what it holds: a rotated key
     # resumes; an option only named like a secret is keyed by a hash of its value (it may change what is read)
@@ -107,9 +109,9 @@ def _source_key(adapter: KBAdapter, fingerprint: str | None, template: str, fact
         # a dump cut short and downloaded again resumes where the cut one stopped: same beginning, same key
         with open(src, "rb") as f:
             ident["file"] = hashlib.sha256(f.read(1 << 16)).hexdigest()
-    elif src.is_file():  # a changed file must not resume from the old one's checkpoints
-        st = src.stat()
-        ident["file"] = [st.st_size, st.st_mtime_ns]
+    # a file edited since (a bad line mended) resumes too: the resumed build reads past what it stored and compares
+    # those entities with what it stored (their ids and a digest of their content, _skip_stored), starting over when
+    # they differ
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -457,6 +459,8 @@ def _ingest(adapter: KBAdapter, store: EntityStore, tmpl: TextTemplate, chunk: i
     it: Iterator[Any] = read_entities(adapter)  # the adapter's own errors said with its name
     # a build before the digest was recorded resumes with the id check alone
     digest = ContentDigest() if pos == 0 or store.get_meta("ingest_digest", None) else None
+    if pos and digest is None:  # stored by a glinker that kept no digest: nothing to check the source against
+        raise SourceChanged("the interrupted build recorded no digest of what it stored")
     if pos:
         log.warning("resuming the interrupted build: %d entities already stored are read past", pos)
         try:
