@@ -483,7 +483,20 @@ def get_adapter_class(name: str) -> type[KBAdapter]:
                       where="adapter",
                       fix="an adapter class defines iter_entities() (yielding glinker.types.Entity) and describe() "
                           "(a JSON-ready dict: adapter, source, options); see 'Writing an adapter' in docs/kb.md")
+    own = getattr(obj, "name", None)
+    if isinstance(own, str) and own and own != name:
+        raise _misnamed(name, ep, f"its class's name is {own!r}")
     return obj
+
+
+def _misnamed(name: str, ep: Any, what: str) -> KBError:
+    """An adapter registered under one name that calls itself another: a KB built with it records the other name,
+    which `kb add` and a pipeline's KB then cannot load."""
+    return KBError(f"the KB adapter entry point {_ep_said(ep)} is registered as {name!r} but {what}: a KB built with "
+                   f"it records that name, which `glinker kb add` and pipelines look up and do not find",
+                   where="adapter",
+                   fix=f"give the class name = {name!r} and have describe() return 'adapter': {name!r} (or register the "
+                       f"entry point under the class's name) and reinstall the package")
 
 
 def load_adapter(name: str, source: str, **options: Any) -> KBAdapter:
@@ -511,6 +524,12 @@ def load_adapter(name: str, source: str, **options: Any) -> KBAdapter:
                       where=f"{name}.source", fix="check the source and the options (-vv shows the traceback)") from e
     if getattr(ad, "report", None) is None:
         ad.report = AdapterReport()  # type: ignore[misc]
+    try:
+        said = ad.describe().get("adapter")
+    except Exception:  # noqa: BLE001 - a describe() that fails is said where a build calls it
+        said = name
+    if said != name:
+        raise _misnamed(name, _registry()[name], f"describe() returns 'adapter': {said!r}")
     return ad  # type: ignore[no-any-return]
 
 

@@ -693,3 +693,32 @@ def test_an_adapter_failure_keeps_the_original_errors_attributes() -> None:
     for err in (e, c):
         back = pickle.loads(pickle.dumps(err))
         assert isinstance(back, KBError) and back.message == err.message
+
+
+def test_an_adapter_registered_under_another_name_than_its_own_is_refused(plugins: list[FakeEP],
+                                                                          tmp_path: Path) -> None:
+    """Session 38: an entry point `mismatch = ...:Cls` whose class says name = "something_else" built a KB that
+    recorded "something_else", which `kb add` then could not load ("no KB adapter named 'something_else'"). The
+    build is refused before it reads anything, naming both names and the package."""
+    from glinker.kb.adapters import get_adapter_class
+
+    class Describes(SecretAdapter):  # no name of its own: only describe() says another
+        name: ClassVar[str] = ""
+
+        def describe(self) -> dict[str, Any]:
+            return {**super().describe(), "adapter": "elsewhere"}
+
+    sys.modules[PLUGIN].Describes = Describes  # type: ignore[attr-defined]
+    plugins += [FakeEP("mismatch", f"{PLUGIN}:SecretAdapter", "acme-glinker"),
+                FakeEP("describes", f"{PLUGIN}:Describes", "acme-glinker")]
+    with pytest.raises(KBError) as ei:
+        get_adapter_class("mismatch")
+    msg = str(ei.value)
+    assert "registered as 'mismatch'" in msg and "'secretive'" in msg and "acme-glinker" in msg
+    src = records(tmp_path / "r.jsonl")
+    res = cli("kb", "build", "-a", "mismatch", "-s", str(src), "--model", "none", "--out", str(tmp_path / "kb"))
+    assert isinstance(res.exception, KBError) and "registered as 'mismatch'" in str(res.exception)
+    assert not (tmp_path / "kb").exists()
+    with pytest.raises(KBError, match="describe\\(\\) returns 'adapter': 'elsewhere'"):
+        load_adapter("describes", str(src))
+    assert get_adapter_class("secretive") is SecretAdapter  # registered under its own name: loads
