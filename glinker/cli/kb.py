@@ -198,13 +198,18 @@ def _folds_line(store: Any) -> str:
         return (f"yes, version 2 of {FOLD_VERSION}: Latin/Greek accents and Arabic vowel marks, not apostrophe "
                 "look-alikes (O’Brien does not match O'Brien; an update such as `glinker kb link-stats` or `kb add` "
                 "refolds them)")
-    if store.fold_version < FOLD_VERSION:
-        return (f"yes, version {store.fold_version} of {FOLD_VERSION}: Latin/Greek accents, Arabic vowel marks and "
+    if store.fold_version == 3:
+        return (f"yes, version 3 of {FOLD_VERSION}: Latin/Greek accents, Arabic vowel marks and "
                 "apostrophe look-alikes, not the Hebrew geresh and gershayim (ארה״ב does not match ארה\"ב; an update "
                 "such as `glinker kb link-stats` or `kb add` refolds them)")
+    if store.fold_version < FOLD_VERSION:
+        return (f"yes, version {store.fold_version} of {FOLD_VERSION}: Latin/Greek accents, Arabic vowel marks, "
+                "apostrophe look-alikes and Hebrew marks, not characters that do not show (Ber\u00adlin with a soft "
+                "hyphen does not match Berlin; an update such as `glinker kb link-stats` or `kb add` refolds them)")
     return (f"yes, version {store.fold_version}: names also match without Latin/Greek accents or Arabic vowel marks, "
             f"with any of ' ＇ {' '.join(APOSTROPHES)} for an apostrophe (O’Brien, Oʼbrien, O`Brien match "
-            "O'Brien), and with ' and \" for the Hebrew geresh and gershayim (ארה\"ב matches ארה״ב)")
+            "O'Brien), with ' and \" for the Hebrew geresh and gershayim (ארה\"ב matches ארה״ב), and without "
+            "characters that do not show (soft hyphens, zero-width spaces and joiners, direction marks)")
 
 
 @kb_app.command("info")

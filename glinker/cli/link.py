@@ -553,8 +553,10 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
             with watching_windows(watch.see) if watch is not None else contextlib.nullcontext():
                 res = pipe.run_batch(docs)
         except GlinkerError as e:
-            raise StageError(f"{e.message} (input lines {lines}; earlier batches are written to {output})",
-                             where=e.where, fix=e.fix) from e
+            kept = counts["written"] + counts["skipped_done"]
+            said = (f"the {kept:,} documents before are in {output}" if kept else
+                    f"no document was written to {output} before it")
+            raise StageError(f"{e.message} (input lines {lines}; {said})", where=e.where, fix=e.fix) from e
         finally:
             if watch is not None:
                 watch.close()
@@ -757,6 +759,10 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     base = getattr(pipe.spec, "base_dir", None)
     out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
            "contents": contents}
+    try:  # what the fingerprint hashes, so that a refused resume can say which stage changed (not compared itself)
+        out[_DETAIL] = pipe.identity()
+    except Exception:  # noqa: BLE001 - a detail for messages only
+        log.debug("no pipeline identity for the run record", exc_info=True)
     dtype = getattr(getattr(h, "settings", None), "dtype", None)
     if dtype is not None:  # named in a refusal (it is in the pipeline's fingerprint too); only when set
         out["dtype"] = dtype
@@ -766,6 +772,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
 
 
 LEGACY_CONTENTS = "_legacy_contents"
+_DETAIL = "stages"  # run-record key of the pipeline's identity: names what changed when "pipeline" differs
 _SET_ONLY = ("dtype", "nprobe")  # run-record keys written only when set (older records lack them)
 
 
@@ -804,14 +811,14 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
         before = _read_record(fd)
         if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
             # a key recorded only when set (dtype) counts when either run set it
-            keys = [*ident, *(k for k in _SET_ONLY if k in before and k not in ident)]
+            keys = [*(k for k in ident if k != _DETAIL), *(k for k in _SET_ONLY if k in before and k not in ident)]
             differ = [k for k in keys if before.get(k) != ident.get(k)
                       and not (k == "contents" and legacy is not None and before.get(k) == legacy)
                       # a record of a build that kept the dtype in the pipeline fingerprint only
                       and not (k in _SET_ONLY and k not in before and "pipeline" in ident
                                and before.get("pipeline") == ident["pipeline"])]
             if differ:
-                what = ", ".join("the pipeline's stages or settings" if k == "pipeline" else
+                what = ", ".join(_pipeline_change(before.get(_DETAIL), ident.get(_DETAIL)) if k == "pipeline" else
                                  "what its KB or model holds (rebuilt or updated since)" if k == "contents" else
                                  "the labels (another set, or other descriptions, then)" if k == "labels" else
                                  f"{k} {_shown(before.get(k), k)} then, {_shown(ident.get(k), k)} now"
@@ -823,6 +830,16 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
         _unlock_record(fd)
         raise
     return _Claim(fd, path, output)
+
+
+def _pipeline_change(before: Any, now: Any) -> str:
+    """What changed in the pipeline between two run records, in a few words: a stage's parameter, or a plugin stage's
+    class, distribution or version (an upgrade changes what it writes); generic for a record without the detail."""
+    from glinker.cluster import _differences
+
+    said = _differences(before, now) if isinstance(before, dict) and isinstance(now, dict) else ""
+    return (f"the pipeline's stages or settings: {said.replace(' there, ', ' then, ').replace(' here)', ' now)')}" if said else
+            "the pipeline's stages or settings")
 
 
 def _lock_record(path: Path, flag: str) -> int:

@@ -117,12 +117,21 @@ def _file_lines(uses: list[Any]) -> list[str]:
 @pipeline_app.command("stages")
 def stages() -> None:
     """List the stage types available (built-in and from installed plugins)."""
-    from glinker.pipeline.registry import registry
+    from glinker.pipeline.registry import registry, stage_origin
 
     for name in registry.names():
         try:
             cls = registry.get(name)
-            typer.echo(f"{name:<22} {', '.join(cls.accepts)} -> {cls.produces}   {cls.summary}")
+            # a class without a summary is described by its docstring's first line
+            summary = cls.summary or next(iter((cls.__doc__ or "").strip().splitlines()), "")
+            origin = stage_origin(cls)
+            if origin is not None:  # a plugin: where it comes from, and its keys (`pipeline stages` is where
+                # a plugin's author and users look for them)
+                keys = ", ".join(k for k in cls.Params.model_fields)
+                src = (f"{origin['distribution']} {origin['version']}" if origin.get("distribution") else
+                       origin["class"])
+                summary = f"{summary}  [plugin: {src}{'; keys: ' + keys if keys else ''}]".strip()
+            typer.echo(f"{name:<22} {', '.join(cls.accepts)} -> {cls.produces}   {summary}")
         except Exception as e:  # a broken plugin must not hide the others
             typer.echo(f"{name:<22} (cannot be loaded: {e})")
 

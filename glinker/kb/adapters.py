@@ -53,8 +53,15 @@ class AdapterReport:
                         "first %d)", MAX_KEPT_PROBLEMS)
 
     def bad_record(self, err: Any, where: str, on_error: str) -> None:
-        """Apply an adapter's ``on_error`` policy to a bad record: re-raise ``err``, or count it and go on."""
+        """Apply an adapter's ``on_error`` policy to a bad record: re-raise ``err`` (its fix saying that ``-o
+        on_error=skip`` skips such records, when it does not yet), or count it and go on."""
         if on_error == "raise":
+            fix = getattr(err, "fix", None)
+            if hasattr(err, "fix") and "on_error=skip" not in (fix or ""):
+                err.fix = (f"{fix}; " if fix else "mend the record in the source; ") + \
+                    "-o on_error=skip skips such records"
+                if hasattr(err, "render"):
+                    err.args = (err.render(),)
             raise err
         self.problem(err.where or where, err.message)
 

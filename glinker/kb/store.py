@@ -196,12 +196,26 @@ def fold_accents(key: str) -> str:
 _ARABIC_MARKS = "".join(map(chr, [*range(0x064B, 0x0660), 0x0670]))
 _NO_ARABIC_MARKS = str.maketrans("", "", _ARABIC_MARKS)
 
-FOLD_VERSION = 4
+FOLD_VERSION = 5
 """The fold of the alias keys a store writes (meta ``folds``): 1 Latin accents (:func:`fold_accents`), 2 also
 Greek accents and Arabic harakat (:func:`fold_key_v2`), 3 also every apostrophe look-alike read as "'"
-(:func:`fold_key_v3`, ``APOSTROPHES``), 4 also the Hebrew geresh and gershayim read as "'" and '"' (:func:`fold_key`,
-``HEBREW_MARKS``). A store keeps the version it was folded with: read-only it is read with that
-fold (its results do not change); opened for an update, it is folded again (one pass)."""
+(:func:`fold_key_v3`, ``APOSTROPHES``), 4 also the Hebrew geresh and gershayim read as "'" and '"'
+(:func:`fold_key_v4`, ``HEBREW_MARKS``), 5 also without the characters that do not show (:func:`fold_key`,
+``IGNORABLES``: soft hyphens of text taken from PDFs, zero-width spaces and joiners, direction marks). A store keeps
+the version it was folded with: read-only it is read with that fold (its results do not change); opened for an
+update, it is folded again (one pass)."""
+
+# Unicode's default-ignorable code points of the Basic Multilingual Plane: the soft hyphen (PDF and typeset text
+# breaks words with it: "Ber\xadlin"), the combining grapheme joiner, the Arabic letter mark, the Hangul fillers, the
+# Khmer inherent vowels, the Mongolian free variation selectors and vowel separator, zero-width space, non-joiner and
+# joiner, the left-to-right and right-to-left marks, embeddings and isolates, the word joiner and invisible
+# operators, the variation selectors and the zero-width no-break space (BOM). Fold version 5 drops them: a name
+# written with one matches the name without (Persian "می‌خواهم" written with its zero-width non-joiner matches the one
+# written without, as search engines match them)
+IGNORABLES = "".join(map(chr, [0xAD, 0x34F, 0x61C, 0x115F, 0x1160, 0x17B4, 0x17B5, *range(0x180B, 0x1810),
+                                *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0x3164,
+                                *range(0xFE00, 0xFE10), 0xFEFF, 0xFFA0]))
+_IGNORABLE = re.compile(f"[{re.escape(IGNORABLES)}]")
 
 
 def _fold_marks(key: str) -> str:
@@ -223,6 +237,15 @@ def fold_key_v2(key: str) -> str:
 
 
 def fold_key(key: str) -> str:
+    """:func:`fold_key_v4`, and without the characters that do not show (``IGNORABLES``): "par\u200bis" and
+    "ber\xadlin" -> "paris", "berlin". The fold of the stores written now (``FOLD_VERSION``)."""
+    key = fold_key_v4(key)
+    if key.isascii() or _IGNORABLE.search(key) is None:
+        return key
+    return " ".join(_IGNORABLE.sub("", key).split())
+
+
+def fold_key_v4(key: str) -> str:
     """An alias key (:func:`normalize_alias`) without the accents of its Latin and Greek letters and without Arabic
     harakat, every apostrophe look-alike written "'": "zürich" -> "zurich", "łódź" -> "lodz", "αθήνα" -> "αθηνα"
     (Greek capitals are written without accents: "ΑΘΗΝΑ"), "مُحَمَّد" -> "محمد", "o’brien" and "oʼbrien" ->
@@ -246,7 +269,7 @@ def fold_key_v3(key: str) -> str:
     return key if key.isascii() else _fold_marks(key)
 
 
-_FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key_v3, 4: fold_key}
+_FOLDS = {1: fold_accents, 2: fold_key_v2, 3: fold_key_v3, 4: fold_key_v4, 5: fold_key}
 
 
 def _holds_any_sql(chars: str) -> str:
@@ -291,6 +314,11 @@ _FOLD_NEWS = {
     # a key that begins with a Hebrew letter (a range of the key index, as for version 2)
     4: ("the Hebrew geresh and gershayim were read as \"'\" and '\"' (ארה״ב written ארה\"ב, ג׳ורג׳ written ג'ורג')",
         "SELECT 1 FROM aliases WHERE norm >= ? AND norm < ? LIMIT 1", ("\u05d0", "\u05f0")),
+    # a key holding a character that does not show: anywhere in a key, so keys are read as for version 3
+    5: ("characters that do not show (soft hyphen, zero-width space and joiners, direction marks) were dropped "
+        "(Ber\u00adlin written Berlin, or the other way round)",
+        f"SELECT 1 FROM aliases WHERE rid < (SELECT min(rid) FROM aliases) + 250000 AND ({_holds_any_sql(IGNORABLES)}) "
+        "LIMIT 1", ()),
 }
 
 
@@ -689,7 +717,8 @@ class EntityStore:
         if n:  # a pass over every alias: said at the default log level, a big KB takes a while (once)
             if version:
                 news = {2: "without Greek accents and Arabic harakat", 3: "with every apostrophe look-alike read as "
-                        "\"'\"", 4: "with the Hebrew geresh and gershayim read as \"'\" and '\"'"}
+                        "\"'\"", 4: "with the Hebrew geresh and gershayim read as \"'\" and '\"'",
+                        5: "without the characters that do not show (soft hyphens, zero-width spaces)"}
                 log.warning("%s: folding the alias keys again, now also %s (once, one pass over its %d entities' "
                             "aliases)", self.path, ", ".join(w for v, w in news.items() if v > version), n)
             else:

@@ -69,6 +69,11 @@ def _ep_dist(ep: Any) -> tuple[str, str] | None:
         return None
 
 
+def _is_prefix(missing: str, module_name: str) -> bool:
+    """Whether the module not found is ``module_name`` itself or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
 def _ep_source(ep: Any) -> str:
     """How messages name an entry point: ``name = module:Class`` of distribution ``dist version``."""
     d = _ep_dist(ep)
@@ -293,16 +298,29 @@ class StageRegistry:
         ep = self._eps.get(name)
         origin = f"entry point {_ep_source(ep)}" if ep is not None and ep.value == target else f"stage type {name!r}"
         module_name, _, attr = target.partition(":")
+        dist = _ep_dist(ep) if ep is not None and ep.value == target else None
+        package = dist[0] if dist else f"the package that provides {module_name!r}"
         try:
             obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"stage type {name!r} points to {target!r}, which cannot be imported: {e}",
-                              code="E231", fix="install the package that provides it, or fix its entry point") from e
+        except ImportError as e:
+            missing = getattr(e, "name", None)
+            if isinstance(e, ModuleNotFoundError) and missing and not _is_prefix(missing, module_name):
+                # the plugin's module is there; something it imports is not (a dependency of the plugin)
+                raise ConfigError(f"{origin}: its module {module_name!r} imports {missing!r}, which is not "
+                                  f"installed", code="E231",
+                                  fix=f"install what {package} needs (pip install {missing.split('.')[0]}, or "
+                                      f"reinstall {package} with its dependencies)") from e
+            raise ConfigError(f"{origin} points to {target!r}, which cannot be imported: {e}", code="E231",
+                              fix=f"reinstall {package}" if dist else
+                              "install the package that provides it, or fix its entry point") from e
+        except AttributeError as e:
+            raise ConfigError(f"{origin} points to {target!r}, but module {module_name!r} has no {attr!r}: {e}",
+                              code="E231", fix=f"correct the entry point's module:Class in {package}'s metadata and "
+                              "reinstall it, or define the class in that module") from e
         except Exception as e:  # the plugin's module fails as it is imported: its bug, named as such
             log.debug("importing %s failed", module_name, exc_info=True)
-            raise ConfigError(f"stage type {name!r}: importing {module_name!r} failed: {type(e).__name__}: {e}",
-                              code="E231", fix=f"fix or update the package that provides {module_name!r} (glinker "
-                              "-vv shows the traceback)") from e
+            raise ConfigError(f"{origin}: importing {module_name!r} failed: {type(e).__name__}: {e}",
+                              code="E231", fix=f"fix or update {package} (glinker -vv shows the traceback)") from e
         if name in self._classes:  # the module registered it as it was imported (register_stage in the module)
             return self._classes[name]
         check_stage_class(obj, origin)

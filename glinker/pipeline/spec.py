@@ -731,6 +731,9 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             for what in ("kb", "model", "labels_file", "label_bank"):
                 if what in fields and (what != "model" or bi_model):
                     check(what, getattr(p, what, None), st)
+            if st.cls is not None:
+                for value in st.cls.reads(p):
+                    check("file", value, st)
             own = getattr(p, "kb", None) if "kb" in fields else None
             if sources and own is not None and not isinstance(own, str):
                 check_source(own, st)
@@ -854,4 +857,6 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
                                         or Path(value).exists()):
                 continue  # a shipped model's name or a hub id: not a path of the file's choosing
             reads.append(FileUse("reads", beside(value), f"stage {name!r} {what}"))
+        for value in cls.reads(p):  # what a stage of its own says it reads
+            reads.append(FileUse("reads", value if "${" in value else beside(value), by))
     return writes + reads

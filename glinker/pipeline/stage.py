@@ -150,6 +150,14 @@ class Stage:
         return []
 
     @classmethod
+    def reads(cls, params: StageParams) -> list[str]:
+        """The files a stage with ``params`` reads, as the pipeline file gives them (a relative path is resolved as
+        ``context.resolve_path`` resolves it: beside the pipeline file): ``glinker pipeline validate`` and ``pipeline
+        show`` list them, and validation warns about one that does not exist (an error when the pipeline loads).
+        The built-in stages' ``kb``, ``model``, ``labels_file``, ``label_bank`` and ``patterns`` are listed without it."""
+        return []
+
+    @classmethod
     def written_files(cls, params: StageParams) -> dict[str, str]:
         """:meth:`writes` as absolute paths (what is compared) -> as given (what messages show)."""
         import os

@@ -57,7 +57,8 @@ class AliasCandidatesParams(StageParams):
                     "letters and without Arabic vowel marks, every apostrophe read as ' (\"Zurich\" -> Zürich, "
                     "\"Sao Paulo\" -> São Paulo, \"ΑΘΗΝΑ\" -> Αθήνα, \"O’Brien\" -> O'Brien, and the other way "
                     "round; Greek and Arabic in KBs built or updated since 2026-12-04, apostrophes (’ ‘ ʼ ʻ ´ ′, the backtick) "
-                    "since fold version 3, the Hebrew geresh and gershayim as ' and \" since 4, `docs/kb.md`); such "
+                    "since fold version 3, the Hebrew geresh and gershayim as ' and \" since 4, without characters that "
+                    "do not show (a soft hyphen, a zero-width space) since 5, `docs/kb.md`); such "
                     "candidates score as variants (0.9). A KB built before accent folding existed (2026-12-03) has none "
                     "until an update opens it (`glinker kb info` shows `folds`).")
     name_parts: bool = Field(

@@ -49,8 +49,9 @@ class BiencoderMentionsParams(StageParams):
                                         "for banks of 100k labels or more, every label below); 0 scores every label "
                                         "exactly (slower, no retrieval miss).")
     nprobe: int | None = Field(
-        default=None, ge=1, description="Lists of an IVF label index searched per span (unset: 3/8 of them); fewer "
-                                        "is faster and misses more of what exhaustive scoring finds.")
+        default=None, ge=1, description="Lists of an IVF label index searched per span (unset: 1/8 of them, or "
+                                        "3/8 for an index built before its smallest labels were scored exactly); "
+                                        "fewer is faster and misses more of what exhaustive scoring finds.")
 
     @field_validator("labels")
     @classmethod
@@ -214,12 +215,31 @@ _CAN_START, _CAN_END = 1, 2
 
 
 @functools.cache
+class _IgnorableToken:
+    """A token made of characters that do not show only (``glinker.kb.store.IGNORABLES``), compiled at first use."""
+
+    pattern: re.Pattern[str] | None = None
+
+    def fullmatch(self, text: str, start: int, end: int) -> bool:
+        if self.pattern is None:
+            from glinker.kb.store import IGNORABLES
+
+            self.pattern = re.compile(f"[{re.escape(IGNORABLES)}]+")
+        return self.pattern.fullmatch(text, start, end) is not None
+
+
+_IGNORABLE_TOKEN = _IgnorableToken()
+
+
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """(the token pattern of non-ASCII text, the pattern of a token's pieces, what makes a token split into
     pieces): compiled at first use, the class of combining marks being large."""
+    from glinker.kb.store import IGNORABLES
     from glinker.model.words import COMBINING_MARKS as M
 
-    w = rf"\w[\w{M}]*"
+    # characters that do not show (a soft hyphen, a zero-width space) between two word characters are inside the
+    # word ("Ber\xadlin" is one token, whose key folds to "berlin"); elsewhere each is a token of its own
+    w = rf"\w(?:[\w{M}]|[{re.escape(IGNORABLES)}]+(?=\w))*"
     token = re.compile(rf"{w}(?:[-'’.&]{w})*\.?|[^\w\s][{M}]*")
     piece = re.compile(rf"(?P<c>[{_SPACELESS}][{M}]*)|(?P<a>['’])|[^'’{_SPACELESS}]+")
     return token, piece, re.compile(rf"['’{_SPACELESS}]")
@@ -560,7 +580,7 @@ class AliasMentionsParams(StageParams):
                     "Αθήνα, \"O’Brien\" for O'Brien and the other way round, ’ ‘ ʼ ʻ ´ ′ and the backtick being "
                     "read as ', and Hebrew with ' and \" for the geresh and gershayim; Greek and Arabic in KBs "
                     "built or updated since 2026-12-04, apostrophes since fold version 3, Hebrew marks since 4, "
-                    "`docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
+                    "characters that do not show (\"Ber\\u00adlin\" with a soft hyphen) since 5, `docs/kb.md`; `alias_candidates` finds them the same way). A KB built before accent folding "
                     "existed (2026-12-03) has none until an update opens it (`glinker kb info` shows `folds`).")
     label: str | None = Field(default=None, description="Label given to the mentions.")
 
@@ -708,6 +728,9 @@ class AliasMentions(Stage):
                     if pieces and not edge[i + n - 1] & can_end:  # type: ignore[index]
                         continue
                     s, e = toks[i][0], toks[i + n - 1][1]
+                    if not ascii_text and (_IGNORABLE_TOKEN.fullmatch(text, s, toks[i][1]) or
+                                           _IGNORABLE_TOKEN.fullmatch(text, toks[i + n - 1][0], e)):
+                        continue  # a mark that does not show is no part of a name at its ends ("Berlin\u200f")
                     if e - s < min_chars:
                         continue
                     surface = text[s:e]

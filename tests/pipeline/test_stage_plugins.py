@@ -527,6 +527,8 @@ def test_a_resume_after_a_plugin_upgrade_is_refused(tmp_path, on_path, monkeypat
             with pytest.raises(ConfigError) as e:
                 run_link(src, yml, out)
             assert "pipeline" in str(e.value) and "--no-resume" in str(e.value)
+            # session 38: the refusal names the upgrade (it said "the pipeline's stages or settings" only)
+            assert "a.version ('1.0' then, '2.0' now)" in str(e.value), str(e.value)
         on_path.remove(root)
 
 
@@ -550,3 +552,125 @@ def test_glinker_link_and_eval_close_the_pipeline_they_ran(tmp_path, monkeypatch
     with pytest.raises(DataError):
         run_link(src, yml, tmp_path / "out2.jsonl")
     assert [e for e, _ in ThreadedStage.events][-1] == "close"
+
+
+def test_a_plugin_whose_dependency_is_missing_is_told_from_a_wrong_entry_point(tmp_path, on_path):
+    """Session 38: a plugin module importing an uninstalled dependency, a module that does not exist and a missing
+    class all said "install the package that provides it, or fix its entry point", without the distribution."""
+    dep, pkg = unique("dep_missing"), unique("pd")
+    on_path.add(make_dist(tmp_path, "deps-dist", "0.3", pkg, f"import {dep}\n",
+                          {"needs_dep": f"{pkg}:Thing", "gone": f"{pkg}_nope:Thing"}))
+    pkg2 = unique("pa")
+    on_path.add(make_dist(tmp_path / "b", "attr-dist", "0.1", pkg2, STAGE_SRC, {"no_class": f"{pkg2}:Missing"}))
+    reg = StageRegistry()
+    with pytest.raises(ConfigError) as e:
+        reg.get("needs_dep")
+    msg, fix = e.value.message, e.value.fix
+    assert f"imports {dep!r}, which is not installed" in msg and "deps-dist" in msg, msg
+    assert f"pip install {dep}" in fix and "deps-dist" in fix, fix
+    with pytest.raises(ConfigError) as e:
+        reg.get("gone")
+    assert "cannot be imported" in e.value.message and "reinstall deps-dist" in e.value.fix
+    with pytest.raises(ConfigError) as e:
+        reg.get("no_class")
+    assert "has no 'Missing'" in e.value.message and "attr-dist" in e.value.fix
+
+
+def test_a_failure_in_the_first_batch_does_not_speak_of_earlier_batches(tmp_path, on_path, monkeypatch):
+    """Session 38: a stage raising in the very first batch said "earlier batches are written to out.jsonl" of an
+    empty file; now it says that nothing was written, and later failures how many documents were."""
+    from glinker.cli.link import run_link
+    from glinker.errors import StageError
+
+    src = STAGE_SRC + '''
+from glinker.errors import StageError as _SE
+
+class Boom(Caps):
+    def run(self, documents, inputs):
+        if any("boom" in d.text for d in documents):
+            raise _SE("the service said no", where="boom")
+        return [[] for _ in documents]
+'''
+    pkg = unique("bp")
+    on_path.add(make_dist(tmp_path / "d", "boom-dist", "0.1", pkg, src, {"boom_stage": f"{pkg}:Boom"}))
+    monkeypatch.setattr("glinker.pipeline.spec.default_registry", StageRegistry())
+    yml = tmp_path / "p.yaml"
+    yml.write_text("name: b\nsettings: {batch_size: 2}\nstages:\n  a: {type: boom_stage}\n")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "1", "text": "boom"}\n{"id": "2", "text": "x"}\n')
+    with pytest.raises(StageError) as e:
+        run_link(inp, yml, tmp_path / "o1.jsonl")
+    assert "no document was written" in str(e.value) and "earlier" not in str(e.value)
+    inp.write_text("".join(f'{{"id": "{i}", "text": "{"boom" if i == 5 else "x"}"}}\n' for i in range(1, 7)))
+    with pytest.raises(StageError) as e:
+        run_link(inp, yml, tmp_path / "o2.jsonl")
+    assert "the 4 documents before are in" in str(e.value), str(e.value)
+
+
+def test_files_a_plugin_stage_reads_are_listed_and_a_missing_one_is_said(tmp_path, monkeypatch):
+    """Session 38: `pipeline validate` said it lists every file a run reads, but a plugin stage's `db: boosts.db`
+    was not listed and a misspelt one passed validation, failing only at run time. Stage.reads(params) says them."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+    from glinker.pipeline.spec import load_spec, pipeline_files, resource_problems
+    from pydantic import Field
+
+    class DbParams(StageParams):
+        db: str = Field(description="an SQLite file")
+
+    class ReadsDb(Stage):
+        accepts = ("documents",)
+        produces = "mentions"
+        type_name = "reads_db"
+        Params = DbParams
+
+        @classmethod
+        def reads(cls, params):
+            return [params.db]
+
+        def run(self, documents, inputs):
+            return [[] for _ in documents]
+
+    reg = StageRegistry()
+    reg.register(ReadsDb)
+    monkeypatch.setattr("glinker.pipeline.spec.default_registry", reg)
+    (tmp_path / "boosts.db").write_bytes(b"")
+    yml = tmp_path / "p.yaml"
+    yml.write_text("name: r\nstages:\n  b: {type: reads_db, db: boosts.db}\n")
+    spec = load_spec(yml)
+    assert any(u.mode == "reads" and u.path == str(tmp_path / "boosts.db") and "'b'" in u.by
+               for u in pipeline_files(spec))
+    assert not resource_problems(spec, check_paths=True)
+    yml.write_text("name: r\nstages:\n  b: {type: reads_db, db: nope.db}\n")
+    probs = resource_problems(load_spec(yml), check_paths=True)
+    assert [p.code for p in probs] == ["E252"] and "'nope.db' does not exist" in probs[0].message
+    res = CliRunner().invoke(app, ["pipeline", "validate", str(yml)])
+    assert "nope.db" in res.output and "does not exist" in res.output, res.output
+
+
+def test_pipeline_stages_shows_a_plugins_distribution_keys_and_docstring(tmp_path, on_path, monkeypatch):
+    """Session 38: the docs' example stage (no `summary`) showed a blank line in `glinker pipeline stages`, and no
+    plugin showed where it came from or its keys (only an E220 error named them)."""
+    from typer.testing import CliRunner
+
+    from glinker.cli import app
+
+    src = STAGE_SRC + '''
+from pydantic import Field
+
+class TagParams(StageParams):
+    label: str = Field(default="hashtag")
+
+class Tags(Caps):
+    """Mentions of #hashtags."""
+    Params = TagParams
+'''
+    pkg = unique("tg")
+    on_path.add(make_dist(tmp_path, "tags-dist", "1.2", pkg, src, {"tags_stage": f"{pkg}:Tags"}))
+    monkeypatch.setattr(importlib.import_module("glinker.pipeline.registry"), "registry", StageRegistry())
+    out = CliRunner().invoke(app, ["pipeline", "stages"]).output
+    line = next(x for x in out.splitlines() if x.startswith("tags_stage"))
+    assert "Mentions of #hashtags." in line and "[plugin: tags-dist 1.2; keys: label]" in line, line
+    builtin = next(x for x in out.splitlines() if x.startswith("regex_mentions"))
+    assert "plugin" not in builtin
