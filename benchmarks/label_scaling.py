@@ -107,7 +107,7 @@ def ensure_bank(m, count: int, cache: Path, kind: str = "strings", batch: int = 
     LabelBank.write_batches(d, names, names, batches(), m.dim, m.fingerprint, progress=sys.stderr.isatty(),
                             resume=strings)
     e_out.flush()
-    del e_out
+    e_out = None  # the map closed before the file is renamed (del would leave batches() a name ruff cannot resolve)
     os.replace(part, d / E_FILE)
     return d
 

@@ -93,7 +93,6 @@ def test_names_written_with_characters_that_do_not_show_find_their_entities(tmp_
     """Session 38, a long-document user: "Ber\\xadlin" (a soft hyphen of PDF text) and "Par\\u200bis" were found as
     mentions but got no alias candidate; fold version 5 drops the characters that do not show. A store folded
     before is read as it was, with a warning naming what it misses, and refolded by an update."""
-    import sqlite3
 
     from glinker.kb import KB
     from glinker.kb.build import build_kb
