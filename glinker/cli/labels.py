@@ -36,6 +36,12 @@ def build(
         "'none', or a faiss factory string such as Flat, "
         "IVF4096,Flat, HNSW32.",
     ),
+    exact_share: float | None = typer.Option(
+        None, "--exact-share", min=0.0, max=0.99,
+        help="Share of labels, those with the smallest vectors, that an IVF index leaves out of its lists to be "
+        "scored exactly for every span (default 0.05; 0: none). They are the generic labels (person, location) "
+        "the nearest lists miss most.",
+    ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Labels per encoder forward pass."),
     chunk_size: int = typer.Option(
         16_384, "--chunk-size", min=1, help="Labels encoded and flushed to disk between progress records."
@@ -90,9 +96,11 @@ def build(
                                   resume=resume, encoder=remote)
     enc_s = time.perf_counter() - t0
     idx_s = 0.0
-    if factory != "none" and not (bank.has_index and bank.index_factory == factory):
+    same = bank.has_index and bank.index_factory == factory and (
+        exact_share is None or _bank_meta(out).get("exact_labels", 0) == _exact_count(factory, len(bank), exact_share))
+    if factory != "none" and not same:
         t1 = time.perf_counter()
-        bank.build_index(factory, progress=bar)
+        bank.build_index(factory, progress=bar, exact_share=exact_share)
         bank.save_index(out)
         if m.device.type == "cpu" and factory.upper().startswith("IVF"):
             _save_lowp_lists(m, bank, out)
@@ -126,12 +134,27 @@ def _save_lowp_lists(m: Any, bank: Any, out: Path) -> None:
     bank.ivf_lists(lowp=info.dtype)  # the bank is the folder's: its lists are saved there
 
 
+def _exact_count(factory: str, n: int, share: float) -> int:
+    """How many of ``n`` labels an index of ``factory`` built with ``exact_share=share`` scores exactly."""
+    import math
+
+    from glinker.model.labels import is_ivf_ip
+
+    return min(n - 1, math.ceil(share * n)) if share > 0 and is_ivf_ip(factory) else 0
+
+
+def _bank_meta(bank_dir: Path) -> dict:
+    """A bank folder's label_bank.json ({} when unreadable)."""
+    try:
+        meta = json.loads((Path(bank_dir) / "label_bank.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _bank_precision(bank_dir: Path) -> str | None:
     """The precision a bank's vectors were computed in, as its build recorded it (None: built before it did)."""
-    try:
-        return json.loads((Path(bank_dir) / "label_bank.json").read_text(encoding="utf-8")).get("precision")
-    except (OSError, ValueError):
-        return None
+    return _bank_meta(bank_dir).get("precision")
 
 
 @labels_app.command("info")
@@ -149,6 +172,8 @@ def info(bank_dir: Path = typer.Argument(..., help="A label bank folder.")) -> N
                 "model_fingerprint": bank.model_fingerprint,
                 "precision": _bank_precision(bank_dir),
                 "index": bank.index_factory if bank.has_index else None,
+                # labels the IVF index leaves out of its lists, scored exactly for every span
+                "exact_labels": _bank_meta(bank_dir).get("exact_labels", 0) if bank.has_index else None,
                 "vectors_bytes": vec.stat().st_size,
                 "first": bank.names[:3],
             }

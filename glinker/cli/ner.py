@@ -163,8 +163,9 @@ def ner(
         "default: 64 for label banks of 100,000 labels or more, every label below).",
     ),
     nprobe: int | None = typer.Option(
-        None, "--nprobe", min=1, help="Lists of an IVF label index searched per span (default: 3/8 of them; fewer is "
-        "faster and misses more of what exhaustive scoring finds: docs/model.md)."),
+        None, "--nprobe", min=1, help="Lists of an IVF label index searched per span (default: 1/8 of them, 3/8 for an "
+        "index built before its smallest labels were scored exactly; fewer is faster and misses more of what "
+        "exhaustive scoring finds: docs/model.md)."),
     window_words: int | None = typer.Option(
         None, "--window-words", min=0, help="Read long texts in windows of at most N words (default: the model's "
         "`window_words`, else its max_len; 0: max_len)."),

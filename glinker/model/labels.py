@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -50,15 +51,52 @@ DEFAULT_NPROBE = 64
 # organization) have the smallest vectors of such a bank and fall in lists a few probes miss; the generated label
 # strings behind the earlier 99.1% at 64 hid it. So an IVF bank probes 3/8 of its lists unless told otherwise.
 DEFAULT_NPROBE_SHARE = 0.375
+# 2026-12-05 (session 38): the labels such spans miss are a few generic ones (person, location, organization: 78 of
+# the 78 spans missed at nprobe 64 on 128 CoNLL-train sentences), and they have the smallest vectors of the bank
+# (person's is smaller than 98.3% of 100k real names'). Scored exactly for every span, the labels of the smallest
+# 5% of norms, the rest in an IVF index trained without them: the best label is in the probed lists or that set
+# for 99.8% of spans at 32 probes of 512 and 100% at 48-64 (faiss's IVF alone: 81.9% / 93.3% at 32 / 64, 99.7% at
+# 192); on biomedical sentences 99.9% at 32, 100% at 64 (alone: 97.8%, 99.8%). docs/bench/labels.md.
+DEFAULT_EXACT_SHARE = 0.05
+DEFAULT_EXACT_NPROBE_SHARE = 0.125
 _FLAT_UP_TO = 10_000
 
 
-def default_nprobe(nlist: int) -> int:
+def default_nprobe(nlist: int, exact: bool = False) -> int:
     """Lists an IVF label index probes per span unless ``bank.nprobe`` says otherwise: 3/8 of them (192 of 512),
-    at least DEFAULT_NPROBE (all of a smaller index)."""
+    1/8 of an index whose smallest labels are scored exactly (``exact``), at least DEFAULT_NPROBE (all of a
+    smaller index)."""
     import math
 
-    return min(int(nlist), max(DEFAULT_NPROBE, math.ceil(DEFAULT_NPROBE_SHARE * int(nlist))))
+    share = DEFAULT_EXACT_NPROBE_SHARE if exact else DEFAULT_NPROBE_SHARE
+    return min(int(nlist), max(DEFAULT_NPROBE, math.ceil(share * int(nlist))))
+
+
+def _is_ivf(index: Any) -> bool:
+    """Whether a read FAISS index is an inverted file."""
+    try:
+        _faiss().extract_index_ivf(index)
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
+def is_ivf_ip(factory: str, mips: str = "auto") -> bool:
+    """Whether ``factory`` builds an inner-product inverted file (``IVF...``, no MIPS transform): the index whose
+    lists are scored by matrix products, and which may leave its smallest labels to exact scoring."""
+    return str(factory).upper().startswith("IVF") and not uses_mips_transform(factory, mips)
+
+
+def smallest_norms(vectors: Any, count: int, batch_size: int = 65_536) -> Any:
+    """Sorted int64 rows of the ``count`` rows of ``vectors`` (N, D) with the smallest norms (read in batches: a
+    memory-mapped bank is not loaded whole)."""
+    import torch
+
+    n = int(vectors.shape[0])
+    norms = torch.empty(n)
+    for a in range(0, n, batch_size):
+        norms[a : a + batch_size] = torch.as_tensor(vectors[a : a + batch_size]).float().norm(dim=1)
+    return torch.sort(torch.topk(norms, count, largest=False).indices).values
 
 
 def large_factory(n: int) -> str:
@@ -108,9 +146,11 @@ def build_faiss_index(
     train_size: int = 100_000,
     seed: int = 0,
     mips: str = "auto",
+    exclude: Any = None,
 ) -> Any:
     """A FAISS index that retrieves the rows of ``vectors`` (N, D) with the largest inner products, added in
-    batches.
+    batches. ``exclude`` (sorted int64 rows; an IVF index only) leaves those rows out of the index, trained and
+    filled with the others under their own row numbers (they are scored exactly beside it).
 
     ``factory`` is a faiss index-factory string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF1024,Flat"``, ...
     Indexes that need training are trained on a random sample of at most ``train_size`` rows.
@@ -143,6 +183,12 @@ def build_faiss_index(
     def rows(a: int, b: int) -> Any:
         return _augment(raw(a, b), max_norm) if l2 else raw(a, b)
 
+    keep = None  # the rows indexed, when some are left out
+    if exclude is not None and len(exclude):
+        mask = np.ones(n, dtype=bool)
+        mask[np.asarray(exclude, dtype=np.int64)] = False
+        keep = np.flatnonzero(mask)
+
     try:
         index = faiss.index_factory(
             d + 1 if l2 else d, factory, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
@@ -158,7 +204,10 @@ def build_faiss_index(
 
         rng = np.random.default_rng(seed)
         # faiss's k-means wants at least 39 points per list
-        take = np.sort(rng.choice(n, size=min(n, max(train_size, 40 * (factory_nlist(factory) or 0))), replace=False))
+        pool = n if keep is None else len(keep)
+        take = np.sort(rng.choice(pool, size=min(pool, max(train_size, 40 * (factory_nlist(factory) or 0))),
+                                  replace=False))
+        take = take if keep is None else keep[take]
         sample = vectors[torch.as_tensor(take)] if isinstance(vectors, torch.Tensor) else vectors[take]
         if isinstance(sample, torch.Tensor):
             sample = sample.detach().cpu().float().numpy()
@@ -178,15 +227,25 @@ def build_faiss_index(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc="indexing labels", unit="label")
-    for a in range(0, n, batch_size):
-        chunk = rows(a, min(n, a + batch_size))
-        index.add(chunk)
-        if bar is not None:
-            bar.update(len(chunk))
+        bar = tqdm(total=n if keep is None else len(keep), desc="indexing labels", unit="label")
+    if keep is None:
+        for a in range(0, n, batch_size):
+            chunk = rows(a, min(n, a + batch_size))
+            index.add(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    else:
+        for a in range(0, len(keep), batch_size):
+            ids = keep[a : a + batch_size]
+            v = vectors[torch.as_tensor(ids)] if isinstance(vectors, torch.Tensor) else vectors[ids]
+            v = v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else v
+            index.add_with_ids(np.ascontiguousarray(v, dtype=np.float32), ids)
+            if bar is not None:
+                bar.update(len(ids))
     if bar is not None:
         bar.close()
-    log.info("built faiss index %s over %d labels (dim %d%s)", factory, n, d, ", MIPS->L2" if l2 else "")
+    log.info("built faiss index %s over %d labels (dim %d%s%s)", factory, int(index.ntotal), d,
+             ", MIPS->L2" if l2 else "", f"; {n - len(keep)} scored exactly beside it" if keep is not None else "")
     return index
 
 
@@ -211,7 +270,8 @@ def check_factory(factory: str, n: int, dim: int, mips: str = "auto") -> None:
 
 
 def search_index(
-    index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int | None = None
+    index: Any, queries: Any, k: int, ef_search: int = DEFAULT_EF_SEARCH, nprobe: int | None = None,
+    exact: bool = False,
 ) -> Any:
     """(n, k) int64 label rows of the ``k`` largest inner products per query row; -1 where fewer exist.
 
@@ -231,7 +291,8 @@ def search_index(
     except (RuntimeError, TypeError):
         ivf = None
     if ivf is not None:
-        ivf.nprobe = min(int(nprobe), int(ivf.nlist)) if nprobe is not None else default_nprobe(int(ivf.nlist))
+        ivf.nprobe = (min(int(nprobe), int(ivf.nlist)) if nprobe is not None else
+                      default_nprobe(int(ivf.nlist), exact=exact))
     _, ids = index.search(q, k)
     return ids
 
@@ -273,8 +334,9 @@ class LabelBank:
         self.index_threshold: int | None = None
         self.index_factory: str | None = None
         self.ef_search = DEFAULT_EF_SEARCH
-        self.nprobe: int | None = None  # lists an IVF index probes per span; None: default_nprobe (3/8 of them)
+        self.nprobe: int | None = None  # lists an IVF index probes per span; None: default_nprobe (1/8 or 3/8)
         self._faiss_index: Any = None
+        self._exact: Any = None  # (rows, their float32 vectors) of the labels an IVF index leaves to exact scoring
         self._ivf: Any = None  # the IVF lists as tensors (ivf_lists), for the index they were taken from
         self._no_lean = False  # the lean lists could not be saved beside the index (ivf_lists)
         self._index_path: Path | None = None
@@ -326,14 +388,30 @@ class LabelBank:
         return large_factory(len(self))
 
     def build_index(
-        self, factory: str | None = None, batch_size: int = 65_536, progress: bool = False, mips: str = "auto"
+        self, factory: str | None = None, batch_size: int = 65_536, progress: bool = False, mips: str = "auto",
+        exact_share: float | None = None,
     ) -> LabelBank:
         """Build the FAISS index over the P vectors (``factory``: a faiss factory string; ``mips``: see
-        :func:`build_faiss_index`)."""
+        :func:`build_faiss_index`).
+
+        An inner-product IVF index (``IVF...``) leaves the ``exact_share`` of labels with the smallest vectors (unset:
+        DEFAULT_EXACT_SHARE, 5%; 0: none) out of its lists: they are scored exactly for every span, beside the lists
+        a span probes. Those are the generic labels (person, location) that the lists nearest a span miss most."""
+        import math
+
         if self.vectors.dim() != 2 or len(self) == 0:
             raise DataError("cannot index an empty label bank", where="LabelBank", fix="add labels first")
         f = factory or self.default_factory()
-        self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress, mips=mips)
+        share = DEFAULT_EXACT_SHARE if exact_share is None else float(exact_share)
+        if not 0.0 <= share < 1.0:
+            raise ConfigError(f"exact_share must be in [0, 1), got {exact_share!r}", where="exact_share",
+                              fix="e.g. 0.05 (the default: the 5% of labels with the smallest vectors), or 0 for none")
+        exclude = None
+        if share > 0 and is_ivf_ip(f, mips):
+            exclude = smallest_norms(self.vectors, min(len(self) - 1, math.ceil(share * len(self))), batch_size)
+        self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress, mips=mips,
+                                              exclude=exclude)
+        self._exact = None
         self.index_factory = f
         self._index_path = None
         self._ivf = None
@@ -353,7 +431,9 @@ class LabelBank:
                         where=str(self._index_path),
                         fix="delete it and rebuild: bank.build_index(); bank.save(folder)",
                     ) from None
-                if int(idx.ntotal) != len(self) or int(idx.d) not in (self.dim, self.dim + 1):
+                # an IVF index may leave labels out (scored exactly beside it), never hold more than the bank
+                short_ok = int(idx.ntotal) < len(self) and _is_ivf(idx)
+                if (int(idx.ntotal) != len(self) and not short_ok) or int(idx.d) not in (self.dim, self.dim + 1):
                     raise DataError(
                         f"label index holds {idx.ntotal} vectors of dim {idx.d}, the bank "
                         f"{len(self)} of dim {self.dim}",
@@ -446,7 +526,41 @@ class LabelBank:
             codes = faiss.rev_swig_ptr(inv.get_codes(j), n * d * 4).view(np.float32).reshape(n, d)
             vectors.append(torch.from_numpy(codes))
             ids.append(torch.from_numpy(faiss.rev_swig_ptr(inv.get_ids(j), n)))
-        return IVFLists(cen, vectors, ids, owner=index)
+        rows, vecs = self.exact_labels()
+        if rows.numel():  # the labels left out of the lists: one list every span reads
+            vectors.append(vecs)
+            ids.append(rows)
+        return IVFLists(cen, vectors, ids, owner=index, always=1 if rows.numel() else 0)
+
+    def exact_labels(self) -> Any:
+        """(rows, float32 vectors) of the labels the IVF index leaves out of its lists, scored exactly for every span
+        (empty without an index, or with one that holds every label). Read from the lean lists when they are
+        loaded, else from the index's lists (the labels none of them holds)."""
+        import numpy as np
+        import torch
+
+        if self._exact is None:
+            ivf = self._ivf
+            if ivf is not None and ivf.always:
+                rows = ivf.ids[-1]
+            elif self._faiss_index is None and self._index_path is None:
+                rows = torch.zeros(0, dtype=torch.long)
+            else:
+                faiss = _faiss()
+                index = self.faiss_index()
+                if int(index.ntotal) >= len(self):
+                    rows = torch.zeros(0, dtype=torch.long)
+                else:
+                    ivf_index = faiss.extract_index_ivf(index)
+                    inv = ivf_index.invlists
+                    held = np.zeros(len(self), dtype=bool)
+                    for j in range(int(ivf_index.nlist)):
+                        n = int(inv.list_size(j))
+                        if n:
+                            held[faiss.rev_swig_ptr(inv.get_ids(j), n)] = True
+                    rows = torch.from_numpy(np.flatnonzero(~held).astype(np.int64))
+            self._exact = (rows, self.vectors[rows].float().contiguous())
+        return self._exact
 
     def _ivf_lowp_meta(self, dtype: Any) -> dict:
         from glinker.model.scoring import LOWP_ROW_ALIGN
@@ -480,7 +594,8 @@ class LabelBank:
             cen = torch.from_numpy(np.load(d / "centroids.npy", allow_pickle=False))
             ids = torch.from_numpy(np.load(d / "ids.npy", allow_pickle=False))
             rows = np.load(d / "rows.npy", mmap_mode="r", allow_pickle=False)
-            if sum(sizes) != len(self) or ids.shape != (len(self),) or cen.shape != (len(sizes), self.dim):
+            always = int(meta.get("always", 0))
+            if sum(sizes) != len(self) or ids.shape != (len(self),) or cen.shape != (len(sizes) - always, self.dim):
                 raise ValueError(f"{len(sizes)} lists of {sum(sizes)} labels, {tuple(ids.shape)} ids, centroids "
                                  f"{tuple(cen.shape)}")
             if len(self) and (int(ids.min()) < 0 or int(ids.max()) >= len(self)):
@@ -492,7 +607,7 @@ class LabelBank:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
             log.warning("could not read the low-precision IVF lists in %s (%s): reading the index instead", d, e)
             return None
-        return IVFLists(cen, None, list(ids.split(sizes)), _low=low_lists, source=self.vectors)
+        return IVFLists(cen, None, list(ids.split(sizes)), _low=low_lists, source=self.vectors, always=always)
 
     def _write_ivf_lowp(self, full: Any, dtype: Any) -> Any:
         """Save ``full``'s low-precision lists beside the index and return them memory-mapped (lean); None when
@@ -505,7 +620,7 @@ class LabelBank:
             return None
         low = full.lowp(dtype)
         sizes = [int(i.shape[0]) for i in full.ids]
-        meta = {**self._ivf_lowp_meta(dtype), "sizes": sizes,
+        meta = {**self._ivf_lowp_meta(dtype), "sizes": sizes, "always": full.always,
                 "norms": [low.labels.norm_max, low.labels.low_norm_max, low.labels.err_norm_max]}
         target = folder / BANK_IVF_LOWP
         tmp = Path(tempfile.mkdtemp(prefix=f".{BANK_IVF_LOWP}.", dir=folder))
@@ -531,8 +646,28 @@ class LabelBank:
         return self._read_ivf_lowp(dtype)
 
     def search(self, queries: Any, k: int) -> Any:
-        """(n, k) int64 rows of the ``k`` labels with the largest inner product per query (-1: none)."""
-        return search_index(self.faiss_index(), queries, k, self.ef_search, self.nprobe)
+        """(n, k) int64 rows of the ``k`` labels with the largest inner product per query (-1: none): the index's,
+        merged with the labels it leaves to exact scoring."""
+        import numpy as np
+        import torch
+
+        rows, vecs = self.exact_labels()
+        ids = search_index(self.faiss_index(), queries, k, self.ef_search, self.nprobe, exact=bool(rows.numel()))
+        if not rows.numel():
+            return ids
+        q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
+        got = torch.as_tensor(ids)
+        found = torch.where(got >= 0, torch.linalg.vecdot(q[:, None, :], self.vectors[got.clamp(min=0)].float()),
+                            torch.tensor(-math.inf))
+        ex_s, ex_j = (q @ vecs.T).topk(min(int(k), int(rows.numel())), dim=1)
+        scores = torch.cat([found, ex_s], dim=1)
+        cand = torch.cat([got, rows[ex_j]], dim=1)
+        best = scores.topk(min(int(k), int(scores.shape[1])), dim=1).indices
+        out = torch.gather(cand, 1, best)
+        out = torch.where(torch.gather(scores, 1, best) > -math.inf, out, torch.full_like(out, -1))
+        if out.shape[1] < ids.shape[1]:
+            out = torch.cat([out, torch.full((out.shape[0], ids.shape[1] - out.shape[1]), -1)], dim=1)
+        return out.numpy()
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write ``label_bank.json`` + ``vectors.npy`` atomically into ``out_dir``."""
@@ -549,6 +684,7 @@ class LabelBank:
         if self.has_index:
             faiss = _faiss()
             index = self.faiss_index()
+            meta["exact_labels"] = len(self) - int(index.ntotal)
             files.append((BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))))
         if self.embeddings is not None:
             emb = self.embeddings.detach().cpu().float().numpy()
@@ -630,10 +766,12 @@ class LabelBank:
         d = Path(out_dir)
         meta = json.loads((d / BANK_JSON).read_text(encoding="utf-8"))
         meta["index_factory"] = None
+        meta.pop("exact_labels", None)
         _atomic_write(d / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         (d / BANK_INDEX).unlink(missing_ok=True)
         shutil.rmtree(d / BANK_IVF_LOWP, ignore_errors=True)
         self._faiss_index = None
+        self._exact = None
         self._index_path = None
         self._ivf = None
         self.index_factory = None
@@ -655,6 +793,7 @@ class LabelBank:
                 fix="save the whole bank: bank.save(folder)",
             )
         meta["index_factory"] = self.index_factory
+        meta["exact_labels"] = len(self) - int(index.ntotal)
         _atomic_write(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
         shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
         _atomic_write(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))

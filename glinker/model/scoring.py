@@ -505,7 +505,10 @@ class IVFLists:
     pre-filter (``_low``, memory-mapped from the bank folder) and ``source``, the bank's own (N, D) float32
     vectors, from which the few pairs the pre-filter keeps are re-scored (the same numbers: an IVF-Flat list holds
     exact copies of those rows). A million labels then take ~1 GB of bfloat16 lists instead of 2 GB of float32
-    lists plus their 1 GB bfloat16 copy."""
+    lists plus their 1 GB bfloat16 copy.
+
+    ``always`` trailing lists (0 or 1) have no centroid: every row probes them. An index built with labels scored
+    exactly (:meth:`glinker.model.labels.LabelBank.build_index`, ``exact_share``) holds them there."""
 
     centroids: torch.Tensor
     vectors: list[torch.Tensor] | None
@@ -513,6 +516,7 @@ class IVFLists:
     owner: Any = None
     _low: Any = None
     source: torch.Tensor | None = None
+    always: int = 0
 
     @property
     def lean(self) -> bool:
@@ -629,15 +633,19 @@ def score_rows_ivf(
     if nprobe is None:
         from glinker.model.labels import default_nprobe
 
-        nprobe = default_nprobe(nlist)
+        nprobe = default_nprobe(nlist, exact=lists.always > 0)
     npb = max(1, min(int(nprobe), nlist))
     step = max(1, int(budget_bytes // (4 * nlist)))  # rows per coarse product: (rows, nlist) float32 logits
     # (float32: in bfloat16 its error bound, ~u |q| |c|, spans dozens of centroids around the nprobe-th)
     probe = torch.cat([(q[a : a + step] @ lists.centroids.T).topk(npb, dim=1).indices for a in range(0, n, step)])
+    if lists.always:  # the lists every row reads (the labels scored exactly), after the probed ones
+        extra = torch.arange(nlist, nlist + lists.always, device=probe.device)
+        probe = torch.cat([probe, extra.expand(n, lists.always)], dim=1)
+        npb += lists.always
     flat = probe.reshape(-1)
     order = torch.argsort(flat, stable=True)
     rows_by_list = order // npb  # the rows probing each list, list after list
-    ends = torch.bincount(flat, minlength=nlist).cumsum(0).tolist()
+    ends = torch.bincount(flat, minlength=nlist + lists.always).cumsum(0).tolist()
     parts_r, parts_c, parts_l = [], [], []
     start = kept = 0
     for j, end in enumerate(ends):
