@@ -501,12 +501,33 @@ def _differences(theirs: dict[str, Any], mine: dict[str, Any] | None, limit: int
             if a.get(key) != b.get(key):
                 out.append(f"{name}.{key} ({a.get(key)!r} there, {b.get(key)!r} here)")
         pa, pb = a.get("params") or {}, b.get("params") or {}
-        out += [f"{name}.{k} ({pa.get(k)!r} there, {pb.get(k)!r} here)" for k in [*pa, *(k for k in pb if k not in pa)]
-                if pa.get(k) != pb.get(k)]
+        out += [f"{name}.{k} ({_shown_value(k, pa.get(k))!r} there, {_shown_value(k, pb.get(k))!r} here)"
+                for k in [*pa, *(k for k in pb if k not in pa)] if pa.get(k) != pb.get(k)]
     for key in ("output", "settings"):
         if theirs.get(key) != mine.get(key):
             out.append(f"{key} ({theirs.get(key)!r} there, {mine.get(key)!r} here)")
     return ", ".join(out[:limit]) + (f" and {len(out) - limit} more" if len(out) > limit else "")
+
+
+def _shown_value(key: str, value: Any) -> Any:
+    """A stage parameter's value as a message shows it: a secret-named key's, and secret-named keys at any depth,
+    as ``***``; URL passwords hidden."""
+    from glinker.io import redact
+    from glinker.kb.adapters import _mask_nested, is_secret_name
+
+    if is_secret_name(str(key)) and value not in (None, "", False):
+        return "***"
+
+    def urls(v: Any) -> Any:
+        if isinstance(v, str):
+            return redact(v) if "@" in v else v
+        if isinstance(v, dict):
+            return {k: urls(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [urls(x) for x in v]
+        return v
+
+    return urls(_mask_nested(value))
 
 
 def _what(resources: dict[str, Any]) -> dict[str, Any]:

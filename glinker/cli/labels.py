@@ -60,7 +60,7 @@ def build(
     from glinker.cli.ner import _labels
     from glinker.errors import ConfigError
     from glinker.model import BiEncoder
-    from glinker.model.labels import DEFAULT_INDEX_THRESHOLD, check_factory, large_factory
+    from glinker.model.labels import DEFAULT_INDEX_THRESHOLD, check_factory, exact_count, large_factory
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file", where="--out", fix="give a folder for the label bank")
@@ -97,7 +97,7 @@ def build(
     enc_s = time.perf_counter() - t0
     idx_s = 0.0
     same = bank.has_index and bank.index_factory == factory and (
-        exact_share is None or _bank_meta(out).get("exact_labels", 0) == _exact_count(factory, len(bank), exact_share))
+        exact_share is None or _bank_meta(out).get("exact_labels", 0) == exact_count(factory, len(bank), exact_share))
     if factory != "none" and not same:
         t1 = time.perf_counter()
         bank.build_index(factory, progress=bar, exact_share=exact_share)
@@ -132,15 +132,6 @@ def _save_lowp_lists(m: Any, bank: Any, out: Path) -> None:
     if info is None:
         return
     bank.ivf_lists(lowp=info.dtype)  # the bank is the folder's: its lists are saved there
-
-
-def _exact_count(factory: str, n: int, share: float) -> int:
-    """How many of ``n`` labels an index of ``factory`` built with ``exact_share=share`` scores exactly."""
-    import math
-
-    from glinker.model.labels import is_ivf_ip
-
-    return min(n - 1, math.ceil(share * n)) if share > 0 and is_ivf_ip(factory) else 0
 
 
 def _bank_meta(bank_dir: Path) -> dict:

@@ -760,7 +760,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
            "contents": contents}
     try:  # what the fingerprint hashes, so that a refused resume can say which stage changed (not compared itself)
-        out[_DETAIL] = pipe.identity()
+        out[_DETAIL] = _shown_identity(pipe.identity(), base)
     except Exception:  # noqa: BLE001 - a detail for messages only
         log.debug("no pipeline identity for the run record", exc_info=True)
     dtype = getattr(getattr(h, "settings", None), "dtype", None)
@@ -772,7 +772,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
 
 
 LEGACY_CONTENTS = "_legacy_contents"
-_DETAIL = "stages"  # run-record key of the pipeline's identity: names what changed when "pipeline" differs
+_DETAIL = "identity"  # run-record key of the pipeline's identity: names what changed when "pipeline" differs
 _SET_ONLY = ("dtype", "nprobe")  # run-record keys written only when set (older records lack them)
 
 
@@ -830,6 +830,27 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
         _unlock_record(fd)
         raise
     return _Claim(fd, path, output)
+
+
+def _shown_identity(ident: dict[str, Any], base: Any) -> dict[str, Any]:
+    """A pipeline's identity as a run record keeps it (readable by others: mode 0644) and refusals print it: a
+    stage's ``kb:`` block as :func:`shown_kb` shows it, secret-named keys at any depth and URL passwords as ``***``."""
+    from glinker.cluster import _shown_value
+    from glinker.errors import GlinkerError
+    from glinker.stages.resources import shown_kb
+
+    out = json.loads(json.dumps(ident, default=str))
+    for st in (out.get("stages") or {}).values():
+        params = st.get("params")
+        if not isinstance(params, dict):
+            continue
+        if isinstance(params.get("kb"), dict):
+            try:
+                params["kb"] = shown_kb(params["kb"], base)
+            except GlinkerError:  # an unset ${VAR}: masked below as written
+                pass
+        st["params"] = {k: _shown_value(k, v) for k, v in params.items()}
+    return out
 
 
 def _pipeline_change(before: Any, now: Any) -> str:

@@ -87,6 +87,17 @@ def is_ivf_ip(factory: str, mips: str = "auto") -> bool:
     return str(factory).upper().startswith("IVF") and not uses_mips_transform(factory, mips)
 
 
+def exact_count(factory: str, n: int, share: float, mips: str = "auto") -> int:
+    """How many of ``n`` labels an index of ``factory`` built with ``exact_share=share`` leaves to exact scoring: the
+    share of them rounded up, for an inner-product IVF index only, and never so many that fewer labels than its
+    lists would be left to train it."""
+    from glinker.kb.index import factory_nlist
+
+    if share <= 0 or not is_ivf_ip(factory, mips):
+        return 0
+    return max(0, min(math.ceil(round(share * n, 9)), n - (factory_nlist(factory) or 1)))
+
+
 def smallest_norms(vectors: Any, count: int, batch_size: int = 65_536) -> Any:
     """Sorted int64 rows of the ``count`` rows of ``vectors`` (N, D) with the smallest norms (read in batches: a
     memory-mapped bank is not loaded whole)."""
@@ -397,7 +408,6 @@ class LabelBank:
         An inner-product IVF index (``IVF...``) leaves the ``exact_share`` of labels with the smallest vectors (unset:
         DEFAULT_EXACT_SHARE, 5%; 0: none) out of its lists: they are scored exactly for every span, beside the lists
         a span probes. Those are the generic labels (person, location) that the lists nearest a span miss most."""
-        import math
 
         if self.vectors.dim() != 2 or len(self) == 0:
             raise DataError("cannot index an empty label bank", where="LabelBank", fix="add labels first")
@@ -407,8 +417,9 @@ class LabelBank:
             raise ConfigError(f"exact_share must be in [0, 1), got {exact_share!r}", where="exact_share",
                               fix="e.g. 0.05 (the default: the 5% of labels with the smallest vectors), or 0 for none")
         exclude = None
-        if share > 0 and is_ivf_ip(f, mips):
-            exclude = smallest_norms(self.vectors, min(len(self) - 1, math.ceil(share * len(self))), batch_size)
+        count = exact_count(f, len(self), share, mips)
+        if count:
+            exclude = smallest_norms(self.vectors, count, batch_size)
         self._faiss_index = build_faiss_index(self.vectors, f, batch_size=batch_size, progress=progress, mips=mips,
                                               exclude=exclude)
         self._exact = None

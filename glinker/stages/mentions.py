@@ -214,7 +214,6 @@ _UNLIMITED = 1 << 30
 _CAN_START, _CAN_END = 1, 2
 
 
-@functools.cache
 class _IgnorableToken:
     """A token made of characters that do not show only (``glinker.kb.store.IGNORABLES``), compiled at first use."""
 
@@ -231,6 +230,7 @@ class _IgnorableToken:
 _IGNORABLE_TOKEN = _IgnorableToken()
 
 
+@functools.cache
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """(the token pattern of non-ASCII text, the pattern of a token's pieces, what makes a token split into
     pieces): compiled at first use, the class of combining marks being large."""

@@ -123,3 +123,11 @@ def test_names_written_with_characters_that_do_not_show_find_their_entities(tmp_
     assert "characters that do not show" in caplog.text
     with KB.open(tmp_path / "kb", writable=True) as kb:
         assert kb.store.fold_version == 5 and kb.store.lookup_folded(["par\u200bis"]) == {"par\u200bis": ["Q90"]}
+
+
+def test_the_alias_dictionary_compiles_its_patterns_once() -> None:
+    """Review: moving code above _patterns left its @functools.cache on another class: every non-ASCII document
+    compiled the token patterns again."""
+    from glinker.stages.mentions import _patterns
+
+    assert _patterns() is _patterns() and hasattr(_patterns, "cache_info")

@@ -121,3 +121,15 @@ def test_labels_build_sets_the_share_and_rebuilds_an_index_built_before(tmp_path
     assert json.loads(info.stdout)["exact_labels"] == 20
     bank = LabelBank.load(tmp_path / "bank")
     assert bank.ivf_lists().always == 1 and int(bank.faiss_index().ntotal) == 380
+
+
+def test_an_index_nearly_as_large_as_its_bank_leaves_out_no_more_than_it_can_spare():
+    """Review: leaving 5% out of 520 labels for IVF512 left 494 to train 512 lists: the build failed after encoding
+    (it built before). The count left out keeps at least one label a list; shares are rounded as written."""
+    from glinker.model.labels import exact_count
+
+    assert exact_count("IVF512,Flat", 520, 0.05) == 8 and exact_count("IVF512,Flat", 512, 0.05) == 0
+    assert exact_count("IVF8,Flat", 100, 0.07) == 7  # not ceil(7.000000000000001) = 8
+    assert exact_count("Flat", 1000, 0.05) == 0 and exact_count("IVF8,Flat", 1000, 0) == 0
+    bank = _bank(C=520, D=8).build_index("IVF512,Flat")
+    assert int(bank.faiss_index().ntotal) == 512 and bank.exact_labels()[0].numel() == 8
