@@ -207,7 +207,7 @@ class Coordinator:
         self.r.hset(self.keys.meta, mapping={"spec": spec_fingerprint, "kind": kind, "token": self.token, "state": "open",
                                              "pipeline": pipeline_name, "owner": self.owner,
                                              "resources": json.dumps(resources or {}, default=str),
-                                             "stages": json.dumps(identity or {}, default=str),
+                                             "stages": json.dumps(shown_params(identity or {}), default=str),
                                              "heartbeat_ttl": str(heartbeat_ttl), "started": str(time.time())})
         self.r.expire(self.keys.meta, self._batch_ttl)  # renewed while this coordinator lives (_keep_batches)
 
@@ -530,6 +530,17 @@ def _shown_value(key: str, value: Any) -> Any:
     return urls(_mask_nested(value))
 
 
+def shown_params(ident: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline identity (:meth:`Pipeline.identity`) with every stage parameter as :func:`_shown_value` shows it:
+    what a job's metadata in Redis keeps and what workers compare for their messages (no password leaves the
+    coordinator; secret-named keys and URL passwords are ``***``)."""
+    out = json.loads(json.dumps(ident, default=str))
+    for st in (out.get("stages") or {}).values():
+        if isinstance(st.get("params"), dict):
+            st["params"] = {k: _shown_value(k, v) for k, v in st["params"].items()}
+    return out
+
+
 def _what(resources: dict[str, Any]) -> dict[str, Any]:
     """What a job's KBs and models are, without where they lie (paths differ between machines)."""
     return {k: v for k, v in resources.items() if k != "where"}
@@ -555,7 +566,7 @@ class LinkTask:
         self.pipe = pipeline
         self.name = pipeline.name
         self.resources = pipeline.resource_ident()
-        self.identity = pipeline.identity()
+        self.identity = shown_params(pipeline.identity())  # as the job's metadata keeps it (secrets masked)
         self.fingerprint = job_fingerprint(pipeline.fingerprint(), self.resources)
         if records is None:
             from glinker.cli.link import json_records as records

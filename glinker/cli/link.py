@@ -834,23 +834,21 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
 
 def _shown_identity(ident: dict[str, Any], base: Any) -> dict[str, Any]:
     """A pipeline's identity as a run record keeps it (readable by others: mode 0644) and refusals print it: a
-    stage's ``kb:`` block as :func:`shown_kb` shows it, secret-named keys at any depth and URL passwords as ``***``."""
-    from glinker.cluster import _shown_value
+    stage's ``kb:`` block as :func:`shown_kb` shows it (the adapter's declared secrets too), then every parameter
+    as a cluster job's metadata shows it (:func:`glinker.cluster.shown_params`)."""
+    from glinker.cluster import shown_params
     from glinker.errors import GlinkerError
     from glinker.stages.resources import shown_kb
 
     out = json.loads(json.dumps(ident, default=str))
     for st in (out.get("stages") or {}).values():
         params = st.get("params")
-        if not isinstance(params, dict):
-            continue
-        if isinstance(params.get("kb"), dict):
+        if isinstance(params, dict) and isinstance(params.get("kb"), dict):
             try:
                 params["kb"] = shown_kb(params["kb"], base)
-            except GlinkerError:  # an unset ${VAR}: masked below as written
+            except GlinkerError:  # an unset ${VAR}: masked as written
                 pass
-        st["params"] = {k: _shown_value(k, v) for k, v in params.items()}
-    return out
+    return shown_params(out)
 
 
 def _pipeline_change(before: Any, now: Any) -> str:

@@ -41,3 +41,17 @@ def test_a_cluster_workers_differences_hide_secrets():
     b = {"stages": {"c": {"type": "t", "params": {"api_key": "k2", "url": "https://u:pw2@h/x", "n": 2}}}}
     said = _differences(a, b)
     assert "k1" not in said and "pw1" not in said and "pw2" not in said and "c.n (1 there, 2 here)" in said
+
+
+def test_a_cluster_jobs_metadata_keeps_no_password():
+    """A `glinker link --queue` job stored the pipeline identity with raw stage parameters in Redis (for the
+    workers' messages): a stage kb: URL password or a secret-named parameter was readable there."""
+    from glinker.cluster import _differences, shown_params
+
+    ident = _pipe("hunter2").identity()
+    shown = shown_params(ident)
+    text = json.dumps(shown)
+    assert "hunter2" not in text and "***" in text
+    assert shown["stages"]["c"]["params"]["top_k"] == ident["stages"]["c"]["params"]["top_k"]
+    other = shown_params(_pipe("hunter2", ", top_k: 3").identity())
+    assert "c.top_k" in _differences(shown, other)
