@@ -66,8 +66,6 @@ def default_nprobe(nlist: int, exact: bool = False) -> int:
     """Lists an IVF label index probes per span unless ``bank.nprobe`` says otherwise: 3/8 of them (192 of 512),
     1/8 of an index whose smallest labels are scored exactly (``exact``), at least DEFAULT_NPROBE (all of a
     smaller index)."""
-    import math
-
     share = DEFAULT_EXACT_NPROBE_SHARE if exact else DEFAULT_NPROBE_SHARE
     return min(int(nlist), max(DEFAULT_NPROBE, math.ceil(share * int(nlist))))
 
@@ -194,6 +192,13 @@ def build_faiss_index(
     def rows(a: int, b: int) -> Any:
         return _augment(raw(a, b), max_norm) if l2 else raw(a, b)
 
+    def gathered(ids: Any) -> Any:
+        """The float32 rows ``ids`` (sorted) of ``vectors``, contiguous (a memory-mapped bank is read where needed)."""
+        v = vectors[torch.as_tensor(ids)] if isinstance(vectors, torch.Tensor) else vectors[ids]
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu().float().numpy()
+        return np.ascontiguousarray(v, dtype=np.float32)
+
     keep = None  # the rows indexed, when some are left out
     if exclude is not None and len(exclude):
         mask = np.ones(n, dtype=bool)
@@ -218,11 +223,7 @@ def build_faiss_index(
         pool = n if keep is None else len(keep)
         take = np.sort(rng.choice(pool, size=min(pool, max(train_size, 40 * (factory_nlist(factory) or 0))),
                                   replace=False))
-        take = take if keep is None else keep[take]
-        sample = vectors[torch.as_tensor(take)] if isinstance(vectors, torch.Tensor) else vectors[take]
-        if isinstance(sample, torch.Tensor):
-            sample = sample.detach().cpu().float().numpy()
-        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        sample = gathered(take if keep is None else keep[take])
         if l2:
             sample = _augment(sample, max_norm)
         try:
@@ -248,9 +249,7 @@ def build_faiss_index(
     else:
         for a in range(0, len(keep), batch_size):
             ids = keep[a : a + batch_size]
-            v = vectors[torch.as_tensor(ids)] if isinstance(vectors, torch.Tensor) else vectors[ids]
-            v = v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else v
-            index.add_with_ids(np.ascontiguousarray(v, dtype=np.float32), ids)
+            index.add_with_ids(gathered(ids), ids)
             if bar is not None:
                 bar.update(len(ids))
     if bar is not None:
