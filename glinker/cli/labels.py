@@ -143,17 +143,13 @@ def _bank_meta(bank_dir: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _bank_precision(bank_dir: Path) -> str | None:
-    """The precision a bank's vectors were computed in, as its build recorded it (None: built before it did)."""
-    return _bank_meta(bank_dir).get("precision")
-
-
 @labels_app.command("info")
 def info(bank_dir: Path = typer.Argument(..., help="A label bank folder.")) -> None:
     """Print a bank's label count, dimension, model fingerprint and index as one JSON line."""
     from glinker.model import LabelBank
 
     bank = LabelBank.load(bank_dir)
+    meta = _bank_meta(bank_dir)
     vec = Path(bank_dir) / "vectors.npy"
     typer.echo(
         json.dumps(
@@ -161,10 +157,11 @@ def info(bank_dir: Path = typer.Argument(..., help="A label bank folder.")) -> N
                 "labels": len(bank),
                 "dim": bank.dim,
                 "model_fingerprint": bank.model_fingerprint,
-                "precision": _bank_precision(bank_dir),
+                # the precision the vectors were computed in, as the build recorded it (None: built before it did)
+                "precision": meta.get("precision"),
                 "index": bank.index_factory if bank.has_index else None,
                 # labels the IVF index leaves out of its lists, scored exactly for every span
-                "exact_labels": _bank_meta(bank_dir).get("exact_labels", 0) if bank.has_index else None,
+                "exact_labels": meta.get("exact_labels", 0) if bank.has_index else None,
                 "vectors_bytes": vec.stat().st_size,
                 "first": bank.names[:3],
             }

@@ -70,13 +70,17 @@ def default_nprobe(nlist: int, exact: bool = False) -> int:
     return min(int(nlist), max(DEFAULT_NPROBE, math.ceil(share * int(nlist))))
 
 
+def _ivf_of(index: Any) -> Any:
+    """The inverted file inside a read FAISS index, or None when it is none."""
+    try:
+        return _faiss().extract_index_ivf(index)
+    except (RuntimeError, TypeError):
+        return None
+
+
 def _is_ivf(index: Any) -> bool:
     """Whether a read FAISS index is an inverted file."""
-    try:
-        _faiss().extract_index_ivf(index)
-        return True
-    except (RuntimeError, TypeError):
-        return False
+    return _ivf_of(index) is not None
 
 
 def is_ivf_ip(factory: str, mips: str = "auto") -> bool:
@@ -296,10 +300,7 @@ def search_index(
     inner = faiss.downcast_index(index)
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = max(int(ef_search), k)
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except (RuntimeError, TypeError):
-        ivf = None
+    ivf = _ivf_of(index)
     if ivf is not None:
         ivf.nprobe = (min(int(nprobe), int(ivf.nlist)) if nprobe is not None else
                       default_nprobe(int(ivf.nlist), exact=exact))

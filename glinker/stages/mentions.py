@@ -214,20 +214,12 @@ _UNLIMITED = 1 << 30
 _CAN_START, _CAN_END = 1, 2
 
 
-class _IgnorableToken:
+@functools.cache
+def _ignorable_token() -> re.Pattern[str]:
     """A token made of characters that do not show only (``glinker.kb.store.IGNORABLES``), compiled at first use."""
+    from glinker.kb.store import IGNORABLES
 
-    pattern: re.Pattern[str] | None = None
-
-    def fullmatch(self, text: str, start: int, end: int) -> bool:
-        if self.pattern is None:
-            from glinker.kb.store import IGNORABLES
-
-            self.pattern = re.compile(f"[{re.escape(IGNORABLES)}]+")
-        return self.pattern.fullmatch(text, start, end) is not None
-
-
-_IGNORABLE_TOKEN = _IgnorableToken()
+    return re.compile(f"[{re.escape(IGNORABLES)}]+")
 
 
 @functools.cache
@@ -728,8 +720,8 @@ class AliasMentions(Stage):
                     if pieces and not edge[i + n - 1] & can_end:  # type: ignore[index]
                         continue
                     s, e = toks[i][0], toks[i + n - 1][1]
-                    if not ascii_text and (_IGNORABLE_TOKEN.fullmatch(text, s, toks[i][1]) or
-                                           _IGNORABLE_TOKEN.fullmatch(text, toks[i + n - 1][0], e)):
+                    if not ascii_text and (_ignorable_token().fullmatch(text, s, toks[i][1]) or
+                                           _ignorable_token().fullmatch(text, toks[i + n - 1][0], e)):
                         continue  # a mark that does not show is no part of a name at its ends ("Berlin\u200f")
                     if e - s < min_chars:
                         continue
