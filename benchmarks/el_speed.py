@@ -107,6 +107,9 @@ def run_ours(args: argparse.Namespace, texts: list[dict], dtype: str | None = No
 
 
 def run_reference(args: argparse.Namespace, texts: list[dict]) -> dict | None:
+    if args.reference_limit <= 0 or str(args.reference_venv).lower() == "none":
+        print("GLiNKER 0.1.1 not measured (--reference-limit 0 or --reference-venv none)", file=sys.stderr)
+        return None
     py = Path(args.reference_venv) / "bin" / "python"
     if not py.is_file():
         print(f"reference venv {args.reference_venv} not found: GLiNKER 0.1.1 not measured", file=sys.stderr)
@@ -145,7 +148,8 @@ def main() -> int:
                     help="ours: comma-separated precisions to run, e.g. float32,auto (default: the pipeline's own)")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--reference-venv", default=str(ROOT / ".venv-glinker011"))
-    ap.add_argument("--reference-limit", type=int, default=10)
+    ap.add_argument("--reference-limit", type=int, default=10,
+                    help="GLiNKER 0.1.1 links the first M documents (0: not run; so does --reference-venv none)")
     ap.add_argument("--reference-timeout", type=int, default=3600)
     ap.add_argument("--kb-subset", type=int, default=None, help="link against an N-entity subset (both sides)")
     ap.add_argument("--kb-source", default=str(ROOT / "runs" / "training-entities.jsonl"),
@@ -183,7 +187,7 @@ def main() -> int:
         rdps = ref["docs"] / ref["seconds"]
         print(f"GLiNKER 0.1.1: {rdps:.3f} docs/s on the first {ref['docs']} documents "
               f"(setup incl. entity embeddings {ref['setup_seconds']:.1f} s for {ref.get('entities', '?')} entities, "
-              f"peak RSS {ref['peak_rss_mb']:.0f} MB)")
+              f"peak RSS {ref['peak_rss_mb']:.0f} MiB)")
         print(f"docs_per_s={dps:.3f} reference_docs_per_s={rdps:.4f} speedup={dps / rdps:.1f} "
               f"non_encoder_share={share:.3f}{more}")
     else:

@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--factory", default="auto")
     ap.add_argument("--nprobe", default="8,16,32,64")
-    ap.add_argument("--threads", type=int, default=1, help="faiss threads for the per-mention timing")
+    ap.add_argument("--threads", type=int, default=1, help="faiss and torch threads for the per-mention timing")
     ap.add_argument("--unit", action="store_true", help="unit-norm vectors (before 2026-12-01 runs)")
     a = ap.parse_args()
     import faiss
@@ -138,11 +138,14 @@ def main() -> None:
     ram = psutil.Process().memory_info().rss - rss0
 
     faiss.omp_set_num_threads(a.threads)
+    import torch
+
+    torch.set_num_threads(a.threads)  # the index's coarse step runs in torch (since session 35): same thread count
     print(f"n={a.n:,} dim={a.dim} factory={fac} ({'unit vectors' if a.unit else 'log-normal norms'}, "
           f"{'MIPS->L2 transform' if vi.transformed else 'inner product'}); generate {gen_s:.0f} s, exact top-10 for {a.queries} queries "
           f"{exact_s:.0f} s, train {train_s:.0f} s, add {add_s:.0f} s; index file {disk / a.n:.0f} B/vector "
           f"(estimate {index_bytes_per_vector(fac, a.dim)}), RAM once loaded {ram / a.n:.0f} B/vector; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, faiss threads {a.threads}\n")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, faiss and torch threads {a.threads}\n")
     print("| vectors | dim | index | nprobe | p50 ms/mention | p99 ms/mention | recall@10 vs exact |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     probes = [int(p) for p in a.nprobe.split(",")] if fac.startswith("IVF") else [1]

@@ -144,7 +144,7 @@ def main() -> None:
                 f"index build {t_build:.1f} s, predict {t_ret:.1f} s (exhaustive {t_ex:.1f} s)"
             )
             last = (f, agree)
-    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    print(f"peak RSS {peak_rss_mb():.0f} MiB")
     if last is not None:
         print(f"agreement_{last[0]}={last[1]:.4f}")
 

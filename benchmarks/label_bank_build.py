@@ -52,7 +52,7 @@ def main() -> None:
         raise SystemExit(f"glinker labels build failed (exit {r.returncode})")
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    disk = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())  # the lists folder (ivf-lowp) too
     print(json.dumps({**rep, "wall_s": round(wall, 1), "labels_per_s": round(a.n / rep["encode_s"], 1),
                       "peak_rss_mb": round(peak), "bank_bytes": disk, "torch_threads": a.threads,
                       "load_average": round(os.getloadavg()[0], 1)}))

@@ -6,9 +6,10 @@
 Columns, each label count in its own process (so peak RSS is its own), 1 torch thread, batch 8, threshold 0.5,
 flat NER, the same ~64-token texts:
 - **glinker**: ``BiEncoder.predict`` on a LabelBank (exhaustive chunked scoring below the retrieval threshold,
-  top-64 retrieval through the bank's index from 100k labels: by default
-  an IVF-Flat index of ~N/256 lists, 3/8 of them probed since session 36 (192 of 512 at 100k, 1,536 of 4,096 at
-  1M; 64 before), scored by matrix products).
+  top-64 retrieval through the bank's index from 100k labels: by default an IVF-Flat index of ~N/256 lists
+  without the 5% of labels with the smallest vectors, which every span scores exactly, and 1/8 of the lists probed,
+  at least 64 (since session 38: 64 of 512 at 100k, 512 of 4,096 at 1M; 3/8 of the lists alone in sessions 36-37),
+  scored by matrix products).
 - **gliner bi**: the reference ``batch_predict_with_embeds`` with the same precomputed label embeddings E (our
   bank holds P = prompt_rep_layer(E) of exactly these E), same checkpoint; run under an address-space cap
   (``--ref-mem-gb``) so that when it needs more memory than the machine has it fails with MemoryError instead
@@ -325,6 +326,9 @@ def main() -> None:
     if a.counts:
         counts = [int(x) for x in a.counts.split(",")]
     ref = not a.quick and not a.no_ref and Path(a.ref_python).exists()
+    if not a.quick and not a.no_ref and not ref:
+        print(f"reference interpreter {a.ref_python} not found: gliner bi and uni are not run (make "
+              "reference-venv builds it; --no-ref runs ours only without this message)", file=sys.stderr)
     ckpt = build_edge_checkpoint(a.ckpt)
     torch.set_num_threads(a.build_threads)
     m = BiEncoder.from_pretrained(ckpt)
@@ -374,7 +378,7 @@ def main() -> None:
 
     print(f"\nNER throughput vs label count: CPU, 1 thread per process, batch 8, threshold 0.5, ~64-token texts; "
           f"glinker {n_texts} texts best of {repeats}; {a.dtype} (glinker and gliner uni; gliner bi float32)")
-    print("| labels | glinker scoring | glinker ex/s | glinker peak RSS MB | gliner bi ex/s | gliner bi peak RSS MB "
+    print("| labels | glinker scoring | glinker ex/s | glinker peak RSS MiB | gliner bi ex/s | gliner bi peak RSS MiB "
           "| gliner uni ex/s (passes) | entities (glinker / gliner bi) |")
     print("|---:|---|---:|---:|---:|---:|---:|---|")
     for c in counts:

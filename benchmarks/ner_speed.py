@@ -47,8 +47,9 @@ NOUN = (  # noqa: SIM905
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS. Linux keeps ru_maxrss across exec (a worker would inherit the peak of the
-    parent it was forked from), so the kernel's per-image high-water mark VmHWM is read where it exists."""
+    """This process's peak RSS in MiB (KiB / 1024; the tables said "MB" before session 39). Linux keeps ru_maxrss
+    across exec (a worker would inherit the peak of the parent it was forked from), so the kernel's per-image
+    high-water mark VmHWM is read where it exists."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -366,7 +367,7 @@ def main() -> None:
     )
     print(
         "| text tokens | labels | glinker ex/s | gliner ex/s | speedup | speedup (CPU time) "
-        "| glinker peak RSS MB | gliner peak RSS MB | entities (glinker/gliner) |"
+        "| glinker peak RSS MiB | gliner peak RSS MiB | entities (glinker/gliner) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     speed1024 = cpu1024 = None

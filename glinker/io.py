@@ -88,8 +88,8 @@ def repair_jsonl_tail(path: str | Path) -> int:
     n = _partial_tail(p)
     if n:
         log.warning("%s: removing an incomplete last line (%d bytes) left by an interrupted write", p, n)
-        with p.open("r+b") as f:
-            f.truncate(p.stat().st_size - n)
+        with open_plain_file(p, "r+b") as f:
+            f.truncate(os.fstat(f.fileno()).st_size - n)
     return n
 
 
@@ -105,7 +105,7 @@ def write_jsonl(path: str | Path, docs: Iterable[Any], append: bool = True, fsyn
     if append:
         repair_jsonl_tail(p)
     n = 0
-    with p.open("a" if append else "w", encoding="utf-8") as f:
+    with open_plain_file(p, "a" if append else "w", special_ok=True) as f:
         for d in docs:
             f.write(_dumps(d))
             f.write("\n")
@@ -153,6 +153,84 @@ def plain_mode(path: str | Path, executable: bool = False) -> None:
     os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
+_NO_LINK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_plain(path: str | Path, flags: int, what: str = "", where: str | None = None, fix: str | None = None,
+               own: bool = False, special_ok: bool = False) -> int:
+    """``os.open(path, flags)`` for a file glinker writes (or locks) beside others, in a folder other users may write
+    too: never through a symbolic link planted at ``path`` (``O_NOFOLLOW``: its target is never opened), and only a
+    regular file (``special_ok``: also a named pipe or a device, such as a JSONL stream read by another program);
+    with ``own``, also one no other hard link names (a file whose mode glinker changes). Anything else is a
+    ConfigError naming ``path`` (``what`` says what the file is: ", the KB's writer lock")."""
+    import errno
+    import stat
+
+    fix = fix or "remove it (glinker keeps a plain file of its own there) and run this again"
+    # a FIFO planted where a lock or a record is expected would block the open: O_NONBLOCK, then refused
+    nonblock = 0 if special_ok else getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | _NO_LINK | nonblock, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            raise ConfigError(f"{path}{what} is a symbolic link: glinker does not write through one",
+                              where=where or str(path), fix=fix) from None
+        if e.errno == errno.ENXIO and not special_ok:  # a FIFO no one reads, opened for writing without blocking
+            raise ConfigError(f"{path}{what} is not a regular file", where=where or str(path), fix=fix) from None
+        raise
+    st = os.fstat(fd)
+    regular = stat.S_ISREG(st.st_mode)
+    if (not regular and not special_ok) or (own and regular and st.st_nlink > 1):
+        os.close(fd)
+        kind = "not a regular file" if not regular else "a file that another hard link names too"
+        raise ConfigError(f"{path}{what} is {kind}", where=where or str(path), fix=fix)
+    if nonblock:
+        os.set_blocking(fd, True)
+    return fd
+
+
+def open_plain_file(path: str | Path, mode: str, **kw: Any) -> Any:
+    """:func:`open_plain` as a file object: ``mode`` one of "a", "a+", "r+b", "w", "wb" (text modes in UTF-8)."""
+    flags = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT,
+             "r+b": os.O_RDWR, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode]
+    fd = open_plain(path, flags, **kw)
+    try:
+        return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def atomic_write(path: str | Path, data: str | bytes | Any, fsync: bool = True, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` (text, bytes, or a callable given the open binary file) through a temporary file
+    of its own folder that no one else can have named (``mkstemp``: a fresh name, created exclusively, never a link
+    planted there), fsynced, then renamed into place; the file gets ``mode`` (default: what a plain ``open()`` gives
+    under the umask, not mkstemp's owner-only 0600). A failure leaves ``path`` as it was and no temporary file."""
+    import tempfile
+
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        if mode is None:
+            plain_mode(tmp)
+        else:
+            os.chmod(tmp, mode)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 _SURROGATE = None
 
 
@@ -166,7 +244,7 @@ def locked(path: str | Path, wait: bool = True, mode: str = "a") -> Iterator[Any
     (``mode``) so the holder may write in it. ``wait=False`` raises :class:`Busy` at once when another process
     holds it; otherwise it waits. Released when the block ends or the process dies (no stale locks). Where fcntl
     is missing (Windows) nothing is locked."""
-    with open(path, mode, encoding="utf-8") as f:
+    with open_plain_file(path, mode, what=", a lock file") as f:
         lock_exclusive(f.fileno(), path, wait=wait)
         try:
             yield f
@@ -519,7 +597,7 @@ def done_state(path: str | Path, keep: int | None = None) -> ResumeState:
 def keep_lines(path: str | Path, n: int) -> None:
     """Cut a JSONL file after its first ``n`` lines (in place; documents written before an interruption that the
     run's own output does not hold: the resumed run writes them again)."""
-    with open(path, "r+b") as f:
+    with open_plain_file(path, "r+b") as f:
         for _ in range(n):
             if not f.readline():
                 return
@@ -538,9 +616,7 @@ def write_json(path: str | Path, docs: Iterable[Any], indent: int | None = 2) ->
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     items = [to_jsonable(d) for d in docs]
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(items, ensure_ascii=False, indent=indent) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write(p, json.dumps(items, ensure_ascii=False, indent=indent) + "\n")
     return len(items)
 
 

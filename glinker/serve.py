@@ -15,11 +15,11 @@ One thread runs the pipeline (its warm-up, every batch and its close at the stop
 batched linking rather than of one document at a time.
 
 The server has no authentication and no TLS (a reverse proxy adds them). What it guards itself against: requests
-too big to link (``max_body``, ``max_chars``, ``max_docs``), clients that send slowly (``request_timeout``: one
-deadline for a request's headers and body, from its first byte) or open many connections (``max_connections``
-served at once, the others wait in the kernel's queue; a connection idle without a request for ``idle_timeout``
-is closed, and with every slot taken the one idle longest is closed for a new client), hostile JSON (a 400, never
-a dropped connection), requests framed ambiguously (a body on a GET, a Content-Length that is not plain digits or
+too big to link (``max_body``, ``max_chars``, ``max_docs``, ``max_meta_items``), clients that send slowly
+(``request_timeout``: one deadline for a request's headers and body, from its first byte) or open many connections
+(``max_connections`` served at once, the others wait in the kernel's queue; a connection idle without a request for
+``idle_timeout`` is closed, and with every slot taken the one idle longest is closed for a new client), hostile
+JSON (a 400, never a dropped connection), requests framed ambiguously (a body on a GET, a Content-Length that is not plain digits or
 is given twice differently, a Transfer-Encoding: a 400 or 411 and the connection closed, so that no request is
 read out of another's body) and, on a loopback address, web pages that reach it through a DNS name of theirs (DNS
 rebinding: only loopback ``Host`` names, IP addresses and ``allow_hosts`` are answered). A refused request's body
@@ -57,7 +57,18 @@ from glinker.io import check_text, free_id
 log = logging.getLogger(__name__)
 access = logging.getLogger(__name__ + ".access")  # one line per answer, at INFO
 
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = 4 * 1024 * 1024
+"""Bytes of body one request may send by default: 200,000 characters (``MAX_CHARS``) fit even with every character
+escaped (``\\u00e9``: 6 bytes, 12 for an emoji's pair), and a body becomes Python objects of up to ~40 times its
+size while it is parsed (a body of empty ``{}``), so the limit bounds memory, not only the wire."""
+
+MAX_META_ITEMS = 100_000
+"""Values (containers, strings, numbers) the ``meta`` of one request's documents may hold together by default: the
+records echo them, and each costs ~50-100 bytes held until the answer is sent, whatever its size in the body."""
+
+PARSING_AT_ONCE = 2
+"""Bodies parsed at the same time (the others wait their turn): what a body costs while it is parsed is bounded by
+this many times ``max_body``'s worth of objects, not by the connection count."""
 MAX_CHARS = 200_000
 """Characters of text one request may hold by default: the batch thread links one request's documents before the
 next request's, so one huge request would hold every client (about a minute per 50,000 characters on 2 CPU cores;
@@ -131,10 +142,26 @@ def check_meta(meta: dict[str, Any], where: str, max_depth: int | None = None) -
     checked_meta(meta, where, MAX_META_DEPTH if max_depth is None else max_depth)
 
 
-def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, Any]]:
+def meta_items(meta: Any, most: int) -> int:
+    """The values ``meta`` holds, itself and every container, key's value and item inside it counted once; the
+    count stops at ``most`` (a request's whole meta is counted against what is left of its limit)."""
+    n, todo = 0, [meta]
+    while todo and n < most:
+        v = todo.pop()
+        n += 1
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return n
+
+
+def parse_request(body: bytes, max_docs: int | None = None,
+                  max_meta_items: int | None = None) -> list[dict[str, Any]]:
     """The documents of a ``POST /link`` body; a DataError naming the field when it is not one of the forms, a
     :class:`RequestTooLarge` when it holds more than ``max_docs`` documents (checked before any document is looked
-    at: a 16 MB body of empty texts is four million documents)."""
+    at: a 4 MB body of empty texts is a million documents) or its documents' ``meta`` more than ``max_meta_items``
+    values together (:func:`meta_items`)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -178,6 +205,7 @@ def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, An
                               where=key, fix="send fewer documents per request (glinker link for big inputs), or "
                                              "start the server with a larger --max-docs")
     docs = []
+    meta_left = max_meta_items if max_meta_items is not None else 0
     # a document without an id is numbered by its place, unless another document of the request has that id
     given: set[str] = set()
     if key == "documents":
@@ -209,6 +237,13 @@ def parse_request(body: bytes, max_docs: int | None = None) -> list[dict[str, An
 
         meta = record_meta({k: v for k, v in item.items() if not (k == "meta" and v is None)})
         if meta:
+            if max_meta_items is not None:
+                meta_left -= meta_items(meta, meta_left + 1)
+                if meta_left < 0:
+                    raise RequestTooLarge(f"the documents' meta hold more than {max_meta_items:,} values together "
+                                          f"(by documents[{i}])", where=f"documents[{i}].meta",
+                                          fix="send less meta per request (it is echoed, not linked), or start the "
+                                              "server with a larger --max-meta-items")
             check_meta(meta, f"documents[{i}].meta")
             doc["meta"] = meta
         docs.append(doc)
@@ -658,11 +693,13 @@ class _DeadlineReader(io.RawIOBase):
 
 def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BODY,
                  max_chars: int = MAX_CHARS, *, max_docs: int = MAX_DOCS, request_timeout: float = REQUEST_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT, max_meta_items: int = MAX_META_ITEMS,
                  hosts: frozenset[str] | None = None) -> type[BaseHTTPRequestHandler]:
     """The request handler class of a server around ``batcher``; ``hosts``: the ``Host`` names it answers (None:
     any; see :func:`allowed_hosts`)."""
     from glinker.types import Document
+
+    parsing = threading.BoundedSemaphore(PARSING_AT_ONCE)  # bodies turned into objects at once (PARSING_AT_ONCE)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "glinker"
@@ -1001,7 +1038,9 @@ def make_handler(batcher: Batcher, info: dict[str, Any], max_body: int = MAX_BOD
             if len(body) < size:  # the client stopped sending (or a stopping server stopped reading)
                 raise _ClientLeft
             try:
-                raw_docs = parse_request(body, max_docs)
+                with parsing:
+                    raw_docs = parse_request(body, max_docs, max_meta_items)
+                del body  # the documents hold what the request needs
                 chars = sum(len(d["text"]) for d in raw_docs)
                 if chars > max_chars:
                     self._json(413, {"error": {"message": f"{chars:,} characters of text; this server links at "
@@ -1153,9 +1192,9 @@ class _Listener(ThreadingHTTPServer):
 class Server:
     """A pipeline served over HTTP on ``host:port`` (port 0: any free port, see ``.port``).
 
-    ``max_docs``, ``max_chars``, ``max_body``: what one request may hold (more is a 413); ``max_connections``:
-    connections served at once (idle ones included; one idle is closed for a new one when all are taken);
-    ``request_timeout``: seconds a client has to send a request, from its first byte; ``idle_timeout``: seconds a
+    ``max_docs``, ``max_chars``, ``max_body``, ``max_meta_items``: what one request may hold (more is a 413);
+    ``max_connections``: connections served at once (idle ones included; one idle is closed for a new one when all
+    are taken); ``request_timeout``: seconds a client has to send a request, from its first byte; ``idle_timeout``: seconds a
     connection may wait for a request's first byte; ``allow_hosts``: the ``Host`` names answered besides the
     loopback ones and IP addresses (see :func:`allowed_hosts`)."""
 
@@ -1163,7 +1202,7 @@ class Server:
                  max_batch: int | None = None, max_body: int = MAX_BODY, max_chars: int = MAX_CHARS,
                  max_docs: int = MAX_DOCS, max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
-                 allow_hosts: Sequence[str] = ()) -> None:
+                 max_meta_items: int = MAX_META_ITEMS, allow_hosts: Sequence[str] = ()) -> None:
         def in_use(e: OSError) -> ConfigError:
             if isinstance(e, socket.gaierror) or e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 # the address, not the port: a name that does not resolve, an address of another machine
@@ -1201,7 +1240,8 @@ class Server:
             info = {"pipeline": pipeline.name, "fingerprint": self.batcher.fingerprint}
             self.httpd.RequestHandlerClass = make_handler(self.batcher, info, max_body, max_chars,
                                                           max_docs=max_docs, request_timeout=request_timeout,
-                                                          idle_timeout=idle_timeout, hosts=hosts)
+                                                          idle_timeout=idle_timeout, max_meta_items=max_meta_items,
+                                                          hosts=hosts)
             self.httpd.daemon_threads = True
             # connections are taken only now that the models are loaded: a readiness probe (or a client) connecting
             # during the load is refused, rather than held until it ends

@@ -55,13 +55,21 @@ def main() -> None:
                     + ", ".join(n for n, *_ in PIPELINES) + ")")
     ap.add_argument("--no-ed", action="store_true", help="skip the gold-mention (ED) runs")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     files = sorted(args.data.glob("*.benchmark.jsonl"))
+    if not files:
+        ap.error(f"--data {args.data}: no *.benchmark.jsonl there (give the ELEVANT folder, e.g. "
+                 "../shared/data/el/elevant)")
+    names = [f.name.removesuffix(".benchmark.jsonl") for f in files]
     if args.sets:
-        keep = set(args.sets.split(","))
-        files = [f for f in files if f.name.removesuffix(".benchmark.jsonl") in keep]
-
+        keep = args.sets.split(",")
+        unknown = [k for k in keep if k not in names]
+        if unknown:
+            ap.error(f"--sets: no set {', '.join(unknown)} in {args.data} (there: {', '.join(names)})")
+        files = [f for f, n in zip(files, names) if n in keep]
     pipelines = [p for p in PIPELINES if not args.pipelines or p[0] in args.pipelines.split(",")]
+    if not pipelines:
+        ap.error(f"--pipelines: none of {args.pipelines} (there: {', '.join(n for n, *_ in PIPELINES)})")
+    args.out.mkdir(parents=True, exist_ok=True)
     print("| set | docs | InKB gold | KB coverage | " + " | ".join(f"{n} F1 (ED)" for n, *_ in pipelines) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(pipelines))
     for f in files:

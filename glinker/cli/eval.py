@@ -6,7 +6,6 @@ Scores are printed as a table/summary, then one machine-readable last line
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -75,7 +74,6 @@ def _guard_output(flag: str, out: Path | None, data: Sequence[Path] = (), predic
 def _write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically: a temporary file beside it, fsynced, then renamed over ``path`` (a path
     that is no regular file, such as /dev/stdout or a named pipe, is written in place)."""
-    import tempfile
 
     text = json.dumps(report, indent=2) + "\n"
     try:
@@ -86,25 +84,10 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
+    from glinker.io import atomic_write
+
     target = path.resolve()
-    if target.exists():
-        mode = target.stat().st_mode & 0o777
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, text, mode=target.stat().st_mode & 0o777 if target.exists() else None)
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -218,13 +201,16 @@ def _sweep(data: Path, split: str, sweep: str, model: str, batch_size: int, limi
     if limit is not None:
         typer.echo(f"every score and average is on --limit {limit} sentences per set: {NOT_COMPARABLE}")
     sets = f"{len(names)} set{'s' if len(names) != 1 else ''}"
-    typer.echo("| threshold | " + " | ".join(names) + f" | average of the {sets} |")
-    typer.echo("|---:|" + "---:|" * (len(names) + 1))
+    # the seven published zero-shot sets' mean, the figure papers quote, as a column of its own when they were run
+    zero_shot = next(iter(reports.values())).zero_shot_avg is not None
+    typer.echo("| threshold | " + " | ".join(names) + f" | average of the {sets} |"
+               + (" zero-shot avg: the 7 published sets |" if zero_shot else ""))
+    typer.echo("|---:|" + "---:|" * (len(names) + 1 + zero_shot))
     for t, rep in reports.items():
         typer.echo(f"| {t:g} | " + " | ".join(f"{r.scores.f1:.1%}" for r in rep.results)
-                   + f" | {rep.avg_micro_f1:.1%} |")
+                   + f" | {rep.avg_micro_f1:.1%} |" + (f" {rep.zero_shot_avg:.1%} |" if zero_shot else ""))
     best = max(reports, key=lambda t: (reports[t].avg_micro_f1, -abs(t - 0.5)))
-    typer.echo(f"best_threshold={best:g} avg_micro_f1={reports[best].avg_micro_f1:.4f}")
+    typer.echo(f"best_threshold={best:g} {reports[best].last_line()}")
 
 
 def _load_predict(model: str, threshold: float, batch_size: int, device: str | None,

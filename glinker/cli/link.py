@@ -710,6 +710,14 @@ def check_output(output: Path, input: Path, kinds: set[str], example: str) -> No
     if output.is_symlink():  # a link planted in a shared folder would have the run cut and append to its target
         raise ConfigError(f"the output {output} is a symbolic link (to {os.readlink(output)}): glinker does not "
                           "write through one", where="--output", fix="give the file's own path, or remove the link")
+    if output.suffix.lower() in (".html", ".htm", ".json"):
+        from glinker.io import done_path
+
+        progress = done_path(output)
+        if progress.is_symlink():  # read back, cut and appended to on resume: never through a link
+            raise ConfigError(f"{progress}, the record of what {output.name} holds, is a symbolic link (to "
+                              f"{os.readlink(progress)}): glinker does not write through one", where="--output",
+                              fix="remove the link, or write to another file")
     suffix = output.suffix.lower()
     if suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
         plain = output.with_suffix("")
@@ -868,28 +876,14 @@ def _lock_record(path: Path, flag: str) -> int:
     without blocking on a FIFO; anything but a regular file is refused. A record that another run replaced or
     removed between our open and our lock is opened again: the lock must be on the file that is at ``path`` now
     (the record is replaced whole, see :func:`_replace_record`)."""
-    import errno
-    import stat
+    from glinker.io import lock_exclusive, open_plain
 
-    from glinker.io import lock_exclusive
-
-    # read-write although nothing is written through it: NFS emulates flock with byte-range locks, and an exclusive
-    # one needs a file opened for writing (flock(2)); no O_TRUNC, so opening never changes the file
-    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-             | getattr(os, "O_CLOEXEC", 0))
     fix = "remove it (a run record is a plain file glinker writes), or write to another -o"
     while True:
-        try:
-            fd = os.open(path, flags, 0o666)
-        except OSError as e:
-            if e.errno == errno.ELOOP or path.is_symlink():
-                raise ConfigError(f"{path}, this output's run record, is a symbolic link: glinker does not write "
-                                  "through one", where=flag, fix=fix) from None
-            raise
+        # read-write although nothing is written through it: NFS emulates flock with byte-range locks, and an
+        # exclusive one needs a file opened for writing (flock(2)); no O_TRUNC, so opening never changes the file
+        fd = open_plain(path, os.O_RDWR | os.O_CREAT, what=", this output's run record", where=flag, fix=fix)
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise ConfigError(f"{path}, this output's run record, is not a regular file", where=flag, fix=fix)
         try:
             lock_exclusive(fd, path, what=", this output's run record", where=flag,
                            fix="write the output to a local file system, or one with working file locks")

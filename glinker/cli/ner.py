@@ -185,7 +185,7 @@ def ner(
     from itertools import islice
 
     from glinker.cli.link import _claim_output, _count_lines, check_output
-    from glinker.io import ResumeState, already_written, json_line, repair_jsonl_tail, resume_state
+    from glinker.io import ResumeState, already_written, json_line, open_plain_file, repair_jsonl_tail, resume_state
     from glinker.model import BiEncoder
     from glinker.model.labels import _labels_digest
 
@@ -217,7 +217,7 @@ def ner(
             repair_jsonl_tail(output)
             done = resume_state(output, text_field)
         else:
-            output.write_text("", encoding="utf-8")
+            open_plain_file(output, "w", where="--output", special_ok=True).close()  # never through a link
     pos = [0]  # input lines read: the bar counts lines (blank, skipped and already written ones too)
     docs = _read_docs(input, text_field, whole_file, skip_bad, pos)  # streamed: memory does not grow with the input
     bar = None
@@ -226,7 +226,7 @@ def ner(
 
         bar = tqdm(total=_count_lines(input), desc="ner", unit="line", file=sys.stderr, dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
-    out = sys.stdout if output is None else output.open("a", encoding="utf-8")
+    out = sys.stdout if output is None else open_plain_file(output, "a", where="--output", special_ok=True)
     k = 0
 
     def skip_done() -> Iterator[dict]:

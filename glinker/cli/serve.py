@@ -22,6 +22,8 @@ def serve(
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Documents linked together at most (default: the pipeline's batch_size)."),
     max_chars: int = typer.Option(200_000, "--max-chars", min=1, help="Characters of text one request may hold (a bigger one is a 413: one huge request would hold every client)."),
     max_docs: int = typer.Option(1_000, "--max-docs", min=1, help="Documents one request may hold (a bigger one is a 413: each document costs linking time, however short its text)."),
+    max_body: int = typer.Option(4 * 1024 * 1024, "--max-body", min=1, help="Bytes of body one request may send (a bigger one is a 413; a body is parsed into objects of up to ~40 times its size)."),
+    max_meta_items: int = typer.Option(100_000, "--max-meta-items", min=0, help="Values the documents' meta of one request may hold together (a bigger one is a 413: meta is echoed in the answer, not linked)."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once, idle ones included (a thread each); more wait in the queue until one ends, or until an idle one is closed to make room."),
     request_timeout: float = typer.Option(60.0, "--request-timeout", min=0.001, help="Seconds a client has to send a whole request, headers and body, from its first byte."),
     idle_timeout: float = typer.Option(5.0, "--idle-timeout", min=0.001, help="Seconds a connection may wait for a request's first byte (a new one, or a kept-alive one between requests) before it is closed."),
@@ -52,7 +54,8 @@ def serve(
     try:
         # an interrupted warm-up closes the stages before Server raises; from here on, stop() closes them
         srv = Server(pipe, host, port, max_wait=max_wait_ms / 1000, max_batch=max_batch, max_chars=max_chars,
-                     max_docs=max_docs, max_connections=max_connections, request_timeout=request_timeout,
+                     max_docs=max_docs, max_body=max_body, max_meta_items=max_meta_items,
+                     max_connections=max_connections, request_timeout=request_timeout,
                      idle_timeout=idle_timeout, allow_hosts=allow_host)
         typer.echo(f"glinker serving {pipe.name} on http://{host_port(srv.host, srv.port)} (POST /link, GET /health, "
                    "GET /)", err=True)

@@ -124,17 +124,16 @@ def _bar(enabled: bool, **kw: Any) -> Any:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
+    from glinker.io import atomic_write
+
     try:
-        np.save(tmp, arr)
+        atomic_write(path, lambda f: np.save(f, arr), fsync=False)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         if e.errno is None and "written" in str(e):  # numpy's "N requested and M written": the device is full
             import errno
 
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from e
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
-    os.replace(tmp, path)
 
 
 def build_kb(adapter: KBAdapter, out: str | Path, encoder: EntityEncoder | None, *, model_name: str | None = None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -453,27 +452,16 @@ class VectorIndex:
         return got
 
     def save(self, path: str | Path) -> None:
-        """Write the index atomically (temp file, fsync, rename) so a crash never leaves half a file; a write that
-        fails (no room left, a read-only folder) is a KBError naming the file."""
+        """Write the index atomically (a temporary file of a fresh name, fsync, rename) so a crash never leaves half a
+        file; a write that fails (no room left, a read-only folder) is a KBError naming the file."""
+        from glinker.io import atomic_write
+
         faiss = _faiss()
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            try:
-                faiss.write_index(self.index, str(tmp))
-            except RuntimeError as e:  # faiss says the system's error in its message only
-                import errno
-
-                no = next((n for n in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-                           if os.strerror(n) in str(e)), None)
-                if no is None:
-                    raise
-                raise OSError(no, os.strerror(no), str(tmp)) from e
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            # streamed through the temporary file's own descriptor: a full disk is the OSError it raises
+            atomic_write(path, lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write)))
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             from glinker.kb.store import write_error
 
             said = write_error(e, path)

@@ -159,12 +159,16 @@ def _open_lock(path: Path, root: Path) -> Any:
     access, only the holder's line is not written."""
     import stat
 
+    from glinker.io import open_plain
+
+    # never through a link planted in a shared folder, nor on a file another hard link names (its mode is changed)
+    kw = {"what": ", the KB's writer lock", "where": str(root), "own": True}
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_plain(path, os.O_RDWR | os.O_CREAT, **kw)
     except PermissionError:
         if not path.exists() or not os.access(root, os.W_OK):  # a folder this user cannot write: said as such
             raise
-        return open(path, encoding="utf-8")
+        return os.fdopen(open_plain(path, os.O_RDONLY, **kw), encoding="utf-8")
     with contextlib.suppress(OSError):
         mode = root.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if mode and os.fstat(fd).st_uid == os.geteuid():
@@ -210,13 +214,10 @@ def close_quietly(obj: Any) -> None:
 
 
 def publish_generation(root: Path, gen_name: str) -> None:
-    """Point CURRENT at ``gen_name`` atomically (temp file, fsync, rename)."""
-    tmp = root / (CURRENT + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(gen_name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / CURRENT)
+    """Point CURRENT at ``gen_name`` atomically (a temporary file of a fresh name, fsync, rename)."""
+    from glinker.io import atomic_write
+
+    atomic_write(root / CURRENT, gen_name + "\n")
 
 
 def publish_staged(root: Path, staging: Path, key: str, keep_previous: bool = False) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,13 +59,9 @@ class Manifest(BaseModel):
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.model_dump_json(indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        from glinker.io import atomic_write
+
+        atomic_write(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:

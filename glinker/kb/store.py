@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -414,7 +415,9 @@ class SpooledEntities(Sequence[Entity]):
     """Entities kept in a file of their own in ``folder`` instead of memory (the changed records a sync read from
     its source, which may be most of a large one): set and dropped by id as a dict is (the last record of an id
     counts), then read back in the order written, any number of times; ``close()`` deletes the file. Pickled, so a
-    record reads back exactly as it was read (a JSON round trip would turn an ``extra`` datetime into other text)."""
+    record reads back exactly as it was read (a JSON round trip would turn an ``extra`` datetime into other text).
+    The file is written and read through the one descriptor ``mkstemp`` opened, and unlinked at once where the
+    system allows it (not on Windows): no one who can write in a shared KB folder can swap in a pickle of theirs."""
 
     def __init__(self, folder: Path) -> None:
         import tempfile
@@ -427,7 +430,10 @@ class SpooledEntities(Sequence[Entity]):
                 old.unlink(missing_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=f".sync-spool-{os.getpid()}-", suffix=".pkl")
         self.path = Path(name)
-        self._f: Any = os.fdopen(fd, "wb")
+        self._fd = fd
+        if os.name != "nt":  # nameless from now on: only this descriptor reaches it (and it goes with the process)
+            self.path.unlink()
+        self._f: Any = os.fdopen(os.dup(fd), "wb")
         self._n = 0
         self._last: dict[str, int | None] = {}  # id -> the place of its record to use; None: its last was dropped
         self._len = 0
@@ -455,7 +461,7 @@ class SpooledEntities(Sequence[Entity]):
     def __iter__(self) -> Iterator[Entity]:
         import pickle
 
-        with self.path.open("rb") as f:
+        with io.BufferedReader(_PositionalReader(self._fd), 1 << 16) as f:  # an offset of its own per iteration
             for n in range(self._n):
                 e = pickle.load(f)
                 if self._last.get(e.id) == n:
@@ -467,6 +473,9 @@ class SpooledEntities(Sequence[Entity]):
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> SpooledEntities:
@@ -474,6 +483,27 @@ class SpooledEntities(Sequence[Entity]):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a descriptor from its start with ``pread`` (an offset of its own; closing it leaves the descriptor)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd, self.pos = fd, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if hasattr(os, "pread"):
+            data = os.pread(self.fd, len(b), self.pos)
+        else:  # pragma: no cover - Windows: one reader at a time there
+            os.lseek(self.fd, self.pos, os.SEEK_SET)
+            data = os.read(self.fd, len(b))
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
 
 
 def _row_values(e: Entity, template: TextTemplate) -> tuple[Any, ...]:

@@ -704,7 +704,7 @@ class LabelBank:
             *files,
             (BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode())),
         ):
-            _atomic_write(out / name, writer)
+            _atomic_write_nosync(out / name, writer)
         if index is None:
             (out / BANK_INDEX).unlink(missing_ok=True)  # a stale index must not outlive its vectors
         shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
@@ -778,7 +778,7 @@ class LabelBank:
         meta = json.loads((d / BANK_JSON).read_text(encoding="utf-8"))
         meta["index_factory"] = None
         meta.pop("exact_labels", None)
-        _atomic_write(d / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        _atomic_write_nosync(d / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         (d / BANK_INDEX).unlink(missing_ok=True)
         shutil.rmtree(d / BANK_IVF_LOWP, ignore_errors=True)
         self._faiss_index = None
@@ -805,9 +805,9 @@ class LabelBank:
             )
         meta["index_factory"] = self.index_factory
         meta["exact_labels"] = len(self) - int(index.ntotal)
-        _atomic_write(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        _atomic_write_nosync(out / BANK_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
         shutil.rmtree(out / BANK_IVF_LOWP, ignore_errors=True)  # lists of the index written before
-        _atomic_write(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        _atomic_write_nosync(meta_f, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         self._saved_in(out)
         return out
 
@@ -1065,17 +1065,12 @@ def _file_signature(path: Path) -> dict:
     return {"bytes": size, "sha256_ends": h.hexdigest()}
 
 
-def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        plain_mode(tmp)  # mkstemp's 0600 would hide the bank from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write_nosync(path: Path, writer: Callable[[Any], Any]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place (no fsync: a bank's
+    build resumes from its state file)."""
+    from glinker.io import atomic_write
+
+    atomic_write(path, writer, fsync=False)
 
 
 def _meta(names: Sequence[str], prompts: Sequence[str], dim: int, fingerprint: str, factory: str | None) -> dict:
@@ -1281,7 +1276,7 @@ class _BankWriter:
 
     def _record(self) -> None:
         state = {"digest": self.digest, "done": self.done, "count": self.n, "precision": self.precision}
-        _atomic_write(self.work / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
+        _atomic_write_nosync(self.work / BUILD_STATE, lambda f: f.write(json.dumps(state).encode()))
 
     def append(self, b: Any) -> None:
         import numpy as np
@@ -1309,7 +1304,7 @@ class _BankWriter:
             )
         del self.arr
         meta = {**_meta(self.names, self.prompts, self.dim, self.fingerprint, None), "precision": self.precision}
-        _atomic_write(self.work / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
+        _atomic_write_nosync(self.work / BANK_JSON, lambda f: f.write(json.dumps(meta, ensure_ascii=False).encode()))
         (self.work / BUILD_STATE).unlink(missing_ok=True)
         if self.work != self.out:  # swap the new bank in; the old one goes (open memory maps keep their pages)
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"

@@ -230,6 +230,22 @@ def _run_lock(context: PipelineContext) -> Any:
     return lock
 
 
+def _pipeline_path(path: Any) -> Any:
+    """The path ``load_pipeline`` was given, ``~`` expanded; a ConfigError for what names no file (None, bytes, a
+    number, an empty string, a NUL character), which pathlib or the YAML reader said as a bare TypeError."""
+    import os
+
+    fix = "give the pipeline file's path, e.g. glinker.load_pipeline('pipelines/demo.yaml')"
+    if not isinstance(path, (str, PathLike)):
+        raise ConfigError(f"takes the pipeline file's path (a str or path), not {type(path).__name__}",
+                          where="load_pipeline(path)", fix=fix)
+    name = os.fspath(path)
+    if not isinstance(name, str) or not name or "\x00" in name:
+        said = "is empty" if name == "" else "holds a NUL character" if isinstance(name, str) else "is bytes"
+        raise ConfigError(f"the pipeline path {said}", where="load_pipeline(path)", fix=fix)
+    return os.path.expanduser(name) if name.startswith("~") else path
+
+
 class Pipeline:
     """A runnable pipeline. Construction is light; models and KBs load on first use (or ``warm_up()``)."""
 
@@ -274,6 +290,11 @@ class Pipeline:
         otherwise meet); ``check_resources=False`` leaves them to the first batch (a KB built after loading)."""
         if batch_size is not None:
             batch_size = checked_batch_size(batch_size)
+        path = _pipeline_path(path)
+        if device is not None:  # checked now, as dtype and batch_size are (the first batch blamed the file's line)
+            from glinker.model.biencoder import _device
+
+            _device(device, where="device")
         spec = load_spec(path)
         h = spec.header
         # paths given here (a command line's --model/--kb) are the caller's: relative to the current directory, not
@@ -744,7 +765,8 @@ class Pipeline:
         if batch:
             seen += len(batch)
             yield self.run_batch(batch)
-        log.info("%s: %d documents", self.name, seen)
+        # a long run's last count at INFO; a call of a few documents (a service's request) at DEBUG, not a line each
+        log.log(logging.INFO if log_every and seen >= log_every else logging.DEBUG, "%s: %d documents", self.name, seen)
 
     def __call__(self, documents: Iterable[Any], *, batch_size: int | None = None) -> list[Any]:
         """Run all documents and return the output stage's result, one entry per document. Every document is checked

@@ -62,7 +62,7 @@ class GivenMentions(Stage):
             spans = doc.meta.get(p.field, [])
             if not isinstance(spans, list):
                 raise DataError(f"meta.{p.field} of document {doc.id!r} is a {type(spans).__name__}, not a list of "
-                                "spans", where=f"document {doc.id}: meta.{p.field}",
+                                "spans", where=f"document id {doc.id!r}: meta.{p.field}",
                                 fix='give a list: [{"start": 0, "end": 5}] or [[0, 5]]')
             ms: list[Mention] = []
             for j, sp in enumerate(spans):
@@ -76,7 +76,7 @@ class GivenMentions(Stage):
                     label = sp[2] if len(sp) > 2 else p.default_label
                 else:
                     start = end = label = None
-                where = f"document {doc.id}: meta.{p.field}[{j}]"
+                where = f"document id {doc.id!r}: meta.{p.field}[{j}]"
                 if said is not None and not isinstance(said, str):
                     raise DataError(f"span {j} of document {doc.id!r} has a text of type {type(said).__name__}",
                                     where=where, fix=SPAN_FIX)

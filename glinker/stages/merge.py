@@ -17,7 +17,7 @@ class MergeMentionsParams(StageParams):
 
 class MergeMentions(Stage):
     """Merge the mentions of several inputs per document; identical spans are kept once (the first copy, with
-    the label of a later one when it has none)."""
+    the label and score of a later one when it has no label)."""
 
     type_name = "merge_mentions"
     Params = MergeMentionsParams
@@ -42,10 +42,12 @@ class MergeMentions(Stage):
                 key = (m.start, m.end)
                 if key in seen:
                     # the same span from another input: kept once, with the label one of its copies gives (a
-                    # dictionary match has none, the model's copy says "person", which type and name rules read)
+                    # dictionary match has none, the model's copy says "person", which type and name rules read),
+                    # and that copy's score with it (the label's probability) where the kept copy has none
                     i = seen[key]
                     if kept[i].label is None and m.label is not None:
-                        kept[i] = kept[i].model_copy(update={"label": m.label})
+                        kept[i] = kept[i].model_copy(update={"label": m.label, "score": kept[i].score
+                                                             if kept[i].score is not None else m.score})
                     continue
                 if policy != "keep_all" and any(m.start < k.end and k.start < m.end for k in kept):
                     continue

@@ -484,13 +484,12 @@ its password, options without their declared secrets: :func:`glinker.kb.adapters
 
 
 def _write_synced(out: Path, key: dict[str, Any]) -> None:
+    from glinker.io import atomic_write
     from glinker.kb.manifest import now
 
     for name, text in ((SOURCE_KEY, json.dumps(_source_part(key), sort_keys=True)),
                        (SYNCED, now())):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out / name)
+        atomic_write(out / name, text + "\n", fsync=False)
 
 
 def _source_part(key: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@ with every stage's score."""
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any, Sequence
 
 from pydantic import Field
@@ -68,7 +70,9 @@ class Select(Stage):
             if not p.keep_nil:
                 links = [ln for ln in links if not ln.is_nil]
             links.sort(key=lambda ln: (ln.mention.start, ln.mention.end))
-            out.append(LinkedDocument(id=doc.id, text=doc.text, links=links, meta=dict(doc.meta)))
+            # a copy all the way down: the record's meta edited by the caller leaves the input's as it was
+            out.append(LinkedDocument(id=doc.id, text=doc.text, links=links,
+                                      meta=copy.deepcopy(doc.meta) if doc.meta else {}))
         return out
 
     def count(self, output: Any) -> int:

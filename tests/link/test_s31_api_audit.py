@@ -133,7 +133,7 @@ def test_a_given_span_whose_text_differs_is_refused_naming_utf16_offsets():
     with pytest.raises(DataError) as ei:
         GIVEN.link([{"id": "x", "text": t, "meta": {"mentions": utf16}}])
     e = ei.value
-    assert e.where.endswith("document x: meta.mentions[0]") and "'Berlin'" in e.message and "'erlin '" in e.message
+    assert e.where.endswith("document id 'x': meta.mentions[0]") and "'Berlin'" in e.message and "'erlin '" in e.message
     assert "UTF-16 code units" in e.fix and "utf-16-le" in e.fix
     # the last span of such a text can end past the Python string's end: still told
     with pytest.raises(DataError, match="UTF-16") as ei:
@@ -157,7 +157,7 @@ def test_empty_and_blank_given_spans_are_left_out_with_a_warning(span, caplog):
     with caplog.at_level(logging.WARNING, logger="glinker.stages.given"):
         out = GIVEN.link([{"id": "y", "text": "Douglas Adams lived in Paris.", "meta": {"mentions": [[0, 7], span]}}])
     assert [m.text for m in out[0]] == ["Douglas"]
-    assert "document y: meta.mentions[1]" in caplog.text and "empty or cover no word" in caplog.text
+    assert "document id 'y': meta.mentions[1]" in caplog.text and "empty or cover no word" in caplog.text
 
 
 def test_pipeline_span_vectors_and_the_model_agree_on_a_span_covering_no_word(tiny_model):

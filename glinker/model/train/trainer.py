@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from glinker.errors import ConfigError
-from glinker.io import plain_mode
+from glinker.io import atomic_write, plain_mode
 from glinker.model.train.config import TrainConfig, check_data_paths
 
 log = logging.getLogger(__name__)
@@ -656,9 +656,7 @@ class Trainer:
         self.model._fingerprint = None
         path = self.model.save_pretrained(out)  # a whole new folder swapped in: never new files beside old ones
         hist = self.out / "history.json"
-        tmp = hist.with_name(f".{hist.name}.tmp")
-        tmp.write_text(json.dumps(self.history, indent=1))
-        os.replace(tmp, hist)
+        atomic_write(hist, json.dumps(self.history, indent=1))
         return path
 
 
