@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,13 +109,35 @@ def kb_build_run(source: Path, model: str, out: Path, workers: int, threads: int
         return time.perf_counter() - t0
 
 
+def _need_redis(args: argparse.Namespace) -> None:
+    """Stop at once, saying so, when a queue setup is asked for and Redis does not answer (it failed after the local
+    runs, with a raw traceback)."""
+    if all(s.startswith("local:") for s in args.setups.split(",")):
+        return
+    import redis
+
+    try:
+        redis.Redis.from_url(args.queue, socket_connect_timeout=5).ping()
+    except redis.exceptions.RedisError as e:
+        raise SystemExit(f"--queue {args.queue}: Redis does not answer ({e}); start it, or run only local setups "
+                         "(--setups local:2)") from None
+
+
 def kb_main(args: argparse.Namespace) -> None:
     """The KB-embedding comparison (``--kb-source``)."""
+    _need_redis(args)
+    tmp = Path(tempfile.mkdtemp(prefix="cluster-kb-bench-"))
+    try:
+        _kb_main(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the entities and every setup's KB
+
+
+def _kb_main(args: argparse.Namespace, tmp: Path) -> None:
     import numpy as np
 
     from glinker.kb import KB
 
-    tmp = Path(tempfile.mkdtemp(prefix="cluster-kb-bench-"))
     src = tmp / "entities.jsonl"
     with open(args.kb_source, encoding="utf-8") as f, open(src, "w", encoding="utf-8") as g:
         for i, line in enumerate(f):
@@ -144,6 +167,10 @@ def kb_main(args: argparse.Namespace) -> None:
     for setup, label, cores, secs in rows:
         same = np.allclose(vecs[setup], vecs[first], atol=1e-4)
         print(f"| {label} | {cores} | {secs:.1f} | {n / secs:.0f} | {'yes' if same else 'NO'} |")
+    local = [n / r[3] for r in rows if r[0].startswith("local:")]
+    queued = [n / r[3] for r in rows if not r[0].startswith("local:")]
+    print((f"best_queue_entities_per_s={max(queued):.1f}" if queued else "best_queue_entities_per_s=n/a")
+          + (f" local_entities_per_s={max(local):.1f}" if local else ""))
 
 
 def main() -> None:
@@ -166,7 +193,15 @@ def main() -> None:
     data = Path(args.data) if args.data else data_dir() / "el" / "aida" / "aida_testb.jsonl"
     if not data.is_file():
         raise SystemExit(f"{data} not found: pass --data or set GLINKER_DATA")
+    _need_redis(args)
     tmp = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
+    try:
+        _queue_main(args, data, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the inputs and the linked outputs of every setup
+
+
+def _queue_main(args: argparse.Namespace, data: Path, tmp: Path) -> None:
     src = tmp / "in.jsonl"
     with open(data, encoding="utf-8") as f, open(src, "w", encoding="utf-8") as g:
         for i, line in enumerate(f):

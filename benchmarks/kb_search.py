@@ -162,6 +162,7 @@ def main() -> None:
         print(f"| {a.n:,} | {a.dim} | {fac} | {p} | {np.percentile(lat, 50) * 1e3:.2f} | "
               f"{np.percentile(lat, 99) * 1e3:.2f} | {recall:.3f} |")
     path.unlink()
+    path.parent.rmdir()
 
 
 if __name__ == "__main__":

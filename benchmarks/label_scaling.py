@@ -32,9 +32,11 @@ The last line is ``throughput_ratio_<largest>_vs_1=<x>`` (glinker examples/s at 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -338,6 +340,7 @@ def main() -> None:
     del m
     texts = make_texts(AutoTokenizer.from_pretrained(str(minilm_dir())), n_texts, 64, seed=0)
     tmp = Path(tempfile.mkdtemp(prefix="label-scaling-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the workers' argument file, however the run ends
     arg = tmp / "arg.json"
     ours: dict[int, dict] = {}
     bi: dict[int, dict] = {}

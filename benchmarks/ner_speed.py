@@ -382,12 +382,11 @@ def main() -> None:
             spc = o["eps_cpu"] / r["eps_cpu"] if r else float("nan")
             if L == lengths[0] and o["labels"] == 1024:
                 speed1024, cpu1024 = sp, spc
-            print(
-                f"| {L} | {o['labels']} | {o['eps']:.2f} | "
-                f"{r['eps'] if r else float('nan'):.2f} | {sp:.2f}x | {spc:.2f}x | "
-                f"{o['rss_mb']:.0f} | {r['rss_mb'] if r else float('nan'):.0f} | {o['entities']}/"
-                f"{r['entities'] if r else '-'} |"
-            )
+            # "-" where the reference did not run (no reference venv)
+            r_eps, r_rss = (f"{r['eps']:.2f}", f"{r['rss_mb']:.0f}") if r else ("-", "-")
+            sp_s, spc_s = (f"{sp:.2f}x", f"{spc:.2f}x") if r else ("-", "-")
+            print(f"| {L} | {o['labels']} | {o['eps']:.2f} | {r_eps} | {sp_s} | {spc_s} | {o['rss_mb']:.0f} | {r_rss} | "
+                  f"{o['entities']}/{r['entities'] if r else '-'} |")
     ours_enc = max(o["label_enc_per_s"] for o in results[lengths[0]]["ours"])
     ref_enc = next(
         (

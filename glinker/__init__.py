@@ -7,6 +7,7 @@ pipeline stage that needs them is used.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0.dev0"
@@ -16,6 +17,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "__version__",
     "load_pipeline",
+    "Pipeline",
     "Entity",
     "Document",
     "Mention",
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from glinker.types import Candidate, Document, Entity, Link, LinkedDocument, Mention
 
 _LAZY = {
+    "Pipeline": "glinker.pipeline",
     "Entity": "glinker.types",
     "Document": "glinker.types",
     "Mention": "glinker.types",
@@ -54,13 +57,17 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def load_pipeline(path: str, **overrides: Any) -> "Pipeline":
+def load_pipeline(path: str | os.PathLike[str], *, model: str | None = None, kb: str | None = None,
+                  batch_size: int | None = None, device: str | None = None, dtype: str | None = None,
+                  check_resources: bool = True) -> "Pipeline":
     """Load and validate a YAML pipeline (:meth:`glinker.pipeline.Pipeline.from_yaml`); stages load their models
-    lazily on first use. ``overrides``: ``model``, ``kb``, ``batch_size`` (a whole number from 1 to 100,000),
-    ``device``, ``dtype`` (float32, bfloat16, float16 or auto: bfloat16 where the CPU or GPU runs it fast), and
-    ``check_resources`` (default True: the model name, KB folders, label files and label banks the
-    pipeline names are checked now, as ``glinker pipeline validate`` checks them; False leaves them to the first
-    batch)."""
+    lazily on first use. Overrides: ``model``, ``kb``, ``batch_size`` (a whole number from 1 to 100,000),
+    ``device`` (cpu, cuda, cuda:N, mps; another name is refused now, one this machine lacks at first use),
+    ``dtype`` (float32, bfloat16, float16 or auto: bfloat16 where the CPU or GPU runs it fast), and
+    ``check_resources`` (default True: the model name, KB folders, label files and label banks the pipeline names
+    are checked now, as ``glinker pipeline validate`` checks them; False leaves them to the first batch).
+    ``link()`` of a pipeline that ends in ``select`` returns ``glinker.LinkedDocument``s."""
     from glinker.pipeline import Pipeline
 
-    return Pipeline.from_yaml(path, **overrides)
+    return Pipeline.from_yaml(path, model=model, kb=kb, batch_size=batch_size, device=device, dtype=dtype,
+                              check_resources=check_resources)

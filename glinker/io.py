@@ -148,12 +148,27 @@ def system_error_kind(e: BaseException) -> str | None:
 def plain_mode(path: str | Path, executable: bool = False) -> None:
     """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the mode a plain ``open``/``mkdir``
     would have given it under the current umask, before it is renamed into place (shared storage reads it)."""
-    umask = os.umask(0)
+    os.chmod(path, (0o777 if executable else 0o666) & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux: ``/proc/self/status``);
+    elsewhere set to 077 and restored at once (a file another thread creates in between is owner-only then,
+    never world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)
     os.umask(umask)
-    os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+    return umask
 
 
-_NO_LINK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# (O_BINARY: on Windows a descriptor from os.open is in text mode without it, which turned "\n" into "\r\r\n")
+_NO_LINK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def open_plain(path: str | Path, flags: int, what: str = "", where: str | None = None, fix: str | None = None,
@@ -200,6 +215,34 @@ def open_plain_file(path: str | Path, mode: str, **kw: Any) -> Any:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _special(path: str | Path) -> bool:
+    """Whether ``path`` leads (through links too) to something that is no regular file: a named pipe, a terminal,
+    /dev/stdout."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # not there (yet): a new file
+
+
+def refuse_linked_file(path: str | Path, where: str) -> None:
+    """A ConfigError when ``path`` is a symbolic link to a regular file (or to nothing): an output is written at its
+    own path, never through a link (planted in a shared folder, it would have glinker overwrite its target); a link
+    to a pipe or a device (``/dev/stdout``) is fine."""
+    if os.path.islink(path) and not _special(path):
+        raise ConfigError(f"{where} {path} is a symbolic link (to {os.readlink(path)}): glinker does not write through "
+                          "one", where=where, fix="give the file's own path, or remove the link")
+
+
+def open_output(path: str | Path, mode: str, where: str) -> Any:
+    """An output file opened for writing (``mode`` "w" or "a"): a pipe or device as it is (``/dev/stdout``, reached
+    through its link), anything else by :func:`open_plain_file` (never through a link)."""
+    if _special(path):
+        return open(path, mode, encoding="utf-8")
+    return open_plain_file(path, mode, where=where, special_ok=True)
 
 
 def atomic_write(path: str | Path, data: str | bytes | Any, fsync: bool = True, mode: int | None = None) -> None:

@@ -81,11 +81,11 @@ def type_phrase(description: str) -> str | None:
 
 def write_json_atomic(path: str | Path, obj: object) -> Path:
     """Write ``obj`` as JSON through a temporary file renamed into place (no half-written file on a crash)."""
-    from glinker.model.labels import _atomic_write
+    from glinker.io import atomic_write
 
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(dest, lambda f: f.write(json.dumps(obj).encode()))
+    atomic_write(dest, json.dumps(obj), fsync=False)
     return dest
 
 

@@ -19,6 +19,7 @@ import typer
 from glinker.cli import dtype_option
 
 from glinker.errors import ConfigError, DataError, GlinkerError
+from glinker.io import refuse_linked_file
 from glinker.model.shipped import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def _guard_output(flag: str, out: Path | None, data: Sequence[Path] = (), predic
                               fix=f"give {flag} another file")
     if out.is_dir():
         raise ConfigError(f"{flag} {out} is a folder", where=flag, fix=f"give {flag} a file name, e.g. report.json")
+    refuse_linked_file(out, flag)
     if not out.resolve().parent.is_dir():
         raise ConfigError(f"{flag} {out}: the folder {out.parent} does not exist", where=flag,
                           fix="create the folder first, or write elsewhere")
@@ -75,19 +77,16 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically: a temporary file beside it, fsynced, then renamed over ``path`` (a path
     that is no regular file, such as /dev/stdout or a named pipe, is written in place)."""
 
+    from glinker.io import _special, atomic_write
+
     text = json.dumps(report, indent=2) + "\n"
-    try:
-        special = not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        special = False  # not there yet: a new file
-    if special:  # /dev/stdout, a named pipe, a device: written in place, never replaced by a file
+    if _special(path):  # /dev/stdout, a named pipe, a device: written in place, never replaced by a file
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
-    from glinker.io import atomic_write
-
-    target = path.resolve()
-    atomic_write(target, text, mode=target.stat().st_mode & 0o777 if target.exists() else None)
+    # replaced at its own path (a link planted there meanwhile is replaced, its target never written)
+    old = os.stat(path, follow_symlinks=False) if os.path.lexists(path) else None
+    atomic_write(path, text, mode=old.st_mode & 0o777 if old is not None and stat.S_ISREG(old.st_mode) else None)
 
 
 def _progress(total: int, desc: str) -> Any:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from glinker.errors import DataError
+from glinker.io import open_output
 from glinker.model.train.batching import clean_label, label_key
 from glinker.eval.datasets import (
     NERDataset,
@@ -325,7 +326,7 @@ def evaluate_ner(predict: PredictFn, datasets: Iterable[NERDataset], mode: str =
 
     results = []
     with contextlib.ExitStack() as stack:
-        f = stack.enter_context(Path(save_predictions).open("w", encoding="utf-8")) if save_predictions else None
+        f = stack.enter_context(open_output(save_predictions, "w", "--save-predictions")) if save_predictions else None
         for ds in datasets:
             preds = predict_dataset(predict, ds, progress=progress)
             if f is not None:
@@ -366,7 +367,7 @@ def _write_predictions(f: Any, ds: NERDataset, preds: Sequence[Sequence[dict]]) 
 def write_predictions(path: str | Path, dataset: NERDataset, predictions: Sequence[Sequence[dict]],
                       append: bool = True) -> None:
     """Save predictions as JSONL: ``{"dataset", "index", "text", "entities": [{start, end, label, score}]}``."""
-    with Path(path).open("a" if append else "w", encoding="utf-8") as f:
+    with open_output(path, "a" if append else "w", "predictions") as f:
         _write_predictions(f, dataset, predictions)
 
 

@@ -461,7 +461,9 @@ class SpooledEntities(Sequence[Entity]):
     def __iter__(self) -> Iterator[Entity]:
         import pickle
 
-        with io.BufferedReader(_PositionalReader(self._fd), 1 << 16) as f:  # an offset of its own per iteration
+        if self._fd is None:
+            raise ValueError("the spooled entities are closed")
+        with io.BufferedReader(_PositionalReader(self), 1 << 16) as f:  # an offset of its own per iteration
             for n in range(self._n):
                 e = pickle.load(f)
                 if self._last.get(e.id) == n:
@@ -486,21 +488,25 @@ class SpooledEntities(Sequence[Entity]):
 
 
 class _PositionalReader(io.RawIOBase):
-    """Reads a descriptor from its start with ``pread`` (an offset of its own; closing it leaves the descriptor)."""
+    """Reads a spool's descriptor from its start with ``pread`` (an offset of its own; closing it leaves the
+    descriptor); a ValueError once the spool is closed (its descriptor number may be another file's by then)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, spool: SpooledEntities) -> None:
         super().__init__()
-        self.fd, self.pos = fd, 0
+        self.spool, self.pos = spool, 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
+        fd = self.spool._fd
+        if fd is None:
+            raise ValueError("the spooled entities were closed while being read")
         if hasattr(os, "pread"):
-            data = os.pread(self.fd, len(b), self.pos)
+            data = os.pread(fd, len(b), self.pos)
         else:  # pragma: no cover - Windows: one reader at a time there
-            os.lseek(self.fd, self.pos, os.SEEK_SET)
-            data = os.read(self.fd, len(b))
+            os.lseek(fd, self.pos, os.SEEK_SET)
+            data = os.read(fd, len(b))
         b[: len(data)] = data
         self.pos += len(data)
         return len(data)

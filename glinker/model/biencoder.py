@@ -155,13 +155,12 @@ def _normalize_label_set(labels: Any, where: str) -> tuple[list[str], list[str]]
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def _device(device: Any, where: str = "device") -> Any:
-    """``device`` as a torch device that this machine has (cpu, cuda[:N], mps); a ConfigError naming it
-    otherwise (``meta`` and other device types included: glinker runs on none of them)."""
+def device_named(device: Any, where: str = "device") -> Any:
+    """``device`` as a torch device of a type glinker runs on (cpu, cuda[:N], mps), whether or not this machine has
+    it (a pipeline loaded to hand its work to GPU workers); a ConfigError naming it otherwise (a typo such as
+    ``gpu0``; ``meta`` and other device types)."""
     import torch
 
-    if device is None:
-        return torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -170,6 +169,17 @@ def _device(device: Any, where: str = "device") -> Any:
     if dev.type not in DEVICE_TYPES:
         raise ConfigError(f"device {device!r} is not supported: glinker runs models on cpu, cuda[:N] or mps",
                           where=where, fix="use cpu, cuda or cuda:N (mps on Apple silicon)")
+    return dev
+
+
+def _device(device: Any, where: str = "device") -> Any:
+    """``device`` as a torch device that this machine has (cpu, cuda[:N], mps); a ConfigError naming it
+    otherwise (:func:`device_named`, or one this machine lacks)."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    dev = device_named(device, where)
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
     if not available[dev.type]:

@@ -291,10 +291,10 @@ class Pipeline:
         if batch_size is not None:
             batch_size = checked_batch_size(batch_size)
         path = _pipeline_path(path)
-        if device is not None:  # checked now, as dtype and batch_size are (the first batch blamed the file's line)
-            from glinker.model.biencoder import _device
+        if device is not None:  # a typo is said now, as dtype and batch_size are (the first batch blamed the file's
+            from glinker.model.biencoder import device_named  # line); one this machine lacks at first use, as before
 
-            _device(device, where="device")
+            device_named(device, where="device")
         spec = load_spec(path)
         h = spec.header
         # paths given here (a command line's --model/--kb) are the caller's: relative to the current directory, not

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from glinker.io import read_done_ids, repair_jsonl_tail, resume_state, to_jsonable, write_jsonl
+from glinker.io import (atomic_write, open_plain_file, read_done_ids, repair_jsonl_tail, resume_state, to_jsonable,
+                        write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,6 @@ class _ArrayFile:
 
     def __init__(self, path: str | Path, head: str, tail: str, sep: str, continue_existing: bool = False,
                  marker: str = "", keep: int | None = None) -> None:
-        import os
-        import tempfile
-
-        from glinker.io import plain_mode
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tail, self.sep = tail.encode("utf-8"), sep.encode("utf-8")
@@ -104,18 +100,14 @@ class _ArrayFile:
                 self.count = len(starts)
                 if keep is not None and self.count > keep:
                     self.end = starts[keep] - len(self.sep) if keep else len(hb)
-                    with open(self.path, "r+b") as f:
+                    with open_plain_file(self.path, "r+b") as f:  # never through a link planted meanwhile
                         f.seek(self.end)
                         f.write(self.tail)
                         f.truncate()
                     self.count = keep
                 return
             log.warning("%s is not a complete file of this writer: it is started anew", self.path)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(head.encode("utf-8") + self.tail)
-        plain_mode(tmp)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, head.encode("utf-8") + self.tail, fsync=False)
 
     def append(self, parts: Sequence[str]) -> None:
         import os
@@ -123,7 +115,7 @@ class _ArrayFile:
         if not parts:
             return
         body = (self.sep if self.count else b"") + self.sep.join(x.encode("utf-8") for x in parts)
-        with open(self.path, "r+b") as f:
+        with open_plain_file(self.path, "r+b") as f:  # reopened by name each batch: never through a planted link
             f.seek(self.end)
             f.write(body + self.tail)
             f.truncate()

@@ -216,3 +216,92 @@ def test_serve_command_has_the_new_limits() -> None:
 
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
     assert "--max-body" in out and "--max-meta-items" in out
+
+
+# ---- the review of these mends (session 39): what they had left -------------------------------------------------
+
+
+def test_a_json_or_html_output_swapped_for_a_link_between_batches_is_refused(tmp_path: Path) -> None:
+    """The page or array is reopened by name every batch: a link put in its place after the first was written
+    through (the victim overwritten in place and cut)."""
+    from glinker.stages.writers import HTMLWriter, JSONWriter
+    from glinker.types import LinkedDocument
+
+    for cls, name in ((JSONWriter, "out.json"), (HTMLWriter, "out.html")):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_text("victim's precious data\n", encoding="utf-8")
+        out = tmp_path / name
+        w = cls(out)
+        w.write([LinkedDocument(id="a", text="x", links=[])])
+        out.unlink()
+        out.symlink_to(victim)
+        with pytest.raises(ConfigError, match="symbolic link"):
+            w.write([LinkedDocument(id="b", text="y", links=[])])
+        assert victim.read_text(encoding="utf-8") == "victim's precious data\n"
+
+
+def test_eval_outputs_are_not_written_through_a_link(tmp_path: Path) -> None:
+    """``--json`` resolved its path and replaced the link's target; ``--save-predictions`` opened through it. A link
+    to a pipe or a device (/dev/stdout) is still written to."""
+    from glinker.cli.eval import _guard_output, _write_report
+    from glinker.eval.ner import write_predictions
+    from glinker.io import refuse_linked_file
+
+    victim = _victim(tmp_path)
+    link = tmp_path / "report.json"
+    link.symlink_to(victim)
+    with pytest.raises(ConfigError, match="symbolic link") as ei:
+        _guard_output("--json", link)
+    assert ei.value.where == "--json"
+    _write_report(link, {"f1": 0.5})  # a link planted after the check: replaced itself, its target untouched
+    assert not link.is_symlink() and json.loads(link.read_text(encoding="utf-8")) == {"f1": 0.5}
+    assert victim.read_text(encoding="utf-8") == "export SECRET=1\n"
+    preds = tmp_path / "preds.jsonl"
+    preds.symlink_to(victim)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        write_predictions(preds, None, [])  # type: ignore[arg-type]
+    assert victim.read_text(encoding="utf-8") == "export SECRET=1\n"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "stdout").symlink_to(fifo)
+    refuse_linked_file(tmp_path / "stdout", "--json")  # a link to a pipe, as /dev/stdout is: fine
+
+
+def test_a_closed_spool_is_not_read(tmp_path: Path) -> None:
+    """A generator that outlived close() read whatever file had taken the descriptor's number since."""
+    from glinker.kb.store import SpooledEntities
+    from glinker.types import Entity
+
+    sp = SpooledEntities(tmp_path)
+    for i in range(3):
+        sp[str(i)] = Entity(id=str(i), label=f"E{i}" * 30_000)  # more than the reader's buffer
+    sp.written()
+    it = iter(sp)
+    assert next(it).label.startswith("E0")
+    sp.close()
+    with pytest.raises(ValueError, match="closed"):
+        list(it)
+    with pytest.raises(ValueError, match="closed"):
+        list(sp)
+
+
+def test_the_umask_is_read_without_being_changed() -> None:
+    from glinker.io import current_umask
+
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027 and os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+
+
+def test_make_typed_mentions_writes_its_json(tmp_path: Path) -> None:
+    """It imported a helper the mends renamed (ImportError at its last step)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_typed_mentions", Path(__file__).resolve().parents[2] / "scripts" / "make_typed_mentions.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    out = mod.write_json_atomic(tmp_path / "sub" / "x.json", {"a": 1})
+    assert json.loads(out.read_text(encoding="utf-8")) == {"a": 1}
