@@ -254,12 +254,21 @@ def record_to_entity(rec: dict[str, Any], mapping: dict[str, str], list_sep: str
                 val = parse_alias_counts(val, list_sep, where)
             elif field == "popularity" and (val is None or val == ""):
                 continue
+            elif field == "popularity" and isinstance(val, bool):  # read as 1.0 or 0.0 without a word
+                raise DataError(f"field 'popularity' ({key!r}) is {str(val).lower()}, not a number",
+                                where=f"{where} field popularity",
+                                fix="give a number (a count of links, visits, sitelinks...), or leave it out")
             elif field in ("label", "description"):
                 if isinstance(val, (list, tuple, dict)):
                     raise DataError(f"field {field!r} ({key!r}) is a {type(val).__name__}, not text", where=f"{where} field {field}",
                                     fix="give one string (other names go under aliases, other languages under labels / "
                                         "descriptions)")
                 val = "" if val is None else str(val).strip()
+                if "\x00" in val:  # a NUL byte (a binary cell, a file's damage) stayed inside the name
+                    raise DataError(f"field {field!r} ({key!r}) holds a NUL character: {val[:40]!r}",
+                                    where=f"{where} field {field}",
+                                    fix="remove the NUL bytes from the source (tr -d '\\000' < in > out for a "
+                                        "text file); -o on_error=skip skips such records")
             elif field == "id" and val is not None and not isinstance(val, str):
                 val = _db_id(val)
                 if isinstance(val, bool) or not isinstance(val, (int, float, str)):

@@ -105,6 +105,7 @@ class CSVAdapter:
                 raise truncated_error(self.path, 0) from None
             self._check_header(header, skipped + 1, delimiter)
             start = reader.line_num + 1 + skipped  # the line the next row starts on
+            short: list[str] = []  # rows with fewer cells than the header (their last cells read as empty)
             try:
                 for row in reader:
                     where = f"{self.path}:{start}"
@@ -117,12 +118,21 @@ class CSVAdapter:
                             raise DataError(f"row has {len(header) + len(row[None])} cells, header has "  # type: ignore[index]
                                             f"{len(header)}", where=where,
                                             fix="quote cells that contain the delimiter")
+                        if None in row.values():  # fewer: DictReader fills them with None
+                            if not short:
+                                short.append(f"{where} ({sum(v is not None for v in row.values())} of "
+                                             f"{len(header)})")
+                            short.append(where)
                         ent = record_to_entity(dict(row), o.mapping, o.list_sep, where, o.keep_extra)
                     except DataError as e:
                         rep.bad_record(e, where, o.on_error)
                         continue
                     rep.yielded += 1
                     yield ent
+                if short:  # a tool that leaves trailing empty cells out, or a cell lost to the delimiter: said once
+                    log.warning("%s: %d row(s) have fewer cells than the header's %d columns, the missing ones read as "
+                                "empty (the first: %s); check that no cell lost its delimiter", self.path,
+                                len(short) - 1, len(header), short[0])
             except csv.Error as e:
                 if "unexpected end of data" in str(e):
                     raise DataError(f"a quoted cell opened in the row that starts on line {start} is never closed "
@@ -149,9 +159,13 @@ class CSVAdapter:
         if id_col not in header:
             other = next((d for d in ("\t", ";", "|", ",") if d != delimiter and len(header) == 1
                           and d in header[0]), None)
+            # "ID" or " id ": the column is there under another case or with spaces around it
+            near = next((h for h in header if h.strip().lower() == id_col.strip().lower()), None)
             raise KBError(f"no id column {id_col!r} in the header {header}", where=f"{self.path}:{line}",
                           fix=(f"the columns seem separated by {other!r}: pass -o delimiter="
                                + ("tab" if other == "\t" else repr(other)) if other else
+                               f"the header has {near!r} (column names are case- and space-sensitive): map it with "
+                               f"-o mapping='{{\"id\": \"{near}\"}}', or rename the column" if near is not None else
                                "add an 'id' column, or map yours with mapping={'id': '<column>'}"))
         missing = [f"{k} -> {v!r}" for k, v in o.mapping.items() if v not in header]
         if missing:

@@ -194,6 +194,30 @@ def parse_entity(doc: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, A
             "aliases_by_lang": aliases_by_lang, "extra": extra}, ""
 
 
+def _shape_problem(doc: dict[str, Any]) -> str | None:
+    """What in an entity is not shaped as a dump's (``labels``/``descriptions``: language -> {"language", "value"};
+    ``aliases``: language -> a list of those; ``sitelinks``: site -> {"title"}), named by field and language; None
+    when nothing is. Asked only for an entity that failed to parse (the hot path checks nothing)."""
+    def term(v: Any) -> bool:
+        return isinstance(v, dict) and isinstance(v.get("value", ""), str)
+
+    for key in ("labels", "lemmas", "descriptions", "aliases", "sitelinks"):
+        m = doc.get(key)
+        if m is None:
+            continue
+        if not isinstance(m, dict):
+            return f"'{key}' is a {type(m).__name__}, not an object keyed by language (or site)"
+        for lg, v in m.items():
+            ok = (isinstance(v, list) and all(term(a) for a in v)) if key == "aliases" else \
+                 isinstance(v, dict) and (key == "sitelinks" or term(v))
+            if not ok:
+                shape = '[{"language", "value"}]' if key == "aliases" else '{"site", "title"}' \
+                    if key == "sitelinks" else '{"language", "value"}'
+                return (f"'{key}' of {lg!r} is {json.dumps(v, default=str)[:60]}, not {shape} as in a Wikidata "
+                        "dump")
+    return None
+
+
 def parse_chunk(task: tuple[int, bytes | list[bytes], dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[int, str]],
                                                                        dict[str, int]]:
     """Parse dump lines starting at line ``first``: (entities, [(line, problem)], skipped-by-reason)."""
@@ -208,6 +232,7 @@ def parse_chunk(task: tuple[int, bytes | list[bytes], dict[str, Any]]) -> tuple[
             continue
         if s.endswith(b","):
             s = s[:-1]
+        doc: Any = None
         try:
             doc = _loads(s)
             if not isinstance(doc, dict):
@@ -217,6 +242,8 @@ def parse_chunk(task: tuple[int, bytes | list[bytes], dict[str, Any]]) -> tuple[
             msg = str(e)
             if isinstance(e, json.JSONDecodeError):
                 msg = f"malformed or truncated JSON ({e.msg} at column {e.colno})"
+            elif isinstance(e, (TypeError, AttributeError)) and isinstance(doc, dict):
+                msg = _shape_problem(doc) or msg  # ("'str' object has no attribute 'get'" named no field)
             problems.append((first + i, msg[:200]))
             continue
         if ent is None:
@@ -267,6 +294,15 @@ class WikidataAdapter:
                     if not block:
                         break
                     block += f.readline()  # end the block on a line boundary
+                    if lineno == 1:
+                        from glinker.io import wide_text_error
+
+                        wide = wide_text_error(self.path, block[:64])
+                        if wide is not None:  # read as UTF-8 it was "malformed JSON" on every line
+                            raise wide
+                        if block.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (an editor's): not data
+                            block = block[3:]
+                            offset += 3
                     if lineno == 1:  # a dump opens with '[' (and must close with ']'); NDJSON (one entity a line) not
                         bracketed = block.lstrip().startswith(b"[")
                     if lineno == 1 and b"".join(block[:200].split()).startswith(b'{"entities"'):

@@ -383,7 +383,8 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
             data = _recorded(save).get("data", data)
         # what wrote the saved links: resuming into links of another pipeline, KB or data is refused
         claim = _claim_output(save, {**run_ident(pipe, model, kb), "data": data}, resuming=True,
-                              noun="evaluation run", fix="delete it, or --save to another file", flag="--save")
+                              noun="evaluation run", fix="delete it, or --save to another file", flag="--save",
+                              unverified=None)
     writer = JSONLWriter(save) if save is not None else None
     done: list[Any] = []
     if writer is not None:

@@ -278,6 +278,7 @@ def link(
     text_field: str = typer.Option("text", "--text-field", help="JSONL field holding the text."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad input lines with a warning instead of stopping."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume after the documents already in the output (default), or overwrite it."),
+    resume_unverified: bool = typer.Option(False, "--resume-unverified", help="Resume an output that has no run record (written before glinker kept one, 2026-12-03), which cannot be checked: you say this same pipeline, model and KB wrote it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     stats: bool = typer.Option(False, "--stats", help="Print per-stage time and counts at the end."),
     queue: Optional[str] = typer.Option(None, "--queue", help="Redis URL (redis://host:6379/0): hand the batches to `glinker worker` processes on any machines instead of linking here."),
@@ -294,6 +295,7 @@ def link(
         n = run_link(input, pipeline, output, batch_size=batch_size, model=model, kb=kb, device=device, dtype=dtype,
                      fmt=fmt,
                      text_field=text_field, skip_bad=skip_bad, resume=resume, progress=progress, stats=stats,
+                     resume_unverified=resume_unverified,
                      queue=queue, job=job, max_in_flight=max_in_flight, max_attempts=max_attempts,
                      batch_timeout=batch_timeout)
     except GlinkerError as e:
@@ -415,7 +417,7 @@ def run_link(input: Path, pipeline: Path, output: Path, **options: Any) -> dict[
 def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | None = None, model: str | None = None,
               kb: str | None = None, device: str | None = None, dtype: str | None = None, fmt: str = "auto",
               text_field: str = "text",
-              skip_bad: bool = False, resume: bool = True, progress: bool = False,
+              skip_bad: bool = False, resume: bool = True, progress: bool = False, resume_unverified: bool = False,
               stats: bool = False, queue: str | None = None, job: str | None = None, max_in_flight: int = 32,
               heartbeat_ttl: float | None = None, max_attempts: int = 3,
               batch_timeout: float | None = None, opened: list[Any] | None = None) -> dict[str, int]:
@@ -453,7 +455,8 @@ def _run_link(input: Path, pipeline: Path, output: Path, *, batch_size: int | No
     # a page or array resumes only with its record of what it holds (one written before has none: started anew,
     # so another pipeline's page is replaced as before, not refused as a mix)
     claim = _claim_output(output, run_ident(pipe, model, kb, resources),
-                          resume and (out_kind not in (".html", ".htm", ".json") or done_path(output).is_file()))
+                          resume and (out_kind not in (".html", ".htm", ".json") or done_path(output).is_file()),
+                          unverified=resume_unverified)
     writer: Any = None
     done = ResumeState()  # the documents already written (ids, text digests), in input order
     progress_file = done_path(output) if out_kind in (".html", ".htm", ".json") else None
@@ -794,7 +797,8 @@ def _kb_refs(pipe: Any) -> list[Any]:
 
 
 def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str = "pipeline",
-                  fix: str = "pass --no-resume to overwrite it, or write to another -o", flag: str = "--output") -> Any:
+                  fix: str = "pass --no-resume to overwrite it, or write to another -o", flag: str = "--output",
+                  unverified: bool | None = False) -> Any:
     """Hold ``OUTPUT.run.json`` locked for the run (a second ``glinker link`` on the same output is refused) and
     record in it what writes the output; a resumed JSONL output written by another pipeline, model or KB is
     refused (its links would be mixed with the new ones). Returns the claim (a context manager) that holds the lock.
@@ -802,7 +806,12 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
     The output may go to a folder others can write (``-o /tmp/links.jsonl``): the record is never opened through a
     symbolic link (one planted there would have this run truncate and overwrite the file it points to), and it is
     never written in place. It is read, checked, and only then replaced whole (a temporary file beside it, renamed
-    over it), so a run refused by the checks leaves it as it was."""
+    over it), so a run refused by the checks leaves it as it was.
+
+    An output to resume that has no record (written by a glinker from before records existed, 2026-12-03, or by
+    another program) cannot be checked: it is refused unless ``unverified`` (``--resume-unverified``: the caller
+    says the same pipeline, model and KB wrote it; the record is written then); ``unverified=None`` says there is
+    no such option (the refusal's fix is ``fix`` alone)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     ident = json.loads(json.dumps(ident, default=str))  # as it reads back
     legacy = ident.pop(LEGACY_CONTENTS, None)
@@ -817,6 +826,14 @@ def _claim_output(output: Path, ident: dict[str, Any], resuming: bool, noun: str
                           fix="wait for it to finish, or write to another -o") from None
     try:
         before = _read_record(fd)
+        if resuming and not isinstance(before, dict) and not unverified and output.exists() \
+                and output.stat().st_size > 0:
+            raise ConfigError(f"{output} has no run record ({path.name}): a glinker from before 2026-12-03 or another "
+                              f"program wrote it, so which {noun} did cannot be checked, and resuming could mix two "
+                              f"{noun}s' results in one file", where=flag,
+                              fix=fix if unverified is None else
+                              f"if this same {noun} (model, KB, settings) wrote it, resume with --resume-unverified "
+                              f"(its record is written then); else {fix}")
         if resuming and isinstance(before, dict) and output.exists() and output.stat().st_size > 0:
             # a key recorded only when set (dtype) counts when either run set it
             keys = [*(k for k in ident if k != _DETAIL), *(k for k in _SET_ONLY if k in before and k not in ident)]

@@ -173,6 +173,9 @@ def ner(
                                   "stopping at the first."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run into the same -o "
                                 "(the default), or start the output over."),
+    resume_unverified: bool = typer.Option(False, "--resume-unverified", help="Continue an output that has no run "
+                                           "record (written before glinker kept one, 2026-12-03), which cannot be "
+                                           "checked: you say this same model, labels and settings wrote it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar on a terminal."),
 ) -> None:
     """Find entities of the labels given with -l (or --labels-file, --label-bank) in INPUT and write one JSON line per document.
@@ -212,7 +215,7 @@ def ner(
     claim = None
     done = ResumeState()
     if output is not None:
-        claim = _claim_output(output, settings, resume, noun="run")
+        claim = _claim_output(output, settings, resume, noun="run", unverified=resume_unverified)
         if resume and output.exists():
             repair_jsonl_tail(output)
             done = resume_state(output, text_field)

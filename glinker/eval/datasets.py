@@ -16,6 +16,7 @@ Formats
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import json
 import logging
@@ -63,6 +64,7 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[Any, int]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {p}", where=str(p), fix="check the path (and GLINKER_DATA)")
+    _refuse_wide(p)
     try:
         with p.open("r", encoding="utf-8-sig") as f:  # a byte-order mark is not JSON
             head = ""
@@ -173,7 +175,19 @@ def _iter_json_array(f: Any, p: Path) -> Iterator[tuple[Any, int]]:
         pos = end
 
 
+def _refuse_wide(p: Path) -> None:
+    """UTF-16/32 text (with or without a byte-order mark) said as such: without a mark, ASCII in UTF-16 decodes as
+    UTF-8 (its NUL bytes are valid), and the error was "invalid JSON: Expecting value"."""
+    from glinker.io import wide_text_error
+
+    with p.open("rb") as f:
+        wide = wide_text_error(p, f.read(64))
+    if wide is not None:
+        raise wide
+
+
 def _read_json_small(path: Path) -> Any:
+    _refuse_wide(path)
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
@@ -283,8 +297,9 @@ def _entity_span(ent: Any, text: str, where: str, j: int) -> GoldSpan:
     if not isinstance(ent["type"], str):
         raise DataError(f"entity {j} has type {ent['type']!r}, which is not a string", where=where,
                         fix='write the type as a string, e.g. "type": "person"')
-    if not ent["type"]:
-        raise DataError(f"entity {j} has no type", where=where, fix="give every entity a non-empty 'type'")
+    if not ent["type"].strip():
+        raise DataError(f"entity {j} has no type ({ent['type']!r})", where=where,
+                        fix="give every entity a non-empty 'type'")
     surface = text[pos[0]:pos[1]]
     name = ent.get("name")
     if isinstance(name, str) and not _same_name(name, surface):
@@ -325,8 +340,8 @@ def read_labels(path: str | Path) -> list[str]:
     """Read a ``labels.json`` list of label names."""
     p = Path(path)
     labels = _read_json_small(p)
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)):
-        raise DataError("labels.json must be a non-empty list of strings", where=str(p),
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels)):
+        raise DataError("labels.json must be a non-empty list of non-blank strings", where=str(p),
                         fix='write e.g. ["person", "organization", "location"]')
     return labels
 
@@ -443,7 +458,7 @@ def read_annotated_set(path: str | Path, split: str | None = None, limit: int | 
         else:
             it = (NERExample(text=ex.text, spans=[GoldSpan(a, b, lab, ex.text[a:b]) for a, b, lab in ex.char_spans()],
                              where=f"{ex.source}:{ex.meta.get('line', '')}".rstrip(":"), labels=ex.labels)
-                  for ex in _training_reader(f, kind))
+                  for ex in map(_without_blank_tokens, _training_reader(f, kind)))
         for ex in it:
             if limit is not None and len(examples) >= limit:
                 break
@@ -555,6 +570,21 @@ class TrainingExample:
         if self.labels is not None:
             d["label"] = list(self.labels)
         return d
+
+
+def _without_blank_tokens(ex: TrainingExample) -> TrainingExample:
+    """``ex`` without its empty or whitespace tokens (outside every span: a span over one is refused), the spans'
+    word indices moved with them: read as an evaluation sentence, the tokens joined by spaces gave a double space,
+    and the gold after it no longer met the words a model reads (training reads the tokens as they are)."""
+    if all(t.strip() for t in ex.tokens):
+        return ex
+    new, kept = {}, []
+    for k, t in enumerate(ex.tokens):
+        if t.strip():
+            new[k] = len(kept)
+            kept.append(t)
+    return dataclasses.replace(ex, tokens=kept, spans=[(new[a], new[b], lab) for a, b, lab in ex.spans],
+                               ignore=[])
 
 
 def _check_word_spans(tokens: list[str], spans: Any, where: str) -> list[tuple[int, int, str]]:
@@ -932,6 +962,7 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
     """
     p = Path(path)
     docs: dict[str, TrainingExample] = {}
+    texts: dict[str, str] = {}  # each passage's input, which every question of it must repeat
     unfound = 0
     for rec, line in iter_json_records(p):
         where = f"{p}:{line}"
@@ -948,19 +979,31 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
         except json.JSONDecodeError as e:
             raise DataError(f"'output' is not a JSON list: {e.msg}", where=where,
                             fix='output is a JSON-encoded list of strings, e.g. "[\\"Paris\\"]"') from None
-        if not isinstance(answers, list) or not isinstance(text, str) or not isinstance(tag, str):
-            raise DataError("'input' and 'tagName' must be strings and 'output' a list of strings", where=where,
-                            fix="fix the record's field types")
+        instruction = rec.get("instruction")
+        if not isinstance(answers, list) or not isinstance(text, str) or not isinstance(tag, str) \
+                or not isinstance(instruction, (str, type(None))):
+            raise DataError("'doc_question_pairID', 'input', 'tagName' and 'instruction' (when given) must be strings "
+                            "and 'output' a list of strings", where=where, fix="fix the record's field types")
+        bad = [a for a in answers if not isinstance(a, str)]
+        if bad:  # dropped without a word before
+            raise DataError(f"'output' holds {json.dumps(bad[0])[:40]}, not a string", where=where,
+                            fix='output is a list of the answers\' texts, e.g. ["Paris"]')
         doc = pair.split(":", 1)[0]
         cur = docs.get(doc)
         if cur is None:
             toks, _ = _tokenize(text)
             cur = docs[doc] = TrainingExample(tokens=toks, spans=[], labels=[], id=doc, source=str(p),
                                               meta={"definitions": {}, "line": line})
+            texts[doc] = text
+        elif texts[doc] != text:  # its answers were searched in the first passage of that id
+            raise DataError(f"document {doc!r} (the part of doc_question_pairID before ':') has another 'input' "
+                            f"than at line {cur.meta['line']}", where=where,
+                            fix="give each passage its own document id, or the same input text to every question of "
+                                "one passage")
         assert cur.labels is not None
         if tag not in cur.labels:
             cur.labels.append(tag)
-        m = re.search(r"DEFINITION:\s*(.+)", rec.get("instruction", ""))
+        m = re.search(r"DEFINITION:\s*(.+)", instruction or "")
         if m:
             cur.meta["definitions"][tag] = m.group(1).strip()
         seen = set(cur.spans)
@@ -1234,6 +1277,25 @@ def _empty_span(s: int, e: int, where: str, what: str, seen: list[str]) -> bool:
     return True
 
 
+def _once(ms: list[GoldMention], where: str, seen: list[str]) -> list[GoldMention]:
+    """A document's gold mentions with a repeat of one (same span, entity and flags) left out: it counted as two
+    gold mentions, both matched by one prediction (or both missed); one warning per file names the first. The same
+    span with two entities is kept (ELEVANT's Fair sets give such alternatives)."""
+    keys: set[tuple] = set()
+    out = []
+    for m in ms:
+        key = (m.start, m.end, m.entity_id, m.raw_id, m.optional, m.coref)
+        if key in keys:
+            if not seen:
+                log.warning("%s: the gold mention %d-%d (%r, %s) is given twice: counted once (as are any further "
+                            "repeats of this file)", where, m.start, m.end, m.text[:40], m.entity_id)
+            seen.append(where)
+            continue
+        keys.add(key)
+        out.append(m)
+    return out
+
+
 _AIDA_MENTION_KEYS = ("start", "end", "token_start", "token_end", "mention", "ner_type", "wikipedia_title",
                       "wikipedia_url", "wikipedia_id", "freebase_mid", "wikidata_qid", "qid_source", "wikidata_label")
 _ELEVANT_LABEL_KEYS = ("id", "span", "entity_id", "name", "type", "coref", "parent", "children", "desc", "optional")
@@ -1293,12 +1355,15 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
+    repeats: list[str] = []  # gold mentions given twice (said once, see _once)
     not_qids: dict[str, str] = {}  # gold ids that are no QID (first few, with their place): said once at the end
     n_not_qids = 0
     wikidata: bool | None = None  # whether the set names QIDs at all (looked up at its first id that is none)
     for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("mentions"), list):
-            raise DataError("AIDA record needs 'text' and a 'mentions' list", where=where,
+            other = " (this line has ELEVANT's 'labels': one file holds one format, that of its first line)" \
+                if isinstance(rec, dict) and "labels" in rec else ""
+            raise DataError(f"AIDA record needs 'text' and a 'mentions' list{other}", where=where,
                             fix='one document a line: {"id", "text", "mentions": [{"start", "end", "mention", "wikidata_qid"}]}')
         text = rec["text"]
         ms = []
@@ -1335,12 +1400,33 @@ def iter_aida(path: str | Path) -> Iterator[ELDocument]:
                 meta["unmapped"] = True
             ms.append(GoldMention(s, e, surface, NIL, label_id=j,
                                   raw_id=title if nil_marker else str(raw_qid), meta=meta))
-        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=ms, evaluation_span=(0, len(text)),
-                         meta={"source": str(p), "line": line})
+        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=_once(ms, where, repeats),
+                         evaluation_span=(0, len(text)), meta={"source": str(p), "line": line})
     if n_not_qids:
         log.warning("%s: %d gold wikidata_qid values are not Wikidata QIDs (%s): scored as NIL and counted as "
                     "unmapped; give QIDs (Q90), or null for a mention of no entity", p, n_not_qids,
                     ", ".join(f"{v!r} at {w}" for v, w in not_qids.items()))
+
+
+def _check_elevant_fields(lab: dict, where: str, what: str) -> None:
+    """The types ELEVANT gives a label's flags and links (``optional``, ``coref``, ``desc``: true or false; ``id``,
+    ``parent``: a number or a string; ``children``: a list of them); a DataError naming the label otherwise ("false"
+    as a string was read as true, dropping the mention from the gold; a list as an id failed deep in scoring)."""
+    for k in ("optional", "coref", "desc"):
+        v = lab.get(k)
+        if v is not None and not isinstance(v, bool):
+            raise DataError(f"{what}: {k} is {json.dumps(v)[:40]}, not true or false", where=where,
+                            fix=f'"{k}": true (or false, or leave it out)')
+    ids = [("id", lab.get("id")), ("parent", lab.get("parent"))]
+    kids = lab.get("children")
+    if kids is not None and not isinstance(kids, list):
+        raise DataError(f"{what}: children is {json.dumps(kids, default=str)[:40]}, not a list", where=where,
+                        fix='"children": [3, 4] (the ids of the labels it contains)')
+    ids += [("children", c) for c in kids or []]
+    for k, v in ids:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, str))):
+            raise DataError(f"{what}: {k} holds {json.dumps(v, default=str)[:40]}, not a label id (a number)",
+                            where=where, fix=f'"{k}": 3')
 
 
 def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
@@ -1352,9 +1438,12 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
     """
     p = Path(path)
     empty: list[str] = []
+    repeats: list[str] = []  # gold mentions given twice (said once, see _once)
     for i, rec, line, where in iter_json_records_at(p):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not isinstance(rec.get("labels"), list):
-            raise DataError("ELEVANT record needs 'text' and a 'labels' list", where=where,
+            other = " (this line has AIDA's 'mentions': one file holds one format, that of its first line)" \
+                if isinstance(rec, dict) and "mentions" in rec else ""
+            raise DataError(f"ELEVANT record needs 'text' and a 'labels' list{other}", where=where,
                             fix='one article a line: {"text", "labels": [{"span": [s, e], "entity_id"}], "evaluation_span"}')
         text = rec["text"]
         es = rec.get("evaluation_span") or [0, len(text)]
@@ -1370,6 +1459,7 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
             if _empty_span(span[0], span[1], where, f"label {j}", empty):
                 continue
             _check_id_key(lab, "entity_id", _ELEVANT_LABEL_KEYS, where, f"label {j}")
+            _check_elevant_fields(lab, where, f"label {j}")
             raw = str(lab.get("entity_id", ""))
             typ = str(lab.get("type", ""))
             qid = gold_qid(raw)[0]
@@ -1380,8 +1470,9 @@ def iter_elevant(path: str | Path) -> Iterator[ELDocument]:
                 coref=bool(lab.get("coref")), label_id=lab.get("id", j), parent=lab.get("parent"),
                 children=list(lab.get("children") or []), raw_id=None if known else raw,
                 meta={"type": typ, "name": lab.get("name"), **({"desc": True} if lab.get("desc") else {})}))
-        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=ms, evaluation_span=(es[0], es[1]),
-                         meta={"source": str(p), "line": line, "title": rec.get("title")})
+        yield ELDocument(id=str(rec.get("id", i)), text=text, mentions=_once(ms, where, repeats),
+                         evaluation_span=(es[0], es[1]), meta={"source": str(p), "line": line,
+                                                                "title": rec.get("title")})
 
 
 def sniff_el_format(path: str | Path) -> str:

@@ -19,6 +19,7 @@ itself) cannot match anything and are counted in ``unaligned_pred``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -371,6 +372,32 @@ def write_predictions(path: str | Path, dataset: NERDataset, predictions: Sequen
         _write_predictions(f, dataset, predictions)
 
 
+def _prediction_line(rec: Any, where: str) -> tuple[str, int, str, list[dict]]:
+    """(dataset, index, text, entities) of a line written by ``--save-predictions``, each of its type (a whole index
+    from 0, entities with whole-number start and end and a string label); a DataError naming the line otherwise
+    (a null dataset, a negative or fractional index or a label that is no string was scored wrong without a word,
+    or failed in the report with a bare TypeError)."""
+    fix = 'write lines as {"dataset": "...", "index": 0, "text": "...", "entities": [{"start", "end", "label"}]}'
+    try:
+        name, idx, text, ents = rec["dataset"], rec["index"], rec["text"], rec["entities"]
+    except (KeyError, TypeError):
+        raise DataError("prediction line needs dataset, index, text and entities", where=where, fix=fix) from None
+    if not isinstance(name, str) or not name:
+        raise DataError(f"dataset is {json.dumps(name)[:40]}, not a set's name", where=where, fix=fix)
+    if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
+        raise DataError(f"index is {json.dumps(idx)[:40]}, not a sentence number (a whole number from 0)",
+                        where=where, fix=fix)
+    if not isinstance(text, str) or not isinstance(ents, list):
+        raise DataError("text must be a string and entities a list", where=where, fix=fix)
+    for k, e in enumerate(ents):
+        ok = isinstance(e, dict) and all(isinstance(e.get(f), int) and not isinstance(e.get(f), bool)
+                                         for f in ("start", "end")) and isinstance(e.get("label"), str)
+        if not ok:
+            raise DataError(f"entities[{k}] is {json.dumps(e, default=str)[:80]}: an entity is "
+                            '{"start": int, "end": int, "label": str}', where=where, fix=fix)
+    return name, idx, text, ents
+
+
 def score_predictions_file(path: str | Path, data: str | Path, mode: str = "gliner", split: str = "test",
                            limit: int | None = None) -> NERReport:
     """Score saved predictions against the gold data under ``data`` (a dataset folder or a folder of them).
@@ -384,11 +411,7 @@ def score_predictions_file(path: str | Path, data: str | Path, mode: str = "glin
 
     by_ds: dict[str, dict[int, tuple[str, list[dict], int]]] = {}
     for rec, line in iter_json_records(p):
-        try:
-            name, idx, text, ents = rec["dataset"], int(rec["index"]), rec["text"], rec["entities"]
-        except (KeyError, TypeError, ValueError):
-            raise DataError("prediction line needs dataset, index, text and entities", where=f"{p}:{line}",
-                            fix='write lines as {"dataset", "index", "text", "entities": [...]}') from None
+        name, idx, text, ents = _prediction_line(rec, f"{p}:{line}")
         seen = by_ds.setdefault(name, {})
         if idx in seen:  # two predictions for one sentence: the last would win silently
             raise DataError(f"sentence {idx} of {name} has a second prediction line (the first: line {seen[idx][2]})",

@@ -69,7 +69,7 @@ class Settings(BaseModel):
         "with the same links on AIDA within 0.03 F1; float32 elsewhere); default: the checkpoint's (float32 for the "
         "shipped model). Part of the pipeline's identity: a run resumes, and cluster workers serve, only with the "
         "same setting.")
-    log_every: int = Field(default=0, ge=0, description="Log progress every N documents (0: only at the end).")
+    log_every: int = Field(default=0, ge=0, description="Log progress at INFO every N documents, and the final count of a call that reached N (0: the final count only, at DEBUG).")
     window_words: int | None = Field(
         default=None, ge=0, description="Longest window, in words, a model stage reads at once (longer documents are "
         "read in overlapping windows); default: the model's `window_words` (the shipped model: 32), else its "

@@ -17,7 +17,7 @@ class MergeMentionsParams(StageParams):
 
 class MergeMentions(Stage):
     """Merge the mentions of several inputs per document; identical spans are kept once (the first copy, with
-    the label and score of a later one when it has no label)."""
+    the label of a later one when it has none, and that copy's score when it has none either)."""
 
     type_name = "merge_mentions"
     Params = MergeMentionsParams

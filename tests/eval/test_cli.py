@@ -178,6 +178,13 @@ def test_el_pipeline_run_saves_and_resumes(tmp_path, monkeypatch):
     save = tmp_path / "out.jsonl"
     write_jsonl(save, [LinkedDocument(id="b", text=TEXT)])  # a previous run already did "b"
     r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save)])
+    assert r.exit_code != 0 and "has no run record" in r.output  # (which run wrote it cannot be checked)
+    from glinker.cli.link import run_ident
+
+    # the record that run would have written beside it
+    save.with_name("out.jsonl.run.json").write_text(json.dumps({**run_ident(fake, None, None), "data": gold},
+                                                               default=str))
+    r = runner.invoke(app, ["eval", "el", "--data", str(gold), "--pipeline", "x.yaml", "--save", str(save)])
     assert r.exit_code == 0, r.output
     assert fake.seen == ["a"] and read_done_ids(save) == {"a", "b"} and fake.closed  # its stages' close() ran
     # Obama right, Merkel wrong (FN+FP), Berlin is NIL gold linked to Q76 (FP): P=1/3 R=1/2

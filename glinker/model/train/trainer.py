@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import random
 import shutil
 import socket
@@ -906,11 +907,14 @@ def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = 
                         if _same_file(a.get(key), b.get(key), config_dir, covered(group, i, key)):
                             a[key] = b.get(key)
     diffs: list[str] = []
+    unknown_then: list[str] = []  # settings this build has and the checkpoint's (an older build's) configuration lacks
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 if k not in _RUN_ONLY:
+                    if k not in a and re.fullmatch(r"|train|model|(?:data|dev)\[\d+\]", path):
+                        unknown_then.append(f"{path}.{k}" if path else str(k))
                     walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
             for i, (x, y) in enumerate(zip(a, b)):
@@ -919,6 +923,14 @@ def _check_same_run(saved: Any, now: Any, where: Path, config_dir: str | None = 
             diffs.append(f"{path}: {a!r} then, {b!r} now")
 
     walk(saved, now, "")
+    if unknown_then:  # "pack_prob: None then, 0.5 now" asked to restore a value no configuration can hold
+        raise ConfigError(f"{where} was saved by an older glinker, whose configuration had no "
+                          f"{', '.join(unknown_then[:6])}{' ...' if len(unknown_then) > 6 else ''}: its run cannot "
+                          "be resumed by this version (what those settings do was not done then)",
+                          where=str(where.parent.parent),
+                          fix="finish this run with the glinker version that started it, or train into a new "
+                              "output_dir with this one (from a finished run's weights: model.from_checkpoint: "
+                              f"{where.parent.parent / 'final'}, where that run wrote them)")
     if diffs:
         paths = any(d.split(":")[0].endswith(_SOURCE_PATHS + _MODEL_PATHS) for d in diffs)
         raise ConfigError(f"{where} was trained with another configuration: " + "; ".join(diffs[:5])
