@@ -50,6 +50,19 @@ def is_shipped(name: str) -> bool:
     return (SHIPPED_ROOT / str(name) / MANIFEST).is_file() if "/" not in str(name) else False
 
 
+def shipped_fingerprint(name: str) -> str | None:
+    """The fingerprint (``BiEncoder.fingerprint``) of a shipped model's weights as its manifest records it, read
+    without loading the model (so ``glinker pipeline validate`` can tell a KB or label bank built with an earlier
+    release of it); None for no shipped model, or one shipped before manifests recorded it."""
+    if not is_shipped(name):
+        return None
+    try:
+        fp = json.loads((SHIPPED_ROOT / str(name) / MANIFEST).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fp if isinstance(fp, str) and len(fp) == 64 else None
+
+
 def encoder_names(model: str | Path) -> tuple[str | None, str | None] | None:
     """The public names of a model's text and label encoders (``model_name`` and ``labels_encoder`` of its
     ``gliner_config.json``), read from its files without loading it: a shipped model (by name or folder) or a
@@ -288,6 +301,10 @@ def _write_shipped(out: Path, delta: dict, model: Any, name: str | None, text_sr
                     "delta": "delta.safetensors", "delta_sha256": sha256_file(tmp / "delta.safetensors"),
                     "dtype": fmt, "tensors": len(delta), "parameters": int(n_params)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        # the fingerprint of the weights as they load (materialised from the delta), recorded for checks that do
+        # not load the model (shipped_fingerprint)
+        manifest["fingerprint"] = _loaded_fingerprint(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for f in tmp.iterdir():
             f.chmod(0o644)  # mkdtemp's 0700/0600 would make an installed model unreadable to other users
         tmp.chmod(0o755)
@@ -306,6 +323,13 @@ def _write_shipped(out: Path, delta: dict, model: Any, name: str | None, text_sr
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _loaded_fingerprint(folder: Path) -> str:
+    """``BiEncoder.fingerprint`` of the shipped form in ``folder`` as it loads (materialised into the cache)."""
+    from glinker.model import BiEncoder
+
+    return BiEncoder.from_pretrained(str(materialize(folder)), device="cpu").fingerprint
 
 
 def _public_config(config: dict) -> dict:

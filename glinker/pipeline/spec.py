@@ -9,11 +9,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from glinker.errors import ConfigError, PipelineError, Problem, closest
+from glinker.errors import ConfigError, GlinkerError, PipelineError, Problem, closest
 from glinker.pipeline.registry import StageRegistry, registry as default_registry
 from glinker.pipeline.stage import DOCUMENTS, Stage, StageParams, placed_path
 from glinker.pipeline.yamlsrc import LoadedYAML, load_yaml
@@ -737,7 +737,72 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
             own = getattr(p, "kb", None) if "kb" in fields else None
             if sources and own is not None and not isinstance(own, str):
                 check_source(own, st)
+            out.extend(_stale_vectors(spec, st, getattr(p, "model", None) or model,
+                                      own if own is not None else kb, where))
     return out
+
+
+def _vector_uses(st: StageSpec) -> list[str]:
+    """What of a stage compares vectors made by its model: ``kb`` (dense candidates, re-scoring with the bi-encoder
+    feature or coherence) and ``label_bank``."""
+    p, uses = st.params, []
+    weights = getattr(p, "weights", None)
+    if st.type == "dense_candidates" or (st.type == "rescore" and isinstance(weights, dict)
+                                         and (weights.get("biencoder", 0) or weights.get("coherence", 0))):
+        uses.append("kb")
+    if getattr(p, "label_bank", None):
+        uses.append("label_bank")
+    return uses
+
+
+def _stale_vectors(spec: PipelineSpec, st: StageSpec, model: Any, kb: Any,
+                   where: Callable[..., tuple[str, int | None]]) -> list[Problem]:
+    """E255 for a KB or label bank of ``st`` whose vectors an earlier release of the shipped model ``model`` made
+    (its manifest records the weights' fingerprint, read without loading the model): the stage refuses it at
+    warm-up, and ``glinker pipeline validate`` said OK after an upgrade."""
+    from glinker.model.shipped import shipped_fingerprint
+
+    uses = _vector_uses(st)
+    now = shipped_fingerprint(model) if uses and isinstance(model, str) else None
+    if now is None:
+        return []
+    out = []
+    for what in uses:
+        value = kb if what == "kb" else getattr(st.params, "label_bank", None)
+        if not isinstance(value, str) or not value or "${" in value:
+            continue
+        p = Path(value).expanduser()
+        folder = p if p.is_absolute() else spec.base_dir / p
+        if not folder.is_dir() and not p.is_absolute() and p.is_dir():
+            folder = p
+        then, built_with = _recorded_fingerprint(folder, what)
+        if then is None or then == now or built_with not in (None, model):
+            continue  # not there, alias-only, as the model is now, or another model's (said when it loads)
+        w, line = where(st, what)
+        rebuild = (f"glinker kb build ... --model {model} --out {value}" if what == "kb" else
+                   f"glinker labels build LABELS -m {model} -o {value}")
+        # (a bank records no model name: another model's, or an earlier release's of this one)
+        whose = f"an earlier release of {model}" if what == "kb" else f"another model or an earlier release of {model}"
+        out.append(Problem("E255", f"stage {st.name!r}: {what.replace('_', ' ')} {value!r} holds vectors of {whose} "
+                                   f"(fingerprint {then[:12]}; {model} is now {now[:12]}): the stage refuses it when "
+                                   "it loads", where=w, line=line,
+                           fix=f"rebuild it with the model as it is now: {rebuild}"))
+    return out
+
+
+def _recorded_fingerprint(folder: Path, what: str) -> tuple[str | None, str | None]:
+    """(model fingerprint, model name) a KB's manifest or a label bank's label_bank.json records; (None, None) when
+    unreadable or none (an alias-only KB)."""
+    try:
+        if what == "kb":
+            from glinker.kb.kb import MANIFEST, current_generation
+
+            meta = json.loads((current_generation(folder) / MANIFEST).read_text(encoding="utf-8"))
+            return meta.get("model_fingerprint"), meta.get("model")
+        meta = json.loads((folder / "label_bank.json").read_text(encoding="utf-8"))
+        return meta.get("model_fingerprint") or None, None
+    except (GlinkerError, OSError, ValueError, AttributeError):
+        return None, None
 
 
 def load_spec(path: str | Path, *, reg: StageRegistry | None = None, check_resources: bool = False) -> PipelineSpec:

@@ -60,6 +60,8 @@ def test_shipped_model_loads_and_predicts(cache):
     assert ents and all(text[e["start"]:e["end"]] == e["text"] for e in ents)
     again = BiEncoder.from_pretrained(shipped.DEFAULT_MODEL)
     assert again.fingerprint == m.fingerprint and again.window_words == 32
+    # the manifest's record of it, which checks that do not load the model compare (a re-ship must update it)
+    assert shipped.shipped_fingerprint(shipped.DEFAULT_MODEL) == m.fingerprint
     # characters the tokenizer drops (soft hyphen, zero-width space, byte-order mark, a lone combining mark)
     # standing alone as words: the entities after them are the same, at their own offsets (gliner's running word
     # count moved every later entity one word early: "." and "in" for Paris and France)

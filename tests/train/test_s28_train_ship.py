@@ -168,6 +168,11 @@ def test_a_finished_run_is_shipped_without_training(base_run, pkg, tmp_path, tra
     assert "nothing to train" in r.output and "shipped form" in r.output
     assert BiEncoder.from_pretrained(tmp_path / "r4" / "final").fingerprint == before
     assert (tmp_path / "r4-shipped" / "glinker_model.json").is_file()
+    # the shipped form's manifest records the fingerprint of the weights as they load (validate compares it)
+    from glinker.model.shipped import materialize
+
+    recorded = json.loads((tmp_path / "r4-shipped" / "glinker_model.json").read_text())["fingerprint"]
+    assert recorded == BiEncoder.from_pretrained(materialize(tmp_path / "r4-shipped")).fingerprint
 
 
 def _yaml_dev(path, out: str, model: dict, data: str, dev: str, seed: int = 3):
