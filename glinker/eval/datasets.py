@@ -981,7 +981,7 @@ def iter_pilener(path: str | Path) -> Iterator[TrainingExample]:
                             fix='output is a JSON-encoded list of strings, e.g. "[\\"Paris\\"]"') from None
         instruction = rec.get("instruction")
         if not isinstance(answers, list) or not isinstance(text, str) or not isinstance(tag, str) \
-                or not isinstance(instruction, (str, type(None))):
+                or not isinstance(rec["doc_question_pairID"], str) or not isinstance(instruction, (str, type(None))):
             raise DataError("'doc_question_pairID', 'input', 'tagName' and 'instruction' (when given) must be strings "
                             "and 'output' a list of strings", where=where, fix="fix the record's field types")
         bad = [a for a in answers if not isinstance(a, str)]

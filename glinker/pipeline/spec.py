@@ -744,11 +744,11 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
 
 def _vector_uses(st: StageSpec) -> list[str]:
     """What of a stage compares vectors made by its model: ``kb`` (dense candidates, re-scoring with the bi-encoder
-    feature or coherence) and ``label_bank``."""
+    feature; coherence compares the KB's vectors with each other only) and ``label_bank``."""
     p, uses = st.params, []
     weights = getattr(p, "weights", None)
     if st.type == "dense_candidates" or (st.type == "rescore" and isinstance(weights, dict)
-                                         and (weights.get("biencoder", 0) or weights.get("coherence", 0))):
+                                         and weights.get("biencoder", 0) > 0):
         uses.append("kb")
     if getattr(p, "label_bank", None):
         uses.append("label_bank")

@@ -29,6 +29,7 @@ PILE = {"doc_question_pairID": "1:1", "tagName": "person", "input": "John Smith 
     ({"instruction": None}, None),  # null is "no definition"
     ({"instruction": ["x"]}, "'instruction' (when given) must be strings"),
     ({"output": [1, None]}, "'output' holds 1, not a string"),
+    ({"doc_question_pairID": None}, "'doc_question_pairID', 'input'"),
 ])
 def test_pilener_fields_of_the_wrong_type(tmp_path: Path, change: dict, said: str | None) -> None:
     """instruction null or a list was a bare TypeError (re.search); non-string answers were dropped silently."""

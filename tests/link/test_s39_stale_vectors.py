@@ -56,6 +56,15 @@ def test_a_kb_of_an_earlier_release_is_named_by_validate(tmp_path: Path) -> None
     # a stage that does not compare vectors (no dense candidates): the old KB is fine for it
     p.write_text(PIPE.format(model=DEFAULT_MODEL, kb=old).replace("dense_candidates", "alias_candidates"))
     load_spec(p, check_resources=True)
+    # nor re-scoring by coherence alone (the KB's vectors against each other), only the bi-encoder feature
+    rescore = "  r: {{type: rescore, input: d, weights: {{alias: 1.0, {w}: 0.5}}}}\n  links: {{type: select, input: r}}\n"
+    base = PIPE.format(model=DEFAULT_MODEL, kb=old).replace("dense_candidates", "alias_candidates")
+    base = base.replace("  links: {type: select, input: d}\n", "")
+    p.write_text(base + rescore.format(w="coherence"))
+    load_spec(p, check_resources=True)
+    p.write_text(base + rescore.format(w="biencoder"))
+    with pytest.raises(PipelineError, match="E255"):
+        load_spec(p, check_resources=True)
 
 
 @pytest.mark.skipif(NOW is None, reason="the shipped model's manifest records no fingerprint")
