@@ -4,7 +4,9 @@ Run the pipeline once on the tuning set with every feature weighted (> 0, so eac
 candidates), ``select`` with ``nil_threshold: 0``, ``one_per_span: false`` and a large ``top_k``, saving the
 links; this script then re-ranks the saved candidates for each weight combination exactly as ``rescore`` +
 ``select`` would (weighted mean of the kept features, NIL under the threshold, overlapping spans resolved by
-confidence) and scores them with the same evaluator as ``glinker eval el``. Tune on dev sets only (AIDA testa, the
+confidence) and scores them with the same evaluator as ``glinker eval el``; ``coherence`` alone is approximated (its
+saved values depend on the weights of the run that saved them: a warning says so). A grid weight that no saved
+candidate carries is refused, and ``prior`` needs ``--kb`` (whether the KB has alias counts decides its use). Tune on dev sets only (AIDA testa, the
 ELEVANT OKE train splits). Several sets (``--predictions`` and ``--data`` repeated, in pairs) rank every setting by
 the mean of their EL F1, so a setting that helps one domain at another's cost does not win.
 
@@ -52,6 +54,13 @@ def parse_grid(spec: str) -> dict[str, list[float]]:
             raise SystemExit(f"unknown feature {name!r}; features: {', '.join(SCORE_KEY)}")
         grid[name] = [float(v) for v in values.split(",")]
     return grid
+
+
+def saved_features(path: str) -> set[str]:
+    """The grid features (``SCORE_KEY``'s names) some candidate of the saved links carries a score of."""
+    keys = {v: k for k, v in SCORE_KEY.items()}
+    return {keys[s] for d in iter_linked_jsonl(path) for ln in d.links for c in ln.candidates
+            for s in c.scores if s in keys}
 
 
 @dataclass
@@ -193,6 +202,20 @@ def main() -> int:
         raise SystemExit("--missing-prior: zero, skip, popularity and/or auto")
     if {"popularity", "auto"} & set(modes) and args.kb is None:
         raise SystemExit("--missing-prior popularity/auto needs --kb (which forms have alias counts)")
+    if any(v > 0 for v in grid.get("prior", [])) and args.kb is None:
+        # rescore leaves `prior` out of the mean for a KB without alias counts: taken as counted, such a KB's rows
+        # with prior > 0 scored ~0 where the pipeline scores them well
+        raise SystemExit("--grid tries prior > 0: give --kb (the pipeline's KB), whose alias counts decide how rescore "
+                         "uses the prior")
+    saved = {n for pred in args.predictions for n in saved_features(pred)}
+    never = [n for n, vs in grid.items() if any(v > 0 for v in vs) and n not in saved and n != "prior"]
+    if never:  # scored 0 on every candidate: its rows look plausible and mean nothing
+        raise SystemExit(f"--grid weights {', '.join(never)}, which no saved candidate carries: save the links with "
+                         "those features weighted (> 0) in the pipeline's rescore, or drop them from the grid")
+    if any(v > 0 for v in grid.get("coherence", [])):
+        print("warning: coherence is approximated: its saved values come from the other mentions' best candidates "
+              "under the weights of the run that saved them, and change with the weights tried here; confirm a row "
+              "with coherence by running the pipeline with its weights", file=sys.stderr)
     kb_counted = True  # rescore leaves `prior` out for a KB without any counts (unless it backs off to popularity)
     if args.kb is not None:
         from glinker.kb import KB

@@ -292,16 +292,24 @@ def el(
 
             linked = list(iter_linked_jsonl(predictions))
         else:
-            linked, found_by = _run_pipeline(pipeline, gold, save, batch_size, model, kb, dtype)  # type: ignore[arg-type]
+            linked, found_by, used = _run_pipeline(pipeline, gold, save, batch_size, model, kb, dtype)  # type: ignore[arg-type]
         _check_predictions(linked, gold, predictions if predictions is not None else save)
         wanted = set(ids)
         preds = [p for p in predictions_from_linked(linked) if p.doc_id in wanted]
         kb_set = load_kb_ids(str(kb_ids)) if kb_ids is not None else None
         report = evaluate_el(gold, preds, kb=kb_set, ks=k_list, exclude_coref=exclude_coref, mentions=found_by)
+        if kb_set and report.kb_distinct and not report.kb_distinct_present:  # every miss then "not in the KB"
+            log.warning("none of the %d gold entities is among the %d ids of --kb-ids %s (e.g. %r there): check that "
+                        "they are the KB's ids (a CSV's id column is named id, qid, wikidata_id, entity_id or kb_id; "
+                        "without one its first column is read)", report.kb_distinct, len(kb_set), kb_ids, next(iter(sorted(kb_set))))
     except GlinkerError as e:
         _fail(e)
+    if predictions is not None:
+        used = {"model": model, "kb": kb}
     run = {"pipeline": str(pipeline) if pipeline is not None else None,
-           "predictions": str(predictions) if predictions is not None else None, "model": model, "kb": kb,
+           "predictions": str(predictions) if predictions is not None else None,
+           # what linked: the overrides, else the pipeline's own model and KB (secrets masked)
+           "model": used["model"], "kb": used["kb"],
            "data": [str(d) for d in data], "limit": limit, "mentions": report.mentions,
            **({"dtype": dtype} if dtype is not None and pipeline is not None else {})}
     if pipeline is not None:
@@ -362,15 +370,21 @@ def _mentions_of(pipe: Any) -> str:
 
 
 def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | None, model: str | None = None,
-                  kb: str | None = None, dtype: str | None = None) -> tuple[list[Any], str]:
+                  kb: str | None = None, dtype: str | None = None) -> tuple[list[Any], str, dict[str, Any]]:
     """Link the gold documents' texts with a pipeline; with ``save``, resume from and append to a JSONL.
-    Returns the linked documents and how the pipeline finds mentions (:func:`_mentions_of`)."""
+    Returns the linked documents, how the pipeline finds mentions (:func:`_mentions_of`) and the model and KB that
+    linked (an override, else the pipeline's own; a KB as :func:`glinker.stages.resources.shown_kb` shows it)."""
     import glinker
     from glinker.io import iter_linked_jsonl
     from glinker.stages.writers import JSONLWriter
 
     pipe = glinker.load_pipeline(str(path), model=model, kb=kb, dtype=dtype)
     found_by = _mentions_of(pipe)
+    from glinker.stages.resources import shown_kb
+
+    h = getattr(pipe.spec, "header", None)  # (a pipeline of another make may have none)
+    used = {"model": model or getattr(h, "model", None),
+            "kb": kb or shown_kb(getattr(h, "kb", None), getattr(pipe.spec, "base_dir", None))}
     docs = [d.to_document() for d in gold]
     claim = None
     if save is not None:
@@ -409,7 +423,7 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
         if claim is not None:
             claim.__exit__(None, None, None)
         pipe.close()  # its stages' close() run
-    return (list(iter_linked_jsonl(save)) if save is not None else done), found_by
+    return (list(iter_linked_jsonl(save)) if save is not None else done), found_by, used
 
 
 def _as_linked(out: Any, doc: Any, pipe: Any) -> Any:

@@ -1310,13 +1310,22 @@ def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: 
     """A gold mention without its entity key (``needed``) is NIL; but one that holds a QID under a misspelling of
     ``needed`` ("wikidata_qdi", "entityid": two edits at most) or under a usual name for an entity ("qid", "entity_id",
     "wikidata_id"), would be scored as NIL without a word: an error naming the key. Other keys are read past, a QID
-    among them too ("predicted_qid", "old_qid": metadata), and so are near-miss keys without a QID ("wikidata_url")."""
+    among them too ("predicted_qid", "old_qid": metadata), and so are near-miss keys without a QID ("wikidata_url").
+    A usual name for an entity holding another KB's id ("entity_id": "ACME-1") is the same error: a set of company
+    ids was read as NIL without a word."""
     if needed in m:
         return
     from rapidfuzz.distance import DamerauLevenshtein
 
     for k, v in m.items():
-        if k in known or not (isinstance(v, str) and _QID.fullmatch(v)):
+        if k in known:
+            continue
+        if not (isinstance(v, str) and _QID.fullmatch(v)):
+            if str(k).lower() in _ENTITY_KEYS and isinstance(v, (str, int)) and not isinstance(v, bool) \
+                    and str(v).strip() and not gold_qid(v)[1]:
+                raise DataError(f"{what} has no {needed!r} but has {str(k)!r}: {v!r}; it would be read as NIL",
+                                where=where, fix=f"rename {str(k)!r} to {needed!r} (any KB's ids go there; null or "
+                                                 "absent for a NIL mention)")
             continue
         key = str(k)
         typo = DamerauLevenshtein.distance(key.lower(), needed, score_cutoff=2) <= 2

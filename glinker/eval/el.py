@@ -504,6 +504,11 @@ def _kb_ids(p: Any, text: str) -> set[str]:
     if text.lstrip()[:1] not in ("{", "["):
         head = _csv_header(text)
         if head is not None or getattr(p, "suffix", "").lower() in (".csv", ".tsv"):  # no header: the first column
+            if head is None:
+                first = text.lstrip().split("\n", 1)[0][:80]
+                log.warning("%s: no header names an id column (%s): its first column is read as the ids, the first "
+                            "line too (%r); name the id column `id` if the file has a header", p,
+                            ", ".join(_ID_COLUMNS), first)
             return _some(p, _csv_ids(text, head))
         text = "\n".join(_csv_lines(text)[0])  # (an Excel sep= line before a list of ids is no id)
     if text.lstrip()[:1] in ("{", "["):

@@ -225,9 +225,11 @@ def load_yaml(text: str | None = None, *, path: str | Path | None = None, source
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise PipelineError([Problem("E202", f"{what} file not found", where=source,
-                                         fix="check the path; " + ("shipped pipelines live in pipelines/"
-                                                                   if what == "pipeline" else
-                                                                   "example training configs live in examples/train/"))],
+                                         fix="check the path; " + (
+                                             "example pipelines are in the source repository's pipelines/ (not "
+                                             "installed with the package)" if what == "pipeline" else
+                                             "example training configs are in the source repository's examples/train/ "
+                                             "(not installed with the package)"))],
                                 source=source, what=what) from None
         except UnicodeDecodeError as e:
             raise PipelineError([Problem("E203", f"file is not valid UTF-8 ({e.reason} at byte {e.start})",

@@ -226,3 +226,26 @@ def test_jsonl_popularity_true_is_refused(tmp_path: Path) -> None:
     p = _jsonl(tmp_path / "k.jsonl", {"id": "E1", "label": "Paris", "popularity": True})
     with pytest.raises(DataError, match="'popularity' .* is true, not a number"):
         list(load_adapter("jsonl", str(p)).iter_entities())
+
+
+def test_another_kbs_id_under_an_entity_key_is_named(tmp_path: Path) -> None:
+    """"entity_id": "ACME-1" in an AIDA file (no wikidata_qid) was read as NIL without a word: only QIDs under such a
+    key were caught."""
+    m = {"start": 0, "end": 4, "mention": "Acme", "entity_id": "ACME-1"}
+    p = _jsonl(tmp_path / "a.jsonl", {"id": "d", "text": "Acme sells.", "mentions": [m]})
+    with pytest.raises(DataError, match="has no 'wikidata_qid' but has 'entity_id': 'ACME-1'"):
+        list(iter_aida(p))
+    nil = {**m, "entity_id": "--NME--"}  # a NIL marker under it is what it says
+    assert list(iter_aida(_jsonl(tmp_path / "b.jsonl", {"id": "d", "text": "Acme sells.", "mentions": [nil]})))
+
+
+def test_kb_ids_from_a_csv_without_an_id_column_are_said(tmp_path: Path, caplog: Any) -> None:
+    """A CSV whose header names no id column had its first column (and its header cell) read as the ids: coverage 0
+    and every miss "not in the KB", without a word."""
+    from glinker.eval.el import load_kb_ids
+
+    p = tmp_path / "kb.csv"
+    p.write_text("company_name,company_code\nAcme,ACME-1\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        ids = load_kb_ids(str(p))
+    assert "company_name" in ids and "no header names an id column" in caplog.text

@@ -70,3 +70,24 @@ def test_a_small_link_call_logs_no_info_line(pipeline: Path, caplog: Any) -> Non
     with caplog.at_level(logging.DEBUG, logger="glinker"):
         p.link(["Paris is in France."])
     assert "t: 1 documents" in caplog.text
+
+
+def test_eval_el_json_names_the_pipelines_own_model_and_kb(pipeline: Path, tmp_path: Path) -> None:
+    """Session 39, a data scientist's walkthrough: the report's `run` said model null and kb null whenever they came
+    from the YAML (only --model/--kb overrides were recorded)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from glinker.cli import _load_groups, app
+
+    _load_groups()
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "d", "text": "Paris is in France.", "mentions": [
+        {"start": 0, "end": 5, "mention": "Paris", "wikidata_qid": "Q90"}]}) + "\n")
+    out = tmp_path / "rep.json"
+    r = CliRunner().invoke(app, ["eval", "el", "--pipeline", str(pipeline), "--data", str(gold), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    run = json.loads(out.read_text())["run"]
+    spec = glinker.load_pipeline(str(pipeline)).spec.header
+    assert run["model"] == spec.model and run["kb"] == spec.kb and run["kb"]

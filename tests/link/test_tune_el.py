@@ -73,7 +73,8 @@ def test_several_sets_rank_by_their_mean(tune, tiny_model, tmp_path, monkeypatch
     rows = tmp_path / "rows.jsonl"
     monkeypatch.setattr(sys, "argv", ["tune_el", "--predictions", str(saved[0]), "--data", str(gold[0]),
                                       "--predictions", str(saved[1]), "--data", str(gold[1]),
-                                      "--grid", "prior=0,1 popularity=0,1", "--nil", "0", "--json", str(rows)])
+                                      "--grid", "prior=0,1 popularity=0,1", "--nil", "0", "--json", str(rows),
+                                      "--kb", str(kb)])
     assert tune.main() == 0
     got = [json.loads(line) for line in rows.read_text().splitlines()]
     assert len(got) == 3 and all(set(r["sets"]) == {"gold0", "gold1"} for r in got)
@@ -107,3 +108,28 @@ def test_relink_reproduces_coherence(tune, tiny_model, tiny_kb, tmp_path, mode, 
     ref = pipe(run, tiny_model, tiny_kb).link(docs)
     assert [sorted((ln["mention"]["start"], ln["entity_id"]) for ln in g["links"]) for g in got] == \
         [sorted((ln.mention.start, ln.entity_id) for ln in r.links) for r in ref]
+
+
+def test_grids_the_saved_links_cannot_answer_are_refused(tune, tiny_model, tmp_path, monkeypatch, capsys):
+    """Session 39 (a data scientist tuning on their own dev set): a grid feature no saved candidate carries was
+    scored 0 everywhere (plausible rows, meaningless); prior without --kb was taken as counted (rows of ~0 F1 where
+    the pipeline scores well); coherence was said to be reproduced exactly, which it is not."""
+    import json
+
+    kb = counted_kb(tmp_path / "kb")
+    text = "Paris and Berlin."
+    g = tmp_path / "gold.jsonl"
+    g.write_text(json.dumps({"id": "d", "text": text, "mentions": [
+        {"start": 0, "end": 5, "mention": "Paris", "wikidata_qid": "Q90"}]}) + "\n")
+    [out] = pipe(SAVE, tiny_model, kb).link([given((0, 5), (10, 16), text=text)])
+    p = tmp_path / "links.jsonl"
+    p.write_text(out.model_dump_json() + "\n", encoding="utf-8")
+    base = ["tune_el", "--predictions", str(p), "--data", str(g), "--nil", "0"]
+    for grid, kb_arg, said in (("alias=1 biencoder=0,1", [], "biencoder, which no saved candidate carries"),
+                               ("alias=1 prior=0,1", [], "give --kb")):
+        monkeypatch.setattr(sys, "argv", [*base, "--grid", grid, *kb_arg])
+        with pytest.raises(SystemExit, match=said):
+            tune.main()
+    monkeypatch.setattr(sys, "argv", [*base, "--grid", "alias=1 prior=0,1", "--kb", str(kb)])
+    assert tune.main() == 0
+    assert tune.saved_features(str(p)) == {"prior", "alias", "popularity"}
