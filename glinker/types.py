@@ -130,7 +130,33 @@ def _meta_text(s: str, where: str, path: str) -> None:
         raise DataError(f"{path}: {e.message}", where=where, fix=e.fix) from None
 
 
-_EVERY_FIELD: dict[type, set[str]] = {}  # per record class: the set of all its fields (see _Record._trusted)
+class _EveryField(set):  # type: ignore[type-arg]
+    """The one set of all a record class's fields that its records built without validation share as pydantic's
+    "fields set" (:meth:`_Record._trusted`): adding a name it holds (what assignment does) is a no-op; anything
+    that would change it raises, as one record's change would be every record's; copies (``model_copy``, deepcopy,
+    pickling) are plain sets of their own."""
+
+    def add(self, name: Any) -> None:
+        if name not in self:
+            raise TypeError(f"{name!r} is no field of this record (its fields set is shared)")
+
+    def _shared(self, *a: Any, **k: Any) -> Any:
+        raise TypeError("a record's fields set is shared by the records of its class: copy it first (set(...))")
+
+    discard = remove = pop = clear = update = difference_update = intersection_update = _shared
+    symmetric_difference_update = __ior__ = __iand__ = __isub__ = __ixor__ = _shared
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+    def __deepcopy__(self, memo: Any) -> set[str]:
+        return set(self)
+
+    def __reduce__(self) -> Any:
+        return set, (list(self),)
+
+
+_EVERY_FIELD: dict[type, _EveryField] = {}  # per record class: the set of all its fields (see _Record._trusted)
 
 
 class _Record(BaseModel):
@@ -141,14 +167,14 @@ class _Record(BaseModel):
         """A record from ``values`` that already hold every field, in field order, with the right types: no
         validation, no copy (the hot loops of retrieval and KB reads; pydantic's ``model_construct`` costs twice
         this). Tests check it equals the validated form. Its set of fields given is the one set of all the class's
-        fields, shared (472 of a candidate's ~1,070 bytes were its own copy; pydantic only ever adds a field's name
-        to it, which it holds already, and copies it for ``model_copy``)."""
+        fields, shared (472 of a candidate's ~1,070 bytes were its own copy; assignment adds a field's name, which
+        it holds already; ``model_copy`` copies it; any change to it raises: :class:`_EveryField`)."""
         obj = cls.__new__(cls)
         _set = object.__setattr__
         _set(obj, "__dict__", values)
         every = _EVERY_FIELD.get(cls)
         if every is None:
-            every = _EVERY_FIELD.setdefault(cls, set(cls.model_fields))
+            every = _EVERY_FIELD.setdefault(cls, _EveryField(cls.model_fields))
         _set(obj, "__pydantic_fields_set__", every if len(values) == len(every) else set(values))
         _set(obj, "__pydantic_extra__", None)
         _set(obj, "__pydantic_private__", None)

@@ -11,15 +11,13 @@ ELEVANT OKE train splits). Several sets (``--predictions`` and ``--data`` repeat
 the mean of their EL F1, so a setting that helps one domain at another's cost does not win.
 
     glinker eval el -p PIPELINE_WITH_ALL_FEATURES.yaml --data aida_testa.jsonl --save runs/testa-features.jsonl
-    python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl \\
+    python scripts/tune_el.py --predictions runs/testa-features.jsonl --data aida_testa.jsonl --kb KB \\
         --grid 'biencoder=0,1 prior=0,1,2 popularity=0,0.5 alias=0,1 fuzzy=0,0.2 dense=0' --nil 0.1,0.2,0.3
 
 ``--missing-prior zero,skip,popularity`` also tries rescore's ``missing_prior`` modes: ``zero`` scores ``prior`` 0
 for a mention whose form has no alias counts, ``skip`` leaves it out of that mention's mean, ``popularity`` uses
 the saved ``prior`` as it is (save the links with ``missing_prior: popularity`` to have the back-off there). Which
-forms have counts is read from ``--kb`` (the pipeline's KB; required for links saved with ``popularity``); without
-it, a link whose candidates carry no ``prior`` score (saved with ``missing_prior: skip``) counts as a form without
-counts.
+forms have counts is read from ``--kb`` (the pipeline's KB), which a grid trying ``prior`` needs.
 """
 
 from __future__ import annotations
@@ -222,6 +220,9 @@ def main() -> int:
 
         with KB.open(args.kb) as k:
             kb_counted = bool(k.store.alias_count_pairs())
+    if kb_counted and any(v > 0 for v in grid.get("prior", [])) and "prior" not in saved:
+        raise SystemExit("--grid tries prior, which no saved candidate carries while the KB has alias counts: save "
+                         "the links with prior weighted (> 0) in the pipeline's rescore, or drop it from the grid")
 
     rows: list[dict[str, Any]] = []
     for values in itertools.product(*grid.values()):

@@ -1321,7 +1321,9 @@ def _check_id_key(m: dict, needed: str, known: Sequence[str], where: str, what: 
         if k in known:
             continue
         if not (isinstance(v, str) and _QID.fullmatch(v)):
-            if str(k).lower() in _ENTITY_KEYS and isinstance(v, (str, int)) and not isinstance(v, bool) \
+            # (AIDA only: ELEVANT reads an entity_id that is no QID as NIL, so no rename would help there)
+            if needed == "wikidata_qid" and str(k).lower() in _ENTITY_KEYS and isinstance(v, (str, int)) \
+                    and not isinstance(v, bool) \
                     and str(v).strip() and not gold_qid(v)[1]:
                 raise DataError(f"{what} has no {needed!r} but has {str(k)!r}: {v!r}; it would be read as NIL",
                                 where=where, fix=f"rename {str(k)!r} to {needed!r} (any KB's ids go there; null or "

@@ -58,6 +58,12 @@ def test_candidate_fast_constructor_equals_the_validated_one() -> None:
     twin = fast.clone()
     twin.scores["x"] = 1.0
     assert "x" not in fast.scores and twin.entity_id == "Q90" and twin.score == 2.0
+    # (its fields set is shared by every such record: a change is refused, copies are their own)
+    other = Candidate.of(**kw)
+    with pytest.raises(TypeError, match="shared"):
+        fast.model_fields_set.discard("score")
+    assert set(other.model_dump(exclude_unset=True)) == set(ref.model_dump())  # every field still "set"
+    assert type(fast.model_copy(update={"score": 3.0}).model_fields_set) is set
     # nested in a validated record, it serialises like the validated form
     m = Mention(start=0, end=5, text="Paris")
     assert Link(mention=m, candidates=[Candidate.of(**kw)]).model_dump_json() == \

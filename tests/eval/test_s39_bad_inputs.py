@@ -235,6 +235,9 @@ def test_another_kbs_id_under_an_entity_key_is_named(tmp_path: Path) -> None:
     p = _jsonl(tmp_path / "a.jsonl", {"id": "d", "text": "Acme sells.", "mentions": [m]})
     with pytest.raises(DataError, match="has no 'wikidata_qid' but has 'entity_id': 'ACME-1'"):
         list(iter_aida(p))
+    # ELEVANT gold is Wikidata's (an entity_id that is no QID is NIL there): no rename to suggest
+    lab = {"span": [0, 4], "kb_id": "ACME-1"}
+    assert list(iter_elevant(_jsonl(tmp_path / "e.jsonl", {"text": "Acme sells.", "labels": [lab]})))
     nil = {**m, "entity_id": "--NME--"}  # a NIL marker under it is what it says
     assert list(iter_aida(_jsonl(tmp_path / "b.jsonl", {"id": "d", "text": "Acme sells.", "mentions": [nil]})))
 

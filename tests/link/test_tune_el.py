@@ -133,3 +133,9 @@ def test_grids_the_saved_links_cannot_answer_are_refused(tune, tiny_model, tmp_p
     monkeypatch.setattr(sys, "argv", [*base, "--grid", "alias=1 prior=0,1", "--kb", str(kb)])
     assert tune.main() == 0
     assert tune.saved_features(str(p)) == {"prior", "alias", "popularity"}
+    # links saved without prior while the KB has alias counts: prior rows would be scored on zeros
+    [out] = pipe(SAVE.replace("prior: 1.0, ", ""), tiny_model, kb).link([given((0, 5), (10, 16), text=text)])
+    p.write_text(out.model_dump_json() + "\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", [*base, "--grid", "alias=1 prior=0,1", "--kb", str(kb)])
+    with pytest.raises(SystemExit, match="prior, which no saved candidate carries"):
+        tune.main()
