@@ -327,7 +327,7 @@ def test_writing_a_kb_on_read_only_storage_is_said_not_a_traceback(tmp_path: Pat
     add = write_jsonl([Entity(id="B1", label="added")], tmp_path / "b.jsonl")
     links = tmp_path / "ls.jsonl"
     links.write_text(json.dumps({"id": "d1", "text": "entity 1 met entity 2.", "mentions": [
-        {"start": 0, "end": 8, "entity_id": "E1"}]}) + "\n")
+        {"start": 0, "end": 8, "wikidata_qid": "E1"}]}) + "\n")
     (tmp_path / "parent").mkdir()
     script = (f"mount --bind {kb_dir} {kb_dir} && mount -o remount,ro,bind {kb_dir} && "
               f"mount --bind {tmp_path}/parent {tmp_path}/parent && mount -o remount,ro,bind {tmp_path}/parent && "
