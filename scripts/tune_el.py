@@ -187,12 +187,7 @@ def main() -> int:
     args = ap.parse_args()
     if len(args.predictions) != len(args.data):
         raise SystemExit("give one --predictions file per --data file, in the same order")
-    sets = []
-    for pred, data in zip(args.predictions, args.data):
-        names, docs = load_features(pred, args.kb)
-        files = data.split(",")  # several files read as one set, ids prefixed as by `glinker eval el --data A --data B`
-        sets.append(("+".join(Path(f).name.split(".")[0] for f in files), list(iter_el_files(files)), docs))
-    kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
+    # the arguments first: a mistake in them is said before every file is read
     grid = parse_grid(args.grid)
     nils = [float(x) for x in args.nil.split(",")]
     modes = args.missing_prior.split(",")
@@ -205,6 +200,12 @@ def main() -> int:
         # with prior > 0 scored ~0 where the pipeline scores them well
         raise SystemExit("--grid tries prior > 0: give --kb (the pipeline's KB), whose alias counts decide how rescore "
                          "uses the prior")
+    sets = []
+    for pred, data in zip(args.predictions, args.data):
+        names, docs = load_features(pred, args.kb)
+        files = data.split(",")  # several files read as one set, ids prefixed as by `glinker eval el --data A --data B`
+        sets.append(("+".join(Path(f).name.split(".")[0] for f in files), list(iter_el_files(files)), docs))
+    kb = load_kb_ids(args.kb_ids) if args.kb_ids else None
     saved = {n for pred in args.predictions for n in saved_features(pred)}
     never = [n for n, vs in grid.items() if any(v > 0 for v in vs) and n not in saved and n != "prior"]
     if never:  # scored 0 on every candidate: its rows look plausible and mean nothing

@@ -267,7 +267,7 @@ def _count_lines(path: Path) -> int | None:
 
 def link(
     input: Path = typer.Argument(..., dir_okay=False, help="Input: .txt (one document a line) or .jsonl ({id?, text, ...} a line); - reads standard input."),
-    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML (examples: pipelines/wikidata.yaml in the source repository)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .jsonl (appended, resumable), .json or .html."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Documents per batch (default: the pipeline's)."),
     model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),

@@ -11,7 +11,7 @@ from glinker.cli import dtype_option
 
 
 def serve(
-    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML, e.g. pipelines/wikidata.yaml."),
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline YAML (examples: pipelines/wikidata.yaml in the source repository)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; printed at start)."),
     model: Optional[str] = typer.Option(None, "--model", help="Override the pipeline's model."),

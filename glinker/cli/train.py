@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 
-def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML (see docs/training.md)."),
+def train(config: Path = typer.Option(..., "--config", "-c", help="Training YAML (docs/training.md and examples/train/ in the source repository)."),
           set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set train.steps=100 (repeatable)."),
           export: Optional[Path] = typer.Option(None, help="Where to write the final gliner-format checkpoint "
                                                 "(default: <output_dir>/final)."),
