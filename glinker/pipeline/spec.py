@@ -634,10 +634,7 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
         if st is None and not unused and not users.get(what):
             return  # the pipeline's own, which no stage uses
         w, line = where(st, what)
-        p = Path(value).expanduser()
-        found = p if p.is_absolute() else spec.base_dir / p
-        if not found.exists() and not p.is_absolute() and p.exists():
-            found = p
+        found = found_path(value, spec.base_dir)
         if what == "model":
             from glinker.model import shipped
 
@@ -742,6 +739,17 @@ def resource_problems(spec: PipelineSpec, model: str | None = None, kb: Any = No
     return out
 
 
+def found_path(value: str, base_dir: Path) -> Path:
+    """Where a path a pipeline file names is read, as the run's ``resolve_path`` reads it: beside the pipeline file
+    (``base_dir``) when it is there, else from the working folder when it is there; one found in neither is
+    beside the pipeline file (where the warning about it says to make it)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    beside = base_dir / p
+    return p if not beside.exists() and p.exists() else beside
+
+
 def _vector_uses(st: StageSpec) -> list[str]:
     """What of a stage compares vectors made by its model: ``kb`` (dense candidates, re-scoring with the bi-encoder
     feature; coherence compares the KB's vectors with each other only) and ``label_bank``."""
@@ -771,11 +779,7 @@ def _stale_vectors(spec: PipelineSpec, st: StageSpec, model: Any, kb: Any,
         value = kb if what == "kb" else getattr(st.params, "label_bank", None)
         if not isinstance(value, str) or not value or "${" in value:
             continue
-        p = Path(value).expanduser()
-        folder = p if p.is_absolute() else spec.base_dir / p
-        if not folder.is_dir() and not p.is_absolute() and p.is_dir():
-            folder = p
-        then, built_with = _recorded_fingerprint(folder, what)
+        then, built_with = _recorded_fingerprint(found_path(value, spec.base_dir), what)
         if then is None or then == now or built_with not in (None, model):
             continue  # not there, alias-only, as the model is now, or another model's (said when it loads)
         w, line = where(st, what)
@@ -849,10 +853,7 @@ def pipeline_files(spec: PipelineSpec) -> list[FileUse]:
         """As the run's ``resolve_path``: beside the pipeline file when it is there, else from the working folder
         when it is there; a path found in neither is listed beside the pipeline file, where the warning about it
         says to make it (``missing_kb``)."""
-        p = Path(value).expanduser()
-        if not p.is_absolute() and p.exists() and not (spec.base_dir / p).exists():
-            return os.path.abspath(p)
-        return os.path.abspath(placed_path(value, spec.base_dir))
+        return os.path.abspath(found_path(value, spec.base_dir))
 
     writes: list[FileUse] = []
     reads: list[FileUse] = []
