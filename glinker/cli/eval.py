@@ -380,11 +380,9 @@ def _run_pipeline(path: Path, gold: list, save: Path | None, batch_size: int | N
 
     pipe = glinker.load_pipeline(str(path), model=model, kb=kb, dtype=dtype)
     found_by = _mentions_of(pipe)
-    from glinker.stages.resources import shown_kb
+    from glinker.cli.link import linked_with
 
-    h = getattr(pipe.spec, "header", None)  # (a pipeline of another make may have none)
-    used = {"model": model or getattr(h, "model", None),
-            "kb": kb or shown_kb(getattr(h, "kb", None), getattr(pipe.spec, "base_dir", None))}
+    used = linked_with(pipe, model, kb)
     docs = [d.to_document() for d in gold]
     claim = None
     if save is not None:

@@ -743,6 +743,16 @@ def check_output(output: Path, input: Path, kinds: set[str], example: str) -> No
         raise ConfigError(f"cannot write {output} (permission denied)", where="--output", fix="write somewhere you can")
 
 
+def linked_with(pipe: Any, model: str | None, kb: str | None) -> dict[str, Any]:
+    """``{"model", "kb"}`` a run links with: the ones given (``--model``, ``--kb``), else the pipeline's own (a KB
+    as :func:`glinker.stages.resources.shown_kb` shows it: read from its source as read, secrets masked)."""
+    from glinker.stages.resources import shown_kb
+
+    h = getattr(pipe.spec, "header", None)  # (a pipeline of another make may have none)
+    return {"model": model or getattr(h, "model", None),
+            "kb": kb or shown_kb(getattr(h, "kb", None), getattr(pipe.spec, "base_dir", None))}
+
+
 def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str, Any] | None = None
               ) -> dict[str, Any]:
     """What writes an output, for its run record: the pipeline's fingerprint, its model and KB as given (a KB read
@@ -750,7 +760,6 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     the same path is another KB; `Pipeline.resource_ident`, or ``resources`` when already read)."""
     import hashlib
 
-    from glinker.stages.resources import shown_kb
 
     h = pipe.spec.header
 
@@ -768,8 +777,7 @@ def run_ident(pipe: Any, model: str | None, kb: str | None, resources: dict[str,
     except GlinkerError:  # a missing KB: the stage that needs it says so when the run starts
         contents = None
     base = getattr(pipe.spec, "base_dir", None)
-    out = {"pipeline": pipe.fingerprint(), "model": model or h.model, "kb": kb or shown_kb(h.kb, base),
-           "contents": contents}
+    out = {"pipeline": pipe.fingerprint(), **linked_with(pipe, model, kb), "contents": contents}
     try:  # what the fingerprint hashes, so that a refused resume can say which stage changed (not compared itself)
         out[_DETAIL] = _shown_identity(pipe.identity(), base)
     except Exception:  # noqa: BLE001 - a detail for messages only
